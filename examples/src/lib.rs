@@ -1,0 +1,1 @@
+//! Runnable apps on `restate-runtime`; each binary lives in `src/bin/`.

@@ -1,0 +1,293 @@
+//! Generates code from the model: the user's impl block unchanged, the `Service` impl (definition
+//! and dispatcher), the `inventory` registration and the typed client. Every path is absolute,
+//! so user code that shadows `Result`, `Ok`, `Box` or `Option` does not break the expansion.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::model::{ContextKind, HandlerModel, Input, Options, ServiceKind, ServiceModel};
+
+const RT: &str = "::restate_runtime::__private";
+
+fn rt() -> TokenStream {
+    RT.parse().expect("valid path")
+}
+
+pub(crate) fn expand(model: &ServiceModel) -> TokenStream {
+    let item = &model.item;
+    let service_impl = service_impl(model);
+    let registration = registration(model);
+    let client = client(model);
+    quote! {
+        #item
+        #client
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        const _: () = {
+            #service_impl
+            #registration
+        };
+    }
+}
+
+fn option_u64(v: Option<u64>) -> TokenStream {
+    match v {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn handler_options(options: &Options) -> TokenStream {
+    let rt = rt();
+    let ingress_private = options.ingress_private;
+    let retention = match options.retention_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#rt::duration_ms(#ms))),
+        None => quote!(::core::option::Option::None),
+    };
+    let retry = match &options.retry {
+        None => quote!(<#rt::RetryPolicy as ::core::default::Default>::default()),
+        Some(r) => {
+            let initial = option_u64(r.initial_interval_ms);
+            let max = option_u64(r.max_interval_ms);
+            let factor = match r.factor {
+                Some(f) => quote!(::core::option::Option::Some(#f)),
+                None => quote!(::core::option::Option::None),
+            };
+            let attempts = match r.max_attempts {
+                Some(n) => quote!(::core::option::Option::Some(#n)),
+                None => quote!(::core::option::Option::None),
+            };
+            quote! {{
+                let d = <#rt::RetryPolicy as ::core::default::Default>::default();
+                #rt::RetryPolicy {
+                    initial_interval: (#initial).map(#rt::duration_ms).unwrap_or(d.initial_interval),
+                    factor: (#factor).unwrap_or(d.factor),
+                    max_interval: (#max).map(#rt::duration_ms).unwrap_or(d.max_interval),
+                    max_attempts: match #attempts { ::core::option::Option::Some(n) => ::core::option::Option::Some(n), ::core::option::Option::None => d.max_attempts },
+                }
+            }}
+        }
+    };
+    quote! {
+        #rt::HandlerOptions {
+            ingress_private: #ingress_private,
+            retry_policy: #retry,
+            retention: #retention,
+        }
+    }
+}
+
+fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
+    let rt = rt();
+    let name = &h.wire_name;
+    let kind = match (model.kind, h.context) {
+        (ServiceKind::Service, _) => quote!(#rt::HandlerKind::Stateless),
+        (_, ContextKind::SharedObjectContext | ContextKind::SharedWorkflowContext) => {
+            quote!(#rt::HandlerKind::Shared)
+        }
+        (_, ContextKind::WorkflowContext) => quote!(#rt::HandlerKind::Workflow),
+        _ => quote!(#rt::HandlerKind::Exclusive),
+    };
+    let (input_type, shape, check) = match &h.input {
+        Input::None => (
+            quote!(::core::option::Option::None),
+            quote!(#rt::InputShape::None),
+            quote!(#rt::accept_any),
+        ),
+        Input::Json(ty) => (
+            quote!(::core::option::Option::Some(::core::stringify!(#ty))),
+            quote!(#rt::InputShape::Json),
+            quote!(#rt::check_input::<#ty>),
+        ),
+        Input::Raw(ty) => (
+            quote!(::core::option::Option::Some(::core::stringify!(#ty))),
+            quote!(#rt::InputShape::Raw),
+            quote!(#rt::accept_any),
+        ),
+    };
+    let output = &h.output;
+    let options = handler_options(&h.options);
+    quote! {
+        #rt::HandlerDefinition {
+            name: #name,
+            kind: #kind,
+            input_type: #input_type,
+            output_type: ::core::stringify!(#output),
+            options: #options,
+            input: #shape,
+            check_input: #check,
+        }
+    }
+}
+
+fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
+    let rt = rt();
+    let self_ty = &model.self_ty;
+    let name = &h.wire_name;
+    let ident = &h.ident;
+    let ctx_ty = &h.context_ty;
+    let (decode, arg) = match &h.input {
+        Input::None => (quote!(), quote!()),
+        Input::Json(ty) => (
+            quote!(let __input = #rt::decode_input::<#ty>(&__bytes)?;),
+            quote!(, __input),
+        ),
+        Input::Raw(_) => (
+            quote!(let __input = #rt::raw_input(__bytes, __ctx);),
+            quote!(, __input),
+        ),
+    };
+    quote! {
+        #name => ::std::boxed::Box::pin(async move {
+            #decode
+            let __typed = <#ctx_ty as #rt::FromInvocation<'_>>::from_invocation(__ctx);
+            let __output = <#self_ty>::#ident(self, __typed #arg)
+                .await
+                .map_err(::core::convert::Into::<::restate_runtime::HandlerError>::into)?;
+            #rt::encode_output(&__output)
+        }),
+    }
+}
+
+fn service_impl(model: &ServiceModel) -> TokenStream {
+    let rt = rt();
+    let self_ty = &model.self_ty;
+    let name = &model.wire_name;
+    let kind = match model.kind {
+        ServiceKind::Service => quote!(#rt::ServiceKind::Service),
+        ServiceKind::Object => quote!(#rt::ServiceKind::VirtualObject),
+        ServiceKind::Workflow => quote!(#rt::ServiceKind::Workflow),
+    };
+    let definitions = model.handlers.iter().map(|h| handler_definition(model, h));
+    let arms = model.handlers.iter().map(|h| dispatch_arm(model, h));
+    quote! {
+        #[automatically_derived]
+        impl #rt::Service for #self_ty {
+            fn definition() -> #rt::ServiceDefinition {
+                #rt::ServiceDefinition {
+                    name: #name,
+                    kind: #kind,
+                    handlers: ::std::vec![#(#definitions),*],
+                }
+            }
+
+            fn invoke<'__a>(
+                &'__a self,
+                __handler: &'__a str,
+                __ctx: &'__a #rt::InvocationContext,
+                __bytes: ::restate_runtime::Bytes,
+            ) -> #rt::BoxFuture<'__a, ::core::result::Result<::restate_runtime::Bytes, ::restate_runtime::HandlerError>> {
+                #[allow(unused_variables)]
+                let __bytes = __bytes;
+                match __handler {
+                    #(#arms)*
+                    __other => ::std::boxed::Box::pin(async move {
+                        ::core::result::Result::Err(#rt::unknown_handler(#name, __other))
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn registration(model: &ServiceModel) -> TokenStream {
+    let rt = rt();
+    let self_ty = &model.self_ty;
+    quote! {
+        #rt::inventory::submit! {
+            #rt::Registration {
+                definition: <#self_ty as #rt::Service>::definition,
+                default_instance: || {
+                    #[allow(unused_imports)]
+                    use #rt::{ViaDefault as _, WithoutDefault as _};
+                    (&#rt::DefaultProbe::<#self_ty>::new()).instance()
+                },
+            }
+        }
+    }
+}
+
+fn client(model: &ServiceModel) -> TokenStream {
+    let rt = rt();
+    let client = format_ident!("{}Client", model.type_ident);
+    let service = &model.wire_name;
+    let doc = format!(
+        "Typed client of `{service}`: one method per handler, each returning a request to `.call()`, `.send()` or `.send_after(..)`.\n\nGet one with `ctx.{}_client::<{client}>({})` in a handler, or from a `RuntimeHandle` outside any handler.",
+        match model.kind {
+            ServiceKind::Service => "service",
+            ServiceKind::Object => "object",
+            ServiceKind::Workflow => "workflow",
+        },
+        if model.kind == ServiceKind::Service {
+            ""
+        } else {
+            "key"
+        },
+    );
+    let methods = model.handlers.iter().map(|h| {
+        let ident = &h.ident;
+        let name = &h.wire_name;
+        let docs = &h.docs;
+        let output = &h.output;
+        let (param, input_ty, encode) = match &h.input {
+            Input::None => (
+                quote!(),
+                quote!(()),
+                quote!(::core::result::Result::Ok(::restate_runtime::Bytes::new())),
+            ),
+            Input::Json(ty) => (quote!(, input: #ty), quote!(#ty), quote!(#rt::encode_input(&input))),
+            Input::Raw(ty) => (
+                quote!(, input: #ty),
+                quote!(#ty),
+                quote!(::core::result::Result::Ok(::core::clone::Clone::clone(input.body()))),
+            ),
+        };
+        quote! {
+            #(#docs)*
+            pub fn #ident(&self #param) -> C::Request<#input_ty, #output> {
+                #rt::Caller::request(
+                    &self.caller,
+                    #rt::parts(#service, ::core::option::Option::as_deref(&self.key), #name, #encode),
+                )
+            }
+        }
+    });
+    let constructor = match model.kind {
+        ServiceKind::Service => quote! {
+            impl<'a, C: #rt::Caller> ::restate_runtime::IntoServiceClient<C> for #client<'a, C> {
+                fn create(caller: C) -> Self {
+                    Self { caller, key: ::core::option::Option::None, _lifetime: ::core::marker::PhantomData }
+                }
+            }
+        },
+        ServiceKind::Object | ServiceKind::Workflow => {
+            let trait_name = if model.kind == ServiceKind::Object {
+                quote!(IntoObjectClient)
+            } else {
+                quote!(IntoWorkflowClient)
+            };
+            quote! {
+                impl<'a, C: #rt::Caller> ::restate_runtime::#trait_name<C> for #client<'a, C> {
+                    fn create(caller: C, key: ::std::string::String) -> Self {
+                        Self { caller, key: ::core::option::Option::Some(key), _lifetime: ::core::marker::PhantomData }
+                    }
+                }
+            }
+        }
+    };
+    quote! {
+        #[doc = #doc]
+        pub struct #client<'a, C = ::restate_runtime::HandlerCaller<'a>> {
+            caller: C,
+            key: ::core::option::Option<::std::string::String>,
+            _lifetime: ::core::marker::PhantomData<&'a ()>,
+        }
+
+        #constructor
+
+        #[allow(dead_code)]
+        impl<'a, C: #rt::Caller> #client<'a, C> {
+            #(#methods)*
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Attribute macros of `restate-runtime`: `#[service]`, `#[object]`, `#[workflow]` on an inherent
+//! impl block, and `#[handler]` on its methods. Each entry point parses the item into a model
+//! (`parse`), which validates it and collects every error, then generates code from the model
+//! (`expand`). Documentation for users lives on the re-exports in `restate-runtime`.
+
+mod ctxt;
+mod duration;
+mod expand;
+mod model;
+mod options;
+mod parse;
+
+use proc_macro::TokenStream;
+
+use model::ServiceKind;
+
+/// See `restate_runtime::service`.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_with(ServiceKind::Service, attr, item)
+}
+
+/// See `restate_runtime::object`.
+#[proc_macro_attribute]
+pub fn object(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_with(ServiceKind::Object, attr, item)
+}
+
+/// See `restate_runtime::workflow`.
+#[proc_macro_attribute]
+pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_with(ServiceKind::Workflow, attr, item)
+}
+
+/// See `restate_runtime::handler`. On its own (outside a service impl) it is an error: the
+/// service attribute consumes it.
+#[proc_macro_attribute]
+pub fn handler(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut out = proc_macro2::TokenStream::from(item.clone());
+    let span = proc_macro2::TokenStream::from(item);
+    out.extend(
+        syn::Error::new_spanned(
+            span,
+            "#[handler] marks a method inside an impl block annotated with #[service], #[object] or #[workflow]",
+        )
+        .to_compile_error(),
+    );
+    out.into()
+}
+
+fn expand_with(kind: ServiceKind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = proc_macro2::TokenStream::from(attr);
+    let item = proc_macro2::TokenStream::from(item);
+    match parse::parse(kind, attr, item.clone()) {
+        Ok(model) => expand::expand(&model).into(),
+        Err((errors, fallback)) => {
+            let mut out = fallback.unwrap_or(item);
+            out.extend(errors.to_compile_error());
+            out.into()
+        }
+    }
+}

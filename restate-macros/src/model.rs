@@ -1,0 +1,111 @@
+//! The validated model of an annotated impl block: all that code generation reads.
+
+use proc_macro2::Ident;
+use syn::{Attribute, ItemImpl, Type};
+
+/// Which macro was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServiceKind {
+    Service,
+    Object,
+    Workflow,
+}
+
+impl ServiceKind {
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Self::Service => "#[service]",
+            Self::Object => "#[object]",
+            Self::Workflow => "#[workflow]",
+        }
+    }
+
+    /// The context types a handler of this kind may take.
+    pub fn allowed_contexts(self) -> &'static [ContextKind] {
+        match self {
+            Self::Service => &[ContextKind::Context],
+            Self::Object => &[ContextKind::ObjectContext, ContextKind::SharedObjectContext],
+            Self::Workflow => &[
+                ContextKind::WorkflowContext,
+                ContextKind::SharedWorkflowContext,
+            ],
+        }
+    }
+}
+
+/// The context type a handler takes, which fixes how it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContextKind {
+    Context,
+    ObjectContext,
+    SharedObjectContext,
+    WorkflowContext,
+    SharedWorkflowContext,
+}
+
+impl ContextKind {
+    pub const ALL: [ContextKind; 5] = [
+        Self::Context,
+        Self::ObjectContext,
+        Self::SharedObjectContext,
+        Self::WorkflowContext,
+        Self::SharedWorkflowContext,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Context => "Context",
+            Self::ObjectContext => "ObjectContext",
+            Self::SharedObjectContext => "SharedObjectContext",
+            Self::WorkflowContext => "WorkflowContext",
+            Self::SharedWorkflowContext => "SharedWorkflowContext",
+        }
+    }
+}
+
+/// Retry policy literals, already validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RetryArgs {
+    pub initial_interval_ms: Option<u64>,
+    pub factor: Option<f64>,
+    pub max_interval_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+}
+
+/// Options on the service attribute or on `#[handler(..)]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Options {
+    pub name: Option<String>,
+    pub ingress_private: bool,
+    pub retention_ms: Option<u64>,
+    pub retry: Option<RetryArgs>,
+}
+
+/// How the handler takes its input.
+#[derive(Debug, Clone)]
+pub(crate) enum Input {
+    None,
+    Json(Box<Type>),
+    Raw(Box<Type>),
+}
+
+pub(crate) struct HandlerModel {
+    pub ident: Ident,
+    pub wire_name: String,
+    pub context: ContextKind,
+    pub context_ty: Box<Type>,
+    pub input: Input,
+    pub output: Box<Type>,
+    pub options: Options,
+    pub docs: Vec<Attribute>,
+}
+
+pub(crate) struct ServiceModel {
+    pub kind: ServiceKind,
+    pub wire_name: String,
+    pub self_ty: Box<Type>,
+    pub type_ident: Ident,
+    pub handlers: Vec<HandlerModel>,
+    /// The user's impl block with the `#[handler]` attributes removed, emitted unchanged.
+    pub item: ItemImpl,
+}

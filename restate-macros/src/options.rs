@@ -1,0 +1,179 @@
+//! Parses the options shared by the service attribute and `#[handler(..)]`.
+
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
+
+use crate::ctxt::Ctxt;
+use crate::duration::parse_millis;
+use crate::model::{Options, RetryArgs};
+
+const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70)";
+const RETRY_SUPPORTED: &str =
+    "supported retry options are: initial_interval, factor, max_interval, max_attempts";
+
+/// A comma-separated list of `Meta` items.
+pub(crate) struct MetaList(pub Punctuated<Meta, Token![,]>);
+
+impl Parse for MetaList {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        Ok(Self(Punctuated::parse_terminated(input)?))
+    }
+}
+
+fn lit_str(cx: &mut Ctxt, expr: &Expr, what: &str) -> Option<LitStr> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Some(s.clone()),
+        other => {
+            cx.error_spanned_by(other, format!("`{what}` takes a string literal"));
+            None
+        }
+    }
+}
+
+fn duration(cx: &mut Ctxt, expr: &Expr, what: &str) -> Option<u64> {
+    let lit = lit_str(cx, expr, what)?;
+    match parse_millis(&lit.value()) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            cx.error_spanned_by(
+                &lit,
+                format!("invalid duration for `{what}`: {e}; write e.g. \"500ms\", \"30s\", \"1 day\" or \"PT10S\""),
+            );
+            None
+        }
+    }
+}
+
+/// Checks a wire name: non-empty, letters, digits, `_`, `-` and `.` only (it is a URL segment).
+pub(crate) fn check_wire_name(cx: &mut Ctxt, lit: &LitStr) -> Option<String> {
+    let value = lit.value();
+    let valid = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Some(value)
+    } else {
+        cx.error_spanned_by(
+            lit,
+            "a name must be non-empty and use only ASCII letters, digits, `_`, `-` and `.`",
+        );
+        None
+    }
+}
+
+pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
+    let mut options = Options::default();
+    let mut seen: Vec<String> = Vec::new();
+    for meta in &metas.0 {
+        let Some(ident) = meta.path().get_ident().map(ToString::to_string) else {
+            cx.error_spanned_by(meta.path(), format!("unknown option; {SUPPORTED}"));
+            continue;
+        };
+        if seen.contains(&ident) {
+            cx.error_spanned_by(meta.path(), format!("duplicate option `{ident}`"));
+            continue;
+        }
+        seen.push(ident.clone());
+        match (ident.as_str(), meta) {
+            ("name", Meta::NameValue(nv)) => {
+                options.name = lit_str(cx, &nv.value, "name").and_then(|l| check_wire_name(cx, &l));
+            }
+            ("ingress_private", Meta::Path(_)) => options.ingress_private = true,
+            ("retention", Meta::NameValue(nv)) => {
+                options.retention_ms = duration(cx, &nv.value, "retention");
+            }
+            ("retry", Meta::List(list)) => match list.parse_args::<MetaList>() {
+                Ok(inner) => options.retry = Some(parse_retry(cx, &inner)),
+                Err(e) => cx.push(e),
+            },
+            ("name" | "retention", other) => {
+                cx.error_spanned_by(other, format!("write `{ident} = \"...\"`"));
+            }
+            ("ingress_private", other) => {
+                cx.error_spanned_by(
+                    other,
+                    "`ingress_private` is a flag: write `ingress_private`",
+                );
+            }
+            ("retry", other) => {
+                cx.error_spanned_by(other, format!("write `retry(..)`; {RETRY_SUPPORTED}"));
+            }
+            (_, other) => {
+                cx.error_spanned_by(
+                    other.path(),
+                    format!("unknown option `{ident}`; {SUPPORTED}"),
+                );
+            }
+        }
+    }
+    options
+}
+
+fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
+    let mut retry = RetryArgs::default();
+    for meta in &metas.0 {
+        let Meta::NameValue(nv) = meta else {
+            cx.error_spanned_by(meta, format!("write `option = value`; {RETRY_SUPPORTED}"));
+            continue;
+        };
+        let name = nv
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match name.as_str() {
+            "initial_interval" => {
+                retry.initial_interval_ms = duration(cx, &nv.value, "initial_interval")
+            }
+            "max_interval" => retry.max_interval_ms = duration(cx, &nv.value, "max_interval"),
+            "factor" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Float(f), ..
+                }) => match f.base10_parse::<f64>() {
+                    Ok(v) if v >= 1.0 => retry.factor = Some(v),
+                    _ => cx.error_spanned_by(f, "`factor` must be a number of at least 1.0"),
+                },
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(i), ..
+                }) => match i.base10_parse::<u32>() {
+                    Ok(v) if v >= 1 => retry.factor = Some(f64::from(v)),
+                    _ => cx.error_spanned_by(i, "`factor` must be a number of at least 1.0"),
+                },
+                other => cx.error_spanned_by(other, "`factor` takes a number such as 2.0"),
+            },
+            "max_attempts" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(i), ..
+                }) => match i.base10_parse::<u32>() {
+                    Ok(v) if v >= 1 => retry.max_attempts = Some(v),
+                    _ => cx.error_spanned_by(i, "`max_attempts` must be an integer of at least 1"),
+                },
+                other => cx.error_spanned_by(other, "`max_attempts` takes an integer such as 70"),
+            },
+            _ => cx.error_spanned_by(&nv.path, format!("unknown retry option; {RETRY_SUPPORTED}")),
+        }
+    }
+    retry
+}
+
+/// Merges handler options over service options (handler values win).
+pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
+    Options {
+        name: handler.name.clone(),
+        ingress_private: service.ingress_private || handler.ingress_private,
+        retention_ms: handler.retention_ms.or(service.retention_ms),
+        retry: match (&service.retry, &handler.retry) {
+            (Some(s), Some(h)) => Some(RetryArgs {
+                initial_interval_ms: h.initial_interval_ms.or(s.initial_interval_ms),
+                factor: h.factor.or(s.factor),
+                max_interval_ms: h.max_interval_ms.or(s.max_interval_ms),
+                max_attempts: h.max_attempts.or(s.max_attempts),
+            }),
+            (s, h) => h.clone().or_else(|| s.clone()),
+        },
+    }
+}

@@ -1,0 +1,423 @@
+//! Typed clients: what the generated `XClient` methods return, from inside a handler (journaled)
+//! and from outside any handler (through a [`RuntimeHandle`](crate::RuntimeHandle), no HTTP).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::codec::EncodeError;
+use crate::context::InvocationContext;
+use crate::context::invocation::Abort;
+use crate::context::run::outcome_to_result;
+use crate::engine::{Engine, EngineError, InvokeRequest, SendStatus, Submission};
+use crate::error::TerminalError;
+use crate::ids::InvocationId;
+use crate::storage::{JournalEntry, Outcome, Target, WriteOp};
+
+/// A request being built: target, input and options, plus who sends it.
+#[doc(hidden)]
+pub struct RequestParts {
+    target: Target,
+    input: Result<Bytes, EncodeError>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+}
+
+impl RequestParts {
+    fn into_invoke(self, delay: Option<Duration>) -> Result<InvokeRequest, TerminalError> {
+        let input = self
+            .input
+            .map_err(|e| TerminalError::new_with_code(400, e.to_string()))?;
+        Ok(InvokeRequest {
+            target: self.target,
+            input,
+            headers: self.headers,
+            idempotency_key: self.idempotency_key,
+            delay,
+        })
+    }
+}
+
+/// Who a generated client sends through: a handler's context or a runtime handle.
+///
+/// Implemented by [`HandlerCaller`] and [`RuntimeHandle`](crate::RuntimeHandle); generated
+/// clients are generic over it, so one client type serves both.
+pub trait Caller: Clone {
+    /// The request builder this caller hands out.
+    type Request<I, O>;
+    #[doc(hidden)]
+    fn request<I, O>(&self, parts: RequestParts) -> Self::Request<I, O>;
+}
+
+/// Builds a generated service client from a caller: `ctx.service_client::<XClient>()`.
+pub trait IntoServiceClient<C: Caller> {
+    /// Builds the client.
+    fn create(caller: C) -> Self;
+}
+
+/// Builds a generated virtual-object client for one key: `ctx.object_client::<XClient>(key)`.
+pub trait IntoObjectClient<C: Caller> {
+    /// Builds the client.
+    fn create(caller: C, key: String) -> Self;
+}
+
+/// Builds a generated workflow client for one key: `ctx.workflow_client::<XClient>(key)`.
+pub trait IntoWorkflowClient<C: Caller> {
+    /// Builds the client.
+    fn create(caller: C, key: String) -> Self;
+}
+
+#[doc(hidden)]
+pub fn parts(
+    service: &str,
+    key: Option<&str>,
+    handler: &str,
+    input: Result<Bytes, EncodeError>,
+) -> RequestParts {
+    RequestParts {
+        target: Target {
+            service: service.to_owned(),
+            handler: handler.to_owned(),
+            key: key.map(str::to_owned),
+        },
+        input,
+        headers: Vec::new(),
+        idempotency_key: None,
+    }
+}
+
+macro_rules! builder_options {
+    () => {
+        /// Sets an idempotency key: one invocation per (target, key) within the retention.
+        pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+            self.parts.idempotency_key = Some(key.into());
+            self
+        }
+
+        /// Adds a header the callee sees.
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.parts
+                .headers
+                .push((name.into().to_ascii_lowercase(), value.into()));
+            self
+        }
+    };
+}
+
+/// The id of a sent invocation, and what can be done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationHandle {
+    id: InvocationId,
+}
+
+impl InvocationHandle {
+    /// The invocation id.
+    pub fn invocation_id(&self) -> InvocationId {
+        self.id
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inside a handler.
+
+/// Sends from inside a handler: every call and send is a journal entry.
+#[derive(Clone, Copy)]
+pub struct HandlerCaller<'a> {
+    ctx: &'a InvocationContext,
+}
+
+impl<'a> HandlerCaller<'a> {
+    pub(crate) fn new(ctx: &'a InvocationContext) -> Self {
+        Self { ctx }
+    }
+}
+
+impl<'a> Caller for HandlerCaller<'a> {
+    type Request<I, O> = HandlerRequest<'a, O>;
+    fn request<I, O>(&self, parts: RequestParts) -> HandlerRequest<'a, O> {
+        HandlerRequest {
+            ctx: self.ctx,
+            parts,
+            _out: PhantomData,
+        }
+    }
+}
+
+/// A request built inside a handler.
+#[must_use = "a request does nothing until called or sent"]
+pub struct HandlerRequest<'a, O> {
+    ctx: &'a InvocationContext,
+    parts: RequestParts,
+    _out: PhantomData<fn() -> O>,
+}
+
+impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
+    builder_options!();
+
+    /// Calls and waits for the result. The call is journaled when this method runs, and the
+    /// result when it arrives, so a replayed handler does not call twice.
+    pub fn call(self) -> impl Future<Output = Result<O, TerminalError>> + Send + 'a {
+        let ctx = self.ctx;
+        let index = ctx.take_index();
+        let plan = plan_call(ctx, index, self.parts);
+        async move {
+            let outcome = match plan {
+                CallPlan::Done(outcome) => outcome,
+                CallPlan::Wait(id) => match ctx.engine.attach(id).await {
+                    Ok(Some(done)) => done.outcome.clone(),
+                    Ok(None) => Outcome::Failure {
+                        code: 404,
+                        message: format!("called invocation {id} not found"),
+                    },
+                    Err(e) => {
+                        ctx.stop(Abort::Lost(e.to_string()));
+                        return std::future::pending().await;
+                    }
+                },
+                CallPlan::Stopped => return std::future::pending().await,
+            };
+            outcome_to_result(outcome)
+        }
+    }
+
+    /// Sends one-way: journaled now, returns the new invocation's handle at once.
+    pub fn send(self) -> InvocationHandle {
+        send_from_handler(self.ctx, self.parts, None)
+    }
+
+    /// Sends one-way, to run after `delay`.
+    pub fn send_after(self, delay: Duration) -> InvocationHandle {
+        send_from_handler(self.ctx, self.parts, Some(delay))
+    }
+}
+
+enum CallPlan {
+    Done(Outcome),
+    Wait(InvocationId),
+    Stopped,
+}
+
+fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPlan {
+    if let Some(recorded) = ctx.replayed(index) {
+        return match recorded {
+            JournalEntry::Call {
+                target,
+                invocation_id,
+                outcome,
+            } if target == parts.target => match outcome {
+                Some(outcome) => CallPlan::Done(outcome),
+                None => CallPlan::Wait(invocation_id),
+            },
+            other => {
+                ctx.mismatch(index, &other, &format!("call `{}`", parts.target));
+                CallPlan::Stopped
+            }
+        };
+    }
+    let target = parts.target.clone();
+    let req = match parts.into_invoke(None) {
+        Ok(req) => req,
+        Err(e) => return CallPlan::Done(failure(&e)),
+    };
+    let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
+        Ok(s) => s,
+        Err(e) => return refuse(ctx, index, target, e),
+    };
+    let (id, mut extra, launch) = match submitted.submission {
+        Submission::Finished(done) => {
+            let entry = JournalEntry::Call {
+                target,
+                invocation_id: submitted.id,
+                outcome: Some(done.outcome.clone()),
+            };
+            let waiter = ctx.journal(index, entry, Vec::new());
+            drop(waiter);
+            return CallPlan::Done(done.outcome.clone());
+        }
+        Submission::Running { inflight, new } => {
+            let mut extra = Vec::new();
+            if new {
+                let mut state = inflight.state();
+                state.persisted = true;
+                extra.push(WriteOp::put_invocation(submitted.id, &state.record));
+            }
+            (submitted.id, extra, new.then_some(inflight))
+        }
+    };
+    let entry = JournalEntry::Call {
+        target,
+        invocation_id: id,
+        outcome: None,
+    };
+    let committed = ctx.journal(index, entry, std::mem::take(&mut extra));
+    if let Some(inflight) = launch {
+        ctx.engine.launch(inflight, None);
+    }
+    match committed {
+        Some(_) => CallPlan::Wait(id),
+        None => CallPlan::Stopped,
+    }
+}
+
+fn failure(e: &TerminalError) -> Outcome {
+    Outcome::Failure {
+        code: e.code(),
+        message: e.message().to_owned(),
+    }
+}
+
+/// A target that cannot be invoked: journaled as a failed call, so the handler sees a terminal
+/// error now and the same error on replay.
+fn refuse(ctx: &InvocationContext, index: u32, target: Target, e: EngineError) -> CallPlan {
+    let outcome = failure(&TerminalError::new_with_code(404, e.to_string()));
+    let entry = JournalEntry::Call {
+        target,
+        invocation_id: ctx.id(),
+        outcome: Some(outcome.clone()),
+    };
+    drop(ctx.journal(index, entry, Vec::new()));
+    CallPlan::Done(outcome)
+}
+
+fn send_from_handler(
+    ctx: &InvocationContext,
+    parts: RequestParts,
+    delay: Option<Duration>,
+) -> InvocationHandle {
+    let index = ctx.take_index();
+    if let Some(recorded) = ctx.replayed(index) {
+        return match recorded {
+            JournalEntry::Send {
+                target,
+                invocation_id,
+            } if target == parts.target => InvocationHandle { id: invocation_id },
+            other => {
+                ctx.mismatch(index, &other, &format!("send `{}`", parts.target));
+                InvocationHandle { id: ctx.id() }
+            }
+        };
+    }
+    let target = parts.target.clone();
+    let submitted = parts
+        .into_invoke(delay)
+        .map_err(|e| e.to_string())
+        .and_then(|req| ctx.engine.submit(req, None).map_err(|e| e.to_string()));
+    let submitted = match submitted {
+        Ok(s) => s,
+        Err(reason) => {
+            // A send to a target this binary does not serve is a bug to fix and redeploy: retry.
+            ctx.stop(Abort::Retry(format!("cannot send to `{target}`: {reason}")));
+            return InvocationHandle { id: ctx.id() };
+        }
+    };
+    let mut extra = Vec::new();
+    let mut launch = None;
+    if let Submission::Running {
+        inflight,
+        new: true,
+    } = submitted.submission
+    {
+        let mut state = inflight.state();
+        state.persisted = true;
+        extra.push(WriteOp::put_invocation(submitted.id, &state.record));
+        drop(state);
+        launch = Some(inflight);
+    }
+    let entry = JournalEntry::Send {
+        target,
+        invocation_id: submitted.id,
+    };
+    let committed = ctx.journal(index, entry, extra);
+    if let (Some(inflight), Some(waiter)) = (launch, committed) {
+        // The message runs once the entry that created it is durable, never before.
+        let engine = ctx.engine.clone();
+        let at = submitted.execution_time_ms;
+        tokio::spawn(async move {
+            match waiter.await {
+                Ok(()) => engine.launch(inflight, at),
+                Err(e) => engine.lose(&inflight, e.to_string()),
+            }
+        });
+    }
+    InvocationHandle { id: submitted.id }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outside any handler.
+
+/// A request built outside any handler, through a [`RuntimeHandle`](crate::RuntimeHandle).
+#[must_use = "a request does nothing until called or sent"]
+pub struct ExternalRequest<O> {
+    engine: Engine,
+    parts: RequestParts,
+    _out: PhantomData<fn() -> O>,
+}
+
+impl<O> ExternalRequest<O> {
+    pub(crate) fn new(engine: Engine, parts: RequestParts) -> Self {
+        Self {
+            engine,
+            parts,
+            _out: PhantomData,
+        }
+    }
+}
+
+/// Errors of a call or send made outside any handler.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The handler ended with a terminal error.
+    #[error("{0}")]
+    Terminal(TerminalError),
+    /// The runtime could not take the request (unknown target, storage failure).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<TerminalError> for ClientError {
+    fn from(e: TerminalError) -> Self {
+        Self::Terminal(e)
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
+    builder_options!();
+
+    /// Calls and waits for the result.
+    pub async fn call(self) -> Result<O, ClientError> {
+        let req = self.parts.into_invoke(None)?;
+        let (_, done, _) = self.engine.call(req).await?;
+        Ok(outcome_to_result(done.outcome.clone())?)
+    }
+
+    /// Sends one-way; returns once the invocation is durable.
+    pub async fn send(self) -> Result<InvocationHandle, ClientError> {
+        self.send_inner(None).await
+    }
+
+    /// Sends one-way to run after `delay`; returns once the invocation is durable.
+    pub async fn send_after(self, delay: Duration) -> Result<InvocationHandle, ClientError> {
+        self.send_inner(Some(delay)).await
+    }
+
+    async fn send_inner(self, delay: Option<Duration>) -> Result<InvocationHandle, ClientError> {
+        let req = self.parts.into_invoke(delay)?;
+        let (id, _status, _): (InvocationId, SendStatus, _) = self.engine.send(req).await?;
+        Ok(InvocationHandle { id })
+    }
+}
+
+/// Waits for the result of an invocation sent earlier, through a runtime handle.
+pub(crate) async fn attach_typed<O: DeserializeOwned>(
+    engine: &Engine,
+    id: InvocationId,
+) -> Result<O, ClientError> {
+    let done = engine
+        .attach(id)
+        .await?
+        .ok_or_else(|| TerminalError::new_with_code(404, format!("invocation {id} not found")))?;
+    Ok(outcome_to_result(done.outcome.clone())?)
+}

@@ -1,0 +1,127 @@
+//! Runtime settings: builder values are defaults, `RESTATE_*` environment variables override them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every setting of a runtime.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data folder (`RESTATE_DATA_DIR`, default `./data`).
+    pub data_dir: PathBuf,
+    /// Ingress listen address (`RESTATE_INGRESS_ADDR`, default `127.0.0.1:8080`).
+    pub ingress_addr: SocketAddr,
+    /// Admin listen address (`RESTATE_ADMIN_ADDR`, default `127.0.0.1:9070`).
+    pub admin_addr: SocketAddr,
+    /// Largest accepted request body in bytes (`RESTATE_MAX_BODY_BYTES`, default 10 MiB).
+    pub max_body_bytes: usize,
+    /// How long finished invocations keep their result (`RESTATE_RETENTION`, default 24 h).
+    pub default_retention: Duration,
+    /// How often expired invocations are purged.
+    pub purge_interval: Duration,
+    /// redb page cache in bytes (`RESTATE_CACHE_BYTES`, default 64 MiB).
+    pub cache_bytes: usize,
+    /// Partitions of a new data folder (`RESTATE_PARTITIONS`, default 256; an existing folder
+    /// keeps its own).
+    pub partitions: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            ingress_addr: ([127, 0, 0, 1], 8080).into(),
+            admin_addr: ([127, 0, 0, 1], 9070).into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            default_retention: Duration::from_secs(24 * 3600),
+            purge_interval: Duration::from_secs(10),
+            cache_bytes: 64 * 1024 * 1024,
+            partitions: 256,
+        }
+    }
+}
+
+/// A `RESTATE_*` variable that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl Config {
+    /// Applies the `RESTATE_*` environment variables over these values.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        self.apply(|name| std::env::var(name).ok())
+    }
+
+    fn apply(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T>(
+            name: &'static str,
+            value: String,
+            f: impl FnOnce(&str) -> Result<T, String>,
+        ) -> Result<T, ConfigError> {
+            f(&value).map_err(|reason| ConfigError {
+                name,
+                value,
+                reason,
+            })
+        }
+        let addr = |s: &str| s.parse::<SocketAddr>().map_err(|e| e.to_string());
+        let int = |s: &str| s.parse::<u64>().map_err(|e| e.to_string());
+        if let Some(v) = var("RESTATE_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("RESTATE_INGRESS_ADDR") {
+            self.ingress_addr = parse("RESTATE_INGRESS_ADDR", v, addr)?;
+        }
+        if let Some(v) = var("RESTATE_ADMIN_ADDR") {
+            self.admin_addr = parse("RESTATE_ADMIN_ADDR", v, addr)?;
+        }
+        if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
+            self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, int)? as usize;
+        }
+        if let Some(v) = var("RESTATE_RETENTION") {
+            self.default_retention = parse("RESTATE_RETENTION", v, crate::duration::parse)?;
+        }
+        if let Some(v) = var("RESTATE_CACHE_BYTES") {
+            self.cache_bytes = parse("RESTATE_CACHE_BYTES", v, int)? as usize;
+        }
+        if let Some(v) = var("RESTATE_PARTITIONS") {
+            self.partitions = parse("RESTATE_PARTITIONS", v, |s| {
+                s.parse::<u32>().map_err(|e| e.to_string()).and_then(|n| {
+                    if n == 0 {
+                        Err("must be at least 1".into())
+                    } else {
+                        Ok(n)
+                    }
+                })
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults_and_reports_bad_values() {
+        let mut c = Config::default();
+        c.apply(|n| match n {
+            "RESTATE_INGRESS_ADDR" => Some("127.0.0.1:1234".into()),
+            "RESTATE_RETENTION" => Some("1h".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.ingress_addr.port(), 1234);
+        assert_eq!(c.default_retention, Duration::from_secs(3600));
+        assert_eq!(c.admin_addr.port(), 9070);
+        let err = Config::default()
+            .apply(|n| (n == "RESTATE_ADMIN_ADDR").then(|| "nope".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("RESTATE_ADMIN_ADDR"));
+    }
+}

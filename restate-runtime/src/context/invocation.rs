@@ -1,0 +1,152 @@
+//! The per-attempt context of one invocation: the journal cursor, replay checks, and the abort
+//! signal that lets a context operation stop the attempt (non-determinism, a retryable failure
+//! inside `run`, a storage failure).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::Notify;
+
+use crate::engine::{Engine, Inflight};
+use crate::ids::InvocationId;
+use crate::storage::{CommitWaiter, JournalEntry, WriteOp};
+
+/// Why an attempt stopped early.
+#[derive(Debug, Clone)]
+pub(crate) enum Abort {
+    /// Retry the invocation (with backoff).
+    Retry(String),
+    /// Stop and pause: retrying cannot help (non-determinism).
+    Pause(String),
+    /// Storage failed: nothing more may be acknowledged.
+    Lost(String),
+}
+
+/// The engine's side of a running handler. Handlers see it through the typed context wrappers.
+#[doc(hidden)]
+pub struct InvocationContext {
+    pub(crate) engine: Engine,
+    pub(crate) inflight: Arc<Inflight>,
+    pub(crate) key: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    next_index: AtomicU32,
+    abort: Mutex<Option<Abort>>,
+    aborted: Notify,
+    pub(crate) rng: Mutex<StdRng>,
+}
+
+impl InvocationContext {
+    pub(crate) fn new(engine: Engine, inflight: Arc<Inflight>) -> Self {
+        let (key, headers) = {
+            let state = inflight.state();
+            (
+                state.record.target.key.clone(),
+                state.record.headers.clone(),
+            )
+        };
+        let seed = inflight.id.seed();
+        Self {
+            engine,
+            inflight,
+            key,
+            headers,
+            next_index: AtomicU32::new(0),
+            abort: Mutex::new(None),
+            aborted: Notify::new(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    pub(crate) fn id(&self) -> InvocationId {
+        self.inflight.id
+    }
+
+    /// The journal position of the next operation. Taken when an operation is created (not when
+    /// it is first polled), so concurrent operations get positions in program order.
+    pub(crate) fn take_index(&self) -> u32 {
+        self.next_index.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The entry recorded at `index` by an earlier attempt, if any.
+    pub(crate) fn replayed(&self, index: u32) -> Option<JournalEntry> {
+        self.inflight.state().journal.get(&index).cloned()
+    }
+
+    /// Records a journal mismatch and stops the attempt.
+    pub(crate) fn mismatch(&self, index: u32, recorded: &JournalEntry, actual: &str) {
+        self.stop(Abort::Pause(format!(
+            "non-determinism: journal entry {index} is `{}` ({}) but the handler now does `{actual}`; \
+             the handler's code changed or depends on something not journaled",
+            recorded.kind(),
+            describe(recorded),
+        )));
+    }
+
+    /// Stops the attempt; the engine sees it at the handler's next await point.
+    pub(crate) fn stop(&self, abort: Abort) {
+        let mut slot = self.abort.lock().expect("abort lock");
+        if slot.is_none() {
+            *slot = Some(abort);
+            self.aborted.notify_one();
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.abort.lock().expect("abort lock").is_some()
+    }
+
+    /// Resolves when the attempt was stopped.
+    pub(crate) async fn aborted(&self) -> Abort {
+        loop {
+            if let Some(abort) = self.abort.lock().expect("abort lock").clone() {
+                return abort;
+            }
+            self.aborted.notified().await;
+        }
+    }
+
+    /// Appends `entry` at `index` (with `extra` ops in the same batch) and returns the commit
+    /// waiter. Nothing is written once the attempt is stopped.
+    pub(crate) fn journal(
+        &self,
+        index: u32,
+        entry: JournalEntry,
+        extra: Vec<WriteOp>,
+    ) -> Option<CommitWaiter> {
+        if self.is_stopped() {
+            return None;
+        }
+        let mut state = self.inflight.state();
+        let mut ops = extra;
+        ops.push(WriteOp::put_journal(self.inflight.id, index, &entry));
+        state.journal.insert(index, entry);
+        Some(
+            self.inflight
+                .submit_with_record(self.engine.storage.as_ref(), &mut state, ops),
+        )
+    }
+
+    /// Waits for a commit; on failure stops the attempt and never resolves.
+    pub(crate) async fn durable(&self, waiter: Option<CommitWaiter>) {
+        let failure = match waiter {
+            Some(w) => match w.await {
+                Ok(()) => return,
+                Err(e) => Abort::Lost(e.to_string()),
+            },
+            None => Abort::Retry("attempt already stopped".into()),
+        };
+        self.stop(failure);
+        std::future::pending::<()>().await;
+    }
+}
+
+fn describe(entry: &JournalEntry) -> String {
+    match entry {
+        JournalEntry::Run { name, .. } => format!("name `{name}`"),
+        JournalEntry::Send { target, .. } | JournalEntry::Call { target, .. } => {
+            format!("target `{target}`")
+        }
+    }
+}

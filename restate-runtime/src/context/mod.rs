@@ -1,0 +1,169 @@
+//! The contexts handlers receive, one type per kind of handler. Each is a thin view over the
+//! invocation's [`InvocationContext`]; what a context can do is fixed by its type, so calling a
+//! state write from a shared handler, or touching state from a service, does not compile.
+
+pub(crate) mod invocation;
+pub(crate) mod run;
+
+use std::future::Future;
+
+use rand::RngCore;
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use invocation::InvocationContext;
+pub use run::Run;
+
+use crate::client::{HandlerCaller, IntoObjectClient, IntoServiceClient, IntoWorkflowClient};
+use crate::error::HandlerResult;
+use crate::ids::InvocationId;
+
+/// Random numbers seeded from the invocation id: the same sequence on every replay.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// # pub struct Dice;
+/// #[service]
+/// impl Dice {
+///     #[handler]
+///     async fn roll(&self, ctx: Context<'_>) -> HandlerResult<u32> {
+///         Ok(ctx.rand().next_u32() % 6 + 1)
+///     }
+/// }
+/// ```
+pub struct DeterministicRng<'a> {
+    ctx: &'a InvocationContext,
+}
+
+impl RngCore for DeterministicRng<'_> {
+    fn next_u32(&mut self) -> u32 {
+        self.ctx.rng.lock().expect("rng lock").next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.ctx.rng.lock().expect("rng lock").next_u64()
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        self.ctx.rng.lock().expect("rng lock").fill_bytes(dst)
+    }
+}
+
+/// Builds a context from the engine's side; used by generated dispatch code.
+#[doc(hidden)]
+pub trait FromInvocation<'a> {
+    fn from_invocation(ctx: &'a InvocationContext) -> Self;
+}
+
+macro_rules! context_types {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        pub struct $name<'a> {
+            inner: &'a InvocationContext,
+        }
+
+        impl<'a> FromInvocation<'a> for $name<'a> {
+            fn from_invocation(inner: &'a InvocationContext) -> Self {
+                Self { inner }
+            }
+        }
+
+        impl<'a> $name<'a> {
+            /// The id of this invocation.
+            pub fn invocation_id(&self) -> InvocationId {
+                self.inner.id()
+            }
+
+            /// The headers the invocation was sent with (names in lower case).
+            pub fn headers(&self) -> &'a [(String, String)] {
+                &self.inner.headers
+            }
+
+            /// A journaled side effect: the closure's result is durable before it is returned,
+            /// and on replay the recorded result comes back without running the closure.
+            /// The closure may run again if the process dies before its result is recorded.
+            pub fn run<F, Fut, T>(&self, closure: F) -> Run<'a, F, Fut, T>
+            where
+                F: FnMut() -> Fut + Send + 'a,
+                Fut: Future<Output = HandlerResult<T>> + Send + 'a,
+                T: Serialize + DeserializeOwned + Send + 'static,
+            {
+                Run::new(self.inner, closure)
+            }
+
+            /// Random numbers that replay identically (seeded from the invocation id).
+            pub fn rand(&self) -> DeterministicRng<'a> {
+                DeterministicRng { ctx: self.inner }
+            }
+
+            /// A random UUID (version 4 layout) that replays identically.
+            pub fn rand_uuid(&self) -> String {
+                let mut b = [0u8; 16];
+                self.rand().fill_bytes(&mut b);
+                b[6] = (b[6] & 0x0f) | 0x40;
+                b[8] = (b[8] & 0x3f) | 0x80;
+                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+            }
+
+            /// The current time, journaled: a replay sees the time the first execution saw.
+            pub async fn now(&self) -> Result<std::time::SystemTime, crate::TerminalError> {
+                let ms: u64 = self
+                    .run(|| async { Ok(crate::clock::now_ms()) })
+                    .name("now")
+                    .await?;
+                Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+            }
+
+            /// A typed client for a service: `ctx.service_client::<GreeterClient>()`.
+            pub fn service_client<C: IntoServiceClient<HandlerCaller<'a>>>(&self) -> C {
+                C::create(HandlerCaller::new(self.inner))
+            }
+
+            /// A typed client for one key of a virtual object.
+            pub fn object_client<C: IntoObjectClient<HandlerCaller<'a>>>(
+                &self,
+                key: impl Into<String>,
+            ) -> C {
+                C::create(HandlerCaller::new(self.inner), key.into())
+            }
+
+            /// A typed client for one workflow (by its key).
+            pub fn workflow_client<C: IntoWorkflowClient<HandlerCaller<'a>>>(
+                &self,
+                key: impl Into<String>,
+            ) -> C {
+                C::create(HandlerCaller::new(self.inner), key.into())
+            }
+        }
+    )*};
+}
+
+macro_rules! keyed {
+    ($($name:ident),*) => {$(
+        impl<'a> $name<'a> {
+            /// The object or workflow key this invocation runs on.
+            pub fn key(&self) -> &'a str {
+                self.inner.key.as_deref().unwrap_or_default()
+            }
+        }
+    )*};
+}
+
+context_types! {
+    /// The context of a service handler: side effects, calls, timers; no state.
+    Context;
+    /// The context of an exclusive virtual-object handler: reads and writes its key's state.
+    ObjectContext;
+    /// The context of a shared virtual-object handler: reads its key's state, writes nothing.
+    SharedObjectContext;
+    /// The context of a workflow's `run` handler.
+    WorkflowContext;
+    /// The context of a workflow's shared handlers.
+    SharedWorkflowContext;
+}
+
+keyed!(
+    ObjectContext,
+    SharedObjectContext,
+    WorkflowContext,
+    SharedWorkflowContext
+);

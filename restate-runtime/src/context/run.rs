@@ -1,0 +1,137 @@
+//! `ctx.run`: a side effect whose result is journaled durably before the handler sees it, and
+//! returned from the journal on replay without running the closure again.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::invocation::{Abort, InvocationContext};
+use crate::codec::{decode_json, encode_json};
+use crate::error::{HandlerResult, TerminalError};
+use crate::registry::RetryPolicy;
+use crate::storage::{JournalEntry, Outcome};
+
+/// A journaled side effect, built by `ctx.run(..)`; configure it, then `.await` it.
+///
+/// Without a retry policy, a retryable error inside the closure retries the whole invocation
+/// (it replays up to this step and runs the closure again). With one, the closure is retried in
+/// place and, once the policy's attempts are used up, the step resolves to a [`TerminalError`]
+/// the handler can handle (compensation).
+#[must_use = "a run does nothing until awaited"]
+pub struct Run<'a, F, Fut, T> {
+    ctx: &'a InvocationContext,
+    closure: F,
+    name: String,
+    policy: Option<RetryPolicy>,
+    _out: PhantomData<fn() -> (Fut, T)>,
+}
+
+impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
+    pub(crate) fn new(ctx: &'a InvocationContext, closure: F) -> Self {
+        Self {
+            ctx,
+            closure,
+            name: String::new(),
+            policy: None,
+            _out: PhantomData,
+        }
+    }
+
+    /// Names the step (shown in the journal; checked on replay).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Retries the closure in place with this policy; exhausted, the step fails terminally.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+}
+
+impl<'a, F, Fut, T> IntoFuture for Run<'a, F, Fut, T>
+where
+    F: FnMut() -> Fut + Send + 'a,
+    Fut: Future<Output = HandlerResult<T>> + Send + 'a,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Output = Result<T, TerminalError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let index = self.ctx.take_index();
+        Box::pin(execute(self, index))
+    }
+}
+
+async fn execute<'a, F, Fut, T>(mut run: Run<'a, F, Fut, T>, index: u32) -> Result<T, TerminalError>
+where
+    F: FnMut() -> Fut + Send + 'a,
+    Fut: Future<Output = HandlerResult<T>> + Send + 'a,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let ctx = run.ctx;
+    if let Some(recorded) = ctx.replayed(index) {
+        return match recorded {
+            JournalEntry::Run { name, outcome } if name == run.name => outcome_to_result(outcome),
+            other => {
+                ctx.mismatch(index, &other, &format!("run (name `{}`)", run.name));
+                std::future::pending().await
+            }
+        };
+    }
+    let mut failures = 0u32;
+    let result: Result<T, TerminalError> = loop {
+        match (run.closure)().await {
+            Ok(value) => break Ok(value),
+            Err(e) => {
+                let e = match e.into_terminal() {
+                    Ok(terminal) => break Err(terminal),
+                    Err(retryable) => retryable,
+                };
+                failures += 1;
+                let Some(policy) = run.policy else {
+                    ctx.stop(Abort::Retry(format!("run `{}` failed: {e}", run.name)));
+                    return std::future::pending().await;
+                };
+                if !policy.allows_another(failures) {
+                    break Err(TerminalError::new(format!(
+                        "run `{}` failed after {failures} attempts: {e}",
+                        run.name
+                    )));
+                }
+                tracing::warn!(step = %run.name, attempt = failures, error = %e, "run step failed; retrying");
+                tokio::time::sleep(policy.delay_for(failures)).await;
+            }
+        }
+    };
+    let outcome = match &result {
+        Ok(value) => match encode_json(value) {
+            Ok(bytes) => Outcome::Success(bytes.to_vec()),
+            Err(e) => {
+                ctx.stop(Abort::Retry(format!("run `{}`: {e}", run.name)));
+                return std::future::pending().await;
+            }
+        },
+        Err(t) => Outcome::Failure {
+            code: t.code(),
+            message: t.message().to_owned(),
+        },
+    };
+    let name = std::mem::take(&mut run.name);
+    let waiter = ctx.journal(index, JournalEntry::Run { name, outcome }, Vec::new());
+    ctx.durable(waiter).await;
+    result
+}
+
+/// Turns a recorded outcome back into the typed result.
+pub(crate) fn outcome_to_result<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TerminalError> {
+    match outcome {
+        Outcome::Success(bytes) => decode_json(&bytes)
+            .map_err(|e| TerminalError::new(format!("cannot decode journaled value: {e}"))),
+        Outcome::Failure { code, message } => Err(TerminalError::new_with_code(code, message)),
+    }
+}

@@ -1,0 +1,113 @@
+//! Runs one invocation to its end: attempt, retry with backoff, pause, or complete.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tracing::Instrument;
+
+use super::{Engine, Inflight};
+use crate::context::InvocationContext;
+use crate::context::invocation::Abort;
+use crate::storage::Outcome;
+
+/// How one attempt ended.
+enum Attempt {
+    Success(Bytes),
+    Terminal { code: u16, message: String },
+    Retry(String),
+    Pause(String),
+    Lost(String),
+    Shutdown,
+}
+
+pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
+    let (target, input) = {
+        let state = inflight.state();
+        (
+            state.record.target.clone(),
+            Bytes::from(state.record.input.clone()),
+        )
+    };
+    let span = tracing::info_span!("invocation", id = %inflight.id, target = %target);
+    async move {
+        let (service, policy) = match engine.resolve(&target) {
+            Ok((service, handler)) => (service.instance.clone(), handler.options.retry_policy),
+            Err(e) => {
+                // The binary no longer serves this target (a service was removed): end it.
+                let outcome = Outcome::Failure {
+                    code: 404,
+                    message: e.to_string(),
+                };
+                return engine.complete(&inflight, outcome).await;
+            }
+        };
+        let mut shutdown = engine.shutdown_signal();
+        loop {
+            let attempts = {
+                let mut state = inflight.state();
+                state.record.attempts += 1;
+                state.record.attempts
+            };
+            let ctx = InvocationContext::new(engine.clone(), inflight.clone());
+            let attempt = {
+                let handler = AssertUnwindSafe(service.invoke(&target.handler, &ctx, input.clone()))
+                    .catch_unwind();
+                tokio::select! {
+                    result = handler => match result {
+                        Ok(Ok(output)) => Attempt::Success(output),
+                        Ok(Err(e)) => match e.into_terminal() {
+                            Ok(t) => Attempt::Terminal { code: t.code(), message: t.message().to_owned() },
+                            Err(e) => Attempt::Retry(e.to_string()),
+                        },
+                        Err(panic) => Attempt::Retry(format!("handler panicked: {}", panic_message(&panic))),
+                    },
+                    abort = ctx.aborted() => match abort {
+                        Abort::Retry(m) => Attempt::Retry(m),
+                        Abort::Pause(m) => Attempt::Pause(m),
+                        Abort::Lost(m) => Attempt::Lost(m),
+                    },
+                    _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
+                }
+            };
+            match attempt {
+                Attempt::Success(output) => {
+                    return engine.complete(&inflight, Outcome::Success(output.to_vec())).await;
+                }
+                Attempt::Terminal { code, message } => {
+                    tracing::info!(code, %message, "invocation failed terminally");
+                    return engine
+                        .complete(&inflight, Outcome::Failure { code, message })
+                        .await;
+                }
+                Attempt::Retry(reason) if policy.allows_another(attempts) => {
+                    let delay = policy.delay_for(attempts);
+                    tracing::warn!(attempt = attempts, ?delay, %reason, "invocation attempt failed; retrying");
+                    inflight.state().record.last_error = Some(reason);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                }
+                Attempt::Retry(reason) => {
+                    let reason = format!("retries exhausted after {attempts} attempts: {reason}");
+                    return engine.pause(&inflight, reason).await;
+                }
+                Attempt::Pause(reason) => return engine.pause(&inflight, reason).await,
+                Attempt::Lost(reason) => return engine.lose(&inflight, reason),
+                Attempt::Shutdown => return,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}

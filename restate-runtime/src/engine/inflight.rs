@@ -1,0 +1,114 @@
+//! One invocation held in memory while it is not finished: its record, its journal, whether the
+//! record is durable yet, and the channel its waiters listen on.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::ids::InvocationId;
+use crate::storage::{CommitWaiter, InvocationRecord, JournalEntry, Outcome, Storage, WriteOp};
+
+/// A finished invocation as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// Result or terminal error.
+    pub outcome: Outcome,
+    /// When the result will be purged (ms since the epoch).
+    pub expires_at_ms: u64,
+}
+
+/// What waiters of an invocation are told.
+#[derive(Debug, Clone)]
+pub(crate) enum Finish {
+    /// Still going.
+    Pending,
+    /// Finished with a result.
+    Done(Arc<Completed>),
+    /// The engine could not finish it (storage failure, shutdown): no answer can be given.
+    Lost(String),
+}
+
+pub(crate) struct InflightState {
+    pub record: InvocationRecord,
+    /// Whether `record` has been submitted to storage (a request-response invocation that nobody
+    /// was told about may stay in memory until its first durable effect).
+    pub persisted: bool,
+    pub journal: BTreeMap<u32, JournalEntry>,
+}
+
+pub(crate) struct Inflight {
+    pub id: InvocationId,
+    state: Mutex<InflightState>,
+    finish: watch::Sender<Finish>,
+}
+
+impl Inflight {
+    pub fn new(
+        id: InvocationId,
+        record: InvocationRecord,
+        persisted: bool,
+        journal: BTreeMap<u32, JournalEntry>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            state: Mutex::new(InflightState {
+                record,
+                persisted,
+                journal,
+            }),
+            finish: watch::channel(Finish::Pending).0,
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, InflightState> {
+        self.state.lock().expect("inflight lock")
+    }
+
+    /// Submits `ops` after this invocation's record if the record is not durable yet, so the
+    /// record always commits first. Submitting under the lock keeps the invocation's writes in
+    /// journal order.
+    pub fn submit_with_record(
+        &self,
+        storage: &dyn Storage,
+        state: &mut InflightState,
+        mut ops: Vec<WriteOp>,
+    ) -> CommitWaiter {
+        if !state.persisted {
+            state.persisted = true;
+            ops.insert(0, WriteOp::put_invocation(self.id, &state.record));
+        }
+        storage.submit(ops)
+    }
+
+    /// Resolves once everything this invocation submitted so far, record included, is durable.
+    pub fn make_durable(&self, storage: &dyn Storage) -> CommitWaiter {
+        let mut state = self.state();
+        // An empty batch commits after every batch queued before it: a barrier.
+        self.submit_with_record(storage, &mut state, Vec::new())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Finish> {
+        self.finish.subscribe()
+    }
+
+    pub fn finish(&self, finish: Finish) {
+        self.finish.send_replace(finish);
+    }
+}
+
+/// Waits until the invocation finishes.
+pub(crate) async fn wait_finished(
+    mut rx: watch::Receiver<Finish>,
+) -> Result<Arc<Completed>, String> {
+    loop {
+        match &*rx.borrow_and_update() {
+            Finish::Done(c) => return Ok(c.clone()),
+            Finish::Lost(reason) => return Err(reason.clone()),
+            Finish::Pending => {}
+        }
+        if rx.changed().await.is_err() {
+            return Err("the runtime is shutting down".into());
+        }
+    }
+}

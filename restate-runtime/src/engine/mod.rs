@@ -1,0 +1,510 @@
+//! The engine: invocation lifecycle (submit, run, retry, pause, complete), idempotency,
+//! attach, delayed starts, recovery and retention. It knows nothing of HTTP.
+
+mod execute;
+mod inflight;
+mod timers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+pub use inflight::Completed;
+pub(crate) use inflight::{Finish, Inflight, wait_finished};
+
+use crate::clock::now_ms;
+use crate::ids::{InvocationId, partition_key_of};
+use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
+use crate::storage::{InvocationRecord, Outcome, Status, Storage, StorageError, Target, WriteOp};
+
+/// Errors of the engine, as adapters (ingress, clients) map them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// No such service.
+    #[error("service '{0}' not found, make sure to register the service before calling it.")]
+    UnknownService(String),
+    /// The service exists but has no such handler.
+    #[error("the service '{service}' exists, but the handler '{handler}' was not found")]
+    UnknownHandler { service: String, handler: String },
+    /// A keyed service was called without a key, or a service with one.
+    #[error("{0}")]
+    BadTarget(String),
+    /// Storage failed; nothing was acknowledged.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The invocation could not finish (storage failure or shutdown).
+    #[error("invocation lost: {0}")]
+    Lost(String),
+}
+
+/// A request to start an invocation.
+#[derive(Debug, Clone)]
+pub(crate) struct InvokeRequest {
+    pub target: Target,
+    pub input: Bytes,
+    pub headers: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
+    pub delay: Option<Duration>,
+}
+
+/// What submitting found or created.
+pub(crate) enum Submission {
+    /// A new invocation (or an existing one still running, for a duplicate).
+    Running { inflight: Arc<Inflight>, new: bool },
+    /// A duplicate of an invocation that already finished.
+    Finished(Arc<Completed>),
+}
+
+/// A submitted invocation.
+pub(crate) struct Submitted {
+    pub id: InvocationId,
+    pub submission: Submission,
+    /// When it will run, if delayed (ms since the epoch).
+    pub execution_time_ms: Option<u64>,
+}
+
+/// How `/send` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// A new invocation.
+    Accepted,
+    /// A duplicate of an earlier one (same idempotency key).
+    PreviouslyAccepted,
+}
+
+/// The state of an invocation for `output`.
+pub(crate) enum OutputState {
+    NotFound,
+    NotReady,
+    Done(Arc<Completed>),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig {
+    pub default_retention: Duration,
+    pub purge_interval: Duration,
+}
+
+pub(crate) struct EngineInner {
+    pub storage: Arc<dyn Storage>,
+    pub registry: Registry,
+    pub config: EngineConfig,
+    inflight: Mutex<HashMap<InvocationId, Arc<Inflight>>>,
+    timers: timers::Timers,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Cheap handle to the engine.
+#[derive(Clone)]
+pub(crate) struct Engine(Arc<EngineInner>);
+
+impl std::ops::Deref for Engine {
+    type Target = EngineInner;
+    fn deref(&self) -> &EngineInner {
+        &self.0
+    }
+}
+
+impl Engine {
+    /// Builds the engine, resumes what the store holds, and starts timers and the purger.
+    /// Must run inside a tokio runtime.
+    pub(crate) fn start(
+        storage: Arc<dyn Storage>,
+        registry: Registry,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let engine = Self(Arc::new(EngineInner {
+            storage,
+            registry,
+            config,
+            inflight: Mutex::new(HashMap::new()),
+            timers: timers::Timers::default(),
+            shutdown: watch::channel(false).0,
+        }));
+        engine.recover()?;
+        tokio::spawn(timers::run(engine.clone()));
+        tokio::spawn(purge_loop(engine.clone()));
+        Ok(engine)
+    }
+
+    /// Stops timers, retries and running handlers; they resume by replay after a restart.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Finds the service and handler a target names.
+    pub(crate) fn resolve(
+        &self,
+        target: &Target,
+    ) -> Result<(&RegisteredService, &HandlerDefinition), EngineError> {
+        let service = self
+            .registry
+            .get(&target.service)
+            .ok_or_else(|| EngineError::UnknownService(target.service.clone()))?;
+        let handler = service.definition.handler(&target.handler).ok_or_else(|| {
+            EngineError::UnknownHandler {
+                service: target.service.clone(),
+                handler: target.handler.clone(),
+            }
+        })?;
+        match (service.definition.kind.is_keyed(), target.key.is_some()) {
+            (true, false) => Err(EngineError::BadTarget(format!(
+                "'{}' is a {} and needs a key",
+                target.service,
+                service.definition.kind.as_str()
+            ))),
+            (false, true) => Err(EngineError::BadTarget(format!(
+                "'{}' is a service and takes no key",
+                target.service
+            ))),
+            _ => Ok((service, handler)),
+        }
+    }
+
+    /// Creates an invocation, or finds the one an idempotency key already maps to.
+    ///
+    /// `caller` is set for calls from another handler; `extra_ops` commit with the new record
+    /// (the caller's journal entry), and then the record is submitted at once instead of lazily.
+    pub(crate) fn submit(
+        &self,
+        req: InvokeRequest,
+        caller: Option<(InvocationId, u32)>,
+    ) -> Result<Submitted, EngineError> {
+        let (_, handler) = self.resolve(&req.target)?;
+        let now = now_ms();
+        let execution_time_ms = req.delay.map(|d| now + d.as_millis() as u64);
+        // A workflow's run has one invocation per key, found like an idempotent one.
+        let workflow_run = handler.kind == HandlerKind::Workflow;
+        let id = match (&req.idempotency_key, &req.target.key) {
+            (_, Some(key)) if workflow_run => InvocationId::workflow(&req.target.service, key),
+            (Some(key), _) => InvocationId::idempotent(
+                &req.target.service,
+                req.target.key.as_deref(),
+                &req.target.handler,
+                key,
+            ),
+            (None, key) => InvocationId::random(match key {
+                Some(key) => partition_key_of(&req.target.service, key),
+                None => rand::random(),
+            }),
+        };
+        let record = InvocationRecord {
+            target: req.target,
+            input: req.input.to_vec(),
+            headers: req.headers,
+            idempotency_key: req.idempotency_key,
+            status: match execution_time_ms {
+                Some(at_ms) => Status::Scheduled { at_ms },
+                None => Status::Runnable,
+            },
+            attempts: 0,
+            last_error: None,
+            created_at_ms: now,
+            modified_at_ms: now,
+            caller,
+        };
+        let inflight = {
+            let mut map = self.inflight.lock().expect("inflight map");
+            if record.idempotency_key.is_some() || workflow_run {
+                if let Some(existing) = map.get(&id) {
+                    return Ok(Submitted {
+                        id,
+                        submission: Submission::Running {
+                            inflight: existing.clone(),
+                            new: false,
+                        },
+                        execution_time_ms: scheduled_at(&existing.state().record.status),
+                    });
+                }
+                if let Some(InvocationRecord {
+                    status:
+                        Status::Completed {
+                            outcome,
+                            expires_at_ms,
+                            ..
+                        },
+                    ..
+                }) = self.storage.invocation(&id)?
+                {
+                    return Ok(Submitted {
+                        id,
+                        submission: Submission::Finished(Arc::new(Completed {
+                            outcome,
+                            expires_at_ms,
+                        })),
+                        execution_time_ms: None,
+                    });
+                }
+            }
+            let inflight = Inflight::new(id, record, false, BTreeMap::new());
+            map.insert(id, inflight.clone());
+            inflight
+        };
+        Ok(Submitted {
+            id,
+            submission: Submission::Running {
+                inflight,
+                new: true,
+            },
+            execution_time_ms,
+        })
+    }
+
+    /// Runs a newly submitted invocation now, or arms its timer.
+    pub(crate) fn launch(&self, inflight: Arc<Inflight>, execution_time_ms: Option<u64>) {
+        match execution_time_ms {
+            Some(at) => self.timers.schedule(at, inflight.id),
+            None => self.spawn(inflight),
+        }
+    }
+
+    fn spawn(&self, inflight: Arc<Inflight>) {
+        tokio::spawn(execute::run(self.clone(), inflight));
+    }
+
+    /// Request-response: submit, run, and wait for the result.
+    pub(crate) async fn call(
+        &self,
+        req: InvokeRequest,
+    ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        let submitted = self.submit(req, None)?;
+        match submitted.submission {
+            Submission::Finished(done) => Ok((submitted.id, done, true)),
+            Submission::Running { inflight, new } => {
+                let rx = inflight.subscribe();
+                if new {
+                    self.launch(inflight, submitted.execution_time_ms);
+                }
+                let done = wait_finished(rx).await.map_err(EngineError::Lost)?;
+                Ok((submitted.id, done, !new))
+            }
+        }
+    }
+
+    /// One-way: answers once the invocation is durable.
+    pub(crate) async fn send(
+        &self,
+        req: InvokeRequest,
+    ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
+        let submitted = self.submit(req, None)?;
+        let (status, inflight) = match submitted.submission {
+            Submission::Finished(_) => {
+                return Ok((
+                    submitted.id,
+                    SendStatus::PreviouslyAccepted,
+                    submitted.execution_time_ms,
+                ));
+            }
+            Submission::Running { inflight, new } => {
+                let status = if new {
+                    SendStatus::Accepted
+                } else {
+                    SendStatus::PreviouslyAccepted
+                };
+                (status, inflight)
+            }
+        };
+        let durable = inflight.make_durable(self.storage.as_ref());
+        if status == SendStatus::Accepted {
+            self.launch(inflight.clone(), submitted.execution_time_ms);
+        }
+        durable.await?;
+        Ok((submitted.id, status, submitted.execution_time_ms))
+    }
+
+    /// Waits for an invocation's result; `None` when it is unknown.
+    pub(crate) async fn attach(
+        &self,
+        id: InvocationId,
+    ) -> Result<Option<Arc<Completed>>, EngineError> {
+        let rx = self.inflight(&id).map(|f| f.subscribe());
+        match rx {
+            Some(rx) => wait_finished(rx).await.map(Some).map_err(EngineError::Lost),
+            None => Ok(self.stored_completion(&id)?),
+        }
+    }
+
+    /// The result now, without waiting.
+    pub(crate) fn output(&self, id: InvocationId) -> Result<OutputState, EngineError> {
+        if let Some(f) = self.inflight(&id) {
+            return Ok(match &*f.subscribe().borrow() {
+                Finish::Done(done) => OutputState::Done(done.clone()),
+                _ => OutputState::NotReady,
+            });
+        }
+        Ok(match self.stored_completion(&id)? {
+            Some(done) => OutputState::Done(done),
+            None if self.storage.invocation(&id)?.is_some() => OutputState::NotReady,
+            None => OutputState::NotFound,
+        })
+    }
+
+    fn stored_completion(&self, id: &InvocationId) -> Result<Option<Arc<Completed>>, EngineError> {
+        Ok(self.storage.invocation(id)?.and_then(|r| match r.status {
+            Status::Completed {
+                outcome,
+                expires_at_ms,
+                ..
+            } => Some(Arc::new(Completed {
+                outcome,
+                expires_at_ms,
+            })),
+            _ => None,
+        }))
+    }
+
+    pub(crate) fn inflight(&self, id: &InvocationId) -> Option<Arc<Inflight>> {
+        self.inflight.lock().expect("inflight map").get(id).cloned()
+    }
+
+    fn forget(&self, id: &InvocationId) {
+        self.inflight.lock().expect("inflight map").remove(id);
+    }
+
+    /// Ends an invocation: result, caller's journal entry and expiry commit together.
+    pub(crate) async fn complete(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
+        let retention = self
+            .resolve(&inflight.state().record.target)
+            .ok()
+            .and_then(|(_, h)| h.options.retention)
+            .unwrap_or(self.config.default_retention);
+        let now = now_ms();
+        let expires_at_ms = now + retention.as_millis() as u64;
+        let (waiter, caller) = {
+            let mut state = inflight.state();
+            state.record.status = Status::Completed {
+                outcome: outcome.clone(),
+                completed_at_ms: now,
+                expires_at_ms,
+            };
+            state.record.modified_at_ms = now;
+            let mut ops = vec![WriteOp::put_invocation(inflight.id, &state.record)];
+            let caller = state.record.caller.map(|(caller_id, index)| {
+                let entry = crate::storage::JournalEntry::Call {
+                    target: state.record.target.clone(),
+                    invocation_id: inflight.id,
+                    outcome: Some(outcome.clone()),
+                };
+                ops.push(WriteOp::put_journal(caller_id, index, &entry));
+                (caller_id, index, entry)
+            });
+            state.persisted = true;
+            (self.storage.submit(ops), caller)
+        };
+        if let Some((caller, index, entry)) =
+            caller.and_then(|(id, i, e)| Some((self.inflight(&id)?, i, e)))
+        {
+            caller.state().journal.insert(index, entry);
+        }
+        match waiter.await {
+            Ok(()) => inflight.finish(Finish::Done(Arc::new(Completed {
+                outcome,
+                expires_at_ms,
+            }))),
+            Err(e) => inflight.finish(Finish::Lost(e.to_string())),
+        }
+        self.forget(&inflight.id);
+    }
+
+    /// Parks an invocation until it is resumed: its status and last error are made durable.
+    pub(crate) async fn pause(&self, inflight: &Arc<Inflight>, reason: String) {
+        tracing::error!(invocation = %inflight.id, %reason, "invocation paused");
+        let waiter = {
+            let mut state = inflight.state();
+            state.record.status = Status::Paused;
+            state.record.last_error = Some(reason);
+            state.record.modified_at_ms = now_ms();
+            state.persisted = true;
+            self.storage
+                .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)])
+        };
+        if let Err(e) = waiter.await {
+            self.lose(inflight, e.to_string());
+        }
+    }
+
+    /// Gives up on an invocation that cannot be recorded: its waiters get an error.
+    pub(crate) fn lose(&self, inflight: &Arc<Inflight>, reason: String) {
+        tracing::error!(invocation = %inflight.id, %reason, "invocation lost");
+        inflight.finish(Finish::Lost(reason));
+        self.forget(&inflight.id);
+    }
+
+    /// Loads every unfinished invocation: runnable ones restart by replay, delayed ones re-arm
+    /// their timers, paused ones wait.
+    fn recover(&self) -> Result<(), EngineError> {
+        let unfinished = self.storage.unfinished()?;
+        let mut to_start = Vec::new();
+        {
+            let mut map = self.inflight.lock().expect("inflight map");
+            for (id, record) in unfinished {
+                let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
+                let status = record.status.clone();
+                let inflight = Inflight::new(id, record, true, journal);
+                map.insert(id, inflight.clone());
+                match status {
+                    Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
+                    Status::Runnable => to_start.push(inflight),
+                    Status::Paused | Status::Completed { .. } => {}
+                }
+            }
+        }
+        if !to_start.is_empty() {
+            tracing::info!(count = to_start.len(), "resuming invocations after restart");
+        }
+        // Started only once all are in memory, so a resumed caller finds its callee.
+        for inflight in to_start {
+            self.spawn(inflight);
+        }
+        Ok(())
+    }
+
+    /// A delayed invocation is due.
+    fn fire(&self, id: InvocationId) {
+        if let Some(inflight) = self.inflight(&id) {
+            inflight.state().record.status = Status::Runnable;
+            self.spawn(inflight);
+        }
+    }
+}
+
+fn scheduled_at(status: &Status) -> Option<u64> {
+    match status {
+        Status::Scheduled { at_ms } => Some(*at_ms),
+        _ => None,
+    }
+}
+
+/// Deletes finished invocations whose retention ended, idempotency keys with them.
+async fn purge_loop(engine: Engine) {
+    let mut shutdown = engine.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(engine.config.purge_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        match engine.storage.expired(now_ms(), 1024) {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                let count = ids.len();
+                let ops = ids
+                    .into_iter()
+                    .map(|id| WriteOp::DeleteInvocation { id })
+                    .collect();
+                match engine.storage.submit(ops).await {
+                    Ok(()) => tracing::debug!(count, "purged expired invocations"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "purge scan failed"),
+        }
+    }
+}

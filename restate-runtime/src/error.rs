@@ -1,0 +1,175 @@
+//! Errors a handler returns: terminal (ends the invocation) versus retryable (retried with backoff).
+
+use std::fmt;
+
+/// An error that ends an invocation: it is not retried, and the caller sees its code and message.
+///
+/// The code doubles as the HTTP status the ingress answers with when it is a valid status
+/// (100–999); otherwise the ingress answers 500 and keeps the code in the body.
+///
+/// ```
+/// use restate_runtime::TerminalError;
+/// let err = TerminalError::new_with_code(404, "no such invoice");
+/// assert_eq!(err.code(), 404);
+/// assert_eq!(err.message(), "no such invoice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TerminalError {
+    code: u16,
+    message: String,
+}
+
+impl TerminalError {
+    /// Code used when none is given, as in Restate.
+    pub const DEFAULT_CODE: u16 = 500;
+
+    /// A terminal error with code 500.
+    ///
+    /// ```
+    /// let err = restate_runtime::TerminalError::new("card declined");
+    /// assert_eq!(err.code(), 500);
+    /// ```
+    pub fn new(message: impl Into<String>) -> Self {
+        Self::new_with_code(Self::DEFAULT_CODE, message)
+    }
+
+    /// A terminal error with an explicit code.
+    ///
+    /// ```
+    /// let err = restate_runtime::TerminalError::new_with_code(409, "already paid");
+    /// assert_eq!(err.to_string(), "[409] already paid");
+    /// ```
+    pub fn new_with_code(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error code (an HTTP status where it is a valid one).
+    ///
+    /// ```
+    /// assert_eq!(restate_runtime::TerminalError::new("x").code(), 500);
+    /// ```
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The message the caller sees.
+    ///
+    /// ```
+    /// assert_eq!(restate_runtime::TerminalError::new("x").message(), "x");
+    /// ```
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TerminalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a handler returns on failure: retryable by default, terminal when built from a
+/// [`TerminalError`].
+///
+/// Any `std::error::Error` (and `anyhow::Error`, strings) converts into a *retryable* error with
+/// `?`; the invocation is then retried with exponential backoff. A [`TerminalError`] converts into
+/// a terminal one.
+///
+/// ```
+/// use restate_runtime::{HandlerError, TerminalError};
+/// let retry: HandlerError = std::io::Error::other("db down").into();
+/// assert!(!retry.is_terminal());
+/// let stop: HandlerError = TerminalError::new("bad card").into();
+/// assert!(stop.is_terminal());
+/// ```
+#[derive(Debug)]
+pub struct HandlerError(HandlerErrorKind);
+
+#[derive(Debug)]
+enum HandlerErrorKind {
+    Retryable(BoxError),
+    Terminal(TerminalError),
+}
+
+impl HandlerError {
+    /// True when the error ends the invocation instead of being retried.
+    ///
+    /// ```
+    /// let e: restate_runtime::HandlerError = "flaky".into();
+    /// assert!(!e.is_terminal());
+    /// ```
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.0, HandlerErrorKind::Terminal(_))
+    }
+
+    /// The terminal error inside, if it is one.
+    ///
+    /// ```
+    /// let e: restate_runtime::HandlerError = restate_runtime::TerminalError::new("x").into();
+    /// assert_eq!(e.into_terminal().unwrap().message(), "x");
+    /// ```
+    pub fn into_terminal(self) -> Result<TerminalError, Self> {
+        match self.0 {
+            HandlerErrorKind::Terminal(t) => Ok(t),
+            other => Err(Self(other)),
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            HandlerErrorKind::Retryable(e) => write!(f, "{e}"),
+            HandlerErrorKind::Terminal(t) => write!(f, "terminal error {t}"),
+        }
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for HandlerError {
+    fn from(value: E) -> Self {
+        Self(HandlerErrorKind::Retryable(value.into()))
+    }
+}
+
+impl From<TerminalError> for HandlerError {
+    fn from(value: TerminalError) -> Self {
+        Self(HandlerErrorKind::Terminal(value))
+    }
+}
+
+/// The result type of a handler: `Ok(output)` or a [`HandlerError`].
+///
+/// ```
+/// fn check(n: u32) -> restate_runtime::HandlerResult<u32> { Ok(n) }
+/// assert_eq!(check(3).unwrap(), 3);
+/// ```
+pub type HandlerResult<T> = Result<T, HandlerError>;
+
+/// Turns any error into a [`TerminalError`] in one call.
+///
+/// ```
+/// use restate_runtime::TerminalErrorExt;
+/// let parsed: Result<u32, _> = "x".parse::<u32>();
+/// let err = parsed.terminal_with_code(400).unwrap_err();
+/// assert_eq!(err.code(), 400);
+/// ```
+pub trait TerminalErrorExt<T> {
+    /// Map the error into a terminal error with code 500.
+    fn terminal(self) -> Result<T, TerminalError>;
+    /// Map the error into a terminal error with the given code.
+    fn terminal_with_code(self, code: u16) -> Result<T, TerminalError>;
+}
+
+impl<T, E: fmt::Display> TerminalErrorExt<T> for Result<T, E> {
+    fn terminal(self) -> Result<T, TerminalError> {
+        self.terminal_with_code(TerminalError::DEFAULT_CODE)
+    }
+    fn terminal_with_code(self, code: u16) -> Result<T, TerminalError> {
+        self.map_err(|e| TerminalError::new_with_code(code, e.to_string()))
+    }
+}

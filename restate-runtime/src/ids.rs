@@ -1,0 +1,249 @@
+//! Invocation ids in Restate's textual form, and the stable partition hash.
+//!
+//! An id is `inv_1` + base62(partition key: u64, 11 chars) + base62(uuid: u128, 22 chars): 38
+//! characters. The partition key is a stable hash (the first 8 bytes of SHA-256, never std's
+//! randomised hasher) of the service name and object key for keyed targets, so every invocation
+//! of one key lands in one partition; unkeyed targets take a random one (or, with an idempotency
+//! key, one derived from it). The partition is `partition_key % partitions`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+const ALPHABET: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const PREFIX: &str = "inv_1";
+const PK_CHARS: usize = 11;
+const UUID_CHARS: usize = 22;
+/// Length of an invocation id in its textual form.
+pub const INVOCATION_ID_LEN: usize = PREFIX.len() + PK_CHARS + UUID_CHARS;
+
+/// The id of one invocation.
+///
+/// ```
+/// use restate_runtime::InvocationId;
+/// let id: InvocationId = "inv_1gdJBtdVEcM942bjcDmb1c1khoaJe11Hbz".parse().unwrap();
+/// assert_eq!(id.to_string(), "inv_1gdJBtdVEcM942bjcDmb1c1khoaJe11Hbz");
+/// assert!("inv_1short".parse::<InvocationId>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InvocationId {
+    partition_key: u64,
+    uuid: u128,
+}
+
+/// Why a string is not an invocation id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdParseError {
+    /// Not 38 characters.
+    #[error("bad length")]
+    BadLength,
+    /// Does not start with `inv_1`.
+    #[error("id doesn't match the expected type 'inv_1'")]
+    BadPrefix,
+    /// A character outside `0-9a-zA-Z`, or a value that overflows.
+    #[error("base62 decode error")]
+    BadDigit,
+}
+
+impl InvocationId {
+    /// An id for a fresh invocation whose partition key is given.
+    pub(crate) fn random(partition_key: u64) -> Self {
+        Self {
+            partition_key,
+            uuid: rand::random(),
+        }
+    }
+
+    /// The deterministic id of the invocation of `target` with an idempotency key: duplicates map
+    /// to the same id, which is how deduplication finds the original.
+    pub(crate) fn idempotent(
+        service: &str,
+        key: Option<&str>,
+        handler: &str,
+        idempotency_key: &str,
+    ) -> Self {
+        let uuid = hash_parts(&["ik", service, key.unwrap_or(""), handler, idempotency_key]);
+        let partition_key = match key {
+            Some(k) => partition_key_of(service, k),
+            None => (uuid >> 64) as u64,
+        };
+        Self {
+            partition_key,
+            uuid,
+        }
+    }
+
+    /// The deterministic id of a workflow's `run` for one key.
+    pub(crate) fn workflow(service: &str, key: &str) -> Self {
+        Self {
+            partition_key: partition_key_of(service, key),
+            uuid: hash_parts(&["wf", service, key]),
+        }
+    }
+
+    /// The partition key (see the module docs).
+    pub fn partition_key(&self) -> u64 {
+        self.partition_key
+    }
+
+    /// The 24-byte binary form: partition key then uuid, both big-endian, so ids of one partition
+    /// sort together in storage.
+    pub(crate) fn to_bytes(self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.partition_key.to_be_bytes());
+        out[8..].copy_from_slice(&self.uuid.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let pk: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        let uuid: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+        Some(Self {
+            partition_key: u64::from_be_bytes(pk),
+            uuid: u128::from_be_bytes(uuid),
+        })
+    }
+
+    /// A 64-bit seed for the invocation's deterministic random generator.
+    pub(crate) fn seed(&self) -> u64 {
+        (self.uuid as u64) ^ ((self.uuid >> 64) as u64) ^ self.partition_key
+    }
+}
+
+/// The partition key of a keyed target: first 8 bytes of SHA-256 over `"pk"`, service and key.
+pub(crate) fn partition_key_of(service: &str, key: &str) -> u64 {
+    (hash_parts(&["pk", service, key]) >> 64) as u64
+}
+
+/// SHA-256 over the parts, each preceded by a `,` separator, truncated to 128 bits.
+fn hash_parts(parts: &[&str]) -> u128 {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update(b",");
+        }
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    u128::from_be_bytes(digest[..16].try_into().expect("sha256 has 32 bytes"))
+}
+
+fn encode_base62(mut value: u128, width: usize, out: &mut String) {
+    let mut buf = vec![b'0'; width];
+    for slot in buf.iter_mut().rev() {
+        *slot = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+    out.push_str(std::str::from_utf8(&buf).expect("alphabet is ascii"));
+}
+
+fn decode_base62(s: &str) -> Result<u128, IdParseError> {
+    s.bytes().try_fold(0u128, |acc, c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'z' => c - b'a' + 10,
+            b'A'..=b'Z' => c - b'A' + 36,
+            _ => return Err(IdParseError::BadDigit),
+        };
+        acc.checked_mul(62)
+            .and_then(|v| v.checked_add(u128::from(digit)))
+            .ok_or(IdParseError::BadDigit)
+    })
+}
+
+impl fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(INVOCATION_ID_LEN);
+        s.push_str(PREFIX);
+        encode_base62(u128::from(self.partition_key), PK_CHARS, &mut s);
+        encode_base62(self.uuid, UUID_CHARS, &mut s);
+        f.write_str(&s)
+    }
+}
+
+impl fmt::Debug for InvocationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for InvocationId {
+    type Err = IdParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != INVOCATION_ID_LEN {
+            return Err(IdParseError::BadLength);
+        }
+        let rest = s.strip_prefix(PREFIX).ok_or(IdParseError::BadPrefix)?;
+        let (pk, uuid) = rest.split_at(PK_CHARS);
+        let partition_key =
+            u64::try_from(decode_base62(pk)?).map_err(|_| IdParseError::BadDigit)?;
+        Ok(Self {
+            partition_key,
+            uuid: decode_base62(uuid)?,
+        })
+    }
+}
+
+impl serde::Serialize for InvocationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for InvocationId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        Self::from_bytes(&bytes).ok_or_else(|| serde::de::Error::custom("invocation id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_text_and_bytes() {
+        let id = InvocationId::random(u64::MAX);
+        let text = id.to_string();
+        assert_eq!(text.len(), INVOCATION_ID_LEN);
+        assert_eq!(text.parse::<InvocationId>().unwrap(), id);
+        assert_eq!(InvocationId::from_bytes(&id.to_bytes()).unwrap(), id);
+    }
+
+    #[test]
+    fn idempotent_ids_are_deterministic_and_distinct() {
+        let a = InvocationId::idempotent("S", None, "h", "k1");
+        assert_eq!(a, InvocationId::idempotent("S", None, "h", "k1"));
+        assert_ne!(a, InvocationId::idempotent("S", None, "h", "k2"));
+        // The separator scheme keeps ("ab","c") and ("a","bc") apart.
+        assert_ne!(
+            InvocationId::idempotent("S", Some("ab"), "c", "k"),
+            InvocationId::idempotent("S", Some("a"), "bc", "k")
+        );
+    }
+
+    #[test]
+    fn keyed_targets_share_a_partition_key() {
+        let a = InvocationId::idempotent("Counter", Some("k"), "add", "1");
+        let b = InvocationId::idempotent("Counter", Some("k"), "get", "2");
+        assert_eq!(a.partition_key(), b.partition_key());
+        assert_eq!(a.partition_key(), partition_key_of("Counter", "k"));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert_eq!("x".parse::<InvocationId>(), Err(IdParseError::BadLength));
+        let bad = format!("abc_1{}", "0".repeat(33));
+        assert_eq!(bad.parse::<InvocationId>(), Err(IdParseError::BadPrefix));
+        let bad = format!("inv_1{}", "!".repeat(33));
+        assert_eq!(bad.parse::<InvocationId>(), Err(IdParseError::BadDigit));
+        let overflow = format!("inv_1{}{}", "Z".repeat(11), "0".repeat(22));
+        assert_eq!(
+            overflow.parse::<InvocationId>(),
+            Err(IdParseError::BadDigit)
+        );
+    }
+}

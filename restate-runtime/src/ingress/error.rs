@@ -1,0 +1,91 @@
+//! Error responses in Restate's form: `{"code","message","source"}` plus the
+//! `x-restate-error-source` header that its clients read to decide whether to retry.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::EngineError;
+use crate::storage::StorageError;
+
+/// Who produced an error: the ingress itself, or the invoked handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Ingress,
+    Invocation,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Invocation => "invocation",
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub code: u16,
+    pub message: String,
+    pub source: Source,
+}
+
+impl ApiError {
+    pub fn ingress(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            source: Source::Ingress,
+        }
+    }
+
+    pub fn invocation(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            source: Source::Invocation,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // The code is the status when it is a valid one; otherwise 500 with the code in the body.
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "code": self.code,
+            "message": self.message,
+            "source": self.source.as_str(),
+        });
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            "x-restate-error-source",
+            HeaderValue::from_static(self.source.as_str()),
+        );
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let code = match &e {
+            EngineError::UnknownService(_) | EngineError::UnknownHandler { .. } => 404,
+            EngineError::BadTarget(_) => 400,
+            // Not acknowledged: a client with an idempotency key may retry safely.
+            EngineError::Storage(_) | EngineError::Lost(_) => 503,
+        };
+        Self::ingress(code, e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        EngineError::from(e).into()
+    }
+}

@@ -1,0 +1,220 @@
+//! `POST /{Service}/{handler}[/send]` and keyed forms: validate everything, then hand over to
+//! the engine. Nothing is created before the request is known to be valid.
+
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::{ApiError, IngressState, read_body, response};
+use crate::engine::InvokeRequest;
+use crate::registry::{HandlerDefinition, HandlerKind, InputShape};
+use crate::storage::Target;
+
+/// Headers not forwarded to the handler.
+const DROPPED_HEADERS: [&str; 4] = [
+    "connection",
+    "host",
+    "idempotency-key",
+    "idempotency-expires",
+];
+/// Longest accepted idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 512;
+
+pub(crate) async fn invoke(
+    state: &IngressState,
+    req: Request,
+    service: String,
+    key: Option<String>,
+    handler: String,
+    send: bool,
+) -> Result<Response, ApiError> {
+    let engine = &state.engine;
+    let target = Target {
+        service,
+        handler,
+        key,
+    };
+    let (_, definition) = engine.resolve(&target)?;
+    if definition.options.ingress_private {
+        return Err(ApiError::ingress(400, "the invoked service is not public"));
+    }
+    let delay = parse_delay(req.uri().query())?;
+    if delay.is_some() && !send {
+        return Err(ApiError::ingress(
+            400,
+            "cannot use the delay query parameter with calls. The delay is supported only with sends",
+        ));
+    }
+    let (headers, idempotency_key) = parse_headers(req.headers())?;
+    if idempotency_key.is_some() && definition.kind == HandlerKind::Workflow {
+        return Err(ApiError::ingress(
+            400,
+            "cannot use the idempotency key with workflow handlers. The handler invocation will already be idempotent by the workflow key itself.",
+        ));
+    }
+    let content_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = read_body(state, req.into_body()).await?;
+    check_input(definition, content_type.as_deref(), &body)?;
+    let request = InvokeRequest {
+        target,
+        input: body,
+        headers,
+        idempotency_key,
+        delay,
+    };
+    if send {
+        let (id, status, at) = engine.send(request).await?;
+        Ok(response::accepted(id, status, at))
+    } else {
+        let (id, done, replayed) = engine.call(request).await?;
+        Ok(response::completed(id, &done, replayed))
+    }
+}
+
+fn parse_delay(query: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some(query) = query else { return Ok(None) };
+    let Some(value) = query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        name.eq_ignore_ascii_case("delay").then_some(value)
+    }) else {
+        return Ok(None);
+    };
+    let decoded = form_decode(value);
+    crate::duration::parse(&decoded).map(Some).map_err(|e| {
+        ApiError::ingress(
+            400,
+            format!("bad delay query parameter, must be a ISO8601 duration or a duration like '10s': {e}"),
+        )
+    })
+}
+
+/// Form-url-decoding of a query value (`+` is a space).
+fn form_decode(value: &str) -> String {
+    let replaced = value.replace('+', " ");
+    let bytes = replaced.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            replaced
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok()),
+        ) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+type Headers = Vec<(String, String)>;
+
+fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError> {
+    let mut headers = Vec::with_capacity(map.len());
+    let mut idempotency_key = None;
+    for (name, value) in map {
+        let value = value
+            .to_str()
+            .map_err(|e| ApiError::ingress(400, format!("bad header {name}: {e}")))?;
+        if name.as_str() == "idempotency-key" {
+            if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(ApiError::ingress(
+                    400,
+                    format!(
+                        "bad idempotency-key header: must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                    ),
+                ));
+            }
+            idempotency_key = Some(value.to_owned());
+        }
+        if !DROPPED_HEADERS.contains(&name.as_str()) {
+            headers.push((name.as_str().to_owned(), value.to_owned()));
+        }
+    }
+    Ok((headers, idempotency_key))
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.to_ascii_lowercase().ends_with("+json")
+}
+
+fn check_input(
+    definition: &HandlerDefinition,
+    content_type: Option<&str>,
+    body: &Bytes,
+) -> Result<(), ApiError> {
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    match definition.input {
+        InputShape::Raw => Ok(()),
+        InputShape::None if blank => Ok(()),
+        InputShape::None => Err(ApiError::ingress(
+            400,
+            format!(
+                "input validation error: handler '{}' takes no input, but the request has a body",
+                definition.name
+            ),
+        )),
+        InputShape::Json => {
+            if let Some(ct) = content_type.filter(|ct| !blank && !is_json(ct)) {
+                return Err(ApiError::ingress(
+                    400,
+                    format!(
+                        "input validation error: Content-type '{ct}' does not match 'application/json'"
+                    ),
+                ));
+            }
+            (definition.check_input)(body).map_err(|e| {
+                ApiError::ingress(
+                    400,
+                    format!("input validation error: cannot decode the body: {e}"),
+                )
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_parse_like_restate() {
+        assert_eq!(
+            parse_delay(Some("delay=10s")).unwrap(),
+            Some(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_delay(Some("DELAY=PT1S")).unwrap(),
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            parse_delay(Some("delay=1h+30m")).unwrap(),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(parse_delay(Some("x=1")).unwrap(), None);
+        assert!(parse_delay(Some("delay=1000")).is_err());
+        assert!(parse_delay(Some("delay=1month")).is_err());
+        assert!(parse_delay(Some("delay=-5s")).is_err());
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/cloudevents+json"));
+        assert!(!is_json("text/plain"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Success-side responses: a finished invocation's result, and the `/send` acknowledgement.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::clock::rfc3339;
+use crate::engine::{Completed, SendStatus};
+use crate::ids::InvocationId;
+use crate::storage::Outcome;
+
+/// The response of a finished invocation: 200 with its output, or its terminal error.
+/// `replayed` adds `idempotency-expires`, as Restate does for results served from storage.
+pub(crate) fn completed(id: InvocationId, done: &Completed, replayed: bool) -> Response {
+    let mut response = match &done.outcome {
+        Outcome::Success(body) => {
+            let mut r = Response::new(axum::body::Body::from(body.clone()));
+            // An empty output (a `()` result) has no content-type, as Restate's clients expect.
+            if !body.is_empty() {
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            r
+        }
+        Outcome::Failure { code, message } => {
+            ApiError::invocation(*code, message.clone()).into_response()
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-restate-id", header_value(&id.to_string()));
+    if replayed {
+        headers.insert(
+            "idempotency-expires",
+            header_value(&rfc3339(done.expires_at_ms)),
+        );
+    }
+    response
+}
+
+/// `202 {"invocationId", "executionTime"?, "status"}` with `x-restate-id`.
+pub(crate) fn accepted(
+    id: InvocationId,
+    status: SendStatus,
+    execution_time_ms: Option<u64>,
+) -> Response {
+    let status = match status {
+        SendStatus::Accepted => "Accepted",
+        SendStatus::PreviouslyAccepted => "PreviouslyAccepted",
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("invocationId".into(), id.to_string().into());
+    if let Some(at) = execution_time_ms {
+        body.insert("executionTime".into(), rfc3339(at).into());
+    }
+    body.insert("status".into(), status.into());
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("x-restate-id", header_value(&id.to_string()));
+    response
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

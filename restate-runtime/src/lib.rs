@@ -1,0 +1,175 @@
+//! Durable execution embedded in your binary.
+//!
+//! Annotate plain `async fn`s with [`service`], [`object`] or [`workflow`] and [`handler`]; the
+//! runtime serves them over Restate's HTTP ingress API and runs them durably on a redb journal
+//! in a local data folder: side effects (`ctx.run`) are journaled, calls and messages between
+//! services survive crashes, retries resume by replay, and idempotency keys make each request
+//! take effect once.
+//!
+//! ```no_run
+//! use restate_runtime::prelude::*;
+//!
+//! #[derive(Default)]
+//! pub struct Greeter;
+//!
+//! #[service]
+//! impl Greeter {
+//!     /// POST /Greeter/greet with a JSON string.
+//!     #[handler]
+//!     async fn greet(&self, ctx: Context<'_>, name: String) -> HandlerResult<String> {
+//!         let n: u32 = ctx.run(|| async { Ok(42) }).name("lucky number").await?;
+//!         Ok(format!("Hello {name}, your number is {n}"))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     Runtime::builder().data_dir("./data").build()?.serve().await?;
+//!     Ok(())
+//! }
+//! ```
+
+mod admin;
+mod client;
+mod clock;
+mod codec;
+mod config;
+mod context;
+mod duration;
+mod engine;
+mod error;
+mod ids;
+mod ingress;
+mod registry;
+mod runtime;
+pub mod storage;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use bytes::Bytes;
+pub use client::{
+    Caller, ClientError, ExternalRequest, HandlerCaller, HandlerRequest, IntoObjectClient,
+    IntoServiceClient, IntoWorkflowClient, InvocationHandle,
+};
+pub use codec::{DecodeError, EncodeError, RawInput};
+pub use config::{Config, ConfigError};
+pub use context::{
+    Context, DeterministicRng, ObjectContext, Run, SharedObjectContext, SharedWorkflowContext,
+    WorkflowContext,
+};
+pub use duration::parse as parse_duration;
+pub use engine::EngineError;
+pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
+pub use ids::{IdParseError, InvocationId};
+pub use registry::{
+    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RegistryError, RetryPolicy,
+    Service, ServiceDefinition, ServiceKind,
+};
+pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError};
+
+/// Declares a stateless service on an inherent `impl` block.
+///
+/// Every method marked `#[handler]` becomes a durable handler at `POST /{Service}/{handler}`.
+/// Options: `name = "..."` (the wire name, default the type name), `ingress_private`,
+/// `retention = "24h"`, `retry(initial = "500ms", factor = 2.0, max_interval = "60s",
+/// max_attempts = 70)` (defaults for every handler). The macro also generates a typed client,
+/// `{Type}Client`, and registers the service with the runtime through `inventory`.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Greeter;
+/// #[service(name = "Greeter")]
+/// impl Greeter {
+///     #[handler]
+///     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> {
+///         Ok(format!("Hello {name}"))
+///     }
+/// }
+/// ```
+pub use restate_macros::service;
+
+/// Declares a virtual object: keyed handlers, exclusive (`ObjectContext`) or shared
+/// (`SharedObjectContext`), at `POST /{Object}/{key}/{handler}`. Options as for [`service`].
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Counter;
+/// #[object]
+/// impl Counter {
+///     #[handler]
+///     async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+///         Ok(n + ctx.key().len() as u64)
+///     }
+///     #[handler]
+///     async fn peek(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<String> {
+///         Ok(ctx.key().to_owned())
+///     }
+/// }
+/// ```
+pub use restate_macros::object;
+
+/// Declares a workflow: a `run` handler (`WorkflowContext`) executed once per key, plus shared
+/// handlers (`SharedWorkflowContext`). Options as for [`service`].
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Signup;
+/// #[workflow]
+/// impl Signup {
+///     #[handler]
+///     async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+///         Ok(format!("{} signed up as {email}", ctx.key()))
+///     }
+///     #[handler]
+///     async fn status(&self, _ctx: SharedWorkflowContext<'_>) -> HandlerResult<()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub use restate_macros::workflow;
+
+/// Marks a method of a `#[service]`, `#[object]` or `#[workflow]` impl as a handler.
+///
+/// Options: `name = "..."`, `ingress_private`, `retention = "..."`, `retry(..)`.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Payments;
+/// #[service]
+/// impl Payments {
+///     #[handler(name = "onEvent", ingress_private, retry(max_attempts = 5))]
+///     async fn on_event(&self, _ctx: Context<'_>, _event: serde_json::Value) -> HandlerResult<()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub use restate_macros::handler;
+
+/// Installs a `tracing` subscriber that logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Call it once at the start of `main`; it does nothing if a subscriber is already set.
+///
+/// ```
+/// restate_runtime::init_tracing();
+/// ```
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// Everything a handler module needs: `use restate_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Context, HandlerError, HandlerResult, InvocationHandle, ObjectContext, RawInput,
+        RetryPolicy, Runtime, RuntimeHandle, SharedObjectContext, SharedWorkflowContext,
+        TerminalError, TerminalErrorExt, WorkflowContext, handler, object, service, workflow,
+    };
+    pub use rand::RngCore as _;
+    pub use serde::{Deserialize, Serialize};
+}

@@ -1,0 +1,223 @@
+//! The service registry: what the macros declare, collected at link time through `inventory`,
+//! plus values bound explicitly on the builder.
+
+mod options;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+pub use options::{HandlerOptions, RetryPolicy};
+
+use crate::context::InvocationContext;
+use crate::error::HandlerError;
+
+/// The three kinds of service.
+///
+/// ```
+/// use restate_runtime::ServiceKind;
+/// assert_eq!(ServiceKind::VirtualObject.as_str(), "VirtualObject");
+/// assert!(ServiceKind::Workflow.is_keyed());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ServiceKind {
+    /// Stateless handlers.
+    Service,
+    /// Keyed handlers with K/V state and one exclusive handler at a time per key.
+    VirtualObject,
+    /// A `run` handler executed once per key, plus shared handlers.
+    Workflow,
+}
+
+impl ServiceKind {
+    /// The name Restate uses for the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "Service",
+            Self::VirtualObject => "VirtualObject",
+            Self::Workflow => "Workflow",
+        }
+    }
+
+    /// Whether invocations of this kind carry a key.
+    pub fn is_keyed(self) -> bool {
+        !matches!(self, Self::Service)
+    }
+}
+
+/// How a handler runs relative to others on the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HandlerKind {
+    /// A plain service handler.
+    Stateless,
+    /// One at a time per key (objects), with write access to state.
+    Exclusive,
+    /// Concurrent with anything, read-only state.
+    Shared,
+    /// A workflow's `run` handler.
+    Workflow,
+}
+
+/// The static description of one handler, produced by the macros.
+#[derive(Debug, Clone)]
+pub struct HandlerDefinition {
+    /// The name on the wire.
+    pub name: &'static str,
+    /// Exclusive, shared, workflow or stateless.
+    pub kind: HandlerKind,
+    /// The input type's name, for the admin API (`None` without input).
+    pub input_type: Option<&'static str>,
+    /// The output type's name.
+    pub output_type: &'static str,
+    /// Options from `#[handler(..)]` merged over the service's.
+    pub options: HandlerOptions,
+    /// How the input is read off the wire.
+    pub input: InputShape,
+    /// Checks that a payload decodes as the input type, so the ingress can refuse bad input
+    /// with a 400 before any invocation exists.
+    pub check_input: fn(&[u8]) -> Result<(), crate::codec::DecodeError>,
+}
+
+/// How a handler takes its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputShape {
+    /// No input: the body must be empty (any content-type is accepted, as Restate's clients send one).
+    None,
+    /// A JSON value (an empty body reads as `null`, which `Option<T>` and `()` accept).
+    Json,
+    /// Raw bytes and headers ([`RawInput`](crate::RawInput)), any content-type.
+    Raw,
+}
+
+/// The static description of one service, produced by the macros.
+#[derive(Debug, Clone)]
+pub struct ServiceDefinition {
+    /// The name on the wire.
+    pub name: &'static str,
+    /// Service, object or workflow.
+    pub kind: ServiceKind,
+    /// Every handler.
+    pub handlers: Vec<HandlerDefinition>,
+}
+
+impl ServiceDefinition {
+    /// The handler with this wire name.
+    pub fn handler(&self, name: &str) -> Option<&HandlerDefinition> {
+        self.handlers.iter().find(|h| h.name == name)
+    }
+}
+
+/// Implemented by the macros for every annotated type: its definition and its dispatcher.
+///
+/// Not implemented by hand; use `#[service]`, `#[object]` or `#[workflow]`.
+pub trait Service: Send + Sync + 'static {
+    /// The static description.
+    fn definition() -> ServiceDefinition
+    where
+        Self: Sized;
+
+    /// Runs handler `handler` with its input bytes and returns its output bytes.
+    fn invoke<'a>(
+        &'a self,
+        handler: &'a str,
+        ctx: &'a InvocationContext,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>>;
+}
+
+/// The object-safe form of [`Service`] the engine holds.
+pub(crate) type DynService = Arc<dyn Service>;
+
+/// One link-time registration, submitted by the macros through `inventory`.
+#[doc(hidden)]
+pub struct Registration {
+    /// The definition.
+    pub definition: fn() -> ServiceDefinition,
+    /// A value built with `Default`, or `None` when the type has no `Default` and must be bound.
+    pub default_instance: fn() -> Option<Arc<dyn Service>>,
+}
+
+inventory::collect!(Registration);
+
+/// A registered service: definition plus the value its handlers run on.
+#[derive(Clone)]
+pub(crate) struct RegisteredService {
+    pub definition: Arc<ServiceDefinition>,
+    pub instance: DynService,
+}
+
+/// Every service the runtime serves.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    services: HashMap<&'static str, RegisteredService>,
+}
+
+/// Why the registry could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Two types declare the same service name.
+    #[error("two services are named `{0}`: service names must be unique in a binary")]
+    DuplicateName(String),
+    /// A service type has no `Default` and was not bound.
+    #[error(
+        "service `{0}` has no value: derive or implement `Default` for its type, or bind a value with `Runtime::builder().bind(..)`"
+    )]
+    Unbound(String),
+}
+
+impl Registry {
+    /// Collects every link-time registration, with explicitly bound values taking precedence.
+    pub(crate) fn assemble(
+        bound: Vec<(ServiceDefinition, DynService)>,
+    ) -> Result<Self, RegistryError> {
+        let mut services: HashMap<&'static str, RegisteredService> = HashMap::new();
+        for (definition, instance) in bound {
+            let name = definition.name;
+            let entry = RegisteredService {
+                definition: Arc::new(definition),
+                instance,
+            };
+            if services.insert(name, entry).is_some() {
+                return Err(RegistryError::DuplicateName(name.to_owned()));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for registration in inventory::iter::<Registration> {
+            let definition = (registration.definition)();
+            let name = definition.name;
+            if !seen.insert(name) {
+                return Err(RegistryError::DuplicateName(name.to_owned()));
+            }
+            if services.contains_key(name) {
+                continue;
+            }
+            let instance = (registration.default_instance)()
+                .ok_or_else(|| RegistryError::Unbound(name.to_owned()))?;
+            services.insert(
+                name,
+                RegisteredService {
+                    definition: Arc::new(definition),
+                    instance,
+                },
+            );
+        }
+        Ok(Self { services })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&RegisteredService> {
+        self.services.get(name)
+    }
+
+    /// Services sorted by name.
+    pub(crate) fn definitions(&self) -> Vec<Arc<ServiceDefinition>> {
+        let mut all: Vec<_> = self
+            .services
+            .values()
+            .map(|s| s.definition.clone())
+            .collect();
+        all.sort_by_key(|d| d.name);
+        all
+    }
+}

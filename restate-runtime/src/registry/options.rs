@@ -1,0 +1,65 @@
+//! Per-handler options: retry policy, retention, visibility.
+
+use std::time::Duration;
+
+/// Exponential backoff for failed invocations (and for `ctx.run` steps that set one).
+///
+/// Defaults match Restate's: 500 ms initial, factor 2, 60 s cap, 70 attempts, then the
+/// invocation is paused.
+///
+/// ```
+/// use restate_runtime::RetryPolicy;
+/// use std::time::Duration;
+/// let p = RetryPolicy::default();
+/// assert_eq!(p.delay_for(1), Duration::from_millis(500));
+/// assert_eq!(p.delay_for(2), Duration::from_secs(1));
+/// assert_eq!(p.delay_for(30), Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the first retry.
+    pub initial_interval: Duration,
+    /// Multiplier between consecutive delays.
+    pub factor: f64,
+    /// Cap on a single delay.
+    pub max_interval: Duration,
+    /// Attempts in all (the first execution counts); `None` retries forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_interval: Duration::from_millis(500),
+            factor: 2.0,
+            max_interval: Duration::from_secs(60),
+            max_attempts: Some(70),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after the `failures`-th failure (1-based).
+    pub fn delay_for(&self, failures: u32) -> Duration {
+        let exp = self.factor.powi(failures.saturating_sub(1).min(64) as i32);
+        let secs = (self.initial_interval.as_secs_f64() * exp).min(self.max_interval.as_secs_f64());
+        Duration::from_secs_f64(secs)
+    }
+
+    /// Whether another attempt is allowed after `attempts` attempts.
+    pub fn allows_another(&self, attempts: u32) -> bool {
+        self.max_attempts.is_none_or(|max| attempts < max)
+    }
+}
+
+/// Options of one handler (service-level values are the defaults).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HandlerOptions {
+    /// Reachable only from other handlers, not from the ingress.
+    pub ingress_private: bool,
+    /// Retry policy for the whole invocation.
+    pub retry_policy: RetryPolicy,
+    /// How long a finished invocation keeps its result and journal (idempotency, attach);
+    /// `None` uses the runtime default (24 h).
+    pub retention: Option<Duration>,
+}

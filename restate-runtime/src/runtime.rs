@@ -1,0 +1,365 @@
+//! The runtime users build in `main`: configuration, registry, storage and engine, served over
+//! HTTP or driven in-process through a [`RuntimeHandle`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::client::{
+    Caller, ClientError, ExternalRequest, IntoObjectClient, IntoServiceClient, IntoWorkflowClient,
+    InvocationHandle, RequestParts,
+};
+use crate::config::{Config, ConfigError};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::registry::{DynService, Registry, RegistryError, Service, ServiceDefinition};
+use crate::storage::{OpenError, RedbOptions, RedbStorage, Storage};
+
+/// Why a runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A `RESTATE_*` variable is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Services could not be registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The data folder could not be opened.
+    #[error(transparent)]
+    Storage(#[from] OpenError),
+    /// Recovery failed.
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] EngineError),
+    /// `build` was called outside a tokio runtime.
+    #[error("Runtime::build must be called inside a tokio runtime (e.g. from #[tokio::main])")]
+    NoAsyncRuntime,
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds a [`Runtime`]. Builder values are defaults; `RESTATE_*` variables override them.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = restate_runtime::Runtime::builder()
+///     .data_dir("./data")
+///     .ingress_addr("127.0.0.1:8080".parse()?)
+///     .build()?;
+/// runtime.serve().await?;
+/// # Ok(()) }
+/// ```
+pub struct RuntimeBuilder {
+    config: Config,
+    bound: Vec<(ServiceDefinition, DynService)>,
+    read_env: bool,
+}
+
+impl RuntimeBuilder {
+    /// Data folder (default `./data`).
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// Ingress address (default `127.0.0.1:8080`).
+    pub fn ingress_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.ingress_addr = addr;
+        self
+    }
+
+    /// Admin address (default `127.0.0.1:9070`).
+    pub fn admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.admin_addr = addr;
+        self
+    }
+
+    /// Largest accepted request body (default 10 MiB).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_body_bytes = bytes;
+        self
+    }
+
+    /// How long finished invocations keep results and idempotency keys (default 24 h).
+    pub fn default_retention(mut self, retention: Duration) -> Self {
+        self.config.default_retention = retention;
+        self
+    }
+
+    /// How often expired invocations are purged (default 10 s).
+    pub fn purge_interval(mut self, interval: Duration) -> Self {
+        self.config.purge_interval = interval;
+        self
+    }
+
+    /// redb page cache in bytes (default 64 MiB).
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.config.cache_bytes = bytes;
+        self
+    }
+
+    /// Ignores `RESTATE_*` environment variables (tests that must not be affected by them).
+    pub fn without_env(mut self) -> Self {
+        self.read_env = false;
+        self
+    }
+
+    /// Serves `service` with this value instead of its `Default`: the way to give handlers
+    /// dependencies (a pool, a client, a secret) that they reach through `&self`.
+    ///
+    /// ```no_run
+    /// use restate_runtime::prelude::*;
+    /// pub struct Mailer { api_key: String }
+    /// #[service]
+    /// impl Mailer {
+    ///     #[handler]
+    ///     async fn send(&self, _ctx: Context<'_>, to: String) -> HandlerResult<String> {
+    ///         Ok(format!("sent to {to} with key of {} chars", self.api_key.len()))
+    ///     }
+    /// }
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = Runtime::builder().bind(Mailer { api_key: "k".into() }).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn bind<S: Service>(mut self, service: S) -> Self {
+        self.bound.push((S::definition(), Arc::new(service)));
+        self
+    }
+
+    /// Opens the data folder, registers services and resumes unfinished invocations.
+    /// Call it inside a tokio runtime.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
+        let mut config = self.config;
+        if self.read_env {
+            config.apply_env()?;
+        }
+        let registry = Registry::assemble(self.bound)?;
+        let storage = Arc::new(RedbStorage::open(
+            &config.data_dir,
+            &RedbOptions {
+                cache_bytes: config.cache_bytes,
+                partitions: config.partitions,
+            },
+        )?);
+        let engine = Engine::start(
+            storage.clone(),
+            registry,
+            EngineConfig {
+                default_retention: config.default_retention,
+                purge_interval: config.purge_interval,
+            },
+        )?;
+        Ok(Runtime {
+            config,
+            engine,
+            storage,
+        })
+    }
+}
+
+/// A running durable-execution runtime.
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> anyhow::Result<()> {
+///     restate_runtime::Runtime::builder().data_dir("./data").build()?.serve().await?;
+///     Ok(())
+/// }
+/// ```
+pub struct Runtime {
+    config: Config,
+    engine: Engine,
+    storage: Arc<RedbStorage>,
+}
+
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            config: Config::default(),
+            bound: Vec::new(),
+            read_env: true,
+        }
+    }
+
+    /// The effective configuration (after environment overrides).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle for invoking services in-process, without HTTP.
+    pub fn handle(&self) -> RuntimeHandle {
+        RuntimeHandle {
+            engine: self.engine.clone(),
+        }
+    }
+
+    /// The ingress as an axum router, to nest or merge into an existing server.
+    ///
+    /// ```no_run
+    /// # async fn demo(runtime: restate_runtime::Runtime) {
+    /// let app = axum::Router::new().nest("/durable", runtime.ingress_router());
+    /// # let _ = app; }
+    /// ```
+    pub fn ingress_router(&self) -> axum::Router {
+        crate::ingress::router(self.engine.clone(), self.config.max_body_bytes)
+    }
+
+    /// The admin API as an axum router.
+    pub fn admin_router(&self) -> axum::Router {
+        crate::admin::router(self.engine.clone())
+    }
+
+    /// Serves ingress and admin on their addresses until SIGINT or SIGTERM, then shuts down.
+    pub async fn serve(self) -> Result<(), ServeError> {
+        self.serve_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully: stops accepting, stops
+    /// handlers (they resume by replay after a restart), flushes the journal and closes it.
+    pub async fn serve_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let bind = |addr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let ingress = bind(self.config.ingress_addr).await?;
+        let admin = bind(self.config.admin_addr).await?;
+        tracing::info!(
+            ingress = %ingress.local_addr()?,
+            admin = %admin.local_addr()?,
+            data_dir = %self.config.data_dir.display(),
+            "restate runtime listening"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            stop_tx.send_replace(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let ingress_server = axum::serve(ingress, self.ingress_router())
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin_server = axum::serve(admin, self.admin_router())
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        // Handlers stop once the signal arrives, so open requests waiting on them end too.
+        let engine = self.engine.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|s| *s).await;
+            engine.shutdown();
+        });
+        let result = tokio::try_join!(ingress_server.into_future(), admin_server.into_future());
+        self.shutdown();
+        result.map(|_| ()).map_err(ServeError::Io)
+    }
+
+    /// Stops handlers and timers, flushes the journal and closes the data folder.
+    pub fn shutdown(self) {
+        self.engine.shutdown();
+        self.storage.close();
+        tracing::info!("restate runtime stopped");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// Invokes services in-process (from `main`, a test, an axum route) through their typed clients.
+///
+/// ```no_run
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Greeter;
+/// #[service]
+/// impl Greeter {
+///     #[handler]
+///     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> {
+///         Ok(format!("Hello {name}"))
+///     }
+/// }
+/// # async fn demo(runtime: Runtime) -> anyhow::Result<()> {
+/// let handle = runtime.handle();
+/// let greeting = handle.service_client::<GreeterClient<RuntimeHandle>>().greet("Ada".into()).call().await?;
+/// assert_eq!(greeting, "Hello Ada");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    engine: Engine,
+}
+
+impl Caller for RuntimeHandle {
+    type Request<I, O> = ExternalRequest<O>;
+    fn request<I, O>(&self, parts: RequestParts) -> ExternalRequest<O> {
+        ExternalRequest::new(self.engine.clone(), parts)
+    }
+}
+
+impl RuntimeHandle {
+    /// A typed client for a service.
+    pub fn service_client<C: IntoServiceClient<RuntimeHandle>>(&self) -> C {
+        C::create(self.clone())
+    }
+
+    /// A typed client for one key of a virtual object.
+    pub fn object_client<C: IntoObjectClient<RuntimeHandle>>(&self, key: impl Into<String>) -> C {
+        C::create(self.clone(), key.into())
+    }
+
+    /// A typed client for one workflow.
+    pub fn workflow_client<C: IntoWorkflowClient<RuntimeHandle>>(
+        &self,
+        key: impl Into<String>,
+    ) -> C {
+        C::create(self.clone(), key.into())
+    }
+
+    /// Waits for the result of an invocation sent earlier.
+    pub async fn attach<O: DeserializeOwned>(
+        &self,
+        handle: InvocationHandle,
+    ) -> Result<O, ClientError> {
+        crate::client::attach_typed(&self.engine, handle.invocation_id()).await
+    }
+
+    /// Counters of the journal writer (commits and batches), for benchmarks.
+    pub fn writer_stats(&self) -> crate::storage::WriterStats {
+        self.engine.storage.writer_stats()
+    }
+}

@@ -1,0 +1,157 @@
+//! Storage: the narrow interface the engine writes and reads through, and its redb backend.
+//!
+//! Writes are batches of operations submitted to one writer, which commits many batches in one
+//! durable transaction (group commit) in submission order, and answers each batch after the
+//! commit. Reads go straight to the store. Another backend (say, Postgres with partitions leased
+//! per process) implements [`Storage`] without touching the engine.
+
+pub(crate) mod records;
+mod redb_store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+pub use records::{InvocationRecord, JournalEntry, Outcome, Status, Target};
+pub use redb_store::{RedbOptions, RedbStorage};
+
+use crate::ids::InvocationId;
+
+/// Errors opening a data folder; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data folder.
+    #[error("data folder {path} is in use by another process (only one runtime may open it)")]
+    Locked { path: String },
+    /// The folder or file cannot be created or read.
+    #[error("cannot open data folder {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Written by another format version or partition layout.
+    #[error("data folder {path} is incompatible with this build: {reason}")]
+    Incompatible { path: String, reason: String },
+    /// The file is not a valid store.
+    #[error("data folder {path} is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+/// Errors reading or writing a store that is open.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The backend failed (I/O, corruption); the message says how.
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// A stored value could not be decoded.
+    #[error("undecodable stored value: {0}")]
+    Decode(String),
+    /// An earlier commit failed: nothing after it may be acknowledged, so the writer refuses all.
+    #[error("storage writer stopped after a failed commit: {0}")]
+    Poisoned(String),
+    /// The store is shutting down.
+    #[error("storage is closed")]
+    Closed,
+}
+
+impl From<records::DecodeRecordError> for StorageError {
+    fn from(e: records::DecodeRecordError) -> Self {
+        Self::Decode(e.to_string())
+    }
+}
+
+/// One write, already encoded by the submitter so the writer thread only copies bytes.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Insert or replace an invocation record.
+    PutInvocation {
+        id: InvocationId,
+        encoded: Vec<u8>,
+        /// When finished: the expiry time that the purger indexes it under.
+        expires_at_ms: Option<u64>,
+    },
+    /// Append (or overwrite) a journal entry.
+    PutJournal {
+        id: InvocationId,
+        index: u32,
+        encoded: Vec<u8>,
+    },
+    /// Remove an invocation with its journal and expiry index entry.
+    DeleteInvocation { id: InvocationId },
+}
+
+impl WriteOp {
+    /// Put an invocation record.
+    pub fn put_invocation(id: InvocationId, record: &InvocationRecord) -> Self {
+        let expires_at_ms = match &record.status {
+            Status::Completed { expires_at_ms, .. } => Some(*expires_at_ms),
+            _ => None,
+        };
+        Self::PutInvocation {
+            id,
+            encoded: records::encode(record),
+            expires_at_ms,
+        }
+    }
+
+    /// Put a journal entry.
+    pub fn put_journal(id: InvocationId, index: u32, entry: &JournalEntry) -> Self {
+        Self::PutJournal {
+            id,
+            index,
+            encoded: records::encode(entry),
+        }
+    }
+}
+
+/// Resolves once the batch it belongs to is durable (or failed).
+pub struct CommitWaiter(oneshot::Receiver<Result<(), StorageError>>);
+
+impl CommitWaiter {
+    pub(crate) fn new(rx: oneshot::Receiver<Result<(), StorageError>>) -> Self {
+        Self(rx)
+    }
+}
+
+impl Future for CommitWaiter {
+    type Output = Result<(), StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StorageError::Closed)))
+    }
+}
+
+/// Counters the writer keeps, for metrics and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    /// Durable transactions committed.
+    pub commits: u64,
+    /// Batches (requests) committed; `batches / commits` is the mean group size.
+    pub batches: u64,
+    /// Total time spent in commits, in microseconds.
+    pub commit_micros: u64,
+}
+
+/// The interface between the engine and a store.
+pub trait Storage: Send + Sync + 'static {
+    /// Queues a batch for the writer; batches commit in submission order.
+    fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter;
+    /// One invocation record.
+    fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError>;
+    /// The journal of one invocation, by index.
+    fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError>;
+    /// Every invocation that has not completed, for recovery.
+    fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
+    /// Up to `limit` finished invocations whose retention ended before `now_ms`.
+    fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError>;
+    /// Number of partitions, fixed when the store was created.
+    fn partitions(&self) -> u32;
+    /// Writer counters.
+    fn writer_stats(&self) -> WriterStats;
+    /// Flushes what is queued and stops the writer.
+    fn close(&self);
+}

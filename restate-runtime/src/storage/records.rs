@@ -1,0 +1,165 @@
+//! What the engine stores: invocation records and journal entries, with their versioned encoding.
+//!
+//! Every stored value is one format-version byte followed by postcard. Payloads stay opaque
+//! bytes (the handler's JSON), never re-encoded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::InvocationId;
+
+/// Version byte in front of every encoded record; bump it when a record's shape changes.
+pub(crate) const RECORD_VERSION: u8 = 1;
+
+/// Which handler an invocation runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// Service, object or workflow name.
+    pub service: String,
+    /// Handler name.
+    pub handler: String,
+    /// Object or workflow key (`None` for services).
+    pub key: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}/{}/{}", self.service, key, self.handler),
+            None => write!(f, "{}/{}", self.service, self.handler),
+        }
+    }
+}
+
+/// How an invocation ended (or a journaled step, or a call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The output payload.
+    Success(Vec<u8>),
+    /// A terminal error.
+    Failure { code: u16, message: String },
+}
+
+/// Where an invocation is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Waiting for its execution time (a delayed send).
+    Scheduled { at_ms: u64 },
+    /// Running or about to run (after a restart it resumes by replay).
+    Runnable,
+    /// Retries exhausted or non-determinism: waits for a resume from the admin API.
+    Paused,
+    /// Finished; `outcome` is the result.
+    Completed {
+        outcome: Outcome,
+        completed_at_ms: u64,
+        expires_at_ms: u64,
+    },
+}
+
+impl Status {
+    /// The name shown in the admin API and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Scheduled { .. } => "scheduled",
+            Self::Runnable => "running",
+            Self::Paused => "paused",
+            Self::Completed { .. } => "completed",
+        }
+    }
+}
+
+/// One invocation as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub target: Target,
+    pub input: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
+    pub status: Status,
+    /// Attempts made so far (the first execution is attempt 1).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at_ms: u64,
+    pub modified_at_ms: u64,
+    /// Where the result goes besides attach waiters: the calling invocation and its journal index.
+    pub caller: Option<(InvocationId, u32)>,
+}
+
+/// One journaled context operation, in the order the handler made them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalEntry {
+    /// A `ctx.run` step and its result.
+    Run { name: String, outcome: Outcome },
+    /// A one-way message (or delayed message); the new invocation commits with this entry.
+    Send {
+        target: Target,
+        invocation_id: InvocationId,
+    },
+    /// A request-response call; the callee's completion fills in `outcome`.
+    Call {
+        target: Target,
+        invocation_id: InvocationId,
+        outcome: Option<Outcome>,
+    },
+}
+
+impl JournalEntry {
+    /// The operation's name, as non-determinism errors and the admin API show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Run { .. } => "run",
+            Self::Send { .. } => "send",
+            Self::Call { .. } => "call",
+        }
+    }
+}
+
+/// Why a stored value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeRecordError {
+    /// Written by a newer (or unknown) format.
+    #[error("record has format version {found}, this build reads version {RECORD_VERSION}")]
+    Version { found: u8 },
+    /// Not a valid record.
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] postcard::Error),
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // Encoding our own plain data types into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(value).expect("record encodes"));
+    out
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeRecordError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&found, _)) => Err(DecodeRecordError::Version { found }),
+        None => Err(DecodeRecordError::Version { found: 0 }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_check_version() {
+        let entry = JournalEntry::Run {
+            name: "charge".into(),
+            outcome: Outcome::Failure {
+                code: 402,
+                message: "declined".into(),
+            },
+        };
+        let bytes = encode(&entry);
+        assert_eq!(decode::<JournalEntry>(&bytes).unwrap(), entry);
+        let mut newer = bytes.clone();
+        newer[0] = RECORD_VERSION + 1;
+        assert!(matches!(
+            decode::<JournalEntry>(&newer),
+            Err(DecodeRecordError::Version { .. })
+        ));
+    }
+}

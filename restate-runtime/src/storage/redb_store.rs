@@ -1,0 +1,513 @@
+//! The redb backend: one file in the data folder, one writer thread doing group commit.
+//!
+//! Decisions, made knowingly:
+//! - **Durability**: every transaction commits with `Durability::Immediate` (fsync); a caller is
+//!   answered only after that.
+//! - **Group commit**: the writer thread drains everything queued since its last commit into one
+//!   transaction, so concurrent requests share one fsync. It is an OS thread because a commit
+//!   blocks on fdatasync.
+//! - **Repair**: quick repair is off. It would save the allocator state on every commit, making
+//!   each commit (the hot path) more expensive, to make reopening after a crash faster. After a
+//!   SIGKILL redb instead walks the trees on open; that cost grows with the store and is reported
+//!   in `BENCHMARKS.md`.
+//! - **Cache**: redb's page cache defaults to 1 GiB; we default to 64 MiB (configurable), since
+//!   the engine keeps hot invocations in memory and reads the store mostly on recovery.
+
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::records::{self, InvocationRecord, JournalEntry};
+use super::{CommitWaiter, OpenError, Storage, StorageError, WriteOp, WriterStats};
+use crate::ids::InvocationId;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const INVOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invocations");
+/// Key: invocation id (24 bytes) then entry index (u32 big-endian).
+const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal");
+/// Ids of invocations not yet completed: recovery scans this, not every invocation.
+const UNFINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("unfinished");
+/// Key: expiry time in ms (u64 big-endian) then invocation id: the purger's index.
+const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+
+/// Version of the table layout; a store written by another version is refused at open.
+const FORMAT_VERSION: u32 = 1;
+const FILE_NAME: &str = "journal.redb";
+/// Upper bound on batches in one transaction, so one commit never grows without limit.
+const MAX_GROUP: usize = 4096;
+
+/// How to open a redb store.
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// Page cache size in bytes.
+    pub cache_bytes: usize,
+    /// Partitions for a new store (an existing store keeps its own).
+    pub partitions: u32,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+            partitions: 256,
+        }
+    }
+}
+
+struct Request {
+    ops: Vec<WriteOp>,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// The redb-backed [`Storage`].
+pub struct RedbStorage {
+    db: Arc<Database>,
+    partitions: u32,
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<Mutex<WriterStats>>,
+}
+
+impl RedbStorage {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, options: &RedbOptions) -> Result<Self, OpenError> {
+        let shown = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let file = dir.join(FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(&file)
+            .map_err(|e| open_error(&shown, &file, e))?;
+        let partitions = init_meta(&db, options.partitions).map_err(|reason| match reason {
+            MetaError::Incompatible(reason) => OpenError::Incompatible {
+                path: shown.clone(),
+                reason,
+            },
+            MetaError::Corrupt(reason) => OpenError::Corrupt {
+                path: shown.clone(),
+                reason,
+            },
+        })?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let writer = {
+            let db = db.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("journal-writer".into())
+                .spawn(move || run_writer(&db, &rx, &stats))
+                .map_err(|source| OpenError::Io {
+                    path: shown.clone(),
+                    source,
+                })?
+        };
+        Ok(Self {
+            db,
+            partitions,
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            stats,
+        })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StorageError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        f(&txn).map_err(backend)
+    }
+}
+
+fn backend(e: impl Into<redb::Error>) -> StorageError {
+    StorageError::Backend(e.into().to_string())
+}
+
+fn open_error(shown: &str, file: &Path, e: DatabaseError) -> OpenError {
+    let path = shown.to_owned();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path },
+        DatabaseError::UpgradeRequired(v) => OpenError::Incompatible {
+            path,
+            reason: format!("redb file format {v} needs an upgrade"),
+        },
+        DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Io { path, source },
+        other => OpenError::Corrupt {
+            path,
+            reason: format!("{} ({other})", file.display()),
+        },
+    }
+}
+
+enum MetaError {
+    Incompatible(String),
+    Corrupt(String),
+}
+
+/// Records the format version and partition count in a new store, or checks them in an old one.
+fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
+    let corrupt = |e: redb::Error| MetaError::Corrupt(e.to_string());
+    let txn = db.begin_write().map_err(|e| corrupt(e.into()))?;
+    let found = {
+        let mut meta = txn.open_table(META).map_err(|e| corrupt(e.into()))?;
+        let read_u32 = |v: Option<redb::AccessGuard<'_, &[u8]>>| {
+            v.and_then(|g| g.value().try_into().ok().map(u32::from_be_bytes))
+        };
+        let version = read_u32(meta.get("format_version").map_err(|e| corrupt(e.into()))?);
+        let stored = read_u32(meta.get("partitions").map_err(|e| corrupt(e.into()))?);
+        match (version, stored) {
+            (None, None) => {
+                meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
+                    .map_err(|e| corrupt(e.into()))?;
+                meta.insert("partitions", partitions.to_be_bytes().as_slice())
+                    .map_err(|e| corrupt(e.into()))?;
+                for table in [INVOCATIONS, JOURNAL] {
+                    txn.open_table(table).map_err(|e| corrupt(e.into()))?;
+                }
+                for table in [UNFINISHED, EXPIRY] {
+                    txn.open_table(table).map_err(|e| corrupt(e.into()))?;
+                }
+                partitions
+            }
+            (Some(FORMAT_VERSION), Some(p)) => p,
+            (Some(v), _) => {
+                return Err(MetaError::Incompatible(format!(
+                    "store format version {v}, this build reads version {FORMAT_VERSION}"
+                )));
+            }
+            (None, Some(_)) => return Err(MetaError::Corrupt("missing format version".into())),
+        }
+    };
+    txn.commit().map_err(|e| corrupt(e.into()))?;
+    Ok(found)
+}
+
+fn journal_key(id: &InvocationId, index: u32) -> [u8; 28] {
+    let mut key = [0u8; 28];
+    key[..24].copy_from_slice(&id.to_bytes());
+    key[24..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn expiry_key(at_ms: u64, id: &InvocationId) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&at_ms.to_be_bytes());
+    key[8..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+fn run_writer(db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterStats>) {
+    let mut poisoned: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Some(reason) = &poisoned {
+            for req in group {
+                let _ = req.done.send(Err(StorageError::Poisoned(reason.clone())));
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let result = apply_group(db, &group);
+        {
+            let mut s = stats.lock().expect("stats lock");
+            s.commits += 1;
+            s.batches += group.len() as u64;
+            s.commit_micros += started.elapsed().as_micros() as u64;
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "journal commit failed; refusing further writes");
+            poisoned = Some(e.to_string());
+        }
+        for req in group {
+            let _ = req.done.send(result.clone());
+        }
+    }
+}
+
+fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
+    let mut txn = db.begin_write().map_err(backend)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StorageError::Backend(e.to_string()))?;
+    {
+        let mut invocations = txn.open_table(INVOCATIONS).map_err(backend)?;
+        let mut journal = txn.open_table(JOURNAL).map_err(backend)?;
+        let mut unfinished = txn.open_table(UNFINISHED).map_err(backend)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        for op in group.iter().flat_map(|r| &r.ops) {
+            match op {
+                WriteOp::PutInvocation {
+                    id,
+                    encoded,
+                    expires_at_ms,
+                } => {
+                    let key = id.to_bytes();
+                    invocations
+                        .insert(key.as_slice(), encoded.as_slice())
+                        .map_err(backend)?;
+                    match expires_at_ms {
+                        Some(at) => {
+                            unfinished.remove(key.as_slice()).map_err(backend)?;
+                            expiry
+                                .insert(expiry_key(*at, id).as_slice(), ())
+                                .map_err(backend)?;
+                        }
+                        None => {
+                            unfinished.insert(key.as_slice(), ()).map_err(backend)?;
+                        }
+                    }
+                }
+                WriteOp::PutJournal { id, index, encoded } => {
+                    journal
+                        .insert(journal_key(id, *index).as_slice(), encoded.as_slice())
+                        .map_err(backend)?;
+                }
+                WriteOp::DeleteInvocation { id } => {
+                    let key = id.to_bytes();
+                    if let Some(old) = invocations.remove(key.as_slice()).map_err(backend)? {
+                        let record: InvocationRecord = records::decode(old.value())?;
+                        if let records::Status::Completed { expires_at_ms, .. } = record.status {
+                            expiry
+                                .remove(expiry_key(expires_at_ms, id).as_slice())
+                                .map_err(backend)?;
+                        }
+                    }
+                    unfinished.remove(key.as_slice()).map_err(backend)?;
+                    let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
+                    journal
+                        .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
+                        .map_err(backend)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
+impl Storage for RedbStorage {
+    fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
+        let (done, rx) = oneshot::channel();
+        let queue = self.queue.lock().expect("queue lock");
+        match queue.as_ref() {
+            Some(tx) => {
+                if let Err(mpsc::SendError(req)) = tx.send(Request { ops, done }) {
+                    let _ = req.done.send(Err(StorageError::Closed));
+                }
+            }
+            None => {
+                let _ = done.send(Err(StorageError::Closed));
+            }
+        }
+        CommitWaiter::new(rx)
+    }
+
+    fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
+        let raw = self.read(|txn| {
+            let table = txn.open_table(INVOCATIONS)?;
+            Ok(table
+                .get(id.to_bytes().as_slice())?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
+            .transpose()
+    }
+
+    fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
+        let raw = self.read(|txn| {
+            let table = txn.open_table(JOURNAL)?;
+            let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
+            let mut out = Vec::new();
+            for item in table.range(lo.as_slice()..=hi.as_slice())? {
+                let (k, v) = item?;
+                let index = u32::from_be_bytes(k.value()[24..28].try_into().expect("28-byte key"));
+                out.push((index, v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .map(|(i, bytes)| Ok((i, records::decode(&bytes)?)))
+            .collect()
+    }
+
+    fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
+        let raw = self.read(|txn| {
+            let ids = txn.open_table(UNFINISHED)?;
+            let invocations = txn.open_table(INVOCATIONS)?;
+            let mut out = Vec::new();
+            for item in ids.iter()? {
+                let (k, _) = item?;
+                if let Some(v) = invocations.get(k.value())? {
+                    out.push((k.value().to_vec(), v.value().to_vec()));
+                }
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let id = InvocationId::from_bytes(&k)
+                    .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
+                Ok((id, records::decode(&v)?))
+            })
+            .collect()
+    }
+
+    fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(EXPIRY)?;
+            let hi = expiry_key(
+                now_ms,
+                &InvocationId::from_bytes(&[0xff; 24]).expect("24 bytes"),
+            );
+            let mut out = Vec::new();
+            for item in table.range(..=hi.as_slice())?.take(limit) {
+                let (k, _) = item?;
+                if let Some(id) = InvocationId::from_bytes(&k.value()[8..]) {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        *self.stats.lock().expect("stats lock")
+    }
+
+    fn close(&self) {
+        self.queue.lock().expect("queue lock").take();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for RedbStorage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+/// Where the store file of a data folder lives.
+pub(crate) fn store_file(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::records::{Outcome, Status, Target};
+
+    fn record(status: Status) -> InvocationRecord {
+        InvocationRecord {
+            target: Target {
+                service: "S".into(),
+                handler: "h".into(),
+                key: None,
+            },
+            input: b"1".to_vec(),
+            headers: vec![],
+            idempotency_key: None,
+            status,
+            attempts: 1,
+            last_error: None,
+            created_at_ms: 1,
+            modified_at_ms: 1,
+            caller: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_are_durable_across_reopen_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = InvocationId::random(7);
+        let done = InvocationId::random(8);
+        {
+            let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            let entry = JournalEntry::Run {
+                name: "a".into(),
+                outcome: Outcome::Success(b"1".to_vec()),
+            };
+            let waits: Vec<_> = (0..50)
+                .map(|i| store.submit(vec![WriteOp::put_journal(id, i, &entry)]))
+                .collect();
+            store
+                .submit(vec![WriteOp::put_invocation(id, &record(Status::Runnable))])
+                .await
+                .unwrap();
+            for w in waits {
+                w.await.unwrap();
+            }
+            let completed = Status::Completed {
+                outcome: Outcome::Success(vec![]),
+                completed_at_ms: 5,
+                expires_at_ms: 10,
+            };
+            store
+                .submit(vec![WriteOp::put_invocation(done, &record(completed))])
+                .await
+                .unwrap();
+            let stats = store.writer_stats();
+            assert!(stats.batches >= 52 && stats.commits <= stats.batches);
+        }
+        let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(store.journal(&id).unwrap().len(), 50);
+        let unfinished = store.unfinished().unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].0, id);
+        assert!(store.expired(9, 10).unwrap().is_empty());
+        assert_eq!(store.expired(10, 10).unwrap(), vec![done]);
+        store
+            .submit(vec![
+                WriteOp::DeleteInvocation { id: done },
+                WriteOp::DeleteInvocation { id },
+            ])
+            .await
+            .unwrap();
+        assert!(store.expired(u64::MAX, 10).unwrap().is_empty());
+        assert!(store.journal(&id).unwrap().is_empty());
+        assert!(store.invocation(&done).unwrap().is_none());
+    }
+
+    #[test]
+    fn second_open_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        let err = RedbStorage::open(dir.path(), &RedbOptions::default())
+            .err()
+            .expect("locked");
+        assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(store_file(dir.path()), b"not a database at all, just text").unwrap();
+        let err = RedbStorage::open(dir.path(), &RedbOptions::default())
+            .err()
+            .expect("corrupt");
+        assert!(
+            matches!(err, OpenError::Corrupt { .. } | OpenError::Io { .. }),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Shared test helpers: a runtime on a temp folder served on free loopback ports.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use restate_runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
+
+/// A runtime serving its ingress on a free port, with a temp data folder.
+pub struct TestServer {
+    pub base: String,
+    pub handle: RuntimeHandle,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(tempfile::tempdir().unwrap(), |b| b).await
+    }
+
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+    ) -> Self {
+        let ingress = free_addr();
+        let builder = Runtime::builder()
+            .without_env()
+            .data_dir(dir.path())
+            .ingress_addr(ingress)
+            .admin_addr(free_addr());
+        let runtime = configure(builder).build().expect("runtime builds");
+        let handle = runtime.handle();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runtime
+                .serve_until(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("serve");
+        });
+        let base = format!("http://{ingress}");
+        wait_until(Duration::from_secs(20), || {
+            let url = format!("{base}/restate/health");
+            async move { reqwest::get(url).await.is_ok() }
+        })
+        .await;
+        Self {
+            base,
+            handle,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving and closes the data folder; returns it for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `deadline`.
+pub async fn wait_until<F, Fut>(deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

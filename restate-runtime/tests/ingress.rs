@@ -1,0 +1,359 @@
+//! The ingress over real HTTP: calls, sends, idempotency, attach/output and every bad input.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::TestServer;
+use restate_runtime::prelude::*;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub struct Greeter;
+
+#[derive(Serialize, Deserialize)]
+pub struct Person {
+    name: String,
+}
+
+static GREETS: AtomicU32 = AtomicU32::new(0);
+/// Runs of `greet` for names starting with "bad": requests that must never run.
+static BAD_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[service]
+impl Greeter {
+    #[handler]
+    async fn greet(&self, _ctx: Context<'_>, person: Person) -> HandlerResult<String> {
+        GREETS.fetch_add(1, Ordering::SeqCst);
+        if person.name.starts_with("bad") {
+            BAD_RUNS.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(format!("Hello {}", person.name))
+    }
+
+    #[handler(name = "noInput")]
+    async fn no_input(&self, _ctx: Context<'_>) -> HandlerResult<u32> {
+        Ok(7)
+    }
+
+    #[handler]
+    async fn nothing(&self, _ctx: Context<'_>, _v: Option<u32>) -> HandlerResult<()> {
+        Ok(())
+    }
+
+    #[handler]
+    async fn fail(&self, _ctx: Context<'_>, code: u16) -> Result<(), TerminalError> {
+        Err(TerminalError::new_with_code(code, format!("boom {code}")))
+    }
+
+    #[handler(ingress_private)]
+    async fn hidden(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn call_returns_output_and_unit_is_empty() {
+    let s = TestServer::start().await;
+    let r = client()
+        .post(s.url("/Greeter/greet"))
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert!(
+        r.headers()["x-restate-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("inv_1")
+    );
+    assert!(r.headers().get("idempotency-expires").is_none());
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello Ada");
+
+    // No input: empty body with or without a JSON content-type, and GET.
+    for req in [
+        client().post(s.url("/Greeter/noInput")),
+        client()
+            .post(s.url("/Greeter/noInput"))
+            .header("content-type", "application/json"),
+        client().get(s.url("/Greeter/noInput")),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "7");
+    }
+
+    // `()` output: empty body, no content-type; Option input accepts an empty body.
+    let r = client()
+        .post(s.url("/Greeter/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-type").is_none());
+    assert_eq!(r.text().await.unwrap(), "");
+    s.stop().await;
+}
+
+async fn error_of(r: reqwest::Response) -> (u16, String, Value) {
+    let status = r.status().as_u16();
+    let source = r.headers()["x-restate-error-source"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, source, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn terminal_errors_keep_their_code() {
+    let s = TestServer::start().await;
+    let r = client()
+        .post(s.url("/Greeter/fail"))
+        .json(&418)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-restate-id").is_some());
+    let (status, source, body) = error_of(r).await;
+    assert_eq!((status, source.as_str()), (418, "invocation"));
+    assert_eq!(
+        body,
+        json!({"code": 418, "message": "boom 418", "source": "invocation"})
+    );
+
+    let r = client()
+        .post(s.url("/Greeter/fail"))
+        .json(&1000)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = error_of(r).await;
+    assert_eq!((status, body["code"].as_u64()), (500, Some(1000)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_clearly() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| b.max_body_bytes(1024)).await;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            client().post(s.url("/Nope/x")),
+            404,
+            "service 'Nope' not found",
+        ),
+        (
+            client().post(s.url("/Greeter/nope")),
+            404,
+            "handler 'nope' was not found",
+        ),
+        (client().post(s.url("/Greeter")), 400, "bad path"),
+        (
+            client().post(s.url("/Greeter/greet/extra")),
+            400,
+            "bad path",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "input validation error",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet"))
+                .json(&json!({"nom": 1})),
+            400,
+            "missing field `name`",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+            400,
+            "does not match 'application/json'",
+        ),
+        (
+            client().post(s.url("/Greeter/noInput")).body("5"),
+            400,
+            "takes no input",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet"))
+                .json(&json!({"name": format!("bad{}", "x".repeat(2000))})),
+            413,
+            "exceeds the limit",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet/send?delay=1000"))
+                .json(&json!({"name": "bad"})),
+            400,
+            "bad delay",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet?delay=1s"))
+                .json(&json!({"name": "bad"})),
+            400,
+            "only with sends",
+        ),
+        (
+            client()
+                .post(s.url("/Greeter/greet"))
+                .header("idempotency-key", "")
+                .json(&json!({"name": "bad"})),
+            400,
+            "idempotency-key",
+        ),
+        (client().post(s.url("/Greeter/hidden")), 400, "not public"),
+        (
+            client().put(s.url("/Greeter/greet")),
+            405,
+            "method not allowed",
+        ),
+        (
+            client().get(s.url("/restate/invocation/inv_1bad/output")),
+            400,
+            "bad invocation id",
+        ),
+        (
+            client().post(s.url("/restate/output")).body("{]"),
+            400,
+            "bad request body",
+        ),
+    ];
+    for (req, status, needle) in cases {
+        let r = req.send().await.unwrap();
+        let (got, source, body) = error_of(r).await;
+        assert_eq!(got, status, "{body}");
+        assert_eq!(source, "ingress");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{body} lacks {needle}"
+        );
+        assert_eq!(body["code"], status);
+    }
+    assert_eq!(BAD_RUNS.load(Ordering::SeqCst), 0, "no invocation ran");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn send_attach_output_and_idempotency() {
+    let s = TestServer::start().await;
+    let r = client()
+        .post(s.url("/Greeter/greet/send"))
+        .json(&json!({"name": "Bo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "Accepted");
+    let id = body["invocationId"].as_str().unwrap().to_owned();
+    let r = client()
+        .get(s.url(&format!("/restate/invocation/{id}/attach")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("idempotency-expires").is_some());
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello Bo");
+    let r = client()
+        .get(s.url(&format!("/restate/invocation/{id}/output")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello Bo");
+
+    // A well-formed unknown id.
+    let unknown = format!("inv_1{}1", "0".repeat(32));
+    let r = client()
+        .get(s.url(&format!("/restate/invocation/{unknown}/output")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client()
+        .get(s.url(&format!("/restate/invocation/{unknown}/attach")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Concurrent duplicates with one key: one invocation, same answer.
+    let before = GREETS.load(Ordering::SeqCst);
+    let calls = (0..10).map(|_| {
+        client()
+            .post(s.url("/Greeter/greet"))
+            .header("idempotency-key", "same")
+            .json(&json!({"name": "Cy"}))
+            .send()
+    });
+    let responses = futures::future::join_all(calls).await;
+    let mut ids = std::collections::HashSet::new();
+    for r in responses {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200);
+        ids.insert(r.headers()["x-restate-id"].to_str().unwrap().to_owned());
+        assert_eq!(r.json::<String>().await.unwrap(), "Hello Cy");
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(GREETS.load(Ordering::SeqCst), before + 1);
+    // After completion: replayed with idempotency-expires, body ignored.
+    let r = client()
+        .post(s.url("/Greeter/greet"))
+        .header("idempotency-key", "same")
+        .json(&json!({"name": "DIFFERENT"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("idempotency-expires").is_some());
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello Cy");
+    // /send duplicate: PreviouslyAccepted, same id.
+    let send = || {
+        client()
+            .post(s.url("/Greeter/greet/send"))
+            .header("idempotency-key", "same")
+            .json(&json!({"name": "x"}))
+            .send()
+    };
+    let body: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "PreviouslyAccepted");
+    assert!(ids.contains(body["invocationId"].as_str().unwrap()));
+    // By idempotency key.
+    let r = client()
+        .get(s.url("/restate/invocation/Greeter/greet/same/output"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello Cy");
+    assert_eq!(GREETS.load(Ordering::SeqCst), before + 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_replayed_for_duplicates() {
+    let s = TestServer::start().await;
+    for _ in 0..2 {
+        let r = client()
+            .post(s.url("/Greeter/fail"))
+            .header("idempotency-key", "f1")
+            .json(&409)
+            .send()
+            .await
+            .unwrap();
+        let (status, source, _) = error_of(r).await;
+        assert_eq!((status, source.as_str()), (409, "invocation"));
+    }
+    s.stop().await;
+}
