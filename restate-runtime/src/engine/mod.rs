@@ -18,7 +18,9 @@ pub(crate) use inflight::{Finish, Inflight, wait_finished};
 use crate::clock::now_ms;
 use crate::ids::{InvocationId, partition_key_of};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
-use crate::storage::{InvocationRecord, Outcome, Status, Storage, StorageError, Target, WriteOp};
+use crate::storage::{
+    InvocationRecord, JournalEntry, Outcome, Status, Storage, StorageError, Target, WriteOp,
+};
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum EngineError {
     #[error("invocation lost: {0}")]
     Lost(String),
 }
+
+/// An invocation's record and its journal entries by index.
+pub(crate) type Inspection = (InvocationRecord, Vec<(u32, JournalEntry)>);
 
 /// A request to start an invocation.
 #[derive(Debug, Clone)]
@@ -361,6 +366,22 @@ impl Engine {
         }))
     }
 
+    /// The record and journal of an invocation, in memory or stored.
+    pub(crate) fn inspect(
+        &self,
+        id: &InvocationId,
+    ) -> Result<Option<Inspection>, EngineError> {
+        if let Some(f) = self.inflight(id) {
+            let state = f.state();
+            let journal = state.journal.iter().map(|(i, e)| (*i, e.clone())).collect();
+            return Ok(Some((state.record.clone(), journal)));
+        }
+        match self.storage.invocation(id)? {
+            Some(record) => Ok(Some((record, self.storage.journal(id)?))),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn inflight(&self, id: &InvocationId) -> Option<Arc<Inflight>> {
         self.inflight.lock().expect("inflight map").get(id).cloned()
     }
@@ -388,7 +409,7 @@ impl Engine {
             state.record.modified_at_ms = now;
             let mut ops = vec![WriteOp::put_invocation(inflight.id, &state.record)];
             let caller = state.record.caller.map(|(caller_id, index)| {
-                let entry = crate::storage::JournalEntry::Call {
+                let entry = JournalEntry::Call {
                     target: state.record.target.clone(),
                     invocation_id: inflight.id,
                     outcome: Some(outcome.clone()),

@@ -10,6 +10,7 @@ use restate_runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
 /// A runtime serving its ingress on a free port, with a temp data folder.
 pub struct TestServer {
     pub base: String,
+    pub admin: String,
     pub handle: RuntimeHandle,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -31,11 +32,12 @@ impl TestServer {
         configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
     ) -> Self {
         let ingress = free_addr();
+        let admin = free_addr();
         let builder = Runtime::builder()
             .without_env()
             .data_dir(dir.path())
             .ingress_addr(ingress)
-            .admin_addr(free_addr());
+            .admin_addr(admin);
         let runtime = configure(builder).build().expect("runtime builds");
         let handle = runtime.handle();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -55,6 +57,7 @@ impl TestServer {
         .await;
         Self {
             base,
+            admin: format!("http://{admin}"),
             handle,
             dir,
             stop: Some(tx),
@@ -75,6 +78,30 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The admin API's view of an invocation.
+    pub async fn inspect(&self, id: &str) -> serde_json::Value {
+        reqwest::get(format!("{}/invocations/{id}", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls the admin API until the invocation has `status`.
+    pub async fn wait_status(&self, id: &str, status: &str) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            last = self.inspect(id).await;
+            if last["status"] == status {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("invocation {id} never reached {status}: {last}");
     }
 }
 

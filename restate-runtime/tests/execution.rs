@@ -1,0 +1,283 @@
+//! Durable execution in-process: journal replay, retries, panics, pauses, non-determinism,
+//! run steps with their own retry policy, calls and sends between services, in-process clients.
+
+mod common;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::TestServer;
+use restate_runtime::prelude::*;
+use serde_json::{Value, json};
+
+static FLAKY: AtomicU32 = AtomicU32::new(0);
+static PANICS: AtomicU32 = AtomicU32::new(0);
+static RUN_BODIES: AtomicU32 = AtomicU32::new(0);
+static RUN_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+static ALWAYS: AtomicU32 = AtomicU32::new(0);
+static DRIFT: AtomicU32 = AtomicU32::new(0);
+static COMPENSATIONS: AtomicU32 = AtomicU32::new(0);
+static CALLEE_RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CALLER_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Default)]
+pub struct Exec;
+
+#[service(retry(initial_interval = "10ms", max_interval = "50ms"))]
+impl Exec {
+    /// Fails twice, then succeeds.
+    #[handler]
+    async fn flaky(&self, _ctx: Context<'_>) -> HandlerResult<u32> {
+        let n = FLAKY.fetch_add(1, Ordering::SeqCst) + 1;
+        if n < 3 {
+            return Err(format!("attempt {n} failed").into());
+        }
+        Ok(n)
+    }
+
+    #[handler]
+    async fn panicky(&self, _ctx: Context<'_>) -> HandlerResult<String> {
+        if PANICS.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("first attempt panics");
+        }
+        Ok("recovered".into())
+    }
+
+    /// A journaled step, then a retryable failure on the first attempt: the step is not re-run.
+    #[handler]
+    async fn replay(&self, ctx: Context<'_>) -> HandlerResult<u32> {
+        let v: u32 = ctx
+            .run(|| async { Ok(RUN_BODIES.fetch_add(1, Ordering::SeqCst) + 100) })
+            .name("step")
+            .await?;
+        if RUN_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("fail after the step".into());
+        }
+        Ok(v)
+    }
+
+    #[handler(retry(max_attempts = 2))]
+    async fn always(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        ALWAYS.fetch_add(1, Ordering::SeqCst);
+        Err("never works".into())
+    }
+
+    /// The code "changes" between attempts: the step's name differs on replay.
+    #[handler]
+    async fn drift(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        let n = DRIFT.fetch_add(1, Ordering::SeqCst);
+        let name = if n == 0 { "first" } else { "second" };
+        ctx.run(|| async { Ok(()) }).name(name).await?;
+        Err("retry me".into())
+    }
+
+    /// A step whose own policy gives up: the handler compensates.
+    #[handler]
+    async fn saga(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        let charged: Result<(), TerminalError> = ctx
+            .run(|| async { Err::<(), _>("card service down".into()) })
+            .name("charge")
+            .retry_policy(RetryPolicy {
+                initial_interval: std::time::Duration::from_millis(5),
+                max_attempts: Some(3),
+                ..RetryPolicy::default()
+            })
+            .await;
+        match charged {
+            Ok(()) => Ok("charged".into()),
+            Err(e) => {
+                ctx.run(|| async {
+                    COMPENSATIONS.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .name("refund")
+                .await?;
+                Ok(format!("compensated: {}", e.message()))
+            }
+        }
+    }
+
+    #[handler]
+    async fn callee(&self, _ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        CALLEE_RUNS.lock().unwrap().push(tag.clone());
+        Ok(format!("done {tag}"))
+    }
+
+    /// Calls and sends, then fails once: on retry the call and the send are not repeated.
+    #[handler]
+    async fn caller(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let client = ctx.service_client::<ExecClient>();
+        let answer = client.callee(format!("{tag}-call")).call().await?;
+        let handle = client.callee(format!("{tag}-send")).send();
+        if CALLER_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("caller fails once".into());
+        }
+        Ok(format!("{answer} / sent {}", handle.invocation_id()))
+    }
+
+    #[handler]
+    async fn rng(&self, ctx: Context<'_>) -> HandlerResult<(u64, String)> {
+        Ok((ctx.rand().next_u64(), ctx.rand_uuid()))
+    }
+}
+
+async fn send(s: &TestServer, handler: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(s.url(&format!("/Exec/{handler}/send")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    body["invocationId"].as_str().unwrap().to_owned()
+}
+
+async fn call(s: &TestServer, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(s.url(path));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn retryable_errors_and_panics_are_retried() {
+    let s = TestServer::start().await;
+    assert_eq!(call(&s, "/Exec/flaky", None).await, (200, json!(3)));
+    assert_eq!(FLAKY.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        call(&s, "/Exec/panicky", None).await,
+        (200, json!("recovered"))
+    );
+    assert_eq!(PANICS.load(Ordering::SeqCst), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn journaled_steps_are_not_rerun_on_retry() {
+    let s = TestServer::start().await;
+    assert_eq!(call(&s, "/Exec/replay", None).await, (200, json!(100)));
+    assert_eq!(RUN_BODIES.load(Ordering::SeqCst), 1, "the step ran once");
+    assert_eq!(
+        RUN_ATTEMPTS.load(Ordering::SeqCst),
+        2,
+        "the handler ran twice"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_pause_the_invocation() {
+    let s = TestServer::start().await;
+    let id = send(&s, "always").await;
+    let view = s.wait_status(&id, "paused").await;
+    assert_eq!(view["attempts"], 2);
+    assert!(
+        view["last_error"].as_str().unwrap().contains("never works"),
+        "{view}"
+    );
+    assert_eq!(ALWAYS.load(Ordering::SeqCst), 2);
+    let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/output")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 470);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn non_determinism_is_detected_and_pauses() {
+    let s = TestServer::start().await;
+    let id = send(&s, "drift").await;
+    let view = s.wait_status(&id, "paused").await;
+    let error = view["last_error"].as_str().unwrap();
+    assert!(error.contains("non-determinism"), "{error}");
+    assert!(
+        error.contains("entry 0") && error.contains("first") && error.contains("second"),
+        "{error}"
+    );
+    assert_eq!(view["journal"][0]["name"], "first");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn run_with_policy_resolves_to_terminal_error_for_compensation() {
+    let s = TestServer::start().await;
+    let (status, body) = call(&s, "/Exec/saga", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.as_str()
+            .unwrap()
+            .starts_with("compensated: run `charge` failed after 3 attempts"),
+        "{body}"
+    );
+    assert_eq!(COMPENSATIONS.load(Ordering::SeqCst), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn calls_and_sends_from_a_retried_handler_happen_once() {
+    let s = TestServer::start().await;
+    let (status, body) = call(&s, "/Exec/caller", Some(json!("t1"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .starts_with("done t1-call / sent inv_1"),
+        "{body}"
+    );
+    common::wait_until(std::time::Duration::from_secs(20), || async {
+        CALLEE_RUNS.lock().unwrap().contains(&"t1-send".to_owned())
+    })
+    .await;
+    let runs = CALLEE_RUNS.lock().unwrap().clone();
+    assert_eq!(
+        runs.iter().filter(|t| *t == "t1-call").count(),
+        1,
+        "{runs:?}"
+    );
+    assert_eq!(
+        runs.iter().filter(|t| *t == "t1-send").count(),
+        1,
+        "{runs:?}"
+    );
+    assert_eq!(CALLER_ATTEMPTS.load(Ordering::SeqCst), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn in_process_clients_call_send_and_attach() {
+    let s = TestServer::start().await;
+    let client = s.handle.service_client::<ExecClient<RuntimeHandle>>();
+    assert_eq!(
+        client.callee("direct".into()).call().await.unwrap(),
+        "done direct"
+    );
+    let handle = client
+        .callee("sent".into())
+        .idempotency_key("k")
+        .send()
+        .await
+        .unwrap();
+    let out: String = s.handle.attach(handle).await.unwrap();
+    assert_eq!(out, "done sent");
+    // Same key: same invocation.
+    let again = client
+        .callee("ignored".into())
+        .idempotency_key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.invocation_id(), handle.invocation_id());
+    // Deterministic random values are the same when replayed from the stored result.
+    let a = client.rng().idempotency_key("r").call().await.unwrap();
+    let b = client.rng().idempotency_key("r").call().await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.1.len(), 36);
+    s.stop().await;
+}

@@ -1,0 +1,127 @@
+//! Crash recovery across processes: the app is killed with SIGKILL mid-invocation, restarted on
+//! the same data folder, and the invocation completes with every journaled step counted once.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{App, lines, poll};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
+
+#[tokio::test]
+async fn killed_mid_invocation_resumes_and_runs_each_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let env = [
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "1500".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/Steps/run/send", app.ingress))
+        .header("idempotency-key", "job-1")
+        .json(&4)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Kill once two steps are journaled (the third is still in its delay, before its effect).
+    let inspect = format!("{}/invocations/{id}", app.admin);
+    poll(Duration::from_secs(60), || {
+        let inspect = inspect.clone();
+        async move {
+            let v: Value = reqwest::get(inspect).await.unwrap().json().await.unwrap();
+            v["journal"].as_array().is_some_and(|j| j.len() == 2)
+        }
+    })
+    .await;
+    app.kill();
+    assert_eq!(
+        lines(&steps)
+            .iter()
+            .filter(|l| l.starts_with("step-"))
+            .count(),
+        2,
+        "two steps ran before the kill"
+    );
+
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let r = client
+        .get(format!("{}/restate/invocation/{id}/attach", app.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<u32>().await.unwrap(), 4);
+    let log = lines(&steps);
+    for i in 0..4 {
+        let step = format!("step-{i}");
+        assert_eq!(
+            log.iter().filter(|l| **l == step).count(),
+            1,
+            "{step} in {log:?}"
+        );
+    }
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("start")).count(),
+        2,
+        "the handler replayed once"
+    );
+    // A duplicate of the finished job gets its result without running anything.
+    let r = client
+        .post(format!("{}/Steps/run", app.ingress))
+        .header("idempotency-key", "job-1")
+        .json(&4)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<u32>().await.unwrap(), 4);
+    assert_eq!(lines(&steps).len(), log.len());
+}
+
+#[tokio::test]
+async fn an_acknowledged_send_survives_an_immediate_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let env = [
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "300".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = client
+            .post(format!("{}/Steps/run/send", app.ingress))
+            .header("idempotency-key", format!("quick-{i}"))
+            .json(&1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["invocationId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    app.kill();
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    for id in ids {
+        let r = client
+            .get(format!("{}/restate/invocation/{id}/attach", app.ingress))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id}");
+        assert_eq!(r.json::<u32>().await.unwrap(), 1);
+    }
+}

@@ -1,0 +1,94 @@
+//! Runs an app binary as a child process on free loopback ports and a given data folder.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct App {
+    child: Child,
+    pub ingress: String,
+    pub admin: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl App {
+    /// Starts `binary` on `data_dir` with extra environment, and waits until it answers.
+    pub async fn start(binary: &str, data_dir: &Path, env: &[(&str, String)]) -> Self {
+        let (ingress_port, admin_port) = (free_port(), free_port());
+        let mut cmd = Command::new(binary);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("RESTATE_DATA_DIR", data_dir)
+            .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{ingress_port}"))
+            .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("app starts");
+        let app = Self {
+            child,
+            ingress: format!("http://127.0.0.1:{ingress_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+        };
+        let health = format!("{}/restate/health", app.ingress);
+        poll(Duration::from_secs(60), || {
+            let health = health.clone();
+            async move {
+                reqwest::get(health)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        app
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until `cond` holds or fails the test after `deadline`.
+pub async fn poll<F, Fut>(deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < deadline,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn lines(path: &PathBuf) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
