@@ -65,12 +65,15 @@ async fn service(State(engine): State<Engine>, Path(name): Path<String>) -> Resp
     }
 }
 
+/// A payload as JSON where it is JSON, else as a lossy string.
+fn payload_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
 fn outcome_json(outcome: &Outcome) -> Value {
     match outcome {
-        Outcome::Success(bytes) => json!({
-            "success": serde_json::from_slice::<Value>(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
-        }),
+        Outcome::Success(bytes) => json!({ "success": payload_json(bytes) }),
         Outcome::Failure { code, message } => {
             json!({ "failure": { "code": code, "message": message } })
         }
@@ -97,6 +100,16 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
             "invocationId": invocation_id.to_string(),
             "result": outcome.as_ref().map(outcome_json),
         }),
+        JournalEntry::GetState { name, value } => {
+            json!({ "name": name, "value": value.as_deref().map(payload_json) })
+        }
+        JournalEntry::SetState { name, value } => {
+            json!({ "name": name, "value": payload_json(value) })
+        }
+        JournalEntry::ClearState { name } => json!({ "name": name }),
+        JournalEntry::StateKeys { keys } => json!({ "keys": keys }),
+        JournalEntry::ClearAllState => json!({}),
+        JournalEntry::Sleep { wake_at_ms } => json!({ "wakeAt": rfc3339(*wake_at_ms) }),
     };
     v["index"] = index.into();
     v["kind"] = entry.kind().into();
@@ -107,7 +120,8 @@ async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Res
     let parsed: InvocationId = match id.parse() {
         Ok(id) => id,
         Err(e) => {
-            return ApiError::ingress(400, format!("bad invocation id '{id}': {e}")).into_response();
+            return ApiError::ingress(400, format!("bad invocation id '{id}': {e}"))
+                .into_response();
         }
     };
     match engine.inspect(&parsed) {

@@ -218,6 +218,25 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         };
     }
     let target = parts.target.clone();
+    if ctx.exclusive_on(&target) {
+        let outcome = failure(&TerminalError::new_with_code(
+            409,
+            format!(
+                "deadlock: `{target}` is an exclusive handler on the key this exclusive handler holds; \
+                 a call to it would wait forever. Use `.send()`, or make the callee a shared handler"
+            ),
+        ));
+        drop(ctx.journal(
+            index,
+            JournalEntry::Call {
+                target,
+                invocation_id: ctx.id(),
+                outcome: Some(outcome.clone()),
+            },
+            Vec::new(),
+        ));
+        return CallPlan::Done(outcome);
+    }
     let req = match parts.into_invoke(None) {
         Ok(req) => req,
         Err(e) => return CallPlan::Done(failure(&e)),
@@ -252,14 +271,26 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         invocation_id: id,
         outcome: None,
     };
-    let committed = ctx.journal(index, entry, std::mem::take(&mut extra));
-    if let Some(inflight) = launch {
-        ctx.engine.launch(inflight, None);
-    }
-    match committed {
-        Some(_) => CallPlan::Wait(id),
+    match ctx.journal(index, entry, std::mem::take(&mut extra)) {
+        Some(_) => {
+            if let Some(inflight) = launch {
+                launch_gated(ctx, inflight, None);
+            }
+            CallPlan::Wait(id)
+        }
         None => CallPlan::Stopped,
     }
+}
+
+/// Queues an invocation created by the caller's latest journal entry; it runs once that entry
+/// is durable (an empty batch commits after everything queued before it).
+fn launch_gated(
+    ctx: &InvocationContext,
+    inflight: std::sync::Arc<crate::engine::Inflight>,
+    at: Option<u64>,
+) {
+    inflight.set_gate(ctx.engine.storage.submit(Vec::new()));
+    ctx.engine.launch(inflight, at);
 }
 
 fn failure(e: &TerminalError) -> Outcome {
@@ -330,17 +361,8 @@ fn send_from_handler(
         target,
         invocation_id: submitted.id,
     };
-    let committed = ctx.journal(index, entry, extra);
-    if let (Some(inflight), Some(waiter)) = (launch, committed) {
-        // The message runs once the entry that created it is durable, never before.
-        let engine = ctx.engine.clone();
-        let at = submitted.execution_time_ms;
-        tokio::spawn(async move {
-            match waiter.await {
-                Ok(()) => engine.launch(inflight, at),
-                Err(e) => engine.lose(&inflight, e.to_string()),
-            }
-        });
+    if let (Some(_), Some(inflight)) = (ctx.journal(index, entry, extra), launch) {
+        launch_gated(ctx, inflight, submitted.execution_time_ms);
     }
     InvocationHandle { id: submitted.id }
 }

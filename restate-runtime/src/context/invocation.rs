@@ -35,6 +35,7 @@ pub struct InvocationContext {
     abort: Mutex<Option<Abort>>,
     aborted: Notify,
     pub(crate) rng: Mutex<StdRng>,
+    pub(crate) overlay: Mutex<super::state::StateOverlay>,
 }
 
 impl InvocationContext {
@@ -56,6 +57,7 @@ impl InvocationContext {
             abort: Mutex::new(None),
             aborted: Notify::new(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            overlay: Mutex::default(),
         }
     }
 
@@ -72,6 +74,21 @@ impl InvocationContext {
     /// The entry recorded at `index` by an earlier attempt, if any.
     pub(crate) fn replayed(&self, index: u32) -> Option<JournalEntry> {
         self.inflight.state().journal.get(&index).cloned()
+    }
+
+    /// Whether calling `target` would wait on the key this invocation holds exclusively.
+    pub(crate) fn exclusive_on(&self, target: &crate::storage::Target) -> bool {
+        use crate::registry::HandlerKind::{Exclusive, Workflow};
+        let own = self.inflight.state().record.target.clone();
+        let exclusive = |t: &crate::storage::Target| {
+            self.engine
+                .resolve(t)
+                .is_ok_and(|(_, h)| matches!(h.kind, Exclusive | Workflow))
+        };
+        own.service == target.service
+            && own.key == target.key
+            && exclusive(&own)
+            && exclusive(target)
     }
 
     /// Records a journal mismatch and stops the attempt.
@@ -144,9 +161,14 @@ impl InvocationContext {
 
 fn describe(entry: &JournalEntry) -> String {
     match entry {
-        JournalEntry::Run { name, .. } => format!("name `{name}`"),
+        JournalEntry::Run { name, .. }
+        | JournalEntry::GetState { name, .. }
+        | JournalEntry::SetState { name, .. }
+        | JournalEntry::ClearState { name } => format!("name `{name}`"),
         JournalEntry::Send { target, .. } | JournalEntry::Call { target, .. } => {
             format!("target `{target}`")
         }
+        JournalEntry::StateKeys { .. } | JournalEntry::ClearAllState => String::new(),
+        JournalEntry::Sleep { wake_at_ms } => format!("until {wake_at_ms} ms"),
     }
 }

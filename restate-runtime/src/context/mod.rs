@@ -4,6 +4,7 @@
 
 pub(crate) mod invocation;
 pub(crate) mod run;
+mod state;
 
 use std::future::Future;
 
@@ -89,6 +90,13 @@ macro_rules! context_types {
                 Run::new(self.inner, closure)
             }
 
+            /// A durable timer: the wake-up time is journaled, so the sleep survives restarts and
+            /// fires once. In an exclusive object handler it holds the key while sleeping;
+            /// `send_after` is the non-blocking alternative.
+            pub fn sleep(&self, duration: std::time::Duration) -> impl Future<Output = Result<(), crate::TerminalError>> + Send + 'a {
+                self.inner.sleep(duration)
+            }
+
             /// Random numbers that replay identically (seeded from the invocation id).
             pub fn rand(&self) -> DeterministicRng<'a> {
                 DeterministicRng { ctx: self.inner }
@@ -148,6 +156,44 @@ macro_rules! keyed {
     )*};
 }
 
+macro_rules! reads_state {
+    ($($name:ident),*) => {$(
+        impl<'a> $name<'a> {
+            /// Reads a state entry of this key (`None` when unset). Journaled: a replay sees
+            /// the value the first execution saw.
+            pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, crate::TerminalError> {
+                self.inner.get_state(name)
+            }
+
+            /// The names of this key's state entries, sorted.
+            pub async fn state_keys(&self) -> Result<Vec<String>, crate::TerminalError> {
+                self.inner.state_keys()
+            }
+        }
+    )*};
+}
+
+macro_rules! writes_state {
+    ($($name:ident),*) => {$(
+        impl<'a> $name<'a> {
+            /// Sets a state entry; it commits with its journal entry, in order, without waiting.
+            pub fn set<T: Serialize + 'static>(&self, name: &str, value: T) {
+                self.inner.set_state(name, &value)
+            }
+
+            /// Removes a state entry.
+            pub fn clear(&self, name: &str) {
+                self.inner.clear_state(name)
+            }
+
+            /// Removes every state entry of this key.
+            pub fn clear_all(&self) {
+                self.inner.clear_all_state()
+            }
+        }
+    )*};
+}
+
 context_types! {
     /// The context of a service handler: side effects, calls, timers; no state.
     Context;
@@ -167,3 +213,10 @@ keyed!(
     WorkflowContext,
     SharedWorkflowContext
 );
+reads_state!(
+    ObjectContext,
+    SharedObjectContext,
+    WorkflowContext,
+    SharedWorkflowContext
+);
+writes_state!(ObjectContext, WorkflowContext);

@@ -32,6 +32,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
     };
     let span = tracing::info_span!("invocation", id = %inflight.id, target = %target);
     async move {
+        let gate = inflight.take_gate();
+        if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
+            return engine.lose(&inflight, e.to_string());
+        }
         let (service, policy) = match engine.resolve(&target) {
             Ok((service, handler)) => (service.instance.clone(), handler.options.retry_policy),
             Err(e) => {

@@ -41,6 +41,9 @@ pub(crate) struct Inflight {
     pub id: InvocationId,
     state: Mutex<InflightState>,
     finish: watch::Sender<Finish>,
+    /// For an invocation created by another handler's journal entry: resolves once that entry
+    /// is durable. The invocation may be queued before, but runs only after.
+    gate: Mutex<Option<CommitWaiter>>,
 }
 
 impl Inflight {
@@ -58,7 +61,16 @@ impl Inflight {
                 journal,
             }),
             finish: watch::channel(Finish::Pending).0,
+            gate: Mutex::new(None),
         })
+    }
+
+    pub fn set_gate(&self, gate: CommitWaiter) {
+        *self.gate.lock().expect("gate lock") = Some(gate);
+    }
+
+    pub fn take_gate(&self) -> Option<CommitWaiter> {
+        self.gate.lock().expect("gate lock").take()
     }
 
     pub fn state(&self) -> MutexGuard<'_, InflightState> {

@@ -5,7 +5,9 @@ mod execute;
 mod inflight;
 mod timers;
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +21,16 @@ use crate::clock::now_ms;
 use crate::ids::{InvocationId, partition_key_of};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
 use crate::storage::{
-    InvocationRecord, JournalEntry, Outcome, Status, Storage, StorageError, Target, WriteOp,
+    InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage, StorageError, Target,
+    WriteOp,
 };
+
+/// The exclusive invocation running on one key and those waiting, in arrival order.
+#[derive(Default)]
+struct Lane {
+    running: Option<InvocationId>,
+    waiting: VecDeque<Arc<Inflight>>,
+}
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,6 +109,10 @@ pub(crate) struct EngineInner {
     pub registry: Registry,
     pub config: EngineConfig,
     inflight: Mutex<HashMap<InvocationId, Arc<Inflight>>>,
+    /// Per (object, key): the exclusive invocation running and those queued behind it.
+    lanes: Mutex<HashMap<StateScope, Lane>>,
+    /// Last arrival sequence number handed out.
+    seq: AtomicU64,
     timers: timers::Timers,
     shutdown: watch::Sender<bool>,
 }
@@ -127,6 +141,8 @@ impl Engine {
             registry,
             config,
             inflight: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
             timers: timers::Timers::default(),
             shutdown: watch::channel(false).0,
         }));
@@ -215,6 +231,7 @@ impl Engine {
             created_at_ms: now,
             modified_at_ms: now,
             caller,
+            seq: self.next_seq(),
         };
         let inflight = {
             let mut map = self.inflight.lock().expect("inflight map");
@@ -271,8 +288,66 @@ impl Engine {
         }
     }
 
+    /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     fn spawn(&self, inflight: Arc<Inflight>) {
+        if let Some(scope) = self.exclusive_scope(&inflight) {
+            let mut lanes = self.lanes.lock().expect("lanes");
+            let lane = lanes.entry(scope).or_default();
+            if lane.running.is_some() {
+                lane.waiting.push_back(inflight);
+                return;
+            }
+            lane.running = Some(inflight.id);
+        }
         tokio::spawn(execute::run(self.clone(), inflight));
+    }
+
+    /// The key an invocation must hold alone, if its handler is exclusive.
+    fn exclusive_scope(&self, inflight: &Inflight) -> Option<StateScope> {
+        let state = inflight.state();
+        let target = &state.record.target;
+        let (_, handler) = self.resolve(target).ok()?;
+        matches!(handler.kind, HandlerKind::Exclusive | HandlerKind::Workflow).then(|| StateScope {
+            service: target.service.clone(),
+            key: target.key.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Lets the next queued invocation of the key run once this one has finished.
+    fn release(&self, inflight: &Inflight) {
+        let Some(scope) = self.exclusive_scope(inflight) else {
+            return;
+        };
+        let next = {
+            let mut lanes = self.lanes.lock().expect("lanes");
+            let Some(lane) = lanes.get_mut(&scope) else {
+                return;
+            };
+            if lane.running != Some(inflight.id) {
+                return;
+            }
+            let next = lane.waiting.pop_front();
+            lane.running = next.as_ref().map(|n| n.id);
+            if next.is_none() {
+                lanes.remove(&scope);
+            }
+            next
+        };
+        if let Some(next) = next {
+            tokio::spawn(execute::run(self.clone(), next));
+        }
+    }
+
+    /// A sequence number above every one handed out before, also across restarts.
+    fn next_seq(&self) -> u64 {
+        let floor = now_ms() * 1000;
+        let prev = self
+            .seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.max(floor) + 1)
+            })
+            .expect("always updates");
+        prev.max(floor) + 1
     }
 
     /// Request-response: submit, run, and wait for the result.
@@ -367,10 +442,7 @@ impl Engine {
     }
 
     /// The record and journal of an invocation, in memory or stored.
-    pub(crate) fn inspect(
-        &self,
-        id: &InvocationId,
-    ) -> Result<Option<Inspection>, EngineError> {
+    pub(crate) fn inspect(&self, id: &InvocationId) -> Result<Option<Inspection>, EngineError> {
         if let Some(f) = self.inflight(id) {
             let state = f.state();
             let journal = state.journal.iter().map(|(i, e)| (*i, e.clone())).collect();
@@ -433,6 +505,9 @@ impl Engine {
             Err(e) => inflight.finish(Finish::Lost(e.to_string())),
         }
         self.forget(&inflight.id);
+        // Released only after the completion is durable, so the next invocation on the key
+        // reads committed state.
+        self.release(inflight);
     }
 
     /// Parks an invocation until it is resumed: its status and last error are made durable.
@@ -457,12 +532,18 @@ impl Engine {
         tracing::error!(invocation = %inflight.id, %reason, "invocation lost");
         inflight.finish(Finish::Lost(reason));
         self.forget(&inflight.id);
+        self.release(inflight);
     }
 
     /// Loads every unfinished invocation: runnable ones restart by replay, delayed ones re-arm
     /// their timers, paused ones wait.
     fn recover(&self) -> Result<(), EngineError> {
-        let unfinished = self.storage.unfinished()?;
+        let mut unfinished = self.storage.unfinished()?;
+        // Arrival order, so each key's queue is rebuilt as it was.
+        unfinished.sort_by_key(|(_, r)| r.seq);
+        if let Some((_, last)) = unfinished.last() {
+            self.seq.fetch_max(last.seq, Ordering::Relaxed);
+        }
         let mut to_start = Vec::new();
         {
             let mut map = self.inflight.lock().expect("inflight map");

@@ -80,6 +80,25 @@ pub enum WriteOp {
     },
     /// Remove an invocation with its journal and expiry index entry.
     DeleteInvocation { id: InvocationId },
+    /// Set one state entry of an object or workflow key.
+    SetState {
+        scope: StateScope,
+        name: String,
+        value: Vec<u8>,
+    },
+    /// Remove one state entry.
+    ClearState { scope: StateScope, name: String },
+    /// Remove every state entry of a key.
+    ClearAllState { scope: StateScope },
+}
+
+/// The state of one object or workflow key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateScope {
+    /// Object or workflow name.
+    pub service: String,
+    /// Its key.
+    pub key: String,
 }
 
 impl WriteOp {
@@ -144,6 +163,10 @@ pub trait Storage: Send + Sync + 'static {
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError>;
     /// The journal of one invocation, by index.
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError>;
+    /// One state entry of a key.
+    fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The names of a key's state entries, sorted.
+    fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
     /// Up to `limit` finished invocations whose retention ended before `now_ms`.

@@ -83,6 +83,8 @@ pub struct InvocationRecord {
     pub modified_at_ms: u64,
     /// Where the result goes besides attach waiters: the calling invocation and its journal index.
     pub caller: Option<(InvocationId, u32)>,
+    /// Arrival order, increasing across restarts: a key's queue is rebuilt in this order.
+    pub seq: u64,
 }
 
 /// One journaled context operation, in the order the handler made them.
@@ -101,6 +103,21 @@ pub enum JournalEntry {
         invocation_id: InvocationId,
         outcome: Option<Outcome>,
     },
+    /// A state read and the value it saw.
+    GetState {
+        name: String,
+        value: Option<Vec<u8>>,
+    },
+    /// The state names a handler listed.
+    StateKeys { keys: Vec<String> },
+    /// A state write (the write itself commits with this entry).
+    SetState { name: String, value: Vec<u8> },
+    /// A state removal.
+    ClearState { name: String },
+    /// Removal of every state entry of the key.
+    ClearAllState,
+    /// A durable timer: wakes at this time, across restarts.
+    Sleep { wake_at_ms: u64 },
 }
 
 impl JournalEntry {
@@ -110,6 +127,12 @@ impl JournalEntry {
             Self::Run { .. } => "run",
             Self::Send { .. } => "send",
             Self::Call { .. } => "call",
+            Self::GetState { .. } => "get_state",
+            Self::StateKeys { .. } => "state_keys",
+            Self::SetState { .. } => "set_state",
+            Self::ClearState { .. } => "clear_state",
+            Self::ClearAllState => "clear_all_state",
+            Self::Sleep { .. } => "sleep",
         }
     }
 }

@@ -24,7 +24,7 @@ use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
 use tokio::sync::oneshot;
 
 use super::records::{self, InvocationRecord, JournalEntry};
-use super::{CommitWaiter, OpenError, Storage, StorageError, WriteOp, WriterStats};
+use super::{CommitWaiter, OpenError, StateScope, Storage, StorageError, WriteOp, WriterStats};
 use crate::ids::InvocationId;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -35,6 +35,9 @@ const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal");
 const UNFINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("unfinished");
 /// Key: expiry time in ms (u64 big-endian) then invocation id: the purger's index.
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+
+/// Key: length-prefixed service and object key, then the state name.
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 
 /// Version of the table layout; a store written by another version is refused at open.
 const FORMAT_VERSION: u32 = 1;
@@ -171,7 +174,7 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
                     .map_err(|e| corrupt(e.into()))?;
                 meta.insert("partitions", partitions.to_be_bytes().as_slice())
                     .map_err(|e| corrupt(e.into()))?;
-                for table in [INVOCATIONS, JOURNAL] {
+                for table in [INVOCATIONS, JOURNAL, STATE] {
                     txn.open_table(table).map_err(|e| corrupt(e.into()))?;
                 }
                 for table in [UNFINISHED, EXPIRY] {
@@ -204,6 +207,30 @@ fn expiry_key(at_ms: u64, id: &InvocationId) -> [u8; 32] {
     key[..8].copy_from_slice(&at_ms.to_be_bytes());
     key[8..].copy_from_slice(&id.to_bytes());
     key
+}
+
+/// The key prefix of one scope's state: both parts length-prefixed, so no key can be a prefix
+/// of another scope's.
+fn state_prefix(scope: &StateScope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + scope.service.len() + scope.key.len());
+    for part in [&scope.service, &scope.key] {
+        out.extend((part.len() as u32).to_be_bytes());
+        out.extend(part.as_bytes());
+    }
+    out
+}
+
+fn state_key(scope: &StateScope, name: &str) -> Vec<u8> {
+    let mut key = state_prefix(scope);
+    key.extend(name.as_bytes());
+    key
+}
+
+/// The smallest key after every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    end
 }
 
 fn run_writer(db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterStats>) {
@@ -249,6 +276,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
         let mut journal = txn.open_table(JOURNAL).map_err(backend)?;
         let mut unfinished = txn.open_table(UNFINISHED).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        let mut state = txn.open_table(STATE).map_err(backend)?;
         for op in group.iter().flat_map(|r| &r.ops) {
             match op {
                 WriteOp::PutInvocation {
@@ -275,6 +303,24 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                 WriteOp::PutJournal { id, index, encoded } => {
                     journal
                         .insert(journal_key(id, *index).as_slice(), encoded.as_slice())
+                        .map_err(backend)?;
+                }
+                WriteOp::SetState { scope, name, value } => {
+                    state
+                        .insert(state_key(scope, name).as_slice(), value.as_slice())
+                        .map_err(backend)?;
+                }
+                WriteOp::ClearState { scope, name } => {
+                    state
+                        .remove(state_key(scope, name).as_slice())
+                        .map_err(backend)?;
+                }
+                WriteOp::ClearAllState { scope } => {
+                    let prefix = state_prefix(scope);
+                    state
+                        .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
+                            false
+                        })
                         .map_err(backend)?;
                 }
                 WriteOp::DeleteInvocation { id } => {
@@ -342,6 +388,28 @@ impl Storage for RedbStorage {
         raw.into_iter()
             .map(|(i, bytes)| Ok((i, records::decode(&bytes)?)))
             .collect()
+    }
+
+    fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(STATE)?;
+            Ok(table
+                .get(state_key(scope, name).as_slice())?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(STATE)?;
+            let prefix = state_prefix(scope);
+            let mut out = Vec::new();
+            for item in table.range(prefix.as_slice()..prefix_end(&prefix).as_slice())? {
+                let (k, _) = item?;
+                out.push(String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned());
+            }
+            Ok(out)
+        })
     }
 
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
@@ -433,6 +501,7 @@ mod tests {
             created_at_ms: 1,
             modified_at_ms: 1,
             caller: None,
+            seq: 1,
         }
     }
 

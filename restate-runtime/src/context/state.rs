@@ -1,0 +1,226 @@
+//! K/V state of an object or workflow key, and durable sleep. Every operation is a journal entry:
+//! reads record what they saw, so a replay sees what the first execution saw; writes commit with
+//! their entry, in journal order, without the handler waiting for the commit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::invocation::{Abort, InvocationContext};
+use crate::clock::now_ms;
+use crate::codec::{decode_json, encode_json};
+use crate::error::TerminalError;
+use crate::storage::{JournalEntry, StateScope, WriteOp};
+
+/// This invocation's own writes, seen by its later reads before they are read back from storage.
+#[derive(Default)]
+pub(crate) struct StateOverlay {
+    values: HashMap<String, Option<Vec<u8>>>,
+    cleared_all: bool,
+}
+
+impl InvocationContext {
+    fn scope(&self) -> StateScope {
+        let state = self.inflight.state();
+        StateScope {
+            service: state.record.target.service.clone(),
+            key: state.record.target.key.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Replays the entry at `index` if there is one: `Ok(Some(entry))` when it matches `expected`
+    /// (checked by `matches`), `Err(())` after a mismatch (the attempt is stopped).
+    fn replay_as(
+        &self,
+        index: u32,
+        actual: &str,
+        matches: impl FnOnce(&JournalEntry) -> bool,
+    ) -> Result<Option<JournalEntry>, ()> {
+        match self.replayed(index) {
+            None => Ok(None),
+            Some(entry) if matches(&entry) => Ok(Some(entry)),
+            Some(other) => {
+                self.mismatch(index, &other, actual);
+                Err(())
+            }
+        }
+    }
+
+    fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>, TerminalError> {
+        {
+            let overlay = self.overlay.lock().expect("overlay lock");
+            if let Some(v) = overlay.values.get(name) {
+                return Ok(v.clone());
+            }
+            if overlay.cleared_all {
+                return Ok(None);
+            }
+        }
+        self.engine.storage.state(&self.scope(), name).map_err(|e| {
+            self.stop(Abort::Retry(format!("state read failed: {e}")));
+            TerminalError::new(e.to_string())
+        })
+    }
+
+    pub(crate) fn get_state<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, TerminalError> {
+        let index = self.take_index();
+        let value = match self.replay_as(
+            index,
+            &format!("get_state `{name}`"),
+            |e| matches!(e, JournalEntry::GetState { name: n, .. } if n == name),
+        ) {
+            Ok(Some(JournalEntry::GetState { value, .. })) => value,
+            Ok(_) => {
+                let value = self.read_state(name)?;
+                let entry = JournalEntry::GetState {
+                    name: name.to_owned(),
+                    value: value.clone(),
+                };
+                drop(self.journal(index, entry, Vec::new()));
+                value
+            }
+            Err(()) => return Err(TerminalError::new("journal mismatch")),
+        };
+        value
+            .map(|bytes| decode_json(&bytes))
+            .transpose()
+            .map_err(|e| TerminalError::new(format!("state `{name}` does not decode: {e}")))
+    }
+
+    pub(crate) fn state_keys(&self) -> Result<Vec<String>, TerminalError> {
+        let index = self.take_index();
+        match self.replay_as(index, "state_keys", |e| {
+            matches!(e, JournalEntry::StateKeys { .. })
+        }) {
+            Ok(Some(JournalEntry::StateKeys { keys })) => return Ok(keys),
+            Ok(_) => {}
+            Err(()) => return Err(TerminalError::new("journal mismatch")),
+        }
+        let mut keys: Vec<String> = {
+            let overlay = self.overlay.lock().expect("overlay lock");
+            if overlay.cleared_all {
+                Vec::new()
+            } else {
+                self.engine.storage.state_keys(&self.scope()).map_err(|e| {
+                    self.stop(Abort::Retry(format!("state read failed: {e}")));
+                    TerminalError::new(e.to_string())
+                })?
+            }
+        };
+        {
+            let overlay = self.overlay.lock().expect("overlay lock");
+            for (name, value) in &overlay.values {
+                match value {
+                    Some(_) if !keys.contains(name) => keys.push(name.clone()),
+                    None => keys.retain(|k| k != name),
+                    _ => {}
+                }
+            }
+        }
+        keys.sort();
+        drop(self.journal(
+            index,
+            JournalEntry::StateKeys { keys: keys.clone() },
+            Vec::new(),
+        ));
+        Ok(keys)
+    }
+
+    /// Applies a write: journaled with its storage op in one batch, seen at once by this
+    /// invocation's reads. On replay the write is already in storage and only the overlay moves.
+    fn write_state(&self, entry: JournalEntry, op: impl FnOnce(StateScope) -> WriteOp) {
+        let index = self.take_index();
+        let kind = entry.kind();
+        let same = |e: &JournalEntry| match (e, &entry) {
+            (JournalEntry::SetState { name: a, .. }, JournalEntry::SetState { name: b, .. })
+            | (JournalEntry::ClearState { name: a }, JournalEntry::ClearState { name: b }) => {
+                a == b
+            }
+            (JournalEntry::ClearAllState, JournalEntry::ClearAllState) => true,
+            _ => false,
+        };
+        let replayed = match self.replay_as(index, kind, same) {
+            Ok(found) => found.is_some(),
+            Err(()) => return,
+        };
+        {
+            let mut overlay = self.overlay.lock().expect("overlay lock");
+            match &entry {
+                JournalEntry::SetState { name, value } => {
+                    overlay.values.insert(name.clone(), Some(value.clone()));
+                }
+                JournalEntry::ClearState { name } => {
+                    overlay.values.insert(name.clone(), None);
+                }
+                _ => {
+                    overlay.values.clear();
+                    overlay.cleared_all = true;
+                }
+            }
+        }
+        if !replayed {
+            let op = op(self.scope());
+            drop(self.journal(index, entry, vec![op]));
+        }
+    }
+
+    pub(crate) fn set_state<T: Serialize + 'static>(&self, name: &str, value: &T) {
+        let value = match encode_json(value) {
+            Ok(v) => v.to_vec(),
+            Err(e) => {
+                self.stop(Abort::Retry(format!("state `{name}`: {e}")));
+                return;
+            }
+        };
+        let entry = JournalEntry::SetState {
+            name: name.to_owned(),
+            value: value.clone(),
+        };
+        let name = name.to_owned();
+        self.write_state(entry, |scope| WriteOp::SetState { scope, name, value });
+    }
+
+    pub(crate) fn clear_state(&self, name: &str) {
+        let entry = JournalEntry::ClearState {
+            name: name.to_owned(),
+        };
+        let name = name.to_owned();
+        self.write_state(entry, |scope| WriteOp::ClearState { scope, name });
+    }
+
+    pub(crate) fn clear_all_state(&self) {
+        self.write_state(JournalEntry::ClearAllState, |scope| {
+            WriteOp::ClearAllState { scope }
+        });
+    }
+
+    /// Journals the wake-up time (or reads it back on replay) and sleeps until then.
+    pub(crate) fn sleep(
+        &self,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), TerminalError>> + Send + '_ {
+        let index = self.take_index();
+        let wake_at_ms =
+            match self.replay_as(index, "sleep", |e| matches!(e, JournalEntry::Sleep { .. })) {
+                Ok(Some(JournalEntry::Sleep { wake_at_ms })) => Some(wake_at_ms),
+                Ok(_) => {
+                    let wake_at_ms = now_ms() + duration.as_millis() as u64;
+                    drop(self.journal(index, JournalEntry::Sleep { wake_at_ms }, Vec::new()));
+                    Some(wake_at_ms)
+                }
+                Err(()) => None,
+            };
+        async move {
+            let Some(wake_at_ms) = wake_at_ms else {
+                return std::future::pending().await;
+            };
+            let left = wake_at_ms.saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(left)).await;
+            Ok(())
+        }
+    }
+}
