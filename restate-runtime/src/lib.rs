@@ -43,6 +43,7 @@ mod ingress;
 mod registry;
 mod runtime;
 pub mod storage;
+pub mod webhook;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -13,8 +13,10 @@ use crate::client::{
 };
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::ingress::Webhooks;
 use crate::registry::{DynService, Registry, RegistryError, Service, ServiceDefinition};
 use crate::storage::{OpenError, RedbOptions, RedbStorage, Storage};
+use crate::webhook::Webhook;
 
 /// Why a runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ pub struct RuntimeBuilder {
     config: Config,
     bound: Vec<(ServiceDefinition, DynService)>,
     read_env: bool,
+    webhooks: Webhooks,
 }
 
 impl RuntimeBuilder {
@@ -138,6 +141,25 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Makes a handler a webhook endpoint: signatures are checked at the ingress before any
+    /// invocation exists, and without an `idempotency-key` header the sender's event id is the
+    /// key, so a redelivered event is one invocation.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::{Runtime, webhook::Webhook};
+    /// let secret = std::env::var("STRIPE_WEBHOOK_SECRET").ok();
+    /// let runtime = Runtime::builder()
+    ///     .webhook("WebhookCallbackRouter", "onStripeEvent", Webhook::stripe(secret))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn webhook(mut self, service: &str, handler: &str, webhook: Webhook) -> Self {
+        self.webhooks
+            .insert((service.to_owned(), handler.to_owned()), webhook);
+        self
+    }
+
     /// Opens the data folder, registers services and resumes unfinished invocations.
     /// Call it inside a tokio runtime.
     pub fn build(self) -> Result<Runtime, BuildError> {
@@ -166,6 +188,7 @@ impl RuntimeBuilder {
             config,
             engine,
             storage,
+            webhooks: self.webhooks,
         })
     }
 }
@@ -183,6 +206,7 @@ pub struct Runtime {
     config: Config,
     engine: Engine,
     storage: Arc<RedbStorage>,
+    webhooks: Webhooks,
 }
 
 impl Runtime {
@@ -192,6 +216,7 @@ impl Runtime {
             config: Config::default(),
             bound: Vec::new(),
             read_env: true,
+            webhooks: Webhooks::new(),
         }
     }
 
@@ -215,7 +240,11 @@ impl Runtime {
     /// # let _ = app; }
     /// ```
     pub fn ingress_router(&self) -> axum::Router {
-        crate::ingress::router(self.engine.clone(), self.config.max_body_bytes)
+        crate::ingress::router(
+            self.engine.clone(),
+            self.config.max_body_bytes,
+            self.webhooks.clone(),
+        )
     }
 
     /// The admin API as an axum router.

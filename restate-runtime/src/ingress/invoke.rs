@@ -46,7 +46,7 @@ pub(crate) async fn invoke(
             "cannot use the delay query parameter with calls. The delay is supported only with sends",
         ));
     }
-    let (headers, idempotency_key) = parse_headers(req.headers())?;
+    let (headers, mut idempotency_key) = parse_headers(req.headers())?;
     if idempotency_key.is_some() && definition.kind == HandlerKind::Workflow {
         return Err(ApiError::ingress(
             400,
@@ -59,6 +59,23 @@ pub(crate) async fn invoke(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = read_body(state, req.into_body()).await?;
+    let webhook = state
+        .webhooks
+        .get(&(target.service.clone(), target.handler.clone()));
+    if let Some(hook) = webhook {
+        // Before anything is created: a forged request leaves no trace and claims no event id.
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        hook.verify(header, &body)
+            .map_err(|e| ApiError::ingress(401, format!("invalid webhook signature: {e}")))?;
+        if idempotency_key.is_none() {
+            idempotency_key = hook.event_id(header, &body);
+        }
+    }
     check_input(definition, content_type.as_deref(), &body)?;
     let request = InvokeRequest {
         target,

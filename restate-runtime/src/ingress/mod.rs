@@ -6,6 +6,7 @@ mod lookup;
 mod path;
 mod response;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,18 +18,25 @@ use axum::response::{IntoResponse, Response};
 pub(crate) use error::ApiError;
 
 use crate::engine::Engine;
+use crate::webhook::Webhook;
 use path::Route;
 
 pub(crate) struct IngressState {
     pub engine: Engine,
     pub max_body_bytes: usize,
+    /// Webhook endpoints by (service, handler).
+    pub webhooks: Webhooks,
 }
 
+/// Webhook settings per (service, handler).
+pub(crate) type Webhooks = HashMap<(String, String), Webhook>;
+
 /// Builds the ingress router.
-pub(crate) fn router(engine: Engine, max_body_bytes: usize) -> Router {
+pub(crate) fn router(engine: Engine, max_body_bytes: usize, webhooks: Webhooks) -> Router {
     let state = Arc::new(IngressState {
         engine,
         max_body_bytes,
+        webhooks,
     });
     Router::new().fallback(dispatch).with_state(state)
 }

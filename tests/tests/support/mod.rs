@@ -6,6 +6,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Path of a binary of the `examples` package, built on first use with the cargo running the
+/// tests (same profile and target folder).
+pub fn example_bin(name: &str) -> String {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    // The test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join(name);
+    if !built.iter().any(|b| b == name) {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "examples", "--bin", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the {name} example failed");
+        built.push(name.to_owned());
+    }
+    bin.display().to_string()
+}
+
 pub struct App {
     child: Child,
     pub ingress: String,
@@ -23,7 +46,16 @@ pub fn free_port() -> u16 {
 impl App {
     /// Starts `binary` on `data_dir` with extra environment, and waits until it answers.
     pub async fn start(binary: &str, data_dir: &Path, env: &[(&str, String)]) -> Self {
-        let (ingress_port, admin_port) = (free_port(), free_port());
+        Self::start_on(binary, data_dir, env, (free_port(), free_port())).await
+    }
+
+    /// Starts on given ports (a restart keeps the addresses clients use).
+    pub async fn start_on(
+        binary: &str,
+        data_dir: &Path,
+        env: &[(&str, String)],
+        (ingress_port, admin_port): (u16, u16),
+    ) -> Self {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

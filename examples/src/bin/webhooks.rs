@@ -1,0 +1,170 @@
+//! Durable Stripe webhooks: events arrive at `POST /WebhookCallbackRouter/onStripeEvent`, are
+//! deduplicated by their event id, and are routed by one-way message to a per-invoice
+//! `PaymentTracker` object that keeps state and schedules a reminder for failed payments.
+//!
+//! ```sh
+//! cargo run --release --bin webhooks
+//! curl localhost:8080/WebhookCallbackRouter/onStripeEvent --json \
+//!   '{"id":"evt_1","type":"invoice.payment_failed","data":{"object":{"id":"in_1"}}}'
+//! curl localhost:8080/PaymentTracker/in_1/status
+//! ```
+//!
+//! Environment: `RESTATE_DATA_DIR`, `RESTATE_INGRESS_ADDR`, `RESTATE_ADMIN_ADDR` (as every app),
+//! `PAYMENT_REMINDER_DELAY` (default `1d`), `STRIPE_WEBHOOK_SECRET` (when set, signatures are
+//! required).
+
+use std::time::Duration;
+
+use restate_runtime::prelude::*;
+use restate_runtime::webhook::Webhook;
+
+/// A Stripe event; fields we do not use are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StripeEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventData {
+    pub object: EventObject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventObject {
+    pub id: String,
+}
+
+/// Routes each Stripe event to the tracker of its invoice.
+#[derive(Default)]
+pub struct WebhookCallbackRouter;
+
+#[service]
+impl WebhookCallbackRouter {
+    /// The Stripe webhook endpoint.
+    #[handler(name = "onStripeEvent")]
+    async fn on_stripe_event(&self, ctx: Context<'_>, event: StripeEvent) -> HandlerResult<()> {
+        let tracker = ctx.object_client::<PaymentTrackerClient>(event.data.object.id.clone());
+        match event.kind.as_str() {
+            "invoice.payment_failed" => {
+                tracker.on_payment_failed(event).send();
+            }
+            "invoice.payment_succeeded" => {
+                tracker.on_payment_success(event).send();
+            }
+            other => tracing::info!(event = %event.id, kind = other, "ignoring event type"),
+        }
+        Ok(())
+    }
+}
+
+/// What a tracker reports.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrackerStatus {
+    pub status: Option<String>,
+    pub events: Vec<String>,
+    pub failures: u32,
+    pub reminders: u32,
+}
+
+/// The payment state of one invoice (keyed by invoice id).
+pub struct PaymentTracker {
+    reminder_delay: Duration,
+}
+
+#[object]
+impl PaymentTracker {
+    #[handler(name = "onPaymentFailed", ingress_private)]
+    async fn on_payment_failed(
+        &self,
+        ctx: ObjectContext<'_>,
+        event: StripeEvent,
+    ) -> HandlerResult<()> {
+        record_event(&ctx, &event).await?;
+        ctx.set("status", "failed");
+        let failures = ctx.get::<u32>("failures").await?.unwrap_or(0) + 1;
+        ctx.set("failures", failures);
+        ctx.object_client::<PaymentTrackerClient>(ctx.key())
+            .remind()
+            .send_after(self.reminder_delay);
+        Ok(())
+    }
+
+    #[handler(name = "onPaymentSuccess", ingress_private)]
+    async fn on_payment_success(
+        &self,
+        ctx: ObjectContext<'_>,
+        event: StripeEvent,
+    ) -> HandlerResult<()> {
+        record_event(&ctx, &event).await?;
+        ctx.set("status", "paid");
+        Ok(())
+    }
+
+    #[handler(ingress_private)]
+    async fn remind(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        if ctx.get::<String>("status").await?.as_deref() != Some("failed") {
+            return Ok(());
+        }
+        let reminders = ctx.get::<u32>("reminders").await?.unwrap_or(0) + 1;
+        ctx.set("reminders", reminders);
+        let invoice = ctx.key().to_owned();
+        ctx.run(|| async {
+            tracing::info!(%invoice, "sending payment reminder email");
+            Ok(())
+        })
+        .name("send reminder email")
+        .await?;
+        Ok(())
+    }
+
+    #[handler]
+    async fn status(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<TrackerStatus> {
+        Ok(TrackerStatus {
+            status: ctx.get("status").await?,
+            events: ctx.get("events").await?.unwrap_or_default(),
+            failures: ctx.get("failures").await?.unwrap_or(0),
+            reminders: ctx.get("reminders").await?.unwrap_or(0),
+        })
+    }
+}
+
+/// Appends the event id, always: deduplicating deliveries is the framework's job.
+async fn record_event(ctx: &ObjectContext<'_>, event: &StripeEvent) -> HandlerResult<()> {
+    let mut events = ctx.get::<Vec<String>>("events").await?.unwrap_or_default();
+    events.push(event.id.clone());
+    ctx.set("events", events);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    restate_runtime::init_tracing();
+    let reminder_delay = match std::env::var("PAYMENT_REMINDER_DELAY") {
+        Ok(v) => restate_runtime::parse_duration(&v)
+            .map_err(|e| anyhow::anyhow!("PAYMENT_REMINDER_DELAY={v:?} is invalid: {e}"))?,
+        Err(_) => Duration::from_secs(24 * 3600),
+    };
+    let secret = std::env::var("STRIPE_WEBHOOK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    tracing::info!(
+        ?reminder_delay,
+        signatures = secret.is_some(),
+        "webhook processor starting"
+    );
+    Runtime::builder()
+        .data_dir("./data")
+        .bind(PaymentTracker { reminder_delay })
+        .webhook(
+            "WebhookCallbackRouter",
+            "onStripeEvent",
+            Webhook::stripe(secret),
+        )
+        .build()?
+        .serve()
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The webhook example end to end: the built `webhooks` binary on a temp folder, signed Stripe
+//! events (some delivered twice, by header key or by event id, some through `/send`), the
+//! process SIGKILLed during the load and restarted, senders retrying what failed, and at the end
+//! every tracker holds each acknowledged event exactly once, with reminders fired once each.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use restate_runtime::webhook::stripe_signature;
+use serde_json::{Value, json};
+use support::{App, example_bin, free_port, poll};
+
+const SECRET: &str = "whsec_e2e";
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn event(id: &str, kind: &str, invoice: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"id": id, "type": kind, "data": {"object": {"id": invoice, "amount": 1}}, "livemode": false}))
+        .unwrap()
+}
+
+/// Delivers until acknowledged, as Stripe does: the same event again after any failure.
+async fn deliver(client: &reqwest::Client, base: &str, body: &[u8], variant: usize) {
+    loop {
+        let path = if variant % 3 == 2 {
+            "/WebhookCallbackRouter/onStripeEvent/send"
+        } else {
+            "/WebhookCallbackRouter/onStripeEvent"
+        };
+        let mut req = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header(
+                "stripe-signature",
+                stripe_signature(SECRET, now_secs(), body),
+            )
+            .body(body.to_vec());
+        if variant % 3 == 1 {
+            let id: Value = serde_json::from_slice(body).unwrap();
+            req = req.header("idempotency-key", id["id"].as_str().unwrap());
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().is_client_error() => panic!("refused: {}", r.text().await.unwrap()),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_survive_kills_and_are_processed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port());
+    let env = [
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("PAYMENT_REMINDER_DELAY", "1s".to_owned()),
+    ];
+    let bin = example_bin("webhooks");
+    let mut app = App::start_on(&bin, &data, &env, ports).await;
+    let base = app.ingress.clone();
+    let client = reqwest::Client::new();
+    let invoices = 40;
+    let acked = Arc::new(AtomicUsize::new(0));
+    // Per invoice: two events of one kind, each delivered twice.
+    let senders: Vec<_> = (0..invoices)
+        .map(|i| {
+            let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
+            tokio::spawn(async move {
+                let kind = if i % 2 == 0 {
+                    "invoice.payment_failed"
+                } else {
+                    "invoice.payment_succeeded"
+                };
+                for e in 0..2 {
+                    let body = event(&format!("evt_{i}_{e}"), kind, &format!("in_{i}"));
+                    deliver(&client, &base, &body, i + e).await;
+                    deliver(&client, &base, &body, i + e + 1).await;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for threshold in [invoices / 2, invoices] {
+        poll(Duration::from_secs(120), || {
+            let acked = acked.clone();
+            async move { acked.load(Ordering::SeqCst) >= threshold }
+        })
+        .await;
+        app.kill();
+        app = App::start_on(&bin, &data, &env, ports).await;
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let mut statuses = HashMap::new();
+    for i in 0..invoices {
+        let url = format!("{base}/PaymentTracker/in_{i}/status");
+        let expected_reminders = if i % 2 == 0 { 2 } else { 0 };
+        poll(Duration::from_secs(60), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+                v["events"].as_array().map(Vec::len) == Some(2)
+                    && v["reminders"] == expected_reminders
+            }
+        })
+        .await;
+        let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            v["events"],
+            json!([format!("evt_{i}_0"), format!("evt_{i}_1")]),
+            "in_{i}: {v}"
+        );
+        statuses.insert(i, v);
+    }
+    // Reminders fire once: nothing more after a further delay period.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in (0..invoices).step_by(2) {
+        let v: Value = client
+            .get(format!("{base}/PaymentTracker/in_{i}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, statuses[&i]);
+        assert_eq!(
+            (
+                v["status"].as_str(),
+                v["failures"].as_u64(),
+                v["reminders"].as_u64()
+            ),
+            (Some("failed"), Some(2), Some(2))
+        );
+    }
+    assert_eq!(statuses[&1]["status"], "paid");
+}
+
+#[tokio::test]
+async fn bad_signatures_leave_no_trace_and_private_handlers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("PAYMENT_REMINDER_DELAY", "1h".to_owned()),
+    ];
+    let app = App::start(&example_bin("webhooks"), &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/WebhookCallbackRouter/onStripeEvent", app.ingress);
+    let body = event("evt_real", "invoice.payment_succeeded", "in_sig");
+    let tampered = event("evt_real", "invoice.payment_failed", "in_sig");
+    let forged = [
+        Some(stripe_signature(SECRET, now_secs(), &tampered)),
+        Some(stripe_signature("whsec_other", now_secs(), &body)),
+        Some(stripe_signature(SECRET, now_secs() - 3600, &body)),
+        None,
+    ];
+    for sig in forged {
+        let mut req = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(sig) = sig {
+            req = req.header("stripe-signature", sig);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["source"], "ingress");
+    }
+    let r = client
+        .get(format!(
+            "{}/restate/invocation/WebhookCallbackRouter/onStripeEvent/evt_real/output",
+            app.ingress
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the forged requests created nothing");
+    // The real event is not blocked by the forgeries.
+    deliver(&client, &app.ingress, &body, 0).await;
+    let status_url = format!("{}/PaymentTracker/in_sig/status", app.ingress);
+    poll(Duration::from_secs(30), || {
+        let (client, status_url) = (client.clone(), status_url.clone());
+        async move {
+            let v: Value = client
+                .get(status_url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["status"] == "paid"
+        }
+    })
+    .await;
+    let r = client
+        .post(format!(
+            "{}/PaymentTracker/in_sig/onPaymentFailed",
+            app.ingress
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("the invoked service is not public")
+    );
+}
