@@ -6,7 +6,7 @@ pub(crate) fn parse_millis(input: &str) -> Result<u64, String> {
     let span: jiff::Span = input
         .trim()
         .parse()
-        .map_err(|e: jiff::Error| e.to_string())?;
+        .map_err(|_: jiff::Error| "not a friendly or ISO-8601 duration".to_string())?;
     if span.is_negative() {
         return Err("a duration must not be negative".into());
     }

@@ -13,6 +13,7 @@ mod parse;
 use proc_macro::TokenStream;
 
 use model::ServiceKind;
+use parse::Recovery;
 
 /// See `restate_runtime::service`.
 #[proc_macro_attribute]
@@ -36,12 +37,13 @@ pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// service attribute consumes it.
 #[proc_macro_attribute]
 pub fn handler(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    let mut out = proc_macro2::TokenStream::from(item.clone());
-    let span = proc_macro2::TokenStream::from(item);
+    // The item is kept as it is; the error points at the `#[handler]` attribute itself.
+    let mut out = proc_macro2::TokenStream::from(item);
     out.extend(
-        syn::Error::new_spanned(
-            span,
-            "#[handler] marks a method inside an impl block annotated with #[service], #[object] or #[workflow]",
+        syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[handler] marks a method of an impl block annotated with #[service], #[object] or #[workflow]: \
+             move this function into such a block, as `async fn name(&self, ctx: .., ..)`",
         )
         .to_compile_error(),
     );
@@ -53,9 +55,15 @@ fn expand_with(kind: ServiceKind, attr: TokenStream, item: TokenStream) -> Token
     let item = proc_macro2::TokenStream::from(item);
     match parse::parse(kind, attr, item.clone()) {
         Ok(model) => expand::expand(&model).into(),
-        Err((errors, fallback)) => {
-            let mut out = fallback.unwrap_or(item);
-            out.extend(errors.to_compile_error());
+        Err(failure) => {
+            // Emit what still stands next to the errors, so that code using the service (its
+            // client, its `Service` impl, its other handlers) does not fail in turn.
+            let mut out = match failure.recovery {
+                Recovery::Original => item,
+                Recovery::Item(tokens) => tokens,
+                Recovery::Partial(model) => expand::expand(&model),
+            };
+            out.extend(failure.errors.to_compile_error());
             out.into()
         }
     }

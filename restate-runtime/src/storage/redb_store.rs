@@ -568,6 +568,42 @@ mod tests {
     }
 
     #[test]
+    fn another_format_version_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
+        {
+            let db = Database::create(store_file(dir.path())).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", 99u32.to_be_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbStorage::open(dir.path(), &RedbOptions::default())
+            .err()
+            .expect("incompatible");
+        assert!(matches!(err, OpenError::Incompatible { .. }), "{err}");
+        assert!(err.to_string().contains("format version 99"), "{err}");
+    }
+
+    #[test]
+    fn partitions_are_fixed_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |partitions| RedbOptions {
+            partitions,
+            ..RedbOptions::default()
+        };
+        drop(RedbStorage::open(dir.path(), &opts(16)).unwrap());
+        assert_eq!(
+            RedbStorage::open(dir.path(), &opts(256))
+                .unwrap()
+                .partitions(),
+            16
+        );
+    }
+
+    #[test]
     fn garbage_file_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(store_file(dir.path()), b"not a database at all, just text").unwrap();

@@ -1,0 +1,13 @@
+use restate_runtime::prelude::*;
+
+pub struct Greeter;
+
+#[service]
+impl Greeter {
+    #[handler]
+    async fn greet(_ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
+fn main() {}

@@ -1,0 +1,27 @@
+use restate_runtime::prelude::*;
+
+#[derive(Default)]
+pub struct Greeter;
+
+#[service]
+impl Greeter {
+    /// Greets by name.
+    #[handler]
+    async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> {
+        Ok(format!("Hello {name}"))
+    }
+
+    #[handler]
+    async fn ping(&self, _ctx: Context<'_>) -> Result<(), TerminalError> {
+        Ok(())
+    }
+
+    /// Not a handler: plain methods stay as they are.
+    fn helper(&self) -> u32 {
+        1
+    }
+}
+
+fn main() {
+    let _ = Greeter.helper();
+}
