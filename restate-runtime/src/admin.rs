@@ -110,6 +110,10 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
         JournalEntry::StateKeys { keys } => json!({ "keys": keys }),
         JournalEntry::ClearAllState => json!({}),
         JournalEntry::Sleep { wake_at_ms } => json!({ "wakeAt": rfc3339(*wake_at_ms) }),
+        JournalEntry::Awakeable { outcome } => {
+            json!({ "result": outcome.as_ref().map(outcome_json) })
+        }
+        JournalEntry::CompleteAwakeable { id } => json!({ "awakeableId": id }),
     };
     v["index"] = index.into();
     v["kind"] = entry.kind().into();

@@ -166,17 +166,16 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
         async move {
             let outcome = match plan {
                 CallPlan::Done(outcome) => outcome,
-                CallPlan::Wait(id) => match ctx.engine.attach(id).await {
-                    Ok(Some(done)) => done.outcome.clone(),
-                    Ok(None) => Outcome::Failure {
-                        code: 404,
-                        message: format!("called invocation {id} not found"),
-                    },
-                    Err(e) => {
-                        ctx.stop(Abort::Lost(e.to_string()));
-                        return std::future::pending().await;
-                    }
-                },
+                // The callee's completion fills in the entry (and resumes us if suspended).
+                CallPlan::Wait => {
+                    ctx.await_entry(index, |e| match e {
+                        JournalEntry::Call {
+                            outcome: Some(o), ..
+                        } => Some(o.clone()),
+                        _ => None,
+                    })
+                    .await
+                }
                 CallPlan::Stopped => return std::future::pending().await,
             };
             outcome_to_result(outcome)
@@ -196,7 +195,7 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
 
 enum CallPlan {
     Done(Outcome),
-    Wait(InvocationId),
+    Wait,
     Stopped,
 }
 
@@ -209,7 +208,10 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
                 outcome,
             } if target == parts.target => match outcome {
                 Some(outcome) => CallPlan::Done(outcome),
-                None => CallPlan::Wait(invocation_id),
+                None => {
+                    forward_result(ctx, index, target, invocation_id);
+                    CallPlan::Wait
+                }
             },
             other => {
                 ctx.mismatch(index, &other, &format!("call `{}`", parts.target));
@@ -262,6 +264,10 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
                 let mut state = inflight.state();
                 state.persisted = true;
                 extra.push(WriteOp::put_invocation(submitted.id, &state.record));
+            } else {
+                // A duplicate (idempotency key) of an invocation another caller started: its
+                // result goes to that caller, so fetch it for this one.
+                forward_result(ctx, index, target.clone(), submitted.id);
             }
             (submitted.id, extra, new.then_some(inflight))
         }
@@ -276,10 +282,36 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             if let Some(inflight) = launch {
                 launch_gated(ctx, inflight, None);
             }
-            CallPlan::Wait(id)
+            CallPlan::Wait
         }
         None => CallPlan::Stopped,
     }
+}
+
+/// Delivers the result of `callee` into entry `index` of the caller once it is known, for
+/// callees whose completion does not write to this caller (duplicates; calls pending at a
+/// restart whose callee already finished).
+fn forward_result(ctx: &InvocationContext, index: u32, target: Target, callee: InvocationId) {
+    let (engine, caller) = (ctx.engine.clone(), ctx.id());
+    tokio::spawn(async move {
+        let outcome = match engine.attach(callee).await {
+            Ok(Some(done)) => done.outcome.clone(),
+            Ok(None) => Outcome::Failure {
+                code: 404,
+                message: format!("called invocation {callee} not found"),
+            },
+            Err(e) => {
+                tracing::warn!(invocation = %caller, error = %e, "cannot fetch a call result");
+                return;
+            }
+        };
+        let entry = JournalEntry::Call {
+            target,
+            invocation_id: callee,
+            outcome: Some(outcome),
+        };
+        engine.deliver(caller, index, entry, false).await;
+    });
 }
 
 /// Queues an invocation created by the caller's latest journal entry; it runs once that entry

@@ -19,6 +19,9 @@ pub struct Config {
     pub default_retention: Duration,
     /// How often expired invocations are purged.
     pub purge_interval: Duration,
+    /// How long a handler waits (timer, call, awakeable, promise) before it is suspended: its
+    /// task and memory released until the wait completes (`RESTATE_SUSPEND_AFTER`, default 10s).
+    pub suspend_after: Duration,
     /// redb page cache in bytes (`RESTATE_CACHE_BYTES`, default 64 MiB).
     pub cache_bytes: usize,
     /// Partitions of a new data folder (`RESTATE_PARTITIONS`, default 256; an existing folder
@@ -35,6 +38,7 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             default_retention: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(10),
+            suspend_after: Duration::from_secs(10),
             cache_bytes: 64 * 1024 * 1024,
             partitions: 256,
         }
@@ -84,6 +88,9 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_RETENTION") {
             self.default_retention = parse("RESTATE_RETENTION", v, crate::duration::parse)?;
+        }
+        if let Some(v) = var("RESTATE_SUSPEND_AFTER") {
+            self.suspend_after = parse("RESTATE_SUSPEND_AFTER", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_CACHE_BYTES") {
             self.cache_bytes = parse("RESTATE_CACHE_BYTES", v, int)? as usize;

@@ -247,3 +247,72 @@ mod tests {
         );
     }
 }
+
+/// The id of an awakeable: `sign_1` + base64url(invocation id, 24 bytes ‖ journal index, u32
+/// big-endian), 44 characters, as Restate writes them. Padding is accepted when parsing.
+///
+/// ```
+/// use restate_runtime::AwakeableId;
+/// let id: AwakeableId = "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQ".parse().unwrap();
+/// assert_eq!(id.index(), 17);
+/// assert_eq!(id.to_string(), "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQ");
+/// assert!("sign_1!!".parse::<AwakeableId>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct AwakeableId {
+    invocation: InvocationId,
+    index: u32,
+}
+
+const AWAKEABLE_PREFIX: &str = "sign_1";
+
+impl AwakeableId {
+    pub(crate) fn new(invocation: InvocationId, index: u32) -> Self {
+        Self { invocation, index }
+    }
+
+    /// The invocation waiting on it.
+    pub fn invocation(&self) -> InvocationId {
+        self.invocation
+    }
+
+    /// Its journal position in that invocation.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+impl fmt::Display for AwakeableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use base64::Engine as _;
+        let mut raw = [0u8; 28];
+        raw[..24].copy_from_slice(&self.invocation.to_bytes());
+        raw[24..].copy_from_slice(&self.index.to_be_bytes());
+        write!(
+            f,
+            "{AWAKEABLE_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        )
+    }
+}
+
+impl FromStr for AwakeableId {
+    type Err = IdParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use base64::Engine as _;
+        let rest = s
+            .strip_prefix(AWAKEABLE_PREFIX)
+            .ok_or(IdParseError::BadPrefix)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(rest.trim_end_matches('='))
+            .map_err(|_| IdParseError::BadDigit)?;
+        if raw.len() != 28 {
+            return Err(IdParseError::BadLength);
+        }
+        Ok(Self {
+            invocation: InvocationId::from_bytes(&raw[..24]).ok_or(IdParseError::BadLength)?,
+            index: u32::from_be_bytes(raw[24..28].try_into().expect("4 bytes")),
+        })
+    }
+}

@@ -107,6 +107,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a handler may wait before it is suspended (default 10 s).
+    pub fn suspend_after(mut self, after: Duration) -> Self {
+        self.config.suspend_after = after;
+        self
+    }
+
     /// redb page cache in bytes (default 64 MiB).
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.config.cache_bytes = bytes;
@@ -182,6 +188,7 @@ impl RuntimeBuilder {
             EngineConfig {
                 default_retention: config.default_retention,
                 purge_interval: config.purge_interval,
+                suspend_after: config.suspend_after,
             },
         )?;
         Ok(Runtime {

@@ -357,3 +357,72 @@ async fn failures_are_replayed_for_duplicates() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn newer_restate_forms_call_send_attach_output_lookup() {
+    let s = TestServer::start().await;
+    let r = client()
+        .post(s.url("/restate/call/Greeter/greet"))
+        .json(&json!({"name": "N"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello N");
+    let r = client()
+        .post(s.url("/restate/send/Greeter/greet"))
+        .header("idempotency-key", "newer")
+        .json(&json!({"name": "M"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .get(s.url(&format!("/restate/attach/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello M");
+    let r = client()
+        .get(s.url(&format!("/restate/output/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello M");
+    let target = json!({"target": "idempotentInvocation", "service": "Greeter", "handler": "greet", "idempotencyKey": "newer"});
+    let r = client()
+        .post(s.url("/restate/lookup"))
+        .json(&target)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["invocationId"],
+        id.as_str()
+    );
+    let r = client()
+        .post(s.url("/restate/output"))
+        .json(&target)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello M");
+    let r = client()
+        .post(s.url("/restate/attach"))
+        .json(&json!({"target": "invocation", "invocationId": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "Hello M");
+    let r = client().get(s.url("/restate/health")).send().await.unwrap();
+    assert!(
+        r.json::<Value>().await.unwrap()["services"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("Greeter"))
+    );
+    s.stop().await;
+}

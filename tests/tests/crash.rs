@@ -125,3 +125,39 @@ async fn an_acknowledged_send_survives_an_immediate_kill() {
         assert_eq!(r.json::<u32>().await.unwrap(), 1);
     }
 }
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_work_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let env = [
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "800".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/Steps/run/send", app.ingress))
+        .header("idempotency-key", "term")
+        .json(&3)
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = app.terminate();
+    assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let r = client
+        .get(format!("{}/restate/invocation/{id}/attach", app.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<u32>().await.unwrap(), 3);
+    let log = lines(&steps);
+    for i in 0..3 {
+        assert!(log.contains(&format!("step-{i}")), "{log:?}");
+    }
+}

@@ -22,6 +22,9 @@ pub(crate) enum Abort {
     Pause(String),
     /// Storage failed: nothing more may be acknowledged.
     Lost(String),
+    /// Waiting for long: release the task; `u64` is the journal version the wait last saw, so a
+    /// completion that raced the decision is not lost.
+    Suspend(u64),
 }
 
 /// The engine's side of a running handler. Handlers see it through the typed context wrappers.
@@ -145,6 +148,30 @@ impl InvocationContext {
         )
     }
 
+    /// Waits until the entry at `index` satisfies `done`, suspending the invocation when the wait
+    /// outlasts the engine's suspension delay.
+    pub(crate) async fn await_entry<T>(
+        &self,
+        index: u32,
+        done: impl Fn(&JournalEntry) -> Option<T>,
+    ) -> T {
+        let mut changes = self.inflight.changes();
+        let deadline = tokio::time::Instant::now() + self.engine.config.suspend_after;
+        loop {
+            let seen = *changes.borrow_and_update();
+            if let Some(value) = self.replayed(index).as_ref().and_then(&done) {
+                return value;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.stop(Abort::Suspend(seen));
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
     /// Waits for a commit; on failure stops the attempt and never resolves.
     pub(crate) async fn durable(&self, waiter: Option<CommitWaiter>) {
         let failure = match waiter {
@@ -170,5 +197,7 @@ fn describe(entry: &JournalEntry) -> String {
         }
         JournalEntry::StateKeys { .. } | JournalEntry::ClearAllState => String::new(),
         JournalEntry::Sleep { wake_at_ms } => format!("until {wake_at_ms} ms"),
+        JournalEntry::Awakeable { .. } => String::new(),
+        JournalEntry::CompleteAwakeable { id } => format!("awakeable `{id}`"),
     }
 }

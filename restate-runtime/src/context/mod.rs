@@ -2,6 +2,7 @@
 //! invocation's [`InvocationContext`]; what a context can do is fixed by its type, so calling a
 //! state write from a shared handler, or touching state from a service, does not compile.
 
+mod awakeable;
 pub(crate) mod invocation;
 pub(crate) mod run;
 mod state;
@@ -95,6 +96,23 @@ macro_rules! context_types {
             /// `send_after` is the non-blocking alternative.
             pub fn sleep(&self, duration: std::time::Duration) -> impl Future<Output = Result<(), crate::TerminalError>> + Send + 'a {
                 self.inner.sleep(duration)
+            }
+
+            /// A new awakeable: its id (`sign_1…`, to hand to whoever completes it) and a future
+            /// of its value. Completed over HTTP (`POST /restate/a/{id}/resolve|reject`) or by
+            /// another handler; a long wait suspends the invocation.
+            pub fn awakeable<T: DeserializeOwned>(&self) -> (String, impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a) {
+                self.inner.awakeable()
+            }
+
+            /// Resolves an awakeable with a value (first completion wins; journaled, so once).
+            pub fn resolve_awakeable<T: Serialize + 'static>(&self, id: &str, value: T) -> Result<(), crate::TerminalError> {
+                self.inner.resolve_awakeable(id, &value)
+            }
+
+            /// Rejects an awakeable: its waiter gets a terminal error (code 500) with `message`.
+            pub fn reject_awakeable(&self, id: &str, message: &str) -> Result<(), crate::TerminalError> {
+                self.inner.reject_awakeable(id, message)
             }
 
             /// Random numbers that replay identically (seeded from the invocation id).

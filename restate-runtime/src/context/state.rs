@@ -198,7 +198,8 @@ impl InvocationContext {
         });
     }
 
-    /// Journals the wake-up time (or reads it back on replay) and sleeps until then.
+    /// Journals the wake-up time (or reads it back on replay) and sleeps until then; a long
+    /// sleep suspends the invocation, and a timer resumes it.
     pub(crate) fn sleep(
         &self,
         duration: Duration,
@@ -218,8 +219,14 @@ impl InvocationContext {
             let Some(wake_at_ms) = wake_at_ms else {
                 return std::future::pending().await;
             };
-            let left = wake_at_ms.saturating_sub(now_ms());
-            tokio::time::sleep(Duration::from_millis(left)).await;
+            let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
+            if left > self.engine.config.suspend_after {
+                let seen = self.inflight.version();
+                tokio::time::sleep(self.engine.config.suspend_after).await;
+                self.stop(Abort::Suspend(seen));
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(left).await;
             Ok(())
         }
     }

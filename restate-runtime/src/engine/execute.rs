@@ -19,6 +19,7 @@ enum Attempt {
     Retry(String),
     Pause(String),
     Lost(String),
+    Suspend(u64),
     Shutdown,
 }
 
@@ -48,12 +49,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             }
         };
         let mut shutdown = engine.shutdown_signal();
+        // Failures of this run of the task; the retry policy counts these.
+        let mut failures = 0u32;
         loop {
-            let attempts = {
-                let mut state = inflight.state();
-                state.record.attempts += 1;
-                state.record.attempts
-            };
+            inflight.state().record.attempts += 1;
             let ctx = InvocationContext::new(engine.clone(), inflight.clone());
             let attempt = {
                 let handler = AssertUnwindSafe(service.invoke(&target.handler, &ctx, input.clone()))
@@ -71,6 +70,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         Abort::Retry(m) => Attempt::Retry(m),
                         Abort::Pause(m) => Attempt::Pause(m),
                         Abort::Lost(m) => Attempt::Lost(m),
+                        Abort::Suspend(seen) => Attempt::Suspend(seen),
                     },
                     _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
                 }
@@ -85,9 +85,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         .complete(&inflight, Outcome::Failure { code, message })
                         .await;
                 }
-                Attempt::Retry(reason) if policy.allows_another(attempts) => {
-                    let delay = policy.delay_for(attempts);
-                    tracing::warn!(attempt = attempts, ?delay, %reason, "invocation attempt failed; retrying");
+                Attempt::Retry(reason) if policy.allows_another(failures + 1) => {
+                    failures += 1;
+                    let delay = policy.delay_for(failures);
+                    tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
                     inflight.state().record.last_error = Some(reason);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -95,11 +96,16 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     }
                 }
                 Attempt::Retry(reason) => {
-                    let reason = format!("retries exhausted after {attempts} attempts: {reason}");
+                    let reason = format!("retries exhausted after {} attempts: {reason}", failures + 1);
                     return engine.pause(&inflight, reason).await;
                 }
                 Attempt::Pause(reason) => return engine.pause(&inflight, reason).await,
                 Attempt::Lost(reason) => return engine.lose(&inflight, reason),
+                Attempt::Suspend(seen) => {
+                    if engine.suspend(&inflight, seen).await {
+                        return;
+                    }
+                }
                 Attempt::Shutdown => return,
             }
         }

@@ -41,6 +41,8 @@ pub(crate) struct Inflight {
     pub id: InvocationId,
     state: Mutex<InflightState>,
     finish: watch::Sender<Finish>,
+    /// Bumped whenever something outside the handler completes one of its journal entries.
+    version: watch::Sender<u64>,
     /// For an invocation created by another handler's journal entry: resolves once that entry
     /// is durable. The invocation may be queued before, but runs only after.
     gate: Mutex<Option<CommitWaiter>>,
@@ -52,6 +54,7 @@ impl Inflight {
         record: InvocationRecord,
         persisted: bool,
         journal: BTreeMap<u32, JournalEntry>,
+        finish: watch::Sender<Finish>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -60,7 +63,8 @@ impl Inflight {
                 persisted,
                 journal,
             }),
-            finish: watch::channel(Finish::Pending).0,
+            finish,
+            version: watch::channel(0).0,
             gate: Mutex::new(None),
         })
     }
@@ -98,6 +102,21 @@ impl Inflight {
         let mut state = self.state();
         // An empty batch commits after every batch queued before it: a barrier.
         self.submit_with_record(storage, &mut state, Vec::new())
+    }
+
+    /// Records an entry completed from outside (a call result, an awakeable, a promise) and
+    /// wakes the handler waiting on it.
+    pub fn complete_entry(&self, index: u32, entry: JournalEntry) {
+        self.state().journal.insert(index, entry);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Finish> {

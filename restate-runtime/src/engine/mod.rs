@@ -3,6 +3,7 @@
 
 mod execute;
 mod inflight;
+mod suspend;
 mod timers;
 
 use std::collections::VecDeque;
@@ -102,6 +103,8 @@ pub(crate) enum OutputState {
 pub(crate) struct EngineConfig {
     pub default_retention: Duration,
     pub purge_interval: Duration,
+    /// How long a handler may wait (timer, call, awakeable, promise) before it is suspended.
+    pub suspend_after: Duration,
 }
 
 pub(crate) struct EngineInner {
@@ -109,6 +112,9 @@ pub(crate) struct EngineInner {
     pub registry: Registry,
     pub config: EngineConfig,
     inflight: Mutex<HashMap<InvocationId, Arc<Inflight>>>,
+    /// The finish channel of every unfinished invocation somebody waits on, in memory or not
+    /// (a suspended invocation has no `Inflight`, but attachers still wait on it).
+    finishers: Mutex<HashMap<InvocationId, watch::Sender<Finish>>>,
     /// Per (object, key): the exclusive invocation running and those queued behind it.
     lanes: Mutex<HashMap<StateScope, Lane>>,
     /// Last arrival sequence number handed out.
@@ -141,6 +147,7 @@ impl Engine {
             registry,
             config,
             inflight: Mutex::new(HashMap::new()),
+            finishers: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             timers: timers::Timers::default(),
@@ -266,7 +273,7 @@ impl Engine {
                     });
                 }
             }
-            let inflight = Inflight::new(id, record, false, BTreeMap::new());
+            let inflight = Inflight::new(id, record, false, BTreeMap::new(), self.finisher(id));
             map.insert(id, inflight.clone());
             inflight
         };
@@ -304,8 +311,11 @@ impl Engine {
 
     /// The key an invocation must hold alone, if its handler is exclusive.
     fn exclusive_scope(&self, inflight: &Inflight) -> Option<StateScope> {
-        let state = inflight.state();
-        let target = &state.record.target;
+        let target = inflight.state().record.target.clone();
+        self.exclusive_scope_of(&target)
+    }
+
+    fn exclusive_scope_of(&self, target: &Target) -> Option<StateScope> {
         let (_, handler) = self.resolve(target).ok()?;
         matches!(handler.kind, HandlerKind::Exclusive | HandlerKind::Workflow).then(|| StateScope {
             service: target.service.clone(),
@@ -405,11 +415,33 @@ impl Engine {
         &self,
         id: InvocationId,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
-        let rx = self.inflight(&id).map(|f| f.subscribe());
-        match rx {
-            Some(rx) => wait_finished(rx).await.map(Some).map_err(EngineError::Lost),
-            None => Ok(self.stored_completion(&id)?),
+        if let Some(f) = self.inflight(&id) {
+            return wait_finished(f.subscribe())
+                .await
+                .map(Some)
+                .map_err(EngineError::Lost);
         }
+        // Not in memory: finished, suspended, or unknown. Subscribe before reading the store, so
+        // a completion between the two is not missed (completion is durable before it is sent).
+        let rx = self.finisher(id).subscribe();
+        let outcome = match self.storage.invocation(&id)? {
+            Some(InvocationRecord {
+                status:
+                    Status::Completed {
+                        outcome,
+                        expires_at_ms,
+                        ..
+                    },
+                ..
+            }) => Some(Arc::new(Completed {
+                outcome,
+                expires_at_ms,
+            })),
+            Some(_) => return wait_finished(rx).await.map(Some).map_err(EngineError::Lost),
+            None => None,
+        };
+        self.drop_finisher_if_idle(&id);
+        Ok(outcome)
     }
 
     /// The result now, without waiting.
@@ -492,12 +524,11 @@ impl Engine {
             state.persisted = true;
             (self.storage.submit(ops), caller)
         };
-        if let Some((caller, index, entry)) =
-            caller.and_then(|(id, i, e)| Some((self.inflight(&id)?, i, e)))
-        {
-            caller.state().journal.insert(index, entry);
+        let result = waiter.await;
+        if let (Ok(()), Some((caller, index, entry))) = (&result, caller) {
+            self.deliver(caller, index, entry, true).await;
         }
-        match waiter.await {
+        match result {
             Ok(()) => inflight.finish(Finish::Done(Arc::new(Completed {
                 outcome,
                 expires_at_ms,
@@ -505,6 +536,10 @@ impl Engine {
             Err(e) => inflight.finish(Finish::Lost(e.to_string())),
         }
         self.forget(&inflight.id);
+        self.finishers
+            .lock()
+            .expect("finishers")
+            .remove(&inflight.id);
         // Released only after the completion is durable, so the next invocation on the key
         // reads committed state.
         self.release(inflight);
@@ -532,6 +567,10 @@ impl Engine {
         tracing::error!(invocation = %inflight.id, %reason, "invocation lost");
         inflight.finish(Finish::Lost(reason));
         self.forget(&inflight.id);
+        self.finishers
+            .lock()
+            .expect("finishers")
+            .remove(&inflight.id);
         self.release(inflight);
     }
 
@@ -548,14 +587,29 @@ impl Engine {
         {
             let mut map = self.inflight.lock().expect("inflight map");
             for (id, record) in unfinished {
+                if let Status::Suspended { wake_at_ms } = record.status {
+                    // Stays out of memory; it only holds its key and, maybe, a timer.
+                    if let Some(scope) = self.exclusive_scope_of(&record.target) {
+                        self.lanes
+                            .lock()
+                            .expect("lanes")
+                            .entry(scope)
+                            .or_default()
+                            .running = Some(id);
+                    }
+                    if let Some(at) = wake_at_ms {
+                        self.timers.schedule(at, id);
+                    }
+                    continue;
+                }
                 let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
                 let status = record.status.clone();
-                let inflight = Inflight::new(id, record, true, journal);
+                let inflight = Inflight::new(id, record, true, journal, self.finisher(id));
                 map.insert(id, inflight.clone());
                 match status {
                     Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
                     Status::Runnable => to_start.push(inflight),
-                    Status::Paused | Status::Completed { .. } => {}
+                    Status::Paused | Status::Completed { .. } | Status::Suspended { .. } => {}
                 }
             }
         }
@@ -571,9 +625,22 @@ impl Engine {
 
     /// A delayed invocation is due.
     fn fire(&self, id: InvocationId) {
-        if let Some(inflight) = self.inflight(&id) {
-            inflight.state().record.status = Status::Runnable;
-            self.spawn(inflight);
+        match self.inflight(&id) {
+            Some(inflight) => {
+                let scheduled = {
+                    let mut state = inflight.state();
+                    let scheduled = matches!(state.record.status, Status::Scheduled { .. });
+                    state.record.status = Status::Runnable;
+                    scheduled
+                };
+                if scheduled {
+                    self.spawn(inflight);
+                }
+            }
+            None => {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.resume(id).await });
+            }
         }
     }
 }

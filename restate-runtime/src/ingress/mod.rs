@@ -12,12 +12,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) use error::ApiError;
 
 use crate::engine::Engine;
+use crate::storage::Outcome;
 use crate::webhook::Webhook;
 use path::Route;
 
@@ -89,9 +90,29 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             let body = read_body(state, req.into_body()).await?;
             lookup::lookup_by_body(state, &body, verb).await
         }
-        Route::Awakeable { .. } => {
+        Route::Awakeable { id, resolve } => {
             require(&[Method::POST])?;
-            Err(ApiError::ingress(404, "awakeables are not available yet"))
+            let parsed: crate::ids::AwakeableId = id
+                .parse()
+                .map_err(|e| ApiError::ingress(400, format!("bad awakeable id '{id}': {e}")))?;
+            let body = read_body(state, req.into_body()).await?;
+            let outcome = if resolve {
+                Outcome::Success(body.to_vec())
+            } else {
+                Outcome::Failure {
+                    code: 500,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                }
+            };
+            // As Restate: completing an already completed awakeable is accepted and changes nothing.
+            if state.engine.complete_awakeable(parsed, outcome).await? {
+                Ok(StatusCode::ACCEPTED.into_response())
+            } else {
+                Err(ApiError::ingress(
+                    404,
+                    format!("awakeable '{id}' not found"),
+                ))
+            }
         }
     }
 }

@@ -46,6 +46,9 @@ pub enum Status {
     Scheduled { at_ms: u64 },
     /// Running or about to run (after a restart it resumes by replay).
     Runnable,
+    /// Waiting (timer, call, awakeable, promise) with no task or memory held; resumed by replay
+    /// when the wait completes or at `wake_at_ms`.
+    Suspended { wake_at_ms: Option<u64> },
     /// Retries exhausted or non-determinism: waits for a resume from the admin API.
     Paused,
     /// Finished; `outcome` is the result.
@@ -62,6 +65,7 @@ impl Status {
         match self {
             Self::Scheduled { .. } => "scheduled",
             Self::Runnable => "running",
+            Self::Suspended { .. } => "suspended",
             Self::Paused => "paused",
             Self::Completed { .. } => "completed",
         }
@@ -118,6 +122,10 @@ pub enum JournalEntry {
     ClearAllState,
     /// A durable timer: wakes at this time, across restarts.
     Sleep { wake_at_ms: u64 },
+    /// An awakeable; completed from outside (first completion wins).
+    Awakeable { outcome: Option<Outcome> },
+    /// This handler completed someone's awakeable.
+    CompleteAwakeable { id: String },
 }
 
 impl JournalEntry {
@@ -133,6 +141,8 @@ impl JournalEntry {
             Self::ClearState { .. } => "clear_state",
             Self::ClearAllState => "clear_all_state",
             Self::Sleep { .. } => "sleep",
+            Self::Awakeable { .. } => "awakeable",
+            Self::CompleteAwakeable { .. } => "complete_awakeable",
         }
     }
 }

@@ -1,0 +1,198 @@
+//! Long waits: suspension (task released, resumed by replay), awakeables over HTTP and between
+//! handlers (first completion wins), calls to slow callees, all across a restart.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::TestServer;
+use restate_runtime::prelude::*;
+use serde_json::Value;
+
+/// Awakeable ids by tag, recorded by the handler that created them.
+static IDS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+fn record_id(tag: &str, id: &str) {
+    IDS.lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(tag.to_owned(), id.to_owned());
+}
+
+fn id_of(tag: &str) -> Option<String> {
+    IDS.lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(tag).cloned())
+}
+
+#[derive(Default)]
+pub struct Waits;
+
+#[service]
+impl Waits {
+    #[handler]
+    async fn approval(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let (id, answer) = ctx.awakeable::<String>();
+        let t = tag.clone();
+        ctx.run(|| {
+            let (t, id) = (t.clone(), id.clone());
+            async move {
+                record_id(&t, &id);
+                Ok(())
+            }
+        })
+        .name("publish id")
+        .await?;
+        let answer = answer.await?;
+        Ok(format!("{tag}: {answer}"))
+    }
+
+    /// Resolves another invocation's awakeable from a handler.
+    #[handler]
+    async fn approve(&self, ctx: Context<'_>, tag: String) -> HandlerResult<()> {
+        let id = id_of(&tag).ok_or_else(|| TerminalError::new("no such tag"))?;
+        ctx.resolve_awakeable(&id, "approved by handler".to_owned())?;
+        Ok(())
+    }
+
+    #[handler]
+    async fn slow(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        ctx.sleep(Duration::from_millis(ms)).await?;
+        Ok(ms)
+    }
+
+    #[handler]
+    async fn caller(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        let v = ctx.service_client::<WaitsClient>().slow(ms).call().await?;
+        Ok(v + 1)
+    }
+}
+
+fn quick_suspend(b: restate_runtime::RuntimeBuilder) -> restate_runtime::RuntimeBuilder {
+    b.suspend_after(Duration::from_millis(100))
+}
+
+async fn send(s: &TestServer, path: &str, body: Value) -> String {
+    let r = reqwest::Client::new()
+        .post(s.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn attach(s: &TestServer, id: &str) -> (u16, Value) {
+    let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/attach")))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn wait_for_id(tag: &str) -> String {
+    common::wait_until(Duration::from_secs(20), || async { id_of(tag).is_some() }).await;
+    id_of(tag).unwrap()
+}
+
+#[tokio::test]
+async fn awakeable_resolved_over_http_after_suspension_and_restart() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick_suspend).await;
+    let inv = send(&s, "/Waits/approval/send", "http".into()).await;
+    let awk = wait_for_id("http").await;
+    assert!(awk.starts_with("sign_1") && awk.len() == 44, "{awk}");
+    s.wait_status(&inv, "suspended").await;
+    let dir = s.stop().await;
+    let s = TestServer::start_with(dir, quick_suspend).await;
+    assert_eq!(s.inspect(&inv).await["status"], "suspended");
+    let client = reqwest::Client::new();
+    let r = client
+        .post(s.url(&format!("/restate/a/{awk}/resolve")))
+        .json(&"yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().get("content-type").is_none());
+    assert_eq!(attach(&s, &inv).await, (200, Value::from("http: yes")));
+    // Later completions are accepted and change nothing.
+    let r = client
+        .post(s.url(&format!("/restate/awakeables/{awk}/resolve")))
+        .json(&"no")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(attach(&s, &inv).await, (200, Value::from("http: yes")));
+    // Malformed ids are a 400; unknown invocations a 404.
+    let r = client
+        .post(s.url("/restate/a/sign_1nope/resolve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let unknown = awk.replace(&awk[8..14], "AAAAAA");
+    let r = client
+        .post(s.url(&format!("/restate/a/{unknown}/resolve")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{unknown}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn awakeable_rejected_and_resolved_from_a_handler() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick_suspend).await;
+    let rejected = send(&s, "/Waits/approval/send", "rej".into()).await;
+    let awk = wait_for_id("rej").await;
+    let r = reqwest::Client::new()
+        .post(s.url(&format!("/restate/a/{awk}/reject")))
+        .body("nope, rejected")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (status, body) = attach(&s, &rejected).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["message"], "nope, rejected");
+
+    let inv = send(&s, "/Waits/approval/send", "handler".into()).await;
+    wait_for_id("handler").await;
+    let r = reqwest::Client::new()
+        .post(s.url("/Waits/approve"))
+        .json(&"handler")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        attach(&s, &inv).await,
+        (200, Value::from("handler: approved by handler"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn callers_and_sleepers_suspend_and_resume() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick_suspend).await;
+    let inv = send(&s, "/Waits/caller/send", 1200.into()).await;
+    s.wait_status(&inv, "suspended").await;
+    let callee = s.inspect(&inv).await["journal"][0]["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.wait_status(&callee, "suspended").await;
+    let dir = s.stop().await;
+    let s = TestServer::start_with(dir, quick_suspend).await;
+    assert_eq!(attach(&s, &inv).await, (200, Value::from(1201)));
+    assert_eq!(s.inspect(&callee).await["status"], "completed");
+    s.stop().await;
+}
