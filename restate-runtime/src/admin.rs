@@ -114,6 +114,14 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
             json!({ "result": outcome.as_ref().map(outcome_json) })
         }
         JournalEntry::CompleteAwakeable { id } => json!({ "awakeableId": id }),
+        JournalEntry::Select { winner } => json!({ "winner": winner }),
+        JournalEntry::Attach {
+            invocation_id,
+            outcome,
+        } => json!({
+            "invocationId": invocation_id.to_string(),
+            "result": outcome.as_ref().map(outcome_json),
+        }),
     };
     v["index"] = index.into();
     v["kind"] = entry.kind().into();

@@ -63,6 +63,7 @@ pub use context::{
 pub use duration::parse as parse_duration;
 pub use engine::EngineError;
 pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
+pub use futures::future::Either;
 pub use ids::{AwakeableId, IdParseError, InvocationId};
 pub use registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RegistryError, RetryPolicy,

@@ -1,7 +1,13 @@
 //! Webhook endpoints: signature verification at the ingress (before any invocation exists) and
 //! the idempotency key taken from the sender's own event id, so a redelivered event is one
 //! invocation.
+//!
+//! Three schemes, all HMAC-SHA256 compared in constant time: Stripe ([`Webhook::stripe`]),
+//! Standard Webhooks as Svix and others send them ([`Webhook::standard`]) and GitHub
+//! ([`Webhook::github`]). The `*_signature` functions sign as the senders do, for tests.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -22,6 +28,13 @@ pub enum EventId {
 pub enum Signature {
     /// Stripe: `Stripe-Signature: t=<unix>,v1=<hex hmac-sha256 of "t.body">`, 5-minute tolerance.
     Stripe { secret: String },
+    /// Standard Webhooks (Svix and others): `webhook-id`, `webhook-timestamp` (unix seconds) and
+    /// `webhook-signature: v1,<base64 hmac-sha256 of "id.timestamp.body"> ...`, 5-minute
+    /// tolerance. The secret is `whsec_<base64 key>`, or the raw key without that prefix.
+    Standard { secret: String },
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex hmac-sha256 of body>`. There is no timestamp,
+    /// so a captured delivery stays valid; deduplication by `X-GitHub-Delivery` limits the harm.
+    GitHub { secret: String },
 }
 
 /// A handler that receives webhooks.
@@ -39,8 +52,10 @@ pub struct Webhook {
     pub signature: Option<Signature>,
 }
 
-/// Seconds a Stripe timestamp may differ from now.
-const STRIPE_TOLERANCE_SECS: i64 = 300;
+/// Seconds a signed timestamp (Stripe, Standard Webhooks) may differ from now.
+const TOLERANCE_SECS: i64 = 300;
+/// Prefix of a Standard Webhooks secret whose rest is the base64 key.
+const STANDARD_SECRET_PREFIX: &str = "whsec_";
 
 impl Webhook {
     /// Stripe's conventions: the event id in the body's `id`, signatures checked when a secret
@@ -52,17 +67,74 @@ impl Webhook {
         }
     }
 
+    /// [Standard Webhooks](https://www.standardwebhooks.com/) conventions (Svix and others):
+    /// the event id in the `webhook-id` header, signatures checked when a secret is given.
+    ///
+    /// ```
+    /// use restate_runtime::webhook::{EventId, Signature, Webhook};
+    /// let hook = Webhook::standard(Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()));
+    /// assert_eq!(hook.event_id, EventId::Header("webhook-id".into()));
+    /// assert!(matches!(hook.signature, Some(Signature::Standard { .. })));
+    /// ```
+    pub fn standard(secret: Option<String>) -> Self {
+        Self {
+            event_id: EventId::Header("webhook-id".into()),
+            signature: secret.map(|secret| Signature::Standard { secret }),
+        }
+    }
+
+    /// GitHub's conventions: the event id in the `X-GitHub-Delivery` header, the
+    /// `X-Hub-Signature-256` signature checked when a secret is given.
+    ///
+    /// ```
+    /// use restate_runtime::webhook::{EventId, Signature, Webhook};
+    /// let hook = Webhook::github(Some("my-secret".into()));
+    /// assert_eq!(hook.event_id, EventId::Header("X-GitHub-Delivery".into()));
+    /// assert!(matches!(hook.signature, Some(Signature::GitHub { .. })));
+    /// ```
+    pub fn github(secret: Option<String>) -> Self {
+        Self {
+            event_id: EventId::Header("X-GitHub-Delivery".into()),
+            signature: secret.map(|secret| Signature::GitHub { secret }),
+        }
+    }
+
     /// Checks the signature over the exact body; the message says what is wrong.
+    /// `header` is given lower-case names.
     pub(crate) fn verify(
         &self,
         header: impl Fn(&str) -> Option<String>,
         body: &[u8],
     ) -> Result<(), String> {
+        self.verify_at(header, body, now_ms() as i64 / 1000)
+    }
+
+    /// [`Self::verify`] against a given clock, so tests can pin `now`.
+    fn verify_at(
+        &self,
+        header: impl Fn(&str) -> Option<String>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), String> {
+        let required =
+            |name: &str, shown: &str| header(name).ok_or(format!("missing {shown} header"));
         match &self.signature {
             None => Ok(()),
             Some(Signature::Stripe { secret }) => {
-                let value = header("stripe-signature").ok_or("missing Stripe-Signature header")?;
-                verify_stripe(secret, &value, body, now_ms() as i64 / 1000)
+                let value = required("stripe-signature", "Stripe-Signature")?;
+                verify_stripe(secret, &value, body, now_secs)
+            }
+            Some(Signature::Standard { secret }) => {
+                let signed = StandardHeaders {
+                    id: required("webhook-id", "webhook-id")?,
+                    timestamp: required("webhook-timestamp", "webhook-timestamp")?,
+                    signatures: required("webhook-signature", "webhook-signature")?,
+                };
+                verify_standard(secret, &signed, body, now_secs)
+            }
+            Some(Signature::GitHub { secret }) => {
+                let value = required("x-hub-signature-256", "X-Hub-Signature-256")?;
+                verify_github(secret, &value, body)
             }
         }
     }
@@ -93,6 +165,23 @@ fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// Constant-time equality of a decoded signature with the expected MAC: the time taken must not
+/// tell a forger how many leading bytes were right.
+fn same_mac(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && bool::from(given.ct_eq(expected))
+}
+
+/// Refuses timestamps too far from now either way: old ones are replays, future ones would stay
+/// replayable for longer than the tolerance.
+fn check_tolerance(header: &str, timestamp: i64, now_secs: i64) -> Result<(), String> {
+    if now_secs.abs_diff(timestamp) > TOLERANCE_SECS as u64 {
+        return Err(format!(
+            "{header} timestamp is outside the 5-minute tolerance"
+        ));
+    }
+    Ok(())
+}
+
 /// Signs a body as Stripe does (for tests and senders): the `Stripe-Signature` header value.
 ///
 /// ```
@@ -121,21 +210,131 @@ fn verify_stripe(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Resu
     if candidates.is_empty() {
         return Err("Stripe-Signature has no v1 signature".into());
     }
-    if (now_secs - timestamp).abs() > STRIPE_TOLERANCE_SECS {
-        return Err("Stripe-Signature timestamp is outside the 5-minute tolerance".into());
-    }
+    check_tolerance("Stripe-Signature", timestamp, now_secs)?;
     let expected = hmac_sha256(
         secret.as_bytes(),
         &[timestamp.to_string().as_bytes(), b".", body],
     );
-    let matches = candidates.iter().any(|c| {
-        hex::decode(c)
-            .is_ok_and(|given| given.len() == expected.len() && bool::from(given.ct_eq(&expected)))
-    });
+    let matches = candidates
+        .iter()
+        .any(|c| hex::decode(c).is_ok_and(|given| same_mac(&given, &expected)));
     if matches {
         Ok(())
     } else {
         Err("Stripe-Signature does not match the body".into())
+    }
+}
+
+/// The HMAC key of a Standard Webhooks secret: `whsec_` then base64, or raw bytes without the
+/// prefix (some senders hand out plain secrets).
+fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
+    match secret.strip_prefix(STANDARD_SECRET_PREFIX) {
+        Some(encoded) => BASE64.decode(encoded).map_err(|e| {
+            format!("the configured webhook secret is not `whsec_` followed by base64: {e}")
+        }),
+        None => Ok(secret.as_bytes().to_vec()),
+    }
+}
+
+fn standard_mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    hmac_sha256(
+        key,
+        &[
+            id.as_bytes(),
+            b".",
+            timestamp.to_string().as_bytes(),
+            b".",
+            body,
+        ],
+    )
+}
+
+/// Signs a body as a Standard Webhooks sender does (for tests and senders): the
+/// `webhook-signature` header value for these `webhook-id` and `webhook-timestamp` values.
+///
+/// # Panics
+///
+/// If `secret` starts with `whsec_` and the rest is not base64.
+///
+/// ```
+/// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// let header = restate_runtime::webhook::standard_signature(secret, "msg_1", 1_700_000_000, b"{}");
+/// assert!(header.starts_with("v1,"));
+/// ```
+pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = standard_key(secret).unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "v1,{}",
+        BASE64.encode(standard_mac(&key, id, timestamp, body))
+    )
+}
+
+/// The three signed headers of a Standard Webhooks request, as received.
+struct StandardHeaders {
+    id: String,
+    timestamp: String,
+    signatures: String,
+}
+
+fn verify_standard(
+    secret: &str,
+    signed: &StandardHeaders,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<(), String> {
+    let timestamp = signed
+        .timestamp
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| "webhook-timestamp is not a unix time in seconds")?;
+    // Space-separated `version,signature` pairs; versions other than v1 (such as the asymmetric
+    // v1a) are not ours to check, and a sender rotating secrets sends one per secret.
+    let candidates: Vec<&str> = signed
+        .signatures
+        .split_whitespace()
+        .filter_map(|pair| pair.strip_prefix("v1,"))
+        .collect();
+    if candidates.is_empty() {
+        return Err("webhook-signature has no v1 signature".into());
+    }
+    check_tolerance("webhook-timestamp", timestamp, now_secs)?;
+    let expected = standard_mac(&standard_key(secret)?, &signed.id, timestamp, body);
+    let matches = candidates.iter().any(|c| {
+        BASE64
+            .decode(c)
+            .is_ok_and(|given| same_mac(&given, &expected))
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err("webhook-signature does not match the body".into())
+    }
+}
+
+/// Signs a body as GitHub does (for tests and senders): the `X-Hub-Signature-256` header value.
+///
+/// ```
+/// let header = restate_runtime::webhook::github_signature("my-secret", b"{}");
+/// assert!(header.starts_with("sha256="));
+/// ```
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), &[body]))
+    )
+}
+
+fn verify_github(secret: &str, header: &str, body: &[u8]) -> Result<(), String> {
+    let given = header
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or("X-Hub-Signature-256 is not `sha256=` followed by a hex digest")?;
+    let expected = hmac_sha256(secret.as_bytes(), &[body]);
+    if same_mac(&given, &expected) {
+        Ok(())
+    } else {
+        Err("X-Hub-Signature-256 does not match the body".into())
     }
 }
 
@@ -164,6 +363,197 @@ mod tests {
         assert!(verify_stripe("s", &format!("t={now}"), body, now).is_err());
     }
 
+    const NOW: i64 = 1_700_000_000;
+
+    /// A `header` closure over fixed (lower-case) headers, as the ingress passes them.
+    fn headers(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn standard_request(
+        secret: &str,
+        id: &str,
+        ts: i64,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            (
+                "webhook-signature",
+                standard_signature(secret, id, ts, body),
+            ),
+        ]
+    }
+
+    #[test]
+    fn standard_signature_matches_the_published_example() {
+        // The example of the Standard Webhooks specification and Svix's documentation.
+        let sig = standard_signature(
+            STANDARD_SECRET,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn standard_signatures() {
+        let hook = Webhook::standard(Some(STANDARD_SECRET.into()));
+        let body = br#"{"type":"invoice.paid"}"#;
+        let good = standard_request(STANDARD_SECRET, "msg_1", NOW, body);
+        let check =
+            |h: &[(&str, String)], body: &[u8], now: i64| hook.verify_at(headers(h), body, now);
+        assert_eq!(check(&good, body, NOW + 10), Ok(()));
+        assert_eq!(check(&good, body, NOW - 10), Ok(()));
+        let mismatch = |r: Result<(), String>| r.unwrap_err().contains("does not match");
+        // Tampered body, id or timestamp: all three are signed.
+        assert!(mismatch(check(&good, br#"{"type":"invoice.void"}"#, NOW)));
+        let mut other_id = good.clone();
+        other_id[0].1 = "msg_2".into();
+        assert!(mismatch(check(&other_id, body, NOW)));
+        let mut other_ts = good.clone();
+        other_ts[1].1 = (NOW + 1).to_string();
+        assert!(mismatch(check(&other_ts, body, NOW)));
+        // Wrong secret.
+        let wrong = standard_request("whsec_b3RoZXI=", "msg_1", NOW, body);
+        assert!(mismatch(check(&wrong, body, NOW)));
+        // Stale, and too far in the future.
+        let stale = check(&good, body, NOW + 301).unwrap_err();
+        assert!(stale.contains("tolerance"), "{stale}");
+        assert!(
+            check(&good, body, NOW - 301)
+                .unwrap_err()
+                .contains("tolerance")
+        );
+        // Missing headers, each named.
+        for (i, name) in ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut partial = good.clone();
+            partial.remove(i);
+            assert_eq!(
+                check(&partial, body, NOW),
+                Err(format!("missing {name} header"))
+            );
+        }
+        // Malformed values.
+        let mut bad_ts = good.clone();
+        bad_ts[1].1 = "yesterday".into();
+        assert!(check(&bad_ts, body, NOW).unwrap_err().contains("unix time"));
+        let mut no_v1 = good.clone();
+        no_v1[2].1 = "v1a,abc v2,def".into();
+        assert!(
+            check(&no_v1, body, NOW)
+                .unwrap_err()
+                .contains("no v1 signature")
+        );
+        let mut not_base64 = good.clone();
+        not_base64[2].1 = "v1,%%%".into();
+        assert!(mismatch(check(&not_base64, body, NOW)));
+        // Several signatures (a sender rotating secrets): one matching is enough.
+        let mut rotated = good.clone();
+        let other = standard_signature("whsec_b3RoZXI=", "msg_1", NOW, body);
+        rotated[2].1 = format!("v1a,xyz {other} {}", good[2].1);
+        assert_eq!(check(&rotated, body, NOW), Ok(()));
+        rotated[2].1 = format!("{other} v1,AAAA");
+        assert!(mismatch(check(&rotated, body, NOW)));
+    }
+
+    #[test]
+    fn standard_secrets() {
+        // Without the prefix the secret is the raw key.
+        let hook = Webhook::standard(Some("plain-secret".into()));
+        let body = b"{}";
+        let h = standard_request("plain-secret", "msg_1", NOW, body);
+        assert_eq!(hook.verify_at(headers(&h), body, NOW), Ok(()));
+        assert_eq!(standard_key("whsec_b3RoZXI="), Ok(b"other".to_vec()));
+        // A misconfigured secret refuses everything, saying why.
+        let broken = Webhook::standard(Some("whsec_not base64!".into()));
+        let err = broken.verify_at(headers(&h), body, NOW).unwrap_err();
+        assert!(err.contains("not `whsec_` followed by base64"), "{err}");
+    }
+
+    #[test]
+    fn github_signature_matches_the_published_example() {
+        // The example of GitHub's "Validating webhook deliveries".
+        assert_eq!(
+            github_signature("It's a Secret to Everybody", b"Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+    }
+
+    #[test]
+    fn github_signatures() {
+        let hook = Webhook::github(Some("gh-secret".into()));
+        let body = br#"{"action":"opened"}"#;
+        let check = |sig: Option<String>, body: &[u8]| {
+            let h: Vec<_> = sig
+                .map(|s| ("x-hub-signature-256", s))
+                .into_iter()
+                .collect();
+            hook.verify_at(headers(&h), body, NOW)
+        };
+        let good = github_signature("gh-secret", body);
+        assert_eq!(check(Some(good.clone()), body), Ok(()));
+        // Upper-case hex is the same digest; no timestamp, so no staleness.
+        assert_eq!(
+            check(
+                Some(good.to_uppercase().replace("SHA256=", "sha256=")),
+                body
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            hook.verify_at(headers(&[("x-hub-signature-256", good.clone())]), body, 0),
+            Ok(())
+        );
+        let mismatch = |r: Result<(), String>| r.unwrap_err().contains("does not match");
+        assert!(mismatch(check(
+            Some(good.clone()),
+            br#"{"action":"closed"}"#
+        )));
+        assert!(mismatch(check(Some(github_signature("other", body)), body)));
+        assert!(mismatch(check(Some(format!("{good}00")), body)));
+        assert_eq!(
+            check(None, body),
+            Err("missing X-Hub-Signature-256 header".into())
+        );
+        // The SHA-1 header's format, or no hex: malformed.
+        for bad in ["sha1=abc", &good[7..], "sha256=xyz"] {
+            assert!(
+                check(Some(bad.into()), body)
+                    .unwrap_err()
+                    .contains("not `sha256=`")
+            );
+        }
+        // GitHub sends one signature; a list is not a valid value.
+        let list = format!("{},{good}", github_signature("other", body));
+        assert!(check(Some(list), body).is_err());
+    }
+
+    #[test]
+    fn unsigned_hooks_accept_anything() {
+        assert_eq!(Webhook::github(None).verify_at(|_| None, b"x", NOW), Ok(()));
+        assert_eq!(
+            Webhook::standard(None).verify_at(|_| None, b"x", NOW),
+            Ok(())
+        );
+    }
+
     #[test]
     fn event_ids() {
         let hook = Webhook::stripe(None);
@@ -180,6 +570,13 @@ mod tests {
             gh.event_id(|h| (h == "x-github-delivery").then(|| "d1".into()), b"")
                 .as_deref(),
             Some("d1")
+        );
+        assert_eq!(gh, Webhook::github(None));
+        let std = Webhook::standard(None);
+        assert_eq!(
+            std.event_id(|h| (h == "webhook-id").then(|| "msg_1".into()), b"")
+                .as_deref(),
+            Some("msg_1")
         );
     }
 }

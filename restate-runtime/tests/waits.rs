@@ -14,6 +14,8 @@ use serde_json::Value;
 /// Awakeable ids by tag, recorded by the handler that created them.
 static IDS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
 
+static RACES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn record_id(tag: &str, id: &str) {
     IDS.lock()
         .unwrap()
@@ -62,6 +64,30 @@ impl Waits {
     async fn slow(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
         ctx.sleep(Duration::from_millis(ms)).await?;
         Ok(ms)
+    }
+
+    /// A call raced against a timeout; after the race the handler fails once, and by the
+    /// retry the call has finished too: the journaled winner keeps the replay on the timeout.
+    #[handler]
+    async fn race(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        let call = ctx.service_client::<WaitsClient>().slow(600).call();
+        let timeout = ctx.sleep(Duration::from_millis(100));
+        let result = match ctx.select(call, timeout).await {
+            restate_runtime::Either::Left(v) => format!("value {}", v?),
+            restate_runtime::Either::Right(_) => "timeout".to_owned(),
+        };
+        ctx.sleep(Duration::from_millis(800)).await?;
+        if RACES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err("fail once after the race".into());
+        }
+        Ok(result)
+    }
+
+    #[handler]
+    async fn send_then_attach(&self, ctx: Context<'_>) -> HandlerResult<u64> {
+        let handle = ctx.service_client::<WaitsClient>().slow(50).send();
+        let v: u64 = ctx.attach(handle).await?;
+        Ok(v * 2)
     }
 
     #[handler]
@@ -194,5 +220,19 @@ async fn callers_and_sleepers_suspend_and_resume() {
     let s = TestServer::start_with(dir, quick_suspend).await;
     assert_eq!(attach(&s, &inv).await, (200, Value::from(1201)));
     assert_eq!(s.inspect(&callee).await["status"], "completed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn select_is_deterministic_on_replay_and_attach_waits_for_a_sent_invocation() {
+    let s = TestServer::start().await;
+    let client = s.handle.service_client::<WaitsClient<RuntimeHandle>>();
+    assert_eq!(client.race().call().await.unwrap(), "timeout");
+    assert_eq!(
+        RACES.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the handler was replayed"
+    );
+    assert_eq!(client.send_then_attach().call().await.unwrap(), 100);
     s.stop().await;
 }

@@ -199,5 +199,7 @@ fn describe(entry: &JournalEntry) -> String {
         JournalEntry::Sleep { wake_at_ms } => format!("until {wake_at_ms} ms"),
         JournalEntry::Awakeable { .. } => String::new(),
         JournalEntry::CompleteAwakeable { id } => format!("awakeable `{id}`"),
+        JournalEntry::Select { winner } => format!("winner {winner}"),
+        JournalEntry::Attach { invocation_id, .. } => format!("invocation {invocation_id}"),
     }
 }

@@ -3,6 +3,7 @@
 //! state write from a shared handler, or touching state from a service, does not compile.
 
 mod awakeable;
+mod combinators;
 pub(crate) mod invocation;
 pub(crate) mod run;
 mod state;
@@ -113,6 +114,18 @@ macro_rules! context_types {
             /// Rejects an awakeable: its waiter gets a terminal error (code 500) with `message`.
             pub fn reject_awakeable(&self, id: &str, message: &str) -> Result<(), crate::TerminalError> {
                 self.inner.reject_awakeable(id, message)
+            }
+
+            /// Waits for the first of two durable operations (a call raced against a sleep, say);
+            /// the winner is journaled, so a replay takes the same branch. For "all of them",
+            /// `futures::join!` on durable operations is already deterministic.
+            pub async fn select<A: Future, B: Future>(&self, a: A, b: B) -> futures::future::Either<A::Output, B::Output> {
+                self.inner.select(a, b).await
+            }
+
+            /// Waits for the result of an invocation by its id (one this handler sent, say).
+            pub fn attach<T: DeserializeOwned>(&self, handle: crate::InvocationHandle) -> impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a {
+                self.inner.attach_invocation(handle.invocation_id())
             }
 
             /// Random numbers that replay identically (seeded from the invocation id).

@@ -126,6 +126,13 @@ pub enum JournalEntry {
     Awakeable { outcome: Option<Outcome> },
     /// This handler completed someone's awakeable.
     CompleteAwakeable { id: String },
+    /// Which branch of a `ctx.select` won, so a replay takes the same one.
+    Select { winner: u8 },
+    /// Waiting for the result of an invocation this handler did not call (by its id).
+    Attach {
+        invocation_id: InvocationId,
+        outcome: Option<Outcome>,
+    },
 }
 
 impl JournalEntry {
@@ -143,6 +150,8 @@ impl JournalEntry {
             Self::Sleep { .. } => "sleep",
             Self::Awakeable { .. } => "awakeable",
             Self::CompleteAwakeable { .. } => "complete_awakeable",
+            Self::Select { .. } => "select",
+            Self::Attach { .. } => "attach",
         }
     }
 }

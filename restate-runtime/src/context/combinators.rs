@@ -1,0 +1,112 @@
+//! Waiting on several durable operations. `join` needs nothing special (each operation has its
+//! own journal entry); `select` journals which branch won, so a replay takes the same branch even
+//! if both are complete by then.
+
+use futures::future::Either;
+
+use super::invocation::InvocationContext;
+use super::run::outcome_to_result;
+use crate::error::TerminalError;
+use crate::ids::InvocationId;
+use crate::storage::{JournalEntry, Outcome};
+
+impl InvocationContext {
+    pub(crate) async fn select<A, B>(&self, a: A, b: B) -> Either<A::Output, B::Output>
+    where
+        A: Future,
+        B: Future,
+    {
+        let index = self.take_index();
+        let recorded = match self.replayed(index) {
+            Some(JournalEntry::Select { winner }) => Some(winner),
+            Some(other) => {
+                self.mismatch(index, &other, "select");
+                return std::future::pending().await;
+            }
+            None => None,
+        };
+        match recorded {
+            Some(0) => Either::Left(a.await),
+            Some(_) => Either::Right(b.await),
+            None => {
+                let (winner, result) = tokio::select! {
+                    biased;
+                    v = a => (0u8, Either::Left(v)),
+                    v = b => (1u8, Either::Right(v)),
+                };
+                drop(self.journal(index, JournalEntry::Select { winner }, Vec::new()));
+                result
+            }
+        }
+    }
+
+    pub(crate) fn attach_invocation<T: serde::de::DeserializeOwned>(
+        &self,
+        id: InvocationId,
+    ) -> impl Future<Output = Result<T, TerminalError>> + Send + '_ {
+        let index = self.take_index();
+        let ok = match self.replayed(index) {
+            Some(JournalEntry::Attach {
+                invocation_id,
+                outcome,
+            }) if invocation_id == id => {
+                if outcome.is_none() {
+                    self.forward_attach(index, id);
+                }
+                true
+            }
+            Some(other) => {
+                self.mismatch(index, &other, &format!("attach {id}"));
+                false
+            }
+            None => {
+                let entry = JournalEntry::Attach {
+                    invocation_id: id,
+                    outcome: None,
+                };
+                let ok = self.journal(index, entry, Vec::new()).is_some();
+                if ok {
+                    self.forward_attach(index, id);
+                }
+                ok
+            }
+        };
+        async move {
+            if !ok {
+                return std::future::pending().await;
+            }
+            let outcome = self
+                .await_entry(index, |e| match e {
+                    JournalEntry::Attach {
+                        outcome: Some(o), ..
+                    } => Some(o.clone()),
+                    _ => None,
+                })
+                .await;
+            outcome_to_result(outcome)
+        }
+    }
+
+    /// Fetches the result of `target` and delivers it into entry `index`.
+    fn forward_attach(&self, index: u32, target: InvocationId) {
+        let (engine, me) = (self.engine.clone(), self.id());
+        tokio::spawn(async move {
+            let outcome = match engine.attach(target).await {
+                Ok(Some(done)) => done.outcome.clone(),
+                Ok(None) => Outcome::Failure {
+                    code: 404,
+                    message: format!("invocation {target} not found"),
+                },
+                Err(e) => {
+                    tracing::warn!(invocation = %me, error = %e, "cannot attach");
+                    return;
+                }
+            };
+            let entry = JournalEntry::Attach {
+                invocation_id: target,
+                outcome: Some(outcome),
+            };
+            engine.deliver(me, index, entry, false).await;
+        });
+    }
+}
