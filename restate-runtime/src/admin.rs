@@ -115,6 +115,13 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
         }
         JournalEntry::CompleteAwakeable { id } => json!({ "awakeableId": id }),
         JournalEntry::Select { winner } => json!({ "winner": winner }),
+        JournalEntry::GetPromise { name, outcome }
+        | JournalEntry::PeekPromise { name, outcome } => {
+            json!({ "name": name, "result": outcome.as_ref().map(outcome_json) })
+        }
+        JournalEntry::CompletePromise { name, accepted } => {
+            json!({ "name": name, "accepted": accepted })
+        }
         JournalEntry::Attach {
             invocation_id,
             outcome,

@@ -189,6 +189,9 @@ impl InvocationContext {
 fn describe(entry: &JournalEntry) -> String {
     match entry {
         JournalEntry::Run { name, .. }
+        | JournalEntry::GetPromise { name, .. }
+        | JournalEntry::PeekPromise { name, .. }
+        | JournalEntry::CompletePromise { name, .. }
         | JournalEntry::GetState { name, .. }
         | JournalEntry::SetState { name, .. }
         | JournalEntry::ClearState { name } => format!("name `{name}`"),

@@ -5,6 +5,7 @@
 mod awakeable;
 mod combinators;
 pub(crate) mod invocation;
+mod promise;
 pub(crate) mod run;
 mod state;
 
@@ -225,6 +226,33 @@ macro_rules! writes_state {
     )*};
 }
 
+macro_rules! promises {
+    ($($name:ident),*) => {$(
+        impl<'a> $name<'a> {
+            /// Waits for the workflow's durable promise `name` (resolved by any handler of this
+            /// workflow, before or after this call). A long wait suspends the invocation.
+            pub fn promise<T: DeserializeOwned>(&self, name: &str) -> impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a {
+                self.inner.promise(name)
+            }
+
+            /// The promise's value if it is resolved, `None` if not yet.
+            pub async fn peek_promise<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, crate::TerminalError> {
+                self.inner.peek_promise(name)
+            }
+
+            /// Resolves the promise; a second completion is refused with a 409 terminal error.
+            pub async fn resolve_promise<T: Serialize + 'static>(&self, name: &str, value: T) -> Result<(), crate::TerminalError> {
+                self.inner.resolve_promise(name, &value).await
+            }
+
+            /// Rejects the promise: waiters get a terminal error (code 500) with `message`.
+            pub async fn reject_promise(&self, name: &str, message: &str) -> Result<(), crate::TerminalError> {
+                self.inner.reject_promise(name, message).await
+            }
+        }
+    )*};
+}
+
 context_types! {
     /// The context of a service handler: side effects, calls, timers; no state.
     Context;
@@ -251,3 +279,4 @@ reads_state!(
     SharedWorkflowContext
 );
 writes_state!(ObjectContext, WorkflowContext);
+promises!(WorkflowContext, SharedWorkflowContext);

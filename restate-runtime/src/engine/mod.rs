@@ -3,6 +3,7 @@
 
 mod execute;
 mod inflight;
+mod promises;
 mod suspend;
 mod timers;
 
@@ -51,6 +52,9 @@ pub enum EngineError {
     /// The invocation could not finish (storage failure or shutdown).
     #[error("invocation lost: {0}")]
     Lost(String),
+    /// A request-response call of a workflow's `run` for a key that already has one.
+    #[error("the workflow method was already invoked")]
+    WorkflowAlreadyInvoked,
 }
 
 /// An invocation's record and its journal entries by index.
@@ -120,6 +124,7 @@ pub(crate) struct EngineInner {
     /// Last arrival sequence number handed out.
     seq: AtomicU64,
     timers: timers::Timers,
+    promise_waiters: promises::PromiseWaiters,
     shutdown: watch::Sender<bool>,
 }
 
@@ -151,6 +156,7 @@ impl Engine {
             lanes: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             timers: timers::Timers::default(),
+            promise_waiters: promises::PromiseWaiters::default(),
             shutdown: watch::channel(false).0,
         }));
         engine.recover()?;
@@ -323,6 +329,15 @@ impl Engine {
         })
     }
 
+    /// The workflow key a target's `run` owns, if it is a workflow's `run`.
+    fn workflow_scope_of(&self, target: &Target) -> Option<StateScope> {
+        let (_, handler) = self.resolve(target).ok()?;
+        (handler.kind == HandlerKind::Workflow).then(|| StateScope {
+            service: target.service.clone(),
+            key: target.key.clone().unwrap_or_default(),
+        })
+    }
+
     /// Lets the next queued invocation of the key run once this one has finished.
     fn release(&self, inflight: &Inflight) {
         let Some(scope) = self.exclusive_scope(inflight) else {
@@ -365,7 +380,15 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        let workflow_run = self
+            .resolve(&req.target)
+            .is_ok_and(|(_, h)| h.kind == HandlerKind::Workflow);
         let submitted = self.submit(req, None)?;
+        // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
+        // answer PreviouslyAccepted, attach returns the result).
+        if workflow_run && !matches!(submitted.submission, Submission::Running { new: true, .. }) {
+            return Err(EngineError::WorkflowAlreadyInvoked);
+        }
         match submitted.submission {
             Submission::Finished(done) => Ok((submitted.id, done, true)),
             Submission::Running { inflight, new } => {
@@ -664,10 +687,19 @@ async fn purge_loop(engine: Engine) {
             Ok(ids) if ids.is_empty() => {}
             Ok(ids) => {
                 let count = ids.len();
-                let ops = ids
-                    .into_iter()
-                    .map(|id| WriteOp::DeleteInvocation { id })
-                    .collect();
+                let mut ops = Vec::with_capacity(ids.len());
+                for id in ids {
+                    // A finished workflow's state and promises go with its `run`.
+                    if let Ok(Some(record)) = engine.storage.invocation(&id)
+                        && let Some(scope) = engine.workflow_scope_of(&record.target)
+                    {
+                        ops.push(WriteOp::ClearAllState {
+                            scope: scope.clone(),
+                        });
+                        ops.push(WriteOp::ClearPromises { scope });
+                    }
+                    ops.push(WriteOp::DeleteInvocation { id });
+                }
                 match engine.storage.submit(ops).await {
                     Ok(()) => tracing::debug!(count, "purged expired invocations"),
                     Err(e) => tracing::warn!(error = %e, "purge failed"),

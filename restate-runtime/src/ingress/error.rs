@@ -74,11 +74,15 @@ impl IntoResponse for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        if let EngineError::WorkflowAlreadyInvoked = e {
+            return Self::invocation(409, e.to_string());
+        }
         let code = match &e {
             EngineError::UnknownService(_) | EngineError::UnknownHandler { .. } => 404,
             EngineError::BadTarget(_) => 400,
             // Not acknowledged: a client with an idempotency key may retry safely.
             EngineError::Storage(_) | EngineError::Lost(_) => 503,
+            EngineError::WorkflowAlreadyInvoked => 409,
         };
         Self::ingress(code, e.to_string())
     }

@@ -90,6 +90,14 @@ pub enum WriteOp {
     ClearState { scope: StateScope, name: String },
     /// Remove every state entry of a key.
     ClearAllState { scope: StateScope },
+    /// Complete a workflow's durable promise.
+    PutPromise {
+        scope: StateScope,
+        name: String,
+        encoded: Vec<u8>,
+    },
+    /// Remove every durable promise of a workflow key.
+    ClearPromises { scope: StateScope },
 }
 
 /// The state of one object or workflow key.
@@ -167,6 +175,8 @@ pub trait Storage: Send + Sync + 'static {
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// The names of a key's state entries, sorted.
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError>;
+    /// A completed durable promise of a workflow key.
+    fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
     /// Up to `limit` finished invocations whose retention ended before `now_ms`.

@@ -126,6 +126,18 @@ pub enum JournalEntry {
     Awakeable { outcome: Option<Outcome> },
     /// This handler completed someone's awakeable.
     CompleteAwakeable { id: String },
+    /// Waiting for a workflow's durable promise; filled in when it is completed.
+    GetPromise {
+        name: String,
+        outcome: Option<Outcome>,
+    },
+    /// A look at a durable promise without waiting.
+    PeekPromise {
+        name: String,
+        outcome: Option<Outcome>,
+    },
+    /// This handler completed a durable promise; `accepted` is false when it was already done.
+    CompletePromise { name: String, accepted: bool },
     /// Which branch of a `ctx.select` won, so a replay takes the same one.
     Select { winner: u8 },
     /// Waiting for the result of an invocation this handler did not call (by its id).
@@ -151,6 +163,9 @@ impl JournalEntry {
             Self::Awakeable { .. } => "awakeable",
             Self::CompleteAwakeable { .. } => "complete_awakeable",
             Self::Select { .. } => "select",
+            Self::GetPromise { .. } => "get_promise",
+            Self::PeekPromise { .. } => "peek_promise",
+            Self::CompletePromise { .. } => "complete_promise",
             Self::Attach { .. } => "attach",
         }
     }

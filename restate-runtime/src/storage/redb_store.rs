@@ -23,7 +23,7 @@ use std::time::Instant;
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::records::{self, InvocationRecord, JournalEntry};
+use super::records::{self, InvocationRecord, JournalEntry, Outcome};
 use super::{CommitWaiter, OpenError, StateScope, Storage, StorageError, WriteOp, WriterStats};
 use crate::ids::InvocationId;
 
@@ -38,6 +38,9 @@ const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 
 /// Key: length-prefixed service and object key, then the state name.
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+
+/// Key: as `STATE`; value: the encoded outcome of a completed durable promise.
+const PROMISES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("promises");
 
 /// Version of the table layout; a store written by another version is refused at open.
 const FORMAT_VERSION: u32 = 1;
@@ -174,7 +177,7 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
                     .map_err(|e| corrupt(e.into()))?;
                 meta.insert("partitions", partitions.to_be_bytes().as_slice())
                     .map_err(|e| corrupt(e.into()))?;
-                for table in [INVOCATIONS, JOURNAL, STATE] {
+                for table in [INVOCATIONS, JOURNAL, STATE, PROMISES] {
                     txn.open_table(table).map_err(|e| corrupt(e.into()))?;
                 }
                 for table in [UNFINISHED, EXPIRY] {
@@ -277,6 +280,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
         let mut unfinished = txn.open_table(UNFINISHED).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
         let mut state = txn.open_table(STATE).map_err(backend)?;
+        let mut promises = txn.open_table(PROMISES).map_err(backend)?;
         for op in group.iter().flat_map(|r| &r.ops) {
             match op {
                 WriteOp::PutInvocation {
@@ -318,6 +322,23 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                 WriteOp::ClearAllState { scope } => {
                     let prefix = state_prefix(scope);
                     state
+                        .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
+                            false
+                        })
+                        .map_err(backend)?;
+                }
+                WriteOp::PutPromise {
+                    scope,
+                    name,
+                    encoded,
+                } => {
+                    promises
+                        .insert(state_key(scope, name).as_slice(), encoded.as_slice())
+                        .map_err(backend)?;
+                }
+                WriteOp::ClearPromises { scope } => {
+                    let prefix = state_prefix(scope);
+                    promises
                         .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
                             false
                         })
@@ -410,6 +431,17 @@ impl Storage for RedbStorage {
             }
             Ok(out)
         })
+    }
+
+    fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError> {
+        let raw = self.read(|txn| {
+            let table = txn.open_table(PROMISES)?;
+            Ok(table
+                .get(state_key(scope, name).as_slice())?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
+            .transpose()
     }
 
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {

@@ -1,0 +1,180 @@
+//! Durable promises in workflow handlers: wait for one, peek at one, complete one.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::invocation::{Abort, InvocationContext};
+use super::run::outcome_to_result;
+use crate::codec::{decode_json, encode_json};
+use crate::error::TerminalError;
+use crate::storage::{JournalEntry, Outcome, StateScope};
+
+impl InvocationContext {
+    fn workflow_scope(&self) -> StateScope {
+        let state = self.inflight.state();
+        StateScope {
+            service: state.record.target.service.clone(),
+            key: state.record.target.key.clone().unwrap_or_default(),
+        }
+    }
+
+    fn stored_promise(&self, name: &str, wait_at: Option<u32>) -> Option<Outcome> {
+        let waiter = wait_at.map(|i| (self.id(), i));
+        match self
+            .engine
+            .promise_or_wait(&self.workflow_scope(), name, waiter)
+        {
+            Ok(found) => found,
+            Err(e) => {
+                self.stop(Abort::Retry(format!("promise read failed: {e}")));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn promise<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<T, TerminalError>> + Send + '_ {
+        let index = self.take_index();
+        let ok = match self.replayed(index) {
+            Some(JournalEntry::GetPromise { name: n, outcome }) if n == name => {
+                if outcome.is_none() {
+                    // Completed while this invocation was away? Otherwise wait to be told.
+                    if let Some(found) = self.stored_promise(name, Some(index)) {
+                        let entry = JournalEntry::GetPromise {
+                            name: n,
+                            outcome: Some(found),
+                        };
+                        drop(self.journal(index, entry, Vec::new()));
+                    }
+                }
+                true
+            }
+            Some(other) => {
+                self.mismatch(index, &other, &format!("promise `{name}`"));
+                false
+            }
+            None => {
+                let outcome = self.stored_promise(name, Some(index));
+                let entry = JournalEntry::GetPromise {
+                    name: name.to_owned(),
+                    outcome,
+                };
+                self.journal(index, entry, Vec::new()).is_some()
+            }
+        };
+        async move {
+            if !ok {
+                return std::future::pending().await;
+            }
+            let outcome = self
+                .await_entry(index, |e| match e {
+                    JournalEntry::GetPromise {
+                        outcome: Some(o), ..
+                    } => Some(o.clone()),
+                    _ => None,
+                })
+                .await;
+            outcome_to_result(outcome)
+        }
+    }
+
+    pub(crate) fn peek_promise<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, TerminalError> {
+        let index = self.take_index();
+        let outcome = match self.replayed(index) {
+            Some(JournalEntry::PeekPromise { name: n, outcome }) if n == name => outcome,
+            Some(other) => {
+                self.mismatch(index, &other, &format!("peek_promise `{name}`"));
+                return Err(TerminalError::new("journal mismatch"));
+            }
+            None => {
+                let outcome = self.stored_promise(name, None);
+                let entry = JournalEntry::PeekPromise {
+                    name: name.to_owned(),
+                    outcome: outcome.clone(),
+                };
+                drop(self.journal(index, entry, Vec::new()));
+                outcome
+            }
+        };
+        match outcome {
+            None => Ok(None),
+            Some(Outcome::Success(bytes)) => decode_json(&bytes)
+                .map(Some)
+                .map_err(|e| TerminalError::new(format!("promise `{name}` does not decode: {e}"))),
+            Some(Outcome::Failure { code, message }) => {
+                Err(TerminalError::new_with_code(code, message))
+            }
+        }
+    }
+
+    pub(crate) async fn complete_promise(
+        &self,
+        name: &str,
+        outcome: Outcome,
+    ) -> Result<(), TerminalError> {
+        let index = self.take_index();
+        let accepted = match self.replayed(index) {
+            Some(JournalEntry::CompletePromise { name: n, accepted }) if n == name => accepted,
+            Some(other) => {
+                self.mismatch(index, &other, &format!("complete_promise `{name}`"));
+                return std::future::pending().await;
+            }
+            None => {
+                let accepted = match self
+                    .engine
+                    .complete_promise(self.workflow_scope(), name, outcome)
+                    .await
+                {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        self.stop(Abort::Retry(format!("promise write failed: {e}")));
+                        return std::future::pending().await;
+                    }
+                };
+                let entry = JournalEntry::CompletePromise {
+                    name: name.to_owned(),
+                    accepted,
+                };
+                drop(self.journal(index, entry, Vec::new()));
+                accepted
+            }
+        };
+        if accepted {
+            Ok(())
+        } else {
+            Err(TerminalError::new_with_code(
+                409,
+                format!("promise `{name}` was already completed; the first completion wins"),
+            ))
+        }
+    }
+
+    pub(crate) async fn resolve_promise<T: Serialize + 'static>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), TerminalError> {
+        let bytes = encode_json(value).map_err(|e| TerminalError::new(e.to_string()))?;
+        self.complete_promise(name, Outcome::Success(bytes.to_vec()))
+            .await
+    }
+
+    pub(crate) async fn reject_promise(
+        &self,
+        name: &str,
+        message: &str,
+    ) -> Result<(), TerminalError> {
+        self.complete_promise(
+            name,
+            Outcome::Failure {
+                code: 500,
+                message: message.to_owned(),
+            },
+        )
+        .await
+    }
+}
