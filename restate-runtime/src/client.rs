@@ -120,6 +120,12 @@ impl InvocationHandle {
     }
 }
 
+impl From<InvocationId> for InvocationHandle {
+    fn from(id: InvocationId) -> Self {
+        Self { id }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inside a handler.
 

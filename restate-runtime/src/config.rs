@@ -13,6 +13,9 @@ pub struct Config {
     pub ingress_addr: SocketAddr,
     /// Admin listen address (`RESTATE_ADMIN_ADDR`, default `127.0.0.1:9070`).
     pub admin_addr: SocketAddr,
+    /// When set, the admin API requires `Authorization: Bearer <token>` on every route but
+    /// `/health` (`RESTATE_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
     /// Largest accepted request body in bytes (`RESTATE_MAX_BODY_BYTES`, default 10 MiB).
     pub max_body_bytes: usize,
     /// How long finished invocations keep their result (`RESTATE_RETENTION`, default 24 h).
@@ -35,6 +38,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             ingress_addr: ([127, 0, 0, 1], 8080).into(),
             admin_addr: ([127, 0, 0, 1], 9070).into(),
+            admin_token: None,
             max_body_bytes: 10 * 1024 * 1024,
             default_retention: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(10),
@@ -82,6 +86,9 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_ADMIN_ADDR") {
             self.admin_addr = parse("RESTATE_ADMIN_ADDR", v, addr)?;
+        }
+        if let Some(v) = var("RESTATE_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+            self.admin_token = Some(v);
         }
         if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, int)? as usize;

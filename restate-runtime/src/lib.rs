@@ -61,7 +61,7 @@ pub use context::{
     WorkflowContext,
 };
 pub use duration::parse as parse_duration;
-pub use engine::EngineError;
+pub use engine::{ControlError, EngineError};
 pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
 pub use futures::future::Either;
 pub use ids::{AwakeableId, IdParseError, InvocationId};

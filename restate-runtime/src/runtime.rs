@@ -89,6 +89,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Requires `Authorization: Bearer <token>` on the admin API (all but `/health`).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.config.admin_token = Some(token.into());
+        self
+    }
+
     /// Largest accepted request body (default 10 MiB).
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.config.max_body_bytes = bytes;
@@ -256,7 +262,7 @@ impl Runtime {
 
     /// The admin API as an axum router.
     pub fn admin_router(&self) -> axum::Router {
-        crate::admin::router(self.engine.clone())
+        crate::admin::router(self.engine.clone(), self.config.admin_token.clone())
     }
 
     /// Serves ingress and admin on their addresses until SIGINT or SIGTERM, then shuts down.
@@ -392,6 +398,20 @@ impl RuntimeHandle {
         handle: InvocationHandle,
     ) -> Result<O, ClientError> {
         crate::client::attach_typed(&self.engine, handle.invocation_id()).await
+    }
+
+    /// Requests cancellation of an invocation: its handler gets a 409 terminal error at its next
+    /// await point and can compensate.
+    pub async fn cancel(
+        &self,
+        handle: InvocationHandle,
+    ) -> Result<(), crate::engine::ControlError> {
+        self.engine.cancel(handle.invocation_id()).await
+    }
+
+    /// Stops an invocation at once; it completes with a 409 "killed" error.
+    pub async fn kill(&self, handle: InvocationHandle) -> Result<(), crate::engine::ControlError> {
+        self.engine.kill(handle.invocation_id()).await
     }
 
     /// Counters of the journal writer (commits and batches), for benchmarks.

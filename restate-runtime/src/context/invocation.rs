@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::engine::{Engine, Inflight};
 use crate::ids::InvocationId;
-use crate::storage::{CommitWaiter, JournalEntry, WriteOp};
+use crate::storage::{CommitWaiter, JournalEntry, Outcome, WriteOp};
 
 /// Why an attempt stopped early.
 #[derive(Debug, Clone)]
@@ -148,8 +148,35 @@ impl InvocationContext {
         )
     }
 
+    /// Delivers a pending cancellation at this await point: `entry` (the operation's entry
+    /// completed with the cancellation error) replaces the one at `index`, durably and once.
+    /// Calls being waited on are cancelled too.
+    pub(crate) fn deliver_cancel(&self, index: u32, entry: impl FnOnce() -> JournalEntry) -> bool {
+        let mut state = self.inflight.state();
+        if !state.record.cancel_requested || state.record.cancel_delivered || self.is_stopped() {
+            return false;
+        }
+        state.record.cancel_delivered = true;
+        let entry = entry();
+        if let JournalEntry::Call { invocation_id, .. } = &entry {
+            let (engine, callee) = (self.engine.clone(), *invocation_id);
+            tokio::spawn(async move { engine.cancel(callee).await });
+        }
+        let ops = vec![
+            WriteOp::put_invocation(self.inflight.id, &state.record),
+            WriteOp::put_journal(self.inflight.id, index, &entry),
+        ];
+        state.journal.insert(index, entry);
+        drop(
+            self.inflight
+                .submit_with_record(self.engine.storage.as_ref(), &mut state, ops),
+        );
+        true
+    }
+
     /// Waits until the entry at `index` satisfies `done`, suspending the invocation when the wait
-    /// outlasts the engine's suspension delay.
+    /// outlasts the engine's suspension delay. A pending cancellation completes the entry with
+    /// the cancellation error.
     pub(crate) async fn await_entry<T>(
         &self,
         index: u32,
@@ -161,6 +188,11 @@ impl InvocationContext {
             let seen = *changes.borrow_and_update();
             if let Some(value) = self.replayed(index).as_ref().and_then(&done) {
                 return value;
+            }
+            if let Some(current) = self.replayed(index)
+                && self.deliver_cancel(index, || with_outcome(current, cancelled_outcome()))
+            {
+                continue;
             }
             tokio::select! {
                 _ = changes.changed() => {}
@@ -186,6 +218,37 @@ impl InvocationContext {
     }
 }
 
+/// What a handler sees where a cancellation lands.
+pub(crate) fn cancelled_outcome() -> Outcome {
+    Outcome::Failure {
+        code: 409,
+        message: "cancelled".into(),
+    }
+}
+
+/// An awaited entry completed with `outcome`.
+fn with_outcome(entry: JournalEntry, outcome: Outcome) -> JournalEntry {
+    let outcome = Some(outcome);
+    match entry {
+        JournalEntry::Call {
+            target,
+            invocation_id,
+            ..
+        } => JournalEntry::Call {
+            target,
+            invocation_id,
+            outcome,
+        },
+        JournalEntry::Attach { invocation_id, .. } => JournalEntry::Attach {
+            invocation_id,
+            outcome,
+        },
+        JournalEntry::GetPromise { name, .. } => JournalEntry::GetPromise { name, outcome },
+        JournalEntry::Awakeable { .. } => JournalEntry::Awakeable { outcome },
+        other => other,
+    }
+}
+
 fn describe(entry: &JournalEntry) -> String {
     match entry {
         JournalEntry::Run { name, .. }
@@ -199,7 +262,7 @@ fn describe(entry: &JournalEntry) -> String {
             format!("target `{target}`")
         }
         JournalEntry::StateKeys { .. } | JournalEntry::ClearAllState => String::new(),
-        JournalEntry::Sleep { wake_at_ms } => format!("until {wake_at_ms} ms"),
+        JournalEntry::Sleep { wake_at_ms, .. } => format!("until {wake_at_ms} ms"),
         JournalEntry::Awakeable { .. } => String::new(),
         JournalEntry::CompleteAwakeable { id } => format!("awakeable `{id}`"),
         JournalEntry::Select { winner } => format!("winner {winner}"),

@@ -129,6 +129,17 @@ macro_rules! context_types {
                 self.inner.attach_invocation(handle.invocation_id())
             }
 
+            /// Requests cancellation of another invocation (one this handler sent, say). It is
+            /// idempotent, so repeating it on replay is harmless.
+            pub fn cancel(&self, handle: crate::InvocationHandle) {
+                let engine = self.inner.engine.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.cancel(handle.invocation_id()).await {
+                        tracing::debug!(error = %e, "cancel had no effect");
+                    }
+                });
+            }
+
             /// Random numbers that replay identically (seeded from the invocation id).
             pub fn rand(&self) -> DeterministicRng<'a> {
                 DeterministicRng { ctx: self.inner }

@@ -83,6 +83,13 @@ where
             }
         };
     }
+    let cancelled = JournalEntry::Run {
+        name: run.name.clone(),
+        outcome: super::invocation::cancelled_outcome(),
+    };
+    if ctx.deliver_cancel(index, || cancelled) {
+        return Err(TerminalError::new_with_code(409, "cancelled"));
+    }
     let mut failures = 0u32;
     let result: Result<T, TerminalError> = loop {
         match (run.closure)().await {

@@ -199,7 +199,7 @@ impl InvocationContext {
     }
 
     /// Journals the wake-up time (or reads it back on replay) and sleeps until then; a long
-    /// sleep suspends the invocation, and a timer resumes it.
+    /// sleep suspends the invocation, and a timer resumes it. A cancellation ends it early.
     pub(crate) fn sleep(
         &self,
         duration: Duration,
@@ -207,27 +207,57 @@ impl InvocationContext {
         let index = self.take_index();
         let wake_at_ms =
             match self.replay_as(index, "sleep", |e| matches!(e, JournalEntry::Sleep { .. })) {
-                Ok(Some(JournalEntry::Sleep { wake_at_ms })) => Some(wake_at_ms),
+                Ok(Some(JournalEntry::Sleep {
+                    cancelled: true, ..
+                })) => Err(true),
+                Ok(Some(JournalEntry::Sleep { wake_at_ms, .. })) => Ok(wake_at_ms),
                 Ok(_) => {
                     let wake_at_ms = now_ms() + duration.as_millis() as u64;
-                    drop(self.journal(index, JournalEntry::Sleep { wake_at_ms }, Vec::new()));
-                    Some(wake_at_ms)
+                    let entry = JournalEntry::Sleep {
+                        wake_at_ms,
+                        cancelled: false,
+                    };
+                    drop(self.journal(index, entry, Vec::new()));
+                    Ok(wake_at_ms)
                 }
-                Err(()) => None,
+                Err(()) => Err(false),
             };
         async move {
-            let Some(wake_at_ms) = wake_at_ms else {
-                return std::future::pending().await;
+            let wake_at_ms = match wake_at_ms {
+                Ok(at) => at,
+                Err(true) => return Err(cancelled_error()),
+                Err(false) => return std::future::pending().await,
             };
-            let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
-            if left > self.engine.config.suspend_after {
-                let seen = self.inflight.version();
-                tokio::time::sleep(self.engine.config.suspend_after).await;
-                self.stop(Abort::Suspend(seen));
-                return std::future::pending().await;
+            let mut changes = self.inflight.changes();
+            let suspend_at = tokio::time::Instant::now() + self.engine.config.suspend_after;
+            loop {
+                let seen = *changes.borrow_and_update();
+                let cancelled = JournalEntry::Sleep {
+                    wake_at_ms,
+                    cancelled: true,
+                };
+                if self.deliver_cancel(index, || cancelled) {
+                    return Err(cancelled_error());
+                }
+                let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
+                if left.is_zero() {
+                    return Ok(());
+                }
+                let wake = tokio::time::Instant::now() + left;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake.min(suspend_at)) => {
+                        if wake > suspend_at {
+                            self.stop(Abort::Suspend(seen));
+                            return std::future::pending().await;
+                        }
+                    }
+                    _ = changes.changed() => {}
+                }
             }
-            tokio::time::sleep(left).await;
-            Ok(())
         }
     }
+}
+
+fn cancelled_error() -> TerminalError {
+    TerminalError::new_with_code(409, "cancelled")
 }

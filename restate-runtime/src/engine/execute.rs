@@ -20,6 +20,7 @@ enum Attempt {
     Pause(String),
     Lost(String),
     Suspend(u64),
+    Killed,
     Shutdown,
 }
 
@@ -32,7 +33,12 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         )
     };
     let span = tracing::info_span!("invocation", id = %inflight.id, target = %target);
+    inflight
+        .running
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let guard = RunningGuard(inflight.clone());
     async move {
+        let _running = guard;
         let gate = inflight.take_gate();
         if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
             return engine.lose(&inflight, e.to_string());
@@ -72,6 +78,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         Abort::Lost(m) => Attempt::Lost(m),
                         Abort::Suspend(seen) => Attempt::Suspend(seen),
                     },
+                    _ = inflight.killed.notified() => Attempt::Killed,
                     _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
                 }
             };
@@ -90,9 +97,13 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     let delay = policy.delay_for(failures);
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
                     inflight.state().record.last_error = Some(reason);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                    let killed = tokio::select! {
+                        _ = tokio::time::sleep(delay) => false,
+                        _ = inflight.killed.notified() => true,
                         _ = shutdown.wait_for(|stop| *stop) => return,
+                    };
+                    if killed {
+                        return engine.complete(&inflight, super::control::killed()).await;
                     }
                 }
                 Attempt::Retry(reason) => {
@@ -106,12 +117,26 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         return;
                     }
                 }
+                Attempt::Killed => {
+                    return engine.complete(&inflight, super::control::killed()).await;
+                }
                 Attempt::Shutdown => return,
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Clears `running` however the task ends.
+struct RunningGuard(Arc<Inflight>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -2,6 +2,7 @@
 //! record is durable yet, and the channel its waiters listen on.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -46,6 +47,12 @@ pub(crate) struct Inflight {
     /// For an invocation created by another handler's journal entry: resolves once that entry
     /// is durable. The invocation may be queued before, but runs only after.
     gate: Mutex<Option<CommitWaiter>>,
+    /// A task is executing it (not queued, scheduled, paused or between attempts).
+    pub running: AtomicBool,
+    /// Set by kill: the executing task stops at once.
+    pub killed: tokio::sync::Notify,
+    /// Completion happened (guards against completing twice when kill races the handler).
+    pub finished: AtomicBool,
 }
 
 impl Inflight {
@@ -66,6 +73,9 @@ impl Inflight {
             finish,
             version: watch::channel(0).0,
             gate: Mutex::new(None),
+            running: AtomicBool::new(false),
+            killed: tokio::sync::Notify::new(),
+            finished: AtomicBool::new(false),
         })
     }
 
@@ -108,6 +118,11 @@ impl Inflight {
     /// wakes the handler waiting on it.
     pub fn complete_entry(&self, index: u32, entry: JournalEntry) {
         self.state().journal.insert(index, entry);
+        self.bump();
+    }
+
+    /// Wakes the handler's waits so they look again (a completion or a cancellation).
+    pub fn bump(&self) {
         self.version.send_modify(|v| *v += 1);
     }
 

@@ -1,6 +1,7 @@
 //! The engine: invocation lifecycle (submit, run, retry, pause, complete), idempotency,
 //! attach, delayed starts, recovery and retention. It knows nothing of HTTP.
 
+mod control;
 mod execute;
 mod inflight;
 mod promises;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+pub use control::ControlError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
 
@@ -56,6 +58,9 @@ pub enum EngineError {
     #[error("the workflow method was already invoked")]
     WorkflowAlreadyInvoked,
 }
+
+/// An invocation in a listing.
+pub(crate) type Listed = (InvocationId, InvocationRecord);
 
 /// An invocation's record and its journal entries by index.
 pub(crate) type Inspection = (InvocationRecord, Vec<(u32, JournalEntry)>);
@@ -245,6 +250,8 @@ impl Engine {
             modified_at_ms: now,
             caller,
             seq: self.next_seq(),
+            cancel_requested: false,
+            cancel_delivered: false,
         };
         let inflight = {
             let mut map = self.inflight.lock().expect("inflight map");
@@ -360,6 +367,15 @@ impl Engine {
         };
         if let Some(next) = next {
             tokio::spawn(execute::run(self.clone(), next));
+        }
+    }
+
+    /// Takes a not-yet-started invocation out of its key's queue (cancel or kill before it ran).
+    pub(crate) fn remove_queued(&self, inflight: &Inflight) {
+        if let Some(scope) = self.exclusive_scope(inflight)
+            && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(&scope)
+        {
+            lane.waiting.retain(|w| w.id != inflight.id);
         }
     }
 
@@ -509,6 +525,39 @@ impl Engine {
         }
     }
 
+    /// A page of invocations matching `filter`, in id order after `after`; the second value is
+    /// the cursor for the next page. In-memory state wins over the stored record.
+    pub(crate) fn list(
+        &self,
+        filter: impl Fn(&InvocationRecord) -> bool,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<(Vec<Listed>, Option<InvocationId>), EngineError> {
+        const CHUNK: usize = 512;
+        let mut out = Vec::new();
+        let mut cursor = after;
+        loop {
+            let chunk = self.storage.invocations(cursor, CHUNK)?;
+            let exhausted = chunk.len() < CHUNK;
+            for (id, stored) in chunk {
+                cursor = Some(id);
+                let record = match self.inflight(&id) {
+                    Some(f) => f.state().record.clone(),
+                    None => stored,
+                };
+                if filter(&record) {
+                    out.push((id, record));
+                    if out.len() == limit {
+                        return Ok((out, cursor));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+        }
+    }
+
     pub(crate) fn inflight(&self, id: &InvocationId) -> Option<Arc<Inflight>> {
         self.inflight.lock().expect("inflight map").get(id).cloned()
     }
@@ -519,6 +568,9 @@ impl Engine {
 
     /// Ends an invocation: result, caller's journal entry and expiry commit together.
     pub(crate) async fn complete(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
+        if inflight.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let retention = self
             .resolve(&inflight.state().record.target)
             .ok()

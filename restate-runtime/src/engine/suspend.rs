@@ -48,7 +48,10 @@ impl Engine {
                 .journal
                 .values()
                 .filter_map(|e| match e {
-                    JournalEntry::Sleep { wake_at_ms } if *wake_at_ms > now => Some(*wake_at_ms),
+                    JournalEntry::Sleep {
+                        wake_at_ms,
+                        cancelled: false,
+                    } if *wake_at_ms > now => Some(*wake_at_ms),
                     _ => None,
                 })
                 .min();
@@ -139,7 +142,7 @@ impl Engine {
     }
 
     /// Runs a resumed invocation: it still holds its key's lane, if it has one.
-    fn spawn_resumed(&self, inflight: Arc<Inflight>) {
+    pub(crate) fn spawn_resumed(&self, inflight: Arc<Inflight>) {
         let holds_lane = self.exclusive_scope(&inflight).is_some_and(|scope| {
             self.lanes
                 .lock()

@@ -177,6 +177,12 @@ pub trait Storage: Send + Sync + 'static {
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError>;
     /// A completed durable promise of a workflow key.
     fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError>;
+    /// Up to `limit` invocations in id order, starting after `after`.
+    fn invocations(
+        &self,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
     /// Up to `limit` finished invocations whose retention ended before `now_ms`.

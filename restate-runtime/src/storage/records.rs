@@ -89,6 +89,11 @@ pub struct InvocationRecord {
     pub caller: Option<(InvocationId, u32)>,
     /// Arrival order, increasing across restarts: a key's queue is rebuilt in this order.
     pub seq: u64,
+    /// Cancellation was requested; it is delivered once, as a terminal error (409) at the
+    /// handler's next await point, recorded in the journal entry where it landed.
+    pub cancel_requested: bool,
+    /// The cancellation has been delivered (later operations run normally: compensation).
+    pub cancel_delivered: bool,
 }
 
 /// One journaled context operation, in the order the handler made them.
@@ -120,8 +125,8 @@ pub enum JournalEntry {
     ClearState { name: String },
     /// Removal of every state entry of the key.
     ClearAllState,
-    /// A durable timer: wakes at this time, across restarts.
-    Sleep { wake_at_ms: u64 },
+    /// A durable timer: wakes at this time, across restarts (unless cancelled while waiting).
+    Sleep { wake_at_ms: u64, cancelled: bool },
     /// An awakeable; completed from outside (first completion wins).
     Awakeable { outcome: Option<Outcome> },
     /// This handler completed someone's awakeable.

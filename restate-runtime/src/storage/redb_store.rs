@@ -444,6 +444,37 @@ impl Storage for RedbStorage {
             .transpose()
     }
 
+    fn invocations(
+        &self,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
+        let raw = self.read(|txn| {
+            let table = txn.open_table(INVOCATIONS)?;
+            let start = after.map(|id| id.to_bytes());
+            let range = match &start {
+                Some(key) => table.range::<&[u8]>((
+                    std::ops::Bound::Excluded(key.as_slice()),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => table.range::<&[u8]>(..)?,
+            };
+            let mut out = Vec::new();
+            for item in range.take(limit) {
+                let (k, v) = item?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let id = InvocationId::from_bytes(&k)
+                    .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
+                Ok((id, records::decode(&v)?))
+            })
+            .collect()
+    }
+
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
         let raw = self.read(|txn| {
             let ids = txn.open_table(UNFINISHED)?;
@@ -534,6 +565,8 @@ mod tests {
             modified_at_ms: 1,
             caller: None,
             seq: 1,
+            cancel_requested: false,
+            cancel_delivered: false,
         }
     }
 

@@ -1,69 +1,16 @@
-//! The admin API (port 9070): health, the registered services, and invocations with their journals.
+//! Invocations: inspect one (status and journal), list with filters and paging, and control
+//! (cancel, kill, purge, resume).
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
-use crate::engine::Engine;
+use crate::engine::{ControlError, Engine};
 use crate::ids::InvocationId;
 use crate::ingress::ApiError;
-use crate::registry::{HandlerKind, ServiceDefinition};
-use crate::storage::{JournalEntry, Outcome, Status};
-
-pub(crate) fn router(engine: Engine) -> Router {
-    Router::new()
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route("/services", get(services))
-        .route("/services/{name}", get(service))
-        .route("/invocations/{id}", get(invocation))
-        .with_state(engine)
-}
-
-fn describe(def: &ServiceDefinition) -> Value {
-    let handlers: Vec<Value> = def
-        .handlers
-        .iter()
-        .map(|h| {
-            json!({
-                "name": h.name,
-                "ty": match h.kind {
-                    HandlerKind::Shared => Some("Shared"),
-                    HandlerKind::Workflow => Some("Workflow"),
-                    HandlerKind::Exclusive => Some("Exclusive"),
-                    HandlerKind::Stateless => None,
-                },
-                "input_type": h.input_type,
-                "output_type": h.output_type,
-                "public": !h.options.ingress_private,
-                "retention_ms": h.options.retention.map(|d| d.as_millis() as u64),
-            })
-        })
-        .collect();
-    json!({ "name": def.name, "ty": def.kind.as_str(), "handlers": handlers })
-}
-
-async fn services(State(engine): State<Engine>) -> Response {
-    let services: Vec<Value> = engine
-        .registry
-        .definitions()
-        .iter()
-        .map(|d| describe(d))
-        .collect();
-    axum::Json(json!({ "services": services })).into_response()
-}
-
-async fn service(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
-    match engine.registry.get(&name) {
-        Some(s) => axum::Json(describe(&s.definition)).into_response(),
-        None => ApiError::ingress(404, format!("service '{name}' not found")).into_response(),
-    }
-}
+use crate::storage::{InvocationRecord, JournalEntry, Outcome, Status};
 
 /// A payload as JSON where it is JSON, else as a lossy string.
 fn payload_json(bytes: &[u8]) -> Value {
@@ -109,7 +56,10 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
         JournalEntry::ClearState { name } => json!({ "name": name }),
         JournalEntry::StateKeys { keys } => json!({ "keys": keys }),
         JournalEntry::ClearAllState => json!({}),
-        JournalEntry::Sleep { wake_at_ms } => json!({ "wakeAt": rfc3339(*wake_at_ms) }),
+        JournalEntry::Sleep {
+            wake_at_ms,
+            cancelled,
+        } => json!({ "wakeAt": rfc3339(*wake_at_ms), "cancelled": cancelled }),
         JournalEntry::Awakeable { outcome } => {
             json!({ "result": outcome.as_ref().map(outcome_json) })
         }
@@ -135,7 +85,7 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
     v
 }
 
-async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
     let parsed: InvocationId = match id.parse() {
         Ok(id) => id,
         Err(e) => {
@@ -173,5 +123,99 @@ async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Res
         }
         Ok(None) => ApiError::ingress(404, format!("invocation '{id}' not found")).into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn parse_id(id: &str) -> Result<InvocationId, ApiError> {
+    id.parse()
+        .map_err(|e| ApiError::ingress(400, format!("bad invocation id '{id}': {e}")))
+}
+
+fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
+    json!({
+        "id": id.to_string(),
+        "target": record.target.to_string(),
+        "service": record.target.service,
+        "handler": record.target.handler,
+        "key": record.target.key,
+        "status": record.status.name(),
+        "attempts": record.attempts,
+        "last_error": record.last_error,
+        "created_at": rfc3339(record.created_at_ms),
+        "modified_at": rfc3339(record.modified_at_ms),
+    })
+}
+
+/// Filters and paging of `GET /invocations`.
+#[derive(serde::Deserialize)]
+pub(super) struct ListQuery {
+    service: Option<String>,
+    handler: Option<String>,
+    key: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+}
+
+pub(super) async fn list(State(engine): State<Engine>, Query(q): Query<ListQuery>) -> Response {
+    let after = match q.after.as_deref().map(parse_id).transpose() {
+        Ok(after) => after,
+        Err(e) => return e.into_response(),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let matches = |r: &InvocationRecord| {
+        q.service.as_ref().is_none_or(|s| *s == r.target.service)
+            && q.handler.as_ref().is_none_or(|h| *h == r.target.handler)
+            && q.key
+                .as_ref()
+                .is_none_or(|k| r.target.key.as_ref() == Some(k))
+            && q.status.as_ref().is_none_or(|s| s == r.status.name())
+    };
+    match engine.list(matches, after, limit) {
+        Ok((page, next)) => axum::Json(json!({
+            "invocations": page.iter().map(|(id, r)| summary(*id, r)).collect::<Vec<_>>(),
+            "next": next.map(|id| id.to_string()),
+        }))
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn control_error(e: ControlError) -> Response {
+    match e {
+        ControlError::NotFound(id) => ApiError::ingress(404, format!("invocation {id} not found")),
+        ControlError::Conflict(message) => ApiError::ingress(409, message),
+        ControlError::Engine(e) => ApiError::from(e),
+    }
+    .into_response()
+}
+
+/// `PATCH /invocations/{id}/cancel|kill|purge|resume`.
+pub(super) async fn control(
+    State(engine): State<Engine>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let (result, status) = match action.as_str() {
+        // Cancellation is delivered at the handler's next await point: accepted, not done.
+        "cancel" => (engine.cancel(id).await, StatusCode::ACCEPTED),
+        "kill" => (engine.kill(id).await, StatusCode::OK),
+        "purge" => (engine.purge(id).await, StatusCode::OK),
+        "resume" => (engine.resume_invocation(id).await, StatusCode::OK),
+        other => {
+            return ApiError::ingress(
+                404,
+                format!("unknown action '{other}': use cancel, kill, purge or resume"),
+            )
+            .into_response();
+        }
+    };
+    match result {
+        Ok(()) => (status, axum::Json(json!({}))).into_response(),
+        Err(e) => control_error(e),
     }
 }

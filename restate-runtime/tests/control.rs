@@ -1,0 +1,248 @@
+//! Invocation control and the admin API: cancel with compensation (propagating to calls), kill,
+//! purge, pause and resume, listing with filters and paging, the admin token.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::TestServer;
+use restate_runtime::prelude::*;
+use serde_json::{Value, json};
+
+static COMPENSATIONS: AtomicU32 = AtomicU32::new(0);
+static KILLED_COMPENSATIONS: AtomicU32 = AtomicU32::new(0);
+static BROKEN: AtomicBool = AtomicBool::new(true);
+
+#[derive(Default)]
+pub struct Ops;
+
+#[service]
+impl Ops {
+    /// Reserves, then waits for an approval that never comes; on cancellation, undoes.
+    #[handler]
+    async fn book(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        ctx.run(|| async { Ok(()) }).name("reserve").await?;
+        let (_id, approval) = ctx.awakeable::<String>();
+        match approval.await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                ctx.run(|| async {
+                    COMPENSATIONS.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .name("undo reservation")
+                .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Calls `book` and waits for it.
+    #[handler]
+    async fn outer(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        Ok(ctx.service_client::<OpsClient>().book().call().await?)
+    }
+
+    #[handler]
+    async fn nap(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        if let Err(e) = ctx.sleep(Duration::from_secs(3600)).await {
+            KILLED_COMPENSATIONS.fetch_add(1, Ordering::SeqCst);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    #[handler(retry(initial_interval = "10ms", max_attempts = 2))]
+    async fn fragile(&self, _ctx: Context<'_>) -> HandlerResult<String> {
+        if BROKEN.load(Ordering::SeqCst) {
+            return Err("still broken".into());
+        }
+        Ok("fixed".into())
+    }
+
+    #[handler]
+    async fn quick(&self, _ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
+        Ok(n)
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn send(s: &TestServer, handler: &str) -> String {
+    let r = client()
+        .post(s.url(&format!("/Ops/{handler}/send")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn control(s: &TestServer, id: &str, action: &str) -> u16 {
+    client()
+        .patch(format!("{}/invocations/{id}/{action}", s.admin))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn attach(s: &TestServer, id: &str) -> (u16, Value) {
+    let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/attach")))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn cancel_runs_compensation_and_propagates_to_calls() {
+    let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    let id = send(&s, "book").await;
+    s.wait_status(&id, "suspended").await;
+    assert_eq!(control(&s, &id, "cancel").await, 202);
+    let (status, body) = attach(&s, &id).await;
+    assert_eq!((status, body["message"].as_str()), (409, Some("cancelled")));
+    let view = s.inspect(&id).await;
+    let names: Vec<_> = view["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
+    assert!(names.contains(&json!("undo reservation")), "{view}");
+    assert_eq!(COMPENSATIONS.load(Ordering::SeqCst), 1);
+    // Finished: cancel and kill conflict, purge forgets it.
+    assert_eq!(control(&s, &id, "cancel").await, 409);
+    assert_eq!(control(&s, &id, "kill").await, 409);
+    assert_eq!(control(&s, &id, "purge").await, 200);
+    let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/output")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(control(&s, &id, "purge").await, 404);
+
+    // Cancelling a caller cancels the call it waits on.
+    let outer = send(&s, "outer").await;
+    s.wait_status(&outer, "suspended").await;
+    let callee = s.inspect(&outer).await["journal"][0]["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.wait_status(&callee, "suspended").await;
+    assert_eq!(control(&s, &outer, "cancel").await, 202);
+    assert_eq!(attach(&s, &outer).await.0, 409);
+    assert_eq!(attach(&s, &callee).await.0, 409);
+    assert_eq!(
+        COMPENSATIONS.load(Ordering::SeqCst),
+        2,
+        "the callee compensated"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn kill_stops_at_once_without_compensation() {
+    let s = TestServer::start().await;
+    let id = send(&s, "nap").await;
+    common::wait_until(Duration::from_secs(20), || async {
+        s.inspect(&id).await["journal"][0]["kind"] == "sleep"
+    })
+    .await;
+    assert_eq!(control(&s, &id, "kill").await, 200);
+    let (status, body) = attach(&s, &id).await;
+    assert_eq!((status, body["message"].as_str()), (409, Some("killed")));
+    assert_eq!(KILLED_COMPENSATIONS.load(Ordering::SeqCst), 0);
+    let unknown = format!("inv_1{}1", "0".repeat(32));
+    assert_eq!(control(&s, &unknown, "kill").await, 404);
+    assert_eq!(control(&s, "inv_1bad", "kill").await, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn paused_invocations_resume() {
+    let s = TestServer::start().await;
+    let id = send(&s, "fragile").await;
+    s.wait_status(&id, "paused").await;
+    assert_eq!(control(&s, &id, "purge").await, 409, "unfinished");
+    BROKEN.store(false, Ordering::SeqCst);
+    assert_eq!(control(&s, &id, "resume").await, 200);
+    assert_eq!(attach(&s, &id).await, (200, json!("fixed")));
+    assert_eq!(control(&s, &id, "resume").await, 409, "completed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn invocations_are_listed_with_filters_and_paging() {
+    let s = TestServer::start().await;
+    for n in 0..5 {
+        let r = client()
+            .post(s.url("/Ops/quick"))
+            .json(&n)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let list = |query: &str| {
+        let url = format!("{}/invocations?{query}", s.admin);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let all = list("service=Ops&handler=quick&status=completed").await;
+    assert_eq!(all["invocations"].as_array().unwrap().len(), 5, "{all}");
+    assert!(all["next"].is_null());
+    let mut seen = Vec::new();
+    let mut page = list("handler=quick&limit=2").await;
+    loop {
+        for inv in page["invocations"].as_array().unwrap() {
+            assert_eq!(inv["handler"], "quick");
+            seen.push(inv["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => page = list(&format!("handler=quick&limit=2&after={next}")).await,
+            None => break,
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
+    assert!(
+        list("status=running&handler=quick").await["invocations"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_everything_but_health() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| b.admin_token("s3cret")).await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client().get(format!("{}{path}", s.admin));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/health", None).await, 200);
+    assert_eq!(get("/services", None).await, 401);
+    assert_eq!(get("/services", Some("wrong")).await, 401);
+    assert_eq!(get("/services", Some("s3cret")).await, 200);
+    assert_eq!(get("/invocations", Some("s3cret")).await, 200);
+    s.stop().await;
+}
