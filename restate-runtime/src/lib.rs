@@ -40,6 +40,7 @@ mod engine;
 mod error;
 mod ids;
 mod ingress;
+mod metrics;
 mod registry;
 mod runtime;
 pub mod storage;

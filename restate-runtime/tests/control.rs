@@ -246,3 +246,56 @@ async fn the_admin_token_guards_everything_but_health() {
     assert_eq!(get("/invocations", Some("s3cret")).await, 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text() {
+    let s = TestServer::start().await;
+    let r = client()
+        .post(s.url("/Ops/quick"))
+        .json(&1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("{}/metrics", s.admin)).await.unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    let mut values = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        values.insert(name.to_owned(), value);
+    }
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics terminator");
+    assert!(values["restate_invocations_started_total"] >= 1.0, "{text}");
+    assert!(
+        values[r#"restate_invocations_completed_total{result="success"}"#] >= 1.0,
+        "{text}"
+    );
+    assert!(values["restate_journal_commits_total"] >= 1.0, "{text}");
+    assert!(
+        values.contains_key("restate_journal_commit_seconds_total"),
+        "{text}"
+    );
+    assert!(values.contains_key("restate_timers_pending"), "{text}");
+    s.stop().await;
+}

@@ -25,6 +25,7 @@ pub(crate) fn router(engine: Engine, token: Option<String>) -> Router {
         .route("/invocations", get(invocations::list))
         .route("/invocations/{id}", get(invocations::invocation))
         .route("/invocations/{id}/{action}", patch(invocations::control))
+        .route("/metrics", get(metrics))
         .with_state(engine)
         .layer(middleware::from_fn_with_state(
             Arc::new(token),
@@ -61,4 +62,16 @@ async fn require_token(
         )
         .into_response()
     }
+}
+
+async fn metrics(State(engine): State<Engine>) -> Response {
+    let body = engine.metrics.render(&engine.metrics_snapshot());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

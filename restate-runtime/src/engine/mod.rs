@@ -130,6 +130,7 @@ pub(crate) struct EngineInner {
     seq: AtomicU64,
     timers: timers::Timers,
     promise_waiters: promises::PromiseWaiters,
+    pub metrics: crate::metrics::Metrics,
     shutdown: watch::Sender<bool>,
 }
 
@@ -162,6 +163,7 @@ impl Engine {
             seq: AtomicU64::new(0),
             timers: timers::Timers::default(),
             promise_waiters: promises::PromiseWaiters::default(),
+            metrics: crate::metrics::Metrics::default(),
             shutdown: watch::channel(false).0,
         }));
         engine.recover()?;
@@ -310,6 +312,7 @@ impl Engine {
 
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     fn spawn(&self, inflight: Arc<Inflight>) {
+        self.metrics.started.inc();
         if let Some(scope) = self.exclusive_scope(&inflight) {
             let mut lanes = self.lanes.lock().expect("lanes");
             let lane = lanes.entry(scope).or_default();
@@ -558,6 +561,30 @@ impl Engine {
         }
     }
 
+    /// Current values for `/metrics`.
+    pub(crate) fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let mut by_status: HashMap<&'static str, i64> = HashMap::new();
+        for f in self.inflight.lock().expect("inflight map").values() {
+            *by_status.entry(f.state().record.status.name()).or_default() += 1;
+        }
+        let queued = self
+            .lanes
+            .lock()
+            .expect("lanes")
+            .values()
+            .map(|l| l.waiting.len() as i64)
+            .sum();
+        let stats = self.storage.writer_stats();
+        crate::metrics::Snapshot {
+            in_memory: by_status.into_iter().collect(),
+            timers_pending: self.timers.len() as i64,
+            queued_on_keys: queued,
+            commits: stats.commits,
+            commit_batches: stats.batches,
+            commit_seconds: stats.commit_micros as f64 / 1e6,
+        }
+    }
+
     pub(crate) fn inflight(&self, id: &InvocationId) -> Option<Arc<Inflight>> {
         self.inflight.lock().expect("inflight map").get(id).cloned()
     }
@@ -571,6 +598,14 @@ impl Engine {
         if inflight.finished.swap(true, Ordering::SeqCst) {
             return;
         }
+        let result = match outcome {
+            Outcome::Success(_) => "success",
+            Outcome::Failure { .. } => "failure",
+        };
+        self.metrics
+            .completed
+            .get_or_create(&crate::metrics::ResultLabel { result })
+            .inc();
         let retention = self
             .resolve(&inflight.state().record.target)
             .ok()
@@ -623,6 +658,7 @@ impl Engine {
     /// Parks an invocation until it is resumed: its status and last error are made durable.
     pub(crate) async fn pause(&self, inflight: &Arc<Inflight>, reason: String) {
         tracing::error!(invocation = %inflight.id, %reason, "invocation paused");
+        self.metrics.paused.inc();
         let waiter = {
             let mut state = inflight.state();
             state.record.status = Status::Paused;

@@ -68,6 +68,7 @@ impl Engine {
             waiter
         };
         tracing::debug!(invocation = %inflight.id, "suspended");
+        self.metrics.suspensions.inc();
         if let Err(e) = waiter.await {
             self.lose(inflight, e.to_string());
         }

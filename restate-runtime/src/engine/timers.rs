@@ -23,6 +23,10 @@ impl Timers {
         self.changed.notify_one();
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.due.lock().expect("timers lock").len()
+    }
+
     fn pop_due(&self, now: u64) -> Result<Vec<InvocationId>, Option<u64>> {
         let mut due = self.due.lock().expect("timers lock");
         let mut fired = Vec::new();

@@ -1,0 +1,121 @@
+//! Prometheus metrics: counters the engine bumps as invocations move, and gauges read from the
+//! engine's state when `/metrics` is scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StatusLabel {
+    pub status: &'static str,
+}
+
+/// Counters bumped by the engine.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub started: Counter,
+    pub completed: Family<ResultLabel, Counter>,
+    pub retries: Counter,
+    pub suspensions: Counter,
+    pub paused: Counter,
+}
+
+/// Values read at scrape time.
+pub(crate) struct Snapshot {
+    /// Invocations in memory, by status.
+    pub in_memory: Vec<(&'static str, i64)>,
+    pub timers_pending: i64,
+    pub queued_on_keys: i64,
+    pub commits: u64,
+    pub commit_batches: u64,
+    pub commit_seconds: f64,
+}
+
+impl Metrics {
+    /// Renders the Prometheus text format.
+    pub(crate) fn render(&self, snapshot: &Snapshot) -> String {
+        let mut registry = Registry::with_prefix("restate");
+        registry.register(
+            "invocations_started",
+            "Invocations started",
+            self.started.clone(),
+        );
+        registry.register(
+            "invocations_completed",
+            "Invocations completed, by result",
+            self.completed.clone(),
+        );
+        registry.register(
+            "invocation_retries",
+            "Failed attempts retried",
+            self.retries.clone(),
+        );
+        registry.register(
+            "invocation_suspensions",
+            "Invocations suspended",
+            self.suspensions.clone(),
+        );
+        registry.register(
+            "invocations_paused",
+            "Invocations paused",
+            self.paused.clone(),
+        );
+        let in_memory = Family::<StatusLabel, Gauge>::default();
+        for (status, n) in &snapshot.in_memory {
+            in_memory.get_or_create(&StatusLabel { status }).set(*n);
+        }
+        registry.register(
+            "invocations_in_memory",
+            "Unfinished invocations held in memory, by status (suspended ones are not)",
+            in_memory,
+        );
+        let gauge = |v: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(v);
+            g
+        };
+        registry.register(
+            "timers_pending",
+            "Armed timers (delayed starts and suspended sleeps)",
+            gauge(snapshot.timers_pending),
+        );
+        registry.register(
+            "key_queue_depth",
+            "Invocations queued behind another on their key",
+            gauge(snapshot.queued_on_keys),
+        );
+        let counter = |v: u64| {
+            let c = Counter::<u64>::default();
+            c.inc_by(v);
+            c
+        };
+        registry.register(
+            "journal_commits",
+            "Durable journal transactions",
+            counter(snapshot.commits),
+        );
+        registry.register(
+            "journal_commit_batches",
+            "Write batches committed (batches / commits = mean group size)",
+            counter(snapshot.commit_batches),
+        );
+        let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        seconds.inc_by(snapshot.commit_seconds);
+        registry.register(
+            "journal_commit_seconds",
+            "Time spent in journal commits (seconds / commits = mean latency)",
+            seconds,
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String");
+        out
+    }
+}
