@@ -38,7 +38,8 @@ pub struct InvocationContext {
     abort: Mutex<Option<Abort>>,
     aborted: Notify,
     pub(crate) rng: Mutex<StdRng>,
-    pub(crate) overlay: Mutex<super::state::StateOverlay>,
+    /// Whether this invocation holds its key exclusively (its state reads go through the lane).
+    pub(crate) holds_key: bool,
 }
 
 impl InvocationContext {
@@ -51,6 +52,7 @@ impl InvocationContext {
             )
         };
         let seed = inflight.id.seed();
+        let holds_key = engine.exclusive_scope(&inflight).is_some();
         Self {
             engine,
             inflight,
@@ -60,7 +62,7 @@ impl InvocationContext {
             abort: Mutex::new(None),
             aborted: Notify::new(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            overlay: Mutex::default(),
+            holds_key,
         }
     }
 

@@ -2,7 +2,6 @@
 //! reads record what they saw, so a replay sees what the first execution saw; writes commit with
 //! their entry, in journal order, without the handler waiting for the commit.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -12,13 +11,6 @@ use crate::clock::now_ms;
 use crate::codec::{decode_json, encode_json};
 use crate::error::TerminalError;
 use crate::storage::{JournalEntry, StateScope, WriteOp};
-
-/// This invocation's own writes, seen by its later reads before they are read back from storage.
-#[derive(Default)]
-pub(crate) struct StateOverlay {
-    values: HashMap<String, Option<Vec<u8>>>,
-    cleared_all: bool,
-}
 
 impl InvocationContext {
     fn scope(&self) -> StateScope {
@@ -47,17 +39,16 @@ impl InvocationContext {
         }
     }
 
+    /// Exclusive invocations read through their key's lane (its writes may not be durable
+    /// yet); shared ones read the latest committed state.
     fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>, TerminalError> {
+        let scope = self.scope();
+        if self.holds_key
+            && let Some(v) = self.engine.lane_state(&scope, name)
         {
-            let overlay = self.overlay.lock().expect("overlay lock");
-            if let Some(v) = overlay.values.get(name) {
-                return Ok(v.clone());
-            }
-            if overlay.cleared_all {
-                return Ok(None);
-            }
+            return Ok(v);
         }
-        self.engine.storage.state(&self.scope(), name).map_err(|e| {
+        self.engine.storage.state(&scope, name).map_err(|e| {
             self.stop(Abort::Retry(format!("state read failed: {e}")));
             TerminalError::new(e.to_string())
         })
@@ -100,28 +91,16 @@ impl InvocationContext {
             Ok(_) => {}
             Err(()) => return Err(TerminalError::new("journal mismatch")),
         }
-        let mut keys: Vec<String> = {
-            let overlay = self.overlay.lock().expect("overlay lock");
-            if overlay.cleared_all {
-                Vec::new()
-            } else {
-                self.engine.storage.state_keys(&self.scope()).map_err(|e| {
-                    self.stop(Abort::Retry(format!("state read failed: {e}")));
-                    TerminalError::new(e.to_string())
-                })?
-            }
+        let scope = self.scope();
+        let stored = self.engine.storage.state_keys(&scope).map_err(|e| {
+            self.stop(Abort::Retry(format!("state read failed: {e}")));
+            TerminalError::new(e.to_string())
+        })?;
+        let keys = if self.holds_key {
+            self.engine.lane_state_keys(&scope, stored)
+        } else {
+            stored
         };
-        {
-            let overlay = self.overlay.lock().expect("overlay lock");
-            for (name, value) in &overlay.values {
-                match value {
-                    Some(_) if !keys.contains(name) => keys.push(name.clone()),
-                    None => keys.retain(|k| k != name),
-                    _ => {}
-                }
-            }
-        }
-        keys.sort();
         drop(self.journal(
             index,
             JournalEntry::StateKeys { keys: keys.clone() },
@@ -130,8 +109,9 @@ impl InvocationContext {
         Ok(keys)
     }
 
-    /// Applies a write: journaled with its storage op in one batch, seen at once by this
-    /// invocation's reads. On replay the write is already in storage and only the overlay moves.
+    /// Applies a write: journaled with its storage op in one batch, and seen at once by the
+    /// key's exclusive invocations through its lane. On replay the write was submitted before,
+    /// so only the lane's view is refreshed.
     fn write_state(&self, entry: JournalEntry, op: impl FnOnce(StateScope) -> WriteOp) {
         let index = self.take_index();
         let kind = entry.kind();
@@ -147,23 +127,17 @@ impl InvocationContext {
             Ok(found) => found.is_some(),
             Err(()) => return,
         };
-        {
-            let mut overlay = self.overlay.lock().expect("overlay lock");
-            match &entry {
-                JournalEntry::SetState { name, value } => {
-                    overlay.values.insert(name.clone(), Some(value.clone()));
-                }
-                JournalEntry::ClearState { name } => {
-                    overlay.values.insert(name.clone(), None);
-                }
-                _ => {
-                    overlay.values.clear();
-                    overlay.cleared_all = true;
-                }
+        let scope = self.scope();
+        match &entry {
+            JournalEntry::SetState { name, value } => {
+                self.engine
+                    .lane_write(&scope, Some(name), Some(value.clone()))
             }
+            JournalEntry::ClearState { name } => self.engine.lane_write(&scope, Some(name), None),
+            _ => self.engine.lane_write(&scope, None, None),
         }
         if !replayed {
-            let op = op(self.scope());
+            let op = op(scope);
             drop(self.journal(index, entry, vec![op]));
         }
     }

@@ -4,11 +4,11 @@
 mod control;
 mod execute;
 mod inflight;
+mod lanes;
 mod promises;
 mod suspend;
 mod timers;
 
-use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,13 +28,6 @@ use crate::storage::{
     InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage, StorageError, Target,
     WriteOp,
 };
-
-/// The exclusive invocation running on one key and those waiting, in arrival order.
-#[derive(Default)]
-struct Lane {
-    running: Option<InvocationId>,
-    waiting: VecDeque<Arc<Inflight>>,
-}
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -125,7 +118,7 @@ pub(crate) struct EngineInner {
     /// (a suspended invocation has no `Inflight`, but attachers still wait on it).
     finishers: Mutex<HashMap<InvocationId, watch::Sender<Finish>>>,
     /// Per (object, key): the exclusive invocation running and those queued behind it.
-    lanes: Mutex<HashMap<StateScope, Lane>>,
+    lanes: Mutex<HashMap<StateScope, lanes::Lane>>,
     /// Last arrival sequence number handed out.
     seq: AtomicU64,
     timers: timers::Timers,
@@ -307,78 +300,6 @@ impl Engine {
         match execution_time_ms {
             Some(at) => self.timers.schedule(at, inflight.id),
             None => self.spawn(inflight),
-        }
-    }
-
-    /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
-    fn spawn(&self, inflight: Arc<Inflight>) {
-        self.metrics.started.inc();
-        if let Some(scope) = self.exclusive_scope(&inflight) {
-            let mut lanes = self.lanes.lock().expect("lanes");
-            let lane = lanes.entry(scope).or_default();
-            if lane.running.is_some() {
-                lane.waiting.push_back(inflight);
-                return;
-            }
-            lane.running = Some(inflight.id);
-        }
-        tokio::spawn(execute::run(self.clone(), inflight));
-    }
-
-    /// The key an invocation must hold alone, if its handler is exclusive.
-    fn exclusive_scope(&self, inflight: &Inflight) -> Option<StateScope> {
-        let target = inflight.state().record.target.clone();
-        self.exclusive_scope_of(&target)
-    }
-
-    fn exclusive_scope_of(&self, target: &Target) -> Option<StateScope> {
-        let (_, handler) = self.resolve(target).ok()?;
-        matches!(handler.kind, HandlerKind::Exclusive | HandlerKind::Workflow).then(|| StateScope {
-            service: target.service.clone(),
-            key: target.key.clone().unwrap_or_default(),
-        })
-    }
-
-    /// The workflow key a target's `run` owns, if it is a workflow's `run`.
-    fn workflow_scope_of(&self, target: &Target) -> Option<StateScope> {
-        let (_, handler) = self.resolve(target).ok()?;
-        (handler.kind == HandlerKind::Workflow).then(|| StateScope {
-            service: target.service.clone(),
-            key: target.key.clone().unwrap_or_default(),
-        })
-    }
-
-    /// Lets the next queued invocation of the key run once this one has finished.
-    fn release(&self, inflight: &Inflight) {
-        let Some(scope) = self.exclusive_scope(inflight) else {
-            return;
-        };
-        let next = {
-            let mut lanes = self.lanes.lock().expect("lanes");
-            let Some(lane) = lanes.get_mut(&scope) else {
-                return;
-            };
-            if lane.running != Some(inflight.id) {
-                return;
-            }
-            let next = lane.waiting.pop_front();
-            lane.running = next.as_ref().map(|n| n.id);
-            if next.is_none() {
-                lanes.remove(&scope);
-            }
-            next
-        };
-        if let Some(next) = next {
-            tokio::spawn(execute::run(self.clone(), next));
-        }
-    }
-
-    /// Takes a not-yet-started invocation out of its key's queue (cancel or kill before it ran).
-    pub(crate) fn remove_queued(&self, inflight: &Inflight) {
-        if let Some(scope) = self.exclusive_scope(inflight)
-            && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(&scope)
-        {
-            lane.waiting.retain(|w| w.id != inflight.id);
         }
     }
 
@@ -634,6 +555,9 @@ impl Engine {
             state.persisted = true;
             (self.storage.submit(ops), caller)
         };
+        // The next invocation on the key may start now, on this one's state (law 5): whatever
+        // it acknowledges commits after this completion, in order.
+        self.release(inflight);
         let result = waiter.await;
         if let (Ok(()), Some((caller, index, entry))) = (&result, caller) {
             self.deliver(caller, index, entry, true).await;
@@ -650,9 +574,6 @@ impl Engine {
             .lock()
             .expect("finishers")
             .remove(&inflight.id);
-        // Released only after the completion is durable, so the next invocation on the key
-        // reads committed state.
-        self.release(inflight);
     }
 
     /// Parks an invocation until it is resumed: its status and last error are made durable.

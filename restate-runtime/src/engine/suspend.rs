@@ -62,6 +62,16 @@ impl Engine {
                 .storage
                 .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)]);
             map.remove(&inflight.id);
+            // Nobody waits on it now: a suspended invocation keeps no channel (an attacher
+            // creates one).
+            let mut finishers = self.finishers.lock().expect("finishers");
+            if finishers
+                .get(&inflight.id)
+                .is_some_and(|f| f.receiver_count() == 0)
+            {
+                finishers.remove(&inflight.id);
+            }
+            drop(finishers);
             if let Some(at) = wake_at_ms {
                 self.timers.schedule(at, inflight.id);
             }

@@ -1,0 +1,182 @@
+//! Per-key lanes: exclusive invocations of an object or workflow key run one at a time in
+//! arrival order, and see the key's state through an overlay of writes not yet durable.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::{Engine, Inflight};
+use crate::ids::InvocationId;
+use crate::registry::HandlerKind;
+use crate::storage::{StateScope, Target};
+
+/// Writes made through a lane; they stay here until the lane is dropped (after they are durable).
+#[derive(Default)]
+pub(crate) struct StateOverlay {
+    values: HashMap<String, Option<Vec<u8>>>,
+    cleared_all: bool,
+}
+
+/// The exclusive invocation running on one key, those waiting in arrival order, and the key's
+/// recent writes.
+#[derive(Default)]
+pub(crate) struct Lane {
+    pub running: Option<InvocationId>,
+    pub waiting: VecDeque<Arc<Inflight>>,
+    overlay: StateOverlay,
+    /// Bumped by every write and start on the lane: an idle lane is dropped only if nothing
+    /// happened on it since the barrier that made its writes durable was submitted.
+    epoch: u64,
+}
+
+impl Engine {
+    /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
+    pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
+        self.metrics.started.inc();
+        if let Some(scope) = self.exclusive_scope(&inflight) {
+            let mut lanes = self.lanes.lock().expect("lanes");
+            let lane = lanes.entry(scope).or_default();
+            if lane.running.is_some() {
+                lane.waiting.push_back(inflight);
+                return;
+            }
+            lane.running = Some(inflight.id);
+        }
+        tokio::spawn(super::execute::run(self.clone(), inflight));
+    }
+
+    /// The key an invocation must hold alone, if its handler is exclusive.
+    pub(crate) fn exclusive_scope(&self, inflight: &Inflight) -> Option<StateScope> {
+        let target = inflight.state().record.target.clone();
+        self.exclusive_scope_of(&target)
+    }
+
+    pub(crate) fn exclusive_scope_of(&self, target: &Target) -> Option<StateScope> {
+        let (_, handler) = self.resolve(target).ok()?;
+        matches!(handler.kind, HandlerKind::Exclusive | HandlerKind::Workflow).then(|| StateScope {
+            service: target.service.clone(),
+            key: target.key.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The workflow key a target's `run` owns, if it is a workflow's `run`.
+    pub(crate) fn workflow_scope_of(&self, target: &Target) -> Option<StateScope> {
+        let (_, handler) = self.resolve(target).ok()?;
+        (handler.kind == HandlerKind::Workflow).then(|| StateScope {
+            service: target.service.clone(),
+            key: target.key.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Lets the next queued invocation of the key run. Called as soon as this one's completion
+    /// is submitted, not when it is durable: the next one reads the key's state from the lane's
+    /// overlay, and whatever it acknowledges commits after its predecessor (one writer, in
+    /// order). An idle lane is dropped once everything written through it is durable.
+    pub(crate) fn release(&self, inflight: &Inflight) {
+        let Some(scope) = self.exclusive_scope(inflight) else {
+            return;
+        };
+        let next = {
+            let mut lanes = self.lanes.lock().expect("lanes");
+            let Some(lane) = lanes.get_mut(&scope) else {
+                return;
+            };
+            if lane.running != Some(inflight.id) {
+                return;
+            }
+            let next = lane.waiting.pop_front();
+            lane.running = next.as_ref().map(|n| n.id);
+            next
+        };
+        match next {
+            Some(next) => {
+                tokio::spawn(super::execute::run(self.clone(), next));
+            }
+            None => self.drop_lane_when_durable(scope),
+        }
+    }
+
+    fn drop_lane_when_durable(&self, scope: StateScope) {
+        let epoch = match self.lanes.lock().expect("lanes").get(&scope) {
+            Some(lane) => lane.epoch,
+            None => return,
+        };
+        let barrier = self.storage.submit(Vec::new());
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let durable = barrier.await.is_ok();
+            let mut lanes = engine.lanes.lock().expect("lanes");
+            let idle = lanes
+                .get(&scope)
+                .is_some_and(|l| l.epoch == epoch && l.running.is_none() && l.waiting.is_empty());
+            if durable && idle {
+                lanes.remove(&scope);
+            }
+        });
+    }
+
+    /// A state entry as this key's exclusive invocations see it: written through the lane and
+    /// maybe not durable yet. `None` when the lane knows nothing about it (read storage).
+    pub(crate) fn lane_state(&self, scope: &StateScope, name: &str) -> Option<Option<Vec<u8>>> {
+        let lanes = self.lanes.lock().expect("lanes");
+        let overlay = &lanes.get(scope)?.overlay;
+        match overlay.values.get(name) {
+            Some(v) => Some(v.clone()),
+            None if overlay.cleared_all => Some(None),
+            None => None,
+        }
+    }
+
+    /// Applies `f` to the state names read from storage, as the lane's writes change them.
+    pub(crate) fn lane_state_keys(
+        &self,
+        scope: &StateScope,
+        mut stored: Vec<String>,
+    ) -> Vec<String> {
+        let lanes = self.lanes.lock().expect("lanes");
+        if let Some(overlay) = lanes.get(scope).map(|l| &l.overlay) {
+            if overlay.cleared_all {
+                stored.clear();
+            }
+            for (name, value) in &overlay.values {
+                match value {
+                    Some(_) if !stored.contains(name) => stored.push(name.clone()),
+                    None => stored.retain(|k| k != name),
+                    _ => {}
+                }
+            }
+        }
+        stored.sort();
+        stored
+    }
+
+    /// Records a write of this key's exclusive invocation in the lane's overlay.
+    pub(crate) fn lane_write(
+        &self,
+        scope: &StateScope,
+        name: Option<&str>,
+        value: Option<Vec<u8>>,
+    ) {
+        let mut lanes = self.lanes.lock().expect("lanes");
+        let lane = lanes.entry(scope.clone()).or_default();
+        lane.epoch += 1;
+        let overlay = &mut lane.overlay;
+        match name {
+            Some(name) => {
+                overlay.values.insert(name.to_owned(), value);
+            }
+            None => {
+                overlay.values.clear();
+                overlay.cleared_all = true;
+            }
+        }
+    }
+
+    /// Takes a not-yet-started invocation out of its key's queue (cancel or kill before it ran).
+    pub(crate) fn remove_queued(&self, inflight: &Inflight) {
+        if let Some(scope) = self.exclusive_scope(inflight)
+            && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(&scope)
+        {
+            lane.waiting.retain(|w| w.id != inflight.id);
+        }
+    }
+}
