@@ -65,6 +65,17 @@ impl Ops {
     async fn quick(&self, _ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
         Ok(n)
     }
+
+    #[handler]
+    async fn hold(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(2)).await?;
+        Ok(())
+    }
+
+    #[handler]
+    async fn refuse(&self, _ctx: Context<'_>) -> Result<(), TerminalError> {
+        Err(TerminalError::new_with_code(402, "payment required"))
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -297,5 +308,90 @@ async fn metrics_parse_as_prometheus_text() {
         "{text}"
     );
     assert!(values.contains_key("restate_timers_pending"), "{text}");
+    s.stop().await;
+}
+
+/// The admin API's documented fields for an invocation.
+fn assert_shape(view: &Value, status: &str) {
+    for field in [
+        "id",
+        "target",
+        "service",
+        "handler",
+        "key",
+        "status",
+        "attempts",
+        "last_error",
+        "idempotency_key",
+        "created_at",
+        "modified_at",
+        "completed_at",
+        "result",
+        "journal",
+    ] {
+        assert!(view.get(field).is_some(), "missing {field} in {view}");
+    }
+    assert_eq!(view["status"], status, "{view}");
+    assert!(
+        view["created_at"].as_str().unwrap().ends_with('Z'),
+        "{view}"
+    );
+}
+
+#[tokio::test]
+async fn admin_json_for_running_suspended_failed_and_completed() {
+    let s = TestServer::start().await;
+    let running = send(&s, "hold").await;
+    common::wait_until(Duration::from_secs(20), || async {
+        s.inspect(&running).await["journal"][0]["kind"] == "sleep"
+    })
+    .await;
+    let view = s.inspect(&running).await;
+    assert_shape(&view, "running");
+    assert_eq!(
+        (view["attempts"].as_u64(), view["result"].is_null()),
+        (Some(1), true)
+    );
+    assert!(view["journal"][0]["wakeAt"].as_str().is_some(), "{view}");
+
+    let r = client().post(s.url("/Ops/refuse")).send().await.unwrap();
+    let failed = r.headers()["x-restate-id"].to_str().unwrap().to_owned();
+    let view = s.inspect(&failed).await;
+    assert_shape(&view, "completed");
+    assert_eq!(
+        view["result"],
+        json!({"failure": {"code": 402, "message": "payment required"}})
+    );
+
+    let r = client()
+        .post(s.url("/Ops/quick"))
+        .json(&7)
+        .send()
+        .await
+        .unwrap();
+    let done = r.headers()["x-restate-id"].to_str().unwrap().to_owned();
+    let view = s.inspect(&done).await;
+    assert_shape(&view, "completed");
+    assert_eq!(view["result"], json!({"success": 7}));
+    assert!(view["completed_at"].as_str().is_some());
+    s.stop().await;
+
+    let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    let suspended = send(&s, "book").await;
+    let view = s.wait_status(&suspended, "suspended").await;
+    assert_shape(&view, "suspended");
+    let kinds: Vec<_> = view["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds, vec![json!("run"), json!("awakeable")]);
+    let unknown = format!("inv_1{}1", "0".repeat(32));
+    let r = reqwest::get(format!("{}/invocations/{unknown}", s.admin))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     s.stop().await;
 }

@@ -150,3 +150,32 @@ async fn a_suspended_run_is_woken_by_a_promise_after_restart() {
     assert_eq!(r.status(), 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_finished_workflow_is_purged_with_its_state_after_retention() {
+    let short = |b: restate_runtime::RuntimeBuilder| {
+        b.default_retention(Duration::from_millis(300))
+            .purge_interval(Duration::from_millis(50))
+    };
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), short).await;
+    assert_eq!(post(&s, "/Signup/gone/click", json!("k")).await.0, 200);
+    assert_eq!(post(&s, "/Signup/gone/run", json!("g@x")).await.0, 200);
+    assert_eq!(
+        post(&s, "/Signup/gone/status", Value::Null).await.1,
+        json!(["verified", "k"])
+    );
+    common::wait_until(Duration::from_secs(20), || async {
+        reqwest::get(s.url("/restate/workflow/Signup/gone/output"))
+            .await
+            .unwrap()
+            .status()
+            == 404
+    })
+    .await;
+    // State and promises went with the run: the key starts afresh.
+    assert_eq!(
+        post(&s, "/Signup/gone/status", Value::Null).await.1,
+        json!([null, null])
+    );
+    s.stop().await;
+}

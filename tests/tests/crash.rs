@@ -161,3 +161,32 @@ async fn sigterm_shuts_down_gracefully_and_work_resumes() {
         assert!(log.contains(&format!("step-{i}")), "{log:?}");
     }
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_folder_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let steps = dir.path().join("steps.log").display().to_string();
+    let _first = App::start(BIN, &data, &[("STEPS_FILE", steps.clone())]).await;
+    let second = std::process::Command::new(BIN)
+        .env_clear()
+        .env("RESTATE_DATA_DIR", &data)
+        .env(
+            "RESTATE_INGRESS_ADDR",
+            format!("127.0.0.1:{}", support::free_port()),
+        )
+        .env(
+            "RESTATE_ADMIN_ADDR",
+            format!("127.0.0.1:{}", support::free_port()),
+        )
+        .env("STEPS_FILE", steps)
+        .output()
+        .expect("second process runs");
+    assert!(
+        !second.status.success(),
+        "the second process must not start"
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

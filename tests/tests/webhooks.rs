@@ -69,7 +69,8 @@ async fn events_survive_kills_and_are_processed_once() {
     let mut app = App::start_on(&bin, &data, &env, ports).await;
     let base = app.ingress.clone();
     let client = reqwest::Client::new();
-    let invoices = 40;
+    // 600 invoices x 2 events x 2 deliveries: 2,400 requests, 1,200 distinct events.
+    let invoices = 600;
     let acked = Arc::new(AtomicUsize::new(0));
     // Per invoice: two events of one kind, each delivered twice.
     let senders: Vec<_> = (0..invoices)
@@ -90,7 +91,8 @@ async fn events_survive_kills_and_are_processed_once() {
             })
         })
         .collect();
-    for threshold in [invoices / 2, invoices] {
+    let events = invoices * 2;
+    for threshold in [events / 4, events / 2, 3 * events / 4] {
         poll(Duration::from_secs(120), || {
             let acked = acked.clone();
             async move { acked.load(Ordering::SeqCst) >= threshold }
