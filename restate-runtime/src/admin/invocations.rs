@@ -86,12 +86,9 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
 }
 
 pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    let parsed: InvocationId = match id.parse() {
+    let parsed = match parse_id(&id) {
         Ok(id) => id,
-        Err(e) => {
-            return ApiError::ingress(400, format!("bad invocation id '{id}': {e}"))
-                .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     match engine.inspect(&parsed) {
         Ok(Some((record, journal))) => {
@@ -103,23 +100,12 @@ pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<Stri
                 } => (Some(rfc3339(*completed_at_ms)), Some(outcome_json(outcome))),
                 _ => (None, None),
             };
-            axum::Json(json!({
-                "id": id,
-                "target": record.target.to_string(),
-                "service": record.target.service,
-                "handler": record.target.handler,
-                "key": record.target.key,
-                "status": record.status.name(),
-                "attempts": record.attempts,
-                "last_error": record.last_error,
-                "idempotency_key": record.idempotency_key,
-                "created_at": rfc3339(record.created_at_ms),
-                "modified_at": rfc3339(record.modified_at_ms),
-                "completed_at": completed_at,
-                "result": result,
-                "journal": journal.iter().map(|(i, e)| entry_json(*i, e)).collect::<Vec<_>>(),
-            }))
-            .into_response()
+            let mut view = summary(parsed, &record);
+            view["idempotency_key"] = json!(record.idempotency_key);
+            view["completed_at"] = json!(completed_at);
+            view["result"] = json!(result);
+            view["journal"] = journal.iter().map(|(i, e)| entry_json(*i, e)).collect();
+            axum::Json(view).into_response()
         }
         Ok(None) => ApiError::ingress(404, format!("invocation '{id}' not found")).into_response(),
         Err(e) => ApiError::from(e).into_response(),

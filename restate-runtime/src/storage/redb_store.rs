@@ -366,6 +366,19 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
     txn.commit().map_err(backend)
 }
 
+/// Decodes (invocation key, record) rows read from the invocations table.
+fn decode_rows(
+    raw: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            let id = InvocationId::from_bytes(&k)
+                .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
+            Ok((id, records::decode(&v)?))
+        })
+        .collect()
+}
+
 impl Storage for RedbStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
         let (done, rx) = oneshot::channel();
@@ -466,13 +479,7 @@ impl Storage for RedbStorage {
             }
             Ok(out)
         })?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                let id = InvocationId::from_bytes(&k)
-                    .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
-                Ok((id, records::decode(&v)?))
-            })
-            .collect()
+        decode_rows(raw)
     }
 
     fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
@@ -488,13 +495,7 @@ impl Storage for RedbStorage {
             }
             Ok(out)
         })?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                let id = InvocationId::from_bytes(&k)
-                    .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
-                Ok((id, records::decode(&v)?))
-            })
-            .collect()
+        decode_rows(raw)
     }
 
     fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError> {
