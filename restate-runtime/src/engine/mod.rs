@@ -611,17 +611,17 @@ impl Engine {
     fn recover(&self) -> Result<(), EngineError> {
         let mut unfinished = self.storage.unfinished()?;
         // Arrival order, so each key's queue is rebuilt as it was.
-        unfinished.sort_by_key(|(_, r)| r.seq);
+        unfinished.sort_by_key(|(_, hint)| hint.seq);
         if let Some((_, last)) = unfinished.last() {
             self.seq.fetch_max(last.seq, Ordering::Relaxed);
         }
         let mut to_start = Vec::new();
         {
             let mut map = self.inflight.lock().expect("inflight map");
-            for (id, record) in unfinished {
-                if let Status::Suspended { wake_at_ms } = record.status {
-                    // Stays out of memory; it only holds its key and, maybe, a timer.
-                    if let Some(scope) = self.exclusive_scope_of(&record.target) {
+            for (id, hint) in unfinished {
+                if let Some(wake_at_ms) = hint.suspended {
+                    // Stays on disk; it only holds its key and, maybe, a timer.
+                    if let Some(scope) = self.exclusive_scope_of(&hint.target) {
                         self.lanes
                             .lock()
                             .expect("lanes")
@@ -634,6 +634,9 @@ impl Engine {
                     }
                     continue;
                 }
+                let Some(record) = self.storage.invocation(&id)? else {
+                    continue;
+                };
                 let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
                 let status = record.status.clone();
                 let inflight = Inflight::new(id, record, true, journal, self.finisher(id));

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-pub use records::{InvocationRecord, JournalEntry, Outcome, Status, Target};
+pub use records::{InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint};
 pub use redb_store::{RedbOptions, RedbStorage};
 
 use crate::ids::InvocationId;
@@ -71,6 +71,8 @@ pub enum WriteOp {
         encoded: Vec<u8>,
         /// When finished: the expiry time that the purger indexes it under.
         expires_at_ms: Option<u64>,
+        /// When not finished: the recovery hint indexed for it.
+        unfinished: Option<Vec<u8>>,
     },
     /// Append (or overwrite) a journal entry.
     PutJournal {
@@ -116,10 +118,14 @@ impl WriteOp {
             Status::Completed { expires_at_ms, .. } => Some(*expires_at_ms),
             _ => None,
         };
+        let unfinished = expires_at_ms
+            .is_none()
+            .then(|| records::encode(&UnfinishedHint::of(record)));
         Self::PutInvocation {
             id,
             encoded: records::encode(record),
             expires_at_ms,
+            unfinished,
         }
     }
 
@@ -184,7 +190,7 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
     /// Every invocation that has not completed, for recovery.
-    fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
     /// Up to `limit` finished invocations whose retention ended before `now_ms`.
     fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError>;
     /// Number of partitions, fixed when the store was created.

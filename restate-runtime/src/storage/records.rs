@@ -96,6 +96,31 @@ pub struct InvocationRecord {
     pub cancel_delivered: bool,
 }
 
+/// What recovery needs of an unfinished invocation without reading its whole record: a
+/// suspended one stays on disk, only holding its key and maybe a timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfinishedHint {
+    /// Arrival order.
+    pub seq: u64,
+    /// Its target (for the key it holds).
+    pub target: Target,
+    /// `Some(wake-up time)` for a suspended invocation; `None` for one to load and run.
+    pub suspended: Option<Option<u64>>,
+}
+
+impl UnfinishedHint {
+    pub(crate) fn of(record: &InvocationRecord) -> Self {
+        Self {
+            seq: record.seq,
+            target: record.target.clone(),
+            suspended: match record.status {
+                Status::Suspended { wake_at_ms } => Some(wake_at_ms),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// One journaled context operation, in the order the handler made them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JournalEntry {

@@ -24,7 +24,10 @@ use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
 use tokio::sync::oneshot;
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
-use super::{CommitWaiter, OpenError, StateScope, Storage, StorageError, WriteOp, WriterStats};
+use super::{
+    CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
+    WriterStats,
+};
 use crate::ids::InvocationId;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -32,7 +35,7 @@ const INVOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invocat
 /// Key: invocation id (24 bytes) then entry index (u32 big-endian).
 const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal");
 /// Ids of invocations not yet completed: recovery scans this, not every invocation.
-const UNFINISHED: TableDefinition<&[u8], ()> = TableDefinition::new("unfinished");
+const UNFINISHED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("unfinished");
 /// Key: expiry time in ms (u64 big-endian) then invocation id: the purger's index.
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 
@@ -43,7 +46,7 @@ const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const PROMISES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("promises");
 
 /// Version of the table layout; a store written by another version is refused at open.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const FILE_NAME: &str = "journal.redb";
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
 const MAX_GROUP: usize = 4096;
@@ -177,12 +180,10 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
                     .map_err(|e| corrupt(e.into()))?;
                 meta.insert("partitions", partitions.to_be_bytes().as_slice())
                     .map_err(|e| corrupt(e.into()))?;
-                for table in [INVOCATIONS, JOURNAL, STATE, PROMISES] {
+                for table in [INVOCATIONS, JOURNAL, STATE, PROMISES, UNFINISHED] {
                     txn.open_table(table).map_err(|e| corrupt(e.into()))?;
                 }
-                for table in [UNFINISHED, EXPIRY] {
-                    txn.open_table(table).map_err(|e| corrupt(e.into()))?;
-                }
+                txn.open_table(EXPIRY).map_err(|e| corrupt(e.into()))?;
                 partitions
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
@@ -287,21 +288,22 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                     id,
                     encoded,
                     expires_at_ms,
+                    unfinished: hint,
                 } => {
                     let key = id.to_bytes();
                     invocations
                         .insert(key.as_slice(), encoded.as_slice())
                         .map_err(backend)?;
-                    match expires_at_ms {
-                        Some(at) => {
-                            unfinished.remove(key.as_slice()).map_err(backend)?;
-                            expiry
-                                .insert(expiry_key(*at, id).as_slice(), ())
-                                .map_err(backend)?;
-                        }
-                        None => {
-                            unfinished.insert(key.as_slice(), ()).map_err(backend)?;
-                        }
+                    if let Some(at) = expires_at_ms {
+                        unfinished.remove(key.as_slice()).map_err(backend)?;
+                        expiry
+                            .insert(expiry_key(*at, id).as_slice(), ())
+                            .map_err(backend)?;
+                    }
+                    if let Some(hint) = hint {
+                        unfinished
+                            .insert(key.as_slice(), hint.as_slice())
+                            .map_err(backend)?;
                     }
                 }
                 WriteOp::PutJournal { id, index, encoded } => {
@@ -482,20 +484,23 @@ impl Storage for RedbStorage {
         decode_rows(raw)
     }
 
-    fn unfinished(&self) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
         let raw = self.read(|txn| {
-            let ids = txn.open_table(UNFINISHED)?;
-            let invocations = txn.open_table(INVOCATIONS)?;
+            let table = txn.open_table(UNFINISHED)?;
             let mut out = Vec::new();
-            for item in ids.iter()? {
-                let (k, _) = item?;
-                if let Some(v) = invocations.get(k.value())? {
-                    out.push((k.value().to_vec(), v.value().to_vec()));
-                }
+            for item in table.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
             }
             Ok(out)
         })?;
-        decode_rows(raw)
+        raw.into_iter()
+            .map(|(k, v)| {
+                let id = InvocationId::from_bytes(&k)
+                    .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
+                Ok((id, records::decode(&v)?))
+            })
+            .collect()
     }
 
     fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError> {
