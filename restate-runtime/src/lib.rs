@@ -76,7 +76,7 @@ pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError
 ///
 /// Every method marked `#[handler]` becomes a durable handler at `POST /{Service}/{handler}`.
 /// Options: `name = "..."` (the wire name, default the type name), `ingress_private`,
-/// `retention = "24h"`, `retry(initial = "500ms", factor = 2.0, max_interval = "60s",
+/// `retention = "24h"`, `retry(initial_interval = "500ms", factor = 2.0, max_interval = "60s",
 /// max_attempts = 70)` (defaults for every handler). The macro also generates a typed client,
 /// `{Type}Client`, and registers the service with the runtime through `inventory`.
 ///
