@@ -89,15 +89,21 @@ pub fn parts(
     }
 }
 
+/// The options both request builders share; each caller passes its own examples.
 macro_rules! builder_options {
-    () => {
+    (
+        idempotency_key: $(#[$idempotency_key_doc:meta])*
+        header: $(#[$header_doc:meta])*
+    ) => {
         /// Sets an idempotency key: one invocation per (target, key) within the retention.
+        $(#[$idempotency_key_doc])*
         pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
             self.parts.idempotency_key = Some(key.into());
             self
         }
 
         /// Adds a header the callee sees.
+        $(#[$header_doc])*
         pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
             self.parts
                 .headers
@@ -107,7 +113,25 @@ macro_rules! builder_options {
     };
 }
 
-/// The id of a sent invocation, and what can be done with it.
+/// The id of a sent invocation, and what can be done with it: attach to its result, cancel
+/// or kill it (from a handler's context or a [`RuntimeHandle`](crate::RuntimeHandle)).
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// # #[derive(Default)]
+/// # pub struct Reports;
+/// #[service]
+/// impl Reports {
+///     # #[handler]
+///     # async fn build(&self, _ctx: Context<'_>, month: String) -> HandlerResult<String> { Ok(month) }
+///     #[handler]
+///     async fn start(&self, ctx: Context<'_>, month: String) -> HandlerResult<String> {
+///         let handle: InvocationHandle = ctx.service_client::<ReportsClient>().build(month).send();
+///         // Its id, for the caller to attach to later (`GET /restate/invocation/{id}/attach`).
+///         Ok(handle.invocation_id().to_string())
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvocationHandle {
     id: InvocationId,
@@ -115,6 +139,23 @@ pub struct InvocationHandle {
 
 impl InvocationHandle {
     /// The invocation id.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Reports;
+    /// # #[service]
+    /// # impl Reports {
+    /// #     #[handler]
+    /// #     async fn build(&self, _ctx: Context<'_>, month: String) -> HandlerResult<String> { Ok(month) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let reports = handle.service_client::<ReportsClient<RuntimeHandle>>();
+    /// let sent = reports.build("2024-05".into()).send().await?;
+    /// let id = sent.invocation_id();
+    /// assert_eq!(id.to_string().len(), 38); // `inv_1…`, as the admin API lists it
+    /// # Ok(()) }
+    /// ```
     pub fn invocation_id(&self) -> InvocationId {
         self.id
     }
@@ -152,7 +193,25 @@ impl<'a> Caller for HandlerCaller<'a> {
     }
 }
 
-/// A request built inside a handler.
+/// A request built inside a handler, by a generated client's method: finish it with
+/// [`call`](Self::call), [`send`](Self::send) or [`send_after`](Self::send_after).
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// # #[derive(Default)]
+/// # pub struct Mail;
+/// #[service]
+/// impl Mail {
+///     # #[handler]
+///     # async fn deliver(&self, _ctx: Context<'_>, to: String) -> HandlerResult<()> { Ok(()) }
+///     #[handler]
+///     async fn welcome(&self, ctx: Context<'_>, to: String) -> HandlerResult<()> {
+///         let request = ctx.service_client::<MailClient>().deliver(to.clone());
+///         request.idempotency_key(format!("welcome-{to}")).send();
+///         Ok(())
+///     }
+/// }
+/// ```
 #[must_use = "a request does nothing until called or sent"]
 pub struct HandlerRequest<'a, O> {
     ctx: &'a InvocationContext,
@@ -161,10 +220,66 @@ pub struct HandlerRequest<'a, O> {
 }
 
 impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
-    builder_options!();
+    builder_options! {
+        idempotency_key:
+        ///
+        /// ```
+        /// use restate_runtime::prelude::*;
+        /// # #[derive(Default)]
+        /// # pub struct Payments;
+        /// #[service]
+        /// impl Payments {
+        ///     # #[handler]
+        ///     # async fn refund(&self, _ctx: Context<'_>, order: String) -> HandlerResult<()> { Ok(()) }
+        ///     #[handler]
+        ///     async fn cancel_order(&self, ctx: Context<'_>, order: String) -> HandlerResult<()> {
+        ///         // However often orders are cancelled, each is refunded once.
+        ///         let payments = ctx.service_client::<PaymentsClient>();
+        ///         payments.refund(order.clone()).idempotency_key(format!("refund-{order}")).send();
+        ///         Ok(())
+        ///     }
+        /// }
+        /// ```
+        header:
+        ///
+        /// ```
+        /// use restate_runtime::prelude::*;
+        /// # #[derive(Default)]
+        /// # pub struct Search;
+        /// #[service]
+        /// impl Search {
+        ///     # #[handler]
+        ///     # async fn query(&self, _ctx: Context<'_>, q: String) -> HandlerResult<Vec<String>> { Ok(vec![q]) }
+        ///     #[handler]
+        ///     async fn for_tenant(&self, ctx: Context<'_>, q: String) -> HandlerResult<Vec<String>> {
+        ///         // The callee reads it with `ctx.headers()` (the name arrives lower-cased).
+        ///         let request = ctx.service_client::<SearchClient>().query(q).header("X-Tenant", "acme");
+        ///         Ok(request.call().await?)
+        ///     }
+        /// }
+        /// ```
+    }
 
     /// Calls and waits for the result. The call is journaled when this method runs, and the
     /// result when it arrives, so a replayed handler does not call twice.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Inventory;
+    /// #[service]
+    /// impl Inventory {
+    ///     # #[handler]
+    ///     # async fn in_stock(&self, _ctx: Context<'_>, sku: String) -> HandlerResult<bool> { Ok(!sku.is_empty()) }
+    ///     #[handler]
+    ///     async fn order(&self, ctx: Context<'_>, sku: String) -> HandlerResult<String> {
+    ///         if !ctx.service_client::<InventoryClient>().in_stock(sku.clone()).call().await? {
+    ///             return Err(TerminalError::new_with_code(409, "out of stock").into());
+    ///         }
+    ///         Ok(format!("ordered {sku}"))
+    ///     }
+    /// }
+    /// ```
     pub fn call(self) -> impl Future<Output = Result<O, TerminalError>> + Send + 'a {
         let ctx = self.ctx;
         let index = ctx.take_index();
@@ -189,11 +304,48 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
     }
 
     /// Sends one-way: journaled now, returns the new invocation's handle at once.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Audit;
+    /// #[service]
+    /// impl Audit {
+    ///     # #[handler]
+    ///     # async fn record(&self, _ctx: Context<'_>, event: String) -> HandlerResult<()> { Ok(()) }
+    ///     #[handler]
+    ///     async fn login(&self, ctx: Context<'_>, user: String) -> HandlerResult<()> {
+    ///         // Delivered exactly once even if this handler is retried; no waiting for it.
+    ///         ctx.service_client::<AuditClient>().record(format!("{user} logged in")).send();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     pub fn send(self) -> InvocationHandle {
         send_from_handler(self.ctx, self.parts, None)
     }
 
     /// Sends one-way, to run after `delay`.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// use std::time::Duration;
+    /// # #[derive(Default)]
+    /// # pub struct Carts;
+    /// #[object]
+    /// impl Carts {
+    ///     # #[handler]
+    ///     # async fn expire(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> { ctx.clear_all(); Ok(()) }
+    ///     #[handler]
+    ///     async fn add(&self, ctx: ObjectContext<'_>, item: String) -> HandlerResult<()> {
+    ///         ctx.set("item", item);
+    ///         // Unlike `ctx.sleep`, this does not hold the key for the hour.
+    ///         let carts = ctx.object_client::<CartsClient>(ctx.key());
+    ///         carts.expire().send_after(Duration::from_secs(3600));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     pub fn send_after(self, delay: Duration) -> InvocationHandle {
         send_from_handler(self.ctx, self.parts, Some(delay))
     }
@@ -409,6 +561,22 @@ fn send_from_handler(
 // Outside any handler.
 
 /// A request built outside any handler, through a [`RuntimeHandle`](crate::RuntimeHandle).
+///
+/// ```no_run
+/// use restate_runtime::prelude::*;
+/// # #[derive(Default)]
+/// # pub struct Greeter;
+/// # #[service]
+/// # impl Greeter {
+/// #     #[handler]
+/// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+/// # }
+/// # async fn demo(runtime: Runtime) -> anyhow::Result<()> {
+/// let greeter = runtime.handle().service_client::<GreeterClient<RuntimeHandle>>();
+/// let request = greeter.greet("Ada".into()).header("x-request-id", "r-1");
+/// assert_eq!(request.call().await?, "Hello Ada");
+/// # Ok(()) }
+/// ```
 #[must_use = "a request does nothing until called or sent"]
 pub struct ExternalRequest<O> {
     engine: Engine,
@@ -427,6 +595,27 @@ impl<O> ExternalRequest<O> {
 }
 
 /// Errors of a call or send made outside any handler.
+///
+/// ```no_run
+/// use restate_runtime::{ClientError, prelude::*};
+/// # #[derive(Default)]
+/// # pub struct Greeter;
+/// # #[service]
+/// # impl Greeter {
+/// #     #[handler]
+/// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+/// # }
+/// # async fn demo(handle: RuntimeHandle) {
+/// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+/// match greeter.greet("Ada".into()).call().await {
+///     Ok(greeting) => println!("{greeting}"),
+///     // The handler's own answer, with its code: report it, do not retry.
+///     Err(ClientError::Terminal(e)) => eprintln!("refused ({}): {}", e.code(), e.message()),
+///     // The runtime could not take the request (storage failure, shutting down).
+///     Err(ClientError::Engine(e)) => eprintln!("not accepted: {e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The handler ended with a terminal error.
@@ -444,9 +633,62 @@ impl From<TerminalError> for ClientError {
 }
 
 impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
-    builder_options!();
+    builder_options! {
+        idempotency_key:
+        ///
+        /// ```no_run
+        /// # use restate_runtime::prelude::*;
+        /// # #[derive(Default)]
+        /// # pub struct Greeter;
+        /// # #[service]
+        /// # impl Greeter {
+        /// #     #[handler]
+        /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+        /// # }
+        /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+        /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+        /// let first = greeter.greet("Ada".into()).idempotency_key("signup-42").send().await?;
+        /// // A retried request (say, after a timeout) finds the same invocation.
+        /// let again = greeter.greet("Ada".into()).idempotency_key("signup-42").send().await?;
+        /// assert_eq!(first, again);
+        /// # Ok(()) }
+        /// ```
+        header:
+        ///
+        /// ```no_run
+        /// # use restate_runtime::prelude::*;
+        /// # #[derive(Default)]
+        /// # pub struct Greeter;
+        /// # #[service]
+        /// # impl Greeter {
+        /// #     #[handler]
+        /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+        /// # }
+        /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+        /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+        /// // The handler finds `("x-request-id", "r-17")` in `ctx.headers()`.
+        /// let greeting = greeter.greet("Ada".into()).header("X-Request-Id", "r-17").call().await?;
+        /// # Ok(()) }
+        /// ```
+    }
 
     /// Calls and waits for the result.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeting: String = greeter.greet("Ada".into()).call().await?;
+    /// assert_eq!(greeting, "Hello Ada");
+    /// # Ok(()) }
+    /// ```
     pub async fn call(self) -> Result<O, ClientError> {
         let req = self.parts.into_invoke(None)?;
         let (_, done, _) = self.engine.call(req).await?;
@@ -454,11 +696,45 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
     }
 
     /// Sends one-way; returns once the invocation is durable.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// // Survives a crash from here on; the result can be fetched later.
+    /// let sent = greeter.greet("Ada".into()).send().await?;
+    /// let greeting: String = handle.attach(sent).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send(self) -> Result<InvocationHandle, ClientError> {
         self.send_inner(None).await
     }
 
     /// Sends one-way to run after `delay`; returns once the invocation is durable.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// use std::time::Duration;
+    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// // Runs in an hour, also if the process restarts in between.
+    /// let scheduled = greeter.greet("Ada".into()).send_after(Duration::from_secs(3600)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_after(self, delay: Duration) -> Result<InvocationHandle, ClientError> {
         self.send_inner(Some(delay)).await
     }

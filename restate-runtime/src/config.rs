@@ -5,6 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Every setting of a runtime.
+///
+/// ```
+/// use restate_runtime::Config;
+/// let config = Config::default();
+/// assert_eq!(config.ingress_addr.to_string(), "127.0.0.1:8080");
+/// assert_eq!(config.default_retention.as_secs(), 24 * 3600);
+/// assert_eq!(config.admin_token, None); // the admin API is open unless a token is set
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Data folder (`RESTATE_DATA_DIR`, default `./data`).
@@ -60,6 +68,14 @@ pub struct ConfigError {
 
 impl Config {
     /// Applies the `RESTATE_*` environment variables over these values.
+    ///
+    /// ```
+    /// let mut config = restate_runtime::Config::default();
+    /// // A typo such as RESTATE_RETENTION=1 (no unit) is an error, not a silent default.
+    /// if let Err(e) = config.apply_env() {
+    ///     eprintln!("{e}");
+    /// }
+    /// ```
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         self.apply(|name| std::env::var(name).ok())
     }

@@ -33,6 +33,11 @@ pub struct InvocationId {
 }
 
 /// Why a string is not an invocation id.
+///
+/// ```
+/// use restate_runtime::{IdParseError, InvocationId};
+/// assert_eq!("inv_1abc".parse::<InvocationId>(), Err(IdParseError::BadLength));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdParseError {
     /// Not 38 characters.
@@ -82,7 +87,13 @@ impl InvocationId {
         }
     }
 
-    /// The partition key (see the module docs).
+    /// The partition key: the same for every invocation of one object or workflow key.
+    ///
+    /// ```
+    /// use restate_runtime::InvocationId;
+    /// let id: InvocationId = "inv_1000000000010000000000000000000002".parse().unwrap();
+    /// assert_eq!(id.partition_key(), 1);
+    /// ```
     pub fn partition_key(&self) -> u64 {
         self.partition_key
     }
@@ -272,6 +283,13 @@ impl AwakeableId {
     }
 
     /// The invocation waiting on it.
+    ///
+    /// ```
+    /// use restate_runtime::AwakeableId;
+    /// let id: AwakeableId = "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQ".parse().unwrap();
+    /// // Look it up in the admin API to see who is waiting.
+    /// assert_eq!(id.invocation().to_string(), "inv_1000000000010000000000000000000002");
+    /// ```
     pub fn invocation(&self) -> InvocationId {
         self.invocation
     }

@@ -29,6 +29,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 mod admin;
 mod client;
 mod clock;

@@ -39,12 +39,26 @@ pub enum BuildError {
 }
 
 /// Why serving stopped with an error.
+///
+/// ```no_run
+/// use restate_runtime::{Runtime, ServeError};
+/// # async fn demo() -> anyhow::Result<()> {
+/// match Runtime::builder().build()?.serve().await {
+///     Err(ServeError::Bind { addr, source }) => {
+///         anyhow::bail!("is another instance running on {addr}? {source}")
+///     }
+///     other => other?,
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address (from [`Config`]).
         addr: std::net::SocketAddr,
+        /// What the OS reported (in use, permission denied).
         source: std::io::Error,
     },
     /// The server failed.
@@ -72,60 +86,142 @@ pub struct RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Data folder (default `./data`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// // The journal and state live here; keep it on durable, local disk.
+    /// let runtime = Runtime::builder().data_dir("/var/lib/shop/restate").build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.config.data_dir = dir.into();
         self
     }
 
     /// Ingress address (default `127.0.0.1:8080`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// // Reachable from other machines, not just loopback.
+    /// let runtime = Runtime::builder().ingress_addr("0.0.0.0:8080".parse()?).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn ingress_addr(mut self, addr: std::net::SocketAddr) -> Self {
         self.config.ingress_addr = addr;
         self
     }
 
     /// Admin address (default `127.0.0.1:9070`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().admin_addr("127.0.0.1:19070".parse()?).build()?;
+    /// assert_eq!(runtime.config().admin_addr.port(), 19070); // unless RESTATE_ADMIN_ADDR is set
+    /// # Ok(()) }
+    /// ```
     pub fn admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
         self.config.admin_addr = addr;
         self
     }
 
     /// Requires `Authorization: Bearer <token>` on the admin API (all but `/health`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let token = std::env::var("ADMIN_TOKEN")?;
+    /// let runtime = Runtime::builder().admin_token(token).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
         self.config.admin_token = Some(token.into());
         self
     }
 
     /// Largest accepted request body (default 10 MiB).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// // Larger bodies are answered with 413 before any invocation exists.
+    /// let runtime = Runtime::builder().max_body_bytes(64 * 1024).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.config.max_body_bytes = bytes;
         self
     }
 
     /// How long finished invocations keep results and idempotency keys (default 24 h).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// use std::time::Duration;
+    /// // Clients may retry with the same idempotency key for a week.
+    /// let runtime = Runtime::builder().default_retention(Duration::from_secs(7 * 24 * 3600)).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn default_retention(mut self, retention: Duration) -> Self {
         self.config.default_retention = retention;
         self
     }
 
     /// How often expired invocations are purged (default 10 s).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// use std::time::Duration;
+    /// let runtime = Runtime::builder().purge_interval(Duration::from_secs(60)).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn purge_interval(mut self, interval: Duration) -> Self {
         self.config.purge_interval = interval;
         self
     }
 
     /// How long a handler may wait before it is suspended (default 10 s).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// use std::time::Duration;
+    /// // Free memory sooner when many handlers wait on timers or awakeables.
+    /// let runtime = Runtime::builder().suspend_after(Duration::from_secs(1)).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn suspend_after(mut self, after: Duration) -> Self {
         self.config.suspend_after = after;
         self
     }
 
     /// redb page cache in bytes (default 64 MiB).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().cache_bytes(256 * 1024 * 1024).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.config.cache_bytes = bytes;
         self
     }
 
     /// Ignores `RESTATE_*` environment variables (tests that must not be affected by them).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let dir = tempfile::tempdir()?;
+    /// let runtime = Runtime::builder().data_dir(dir.path()).without_env().build()?;
+    /// assert_eq!(runtime.config().data_dir, dir.path()); // whatever RESTATE_DATA_DIR says
+    /// # Ok(()) }
+    /// ```
     pub fn without_env(mut self) -> Self {
         self.read_env = false;
         self
@@ -174,6 +270,20 @@ impl RuntimeBuilder {
 
     /// Opens the data folder, registers services and resumes unfinished invocations.
     /// Call it inside a tokio runtime.
+    ///
+    /// ```no_run
+    /// use restate_runtime::{BuildError, Runtime};
+    /// #[tokio::main]
+    /// async fn main() -> anyhow::Result<()> {
+    ///     match Runtime::builder().build() {
+    ///         Ok(runtime) => runtime.serve().await?,
+    ///         // Another process (an old instance still running?) holds the data folder.
+    ///         Err(BuildError::Storage(e)) => anyhow::bail!("cannot open the data folder: {e}"),
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn build(self) -> Result<Runtime, BuildError> {
         tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
         let mut config = self.config;
@@ -224,6 +334,13 @@ pub struct Runtime {
 
 impl Runtime {
     /// A builder with the defaults.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().build()?; // ./data, ingress on 8080, admin on 9070
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder {
             config: Config::default(),
@@ -234,11 +351,38 @@ impl Runtime {
     }
 
     /// The effective configuration (after environment overrides).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().build()?;
+    /// // RESTATE_INGRESS_ADDR, if set, is what counts.
+    /// println!("ingress on http://{}", runtime.config().ingress_addr);
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// A handle for invoking services in-process, without HTTP.
+    ///
+    /// ```no_run
+    /// use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = Runtime::builder().build()?;
+    /// let handle = runtime.handle(); // cheap to clone; hand it to web routes, jobs, tests
+    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeting = greeter.greet("Ada".into()).call().await?;
+    /// runtime.serve().await?; // the handle keeps working while serving
+    /// # Ok(()) }
+    /// ```
     pub fn handle(&self) -> RuntimeHandle {
         RuntimeHandle {
             engine: self.engine.clone(),
@@ -261,17 +405,49 @@ impl Runtime {
     }
 
     /// The admin API as an axum router.
+    ///
+    /// ```no_run
+    /// # async fn demo(runtime: restate_runtime::Runtime) -> anyhow::Result<()> {
+    /// // Ingress and admin on one port of an existing server, instead of `serve`.
+    /// let app = axum::Router::new()
+    ///     .merge(runtime.ingress_router())
+    ///     .nest("/admin", runtime.admin_router());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn admin_router(&self) -> axum::Router {
         crate::admin::router(self.engine.clone(), self.config.admin_token.clone())
     }
 
     /// Serves ingress and admin on their addresses until SIGINT or SIGTERM, then shuts down.
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> anyhow::Result<()> {
+    ///     restate_runtime::init_tracing();
+    ///     // Returns after Ctrl-C or SIGTERM, with the journal flushed.
+    ///     restate_runtime::Runtime::builder().build()?.serve().await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn serve(self) -> Result<(), ServeError> {
         self.serve_until(shutdown_signal()).await
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully: stops accepting, stops
     /// handlers (they resume by replay after a restart), flushes the journal and closes it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().build()?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let server = tokio::spawn(runtime.serve_until(async { let _ = stopped.await; }));
+    /// // ... later, from the application's own shutdown path:
+    /// let _ = stop.send(());
+    /// server.await??;
+    /// # Ok(()) }
+    /// ```
     pub async fn serve_until(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -314,6 +490,24 @@ impl Runtime {
     }
 
     /// Stops handlers and timers, flushes the journal and closes the data folder.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// // In-process only (no HTTP): run some invocations, then close the data folder.
+    /// let runtime = Runtime::builder().build()?;
+    /// let greeter = runtime.handle().service_client::<GreeterClient<RuntimeHandle>>();
+    /// greeter.greet("Ada".into()).call().await?;
+    /// runtime.shutdown();
+    /// # Ok(()) }
+    /// ```
     pub fn shutdown(self) {
         self.engine.shutdown();
         self.storage.close();
@@ -375,16 +569,77 @@ impl Caller for RuntimeHandle {
 
 impl RuntimeHandle {
     /// A typed client for a service.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// assert_eq!(greeter.greet("Ada".into()).call().await?, "Hello Ada");
+    /// # Ok(()) }
+    /// ```
     pub fn service_client<C: IntoServiceClient<RuntimeHandle>>(&self) -> C {
         C::create(self.clone())
     }
 
     /// A typed client for one key of a virtual object.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Counter;
+    /// # #[object]
+    /// # impl Counter {
+    /// #     #[handler]
+    /// #     async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+    /// #         let count = ctx.get::<u64>("count").await?.unwrap_or(0) + n;
+    /// #         ctx.set("count", count);
+    /// #         Ok(count)
+    /// #     }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// // `Counter/visits`: its own state, one exclusive handler at a time.
+    /// let visits = handle.object_client::<CounterClient<RuntimeHandle>>("visits");
+    /// let after_one = visits.add(1).call().await?;
+    /// assert_eq!(visits.add(2).call().await?, after_one + 2);
+    /// # Ok(()) }
+    /// ```
     pub fn object_client<C: IntoObjectClient<RuntimeHandle>>(&self, key: impl Into<String>) -> C {
         C::create(self.clone(), key.into())
     }
 
     /// A typed client for one workflow.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Signup;
+    /// # #[workflow]
+    /// # impl Signup {
+    /// #     #[handler]
+    /// #     async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+    /// #         let code: String = ctx.promise("clicked").await?;
+    /// #         Ok(format!("{email} verified with {code}"))
+    /// #     }
+    /// #     #[handler]
+    /// #     async fn click(&self, ctx: SharedWorkflowContext<'_>, code: String) -> HandlerResult<()> {
+    /// #         Ok(ctx.resolve_promise("clicked", code).await?)
+    /// #     }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let signup = handle.workflow_client::<SignupClient<RuntimeHandle>>("ada");
+    /// let run = signup.run("ada@example.com".into()).send().await?; // waits for the click
+    /// signup.click("1234".into()).call().await?;
+    /// let outcome: String = handle.attach(run).await?;
+    /// assert_eq!(outcome, "ada@example.com verified with 1234");
+    /// # Ok(()) }
+    /// ```
     pub fn workflow_client<C: IntoWorkflowClient<RuntimeHandle>>(
         &self,
         key: impl Into<String>,
@@ -393,6 +648,24 @@ impl RuntimeHandle {
     }
 
     /// Waits for the result of an invocation sent earlier.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let sent = greeter.greet("Ada".into()).send().await?;
+    /// // The output type is the handler's; after a restart, keep the id and rebuild the handle.
+    /// let greeting: String = handle.attach(sent).await?;
+    /// assert_eq!(greeting, "Hello Ada");
+    /// # Ok(()) }
+    /// ```
     pub async fn attach<O: DeserializeOwned>(
         &self,
         handle: InvocationHandle,
@@ -402,6 +675,27 @@ impl RuntimeHandle {
 
     /// Requests cancellation of an invocation: its handler gets a 409 terminal error at its next
     /// await point and can compensate.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Exports;
+    /// # #[service]
+    /// # impl Exports {
+    /// #     #[handler]
+    /// #     async fn export(&self, ctx: Context<'_>, month: String) -> HandlerResult<String> {
+    /// #         ctx.sleep(std::time::Duration::from_secs(3600)).await?;
+    /// #         Ok(month)
+    /// #     }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let exports = handle.service_client::<ExportsClient<RuntimeHandle>>();
+    /// let export = exports.export("2024-05".into()).send().await?;
+    /// handle.cancel(export).await?;
+    /// let err = handle.attach::<String>(export).await.unwrap_err();
+    /// assert!(matches!(err, restate_runtime::ClientError::Terminal(e) if e.code() == 409));
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(
         &self,
         handle: InvocationHandle,
@@ -410,11 +704,40 @@ impl RuntimeHandle {
     }
 
     /// Stops an invocation at once; it completes with a 409 "killed" error.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Exports;
+    /// # #[service]
+    /// # impl Exports {
+    /// #     #[handler]
+    /// #     async fn export(&self, ctx: Context<'_>, month: String) -> HandlerResult<String> {
+    /// #         ctx.sleep(std::time::Duration::from_secs(3600)).await?;
+    /// #         Ok(month)
+    /// #     }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let exports = handle.service_client::<ExportsClient<RuntimeHandle>>();
+    /// let export = exports.export("2024-05".into()).send().await?;
+    /// // No compensation runs: for stuck invocations, where `cancel` is not enough.
+    /// handle.kill(export).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn kill(&self, handle: InvocationHandle) -> Result<(), crate::engine::ControlError> {
         self.engine.kill(handle.invocation_id()).await
     }
 
     /// Counters of the journal writer (commits and batches), for benchmarks.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: restate_runtime::RuntimeHandle) -> anyhow::Result<()> {
+    /// let stats = handle.writer_stats();
+    /// // Group commit: how many batches share one durable transaction, on average.
+    /// let per_commit = stats.batches as f64 / stats.commits.max(1) as f64;
+    /// println!("{} commits, {per_commit:.1} batches each", stats.commits);
+    /// # Ok(()) }
+    /// ```
     pub fn writer_stats(&self) -> crate::storage::WriterStats {
         self.engine.storage.writer_stats()
     }

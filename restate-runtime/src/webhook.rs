@@ -15,6 +15,13 @@ use subtle::ConstantTimeEq;
 use crate::clock::now_ms;
 
 /// Where a webhook sender puts its event id.
+///
+/// ```
+/// use restate_runtime::webhook::{EventId, Webhook};
+/// // A sender with its own conventions: the event id in `X-Event-Id`, no signature.
+/// let hook = Webhook { event_id: EventId::Header("X-Event-Id".into()), signature: None };
+/// assert_ne!(hook, Webhook::standard(None));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventId {
     /// A top-level field of the JSON body (Stripe: `id`).
@@ -24,17 +31,36 @@ pub enum EventId {
 }
 
 /// How a webhook sender signs its requests.
+///
+/// ```
+/// use restate_runtime::webhook::{EventId, Signature, Webhook};
+/// // A Stripe-style signature on a sender that names its events in a `event_id` field.
+/// let hook = Webhook {
+///     event_id: EventId::JsonField("event_id".into()),
+///     signature: Some(Signature::Stripe { secret: "whsec_test".into() }),
+/// };
+/// assert!(hook.signature.is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {
     /// Stripe: `Stripe-Signature: t=<unix>,v1=<hex hmac-sha256 of "t.body">`, 5-minute tolerance.
-    Stripe { secret: String },
+    Stripe {
+        /// The endpoint's signing secret (`whsec_…`), used as is.
+        secret: String,
+    },
     /// Standard Webhooks (Svix and others): `webhook-id`, `webhook-timestamp` (unix seconds) and
     /// `webhook-signature: v1,<base64 hmac-sha256 of "id.timestamp.body"> ...`, 5-minute
     /// tolerance. The secret is `whsec_<base64 key>`, or the raw key without that prefix.
-    Standard { secret: String },
+    Standard {
+        /// `whsec_<base64 key>`, or the raw key.
+        secret: String,
+    },
     /// GitHub: `X-Hub-Signature-256: sha256=<hex hmac-sha256 of body>`. There is no timestamp,
     /// so a captured delivery stays valid; deduplication by `X-GitHub-Delivery` limits the harm.
-    GitHub { secret: String },
+    GitHub {
+        /// The webhook's secret, as entered in GitHub's settings.
+        secret: String,
+    },
 }
 
 /// A handler that receives webhooks.
@@ -60,6 +86,15 @@ const STANDARD_SECRET_PREFIX: &str = "whsec_";
 impl Webhook {
     /// Stripe's conventions: the event id in the body's `id`, signatures checked when a secret
     /// is given.
+    ///
+    /// ```
+    /// use restate_runtime::webhook::{EventId, Signature, Webhook};
+    /// // No secret (local testing): unsigned requests are accepted.
+    /// let hook = Webhook::stripe(std::env::var("STRIPE_WEBHOOK_SECRET").ok());
+    /// assert_eq!(hook.event_id, EventId::JsonField("id".into()));
+    /// let signed = Webhook::stripe(Some("whsec_test".into()));
+    /// assert_eq!(signed.signature, Some(Signature::Stripe { secret: "whsec_test".into() }));
+    /// ```
     pub fn stripe(secret: Option<String>) -> Self {
         Self {
             event_id: EventId::JsonField("id".into()),

@@ -71,12 +71,41 @@ macro_rules! context_types {
         }
 
         impl<'a> $name<'a> {
-            /// The id of this invocation.
+            /// The id of this invocation: the same on every attempt and replay.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Payments;
+            /// #[service]
+            /// impl Payments {
+            ///     #[handler]
+            ///     async fn pay(&self, ctx: Context<'_>, cents: u64) -> HandlerResult<String> {
+            ///         // Stable across retries, so the provider can deduplicate on it.
+            ///         let request_id = ctx.invocation_id().to_string();
+            ///         Ok(format!("charged {cents} as {request_id}"))
+            ///     }
+            /// }
+            /// ```
             pub fn invocation_id(&self) -> InvocationId {
                 self.inner.id()
             }
 
             /// The headers the invocation was sent with (names in lower case).
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Tenants;
+            /// #[service]
+            /// impl Tenants {
+            ///     #[handler]
+            ///     async fn tenant(&self, ctx: Context<'_>) -> HandlerResult<Option<String>> {
+            ///         let found = ctx.headers().iter().find(|(name, _)| name == "x-tenant");
+            ///         Ok(found.map(|(_, value)| value.clone()))
+            ///     }
+            /// }
+            /// ```
             pub fn headers(&self) -> &'a [(String, String)] {
                 &self.inner.headers
             }
@@ -84,6 +113,22 @@ macro_rules! context_types {
             /// A journaled side effect: the closure's result is durable before it is returned,
             /// and on replay the recorded result comes back without running the closure.
             /// The closure may run again if the process dies before its result is recorded.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Orders;
+            /// #[service]
+            /// impl Orders {
+            ///     #[handler]
+            ///     async fn place(&self, ctx: Context<'_>, item: String) -> HandlerResult<String> {
+            ///         // A retry after this step gets the same order number without reserving again.
+            ///         let order: u64 = ctx.run(|| reserve(&item)).name("reserve").await?;
+            ///         Ok(format!("order {order}: {item}"))
+            ///     }
+            /// }
+            /// async fn reserve(_item: &str) -> HandlerResult<u64> { Ok(7) }
+            /// ```
             pub fn run<F, Fut, T>(&self, closure: F) -> Run<'a, F, Fut, T>
             where
                 F: FnMut() -> Fut + Send + 'a,
@@ -96,6 +141,22 @@ macro_rules! context_types {
             /// A durable timer: the wake-up time is journaled, so the sleep survives restarts and
             /// fires once. In an exclusive object handler it holds the key while sleeping;
             /// `send_after` is the non-blocking alternative.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// use std::time::Duration;
+            /// #[derive(Default)]
+            /// pub struct Reminders;
+            /// #[service]
+            /// impl Reminders {
+            ///     #[handler]
+            ///     async fn remind(&self, ctx: Context<'_>, note: String) -> HandlerResult<String> {
+            ///         // Suspended meanwhile; a restart does not reset the day.
+            ///         ctx.sleep(Duration::from_secs(24 * 3600)).await?;
+            ///         Ok(format!("reminder: {note}"))
+            ///     }
+            /// }
+            /// ```
             pub fn sleep(&self, duration: std::time::Duration) -> impl Future<Output = Result<(), crate::TerminalError>> + Send + 'a {
                 self.inner.sleep(duration)
             }
@@ -103,16 +164,62 @@ macro_rules! context_types {
             /// A new awakeable: its id (`sign_1…`, to hand to whoever completes it) and a future
             /// of its value. Completed over HTTP (`POST /restate/a/{id}/resolve|reject`) or by
             /// another handler; a long wait suspends the invocation.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Review;
+            /// #[service]
+            /// impl Review {
+            ///     #[handler]
+            ///     async fn submit(&self, ctx: Context<'_>, doc: String) -> HandlerResult<bool> {
+            ///         let (id, approved) = ctx.awakeable::<bool>();
+            ///         // The reviewer answers with `POST /restate/a/{id}/resolve` and `true` or `false`.
+            ///         ctx.run(|| notify_reviewer(&doc, &id)).name("notify").await?;
+            ///         Ok(approved.await?)
+            ///     }
+            /// }
+            /// async fn notify_reviewer(_doc: &str, _id: &str) -> HandlerResult<()> { Ok(()) }
+            /// ```
             pub fn awakeable<T: DeserializeOwned>(&self) -> (String, impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a) {
                 self.inner.awakeable()
             }
 
             /// Resolves an awakeable with a value (first completion wins; journaled, so once).
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Reviewer;
+            /// #[service]
+            /// impl Reviewer {
+            ///     /// Takes the id another handler got from `ctx.awakeable()`.
+            ///     #[handler]
+            ///     async fn approve(&self, ctx: Context<'_>, awakeable_id: String) -> HandlerResult<()> {
+            ///         ctx.resolve_awakeable(&awakeable_id, true)?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub fn resolve_awakeable<T: Serialize + 'static>(&self, id: &str, value: T) -> Result<(), crate::TerminalError> {
                 self.inner.resolve_awakeable(id, &value)
             }
 
             /// Rejects an awakeable: its waiter gets a terminal error (code 500) with `message`.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Reviewer;
+            /// #[service]
+            /// impl Reviewer {
+            ///     #[handler]
+            ///     async fn deny(&self, ctx: Context<'_>, awakeable_id: String) -> HandlerResult<()> {
+            ///         ctx.reject_awakeable(&awakeable_id, "denied: missing signature")?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub fn reject_awakeable(&self, id: &str, message: &str) -> Result<(), crate::TerminalError> {
                 self.inner.reject_awakeable(id, message)
             }
@@ -120,17 +227,79 @@ macro_rules! context_types {
             /// Waits for the first of two durable operations (a call raced against a sleep, say);
             /// the winner is journaled, so a replay takes the same branch. For "all of them",
             /// `futures::join!` on durable operations is already deterministic.
+            ///
+            /// ```
+            /// use restate_runtime::{Either, prelude::*};
+            /// use std::time::Duration;
+            /// # #[derive(Default)]
+            /// # pub struct Quotes;
+            /// #[service]
+            /// impl Quotes {
+            ///     # #[handler]
+            ///     # async fn fetch(&self, _ctx: Context<'_>) -> HandlerResult<u64> { Ok(42) }
+            ///     #[handler]
+            ///     async fn price(&self, ctx: Context<'_>) -> HandlerResult<u64> {
+            ///         let call = ctx.service_client::<QuotesClient>().fetch().call();
+            ///         match ctx.select(call, ctx.sleep(Duration::from_secs(5))).await {
+            ///             Either::Left(price) => Ok(price?),
+            ///             Either::Right(_timed_out) => Ok(0), // the fallback price
+            ///         }
+            ///     }
+            /// }
+            /// ```
             pub async fn select<A: Future, B: Future>(&self, a: A, b: B) -> futures::future::Either<A::Output, B::Output> {
                 self.inner.select(a, b).await
             }
 
             /// Waits for the result of an invocation by its id (one this handler sent, say).
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Jobs;
+            /// #[service]
+            /// impl Jobs {
+            ///     # #[handler]
+            ///     # async fn work(&self, _ctx: Context<'_>, n: u64) -> HandlerResult<u64> { Ok(n * 2) }
+            ///     #[handler]
+            ///     async fn fan_out(&self, ctx: Context<'_>) -> HandlerResult<u64> {
+            ///         let jobs = ctx.service_client::<JobsClient>();
+            ///         // Both run in parallel; then collect their results.
+            ///         let handles = [jobs.work(1).send(), jobs.work(2).send()];
+            ///         let mut sum = 0;
+            ///         for handle in handles {
+            ///             sum += ctx.attach::<u64>(handle).await?;
+            ///         }
+            ///         Ok(sum)
+            ///     }
+            /// }
+            /// ```
             pub fn attach<T: DeserializeOwned>(&self, handle: crate::InvocationHandle) -> impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a {
                 self.inner.attach_invocation(handle.invocation_id())
             }
 
             /// Requests cancellation of another invocation (one this handler sent, say). It is
             /// idempotent, so repeating it on replay is harmless.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// use std::time::Duration;
+            /// # #[derive(Default)]
+            /// # pub struct Exports;
+            /// #[service]
+            /// impl Exports {
+            ///     # #[handler]
+            ///     # async fn export(&self, _ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+            ///     #[handler]
+            ///     async fn export_with_deadline(&self, ctx: Context<'_>) -> HandlerResult<()> {
+            ///         let export = ctx.service_client::<ExportsClient>().export().send();
+            ///         ctx.sleep(Duration::from_secs(600)).await?;
+            ///         // Done by now is fine; otherwise it gets a 409 at its next await point.
+            ///         ctx.cancel(export);
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub fn cancel(&self, handle: crate::InvocationHandle) {
                 let engine = self.inner.engine.clone();
                 tokio::spawn(async move {
@@ -141,11 +310,44 @@ macro_rules! context_types {
             }
 
             /// Random numbers that replay identically (seeded from the invocation id).
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Raffle;
+            /// #[service]
+            /// impl Raffle {
+            ///     #[handler]
+            ///     async fn draw(&self, ctx: Context<'_>, tickets: Vec<String>) -> HandlerResult<Option<String>> {
+            ///         if tickets.is_empty() {
+            ///             return Ok(None);
+            ///         }
+            ///         // A retry draws the same winner.
+            ///         let i = ctx.rand().next_u32() as usize % tickets.len();
+            ///         Ok(Some(tickets[i].clone()))
+            ///     }
+            /// }
+            /// ```
             pub fn rand(&self) -> DeterministicRng<'a> {
                 DeterministicRng { ctx: self.inner }
             }
 
             /// A random UUID (version 4 layout) that replays identically.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Orders;
+            /// #[service]
+            /// impl Orders {
+            ///     #[handler]
+            ///     async fn create(&self, ctx: Context<'_>) -> HandlerResult<String> {
+            ///         // Like `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`; a retry gets the same id.
+            ///         let order_id = ctx.rand_uuid();
+            ///         Ok(order_id)
+            ///     }
+            /// }
+            /// ```
             pub fn rand_uuid(&self) -> String {
                 let mut b = [0u8; 16];
                 self.rand().fill_bytes(&mut b);
@@ -156,6 +358,21 @@ macro_rules! context_types {
             }
 
             /// The current time, journaled: a replay sees the time the first execution saw.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// use std::time::UNIX_EPOCH;
+            /// #[derive(Default)]
+            /// pub struct Audit;
+            /// #[service]
+            /// impl Audit {
+            ///     #[handler]
+            ///     async fn stamp(&self, ctx: Context<'_>, event: String) -> HandlerResult<String> {
+            ///         let secs = ctx.now().await?.duration_since(UNIX_EPOCH)?.as_secs();
+            ///         Ok(format!("{event} at {secs}"))
+            ///     }
+            /// }
+            /// ```
             pub async fn now(&self) -> Result<std::time::SystemTime, crate::TerminalError> {
                 let ms: u64 = self
                     .run(|| async { Ok(crate::clock::now_ms()) })
@@ -165,11 +382,55 @@ macro_rules! context_types {
             }
 
             /// A typed client for a service: `ctx.service_client::<GreeterClient>()`.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Greeter;
+            /// #[service]
+            /// impl Greeter {
+            ///     #[handler]
+            ///     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> {
+            ///         Ok(format!("Hello {name}"))
+            ///     }
+            ///     #[handler]
+            ///     async fn greet_twice(&self, ctx: Context<'_>, name: String) -> HandlerResult<String> {
+            ///         let greeter = ctx.service_client::<GreeterClient>();
+            ///         let first = greeter.greet(name.clone()).call().await?;
+            ///         Ok(format!("{first}! {}!", greeter.greet(name).call().await?))
+            ///     }
+            /// }
+            /// ```
             pub fn service_client<C: IntoServiceClient<HandlerCaller<'a>>>(&self) -> C {
                 C::create(HandlerCaller::new(self.inner))
             }
 
             /// A typed client for one key of a virtual object.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Stock;
+            /// #[object]
+            /// impl Stock {
+            ///     #[handler]
+            ///     async fn take(&self, ctx: ObjectContext<'_>, n: u32) -> HandlerResult<u32> {
+            ///         let left = ctx.get::<u32>("left").await?.unwrap_or(10).saturating_sub(n);
+            ///         ctx.set("left", left);
+            ///         Ok(left)
+            ///     }
+            /// }
+            /// # #[derive(Default)]
+            /// # pub struct Shop;
+            /// #[service]
+            /// impl Shop {
+            ///     #[handler]
+            ///     async fn buy(&self, ctx: Context<'_>, item: String) -> HandlerResult<u32> {
+            ///         // Calls `Stock/{item}/take`: one at a time per item.
+            ///         Ok(ctx.object_client::<StockClient>(item).take(1).call().await?)
+            ///     }
+            /// }
+            /// ```
             pub fn object_client<C: IntoObjectClient<HandlerCaller<'a>>>(
                 &self,
                 key: impl Into<String>,
@@ -178,6 +439,30 @@ macro_rules! context_types {
             }
 
             /// A typed client for one workflow (by its key).
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Signup;
+            /// #[workflow]
+            /// impl Signup {
+            ///     #[handler]
+            ///     async fn run(&self, _ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+            ///         Ok(format!("{email} verified"))
+            ///     }
+            /// }
+            /// # #[derive(Default)]
+            /// # pub struct Users;
+            /// #[service]
+            /// impl Users {
+            ///     #[handler]
+            ///     async fn register(&self, ctx: Context<'_>, email: String) -> HandlerResult<()> {
+            ///         // One sign-up per address: sending `run` again for this key starts nothing.
+            ///         ctx.workflow_client::<SignupClient>(email.clone()).run(email).send();
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub fn workflow_client<C: IntoWorkflowClient<HandlerCaller<'a>>>(
                 &self,
                 key: impl Into<String>,
@@ -192,6 +477,20 @@ macro_rules! keyed {
     ($($name:ident),*) => {$(
         impl<'a> $name<'a> {
             /// The object or workflow key this invocation runs on.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Cart;
+            /// #[object]
+            /// impl Cart {
+            ///     /// `POST /Cart/ada/owner` answers "cart of ada".
+            ///     #[handler]
+            ///     async fn owner(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<String> {
+            ///         Ok(format!("cart of {}", ctx.key()))
+            ///     }
+            /// }
+            /// ```
             pub fn key(&self) -> &'a str {
                 self.inner.key.as_deref().unwrap_or_default()
             }
@@ -204,11 +503,38 @@ macro_rules! reads_state {
         impl<'a> $name<'a> {
             /// Reads a state entry of this key (`None` when unset). Journaled: a replay sees
             /// the value the first execution saw.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Counter;
+            /// #[object]
+            /// impl Counter {
+            ///     #[handler]
+            ///     async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<u64> {
+            ///         Ok(ctx.get::<u64>("count").await?.unwrap_or(0))
+            ///     }
+            /// }
+            /// ```
             pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, crate::TerminalError> {
                 self.inner.get_state(name)
             }
 
             /// The names of this key's state entries, sorted.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Profile;
+            /// #[object]
+            /// impl Profile {
+            ///     /// Which fields this user has filled in.
+            ///     #[handler]
+            ///     async fn fields(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<Vec<String>> {
+            ///         Ok(ctx.state_keys().await?)
+            ///     }
+            /// }
+            /// ```
             pub async fn state_keys(&self) -> Result<Vec<String>, crate::TerminalError> {
                 self.inner.state_keys()
             }
@@ -220,16 +546,61 @@ macro_rules! writes_state {
     ($($name:ident),*) => {$(
         impl<'a> $name<'a> {
             /// Sets a state entry; it commits with its journal entry, in order, without waiting.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Counter;
+            /// #[object]
+            /// impl Counter {
+            ///     #[handler]
+            ///     async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+            ///         let count = ctx.get::<u64>("count").await?.unwrap_or(0) + n;
+            ///         ctx.set("count", count);
+            ///         Ok(count)
+            ///     }
+            /// }
+            /// ```
             pub fn set<T: Serialize + 'static>(&self, name: &str, value: T) {
                 self.inner.set_state(name, &value)
             }
 
             /// Removes a state entry.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Cart;
+            /// #[object]
+            /// impl Cart {
+            ///     #[handler]
+            ///     async fn checkout(&self, ctx: ObjectContext<'_>) -> HandlerResult<Vec<String>> {
+            ///         let items: Vec<String> = ctx.get("items").await?.unwrap_or_default();
+            ///         ctx.clear("items");
+            ///         Ok(items)
+            ///     }
+            /// }
+            /// ```
             pub fn clear(&self, name: &str) {
                 self.inner.clear_state(name)
             }
 
             /// Removes every state entry of this key.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Account;
+            /// #[object]
+            /// impl Account {
+            ///     /// Forgets everything stored for this user.
+            ///     #[handler]
+            ///     async fn erase(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+            ///         ctx.clear_all();
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub fn clear_all(&self) {
                 self.inner.clear_all_state()
             }
@@ -242,21 +613,92 @@ macro_rules! promises {
         impl<'a> $name<'a> {
             /// Waits for the workflow's durable promise `name` (resolved by any handler of this
             /// workflow, before or after this call). A long wait suspends the invocation.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Signup;
+            /// #[workflow]
+            /// impl Signup {
+            ///     #[handler]
+            ///     async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+            ///         // Waits (suspended, across restarts) for a handler to resolve it.
+            ///         let code: String = ctx.promise("email.clicked").await?;
+            ///         Ok(format!("{email} verified with {code}"))
+            ///     }
+            /// }
+            /// ```
             pub fn promise<T: DeserializeOwned>(&self, name: &str) -> impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a {
                 self.inner.promise(name)
             }
 
             /// The promise's value if it is resolved, `None` if not yet.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Signup;
+            /// #[workflow]
+            /// impl Signup {
+            ///     # #[handler]
+            ///     # async fn run(&self, ctx: WorkflowContext<'_>) -> HandlerResult<String> {
+            ///     #     Ok(ctx.promise("email.clicked").await?)
+            ///     # }
+            ///     #[handler]
+            ///     async fn clicked(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<bool> {
+            ///         let code: Option<String> = ctx.peek_promise("email.clicked").await?;
+            ///         Ok(code.is_some())
+            ///     }
+            /// }
+            /// ```
             pub async fn peek_promise<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, crate::TerminalError> {
                 self.inner.peek_promise(name)
             }
 
             /// Resolves the promise; a second completion is refused with a 409 terminal error.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Signup;
+            /// #[workflow]
+            /// impl Signup {
+            ///     # #[handler]
+            ///     # async fn run(&self, ctx: WorkflowContext<'_>) -> HandlerResult<String> {
+            ///     #     Ok(ctx.promise("email.clicked").await?)
+            ///     # }
+            ///     /// The link in the e-mail lands here; `run` is waiting on the promise.
+            ///     #[handler]
+            ///     async fn click(&self, ctx: SharedWorkflowContext<'_>, code: String) -> HandlerResult<()> {
+            ///         ctx.resolve_promise("email.clicked", code).await?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub async fn resolve_promise<T: Serialize + 'static>(&self, name: &str, value: T) -> Result<(), crate::TerminalError> {
                 self.inner.resolve_promise(name, &value).await
             }
 
             /// Rejects the promise: waiters get a terminal error (code 500) with `message`.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Signup;
+            /// #[workflow]
+            /// impl Signup {
+            ///     # #[handler]
+            ///     # async fn run(&self, ctx: WorkflowContext<'_>) -> HandlerResult<String> {
+            ///     #     Ok(ctx.promise("email.clicked").await?)
+            ///     # }
+            ///     /// "This wasn't me": `run` fails with this message instead of waiting on.
+            ///     #[handler]
+            ///     async fn report(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<()> {
+            ///         ctx.reject_promise("email.clicked", "sign-up reported as abuse").await?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
             pub async fn reject_promise(&self, name: &str, message: &str) -> Result<(), crate::TerminalError> {
                 self.inner.reject_promise(name, message).await
             }
@@ -266,14 +708,94 @@ macro_rules! promises {
 
 context_types! {
     /// The context of a service handler: side effects, calls, timers; no state.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Greeter;
+    /// #[service]
+    /// impl Greeter {
+    ///     #[handler]
+    ///     async fn greet(&self, ctx: Context<'_>, name: String) -> HandlerResult<String> {
+    ///         let id = ctx.rand_uuid();
+    ///         Ok(format!("Hello {name}, your ticket is {id}"))
+    ///     }
+    /// }
+    /// ```
     Context;
     /// The context of an exclusive virtual-object handler: reads and writes its key's state.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Visits;
+    /// #[object]
+    /// impl Visits {
+    ///     /// One at a time per key, so the read-modify-write cannot race.
+    ///     #[handler]
+    ///     async fn visit(&self, ctx: ObjectContext<'_>) -> HandlerResult<u64> {
+    ///         let n = ctx.get::<u64>("visits").await?.unwrap_or(0) + 1;
+    ///         ctx.set("visits", n);
+    ///         Ok(n)
+    ///     }
+    /// }
+    /// ```
     ObjectContext;
     /// The context of a shared virtual-object handler: reads its key's state, writes nothing.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Visits;
+    /// #[object]
+    /// impl Visits {
+    ///     /// Runs alongside exclusive handlers of the same key.
+    ///     #[handler]
+    ///     async fn count(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<u64> {
+    ///         Ok(ctx.get::<u64>("visits").await?.unwrap_or(0))
+    ///     }
+    /// }
+    /// ```
     SharedObjectContext;
     /// The context of a workflow's `run` handler.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Onboarding;
+    /// #[workflow]
+    /// impl Onboarding {
+    ///     /// Runs once per key; state and promises belong to that key.
+    ///     #[handler]
+    ///     async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<()> {
+    ///         ctx.set("step", "welcome mail sent");
+    ///         ctx.promise::<()>("profile.done").await?;
+    ///         ctx.set("step", format!("{email} onboarded"));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     WorkflowContext;
     /// The context of a workflow's shared handlers.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Onboarding;
+    /// #[workflow]
+    /// impl Onboarding {
+    ///     # #[handler]
+    ///     # async fn run(&self, ctx: WorkflowContext<'_>) -> HandlerResult<()> {
+    ///     #     Ok(ctx.promise("profile.done").await?)
+    ///     # }
+    ///     /// Reads the workflow's state and completes its promises while `run` waits.
+    ///     #[handler]
+    ///     async fn profile_done(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<Option<String>> {
+    ///         ctx.resolve_promise("profile.done", ()).await?;
+    ///         Ok(ctx.get("step").await?)
+    ///     }
+    /// }
+    /// ```
     SharedWorkflowContext;
 }
 

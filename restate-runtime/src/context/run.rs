@@ -19,6 +19,29 @@ use crate::storage::{JournalEntry, Outcome};
 /// (it replays up to this step and runs the closure again). With one, the closure is retried in
 /// place and, once the policy's attempts are used up, the step resolves to a [`TerminalError`]
 /// the handler can handle (compensation).
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Shipping;
+/// #[service]
+/// impl Shipping {
+///     #[handler]
+///     async fn label(&self, ctx: Context<'_>, address: String) -> HandlerResult<String> {
+///         let label: String = ctx
+///             .run(|| async {
+///                 if address.is_empty() {
+///                     // Terminal: journaled as the step's result, never retried.
+///                     return Err(TerminalError::new_with_code(400, "no address").into());
+///                 }
+///                 Ok(format!("label for {address}")) // a retryable `Err` would run it again
+///             })
+///             .name("create label")
+///             .await?;
+///         Ok(label)
+///     }
+/// }
+/// ```
 #[must_use = "a run does nothing until awaited"]
 pub struct Run<'a, F, Fut, T> {
     ctx: &'a InvocationContext,
@@ -40,12 +63,48 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
     }
 
     /// Names the step (shown in the journal; checked on replay).
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Rates;
+    /// #[service]
+    /// impl Rates {
+    ///     #[handler]
+    ///     async fn to_eur(&self, ctx: Context<'_>, cents: u64) -> HandlerResult<u64> {
+    ///         // The admin API's journal shows this name; a replay that reaches a step of
+    ///         // another name here pauses as non-deterministic instead of mixing results.
+    ///         let rate: f64 = ctx.run(|| async { Ok(0.92) }).name("USD->EUR rate").await?;
+    ///         Ok((cents as f64 * rate) as u64)
+    ///     }
+    /// }
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Retries the closure in place with this policy; exhausted, the step fails terminally.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Payments;
+    /// #[service]
+    /// impl Payments {
+    ///     #[handler]
+    ///     async fn pay(&self, ctx: Context<'_>, cents: u64) -> HandlerResult<String> {
+    ///         let three_tries = RetryPolicy { max_attempts: Some(3), ..RetryPolicy::default() };
+    ///         let charged = ctx.run(|| charge(cents)).name("charge").retry_policy(three_tries).await;
+    ///         match charged {
+    ///             Ok(receipt) => Ok(receipt),
+    ///             // Three failures: a terminal error to handle, not endless retries.
+    ///             Err(e) => Ok(format!("payment failed, order on hold: {}", e.message())),
+    ///         }
+    ///     }
+    /// }
+    /// async fn charge(_cents: u64) -> HandlerResult<String> { Err("provider down".into()) }
+    /// ```
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.policy = Some(policy);
         self

@@ -11,6 +11,17 @@ use crate::ids::InvocationId;
 use crate::storage::{InvocationRecord, Outcome, Status, WriteOp};
 
 /// Why a control operation was refused.
+///
+/// ```no_run
+/// use restate_runtime::{ControlError, InvocationHandle, RuntimeHandle};
+/// async fn stop(handle: &RuntimeHandle, job: InvocationHandle) -> Result<(), ControlError> {
+///     match handle.cancel(job).await {
+///         // Finished before the cancel arrived, or purged since: nothing to stop.
+///         Ok(()) | Err(ControlError::Conflict(_) | ControlError::NotFound(_)) => Ok(()),
+///         Err(e) => Err(e), // storage failure: worth retrying
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ControlError {
     /// No such invocation.

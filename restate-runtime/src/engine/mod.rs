@@ -30,6 +30,28 @@ use crate::storage::{
 };
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
+///
+/// ```no_run
+/// use restate_runtime::{ClientError, EngineError, prelude::*};
+/// # #[derive(Default)]
+/// # pub struct Signup;
+/// # #[workflow]
+/// # impl Signup {
+/// #     #[handler]
+/// #     async fn run(&self, _ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> { Ok(email) }
+/// # }
+/// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+/// let signup = handle.workflow_client::<SignupClient<RuntimeHandle>>("ada");
+/// let outcome: String = match signup.run("ada@example.com".into()).call().await {
+///     // `run` already started for this key: its send gives that invocation's handle.
+///     Err(ClientError::Engine(EngineError::WorkflowAlreadyInvoked)) => {
+///         let existing = signup.run("ada@example.com".into()).send().await?;
+///         handle.attach(existing).await?
+///     }
+///     other => other?,
+/// };
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// No such service.
@@ -37,7 +59,12 @@ pub enum EngineError {
     UnknownService(String),
     /// The service exists but has no such handler.
     #[error("the service '{service}' exists, but the handler '{handler}' was not found")]
-    UnknownHandler { service: String, handler: String },
+    UnknownHandler {
+        /// The service's name.
+        service: String,
+        /// The handler name that was asked for.
+        handler: String,
+    },
     /// A keyed service was called without a key, or a service with one.
     #[error("{0}")]
     BadTarget(String),

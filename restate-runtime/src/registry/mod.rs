@@ -48,6 +48,24 @@ impl ServiceKind {
 }
 
 /// How a handler runs relative to others on the same key.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// use restate_runtime::{HandlerKind, Service};
+/// #[derive(Default)]
+/// pub struct Counter;
+/// #[object]
+/// impl Counter {
+///     #[handler]
+///     async fn add(&self, _ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> { Ok(n) }
+///     #[handler]
+///     async fn get(&self, _ctx: SharedObjectContext<'_>) -> HandlerResult<u64> { Ok(0) }
+/// }
+/// // The context type decides the kind.
+/// let definition = Counter::definition();
+/// assert_eq!(definition.handler("add").unwrap().kind, HandlerKind::Exclusive);
+/// assert_eq!(definition.handler("get").unwrap().kind, HandlerKind::Shared);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HandlerKind {
     /// A plain service handler.
@@ -92,6 +110,23 @@ pub enum InputShape {
 }
 
 /// The static description of one service, produced by the macros.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// use restate_runtime::{Service, ServiceKind};
+/// #[derive(Default)]
+/// pub struct Greeter;
+/// #[service(name = "greeter")]
+/// impl Greeter {
+///     #[handler(name = "sayHello")]
+///     async fn say_hello(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> {
+///         Ok(format!("Hello {name}"))
+///     }
+/// }
+/// let definition = Greeter::definition();
+/// assert_eq!((definition.name, definition.kind), ("greeter", ServiceKind::Service));
+/// assert_eq!(definition.handler("sayHello").unwrap().input_type, Some("String"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServiceDefinition {
     /// The name on the wire.
@@ -155,6 +190,19 @@ pub(crate) struct Registry {
 }
 
 /// Why the registry could not be assembled.
+///
+/// ```no_run
+/// use restate_runtime::{BuildError, RegistryError, Runtime};
+/// # async fn demo() -> anyhow::Result<()> {
+/// match Runtime::builder().build() {
+///     // A service type without `Default` needs `.bind(value)` on the builder.
+///     Err(BuildError::Registry(RegistryError::Unbound(service))) => {
+///         anyhow::bail!("bind a value for {service}")
+///     }
+///     other => other?.serve().await?,
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// Two types declare the same service name.

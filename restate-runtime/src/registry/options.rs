@@ -40,6 +40,19 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The delay after the `failures`-th failure (1-based).
+    ///
+    /// ```
+    /// use restate_runtime::RetryPolicy;
+    /// use std::time::Duration;
+    /// let p = RetryPolicy {
+    ///     initial_interval: Duration::from_secs(1),
+    ///     factor: 3.0,
+    ///     ..RetryPolicy::default()
+    /// };
+    /// assert_eq!(p.delay_for(1), Duration::from_secs(1));
+    /// assert_eq!(p.delay_for(3), Duration::from_secs(9));
+    /// assert_eq!(p.delay_for(10), p.max_interval); // capped
+    /// ```
     pub fn delay_for(&self, failures: u32) -> Duration {
         let exp = self.factor.powi(failures.saturating_sub(1).min(64) as i32);
         let secs = (self.initial_interval.as_secs_f64() * exp).min(self.max_interval.as_secs_f64());
@@ -47,12 +60,38 @@ impl RetryPolicy {
     }
 
     /// Whether another attempt is allowed after `attempts` attempts.
+    ///
+    /// ```
+    /// use restate_runtime::RetryPolicy;
+    /// let three = RetryPolicy { max_attempts: Some(3), ..RetryPolicy::default() };
+    /// assert!(three.allows_another(2));
+    /// assert!(!three.allows_another(3));
+    /// let forever = RetryPolicy { max_attempts: None, ..three };
+    /// assert!(forever.allows_another(1_000_000));
+    /// ```
     pub fn allows_another(&self, attempts: u32) -> bool {
         self.max_attempts.is_none_or(|max| attempts < max)
     }
 }
 
 /// Options of one handler (service-level values are the defaults).
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// use restate_runtime::Service;
+/// use std::time::Duration;
+/// #[derive(Default)]
+/// pub struct Payments;
+/// #[service(retention = "7d")]
+/// impl Payments {
+///     #[handler(ingress_private, retry(max_attempts = 5))]
+///     async fn settle(&self, _ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+/// }
+/// let options = Payments::definition().handler("settle").unwrap().options.clone();
+/// assert!(options.ingress_private);
+/// assert_eq!(options.retry_policy.max_attempts, Some(5));
+/// assert_eq!(options.retention, Some(Duration::from_secs(7 * 24 * 3600))); // from the service
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HandlerOptions {
     /// Reachable only from other handlers, not from the ingress.

@@ -24,19 +24,34 @@ use crate::ids::InvocationId;
 pub enum OpenError {
     /// Another process holds the data folder.
     #[error("data folder {path} is in use by another process (only one runtime may open it)")]
-    Locked { path: String },
+    Locked {
+        /// The data folder.
+        path: String,
+    },
     /// The folder or file cannot be created or read.
     #[error("cannot open data folder {path}: {source}")]
     Io {
+        /// The data folder.
         path: String,
+        /// What the OS reported.
         source: std::io::Error,
     },
     /// Written by another format version or partition layout.
     #[error("data folder {path} is incompatible with this build: {reason}")]
-    Incompatible { path: String, reason: String },
+    Incompatible {
+        /// The data folder.
+        path: String,
+        /// Which version or layout differs.
+        reason: String,
+    },
     /// The file is not a valid store.
     #[error("data folder {path} is corrupt: {reason}")]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        /// The data folder.
+        path: String,
+        /// What redb found wrong.
+        reason: String,
+    },
 }
 
 /// Errors reading or writing a store that is open.
@@ -67,7 +82,9 @@ impl From<records::DecodeRecordError> for StorageError {
 pub enum WriteOp {
     /// Insert or replace an invocation record.
     PutInvocation {
+        /// The invocation.
         id: InvocationId,
+        /// The [`InvocationRecord`], encoded.
         encoded: Vec<u8>,
         /// When finished: the expiry time that the purger indexes it under.
         expires_at_ms: Option<u64>,
@@ -76,30 +93,53 @@ pub enum WriteOp {
     },
     /// Append (or overwrite) a journal entry.
     PutJournal {
+        /// The invocation whose journal it is.
         id: InvocationId,
+        /// The entry's position in that journal.
         index: u32,
+        /// The [`JournalEntry`], encoded.
         encoded: Vec<u8>,
     },
     /// Remove an invocation with its journal and expiry index entry.
-    DeleteInvocation { id: InvocationId },
+    DeleteInvocation {
+        /// The invocation.
+        id: InvocationId,
+    },
     /// Set one state entry of an object or workflow key.
     SetState {
+        /// The key whose state it is.
         scope: StateScope,
+        /// The entry's name.
         name: String,
+        /// The value's JSON bytes, as the handler serialized them.
         value: Vec<u8>,
     },
     /// Remove one state entry.
-    ClearState { scope: StateScope, name: String },
+    ClearState {
+        /// The key whose state it is.
+        scope: StateScope,
+        /// The entry's name.
+        name: String,
+    },
     /// Remove every state entry of a key.
-    ClearAllState { scope: StateScope },
+    ClearAllState {
+        /// The key whose state it is.
+        scope: StateScope,
+    },
     /// Complete a workflow's durable promise.
     PutPromise {
+        /// The workflow key the promise belongs to.
         scope: StateScope,
+        /// The promise's name.
         name: String,
+        /// Its [`Outcome`], encoded.
         encoded: Vec<u8>,
     },
     /// Remove every durable promise of a workflow key.
-    ClearPromises { scope: StateScope },
+    ClearPromises {
+        /// The workflow key.
+        scope: StateScope,
+    },
 }
 
 /// The state of one object or workflow key.

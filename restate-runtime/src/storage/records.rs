@@ -36,25 +36,39 @@ pub enum Outcome {
     /// The output payload.
     Success(Vec<u8>),
     /// A terminal error.
-    Failure { code: u16, message: String },
+    Failure {
+        /// The terminal error's code.
+        code: u16,
+        /// The terminal error's message.
+        message: String,
+    },
 }
 
 /// Where an invocation is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     /// Waiting for its execution time (a delayed send).
-    Scheduled { at_ms: u64 },
+    Scheduled {
+        /// When it runs (ms since the epoch).
+        at_ms: u64,
+    },
     /// Running or about to run (after a restart it resumes by replay).
     Runnable,
     /// Waiting (timer, call, awakeable, promise) with no task or memory held; resumed by replay
     /// when the wait completes or at `wake_at_ms`.
-    Suspended { wake_at_ms: Option<u64> },
+    Suspended {
+        /// When a timer resumes it (ms since the epoch); `None` when only a completion can.
+        wake_at_ms: Option<u64>,
+    },
     /// Retries exhausted or non-determinism: waits for a resume from the admin API.
     Paused,
     /// Finished; `outcome` is the result.
     Completed {
+        /// The result.
         outcome: Outcome,
+        /// When it finished (ms since the epoch).
         completed_at_ms: u64,
+        /// When its retention ends and it is purged (ms since the epoch).
         expires_at_ms: u64,
     },
 }
@@ -75,15 +89,23 @@ impl Status {
 /// One invocation as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationRecord {
+    /// The handler it runs.
     pub target: Target,
+    /// The input payload, as received.
     pub input: Vec<u8>,
+    /// The headers the handler sees (names in lower case).
     pub headers: Vec<(String, String)>,
+    /// The caller's idempotency key, if any (duplicates map to this invocation).
     pub idempotency_key: Option<String>,
+    /// Where it is in its life.
     pub status: Status,
     /// Attempts made so far (the first execution is attempt 1).
     pub attempts: u32,
+    /// The error of the latest failed attempt, for the admin API.
     pub last_error: Option<String>,
+    /// When it was submitted (ms since the epoch).
     pub created_at_ms: u64,
+    /// When the record last changed (ms since the epoch).
     pub modified_at_ms: u64,
     /// Where the result goes besides attach waiters: the calling invocation and its journal index.
     pub caller: Option<(InvocationId, u32)>,
@@ -125,54 +147,102 @@ impl UnfinishedHint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JournalEntry {
     /// A `ctx.run` step and its result.
-    Run { name: String, outcome: Outcome },
+    Run {
+        /// The step's name (checked on replay).
+        name: String,
+        /// What the closure returned.
+        outcome: Outcome,
+    },
     /// A one-way message (or delayed message); the new invocation commits with this entry.
     Send {
+        /// The handler it runs.
         target: Target,
+        /// The new invocation.
         invocation_id: InvocationId,
     },
     /// A request-response call; the callee's completion fills in `outcome`.
     Call {
+        /// The handler called.
         target: Target,
+        /// The callee invocation.
         invocation_id: InvocationId,
+        /// Its result; `None` while it runs.
         outcome: Option<Outcome>,
     },
     /// A state read and the value it saw.
     GetState {
+        /// The entry's name.
         name: String,
+        /// The value read (JSON bytes); `None` when unset.
         value: Option<Vec<u8>>,
     },
     /// The state names a handler listed.
-    StateKeys { keys: Vec<String> },
+    StateKeys {
+        /// The names, sorted.
+        keys: Vec<String>,
+    },
     /// A state write (the write itself commits with this entry).
-    SetState { name: String, value: Vec<u8> },
+    SetState {
+        /// The entry's name.
+        name: String,
+        /// The value written (JSON bytes).
+        value: Vec<u8>,
+    },
     /// A state removal.
-    ClearState { name: String },
+    ClearState {
+        /// The entry's name.
+        name: String,
+    },
     /// Removal of every state entry of the key.
     ClearAllState,
     /// A durable timer: wakes at this time, across restarts (unless cancelled while waiting).
-    Sleep { wake_at_ms: u64, cancelled: bool },
+    Sleep {
+        /// When it fires (ms since the epoch).
+        wake_at_ms: u64,
+        /// A cancellation was delivered while waiting here; a replay fails the same way.
+        cancelled: bool,
+    },
     /// An awakeable; completed from outside (first completion wins).
-    Awakeable { outcome: Option<Outcome> },
+    Awakeable {
+        /// The value or rejection; `None` until completed.
+        outcome: Option<Outcome>,
+    },
     /// This handler completed someone's awakeable.
-    CompleteAwakeable { id: String },
+    CompleteAwakeable {
+        /// The awakeable's id (`sign_1…`).
+        id: String,
+    },
     /// Waiting for a workflow's durable promise; filled in when it is completed.
     GetPromise {
+        /// The promise's name.
         name: String,
+        /// Its value or rejection; `None` until completed.
         outcome: Option<Outcome>,
     },
     /// A look at a durable promise without waiting.
     PeekPromise {
+        /// The promise's name.
         name: String,
+        /// What the look saw; `None` when not yet completed.
         outcome: Option<Outcome>,
     },
     /// This handler completed a durable promise; `accepted` is false when it was already done.
-    CompletePromise { name: String, accepted: bool },
+    CompletePromise {
+        /// The promise's name.
+        name: String,
+        /// False when it was already completed (the handler got a 409).
+        accepted: bool,
+    },
     /// Which branch of a `ctx.select` won, so a replay takes the same one.
-    Select { winner: u8 },
+    Select {
+        /// 0 for the first future, 1 for the second.
+        winner: u8,
+    },
     /// Waiting for the result of an invocation this handler did not call (by its id).
     Attach {
+        /// The invocation waited on.
         invocation_id: InvocationId,
+        /// Its result; `None` while it runs.
         outcome: Option<Outcome>,
     },
 }
