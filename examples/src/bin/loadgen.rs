@@ -1,12 +1,50 @@
-//! Load driver: starts `bench-services` (release build next to this binary) on a fresh data
-//! folder, runs each scenario at concurrency 1 and 64 over loopback HTTP, and prints a table of
-//! requests/s, p50/p90/p99 latency, and the server's CPU time and peak memory.
+//! Load driver for the bench services (`bench-services` here, `bench/restate-services` on the
+//! Restate side; both serve the same contract). Runs each scenario at concurrency 1 and 64 over
+//! loopback HTTP and prints a table of requests/s, p50/p90/p99 latency, and the server's CPU
+//! time and peak memory, then how fast the fanout's queued messages drained.
+//!
+//! Columns besides rate and latency: `errors` (non-2xx answers and transport errors; they do
+//! not count in req/s), `server CPU s` (user + system time of the server processes during the
+//! row), `server peak RSS MiB` (the sum of their `VmHWM`, a high-water mark that only grows
+//! down the table), `driver CPU s` (this process plus `wrk`), and `other CPU s` (busy time of
+//! the whole machine minus server and driver: kernel threads such as the filesystem journal's,
+//! and whatever else was running; a large value means the row was disturbed), and `tries`
+//! (see `--tries`).
 //!
 //! ```sh
 //! cargo build --release --bin bench-services --bin loadgen
 //! ./target/release/loadgen --seconds 5
 //! ```
+//!
+//! By default it starts `bench-services` (release build next to this binary) on a fresh data
+//! folder with a clean environment. Options:
+//!
+//! - `--seconds N` (default 5): length of each row.
+//! - `--url BASE`: drive an already running server (its ingress, e.g. `http://127.0.0.1:8080`)
+//!   instead of starting one. `--pid P` (repeatable, or `P1,P2`) names the processes whose CPU
+//!   time and peak RSS (`/proc/P/stat`, `VmHWM`) are summed into the server columns; without it
+//!   those columns read `n/a`.
+//! - `--label TEXT`: names the run in the output (and in the `--tsv` rows).
+//! - `--driver reqwest|wrk` (default `reqwest`): who sends the requests. `reqwest` is an
+//!   in-process tokio client; `wrk` runs Debian's `wrk` (C, one event loop per thread) with a
+//!   generated Lua script, which needs far less CPU than reqwest at the same rate.
+//! - `--warmup SECS` (default 0): echo load at concurrency 8 before the first row.
+//! - `--tsv FILE`: also append machine-readable rows to FILE.
+//! - `--only TEXT`: run only the scenarios whose name contains TEXT.
+//! - `--drain-timeout SECS` (default 600): how long to wait for the fanout messages to drain.
+//! - `--max-other-cpu SECS` and `--tries N` (default: off, 1): a row during which the rest of
+//!   the machine was busy for more than SECS CPU seconds (`other CPU s`, above) is run again,
+//!   after waiting until the machine is quiet, up to N times in all; the table reports the
+//!   least disturbed attempt and how many it took (`tries`).
+//!
+//! Fanout drain: `Fanout/send(10)` queues ten one-way `Counter/fan-{i}/add(1)` messages per
+//! acknowledged request, to ten hot keys. After each fanout row the driver polls
+//! `Counter/fan-{i}/get` for i in 0..10 every 100 ms until the sum has grown by 10 × the
+//! acknowledged requests of the row, and reports the backlog left when the load stopped, the
+//! time it took to drain after the load, and messages/s from the start of the row until
+//! drained.
 
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +53,11 @@ use std::time::{Duration, Instant};
 struct Scenario {
     name: &'static str,
     path: fn(u64) -> String,
+    /// The same path as a Lua expression over the per-thread counter `n` (wrk driver).
+    lua_path: &'static str,
     body: Option<&'static str>,
     idempotent: bool,
+    fanout: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -24,57 +65,152 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "echo",
             path: |_| "/Noop/echo".into(),
+            lua_path: r#""/Noop/echo""#,
             body: Some(r#"{"hello":"world","n":42}"#),
             idempotent: false,
+            fanout: false,
         },
         Scenario {
             name: "steps (3 runs)",
             path: |_| "/Steps/three".into(),
+            lua_path: r#""/Steps/three""#,
             body: None,
             idempotent: false,
+            fanout: false,
         },
         Scenario {
             name: "counter, 1 key",
             path: |_| "/Counter/hot/add".into(),
+            lua_path: r#""/Counter/hot/add""#,
             body: Some("1"),
             idempotent: false,
+            fanout: false,
         },
         Scenario {
             name: "counter, 1000 keys",
             path: |i| format!("/Counter/k{}/add", i % 1000),
+            lua_path: r#""/Counter/k" .. (n % 1000) .. "/add""#,
             body: Some("1"),
             idempotent: false,
+            fanout: false,
         },
         Scenario {
             name: "echo /send",
             path: |_| "/Noop/echo/send".into(),
+            lua_path: r#""/Noop/echo/send""#,
             body: Some(r#"{"hello":"world","n":42}"#),
             idempotent: false,
+            fanout: false,
         },
         Scenario {
             name: "echo + idempotency key",
             path: |_| "/Noop/echo".into(),
+            lua_path: r#""/Noop/echo""#,
             body: Some(r#"{"hello":"world","n":42}"#),
             idempotent: true,
+            fanout: false,
         },
         Scenario {
             name: "fanout 10",
             path: |_| "/Fanout/send".into(),
+            lua_path: r#""/Fanout/send""#,
             body: Some("10"),
             idempotent: false,
+            fanout: true,
         },
     ]
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+const FANOUT_KEYS: u64 = 10;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Driver {
+    Reqwest,
+    Wrk,
 }
 
+struct Args {
+    seconds: u64,
+    url: Option<String>,
+    label: Option<String>,
+    driver: Driver,
+    pids: Vec<u32>,
+    warmup: f64,
+    tsv: Option<String>,
+    only: Option<String>,
+    drain_timeout: u64,
+    max_other_cpu: f64,
+    tries: u32,
+}
+
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Args {
+        seconds: 5,
+        url: None,
+        label: None,
+        driver: Driver::Reqwest,
+        pids: Vec::new(),
+        warmup: 0.0,
+        tsv: None,
+        only: None,
+        drain_timeout: 600,
+        max_other_cpu: f64::INFINITY,
+        tries: 1,
+    };
+    let mut it = argv.into_iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--seconds" => args.seconds = value().parse().unwrap_or_else(|_| usage("--seconds")),
+            "--url" => args.url = Some(value().trim_end_matches('/').to_string()),
+            "--label" => args.label = Some(value()),
+            "--driver" => {
+                args.driver = match value().as_str() {
+                    "reqwest" => Driver::Reqwest,
+                    "wrk" => Driver::Wrk,
+                    _ => usage("--driver is reqwest or wrk"),
+                }
+            }
+            "--pid" => {
+                for p in value().split(',').filter(|p| !p.is_empty()) {
+                    args.pids
+                        .push(p.parse().unwrap_or_else(|_| usage("--pid takes numbers")));
+                }
+            }
+            "--warmup" => args.warmup = value().parse().unwrap_or_else(|_| usage("--warmup")),
+            "--tsv" => args.tsv = Some(value()),
+            "--only" => args.only = Some(value()),
+            "--drain-timeout" => {
+                args.drain_timeout = value().parse().unwrap_or_else(|_| usage("--drain-timeout"))
+            }
+            "--max-other-cpu" => {
+                args.max_other_cpu = value().parse().unwrap_or_else(|_| usage("--max-other-cpu"))
+            }
+            "--tries" => args.tries = value().parse().unwrap_or_else(|_| usage("--tries")),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    args
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("loadgen: {problem}");
+    }
+    eprintln!(
+        "usage: loadgen [--seconds N] [--url BASE [--pid P]...] [--label TEXT] \
+         [--driver reqwest|wrk] [--warmup SECS] [--tsv FILE] [--only TEXT] [--drain-timeout SECS] \
+         [--max-other-cpu SECS --tries N]"
+    );
+    std::process::exit(2)
+}
+
+/// CPU seconds (user + system, all threads) and peak RSS in KiB of one process.
 fn proc_stats(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
@@ -95,6 +231,67 @@ fn proc_stats(pid: u32) -> (f64, u64) {
     (ticks as f64 / 100.0, hwm_kb)
 }
 
+/// CPU seconds used by this process and its waited-for children (`wrk`).
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = (11..15)
+        .map(|i| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// Busy CPU seconds of the whole machine (all CPUs, `/proc/stat`).
+fn machine_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy as f64 / 100.0
+}
+
+/// Summed over the measured processes: CPU seconds, and the sum of their peak RSS in KiB.
+fn server_stats(pids: &[u32]) -> (f64, u64) {
+    pids.iter()
+        .map(|&p| proc_stats(p))
+        .fold((0.0, 0), |(c, m), (c2, m2)| (c + c2, m + m2))
+}
+
+/// Kills the server it started when dropped, so a panic does not leave it running.
+struct ServerGuard {
+    child: Option<Child>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 fn start_server(port: u16, dir: &std::path::Path) -> Child {
     let exe = std::env::current_exe().expect("exe");
     let bin = exe.with_file_name("bench-services");
@@ -109,94 +306,613 @@ fn start_server(port: u16, dir: &std::path::Path) -> Child {
         .expect("bench-services starts (build it with --release first)")
 }
 
+/// What one row measured.
+struct RowResult {
+    ok: u64,
+    errors: u64,
+    elapsed: f64,
+    /// p50, p90, p99 in milliseconds.
+    pct: [f64; 3],
+}
+
+/// The reqwest driver: `concurrency` tasks, each sending its next request when the previous
+/// answered, until the deadline. Only 2xx answers count as done; others count as errors.
+async fn run_reqwest(
+    client: &reqwest::Client,
+    base: &str,
+    scenario: &Arc<Scenario>,
+    concurrency: u64,
+    seconds: f64,
+    counter: &Arc<AtomicU64>,
+    nonce: u64,
+) -> RowResult {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, base, scenario, counter) = (
+                client.clone(),
+                base.to_string(),
+                scenario.clone(),
+                counter.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let i = counter.fetch_add(1, Ordering::Relaxed);
+                    let mut req = client.post(format!("{base}{}", (scenario.path)(i)));
+                    if let Some(body) = scenario.body {
+                        req = req.header("content-type", "application/json").body(body);
+                    }
+                    if scenario.idempotent {
+                        req = req.header("idempotency-key", format!("k-{nonce}-{i}"));
+                    }
+                    let t = Instant::now();
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            latencies.push(t.elapsed());
+                        }
+                        Ok(r) => {
+                            errors += 1;
+                            if errors <= 3 {
+                                let status = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                eprintln!("{}: {status} {text}", scenario.name);
+                            }
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            if errors <= 3 {
+                                eprintln!("{}: {e}", scenario.name);
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0
+    };
+    RowResult {
+        ok: all.len() as u64,
+        errors,
+        elapsed,
+        pct: [pct(0.5), pct(0.9), pct(0.99)],
+    }
+}
+
+fn lua_string(s: &str) -> String {
+    format!("{s:?}") // The bodies are ASCII without backslashes: a Rust literal is a Lua one.
+}
+
+/// The wrk driver: `wrk -t{1|2} -c{concurrency}` with a generated script. Static requests use
+/// wrk's prebuilt request; per-request paths and idempotency keys use `request()`. `done()`
+/// prints one machine-readable line.
+fn run_wrk(
+    base: &str,
+    scenario: &Scenario,
+    concurrency: u64,
+    seconds: f64,
+    nonce: u64,
+) -> RowResult {
+    let dynamic = scenario.idempotent || scenario.lua_path.contains(" .. ");
+    let mut lua = String::new();
+    lua.push_str("wrk.method = \"POST\"\n");
+    if let Some(body) = scenario.body {
+        lua.push_str(&format!("wrk.body = {}\n", lua_string(body)));
+        lua.push_str("wrk.headers[\"content-type\"] = \"application/json\"\n");
+    }
+    if !dynamic {
+        lua.push_str(&format!("wrk.path = {}\n", scenario.lua_path));
+    } else {
+        lua.push_str(&format!(
+            r#"
+local threads = {{}}
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+n = 0
+function request()
+  n = n + 1
+  local headers = {{}}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  {idem}
+  return wrk.format("POST", {path}, headers, wrk.body)
+end
+"#,
+            idem = if scenario.idempotent {
+                format!(r#"headers["idempotency-key"] = "k-{nonce}-" .. tid .. "-" .. n"#)
+            } else {
+                String::new()
+            },
+            path = scenario.lua_path,
+        ));
+    }
+    lua.push_str(
+        r#"
+function done(summary, latency, requests)
+  io.write(string.format("LOADGEN %d %d %d %d %d %d %d %d %d %d\n",
+    summary.duration, summary.requests, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
+"#,
+    );
+    let script = std::env::temp_dir().join(format!("loadgen-{}-{nonce}.lua", std::process::id()));
+    std::fs::write(&script, lua).expect("write wrk script");
+    let threads = concurrency.min(2);
+    let out = Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{concurrency}"))
+        .arg(format!("-d{}s", seconds.round().max(1.0) as u64))
+        .arg("--timeout")
+        .arg("60s")
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("{base}/"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("LOADGEN "))
+        .unwrap_or_else(|| panic!("wrk printed no result:\n{stdout}"));
+    let v: Vec<f64> = line[8..]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let requests = v[1] as u64;
+    let status_errors = v[5] as u64;
+    let errors = status_errors + (v[2] + v[3] + v[4] + v[6]) as u64;
+    if errors > 0 {
+        eprintln!(
+            "{}: wrk errors: connect {} read {} write {} status {} timeout {}",
+            scenario.name, v[2], v[3], v[4], v[5], v[6]
+        );
+    }
+    RowResult {
+        ok: requests.saturating_sub(status_errors),
+        errors,
+        elapsed: v[0] / 1e6,
+        pct: [v[7] / 1000.0, v[8] / 1000.0, v[9] / 1000.0],
+    }
+}
+
+/// Sum of `count` over the fanout keys (`Counter/fan-{i}/get`).
+async fn fanout_sum(client: &reqwest::Client, base: &str) -> Option<i64> {
+    let mut sum = 0;
+    for i in 0..FANOUT_KEYS {
+        let r = client
+            .post(format!("{base}/Counter/fan-{i}/get"))
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        sum += r.json::<i64>().await.ok()?;
+    }
+    Some(sum)
+}
+
+/// Polls the fanout sum until it stops changing (nothing left in flight from earlier rows).
+async fn settled_fanout_sum(client: &reqwest::Client, base: &str) -> i64 {
+    let mut last = None;
+    loop {
+        let now = fanout_sum(client, base).await;
+        if let Some(sum) = now
+            && now == last
+        {
+            return sum;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+struct Drain {
+    concurrency: u64,
+    acked: u64,
+    messages: i64,
+    backlog_at_end: i64,
+    tail_s: f64,
+    total_s: f64,
+    complete: bool,
+}
+
+/// Waits until the fanout sum reaches `target`, polling every 100 ms.
+async fn wait_drained(
+    client: &reqwest::Client,
+    base: &str,
+    baseline: i64,
+    target: i64,
+    row_started: Instant,
+    load_ended: Instant,
+    timeout: Duration,
+) -> (i64, i64, f64, f64, bool) {
+    let at_end = fanout_sum(client, base).await.unwrap_or(baseline);
+    loop {
+        let sum = fanout_sum(client, base).await.unwrap_or(baseline);
+        let done = sum >= target;
+        if done || load_ended.elapsed() > timeout {
+            return (
+                sum - baseline,
+                target - at_end,
+                load_ended.elapsed().as_secs_f64(),
+                row_started.elapsed().as_secs_f64(),
+                done,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One run of one row, and what the machine did meanwhile.
+struct Attempt {
+    row: RowResult,
+    /// CPU seconds of the server processes, `None` without `--pid` in `--url` mode.
+    server_cpu: Option<f64>,
+    hwm_kb: u64,
+    driver_cpu: f64,
+    /// Busy CPU seconds of everything else (machine minus server minus driver).
+    other: Option<f64>,
+    drain: Option<Drain>,
+    tries: u32,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    args: &Args,
+    client: &reqwest::Client,
+    base: &str,
+    scenario: &Arc<Scenario>,
+    concurrency: u64,
+    pids: &[u32],
+    counter: &Arc<AtomicU64>,
+    nonce: u64,
+) -> Attempt {
+    let baseline = if scenario.fanout {
+        settled_fanout_sum(client, base).await
+    } else {
+        0
+    };
+    let (cpu_before, _) = server_stats(pids);
+    let (own_before, machine_before) = (own_cpu(), machine_cpu());
+    let row_started = Instant::now();
+    let seconds = args.seconds as f64;
+    let row = match args.driver {
+        Driver::Reqwest => {
+            run_reqwest(client, base, scenario, concurrency, seconds, counter, nonce).await
+        }
+        Driver::Wrk => {
+            let (b, s) = (base.to_string(), scenario.clone());
+            let n = nonce + counter.fetch_add(1, Ordering::Relaxed);
+            tokio::task::spawn_blocking(move || run_wrk(&b, &s, concurrency, seconds, n))
+                .await
+                .unwrap()
+        }
+    };
+    let load_ended = Instant::now();
+    let (cpu_after, hwm_kb) = server_stats(pids);
+    let driver_cpu = own_cpu() - own_before;
+    let machine = machine_cpu() - machine_before;
+    let (server_cpu, other) = if pids.is_empty() {
+        (None, None)
+    } else {
+        let server = cpu_after - cpu_before;
+        (Some(server), Some((machine - server - driver_cpu).max(0.0)))
+    };
+    let drain = if scenario.fanout {
+        let target = baseline + FANOUT_KEYS as i64 * row.ok as i64;
+        let (messages, backlog_at_end, tail_s, total_s, complete) = wait_drained(
+            client,
+            base,
+            baseline,
+            target,
+            row_started,
+            load_ended,
+            Duration::from_secs(args.drain_timeout),
+        )
+        .await;
+        Some(Drain {
+            concurrency,
+            acked: row.ok,
+            messages,
+            backlog_at_end,
+            tail_s,
+            total_s,
+            complete,
+        })
+    } else {
+        None
+    };
+    Attempt {
+        row,
+        server_cpu,
+        hwm_kb,
+        driver_cpu,
+        other,
+        drain,
+        tries: 1,
+    }
+}
+
+/// Waits (at most 5 minutes) until the machine's CPUs are less than 10% busy over 2 s.
+async fn wait_quiet() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let started = Instant::now();
+    loop {
+        let before = machine_cpu();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let busy = (machine_cpu() - before) / (2.0 * cpus);
+        if busy < 0.10 || started.elapsed() > Duration::from_secs(300) {
+            return;
+        }
+    }
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    let seconds = arg("--seconds", 5);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let args = parse_args();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("bench-data-{port}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut server = start_server(port, &dir);
-    let base = format!("http://127.0.0.1:{port}");
+        .as_millis() as u64;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()
         .unwrap();
-    while client
-        .get(format!("{base}/restate/health"))
-        .send()
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!(
-        "| scenario | concurrency | req/s | p50 ms | p90 ms | p99 ms | server CPU s | server peak RSS MiB |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let counter = Arc::new(AtomicU64::new(0));
-    for scenario in scenarios() {
-        let scenario = Arc::new(scenario);
-        for concurrency in [1u64, 64] {
-            let (cpu_before, _) = proc_stats(server.id());
-            let deadline = Instant::now() + Duration::from_secs(seconds);
+
+    let mut guard = ServerGuard {
+        child: None,
+        dir: None,
+    };
+    let mut pids = args.pids.clone();
+    let base = match &args.url {
+        Some(url) => {
+            // Ready when an echo answers (the deployment is registered and reachable).
             let started = Instant::now();
-            let workers: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    let (client, base, scenario, counter) = (
-                        client.clone(),
-                        base.clone(),
-                        scenario.clone(),
-                        counter.clone(),
-                    );
-                    tokio::spawn(async move {
-                        let mut latencies = Vec::new();
-                        while Instant::now() < deadline {
-                            let i = counter.fetch_add(1, Ordering::Relaxed);
-                            let mut req = client.post(format!("{base}{}", (scenario.path)(i)));
-                            if let Some(body) = scenario.body {
-                                req = req.header("content-type", "application/json").body(body);
-                            }
-                            if scenario.idempotent {
-                                req = req.header("idempotency-key", format!("k-{i}"));
-                            }
-                            let t = Instant::now();
-                            let r = req.send().await.expect("request");
-                            assert!(r.status().is_success(), "{}: {}", scenario.name, r.status());
-                            let _ = r.bytes().await;
-                            latencies.push(t.elapsed());
-                        }
-                        latencies
-                    })
-                })
-                .collect();
-            let mut all = Vec::new();
-            for w in workers {
-                all.extend(w.await.unwrap());
+            loop {
+                let r = client
+                    .post(format!("{url}/Noop/echo"))
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await;
+                if matches!(&r, Ok(r) if r.status().is_success()) {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    eprintln!("loadgen: {url}/Noop/echo did not answer 2xx within 60 s: {r:?}");
+                    std::process::exit(1);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let elapsed = started.elapsed().as_secs_f64();
-            all.sort();
-            let pct = |p: f64| {
-                all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0
-            };
-            let (cpu_after, hwm) = proc_stats(server.id());
-            println!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} |",
-                scenario.name,
-                concurrency,
-                all.len() as f64 / elapsed,
-                pct(0.5),
-                pct(0.9),
-                pct(0.99),
-                cpu_after - cpu_before,
-                hwm as f64 / 1024.0
-            );
+            url.clone()
+        }
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = std::env::temp_dir().join(format!("bench-data-{port}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let child = start_server(port, &dir);
+            pids = vec![child.id()];
+            guard.child = Some(child);
+            guard.dir = Some(dir);
+            let base = format!("http://127.0.0.1:{port}");
+            while client
+                .get(format!("{base}/restate/health"))
+                .send()
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            base
+        }
+    };
+
+    let mut tsv = args.tsv.as_ref().map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open --tsv file")
+    });
+    let label = args
+        .label
+        .clone()
+        .unwrap_or_else(|| "bench-services".into());
+    let driver = match args.driver {
+        Driver::Reqwest => "reqwest",
+        Driver::Wrk => "wrk",
+    };
+    let counter = Arc::new(AtomicU64::new(0));
+
+    if args.warmup > 0.0 {
+        let echo = Arc::new(scenarios().remove(0));
+        match args.driver {
+            Driver::Reqwest => {
+                run_reqwest(&client, &base, &echo, 8, args.warmup, &counter, nonce).await;
+            }
+            Driver::Wrk => {
+                let (b, s) = (base.clone(), echo.clone());
+                let w = args.warmup;
+                tokio::task::spawn_blocking(move || run_wrk(&b, &s, 8, w, nonce))
+                    .await
+                    .unwrap();
+            }
         }
     }
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "{label}: driver {driver}, {} s per row, server processes {pids:?}\n",
+        args.seconds
+    );
+    println!(
+        "| scenario | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU s | server peak RSS MiB | driver CPU s | other CPU s | tries |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut drains = Vec::new();
+    for scenario in scenarios() {
+        if let Some(only) = &args.only
+            && !scenario.name.contains(only.as_str())
+        {
+            continue;
+        }
+        let scenario = Arc::new(scenario);
+        for concurrency in [1u64, 64] {
+            // A row disturbed by foreign CPU load is run again once the machine is quiet;
+            // the least disturbed attempt is reported.
+            let mut best: Option<Attempt> = None;
+            for attempt in 1..=args.tries.max(1) {
+                if attempt > 1 {
+                    wait_quiet().await;
+                }
+                let a = run_attempt(
+                    &args,
+                    &client,
+                    &base,
+                    &scenario,
+                    concurrency,
+                    &pids,
+                    &counter,
+                    nonce,
+                )
+                .await;
+                let disturbed = a.other.is_some_and(|o| o > args.max_other_cpu);
+                if disturbed && attempt < args.tries {
+                    eprintln!(
+                        "{} c{concurrency}: {:.1} CPU s of foreign load, retrying",
+                        scenario.name,
+                        a.other.unwrap_or(0.0)
+                    );
+                }
+                let better = match &best {
+                    None => true,
+                    Some(b) => a.other.unwrap_or(0.0) < b.other.unwrap_or(0.0),
+                };
+                let tries = attempt;
+                if better {
+                    best = Some(a);
+                }
+                if let Some(b) = &mut best {
+                    b.tries = tries;
+                }
+                if !disturbed {
+                    break;
+                }
+            }
+            let a = best.expect("one attempt");
+            let row = &a.row;
+            let (cpu, rss, other) = match (a.server_cpu, a.other) {
+                (Some(server), Some(other)) => (
+                    format!("{server:.1}"),
+                    format!("{:.0}", a.hwm_kb as f64 / 1024.0),
+                    format!("{other:.1}"),
+                ),
+                _ => ("n/a".to_string(), "n/a".to_string(), "n/a".to_string()),
+            };
+            let driver_cpu = a.driver_cpu;
+            let rate = row.ok as f64 / row.elapsed;
+            println!(
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {cpu} | {rss} | {driver_cpu:.1} | {other} | {} |",
+                scenario.name,
+                concurrency,
+                rate,
+                fmt_ms(row.pct[0]),
+                fmt_ms(row.pct[1]),
+                fmt_ms(row.pct[2]),
+                row.errors,
+                a.tries,
+            );
+            if let Some(f) = &mut tsv {
+                writeln!(
+                    f,
+                    "row\t{label}\t{}\t{concurrency}\t{rate:.0}\t{}\t{}\t{}\t{}\t{cpu}\t{rss}\t{driver_cpu:.1}\t{other}\t{}",
+                    scenario.name,
+                    fmt_ms(row.pct[0]),
+                    fmt_ms(row.pct[1]),
+                    fmt_ms(row.pct[2]),
+                    row.errors,
+                    a.tries,
+                )
+                .unwrap();
+            }
+            drains.extend(a.drain);
+        }
+    }
+    if !drains.is_empty() {
+        println!(
+            "\n| fanout 10, concurrency | requests acked | messages drained | backlog when load stopped | drained after load s | drained msgs/s (row start → drained) | backlog msgs/s (backlog / drained after load) |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for d in &drains {
+            let rate = d.messages as f64 / d.total_s;
+            // The pure drain rate, when the keys fell behind the senders (a backlog that
+            // took under a second says little about it).
+            let tail_rate = if d.backlog_at_end <= 0 {
+                "n/a (no backlog)".to_string()
+            } else if d.tail_s < 1.0 {
+                "n/a (drained within 1 s)".to_string()
+            } else {
+                format!("{:.0}", d.backlog_at_end as f64 / d.tail_s)
+            };
+            println!(
+                "| {} | {} | {}{} | {} | {:.1} | {:.0} | {tail_rate} |",
+                d.concurrency,
+                d.acked,
+                d.messages,
+                if d.complete { "" } else { " (timed out)" },
+                d.backlog_at_end.max(0),
+                d.tail_s,
+                rate
+            );
+            if let Some(f) = &mut tsv {
+                writeln!(
+                    f,
+                    "drain\t{label}\t{}\t{}\t{}\t{}\t{:.1}\t{rate:.0}\t{}\t{tail_rate}",
+                    d.concurrency,
+                    d.acked,
+                    d.messages,
+                    d.backlog_at_end.max(0),
+                    d.tail_s,
+                    d.complete
+                )
+                .unwrap();
+            }
+        }
+    }
+    drop(guard);
 }
