@@ -105,14 +105,6 @@ async fn control(s: &TestServer, id: &str, action: &str) -> u16 {
         .as_u16()
 }
 
-async fn attach(s: &TestServer, id: &str) -> (u16, Value) {
-    let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/attach")))
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn cancel_runs_compensation_and_propagates_to_calls() {
     let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
@@ -120,7 +112,7 @@ async fn cancel_runs_compensation_and_propagates_to_calls() {
     let id = send(&s, "book").await;
     s.wait_status(&id, "suspended").await;
     assert_eq!(control(&s, &id, "cancel").await, 202);
-    let (status, body) = attach(&s, &id).await;
+    let (status, body) = s.attach(&id).await;
     assert_eq!((status, body["message"].as_str()), (409, Some("cancelled")));
     let view = s.inspect(&id).await;
     let names: Vec<_> = view["journal"]
@@ -150,8 +142,8 @@ async fn cancel_runs_compensation_and_propagates_to_calls() {
         .to_owned();
     s.wait_status(&callee, "suspended").await;
     assert_eq!(control(&s, &outer, "cancel").await, 202);
-    assert_eq!(attach(&s, &outer).await.0, 409);
-    assert_eq!(attach(&s, &callee).await.0, 409);
+    assert_eq!(s.attach(&outer).await.0, 409);
+    assert_eq!(s.attach(&callee).await.0, 409);
     assert_eq!(
         COMPENSATIONS.load(Ordering::SeqCst),
         2,
@@ -169,7 +161,7 @@ async fn kill_stops_at_once_without_compensation() {
     })
     .await;
     assert_eq!(control(&s, &id, "kill").await, 200);
-    let (status, body) = attach(&s, &id).await;
+    let (status, body) = s.attach(&id).await;
     assert_eq!((status, body["message"].as_str()), (409, Some("killed")));
     assert_eq!(KILLED_COMPENSATIONS.load(Ordering::SeqCst), 0);
     let unknown = format!("inv_1{}1", "0".repeat(32));
@@ -186,7 +178,7 @@ async fn paused_invocations_resume() {
     assert_eq!(control(&s, &id, "purge").await, 409, "unfinished");
     BROKEN.store(false, Ordering::SeqCst);
     assert_eq!(control(&s, &id, "resume").await, 200);
-    assert_eq!(attach(&s, &id).await, (200, json!("fixed")));
+    assert_eq!(s.attach(&id).await, (200, json!("fixed")));
     assert_eq!(control(&s, &id, "resume").await, 409, "completed");
     s.stop().await;
 }

@@ -115,14 +115,6 @@ async fn send(s: &TestServer, path: &str, body: Value) -> String {
         .to_owned()
 }
 
-async fn attach(s: &TestServer, id: &str) -> (u16, Value) {
-    let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/attach")))
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 async fn wait_for_id(tag: &str) -> String {
     common::wait_until(Duration::from_secs(20), || async { id_of(tag).is_some() }).await;
     id_of(tag).unwrap()
@@ -147,7 +139,7 @@ async fn awakeable_resolved_over_http_after_suspension_and_restart() {
         .unwrap();
     assert_eq!(r.status(), 202);
     assert!(r.headers().get("content-type").is_none());
-    assert_eq!(attach(&s, &inv).await, (200, Value::from("http: yes")));
+    assert_eq!(s.attach(&inv).await, (200, Value::from("http: yes")));
     // Later completions are accepted and change nothing.
     let r = client
         .post(s.url(&format!("/restate/awakeables/{awk}/resolve")))
@@ -156,7 +148,7 @@ async fn awakeable_resolved_over_http_after_suspension_and_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(attach(&s, &inv).await, (200, Value::from("http: yes")));
+    assert_eq!(s.attach(&inv).await, (200, Value::from("http: yes")));
     // Malformed ids are a 400; unknown invocations a 404.
     let r = client
         .post(s.url("/restate/a/sign_1nope/resolve"))
@@ -186,7 +178,7 @@ async fn awakeable_rejected_and_resolved_from_a_handler() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let (status, body) = attach(&s, &rejected).await;
+    let (status, body) = s.attach(&rejected).await;
     assert_eq!(status, 500);
     assert_eq!(body["message"], "nope, rejected");
 
@@ -200,7 +192,7 @@ async fn awakeable_rejected_and_resolved_from_a_handler() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
-        attach(&s, &inv).await,
+        s.attach(&inv).await,
         (200, Value::from("handler: approved by handler"))
     );
     s.stop().await;
@@ -218,7 +210,7 @@ async fn callers_and_sleepers_suspend_and_resume() {
     s.wait_status(&callee, "suspended").await;
     let dir = s.stop().await;
     let s = TestServer::start_with(dir, quick_suspend).await;
-    assert_eq!(attach(&s, &inv).await, (200, Value::from(1201)));
+    assert_eq!(s.attach(&inv).await, (200, Value::from(1201)));
     assert_eq!(s.inspect(&callee).await["status"], "completed");
     s.stop().await;
 }

@@ -10,28 +10,38 @@ use support::{App, lines, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
-#[tokio::test]
-async fn killed_mid_invocation_resumes_and_runs_each_step_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let steps = dir.path().join("steps.log");
-    let env = [
+/// Environment for the crash app: where its steps log and how long each step takes.
+fn steps_env(steps: &std::path::Path, step_ms: u32) -> [(&'static str, String); 2] {
+    [
         ("STEPS_FILE", steps.display().to_string()),
-        ("STEP_MS", "1500".to_owned()),
-    ];
-    let app = App::start(BIN, &dir.path().join("data"), &env).await;
-    let client = reqwest::Client::new();
-    let r = client
+        ("STEP_MS", step_ms.to_string()),
+    ]
+}
+
+/// `POST /Steps/run/send` with an idempotency key; returns the invocation id of the 202.
+async fn send_steps(app: &App, key: &str, n: u32) -> String {
+    let r = reqwest::Client::new()
         .post(format!("{}/Steps/run/send", app.ingress))
-        .header("idempotency-key", "job-1")
-        .json(&4)
+        .header("idempotency-key", key)
+        .json(&n)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["invocationId"]
+    r.json::<Value>().await.unwrap()["invocationId"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+#[tokio::test]
+async fn killed_mid_invocation_resumes_and_runs_each_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let env = steps_env(&steps, 1500);
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let id = send_steps(&app, "job-1", 4).await;
     // Kill once two steps are journaled (the third is still in its delay, before its effect).
     let inspect = format!("{}/invocations/{id}", app.admin);
     poll(Duration::from_secs(60), || {
@@ -90,28 +100,12 @@ async fn killed_mid_invocation_resumes_and_runs_each_step_once() {
 async fn an_acknowledged_send_survives_an_immediate_kill() {
     let dir = tempfile::tempdir().unwrap();
     let steps = dir.path().join("steps.log");
-    let env = [
-        ("STEPS_FILE", steps.display().to_string()),
-        ("STEP_MS", "300".to_owned()),
-    ];
+    let env = steps_env(&steps, 300);
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..5 {
-        let r = client
-            .post(format!("{}/Steps/run/send", app.ingress))
-            .header("idempotency-key", format!("quick-{i}"))
-            .json(&1)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        ids.push(
-            r.json::<Value>().await.unwrap()["invocationId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(send_steps(&app, &format!("quick-{i}"), 1).await);
     }
     app.kill();
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
@@ -130,23 +124,10 @@ async fn an_acknowledged_send_survives_an_immediate_kill() {
 async fn sigterm_shuts_down_gracefully_and_work_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let steps = dir.path().join("steps.log");
-    let env = [
-        ("STEPS_FILE", steps.display().to_string()),
-        ("STEP_MS", "800".to_owned()),
-    ];
+    let env = steps_env(&steps, 800);
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{}/Steps/run/send", app.ingress))
-        .header("idempotency-key", "term")
-        .json(&3)
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = send_steps(&app, "term", 3).await;
     let status = app.terminate();
     assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
     let app = App::start(BIN, &dir.path().join("data"), &env).await;

@@ -237,6 +237,19 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// Removes every entry of one scope from a state-like table.
+fn clear_scope(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    scope: &StateScope,
+) -> Result<(), StorageError> {
+    let prefix = state_prefix(scope);
+    table
+        .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
+            false
+        })
+        .map_err(backend)
+}
+
 fn run_writer(db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterStats>) {
     let mut poisoned: Option<String> = None;
     while let Ok(first) = rx.recv() {
@@ -321,14 +334,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                         .remove(state_key(scope, name).as_slice())
                         .map_err(backend)?;
                 }
-                WriteOp::ClearAllState { scope } => {
-                    let prefix = state_prefix(scope);
-                    state
-                        .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
-                            false
-                        })
-                        .map_err(backend)?;
-                }
+                WriteOp::ClearAllState { scope } => clear_scope(&mut state, scope)?,
                 WriteOp::PutPromise {
                     scope,
                     name,
@@ -338,14 +344,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                         .insert(state_key(scope, name).as_slice(), encoded.as_slice())
                         .map_err(backend)?;
                 }
-                WriteOp::ClearPromises { scope } => {
-                    let prefix = state_prefix(scope);
-                    promises
-                        .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
-                            false
-                        })
-                        .map_err(backend)?;
-                }
+                WriteOp::ClearPromises { scope } => clear_scope(&mut promises, scope)?,
                 WriteOp::DeleteInvocation { id } => {
                     let key = id.to_bytes();
                     if let Some(old) = invocations.remove(key.as_slice()).map_err(backend)? {

@@ -80,6 +80,15 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// Waits for an invocation's result over the ingress: status and JSON body (null if none).
+    pub async fn attach(&self, id: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::get(self.url(&format!("/restate/invocation/{id}/attach")))
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// The admin API's view of an invocation.
     pub async fn inspect(&self, id: &str) -> serde_json::Value {
         reqwest::get(format!("{}/invocations/{id}", self.admin))
