@@ -95,17 +95,25 @@ impl Engine {
         entry: JournalEntry,
         persisted: bool,
     ) {
-        {
+        let in_memory = {
             let map = self.inflight.lock().expect("inflight map");
-            if let Some(f) = map.get(&id) {
-                if !persisted {
+            map.get(&id).map(|f| {
+                let waiter = (!persisted).then(|| {
                     let mut state = f.state();
                     let ops = vec![WriteOp::put_journal(id, index, &entry)];
-                    drop(f.submit_with_record(self.storage.as_ref(), &mut state, ops));
-                }
-                f.complete_entry(index, entry);
-                return;
+                    f.submit_with_record(self.storage.as_ref(), &mut state, ops)
+                });
+                f.complete_entry(index, entry.clone());
+                waiter
+            })
+        };
+        if let Some(waiter) = in_memory {
+            // Whoever completed the entry (an HTTP resolve, say) hears back only once it is
+            // durable.
+            if let Some(Err(e)) = futures::future::OptionFuture::from(waiter).await {
+                tracing::error!(invocation = %id, error = %e, "cannot record completion");
             }
+            return;
         }
         if !persisted
             && let Err(e) = self
