@@ -28,6 +28,12 @@ impl Signup {
         Ok(())
     }
 
+    /// A shared handler waiting on the same promise as `run`.
+    #[handler]
+    async fn watch(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<String> {
+        Ok(ctx.promise::<String>("email.clicked").await?)
+    }
+
     #[handler]
     async fn status(
         &self,
@@ -177,5 +183,20 @@ async fn a_finished_workflow_is_purged_with_its_state_after_retention() {
         post(&s, "/Signup/gone/status", Value::Null).await.1,
         json!([null, null])
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_shared_waiter_is_woken_after_restart_too() {
+    let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    let (status, body) = post(&s, "/Signup/shared/watch/send", Value::Null).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["invocationId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "suspended").await;
+    let dir = s.stop().await;
+    let s = TestServer::start_with(dir, quick).await;
+    assert_eq!(post(&s, "/Signup/shared/click", json!("seen")).await.0, 200);
+    assert_eq!(s.attach(&id).await, (200, json!("seen")));
     s.stop().await;
 }

@@ -6,7 +6,7 @@ use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::codec::{decode_json, encode_json};
 use crate::error::TerminalError;
-use crate::storage::{JournalEntry, Outcome, StateScope};
+use crate::storage::{JournalEntry, Outcome, StateScope, WriteOp};
 
 impl InvocationContext {
     fn workflow_scope(&self) -> StateScope {
@@ -56,11 +56,21 @@ impl InvocationContext {
             }
             None => {
                 let outcome = self.stored_promise(name, Some(index));
+                // A waiter is recorded with its entry, so a completion after a restart finds it.
+                let extra = match outcome {
+                    Some(_) => Vec::new(),
+                    None => vec![WriteOp::AddPromiseWaiter {
+                        scope: self.workflow_scope(),
+                        name: name.to_owned(),
+                        id: self.id(),
+                        index,
+                    }],
+                };
                 let entry = JournalEntry::GetPromise {
                     name: name.to_owned(),
                     outcome,
                 };
-                self.journal(index, entry, Vec::new()).is_some()
+                self.journal(index, entry, extra).is_some()
             }
         };
         async move {

@@ -1,5 +1,6 @@
 //! Durable promises of workflows: completed once (first completion wins), kept with the
-//! workflow's state, and delivered to every handler waiting on them, suspended ones included.
+//! workflow's state, and delivered to every handler waiting on them, suspended ones included:
+//! waiters are recorded with their journal entry, so a restart does not lose them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,13 +59,19 @@ impl Engine {
             encoded: records::encode(&outcome),
         };
         self.storage.submit(vec![op]).await?;
-        let waiting = self
+        // Waiters known in memory, and those recorded durably (a restart forgets the former).
+        let mut waiting = self
             .promise_waiters
             .0
             .lock()
             .expect("promise waiters")
             .remove(&(scope.clone(), name.to_owned()))
             .unwrap_or_default();
+        for w in self.storage.promise_waiters(&scope, name)? {
+            if !waiting.contains(&w) {
+                waiting.push(w);
+            }
+        }
         for (id, index) in waiting {
             let entry = JournalEntry::GetPromise {
                 name: name.to_owned(),
@@ -72,10 +79,10 @@ impl Engine {
             };
             self.deliver(id, index, entry, false).await;
         }
-        // A suspended `run` forgot its registration if the process restarted: wake it, its
-        // replay finds the promise completed.
-        self.resume(InvocationId::workflow(&scope.service, &scope.key))
-            .await;
+        drop(self.storage.submit(vec![WriteOp::ClearPromiseWaiters {
+            scope,
+            name: name.to_owned(),
+        }]));
         Ok(true)
     }
 }

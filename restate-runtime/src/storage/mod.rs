@@ -140,6 +140,25 @@ pub enum WriteOp {
         /// The workflow key.
         scope: StateScope,
     },
+    /// Record that entry `index` of invocation `id` waits on a promise, so a completion after
+    /// a restart still finds it.
+    AddPromiseWaiter {
+        /// The workflow key.
+        scope: StateScope,
+        /// The promise.
+        name: String,
+        /// The waiting invocation.
+        id: InvocationId,
+        /// Its `GetPromise` entry.
+        index: u32,
+    },
+    /// Forget the waiters of a completed promise.
+    ClearPromiseWaiters {
+        /// The workflow key.
+        scope: StateScope,
+        /// The promise.
+        name: String,
+    },
 }
 
 /// The state of one object or workflow key.
@@ -229,6 +248,12 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<InvocationId>,
         limit: usize,
     ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError>;
+    /// The invocations (and entry indexes) waiting on a promise.
+    fn promise_waiters(
+        &self,
+        scope: &StateScope,
+        name: &str,
+    ) -> Result<Vec<(InvocationId, u32)>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
     /// Up to `limit` finished invocations whose retention ended before `now_ms`.

@@ -45,8 +45,12 @@ const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 /// Key: as `STATE`; value: the encoded outcome of a completed durable promise.
 const PROMISES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("promises");
 
+/// Key: the promise's key (as `PROMISES`), its name's length, then waiting invocation id and
+/// entry index.
+const PROMISE_WAITERS: TableDefinition<&[u8], ()> = TableDefinition::new("promise_waiters");
+
 /// Version of the table layout; a store written by another version is refused at open.
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 const FILE_NAME: &str = "journal.redb";
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
 const MAX_GROUP: usize = 4096;
@@ -183,7 +187,9 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
                 for table in [INVOCATIONS, JOURNAL, STATE, PROMISES, UNFINISHED] {
                     txn.open_table(table).map_err(|e| corrupt(e.into()))?;
                 }
-                txn.open_table(EXPIRY).map_err(|e| corrupt(e.into()))?;
+                for table in [EXPIRY, PROMISE_WAITERS] {
+                    txn.open_table(table).map_err(|e| corrupt(e.into()))?;
+                }
                 partitions
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
@@ -235,6 +241,39 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     end.push(0xff);
     end
+}
+
+/// The smallest key above every key starting with `prefix`, for binary suffixes (`None`: no
+/// upper bound).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Removes every key starting with `prefix` from a table whose suffixes are binary.
+fn clear_binary_prefix(
+    table: &mut redb::Table<'_, &'static [u8], ()>,
+    prefix: &[u8],
+) -> Result<(), StorageError> {
+    match prefix_successor(prefix) {
+        Some(end) => table.retain_in(prefix..end.as_slice(), |_, _| false),
+        None => table.retain_in(prefix.., |_, _| false),
+    }
+    .map_err(backend)
+}
+
+/// The prefix of one promise's waiters: the scope, then the length-prefixed name.
+fn waiters_prefix(scope: &StateScope, name: &str) -> Vec<u8> {
+    let mut key = state_prefix(scope);
+    key.extend((name.len() as u32).to_be_bytes());
+    key.extend(name.as_bytes());
+    key
 }
 
 /// Removes every entry of one scope from a state-like table.
@@ -295,6 +334,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
         let mut state = txn.open_table(STATE).map_err(backend)?;
         let mut promises = txn.open_table(PROMISES).map_err(backend)?;
+        let mut waiters = txn.open_table(PROMISE_WAITERS).map_err(backend)?;
         for op in group.iter().flat_map(|r| &r.ops) {
             match op {
                 WriteOp::PutInvocation {
@@ -344,7 +384,24 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                         .insert(state_key(scope, name).as_slice(), encoded.as_slice())
                         .map_err(backend)?;
                 }
-                WriteOp::ClearPromises { scope } => clear_scope(&mut promises, scope)?,
+                WriteOp::ClearPromises { scope } => {
+                    clear_scope(&mut promises, scope)?;
+                    clear_binary_prefix(&mut waiters, &state_prefix(scope))?;
+                }
+                WriteOp::AddPromiseWaiter {
+                    scope,
+                    name,
+                    id,
+                    index,
+                } => {
+                    let mut key = waiters_prefix(scope, name);
+                    key.extend(id.to_bytes());
+                    key.extend(index.to_be_bytes());
+                    waiters.insert(key.as_slice(), ()).map_err(backend)?;
+                }
+                WriteOp::ClearPromiseWaiters { scope, name } => {
+                    clear_binary_prefix(&mut waiters, &waiters_prefix(scope, name))?;
+                }
                 WriteOp::DeleteInvocation { id } => {
                     let key = id.to_bytes();
                     if let Some(old) = invocations.remove(key.as_slice()).map_err(backend)? {
@@ -481,6 +538,35 @@ impl Storage for RedbStorage {
             Ok(out)
         })?;
         decode_rows(raw)
+    }
+
+    fn promise_waiters(
+        &self,
+        scope: &StateScope,
+        name: &str,
+    ) -> Result<Vec<(InvocationId, u32)>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(PROMISE_WAITERS)?;
+            let prefix = waiters_prefix(scope, name);
+            let mut out = Vec::new();
+            let range = match prefix_successor(&prefix) {
+                Some(end) => table.range(prefix.as_slice()..end.as_slice())?,
+                None => table.range(prefix.as_slice()..)?,
+            };
+            for item in range {
+                let (k, _) = item?;
+                let rest = &k.value()[prefix.len()..];
+                if let (Some(id), Some(index)) = (
+                    InvocationId::from_bytes(&rest[..24.min(rest.len())]),
+                    rest.get(24..28)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_be_bytes),
+                ) {
+                    out.push((id, index));
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
