@@ -69,8 +69,8 @@ async fn events_survive_kills_and_are_processed_once() {
     let mut app = App::start_on(&bin, &data, &env, ports).await;
     let base = app.ingress.clone();
     let client = reqwest::Client::new();
-    // 600 invoices x 2 events x 2 deliveries: 2,400 requests, 1,200 distinct events.
-    let invoices = 600;
+    // 1,000 invoices x 2 events x 2 deliveries: 4,000 requests, 2,000 distinct events.
+    let invoices = 1000;
     let acked = Arc::new(AtomicUsize::new(0));
     // Per invoice: two events of one kind, each delivered twice.
     let senders: Vec<_> = (0..invoices)
