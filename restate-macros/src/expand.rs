@@ -68,11 +68,16 @@ fn handler_options(options: &Options) -> TokenStream {
             }}
         }
     };
+    let on_max_attempts = match options.retry.as_ref().and_then(|r| r.kill_on_max_attempts) {
+        Some(true) => quote!(#rt::OnMaxAttempts::Kill),
+        _ => quote!(#rt::OnMaxAttempts::Pause),
+    };
     quote! {
         #rt::HandlerOptions {
             ingress_private: #ingress_private,
             retry_policy: #retry,
             retention: #retention,
+            on_max_attempts: #on_max_attempts,
         }
     }
 }

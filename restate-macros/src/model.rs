@@ -70,6 +70,8 @@ pub(crate) struct RetryArgs {
     pub factor: Option<f64>,
     pub max_interval_ms: Option<u64>,
     pub max_attempts: Option<u32>,
+    /// `Some(true)` for `on_max_attempts = "kill"`, `Some(false)` for `"pause"`.
+    pub kill_on_max_attempts: Option<bool>,
 }
 
 /// Options on the service attribute or on `#[handler(..)]`.

@@ -8,9 +8,8 @@ use crate::ctxt::Ctxt;
 use crate::duration::parse_millis;
 use crate::model::{Options, RetryArgs};
 
-const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70)";
-const RETRY_SUPPORTED: &str =
-    "supported retry options are: initial_interval, factor, max_interval, max_attempts";
+const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\")";
+const RETRY_SUPPORTED: &str = "supported retry options are: initial_interval, factor, max_interval, max_attempts, on_max_attempts";
 
 /// A comma-separated list of `Meta` items.
 pub(crate) struct MetaList(pub Punctuated<Meta, Token![,]>);
@@ -154,6 +153,17 @@ fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
                 },
                 other => cx.error_spanned_by(other, "`max_attempts` takes an integer such as 70"),
             },
+            "on_max_attempts" => {
+                if let Some(lit) = lit_str(cx, &nv.value, "on_max_attempts") {
+                    match lit.value().as_str() {
+                        "pause" => retry.kill_on_max_attempts = Some(false),
+                        "kill" => retry.kill_on_max_attempts = Some(true),
+                        _ => {
+                            cx.error_spanned_by(&lit, "`on_max_attempts` is \"pause\" or \"kill\"")
+                        }
+                    }
+                }
+            }
             _ => cx.error_spanned_by(&nv.path, format!("unknown retry option; {RETRY_SUPPORTED}")),
         }
     }
@@ -172,6 +182,7 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
                 factor: h.factor.or(s.factor),
                 max_interval_ms: h.max_interval_ms.or(s.max_interval_ms),
                 max_attempts: h.max_attempts.or(s.max_attempts),
+                kill_on_max_attempts: h.kill_on_max_attempts.or(s.kill_on_max_attempts),
             }),
             (s, h) => h.clone().or_else(|| s.clone()),
         },

@@ -478,6 +478,7 @@ mod tests {
             factor: None,
             max_interval_ms: None,
             max_attempts: Some(5),
+            kill_on_max_attempts: None,
         };
         assert_eq!(greet.retry, Some(service_retry.clone()));
         let maybe = &m.handlers[1].options;

@@ -69,8 +69,8 @@ pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
 pub use futures::future::Either;
 pub use ids::{AwakeableId, IdParseError, InvocationId};
 pub use registry::{
-    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RegistryError, RetryPolicy,
-    Service, ServiceDefinition, ServiceKind,
+    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, RegistryError,
+    RetryPolicy, Service, ServiceDefinition, ServiceKind,
 };
 pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError};
 
@@ -79,7 +79,7 @@ pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError
 /// Every method marked `#[handler]` becomes a durable handler at `POST /{Service}/{handler}`.
 /// Options: `name = "..."` (the wire name, default the type name), `ingress_private`,
 /// `retention = "24h"`, `retry(initial_interval = "500ms", factor = 2.0, max_interval = "60s",
-/// max_attempts = 70)` (defaults for every handler). The macro also generates a typed client,
+/// max_attempts = 70, on_max_attempts = "pause" | "kill")` (defaults for every handler). The macro also generates a typed client,
 /// `{Type}Client`, and registers the service with the runtime through `inventory`.
 ///
 /// ```

@@ -9,8 +9,8 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use crate::client::{Caller, RequestParts, parts};
 pub use crate::context::{FromInvocation, InvocationContext};
 pub use crate::registry::{
-    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, Registration, RetryPolicy, Service,
-    ServiceDefinition, ServiceKind,
+    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, Registration,
+    RetryPolicy, Service, ServiceDefinition, ServiceKind,
 };
 pub use futures::future::BoxFuture;
 pub use inventory;

@@ -56,6 +56,11 @@ impl Exec {
         Ok(v)
     }
 
+    #[handler(retry(max_attempts = 2, on_max_attempts = "kill"))]
+    async fn doomed(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Err("never works either".into())
+    }
+
     #[handler(retry(max_attempts = 2))]
     async fn always(&self, _ctx: Context<'_>) -> HandlerResult<()> {
         ALWAYS.fetch_add(1, Ordering::SeqCst);
@@ -187,6 +192,19 @@ async fn exhausted_retries_pause_the_invocation() {
         .await
         .unwrap();
     assert_eq!(r.status(), 470);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_kill_when_the_policy_says_so() {
+    let s = TestServer::start().await;
+    let (status, body) = call(&s, "/Exec/doomed", None).await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("killed after 2 attempts") && message.contains("never works either"),
+        "{body}"
+    );
     s.stop().await;
 }
 

@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::{Engine, Inflight};
 use crate::context::InvocationContext;
 use crate::context::invocation::Abort;
+use crate::registry::OnMaxAttempts;
 use crate::storage::Outcome;
 
 /// How one attempt ended.
@@ -43,8 +44,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
             return engine.lose(&inflight, e.to_string());
         }
-        let (service, policy) = match engine.resolve(&target) {
-            Ok((service, handler)) => (service.instance.clone(), handler.options.retry_policy),
+        let (service, options) = match engine.resolve(&target) {
+            Ok((service, handler)) => (service.instance.clone(), handler.options.clone()),
             Err(e) => {
                 // The binary no longer serves this target (a service was removed): end it.
                 let outcome = Outcome::Failure {
@@ -55,6 +56,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             }
         };
         let mut shutdown = engine.shutdown_signal();
+        let policy = options.retry_policy;
         // Failures of this run of the task; the retry policy counts these.
         let mut failures = 0u32;
         loop {
@@ -108,8 +110,18 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     }
                 }
                 Attempt::Retry(reason) => {
-                    let reason = format!("retries exhausted after {} attempts: {reason}", failures + 1);
-                    return engine.pause(&inflight, reason).await;
+                    let attempts = failures + 1;
+                    return match options.on_max_attempts {
+                        OnMaxAttempts::Pause => {
+                            let reason = format!("retries exhausted after {attempts} attempts: {reason}");
+                            engine.pause(&inflight, reason).await
+                        }
+                        OnMaxAttempts::Kill => {
+                            let message = format!("killed after {attempts} attempts: {reason}");
+                            let outcome = Outcome::Failure { code: 409, message };
+                            engine.complete(&inflight, outcome).await
+                        }
+                    };
                 }
                 Attempt::Pause(reason) => return engine.pause(&inflight, reason).await,
                 Attempt::Lost(reason) => return engine.lose(&inflight, reason),

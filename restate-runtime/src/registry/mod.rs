@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use options::{HandlerOptions, RetryPolicy};
+pub use options::{HandlerOptions, OnMaxAttempts, RetryPolicy};
 
 use crate::context::InvocationContext;
 use crate::error::HandlerError;

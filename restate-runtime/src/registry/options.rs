@@ -101,4 +101,30 @@ pub struct HandlerOptions {
     /// How long a finished invocation keeps its result and journal (idempotency, attach);
     /// `None` uses the runtime default (24 h).
     pub retention: Option<Duration>,
+    /// What happens when the retry policy's attempts are used up.
+    pub on_max_attempts: OnMaxAttempts,
+}
+
+/// What happens to an invocation whose retries are exhausted, as in Restate's retry policy.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// use restate_runtime::{OnMaxAttempts, Service};
+/// #[derive(Default)]
+/// pub struct Sync;
+/// #[service]
+/// impl Sync {
+///     #[handler(retry(max_attempts = 3, on_max_attempts = "kill"))]
+///     async fn push(&self, _ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+/// }
+/// let options = Sync::definition().handler("push").unwrap().options.clone();
+/// assert_eq!(options.on_max_attempts, OnMaxAttempts::Kill);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMaxAttempts {
+    /// Park it, visible in the admin API, until resumed (the default).
+    #[default]
+    Pause,
+    /// End it with a terminal error (409 "killed …") that its callers see.
+    Kill,
 }
