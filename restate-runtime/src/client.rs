@@ -367,7 +367,12 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             } if target == parts.target => match outcome {
                 Some(outcome) => CallPlan::Done(outcome),
                 None => {
-                    forward_result(ctx, index, target, invocation_id);
+                    let pending = JournalEntry::Call {
+                        target,
+                        invocation_id,
+                        outcome: None,
+                    };
+                    ctx.forward_outcome(index, invocation_id, pending);
                     CallPlan::Wait
                 }
             },
@@ -425,7 +430,12 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             } else {
                 // A duplicate (idempotency key) of an invocation another caller started: its
                 // result goes to that caller, so fetch it for this one.
-                forward_result(ctx, index, target.clone(), submitted.id);
+                let pending = JournalEntry::Call {
+                    target: target.clone(),
+                    invocation_id: submitted.id,
+                    outcome: None,
+                };
+                ctx.forward_outcome(index, submitted.id, pending);
             }
             (submitted.id, extra, new.then_some(inflight))
         }
@@ -444,32 +454,6 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         }
         None => CallPlan::Stopped,
     }
-}
-
-/// Delivers the result of `callee` into entry `index` of the caller once it is known, for
-/// callees whose completion does not write to this caller (duplicates; calls pending at a
-/// restart whose callee already finished).
-fn forward_result(ctx: &InvocationContext, index: u32, target: Target, callee: InvocationId) {
-    let (engine, caller) = (ctx.engine.clone(), ctx.id());
-    tokio::spawn(async move {
-        let outcome = match engine.attach(callee).await {
-            Ok(Some(done)) => done.outcome.clone(),
-            Ok(None) => Outcome::Failure {
-                code: 404,
-                message: format!("called invocation {callee} not found"),
-            },
-            Err(e) => {
-                tracing::warn!(invocation = %caller, error = %e, "cannot fetch a call result");
-                return;
-            }
-        };
-        let entry = JournalEntry::Call {
-            target,
-            invocation_id: callee,
-            outcome: Some(outcome),
-        };
-        engine.deliver(caller, index, entry, false).await;
-    });
 }
 
 /// Queues an invocation created by the caller's latest journal entry; it runs once that entry

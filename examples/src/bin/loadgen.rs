@@ -212,23 +212,10 @@ fn usage(problem: &str) -> ! {
 
 /// CPU seconds (user + system, all threads) and peak RSS in KiB of one process.
 fn proc_stats(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks as f64 / 100.0, hwm_kb)
+    (
+        examples::procfs::cpu_secs(pid),
+        examples::procfs::status_kib(pid, "VmHWM:"),
+    )
 }
 
 /// CPU seconds used by this process and its waited-for children (`wrk`).

@@ -19,37 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use examples::procfs;
+
 fn arg(name: &str) -> Option<u64> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-}
-
-/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of a process.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
 }
 
 /// (apparent bytes, allocated bytes) of every file under `dir`.
@@ -208,10 +185,10 @@ async fn gauges(client: &reqwest::Client, admin: &str) -> (i64, i64, i64, i64) {
 
 /// Waits until two RSS readings a second apart differ by less than 1% (at most 30 s).
 async fn settled_rss(pid: u32) -> u64 {
-    let mut last = status_kib(pid, "VmRSS:");
+    let mut last = procfs::status_kib(pid, "VmRSS:");
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = status_kib(pid, "VmRSS:");
+        let now = procfs::status_kib(pid, "VmRSS:");
         if now.abs_diff(last) * 100 < last {
             return now;
         }
@@ -245,7 +222,7 @@ async fn main() {
     wait_healthy(&client, &mut server).await;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let base_rss = status_kib(pid, "VmRSS:");
+    let base_rss = procfs::status_kib(pid, "VmRSS:");
     let (base_heap, _) = heap(&heap_file);
     println!(
         "sleepers pid {pid}, data {}, cache {}, idle: RSS {:.1} MiB, heap {:.1} MiB",
@@ -256,7 +233,7 @@ async fn main() {
     );
 
     // Submit.
-    let cpu_before = cpu_secs(pid);
+    let cpu_before = procfs::cpu_secs(pid);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let url = format!("{}/Sleeper/nap/send", server.ingress);
@@ -292,14 +269,14 @@ async fn main() {
                 "  {:>6.0} s: {} submitted, RSS {:.1} MiB, heap {:.1} MiB",
                 started.elapsed().as_secs_f64(),
                 next.load(Ordering::Relaxed).min(count),
-                mib(status_kib(pid, "VmRSS:")),
+                mib(procfs::status_kib(pid, "VmRSS:")),
                 heap_mib(heap(&heap_file).0)
             ),
         }
     }
     let submit_secs = started.elapsed().as_secs_f64();
-    let submit_cpu = cpu_secs(pid) - cpu_before;
-    let submit_hwm = status_kib(pid, "VmHWM:");
+    let submit_cpu = procfs::cpu_secs(pid) - cpu_before;
+    let submit_hwm = procfs::status_kib(pid, "VmHWM:");
     let (_, _, commits, batches) = gauges(&client, &server.admin).await;
     println!(
         "submitted {count} in {submit_secs:.1} s ({:.0}/s), server CPU {submit_cpu:.1} s, peak RSS so far {:.1} MiB, peak heap {:.1} MiB",
@@ -337,7 +314,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rss = settled_rss(pid).await;
-    let hwm = status_kib(pid, "VmHWM:");
+    let hwm = procfs::status_kib(pid, "VmHWM:");
     let (live, peak) = heap(&heap_file);
     let (size, allocated) = dir_size(&dir);
     let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
@@ -375,7 +352,7 @@ async fn main() {
     );
     println!(
         "after the census: RSS {:.1} MiB, heap {:.1} MiB",
-        mib(status_kib(pid, "VmRSS:")),
+        mib(procfs::status_kib(pid, "VmRSS:")),
         heap_mib(heap(&heap_file).0)
     );
 
@@ -386,8 +363,8 @@ async fn main() {
     wait_healthy(&client, &mut server).await;
     let reopen = t.elapsed();
     let pid = server.child.id();
-    let rss_now = status_kib(pid, "VmRSS:");
-    let hwm = status_kib(pid, "VmHWM:");
+    let rss_now = procfs::status_kib(pid, "VmRSS:");
+    let hwm = procfs::status_kib(pid, "VmHWM:");
     let rss = settled_rss(pid).await;
     let (live, peak) = heap(&heap_file);
     println!(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::clock::rfc3339;
 use crate::engine::{ControlError, Engine};
 use crate::ids::InvocationId;
-use crate::ingress::ApiError;
+use crate::ingress::{ApiError, parse_invocation_id};
 use crate::storage::{InvocationRecord, JournalEntry, Outcome, Status};
 
 /// A payload as JSON where it is JSON, else as a lossy string.
@@ -86,7 +86,7 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
 }
 
 pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    let parsed = match parse_id(&id) {
+    let parsed = match parse_invocation_id(&id) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
@@ -110,11 +110,6 @@ pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<Stri
         Ok(None) => ApiError::ingress(404, format!("invocation '{id}' not found")).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-fn parse_id(id: &str) -> Result<InvocationId, ApiError> {
-    id.parse()
-        .map_err(|e| ApiError::ingress(400, format!("bad invocation id '{id}': {e}")))
 }
 
 fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
@@ -145,7 +140,7 @@ pub(super) struct ListQuery {
 }
 
 pub(super) async fn list(State(engine): State<Engine>, Query(q): Query<ListQuery>) -> Response {
-    let after = match q.after.as_deref().map(parse_id).transpose() {
+    let after = match q.after.as_deref().map(parse_invocation_id).transpose() {
         Ok(after) => after,
         Err(e) => return e.into_response(),
     };
@@ -182,7 +177,7 @@ pub(super) async fn control(
     State(engine): State<Engine>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    let id = match parse_id(&id) {
+    let id = match parse_invocation_id(&id) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };

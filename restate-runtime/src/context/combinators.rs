@@ -8,7 +8,7 @@ use super::invocation::InvocationContext;
 use super::run::outcome_to_result;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
-use crate::storage::{JournalEntry, Outcome};
+use crate::storage::JournalEntry;
 
 impl InvocationContext {
     pub(crate) async fn select<A, B>(&self, a: A, b: B) -> Either<A::Output, B::Output>
@@ -51,7 +51,14 @@ impl InvocationContext {
                 outcome,
             }) if invocation_id == id => {
                 if outcome.is_none() {
-                    self.forward_attach(index, id);
+                    self.forward_outcome(
+                        index,
+                        id,
+                        JournalEntry::Attach {
+                            invocation_id: id,
+                            outcome: None,
+                        },
+                    );
                 }
                 true
             }
@@ -66,7 +73,14 @@ impl InvocationContext {
                 };
                 let ok = self.journal(index, entry, Vec::new()).is_some();
                 if ok {
-                    self.forward_attach(index, id);
+                    self.forward_outcome(
+                        index,
+                        id,
+                        JournalEntry::Attach {
+                            invocation_id: id,
+                            outcome: None,
+                        },
+                    );
                 }
                 ok
             }
@@ -85,28 +99,5 @@ impl InvocationContext {
                 .await;
             outcome_to_result(outcome)
         }
-    }
-
-    /// Fetches the result of `target` and delivers it into entry `index`.
-    fn forward_attach(&self, index: u32, target: InvocationId) {
-        let (engine, me) = (self.engine.clone(), self.id());
-        tokio::spawn(async move {
-            let outcome = match engine.attach(target).await {
-                Ok(Some(done)) => done.outcome.clone(),
-                Ok(None) => Outcome::Failure {
-                    code: 404,
-                    message: format!("invocation {target} not found"),
-                },
-                Err(e) => {
-                    tracing::warn!(invocation = %me, error = %e, "cannot attach");
-                    return;
-                }
-            };
-            let entry = JournalEntry::Attach {
-                invocation_id: target,
-                outcome: Some(outcome),
-            };
-            engine.deliver(me, index, entry, false).await;
-        });
     }
 }

@@ -38,8 +38,6 @@ pub struct InvocationContext {
     abort: Mutex<Option<Abort>>,
     aborted: Notify,
     pub(crate) rng: Mutex<StdRng>,
-    /// Whether this invocation holds its key exclusively (its state reads go through the lane).
-    pub(crate) holds_key: bool,
 }
 
 impl InvocationContext {
@@ -52,7 +50,6 @@ impl InvocationContext {
             )
         };
         let seed = inflight.id.seed();
-        let holds_key = engine.exclusive_scope(&inflight).is_some();
         Self {
             engine,
             inflight,
@@ -62,7 +59,6 @@ impl InvocationContext {
             abort: Mutex::new(None),
             aborted: Notify::new(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            holds_key,
         }
     }
 
@@ -217,6 +213,31 @@ impl InvocationContext {
         };
         self.stop(failure);
         std::future::pending::<()>().await;
+    }
+}
+
+impl InvocationContext {
+    /// Completes `pending` (entry `index`, waiting on invocation `source`) with `source`'s result
+    /// once it is known: for results that do not arrive by themselves (an attach; a duplicate
+    /// call whose result goes to another caller; a call pending at a restart).
+    pub(crate) fn forward_outcome(&self, index: u32, source: InvocationId, pending: JournalEntry) {
+        let (engine, me) = (self.engine.clone(), self.id());
+        tokio::spawn(async move {
+            let outcome = match engine.attach(source).await {
+                Ok(Some(done)) => done.outcome.clone(),
+                Ok(None) => Outcome::Failure {
+                    code: 404,
+                    message: format!("invocation {source} not found"),
+                },
+                Err(e) => {
+                    tracing::warn!(invocation = %me, error = %e, "cannot fetch a result");
+                    return;
+                }
+            };
+            engine
+                .deliver(me, index, with_outcome(pending, outcome), false)
+                .await;
+        });
     }
 }
 

@@ -6,23 +6,12 @@ use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::codec::{decode_json, encode_json};
 use crate::error::TerminalError;
-use crate::storage::{JournalEntry, Outcome, StateScope, WriteOp};
+use crate::storage::{JournalEntry, Outcome, WriteOp};
 
 impl InvocationContext {
-    fn workflow_scope(&self) -> StateScope {
-        let state = self.inflight.state();
-        StateScope {
-            service: state.record.target.service.clone(),
-            key: state.record.target.key.clone().unwrap_or_default(),
-        }
-    }
-
     fn stored_promise(&self, name: &str, wait_at: Option<u32>) -> Option<Outcome> {
         let waiter = wait_at.map(|i| (self.id(), i));
-        match self
-            .engine
-            .promise_or_wait(&self.workflow_scope(), name, waiter)
-        {
+        match self.engine.promise_or_wait(self.scope(), name, waiter) {
             Ok(found) => found,
             Err(e) => {
                 self.stop(Abort::Retry(format!("promise read failed: {e}")));
@@ -60,7 +49,7 @@ impl InvocationContext {
                 let extra = match outcome {
                     Some(_) => Vec::new(),
                     None => vec![WriteOp::AddPromiseWaiter {
-                        scope: self.workflow_scope(),
+                        scope: self.scope().clone(),
                         name: name.to_owned(),
                         id: self.id(),
                         index,
@@ -136,7 +125,7 @@ impl InvocationContext {
             None => {
                 let accepted = match self
                     .engine
-                    .complete_promise(self.workflow_scope(), name, outcome)
+                    .complete_promise(self.scope().clone(), name, outcome)
                     .await
                 {
                     Ok(accepted) => accepted,

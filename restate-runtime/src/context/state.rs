@@ -13,12 +13,9 @@ use crate::error::TerminalError;
 use crate::storage::{JournalEntry, StateScope, WriteOp};
 
 impl InvocationContext {
-    fn scope(&self) -> StateScope {
-        let state = self.inflight.state();
-        StateScope {
-            service: state.record.target.service.clone(),
-            key: state.record.target.key.clone().unwrap_or_default(),
-        }
+    /// The object or workflow key whose state and promises this invocation sees.
+    pub(crate) fn scope(&self) -> &StateScope {
+        &self.inflight.scope
     }
 
     /// Replays the entry at `index` if there is one: `Ok(Some(entry))` when it matches `expected`
@@ -43,12 +40,12 @@ impl InvocationContext {
     /// yet); shared ones read the latest committed state.
     fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>, TerminalError> {
         let scope = self.scope();
-        if self.holds_key
-            && let Some(v) = self.engine.lane_state(&scope, name)
+        if self.inflight.exclusive
+            && let Some(v) = self.engine.lane_state(scope, name)
         {
             return Ok(v);
         }
-        self.engine.storage.state(&scope, name).map_err(|e| {
+        self.engine.storage.state(scope, name).map_err(|e| {
             self.stop(Abort::Retry(format!("state read failed: {e}")));
             TerminalError::new(e.to_string())
         })
@@ -92,12 +89,12 @@ impl InvocationContext {
             Err(()) => return Err(TerminalError::new("journal mismatch")),
         }
         let scope = self.scope();
-        let stored = self.engine.storage.state_keys(&scope).map_err(|e| {
+        let stored = self.engine.storage.state_keys(scope).map_err(|e| {
             self.stop(Abort::Retry(format!("state read failed: {e}")));
             TerminalError::new(e.to_string())
         })?;
-        let keys = if self.holds_key {
-            self.engine.lane_state_keys(&scope, stored)
+        let keys = if self.inflight.exclusive {
+            self.engine.lane_state_keys(scope, stored)
         } else {
             stored
         };
@@ -131,13 +128,13 @@ impl InvocationContext {
         match &entry {
             JournalEntry::SetState { name, value } => {
                 self.engine
-                    .lane_write(&scope, Some(name), Some(value.clone()))
+                    .lane_write(scope, Some(name), Some(value.clone()))
             }
-            JournalEntry::ClearState { name } => self.engine.lane_write(&scope, Some(name), None),
-            _ => self.engine.lane_write(&scope, None, None),
+            JournalEntry::ClearState { name } => self.engine.lane_write(scope, Some(name), None),
+            _ => self.engine.lane_write(scope, None, None),
         }
         if !replayed {
-            let op = op(scope);
+            let op = op(scope.clone());
             drop(self.journal(index, entry, vec![op]));
         }
     }

@@ -69,10 +69,7 @@ impl Engine {
             return Err(already_completed(id));
         }
         let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
-        Ok((
-            Inflight::new(id, record, true, journal, self.finisher(id)),
-            false,
-        ))
+        Ok((self.new_inflight(id, record, true, journal), false))
     }
 
     /// Whether the invocation has not started yet (delayed, or queued behind its key).
@@ -143,14 +140,7 @@ impl Engine {
                 "invocation {id} is not completed yet; only completed invocations can be purged"
             )));
         }
-        let mut ops = Vec::new();
-        if let Some(scope) = self.workflow_scope_of(&record.target) {
-            ops.push(WriteOp::ClearAllState {
-                scope: scope.clone(),
-            });
-            ops.push(WriteOp::ClearPromises { scope });
-        }
-        ops.push(WriteOp::DeleteInvocation { id });
+        let ops = self.forget_ops(id, &record.target);
         self.storage.submit(ops).await.map_err(EngineError::from)?;
         Ok(())
     }

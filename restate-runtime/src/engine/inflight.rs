@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::ids::InvocationId;
-use crate::storage::{CommitWaiter, InvocationRecord, JournalEntry, Outcome, Storage, WriteOp};
+use crate::storage::{
+    CommitWaiter, InvocationRecord, JournalEntry, Outcome, StateScope, Storage, WriteOp,
+};
 
 /// A finished invocation as callers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,10 @@ pub(crate) struct InflightState {
 
 pub(crate) struct Inflight {
     pub id: InvocationId,
+    /// The object or workflow key it runs on (fixed by its target).
+    pub scope: StateScope,
+    /// Whether its handler holds the key alone (exclusive or workflow `run`).
+    pub exclusive: bool,
     state: Mutex<InflightState>,
     finish: watch::Sender<Finish>,
     /// Bumped whenever something outside the handler completes one of its journal entries.
@@ -62,9 +68,12 @@ impl Inflight {
         persisted: bool,
         journal: BTreeMap<u32, JournalEntry>,
         finish: watch::Sender<Finish>,
+        exclusive: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
+            scope: StateScope::of(&record.target),
+            exclusive,
             state: Mutex::new(InflightState {
                 record,
                 persisted,
@@ -85,6 +94,11 @@ impl Inflight {
 
     pub fn take_gate(&self) -> Option<CommitWaiter> {
         self.gate.lock().expect("gate lock").take()
+    }
+
+    /// The key's lane it must hold, if it is exclusive.
+    pub fn lane(&self) -> Option<&StateScope> {
+        self.exclusive.then_some(&self.scope)
     }
 
     pub fn state(&self) -> MutexGuard<'_, InflightState> {

@@ -32,9 +32,9 @@ impl Engine {
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
         self.metrics.started.inc();
-        if let Some(scope) = self.exclusive_scope(&inflight) {
+        if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");
-            let lane = lanes.entry(scope).or_default();
+            let lane = lanes.entry(scope.clone()).or_default();
             if lane.running.is_some() {
                 lane.waiting.push_back(inflight);
                 return;
@@ -44,27 +44,26 @@ impl Engine {
         tokio::spawn(super::execute::run(self.clone(), inflight));
     }
 
-    /// The key an invocation must hold alone, if its handler is exclusive.
-    pub(crate) fn exclusive_scope(&self, inflight: &Inflight) -> Option<StateScope> {
-        let target = inflight.state().record.target.clone();
-        self.exclusive_scope_of(&target)
+    fn handler_kind(&self, target: &Target) -> Option<HandlerKind> {
+        self.resolve(target).ok().map(|(_, handler)| handler.kind)
     }
 
+    /// Whether the target's handler holds its key alone (exclusive, or a workflow's `run`).
+    pub(crate) fn is_exclusive(&self, target: &Target) -> bool {
+        matches!(
+            self.handler_kind(target),
+            Some(HandlerKind::Exclusive | HandlerKind::Workflow)
+        )
+    }
+
+    /// The key a target must hold alone, if its handler is exclusive.
     pub(crate) fn exclusive_scope_of(&self, target: &Target) -> Option<StateScope> {
-        let (_, handler) = self.resolve(target).ok()?;
-        matches!(handler.kind, HandlerKind::Exclusive | HandlerKind::Workflow).then(|| StateScope {
-            service: target.service.clone(),
-            key: target.key.clone().unwrap_or_default(),
-        })
+        self.is_exclusive(target).then(|| StateScope::of(target))
     }
 
     /// The workflow key a target's `run` owns, if it is a workflow's `run`.
     pub(crate) fn workflow_scope_of(&self, target: &Target) -> Option<StateScope> {
-        let (_, handler) = self.resolve(target).ok()?;
-        (handler.kind == HandlerKind::Workflow).then(|| StateScope {
-            service: target.service.clone(),
-            key: target.key.clone().unwrap_or_default(),
-        })
+        (self.handler_kind(target)? == HandlerKind::Workflow).then(|| StateScope::of(target))
     }
 
     /// Lets the next queued invocation of the key run. Called as soon as this one's completion
@@ -72,7 +71,7 @@ impl Engine {
     /// overlay, and whatever it acknowledges commits after its predecessor (one writer, in
     /// order). An idle lane is dropped once everything written through it is durable.
     pub(crate) fn release(&self, inflight: &Inflight) {
-        let Some(scope) = self.exclusive_scope(inflight) else {
+        let Some(scope) = inflight.lane().cloned() else {
             return;
         };
         let next = {
@@ -173,8 +172,8 @@ impl Engine {
 
     /// Takes a not-yet-started invocation out of its key's queue (cancel or kill before it ran).
     pub(crate) fn remove_queued(&self, inflight: &Inflight) {
-        if let Some(scope) = self.exclusive_scope(inflight)
-            && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(&scope)
+        if let Some(scope) = inflight.lane()
+            && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope)
         {
             lane.waiting.retain(|w| w.id != inflight.id);
         }

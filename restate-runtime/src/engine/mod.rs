@@ -109,6 +109,8 @@ pub(crate) struct Submitted {
     pub submission: Submission,
     /// When it will run, if delayed (ms since the epoch).
     pub execution_time_ms: Option<u64>,
+    /// It is a workflow's `run` (one per key).
+    pub workflow_run: bool,
 }
 
 /// How `/send` answered.
@@ -286,6 +288,7 @@ impl Engine {
                             new: false,
                         },
                         execution_time_ms: scheduled_at(&existing.state().record.status),
+                        workflow_run,
                     });
                 }
                 if let Some(InvocationRecord {
@@ -305,10 +308,11 @@ impl Engine {
                             expires_at_ms,
                         })),
                         execution_time_ms: None,
+                        workflow_run,
                     });
                 }
             }
-            let inflight = Inflight::new(id, record, false, BTreeMap::new(), self.finisher(id));
+            let inflight = self.new_inflight(id, record, false, BTreeMap::new());
             map.insert(id, inflight.clone());
             inflight
         };
@@ -319,7 +323,34 @@ impl Engine {
                 new: true,
             },
             execution_time_ms,
+            workflow_run,
         })
+    }
+
+    /// An invocation in memory, with its finish channel and whether it holds its key.
+    pub(crate) fn new_inflight(
+        &self,
+        id: InvocationId,
+        record: InvocationRecord,
+        persisted: bool,
+        journal: BTreeMap<u32, JournalEntry>,
+    ) -> Arc<Inflight> {
+        let exclusive = self.is_exclusive(&record.target);
+        Inflight::new(id, record, persisted, journal, self.finisher(id), exclusive)
+    }
+
+    /// The writes that forget a finished invocation: its record, journal and idempotency key,
+    /// and, for a workflow's `run`, the workflow's state and promises.
+    pub(crate) fn forget_ops(&self, id: InvocationId, target: &Target) -> Vec<WriteOp> {
+        let mut ops = Vec::with_capacity(3);
+        if let Some(scope) = self.workflow_scope_of(target) {
+            ops.push(WriteOp::ClearAllState {
+                scope: scope.clone(),
+            });
+            ops.push(WriteOp::ClearPromises { scope });
+        }
+        ops.push(WriteOp::DeleteInvocation { id });
+        ops
     }
 
     /// Runs a newly submitted invocation now, or arms its timer.
@@ -347,13 +378,12 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
-        let workflow_run = self
-            .resolve(&req.target)
-            .is_ok_and(|(_, h)| h.kind == HandlerKind::Workflow);
         let submitted = self.submit(req, None)?;
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
-        if workflow_run && !matches!(submitted.submission, Submission::Running { new: true, .. }) {
+        if submitted.workflow_run
+            && !matches!(submitted.submission, Submission::Running { new: true, .. })
+        {
             return Err(EngineError::WorkflowAlreadyInvoked);
         }
         match submitted.submission {
@@ -666,7 +696,7 @@ impl Engine {
                 };
                 let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
                 let status = record.status.clone();
-                let inflight = Inflight::new(id, record, true, journal, self.finisher(id));
+                let inflight = self.new_inflight(id, record, true, journal);
                 map.insert(id, inflight.clone());
                 match status {
                     Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
@@ -729,15 +759,10 @@ async fn purge_loop(engine: Engine) {
                 let mut ops = Vec::with_capacity(ids.len());
                 for id in ids {
                     // A finished workflow's state and promises go with its `run`.
-                    if let Ok(Some(record)) = engine.storage.invocation(&id)
-                        && let Some(scope) = engine.workflow_scope_of(&record.target)
-                    {
-                        ops.push(WriteOp::ClearAllState {
-                            scope: scope.clone(),
-                        });
-                        ops.push(WriteOp::ClearPromises { scope });
+                    match engine.storage.invocation(&id) {
+                        Ok(Some(record)) => ops.extend(engine.forget_ops(id, &record.target)),
+                        _ => ops.push(WriteOp::DeleteInvocation { id }),
                     }
-                    ops.push(WriteOp::DeleteInvocation { id });
                 }
                 match engine.storage.submit(ops).await {
                     Ok(()) => tracing::debug!(count, "purged expired invocations"),

@@ -152,7 +152,7 @@ impl Engine {
                 }
             };
             record.status = Status::Runnable;
-            let inflight = Inflight::new(id, record, true, journal, self.finisher(id));
+            let inflight = self.new_inflight(id, record, true, journal);
             map.insert(id, inflight.clone());
             inflight
         };
@@ -162,11 +162,11 @@ impl Engine {
 
     /// Runs a resumed invocation: it still holds its key's lane, if it has one.
     pub(crate) fn spawn_resumed(&self, inflight: Arc<Inflight>) {
-        let holds_lane = self.exclusive_scope(&inflight).is_some_and(|scope| {
+        let holds_lane = inflight.lane().is_some_and(|scope| {
             self.lanes
                 .lock()
                 .expect("lanes")
-                .get(&scope)
+                .get(scope)
                 .is_some_and(|lane| lane.running == Some(inflight.id))
         });
         if holds_lane {

@@ -49,6 +49,12 @@ impl ApiError {
     }
 }
 
+/// Parses an invocation id from a path, or a 400 that says why it is not one.
+pub(crate) fn parse_invocation_id(text: &str) -> Result<crate::ids::InvocationId, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::ingress(400, format!("bad invocation id '{text}': {e}")))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The code is the status when it is a valid one; otherwise 500 with the code in the body.

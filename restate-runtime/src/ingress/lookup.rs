@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::path::{LookupTarget, Verb};
-use super::{ApiError, IngressState, response};
+use super::{ApiError, IngressState, parse_invocation_id, response};
 use crate::engine::OutputState;
 use crate::ids::InvocationId;
 
@@ -41,9 +41,7 @@ pub(crate) async fn lookup(
 
 fn resolve(state: &IngressState, target: LookupTarget) -> Result<InvocationId, ApiError> {
     Ok(match target {
-        LookupTarget::Id(text) => text
-            .parse()
-            .map_err(|e| ApiError::ingress(400, format!("bad invocation id '{text}': {e}")))?,
+        LookupTarget::Id(text) => parse_invocation_id(&text)?,
         LookupTarget::Idempotent {
             service,
             key,

@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-pub(crate) use error::ApiError;
+pub(crate) use error::{ApiError, parse_invocation_id};
 
 use crate::engine::Engine;
 use crate::storage::Outcome;

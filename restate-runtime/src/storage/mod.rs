@@ -170,6 +170,16 @@ pub struct StateScope {
     pub key: String,
 }
 
+impl StateScope {
+    /// The key a target runs on (empty for unkeyed services, which have no state).
+    pub fn of(target: &Target) -> Self {
+        Self {
+            service: target.service.clone(),
+            key: target.key.clone().unwrap_or_default(),
+        }
+    }
+}
+
 impl WriteOp {
     /// Put an invocation record.
     pub fn put_invocation(id: InvocationId, record: &InvocationRecord) -> Self {
