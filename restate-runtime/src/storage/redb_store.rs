@@ -50,7 +50,7 @@ const PROMISES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("promises")
 const PROMISE_WAITERS: TableDefinition<&[u8], ()> = TableDefinition::new("promise_waiters");
 
 /// Version of the table layout; a store written by another version is refused at open.
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
 const FILE_NAME: &str = "journal.redb";
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
 const MAX_GROUP: usize = 4096;
@@ -207,7 +207,7 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
 
 fn journal_key(id: &InvocationId, index: u32) -> [u8; 28] {
     let mut key = [0u8; 28];
-    key[..24].copy_from_slice(&id.to_bytes());
+    key[..24].copy_from_slice(&id.storage_key());
     key[24..].copy_from_slice(&index.to_be_bytes());
     key
 }
@@ -215,7 +215,7 @@ fn journal_key(id: &InvocationId, index: u32) -> [u8; 28] {
 fn expiry_key(at_ms: u64, id: &InvocationId) -> [u8; 32] {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&at_ms.to_be_bytes());
-    key[8..].copy_from_slice(&id.to_bytes());
+    key[8..].copy_from_slice(&id.storage_key());
     key
 }
 
@@ -343,7 +343,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                     expires_at_ms,
                     unfinished: hint,
                 } => {
-                    let key = id.to_bytes();
+                    let key = id.storage_key();
                     invocations
                         .insert(key.as_slice(), encoded.as_slice())
                         .map_err(backend)?;
@@ -395,7 +395,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                     index,
                 } => {
                     let mut key = waiters_prefix(scope, name);
-                    key.extend(id.to_bytes());
+                    key.extend(id.storage_key());
                     key.extend(index.to_be_bytes());
                     waiters.insert(key.as_slice(), ()).map_err(backend)?;
                 }
@@ -403,7 +403,7 @@ fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
                     clear_binary_prefix(&mut waiters, &waiters_prefix(scope, name))?;
                 }
                 WriteOp::DeleteInvocation { id } => {
-                    let key = id.to_bytes();
+                    let key = id.storage_key();
                     if let Some(old) = invocations.remove(key.as_slice()).map_err(backend)? {
                         let record: InvocationRecord = records::decode(old.value())?;
                         if let records::Status::Completed { expires_at_ms, .. } = record.status {
@@ -430,7 +430,7 @@ fn decode_rows(
 ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
     raw.into_iter()
         .map(|(k, v)| {
-            let id = InvocationId::from_bytes(&k)
+            let id = InvocationId::from_storage_key(&k)
                 .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
             Ok((id, records::decode(&v)?))
         })
@@ -458,7 +458,7 @@ impl Storage for RedbStorage {
         let raw = self.read(|txn| {
             let table = txn.open_table(INVOCATIONS)?;
             Ok(table
-                .get(id.to_bytes().as_slice())?
+                .get(id.storage_key().as_slice())?
                 .map(|v| v.value().to_vec()))
         })?;
         raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
@@ -522,7 +522,7 @@ impl Storage for RedbStorage {
     ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
         let raw = self.read(|txn| {
             let table = txn.open_table(INVOCATIONS)?;
-            let start = after.map(|id| id.to_bytes());
+            let start = after.map(|id| id.storage_key());
             let range = match &start {
                 Some(key) => table.range::<&[u8]>((
                     std::ops::Bound::Excluded(key.as_slice()),
@@ -557,7 +557,7 @@ impl Storage for RedbStorage {
                 let (k, _) = item?;
                 let rest = &k.value()[prefix.len()..];
                 if let (Some(id), Some(index)) = (
-                    InvocationId::from_bytes(&rest[..24.min(rest.len())]),
+                    InvocationId::from_storage_key(&rest[..24.min(rest.len())]),
                     rest.get(24..28)
                         .and_then(|b| b.try_into().ok())
                         .map(u32::from_be_bytes),
@@ -581,7 +581,7 @@ impl Storage for RedbStorage {
         })?;
         raw.into_iter()
             .map(|(k, v)| {
-                let id = InvocationId::from_bytes(&k)
+                let id = InvocationId::from_storage_key(&k)
                     .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
                 Ok((id, records::decode(&v)?))
             })
@@ -593,12 +593,12 @@ impl Storage for RedbStorage {
             let table = txn.open_table(EXPIRY)?;
             let hi = expiry_key(
                 now_ms,
-                &InvocationId::from_bytes(&[0xff; 24]).expect("24 bytes"),
+                &InvocationId::from_storage_key(&[0xff; 24]).expect("24 bytes"),
             );
             let mut out = Vec::new();
             for item in table.range(..=hi.as_slice())?.take(limit) {
                 let (k, _) = item?;
-                if let Some(id) = InvocationId::from_bytes(&k.value()[8..]) {
+                if let Some(id) = InvocationId::from_storage_key(&k.value()[8..]) {
                     out.push(id);
                 }
             }
