@@ -422,10 +422,19 @@ impl Engine {
                 (status, inflight)
             }
         };
-        let durable = inflight.make_durable(self.storage.as_ref());
-        if status == SendStatus::Accepted {
-            self.launch(inflight.clone(), submitted.execution_time_ms);
-        }
+        let durable = if status == SendStatus::Accepted && submitted.execution_time_ms.is_none() {
+            // Let a quick handler run first: if it finishes before this task resumes, its
+            // completion carries the record, and the 202 waits for one commit instead of two.
+            self.spawn(inflight.clone());
+            tokio::task::yield_now().await;
+            inflight.make_durable(self.storage.as_ref())
+        } else {
+            let durable = inflight.make_durable(self.storage.as_ref());
+            if status == SendStatus::Accepted {
+                self.launch(inflight.clone(), submitted.execution_time_ms);
+            }
+            durable
+        };
         durable.await?;
         Ok((submitted.id, status, submitted.execution_time_ms))
     }

@@ -305,6 +305,14 @@ fn run_writer(db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterS
             }
             continue;
         }
+        // A group of empty batches (barriers) needs no transaction: every batch queued before
+        // it has already committed.
+        if group.iter().all(|req| req.ops.is_empty()) {
+            for req in group {
+                let _ = req.done.send(Ok(()));
+            }
+            continue;
+        }
         let started = Instant::now();
         let result = apply_group(db, &group);
         {
