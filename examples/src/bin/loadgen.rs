@@ -24,6 +24,9 @@
 //!   instead of starting one. `--pid P` (repeatable, or `P1,P2`) names the processes whose CPU
 //!   time and peak RSS (`/proc/P/stat`, `VmHWM`) are summed into the server columns; without it
 //!   those columns read `n/a`.
+//! - `--metrics URL`: with `--url`, the server's admin base URL (e.g. `http://127.0.0.1:9070`);
+//!   its `/metrics` journal counters fill the commits table. Set automatically when loadgen
+//!   starts `bench-services`; the Restate side has no such counters.
 //! - `--label TEXT`: names the run in the output (and in the `--tsv` rows).
 //! - `--driver reqwest|wrk` (default `reqwest`): who sends the requests. `reqwest` is an
 //!   in-process tokio client; `wrk` runs Debian's `wrk` (C, one event loop per thread) with a
@@ -43,6 +46,12 @@
 //! acknowledged requests of the row, and reports the backlog left when the load stopped, the
 //! time it took to drain after the load, and messages/s from the start of the row until
 //! drained.
+//!
+//! Journal commits: before the first row the driver measures the disk's single-thread rate of
+//! 4 KiB `pwrite` + `fdatasync` (2 s, in the temp folder, where the data folder lives). For
+//! each row it then reads the server's journal counters and reports commits/s, requests and
+//! write batches per commit (the group-commit size, which should grow with load), the mean
+//! commit time, and commits/s as a share of that disk rate.
 
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
@@ -132,6 +141,7 @@ enum Driver {
 struct Args {
     seconds: u64,
     url: Option<String>,
+    metrics: Option<String>,
     label: Option<String>,
     driver: Driver,
     pids: Vec<u32>,
@@ -148,6 +158,7 @@ fn parse_args() -> Args {
     let mut args = Args {
         seconds: 5,
         url: None,
+        metrics: None,
         label: None,
         driver: Driver::Reqwest,
         pids: Vec::new(),
@@ -167,6 +178,7 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--seconds" => args.seconds = value().parse().unwrap_or_else(|_| usage("--seconds")),
             "--url" => args.url = Some(value().trim_end_matches('/').to_string()),
+            "--metrics" => args.metrics = Some(value().trim_end_matches('/').to_string()),
             "--label" => args.label = Some(value()),
             "--driver" => {
                 args.driver = match value().as_str() {
@@ -203,7 +215,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("loadgen: {problem}");
     }
     eprintln!(
-        "usage: loadgen [--seconds N] [--url BASE [--pid P]...] [--label TEXT] \
+        "usage: loadgen [--seconds N] [--url BASE [--pid P]... [--metrics URL]] [--label TEXT] \
          [--driver reqwest|wrk] [--warmup SECS] [--tsv FILE] [--only TEXT] [--drain-timeout SECS] \
          [--max-other-cpu SECS --tries N]"
     );
@@ -279,7 +291,7 @@ impl Drop for ServerGuard {
     }
 }
 
-fn start_server(port: u16, dir: &std::path::Path) -> Child {
+fn start_server(port: u16, admin_port: u16, dir: &std::path::Path) -> Child {
     let exe = std::env::current_exe().expect("exe");
     let bin = exe.with_file_name("bench-services");
     Command::new(bin)
@@ -287,7 +299,7 @@ fn start_server(port: u16, dir: &std::path::Path) -> Child {
         .env("RUST_LOG", "warn")
         .env("RESTATE_DATA_DIR", dir)
         .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{port}"))
-        .env("RESTATE_ADMIN_ADDR", "127.0.0.1:0")
+        .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
         .stdout(Stdio::null())
         .spawn()
         .expect("bench-services starts (build it with --release first)")
@@ -564,7 +576,71 @@ struct Attempt {
     /// Busy CPU seconds of everything else (machine minus server minus driver).
     other: Option<f64>,
     drain: Option<Drain>,
+    /// Journal counters over the row, when the server exposes them.
+    commits: Option<CommitStats>,
     tries: u32,
+}
+
+/// The server's journal counters (`restate_journal_commit*` in `/metrics`).
+#[derive(Clone, Copy, Default)]
+struct CommitStats {
+    commits: f64,
+    batches: f64,
+    seconds: f64,
+}
+
+impl std::ops::Sub for CommitStats {
+    type Output = Self;
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            commits: self.commits - earlier.commits,
+            batches: self.batches - earlier.batches,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+}
+
+/// Reads the journal counters from an admin API's `/metrics`.
+async fn commit_stats(client: &reqwest::Client, metrics: Option<&str>) -> Option<CommitStats> {
+    let text = client
+        .get(format!("{}/metrics", metrics?))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some(CommitStats {
+        commits: value("restate_journal_commits_total ")?,
+        batches: value("restate_journal_commit_batches_total ")?,
+        seconds: value("restate_journal_commit_seconds_total ")?,
+    })
+}
+
+/// The disk's single-thread rate of 4 KiB `pwrite` + `fdatasync` over `secs` in `dir`:
+/// (per second, median ms).
+fn disk_fsync_rate(dir: &std::path::Path, secs: f64) -> std::io::Result<(f64, f64)> {
+    use std::os::unix::fs::FileExt as _;
+    let path = dir.join(format!("loadgen-fsync-{}", std::process::id()));
+    let file = std::fs::File::create(&path)?;
+    let page = [0x5au8; 4096];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        file.write_all_at(&page, (latencies.len() as u64 % 256) * 4096)?;
+        file.sync_data()?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    latencies.sort();
+    let median = latencies[latencies.len() / 2].as_secs_f64() * 1000.0;
+    Ok((latencies.len() as f64 / elapsed, median))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -583,6 +659,7 @@ async fn run_attempt(
     } else {
         0
     };
+    let commits_before = commit_stats(client, args.metrics.as_deref()).await;
     let (cpu_before, _) = server_stats(pids);
     let (own_before, machine_before) = (own_cpu(), machine_cpu());
     let row_started = Instant::now();
@@ -601,6 +678,13 @@ async fn run_attempt(
     };
     let load_ended = Instant::now();
     let (cpu_after, hwm_kb) = server_stats(pids);
+    let commits = match (
+        commits_before,
+        commit_stats(client, args.metrics.as_deref()).await,
+    ) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     let driver_cpu = own_cpu() - own_before;
     let machine = machine_cpu() - machine_before;
     let (server_cpu, other) = if pids.is_empty() {
@@ -640,6 +724,7 @@ async fn run_attempt(
         driver_cpu,
         other,
         drain,
+        commits,
         tries: 1,
     }
 }
@@ -682,6 +767,7 @@ async fn main() {
         child: None,
         dir: None,
     };
+    let mut args = args;
     let mut pids = args.pids.clone();
     let base = match &args.url {
         Some(url) => {
@@ -706,14 +792,18 @@ async fn main() {
             url.clone()
         }
         None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let free_port = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            };
+            let (port, admin_port) = (free_port(), free_port());
             let dir = std::env::temp_dir().join(format!("bench-data-{port}"));
             let _ = std::fs::remove_dir_all(&dir);
-            let child = start_server(port, &dir);
+            let child = start_server(port, admin_port, &dir);
+            args.metrics = Some(format!("http://127.0.0.1:{admin_port}"));
             pids = vec![child.id()];
             guard.child = Some(child);
             guard.dir = Some(dir);
@@ -767,11 +857,28 @@ async fn main() {
         "{label}: driver {driver}, {} s per row, server processes {pids:?}\n",
         args.seconds
     );
+    let disk = match disk_fsync_rate(&std::env::temp_dir(), 2.0) {
+        Ok((rate, median)) => {
+            println!(
+                "disk: {rate:.0} single-thread 4 KiB pwrite + fdatasync per second (median {median:.3} ms), in {}\n",
+                std::env::temp_dir().display()
+            );
+            if let Some(f) = &mut tsv {
+                writeln!(f, "disk\t{label}\t{rate:.0}\t{median:.3}").unwrap();
+            }
+            Some(rate)
+        }
+        Err(e) => {
+            println!("disk: fsync rate not measured ({e})\n");
+            None
+        }
+    };
     println!(
         "| scenario | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU s | server peak RSS MiB | driver CPU s | other CPU s | tries |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut drains = Vec::new();
+    let mut commit_rows = Vec::new();
     for scenario in scenarios() {
         if let Some(only) = &args.only
             && !scenario.name.contains(only.as_str())
@@ -858,6 +965,41 @@ async fn main() {
                 .unwrap();
             }
             drains.extend(a.drain);
+            if let Some(c) = a.commits {
+                commit_rows.push((scenario.name, concurrency, row.ok, row.elapsed, c));
+            }
+        }
+    }
+    if !commit_rows.is_empty() {
+        println!(
+            "\n| journal commits: scenario | concurrency | commits/s | requests per commit | write batches per commit | mean commit ms | commits/s ÷ disk fdatasync/s |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (name, concurrency, ok, elapsed, c) in &commit_rows {
+            let per_s = c.commits / elapsed;
+            let share = disk.map_or("n/a".to_string(), |d| format!("{:.0}%", 100.0 * per_s / d));
+            let per_commit = |n: f64| {
+                if c.commits > 0.0 {
+                    format!("{:.1}", n / c.commits)
+                } else {
+                    "n/a".into()
+                }
+            };
+            let mean_ms = per_commit(c.seconds * 1000.0);
+            println!(
+                "| {name} | {concurrency} | {per_s:.0} | {} | {} | {mean_ms} | {share} |",
+                per_commit(*ok as f64),
+                per_commit(c.batches),
+            );
+            if let Some(f) = &mut tsv {
+                writeln!(
+                    f,
+                    "commits\t{label}\t{name}\t{concurrency}\t{per_s:.0}\t{}\t{}\t{mean_ms}\t{share}",
+                    per_commit(*ok as f64),
+                    per_commit(c.batches),
+                )
+                .unwrap();
+            }
         }
     }
     if !drains.is_empty() {
