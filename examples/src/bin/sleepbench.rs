@@ -1,4 +1,4 @@
-//! Memory of suspended invocations: starts `sleepers` (release build next to this binary) on a
+//! Memory of suspended (or completed) invocations: starts `sleepers` (release build next to this binary) on a
 //! fresh data folder with `RESTATE_SUSPEND_AFTER=1s`, submits `--count` one-way
 //! `POST /Sleeper/nap/send` with body `3600` (an hour's sleep) at `--concurrency`, waits until
 //! they are all suspended, and reports the server's resident memory, the submission rate and the
@@ -12,6 +12,15 @@
 //!
 //! `--cache-bytes B` sets `RESTATE_CACHE_BYTES` (redb's page cache, default 64 MiB), to separate
 //! what the cache holds from what the engine holds.
+//!
+//! `--completed` measures completed invocations instead: `--count` request-response
+//! `POST /Sleeper/noop` calls (a handler that does nothing), each kept in the store for its
+//! retention (24 h by default). It reports the same figures, the data folder's bytes per
+//! completed invocation, and the reopen time after a SIGKILL with all of them in the store.
+//!
+//! ```sh
+//! ./target/release/sleepbench --completed --count 1000000
+//! ```
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +29,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use examples::procfs;
+
+/// What the store is filled with.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// One-way naps of an hour, suspended.
+    Suspended,
+    /// Request-response no-op calls, completed.
+    Completed,
+}
+
+impl Mode {
+    fn path(self) -> &'static str {
+        match self {
+            Mode::Suspended => "/Sleeper/nap/send",
+            Mode::Completed => "/Sleeper/noop",
+        }
+    }
+
+    /// The status the admin API shows for each of them once settled.
+    fn status(self) -> &'static str {
+        match self {
+            Mode::Suspended => "suspended",
+            Mode::Completed => "completed",
+        }
+    }
+}
 
 fn arg(name: &str) -> Option<u64> {
     let args: Vec<String> = std::env::args().collect();
@@ -119,12 +154,14 @@ async fn wait_healthy(client: &reqwest::Client, server: &mut Server) {
     }
 }
 
-/// Statuses of `ids` through the admin API, `concurrency` at a time: (suspended, other).
+/// Statuses of `ids` through the admin API, `concurrency` at a time: (how many show `status`,
+/// the others).
 async fn census(
     client: &reqwest::Client,
     admin: &str,
     ids: Arc<Vec<String>>,
     concurrency: usize,
+    status: &'static str,
 ) -> (u64, Vec<String>) {
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
@@ -132,7 +169,7 @@ async fn census(
             let (client, admin, ids, next) =
                 (client.clone(), admin.to_owned(), ids.clone(), next.clone());
             tokio::spawn(async move {
-                let (mut suspended, mut other) = (0u64, Vec::new());
+                let (mut matching, mut other) = (0u64, Vec::new());
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(id) = ids.get(i) else { break };
@@ -145,21 +182,21 @@ async fn census(
                         .await
                         .expect("inspect json");
                     match v["status"].as_str() {
-                        Some("suspended") => suspended += 1,
+                        Some(s) if s == status => matching += 1,
                         s => other.push(format!("{id}: {s:?}")),
                     }
                 }
-                (suspended, other)
+                (matching, other)
             })
         })
         .collect();
-    let (mut suspended, mut other) = (0, Vec::new());
+    let (mut matching, mut other) = (0, Vec::new());
     for w in workers {
         let (s, o) = w.await.unwrap();
-        suspended += s;
+        matching += s;
         other.extend(o);
     }
-    (suspended, other)
+    (matching, other)
 }
 
 /// From the admin API's `/metrics`: (unfinished invocations held in memory, armed timers,
@@ -199,6 +236,12 @@ async fn settled_rss(pid: u32) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    let mode = if std::env::args().any(|a| a == "--completed") {
+        Mode::Completed
+    } else {
+        Mode::Suspended
+    };
+    let status = mode.status();
     let count = arg("--count").unwrap_or(100_000);
     let concurrency = arg("--concurrency").unwrap_or(64);
     let cache_bytes = arg("--cache-bytes");
@@ -236,23 +279,43 @@ async fn main() {
     let cpu_before = procfs::cpu_secs(pid);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
-    let url = format!("{}/Sleeper/nap/send", server.ingress);
+    let url = format!("{}{}", server.ingress, mode.path());
+    // Completed mode keeps one id in 1,000 (the census samples them): a million ids would
+    // weigh on the driver's memory for nothing.
+    let keep_every = if mode == Mode::Completed { 1000 } else { 1 };
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (client, url, next) = (client.clone(), url.clone(), next.clone());
             tokio::spawn(async move {
                 let mut ids = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < count {
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body("3600")
-                        .send()
-                        .await
-                        .expect("send");
-                    assert_eq!(r.status(), 202);
-                    let v: serde_json::Value = r.json().await.expect("send json");
-                    ids.push(v["invocationId"].as_str().expect("id").to_owned());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let request = match mode {
+                        Mode::Suspended => client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body("3600"),
+                        Mode::Completed => client.post(&url),
+                    };
+                    let r = request.send().await.expect("send");
+                    let id = match mode {
+                        Mode::Suspended => {
+                            assert_eq!(r.status(), 202);
+                            let v: serde_json::Value = r.json().await.expect("send json");
+                            v["invocationId"].as_str().expect("id").to_owned()
+                        }
+                        Mode::Completed => {
+                            assert_eq!(r.status(), 200);
+                            let id = r.headers()["x-restate-id"].to_str().expect("id");
+                            id.to_owned()
+                        }
+                    };
+                    if i % keep_every == 0 || i + 64 >= count {
+                        ids.push(id);
+                    }
                 }
                 ids
             })
@@ -289,8 +352,8 @@ async fn main() {
         batches as f64 / commits.max(1) as f64
     );
 
-    // Settle: nothing in memory and a timer per invocation (metrics), a sample (spread over the
-    // run, plus the last ones) suspended, then RSS stable.
+    // Settle: nothing in memory and (suspended) a timer per invocation (metrics), a sample
+    // (spread over the run, plus the last ones) in the expected status, then RSS stable.
     let ids = Arc::new(ids);
     let step = (ids.len() / 200).max(1);
     let sample: Vec<String> = ids
@@ -303,13 +366,14 @@ async fn main() {
     let settle_started = Instant::now();
     loop {
         let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
-        let (suspended, _) = census(&client, &server.admin, sample.clone(), 16).await;
-        if suspended == sample.len() as u64 && in_memory == 0 && timers >= count as i64 {
+        let (matching, _) = census(&client, &server.admin, sample.clone(), 16, status).await;
+        let timers_armed = mode == Mode::Completed || timers >= count as i64;
+        if matching == sample.len() as u64 && in_memory == 0 && timers_armed {
             break;
         }
         assert!(
             settle_started.elapsed() < Duration::from_secs(600),
-            "not all suspended after 10 minutes"
+            "not all {status} after 10 minutes"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -323,14 +387,14 @@ async fn main() {
         settle_started.elapsed().as_secs_f64()
     );
     println!(
-        "RSS with {count} suspended: {:.1} MiB (idle {:.1} MiB), peak {:.1} MiB, {:.0} bytes/invocation above idle",
+        "RSS with {count} {status}: {:.1} MiB (idle {:.1} MiB), peak {:.1} MiB, {:.0} bytes/invocation above idle",
         mib(rss),
         mib(base_rss),
         mib(hwm),
         (rss.saturating_sub(base_rss) * 1024) as f64 / count as f64
     );
     println!(
-        "live heap with {count} suspended: {:.1} MiB (idle {:.1} MiB), peak {:.1} MiB, {:.0} bytes/invocation above idle",
+        "live heap with {count} {status}: {:.1} MiB (idle {:.1} MiB), peak {:.1} MiB, {:.0} bytes/invocation above idle",
         heap_mib(live),
         heap_mib(base_heap),
         heap_mib(peak),
@@ -343,10 +407,11 @@ async fn main() {
         size as f64 / count as f64
     );
     let t = Instant::now();
-    let (suspended, other) = census(&client, &server.admin, ids.clone(), 32).await;
+    let (matching, other) = census(&client, &server.admin, ids.clone(), 32, status).await;
     println!(
-        "census through the admin API ({:.1} s): {suspended} suspended, {} other {:?}",
+        "census through the admin API ({:.1} s, {} ids): {matching} {status}, {} other {:?}",
         t.elapsed().as_secs_f64(),
+        ids.len(),
         other.len(),
         other.iter().take(5).collect::<Vec<_>>()
     );
@@ -380,10 +445,10 @@ async fn main() {
         live.saturating_sub(base_heap) as f64 / count as f64,
         heap_mib(peak)
     );
-    let (suspended, _) = census(&client, &server.admin, sample.clone(), 16).await;
+    let (matching, _) = census(&client, &server.admin, sample.clone(), 16, status).await;
     let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
     println!(
-        "after restart: {suspended} of a sample of {} still suspended; {in_memory} in memory, {timers} timers armed",
+        "after restart: {matching} of a sample of {} still {status}; {in_memory} in memory, {timers} timers armed",
         sample.len()
     );
     drop(server);

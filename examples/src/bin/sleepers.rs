@@ -1,6 +1,7 @@
 //! The service the suspended-invocation memory bench (`sleepbench`) and its regression test
 //! drive: `POST /Sleeper/nap` with a number of seconds sleeps that long on a durable timer.
 //! A nap longer than `RESTATE_SUSPEND_AFTER` leaves memory (suspended) until its timer fires.
+//! `POST /Sleeper/noop` does nothing (the completed-invocation bench).
 //! Reads the usual `RESTATE_*` environment.
 //!
 //! ```sh
@@ -102,6 +103,12 @@ impl Sleeper {
     async fn nap(&self, ctx: Context<'_>, seconds: u64) -> HandlerResult<u64> {
         ctx.sleep(Duration::from_secs(seconds)).await?;
         Ok(seconds)
+    }
+
+    /// Does nothing: what `sleepbench --completed` fills the store with.
+    #[handler]
+    async fn noop(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
     }
 }
 
