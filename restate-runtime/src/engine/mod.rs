@@ -608,7 +608,12 @@ impl Engine {
                 expires_at_ms,
             };
             state.record.modified_at_ms = now;
-            let mut ops = vec![WriteOp::put_invocation(inflight.id, &state.record)];
+            let put = if state.persisted {
+                WriteOp::put_invocation
+            } else {
+                WriteOp::put_new_invocation
+            };
+            let mut ops = vec![put(inflight.id, &state.record)];
             let caller = state.record.caller.map(|(caller_id, index)| {
                 let entry = JournalEntry::Call {
                     target: state.record.target.clone(),

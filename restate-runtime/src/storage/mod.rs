@@ -5,6 +5,7 @@
 //! commit. Reads go straight to the store. Another backend (say, Postgres with partitions leased
 //! per process) implements [`Storage`] without touching the engine.
 
+mod prefilled_file;
 pub(crate) mod records;
 mod redb_store;
 
@@ -90,6 +91,9 @@ pub enum WriteOp {
         expires_at_ms: Option<u64>,
         /// When not finished: the recovery hint indexed for it.
         unfinished: Option<Vec<u8>>,
+        /// Whether an earlier write may have indexed a recovery hint, which a finished record
+        /// removes (false for a record stored for the first time, so the index is not touched).
+        stored_before: bool,
     },
     /// Append (or overwrite) a journal entry.
     PutJournal {
@@ -195,7 +199,17 @@ impl WriteOp {
             encoded: records::encode(record),
             expires_at_ms,
             unfinished,
+            stored_before: true,
         }
+    }
+
+    /// Put an invocation record that was never stored before.
+    pub fn put_new_invocation(id: InvocationId, record: &InvocationRecord) -> Self {
+        let mut op = Self::put_invocation(id, record);
+        if let Self::PutInvocation { stored_before, .. } = &mut op {
+            *stored_before = false;
+        }
+        op
     }
 
     /// Put a journal entry.

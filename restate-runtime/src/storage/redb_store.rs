@@ -23,6 +23,7 @@ use std::time::Instant;
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::prefilled_file::PrefilledFile;
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
 use super::{
     CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
@@ -96,9 +97,22 @@ impl RedbStorage {
             source,
         })?;
         let file = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(&file)
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&file)
+            .map_err(|source| OpenError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+        let db = PrefilledFile::new(handle)
+            .and_then(|backend| {
+                Database::builder()
+                    .set_cache_size(options.cache_bytes)
+                    .create_with_backend(backend)
+            })
             .map_err(|e| open_error(&shown, &file, e))?;
         let partitions = init_meta(&db, options.partitions).map_err(|reason| match reason {
             MetaError::Incompatible(reason) => OpenError::Incompatible {
@@ -331,105 +345,166 @@ fn run_writer(db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterS
     }
 }
 
+/// The tables one transaction writes, each opened on first use: opening a table costs a lookup
+/// and marks the table tree dirty, and most commits touch two or three of the seven.
+struct OpenTables<'t> {
+    txn: &'t redb::WriteTransaction,
+    invocations: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    journal: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    unfinished: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    expiry: Option<redb::Table<'t, &'static [u8], ()>>,
+    state: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    promises: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    waiters: Option<redb::Table<'t, &'static [u8], ()>>,
+}
+
+/// The table in `slot`, opening it first if needed.
+fn opened<'s, 't, V: redb::Value + 'static>(
+    txn: &'t redb::WriteTransaction,
+    slot: &'s mut Option<redb::Table<'t, &'static [u8], V>>,
+    definition: TableDefinition<&'static [u8], V>,
+) -> Result<&'s mut redb::Table<'t, &'static [u8], V>, StorageError> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(definition).map_err(backend)?);
+    }
+    Ok(slot.as_mut().expect("opened above"))
+}
+
+impl<'t> OpenTables<'t> {
+    fn new(txn: &'t redb::WriteTransaction) -> Self {
+        Self {
+            txn,
+            invocations: None,
+            journal: None,
+            unfinished: None,
+            expiry: None,
+            state: None,
+            promises: None,
+            waiters: None,
+        }
+    }
+}
+
+/// `table!(t.name, DEFINITION)`: that table of `t`, opened on first use.
+macro_rules! table {
+    ($tables:ident . $name:ident, $definition:expr) => {
+        opened($tables.txn, &mut $tables.$name, $definition)?
+    };
+}
+
 fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
     let mut txn = db.begin_write().map_err(backend)?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StorageError::Backend(e.to_string()))?;
     {
-        let mut invocations = txn.open_table(INVOCATIONS).map_err(backend)?;
-        let mut journal = txn.open_table(JOURNAL).map_err(backend)?;
-        let mut unfinished = txn.open_table(UNFINISHED).map_err(backend)?;
-        let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
-        let mut state = txn.open_table(STATE).map_err(backend)?;
-        let mut promises = txn.open_table(PROMISES).map_err(backend)?;
-        let mut waiters = txn.open_table(PROMISE_WAITERS).map_err(backend)?;
+        let mut t = OpenTables::new(&txn);
         for op in group.iter().flat_map(|r| &r.ops) {
-            match op {
-                WriteOp::PutInvocation {
-                    id,
-                    encoded,
-                    expires_at_ms,
-                    unfinished: hint,
-                } => {
-                    let key = id.storage_key();
-                    invocations
-                        .insert(key.as_slice(), encoded.as_slice())
-                        .map_err(backend)?;
-                    if let Some(at) = expires_at_ms {
-                        unfinished.remove(key.as_slice()).map_err(backend)?;
-                        expiry
-                            .insert(expiry_key(*at, id).as_slice(), ())
-                            .map_err(backend)?;
-                    }
-                    if let Some(hint) = hint {
-                        unfinished
-                            .insert(key.as_slice(), hint.as_slice())
-                            .map_err(backend)?;
-                    }
-                }
-                WriteOp::PutJournal { id, index, encoded } => {
-                    journal
-                        .insert(journal_key(id, *index).as_slice(), encoded.as_slice())
-                        .map_err(backend)?;
-                }
-                WriteOp::SetState { scope, name, value } => {
-                    state
-                        .insert(state_key(scope, name).as_slice(), value.as_slice())
-                        .map_err(backend)?;
-                }
-                WriteOp::ClearState { scope, name } => {
-                    state
-                        .remove(state_key(scope, name).as_slice())
-                        .map_err(backend)?;
-                }
-                WriteOp::ClearAllState { scope } => clear_scope(&mut state, scope)?,
-                WriteOp::PutPromise {
-                    scope,
-                    name,
-                    encoded,
-                } => {
-                    promises
-                        .insert(state_key(scope, name).as_slice(), encoded.as_slice())
-                        .map_err(backend)?;
-                }
-                WriteOp::ClearPromises { scope } => {
-                    clear_scope(&mut promises, scope)?;
-                    clear_binary_prefix(&mut waiters, &state_prefix(scope))?;
-                }
-                WriteOp::AddPromiseWaiter {
-                    scope,
-                    name,
-                    id,
-                    index,
-                } => {
-                    let mut key = waiters_prefix(scope, name);
-                    key.extend(id.storage_key());
-                    key.extend(index.to_be_bytes());
-                    waiters.insert(key.as_slice(), ()).map_err(backend)?;
-                }
-                WriteOp::ClearPromiseWaiters { scope, name } => {
-                    clear_binary_prefix(&mut waiters, &waiters_prefix(scope, name))?;
-                }
-                WriteOp::DeleteInvocation { id } => {
-                    let key = id.storage_key();
-                    if let Some(old) = invocations.remove(key.as_slice()).map_err(backend)? {
-                        let record: InvocationRecord = records::decode(old.value())?;
-                        if let records::Status::Completed { expires_at_ms, .. } = record.status {
-                            expiry
-                                .remove(expiry_key(expires_at_ms, id).as_slice())
-                                .map_err(backend)?;
-                        }
-                    }
-                    unfinished.remove(key.as_slice()).map_err(backend)?;
-                    let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
-                    journal
-                        .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
-                        .map_err(backend)?;
-                }
-            }
+            apply_op(&mut t, op)?;
         }
     }
     txn.commit().map_err(backend)
+}
+
+fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
+    match op {
+        WriteOp::PutInvocation {
+            id,
+            encoded,
+            expires_at_ms,
+            unfinished: hint,
+            stored_before,
+        } => {
+            let key = id.storage_key();
+            table!(t.invocations, INVOCATIONS)
+                .insert(key.as_slice(), encoded.as_slice())
+                .map_err(backend)?;
+            if let Some(at) = expires_at_ms {
+                if *stored_before {
+                    table!(t.unfinished, UNFINISHED)
+                        .remove(key.as_slice())
+                        .map_err(backend)?;
+                }
+                table!(t.expiry, EXPIRY)
+                    .insert(expiry_key(*at, id).as_slice(), ())
+                    .map_err(backend)?;
+            }
+            if let Some(hint) = hint {
+                table!(t.unfinished, UNFINISHED)
+                    .insert(key.as_slice(), hint.as_slice())
+                    .map_err(backend)?;
+            }
+        }
+        WriteOp::PutJournal { id, index, encoded } => {
+            table!(t.journal, JOURNAL)
+                .insert(journal_key(id, *index).as_slice(), encoded.as_slice())
+                .map_err(backend)?;
+        }
+        WriteOp::SetState { scope, name, value } => {
+            table!(t.state, STATE)
+                .insert(state_key(scope, name).as_slice(), value.as_slice())
+                .map_err(backend)?;
+        }
+        WriteOp::ClearState { scope, name } => {
+            table!(t.state, STATE)
+                .remove(state_key(scope, name).as_slice())
+                .map_err(backend)?;
+        }
+        WriteOp::ClearAllState { scope } => clear_scope(table!(t.state, STATE), scope)?,
+        WriteOp::PutPromise {
+            scope,
+            name,
+            encoded,
+        } => {
+            table!(t.promises, PROMISES)
+                .insert(state_key(scope, name).as_slice(), encoded.as_slice())
+                .map_err(backend)?;
+        }
+        WriteOp::ClearPromises { scope } => {
+            clear_scope(table!(t.promises, PROMISES), scope)?;
+            clear_binary_prefix(table!(t.waiters, PROMISE_WAITERS), &state_prefix(scope))?;
+        }
+        WriteOp::AddPromiseWaiter {
+            scope,
+            name,
+            id,
+            index,
+        } => {
+            let mut key = waiters_prefix(scope, name);
+            key.extend(id.storage_key());
+            key.extend(index.to_be_bytes());
+            table!(t.waiters, PROMISE_WAITERS)
+                .insert(key.as_slice(), ())
+                .map_err(backend)?;
+        }
+        WriteOp::ClearPromiseWaiters { scope, name } => {
+            clear_binary_prefix(
+                table!(t.waiters, PROMISE_WAITERS),
+                &waiters_prefix(scope, name),
+            )?;
+        }
+        WriteOp::DeleteInvocation { id } => {
+            let key = id.storage_key();
+            if let Some(old) = table!(t.invocations, INVOCATIONS)
+                .remove(key.as_slice())
+                .map_err(backend)?
+            {
+                let record: InvocationRecord = records::decode(old.value())?;
+                if let records::Status::Completed { expires_at_ms, .. } = record.status {
+                    table!(t.expiry, EXPIRY)
+                        .remove(expiry_key(expires_at_ms, id).as_slice())
+                        .map_err(backend)?;
+                }
+            }
+            table!(t.unfinished, UNFINISHED)
+                .remove(key.as_slice())
+                .map_err(backend)?;
+            let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
+            table!(t.journal, JOURNAL)
+                .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
 }
 
 /// Decodes (invocation key, record) rows read from the invocations table.
