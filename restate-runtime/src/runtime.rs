@@ -296,6 +296,7 @@ impl RuntimeBuilder {
             &RedbOptions {
                 cache_bytes: config.cache_bytes,
                 partitions: config.partitions,
+                ..RedbOptions::default()
             },
         )?);
         let engine = Engine::start(

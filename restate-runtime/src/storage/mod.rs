@@ -8,6 +8,7 @@
 mod prefilled_file;
 pub(crate) mod records;
 mod redb_store;
+mod wal;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,7 +80,7 @@ impl From<records::DecodeRecordError> for StorageError {
 }
 
 /// One write, already encoded by the submitter so the writer thread only copies bytes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WriteOp {
     /// Insert or replace an invocation record.
     PutInvocation {
@@ -166,7 +167,7 @@ pub enum WriteOp {
 }
 
 /// The state of one object or workflow key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StateScope {
     /// Object or workflow name.
     pub service: String,

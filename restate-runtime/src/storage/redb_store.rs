@@ -6,6 +6,9 @@
 //! - **Group commit**: the writer thread drains everything queued since its last commit into one
 //!   transaction, so concurrent requests share one fsync. It is an OS thread because a commit
 //!   blocks on fdatasync.
+//! - **Write-ahead log** (`wal`): the group is first appended to the log and synced (one
+//!   sequential write), then committed to redb without a sync; redb commits durably (a
+//!   checkpoint) when the log is full and at close, and replays the log's tail at open.
 //! - **Repair**: quick repair is off. It would save the allocator state on every commit, making
 //!   each commit (the hot path) more expensive, to make reopening after a crash faster. After a
 //!   SIGKILL redb instead walks the trees on open; that cost grows with the store and is reported
@@ -25,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::prefilled_file::PrefilledFile;
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
+use super::wal::Wal;
 use super::{
     CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
     WriterStats,
@@ -51,8 +55,13 @@ const PROMISES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("promises")
 const PROMISE_WAITERS: TableDefinition<&[u8], ()> = TableDefinition::new("promise_waiters");
 
 /// Version of the table layout; a store written by another version is refused at open.
-const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION: u32 = 5;
 const FILE_NAME: &str = "journal.redb";
+const WAL_FILE_NAME: &str = "journal.wal";
+/// Key in `META`: sequence number of the last log record the durable store includes.
+const WAL_APPLIED: &str = "wal_applied";
+/// A log that fills up faster than this grows, so checkpoints stay rarer than this.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
 const MAX_GROUP: usize = 4096;
 
@@ -63,6 +72,9 @@ pub struct RedbOptions {
     pub cache_bytes: usize,
     /// Partitions for a new store (an existing store keeps its own).
     pub partitions: u32,
+    /// After this long without writes, the store commits what the write-ahead log holds
+    /// durably, so a restart after a quiet spell has nothing to replay.
+    pub idle_checkpoint: std::time::Duration,
 }
 
 impl Default for RedbOptions {
@@ -70,6 +82,7 @@ impl Default for RedbOptions {
         Self {
             cache_bytes: 64 * 1024 * 1024,
             partitions: 256,
+            idle_checkpoint: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -124,6 +137,12 @@ impl RedbStorage {
                 reason,
             },
         })?;
+        let corrupt = |reason: String| OpenError::Corrupt {
+            path: shown.clone(),
+            reason,
+        };
+        let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(corrupt)?;
+        let idle_checkpoint = options.idle_checkpoint;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(WriterStats::default()));
@@ -132,7 +151,7 @@ impl RedbStorage {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("journal-writer".into())
-                .spawn(move || run_writer(&db, &rx, &stats))
+                .spawn(move || Writer::new(log, idle_checkpoint).run(&db, &rx, &stats))
                 .map_err(|source| OpenError::Io {
                     path: shown.clone(),
                     source,
@@ -303,45 +322,160 @@ fn clear_scope(
         .map_err(backend)
 }
 
-fn run_writer(db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterStats>) {
-    let mut poisoned: Option<String> = None;
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
+/// The log after replaying its tail into the store, and the sequence number of the last
+/// record the store now holds durably.
+struct RecoveredLog {
+    wal: Wal,
+    applied: u64,
+}
+
+/// Opens the log, applies the records the durable store misses, and checkpoints them.
+fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, String> {
+    let applied = {
+        let txn = db.begin_read().map_err(|e| e.to_string())?;
+        let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.get(WAL_APPLIED)
+            .map_err(|e| e.to_string())?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0)
+    };
+    let (mut wal, replayed) =
+        Wal::open(path, applied).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some(last) = replayed.last().map(|r| r.seq) else {
+        return Ok(RecoveredLog { wal, applied });
+    };
+    for record in &replayed {
+        commit_ops(db, record.ops.iter(), Durability::None, None)
+            .map_err(|e| format!("replaying log record {}: {e}", record.seq))?;
+    }
+    commit_ops(db, std::iter::empty(), Durability::Immediate, Some(last))
+        .map_err(|e| format!("checkpoint after replay: {e}"))?;
+    wal.restart(false)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(RecoveredLog { wal, applied: last })
+}
+
+/// The writer thread's state: the log, the sequence number of the last record, and when the
+/// store last committed durably.
+struct Writer {
+    wal: Wal,
+    seq: u64,
+    /// Sequence number of the last durable store commit.
+    checkpointed: u64,
+    checkpointed_at: Instant,
+    idle_checkpoint: std::time::Duration,
+    poisoned: Option<String>,
+}
+
+impl Writer {
+    fn new(log: RecoveredLog, idle_checkpoint: std::time::Duration) -> Self {
+        Self {
+            wal: log.wal,
+            seq: log.applied,
+            checkpointed: log.applied,
+            checkpointed_at: Instant::now(),
+            idle_checkpoint,
+            poisoned: None,
         }
-        if let Some(reason) = &poisoned {
+    }
+
+    fn run(mut self, db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterStats>) {
+        loop {
+            let first = match rx.recv_timeout(self.idle_checkpoint) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.poisoned.is_none() && self.seq > self.checkpointed {
+                        self.checkpoint_or_poison(db, "idle checkpoint");
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            if let Some(reason) = &self.poisoned {
+                for req in group {
+                    let _ = req.done.send(Err(StorageError::Poisoned(reason.clone())));
+                }
+                continue;
+            }
+            // A group of empty batches (barriers) needs no commit: every batch queued before
+            // it has already committed.
+            if group.iter().all(|req| req.ops.is_empty()) {
+                for req in group {
+                    let _ = req.done.send(Ok(()));
+                }
+                continue;
+            }
+            let started = Instant::now();
+            let result = self.commit(db, &group);
+            {
+                let mut s = stats.lock().expect("stats lock");
+                s.commits += 1;
+                s.batches += group.len() as u64;
+                s.commit_micros += started.elapsed().as_micros() as u64;
+            }
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "journal commit failed; refusing further writes");
+                self.poisoned = Some(e.to_string());
+            }
             for req in group {
-                let _ = req.done.send(Err(StorageError::Poisoned(reason.clone())));
+                let _ = req.done.send(result.clone());
             }
-            continue;
         }
-        // A group of empty batches (barriers) needs no transaction: every batch queued before
-        // it has already committed.
-        if group.iter().all(|req| req.ops.is_empty()) {
-            for req in group {
-                let _ = req.done.send(Ok(()));
-            }
-            continue;
+        // Closing: leave nothing to replay.
+        if self.poisoned.is_none() && self.seq > self.checkpointed {
+            self.checkpoint_or_poison(db, "final checkpoint");
         }
-        let started = Instant::now();
-        let result = apply_group(db, &group);
-        {
-            let mut s = stats.lock().expect("stats lock");
-            s.commits += 1;
-            s.batches += group.len() as u64;
-            s.commit_micros += started.elapsed().as_micros() as u64;
+    }
+
+    /// A checkpoint outside a group commit; a failure stops further writes, as a failed commit
+    /// does (the log still holds everything, so nothing acknowledged is lost).
+    fn checkpoint_or_poison(&mut self, db: &Database, what: &str) {
+        if let Err(e) = self.checkpoint(db, std::iter::empty()) {
+            tracing::error!(error = %e, "{what} failed; refusing further writes");
+            self.poisoned = Some(e.to_string());
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "journal commit failed; refusing further writes");
-            poisoned = Some(e.to_string());
+    }
+
+    /// Makes one group durable: appended to the log and synced, then applied to the store; or,
+    /// when the log is full, committed durably to the store with everything before it.
+    fn commit(&mut self, db: &Database, group: &[Request]) -> Result<(), StorageError> {
+        let ops: Vec<&WriteOp> = group.iter().flat_map(|r| &r.ops).collect();
+        let seq = self.seq + 1;
+        let logged = self
+            .wal
+            .append(seq, &ops)
+            .map_err(|e| StorageError::Backend(format!("write-ahead log: {e}")))?;
+        if logged {
+            commit_ops(db, ops.into_iter(), Durability::None, None)?;
+            self.seq = seq;
+            Ok(())
+        } else {
+            self.checkpoint(db, ops.into_iter())
         }
-        for req in group {
-            let _ = req.done.send(result.clone());
-        }
+    }
+
+    /// Commits `ops` and every earlier non-durable commit durably, then reuses the log.
+    fn checkpoint<'a>(
+        &mut self,
+        db: &Database,
+        ops: impl Iterator<Item = &'a WriteOp>,
+    ) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        commit_ops(db, ops, Durability::Immediate, Some(seq))?;
+        self.seq = seq;
+        self.checkpointed = seq;
+        let filled_fast = self.checkpointed_at.elapsed() < CHECKPOINT_INTERVAL;
+        self.checkpointed_at = Instant::now();
+        self.wal
+            .restart(filled_fast)
+            .map_err(|e| StorageError::Backend(format!("write-ahead log: {e}")))
     }
 }
 
@@ -392,15 +526,27 @@ macro_rules! table {
     };
 }
 
-fn apply_group(db: &Database, group: &[Request]) -> Result<(), StorageError> {
+/// One redb transaction applying `ops` in order; a durable one also records `applied`, the last
+/// log record it covers.
+fn commit_ops<'a>(
+    db: &Database,
+    ops: impl Iterator<Item = &'a WriteOp>,
+    durability: Durability,
+    applied: Option<u64>,
+) -> Result<(), StorageError> {
     let mut txn = db.begin_write().map_err(backend)?;
-    txn.set_durability(Durability::Immediate)
+    txn.set_durability(durability)
         .map_err(|e| StorageError::Backend(e.to_string()))?;
     {
         let mut t = OpenTables::new(&txn);
-        for op in group.iter().flat_map(|r| &r.ops) {
+        for op in ops {
             apply_op(&mut t, op)?;
         }
+    }
+    if let Some(seq) = applied {
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        meta.insert(WAL_APPLIED, seq.to_be_bytes().as_slice())
+            .map_err(backend)?;
     }
     txn.commit().map_err(backend)
 }
@@ -794,6 +940,77 @@ mod tests {
         assert!(store.expired(u64::MAX, 10).unwrap().is_empty());
         assert!(store.journal(&id).unwrap().is_empty());
         assert!(store.invocation(&done).unwrap().is_none());
+    }
+
+    /// What a crash leaves: the folder's files as they are while the store is open (the
+    /// unsynced part of redb's state lives in its memory, not in the file).
+    fn crash_copy(from: &Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().unwrap();
+        for name in [FILE_NAME, WAL_FILE_NAME] {
+            std::fs::copy(from.join(name), to.path().join(name)).unwrap();
+        }
+        to
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_a_crash_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = RedbOptions {
+            idle_checkpoint: std::time::Duration::from_secs(3600),
+            ..RedbOptions::default()
+        };
+        let store = RedbStorage::open(dir.path(), &options).unwrap();
+        let id = InvocationId::random(7);
+        store
+            .submit(vec![WriteOp::put_invocation(id, &record(Status::Runnable))])
+            .await
+            .unwrap();
+        let crashed = crash_copy(dir.path());
+        // The store file alone misses it: only the log has it.
+        {
+            let db = Database::create(crashed.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(INVOCATIONS).unwrap();
+            assert!(table.get(id.storage_key().as_slice()).unwrap().is_none());
+        }
+        let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
+        assert!(reopened.invocation(&id).unwrap().is_some());
+        assert_eq!(reopened.unfinished().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_log_checkpoints_and_keeps_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        let id = InvocationId::random(7);
+        let entry = JournalEntry::Run {
+            name: "big".into(),
+            outcome: Outcome::Success(vec![7; 100_000]),
+        };
+        // About 4 MB through a log that starts at 1 MiB: several checkpoints on the way.
+        for i in 0..40 {
+            store
+                .submit(vec![WriteOp::put_journal(id, i, &entry)])
+                .await
+                .unwrap();
+        }
+        let crashed = crash_copy(dir.path());
+        let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(reopened.journal(&id).unwrap().len(), 40);
+        // A clean close leaves nothing to replay: the store covers the whole log.
+        drop(store);
+        let applied = {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            let value = meta.get(WAL_APPLIED).unwrap().unwrap();
+            u64::from_be_bytes(value.value().try_into().unwrap())
+        };
+        assert!(applied >= 40, "{applied}");
+        let (_, replayed) = Wal::open(&dir.path().join(WAL_FILE_NAME), applied).unwrap();
+        assert!(replayed.is_empty());
+        let closed = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(closed.journal(&id).unwrap().len(), 40);
     }
 
     #[test]
