@@ -5,6 +5,7 @@ mod control;
 mod execute;
 mod inflight;
 mod lanes;
+mod memory;
 mod promises;
 mod suspend;
 mod timers;
@@ -191,6 +192,7 @@ impl Engine {
         engine.recover()?;
         tokio::spawn(timers::run(engine.clone()));
         tokio::spawn(purge_loop(engine.clone()));
+        tokio::spawn(memory::trim_loop(engine.clone()));
         Ok(engine)
     }
 
