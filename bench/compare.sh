@@ -261,9 +261,10 @@ tsvs() { local f=() i; for i in $(seq 1 "$RUNS"); do f+=("$OUT/$1-$i.tsv"); done
   echo
   echo "### Durability settings"
   echo
-  echo "- Ours: every journal commit is one redb write transaction with \`Durability::Immediate\`"
-  echo "  (fdatasync before the commit returns), shared by all requests queued at that moment"
-  echo "  (group commit on one writer thread). No request is answered before its commit."
+  echo "- Ours: every journal commit is one record appended to the write-ahead log and fdatasynced,"
+  echo "  shared by all requests queued at that moment (group commit on one writer thread), then"
+  echo "  applied to redb; redb commits with \`Durability::Immediate\` at checkpoints. No request is"
+  echo "  answered before the fdatasync of its record."
   echo "  fsync-family calls for 200 sequential echo requests: ${OURS_FSYNC:-none seen}."
   echo "- Restate ($RS_VERSION defaults, from \`restate-server --dump-config\` with this config):"
   echo "  roles: $(awk '/^roles = \[/{f=1; next} f&&/\]/{f=0} f' "$OUT/restate-effective-config.toml" | tr -d ' ",' | paste -sd, -)"

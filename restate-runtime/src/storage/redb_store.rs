@@ -1,18 +1,20 @@
-//! The redb backend: one file in the data folder, one writer thread doing group commit.
+//! The redb backend: the store file and its write-ahead log in the data folder, one writer
+//! thread doing group commit.
 //!
 //! Decisions, made knowingly:
-//! - **Durability**: every transaction commits with `Durability::Immediate` (fsync); a caller is
-//!   answered only after that.
+//! - **Durability**: a caller is answered only after its batch is fsynced: as a record of the
+//!   write-ahead log, or (when the log is full) in a redb commit with `Durability::Immediate`.
 //! - **Group commit**: the writer thread drains everything queued since its last commit into one
-//!   transaction, so concurrent requests share one fsync. It is an OS thread because a commit
-//!   blocks on fdatasync.
+//!   commit, so concurrent requests share one fsync. It is an OS thread because a commit blocks
+//!   on fdatasync.
 //! - **Write-ahead log** (`wal`): the group is first appended to the log and synced (one
-//!   sequential write), then committed to redb without a sync; redb commits durably (a
-//!   checkpoint) when the log is full and at close, and replays the log's tail at open.
-//! - **Repair**: quick repair is off. It would save the allocator state on every commit, making
-//!   each commit (the hot path) more expensive, to make reopening after a crash faster. After a
-//!   SIGKILL redb instead walks the trees on open; that cost grows with the store and is reported
-//!   in `BENCHMARKS.md`.
+//!   sequential write), then committed to redb without a sync, so readers see it only once it is
+//!   durable. redb commits durably (a checkpoint) when the log is full, after
+//!   [`RedbOptions::idle_checkpoint`] without writes, and at close; the log's tail is replayed
+//!   at open.
+//! - **Repair**: quick repair is off. It would save the allocator state on every durable commit
+//!   to make reopening after a crash faster. After a SIGKILL redb instead walks the trees on
+//!   open; that cost grows with the store and is reported in `BENCHMARKS.md`.
 //! - **Cache**: redb's page cache defaults to 1 GiB; we default to 64 MiB (configurable), since
 //!   the engine keeps hot invocations in memory and reads the store mostly on recovery.
 
