@@ -139,11 +139,16 @@ impl RedbStorage {
                 reason,
             },
         })?;
-        let corrupt = |reason: String| OpenError::Corrupt {
-            path: shown.clone(),
-            reason,
-        };
-        let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(corrupt)?;
+        let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(|e| match e {
+            LogError::Io(source) => OpenError::Io {
+                path: shown.clone(),
+                source,
+            },
+            LogError::Store(reason) => OpenError::Corrupt {
+                path: shown.clone(),
+                reason,
+            },
+        })?;
         let idle_checkpoint = options.idle_checkpoint;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -331,29 +336,36 @@ struct RecoveredLog {
     applied: u64,
 }
 
+/// Why the log could not be recovered.
+enum LogError {
+    /// The log file cannot be read or written.
+    Io(std::io::Error),
+    /// The store refused the log's records.
+    Store(String),
+}
+
 /// Opens the log, applies the records the durable store misses, and checkpoints them.
-fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, String> {
+fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, LogError> {
+    let store = |e: &dyn std::fmt::Display| LogError::Store(e.to_string());
     let applied = {
-        let txn = db.begin_read().map_err(|e| e.to_string())?;
-        let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        let txn = db.begin_read().map_err(|e| store(&e))?;
+        let meta = txn.open_table(META).map_err(|e| store(&e))?;
         meta.get(WAL_APPLIED)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| store(&e))?
             .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0)
     };
-    let (mut wal, replayed) =
-        Wal::open(path, applied).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut wal, replayed) = Wal::open(path, applied).map_err(LogError::Io)?;
     let Some(last) = replayed.last().map(|r| r.seq) else {
         return Ok(RecoveredLog { wal, applied });
     };
     for record in &replayed {
         commit_ops(db, record.ops.iter(), Durability::None, None)
-            .map_err(|e| format!("replaying log record {}: {e}", record.seq))?;
+            .map_err(|e| store(&format!("replaying log record {}: {e}", record.seq)))?;
     }
     commit_ops(db, std::iter::empty(), Durability::Immediate, Some(last))
-        .map_err(|e| format!("checkpoint after replay: {e}"))?;
-    wal.restart(false)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| store(&format!("checkpoint after replay: {e}")))?;
+    wal.restart(false).map_err(LogError::Io)?;
     Ok(RecoveredLog { wal, applied: last })
 }
 
@@ -1013,6 +1025,17 @@ mod tests {
         assert!(replayed.is_empty());
         let closed = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
         assert_eq!(closed.journal(&id).unwrap().len(), 40);
+    }
+
+    #[test]
+    fn an_unusable_log_is_an_io_error_naming_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(WAL_FILE_NAME)).unwrap();
+        let err = RedbStorage::open(dir.path(), &RedbOptions::default())
+            .err()
+            .expect("refused");
+        assert!(matches!(err, OpenError::Io { .. }), "{err}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
     }
 
     #[test]
