@@ -36,6 +36,9 @@ pub(crate) struct Snapshot {
     pub commits: u64,
     pub commit_batches: u64,
     pub commit_seconds: f64,
+    pub checkpoints: u64,
+    pub checkpoint_seconds: f64,
+    pub checkpoint_max_seconds: f64,
 }
 
 impl Metrics {
@@ -112,6 +115,25 @@ impl Metrics {
             "journal_commit_seconds",
             "Time spent in journal commits (seconds / commits = mean latency)",
             seconds,
+        );
+        registry.register(
+            "journal_checkpoints",
+            "Durable commits of the whole store, after which the write-ahead log starts over",
+            counter(snapshot.checkpoints),
+        );
+        let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        seconds.inc_by(snapshot.checkpoint_seconds);
+        registry.register(
+            "journal_checkpoint_seconds",
+            "Time spent in checkpoints (commits queued meanwhile wait)",
+            seconds,
+        );
+        let longest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        longest.set(snapshot.checkpoint_max_seconds);
+        registry.register(
+            "journal_checkpoint_max_seconds",
+            "The longest checkpoint since the process started",
+            longest,
         );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)

@@ -300,6 +300,13 @@ async fn metrics_parse_as_prometheus_text() {
         "{text}"
     );
     assert!(values.contains_key("restate_timers_pending"), "{text}");
+    for checkpoint in [
+        "restate_journal_checkpoints_total",
+        "restate_journal_checkpoint_seconds_total",
+        "restate_journal_checkpoint_max_seconds",
+    ] {
+        assert!(values.contains_key(checkpoint), "{text}");
+    }
     s.stop().await;
 }
 

@@ -571,6 +571,9 @@ impl Engine {
             commits: stats.commits,
             commit_batches: stats.batches,
             commit_seconds: stats.commit_micros as f64 / 1e6,
+            checkpoints: stats.checkpoints,
+            checkpoint_seconds: stats.checkpoint_micros as f64 / 1e6,
+            checkpoint_max_seconds: stats.checkpoint_max_micros as f64 / 1e6,
         }
     }
 

@@ -250,6 +250,12 @@ pub struct WriterStats {
     pub batches: u64,
     /// Total time spent in commits, in microseconds.
     pub commit_micros: u64,
+    /// Durable commits of the whole store that let the write-ahead log start over.
+    pub checkpoints: u64,
+    /// Total time spent in checkpoints, in microseconds (commits wait for them).
+    pub checkpoint_micros: u64,
+    /// The longest checkpoint so far, in microseconds.
+    pub checkpoint_max_micros: u64,
 }
 
 /// The interface between the engine and a store.

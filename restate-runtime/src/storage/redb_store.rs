@@ -158,7 +158,7 @@ impl RedbStorage {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("journal-writer".into())
-                .spawn(move || Writer::new(log, idle_checkpoint).run(&db, &rx, &stats))
+                .spawn(move || Writer::new(log, idle_checkpoint, stats).run(&db, &rx))
                 .map_err(|source| OpenError::Io {
                     path: shown.clone(),
                     source,
@@ -378,22 +378,28 @@ struct Writer {
     checkpointed: u64,
     checkpointed_at: Instant,
     idle_checkpoint: std::time::Duration,
+    stats: Arc<Mutex<WriterStats>>,
     poisoned: Option<String>,
 }
 
 impl Writer {
-    fn new(log: RecoveredLog, idle_checkpoint: std::time::Duration) -> Self {
+    fn new(
+        log: RecoveredLog,
+        idle_checkpoint: std::time::Duration,
+        stats: Arc<Mutex<WriterStats>>,
+    ) -> Self {
         Self {
             wal: log.wal,
             seq: log.applied,
             checkpointed: log.applied,
             checkpointed_at: Instant::now(),
             idle_checkpoint,
+            stats,
             poisoned: None,
         }
     }
 
-    fn run(mut self, db: &Database, rx: &mpsc::Receiver<Request>, stats: &Mutex<WriterStats>) {
+    fn run(mut self, db: &Database, rx: &mpsc::Receiver<Request>) {
         loop {
             let first = match rx.recv_timeout(self.idle_checkpoint) {
                 Ok(first) => first,
@@ -429,7 +435,7 @@ impl Writer {
             let started = Instant::now();
             let result = self.commit(db, &group);
             {
-                let mut s = stats.lock().expect("stats lock");
+                let mut s = self.stats.lock().expect("stats lock");
                 s.commits += 1;
                 s.batches += group.len() as u64;
                 s.commit_micros += started.elapsed().as_micros() as u64;
@@ -482,7 +488,15 @@ impl Writer {
         ops: impl Iterator<Item = &'a WriteOp>,
     ) -> Result<(), StorageError> {
         let seq = self.seq + 1;
+        let started = Instant::now();
         commit_ops(db, ops, Durability::Immediate, Some(seq))?;
+        let micros = started.elapsed().as_micros() as u64;
+        {
+            let mut s = self.stats.lock().expect("stats lock");
+            s.checkpoints += 1;
+            s.checkpoint_micros += micros;
+            s.checkpoint_max_micros = s.checkpoint_max_micros.max(micros);
+        }
         self.seq = seq;
         self.checkpointed = seq;
         let filled_fast = self.checkpointed_at.elapsed() < CHECKPOINT_INTERVAL;
@@ -1008,6 +1022,12 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let stats = store.writer_stats();
+        assert!(stats.checkpoints >= 2, "{stats:?}");
+        assert!(
+            stats.checkpoint_max_micros > 0
+                && stats.checkpoint_micros >= stats.checkpoint_max_micros
+        );
         let crashed = crash_copy(dir.path());
         let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
         assert_eq!(reopened.journal(&id).unwrap().len(), 40);
