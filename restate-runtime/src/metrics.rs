@@ -33,6 +33,7 @@ pub(crate) struct Snapshot {
     pub in_memory: Vec<(&'static str, i64)>,
     pub timers_pending: i64,
     pub queued_on_keys: i64,
+    pub key_lanes: i64,
     pub commits: u64,
     pub commit_batches: u64,
     pub commit_seconds: f64,
@@ -93,6 +94,12 @@ impl Metrics {
             "key_queue_depth",
             "Invocations queued behind another on their key",
             gauge(snapshot.queued_on_keys),
+        );
+        registry.register(
+            "key_lanes",
+            "Object and workflow keys held in memory: an exclusive invocation running or queued, \
+             or writes not yet durable",
+            gauge(snapshot.key_lanes),
         );
         let counter = |v: u64| {
             let c = Counter::<u64>::default();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, wait_until};
 use restate_runtime::prelude::*;
 use serde_json::json;
 
@@ -141,6 +141,20 @@ async fn many_keys_over_http_are_each_exact() {
             .unwrap();
         assert_eq!(r.json::<u64>().await.unwrap(), 10, "key {k}");
     }
+    // Once idle and durable, the keys leave memory (their state is read from the store).
+    let metrics = format!("{}/metrics", s.admin);
+    wait_until(Duration::from_secs(30), || async {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        text.lines().any(|l| l == "restate_key_lanes 0")
+    })
+    .await;
+    let r = client
+        .post(s.url("/Counter/key%207/add"))
+        .json(&1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<u64>().await.unwrap(), 11);
     s.stop().await;
 }
 

@@ -28,6 +28,44 @@ pub(crate) struct Lane {
     epoch: u64,
 }
 
+/// Lanes that went idle, with their epoch then, waiting for the sweep that drops them.
+#[derive(Default)]
+pub(crate) struct IdleLanes {
+    candidates: Vec<(StateScope, u64)>,
+    /// A sweep task is running; it takes every candidate queued before its next round.
+    sweeping: bool,
+}
+
+/// Drops idle lanes in rounds: a round takes the candidates queued so far, then submits a
+/// barrier. Each candidate was queued after its lane's last write was submitted, so once the
+/// barrier is durable those writes are too, and a lane that is still idle with the same epoch
+/// can go (its state is read from storage from then on).
+async fn sweep_idle_lanes(engine: Engine) {
+    loop {
+        let candidates = {
+            let mut idle = engine.idle_lanes.lock().expect("idle lanes");
+            if idle.candidates.is_empty() {
+                idle.sweeping = false;
+                return;
+            }
+            std::mem::take(&mut idle.candidates)
+        };
+        // A failed commit stops all writes; the lanes then stay (their overlay stays right).
+        if engine.storage.submit(Vec::new()).await.is_err() {
+            continue;
+        }
+        let mut lanes = engine.lanes.lock().expect("lanes");
+        for (scope, epoch) in candidates {
+            let idle = lanes
+                .get(&scope)
+                .is_some_and(|l| l.epoch == epoch && l.running.is_none() && l.waiting.is_empty());
+            if idle {
+                lanes.remove(&scope);
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
@@ -94,23 +132,19 @@ impl Engine {
         }
     }
 
+    /// Queues an idle lane to be dropped once its writes are durable; one sweep task (and one
+    /// barrier per round) serves every lane that goes idle, not a task and a barrier each.
     fn drop_lane_when_durable(&self, scope: StateScope) {
         let epoch = match self.lanes.lock().expect("lanes").get(&scope) {
             Some(lane) => lane.epoch,
             None => return,
         };
-        let barrier = self.storage.submit(Vec::new());
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let durable = barrier.await.is_ok();
-            let mut lanes = engine.lanes.lock().expect("lanes");
-            let idle = lanes
-                .get(&scope)
-                .is_some_and(|l| l.epoch == epoch && l.running.is_none() && l.waiting.is_empty());
-            if durable && idle {
-                lanes.remove(&scope);
-            }
-        });
+        let mut idle = self.idle_lanes.lock().expect("idle lanes");
+        idle.candidates.push((scope, epoch));
+        if !idle.sweeping {
+            idle.sweeping = true;
+            tokio::spawn(sweep_idle_lanes(self.clone()));
+        }
     }
 
     /// A state entry as this key's exclusive invocations see it: written through the lane and

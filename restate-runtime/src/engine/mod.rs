@@ -149,6 +149,8 @@ pub(crate) struct EngineInner {
     finishers: Mutex<HashMap<InvocationId, watch::Sender<Finish>>>,
     /// Per (object, key): the exclusive invocation running and those queued behind it.
     lanes: Mutex<HashMap<StateScope, lanes::Lane>>,
+    /// Idle lanes waiting to be dropped once their writes are durable.
+    idle_lanes: Mutex<lanes::IdleLanes>,
     /// Last arrival sequence number handed out.
     seq: AtomicU64,
     timers: timers::Timers,
@@ -183,6 +185,7 @@ impl Engine {
             inflight: Mutex::new(HashMap::new()),
             finishers: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
+            idle_lanes: Mutex::new(lanes::IdleLanes::default()),
             seq: AtomicU64::new(0),
             timers: timers::Timers::default(),
             promise_waiters: promises::PromiseWaiters::default(),
@@ -556,18 +559,17 @@ impl Engine {
         for f in self.inflight.lock().expect("inflight map").values() {
             *by_status.entry(f.state().record.status.name()).or_default() += 1;
         }
-        let queued = self
-            .lanes
-            .lock()
-            .expect("lanes")
-            .values()
-            .map(|l| l.waiting.len() as i64)
-            .sum();
+        let (queued, key_lanes) = {
+            let lanes = self.lanes.lock().expect("lanes");
+            let queued = lanes.values().map(|l| l.waiting.len() as i64).sum();
+            (queued, lanes.len() as i64)
+        };
         let stats = self.storage.writer_stats();
         crate::metrics::Snapshot {
             in_memory: by_status.into_iter().collect(),
             timers_pending: self.timers.len() as i64,
             queued_on_keys: queued,
+            key_lanes,
             commits: stats.commits,
             commit_batches: stats.batches,
             commit_seconds: stats.commit_micros as f64 / 1e6,
