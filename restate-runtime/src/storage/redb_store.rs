@@ -457,7 +457,7 @@ impl Writer {
     /// A checkpoint outside a group commit; a failure stops further writes, as a failed commit
     /// does (the log still holds everything, so nothing acknowledged is lost).
     fn checkpoint_or_poison(&mut self, db: &Database, what: &str) {
-        if let Err(e) = self.checkpoint(db, std::iter::empty()) {
+        if let Err(e) = self.checkpoint(db, std::iter::empty(), false) {
             tracing::error!(error = %e, "{what} failed; refusing further writes");
             self.poisoned = Some(e.to_string());
         }
@@ -477,15 +477,17 @@ impl Writer {
             self.seq = seq;
             Ok(())
         } else {
-            self.checkpoint(db, ops.into_iter())
+            self.checkpoint(db, ops.into_iter(), true)
         }
     }
 
-    /// Commits `ops` and every earlier non-durable commit durably, then reuses the log.
+    /// Commits `ops` and every earlier non-durable commit durably, then reuses the log: larger,
+    /// if it was `full` within a second of the last checkpoint.
     fn checkpoint<'a>(
         &mut self,
         db: &Database,
         ops: impl Iterator<Item = &'a WriteOp>,
+        full: bool,
     ) -> Result<(), StorageError> {
         let seq = self.seq + 1;
         let started = Instant::now();
@@ -499,7 +501,7 @@ impl Writer {
         }
         self.seq = seq;
         self.checkpointed = seq;
-        let filled_fast = self.checkpointed_at.elapsed() < CHECKPOINT_INTERVAL;
+        let filled_fast = full && self.checkpointed_at.elapsed() < CHECKPOINT_INTERVAL;
         self.checkpointed_at = Instant::now();
         self.wal
             .restart(filled_fast)
