@@ -15,16 +15,35 @@ pub mod procfs {
 
     /// User + system CPU seconds of a process (all threads).
     pub fn cpu_secs(pid: u32) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name, which may itself contain spaces or parentheses.
-        let fields: Vec<&str> = stat
+        stat_secs(&format!("/proc/{pid}/stat"), 11..13)
+    }
+
+    /// User + system CPU seconds of this process and of its children it has waited for.
+    pub fn own_cpu_secs_with_children() -> f64 {
+        stat_secs("/proc/self/stat", 11..15)
+    }
+
+    /// The sum of some clock-tick fields of a `stat` file, in seconds. Fields are counted after
+    /// the command name, which may itself contain spaces or parentheses.
+    fn stat_secs(path: &str, fields: std::ops::Range<usize>) -> f64 {
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        let values: Vec<&str> = stat
             .rsplit(')')
             .next()
             .unwrap_or("")
             .split_whitespace()
             .collect();
-        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ticks: u64 = fields
+            .filter_map(|i| values.get(i)?.parse::<u64>().ok())
+            .sum();
         ticks as f64 / 100.0
     }
+}
+
+/// A loopback port free right now, for a server a bench driver starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
 }

@@ -123,22 +123,18 @@ impl InvocationId {
         })
     }
 
-    /// The 24-byte key a store files the invocation under: uuid then partition key, so fresh
-    /// ids sort by creation time (see [`InvocationId::random`]).
+    /// The 24-byte key a store files the invocation under: the binary form with the uuid moved
+    /// first, so fresh ids sort by creation time (see [`InvocationId::random`]).
     pub(crate) fn storage_key(self) -> [u8; 24] {
-        let mut out = [0u8; 24];
-        out[..16].copy_from_slice(&self.uuid.to_be_bytes());
-        out[16..].copy_from_slice(&self.partition_key.to_be_bytes());
-        out
+        let mut key = self.to_bytes();
+        key.rotate_left(8);
+        key
     }
 
-    pub(crate) fn from_storage_key(bytes: &[u8]) -> Option<Self> {
-        let uuid: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
-        let pk: [u8; 8] = bytes.get(16..24)?.try_into().ok()?;
-        Some(Self {
-            partition_key: u64::from_be_bytes(pk),
-            uuid: u128::from_be_bytes(uuid),
-        })
+    pub(crate) fn from_storage_key(key: &[u8]) -> Option<Self> {
+        let mut bytes: [u8; 24] = key.get(..24)?.try_into().ok()?;
+        bytes.rotate_right(8);
+        Self::from_bytes(&bytes)
     }
 
     /// A 64-bit seed for the invocation's deterministic random generator.

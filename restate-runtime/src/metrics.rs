@@ -116,24 +116,25 @@ impl Metrics {
             "Write batches committed (batches / commits = mean group size)",
             counter(snapshot.commit_batches),
         );
-        let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        seconds.inc_by(snapshot.commit_seconds);
+        let seconds = |v: f64| {
+            let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+            c.inc_by(v);
+            c
+        };
         registry.register(
             "journal_commit_seconds",
             "Time spent in journal commits (seconds / commits = mean latency)",
-            seconds,
+            seconds(snapshot.commit_seconds),
         );
         registry.register(
             "journal_checkpoints",
             "Durable commits of the whole store, after which the write-ahead log starts over",
             counter(snapshot.checkpoints),
         );
-        let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        seconds.inc_by(snapshot.checkpoint_seconds);
         registry.register(
             "journal_checkpoint_seconds",
             "Time spent in checkpoints (commits queued meanwhile wait)",
-            seconds,
+            seconds(snapshot.checkpoint_seconds),
         );
         let longest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         longest.set(snapshot.checkpoint_max_seconds);

@@ -88,11 +88,7 @@ async fn send(s: &TestServer, handler: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    common::accepted_id(r).await
 }
 
 async fn control(s: &TestServer, id: &str, action: &str) -> u16 {

@@ -375,11 +375,7 @@ async fn newer_restate_forms_call_send_attach_output_lookup() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = common::accepted_id(r).await;
     let r = client()
         .get(s.url(&format!("/restate/attach/{id}")))
         .send()

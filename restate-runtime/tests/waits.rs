@@ -108,11 +108,7 @@ async fn send(s: &TestServer, path: &str, body: Value) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    common::accepted_id(r).await
 }
 
 async fn wait_for_id(tag: &str) -> String {

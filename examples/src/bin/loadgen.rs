@@ -230,26 +230,6 @@ fn proc_stats(pid: u32) -> (f64, u64) {
     )
 }
 
-/// CPU seconds used by this process and its waited-for children (`wrk`).
-fn own_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = (11..15)
-        .map(|i| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
-    ticks as f64 / 100.0
-}
-
 /// Busy CPU seconds of the whole machine (all CPUs, `/proc/stat`).
 fn machine_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -661,7 +641,10 @@ async fn run_attempt(
     };
     let commits_before = commit_stats(client, args.metrics.as_deref()).await;
     let (cpu_before, _) = server_stats(pids);
-    let (own_before, machine_before) = (own_cpu(), machine_cpu());
+    let (own_before, machine_before) = (
+        examples::procfs::own_cpu_secs_with_children(),
+        machine_cpu(),
+    );
     let row_started = Instant::now();
     let seconds = args.seconds as f64;
     let row = match args.driver {
@@ -685,7 +668,7 @@ async fn run_attempt(
         (Some(before), Some(after)) => Some(after - before),
         _ => None,
     };
-    let driver_cpu = own_cpu() - own_before;
+    let driver_cpu = examples::procfs::own_cpu_secs_with_children() - own_before;
     let machine = machine_cpu() - machine_before;
     let (server_cpu, other) = if pids.is_empty() {
         (None, None)
@@ -792,14 +775,7 @@ async fn main() {
             url.clone()
         }
         None => {
-            let free_port = || {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-            };
-            let (port, admin_port) = (free_port(), free_port());
+            let (port, admin_port) = (examples::free_port(), examples::free_port());
             let dir = std::env::temp_dir().join(format!("bench-data-{port}"));
             let _ = std::fs::remove_dir_all(&dir);
             let child = start_server(port, admin_port, &dir);

@@ -245,14 +245,7 @@ async fn main() {
     let count = arg("--count").unwrap_or(100_000);
     let concurrency = arg("--concurrency").unwrap_or(64);
     let cache_bytes = arg("--cache-bytes");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let ports = (free(), free());
+    let ports = (examples::free_port(), examples::free_port());
     let dir = std::env::temp_dir().join(format!("sleepbench-data-{}", ports.0));
     let _ = std::fs::remove_dir_all(&dir);
     let heap_file = std::env::temp_dir().join(format!("sleepbench-heap-{}", ports.0));

@@ -45,20 +45,18 @@ impl InvocationContext {
         id: InvocationId,
     ) -> impl Future<Output = Result<T, TerminalError>> + Send + '_ {
         let index = self.take_index();
+        let pending = || JournalEntry::Attach {
+            invocation_id: id,
+            outcome: None,
+        };
+        // Journaled now, or replayed without its result: the result is fetched once known.
         let ok = match self.replayed(index) {
             Some(JournalEntry::Attach {
                 invocation_id,
                 outcome,
             }) if invocation_id == id => {
                 if outcome.is_none() {
-                    self.forward_outcome(
-                        index,
-                        id,
-                        JournalEntry::Attach {
-                            invocation_id: id,
-                            outcome: None,
-                        },
-                    );
+                    self.forward_outcome(index, id, pending());
                 }
                 true
             }
@@ -67,20 +65,9 @@ impl InvocationContext {
                 false
             }
             None => {
-                let entry = JournalEntry::Attach {
-                    invocation_id: id,
-                    outcome: None,
-                };
-                let ok = self.journal(index, entry, Vec::new()).is_some();
+                let ok = self.journal(index, pending(), Vec::new()).is_some();
                 if ok {
-                    self.forward_outcome(
-                        index,
-                        id,
-                        JournalEntry::Attach {
-                            invocation_id: id,
-                            outcome: None,
-                        },
-                    );
+                    self.forward_outcome(index, id, pending());
                 }
                 ok
             }

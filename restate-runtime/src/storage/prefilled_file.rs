@@ -18,6 +18,23 @@ use redb::{BackendError, DatabaseError, StorageBackend};
 /// Zeros written per call while filling new space.
 const FILL_CHUNK: usize = 1 << 20;
 
+/// Writes zeros over `from..to` through `write(offset, bytes)`, a chunk at a time: new space
+/// becomes written blocks rather than a hole or unwritten extents.
+pub(super) fn write_zeros(
+    from: u64,
+    to: u64,
+    mut write: impl FnMut(u64, &[u8]) -> Result<(), io::Error>,
+) -> Result<(), io::Error> {
+    let zeros = vec![0u8; FILL_CHUNK.min(to.saturating_sub(from) as usize)];
+    let mut at = from;
+    while at < to {
+        let n = zeros.len().min((to - at) as usize);
+        write(at, &zeros[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// A [`FileBackend`] whose new space is written, not just allocated.
 #[derive(Debug)]
 pub(super) struct PrefilledFile {
@@ -45,14 +62,7 @@ impl StorageBackend for PrefilledFile {
         let old = self.inner.len()?;
         self.inner.set_len(len)?;
         // The trait asks for new space to read as zeros; writing them makes it real blocks.
-        let zeros = vec![0u8; FILL_CHUNK.min(len.saturating_sub(old) as usize)];
-        let mut at = old;
-        while at < len {
-            let n = zeros.len().min((len - at) as usize);
-            self.inner.write(at, &zeros[..n])?;
-            at += n as u64;
-        }
-        Ok(())
+        write_zeros(old, len, |at, zeros| self.inner.write(at, zeros))
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {

@@ -129,26 +129,8 @@ impl RedbStorage {
                     .create_with_backend(backend)
             })
             .map_err(|e| open_error(&shown, &file, e))?;
-        let partitions = init_meta(&db, options.partitions).map_err(|reason| match reason {
-            MetaError::Incompatible(reason) => OpenError::Incompatible {
-                path: shown.clone(),
-                reason,
-            },
-            MetaError::Corrupt(reason) => OpenError::Corrupt {
-                path: shown.clone(),
-                reason,
-            },
-        })?;
-        let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(|e| match e {
-            LogError::Io(source) => OpenError::Io {
-                path: shown.clone(),
-                source,
-            },
-            LogError::Store(reason) => OpenError::Corrupt {
-                path: shown.clone(),
-                reason,
-            },
-        })?;
+        let partitions = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
+        let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
         let idle_checkpoint = options.idle_checkpoint;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -202,14 +184,34 @@ fn open_error(shown: &str, file: &Path, e: DatabaseError) -> OpenError {
     }
 }
 
-enum MetaError {
+/// What is wrong with a data folder found while opening it; [`OpenFault::at`] names the folder.
+enum OpenFault {
+    /// A file cannot be read or written.
+    Io(std::io::Error),
+    /// Written by another format version or layout.
     Incompatible(String),
+    /// Not a valid store, or its log does not apply.
     Corrupt(String),
 }
 
+impl OpenFault {
+    fn corrupt(e: impl std::fmt::Display) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+
+    fn at(self, path: &str) -> OpenError {
+        let path = path.to_owned();
+        match self {
+            Self::Io(source) => OpenError::Io { path, source },
+            Self::Incompatible(reason) => OpenError::Incompatible { path, reason },
+            Self::Corrupt(reason) => OpenError::Corrupt { path, reason },
+        }
+    }
+}
+
 /// Records the format version and partition count in a new store, or checks them in an old one.
-fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
-    let corrupt = |e: redb::Error| MetaError::Corrupt(e.to_string());
+fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
+    let corrupt = |e: redb::Error| OpenFault::corrupt(e);
     let txn = db.begin_write().map_err(|e| corrupt(e.into()))?;
     let found = {
         let mut meta = txn.open_table(META).map_err(|e| corrupt(e.into()))?;
@@ -234,11 +236,11 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, MetaError> {
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
             (Some(v), _) => {
-                return Err(MetaError::Incompatible(format!(
+                return Err(OpenFault::Incompatible(format!(
                     "store format version {v}, this build reads version {FORMAT_VERSION}"
                 )));
             }
-            (None, Some(_)) => return Err(MetaError::Corrupt("missing format version".into())),
+            (None, Some(_)) => return Err(OpenFault::corrupt("missing format version")),
         }
     };
     txn.commit().map_err(|e| corrupt(e.into()))?;
@@ -336,36 +338,27 @@ struct RecoveredLog {
     applied: u64,
 }
 
-/// Why the log could not be recovered.
-enum LogError {
-    /// The log file cannot be read or written.
-    Io(std::io::Error),
-    /// The store refused the log's records.
-    Store(String),
-}
-
 /// Opens the log, applies the records the durable store misses, and checkpoints them.
-fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, LogError> {
-    let store = |e: &dyn std::fmt::Display| LogError::Store(e.to_string());
+fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
     let applied = {
-        let txn = db.begin_read().map_err(|e| store(&e))?;
-        let meta = txn.open_table(META).map_err(|e| store(&e))?;
+        let txn = db.begin_read().map_err(OpenFault::corrupt)?;
+        let meta = txn.open_table(META).map_err(OpenFault::corrupt)?;
         meta.get(WAL_APPLIED)
-            .map_err(|e| store(&e))?
+            .map_err(OpenFault::corrupt)?
             .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0)
     };
-    let (mut wal, replayed) = Wal::open(path, applied).map_err(LogError::Io)?;
+    let (mut wal, replayed) = Wal::open(path, applied).map_err(OpenFault::Io)?;
     let Some(last) = replayed.last().map(|r| r.seq) else {
         return Ok(RecoveredLog { wal, applied });
     };
     for record in &replayed {
         commit_ops(db, record.ops.iter(), Durability::None, None)
-            .map_err(|e| store(&format!("replaying log record {}: {e}", record.seq)))?;
+            .map_err(|e| OpenFault::corrupt(format!("replaying log record {}: {e}", record.seq)))?;
     }
     commit_ops(db, std::iter::empty(), Durability::Immediate, Some(last))
-        .map_err(|e| store(&format!("checkpoint after replay: {e}")))?;
-    wal.restart(false).map_err(LogError::Io)?;
+        .map_err(|e| OpenFault::corrupt(format!("checkpoint after replay: {e}")))?;
+    wal.restart(false).map_err(OpenFault::Io)?;
     Ok(RecoveredLog { wal, applied: last })
 }
 

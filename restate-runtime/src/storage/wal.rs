@@ -18,6 +18,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use super::WriteOp;
+use super::prefilled_file::write_zeros;
 
 const HEADER: usize = 16;
 /// Size of a new log; it doubles (up to `MAX_CAPACITY`) when it fills up quickly.
@@ -40,7 +41,7 @@ pub(super) struct Replayed {
 }
 
 impl Wal {
-    /// Opens (or creates) the log in `dir` and returns the records after `applied`, in order.
+    /// Opens (or creates) the log at `path` and returns the records after `applied`, in order.
     pub(super) fn open(path: &Path, applied: u64) -> io::Result<(Self, Vec<Replayed>)> {
         let file = OpenOptions::new()
             .read(true)
@@ -122,13 +123,9 @@ impl Wal {
 
     /// Extends the file to `capacity` with written zeros (not a hole: see `prefilled_file`).
     fn grow_to(&mut self, capacity: u64) -> io::Result<()> {
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = self.capacity;
-        while at < capacity {
-            let n = zeros.len().min((capacity - at) as usize);
-            self.file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
+        write_zeros(self.capacity, capacity, |at, zeros| {
+            self.file.write_all_at(zeros, at)
+        })?;
         self.file.sync_all()?;
         self.capacity = capacity;
         Ok(())

@@ -114,6 +114,15 @@ impl TestServer {
     }
 }
 
+/// The invocation id of a `/send` answer, which must be `202 Accepted`.
+pub async fn accepted_id(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 202);
+    r.json::<serde_json::Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Polls `cond` until it holds, failing the test after `deadline`.
 pub async fn wait_until<F, Fut>(deadline: Duration, mut cond: F)
 where
