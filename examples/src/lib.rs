@@ -47,3 +47,21 @@ pub fn free_port() -> u16 {
         .expect("bind a loopback port")
         .port()
 }
+
+/// Gives jemalloc's free pages back to the OS at once (its background threads would over the
+/// next seconds): what the apps running on jemalloc (`bench-services`, `sleepers`) pass to
+/// `RuntimeBuilder::release_heap`.
+pub fn release_jemalloc_heap() {
+    // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena, whichever thread owns it.
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: the name is NUL-terminated and this control takes no input and gives no output.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}

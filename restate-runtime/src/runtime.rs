@@ -82,6 +82,7 @@ pub struct RuntimeBuilder {
     bound: Vec<(ServiceDefinition, DynService)>,
     read_env: bool,
     webhooks: Webhooks,
+    release_heap: fn(),
 }
 
 impl RuntimeBuilder {
@@ -212,6 +213,26 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How freed heap goes back to the operating system once a burst of invocations has left
+    /// memory (their number fell to a quarter of its peak). The default asks glibc's allocator
+    /// (`malloc_trim`), which otherwise keeps it; a binary with another global allocator passes
+    /// that allocator's equivalent, since allocators keep freed pages for reuse and an idle one
+    /// may never give them back.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// fn release() {
+    ///     // e.g. with jemalloc as the global allocator: the `arena.4096.purge` control
+    /// }
+    /// let runtime = Runtime::builder().release_heap(release).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn release_heap(mut self, release: fn()) -> Self {
+        self.release_heap = release;
+        self
+    }
+
     /// Ignores `RESTATE_*` environment variables (tests that must not be affected by them).
     ///
     /// ```no_run
@@ -306,6 +327,7 @@ impl RuntimeBuilder {
                 default_retention: config.default_retention,
                 purge_interval: config.purge_interval,
                 suspend_after: config.suspend_after,
+                release_heap: self.release_heap,
             },
         )?;
         Ok(Runtime {
@@ -348,6 +370,7 @@ impl Runtime {
             bound: Vec::new(),
             read_env: true,
             webhooks: Webhooks::new(),
+            release_heap: crate::engine::release_free_heap,
         }
     }
 

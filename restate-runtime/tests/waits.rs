@@ -224,3 +224,28 @@ async fn select_is_deterministic_on_replay_and_attach_waits_for_a_sent_invocatio
     assert_eq!(client.send_then_attach().call().await.unwrap(), 100);
     s.stop().await;
 }
+
+static HEAP_RELEASES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn count_heap_release() {
+    HEAP_RELEASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A burst of invocations in memory that then finish makes the runtime call the configured
+/// heap release (the allocator's way to give freed pages back), and not before they finish.
+#[tokio::test]
+async fn the_configured_heap_release_runs_after_a_burst() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
+        b.release_heap(count_heap_release)
+    })
+    .await;
+    let client = s.handle.service_client::<WaitsClient<RuntimeHandle>>();
+    for _ in 0..1100 {
+        client.slow(3000).send().await.unwrap();
+    }
+    // All 1100 are sleeping in memory (suspension only comes after 10 s).
+    let releases = || HEAP_RELEASES.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(releases(), 0);
+    common::wait_until(Duration::from_secs(60), || async { releases() > 0 }).await;
+    s.stop().await;
+}

@@ -1,8 +1,16 @@
 //! The services every benchmark drives (the same contract as the Restate-side bench app):
 //! `Noop/echo`, `Steps/three`, `Counter/{key}/add|get`, `Fanout/send`. Reads the usual
 //! `RESTATE_*` environment.
+//!
+//! It runs on jemalloc, as a production binary on the runtime should (Restate's server does too):
+//! a request allocates and frees across threads (handlers on the tokio workers, batches freed by
+//! the journal writer), which glibc's malloc serves through locked arenas, a quarter of the
+//! request path's CPU.
 
 use restate_runtime::prelude::*;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Default)]
 pub struct Noop;
@@ -79,6 +87,10 @@ impl Fanout {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     restate_runtime::init_tracing();
-    Runtime::builder().build()?.serve().await?;
+    Runtime::builder()
+        .release_heap(examples::release_jemalloc_heap)
+        .build()?
+        .serve()
+        .await?;
     Ok(())
 }

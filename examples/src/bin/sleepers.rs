@@ -9,18 +9,19 @@
 //! curl localhost:8080/Sleeper/nap/send --json 3600
 //! ```
 //!
-//! The resident set size alone cannot tell memory the process holds from memory the allocator
-//! keeps after it was freed (glibc rarely gives freed heap back to the system). So the binary
+//! It runs on jemalloc, as `bench-services` does. The resident set size alone cannot tell memory
+//! the process holds from memory the allocator keeps after it was freed. So the binary
 //! counts heap bytes itself: with `SLEEPERS_HEAP_FILE=<path>` it rewrites that file every
 //! 100 ms with `<live heap bytes> <peak live heap bytes> <pid>`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use restate_runtime::prelude::*;
+use tikv_jemallocator::Jemalloc;
 
-/// The system allocator, counting the bytes currently allocated and their peak.
+/// jemalloc, counting the bytes currently allocated and their peak.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -33,11 +34,11 @@ impl Counting {
     }
 }
 
-// SAFETY: every call is forwarded to `System` unchanged; only counters are updated.
+// SAFETY: every call is forwarded to `Jemalloc` unchanged; only counters are updated.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
-        let p = unsafe { System.alloc(layout) };
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `Jemalloc` shares.
+        let p = unsafe { Jemalloc.alloc(layout) };
         if !p.is_null() {
             Self::grew(layout.size());
         }
@@ -46,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Jemalloc.alloc_zeroed(layout) };
         if !p.is_null() {
             Self::grew(layout.size());
         }
@@ -54,14 +55,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation goes there).
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` was allocated by `Jemalloc` with `layout` (every allocation goes there).
+        unsafe { Jemalloc.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `dealloc`; `new_size` is checked by the caller.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
             Self::grew(new_size);
@@ -118,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = std::env::var_os("SLEEPERS_HEAP_FILE") {
         report_heap(path.into());
     }
-    Runtime::builder().build()?.serve().await?;
+    Runtime::builder()
+        .release_heap(examples::release_jemalloc_heap)
+        .build()?
+        .serve()
+        .await?;
     Ok(())
 }

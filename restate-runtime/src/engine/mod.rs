@@ -21,6 +21,7 @@ use tokio::sync::watch;
 pub use control::ControlError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
+pub(crate) use memory::release_free_heap;
 
 use crate::clock::now_ms;
 use crate::ids::{InvocationId, partition_key_of};
@@ -137,6 +138,8 @@ pub(crate) struct EngineConfig {
     pub purge_interval: Duration,
     /// How long a handler may wait (timer, call, awakeable, promise) before it is suspended.
     pub suspend_after: Duration,
+    /// Gives freed heap back to the OS after a burst (the global allocator's own way).
+    pub release_heap: fn(),
 }
 
 pub(crate) struct EngineInner {
