@@ -4,7 +4,6 @@
 //! durable commit (group commit) in submission order, and answers each batch after the commit. Reads go straight to the store. Another backend (say, Postgres with partitions leased
 //! per process) implements [`Storage`] without touching the engine.
 
-mod prefilled_file;
 pub(crate) mod records;
 mod redb_store;
 mod wal;

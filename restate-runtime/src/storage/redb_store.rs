@@ -28,7 +28,6 @@ use std::time::Instant;
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::prefilled_file::PrefilledFile;
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
 use super::wal::Wal;
 use super::{
@@ -122,7 +121,7 @@ impl RedbStorage {
                 path: shown.clone(),
                 source,
             })?;
-        let db = PrefilledFile::new(handle)
+        let db = redb::backends::FileBackend::new(handle)
             .and_then(|backend| {
                 Database::builder()
                     .set_cache_size(options.cache_bytes)

@@ -18,9 +18,10 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use super::WriteOp;
-use super::prefilled_file::write_zeros;
 
 const HEADER: usize = 16;
+/// Zeros written per call while the log grows.
+const FILL_CHUNK: usize = 1 << 20;
 /// Size of a new log; it doubles (up to `MAX_CAPACITY`) when it fills up quickly.
 const INITIAL_CAPACITY: u64 = 1 << 20;
 const MAX_CAPACITY: u64 = 64 << 20;
@@ -121,11 +122,18 @@ impl Wal {
         Ok(())
     }
 
-    /// Extends the file to `capacity` with written zeros (not a hole: see `prefilled_file`).
+    /// Extends the file to `capacity` with written zeros, not a hole: on ext4 the first write to
+    /// a block allocates it, so every append's fdatasync would also commit a filesystem journal
+    /// transaction (measured here: 0.26–0.30 ms per fdatasync against 0.13 ms for overwriting
+    /// written blocks).
     fn grow_to(&mut self, capacity: u64) -> io::Result<()> {
-        write_zeros(self.capacity, capacity, |at, zeros| {
-            self.file.write_all_at(zeros, at)
-        })?;
+        let zeros = vec![0u8; FILL_CHUNK];
+        let mut at = self.capacity;
+        while at < capacity {
+            let n = FILL_CHUNK.min((capacity - at) as usize);
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
         self.file.sync_all()?;
         self.capacity = capacity;
         Ok(())
@@ -214,6 +222,11 @@ mod tests {
         assert!(!wal.append(2, &[&big]).unwrap());
         wal.restart(true).unwrap();
         assert_eq!(wal.capacity, 2 * INITIAL_CAPACITY);
+        // The new space is written blocks, not a hole.
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(dir.path().join("wal")).unwrap();
+        assert_eq!(meta.len(), 2 * INITIAL_CAPACITY);
+        assert!(meta.blocks() * 512 >= 2 * INITIAL_CAPACITY);
         assert!(wal.append(2, &[&big]).unwrap());
         assert!(wal.append(3, &[&big]).unwrap());
     }
