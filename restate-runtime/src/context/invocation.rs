@@ -37,7 +37,9 @@ pub struct InvocationContext {
     next_index: AtomicU32,
     abort: Mutex<Option<Abort>>,
     aborted: Notify,
-    pub(crate) rng: Mutex<StdRng>,
+    /// Seeded from the invocation id on first use: most handlers never draw a number, and the
+    /// generator's state (320 bytes) would otherwise sit in every invocation's task.
+    rng: Mutex<Option<Box<StdRng>>>,
 }
 
 impl InvocationContext {
@@ -49,7 +51,6 @@ impl InvocationContext {
                 state.record.headers.clone(),
             )
         };
-        let seed = inflight.id.seed();
         Self {
             engine,
             inflight,
@@ -58,8 +59,15 @@ impl InvocationContext {
             next_index: AtomicU32::new(0),
             abort: Mutex::new(None),
             aborted: Notify::new(),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            rng: Mutex::new(None),
         }
+    }
+
+    /// Runs `draw` on the invocation's deterministic generator, the same sequence on every
+    /// attempt.
+    pub(crate) fn with_rng<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
+        let mut rng = self.rng.lock().expect("rng lock");
+        draw(rng.get_or_insert_with(|| Box::new(StdRng::seed_from_u64(self.inflight.id.seed()))))
     }
 
     pub(crate) fn id(&self) -> InvocationId {

@@ -40,13 +40,13 @@ pub struct DeterministicRng<'a> {
 
 impl RngCore for DeterministicRng<'_> {
     fn next_u32(&mut self) -> u32 {
-        self.ctx.rng.lock().expect("rng lock").next_u32()
+        self.ctx.with_rng(|rng| rng.next_u32())
     }
     fn next_u64(&mut self) -> u64 {
-        self.ctx.rng.lock().expect("rng lock").next_u64()
+        self.ctx.with_rng(|rng| rng.next_u64())
     }
     fn fill_bytes(&mut self, dst: &mut [u8]) {
-        self.ctx.rng.lock().expect("rng lock").fill_bytes(dst)
+        self.ctx.with_rng(|rng| rng.fill_bytes(dst))
     }
 }
 

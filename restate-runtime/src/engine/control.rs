@@ -2,7 +2,6 @@
 //! point, compensation possible), kill (stop now), purge (forget a finished invocation), resume
 //! (a paused or suspended one).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -68,7 +67,7 @@ impl Engine {
         if matches!(record.status, Status::Completed { .. }) {
             return Err(already_completed(id));
         }
-        let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
+        let journal: super::Journal = self.storage.journal(&id)?.into_iter().collect();
         Ok((self.new_inflight(id, record, true, journal), false))
     }
 

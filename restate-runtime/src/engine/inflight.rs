@@ -1,12 +1,12 @@
 //! One invocation held in memory while it is not finished: its record, its journal, whether the
 //! record is durable yet, and the channel its waiters listen on.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use super::journal::Journal;
 use crate::ids::InvocationId;
 use crate::storage::{
     CommitWaiter, InvocationRecord, JournalEntry, Outcome, StateScope, Storage, WriteOp,
@@ -37,7 +37,7 @@ pub(crate) struct InflightState {
     /// Whether `record` has been submitted to storage (a request-response invocation that nobody
     /// was told about may stay in memory until its first durable effect).
     pub persisted: bool,
-    pub journal: BTreeMap<u32, JournalEntry>,
+    pub journal: Journal,
 }
 
 pub(crate) struct Inflight {
@@ -66,7 +66,7 @@ impl Inflight {
         id: InvocationId,
         record: InvocationRecord,
         persisted: bool,
-        journal: BTreeMap<u32, JournalEntry>,
+        journal: Journal,
         finish: watch::Sender<Finish>,
         exclusive: bool,
     ) -> Arc<Self> {

@@ -4,13 +4,14 @@
 mod control;
 mod execute;
 mod inflight;
+mod journal;
 mod lanes;
 mod memory;
 mod promises;
 mod suspend;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 pub use control::ControlError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
+use journal::Journal;
 pub(crate) use memory::release_free_heap;
 
 use crate::clock::now_ms;
@@ -320,7 +322,7 @@ impl Engine {
                     });
                 }
             }
-            let inflight = self.new_inflight(id, record, false, BTreeMap::new());
+            let inflight = self.new_inflight(id, record, false, Journal::default());
             map.insert(id, inflight.clone());
             inflight
         };
@@ -341,7 +343,7 @@ impl Engine {
         id: InvocationId,
         record: InvocationRecord,
         persisted: bool,
-        journal: BTreeMap<u32, JournalEntry>,
+        journal: Journal,
     ) -> Arc<Inflight> {
         let exclusive = self.is_exclusive(&record.target);
         Inflight::new(id, record, persisted, journal, self.finisher(id), exclusive)
@@ -718,7 +720,7 @@ impl Engine {
                 let Some(record) = self.storage.invocation(&id)? else {
                     continue;
                 };
-                let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
+                let journal: Journal = self.storage.journal(&id)?.into_iter().collect();
                 let status = record.status.clone();
                 let inflight = self.new_inflight(id, record, true, journal);
                 map.insert(id, inflight.clone());

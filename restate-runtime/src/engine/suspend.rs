@@ -2,7 +2,6 @@
 //! and comes back by replay when a timer fires or one of its journal entries is completed from
 //! outside (a call's result, an awakeable, a promise).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -140,7 +139,7 @@ impl Engine {
                 return;
             }
             let loaded = self.storage.invocation(&id).and_then(|record| {
-                let journal: BTreeMap<_, _> = self.storage.journal(&id)?.into_iter().collect();
+                let journal: super::Journal = self.storage.journal(&id)?.into_iter().collect();
                 Ok(record.map(|r| (r, journal)))
             });
             let (mut record, journal) = match loaded {
