@@ -40,6 +40,18 @@ pub mod procfs {
     }
 }
 
+/// The sum of every sample of metric `name` (with or without labels) in the Prometheus text
+/// of an admin API's `/metrics`; `None` when it has no sample.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
+}
+
 /// A loopback port free right now, for a server a bench driver starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

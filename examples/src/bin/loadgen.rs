@@ -590,14 +590,11 @@ async fn commit_stats(client: &reqwest::Client, metrics: Option<&str>) -> Option
         .text()
         .await
         .ok()?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-    };
+    let value = |name| examples::metric_sum(&text, name);
     Some(CommitStats {
-        commits: value("restate_journal_commits_total ")?,
-        batches: value("restate_journal_commit_batches_total ")?,
-        seconds: value("restate_journal_commit_seconds_total ")?,
+        commits: value("restate_journal_commits_total")?,
+        batches: value("restate_journal_commit_batches_total")?,
+        seconds: value("restate_journal_commit_seconds_total")?,
     })
 }
 

@@ -206,12 +206,7 @@ async fn gauges(client: &reqwest::Client, admin: &str) -> (i64, i64, i64, i64) {
         Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
         _ => String::new(),
     };
-    let sum = |prefix: &str| -> i64 {
-        text.lines()
-            .filter(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as i64
-    };
+    let sum = |name| examples::metric_sum(&text, name).unwrap_or(0.0) as i64;
     (
         sum("restate_invocations_in_memory"),
         sum("restate_timers_pending"),

@@ -82,7 +82,7 @@ impl InvocationContext {
 
     /// The entry recorded at `index` by an earlier attempt, if any.
     pub(crate) fn replayed(&self, index: u32) -> Option<JournalEntry> {
-        self.inflight.state().journal.get(&index).cloned()
+        self.inflight.state().journal.get(index).cloned()
     }
 
     /// Whether calling `target` would wait on the key this invocation holds exclusively.

@@ -12,8 +12,8 @@ pub(crate) struct Journal(Vec<(u32, JournalEntry)>);
 
 impl Journal {
     /// The entry at `index`.
-    pub fn get(&self, index: &u32) -> Option<&JournalEntry> {
-        self.position(*index).ok().map(|at| &self.0[at].1)
+    pub fn get(&self, index: u32) -> Option<&JournalEntry> {
+        self.position(index).ok().map(|at| &self.0[at].1)
     }
 
     /// Sets the entry at `index`, replacing one that is there.
@@ -81,8 +81,8 @@ mod tests {
             names(&journal),
             [(0, "a"), (1, "b"), (2, "C"), (5, "e")].map(|(i, n)| (i, n.to_owned()))
         );
-        assert!(matches!(journal.get(&2), Some(JournalEntry::ClearState { name }) if name == "C"));
-        assert!(journal.get(&3).is_none());
-        assert!(journal.get(&9).is_none());
+        assert!(matches!(journal.get(2), Some(JournalEntry::ClearState { name }) if name == "C"));
+        assert!(journal.get(3).is_none());
+        assert!(journal.get(9).is_none());
     }
 }

@@ -3,8 +3,8 @@
 //! Allocators keep freed memory for reuse. After a burst (say 20k handlers in memory for the
 //! second before they suspend), the live heap drops but the resident size stays at the burst's
 //! peak: measured here, 100k suspended invocations held 64 MiB of live heap in 235 MiB resident
-//! with glibc's allocator. Once the number of invocations in memory has
-//! fallen to a quarter of its peak, the engine asks the allocator to release its free pages
+//! with glibc's allocator. Once the number of invocations in memory has fallen to a quarter of
+//! its peak, the engine asks the allocator to release its free pages
 //! (`EngineConfig::release_heap`: glibc's `malloc_trim` by default).
 
 use std::time::Duration;

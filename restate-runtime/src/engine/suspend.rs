@@ -189,7 +189,7 @@ impl Engine {
         let _serial = AWAKEABLE_LOCK.lock().await;
         let (invocation, index) = (id.invocation(), id.index());
         let current = match self.inflight(&invocation) {
-            Some(f) => f.state().journal.get(&index).cloned(),
+            Some(f) => f.state().journal.get(index).cloned(),
             None => {
                 if self.storage.invocation(&invocation)?.is_none() {
                     return Ok(false);

@@ -1,8 +1,9 @@
 //! Storage: the narrow interface the engine writes and reads through, and its redb backend.
 //!
 //! Writes are batches of operations submitted to one writer, which commits many batches in one
-//! durable commit (group commit) in submission order, and answers each batch after the commit. Reads go straight to the store. Another backend (say, Postgres with partitions leased
-//! per process) implements [`Storage`] without touching the engine.
+//! durable commit (group commit) in submission order, and answers each batch after the commit.
+//! Reads go straight to the store. Another backend (say, Postgres with partitions leased per
+//! process) implements [`Storage`] without touching the engine.
 
 pub(crate) mod records;
 mod redb_store;

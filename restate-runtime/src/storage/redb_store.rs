@@ -111,22 +111,9 @@ impl RedbStorage {
             source,
         })?;
         let file = dir.join(FILE_NAME);
-        let handle = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&file)
-            .map_err(|source| OpenError::Io {
-                path: shown.clone(),
-                source,
-            })?;
-        let db = redb::backends::FileBackend::new(handle)
-            .and_then(|backend| {
-                Database::builder()
-                    .set_cache_size(options.cache_bytes)
-                    .create_with_backend(backend)
-            })
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(&file)
             .map_err(|e| open_error(&shown, &file, e))?;
         let partitions = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
         let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
@@ -337,7 +324,7 @@ struct RecoveredLog {
     applied: u64,
 }
 
-/// Opens the log, applies the records the durable store misses, and checkpoints them.
+/// Opens the log and applies the records the durable store misses in one durable commit.
 fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
     let applied = {
         let txn = db.begin_read().map_err(OpenFault::corrupt)?;
@@ -351,12 +338,9 @@ fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
     let Some(last) = replayed.last().map(|r| r.seq) else {
         return Ok(RecoveredLog { wal, applied });
     };
-    for record in &replayed {
-        commit_ops(db, record.ops.iter(), Durability::None, None)
-            .map_err(|e| OpenFault::corrupt(format!("replaying log record {}: {e}", record.seq)))?;
-    }
-    commit_ops(db, std::iter::empty(), Durability::Immediate, Some(last))
-        .map_err(|e| OpenFault::corrupt(format!("checkpoint after replay: {e}")))?;
+    let ops = replayed.iter().flat_map(|record| &record.ops);
+    commit_ops(db, ops, Durability::Immediate, Some(last))
+        .map_err(|e| OpenFault::corrupt(format!("replaying log records up to {last}: {e}")))?;
     wal.restart(false).map_err(OpenFault::Io)?;
     Ok(RecoveredLog { wal, applied: last })
 }
