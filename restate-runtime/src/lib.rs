@@ -64,7 +64,7 @@ pub use context::{
     WorkflowContext,
 };
 pub use duration::parse as parse_duration;
-pub use engine::{ControlError, EngineError};
+pub use engine::{ControlError, EngineError, STORAGE_FAILURE_EXIT_CODE, exit_on_storage_failure};
 pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
 pub use futures::future::Either;
 pub use ids::{AwakeableId, IdParseError, InvocationId};

@@ -83,6 +83,7 @@ pub struct RuntimeBuilder {
     read_env: bool,
     webhooks: Webhooks,
     release_heap: fn(),
+    on_storage_failure: fn(&str),
 }
 
 impl RuntimeBuilder {
@@ -233,6 +234,29 @@ impl RuntimeBuilder {
         self
     }
 
+    /// What happens once the store fails a commit or a sync, or its writer dies. Nothing is
+    /// acknowledged after that, whatever this does. The default logs the reason and ends the
+    /// process with exit status 74 ([`exit_on_storage_failure`](crate::exit_on_storage_failure)),
+    /// so that a supervisor restarts it and recovery starts from what is durable: after a
+    /// failed fsync the OS may have dropped the written pages, so carrying on is never safe.
+    /// An embedding that must clean up first passes its own function, which should end the
+    /// process soon after.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// fn stop(reason: &str) {
+    ///     eprintln!("journal failed: {reason}");
+    ///     std::process::exit(restate_runtime::STORAGE_FAILURE_EXIT_CODE);
+    /// }
+    /// let runtime = Runtime::builder().on_storage_failure(stop).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_storage_failure(mut self, react: fn(&str)) -> Self {
+        self.on_storage_failure = react;
+        self
+    }
+
     /// Ignores `RESTATE_*` environment variables (tests that must not be affected by them).
     ///
     /// ```no_run
@@ -328,6 +352,7 @@ impl RuntimeBuilder {
                 purge_interval: config.purge_interval,
                 suspend_after: config.suspend_after,
                 release_heap: self.release_heap,
+                on_storage_failure: self.on_storage_failure,
             },
         )?;
         Ok(Runtime {
@@ -371,6 +396,7 @@ impl Runtime {
             read_env: true,
             webhooks: Webhooks::new(),
             release_heap: crate::engine::release_free_heap,
+            on_storage_failure: crate::engine::exit_on_storage_failure,
         }
     }
 

@@ -3,9 +3,10 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::invocation::InvocationContext;
+use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::codec::encode_json;
+use crate::engine::Completion;
 use crate::error::TerminalError;
 use crate::ids::AwakeableId;
 use crate::storage::{JournalEntry, Outcome};
@@ -65,17 +66,23 @@ impl InvocationContext {
             TerminalError::new_with_code(400, format!("bad awakeable id '{id}': {e}"))
         })?;
         let outcome = outcome?;
-        drop(self.journal(
+        // The completion and this handler's own entry commit in one batch.
+        let own = Completion {
+            id: self.id(),
             index,
-            JournalEntry::CompleteAwakeable { id: id.to_owned() },
-            Vec::new(),
-        ));
-        let engine = self.engine.clone();
-        tokio::spawn(async move {
-            if let Err(e) = engine.complete_awakeable(parsed, outcome).await {
-                tracing::warn!(awakeable = %parsed, error = %e, "cannot complete awakeable");
+            entry: JournalEntry::CompleteAwakeable { id: id.to_owned() },
+            wakes: false,
+        };
+        match self.engine.submit_awakeable(parsed, outcome, Some(own)) {
+            Ok(submission) => {
+                tokio::spawn(async move {
+                    if let Err(e) = submission.finish().await {
+                        tracing::warn!(awakeable = %parsed, error = %e, "cannot complete awakeable");
+                    }
+                });
             }
-        });
+            Err(e) => self.stop(Abort::Retry(format!("awakeable read failed: {e}"))),
+        }
         Ok(())
     }
 

@@ -22,9 +22,10 @@ pub(crate) enum Abort {
     Pause(String),
     /// Storage failed: nothing more may be acknowledged.
     Lost(String),
-    /// Waiting for long: release the task; `u64` is the journal version the wait last saw, so a
-    /// completion that raced the decision is not lost.
-    Suspend(u64),
+    /// Waiting for long: release the task. `seen` is the journal version the wait last saw, so
+    /// a completion that raced the decision is not lost; `wake_at_ms` is when the earliest
+    /// sleep the handler awaits is due (the suspended record's timer).
+    Suspend { seen: u64, wake_at_ms: Option<u64> },
 }
 
 /// The engine's side of a running handler. Handlers see it through the typed context wrappers.
@@ -40,6 +41,8 @@ pub struct InvocationContext {
     /// Seeded from the invocation id on first use: most handlers never draw a number, and the
     /// generator's state (320 bytes) would otherwise sit in every invocation's task.
     rng: Mutex<Option<Box<StdRng>>>,
+    /// Wake-up times of the sleeps the handler is awaiting now (one per pending sleep).
+    sleeping: Mutex<Vec<u64>>,
 }
 
 impl InvocationContext {
@@ -60,6 +63,7 @@ impl InvocationContext {
             abort: Mutex::new(None),
             aborted: Notify::new(),
             rng: Mutex::new(None),
+            sleeping: Mutex::new(Vec::new()),
         }
     }
 
@@ -108,6 +112,27 @@ impl InvocationContext {
             recorded.kind(),
             describe(recorded),
         )));
+    }
+
+    /// Registers a sleep the handler awaits until the guard drops.
+    pub(crate) fn awaiting_sleep(&self, wake_at_ms: u64) -> SleepGuard<'_> {
+        self.sleeping
+            .lock()
+            .expect("sleeping lock")
+            .push(wake_at_ms);
+        SleepGuard(self, wake_at_ms)
+    }
+
+    /// Stops the attempt to suspend it: the wait saw journal version `seen`.
+    pub(crate) fn suspend(&self, seen: u64) {
+        let wake_at_ms = self
+            .sleeping
+            .lock()
+            .expect("sleeping lock")
+            .iter()
+            .min()
+            .copied();
+        self.stop(Abort::Suspend { seen, wake_at_ms });
     }
 
     /// Stops the attempt; the engine sees it at the handler's next await point.
@@ -203,7 +228,7 @@ impl InvocationContext {
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.stop(Abort::Suspend(seen));
+                    self.suspend(seen);
                     return std::future::pending().await;
                 }
             }
@@ -242,10 +267,32 @@ impl InvocationContext {
                     return;
                 }
             };
-            engine
-                .deliver(me, index, with_outcome(pending, outcome), false)
-                .await;
+            let completion = crate::engine::Completion {
+                id: me,
+                index,
+                entry: with_outcome(pending, outcome),
+                wakes: true,
+            };
+            if let Err(e) = engine
+                .submit_completions(Vec::new(), vec![completion])
+                .finish()
+                .await
+            {
+                tracing::error!(invocation = %me, error = %e, "cannot record a result");
+            }
         });
+    }
+}
+
+/// A sleep being awaited; see [`InvocationContext::awaiting_sleep`].
+pub(crate) struct SleepGuard<'a>(&'a InvocationContext, u64);
+
+impl Drop for SleepGuard<'_> {
+    fn drop(&mut self) {
+        let mut sleeping = self.0.sleeping.lock().expect("sleeping lock");
+        if let Some(at) = sleeping.iter().position(|w| *w == self.1) {
+            sleeping.swap_remove(at);
+        }
     }
 }
 

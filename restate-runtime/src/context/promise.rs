@@ -5,14 +5,26 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::codec::{decode_json, encode_json};
+use crate::engine::Completion;
 use crate::error::TerminalError;
 use crate::storage::{JournalEntry, Outcome, WriteOp};
 
 impl InvocationContext {
-    fn stored_promise(&self, name: &str, wait_at: Option<u32>) -> Option<Outcome> {
+    /// Looks at a promise and journals what `record` makes of it, under the promise lock (see
+    /// [`Engine::promise_or_wait`](crate::engine::Engine)); `None` when the look failed (the
+    /// attempt is stopped).
+    fn with_promise<R>(
+        &self,
+        name: &str,
+        wait_at: Option<u32>,
+        record: impl FnOnce(Option<Outcome>) -> R,
+    ) -> Option<R> {
         let waiter = wait_at.map(|i| (self.id(), i));
-        match self.engine.promise_or_wait(self.scope(), name, waiter) {
-            Ok(found) => found,
+        match self
+            .engine
+            .promise_or_wait(self.scope(), name, waiter, record)
+        {
+            Ok(r) => Some(r),
             Err(e) => {
                 self.stop(Abort::Retry(format!("promise read failed: {e}")));
                 None
@@ -29,38 +41,44 @@ impl InvocationContext {
             Some(JournalEntry::GetPromise { name: n, outcome }) if n == name => {
                 if outcome.is_none() {
                     // Completed while this invocation was away? Otherwise wait to be told.
-                    if let Some(found) = self.stored_promise(name, Some(index)) {
-                        let entry = JournalEntry::GetPromise {
-                            name: n,
-                            outcome: Some(found),
-                        };
-                        drop(self.journal(index, entry, Vec::new()));
-                    }
+                    self.with_promise(name, Some(index), |found| {
+                        if let Some(found) = found {
+                            let entry = JournalEntry::GetPromise {
+                                name: n,
+                                outcome: Some(found),
+                            };
+                            drop(self.journal(index, entry, Vec::new()));
+                        }
+                    })
+                    .is_some()
+                } else {
+                    true
                 }
-                true
             }
             Some(other) => {
                 self.mismatch(index, &other, &format!("promise `{name}`"));
                 false
             }
-            None => {
-                let outcome = self.stored_promise(name, Some(index));
-                // A waiter is recorded with its entry, so a completion after a restart finds it.
-                let extra = match outcome {
-                    Some(_) => Vec::new(),
-                    None => vec![WriteOp::AddPromiseWaiter {
-                        scope: self.scope().clone(),
+            None => self
+                .with_promise(name, Some(index), |outcome| {
+                    // A waiter is recorded with its entry, so a completion after a restart
+                    // finds it.
+                    let extra = match outcome {
+                        Some(_) => Vec::new(),
+                        None => vec![WriteOp::AddPromiseWaiter {
+                            scope: self.scope().clone(),
+                            name: name.to_owned(),
+                            id: self.id(),
+                            index,
+                        }],
+                    };
+                    let entry = JournalEntry::GetPromise {
                         name: name.to_owned(),
-                        id: self.id(),
-                        index,
-                    }],
-                };
-                let entry = JournalEntry::GetPromise {
-                    name: name.to_owned(),
-                    outcome,
-                };
-                self.journal(index, entry, extra).is_some()
-            }
+                        outcome,
+                    };
+                    self.journal(index, entry, extra).is_some()
+                })
+                .unwrap_or(false),
         };
         async move {
             if !ok {
@@ -90,7 +108,9 @@ impl InvocationContext {
                 return Err(TerminalError::new("journal mismatch"));
             }
             None => {
-                let outcome = self.stored_promise(name, None);
+                let outcome = self
+                    .with_promise(name, None, |outcome| outcome)
+                    .ok_or_else(|| TerminalError::new("promise read failed"))?;
                 let entry = JournalEntry::PeekPromise {
                     name: name.to_owned(),
                     outcome: outcome.clone(),
@@ -123,9 +143,19 @@ impl InvocationContext {
                 return std::future::pending().await;
             }
             None => {
+                // Accepted: the engine commits this entry with the promise, in one batch.
+                let own = Completion {
+                    id: self.id(),
+                    index,
+                    entry: JournalEntry::CompletePromise {
+                        name: name.to_owned(),
+                        accepted: true,
+                    },
+                    wakes: false,
+                };
                 let accepted = match self
                     .engine
-                    .complete_promise(self.scope().clone(), name, outcome)
+                    .complete_promise(self.scope().clone(), name, outcome, own)
                     .await
                 {
                     Ok(accepted) => accepted,
@@ -134,11 +164,13 @@ impl InvocationContext {
                         return std::future::pending().await;
                     }
                 };
-                let entry = JournalEntry::CompletePromise {
-                    name: name.to_owned(),
-                    accepted,
-                };
-                drop(self.journal(index, entry, Vec::new()));
+                if !accepted {
+                    let entry = JournalEntry::CompletePromise {
+                        name: name.to_owned(),
+                        accepted,
+                    };
+                    drop(self.journal(index, entry, Vec::new()));
+                }
                 accepted
             }
         };

@@ -201,6 +201,7 @@ impl InvocationContext {
             };
             let mut changes = self.inflight.changes();
             let suspend_at = tokio::time::Instant::now() + self.engine.config.suspend_after;
+            let _awaiting = self.awaiting_sleep(wake_at_ms);
             loop {
                 let seen = *changes.borrow_and_update();
                 let cancelled = JournalEntry::Sleep {
@@ -218,7 +219,7 @@ impl InvocationContext {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake.min(suspend_at)) => {
                         if wake > suspend_at {
-                            self.stop(Abort::Suspend(seen));
+                            self.suspend(seen);
                             return std::future::pending().await;
                         }
                     }

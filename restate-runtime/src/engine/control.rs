@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Engine, EngineError, Inflight};
 use crate::ids::InvocationId;
-use crate::storage::{InvocationRecord, Outcome, Status, WriteOp};
+use crate::storage::{CANCEL_WAKE, Outcome, Status, WriteOp};
 
 /// Why a control operation was refused.
 ///
@@ -55,20 +55,21 @@ fn already_completed(id: InvocationId) -> ControlError {
 }
 
 impl Engine {
-    /// The invocation in memory, or a suspended one loaded from storage (not started).
+    /// The invocation in memory, or a suspended one loaded into memory (not started); the
+    /// flag says whether it was in memory already. Loaded into the map, so a completion or a
+    /// resume racing the control operation finds this one copy.
     fn load(&self, id: InvocationId) -> Result<(Arc<Inflight>, bool), ControlError> {
-        if let Some(f) = self.inflight(&id) {
-            return Ok((f, true));
+        let mut map = self.inflight.lock().expect("inflight map");
+        if let Some(f) = map.get(&id) {
+            return Ok((f.clone(), true));
         }
-        let record: InvocationRecord = self
-            .storage
-            .invocation(&id)?
-            .ok_or(ControlError::NotFound(id))?;
+        let (record, journal) = self.load_stored(&id)?.ok_or(ControlError::NotFound(id))?;
         if matches!(record.status, Status::Completed { .. }) {
             return Err(already_completed(id));
         }
-        let journal: super::Journal = self.storage.journal(&id)?.into_iter().collect();
-        Ok((self.new_inflight(id, record, true, journal), false))
+        let inflight = self.new_inflight(id, record, true, journal);
+        map.insert(id, inflight.clone());
+        Ok((inflight, false))
     }
 
     /// Whether the invocation has not started yet (delayed, or queued behind its key).
@@ -80,7 +81,8 @@ impl Engine {
 
     /// Requests cancellation. Not started: it ends at once as cancelled. Otherwise the handler
     /// gets a 409 terminal error at its next await point (suspended and paused ones are resumed
-    /// for that), and the calls it waits on are cancelled too.
+    /// for that), and the calls it waits on are cancelled too. Answers once the request is
+    /// durable, with its wake-up.
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, in_memory) = self.load(id)?;
         if in_memory && self.not_started(&inflight) {
@@ -89,20 +91,32 @@ impl Engine {
                 .await;
             return Ok(());
         }
-        let (waiter, status) = {
+        let (waiter, restart) = {
+            let _map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
             state.record.cancel_requested = true;
-            let status = state.record.status.clone();
-            let ops = vec![WriteOp::put_invocation(id, &state.record)];
+            // A suspended (just loaded) or paused invocation runs again to take the error.
+            let restart = !in_memory || state.record.status == Status::Paused;
+            if restart {
+                state.record.status = Status::Runnable;
+            }
+            let mut ops = vec![WriteOp::put_invocation(id, &state.record)];
+            if state.stored_suspended {
+                ops.push(WriteOp::Wake {
+                    id,
+                    index: CANCEL_WAKE,
+                });
+            }
             state.persisted = true;
-            (self.storage.submit(ops), status)
+            drop(state);
+            let waiter = self.storage.submit(ops);
+            // Under the map lock: a suspension committing now sees it and runs on.
+            inflight.bump();
+            (waiter, restart)
         };
         waiter.await.map_err(EngineError::from)?;
-        inflight.bump();
-        match (in_memory, status) {
-            (false, _) => self.resume(id).await,
-            (true, Status::Paused) => self.restart_paused(&inflight),
-            _ => {}
+        if restart {
+            self.restart(&inflight);
         }
         Ok(())
     }
@@ -145,30 +159,42 @@ impl Engine {
     }
 
     /// Runs a paused invocation again (its retry count starts over), or wakes a suspended one.
+    /// Answers once the invocation is durably runnable, so a crash right after the answer
+    /// still runs it.
     pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, in_memory) = self.load(id)?;
-        let status = inflight.state().record.status.clone();
-        match (in_memory, status) {
-            (true, Status::Paused) => {
-                self.restart_paused(&inflight);
-                Ok(())
+        let waiter = {
+            let mut state = inflight.state();
+            let resumable = match state.record.status {
+                Status::Paused => in_memory && !inflight.running.load(Ordering::SeqCst),
+                Status::Suspended { .. } => !in_memory,
+                _ => false,
+            };
+            if !resumable {
+                let status = state.record.status.name();
+                drop(state);
+                if !in_memory {
+                    self.forget(&id);
+                }
+                return Err(ControlError::Conflict(format!(
+                    "invocation {id} is {status}, not paused"
+                )));
             }
-            (false, Status::Suspended { .. }) => {
-                self.resume(id).await;
-                Ok(())
-            }
-            (_, other) => Err(ControlError::Conflict(format!(
-                "invocation {id} is {}, not paused",
-                other.name()
-            ))),
-        }
+            state.record.status = Status::Runnable;
+            state.persisted = true;
+            self.storage
+                .submit(vec![WriteOp::put_invocation(id, &state.record)])
+        };
+        waiter.await.map_err(EngineError::from)?;
+        self.restart(&inflight);
+        Ok(())
     }
 
-    fn restart_paused(&self, inflight: &Arc<Inflight>) {
+    /// Runs an invocation that is in memory without a task (paused, or loaded suspended).
+    fn restart(&self, inflight: &Arc<Inflight>) {
         if inflight.running.load(Ordering::SeqCst) {
             return;
         }
-        inflight.state().record.status = Status::Runnable;
         self.spawn_resumed(inflight.clone());
     }
 }

@@ -20,7 +20,7 @@ enum Attempt {
     Retry(String),
     Pause(String),
     Lost(String),
-    Suspend(u64),
+    Suspend { seen: u64, wake_at_ms: Option<u64> },
     Killed,
     Shutdown,
 }
@@ -78,7 +78,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         Abort::Retry(m) => Attempt::Retry(m),
                         Abort::Pause(m) => Attempt::Pause(m),
                         Abort::Lost(m) => Attempt::Lost(m),
-                        Abort::Suspend(seen) => Attempt::Suspend(seen),
+                        Abort::Suspend { seen, wake_at_ms } => Attempt::Suspend { seen, wake_at_ms },
                     },
                     _ = inflight.killed.notified() => Attempt::Killed,
                     _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
@@ -123,8 +123,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 }
                 Attempt::Pause(reason) => return pause(&engine, &inflight, reason).await,
                 Attempt::Lost(reason) => return engine.lose(&inflight, reason),
-                Attempt::Suspend(seen) => {
-                    if suspend(&engine, &inflight, seen).await {
+                Attempt::Suspend { seen, wake_at_ms } => {
+                    if suspend(&engine, &inflight, seen, wake_at_ms).await {
                         return;
                     }
                 }
@@ -150,8 +150,13 @@ async fn pause(engine: &Engine, inflight: &Arc<Inflight>, reason: String) {
     Box::pin(engine.pause(inflight, reason)).await
 }
 
-async fn suspend(engine: &Engine, inflight: &Arc<Inflight>, seen: u64) -> bool {
-    Box::pin(engine.suspend(inflight, seen)).await
+async fn suspend(
+    engine: &Engine,
+    inflight: &Arc<Inflight>,
+    seen: u64,
+    wake_at_ms: Option<u64>,
+) -> bool {
+    Box::pin(engine.suspend(inflight, seen, wake_at_ms)).await
 }
 
 /// Clears `running` however the task ends.

@@ -37,6 +37,9 @@ pub(crate) struct InflightState {
     /// Whether `record` has been submitted to storage (a request-response invocation that nobody
     /// was told about may stay in memory until its first durable effect).
     pub persisted: bool,
+    /// Whether the stored record may say `Suspended` (it was loaded suspended, or a suspension
+    /// was submitted): completions then commit a wake-up with their entry (law 9).
+    pub stored_suspended: bool,
     pub journal: Journal,
 }
 
@@ -75,6 +78,7 @@ impl Inflight {
             scope: StateScope::of(&record.target),
             exclusive,
             state: Mutex::new(InflightState {
+                stored_suspended: matches!(record.status, crate::storage::Status::Suspended { .. }),
                 record,
                 persisted,
                 journal,

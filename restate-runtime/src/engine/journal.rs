@@ -29,11 +29,6 @@ impl Journal {
         self.0.iter().map(|(index, entry)| (index, entry))
     }
 
-    /// Entries in index order, without their indexes.
-    pub fn values(&self) -> impl Iterator<Item = &JournalEntry> {
-        self.0.iter().map(|(_, entry)| entry)
-    }
-
     fn position(&self, index: u32) -> Result<usize, usize> {
         // Most lookups and writes are at the end.
         match self.0.last() {

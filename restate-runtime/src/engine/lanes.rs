@@ -99,6 +99,19 @@ impl Engine {
         self.is_exclusive(target).then(|| StateScope::of(target))
     }
 
+    /// Makes `id` the invocation holding its key, at recovery: a suspended or paused exclusive
+    /// invocation keeps its key across a restart, and those behind it queue.
+    pub(crate) fn hold_lane(&self, target: &Target, id: InvocationId) {
+        if let Some(scope) = self.exclusive_scope_of(target) {
+            self.lanes
+                .lock()
+                .expect("lanes")
+                .entry(scope)
+                .or_default()
+                .running = Some(id);
+        }
+    }
+
     /// The workflow key a target's `run` owns, if it is a workflow's `run`.
     pub(crate) fn workflow_scope_of(&self, target: &Target) -> Option<StateScope> {
         (self.handler_kind(target)? == HandlerKind::Workflow).then(|| StateScope::of(target))

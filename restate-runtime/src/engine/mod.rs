@@ -1,6 +1,7 @@
 //! The engine: invocation lifecycle (submit, run, retry, pause, complete), idempotency,
 //! attach, delayed starts, recovery and retention. It knows nothing of HTTP.
 
+mod awakeables;
 mod control;
 mod execute;
 mod inflight;
@@ -10,6 +11,7 @@ mod memory;
 mod promises;
 mod suspend;
 mod timers;
+mod wake;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,7 @@ pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
 use journal::Journal;
 pub(crate) use memory::release_free_heap;
+pub(crate) use wake::Completion;
 
 use crate::clock::now_ms;
 use crate::ids::{InvocationId, partition_key_of};
@@ -142,6 +145,40 @@ pub(crate) struct EngineConfig {
     pub suspend_after: Duration,
     /// Gives freed heap back to the OS after a burst (the global allocator's own way).
     pub release_heap: fn(),
+    /// Called once the store has failed (law 10); the default ends the process.
+    pub on_storage_failure: fn(&str),
+}
+
+/// Exit status of a process stopped by a storage failure (`EX_IOERR`).
+pub const STORAGE_FAILURE_EXIT_CODE: i32 = 74;
+
+/// The default reaction to a failed commit, sync or writer: log why and end the process at once
+/// with [`STORAGE_FAILURE_EXIT_CODE`]. Nothing was acknowledged after the failure; a restart
+/// recovers from what is durable (law 10).
+pub fn exit_on_storage_failure(reason: &str) {
+    let line = format!(
+        "storage failed, stopping the process (a restart recovers from the journal): {reason}"
+    );
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+    std::process::exit(STORAGE_FAILURE_EXIT_CODE);
+}
+
+/// Waits for the store to fail, then hands the reason to the configured reaction.
+async fn watch_storage(engine: Engine) {
+    let mut failure = engine.storage.failure();
+    let mut shutdown = engine.shutdown_signal();
+    let reason = tokio::select! {
+        failed = failure.wait_for(Option::is_some) => match failed {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => return,
+        },
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    (engine.config.on_storage_failure)(&reason);
 }
 
 pub(crate) struct EngineInner {
@@ -160,6 +197,7 @@ pub(crate) struct EngineInner {
     seq: AtomicU64,
     timers: timers::Timers,
     promise_waiters: promises::PromiseWaiters,
+    awakeables: awakeables::CompletingAwakeables,
     pub metrics: crate::metrics::Metrics,
     shutdown: watch::Sender<bool>,
 }
@@ -194,6 +232,7 @@ impl Engine {
             seq: AtomicU64::new(0),
             timers: timers::Timers::default(),
             promise_waiters: promises::PromiseWaiters::default(),
+            awakeables: awakeables::CompletingAwakeables::default(),
             metrics: crate::metrics::Metrics::default(),
             shutdown: watch::channel(false).0,
         }));
@@ -201,6 +240,7 @@ impl Engine {
         tokio::spawn(timers::run(engine.clone()));
         tokio::spawn(purge_loop(engine.clone()));
         tokio::spawn(memory::trim_loop(engine.clone()));
+        tokio::spawn(watch_storage(engine.clone()));
         Ok(engine)
     }
 
@@ -479,6 +519,8 @@ impl Engine {
             Some(_) => return wait_finished(rx).await.map(Some).map_err(EngineError::Lost),
             None => None,
         };
+        // Nothing to wait for: the channel made for this look goes with its receiver.
+        drop(rx);
         self.drop_finisher_if_idle(&id);
         Ok(outcome)
     }
@@ -612,7 +654,8 @@ impl Engine {
             .unwrap_or(self.config.default_retention);
         let now = now_ms();
         let expires_at_ms = now + retention.as_millis() as u64;
-        let (waiter, caller) = {
+        let pending = {
+            let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
             state.record.status = Status::Completed {
                 outcome: outcome.clone(),
@@ -625,26 +668,26 @@ impl Engine {
             } else {
                 WriteOp::put_new_invocation
             };
-            let mut ops = vec![put(inflight.id, &state.record)];
-            let caller = state.record.caller.map(|(caller_id, index)| {
-                let entry = JournalEntry::Call {
+            let ops = vec![put(inflight.id, &state.record)];
+            // The caller's entry and its wake-up commit with the result (laws 4 and 9).
+            let caller = state.record.caller.map(|(caller_id, index)| Completion {
+                id: caller_id,
+                index,
+                entry: JournalEntry::Call {
                     target: state.record.target.clone(),
                     invocation_id: inflight.id,
                     outcome: Some(outcome.clone()),
-                };
-                ops.push(WriteOp::put_journal(caller_id, index, &entry));
-                (caller_id, index, entry)
+                },
+                wakes: true,
             });
             state.persisted = true;
-            (self.storage.submit(ops), caller)
+            drop(state);
+            self.submit_completions_locked(&map, ops, caller.into_iter().collect())
         };
         // The next invocation on the key may start now, on this one's state (law 5): whatever
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
-        let result = waiter.await;
-        if let (Ok(()), Some((caller, index, entry))) = (&result, caller) {
-            self.deliver(caller, index, entry, true).await;
-        }
+        let result = pending.finish().await;
         match result {
             Ok(()) => inflight.finish(Finish::Done(Arc::new(Completed {
                 outcome,
@@ -698,36 +741,41 @@ impl Engine {
         if let Some((_, last)) = unfinished.last() {
             self.seq.fetch_max(last.seq, Ordering::Relaxed);
         }
+        let woken: std::collections::HashSet<InvocationId> =
+            self.storage.woken()?.into_iter().collect();
         let mut to_start = Vec::new();
         {
             let mut map = self.inflight.lock().expect("inflight map");
             for (id, hint) in unfinished {
-                if let Some(wake_at_ms) = hint.suspended {
+                let woken = woken.contains(&id);
+                if let (Some(wake_at_ms), false) = (hint.suspended, woken) {
                     // Stays on disk; it only holds its key and, maybe, a timer.
-                    if let Some(scope) = self.exclusive_scope_of(&hint.target) {
-                        self.lanes
-                            .lock()
-                            .expect("lanes")
-                            .entry(scope)
-                            .or_default()
-                            .running = Some(id);
-                    }
+                    self.hold_lane(&hint.target, id);
                     if let Some(at) = wake_at_ms {
                         self.timers.schedule(at, id);
                     }
                     continue;
                 }
-                let Some(record) = self.storage.invocation(&id)? else {
+                let Some((mut record, journal)) = self.load_stored(&id)? else {
                     continue;
                 };
-                let journal: Journal = self.storage.journal(&id)?.into_iter().collect();
+                if woken && matches!(record.status, Status::Suspended { .. }) {
+                    // A completion it has not seen committed after its suspension (law 9).
+                    record.status = Status::Runnable;
+                }
                 let status = record.status.clone();
                 let inflight = self.new_inflight(id, record, true, journal);
+                inflight.state().stored_suspended = woken;
                 map.insert(id, inflight.clone());
                 match status {
                     Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
                     Status::Runnable => to_start.push(inflight),
-                    Status::Paused | Status::Completed { .. } | Status::Suspended { .. } => {}
+                    // A paused invocation keeps its key, as before the restart (law 5).
+                    Status::Paused => {
+                        let target = inflight.state().record.target.clone();
+                        self.hold_lane(&target, id);
+                    }
+                    Status::Completed { .. } | Status::Suspended { .. } => {}
                 }
             }
         }
@@ -743,22 +791,28 @@ impl Engine {
 
     /// A delayed invocation is due.
     fn fire(&self, id: InvocationId) {
-        match self.inflight(&id) {
-            Some(inflight) => {
-                let scheduled = {
-                    let mut state = inflight.state();
-                    let scheduled = matches!(state.record.status, Status::Scheduled { .. });
-                    state.record.status = Status::Runnable;
-                    scheduled
-                };
-                if scheduled {
-                    self.spawn(inflight);
-                }
-            }
-            None => {
+        let due = {
+            let map = self.inflight.lock().expect("inflight map");
+            let Some(inflight) = map.get(&id) else {
+                drop(map);
                 let engine = self.clone();
                 tokio::spawn(async move { engine.resume(id).await });
+                return;
+            };
+            let mut state = inflight.state();
+            if matches!(state.record.status, Status::Scheduled { .. }) {
+                state.record.status = Status::Runnable;
+                Some(inflight.clone())
+            } else {
+                drop(state);
+                // A sleep is due. Bumped under the map lock: a suspension committing now sees
+                // it and runs on instead of leaving memory.
+                inflight.bump();
+                None
             }
+        };
+        if let Some(inflight) = due {
+            self.spawn(inflight);
         }
     }
 }
@@ -797,5 +851,69 @@ async fn purge_loop(engine: Engine) {
             }
             Err(e) => tracing::warn!(error = %e, "purge scan failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{RedbOptions, RedbStorage};
+
+    fn engine(dir: &std::path::Path) -> Engine {
+        let storage = Arc::new(RedbStorage::open(dir, &RedbOptions::default()).unwrap());
+        let config = EngineConfig {
+            default_retention: Duration::from_secs(3600),
+            purge_interval: Duration::from_secs(3600),
+            suspend_after: Duration::from_secs(10),
+            release_heap: || {},
+            on_storage_failure: |reason| panic!("storage failed: {reason}"),
+        };
+        Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn attaching_to_unknown_or_finished_invocations_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        for _ in 0..1000 {
+            let unknown = InvocationId::random(rand::random());
+            assert!(engine.attach(unknown).await.unwrap().is_none());
+        }
+        let done = InvocationId::random(7);
+        let now = now_ms();
+        let record = InvocationRecord {
+            target: Target {
+                service: "Gone".into(),
+                handler: "h".into(),
+                key: None,
+            },
+            input: Vec::new(),
+            headers: Vec::new(),
+            idempotency_key: None,
+            status: Status::Completed {
+                outcome: Outcome::Success(b"1".to_vec()),
+                completed_at_ms: now,
+                expires_at_ms: now + 60_000,
+            },
+            attempts: 1,
+            last_error: None,
+            created_at_ms: now,
+            modified_at_ms: now,
+            caller: None,
+            seq: 1,
+            cancel_requested: false,
+            cancel_delivered: false,
+        };
+        engine
+            .storage
+            .submit(vec![WriteOp::put_invocation(done, &record)])
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            let found = engine.attach(done).await.unwrap().unwrap();
+            assert_eq!(found.outcome, Outcome::Success(b"1".to_vec()));
+        }
+        assert!(engine.finishers.lock().unwrap().is_empty());
+        engine.shutdown();
     }
 }

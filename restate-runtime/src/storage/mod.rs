@@ -163,7 +163,27 @@ pub enum WriteOp {
         /// The promise.
         name: String,
     },
+    /// Entry `index` of invocation `id` was completed from outside (or, at
+    /// [`CANCEL_WAKE`], a cancellation was requested): recovery resumes the invocation if its
+    /// record says suspended. Written in the same batch as the completion (law 9).
+    Wake {
+        /// The invocation to wake.
+        id: InvocationId,
+        /// The completed entry.
+        index: u32,
+    },
+    /// A suspension saw these completions: their wake-ups are spent. Committed with the
+    /// suspended record; completions it did not see keep theirs.
+    ClearWakes {
+        /// The suspended invocation.
+        id: InvocationId,
+        /// The entries whose completion it saw.
+        indexes: Vec<u32>,
+    },
 }
+
+/// The wake-up index of a cancellation request (no journal entry has it).
+pub const CANCEL_WAKE: u32 = u32::MAX;
 
 /// The state of one object or workflow key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -286,12 +306,18 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<(InvocationId, u32)>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
+    /// The invocations with a wake-up ([`WriteOp::Wake`]) no suspension has seen since, each
+    /// once: recovery resumes those whose record says suspended.
+    fn woken(&self) -> Result<Vec<InvocationId>, StorageError>;
     /// Up to `limit` finished invocations whose retention ended before `now_ms`.
     fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError>;
     /// Number of partitions, fixed when the store was created.
     fn partitions(&self) -> u32;
     /// Writer counters.
     fn writer_stats(&self) -> WriterStats;
+    /// Holds the reason once a commit, a sync or the writer itself failed: from then on
+    /// nothing is acknowledged, and the engine stops the process (law 10).
+    fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>>;
     /// Flushes what is queued and stops the writer.
     fn close(&self);
 }

@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
-use super::wal::Wal;
+use super::wal::{self, Wal, WalError};
 use super::{
     CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
     WriterStats,
@@ -55,12 +55,18 @@ const PROMISES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("promises")
 /// entry index.
 const PROMISE_WAITERS: TableDefinition<&[u8], ()> = TableDefinition::new("promise_waiters");
 
+/// Key: as `JOURNAL` (invocation id, entry index): a completion a suspension has not seen yet.
+/// Created at open when missing, so stores of format 5 open unchanged.
+const WAKEUPS: TableDefinition<&[u8], ()> = TableDefinition::new("wakeups");
+
 /// Version of the table layout; a store written by another version is refused at open.
 const FORMAT_VERSION: u32 = 5;
 const FILE_NAME: &str = "journal.redb";
 const WAL_FILE_NAME: &str = "journal.wal";
 /// Key in `META`: sequence number of the last log record the durable store includes.
 const WAL_APPLIED: &str = "wal_applied";
+/// Key in `META`: the store's identity, mixed into the checksum of every log record.
+const WAL_SALT: &str = "wal_salt";
 /// A log that fills up faster than this grows, so checkpoints stay rarer than this.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
@@ -100,6 +106,7 @@ pub struct RedbStorage {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Mutex<WriterStats>>,
+    failure: Arc<watch::Sender<Option<String>>>,
 }
 
 impl RedbStorage {
@@ -117,16 +124,34 @@ impl RedbStorage {
             .map_err(|e| open_error(&shown, &file, e))?;
         let partitions = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
         let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
+        // The store file and the log may be new: their directory entries must be durable too.
+        wal::sync_parent(&file).map_err(|source| OpenError::Io {
+            path: shown.clone(),
+            source,
+        })?;
         let idle_checkpoint = options.idle_checkpoint;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let failure = Arc::new(watch::channel(None).0);
         let writer = {
             let db = db.clone();
             let stats = stats.clone();
+            let failure = failure.clone();
             std::thread::Builder::new()
                 .name("journal-writer".into())
-                .spawn(move || Writer::new(log, idle_checkpoint, stats).run(&db, &rx))
+                .spawn(move || {
+                    let writer = Writer::new(log, idle_checkpoint, stats, failure.clone());
+                    let run = std::panic::AssertUnwindSafe(|| writer.run(&db, &rx));
+                    if let Err(panic) = std::panic::catch_unwind(run) {
+                        let reason = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        failure.send_replace(Some(format!("journal writer panicked: {reason}")));
+                    }
+                })
                 .map_err(|source| OpenError::Io {
                     path: shown.clone(),
                     source,
@@ -138,6 +163,7 @@ impl RedbStorage {
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             stats,
+            failure,
         })
     }
 
@@ -215,9 +241,6 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
                 for table in [INVOCATIONS, JOURNAL, STATE, PROMISES, UNFINISHED] {
                     txn.open_table(table).map_err(|e| corrupt(e.into()))?;
                 }
-                for table in [EXPIRY, PROMISE_WAITERS] {
-                    txn.open_table(table).map_err(|e| corrupt(e.into()))?;
-                }
                 partitions
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
@@ -229,6 +252,10 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
             (None, Some(_)) => return Err(OpenFault::corrupt("missing format version")),
         }
     };
+    // Tables are created if missing (a store of this format from before a table existed).
+    for table in [EXPIRY, PROMISE_WAITERS, WAKEUPS] {
+        txn.open_table(table).map_err(|e| corrupt(e.into()))?;
+    }
     txn.commit().map_err(|e| corrupt(e.into()))?;
     Ok(found)
 }
@@ -324,25 +351,46 @@ struct RecoveredLog {
     applied: u64,
 }
 
-/// Opens the log and applies the records the durable store misses in one durable commit.
+/// Opens the log and applies the records the durable store misses in one durable commit. A
+/// store without a salt (new, or from before salts) gets one, durably, before the log is used.
 fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
-    let applied = {
+    let read_u64 = |key: &str| -> Result<Option<u64>, OpenFault> {
         let txn = db.begin_read().map_err(OpenFault::corrupt)?;
         let meta = txn.open_table(META).map_err(OpenFault::corrupt)?;
-        meta.get(WAL_APPLIED)
+        Ok(meta
+            .get(key)
             .map_err(OpenFault::corrupt)?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0)
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
     };
-    let (mut wal, replayed) = Wal::open(path, applied).map_err(OpenFault::Io)?;
-    let Some(last) = replayed.last().map(|r| r.seq) else {
-        return Ok(RecoveredLog { wal, applied });
-    };
-    let ops = replayed.iter().flat_map(|record| &record.ops);
-    commit_ops(db, ops, Durability::Immediate, Some(last))
-        .map_err(|e| OpenFault::corrupt(format!("replaying log records up to {last}: {e}")))?;
-    wal.restart(false).map_err(OpenFault::Io)?;
-    Ok(RecoveredLog { wal, applied: last })
+    let mut applied = read_u64(WAL_APPLIED)?.unwrap_or(0);
+    let salt = read_u64(WAL_SALT)?;
+    let (mut wal, replayed) = Wal::open(path, applied, salt.unwrap_or(0)).map_err(|e| match e {
+        WalError::Io(e) => OpenFault::Io(e),
+        corrupt @ WalError::Corrupt { .. } => OpenFault::corrupt(corrupt),
+    })?;
+    if let Some(last) = replayed.last().map(|r| r.seq) {
+        let ops = replayed.iter().flat_map(|record| &record.ops);
+        commit_ops(db, ops, Durability::Immediate, Some(last))
+            .map_err(|e| OpenFault::corrupt(format!("replaying log records up to {last}: {e}")))?;
+        applied = last;
+        wal.restart(false).map_err(OpenFault::Io)?;
+    }
+    if salt.is_none() {
+        let salt = std::iter::repeat_with(rand::random::<u64>)
+            .find(|s| *s != 0)
+            .expect("a nonzero draw");
+        let txn = db.begin_write().map_err(OpenFault::corrupt)?;
+        {
+            let mut meta = txn.open_table(META).map_err(OpenFault::corrupt)?;
+            meta.insert(WAL_SALT, salt.to_be_bytes().as_slice())
+                .map_err(OpenFault::corrupt)?;
+        }
+        txn.commit().map_err(OpenFault::corrupt)?;
+        // Whatever the log held is applied or not this store's: new records start over.
+        wal.set_salt(salt);
+        wal.restart(false).map_err(OpenFault::Io)?;
+    }
+    Ok(RecoveredLog { wal, applied })
 }
 
 /// The writer thread's state: the log, the sequence number of the last record, and when the
@@ -356,6 +404,7 @@ struct Writer {
     idle_checkpoint: std::time::Duration,
     stats: Arc<Mutex<WriterStats>>,
     poisoned: Option<String>,
+    failure: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Writer {
@@ -363,6 +412,7 @@ impl Writer {
         log: RecoveredLog,
         idle_checkpoint: std::time::Duration,
         stats: Arc<Mutex<WriterStats>>,
+        failure: Arc<watch::Sender<Option<String>>>,
     ) -> Self {
         Self {
             wal: log.wal,
@@ -372,6 +422,7 @@ impl Writer {
             idle_checkpoint,
             stats,
             poisoned: None,
+            failure,
         }
     }
 
@@ -417,8 +468,7 @@ impl Writer {
                 s.commit_micros += started.elapsed().as_micros() as u64;
             }
             if let Err(e) = &result {
-                tracing::error!(error = %e, "journal commit failed; refusing further writes");
-                self.poisoned = Some(e.to_string());
+                self.poison(format!("journal commit failed: {e}"));
             }
             for req in group {
                 let _ = req.done.send(result.clone());
@@ -430,12 +480,19 @@ impl Writer {
         }
     }
 
+    /// Refuses every write from now on and reports why: after a failed sync the OS may have
+    /// dropped the dirty pages, so no later success could be trusted (law 10).
+    fn poison(&mut self, reason: String) {
+        tracing::error!(%reason, "storage failed; refusing further writes");
+        self.failure.send_replace(Some(reason.clone()));
+        self.poisoned = Some(reason);
+    }
+
     /// A checkpoint outside a group commit; a failure stops further writes, as a failed commit
     /// does (the log still holds everything, so nothing acknowledged is lost).
     fn checkpoint_or_poison(&mut self, db: &Database, what: &str) {
         if let Err(e) = self.checkpoint(db, std::iter::empty(), false) {
-            tracing::error!(error = %e, "{what} failed; refusing further writes");
-            self.poisoned = Some(e.to_string());
+            self.poison(format!("{what} failed: {e}"));
         }
     }
 
@@ -496,6 +553,7 @@ struct OpenTables<'t> {
     state: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     promises: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     waiters: Option<redb::Table<'t, &'static [u8], ()>>,
+    wakeups: Option<redb::Table<'t, &'static [u8], ()>>,
 }
 
 /// The table in `slot`, opening it first if needed.
@@ -521,6 +579,7 @@ impl<'t> OpenTables<'t> {
             state: None,
             promises: None,
             waiters: None,
+            wakeups: None,
         }
     }
 }
@@ -575,6 +634,7 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
                     table!(t.unfinished, UNFINISHED)
                         .remove(key.as_slice())
                         .map_err(backend)?;
+                    clear_wakeups(table!(t.wakeups, WAKEUPS), id)?;
                 }
                 table!(t.expiry, EXPIRY)
                     .insert(expiry_key(*at, id).as_slice(), ())
@@ -634,6 +694,19 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
                 &waiters_prefix(scope, name),
             )?;
         }
+        WriteOp::Wake { id, index } => {
+            table!(t.wakeups, WAKEUPS)
+                .insert(journal_key(id, *index).as_slice(), ())
+                .map_err(backend)?;
+        }
+        WriteOp::ClearWakes { id, indexes } => {
+            let table = table!(t.wakeups, WAKEUPS);
+            for index in indexes {
+                table
+                    .remove(journal_key(id, *index).as_slice())
+                    .map_err(backend)?;
+            }
+        }
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
             if let Some(old) = table!(t.invocations, INVOCATIONS)
@@ -650,6 +723,7 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
             table!(t.unfinished, UNFINISHED)
                 .remove(key.as_slice())
                 .map_err(backend)?;
+            clear_wakeups(table!(t.wakeups, WAKEUPS), id)?;
             let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
             table!(t.journal, JOURNAL)
                 .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
@@ -657,6 +731,17 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// Removes every wake-up of a finished invocation.
+fn clear_wakeups(
+    table: &mut redb::Table<'_, &'static [u8], ()>,
+    id: &InvocationId,
+) -> Result<(), StorageError> {
+    let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
+    table
+        .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
+        .map_err(backend)
 }
 
 /// Decodes (invocation key, record) rows read from the invocations table.
@@ -823,6 +908,22 @@ impl Storage for RedbStorage {
             .collect()
     }
 
+    fn woken(&self) -> Result<Vec<InvocationId>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(WAKEUPS)?;
+            let mut out: Vec<InvocationId> = Vec::new();
+            for item in table.iter()? {
+                let (k, _) = item?;
+                if let Some(id) = InvocationId::from_storage_key(&k.value()[..24])
+                    && out.last() != Some(&id)
+                {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError> {
         self.read(|txn| {
             let table = txn.open_table(EXPIRY)?;
@@ -847,6 +948,10 @@ impl Storage for RedbStorage {
 
     fn writer_stats(&self) -> WriterStats {
         *self.stats.lock().expect("stats lock")
+    }
+
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.subscribe()
     }
 
     fn close(&self) {
@@ -958,6 +1063,63 @@ mod tests {
         to
     }
 
+    /// A store whose log holds `n` records (one write each) that its file does not.
+    async fn store_with_logged_writes(n: u32) -> (tempfile::TempDir, RedbStorage, InvocationId) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = RedbOptions {
+            idle_checkpoint: std::time::Duration::from_secs(3600),
+            ..RedbOptions::default()
+        };
+        let store = RedbStorage::open(dir.path(), &options).unwrap();
+        let id = InvocationId::random(7);
+        let entry = JournalEntry::ClearState { name: "x".into() };
+        for i in 0..n {
+            store
+                .submit(vec![WriteOp::put_journal(id, i, &entry)])
+                .await
+                .unwrap();
+        }
+        (dir, store, id)
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_in_the_middle_of_the_log_refuses_to_open() {
+        let (dir, _store, id) = store_with_logged_writes(40).await;
+        let crashed = crash_copy(dir.path());
+        // Flip one payload byte of record 20 of 40.
+        let wal_path = crashed.path().join(WAL_FILE_NAME);
+        let mut bytes = std::fs::read(&wal_path).unwrap();
+        let mut at = 0usize;
+        for _ in 0..19 {
+            at += 16 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        bytes[at + 20] ^= 0x01;
+        std::fs::write(&wal_path, &bytes).unwrap();
+        let err = RedbStorage::open(crashed.path(), &RedbOptions::default())
+            .err()
+            .expect("a damaged log does not open");
+        let message = err.to_string();
+        assert!(matches!(err, OpenError::Corrupt { .. }), "{message}");
+        assert!(message.contains("corrupt"), "{message}");
+        assert!(message.contains(WAL_FILE_NAME), "{message}");
+        assert!(message.contains(&format!("offset {at}")), "{message}");
+        // Undamaged, the same log replays every write.
+        let intact = crash_copy(dir.path());
+        let reopened = RedbStorage::open(intact.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(reopened.journal(&id).unwrap().len(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_log_left_from_another_store_is_not_replayed() {
+        let (dir, _store, id) = store_with_logged_writes(5).await;
+        let crashed = crash_copy(dir.path());
+        // The store file is deleted and created anew; its old log stays.
+        std::fs::remove_file(crashed.path().join(FILE_NAME)).unwrap();
+        let fresh = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
+        assert!(fresh.journal(&id).unwrap().is_empty());
+        assert!(fresh.unfinished().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn acknowledged_writes_survive_a_crash_through_the_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -1019,7 +1181,14 @@ mod tests {
             u64::from_be_bytes(value.value().try_into().unwrap())
         };
         assert!(applied >= 40, "{applied}");
-        let (_, replayed) = Wal::open(&dir.path().join(WAL_FILE_NAME), applied).unwrap();
+        let salt = {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            let value = meta.get(WAL_SALT).unwrap().unwrap();
+            u64::from_be_bytes(value.value().try_into().unwrap())
+        };
+        let (_, replayed) = Wal::open(&dir.path().join(WAL_FILE_NAME), applied, salt).unwrap();
         assert!(replayed.is_empty());
         let closed = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
         assert_eq!(closed.journal(&id).unwrap().len(), 40);

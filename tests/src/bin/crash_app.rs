@@ -1,6 +1,7 @@
 //! A small app for crash tests: `Steps/run` journals `n` slow steps, each appending a line to
 //! the file named by `STEPS_FILE`, so a test can kill the process mid-invocation and count
-//! what ran.
+//! what ran. `Waits` and `Approval` wait (a sleep, a call, a promise) so that tests can race
+//! wake-ups against suspensions and kill the process after a resume.
 
 use std::io::Write;
 use std::time::Duration;
@@ -44,6 +45,62 @@ impl Steps {
             .await?;
         }
         Ok(n)
+    }
+}
+
+#[derive(Default)]
+pub struct Waits;
+
+#[service]
+impl Waits {
+    /// Sleeps durably for `ms` milliseconds; returns `ms`.
+    #[handler]
+    async fn nap(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        ctx.sleep(Duration::from_millis(ms)).await?;
+        Ok(ms)
+    }
+
+    /// Calls `Waits/busy(ms)` and returns its answer plus one.
+    #[handler]
+    async fn call(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        let answer = ctx.service_client::<WaitsClient>().busy(ms).call().await?;
+        Ok(answer + 1)
+    }
+
+    /// Works (not durably) for `ms` milliseconds; returns `ms`.
+    #[handler]
+    async fn busy(&self, _ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+}
+
+/// `run` waits for the `go` promise, then runs one slow step (`STEP_MS`) that appends
+/// `step <key>` to `STEPS_FILE` when it starts; `approve` resolves the promise.
+#[derive(Default)]
+pub struct Approval;
+
+#[workflow]
+impl Approval {
+    #[handler]
+    async fn run(&self, ctx: WorkflowContext<'_>) -> HandlerResult<String> {
+        let note: String = ctx.promise("go").await?;
+        let key = ctx.key().to_owned();
+        let key = &key;
+        ctx.run(|| async move {
+            append(&format!("step {key}"))?;
+            tokio::time::sleep(step_delay()).await;
+            Ok(())
+        })
+        .name("slow step")
+        .await?;
+        Ok(format!("approved: {note}"))
+    }
+
+    #[handler]
+    async fn approve(&self, ctx: SharedWorkflowContext<'_>, note: String) -> HandlerResult<()> {
+        ctx.resolve_promise("go", note).await?;
+        Ok(())
     }
 }
 

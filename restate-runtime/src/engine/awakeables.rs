@@ -1,0 +1,107 @@
+//! Awakeables completed from outside the invocation that waits on them: over HTTP, or by
+//! another handler. The first completion wins; a handler's own `CompleteAwakeable` entry
+//! commits in the same batch as the completion it caused, so a crash cannot keep one without
+//! the other.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use super::wake::{Completion, PendingWake};
+use super::{Engine, EngineError};
+use crate::ids::AwakeableId;
+use crate::storage::{JournalEntry, Outcome, StorageError};
+
+/// Awakeables whose completion is submitted but not durable yet: a second completer must not
+/// read the store's older answer ("still open") in that window.
+#[derive(Default)]
+pub(crate) struct CompletingAwakeables(Mutex<HashSet<AwakeableId>>);
+
+/// A submitted awakeable completion.
+#[must_use = "the waiter is resumed, and the awakeable released, only by `finish`"]
+pub(crate) struct AwakeableSubmission {
+    engine: Engine,
+    pending: PendingWake,
+    /// The awakeable this submission completes (`None` when it was already completed).
+    completes: Option<AwakeableId>,
+    /// Whether the awakeable's invocation exists.
+    pub known: bool,
+}
+
+impl AwakeableSubmission {
+    /// Waits until the completion is durable and its waiter is resumed.
+    pub(crate) async fn finish(self) -> Result<(), StorageError> {
+        let result = self.pending.finish().await;
+        if let Some(id) = self.completes {
+            self.engine
+                .awakeables
+                .0
+                .lock()
+                .expect("awakeables")
+                .remove(&id);
+        }
+        result
+    }
+}
+
+impl Engine {
+    /// Submits the completion of awakeable `id` if it is still open, with `resolver` (the
+    /// completing handler's own journal entry) in the same batch.
+    pub(crate) fn submit_awakeable(
+        &self,
+        id: AwakeableId,
+        outcome: Outcome,
+        resolver: Option<Completion>,
+    ) -> Result<AwakeableSubmission, EngineError> {
+        let mut completing = self.awakeables.0.lock().expect("awakeables");
+        let (invocation, index) = (id.invocation(), id.index());
+        let (known, current) = if completing.contains(&id) {
+            (true, None)
+        } else {
+            match self.inflight(&invocation) {
+                Some(f) => (true, f.state().journal.get(index).cloned()),
+                None => match self.storage.invocation(&invocation)? {
+                    None => (false, None),
+                    Some(_) => (
+                        true,
+                        self.storage
+                            .journal(&invocation)?
+                            .into_iter()
+                            .find_map(|(i, e)| (i == index).then_some(e)),
+                    ),
+                },
+            }
+        };
+        let open = matches!(current, Some(JournalEntry::Awakeable { outcome: None }));
+        let mut completions: Vec<Completion> = resolver.into_iter().collect();
+        if open {
+            completing.insert(id);
+            completions.push(Completion {
+                id: invocation,
+                index,
+                entry: JournalEntry::Awakeable {
+                    outcome: Some(outcome),
+                },
+                wakes: true,
+            });
+        }
+        Ok(AwakeableSubmission {
+            engine: self.clone(),
+            pending: self.submit_completions(Vec::new(), completions),
+            completes: open.then_some(id),
+            known,
+        })
+    }
+
+    /// Completes an awakeable if it is still open, durably. `Ok(false)` when its invocation is
+    /// unknown.
+    pub(crate) async fn complete_awakeable(
+        &self,
+        id: AwakeableId,
+        outcome: Outcome,
+    ) -> Result<bool, EngineError> {
+        let submission = self.submit_awakeable(id, outcome, None)?;
+        let known = submission.known;
+        submission.finish().await?;
+        Ok(known)
+    }
+}

@@ -1,0 +1,216 @@
+//! Completing the entries invocations wait on, and waking them (law 9).
+//!
+//! Whatever completes a waiting entry (a callee's result, a promise, an awakeable, an attached
+//! invocation's end) goes through [`Engine::submit_completions`], which in one batch writes the
+//! completed entry and, when the waiter's stored record may say suspended, a **wake-up row**
+//! keyed by (invocation, entry index). A suspension commits its `Suspended` record together with
+//! the removal of the wake-ups of the completions it saw (those in its journal in memory); the
+//! rows of completions it did not see stay. Recovery resumes every suspended invocation that
+//! has a wake-up row, so a wake-up survives a crash at any point: before the suspension commits,
+//! between the two commits, or after a resume that had not committed anything yet.
+//!
+//! In memory, completion and suspension are ordered by the map of invocations in memory: both
+//! submit their batch while holding its lock. A completion of an invocation in memory updates
+//! its journal and bumps its version under that lock, so a suspension either is submitted first
+//! (its batch clears nothing of the completion's, and its post-commit check sees the bump and
+//! runs the handler again) or sees the bump before submitting and does not suspend. An
+//! invocation leaves memory only once its suspension is durable and nothing woke it meanwhile;
+//! a completion of an invocation not in memory resumes it from the store after the commit.
+//! False wake-ups are harmless (the handler replays and suspends again); lost ones are what
+//! this module exists to rule out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Engine, Inflight};
+use crate::ids::InvocationId;
+use crate::storage::{CommitWaiter, JournalEntry, Status, WriteOp};
+
+/// One journal entry completed by another party's commit.
+pub(crate) struct Completion {
+    /// The invocation whose entry it is.
+    pub id: InvocationId,
+    /// The entry's index.
+    pub index: u32,
+    /// The entry, completed.
+    pub entry: JournalEntry,
+    /// Whether it wakes its invocation: false for the completing handler's own entry (it is
+    /// running), true for a waiter's.
+    pub wakes: bool,
+}
+
+/// A submitted batch of completions: what to do once it is durable.
+#[must_use = "the waiters not in memory are resumed only by `finish`"]
+pub(crate) struct PendingWake {
+    engine: Engine,
+    waiter: CommitWaiter,
+    /// Completions of invocations that were not in memory: resumed after the commit.
+    absent: Vec<Completion>,
+}
+
+impl PendingWake {
+    /// Waits for the commit, then brings the woken invocations that were not in memory back.
+    pub(crate) async fn finish(self) -> Result<(), crate::storage::StorageError> {
+        self.waiter.await?;
+        for c in self.absent {
+            match self.engine.inflight(&c.id) {
+                // Loaded before the commit (a timer, another completion): give it the entry.
+                Some(f) => f.complete_entry(c.index, c.entry),
+                None => self.engine.resume(c.id).await,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entry kinds that something outside the handler completes: a suspension that saw one
+/// completed has spent its wake-up.
+fn completed_from_outside(entry: &JournalEntry) -> bool {
+    matches!(
+        entry,
+        JournalEntry::Call {
+            outcome: Some(_),
+            ..
+        } | JournalEntry::Awakeable { outcome: Some(_) }
+            | JournalEntry::GetPromise {
+                outcome: Some(_),
+                ..
+            }
+            | JournalEntry::Attach {
+                outcome: Some(_),
+                ..
+            }
+    )
+}
+
+/// The wake-ups a suspension of this journal has seen: its completed entries, and a
+/// cancellation or explicit resume ([`crate::storage::CANCEL_WAKE`]), which is delivered
+/// before any wait suspends.
+pub(super) fn seen_wakes(journal: &super::Journal) -> Vec<u32> {
+    journal
+        .iter()
+        .filter(|(_, e)| completed_from_outside(e))
+        .map(|(i, _)| *i)
+        .chain([crate::storage::CANCEL_WAKE])
+        .collect()
+}
+
+impl Engine {
+    /// Submits `ops` with `completions` in one batch (see the module docs). Invocations in
+    /// memory see their entry at once; the others are resumed by [`PendingWake::finish`].
+    pub(crate) fn submit_completions(
+        &self,
+        ops: Vec<WriteOp>,
+        completions: Vec<Completion>,
+    ) -> PendingWake {
+        let map = self.inflight.lock().expect("inflight map");
+        self.submit_completions_locked(&map, ops, completions)
+    }
+
+    /// [`Engine::submit_completions`] with the map of invocations in memory already locked.
+    pub(super) fn submit_completions_locked(
+        &self,
+        map: &HashMap<InvocationId, Arc<Inflight>>,
+        mut ops: Vec<WriteOp>,
+        completions: Vec<Completion>,
+    ) -> PendingWake {
+        let mut absent = Vec::new();
+        let mut woken = Vec::new();
+        for c in completions {
+            match map.get(&c.id) {
+                Some(f) => {
+                    let mut state = f.state();
+                    if !state.persisted {
+                        state.persisted = true;
+                        ops.push(WriteOp::put_invocation(c.id, &state.record));
+                    }
+                    ops.push(WriteOp::put_journal(c.id, c.index, &c.entry));
+                    if c.wakes && state.stored_suspended {
+                        ops.push(WriteOp::Wake {
+                            id: c.id,
+                            index: c.index,
+                        });
+                    }
+                    state.journal.insert(c.index, c.entry);
+                    woken.push(f.clone());
+                }
+                None => {
+                    ops.push(WriteOp::put_journal(c.id, c.index, &c.entry));
+                    if c.wakes {
+                        ops.push(WriteOp::Wake {
+                            id: c.id,
+                            index: c.index,
+                        });
+                        absent.push(c);
+                    }
+                }
+            }
+        }
+        let waiter = self.storage.submit(ops);
+        // Bumped after the submit, still under the map lock: a suspension deciding now sees it.
+        for f in woken {
+            f.bump();
+        }
+        PendingWake {
+            engine: self.clone(),
+            waiter,
+            absent,
+        }
+    }
+
+    /// Brings a suspended invocation back into memory and runs it by replay.
+    pub(crate) async fn resume(&self, id: InvocationId) {
+        let inflight = {
+            let mut map = self.inflight.lock().expect("inflight map");
+            if map.contains_key(&id) {
+                return;
+            }
+            let (mut record, journal) = match self.load_stored(&id) {
+                Ok(Some((r, j))) if matches!(r.status, Status::Suspended { .. }) => (r, j),
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(invocation = %id, error = %e, "cannot resume");
+                    return;
+                }
+            };
+            record.status = Status::Runnable;
+            let inflight = self.new_inflight(id, record, true, journal);
+            inflight.state().stored_suspended = true;
+            map.insert(id, inflight.clone());
+            inflight
+        };
+        tracing::debug!(invocation = %id, "resumed");
+        self.spawn_resumed(inflight);
+    }
+
+    /// An invocation's record and journal as stored.
+    pub(super) fn load_stored(
+        &self,
+        id: &InvocationId,
+    ) -> Result<
+        Option<(crate::storage::InvocationRecord, super::Journal)>,
+        crate::storage::StorageError,
+    > {
+        let Some(record) = self.storage.invocation(id)? else {
+            return Ok(None);
+        };
+        let journal: super::Journal = self.storage.journal(id)?.into_iter().collect();
+        Ok(Some((record, journal)))
+    }
+
+    /// Runs a resumed invocation: it still holds its key's lane, if it has one.
+    pub(crate) fn spawn_resumed(&self, inflight: Arc<Inflight>) {
+        let holds_lane = inflight.lane().is_some_and(|scope| {
+            self.lanes
+                .lock()
+                .expect("lanes")
+                .get(scope)
+                .is_some_and(|lane| lane.running == Some(inflight.id))
+        });
+        if holds_lane {
+            tokio::spawn(super::execute::run(self.clone(), inflight));
+        } else {
+            self.spawn(inflight);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A failed fsync stops the process (law 10): the app exits non-zero within 5 s of the first
+//! refused request, and a restart on a healthy disk holds every invocation acknowledged before.
+//! The failure is injected at the C library boundary with an `LD_PRELOAD` shim
+//! (`fixtures/failing_fsync.c`), as a dying disk would report it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{App, free_port, poll};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
+
+/// Builds the shim into `dir` with the system C compiler.
+fn build_shim(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/failing_fsync.c");
+    let lib = dir.join("libfailing_fsync.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "building the fsync shim failed");
+    lib
+}
+
+#[tokio::test]
+async fn a_failed_fsync_stops_the_process_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = build_shim(dir.path());
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port());
+    let failing = [
+        ("LD_PRELOAD", shim.display().to_string()),
+        ("FAIL_FSYNC_AFTER", "400".to_owned()),
+    ];
+    let mut app = App::start_on(BIN, &data, &failing, ports).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    let mut first_refusal = None;
+    // Batches of 8 concurrent sends, until one is refused (every sync fails past the 400th).
+    for batch in 0..2000 {
+        let sends: Vec<_> = (0..8)
+            .map(|i| {
+                let client = client.clone();
+                let url = format!("{}/Waits/busy/send", app.ingress);
+                tokio::spawn(async move {
+                    let r = client
+                        .post(url)
+                        .header("idempotency-key", format!("k-{batch}-{i}"))
+                        .json(&1u64)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 202 => {
+                            let body: Value = r.json().await.unwrap();
+                            Some(body["invocationId"].as_str().unwrap().to_owned())
+                        }
+                        _ => None,
+                    }
+                })
+            })
+            .collect();
+        for send in sends {
+            let answer = send.await.unwrap();
+            match answer {
+                Some(id) => acknowledged.push(id),
+                None => {
+                    first_refusal.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        if first_refusal.is_some() {
+            break;
+        }
+    }
+    let refused_at = first_refusal.expect("a request is refused once syncs fail");
+    assert!(acknowledged.len() > 10, "some sends succeed first");
+    let status = app
+        .wait_exit(Duration::from_secs(5).saturating_sub(refused_at.elapsed()))
+        .expect("the process exits within 5 s of the failure");
+    assert_eq!(status.code(), Some(74), "exit status says storage failure");
+
+    // A restart on a healthy disk: every acknowledged invocation is there and completes.
+    let app = App::start_on(BIN, &data, &[], ports).await;
+    for id in &acknowledged {
+        let url = format!("{}/restate/invocation/{id}/output", app.ingress);
+        poll(Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { reqwest::get(url).await.unwrap().status() == 200 }
+        })
+        .await;
+    }
+}
