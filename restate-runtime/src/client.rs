@@ -452,7 +452,12 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             }
             CallPlan::Wait
         }
-        None => CallPlan::Stopped,
+        None => {
+            if let Some(inflight) = launch {
+                ctx.engine.discard_unrecorded(&inflight);
+            }
+            CallPlan::Stopped
+        }
     }
 }
 
@@ -535,8 +540,10 @@ fn send_from_handler(
         target,
         invocation_id: submitted.id,
     };
-    if let (Some(_), Some(inflight)) = (ctx.journal(index, entry, extra), launch) {
-        launch_gated(ctx, inflight, submitted.execution_time_ms);
+    match (ctx.journal(index, entry, extra), launch) {
+        (Some(_), Some(inflight)) => launch_gated(ctx, inflight, submitted.execution_time_ms),
+        (None, Some(inflight)) => ctx.engine.discard_unrecorded(&inflight),
+        _ => {}
     }
     InvocationHandle { id: submitted.id }
 }

@@ -73,6 +73,20 @@ impl Ops {
     }
 
     #[handler]
+    async fn doze(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    }
+
+    /// Sends `doze`, cancels it, and returns its id.
+    #[handler]
+    async fn stop_doze(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        let doze = ctx.service_client::<OpsClient>().doze().send();
+        ctx.cancel(doze);
+        Ok(doze.invocation_id().to_string())
+    }
+
+    #[handler]
     async fn refuse(&self, _ctx: Context<'_>) -> Result<(), TerminalError> {
         Err(TerminalError::new_with_code(402, "payment required"))
     }
@@ -163,6 +177,27 @@ async fn kill_stops_at_once_without_compensation() {
     let unknown = format!("inv_1{}1", "0".repeat(32));
     assert_eq!(control(&s, &unknown, "kill").await, 404);
     assert_eq!(control(&s, "inv_1bad", "kill").await, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_from_a_handler_is_journaled_and_delivered() {
+    let s = TestServer::start().await;
+    let r = client().post(s.url("/Ops/stop_doze")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-restate-id"].to_str().unwrap().to_owned();
+    let doze: String = r.json().await.unwrap();
+    let (status, body) = s.attach(&doze).await;
+    assert_eq!(status, 409, "{body}");
+    let view = s.inspect(&id).await;
+    let kinds: Vec<_> = view["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["send", "cancel"], "{view}");
+    assert_eq!(view["journal"][1]["invocationId"], doze.as_str());
     s.stop().await;
 }
 

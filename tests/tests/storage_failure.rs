@@ -100,3 +100,63 @@ async fn a_failed_fsync_stops_the_process_and_loses_nothing_acknowledged() {
         .await;
     }
 }
+
+/// One byte flipped in a record in the middle of the log, after a SIGKILL under load: the app
+/// refuses to start with a non-zero exit and a message that says `corrupt` and names the file
+/// and the offset, instead of opening without the records after the damage.
+#[tokio::test]
+async fn a_damaged_record_in_the_log_stops_the_start_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let app = App::start(BIN, &data, &[]).await;
+    let client = reqwest::Client::new();
+    for batch in 0..40 {
+        let sends: Vec<_> = (0..8)
+            .map(|i| {
+                let request = client
+                    .post(format!("{}/Waits/busy/send", app.ingress))
+                    .header("idempotency-key", format!("k-{batch}-{i}"))
+                    .json(&1u64);
+                tokio::spawn(async move { request.send().await.unwrap().status() })
+            })
+            .collect();
+        for send in sends {
+            assert_eq!(send.await.unwrap(), 202);
+        }
+    }
+    // Killed under load: the log holds the records since the last checkpoint.
+    app.kill();
+    let wal = data.join("journal.wal");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let mut offsets = Vec::new();
+    let (mut at, mut previous) = (0usize, None);
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+        if len == 0 || previous.is_some_and(|p| seq != p + 1) {
+            break;
+        }
+        offsets.push(at);
+        previous = Some(seq);
+        at += 16 + len;
+    }
+    assert!(offsets.len() >= 10, "{} records in the log", offsets.len());
+    let middle = offsets[offsets.len() / 2];
+    bytes[middle + 16] ^= 0x01;
+    std::fs::write(&wal, &bytes).unwrap();
+
+    let (ingress, admin) = (free_port(), free_port());
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .env("RESTATE_DATA_DIR", &data)
+        .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{ingress}"))
+        .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .output()
+        .expect("the app runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "it must not start: {stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert!(stderr.contains("journal.wal"), "{stderr}");
+    assert!(stderr.contains(&format!("offset {middle}")), "{stderr}");
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{App, example_bin, poll};
+use support::{App, example_bin, gauges, poll};
 
 /// Naps measured, after a warm-up batch (see `naps`).
 const INVOCATIONS: usize = 3000;
@@ -86,28 +86,6 @@ async fn status(client: &reqwest::Client, admin: &str, id: &str) -> String {
     v["status"].as_str().unwrap_or_default().to_owned()
 }
 
-/// From the admin API's `/metrics`: (unfinished invocations held in memory, armed timers).
-async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
-    let text = client
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sum = |name: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    (
-        sum("restate_invocations_in_memory"),
-        sum("restate_timers_pending"),
-    )
-}
-
 /// Submits `count` one-hour naps from 32 senders and waits until they have settled: a sample
 /// of them, spread over the submission with the last ones included, has the status (suspended
 /// or running), and the metrics count `total` invocations suspended with their timers armed
@@ -174,9 +152,21 @@ async fn submit_naps(
         }
     })
     .await;
-    // The last suspensions' commits and the heap report catch up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An invocation leaves memory only once its suspension is committed, so the commits are
+    // done; the caller waits for a heap report written after this point.
     ids
+}
+
+/// The heap report, once the app has rewritten it after this call (it does every 100 ms).
+async fn fresh_heap(path: &Path) -> (u64, u64, u32) {
+    let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let since = std::time::SystemTime::now();
+    poll(Duration::from_secs(10), || {
+        let later = modified().is_some_and(|m| m > since);
+        async move { later }
+    })
+    .await;
+    heap(path)
 }
 
 /// Starts `sleepers`, submits a warm-up batch of `WARM_UP` naps, then `INVOCATIONS` more, each
@@ -205,11 +195,11 @@ async fn naps(suspend_after: &str, suspend: bool) -> Measured {
     let client = reqwest::Client::new();
 
     submit_naps(&client, &app, WARM_UP, suspend, WARM_UP as u64).await;
-    let (idle_heap, _, _) = heap(&heap_file);
+    let (idle_heap, _, _) = fresh_heap(&heap_file).await;
     let idle_rss = status_bytes(pid, "VmRSS:");
     let total = (WARM_UP + INVOCATIONS) as u64;
     let ids = submit_naps(&client, &app, INVOCATIONS, suspend, total).await;
-    let (heap, peak_heap, _) = heap(&heap_file);
+    let (heap, peak_heap, _) = fresh_heap(&heap_file).await;
     let measured = Measured {
         idle_rss,
         rss: status_bytes(pid, "VmRSS:"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
-use support::{App, example_bin, free_port, poll};
+use support::{App, example_bin, free_port, gauges, poll};
 
 const SECRET: &str = "whsec_e2e";
 
@@ -125,8 +125,12 @@ async fn events_survive_kills_and_are_processed_once() {
         );
         statuses.insert(i, v);
     }
-    // Reminders fire once: nothing more after a further delay period.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Reminders fire once: once no timer is armed and nothing runs, no late duplicate can come.
+    poll(Duration::from_secs(60), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move { gauges(&client, &admin).await == (0, 0) }
+    })
+    .await;
     for i in (0..invoices).step_by(2) {
         let v: Value = client
             .get(format!("{base}/PaymentTracker/in_{i}/status"))

@@ -72,6 +72,9 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
         JournalEntry::CompletePromise { name, accepted } => {
             json!({ "name": name, "accepted": accepted })
         }
+        JournalEntry::CancelInvocation { invocation_id } => {
+            json!({ "invocationId": invocation_id.to_string() })
+        }
         JournalEntry::Attach {
             invocation_id,
             outcome,

@@ -40,6 +40,37 @@ impl InvocationContext {
         }
     }
 
+    /// Journals a cancellation request, then delivers it once the entry is durable. A replay
+    /// delivers it again (cancellation is idempotent), so a crash between the entry's commit
+    /// and the delivery does not lose it.
+    pub(crate) fn cancel_invocation(&self, id: InvocationId) {
+        let index = self.take_index();
+        let durable = match self.replayed(index) {
+            Some(JournalEntry::CancelInvocation { invocation_id }) if invocation_id == id => None,
+            Some(other) => {
+                self.mismatch(index, &other, &format!("cancel {id}"));
+                return;
+            }
+            None => {
+                let entry = JournalEntry::CancelInvocation { invocation_id: id };
+                match self.journal(index, entry, Vec::new()) {
+                    Some(waiter) => Some(waiter),
+                    None => return,
+                }
+            }
+        };
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            if let Some(Err(e)) = futures::future::OptionFuture::from(durable).await {
+                tracing::warn!(invocation = %id, error = %e, "cancel not recorded");
+                return;
+            }
+            if let Err(e) = engine.cancel(id).await {
+                tracing::debug!(error = %e, "cancel had no effect");
+            }
+        });
+    }
+
     pub(crate) fn attach_invocation<T: serde::de::DeserializeOwned>(
         &self,
         id: InvocationId,

@@ -344,6 +344,7 @@ fn describe(entry: &JournalEntry) -> String {
         JournalEntry::Awakeable { .. } => String::new(),
         JournalEntry::CompleteAwakeable { id } => format!("awakeable `{id}`"),
         JournalEntry::Select { winner } => format!("winner {winner}"),
-        JournalEntry::Attach { invocation_id, .. } => format!("invocation {invocation_id}"),
+        JournalEntry::Attach { invocation_id, .. }
+        | JournalEntry::CancelInvocation { invocation_id } => format!("invocation {invocation_id}"),
     }
 }

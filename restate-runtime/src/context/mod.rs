@@ -301,12 +301,7 @@ macro_rules! context_types {
             /// }
             /// ```
             pub fn cancel(&self, handle: crate::InvocationHandle) {
-                let engine = self.inner.engine.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = engine.cancel(handle.invocation_id()).await {
-                        tracing::debug!(error = %e, "cancel had no effect");
-                    }
-                });
+                self.inner.cancel_invocation(handle.invocation_id());
             }
 
             /// Random numbers that replay identically (seeded from the invocation id).

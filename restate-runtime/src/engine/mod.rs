@@ -720,6 +720,20 @@ impl Engine {
         }
     }
 
+    /// Forgets an invocation created for a caller's journal entry that was never written (the
+    /// caller's attempt had stopped): it was never stored, so a later request with its
+    /// idempotency or workflow key must start it anew, not find it. Whoever found it meanwhile
+    /// is told it was lost.
+    pub(crate) fn discard_unrecorded(&self, inflight: &Arc<Inflight>) {
+        let reason = "the calling handler stopped before recording the call".to_owned();
+        inflight.finish(Finish::Lost(reason));
+        self.forget(&inflight.id);
+        self.finishers
+            .lock()
+            .expect("finishers")
+            .remove(&inflight.id);
+    }
+
     /// Gives up on an invocation that cannot be recorded: its waiters get an error.
     pub(crate) fn lose(&self, inflight: &Arc<Inflight>, reason: String) {
         tracing::error!(invocation = %inflight.id, %reason, "invocation lost");

@@ -245,6 +245,11 @@ pub enum JournalEntry {
         /// Its result; `None` while it runs.
         outcome: Option<Outcome>,
     },
+    /// This handler requested the cancellation of another invocation (`ctx.cancel`).
+    CancelInvocation {
+        /// The invocation to cancel.
+        invocation_id: InvocationId,
+    },
 }
 
 impl JournalEntry {
@@ -267,6 +272,7 @@ impl JournalEntry {
             Self::PeekPromise { .. } => "peek_promise",
             Self::CompletePromise { .. } => "complete_promise",
             Self::Attach { .. } => "attach",
+            Self::CancelInvocation { .. } => "cancel",
         }
     }
 }

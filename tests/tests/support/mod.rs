@@ -123,6 +123,28 @@ impl Drop for App {
     }
 }
 
+/// From the admin API's `/metrics`: (unfinished invocations held in memory, armed timers).
+pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
+    let text = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (
+        sum("restate_invocations_in_memory"),
+        sum("restate_timers_pending"),
+    )
+}
+
 /// Polls until `cond` holds or fails the test after `deadline`.
 pub async fn poll<F, Fut>(deadline: Duration, mut cond: F)
 where
