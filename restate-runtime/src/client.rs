@@ -421,23 +421,34 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             drop(waiter);
             return CallPlan::Done(done.outcome.clone());
         }
-        Submission::Running { inflight, new } => {
-            let mut extra = Vec::new();
-            if new {
-                let mut state = inflight.state();
-                state.persisted = true;
-                extra.push(WriteOp::put_invocation(submitted.id, &state.record));
-            } else {
-                // A duplicate (idempotency key) of an invocation another caller started: its
-                // result goes to that caller, so fetch it for this one.
-                let pending = JournalEntry::Call {
-                    target: target.clone(),
-                    invocation_id: submitted.id,
-                    outcome: None,
-                };
-                ctx.forward_outcome(index, submitted.id, pending);
-            }
-            (submitted.id, extra, new.then_some(inflight))
+        Submission::Running {
+            inflight,
+            new: true,
+            ..
+        } => {
+            let mut state = inflight.state();
+            state.persisted = true;
+            let extra = vec![WriteOp::put_invocation(submitted.id, &state.record)];
+            drop(state);
+            (submitted.id, extra, Some(inflight))
+        }
+        Submission::Running { new: false, .. } | Submission::Stored => {
+            // A duplicate (idempotency key) of an invocation another caller started: its
+            // result goes to that caller. This one is recorded as a result waiter, completed
+            // with the result (also after a restart), and fetched at once in memory.
+            let pending = JournalEntry::Call {
+                target: target.clone(),
+                invocation_id: submitted.id,
+                outcome: None,
+            };
+            ctx.forward_outcome(index, submitted.id, pending);
+            let waiter = WriteOp::AddResultWaiter {
+                source: submitted.id,
+                waiter: ctx.id(),
+                index,
+                call: true,
+            };
+            (submitted.id, vec![waiter], None)
         }
     };
     let entry = JournalEntry::Call {
@@ -528,6 +539,7 @@ fn send_from_handler(
     if let Submission::Running {
         inflight,
         new: true,
+        ..
     } = submitted.submission
     {
         let mut state = inflight.state();

@@ -240,10 +240,11 @@ async fn the_configured_heap_release_runs_after_a_burst() {
     })
     .await;
     let client = s.handle.service_client::<WaitsClient<RuntimeHandle>>();
+    // 8 s: all 1100 are sleeping in memory for seconds after the last send (the runtime samples
+    // every 2 s), and suspension only comes after 10 s.
     for _ in 0..1100 {
-        client.slow(3000).send().await.unwrap();
+        client.slow(8000).send().await.unwrap();
     }
-    // All 1100 are sleeping in memory (suspension only comes after 10 s).
     let releases = || HEAP_RELEASES.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(releases(), 0);
     common::wait_until(Duration::from_secs(60), || async { releases() > 0 }).await;

@@ -4,11 +4,12 @@
 
 use futures::future::Either;
 
-use super::invocation::InvocationContext;
+use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
+use crate::engine::OutputState;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
-use crate::storage::JournalEntry;
+use crate::storage::{JournalEntry, Outcome, WriteOp};
 
 impl InvocationContext {
     pub(crate) async fn select<A, B>(&self, a: A, b: B) -> Either<A::Output, B::Output>
@@ -96,11 +97,44 @@ impl InvocationContext {
                 false
             }
             None => {
-                let ok = self.journal(index, pending(), Vec::new()).is_some();
-                if ok {
-                    self.forward_outcome(index, id, pending());
+                // Finished already (or unknown): the result is journaled at once. Otherwise the
+                // entry is recorded as a result waiter of `id`, whose completion completes it
+                // (also after a restart), and fetched in memory meanwhile.
+                let known = match self.engine.output(id) {
+                    Ok(OutputState::Done(done)) => Ok(Some(done.outcome.clone())),
+                    Ok(OutputState::NotFound) => Ok(Some(Outcome::Failure {
+                        code: 404,
+                        message: format!("invocation {id} not found"),
+                    })),
+                    Ok(OutputState::NotReady) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match known {
+                    Err(e) => {
+                        self.stop(Abort::Retry(format!("attach lookup failed: {e}")));
+                        false
+                    }
+                    Ok(Some(outcome)) => {
+                        let entry = JournalEntry::Attach {
+                            invocation_id: id,
+                            outcome: Some(outcome),
+                        };
+                        self.journal(index, entry, Vec::new()).is_some()
+                    }
+                    Ok(None) => {
+                        let waiter = WriteOp::AddResultWaiter {
+                            source: id,
+                            waiter: self.id(),
+                            index,
+                            call: false,
+                        };
+                        let ok = self.journal(index, pending(), vec![waiter]).is_some();
+                        if ok {
+                            self.forward_outcome(index, id, pending());
+                        }
+                        ok
+                    }
                 }
-                ok
             }
         };
         async move {

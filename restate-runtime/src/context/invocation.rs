@@ -256,7 +256,13 @@ impl InvocationContext {
     pub(crate) fn forward_outcome(&self, index: u32, source: InvocationId, pending: JournalEntry) {
         let (engine, me) = (self.engine.clone(), self.id());
         tokio::spawn(async move {
-            let outcome = match engine.attach(source).await {
+            // Ends at shutdown: after a restart the durable result waiter takes over.
+            let mut shutdown = engine.shutdown_signal();
+            let attached = tokio::select! {
+                attached = engine.attach(source) => attached,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let outcome = match attached {
                 Ok(Some(done)) => done.outcome.clone(),
                 Ok(None) => Outcome::Failure {
                     code: 404,
@@ -305,7 +311,7 @@ pub(crate) fn cancelled_outcome() -> Outcome {
 }
 
 /// An awaited entry completed with `outcome`.
-fn with_outcome(entry: JournalEntry, outcome: Outcome) -> JournalEntry {
+pub(crate) fn with_outcome(entry: JournalEntry, outcome: Outcome) -> JournalEntry {
     let outcome = Some(outcome);
     match entry {
         JournalEntry::Call {

@@ -204,16 +204,17 @@ impl InvocationContext {
             let _awaiting = self.awaiting_sleep(wake_at_ms);
             loop {
                 let seen = *changes.borrow_and_update();
+                // An elapsed sleep is done: a cancellation lands at the next await point.
+                let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
+                if left.is_zero() {
+                    return Ok(());
+                }
                 let cancelled = JournalEntry::Sleep {
                     wake_at_ms,
                     cancelled: true,
                 };
                 if self.deliver_cancel(index, || cancelled) {
                     return Err(cancelled_error());
-                }
-                let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
-                if left.is_zero() {
-                    return Ok(());
                 }
                 let wake = tokio::time::Instant::now() + left;
                 tokio::select! {

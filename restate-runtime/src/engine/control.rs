@@ -84,15 +84,19 @@ impl Engine {
     /// for that), and the calls it waits on are cancelled too. Answers once the request is
     /// durable, with its wake-up.
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
-        let (inflight, in_memory) = self.load(id)?;
-        if in_memory && self.not_started(&inflight) {
-            self.remove_queued(&inflight);
-            self.complete(&inflight, crate::context::invocation::cancelled_outcome())
-                .await;
-            return Ok(());
-        }
-        let (waiter, restart) = {
-            let _map = self.inflight.lock().expect("inflight map");
+        let (inflight, waiter, restart) = loop {
+            let (inflight, in_memory) = self.load(id)?;
+            if in_memory && self.not_started(&inflight) {
+                self.remove_queued(&inflight);
+                self.complete(&inflight, crate::context::invocation::cancelled_outcome())
+                    .await;
+                return Ok(());
+            }
+            let map = self.inflight.lock().expect("inflight map");
+            if !map.get(&id).is_some_and(|f| Arc::ptr_eq(f, &inflight)) {
+                // It left memory (its suspension committed) since it was found: look again.
+                continue;
+            }
             let mut state = inflight.state();
             state.record.cancel_requested = true;
             // A suspended (just loaded) or paused invocation runs again to take the error.
@@ -112,7 +116,8 @@ impl Engine {
             let waiter = self.storage.submit(ops);
             // Under the map lock: a suspension committing now sees it and runs on.
             inflight.bump();
-            (waiter, restart)
+            drop(map);
+            break (inflight, waiter, restart);
         };
         waiter.await.map_err(EngineError::from)?;
         if restart {
@@ -125,7 +130,9 @@ impl Engine {
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, in_memory) = self.load(id)?;
         if in_memory && inflight.running.load(Ordering::SeqCst) {
-            // The executing task completes it as killed (at once, or after its backoff).
+            // The executing task completes it as killed (at once, or after its backoff; a
+            // suspension or pause committing now runs on to take the kill).
+            inflight.kill_requested.store(true, Ordering::SeqCst);
             inflight.killed.notify_one();
             let _ = super::wait_finished(inflight.subscribe()).await;
             return Ok(());

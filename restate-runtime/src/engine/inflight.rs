@@ -60,6 +60,9 @@ pub(crate) struct Inflight {
     pub running: AtomicBool,
     /// Set by kill: the executing task stops at once.
     pub killed: tokio::sync::Notify,
+    /// A kill was requested: a suspension or pause committing meanwhile must not leave the
+    /// invocation where the kill cannot reach it.
+    pub kill_requested: AtomicBool,
     /// Completion happened (guards against completing twice when kill races the handler).
     pub finished: AtomicBool,
 }
@@ -88,6 +91,7 @@ impl Inflight {
             gate: Mutex::new(None),
             running: AtomicBool::new(false),
             killed: tokio::sync::Notify::new(),
+            kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
         })
     }

@@ -79,6 +79,15 @@ impl Engine {
             }
             lane.running = Some(inflight.id);
         }
+        self.start_task(inflight);
+    }
+
+    /// Spawns the task that executes an invocation. It counts as running from here on, so a
+    /// kill or cancel arriving before the task is first polled goes to the task, not around it.
+    pub(crate) fn start_task(&self, inflight: Arc<Inflight>) {
+        inflight
+            .running
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(super::execute::run(self.clone(), inflight));
     }
 
@@ -139,7 +148,7 @@ impl Engine {
         };
         match next {
             Some(next) => {
-                tokio::spawn(super::execute::run(self.clone(), next));
+                self.start_task(next);
             }
             None => self.drop_lane_when_durable(scope),
         }

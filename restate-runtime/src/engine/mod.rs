@@ -104,8 +104,16 @@ pub(crate) struct InvokeRequest {
 
 /// What submitting found or created.
 pub(crate) enum Submission {
-    /// A new invocation (or an existing one still running, for a duplicate).
-    Running { inflight: Arc<Inflight>, new: bool },
+    /// A new invocation (or an existing one still running, for a duplicate), with a receiver
+    /// of its end subscribed while it was found (a suspension cannot drop the channel first).
+    Running {
+        inflight: Arc<Inflight>,
+        new: bool,
+        finish: watch::Receiver<Finish>,
+    },
+    /// A duplicate of an unfinished invocation that is not in memory (suspended): it is
+    /// stored, and its result is waited for as an attach does.
+    Stored,
     /// A duplicate of an invocation that already finished.
     Finished(Arc<Completed>),
 }
@@ -336,27 +344,33 @@ impl Engine {
                         submission: Submission::Running {
                             inflight: existing.clone(),
                             new: false,
+                            finish: existing.subscribe(),
                         },
                         execution_time_ms: scheduled_at(&existing.state().record.status),
                         workflow_run,
                     });
                 }
-                if let Some(InvocationRecord {
-                    status:
-                        Status::Completed {
-                            outcome,
-                            expires_at_ms,
-                            ..
-                        },
-                    ..
-                }) = self.storage.invocation(&id)?
-                {
+                let submission = match self.storage.invocation(&id)? {
+                    Some(InvocationRecord {
+                        status:
+                            Status::Completed {
+                                outcome,
+                                expires_at_ms,
+                                ..
+                            },
+                        ..
+                    }) => Some(Submission::Finished(Arc::new(Completed {
+                        outcome,
+                        expires_at_ms,
+                    }))),
+                    // Unfinished and not in memory: suspended. Never a second copy.
+                    Some(_) => Some(Submission::Stored),
+                    None => None,
+                };
+                if let Some(submission) = submission {
                     return Ok(Submitted {
                         id,
-                        submission: Submission::Finished(Arc::new(Completed {
-                            outcome,
-                            expires_at_ms,
-                        })),
+                        submission,
                         execution_time_ms: None,
                         workflow_run,
                     });
@@ -369,6 +383,7 @@ impl Engine {
         Ok(Submitted {
             id,
             submission: Submission::Running {
+                finish: inflight.subscribe(),
                 inflight,
                 new: true,
             },
@@ -438,8 +453,15 @@ impl Engine {
         }
         match submitted.submission {
             Submission::Finished(done) => Ok((submitted.id, done, true)),
-            Submission::Running { inflight, new } => {
-                let rx = inflight.subscribe();
+            Submission::Stored => match self.attach(submitted.id).await? {
+                Some(done) => Ok((submitted.id, done, true)),
+                None => Err(EngineError::Lost("the invocation was purged".into())),
+            },
+            Submission::Running {
+                inflight,
+                new,
+                finish: rx,
+            } => {
                 if new {
                     self.launch(inflight, submitted.execution_time_ms);
                 }
@@ -456,14 +478,14 @@ impl Engine {
     ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
         let submitted = self.submit(req, None)?;
         let (status, inflight) = match submitted.submission {
-            Submission::Finished(_) => {
+            Submission::Finished(_) | Submission::Stored => {
                 return Ok((
                     submitted.id,
                     SendStatus::PreviouslyAccepted,
                     submitted.execution_time_ms,
                 ));
             }
-            Submission::Running { inflight, new } => {
+            Submission::Running { inflight, new, .. } => {
                 let status = if new {
                     SendStatus::Accepted
                 } else {
@@ -494,11 +516,15 @@ impl Engine {
         &self,
         id: InvocationId,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
-        if let Some(f) = self.inflight(&id) {
-            return wait_finished(f.subscribe())
-                .await
-                .map(Some)
-                .map_err(EngineError::Lost);
+        // Subscribed under the map lock, so a suspension cannot drop the channel in between.
+        let in_memory = self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .get(&id)
+            .map(|f| f.subscribe());
+        if let Some(rx) = in_memory {
+            return wait_finished(rx).await.map(Some).map_err(EngineError::Lost);
         }
         // Not in memory: finished, suspended, or unknown. Subscribe before reading the store, so
         // a completion between the two is not missed (completion is durable before it is sent).
@@ -654,6 +680,14 @@ impl Engine {
             .unwrap_or(self.config.default_retention);
         let now = now_ms();
         let expires_at_ms = now + retention.as_millis() as u64;
+        // Attachers and duplicate callers recorded durably: completed in the same batch.
+        let result_waiters = self
+            .storage
+            .result_waiters(Some(&inflight.id))
+            .unwrap_or_else(|e| {
+                tracing::error!(invocation = %inflight.id, error = %e, "cannot read result waiters");
+                Vec::new()
+            });
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
@@ -681,8 +715,20 @@ impl Engine {
                 wakes: true,
             });
             state.persisted = true;
+            let mut completions: Vec<Completion> = caller.into_iter().collect();
+            let mut ops = ops;
+            if !result_waiters.is_empty() {
+                ops.push(WriteOp::ClearResultWaiters {
+                    source: inflight.id,
+                });
+                completions.extend(
+                    result_waiters
+                        .into_iter()
+                        .map(|w| wake::result_completion(w, &state.record.target, &outcome)),
+                );
+            }
             drop(state);
-            self.submit_completions_locked(&map, ops, caller.into_iter().collect())
+            self.submit_completions_locked(&map, ops, completions)
         };
         // The next invocation on the key may start now, on this one's state (law 5): whatever
         // it acknowledges commits after this completion, in order.
@@ -716,7 +762,11 @@ impl Engine {
                 .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)])
         };
         if let Err(e) = waiter.await {
-            self.lose(inflight, e.to_string());
+            return self.lose(inflight, e.to_string());
+        }
+        // A kill that arrived while the pause committed waits on this task.
+        if inflight.kill_requested.load(Ordering::SeqCst) {
+            Box::pin(self.complete(inflight, control::killed())).await;
         }
     }
 
@@ -800,6 +850,7 @@ impl Engine {
         for inflight in to_start {
             self.spawn(inflight);
         }
+        self.complete_orphaned_result_waiters()?;
         Ok(())
     }
 

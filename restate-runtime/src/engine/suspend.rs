@@ -77,7 +77,11 @@ impl Engine {
             return true;
         }
         let mut map = self.inflight.lock().expect("inflight map");
-        if inflight.version() != seen_version {
+        if inflight.version() != seen_version
+            || inflight
+                .kill_requested
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
             // Woken while the suspension committed; the wake-up is durable (a wake-up row or
             // the timer in the record), so it may simply run on.
             inflight.state().record.status = Status::Runnable;

@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
-use crate::storage::{CommitWaiter, JournalEntry, Status, WriteOp};
+use crate::storage::{
+    CommitWaiter, JournalEntry, Outcome, ResultWaiter, Status, StorageError, WriteOp,
+};
 
 /// One journal entry completed by another party's commit.
 pub(crate) struct Completion {
@@ -53,10 +55,14 @@ impl PendingWake {
     pub(crate) async fn finish(self) -> Result<(), crate::storage::StorageError> {
         self.waiter.await?;
         for c in self.absent {
-            match self.engine.inflight(&c.id) {
-                // Loaded before the commit (a timer, another completion): give it the entry.
-                Some(f) => f.complete_entry(c.index, c.entry),
-                None => self.engine.resume(c.id).await,
+            let loaded = {
+                let map = self.engine.inflight.lock().expect("inflight map");
+                // Loaded before the commit (a timer, another completion): give it the entry,
+                // under the map lock, so a suspension deciding now sees the bump.
+                map.get(&c.id).map(|f| f.complete_entry(c.index, c.entry))
+            };
+            if loaded.is_none() {
+                self.engine.resume(c.id).await;
             }
         }
         Ok(())
@@ -95,7 +101,90 @@ pub(super) fn seen_wakes(journal: &super::Journal) -> Vec<u32> {
         .collect()
 }
 
+/// The completion of a result waiter's entry with `source`'s outcome; `target` is the source's
+/// (a `Call` entry names it).
+pub(super) fn result_completion(
+    w: ResultWaiter,
+    target: &crate::storage::Target,
+    outcome: &Outcome,
+) -> Completion {
+    let outcome = Some(outcome.clone());
+    let entry = if w.call {
+        JournalEntry::Call {
+            target: target.clone(),
+            invocation_id: w.source,
+            outcome,
+        }
+    } else {
+        JournalEntry::Attach {
+            invocation_id: w.source,
+            outcome,
+        }
+    };
+    Completion {
+        id: w.waiter,
+        index: w.index,
+        entry,
+        wakes: true,
+    }
+}
+
 impl Engine {
+    /// Completes the result waiters whose source finished (or is gone) while they were not
+    /// recorded yet, so nobody completed them: at recovery, where no in-memory forward is left.
+    pub(super) fn complete_orphaned_result_waiters(&self) -> Result<(), StorageError> {
+        let waiters = self.storage.result_waiters(None)?;
+        let mut sources: Vec<InvocationId> = waiters.iter().map(|w| w.source).collect();
+        sources.dedup();
+        let mut ops = Vec::new();
+        let mut completions = Vec::new();
+        for source in sources {
+            let record = self.storage.invocation(&source)?;
+            let outcome = match &record {
+                Some(r) => match &r.status {
+                    Status::Completed { outcome, .. } => outcome.clone(),
+                    _ => continue,
+                },
+                None => Outcome::Failure {
+                    code: 404,
+                    message: format!("invocation {source} not found"),
+                },
+            };
+            for w in waiters.iter().filter(|w| w.source == source) {
+                let completion = match &record {
+                    Some(r) => result_completion(*w, &r.target, &outcome),
+                    // Gone: the waiter's own entry names the target.
+                    None => match self.load_stored(&w.waiter)? {
+                        Some((_, journal)) => match journal.get(w.index) {
+                            Some(entry) => Completion {
+                                id: w.waiter,
+                                index: w.index,
+                                entry: crate::context::invocation::with_outcome(
+                                    entry.clone(),
+                                    outcome.clone(),
+                                ),
+                                wakes: true,
+                            },
+                            None => continue,
+                        },
+                        None => continue,
+                    },
+                };
+                completions.push(completion);
+            }
+            ops.push(WriteOp::ClearResultWaiters { source });
+        }
+        if !ops.is_empty() {
+            let pending = self.submit_completions(ops, completions);
+            tokio::spawn(async move {
+                if let Err(e) = pending.finish().await {
+                    tracing::error!(error = %e, "cannot complete result waiters");
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Submits `ops` with `completions` in one batch (see the module docs). Invocations in
     /// memory see their entry at once; the others are resumed by [`PendingWake::finish`].
     pub(crate) fn submit_completions(
@@ -120,6 +209,16 @@ impl Engine {
             match map.get(&c.id) {
                 Some(f) => {
                     let mut state = f.state();
+                    // First completion wins: a cancellation delivered there, or a forward that
+                    // got there first, is what the handler saw.
+                    if c.wakes
+                        && state
+                            .journal
+                            .get(c.index)
+                            .is_some_and(completed_from_outside)
+                    {
+                        continue;
+                    }
                     if !state.persisted {
                         state.persisted = true;
                         ops.push(WriteOp::put_invocation(c.id, &state.record));
@@ -208,7 +307,7 @@ impl Engine {
                 .is_some_and(|lane| lane.running == Some(inflight.id))
         });
         if holds_lane {
-            tokio::spawn(super::execute::run(self.clone(), inflight));
+            self.start_task(inflight);
         } else {
             self.spawn(inflight);
         }

@@ -180,6 +180,37 @@ pub enum WriteOp {
         /// The entries whose completion it saw.
         indexes: Vec<u32>,
     },
+    /// Entry `index` of `waiter` waits on `source`'s result (an attach or a duplicate call):
+    /// `source`'s completion completes it, also after a restart.
+    AddResultWaiter {
+        /// The awaited invocation.
+        source: InvocationId,
+        /// The waiting invocation.
+        waiter: InvocationId,
+        /// Its waiting entry.
+        index: u32,
+        /// The entry is a `Call` (else an `Attach`).
+        call: bool,
+    },
+    /// Forget the result waiters of `source` (its completion has completed them).
+    ClearResultWaiters {
+        /// The invocation that completed.
+        source: InvocationId,
+    },
+}
+
+/// An invocation waiting on another's result without being its caller: an attach, or a
+/// duplicate call (same idempotency key) whose result goes to the first caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultWaiter {
+    /// The invocation whose result is awaited.
+    pub source: InvocationId,
+    /// The waiting invocation.
+    pub waiter: InvocationId,
+    /// Its waiting entry.
+    pub index: u32,
+    /// The entry is a `Call` (else an `Attach`).
+    pub call: bool,
 }
 
 /// The wake-up index of a cancellation request (no journal entry has it).
@@ -306,6 +337,11 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<(InvocationId, u32)>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
+    /// The result waiters of `source`, or of every invocation (`None`, for recovery).
+    fn result_waiters(
+        &self,
+        source: Option<&InvocationId>,
+    ) -> Result<Vec<ResultWaiter>, StorageError>;
     /// The invocations with a wake-up ([`WriteOp::Wake`]) no suspension has seen since, each
     /// once: recovery resumes those whose record says suspended.
     fn woken(&self) -> Result<Vec<InvocationId>, StorageError>;

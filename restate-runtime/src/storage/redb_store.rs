@@ -59,6 +59,10 @@ const PROMISE_WAITERS: TableDefinition<&[u8], ()> = TableDefinition::new("promis
 /// Created at open when missing, so stores of format 5 open unchanged.
 const WAKEUPS: TableDefinition<&[u8], ()> = TableDefinition::new("wakeups");
 
+/// Key: awaited invocation id, waiting invocation id, entry index (u32 big-endian); value: 1
+/// for a `Call` entry, 0 for an `Attach`.
+const RESULT_WAITERS: TableDefinition<&[u8], u8> = TableDefinition::new("result_waiters");
+
 /// Version of the table layout; a store written by another version is refused at open.
 const FORMAT_VERSION: u32 = 5;
 const FILE_NAME: &str = "journal.redb";
@@ -256,6 +260,8 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
     for table in [EXPIRY, PROMISE_WAITERS, WAKEUPS] {
         txn.open_table(table).map_err(|e| corrupt(e.into()))?;
     }
+    txn.open_table(RESULT_WAITERS)
+        .map_err(|e| corrupt(e.into()))?;
     txn.commit().map_err(|e| corrupt(e.into()))?;
     Ok(found)
 }
@@ -554,6 +560,7 @@ struct OpenTables<'t> {
     promises: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     waiters: Option<redb::Table<'t, &'static [u8], ()>>,
     wakeups: Option<redb::Table<'t, &'static [u8], ()>>,
+    result_waiters: Option<redb::Table<'t, &'static [u8], u8>>,
 }
 
 /// The table in `slot`, opening it first if needed.
@@ -580,6 +587,7 @@ impl<'t> OpenTables<'t> {
             promises: None,
             waiters: None,
             wakeups: None,
+            result_waiters: None,
         }
     }
 }
@@ -706,6 +714,26 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
                     .remove(journal_key(id, *index).as_slice())
                     .map_err(backend)?;
             }
+        }
+        WriteOp::AddResultWaiter {
+            source,
+            waiter,
+            index,
+            call,
+        } => {
+            let mut key = source.storage_key().to_vec();
+            key.extend(journal_key(waiter, *index));
+            table!(t.result_waiters, RESULT_WAITERS)
+                .insert(key.as_slice(), u8::from(*call))
+                .map_err(backend)?;
+        }
+        WriteOp::ClearResultWaiters { source } => {
+            let (lo, hi) = (source.storage_key(), [0xffu8; 52]);
+            let mut hi = hi;
+            hi[..24].copy_from_slice(&lo);
+            table!(t.result_waiters, RESULT_WAITERS)
+                .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
+                .map_err(backend)?;
         }
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
@@ -906,6 +934,47 @@ impl Storage for RedbStorage {
                 Ok((id, records::decode(&v)?))
             })
             .collect()
+    }
+
+    fn result_waiters(
+        &self,
+        source: Option<&InvocationId>,
+    ) -> Result<Vec<super::ResultWaiter>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(RESULT_WAITERS)?;
+            let range = match source {
+                Some(id) => {
+                    let lo = id.storage_key();
+                    let mut hi = [0xffu8; 52];
+                    hi[..24].copy_from_slice(&lo);
+                    table.range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
+                }
+                None => table.range::<&[u8]>(..)?,
+            };
+            let mut out = Vec::new();
+            for item in range {
+                let (k, v) = item?;
+                let key = k.value();
+                let ids = (
+                    InvocationId::from_storage_key(&key[..24]),
+                    InvocationId::from_storage_key(&key[24..48]),
+                );
+                if let ((Some(source), Some(waiter)), Some(index)) = (
+                    ids,
+                    key.get(48..52)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_be_bytes),
+                ) {
+                    out.push(super::ResultWaiter {
+                        source,
+                        waiter,
+                        index,
+                        call: v.value() == 1,
+                    });
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn woken(&self) -> Result<Vec<InvocationId>, StorageError> {
