@@ -40,6 +40,7 @@ mod context;
 mod duration;
 mod engine;
 mod error;
+mod failpoints;
 mod ids;
 mod ingress;
 mod metrics;

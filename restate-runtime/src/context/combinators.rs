@@ -41,9 +41,10 @@ impl InvocationContext {
         }
     }
 
-    /// Journals a cancellation request, then delivers it once the entry is durable. A replay
-    /// delivers it again (cancellation is idempotent), so a crash between the entry's commit
-    /// and the delivery does not lose it.
+    /// Journals a cancellation request together with the request itself (the target's record
+    /// marked, with a wake-up), then delivers it in memory once durable (a queued target ends at
+    /// once, a suspended one is resumed). A replay delivers it again (cancellation is
+    /// idempotent).
     pub(crate) fn cancel_invocation(&self, id: InvocationId) {
         let index = self.take_index();
         let durable = match self.replayed(index) {
@@ -54,7 +55,8 @@ impl InvocationContext {
             }
             None => {
                 let entry = JournalEntry::CancelInvocation { invocation_id: id };
-                match self.journal(index, entry, Vec::new()) {
+                let request = self.engine.cancel_request_ops(id);
+                match self.journal(index, entry, request) {
                     Some(waiter) => Some(waiter),
                     None => return,
                 }

@@ -41,8 +41,8 @@ pub struct InvocationContext {
     /// Seeded from the invocation id on first use: most handlers never draw a number, and the
     /// generator's state (320 bytes) would otherwise sit in every invocation's task.
     rng: Mutex<Option<Box<StdRng>>>,
-    /// Wake-up times of the sleeps the handler is awaiting now (one per pending sleep).
-    sleeping: Mutex<Vec<u64>>,
+    /// The waits the handler has pending now (several under a `select` or a join).
+    waits: Mutex<Waits>,
 }
 
 impl InvocationContext {
@@ -63,7 +63,7 @@ impl InvocationContext {
             abort: Mutex::new(None),
             aborted: Notify::new(),
             rng: Mutex::new(None),
-            sleeping: Mutex::new(Vec::new()),
+            waits: Mutex::new(Waits::default()),
         }
     }
 
@@ -114,24 +114,32 @@ impl InvocationContext {
         )));
     }
 
-    /// Registers a sleep the handler awaits until the guard drops.
-    pub(crate) fn awaiting_sleep(&self, wake_at_ms: u64) -> SleepGuard<'_> {
-        self.sleeping
-            .lock()
-            .expect("sleeping lock")
-            .push(wake_at_ms);
-        SleepGuard(self, wake_at_ms)
+    /// Registers a pending wait (a sleep due at `wake_at_ms`, or an entry's completion) until
+    /// the guard drops; the wait reports each journal version it looks at.
+    pub(crate) fn waiting(&self, wake_at_ms: Option<u64>) -> WaitGuard<'_> {
+        let seen = self.inflight.version();
+        let mut waits = self.waits.lock().expect("waits lock");
+        waits.next += 1;
+        let token = waits.next;
+        waits.pending.push(PendingWait {
+            token,
+            seen,
+            wake_at_ms,
+        });
+        WaitGuard { ctx: self, token }
     }
 
-    /// Stops the attempt to suspend it: the wait saw journal version `seen`.
-    pub(crate) fn suspend(&self, seen: u64) {
-        let wake_at_ms = self
-            .sleeping
-            .lock()
-            .expect("sleeping lock")
-            .iter()
-            .min()
-            .copied();
+    /// Stops the attempt to suspend it. The version passed on is the oldest one a pending wait
+    /// has looked at: a sibling wait (the other branch of a `select`) that has not looked since
+    /// a completion makes the engine run the attempt again instead of suspending past it. The
+    /// wake-up time is the earliest pending sleep's.
+    pub(crate) fn suspend(&self) {
+        let (seen, wake_at_ms) = {
+            let waits = self.waits.lock().expect("waits lock");
+            let seen = waits.pending.iter().map(|w| w.seen).min();
+            let wake = waits.pending.iter().filter_map(|w| w.wake_at_ms).min();
+            (seen.unwrap_or_else(|| self.inflight.version()), wake)
+        };
         self.stop(Abort::Suspend { seen, wake_at_ms });
     }
 
@@ -215,8 +223,10 @@ impl InvocationContext {
     ) -> T {
         let mut changes = self.inflight.changes();
         let deadline = tokio::time::Instant::now() + self.engine.config.suspend_after;
+        let wait = self.waiting(None);
         loop {
             let seen = *changes.borrow_and_update();
+            wait.saw(seen);
             if let Some(value) = self.replayed(index).as_ref().and_then(&done) {
                 return value;
             }
@@ -228,7 +238,7 @@ impl InvocationContext {
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.suspend(seen);
+                    self.suspend();
                     return std::future::pending().await;
                 }
             }
@@ -290,15 +300,40 @@ impl InvocationContext {
     }
 }
 
-/// A sleep being awaited; see [`InvocationContext::awaiting_sleep`].
-pub(crate) struct SleepGuard<'a>(&'a InvocationContext, u64);
+/// The waits pending in one attempt.
+#[derive(Default)]
+struct Waits {
+    pending: Vec<PendingWait>,
+    next: u64,
+}
 
-impl Drop for SleepGuard<'_> {
-    fn drop(&mut self) {
-        let mut sleeping = self.0.sleeping.lock().expect("sleeping lock");
-        if let Some(at) = sleeping.iter().position(|w| *w == self.1) {
-            sleeping.swap_remove(at);
+struct PendingWait {
+    token: u64,
+    /// The journal version this wait last looked at.
+    seen: u64,
+    wake_at_ms: Option<u64>,
+}
+
+/// A pending wait; see [`InvocationContext::waiting`].
+pub(crate) struct WaitGuard<'a> {
+    ctx: &'a InvocationContext,
+    token: u64,
+}
+
+impl WaitGuard<'_> {
+    /// This wait has looked at the journal as of `version`.
+    pub(crate) fn saw(&self, version: u64) {
+        let mut waits = self.ctx.waits.lock().expect("waits lock");
+        if let Some(w) = waits.pending.iter_mut().find(|w| w.token == self.token) {
+            w.seen = version;
         }
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut waits = self.ctx.waits.lock().expect("waits lock");
+        waits.pending.retain(|w| w.token != self.token);
     }
 }
 

@@ -201,9 +201,9 @@ impl InvocationContext {
             };
             let mut changes = self.inflight.changes();
             let suspend_at = tokio::time::Instant::now() + self.engine.config.suspend_after;
-            let _awaiting = self.awaiting_sleep(wake_at_ms);
+            let wait = self.waiting(Some(wake_at_ms));
             loop {
-                let seen = *changes.borrow_and_update();
+                wait.saw(*changes.borrow_and_update());
                 // An elapsed sleep is done: a cancellation lands at the next await point.
                 let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
                 if left.is_zero() {
@@ -220,7 +220,7 @@ impl InvocationContext {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake.min(suspend_at)) => {
                         if wake > suspend_at {
-                            self.suspend(seen);
+                            self.suspend();
                             return std::future::pending().await;
                         }
                     }

@@ -126,6 +126,34 @@ impl Engine {
         Ok(())
     }
 
+    /// The writes that request the cancellation of `id`, to commit with the journal entry of a
+    /// handler's `ctx.cancel` (so the request is durable with its cause). In memory, the
+    /// request is set on the invocation at once.
+    pub(crate) fn cancel_request_ops(&self, id: InvocationId) -> Vec<WriteOp> {
+        let map = self.inflight.lock().expect("inflight map");
+        let wake = WriteOp::Wake {
+            id,
+            index: CANCEL_WAKE,
+        };
+        let Some(inflight) = map.get(&id) else {
+            return vec![WriteOp::RequestCancel { id }, wake];
+        };
+        let mut state = inflight.state();
+        if matches!(state.record.status, Status::Completed { .. }) {
+            return Vec::new();
+        }
+        state.record.cancel_requested = true;
+        state.persisted = true;
+        let mut ops = vec![WriteOp::put_invocation(id, &state.record)];
+        if state.stored_suspended {
+            ops.push(wake);
+        }
+        drop(state);
+        // Under the map lock: a suspension committing now sees it and runs on.
+        inflight.bump();
+        ops
+    }
+
     /// Stops the invocation now: it completes with a 409 "killed" error, no compensation runs.
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, in_memory) = self.load(id)?;

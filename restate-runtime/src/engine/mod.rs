@@ -691,6 +691,12 @@ impl Engine {
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
+            // Timers armed for its sleeps (a cancelled or killed sleeper) have nothing to wake.
+            let sleeps = state.journal.iter().filter_map(|(_, e)| match e {
+                JournalEntry::Sleep { wake_at_ms, .. } => Some(*wake_at_ms),
+                _ => None,
+            });
+            self.timers.disarm(inflight.id, sleeps);
             state.record.status = Status::Completed {
                 outcome: outcome.clone(),
                 completed_at_ms: now,
@@ -775,25 +781,25 @@ impl Engine {
     /// idempotency or workflow key must start it anew, not find it. Whoever found it meanwhile
     /// is told it was lost.
     pub(crate) fn discard_unrecorded(&self, inflight: &Arc<Inflight>) {
-        let reason = "the calling handler stopped before recording the call".to_owned();
-        inflight.finish(Finish::Lost(reason));
-        self.forget(&inflight.id);
-        self.finishers
-            .lock()
-            .expect("finishers")
-            .remove(&inflight.id);
+        let reason = "the calling handler stopped before recording the call";
+        self.drop_lost(inflight, reason.to_owned());
     }
 
     /// Gives up on an invocation that cannot be recorded: its waiters get an error.
     pub(crate) fn lose(&self, inflight: &Arc<Inflight>, reason: String) {
         tracing::error!(invocation = %inflight.id, %reason, "invocation lost");
+        self.drop_lost(inflight, reason);
+        self.release(inflight);
+    }
+
+    /// Tells an invocation's waiters it is lost and forgets it in memory.
+    fn drop_lost(&self, inflight: &Arc<Inflight>, reason: String) {
         inflight.finish(Finish::Lost(reason));
         self.forget(&inflight.id);
         self.finishers
             .lock()
             .expect("finishers")
             .remove(&inflight.id);
-        self.release(inflight);
     }
 
     /// Loads every unfinished invocation: runnable ones restart by replay, delayed ones re-arm

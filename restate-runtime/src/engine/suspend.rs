@@ -76,6 +76,7 @@ impl Engine {
             self.lose(inflight, e.to_string());
             return true;
         }
+        crate::failpoints::hit("suspend.committed");
         let mut map = self.inflight.lock().expect("inflight map");
         if inflight.version() != seen_version
             || inflight

@@ -23,6 +23,14 @@ impl Timers {
         self.changed.notify_one();
     }
 
+    /// Disarms the timers of a finished invocation at these times (its sleeps).
+    pub(crate) fn disarm(&self, id: InvocationId, at_ms: impl IntoIterator<Item = u64>) {
+        let mut due = self.due.lock().expect("timers lock");
+        for at in at_ms {
+            due.remove(&(at, id));
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.due.lock().expect("timers lock").len()
     }

@@ -54,6 +54,7 @@ impl PendingWake {
     /// Waits for the commit, then brings the woken invocations that were not in memory back.
     pub(crate) async fn finish(self) -> Result<(), crate::storage::StorageError> {
         self.waiter.await?;
+        crate::failpoints::hit("wake.committed");
         for c in self.absent {
             let loaded = {
                 let map = self.engine.inflight.lock().expect("inflight map");
@@ -278,6 +279,7 @@ impl Engine {
             map.insert(id, inflight.clone());
             inflight
         };
+        crate::failpoints::hit("resume.loaded");
         tracing::debug!(invocation = %id, "resumed");
         self.spawn_resumed(inflight);
     }

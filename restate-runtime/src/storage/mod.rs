@@ -197,6 +197,12 @@ pub enum WriteOp {
         /// The invocation that completed.
         source: InvocationId,
     },
+    /// Mark an unfinished invocation's stored record as cancellation requested (read, changed
+    /// and written by the writer, for an invocation not in memory).
+    RequestCancel {
+        /// The invocation to cancel.
+        id: InvocationId,
+    },
 }
 
 /// An invocation waiting on another's result without being its caller: an attach, or a

@@ -512,6 +512,7 @@ impl Writer {
             .append(seq, &ops)
             .map_err(|e| StorageError::Backend(format!("write-ahead log: {e}")))?;
         if logged {
+            crate::failpoints::hit("log.synced");
             commit_ops(db, ops.into_iter(), Durability::None, None)?;
             self.seq = seq;
             Ok(())
@@ -531,6 +532,7 @@ impl Writer {
         let seq = self.seq + 1;
         let started = Instant::now();
         commit_ops(db, ops, Durability::Immediate, Some(seq))?;
+        crate::failpoints::hit("checkpoint.committed");
         let micros = started.elapsed().as_micros() as u64;
         {
             let mut s = self.stats.lock().expect("stats lock");
@@ -734,6 +736,26 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
             table!(t.result_waiters, RESULT_WAITERS)
                 .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
                 .map_err(backend)?;
+        }
+        WriteOp::RequestCancel { id } => {
+            let key = id.storage_key();
+            let table = table!(t.invocations, INVOCATIONS);
+            let stored = table
+                .get(key.as_slice())
+                .map_err(backend)?
+                .map(|bytes| bytes.value().to_vec());
+            let record = match stored {
+                Some(bytes) => Some(records::decode::<InvocationRecord>(&bytes)?),
+                None => None,
+            };
+            if let Some(mut record) = record
+                && !matches!(record.status, records::Status::Completed { .. })
+            {
+                record.cancel_requested = true;
+                table
+                    .insert(key.as_slice(), records::encode(&record).as_slice())
+                    .map_err(backend)?;
+            }
         }
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
@@ -1132,14 +1154,19 @@ mod tests {
         to
     }
 
-    /// A store whose log holds `n` records (one write each) that its file does not.
-    async fn store_with_logged_writes(n: u32) -> (tempfile::TempDir, RedbStorage, InvocationId) {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` that does not checkpoint on its own: writes stay in its log.
+    fn store_without_checkpoints(dir: &Path) -> RedbStorage {
         let options = RedbOptions {
             idle_checkpoint: std::time::Duration::from_secs(3600),
             ..RedbOptions::default()
         };
-        let store = RedbStorage::open(dir.path(), &options).unwrap();
+        RedbStorage::open(dir, &options).unwrap()
+    }
+
+    /// A store whose log holds `n` records (one write each) that its file does not.
+    async fn store_with_logged_writes(n: u32) -> (tempfile::TempDir, RedbStorage, InvocationId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_without_checkpoints(dir.path());
         let id = InvocationId::random(7);
         let entry = JournalEntry::ClearState { name: "x".into() };
         for i in 0..n {
@@ -1192,11 +1219,7 @@ mod tests {
     #[tokio::test]
     async fn acknowledged_writes_survive_a_crash_through_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let options = RedbOptions {
-            idle_checkpoint: std::time::Duration::from_secs(3600),
-            ..RedbOptions::default()
-        };
-        let store = RedbStorage::open(dir.path(), &options).unwrap();
+        let store = store_without_checkpoints(dir.path());
         let id = InvocationId::random(7);
         store
             .submit(vec![WriteOp::put_invocation(id, &record(Status::Runnable))])

@@ -104,6 +104,83 @@ impl Approval {
     }
 }
 
+/// A per-key counter: the side effect chaos tests count (exactly once per acknowledged add).
+#[derive(Default)]
+pub struct Tally;
+
+#[object]
+impl Tally {
+    #[handler]
+    async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+        let count = ctx.get::<u64>("count").await?.unwrap_or(0) + n;
+        ctx.set("count", count);
+        Ok(count)
+    }
+
+    #[handler]
+    async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<u64> {
+        Ok(ctx.get::<u64>("count").await?.unwrap_or(0))
+    }
+}
+
+/// `mix(i)` uses every primitive once: a call, a send and a delayed send (each adding 1 to
+/// `Tally/{i % 8}`), a sleep, an awakeable resolved by another handler, an attach, a select, a
+/// cancel, state (through `Tally`); it returns `i` plus the call's answer. `await_http(tag)`
+/// waits for an awakeable resolved over HTTP, whose id it appends to `STEPS_FILE` as
+/// `awakeable <tag> <id>`.
+#[derive(Default)]
+pub struct Chaos;
+
+#[service]
+impl Chaos {
+    #[handler]
+    async fn mix(&self, ctx: Context<'_>, i: u64) -> HandlerResult<u64> {
+        let tally = ctx.object_client::<TallyClient>((i % 8).to_string());
+        tally.add(1).send();
+        tally.add(1).send_after(Duration::from_millis(20));
+        let waits = ctx.service_client::<WaitsClient>();
+        let answer = waits.busy(2 + i % 3).call().await?;
+        ctx.sleep(Duration::from_millis(3 + i % 5)).await?;
+        let (id, resolved) = ctx.awakeable::<u64>();
+        ctx.service_client::<ChaosClient>().resolve(id).send();
+        let resolved = resolved.await?;
+        let attached = ctx.attach::<u64>(waits.busy(1).send()).await?;
+        let raced = match ctx
+            .select(ctx.sleep(Duration::from_secs(3600)), waits.busy(1).call())
+            .await
+        {
+            restate_runtime::Either::Left(_) => {
+                return Err(TerminalError::new("the hour passed").into());
+            }
+            restate_runtime::Either::Right(v) => v?,
+        };
+        let doomed = waits.nap(3_600_000).send();
+        ctx.cancel(doomed);
+        match ctx.attach::<u64>(doomed).await {
+            Err(e) if e.code() == 409 => {}
+            other => return Err(TerminalError::new(format!("not cancelled: {other:?}")).into()),
+        }
+        Ok(i + answer + resolved + attached + raced)
+    }
+
+    /// Resolves awakeable `id` with 1000.
+    #[handler]
+    async fn resolve(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
+        ctx.resolve_awakeable(&id, 1000u64)?;
+        Ok(())
+    }
+
+    #[handler]
+    async fn await_http(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let (id, resolved) = ctx.awakeable::<String>();
+        let line = format!("awakeable {tag} {id}");
+        ctx.run(|| async { Ok(append(&line)?) })
+            .name("announce")
+            .await?;
+        Ok(resolved.await?)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     restate_runtime::init_tracing();

@@ -1,0 +1,150 @@
+//! Crash points (law 9): the app is killed (SIGKILL, by a named failpoint) right after each
+//! commit that wakes, completes or moves work, in the middle of a workload of calls, sleeps
+//! and workflows resolved over HTTP with `RESTATE_SUSPEND_AFTER=50ms`. After a restart every
+//! acknowledged invocation completes with its right result.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{App, free_port, poll};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
+
+/// What the workload got acknowledged: (invocation id, expected output).
+type Acknowledged = Vec<(String, Value)>;
+
+/// Sends calls, naps and workflows, resolving the workflows' promises over HTTP. Requests
+/// that fail (the process died) are skipped: only acknowledged work counts.
+async fn workload(app: &App, workflows: &mut [(String, bool)]) -> Acknowledged {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    let send = async |path: String, key: String, body: Value| -> Option<String> {
+        let r = client
+            .post(format!("{}{path}", app.ingress))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 202 {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        Some(v["invocationId"].as_str()?.to_owned())
+    };
+    for i in 0..6u64 {
+        let ms = 100 + 20 * i;
+        if let Some(id) = send("/Waits/call/send".into(), format!("call-{i}"), json!(ms)).await {
+            acknowledged.push((id, json!(ms + 1)));
+        }
+        if let Some(id) = send("/Waits/nap/send".into(), format!("nap-{i}"), json!(ms)).await {
+            acknowledged.push((id, json!(ms)));
+        }
+    }
+    for (key, started) in workflows.iter_mut() {
+        let path = format!("/Approval/{key}/run/send");
+        if let Some(id) = send(path, key.clone(), Value::Null).await {
+            *started = true;
+            acknowledged.push((id, json!(format!("approved: {key}"))));
+        }
+    }
+    // Let them suspend on their promise, then resolve it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for (key, started) in workflows.iter() {
+        if *started {
+            let _ = client
+                .post(format!("{}/Approval/{key}/approve", app.ingress))
+                .json(key)
+                .send()
+                .await;
+        }
+    }
+    acknowledged
+}
+
+/// Runs the workload with `failpoint` armed, expects the process to die there, restarts it and
+/// checks every acknowledged invocation.
+async fn crash_at(failpoint: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port());
+    let steps = dir.path().join("steps.log").display().to_string();
+    let base = [
+        ("RESTATE_SUSPEND_AFTER", "50ms".to_owned()),
+        ("STEPS_FILE", steps),
+        ("STEP_MS", "50".to_owned()),
+    ];
+    let mut armed = base.to_vec();
+    armed.push(("RESTATE_FAILPOINTS", failpoint.to_owned()));
+    let mut app = App::start_on(BIN, &data, &armed, ports).await;
+    let mut workflows: Vec<(String, bool)> = (0..4).map(|i| (format!("wf-{i}"), false)).collect();
+    let acknowledged = workload(&app, &mut workflows).await;
+    assert!(
+        !acknowledged.is_empty(),
+        "{failpoint}: nothing was acknowledged"
+    );
+    let status = app
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{failpoint} was never reached"));
+    assert_eq!(status.signal(), Some(9), "{failpoint}: killed there");
+
+    let app = App::start_on(BIN, &data, &base, ports).await;
+    let client = reqwest::Client::new();
+    // A promise resolved before the crash stays resolved (409 now); one that was not is now.
+    for (key, started) in &workflows {
+        if *started {
+            let r = client
+                .post(format!("{}/Approval/{key}/approve", app.ingress))
+                .json(key)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                [200, 409].contains(&r.status().as_u16()),
+                "{key}: {}",
+                r.status()
+            );
+        }
+    }
+    for (id, expected) in &acknowledged {
+        let url = format!("{}/restate/invocation/{id}/output", app.ingress);
+        poll(Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { reqwest::get(url).await.unwrap().status() == 200 }
+        })
+        .await;
+        let output: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        assert_eq!(&output, expected, "{failpoint}: {id}");
+    }
+}
+
+#[tokio::test]
+async fn crash_after_a_suspension_commits() {
+    crash_at("suspend.committed=4").await;
+}
+
+#[tokio::test]
+async fn crash_after_a_completion_and_its_wake_ups_commit() {
+    crash_at("wake.committed=5").await;
+}
+
+#[tokio::test]
+async fn crash_right_after_a_resume() {
+    crash_at("resume.loaded=3").await;
+}
+
+#[tokio::test]
+async fn crash_after_a_group_is_logged_before_it_is_applied() {
+    crash_at("log.synced=30").await;
+}
+
+#[tokio::test]
+async fn crash_after_a_checkpoint_before_the_log_restarts() {
+    crash_at("checkpoint.committed=1").await;
+}
