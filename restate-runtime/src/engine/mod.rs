@@ -157,12 +157,29 @@ pub(crate) struct EngineConfig {
     pub on_storage_failure: fn(&str),
 }
 
-/// Exit status of a process stopped by a storage failure (`EX_IOERR`).
+/// Exit status of a process stopped by a storage failure (`EX_IOERR`), for supervisors that
+/// tell it from a crash.
+///
+/// ```
+/// assert_eq!(restate_runtime::STORAGE_FAILURE_EXIT_CODE, 74);
+/// ```
 pub const STORAGE_FAILURE_EXIT_CODE: i32 = 74;
 
 /// The default reaction to a failed commit, sync or writer: log why and end the process at once
 /// with [`STORAGE_FAILURE_EXIT_CODE`]. Nothing was acknowledged after the failure; a restart
-/// recovers from what is durable (law 10).
+/// recovers from what is durable (law 10). A custom reaction can end with it:
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// fn flush_then_exit(reason: &str) {
+///     // e.g. flush an external log sink first
+///     restate_runtime::exit_on_storage_failure(reason);
+/// }
+/// let runtime = restate_runtime::Runtime::builder()
+///     .on_storage_failure(flush_then_exit)
+///     .build()?;
+/// # Ok(()) }
+/// ```
 pub fn exit_on_storage_failure(reason: &str) {
     let line = format!(
         "storage failed, stopping the process (a restart recovers from the journal): {reason}"
