@@ -174,7 +174,13 @@ impl InvocationContext {
         entry: JournalEntry,
         extra: Vec<WriteOp>,
     ) -> Option<CommitWaiter> {
-        if self.is_stopped() {
+        if let Some(abort) = self.abort.lock().expect("abort lock").as_mut() {
+            // A wait asked to suspend, yet the handler got past a wait (the other branch of a
+            // `select` was already complete): suspending now would spend the wake-up of what it
+            // just consumed without its entry. Make the engine run the attempt again instead.
+            if let Abort::Suspend { seen, .. } = abort {
+                *seen = u64::MAX;
+            }
             return None;
         }
         let mut state = self.inflight.state();
