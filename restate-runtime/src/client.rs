@@ -410,7 +410,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         Ok(s) => s,
         Err(e) => return refuse(ctx, index, target, e),
     };
-    let (id, mut extra, launch) = match submitted.submission {
+    let (id, mut extra, launch, forward) = match submitted.submission {
         Submission::Finished(done) => {
             let entry = JournalEntry::Call {
                 target,
@@ -430,25 +430,16 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             state.persisted = true;
             let extra = vec![WriteOp::put_invocation(submitted.id, &state.record)];
             drop(state);
-            (submitted.id, extra, Some(inflight))
+            (submitted.id, extra, Some(inflight), false)
         }
         Submission::Running { new: false, .. } | Submission::Stored => {
             // A duplicate (idempotency key) of an invocation another caller started: its
             // result goes to that caller. This one is recorded as a result waiter, completed
-            // with the result (also after a restart), and fetched at once in memory.
-            let pending = JournalEntry::Call {
-                target: target.clone(),
-                invocation_id: submitted.id,
-                outcome: None,
-            };
-            ctx.forward_outcome(index, submitted.id, pending);
-            let waiter = WriteOp::AddResultWaiter {
-                source: submitted.id,
-                waiter: ctx.id(),
-                index,
-                call: true,
-            };
-            (submitted.id, vec![waiter], None)
+            // with the result (also after a restart), and fetched in memory once journaled.
+            let waiter = ctx
+                .engine
+                .result_waiter(submitted.id, ctx.id(), index, true);
+            (submitted.id, vec![waiter], None, true)
         }
     };
     let entry = JournalEntry::Call {
@@ -456,10 +447,13 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         invocation_id: id,
         outcome: None,
     };
-    match ctx.journal(index, entry, std::mem::take(&mut extra)) {
+    match ctx.journal(index, entry.clone(), std::mem::take(&mut extra)) {
         Some(_) => {
             if let Some(inflight) = launch {
                 launch_gated(ctx, inflight, None);
+            }
+            if forward {
+                ctx.forward_outcome(index, id, entry);
             }
             CallPlan::Wait
         }

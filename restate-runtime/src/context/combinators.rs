@@ -9,7 +9,7 @@ use super::run::outcome_to_result;
 use crate::engine::OutputState;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
-use crate::storage::{JournalEntry, Outcome, WriteOp};
+use crate::storage::{JournalEntry, Outcome};
 
 impl InvocationContext {
     pub(crate) async fn select<A, B>(&self, a: A, b: B) -> Either<A::Output, B::Output>
@@ -124,12 +124,7 @@ impl InvocationContext {
                         self.journal(index, entry, Vec::new()).is_some()
                     }
                     Ok(None) => {
-                        let waiter = WriteOp::AddResultWaiter {
-                            source: id,
-                            waiter: self.id(),
-                            index,
-                            call: false,
-                        };
+                        let waiter = self.engine.result_waiter(id, self.id(), index, false);
                         let ok = self.journal(index, pending(), vec![waiter]).is_some();
                         if ok {
                             self.forward_outcome(index, id, pending());

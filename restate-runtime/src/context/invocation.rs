@@ -270,8 +270,16 @@ impl InvocationContext {
     /// once it is known: for results that do not arrive by themselves (an attach; a duplicate
     /// call whose result goes to another caller; a call pending at a restart).
     pub(crate) fn forward_outcome(&self, index: u32, source: InvocationId, pending: JournalEntry) {
-        let (engine, me) = (self.engine.clone(), self.id());
+        {
+            let mut forwarding = self.inflight.forwarding.lock().expect("forwarding lock");
+            if forwarding.contains(&index) {
+                return;
+            }
+            forwarding.push(index);
+        }
+        let (engine, me, inflight) = (self.engine.clone(), self.id(), self.inflight.clone());
         tokio::spawn(async move {
+            let _done = ForwardGuard(inflight, index);
             // Ends at shutdown: after a restart the durable result waiter takes over.
             let mut shutdown = engine.shutdown_signal();
             let attached = tokio::select! {
@@ -340,6 +348,16 @@ impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         let mut waits = self.ctx.waits.lock().expect("waits lock");
         waits.pending.retain(|w| w.token != self.token);
+    }
+}
+
+/// Ends an entry's forward however its task ends.
+struct ForwardGuard(Arc<Inflight>, u32);
+
+impl Drop for ForwardGuard {
+    fn drop(&mut self) {
+        let mut forwarding = self.0.forwarding.lock().expect("forwarding lock");
+        forwarding.retain(|i| *i != self.1);
     }
 }
 

@@ -65,6 +65,9 @@ pub(crate) struct Inflight {
     pub kill_requested: AtomicBool,
     /// Completion happened (guards against completing twice when kill races the handler).
     pub finished: AtomicBool,
+    /// Entries with a task forwarding another invocation's result into them: a replay of a
+    /// pending attach does not start a second one.
+    pub forwarding: Mutex<Vec<u32>>,
 }
 
 impl Inflight {
@@ -93,6 +96,7 @@ impl Inflight {
             killed: tokio::sync::Notify::new(),
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            forwarding: Mutex::new(Vec::new()),
         })
     }
 

@@ -223,6 +223,9 @@ pub(crate) struct EngineInner {
     timers: timers::Timers,
     promise_waiters: promises::PromiseWaiters,
     awakeables: awakeables::CompletingAwakeables,
+    /// Invocations that may have durable result waiters (attaches, duplicate calls): only
+    /// their completion reads the store for them, not every completion.
+    result_sources: Mutex<std::collections::HashSet<InvocationId>>,
     pub metrics: crate::metrics::Metrics,
     shutdown: watch::Sender<bool>,
 }
@@ -258,6 +261,7 @@ impl Engine {
             timers: timers::Timers::default(),
             promise_waiters: promises::PromiseWaiters::default(),
             awakeables: awakeables::CompletingAwakeables::default(),
+            result_sources: Mutex::default(),
             metrics: crate::metrics::Metrics::default(),
             shutdown: watch::channel(false).0,
         }));
@@ -698,13 +702,21 @@ impl Engine {
         let now = now_ms();
         let expires_at_ms = now + retention.as_millis() as u64;
         // Attachers and duplicate callers recorded durably: completed in the same batch.
-        let result_waiters = self
-            .storage
-            .result_waiters(Some(&inflight.id))
-            .unwrap_or_else(|e| {
-                tracing::error!(invocation = %inflight.id, error = %e, "cannot read result waiters");
-                Vec::new()
-            });
+        let has_waiters = self
+            .result_sources
+            .lock()
+            .expect("result sources")
+            .remove(&inflight.id);
+        let result_waiters = match has_waiters {
+            false => Vec::new(),
+            true => self
+                .storage
+                .result_waiters(Some(&inflight.id))
+                .unwrap_or_else(|e| {
+                    tracing::error!(invocation = %inflight.id, error = %e, "cannot read result waiters");
+                    Vec::new()
+                }),
+        };
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
@@ -869,11 +881,12 @@ impl Engine {
         if !to_start.is_empty() {
             tracing::info!(count = to_start.len(), "resuming invocations after restart");
         }
+        // Before anything runs: a source that completes must know it has result waiters.
+        self.complete_orphaned_result_waiters()?;
         // Started only once all are in memory, so a resumed caller finds its callee.
         for inflight in to_start {
             self.spawn(inflight);
         }
-        self.complete_orphaned_result_waiters()?;
         Ok(())
     }
 

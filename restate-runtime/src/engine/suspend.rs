@@ -59,14 +59,16 @@ impl Engine {
             state.record.status = Status::Suspended { wake_at_ms };
             state.record.modified_at_ms = now;
             state.persisted = true;
-            state.stored_suspended = true;
-            let ops = vec![
-                WriteOp::put_invocation(inflight.id, &state.record),
-                WriteOp::ClearWakes {
+            let mut ops = vec![WriteOp::put_invocation(inflight.id, &state.record)];
+            // Wake-up rows are only written while the stored record may say suspended: an
+            // invocation suspending for the first time since it was stored runnable has none.
+            if state.stored_suspended {
+                ops.push(WriteOp::ClearWakes {
                     id: inflight.id,
                     indexes: super::wake::seen_wakes(&state.journal),
-                },
-            ];
+                });
+            }
+            state.stored_suspended = true;
             if let Some(at) = wake_at_ms {
                 self.timers.schedule(at, inflight.id);
             }

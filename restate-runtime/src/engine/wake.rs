@@ -131,6 +131,28 @@ pub(super) fn result_completion(
 }
 
 impl Engine {
+    /// The write that records entry `index` of `waiter` as waiting on `source`'s result; the
+    /// source's completion then reads its waiters. A waiter recorded after that read is
+    /// completed by its in-memory forward, or after a crash by recovery.
+    pub(crate) fn result_waiter(
+        &self,
+        source: InvocationId,
+        waiter: InvocationId,
+        index: u32,
+        call: bool,
+    ) -> WriteOp {
+        self.result_sources
+            .lock()
+            .expect("result sources")
+            .insert(source);
+        WriteOp::AddResultWaiter {
+            source,
+            waiter,
+            index,
+            call,
+        }
+    }
+
     /// Completes the result waiters whose source finished (or is gone) while they were not
     /// recorded yet, so nobody completed them: at recovery, where no in-memory forward is left.
     pub(super) fn complete_orphaned_result_waiters(&self) -> Result<(), StorageError> {
@@ -144,7 +166,14 @@ impl Engine {
             let outcome = match &record {
                 Some(r) => match &r.status {
                     Status::Completed { outcome, .. } => outcome.clone(),
-                    _ => continue,
+                    _ => {
+                        // Still running: its completion completes them.
+                        self.result_sources
+                            .lock()
+                            .expect("result sources")
+                            .insert(source);
+                        continue;
+                    }
                 },
                 None => Outcome::Failure {
                     code: 404,
