@@ -38,6 +38,10 @@ pub struct Config {
     /// Partitions of a new data folder (`RESTATE_PARTITIONS`, default 256; an existing folder
     /// keeps its own).
     pub partitions: u32,
+    /// Free disk space kept for work already accepted (`RESTATE_MIN_FREE_DISK_BYTES`, default
+    /// 32 MiB; 0 turns the check off): below it new invocations are refused with 503, and a
+    /// start waits, logging why, until that much is free.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for Config {
@@ -53,6 +57,7 @@ impl Default for Config {
             suspend_after: Duration::from_secs(10),
             cache_bytes: 64 * 1024 * 1024,
             partitions: 256,
+            min_free_disk_bytes: crate::storage::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -117,6 +122,9 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_CACHE_BYTES") {
             self.cache_bytes = parse("RESTATE_CACHE_BYTES", v, int)? as usize;
+        }
+        if let Some(v) = var("RESTATE_MIN_FREE_DISK_BYTES") {
+            self.min_free_disk_bytes = parse("RESTATE_MIN_FREE_DISK_BYTES", v, int)?;
         }
         if let Some(v) = var("RESTATE_PARTITIONS") {
             self.partitions = parse("RESTATE_PARTITIONS", v, |s| {

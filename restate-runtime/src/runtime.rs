@@ -214,6 +214,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Free disk space kept for work already accepted (default 32 MiB, 0 turns the check
+    /// off): below it new invocations are answered 503 `disk full` and nothing of them is
+    /// written, while running and waiting invocations go on; a start waits until that much is
+    /// free, logging why. Both resume by themselves once space is freed.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().min_free_disk_bytes(1 << 30).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn min_free_disk_bytes(mut self, bytes: u64) -> Self {
+        self.config.min_free_disk_bytes = bytes;
+        self
+    }
+
     /// How freed heap goes back to the operating system once a burst of invocations has left
     /// memory (their number fell to a quarter of its peak). The default asks glibc's allocator
     /// (`malloc_trim`), which otherwise keeps it; a binary with another global allocator passes
@@ -341,6 +357,7 @@ impl RuntimeBuilder {
             &RedbOptions {
                 cache_bytes: config.cache_bytes,
                 partitions: config.partitions,
+                min_free_bytes: config.min_free_disk_bytes,
                 ..RedbOptions::default()
             },
         )?);

@@ -160,3 +160,95 @@ async fn a_damaged_record_in_the_log_stops_the_start_naming_file_and_offset() {
     assert!(stderr.contains("journal.wal"), "{stderr}");
     assert!(stderr.contains(&format!("offset {middle}")), "{stderr}");
 }
+
+/// A disk that fails while a start replays the log (each sync of the start in turn, up to the
+/// first that a healthy start reaches serving) is reported as an I/O error, never as
+/// corruption, and loses nothing: the next start on a healthy disk has every acknowledged
+/// invocation.
+#[tokio::test]
+async fn a_disk_failing_during_recovery_is_an_io_error_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = build_shim(dir.path());
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port());
+    let app = App::start_on(BIN, &data, &[], ports).await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for i in 0..64 {
+        let r = client
+            .post(format!("{}/Waits/nap/send", app.ingress))
+            .header("idempotency-key", format!("k-{i}"))
+            .json(&200u64)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.unwrap();
+        acknowledged.push(body["invocationId"].as_str().unwrap().to_owned());
+    }
+    // Killed with records in the log that the store has not checkpointed.
+    app.kill();
+
+    let mut refused = 0;
+    for failing_sync in 0.. {
+        assert!(failing_sync < 50, "a start never got past its syncs");
+        let (ingress, admin) = (free_port(), free_port());
+        let mut child = Command::new(BIN)
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .env("LD_PRELOAD", &shim)
+            .env("FAIL_FSYNC_AFTER", failing_sync.to_string())
+            .env("RESTATE_DATA_DIR", &data)
+            .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{ingress}"))
+            .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the app runs");
+        // Either the start fails (reported) or it serves: then this many syncs are enough.
+        let health = format!("http://127.0.0.1:{ingress}/restate/health");
+        let started = Instant::now();
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if reqwest::get(&health).await.is_ok_and(|r| r.status() == 200) {
+                break None;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "neither exits nor serves"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let Some(status) = exited else {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        };
+        let output = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!status.success(), "sync {failing_sync}: {said}");
+        assert!(!said.contains("corrupt"), "sync {failing_sync}: {said}");
+        assert!(
+            said.contains("Input/output error") || said.contains("storage failure"),
+            "sync {failing_sync}: {said}"
+        );
+        refused += 1;
+    }
+    assert!(refused >= 1, "the start syncs at least once before serving");
+
+    let app = App::start_on(BIN, &data, &[], ports).await;
+    for id in &acknowledged {
+        let url = format!("{}/restate/invocation/{id}/output", app.ingress);
+        poll(Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { reqwest::get(url).await.unwrap().status() == 200 }
+        })
+        .await;
+    }
+}

@@ -464,6 +464,7 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        self.storage.admit_new_work()?;
         let submitted = self.submit(req, None)?;
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
@@ -497,6 +498,7 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
+        self.storage.admit_new_work()?;
         let submitted = self.submit(req, None)?;
         let (status, inflight) = match submitted.submission {
             Submission::Finished(_) | Submission::Stored => {

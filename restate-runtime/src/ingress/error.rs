@@ -74,6 +74,10 @@ impl IntoResponse for ApiError {
             "x-restate-error-source",
             HeaderValue::from_static(self.source.as_str()),
         );
+        // The ingress is unavailable for now (disk full, storage failing): ask for a retry.
+        if self.code == 503 && self.source == Source::Ingress {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -7,6 +7,7 @@
 
 pub(crate) mod records;
 mod redb_store;
+mod space;
 mod wal;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 pub use records::{InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint};
+pub(crate) use redb_store::DEFAULT_MIN_FREE_BYTES;
 pub use redb_store::{RedbOptions, RedbStorage};
 
 use crate::ids::InvocationId;
@@ -360,6 +362,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Holds the reason once a commit, a sync or the writer itself failed: from then on
     /// nothing is acknowledged, and the engine stops the process (law 10).
     fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>>;
+    /// Whether there is room for new work (an invocation from outside): an error, saying why,
+    /// while the disk is nearly full. Work already accepted still commits, into the reserve.
+    fn admit_new_work(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Flushes what is queued and stops the writer.
     fn close(&self);
 }

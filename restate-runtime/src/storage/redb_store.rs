@@ -29,6 +29,7 @@ use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
 use tokio::sync::{oneshot, watch};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
+use super::space::Reserve;
 use super::wal::{self, Wal, WalError};
 use super::{
     CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
@@ -76,6 +77,9 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
 const MAX_GROUP: usize = 4096;
 
+/// Free space kept by default: room for the log to grow and the store to checkpoint it.
+pub(crate) const DEFAULT_MIN_FREE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// How to open a redb store.
 #[derive(Debug, Clone)]
 pub struct RedbOptions {
@@ -86,6 +90,9 @@ pub struct RedbOptions {
     /// After this long without writes, the store commits what the write-ahead log holds
     /// durably, so a restart after a quiet spell has nothing to replay.
     pub idle_checkpoint: std::time::Duration,
+    /// Free disk space kept for the work already accepted: below it new work is refused, and
+    /// opening waits until it is free (0 turns the check off).
+    pub min_free_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -94,6 +101,7 @@ impl Default for RedbOptions {
             cache_bytes: 64 * 1024 * 1024,
             partitions: 256,
             idle_checkpoint: std::time::Duration::from_secs(1),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -111,16 +119,20 @@ pub struct RedbStorage {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Mutex<WriterStats>>,
     failure: Arc<watch::Sender<Option<String>>>,
+    reserve: Reserve,
 }
 
 impl RedbStorage {
-    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    /// Opens (or creates) the store in `dir` and starts its writer thread. With less than
+    /// [`RedbOptions::min_free_bytes`] free on its disk, it first waits for space, logging why.
     pub fn open(dir: &Path, options: &RedbOptions) -> Result<Self, OpenError> {
         let shown = dir.display().to_string();
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
             path: shown.clone(),
             source,
         })?;
+        let reserve = Reserve::new(dir, options.min_free_bytes);
+        reserve.wait_for_room();
         let file = dir.join(FILE_NAME);
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
@@ -168,6 +180,7 @@ impl RedbStorage {
             writer: Mutex::new(Some(writer)),
             stats,
             failure,
+            reserve,
         })
     }
 
@@ -182,6 +195,11 @@ impl RedbStorage {
 
 fn backend(e: impl Into<redb::Error>) -> StorageError {
     StorageError::Backend(e.into().to_string())
+}
+
+/// A stored value that a write reads and cannot decode: the store is damaged.
+fn corrupted(e: records::DecodeRecordError) -> redb::Error {
+    redb::Error::Corrupted(e.to_string())
 }
 
 fn open_error(shown: &str, file: &Path, e: DatabaseError) -> OpenError {
@@ -215,6 +233,26 @@ impl OpenFault {
         Self::Corrupt(e.to_string())
     }
 
+    /// A redb failure: I/O when the disk failed (or is full), which is not damage, so that
+    /// nobody deletes data that a retry on a healthy disk would open; else corruption.
+    fn from_redb(e: impl Into<redb::Error>) -> Self {
+        match e.into() {
+            redb::Error::Io(e) => Self::Io(e),
+            redb::Error::PreviousIo => Self::Io(std::io::Error::other(
+                "an earlier write to the store failed",
+            )),
+            other => Self::corrupt(other),
+        }
+    }
+
+    /// Says what was being done when a corruption was found.
+    fn context(self, what: &str) -> Self {
+        match self {
+            Self::Corrupt(reason) => Self::Corrupt(format!("{what}: {reason}")),
+            other => other,
+        }
+    }
+
     fn at(self, path: &str) -> OpenError {
         let path = path.to_owned();
         match self {
@@ -227,23 +265,22 @@ impl OpenFault {
 
 /// Records the format version and partition count in a new store, or checks them in an old one.
 fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
-    let corrupt = |e: redb::Error| OpenFault::corrupt(e);
-    let txn = db.begin_write().map_err(|e| corrupt(e.into()))?;
+    let txn = db.begin_write().map_err(OpenFault::from_redb)?;
     let found = {
-        let mut meta = txn.open_table(META).map_err(|e| corrupt(e.into()))?;
+        let mut meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
         let read_u32 = |v: Option<redb::AccessGuard<'_, &[u8]>>| {
             v.and_then(|g| g.value().try_into().ok().map(u32::from_be_bytes))
         };
-        let version = read_u32(meta.get("format_version").map_err(|e| corrupt(e.into()))?);
-        let stored = read_u32(meta.get("partitions").map_err(|e| corrupt(e.into()))?);
+        let version = read_u32(meta.get("format_version").map_err(OpenFault::from_redb)?);
+        let stored = read_u32(meta.get("partitions").map_err(OpenFault::from_redb)?);
         match (version, stored) {
             (None, None) => {
                 meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
-                    .map_err(|e| corrupt(e.into()))?;
+                    .map_err(OpenFault::from_redb)?;
                 meta.insert("partitions", partitions.to_be_bytes().as_slice())
-                    .map_err(|e| corrupt(e.into()))?;
+                    .map_err(OpenFault::from_redb)?;
                 for table in [INVOCATIONS, JOURNAL, STATE, PROMISES, UNFINISHED] {
-                    txn.open_table(table).map_err(|e| corrupt(e.into()))?;
+                    txn.open_table(table).map_err(OpenFault::from_redb)?;
                 }
                 partitions
             }
@@ -258,11 +295,11 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
     };
     // Tables are created if missing (a store of this format from before a table existed).
     for table in [EXPIRY, PROMISE_WAITERS, WAKEUPS] {
-        txn.open_table(table).map_err(|e| corrupt(e.into()))?;
+        txn.open_table(table).map_err(OpenFault::from_redb)?;
     }
     txn.open_table(RESULT_WAITERS)
-        .map_err(|e| corrupt(e.into()))?;
-    txn.commit().map_err(|e| corrupt(e.into()))?;
+        .map_err(OpenFault::from_redb)?;
+    txn.commit().map_err(OpenFault::from_redb)?;
     Ok(found)
 }
 
@@ -321,12 +358,12 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 fn clear_binary_prefix(
     table: &mut redb::Table<'_, &'static [u8], ()>,
     prefix: &[u8],
-) -> Result<(), StorageError> {
+) -> Result<(), redb::Error> {
     match prefix_successor(prefix) {
         Some(end) => table.retain_in(prefix..end.as_slice(), |_, _| false),
         None => table.retain_in(prefix.., |_, _| false),
     }
-    .map_err(backend)
+    .map_err(redb::Error::from)
 }
 
 /// The prefix of one promise's waiters: the scope, then the length-prefixed name.
@@ -341,13 +378,13 @@ fn waiters_prefix(scope: &StateScope, name: &str) -> Vec<u8> {
 fn clear_scope(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     scope: &StateScope,
-) -> Result<(), StorageError> {
+) -> Result<(), redb::Error> {
     let prefix = state_prefix(scope);
     table
         .retain_in(prefix.as_slice()..prefix_end(&prefix).as_slice(), |_, _| {
             false
         })
-        .map_err(backend)
+        .map_err(redb::Error::from)
 }
 
 /// The log after replaying its tail into the store, and the sequence number of the last
@@ -361,11 +398,11 @@ struct RecoveredLog {
 /// store without a salt (new, or from before salts) gets one, durably, before the log is used.
 fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
     let read_u64 = |key: &str| -> Result<Option<u64>, OpenFault> {
-        let txn = db.begin_read().map_err(OpenFault::corrupt)?;
-        let meta = txn.open_table(META).map_err(OpenFault::corrupt)?;
+        let txn = db.begin_read().map_err(OpenFault::from_redb)?;
+        let meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
         Ok(meta
             .get(key)
-            .map_err(OpenFault::corrupt)?
+            .map_err(OpenFault::from_redb)?
             .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
     };
     let mut applied = read_u64(WAL_APPLIED)?.unwrap_or(0);
@@ -376,8 +413,9 @@ fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
     })?;
     if let Some(last) = replayed.last().map(|r| r.seq) {
         let ops = replayed.iter().flat_map(|record| &record.ops);
-        commit_ops(db, ops, Durability::Immediate, Some(last))
-            .map_err(|e| OpenFault::corrupt(format!("replaying log records up to {last}: {e}")))?;
+        commit_ops(db, ops, Durability::Immediate, Some(last)).map_err(|e| {
+            OpenFault::from_redb(e).context(&format!("replaying log records up to {last}"))
+        })?;
         applied = last;
         wal.restart(false).map_err(OpenFault::Io)?;
     }
@@ -385,13 +423,13 @@ fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
         let salt = std::iter::repeat_with(rand::random::<u64>)
             .find(|s| *s != 0)
             .expect("a nonzero draw");
-        let txn = db.begin_write().map_err(OpenFault::corrupt)?;
+        let txn = db.begin_write().map_err(OpenFault::from_redb)?;
         {
-            let mut meta = txn.open_table(META).map_err(OpenFault::corrupt)?;
+            let mut meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
             meta.insert(WAL_SALT, salt.to_be_bytes().as_slice())
-                .map_err(OpenFault::corrupt)?;
+                .map_err(OpenFault::from_redb)?;
         }
-        txn.commit().map_err(OpenFault::corrupt)?;
+        txn.commit().map_err(OpenFault::from_redb)?;
         // Whatever the log held is applied or not this store's: new records start over.
         wal.set_salt(salt);
         wal.restart(false).map_err(OpenFault::Io)?;
@@ -513,7 +551,7 @@ impl Writer {
             .map_err(|e| StorageError::Backend(format!("write-ahead log: {e}")))?;
         if logged {
             crate::failpoints::hit("log.synced");
-            commit_ops(db, ops.into_iter(), Durability::None, None)?;
+            commit_ops(db, ops.into_iter(), Durability::None, None).map_err(backend)?;
             self.seq = seq;
             Ok(())
         } else {
@@ -531,7 +569,7 @@ impl Writer {
     ) -> Result<(), StorageError> {
         let seq = self.seq + 1;
         let started = Instant::now();
-        commit_ops(db, ops, Durability::Immediate, Some(seq))?;
+        commit_ops(db, ops, Durability::Immediate, Some(seq)).map_err(backend)?;
         crate::failpoints::hit("checkpoint.committed");
         let micros = started.elapsed().as_micros() as u64;
         {
@@ -570,9 +608,9 @@ fn opened<'s, 't, V: redb::Value + 'static>(
     txn: &'t redb::WriteTransaction,
     slot: &'s mut Option<redb::Table<'t, &'static [u8], V>>,
     definition: TableDefinition<&'static [u8], V>,
-) -> Result<&'s mut redb::Table<'t, &'static [u8], V>, StorageError> {
+) -> Result<&'s mut redb::Table<'t, &'static [u8], V>, redb::Error> {
     if slot.is_none() {
-        *slot = Some(txn.open_table(definition).map_err(backend)?);
+        *slot = Some(txn.open_table(definition).map_err(redb::Error::from)?);
     }
     Ok(slot.as_mut().expect("opened above"))
 }
@@ -608,10 +646,9 @@ fn commit_ops<'a>(
     ops: impl Iterator<Item = &'a WriteOp>,
     durability: Durability,
     applied: Option<u64>,
-) -> Result<(), StorageError> {
-    let mut txn = db.begin_write().map_err(backend)?;
-    txn.set_durability(durability)
-        .map_err(|e| StorageError::Backend(e.to_string()))?;
+) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write().map_err(redb::Error::from)?;
+    txn.set_durability(durability)?;
     {
         let mut t = OpenTables::new(&txn);
         for op in ops {
@@ -619,14 +656,14 @@ fn commit_ops<'a>(
         }
     }
     if let Some(seq) = applied {
-        let mut meta = txn.open_table(META).map_err(backend)?;
+        let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
         meta.insert(WAL_APPLIED, seq.to_be_bytes().as_slice())
-            .map_err(backend)?;
+            .map_err(redb::Error::from)?;
     }
-    txn.commit().map_err(backend)
+    txn.commit().map_err(redb::Error::from)
 }
 
-fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
+fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
     match op {
         WriteOp::PutInvocation {
             id,
@@ -638,38 +675,38 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
             let key = id.storage_key();
             table!(t.invocations, INVOCATIONS)
                 .insert(key.as_slice(), encoded.as_slice())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
             if let Some(at) = expires_at_ms {
                 if *stored_before {
                     table!(t.unfinished, UNFINISHED)
                         .remove(key.as_slice())
-                        .map_err(backend)?;
+                        .map_err(redb::Error::from)?;
                     clear_wakeups(table!(t.wakeups, WAKEUPS), id)?;
                 }
                 table!(t.expiry, EXPIRY)
                     .insert(expiry_key(*at, id).as_slice(), ())
-                    .map_err(backend)?;
+                    .map_err(redb::Error::from)?;
             }
             if let Some(hint) = hint {
                 table!(t.unfinished, UNFINISHED)
                     .insert(key.as_slice(), hint.as_slice())
-                    .map_err(backend)?;
+                    .map_err(redb::Error::from)?;
             }
         }
         WriteOp::PutJournal { id, index, encoded } => {
             table!(t.journal, JOURNAL)
                 .insert(journal_key(id, *index).as_slice(), encoded.as_slice())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::SetState { scope, name, value } => {
             table!(t.state, STATE)
                 .insert(state_key(scope, name).as_slice(), value.as_slice())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::ClearState { scope, name } => {
             table!(t.state, STATE)
                 .remove(state_key(scope, name).as_slice())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::ClearAllState { scope } => clear_scope(table!(t.state, STATE), scope)?,
         WriteOp::PutPromise {
@@ -679,7 +716,7 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
         } => {
             table!(t.promises, PROMISES)
                 .insert(state_key(scope, name).as_slice(), encoded.as_slice())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::ClearPromises { scope } => {
             clear_scope(table!(t.promises, PROMISES), scope)?;
@@ -696,7 +733,7 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
             key.extend(index.to_be_bytes());
             table!(t.waiters, PROMISE_WAITERS)
                 .insert(key.as_slice(), ())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::ClearPromiseWaiters { scope, name } => {
             clear_binary_prefix(
@@ -707,14 +744,14 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
         WriteOp::Wake { id, index } => {
             table!(t.wakeups, WAKEUPS)
                 .insert(journal_key(id, *index).as_slice(), ())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::ClearWakes { id, indexes } => {
             let table = table!(t.wakeups, WAKEUPS);
             for index in indexes {
                 table
                     .remove(journal_key(id, *index).as_slice())
-                    .map_err(backend)?;
+                    .map_err(redb::Error::from)?;
             }
         }
         WriteOp::AddResultWaiter {
@@ -727,7 +764,7 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
             key.extend(journal_key(waiter, *index));
             table!(t.result_waiters, RESULT_WAITERS)
                 .insert(key.as_slice(), u8::from(*call))
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::ClearResultWaiters { source } => {
             let (lo, hi) = (source.storage_key(), [0xffu8; 52]);
@@ -735,17 +772,19 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
             hi[..24].copy_from_slice(&lo);
             table!(t.result_waiters, RESULT_WAITERS)
                 .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
         WriteOp::RequestCancel { id } => {
             let key = id.storage_key();
             let table = table!(t.invocations, INVOCATIONS);
             let stored = table
                 .get(key.as_slice())
-                .map_err(backend)?
+                .map_err(redb::Error::from)?
                 .map(|bytes| bytes.value().to_vec());
             let record = match stored {
-                Some(bytes) => Some(records::decode::<InvocationRecord>(&bytes)?),
+                Some(bytes) => {
+                    Some(records::decode::<InvocationRecord>(&bytes).map_err(corrupted)?)
+                }
                 None => None,
             };
             if let Some(mut record) = record
@@ -754,30 +793,30 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
                 record.cancel_requested = true;
                 table
                     .insert(key.as_slice(), records::encode(&record).as_slice())
-                    .map_err(backend)?;
+                    .map_err(redb::Error::from)?;
             }
         }
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
             if let Some(old) = table!(t.invocations, INVOCATIONS)
                 .remove(key.as_slice())
-                .map_err(backend)?
+                .map_err(redb::Error::from)?
             {
-                let record: InvocationRecord = records::decode(old.value())?;
+                let record: InvocationRecord = records::decode(old.value()).map_err(corrupted)?;
                 if let records::Status::Completed { expires_at_ms, .. } = record.status {
                     table!(t.expiry, EXPIRY)
                         .remove(expiry_key(expires_at_ms, id).as_slice())
-                        .map_err(backend)?;
+                        .map_err(redb::Error::from)?;
                 }
             }
             table!(t.unfinished, UNFINISHED)
                 .remove(key.as_slice())
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
             clear_wakeups(table!(t.wakeups, WAKEUPS), id)?;
             let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
             table!(t.journal, JOURNAL)
                 .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
-                .map_err(backend)?;
+                .map_err(redb::Error::from)?;
         }
     }
     Ok(())
@@ -787,11 +826,11 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), StorageError> {
 fn clear_wakeups(
     table: &mut redb::Table<'_, &'static [u8], ()>,
     id: &InvocationId,
-) -> Result<(), StorageError> {
+) -> Result<(), redb::Error> {
     let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
     table
         .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
-        .map_err(backend)
+        .map_err(redb::Error::from)
 }
 
 /// Decodes (invocation key, record) rows read from the invocations table.
@@ -1039,6 +1078,10 @@ impl Storage for RedbStorage {
 
     fn writer_stats(&self) -> WriterStats {
         *self.stats.lock().expect("stats lock")
+    }
+
+    fn admit_new_work(&self) -> Result<(), StorageError> {
+        self.reserve.admit()
     }
 
     fn failure(&self) -> watch::Receiver<Option<String>> {

@@ -54,7 +54,21 @@ impl App {
         binary: &str,
         data_dir: &Path,
         env: &[(&str, String)],
+        ports: (u16, u16),
+    ) -> Self {
+        let app = Self::spawn(binary, data_dir, env, ports, Stdio::null());
+        app.wait_healthy().await;
+        app
+    }
+
+    /// Starts the process without waiting for it to answer; its log (tracing writes to
+    /// standard output) goes to `log`.
+    pub fn spawn(
+        binary: &str,
+        data_dir: &Path,
+        env: &[(&str, String)],
         (ingress_port, admin_port): (u16, u16),
+        log: Stdio,
     ) -> Self {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
@@ -63,28 +77,33 @@ impl App {
             .env("RESTATE_DATA_DIR", data_dir)
             .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{ingress_port}"))
             .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("app starts");
-        let app = Self {
-            child,
+        Self {
+            child: cmd.spawn().expect("app starts"),
             ingress: format!("http://127.0.0.1:{ingress_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
-        };
-        let health = format!("{}/restate/health", app.ingress);
-        poll(Duration::from_secs(60), || {
-            let health = health.clone();
-            async move {
-                reqwest::get(health)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
-        app
+        }
+    }
+
+    /// Whether the ingress answers its health check now.
+    pub async fn healthy(&self) -> bool {
+        reqwest::get(format!("{}/restate/health", self.ingress))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Waits (up to 60 s) until the ingress answers its health check.
+    pub async fn wait_healthy(&self) {
+        poll(Duration::from_secs(60), || self.healthy()).await;
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
     }
 
     /// SIGTERM, then waits for the process to exit.
