@@ -19,13 +19,33 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Ingress listen address (`RESTATE_INGRESS_ADDR`, default `127.0.0.1:8080`).
     pub ingress_addr: SocketAddr,
-    /// Admin listen address (`RESTATE_ADMIN_ADDR`, default `127.0.0.1:9070`).
+    /// The public webhook listener (`RESTATE_WEBHOOK_ADDR`, off unless set): only verified
+    /// webhooks are served there, every other path is a 404.
+    pub webhook_addr: Option<SocketAddr>,
+    /// When set, the ingress requires `Authorization: Bearer <token>` on every route but
+    /// `/restate/health` (`RESTATE_INGRESS_TOKEN`).
+    pub ingress_token: Option<String>,
+    /// Admin listen address (`RESTATE_ADMIN_ADDR`, default `127.0.0.1:9070`; an address that
+    /// is not loopback needs an admin token).
     pub admin_addr: SocketAddr,
     /// When set, the admin API requires `Authorization: Bearer <token>` on every route but
     /// `/health` (`RESTATE_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
     /// Largest accepted request body in bytes (`RESTATE_MAX_BODY_BYTES`, default 10 MiB).
     pub max_body_bytes: usize,
+    /// Connections each listener serves at once (`RESTATE_MAX_CONNECTIONS`, default 4096,
+    /// kept below the open-file limit): more are answered `429` and closed.
+    pub max_connections: usize,
+    /// Requests each listener serves at once (`RESTATE_MAX_IN_FLIGHT`, default 128): more are
+    /// answered `429` with `Retry-After`. With the body limit, this bounds the memory that
+    /// request bodies take.
+    pub max_in_flight: usize,
+    /// Time for a request head to arrive, and for an idle keep-alive connection to send the
+    /// next one (`RESTATE_HEADER_TIMEOUT`, default 10s).
+    pub header_timeout: Duration,
+    /// Time for a request body to arrive (`RESTATE_BODY_TIMEOUT`, default 30s): a slower one
+    /// is answered `408`.
+    pub body_timeout: Duration,
     /// How long finished invocations keep their result (`RESTATE_RETENTION`, default 24 h).
     pub default_retention: Duration,
     /// How often expired invocations are purged.
@@ -49,9 +69,15 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             ingress_addr: ([127, 0, 0, 1], 8080).into(),
+            webhook_addr: None,
+            ingress_token: None,
             admin_addr: ([127, 0, 0, 1], 9070).into(),
             admin_token: None,
             max_body_bytes: 10 * 1024 * 1024,
+            max_connections: 4096,
+            max_in_flight: 128,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             default_retention: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(10),
             suspend_after: Duration::from_secs(10),
@@ -105,6 +131,12 @@ impl Config {
         if let Some(v) = var("RESTATE_INGRESS_ADDR") {
             self.ingress_addr = parse("RESTATE_INGRESS_ADDR", v, addr)?;
         }
+        if let Some(v) = var("RESTATE_WEBHOOK_ADDR").filter(|v| !v.is_empty()) {
+            self.webhook_addr = Some(parse("RESTATE_WEBHOOK_ADDR", v, addr)?);
+        }
+        if let Some(v) = var("RESTATE_INGRESS_TOKEN").filter(|v| !v.is_empty()) {
+            self.ingress_token = Some(v);
+        }
         if let Some(v) = var("RESTATE_ADMIN_ADDR") {
             self.admin_addr = parse("RESTATE_ADMIN_ADDR", v, addr)?;
         }
@@ -113,6 +145,23 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, int)? as usize;
+        }
+        let positive = |s: &str| match s.parse::<usize>() {
+            Ok(0) => Err("must be at least 1".to_owned()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(v) = var("RESTATE_MAX_CONNECTIONS") {
+            self.max_connections = parse("RESTATE_MAX_CONNECTIONS", v, positive)?;
+        }
+        if let Some(v) = var("RESTATE_MAX_IN_FLIGHT") {
+            self.max_in_flight = parse("RESTATE_MAX_IN_FLIGHT", v, positive)?;
+        }
+        if let Some(v) = var("RESTATE_HEADER_TIMEOUT") {
+            self.header_timeout = parse("RESTATE_HEADER_TIMEOUT", v, crate::duration::parse)?;
+        }
+        if let Some(v) = var("RESTATE_BODY_TIMEOUT") {
+            self.body_timeout = parse("RESTATE_BODY_TIMEOUT", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_RETENTION") {
             self.default_retention = parse("RESTATE_RETENTION", v, crate::duration::parse)?;
@@ -139,11 +188,37 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Refuses settings that would expose what must stay private: an admin API off loopback
+    /// without a token.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(ConfigError {
+                name: "RESTATE_ADMIN_ADDR",
+                value: self.admin_addr.to_string(),
+                reason: "not a loopback address: the admin API controls every invocation, so \
+                         set RESTATE_ADMIN_TOKEN to expose it"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_address_off_loopback_needs_a_token() {
+        let mut c = Config::default();
+        assert!(c.check().is_ok());
+        c.admin_addr = ([0, 0, 0, 0], 9070).into();
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("RESTATE_ADMIN_TOKEN"), "{err}");
+        c.admin_token = Some("t".into());
+        assert!(c.check().is_ok());
+    }
 
     #[test]
     fn env_overrides_defaults_and_reports_bad_values() {

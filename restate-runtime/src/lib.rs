@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod bearer;
 mod client;
 mod clock;
 mod codec;
@@ -43,6 +44,7 @@ mod error;
 mod failpoints;
 mod ids;
 mod ingress;
+mod listener;
 mod metrics;
 mod registry;
 mod runtime;

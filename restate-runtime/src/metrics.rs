@@ -17,9 +17,23 @@ pub(crate) struct StatusLabel {
     pub status: &'static str,
 }
 
-/// Counters bumped by the engine.
+/// Which HTTP listener a connection or request came to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListenerLabel {
+    pub listener: &'static str,
+}
+
+/// Counters bumped by the engine and the listeners.
 #[derive(Default)]
 pub(crate) struct Metrics {
+    /// Open connections, by listener.
+    pub connections_open: Family<ListenerLabel, Gauge>,
+    /// Connections over the cap, answered `429` and closed, by listener.
+    pub connections_refused: Family<ListenerLabel, Counter>,
+    /// Requests being served, by listener.
+    pub requests_in_flight: Family<ListenerLabel, Gauge>,
+    /// Requests over the in-flight cap, answered `429`, by listener.
+    pub requests_refused: Family<ListenerLabel, Counter>,
     pub started: Counter,
     pub completed: Family<ResultLabel, Counter>,
     pub retries: Counter,
@@ -70,6 +84,26 @@ impl Metrics {
             "invocations_paused",
             "Invocations paused",
             self.paused.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open HTTP connections, by listener (capped by RESTATE_MAX_CONNECTIONS)",
+            self.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections over RESTATE_MAX_CONNECTIONS, answered 429 and closed, by listener",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being served, by listener (capped by RESTATE_MAX_IN_FLIGHT)",
+            self.requests_in_flight.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests over RESTATE_MAX_IN_FLIGHT, answered 429, by listener",
+            self.requests_refused.clone(),
         );
         let in_memory = Family::<StatusLabel, Gauge>::default();
         for (status, n) in &snapshot.in_memory {

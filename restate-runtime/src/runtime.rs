@@ -1,6 +1,7 @@
 //! The runtime users build in `main`: configuration, registry, storage and engine, served over
 //! HTTP or driven in-process through a [`RuntimeHandle`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::ingress::Webhooks;
 use crate::registry::{DynService, Registry, RegistryError, Service, ServiceDefinition};
 use crate::storage::{OpenError, RedbOptions, RedbStorage, Storage};
-use crate::webhook::Webhook;
+use crate::webhook::WebhookEndpoint;
 
 /// Why a runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,10 @@ pub enum BuildError {
     /// Recovery failed.
     #[error("recovery failed: {0}")]
     Recovery(#[from] EngineError),
+    /// A webhook names a service or handler that does not exist, or would accept forged
+    /// requests (a verifying scheme without a secret).
+    #[error("{0}")]
+    Webhook(String),
     /// `build` was called outside a tokio runtime.
     #[error("Runtime::build must be called inside a tokio runtime (e.g. from #[tokio::main])")]
     NoAsyncRuntime,
@@ -214,6 +219,92 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The public webhook listener's address (default off): verified webhooks only, every
+    /// other path a 404. Put it behind your TLS-terminating proxy; keep the ingress private.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().webhook_addr(([0, 0, 0, 0], 8443).into()).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn webhook_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.webhook_addr = Some(addr);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every ingress route but `/restate/health`
+    /// (default: no token, for an ingress that only your own systems reach).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().ingress_token("s3cr3t").build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ingress_token(mut self, token: impl Into<String>) -> Self {
+        self.config.ingress_token = Some(token.into());
+        self
+    }
+
+    /// Connections each listener serves at once (default 4096, kept below the open-file
+    /// limit, which the runtime raises to its hard limit): more are answered `429` and closed.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().max_connections(1024).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections.max(1);
+        self
+    }
+
+    /// Requests each listener serves at once (default 128): more are answered `429` with
+    /// `Retry-After` (after their body is read and dropped). Times the body limit, this
+    /// bounds the memory request bodies take.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().max_in_flight(64).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.config.max_in_flight = requests.max(1);
+        self
+    }
+
+    /// Time for a request head to arrive (default 10 s): a connection that sends nothing, or
+    /// a head byte by byte, is closed after it, and so is an idle keep-alive connection.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use std::time::Duration;
+    /// let runtime = restate_runtime::Runtime::builder()
+    ///     .header_timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_timeout = timeout;
+        self
+    }
+
+    /// Time for a request body to arrive (default 30 s); a slower one is answered `408`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use std::time::Duration;
+    /// let runtime = restate_runtime::Runtime::builder()
+    ///     .body_timeout(Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.config.body_timeout = timeout;
+        self
+    }
+
     /// Free disk space kept for work already accepted (default 32 MiB, 0 turns the check
     /// off): below it new invocations are answered 503 `disk full` and nothing of them is
     /// written, while running and waiting invocations go on; a start waits until that much is
@@ -310,22 +401,35 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Makes a handler a webhook endpoint: signatures are checked at the ingress before any
-    /// invocation exists, and without an `idempotency-key` header the sender's event id is the
-    /// key, so a redelivered event is one invocation.
+    /// Makes a handler a webhook endpoint: signatures are checked before any invocation
+    /// exists, and the idempotency key comes from the sender's signed event id, so a
+    /// redelivered event is one invocation (a client's `idempotency-key` header is ignored on a
+    /// verified endpoint). Verified endpoints are also served on the public webhook listener
+    /// (`RESTATE_WEBHOOK_ADDR`). `build()` fails for a service or handler that does not exist
+    /// and for a verifying scheme without a secret; unsigned endpoints are explicit
+    /// ([`Webhook::unverified`](crate::webhook::Webhook::unverified)) and logged at WARN.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
-    /// use restate_runtime::{Runtime, webhook::Webhook};
-    /// let secret = std::env::var("STRIPE_WEBHOOK_SECRET").ok();
+    /// use restate_runtime::{Runtime, webhook::{EventId, Webhook}};
+    /// let hook = match std::env::var("STRIPE_WEBHOOK_SECRET") {
+    ///     Ok(secret) => Webhook::stripe(Some(secret)),
+    ///     // Local testing only: unsigned, served on the ingress alone.
+    ///     Err(_) => Webhook::unverified(EventId::JsonField("id".into())),
+    /// };
     /// let runtime = Runtime::builder()
-    ///     .webhook("WebhookCallbackRouter", "onStripeEvent", Webhook::stripe(secret))
+    ///     .webhook("WebhookCallbackRouter", "onStripeEvent", hook)
     ///     .build()?;
     /// # Ok(()) }
     /// ```
-    pub fn webhook(mut self, service: &str, handler: &str, webhook: Webhook) -> Self {
+    pub fn webhook(
+        mut self,
+        service: &str,
+        handler: &str,
+        webhook: impl Into<WebhookEndpoint>,
+    ) -> Self {
         self.webhooks
-            .insert((service.to_owned(), handler.to_owned()), webhook);
+            .insert((service.to_owned(), handler.to_owned()), webhook.into());
         self
     }
 
@@ -351,7 +455,18 @@ impl RuntimeBuilder {
         if self.read_env {
             config.apply_env()?;
         }
+        config.check()?;
         let registry = Registry::assemble(self.bound)?;
+        crate::webhook::check_endpoints(&self.webhooks, &registry).map_err(BuildError::Webhook)?;
+        for ((service, handler), endpoint) in &self.webhooks {
+            if !endpoint.is_verified() {
+                tracing::warn!(
+                    %service,
+                    %handler,
+                    "unverified webhook: unsigned requests are accepted (ingress only, never on the public webhook listener)"
+                );
+            }
+        }
         let storage = Arc::new(RedbStorage::open(
             &config.data_dir,
             &RedbOptions {
@@ -368,6 +483,16 @@ impl RuntimeBuilder {
                 default_retention: config.default_retention,
                 purge_interval: config.purge_interval,
                 suspend_after: config.suspend_after,
+                min_retention: self.webhooks.iter().fold(
+                    HashMap::new(),
+                    |mut floors, ((service, handler), endpoint)| {
+                        floors
+                            .entry(service.clone())
+                            .or_default()
+                            .insert(handler.clone(), endpoint.key_retention());
+                        floors
+                    },
+                ),
                 release_heap: self.release_heap,
                 on_storage_failure: self.on_storage_failure,
             },
@@ -466,9 +591,33 @@ impl Runtime {
     pub fn ingress_router(&self) -> axum::Router {
         crate::ingress::router(
             self.engine.clone(),
-            self.config.max_body_bytes,
+            self.body_limits(),
             self.webhooks.clone(),
+            self.config.ingress_token.clone(),
         )
+    }
+
+    /// The public webhook listener's router: `POST` to the handler path of each verified
+    /// webhook (signature checked, key from the signed event id) and a bare 404 for anything
+    /// else, `/restate/*` and other handlers included. `serve` runs it on
+    /// `RESTATE_WEBHOOK_ADDR` when that is set.
+    ///
+    /// ```no_run
+    /// # async fn demo(runtime: restate_runtime::Runtime) -> anyhow::Result<()> {
+    /// // The internet-facing port of an existing server takes webhooks and nothing else.
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+    /// axum::serve(listener, runtime.webhook_router()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn webhook_router(&self) -> axum::Router {
+        crate::ingress::webhook_router(self.engine.clone(), self.body_limits(), &self.webhooks)
+    }
+
+    fn body_limits(&self) -> crate::ingress::BodyLimits {
+        crate::ingress::BodyLimits {
+            max_bytes: self.config.max_body_bytes,
+            timeout: self.config.body_timeout,
+        }
     }
 
     /// The admin API as an axum router.
@@ -484,7 +633,16 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn admin_router(&self) -> axum::Router {
-        crate::admin::router(self.engine.clone(), self.config.admin_token.clone())
+        let webhooks = self
+            .webhooks
+            .iter()
+            .map(|(target, endpoint)| (target.clone(), endpoint.scheme()))
+            .collect();
+        crate::admin::router(
+            self.engine.clone(),
+            self.config.admin_token.clone(),
+            webhooks,
+        )
     }
 
     /// Serves ingress and admin on their addresses until SIGINT or SIGTERM, then shuts down.
@@ -526,24 +684,49 @@ impl Runtime {
         };
         let ingress = bind(self.config.ingress_addr).await?;
         let admin = bind(self.config.admin_addr).await?;
+        let webhooks = match self.config.webhook_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let limits = self.listener_limits();
         tracing::info!(
             ingress = %ingress.local_addr()?,
             admin = %admin.local_addr()?,
+            webhooks = ?webhooks.as_ref().map(|l| l.local_addr()).transpose()?,
             data_dir = %self.config.data_dir.display(),
+            max_connections = limits.max_connections,
+            max_in_flight = limits.max_in_flight,
             "restate runtime listening"
         );
+        if webhooks.is_some() && !self.webhooks.values().any(WebhookEndpoint::is_verified) {
+            tracing::warn!("the public webhook listener has no verified webhook to serve");
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             signal.await;
             stop_tx.send_replace(true);
         });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        let serve = |listener, router, name| {
+            crate::listener::serve(
+                listener,
+                router,
+                name,
+                limits,
+                self.engine.clone(),
+                stop_rx.clone(),
+            )
         };
-        let ingress_server = axum::serve(ingress, self.ingress_router())
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin_server = axum::serve(admin, self.admin_router())
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let mut admin_router = self.admin_router();
+        if self.config.admin_addr.ip().is_loopback() {
+            admin_router = crate::admin::loopback_host_only(admin_router);
+        }
+        let webhook_server = webhooks.map(|l| serve(l, self.webhook_router(), "webhooks"));
+        let webhook_server = async move {
+            match webhook_server {
+                Some(server) => server.await,
+                None => Ok(()),
+            }
+        };
         // Handlers stop once the signal arrives, so open requests waiting on them end too.
         let engine = self.engine.clone();
         let mut rx = stop_rx.clone();
@@ -551,9 +734,38 @@ impl Runtime {
             let _ = rx.wait_for(|s| *s).await;
             engine.shutdown();
         });
-        let result = tokio::try_join!(ingress_server.into_future(), admin_server.into_future());
+        let result = tokio::try_join!(
+            serve(ingress, self.ingress_router(), "ingress"),
+            serve(admin, admin_router, "admin"),
+            webhook_server
+        );
         self.shutdown();
         result.map(|_| ()).map_err(ServeError::Io)
+    }
+
+    /// The listeners' limits: the configured ones, with the connection cap kept below the
+    /// open-file limit (raised to its hard limit first) so that accepting never runs out.
+    fn listener_limits(&self) -> crate::listener::Limits {
+        let mut max_connections = self.config.max_connections;
+        if let Some(files) = crate::listener::raise_open_file_limit() {
+            // Three listeners share the descriptors with the store and the log.
+            let room = (files.saturating_sub(64) / 3) as usize;
+            if room < max_connections {
+                tracing::warn!(
+                    configured = max_connections,
+                    open_file_limit = files,
+                    "connection cap lowered to fit the open-file limit"
+                );
+                max_connections = room.max(1);
+            }
+        }
+        crate::listener::Limits {
+            max_connections,
+            max_in_flight: self.config.max_in_flight,
+            header_timeout: self.config.header_timeout,
+            body_timeout: self.config.body_timeout,
+            max_body_bytes: self.config.max_body_bytes,
+        }
     }
 
     /// Stops handlers and timers, flushes the journal and closes the data folder.

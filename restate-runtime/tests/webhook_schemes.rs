@@ -159,21 +159,33 @@ async fn github_deliveries_are_verified_and_deduplicated() {
         assert_refused(deliver(github(&s, "gh-1", sig, body)).await, why);
     }
     assert_eq!(runs("gh-1"), 0, "forgeries ran nothing");
-    let r = reqwest::get(s.url("/restate/invocation/Hooks/github/gh-1/output"))
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body))
+    );
+    let r = reqwest::get(s.url(&format!("/restate/invocation/Hooks/github/{digest}/output")))
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "forgeries claimed no idempotency key");
 
-    let sig = || Some(github_signature(GITHUB_SECRET, body));
-    let (status, first, out) = deliver(github(&s, "gh-1", sig(), body)).await;
+    let sig = |body: &[u8]| Some(github_signature(GITHUB_SECRET, body));
+    let (status, first, out) = deliver(github(&s, "gh-1", sig(body), body)).await;
     assert_eq!((status, out), (200, 1.into()));
-    // GitHub redelivers with the same X-GitHub-Delivery: the stored result, no second run.
-    let (status, again, out) = deliver(github(&s, "gh-1", sig(), body)).await;
+    // GitHub redelivers the same body: the stored result, no second run.
+    let (status, again, out) = deliver(github(&s, "gh-1", sig(body), body)).await;
     assert_eq!((status, out), (200, 1.into()));
     assert_eq!(again, first);
     assert_eq!(runs("gh-1"), 1);
-    // Another delivery id is another invocation.
-    let (status, other, out) = deliver(github(&s, "gh-2", sig(), body)).await;
+    // X-GitHub-Delivery is not signed: a captured delivery replayed under a fresh delivery id
+    // (or idempotency key) is the same invocation.
+    let replay = github(&s, "gh-2", sig(body), body).header("idempotency-key", "fresh");
+    let (status, replayed, _) = deliver(replay).await;
+    assert_eq!(status, 200);
+    assert_eq!(replayed, first);
+    assert_eq!(runs("gh-2"), 0, "the replay ran nothing");
+    // Another signed body is another invocation.
+    let other_body = br#"{"action":"closed"}"#;
+    let (status, other, out) = deliver(github(&s, "gh-3", sig(other_body), other_body)).await;
     assert_eq!((status, out), (200, 1.into()));
     assert_ne!(other, first);
 }
@@ -273,40 +285,39 @@ async fn standard_deliveries_are_verified_and_deduplicated() {
     assert_eq!((runs("msg_1"), runs("msg_2")), (1, 1));
 }
 
+/// A captured signed request replayed with fresh `idempotency-key` headers stays one
+/// invocation: on a verified webhook the key comes from the signed material only.
 #[tokio::test]
-async fn an_idempotency_key_header_wins_over_the_event_id() {
+async fn an_idempotency_key_header_cannot_split_a_signed_event() {
     let s = start().await;
     let body = br#"{"type":"ping"}"#;
     let now = now_secs();
     let sig = || Some(standard_signature(STANDARD_SECRET, "msg_k", now, body));
     let (_, by_event, out) = deliver(standard(&s, Some("msg_k"), Some(now), sig(), body)).await;
     assert_eq!(out, 1);
-    let keyed =
-        || standard(&s, Some("msg_k"), Some(now), sig(), body).header("idempotency-key", "my-key");
-    let (status, by_key, out) = deliver(keyed()).await;
-    assert_eq!(
-        (status, out),
-        (200, 2.into()),
-        "not deduplicated by the event id"
-    );
-    assert_ne!(by_key, by_event);
-    let (_, again, out) = deliver(keyed()).await;
-    assert_eq!(
-        (again, out),
-        (by_key, 2.into()),
-        "deduplicated by the header key"
-    );
+    for key in ["my-key", "other-key"] {
+        let keyed =
+            standard(&s, Some("msg_k"), Some(now), sig(), body).header("idempotency-key", key);
+        let (status, by_key, out) = deliver(keyed).await;
+        assert_eq!(
+            (status, out),
+            (200, 1.into()),
+            "the stored result, no second run"
+        );
+        assert_eq!(by_key, by_event);
+    }
+    assert_eq!(runs("msg_k"), 1);
     // The same for GitHub; the signature is still required.
-    let gh_body = b"{}";
+    let gh_body = br#"{"zen":"k"}"#;
     let gh_sig = || Some(github_signature(GITHUB_SECRET, gh_body));
     let (_, gh_event, _) = deliver(github(&s, "gh-k", gh_sig(), gh_body)).await;
     let (_, gh_key, out) =
         deliver(github(&s, "gh-k", gh_sig(), gh_body).header("idempotency-key", "gh-key")).await;
-    assert_eq!(out, 2);
-    assert_ne!(gh_key, gh_event);
+    assert_eq!(out, 1);
+    assert_eq!(gh_key, gh_event);
     assert_refused(
         deliver(github(&s, "gh-k", None, gh_body).header("idempotency-key", "gh-key")).await,
         "a key header does not replace the signature",
     );
-    assert_eq!(runs("gh-k"), 2);
+    assert_eq!(runs("gh-k"), 1);
 }

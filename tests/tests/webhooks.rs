@@ -28,7 +28,7 @@ fn event(id: &str, kind: &str, invoice: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Delivers until acknowledged, as Stripe does: the same event again after any failure.
+/// Delivers until acknowledged, as Stripe does: the same event again after any failure or 429.
 async fn deliver(client: &reqwest::Client, base: &str, body: &[u8], variant: usize) {
     loop {
         let path = if variant % 3 == 2 {
@@ -50,6 +50,8 @@ async fn deliver(client: &reqwest::Client, base: &str, body: &[u8], variant: usi
         }
         match req.send().await {
             Ok(r) if r.status().is_success() => return,
+            // Too many at once (the in-flight cap): retried, as Stripe does.
+            Ok(r) if r.status() == 429 => tokio::time::sleep(Duration::from_millis(50)).await,
             Ok(r) if r.status().is_client_error() => panic!("refused: {}", r.text().await.unwrap()),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -5,63 +5,90 @@
 mod invocations;
 mod services;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use crate::engine::Engine;
 use crate::ingress::ApiError;
 
-pub(crate) fn router(engine: Engine, token: Option<String>) -> Router {
-    let protected = Router::new()
+/// What the admin handlers read: the engine, and the webhook scheme of each webhook handler
+/// by (service, handler).
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    engine: Engine,
+    webhooks: Arc<HashMap<(String, String), &'static str>>,
+}
+
+impl FromRef<AdminState> for Engine {
+    fn from_ref(state: &AdminState) -> Engine {
+        state.engine.clone()
+    }
+}
+
+pub(crate) fn router(
+    engine: Engine,
+    token: Option<String>,
+    webhooks: HashMap<(String, String), &'static str>,
+) -> Router {
+    let routes = Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/services", get(services::services))
         .route("/services/{name}", get(services::service))
         .route("/invocations", get(invocations::list))
         .route("/invocations/{id}", get(invocations::invocation))
         .route("/invocations/{id}/{action}", patch(invocations::control))
         .route("/metrics", get(metrics))
-        .with_state(engine)
-        .layer(middleware::from_fn_with_state(
-            Arc::new(token),
-            require_token,
-        ));
-    Router::new()
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .merge(protected)
+        .with_state(AdminState {
+            engine,
+            webhooks: Arc::new(webhooks),
+        });
+    crate::bearer::require(routes, token, "admin", "/health")
 }
 
-async fn require_token(
-    State(token): State<Arc<Option<String>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = token.as_deref() else {
-        return next.run(req).await;
-    };
-    let given = req
+/// For an admin listener on loopback: refuses requests whose `Host` is not a loopback name
+/// (`localhost`, `127.0.0.1`, `[::1]`, any port), so a web page whose domain was rebound to
+/// 127.0.0.1 cannot drive the admin API from a browser on this machine.
+pub(crate) fn loopback_host_only(router: Router) -> Router {
+    router.layer(middleware::from_fn(check_loopback_host))
+}
+
+async fn check_loopback_host(req: Request, next: Next) -> Response {
+    let host = req
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        next.run(req).await
-    } else {
-        ApiError::ingress(
-            401,
-            "missing or wrong admin token: send `Authorization: Bearer <token>`",
+        .get(axum::http::header::HOST)
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    match host {
+        Some(host) if !is_loopback_name(&host) => ApiError::ingress(
+            403,
+            format!(
+                "Host '{host}' is not a loopback name: the admin API on loopback answers only \
+                 localhost, 127.0.0.1 and [::1] (DNS rebinding protection)"
+            ),
         )
-        .into_response()
+        .into_response(),
+        _ => next.run(req).await,
     }
+}
+
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .any(|allowed| name.eq_ignore_ascii_case(allowed))
 }
 
 async fn metrics(State(engine): State<Engine>) -> Response {
@@ -74,4 +101,33 @@ async fn metrics(State(engine): State<Engine>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn loopback_names() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:9070",
+            "127.0.0.1",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:9070",
+        ] {
+            assert!(is_loopback_name(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9070",
+            "127.0.0.1.evil.example",
+            "localhost.evil",
+            "[::2]:1",
+            "",
+        ] {
+            assert!(!is_loopback_name(bad), "{bad}");
+        }
+    }
 }

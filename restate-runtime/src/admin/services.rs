@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::engine::Engine;
+use super::AdminState;
 use crate::ingress::ApiError;
 use crate::registry::{HandlerKind, ServiceDefinition};
 
-fn describe(def: &ServiceDefinition) -> Value {
+fn describe(def: &ServiceDefinition, state: &AdminState) -> Value {
     let handlers: Vec<Value> = def
         .handlers
         .iter()
@@ -25,25 +25,31 @@ fn describe(def: &ServiceDefinition) -> Value {
                 "output_type": h.output_type,
                 "public": !h.options.ingress_private,
                 "retention_ms": h.options.retention.map(|d| d.as_millis() as u64),
+                // Unsigned endpoints stand out: `"verified": false`.
+                "webhook": state.webhooks.get(&(def.name.to_owned(), h.name.to_owned())).map(|scheme| json!({
+                    "scheme": scheme,
+                    "verified": *scheme != "unverified",
+                })),
             })
         })
         .collect();
     json!({ "name": def.name, "ty": def.kind.as_str(), "handlers": handlers })
 }
 
-pub(super) async fn services(State(engine): State<Engine>) -> Response {
-    let services: Vec<Value> = engine
+pub(super) async fn services(State(state): State<AdminState>) -> Response {
+    let services: Vec<Value> = state
+        .engine
         .registry
         .definitions()
         .iter()
-        .map(|d| describe(d))
+        .map(|d| describe(d, &state))
         .collect();
     axum::Json(json!({ "services": services })).into_response()
 }
 
-pub(super) async fn service(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
-    match engine.registry.get(&name) {
-        Some(s) => axum::Json(describe(&s.definition)).into_response(),
+pub(super) async fn service(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    match state.engine.registry.get(&name) {
+        Some(s) => axum::Json(describe(&s.definition, &state)).into_response(),
         None => ApiError::ingress(404, format!("service '{name}' not found")).into_response(),
     }
 }

@@ -148,6 +148,9 @@ pub(crate) enum OutputState {
 #[derive(Debug, Clone)]
 pub(crate) struct EngineConfig {
     pub default_retention: Duration,
+    /// Shortest retention by service, then handler: webhooks keep their event ids for as
+    /// long as senders redeliver.
+    pub min_retention: HashMap<String, HashMap<String, Duration>>,
     pub purge_interval: Duration,
     /// How long a handler may wait (timer, call, awakeable, promise) before it is suspended.
     pub suspend_after: Duration,
@@ -696,11 +699,23 @@ impl Engine {
             .completed
             .get_or_create(&crate::metrics::ResultLabel { result })
             .inc();
-        let retention = self
-            .resolve(&inflight.state().record.target)
-            .ok()
-            .and_then(|(_, h)| h.options.retention)
-            .unwrap_or(self.config.default_retention);
+        let retention = {
+            let target = &inflight.state().record.target;
+            let retention = self
+                .resolve(target)
+                .ok()
+                .and_then(|(_, h)| h.options.retention)
+                .unwrap_or(self.config.default_retention);
+            let floor = self
+                .config
+                .min_retention
+                .get(&target.service)
+                .and_then(|handlers| handlers.get(&target.handler));
+            match floor {
+                Some(floor) => retention.max(*floor),
+                None => retention,
+            }
+        };
         let now = now_ms();
         let expires_at_ms = now + retention.as_millis() as u64;
         // Attachers and duplicate callers recorded durably: completed in the same batch.
@@ -968,6 +983,7 @@ mod tests {
             default_retention: Duration::from_secs(3600),
             purge_interval: Duration::from_secs(3600),
             suspend_after: Duration::from_secs(10),
+            min_retention: HashMap::new(),
             release_heap: || {},
             on_storage_failure: |reason| panic!("storage failed: {reason}"),
         };

@@ -72,9 +72,7 @@ pub(crate) async fn invoke(
         };
         hook.verify(header, &body)
             .map_err(|e| ApiError::ingress(401, format!("invalid webhook signature: {e}")))?;
-        if idempotency_key.is_none() {
-            idempotency_key = hook.event_id(header, &body);
-        }
+        idempotency_key = hook.idempotency_key(header, &body, idempotency_key);
     }
     check_input(definition, content_type.as_deref(), &body)?;
     let request = InvokeRequest {

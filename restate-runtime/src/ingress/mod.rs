@@ -19,31 +19,87 @@ pub(crate) use error::{ApiError, parse_invocation_id};
 
 use crate::engine::Engine;
 use crate::storage::Outcome;
-use crate::webhook::Webhook;
+use crate::webhook::WebhookEndpoint;
 use path::Route;
 
 pub(crate) struct IngressState {
     pub engine: Engine,
     pub max_body_bytes: usize,
+    /// Time for a request body to arrive.
+    pub body_timeout: std::time::Duration,
     /// Webhook endpoints by (service, handler).
     pub webhooks: Webhooks,
 }
 
-/// Webhook settings per (service, handler).
-pub(crate) type Webhooks = HashMap<(String, String), Webhook>;
+/// How large a request body may be and how long it may take to arrive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: std::time::Duration,
+}
 
-/// Builds the ingress router.
-pub(crate) fn router(engine: Engine, max_body_bytes: usize, webhooks: Webhooks) -> Router {
+/// Webhook settings per (service, handler).
+pub(crate) type Webhooks = HashMap<(String, String), WebhookEndpoint>;
+
+/// Builds the ingress router; with a token, every route but `/restate/health` needs it.
+pub(crate) fn router(
+    engine: Engine,
+    bodies: BodyLimits,
+    webhooks: Webhooks,
+    token: Option<String>,
+) -> Router {
     let state = Arc::new(IngressState {
         engine,
-        max_body_bytes,
+        max_body_bytes: bodies.max_bytes,
+        body_timeout: bodies.timeout,
         webhooks,
     });
-    Router::new().fallback(dispatch).with_state(state)
+    let router = Router::new().fallback(dispatch).with_state(state);
+    crate::bearer::require(router, token, "ingress", "/restate/health")
+}
+
+/// Builds the public webhook router: `POST` to a verified webhook's handler path, and for
+/// everything else the same bare 404, which tells a prober nothing about what exists.
+pub(crate) fn webhook_router(engine: Engine, bodies: BodyLimits, webhooks: &Webhooks) -> Router {
+    let verified = webhooks
+        .iter()
+        .filter(|(_, endpoint)| endpoint.is_verified())
+        .map(|(target, endpoint)| (target.clone(), endpoint.clone()))
+        .collect();
+    let state = Arc::new(IngressState {
+        engine,
+        max_body_bytes: bodies.max_bytes,
+        body_timeout: bodies.timeout,
+        webhooks: verified,
+    });
+    Router::new().fallback(dispatch_webhook).with_state(state)
 }
 
 async fn dispatch(State(state): State<Arc<IngressState>>, req: Request) -> Response {
     match route(&state, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch_webhook(State(state): State<Arc<IngressState>>, req: Request) -> Response {
+    let route = path::parse(req.uri().path(), &state.engine.registry);
+    let (service, key, handler) = match route {
+        Ok(Route::Invoke {
+            service,
+            key,
+            handler,
+            send: false,
+        }) if req.method() == Method::POST
+            && state
+                .webhooks
+                .contains_key(&(service.clone(), handler.clone())) =>
+        {
+            (service, key, handler)
+        }
+        _ => return ApiError::ingress(404, "not found").into_response(),
+    };
+    match invoke::invoke(&state, req, service, key, handler, false).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -117,22 +173,29 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
     }
 }
 
-/// Reads the whole body, refusing more than the configured limit with a 413.
+/// Reads the whole body: more than the configured limit is a 413, a body slower than the body
+/// timeout a 408.
 pub(crate) async fn read_body(state: &IngressState, body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, state.max_body_bytes)
+    use crate::listener::BodyError;
+    crate::listener::read_body_within(body, state.max_body_bytes, state.body_timeout)
         .await
-        .map_err(|e| {
-            let inner = e.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                ApiError::ingress(
-                    413,
-                    format!(
-                        "request body exceeds the limit of {} bytes",
-                        state.max_body_bytes
-                    ),
-                )
-            } else {
-                ApiError::ingress(400, format!("cannot read request body: {inner}"))
+        .map_err(|e| match e {
+            BodyError::TooLarge => ApiError::ingress(
+                413,
+                format!(
+                    "request body exceeds the limit of {} bytes",
+                    state.max_body_bytes
+                ),
+            ),
+            BodyError::TimedOut => ApiError::ingress(
+                408,
+                format!(
+                    "request body did not arrive within {:?}",
+                    state.body_timeout
+                ),
+            ),
+            BodyError::Unreadable(reason) => {
+                ApiError::ingress(400, format!("cannot read request body: {reason}"))
             }
         })
 }

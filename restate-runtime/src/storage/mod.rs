@@ -5,6 +5,11 @@
 //! Reads go straight to the store. Another backend (say, Postgres with partitions leased per
 //! process) implements [`Storage`] without touching the engine.
 
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod faults;
+mod files;
 pub(crate) mod records;
 mod redb_store;
 mod space;

@@ -28,9 +28,10 @@ use std::time::Instant;
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
+use super::files::{Files, OsFiles};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
 use super::space::Reserve;
-use super::wal::{self, Wal, WalError};
+use super::wal::{Wal, WalError};
 use super::{
     CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
     WriterStats,
@@ -126,22 +127,33 @@ impl RedbStorage {
     /// Opens (or creates) the store in `dir` and starts its writer thread. With less than
     /// [`RedbOptions::min_free_bytes`] free on its disk, it first waits for space, logging why.
     pub fn open(dir: &Path, options: &RedbOptions) -> Result<Self, OpenError> {
-        let shown = dir.display().to_string();
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-            path: shown.clone(),
+            path: dir.display().to_string(),
             source,
         })?;
+        Reserve::new(dir, options.min_free_bytes).wait_for_room();
+        Self::open_with(dir, options, &OsFiles)
+    }
+
+    /// [`RedbStorage::open`] on the files of `files` (in tests, a simulated disk), without
+    /// creating the folder or waiting for free space.
+    pub(super) fn open_with(
+        dir: &Path,
+        options: &RedbOptions,
+        files: &dyn Files,
+    ) -> Result<Self, OpenError> {
+        let shown = dir.display().to_string();
         let reserve = Reserve::new(dir, options.min_free_bytes);
-        reserve.wait_for_room();
         let file = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(&file)
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        let db = files
+            .open_store(&builder, &file)
             .map_err(|e| open_error(&shown, &file, e))?;
         let partitions = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
-        let log = recover_log(&db, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
+        let log = recover_log(&db, files, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
         // The store file and the log may be new: their directory entries must be durable too.
-        wal::sync_parent(&file).map_err(|source| OpenError::Io {
+        files.sync_parent(&file).map_err(|source| OpenError::Io {
             path: shown.clone(),
             source,
         })?;
@@ -211,6 +223,10 @@ fn open_error(shown: &str, file: &Path, e: DatabaseError) -> OpenError {
             reason: format!("redb file format {v} needs an upgrade"),
         },
         DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Io { path, source },
+        DatabaseError::Storage(redb::StorageError::PreviousIo) => OpenError::Io {
+            path,
+            source: std::io::Error::other("an earlier write to the store failed"),
+        },
         other => OpenError::Corrupt {
             path,
             reason: format!("{} ({other})", file.display()),
@@ -396,7 +412,7 @@ struct RecoveredLog {
 
 /// Opens the log and applies the records the durable store misses in one durable commit. A
 /// store without a salt (new, or from before salts) gets one, durably, before the log is used.
-fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
+fn recover_log(db: &Database, files: &dyn Files, path: &Path) -> Result<RecoveredLog, OpenFault> {
     let read_u64 = |key: &str| -> Result<Option<u64>, OpenFault> {
         let txn = db.begin_read().map_err(OpenFault::from_redb)?;
         let meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
@@ -407,10 +423,11 @@ fn recover_log(db: &Database, path: &Path) -> Result<RecoveredLog, OpenFault> {
     };
     let mut applied = read_u64(WAL_APPLIED)?.unwrap_or(0);
     let salt = read_u64(WAL_SALT)?;
-    let (mut wal, replayed) = Wal::open(path, applied, salt.unwrap_or(0)).map_err(|e| match e {
-        WalError::Io(e) => OpenFault::Io(e),
-        corrupt @ WalError::Corrupt { .. } => OpenFault::corrupt(corrupt),
-    })?;
+    let (mut wal, replayed) =
+        Wal::open(files, path, applied, salt.unwrap_or(0)).map_err(|e| match e {
+            WalError::Io(e) => OpenFault::Io(e),
+            corrupt @ WalError::Corrupt { .. } => OpenFault::corrupt(corrupt),
+        })?;
     if let Some(last) = replayed.last().map(|r| r.seq) {
         let ops = replayed.iter().flat_map(|record| &record.ops);
         commit_ops(db, ops, Durability::Immediate, Some(last)).map_err(|e| {
@@ -1109,6 +1126,12 @@ pub(crate) fn store_file(dir: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+/// Where the write-ahead log of a data folder lives.
+pub(super) fn log_file(dir: &Path) -> PathBuf {
+    dir.join(WAL_FILE_NAME)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::records::{Outcome, Status, Target};
@@ -1323,7 +1346,8 @@ mod tests {
             let value = meta.get(WAL_SALT).unwrap().unwrap();
             u64::from_be_bytes(value.value().try_into().unwrap())
         };
-        let (_, replayed) = Wal::open(&dir.path().join(WAL_FILE_NAME), applied, salt).unwrap();
+        let (_, replayed) =
+            Wal::open(&OsFiles, &dir.path().join(WAL_FILE_NAME), applied, salt).unwrap();
         assert!(replayed.is_empty());
         let closed = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
         assert_eq!(closed.journal(&id).unwrap().len(), 40);

@@ -8,6 +8,7 @@
 //!
 //! File: `journal.wal` in the data folder, next to the store `journal.redb`; preallocated with
 //! zeros (1 MiB, doubling up to 64 MiB when it fills within a second), records from offset 0.
+//! It is reached through [`LogFile`], so that crash tests can put a simulated disk under it.
 //!
 //! Record layout (little-endian): length of the payload (u32), CRC-32 (u32) of the store's
 //! salt (u64), the sequence number and the payload, sequence number (u64), payload (the
@@ -27,12 +28,11 @@
 //! passes its checksum but does not decode is corruption too. Only a bad tail (the write torn by
 //! a crash, never acknowledged) ends the log.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use super::WriteOp;
+use super::files::{Files, LogFile};
 
 const HEADER: usize = 16;
 /// Zeros written per call while the log grows.
@@ -42,7 +42,7 @@ const INITIAL_CAPACITY: u64 = 1 << 20;
 const MAX_CAPACITY: u64 = 64 << 20;
 
 pub(super) struct Wal {
-    file: File,
+    file: Box<dyn LogFile>,
     /// The store's identity, mixed into every record's checksum.
     salt: u64,
     capacity: u64,
@@ -77,21 +77,16 @@ pub(super) enum WalError {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` for the store with `salt`, and returns the records
-    /// after `applied`, in order. The file is synced with its folder when it is new.
+    /// Opens (or creates) the log at `path` in `files` for the store with `salt`, and returns
+    /// the records after `applied`, in order. The file is synced with its folder when it is new.
     pub(super) fn open(
+        files: &dyn Files,
         path: &Path,
         applied: u64,
         salt: u64,
     ) -> Result<(Self, Vec<Replayed>), WalError> {
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len();
+        let (file, created) = files.open_log(path)?;
+        let len = file.len()?;
         let mut wal = Self {
             file,
             salt,
@@ -102,8 +97,8 @@ impl Wal {
         if len < INITIAL_CAPACITY {
             wal.grow_to(INITIAL_CAPACITY)?;
         }
-        if !existed {
-            sync_parent(path)?;
+        if created {
+            files.sync_parent(path)?;
         }
         let corrupt = |offset, reason| WalError::Corrupt {
             path: path.display().to_string(),
@@ -285,18 +280,11 @@ fn checksum(salt: u64, seq: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Syncs the folder holding `path`, so a file just created there survives a crash.
-pub(super) fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::InvocationId;
+    use crate::storage::files::OsFiles;
 
     const SALT: u64 = 0x5eed;
 
@@ -323,20 +311,20 @@ mod tests {
     fn reads_back_what_follows_the_applied_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, replayed) = Wal::open(&path, 0, SALT).unwrap();
+        let (mut wal, replayed) = Wal::open(&OsFiles, &path, 0, SALT).unwrap();
         assert!(replayed.is_empty());
         for seq in 1..=3u64 {
             let (a, b) = (op(seq as u32 * 10), op(seq as u32 * 10 + 1));
             assert!(wal.append(seq, &[&a, &b]).unwrap());
         }
         drop(wal);
-        let (_, replayed) = Wal::open(&path, 0, SALT).unwrap();
+        let (_, replayed) = Wal::open(&OsFiles, &path, 0, SALT).unwrap();
         assert_eq!(indexes(&replayed), [10, 11, 20, 21, 30, 31]);
         // Records up to the applied one are skipped: after a checkpoint at 3, none follows.
-        let (_, replayed) = Wal::open(&path, 3, SALT).unwrap();
+        let (_, replayed) = Wal::open(&OsFiles, &path, 3, SALT).unwrap();
         assert!(replayed.is_empty());
         // Another store's log (another salt) is never replayed.
-        let (_, replayed) = Wal::open(&path, 0, SALT + 1).unwrap();
+        let (_, replayed) = Wal::open(&OsFiles, &path, 0, SALT + 1).unwrap();
         assert!(replayed.is_empty());
     }
 
@@ -344,26 +332,26 @@ mod tests {
     fn stops_at_a_torn_record_and_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, 0, SALT).unwrap();
+        let (mut wal, _) = Wal::open(&OsFiles, &path, 0, SALT).unwrap();
         assert!(wal.append(1, &[&op(1)]).unwrap());
         assert!(wal.append(2, &[&op(2)]).unwrap());
         // Tear the second record's payload.
         let second = wal.end - 10;
         wal.file.write_all_at(&[0xff; 4], second).unwrap();
-        let (_, replayed) = Wal::open(&path, 0, SALT).unwrap();
+        let (_, replayed) = Wal::open(&OsFiles, &path, 0, SALT).unwrap();
         assert_eq!(indexes(&replayed), [1]);
 
         // A checkpoint at 2, then record 3 overwrites the start: the stale tail is not read.
         wal.restart(false).unwrap();
         assert!(wal.append(3, &[&op(3)]).unwrap());
-        let (_, replayed) = Wal::open(&path, 2, SALT).unwrap();
+        let (_, replayed) = Wal::open(&OsFiles, &path, 2, SALT).unwrap();
         assert_eq!(indexes(&replayed), [3]);
     }
 
     #[test]
     fn a_full_log_refuses_and_grows_when_it_filled_fast() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(&dir.path().join("wal"), 0, SALT).unwrap();
+        let (mut wal, _) = Wal::open(&OsFiles, &dir.path().join("wal"), 0, SALT).unwrap();
         let big = WriteOp::PutJournal {
             id: InvocationId::random(1),
             index: 0,
@@ -386,7 +374,7 @@ mod tests {
     /// offset (the last entry is the end of the last record).
     fn written_log(dir: &Path, n: u64, size: usize) -> (std::path::PathBuf, Vec<u64>) {
         let path = dir.join("wal");
-        let (mut wal, _) = Wal::open(&path, 0, SALT).unwrap();
+        let (mut wal, _) = Wal::open(&OsFiles, &path, 0, SALT).unwrap();
         let mut offsets = vec![0];
         for seq in 1..=n {
             let op = WriteOp::PutJournal {
@@ -408,7 +396,7 @@ mod tests {
         let copy = tempfile::tempdir().unwrap();
         let damaged = copy.path().join("wal");
         std::fs::write(&damaged, &bytes).unwrap();
-        match Wal::open(&damaged, 0, SALT) {
+        match Wal::open(&OsFiles, &damaged, 0, SALT) {
             Ok((_, replayed)) => Ok(replayed.len()),
             Err(WalError::Corrupt { offset, .. }) => Err(offset),
             Err(e) => panic!("unexpected {e}"),
@@ -477,7 +465,7 @@ mod tests {
     fn a_checksummed_record_that_does_not_decode_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, 0, SALT).unwrap();
+        let (mut wal, _) = Wal::open(&OsFiles, &path, 0, SALT).unwrap();
         assert!(wal.append(1, &[&op(1)]).unwrap());
         let second = wal.end;
         // A well-framed record whose payload is not a list of operations.
@@ -488,7 +476,7 @@ mod tests {
         record.extend(2u64.to_le_bytes());
         record.extend(payload);
         wal.file.write_all_at(&record, second).unwrap();
-        match Wal::open(&path, 0, SALT) {
+        match Wal::open(&OsFiles, &path, 0, SALT) {
             Err(WalError::Corrupt { offset, reason, .. }) => {
                 assert_eq!(offset, second);
                 assert!(reason.contains("does not decode"), "{reason}");

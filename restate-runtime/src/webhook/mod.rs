@@ -5,6 +5,13 @@
 //! Three schemes, all HMAC-SHA256 compared in constant time: Stripe ([`Webhook::stripe`]),
 //! Standard Webhooks as Svix and others send them ([`Webhook::standard`]) and GitHub
 //! ([`Webhook::github`]). The `*_signature` functions sign as the senders do, for tests.
+//! Endpoints without signatures are explicit ([`Webhook::unverified`]); the settings of one
+//! registered endpoint (rotation, key retention, validation) are in [`WebhookEndpoint`].
+
+mod endpoint;
+
+pub(crate) use endpoint::check_endpoints;
+pub use endpoint::{DEFAULT_KEY_RETENTION, WebhookEndpoint};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -26,8 +33,11 @@ use crate::clock::now_ms;
 pub enum EventId {
     /// A top-level field of the JSON body (Stripe: `id`).
     JsonField(String),
-    /// A request header (Standard Webhooks: `webhook-id`; GitHub: `X-GitHub-Delivery`).
+    /// A request header (Standard Webhooks: `webhook-id`).
     Header(String),
+    /// A SHA-256 digest of the body (GitHub: its `X-GitHub-Delivery` header is not signed,
+    /// and a redelivery sends the same body).
+    BodyDigest,
 }
 
 /// How a webhook sender signs its requests.
@@ -56,11 +66,44 @@ pub enum Signature {
         secret: String,
     },
     /// GitHub: `X-Hub-Signature-256: sha256=<hex hmac-sha256 of body>`. There is no timestamp,
-    /// so a captured delivery stays valid; deduplication by `X-GitHub-Delivery` limits the harm.
+    /// so a captured delivery stays valid; deduplication by a digest of the body limits the harm.
     GitHub {
         /// The webhook's secret, as entered in GitHub's settings.
         secret: String,
     },
+}
+
+impl Signature {
+    /// The secret this signature is checked with.
+    fn secret(&self) -> &str {
+        match self {
+            Self::Stripe { secret } | Self::Standard { secret } | Self::GitHub { secret } => secret,
+        }
+    }
+
+    /// The same scheme with another secret (a rotation's older one).
+    fn with_secret(&self, secret: &str) -> Self {
+        let secret = secret.to_owned();
+        match self {
+            Self::Stripe { .. } => Self::Stripe { secret },
+            Self::Standard { .. } => Self::Standard { secret },
+            Self::GitHub { .. } => Self::GitHub { secret },
+        }
+    }
+
+    /// Whether the secret can be this scheme's key.
+    fn check_secret(&self) -> Result<(), String> {
+        match self {
+            Self::Standard { secret } => standard_key(secret).map(drop),
+            Self::Stripe { .. } | Self::GitHub { .. } => Ok(()),
+        }
+    }
+}
+
+/// `sha256:<hex>` of a body: the same delivery body, the same key.
+fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
 
 /// A handler that receives webhooks.
@@ -72,9 +115,11 @@ pub enum Signature {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
-    /// Where the event id is; it becomes the idempotency key when no header gives one.
+    /// Where the event id is; it becomes the idempotency key (see
+    /// [`WebhookEndpoint`] for which ids a verified endpoint trusts).
     pub event_id: EventId,
-    /// Signature scheme and secret; `None` accepts unsigned requests.
+    /// Signature scheme and secret; `None` accepts unsigned requests (see
+    /// [`Webhook::unverified`]).
     pub signature: Option<Signature>,
 }
 
@@ -84,26 +129,28 @@ const TOLERANCE_SECS: i64 = 300;
 const STANDARD_SECRET_PREFIX: &str = "whsec_";
 
 impl Webhook {
-    /// Stripe's conventions: the event id in the body's `id`, signatures checked when a secret
-    /// is given.
+    /// Stripe's conventions: the event id in the body's `id`, the `Stripe-Signature` checked
+    /// with `secret`. A missing or empty secret fails `build()`: for unsigned local testing
+    /// use [`Webhook::unverified`].
     ///
     /// ```
     /// use restate_runtime::webhook::{EventId, Signature, Webhook};
-    /// // No secret (local testing): unsigned requests are accepted.
-    /// let hook = Webhook::stripe(std::env::var("STRIPE_WEBHOOK_SECRET").ok());
+    /// let hook = Webhook::stripe(Some("whsec_test".into()));
     /// assert_eq!(hook.event_id, EventId::JsonField("id".into()));
-    /// let signed = Webhook::stripe(Some("whsec_test".into()));
-    /// assert_eq!(signed.signature, Some(Signature::Stripe { secret: "whsec_test".into() }));
+    /// assert_eq!(hook.signature, Some(Signature::Stripe { secret: "whsec_test".into() }));
     /// ```
     pub fn stripe(secret: Option<String>) -> Self {
         Self {
             event_id: EventId::JsonField("id".into()),
-            signature: secret.map(|secret| Signature::Stripe { secret }),
+            signature: Some(Signature::Stripe {
+                secret: secret.unwrap_or_default(),
+            }),
         }
     }
 
     /// [Standard Webhooks](https://www.standardwebhooks.com/) conventions (Svix and others):
-    /// the event id in the `webhook-id` header, signatures checked when a secret is given.
+    /// the event id in the signed `webhook-id` header, signatures checked with `secret`. A
+    /// missing or empty secret fails `build()`.
     ///
     /// ```
     /// use restate_runtime::webhook::{EventId, Signature, Webhook};
@@ -114,23 +161,28 @@ impl Webhook {
     pub fn standard(secret: Option<String>) -> Self {
         Self {
             event_id: EventId::Header("webhook-id".into()),
-            signature: secret.map(|secret| Signature::Standard { secret }),
+            signature: Some(Signature::Standard {
+                secret: secret.unwrap_or_default(),
+            }),
         }
     }
 
-    /// GitHub's conventions: the event id in the `X-GitHub-Delivery` header, the
-    /// `X-Hub-Signature-256` signature checked when a secret is given.
+    /// GitHub's conventions: the `X-Hub-Signature-256` signature checked with `secret`, and
+    /// the event identified by a digest of the signed body (`X-GitHub-Delivery` is not signed;
+    /// a redelivery sends the same body). A missing or empty secret fails `build()`.
     ///
     /// ```
     /// use restate_runtime::webhook::{EventId, Signature, Webhook};
     /// let hook = Webhook::github(Some("my-secret".into()));
-    /// assert_eq!(hook.event_id, EventId::Header("X-GitHub-Delivery".into()));
+    /// assert_eq!(hook.event_id, EventId::BodyDigest);
     /// assert!(matches!(hook.signature, Some(Signature::GitHub { .. })));
     /// ```
     pub fn github(secret: Option<String>) -> Self {
         Self {
-            event_id: EventId::Header("X-GitHub-Delivery".into()),
-            signature: secret.map(|secret| Signature::GitHub { secret }),
+            event_id: EventId::BodyDigest,
+            signature: Some(Signature::GitHub {
+                secret: secret.unwrap_or_default(),
+            }),
         }
     }
 
@@ -181,6 +233,7 @@ impl Webhook {
         body: &[u8],
     ) -> Option<String> {
         match &self.event_id {
+            EventId::BodyDigest => Some(body_digest(body)),
             EventId::Header(name) => header(&name.to_ascii_lowercase()),
             EventId::JsonField(field) => serde_json::from_slice::<serde_json::Value>(body)
                 .ok()?
@@ -581,12 +634,9 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_hooks_accept_anything() {
-        assert_eq!(Webhook::github(None).verify_at(|_| None, b"x", NOW), Ok(()));
-        assert_eq!(
-            Webhook::standard(None).verify_at(|_| None, b"x", NOW),
-            Ok(())
-        );
+    fn unverified_hooks_accept_anything() {
+        let hook = Webhook::unverified(EventId::Header("x-event-id".into()));
+        assert_eq!(hook.verify_at(|_| None, b"x", NOW), Ok(()));
     }
 
     #[test]
@@ -597,16 +647,16 @@ mod tests {
             Some("evt_9")
         );
         assert_eq!(hook.event_id(|_| None, b"not json"), None);
-        let gh = Webhook {
-            event_id: EventId::Header("X-GitHub-Delivery".into()),
-            signature: None,
-        };
+        let custom = Webhook::unverified(EventId::Header("X-Event-Id".into()));
         assert_eq!(
-            gh.event_id(|h| (h == "x-github-delivery").then(|| "d1".into()), b"")
+            custom
+                .event_id(|h| (h == "x-event-id").then(|| "d1".into()), b"")
                 .as_deref(),
             Some("d1")
         );
-        assert_eq!(gh, Webhook::github(None));
+        let gh = Webhook::github(Some("s".into()));
+        assert_eq!(gh.event_id(|_| None, b"a"), gh.event_id(|_| None, b"a"));
+        assert_ne!(gh.event_id(|_| None, b"a"), gh.event_id(|_| None, b"b"));
         let std = Webhook::standard(None);
         assert_eq!(
             std.event_id(|h| (h == "webhook-id").then(|| "msg_1".into()), b"")

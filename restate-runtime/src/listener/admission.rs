@@ -1,0 +1,159 @@
+//! Admission: the in-flight cap in front of a listener's router, and the answer to what is over
+//! a cap. A refused request's body is read and dropped (up to the body limit, within the body
+//! timeout) before the `429`, so the client sees the answer instead of a reset.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::{Limits, READ_BUFFER};
+use crate::engine::Engine;
+use crate::ingress::ApiError;
+use crate::metrics::ListenerLabel;
+
+/// How long a request over the in-flight cap waits for a slot before it is answered `429`.
+const ADMISSION_WAIT: Duration = Duration::from_secs(1);
+
+/// The in-flight cap of one listener.
+#[derive(Clone)]
+pub(super) struct Gate {
+    permits: Arc<Semaphore>,
+    label: ListenerLabel,
+    limits: Limits,
+    engine: Engine,
+}
+
+impl Gate {
+    pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_in_flight)),
+            label: ListenerLabel { listener: name },
+            limits,
+            engine,
+        }
+    }
+}
+
+/// `router` behind the gate.
+pub(super) fn wrap(router: Router, gate: Gate) -> Router {
+    router.layer(middleware::from_fn_with_state(gate, admit))
+}
+
+async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let metrics = &gate.engine.metrics;
+    // A burst waits a moment for a slot (its body still unread, so it costs no memory)
+    // before it is refused.
+    let permit = tokio::time::timeout(ADMISSION_WAIT, gate.permits.clone().acquire_owned()).await;
+    let Ok(Ok(permit)) = permit else {
+        metrics.requests_refused.get_or_create(&gate.label).inc();
+        drain(req.into_body(), &gate.limits).await;
+        return too_busy("requests in flight");
+    };
+    let in_flight = metrics
+        .requests_in_flight
+        .get_or_create(&gate.label)
+        .clone();
+    in_flight.inc();
+    let response = next.run(req).await;
+    in_flight.dec();
+    drop(permit);
+    response
+}
+
+/// Answers connections over the cap: each gets `429` for its first request and is closed.
+pub(super) struct Refusal {
+    builder: auto::Builder<TokioExecutor>,
+    limits: Limits,
+}
+
+impl Refusal {
+    pub(super) fn new(limits: Limits) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(false)
+            .max_buf_size(READ_BUFFER);
+        Self { builder, limits }
+    }
+
+    /// Reads one request (head, then the body to drop), answers `429` and closes; a client
+    /// that takes longer than both timeouts is dropped.
+    pub(super) async fn answer(&self, stream: TcpStream) {
+        let limits = self.limits;
+        let service = hyper::service::service_fn(
+            move |req: http::Request<hyper::body::Incoming>| async move {
+                drain(Body::new(req.into_body()), &limits).await;
+                Ok::<_, Infallible>(too_busy("connections"))
+            },
+        );
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(limits.header_timeout + limits.body_timeout, connection).await;
+    }
+}
+
+/// Reads and drops a body, up to the body limit and within the body timeout.
+async fn drain(mut body: Body, limits: &Limits) {
+    let deadline = tokio::time::Instant::now() + limits.body_timeout;
+    let mut read = 0usize;
+    while read <= limits.max_body_bytes {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
+}
+
+/// `429` in Restate's error form, with `Retry-After` and `Connection: close`.
+fn too_busy(what: &str) -> Response {
+    let mut response = ApiError::ingress(
+        429,
+        format!("too many {what} at once: retry after the time in Retry-After"),
+    )
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A body read whole within `timeout` and up to `limit` bytes.
+pub(crate) async fn read_body_within(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, BodyError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                Err(BodyError::TooLarge)
+            } else {
+                Err(BodyError::Unreadable(inner.to_string()))
+            }
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    TimedOut,
+    TooLarge,
+    Unreadable(String),
+}

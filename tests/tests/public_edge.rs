@@ -1,0 +1,242 @@
+//! The public edge of the webhook example: the public webhook listener serves the signed
+//! Stripe endpoint and nothing else, keys come from the signed event and not from a client's
+//! header, forged events leave nothing, and the ingress with a token refuses requests without
+//! it.
+
+mod support;
+
+use std::time::Duration;
+
+use restate_runtime::webhook::stripe_signature;
+use serde_json::{Value, json};
+use support::{App, example_bin, free_port, poll};
+
+const SECRET: &str = "whsec_edge";
+const TOKEN: &str = "ingress-token";
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn event(id: &str, invoice: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id,
+        "type": "invoice.payment_failed",
+        "data": {"object": {"id": invoice, "amount": 1}},
+    }))
+    .unwrap()
+}
+
+/// The example with a signing secret, a public webhook listener and an ingress token.
+async fn start(dir: &std::path::Path) -> (App, String) {
+    let public = free_port();
+    let env = [
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("PAYMENT_REMINDER_DELAY", "1h".to_owned()),
+        ("RESTATE_WEBHOOK_ADDR", format!("127.0.0.1:{public}")),
+        ("RESTATE_INGRESS_TOKEN", TOKEN.to_owned()),
+    ];
+    let app = App::start(&example_bin("webhooks"), &dir.join("data"), &env).await;
+    (app, format!("http://127.0.0.1:{public}"))
+}
+
+/// Every invocation the admin API lists.
+async fn invocations(client: &reqwest::Client, app: &App) -> Vec<Value> {
+    let v: Value = client
+        .get(format!("{}/invocations?limit=1000", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["invocations"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_public_listener_serves_signed_webhooks_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, public) = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{public}/WebhookCallbackRouter/onStripeEvent");
+
+    // Everything but the webhook's own path: the same bare 404, and nothing created.
+    let not_found = client
+        .post(format!("{public}/nothing/here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_found.status(), 404);
+    let bare = not_found.text().await.unwrap();
+    let probes = [
+        ("GET", "/restate/health".to_owned()),
+        (
+            "GET",
+            "/restate/invocation/inv_1kSH1Bu0pwUO7oXK9wrX23a4O6iWszypSs/output".to_owned(),
+        ),
+        ("GET", "/restate/workflow/X/y/output".to_owned()),
+        ("POST", "/restate/a/sign_1abc/resolve".to_owned()),
+        ("GET", "/PaymentTracker/in_1/status".to_owned()),
+        ("POST", "/PaymentTracker/in_1/status".to_owned()),
+        (
+            "POST",
+            "/WebhookCallbackRouter/onStripeEvent/send".to_owned(),
+        ),
+        ("GET", "/WebhookCallbackRouter/onStripeEvent".to_owned()),
+        ("POST", "/Unknown/handler".to_owned()),
+    ];
+    for (method, path) in &probes {
+        let r = client
+            .request(method.parse().unwrap(), format!("{public}{path}"))
+            .header("content-type", "application/json")
+            .header(
+                "stripe-signature",
+                stripe_signature(SECRET, now_secs(), b"{}"),
+            )
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method} {path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            bare,
+            "{method} {path} says no more"
+        );
+    }
+    assert!(
+        invocations(&client, &app).await.is_empty(),
+        "probes created nothing"
+    );
+
+    // A forged event: 401, nothing created.
+    let body = event("evt_pub", "in_pub");
+    for signature in [
+        stripe_signature("whsec_other", now_secs(), &body),
+        stripe_signature(SECRET, now_secs() - 3600, &body),
+    ] {
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert!(
+        invocations(&client, &app).await.is_empty(),
+        "forgeries created nothing"
+    );
+
+    // One signed request, replayed 100 times with fresh idempotency keys: one invocation.
+    let signature = stripe_signature(SECRET, now_secs(), &body);
+    for i in 0..100 {
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("stripe-signature", &signature)
+            .header("idempotency-key", format!("fresh-{i}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "delivery {i}");
+    }
+    let routed: Vec<Value> = invocations(&client, &app)
+        .await
+        .into_iter()
+        .filter(|i| i["service"] == "WebhookCallbackRouter")
+        .collect();
+    assert_eq!(routed.len(), 1, "{routed:?}");
+    // Processed once: the tracker counted one failed payment.
+    let status_url = format!("{}/PaymentTracker/in_pub/status", app.ingress);
+    poll(Duration::from_secs(30), || {
+        let (client, status_url) = (client.clone(), status_url.clone());
+        async move {
+            let r = client
+                .get(status_url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap_or_default();
+            v["status"] == "failed"
+        }
+    })
+    .await;
+    let v: Value = client
+        .get(&status_url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["events"], json!(["evt_pub"]), "{v}");
+    assert_eq!(v["failures"], 1, "{v}");
+}
+
+#[tokio::test]
+async fn the_ingress_with_a_token_refuses_requests_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/PaymentTracker/in_tok/status", app.ingress);
+    let missing = client.get(&url).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let v: Value = missing.json().await.unwrap();
+    assert!(
+        v["message"].as_str().unwrap().contains("ingress token"),
+        "{v}"
+    );
+    let wrong = client.get(&url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let longer = client
+        .get(&url)
+        .bearer_auth(format!("{TOKEN}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(longer.status(), 401);
+    let right = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(right.status(), 200);
+    // Probes need no token.
+    let health = client
+        .get(format!("{}/restate/health", app.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // The admin API on loopback answers loopback names only (DNS rebinding).
+    let rebound = client
+        .get(format!("{}/services", app.admin))
+        .header("host", "evil.example:9070")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let local = client
+        .get(format!("{}/services", app.admin))
+        .header("host", "localhost:9070")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
+    let services: Value = local.json().await.unwrap();
+    let router = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "WebhookCallbackRouter")
+        .unwrap();
+    assert_eq!(
+        router["handlers"][0]["webhook"],
+        json!({"scheme": "stripe", "verified": true})
+    );
+}
