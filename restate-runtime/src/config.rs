@@ -4,6 +4,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Headers kept out of invocations by default: credentials, cookies and the webhook signature
+/// headers (checked before they are dropped).
+///
+/// ```
+/// assert!(restate_runtime::DEFAULT_SECRET_HEADERS.contains(&"authorization"));
+/// ```
+pub const DEFAULT_SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "stripe-signature",
+    "webhook-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+];
+
 /// Every setting of a runtime.
 ///
 /// ```
@@ -31,6 +47,9 @@ pub struct Config {
     /// When set, the admin API requires `Authorization: Bearer <token>` on every route but
     /// `/health` (`RESTATE_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
+    /// Request headers never stored with an invocation nor shown to its handler
+    /// (`RESTATE_SECRET_HEADERS`, comma-separated; default [`DEFAULT_SECRET_HEADERS`]).
+    pub secret_headers: Vec<String>,
     /// Largest accepted request body in bytes (`RESTATE_MAX_BODY_BYTES`, default 10 MiB).
     pub max_body_bytes: usize,
     /// Connections each listener serves at once (`RESTATE_MAX_CONNECTIONS`, default 4096,
@@ -73,6 +92,10 @@ impl Default for Config {
             ingress_token: None,
             admin_addr: ([127, 0, 0, 1], 9070).into(),
             admin_token: None,
+            secret_headers: DEFAULT_SECRET_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
             max_body_bytes: 10 * 1024 * 1024,
             max_connections: 4096,
             max_in_flight: 128,
@@ -143,6 +166,13 @@ impl Config {
         if let Some(v) = var("RESTATE_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
             self.admin_token = Some(v);
         }
+        if let Some(v) = var("RESTATE_SECRET_HEADERS") {
+            self.secret_headers = v
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+        }
         if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, int)? as usize;
         }
@@ -192,6 +222,18 @@ impl Config {
     /// Refuses settings that would expose what must stay private: an admin API off loopback
     /// without a token.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        for (name, token) in [
+            ("RESTATE_ADMIN_TOKEN", &self.admin_token),
+            ("RESTATE_INGRESS_TOKEN", &self.ingress_token),
+        ] {
+            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError {
+                    name,
+                    value: String::new(),
+                    reason: "an empty token would let anyone in: set a secret, or none".into(),
+                });
+            }
+        }
         if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
             return Err(ConfigError {
                 name: "RESTATE_ADMIN_ADDR",
@@ -216,6 +258,8 @@ mod tests {
         c.admin_addr = ([0, 0, 0, 0], 9070).into();
         let err = c.check().unwrap_err().to_string();
         assert!(err.contains("RESTATE_ADMIN_TOKEN"), "{err}");
+        c.admin_token = Some(" ".into());
+        assert!(c.check().is_err(), "a blank token is no token");
         c.admin_token = Some("t".into());
         assert!(c.check().is_ok());
     }

@@ -136,11 +136,6 @@ impl InvocationId {
         bytes.rotate_right(8);
         Self::from_bytes(&bytes)
     }
-
-    /// A 64-bit seed for the invocation's deterministic random generator.
-    pub(crate) fn seed(&self) -> u64 {
-        (self.uuid as u64) ^ ((self.uuid >> 64) as u64) ^ self.partition_key
-    }
 }
 
 /// The partition key of a keyed target: first 8 bytes of SHA-256 over `"pk"`, service and key.
@@ -298,33 +293,44 @@ mod tests {
 }
 
 /// The id of an awakeable: `sign_1` + base64url(invocation id, 24 bytes ‖ journal index, u32
-/// big-endian), 44 characters, as Restate writes them. Padding is accepted when parsing.
+/// big-endian ‖ tag, 16 bytes), 65 characters. The tag is a MAC of the rest under the store's
+/// secret, so an id cannot be computed from an invocation's inputs (a workflow's invocation id
+/// derives from its key): only the handler that created the awakeable can hand it out. Padding
+/// is accepted when parsing.
 ///
 /// ```
 /// use restate_runtime::AwakeableId;
-/// let id: AwakeableId = "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQ".parse().unwrap();
+/// let text = "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQEBAQEBAQEBAQEBAQEBAQE";
+/// let id: AwakeableId = text.parse().unwrap();
 /// assert_eq!(id.index(), 17);
-/// assert_eq!(id.to_string(), "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQ");
+/// assert_eq!(id.to_string(), text);
 /// assert!("sign_1!!".parse::<AwakeableId>().is_err());
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct AwakeableId {
     invocation: InvocationId,
     index: u32,
+    tag: [u8; 16],
 }
 
 const AWAKEABLE_PREFIX: &str = "sign_1";
 
 impl AwakeableId {
-    pub(crate) fn new(invocation: InvocationId, index: u32) -> Self {
-        Self { invocation, index }
+    pub(crate) fn new(invocation: InvocationId, index: u32, tag: [u8; 16]) -> Self {
+        Self {
+            invocation,
+            index,
+            tag,
+        }
     }
 
     /// The invocation waiting on it.
     ///
     /// ```
     /// use restate_runtime::AwakeableId;
-    /// let id: AwakeableId = "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQ".parse().unwrap();
+    /// let id: AwakeableId = "sign_1AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAACAAAAEQEBAQEBAQEBAQEBAQEBAQE"
+    ///     .parse()
+    ///     .unwrap();
     /// // Look it up in the admin API to see who is waiting.
     /// assert_eq!(id.invocation().to_string(), "inv_1000000000010000000000000000000002");
     /// ```
@@ -336,14 +342,20 @@ impl AwakeableId {
     pub fn index(&self) -> u32 {
         self.index
     }
+
+    /// The MAC that makes the id unguessable.
+    pub(crate) fn tag(&self) -> &[u8; 16] {
+        &self.tag
+    }
 }
 
 impl fmt::Display for AwakeableId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use base64::Engine as _;
-        let mut raw = [0u8; 28];
+        let mut raw = [0u8; 44];
         raw[..24].copy_from_slice(&self.invocation.to_bytes());
-        raw[24..].copy_from_slice(&self.index.to_be_bytes());
+        raw[24..28].copy_from_slice(&self.index.to_be_bytes());
+        raw[28..].copy_from_slice(&self.tag);
         write!(
             f,
             "{AWAKEABLE_PREFIX}{}",
@@ -363,12 +375,13 @@ impl FromStr for AwakeableId {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(rest.trim_end_matches('='))
             .map_err(|_| IdParseError::BadDigit)?;
-        if raw.len() != 28 {
+        if raw.len() != 44 {
             return Err(IdParseError::BadLength);
         }
         Ok(Self {
             invocation: InvocationId::from_bytes(&raw[..24]).ok_or(IdParseError::BadLength)?,
             index: u32::from_be_bytes(raw[24..28].try_into().expect("4 bytes")),
+            tag: raw[28..44].try_into().expect("16 bytes"),
         })
     }
 }

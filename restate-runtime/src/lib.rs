@@ -45,6 +45,7 @@ mod failpoints;
 mod ids;
 mod ingress;
 mod listener;
+mod mac;
 mod metrics;
 mod registry;
 mod runtime;
@@ -61,7 +62,7 @@ pub use client::{
     IntoServiceClient, IntoWorkflowClient, InvocationHandle,
 };
 pub use codec::{DecodeError, EncodeError, RawInput};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, DEFAULT_SECRET_HEADERS};
 pub use context::{
     Context, DeterministicRng, ObjectContext, Run, SharedObjectContext, SharedWorkflowContext,
     WorkflowContext,

@@ -305,6 +305,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Request headers that are never stored with an invocation nor shown to its handler
+    /// (default: [`DEFAULT_SECRET_HEADERS`](crate::DEFAULT_SECRET_HEADERS): credentials,
+    /// cookies and webhook signatures). Signatures are checked before they are dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::{DEFAULT_SECRET_HEADERS, Runtime};
+    /// let mut secret: Vec<String> = DEFAULT_SECRET_HEADERS.iter().map(|h| h.to_string()).collect();
+    /// secret.push("x-api-key".into());
+    /// let runtime = Runtime::builder().secret_headers(secret).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn secret_headers(mut self, headers: impl IntoIterator<Item = String>) -> Self {
+        self.config.secret_headers = headers.into_iter().collect();
+        self
+    }
+
     /// Free disk space kept for work already accepted (default 32 MiB, 0 turns the check
     /// off): below it new invocations are answered 503 `disk full` and nothing of them is
     /// written, while running and waiting invocations go on; a start waits until that much is
@@ -617,6 +634,7 @@ impl Runtime {
         crate::ingress::BodyLimits {
             max_bytes: self.config.max_body_bytes,
             timeout: self.config.body_timeout,
+            secret_headers: self.config.secret_headers.clone().into(),
         }
     }
 
@@ -720,7 +738,20 @@ impl Runtime {
         if self.config.admin_addr.ip().is_loopback() {
             admin_router = crate::admin::loopback_host_only(admin_router);
         }
-        let webhook_server = webhooks.map(|l| serve(l, self.webhook_router(), "webhooks"));
+        let public = crate::listener::Limits {
+            http2: false,
+            ..limits
+        };
+        let webhook_server = webhooks.map(|listener| {
+            crate::listener::serve(
+                listener,
+                self.webhook_router(),
+                "webhooks",
+                public,
+                self.engine.clone(),
+                stop_rx.clone(),
+            )
+        });
         let webhook_server = async move {
             match webhook_server {
                 Some(server) => server.await,
@@ -765,6 +796,7 @@ impl Runtime {
             header_timeout: self.config.header_timeout,
             body_timeout: self.config.body_timeout,
             max_body_bytes: self.config.max_body_bytes,
+            http2: true,
         }
     }
 

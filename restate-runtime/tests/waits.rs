@@ -121,12 +121,25 @@ async fn awakeable_resolved_over_http_after_suspension_and_restart() {
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick_suspend).await;
     let inv = send(&s, "/Waits/approval/send", "http".into()).await;
     let awk = wait_for_id("http").await;
-    assert!(awk.starts_with("sign_1") && awk.len() == 44, "{awk}");
+    assert!(awk.starts_with("sign_1") && awk.len() == 65, "{awk}");
     s.wait_status(&inv, "suspended").await;
     let dir = s.stop().await;
     let s = TestServer::start_with(dir, quick_suspend).await;
     assert_eq!(s.inspect(&inv).await["status"], "suspended");
     let client = reqwest::Client::new();
+    // The id's invocation and index are public; its tag is not: an id computed from them with
+    // any other tag is unknown (404) and completes nothing.
+    let mut forged = awk.clone();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(64.., last);
+    let r = client
+        .post(s.url(&format!("/restate/a/{forged}/resolve")))
+        .json(&"forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{forged}");
+    assert_eq!(s.inspect(&inv).await["status"], "suspended");
     let r = client
         .post(s.url(&format!("/restate/a/{awk}/resolve")))
         .json(&"yes")

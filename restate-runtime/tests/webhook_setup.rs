@@ -16,6 +16,17 @@ impl PaymentEvents {
     }
 }
 
+#[derive(Default)]
+pub struct Invoice;
+
+#[object]
+impl Invoice {
+    #[handler]
+    async fn on_event(&self, _ctx: ObjectContext<'_>, _event: RawInput) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
 /// `build()`'s error for one webhook registration.
 fn build_error(service: &str, handler: &str, hook: Webhook) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -59,6 +70,18 @@ async fn a_verifying_scheme_without_a_secret_is_refused() {
         assert!(message.contains("no signing secret"), "{message}");
         assert!(message.contains("Webhook::unverified"), "{message}");
     }
+}
+
+/// The key of an object is in the path, which no signature covers: a verified webhook there
+/// would let one captured event become an invocation per key.
+#[tokio::test]
+async fn a_verified_webhook_on_a_keyed_handler_is_refused() {
+    let message = build_error(
+        "Invoice",
+        "on_event",
+        Webhook::stripe(Some("whsec_x".into())),
+    );
+    assert!(message.contains("signature does not cover"), "{message}");
 }
 
 #[tokio::test]

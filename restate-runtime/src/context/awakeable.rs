@@ -29,7 +29,7 @@ impl InvocationContext {
                 .journal(index, JournalEntry::Awakeable { outcome: None }, Vec::new())
                 .is_some(),
         };
-        let id = AwakeableId::new(self.id(), index).to_string();
+        let id = self.engine.awakeable_id(self.id(), index).to_string();
         let wait = async move {
             if !ok {
                 return std::future::pending().await;

@@ -68,10 +68,14 @@ impl InvocationContext {
     }
 
     /// Runs `draw` on the invocation's deterministic generator, the same sequence on every
-    /// attempt.
+    /// attempt. Its seed is a MAC of the invocation id under the store's secret: the same on
+    /// every replay, unpredictable from outside.
     pub(crate) fn with_rng<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
         let mut rng = self.rng.lock().expect("rng lock");
-        draw(rng.get_or_insert_with(|| Box::new(StdRng::seed_from_u64(self.inflight.id.seed()))))
+        draw(rng.get_or_insert_with(|| {
+            let seed = self.engine.mac(&[b"rand", &self.inflight.id.to_bytes()]);
+            Box::new(StdRng::from_seed(seed))
+        }))
     }
 
     pub(crate) fn id(&self) -> InvocationId {

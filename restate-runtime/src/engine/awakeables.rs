@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::wake::{Completion, PendingWake};
 use super::{Engine, EngineError};
-use crate::ids::AwakeableId;
+use crate::ids::{AwakeableId, InvocationId};
 use crate::storage::{JournalEntry, Outcome, StorageError};
 
 /// Awakeables whose completion is submitted but not durable yet: a second completer must not
@@ -44,6 +44,20 @@ impl AwakeableSubmission {
 }
 
 impl Engine {
+    /// The id of awakeable `index` of `invocation`, tagged with a MAC under the store's secret.
+    pub(crate) fn awakeable_id(&self, invocation: InvocationId, index: u32) -> AwakeableId {
+        let mac = self.mac(&[b"awakeable", &invocation.to_bytes(), &index.to_be_bytes()]);
+        let tag: [u8; 16] = mac[..16].try_into().expect("16 of 32 bytes");
+        AwakeableId::new(invocation, index, tag)
+    }
+
+    /// Whether `id` was made by [`Self::awakeable_id`] (compared in constant time).
+    fn is_authentic(&self, id: &AwakeableId) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let expected = self.awakeable_id(id.invocation(), id.index());
+        bool::from(expected.tag().ct_eq(id.tag()))
+    }
+
     /// Submits the completion of awakeable `id` if it is still open, with `resolver` (the
     /// completing handler's own journal entry) in the same batch.
     pub(crate) fn submit_awakeable(
@@ -54,7 +68,10 @@ impl Engine {
     ) -> Result<AwakeableSubmission, EngineError> {
         let mut completing = self.awakeables.0.lock().expect("awakeables");
         let (invocation, index) = (id.invocation(), id.index());
-        let (known, current) = if completing.contains(&id) {
+        // A forged id is unknown: nothing of it is looked up, nothing completed.
+        let (known, current) = if !self.is_authentic(&id) {
+            (false, None)
+        } else if completing.contains(&id) {
             (true, None)
         } else {
             match self.inflight(&invocation) {

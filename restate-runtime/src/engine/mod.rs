@@ -231,6 +231,8 @@ pub(crate) struct EngineInner {
     result_sources: Mutex<std::collections::HashSet<InvocationId>>,
     pub metrics: crate::metrics::Metrics,
     shutdown: watch::Sender<bool>,
+    /// The store's secret: awakeable ids and random seeds are MACs under it.
+    secret: [u8; 32],
 }
 
 /// Cheap handle to the engine.
@@ -252,6 +254,7 @@ impl Engine {
         registry: Registry,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        let secret = storage.secret();
         let engine = Self(Arc::new(EngineInner {
             storage,
             registry,
@@ -267,6 +270,7 @@ impl Engine {
             result_sources: Mutex::default(),
             metrics: crate::metrics::Metrics::default(),
             shutdown: watch::channel(false).0,
+            secret,
         }));
         engine.recover()?;
         tokio::spawn(timers::run(engine.clone()));
@@ -448,6 +452,11 @@ impl Engine {
             Some(at) => self.timers.schedule(at, inflight.id),
             None => self.spawn(inflight),
         }
+    }
+
+    /// HMAC-SHA256 of `parts` under the store's secret.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        crate::mac::hmac_sha256(&self.secret, parts)
     }
 
     /// A sequence number above every one handed out before, also across restarts.

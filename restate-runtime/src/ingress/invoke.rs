@@ -75,6 +75,17 @@ pub(crate) async fn invoke(
         idempotency_key = hook.idempotency_key(header, &body, idempotency_key);
     }
     check_input(definition, content_type.as_deref(), &body)?;
+    // Credentials and signatures are checked above and never stored: handlers see the same
+    // headers on every attempt, and a journal read leaks no secret.
+    let headers = headers
+        .into_iter()
+        .filter(|(name, _)| {
+            !state
+                .secret_headers
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
+        })
+        .collect();
     let request = InvokeRequest {
         target,
         input: body,

@@ -27,15 +27,19 @@ pub(crate) struct IngressState {
     pub max_body_bytes: usize,
     /// Time for a request body to arrive.
     pub body_timeout: std::time::Duration,
+    /// Request headers never stored with an invocation nor shown to its handler.
+    pub secret_headers: Arc<[String]>,
     /// Webhook endpoints by (service, handler).
     pub webhooks: Webhooks,
 }
 
-/// How large a request body may be and how long it may take to arrive.
-#[derive(Debug, Clone, Copy)]
+/// How the ingress reads requests: how large a body may be, how long it may take to arrive,
+/// and which headers are never kept.
+#[derive(Debug, Clone)]
 pub(crate) struct BodyLimits {
     pub max_bytes: usize,
     pub timeout: std::time::Duration,
+    pub secret_headers: Arc<[String]>,
 }
 
 /// Webhook settings per (service, handler).
@@ -52,6 +56,7 @@ pub(crate) fn router(
         engine,
         max_body_bytes: bodies.max_bytes,
         body_timeout: bodies.timeout,
+        secret_headers: bodies.secret_headers,
         webhooks,
     });
     let router = Router::new().fallback(dispatch).with_state(state);
@@ -70,6 +75,7 @@ pub(crate) fn webhook_router(engine: Engine, bodies: BodyLimits, webhooks: &Webh
         engine,
         max_body_bytes: bodies.max_bytes,
         body_timeout: bodies.timeout,
+        secret_headers: bodies.secret_headers,
         webhooks: verified,
     });
     Router::new().fallback(dispatch_webhook).with_state(state)

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -52,6 +53,10 @@ pub(super) fn wrap(router: Router, gate: Gate) -> Router {
 }
 
 async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    // Probes are answered however busy the listener is.
+    if HEALTH_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
     let metrics = &gate.engine.metrics;
     // A burst waits a moment for a slot (its body still unread, so it costs no memory)
     // before it is refused.
@@ -61,22 +66,47 @@ async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
         drain(req.into_body(), &gate.limits).await;
         return too_busy("requests in flight");
     };
-    let in_flight = metrics
-        .requests_in_flight
-        .get_or_create(&gate.label)
-        .clone();
-    in_flight.inc();
+    let _in_flight = InFlight::new(
+        metrics
+            .requests_in_flight
+            .get_or_create(&gate.label)
+            .clone(),
+    );
     let response = next.run(req).await;
-    in_flight.dec();
     drop(permit);
     response
 }
 
+/// The health routes of the ingress and the admin API.
+const HEALTH_PATHS: [&str; 2] = ["/restate/health", "/health"];
+
+/// One admitted request in the gauge, until dropped (also when hyper drops the request).
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Answers connections over the cap: each gets `429` for its first request and is closed.
+/// At most [`Refusal::at_once`] are answered at a time, each within [`REFUSAL_DEADLINE`];
+/// beyond that a connection is closed unanswered, the only bounded choice left.
 pub(super) struct Refusal {
     builder: auto::Builder<TokioExecutor>,
     limits: Limits,
+    at_once: Arc<Semaphore>,
 }
+
+/// How long an over-cap connection may take to send its request.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Refusal {
     pub(super) fn new(limits: Limits) -> Self {
@@ -84,24 +114,38 @@ impl Refusal {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
+            .header_read_timeout(REFUSAL_DEADLINE)
             .keep_alive(false)
             .max_buf_size(READ_BUFFER);
-        Self { builder, limits }
+        let limits = Limits {
+            body_timeout: REFUSAL_DEADLINE,
+            ..limits
+        };
+        Self {
+            builder: builder.http1_only(),
+            limits,
+            at_once: Arc::new(Semaphore::new((limits.max_connections / 8).max(16))),
+        }
     }
 
-    /// Reads one request (head, then the body to drop), answers `429` and closes; a client
-    /// that takes longer than both timeouts is dropped.
-    pub(super) async fn answer(&self, stream: TcpStream) {
-        let limits = self.limits;
-        let service = hyper::service::service_fn(
-            move |req: http::Request<hyper::body::Incoming>| async move {
-                drain(Body::new(req.into_body()), &limits).await;
-                Ok::<_, Infallible>(too_busy("connections"))
-            },
-        );
-        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
-        let _ = tokio::time::timeout(limits.header_timeout + limits.body_timeout, connection).await;
+    /// Reads one request (head, then the body to drop), answers `429` and closes.
+    pub(super) fn answer(self: &Arc<Self>, stream: TcpStream) {
+        let Ok(permit) = self.at_once.clone().try_acquire_owned() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let limits = this.limits;
+            let service = hyper::service::service_fn(
+                move |req: http::Request<hyper::body::Incoming>| async move {
+                    drain(Body::new(req.into_body()), &limits).await;
+                    Ok::<_, Infallible>(too_busy("connections"))
+                },
+            );
+            let connection = this.builder.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(REFUSAL_DEADLINE * 2, connection).await;
+            drop(permit);
+        });
     }
 }
 

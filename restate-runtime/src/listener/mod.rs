@@ -10,6 +10,7 @@ mod admission;
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -38,14 +40,21 @@ pub(crate) struct Limits {
     pub body_timeout: Duration,
     /// Largest body read, also when one is only read to be dropped.
     pub max_body_bytes: usize,
+    /// Whether HTTP/2 is spoken (not on the public listener: webhook senders use HTTP/1.1,
+    /// and an idle HTTP/2 connection has no header timeout to end it).
+    pub http2: bool,
 }
 
 /// Largest read buffer per connection: with many connections open, hyper's default (about
 /// 400 KB each) would be most of the memory.
 const READ_BUFFER: usize = 16 * 1024;
+/// HTTP/2 flow-control windows: what a client may send before the server reads it.
+const H2_WINDOW: u32 = 64 * 1024;
+/// How long open requests may take to finish once serving stops.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves `router` on `listener` under `limits` until `stop` turns true, then stops accepting,
-/// lets open requests finish and returns once every connection is closed.
+/// lets open requests finish (for at most [`DRAIN`]) and returns.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
@@ -59,6 +68,7 @@ pub(crate) async fn serve(
     let service = TowerToHyperService::new(admission::wrap(router, gate));
     let builder = Arc::new(connection_builder(limits));
     let refusal = Arc::new(admission::Refusal::new(limits));
+    let open = Arc::new(AtomicUsize::new(0));
     // Every connection task holds a sender; all dropped means all connections closed.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
@@ -73,22 +83,16 @@ pub(crate) async fn serve(
             () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let open = engine
-            .metrics
-            .connections_open
-            .get_or_create(&label)
-            .clone();
-        if open.get() >= limits.max_connections as i64 {
-            engine
-                .metrics
-                .connections_refused
-                .get_or_create(&label)
-                .inc();
-            let refusal = refusal.clone();
-            tokio::spawn(async move { refusal.answer(stream).await });
+        let metrics = &engine.metrics;
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            metrics.connections_refused.get_or_create(&label).inc();
+            refusal.answer(stream);
             continue;
         }
-        open.inc();
+        let counted = Counted::new(
+            open.clone(),
+            metrics.connections_open.get_or_create(&label).clone(),
+        );
         let (builder, service, stop, open_tx) = (
             builder.clone(),
             service.clone(),
@@ -96,17 +100,59 @@ pub(crate) async fn serve(
             open_tx.clone(),
         );
         tokio::spawn(async move {
-            serve_connection(&builder, stream, service, stop).await;
-            open.dec();
+            if request_started(&stream, limits.header_timeout).await {
+                serve_connection(&builder, stream, service, stop).await;
+            }
+            drop(counted);
             drop(open_tx);
         });
     }
+    drop(listener);
     drop(open_tx);
-    let _ = open_rx.recv().await;
+    let _ = tokio::time::timeout(DRAIN, open_rx.recv()).await;
     Ok(())
 }
 
-/// HTTP/1 and HTTP/2 with the header timeout and a bounded read buffer.
+/// One open connection, counted for the cap and the gauge until dropped (also by a panic).
+struct Counted {
+    open: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
+
+impl Counted {
+    fn new(open: Arc<AtomicUsize>, gauge: Gauge) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        gauge.inc();
+        Self { open, gauge }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+/// Waits until the client has sent the start of a request (a line, or the 24-byte HTTP/2
+/// preface): hyper reads that much to tell the protocols apart, with no timeout of its own,
+/// so a client sending nothing would hold its connection forever.
+async fn request_started(stream: &TcpStream, timeout: Duration) -> bool {
+    let start = async {
+        let mut head = [0u8; 24];
+        loop {
+            match stream.peek(&mut head).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == head.len() || head[..n].contains(&b'\n') => return true,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, start).await.unwrap_or(false)
+}
+
+/// HTTP/1 (and HTTP/2 where allowed) with the header timeout, a bounded read buffer and small
+/// HTTP/2 windows.
 fn connection_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -117,8 +163,17 @@ fn connection_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW)
+        .max_send_buf_size(READ_BUFFER)
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout)
         .max_concurrent_streams(u32::try_from(limits.max_in_flight).unwrap_or(u32::MAX));
-    builder
+    if limits.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    }
 }
 
 async fn serve_connection<S>(
@@ -136,7 +191,7 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,

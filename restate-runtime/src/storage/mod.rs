@@ -367,6 +367,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Holds the reason once a commit, a sync or the writer itself failed: from then on
     /// nothing is acknowledged, and the engine stops the process (law 10).
     fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>>;
+    /// The store's secret, drawn when it was created: awakeable ids and `ctx.rand()` seeds
+    /// are derived from it, so that outsiders can compute neither.
+    fn secret(&self) -> [u8; 32];
     /// Whether there is room for new work (an invocation from outside): an error, saying why,
     /// while the disk is nearly full. Work already accepted still commits, into the reserve.
     fn admit_new_work(&self) -> Result<(), StorageError> {

@@ -73,6 +73,9 @@ const WAL_FILE_NAME: &str = "journal.wal";
 const WAL_APPLIED: &str = "wal_applied";
 /// Key in `META`: the store's identity, mixed into the checksum of every log record.
 const WAL_SALT: &str = "wal_salt";
+/// META key of the store's secret: 32 random bytes drawn when the store is created, behind
+/// awakeable ids and `ctx.rand()` seeds, so that outsiders can compute neither.
+const SECRET: &str = "secret";
 /// A log that fills up faster than this grows, so checkpoints stay rarer than this.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
@@ -116,6 +119,7 @@ struct Request {
 pub struct RedbStorage {
     db: Arc<Database>,
     partitions: u32,
+    secret: [u8; 32],
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Mutex<WriterStats>>,
@@ -150,7 +154,7 @@ impl RedbStorage {
         let db = files
             .open_store(&builder, &file)
             .map_err(|e| open_error(&shown, &file, e))?;
-        let partitions = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
+        let (partitions, secret) = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
         let log = recover_log(&db, files, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
         // The store file and the log may be new: their directory entries must be durable too.
         files.sync_parent(&file).map_err(|source| OpenError::Io {
@@ -188,6 +192,7 @@ impl RedbStorage {
         Ok(Self {
             db,
             partitions,
+            secret,
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             stats,
@@ -279,8 +284,9 @@ impl OpenFault {
     }
 }
 
-/// Records the format version and partition count in a new store, or checks them in an old one.
-fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
+/// Records the format version, partition count and secret in a new store, or checks and reads
+/// them in an old one (a store from before the secret gets one).
+fn init_meta(db: &Database, partitions: u32) -> Result<(u32, [u8; 32]), OpenFault> {
     let txn = db.begin_write().map_err(OpenFault::from_redb)?;
     let found = {
         let mut meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
@@ -309,6 +315,22 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
             (None, Some(_)) => return Err(OpenFault::corrupt("missing format version")),
         }
     };
+    let secret = {
+        let mut meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
+        let stored: Option<[u8; 32]> = meta
+            .get(SECRET)
+            .map_err(OpenFault::from_redb)?
+            .and_then(|v| v.value().try_into().ok());
+        match stored {
+            Some(secret) => secret,
+            None => {
+                let secret: [u8; 32] = rand::random();
+                meta.insert(SECRET, secret.as_slice())
+                    .map_err(OpenFault::from_redb)?;
+                secret
+            }
+        }
+    };
     // Tables are created if missing (a store of this format from before a table existed).
     for table in [EXPIRY, PROMISE_WAITERS, WAKEUPS] {
         txn.open_table(table).map_err(OpenFault::from_redb)?;
@@ -316,7 +338,7 @@ fn init_meta(db: &Database, partitions: u32) -> Result<u32, OpenFault> {
     txn.open_table(RESULT_WAITERS)
         .map_err(OpenFault::from_redb)?;
     txn.commit().map_err(OpenFault::from_redb)?;
-    Ok(found)
+    Ok((found, secret))
 }
 
 fn journal_key(id: &InvocationId, index: u32) -> [u8; 28] {
@@ -1097,6 +1119,10 @@ impl Storage for RedbStorage {
         *self.stats.lock().expect("stats lock")
     }
 
+    fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
     fn admit_new_work(&self) -> Result<(), StorageError> {
         self.reserve.admit()
     }
@@ -1392,6 +1418,18 @@ mod tests {
             .expect("incompatible");
         assert!(matches!(err, OpenError::Incompatible { .. }), "{err}");
         assert!(err.to_string().contains("format version 99"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_is_drawn_once_and_kept() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = RedbStorage::open(a.path(), &RedbOptions::default()).unwrap();
+        let secret = first.secret();
+        drop(first);
+        let again = RedbStorage::open(a.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(again.secret(), secret, "kept across reopen");
+        let other = RedbStorage::open(b.path(), &RedbOptions::default()).unwrap();
+        assert_ne!(other.secret(), secret, "each store draws its own");
     }
 
     #[test]

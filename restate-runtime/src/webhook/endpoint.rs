@@ -253,6 +253,17 @@ pub(crate) fn check_endpoints<'a>(
             ));
         };
         let definition = &registered.definition;
+        if endpoint.is_verified() && definition.kind.is_keyed() {
+            // The key is in the path, which no scheme signs: a captured event posted to other
+            // keys would become other invocations.
+            return Err(format!(
+                "webhook on {service}/{handler}: '{service}' is a {}, and its key comes from the \
+                 request path, which the signature does not cover; receive the event on a \
+                 service handler and call the {} from there",
+                definition.kind.as_str(),
+                definition.kind.as_str()
+            ));
+        }
         if definition.handler(handler).is_none() {
             let names = definition.handlers.iter().map(|h| h.name);
             return Err(format!(
@@ -310,8 +321,13 @@ mod tests {
             assert!(err.contains("no signing secret"), "{err}");
             assert!(err.contains("Webhook::unverified"), "{err}");
         }
-        let bad_key = Webhook::standard(Some("whsec_***".into()));
-        assert!(WebhookEndpoint::from(bad_key).validate().is_err());
+        for weak in [
+            Webhook::standard(Some("whsec_***".into())),
+            Webhook::standard(Some("whsec_".into())),
+            Webhook::stripe(Some("whsec_".into())),
+        ] {
+            assert!(WebhookEndpoint::from(weak).validate().is_err());
+        }
         let empty_old = Webhook::stripe(Some("whsec_x".into())).also_accept_secret("");
         assert!(empty_old.validate().is_err());
         let unverified = Webhook::unverified(EventId::JsonField("id".into()));

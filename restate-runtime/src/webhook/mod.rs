@@ -15,11 +15,11 @@ pub use endpoint::{DEFAULT_KEY_RETENTION, WebhookEndpoint};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::clock::now_ms;
+use crate::mac::hmac_sha256;
 
 /// Where a webhook sender puts its event id.
 ///
@@ -92,11 +92,21 @@ impl Signature {
     }
 
     /// Whether the secret can be this scheme's key.
+    /// Whether the secret can be this scheme's key: a `whsec_` prefix alone, or a Standard
+    /// Webhooks key that decodes to nothing, would let anyone sign.
     fn check_secret(&self) -> Result<(), String> {
-        match self {
-            Self::Standard { secret } => standard_key(secret).map(drop),
-            Self::Stripe { .. } | Self::GitHub { .. } => Ok(()),
+        let key_len = match self {
+            Self::Standard { secret } => standard_key(secret)?.len(),
+            Self::Stripe { secret } | Self::GitHub { secret } => secret
+                .strip_prefix(STANDARD_SECRET_PREFIX)
+                .unwrap_or(secret)
+                .trim()
+                .len(),
+        };
+        if key_len == 0 {
+            return Err("the webhook secret has no key material after its `whsec_` prefix".into());
         }
+        Ok(())
     }
 }
 
@@ -245,14 +255,6 @@ impl Webhook {
     }
 }
 
-fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
 /// Constant-time equality of a decoded signature with the expected MAC: the time taken must not
 /// tell a forger how many leading bytes were right.
 fn same_mac(given: &[u8], expected: &[u8]) -> bool {
@@ -324,7 +326,7 @@ fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-fn standard_mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+fn standard_mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
     hmac_sha256(
         key,
         &[

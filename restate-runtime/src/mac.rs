@@ -1,0 +1,14 @@
+//! HMAC-SHA256: webhook signatures, and the MACs under the store's secret that make awakeable
+//! ids and random seeds impossible to compute from outside.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// HMAC-SHA256 of the concatenated `parts` under `key`.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
