@@ -631,10 +631,19 @@ impl Runtime {
     }
 
     fn body_limits(&self) -> crate::ingress::BodyLimits {
+        let mut secret_headers = self.config.secret_headers.clone();
+        // The ingress token is never kept, whatever the configured list says.
+        if self.config.ingress_token.is_some()
+            && !secret_headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case("authorization"))
+        {
+            secret_headers.push("authorization".into());
+        }
         crate::ingress::BodyLimits {
             max_bytes: self.config.max_body_bytes,
             timeout: self.config.body_timeout,
-            secret_headers: self.config.secret_headers.clone().into(),
+            secret_headers: secret_headers.into(),
         }
     }
 

@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::{Limits, READ_BUFFER};
 use crate::engine::Engine;
@@ -27,23 +28,63 @@ use crate::metrics::ListenerLabel;
 /// How long a request over the in-flight cap waits for a slot before it is answered `429`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
-/// The in-flight cap of one listener.
+/// The in-flight cap of one listener. Its gauge is the count itself: one atomic per request
+/// for the cap and the metric, and waiters are woken only when some wait.
 #[derive(Clone)]
 pub(super) struct Gate {
-    permits: Arc<Semaphore>,
-    label: ListenerLabel,
+    in_flight: Gauge,
+    freed: Arc<Notify>,
     limits: Limits,
-    engine: Engine,
+    refused: Counter,
 }
 
 impl Gate {
     pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Self {
+        let label = ListenerLabel { listener: name };
+        let metrics = &engine.metrics;
         Self {
-            permits: Arc::new(Semaphore::new(limits.max_in_flight)),
-            label: ListenerLabel { listener: name },
+            in_flight: metrics.requests_in_flight.get_or_create(&label).clone(),
+            freed: Arc::new(Notify::new()),
             limits,
-            engine,
+            refused: metrics.requests_refused.get_or_create(&label).clone(),
         }
+    }
+
+    /// Takes a slot if one is free.
+    fn try_take(&self) -> Option<Slot> {
+        if self.in_flight.inc() < self.limits.max_in_flight as i64 {
+            return Some(Slot(self.clone()));
+        }
+        self.in_flight.dec();
+        None
+    }
+
+    /// A slot now, or within [`ADMISSION_WAIT`]: a burst waits a moment (its body still
+    /// unread, so it costs no memory) before it is refused.
+    async fn admit(&self) -> Option<Slot> {
+        if let Some(slot) = self.try_take() {
+            return Some(slot);
+        }
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        loop {
+            let freed = self.freed.notified();
+            if let Some(slot) = self.try_take() {
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.try_take();
+            }
+        }
+    }
+}
+
+/// One admitted request, counted until dropped (also when hyper drops the request).
+struct Slot(Gate);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+        self.0.freed.notify_one();
     }
 }
 
@@ -57,44 +98,18 @@ async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     if HEALTH_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let metrics = &gate.engine.metrics;
-    // A burst waits a moment for a slot (its body still unread, so it costs no memory)
-    // before it is refused.
-    let permit = tokio::time::timeout(ADMISSION_WAIT, gate.permits.clone().acquire_owned()).await;
-    let Ok(Ok(permit)) = permit else {
-        metrics.requests_refused.get_or_create(&gate.label).inc();
+    let Some(slot) = gate.admit().await else {
+        gate.refused.inc();
         drain(req.into_body(), &gate.limits).await;
         return too_busy("requests in flight");
     };
-    let _in_flight = InFlight::new(
-        metrics
-            .requests_in_flight
-            .get_or_create(&gate.label)
-            .clone(),
-    );
     let response = next.run(req).await;
-    drop(permit);
+    drop(slot);
     response
 }
 
 /// The health routes of the ingress and the admin API.
 const HEALTH_PATHS: [&str; 2] = ["/restate/health", "/health"];
-
-/// One admitted request in the gauge, until dropped (also when hyper drops the request).
-struct InFlight(Gauge);
-
-impl InFlight {
-    fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
 
 /// Answers connections over the cap: each gets `429` for its first request and is closed.
 /// At most [`Refusal::at_once`] are answered at a time, each within [`REFUSAL_DEADLINE`];
