@@ -87,6 +87,16 @@ async fn the_public_listener_serves_signed_webhooks_and_nothing_else() {
         ),
         ("GET", "/WebhookCallbackRouter/onStripeEvent".to_owned()),
         ("POST", "/Unknown/handler".to_owned()),
+        (
+            "POST",
+            "/restate/call/WebhookCallbackRouter/onStripeEvent".to_owned(),
+        ),
+        ("POST", "/WebhookCallbackRouter/onStripeEvent/".to_owned()),
+        ("POST", "//WebhookCallbackRouter/onStripeEvent".to_owned()),
+        (
+            "POST",
+            "/WebhookCallbackRouter/onStripeEvent?delay=1s".to_owned(),
+        ),
     ];
     for (method, path) in &probes {
         let r = client

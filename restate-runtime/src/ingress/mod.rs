@@ -89,23 +89,29 @@ async fn dispatch(State(state): State<Arc<IngressState>>, req: Request) -> Respo
 }
 
 async fn dispatch_webhook(State(state): State<Arc<IngressState>>, req: Request) -> Response {
-    let route = path::parse(req.uri().path(), &state.engine.registry);
-    let (service, key, handler) = match route {
-        Ok(Route::Invoke {
-            service,
-            key,
-            handler,
-            send: false,
-        }) if req.method() == Method::POST
-            && state
-                .webhooks
-                .contains_key(&(service.clone(), handler.clone())) =>
+    // Exactly `/{Service}/{handler}` of a verified webhook (they are on services only), no
+    // query, no other form: everything else is the same bare 404.
+    let target = match req
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+    {
+        Some((service, handler))
+            if req.method() == Method::POST
+                && req.uri().query().is_none()
+                && state
+                    .webhooks
+                    .contains_key(&(service.to_owned(), handler.to_owned())) =>
         {
-            (service, key, handler)
+            Some((service.to_owned(), handler.to_owned()))
         }
-        _ => return ApiError::ingress(404, "not found").into_response(),
+        _ => None,
     };
-    match invoke::invoke(&state, req, service, key, handler, false).await {
+    let Some((service, handler)) = target else {
+        return ApiError::ingress(404, "not found").into_response();
+    };
+    match invoke::invoke(&state, req, service, None, handler, false).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
