@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,28 +28,27 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
 /// The in-flight cap of one listener. Its gauge is the count itself: one atomic per request
 /// for the cap and the metric, and waiters are woken only when some wait.
-#[derive(Clone)]
 pub(super) struct Gate {
     in_flight: Gauge,
-    freed: Arc<Notify>,
+    freed: Notify,
     limits: Limits,
     refused: Counter,
 }
 
 impl Gate {
-    pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Self {
+    pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Arc<Self> {
         let label = ListenerLabel { listener: name };
         let metrics = &engine.metrics;
-        Self {
+        Arc::new(Self {
             in_flight: metrics.requests_in_flight.get_or_create(&label).clone(),
-            freed: Arc::new(Notify::new()),
+            freed: Notify::new(),
             limits,
             refused: metrics.requests_refused.get_or_create(&label).clone(),
-        }
+        })
     }
 
     /// Takes a slot if one is free.
-    fn try_take(&self) -> Option<Slot> {
+    fn try_take(self: &Arc<Self>) -> Option<Slot> {
         if self.in_flight.inc() < self.limits.max_in_flight as i64 {
             return Some(Slot(self.clone()));
         }
@@ -59,12 +56,9 @@ impl Gate {
         None
     }
 
-    /// A slot now, or within [`ADMISSION_WAIT`]: a burst waits a moment (its body still
-    /// unread, so it costs no memory) before it is refused.
-    async fn admit(&self) -> Option<Slot> {
-        if let Some(slot) = self.try_take() {
-            return Some(slot);
-        }
+    /// A slot within [`ADMISSION_WAIT`]: a burst waits a moment (its body still unread, so
+    /// it costs no memory) before it is refused.
+    async fn wait(self: &Arc<Self>) -> Option<Slot> {
         let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
         loop {
             let freed = self.freed.notified();
@@ -79,7 +73,7 @@ impl Gate {
 }
 
 /// One admitted request, counted until dropped (also when hyper drops the request).
-struct Slot(Gate);
+struct Slot(Arc<Gate>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -88,24 +82,53 @@ impl Drop for Slot {
     }
 }
 
-/// `router` behind the gate.
-pub(super) fn wrap(router: Router, gate: Gate) -> Router {
-    router.layer(middleware::from_fn_with_state(gate, admit))
+/// A listener's router behind its gate, as the service of each connection: admission is a
+/// synchronous check on the way in, with no middleware layer per request.
+#[derive(Clone)]
+pub(super) struct Admitted {
+    router: Router,
+    gate: Arc<Gate>,
 }
 
-async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
-    // Probes are answered however busy the listener is.
-    if HEALTH_PATHS.contains(&req.uri().path()) {
-        return next.run(req).await;
+impl Admitted {
+    pub(super) fn new(router: Router, gate: Arc<Gate>) -> Self {
+        Self { router, gate }
     }
-    let Some(slot) = gate.admit().await else {
-        gate.refused.inc();
-        drain(req.into_body(), &gate.limits).await;
-        return too_busy("requests in flight");
-    };
-    let response = next.run(req).await;
-    drop(slot);
-    response
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use tower_service::Service as _;
+        let req = req.map(Body::new);
+        let mut router = self.router.clone();
+        // Probes are answered however busy the listener is.
+        if HEALTH_PATHS.contains(&req.uri().path()) {
+            return Box::pin(router.call(req));
+        }
+        if let Some(slot) = self.gate.try_take() {
+            let response = router.call(req);
+            return Box::pin(async move {
+                let response = response.await;
+                drop(slot);
+                response
+            });
+        }
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let Some(slot) = gate.wait().await else {
+                gate.refused.inc();
+                drain(req.into_body(), &gate.limits).await;
+                return Ok(too_busy("requests in flight"));
+            };
+            let response = router.call(req).await;
+            drop(slot);
+            response
+        })
+    }
 }
 
 /// The health routes of the ingress and the admin API.

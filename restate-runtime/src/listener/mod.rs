@@ -17,7 +17,6 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -65,7 +64,7 @@ pub(crate) async fn serve(
 ) -> io::Result<()> {
     let label = ListenerLabel { listener: name };
     let gate = admission::Gate::new(name, limits, engine.clone());
-    let service = TowerToHyperService::new(admission::wrap(router, gate));
+    let service = admission::Admitted::new(router, gate);
     let builder = Arc::new(connection_builder(limits));
     let refusal = Arc::new(admission::Refusal::new(limits));
     let open = Arc::new(AtomicUsize::new(0));
