@@ -151,6 +151,13 @@ async fn a_nearly_full_disk_refuses_new_work_and_recovers_once_space_is_freed() 
     assert!(message.contains("disk full"), "{body}");
     assert!(message.contains(&data.display().to_string()), "{body}");
     assert!(retry_after.is_some(), "a 503 says when to retry");
+    // A duplicate of work accepted before still gets its answer, not a 503.
+    let (status, body, _) = send(&client, &app, "/Waits/nap", "before", 1500).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("PreviouslyAccepted")),
+        "{body}"
+    );
     // Work accepted before goes on: the nap completes while the disk is still full.
     let nap: u64 = serde_json::from_value(output(&app, &napping).await).unwrap();
     assert_eq!(nap, 1500);

@@ -144,6 +144,13 @@ pub(crate) enum OutputState {
     Done(Arc<Completed>),
 }
 
+/// Where new work comes from: outside (refused while the disk is nearly full) or a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Outside,
+    Handler,
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineConfig {
@@ -327,6 +334,21 @@ impl Engine {
         req: InvokeRequest,
         caller: Option<(InvocationId, u32)>,
     ) -> Result<Submitted, EngineError> {
+        self.submit_as(req, caller, Origin::Handler)
+    }
+
+    /// [`Self::submit`] for work from outside any handler: a new invocation is refused while
+    /// the disk is nearly full, a duplicate still gets its answer.
+    fn submit_from_outside(&self, req: InvokeRequest) -> Result<Submitted, EngineError> {
+        self.submit_as(req, None, Origin::Outside)
+    }
+
+    fn submit_as(
+        &self,
+        req: InvokeRequest,
+        caller: Option<(InvocationId, u32)>,
+        origin: Origin,
+    ) -> Result<Submitted, EngineError> {
         let (_, handler) = self.resolve(&req.target)?;
         let now = now_ms();
         let execution_time_ms = req.delay.map(|d| now + d.as_millis() as u64);
@@ -404,6 +426,11 @@ impl Engine {
                     });
                 }
             }
+            // New work from outside waits for disk space; a handler's own calls and sends are
+            // progress of work already accepted and commit into the reserve.
+            if origin == Origin::Outside {
+                self.storage.admit_new_work()?;
+            }
             let inflight = self.new_inflight(id, record, false, Journal::default());
             map.insert(id, inflight.clone());
             inflight
@@ -476,8 +503,7 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
-        self.storage.admit_new_work()?;
-        let submitted = self.submit(req, None)?;
+        let submitted = self.submit_from_outside(req)?;
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
         if submitted.workflow_run
@@ -510,8 +536,7 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
-        self.storage.admit_new_work()?;
-        let submitted = self.submit(req, None)?;
+        let submitted = self.submit_from_outside(req)?;
         let (status, inflight) = match submitted.submission {
             Submission::Finished(_) | Submission::Stored => {
                 return Ok((
