@@ -9,17 +9,10 @@ use std::time::Duration;
 
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
-use support::{App, example_bin, free_port, poll};
+use support::{App, example_bin, free_port, now_secs, poll};
 
 const SECRET: &str = "whsec_edge";
 const TOKEN: &str = "ingress-token";
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn event(id: &str, invoice: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({

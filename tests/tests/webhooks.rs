@@ -12,16 +12,9 @@ use std::time::Duration;
 
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
-use support::{App, example_bin, free_port, gauges, poll};
+use support::{App, example_bin, free_port, gauges, now_secs, poll};
 
 const SECRET: &str = "whsec_e2e";
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn event(id: &str, kind: &str, invoice: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": id, "type": kind, "data": {"object": {"id": invoice, "amount": 1}}, "livemode": false}))

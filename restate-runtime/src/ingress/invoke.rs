@@ -81,6 +81,7 @@ pub(crate) async fn invoke(
         .into_iter()
         .filter(|(name, _)| {
             !state
+                .bodies
                 .secret_headers
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(name))

@@ -24,11 +24,8 @@ use path::Route;
 
 pub(crate) struct IngressState {
     pub engine: Engine,
-    pub max_body_bytes: usize,
-    /// Time for a request body to arrive.
-    pub body_timeout: std::time::Duration,
-    /// Request headers never stored with an invocation nor shown to its handler.
-    pub secret_headers: Arc<[String]>,
+    /// Body limit and timeout, and the headers never kept.
+    pub bodies: BodyLimits,
     /// Webhook endpoints by (service, handler).
     pub webhooks: Webhooks,
 }
@@ -54,9 +51,7 @@ pub(crate) fn router(
 ) -> Router {
     let state = Arc::new(IngressState {
         engine,
-        max_body_bytes: bodies.max_bytes,
-        body_timeout: bodies.timeout,
-        secret_headers: bodies.secret_headers,
+        bodies,
         webhooks,
     });
     let router = Router::new().fallback(dispatch).with_state(state);
@@ -73,9 +68,7 @@ pub(crate) fn webhook_router(engine: Engine, bodies: BodyLimits, webhooks: &Webh
         .collect();
     let state = Arc::new(IngressState {
         engine,
-        max_body_bytes: bodies.max_bytes,
-        body_timeout: bodies.timeout,
-        secret_headers: bodies.secret_headers,
+        bodies,
         webhooks: verified,
     });
     Router::new().fallback(dispatch_webhook).with_state(state)
@@ -189,21 +182,21 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
 /// timeout a 408.
 pub(crate) async fn read_body(state: &IngressState, body: Body) -> Result<bytes::Bytes, ApiError> {
     use crate::listener::BodyError;
-    crate::listener::read_body_within(body, state.max_body_bytes, state.body_timeout)
+    crate::listener::read_body_within(body, state.bodies.max_bytes, state.bodies.timeout)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => ApiError::ingress(
                 413,
                 format!(
                     "request body exceeds the limit of {} bytes",
-                    state.max_body_bytes
+                    state.bodies.max_bytes
                 ),
             ),
             BodyError::TimedOut => ApiError::ingress(
                 408,
                 format!(
                     "request body did not arrive within {:?}",
-                    state.body_timeout
+                    state.bodies.timeout
                 ),
             ),
             BodyError::Unreadable(reason) => {

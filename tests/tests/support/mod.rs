@@ -198,3 +198,11 @@ pub fn lines(path: &PathBuf) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Unix time in seconds, for webhook signatures.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
