@@ -4,7 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::StorageError;
@@ -37,8 +37,11 @@ pub(super) fn available(dir: &Path) -> io::Result<u64> {
 pub(super) struct Reserve {
     dir: PathBuf,
     bytes: u64,
-    /// When last measured, and the bytes then free.
-    last: Mutex<Option<(Instant, u64)>>,
+    /// Bytes free at the last measurement, and when it was taken (microseconds after
+    /// `start`, 0 for never): atomics, because admission runs under the engine's map lock.
+    free: AtomicU64,
+    measured_at: AtomicU64,
+    start: Instant,
 }
 
 impl Reserve {
@@ -46,7 +49,9 @@ impl Reserve {
         Self {
             dir: dir.to_owned(),
             bytes,
-            last: Mutex::new(None),
+            free: AtomicU64::new(0),
+            measured_at: AtomicU64::new(0),
+            start: Instant::now(),
         }
     }
 
@@ -56,16 +61,16 @@ impl Reserve {
         if self.bytes == 0 {
             return Ok(());
         }
-        let free = {
-            let mut last = self.last.lock().expect("space lock");
-            match *last {
-                Some((at, free)) if at.elapsed() < FRESH_FOR => free,
-                _ => {
-                    let free = available(&self.dir).unwrap_or(u64::MAX);
-                    *last = Some((Instant::now(), free));
-                    free
-                }
-            }
+        // Two callers may both measure after it goes stale; either result is current.
+        let now = self.start.elapsed().as_micros() as u64 + 1;
+        let at = self.measured_at.load(Ordering::Relaxed);
+        let free = if at != 0 && now.saturating_sub(at) < FRESH_FOR.as_micros() as u64 {
+            self.free.load(Ordering::Relaxed)
+        } else {
+            let free = available(&self.dir).unwrap_or(u64::MAX);
+            self.free.store(free, Ordering::Relaxed);
+            self.measured_at.store(now, Ordering::Relaxed);
+            free
         };
         if free >= self.bytes {
             return Ok(());
