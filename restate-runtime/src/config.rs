@@ -81,6 +81,15 @@ pub struct Config {
     /// 32 MiB; 0 turns the check off): below it new invocations are refused with 503, and a
     /// start waits, logging why, until that much is free.
     pub min_free_disk_bytes: u64,
+    /// Bytes of writes waiting for the journal writer above which new invocations from
+    /// outside are answered 503 (`RESTATE_WRITER_QUEUE_BYTES`, default 64 MiB).
+    pub writer_queue_bytes: usize,
+    /// Bytes one journal commit takes at most (`RESTATE_COMMIT_GROUP_BYTES`, default 8 MiB).
+    pub commit_group_bytes: usize,
+    /// Invocations found unfinished at start that may be back in memory at once
+    /// (`RESTATE_RECOVERY_CONCURRENCY`, default 256); the rest are restored as those finish or
+    /// suspend.
+    pub recovery_concurrency: usize,
 }
 
 impl Default for Config {
@@ -107,6 +116,9 @@ impl Default for Config {
             cache_bytes: 64 * 1024 * 1024,
             partitions: 256,
             min_free_disk_bytes: crate::storage::DEFAULT_MIN_FREE_BYTES,
+            writer_queue_bytes: crate::storage::DEFAULT_MAX_QUEUED_BYTES,
+            commit_group_bytes: crate::storage::DEFAULT_MAX_GROUP_BYTES,
+            recovery_concurrency: crate::engine::DEFAULT_RECOVERY_CONCURRENCY,
         }
     }
 }
@@ -204,6 +216,15 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_MIN_FREE_DISK_BYTES") {
             self.min_free_disk_bytes = parse("RESTATE_MIN_FREE_DISK_BYTES", v, int)?;
+        }
+        if let Some(v) = var("RESTATE_WRITER_QUEUE_BYTES") {
+            self.writer_queue_bytes = parse("RESTATE_WRITER_QUEUE_BYTES", v, positive)?;
+        }
+        if let Some(v) = var("RESTATE_COMMIT_GROUP_BYTES") {
+            self.commit_group_bytes = parse("RESTATE_COMMIT_GROUP_BYTES", v, positive)?;
+        }
+        if let Some(v) = var("RESTATE_RECOVERY_CONCURRENCY") {
+            self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, positive)?;
         }
         if let Some(v) = var("RESTATE_PARTITIONS") {
             self.partitions = parse("RESTATE_PARTITIONS", v, |s| {

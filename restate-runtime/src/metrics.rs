@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     pub retries: Counter,
     pub suspensions: Counter,
     pub paused: Counter,
+    /// Unfinished invocations found at start that wait on disk to be restored.
+    pub recovery_pending: Gauge,
 }
 
 /// Values read at scrape time.
@@ -54,6 +56,8 @@ pub(crate) struct Snapshot {
     pub checkpoints: u64,
     pub checkpoint_seconds: f64,
     pub checkpoint_max_seconds: f64,
+    pub commit_bytes: u64,
+    pub queued_bytes: i64,
 }
 
 impl Metrics {
@@ -105,6 +109,12 @@ impl Metrics {
             "Requests over RESTATE_MAX_IN_FLIGHT, answered 429, by listener",
             self.requests_refused.clone(),
         );
+        registry.register(
+            "recovery_pending",
+            "Invocations found unfinished at start still waiting to be restored (at most \
+             RESTATE_RECOVERY_CONCURRENCY are in memory at once)",
+            self.recovery_pending.clone(),
+        );
         let in_memory = Family::<StatusLabel, Gauge>::default();
         for (status, n) in &snapshot.in_memory {
             in_memory.get_or_create(&StatusLabel { status }).set(*n);
@@ -155,6 +165,17 @@ impl Metrics {
             c.inc_by(v);
             c
         };
+        registry.register(
+            "journal_commit_bytes",
+            "Bytes of the write batches committed",
+            counter(snapshot.commit_bytes),
+        );
+        registry.register(
+            "journal_queued_bytes",
+            "Bytes submitted to the journal writer and not yet committed (new invocations from \
+             outside are refused above RESTATE_WRITER_QUEUE_BYTES)",
+            gauge(snapshot.queued_bytes),
+        );
         registry.register(
             "journal_commit_seconds",
             "Time spent in journal commits (seconds / commits = mean latency)",

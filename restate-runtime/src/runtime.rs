@@ -338,6 +338,51 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Bytes of writes waiting for the journal writer above which new invocations from
+    /// outside are answered 503 with `Retry-After` (default 64 MiB): a burst faster than the
+    /// disk then costs bounded memory. Work already accepted still commits.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().writer_queue_bytes(16 << 20).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn writer_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.writer_queue_bytes = bytes;
+        self
+    }
+
+    /// Bytes one journal commit takes at most (default 8 MiB): more waiting goes into the
+    /// next commit, and a single larger write commits alone.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().commit_group_bytes(1 << 20).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn commit_group_bytes(mut self, bytes: usize) -> Self {
+        self.config.commit_group_bytes = bytes;
+        self
+    }
+
+    /// Invocations found unfinished at start that may be back in memory at once (default
+    /// 256): the rest wait on disk, in arrival order, and are restored as those finish or
+    /// suspend, so a restart after an overload takes bounded memory. The object and workflow
+    /// keys they hold stay theirs meanwhile.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().recovery_concurrency(64).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn recovery_concurrency(mut self, invocations: usize) -> Self {
+        self.config.recovery_concurrency = invocations;
+        self
+    }
+
     /// How freed heap goes back to the operating system once a burst of invocations has left
     /// memory (their number fell to a quarter of its peak). The default asks glibc's allocator
     /// (`malloc_trim`), which otherwise keeps it; a binary with another global allocator passes
@@ -490,6 +535,8 @@ impl RuntimeBuilder {
                 cache_bytes: config.cache_bytes,
                 partitions: config.partitions,
                 min_free_bytes: config.min_free_disk_bytes,
+                max_queued_bytes: config.writer_queue_bytes,
+                max_group_bytes: config.commit_group_bytes,
                 ..RedbOptions::default()
             },
         )?);
@@ -512,6 +559,7 @@ impl RuntimeBuilder {
                 ),
                 release_heap: self.release_heap,
                 on_storage_failure: self.on_storage_failure,
+                recovery_concurrency: config.recovery_concurrency,
             },
         )?;
         Ok(Runtime {

@@ -68,6 +68,9 @@ pub(crate) struct Inflight {
     /// Entries with a task forwarding another invocation's result into them: a replay of a
     /// pending attach does not start a second one.
     pub forwarding: Mutex<Vec<u32>>,
+    /// For one restored after a restart: its slot of the bounded restore, given back when it
+    /// leaves memory.
+    pub recovery_slot: std::sync::OnceLock<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Inflight {
@@ -97,6 +100,7 @@ impl Inflight {
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             forwarding: Mutex::new(Vec::new()),
+            recovery_slot: std::sync::OnceLock::new(),
         })
     }
 

@@ -21,11 +21,24 @@ pub(crate) struct StateOverlay {
 #[derive(Default)]
 pub(crate) struct Lane {
     pub running: Option<InvocationId>,
+    /// Invocations restored after a restart that still wait on disk, in arrival order: they
+    /// run before `waiting` (which arrived later), loaded one at a time.
+    pub stored: VecDeque<InvocationId>,
     pub waiting: VecDeque<Arc<Inflight>>,
     overlay: StateOverlay,
     /// Bumped by every write and start on the lane: an idle lane is dropped only if nothing
     /// happened on it since the barrier that made its writes durable was submitted.
     epoch: u64,
+}
+
+/// Who holds a key after its holder released it.
+enum Next {
+    /// A recovered invocation still on disk.
+    Stored(InvocationId),
+    /// One that arrived in memory.
+    Queued(Arc<Inflight>),
+    /// Nobody: the lane goes once its writes are durable.
+    Idle,
 }
 
 /// Lanes that went idle, with their epoch then, waiting for the sweep that drops them.
@@ -56,9 +69,12 @@ async fn sweep_idle_lanes(engine: Engine) {
         }
         let mut lanes = engine.lanes.lock().expect("lanes");
         for (scope, epoch) in candidates {
-            let idle = lanes
-                .get(&scope)
-                .is_some_and(|l| l.epoch == epoch && l.running.is_none() && l.waiting.is_empty());
+            let idle = lanes.get(&scope).is_some_and(|l| {
+                l.epoch == epoch
+                    && l.running.is_none()
+                    && l.stored.is_empty()
+                    && l.waiting.is_empty()
+            });
             if idle {
                 lanes.remove(&scope);
             }
@@ -134,23 +150,32 @@ impl Engine {
         let Some(scope) = inflight.lane().cloned() else {
             return;
         };
-        let next = {
-            let mut lanes = self.lanes.lock().expect("lanes");
-            let Some(lane) = lanes.get_mut(&scope) else {
-                return;
+        let mut holder = inflight.id;
+        loop {
+            let next = {
+                let mut lanes = self.lanes.lock().expect("lanes");
+                let Some(lane) = lanes.get_mut(&scope) else {
+                    return;
+                };
+                if lane.running != Some(holder) {
+                    return;
+                }
+                if let Some(id) = lane.stored.pop_front() {
+                    lane.running = Some(id);
+                    Next::Stored(id)
+                } else {
+                    let next = lane.waiting.pop_front();
+                    lane.running = next.as_ref().map(|n| n.id);
+                    next.map_or(Next::Idle, Next::Queued)
+                }
             };
-            if lane.running != Some(inflight.id) {
-                return;
+            match next {
+                // One that finished on disk meanwhile (killed) passes the key on.
+                Next::Stored(id) if !self.start_stored(&scope, id) => holder = id,
+                Next::Stored(_) => return,
+                Next::Queued(next) => return self.start_task(next),
+                Next::Idle => return self.drop_lane_when_durable(scope),
             }
-            let next = lane.waiting.pop_front();
-            lane.running = next.as_ref().map(|n| n.id);
-            next
-        };
-        match next {
-            Some(next) => {
-                self.start_task(next);
-            }
-            None => self.drop_lane_when_durable(scope),
         }
     }
 

@@ -9,6 +9,7 @@ mod journal;
 mod lanes;
 mod memory;
 mod promises;
+mod recovery;
 mod suspend;
 mod timers;
 mod wake;
@@ -26,6 +27,7 @@ pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
 use journal::Journal;
 pub(crate) use memory::release_free_heap;
+pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
 pub(crate) use wake::Completion;
 
 use crate::clock::now_ms;
@@ -165,6 +167,8 @@ pub(crate) struct EngineConfig {
     pub release_heap: fn(),
     /// Called once the store has failed (law 10); the default ends the process.
     pub on_storage_failure: fn(&str),
+    /// Invocations restored after a restart that may be in memory at once.
+    pub recovery_concurrency: usize,
 }
 
 /// Exit status of a process stopped by a storage failure (`EX_IOERR`), for supervisors that
@@ -694,7 +698,10 @@ impl Engine {
         }
         let (queued, key_lanes) = {
             let lanes = self.lanes.lock().expect("lanes");
-            let queued = lanes.values().map(|l| l.waiting.len() as i64).sum();
+            let queued = lanes
+                .values()
+                .map(|l| (l.waiting.len() + l.stored.len()) as i64)
+                .sum();
             (queued, lanes.len() as i64)
         };
         let stats = self.storage.writer_stats();
@@ -709,6 +716,8 @@ impl Engine {
             checkpoints: stats.checkpoints,
             checkpoint_seconds: stats.checkpoint_micros as f64 / 1e6,
             checkpoint_max_seconds: stats.checkpoint_max_micros as f64 / 1e6,
+            commit_bytes: stats.bytes,
+            queued_bytes: stats.queued_bytes as i64,
         }
     }
 
@@ -882,65 +891,6 @@ impl Engine {
             .remove(&inflight.id);
     }
 
-    /// Loads every unfinished invocation: runnable ones restart by replay, delayed ones re-arm
-    /// their timers, paused ones wait.
-    fn recover(&self) -> Result<(), EngineError> {
-        let mut unfinished = self.storage.unfinished()?;
-        // Arrival order, so each key's queue is rebuilt as it was.
-        unfinished.sort_by_key(|(_, hint)| hint.seq);
-        if let Some((_, last)) = unfinished.last() {
-            self.seq.fetch_max(last.seq, Ordering::Relaxed);
-        }
-        let woken: std::collections::HashSet<InvocationId> =
-            self.storage.woken()?.into_iter().collect();
-        let mut to_start = Vec::new();
-        {
-            let mut map = self.inflight.lock().expect("inflight map");
-            for (id, hint) in unfinished {
-                let woken = woken.contains(&id);
-                if let (Some(wake_at_ms), false) = (hint.suspended, woken) {
-                    // Stays on disk; it only holds its key and, maybe, a timer.
-                    self.hold_lane(&hint.target, id);
-                    if let Some(at) = wake_at_ms {
-                        self.timers.schedule(at, id);
-                    }
-                    continue;
-                }
-                let Some((mut record, journal)) = self.load_stored(&id)? else {
-                    continue;
-                };
-                if woken && matches!(record.status, Status::Suspended { .. }) {
-                    // A completion it has not seen committed after its suspension (law 9).
-                    record.status = Status::Runnable;
-                }
-                let status = record.status.clone();
-                let inflight = self.new_inflight(id, record, true, journal);
-                inflight.state().stored_suspended = woken;
-                map.insert(id, inflight.clone());
-                match status {
-                    Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
-                    Status::Runnable => to_start.push(inflight),
-                    // A paused invocation keeps its key, as before the restart (law 5).
-                    Status::Paused => {
-                        let target = inflight.state().record.target.clone();
-                        self.hold_lane(&target, id);
-                    }
-                    Status::Completed { .. } | Status::Suspended { .. } => {}
-                }
-            }
-        }
-        if !to_start.is_empty() {
-            tracing::info!(count = to_start.len(), "resuming invocations after restart");
-        }
-        // Before anything runs: a source that completes must know it has result waiters.
-        self.complete_orphaned_result_waiters()?;
-        // Started only once all are in memory, so a resumed caller finds its callee.
-        for inflight in to_start {
-            self.spawn(inflight);
-        }
-        Ok(())
-    }
-
     /// A delayed invocation is due.
     fn fire(&self, id: InvocationId) {
         let due = {
@@ -1020,6 +970,7 @@ mod tests {
             min_retention: HashMap::new(),
             release_heap: || {},
             on_storage_failure: |reason| panic!("storage failed: {reason}"),
+            recovery_concurrency: 4,
         };
         Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
     }

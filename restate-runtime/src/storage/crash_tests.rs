@@ -48,6 +48,7 @@ fn open_checkpointing(disk: &Disk, idle: Idle) -> Result<RedbStorage, OpenError>
             Idle::Soon => std::time::Duration::from_millis(1),
         },
         min_free_bytes: 0,
+        ..RedbOptions::default()
     };
     RedbStorage::open_with(Path::new(DIR), &options, disk)
 }

@@ -22,7 +22,11 @@ use super::files::{Files, LogFile};
 
 /// The simulated disk; clones share it.
 #[derive(Clone)]
-pub(super) struct Disk(Arc<Mutex<State>>);
+pub(super) struct Disk {
+    state: Arc<Mutex<State>>,
+    /// Held by every sync while it runs; [`Disk::stall_syncs`] holds it to stall them.
+    sync_gate: Arc<Mutex<()>>,
+}
 
 struct State {
     /// Ordered, so that a crash draws for the files in the same order every run.
@@ -75,17 +79,30 @@ pub(super) struct Kept {
 
 impl Disk {
     pub(super) fn new(seed: u64) -> Self {
-        Self(Arc::new(Mutex::new(State {
+        Self::with_state(State {
             files: BTreeMap::new(),
             rng: StdRng::seed_from_u64(seed),
             epoch: 0,
             fail_sync_in: None,
-        })))
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock leaves nothing worth protecting.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_state(state: State) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            sync_gate: Arc::default(),
+        }
+    }
+
+    /// A slow disk: every sync waits until the guard is dropped, so what is submitted
+    /// meanwhile queues behind the writer.
+    pub(super) fn stall_syncs(&self) -> MutexGuard<'_, ()> {
+        self.sync_gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The `n`-th sync from now (1: the next), of any file, fails with EIO and makes nothing
@@ -145,12 +162,12 @@ impl Disk {
     /// same moment in many ways.
     pub(super) fn fork(&self, seed: u64) -> Self {
         let state = self.state();
-        Self(Arc::new(Mutex::new(State {
+        Self::with_state(State {
             files: state.files.clone(),
             rng: StdRng::seed_from_u64(seed),
             epoch: 0,
             fail_sync_in: state.fail_sync_in,
-        })))
+        })
     }
 
     fn handle(&self, path: &Path) -> (Handle, bool) {
@@ -254,6 +271,7 @@ impl Handle {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let _gate = self.disk.stall_syncs();
         self.with(|file, fail_sync_in| {
             if let Some(n) = *fail_sync_in {
                 *fail_sync_in = (n > 1).then(|| n - 1);

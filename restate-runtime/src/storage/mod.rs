@@ -22,7 +22,9 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 pub use records::{InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint};
-pub(crate) use redb_store::DEFAULT_MIN_FREE_BYTES;
+pub(crate) use redb_store::{
+    DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MIN_FREE_BYTES,
+};
 pub use redb_store::{RedbOptions, RedbStorage};
 
 use crate::ids::InvocationId;
@@ -276,6 +278,41 @@ impl WriteOp {
         op
     }
 
+    /// About how many bytes this operation carries: what the writer's queue and its commit
+    /// groups are bounded by.
+    pub(crate) fn size(&self) -> usize {
+        /// Ids, indexes and framing.
+        const FIXED: usize = 32;
+        let scope_len = |s: &StateScope| s.service.len() + s.key.len();
+        FIXED
+            + match self {
+                Self::PutInvocation {
+                    encoded,
+                    unfinished,
+                    ..
+                } => encoded.len() + unfinished.as_ref().map_or(0, Vec::len),
+                Self::PutJournal { encoded, .. } => encoded.len(),
+                Self::SetState { scope, name, value } => {
+                    scope_len(scope) + name.len() + value.len()
+                }
+                Self::PutPromise {
+                    scope,
+                    name,
+                    encoded,
+                } => scope_len(scope) + name.len() + encoded.len(),
+                Self::ClearState { scope, name }
+                | Self::AddPromiseWaiter { scope, name, .. }
+                | Self::ClearPromiseWaiters { scope, name } => scope_len(scope) + name.len(),
+                Self::ClearAllState { scope } | Self::ClearPromises { scope } => scope_len(scope),
+                Self::ClearWakes { indexes, .. } => 4 * indexes.len(),
+                Self::DeleteInvocation { .. }
+                | Self::Wake { .. }
+                | Self::AddResultWaiter { .. }
+                | Self::ClearResultWaiters { .. }
+                | Self::RequestCancel { .. } => 0,
+            }
+    }
+
     /// Put a journal entry.
     pub fn put_journal(id: InvocationId, index: u32, entry: &JournalEntry) -> Self {
         Self::PutJournal {
@@ -320,6 +357,10 @@ pub struct WriterStats {
     pub checkpoint_micros: u64,
     /// The longest checkpoint so far, in microseconds.
     pub checkpoint_max_micros: u64,
+    /// Bytes of the batches committed (as [`WriteOp`]s carry them, before encoding).
+    pub bytes: u64,
+    /// Bytes submitted and not yet committed: above a bound, new work is refused.
+    pub queued_bytes: u64,
 }
 
 /// The interface between the engine and a store.
@@ -371,7 +412,8 @@ pub trait Storage: Send + Sync + 'static {
     /// are derived from it, so that outsiders can compute neither.
     fn secret(&self) -> [u8; 32];
     /// Whether there is room for new work (an invocation from outside): an error, saying why,
-    /// while the disk is nearly full. Work already accepted still commits, into the reserve.
+    /// while the disk is nearly full or the writer is too far behind. Work already accepted
+    /// still commits, into the reserve.
     fn admit_new_work(&self) -> Result<(), StorageError> {
         Ok(())
     }

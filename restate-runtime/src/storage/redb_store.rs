@@ -6,7 +6,10 @@
 //!   write-ahead log, or (when the log is full) in a redb commit with `Durability::Immediate`.
 //! - **Group commit**: the writer thread drains everything queued since its last commit into one
 //!   commit, so concurrent requests share one fsync. It is an OS thread because a commit blocks
-//!   on fdatasync.
+//!   on fdatasync. A group holds at most [`MAX_GROUP`] batches and about
+//!   [`RedbOptions::max_group_bytes`]; while more than [`RedbOptions::max_queued_bytes`] wait
+//!   for the writer, new work is refused ([`Storage::admit_new_work`]), so memory held by
+//!   queued writes stays bounded however fast requests arrive.
 //! - **Write-ahead log** (`wal`): the group is first appended to the log and synced (one
 //!   sequential write), then committed to redb without a sync, so readers see it only once it is
 //!   durable. redb commits durably (a checkpoint) when the log is full, after
@@ -21,6 +24,7 @@
 use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -83,6 +87,10 @@ const MAX_GROUP: usize = 4096;
 
 /// Free space kept by default: room for the log to grow and the store to checkpoint it.
 pub(crate) const DEFAULT_MIN_FREE_BYTES: u64 = 32 * 1024 * 1024;
+/// Bytes waiting for the writer above which new work is refused, by default.
+pub(crate) const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes one commit group takes at most by default (a single larger batch commits alone).
+pub(crate) const DEFAULT_MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
 
 /// How to open a redb store.
 #[derive(Debug, Clone)]
@@ -97,6 +105,12 @@ pub struct RedbOptions {
     /// Free disk space kept for the work already accepted: below it new work is refused, and
     /// opening waits until it is free (0 turns the check off).
     pub min_free_bytes: u64,
+    /// Bytes submitted and not yet committed above which new work is refused until the
+    /// writer catches up.
+    pub max_queued_bytes: usize,
+    /// Bytes one commit takes at most: what is queued beyond goes into the next commit (a
+    /// single larger batch commits alone).
+    pub max_group_bytes: usize,
 }
 
 impl Default for RedbOptions {
@@ -106,12 +120,16 @@ impl Default for RedbOptions {
             partitions: 256,
             idle_checkpoint: std::time::Duration::from_secs(1),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
         }
     }
 }
 
 struct Request {
     ops: Vec<WriteOp>,
+    /// What the ops carry ([`WriteOp::size`]).
+    bytes: usize,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -125,6 +143,9 @@ pub struct RedbStorage {
     stats: Arc<Mutex<WriterStats>>,
     failure: Arc<watch::Sender<Option<String>>>,
     reserve: Reserve,
+    /// Bytes submitted and not yet answered by the writer.
+    queued: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
 }
 
 impl RedbStorage {
@@ -161,8 +182,8 @@ impl RedbStorage {
             path: shown.clone(),
             source,
         })?;
-        let idle_checkpoint = options.idle_checkpoint;
         let db = Arc::new(db);
+        let queued = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let failure = Arc::new(watch::channel(None).0);
@@ -170,10 +191,15 @@ impl RedbStorage {
             let db = db.clone();
             let stats = stats.clone();
             let failure = failure.clone();
+            let limits = WriterLimits {
+                idle_checkpoint: options.idle_checkpoint,
+                max_group_bytes: options.max_group_bytes,
+                queued: queued.clone(),
+            };
             std::thread::Builder::new()
                 .name("journal-writer".into())
                 .spawn(move || {
-                    let writer = Writer::new(log, idle_checkpoint, stats, failure.clone());
+                    let writer = Writer::new(log, limits, stats, failure.clone());
                     let run = std::panic::AssertUnwindSafe(|| writer.run(&db, &rx));
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         let reason = panic
@@ -198,6 +224,8 @@ impl RedbStorage {
             stats,
             failure,
             reserve,
+            queued,
+            max_queued_bytes: options.max_queued_bytes,
         })
     }
 
@@ -484,16 +512,24 @@ struct Writer {
     /// Sequence number of the last durable store commit.
     checkpointed: u64,
     checkpointed_at: Instant,
-    idle_checkpoint: std::time::Duration,
+    limits: WriterLimits,
     stats: Arc<Mutex<WriterStats>>,
     poisoned: Option<String>,
     failure: Arc<watch::Sender<Option<String>>>,
 }
 
+/// What bounds the writer's work: when it checkpoints on its own, how large a group gets, and
+/// the count of queued bytes it releases as it answers.
+struct WriterLimits {
+    idle_checkpoint: std::time::Duration,
+    max_group_bytes: usize,
+    queued: Arc<AtomicUsize>,
+}
+
 impl Writer {
     fn new(
         log: RecoveredLog,
-        idle_checkpoint: std::time::Duration,
+        limits: WriterLimits,
         stats: Arc<Mutex<WriterStats>>,
         failure: Arc<watch::Sender<Option<String>>>,
     ) -> Self {
@@ -502,7 +538,7 @@ impl Writer {
             seq: log.applied,
             checkpointed: log.applied,
             checkpointed_at: Instant::now(),
-            idle_checkpoint,
+            limits,
             stats,
             poisoned: None,
             failure,
@@ -510,49 +546,59 @@ impl Writer {
     }
 
     fn run(mut self, db: &Database, rx: &mpsc::Receiver<Request>) {
+        // A batch taken from the queue that did not fit the last group opens the next one.
+        let mut carried: Option<Request> = None;
         loop {
-            let first = match rx.recv_timeout(self.idle_checkpoint) {
-                Ok(first) => first,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.poisoned.is_none() && self.seq > self.checkpointed {
-                        self.checkpoint_or_poison(db, "idle checkpoint");
+            let first = match carried.take() {
+                Some(first) => first,
+                None => match rx.recv_timeout(self.limits.idle_checkpoint) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.poisoned.is_none() && self.seq > self.checkpointed {
+                            self.checkpoint_or_poison(db, "idle checkpoint");
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
             };
+            let mut bytes = first.bytes;
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(next) => group.push(next),
+                    Ok(next) if bytes + next.bytes > self.limits.max_group_bytes => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => {
+                        bytes += next.bytes;
+                        group.push(next);
+                    }
                     Err(_) => break,
                 }
             }
-            if let Some(reason) = &self.poisoned {
-                for req in group {
-                    let _ = req.done.send(Err(StorageError::Poisoned(reason.clone())));
+            let result = if let Some(reason) = &self.poisoned {
+                Err(StorageError::Poisoned(reason.clone()))
+            } else if group.iter().all(|req| req.ops.is_empty()) {
+                // A group of empty batches (barriers) needs no commit: every batch queued
+                // before it has already committed.
+                Ok(())
+            } else {
+                let started = Instant::now();
+                let result = self.commit(db, &group);
+                {
+                    let mut s = self.stats.lock().expect("stats lock");
+                    s.commits += 1;
+                    s.batches += group.len() as u64;
+                    s.bytes += bytes as u64;
+                    s.commit_micros += started.elapsed().as_micros() as u64;
                 }
-                continue;
-            }
-            // A group of empty batches (barriers) needs no commit: every batch queued before
-            // it has already committed.
-            if group.iter().all(|req| req.ops.is_empty()) {
-                for req in group {
-                    let _ = req.done.send(Ok(()));
+                if let Err(e) = &result {
+                    self.poison(format!("journal commit failed: {e}"));
                 }
-                continue;
-            }
-            let started = Instant::now();
-            let result = self.commit(db, &group);
-            {
-                let mut s = self.stats.lock().expect("stats lock");
-                s.commits += 1;
-                s.batches += group.len() as u64;
-                s.commit_micros += started.elapsed().as_micros() as u64;
-            }
-            if let Err(e) = &result {
-                self.poison(format!("journal commit failed: {e}"));
-            }
+                result
+            };
+            self.limits.queued.fetch_sub(bytes, Ordering::Relaxed);
             for req in group {
                 let _ = req.done.send(result.clone());
             }
@@ -891,7 +937,10 @@ impl Storage for RedbStorage {
         let queue = self.queue.lock().expect("queue lock");
         match queue.as_ref() {
             Some(tx) => {
-                if let Err(mpsc::SendError(req)) = tx.send(Request { ops, done }) {
+                let bytes = ops.iter().map(WriteOp::size).sum();
+                self.queued.fetch_add(bytes, Ordering::Relaxed);
+                if let Err(mpsc::SendError(req)) = tx.send(Request { ops, bytes, done }) {
+                    self.queued.fetch_sub(bytes, Ordering::Relaxed);
                     let _ = req.done.send(Err(StorageError::Closed));
                 }
             }
@@ -1116,7 +1165,10 @@ impl Storage for RedbStorage {
     }
 
     fn writer_stats(&self) -> WriterStats {
-        *self.stats.lock().expect("stats lock")
+        WriterStats {
+            queued_bytes: self.queued.load(Ordering::Relaxed) as u64,
+            ..*self.stats.lock().expect("stats lock")
+        }
     }
 
     fn secret(&self) -> [u8; 32] {
@@ -1124,6 +1176,14 @@ impl Storage for RedbStorage {
     }
 
     fn admit_new_work(&self) -> Result<(), StorageError> {
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued > self.max_queued_bytes {
+            return Err(StorageError::Backend(format!(
+                "writer busy: {queued} bytes wait to be committed, above the bound of {} \
+                 (RESTATE_WRITER_QUEUE_BYTES); new work is refused until the writer catches up",
+                self.max_queued_bytes
+            )));
+        }
         self.reserve.admit()
     }
 
@@ -1458,6 +1518,99 @@ mod tests {
         assert!(
             matches!(err, OpenError::Corrupt { .. } | OpenError::Io { .. }),
             "{err}"
+        );
+    }
+
+    /// A store on a simulated disk whose syncs a test can stall.
+    fn store_on(disk: &super::super::faults::Disk, options: RedbOptions) -> RedbStorage {
+        let options = RedbOptions {
+            idle_checkpoint: std::time::Duration::from_secs(3600),
+            min_free_bytes: 0,
+            ..options
+        };
+        RedbStorage::open_with(Path::new("/sim"), &options, disk).unwrap()
+    }
+
+    /// A batch carrying about `bytes` bytes.
+    fn batch_of(bytes: usize) -> Vec<WriteOp> {
+        vec![WriteOp::SetState {
+            scope: StateScope {
+                service: "S".into(),
+                key: "k".into(),
+            },
+            name: "v".into(),
+            value: vec![7; bytes],
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_writer_behind_refuses_new_work_until_it_catches_up() {
+        let disk = super::super::faults::Disk::new(1);
+        let store = store_on(
+            &disk,
+            RedbOptions {
+                max_queued_bytes: 4096,
+                ..RedbOptions::default()
+            },
+        );
+        let stalled = disk.stall_syncs();
+        let first = store.submit(batch_of(3000));
+        assert!(store.admit_new_work().is_ok(), "3 KiB queued of 4 KiB");
+        let second = store.submit(batch_of(3000));
+        let refused = store.admit_new_work().unwrap_err().to_string();
+        assert!(refused.contains("writer busy"), "{refused}");
+        assert!(refused.contains("RESTATE_WRITER_QUEUE_BYTES"), "{refused}");
+        assert!(store.writer_stats().queued_bytes > 6000);
+        drop(stalled);
+        first.await.unwrap();
+        second.await.unwrap();
+        assert!(store.admit_new_work().is_ok());
+        assert_eq!(store.writer_stats().queued_bytes, 0);
+    }
+
+    /// Ten 600-byte batches queue behind a stalled commit; how many commits take them.
+    async fn commits_for_queued_batches(max_group_bytes: usize) -> WriterStats {
+        let disk = super::super::faults::Disk::new(2);
+        let store = store_on(
+            &disk,
+            RedbOptions {
+                max_group_bytes,
+                ..RedbOptions::default()
+            },
+        );
+        let stalled = disk.stall_syncs();
+        let mut waiters = vec![store.submit(batch_of(10))];
+        // The writer takes the first batch and waits on its sync; the rest queue behind it.
+        let log = Path::new("/sim").join(WAL_FILE_NAME);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while disk.unsynced(&log).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never wrote the first batch"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        waiters.extend((0..10).map(|_| store.submit(batch_of(600))));
+        drop(stalled);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        let stats = store.writer_stats();
+        assert_eq!(stats.batches, 11);
+        assert!(stats.bytes >= 6000, "{stats:?}");
+        stats
+    }
+
+    #[tokio::test]
+    async fn commit_groups_are_bounded_in_bytes() {
+        // Each 600-byte batch fills a 1000-byte group on its own.
+        assert_eq!(commits_for_queued_batches(1000).await.commits, 11);
+        // Unbounded, the ten share the commit after the stalled one.
+        assert_eq!(
+            commits_for_queued_batches(DEFAULT_MAX_GROUP_BYTES)
+                .await
+                .commits,
+            2
         );
     }
 }

@@ -104,6 +104,28 @@ impl Approval {
     }
 }
 
+/// `append(n)` runs one slow step (`STEP_MS`) that appends `ledger <key> <n>` to `STEPS_FILE`
+/// when it starts, so a test sees the order in which a key's invocations ran.
+#[derive(Default)]
+pub struct Ledger;
+
+#[object]
+impl Ledger {
+    #[handler]
+    async fn append(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+        let key = ctx.key().to_owned();
+        let key = &key;
+        ctx.run(|| async move {
+            append(&format!("ledger {key} {n}"))?;
+            tokio::time::sleep(step_delay()).await;
+            Ok(())
+        })
+        .name("entry")
+        .await?;
+        Ok(n)
+    }
+}
+
 /// A per-key counter: the side effect chaos tests count (exactly once per acknowledged add).
 #[derive(Default)]
 pub struct Tally;

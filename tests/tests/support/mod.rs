@@ -155,6 +155,21 @@ impl Drop for App {
 
 /// From the admin API's `/metrics`: (unfinished invocations held in memory, armed timers).
 pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
+    let [in_memory, timers] = metrics(
+        client,
+        admin,
+        ["restate_invocations_in_memory", "restate_timers_pending"],
+    )
+    .await;
+    (in_memory, timers)
+}
+
+/// From the admin API's `/metrics`: each named metric, summed over its labels.
+pub async fn metrics<const N: usize>(
+    client: &reqwest::Client,
+    admin: &str,
+    names: [&str; N],
+) -> [u64; N] {
     let text = client
         .get(format!("{admin}/metrics"))
         .send()
@@ -163,16 +178,12 @@ pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
         .text()
         .await
         .unwrap();
-    let sum = |name: &str| -> u64 {
+    names.map(|name| {
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
-    };
-    (
-        sum("restate_invocations_in_memory"),
-        sum("restate_timers_pending"),
-    )
+    })
 }
 
 /// Polls until `cond` holds or fails the test after `deadline`.

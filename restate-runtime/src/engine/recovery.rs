@@ -1,0 +1,212 @@
+//! Recovery after a restart, at a bounded pace: what the store holds unfinished comes back
+//! without all of it entering memory at once, so a restart after an overload cannot itself run
+//! out of memory.
+//!
+//! - Suspended invocations stay on disk, holding their key and maybe a timer.
+//! - Delayed and paused ones are loaded as before (delayed ones re-arm their timers).
+//! - Runnable ones (and suspended ones with a wake-up they have not seen) are restored in
+//!   arrival order, at most [`EngineConfig::recovery_concurrency`](super::EngineConfig) in
+//!   memory at once; the rest wait on disk and are restored as those finish or suspend.
+//! - Of an object or workflow key, only the first of them is restored that way; the others stay
+//!   on disk in the key's lane ([`super::lanes::Lane::stored`]) and are loaded one by one as the
+//!   key frees, before anything that arrives after the restart.
+//!
+//! A duplicate request, an attach, a completion or a kill meanwhile finds an invocation on disk
+//! the way it finds a suspended one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Engine, EngineError, Inflight};
+use crate::ids::InvocationId;
+use crate::storage::{StateScope, Status};
+
+/// Default of [`EngineConfig::recovery_concurrency`](super::EngineConfig).
+pub(crate) const DEFAULT_RECOVERY_CONCURRENCY: usize = 256;
+
+impl Engine {
+    /// Restores every unfinished invocation: the first ones at once, the rest by a task that
+    /// keeps at most `recovery_concurrency` of them in memory.
+    pub(super) fn recover(&self) -> Result<(), EngineError> {
+        let mut unfinished = self.storage.unfinished()?;
+        // Arrival order, so each key's queue is rebuilt as it was.
+        unfinished.sort_by_key(|(_, hint)| hint.seq);
+        if let Some((_, last)) = unfinished.last() {
+            self.seq.fetch_max(last.seq, Ordering::Relaxed);
+        }
+        let woken: HashSet<InvocationId> = self.storage.woken()?.into_iter().collect();
+        let mut to_restore = Vec::new();
+        {
+            let mut map = self.inflight.lock().expect("inflight map");
+            for (id, hint) in unfinished {
+                let woken = woken.contains(&id);
+                if let (Some(wake_at_ms), false) = (hint.suspended, woken) {
+                    // Stays on disk; it only holds its key and, maybe, a timer.
+                    self.hold_lane(&hint.target, id);
+                    if let Some(at) = wake_at_ms {
+                        self.timers.schedule(at, id);
+                    }
+                    continue;
+                }
+                let Some(record) = self.storage.invocation(&id)? else {
+                    continue;
+                };
+                match record.status {
+                    Status::Scheduled { at_ms } => {
+                        if self.load_into(&mut map, id, false)?.is_some() {
+                            self.timers.schedule(at_ms, id);
+                        }
+                    }
+                    // A paused invocation keeps its key, as before the restart (law 5).
+                    Status::Paused => {
+                        self.load_into(&mut map, id, false)?;
+                        self.hold_lane(&record.target, id);
+                    }
+                    Status::Runnable | Status::Suspended { .. } => {
+                        if self.queue_on_key(&record.target, id) {
+                            to_restore.push(id);
+                        }
+                    }
+                    Status::Completed { .. } => {}
+                }
+            }
+        }
+        self.metrics.recovery_pending.set(to_restore.len() as i64);
+        if !to_restore.is_empty() {
+            tracing::info!(
+                count = to_restore.len(),
+                at_once = self.config.recovery_concurrency,
+                "resuming invocations after restart"
+            );
+        }
+        // Before anything runs: a source that completes must know it has result waiters.
+        self.complete_orphaned_result_waiters()?;
+        let slots = Arc::new(Semaphore::new(self.config.recovery_concurrency.max(1)));
+        let mut rest = to_restore.into_iter();
+        // The first ones start before the listeners open; a task restores the rest.
+        for id in rest.by_ref() {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                let engine = self.clone();
+                let rest: Vec<_> = std::iter::once(id).chain(rest).collect();
+                tokio::spawn(async move { engine.restore_paced(rest, slots).await });
+                break;
+            };
+            self.restore(id, slot);
+        }
+        Ok(())
+    }
+
+    /// Loads an invocation from the store into the map (as runnable when `run`), unless it is
+    /// there already or finished.
+    fn load_into(
+        &self,
+        map: &mut std::collections::HashMap<InvocationId, Arc<Inflight>>,
+        id: InvocationId,
+        run: bool,
+    ) -> Result<Option<Arc<Inflight>>, EngineError> {
+        if map.contains_key(&id) {
+            return Ok(None);
+        }
+        let Some((mut record, journal)) = self.load_stored(&id)? else {
+            return Ok(None);
+        };
+        let suspended = matches!(record.status, Status::Suspended { .. });
+        match record.status {
+            Status::Completed { .. } => return Ok(None),
+            // One with a completion it has not seen committed after its suspension (law 9).
+            Status::Suspended { .. } if run => record.status = Status::Runnable,
+            Status::Runnable | Status::Suspended { .. } if !run => return Ok(None),
+            _ => {}
+        }
+        let inflight = self.new_inflight(id, record, true, journal);
+        inflight.state().stored_suspended = suspended;
+        map.insert(id, inflight.clone());
+        Ok(Some(inflight))
+    }
+
+    /// Queues a runnable invocation of an exclusive handler behind what already holds its key
+    /// (`false`: it waits on disk in the lane), or makes it the key's holder (`true`: restore
+    /// it). Unkeyed and shared ones are always restored.
+    fn queue_on_key(&self, target: &crate::storage::Target, id: InvocationId) -> bool {
+        let Some(scope) = self.exclusive_scope_of(target) else {
+            return true;
+        };
+        let mut lanes = self.lanes.lock().expect("lanes");
+        let lane = lanes.entry(scope).or_default();
+        if lane.running.is_some() {
+            lane.stored.push_back(id);
+            return false;
+        }
+        lane.running = Some(id);
+        true
+    }
+
+    /// Restores `ids` in order, each once a slot is free (slots come back as restored
+    /// invocations leave memory).
+    async fn restore_paced(&self, ids: Vec<InvocationId>, slots: Arc<Semaphore>) {
+        let mut shutdown = self.shutdown_signal();
+        let mut left = ids.len() as i64;
+        for id in ids {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            self.restore(id, slot);
+            left -= 1;
+            self.metrics.recovery_pending.set(left);
+        }
+    }
+
+    /// Loads a runnable invocation and starts it, holding `slot` until it leaves memory. One
+    /// finished or loaded meanwhile (killed, cancelled, woken) is left as it is.
+    fn restore(&self, id: InvocationId, slot: OwnedSemaphorePermit) {
+        let loaded = {
+            let mut map = self.inflight.lock().expect("inflight map");
+            self.load_into(&mut map, id, true)
+        };
+        match loaded {
+            Ok(Some(inflight)) => {
+                let _ = inflight.recovery_slot.set(slot);
+                self.spawn_resumed(inflight);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(invocation = %id, error = %e, "cannot restore"),
+        }
+    }
+
+    /// Runs `id`, the next invocation a key held on disk since the restart, now that the key
+    /// is free. `false`: there is nothing to run (it finished meanwhile), so the key moves on.
+    pub(super) fn start_stored(&self, scope: &StateScope, id: InvocationId) -> bool {
+        let inflight = {
+            let mut map = self.inflight.lock().expect("inflight map");
+            match map.get(&id) {
+                // A cancel loaded it, and it queued behind the key's holder: it runs now, in
+                // its place.
+                Some(inflight) => Some(inflight.clone()),
+                None => match self.load_into(&mut map, id, true) {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        tracing::error!(invocation = %id, error = %e, "cannot restore");
+                        None
+                    }
+                },
+            }
+        };
+        let Some(inflight) = inflight else {
+            return false;
+        };
+        if let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope) {
+            lane.waiting.retain(|w| w.id != id);
+        }
+        if !inflight.running.load(Ordering::SeqCst) {
+            self.start_task(inflight);
+        }
+        true
+    }
+}
