@@ -90,6 +90,9 @@ pub struct Config {
     /// (`RESTATE_RECOVERY_CONCURRENCY`, default 256); the rest are restored as those finish or
     /// suspend.
     pub recovery_concurrency: usize,
+    /// Input bytes the invocations in memory may hold before new invocations from outside are
+    /// answered `429` (`RESTATE_MAX_INVOCATION_BYTES`, default 128 MiB).
+    pub max_invocation_bytes: usize,
 }
 
 impl Default for Config {
@@ -119,6 +122,7 @@ impl Default for Config {
             writer_queue_bytes: crate::storage::DEFAULT_MAX_QUEUED_BYTES,
             commit_group_bytes: crate::storage::DEFAULT_MAX_GROUP_BYTES,
             recovery_concurrency: crate::engine::DEFAULT_RECOVERY_CONCURRENCY,
+            max_invocation_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -225,6 +229,9 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_RECOVERY_CONCURRENCY") {
             self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, positive)?;
+        }
+        if let Some(v) = var("RESTATE_MAX_INVOCATION_BYTES") {
+            self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, positive)?;
         }
         if let Some(v) = var("RESTATE_PARTITIONS") {
             self.partitions = parse("RESTATE_PARTITIONS", v, |s| {

@@ -58,6 +58,7 @@ pub(crate) struct Snapshot {
     pub checkpoint_max_seconds: f64,
     pub commit_bytes: u64,
     pub queued_bytes: i64,
+    pub held_input_bytes: i64,
 }
 
 impl Metrics {
@@ -133,6 +134,12 @@ impl Metrics {
             "timers_pending",
             "Armed timers (delayed starts and suspended sleeps)",
             gauge(snapshot.timers_pending),
+        );
+        registry.register(
+            "invocation_input_bytes",
+            "Input bytes held by the invocations in memory (new invocations from outside get 429 \
+             above RESTATE_MAX_INVOCATION_BYTES)",
+            gauge(snapshot.held_input_bytes),
         );
         registry.register(
             "key_queue_depth",

@@ -383,6 +383,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Input bytes the invocations in memory may hold (default 128 MiB) before new invocations
+    /// from outside are answered `429` with `Retry-After`: under a sustained overload the
+    /// accepted work that runs behind then stops growing memory. A handler's own calls and
+    /// sends are never refused.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().max_invocation_bytes(512 << 20).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_invocation_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_invocation_bytes = bytes;
+        self
+    }
+
     /// How freed heap goes back to the operating system once a burst of invocations has left
     /// memory (their number fell to a quarter of its peak). The default asks glibc's allocator
     /// (`malloc_trim`), which otherwise keeps it; a binary with another global allocator passes
@@ -560,6 +576,7 @@ impl RuntimeBuilder {
                 release_heap: self.release_heap,
                 on_storage_failure: self.on_storage_failure,
                 recovery_concurrency: config.recovery_concurrency,
+                max_invocation_bytes: config.max_invocation_bytes,
             },
         )?;
         Ok(Runtime {

@@ -1,8 +1,9 @@
 //! Bounded under load: clients that send nothing, or never finish their headers, neither stop
 //! service nor stay connected past the header timeout; a request over the in-flight cap and a connection over
 //! the connection cap are answered `429` with `Retry-After` (their bodies read, never a reset);
-//! and 3,000 concurrent 256 KiB sends to the example app get only `202` or `429`, keep peak
-//! memory under a bound, and every acknowledged event is processed once.
+//! and 3,000 concurrent 256 KiB sends to the example app, or an open-loop load over its
+//! capacity, get only `202` or `429`, keep peak memory under a bound, and every acknowledged
+//! event is processed once.
 
 mod support;
 
@@ -217,7 +218,16 @@ async fn three_thousand_concurrent_large_sends_stay_bounded_and_lose_nothing() {
         "peak resident memory {peak} bytes over {BOUND}"
     );
     assert!(!acknowledged.is_empty(), "some are admitted");
-    // Every acknowledged event is processed once; a refused one left nothing behind.
+    assert_processed_once(&app, &client, &acknowledged, &refused).await;
+}
+
+/// Every acknowledged event is processed once; a refused one left nothing behind.
+async fn assert_processed_once(
+    app: &App,
+    client: &reqwest::Client,
+    acknowledged: &[usize],
+    refused: &[usize],
+) {
     let events = |i: usize| {
         let (client, url) = (
             client.clone(),
@@ -228,7 +238,7 @@ async fn three_thousand_concurrent_large_sends_stay_bounded_and_lose_nothing() {
             v["events"].clone()
         }
     };
-    for &i in &acknowledged {
+    for &i in acknowledged {
         let expected = json!([format!("evt_{i}")]);
         poll(Duration::from_secs(60), || {
             let (events, expected) = (events(i), expected.clone());
@@ -243,4 +253,192 @@ async fn three_thousand_concurrent_large_sends_stay_bounded_and_lose_nothing() {
             "refused event {i} was processed"
         );
     }
+}
+
+/// What one request of the open-loop load got: its status and how long it took.
+type Answer = (usize, u16, Duration);
+
+/// Open-loop load: one 256 KiB send every `1 / rate` seconds for `seconds`, whether or not
+/// earlier ones were answered (as independent senders do).
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    first: usize,
+    rate: f64,
+    seconds: f64,
+) -> Vec<Answer> {
+    let count = (rate * seconds) as usize;
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut requests = Vec::with_capacity(count);
+    for i in first..first + count {
+        ticks.tick().await;
+        let (client, url) = (client.clone(), url.to_owned());
+        requests.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let status = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(big_event(i))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            match status {
+                Ok(status) => (i, status, started.elapsed()),
+                Err(e) => panic!("event {i}: {e} (only 202 or 429 allowed)"),
+            }
+        }));
+    }
+    let mut answers = Vec::with_capacity(count);
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
+
+/// Open-loop load at `OVERLOAD_FACTOR` (default 2) times the capacity just measured, with
+/// 256 KiB events to the example app at its default limits: `202` or `429` only, the process
+/// lives, peak resident memory stays under the same 512 MiB bound as the burst above, and every
+/// acknowledged event is processed once. Prints throughput, the share of `429`s, the p99 of
+/// admitted requests and the peak memory (the overload rows of `BENCHMARKS.md` come from a
+/// release run of this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_load_over_capacity_gets_202_or_429_and_stays_bounded() {
+    const BOUND: u64 = 512 * 1024 * 1024;
+    let factor: f64 = std::env::var("OVERLOAD_FACTOR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("PAYMENT_REMINDER_DELAY", "1h".to_owned())];
+    let mut app = App::start(&example_bin("webhooks"), &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let url = format!("{}/WebhookCallbackRouter/onStripeEvent/send", app.ingress);
+    // Capacity: as many senders in a closed loop as requests are admitted at once (128 by
+    // default) for 4 s, counted after the first (the log grows to its working size then).
+    const SENDERS: usize = 128;
+    let started = Instant::now();
+    let warm = Duration::from_secs(1);
+    let workers = (0..SENDERS).map(|w| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut i = w;
+            while started.elapsed() < Duration::from_secs(4) {
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(big_event(i))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202, "below capacity every send is accepted");
+                sent.push((i, started.elapsed()));
+                i += SENDERS;
+            }
+            sent
+        })
+    });
+    let mut acknowledged = Vec::new();
+    let mut counted = 0;
+    for worker in workers {
+        for (i, at) in worker.await.unwrap() {
+            acknowledged.push(i);
+            counted += usize::from(at > warm);
+        }
+    }
+    let capacity = counted as f64 / (started.elapsed() - warm).as_secs_f64();
+    let rate = capacity * factor;
+    let answers = open_loop(&client, &url, 1_000_000, rate, 5.0).await;
+    let elapsed = started.elapsed();
+    assert!(app.running(), "the process lives");
+    let mut refused = Vec::new();
+    let mut admitted = Vec::new();
+    for &(i, status, took) in &answers {
+        match status {
+            202 => {
+                acknowledged.push(i);
+                admitted.push(took);
+            }
+            429 => refused.push(i),
+            other => panic!("event {i}: {other} (only 202 or 429 allowed)"),
+        }
+    }
+    admitted.sort();
+    let p99 = admitted
+        .get(admitted.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    let peak = app.peak_rss();
+    eprintln!(
+        "overload {factor}x: capacity {capacity:.0}/s, offered {rate:.0}/s for 5 s: \
+         {} accepted ({:.0}/s), {:.1}% refused with 429, p99 of accepted {p99:?}, \
+         peak RSS {} MiB (whole run {elapsed:?})",
+        admitted.len(),
+        admitted.len() as f64 / 5.0,
+        100.0 * refused.len() as f64 / answers.len() as f64,
+        peak >> 20
+    );
+    assert!(
+        peak < BOUND,
+        "peak resident memory {peak} bytes over {BOUND}"
+    );
+    assert!(!admitted.is_empty(), "some are admitted under overload");
+    assert_processed_once(&app, &client, &acknowledged, &refused).await;
+}
+
+/// Accepted work that runs behind is bounded in memory: while the invocations in memory hold
+/// `RESTATE_MAX_INVOCATION_BYTES` of input, a new send from outside gets `429` with
+/// `Retry-After` (a duplicate still gets its answer), and once they finish new work is
+/// accepted again.
+#[tokio::test]
+async fn input_held_in_memory_is_bounded_and_frees_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_MAX_INVOCATION_BYTES", (1024 * 1024).to_string()),
+        ("STEP_MS", "3000".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let payload = serde_json::to_string(&"p".repeat(100 * 1024)).unwrap();
+    let hold = |key: String| {
+        client
+            .post(format!("{}/Waits/hold/send", app.ingress))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(payload.clone())
+            .send()
+    };
+    let mut accepted = 0;
+    let refusal = loop {
+        let r = hold(format!("k{accepted}")).await.unwrap();
+        match r.status().as_u16() {
+            202 => accepted += 1,
+            429 => break r,
+            other => panic!("hold {accepted}: {other}"),
+        }
+        assert!(accepted <= 10, "1 MiB holds at most ten 100 KiB inputs");
+    };
+    assert!(accepted >= 9, "only {accepted} accepted below the bound");
+    assert_eq!(refusal.headers()["retry-after"], "1");
+    let body = refusal.text().await.unwrap();
+    assert!(body.contains("RESTATE_MAX_INVOCATION_BYTES"), "{body}");
+    // A duplicate is answered, not refused.
+    assert_eq!(hold("k0".into()).await.unwrap().status(), 202);
+    // Once the holders finish, new work is accepted again and nothing is held.
+    poll(Duration::from_secs(60), || {
+        let r = hold(format!("k{accepted}"));
+        async move { r.await.unwrap().status() == 202 }
+    })
+    .await;
+    poll(Duration::from_secs(60), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move {
+            support::metrics(&client, &admin, ["restate_invocation_input_bytes"]).await == [0]
+        }
+    })
+    .await;
 }

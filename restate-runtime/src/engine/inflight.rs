@@ -1,7 +1,7 @@
 //! One invocation held in memory while it is not finished: its record, its journal, whether the
 //! record is durable yet, and the channel its waiters listen on.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -71,6 +71,27 @@ pub(crate) struct Inflight {
     /// For one restored after a restart: its slot of the bounded restore, given back when it
     /// leaves memory.
     pub recovery_slot: std::sync::OnceLock<tokio::sync::OwnedSemaphorePermit>,
+    /// Its input's bytes, counted among those the invocations in memory hold.
+    _held: HeldInput,
+}
+
+/// An invocation's input bytes in the engine's count of what memory holds, until dropped.
+pub(crate) struct HeldInput {
+    count: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl HeldInput {
+    pub fn new(count: Arc<AtomicUsize>, bytes: usize) -> Self {
+        count.fetch_add(bytes, Ordering::Relaxed);
+        Self { count, bytes }
+    }
+}
+
+impl Drop for HeldInput {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Inflight {
@@ -81,6 +102,7 @@ impl Inflight {
         journal: Journal,
         finish: watch::Sender<Finish>,
         exclusive: bool,
+        held: HeldInput,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -101,6 +123,7 @@ impl Inflight {
             finished: AtomicBool::new(false),
             forwarding: Mutex::new(Vec::new()),
             recovery_slot: std::sync::OnceLock::new(),
+            _held: held,
         })
     }
 

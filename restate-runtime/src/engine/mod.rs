@@ -86,6 +86,10 @@ pub enum EngineError {
     /// A request-response call of a workflow's `run` for a key that already has one.
     #[error("the workflow method was already invoked")]
     WorkflowAlreadyInvoked,
+    /// New work from outside refused for now: the invocations in memory already hold as many
+    /// input bytes as allowed (`RESTATE_MAX_INVOCATION_BYTES`). Nothing was written; retry later.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// An invocation in a listing.
@@ -169,6 +173,8 @@ pub(crate) struct EngineConfig {
     pub on_storage_failure: fn(&str),
     /// Invocations restored after a restart that may be in memory at once.
     pub recovery_concurrency: usize,
+    /// Input bytes of the invocations in memory above which new work from outside is refused.
+    pub max_invocation_bytes: usize,
 }
 
 /// Exit status of a process stopped by a storage failure (`EX_IOERR`), for supervisors that
@@ -244,6 +250,8 @@ pub(crate) struct EngineInner {
     shutdown: watch::Sender<bool>,
     /// The store's secret: awakeable ids and random seeds are MACs under it.
     secret: [u8; 32],
+    /// Input bytes held by the invocations in memory (each counted until its `Inflight` drops).
+    pub(crate) held_input: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Cheap handle to the engine.
@@ -282,6 +290,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::default(),
             shutdown: watch::channel(false).0,
             secret,
+            held_input: Arc::default(),
         }));
         engine.recover()?;
         tokio::spawn(timers::run(engine.clone()));
@@ -430,9 +439,10 @@ impl Engine {
                     });
                 }
             }
-            // New work from outside waits for disk space; a handler's own calls and sends are
-            // progress of work already accepted and commit into the reserve.
+            // New work from outside waits for disk space and for memory; a handler's own calls
+            // and sends are progress of work already accepted and commit into the reserve.
             if origin == Origin::Outside {
+                self.admit_input(record.input.len())?;
                 self.storage.admit_new_work()?;
             }
             let inflight = self.new_inflight(id, record, false, Journal::default());
@@ -460,7 +470,32 @@ impl Engine {
         journal: Journal,
     ) -> Arc<Inflight> {
         let exclusive = self.is_exclusive(&record.target);
-        Inflight::new(id, record, persisted, journal, self.finisher(id), exclusive)
+        let held = inflight::HeldInput::new(self.held_input.clone(), record.input.len());
+        Inflight::new(
+            id,
+            record,
+            persisted,
+            journal,
+            self.finisher(id),
+            exclusive,
+            held,
+        )
+    }
+
+    /// Refuses a new invocation from outside whose input would take the bytes held by the
+    /// invocations in memory over the bound: under a sustained overload, accepted work that
+    /// runs behind would otherwise grow memory without limit.
+    fn admit_input(&self, bytes: usize) -> Result<(), EngineError> {
+        let held = self.held_input.load(Ordering::Relaxed);
+        let max = self.config.max_invocation_bytes;
+        if held > 0 && held + bytes > max {
+            return Err(EngineError::Overloaded(format!(
+                "too much work in progress: invocations in memory hold {held} bytes of input, \
+                 the bound is {max} (RESTATE_MAX_INVOCATION_BYTES); retry after the time in \
+                 Retry-After"
+            )));
+        }
+        Ok(())
     }
 
     /// The writes that forget a finished invocation: its record, journal and idempotency key,
@@ -718,6 +753,7 @@ impl Engine {
             checkpoint_max_seconds: stats.checkpoint_max_micros as f64 / 1e6,
             commit_bytes: stats.bytes,
             queued_bytes: stats.queued_bytes as i64,
+            held_input_bytes: self.held_input.load(Ordering::Relaxed) as i64,
         }
     }
 
@@ -971,6 +1007,7 @@ mod tests {
             release_heap: || {},
             on_storage_failure: |reason| panic!("storage failed: {reason}"),
             recovery_concurrency: 4,
+            max_invocation_bytes: usize::MAX,
         };
         Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
     }

@@ -74,8 +74,9 @@ impl IntoResponse for ApiError {
             "x-restate-error-source",
             HeaderValue::from_static(self.source.as_str()),
         );
-        // The ingress is unavailable for now (disk full, storage failing): ask for a retry.
-        if self.code == 503 && self.source == Source::Ingress {
+        // The ingress is unavailable or overloaded for now (disk full, storage failing, too
+        // much work in progress): ask for a retry.
+        if matches!(self.code, 429 | 503) && self.source == Source::Ingress {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -93,6 +94,7 @@ impl From<EngineError> for ApiError {
             // Not acknowledged: a client with an idempotency key may retry safely.
             EngineError::Storage(_) | EngineError::Lost(_) => 503,
             EngineError::WorkflowAlreadyInvoked => 409,
+            EngineError::Overloaded(_) => 429,
         };
         Self::ingress(code, e.to_string())
     }

@@ -67,6 +67,13 @@ impl Waits {
         Ok(answer + 1)
     }
 
+    /// Holds `payload` in memory for `STEP_MS` (not durably); returns its length.
+    #[handler]
+    async fn hold(&self, _ctx: Context<'_>, payload: String) -> HandlerResult<u64> {
+        tokio::time::sleep(step_delay()).await;
+        Ok(payload.len() as u64)
+    }
+
     /// Works (not durably) for `ms` milliseconds; returns `ms`.
     #[handler]
     async fn busy(&self, _ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {

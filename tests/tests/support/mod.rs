@@ -129,6 +129,11 @@ impl App {
     }
 
     /// Peak resident memory of the process so far, in bytes (`VmHWM`).
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: u64 = status
