@@ -164,3 +164,51 @@ async fn a_key_restored_after_a_restart_keeps_its_order() {
         assert_eq!(r.status(), code, "ledger entry {n}");
     }
 }
+
+/// A restored caller that waits on a callee still on disk gives its slot back when it
+/// suspends, so the callee is restored and both complete, even one at a time.
+#[tokio::test]
+async fn a_restored_caller_waiting_on_a_callee_still_on_disk_lets_it_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::new();
+    let app = App::start(BIN, &data, &env(&steps, 100, None)).await;
+    // `Waits/call(2000)` calls `Waits/busy(2000)`: kill while the callee works.
+    let caller = send(&client, &app, "/Waits/call", 2000).await;
+    let listing = format!("{}/invocations", app.admin);
+    poll(Duration::from_secs(30), || {
+        let (client, listing) = (client.clone(), listing.clone());
+        async move {
+            let v: Value = client
+                .get(listing)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["invocations"].as_array().is_some_and(|l| l.len() == 2)
+        }
+    })
+    .await;
+    app.kill();
+
+    let mut env = env(&steps, 100, Some(1));
+    env.push(("RESTATE_SUSPEND_AFTER", "200ms".to_owned()));
+    let app = App::start(BIN, &data, &env).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(60),
+        client
+            .get(format!(
+                "{}/restate/invocation/{caller}/attach",
+                app.ingress
+            ))
+            .send(),
+    )
+    .await
+    .expect("the caller completes after its callee is restored")
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.json::<u64>().await.unwrap(), 2001);
+}

@@ -165,9 +165,8 @@ impl Engine {
             let _ = super::wait_finished(inflight.subscribe()).await;
             return Ok(());
         }
-        if in_memory {
-            self.remove_queued(&inflight);
-        }
+        // Queued in memory, or on disk behind its key since a restart.
+        self.remove_queued(&inflight);
         self.complete(&inflight, killed()).await;
         Ok(())
     }
@@ -197,6 +196,20 @@ impl Engine {
     /// Answers once the invocation is durably runnable, so a crash right after the answer
     /// still runs it.
     pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<(), ControlError> {
+        // One on disk that is not suspended (waiting to be restored after a restart) is refused
+        // without a copy in memory, which its restore would take for its own.
+        if self.inflight(&id).is_none()
+            && let Some(record) = self.storage.invocation(&id)?
+            && !matches!(
+                record.status,
+                Status::Suspended { .. } | Status::Completed { .. }
+            )
+        {
+            return Err(ControlError::Conflict(format!(
+                "invocation {id} is {}, not paused",
+                record.status.name()
+            )));
+        }
         let (inflight, in_memory) = self.load(id)?;
         let waiter = {
             let mut state = inflight.state();

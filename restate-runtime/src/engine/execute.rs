@@ -159,11 +159,13 @@ async fn suspend(
     Box::pin(engine.suspend(inflight, seen, wake_at_ms)).await
 }
 
-/// Clears `running` however the task ends.
+/// Gives back what the invocation took to run and clears `running`, however the task ends
+/// (in this order: a task started right after takes its own).
 struct RunningGuard(Arc<Inflight>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
+        self.0.disengage();
         self.0
             .running
             .store(false, std::sync::atomic::Ordering::SeqCst);

@@ -68,24 +68,24 @@ pub(crate) struct Inflight {
     /// Entries with a task forwarding another invocation's result into them: a replay of a
     /// pending attach does not start a second one.
     pub forwarding: Mutex<Vec<u32>>,
-    /// For one restored after a restart: its slot of the bounded restore, given back when it
-    /// leaves memory.
-    pub recovery_slot: std::sync::OnceLock<tokio::sync::OwnedSemaphorePermit>,
-    /// Its input's bytes, counted among those the invocations in memory hold.
-    _held: HeldInput,
+    /// What it holds while it runs or waits to run on its key, given back when its task ends
+    /// (it completes, suspends or pauses) or it leaves its key's queue.
+    active: Mutex<Active>,
 }
 
-/// An invocation's input bytes in the engine's count of what memory holds, until dropped.
-pub(crate) struct HeldInput {
+/// What an invocation takes while it runs or waits to run.
+#[derive(Default)]
+struct Active {
+    /// Its input's bytes, in the engine's count of what running work holds.
+    input: Option<HeldInput>,
+    /// For one restored after a restart: its slot of the bounded restore.
+    recovery_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// An invocation's input bytes in the engine's count, until dropped.
+struct HeldInput {
     count: Arc<AtomicUsize>,
     bytes: usize,
-}
-
-impl HeldInput {
-    pub fn new(count: Arc<AtomicUsize>, bytes: usize) -> Self {
-        count.fetch_add(bytes, Ordering::Relaxed);
-        Self { count, bytes }
-    }
 }
 
 impl Drop for HeldInput {
@@ -102,7 +102,6 @@ impl Inflight {
         journal: Journal,
         finish: watch::Sender<Finish>,
         exclusive: bool,
-        held: HeldInput,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -122,9 +121,31 @@ impl Inflight {
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             forwarding: Mutex::new(Vec::new()),
-            recovery_slot: std::sync::OnceLock::new(),
-            _held: held,
+            active: Mutex::default(),
         })
+    }
+
+    /// Counts its input in `count` (once) while it runs or waits to run.
+    pub fn engage(&self, count: &Arc<AtomicUsize>) {
+        let mut active = self.active.lock().expect("active lock");
+        if active.input.is_none() {
+            let bytes = self.state().record.input.len();
+            count.fetch_add(bytes, Ordering::Relaxed);
+            active.input = Some(HeldInput {
+                count: count.clone(),
+                bytes,
+            });
+        }
+    }
+
+    /// Keeps a slot of the bounded restore until it stops running.
+    pub fn take_recovery_slot(&self, slot: tokio::sync::OwnedSemaphorePermit) {
+        self.active.lock().expect("active lock").recovery_slot = Some(slot);
+    }
+
+    /// Gives back what it took to run: its task ended, or it left its key's queue unrun.
+    pub fn disengage(&self) {
+        *self.active.lock().expect("active lock") = Active::default();
     }
 
     pub fn set_gate(&self, gate: CommitWaiter) {

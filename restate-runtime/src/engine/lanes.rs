@@ -86,6 +86,7 @@ impl Engine {
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
         self.metrics.started.inc();
+        inflight.engage(&self.held_input);
         if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");
             let lane = lanes.entry(scope.clone()).or_default();
@@ -100,10 +101,13 @@ impl Engine {
 
     /// Spawns the task that executes an invocation. It counts as running from here on, so a
     /// kill or cancel arriving before the task is first polled goes to the task, not around it.
+    /// One already running or finished (a kill or a second start won the race) is left alone.
     pub(crate) fn start_task(&self, inflight: Arc<Inflight>) {
-        inflight
-            .running
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        if inflight.finished.load(SeqCst) || inflight.running.swap(true, SeqCst) {
+            return;
+        }
+        inflight.engage(&self.held_input);
         tokio::spawn(super::execute::run(self.clone(), inflight));
     }
 
@@ -125,15 +129,15 @@ impl Engine {
     }
 
     /// Makes `id` the invocation holding its key, at recovery: a suspended or paused exclusive
-    /// invocation keeps its key across a restart, and those behind it queue.
+    /// invocation keeps its key across a restart, and those behind it queue. A runnable one
+    /// that took the key first (it arrived earlier, but was delayed) runs right after it.
     pub(crate) fn hold_lane(&self, target: &Target, id: InvocationId) {
         if let Some(scope) = self.exclusive_scope_of(target) {
-            self.lanes
-                .lock()
-                .expect("lanes")
-                .entry(scope)
-                .or_default()
-                .running = Some(id);
+            let mut lanes = self.lanes.lock().expect("lanes");
+            let lane = lanes.entry(scope).or_default();
+            if let Some(first) = lane.running.replace(id) {
+                lane.stored.push_front(first);
+            }
         }
     }
 
@@ -251,12 +255,17 @@ impl Engine {
         }
     }
 
-    /// Takes a not-yet-started invocation out of its key's queue (cancel or kill before it ran).
+    /// Takes a not-yet-started invocation out of its key's queue, in memory or on disk (cancel
+    /// or kill before it ran).
     pub(crate) fn remove_queued(&self, inflight: &Inflight) {
         if let Some(scope) = inflight.lane()
             && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope)
         {
             lane.waiting.retain(|w| w.id != inflight.id);
+            lane.stored.retain(|id| *id != inflight.id);
+        }
+        if !inflight.running.load(std::sync::atomic::Ordering::SeqCst) {
+            inflight.disengage();
         }
     }
 }

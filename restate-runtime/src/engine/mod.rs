@@ -250,7 +250,8 @@ pub(crate) struct EngineInner {
     shutdown: watch::Sender<bool>,
     /// The store's secret: awakeable ids and random seeds are MACs under it.
     secret: [u8; 32],
-    /// Input bytes held by the invocations in memory (each counted until its `Inflight` drops).
+    /// Input bytes held by the invocations that run or wait to run on their key (not those
+    /// delayed, paused or suspended).
     pub(crate) held_input: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -470,16 +471,7 @@ impl Engine {
         journal: Journal,
     ) -> Arc<Inflight> {
         let exclusive = self.is_exclusive(&record.target);
-        let held = inflight::HeldInput::new(self.held_input.clone(), record.input.len());
-        Inflight::new(
-            id,
-            record,
-            persisted,
-            journal,
-            self.finisher(id),
-            exclusive,
-            held,
-        )
+        Inflight::new(id, record, persisted, journal, self.finisher(id), exclusive)
     }
 
     /// Refuses a new invocation from outside whose input would take the bytes held by the

@@ -172,7 +172,7 @@ impl Engine {
         };
         match loaded {
             Ok(Some(inflight)) => {
-                let _ = inflight.recovery_slot.set(slot);
+                inflight.take_recovery_slot(slot);
                 self.spawn_resumed(inflight);
             }
             Ok(None) => {}
@@ -198,7 +198,8 @@ impl Engine {
                 },
             }
         };
-        let Some(inflight) = inflight else {
+        // A kill completed it meanwhile (its commit may still be in flight).
+        let Some(inflight) = inflight.filter(|f| !f.finished.load(Ordering::SeqCst)) else {
             return false;
         };
         if let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope) {
