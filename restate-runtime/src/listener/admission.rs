@@ -218,18 +218,24 @@ pub(crate) async fn read_body_within(
     limit: usize,
     timeout: Duration,
 ) -> Result<bytes::Bytes, BodyError> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(BodyError::TimedOut),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let inner = e.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                Err(BodyError::TooLarge)
-            } else {
-                Err(BodyError::Unreadable(inner.to_string()))
-            }
+    use futures::FutureExt as _;
+    let read = axum::body::to_bytes(body, limit);
+    tokio::pin!(read);
+    // A small body usually arrived with its head and is read at once: no timer to arm.
+    let read = match read.as_mut().now_or_never() {
+        Some(read) => read,
+        None => tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| BodyError::TimedOut)?,
+    };
+    read.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            BodyError::TooLarge
+        } else {
+            BodyError::Unreadable(inner.to_string())
         }
-    }
+    })
 }
 
 /// Why a body could not be read.
