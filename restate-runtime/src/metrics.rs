@@ -23,6 +23,12 @@ pub(crate) struct ListenerLabel {
     pub listener: &'static str,
 }
 
+/// Why a request was refused before anything of it was created.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// Counters bumped by the engine and the listeners.
 #[derive(Default)]
 pub(crate) struct Metrics {
@@ -34,6 +40,10 @@ pub(crate) struct Metrics {
     pub requests_in_flight: Family<ListenerLabel, Gauge>,
     /// Requests over the in-flight cap, answered `429`, by listener.
     pub requests_refused: Family<ListenerLabel, Counter>,
+    /// Connections closed because no request head arrived within the header timeout.
+    pub header_timeouts: Family<ListenerLabel, Counter>,
+    /// Requests refused past the listeners' caps, by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
     pub started: Counter,
     pub completed: Family<ResultLabel, Counter>,
     pub retries: Counter,
@@ -115,6 +125,20 @@ impl Metrics {
             "Invocations found unfinished at start still waiting to be restored (at most \
              RESTATE_RECOVERY_CONCURRENCY are in memory at once)",
             self.recovery_pending.clone(),
+        );
+        registry.register(
+            "header_timeouts",
+            "Connections closed because a request head did not arrive within \
+             RESTATE_HEADER_TIMEOUT (idle keep-alive connections included), by listener",
+            self.header_timeouts.clone(),
+        );
+        registry.register(
+            "requests_rejected",
+            "Requests refused with nothing created, by reason: body_timeout (408, \
+             RESTATE_BODY_TIMEOUT), body_too_large (413, RESTATE_MAX_BODY_BYTES), body_unreadable \
+             (400), input_bytes \
+             (429, RESTATE_MAX_INVOCATION_BYTES), storage (503: disk full or writer behind)",
+            self.rejected.clone(),
         );
         let in_memory = Family::<StatusLabel, Gauge>::default();
         for (status, n) in &snapshot.in_memory {

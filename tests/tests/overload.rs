@@ -83,6 +83,11 @@ async fn clients_that_never_finish_their_headers_are_closed_and_block_nobody() {
             "slow connection {i} still open after 30 s"
         );
     }
+    // Each was counted as a header timeout (the one served request was not).
+    poll(Duration::from_secs(10), || async {
+        listener_metric(&app, "restate_header_timeouts_total", "ingress").await == 1000
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -441,4 +446,44 @@ async fn input_held_in_memory_is_bounded_and_frees_up() {
         }
     })
     .await;
+    let [rejected] =
+        support::metrics(&client, &app.admin, ["restate_requests_rejected_total"]).await;
+    // The refusal above and those of the polls while the holders ran.
+    assert!(rejected >= 1, "refusals are counted");
+}
+
+/// A body slower than `RESTATE_BODY_TIMEOUT` is answered `408` and counted; nothing is
+/// created.
+#[tokio::test]
+async fn a_body_slower_than_the_body_timeout_gets_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("RESTATE_BODY_TIMEOUT", "1s".to_owned())];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
+    stream
+        .write_all(
+            b"POST /Waits/busy/send HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n1",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
+        .await
+        .expect("answered within 30 s")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
+    let client = reqwest::Client::new();
+    let [rejected] =
+        support::metrics(&client, &app.admin, ["restate_requests_rejected_total"]).await;
+    assert_eq!(rejected, 1);
+    let listing: Value = client
+        .get(format!("{}/invocations", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listing["invocations"], json!([]), "nothing was created");
 }

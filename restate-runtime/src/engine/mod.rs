@@ -443,8 +443,15 @@ impl Engine {
             // New work from outside waits for disk space and for memory; a handler's own calls
             // and sends are progress of work already accepted and commit into the reserve.
             if origin == Origin::Outside {
-                self.admit_input(record.input.len())?;
-                self.storage.admit_new_work()?;
+                let refused = match self.admit_input(record.input.len()) {
+                    Err(e) => Some(("input_bytes", e)),
+                    Ok(()) => (self.storage.admit_new_work().err()).map(|e| ("storage", e.into())),
+                };
+                if let Some((reason, e)) = refused {
+                    let label = crate::metrics::ReasonLabel { reason };
+                    self.metrics.rejected.get_or_create(&label).inc();
+                    return Err(e);
+                }
             }
             let inflight = self.new_inflight(id, record, false, Journal::default());
             map.insert(id, inflight.clone());

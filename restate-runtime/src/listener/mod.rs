@@ -92,6 +92,7 @@ pub(crate) async fn serve(
             open.clone(),
             metrics.connections_open.get_or_create(&label).clone(),
         );
+        let timeouts = metrics.header_timeouts.get_or_create(&label).clone();
         let (builder, service, stop, open_tx) = (
             builder.clone(),
             service.clone(),
@@ -99,8 +100,13 @@ pub(crate) async fn serve(
             open_tx.clone(),
         );
         tokio::spawn(async move {
-            if request_started(&stream, limits.header_timeout).await {
-                serve_connection(&builder, stream, service, stop).await;
+            let timed_out = match request_started(&stream, limits.header_timeout).await {
+                Start::Started => serve_connection(&builder, stream, service, stop).await,
+                Start::Closed => false,
+                Start::TimedOut => true,
+            };
+            if timed_out {
+                timeouts.inc();
             }
             drop(counted);
             drop(open_tx);
@@ -133,21 +139,30 @@ impl Drop for Counted {
     }
 }
 
+/// How a connection's first request began.
+enum Start {
+    Started,
+    Closed,
+    TimedOut,
+}
+
 /// Waits until the client has sent the start of a request (a line, or the 24-byte HTTP/2
 /// preface): hyper reads that much to tell the protocols apart, with no timeout of its own,
 /// so a client sending nothing would hold its connection forever.
-async fn request_started(stream: &TcpStream, timeout: Duration) -> bool {
+async fn request_started(stream: &TcpStream, timeout: Duration) -> Start {
     let start = async {
         let mut head = [0u8; 24];
         loop {
             match stream.peek(&mut head).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n == head.len() || head[..n].contains(&b'\n') => return true,
+                Ok(0) | Err(_) => return Start::Closed,
+                Ok(n) if n == head.len() || head[..n].contains(&b'\n') => return Start::Started,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     };
-    tokio::time::timeout(timeout, start).await.unwrap_or(false)
+    tokio::time::timeout(timeout, start)
+        .await
+        .unwrap_or(Start::TimedOut)
 }
 
 /// HTTP/1 (and HTTP/2 where allowed) with the header timeout, a bounded read buffer and small
@@ -175,12 +190,15 @@ fn connection_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     }
 }
 
+/// Serves one connection until it ends or serving stops; `true` if it ended by the header
+/// timeout.
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
     mut stop: watch::Receiver<bool>,
-) where
+) -> bool
+where
     S: hyper::service::Service<
             http::Request<Incoming>,
             Response = axum::response::Response,
@@ -193,12 +211,20 @@ async fn serve_connection<S>(
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
-        _ = connection.as_mut() => return,
+        ended = connection.as_mut() => return ended.is_err_and(|e| is_header_timeout(&*e)),
         () = stopped(&mut stop) => {}
     }
     // Stopping: finish the request in progress, accept no new one.
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
+    false
+}
+
+/// Whether a connection ended because a request head (or the next one, on an idle keep-alive
+/// connection) did not arrive in time.
+fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
 }
 
 /// Resolves once `stop` turns true (the guard `wait_for` returns is not held across awaits).
