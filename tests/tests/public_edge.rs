@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
-use support::{App, example_bin, free_port, now_secs, poll};
+use support::{App, example_bin, free_port, invocations, now_secs, poll};
 
 const SECRET: &str = "whsec_edge";
 const TOKEN: &str = "ingress-token";
@@ -34,19 +34,6 @@ async fn start(dir: &std::path::Path) -> (App, String) {
     ];
     let app = App::start(&example_bin("webhooks"), &dir.join("data"), &env).await;
     (app, format!("http://127.0.0.1:{public}"))
-}
-
-/// Every invocation the admin API lists.
-async fn invocations(client: &reqwest::Client, app: &App) -> Vec<Value> {
-    let v: Value = client
-        .get(format!("{}/invocations?limit=1000", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["invocations"].as_array().unwrap().clone()
 }
 
 #[tokio::test]
@@ -111,7 +98,7 @@ async fn the_public_listener_serves_signed_webhooks_and_nothing_else() {
         );
     }
     assert!(
-        invocations(&client, &app).await.is_empty(),
+        invocations(&client, &app.admin).await.is_empty(),
         "probes created nothing"
     );
 
@@ -132,7 +119,7 @@ async fn the_public_listener_serves_signed_webhooks_and_nothing_else() {
         assert_eq!(r.status(), 401);
     }
     assert!(
-        invocations(&client, &app).await.is_empty(),
+        invocations(&client, &app.admin).await.is_empty(),
         "forgeries created nothing"
     );
 
@@ -150,7 +137,7 @@ async fn the_public_listener_serves_signed_webhooks_and_nothing_else() {
             .unwrap();
         assert_eq!(r.status(), 200, "delivery {i}");
     }
-    let routed: Vec<Value> = invocations(&client, &app)
+    let routed: Vec<Value> = invocations(&client, &app.admin)
         .await
         .into_iter()
         .filter(|i| i["service"] == "WebhookCallbackRouter")

@@ -176,20 +176,9 @@ async fn a_restored_caller_waiting_on_a_callee_still_on_disk_lets_it_run() {
     let app = App::start(BIN, &data, &env(&steps, 100, None)).await;
     // `Waits/call(2000)` calls `Waits/busy(2000)`: kill while the callee works.
     let caller = send(&client, &app, "/Waits/call", 2000).await;
-    let listing = format!("{}/invocations", app.admin);
     poll(Duration::from_secs(30), || {
-        let (client, listing) = (client.clone(), listing.clone());
-        async move {
-            let v: Value = client
-                .get(listing)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["invocations"].as_array().is_some_and(|l| l.len() == 2)
-        }
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move { support::invocations(&client, &admin).await.len() == 2 }
     })
     .await;
     app.kill();

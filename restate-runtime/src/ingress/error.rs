@@ -79,6 +79,10 @@ impl IntoResponse for ApiError {
         if matches!(self.code, 429 | 503) && self.source == Source::Ingress {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // Over a limit: the client goes away for now, as over the listeners' caps.
+        if self.code == 429 && self.source == Source::Ingress {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -169,6 +169,19 @@ pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
     (in_memory, timers)
 }
 
+/// The invocations the admin API lists (up to 1,000).
+pub async fn invocations(client: &reqwest::Client, admin: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = client
+        .get(format!("{admin}/invocations?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["invocations"].as_array().unwrap().clone()
+}
+
 /// From the admin API's `/metrics`: each named metric, summed over its labels.
 pub async fn metrics<const N: usize>(
     client: &reqwest::Client,
