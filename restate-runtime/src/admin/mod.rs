@@ -63,10 +63,12 @@ pub(crate) fn loopback_host_only(router: Router) -> Router {
 }
 
 async fn check_loopback_host(req: Request, next: Next) -> Response {
+    // HTTP/2 carries the host as the `:authority` of the URI, not as a header.
     let host = req
         .headers()
         .get(axum::http::header::HOST)
-        .map(|v| v.to_str().unwrap_or("?").to_owned());
+        .map(|v| v.to_str().unwrap_or("?").to_owned())
+        .or_else(|| req.uri().authority().map(ToString::to_string));
     match host {
         Some(host) if !is_loopback_name(&host) => ApiError::ingress(
             403,
@@ -129,5 +131,27 @@ mod tests {
         ] {
             assert!(!is_loopback_name(bad), "{bad}");
         }
+    }
+
+    /// The status a router behind the Host check gives a request for `uri` with `host`.
+    async fn status(uri: &str, host: Option<&str>) -> u16 {
+        use tower_service::Service as _;
+        let ok = axum::routing::get(|| async { "ok" });
+        let mut router = super::loopback_host_only(axum::Router::new().route("/x", ok));
+        let mut req = axum::extract::Request::builder().uri(uri);
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        let req = req.body(axum::body::Body::empty()).unwrap();
+        router.call(req).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn the_host_check_reads_the_http2_authority_too() {
+        assert_eq!(status("/x", Some("127.0.0.1:9070")).await, 200);
+        assert_eq!(status("/x", Some("evil.example")).await, 403);
+        // HTTP/2: no Host header, the name is the URI's authority.
+        assert_eq!(status("http://localhost:9070/x", None).await, 200);
+        assert_eq!(status("http://evil.example:9070/x", None).await, 403);
     }
 }
