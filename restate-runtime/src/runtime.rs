@@ -769,18 +769,17 @@ impl Runtime {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let bind = |addr| async move {
-            tokio::net::TcpListener::bind(addr)
-                .await
+        let limits = self.listener_limits();
+        let bind = |addr| {
+            crate::listener::bind(addr, limits.max_connections)
                 .map_err(|source| ServeError::Bind { addr, source })
         };
-        let ingress = bind(self.config.ingress_addr).await?;
-        let admin = bind(self.config.admin_addr).await?;
+        let ingress = bind(self.config.ingress_addr)?;
+        let admin = bind(self.config.admin_addr)?;
         let webhooks = match self.config.webhook_addr {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind(addr)?),
             None => None,
         };
-        let limits = self.listener_limits();
         tracing::info!(
             ingress = %ingress.local_addr()?,
             admin = %admin.local_addr()?,

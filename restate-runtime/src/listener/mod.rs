@@ -245,6 +245,20 @@ async fn accept_failed(e: io::Error) {
     }
 }
 
+/// Binds a listener whose accept queue holds a burst as large as the connection cap (the
+/// kernel caps it at `net.core.somaxconn`): with tokio's default of 1,024, a burst of new
+/// connections overflows the queue, and the kernel falls back to SYN cookies and drops, which
+/// clients see as stalls and resets.
+pub(crate) fn bind(addr: std::net::SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX))
+}
+
 /// Raises this process's open-file limit to its hard limit, so the connection caps (kept
 /// below it) are what limits connections, and returns the limit now in force.
 pub(crate) fn raise_open_file_limit() -> Option<libc::rlim_t> {

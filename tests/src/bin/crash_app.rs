@@ -17,7 +17,9 @@ fn append(line: &str) -> std::io::Result<()> {
         .create(true)
         .append(true)
         .open(path)?;
-    writeln!(file, "{line}")?;
+    // One write: with `O_APPEND` it lands whole, never interleaved with another handler's
+    // line (`writeln!` writes the line and its newline separately).
+    file.write_all(format!("{line}\n").as_bytes())?;
     file.sync_all()
 }
 
