@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::Value;
 use support::{App, free_port, lines, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
@@ -52,26 +51,14 @@ async fn two_completions_of_one_awakeable_racing_a_suspension_have_one_winner() 
     let ports = (free_port(), free_port());
     let app = App::start_on(BIN, &data, &env, ports).await;
     let client = reqwest::Client::new();
-    let ids: Vec<String> = join_all((0..WAITERS).map(|i| {
-        let (client, url) = (
-            client.clone(),
-            format!("{}/Chaos/await_http/send", app.ingress),
-        );
-        async move {
-            let r = client
-                .post(url)
-                .json(&format!("t{i}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            r.json::<Value>().await.unwrap()["invocationId"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    }))
-    .await;
+    let ids: Vec<String> =
+        join_all((0..WAITERS).map(|i| {
+            let (client, ingress) = (client.clone(), app.ingress.clone());
+            async move {
+                support::send_json(&client, &ingress, "/Chaos/await_http", &format!("t{i}")).await
+            }
+        }))
+        .await;
     poll(Duration::from_secs(60), || {
         let steps = steps.clone();
         async move { announced(&steps).len() == WAITERS }

@@ -8,7 +8,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use serde_json::Value;
 use support::{App, lines, metrics, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
@@ -24,19 +23,9 @@ fn env(steps: &std::path::Path, step_ms: u32, at_once: Option<u32>) -> Vec<(&'st
     env
 }
 
-/// `POST {path}/send` with a JSON body; the invocation id of the 202.
+/// `POST {path}/send` with a JSON number; the invocation id of the 202.
 async fn send(client: &reqwest::Client, app: &App, path: &str, body: u64) -> String {
-    let r = client
-        .post(format!("{}{path}/send", app.ingress))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    support::send_json(client, &app.ingress, path, &body).await
 }
 
 #[tokio::test]

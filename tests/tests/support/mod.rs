@@ -169,6 +169,26 @@ pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
     (in_memory, timers)
 }
 
+/// `POST {ingress}{path}/send` with a JSON body: the invocation id of the `202`.
+pub async fn send_json(
+    client: &reqwest::Client,
+    ingress: &str,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> String {
+    let r = client
+        .post(format!("{ingress}{path}/send"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{path}");
+    r.json::<serde_json::Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The invocations the admin API lists (up to 1,000).
 pub async fn invocations(client: &reqwest::Client, admin: &str) -> Vec<serde_json::Value> {
     let v: serde_json::Value = client
