@@ -68,6 +68,8 @@ pub(crate) struct Inflight {
     /// Entries with a task forwarding another invocation's result into them: a replay of a
     /// pending attach does not start a second one.
     pub forwarding: Mutex<Vec<u32>>,
+    /// Its input's length (fixed), counted while it runs or waits to run.
+    input_len: usize,
     /// What it holds while it runs or waits to run on its key, given back when its task ends
     /// (it completes, suspends or pauses) or it leaves its key's queue.
     active: Mutex<Active>,
@@ -107,6 +109,7 @@ impl Inflight {
             id,
             scope: StateScope::of(&record.target),
             exclusive,
+            input_len: record.input.len(),
             state: Mutex::new(InflightState {
                 stored_suspended: matches!(record.status, crate::storage::Status::Suspended { .. }),
                 record,
@@ -129,7 +132,7 @@ impl Inflight {
     pub fn engage(&self, count: &Arc<AtomicUsize>) {
         let mut active = self.active.lock().expect("active lock");
         if active.input.is_none() {
-            let bytes = self.state().record.input.len();
+            let bytes = self.input_len;
             count.fetch_add(bytes, Ordering::Relaxed);
             active.input = Some(HeldInput {
                 count: count.clone(),
