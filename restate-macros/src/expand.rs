@@ -216,18 +216,14 @@ fn client(model: &ServiceModel) -> TokenStream {
     let rt = rt();
     let client = format_ident!("{}Client", model.type_ident);
     let service = &model.wire_name;
+    let type_name = &model.type_ident;
+    let how = match model.kind {
+        ServiceKind::Service => format!("client::<{type_name}>()"),
+        ServiceKind::Object => format!("object::<{type_name}>(key)"),
+        ServiceKind::Workflow => format!("workflow::<{type_name}>(key)"),
+    };
     let doc = format!(
-        "Typed client of `{service}`: one method per handler, each returning a request to `.call()`, `.send()` or `.send_after(..)`.\n\nGet one with `ctx.{}_client::<{client}>({})` in a handler, or from a `RuntimeHandle` outside any handler.",
-        match model.kind {
-            ServiceKind::Service => "service",
-            ServiceKind::Object => "object",
-            ServiceKind::Workflow => "workflow",
-        },
-        if model.kind == ServiceKind::Service {
-            ""
-        } else {
-            "key"
-        },
+        "Typed client of `{service}`: one method per handler, each returning a request to `.call()`, `.send()` or `.send_after(..)`.\n\nGet one with `ctx.{how}` in a handler, or `handle.{how}` on a `RuntimeHandle` outside any handler."
     );
     let methods = model.handlers.iter().map(|h| {
         let ident = &h.ident;
@@ -257,6 +253,12 @@ fn client(model: &ServiceModel) -> TokenStream {
             }
         }
     });
+    let self_ty = &model.self_ty;
+    let has_client = match model.kind {
+        ServiceKind::Service => quote!(HasServiceClient),
+        ServiceKind::Object => quote!(HasObjectClient),
+        ServiceKind::Workflow => quote!(HasWorkflowClient),
+    };
     let constructor = match model.kind {
         ServiceKind::Service => quote! {
             impl<'a, C: #rt::Caller> ::restate_runtime::IntoServiceClient<C> for #client<'a, C> {
@@ -289,6 +291,11 @@ fn client(model: &ServiceModel) -> TokenStream {
         }
 
         #constructor
+
+        #[automatically_derived]
+        impl ::restate_runtime::#has_client for #self_ty {
+            type Client<'a, C: #rt::Caller + 'a> = #client<'a, C>;
+        }
 
         #[allow(dead_code)]
         impl<'a, C: #rt::Caller> #client<'a, C> {

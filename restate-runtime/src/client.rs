@@ -1,7 +1,6 @@
 //! Typed clients: what the generated `XClient` methods return, from inside a handler (journaled)
 //! and from outside any handler (through a [`RuntimeHandle`](crate::RuntimeHandle), no HTTP).
 
-use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -9,25 +8,29 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::codec::EncodeError;
-use crate::context::InvocationContext;
-use crate::context::invocation::Abort;
 use crate::context::run::outcome_to_result;
-use crate::engine::{Engine, EngineError, InvokeRequest, SendStatus, Submission};
+use crate::context::{DurableFuture, InvocationContext};
+use crate::engine::{EngineError, InvokeRequest, SendStatus};
 use crate::error::TerminalError;
+use crate::handle::InvocationHandle;
 use crate::ids::InvocationId;
-use crate::storage::{JournalEntry, Outcome, Target, WriteOp};
+use crate::runtime::RuntimeHandle;
+use crate::storage::Target;
 
 /// A request being built: target, input and options, plus who sends it.
 #[doc(hidden)]
 pub struct RequestParts {
-    target: Target,
+    pub(crate) target: Target,
     input: Result<Bytes, EncodeError>,
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
 }
 
 impl RequestParts {
-    fn into_invoke(self, delay: Option<Duration>) -> Result<InvokeRequest, TerminalError> {
+    pub(crate) fn into_invoke(
+        self,
+        delay: Option<Duration>,
+    ) -> Result<InvokeRequest, TerminalError> {
         let input = self
             .input
             .map_err(|e| TerminalError::new_with_code(400, e.to_string()))?;
@@ -52,22 +55,82 @@ pub trait Caller: Clone {
     fn request<I, O>(&self, parts: RequestParts) -> Self::Request<I, O>;
 }
 
-/// Builds a generated service client from a caller: `ctx.service_client::<XClient>()`.
+/// Builds a generated service client from a caller, for `ctx.service_client::<XClient>()`
+/// (deprecated; `ctx.client::<X>()` names the service type instead).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the client of a `#[service]`",
+    label = "expected the generated client of a `#[service]`",
+    note = "`service_client::<XClient>()` takes the client generated for a `#[service]` type `X`; \
+            for an `#[object]` use `object::<X>(key)`, for a `#[workflow]` `workflow::<X>(key)`",
+    note = "simpler: `client::<X>()` with the service type itself"
+)]
 pub trait IntoServiceClient<C: Caller> {
     /// Builds the client.
     fn create(caller: C) -> Self;
 }
 
-/// Builds a generated virtual-object client for one key: `ctx.object_client::<XClient>(key)`.
+/// Builds a generated virtual-object client for one key, for
+/// `ctx.object_client::<XClient>(key)` (deprecated; `ctx.object::<X>(key)` instead).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the client of an `#[object]`",
+    label = "expected the generated client of an `#[object]`",
+    note = "`object_client::<XClient>(key)` takes the client generated for an `#[object]` type `X`; \
+            for a `#[service]` use `client::<X>()`, for a `#[workflow]` `workflow::<X>(key)`",
+    note = "simpler: `object::<X>(key)` with the object type itself"
+)]
 pub trait IntoObjectClient<C: Caller> {
     /// Builds the client.
     fn create(caller: C, key: String) -> Self;
 }
 
-/// Builds a generated workflow client for one key: `ctx.workflow_client::<XClient>(key)`.
+/// Builds a generated workflow client for one key, for
+/// `ctx.workflow_client::<XClient>(key)` (deprecated; `ctx.workflow::<X>(key)` instead).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the client of a `#[workflow]`",
+    label = "expected the generated client of a `#[workflow]`",
+    note = "`workflow_client::<XClient>(key)` takes the client generated for a `#[workflow]` type `X`; \
+            for a `#[service]` use `client::<X>()`, for an `#[object]` `object::<X>(key)`",
+    note = "simpler: `workflow::<X>(key)` with the workflow type itself"
+)]
 pub trait IntoWorkflowClient<C: Caller> {
     /// Builds the client.
     fn create(caller: C, key: String) -> Self;
+}
+
+/// A type annotated with `#[service]`, named by its type: `ctx.client::<Greeter>()` or
+/// `handle.client::<Greeter>()` gives its generated client. Implemented by the macro.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[service]`",
+    label = "`client::<T>()` takes a type annotated with `#[service]`",
+    note = "for an `#[object]` use `object::<T>(key)`, for a `#[workflow]` use `workflow::<T>(key)`"
+)]
+pub trait HasServiceClient {
+    /// The generated client (`GreeterClient` for `Greeter`).
+    type Client<'a, C: Caller + 'a>: IntoServiceClient<C>;
+}
+
+/// A type annotated with `#[object]`: `ctx.object::<Counter>(key)` or
+/// `handle.object::<Counter>(key)` gives its generated client for one key.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an `#[object]`",
+    label = "`object::<T>(key)` takes a type annotated with `#[object]`",
+    note = "for a `#[service]` use `client::<T>()`, for a `#[workflow]` use `workflow::<T>(key)`"
+)]
+pub trait HasObjectClient {
+    /// The generated client (`CounterClient` for `Counter`).
+    type Client<'a, C: Caller + 'a>: IntoObjectClient<C>;
+}
+
+/// A type annotated with `#[workflow]`: `ctx.workflow::<Signup>(key)` or
+/// `handle.workflow::<Signup>(key)` gives its generated client for one workflow.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[workflow]`",
+    label = "`workflow::<T>(key)` takes a type annotated with `#[workflow]`",
+    note = "for a `#[service]` use `client::<T>()`, for an `#[object]` use `object::<T>(key)`"
+)]
+pub trait HasWorkflowClient {
+    /// The generated client (`SignupClient` for `Signup`).
+    type Client<'a, C: Caller + 'a>: IntoWorkflowClient<C>;
 }
 
 #[doc(hidden)]
@@ -113,60 +176,6 @@ macro_rules! builder_options {
     };
 }
 
-/// The id of a sent invocation, and what can be done with it: attach to its result, cancel
-/// or kill it (from a handler's context or a [`RuntimeHandle`](crate::RuntimeHandle)).
-///
-/// ```
-/// use restate_runtime::prelude::*;
-/// # #[derive(Default)]
-/// # pub struct Reports;
-/// #[service]
-/// impl Reports {
-///     # #[handler]
-///     # async fn build(&self, _ctx: Context<'_>, month: String) -> HandlerResult<String> { Ok(month) }
-///     #[handler]
-///     async fn start(&self, ctx: Context<'_>, month: String) -> HandlerResult<String> {
-///         let handle: InvocationHandle = ctx.service_client::<ReportsClient>().build(month).send();
-///         // Its id, for the caller to attach to later (`GET /restate/invocation/{id}/attach`).
-///         Ok(handle.invocation_id().to_string())
-///     }
-/// }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvocationHandle {
-    id: InvocationId,
-}
-
-impl InvocationHandle {
-    /// The invocation id.
-    ///
-    /// ```no_run
-    /// # use restate_runtime::prelude::*;
-    /// # #[derive(Default)]
-    /// # pub struct Reports;
-    /// # #[service]
-    /// # impl Reports {
-    /// #     #[handler]
-    /// #     async fn build(&self, _ctx: Context<'_>, month: String) -> HandlerResult<String> { Ok(month) }
-    /// # }
-    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let reports = handle.service_client::<ReportsClient<RuntimeHandle>>();
-    /// let sent = reports.build("2024-05".into()).send().await?;
-    /// let id = sent.invocation_id();
-    /// assert_eq!(id.to_string().len(), 38); // `inv_1…`, as the admin API lists it
-    /// # Ok(()) }
-    /// ```
-    pub fn invocation_id(&self) -> InvocationId {
-        self.id
-    }
-}
-
-impl From<InvocationId> for InvocationHandle {
-    fn from(id: InvocationId) -> Self {
-        Self { id }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Inside a handler.
 
@@ -179,6 +188,10 @@ pub struct HandlerCaller<'a> {
 impl<'a> HandlerCaller<'a> {
     pub(crate) fn new(ctx: &'a InvocationContext) -> Self {
         Self { ctx }
+    }
+
+    pub(crate) fn context(&self) -> &'a InvocationContext {
+        self.ctx
     }
 }
 
@@ -206,7 +219,7 @@ impl<'a> Caller for HandlerCaller<'a> {
 ///     # async fn deliver(&self, _ctx: Context<'_>, to: String) -> HandlerResult<()> { Ok(()) }
 ///     #[handler]
 ///     async fn welcome(&self, ctx: Context<'_>, to: String) -> HandlerResult<()> {
-///         let request = ctx.service_client::<MailClient>().deliver(to.clone());
+///         let request = ctx.client::<Mail>().deliver(to.clone());
 ///         request.idempotency_key(format!("welcome-{to}")).send();
 ///         Ok(())
 ///     }
@@ -234,7 +247,7 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
         ///     #[handler]
         ///     async fn cancel_order(&self, ctx: Context<'_>, order: String) -> HandlerResult<()> {
         ///         // However often orders are cancelled, each is refunded once.
-        ///         let payments = ctx.service_client::<PaymentsClient>();
+        ///         let payments = ctx.client::<Payments>();
         ///         payments.refund(order.clone()).idempotency_key(format!("refund-{order}")).send();
         ///         Ok(())
         ///     }
@@ -253,7 +266,7 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
         ///     #[handler]
         ///     async fn for_tenant(&self, ctx: Context<'_>, q: String) -> HandlerResult<Vec<String>> {
         ///         // The callee reads it with `ctx.headers()` (the name arrives lower-cased).
-        ///         let request = ctx.service_client::<SearchClient>().query(q).header("X-Tenant", "acme");
+        ///         let request = ctx.client::<Search>().query(q).header("X-Tenant", "acme");
         ///         Ok(request.call().await?)
         ///     }
         /// }
@@ -273,34 +286,15 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
     ///     # async fn in_stock(&self, _ctx: Context<'_>, sku: String) -> HandlerResult<bool> { Ok(!sku.is_empty()) }
     ///     #[handler]
     ///     async fn order(&self, ctx: Context<'_>, sku: String) -> HandlerResult<String> {
-    ///         if !ctx.service_client::<InventoryClient>().in_stock(sku.clone()).call().await? {
+    ///         if !ctx.client::<Inventory>().in_stock(sku.clone()).call().await? {
     ///             return Err(TerminalError::new_with_code(409, "out of stock").into());
     ///         }
     ///         Ok(format!("ordered {sku}"))
     ///     }
     /// }
     /// ```
-    pub fn call(self) -> impl Future<Output = Result<O, TerminalError>> + Send + 'a {
-        let ctx = self.ctx;
-        let index = ctx.take_index();
-        let plan = plan_call(ctx, index, self.parts);
-        async move {
-            let outcome = match plan {
-                CallPlan::Done(outcome) => outcome,
-                // The callee's completion fills in the entry (and resumes us if suspended).
-                CallPlan::Wait => {
-                    ctx.await_entry(index, |e| match e {
-                        JournalEntry::Call {
-                            outcome: Some(o), ..
-                        } => Some(o.clone()),
-                        _ => None,
-                    })
-                    .await
-                }
-                CallPlan::Stopped => return std::future::pending().await,
-            };
-            outcome_to_result(outcome)
-        }
+    pub fn call(self) -> DurableFuture<'a, Result<O, TerminalError>> {
+        self.ctx.call(self.parts)
     }
 
     /// Sends one-way: journaled now, returns the new invocation's handle at once.
@@ -316,13 +310,16 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
     ///     #[handler]
     ///     async fn login(&self, ctx: Context<'_>, user: String) -> HandlerResult<()> {
     ///         // Delivered exactly once even if this handler is retried; no waiting for it.
-    ///         ctx.service_client::<AuditClient>().record(format!("{user} logged in")).send();
+    ///         ctx.client::<Audit>().record(format!("{user} logged in")).send();
     ///         Ok(())
     ///     }
     /// }
     /// ```
-    pub fn send(self) -> InvocationHandle {
-        send_from_handler(self.ctx, self.parts, None)
+    pub fn send(self) -> InvocationHandle<O, HandlerCaller<'a>> {
+        InvocationHandle::new(
+            self.ctx.send(self.parts, None),
+            HandlerCaller::new(self.ctx),
+        )
     }
 
     /// Sends one-way, to run after `delay`.
@@ -340,218 +337,18 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
     ///     async fn add(&self, ctx: ObjectContext<'_>, item: String) -> HandlerResult<()> {
     ///         ctx.set("item", item);
     ///         // Unlike `ctx.sleep`, this does not hold the key for the hour.
-    ///         let carts = ctx.object_client::<CartsClient>(ctx.key());
+    ///         let carts = ctx.object::<Carts>(ctx.key());
     ///         carts.expire().send_after(Duration::from_secs(3600));
     ///         Ok(())
     ///     }
     /// }
     /// ```
-    pub fn send_after(self, delay: Duration) -> InvocationHandle {
-        send_from_handler(self.ctx, self.parts, Some(delay))
+    pub fn send_after(self, delay: Duration) -> InvocationHandle<O, HandlerCaller<'a>> {
+        InvocationHandle::new(
+            self.ctx.send(self.parts, Some(delay)),
+            HandlerCaller::new(self.ctx),
+        )
     }
-}
-
-enum CallPlan {
-    Done(Outcome),
-    Wait,
-    Stopped,
-}
-
-fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPlan {
-    if let Some(recorded) = ctx.replayed(index) {
-        return match recorded {
-            JournalEntry::Call {
-                target,
-                invocation_id,
-                outcome,
-            } if target == parts.target => match outcome {
-                Some(outcome) => CallPlan::Done(outcome),
-                None => {
-                    let pending = JournalEntry::Call {
-                        target,
-                        invocation_id,
-                        outcome: None,
-                    };
-                    ctx.forward_outcome(index, invocation_id, pending);
-                    CallPlan::Wait
-                }
-            },
-            other => {
-                ctx.mismatch(index, &other, &format!("call `{}`", parts.target));
-                CallPlan::Stopped
-            }
-        };
-    }
-    let target = parts.target.clone();
-    if ctx.exclusive_on(&target) {
-        let outcome = failure(&TerminalError::new_with_code(
-            409,
-            format!(
-                "deadlock: `{target}` is an exclusive handler on the key this exclusive handler holds; \
-                 a call to it would wait forever. Use `.send()`, or make the callee a shared handler"
-            ),
-        ));
-        drop(ctx.journal(
-            index,
-            JournalEntry::Call {
-                target,
-                invocation_id: ctx.id(),
-                outcome: Some(outcome.clone()),
-            },
-            Vec::new(),
-        ));
-        return CallPlan::Done(outcome);
-    }
-    let req = match parts.into_invoke(None) {
-        Ok(req) => req,
-        Err(e) => return CallPlan::Done(failure(&e)),
-    };
-    let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
-        Ok(s) => s,
-        Err(e) => return refuse(ctx, index, target, e),
-    };
-    let (id, mut extra, launch, forward) = match submitted.submission {
-        Submission::Finished(done) => {
-            let entry = JournalEntry::Call {
-                target,
-                invocation_id: submitted.id,
-                outcome: Some(done.outcome.clone()),
-            };
-            let waiter = ctx.journal(index, entry, Vec::new());
-            drop(waiter);
-            return CallPlan::Done(done.outcome.clone());
-        }
-        Submission::Running {
-            inflight,
-            new: true,
-            ..
-        } => {
-            let mut state = inflight.state();
-            state.persisted = true;
-            let extra = vec![WriteOp::put_invocation(submitted.id, &state.record)];
-            drop(state);
-            (submitted.id, extra, Some(inflight), false)
-        }
-        Submission::Running { new: false, .. } | Submission::Stored => {
-            // A duplicate (idempotency key) of an invocation another caller started: its
-            // result goes to that caller. This one is recorded as a result waiter, completed
-            // with the result (also after a restart), and fetched in memory once journaled.
-            let waiter = ctx
-                .engine
-                .result_waiter(submitted.id, ctx.id(), index, true);
-            (submitted.id, vec![waiter], None, true)
-        }
-    };
-    let entry = JournalEntry::Call {
-        target,
-        invocation_id: id,
-        outcome: None,
-    };
-    match ctx.journal(index, entry.clone(), std::mem::take(&mut extra)) {
-        Some(_) => {
-            if let Some(inflight) = launch {
-                launch_gated(ctx, inflight, None);
-            }
-            if forward {
-                ctx.forward_outcome(index, id, entry);
-            }
-            CallPlan::Wait
-        }
-        None => {
-            if let Some(inflight) = launch {
-                ctx.engine.discard_unrecorded(&inflight);
-            }
-            CallPlan::Stopped
-        }
-    }
-}
-
-/// Queues an invocation created by the caller's latest journal entry; it runs once that entry
-/// is durable (an empty batch commits after everything queued before it).
-fn launch_gated(
-    ctx: &InvocationContext,
-    inflight: std::sync::Arc<crate::engine::Inflight>,
-    at: Option<u64>,
-) {
-    inflight.set_gate(ctx.engine.storage.submit(Vec::new()));
-    ctx.engine.launch(inflight, at);
-}
-
-fn failure(e: &TerminalError) -> Outcome {
-    Outcome::Failure {
-        code: e.code(),
-        message: e.message().to_owned(),
-    }
-}
-
-/// A target that cannot be invoked: journaled as a failed call, so the handler sees a terminal
-/// error now and the same error on replay.
-fn refuse(ctx: &InvocationContext, index: u32, target: Target, e: EngineError) -> CallPlan {
-    let outcome = failure(&TerminalError::new_with_code(404, e.to_string()));
-    let entry = JournalEntry::Call {
-        target,
-        invocation_id: ctx.id(),
-        outcome: Some(outcome.clone()),
-    };
-    drop(ctx.journal(index, entry, Vec::new()));
-    CallPlan::Done(outcome)
-}
-
-fn send_from_handler(
-    ctx: &InvocationContext,
-    parts: RequestParts,
-    delay: Option<Duration>,
-) -> InvocationHandle {
-    let index = ctx.take_index();
-    if let Some(recorded) = ctx.replayed(index) {
-        return match recorded {
-            JournalEntry::Send {
-                target,
-                invocation_id,
-            } if target == parts.target => InvocationHandle { id: invocation_id },
-            other => {
-                ctx.mismatch(index, &other, &format!("send `{}`", parts.target));
-                InvocationHandle { id: ctx.id() }
-            }
-        };
-    }
-    let target = parts.target.clone();
-    let submitted = parts
-        .into_invoke(delay)
-        .map_err(|e| e.to_string())
-        .and_then(|req| ctx.engine.submit(req, None).map_err(|e| e.to_string()));
-    let submitted = match submitted {
-        Ok(s) => s,
-        Err(reason) => {
-            // A send to a target this binary does not serve is a bug to fix and redeploy: retry.
-            ctx.stop(Abort::Retry(format!("cannot send to `{target}`: {reason}")));
-            return InvocationHandle { id: ctx.id() };
-        }
-    };
-    let mut extra = Vec::new();
-    let mut launch = None;
-    if let Submission::Running {
-        inflight,
-        new: true,
-        ..
-    } = submitted.submission
-    {
-        let mut state = inflight.state();
-        state.persisted = true;
-        extra.push(WriteOp::put_invocation(submitted.id, &state.record));
-        drop(state);
-        launch = Some(inflight);
-    }
-    let entry = JournalEntry::Send {
-        target,
-        invocation_id: submitted.id,
-    };
-    match (ctx.journal(index, entry, extra), launch) {
-        (Some(_), Some(inflight)) => launch_gated(ctx, inflight, submitted.execution_time_ms),
-        (None, Some(inflight)) => ctx.engine.discard_unrecorded(&inflight),
-        _ => {}
-    }
-    InvocationHandle { id: submitted.id }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,22 +366,22 @@ fn send_from_handler(
 /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
 /// # }
 /// # async fn demo(runtime: Runtime) -> anyhow::Result<()> {
-/// let greeter = runtime.handle().service_client::<GreeterClient<RuntimeHandle>>();
+/// let greeter = runtime.handle().client::<Greeter>();
 /// let request = greeter.greet("Ada".into()).header("x-request-id", "r-1");
 /// assert_eq!(request.call().await?, "Hello Ada");
 /// # Ok(()) }
 /// ```
 #[must_use = "a request does nothing until called or sent"]
 pub struct ExternalRequest<O> {
-    engine: Engine,
+    runtime: RuntimeHandle,
     parts: RequestParts,
     _out: PhantomData<fn() -> O>,
 }
 
 impl<O> ExternalRequest<O> {
-    pub(crate) fn new(engine: Engine, parts: RequestParts) -> Self {
+    pub(crate) fn new(runtime: RuntimeHandle, parts: RequestParts) -> Self {
         Self {
-            engine,
+            runtime,
             parts,
             _out: PhantomData,
         }
@@ -603,7 +400,7 @@ impl<O> ExternalRequest<O> {
 /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
 /// # }
 /// # async fn demo(handle: RuntimeHandle) {
-/// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+/// let greeter = handle.client::<Greeter>();
 /// match greeter.greet("Ada".into()).call().await {
 ///     Ok(greeting) => println!("{greeting}"),
 ///     // The handler's own answer, with its code: report it, do not retry.
@@ -643,7 +440,7 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
         /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
         /// # }
         /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-        /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+        /// let greeter = handle.client::<Greeter>();
         /// let first = greeter.greet("Ada".into()).idempotency_key("signup-42").send().await?;
         /// // A retried request (say, after a timeout) finds the same invocation.
         /// let again = greeter.greet("Ada".into()).idempotency_key("signup-42").send().await?;
@@ -662,7 +459,7 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
         /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
         /// # }
         /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-        /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+        /// let greeter = handle.client::<Greeter>();
         /// // The handler finds `("x-request-id", "r-17")` in `ctx.headers()`.
         /// let greeting = greeter.greet("Ada".into()).header("X-Request-Id", "r-17").call().await?;
         /// # Ok(()) }
@@ -681,14 +478,14 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
     /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = handle.client::<Greeter>();
     /// let greeting: String = greeter.greet("Ada".into()).call().await?;
     /// assert_eq!(greeting, "Hello Ada");
     /// # Ok(()) }
     /// ```
     pub async fn call(self) -> Result<O, ClientError> {
         let req = self.parts.into_invoke(None)?;
-        let (_, done, _) = self.engine.call(req).await?;
+        let (_, done, _) = self.runtime.engine().call(req).await?;
         Ok(outcome_to_result(done.outcome.clone())?)
     }
 
@@ -704,13 +501,13 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
     /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = handle.client::<Greeter>();
     /// // Survives a crash from here on; the result can be fetched later.
     /// let sent = greeter.greet("Ada".into()).send().await?;
     /// let greeting: String = handle.attach(sent).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn send(self) -> Result<InvocationHandle, ClientError> {
+    pub async fn send(self) -> Result<InvocationHandle<O, RuntimeHandle>, ClientError> {
         self.send_inner(None).await
     }
 
@@ -727,30 +524,25 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
     /// use std::time::Duration;
-    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = handle.client::<Greeter>();
     /// // Runs in an hour, also if the process restarts in between.
     /// let scheduled = greeter.greet("Ada".into()).send_after(Duration::from_secs(3600)).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn send_after(self, delay: Duration) -> Result<InvocationHandle, ClientError> {
+    pub async fn send_after(
+        self,
+        delay: Duration,
+    ) -> Result<InvocationHandle<O, RuntimeHandle>, ClientError> {
         self.send_inner(Some(delay)).await
     }
 
-    async fn send_inner(self, delay: Option<Duration>) -> Result<InvocationHandle, ClientError> {
+    async fn send_inner(
+        self,
+        delay: Option<Duration>,
+    ) -> Result<InvocationHandle<O, RuntimeHandle>, ClientError> {
         let req = self.parts.into_invoke(delay)?;
-        let (id, _status, _): (InvocationId, SendStatus, _) = self.engine.send(req).await?;
-        Ok(InvocationHandle { id })
+        let (id, _status, _): (InvocationId, SendStatus, _) =
+            self.runtime.engine().send(req).await?;
+        Ok(InvocationHandle::new(id, self.runtime.engine().reference()))
     }
-}
-
-/// Waits for the result of an invocation sent earlier, through a runtime handle.
-pub(crate) async fn attach_typed<O: DeserializeOwned>(
-    engine: &Engine,
-    id: InvocationId,
-) -> Result<O, ClientError> {
-    let done = engine
-        .attach(id)
-        .await?
-        .ok_or_else(|| TerminalError::new_with_code(404, format!("invocation {id} not found")))?;
-    Ok(outcome_to_result(done.outcome.clone())?)
 }

@@ -42,6 +42,7 @@ mod duration;
 mod engine;
 mod error;
 mod failpoints;
+mod handle;
 mod ids;
 mod ingress;
 mod listener;
@@ -58,19 +59,20 @@ pub mod __private;
 
 pub use bytes::Bytes;
 pub use client::{
-    Caller, ClientError, ExternalRequest, HandlerCaller, HandlerRequest, IntoObjectClient,
-    IntoServiceClient, IntoWorkflowClient, InvocationHandle,
+    Caller, ClientError, ExternalRequest, HandlerCaller, HandlerRequest, HasObjectClient,
+    HasServiceClient, HasWorkflowClient, IntoObjectClient, IntoServiceClient, IntoWorkflowClient,
 };
 pub use codec::{DecodeError, EncodeError, RawInput};
 pub use config::{Config, ConfigError, DEFAULT_SECRET_HEADERS};
 pub use context::{
-    Context, DeterministicRng, ObjectContext, Run, SharedObjectContext, SharedWorkflowContext,
-    WorkflowContext,
+    Context, DeterministicRng, DurableFuture, ObjectContext, Run, SharedObjectContext,
+    SharedWorkflowContext, Unordered, WorkflowContext,
 };
 pub use duration::parse as parse_duration;
 pub use engine::{ControlError, EngineError, STORAGE_FAILURE_EXIT_CODE, exit_on_storage_failure};
 pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
 pub use futures::future::Either;
+pub use handle::{HandleCaller, InvocationHandle};
 pub use ids::{AwakeableId, IdParseError, InvocationId};
 pub use registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, RegistryError,
@@ -175,8 +177,8 @@ pub fn init_tracing() {
 /// Everything a handler module needs: `use restate_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Context, HandlerError, HandlerResult, InvocationHandle, ObjectContext, RawInput,
-        RetryPolicy, Runtime, RuntimeHandle, SharedObjectContext, SharedWorkflowContext,
+        Context, DurableFuture, HandlerError, HandlerResult, InvocationHandle, ObjectContext,
+        RawInput, RetryPolicy, Runtime, RuntimeHandle, SharedObjectContext, SharedWorkflowContext,
         TerminalError, TerminalErrorExt, WorkflowContext, handler, object, service, workflow,
     };
     pub use rand::RngCore as _;

@@ -9,11 +9,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::client::{
-    Caller, ClientError, ExternalRequest, IntoObjectClient, IntoServiceClient, IntoWorkflowClient,
-    InvocationHandle, RequestParts,
+    Caller, ClientError, ExternalRequest, HasObjectClient, HasServiceClient, HasWorkflowClient,
+    IntoObjectClient, IntoServiceClient, IntoWorkflowClient, RequestParts,
 };
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::handle::InvocationHandle;
+use crate::ids::InvocationId;
 use crate::ingress::Webhooks;
 use crate::registry::{DynService, Registry, RegistryError, Service, ServiceDefinition};
 use crate::storage::{OpenError, RedbOptions, RedbStorage, Storage};
@@ -652,7 +654,7 @@ impl Runtime {
     /// # async fn demo() -> anyhow::Result<()> {
     /// let runtime = Runtime::builder().build()?;
     /// let handle = runtime.handle(); // cheap to clone; hand it to web routes, jobs, tests
-    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = handle.client::<Greeter>();
     /// let greeting = greeter.greet("Ada".into()).call().await?;
     /// runtime.serve().await?; // the handle keeps working while serving
     /// # Ok(()) }
@@ -887,7 +889,7 @@ impl Runtime {
     /// # async fn demo() -> anyhow::Result<()> {
     /// // In-process only (no HTTP): run some invocations, then close the data folder.
     /// let runtime = Runtime::builder().build()?;
-    /// let greeter = runtime.handle().service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = runtime.handle().client::<Greeter>();
     /// greeter.greet("Ada".into()).call().await?;
     /// runtime.shutdown();
     /// # Ok(()) }
@@ -935,7 +937,7 @@ async fn shutdown_signal() {
 /// }
 /// # async fn demo(runtime: Runtime) -> anyhow::Result<()> {
 /// let handle = runtime.handle();
-/// let greeting = handle.service_client::<GreeterClient<RuntimeHandle>>().greet("Ada".into()).call().await?;
+/// let greeting = handle.client::<Greeter>().greet("Ada".into()).call().await?;
 /// assert_eq!(greeting, "Hello Ada");
 /// # Ok(()) }
 /// ```
@@ -947,11 +949,96 @@ pub struct RuntimeHandle {
 impl Caller for RuntimeHandle {
     type Request<I, O> = ExternalRequest<O>;
     fn request<I, O>(&self, parts: RequestParts) -> ExternalRequest<O> {
-        ExternalRequest::new(self.engine.clone(), parts)
+        ExternalRequest::new(self.clone(), parts)
     }
 }
 
 impl RuntimeHandle {
+    /// The typed client of a `#[service]`, named by its type: `handle.client::<Greeter>()`.
+    /// Its requests run in this process, with no HTTP in between.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let greeter = handle.client::<Greeter>();
+    /// assert_eq!(greeter.greet("Ada".into()).call().await?, "Hello Ada");
+    /// # Ok(()) }
+    /// ```
+    pub fn client<S: HasServiceClient>(&self) -> S::Client<'static, RuntimeHandle> {
+        <S::Client<'static, RuntimeHandle> as IntoServiceClient<_>>::create(self.clone())
+    }
+
+    /// The typed client of one key of an `#[object]`: `handle.object::<Counter>(key)`.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Counter;
+    /// # #[object]
+    /// # impl Counter {
+    /// #     #[handler]
+    /// #     async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+    /// #         let count = ctx.get::<u64>("count").await?.unwrap_or(0) + n;
+    /// #         ctx.set("count", count);
+    /// #         Ok(count)
+    /// #     }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// // `Counter/visits`: its own state, one exclusive handler at a time.
+    /// let visits = handle.object::<Counter>("visits");
+    /// let after_one = visits.add(1).call().await?;
+    /// assert_eq!(visits.add(2).call().await?, after_one + 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn object<O: HasObjectClient>(
+        &self,
+        key: impl Into<String>,
+    ) -> O::Client<'static, RuntimeHandle> {
+        <O::Client<'static, RuntimeHandle> as IntoObjectClient<_>>::create(self.clone(), key.into())
+    }
+
+    /// The typed client of one `#[workflow]` (by its key): `handle.workflow::<Signup>(key)`.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Signup;
+    /// # #[workflow]
+    /// # impl Signup {
+    /// #     #[handler]
+    /// #     async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+    /// #         let code: String = ctx.promise("clicked").await?;
+    /// #         Ok(format!("{email} verified with {code}"))
+    /// #     }
+    /// #     #[handler]
+    /// #     async fn click(&self, ctx: SharedWorkflowContext<'_>, code: String) -> HandlerResult<()> {
+    /// #         Ok(ctx.resolve_promise("clicked", code).await?)
+    /// #     }
+    /// # }
+    /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
+    /// let signup = handle.workflow::<Signup>("ada");
+    /// let run = signup.run("ada@example.com".into()).send().await?; // waits for the click
+    /// signup.click("1234".into()).call().await?;
+    /// assert_eq!(run.attach().await?, "ada@example.com verified with 1234");
+    /// # Ok(()) }
+    /// ```
+    pub fn workflow<W: HasWorkflowClient>(
+        &self,
+        key: impl Into<String>,
+    ) -> W::Client<'static, RuntimeHandle> {
+        <W::Client<'static, RuntimeHandle> as IntoWorkflowClient<_>>::create(
+            self.clone(),
+            key.into(),
+        )
+    }
+
     /// A typed client for a service.
     ///
     /// ```no_run
@@ -964,10 +1051,13 @@ impl RuntimeHandle {
     /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = handle.client::<Greeter>();
     /// assert_eq!(greeter.greet("Ada".into()).call().await?, "Hello Ada");
     /// # Ok(()) }
     /// ```
+    #[deprecated(
+        note = "name the type itself: `client::<Greeter>()` instead of `service_client::<XClient>(..)`"
+    )]
     pub fn service_client<C: IntoServiceClient<RuntimeHandle>>(&self) -> C {
         C::create(self.clone())
     }
@@ -989,11 +1079,14 @@ impl RuntimeHandle {
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
     /// // `Counter/visits`: its own state, one exclusive handler at a time.
-    /// let visits = handle.object_client::<CounterClient<RuntimeHandle>>("visits");
+    /// let visits = handle.object::<Counter>("visits");
     /// let after_one = visits.add(1).call().await?;
     /// assert_eq!(visits.add(2).call().await?, after_one + 2);
     /// # Ok(()) }
     /// ```
+    #[deprecated(
+        note = "name the type itself: `object::<Counter>(key)` instead of `object_client::<XClient>(..)`"
+    )]
     pub fn object_client<C: IntoObjectClient<RuntimeHandle>>(&self, key: impl Into<String>) -> C {
         C::create(self.clone(), key.into())
     }
@@ -1017,13 +1110,16 @@ impl RuntimeHandle {
     /// #     }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let signup = handle.workflow_client::<SignupClient<RuntimeHandle>>("ada");
+    /// let signup = handle.workflow::<Signup>("ada");
     /// let run = signup.run("ada@example.com".into()).send().await?; // waits for the click
     /// signup.click("1234".into()).call().await?;
     /// let outcome: String = handle.attach(run).await?;
     /// assert_eq!(outcome, "ada@example.com verified with 1234");
     /// # Ok(()) }
     /// ```
+    #[deprecated(
+        note = "name the type itself: `workflow::<Signup>(key)` instead of `workflow_client::<XClient>(..)`"
+    )]
     pub fn workflow_client<C: IntoWorkflowClient<RuntimeHandle>>(
         &self,
         key: impl Into<String>,
@@ -1043,7 +1139,7 @@ impl RuntimeHandle {
     /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let greeter = handle.service_client::<GreeterClient<RuntimeHandle>>();
+    /// let greeter = handle.client::<Greeter>();
     /// let sent = greeter.greet("Ada".into()).send().await?;
     /// // The output type is the handler's; after a restart, keep the id and rebuild the handle.
     /// let greeting: String = handle.attach(sent).await?;
@@ -1052,9 +1148,46 @@ impl RuntimeHandle {
     /// ```
     pub async fn attach<O: DeserializeOwned>(
         &self,
-        handle: InvocationHandle,
+        invocation: impl Into<InvocationId>,
     ) -> Result<O, ClientError> {
-        crate::client::attach_typed(&self.engine, handle.invocation_id()).await
+        let id = invocation.into();
+        let done = self
+            .engine
+            .attach(id)
+            .await?
+            .ok_or_else(|| crate::handle::not_found(id))?;
+        Ok(crate::context::run::outcome_to_result(
+            done.outcome.clone(),
+        )?)
+    }
+
+    /// A handle on an invocation by its id (kept from an earlier `send`, say), to attach to it,
+    /// look at its output or cancel it; [`typed`](InvocationHandle::typed) sets the output
+    /// type.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # async fn demo(handle: RuntimeHandle, saved: &str) -> anyhow::Result<()> {
+    /// let id: restate_runtime::InvocationId = saved.parse()?;
+    /// let report = handle.invocation(id).typed::<String>();
+    /// if let Some(text) = report.output().await? {
+    ///     println!("{text}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn invocation(
+        &self,
+        id: InvocationId,
+    ) -> InvocationHandle<serde_json::Value, RuntimeHandle> {
+        InvocationHandle::new(id, self.engine.reference())
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn from_engine(engine: Engine) -> Self {
+        Self { engine }
     }
 
     /// Requests cancellation of an invocation: its handler gets a 409 terminal error at its next
@@ -1073,7 +1206,7 @@ impl RuntimeHandle {
     /// #     }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let exports = handle.service_client::<ExportsClient<RuntimeHandle>>();
+    /// let exports = handle.client::<Exports>();
     /// let export = exports.export("2024-05".into()).send().await?;
     /// handle.cancel(export).await?;
     /// let err = handle.attach::<String>(export).await.unwrap_err();
@@ -1082,9 +1215,9 @@ impl RuntimeHandle {
     /// ```
     pub async fn cancel(
         &self,
-        handle: InvocationHandle,
+        invocation: impl Into<InvocationId>,
     ) -> Result<(), crate::engine::ControlError> {
-        self.engine.cancel(handle.invocation_id()).await
+        self.engine.cancel(invocation.into()).await
     }
 
     /// Stops an invocation at once; it completes with a 409 "killed" error.
@@ -1102,14 +1235,17 @@ impl RuntimeHandle {
     /// #     }
     /// # }
     /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-    /// let exports = handle.service_client::<ExportsClient<RuntimeHandle>>();
+    /// let exports = handle.client::<Exports>();
     /// let export = exports.export("2024-05".into()).send().await?;
     /// // No compensation runs: for stuck invocations, where `cancel` is not enough.
     /// handle.kill(export).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn kill(&self, handle: InvocationHandle) -> Result<(), crate::engine::ControlError> {
-        self.engine.kill(handle.invocation_id()).await
+    pub async fn kill(
+        &self,
+        invocation: impl Into<InvocationId>,
+    ) -> Result<(), crate::engine::ControlError> {
+        self.engine.kill(invocation.into()).await
     }
 
     /// Counters of the journal writer (commits and batches), for benchmarks.

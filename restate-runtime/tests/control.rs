@@ -41,7 +41,7 @@ impl Ops {
     /// Calls `book` and waits for it.
     #[handler]
     async fn outer(&self, ctx: Context<'_>) -> HandlerResult<String> {
-        Ok(ctx.service_client::<OpsClient>().book().call().await?)
+        Ok(ctx.client::<Ops>().book().call().await?)
     }
 
     #[handler]
@@ -81,7 +81,7 @@ impl Ops {
     /// Sends `doze`, cancels it, and returns its id.
     #[handler]
     async fn stop_doze(&self, ctx: Context<'_>) -> HandlerResult<String> {
-        let doze = ctx.service_client::<OpsClient>().doze().send();
+        let doze = ctx.client::<Ops>().doze().send();
         ctx.cancel(doze);
         Ok(doze.invocation_id().to_string())
     }

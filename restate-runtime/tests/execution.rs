@@ -111,7 +111,7 @@ impl Exec {
     /// Calls and sends, then fails once: on retry the call and the send are not repeated.
     #[handler]
     async fn caller(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
-        let client = ctx.service_client::<ExecClient>();
+        let client = ctx.client::<Exec>();
         let answer = client.callee(format!("{tag}-call")).call().await?;
         let handle = client.callee(format!("{tag}-send")).send();
         if CALLER_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -271,7 +271,7 @@ async fn calls_and_sends_from_a_retried_handler_happen_once() {
 #[tokio::test]
 async fn in_process_clients_call_send_and_attach() {
     let s = TestServer::start().await;
-    let client = s.handle.service_client::<ExecClient<RuntimeHandle>>();
+    let client = s.handle.client::<Exec>();
     assert_eq!(
         client.callee("direct".into()).call().await.unwrap(),
         "done direct"

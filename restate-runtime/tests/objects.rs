@@ -45,7 +45,7 @@ impl Counter {
     /// Sends `n` messages to one key, in order.
     #[handler]
     async fn fan(&self, ctx: ObjectContext<'_>, n: u32) -> HandlerResult<()> {
-        let target = ctx.object_client::<CounterClient>("ordered");
+        let target = ctx.object::<Counter>("ordered");
         for i in 0..n {
             target.append(i).send();
         }
@@ -54,7 +54,7 @@ impl Counter {
 
     #[handler]
     async fn selfcall(&self, ctx: ObjectContext<'_>) -> HandlerResult<u64> {
-        let me = ctx.object_client::<CounterClient>(ctx.key());
+        let me = ctx.object::<Counter>(ctx.key());
         Ok(me.add(1).call().await?)
     }
 
@@ -93,12 +93,7 @@ async fn concurrent_increments_on_one_key_are_exact() {
     let handle = s.handle.clone();
     let calls = (0..1000).map(|_| {
         let h = handle.clone();
-        tokio::spawn(async move {
-            h.object_client::<CounterClient<RuntimeHandle>>("hot")
-                .add(1)
-                .call()
-                .await
-        })
+        tokio::spawn(async move { h.object::<Counter>("hot").add(1).call().await })
     });
     let mut seen = Vec::new();
     for c in calls {
@@ -110,12 +105,7 @@ async fn concurrent_increments_on_one_key_are_exact() {
         (1..=1000).collect::<Vec<u64>>(),
         "each increment saw its own count"
     );
-    let total = handle
-        .object_client::<CounterClient<RuntimeHandle>>("hot")
-        .get()
-        .call()
-        .await
-        .unwrap();
+    let total = handle.object::<Counter>("hot").get().call().await.unwrap();
     assert_eq!(total, 1000);
     s.stop().await;
 }
@@ -161,7 +151,7 @@ async fn many_keys_over_http_are_each_exact() {
 #[tokio::test]
 async fn messages_to_one_key_run_in_send_order() {
     let s = TestServer::start().await;
-    let counter = |k: &str| s.handle.object_client::<CounterClient<RuntimeHandle>>(k);
+    let counter = |k: &str| s.handle.object::<Counter>(k);
     counter("sender").fan(100).call().await.unwrap();
     common::wait_until(Duration::from_secs(30), || async {
         counter("ordered").list().call().await.unwrap().len() == 100
@@ -177,7 +167,7 @@ async fn messages_to_one_key_run_in_send_order() {
 #[tokio::test]
 async fn state_operations_and_self_call_guard() {
     let s = TestServer::start().await;
-    let counter = s.handle.object_client::<CounterClient<RuntimeHandle>>("st");
+    let counter = s.handle.object::<Counter>("st");
     let (keys, a, after) = counter.states().call().await.unwrap();
     assert_eq!(keys, vec!["a".to_owned(), "b".to_owned()]);
     assert_eq!(a.as_deref(), Some("1"));
@@ -213,9 +203,7 @@ async fn a_sleep_survives_restart_and_fires_once() {
         "stopped before waking"
     );
     let s = TestServer::start_with(dir, |b| b).await;
-    let counter = s
-        .handle
-        .object_client::<CounterClient<RuntimeHandle>>("sleeper");
+    let counter = s.handle.object::<Counter>("sleeper");
     common::wait_until(Duration::from_secs(30), || async {
         counter.woke().call().await.unwrap()
     })

@@ -70,7 +70,7 @@ impl Waits {
     /// retry the call has finished too: the journaled winner keeps the replay on the timeout.
     #[handler]
     async fn race(&self, ctx: Context<'_>) -> HandlerResult<String> {
-        let call = ctx.service_client::<WaitsClient>().slow(600).call();
+        let call = ctx.client::<Waits>().slow(600).call();
         let timeout = ctx.sleep(Duration::from_millis(100));
         let result = match ctx.select(call, timeout).await {
             restate_runtime::Either::Left(v) => format!("value {}", v?),
@@ -85,14 +85,14 @@ impl Waits {
 
     #[handler]
     async fn send_then_attach(&self, ctx: Context<'_>) -> HandlerResult<u64> {
-        let handle = ctx.service_client::<WaitsClient>().slow(50).send();
+        let handle = ctx.client::<Waits>().slow(50).send();
         let v: u64 = ctx.attach(handle).await?;
         Ok(v * 2)
     }
 
     #[handler]
     async fn caller(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
-        let v = ctx.service_client::<WaitsClient>().slow(ms).call().await?;
+        let v = ctx.client::<Waits>().slow(ms).call().await?;
         Ok(v + 1)
     }
 }
@@ -229,7 +229,7 @@ async fn callers_and_sleepers_suspend_and_resume() {
 #[tokio::test]
 async fn select_is_deterministic_on_replay_and_attach_waits_for_a_sent_invocation() {
     let s = TestServer::start().await;
-    let client = s.handle.service_client::<WaitsClient<RuntimeHandle>>();
+    let client = s.handle.client::<Waits>();
     assert_eq!(client.race().call().await.unwrap(), "timeout");
     assert_eq!(
         RACES.load(std::sync::atomic::Ordering::SeqCst),
@@ -254,7 +254,7 @@ async fn the_configured_heap_release_runs_after_a_burst() {
         b.release_heap(count_heap_release)
     })
     .await;
-    let client = s.handle.service_client::<WaitsClient<RuntimeHandle>>();
+    let client = s.handle.client::<Waits>();
     // 8 s: all 1100 are sleeping in memory for seconds after the last send (the runtime samples
     // every 2 s), and suspension only comes after 10 s.
     for _ in 0..1100 {

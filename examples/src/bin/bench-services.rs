@@ -76,9 +76,7 @@ impl Fanout {
     #[handler]
     async fn send(&self, ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
         for i in 0..n {
-            ctx.object_client::<CounterClient>(format!("fan-{i}"))
-                .add(1)
-                .send();
+            ctx.object::<Counter>(format!("fan-{i}")).add(1).send();
         }
         Ok(n)
     }

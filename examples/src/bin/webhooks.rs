@@ -47,7 +47,7 @@ impl WebhookCallbackRouter {
     /// The Stripe webhook endpoint.
     #[handler(name = "onStripeEvent")]
     async fn on_stripe_event(&self, ctx: Context<'_>, event: StripeEvent) -> HandlerResult<()> {
-        let tracker = ctx.object_client::<PaymentTrackerClient>(event.data.object.id.clone());
+        let tracker = ctx.object::<PaymentTracker>(event.data.object.id.clone());
         match event.kind.as_str() {
             "invoice.payment_failed" => {
                 tracker.on_payment_failed(event).send();
@@ -87,7 +87,7 @@ impl PaymentTracker {
         ctx.set("status", "failed");
         let failures = ctx.get::<u32>("failures").await?.unwrap_or(0) + 1;
         ctx.set("failures", failures);
-        ctx.object_client::<PaymentTrackerClient>(ctx.key())
+        ctx.object::<PaymentTracker>(ctx.key())
             .remind()
             .send_after(self.reminder_delay);
         Ok(())

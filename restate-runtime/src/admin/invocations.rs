@@ -78,6 +78,10 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
         JournalEntry::Attach {
             invocation_id,
             outcome,
+        }
+        | JournalEntry::GetOutput {
+            invocation_id,
+            outcome,
         } => json!({
             "invocationId": invocation_id.to_string(),
             "result": outcome.as_ref().map(outcome_json),

@@ -1,9 +1,16 @@
-//! Waiting on several durable operations. `join` needs nothing special (each operation has its
-//! own journal entry); `select` journals which branch won, so a replay takes the same branch even
-//! if both are complete by then.
+//! Waiting on several durable operations. Each operation has its own journal entry, taken when
+//! it is created; what a combinator decides on top (which branch of a race won, which operation
+//! failed first, in which order a stream yielded) is journaled as a `Select` entry at a position
+//! taken when the combinator is created, so a replay takes the same branch even if every
+//! operation is complete by then.
 
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use futures::Stream;
 use futures::future::Either;
 
+use super::durable::DurableFuture;
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::engine::OutputState;
@@ -11,33 +18,156 @@ use crate::error::TerminalError;
 use crate::ids::InvocationId;
 use crate::storage::{JournalEntry, Outcome};
 
+/// What the journal says about a decision at one position.
+#[derive(Clone, Copy)]
+enum Recorded {
+    /// Nothing yet: decide now.
+    Open,
+    /// Decided by an earlier attempt.
+    Winner(usize),
+    /// The journal disagrees (already reported): wait forever, the attempt is stopping.
+    Mismatch,
+}
+
 impl InvocationContext {
+    /// The decision recorded at `index` among `branches` choices, checked.
+    fn recorded_choice(&self, index: u32, branches: usize, what: &str) -> Recorded {
+        match self.replayed(index) {
+            None => Recorded::Open,
+            Some(JournalEntry::Select { winner }) if (winner as usize) < branches => {
+                Recorded::Winner(winner as usize)
+            }
+            Some(other) => {
+                self.mismatch(index, &other, &format!("{what} of {branches}"));
+                Recorded::Mismatch
+            }
+        }
+    }
+
+    /// Journals the decision at `index` (not waited for: a later entry commits after it).
+    fn record_choice(&self, index: u32, winner: usize) {
+        let entry = JournalEntry::Select {
+            winner: winner as u32,
+        };
+        drop(self.journal(index, entry, Vec::new()));
+    }
+
     pub(crate) async fn select<A, B>(&self, a: A, b: B) -> Either<A::Output, B::Output>
     where
         A: Future,
         B: Future,
     {
         let index = self.take_index();
-        let recorded = match self.replayed(index) {
-            Some(JournalEntry::Select { winner }) => Some(winner),
-            Some(other) => {
-                self.mismatch(index, &other, "select");
-                return std::future::pending().await;
-            }
-            None => None,
-        };
-        match recorded {
-            Some(0) => Either::Left(a.await),
-            Some(_) => Either::Right(b.await),
-            None => {
+        match self.recorded_choice(index, 2, "select") {
+            Recorded::Winner(0) => Either::Left(a.await),
+            Recorded::Winner(_) => Either::Right(b.await),
+            Recorded::Mismatch => std::future::pending().await,
+            Recorded::Open => {
                 let (winner, result) = tokio::select! {
                     biased;
-                    v = a => (0u8, Either::Left(v)),
-                    v = b => (1u8, Either::Right(v)),
+                    v = a => (0, Either::Left(v)),
+                    v = b => (1, Either::Right(v)),
                 };
-                drop(self.journal(index, JournalEntry::Select { winner }, Vec::new()));
+                self.record_choice(index, winner);
                 result
             }
+        }
+    }
+
+    /// The first of `futures` to finish, by position, with its output (earlier positions win
+    /// ties). The decision's position is taken now.
+    pub(crate) fn choose<'a, F>(
+        &'a self,
+        futures: Vec<F>,
+    ) -> impl Future<Output = (usize, F::Output)> + Send + 'a
+    where
+        F: Future + Unpin + Send + 'a,
+        F::Output: Send,
+    {
+        let index = self.take_index();
+        let mut futures: Vec<Option<F>> = futures.into_iter().map(Some).collect();
+        async move {
+            let recorded = self.recorded_choice(index, futures.len(), "race");
+            std::future::poll_fn(|cx| match recorded {
+                Recorded::Mismatch => Poll::Pending,
+                Recorded::Winner(w) => poll_one(&mut futures, w, cx).map(|out| (w, out)),
+                Recorded::Open => match poll_first(&mut futures, cx) {
+                    Poll::Ready((w, out)) => {
+                        self.record_choice(index, w);
+                        Poll::Ready((w, out))
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            })
+            .await
+        }
+    }
+
+    /// Every output in order, or the first error: which operation failed first is journaled
+    /// (nothing is when all succeed, as a replay then completes them all again).
+    pub(crate) fn all<'a, F, T>(
+        &'a self,
+        futures: Vec<F>,
+    ) -> DurableFuture<'a, Result<Vec<T>, TerminalError>>
+    where
+        F: Future<Output = Result<T, TerminalError>> + Unpin + Send + 'a,
+        T: Send + 'a,
+    {
+        let index = self.take_index();
+        let mut pending: Vec<Option<F>> = futures.into_iter().map(Some).collect();
+        let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+        DurableFuture::new(self, async move {
+            let recorded = self.recorded_choice(index, pending.len(), "all");
+            std::future::poll_fn(|cx| match recorded {
+                Recorded::Mismatch => Poll::Pending,
+                // The failure an earlier attempt saw first.
+                Recorded::Winner(w) => match std::task::ready!(poll_one(&mut pending, w, cx)) {
+                    Err(e) => Poll::Ready(Err(e)),
+                    Ok(_) => {
+                        self.stop(Abort::Pause(format!(
+                            "non-determinism: operation {w} of an `all` (journal entry {index}) failed before and succeeded now"
+                        )));
+                        Poll::Pending
+                    }
+                },
+                Recorded::Open => {
+                    for (at, slot) in pending.iter_mut().enumerate() {
+                        let Some(future) = slot else { continue };
+                        if let Poll::Ready(out) = Pin::new(future).poll(cx) {
+                            *slot = None;
+                            match out {
+                                Ok(value) => done[at] = Some(value),
+                                Err(e) => {
+                                    self.record_choice(index, at);
+                                    return Poll::Ready(Err(e));
+                                }
+                            }
+                        }
+                    }
+                    if pending.iter().all(Option::is_none) {
+                        Poll::Ready(Ok(done.iter_mut().map(|v| v.take().expect("every output")).collect()))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+            })
+            .await
+        })
+    }
+
+    /// A stream of `futures`' outputs in completion order; the position of each decision is
+    /// taken now, one per operation, so the order is journaled entry by entry.
+    pub(crate) fn unordered<F>(&self, futures: Vec<F>) -> Unordered<'_, F>
+    where
+        F: Future + Unpin,
+    {
+        let first = self.take_indices(futures.len() as u32);
+        Unordered {
+            ctx: self,
+            first,
+            yielded: 0,
+            recorded: None,
+            futures: futures.into_iter().map(Some).collect(),
         }
     }
 
@@ -74,6 +204,53 @@ impl InvocationContext {
         });
     }
 
+    /// Another invocation's result if it has finished (`None` while it runs), journaled so a
+    /// replay sees the same answer; an unknown id is a terminal 404.
+    pub(crate) fn peek_output<T: serde::de::DeserializeOwned>(
+        &self,
+        id: InvocationId,
+    ) -> impl Future<Output = Result<Option<T>, TerminalError>> + Send + '_ {
+        let index = self.take_index();
+        let seen = match self.replayed(index) {
+            Some(JournalEntry::GetOutput {
+                invocation_id,
+                outcome,
+            }) if invocation_id == id => Some(outcome),
+            Some(other) => {
+                self.mismatch(index, &other, &format!("output of {id}"));
+                None
+            }
+            None => match self.engine.output_for_handler(id) {
+                Err(e) => {
+                    self.stop(Abort::Retry(format!("output lookup failed: {e}")));
+                    None
+                }
+                Ok(state) => {
+                    let outcome = match state {
+                        OutputState::Done(done) => Some(done.outcome.clone()),
+                        OutputState::NotReady => None,
+                        OutputState::NotFound => Some(Outcome::Failure {
+                            code: 404,
+                            message: format!("invocation {id} not found"),
+                        }),
+                    };
+                    let entry = JournalEntry::GetOutput {
+                        invocation_id: id,
+                        outcome: outcome.clone(),
+                    };
+                    self.journal(index, entry, Vec::new()).map(|_| outcome)
+                }
+            },
+        };
+        async move {
+            match seen {
+                None => std::future::pending().await,
+                Some(None) => Ok(None),
+                Some(Some(outcome)) => outcome_to_result(outcome).map(Some),
+            }
+        }
+    }
+
     pub(crate) fn attach_invocation<T: serde::de::DeserializeOwned>(
         &self,
         id: InvocationId,
@@ -102,7 +279,7 @@ impl InvocationContext {
                 // Finished already (or unknown): the result is journaled at once. Otherwise the
                 // entry is recorded as a result waiter of `id`, whose completion completes it
                 // (also after a restart), and fetched in memory meanwhile.
-                let known = match self.engine.output(id) {
+                let known = match self.engine.output_for_handler(id) {
                     Ok(OutputState::Done(done)) => Ok(Some(done.outcome.clone())),
                     Ok(OutputState::NotFound) => Ok(Some(Outcome::Failure {
                         code: 404,
@@ -148,5 +325,90 @@ impl InvocationContext {
                 .await;
             outcome_to_result(outcome)
         }
+    }
+}
+
+/// Polls the future at `at` (taking it when it finishes); a position already taken never
+/// finishes again (a journal that names it twice is a mismatch the attempt stops on).
+fn poll_one<F: Future + Unpin>(
+    futures: &mut [Option<F>],
+    at: usize,
+    cx: &mut TaskContext<'_>,
+) -> Poll<F::Output> {
+    let Some(future) = futures[at].as_mut() else {
+        return Poll::Pending;
+    };
+    let out = std::task::ready!(Pin::new(future).poll(cx));
+    futures[at] = None;
+    Poll::Ready(out)
+}
+
+/// Polls every future in position order; the first finished one is taken.
+fn poll_first<F: Future + Unpin>(
+    futures: &mut [Option<F>],
+    cx: &mut TaskContext<'_>,
+) -> Poll<(usize, F::Output)> {
+    for at in 0..futures.len() {
+        if let Poll::Ready(out) = poll_one(futures, at, cx) {
+            return Poll::Ready((at, out));
+        }
+    }
+    Poll::Pending
+}
+
+/// Durable operations' outputs in the order they finish, each with its position in the list
+/// given to [`Context::unordered`](crate::Context::unordered). The order is journaled: a
+/// replay yields the same sequence even when every operation is complete by then.
+#[must_use = "streams do nothing unless polled"]
+pub struct Unordered<'a, F> {
+    ctx: &'a InvocationContext,
+    /// The journal position of the first decision; the n-th item's is `first + n`.
+    first: u32,
+    yielded: usize,
+    /// The next decision, read from the journal once.
+    recorded: Option<Recorded>,
+    futures: Vec<Option<F>>,
+}
+
+impl<F: Future + Unpin> Stream for Unordered<'_, F> {
+    type Item = (usize, F::Output);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.yielded == this.futures.len() {
+            return Poll::Ready(None);
+        }
+        let index = this.first + this.yielded as u32;
+        let recorded = this.recorded.get_or_insert_with(|| {
+            this.ctx
+                .recorded_choice(index, this.futures.len(), "unordered")
+        });
+        let ready = match *recorded {
+            Recorded::Mismatch => return Poll::Pending,
+            Recorded::Winner(w) if this.futures[w].is_none() => {
+                this.ctx.stop(Abort::Pause(format!(
+                    "non-determinism: journal entry {index} names operation {w} of an `unordered`, which it yielded already"
+                )));
+                return Poll::Pending;
+            }
+            Recorded::Winner(w) => poll_one(&mut this.futures, w, cx).map(|out| (w, out)),
+            Recorded::Open => {
+                let ready = poll_first(&mut this.futures, cx);
+                if let Poll::Ready((w, _)) = &ready {
+                    this.ctx.record_choice(index, *w);
+                }
+                ready
+            }
+        };
+        ready.map(|item| {
+            this.yielded += 1;
+            this.recorded = None;
+            Some(item)
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.futures.len() - self.yielded;
+        (left, Some(left))
     }
 }

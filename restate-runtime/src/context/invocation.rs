@@ -88,6 +88,12 @@ impl InvocationContext {
         self.next_index.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// `count` consecutive journal positions, for an operation that makes several decisions
+    /// (a stream in completion order); returns the first.
+    pub(crate) fn take_indices(&self, count: u32) -> u32 {
+        self.next_index.fetch_add(count, Ordering::Relaxed)
+    }
+
     /// The entry recorded at `index` by an earlier attempt, if any.
     pub(crate) fn replayed(&self, index: u32) -> Option<JournalEntry> {
         self.inflight.state().journal.get(index).cloned()
@@ -414,6 +420,7 @@ fn describe(entry: &JournalEntry) -> String {
         JournalEntry::CompleteAwakeable { id } => format!("awakeable `{id}`"),
         JournalEntry::Select { winner } => format!("winner {winner}"),
         JournalEntry::Attach { invocation_id, .. }
+        | JournalEntry::GetOutput { invocation_id, .. }
         | JournalEntry::CancelInvocation { invocation_id } => format!("invocation {invocation_id}"),
     }
 }

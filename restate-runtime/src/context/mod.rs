@@ -3,7 +3,9 @@
 //! state write from a shared handler, or touching state from a service, does not compile.
 
 mod awakeable;
+mod call;
 mod combinators;
+mod durable;
 pub(crate) mod invocation;
 mod promise;
 pub(crate) mod run;
@@ -14,10 +16,15 @@ use std::future::Future;
 use rand::RngCore;
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use combinators::Unordered;
+pub use durable::DurableFuture;
 pub use invocation::InvocationContext;
 pub use run::Run;
 
-use crate::client::{HandlerCaller, IntoObjectClient, IntoServiceClient, IntoWorkflowClient};
+use crate::client::{
+    HandlerCaller, HasObjectClient, HasServiceClient, HasWorkflowClient, IntoObjectClient,
+    IntoServiceClient, IntoWorkflowClient,
+};
 use crate::error::HandlerResult;
 use crate::ids::InvocationId;
 
@@ -157,8 +164,8 @@ macro_rules! context_types {
             ///     }
             /// }
             /// ```
-            pub fn sleep(&self, duration: std::time::Duration) -> impl Future<Output = Result<(), crate::TerminalError>> + Send + 'a {
-                self.inner.sleep(duration)
+            pub fn sleep(&self, duration: std::time::Duration) -> DurableFuture<'a, Result<(), crate::TerminalError>> {
+                DurableFuture::new(self.inner, self.inner.sleep(duration))
             }
 
             /// A new awakeable: its id (`sign_1…`, to hand to whoever completes it) and a future
@@ -181,8 +188,9 @@ macro_rules! context_types {
             /// }
             /// async fn notify_reviewer(_doc: &str, _id: &str) -> HandlerResult<()> { Ok(()) }
             /// ```
-            pub fn awakeable<T: DeserializeOwned>(&self) -> (String, impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a) {
-                self.inner.awakeable()
+            pub fn awakeable<T: DeserializeOwned + Send + 'a>(&self) -> (String, DurableFuture<'a, Result<T, crate::TerminalError>>) {
+                let (id, value) = self.inner.awakeable();
+                (id, DurableFuture::new(self.inner, value))
             }
 
             /// Resolves an awakeable with a value (first completion wins; journaled, so once).
@@ -239,7 +247,7 @@ macro_rules! context_types {
             ///     # async fn fetch(&self, _ctx: Context<'_>) -> HandlerResult<u64> { Ok(42) }
             ///     #[handler]
             ///     async fn price(&self, ctx: Context<'_>) -> HandlerResult<u64> {
-            ///         let call = ctx.service_client::<QuotesClient>().fetch().call();
+            ///         let call = ctx.client::<Quotes>().fetch().call();
             ///         match ctx.select(call, ctx.sleep(Duration::from_secs(5))).await {
             ///             Either::Left(price) => Ok(price?),
             ///             Either::Right(_timed_out) => Ok(0), // the fallback price
@@ -249,6 +257,103 @@ macro_rules! context_types {
             /// ```
             pub async fn select<A: Future, B: Future>(&self, a: A, b: B) -> futures::future::Either<A::Output, B::Output> {
                 self.inner.select(a, b).await
+            }
+
+            /// Waits for every operation, in any number, and gives their outputs in the order
+            /// given; the first failure ends the wait with its error (the others keep running:
+            /// a call still completes, a sleep still fires). Which operation failed first is
+            /// journaled, so a replay fails the same way.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Prices;
+            /// #[service]
+            /// impl Prices {
+            ///     # #[handler]
+            ///     # async fn quote(&self, _ctx: Context<'_>, supplier: String) -> HandlerResult<u64> { Ok(supplier.len() as u64) }
+            ///     #[handler]
+            ///     async fn cheapest(&self, ctx: Context<'_>, suppliers: Vec<String>) -> HandlerResult<u64> {
+            ///         let prices = ctx.client::<Prices>();
+            ///         // All calls run in parallel; one failure fails the whole lookup.
+            ///         let quotes = ctx.all(suppliers.into_iter().map(|s| prices.quote(s).call())).await?;
+            ///         Ok(quotes.into_iter().min().unwrap_or(0))
+            ///     }
+            /// }
+            /// ```
+            pub fn all<T, I>(&self, operations: I) -> DurableFuture<'a, Result<Vec<T>, crate::TerminalError>>
+            where
+                I: IntoIterator,
+                I::Item: Future<Output = Result<T, crate::TerminalError>> + Send + 'a,
+                T: Send + 'a,
+            {
+                self.inner.all(operations.into_iter().map(Box::pin).collect())
+            }
+
+            /// Waits for the first of any number of operations and gives its position in the
+            /// list with its output; earlier positions win ties. The winner is journaled, so a
+            /// replay takes the same branch. The others keep running.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Mirrors;
+            /// #[service]
+            /// impl Mirrors {
+            ///     # #[handler]
+            ///     # async fn fetch(&self, _ctx: Context<'_>, url: String) -> HandlerResult<String> { Ok(url) }
+            ///     #[handler]
+            ///     async fn fastest(&self, ctx: Context<'_>, urls: Vec<String>) -> HandlerResult<String> {
+            ///         let mirrors = ctx.client::<Mirrors>();
+            ///         let (winner, body) = ctx.race(urls.iter().map(|u| mirrors.fetch(u.clone()).call())).await;
+            ///         Ok(format!("{}: {}", urls[winner], body?))
+            ///     }
+            /// }
+            /// ```
+            pub fn race<I>(&self, operations: I) -> DurableFuture<'a, (usize, <I::Item as Future>::Output)>
+            where
+                I: IntoIterator,
+                I::Item: Future + Send + 'a,
+                <I::Item as Future>::Output: Send,
+            {
+                let operations: Vec<_> = operations.into_iter().map(Box::pin).collect();
+                DurableFuture::new(self.inner, self.inner.choose(operations))
+            }
+
+            /// The outputs of any number of operations as they finish, each with its position in
+            /// the list given; a [`Stream`](futures::Stream) (use `futures::StreamExt::next`).
+            /// The order is journaled one item at a time, so a replay yields the same sequence.
+            ///
+            /// ```
+            /// use futures::StreamExt;
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Crawl;
+            /// #[service]
+            /// impl Crawl {
+            ///     # #[handler]
+            ///     # async fn page(&self, _ctx: Context<'_>, n: u32) -> HandlerResult<u32> { Ok(n) }
+            ///     #[handler]
+            ///     async fn first_two(&self, ctx: Context<'_>) -> HandlerResult<Vec<u32>> {
+            ///         let crawl = ctx.client::<Crawl>();
+            ///         let mut pages = ctx.unordered((1..=5).map(|n| crawl.page(n).call()));
+            ///         let mut done = Vec::new();
+            ///         while let Some((_position, page)) = pages.next().await {
+            ///             done.push(page?);
+            ///             if done.len() == 2 {
+            ///                 break; // the other three still run to their end
+            ///             }
+            ///         }
+            ///         Ok(done)
+            ///     }
+            /// }
+            /// ```
+            pub fn unordered<I>(&self, operations: I) -> Unordered<'a, std::pin::Pin<Box<I::Item>>>
+            where
+                I: IntoIterator,
+                I::Item: Future,
+            {
+                self.inner.unordered(operations.into_iter().map(Box::pin).collect())
             }
 
             /// Waits for the result of an invocation by its id (one this handler sent, say).
@@ -263,7 +368,7 @@ macro_rules! context_types {
             ///     # async fn work(&self, _ctx: Context<'_>, n: u64) -> HandlerResult<u64> { Ok(n * 2) }
             ///     #[handler]
             ///     async fn fan_out(&self, ctx: Context<'_>) -> HandlerResult<u64> {
-            ///         let jobs = ctx.service_client::<JobsClient>();
+            ///         let jobs = ctx.client::<Jobs>();
             ///         // Both run in parallel; then collect their results.
             ///         let handles = [jobs.work(1).send(), jobs.work(2).send()];
             ///         let mut sum = 0;
@@ -274,8 +379,8 @@ macro_rules! context_types {
             ///     }
             /// }
             /// ```
-            pub fn attach<T: DeserializeOwned>(&self, handle: crate::InvocationHandle) -> impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a {
-                self.inner.attach_invocation(handle.invocation_id())
+            pub fn attach<T: DeserializeOwned + Send + 'a>(&self, invocation: impl Into<InvocationId>) -> DurableFuture<'a, Result<T, crate::TerminalError>> {
+                DurableFuture::new(self.inner, self.inner.attach_invocation(invocation.into()))
             }
 
             /// Requests cancellation of another invocation (one this handler sent, say). It is
@@ -292,7 +397,7 @@ macro_rules! context_types {
             ///     # async fn export(&self, _ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
             ///     #[handler]
             ///     async fn export_with_deadline(&self, ctx: Context<'_>) -> HandlerResult<()> {
-            ///         let export = ctx.service_client::<ExportsClient>().export().send();
+            ///         let export = ctx.client::<Exports>().export().send();
             ///         ctx.sleep(Duration::from_secs(600)).await?;
             ///         // Done by now is fine; otherwise it gets a 409 at its next await point.
             ///         ctx.cancel(export);
@@ -300,8 +405,8 @@ macro_rules! context_types {
             ///     }
             /// }
             /// ```
-            pub fn cancel(&self, handle: crate::InvocationHandle) {
-                self.inner.cancel_invocation(handle.invocation_id());
+            pub fn cancel(&self, invocation: impl Into<InvocationId>) {
+                self.inner.cancel_invocation(invocation.into());
             }
 
             /// Random numbers that replay identically (seeded from the invocation id).
@@ -376,7 +481,8 @@ macro_rules! context_types {
                 Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
             }
 
-            /// A typed client for a service: `ctx.service_client::<GreeterClient>()`.
+            /// The typed client of a `#[service]`, named by its type: `ctx.client::<Greeter>()`.
+            /// Calls and sends through it are journaled.
             ///
             /// ```
             /// use restate_runtime::prelude::*;
@@ -390,12 +496,96 @@ macro_rules! context_types {
             ///     }
             ///     #[handler]
             ///     async fn greet_twice(&self, ctx: Context<'_>, name: String) -> HandlerResult<String> {
-            ///         let greeter = ctx.service_client::<GreeterClient>();
+            ///         let greeter = ctx.client::<Greeter>();
             ///         let first = greeter.greet(name.clone()).call().await?;
             ///         Ok(format!("{first}! {}!", greeter.greet(name).call().await?))
             ///     }
             /// }
             /// ```
+            pub fn client<S: HasServiceClient>(&self) -> S::Client<'a, HandlerCaller<'a>> {
+                <S::Client<'a, HandlerCaller<'a>> as IntoServiceClient<_>>::create(HandlerCaller::new(self.inner))
+            }
+
+            /// The typed client of one key of an `#[object]`: `ctx.object::<Counter>(key)`.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Stock;
+            /// #[object]
+            /// impl Stock {
+            ///     #[handler]
+            ///     async fn take(&self, ctx: ObjectContext<'_>, n: u32) -> HandlerResult<u32> {
+            ///         let left = ctx.get::<u32>("left").await?.unwrap_or(10).saturating_sub(n);
+            ///         ctx.set("left", left);
+            ///         Ok(left)
+            ///     }
+            /// }
+            /// # #[derive(Default)]
+            /// # pub struct Shop;
+            /// #[service]
+            /// impl Shop {
+            ///     #[handler]
+            ///     async fn buy(&self, ctx: Context<'_>, item: String) -> HandlerResult<u32> {
+            ///         // Calls `Stock/{item}/take`: one at a time per item.
+            ///         Ok(ctx.object::<Stock>(item).take(1).call().await?)
+            ///     }
+            /// }
+            /// ```
+            pub fn object<O: HasObjectClient>(&self, key: impl Into<String>) -> O::Client<'a, HandlerCaller<'a>> {
+                <O::Client<'a, HandlerCaller<'a>> as IntoObjectClient<_>>::create(HandlerCaller::new(self.inner), key.into())
+            }
+
+            /// The typed client of one `#[workflow]` (by its key): `ctx.workflow::<Signup>(key)`.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Signup;
+            /// #[workflow]
+            /// impl Signup {
+            ///     #[handler]
+            ///     async fn run(&self, _ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+            ///         Ok(format!("{email} verified"))
+            ///     }
+            /// }
+            /// # #[derive(Default)]
+            /// # pub struct Users;
+            /// #[service]
+            /// impl Users {
+            ///     #[handler]
+            ///     async fn register(&self, ctx: Context<'_>, email: String) -> HandlerResult<()> {
+            ///         // One sign-up per address: sending `run` again for this key starts nothing.
+            ///         ctx.workflow::<Signup>(email.clone()).run(email).send();
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
+            pub fn workflow<W: HasWorkflowClient>(&self, key: impl Into<String>) -> W::Client<'a, HandlerCaller<'a>> {
+                <W::Client<'a, HandlerCaller<'a>> as IntoWorkflowClient<_>>::create(HandlerCaller::new(self.inner), key.into())
+            }
+
+            /// A typed client for a service: `ctx.client::<Greeter>()`.
+            ///
+            /// ```
+            /// use restate_runtime::prelude::*;
+            /// #[derive(Default)]
+            /// pub struct Greeter;
+            /// #[service]
+            /// impl Greeter {
+            ///     #[handler]
+            ///     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> {
+            ///         Ok(format!("Hello {name}"))
+            ///     }
+            ///     #[handler]
+            ///     async fn greet_twice(&self, ctx: Context<'_>, name: String) -> HandlerResult<String> {
+            ///         let greeter = ctx.client::<Greeter>();
+            ///         let first = greeter.greet(name.clone()).call().await?;
+            ///         Ok(format!("{first}! {}!", greeter.greet(name).call().await?))
+            ///     }
+            /// }
+            /// ```
+            #[deprecated(note = "name the type itself: `client::<Greeter>()` instead of `service_client::<XClient>(..)`")]
             pub fn service_client<C: IntoServiceClient<HandlerCaller<'a>>>(&self) -> C {
                 C::create(HandlerCaller::new(self.inner))
             }
@@ -422,10 +612,11 @@ macro_rules! context_types {
             ///     #[handler]
             ///     async fn buy(&self, ctx: Context<'_>, item: String) -> HandlerResult<u32> {
             ///         // Calls `Stock/{item}/take`: one at a time per item.
-            ///         Ok(ctx.object_client::<StockClient>(item).take(1).call().await?)
+            ///         Ok(ctx.object::<Stock>(item).take(1).call().await?)
             ///     }
             /// }
             /// ```
+            #[deprecated(note = "name the type itself: `object::<Counter>(key)` instead of `object_client::<XClient>(..)`")]
             pub fn object_client<C: IntoObjectClient<HandlerCaller<'a>>>(
                 &self,
                 key: impl Into<String>,
@@ -453,11 +644,12 @@ macro_rules! context_types {
             ///     #[handler]
             ///     async fn register(&self, ctx: Context<'_>, email: String) -> HandlerResult<()> {
             ///         // One sign-up per address: sending `run` again for this key starts nothing.
-            ///         ctx.workflow_client::<SignupClient>(email.clone()).run(email).send();
+            ///         ctx.workflow::<Signup>(email.clone()).run(email).send();
             ///         Ok(())
             ///     }
             /// }
             /// ```
+            #[deprecated(note = "name the type itself: `workflow::<Signup>(key)` instead of `workflow_client::<XClient>(..)`")]
             pub fn workflow_client<C: IntoWorkflowClient<HandlerCaller<'a>>>(
                 &self,
                 key: impl Into<String>,
@@ -623,8 +815,8 @@ macro_rules! promises {
             ///     }
             /// }
             /// ```
-            pub fn promise<T: DeserializeOwned>(&self, name: &str) -> impl Future<Output = Result<T, crate::TerminalError>> + Send + 'a {
-                self.inner.promise(name)
+            pub fn promise<T: DeserializeOwned + Send + 'a>(&self, name: &str) -> DurableFuture<'a, Result<T, crate::TerminalError>> {
+                DurableFuture::new(self.inner, self.inner.promise(name))
             }
 
             /// The promise's value if it is resolved, `None` if not yet.

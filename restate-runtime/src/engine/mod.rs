@@ -10,6 +10,7 @@ mod lanes;
 mod memory;
 mod promises;
 mod recovery;
+mod reference;
 mod suspend;
 mod timers;
 mod wake;
@@ -28,6 +29,7 @@ pub(crate) use inflight::{Finish, Inflight, wait_finished};
 use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
+pub use reference::EngineRef;
 pub(crate) use wake::Completion;
 
 use crate::clock::now_ms;
@@ -50,7 +52,7 @@ use crate::storage::{
 /// #     async fn run(&self, _ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> { Ok(email) }
 /// # }
 /// # async fn demo(handle: RuntimeHandle) -> anyhow::Result<()> {
-/// let signup = handle.workflow_client::<SignupClient<RuntimeHandle>>("ada");
+/// let signup = handle.workflow::<Signup>("ada");
 /// let outcome: String = match signup.run("ada@example.com".into()).call().await {
 ///     // `run` already started for this key: its send gives that invocation's handle.
 ///     Err(ClientError::Engine(EngineError::WorkflowAlreadyInvoked)) => {
@@ -253,6 +255,8 @@ pub(crate) struct EngineInner {
     /// Input bytes held by the invocations that run or wait to run on their key (not those
     /// delayed, paused or suspended).
     pub(crate) held_input: Arc<std::sync::atomic::AtomicUsize>,
+    /// This engine's number in the table of [`EngineRef`]s, once one was asked for.
+    reference: std::sync::OnceLock<u64>,
 }
 
 /// Cheap handle to the engine.
@@ -292,6 +296,7 @@ impl Engine {
             shutdown: watch::channel(false).0,
             secret,
             held_input: Arc::default(),
+            reference: std::sync::OnceLock::new(),
         }));
         engine.recover()?;
         tokio::spawn(timers::run(engine.clone()));
@@ -647,6 +652,30 @@ impl Engine {
         drop(rx);
         self.drop_finisher_if_idle(&id);
         Ok(outcome)
+    }
+
+    /// Like [`output`](Self::output), but also sees a result whose commit is still in flight,
+    /// for a handler's journal: the handler's entry is queued after that commit, so it cannot
+    /// become durable without it.
+    pub(crate) fn output_for_handler(&self, id: InvocationId) -> Result<OutputState, EngineError> {
+        {
+            // Read under the map lock, which a completion holds from setting its status until
+            // its commit is queued (the same lock order: map, then state).
+            let map = self.inflight.lock().expect("inflight map");
+            if let Some(f) = map.get(&id)
+                && let Status::Completed {
+                    outcome,
+                    expires_at_ms,
+                    ..
+                } = &f.state().record.status
+            {
+                return Ok(OutputState::Done(Arc::new(Completed {
+                    outcome: outcome.clone(),
+                    expires_at_ms: *expires_at_ms,
+                })));
+            }
+        }
+        self.output(id)
     }
 
     /// The result now, without waiting.

@@ -233,10 +233,13 @@ pub enum JournalEntry {
         /// False when it was already completed (the handler got a 409).
         accepted: bool,
     },
-    /// Which branch of a `ctx.select` won, so a replay takes the same one.
+    /// A combinator's decision, so a replay takes the same branch: which future of a
+    /// `select`, `race` or `or_timeout` won, which operation of an `all` failed first, which
+    /// one an `unordered` stream yielded next.
     Select {
-        /// 0 for the first future, 1 for the second.
-        winner: u8,
+        /// The position of the future (0 for the first). Encoded as a varint, so entries
+        /// written when this was a `u8` (0 or 1) read the same.
+        winner: u32,
     },
     /// Waiting for the result of an invocation this handler did not call (by its id).
     Attach {
@@ -249,6 +252,13 @@ pub enum JournalEntry {
     CancelInvocation {
         /// The invocation to cancel.
         invocation_id: InvocationId,
+    },
+    /// A look at another invocation's result without waiting (`handle.output()`).
+    GetOutput {
+        /// The invocation looked at.
+        invocation_id: InvocationId,
+        /// Its result when it had finished; `None` while it was running.
+        outcome: Option<Outcome>,
     },
 }
 
@@ -273,6 +283,7 @@ impl JournalEntry {
             Self::CompletePromise { .. } => "complete_promise",
             Self::Attach { .. } => "attach",
             Self::CancelInvocation { .. } => "cancel",
+            Self::GetOutput { .. } => "get_output",
         }
     }
 }

@@ -88,10 +88,7 @@ impl Approval {
     #[handler]
     async fn ask(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
         let (id, answer) = ctx.awakeable::<String>();
-        ctx.object_client::<MailboxClient>(tag.clone())
-            .put(id)
-            .call()
-            .await?;
+        ctx.object::<Mailbox>(tag.clone()).put(id).call().await?;
         let answer = answer.await?;
         Ok(format!("{tag}: {answer}"))
     }

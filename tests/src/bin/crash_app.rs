@@ -65,7 +65,7 @@ impl Waits {
     /// Calls `Waits/busy(ms)` and returns its answer plus one.
     #[handler]
     async fn call(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
-        let answer = ctx.service_client::<WaitsClient>().busy(ms).call().await?;
+        let answer = ctx.client::<Waits>().busy(ms).call().await?;
         Ok(answer + 1)
     }
 
@@ -166,14 +166,14 @@ pub struct Chaos;
 impl Chaos {
     #[handler]
     async fn mix(&self, ctx: Context<'_>, i: u64) -> HandlerResult<u64> {
-        let tally = ctx.object_client::<TallyClient>((i % 8).to_string());
+        let tally = ctx.object::<Tally>((i % 8).to_string());
         tally.add(1).send();
         tally.add(1).send_after(Duration::from_millis(20));
-        let waits = ctx.service_client::<WaitsClient>();
+        let waits = ctx.client::<Waits>();
         let answer = waits.busy(2 + i % 3).call().await?;
         ctx.sleep(Duration::from_millis(3 + i % 5)).await?;
         let (id, resolved) = ctx.awakeable::<u64>();
-        ctx.service_client::<ChaosClient>().resolve(id).send();
+        ctx.client::<Chaos>().resolve(id).send();
         let resolved = resolved.await?;
         let attached = ctx.attach::<u64>(waits.busy(1).send()).await?;
         let raced = match ctx

@@ -1,0 +1,247 @@
+//! Calls and one-way sends from inside a handler: each is a journal entry, and the invocation it
+//! creates commits with that entry (a call also registers where its result goes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::durable::DurableFuture;
+use super::invocation::{Abort, InvocationContext};
+use super::run::outcome_to_result;
+use crate::client::RequestParts;
+use crate::engine::{EngineError, Inflight, Submission};
+use crate::error::TerminalError;
+use crate::ids::InvocationId;
+use crate::storage::{JournalEntry, Outcome, Target, WriteOp};
+
+impl InvocationContext {
+    /// Calls a handler and waits for its result. The call is journaled now, the result when
+    /// it arrives, so a replayed handler does not call twice.
+    pub(crate) fn call<O: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        parts: RequestParts,
+    ) -> DurableFuture<'_, Result<O, TerminalError>> {
+        let index = self.take_index();
+        let plan = plan_call(self, index, parts);
+        DurableFuture::new(self, async move {
+            let outcome = match plan {
+                CallPlan::Done(outcome) => outcome,
+                // The callee's completion fills in the entry (and resumes us if suspended).
+                CallPlan::Wait => {
+                    self.await_entry(index, |e| match e {
+                        JournalEntry::Call {
+                            outcome: Some(o), ..
+                        } => Some(o.clone()),
+                        _ => None,
+                    })
+                    .await
+                }
+                CallPlan::Stopped => return std::future::pending().await,
+            };
+            outcome_to_result(outcome)
+        })
+    }
+
+    /// Sends one-way (after `delay`): journaled now; returns the new invocation's id.
+    pub(crate) fn send(&self, parts: RequestParts, delay: Option<Duration>) -> InvocationId {
+        send_from_handler(self, parts, delay)
+    }
+}
+
+enum CallPlan {
+    Done(Outcome),
+    Wait,
+    Stopped,
+}
+
+fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPlan {
+    if let Some(recorded) = ctx.replayed(index) {
+        return match recorded {
+            JournalEntry::Call {
+                target,
+                invocation_id,
+                outcome,
+            } if target == parts.target => match outcome {
+                Some(outcome) => CallPlan::Done(outcome),
+                None => {
+                    let pending = JournalEntry::Call {
+                        target,
+                        invocation_id,
+                        outcome: None,
+                    };
+                    ctx.forward_outcome(index, invocation_id, pending);
+                    CallPlan::Wait
+                }
+            },
+            other => {
+                ctx.mismatch(index, &other, &format!("call `{}`", parts.target));
+                CallPlan::Stopped
+            }
+        };
+    }
+    let target = parts.target.clone();
+    if ctx.exclusive_on(&target) {
+        let outcome = failure(&TerminalError::new_with_code(
+            409,
+            format!(
+                "deadlock: `{target}` is an exclusive handler on the key this exclusive handler holds; \
+                 a call to it would wait forever. Use `.send()`, or make the callee a shared handler"
+            ),
+        ));
+        drop(ctx.journal(
+            index,
+            JournalEntry::Call {
+                target,
+                invocation_id: ctx.id(),
+                outcome: Some(outcome.clone()),
+            },
+            Vec::new(),
+        ));
+        return CallPlan::Done(outcome);
+    }
+    let req = match parts.into_invoke(None) {
+        Ok(req) => req,
+        Err(e) => return CallPlan::Done(failure(&e)),
+    };
+    let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
+        Ok(s) => s,
+        Err(e) => return refuse(ctx, index, target, e),
+    };
+    let (id, mut extra, launch, forward) = match submitted.submission {
+        Submission::Finished(done) => {
+            let entry = JournalEntry::Call {
+                target,
+                invocation_id: submitted.id,
+                outcome: Some(done.outcome.clone()),
+            };
+            let waiter = ctx.journal(index, entry, Vec::new());
+            drop(waiter);
+            return CallPlan::Done(done.outcome.clone());
+        }
+        Submission::Running {
+            inflight,
+            new: true,
+            ..
+        } => {
+            let mut state = inflight.state();
+            state.persisted = true;
+            let extra = vec![WriteOp::put_invocation(submitted.id, &state.record)];
+            drop(state);
+            (submitted.id, extra, Some(inflight), false)
+        }
+        Submission::Running { new: false, .. } | Submission::Stored => {
+            // A duplicate (idempotency key) of an invocation another caller started: its
+            // result goes to that caller. This one is recorded as a result waiter, completed
+            // with the result (also after a restart), and fetched in memory once journaled.
+            let waiter = ctx
+                .engine
+                .result_waiter(submitted.id, ctx.id(), index, true);
+            (submitted.id, vec![waiter], None, true)
+        }
+    };
+    let entry = JournalEntry::Call {
+        target,
+        invocation_id: id,
+        outcome: None,
+    };
+    match ctx.journal(index, entry.clone(), std::mem::take(&mut extra)) {
+        Some(_) => {
+            if let Some(inflight) = launch {
+                launch_gated(ctx, inflight, None);
+            }
+            if forward {
+                ctx.forward_outcome(index, id, entry);
+            }
+            CallPlan::Wait
+        }
+        None => {
+            if let Some(inflight) = launch {
+                ctx.engine.discard_unrecorded(&inflight);
+            }
+            CallPlan::Stopped
+        }
+    }
+}
+
+/// Queues an invocation created by the caller's latest journal entry; it runs once that entry
+/// is durable (an empty batch commits after everything queued before it).
+fn launch_gated(ctx: &InvocationContext, inflight: Arc<Inflight>, at: Option<u64>) {
+    inflight.set_gate(ctx.engine.storage.submit(Vec::new()));
+    ctx.engine.launch(inflight, at);
+}
+
+fn failure(e: &TerminalError) -> Outcome {
+    Outcome::Failure {
+        code: e.code(),
+        message: e.message().to_owned(),
+    }
+}
+
+/// A target that cannot be invoked: journaled as a failed call, so the handler sees a terminal
+/// error now and the same error on replay.
+fn refuse(ctx: &InvocationContext, index: u32, target: Target, e: EngineError) -> CallPlan {
+    let outcome = failure(&TerminalError::new_with_code(404, e.to_string()));
+    let entry = JournalEntry::Call {
+        target,
+        invocation_id: ctx.id(),
+        outcome: Some(outcome.clone()),
+    };
+    drop(ctx.journal(index, entry, Vec::new()));
+    CallPlan::Done(outcome)
+}
+
+fn send_from_handler(
+    ctx: &InvocationContext,
+    parts: RequestParts,
+    delay: Option<Duration>,
+) -> InvocationId {
+    let index = ctx.take_index();
+    if let Some(recorded) = ctx.replayed(index) {
+        return match recorded {
+            JournalEntry::Send {
+                target,
+                invocation_id,
+            } if target == parts.target => invocation_id,
+            other => {
+                ctx.mismatch(index, &other, &format!("send `{}`", parts.target));
+                ctx.id()
+            }
+        };
+    }
+    let target = parts.target.clone();
+    let submitted = parts
+        .into_invoke(delay)
+        .map_err(|e| e.to_string())
+        .and_then(|req| ctx.engine.submit(req, None).map_err(|e| e.to_string()));
+    let submitted = match submitted {
+        Ok(s) => s,
+        Err(reason) => {
+            // A send to a target this binary does not serve is a bug to fix and redeploy: retry.
+            ctx.stop(Abort::Retry(format!("cannot send to `{target}`: {reason}")));
+            return ctx.id();
+        }
+    };
+    let mut extra = Vec::new();
+    let mut launch = None;
+    if let Submission::Running {
+        inflight,
+        new: true,
+        ..
+    } = submitted.submission
+    {
+        let mut state = inflight.state();
+        state.persisted = true;
+        extra.push(WriteOp::put_invocation(submitted.id, &state.record));
+        drop(state);
+        launch = Some(inflight);
+    }
+    let entry = JournalEntry::Send {
+        target,
+        invocation_id: submitted.id,
+    };
+    match (ctx.journal(index, entry, extra), launch) {
+        (Some(_), Some(inflight)) => launch_gated(ctx, inflight, submitted.execution_time_ms),
+        (None, Some(inflight)) => ctx.engine.discard_unrecorded(&inflight),
+        _ => {}
+    }
+    submitted.id
+}
