@@ -3,9 +3,12 @@
 //! so user code that shadows `Result`, `Ok`, `Box` or `Option` does not break the expansion.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 
-use crate::model::{ContextKind, HandlerModel, Input, Options, ServiceKind, ServiceModel};
+use crate::model::{
+    ClientMethod, ContextKind, HandlerModel, Input, Options, ServiceKind, ServiceModel,
+};
 
 const RT: &str = "::restate_runtime::__private";
 
@@ -84,7 +87,7 @@ fn handler_options(options: &Options) -> TokenStream {
 
 fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let rt = rt();
-    let name = &h.wire_name;
+    let name = &h.client.wire_name;
     let kind = match (model.kind, h.context) {
         (ServiceKind::Service, _) => quote!(#rt::HandlerKind::Stateless),
         (_, ContextKind::SharedObjectContext | ContextKind::SharedWorkflowContext) => {
@@ -93,7 +96,7 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
         (_, ContextKind::WorkflowContext) => quote!(#rt::HandlerKind::Workflow),
         _ => quote!(#rt::HandlerKind::Exclusive),
     };
-    let (input_type, shape, check) = match &h.input {
+    let (input_type, shape, check) = match &h.client.input {
         Input::None => (
             quote!(::core::option::Option::None),
             quote!(#rt::InputShape::None),
@@ -102,7 +105,7 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
         Input::Json(ty) => (
             quote!(::core::option::Option::Some(::core::stringify!(#ty))),
             quote!(#rt::InputShape::Json),
-            quote!(#rt::check_input::<#ty>),
+            quote_spanned!(ty.span()=> #rt::input::<#ty>().check()),
         ),
         Input::Raw(ty) => (
             quote!(::core::option::Option::Some(::core::stringify!(#ty))),
@@ -110,7 +113,7 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             quote!(#rt::accept_any),
         ),
     };
-    let output = &h.output;
+    let output = &h.client.output;
     let options = handler_options(&h.options);
     quote! {
         #rt::HandlerDefinition {
@@ -128,13 +131,13 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
 fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let rt = rt();
     let self_ty = &model.self_ty;
-    let name = &h.wire_name;
-    let ident = &h.ident;
+    let name = &h.client.wire_name;
+    let ident = &h.client.ident;
     let ctx_ty = &h.context_ty;
-    let (decode, arg) = match &h.input {
+    let (decode, arg) = match &h.client.input {
         Input::None => (quote!(), quote!()),
         Input::Json(ty) => (
-            quote!(let __input = #rt::decode_input::<#ty>(&__bytes)?;),
+            quote_spanned!(ty.span()=> let __input = #rt::input::<#ty>().decode(&__bytes)?;),
             quote!(, __input),
         ),
         Input::Raw(_) => (
@@ -142,14 +145,18 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             quote!(, __input),
         ),
     };
+    // Each check sits on the span of what it checks: the input type (above), the handler's
+    // name (its future must be `Send`) and its return type (output and error types).
+    let future = quote_spanned!(ident.span()=>
+        #rt::send_future(<#self_ty>::#ident(self, __typed #arg))
+    );
+    let output = quote_spanned!(h.returns.span()=> #rt::output(__future.await));
     quote! {
         #name => ::std::boxed::Box::pin(async move {
             #decode
             let __typed = <#ctx_ty as #rt::FromInvocation<'_>>::from_invocation(__ctx);
-            let __output = <#self_ty>::#ident(self, __typed #arg)
-                .await
-                .map_err(::core::convert::Into::<::restate_runtime::HandlerError>::into)?;
-            #rt::encode_output(&__output)
+            let __future = #future;
+            #output
         }),
     }
 }
@@ -225,7 +232,12 @@ fn client(model: &ServiceModel) -> TokenStream {
     let doc = format!(
         "Typed client of `{service}`: one method per handler, each returning a request to `.call()`, `.send()` or `.send_after(..)`.\n\nGet one with `ctx.{how}` in a handler, or `handle.{how}` on a `RuntimeHandle` outside any handler."
     );
-    let methods = model.handlers.iter().map(|h| {
+    let client_methods = model
+        .handlers
+        .iter()
+        .map(|h| &h.client)
+        .chain(&model.client_only);
+    let methods = client_methods.map(|h: &ClientMethod| {
         let ident = &h.ident;
         let name = &h.wire_name;
         let docs = &h.docs;
@@ -236,7 +248,11 @@ fn client(model: &ServiceModel) -> TokenStream {
                 quote!(()),
                 quote!(::core::result::Result::Ok(::restate_runtime::Bytes::new())),
             ),
-            Input::Json(ty) => (quote!(, input: #ty), quote!(#ty), quote!(#rt::encode_input(&input))),
+            Input::Json(ty) => (
+                quote!(, input: #ty),
+                quote!(#ty),
+                quote_spanned!(ty.span()=> #rt::input::<#ty>().encode(&input)),
+            ),
             Input::Raw(ty) => (
                 quote!(, input: #ty),
                 quote!(#ty),

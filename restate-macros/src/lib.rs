@@ -1,19 +1,22 @@
 //! Attribute macros of `restate-runtime`: `#[service]`, `#[object]`, `#[workflow]` on an inherent
-//! impl block, and `#[handler]` on its methods. Each entry point parses the item into a model
-//! (`parse`), which validates it and collects every error, then generates code from the model
-//! (`expand`). Documentation for users lives on the re-exports in `restate-runtime`.
+//! impl block, and `#[handler]` on its methods. Each entry point runs three stages: `parse`
+//! reads the syntax (`ast`), `validate` checks every rule (one function each, errors collected
+//! in a `Ctxt` that cannot be dropped unchecked) into a `model`, and `expand` generates code
+//! from the model. Documentation for users lives on the re-exports in `restate-runtime`.
 
+mod ast;
 mod ctxt;
 mod duration;
 mod expand;
 mod model;
 mod options;
 mod parse;
+mod validate;
 
 use proc_macro::TokenStream;
 
 use model::ServiceKind;
-use parse::Recovery;
+use validate::Recovery;
 
 /// See `restate_runtime::service`.
 #[proc_macro_attribute]
@@ -53,13 +56,18 @@ pub fn handler(_attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand_with(kind: ServiceKind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = proc_macro2::TokenStream::from(attr);
     let item = proc_macro2::TokenStream::from(item);
-    match parse::parse(kind, attr, item.clone()) {
+    let analyzed = parse::parse(kind, attr, item.clone()).map_err(|errors| validate::Failure {
+        errors,
+        recovery: Recovery::Original,
+    });
+    match analyzed.and_then(validate::validate) {
         Ok(model) => expand::expand(&model).into(),
         Err(failure) => {
             // Emit what still stands next to the errors, so that code using the service (its
             // client, its `Service` impl, its other handlers) does not fail in turn.
             let mut out = match failure.recovery {
                 Recovery::Original => item,
+                Recovery::Nothing => proc_macro2::TokenStream::new(),
                 Recovery::Item(tokens) => tokens,
                 Recovery::Partial(model) => expand::expand(&model),
             };

@@ -91,15 +91,25 @@ pub(crate) enum Input {
     Raw(Box<Type>),
 }
 
-pub(crate) struct HandlerModel {
+/// What a client method needs of a handler: also generated for a handler with errors whose
+/// input and output can be read, so code calling it reports nothing more.
+pub(crate) struct ClientMethod {
     pub ident: Ident,
     pub wire_name: String,
+    pub input: Input,
+    /// `T` of the returned `Result<T, E>`.
+    pub output: Box<Type>,
+    pub docs: Vec<Attribute>,
+}
+
+/// A valid handler: its client method, and what its definition and dispatch need.
+pub(crate) struct HandlerModel {
+    pub client: ClientMethod,
     pub context: ContextKind,
     pub context_ty: Box<Type>,
-    pub input: Input,
-    pub output: Box<Type>,
+    /// The whole return type: output and error types are checked on its span.
+    pub returns: Box<Type>,
     pub options: Options,
-    pub docs: Vec<Attribute>,
 }
 
 pub(crate) struct ServiceModel {
@@ -108,6 +118,8 @@ pub(crate) struct ServiceModel {
     pub self_ty: Box<Type>,
     pub type_ident: Ident,
     pub handlers: Vec<HandlerModel>,
+    /// Client methods of handlers with errors (only in a failed expansion's recovery).
+    pub client_only: Vec<ClientMethod>,
     /// The user's impl block with the `#[handler]` attributes removed, emitted unchanged.
     pub item: ItemImpl,
 }

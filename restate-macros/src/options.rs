@@ -114,6 +114,7 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
 
 fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
     let mut retry = RetryArgs::default();
+    let mut seen: Vec<String> = Vec::new();
     for meta in &metas.0 {
         let Meta::NameValue(nv) = meta else {
             cx.error_spanned_by(meta, format!("write `option = value`; {RETRY_SUPPORTED}"));
@@ -124,6 +125,14 @@ fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
             .get_ident()
             .map(ToString::to_string)
             .unwrap_or_default();
+        if seen.contains(&name) {
+            cx.error_spanned_by(
+                &nv.path,
+                format!("duplicate retry option `{name}`: give each at most once"),
+            );
+            continue;
+        }
+        seen.push(name.clone());
         match name.as_str() {
             "initial_interval" => {
                 retry.initial_interval_ms = duration(cx, &nv.value, "initial_interval")

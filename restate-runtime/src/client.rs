@@ -22,11 +22,16 @@ use crate::storage::Target;
 pub struct RequestParts {
     pub(crate) target: Target,
     input: Result<Bytes, EncodeError>,
-    headers: Vec<(String, String)>,
-    idempotency_key: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 impl RequestParts {
+    /// The encoded input, or why it did not encode.
+    pub(crate) fn input(&self) -> Result<Bytes, EncodeError> {
+        self.input.clone()
+    }
+
     pub(crate) fn into_invoke(
         self,
         delay: Option<Duration>,
@@ -152,7 +157,7 @@ pub fn parts(
     }
 }
 
-/// The options both request builders share; each caller passes its own examples.
+/// The options every request builder shares; each caller passes its own examples.
 macro_rules! builder_options {
     (
         idempotency_key: $(#[$idempotency_key_doc:meta])*
@@ -175,6 +180,7 @@ macro_rules! builder_options {
         }
     };
 }
+pub(crate) use builder_options;
 
 // ---------------------------------------------------------------------------------------------
 // Inside a handler.

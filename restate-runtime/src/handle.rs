@@ -47,11 +47,11 @@ pub struct InvocationHandle<T = serde_json::Value, C: HandleCaller = ()> {
 }
 
 /// A caller an [`InvocationHandle`] can be bound to, and what the handle keeps of it: all of
-/// them `Copy`, so a handle is too (one sent from outside keeps a non-owning reference to the
-/// runtime, not the runtime).
+/// `Copy` but the [`HttpIngress`](crate::HttpIngress)'s, so those handles are too (one sent
+/// through a runtime handle keeps a non-owning reference to the runtime, not the runtime).
 pub trait HandleCaller {
     #[doc(hidden)]
-    type Kept: Copy;
+    type Kept: Clone;
 }
 
 impl HandleCaller for () {
@@ -96,6 +96,10 @@ impl<T, C: HandleCaller> InvocationHandle<T, C> {
         self.id
     }
 
+    pub(crate) fn caller(&self) -> &C::Kept {
+        &self.caller
+    }
+
     /// The same invocation with another expected output type (for a handle rebuilt from an
     /// id, say).
     ///
@@ -113,11 +117,11 @@ impl<T, C: HandleCaller> InvocationHandle<T, C> {
 
 impl<T, C: HandleCaller> Clone for InvocationHandle<T, C> {
     fn clone(&self) -> Self {
-        *self
+        Self::new(self.id, self.caller.clone())
     }
 }
 
-impl<T, C: HandleCaller> Copy for InvocationHandle<T, C> {}
+impl<T, C: HandleCaller> Copy for InvocationHandle<T, C> where C::Kept: Copy {}
 
 impl<T, C: HandleCaller> fmt::Debug for InvocationHandle<T, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -49,6 +49,7 @@ mod listener;
 mod mac;
 mod metrics;
 mod registry;
+mod remote;
 mod runtime;
 pub mod storage;
 pub mod webhook;
@@ -78,6 +79,7 @@ pub use registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, RegistryError,
     RetryPolicy, Service, ServiceDefinition, ServiceKind,
 };
+pub use remote::{HttpIngress, HttpRequest, IngressError};
 pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError};
 
 /// Declares a stateless service on an inherent `impl` block.

@@ -18,17 +18,93 @@ pub use inventory;
 use crate::codec::{DecodeError, EncodeError, RawInput, decode_json, encode_json};
 use crate::error::{HandlerError, TerminalError};
 
-/// Decodes a handler's input; a bad payload is a terminal 400 (the ingress checks it first, so
-/// this only fires for calls between handlers).
-pub fn decode_input<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HandlerError> {
-    decode_json(bytes).map_err(|e| {
-        TerminalError::new_with_code(400, format!("input validation error: {e}")).into()
-    })
+/// What a handler's input type must be: the generated code checks it once, on the type's span,
+/// so a type without serde's traits is one error that says what to derive.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's input: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    label = "the handler's input type",
+    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]` (callers encode it, the handler decodes it)",
+    note = "to take the request body as it is, take `RawInput` instead"
+)]
+pub trait HandlerInput: Serialize + DeserializeOwned + Send + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned + Send + 'static> HandlerInput for T {}
+
+/// What a handler's output type must be (see [`HandlerInput`]).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's output: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    label = "the handler's output type",
+    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]` (the handler encodes it, callers decode it); `()` for no output"
+)]
+pub trait HandlerOutput: Serialize + DeserializeOwned + Send + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned + Send + 'static> HandlerOutput for T {}
+
+/// What a handler's error type must be: convertible into [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's error type: it must convert into `HandlerError`",
+    label = "the handler's error type",
+    note = "use `HandlerResult<T>`, or an error type that is `TerminalError`, `anyhow::Error`, \
+            or implements `std::error::Error + Send + Sync + 'static` (retried), or `From<YourError> for HandlerError`"
+)]
+pub trait HandlerErrorType: Into<HandlerError> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Into<HandlerError>> HandlerErrorType for E {}
+
+/// The codec of a handler's input, reached through one generic function so that a type that
+/// is not one is reported once: the three uses (check, decode, encode) make the same error at
+/// the same span, which the compiler shows once, and the codec's methods need no bound of
+/// their own (they call what `input` put in it).
+pub fn input<T: HandlerInput>() -> InputCodec<T> {
+    InputCodec {
+        check: |bytes| decode_json::<T>(bytes).map(drop),
+        decode: decode_json::<T>,
+        encode: |value| encode_json(value),
+    }
 }
 
-/// Checks that a payload decodes as `T`.
-pub fn check_input<T: DeserializeOwned>(bytes: &[u8]) -> Result<(), DecodeError> {
-    decode_json::<T>(bytes).map(drop)
+/// See [`input`].
+pub struct InputCodec<T> {
+    check: fn(&[u8]) -> Result<(), DecodeError>,
+    decode: fn(&[u8]) -> Result<T, DecodeError>,
+    encode: fn(&T) -> Result<Bytes, EncodeError>,
+}
+
+impl<T> InputCodec<T> {
+    /// Checks that a payload decodes as `T` (the ingress does, before accepting it).
+    pub fn check(self) -> fn(&[u8]) -> Result<(), DecodeError> {
+        self.check
+    }
+
+    /// Decodes a handler's input; a bad payload is a terminal 400 (the ingress checks it
+    /// first, so this only fires for calls between handlers).
+    pub fn decode(self, bytes: &[u8]) -> Result<T, HandlerError> {
+        (self.decode)(bytes).map_err(|e| {
+            TerminalError::new_with_code(400, format!("input validation error: {e}")).into()
+        })
+    }
+
+    /// Encodes a client's input.
+    pub fn encode(self, value: &T) -> Result<Bytes, EncodeError> {
+        (self.encode)(value)
+    }
+}
+
+/// Checks a handler's output and error types and turns its result into the dispatcher's.
+pub fn output<T: HandlerOutput, E: HandlerErrorType>(
+    result: Result<T, E>,
+) -> Result<Bytes, HandlerError> {
+    let value = result.map_err(Into::into)?;
+    encode_json(&value).map_err(|e| TerminalError::new(e.to_string()).into())
+}
+
+/// Requires a handler's future to be `Send` (the runtime runs handlers on a multi-threaded
+/// executor), checked on the handler's name.
+pub fn send_future<'a, F: Future + Send + 'a>(future: F) -> BoxFuture<'a, F::Output> {
+    Box::pin(future)
 }
 
 /// Accepts any payload (raw and no-input handlers are checked by shape instead).
@@ -39,16 +115,6 @@ pub fn accept_any(_: &[u8]) -> Result<(), DecodeError> {
 /// The raw body and headers for a [`RawInput`] handler.
 pub fn raw_input(bytes: Bytes, ctx: &InvocationContext) -> RawInput {
     RawInput::new(bytes, ctx.headers.clone())
-}
-
-/// Encodes a handler's output.
-pub fn encode_output<T: Serialize + 'static>(value: &T) -> Result<Bytes, HandlerError> {
-    encode_json(value).map_err(|e| TerminalError::new(e.to_string()).into())
-}
-
-/// Encodes a client's input.
-pub fn encode_input<T: Serialize + 'static>(value: &T) -> Result<Bytes, EncodeError> {
-    encode_json(value)
 }
 
 /// The error for a handler name the dispatcher does not know.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{App, free_port, gauges, lines, poll};
+use support::{App, free_port, lines, poll, quiet};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 const KEYS: u64 = 8;
@@ -236,7 +236,7 @@ async fn chaos(suspend_after: &str, restored_at_once: &str) {
     // Side effects: once nothing runs or waits, each key holds exactly two adds per mix.
     poll(Duration::from_secs(60), || {
         let (client, admin) = (client.clone(), app.admin.clone());
-        async move { gauges(&client, &admin).await == (0, 0) }
+        async move { quiet(&client, &admin).await }
     })
     .await;
     for k in 0..KEYS {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
-use support::{App, example_bin, free_port, gauges, now_secs, poll};
+use support::{App, example_bin, free_port, now_secs, poll, quiet};
 
 const SECRET: &str = "whsec_e2e";
 
@@ -123,7 +123,7 @@ async fn events_survive_kills_and_are_processed_once() {
     // Reminders fire once: once no timer is armed and nothing runs, no late duplicate can come.
     poll(Duration::from_secs(60), || {
         let (client, admin) = (client.clone(), app.admin.clone());
-        async move { gauges(&client, &admin).await == (0, 0) }
+        async move { quiet(&client, &admin).await }
     })
     .await;
     for i in (0..invoices).step_by(2) {

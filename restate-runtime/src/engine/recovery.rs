@@ -74,7 +74,6 @@ impl Engine {
                 }
             }
         }
-        self.metrics.recovery_pending.set(to_restore.len() as i64);
         if !to_restore.is_empty() {
             tracing::info!(
                 count = to_restore.len(),
@@ -87,10 +86,12 @@ impl Engine {
         let slots = Arc::new(Semaphore::new(self.config.recovery_concurrency.max(1)));
         let mut rest = to_restore.into_iter();
         // The first ones start before the listeners open; a task restores the rest.
+        self.metrics.recovery_pending.set(0);
         for id in rest.by_ref() {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 let engine = self.clone();
                 let rest: Vec<_> = std::iter::once(id).chain(rest).collect();
+                self.metrics.recovery_pending.set(rest.len() as i64);
                 tokio::spawn(async move { engine.restore_paced(rest, slots).await });
                 break;
             };

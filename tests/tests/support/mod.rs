@@ -128,12 +128,12 @@ impl App {
         None
     }
 
-    /// Peak resident memory of the process so far, in bytes (`VmHWM`).
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Peak resident memory of the process so far, in bytes (`VmHWM`).
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: u64 = status
@@ -167,6 +167,22 @@ pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
     )
     .await;
     (in_memory, timers)
+}
+
+/// Whether nothing runs or waits: no unfinished invocation in memory, no timer armed, and none
+/// found at start still waiting to be restored (those wait on disk, outside the first count).
+pub async fn quiet(client: &reqwest::Client, admin: &str) -> bool {
+    let counts = metrics(
+        client,
+        admin,
+        [
+            "restate_invocations_in_memory",
+            "restate_timers_pending",
+            "restate_recovery_pending",
+        ],
+    )
+    .await;
+    counts == [0, 0, 0]
 }
 
 /// `POST {ingress}{path}/send` with a JSON body: the invocation id of the `202`.

@@ -1,5 +1,6 @@
-// One broken handler is reported on its own: the service's other handlers, its client and its
-// `Service` impl are still generated, so code using them reports nothing more.
+// One broken handler is reported on its own: the service's other handlers, its client (with a
+// method for the broken handler too) and its `Service` impl are still generated, so code using
+// them reports nothing more.
 use restate_runtime::prelude::*;
 
 pub struct Greeter;
@@ -19,6 +20,7 @@ impl Greeter {
 
 pub fn use_client(client: GreeterClient<'_>) {
     let _ = client.ping();
+    let _ = client.greet("Ada".into());
 }
 
 fn main() {

@@ -1,0 +1,68 @@
+//! The syntax the macros read, before any rule is checked: the impl block with the
+//! `#[handler]` attributes taken off, and each handler's attribute, signature and docs.
+
+use syn::{Attribute, ImplItem, ItemImpl, Meta, Signature};
+
+use crate::model::ServiceKind;
+use crate::options::MetaList;
+
+/// An annotated impl block.
+pub(crate) struct Container {
+    pub kind: ServiceKind,
+    /// The service attribute's options, or why they do not parse.
+    pub options: syn::Result<MetaList>,
+    /// The impl block without the `#[handler]` attributes, emitted as it is.
+    pub item: ItemImpl,
+    /// The methods marked `#[handler]`, in order.
+    pub handlers: Vec<HandlerAst>,
+}
+
+/// A method marked `#[handler]`.
+pub(crate) struct HandlerAst {
+    /// The attribute as written (`#[handler]`, `#[handler(..)]`, or a wrong form).
+    pub attr: Meta,
+    pub sig: Signature,
+    pub docs: Vec<Attribute>,
+}
+
+/// Whether an attribute is ours (`#[handler]` or `#[restate_runtime::handler]`).
+pub(crate) fn is_handler_attr(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "handler")
+}
+
+impl Container {
+    /// Splits the handlers off the impl block.
+    pub fn new(kind: ServiceKind, options: syn::Result<MetaList>, mut item: ItemImpl) -> Self {
+        let mut handlers = Vec::new();
+        for impl_item in &mut item.items {
+            let ImplItem::Fn(method) = impl_item else {
+                continue;
+            };
+            let Some(at) = method.attrs.iter().position(is_handler_attr) else {
+                continue;
+            };
+            // Ours, not a real attribute: it must not stay on the emitted method.
+            let attr = method.attrs.remove(at);
+            method.attrs.retain(|a| !is_handler_attr(a));
+            handlers.push(HandlerAst {
+                attr: attr.meta,
+                sig: method.sig.clone(),
+                docs: method
+                    .attrs
+                    .iter()
+                    .filter(|a| a.path().is_ident("doc"))
+                    .cloned()
+                    .collect(),
+            });
+        }
+        Self {
+            kind,
+            options,
+            item,
+            handlers,
+        }
+    }
+}

@@ -1,0 +1,830 @@
+//! Stage 2 of 3 (parse → validate → expand): checks every rule on the syntax, one function
+//! per rule, collecting every violation with the span of the offending tokens, and builds the
+//! [`ServiceModel`] that expansion reads. What cannot be checked on syntax (serde traits, the
+//! error conversion, `Send` futures) is checked by the expansion, on the user's spans.
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, ReturnType, Signature, Type};
+
+use crate::ast::{Container, HandlerAst};
+use crate::ctxt::Ctxt;
+use crate::model::{
+    ClientMethod, ContextKind, HandlerModel, Input, Options, ServiceKind, ServiceModel,
+};
+use crate::options::{MetaList, merge, parse_options};
+
+/// Every violation found, and what to emit next to them.
+pub(crate) struct Failure {
+    pub errors: syn::Error,
+    pub recovery: Recovery,
+}
+
+/// What the macro emits next to its errors, so that one mistake is reported once rather than
+/// again by every use of the service.
+pub(crate) enum Recovery {
+    /// The input as given (it is not an impl block).
+    Original,
+    /// Nothing: the block cannot stand even without the macro (an impl of a type that is not
+    /// a path, such as `impl [u8; 4]`), and emitting it would add the compiler's own error.
+    Nothing,
+    /// The impl block without the `#[handler]` attributes (a trait impl or a generic impl, for
+    /// which no code can be generated).
+    Item(TokenStream),
+    /// The full expansion for the handlers that are valid (duplicates dropped), and client
+    /// methods for the broken ones whose signature can be read: the client and the `Service`
+    /// impl exist, so their uses type-check.
+    Partial(Box<ServiceModel>),
+}
+
+/// What checking one handler gives.
+enum Verdict {
+    Valid(HandlerModel),
+    /// Broken, but its input and output can be read: it still gets a client method.
+    ClientOnly(ClientMethod),
+    Unusable,
+}
+
+pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
+    let Container {
+        kind,
+        options,
+        item,
+        handlers: asts,
+    } = container;
+    let mut cx = Ctxt::new();
+    let options = match options {
+        Ok(metas) => parse_options(&mut cx, &metas),
+        Err(e) => {
+            cx.push(e);
+            Options::default()
+        }
+    };
+    impl_is_inherent(&mut cx, kind, &item);
+    impl_is_not_generic(&mut cx, &item);
+    let Some(type_ident) = self_type_is_named(&mut cx, &item) else {
+        let errors = cx.check().expect_err("an error was recorded");
+        return Err(Failure {
+            errors,
+            recovery: Recovery::Nothing,
+        });
+    };
+    let wire_name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| type_ident.to_string());
+
+    let mut handlers = Vec::new();
+    let mut client_only = Vec::new();
+    for ast in &asts {
+        let handler_options = handler_options(&mut cx, ast);
+        match handler(&mut cx, kind, ast, merge(&options, &handler_options)) {
+            Verdict::Valid(h) => handlers.push(h),
+            Verdict::ClientOnly(m) => client_only.push(m),
+            Verdict::Unusable => {}
+        }
+    }
+    wire_names_are_unique(&mut cx, &handlers);
+    if kind == ServiceKind::Workflow {
+        only_run_is_exclusive(&mut cx, &handlers);
+        // Only when every handler is valid: a broken `run` is reported for what is wrong.
+        if handlers.len() == asts.len() {
+            workflow_has_run(&mut cx, &item, &handlers);
+        }
+    }
+    let model = ServiceModel {
+        kind,
+        wire_name,
+        self_ty: item.self_ty.clone(),
+        type_ident,
+        handlers,
+        client_only,
+        item,
+    };
+    let errors = match cx.check() {
+        Ok(()) => return Ok(model),
+        Err(errors) => errors,
+    };
+    // Code is generated only for an inherent impl of a concrete type.
+    let recovery = if model.item.trait_.is_some() || has_generics(&model.item) {
+        Recovery::Item(model.item.to_token_stream())
+    } else {
+        // A duplicate keeps its client method (its Rust name is its own) but no dispatch.
+        let mut model = model;
+        let mut kept: Vec<HandlerModel> = Vec::new();
+        for h in std::mem::take(&mut model.handlers) {
+            if kept
+                .iter()
+                .any(|k| k.client.wire_name == h.client.wire_name)
+            {
+                model.client_only.push(h.client);
+            } else {
+                kept.push(h);
+            }
+        }
+        model.handlers = kept;
+        Recovery::Partial(Box::new(model))
+    };
+    Err(Failure { errors, recovery })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The impl block.
+
+fn impl_is_inherent(cx: &mut Ctxt, kind: ServiceKind, item: &ItemImpl) {
+    if let Some((_, path, _)) = &item.trait_ {
+        cx.error_spanned_by(
+            path,
+            format!(
+                "{} goes on an inherent impl block (`impl MyType {{ .. }}`), not on a trait impl",
+                kind.attribute()
+            ),
+        );
+    }
+}
+
+fn has_generics(item: &ItemImpl) -> bool {
+    !item.generics.params.is_empty() || item.generics.where_clause.is_some()
+}
+
+fn impl_is_not_generic(cx: &mut Ctxt, item: &ItemImpl) {
+    if has_generics(item) {
+        cx.error_spanned_by(
+            &item.generics,
+            "generic services are not supported: the runtime registers and dispatches one concrete type per service",
+        );
+    }
+}
+
+/// The type's name, which names its client (`GreeterClient`).
+fn self_type_is_named(cx: &mut Ctxt, item: &ItemImpl) -> Option<proc_macro2::Ident> {
+    let name = last_segment(&item.self_ty).map(|s| s.ident.clone());
+    if name.is_none() {
+        cx.error_spanned_by(
+            &item.self_ty,
+            "the impl block must be for a named type, e.g. `impl MyService`",
+        );
+    }
+    name
+}
+
+// ---------------------------------------------------------------------------------------------
+// One handler.
+
+/// The options of `#[handler(..)]`.
+fn handler_options(cx: &mut Ctxt, ast: &HandlerAst) -> Options {
+    match &ast.attr {
+        syn::Meta::Path(_) => Options::default(),
+        syn::Meta::List(list) => match list.parse_args::<MetaList>() {
+            Ok(metas) => parse_options(cx, &metas),
+            Err(e) => {
+                cx.push(e);
+                Options::default()
+            }
+        },
+        syn::Meta::NameValue(nv) => {
+            cx.error_spanned_by(
+                nv,
+                "`#[handler = ..]` is not a form of this attribute: write `#[handler]`, or \
+                 `#[handler(name = \"...\")]` to give the handler another name",
+            );
+            Options::default()
+        }
+    }
+}
+
+fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options) -> Verdict {
+    let sig = &ast.sig;
+    let errors_before = cx.len();
+    is_async(cx, sig);
+    is_not_generic(cx, sig);
+    let has_receiver = takes_shared_self(cx, sig);
+    let context = context_fits_kind(cx, kind, sig, has_receiver);
+    let input = at_most_one_input(cx, sig, has_receiver);
+    let output = returns_result(cx, sig);
+    let wire_name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| sig.ident.to_string());
+    let (Some(output), ReturnType::Type(_, returns)) = (output, &sig.output) else {
+        return Verdict::Unusable;
+    };
+    let client = ClientMethod {
+        ident: sig.ident.clone(),
+        wire_name,
+        input,
+        output,
+        docs: ast.docs.clone(),
+    };
+    match context {
+        Some((context, context_ty)) if cx.len() == errors_before => Verdict::Valid(HandlerModel {
+            client,
+            context,
+            context_ty,
+            returns: returns.clone(),
+            options,
+        }),
+        _ => Verdict::ClientOnly(client),
+    }
+}
+
+fn is_async(cx: &mut Ctxt, sig: &Signature) {
+    if sig.asyncness.is_none() {
+        cx.error_spanned_by(sig.fn_token, "a handler must be an `async fn`");
+    }
+}
+
+fn is_not_generic(cx: &mut Ctxt, sig: &Signature) {
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        cx.error_spanned_by(
+            &sig.generics,
+            "a handler cannot be generic: the runtime dispatches to one concrete signature",
+        );
+    }
+}
+
+/// Whether the first argument is a receiver; it must be `&self`.
+fn takes_shared_self(cx: &mut Ctxt, sig: &Signature) -> bool {
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) => {
+            if r.reference.is_none() || r.mutability.is_some() {
+                cx.error_spanned_by(
+                    r,
+                    "a handler takes `&self`: concurrent invocations share the value; keep mutable data in state or behind a lock",
+                );
+            }
+            true
+        }
+        // Without a receiver the first argument is read as the context, so a missing `&self`
+        // is one error, not also a misplaced context.
+        first => {
+            cx.error_spanned_by(
+                first.map_or_else(|| sig.ident.to_token_stream(), ToTokens::to_token_stream),
+                "a handler takes `&self` as its first argument: `async fn name(&self, ctx: .., ..)`",
+            );
+            false
+        }
+    }
+}
+
+/// The context argument, one of the kinds this macro allows.
+fn context_fits_kind(
+    cx: &mut Ctxt,
+    kind: ServiceKind,
+    sig: &Signature,
+    has_receiver: bool,
+) -> Option<(ContextKind, Box<Type>)> {
+    let allowed = kind.allowed_contexts();
+    let allowed_names: Vec<_> = allowed
+        .iter()
+        .map(|c| format!("`{}<'_>`", c.name()))
+        .collect();
+    match sig.inputs.iter().nth(usize::from(has_receiver)) {
+        Some(FnArg::Typed(pat)) => {
+            let found = last_segment(&pat.ty)
+                .and_then(|seg| ContextKind::ALL.into_iter().find(|c| seg.ident == c.name()));
+            match found {
+                Some(c) if allowed.contains(&c) => Some((c, pat.ty.clone())),
+                _ => {
+                    cx.error_spanned_by(
+                        &pat.ty,
+                        format!(
+                            "the second argument of a {} handler is its context: {}",
+                            kind.attribute(),
+                            allowed_names.join(" or ")
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            cx.error_spanned_by(
+                &sig.ident,
+                format!(
+                    "a handler takes a context after `&self`: {}",
+                    allowed_names.join(" or ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The input after the context, if any: at most one.
+fn at_most_one_input(cx: &mut Ctxt, sig: &Signature, has_receiver: bool) -> Input {
+    let mut rest = sig.inputs.iter().skip(usize::from(has_receiver) + 1);
+    let input = match rest.next() {
+        None => Input::None,
+        Some(FnArg::Typed(pat)) => {
+            if last_segment(&pat.ty).is_some_and(|s| s.ident == "RawInput") {
+                Input::Raw(pat.ty.clone())
+            } else {
+                Input::Json(pat.ty.clone())
+            }
+        }
+        Some(other) => {
+            cx.error_spanned_by(other, "unexpected receiver");
+            Input::None
+        }
+    };
+    for extra in rest {
+        cx.error_spanned_by(
+            extra,
+            "a handler takes at most one input after its context; put several values in one struct",
+        );
+    }
+    input
+}
+
+/// `T` of the returned `Result<T, E>` or `HandlerResult<T>`.
+fn returns_result(cx: &mut Ctxt, sig: &Signature) -> Option<Box<Type>> {
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => result_ok_type(ty),
+        ReturnType::Default => None,
+    };
+    if output.is_none() {
+        let span: &dyn ToTokens = match &sig.output {
+            ReturnType::Type(_, ty) => ty,
+            ReturnType::Default => &sig.ident,
+        };
+        cx.error_spanned_by(
+            span,
+            "a handler returns `Result<T, E>` (or `HandlerResult<T>`) with `T: Serialize` and `E: Into<HandlerError>`",
+        );
+    }
+    output
+}
+
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
+        _ => None,
+    }
+}
+
+fn result_ok_type(ty: &Type) -> Option<Box<Type>> {
+    let seg = last_segment(ty)?;
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    let types: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    match (seg.ident.to_string().as_str(), types.as_slice()) {
+        ("Result", [ok, _]) | ("HandlerResult", [ok]) => Some(Box::new((*ok).clone())),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across handlers.
+
+/// Two handlers behind one URL cannot be told apart.
+fn wire_names_are_unique(cx: &mut Ctxt, handlers: &[HandlerModel]) {
+    for (i, h) in handlers.iter().enumerate() {
+        let Some(first) = handlers[..i]
+            .iter()
+            .find(|o| o.client.wire_name == h.client.wire_name)
+        else {
+            continue;
+        };
+        let fix = if h.options.name.is_some() {
+            "give one of them another `name = \"...\"`"
+        } else {
+            "rename the method or set `#[handler(name = \"...\")]`"
+        };
+        cx.error_spanned_by(
+            &h.client.ident,
+            format!(
+                "duplicate handler name `{}`, already used by `{}`: every handler of a service needs its own name; {fix}",
+                h.client.wire_name, first.client.ident
+            ),
+        );
+    }
+}
+
+/// A workflow's `run` alone takes the exclusive context.
+fn only_run_is_exclusive(cx: &mut Ctxt, handlers: &[HandlerModel]) {
+    for h in handlers {
+        let is_run = h.client.wire_name == "run";
+        match (is_run, h.context) {
+            (true, ContextKind::WorkflowContext) | (false, ContextKind::SharedWorkflowContext) => {}
+            (true, _) => cx.error_spanned_by(
+                &h.context_ty,
+                "a workflow's `run` handler takes `WorkflowContext<'_>`",
+            ),
+            (false, _) => cx.error_spanned_by(
+                &h.context_ty,
+                "only a workflow's `run` handler takes `WorkflowContext`; other handlers take `SharedWorkflowContext<'_>`",
+            ),
+        }
+    }
+}
+
+fn workflow_has_run(cx: &mut Ctxt, item: &ItemImpl, handlers: &[HandlerModel]) {
+    if !handlers.iter().any(|h| h.client.wire_name == "run") {
+        cx.push(syn::Error::new(
+            item.self_ty.span(),
+            "a workflow needs a `run` handler: `#[handler] async fn run(&self, ctx: WorkflowContext<'_>, ..)`",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::{ToTokens, quote};
+
+    use super::{Failure, Recovery, validate};
+    use crate::model::{ContextKind, Input, RetryArgs, ServiceKind, ServiceModel};
+
+    /// Both stages, as the macros run them.
+    fn analyze(
+        kind: ServiceKind,
+        attr: TokenStream,
+        item: TokenStream,
+    ) -> Result<ServiceModel, Failure> {
+        let container = crate::parse::parse(kind, attr, item).map_err(|errors| Failure {
+            errors,
+            recovery: Recovery::Original,
+        })?;
+        validate(container)
+    }
+
+    fn model(kind: ServiceKind, attr: TokenStream, item: TokenStream) -> ServiceModel {
+        match analyze(kind, attr, item) {
+            Ok(model) => model,
+            Err(failure) => panic!("unexpected errors: {:?}", messages(&failure.errors)),
+        }
+    }
+
+    fn failure(kind: ServiceKind, attr: TokenStream, item: TokenStream) -> (Vec<String>, Recovery) {
+        match analyze(kind, attr, item) {
+            Ok(_) => panic!("expected errors"),
+            Err(failure) => (messages(&failure.errors), failure.recovery),
+        }
+    }
+
+    fn messages(errors: &syn::Error) -> Vec<String> {
+        errors.clone().into_iter().map(|e| e.to_string()).collect()
+    }
+
+    fn input(input: &Input) -> String {
+        match input {
+            Input::None => "none".into(),
+            Input::Json(ty) => format!("json {}", ty.to_token_stream()),
+            Input::Raw(ty) => format!("raw {}", ty.to_token_stream()),
+        }
+    }
+
+    #[test]
+    fn service_handlers_contexts_inputs_and_merged_options() {
+        let m = model(
+            ServiceKind::Service,
+            quote!(
+                name = "greeter-v1",
+                retention = "1 day",
+                retry(initial_interval = "100ms", max_attempts = 5)
+            ),
+            quote! {
+                impl Greeter {
+                    /// Says hello.
+                    #[handler]
+                    async fn greet(&self, ctx: Context<'_>, name: String) -> HandlerResult<String> {
+                        Ok(name)
+                    }
+                    #[handler(name = "maybe", ingress_private, retention = "2h", retry(factor = 3, max_attempts = 2))]
+                    async fn maybe(&self, ctx: restate_runtime::Context<'_>, n: Option<u64>) -> Result<u64, TerminalError> {
+                        Ok(0)
+                    }
+                    #[restate_runtime::handler]
+                    async fn raw(&self, ctx: Context<'_>, input: RawInput) -> HandlerResult<()> {
+                        Ok(())
+                    }
+                    #[handler]
+                    async fn ping(&self, ctx: Context<'_>) -> HandlerResult<()> {
+                        Ok(())
+                    }
+                    fn helper(&self) {}
+                }
+            },
+        );
+        assert_eq!(m.kind, ServiceKind::Service);
+        assert_eq!(m.wire_name, "greeter-v1");
+        assert_eq!(m.type_ident, "Greeter");
+        let names: Vec<_> = m
+            .handlers
+            .iter()
+            .map(|h| h.client.wire_name.as_str())
+            .collect();
+        assert_eq!(names, ["greet", "maybe", "raw", "ping"]);
+        assert!(m.handlers.iter().all(|h| h.context == ContextKind::Context));
+        let inputs: Vec<_> = m.handlers.iter().map(|h| input(&h.client.input)).collect();
+        assert_eq!(
+            inputs,
+            ["json String", "json Option < u64 >", "raw RawInput", "none"]
+        );
+        let outputs: Vec<_> = m
+            .handlers
+            .iter()
+            .map(|h| h.client.output.to_token_stream().to_string())
+            .collect();
+        assert_eq!(outputs, ["String", "u64", "()", "()"]);
+        assert_eq!(m.handlers[0].client.docs.len(), 1);
+
+        // Service options are the defaults; handler options win field by field.
+        let greet = &m.handlers[0].options;
+        assert_eq!(greet.name, None);
+        assert!(!greet.ingress_private);
+        assert_eq!(greet.retention_ms, Some(86_400_000));
+        let service_retry = RetryArgs {
+            initial_interval_ms: Some(100),
+            factor: None,
+            max_interval_ms: None,
+            max_attempts: Some(5),
+            kill_on_max_attempts: None,
+        };
+        assert_eq!(greet.retry, Some(service_retry.clone()));
+        let maybe = &m.handlers[1].options;
+        assert_eq!(maybe.name.as_deref(), Some("maybe"));
+        assert!(maybe.ingress_private);
+        assert_eq!(maybe.retention_ms, Some(7_200_000));
+        assert_eq!(
+            maybe.retry,
+            Some(RetryArgs {
+                factor: Some(3.0),
+                max_attempts: Some(2),
+                ..service_retry
+            })
+        );
+
+        // The emitted item no longer carries the `#[handler]` attributes.
+        let item = m.item.to_token_stream().to_string();
+        assert!(!item.contains("handler"), "{item}");
+        assert!(item.contains("fn helper"));
+    }
+
+    #[test]
+    fn object_and_workflow_contexts() {
+        let m = model(
+            ServiceKind::Object,
+            quote!(),
+            quote! {
+                impl Counter {
+                    #[handler]
+                    async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> { Ok(n) }
+                    #[handler]
+                    async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<u64> { Ok(0) }
+                }
+            },
+        );
+        assert_eq!(m.wire_name, "Counter");
+        let contexts: Vec<_> = m.handlers.iter().map(|h| h.context).collect();
+        assert_eq!(
+            contexts,
+            [ContextKind::ObjectContext, ContextKind::SharedObjectContext]
+        );
+
+        let m = model(
+            ServiceKind::Workflow,
+            quote!(ingress_private),
+            quote! {
+                impl crate::flows::Signup {
+                    #[handler]
+                    async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<()> { Ok(()) }
+                    #[handler(name = "getStatus")]
+                    async fn status(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        assert_eq!(m.wire_name, "Signup");
+        let handlers: Vec<_> = m
+            .handlers
+            .iter()
+            .map(|h| {
+                (
+                    h.client.ident.to_string(),
+                    h.client.wire_name.as_str(),
+                    h.context,
+                )
+            })
+            .collect();
+        assert_eq!(
+            handlers,
+            [
+                ("run".to_string(), "run", ContextKind::WorkflowContext),
+                (
+                    "status".to_string(),
+                    "getStatus",
+                    ContextKind::SharedWorkflowContext
+                ),
+            ]
+        );
+        assert!(m.handlers.iter().all(|h| h.options.ingress_private));
+    }
+
+    #[test]
+    fn reports_every_violation_at_once() {
+        let (errors, recovery) = failure(
+            ServiceKind::Service,
+            quote!(retention = "soon", colour = "blue"),
+            quote! {
+                impl Greeter {
+                    #[handler]
+                    fn not_async(&self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                    #[handler]
+                    async fn mutable(&mut self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                    #[handler]
+                    async fn two_inputs(&self, ctx: Context<'_>, a: u32, b: u32) -> HandlerResult<()> { Ok(()) }
+                    #[handler]
+                    async fn wrong_context(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> { Ok(()) }
+                    #[handler]
+                    async fn no_result(&self, ctx: Context<'_>) -> String { String::new() }
+                    #[handler]
+                    async fn fine(&self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        let expected = [
+            "invalid duration for `retention`",
+            "unknown option `colour`",
+            "a handler must be an `async fn`",
+            "a handler takes `&self`",
+            "at most one input",
+            "the second argument of a #[service] handler is its context: `Context<'_>`",
+            "a handler returns `Result<T, E>`",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.contains(expected), "{error:?} lacks {expected:?}");
+        }
+        // The valid handler is still generated, so uses of it and of the client compile.
+        let Recovery::Partial(partial) = recovery else {
+            panic!("expected a partial model");
+        };
+        let names: Vec<_> = partial
+            .handlers
+            .iter()
+            .map(|h| h.client.wire_name.as_str())
+            .collect();
+        assert_eq!(names, ["fine"]);
+        // The broken ones whose input and output can be read keep a client method.
+        let client_only: Vec<_> = partial
+            .client_only
+            .iter()
+            .map(|m| m.ident.to_string())
+            .collect();
+        assert_eq!(
+            client_only,
+            ["not_async", "mutable", "two_inputs", "wrong_context"]
+        );
+    }
+
+    #[test]
+    fn missing_self_is_one_error() {
+        let (errors, _) = failure(
+            ServiceKind::Service,
+            quote!(),
+            quote! {
+                impl Greeter {
+                    #[handler]
+                    async fn greet(ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("`&self` as its first argument"));
+    }
+
+    #[test]
+    fn cross_handler_rules() {
+        let (errors, recovery) = failure(
+            ServiceKind::Service,
+            quote!(),
+            quote! {
+                impl Greeter {
+                    #[handler(name = "x")]
+                    async fn first(&self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                    #[handler(name = "x")]
+                    async fn second(&self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("duplicate handler name `x`, already used by `first`"));
+        let Recovery::Partial(partial) = recovery else {
+            panic!("expected a partial model");
+        };
+        assert_eq!(partial.handlers.len(), 1, "duplicates are dropped");
+
+        let (errors, _) = failure(
+            ServiceKind::Workflow,
+            quote!(),
+            quote! {
+                impl Signup {
+                    #[handler]
+                    async fn run(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<()> { Ok(()) }
+                    #[handler]
+                    async fn status(&self, ctx: WorkflowContext<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].contains("`run` handler takes `WorkflowContext<'_>`"));
+        assert!(errors[1].contains("other handlers take `SharedWorkflowContext<'_>`"));
+
+        // A workflow without `run`, including one without any handler.
+        for item in [
+            quote!(impl Signup {
+                #[handler]
+                async fn status(&self, ctx: SharedWorkflowContext<'_>) -> HandlerResult<()> { Ok(()) }
+            }),
+            quote!(impl Signup {}),
+        ] {
+            let (errors, _) = failure(ServiceKind::Workflow, quote!(), item);
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert!(errors[0].contains("a workflow needs a `run` handler"));
+        }
+
+        // A `run` that fails on its own is not also reported missing.
+        let (errors, _) = failure(
+            ServiceKind::Workflow,
+            quote!(),
+            quote!(impl Signup {
+                #[handler]
+                fn run(&self, ctx: WorkflowContext<'_>) -> HandlerResult<()> { Ok(()) }
+            }),
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("`async fn`"));
+    }
+
+    #[test]
+    fn impl_block_shape() {
+        let (errors, recovery) = failure(
+            ServiceKind::Service,
+            quote!(),
+            quote! {
+                impl<T> SomeTrait for Greeter<T> {
+                    #[handler]
+                    async fn greet<U>(&self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].contains("not on a trait impl"));
+        assert!(errors[1].contains("generic services are not supported"));
+        assert!(errors[2].contains("a handler cannot be generic"));
+        // No code can be generated for it: the block is emitted without `#[handler]`.
+        let Recovery::Item(tokens) = recovery else {
+            panic!("expected the bare item");
+        };
+        assert!(!tokens.to_string().contains("handler"));
+
+        let (errors, recovery) = failure(
+            ServiceKind::Object,
+            quote!(),
+            quote!(
+                struct Counter;
+            ),
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("#[object] goes on an inherent impl block"));
+        assert!(matches!(recovery, Recovery::Original));
+    }
+
+    #[test]
+    fn option_errors() {
+        let (errors, _) = failure(
+            ServiceKind::Service,
+            quote!(
+                name = "not a url segment",
+                ingress_private = true,
+                retention,
+                retry(max_attempts = 0, factor = 0.5, backoff = "1s"),
+                name = "again"
+            ),
+            quote!(impl Greeter {}),
+        );
+        let expected = [
+            "a name must be non-empty",
+            "`ingress_private` is a flag",
+            "write `retention = \"...\"`",
+            "`max_attempts` must be an integer of at least 1",
+            "`factor` must be a number of at least 1.0",
+            "unknown retry option",
+            "duplicate option `name`",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.contains(expected), "{error:?} lacks {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+use restate_runtime::prelude::*;
+
+#[service]
+pub struct Shop;
+
+fn main() {}
