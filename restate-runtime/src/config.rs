@@ -127,6 +127,24 @@ impl Default for Config {
     }
 }
 
+/// Variables whose values are secrets: logged as set, never shown.
+const SECRET_VARIABLES: &[&str] = &["RESTATE_INGRESS_TOKEN", "RESTATE_ADMIN_TOKEN"];
+
+/// `NAME=value` pairs for the log, secrets masked.
+fn describe_overrides(applied: &[(&'static str, String)]) -> String {
+    applied
+        .iter()
+        .map(|(name, value)| {
+            if SECRET_VARIABLES.contains(name) {
+                format!("{name}=<set, {} chars>", value.chars().count())
+            } else {
+                format!("{name}={value:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A `RESTATE_*` variable that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}={value:?} is invalid: {reason}")]
@@ -147,10 +165,35 @@ impl Config {
     /// }
     /// ```
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
-        self.apply(|name| std::env::var(name).ok())
+        self.apply(|name| std::env::var(name).ok()).map(drop)
     }
 
-    fn apply(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    /// Like [`apply_env`](Self::apply_env), and logs once which variables it applied, with
+    /// their values (tokens masked): a value that overrides the builder's is never a surprise.
+    pub(crate) fn apply_env_logged(&mut self) -> Result<(), ConfigError> {
+        let applied = self.apply(|name| std::env::var(name).ok())?;
+        if !applied.is_empty() {
+            tracing::info!(
+                variables = %describe_overrides(&applied),
+                "settings from the environment (over the builder's values)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the variables `var` finds; returns the names and values it applied, in order.
+    fn apply(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(&'static str, String)>, ConfigError> {
+        let applied = std::cell::RefCell::new(Vec::new());
+        let var = |name: &'static str| {
+            let value = var(name);
+            if let Some(v) = &value {
+                applied.borrow_mut().push((name, v.clone()));
+            }
+            value
+        };
         fn parse<T>(
             name: &'static str,
             value: String,
@@ -244,7 +287,7 @@ impl Config {
                 })
             })?;
         }
-        Ok(())
+        Ok(applied.into_inner())
     }
 
     /// Refuses settings that would expose what must stay private: an admin API off loopback
@@ -302,6 +345,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.ingress_addr.port(), 1234);
+        assert_eq!(
+            c.apply(|n| match n {
+                "RESTATE_ADMIN_TOKEN" => Some("s3cret-token".into()),
+                "RESTATE_SUSPEND_AFTER" => Some("50ms".into()),
+                _ => None,
+            })
+            .map(|applied| describe_overrides(&applied))
+            .unwrap(),
+            "RESTATE_ADMIN_TOKEN=<set, 12 chars> RESTATE_SUSPEND_AFTER=\"50ms\""
+        );
         assert_eq!(c.default_retention, Duration::from_secs(3600));
         assert_eq!(c.admin_addr.port(), 9070);
         let err = Config::default()

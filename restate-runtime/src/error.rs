@@ -65,6 +65,35 @@ impl TerminalError {
     }
 }
 
+/// A message alone is a terminal error with code 500, so completions that take an error
+/// (`ctx.reject_awakeable(id, "denied")`) take a message or a full [`TerminalError`].
+///
+/// ```
+/// use restate_runtime::TerminalError;
+/// let err: TerminalError = "card declined".into();
+/// assert_eq!((err.code(), err.message()), (500, "card declined"));
+/// ```
+impl From<&str> for TerminalError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+/// See the conversion from `&str`.
+impl From<String> for TerminalError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+/// See the conversion from `&str` (a `&String` argument keeps compiling where a `&str` was
+/// taken before).
+impl From<&String> for TerminalError {
+    fn from(message: &String) -> Self {
+        Self::new(message.as_str())
+    }
+}
+
 impl fmt::Display for TerminalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}] {}", self.code, self.message)

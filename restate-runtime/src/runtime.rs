@@ -533,7 +533,7 @@ impl RuntimeBuilder {
         tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
         let mut config = self.config;
         if self.read_env {
-            config.apply_env()?;
+            config.apply_env_logged()?;
         }
         config.check()?;
         let registry = Registry::assemble(self.bound)?;
@@ -1259,6 +1259,6 @@ impl RuntimeHandle {
     /// # Ok(()) }
     /// ```
     pub fn writer_stats(&self) -> crate::storage::WriterStats {
-        self.engine.storage.writer_stats()
+        self.engine.storage().writer_stats()
     }
 }

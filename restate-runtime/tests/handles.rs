@@ -58,6 +58,38 @@ impl Jobs {
     }
 }
 
+/// Awakeables and promises rejected with a code: the waiter sees that code.
+#[derive(Default)]
+pub struct Approvals;
+
+#[service]
+impl Approvals {
+    #[handler]
+    async fn ask(&self, ctx: Context<'_>) -> HandlerResult<(u16, String)> {
+        let (id, answer) = ctx.awakeable::<bool>();
+        ctx.client::<Approvals>().deny(id).send();
+        let denied = answer.await.unwrap_err();
+        let by_message = ctx.awakeable::<bool>();
+        ctx.reject_awakeable(&by_message.0, "no reason")?;
+        let plain = by_message.1.await.unwrap_err();
+        Ok((
+            denied.code(),
+            format!(
+                "{} / {} {}",
+                denied.message(),
+                plain.code(),
+                plain.message()
+            ),
+        ))
+    }
+
+    #[handler]
+    async fn deny(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
+        ctx.reject_awakeable(&id, TerminalError::new_with_code(403, "not allowed"))?;
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 pub struct Tally;
 
@@ -167,4 +199,12 @@ async fn a_handle_outlives_its_runtime_without_keeping_it() {
         matches!(sent.attach().await, Err(ClientError::Engine(e)) if e.to_string().contains("shut down"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn rejections_carry_their_code() {
+    let s = TestServer::start().await;
+    let (code, text) = s.handle.client::<Approvals>().ask().call().await.unwrap();
+    assert_eq!((code, text.as_str()), (403, "not allowed / 500 no reason"));
+    s.stop().await;
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use restate_runtime::prelude::*;
@@ -163,10 +164,34 @@ async fn typed_calls_sends_and_attach_over_http() {
 }
 
 #[tokio::test]
-async fn the_bearer_token_is_sent() {
+async fn the_bearer_token_is_sent_and_never_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("RESTATE_INGRESS_TOKEN", "s3cret".to_owned())];
-    let app = App::start(&example_bin("webhooks"), dir.path(), &env).await;
+    let env = [
+        ("RESTATE_INGRESS_TOKEN", "s3cret".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ];
+    let log = dir.path().join("app.log");
+    let app = App::spawn(
+        &example_bin("webhooks"),
+        &dir.path().join("data"),
+        &env,
+        (free_port(), free_port()),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    app.wait_healthy().await;
+    // The settings taken from the environment are logged once, the token masked.
+    let said = std::fs::read_to_string(&log).unwrap();
+    let line = said
+        .lines()
+        .find(|l| l.contains("settings from the environment"))
+        .unwrap_or_else(|| panic!("no settings line in {said}"));
+    assert!(
+        line.contains("RESTATE_INGRESS_TOKEN=<set, 6 chars>"),
+        "{line}"
+    );
+    assert!(line.contains("RESTATE_INGRESS_ADDR="), "{line}");
+    assert!(!said.contains("s3cret"), "the token leaked: {said}");
+    assert_eq!(said.matches("settings from the environment").count(), 1);
     let without = HttpIngress::new(&app.ingress);
     match without
         .object::<PaymentTracker>("in_9")

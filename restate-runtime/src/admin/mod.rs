@@ -94,7 +94,7 @@ fn is_loopback_name(host: &str) -> bool {
 }
 
 async fn metrics(State(engine): State<Engine>) -> Response {
-    let body = engine.metrics.render(&engine.metrics_snapshot());
+    let body = engine.metrics().render(&engine.metrics_snapshot());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -39,7 +39,7 @@ fn describe(def: &ServiceDefinition, state: &AdminState) -> Value {
 pub(super) async fn services(State(state): State<AdminState>) -> Response {
     let services: Vec<Value> = state
         .engine
-        .registry
+        .registry()
         .definitions()
         .iter()
         .map(|d| describe(d, &state))
@@ -48,7 +48,7 @@ pub(super) async fn services(State(state): State<AdminState>) -> Response {
 }
 
 pub(super) async fn service(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    match state.engine.registry.get(&name) {
+    match state.engine.registry().get(&name) {
         Some(s) => axum::Json(describe(&s.definition, &state)).into_response(),
         None => ApiError::ingress(404, format!("service '{name}' not found")).into_response(),
     }

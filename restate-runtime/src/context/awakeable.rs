@@ -97,10 +97,14 @@ impl InvocationContext {
         self.complete_awakeable(id, outcome)
     }
 
-    pub(crate) fn reject_awakeable(&self, id: &str, message: &str) -> Result<(), TerminalError> {
+    pub(crate) fn reject_awakeable(
+        &self,
+        id: &str,
+        error: TerminalError,
+    ) -> Result<(), TerminalError> {
         let outcome = Ok(Outcome::Failure {
-            code: 500,
-            message: message.to_owned(),
+            code: error.code(),
+            message: error.message().to_owned(),
         });
         self.complete_awakeable(id, outcome)
     }

@@ -165,7 +165,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
 /// Queues an invocation created by the caller's latest journal entry; it runs once that entry
 /// is durable (an empty batch commits after everything queued before it).
 fn launch_gated(ctx: &InvocationContext, inflight: Arc<Inflight>, at: Option<u64>) {
-    inflight.set_gate(ctx.engine.storage.submit(Vec::new()));
+    inflight.set_gate(ctx.engine.storage().submit(Vec::new()));
     ctx.engine.launch(inflight, at);
 }
 

@@ -199,7 +199,7 @@ impl InvocationContext {
         state.journal.insert(index, entry);
         Some(
             self.inflight
-                .submit_with_record(self.engine.storage.as_ref(), &mut state, ops),
+                .submit_with_record(self.engine.storage().as_ref(), &mut state, ops),
         )
     }
 
@@ -224,7 +224,7 @@ impl InvocationContext {
         state.journal.insert(index, entry);
         drop(
             self.inflight
-                .submit_with_record(self.engine.storage.as_ref(), &mut state, ops),
+                .submit_with_record(self.engine.storage().as_ref(), &mut state, ops),
         );
         true
     }
@@ -238,7 +238,7 @@ impl InvocationContext {
         done: impl Fn(&JournalEntry) -> Option<T>,
     ) -> T {
         let mut changes = self.inflight.changes();
-        let deadline = tokio::time::Instant::now() + self.engine.config.suspend_after;
+        let deadline = tokio::time::Instant::now() + self.engine.config().suspend_after;
         let wait = self.waiting(None);
         loop {
             let seen = *changes.borrow_and_update();

@@ -213,7 +213,8 @@ macro_rules! context_types {
                 self.inner.resolve_awakeable(id, &value)
             }
 
-            /// Rejects an awakeable: its waiter gets a terminal error (code 500) with `message`.
+            /// Rejects an awakeable: its waiter gets `error`, a [`TerminalError`](crate::TerminalError)
+            /// with its code, or a message alone (code 500).
             ///
             /// ```
             /// use restate_runtime::prelude::*;
@@ -223,13 +224,14 @@ macro_rules! context_types {
             /// impl Reviewer {
             ///     #[handler]
             ///     async fn deny(&self, ctx: Context<'_>, awakeable_id: String) -> HandlerResult<()> {
-            ///         ctx.reject_awakeable(&awakeable_id, "denied: missing signature")?;
+            ///         // Its waiter sees this code; a message alone would be code 500.
+            ///         ctx.reject_awakeable(&awakeable_id, TerminalError::new_with_code(403, "denied: missing signature"))?;
             ///         Ok(())
             ///     }
             /// }
             /// ```
-            pub fn reject_awakeable(&self, id: &str, message: &str) -> Result<(), crate::TerminalError> {
-                self.inner.reject_awakeable(id, message)
+            pub fn reject_awakeable(&self, id: &str, error: impl Into<crate::TerminalError>) -> Result<(), crate::TerminalError> {
+                self.inner.reject_awakeable(id, error.into())
             }
 
             /// Waits for the first of two durable operations (a call raced against a sleep, say);
@@ -866,7 +868,8 @@ macro_rules! promises {
                 self.inner.resolve_promise(name, &value).await
             }
 
-            /// Rejects the promise: waiters get a terminal error (code 500) with `message`.
+            /// Rejects the promise: waiters get `error`, a [`TerminalError`](crate::TerminalError)
+            /// with its code, or a message alone (code 500).
             ///
             /// ```
             /// use restate_runtime::prelude::*;
@@ -886,8 +889,8 @@ macro_rules! promises {
             ///     }
             /// }
             /// ```
-            pub async fn reject_promise(&self, name: &str, message: &str) -> Result<(), crate::TerminalError> {
-                self.inner.reject_promise(name, message).await
+            pub async fn reject_promise(&self, name: &str, error: impl Into<crate::TerminalError>) -> Result<(), crate::TerminalError> {
+                self.inner.reject_promise(name, error.into()).await
             }
         }
     )*};

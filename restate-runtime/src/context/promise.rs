@@ -197,13 +197,13 @@ impl InvocationContext {
     pub(crate) async fn reject_promise(
         &self,
         name: &str,
-        message: &str,
+        error: TerminalError,
     ) -> Result<(), TerminalError> {
         self.complete_promise(
             name,
             Outcome::Failure {
-                code: 500,
-                message: message.to_owned(),
+                code: error.code(),
+                message: error.message().to_owned(),
             },
         )
         .await

@@ -94,7 +94,7 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
     /// impl Payments {
     ///     #[handler]
     ///     async fn pay(&self, ctx: Context<'_>, cents: u64) -> HandlerResult<String> {
-    ///         let three_tries = RetryPolicy { max_attempts: Some(3), ..RetryPolicy::default() };
+    ///         let three_tries = RetryPolicy::default().max_attempts(3);
     ///         let charged = ctx.run(|| charge(cents)).name("charge").retry_policy(three_tries).await;
     ///         match charged {
     ///             Ok(receipt) => Ok(receipt),

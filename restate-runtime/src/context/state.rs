@@ -45,7 +45,7 @@ impl InvocationContext {
         {
             return Ok(v);
         }
-        self.engine.storage.state(scope, name).map_err(|e| {
+        self.engine.storage().state(scope, name).map_err(|e| {
             self.stop(Abort::Retry(format!("state read failed: {e}")));
             TerminalError::new(e.to_string())
         })
@@ -89,7 +89,7 @@ impl InvocationContext {
             Err(()) => return Err(TerminalError::new("journal mismatch")),
         }
         let scope = self.scope();
-        let stored = self.engine.storage.state_keys(scope).map_err(|e| {
+        let stored = self.engine.storage().state_keys(scope).map_err(|e| {
             self.stop(Abort::Retry(format!("state read failed: {e}")));
             TerminalError::new(e.to_string())
         })?;
@@ -200,7 +200,7 @@ impl InvocationContext {
                 Err(false) => return std::future::pending().await,
             };
             let mut changes = self.inflight.changes();
-            let suspend_at = tokio::time::Instant::now() + self.engine.config.suspend_after;
+            let suspend_at = tokio::time::Instant::now() + self.engine.config().suspend_after;
             let wait = self.waiting(Some(wake_at_ms));
             loop {
                 wait.saw(*changes.borrow_and_update());

@@ -229,9 +229,9 @@ async fn watch_storage(engine: Engine) {
 }
 
 pub(crate) struct EngineInner {
-    pub storage: Arc<dyn Storage>,
-    pub registry: Registry,
-    pub config: EngineConfig,
+    storage: Arc<dyn Storage>,
+    registry: Registry,
+    config: EngineConfig,
     inflight: Mutex<HashMap<InvocationId, Arc<Inflight>>>,
     /// The finish channel of every unfinished invocation somebody waits on, in memory or not
     /// (a suspended invocation has no `Inflight`, but attachers still wait on it).
@@ -248,13 +248,13 @@ pub(crate) struct EngineInner {
     /// Invocations that may have durable result waiters (attaches, duplicate calls): only
     /// their completion reads the store for them, not every completion.
     result_sources: Mutex<std::collections::HashSet<InvocationId>>,
-    pub metrics: crate::metrics::Metrics,
+    metrics: crate::metrics::Metrics,
     shutdown: watch::Sender<bool>,
     /// The store's secret: awakeable ids and random seeds are MACs under it.
     secret: [u8; 32],
     /// Input bytes held by the invocations that run or wait to run on their key (not those
     /// delayed, paused or suspended).
-    pub(crate) held_input: Arc<std::sync::atomic::AtomicUsize>,
+    held_input: Arc<std::sync::atomic::AtomicUsize>,
     /// This engine's number in the table of [`EngineRef`]s, once one was asked for.
     reference: std::sync::OnceLock<u64>,
 }
@@ -304,6 +304,24 @@ impl Engine {
         tokio::spawn(memory::trim_loop(engine.clone()));
         tokio::spawn(watch_storage(engine.clone()));
         Ok(engine)
+    }
+
+    /// The store under the engine.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The services it runs.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Stops timers, retries and running handlers; they resume by replay after a restart.

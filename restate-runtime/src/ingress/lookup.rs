@@ -48,7 +48,7 @@ fn resolve(state: &IngressState, target: LookupTarget) -> Result<InvocationId, A
             handler,
             idempotency_key,
         } => {
-            if state.engine.registry.get(&service).is_none() {
+            if state.engine.registry().get(&service).is_none() {
                 return Err(ApiError::ingress(
                     404,
                     format!(

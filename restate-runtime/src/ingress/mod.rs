@@ -111,7 +111,7 @@ async fn dispatch_webhook(State(state): State<Arc<IngressState>>, req: Request) 
 }
 
 async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError> {
-    let route = path::parse(req.uri().path(), &state.engine.registry)
+    let route = path::parse(req.uri().path(), state.engine.registry())
         .map_err(|e| ApiError::ingress(e.status, e.message))?;
     let method = req.method().clone();
     let require = |allowed: &[Method]| {
@@ -126,7 +126,7 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             require(&[Method::GET])?;
             let names: Vec<&str> = state
                 .engine
-                .registry
+                .registry()
                 .definitions()
                 .iter()
                 .map(|d| d.name)
@@ -191,7 +191,7 @@ pub(crate) async fn read_body(state: &IngressState, body: Body) -> Result<bytes:
             BodyError::Unreadable(_) => "body_unreadable",
         };
         let label = crate::metrics::ReasonLabel { reason };
-        state.engine.metrics.rejected.get_or_create(&label).inc();
+        state.engine.metrics().rejected.get_or_create(&label).inc();
     }
     read.map_err(|e| match e {
         BodyError::TooLarge => ApiError::ingress(

@@ -38,7 +38,7 @@ pub(super) struct Gate {
 impl Gate {
     pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Arc<Self> {
         let label = ListenerLabel { listener: name };
-        let metrics = &engine.metrics;
+        let metrics = &engine.metrics();
         Arc::new(Self {
             in_flight: metrics.requests_in_flight.get_or_create(&label).clone(),
             freed: Notify::new(),

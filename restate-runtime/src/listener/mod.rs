@@ -82,7 +82,7 @@ pub(crate) async fn serve(
             () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let metrics = &engine.metrics;
+        let metrics = &engine.metrics();
         if open.load(Ordering::Relaxed) >= limits.max_connections {
             metrics.connections_refused.get_or_create(&label).inc();
             refusal.answer(stream);

@@ -39,6 +39,88 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Exponential backoff: `initial` before the first retry, each next delay `factor` times
+    /// the previous one (at least 1.0), capped at 60 s, 70 attempts in all (as the default).
+    ///
+    /// ```
+    /// use restate_runtime::RetryPolicy;
+    /// use std::time::Duration;
+    /// let p = RetryPolicy::exponential(Duration::from_millis(100), 3.0)
+    ///     .max_interval(Duration::from_secs(5))
+    ///     .max_attempts(10);
+    /// assert_eq!(p.delay_for(2), Duration::from_millis(300));
+    /// assert_eq!(p.delay_for(9), Duration::from_secs(5));
+    /// assert!(!p.allows_another(10));
+    /// ```
+    pub fn exponential(initial: Duration, factor: f64) -> Self {
+        Self {
+            initial_interval: initial,
+            factor: factor.max(1.0),
+            ..Self::default()
+        }
+    }
+
+    /// The same delay before every retry (70 attempts in all, as the default).
+    ///
+    /// ```
+    /// use restate_runtime::RetryPolicy;
+    /// use std::time::Duration;
+    /// let p = RetryPolicy::fixed(Duration::from_secs(2)).max_attempts(4);
+    /// assert_eq!(p.delay_for(1), p.delay_for(3));
+    /// ```
+    pub fn fixed(delay: Duration) -> Self {
+        Self {
+            initial_interval: delay,
+            factor: 1.0,
+            max_interval: delay,
+            ..Self::default()
+        }
+    }
+
+    /// No retry: the first failure is the last.
+    ///
+    /// ```
+    /// assert!(!restate_runtime::RetryPolicy::none().allows_another(1));
+    /// ```
+    pub fn none() -> Self {
+        Self::default().max_attempts(1)
+    }
+
+    /// Caps a single delay.
+    ///
+    /// ```
+    /// use restate_runtime::RetryPolicy;
+    /// use std::time::Duration;
+    /// let p = RetryPolicy::default().max_interval(Duration::from_secs(1));
+    /// assert_eq!(p.delay_for(10), Duration::from_secs(1));
+    /// ```
+    pub fn max_interval(mut self, cap: Duration) -> Self {
+        self.max_interval = cap;
+        self
+    }
+
+    /// Attempts in all, the first execution included (at least 1).
+    ///
+    /// ```
+    /// let p = restate_runtime::RetryPolicy::default().max_attempts(3);
+    /// assert!(p.allows_another(2) && !p.allows_another(3));
+    /// ```
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Retries without a limit on attempts.
+    ///
+    /// ```
+    /// let p = restate_runtime::RetryPolicy::default().forever();
+    /// assert!(p.allows_another(1_000_000));
+    /// ```
+    pub fn forever(mut self) -> Self {
+        self.max_attempts = None;
+        self
+    }
+
     /// The delay after the `failures`-th failure (1-based).
     ///
     /// ```

@@ -17,6 +17,10 @@ impl Greeter {
         let sent = ctx.service_client::<GreeterClient>().ping().send();
         let _: () = ctx.attach(sent).await?;
         ctx.cancel(sent);
+        // Rejections took a message: `&str` and `&String` still do.
+        let reason = String::from("no");
+        ctx.reject_awakeable("sign_1x", &reason)?;
+        ctx.reject_awakeable("sign_1x", "no")?;
         Ok(format!("{name} {} {}", counter.add(1).call().await?, signup.run().call().await?))
     }
 
