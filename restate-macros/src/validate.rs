@@ -5,6 +5,7 @@
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, ReturnType, Signature, Type};
 
@@ -73,7 +74,7 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
     let wire_name = options
         .name
         .clone()
-        .unwrap_or_else(|| type_ident.to_string());
+        .unwrap_or_else(|| type_ident.unraw().to_string());
 
     let mut handlers = Vec::new();
     let mut client_only = Vec::new();
@@ -203,11 +204,14 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     let context = context_fits_kind(cx, kind, sig, has_receiver);
     let input = at_most_one_input(cx, sig, has_receiver);
     let output = returns_result(cx, sig);
+    // `r#type` is served as `type`.
     let wire_name = options
         .name
         .clone()
-        .unwrap_or_else(|| sig.ident.to_string());
-    let (Some(output), ReturnType::Type(_, returns)) = (output, &sig.output) else {
+        .unwrap_or_else(|| sig.ident.unraw().to_string());
+    // A generic handler's types mean nothing outside it: no client method either.
+    let generic = !sig.generics.params.is_empty();
+    let (Some(output), ReturnType::Type(_, returns), false) = (output, &sig.output, generic) else {
         return Verdict::Unusable;
     };
     let client = ClientMethod {
@@ -685,6 +689,40 @@ mod tests {
             client_only,
             ["not_async", "mutable", "two_inputs", "wrong_context"]
         );
+    }
+
+    #[test]
+    fn raw_identifiers_are_served_by_their_name() {
+        let m = model(
+            ServiceKind::Service,
+            quote!(),
+            quote! {
+                impl Kinds {
+                    #[handler]
+                    async fn r#type(&self, ctx: Context<'_>) -> HandlerResult<()> { Ok(()) }
+                }
+            },
+        );
+        assert_eq!(m.handlers[0].client.wire_name, "type");
+        assert_eq!(m.handlers[0].client.ident.to_string(), "r#type");
+    }
+
+    #[test]
+    fn a_generic_handler_gets_no_client_method() {
+        let (_, recovery) = failure(
+            ServiceKind::Service,
+            quote!(),
+            quote! {
+                impl Greeter {
+                    #[handler]
+                    async fn echo<U>(&self, ctx: Context<'_>, u: U) -> HandlerResult<U> { Ok(u) }
+                }
+            },
+        );
+        let Recovery::Partial(partial) = recovery else {
+            panic!("expected a partial model");
+        };
+        assert!(partial.handlers.is_empty() && partial.client_only.is_empty());
     }
 
     #[test]

@@ -26,21 +26,21 @@ use crate::error::{HandlerError, TerminalError};
     note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]` (callers encode it, the handler decodes it)",
     note = "to take the request body as it is, take `RawInput` instead"
 )]
-pub trait HandlerInput: Serialize + DeserializeOwned + Send + 'static {}
+pub trait HandlerInput: Serialize + DeserializeOwned + 'static {}
 
 #[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned + Send + 'static> HandlerInput for T {}
+impl<T: Serialize + DeserializeOwned + 'static> HandlerInput for T {}
 
 /// What a handler's output type must be (see [`HandlerInput`]).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a handler's output: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    message = "`{Self}` cannot be a handler's output: it must implement `serde::Serialize`",
     label = "the handler's output type",
-    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]` (the handler encodes it, callers decode it); `()` for no output"
+    note = "derive it: `#[derive(serde::Serialize)]` (callers that decode it with `.call()` also need `serde::Deserialize`); `()` for no output"
 )]
-pub trait HandlerOutput: Serialize + DeserializeOwned + Send + 'static {}
+pub trait HandlerOutput: Serialize + 'static {}
 
 #[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned + Send + 'static> HandlerOutput for T {}
+impl<T: Serialize + 'static> HandlerOutput for T {}
 
 /// What a handler's error type must be: convertible into [`HandlerError`].
 #[diagnostic::on_unimplemented(

@@ -29,6 +29,7 @@ const DEFAULT_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Another process's services, called through its ingress with the same generated clients
 /// as in-process: `HttpIngress::new(url).client::<Greeter>()`. A second Rust program can call
@@ -85,6 +86,8 @@ impl HttpIngress {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        // A call may wait long for its handler; keepalive probes find a peer that is gone.
+        connector.set_keepalive(Some(KEEPALIVE));
         Self {
             inner: Arc::new(Inner {
                 base,
@@ -240,6 +243,12 @@ impl HttpIngress {
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), IngressError> {
         let uri = format!("{}{path}", self.inner.base);
+        if !uri.starts_with("http://") {
+            return Err(IngressError::Request(format!(
+                "{uri}: only `http://` URLs are supported (put a TLS-terminating proxy in front, \
+                 or reach the ingress on a private network)"
+            )));
+        }
         let mut request = Request::builder().method(method).uri(&uri);
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
@@ -263,27 +272,29 @@ impl HttpIngress {
             .await
             .map_err(|e| IngressError::Transport(format!("{uri}: {e}")))?;
         let status = response.status();
-        let from_ingress = response
+        // Only an answer that says it comes from the handler is its terminal error; the
+        // ingress's own refusals, and a proxy's (without the header), are refusals.
+        let from_handler = response
             .headers()
             .get("x-restate-error-source")
-            .is_some_and(|v| v == "ingress");
+            .is_some_and(|v| v == "invocation");
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| IngressError::Transport(format!("{uri}: reading the answer: {e}")))?
             .to_bytes();
-        if status.is_success() || status.as_u16() == 470 {
+        if status.is_success() {
             return Ok((status, body));
         }
         let (code, message) = error_body(status, &body);
-        Err(if from_ingress {
+        Err(if from_handler {
+            IngressError::Terminal(TerminalError::new_with_code(code, message))
+        } else {
             IngressError::Refused {
                 status: status.as_u16(),
                 message,
             }
-        } else {
-            IngressError::Terminal(TerminalError::new_with_code(code, message))
         })
     }
 }
@@ -349,8 +360,9 @@ pub enum IngressError {
     /// The handler ended with a terminal error (its code and message).
     #[error("{0}")]
     Terminal(TerminalError),
-    /// The ingress itself refused the request (`x-restate-error-source: ingress`): a bad input,
-    /// an unknown service, a missing token, or overload (429, 503).
+    /// The ingress itself refused the request (`x-restate-error-source: ingress`, or an answer
+    /// without that header, from a proxy say): a bad input, an unknown service, a missing
+    /// token, or overload (429, 503).
     #[error("the ingress answered {status}: {message}")]
     Refused {
         /// The HTTP status.
@@ -361,7 +373,7 @@ pub enum IngressError {
     /// No answer: the connection failed or broke.
     #[error("no answer: {0}")]
     Transport(String),
-    /// The request could not be built (a malformed URL or header).
+    /// The request could not be built (a malformed URL or header, a URL that is not `http://`).
     #[error("bad request: {0}")]
     Request(String),
     /// An answer that does not fit the protocol (a body that does not decode).
@@ -615,16 +627,18 @@ impl<T: DeserializeOwned> InvocationHandle<T, HttpIngress> {
     /// ```
     pub async fn output(&self) -> Result<Option<T>, IngressError> {
         let path = format!("/restate/invocation/{}/output", self.invocation_id());
-        let (status, body) = self
+        let answer = self
             .caller()
             .exchange(Method::GET, &path, &[], Bytes::new(), true)
-            .await?;
-        if status.as_u16() == 470 {
-            return Ok(None);
+            .await;
+        match answer {
+            // The ingress's "not ready" (a handler's own 470 is a terminal error instead).
+            Err(IngressError::Refused { status: 470, .. }) => Ok(None),
+            Err(e) => Err(e),
+            Ok((_, body)) => decode_json(&body)
+                .map(Some)
+                .map_err(|e| IngressError::Protocol(e.to_string())),
         }
-        decode_json(&body)
-            .map(Some)
-            .map_err(|e| IngressError::Protocol(e.to_string()))
     }
 }
 
@@ -650,6 +664,20 @@ mod tests {
             error_body(StatusCode::BAD_GATEWAY, b" upstream down \n"),
             (502, "upstream down".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_url_that_is_not_http_is_refused_at_once() {
+        let remote = HttpIngress::new("https://ingress.example.invalid").max_attempts(50);
+        let err = remote
+            .exchange(Method::GET, "/restate/health", &[], Bytes::new(), true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, IngressError::Request(m) if m.contains("only `http://`")),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::Stream;
-use futures::future::Either;
+use futures::future::{BoxFuture, Either};
 
 use super::durable::DurableFuture;
 use super::invocation::{Abort, InvocationContext};
@@ -16,7 +16,7 @@ use super::run::outcome_to_result;
 use crate::engine::OutputState;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
-use crate::storage::{JournalEntry, Outcome};
+use crate::storage::{CommitWaiter, JournalEntry, Outcome};
 
 /// What the journal says about a decision at one position.
 #[derive(Clone, Copy)]
@@ -44,12 +44,14 @@ impl InvocationContext {
         }
     }
 
-    /// Journals the decision at `index` (not waited for: a later entry commits after it).
-    fn record_choice(&self, index: u32, winner: usize) {
+    /// Journals the decision at `index`. Callers wait for it to be durable before the handler
+    /// sees the outcome: a side effect acting on a decision that a crash then loses would be
+    /// taken again on another branch.
+    fn record_choice(&self, index: u32, winner: usize) -> Option<CommitWaiter> {
         let entry = JournalEntry::Select {
             winner: winner as u32,
         };
-        drop(self.journal(index, entry, Vec::new()));
+        self.journal(index, entry, Vec::new())
     }
 
     pub(crate) async fn select<A, B>(&self, a: A, b: B) -> Either<A::Output, B::Output>
@@ -68,105 +70,114 @@ impl InvocationContext {
                     v = a => (0, Either::Left(v)),
                     v = b => (1, Either::Right(v)),
                 };
-                self.record_choice(index, winner);
+                self.durable(self.record_choice(index, winner)).await;
                 result
             }
         }
     }
 
     /// The first of `futures` to finish, by position, with its output (earlier positions win
-    /// ties). The decision's position is taken now.
-    pub(crate) fn choose<'a, F>(
+    /// ties). The decision's position is taken now. Only durable futures: their journal
+    /// positions were all taken when they were created, so polling some of them and not others
+    /// (a replay polls the recorded winner only) shifts no later position.
+    pub(crate) fn choose<'a, T: Send + 'a>(
         &'a self,
-        futures: Vec<F>,
-    ) -> impl Future<Output = (usize, F::Output)> + Send + 'a
-    where
-        F: Future + Unpin + Send + 'a,
-        F::Output: Send,
-    {
+        futures: Vec<DurableFuture<'a, T>>,
+    ) -> impl Future<Output = (usize, T)> + Send + 'a {
         let index = self.take_index();
-        let mut futures: Vec<Option<F>> = futures.into_iter().map(Some).collect();
+        let mut futures: Vec<Option<DurableFuture<'a, T>>> =
+            futures.into_iter().map(Some).collect();
         async move {
-            let recorded = self.recorded_choice(index, futures.len(), "race");
-            std::future::poll_fn(|cx| match recorded {
-                Recorded::Mismatch => Poll::Pending,
-                Recorded::Winner(w) => poll_one(&mut futures, w, cx).map(|out| (w, out)),
-                Recorded::Open => match poll_first(&mut futures, cx) {
-                    Poll::Ready((w, out)) => {
-                        self.record_choice(index, w);
-                        Poll::Ready((w, out))
-                    }
-                    Poll::Pending => Poll::Pending,
-                },
-            })
-            .await
+            if futures.is_empty() {
+                // Nothing can ever win, and nothing waits: the attempt would hang unseen.
+                self.stop(Abort::Pause(format!(
+                    "a race over no operations (journal entry {index}) can never finish"
+                )));
+                return std::future::pending().await;
+            }
+            match self.recorded_choice(index, futures.len(), "race") {
+                Recorded::Mismatch => std::future::pending().await,
+                Recorded::Winner(w) => {
+                    let out = std::future::poll_fn(|cx| poll_one(&mut futures, w, cx)).await;
+                    (w, out)
+                }
+                Recorded::Open => {
+                    let (w, out) = std::future::poll_fn(|cx| poll_first(&mut futures, cx)).await;
+                    self.durable(self.record_choice(index, w)).await;
+                    (w, out)
+                }
+            }
         }
     }
 
     /// Every output in order, or the first error: which operation failed first is journaled
     /// (nothing is when all succeed, as a replay then completes them all again).
-    pub(crate) fn all<'a, F, T>(
+    pub(crate) fn all<'a, T: Send + 'a>(
         &'a self,
-        futures: Vec<F>,
-    ) -> DurableFuture<'a, Result<Vec<T>, TerminalError>>
-    where
-        F: Future<Output = Result<T, TerminalError>> + Unpin + Send + 'a,
-        T: Send + 'a,
-    {
+        futures: Vec<DurableFuture<'a, Result<T, TerminalError>>>,
+    ) -> DurableFuture<'a, Result<Vec<T>, TerminalError>> {
         let index = self.take_index();
-        let mut pending: Vec<Option<F>> = futures.into_iter().map(Some).collect();
+        let mut pending: Vec<Option<_>> = futures.into_iter().map(Some).collect();
         let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
         DurableFuture::new(self, async move {
-            let recorded = self.recorded_choice(index, pending.len(), "all");
-            std::future::poll_fn(|cx| match recorded {
-                Recorded::Mismatch => Poll::Pending,
+            match self.recorded_choice(index, pending.len(), "all") {
+                Recorded::Mismatch => std::future::pending().await,
                 // The failure an earlier attempt saw first.
-                Recorded::Winner(w) => match std::task::ready!(poll_one(&mut pending, w, cx)) {
-                    Err(e) => Poll::Ready(Err(e)),
-                    Ok(_) => {
-                        self.stop(Abort::Pause(format!(
-                            "non-determinism: operation {w} of an `all` (journal entry {index}) failed before and succeeded now"
-                        )));
-                        Poll::Pending
+                Recorded::Winner(w) => {
+                    match std::future::poll_fn(|cx| poll_one(&mut pending, w, cx)).await {
+                        Err(e) => Err(e),
+                        Ok(_) => {
+                            self.stop(Abort::Pause(format!(
+                                "non-determinism: operation {w} of an `all` (journal entry {index}) failed before and succeeded now"
+                            )));
+                            std::future::pending().await
+                        }
                     }
-                },
+                }
                 Recorded::Open => {
-                    for (at, slot) in pending.iter_mut().enumerate() {
-                        let Some(future) = slot else { continue };
-                        if let Poll::Ready(out) = Pin::new(future).poll(cx) {
-                            *slot = None;
-                            match out {
-                                Ok(value) => done[at] = Some(value),
-                                Err(e) => {
-                                    self.record_choice(index, at);
-                                    return Poll::Ready(Err(e));
+                    let failed = std::future::poll_fn(|cx| {
+                        for (at, slot) in pending.iter_mut().enumerate() {
+                            let Some(future) = slot else { continue };
+                            if let Poll::Ready(out) = Pin::new(future).poll(cx) {
+                                *slot = None;
+                                match out {
+                                    Ok(value) => done[at] = Some(value),
+                                    Err(e) => return Poll::Ready(Some((at, e))),
                                 }
                             }
                         }
-                    }
-                    if pending.iter().all(Option::is_none) {
-                        Poll::Ready(Ok(done.iter_mut().map(|v| v.take().expect("every output")).collect()))
-                    } else {
-                        Poll::Pending
+                        if pending.iter().all(Option::is_none) {
+                            Poll::Ready(None)
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    match failed {
+                        None => Ok(done.into_iter().map(|v| v.expect("every output")).collect()),
+                        Some((at, e)) => {
+                            self.durable(self.record_choice(index, at)).await;
+                            Err(e)
+                        }
                     }
                 }
-            })
-            .await
+            }
         })
     }
 
     /// A stream of `futures`' outputs in completion order; the position of each decision is
     /// taken now, one per operation, so the order is journaled entry by entry.
-    pub(crate) fn unordered<F>(&self, futures: Vec<F>) -> Unordered<'_, F>
-    where
-        F: Future + Unpin,
-    {
+    pub(crate) fn unordered<'a, T>(
+        &'a self,
+        futures: Vec<DurableFuture<'a, T>>,
+    ) -> Unordered<'a, T> {
         let first = self.take_indices(futures.len() as u32);
         Unordered {
             ctx: self,
             first,
             yielded: 0,
             recorded: None,
+            committing: None,
             futures: futures.into_iter().map(Some).collect(),
         }
     }
@@ -215,7 +226,7 @@ impl InvocationContext {
             Some(JournalEntry::GetOutput {
                 invocation_id,
                 outcome,
-            }) if invocation_id == id => Some(outcome),
+            }) if invocation_id == id => Some((outcome, None)),
             Some(other) => {
                 self.mismatch(index, &other, &format!("output of {id}"));
                 None
@@ -238,15 +249,23 @@ impl InvocationContext {
                         invocation_id: id,
                         outcome: outcome.clone(),
                     };
-                    self.journal(index, entry, Vec::new()).map(|_| outcome)
+                    // Seen in memory, the result may still be committing: the handler acts on
+                    // it only once this entry, queued after it, is durable.
+                    self.journal(index, entry, Vec::new())
+                        .map(|waiter| (outcome, Some(waiter)))
                 }
             },
         };
         async move {
-            match seen {
-                None => std::future::pending().await,
-                Some(None) => Ok(None),
-                Some(Some(outcome)) => outcome_to_result(outcome).map(Some),
+            let Some((outcome, waiter)) = seen else {
+                return std::future::pending().await;
+            };
+            if waiter.is_some() {
+                self.durable(waiter).await;
+            }
+            match outcome {
+                None => Ok(None),
+                Some(outcome) => outcome_to_result(outcome).map(Some),
             }
         }
     }
@@ -261,7 +280,9 @@ impl InvocationContext {
             outcome: None,
         };
         // Journaled now, or replayed without its result: the result is fetched once known.
-        let ok = match self.replayed(index) {
+        // `None`: the attempt stops; `Some(waiter)`: a commit to wait for before the result
+        // is the handler's (a result seen in memory may still be committing).
+        let ok: Option<Option<CommitWaiter>> = match self.replayed(index) {
             Some(JournalEntry::Attach {
                 invocation_id,
                 outcome,
@@ -269,11 +290,11 @@ impl InvocationContext {
                 if outcome.is_none() {
                     self.forward_outcome(index, id, pending());
                 }
-                true
+                Some(None)
             }
             Some(other) => {
                 self.mismatch(index, &other, &format!("attach {id}"));
-                false
+                None
             }
             None => {
                 // Finished already (or unknown): the result is journaled at once. Otherwise the
@@ -291,14 +312,14 @@ impl InvocationContext {
                 match known {
                     Err(e) => {
                         self.stop(Abort::Retry(format!("attach lookup failed: {e}")));
-                        false
+                        None
                     }
                     Ok(Some(outcome)) => {
                         let entry = JournalEntry::Attach {
                             invocation_id: id,
                             outcome: Some(outcome),
                         };
-                        self.journal(index, entry, Vec::new()).is_some()
+                        self.journal(index, entry, Vec::new()).map(Some)
                     }
                     Ok(None) => {
                         let waiter = self.engine.result_waiter(id, self.id(), index, false);
@@ -306,14 +327,17 @@ impl InvocationContext {
                         if ok {
                             self.forward_outcome(index, id, pending());
                         }
-                        ok
+                        ok.then_some(None)
                     }
                 }
             }
         };
         async move {
-            if !ok {
+            let Some(commit) = ok else {
                 return std::future::pending().await;
+            };
+            if commit.is_some() {
+                self.durable(commit).await;
             }
             let outcome = self
                 .await_entry(index, |e| match e {
@@ -357,58 +381,77 @@ fn poll_first<F: Future + Unpin>(
 }
 
 /// Durable operations' outputs in the order they finish, each with its position in the list
-/// given to [`Context::unordered`](crate::Context::unordered). The order is journaled: a
-/// replay yields the same sequence even when every operation is complete by then.
+/// given to [`Context::unordered`](crate::Context::unordered). The order is journaled (each
+/// item is yielded once its place in the order is durable): a replay yields the same sequence
+/// even when every operation is complete by then.
 #[must_use = "streams do nothing unless polled"]
-pub struct Unordered<'a, F> {
+pub struct Unordered<'a, T> {
     ctx: &'a InvocationContext,
     /// The journal position of the first decision; the n-th item's is `first + n`.
     first: u32,
     yielded: usize,
     /// The next decision, read from the journal once.
     recorded: Option<Recorded>,
-    futures: Vec<Option<F>>,
+    /// A decided item, yielded once its decision is durable.
+    committing: Option<(usize, T, BoxFuture<'a, ()>)>,
+    futures: Vec<Option<DurableFuture<'a, T>>>,
 }
 
-impl<F: Future + Unpin> Stream for Unordered<'_, F> {
-    type Item = (usize, F::Output);
+// Nothing in it is pinned in place: the operations are boxed, outputs are moved out as values.
+impl<T> Unpin for Unordered<'_, T> {}
+
+impl<'a, T> Stream for Unordered<'a, T> {
+    type Item = (usize, T);
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.yielded == this.futures.len() {
-            return Poll::Ready(None);
-        }
-        let index = this.first + this.yielded as u32;
-        let recorded = this.recorded.get_or_insert_with(|| {
-            this.ctx
-                .recorded_choice(index, this.futures.len(), "unordered")
-        });
-        let ready = match *recorded {
-            Recorded::Mismatch => return Poll::Pending,
-            Recorded::Winner(w) if this.futures[w].is_none() => {
-                this.ctx.stop(Abort::Pause(format!(
-                    "non-determinism: journal entry {index} names operation {w} of an `unordered`, which it yielded already"
-                )));
-                return Poll::Pending;
+        loop {
+            if let Some((_, _, commit)) = &mut this.committing {
+                std::task::ready!(commit.as_mut().poll(cx));
+                let (at, out, _) = this.committing.take().expect("an item being committed");
+                return Poll::Ready(Some(this.advance(at, out)));
             }
-            Recorded::Winner(w) => poll_one(&mut this.futures, w, cx).map(|out| (w, out)),
-            Recorded::Open => {
-                let ready = poll_first(&mut this.futures, cx);
-                if let Poll::Ready((w, _)) = &ready {
-                    this.ctx.record_choice(index, *w);
+            if this.yielded == this.futures.len() {
+                return Poll::Ready(None);
+            }
+            let index = this.first + this.yielded as u32;
+            let ctx = this.ctx;
+            let branches = this.futures.len();
+            let recorded = *this
+                .recorded
+                .get_or_insert_with(|| ctx.recorded_choice(index, branches, "unordered"));
+            match recorded {
+                Recorded::Mismatch => return Poll::Pending,
+                Recorded::Winner(w) if this.futures[w].is_none() => {
+                    ctx.stop(Abort::Pause(format!(
+                        "non-determinism: journal entry {index} names operation {w} of an `unordered`, which it yielded already"
+                    )));
+                    return Poll::Pending;
                 }
-                ready
+                Recorded::Winner(w) => {
+                    let out = std::task::ready!(poll_one(&mut this.futures, w, cx));
+                    return Poll::Ready(Some(this.advance(w, out)));
+                }
+                Recorded::Open => {
+                    let (w, out) = std::task::ready!(poll_first(&mut this.futures, cx));
+                    let waiter = ctx.record_choice(index, w);
+                    this.committing = Some((w, out, Box::pin(ctx.durable(waiter))));
+                }
             }
-        };
-        ready.map(|item| {
-            this.yielded += 1;
-            this.recorded = None;
-            Some(item)
-        })
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let left = self.futures.len() - self.yielded;
         (left, Some(left))
+    }
+}
+
+impl<T> Unordered<'_, T> {
+    /// Counts an item as yielded.
+    fn advance(&mut self, at: usize, out: T) -> (usize, T) {
+        self.yielded += 1;
+        self.recorded = None;
+        (at, out)
     }
 }

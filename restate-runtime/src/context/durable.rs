@@ -87,13 +87,11 @@ impl<'a, T: Send + 'a> DurableFuture<'a, Result<T, TerminalError>> {
     pub fn or_timeout(self, timeout: Duration) -> DurableFuture<'a, Result<T, TerminalError>> {
         let ctx = self.ctx;
         let timer = ctx.sleep(timeout);
-        let choice = ctx.choose(vec![
-            Box::pin(self) as BoxFuture<'a, Result<T, TerminalError>>,
-            Box::pin(async move {
-                timer.await?;
-                Err(timed_out(timeout))
-            }),
-        ]);
+        let timer = DurableFuture::new(ctx, async move {
+            timer.await?;
+            Err(timed_out(timeout))
+        });
+        let choice = ctx.choose(vec![self, timer]);
         DurableFuture::new(ctx, async move { choice.await.1 })
     }
 }

@@ -266,6 +266,12 @@ macro_rules! context_types {
             /// a call still completes, a sleep still fires). Which operation failed first is
             /// journaled, so a replay fails the same way.
             ///
+            /// The combinators (`all`, `race`, `unordered`) take [`DurableFuture`]s: calls,
+            /// sleeps, awakeables, promises, attaches and other combinators, whose journal
+            /// positions are all taken when they are created. A `ctx.run` or an `async` block
+            /// is not one: it would take its positions when first polled, which a replay that
+            /// only polls the recorded winner would not do.
+            ///
             /// ```
             /// use restate_runtime::prelude::*;
             /// # #[derive(Default)]
@@ -285,11 +291,10 @@ macro_rules! context_types {
             /// ```
             pub fn all<T, I>(&self, operations: I) -> DurableFuture<'a, Result<Vec<T>, crate::TerminalError>>
             where
-                I: IntoIterator,
-                I::Item: Future<Output = Result<T, crate::TerminalError>> + Send + 'a,
+                I: IntoIterator<Item = DurableFuture<'a, Result<T, crate::TerminalError>>>,
                 T: Send + 'a,
             {
-                self.inner.all(operations.into_iter().map(Box::pin).collect())
+                self.inner.all(operations.into_iter().collect())
             }
 
             /// Waits for the first of any number of operations and gives its position in the
@@ -312,14 +317,12 @@ macro_rules! context_types {
             ///     }
             /// }
             /// ```
-            pub fn race<I>(&self, operations: I) -> DurableFuture<'a, (usize, <I::Item as Future>::Output)>
+            pub fn race<T, I>(&self, operations: I) -> DurableFuture<'a, (usize, T)>
             where
-                I: IntoIterator,
-                I::Item: Future + Send + 'a,
-                <I::Item as Future>::Output: Send,
+                I: IntoIterator<Item = DurableFuture<'a, T>>,
+                T: Send + 'a,
             {
-                let operations: Vec<_> = operations.into_iter().map(Box::pin).collect();
-                DurableFuture::new(self.inner, self.inner.choose(operations))
+                DurableFuture::new(self.inner, self.inner.choose(operations.into_iter().collect()))
             }
 
             /// The outputs of any number of operations as they finish, each with its position in
@@ -350,12 +353,11 @@ macro_rules! context_types {
             ///     }
             /// }
             /// ```
-            pub fn unordered<I>(&self, operations: I) -> Unordered<'a, std::pin::Pin<Box<I::Item>>>
+            pub fn unordered<T, I>(&self, operations: I) -> Unordered<'a, T>
             where
-                I: IntoIterator,
-                I::Item: Future,
+                I: IntoIterator<Item = DurableFuture<'a, T>>,
             {
-                self.inner.unordered(operations.into_iter().map(Box::pin).collect())
+                self.inner.unordered(operations.into_iter().collect())
             }
 
             /// Waits for the result of an invocation by its id (one this handler sent, say).

@@ -1,6 +1,6 @@
 use restate_runtime::prelude::*;
 
-#[derive(Serialize)]
+/// Not `Serialize`.
 pub struct Receipt {
     pub total: u64,
 }
@@ -10,7 +10,6 @@ pub struct Shop;
 
 #[service]
 impl Shop {
-    /// The output must also decode (callers read it), so `Serialize` alone is not enough.
     #[handler]
     async fn checkout(&self, _ctx: Context<'_>) -> HandlerResult<Receipt> {
         Ok(Receipt { total: 1 })

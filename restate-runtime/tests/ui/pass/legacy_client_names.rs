@@ -28,6 +28,12 @@ impl Greeter {
     async fn ping(&self, _ctx: Context<'_>) -> HandlerResult<()> {
         Ok(())
     }
+
+    /// Outputs only needed `Serialize` (callers decoding with `.call()` need `Deserialize`).
+    #[handler]
+    async fn motto(&self, _ctx: Context<'_>) -> HandlerResult<&'static str> {
+        Ok("durable")
+    }
 }
 
 #[derive(Default)]
