@@ -64,16 +64,13 @@ impl RawInput {
     }
 
     /// The request headers, in arrival order, names in lower case.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    pub fn headers(&self) -> &crate::Headers {
+        crate::Headers::new(&self.headers)
     }
 
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers().get(name)
     }
 
     /// Decodes the body as JSON.

@@ -43,6 +43,7 @@ mod engine;
 mod error;
 mod failpoints;
 mod handle;
+mod headers;
 mod ids;
 mod ingress;
 mod listener;
@@ -74,6 +75,7 @@ pub use engine::{ControlError, EngineError, STORAGE_FAILURE_EXIT_CODE, exit_on_s
 pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
 pub use futures::future::Either;
 pub use handle::{HandleCaller, InvocationHandle};
+pub use headers::Headers;
 pub use ids::{AwakeableId, IdParseError, InvocationId};
 pub use registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, RegistryError,

@@ -9,6 +9,7 @@ mod durable;
 pub(crate) mod invocation;
 mod promise;
 pub(crate) mod run;
+mod sleep;
 mod state;
 
 use std::future::Future;
@@ -98,7 +99,8 @@ macro_rules! context_types {
                 self.inner.id()
             }
 
-            /// The headers the invocation was sent with (names in lower case).
+            /// The headers the invocation was sent with (names in lower case): by name, as an
+            /// `http::HeaderMap`, or as the `(name, value)` pairs.
             ///
             /// ```
             /// use restate_runtime::prelude::*;
@@ -108,13 +110,17 @@ macro_rules! context_types {
             /// impl Tenants {
             ///     #[handler]
             ///     async fn tenant(&self, ctx: Context<'_>) -> HandlerResult<Option<String>> {
+            ///         Ok(ctx.headers().get("x-tenant").map(str::to_owned))
+            ///     }
+            ///     #[handler]
+            ///     async fn tenant_from_pairs(&self, ctx: Context<'_>) -> HandlerResult<Option<String>> {
             ///         let found = ctx.headers().iter().find(|(name, _)| name == "x-tenant");
             ///         Ok(found.map(|(_, value)| value.clone()))
             ///     }
             /// }
             /// ```
-            pub fn headers(&self) -> &'a [(String, String)] {
-                &self.inner.headers
+            pub fn headers(&self) -> &'a crate::Headers {
+                crate::Headers::new(&self.inner.headers)
             }
 
             /// A journaled side effect: the closure's result is durable before it is returned,

@@ -1,0 +1,76 @@
+//! Durable sleep: the wake-up time is journaled, so a replay sleeps until the same instant; a
+//! long sleep suspends the invocation, and a timer resumes it. A cancellation ends it early.
+
+use std::time::Duration;
+
+use super::invocation::InvocationContext;
+use crate::clock::now_ms;
+use crate::error::TerminalError;
+use crate::storage::JournalEntry;
+
+impl InvocationContext {
+    /// Journals the wake-up time (or reads it back on replay) and sleeps until then; a long
+    /// sleep suspends the invocation, and a timer resumes it. A cancellation ends it early.
+    pub(crate) fn sleep(
+        &self,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), TerminalError>> + Send + '_ {
+        let index = self.take_index();
+        let wake_at_ms =
+            match self.replay_as(index, "sleep", |e| matches!(e, JournalEntry::Sleep { .. })) {
+                Ok(Some(JournalEntry::Sleep {
+                    cancelled: true, ..
+                })) => Err(true),
+                Ok(Some(JournalEntry::Sleep { wake_at_ms, .. })) => Ok(wake_at_ms),
+                Ok(_) => {
+                    let wake_at_ms = now_ms() + duration.as_millis() as u64;
+                    let entry = JournalEntry::Sleep {
+                        wake_at_ms,
+                        cancelled: false,
+                    };
+                    drop(self.journal(index, entry, Vec::new()));
+                    Ok(wake_at_ms)
+                }
+                Err(()) => Err(false),
+            };
+        async move {
+            let wake_at_ms = match wake_at_ms {
+                Ok(at) => at,
+                Err(true) => return Err(cancelled_error()),
+                Err(false) => return std::future::pending().await,
+            };
+            let mut changes = self.inflight.changes();
+            let suspend_at = tokio::time::Instant::now() + self.engine.config().suspend_after;
+            let wait = self.waiting(Some(wake_at_ms));
+            loop {
+                wait.saw(*changes.borrow_and_update());
+                // An elapsed sleep is done: a cancellation lands at the next await point.
+                let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
+                if left.is_zero() {
+                    return Ok(());
+                }
+                let cancelled = JournalEntry::Sleep {
+                    wake_at_ms,
+                    cancelled: true,
+                };
+                if self.deliver_cancel(index, || cancelled) {
+                    return Err(cancelled_error());
+                }
+                let wake = tokio::time::Instant::now() + left;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake.min(suspend_at)) => {
+                        if wake > suspend_at {
+                            self.suspend();
+                            return std::future::pending().await;
+                        }
+                    }
+                    _ = changes.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+fn cancelled_error() -> TerminalError {
+    TerminalError::new_with_code(409, "cancelled")
+}
