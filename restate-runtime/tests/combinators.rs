@@ -160,17 +160,10 @@ impl Combine {
     }
 }
 
-async fn post(s: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(s.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn resolve(s: &TestServer, id: &str, value: &str) {
-    let r = post(s, &format!("/restate/a/{id}/resolve"), json!(value)).await;
+    let r = s
+        .post(&format!("/restate/a/{id}/resolve"), json!(value))
+        .await;
     assert!(r.status().is_success(), "{}", r.status());
 }
 
@@ -187,7 +180,11 @@ async fn reject(s: &TestServer, id: &str, message: &str) {
 /// Starts `handler` with a fresh tag; returns the invocation id and the awakeable ids.
 async fn start(s: &TestServer, handler: &str) -> (String, Vec<String>) {
     let tag = format!("{handler}-{}", rand_tag());
-    let id = accepted_id(post(s, &format!("/Combine/{handler}/send"), json!(tag)).await).await;
+    let id = accepted_id(
+        s.post(&format!("/Combine/{handler}/send"), json!(tag))
+            .await,
+    )
+    .await;
     let mut found = None;
     wait_until(Duration::from_secs(30), || {
         found = ids(&tag);
@@ -328,5 +325,48 @@ async fn combinators_over_calls() {
     assert_eq!(body["unordered"], json!([[1, 1], [0, 300]]));
     assert_eq!(body["late"], json!(408));
     assert_eq!(body["early"], json!(0));
+    s.stop().await;
+}
+
+#[derive(Default)]
+pub struct Slow;
+
+#[service]
+impl Slow {
+    #[handler]
+    async fn nap(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        ctx.sleep(Duration::from_millis(ms)).await?;
+        Ok(ms)
+    }
+
+    /// Bounds the wait for an hour-long nap by `ms`, suspending in between.
+    #[handler]
+    async fn bounded(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u16> {
+        let long = ctx.client::<Slow>().nap(3_600_000).send();
+        let code = match long.attach().or_timeout(Duration::from_millis(ms)).await {
+            Ok(_) => 200,
+            Err(e) => e.code(),
+        };
+        long.cancel();
+        Ok(code)
+    }
+}
+
+#[tokio::test]
+async fn or_timeout_over_a_pending_attach_times_out_while_suspended() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
+        b.suspend_after(Duration::from_millis(1))
+    })
+    .await;
+    for ms in [5, 20, 50] {
+        let code = tokio::time::timeout(
+            Duration::from_secs(30),
+            s.handle.client::<Slow>().bounded(ms).call(),
+        )
+        .await
+        .expect("times out within 30 s")
+        .unwrap();
+        assert_eq!(code, 408);
+    }
     s.stop().await;
 }

@@ -60,34 +60,23 @@ fn quick_suspend(b: restate_runtime::RuntimeBuilder) -> restate_runtime::Runtime
     b.suspend_after(Duration::from_millis(50))
 }
 
-async fn post(s: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(s.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_duplicate_of_a_suspended_workflow_run_finds_it() {
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick_suspend).await;
-    let first = post(&s, "/Approval/dup/run/send", json!("first")).await;
+    let first = s.post("/Approval/dup/run/send", json!("first")).await;
     let id = common::accepted_id(first).await;
     s.wait_status(&id, "suspended").await;
     // Sent again while suspended: the same invocation, not a second copy with new input.
-    let again = post(&s, "/Approval/dup/run/send", json!("second")).await;
+    let again = s.post("/Approval/dup/run/send", json!("second")).await;
     assert_eq!(again.status(), 202);
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["invocationId"], id.as_str());
     assert_eq!(body["status"], "PreviouslyAccepted");
     // Called while suspended: a conflict, as for a running `run`.
-    let call = post(&s, "/Approval/dup/run", json!("third")).await;
+    let call = s.post("/Approval/dup/run", json!("third")).await;
     assert_eq!(call.status(), 409);
     assert_eq!(
-        post(&s, "/Approval/dup/decide", json!("yes"))
-            .await
-            .status(),
+        s.post("/Approval/dup/decide", json!("yes")).await.status(),
         200
     );
     assert_eq!(s.attach(&id).await, (200, json!("first: yes")));
@@ -99,8 +88,8 @@ async fn a_duplicate_of_a_suspended_workflow_run_finds_it() {
 #[tokio::test]
 async fn an_attach_from_a_suspended_handler_completes_after_a_restart() {
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick_suspend).await;
-    let gate = common::accepted_id(post(&s, "/Gate/wait/send", json!("g1")).await).await;
-    let follower = common::accepted_id(post(&s, "/Gate/follow/send", json!(gate)).await).await;
+    let gate = common::accepted_id(s.post("/Gate/wait/send", json!("g1")).await).await;
+    let follower = common::accepted_id(s.post("/Gate/follow/send", json!(gate)).await).await;
     s.wait_status(&gate, "suspended").await;
     s.wait_status(&follower, "suspended").await;
     let dir = s.stop().await;
@@ -113,12 +102,9 @@ async fn an_attach_from_a_suspended_handler_completes_after_a_restart() {
         .unwrap()
         .1
         .clone();
-    let resolved = post(
-        &s,
-        &format!("/restate/a/{awakeable}/resolve"),
-        json!("open"),
-    )
-    .await;
+    let resolved = s
+        .post(&format!("/restate/a/{awakeable}/resolve"), json!("open"))
+        .await;
     assert_eq!(resolved.status(), 202);
     assert_eq!(s.attach(&gate).await, (200, json!("open")));
     // Nothing in memory forwards the gate's result to the follower after the restart: the

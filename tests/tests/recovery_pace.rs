@@ -190,3 +190,67 @@ async fn a_restored_caller_waiting_on_a_callee_still_on_disk_lets_it_run() {
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.json::<u64>().await.unwrap(), 2001);
 }
+
+/// A delayed exclusive invocation that had started when the process died (its state write
+/// durable, its record still `Scheduled` on disk) holds its key again after the restart,
+/// ahead of the invocations that queued behind it: run after them, its replay would act on
+/// its old read of the state and put the key's count back.
+#[tokio::test]
+async fn a_started_delayed_invocation_keeps_its_key_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::new();
+    let app = App::start(BIN, &data, &env(&steps, 60_000, None)).await;
+    let r = client
+        .post(format!("{}/Tally/k/slow_add/send?delay=50ms", app.ingress))
+        .json(&1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let delayed: serde_json::Value = r.json().await.unwrap();
+    let delayed = delayed["invocationId"].as_str().unwrap().to_owned();
+    // It fired, wrote count = 1 durably, and holds the key in its slow step.
+    poll(Duration::from_secs(30), || async {
+        lines(&steps).iter().any(|l| l == "slow k 1")
+    })
+    .await;
+    let queued = [
+        send(&client, &app, "/Tally/k/add", 1).await,
+        send(&client, &app, "/Tally/k/add", 1).await,
+    ];
+    app.kill();
+
+    let app = App::start(BIN, &data, &env(&steps, 500, None)).await;
+    // Sent while the delayed one replays its slow step (or, wrongly, waits behind the others).
+    let last = send(&client, &app, "/Tally/k/add", 1).await;
+    let output = |id: String| {
+        let url = format!("{}/restate/invocation/{id}/attach", app.ingress);
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+    // In arrival order on the key: the delayed one first (it had started), then the rest.
+    assert_eq!(output(delayed).await, 1);
+    assert_eq!(output(queued[0].clone()).await, 2);
+    assert_eq!(output(queued[1].clone()).await, 3);
+    assert_eq!(output(last).await, 4);
+    let count: u64 = client
+        .post(format!("{}/Tally/k/get", app.ingress))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count, 4, "no increment lost");
+}

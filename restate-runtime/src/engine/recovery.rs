@@ -54,6 +54,22 @@ impl Engine {
                 let Some(record) = self.storage.invocation(&id)? else {
                     continue;
                 };
+                // An exclusive invocation that had started (it has journal entries) was its
+                // key's holder: only the holder runs. It holds the key again, ahead of any that
+                // arrived before it but had not started (a delayed send that fired after them,
+                // a send that reached the key first): run after those, its replay would act on
+                // state they changed (its recorded reads are older). A delayed one that fired
+                // and started is still `Scheduled` on disk; it runs now instead of waiting again.
+                let started = matches!(
+                    record.status,
+                    Status::Runnable | Status::Suspended { .. } | Status::Scheduled { .. }
+                ) && self.exclusive_scope_of(&record.target).is_some()
+                    && !self.storage.journal(&id)?.is_empty();
+                if started {
+                    self.hold_lane(&record.target, id);
+                    to_restore.push(id);
+                    continue;
+                }
                 match record.status {
                     Status::Scheduled { at_ms } => {
                         if self.load_into(&mut map, id, false)?.is_some() {
@@ -117,8 +133,11 @@ impl Engine {
         let suspended = matches!(record.status, Status::Suspended { .. });
         match record.status {
             Status::Completed { .. } => return Ok(None),
-            // One with a completion it has not seen committed after its suspension (law 9).
-            Status::Suspended { .. } if run => record.status = Status::Runnable,
+            // One with a completion it has not seen committed after its suspension (law 9),
+            // or a delayed one that had fired and started before the restart.
+            Status::Suspended { .. } | Status::Scheduled { .. } if run => {
+                record.status = Status::Runnable
+            }
             Status::Runnable | Status::Suspended { .. } if !run => return Ok(None),
             _ => {}
         }

@@ -89,6 +89,16 @@ impl TestServer {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// `POST {path}` with a JSON body.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The admin API's view of an invocation.
     pub async fn inspect(&self, id: &str) -> serde_json::Value {
         reqwest::get(format!("{}/invocations/{id}", self.admin))
