@@ -1,6 +1,6 @@
 //! Seeded chaos: a load that mixes every primitive (`Chaos/mix`: call, send, delayed send,
 //! sleep, awakeable resolved by a handler, attach, select, cancel, state, and the combinators
-//! all, race and unordered with typed handles; awakeables resolved
+//! all, race, unordered and or_timeout with typed handles; awakeables resolved
 //! over HTTP; workflow promises resolved over HTTP), with SIGKILLs at request counts drawn from
 //! a seed (not wall time, so a seed replays the same schedule). Afterwards every acknowledged
 //! invocation has completed exactly once with its result, and the per-key counters that the
@@ -42,9 +42,9 @@ fn soak() -> u64 {
 }
 
 /// What `Chaos/mix(i)` returns: `i`, the call's answer, the awakeable (1000), the attach and
-/// the select (1 each), and the combinators and handles (11).
+/// the select (1 each), and the combinators and handles (12).
 fn mix_result(i: u64) -> u64 {
-    i + (2 + i % 3) + 1000 + 1 + 1 + 11
+    i + (2 + i % 3) + 1000 + 1 + 1 + 12
 }
 
 /// `POST path/send` with an idempotency key (and no body for `null`): the invocation id once

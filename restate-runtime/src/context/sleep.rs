@@ -33,15 +33,18 @@ impl InvocationContext {
                 }
                 Err(()) => Err(false),
             };
+        // Registered now, not when first polled: a sibling wait (an attach raced against this
+        // timer by `or_timeout`, polled first) that suspends the attempt before this sleep is
+        // polled must still give the suspension this wake-up time, or nothing would wake it.
+        let wait = wake_at_ms.ok().map(|at| (at, self.waiting(Some(at))));
         async move {
-            let wake_at_ms = match wake_at_ms {
-                Ok(at) => at,
-                Err(true) => return Err(cancelled_error()),
-                Err(false) => return std::future::pending().await,
+            let (wake_at_ms, wait) = match (wait, wake_at_ms) {
+                (Some(wait), _) => wait,
+                (None, Err(true)) => return Err(cancelled_error()),
+                (None, _) => return std::future::pending().await,
             };
             let mut changes = self.inflight.changes();
             let suspend_at = tokio::time::Instant::now() + self.engine.config().suspend_after;
-            let wait = self.waiting(Some(wake_at_ms));
             loop {
                 wait.saw(*changes.borrow_and_update());
                 // An elapsed sleep is done: a cancellation lands at the next await point.
