@@ -153,6 +153,16 @@ impl InvocationContext {
         self.stop(Abort::Suspend { seen, wake_at_ms });
     }
 
+    /// Suspends once every sibling wait has been polled: the other branches of a combinator,
+    /// polled after this one, register their waits (and may turn out complete) in the pass
+    /// this yield lets run. A wait whose deadline passed at its very first poll (the thread was
+    /// descheduled in between) would otherwise suspend before a sibling whose entry is already
+    /// complete, or whose timer is the only wake-up, was counted.
+    pub(crate) async fn suspend_after_siblings(&self) {
+        tokio::task::yield_now().await;
+        self.suspend();
+    }
+
     /// Stops the attempt; the engine sees it at the handler's next await point.
     pub(crate) fn stop(&self, abort: Abort) {
         let mut slot = self.abort.lock().expect("abort lock");
@@ -254,7 +264,7 @@ impl InvocationContext {
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.suspend();
+                    self.suspend_after_siblings().await;
                     return std::future::pending().await;
                 }
             }

@@ -63,7 +63,7 @@ impl InvocationContext {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake.min(suspend_at)) => {
                         if wake > suspend_at {
-                            self.suspend();
+                            self.suspend_after_siblings().await;
                             return std::future::pending().await;
                         }
                     }

@@ -10,6 +10,10 @@
 //! - Of an object or workflow key, only the first of them is restored that way; the others stay
 //!   on disk in the key's lane ([`super::lanes::Lane::stored`]) and are loaded one by one as the
 //!   key frees, before anything that arrives after the restart.
+//! - Except that an exclusive invocation that had started before the restart (it has journal
+//!   entries) holds its key first, whatever its arrival number or status: it was the key's
+//!   holder, and its replay reads the state as it recorded it. A delayed one that fired and
+//!   started is still `Scheduled` on disk; it runs at once rather than waiting for its timer.
 //!
 //! A duplicate request, an attach, a completion or a kill meanwhile finds an invocation on disk
 //! the way it finds a suspended one.
