@@ -30,6 +30,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// The largest answer read: a remote that sends more is refused, not buffered.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Another process's services, called through its ingress with the same generated clients
 /// as in-process: `HttpIngress::new(url).client::<Greeter>()`. A second Rust program can call
@@ -278,11 +280,18 @@ impl HttpIngress {
             .headers()
             .get("x-restate-error-source")
             .is_some_and(|v| v == "invocation");
-        let body = response
-            .into_body()
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| IngressError::Transport(format!("{uri}: reading the answer: {e}")))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    IngressError::Protocol(format!(
+                        "{uri}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                    ))
+                } else {
+                    IngressError::Transport(format!("{uri}: reading the answer: {e}"))
+                }
+            })?
             .to_bytes();
         if status.is_success() {
             return Ok((status, body));

@@ -23,6 +23,18 @@ fn env(steps: &std::path::Path, step_ms: u32, at_once: Option<u32>) -> Vec<(&'st
     env
 }
 
+/// An invocation's result as JSON, by `GET /restate/invocation/{id}/{how}` (`attach` waits,
+/// `output` does not).
+async fn result<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    app: &App,
+    id: &str,
+    how: &str,
+) -> T {
+    let url = format!("{}/restate/invocation/{id}/{how}", app.ingress);
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// `POST {path}/send` with a JSON number; the invocation id of the 202.
 async fn send(client: &reqwest::Client, app: &App, path: &str, body: u64) -> String {
     support::send_json(client, &app.ingress, path, &body).await
@@ -72,20 +84,10 @@ async fn a_restart_restores_unfinished_invocations_a_few_at_a_time() {
         "most of the {SENT} waited on disk at first (saw at most {most_pending})"
     );
     // Every one of them completed.
-    let answers = join_all(ids.iter().map(|id| {
-        let url = format!("{}/restate/invocation/{id}/output", app.ingress);
-        let client = client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<u32>()
-                .await
-                .unwrap()
-        }
-    }))
+    let answers = join_all(
+        ids.iter()
+            .map(|id| result::<u32>(&client, &app, id, "output")),
+    )
     .await;
     assert!(answers.iter().all(|n| *n == 1), "{answers:?}");
 }
@@ -225,25 +227,10 @@ async fn a_started_delayed_invocation_keeps_its_key_after_a_restart() {
     let app = App::start(BIN, &data, &env(&steps, 500, None)).await;
     // Sent while the delayed one replays its slow step (or, wrongly, waits behind the others).
     let last = send(&client, &app, "/Tally/k/add", 1).await;
-    let output = |id: String| {
-        let url = format!("{}/restate/invocation/{id}/attach", app.ingress);
-        let client = client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<u64>()
-                .await
-                .unwrap()
-        }
-    };
     // In arrival order on the key: the delayed one first (it had started), then the rest.
-    assert_eq!(output(delayed).await, 1);
-    assert_eq!(output(queued[0].clone()).await, 2);
-    assert_eq!(output(queued[1].clone()).await, 3);
-    assert_eq!(output(last).await, 4);
+    for (id, expected) in [(&delayed, 1), (&queued[0], 2), (&queued[1], 3), (&last, 4)] {
+        assert_eq!(result::<u64>(&client, &app, id, "attach").await, expected);
+    }
     let count: u64 = client
         .post(format!("{}/Tally/k/get", app.ingress))
         .send()
