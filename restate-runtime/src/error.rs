@@ -1,5 +1,6 @@
 //! Errors a handler returns: terminal (ends the invocation) versus retryable (retried with backoff).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// An error that ends an invocation: it is not retried, and the caller sees its code and message.
@@ -13,10 +14,16 @@ use std::fmt;
 /// assert_eq!(err.code(), 404);
 /// assert_eq!(err.message(), "no such invoice");
 /// ```
+///
+/// It may carry metadata, string pairs a caller reads without parsing the message (a decline
+/// reason, a retry-at time); they travel with the error through calls, awakeables, promises,
+/// the journal and the ingress's error body (`"metadata": {..}`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TerminalError {
     code: u16,
     message: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
 }
 
 impl TerminalError {
@@ -43,7 +50,42 @@ impl TerminalError {
         Self {
             code,
             message: message.into(),
+            metadata: BTreeMap::new(),
         }
+    }
+
+    /// An error from its stored or received parts.
+    pub(crate) fn from_parts(
+        code: u16,
+        message: impl Into<String>,
+        metadata: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        Self {
+            metadata: metadata.into_iter().collect(),
+            ..Self::new_with_code(code, message)
+        }
+    }
+
+    /// The same error with one more metadata pair (a later value for the same key wins).
+    ///
+    /// ```
+    /// use restate_runtime::TerminalError;
+    /// let err = TerminalError::new_with_code(402, "card declined")
+    ///     .with_metadata("decline_code", "insufficient_funds");
+    /// assert_eq!(err.metadata()["decline_code"], "insufficient_funds");
+    /// ```
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata pairs, by key (empty unless set with [`Self::with_metadata`]).
+    ///
+    /// ```
+    /// assert!(restate_runtime::TerminalError::new("x").metadata().is_empty());
+    /// ```
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// The error code (an HTTP status where it is a valid one).
@@ -66,7 +108,7 @@ impl TerminalError {
 }
 
 /// A message alone is a terminal error with code 500, so completions that take an error
-/// (`ctx.reject_awakeable(id, "denied")`) take a message or a full [`TerminalError`].
+/// (`ctx.awakeable_handle(id).reject("denied")`) take a message or a full [`TerminalError`].
 ///
 /// ```
 /// use restate_runtime::TerminalError;

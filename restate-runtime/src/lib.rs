@@ -67,8 +67,8 @@ pub use client::{
 pub use codec::{DecodeError, EncodeError, RawInput};
 pub use config::{Config, ConfigError, DEFAULT_SECRET_HEADERS};
 pub use context::{
-    Context, DeterministicRng, DurableFuture, ObjectContext, Run, SharedObjectContext,
-    SharedWorkflowContext, Unordered, WorkflowContext,
+    AwakeableHandle, Context, DeterministicRng, DurableFuture, ObjectContext, Run,
+    SharedObjectContext, SharedWorkflowContext, Unordered, WorkflowContext,
 };
 pub use duration::parse as parse_duration;
 pub use engine::{ControlError, EngineError, STORAGE_FAILURE_EXIT_CODE, exit_on_storage_failure};

@@ -296,31 +296,39 @@ impl HttpIngress {
         if status.is_success() {
             return Ok((status, body));
         }
-        let (code, message) = error_body(status, &body);
+        let error = error_body(status, &body);
         Err(if from_handler {
-            IngressError::Terminal(TerminalError::new_with_code(code, message))
+            IngressError::Terminal(error)
         } else {
             IngressError::Refused {
                 status: status.as_u16(),
-                message,
+                message: error.message().to_owned(),
             }
         })
     }
 }
 
-/// The `code` and `message` of an error answer (Restate's `{"code","message"}` body).
-fn error_body(status: StatusCode, body: &[u8]) -> (u16, String) {
+/// The error an answer carries (Restate's `{"code","message"}` body, with `"metadata"` when
+/// the handler's terminal error had some).
+fn error_body(status: StatusCode, body: &[u8]) -> TerminalError {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         code: Option<u16>,
         message: Option<String>,
+        #[serde(default)]
+        metadata: std::collections::BTreeMap<String, String>,
     }
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { code, message }) => (
+        Ok(ErrorBody {
+            code,
+            message,
+            metadata,
+        }) => TerminalError::from_parts(
             code.unwrap_or(status.as_u16()),
             message.unwrap_or_else(|| status.to_string()),
+            metadata,
         ),
-        Err(_) => (
+        Err(_) => TerminalError::new_with_code(
             status.as_u16(),
             String::from_utf8_lossy(body).trim().to_owned(),
         ),
@@ -663,15 +671,20 @@ mod tests {
     }
 
     #[test]
-    fn error_bodies_give_code_and_message() {
+    fn error_bodies_give_code_message_and_metadata() {
         let body = br#"{"code":409,"message":"cancelled","source":"invocation"}"#;
         assert_eq!(
             error_body(StatusCode::CONFLICT, body),
-            (409, "cancelled".into())
+            TerminalError::new_with_code(409, "cancelled")
+        );
+        let body = br#"{"code":402,"message":"declined","metadata":{"reason":"funds"}}"#;
+        assert_eq!(
+            error_body(StatusCode::PAYMENT_REQUIRED, body),
+            TerminalError::new_with_code(402, "declined").with_metadata("reason", "funds")
         );
         assert_eq!(
             error_body(StatusCode::BAD_GATEWAY, b" upstream down \n"),
-            (502, "upstream down".into())
+            TerminalError::new_with_code(502, "upstream down")
         );
     }
 

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::{
@@ -14,6 +15,7 @@ use crate::client::{
 };
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::error::TerminalError;
 use crate::handle::InvocationHandle;
 use crate::ids::InvocationId;
 use crate::ingress::Webhooks;
@@ -1246,6 +1248,56 @@ impl RuntimeHandle {
         invocation: impl Into<InvocationId>,
     ) -> Result<(), crate::engine::ControlError> {
         self.engine.kill(invocation.into()).await
+    }
+
+    /// Resolves an awakeable from outside any handler (a route of your own, say) and returns
+    /// once the completion is durable. The first completion wins; a later one is accepted and
+    /// changes nothing. A malformed or forged id is a 400, an unknown invocation a 404.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: restate_runtime::RuntimeHandle, id: &str) -> anyhow::Result<()> {
+    /// handle.resolve_awakeable(id, "approved").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resolve_awakeable<T: Serialize + 'static>(
+        &self,
+        id: &str,
+        value: T,
+    ) -> Result<(), ClientError> {
+        let outcome = crate::context::resolved_awakeable(&value)?;
+        self.complete_awakeable(id, outcome).await
+    }
+
+    /// Rejects an awakeable from outside any handler: its waiter gets `error` (code, message
+    /// and metadata), or a message alone as code 500. As [`Self::resolve_awakeable`] otherwise.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: restate_runtime::RuntimeHandle, id: &str) -> anyhow::Result<()> {
+    /// handle.reject_awakeable(id, "the reviewer left").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn reject_awakeable(
+        &self,
+        id: &str,
+        error: impl Into<TerminalError>,
+    ) -> Result<(), ClientError> {
+        let outcome = crate::storage::Outcome::failure(&error.into());
+        self.complete_awakeable(id, outcome).await
+    }
+
+    async fn complete_awakeable(
+        &self,
+        id: &str,
+        outcome: crate::storage::Outcome,
+    ) -> Result<(), ClientError> {
+        let parsed: crate::ids::AwakeableId = id.parse().map_err(|e| {
+            TerminalError::new_with_code(400, format!("bad awakeable id '{id}': {e}"))
+        })?;
+        if self.engine.complete_awakeable(parsed, outcome).await? {
+            Ok(())
+        } else {
+            Err(TerminalError::new_with_code(404, format!("awakeable '{id}' not found")).into())
+        }
     }
 
     /// Counters of the journal writer (commits and batches), for benchmarks.

@@ -58,7 +58,8 @@ impl Jobs {
     }
 }
 
-/// Awakeables and promises rejected with a code: the waiter sees that code.
+/// Awakeables rejected with a code and metadata: the waiter sees both; handler failures
+/// carry their metadata to callers, to the journal and to the ingress's error body.
 #[derive(Default)]
 pub struct Approvals;
 
@@ -69,24 +70,68 @@ impl Approvals {
         let (id, answer) = ctx.awakeable::<bool>();
         ctx.client::<Approvals>().deny(id).send();
         let denied = answer.await.unwrap_err();
-        let by_message = ctx.awakeable::<bool>();
-        ctx.reject_awakeable(&by_message.0, "no reason")?;
-        let plain = by_message.1.await.unwrap_err();
+        let (by_message, plain) = ctx.awakeable::<bool>();
+        ctx.awakeable_handle(by_message.clone())
+            .reject("no reason")
+            .await?;
+        // The first completion wins; a later one changes nothing and is no error.
+        ctx.awakeable_handle(by_message).resolve(true).await?;
+        let plain = plain.await.unwrap_err();
+        let bad = ctx
+            .awakeable_handle("sign_nonsense")
+            .resolve(true)
+            .await
+            .unwrap_err();
         Ok((
             denied.code(),
             format!(
-                "{} / {} {}",
+                "{} {:?} / {} {} / {}",
                 denied.message(),
+                denied.metadata(),
                 plain.code(),
-                plain.message()
+                plain.message(),
+                bad.code()
             ),
         ))
     }
 
     #[handler]
     async fn deny(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
-        ctx.reject_awakeable(&id, TerminalError::new_with_code(403, "not allowed"))?;
+        let error = TerminalError::new_with_code(403, "not allowed").with_metadata("by", "deny");
+        ctx.awakeable_handle(id).reject(error).await?;
         Ok(())
+    }
+
+    #[handler]
+    async fn decline(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Err(TerminalError::new_with_code(402, "declined")
+            .with_metadata("decline_code", "insufficient_funds")
+            .into())
+    }
+
+    /// Waits on an awakeable whose id it hands out in its journal (read by the test).
+    #[handler]
+    async fn wait(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        let (id, answer) = ctx.awakeable::<String>();
+        ctx.run(|| {
+            let id = id.clone();
+            async move { Ok(id) }
+        })
+        .name("id")
+        .await?;
+        Ok(answer.await?)
+    }
+
+    /// What a caller sees of `decline`'s error.
+    #[handler]
+    async fn relay(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        let e = ctx
+            .client::<Approvals>()
+            .decline()
+            .call()
+            .await
+            .unwrap_err();
+        Ok(format!("{} {:?}", e.code(), e.metadata()))
     }
 }
 
@@ -202,9 +247,87 @@ async fn a_handle_outlives_its_runtime_without_keeping_it() {
 }
 
 #[tokio::test]
-async fn rejections_carry_their_code() {
+async fn rejections_carry_their_code_and_metadata() {
     let s = TestServer::start().await;
     let (code, text) = s.handle.client::<Approvals>().ask().call().await.unwrap();
-    assert_eq!((code, text.as_str()), (403, "not allowed / 500 no reason"));
+    assert_eq!(
+        (code, text.as_str()),
+        (403, r#"not allowed {"by": "deny"} / 500 no reason / 400"#)
+    );
+    let seen = s.handle.client::<Approvals>().relay().call().await.unwrap();
+    assert_eq!(seen, r#"402 {"decline_code": "insufficient_funds"}"#);
+    match s.handle.client::<Approvals>().decline().call().await {
+        Err(ClientError::Terminal(e)) => {
+            assert_eq!(e.metadata()["decline_code"], "insufficient_funds")
+        }
+        other => panic!("expected the terminal error, got {other:?}"),
+    }
+    let r = reqwest::Client::new()
+        .post(s.url("/Approvals/decline"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["metadata"],
+        serde_json::json!({"decline_code": "insufficient_funds"})
+    );
+    s.stop().await;
+}
+
+/// The awakeable id a `wait` invocation published, once it has.
+async fn published_id(s: &TestServer, invocation: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = s.inspect(invocation).await;
+        let published = view["journal"].as_array().and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| e["name"] == "id")
+                .and_then(|e| e["result"]["success"].as_str().map(str::to_owned))
+        });
+        if let Some(id) = published {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no id published: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn awakeables_complete_from_outside_handlers() {
+    let s = TestServer::start().await;
+    let approvals = s.handle.client::<Approvals>();
+    let first = approvals.wait().send().await.unwrap();
+    let id = published_id(&s, &first.invocation_id().to_string()).await;
+    s.handle.resolve_awakeable(&id, "yes").await.unwrap();
+    // Accepted and ignored: the first completion won.
+    s.handle.reject_awakeable(&id, "too late").await.unwrap();
+    assert_eq!(first.attach().await.unwrap(), "yes");
+
+    let second = approvals.wait().send().await.unwrap();
+    let id = published_id(&s, &second.invocation_id().to_string()).await;
+    let gone = TerminalError::new_with_code(410, "reviewer left").with_metadata("who", "ada");
+    s.handle.reject_awakeable(&id, gone.clone()).await.unwrap();
+    match second.attach().await {
+        Err(ClientError::Terminal(e)) => assert_eq!(e, gone),
+        other => panic!("expected the rejection, got {other:?}"),
+    }
+
+    match s.handle.resolve_awakeable("sign_nonsense", 1).await {
+        Err(ClientError::Terminal(e)) => assert_eq!(e.code(), 400),
+        other => panic!("expected 400, got {other:?}"),
+    }
+    // Well formed but not ours (its tag does not verify): unknown.
+    let last = if id.ends_with('A') { "B" } else { "A" };
+    let forged = format!("{}{last}", &id[..id.len() - 1]);
+    match s.handle.resolve_awakeable(&forged, 1).await {
+        Err(ClientError::Terminal(e)) => assert!(matches!(e.code(), 400 | 404), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     s.stop().await;
 }

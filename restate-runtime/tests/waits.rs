@@ -56,7 +56,9 @@ impl Waits {
     #[handler]
     async fn approve(&self, ctx: Context<'_>, tag: String) -> HandlerResult<()> {
         let id = id_of(&tag).ok_or_else(|| TerminalError::new("no such tag"))?;
-        ctx.resolve_awakeable(&id, "approved by handler".to_owned())?;
+        ctx.awakeable_handle(id)
+            .resolve("approved by handler".to_owned())
+            .await?;
         Ok(())
     }
 

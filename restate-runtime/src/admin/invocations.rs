@@ -21,8 +21,13 @@ fn payload_json(bytes: &[u8]) -> Value {
 fn outcome_json(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Success(bytes) => json!({ "success": payload_json(bytes) }),
-        Outcome::Failure { code, message } => {
-            json!({ "failure": { "code": code, "message": message } })
+        failure => {
+            let e = failure.clone().into_result().expect_err("not a success");
+            let mut v = json!({ "code": e.code(), "message": e.message() });
+            if !e.metadata().is_empty() {
+                v["metadata"] = json!(e.metadata());
+            }
+            json!({ "failure": v })
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::codec::encode_json;
-use crate::engine::Completion;
+use crate::engine::{AwakeableSubmission, Completion};
 use crate::error::TerminalError;
 use crate::ids::AwakeableId;
 use crate::storage::{JournalEntry, Outcome};
@@ -45,20 +45,21 @@ impl InvocationContext {
         (id, wait)
     }
 
-    /// Completes another invocation's awakeable, once: journaled, so a replay does not repeat it.
-    pub(crate) fn complete_awakeable(
+    /// Submits the completion of another invocation's awakeable with this handler's own
+    /// journal entry, in one batch; `None` when a replay finds the entry already journaled.
+    fn submit_awakeable_completion(
         &self,
         id: &str,
         outcome: Result<Outcome, TerminalError>,
-    ) -> Result<(), TerminalError> {
+    ) -> Result<Option<AwakeableSubmission>, TerminalError> {
         let index = self.take_index();
         match self.replayed(index) {
             Some(JournalEntry::CompleteAwakeable { id: recorded }) if recorded == id => {
-                return Ok(());
+                return Ok(None);
             }
             Some(other) => {
                 self.mismatch(index, &other, &format!("complete_awakeable `{id}`"));
-                return Ok(());
+                return Ok(None);
             }
             None => {}
         }
@@ -66,7 +67,6 @@ impl InvocationContext {
             TerminalError::new_with_code(400, format!("bad awakeable id '{id}': {e}"))
         })?;
         let outcome = outcome?;
-        // The completion and this handler's own entry commit in one batch.
         let own = Completion {
             id: self.id(),
             index,
@@ -74,38 +74,129 @@ impl InvocationContext {
             wakes: false,
         };
         match self.engine.submit_awakeable(parsed, outcome, Some(own)) {
-            Ok(submission) => {
-                tokio::spawn(async move {
-                    if let Err(e) = submission.finish().await {
-                        tracing::warn!(awakeable = %parsed, error = %e, "cannot complete awakeable");
-                    }
-                });
+            Ok(submission) => Ok(Some(submission)),
+            Err(e) => {
+                self.stop(Abort::Retry(format!("awakeable read failed: {e}")));
+                Ok(None)
             }
-            Err(e) => self.stop(Abort::Retry(format!("awakeable read failed: {e}"))),
+        }
+    }
+
+    /// Completes another invocation's awakeable without waiting for the commit (the
+    /// deprecated synchronous API).
+    pub(crate) fn complete_awakeable(
+        &self,
+        id: &str,
+        outcome: Result<Outcome, TerminalError>,
+    ) -> Result<(), TerminalError> {
+        if let Some(submission) = self.submit_awakeable_completion(id, outcome)? {
+            tokio::spawn(async move {
+                if let Err(e) = submission.finish().await {
+                    tracing::warn!(error = %e, "cannot complete awakeable");
+                }
+            });
         }
         Ok(())
     }
 
-    pub(crate) fn resolve_awakeable<T: Serialize + 'static>(
+    /// Completes another invocation's awakeable and returns once the completion and this
+    /// handler's entry are durable. The answer is the same on replay: a completion that
+    /// finds the awakeable already completed, or its invocation gone, changes nothing.
+    pub(crate) async fn complete_awakeable_durably(
         &self,
         id: &str,
-        value: &T,
+        outcome: Result<Outcome, TerminalError>,
     ) -> Result<(), TerminalError> {
-        let outcome = encode_json(value)
-            .map(|b| Outcome::Success(b.to_vec()))
-            .map_err(|e| TerminalError::new(e.to_string()));
-        self.complete_awakeable(id, outcome)
+        if let Some(submission) = self.submit_awakeable_completion(id, outcome)?
+            && let Err(e) = submission.finish().await
+        {
+            self.stop(Abort::Retry(format!("awakeable write failed: {e}")));
+            return std::future::pending().await;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome resolving an awakeable with `value` records.
+pub(crate) fn resolved<T: Serialize + 'static>(value: &T) -> Result<Outcome, TerminalError> {
+    encode_json(value)
+        .map(|b| Outcome::Success(b.to_vec()))
+        .map_err(|e| TerminalError::new(e.to_string()))
+}
+
+/// Another invocation's awakeable, by the id its waiter handed out, to resolve or reject from
+/// a handler (`ctx.awakeable_handle(id)`). Each completion is journaled, and its future ends
+/// once the completion is durable; the first completion of an awakeable wins, and completing
+/// one that is already completed (or whose invocation is gone) changes nothing.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+/// #[derive(Default)]
+/// pub struct Reviewer;
+/// #[service]
+/// impl Reviewer {
+///     #[handler]
+///     async fn decide(&self, ctx: Context<'_>, (awakeable_id, ok): (String, bool)) -> HandlerResult<()> {
+///         let review = ctx.awakeable_handle(awakeable_id);
+///         if ok {
+///             review.resolve(true).await?;
+///         } else {
+///             review
+///                 .reject(TerminalError::new_with_code(403, "denied").with_metadata("by", "reviewer"))
+///                 .await?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[must_use = "an awakeable is completed only by awaiting `resolve` or `reject`"]
+pub struct AwakeableHandle<'a> {
+    ctx: &'a InvocationContext,
+    id: String,
+}
+
+impl<'a> AwakeableHandle<'a> {
+    pub(crate) fn new(ctx: &'a InvocationContext, id: String) -> Self {
+        Self { ctx, id }
     }
 
-    pub(crate) fn reject_awakeable(
-        &self,
-        id: &str,
-        error: TerminalError,
-    ) -> Result<(), TerminalError> {
-        let outcome = Ok(Outcome::Failure {
-            code: error.code(),
-            message: error.message().to_owned(),
-        });
-        self.complete_awakeable(id, outcome)
+    /// The awakeable's id.
+    ///
+    /// ```
+    /// # use restate_runtime::prelude::*;
+    /// # fn demo(ctx: Context<'_>) {
+    /// assert_eq!(ctx.awakeable_handle("sign_1x").id(), "sign_1x");
+    /// # }
+    /// ```
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Resolves the awakeable with `value`; its waiter gets it. A malformed id is a 400.
+    ///
+    /// ```
+    /// # use restate_runtime::prelude::*;
+    /// # async fn demo(ctx: Context<'_>, id: String) -> HandlerResult<()> {
+    /// ctx.awakeable_handle(id).resolve("approved").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resolve<T: Serialize + 'static>(self, value: T) -> Result<(), TerminalError> {
+        self.ctx
+            .complete_awakeable_durably(&self.id, resolved(&value))
+            .await
+    }
+
+    /// Rejects the awakeable: its waiter gets `error` (code, message and metadata), or a
+    /// message alone as code 500.
+    ///
+    /// ```
+    /// # use restate_runtime::prelude::*;
+    /// # async fn demo(ctx: Context<'_>, id: String) -> HandlerResult<()> {
+    /// ctx.awakeable_handle(id).reject("signature missing").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn reject(self, error: impl Into<TerminalError>) -> Result<(), TerminalError> {
+        let outcome = Ok(Outcome::failure(&error.into()));
+        self.ctx.complete_awakeable_durably(&self.id, outcome).await
     }
 }

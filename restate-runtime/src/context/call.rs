@@ -80,7 +80,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
     }
     let target = parts.target.clone();
     if ctx.exclusive_on(&target) {
-        let outcome = failure(&TerminalError::new_with_code(
+        let outcome = Outcome::failure(&TerminalError::new_with_code(
             409,
             format!(
                 "deadlock: `{target}` is an exclusive handler on the key this exclusive handler holds; \
@@ -100,7 +100,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
     }
     let req = match parts.into_invoke(None) {
         Ok(req) => req,
-        Err(e) => return CallPlan::Done(failure(&e)),
+        Err(e) => return CallPlan::Done(Outcome::failure(&e)),
     };
     let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
         Ok(s) => s,
@@ -169,17 +169,10 @@ fn launch_gated(ctx: &InvocationContext, inflight: Arc<Inflight>, at: Option<u64
     ctx.engine.launch(inflight, at);
 }
 
-fn failure(e: &TerminalError) -> Outcome {
-    Outcome::Failure {
-        code: e.code(),
-        message: e.message().to_owned(),
-    }
-}
-
 /// A target that cannot be invoked: journaled as a failed call, so the handler sees a terminal
 /// error now and the same error on replay.
 fn refuse(ctx: &InvocationContext, index: u32, target: Target, e: EngineError) -> CallPlan {
-    let outcome = failure(&TerminalError::new_with_code(404, e.to_string()));
+    let outcome = Outcome::failure(&TerminalError::new_with_code(404, e.to_string()));
     let entry = JournalEntry::Call {
         target,
         invocation_id: ctx.id(),

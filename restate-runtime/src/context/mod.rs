@@ -17,6 +17,8 @@ use std::future::Future;
 use rand::RngCore;
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use awakeable::AwakeableHandle;
+pub(crate) use awakeable::resolved as resolved_awakeable;
 pub use combinators::Unordered;
 pub use durable::DurableFuture;
 pub use invocation::InvocationContext;
@@ -199,7 +201,9 @@ macro_rules! context_types {
                 (id, DurableFuture::new(self.inner, value))
             }
 
-            /// Resolves an awakeable with a value (first completion wins; journaled, so once).
+            /// Another invocation's awakeable, by the id its waiter handed out: `.resolve(value)`
+            /// or `.reject(error)` completes it, journaled, and returns once that is durable
+            /// (the first completion wins).
             ///
             /// ```
             /// use restate_runtime::prelude::*;
@@ -210,34 +214,33 @@ macro_rules! context_types {
             ///     /// Takes the id another handler got from `ctx.awakeable()`.
             ///     #[handler]
             ///     async fn approve(&self, ctx: Context<'_>, awakeable_id: String) -> HandlerResult<()> {
-            ///         ctx.resolve_awakeable(&awakeable_id, true)?;
+            ///         ctx.awakeable_handle(awakeable_id).resolve(true).await?;
             ///         Ok(())
             ///     }
-            /// }
-            /// ```
-            pub fn resolve_awakeable<T: Serialize + 'static>(&self, id: &str, value: T) -> Result<(), crate::TerminalError> {
-                self.inner.resolve_awakeable(id, &value)
-            }
-
-            /// Rejects an awakeable: its waiter gets `error`, a [`TerminalError`](crate::TerminalError)
-            /// with its code, or a message alone (code 500).
             ///
-            /// ```
-            /// use restate_runtime::prelude::*;
-            /// #[derive(Default)]
-            /// pub struct Reviewer;
-            /// #[service]
-            /// impl Reviewer {
             ///     #[handler]
             ///     async fn deny(&self, ctx: Context<'_>, awakeable_id: String) -> HandlerResult<()> {
-            ///         // Its waiter sees this code; a message alone would be code 500.
-            ///         ctx.reject_awakeable(&awakeable_id, TerminalError::new_with_code(403, "denied: missing signature"))?;
+            ///         // Its waiter sees this code and metadata; a message alone would be code 500.
+            ///         let denied = TerminalError::new_with_code(403, "denied").with_metadata("missing", "signature");
+            ///         ctx.awakeable_handle(awakeable_id).reject(denied).await?;
             ///         Ok(())
             ///     }
             /// }
             /// ```
+            pub fn awakeable_handle(&self, id: impl Into<String>) -> AwakeableHandle<'a> {
+                AwakeableHandle::new(self.inner, id.into())
+            }
+
+            /// Resolves an awakeable with a value, without waiting for the commit.
+            #[deprecated(note = "use `ctx.awakeable_handle(id).resolve(value).await`, which returns once the completion is durable")]
+            pub fn resolve_awakeable<T: Serialize + 'static>(&self, id: &str, value: T) -> Result<(), crate::TerminalError> {
+                self.inner.complete_awakeable(id, awakeable::resolved(&value))
+            }
+
+            /// Rejects an awakeable, without waiting for the commit.
+            #[deprecated(note = "use `ctx.awakeable_handle(id).reject(error).await`, which returns once the completion is durable")]
             pub fn reject_awakeable(&self, id: &str, error: impl Into<crate::TerminalError>) -> Result<(), crate::TerminalError> {
-                self.inner.reject_awakeable(id, error.into())
+                self.inner.complete_awakeable(id, Ok(crate::storage::Outcome::failure(&error.into())))
             }
 
             /// Waits for the first of two durable operations (a call raced against a sleep, say);

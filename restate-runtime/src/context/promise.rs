@@ -121,12 +121,9 @@ impl InvocationContext {
         };
         match outcome {
             None => Ok(None),
-            Some(Outcome::Success(bytes)) => decode_json(&bytes)
+            Some(outcome) => decode_json(&outcome.into_result()?)
                 .map(Some)
                 .map_err(|e| TerminalError::new(format!("promise `{name}` does not decode: {e}"))),
-            Some(Outcome::Failure { code, message }) => {
-                Err(TerminalError::new_with_code(code, message))
-            }
         }
     }
 
@@ -199,13 +196,6 @@ impl InvocationContext {
         name: &str,
         error: TerminalError,
     ) -> Result<(), TerminalError> {
-        self.complete_promise(
-            name,
-            Outcome::Failure {
-                code: error.code(),
-                message: error.message().to_owned(),
-            },
-        )
-        .await
+        self.complete_promise(name, Outcome::failure(&error)).await
     }
 }

@@ -182,10 +182,7 @@ where
                 return std::future::pending().await;
             }
         },
-        Err(t) => Outcome::Failure {
-            code: t.code(),
-            message: t.message().to_owned(),
-        },
+        Err(t) => Outcome::failure(t),
     };
     let name = std::mem::take(&mut run.name);
     let waiter = ctx.journal(index, JournalEntry::Run { name, outcome }, Vec::new());
@@ -195,9 +192,7 @@ where
 
 /// Turns a recorded outcome back into the typed result.
 pub(crate) fn outcome_to_result<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TerminalError> {
-    match outcome {
-        Outcome::Success(bytes) => decode_json(&bytes)
-            .map_err(|e| TerminalError::new(format!("cannot decode journaled value: {e}"))),
-        Outcome::Failure { code, message } => Err(TerminalError::new_with_code(code, message)),
-    }
+    let bytes = outcome.into_result()?;
+    decode_json(&bytes)
+        .map_err(|e| TerminalError::new(format!("cannot decode journaled value: {e}")))
 }

@@ -10,13 +10,14 @@ use tracing::Instrument;
 use super::{Engine, Inflight};
 use crate::context::InvocationContext;
 use crate::context::invocation::Abort;
+use crate::error::TerminalError;
 use crate::registry::OnMaxAttempts;
 use crate::storage::Outcome;
 
 /// How one attempt ended.
 enum Attempt {
     Success(Bytes),
-    Terminal { code: u16, message: String },
+    Terminal(TerminalError),
     Retry(String),
     Pause(String),
     Lost(String),
@@ -69,7 +70,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     result = handler => match result {
                         Ok(Ok(output)) => Attempt::Success(output),
                         Ok(Err(e)) => match e.into_terminal() {
-                            Ok(t) => Attempt::Terminal { code: t.code(), message: t.message().to_owned() },
+                            Ok(t) => Attempt::Terminal(t),
                             Err(e) => Attempt::Retry(e.to_string()),
                         },
                         Err(panic) => Attempt::Retry(format!("handler panicked: {}", panic_message(&panic))),
@@ -88,9 +89,9 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 Attempt::Success(output) => {
                     return complete(&engine, &inflight, Outcome::Success(output.to_vec())).await;
                 }
-                Attempt::Terminal { code, message } => {
-                    tracing::info!(code, %message, "invocation failed terminally");
-                    return complete(&engine, &inflight, Outcome::Failure { code, message }).await;
+                Attempt::Terminal(error) => {
+                    tracing::info!(code = error.code(), message = %error.message(), "invocation failed terminally");
+                    return complete(&engine, &inflight, Outcome::failure(&error)).await;
                 }
                 Attempt::Retry(reason) if policy.allows_another(failures + 1) => {
                     failures += 1;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+pub(crate) use awakeables::AwakeableSubmission;
 pub use control::ControlError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
@@ -818,7 +819,7 @@ impl Engine {
         }
         let result = match outcome {
             Outcome::Success(_) => "success",
-            Outcome::Failure { .. } => "failure",
+            _ => "failure",
         };
         self.metrics
             .completed

@@ -1,10 +1,14 @@
-//! Error responses in Restate's form: `{"code","message","source"}` plus the
+//! Error responses in Restate's form: `{"code","message","source"}` (and a terminal error's
+//! `"metadata"` when it has some) plus the
 //! `x-restate-error-source` header that its clients read to decide whether to retry.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::collections::BTreeMap;
+
 use crate::engine::EngineError;
+use crate::error::TerminalError;
 use crate::storage::StorageError;
 
 /// Who produced an error: the ingress itself, or the invoked handler.
@@ -29,6 +33,7 @@ pub(crate) struct ApiError {
     pub code: u16,
     pub message: String,
     pub source: Source,
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl ApiError {
@@ -37,6 +42,7 @@ impl ApiError {
             code,
             message: message.into(),
             source: Source::Ingress,
+            metadata: BTreeMap::new(),
         }
     }
 
@@ -45,6 +51,15 @@ impl ApiError {
             code,
             message: message.into(),
             source: Source::Invocation,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// A handler's terminal error, with its metadata.
+    pub fn from_terminal(error: TerminalError) -> Self {
+        Self {
+            metadata: error.metadata().clone(),
+            ..Self::invocation(error.code(), error.message())
         }
     }
 }
@@ -59,11 +74,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The code is the status when it is a valid one; otherwise 500 with the code in the body.
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "code": self.code,
             "message": self.message,
             "source": self.source.as_str(),
         });
+        if !self.metadata.is_empty() {
+            body["metadata"] = serde_json::json!(self.metadata);
+        }
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(

@@ -24,8 +24,9 @@ pub(crate) fn completed(id: InvocationId, done: &Completed, replayed: bool) -> R
             }
             r
         }
-        Outcome::Failure { code, message } => {
-            ApiError::invocation(*code, message.clone()).into_response()
+        failure => {
+            let e = failure.clone().into_result().expect_err("not a success");
+            ApiError::from_terminal(e).into_response()
         }
     };
     let headers = response.headers_mut();

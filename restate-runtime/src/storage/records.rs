@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::TerminalError;
 use crate::ids::InvocationId;
 
 /// Version byte in front of every encoded record; bump it when a record's shape changes.
@@ -42,6 +43,55 @@ pub enum Outcome {
         /// The terminal error's message.
         message: String,
     },
+    /// A terminal error with metadata (added after `Failure`, so records written without
+    /// metadata keep the encoding older binaries read).
+    FailureWithMetadata {
+        /// The terminal error's code.
+        code: u16,
+        /// The terminal error's message.
+        message: String,
+        /// Its metadata pairs, ordered by key.
+        metadata: Vec<(String, String)>,
+    },
+}
+
+impl Outcome {
+    /// The outcome recording `error`, in the older `Failure` form when it has no metadata.
+    pub fn failure(error: &TerminalError) -> Self {
+        let (code, message) = (error.code(), error.message().to_owned());
+        if error.metadata().is_empty() {
+            Self::Failure { code, message }
+        } else {
+            let metadata = error
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Self::FailureWithMetadata {
+                code,
+                message,
+                metadata,
+            }
+        }
+    }
+
+    /// The payload, or the terminal error this outcome records.
+    pub fn into_result(self) -> Result<Vec<u8>, TerminalError> {
+        match self {
+            Self::Success(bytes) => Ok(bytes),
+            Self::Failure { code, message } => Err(TerminalError::new_with_code(code, message)),
+            Self::FailureWithMetadata {
+                code,
+                message,
+                metadata,
+            } => Err(TerminalError::from_parts(code, message, metadata)),
+        }
+    }
+
+    /// Whether it is a success.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Success(_))
+    }
 }
 
 /// Where an invocation is in its life.
@@ -335,5 +385,22 @@ mod tests {
             decode::<JournalEntry>(&newer),
             Err(DecodeRecordError::Version { .. })
         ));
+    }
+
+    #[test]
+    fn a_failure_keeps_the_old_encoding_unless_it_has_metadata() {
+        let plain = TerminalError::new_with_code(402, "declined");
+        let outcome = Outcome::failure(&plain);
+        // Variant 1, code 402 as a varint, then the message: what binaries before metadata wrote.
+        assert_eq!(encode(&outcome), b"\x01\x01\x92\x03\x08declined");
+        assert_eq!(outcome.into_result(), Err(plain.clone()));
+
+        let rich = plain
+            .with_metadata("reason", "funds")
+            .with_metadata("at", "3");
+        let outcome = Outcome::failure(&rich);
+        assert!(matches!(outcome, Outcome::FailureWithMetadata { .. }));
+        let back: Outcome = decode(&encode(&outcome)).unwrap();
+        assert_eq!(back.into_result(), Err(rich));
     }
 }

@@ -217,7 +217,7 @@ impl Chaos {
     /// Resolves awakeable `id` with 1000.
     #[handler]
     async fn resolve(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
-        ctx.resolve_awakeable(&id, 1000u64)?;
+        ctx.awakeable_handle(id).resolve(1000u64).await?;
         Ok(())
     }
 
