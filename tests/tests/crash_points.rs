@@ -1,6 +1,6 @@
 //! Crash points (law 9): the app is killed (SIGKILL, by a named failpoint) right after each
-//! commit that wakes, completes or moves work, in the middle of a workload of calls, sleeps
-//! and workflows resolved over HTTP with `RESTATE_SUSPEND_AFTER=50ms`. After a restart every
+//! commit that wakes, completes or moves work, in the middle of a workload of calls, sleeps,
+//! delayed sends and workflows resolved over HTTP with `RESTATE_SUSPEND_AFTER=50ms`. After a restart every
 //! acknowledged invocation completes with its right result.
 
 mod support;
@@ -38,6 +38,13 @@ async fn workload(app: &App, workflows: &mut [(String, bool)]) -> Acknowledged {
         let v: Value = r.json().await.ok()?;
         Some(v["invocationId"].as_str()?.to_owned())
     };
+    // Delayed sends: they wait on disk and are loaded when due, in the middle of the rest.
+    for i in 0..3u64 {
+        let path = format!("/Waits/nap/send?delay={}ms", 150 + 100 * i);
+        if let Some(id) = send(path, format!("delayed-{i}"), json!(i)).await {
+            acknowledged.push((id, json!(i)));
+        }
+    }
     for i in 0..6u64 {
         let ms = 100 + 20 * i;
         if let Some(id) = send("/Waits/call/send".into(), format!("call-{i}"), json!(ms)).await {
@@ -132,6 +139,11 @@ async fn crash_after_a_suspension_commits() {
 #[tokio::test]
 async fn crash_after_a_completion_and_its_wake_ups_commit() {
     crash_at("wake.committed=5").await;
+}
+
+#[tokio::test]
+async fn crash_after_a_delayed_send_leaves_memory() {
+    crash_at("delayed.parked=2").await;
 }
 
 #[tokio::test]

@@ -72,11 +72,20 @@ impl Engine {
         Ok((inflight, false))
     }
 
-    /// Whether the invocation has not started yet (delayed, or queued behind its key).
+    /// Whether the invocation has not started yet: delayed (in memory, or on disk with no
+    /// journal: one that fired and started before a restart is still `Scheduled` there), or
+    /// queued behind its key.
     fn not_started(&self, inflight: &Inflight) -> bool {
         let state = inflight.state();
-        matches!(state.record.status, Status::Scheduled { .. })
-            || (state.record.attempts == 0 && !inflight.running.load(Ordering::SeqCst))
+        if matches!(state.record.status, Status::Scheduled { .. }) {
+            return state.journal.is_empty();
+        }
+        state.record.attempts == 0 && !inflight.running.load(Ordering::SeqCst)
+    }
+
+    /// Whether a just-loaded invocation is a delayed one waiting on disk.
+    fn waits_on_disk_delayed(&self, inflight: &Inflight) -> bool {
+        matches!(inflight.state().record.status, Status::Scheduled { .. })
     }
 
     /// Requests cancellation. Not started: it ends at once as cancelled. Otherwise the handler
@@ -86,7 +95,7 @@ impl Engine {
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, waiter, restart) = loop {
             let (inflight, in_memory) = self.load(id)?;
-            if in_memory && self.not_started(&inflight) {
+            if (in_memory || self.waits_on_disk_delayed(&inflight)) && self.not_started(&inflight) {
                 self.remove_queued(&inflight);
                 self.complete(&inflight, crate::context::invocation::cancelled_outcome())
                     .await;

@@ -29,6 +29,11 @@ impl Journal {
         self.0.iter().map(|(index, entry)| (index, entry))
     }
 
+    /// Whether it holds no entry (the invocation has not started).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn position(&self, index: u32) -> Result<usize, usize> {
         // Most lookups and writes are at the end.
         match self.0.last() {

@@ -3,6 +3,7 @@
 
 mod awakeables;
 mod control;
+mod delayed;
 mod execute;
 mod inflight;
 mod journal;
@@ -447,19 +448,22 @@ impl Engine {
                                 ..
                             },
                         ..
-                    }) => Some(Submission::Finished(Arc::new(Completed {
-                        outcome,
-                        expires_at_ms,
-                    }))),
-                    // Unfinished and not in memory: suspended. Never a second copy.
-                    Some(_) => Some(Submission::Stored),
+                    }) => Some((
+                        Submission::Finished(Arc::new(Completed {
+                            outcome,
+                            expires_at_ms,
+                        })),
+                        None,
+                    )),
+                    // Unfinished and not in memory: suspended or delayed. Never a second copy.
+                    Some(stored) => Some((Submission::Stored, scheduled_at(&stored.status))),
                     None => None,
                 };
-                if let Some(submission) = submission {
+                if let Some((submission, execution_time_ms)) = submission {
                     return Ok(Submitted {
                         id,
                         submission,
-                        execution_time_ms: None,
+                        execution_time_ms,
                         workflow_run,
                     });
                 }
@@ -535,10 +539,10 @@ impl Engine {
         ops
     }
 
-    /// Runs a newly submitted invocation now, or arms its timer.
+    /// Runs a newly submitted invocation now, or arms its timer and lets it wait on disk.
     pub(crate) fn launch(&self, inflight: Arc<Inflight>, execution_time_ms: Option<u64>) {
         match execution_time_ms {
-            Some(at) => self.timers.schedule(at, inflight.id),
+            Some(at) => self.launch_delayed(inflight, at),
             None => self.spawn(inflight),
         }
     }

@@ -3,7 +3,7 @@
 //! out of memory.
 //!
 //! - Suspended invocations stay on disk, holding their key and maybe a timer.
-//! - Delayed and paused ones are loaded as before (delayed ones re-arm their timers).
+//! - Delayed ones stay on disk too, with their timers re-armed; paused ones are loaded.
 //! - Runnable ones (and suspended ones with a wake-up they have not seen) are restored in
 //!   arrival order, at most [`EngineConfig::recovery_concurrency`](super::EngineConfig) in
 //!   memory at once; the rest wait on disk and are restored as those finish or suspend.
@@ -75,11 +75,8 @@ impl Engine {
                     continue;
                 }
                 match record.status {
-                    Status::Scheduled { at_ms } => {
-                        if self.load_into(&mut map, id, false)?.is_some() {
-                            self.timers.schedule(at_ms, id);
-                        }
-                    }
+                    // Waits on disk; its timer loads it when due.
+                    Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
                     // A paused invocation keeps its key, as before the restart (law 5).
                     Status::Paused => {
                         self.load_into(&mut map, id, false)?;

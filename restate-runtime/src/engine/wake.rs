@@ -287,7 +287,9 @@ impl Engine {
         }
     }
 
-    /// Brings a suspended invocation back into memory and runs it by replay.
+    /// Brings a suspended invocation back into memory and runs it by replay; or a delayed one
+    /// waiting on disk, whose timer fired (nothing else completes into one that has not
+    /// started).
     pub(crate) async fn resume(&self, id: InvocationId) {
         let inflight = {
             let mut map = self.inflight.lock().expect("inflight map");
@@ -295,16 +297,24 @@ impl Engine {
                 return;
             }
             let (mut record, journal) = match self.load_stored(&id) {
-                Ok(Some((r, j))) if matches!(r.status, Status::Suspended { .. }) => (r, j),
+                Ok(Some((r, j)))
+                    if matches!(
+                        r.status,
+                        Status::Suspended { .. } | Status::Scheduled { .. }
+                    ) =>
+                {
+                    (r, j)
+                }
                 Ok(_) => return,
                 Err(e) => {
                     tracing::error!(invocation = %id, error = %e, "cannot resume");
                     return;
                 }
             };
+            let suspended = matches!(record.status, Status::Suspended { .. });
             record.status = Status::Runnable;
             let inflight = self.new_inflight(id, record, true, journal);
-            inflight.state().stored_suspended = true;
+            inflight.state().stored_suspended = suspended;
             map.insert(id, inflight.clone());
             inflight
         };

@@ -1,0 +1,245 @@
+//! Delayed invocations wait on disk, not in memory: once accepted they leave memory and keep
+//! only their timer, and they run when due, after a restart too. A cancel, kill, attach or
+//! duplicate request reaches one that waits on disk.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use restate_runtime::prelude::*;
+use restate_runtime::{ClientError, InvocationId};
+use serde_json::Value;
+
+/// The values `Jobs::record` ran with (tests run concurrently: each uses its own values).
+static RAN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn ran(value: u64) -> bool {
+    RAN.lock().unwrap().contains(&value)
+}
+
+#[derive(Default)]
+pub struct Jobs;
+
+#[service]
+impl Jobs {
+    #[handler]
+    async fn record(&self, _ctx: Context<'_>, value: u64) -> HandlerResult<u64> {
+        RAN.lock().unwrap().push(value);
+        Ok(value)
+    }
+
+    /// Cancels another invocation from a handler (`ctx.cancel`).
+    #[handler]
+    async fn cancel_it(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
+        let id: InvocationId = id.parse().map_err(|e| TerminalError::new(format!("{e}")))?;
+        ctx.cancel(id);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct Tally;
+
+#[object]
+impl Tally {
+    #[handler]
+    async fn add(&self, ctx: ObjectContext<'_>, n: u64) -> HandlerResult<u64> {
+        let total = ctx.get::<u64>("total").await?.unwrap_or(0) + n;
+        ctx.set("total", total);
+        Ok(total)
+    }
+
+    #[handler]
+    async fn total(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<u64> {
+        Ok(ctx.get::<u64>("total").await?.unwrap_or(0))
+    }
+}
+
+async fn start() -> TestServer {
+    TestServer::start().await
+}
+
+async fn start_in(dir: tempfile::TempDir) -> TestServer {
+    TestServer::start_with(dir, |b| b).await
+}
+
+/// The sum of a metric's series in the admin API's `/metrics`.
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Polls until no unfinished invocation is held in memory; panics after `deadline`.
+async fn wait_none_in_memory(s: &TestServer, deadline: Duration) {
+    let end = Instant::now() + deadline;
+    loop {
+        let held = metric(s, "restate_invocations_in_memory").await;
+        if held == 0 {
+            return;
+        }
+        assert!(Instant::now() < end, "{held} invocations still in memory");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn delayed_sends_leave_memory_and_run_when_due() {
+    let s = start().await;
+    let jobs = s.handle.client::<Jobs>();
+    let values: Vec<u64> = (1_000..1_100).collect();
+    let mut handles = Vec::new();
+    for &v in &values {
+        handles.push(
+            jobs.record(v)
+                .send_after(Duration::from_secs(6))
+                .await
+                .unwrap(),
+        );
+    }
+    // Parked within moments of their acceptance, long before they are due.
+    wait_none_in_memory(&s, Duration::from_secs(5)).await;
+    assert_eq!(metric(&s, "restate_timers_pending").await, 100);
+    assert!(!values.iter().any(|&v| ran(v)), "none runs before its time");
+    // Attaching to one that waits on disk waits for it, then each runs from the store.
+    for (handle, v) in handles.into_iter().zip(&values) {
+        assert_eq!(handle.attach().await.unwrap(), *v);
+    }
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_invocation_on_disk_is_cancelled_or_killed_without_running() {
+    let s = start().await;
+    let jobs = s.handle.client::<Jobs>();
+    let hour = Duration::from_secs(3600);
+    let cancelled = jobs.record(2_001).send_after(hour).await.unwrap();
+    let killed = jobs.record(2_002).send_after(hour).await.unwrap();
+    let by_handler = jobs.record(2_003).send_after(hour).await.unwrap();
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+
+    s.handle.cancel(cancelled).await.unwrap();
+    s.handle.kill(killed).await.unwrap();
+    let id = by_handler.invocation_id().to_string();
+    jobs.cancel_it(id).call().await.unwrap();
+    for (handle, message) in [
+        (cancelled, "cancelled"),
+        (killed, "killed"),
+        (by_handler, "cancelled"),
+    ] {
+        match handle.attach().await {
+            Err(ClientError::Terminal(e)) => {
+                assert_eq!((e.code(), e.message()), (409, message))
+            }
+            other => panic!("expected {message}, got {other:?}"),
+        }
+    }
+    assert!(![2_001, 2_002, 2_003].iter().any(|&v| ran(v)));
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_delayed_send_on_disk_is_previously_accepted() {
+    let s = start().await;
+    let send = || {
+        reqwest::Client::new()
+            .post(s.url("/Jobs/record/send?delay=1h"))
+            .header("idempotency-key", "reminder-1")
+            .json(&3_001)
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["status"], "Accepted", "{first}");
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["status"], "PreviouslyAccepted", "{again}");
+    assert_eq!(again["invocationId"], first["invocationId"]);
+    assert_eq!(again["executionTime"], first["executionTime"]);
+    assert_eq!(metric(&s, "restate_invocations_in_memory").await, 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delayed_invocations_stay_on_disk_across_a_restart_and_run_when_due() {
+    let s = start().await;
+    let tally = s.handle.object::<Tally>("restart");
+    let jobs = s.handle.client::<Jobs>();
+    let values: Vec<u64> = (4_000..4_020).collect();
+    let mut ids = Vec::new();
+    for &v in &values {
+        let due = Duration::from_millis(6_000 + v % 7);
+        ids.push(
+            jobs.record(v)
+                .send_after(due)
+                .await
+                .unwrap()
+                .invocation_id(),
+        );
+        tally.add(1).send_after(due).await.unwrap();
+    }
+    // Clients hold the runtime: dropped, so it closes its store.
+    drop((tally, jobs));
+    let dir = s.stop().await;
+    let s = start_in(dir).await;
+    // Recovery armed their timers and loaded none of them.
+    assert_eq!(metric(&s, "restate_invocations_in_memory").await, 0);
+    assert_eq!(metric(&s, "restate_timers_pending").await, 40);
+    for (id, v) in ids.into_iter().zip(&values) {
+        let out: u64 = s
+            .handle
+            .invocation(id)
+            .typed::<u64>()
+            .attach()
+            .await
+            .unwrap();
+        assert_eq!(out, *v);
+    }
+    let tally = s.handle.object::<Tally>("restart");
+    let end = Instant::now() + Duration::from_secs(30);
+    while tally.total().call().await.unwrap() != 20 {
+        assert!(Instant::now() < end, "the delayed adds did not all run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delays_that_end_while_the_send_commits_run_once() {
+    // Due before, during or just after the record is durable: the timer may find it in memory
+    // or on disk; each runs exactly once either way.
+    let s = start().await;
+    let tally = s.handle.object::<Tally>("tiny");
+    let mut sent = Vec::new();
+    for i in 0..200u64 {
+        sent.push(tally.add(1).send_after(Duration::from_millis(i % 4)));
+    }
+    for send in futures::future::join_all(sent).await {
+        send.unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let total = tally.total().call().await.unwrap();
+        assert!(total <= 200, "ran more than once: {total}");
+        if total == 200 {
+            break;
+        }
+        assert!(Instant::now() < end, "only {total} of 200 ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}
