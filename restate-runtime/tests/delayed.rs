@@ -243,3 +243,67 @@ async fn delays_that_end_while_the_send_commits_run_once() {
     wait_none_in_memory(&s, Duration::from_secs(30)).await;
     s.stop().await;
 }
+
+/// How many times `Jobs::record` ran with `value`.
+fn runs(value: u64) -> usize {
+    RAN.lock().unwrap().iter().filter(|&&v| v == value).count()
+}
+
+/// `step`'s output, or a panic naming `what` if it takes more than 20 s (a lost invocation
+/// fails the test instead of hanging it).
+async fn bounded<T>(what: &str, step: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), step).await {
+        Ok(out) => out,
+        Err(_) => panic!("stuck: {what}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_and_kills_racing_the_timer_end_each_invocation_once() {
+    // Delays of 0–3 ms: the cancel or kill lands before the timer, while it fires, while the
+    // invocation parks, or after it ran. Either it ends as cancelled or killed without having
+    // run, or it ran exactly once and kept its result. 16 senders at once, 40 rounds each.
+    let s = start().await;
+    let rounds = (0..16u64).map(|sender| {
+        let handle = s.handle.clone();
+        tokio::spawn(async move {
+            let jobs = handle.client::<Jobs>();
+            let tally = handle.object::<Tally>(format!("raced-{sender}"));
+            for round in 0..40u64 {
+                let value = 5_000 + sender * 100 + round;
+                let delay = Duration::from_millis(round % 4);
+                let job = jobs.record(value).send_after(delay).await.unwrap();
+                let add = tally.add(1).send_after(delay).await.unwrap();
+                let what = |step| format!("{step} {value}: {job:?} {add:?}");
+                if round % 2 == 0 {
+                    let _ = bounded(&what("cancel"), handle.cancel(job)).await;
+                    let _ = bounded(&what("kill"), handle.kill(add)).await;
+                } else {
+                    let _ = bounded(&what("kill"), handle.kill(job)).await;
+                    let _ = bounded(&what("cancel"), handle.cancel(add)).await;
+                }
+                match bounded(&what("attach job"), job.attach()).await {
+                    Ok(v) => assert_eq!((v, runs(value)), (value, 1), "{value}"),
+                    Err(ClientError::Terminal(e)) => {
+                        assert_eq!(e.code(), 409, "{value}: {e}");
+                        assert_eq!(runs(value), 0, "{value}: ended as {e} but ran");
+                    }
+                    Err(e) => panic!("{value}: {e}"),
+                }
+                match bounded(&what("attach add"), add.attach()).await {
+                    Ok(_) => {}
+                    Err(ClientError::Terminal(e)) => assert_eq!(e.code(), 409, "{value}: {e}"),
+                    Err(e) => panic!("{value}: {e}"),
+                }
+            }
+            // The key was never left held by an invocation that ended without running.
+            let total = bounded("the key is free", tally.add(0).call()).await;
+            assert!(total.unwrap() <= 40);
+        })
+    });
+    for sender in futures::future::join_all(rounds.collect::<Vec<_>>()).await {
+        sender.unwrap();
+    }
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}

@@ -21,6 +21,13 @@
 //! ```sh
 //! ./target/release/sleepbench --completed --count 1000000
 //! ```
+//!
+//! `--delayed` measures delayed sends instead: `--count` one-way `POST /Sleeper/noop/send?delay=1h`,
+//! each waiting on disk (status `scheduled`, a timer armed, nothing in memory) for its hour.
+//!
+//! ```sh
+//! ./target/release/sleepbench --delayed --count 192000
+//! ```
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -37,6 +44,8 @@ enum Mode {
     Suspended,
     /// Request-response no-op calls, completed.
     Completed,
+    /// One-way no-op sends delayed by an hour, waiting on disk for their time.
+    Delayed,
 }
 
 impl Mode {
@@ -44,6 +53,7 @@ impl Mode {
         match self {
             Mode::Suspended => "/Sleeper/nap/send",
             Mode::Completed => "/Sleeper/noop",
+            Mode::Delayed => "/Sleeper/noop/send?delay=1h",
         }
     }
 
@@ -52,6 +62,7 @@ impl Mode {
         match self {
             Mode::Suspended => "suspended",
             Mode::Completed => "completed",
+            Mode::Delayed => "scheduled",
         }
     }
 }
@@ -233,6 +244,8 @@ async fn settled_rss(pid: u32) -> u64 {
 async fn main() {
     let mode = if std::env::args().any(|a| a == "--completed") {
         Mode::Completed
+    } else if std::env::args().any(|a| a == "--delayed") {
+        Mode::Delayed
     } else {
         Mode::Suspended
     };
@@ -286,11 +299,11 @@ async fn main() {
                             .post(&url)
                             .header("content-type", "application/json")
                             .body("3600"),
-                        Mode::Completed => client.post(&url),
+                        Mode::Completed | Mode::Delayed => client.post(&url),
                     };
                     let r = request.send().await.expect("send");
                     let id = match mode {
-                        Mode::Suspended => {
+                        Mode::Suspended | Mode::Delayed => {
                             assert_eq!(r.status(), 202);
                             let v: serde_json::Value = r.json().await.expect("send json");
                             v["invocationId"].as_str().expect("id").to_owned()

@@ -83,9 +83,33 @@ impl Engine {
         state.record.attempts == 0 && !inflight.running.load(Ordering::SeqCst)
     }
 
-    /// Whether a just-loaded invocation is a delayed one waiting on disk.
-    fn waits_on_disk_delayed(&self, inflight: &Inflight) -> bool {
-        matches!(inflight.state().record.status, Status::Scheduled { .. })
+    /// Takes an invocation that has not started for a cancel or kill to end, so that nothing
+    /// starts it (a delayed start firing, its key freeing) and it does not leave memory
+    /// meanwhile: it is marked running, under the map lock that `fire` and parking hold.
+    /// `Err(())` when `inflight` is no longer the map's copy (it left memory: look again);
+    /// `Ok(false)` when it has started, or is a just-loaded copy of one that had not
+    /// started but is no delayed one waiting on disk.
+    fn claim_unstarted(&self, inflight: &Arc<Inflight>, in_memory: bool) -> Result<bool, ()> {
+        let map = self.inflight.lock().expect("inflight map");
+        if !map
+            .get(&inflight.id)
+            .is_some_and(|f| Arc::ptr_eq(f, inflight))
+        {
+            return Err(());
+        }
+        let delayed = matches!(inflight.state().record.status, Status::Scheduled { .. });
+        Ok((in_memory || delayed)
+            && self.not_started(inflight)
+            && !inflight.running.swap(true, Ordering::SeqCst))
+    }
+
+    /// Ends an invocation claimed by [`Self::claim_unstarted`] with `outcome`, taking it out of
+    /// its key's queue first.
+    async fn end_unstarted(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
+        self.remove_queued(inflight);
+        // Claimed as running, so taking it out of the queue left its input counted.
+        inflight.disengage();
+        self.complete(inflight, outcome).await;
     }
 
     /// Requests cancellation. Not started: it ends at once as cancelled. Otherwise the handler
@@ -95,16 +119,24 @@ impl Engine {
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, waiter, restart) = loop {
             let (inflight, in_memory) = self.load(id)?;
-            if (in_memory || self.waits_on_disk_delayed(&inflight)) && self.not_started(&inflight) {
-                self.remove_queued(&inflight);
-                self.complete(&inflight, crate::context::invocation::cancelled_outcome())
-                    .await;
-                return Ok(());
+            match self.claim_unstarted(&inflight, in_memory) {
+                Err(()) => continue,
+                Ok(true) => {
+                    let cancelled = crate::context::invocation::cancelled_outcome();
+                    self.end_unstarted(&inflight, cancelled).await;
+                    return Ok(());
+                }
+                Ok(false) => {}
             }
             let map = self.inflight.lock().expect("inflight map");
             if !map.get(&id).is_some_and(|f| Arc::ptr_eq(f, &inflight)) {
                 // It left memory (its suspension committed) since it was found: look again.
                 continue;
+            }
+            // It finished meanwhile (a delayed one loaded here whose timer fired and ran it):
+            // its completion is on its way to the store, and must stay the last word.
+            if inflight.finished.load(Ordering::SeqCst) {
+                return Err(already_completed(id));
             }
             let mut state = inflight.state();
             state.record.cancel_requested = true;
@@ -165,18 +197,25 @@ impl Engine {
 
     /// Stops the invocation now: it completes with a 409 "killed" error, no compensation runs.
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
-        let (inflight, in_memory) = self.load(id)?;
-        if in_memory && inflight.running.load(Ordering::SeqCst) {
-            // The executing task completes it as killed (at once, or after its backoff; a
-            // suspension or pause committing now runs on to take the kill).
-            inflight.kill_requested.store(true, Ordering::SeqCst);
-            inflight.killed.notify_one();
-            let _ = super::wait_finished(inflight.subscribe()).await;
-            return Ok(());
-        }
-        // Queued in memory, or on disk behind its key since a restart.
-        self.remove_queued(&inflight);
-        self.complete(&inflight, killed()).await;
+        let inflight = loop {
+            let (inflight, in_memory) = self.load(id)?;
+            let claimed = match self.claim_unstarted(&inflight, in_memory) {
+                Err(()) => continue,
+                Ok(claimed) => claimed,
+            };
+            // Not started (delayed, queued in memory, or on disk behind its key since a
+            // restart) and now claimed, or paused or loaded suspended: no task runs it.
+            if claimed || !inflight.running.swap(true, Ordering::SeqCst) {
+                self.end_unstarted(&inflight, killed()).await;
+                return Ok(());
+            }
+            break inflight;
+        };
+        // The executing task completes it as killed (at once, or after its backoff; a
+        // suspension or pause committing now runs on to take the kill).
+        inflight.kill_requested.store(true, Ordering::SeqCst);
+        inflight.killed.notify_one();
+        let _ = super::wait_finished(inflight.subscribe()).await;
         Ok(())
     }
 
@@ -231,7 +270,7 @@ impl Engine {
                 let status = state.record.status.name();
                 drop(state);
                 if !in_memory {
-                    self.forget(&id);
+                    self.forget(&inflight);
                 }
                 return Err(ControlError::Conflict(format!(
                     "invocation {id} is {status}, not paused"

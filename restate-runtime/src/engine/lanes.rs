@@ -89,6 +89,13 @@ impl Engine {
         inflight.engage(&self.held_input);
         if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");
+            // Claimed by a cancel or kill (which releases the key after marking it running),
+            // or finished: it must not take or queue for the key now.
+            if inflight.running.load(std::sync::atomic::Ordering::SeqCst)
+                || inflight.finished.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
             let lane = lanes.entry(scope.clone()).or_default();
             if lane.running.is_some() {
                 lane.waiting.push_back(inflight);

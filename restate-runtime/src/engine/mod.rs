@@ -611,7 +611,14 @@ impl Engine {
                     submitted.execution_time_ms,
                 ));
             }
-            Submission::Running { inflight, new, .. } => {
+            Submission::Running {
+                inflight,
+                new,
+                finish,
+            } => {
+                // Nobody here waits for the result: a parked delayed invocation keeps no
+                // finish channel for this one.
+                drop(finish);
                 let status = if new {
                     SendStatus::Accepted
                 } else {
@@ -634,6 +641,11 @@ impl Engine {
             durable
         };
         durable.await?;
+        if submitted.execution_time_ms.is_some() {
+            // Parked already, maybe: its finish channel goes unless someone attached.
+            drop(inflight);
+            self.drop_finisher_if_idle(&submitted.id);
+        }
         Ok((submitted.id, status, submitted.execution_time_ms))
     }
 
@@ -812,8 +824,16 @@ impl Engine {
         self.inflight.lock().expect("inflight map").get(id).cloned()
     }
 
-    fn forget(&self, id: &InvocationId) {
-        self.inflight.lock().expect("inflight map").remove(id);
+    /// Drops `inflight` from the map, unless another copy took its place (one loaded from the
+    /// store after this one left).
+    fn forget(&self, inflight: &Arc<Inflight>) {
+        let mut map = self.inflight.lock().expect("inflight map");
+        if map
+            .get(&inflight.id)
+            .is_some_and(|f| Arc::ptr_eq(f, inflight))
+        {
+            map.remove(&inflight.id);
+        }
     }
 
     /// Ends an invocation: result, caller's journal entry and expiry commit together.
@@ -867,12 +887,14 @@ impl Engine {
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
-            // Timers armed for its sleeps (a cancelled or killed sleeper) have nothing to wake.
+            // Timers armed for its sleeps (a cancelled or killed sleeper) or its delayed start
+            // have nothing to wake.
             let sleeps = state.journal.iter().filter_map(|(_, e)| match e {
                 JournalEntry::Sleep { wake_at_ms, .. } => Some(*wake_at_ms),
                 _ => None,
             });
-            self.timers.disarm(inflight.id, sleeps);
+            let start = scheduled_at(&state.record.status);
+            self.timers.disarm(inflight.id, sleeps.chain(start));
             state.record.status = Status::Completed {
                 outcome: outcome.clone(),
                 completed_at_ms: now,
@@ -923,7 +945,7 @@ impl Engine {
             }))),
             Err(e) => inflight.finish(Finish::Lost(e.to_string())),
         }
-        self.forget(&inflight.id);
+        self.forget(inflight);
         self.finishers
             .lock()
             .expect("finishers")
@@ -971,7 +993,7 @@ impl Engine {
     /// Tells an invocation's waiters it is lost and forgets it in memory.
     fn drop_lost(&self, inflight: &Arc<Inflight>, reason: String) {
         inflight.finish(Finish::Lost(reason));
-        self.forget(&inflight.id);
+        self.forget(inflight);
         self.finishers
             .lock()
             .expect("finishers")
@@ -990,6 +1012,10 @@ impl Engine {
             };
             let mut state = inflight.state();
             if matches!(state.record.status, Status::Scheduled { .. }) {
+                // A cancel or kill claimed it (marked running) and ends it.
+                if inflight.running.load(Ordering::SeqCst) {
+                    return;
+                }
                 state.record.status = Status::Runnable;
                 Some(inflight.clone())
             } else {

@@ -291,7 +291,7 @@ impl Engine {
     /// waiting on disk, whose timer fired (nothing else completes into one that has not
     /// started).
     pub(crate) async fn resume(&self, id: InvocationId) {
-        let inflight = {
+        let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
             if map.contains_key(&id) {
                 return;
@@ -312,12 +312,25 @@ impl Engine {
                 }
             };
             let suspended = matches!(record.status, Status::Suspended { .. });
+            // A delayed one whose cancellation was recorded before it started (a handler's
+            // `ctx.cancel` whose delivery a crash cut short) ends without running.
+            let cancelled = !suspended && record.cancel_requested && journal.is_empty();
             record.status = Status::Runnable;
             let inflight = self.new_inflight(id, record, true, journal);
             inflight.state().stored_suspended = suspended;
             map.insert(id, inflight.clone());
-            inflight
+            if cancelled {
+                // Claimed under the map lock, as a cancel does: nothing else starts it.
+                inflight
+                    .running
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            (inflight, cancelled)
         };
+        if cancelled {
+            tokio::spawn(end_cancelled(self.clone(), inflight));
+            return;
+        }
         crate::failpoints::hit("resume.loaded");
         tracing::debug!(invocation = %id, "resumed");
         self.spawn_resumed(inflight);
@@ -353,4 +366,16 @@ impl Engine {
             self.spawn(inflight);
         }
     }
+}
+
+/// Completes `inflight` as cancelled, in a task of its own: its completion wakes waiters,
+/// which may resume others (a boxed future, so that cycle has a type).
+fn end_cancelled(
+    engine: Engine,
+    inflight: Arc<Inflight>,
+) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let outcome = crate::context::invocation::cancelled_outcome();
+        engine.complete(&inflight, outcome).await
+    })
 }
