@@ -23,6 +23,8 @@ function load(list) {
           scenario: f[2], conc: f[3], rate: +f[4], p50: +f[5], p90: +f[6], p99: +f[7],
           errors: +f[8], cpu: f[9] === "n/a" ? NaN : +f[9], rss: +f[10], other: +f[12],
           tries: f[13] === undefined ? 1 : +f[13],
+          // Added later: files written before have neither.
+          p999: f[14] === undefined ? NaN : +f[14], max: f[15] === undefined ? NaN : +f[15],
         });
       } else if (f[0] === "drain") {
         drains.set(f[2], {
@@ -73,9 +75,9 @@ for (const k of keys) {
 
 console.log(`\n#### Latency and server CPU, medians${many ? ` of ${runs} runs` : ""}\n`);
 console.log(
-  "| scenario | concurrency | ours p50 ms | Restate p50 ms | Restate p50 / ours p50 | ours p99 ms | Restate p99 ms | ours CPU ms/request | Restate CPU ms/request |",
+  "| scenario | concurrency | ours p50 ms | Restate p50 ms | Restate p50 / ours p50 | ours p99 ms | Restate p99 ms | ours p99.9 ms | Restate p99.9 ms | ours max ms | Restate max ms | ours CPU ms/request | Restate CPU ms/request |",
 );
-console.log("|---|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const k of keys) {
   const [scenario, conc] = k.split("\t");
   const m = (side, f) => median(side.map((r) => f(r.rows.get(k))));
@@ -85,6 +87,8 @@ for (const k of keys) {
   console.log(
     `| ${scenario} | ${conc} | ${fmt(op50, 2)} | ${fmt(rp50, 2)} | ${fmt(rp50 / op50, 1)}× | ` +
       `${fmt(m(ours, (x) => x?.p99), 2)} | ${fmt(m(restate, (x) => x?.p99), 2)} | ` +
+      `${fmt(m(ours, (x) => x?.p999), 2)} | ${fmt(m(restate, (x) => x?.p999), 2)} | ` +
+      `${fmt(m(ours, (x) => x?.max), 2)} | ${fmt(m(restate, (x) => x?.max), 2)} | ` +
       `${fmt(m(ours, cpuPerReq), 3)} | ${fmt(m(restate, cpuPerReq), 3)} |`,
   );
 }

@@ -10,6 +10,7 @@
 //! | `wake.committed` | a completion and its wake-ups are durable; waiters not resumed yet |
 //! | `resume.loaded` | a suspended (or due delayed) invocation is back in memory; it has not run yet |
 //! | `delayed.parked` | a delayed invocation, durable, has left memory; its timer is armed |
+//! | `cancel.recorded` | a handler's `ctx.cancel` is durable; not delivered to its target yet |
 //! | `log.synced` | a group is synced in the write-ahead log; not applied to the store yet |
 //! | `checkpoint.committed` | the store committed durably; the log has not restarted yet |
 

@@ -160,3 +160,71 @@ async fn crash_after_a_group_is_logged_before_it_is_applied() {
 async fn crash_after_a_checkpoint_before_the_log_restarts() {
     crash_at("checkpoint.committed=1").await;
 }
+
+/// A handler sends a delayed message and cancels it; the process dies once the cancellation
+/// is durable, before it reaches its target (whether or not the handler's own completion
+/// committed). After the restart the message ends cancelled and never runs.
+#[tokio::test]
+async fn a_delayed_send_cancelled_before_a_crash_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port());
+    let steps = dir.path().join("steps.log");
+    let base = [("STEPS_FILE", steps.display().to_string())];
+    let mut armed = base.to_vec();
+    armed.push(("RESTATE_FAILPOINTS", "cancel.recorded".to_owned()));
+    let mut app = App::start_on(BIN, &data, &armed, ports).await;
+    // The handler may reach the failpoint before the 202 is written: then the id comes from
+    // the same request, repeated after the restart (same idempotency key, same invocation).
+    let send = async |ingress: &str| -> Option<String> {
+        let r = reqwest::Client::new()
+            .post(format!("{ingress}/Waits/cancel_later/send"))
+            .header("idempotency-key", "cancel-later")
+            .json("t1")
+            .send()
+            .await
+            .ok()?;
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.ok()?;
+        Some(v["invocationId"].as_str()?.to_owned())
+    };
+    let first = send(&app.ingress).await;
+    let status = app
+        .wait_exit(Duration::from_secs(30))
+        .expect("cancel.recorded was never reached");
+    assert_eq!(status.signal(), Some(9));
+
+    let app = App::start_on(BIN, &data, &base, ports).await;
+    let again = send(&app.ingress).await.expect("the repeated send answers");
+    if let Some(first) = first {
+        assert_eq!(first, again);
+    }
+    let id = again;
+    let output = |id: String| {
+        let url = format!("{}/restate/invocation/{id}/output", app.ingress);
+        async move {
+            let mut r = reqwest::get(&url).await.unwrap();
+            // 470: not finished yet.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while r.status() == 470 {
+                assert!(std::time::Instant::now() < deadline, "{url} never finished");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                r = reqwest::get(&url).await.unwrap();
+            }
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, marking) = output(id).await;
+    assert_eq!(status, 200, "{marking}");
+    let (status, body) = output(marking.as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (409, Some("cancelled")),
+        "{body}"
+    );
+    let steps = std::fs::read_to_string(&steps).unwrap_or_default();
+    assert!(
+        !steps.contains("marked t1"),
+        "the cancelled message ran: {steps}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Load driver for the bench services (`bench-services` here, `bench/restate-services` on the
 //! Restate side; both serve the same contract). Runs each scenario at concurrency 1 and 64 over
-//! loopback HTTP and prints a table of requests/s, p50/p90/p99 latency, and the server's CPU
+//! loopback HTTP and prints a table of requests/s, p50/p90/p99/p99.9/max latency, and the server's CPU
 //! time and peak memory, then how fast the fanout's queued messages drained.
 //!
 //! Columns besides rate and latency: `errors` (non-2xx answers and transport errors; they do
@@ -290,8 +290,8 @@ struct RowResult {
     ok: u64,
     errors: u64,
     elapsed: f64,
-    /// p50, p90, p99 in milliseconds.
-    pct: [f64; 3],
+    /// p50, p90, p99, p99.9 and the maximum, in milliseconds.
+    pct: [f64; 5],
 }
 
 /// The reqwest driver: `concurrency` tasks, each sending its next request when the previous
@@ -373,7 +373,7 @@ async fn run_reqwest(
         ok: all.len() as u64,
         errors,
         elapsed,
-        pct: [pct(0.5), pct(0.9), pct(0.99)],
+        pct: [pct(0.5), pct(0.9), pct(0.99), pct(0.999), pct(1.0)],
     }
 }
 
@@ -428,10 +428,11 @@ end
     lua.push_str(
         r#"
 function done(summary, latency, requests)
-  io.write(string.format("LOADGEN %d %d %d %d %d %d %d %d %d %d\n",
+  io.write(string.format("LOADGEN %d %d %d %d %d %d %d %d %d %d %d %d\n",
     summary.duration, summary.requests, summary.errors.connect, summary.errors.read,
     summary.errors.write, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
 end
 "#,
     );
@@ -473,7 +474,7 @@ end
         ok: requests.saturating_sub(status_errors),
         errors,
         elapsed: v[0] / 1e6,
-        pct: [v[7] / 1000.0, v[8] / 1000.0, v[9] / 1000.0],
+        pct: [v[7], v[8], v[9], v[10], v[11]].map(|us| us / 1000.0),
     }
 }
 
@@ -847,9 +848,9 @@ async fn main() {
         }
     };
     println!(
-        "| scenario | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU s | server peak RSS MiB | driver CPU s | other CPU s | tries |"
+        "| scenario | concurrency | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU s | server peak RSS MiB | driver CPU s | other CPU s | tries |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut drains = Vec::new();
     let mut commit_rows = Vec::new();
     for scenario in scenarios() {
@@ -914,26 +915,30 @@ async fn main() {
             let driver_cpu = a.driver_cpu;
             let rate = row.ok as f64 / row.elapsed;
             println!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {cpu} | {rss} | {driver_cpu:.1} | {other} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {cpu} | {rss} | {driver_cpu:.1} | {other} | {} |",
                 scenario.name,
                 concurrency,
                 rate,
                 fmt_ms(row.pct[0]),
                 fmt_ms(row.pct[1]),
                 fmt_ms(row.pct[2]),
+                fmt_ms(row.pct[3]),
+                fmt_ms(row.pct[4]),
                 row.errors,
                 a.tries,
             );
             if let Some(f) = &mut tsv {
                 writeln!(
                     f,
-                    "row\t{label}\t{}\t{concurrency}\t{rate:.0}\t{}\t{}\t{}\t{}\t{cpu}\t{rss}\t{driver_cpu:.1}\t{other}\t{}",
+                    "row\t{label}\t{}\t{concurrency}\t{rate:.0}\t{}\t{}\t{}\t{}\t{cpu}\t{rss}\t{driver_cpu:.1}\t{other}\t{}\t{}\t{}",
                     scenario.name,
                     fmt_ms(row.pct[0]),
                     fmt_ms(row.pct[1]),
                     fmt_ms(row.pct[2]),
                     row.errors,
                     a.tries,
+                    fmt_ms(row.pct[3]),
+                    fmt_ms(row.pct[4]),
                 )
                 .unwrap();
             }

@@ -63,6 +63,27 @@ impl Waits {
         Ok(ms)
     }
 
+    /// Appends `marked <tag>` to `STEPS_FILE`.
+    #[handler]
+    async fn mark(&self, ctx: Context<'_>, tag: String) -> HandlerResult<()> {
+        let line = format!("marked {tag}");
+        ctx.run(|| async { Ok(append(&line)?) })
+            .name("mark")
+            .await?;
+        Ok(())
+    }
+
+    /// Sends `mark(tag)` delayed by 400 ms and cancels it at once; returns its invocation id.
+    #[handler]
+    async fn cancel_later(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let marking = ctx
+            .client::<Waits>()
+            .mark(tag)
+            .send_after(Duration::from_millis(400));
+        ctx.cancel(marking);
+        Ok(marking.invocation_id().to_string())
+    }
+
     /// Calls `Waits/busy(ms)` and returns its answer plus one.
     #[handler]
     async fn call(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
