@@ -1,6 +1,7 @@
 //! Delayed invocations wait on disk, not in memory: once accepted they leave memory and keep
 //! only their timer, and they run when due, after a restart too. A cancel, kill, attach or
-//! duplicate request reaches one that waits on disk.
+//! duplicate request reaches one that waits on disk, and cancels and kills racing timers,
+//! suspensions and busy keys end each invocation once.
 
 mod common;
 
@@ -49,6 +50,26 @@ impl Tally {
         let total = ctx.get::<u64>("total").await?.unwrap_or(0) + n;
         ctx.set("total", total);
         Ok(total)
+    }
+
+    /// Holds the key for `ms` milliseconds.
+    #[handler]
+    async fn hold(&self, ctx: ObjectContext<'_>, ms: u64) -> HandlerResult<()> {
+        let pause = Duration::from_millis(ms);
+        ctx.run(|| async move {
+            tokio::time::sleep(pause).await;
+            Ok(())
+        })
+        .name("hold")
+        .await?;
+        Ok(())
+    }
+
+    /// Sleeps durably for `ms` milliseconds (it suspends with a short suspension delay).
+    #[handler]
+    async fn nap(&self, ctx: ObjectContext<'_>, ms: u64) -> HandlerResult<u64> {
+        ctx.sleep(Duration::from_millis(ms)).await?;
+        Ok(ms)
     }
 
     #[handler]
@@ -273,6 +294,8 @@ async fn cancels_and_kills_racing_the_timer_end_each_invocation_once() {
                 let value = 5_000 + sender * 100 + round;
                 let delay = Duration::from_millis(round % 4);
                 let job = jobs.record(value).send_after(delay).await.unwrap();
+                // The key is busy when the add comes due: it queues behind the hold.
+                tally.hold(3).send().await.unwrap();
                 let add = tally.add(1).send_after(delay).await.unwrap();
                 let what = |step| format!("{step} {value}: {job:?} {add:?}");
                 if round % 2 == 0 {
@@ -299,6 +322,42 @@ async fn cancels_and_kills_racing_the_timer_end_each_invocation_once() {
             // The key was never left held by an invocation that ended without running.
             let total = bounded("the key is free", tally.add(0).call()).await;
             assert!(total.unwrap() <= 40);
+        })
+    });
+    for sender in futures::future::join_all(rounds.collect::<Vec<_>>()).await {
+        sender.unwrap();
+    }
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_racing_a_suspension_end_the_invocation_and_return() {
+    // Naps suspend 1 ms after they start waiting; kills land 0–3 ms after the send: before the
+    // nap runs, while it suspends, or once it is suspended. Each kill returns, and the nap ends
+    // killed (it is far from done: 10 s).
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir, |b| b.suspend_after(Duration::from_millis(1))).await;
+    let rounds = (0..8u64).map(|sender| {
+        let handle = s.handle.clone();
+        tokio::spawn(async move {
+            let tally = handle.object::<Tally>(format!("naps-{sender}"));
+            for round in 0..25u64 {
+                let nap = tally.nap(10_000).send().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(round % 4)).await;
+                let what = format!("kill {sender}/{round}: {nap:?}");
+                bounded(&what, handle.kill(nap)).await.unwrap();
+                match bounded(&what, nap.attach()).await {
+                    Err(ClientError::Terminal(e)) => {
+                        assert_eq!((e.code(), e.message()), (409, "killed"), "{what}")
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+            // The key is free after the last kill.
+            bounded("the key is free", tally.add(0).call())
+                .await
+                .unwrap();
         })
     });
     for sender in futures::future::join_all(rounds.collect::<Vec<_>>()).await {

@@ -199,21 +199,34 @@ impl Engine {
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
         let inflight = loop {
             let (inflight, in_memory) = self.load(id)?;
-            let claimed = match self.claim_unstarted(&inflight, in_memory) {
+            match self.claim_unstarted(&inflight, in_memory) {
                 Err(()) => continue,
-                Ok(claimed) => claimed,
-            };
-            // Not started (delayed, queued in memory, or on disk behind its key since a
-            // restart) and now claimed, or paused or loaded suspended: no task runs it.
-            if claimed || !inflight.running.swap(true, Ordering::SeqCst) {
+                // Not started (delayed, queued in memory, or on disk behind its key since a
+                // restart): claimed, no task runs it.
+                Ok(true) => {
+                    self.end_unstarted(&inflight, killed()).await;
+                    return Ok(());
+                }
+                Ok(false) => {}
+            }
+            {
+                // Set under the map lock, before looking for a task: a suspension committing
+                // now sees it and runs on, and a task ending now sees it once it has cleared
+                // `running` (execute.rs); one of the two sides ends the invocation.
+                let map = self.inflight.lock().expect("inflight map");
+                if !map.get(&id).is_some_and(|f| Arc::ptr_eq(f, &inflight)) {
+                    continue;
+                }
+                inflight.kill_requested.store(true, Ordering::SeqCst);
+            }
+            // Paused, or loaded suspended: no task runs it.
+            if !inflight.running.swap(true, Ordering::SeqCst) {
                 self.end_unstarted(&inflight, killed()).await;
                 return Ok(());
             }
             break inflight;
         };
-        // The executing task completes it as killed (at once, or after its backoff; a
-        // suspension or pause committing now runs on to take the kill).
-        inflight.kill_requested.store(true, Ordering::SeqCst);
+        // The executing task completes it as killed (at once, or after its backoff).
         inflight.killed.notify_one();
         let _ = super::wait_finished(inflight.subscribe()).await;
         Ok(())

@@ -38,7 +38,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
     inflight
         .running
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let guard = RunningGuard(inflight.clone());
+    let guard = RunningGuard(engine.clone(), inflight.clone());
     async move {
         let _running = guard;
         let gate = inflight.take_gate();
@@ -161,16 +161,30 @@ async fn suspend(
 }
 
 /// Gives back what the invocation took to run and clears `running`, however the task ends
-/// (in this order: a task started right after takes its own).
-struct RunningGuard(Arc<Inflight>);
+/// (in this order: a task started right after takes its own). A kill that arrived as the task
+/// ended (it paused or suspended without seeing it) is carried out here: the kill found this
+/// task running and waits for it.
+struct RunningGuard(Engine, Arc<Inflight>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.disengage();
-        self.0
-            .running
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        let inflight = &self.1;
+        inflight.disengage();
+        inflight.running.store(false, SeqCst);
+        if inflight.kill_requested.load(SeqCst)
+            && !inflight.finished.load(SeqCst)
+            && !inflight.running.swap(true, SeqCst)
+        {
+            tokio::spawn(end_killed(self.0.clone(), inflight.clone()));
+        }
     }
+}
+
+/// Completes `inflight` as killed in a task of its own (a boxed future: completing wakes
+/// waiters, which may start tasks like the one whose guard calls this).
+fn end_killed(engine: Engine, inflight: Arc<Inflight>) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(async move { engine.complete(&inflight, super::control::killed()).await })
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -58,6 +58,8 @@ pub(crate) struct Inflight {
     gate: Mutex<Option<CommitWaiter>>,
     /// A task is executing it (not queued, scheduled, paused or between attempts).
     pub running: AtomicBool,
+    /// It waits in its key's queue (`Lane::waiting`): a second start does not queue it again.
+    pub queued: AtomicBool,
     /// Set by kill: the executing task stops at once.
     pub killed: tokio::sync::Notify,
     /// A kill was requested: a suspension or pause committing meanwhile must not leave the
@@ -120,6 +122,7 @@ impl Inflight {
             version: watch::channel(0).0,
             gate: Mutex::new(None),
             running: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
             killed: tokio::sync::Notify::new(),
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),

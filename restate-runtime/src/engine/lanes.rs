@@ -91,13 +91,18 @@ impl Engine {
             let mut lanes = self.lanes.lock().expect("lanes");
             // Claimed by a cancel or kill (which releases the key after marking it running),
             // or finished: it must not take or queue for the key now.
+            // Queued already (a cancel restarting a copy its timer had started): once is enough.
             if inflight.running.load(std::sync::atomic::Ordering::SeqCst)
                 || inflight.finished.load(std::sync::atomic::Ordering::SeqCst)
+                || inflight.queued.load(std::sync::atomic::Ordering::SeqCst)
             {
                 return;
             }
             let lane = lanes.entry(scope.clone()).or_default();
             if lane.running.is_some() {
+                inflight
+                    .queued
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 lane.waiting.push_back(inflight);
                 return;
             }
@@ -176,6 +181,10 @@ impl Engine {
                     Next::Stored(id)
                 } else {
                     let next = lane.waiting.pop_front();
+                    if let Some(next) = &next {
+                        next.queued
+                            .store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
                     lane.running = next.as_ref().map(|n| n.id);
                     next.map_or(Next::Idle, Next::Queued)
                 }
@@ -269,6 +278,9 @@ impl Engine {
             && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope)
         {
             lane.waiting.retain(|w| w.id != inflight.id);
+            inflight
+                .queued
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             lane.stored.retain(|id| *id != inflight.id);
         }
         if !inflight.running.load(std::sync::atomic::Ordering::SeqCst) {

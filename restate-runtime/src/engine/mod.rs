@@ -1016,6 +1016,13 @@ impl Engine {
                 if inflight.running.load(Ordering::SeqCst) {
                     return;
                 }
+                // A handler's `ctx.cancel` marked it; its delivery has not claimed it yet.
+                if state.record.cancel_requested && state.journal.is_empty() {
+                    inflight.running.store(true, Ordering::SeqCst);
+                    drop(state);
+                    tokio::spawn(wake::end_cancelled(self.clone(), inflight.clone()));
+                    return;
+                }
                 state.record.status = Status::Runnable;
                 Some(inflight.clone())
             } else {

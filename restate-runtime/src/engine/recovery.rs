@@ -224,7 +224,13 @@ impl Engine {
             return false;
         };
         if let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope) {
-            lane.waiting.retain(|w| w.id != id);
+            lane.waiting.retain(|w| {
+                let other = w.id != id;
+                if !other {
+                    w.queued.store(false, Ordering::SeqCst);
+                }
+                other
+            });
         }
         if !inflight.running.load(Ordering::SeqCst) {
             self.start_task(inflight);

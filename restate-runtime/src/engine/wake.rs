@@ -370,7 +370,7 @@ impl Engine {
 
 /// Completes `inflight` as cancelled, in a task of its own: its completion wakes waiters,
 /// which may resume others (a boxed future, so that cycle has a type).
-fn end_cancelled(
+pub(super) fn end_cancelled(
     engine: Engine,
     inflight: Arc<Inflight>,
 ) -> futures::future::BoxFuture<'static, ()> {
