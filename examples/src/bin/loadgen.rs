@@ -40,6 +40,18 @@
 //!   after waiting until the machine is quiet, up to N times in all; the table reports the
 //!   least disturbed attempt and how many it took (`tries`).
 //!
+//! - `--soak MINUTES`: instead of the table, a steady-state run: the server (started here,
+//!   with `RESTATE_RETENTION` set to `--retention`, default `30s`, so purge has to keep pace)
+//!   takes the first scenario (or the `--only` one) at concurrency 64 for MINUTES one-minute
+//!   rows of req/s, p50/p99/p99.9/max, the server's RSS and the store's and log's bytes. The
+//!   last lines give each column's trend over the last three quarters of the run (at least
+//!   the last 15 minutes of a 20-minute soak) as a least-squares slope in percent of its mean
+//!   per 10 minutes; "flat" when under 2%. Uses the wrk driver.
+//!
+//!   ```sh
+//!   ./target/release/loadgen --soak 20
+//!   ```
+//!
 //! Fanout drain: `Fanout/send(10)` queues ten one-way `Counter/fan-{i}/add(1)` messages per
 //! acknowledged request, to ten hot keys. After each fanout row the driver polls
 //! `Counter/fan-{i}/get` for i in 0..10 every 100 ms until the sum has grown by 10 × the
@@ -151,6 +163,8 @@ struct Args {
     drain_timeout: u64,
     max_other_cpu: f64,
     tries: u32,
+    soak_minutes: Option<u64>,
+    retention: String,
 }
 
 fn parse_args() -> Args {
@@ -168,6 +182,8 @@ fn parse_args() -> Args {
         drain_timeout: 600,
         max_other_cpu: f64::INFINITY,
         tries: 1,
+        soak_minutes: None,
+        retention: "30s".into(),
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -203,6 +219,10 @@ fn parse_args() -> Args {
                 args.max_other_cpu = value().parse().unwrap_or_else(|_| usage("--max-other-cpu"))
             }
             "--tries" => args.tries = value().parse().unwrap_or_else(|_| usage("--tries")),
+            "--soak" => {
+                args.soak_minutes = Some(value().parse().unwrap_or_else(|_| usage("--soak")))
+            }
+            "--retention" => args.retention = value(),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -217,7 +237,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: loadgen [--seconds N] [--url BASE [--pid P]... [--metrics URL]] [--label TEXT] \
          [--driver reqwest|wrk] [--warmup SECS] [--tsv FILE] [--only TEXT] [--drain-timeout SECS] \
-         [--max-other-cpu SECS --tries N]"
+         [--max-other-cpu SECS --tries N] [--soak MINUTES [--retention DURATION]]"
     );
     std::process::exit(2)
 }
@@ -271,17 +291,25 @@ impl Drop for ServerGuard {
     }
 }
 
-fn start_server(port: u16, admin_port: u16, dir: &std::path::Path) -> Child {
+fn start_server(
+    port: u16,
+    admin_port: u16,
+    dir: &std::path::Path,
+    retention: Option<&str>,
+) -> Child {
     let exe = std::env::current_exe().expect("exe");
     let bin = exe.with_file_name("bench-services");
-    Command::new(bin)
-        .env_clear()
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
         .env("RUST_LOG", "warn")
         .env("RESTATE_DATA_DIR", dir)
         .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{port}"))
         .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
-        .stdout(Stdio::null())
-        .spawn()
+        .stdout(Stdio::null());
+    if let Some(retention) = retention {
+        cmd.env("RESTATE_RETENTION", retention);
+    }
+    cmd.spawn()
         .expect("bench-services starts (build it with --release first)")
 }
 
@@ -476,6 +504,111 @@ end
         elapsed: v[0] / 1e6,
         pct: [v[7], v[8], v[9], v[10], v[11]].map(|us| us / 1000.0),
     }
+}
+
+/// A column of the soak table, as a number.
+type SoakColumn = fn(&SoakRow) -> f64;
+
+/// One minute of a soak.
+struct SoakRow {
+    minute: u64,
+    rate: f64,
+    pct: [f64; 5],
+    rss_kib: u64,
+    store_bytes: u64,
+    log_bytes: u64,
+}
+
+/// The steady-state run of `--soak`: one-minute wrk rows at concurrency 64 against the server
+/// (`pid`, data folder `dir`), then each column's trend over the last three quarters.
+fn soak(
+    base: &str,
+    scenario: &Scenario,
+    minutes: u64,
+    pid: u32,
+    dir: &std::path::Path,
+    nonce: u64,
+    retention: &str,
+) -> Vec<SoakRow> {
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    let mib = |bytes: f64| bytes / 1048576.0;
+    println!(
+        "soak: {} at concurrency 64 for {minutes} min, retention {retention}, server {pid}, data {}\n",
+        scenario.name,
+        dir.display()
+    );
+    println!(
+        "| minute | req/s | p50 ms | p99 ms | p99.9 ms | max ms | RSS MiB | store MiB | log MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for minute in 1..=minutes {
+        let row = run_wrk(base, scenario, 64, 60.0, nonce.wrapping_add(minute << 32));
+        let r = SoakRow {
+            minute,
+            rate: row.ok as f64 / row.elapsed,
+            pct: row.pct,
+            rss_kib: examples::procfs::status_kib(pid, "VmRSS:"),
+            store_bytes: size("journal.redb"),
+            log_bytes: size("journal.wal"),
+        };
+        println!(
+            "| {minute} | {:.0} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+            r.rate,
+            fmt_ms(r.pct[0]),
+            fmt_ms(r.pct[2]),
+            fmt_ms(r.pct[3]),
+            fmt_ms(r.pct[4]),
+            r.rss_kib as f64 / 1024.0,
+            mib(r.store_bytes as f64),
+            mib(r.log_bytes as f64),
+        );
+        rows.push(r);
+    }
+    let tail = &rows[rows.len() / 4..];
+    println!(
+        "\ntrend over minutes {}–{minutes} (least-squares slope, % of the mean per 10 min; flat under 2%):\n",
+        tail.first().map_or(0, |r| r.minute)
+    );
+    let columns: [(&str, SoakColumn); 6] = [
+        ("req/s", |r| r.rate),
+        ("p50", |r| r.pct[0]),
+        ("p99", |r| r.pct[2]),
+        ("RSS", |r| r.rss_kib as f64),
+        ("store bytes", |r| r.store_bytes as f64),
+        ("log bytes", |r| r.log_bytes as f64),
+    ];
+    for (name, value) in columns {
+        let points: Vec<(f64, f64)> = tail.iter().map(|r| (r.minute as f64, value(r))).collect();
+        match trend_per_10_min(&points) {
+            Some(pct) => println!(
+                "- {name}: {pct:+.1}% {}",
+                if pct.abs() < 2.0 {
+                    "(flat)"
+                } else {
+                    "(not flat)"
+                }
+            ),
+            None => println!("- {name}: n/a (too few rows)"),
+        }
+    }
+    rows
+}
+
+/// The least-squares slope of `points` (minute, value) as a percentage of the values' mean per
+/// ten minutes; `None` with fewer than three points or a zero mean.
+fn trend_per_10_min(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return None;
+    }
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(x, y), (px, py)| (x + px / n, y + py / n));
+    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
+        (sxy + (x - mx) * (y - my), sxx + (x - mx) * (x - mx))
+    });
+    (my != 0.0 && sxx > 0.0).then(|| 100.0 * 10.0 * (sxy / sxx) / my)
 }
 
 /// Sum of `count` over the fanout keys (`Counter/fan-{i}/get`).
@@ -751,6 +884,9 @@ async fn main() {
     let mut args = args;
     let mut pids = args.pids.clone();
     let base = match &args.url {
+        Some(_) if args.soak_minutes.is_some() => {
+            usage("--soak starts its own server (its data folder is measured): drop --url")
+        }
         Some(url) => {
             // Ready when an echo answers (the deployment is registered and reachable).
             let started = Instant::now();
@@ -776,7 +912,8 @@ async fn main() {
             let (port, admin_port) = (examples::free_port(), examples::free_port());
             let dir = std::env::temp_dir().join(format!("bench-data-{port}"));
             let _ = std::fs::remove_dir_all(&dir);
-            let child = start_server(port, admin_port, &dir);
+            let retention = args.soak_minutes.map(|_| args.retention.as_str());
+            let child = start_server(port, admin_port, &dir, retention);
             args.metrics = Some(format!("http://127.0.0.1:{admin_port}"));
             pids = vec![child.id()];
             guard.child = Some(child);
@@ -827,6 +964,45 @@ async fn main() {
         }
     }
 
+    if let (Some(minutes), Some(dir)) = (args.soak_minutes, &guard.dir) {
+        let scenario = scenarios()
+            .into_iter()
+            .find(|s| {
+                args.only
+                    .as_ref()
+                    .is_none_or(|o| s.name.contains(o.as_str()))
+            })
+            .unwrap_or_else(|| usage("--only matches no scenario"));
+        let rows = soak(
+            &base,
+            &scenario,
+            minutes,
+            pids[0],
+            dir,
+            nonce,
+            &args.retention,
+        );
+        if let Some(f) = &mut tsv {
+            for r in &rows {
+                writeln!(
+                    f,
+                    "soak\t{label}\t{}\t{}\t{:.0}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    scenario.name,
+                    r.minute,
+                    r.rate,
+                    fmt_ms(r.pct[0]),
+                    fmt_ms(r.pct[2]),
+                    fmt_ms(r.pct[3]),
+                    fmt_ms(r.pct[4]),
+                    r.rss_kib,
+                    r.store_bytes,
+                    r.log_bytes
+                )
+                .unwrap();
+            }
+        }
+        return;
+    }
     println!(
         "{label}: driver {driver}, {} s per row, server processes {pids:?}\n",
         args.seconds

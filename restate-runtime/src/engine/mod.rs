@@ -1054,24 +1054,53 @@ async fn purge_loop(engine: Engine) {
             _ = tokio::time::sleep(engine.config.purge_interval) => {}
             _ = shutdown.changed() => return,
         }
-        match engine.storage.expired(now_ms(), 1024) {
-            Ok(ids) if ids.is_empty() => {}
-            Ok(ids) => {
-                let count = ids.len();
-                let mut ops = Vec::with_capacity(ids.len());
-                for id in ids {
-                    // A finished workflow's state and promises go with its `run`.
-                    match engine.storage.invocation(&id) {
-                        Ok(Some(record)) => ops.extend(engine.forget_ops(id, &record.target)),
-                        _ => ops.push(WriteOp::DeleteInvocation { id }),
-                    }
-                }
-                match engine.storage.submit(ops).await {
-                    Ok(()) => tracing::debug!(count, "purged expired invocations"),
-                    Err(e) => tracing::warn!(error = %e, "purge failed"),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "purge scan failed"),
+        purge_expired(&engine, now_ms(), &shutdown).await;
+    }
+}
+
+/// Forgets everything whose retention ended before `now`, a slice at a time (one slice per
+/// interval fell behind any load above a hundred invocations a second, and the store grew
+/// without end).
+async fn purge_expired(engine: &Engine, now: u64, shutdown: &watch::Receiver<bool>) {
+    while purge_slice(engine, now).await == PURGE_SLICE {
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Invocations forgotten per purge commit.
+const PURGE_SLICE: usize = 1024;
+
+/// Forgets up to [`PURGE_SLICE`] invocations whose retention ended before `now`; how many.
+async fn purge_slice(engine: &Engine, now: u64) -> usize {
+    let ids = match engine.storage.expired(now, PURGE_SLICE) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "purge scan failed");
+            return 0;
+        }
+    };
+    let count = ids.len();
+    if count == 0 {
+        return 0;
+    }
+    let mut ops = Vec::with_capacity(count);
+    for id in ids {
+        // A finished workflow's state and promises go with its `run`.
+        match engine.storage.invocation(&id) {
+            Ok(Some(record)) => ops.extend(engine.forget_ops(id, &record.target)),
+            _ => ops.push(WriteOp::DeleteInvocation { id }),
+        }
+    }
+    match engine.storage.submit(ops).await {
+        Ok(()) => {
+            tracing::debug!(count, "purged expired invocations");
+            count
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "purge failed");
+            0
         }
     }
 }
@@ -1139,6 +1168,59 @@ mod tests {
             assert_eq!(found.outcome, Outcome::Success(b"1".to_vec()));
         }
         assert!(engine.finishers.lock().unwrap().is_empty());
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn one_purge_round_forgets_every_expired_invocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let completed = |expires_at_ms| InvocationRecord {
+            target: Target {
+                service: "Gone".into(),
+                handler: "h".into(),
+                key: None,
+            },
+            input: Vec::new(),
+            headers: Vec::new(),
+            idempotency_key: None,
+            status: Status::Completed {
+                outcome: Outcome::Success(b"1".to_vec()),
+                completed_at_ms: 1,
+                expires_at_ms,
+            },
+            attempts: 1,
+            last_error: None,
+            created_at_ms: 1,
+            modified_at_ms: 1,
+            caller: None,
+            seq: 1,
+            cancel_requested: false,
+            cancel_delivered: false,
+        };
+        // Three and a half slices expired, and one kept for later.
+        let expired = PURGE_SLICE * 7 / 2;
+        let ops = (0..expired)
+            .map(|i| WriteOp::put_invocation(InvocationId::random(i as u64), &completed(100)))
+            .collect();
+        engine.storage.submit(ops).await.unwrap();
+        let kept = InvocationId::random(u64::MAX);
+        let later = WriteOp::put_invocation(kept, &completed(10_000));
+        engine.storage.submit(vec![later]).await.unwrap();
+        assert_eq!(
+            engine.storage.expired(5_000, usize::MAX).unwrap().len(),
+            expired
+        );
+
+        purge_expired(&engine, 5_000, &engine.shutdown_signal()).await;
+        assert!(
+            engine
+                .storage
+                .expired(5_000, usize::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(engine.storage.invocation(&kept).unwrap().is_some());
         engine.shutdown();
     }
 }
