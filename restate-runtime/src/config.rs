@@ -93,6 +93,9 @@ pub struct Config {
     /// Input bytes the invocations in memory may hold before new invocations from outside are
     /// answered `429` (`RESTATE_MAX_INVOCATION_BYTES`, default 128 MiB).
     pub max_invocation_bytes: usize,
+    /// How far ahead timers (delayed starts, suspended sleeps) are held in memory
+    /// (`RESTATE_TIMER_WINDOW`, default 60s); later ones wait in the store's due-time index.
+    pub timer_window: Duration,
 }
 
 impl Default for Config {
@@ -123,6 +126,7 @@ impl Default for Config {
             commit_group_bytes: crate::storage::DEFAULT_MAX_GROUP_BYTES,
             recovery_concurrency: crate::engine::DEFAULT_RECOVERY_CONCURRENCY,
             max_invocation_bytes: 128 * 1024 * 1024,
+            timer_window: crate::engine::DEFAULT_TIMER_WINDOW,
         }
     }
 }
@@ -275,6 +279,9 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_MAX_INVOCATION_BYTES") {
             self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, positive)?;
+        }
+        if let Some(v) = var("RESTATE_TIMER_WINDOW") {
+            self.timer_window = parse("RESTATE_TIMER_WINDOW", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_PARTITIONS") {
             self.partitions = parse("RESTATE_PARTITIONS", v, |s| {

@@ -58,6 +58,7 @@ pub(crate) struct Snapshot {
     /// Invocations in memory, by status.
     pub in_memory: Vec<(&'static str, i64)>,
     pub timers_pending: i64,
+    pub timers_stored: i64,
     pub queued_on_keys: i64,
     pub key_lanes: i64,
     pub commits: u64,
@@ -156,8 +157,15 @@ impl Metrics {
         };
         registry.register(
             "timers_pending",
-            "Armed timers (delayed starts and suspended sleeps)",
+            "Timers armed in memory: delayed starts and suspended sleeps due within the timer \
+             window (RESTATE_TIMER_WINDOW)",
             gauge(snapshot.timers_pending),
+        );
+        registry.register(
+            "timers_stored",
+            "Timers in the store's due-time index: every delayed start and suspended sleep, \
+             however far ahead",
+            gauge(snapshot.timers_stored),
         );
         registry.register(
             "invocation_input_bytes",

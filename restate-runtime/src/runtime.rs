@@ -403,6 +403,21 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How far ahead timers (delayed starts, suspended sleeps) are held in memory (default
+    /// 60 s); later ones wait in the store's due-time index and are read as they come near, so
+    /// a million reminders due tomorrow take disk, not memory.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().timer_window(std::time::Duration::from_secs(10)).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn timer_window(mut self, window: Duration) -> Self {
+        self.config.timer_window = window;
+        self
+    }
+
     /// How freed heap goes back to the operating system once a burst of invocations has left
     /// memory (their number fell to a quarter of its peak). The default asks glibc's allocator
     /// (`malloc_trim`), which otherwise keeps it; a binary with another global allocator passes
@@ -581,6 +596,7 @@ impl RuntimeBuilder {
                 on_storage_failure: self.on_storage_failure,
                 recovery_concurrency: config.recovery_concurrency,
                 max_invocation_bytes: config.max_invocation_bytes,
+                timer_window: config.timer_window,
             },
         )?;
         Ok(Runtime {

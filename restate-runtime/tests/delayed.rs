@@ -129,6 +129,8 @@ async fn delayed_sends_leave_memory_and_run_when_due() {
     }
     // Parked within moments of their acceptance, long before they are due.
     wait_none_in_memory(&s, Duration::from_secs(5)).await;
+    assert_eq!(metric(&s, "restate_timers_stored").await, 100);
+    // Due within the timer window (60 s by default): armed in memory too.
     assert_eq!(metric(&s, "restate_timers_pending").await, 100);
     assert!(!values.iter().any(|&v| ran(v)), "none runs before its time");
     // Attaching to one that waits on disk waits for it, then each runs from the store.
@@ -215,9 +217,9 @@ async fn delayed_invocations_stay_on_disk_across_a_restart_and_run_when_due() {
     drop((tally, jobs));
     let dir = s.stop().await;
     let s = start_in(dir).await;
-    // Recovery armed their timers and loaded none of them.
+    // Recovery loaded none of them; their timers are in the store's due index.
     assert_eq!(metric(&s, "restate_invocations_in_memory").await, 0);
-    assert_eq!(metric(&s, "restate_timers_pending").await, 40);
+    assert_eq!(metric(&s, "restate_timers_stored").await, 40);
     for (id, v) in ids.into_iter().zip(&values) {
         let out: u64 = s
             .handle
@@ -364,5 +366,50 @@ async fn kills_racing_a_suspension_end_the_invocation_and_return() {
         sender.unwrap();
     }
     wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn timers_beyond_the_window_wait_in_the_store_and_fire_when_due() {
+    // A 300 ms window: reminders an hour away stay in the store's due index (none armed in
+    // memory), while sends due in 1–2 s and naps of 1.5 s (suspended after 50 ms) are read
+    // from it as they come near and run, before and after a restart.
+    let quick = |b: restate_runtime::RuntimeBuilder| {
+        b.timer_window(Duration::from_millis(300))
+            .suspend_after(Duration::from_millis(50))
+    };
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    let jobs = s.handle.client::<Jobs>();
+    for v in 7_000..7_020u64 {
+        jobs.record(v)
+            .send_after(Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    let near = async |s: &TestServer, first: u64| {
+        let jobs = s.handle.client::<Jobs>();
+        let mut sent = Vec::new();
+        for v in first..first + 10 {
+            let due = Duration::from_millis(1_000 + 100 * (v % 10));
+            sent.push((v, jobs.record(v).send_after(due).await.unwrap()));
+        }
+        let tally = s.handle.object::<Tally>(format!("window-{first}"));
+        let nap = tally.nap(1_500).send().await.unwrap();
+        for (v, handle) in sent {
+            assert_eq!(bounded("a near send", handle.attach()).await.unwrap(), v);
+        }
+        assert_eq!(bounded("a nap", nap.attach()).await.unwrap(), 1_500);
+    };
+    near(&s, 7_100).await;
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    assert_eq!(metric(&s, "restate_timers_stored").await, 20);
+    assert_eq!(metric(&s, "restate_timers_pending").await, 0);
+    assert!(!(7_000..7_020).any(ran), "none of the far ones ran");
+
+    drop(jobs);
+    let s = TestServer::start_with(s.stop().await, quick).await;
+    assert_eq!(metric(&s, "restate_timers_stored").await, 20);
+    assert_eq!(metric(&s, "restate_timers_pending").await, 0);
+    near(&s, 7_200).await;
     s.stop().await;
 }

@@ -210,8 +210,8 @@ async fn census(
     (matching, other)
 }
 
-/// From the admin API's `/metrics`: (unfinished invocations held in memory, armed timers,
-/// journal commits, commit batches).
+/// From the admin API's `/metrics`: (unfinished invocations held in memory, timers in the
+/// store's due index, journal commits, commit batches).
 async fn gauges(client: &reqwest::Client, admin: &str) -> (i64, i64, i64, i64) {
     let text = match client.get(format!("{admin}/metrics")).send().await {
         Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
@@ -220,7 +220,7 @@ async fn gauges(client: &reqwest::Client, admin: &str) -> (i64, i64, i64, i64) {
     let sum = |name| examples::metric_sum(&text, name).unwrap_or(0.0) as i64;
     (
         sum("restate_invocations_in_memory"),
-        sum("restate_timers_pending"),
+        sum("restate_timers_stored"),
         sum("restate_journal_commits_total"),
         sum("restate_journal_commit_batches_total"),
     )
@@ -384,7 +384,7 @@ async fn main() {
     let (size, allocated) = dir_size(&dir);
     let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
     println!(
-        "settled {:.1} s after the last submission: {in_memory} invocations in memory, {timers} timers armed",
+        "settled {:.1} s after the last submission: {in_memory} invocations in memory, {timers} timers stored",
         settle_started.elapsed().as_secs_f64()
     );
     println!(
@@ -449,7 +449,7 @@ async fn main() {
     let (matching, _) = census(&client, &server.admin, sample.clone(), 16, status).await;
     let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
     println!(
-        "after restart: {matching} of a sample of {} still {status}; {in_memory} in memory, {timers} timers armed",
+        "after restart: {matching} of a sample of {} still {status}; {in_memory} in memory, {timers} timers stored",
         sample.len()
     );
     drop(server);

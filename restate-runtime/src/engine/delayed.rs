@@ -18,6 +18,8 @@ impl Engine {
         tokio::spawn(async move {
             // A failed commit is the writer's failure, which stops the process (law 10).
             if durable.await.is_ok() {
+                // Durable now: see `Engine::suspend` for why the timer is armed again.
+                engine.timers.schedule(at_ms, inflight.id);
                 engine.park(inflight);
             }
         });

@@ -179,7 +179,12 @@ pub(crate) struct EngineConfig {
     pub recovery_concurrency: usize,
     /// Input bytes of the invocations in memory above which new work from outside is refused.
     pub max_invocation_bytes: usize,
+    /// How far ahead timers are held in memory; later ones wait in the store's due index.
+    pub timer_window: Duration,
 }
+
+/// Default of [`EngineConfig::timer_window`].
+pub(crate) const DEFAULT_TIMER_WINDOW: Duration = Duration::from_secs(60);
 
 /// Exit status of a process stopped by a storage failure (`EX_IOERR`), for supervisors that
 /// tell it from a crash.
@@ -806,6 +811,7 @@ impl Engine {
         crate::metrics::Snapshot {
             in_memory: by_status.into_iter().collect(),
             timers_pending: self.timers.len() as i64,
+            timers_stored: self.storage.due_len().map_or(-1, |n| n as i64),
             queued_on_keys: queued,
             key_lanes,
             commits: stats.commits,
@@ -1001,17 +1007,23 @@ impl Engine {
     }
 
     /// A delayed invocation is due.
-    fn fire(&self, id: InvocationId) {
+    /// A timer set for `at_ms` is due. A delayed start fires only for its own time: an
+    /// entry read from the store just before its invocation finished, whose id a new one then
+    /// took (a workflow, an idempotency key), must not start the new one early.
+    fn fire(&self, id: InvocationId, at_ms: u64) {
         let due = {
             let map = self.inflight.lock().expect("inflight map");
             let Some(inflight) = map.get(&id) else {
                 drop(map);
                 let engine = self.clone();
-                tokio::spawn(async move { engine.resume(id).await });
+                tokio::spawn(async move { engine.resume_at(id, Some(at_ms)).await });
                 return;
             };
             let mut state = inflight.state();
-            if matches!(state.record.status, Status::Scheduled { .. }) {
+            if let Status::Scheduled { at_ms: start } = state.record.status {
+                if start != at_ms {
+                    return;
+                }
                 // A cancel or kill claimed it (marked running) and ends it.
                 if inflight.running.load(Ordering::SeqCst) {
                     return;
@@ -1121,6 +1133,7 @@ mod tests {
             on_storage_failure: |reason| panic!("storage failed: {reason}"),
             recovery_concurrency: 4,
             max_invocation_bytes: usize::MAX,
+            timer_window: DEFAULT_TIMER_WINDOW,
         };
         Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
     }

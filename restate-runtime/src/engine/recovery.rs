@@ -2,8 +2,9 @@
 //! without all of it entering memory at once, so a restart after an overload cannot itself run
 //! out of memory.
 //!
-//! - Suspended invocations stay on disk, holding their key and maybe a timer.
-//! - Delayed ones stay on disk too, with their timers re-armed; paused ones are loaded.
+//! - Suspended invocations stay on disk, holding their key; delayed ones stay on disk too.
+//!   Their timers are in the store's due index, which the timers read as they come near.
+//! - Paused ones are loaded.
 //! - Runnable ones (and suspended ones with a wake-up they have not seen) are restored in
 //!   arrival order, at most [`EngineConfig::recovery_concurrency`](super::EngineConfig) in
 //!   memory at once; the rest wait on disk and are restored as those finish or suspend.
@@ -47,12 +48,9 @@ impl Engine {
             let mut map = self.inflight.lock().expect("inflight map");
             for (id, hint) in unfinished {
                 let woken = woken.contains(&id);
-                if let (Some(wake_at_ms), false) = (hint.suspended, woken) {
-                    // Stays on disk; it only holds its key and, maybe, a timer.
+                if let (Some(_), false) = (hint.suspended, woken) {
+                    // Stays on disk; it only holds its key, and its timer is in the due index.
                     self.hold_lane(&hint.target, id);
-                    if let Some(at) = wake_at_ms {
-                        self.timers.schedule(at, id);
-                    }
                     continue;
                 }
                 let Some(record) = self.storage.invocation(&id)? else {
@@ -75,8 +73,8 @@ impl Engine {
                     continue;
                 }
                 match record.status {
-                    // Waits on disk; its timer loads it when due.
-                    Status::Scheduled { at_ms } => self.timers.schedule(at_ms, id),
+                    // Waits on disk; its timer, in the due index, loads it when due.
+                    Status::Scheduled { .. } => {}
                     // A paused invocation keeps its key, as before the restart (law 5).
                     Status::Paused => {
                         self.load_into(&mut map, id, false)?;

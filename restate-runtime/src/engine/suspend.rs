@@ -79,6 +79,11 @@ impl Engine {
             return true;
         }
         crate::failpoints::hit("suspend.committed");
+        // Durable now: in the store's due index, and in the window if it came within it while
+        // the write committed.
+        if let Some(at) = wake_at_ms {
+            self.timers.schedule(at, inflight.id);
+        }
         let mut map = self.inflight.lock().expect("inflight map");
         if inflight.version() != seen_version
             || inflight

@@ -1,5 +1,15 @@
-//! In-memory index of delayed starts; the durable truth is each invocation's `Scheduled` status,
-//! which recovery re-arms.
+//! Timers of delayed starts and suspended sleeps: the next [`EngineConfig::timer_window`] of
+//! them in memory, the rest in the store's due-time index, read as they come near. Memory is
+//! set by what falls due soon, not by what waits.
+//!
+//! The window covers every stored due time up to `covered`; a load raises `covered` before it
+//! reads the store, so an entry committed while the load reads is either in what it reads or
+//! scheduled after its commit (suspension and parking schedule again once durable), which then
+//! finds it covered. An entry loaded twice (scheduled and read) fires once; one fired and then
+//! read again by a later load fires again, which a wake-up tolerates (it finds the invocation
+//! done, or running, or not due and suspending again).
+//!
+//! [`EngineConfig::timer_window`]: super::EngineConfig
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -11,60 +21,157 @@ use super::Engine;
 use crate::clock::now_ms;
 use crate::ids::InvocationId;
 
+/// Entries read from the store at most per load: a burst due at once comes in slices.
+const LOAD_LIMIT: usize = 4096;
+
+/// A position in the due-time index: due time, then the id's storage bytes (the store's order).
+type DueKey = (u64, [u8; 24]);
+
+/// The window in milliseconds, at least 100 (a shorter one would read the store on every tick).
+fn window_ms(config: &super::EngineConfig) -> u64 {
+    u64::try_from(config.timer_window.as_millis())
+        .unwrap_or(u64::MAX / 2)
+        .max(100)
+}
+
+fn key(at_ms: u64, id: InvocationId) -> DueKey {
+    (at_ms, id.storage_key())
+}
+
 #[derive(Default)]
 pub(crate) struct Timers {
-    due: Mutex<BTreeSet<(u64, InvocationId)>>,
+    window: Mutex<Window>,
     changed: Notify,
 }
 
+#[derive(Default)]
+struct Window {
+    due: BTreeSet<(u64, InvocationId)>,
+    /// Every stored entry at or before this position is in `due` (or fired). `None` until the
+    /// first load.
+    covered: Option<DueKey>,
+}
+
+impl Window {
+    fn covers(&self, at_ms: u64, id: InvocationId) -> bool {
+        self.covered.is_some_and(|c| key(at_ms, id) <= c)
+    }
+}
+
 impl Timers {
+    /// Arms a timer if it falls in the window; one beyond it is in the store's index (or will
+    /// be, once the write that records it commits) and is loaded when it comes near.
     pub(crate) fn schedule(&self, at_ms: u64, id: InvocationId) {
-        self.due.lock().expect("timers lock").insert((at_ms, id));
-        self.changed.notify_one();
+        let mut window = self.window.lock().expect("timers lock");
+        if window.covers(at_ms, id) {
+            window.due.insert((at_ms, id));
+            drop(window);
+            self.changed.notify_one();
+        }
     }
 
     /// Disarms the timers of a finished invocation at these times (its sleeps).
     pub(crate) fn disarm(&self, id: InvocationId, at_ms: impl IntoIterator<Item = u64>) {
-        let mut due = self.due.lock().expect("timers lock");
+        let mut window = self.window.lock().expect("timers lock");
         for at in at_ms {
-            due.remove(&(at, id));
+            window.due.remove(&(at, id));
         }
     }
 
+    /// Timers armed in memory.
     pub(crate) fn len(&self) -> usize {
-        self.due.lock().expect("timers lock").len()
+        self.window.lock().expect("timers lock").due.len()
     }
 
-    fn pop_due(&self, now: u64) -> Result<Vec<InvocationId>, Option<u64>> {
-        let mut due = self.due.lock().expect("timers lock");
+    fn pop_due(&self, now: u64) -> Result<Vec<(u64, InvocationId)>, Option<u64>> {
+        let mut window = self.window.lock().expect("timers lock");
         let mut fired = Vec::new();
-        while let Some(&(at, id)) = due.first() {
+        while let Some(&(at, id)) = window.due.first() {
             if at > now {
                 break;
             }
-            due.pop_first();
-            fired.push(id);
+            window.due.pop_first();
+            fired.push((at, id));
         }
         if fired.is_empty() {
-            Err(due.first().map(|(at, _)| *at))
+            Err(window.due.first().map(|(at, _)| *at))
         } else {
             Ok(fired)
         }
+    }
+
+    /// When the window needs its next load: once `covered` is less than half a window ahead
+    /// (after a load stopped at its limit, `covered` is the last entry it read).
+    fn next_load_at(&self, window_ms: u64) -> u64 {
+        match self.window.lock().expect("timers lock").covered {
+            None => 0,
+            Some((covered, _)) => covered.saturating_sub(window_ms / 2),
+        }
+    }
+}
+
+impl Engine {
+    /// Reads the store's due times up to a window ahead of now into memory; false when the
+    /// store could not be read (the window stays where it was).
+    fn load_due(&self) -> bool {
+        let window_ms = window_ms(&self.config);
+        let until = now_ms().saturating_add(window_ms);
+        let from = {
+            let mut window = self.timers.window.lock().expect("timers lock");
+            let from = window.covered;
+            if from.is_some_and(|c| c >= (until, [0xff; 24])) {
+                return true;
+            }
+            // Raised before reading: what commits meanwhile is scheduled into the window.
+            window.covered = Some((until, [0xff; 24]));
+            from
+        };
+        let after = from.and_then(|(at, id)| Some((at, InvocationId::from_storage_key(&id)?)));
+        match self.storage.due(after, until, LOAD_LIMIT) {
+            Ok(entries) => {
+                let mut window = self.timers.window.lock().expect("timers lock");
+                if entries.len() == LOAD_LIMIT
+                    && let Some(&(at, id)) = entries.last()
+                {
+                    // More is due within the window: the next load goes on from here.
+                    window.covered = Some(key(at, id));
+                }
+                window.due.extend(entries);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due timers; retrying in a second");
+                self.timers.window.lock().expect("timers lock").covered = from;
+                return false;
+            }
+        }
+        true
     }
 }
 
 pub(crate) async fn run(engine: Engine) {
     let mut shutdown = engine.shutdown_signal();
+    let window_ms = window_ms(&engine.config);
     loop {
+        // A failed read is retried in a second; what is armed fires meanwhile.
+        let loaded = now_ms() < engine.timers.next_load_at(window_ms) || engine.load_due();
         let wait = match engine.timers.pop_due(now_ms()) {
             Ok(ids) => {
-                for id in ids {
-                    engine.fire(id);
+                for (at, id) in ids {
+                    engine.fire(id, at);
                 }
+                // A backlog (overdue after downtime) comes in slices; others run in between.
+                tokio::task::yield_now().await;
                 continue;
             }
-            Err(Some(next)) => Duration::from_millis(next.saturating_sub(now_ms())),
-            Err(None) => Duration::from_secs(3600),
+            Err(next) => {
+                let load = if loaded {
+                    engine.timers.next_load_at(window_ms)
+                } else {
+                    now_ms() + 1000
+                };
+                let until = next.map_or(load, |next| next.min(load));
+                Duration::from_millis(until.saturating_sub(now_ms()).max(1))
+            }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

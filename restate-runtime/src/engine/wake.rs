@@ -291,6 +291,12 @@ impl Engine {
     /// waiting on disk, whose timer fired (nothing else completes into one that has not
     /// started).
     pub(crate) async fn resume(&self, id: InvocationId) {
+        self.resume_at(id, None).await
+    }
+
+    /// [`Self::resume`] for a timer set for `timer` (ms): a delayed one is started only by
+    /// the timer of its own start time.
+    pub(crate) async fn resume_at(&self, id: InvocationId, timer: Option<u64>) {
         let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
             if map.contains_key(&id) {
@@ -303,6 +309,11 @@ impl Engine {
                         Status::Suspended { .. } | Status::Scheduled { .. }
                     ) =>
                 {
+                    if let (Status::Scheduled { at_ms }, Some(timer)) = (&r.status, timer)
+                        && *at_ms != timer
+                    {
+                        return;
+                    }
                     (r, j)
                 }
                 Ok(_) => return,

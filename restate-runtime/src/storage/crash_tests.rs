@@ -84,6 +84,8 @@ fn record(status: u8, seq: u8) -> InvocationRecord {
         1 => Status::Suspended {
             wake_at_ms: Some(seq.into()),
         },
+        2 => Status::Scheduled { at_ms: seq.into() },
+        3 => Status::Suspended { wake_at_ms: None },
         _ => Status::Completed {
             outcome: Outcome::Success(vec![seq]),
             completed_at_ms: 5,
@@ -324,6 +326,15 @@ impl Model {
                 .into_iter()
                 .collect(),
             expired: self.expiry.iter().map(|&(_, i)| id(i)).collect(),
+            due: {
+                let mut due: Vec<(u64, InvocationId)> = self
+                    .unfinished
+                    .iter()
+                    .filter_map(|(&i, hint)| Some((hint.due_at_ms?, id(i))))
+                    .collect();
+                due.sort_by_key(|&(at, id)| (at, id.storage_key()));
+                due
+            },
         }
     }
 }
@@ -357,6 +368,8 @@ struct View {
     unfinished: Vec<(InvocationId, UnfinishedHint)>,
     woken: Vec<InvocationId>,
     expired: Vec<InvocationId>,
+    /// The due-time index, in its order.
+    due: Vec<(u64, InvocationId)>,
 }
 
 impl View {
@@ -383,7 +396,8 @@ impl View {
             promises,
             unfinished,
             woken,
-            expired
+            expired,
+            due
         );
         out
     }
@@ -415,6 +429,7 @@ impl View {
             unfinished: store.unfinished()?,
             woken: store.woken()?,
             expired: store.expired(u64::MAX, 100)?,
+            due: store.due(None, u64::MAX, 10_000)?,
         })
     }
 }
@@ -438,7 +453,7 @@ fn op() -> impl Strategy<Value = Op> {
     let name = 0..NAMES.len();
     let index = 0..4u32;
     prop_oneof![
-        3 => (id.clone(), 0..3u8, any::<u8>())
+        3 => (id.clone(), 0..5u8, any::<u8>())
             .prop_map(|(id, status, seq)| Op::Put { id, status, seq }),
         1 => id.clone().prop_map(|id| Op::Delete { id }),
         4 => (id.clone(), index.clone(), any::<u8>())

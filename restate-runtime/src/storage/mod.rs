@@ -259,7 +259,7 @@ impl WriteOp {
         };
         let unfinished = expires_at_ms
             .is_none()
-            .then(|| records::encode(&UnfinishedHint::of(record)));
+            .then(|| UnfinishedHint::of(record).encode());
         Self::PutInvocation {
             id,
             encoded: records::encode(record),
@@ -391,6 +391,16 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<(InvocationId, u32)>, StorageError>;
     /// Every invocation that has not completed, for recovery.
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
+    /// Up to `limit` unfinished invocations with a timer due at or before `until_ms`, in
+    /// (due time, id) order, starting after `after`: the due-time index the timers load from.
+    fn due(
+        &self,
+        after: Option<(u64, InvocationId)>,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InvocationId)>, StorageError>;
+    /// How many entries the due-time index holds.
+    fn due_len(&self) -> Result<u64, StorageError>;
     /// The result waiters of `source`, or of every invocation (`None`, for recovery).
     fn result_waiters(
         &self,

@@ -178,7 +178,24 @@ pub struct UnfinishedHint {
     pub target: Target,
     /// `Some(wake-up time)` for a suspended invocation; `None` for one to load and run.
     pub suspended: Option<Option<u64>>,
+    /// When a timer is due for it (a delayed start, or a suspended sleep's wake-up): the
+    /// store's due-time index holds it under that time.
+    pub due_at_ms: Option<u64>,
 }
+
+/// The hint's layout before `due_at_ms` (format 1), as older binaries and their logs wrote it.
+#[derive(Deserialize)]
+struct UnfinishedHintV1 {
+    seq: u64,
+    target: Target,
+    suspended: Option<Option<u64>>,
+}
+
+/// Version byte of an encoded [`UnfinishedHint`] with its due time: then a byte saying
+/// whether it has one and the time (u64 big-endian), read without decoding the rest.
+const HINT_VERSION: u8 = 2;
+/// The version byte and the due time in front of a format-2 hint.
+const HINT_HEADER: usize = 10;
 
 impl UnfinishedHint {
     pub(crate) fn of(record: &InvocationRecord) -> Self {
@@ -189,7 +206,68 @@ impl UnfinishedHint {
                 Status::Suspended { wake_at_ms } => Some(wake_at_ms),
                 _ => None,
             },
+            due_at_ms: due_at(&record.status),
         }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![HINT_VERSION, u8::from(self.due_at_ms.is_some())];
+        out.extend(self.due_at_ms.unwrap_or(0).to_be_bytes());
+        out.extend(postcard::to_stdvec(self).expect("hint encodes"));
+        out
+    }
+
+    /// The due time an encoded hint records, read from its header; `None` when it is a
+    /// format-1 hint (decode it).
+    pub(crate) fn encoded_due(bytes: &[u8]) -> Option<Option<u64>> {
+        match bytes {
+            [HINT_VERSION, has, due @ ..] if due.len() >= 8 => {
+                let at = u64::from_be_bytes(due[..8].try_into().expect("8 bytes"));
+                Some((*has == 1).then_some(at))
+            }
+            _ => None,
+        }
+    }
+
+    /// A hint as stored, of either format. A format-1 hint does not know a delayed start's
+    /// time: `known_due` is false for one that is not suspended (its record knows).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<DecodedHint, DecodeRecordError> {
+        match bytes.split_first() {
+            Some((&HINT_VERSION, _)) if bytes.len() >= HINT_HEADER => Ok(DecodedHint {
+                hint: postcard::from_bytes(&bytes[HINT_HEADER..])?,
+                known_due: true,
+            }),
+            Some((1, rest)) => {
+                let v1: UnfinishedHintV1 = postcard::from_bytes(rest)?;
+                Ok(DecodedHint {
+                    known_due: v1.suspended.is_some(),
+                    hint: Self {
+                        due_at_ms: v1.suspended.flatten(),
+                        seq: v1.seq,
+                        target: v1.target,
+                        suspended: v1.suspended,
+                    },
+                })
+            }
+            Some((&found, _)) => Err(DecodeRecordError::Version { found }),
+            None => Err(DecodeRecordError::Version { found: 0 }),
+        }
+    }
+}
+
+/// A decoded [`UnfinishedHint`], and whether its due time is known (see
+/// [`UnfinishedHint::decode`]).
+pub(crate) struct DecodedHint {
+    pub hint: UnfinishedHint,
+    pub known_due: bool,
+}
+
+/// When a timer is due for an invocation in `status`: a delayed start, or a suspended sleep.
+pub(crate) fn due_at(status: &Status) -> Option<u64> {
+    match status {
+        Status::Scheduled { at_ms } => Some(*at_ms),
+        Status::Suspended { wake_at_ms } => *wake_at_ms,
+        _ => None,
     }
 }
 

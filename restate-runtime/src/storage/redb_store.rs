@@ -50,6 +50,9 @@ const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal");
 const UNFINISHED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("unfinished");
 /// Key: expiry time in ms (u64 big-endian) then invocation id: the purger's index.
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+/// Due-time index of unfinished invocations with a timer (a delayed start, a suspended
+/// sleep): (due ms big-endian, invocation) → (). Kept in step with each one's recovery hint.
+const DUE: TableDefinition<&[u8], ()> = TableDefinition::new("due");
 
 /// Key: length-prefixed service and object key, then the state name.
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
@@ -70,7 +73,10 @@ const WAKEUPS: TableDefinition<&[u8], ()> = TableDefinition::new("wakeups");
 const RESULT_WAITERS: TableDefinition<&[u8], u8> = TableDefinition::new("result_waiters");
 
 /// Version of the table layout; a store written by another version is refused at open.
-const FORMAT_VERSION: u32 = 5;
+const FORMAT_VERSION: u32 = 6;
+/// The format before the due-time index: opened, and upgraded (the index is built at open), so
+/// a binary that cannot keep the index up to date no longer opens the store.
+const FORMAT_BEFORE_DUE_INDEX: u32 = 5;
 const FILE_NAME: &str = "journal.redb";
 const WAL_FILE_NAME: &str = "journal.wal";
 /// Key in `META`: sequence number of the last log record the durable store includes.
@@ -80,6 +86,8 @@ const WAL_SALT: &str = "wal_salt";
 /// META key of the store's secret: 32 random bytes drawn when the store is created, behind
 /// awakeable ids and `ctx.rand()` seeds, so that outsiders can compute neither.
 const SECRET: &str = "secret";
+/// META key present once the due-time index is built (stores from before it get it at open).
+const DUE_INDEX: &str = "due_index";
 /// A log that fills up faster than this grows, so checkpoints stay rarer than this.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
@@ -177,6 +185,7 @@ impl RedbStorage {
             .map_err(|e| open_error(&shown, &file, e))?;
         let (partitions, secret) = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
         let log = recover_log(&db, files, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
+        build_due_index(&db).map_err(|f| f.at(&shown))?;
         // The store file and the log may be new: their directory entries must be durable too.
         files.sync_parent(&file).map_err(|source| OpenError::Io {
             path: shown.clone(),
@@ -245,6 +254,48 @@ fn backend(e: impl Into<redb::Error>) -> StorageError {
 /// A stored value that a write reads and cannot decode: the store is damaged.
 fn corrupted(e: records::DecodeRecordError) -> redb::Error {
     redb::Error::Corrupted(e.to_string())
+}
+
+/// The due time a stored hint records; for a format-1 hint that does not know it, its
+/// record's (`record` fetches it, encoded), read only then.
+fn hint_due(
+    hint: &[u8],
+    record: impl FnOnce() -> Result<Option<Vec<u8>>, redb::Error>,
+) -> Result<Option<u64>, redb::Error> {
+    if let Some(due) = UnfinishedHint::encoded_due(hint) {
+        return Ok(due);
+    }
+    let decoded = UnfinishedHint::decode(hint).map_err(corrupted)?;
+    if decoded.known_due {
+        return Ok(decoded.hint.due_at_ms);
+    }
+    match record()? {
+        Some(bytes) => {
+            let record: InvocationRecord = records::decode(&bytes).map_err(corrupted)?;
+            Ok(records::due_at(&record.status))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Moves `id` in the due-time index from `from` to `to` (either may be none).
+fn move_due(
+    table: &mut redb::Table<'_, &'static [u8], ()>,
+    id: &InvocationId,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<(), redb::Error> {
+    if let Some(at) = from {
+        table
+            .remove(expiry_key(at, id).as_slice())
+            .map_err(redb::Error::from)?;
+    }
+    if let Some(at) = to {
+        table
+            .insert(expiry_key(at, id).as_slice(), ())
+            .map_err(redb::Error::from)?;
+    }
+    Ok(())
 }
 
 fn open_error(shown: &str, file: &Path, e: DatabaseError) -> OpenError {
@@ -335,6 +386,14 @@ fn init_meta(db: &Database, partitions: u32) -> Result<(u32, [u8; 32]), OpenFaul
                 partitions
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
+            (Some(FORMAT_BEFORE_DUE_INDEX), Some(p)) => {
+                meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
+                    .map_err(OpenFault::from_redb)?;
+                // Built anew whatever a marker says: a binary of the older format may have
+                // written since an earlier build.
+                meta.remove(DUE_INDEX).map_err(OpenFault::from_redb)?;
+                p
+            }
             (Some(v), _) => {
                 return Err(OpenFault::Incompatible(format!(
                     "store format version {v}, this build reads version {FORMAT_VERSION}"
@@ -360,7 +419,7 @@ fn init_meta(db: &Database, partitions: u32) -> Result<(u32, [u8; 32]), OpenFaul
         }
     };
     // Tables are created if missing (a store of this format from before a table existed).
-    for table in [EXPIRY, PROMISE_WAITERS, WAKEUPS] {
+    for table in [EXPIRY, PROMISE_WAITERS, WAKEUPS, DUE] {
         txn.open_table(table).map_err(OpenFault::from_redb)?;
     }
     txn.open_table(RESULT_WAITERS)
@@ -376,6 +435,7 @@ fn journal_key(id: &InvocationId, index: u32) -> [u8; 28] {
     key
 }
 
+/// The key of `id` in a time-ordered index (expiry, due times).
 fn expiry_key(at_ms: u64, id: &InvocationId) -> [u8; 32] {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&at_ms.to_be_bytes());
@@ -502,6 +562,57 @@ fn recover_log(db: &Database, files: &dyn Files, path: &Path) -> Result<Recovere
         wal.restart(false).map_err(OpenFault::Io)?;
     }
     Ok(RecoveredLog { wal, applied })
+}
+
+/// Builds the due-time index of a store from before it (once, after the log is replayed):
+/// every unfinished invocation with a timer gets its entry, and its hint the due time.
+fn build_due_index(db: &Database) -> Result<(), OpenFault> {
+    let built = {
+        let txn = db.begin_read().map_err(OpenFault::from_redb)?;
+        let meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
+        meta.get(DUE_INDEX).map_err(OpenFault::from_redb)?.is_some()
+    };
+    if built {
+        return Ok(());
+    }
+    let txn = db.begin_write().map_err(OpenFault::from_redb)?;
+    {
+        let mut unfinished = txn.open_table(UNFINISHED).map_err(OpenFault::from_redb)?;
+        let invocations = txn.open_table(INVOCATIONS).map_err(OpenFault::from_redb)?;
+        let mut due = txn.open_table(DUE).map_err(OpenFault::from_redb)?;
+        let stored: Vec<(Vec<u8>, Vec<u8>)> = unfinished
+            .iter()
+            .map_err(OpenFault::from_redb)?
+            .map(|item| item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(OpenFault::from_redb)?;
+        for (key, bytes) in stored {
+            let id = InvocationId::from_storage_key(&key)
+                .ok_or_else(|| OpenFault::corrupt("unfinished invocation key"))?;
+            let mut hint = UnfinishedHint::decode(&bytes)
+                .map_err(|e| OpenFault::corrupt(format!("recovery hint: {e}")))?
+                .hint;
+            let record = invocations
+                .get(key.as_slice())
+                .map_err(OpenFault::from_redb)?
+                .map(|g| records::decode::<InvocationRecord>(g.value()))
+                .transpose()
+                .map_err(|e| OpenFault::corrupt(format!("invocation record: {e}")))?;
+            hint.due_at_ms = record.and_then(|r| records::due_at(&r.status));
+            if let Some(at) = hint.due_at_ms {
+                due.insert(expiry_key(at, &id).as_slice(), ())
+                    .map_err(OpenFault::from_redb)?;
+            }
+            unfinished
+                .insert(key.as_slice(), hint.encode().as_slice())
+                .map_err(OpenFault::from_redb)?;
+        }
+        let mut meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
+        meta.insert(DUE_INDEX, [1u8].as_slice())
+            .map_err(OpenFault::from_redb)?;
+    }
+    txn.commit().map_err(OpenFault::from_redb)?;
+    Ok(())
 }
 
 /// The writer thread's state: the log, the sequence number of the last record, and when the
@@ -681,6 +792,7 @@ struct OpenTables<'t> {
     journal: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     unfinished: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     expiry: Option<redb::Table<'t, &'static [u8], ()>>,
+    due: Option<redb::Table<'t, &'static [u8], ()>>,
     state: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     promises: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     waiters: Option<redb::Table<'t, &'static [u8], ()>>,
@@ -708,6 +820,7 @@ impl<'t> OpenTables<'t> {
             journal: None,
             unfinished: None,
             expiry: None,
+            due: None,
             state: None,
             promises: None,
             waiters: None,
@@ -758,24 +871,50 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
             stored_before,
         } => {
             let key = id.storage_key();
+            let due = match hint {
+                Some(hint) => hint_due(hint, || Ok(Some(encoded.clone())))?,
+                None => None,
+            };
+            // The hint this one replaces, for its due time (read before the record is).
+            let old_hint = if hint.is_some() || (*stored_before && expires_at_ms.is_some()) {
+                let unfinished = table!(t.unfinished, UNFINISHED);
+                let old = match hint {
+                    Some(hint) => unfinished.insert(key.as_slice(), hint.as_slice()),
+                    None => unfinished.remove(key.as_slice()),
+                };
+                // Its due time read from its header; a format-1 hint is copied to be decoded.
+                old.map_err(redb::Error::from)?.map(|g| {
+                    UnfinishedHint::encoded_due(g.value()).ok_or_else(|| g.value().to_vec())
+                })
+            } else {
+                None
+            };
+            let old_due = match old_hint {
+                Some(Ok(due)) => due,
+                Some(Err(old)) => {
+                    let invocations = table!(t.invocations, INVOCATIONS);
+                    hint_due(&old, || {
+                        Ok(invocations
+                            .get(key.as_slice())
+                            .map_err(redb::Error::from)?
+                            .map(|g| g.value().to_vec()))
+                    })?
+                }
+                None => None,
+            };
             table!(t.invocations, INVOCATIONS)
                 .insert(key.as_slice(), encoded.as_slice())
                 .map_err(redb::Error::from)?;
             if let Some(at) = expires_at_ms {
                 if *stored_before {
-                    table!(t.unfinished, UNFINISHED)
-                        .remove(key.as_slice())
-                        .map_err(redb::Error::from)?;
                     clear_wakeups(table!(t.wakeups, WAKEUPS), id)?;
                 }
                 table!(t.expiry, EXPIRY)
                     .insert(expiry_key(*at, id).as_slice(), ())
                     .map_err(redb::Error::from)?;
             }
-            if let Some(hint) = hint {
-                table!(t.unfinished, UNFINISHED)
-                    .insert(key.as_slice(), hint.as_slice())
-                    .map_err(redb::Error::from)?;
+            if old_due != due {
+                move_due(table!(t.due, DUE), id, old_due, due)?;
             }
         }
         WriteOp::PutJournal { id, index, encoded } => {
@@ -893,6 +1032,8 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
                         .remove(expiry_key(expires_at_ms, id).as_slice())
                         .map_err(redb::Error::from)?;
                 }
+                let due = records::due_at(&record.status);
+                move_due(table!(t.due, DUE), id, due, None)?;
             }
             table!(t.unfinished, UNFINISHED)
                 .remove(key.as_slice())
@@ -1080,9 +1221,51 @@ impl Storage for RedbStorage {
             .map(|(k, v)| {
                 let id = InvocationId::from_storage_key(&k)
                     .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
-                Ok((id, records::decode(&v)?))
+                Ok((id, UnfinishedHint::decode(&v)?.hint))
             })
             .collect()
+    }
+
+    fn due(
+        &self,
+        after: Option<(u64, InvocationId)>,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InvocationId)>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(DUE)?;
+            let hi = expiry_key(
+                until_ms,
+                &InvocationId::from_storage_key(&[0xff; 24]).expect("24 bytes"),
+            );
+            let range = match after {
+                Some((at, id)) => {
+                    let lo = expiry_key(at, &id);
+                    table.range::<&[u8]>((
+                        std::ops::Bound::Excluded(lo.as_slice()),
+                        std::ops::Bound::Included(hi.as_slice()),
+                    ))?
+                }
+                None => table.range(..=hi.as_slice())?,
+            };
+            let mut out = Vec::new();
+            for item in range.take(limit) {
+                let (k, _) = item?;
+                let key = k.value();
+                let id = (key.len() == 32)
+                    .then(|| InvocationId::from_storage_key(&key[8..]))
+                    .flatten()
+                    .ok_or_else(|| redb::Error::Corrupted("due index key".into()))?;
+                let at = u64::from_be_bytes(key[..8].try_into().expect("32 bytes"));
+                out.push((at, id));
+            }
+            Ok(out)
+        })
+    }
+
+    fn due_len(&self) -> Result<u64, StorageError> {
+        use redb::ReadableTableMetadata as _;
+        self.read(|txn| Ok(txn.open_table(DUE)?.len()?))
     }
 
     fn result_waiters(
@@ -1294,6 +1477,180 @@ mod tests {
         assert!(store.expired(u64::MAX, 10).unwrap().is_empty());
         assert!(store.journal(&id).unwrap().is_empty());
         assert!(store.invocation(&done).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_due_index_follows_each_invocations_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        let (a, b, c) = (
+            InvocationId::random(1),
+            InvocationId::random(2),
+            InvocationId::random(3),
+        );
+        let put = |id, status| WriteOp::put_invocation(id, &record(status));
+        let new = |id, status| WriteOp::put_new_invocation(id, &record(status));
+        store
+            .submit(vec![
+                new(a, Status::Scheduled { at_ms: 300 }),
+                new(b, Status::Runnable),
+                new(c, Status::Scheduled { at_ms: 100 }),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.due(None, u64::MAX, 10).unwrap(),
+            vec![(100, c), (300, a)]
+        );
+        // Fired and running, then suspended with a later wake-up; b suspends too.
+        store
+            .submit(vec![
+                put(a, Status::Runnable),
+                put(
+                    b,
+                    Status::Suspended {
+                        wake_at_ms: Some(200),
+                    },
+                ),
+                put(
+                    a,
+                    Status::Suspended {
+                        wake_at_ms: Some(400),
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.due(None, u64::MAX, 10).unwrap(),
+            vec![(100, c), (200, b), (400, a)]
+        );
+        // Windows and paging: up to a time, after a position, at most a count.
+        assert_eq!(store.due(None, 200, 10).unwrap(), vec![(100, c), (200, b)]);
+        assert_eq!(store.due(Some((100, c)), 400, 1).unwrap(), vec![(200, b)]);
+        assert_eq!(store.due(Some((200, b)), 399, 10).unwrap(), vec![]);
+        assert_eq!(store.due_len().unwrap(), 3);
+        // Suspended without a timer, completed, deleted: no entry left.
+        let completed = Status::Completed {
+            outcome: Outcome::Success(vec![]),
+            completed_at_ms: 5,
+            expires_at_ms: 10,
+        };
+        store
+            .submit(vec![
+                put(b, Status::Suspended { wake_at_ms: None }),
+                put(c, completed),
+                WriteOp::DeleteInvocation { id: a },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.due(None, u64::MAX, 10).unwrap(), vec![]);
+        assert_eq!(store.due_len().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_due_index_gets_it_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (delayed, sleeping) = (InvocationId::random(1), InvocationId::random(2));
+        {
+            let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            store
+                .submit(vec![
+                    WriteOp::put_new_invocation(delayed, &record(Status::Scheduled { at_ms: 50 })),
+                    WriteOp::put_new_invocation(
+                        sleeping,
+                        &record(Status::Suspended {
+                            wake_at_ms: Some(70),
+                        }),
+                    ),
+                ])
+                .await
+                .unwrap();
+            store.close();
+        }
+        {
+            // As a binary from before wrote it: format-1 hints, no index, no marker.
+            let db = Database::create(store_file(dir.path())).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut unfinished = txn.open_table(UNFINISHED).unwrap();
+                for (id, status) in [
+                    (delayed, Status::Scheduled { at_ms: 50 }),
+                    (
+                        sleeping,
+                        Status::Suspended {
+                            wake_at_ms: Some(70),
+                        },
+                    ),
+                ] {
+                    let hint = UnfinishedHint::of(&record(status));
+                    #[derive(serde::Serialize)]
+                    struct V1 {
+                        seq: u64,
+                        target: Target,
+                        suspended: Option<Option<u64>>,
+                    }
+                    let v1 = records::encode(&V1 {
+                        seq: hint.seq,
+                        target: hint.target,
+                        suspended: hint.suspended,
+                    });
+                    unfinished
+                        .insert(id.storage_key().as_slice(), v1.as_slice())
+                        .unwrap();
+                }
+                txn.delete_table(DUE).unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("format_version", 5u32.to_be_bytes().as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(
+            store.due(None, u64::MAX, 10).unwrap(),
+            vec![(50, delayed), (70, sleeping)]
+        );
+        let hints = store.unfinished().unwrap();
+        assert!(
+            hints.iter().all(|(_, h)| h.due_at_ms.is_some()),
+            "{hints:?}"
+        );
+        // Later writes move the entries as before.
+        store
+            .submit(vec![WriteOp::put_invocation(
+                delayed,
+                &record(Status::Runnable),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(store.due(None, u64::MAX, 10).unwrap(), vec![(70, sleeping)]);
+    }
+
+    #[test]
+    fn a_format_1_hint_decodes_and_knows_a_suspended_wake_up_only() {
+        let hint = UnfinishedHint::of(&record(Status::Suspended {
+            wake_at_ms: Some(9),
+        }));
+        #[derive(serde::Serialize)]
+        struct V1 {
+            seq: u64,
+            target: Target,
+            suspended: Option<Option<u64>>,
+        }
+        let v1 = |suspended| {
+            records::encode(&V1 {
+                seq: 1,
+                target: hint.target.clone(),
+                suspended,
+            })
+        };
+        let decoded = UnfinishedHint::decode(&v1(Some(Some(9)))).unwrap();
+        assert!(decoded.known_due);
+        assert_eq!(decoded.hint, hint);
+        let delayed = UnfinishedHint::decode(&v1(None)).unwrap();
+        assert!(!delayed.known_due);
+        assert_eq!(UnfinishedHint::decode(&hint.encode()).unwrap().hint, hint);
     }
 
     /// What a crash leaves: the folder's files as they are while the store is open (the

@@ -158,19 +158,21 @@ impl Drop for App {
     }
 }
 
-/// From the admin API's `/metrics`: (unfinished invocations held in memory, armed timers).
+/// From the admin API's `/metrics`: (unfinished invocations held in memory, timers in the
+/// store's due index, however far ahead).
 pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
     let [in_memory, timers] = metrics(
         client,
         admin,
-        ["restate_invocations_in_memory", "restate_timers_pending"],
+        ["restate_invocations_in_memory", "restate_timers_stored"],
     )
     .await;
     (in_memory, timers)
 }
 
-/// Whether nothing runs or waits: no unfinished invocation in memory, no timer armed, and none
-/// found at start still waiting to be restored (those wait on disk, outside the first count).
+/// Whether nothing runs or waits: no unfinished invocation in memory, no timer armed or
+/// stored, and none found at start still waiting to be restored (those wait on disk, outside
+/// the first count).
 pub async fn quiet(client: &reqwest::Client, admin: &str) -> bool {
     let counts = metrics(
         client,
@@ -178,11 +180,12 @@ pub async fn quiet(client: &reqwest::Client, admin: &str) -> bool {
         [
             "restate_invocations_in_memory",
             "restate_timers_pending",
+            "restate_timers_stored",
             "restate_recovery_pending",
         ],
     )
     .await;
-    counts == [0, 0, 0]
+    counts == [0, 0, 0, 0]
 }
 
 /// `POST {ingress}{path}/send` with a JSON body: the invocation id of the `202`.
