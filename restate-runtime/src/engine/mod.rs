@@ -1138,57 +1138,10 @@ mod tests {
         Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
     }
 
-    #[tokio::test]
-    async fn attaching_to_unknown_or_finished_invocations_keeps_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = engine(dir.path());
-        for _ in 0..1000 {
-            let unknown = InvocationId::random(rand::random());
-            assert!(engine.attach(unknown).await.unwrap().is_none());
-        }
-        let done = InvocationId::random(7);
-        let now = now_ms();
-        let record = InvocationRecord {
-            target: Target {
-                service: "Gone".into(),
-                handler: "h".into(),
-                key: None,
-            },
-            input: Vec::new(),
-            headers: Vec::new(),
-            idempotency_key: None,
-            status: Status::Completed {
-                outcome: Outcome::Success(b"1".to_vec()),
-                completed_at_ms: now,
-                expires_at_ms: now + 60_000,
-            },
-            attempts: 1,
-            last_error: None,
-            created_at_ms: now,
-            modified_at_ms: now,
-            caller: None,
-            seq: 1,
-            cancel_requested: false,
-            cancel_delivered: false,
-        };
-        engine
-            .storage
-            .submit(vec![WriteOp::put_invocation(done, &record)])
-            .await
-            .unwrap();
-        for _ in 0..10 {
-            let found = engine.attach(done).await.unwrap().unwrap();
-            assert_eq!(found.outcome, Outcome::Success(b"1".to_vec()));
-        }
-        assert!(engine.finishers.lock().unwrap().is_empty());
-        engine.shutdown();
-    }
-
-    #[tokio::test]
-    async fn one_purge_round_forgets_every_expired_invocation() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = engine(dir.path());
-        let completed = |expires_at_ms| InvocationRecord {
+    /// A completed invocation of a service the registry does not have, kept until
+    /// `expires_at_ms`.
+    fn completed(expires_at_ms: u64) -> InvocationRecord {
+        InvocationRecord {
             target: Target {
                 service: "Gone".into(),
                 handler: "h".into(),
@@ -1210,7 +1163,36 @@ mod tests {
             seq: 1,
             cancel_requested: false,
             cancel_delivered: false,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn attaching_to_unknown_or_finished_invocations_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        for _ in 0..1000 {
+            let unknown = InvocationId::random(rand::random());
+            assert!(engine.attach(unknown).await.unwrap().is_none());
+        }
+        let done = InvocationId::random(7);
+        let record = completed(now_ms() + 60_000);
+        engine
+            .storage
+            .submit(vec![WriteOp::put_invocation(done, &record)])
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            let found = engine.attach(done).await.unwrap().unwrap();
+            assert_eq!(found.outcome, Outcome::Success(b"1".to_vec()));
+        }
+        assert!(engine.finishers.lock().unwrap().is_empty());
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn one_purge_round_forgets_every_expired_invocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
         // Three and a half slices expired, and one kept for later.
         let expired = PURGE_SLICE * 7 / 2;
         let ops = (0..expired)
