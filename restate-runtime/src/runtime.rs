@@ -374,7 +374,9 @@ impl RuntimeBuilder {
     /// Invocations found unfinished at start that may be back in memory at once (default
     /// 256): the rest wait on disk, in arrival order, and are restored as those finish or
     /// suspend, so a restart after an overload takes bounded memory. The object and workflow
-    /// keys they hold stay theirs meanwhile.
+    /// keys they hold stay theirs meanwhile. The same bound holds for invocations on disk that
+    /// their timers wake (delayed sends, long sleeps), so a backlog of overdue timers after
+    /// downtime comes back at the pace it runs.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -1306,13 +1308,12 @@ impl RuntimeHandle {
         id: &str,
         outcome: crate::storage::Outcome,
     ) -> Result<(), ClientError> {
-        let parsed: crate::ids::AwakeableId = id.parse().map_err(|e| {
-            TerminalError::new_with_code(400, format!("bad awakeable id '{id}': {e}"))
-        })?;
-        if self.engine.complete_awakeable(parsed, outcome).await? {
-            Ok(())
-        } else {
-            Err(TerminalError::new_with_code(404, format!("awakeable '{id}' not found")).into())
+        match self.engine.complete_awakeable(id, outcome).await {
+            Ok(()) => Ok(()),
+            Err(refused) => Err(match refused.refusal() {
+                Ok((status, message)) => TerminalError::new_with_code(status, message).into(),
+                Err(e) => e.into(),
+            }),
         }
     }
 

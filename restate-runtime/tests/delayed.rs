@@ -38,6 +38,19 @@ impl Jobs {
         ctx.cancel(id);
         Ok(())
     }
+
+    /// Records `value`, then stays in memory for 30 ms (in a `ctx.run`).
+    #[handler]
+    async fn linger(&self, ctx: Context<'_>, value: u64) -> HandlerResult<u64> {
+        ctx.run(|| async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(())
+        })
+        .name("linger")
+        .await?;
+        RAN.lock().unwrap().push(value);
+        Ok(value)
+    }
 }
 
 #[derive(Default)]
@@ -411,5 +424,32 @@ async fn timers_beyond_the_window_wait_in_the_store_and_fire_when_due() {
     assert_eq!(metric(&s, "restate_timers_stored").await, 20);
     assert_eq!(metric(&s, "restate_timers_pending").await, 0);
     near(&s, 7_200).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_due_at_once_bring_invocations_back_from_disk_at_a_bounded_pace() {
+    // 120 delayed sends due in the same moment, each running 30 ms: at most 4 (the bound of a
+    // restore from disk) are back in memory at once, and every one of them runs.
+    let s =
+        TestServer::start_with(tempfile::tempdir().unwrap(), |b| b.recovery_concurrency(4)).await;
+    let jobs = s.handle.client::<Jobs>();
+    let values: Vec<u64> = (8_000..8_120).collect();
+    let due = Duration::from_secs(2);
+    for &v in &values {
+        jobs.linger(v).send_after(due).await.unwrap();
+    }
+    wait_none_in_memory(&s, Duration::from_secs(5)).await;
+    let mut most = 0;
+    let end = Instant::now() + Duration::from_secs(60);
+    while !values.iter().all(|&v| ran(v)) {
+        assert!(Instant::now() < end, "not every delayed send ran");
+        most = most.max(metric(&s, "restate_invocations_in_memory").await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most <= 4, "{most} woken invocations in memory at once");
+    assert!(most >= 1, "the wake-ups were never seen running");
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    drop(jobs);
     s.stop().await;
 }

@@ -109,16 +109,52 @@ impl Engine {
         })
     }
 
-    /// Completes an awakeable if it is still open, durably. `Ok(false)` when its invocation is
-    /// unknown.
+    /// Completes the awakeable named by `id` (its text form, as a client sends it) if it is
+    /// still open, durably. The first completion wins; a later one is accepted and changes
+    /// nothing.
     pub(crate) async fn complete_awakeable(
         &self,
-        id: AwakeableId,
+        id: &str,
         outcome: Outcome,
-    ) -> Result<bool, EngineError> {
-        let submission = self.submit_awakeable(id, outcome, None)?;
+    ) -> Result<(), AwakeableCompletionError> {
+        let parsed: AwakeableId = id.parse().map_err(|e: crate::ids::IdParseError| {
+            AwakeableCompletionError::Malformed {
+                id: id.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        let submission = self.submit_awakeable(parsed, outcome, None)?;
         let known = submission.known;
-        submission.finish().await?;
-        Ok(known)
+        submission.finish().await.map_err(EngineError::from)?;
+        if known {
+            Ok(())
+        } else {
+            Err(AwakeableCompletionError::Unknown(id.to_owned()))
+        }
+    }
+}
+
+/// Why an awakeable completed from outside a handler was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AwakeableCompletionError {
+    /// Not an awakeable id (or a forged one): a 400.
+    #[error("bad awakeable id '{id}': {reason}")]
+    Malformed { id: String, reason: String },
+    /// Its invocation is unknown (never existed or purged): a 404.
+    #[error("awakeable '{0}' not found")]
+    Unknown(String),
+    /// Storage failed; nothing was completed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl AwakeableCompletionError {
+    /// The caller's mistake as an HTTP status and message, or the engine's failure.
+    pub(crate) fn refusal(self) -> Result<(u16, String), EngineError> {
+        match self {
+            Self::Malformed { .. } => Ok((400, self.to_string())),
+            Self::Unknown(_) => Ok((404, self.to_string())),
+            Self::Engine(e) => Err(e),
+        }
     }
 }

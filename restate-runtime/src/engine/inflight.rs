@@ -82,8 +82,9 @@ pub(crate) struct Inflight {
 struct Active {
     /// Its input's bytes, in the engine's count of what running work holds.
     input: Option<HeldInput>,
-    /// For one restored after a restart: its slot of the bounded restore.
-    recovery_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// For one brought back from disk (restored after a restart, woken by a timer): its slot
+    /// of that bounded pace.
+    disk_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// An invocation's input bytes in the engine's count, until dropped.
@@ -144,9 +145,9 @@ impl Inflight {
         }
     }
 
-    /// Keeps a slot of the bounded restore until it stops running.
-    pub fn take_recovery_slot(&self, slot: tokio::sync::OwnedSemaphorePermit) {
-        self.active.lock().expect("active lock").recovery_slot = Some(slot);
+    /// Keeps a slot of a bounded restore from disk until it stops running.
+    pub fn hold_slot(&self, slot: tokio::sync::OwnedSemaphorePermit) {
+        self.active.lock().expect("active lock").disk_slot = Some(slot);
     }
 
     /// Gives back what it took to run: its task ended, or it left its key's queue unrun.

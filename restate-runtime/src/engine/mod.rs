@@ -175,7 +175,8 @@ pub(crate) struct EngineConfig {
     pub release_heap: fn(),
     /// Called once the store has failed (law 10); the default ends the process.
     pub on_storage_failure: fn(&str),
-    /// Invocations restored after a restart that may be in memory at once.
+    /// Invocations brought back from disk that may be in memory at once: restored after a
+    /// restart, or woken by their timers.
     pub recovery_concurrency: usize,
     /// Input bytes of the invocations in memory above which new work from outside is refused.
     pub max_invocation_bytes: usize,
@@ -286,6 +287,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let secret = storage.secret();
+        let recovery_concurrency = config.recovery_concurrency;
         let engine = Self(Arc::new(EngineInner {
             storage,
             registry,
@@ -295,7 +297,7 @@ impl Engine {
             lanes: Mutex::new(HashMap::new()),
             idle_lanes: Mutex::new(lanes::IdleLanes::default()),
             seq: AtomicU64::new(0),
-            timers: timers::Timers::default(),
+            timers: timers::Timers::new(recovery_concurrency),
             promise_waiters: promises::PromiseWaiters::default(),
             awakeables: awakeables::CompletingAwakeables::default(),
             result_sources: Mutex::default(),
@@ -1015,8 +1017,7 @@ impl Engine {
             let map = self.inflight.lock().expect("inflight map");
             let Some(inflight) = map.get(&id) else {
                 drop(map);
-                let engine = self.clone();
-                tokio::spawn(async move { engine.resume_at(id, Some(at_ms)).await });
+                self.wake_from_disk(id, at_ms);
                 return;
             };
             let mut state = inflight.state();
@@ -1086,25 +1087,24 @@ const PURGE_SLICE: usize = 1024;
 
 /// Forgets up to [`PURGE_SLICE`] invocations whose retention ended before `now`; how many.
 async fn purge_slice(engine: &Engine, now: u64) -> usize {
-    let ids = match engine.storage.expired(now, PURGE_SLICE) {
-        Ok(ids) => ids,
+    let expired = match engine.storage.expired(now, PURGE_SLICE) {
+        Ok(expired) => expired,
         Err(e) => {
             tracing::warn!(error = %e, "purge scan failed");
             return 0;
         }
     };
-    let count = ids.len();
+    let count = expired.len();
     if count == 0 {
         return 0;
     }
-    let mut ops = Vec::with_capacity(count);
-    for id in ids {
-        // A finished workflow's state and promises go with its `run`.
-        match engine.storage.invocation(&id) {
-            Ok(Some(record)) => ops.extend(engine.forget_ops(id, &record.target)),
-            _ => ops.push(WriteOp::DeleteInvocation { id }),
-        }
-    }
+    let ops: Vec<_> = expired
+        .iter()
+        .flat_map(|(id, target)| match target {
+            Some(target) => engine.forget_ops(*id, target),
+            None => vec![WriteOp::DeleteInvocation { id: *id }],
+        })
+        .collect();
     match engine.storage.submit(ops).await {
         Ok(()) => {
             tracing::debug!(count, "purged expired invocations");

@@ -191,7 +191,7 @@ impl Engine {
         };
         match loaded {
             Ok(Some(inflight)) => {
-                inflight.take_recovery_slot(slot);
+                inflight.hold_slot(slot);
                 self.spawn_resumed(inflight);
             }
             Ok(None) => {}

@@ -12,10 +12,11 @@
 //! [`EngineConfig::timer_window`]: super::EngineConfig
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::Engine;
 use crate::clock::now_ms;
@@ -38,10 +39,16 @@ fn key(at_ms: u64, id: InvocationId) -> DueKey {
     (at_ms, id.storage_key())
 }
 
-#[derive(Default)]
 pub(crate) struct Timers {
     window: Mutex<Window>,
     changed: Notify,
+    /// Invocations a timer woke from disk that may be in memory at once (the bound of a
+    /// restore after a restart, [`EngineConfig::recovery_concurrency`](super::EngineConfig)).
+    slots: Arc<Semaphore>,
+    /// Fired timers of invocations on disk waiting for a slot. The window loads no more from
+    /// the store while [`LOAD_LIMIT`] of them wait: an overdue backlog (after downtime) comes
+    /// into memory at the pace its invocations leave it.
+    backlog: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -59,6 +66,19 @@ impl Window {
 }
 
 impl Timers {
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            window: Mutex::default(),
+            changed: Notify::new(),
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            backlog: AtomicUsize::new(0),
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.backlog.load(Ordering::SeqCst) >= LOAD_LIMIT
+    }
+
     /// Arms a timer if it falls in the window; one beyond it is in the store's index (or will
     /// be, once the write that records it commits) and is loaded when it comes near.
     pub(crate) fn schedule(&self, at_ms: u64, id: InvocationId) {
@@ -111,6 +131,23 @@ impl Timers {
 }
 
 impl Engine {
+    /// Wakes `id`, on disk, for its timer at `at_ms` once a slot is free; the slot stays with
+    /// it until it leaves memory again.
+    pub(super) fn wake_from_disk(&self, id: InvocationId, at_ms: u64) {
+        self.timers.backlog.fetch_add(1, Ordering::SeqCst);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let slot = engine.timers.slots.clone().acquire_owned().await;
+            if engine.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
+                // No longer backlogged: the window may load again.
+                engine.timers.changed.notify_one();
+            }
+            if let Ok(slot) = slot {
+                engine.resume_at(id, Some(at_ms), Some(slot)).await;
+            }
+        });
+    }
+
     /// Reads the store's due times up to a window ahead of now into memory; false when the
     /// store could not be read (the window stays where it was).
     fn load_due(&self) -> bool {
@@ -152,8 +189,11 @@ pub(crate) async fn run(engine: Engine) {
     let mut shutdown = engine.shutdown_signal();
     let window_ms = window_ms(&engine.config);
     loop {
-        // A failed read is retried in a second; what is armed fires meanwhile.
-        let loaded = now_ms() < engine.timers.next_load_at(window_ms) || engine.load_due();
+        // A failed read is retried in a second; what is armed fires meanwhile. While woken
+        // invocations wait for slots, nothing more is read (a slot freed notifies).
+        let backlogged = engine.timers.backlogged();
+        let loaded =
+            backlogged || now_ms() < engine.timers.next_load_at(window_ms) || engine.load_due();
         let wait = match engine.timers.pop_due(now_ms()) {
             Ok(ids) => {
                 for (at, id) in ids {
@@ -164,7 +204,7 @@ pub(crate) async fn run(engine: Engine) {
                 continue;
             }
             Err(next) => {
-                let load = if loaded {
+                let load = if loaded && !backlogged {
                     engine.timers.next_load_at(window_ms)
                 } else {
                     now_ms() + 1000

@@ -291,12 +291,18 @@ impl Engine {
     /// waiting on disk, whose timer fired (nothing else completes into one that has not
     /// started).
     pub(crate) async fn resume(&self, id: InvocationId) {
-        self.resume_at(id, None).await
+        self.resume_at(id, None, None).await
     }
 
     /// [`Self::resume`] for a timer set for `timer` (ms): a delayed one is started only by
-    /// the timer of its own start time.
-    pub(crate) async fn resume_at(&self, id: InvocationId, timer: Option<u64>) {
+    /// the timer of its own start time. A `slot` of the bounded wake from disk stays with the
+    /// invocation while it is in memory.
+    pub(crate) async fn resume_at(
+        &self,
+        id: InvocationId,
+        timer: Option<u64>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
             if map.contains_key(&id) {
@@ -341,6 +347,9 @@ impl Engine {
         if cancelled {
             tokio::spawn(end_cancelled(self.clone(), inflight));
             return;
+        }
+        if let Some(slot) = slot {
+            inflight.hold_slot(slot);
         }
         crate::failpoints::hit("resume.loaded");
         tracing::debug!(invocation = %id, "resumed");

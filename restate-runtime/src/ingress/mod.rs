@@ -153,9 +153,6 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
         }
         Route::Awakeable { id, resolve } => {
             require(&[Method::POST])?;
-            let parsed: crate::ids::AwakeableId = id
-                .parse()
-                .map_err(|e| ApiError::ingress(400, format!("bad awakeable id '{id}': {e}")))?;
             let body = read_body(state, req.into_body()).await?;
             let outcome = if resolve {
                 Outcome::Success(body.to_vec())
@@ -166,13 +163,12 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
                 }
             };
             // As Restate: completing an already completed awakeable is accepted and changes nothing.
-            if state.engine.complete_awakeable(parsed, outcome).await? {
-                Ok(StatusCode::ACCEPTED.into_response())
-            } else {
-                Err(ApiError::ingress(
-                    404,
-                    format!("awakeable '{id}' not found"),
-                ))
+            match state.engine.complete_awakeable(&id, outcome).await {
+                Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+                Err(refused) => Err(match refused.refusal() {
+                    Ok((status, message)) => ApiError::ingress(status, message),
+                    Err(e) => e.into(),
+                }),
             }
         }
     }

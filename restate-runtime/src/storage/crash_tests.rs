@@ -428,7 +428,11 @@ impl View {
                 .collect::<Result<_, _>>()?,
             unfinished: store.unfinished()?,
             woken: store.woken()?,
-            expired: store.expired(u64::MAX, 100)?,
+            expired: store
+                .expired(u64::MAX, 100)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
             due: store.due(None, u64::MAX, 10_000)?,
         })
     }

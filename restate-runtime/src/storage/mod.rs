@@ -409,8 +409,15 @@ pub trait Storage: Send + Sync + 'static {
     /// The invocations with a wake-up ([`WriteOp::Wake`]) no suspension has seen since, each
     /// once: recovery resumes those whose record says suspended.
     fn woken(&self) -> Result<Vec<InvocationId>, StorageError>;
-    /// Up to `limit` finished invocations whose retention ended before `now_ms`.
-    fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError>;
+    /// Up to `limit` finished invocations whose retention ended before `now_ms`, with their
+    /// targets (a workflow's `run` takes the workflow's state and promises with it; `None`
+    /// when the record is gone but its expiry entry is not).
+    #[allow(clippy::type_complexity)]
+    fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError>;
     /// Number of partitions, fixed when the store was created.
     fn partitions(&self) -> u32;
     /// Writer counters.

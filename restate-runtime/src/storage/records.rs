@@ -442,6 +442,16 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, De
     }
 }
 
+/// An invocation record's target alone, without decoding its input and journal-sized fields:
+/// postcard writes a struct as its fields in order, and `target` is the record's first.
+pub(crate) fn decode_target(bytes: &[u8]) -> Result<Target, DecodeRecordError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) => Ok(postcard::take_from_bytes(rest)?.0),
+        Some((&found, _)) => Err(DecodeRecordError::Version { found }),
+        None => Err(DecodeRecordError::Version { found: 0 }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

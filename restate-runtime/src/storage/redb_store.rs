@@ -1325,9 +1325,14 @@ impl Storage for RedbStorage {
         })
     }
 
-    fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<InvocationId>, StorageError> {
+    fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, Option<records::Target>)>, StorageError> {
         self.read(|txn| {
             let table = txn.open_table(EXPIRY)?;
+            let invocations = txn.open_table(INVOCATIONS)?;
             let hi = expiry_key(
                 now_ms,
                 &InvocationId::from_storage_key(&[0xff; 24]).expect("24 bytes"),
@@ -1335,9 +1340,16 @@ impl Storage for RedbStorage {
             let mut out = Vec::new();
             for item in table.range(..=hi.as_slice())?.take(limit) {
                 let (k, _) = item?;
-                if let Some(id) = InvocationId::from_storage_key(&k.value()[8..]) {
-                    out.push(id);
-                }
+                let Some(id) = InvocationId::from_storage_key(&k.value()[8..]) else {
+                    continue;
+                };
+                let target = match invocations.get(id.storage_key().as_slice())? {
+                    Some(record) => {
+                        Some(records::decode_target(record.value()).map_err(corrupted)?)
+                    }
+                    None => None,
+                };
+                out.push((id, target));
             }
             Ok(out)
         })
@@ -1466,7 +1478,10 @@ mod tests {
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].0, id);
         assert!(store.expired(9, 10).unwrap().is_empty());
-        assert_eq!(store.expired(10, 10).unwrap(), vec![done]);
+        assert_eq!(
+            store.expired(10, 10).unwrap(),
+            vec![(done, Some(record(Status::Runnable).target))]
+        );
         store
             .submit(vec![
                 WriteOp::DeleteInvocation { id: done },
