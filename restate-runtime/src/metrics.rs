@@ -67,6 +67,7 @@ pub(crate) struct Snapshot {
     pub checkpoints: u64,
     pub checkpoint_seconds: f64,
     pub checkpoint_max_seconds: f64,
+    pub checkpoint_wait_seconds: f64,
     pub commit_bytes: u64,
     pub queued_bytes: i64,
     pub held_input_bytes: i64,
@@ -227,8 +228,14 @@ impl Metrics {
         );
         registry.register(
             "journal_checkpoint_seconds",
-            "Time spent in checkpoints (commits queued meanwhile wait)",
+            "Time spent in checkpoints (on their own thread; commits go on meanwhile)",
             seconds(snapshot.checkpoint_seconds),
+        );
+        registry.register(
+            "journal_checkpoint_wait_seconds",
+            "Time commits waited for a checkpoint (a log segment filled before the previous \
+             checkpoint ended, a group larger than a segment, or an idle store's checkpoint)",
+            seconds(snapshot.checkpoint_wait_seconds),
         );
         let longest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         longest.set(snapshot.checkpoint_max_seconds);

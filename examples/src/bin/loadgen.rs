@@ -550,7 +550,7 @@ fn soak(
             pct: row.pct,
             rss_kib: examples::procfs::status_kib(pid, "VmRSS:"),
             store_bytes: size("journal.redb"),
-            log_bytes: size("journal.wal"),
+            log_bytes: size("journal.wal") + size("journal.1.wal"),
         };
         println!(
             "| {minute} | {:.0} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",

@@ -822,6 +822,7 @@ impl Engine {
             checkpoints: stats.checkpoints,
             checkpoint_seconds: stats.checkpoint_micros as f64 / 1e6,
             checkpoint_max_seconds: stats.checkpoint_max_micros as f64 / 1e6,
+            checkpoint_wait_seconds: stats.checkpoint_wait_micros as f64 / 1e6,
             commit_bytes: stats.bytes,
             queued_bytes: stats.queued_bytes as i64,
             held_input_bytes: self.held_input.load(Ordering::Relaxed) as i64,

@@ -26,6 +26,8 @@ pub(super) struct Disk {
     state: Arc<Mutex<State>>,
     /// Held by every sync while it runs; [`Disk::stall_syncs`] holds it to stall them.
     sync_gate: Arc<Mutex<()>>,
+    /// The same for checkpoints alone ([`Disk::stall_checkpoints`]).
+    store_sync_gate: Arc<Mutex<()>>,
 }
 
 struct State {
@@ -96,6 +98,7 @@ impl Disk {
         Self {
             state: Arc::new(Mutex::new(state)),
             sync_gate: Arc::default(),
+            store_sync_gate: Arc::default(),
         }
     }
 
@@ -103,6 +106,14 @@ impl Disk {
     /// meanwhile queues behind the writer.
     pub(super) fn stall_syncs(&self) -> MutexGuard<'_, ()> {
         self.sync_gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Slow checkpoints: the syncs of a store file made on the checkpointer thread wait until
+    /// the guard is dropped; the log's, and the store's growth in a plain commit, go on.
+    pub(super) fn stall_checkpoints(&self) -> MutexGuard<'_, ()> {
+        self.store_sync_gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The `n`-th sync from now (1: the next), of any file, fails with EIO and makes nothing
@@ -170,7 +181,7 @@ impl Disk {
         })
     }
 
-    fn handle(&self, path: &Path) -> (Handle, bool) {
+    fn handle(&self, path: &Path, store: bool) -> (Handle, bool) {
         let mut state = self.state();
         let created = !state.files.contains_key(path);
         state.files.entry(path.to_owned()).or_default();
@@ -178,6 +189,7 @@ impl Disk {
             disk: self.clone(),
             path: path.to_owned(),
             epoch: state.epoch,
+            store,
         };
         (handle, created)
     }
@@ -201,7 +213,7 @@ impl SimFile {
 
 impl Files for Disk {
     fn open_log(&self, path: &Path) -> io::Result<(Box<dyn LogFile>, bool)> {
-        let (handle, created) = self.handle(path);
+        let (handle, created) = self.handle(path, false);
         Ok((Box::new(handle), created))
     }
 
@@ -210,7 +222,7 @@ impl Files for Disk {
     }
 
     fn open_store(&self, builder: &Builder, path: &Path) -> Result<Database, DatabaseError> {
-        builder.create_with_backend(self.handle(path).0)
+        builder.create_with_backend(self.handle(path, true).0)
     }
 }
 
@@ -219,6 +231,8 @@ struct Handle {
     disk: Disk,
     path: PathBuf,
     epoch: u64,
+    /// A redb store's file (not a log's).
+    store: bool,
 }
 
 impl fmt::Debug for Handle {
@@ -271,6 +285,8 @@ impl Handle {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let checkpointing = std::thread::current().name() == Some("journal-checkpointer");
+        let _checkpoint_gate = (self.store && checkpointing).then(|| self.disk.stall_checkpoints());
         let _gate = self.disk.stall_syncs();
         self.with(|file, fail_sync_in| {
             if let Some(n) = *fail_sync_in {
@@ -345,7 +361,7 @@ mod tests {
     /// A file whose durable bytes are `[1; 4]`, then unsynced writes of `[2; 4]` at 4 and
     /// `[3; 4]` at 8.
     fn written(disk: &Disk) -> Handle {
-        let (file, _) = disk.handle(path());
+        let (file, _) = disk.handle(path(), false);
         file.write_all_at(&[1; 4], 0).unwrap();
         file.sync().unwrap();
         file.write_all_at(&[2; 4], 4).unwrap();
@@ -402,7 +418,7 @@ mod tests {
         assert_eq!(durable(&disk), [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
         assert!(file.write_all_at(&[5; 4], 0).is_err());
         assert!(file.sync().is_err());
-        let (reopened, created) = disk.handle(path());
+        let (reopened, created) = disk.handle(path(), false);
         assert!(!created);
         let mut head = [0; 4];
         reopened.read_exact_at(&mut head, 0).unwrap();

@@ -10,10 +10,12 @@ mod crash_tests;
 #[cfg(test)]
 mod faults;
 mod files;
+mod log;
 pub(crate) mod records;
 mod redb_store;
 mod space;
 mod wal;
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -353,8 +355,11 @@ pub struct WriterStats {
     pub commit_micros: u64,
     /// Durable commits of the whole store that let the write-ahead log start over.
     pub checkpoints: u64,
-    /// Total time spent in checkpoints, in microseconds (commits wait for them).
+    /// Total time spent in checkpoints, in microseconds (they run beside the commits).
     pub checkpoint_micros: u64,
+    /// Time commits waited for a checkpoint, in microseconds: a log segment filled before the
+    /// previous checkpoint ended, a group larger than a segment, or the store was idle.
+    pub checkpoint_wait_micros: u64,
     /// The longest checkpoint so far, in microseconds.
     pub checkpoint_max_micros: u64,
     /// Bytes of the batches committed (as [`WriteOp`]s carry them, before encoding).

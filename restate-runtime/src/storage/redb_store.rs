@@ -4,17 +4,19 @@
 //! Decisions, made knowingly:
 //! - **Durability**: a caller is answered only after its batch is fsynced: as a record of the
 //!   write-ahead log, or (when the log is full) in a redb commit with `Durability::Immediate`.
-//! - **Group commit**: the writer thread drains everything queued since its last commit into one
-//!   commit, so concurrent requests share one fsync. It is an OS thread because a commit blocks
-//!   on fdatasync. A group holds at most [`MAX_GROUP`] batches and about
+//! - **Group commit** (`writer`): the writer thread drains everything queued since its last
+//!   commit into one commit, so concurrent requests share one fsync. It is an OS thread because
+//!   a commit blocks on fdatasync. A group holds a bounded number of batches and about
 //!   [`RedbOptions::max_group_bytes`]; while more than [`RedbOptions::max_queued_bytes`] wait
 //!   for the writer, new work is refused ([`Storage::admit_new_work`]), so memory held by
 //!   queued writes stays bounded however fast requests arrive.
 //! - **Write-ahead log** (`wal`): the group is first appended to the log and synced (one
 //!   sequential write), then committed to redb without a sync, so readers see it only once it is
-//!   durable. redb commits durably (a checkpoint) when the log is full, after
-//!   [`RedbOptions::idle_checkpoint`] without writes, and at close; the log's tail is replayed
-//!   at open.
+//!   durable. The log has two segments (`log`): when one is full, appends go to the other while
+//!   a second thread commits redb durably (a checkpoint), and groups logged meanwhile are
+//!   acknowledged at once and applied when it ends (a read waits for them). redb also commits
+//!   durably after [`RedbOptions::idle_checkpoint`] without writes and at close; the log's tail
+//!   is replayed at open.
 //! - **Repair**: quick repair is off. It would save the allocator state on every durable commit
 //!   to make reopening after a crash faster. After a SIGKILL redb instead walks the trees on
 //!   open; that cost grows with the store and is reported in `BENCHMARKS.md`.
@@ -27,15 +29,18 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
 use super::files::{Files, OsFiles};
+use super::log::Log;
+#[cfg(test)]
+use super::log::SEGMENT_NAMES;
 use super::records::{self, InvocationRecord, JournalEntry, Outcome};
 use super::space::Reserve;
-use super::wal::{Wal, WalError};
+use super::wal::WalError;
+use super::writer::{Request, Visibility, Writer, WriterLimits};
 use super::{
     CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
     WriterStats,
@@ -72,13 +77,15 @@ const WAKEUPS: TableDefinition<&[u8], ()> = TableDefinition::new("wakeups");
 /// for a `Call` entry, 0 for an `Attach`.
 const RESULT_WAITERS: TableDefinition<&[u8], u8> = TableDefinition::new("result_waiters");
 
-/// Version of the table layout; a store written by another version is refused at open.
-const FORMAT_VERSION: u32 = 6;
+/// Version of the table layout and the log's; a store written by another version is refused
+/// at open. 7: the log in two segments (a binary of format 6 would not read the second).
+const FORMAT_VERSION: u32 = 7;
+/// The format with a one-file log: opened and upgraded (its log is read as the first segment).
+const FORMAT_ONE_LOG_FILE: u32 = 6;
 /// The format before the due-time index: opened, and upgraded (the index is built at open), so
 /// a binary that cannot keep the index up to date no longer opens the store.
 const FORMAT_BEFORE_DUE_INDEX: u32 = 5;
 const FILE_NAME: &str = "journal.redb";
-const WAL_FILE_NAME: &str = "journal.wal";
 /// Key in `META`: sequence number of the last log record the durable store includes.
 const WAL_APPLIED: &str = "wal_applied";
 /// Key in `META`: the store's identity, mixed into the checksum of every log record.
@@ -88,10 +95,6 @@ const WAL_SALT: &str = "wal_salt";
 const SECRET: &str = "secret";
 /// META key present once the due-time index is built (stores from before it get it at open).
 const DUE_INDEX: &str = "due_index";
-/// A log that fills up faster than this grows, so checkpoints stay rarer than this.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Upper bound on batches in one transaction, so one commit never grows without limit.
-const MAX_GROUP: usize = 4096;
 
 /// Free space kept by default: room for the log to grow and the store to checkpoint it.
 pub(crate) const DEFAULT_MIN_FREE_BYTES: u64 = 32 * 1024 * 1024;
@@ -134,13 +137,6 @@ impl Default for RedbOptions {
     }
 }
 
-struct Request {
-    ops: Vec<WriteOp>,
-    /// What the ops carry ([`WriteOp::size`]).
-    bytes: usize,
-    done: oneshot::Sender<Result<(), StorageError>>,
-}
-
 /// The redb-backed [`Storage`].
 pub struct RedbStorage {
     db: Arc<Database>,
@@ -148,6 +144,8 @@ pub struct RedbStorage {
     secret: [u8; 32],
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Reads wait on it while acknowledged writes are not applied yet (during a checkpoint).
+    visibility: Arc<Visibility>,
     stats: Arc<Mutex<WriterStats>>,
     failure: Arc<watch::Sender<Option<String>>>,
     reserve: Reserve,
@@ -184,7 +182,7 @@ impl RedbStorage {
             .open_store(&builder, &file)
             .map_err(|e| open_error(&shown, &file, e))?;
         let (partitions, secret) = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
-        let log = recover_log(&db, files, &dir.join(WAL_FILE_NAME)).map_err(|f| f.at(&shown))?;
+        let log = recover_log(&db, files, dir).map_err(|f| f.at(&shown))?;
         build_due_index(&db).map_err(|f| f.at(&shown))?;
         // The store file and the log may be new: their directory entries must be durable too.
         files.sync_parent(&file).map_err(|source| OpenError::Io {
@@ -196,19 +194,32 @@ impl RedbStorage {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let failure = Arc::new(watch::channel(None).0);
+        let visibility = Arc::new(Visibility::default());
+        let io_error = |source| OpenError::Io {
+            path: shown.clone(),
+            source,
+        };
         let writer = {
-            let db = db.clone();
-            let stats = stats.clone();
-            let failure = failure.clone();
             let limits = WriterLimits {
                 idle_checkpoint: options.idle_checkpoint,
                 max_group_bytes: options.max_group_bytes,
                 queued: queued.clone(),
             };
+            let writer = Writer::new(
+                db.clone(),
+                log.log,
+                log.applied,
+                limits,
+                stats.clone(),
+                visibility.clone(),
+                failure.clone(),
+            )
+            .map_err(io_error)?;
+            let db = db.clone();
+            let failure = failure.clone();
             std::thread::Builder::new()
                 .name("journal-writer".into())
                 .spawn(move || {
-                    let writer = Writer::new(log, limits, stats, failure.clone());
                     let run = std::panic::AssertUnwindSafe(|| writer.run(&db, &rx));
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         let reason = panic
@@ -219,10 +230,7 @@ impl RedbStorage {
                         failure.send_replace(Some(format!("journal writer panicked: {reason}")));
                     }
                 })
-                .map_err(|source| OpenError::Io {
-                    path: shown.clone(),
-                    source,
-                })?
+                .map_err(io_error)?
         };
         Ok(Self {
             db,
@@ -230,6 +238,7 @@ impl RedbStorage {
             secret,
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            visibility,
             stats,
             failure,
             reserve,
@@ -242,6 +251,7 @@ impl RedbStorage {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StorageError> {
+        self.visibility.wait()?;
         let txn = self.db.begin_read().map_err(backend)?;
         f(&txn).map_err(backend)
     }
@@ -386,6 +396,11 @@ fn init_meta(db: &Database, partitions: u32) -> Result<(u32, [u8; 32]), OpenFaul
                 partitions
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
+            (Some(FORMAT_ONE_LOG_FILE), Some(p)) => {
+                meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
+                    .map_err(OpenFault::from_redb)?;
+                p
+            }
             (Some(FORMAT_BEFORE_DUE_INDEX), Some(p)) => {
                 meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
                     .map_err(OpenFault::from_redb)?;
@@ -516,13 +531,13 @@ fn clear_scope(
 /// The log after replaying its tail into the store, and the sequence number of the last
 /// record the store now holds durably.
 struct RecoveredLog {
-    wal: Wal,
+    log: Log,
     applied: u64,
 }
 
 /// Opens the log and applies the records the durable store misses in one durable commit. A
 /// store without a salt (new, or from before salts) gets one, durably, before the log is used.
-fn recover_log(db: &Database, files: &dyn Files, path: &Path) -> Result<RecoveredLog, OpenFault> {
+fn recover_log(db: &Database, files: &dyn Files, dir: &Path) -> Result<RecoveredLog, OpenFault> {
     let read_u64 = |key: &str| -> Result<Option<u64>, OpenFault> {
         let txn = db.begin_read().map_err(OpenFault::from_redb)?;
         let meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
@@ -533,8 +548,8 @@ fn recover_log(db: &Database, files: &dyn Files, path: &Path) -> Result<Recovere
     };
     let mut applied = read_u64(WAL_APPLIED)?.unwrap_or(0);
     let salt = read_u64(WAL_SALT)?;
-    let (mut wal, replayed) =
-        Wal::open(files, path, applied, salt.unwrap_or(0)).map_err(|e| match e {
+    let (mut log, replayed) =
+        Log::open(files, dir, applied, salt.unwrap_or(0)).map_err(|e| match e {
             WalError::Io(e) => OpenFault::Io(e),
             corrupt @ WalError::Corrupt { .. } => OpenFault::corrupt(corrupt),
         })?;
@@ -544,7 +559,7 @@ fn recover_log(db: &Database, files: &dyn Files, path: &Path) -> Result<Recovere
             OpenFault::from_redb(e).context(&format!("replaying log records up to {last}"))
         })?;
         applied = last;
-        wal.restart(false).map_err(OpenFault::Io)?;
+        log.restart().map_err(OpenFault::Io)?;
     }
     if salt.is_none() {
         let salt = std::iter::repeat_with(rand::random::<u64>)
@@ -558,10 +573,10 @@ fn recover_log(db: &Database, files: &dyn Files, path: &Path) -> Result<Recovere
         }
         txn.commit().map_err(OpenFault::from_redb)?;
         // Whatever the log held is applied or not this store's: new records start over.
-        wal.set_salt(salt);
-        wal.restart(false).map_err(OpenFault::Io)?;
+        log.set_salt(salt);
+        log.restart().map_err(OpenFault::Io)?;
     }
-    Ok(RecoveredLog { wal, applied })
+    Ok(RecoveredLog { log, applied })
 }
 
 /// Builds the due-time index of a store from before it (once, after the log is replayed):
@@ -613,175 +628,6 @@ fn build_due_index(db: &Database) -> Result<(), OpenFault> {
     }
     txn.commit().map_err(OpenFault::from_redb)?;
     Ok(())
-}
-
-/// The writer thread's state: the log, the sequence number of the last record, and when the
-/// store last committed durably.
-struct Writer {
-    wal: Wal,
-    seq: u64,
-    /// Sequence number of the last durable store commit.
-    checkpointed: u64,
-    checkpointed_at: Instant,
-    limits: WriterLimits,
-    stats: Arc<Mutex<WriterStats>>,
-    poisoned: Option<String>,
-    failure: Arc<watch::Sender<Option<String>>>,
-}
-
-/// What bounds the writer's work: when it checkpoints on its own, how large a group gets, and
-/// the count of queued bytes it releases as it answers.
-struct WriterLimits {
-    idle_checkpoint: std::time::Duration,
-    max_group_bytes: usize,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Writer {
-    fn new(
-        log: RecoveredLog,
-        limits: WriterLimits,
-        stats: Arc<Mutex<WriterStats>>,
-        failure: Arc<watch::Sender<Option<String>>>,
-    ) -> Self {
-        Self {
-            wal: log.wal,
-            seq: log.applied,
-            checkpointed: log.applied,
-            checkpointed_at: Instant::now(),
-            limits,
-            stats,
-            poisoned: None,
-            failure,
-        }
-    }
-
-    fn run(mut self, db: &Database, rx: &mpsc::Receiver<Request>) {
-        // A batch taken from the queue that did not fit the last group opens the next one.
-        let mut carried: Option<Request> = None;
-        loop {
-            let first = match carried.take() {
-                Some(first) => first,
-                None => match rx.recv_timeout(self.limits.idle_checkpoint) {
-                    Ok(first) => first,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if self.poisoned.is_none() && self.seq > self.checkpointed {
-                            self.checkpoint_or_poison(db, "idle checkpoint");
-                        }
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
-            };
-            let mut bytes = first.bytes;
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(next) if bytes + next.bytes > self.limits.max_group_bytes => {
-                        carried = Some(next);
-                        break;
-                    }
-                    Ok(next) => {
-                        bytes += next.bytes;
-                        group.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let result = if let Some(reason) = &self.poisoned {
-                Err(StorageError::Poisoned(reason.clone()))
-            } else if group.iter().all(|req| req.ops.is_empty()) {
-                // A group of empty batches (barriers) needs no commit: every batch queued
-                // before it has already committed.
-                Ok(())
-            } else {
-                let started = Instant::now();
-                let result = self.commit(db, &group);
-                {
-                    let mut s = self.stats.lock().expect("stats lock");
-                    s.commits += 1;
-                    s.batches += group.len() as u64;
-                    s.bytes += bytes as u64;
-                    s.commit_micros += started.elapsed().as_micros() as u64;
-                }
-                if let Err(e) = &result {
-                    self.poison(format!("journal commit failed: {e}"));
-                }
-                result
-            };
-            self.limits.queued.fetch_sub(bytes, Ordering::Relaxed);
-            for req in group {
-                let _ = req.done.send(result.clone());
-            }
-        }
-        // Closing: leave nothing to replay.
-        if self.poisoned.is_none() && self.seq > self.checkpointed {
-            self.checkpoint_or_poison(db, "final checkpoint");
-        }
-    }
-
-    /// Refuses every write from now on and reports why: after a failed sync the OS may have
-    /// dropped the dirty pages, so no later success could be trusted (law 10).
-    fn poison(&mut self, reason: String) {
-        tracing::error!(%reason, "storage failed; refusing further writes");
-        self.failure.send_replace(Some(reason.clone()));
-        self.poisoned = Some(reason);
-    }
-
-    /// A checkpoint outside a group commit; a failure stops further writes, as a failed commit
-    /// does (the log still holds everything, so nothing acknowledged is lost).
-    fn checkpoint_or_poison(&mut self, db: &Database, what: &str) {
-        if let Err(e) = self.checkpoint(db, std::iter::empty(), false) {
-            self.poison(format!("{what} failed: {e}"));
-        }
-    }
-
-    /// Makes one group durable: appended to the log and synced, then applied to the store; or,
-    /// when the log is full, committed durably to the store with everything before it.
-    fn commit(&mut self, db: &Database, group: &[Request]) -> Result<(), StorageError> {
-        let ops: Vec<&WriteOp> = group.iter().flat_map(|r| &r.ops).collect();
-        let seq = self.seq + 1;
-        let logged = self
-            .wal
-            .append(seq, &ops)
-            .map_err(|e| StorageError::Backend(format!("write-ahead log: {e}")))?;
-        if logged {
-            crate::failpoints::hit("log.synced");
-            commit_ops(db, ops.into_iter(), Durability::None, None).map_err(backend)?;
-            self.seq = seq;
-            Ok(())
-        } else {
-            self.checkpoint(db, ops.into_iter(), true)
-        }
-    }
-
-    /// Commits `ops` and every earlier non-durable commit durably, then reuses the log: larger,
-    /// if it was `full` within a second of the last checkpoint.
-    fn checkpoint<'a>(
-        &mut self,
-        db: &Database,
-        ops: impl Iterator<Item = &'a WriteOp>,
-        full: bool,
-    ) -> Result<(), StorageError> {
-        let seq = self.seq + 1;
-        let started = Instant::now();
-        commit_ops(db, ops, Durability::Immediate, Some(seq)).map_err(backend)?;
-        crate::failpoints::hit("checkpoint.committed");
-        let micros = started.elapsed().as_micros() as u64;
-        {
-            let mut s = self.stats.lock().expect("stats lock");
-            s.checkpoints += 1;
-            s.checkpoint_micros += micros;
-            s.checkpoint_max_micros = s.checkpoint_max_micros.max(micros);
-        }
-        self.seq = seq;
-        self.checkpointed = seq;
-        let filled_fast = full && self.checkpointed_at.elapsed() < CHECKPOINT_INTERVAL;
-        self.checkpointed_at = Instant::now();
-        self.wal
-            .restart(filled_fast)
-            .map_err(|e| StorageError::Backend(format!("write-ahead log: {e}")))
-    }
 }
 
 /// The tables one transaction writes, each opened on first use: opening a table costs a lookup
@@ -839,7 +685,7 @@ macro_rules! table {
 
 /// One redb transaction applying `ops` in order; a durable one also records `applied`, the last
 /// log record it covers.
-fn commit_ops<'a>(
+pub(super) fn commit_ops<'a>(
     db: &Database,
     ops: impl Iterator<Item = &'a WriteOp>,
     durability: Durability,
@@ -1409,7 +1255,7 @@ pub(crate) fn store_file(dir: &Path) -> PathBuf {
 #[cfg(test)]
 /// Where the write-ahead log of a data folder lives.
 pub(super) fn log_file(dir: &Path) -> PathBuf {
-    dir.join(WAL_FILE_NAME)
+    dir.join(SEGMENT_NAMES[0])
 }
 
 #[cfg(test)]
@@ -1672,7 +1518,7 @@ mod tests {
     /// unsynced part of redb's state lives in its memory, not in the file).
     fn crash_copy(from: &Path) -> tempfile::TempDir {
         let to = tempfile::tempdir().unwrap();
-        for name in [FILE_NAME, WAL_FILE_NAME] {
+        for name in [FILE_NAME].into_iter().chain(SEGMENT_NAMES) {
             std::fs::copy(from.join(name), to.path().join(name)).unwrap();
         }
         to
@@ -1707,7 +1553,7 @@ mod tests {
         let (dir, _store, id) = store_with_logged_writes(40).await;
         let crashed = crash_copy(dir.path());
         // Flip one payload byte of record 20 of 40.
-        let wal_path = crashed.path().join(WAL_FILE_NAME);
+        let wal_path = crashed.path().join(SEGMENT_NAMES[0]);
         let mut bytes = std::fs::read(&wal_path).unwrap();
         let mut at = 0usize;
         for _ in 0..19 {
@@ -1721,7 +1567,7 @@ mod tests {
         let message = err.to_string();
         assert!(matches!(err, OpenError::Corrupt { .. }), "{message}");
         assert!(message.contains("corrupt"), "{message}");
-        assert!(message.contains(WAL_FILE_NAME), "{message}");
+        assert!(message.contains(SEGMENT_NAMES[0]), "{message}");
         assert!(message.contains(&format!("offset {at}")), "{message}");
         // Undamaged, the same log replays every write.
         let intact = crash_copy(dir.path());
@@ -1760,6 +1606,39 @@ mod tests {
         let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
         assert!(reopened.invocation(&id).unwrap().is_some());
         assert_eq!(reopened.unfinished().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_format_6_store_replays_its_one_file_log_and_is_upgraded() {
+        let (dir, _store, id) = store_with_logged_writes(30).await;
+        // A crash of a binary of format 6: its store and its one log file, nothing else.
+        let crashed = tempfile::tempdir().unwrap();
+        for name in [FILE_NAME, SEGMENT_NAMES[0]] {
+            std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
+        }
+        let version = |path: &Path| {
+            let db = Database::create(path.join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            let found = {
+                let mut meta = txn.open_table(META).unwrap();
+                let found = meta
+                    .get("format_version")
+                    .unwrap()
+                    .map(|v| v.value().to_vec());
+                if found.as_deref() == Some(FORMAT_VERSION.to_be_bytes().as_slice()) {
+                    meta.insert("format_version", 6u32.to_be_bytes().as_slice())
+                        .unwrap();
+                }
+                found
+            };
+            txn.commit().unwrap();
+            u32::from_be_bytes(found.unwrap().try_into().unwrap())
+        };
+        assert_eq!(version(crashed.path()), FORMAT_VERSION, "then set to 6");
+        let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(reopened.journal(&id).unwrap().len(), 30);
+        drop(reopened);
+        assert_eq!(version(crashed.path()), FORMAT_VERSION);
     }
 
     #[tokio::test]
@@ -1804,8 +1683,7 @@ mod tests {
             let value = meta.get(WAL_SALT).unwrap().unwrap();
             u64::from_be_bytes(value.value().try_into().unwrap())
         };
-        let (_, replayed) =
-            Wal::open(&OsFiles, &dir.path().join(WAL_FILE_NAME), applied, salt).unwrap();
+        let (_, replayed) = Log::open(&OsFiles, dir.path(), applied, salt).unwrap();
         assert!(replayed.is_empty());
         let closed = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
         assert_eq!(closed.journal(&id).unwrap().len(), 40);
@@ -1814,7 +1692,7 @@ mod tests {
     #[test]
     fn an_unusable_log_is_an_io_error_naming_the_folder() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(WAL_FILE_NAME)).unwrap();
+        std::fs::create_dir(dir.path().join(SEGMENT_NAMES[0])).unwrap();
         let err = RedbStorage::open(dir.path(), &RedbOptions::default())
             .err()
             .expect("refused");
@@ -1953,7 +1831,8 @@ mod tests {
         let stalled = disk.stall_syncs();
         let mut waiters = vec![store.submit(batch_of(10))];
         // The writer takes the first batch and waits on its sync; the rest queue behind it.
-        let log = Path::new("/sim").join(WAL_FILE_NAME);
+        let log = Path::new("/sim").join(SEGMENT_NAMES[0]);
+        use std::time::Instant;
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         while disk.unsynced(&log).is_empty() {
             assert!(

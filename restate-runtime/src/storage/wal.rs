@@ -1,13 +1,15 @@
-//! The write-ahead log in front of the redb store: each group commit is one record appended to
-//! a preallocated file and fdatasynced, and only then applied to redb without a sync.
+//! One segment of the write-ahead log in front of the redb store (the log has two, `log`): each
+//! group commit is one record appended to a preallocated file and fdatasynced, and only then
+//! applied to redb without a sync.
 //!
 //! Why: a durable redb commit rewrites every B-tree page on its path (about ten scattered 4 KiB
 //! pages for one invocation) and syncs them, 0.3–0.4 ms here, while one appended record syncs in
-//! about 0.1 ms. redb gets a durable commit (a checkpoint) only when the log is full, and that
+//! about 0.1 ms. redb gets a durable commit (a checkpoint) only when a segment is full, and that
 //! commit covers every page the records since the last one touched, once.
 //!
-//! File: `journal.wal` in the data folder, next to the store `journal.redb`; preallocated with
-//! zeros (1 MiB, doubling up to 64 MiB when it fills within a second), records from offset 0.
+//! Files: `journal.wal` and `journal.1.wal` in the data folder, next to the store
+//! `journal.redb`; each preallocated with zeros (1 MiB, doubling up to 64 MiB when it fills
+//! within a second), records from offset 0.
 //! It is reached through [`LogFile`], so that crash tests can put a simulated disk under it.
 //!
 //! Record layout (little-endian): length of the payload (u32), CRC-32 (u32) of the store's
@@ -17,13 +19,15 @@
 //! `journal.redb` deleted and created anew) fails every checksum and is never replayed. A store
 //! from before the salt existed reads its log with salt 0 (the old checksum) once, then gets one.
 //!
-//! Sequence numbers rise by one per record and continue across checkpoints; the store records
-//! the last one it has applied durably. After a checkpoint the log is written again from its
-//! start, so what follows the last record is zeros or older records (lower numbers).
+//! Sequence numbers rise by one per record and continue across checkpoints and segments; the
+//! store records the last one it has applied durably. Once a checkpoint covers a segment's
+//! records, the segment is written again from its start, so what follows its last record is
+//! zeros or older records (lower numbers).
 //!
 //! Reading at open stops at the first record that is torn, fails its checksum, or does not
 //! carry the next number, **if that is the end**: when a valid record with the number after it
-//! follows anywhere later in the file, the bad record is damage in the middle of the log (an
+//! follows anywhere later in the segment (or starts the other one, `log`), the bad record is
+//! damage in the middle of the log (an
 //! acknowledged write lost), and opening fails as corrupt, naming the offset. A record that
 //! passes its checksum but does not decode is corruption too. Only a bad tail (the write torn by
 //! a crash, never acknowledged) ends the log.
@@ -77,14 +81,23 @@ pub(super) enum WalError {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` in `files` for the store with `salt`, and returns
-    /// the records after `applied`, in order. The file is synced with its folder when it is new.
+    /// Opens (or creates) the log segment at `path` in `files` for the store with `salt`, and
+    /// returns the records that follow `applied` in it from its start. The file is synced with
+    /// its folder when it is new.
+    #[cfg(test)]
     pub(super) fn open(
         files: &dyn Files,
         path: &Path,
         applied: u64,
         salt: u64,
     ) -> Result<(Self, Vec<Replayed>), WalError> {
+        let wal = Self::open_file(files, path, salt)?;
+        let (replayed, _) = wal.read_after(applied, path)?;
+        Ok((wal, replayed))
+    }
+
+    /// Opens (or creates) the segment without reading it.
+    pub(super) fn open_file(files: &dyn Files, path: &Path, salt: u64) -> Result<Self, WalError> {
         let (file, created) = files.open_log(path)?;
         let len = file.len()?;
         let mut wal = Self {
@@ -100,13 +113,18 @@ impl Wal {
         if created {
             files.sync_parent(path)?;
         }
-        let corrupt = |offset, reason| WalError::Corrupt {
-            path: path.display().to_string(),
-            offset,
-            reason,
-        };
-        let replayed = wal.read_after(applied, corrupt)?;
-        Ok((wal, replayed))
+        Ok(wal)
+    }
+
+    /// Whether the segment's first record is whole and carries `seq`.
+    pub(super) fn starts_with(&self, seq: u64) -> io::Result<bool> {
+        Ok(self.record_at(0, seq)?.is_some())
+    }
+
+    /// Where the next record goes.
+    #[cfg(test)]
+    pub(super) fn end_of_records(&self) -> u64 {
+        self.end
     }
 
     /// Uses a new salt from now on (a store that had none gets one after its first replay).
@@ -114,21 +132,31 @@ impl Wal {
         self.salt = salt;
     }
 
-    fn read_after(
+    /// The records `applied + 1`, `applied + 2`, ... from the segment's start, up to its end;
+    /// damage with a later record after it (in this segment) is corruption. Also the offset
+    /// where they end.
+    pub(super) fn read_after(
         &self,
         applied: u64,
-        corrupt: impl Fn(u64, String) -> WalError,
-    ) -> Result<Vec<Replayed>, WalError> {
+        path: &Path,
+    ) -> Result<(Vec<Replayed>, u64), WalError> {
+        let corrupt = |offset, reason| WalError::Corrupt {
+            path: path.display().to_string(),
+            offset,
+            reason,
+        };
         let mut out = Vec::new();
         let mut at = 0u64;
         loop {
             let seq = applied + 1 + out.len() as u64;
             let payload = match self.record_at(at, seq)? {
                 Some(payload) => payload,
-                None => match self.find_later_record(at + 1, seq)? {
+                // From `at` itself: a whole record there with a later number means the ones
+                // before it are missing.
+                None => match self.find_later_record(at, seq)? {
                     // The end of the log, unless a later record follows: then this one is
                     // damage in the middle, and the records after it were acknowledged.
-                    None => return Ok(out),
+                    None => return Ok((out, at)),
                     Some((later, offset)) => {
                         return Err(corrupt(
                             at,
@@ -153,18 +181,31 @@ impl Wal {
 
     /// The payload of the record at `at` if it is whole, carries `seq` and passes its checksum.
     fn record_at(&self, at: u64, seq: u64) -> io::Result<Option<Vec<u8>>> {
+        Ok(self
+            .whole_record_at(at, Some(seq))?
+            .map(|(_, payload)| payload))
+    }
+
+    /// The number of the segment's first record, if it is whole and passes its checksum.
+    pub(super) fn first_seq(&self) -> io::Result<Option<u64>> {
+        Ok(self.whole_record_at(0, None)?.map(|(seq, _)| seq))
+    }
+
+    /// The record at `at` (its number and payload) if it is whole, carries `seq` (any number
+    /// when `None`) and passes its checksum.
+    fn whole_record_at(&self, at: u64, seq: Option<u64>) -> io::Result<Option<(u64, Vec<u8>)>> {
         if at + HEADER as u64 > self.capacity {
             return Ok(None);
         }
         let mut header = [0u8; HEADER];
         self.file.read_exact_at(&mut header, at)?;
         let (len, crc, found) = parse_header(&header);
-        if found != seq || at + HEADER as u64 + len > self.capacity {
+        if seq.is_some_and(|seq| found != seq) || at + HEADER as u64 + len > self.capacity {
             return Ok(None);
         }
         let mut payload = vec![0u8; len as usize];
         self.file.read_exact_at(&mut payload, at + HEADER as u64)?;
-        Ok((checksum(self.salt, seq, &payload) == crc).then_some(payload))
+        Ok((checksum(self.salt, found, &payload) == crc).then_some((found, payload)))
     }
 
     /// A valid record of this store numbered after `seq`, at or after `from`: its number and

@@ -1,0 +1,185 @@
+//! The write-ahead log as two segments, `journal.wal` and `journal.1.wal`: one takes appends
+//! while the records of the other are checkpointed into the store in the background, so a
+//! checkpoint never holds up a group commit. A segment is written again (from its start) only
+//! once the checkpoint that covers its records is durable.
+//!
+//! Sequence numbers run on across segments: a segment holds one run of consecutive records
+//! from its start, and the runs alternate. At open, the run that starts right after the
+//! store's last applied record is read first, then the other segment's run that continues it;
+//! damage followed by a later record, in either segment, is corruption (see `wal`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::WriteOp;
+use super::files::Files;
+use super::wal::{Replayed, Wal, WalError};
+
+/// The segments' file names in the data folder; the first is the log's name from before
+/// segments, so an older store's log is read as the first segment.
+pub(super) const SEGMENT_NAMES: [&str; 2] = ["journal.wal", "journal.1.wal"];
+
+pub(super) struct Log {
+    segments: [Wal; 2],
+    /// The segment taking appends.
+    active: usize,
+}
+
+impl Log {
+    /// Opens (or creates) both segments in `dir` and returns the records after `applied`, in
+    /// order.
+    pub(super) fn open(
+        files: &dyn Files,
+        dir: &Path,
+        applied: u64,
+        salt: u64,
+    ) -> Result<(Self, Vec<Replayed>), WalError> {
+        let paths = Self::paths(dir);
+        let segments = [
+            Wal::open_file(files, &paths[0], salt)?,
+            Wal::open_file(files, &paths[1], salt)?,
+        ];
+        // The run after `applied` is in the segment that starts with it (the first when neither
+        // does: then it is read to tell a log's end from damage).
+        let first = usize::from(
+            !segments[0].starts_with(applied + 1)? && segments[1].starts_with(applied + 1)?,
+        );
+        let (mut replayed, end) = segments[first].read_after(applied, &paths[first])?;
+        let next = replayed.last().map_or(applied, |r| r.seq);
+        let second = 1 - first;
+        // The other segment starts with a record after the one due next: the first segment's
+        // run ends in damage (its later records were acknowledged).
+        if let Some(found) = segments[second].first_seq()?
+            && found > next + 1
+        {
+            return Err(WalError::Corrupt {
+                path: paths[first].display().to_string(),
+                offset: end,
+                reason: format!(
+                    "record {} is damaged or missing, but record {found} starts {}",
+                    next + 1,
+                    paths[second].display()
+                ),
+            });
+        }
+        replayed.extend(segments[second].read_after(next, &paths[second])?.0);
+        let active = if replayed.is_empty() { first } else { second };
+        Ok((Self { segments, active }, replayed))
+    }
+
+    fn paths(dir: &Path) -> [PathBuf; 2] {
+        SEGMENT_NAMES.map(|name| dir.join(name))
+    }
+
+    /// Appends one record to the active segment and syncs it; `Ok(false)`: it does not fit
+    /// there ([`Log::switch`] first).
+    pub(super) fn append(&mut self, seq: u64, ops: &[&WriteOp]) -> io::Result<bool> {
+        self.segments[self.active].append(seq, ops)
+    }
+
+    /// The other segment takes appends from its start (it must hold no record the store lacks
+    /// durably): larger when the active one `filled_fast`.
+    pub(super) fn switch(&mut self, filled_fast: bool) -> io::Result<()> {
+        self.active = 1 - self.active;
+        self.segments[self.active].restart(filled_fast)
+    }
+
+    /// After a checkpoint of everything: both segments hold only records the store has; the
+    /// active one is written from its start again.
+    pub(super) fn restart(&mut self) -> io::Result<()> {
+        self.segments[self.active].restart(false)
+    }
+
+    /// Uses a new salt from now on (a store that had none gets one after its first replay).
+    pub(super) fn set_salt(&mut self, salt: u64) {
+        for segment in &mut self.segments {
+            segment.set_salt(salt);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::InvocationId;
+    use crate::storage::files::OsFiles;
+
+    const SALT: u64 = 0x5eed;
+
+    fn op(seq: u64) -> WriteOp {
+        WriteOp::PutJournal {
+            id: InvocationId::random(1),
+            index: seq as u32,
+            encoded: vec![seq as u8; 64],
+        }
+    }
+
+    fn append(log: &mut Log, seqs: std::ops::RangeInclusive<u64>) {
+        for seq in seqs {
+            assert!(log.append(seq, &[&op(seq)]).unwrap());
+        }
+    }
+
+    fn seqs(replayed: &[Replayed]) -> Vec<u64> {
+        replayed.iter().map(|r| r.seq).collect()
+    }
+
+    fn open(dir: &Path, applied: u64) -> Result<Vec<u64>, WalError> {
+        Log::open(&OsFiles, dir, applied, SALT).map(|(_, replayed)| seqs(&replayed))
+    }
+
+    #[test]
+    fn runs_in_both_segments_replay_in_order_whichever_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, replayed) = Log::open(&OsFiles, dir.path(), 0, SALT).unwrap();
+        assert!(replayed.is_empty());
+        append(&mut log, 1..=3);
+        log.switch(false).unwrap();
+        append(&mut log, 4..=5);
+        drop(log);
+        assert_eq!(open(dir.path(), 0).unwrap(), [1, 2, 3, 4, 5]);
+        // A checkpoint covered the first segment: only the second's run is new.
+        assert_eq!(open(dir.path(), 3).unwrap(), [4, 5]);
+        assert_eq!(open(dir.path(), 5).unwrap(), Vec::<u64>::new());
+
+        // The first segment taken again from its start (its records are in the store), while
+        // the second's wait for their checkpoint: the run starts in the second segment.
+        let (mut log, replayed) = Log::open(&OsFiles, dir.path(), 3, SALT).unwrap();
+        assert_eq!(seqs(&replayed), [4, 5]);
+        append(&mut log, 6..=7);
+        drop(log);
+        assert_eq!(open(dir.path(), 3).unwrap(), [4, 5, 6, 7]);
+        assert_eq!(open(dir.path(), 5).unwrap(), [6, 7]);
+    }
+
+    #[test]
+    fn damage_at_the_end_of_one_segment_is_corruption_when_the_other_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(&OsFiles, dir.path(), 0, SALT).unwrap();
+        append(&mut log, 1..=3);
+        let third = log.segments[0].end_of_records() - 20;
+        log.switch(false).unwrap();
+        append(&mut log, 4..=4);
+        drop(log);
+        let first = dir.path().join(SEGMENT_NAMES[0]);
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes[third as usize] ^= 0x5a;
+        std::fs::write(&first, &bytes).unwrap();
+        // Expected: record 3 is the last of its segment, but record 4 (acknowledged after it)
+        // starts the other one: the damage is named in the first segment's file.
+        match open(dir.path(), 0) {
+            Err(WalError::Corrupt { path, reason, .. }) => {
+                assert!(path.ends_with(SEGMENT_NAMES[0]), "{path}");
+                assert!(reason.contains("record 3"), "{reason}");
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // Expected: with the second segment's record torn too (a crash while writing it, so
+        // nothing after record 3 was acknowledged), the damage is the log's end.
+        let second = dir.path().join(SEGMENT_NAMES[1]);
+        let mut bytes = std::fs::read(&second).unwrap();
+        bytes[30] ^= 0x5a;
+        std::fs::write(&second, &bytes).unwrap();
+        assert_eq!(open(dir.path(), 0).unwrap(), [1, 2]);
+    }
+}

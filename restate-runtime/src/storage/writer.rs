@@ -1,0 +1,560 @@
+//! The writer thread of the redb store: group commit through the write-ahead log, each group
+//! applied to redb without a sync; and the checkpointer thread, which makes the store durable
+//! while the writer goes on.
+//!
+//! A checkpoint is a durable redb commit, tens of milliseconds under load, and it holds redb's
+//! write lock. When the active log segment fills, the writer switches to the other segment and
+//! hands the checkpoint to the checkpointer. Groups that arrive meanwhile are appended and
+//! synced (durable), acknowledged, and kept aside; they are applied to redb as soon as the
+//! checkpoint ends. Readers must see every acknowledged write, so a read that starts while
+//! acknowledged groups wait to be applied waits for them ([`Visibility`]): reads pay for a
+//! checkpoint only when one overlaps them, commits never do (unless a segment fills before
+//! the previous checkpoint ends).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability};
+use tokio::sync::{oneshot, watch};
+
+use super::log::Log;
+use super::redb_store::commit_ops;
+use super::{StorageError, WriteOp, WriterStats};
+
+/// A log segment that fills up faster than this grows, so checkpoints stay rarer than this.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Upper bound on batches in one transaction, so one commit never grows without limit.
+const MAX_GROUP: usize = 4096;
+/// How often the writer looks whether a running checkpoint has ended, when nothing is queued.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
+
+pub(super) struct Request {
+    pub ops: Vec<WriteOp>,
+    /// What the ops carry ([`WriteOp::size`]).
+    pub bytes: usize,
+    pub done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// Which acknowledged writes readers can see in redb: all of them, except while groups logged
+/// during a checkpoint wait to be applied.
+#[derive(Default)]
+pub(super) struct Visibility {
+    /// Some acknowledged group is not applied yet (the slow path's flag).
+    behind: AtomicBool,
+    seen: Mutex<Seen>,
+    caught_up: Condvar,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// The last group acknowledged before it was applied.
+    acknowledged: u64,
+    /// The last group applied to redb.
+    applied: u64,
+    /// The writer failed: what is acknowledged may never be applied in this process.
+    failed: Option<String>,
+}
+
+impl Visibility {
+    /// Returns once everything acknowledged so far is visible to a read transaction begun
+    /// after it.
+    pub(super) fn wait(&self) -> Result<(), StorageError> {
+        if !self.behind.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut seen = self.seen.lock().expect("visibility lock");
+        let target = seen.acknowledged;
+        while seen.applied < target {
+            if let Some(reason) = &seen.failed {
+                return Err(StorageError::Poisoned(reason.clone()));
+            }
+            seen = self.caught_up.wait(seen).expect("visibility lock");
+        }
+        Ok(())
+    }
+
+    /// Group `seq` is acknowledged before it is applied: called before its answer is sent.
+    fn acknowledge_ahead(&self, seq: u64) {
+        let mut seen = self.seen.lock().expect("visibility lock");
+        seen.acknowledged = seq;
+        self.behind.store(true, Ordering::SeqCst);
+    }
+
+    /// Everything up to `seq` is applied.
+    fn applied(&self, seq: u64) {
+        let mut seen = self.seen.lock().expect("visibility lock");
+        seen.applied = seq;
+        if seen.applied >= seen.acknowledged {
+            self.behind.store(false, Ordering::SeqCst);
+        }
+        self.caught_up.notify_all();
+    }
+
+    fn fail(&self, reason: &str) {
+        self.seen.lock().expect("visibility lock").failed = Some(reason.to_owned());
+        self.caught_up.notify_all();
+    }
+}
+
+/// What bounds the writer's work: when it checkpoints on its own, how large a group gets, and
+/// the count of queued bytes it releases as it answers.
+pub(super) struct WriterLimits {
+    pub idle_checkpoint: Duration,
+    pub max_group_bytes: usize,
+    pub queued: Arc<AtomicUsize>,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    log: Log,
+    /// Sequence number of the last record (logged, or committed to the store directly).
+    seq: u64,
+    /// Sequence number of the last durable store commit.
+    checkpointed: u64,
+    /// When the active segment started taking appends.
+    segment_started: Instant,
+    last_write: Instant,
+    /// Groups logged and acknowledged while a checkpoint holds the store, in order.
+    deferred: Vec<Vec<WriteOp>>,
+    checkpointer: Checkpointer,
+    visibility: Arc<Visibility>,
+    limits: WriterLimits,
+    stats: Arc<Mutex<WriterStats>>,
+    poisoned: Option<String>,
+    failure: Arc<watch::Sender<Option<String>>>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        db: Arc<Database>,
+        log: Log,
+        applied: u64,
+        limits: WriterLimits,
+        stats: Arc<Mutex<WriterStats>>,
+        visibility: Arc<Visibility>,
+        failure: Arc<watch::Sender<Option<String>>>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            log,
+            seq: applied,
+            checkpointed: applied,
+            segment_started: Instant::now(),
+            last_write: Instant::now(),
+            deferred: Vec::new(),
+            checkpointer: Checkpointer::spawn(db)?,
+            visibility,
+            limits,
+            stats,
+            poisoned: None,
+            failure,
+        })
+    }
+
+    pub(super) fn run(mut self, db: &Database, rx: &mpsc::Receiver<Request>) {
+        // A batch taken from the queue that did not fit the last group opens the next one.
+        let mut carried: Option<Request> = None;
+        loop {
+            let wait = if self.checkpointer.running.is_some() {
+                CHECKPOINT_POLL
+            } else {
+                self.limits.idle_checkpoint
+            };
+            let first = match carried.take() {
+                Some(first) => first,
+                None => match rx.recv_timeout(wait) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.between_groups(db);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let mut bytes = first.bytes;
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(next) if bytes + next.bytes > self.limits.max_group_bytes => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => {
+                        bytes += next.bytes;
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = if let Some(reason) = &self.poisoned {
+                Err(StorageError::Poisoned(reason.clone()))
+            } else if group.iter().all(|req| req.ops.is_empty()) {
+                // A group of empty batches (barriers) needs no commit: every batch queued
+                // before it has already committed.
+                Ok(())
+            } else {
+                let started = Instant::now();
+                let ops: Vec<WriteOp> = group
+                    .iter_mut()
+                    .flat_map(|r| std::mem::take(&mut r.ops))
+                    .collect();
+                let result = self.commit(db, ops);
+                {
+                    let mut s = self.stats.lock().expect("stats lock");
+                    s.commits += 1;
+                    s.batches += group.len() as u64;
+                    s.bytes += bytes as u64;
+                    s.commit_micros += started.elapsed().as_micros() as u64;
+                }
+                if let Err(e) = &result {
+                    self.poison(format!("journal commit failed: {e}"));
+                }
+                self.last_write = Instant::now();
+                result
+            };
+            self.limits.queued.fetch_sub(bytes, Ordering::Relaxed);
+            for req in group {
+                let _ = req.done.send(result.clone());
+            }
+        }
+        // Closing: leave nothing to replay.
+        if self.poisoned.is_none() {
+            let closed = self.await_checkpoint(db).and_then(|()| {
+                if self.seq > self.checkpointed {
+                    self.checkpoint_now(db, Vec::new())
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = closed {
+                self.poison(format!("final checkpoint failed: {e}"));
+            }
+        }
+    }
+
+    /// Nothing queued: a checkpoint that ended is taken in, and after
+    /// [`WriterLimits::idle_checkpoint`] without writes the store is made durable, so a restart
+    /// after a quiet spell has nothing to replay. A failure stops further writes, as a failed
+    /// commit does (the log still holds everything, so nothing acknowledged is lost).
+    fn between_groups(&mut self, db: &Database) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        let result = self.poll_checkpoint(db).and_then(|()| {
+            let idle = self.last_write.elapsed() >= self.limits.idle_checkpoint;
+            if self.checkpointer.running.is_none() && idle && self.seq > self.checkpointed {
+                self.checkpoint_now(db, Vec::new())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            self.poison(format!("checkpoint failed: {e}"));
+        }
+    }
+
+    /// Refuses every write from now on and reports why: after a failed sync the OS may have
+    /// dropped the dirty pages, so no later success could be trusted (law 10).
+    fn poison(&mut self, reason: String) {
+        tracing::error!(%reason, "storage failed; refusing further writes");
+        self.failure.send_replace(Some(reason.clone()));
+        self.visibility.fail(&reason);
+        self.poisoned = Some(reason);
+    }
+
+    /// Makes one group durable: appended to the log and synced, then applied to the store (or
+    /// kept aside while a checkpoint holds it); when it does not fit a whole segment, committed
+    /// durably to the store with everything before it.
+    fn commit(&mut self, db: &Database, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        if !self.append(seq, &ops)? {
+            // The active segment is full: the other one takes appends once the checkpoint of
+            // its own records, if one still runs, is durable; then this one's are checkpointed.
+            self.await_checkpoint(db)?;
+            let filled_fast = self.segment_started.elapsed() < CHECKPOINT_INTERVAL;
+            self.log.switch(filled_fast).map_err(log_error)?;
+            self.segment_started = Instant::now();
+            self.checkpointer.start(self.seq)?;
+            if !self.append(seq, &ops)? {
+                self.await_checkpoint(db)?;
+                return self.checkpoint_now(db, ops);
+            }
+        }
+        crate::failpoints::hit("log.synced");
+        self.seq = seq;
+        self.poll_checkpoint(db)?;
+        if self.checkpointer.running.is_some() {
+            self.visibility.acknowledge_ahead(seq);
+            self.deferred.push(ops);
+        } else {
+            commit_ops(db, ops.iter(), Durability::None, None).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, seq: u64, ops: &[WriteOp]) -> Result<bool, StorageError> {
+        let refs: Vec<&WriteOp> = ops.iter().collect();
+        self.log.append(seq, &refs).map_err(log_error)
+    }
+
+    /// Waits for a running checkpoint to end (commits wait meanwhile), then applies what was
+    /// kept aside.
+    fn await_checkpoint(&mut self, db: &Database) -> Result<(), StorageError> {
+        if self.checkpointer.running.is_none() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.checkpointer.done.recv().unwrap_or_else(|_| {
+            Err(StorageError::Backend(
+                "the checkpointer thread ended".into(),
+            ))
+        });
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .checkpoint_wait_micros += started.elapsed().as_micros() as u64;
+        self.checkpoint_ended(db, result)
+    }
+
+    /// Takes in a checkpoint that has ended, if one has.
+    fn poll_checkpoint(&mut self, db: &Database) -> Result<(), StorageError> {
+        if self.checkpointer.running.is_none() {
+            return Ok(());
+        }
+        match self.checkpointer.done.try_recv() {
+            Ok(result) => self.checkpoint_ended(db, result),
+            Err(mpsc::TryRecvError::Empty) => Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => self.checkpoint_ended(
+                db,
+                Err(StorageError::Backend(
+                    "the checkpointer thread ended".into(),
+                )),
+            ),
+        }
+    }
+
+    fn checkpoint_ended(
+        &mut self,
+        db: &Database,
+        result: Result<Duration, StorageError>,
+    ) -> Result<(), StorageError> {
+        let covered = self.checkpointer.running.take().expect("a checkpoint ran");
+        self.record_checkpoint(result?);
+        self.checkpointed = covered;
+        if !self.deferred.is_empty() {
+            commit_ops(db, self.deferred.iter().flatten(), Durability::None, None)
+                .map_err(backend)?;
+            self.deferred.clear();
+        }
+        self.visibility.applied(self.seq);
+        Ok(())
+    }
+
+    /// Commits `ops` and everything before them durably on this thread (no checkpoint may be
+    /// running), then writes the log from its start again.
+    fn checkpoint_now(&mut self, db: &Database, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        let started = Instant::now();
+        commit_ops(db, ops.iter(), Durability::Immediate, Some(seq)).map_err(backend)?;
+        crate::failpoints::hit("checkpoint.committed");
+        self.record_checkpoint(started.elapsed());
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .checkpoint_wait_micros += started.elapsed().as_micros() as u64;
+        self.seq = seq;
+        self.checkpointed = seq;
+        self.visibility.applied(seq);
+        self.segment_started = Instant::now();
+        self.log.restart().map_err(log_error)
+    }
+
+    fn record_checkpoint(&self, took: Duration) {
+        let micros = took.as_micros() as u64;
+        let mut s = self.stats.lock().expect("stats lock");
+        s.checkpoints += 1;
+        s.checkpoint_micros += micros;
+        s.checkpoint_max_micros = s.checkpoint_max_micros.max(micros);
+    }
+}
+
+/// The checkpointer thread: one durable commit of the store at a time, recording the last log
+/// record it covers.
+struct Checkpointer {
+    start: Option<mpsc::Sender<u64>>,
+    done: mpsc::Receiver<Result<Duration, StorageError>>,
+    /// The record the running checkpoint covers up to.
+    running: Option<u64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    /// Ends the thread and waits for it: the store's file is closed only once it lets go.
+    fn drop(&mut self) {
+        self.start.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Checkpointer {
+    fn spawn(db: Arc<Database>) -> std::io::Result<Self> {
+        let (start, requests) = mpsc::channel::<u64>();
+        let (report, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("journal-checkpointer".into())
+            .spawn(move || {
+                for covered in requests {
+                    let started = Instant::now();
+                    let result = commit_ops(
+                        &db,
+                        std::iter::empty(),
+                        Durability::Immediate,
+                        Some(covered),
+                    )
+                    .map_err(backend);
+                    if result.is_ok() {
+                        crate::failpoints::hit("checkpoint.committed");
+                    }
+                    if report.send(result.map(|()| started.elapsed())).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            start: Some(start),
+            done,
+            running: None,
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts a durable commit of everything applied, which covers log records up to
+    /// `covered`.
+    fn start(&mut self, covered: u64) -> Result<(), StorageError> {
+        self.start
+            .as_ref()
+            .and_then(|start| start.send(covered).ok())
+            .ok_or_else(|| StorageError::Backend("the checkpointer thread ended".into()))?;
+        self.running = Some(covered);
+        Ok(())
+    }
+}
+
+fn backend(e: impl Into<redb::Error>) -> StorageError {
+    StorageError::Backend(e.into().to_string())
+}
+
+fn log_error(e: std::io::Error) -> StorageError {
+    StorageError::Backend(format!("write-ahead log: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::super::faults::Disk;
+    use super::super::{RedbOptions, RedbStorage, StateScope, Storage, WriteOp};
+    use super::Arc;
+
+    const VALUE: usize = 64 * 1024;
+
+    fn open(disk: &Disk) -> Arc<RedbStorage> {
+        let options = RedbOptions {
+            idle_checkpoint: Duration::from_secs(3600),
+            min_free_bytes: 0,
+            ..RedbOptions::default()
+        };
+        Arc::new(RedbStorage::open_with(Path::new("/sim"), &options, disk).unwrap())
+    }
+
+    fn scope() -> StateScope {
+        StateScope {
+            service: "S".into(),
+            key: "k".into(),
+        }
+    }
+
+    /// Writes state entries `names` of 64 KiB each, one batch at a time; each must be
+    /// acknowledged within a generous deadline.
+    async fn write(store: &RedbStorage, names: std::ops::Range<u32>) {
+        for i in names {
+            let op = WriteOp::SetState {
+                scope: scope(),
+                name: format!("n{i}"),
+                value: vec![i as u8; VALUE],
+            };
+            tokio::time::timeout(Duration::from_secs(30), store.submit(vec![op]))
+                .await
+                .unwrap_or_else(|_| panic!("write {i} waited for the stalled checkpoint"))
+                .unwrap();
+        }
+    }
+
+    fn stored(store: &RedbStorage, i: u32) -> Option<Vec<u8>> {
+        store.state(&scope(), &format!("n{i}")).unwrap()
+    }
+
+    // The guards stall the checkpointer thread across the awaits on purpose: the writes must
+    // not depend on it.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_go_on_while_a_checkpoint_syncs_and_reads_see_them() {
+        let disk = Disk::new(3);
+        let store = open(&disk);
+        // 40 × 64 KiB through a 1 MiB first segment: it fills, the writer switches to the
+        // other one and checkpoints in the background, and that checkpoint's sync stalls.
+        let stalled = disk.stall_checkpoints();
+        write(&store, 0..40).await;
+        assert_eq!(
+            store.writer_stats().checkpoints,
+            0,
+            "no checkpoint could end"
+        );
+        // A read begun now waits for the writes acknowledged during the checkpoint, then
+        // sees them.
+        let (started, began) = std::sync::mpsc::channel();
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                started.send(()).unwrap();
+                stored(&store, 39)
+            })
+        };
+        began.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !reader.is_finished(),
+            "the read did not wait for the stalled checkpoint"
+        );
+        drop(stalled);
+        assert_eq!(reader.join().unwrap(), Some(vec![39; VALUE]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.writer_stats().checkpoints == 0 {
+            assert!(Instant::now() < deadline, "the checkpoint never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // The second segment fills too and the first is taken again; the checkpoint of the
+        // second stalls, and the power fails: every acknowledged write is in the log's two
+        // segments, replayed in order.
+        let stalled = disk.stall_checkpoints();
+        write(&store, 40..70).await;
+        assert_eq!(
+            store.writer_stats().checkpoints,
+            1,
+            "the second checkpoint ended"
+        );
+        disk.crash();
+        drop(stalled);
+        drop(store);
+        let store = open(&disk);
+        for i in 0..70 {
+            assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
+        }
+        assert_eq!(store.writer_stats().checkpoint_wait_micros, 0);
+    }
+}
