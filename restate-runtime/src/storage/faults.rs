@@ -108,8 +108,8 @@ impl Disk {
         self.sync_gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Slow checkpoints: the syncs of a store file made on the checkpointer thread wait until
-    /// the guard is dropped; the log's, and the store's growth in a plain commit, go on.
+    /// Slow checkpoints: the syncs of a store file made on the checkpointer thread (its
+    /// checkpoints) wait until the guard is dropped; the log's, and the writer's, go on.
     pub(super) fn stall_checkpoints(&self) -> MutexGuard<'_, ()> {
         self.store_sync_gate
             .lock()

@@ -39,11 +39,18 @@ impl Log {
             Wal::open_file(files, &paths[0], salt)?,
             Wal::open_file(files, &paths[1], salt)?,
         ];
-        // The run after `applied` is in the segment that starts with it (the first when neither
-        // does: then it is read to tell a log's end from damage).
-        let first = usize::from(
-            !segments[0].starts_with(applied + 1)? && segments[1].starts_with(applied + 1)?,
-        );
+        // The run after `applied` is in the segment that starts with it. When neither does,
+        // one is read to tell a log's end from damage: not one that starts with a later record
+        // (it holds the newer run; the damage is at the start of the other).
+        let next = applied + 1;
+        let later = |s: &Wal| Ok::<_, io::Error>(s.first_seq()?.is_some_and(|seq| seq > next));
+        let first = if segments[0].starts_with(next)? {
+            0
+        } else if segments[1].starts_with(next)? {
+            1
+        } else {
+            usize::from(later(&segments[0])? && !later(&segments[1])?)
+        };
         let (mut replayed, end) = segments[first].read_after(applied, &paths[first])?;
         let next = replayed.last().map_or(applied, |r| r.seq);
         let second = 1 - first;
@@ -174,12 +181,40 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
-        // Expected: with the second segment's record torn too (a crash while writing it, so
-        // nothing after record 3 was acknowledged), the damage is the log's end.
+        // With the second segment's only record damaged too, nothing tells the damage from a
+        // crash's torn tail: the log ends before record 3 (a limit of any log without a
+        // separate end marker; record 4 can only exist once record 3 was synced).
         let second = dir.path().join(SEGMENT_NAMES[1]);
         let mut bytes = std::fs::read(&second).unwrap();
         bytes[30] ^= 0x5a;
         std::fs::write(&second, &bytes).unwrap();
         assert_eq!(open(dir.path(), 0).unwrap(), [1, 2]);
+    }
+
+    #[test]
+    fn damage_at_the_start_of_the_older_run_is_named_in_its_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(&OsFiles, dir.path(), 0, SALT).unwrap();
+        append(&mut log, 1..=3);
+        log.switch(false).unwrap();
+        append(&mut log, 4..=6);
+        // The first segment taken again after a checkpoint covering record 3.
+        log.switch(false).unwrap();
+        append(&mut log, 7..=8);
+        drop(log);
+        assert_eq!(open(dir.path(), 3).unwrap(), [4, 5, 6, 7, 8]);
+        let second = dir.path().join(SEGMENT_NAMES[1]);
+        let mut bytes = std::fs::read(&second).unwrap();
+        bytes[30] ^= 0x5a;
+        std::fs::write(&second, &bytes).unwrap();
+        // Expected: record 4 (the start of the older run, in the second segment) is damaged and
+        // records 5 and 6 follow it there: corruption at offset 0 of that segment.
+        match open(dir.path(), 3) {
+            Err(WalError::Corrupt { path, offset, .. }) => {
+                assert!(path.ends_with(SEGMENT_NAMES[1]), "{path}");
+                assert_eq!(offset, 0);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
     }
 }

@@ -217,6 +217,7 @@ impl RedbStorage {
             .map_err(io_error)?;
             let db = db.clone();
             let failure = failure.clone();
+            let visibility = visibility.clone();
             std::thread::Builder::new()
                 .name("journal-writer".into())
                 .spawn(move || {
@@ -227,7 +228,10 @@ impl RedbStorage {
                             .map(|s| (*s).to_owned())
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
-                        failure.send_replace(Some(format!("journal writer panicked: {reason}")));
+                        let reason = format!("journal writer panicked: {reason}");
+                        failure.send_replace(Some(reason.clone()));
+                        // Readers waiting for groups it had acknowledged must not wait forever.
+                        visibility.fail(&reason);
                     }
                 })
                 .map_err(io_error)?
