@@ -18,6 +18,10 @@
 //!
 //! A duplicate request, an attach, a completion or a kill meanwhile finds an invocation on disk
 //! the way it finds a suspended one.
+//!
+//! Recovery reads only the hints it acts on: a suspended invocation without a key and a delayed
+//! one not yet due are passed over by the head of their hint, undecoded, so a restart costs
+//! what runs, not what waits.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,13 +40,33 @@ impl Engine {
     /// Restores every unfinished invocation: the first ones at once, the rest by a task that
     /// keeps at most `recovery_concurrency` of them in memory.
     pub(super) fn recover(&self) -> Result<(), EngineError> {
-        let mut unfinished = self.storage.unfinished()?;
+        let woken: HashSet<InvocationId> = self.storage.woken()?.into_iter().collect();
+        let now = crate::clock::now_ms();
+        let mut highest_seq = 0;
+        let mut unfinished = self.storage.unfinished_where(&mut |id, head| {
+            let Some(head) = head else {
+                return true;
+            };
+            highest_seq = highest_seq.max(head.seq);
+            if woken.contains(&id) {
+                return true;
+            }
+            if head.suspended {
+                // Unless it may hold an object or workflow key, it waits on disk for its
+                // completion or its timer (in the due index): nothing to do now.
+                return head.keyed;
+            }
+            // A delayed start not yet due has not fired, so it has not started: it waits on
+            // disk for its timer. (A clock set back further than the time since one fired
+            // would leave that one for its timer again: it then replays what it journaled.)
+            head.due_at_ms.is_none_or(|at| at <= now)
+        })?;
         // Arrival order, so each key's queue is rebuilt as it was.
         unfinished.sort_by_key(|(_, hint)| hint.seq);
         if let Some((_, last)) = unfinished.last() {
-            self.seq.fetch_max(last.seq, Ordering::Relaxed);
+            highest_seq = highest_seq.max(last.seq);
         }
-        let woken: HashSet<InvocationId> = self.storage.woken()?.into_iter().collect();
+        self.seq.fetch_max(highest_seq, Ordering::Relaxed);
         let mut to_restore = Vec::new();
         {
             let mut map = self.inflight.lock().expect("inflight map");

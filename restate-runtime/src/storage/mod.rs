@@ -23,7 +23,9 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-pub use records::{InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint};
+pub use records::{
+    HintHead, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
+};
 pub(crate) use redb_store::{
     DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MIN_FREE_BYTES,
 };
@@ -394,8 +396,18 @@ pub trait Storage: Send + Sync + 'static {
         scope: &StateScope,
         name: &str,
     ) -> Result<Vec<(InvocationId, u32)>, StorageError>;
-    /// Every invocation that has not completed, for recovery.
-    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
+    /// Every invocation that has not completed.
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        self.unfinished_where(&mut |_, _| true)
+    }
+    /// The invocations that have not completed and that `keep` accepts from their hint's head
+    /// (`None` for a hint written by an older binary, which has none), for recovery: those
+    /// that wait on disk are passed over without decoding or keeping their hints.
+    #[allow(clippy::type_complexity)]
+    fn unfinished_where(
+        &self,
+        keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
+    ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
     /// Up to `limit` unfinished invocations with a timer due at or before `until_ms`, in
     /// (due time, id) order, starting after `after`: the due-time index the timers load from.
     fn due(

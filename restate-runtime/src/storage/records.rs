@@ -191,11 +191,29 @@ struct UnfinishedHintV1 {
     suspended: Option<Option<u64>>,
 }
 
-/// Version byte of an encoded [`UnfinishedHint`] with its due time: then a byte saying
-/// whether it has one and the time (u64 big-endian), read without decoding the rest.
-const HINT_VERSION: u8 = 2;
-/// The version byte and the due time in front of a format-2 hint.
-const HINT_HEADER: usize = 10;
+/// Version byte of an encoded [`UnfinishedHint`] with its head in front: a byte of flags
+/// (bit 0: it has a due time; bit 1: suspended; bit 2: keyed), the due time and the arrival
+/// number (u64 big-endian each), read without decoding the rest ([`HintHead`]).
+const HINT_VERSION: u8 = 3;
+/// The version byte and the head in front of a format-3 hint.
+const HINT_HEADER: usize = 18;
+/// The format before the head: a byte saying whether it has a due time, and the time.
+const HINT_VERSION_DUE_ONLY: u8 = 2;
+const HINT_HEADER_DUE_ONLY: usize = 10;
+
+/// What an encoded hint says in front of it, for recovery to pass over the invocations that
+/// wait on disk without decoding (or even keeping) their hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintHead {
+    /// Arrival order.
+    pub seq: u64,
+    /// When a timer is due for it.
+    pub due_at_ms: Option<u64>,
+    /// It is suspended.
+    pub suspended: bool,
+    /// Its target has a key (an object or workflow key it may hold).
+    pub keyed: bool,
+}
 
 impl UnfinishedHint {
     pub(crate) fn of(record: &InvocationRecord) -> Self {
@@ -211,19 +229,35 @@ impl UnfinishedHint {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![HINT_VERSION, u8::from(self.due_at_ms.is_some())];
+        let flags = u8::from(self.due_at_ms.is_some())
+            | u8::from(self.suspended.is_some()) << 1
+            | u8::from(self.target.key.is_some()) << 2;
+        let mut out = vec![HINT_VERSION, flags];
         out.extend(self.due_at_ms.unwrap_or(0).to_be_bytes());
+        out.extend(self.seq.to_be_bytes());
         out.extend(postcard::to_stdvec(self).expect("hint encodes"));
         out
+    }
+
+    /// The head of an encoded hint; `None` for a hint of an older format (decode it).
+    pub(crate) fn head(bytes: &[u8]) -> Option<HintHead> {
+        match bytes {
+            [HINT_VERSION, flags, rest @ ..] if rest.len() >= 16 => Some(HintHead {
+                due_at_ms: (flags & 1 == 1).then(|| be_u64(&rest[..8])),
+                seq: be_u64(&rest[8..16]),
+                suspended: flags & 2 == 2,
+                keyed: flags & 4 == 4,
+            }),
+            _ => None,
+        }
     }
 
     /// The due time an encoded hint records, read from its header; `None` when it is a
     /// format-1 hint (decode it).
     pub(crate) fn encoded_due(bytes: &[u8]) -> Option<Option<u64>> {
         match bytes {
-            [HINT_VERSION, has, due @ ..] if due.len() >= 8 => {
-                let at = u64::from_be_bytes(due[..8].try_into().expect("8 bytes"));
-                Some((*has == 1).then_some(at))
+            [HINT_VERSION | HINT_VERSION_DUE_ONLY, flags, due @ ..] if due.len() >= 8 => {
+                Some((flags & 1 == 1).then(|| be_u64(&due[..8])))
             }
             _ => None,
         }
@@ -237,6 +271,12 @@ impl UnfinishedHint {
                 hint: postcard::from_bytes(&bytes[HINT_HEADER..])?,
                 known_due: true,
             }),
+            Some((&HINT_VERSION_DUE_ONLY, _)) if bytes.len() >= HINT_HEADER_DUE_ONLY => {
+                Ok(DecodedHint {
+                    hint: postcard::from_bytes(&bytes[HINT_HEADER_DUE_ONLY..])?,
+                    known_due: true,
+                })
+            }
             Some((1, rest)) => {
                 let v1: UnfinishedHintV1 = postcard::from_bytes(rest)?;
                 Ok(DecodedHint {
@@ -253,6 +293,10 @@ impl UnfinishedHint {
             None => Err(DecodeRecordError::Version { found: 0 }),
         }
     }
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
 
 /// A decoded [`UnfinishedHint`], and whether its due time is known (see
@@ -490,5 +534,64 @@ mod tests {
         assert!(matches!(outcome, Outcome::FailureWithMetadata { .. }));
         let back: Outcome = decode(&encode(&outcome)).unwrap();
         assert_eq!(back.into_result(), Err(rich));
+    }
+
+    #[test]
+    fn a_hint_head_is_read_without_decoding_and_older_hints_still_decode() {
+        let record = |status, key: Option<&str>| InvocationRecord {
+            target: Target {
+                service: "S".into(),
+                handler: "h".into(),
+                key: key.map(Into::into),
+            },
+            input: vec![],
+            headers: vec![],
+            idempotency_key: None,
+            status,
+            attempts: 0,
+            last_error: None,
+            created_at_ms: 1,
+            modified_at_ms: 1,
+            caller: None,
+            seq: 42,
+            cancel_requested: false,
+            cancel_delivered: false,
+        };
+        let napping = UnfinishedHint::of(&record(
+            Status::Suspended {
+                wake_at_ms: Some(9),
+            },
+            Some("k"),
+        ));
+        assert_eq!(
+            UnfinishedHint::head(&napping.encode()),
+            Some(HintHead {
+                seq: 42,
+                due_at_ms: Some(9),
+                suspended: true,
+                keyed: true,
+            })
+        );
+        let delayed = UnfinishedHint::of(&record(Status::Scheduled { at_ms: 7 }, None));
+        let encoded = delayed.encode();
+        assert_eq!(
+            UnfinishedHint::head(&encoded),
+            Some(HintHead {
+                seq: 42,
+                due_at_ms: Some(7),
+                suspended: false,
+                keyed: false,
+            })
+        );
+        assert_eq!(UnfinishedHint::encoded_due(&encoded), Some(Some(7)));
+        assert_eq!(UnfinishedHint::decode(&encoded).unwrap().hint, delayed);
+        // Format 2, as stores and logs of the previous binary hold it: no head, the same due
+        // time and hint.
+        let mut v2 = vec![HINT_VERSION_DUE_ONLY, 1];
+        v2.extend(7u64.to_be_bytes());
+        v2.extend(postcard::to_stdvec(&delayed).unwrap());
+        assert_eq!(UnfinishedHint::head(&v2), None);
+        assert_eq!(UnfinishedHint::encoded_due(&v2), Some(Some(7)));
+        assert_eq!(UnfinishedHint::decode(&v2).unwrap().hint, delayed);
     }
 }

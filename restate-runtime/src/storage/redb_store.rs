@@ -42,7 +42,7 @@ use super::space::Reserve;
 use super::wal::WalError;
 use super::writer::{Request, Visibility, Writer, WriterLimits};
 use super::{
-    CommitWaiter, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
+    CommitWaiter, HintHead, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
     WriterStats,
 };
 use crate::ids::InvocationId;
@@ -1057,23 +1057,24 @@ impl Storage for RedbStorage {
         })
     }
 
-    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
-        let raw = self.read(|txn| {
+    fn unfinished_where(
+        &self,
+        keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
+    ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        self.read(|txn| {
             let table = txn.open_table(UNFINISHED)?;
             let mut out = Vec::new();
             for item in table.iter()? {
                 let (k, v) = item?;
-                out.push((k.value().to_vec(), v.value().to_vec()));
+                let id = InvocationId::from_storage_key(k.value())
+                    .ok_or_else(|| redb::Error::Corrupted("unfinished: invocation key".into()))?;
+                let bytes = v.value();
+                if keep(id, UnfinishedHint::head(bytes)) {
+                    out.push((id, UnfinishedHint::decode(bytes).map_err(corrupted)?.hint));
+                }
             }
             Ok(out)
-        })?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                let id = InvocationId::from_storage_key(&k)
-                    .ok_or_else(|| StorageError::Decode("invocation key".into()))?;
-                Ok((id, UnfinishedHint::decode(&v)?.hint))
-            })
-            .collect()
+        })
     }
 
     fn due(
