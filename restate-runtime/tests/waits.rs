@@ -248,22 +248,24 @@ fn count_heap_release() {
     HEAP_RELEASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// A burst of invocations in memory that then finish makes the runtime call the configured
-/// heap release (the allocator's way to give freed pages back), and not before they finish.
+/// The runtime calls the configured heap release (the allocator's way to give freed pages
+/// back) once it has opened the store and recovered, and after a burst of invocations in
+/// memory that then finish, not before they finish.
 #[tokio::test]
 async fn the_configured_heap_release_runs_after_a_burst() {
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
         b.release_heap(count_heap_release)
     })
     .await;
+    let releases = || HEAP_RELEASES.load(std::sync::atomic::Ordering::SeqCst);
+    common::wait_until(Duration::from_secs(30), || async { releases() == 1 }).await;
     let client = s.handle.client::<Waits>();
     // 8 s: all 1100 are sleeping in memory for seconds after the last send (the runtime samples
     // every 2 s), and suspension only comes after 10 s.
     for _ in 0..1100 {
         client.slow(8000).send().await.unwrap();
     }
-    let releases = || HEAP_RELEASES.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(releases(), 0);
-    common::wait_until(Duration::from_secs(60), || async { releases() > 0 }).await;
+    assert_eq!(releases(), 1, "released while the burst was in memory");
+    common::wait_until(Duration::from_secs(60), || async { releases() > 1 }).await;
     s.stop().await;
 }

@@ -5,7 +5,10 @@
 //! peak: measured here, 100k suspended invocations held 64 MiB of live heap in 235 MiB resident
 //! with glibc's allocator. Once the number of invocations in memory has fallen to a quarter of
 //! its peak, the engine asks the allocator to release its free pages
-//! (`EngineConfig::release_heap`: glibc's `malloc_trim` by default).
+//! (`EngineConfig::release_heap`: glibc's `malloc_trim` by default). It does so once at start
+//! too: opening the store after a crash (redb's repair walks every tree) and recovery free
+//! what they used (measured: 156 MiB resident for 66 MiB of live heap after a restart with a
+//! million suspended invocations).
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ const MIN_PEAK: usize = 1024;
 
 pub(super) async fn trim_loop(engine: Engine) {
     let mut shutdown = engine.shutdown_signal();
+    let _ = tokio::task::spawn_blocking(engine.config.release_heap).await;
     let mut peak = 0;
     loop {
         tokio::select! {

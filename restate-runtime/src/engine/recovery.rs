@@ -57,9 +57,9 @@ impl Engine {
                 return head.keyed;
             }
             // A delayed start not yet due has not fired, so it has not started: it waits on
-            // disk for its timer. (A clock set back further than the time since one fired
-            // would leave that one for its timer again: it then replays what it journaled.)
-            head.due_at_ms.is_none_or(|at| at <= now)
+            // disk for its timer. Unless it is keyed: a clock set back further than the time
+            // since one fired would leave a started one without the key it held.
+            head.keyed || head.due_at_ms.is_none_or(|at| at <= now)
         })?;
         // Arrival order, so each key's queue is rebuilt as it was.
         unfinished.sort_by_key(|(_, hint)| hint.seq);

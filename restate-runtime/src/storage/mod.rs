@@ -397,17 +397,20 @@ pub trait Storage: Send + Sync + 'static {
         name: &str,
     ) -> Result<Vec<(InvocationId, u32)>, StorageError>;
     /// Every invocation that has not completed.
-    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
-        self.unfinished_where(&mut |_, _| true)
-    }
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
     /// The invocations that have not completed and that `keep` accepts from their hint's head
-    /// (`None` for a hint written by an older binary, which has none), for recovery: those
-    /// that wait on disk are passed over without decoding or keeping their hints.
+    /// (`None` for a hint written by an older binary, which has none), for recovery. A backend
+    /// that stores the head apart (redb) passes over the others without decoding or keeping
+    /// their hints; this default filters what [`Storage::unfinished`] returns.
     #[allow(clippy::type_complexity)]
     fn unfinished_where(
         &self,
         keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
-    ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError>;
+    ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        let mut all = self.unfinished()?;
+        all.retain(|(id, hint)| keep(*id, Some(hint.head())));
+        Ok(all)
+    }
     /// Up to `limit` unfinished invocations with a timer due at or before `until_ms`, in
     /// (due time, id) order, starting after `after`: the due-time index the timers load from.
     fn due(

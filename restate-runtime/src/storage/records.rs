@@ -228,19 +228,46 @@ impl UnfinishedHint {
         }
     }
 
+    /// What its encoding carries in front, for a backend to filter recovery's scan by.
+    ///
+    /// ```
+    /// use restate_runtime::storage::{HintHead, Target, UnfinishedHint};
+    /// let hint = UnfinishedHint {
+    ///     seq: 7,
+    ///     target: Target {
+    ///         service: "PaymentTracker".into(),
+    ///         handler: "remind".into(),
+    ///         key: Some("in_1".into()),
+    ///     },
+    ///     suspended: None,
+    ///     due_at_ms: Some(60_000),
+    /// };
+    /// let head: HintHead = hint.head();
+    /// assert!(head.keyed && !head.suspended);
+    /// ```
+    pub fn head(&self) -> HintHead {
+        HintHead {
+            seq: self.seq,
+            due_at_ms: self.due_at_ms,
+            suspended: self.suspended.is_some(),
+            keyed: self.target.key.is_some(),
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let flags = u8::from(self.due_at_ms.is_some())
-            | u8::from(self.suspended.is_some()) << 1
-            | u8::from(self.target.key.is_some()) << 2;
+        let head = self.head();
+        let flags = u8::from(head.due_at_ms.is_some())
+            | u8::from(head.suspended) << 1
+            | u8::from(head.keyed) << 2;
         let mut out = vec![HINT_VERSION, flags];
-        out.extend(self.due_at_ms.unwrap_or(0).to_be_bytes());
-        out.extend(self.seq.to_be_bytes());
+        out.extend(head.due_at_ms.unwrap_or(0).to_be_bytes());
+        out.extend(head.seq.to_be_bytes());
         out.extend(postcard::to_stdvec(self).expect("hint encodes"));
         out
     }
 
     /// The head of an encoded hint; `None` for a hint of an older format (decode it).
-    pub(crate) fn head(bytes: &[u8]) -> Option<HintHead> {
+    pub(crate) fn encoded_head(bytes: &[u8]) -> Option<HintHead> {
         match bytes {
             [HINT_VERSION, flags, rest @ ..] if rest.len() >= 16 => Some(HintHead {
                 due_at_ms: (flags & 1 == 1).then(|| be_u64(&rest[..8])),
@@ -564,7 +591,7 @@ mod tests {
             Some("k"),
         ));
         assert_eq!(
-            UnfinishedHint::head(&napping.encode()),
+            UnfinishedHint::encoded_head(&napping.encode()),
             Some(HintHead {
                 seq: 42,
                 due_at_ms: Some(9),
@@ -575,7 +602,7 @@ mod tests {
         let delayed = UnfinishedHint::of(&record(Status::Scheduled { at_ms: 7 }, None));
         let encoded = delayed.encode();
         assert_eq!(
-            UnfinishedHint::head(&encoded),
+            UnfinishedHint::encoded_head(&encoded),
             Some(HintHead {
                 seq: 42,
                 due_at_ms: Some(7),
@@ -590,7 +617,7 @@ mod tests {
         let mut v2 = vec![HINT_VERSION_DUE_ONLY, 1];
         v2.extend(7u64.to_be_bytes());
         v2.extend(postcard::to_stdvec(&delayed).unwrap());
-        assert_eq!(UnfinishedHint::head(&v2), None);
+        assert_eq!(UnfinishedHint::encoded_head(&v2), None);
         assert_eq!(UnfinishedHint::encoded_due(&v2), Some(Some(7)));
         assert_eq!(UnfinishedHint::decode(&v2).unwrap().hint, delayed);
     }

@@ -78,10 +78,12 @@ const WAKEUPS: TableDefinition<&[u8], ()> = TableDefinition::new("wakeups");
 const RESULT_WAITERS: TableDefinition<&[u8], u8> = TableDefinition::new("result_waiters");
 
 /// Version of the table layout and the log's; a store written by another version is refused
-/// at open. 7: the log in two segments (a binary of format 6 would not read the second).
-const FORMAT_VERSION: u32 = 7;
-/// The format with a one-file log: opened and upgraded (its log is read as the first segment).
-const FORMAT_ONE_LOG_FILE: u32 = 6;
+/// at open. 7: the log in two segments (a binary of format 6 would not read the second);
+/// 8: recovery hints with a head (format-3 hints, which a binary of format 7 cannot decode).
+const FORMAT_VERSION: u32 = 8;
+/// Formats opened and upgraded by rewriting the version alone: 6 (a one-file log, read as the
+/// first segment) and 7 (hints without a head, which decode as before).
+const FORMATS_UPGRADED_AS_THEY_ARE: [u32; 2] = [6, 7];
 /// The format before the due-time index: opened, and upgraded (the index is built at open), so
 /// a binary that cannot keep the index up to date no longer opens the store.
 const FORMAT_BEFORE_DUE_INDEX: u32 = 5;
@@ -400,7 +402,7 @@ fn init_meta(db: &Database, partitions: u32) -> Result<(u32, [u8; 32]), OpenFaul
                 partitions
             }
             (Some(FORMAT_VERSION), Some(p)) => p,
-            (Some(FORMAT_ONE_LOG_FILE), Some(p)) => {
+            (Some(v), Some(p)) if FORMATS_UPGRADED_AS_THEY_ARE.contains(&v) => {
                 meta.insert("format_version", FORMAT_VERSION.to_be_bytes().as_slice())
                     .map_err(OpenFault::from_redb)?;
                 p
@@ -1057,6 +1059,10 @@ impl Storage for RedbStorage {
         })
     }
 
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        self.unfinished_where(&mut |_, _| true)
+    }
+
     fn unfinished_where(
         &self,
         keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
@@ -1069,7 +1075,7 @@ impl Storage for RedbStorage {
                 let id = InvocationId::from_storage_key(k.value())
                     .ok_or_else(|| redb::Error::Corrupted("unfinished: invocation key".into()))?;
                 let bytes = v.value();
-                if keep(id, UnfinishedHint::head(bytes)) {
+                if keep(id, UnfinishedHint::encoded_head(bytes)) {
                     out.push((id, UnfinishedHint::decode(bytes).map_err(corrupted)?.hint));
                 }
             }
@@ -1611,6 +1617,54 @@ mod tests {
         let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
         assert!(reopened.invocation(&id).unwrap().is_some());
         assert_eq!(reopened.unfinished().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recovery_scans_pass_over_what_the_head_turns_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        let keyed = |status| {
+            let mut r = record(status);
+            r.target.key = Some("k".into());
+            r
+        };
+        let napping = Status::Suspended {
+            wake_at_ms: Some(90),
+        };
+        let stored = [
+            (InvocationId::random(1), record(Status::Runnable)),
+            (InvocationId::random(2), record(napping.clone())),
+            (InvocationId::random(3), keyed(napping)),
+            (
+                InvocationId::random(4),
+                record(Status::Scheduled { at_ms: 80 }),
+            ),
+        ];
+        let ops = stored
+            .iter()
+            .map(|(id, r)| WriteOp::put_invocation(*id, r))
+            .collect();
+        store.submit(ops).await.unwrap();
+        let mut heads = Vec::new();
+        let kept = store
+            .unfinished_where(&mut |id, head| {
+                let head = head.expect("this binary writes heads");
+                heads.push((id, head));
+                head.keyed || !head.suspended && head.due_at_ms.is_none()
+            })
+            .unwrap();
+        // Every hint's head is offered, and only those accepted are decoded and returned.
+        assert_eq!(heads.len(), 4);
+        for (id, r) in &stored {
+            let offered = heads.iter().find(|(i, _)| i == id).unwrap().1;
+            assert_eq!(offered, UnfinishedHint::of(r).head());
+        }
+        let mut kept: Vec<_> = kept.into_iter().map(|(id, _)| id).collect();
+        kept.sort();
+        let mut expected = vec![stored[0].0, stored[2].0];
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert_eq!(store.unfinished().unwrap().len(), 4);
     }
 
     #[tokio::test]
