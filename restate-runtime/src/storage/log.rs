@@ -85,10 +85,10 @@ impl Log {
     }
 
     /// The other segment takes appends from its start (it must hold no record the store lacks
-    /// durably): larger when the active one `filled_fast`.
-    pub(super) fn switch(&mut self, filled_fast: bool) -> io::Result<()> {
+    /// durably): larger (twice, up to 64 MiB) when the active one `grow`s.
+    pub(super) fn switch(&mut self, grow: bool) -> io::Result<()> {
         self.active = 1 - self.active;
-        self.segments[self.active].restart(filled_fast)
+        self.segments[self.active].restart(grow)
     }
 
     /// After a checkpoint of everything: both segments hold only records the store has; the

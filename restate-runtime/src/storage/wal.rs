@@ -9,7 +9,7 @@
 //!
 //! Files: `journal.wal` and `journal.1.wal` in the data folder, next to the store
 //! `journal.redb`; each preallocated with zeros (1 MiB, doubling up to 64 MiB when it fills
-//! within a second), records from offset 0.
+//! before the checkpoint of the other segment has ended), records from offset 0.
 //! It is reached through [`LogFile`], so that crash tests can put a simulated disk under it.
 //!
 //! Record layout (little-endian): length of the payload (u32), CRC-32 (u32) of the store's
@@ -41,7 +41,7 @@ use super::files::{Files, LogFile};
 const HEADER: usize = 16;
 /// Zeros written per call while the log grows.
 const FILL_CHUNK: usize = 1 << 20;
-/// Size of a new log; it doubles (up to `MAX_CAPACITY`) when it fills up quickly.
+/// Size of a new segment; it doubles (up to `MAX_CAPACITY`) when it fills up too quickly.
 const INITIAL_CAPACITY: u64 = 1 << 20;
 const MAX_CAPACITY: u64 = 64 << 20;
 
@@ -273,11 +273,11 @@ impl Wal {
         Ok(true)
     }
 
-    /// After a checkpoint: records are written from the start again. `filled_fast` says the
-    /// log filled up quickly, so it doubles (the next checkpoints come less often).
-    pub(super) fn restart(&mut self, filled_fast: bool) -> io::Result<()> {
+    /// After a checkpoint: records are written from the start again; twice as many fit when
+    /// it should `grow` (the load fills it faster than a checkpoint of the other ends).
+    pub(super) fn restart(&mut self, grow: bool) -> io::Result<()> {
         self.end = 0;
-        if filled_fast && self.capacity < MAX_CAPACITY {
+        if grow && self.capacity < MAX_CAPACITY {
             self.grow_to((self.capacity * 2).min(MAX_CAPACITY))?;
         }
         Ok(())

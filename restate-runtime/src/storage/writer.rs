@@ -23,12 +23,6 @@ use super::log::Log;
 use super::redb_store::commit_ops;
 use super::{StorageError, WriteOp, WriterStats};
 
-/// A log segment that fills up faster than this grows, so checkpoints stay rarer than this.
-/// (Never in unit tests, whose segments keep their first size.)
-#[cfg(not(test))]
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-#[cfg(test)]
-const CHECKPOINT_INTERVAL: Duration = Duration::ZERO;
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
 const MAX_GROUP: usize = 4096;
 /// How often the writer looks whether a running checkpoint has ended, when nothing is queued.
@@ -117,8 +111,6 @@ pub(super) struct Writer {
     seq: u64,
     /// Sequence number of the last durable store commit.
     checkpointed: u64,
-    /// When the active segment started taking appends.
-    segment_started: Instant,
     last_write: Instant,
     /// Groups logged and acknowledged while a checkpoint holds the store, in order.
     deferred: Vec<Vec<WriteOp>>,
@@ -144,7 +136,6 @@ impl Writer {
             log,
             seq: applied,
             checkpointed: applied,
-            segment_started: Instant::now(),
             last_write: Instant::now(),
             deferred: Vec::new(),
             checkpointer: Checkpointer::spawn(db)?,
@@ -284,10 +275,13 @@ impl Writer {
         if !self.append(seq, &ops)? {
             // The active segment is full: the other one takes appends once the checkpoint of
             // its own records, if one still runs, is durable; then this one's are checkpointed.
+            // A segment that filled before that checkpoint ended is too small for the load:
+            // the next one is larger. Otherwise they stay small, and so do the checkpoints
+            // (their length is the stall of a read that overlaps one, and of the groups kept
+            // aside meanwhile, applied at once when it ends).
+            let filled_first = self.checkpointer.running.is_some();
             self.await_checkpoint(db)?;
-            let filled_fast = self.segment_started.elapsed() < CHECKPOINT_INTERVAL;
-            self.log.switch(filled_fast).map_err(log_error)?;
-            self.segment_started = Instant::now();
+            self.log.switch(filled_first).map_err(log_error)?;
             self.checkpointer.start(self.seq)?;
             if !self.append(seq, &ops)? {
                 self.await_checkpoint(db)?;
@@ -379,7 +373,6 @@ impl Writer {
         self.seq = seq;
         self.checkpointed = seq;
         self.visibility.applied(seq);
-        self.segment_started = Instant::now();
         self.log.restart().map_err(log_error)
     }
 
