@@ -564,4 +564,24 @@ mod tests {
             assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
         }
     }
+
+    // The guard stalls the checkpointer thread across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_as_a_checkpoint_ends_keeps_the_groups_kept_aside() {
+        let disk = Disk::new(5);
+        let store = open(&disk);
+        // Records 16 to 25 go to the second segment and are kept aside while the checkpoint
+        // of the first stalls; the power fails right as it is let go, before or after the
+        // checkpoint is durable and the kept groups are applied.
+        let stalled = disk.stall_checkpoints();
+        write(&store, 0..25).await;
+        drop(stalled);
+        disk.crash();
+        drop(store);
+        let store = open(&disk);
+        for i in 0..25 {
+            assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
+        }
+    }
 }
