@@ -491,7 +491,7 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
     /// ```
     pub async fn call(self) -> Result<O, ClientError> {
         let req = self.parts.into_invoke(None)?;
-        let (_, done, _) = self.runtime.engine().call(req).await?;
+        let (_, done, _) = self.runtime.engine()?.call(req).await?;
         Ok(outcome_to_result(done.outcome.clone())?)
     }
 
@@ -547,8 +547,8 @@ impl<O: DeserializeOwned + Send + 'static> ExternalRequest<O> {
         delay: Option<Duration>,
     ) -> Result<InvocationHandle<O, RuntimeHandle>, ClientError> {
         let req = self.parts.into_invoke(delay)?;
-        let (id, _status, _): (InvocationId, SendStatus, _) =
-            self.runtime.engine().send(req).await?;
-        Ok(InvocationHandle::new(id, self.runtime.engine().reference()))
+        let engine = self.runtime.engine()?;
+        let (id, _status, _): (InvocationId, SendStatus, _) = engine.send(req).await?;
+        Ok(self.runtime.invocation(id).typed())
     }
 }

@@ -285,7 +285,7 @@ impl<T: DeserializeOwned + Send + 'static> InvocationHandle<T, RuntimeHandle> {
     /// # Ok(()) }
     /// ```
     pub async fn output(&self) -> Result<Option<T>, ClientError> {
-        match self.runtime()?.engine().output(self.id)? {
+        match self.runtime()?.engine()?.output(self.id)? {
             OutputState::Done(done) => Ok(Some(crate::context::run::outcome_to_result(
                 done.outcome.clone(),
             )?)),

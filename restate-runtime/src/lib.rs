@@ -53,6 +53,7 @@ mod registry;
 mod remote;
 mod runtime;
 pub mod storage;
+pub mod testing;
 pub mod webhook;
 
 #[doc(hidden)]

@@ -550,6 +550,17 @@ impl RuntimeBuilder {
     /// ```
     pub fn build(self) -> Result<Runtime, BuildError> {
         tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
+        let assembled = self.assemble()?;
+        let storage = Arc::new(RedbStorage::open(
+            &assembled.config.data_dir,
+            &assembled.redb_options(),
+        )?);
+        assembled.start(storage, crate::clock::Clock::System, None)
+    }
+
+    /// Checks the configuration, services and webhooks: what [`Self::build`] and a test
+    /// runtime start engines from.
+    pub(crate) fn assemble(self) -> Result<Assembled, BuildError> {
         let mut config = self.config;
         if self.read_env {
             config.apply_env_logged()?;
@@ -566,20 +577,51 @@ impl RuntimeBuilder {
                 );
             }
         }
-        let storage = Arc::new(RedbStorage::open(
-            &config.data_dir,
-            &RedbOptions {
-                cache_bytes: config.cache_bytes,
-                partitions: config.partitions,
-                min_free_bytes: config.min_free_disk_bytes,
-                max_queued_bytes: config.writer_queue_bytes,
-                max_group_bytes: config.commit_group_bytes,
-                ..RedbOptions::default()
-            },
-        )?);
+        Ok(Assembled {
+            config,
+            registry,
+            webhooks: self.webhooks,
+            release_heap: self.release_heap,
+            on_storage_failure: self.on_storage_failure,
+        })
+    }
+}
+
+/// A checked [`RuntimeBuilder`]: engines start from it, again after each restart of a test
+/// runtime.
+#[derive(Clone)]
+pub(crate) struct Assembled {
+    pub(crate) config: Config,
+    registry: Registry,
+    webhooks: Webhooks,
+    release_heap: fn(),
+    pub(crate) on_storage_failure: fn(&str),
+}
+
+impl Assembled {
+    pub(crate) fn redb_options(&self) -> RedbOptions {
+        let config = &self.config;
+        RedbOptions {
+            cache_bytes: config.cache_bytes,
+            partitions: config.partitions,
+            min_free_bytes: config.min_free_disk_bytes,
+            max_queued_bytes: config.writer_queue_bytes,
+            max_group_bytes: config.commit_group_bytes,
+            ..RedbOptions::default()
+        }
+    }
+
+    /// Starts an engine over `storage` (recovery included) on the current tokio runtime.
+    pub(crate) fn start(
+        &self,
+        storage: Arc<RedbStorage>,
+        clock: crate::clock::Clock,
+        activity: Option<Arc<crate::engine::tasks::Activity>>,
+    ) -> Result<Runtime, BuildError> {
+        let config = &self.config;
         let engine = Engine::start(
             storage.clone(),
-            registry,
+            self.registry.clone(),
             EngineConfig {
                 default_retention: config.default_retention,
                 purge_interval: config.purge_interval,
@@ -599,13 +641,15 @@ impl RuntimeBuilder {
                 recovery_concurrency: config.recovery_concurrency,
                 max_invocation_bytes: config.max_invocation_bytes,
                 timer_window: config.timer_window,
+                clock,
+                activity,
             },
         )?;
         Ok(Runtime {
-            config,
+            config: self.config.clone(),
             engine,
             storage,
-            webhooks: self.webhooks,
+            webhooks: self.webhooks.clone(),
         })
     }
 }
@@ -681,8 +725,12 @@ impl Runtime {
     /// ```
     pub fn handle(&self) -> RuntimeHandle {
         RuntimeHandle {
-            engine: self.engine.clone(),
+            engine: Reach::Held(self.engine.clone()),
         }
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The ingress as an axum router, to nest or merge into an existing server.
@@ -963,7 +1011,16 @@ async fn shutdown_signal() {
 /// ```
 #[derive(Clone)]
 pub struct RuntimeHandle {
-    engine: Engine,
+    engine: Reach,
+}
+
+/// How a handle reaches its engine.
+#[derive(Clone)]
+enum Reach {
+    /// The engine itself, kept alive by the handle.
+    Held(Engine),
+    /// Whichever engine holds this reference now: a test runtime's, across its restarts.
+    Following(crate::engine::EngineRef),
 }
 
 impl Caller for RuntimeHandle {
@@ -1172,7 +1229,7 @@ impl RuntimeHandle {
     ) -> Result<O, ClientError> {
         let id = invocation.into();
         let done = self
-            .engine
+            .engine()?
             .attach(id)
             .await?
             .ok_or_else(|| crate::handle::not_found(id))?;
@@ -1199,15 +1256,34 @@ impl RuntimeHandle {
         &self,
         id: InvocationId,
     ) -> InvocationHandle<serde_json::Value, RuntimeHandle> {
-        InvocationHandle::new(id, self.engine.reference())
+        let reference = match &self.engine {
+            Reach::Held(engine) => engine.reference(),
+            Reach::Following(reference) => *reference,
+        };
+        InvocationHandle::new(id, reference)
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine, unless the test runtime a following handle came from is gone.
+    pub(crate) fn engine(&self) -> Result<Engine, EngineError> {
+        match &self.engine {
+            Reach::Held(engine) => Ok(engine.clone()),
+            Reach::Following(reference) => reference
+                .get()
+                .ok_or_else(|| EngineError::Lost("the test runtime has been dropped".into())),
+        }
     }
 
     pub(crate) fn from_engine(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine: Reach::Held(engine),
+        }
+    }
+
+    /// A handle that reaches whichever engine holds `reference` at each call.
+    pub(crate) fn following(reference: crate::engine::EngineRef) -> Self {
+        Self {
+            engine: Reach::Following(reference),
+        }
     }
 
     /// Requests cancellation of an invocation: its handler gets a 409 terminal error at its next
@@ -1237,7 +1313,7 @@ impl RuntimeHandle {
         &self,
         invocation: impl Into<InvocationId>,
     ) -> Result<(), crate::engine::ControlError> {
-        self.engine.cancel(invocation.into()).await
+        self.engine()?.cancel(invocation.into()).await
     }
 
     /// Stops an invocation at once; it completes with a 409 "killed" error.
@@ -1265,7 +1341,7 @@ impl RuntimeHandle {
         &self,
         invocation: impl Into<InvocationId>,
     ) -> Result<(), crate::engine::ControlError> {
-        self.engine.kill(invocation.into()).await
+        self.engine()?.kill(invocation.into()).await
     }
 
     /// Resolves an awakeable from outside any handler (a route of your own, say) and returns
@@ -1308,7 +1384,7 @@ impl RuntimeHandle {
         id: &str,
         outcome: crate::storage::Outcome,
     ) -> Result<(), ClientError> {
-        match self.engine.complete_awakeable(id, outcome).await {
+        match self.engine()?.complete_awakeable(id, outcome).await {
             Ok(()) => Ok(()),
             Err(refused) => Err(match refused.refusal() {
                 Ok((status, message)) => TerminalError::new_with_code(status, message).into(),
@@ -1328,6 +1404,8 @@ impl RuntimeHandle {
     /// # Ok(()) }
     /// ```
     pub fn writer_stats(&self) -> crate::storage::WriterStats {
-        self.engine.storage().writer_stats()
+        self.engine()
+            .map(|engine| engine.storage().writer_stats())
+            .unwrap_or_default()
     }
 }

@@ -28,6 +28,15 @@
 //! ```sh
 //! ./target/release/sleepbench --delayed --count 192000
 //! ```
+//!
+//! `--mixed` fills the store with `--count` sends delayed by a day and as many naps of a day
+//! (suspended). Just before the SIGKILL it submits `--reminders` (default 1,000) one-way
+//! `POST /Sleeper/late/send` due over the minute from 5 s after the kill, and after the restart
+//! reports how late they ran (each returns its own lateness).
+//!
+//! ```sh
+//! ./target/release/sleepbench --mixed --count 1000000
+//! ```
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -46,23 +55,29 @@ enum Mode {
     Completed,
     /// One-way no-op sends delayed by an hour, waiting on disk for their time.
     Delayed,
+    /// `--count` no-op sends delayed by a day and as many naps of a day, suspended.
+    Mixed,
 }
 
 impl Mode {
-    fn path(self) -> &'static str {
+    /// The request for the `i`th submission: (path, JSON body).
+    fn request(self, i: u64) -> (&'static str, Option<&'static str>) {
         match self {
-            Mode::Suspended => "/Sleeper/nap/send",
-            Mode::Completed => "/Sleeper/noop",
-            Mode::Delayed => "/Sleeper/noop/send?delay=1h",
+            Mode::Suspended => ("/Sleeper/nap/send", Some("3600")),
+            Mode::Completed => ("/Sleeper/noop", None),
+            Mode::Delayed => ("/Sleeper/noop/send?delay=1h", None),
+            Mode::Mixed if i.is_multiple_of(2) => ("/Sleeper/noop/send?delay=1d", None),
+            Mode::Mixed => ("/Sleeper/nap/send", Some("86400")),
         }
     }
 
-    /// The status the admin API shows for each of them once settled.
-    fn status(self) -> &'static str {
+    /// The statuses the admin API shows for them once settled.
+    fn statuses(self) -> &'static [&'static str] {
         match self {
-            Mode::Suspended => "suspended",
-            Mode::Completed => "completed",
-            Mode::Delayed => "scheduled",
+            Mode::Suspended => &["suspended"],
+            Mode::Completed => &["completed"],
+            Mode::Delayed => &["scheduled"],
+            Mode::Mixed => &["scheduled", "suspended"],
         }
     }
 }
@@ -165,14 +180,14 @@ async fn wait_healthy(client: &reqwest::Client, server: &mut Server) {
     }
 }
 
-/// Statuses of `ids` through the admin API, `concurrency` at a time: (how many show `status`,
-/// the others).
+/// Statuses of `ids` through the admin API, `concurrency` at a time: (how many show one of
+/// `statuses`, the others).
 async fn census(
     client: &reqwest::Client,
     admin: &str,
     ids: Arc<Vec<String>>,
     concurrency: usize,
-    status: &'static str,
+    statuses: &'static [&'static str],
 ) -> (u64, Vec<String>) {
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
@@ -193,7 +208,7 @@ async fn census(
                         .await
                         .expect("inspect json");
                     match v["status"].as_str() {
-                        Some(s) if s == status => matching += 1,
+                        Some(s) if statuses.contains(&s) => matching += 1,
                         s => other.push(format!("{id}: {s:?}")),
                     }
                 }
@@ -246,11 +261,20 @@ async fn main() {
         Mode::Completed
     } else if std::env::args().any(|a| a == "--delayed") {
         Mode::Delayed
+    } else if std::env::args().any(|a| a == "--mixed") {
+        Mode::Mixed
     } else {
         Mode::Suspended
     };
-    let status = mode.status();
-    let count = arg("--count").unwrap_or(100_000);
+    let statuses = mode.statuses();
+    let status = statuses.join(" or ");
+    let per_kind = arg("--count").unwrap_or(100_000);
+    let count = if mode == Mode::Mixed {
+        2 * per_kind
+    } else {
+        per_kind
+    };
+    let reminders = arg("--reminders").unwrap_or(if mode == Mode::Mixed { 1000 } else { 0 });
     let concurrency = arg("--concurrency").unwrap_or(64);
     let cache_bytes = arg("--cache-bytes");
     let ports = (examples::free_port(), examples::free_port());
@@ -280,13 +304,13 @@ async fn main() {
     let cpu_before = procfs::cpu_secs(pid);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
-    let url = format!("{}{}", server.ingress, mode.path());
+    let ingress = server.ingress.clone();
     // Completed mode keeps one id in 1,000 (the census samples them): a million ids would
     // weigh on the driver's memory for nothing.
     let keep_every = if mode == Mode::Completed { 1000 } else { 1 };
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, next) = (client.clone(), url.clone(), next.clone());
+            let (client, ingress, next) = (client.clone(), ingress.clone(), next.clone());
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 loop {
@@ -294,25 +318,22 @@ async fn main() {
                     if i >= count {
                         break;
                     }
-                    let request = match mode {
-                        Mode::Suspended => client
-                            .post(&url)
+                    let (path, body) = mode.request(i);
+                    let mut request = client.post(format!("{ingress}{path}"));
+                    if let Some(body) = body {
+                        request = request
                             .header("content-type", "application/json")
-                            .body("3600"),
-                        Mode::Completed | Mode::Delayed => client.post(&url),
-                    };
+                            .body(body);
+                    }
                     let r = request.send().await.expect("send");
-                    let id = match mode {
-                        Mode::Suspended | Mode::Delayed => {
-                            assert_eq!(r.status(), 202);
-                            let v: serde_json::Value = r.json().await.expect("send json");
-                            v["invocationId"].as_str().expect("id").to_owned()
-                        }
-                        Mode::Completed => {
-                            assert_eq!(r.status(), 200);
-                            let id = r.headers()["x-restate-id"].to_str().expect("id");
-                            id.to_owned()
-                        }
+                    let id = if mode == Mode::Completed {
+                        assert_eq!(r.status(), 200);
+                        let id = r.headers()["x-restate-id"].to_str().expect("id");
+                        id.to_owned()
+                    } else {
+                        assert_eq!(r.status(), 202);
+                        let v: serde_json::Value = r.json().await.expect("send json");
+                        v["invocationId"].as_str().expect("id").to_owned()
                     };
                     if i % keep_every == 0 || i + 64 >= count {
                         ids.push(id);
@@ -367,7 +388,7 @@ async fn main() {
     let settle_started = Instant::now();
     loop {
         let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
-        let (matching, _) = census(&client, &server.admin, sample.clone(), 16, status).await;
+        let (matching, _) = census(&client, &server.admin, sample.clone(), 16, statuses).await;
         let timers_armed = mode == Mode::Completed || timers >= count as i64;
         if matching == sample.len() as u64 && in_memory == 0 && timers_armed {
             break;
@@ -408,7 +429,7 @@ async fn main() {
         size as f64 / count as f64
     );
     let t = Instant::now();
-    let (matching, other) = census(&client, &server.admin, ids.clone(), 32, status).await;
+    let (matching, other) = census(&client, &server.admin, ids.clone(), 32, statuses).await;
     println!(
         "census through the admin API ({:.1} s, {} ids): {matching} {status}, {} other {:?}",
         t.elapsed().as_secs_f64(),
@@ -421,6 +442,9 @@ async fn main() {
         mib(procfs::status_kib(pid, "VmRSS:")),
         heap_mib(heap(&heap_file).0)
     );
+
+    // Reminders due in the first minute after the restart, submitted just before the SIGKILL.
+    let reminders = submit_reminders(&client, &server.ingress, reminders).await;
 
     // SIGKILL, restart on the same folder, time until the ingress answers.
     drop(server);
@@ -446,15 +470,103 @@ async fn main() {
         live.saturating_sub(base_heap) as f64 / count as f64,
         heap_mib(peak)
     );
-    let (matching, _) = census(&client, &server.admin, sample.clone(), 16, status).await;
+    let (matching, _) = census(&client, &server.admin, sample.clone(), 16, statuses).await;
     let (in_memory, timers, _, _) = gauges(&client, &server.admin).await;
     println!(
         "after restart: {matching} of a sample of {} still {status}; {in_memory} in memory, {timers} timers stored",
         sample.len()
     );
+    if !reminders.is_empty() {
+        report_lateness(&client, &server.admin, &reminders).await;
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&heap_file);
+}
+
+/// How long after the SIGKILL the first reminder is due; the others follow over a minute.
+const FIRST_REMINDER_MS: u64 = 5_000;
+
+/// Submits `count` one-way `POST /Sleeper/late/send?delay=..` spread over the minute from
+/// [`FIRST_REMINDER_MS`] on, each carrying its due time (ms since the epoch, by this clock):
+/// [(invocation id, due ms)].
+async fn submit_reminders(
+    client: &reqwest::Client,
+    ingress: &str,
+    count: u64,
+) -> Vec<(String, u64)> {
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let delay = FIRST_REMINDER_MS + i * 60_000 / count.max(1);
+        let due = now_ms() + delay;
+        let r = client
+            .post(format!("{ingress}/Sleeper/late/send?delay={delay}ms"))
+            .header("content-type", "application/json")
+            .body(due.to_string())
+            .send()
+            .await
+            .expect("send reminder");
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.expect("send json");
+        out.push((v["invocationId"].as_str().expect("id").to_owned(), due));
+    }
+    out
+}
+
+/// Waits for every reminder to complete (each returns how many ms after its due time it ran)
+/// and prints the lateness distribution.
+async fn report_lateness(client: &reqwest::Client, admin: &str, reminders: &[(String, u64)]) {
+    let last_due = reminders.iter().map(|r| r.1).max().unwrap_or(0);
+    while now_ms() < last_due + 2_000 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut late = Vec::with_capacity(reminders.len());
+    let mut missing = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (id, _) in reminders {
+        loop {
+            let v: serde_json::Value = client
+                .get(format!("{admin}/invocations/{id}"))
+                .send()
+                .await
+                .expect("inspect")
+                .json()
+                .await
+                .expect("inspect json");
+            if let Some(ms) = v["result"]["success"].as_i64() {
+                late.push(ms);
+                break;
+            }
+            if Instant::now() > deadline {
+                missing += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    late.sort_unstable();
+    let at = |q: f64| {
+        late.get(((late.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "reminders due {}–{} s after the SIGKILL: {} ran, {missing} not; lateness p50 {} ms, p99 {} ms, max {} ms; {} later than 1 s",
+        FIRST_REMINDER_MS / 1000,
+        FIRST_REMINDER_MS / 1000 + 60,
+        late.len(),
+        at(0.5),
+        at(0.99),
+        late.last().copied().unwrap_or(0),
+        late.iter().filter(|&&ms| ms > 1000).count()
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
 }
 
 /// Joins spawned tasks into one future of their results (in order).

@@ -106,6 +106,17 @@ impl Sleeper {
         Ok(seconds)
     }
 
+    /// Returns how many ms after `due_ms` (ms since the epoch, when it was meant to run) it
+    /// runs: the lateness of a delayed send, which `sleepbench --mixed` measures. The wall
+    /// clock is read outside the journal on purpose: each attempt reports its own lateness.
+    #[handler]
+    async fn late(&self, _ctx: Context<'_>, due_ms: u64) -> HandlerResult<i64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(now - due_ms as i64)
+    }
+
     /// Does nothing: what `sleepbench --completed` fills the store with.
     #[handler]
     async fn noop(&self, _ctx: Context<'_>) -> HandlerResult<()> {

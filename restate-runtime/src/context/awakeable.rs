@@ -90,7 +90,7 @@ impl InvocationContext {
         outcome: Result<Outcome, TerminalError>,
     ) -> Result<(), TerminalError> {
         if let Some(submission) = self.submit_awakeable_completion(id, outcome)? {
-            tokio::spawn(async move {
+            self.engine.tasks().spawn(async move {
                 if let Err(e) = submission.finish().await {
                     tracing::warn!(error = %e, "cannot complete awakeable");
                 }

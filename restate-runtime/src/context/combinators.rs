@@ -204,7 +204,7 @@ impl InvocationContext {
             }
         };
         let engine = self.engine.clone();
-        tokio::spawn(async move {
+        self.engine.tasks().spawn(async move {
             if let Some(Err(e)) = futures::future::OptionFuture::from(durable).await {
                 tracing::warn!(invocation = %id, error = %e, "cancel not recorded");
                 return;

@@ -225,7 +225,9 @@ impl InvocationContext {
         let entry = entry();
         if let JournalEntry::Call { invocation_id, .. } = &entry {
             let (engine, callee) = (self.engine.clone(), *invocation_id);
-            tokio::spawn(async move { engine.cancel(callee).await });
+            self.engine.tasks().spawn(async move {
+                let _ = engine.cancel(callee).await;
+            });
         }
         let ops = vec![
             WriteOp::put_invocation(self.inflight.id, &state.record),
@@ -248,7 +250,10 @@ impl InvocationContext {
         done: impl Fn(&JournalEntry) -> Option<T>,
     ) -> T {
         let mut changes = self.inflight.changes();
-        let deadline = tokio::time::Instant::now() + self.engine.config().suspend_after;
+        let clock = &self.engine.config().clock;
+        let deadline = clock
+            .now_ms()
+            .saturating_add(crate::clock::millis(self.engine.config().suspend_after));
         let wait = self.waiting(None);
         loop {
             let seen = *changes.borrow_and_update();
@@ -263,7 +268,7 @@ impl InvocationContext {
             }
             tokio::select! {
                 _ = changes.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = clock.sleep_until_ms(deadline) => {
                     self.suspend_after_siblings().await;
                     return std::future::pending().await;
                 }
@@ -298,7 +303,7 @@ impl InvocationContext {
             forwarding.push(index);
         }
         let (engine, me, inflight) = (self.engine.clone(), self.id(), self.inflight.clone());
-        tokio::spawn(async move {
+        self.engine.tasks().spawn(async move {
             let _done = ForwardGuard(inflight, index);
             // Ends at shutdown: after a restart the durable result waiter takes over.
             let mut shutdown = engine.shutdown_signal();

@@ -487,8 +487,9 @@ macro_rules! context_types {
             /// }
             /// ```
             pub async fn now(&self) -> Result<std::time::SystemTime, crate::TerminalError> {
+                let clock = self.inner.engine.config().clock.clone();
                 let ms: u64 = self
-                    .run(|| async { Ok(crate::clock::now_ms()) })
+                    .run(move || std::future::ready(Ok(clock.now_ms())))
                     .name("now")
                     .await?;
                 Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))

@@ -151,7 +151,10 @@ where
     }
     let mut failures = 0u32;
     let result: Result<T, TerminalError> = loop {
-        match (run.closure)().await {
+        let running = ctx.engine.tasks().activity().map(|a| a.running_closure());
+        let attempt = (run.closure)().await;
+        drop(running);
+        match attempt {
             Ok(value) => break Ok(value),
             Err(e) => {
                 let e = match e.into_terminal() {
@@ -170,7 +173,11 @@ where
                     )));
                 }
                 tracing::warn!(step = %run.name, attempt = failures, error = %e, "run step failed; retrying");
-                tokio::time::sleep(policy.delay_for(failures)).await;
+                ctx.engine
+                    .config()
+                    .clock
+                    .sleep(policy.delay_for(failures))
+                    .await;
             }
         }
     };

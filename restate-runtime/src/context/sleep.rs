@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::invocation::InvocationContext;
-use crate::clock::now_ms;
+use crate::clock::millis;
 use crate::error::TerminalError;
 use crate::storage::JournalEntry;
 
@@ -23,7 +23,7 @@ impl InvocationContext {
                 })) => Err(true),
                 Ok(Some(JournalEntry::Sleep { wake_at_ms, .. })) => Ok(wake_at_ms),
                 Ok(_) => {
-                    let wake_at_ms = now_ms() + duration.as_millis() as u64;
+                    let wake_at_ms = self.engine.now_ms().saturating_add(millis(duration));
                     let entry = JournalEntry::Sleep {
                         wake_at_ms,
                         cancelled: false,
@@ -44,12 +44,14 @@ impl InvocationContext {
                 (None, _) => return std::future::pending().await,
             };
             let mut changes = self.inflight.changes();
-            let suspend_at = tokio::time::Instant::now() + self.engine.config().suspend_after;
+            let clock = &self.engine.config().clock;
+            let suspend_at = clock
+                .now_ms()
+                .saturating_add(millis(self.engine.config().suspend_after));
             loop {
                 wait.saw(*changes.borrow_and_update());
                 // An elapsed sleep is done: a cancellation lands at the next await point.
-                let left = Duration::from_millis(wake_at_ms.saturating_sub(now_ms()));
-                if left.is_zero() {
+                if clock.now_ms() >= wake_at_ms {
                     return Ok(());
                 }
                 let cancelled = JournalEntry::Sleep {
@@ -59,10 +61,9 @@ impl InvocationContext {
                 if self.deliver_cancel(index, || cancelled) {
                     return Err(cancelled_error());
                 }
-                let wake = tokio::time::Instant::now() + left;
                 tokio::select! {
-                    _ = tokio::time::sleep_until(wake.min(suspend_at)) => {
-                        if wake > suspend_at {
+                    _ = clock.sleep_until_ms(wake_at_ms.min(suspend_at)) => {
+                        if wake_at_ms > suspend_at {
                             self.suspend_after_siblings().await;
                             return std::future::pending().await;
                         }

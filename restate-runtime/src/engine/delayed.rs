@@ -15,7 +15,7 @@ impl Engine {
         self.timers.schedule(at_ms, inflight.id);
         let durable = inflight.make_durable(self.storage().as_ref());
         let engine = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // A failed commit is the writer's failure, which stops the process (law 10).
             if durable.await.is_ok() {
                 // Durable now: see `Engine::suspend` for why the timer is armed again.

@@ -100,7 +100,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
                     inflight.state().record.last_error = Some(reason);
                     let killed = tokio::select! {
-                        _ = tokio::time::sleep(delay) => false,
+                        _ = engine.config().clock.sleep(delay) => false,
                         _ = inflight.killed.notified() => true,
                         _ = shutdown.wait_for(|stop| *stop) => return,
                     };
@@ -176,7 +176,9 @@ impl Drop for RunningGuard {
             && !inflight.finished.load(SeqCst)
             && !inflight.running.swap(true, SeqCst)
         {
-            tokio::spawn(end_killed(self.0.clone(), inflight.clone()));
+            self.0
+                .tasks
+                .spawn(end_killed(self.0.clone(), inflight.clone()));
         }
     }
 }

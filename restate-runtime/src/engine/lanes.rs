@@ -120,7 +120,8 @@ impl Engine {
             return;
         }
         inflight.engage(&self.held_input);
-        tokio::spawn(super::execute::run(self.clone(), inflight));
+        self.tasks
+            .spawn(super::execute::run(self.clone(), inflight));
     }
 
     fn handler_kind(&self, target: &Target) -> Option<HandlerKind> {
@@ -210,7 +211,7 @@ impl Engine {
         idle.candidates.push((scope, epoch));
         if !idle.sweeping {
             idle.sweeping = true;
-            tokio::spawn(sweep_idle_lanes(self.clone()));
+            self.tasks.spawn(sweep_idle_lanes(self.clone()));
         }
     }
 

@@ -6,9 +6,9 @@
 //! with glibc's allocator. Once the number of invocations in memory has fallen to a quarter of
 //! its peak, the engine asks the allocator to release its free pages
 //! (`EngineConfig::release_heap`: glibc's `malloc_trim` by default). It does so once at start
-//! too: opening the store after a crash (redb's repair walks every tree) and recovery free
-//! what they used (measured: 156 MiB resident for 66 MiB of live heap after a restart with a
-//! million suspended invocations).
+//! too: opening the store after a crash (the log replay, and before quick repair redb's walk of
+//! every tree) and recovery free what they used (measured before quick repair: 156 MiB resident
+//! for 66 MiB of live heap after a restart with a million suspended invocations).
 
 use std::time::Duration;
 

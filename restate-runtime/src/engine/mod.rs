@@ -13,6 +13,7 @@ mod promises;
 mod recovery;
 mod reference;
 mod suspend;
+pub(crate) mod tasks;
 mod timers;
 mod wake;
 
@@ -34,7 +35,7 @@ pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
 pub use reference::EngineRef;
 pub(crate) use wake::Completion;
 
-use crate::clock::now_ms;
+use crate::clock::{Clock, now_ms};
 use crate::ids::{InvocationId, partition_key_of};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
 use crate::storage::{
@@ -182,6 +183,10 @@ pub(crate) struct EngineConfig {
     pub max_invocation_bytes: usize,
     /// How far ahead timers are held in memory; later ones wait in the store's due index.
     pub timer_window: Duration,
+    /// What "now" is: the wall clock, or a test's virtual clock.
+    pub clock: Clock,
+    /// Under a test runtime: counts what runs, to tell when nothing can.
+    pub activity: Option<Arc<tasks::Activity>>,
 }
 
 /// Default of [`EngineConfig::timer_window`].
@@ -265,6 +270,7 @@ pub(crate) struct EngineInner {
     held_input: Arc<std::sync::atomic::AtomicUsize>,
     /// This engine's number in the table of [`EngineRef`]s, once one was asked for.
     reference: std::sync::OnceLock<u64>,
+    tasks: tasks::Tasks,
 }
 
 /// Cheap handle to the engine.
@@ -288,6 +294,7 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let secret = storage.secret();
         let recovery_concurrency = config.recovery_concurrency;
+        let config_activity = config.activity.clone();
         let engine = Self(Arc::new(EngineInner {
             storage,
             registry,
@@ -306,12 +313,13 @@ impl Engine {
             secret,
             held_input: Arc::default(),
             reference: std::sync::OnceLock::new(),
+            tasks: tasks::Tasks::current(config_activity),
         }));
         engine.recover()?;
-        tokio::spawn(timers::run(engine.clone()));
-        tokio::spawn(purge_loop(engine.clone()));
-        tokio::spawn(memory::trim_loop(engine.clone()));
-        tokio::spawn(watch_storage(engine.clone()));
+        engine.tasks.spawn(timers::run(engine.clone()));
+        engine.tasks.spawn(purge_loop(engine.clone()));
+        engine.tasks.spawn(memory::trim_loop(engine.clone()));
+        engine.tasks.spawn(watch_storage(engine.clone()));
         Ok(engine)
     }
 
@@ -327,6 +335,16 @@ impl Engine {
 
     pub(crate) fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Where its tasks run.
+    pub(crate) fn tasks(&self) -> &tasks::Tasks {
+        &self.tasks
+    }
+
+    /// Now, by the engine's clock (ms since the epoch).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
     }
 
     pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
@@ -396,7 +414,7 @@ impl Engine {
         origin: Origin,
     ) -> Result<Submitted, EngineError> {
         let (_, handler) = self.resolve(&req.target)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let execution_time_ms = req.delay.map(|d| now + d.as_millis() as u64);
         // A workflow's run has one invocation per key, found like an idempotent one.
         let workflow_run = handler.kind == HandlerKind::Workflow;
@@ -875,7 +893,7 @@ impl Engine {
                 None => retention,
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = now + retention.as_millis() as u64;
         // Attachers and duplicate callers recorded durably: completed in the same batch.
         let has_waiters = self
@@ -969,7 +987,7 @@ impl Engine {
             let mut state = inflight.state();
             state.record.status = Status::Paused;
             state.record.last_error = Some(reason);
-            state.record.modified_at_ms = now_ms();
+            state.record.modified_at_ms = self.now_ms();
             state.persisted = true;
             self.storage
                 .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)])
@@ -1034,7 +1052,8 @@ impl Engine {
                 if state.record.cancel_requested && state.journal.is_empty() {
                     inflight.running.store(true, Ordering::SeqCst);
                     drop(state);
-                    tokio::spawn(wake::end_cancelled(self.clone(), inflight.clone()));
+                    self.tasks
+                        .spawn(wake::end_cancelled(self.clone(), inflight.clone()));
                     return;
                 }
                 state.record.status = Status::Runnable;
@@ -1068,7 +1087,14 @@ async fn purge_loop(engine: Engine) {
             _ = tokio::time::sleep(engine.config.purge_interval) => {}
             _ = shutdown.changed() => return,
         }
-        purge_expired(&engine, now_ms(), &shutdown).await;
+        purge_expired(&engine, engine.now_ms(), &shutdown).await;
+    }
+}
+
+impl Engine {
+    /// Forgets at once what the clock says has expired (a test runtime after moving time).
+    pub(crate) async fn purge_due(&self) {
+        purge_expired(self, self.now_ms(), &self.shutdown_signal()).await;
     }
 }
 
@@ -1135,6 +1161,8 @@ mod tests {
             recovery_concurrency: 4,
             max_invocation_bytes: usize::MAX,
             timer_window: DEFAULT_TIMER_WINDOW,
+            clock: Clock::System,
+            activity: None,
         };
         Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
     }

@@ -41,7 +41,7 @@ impl Engine {
     /// keeps at most `recovery_concurrency` of them in memory.
     pub(super) fn recover(&self) -> Result<(), EngineError> {
         let woken: HashSet<InvocationId> = self.storage.woken()?.into_iter().collect();
-        let now = crate::clock::now_ms();
+        let now = self.now_ms();
         let mut highest_seq = 0;
         let mut unfinished = self.storage.unfinished_where(&mut |id, head| {
             let Some(head) = head else {
@@ -131,7 +131,8 @@ impl Engine {
                 let engine = self.clone();
                 let rest: Vec<_> = std::iter::once(id).chain(rest).collect();
                 self.metrics.recovery_pending.set(rest.len() as i64);
-                tokio::spawn(async move { engine.restore_paced(rest, slots).await });
+                self.tasks
+                    .spawn(async move { engine.restore_paced(rest, slots).await });
                 break;
             };
             self.restore(id, slot);

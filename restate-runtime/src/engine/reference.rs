@@ -30,6 +30,19 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Makes `reference` reach this engine from now on, in place of the one it reached (a
+    /// test runtime's engine after a restart): handles kept across the crash follow.
+    pub(crate) fn adopt_reference(&self, reference: EngineRef) {
+        let mut live = LIVE.lock().expect("engine table lock");
+        live.retain(|(id, engine)| *id != reference.0 && engine.strong_count() > 0);
+        live.push((reference.0, Arc::downgrade(&self.0)));
+        drop(live);
+        // A reference of its own already handed out keeps working too.
+        let _ = self.reference.set(reference.0);
+    }
+}
+
 impl EngineRef {
     /// The engine, unless it has shut down and been dropped.
     pub(crate) fn get(self) -> Option<Engine> {

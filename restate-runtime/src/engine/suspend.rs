@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::{Engine, Finish, Inflight};
-use crate::clock::now_ms;
 use crate::ids::InvocationId;
 use crate::storage::{Status, WriteOp};
 
@@ -46,7 +45,7 @@ impl Engine {
         seen_version: u64,
         wake_at_ms: Option<u64>,
     ) -> bool {
-        let now = now_ms();
+        let now = self.now_ms();
         if wake_at_ms.is_some_and(|at| at <= now) {
             return false;
         }

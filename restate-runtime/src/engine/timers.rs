@@ -14,12 +14,10 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
 use super::Engine;
-use crate::clock::now_ms;
 use crate::ids::InvocationId;
 
 /// Entries read from the store at most per load: a burst due at once comes in slices.
@@ -29,7 +27,12 @@ const LOAD_LIMIT: usize = 4096;
 type DueKey = (u64, [u8; 24]);
 
 /// The window in milliseconds, at least 100 (a shorter one would read the store on every tick).
+/// On a virtual clock it is all time: the clock jumps, and a reload every half window would be
+/// a due time of its own for a test to step through.
 fn window_ms(config: &super::EngineConfig) -> u64 {
+    if config.clock.is_virtual() {
+        return u64::MAX / 4;
+    }
     u64::try_from(config.timer_window.as_millis())
         .unwrap_or(u64::MAX / 2)
         .max(100)
@@ -136,7 +139,7 @@ impl Engine {
     pub(super) fn wake_from_disk(&self, id: InvocationId, at_ms: u64) {
         self.timers.backlog.fetch_add(1, Ordering::SeqCst);
         let engine = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let slot = engine.timers.slots.clone().acquire_owned().await;
             if engine.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
                 // No longer backlogged: the window may load again.
@@ -152,7 +155,7 @@ impl Engine {
     /// store could not be read (the window stays where it was).
     fn load_due(&self) -> bool {
         let window_ms = window_ms(&self.config);
-        let until = now_ms().saturating_add(window_ms);
+        let until = self.now_ms().saturating_add(window_ms);
         let from = {
             let mut window = self.timers.window.lock().expect("timers lock");
             let from = window.covered;
@@ -192,9 +195,10 @@ pub(crate) async fn run(engine: Engine) {
         // A failed read is retried in a second; what is armed fires meanwhile. While woken
         // invocations wait for slots, nothing more is read (a slot freed notifies).
         let backlogged = engine.timers.backlogged();
-        let loaded =
-            backlogged || now_ms() < engine.timers.next_load_at(window_ms) || engine.load_due();
-        let wait = match engine.timers.pop_due(now_ms()) {
+        let loaded = backlogged
+            || engine.now_ms() < engine.timers.next_load_at(window_ms)
+            || engine.load_due();
+        let until = match engine.timers.pop_due(engine.now_ms()) {
             Ok(ids) => {
                 for (at, id) in ids {
                     engine.fire(id, at);
@@ -203,18 +207,29 @@ pub(crate) async fn run(engine: Engine) {
                 tokio::task::yield_now().await;
                 continue;
             }
+            Err(next) if engine.config().clock.is_virtual() => next,
             Err(next) => {
                 let load = if loaded && !backlogged {
                     engine.timers.next_load_at(window_ms)
                 } else {
-                    now_ms() + 1000
+                    engine.now_ms() + 1000
                 };
-                let until = next.map_or(load, |next| next.min(load));
-                Duration::from_millis(until.saturating_sub(now_ms()).max(1))
+                // At least a millisecond ahead: a load that stopped at its limit may leave
+                // the next one due now, and the loop must not spin.
+                Some(
+                    next.map_or(load, |next| next.min(load))
+                        .max(engine.now_ms() + 1),
+                )
+            }
+        };
+        let due = async {
+            match until {
+                Some(at) => engine.config().clock.sleep_until_ms(at).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = due => {}
             _ = engine.timers.changed.notified() => {}
             _ = shutdown.changed() => return,
         }

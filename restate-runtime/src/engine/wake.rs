@@ -206,7 +206,7 @@ impl Engine {
         }
         if !ops.is_empty() {
             let pending = self.submit_completions(ops, completions);
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Err(e) = pending.finish().await {
                     tracing::error!(error = %e, "cannot complete result waiters");
                 }
@@ -345,7 +345,7 @@ impl Engine {
             (inflight, cancelled)
         };
         if cancelled {
-            tokio::spawn(end_cancelled(self.clone(), inflight));
+            self.tasks.spawn(end_cancelled(self.clone(), inflight));
             return;
         }
         if let Some(slot) = slot {

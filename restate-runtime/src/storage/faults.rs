@@ -1,6 +1,7 @@
-//! A simulated disk for crash tests, shared by the store (as a redb [`StorageBackend`]) and its
-//! log (as a [`LogFile`]): each file keeps its durable bytes and the operations since its last
-//! sync. [`Disk::crash`] loses unsynced operations (a random prefix survives, the last one
+//! A simulated disk, shared by the store (as a redb [`StorageBackend`]) and its log (as a
+//! [`LogFile`]): the test runtime's in-memory store, and the crash tests' faulty disk. Each file
+//! keeps its durable bytes and the operations since its last sync. [`Disk::kill`] ends the
+//! process that opened it and keeps everything (the operating system has it). [`Disk::crash`] loses unsynced operations (a random prefix survives, the last one
 //! maybe torn at any byte), [`Disk::fail_sync_after`] fails a sync with EIO, and every choice
 //! comes from one seed, so a failing case replays.
 //!
@@ -14,7 +15,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(test)]
 use rand::rngs::StdRng;
+#[cfg(test)]
 use rand::{Rng as _, SeedableRng as _};
 use redb::{Builder, Database, DatabaseError, StorageBackend};
 
@@ -22,7 +25,7 @@ use super::files::{Files, LogFile};
 
 /// The simulated disk; clones share it.
 #[derive(Clone)]
-pub(super) struct Disk {
+pub(crate) struct Disk {
     state: Arc<Mutex<State>>,
     /// Held by every sync while it runs; [`Disk::stall_syncs`] holds it to stall them.
     sync_gate: Arc<Mutex<()>>,
@@ -33,6 +36,8 @@ pub(super) struct Disk {
 struct State {
     /// Ordered, so that a crash draws for the files in the same order every run.
     files: BTreeMap<PathBuf, SimFile>,
+    /// Draws what a crash keeps.
+    #[cfg(test)]
     rng: StdRng,
     /// Bumped by every crash; handles from an earlier one are dead.
     epoch: u64,
@@ -71,6 +76,7 @@ impl Change {
     }
 }
 
+#[cfg(test)]
 /// What one file keeps of its unsynced changes at a crash: the first `changes`, the last of
 /// them cut to its first `torn_at` bytes if it is a write.
 #[derive(Debug, Clone, Copy)]
@@ -80,13 +86,23 @@ pub(super) struct Kept {
 }
 
 impl Disk {
-    pub(super) fn new(seed: u64) -> Self {
+    /// A disk with no files (the test runtime's store).
+    pub(crate) fn empty() -> Self {
         Self::with_state(State {
             files: BTreeMap::new(),
-            rng: StdRng::seed_from_u64(seed),
+            #[cfg(test)]
+            rng: StdRng::seed_from_u64(0),
             epoch: 0,
             fail_sync_in: None,
         })
+    }
+
+    /// A disk with no files whose crashes draw from `seed`.
+    #[cfg(test)]
+    pub(super) fn new(seed: u64) -> Self {
+        let disk = Self::empty();
+        disk.state().rng = StdRng::seed_from_u64(seed);
+        disk
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -100,6 +116,17 @@ impl Disk {
             sync_gate: Arc::default(),
             store_sync_gate: Arc::default(),
         }
+    }
+
+    /// A process kill (SIGKILL): every write survives, synced or not, but the handles opened
+    /// before it are dead, so nothing the old process still does reaches a file.
+    pub(crate) fn kill(&self) {
+        let mut state = self.state();
+        for file in state.files.values_mut() {
+            file.unsynced.clear();
+            file.durable = file.live.clone();
+        }
+        state.epoch += 1;
     }
 
     /// A slow disk: every sync waits until the guard is dropped, so what is submitted
@@ -118,6 +145,7 @@ impl Disk {
 
     /// The `n`-th sync from now (1: the next), of any file, fails with EIO and makes nothing
     /// durable; the writes it covered stay unsynced, lost or kept by the next crash.
+    #[cfg(test)]
     pub(super) fn fail_sync_after(&self, n: u64) {
         assert!(n > 0, "the 0th sync from now has happened");
         self.state().fail_sync_in = Some(n);
@@ -125,6 +153,7 @@ impl Disk {
 
     /// Power loss: each file keeps a random prefix of its unsynced changes, the last one torn
     /// at a random byte half of the time.
+    #[cfg(test)]
     pub(super) fn crash(&self) {
         let mut state = self.state();
         let State { files, rng, .. } = &mut *state;
@@ -142,6 +171,7 @@ impl Disk {
     }
 
     /// A crash in which `path` keeps what `kept` says and every other file nothing unsynced.
+    #[cfg(test)]
     pub(super) fn crash_keeping(&self, path: &Path, kept: Kept) {
         let mut state = self.state();
         let nothing = Kept {
@@ -155,6 +185,7 @@ impl Disk {
     }
 
     /// The sizes of the unsynced changes of `path`, in order (0 for a change of length).
+    #[cfg(test)]
     pub(super) fn unsynced(&self, path: &Path) -> Vec<usize> {
         let state = self.state();
         let Some(file) = state.files.get(path) else {
@@ -171,10 +202,12 @@ impl Disk {
 
     /// An independent copy of the disk as it is now (no handle is open on it), to crash the
     /// same moment in many ways.
+    #[cfg(test)]
     pub(super) fn fork(&self, seed: u64) -> Self {
         let state = self.state();
         Self::with_state(State {
             files: state.files.clone(),
+            #[cfg(test)]
             rng: StdRng::seed_from_u64(seed),
             epoch: 0,
             fail_sync_in: state.fail_sync_in,
@@ -196,6 +229,7 @@ impl Disk {
 }
 
 impl SimFile {
+    #[cfg(test)]
     fn crash(&mut self, kept: Kept) {
         let mut kept_changes = std::mem::take(&mut self.unsynced);
         kept_changes.truncate(kept.changes);

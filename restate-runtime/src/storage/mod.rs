@@ -7,7 +7,6 @@
 
 #[cfg(test)]
 mod crash_tests;
-#[cfg(test)]
 mod faults;
 mod files;
 mod log;
@@ -23,6 +22,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+pub(crate) use faults::Disk as MemoryDisk;
 pub use records::{
     HintHead, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
 };
@@ -453,6 +453,10 @@ pub trait Storage: Send + Sync + 'static {
     /// still commits, into the reserve.
     fn admit_new_work(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// Batches submitted and not yet answered: a test runtime is idle only at none.
+    fn unanswered(&self) -> usize {
+        0
     }
     /// Flushes what is queued and stops the writer.
     fn close(&self);

@@ -97,11 +97,12 @@ impl Visibility {
 }
 
 /// What bounds the writer's work: when it checkpoints on its own, how large a group gets, and
-/// the count of queued bytes it releases as it answers.
+/// the counts of queued bytes and unanswered batches it releases as it answers.
 pub(super) struct WriterLimits {
     pub idle_checkpoint: Duration,
     pub max_group_bytes: usize,
     pub queued: Arc<AtomicUsize>,
+    pub unanswered: Arc<AtomicUsize>,
 }
 
 /// The writer thread's state.
@@ -218,6 +219,8 @@ impl Writer {
             self.limits.queued.fetch_sub(bytes, Ordering::Relaxed);
             for req in group {
                 let _ = req.done.send(result.clone());
+                // After the answer: its waiter is woken before the batch stops counting.
+                self.limits.unanswered.fetch_sub(1, Ordering::SeqCst);
             }
         }
         // Closing: leave nothing to replay.

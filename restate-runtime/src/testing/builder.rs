@@ -1,0 +1,224 @@
+//! The test runtime's builder: the services, webhooks and options of a
+//! [`RuntimeBuilder`](crate::RuntimeBuilder), plus where the clock starts and whether the
+//! ingress listens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::incarnation::Incarnation;
+use super::{TestRuntime, TestRuntimeError};
+use crate::Runtime;
+use crate::clock::{VirtualClock, millis};
+use crate::registry::Service;
+use crate::runtime::RuntimeBuilder;
+use crate::storage::MemoryDisk;
+use crate::webhook::WebhookEndpoint;
+
+/// Builds a [`TestRuntime`]; see [`TestRuntime::builder`]. `RESTATE_*` variables are not
+/// read: a test runs the same everywhere.
+#[must_use]
+pub struct TestRuntimeBuilder {
+    runtime: RuntimeBuilder,
+    start_at: SystemTime,
+    serve_ingress: bool,
+}
+
+/// Forwards option methods to the wrapped [`RuntimeBuilder`], each with a doc example.
+macro_rules! forward {
+    ($($name:ident($arg:ident: $ty:ty) = $example:expr;)*) => {$(
+        #[doc = concat!("As [`RuntimeBuilder::", stringify!($name), "`](crate::RuntimeBuilder::", stringify!($name), ").")]
+        ///
+        /// ```no_run
+        /// # #[allow(unused_imports)] use std::time::Duration;
+        #[doc = concat!("let builder = restate_runtime::testing::TestRuntime::builder().", stringify!($name), "(", stringify!($example), ");")]
+        /// ```
+        pub fn $name(mut self, $arg: $ty) -> Self {
+            self.runtime = self.runtime.$name($arg);
+            self
+        }
+    )*};
+}
+
+impl TestRuntimeBuilder {
+    pub(super) fn new() -> Self {
+        Self {
+            runtime: Runtime::builder().without_env(),
+            start_at: TestRuntime::default_start(),
+            serve_ingress: false,
+        }
+    }
+
+    /// Serves `service` with this value instead of its `Default`, as
+    /// [`RuntimeBuilder::bind`](crate::RuntimeBuilder::bind): give handlers test doubles.
+    ///
+    /// ```no_run
+    /// use restate_runtime::prelude::*;
+    /// use restate_runtime::testing::TestRuntime;
+    /// pub struct Mailer { outbox: std::sync::Arc<std::sync::Mutex<Vec<String>>> }
+    /// #[service]
+    /// impl Mailer {
+    ///     #[handler]
+    ///     async fn send(&self, _ctx: Context<'_>, to: String) -> HandlerResult<()> {
+    ///         self.outbox.lock().unwrap().push(to);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let outbox: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    /// let t = TestRuntime::builder().bind(Mailer { outbox: outbox.clone() }).build().await;
+    /// t.handle().client::<Mailer>().send("ada@example.com".into()).call().await.unwrap();
+    /// assert_eq!(*outbox.lock().unwrap(), ["ada@example.com"]);
+    /// # }
+    /// ```
+    pub fn bind<S: Service>(mut self, service: S) -> Self {
+        self.runtime = self.runtime.bind(service);
+        self
+    }
+
+    /// Makes a handler a webhook endpoint, as
+    /// [`RuntimeBuilder::webhook`](crate::RuntimeBuilder::webhook).
+    ///
+    /// ```no_run
+    /// use restate_runtime::webhook::{EventId, Webhook};
+    /// let builder = restate_runtime::testing::TestRuntime::builder()
+    ///     .webhook("WebhookCallbackRouter", "onStripeEvent", Webhook::unverified(EventId::JsonField("id".into())));
+    /// ```
+    pub fn webhook(
+        mut self,
+        service: &str,
+        handler: &str,
+        webhook: impl Into<WebhookEndpoint>,
+    ) -> Self {
+        self.runtime = self.runtime.webhook(service, handler, webhook);
+        self
+    }
+
+    forward! {
+        admin_token(token: impl Into<String>) = "secret";
+        ingress_token(token: impl Into<String>) = "secret";
+        max_body_bytes(bytes: usize) = 64 * 1024;
+        default_retention(retention: Duration) = Duration::from_secs(3600);
+        purge_interval(interval: Duration) = Duration::from_secs(60);
+        suspend_after(after: Duration) = Duration::from_secs(1);
+        max_connections(connections: usize) = 64;
+        max_in_flight(requests: usize) = 64;
+        header_timeout(timeout: Duration) = Duration::from_secs(5);
+        body_timeout(timeout: Duration) = Duration::from_secs(5);
+        writer_queue_bytes(bytes: usize) = 1 << 20;
+        commit_group_bytes(bytes: usize) = 1 << 20;
+        recovery_concurrency(invocations: usize) = 16;
+        max_invocation_bytes(bytes: usize) = 1 << 20;
+        timer_window(window: Duration) = Duration::from_secs(60);
+        release_heap(release: fn()) = || {};
+    }
+
+    /// Headers never stored with an invocation, as
+    /// [`RuntimeBuilder::secret_headers`](crate::RuntimeBuilder::secret_headers).
+    ///
+    /// ```no_run
+    /// let builder = restate_runtime::testing::TestRuntime::builder()
+    ///     .secret_headers(["x-api-key".to_owned()]);
+    /// ```
+    pub fn secret_headers(mut self, headers: impl IntoIterator<Item = String>) -> Self {
+        self.runtime = self.runtime.secret_headers(headers);
+        self
+    }
+
+    /// Where the virtual clock starts (default [`TestRuntime::default_start()`]).
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use restate_runtime::testing::TestRuntime;
+    /// let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    /// let t = TestRuntime::builder().start_at(start).build().await;
+    /// assert_eq!(t.now(), start);
+    /// # }
+    /// ```
+    pub fn start_at(mut self, at: SystemTime) -> Self {
+        self.start_at = at;
+        self
+    }
+
+    /// Serves the ingress (Restate's HTTP API) on a free loopback port, for HTTP-level tests;
+    /// [`TestRuntime::ingress_url`] says where. Without it no port is opened.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().serve_ingress().build().await;
+    /// let health = format!("{}/restate/health", t.ingress_url().unwrap());
+    /// # let _ = health;
+    /// # }
+    /// ```
+    pub fn serve_ingress(mut self) -> Self {
+        self.serve_ingress = true;
+        self
+    }
+
+    /// Starts the engine (recovering nothing: the store is new).
+    ///
+    /// # Panics
+    ///
+    /// When [`Self::try_build`] fails: a test cannot go on without its runtime.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let t = restate_runtime::testing::TestRuntime::builder().build().await;
+    /// t.run_until_idle().await;
+    /// # }
+    /// ```
+    pub async fn build(self) -> TestRuntime {
+        match self.try_build().await {
+            Ok(t) => t,
+            Err(e) => panic!("the test runtime could not start: {e}"),
+        }
+    }
+
+    /// Starts the engine, or says why it cannot (services, webhooks or options invalid).
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), restate_runtime::testing::TestRuntimeError> {
+    /// let t = restate_runtime::testing::TestRuntime::builder().try_build().await?;
+    /// # let _ = t; Ok(()) }
+    /// ```
+    pub async fn try_build(self) -> Result<TestRuntime, TestRuntimeError> {
+        let mut assembled = self.runtime.assemble()?;
+        // A crashed engine's store fails on purpose: nothing to stop the test process for.
+        assembled.on_storage_failure =
+            |reason| tracing::warn!(%reason, "test runtime store failed");
+        let start_ms = millis(self.start_at.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let clock = Arc::new(VirtualClock::new(start_ms));
+        let disk = MemoryDisk::empty();
+        let ingress = if self.serve_ingress {
+            let probe = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|source| TestRuntimeError::Listen {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    source,
+                })?;
+            Some(probe)
+        } else {
+            None
+        };
+        let live = Incarnation::start(&assembled, &disk, &clock, ingress)?;
+        let reference = live.runtime.engine().reference();
+        Ok(TestRuntime {
+            reference,
+            assembled,
+            clock,
+            disk,
+            ingress,
+            auto_advance: Arc::new(AtomicBool::new(false)),
+            live: Mutex::new(Some(live)),
+        })
+    }
+}

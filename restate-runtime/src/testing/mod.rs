@@ -1,0 +1,374 @@
+//! Testing services: the real engine in-process, on a virtual clock and an in-memory store,
+//! with crashes on demand.
+//!
+//! A handler that sends a reminder after a day, retries a payment five times or waits for a
+//! click is tested in milliseconds: [`TestRuntime::advance`] moves the clock and fires every
+//! timer, delayed send and retry backoff that falls due, in order; [`TestRuntime::restart`]
+//! drops every task and everything in memory, keeps the store and recovers, as after a
+//! SIGKILL. The generated typed clients work unchanged on [`TestRuntime::handle`].
+//!
+//! ```standalone_crate
+//! use std::time::Duration;
+//! use restate_runtime::prelude::*;
+//! use restate_runtime::testing::TestRuntime;
+//!
+//! #[derive(Default)]
+//! pub struct Reminder;
+//!
+//! #[object]
+//! impl Reminder {
+//!     /// Waits a day, then counts a reminder.
+//!     #[handler]
+//!     async fn remind(&self, ctx: ObjectContext<'_>) -> HandlerResult<u32> {
+//!         ctx.sleep(Duration::from_secs(24 * 3600)).await?;
+//!         let sent = ctx.get::<u32>("sent").await?.unwrap_or(0) + 1;
+//!         ctx.set("sent", sent);
+//!         Ok(sent)
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let t = TestRuntime::builder().bind(Reminder).build().await;
+//! let reminder = t.handle().object::<Reminder>("invoice-1");
+//! let sent = reminder.remind().send().await.unwrap();
+//! t.advance(Duration::from_secs(23 * 3600)).await;
+//! t.restart().await; // a crash while it sleeps loses nothing
+//! t.advance(Duration::from_secs(3600)).await;
+//! let count: u32 = t.handle().attach(sent).await.unwrap();
+//! assert_eq!(count, 1);
+//! # }
+//! ```
+
+mod builder;
+mod incarnation;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use builder::TestRuntimeBuilder;
+use incarnation::Incarnation;
+
+use crate::clock::{VirtualClock, millis};
+use crate::engine::EngineRef;
+use crate::runtime::{Assembled, RuntimeHandle};
+use crate::storage::MemoryDisk;
+
+/// The engine with every registered service, on a virtual clock and an in-memory store; built
+/// by [`TestRuntime::builder`]. Every method takes `&self`, so one value serves a whole test,
+/// also from several tasks of a multi-threaded `#[tokio::test]`.
+///
+/// The engine runs on tokio worker threads of its own; a test needs no paused tokio clock.
+/// Work a handler waits for outside the runtime (a socket, a thread) belongs inside
+/// `ctx.run`: [`TestRuntime::run_until_idle`] then waits for it too.
+pub struct TestRuntime {
+    assembled: Assembled,
+    clock: Arc<VirtualClock>,
+    disk: MemoryDisk,
+    /// The ingress's address, kept across restarts, when asked for.
+    ingress: Option<SocketAddr>,
+    auto_advance: Arc<AtomicBool>,
+    /// Handles reach the running engine through this; each new engine adopts it.
+    reference: EngineRef,
+    live: Mutex<Option<Incarnation>>,
+}
+
+impl TestRuntime {
+    /// A builder: register services with `bind` (or through `inventory`, as for
+    /// [`Runtime`](crate::Runtime)), set options, then `build().await`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().build().await;
+    /// assert_eq!(t.now(), TestRuntime::default_start());
+    /// # }
+    /// ```
+    pub fn builder() -> TestRuntimeBuilder {
+        TestRuntimeBuilder::new()
+    }
+
+    /// Where the virtual clock starts unless [`TestRuntimeBuilder::start_at`] says otherwise:
+    /// 2025-01-01T00:00:00Z.
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use restate_runtime::testing::TestRuntime;
+    /// assert_eq!(TestRuntime::default_start(), UNIX_EPOCH + Duration::from_secs(1_735_689_600));
+    /// ```
+    pub fn default_start() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_735_689_600)
+    }
+
+    /// Invokes services in-process through their typed clients, as
+    /// [`Runtime::handle`](crate::Runtime::handle) does. A handle, and the invocation handles
+    /// it gives, reach the engine running at each call: they work across
+    /// [`TestRuntime::restart`] (a call in flight at the crash fails, as over a dropped
+    /// connection).
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().bind(Greeter).build().await;
+    /// let greeting = t.handle().client::<Greeter>().greet("Ada".into()).call().await.unwrap();
+    /// assert_eq!(greeting, "Hello Ada");
+    /// # }
+    /// ```
+    pub fn handle(&self) -> RuntimeHandle {
+        RuntimeHandle::following(self.reference)
+    }
+
+    /// Now, by the virtual clock: what `ctx.now()` answers and sleeps are measured against.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().build().await;
+    /// t.advance(Duration::from_secs(90)).await;
+    /// assert_eq!(t.now(), TestRuntime::default_start() + Duration::from_secs(90));
+    /// # }
+    /// ```
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.clock.now_ms())
+    }
+
+    /// Moves the clock forward by `by`, stepping through each due time on the way in order
+    /// (timers, delayed sends, retry backoffs, suspensions; also those created during the
+    /// advance), letting everything that can run run at each step, and returns once the
+    /// runtime is idle at the end. Finished invocations whose retention ends meanwhile are
+    /// forgotten.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Napper;
+    /// # #[service]
+    /// # impl Napper {
+    /// #     #[handler]
+    /// #     async fn nap(&self, ctx: Context<'_>, secs: u64) -> HandlerResult<u64> {
+    /// #         ctx.sleep(std::time::Duration::from_secs(secs)).await?;
+    /// #         Ok(secs)
+    /// #     }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().bind(Napper).build().await;
+    /// let nap = t.handle().client::<Napper>().nap(3600).send().await.unwrap().invocation_id();
+    /// t.advance(Duration::from_secs(3599)).await;
+    /// assert!(t.handle().invocation(nap).output().await.unwrap().is_none());
+    /// t.advance(Duration::from_secs(1)).await;
+    /// assert_eq!(t.handle().invocation(nap).output().await.unwrap(), Some(3600.into()));
+    /// # }
+    /// ```
+    pub async fn advance(&self, by: Duration) {
+        let target = self.clock.now_ms().saturating_add(millis(by));
+        loop {
+            self.run_until_idle().await;
+            match self.clock.next_due() {
+                Some(at) if at <= target => self.clock.set(at),
+                _ => break,
+            }
+        }
+        self.clock.set(target);
+        self.run_until_idle().await;
+        self.engine().purge_due().await;
+        self.run_until_idle().await;
+    }
+
+    /// Returns once nothing can run without time passing: every invocation has finished or
+    /// waits (on a timer, a call, an awakeable, a promise, its key), nothing is being written,
+    /// and no `ctx.run` closure is executing.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Greeter;
+    /// # #[service]
+    /// # impl Greeter {
+    /// #     #[handler]
+    /// #     async fn greet(&self, _ctx: Context<'_>, name: String) -> HandlerResult<String> { Ok(format!("Hello {name}")) }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().bind(Greeter).build().await;
+    /// let id = t.handle().client::<Greeter>().greet("Ada".into()).send().await.unwrap().invocation_id();
+    /// t.run_until_idle().await;
+    /// let output = t.handle().invocation(id).output().await.unwrap();
+    /// assert_eq!(output, Some("Hello Ada".into()));
+    /// # }
+    /// ```
+    pub async fn run_until_idle(&self) {
+        loop {
+            let probe = self.with_live(Incarnation::probe);
+            if probe.idle() {
+                // Once more after letting other tasks run: a wake-up on its way is counted
+                // before it is delivered, so two quiet looks in a row mean quiet.
+                tokio::task::yield_now().await;
+                if probe.idle() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Time skipping: while on, whenever the runtime is idle and something is due later, the
+    /// clock jumps straight to it. A test that awaits a day-long workflow's result then returns
+    /// at once.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Napper;
+    /// # #[service]
+    /// # impl Napper {
+    /// #     #[handler]
+    /// #     async fn nap(&self, ctx: Context<'_>, secs: u64) -> HandlerResult<u64> {
+    /// #         ctx.sleep(std::time::Duration::from_secs(secs)).await?;
+    /// #         Ok(secs)
+    /// #     }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().bind(Napper).build().await;
+    /// t.auto_advance(true);
+    /// let slept = t.handle().client::<Napper>().nap(86_400).call().await.unwrap();
+    /// assert_eq!(slept, 86_400);
+    /// assert!(t.now() >= TestRuntime::default_start() + std::time::Duration::from_secs(86_400));
+    /// # }
+    /// ```
+    pub fn auto_advance(&self, on: bool) {
+        self.auto_advance.store(on, Ordering::SeqCst);
+        if on {
+            self.with_live(|live| live.drive_clock(self.clock.clone(), self.auto_advance.clone()));
+        }
+    }
+
+    /// A crash: every task and everything in memory is dropped, as by a SIGKILL (writes not
+    /// yet answered may or may not have landed), the store is kept, and a new engine recovers
+    /// from it. The virtual clock keeps its time; the ingress (if served) keeps its address.
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Counter;
+    /// # #[object]
+    /// # impl Counter {
+    /// #     #[handler]
+    /// #     async fn add(&self, ctx: ObjectContext<'_>, n: i64) -> HandlerResult<i64> {
+    /// #         let v = ctx.get::<i64>("v").await?.unwrap_or(0) + n;
+    /// #         ctx.set("v", v);
+    /// #         Ok(v)
+    /// #     }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().bind(Counter).build().await;
+    /// t.handle().object::<Counter>("a").add(2).call().await.unwrap();
+    /// t.restart().await;
+    /// assert_eq!(t.handle().object::<Counter>("a").add(3).call().await.unwrap(), 5);
+    /// # }
+    /// ```
+    pub async fn restart(&self) {
+        let old = self.live.lock().expect("test runtime lock").take();
+        // Fenced first: nothing the old engine still does reaches the store.
+        self.disk.kill();
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        let new = Incarnation::start(&self.assembled, &self.disk, &self.clock, self.ingress)
+            .unwrap_or_else(|e| panic!("the test runtime could not recover: {e}"));
+        new.runtime.engine().adopt_reference(self.reference);
+        if self.auto_advance.load(Ordering::SeqCst) {
+            new.drive_clock(self.clock.clone(), self.auto_advance.clone());
+        }
+        *self.live.lock().expect("test runtime lock") = Some(new);
+    }
+
+    /// The ingress's base URL (`http://127.0.0.1:<port>`), when built with
+    /// [`TestRuntimeBuilder::serve_ingress`]; the same after restarts.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().serve_ingress().build().await;
+    /// assert!(t.ingress_url().unwrap().starts_with("http://127.0.0.1:"));
+    /// assert!(TestRuntime::builder().build().await.ingress_url().is_none());
+    /// # }
+    /// ```
+    pub fn ingress_url(&self) -> Option<String> {
+        self.ingress.map(|addr| format!("http://{addr}"))
+    }
+
+    /// `f` on the running engine (one always runs, except inside [`Self::restart`]).
+    fn with_live<T>(&self, f: impl FnOnce(&Incarnation) -> T) -> T {
+        let live = self.live.lock().expect("test runtime lock");
+        f(live.as_ref().expect("the test runtime is restarting"))
+    }
+
+    fn engine(&self) -> crate::engine::Engine {
+        self.with_live(|live| live.runtime.engine().clone())
+    }
+}
+
+/// Why a test runtime could not start.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() {
+/// use restate_runtime::testing::{TestRuntime, TestRuntimeError};
+/// // A webhook on a service nobody registered.
+/// let built = TestRuntime::builder()
+///     .webhook("Nobody", "here", restate_runtime::webhook::Webhook::stripe(Some("whsec_x".into())))
+///     .try_build()
+///     .await;
+/// assert!(matches!(built, Err(TestRuntimeError::Build(_))));
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestRuntimeError {
+    /// The services, webhooks or options are invalid, or recovery failed.
+    #[error(transparent)]
+    Build(#[from] crate::BuildError),
+    /// The engine's worker threads could not be started.
+    #[error("cannot start the engine's threads: {0}")]
+    Threads(std::io::Error),
+    /// The ingress could not listen on its loopback address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Debug for TestRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestRuntime")
+            .field("now", &self.now())
+            .field("ingress", &self.ingress)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,365 @@
+//! The test runtime (`restate_runtime::testing`): virtual time fires timers, delayed sends and
+//! retry backoffs in order, also those created during an advance; a restart drops everything
+//! in memory and loses nothing durable; idleness waits for work outside the engine inside
+//! `ctx.run`; time skipping returns a day-long call at once.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use restate_runtime::prelude::*;
+use restate_runtime::testing::TestRuntime;
+use restate_runtime::{InvocationId, RetryPolicy};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Times (ms since the epoch, by `ctx.now()`) at which its steps ran, noted inside `ctx.run`
+/// so that a replay (after a suspension) does not note them again.
+#[derive(Default)]
+pub struct Steps {
+    seen: Arc<Mutex<Vec<(String, u64)>>>,
+    failures_left: Arc<AtomicU32>,
+}
+
+impl Steps {
+    fn seen(&self) -> Arc<Mutex<Vec<(String, u64)>>> {
+        self.seen.clone()
+    }
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[object]
+impl Steps {
+    /// Sleeps `hours` one hour at a time, noting the time after each.
+    #[handler]
+    async fn hourly(&self, ctx: ObjectContext<'_>, hours: u32) -> HandlerResult<u32> {
+        for hour in 1..=hours {
+            ctx.sleep(HOUR).await?;
+            self.note_once(&ctx, format!("{}:{hour}", ctx.key()))
+                .await?;
+        }
+        Ok(hours)
+    }
+
+    /// Notes the time it runs (a delayed send's arrival).
+    #[handler]
+    async fn note(&self, ctx: ObjectContext<'_>, label: String) -> HandlerResult<()> {
+        self.note_once(&ctx, label).await
+    }
+
+    /// A step that fails (retryably) until `failures_left` runs out, backing off 10 s, 20 s,
+    /// 40 s.
+    #[handler]
+    async fn flaky(&self, ctx: ObjectContext<'_>) -> HandlerResult<u32> {
+        let failures = self.failures_left.clone();
+        let seen = self.seen.clone();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counted = attempts.clone();
+        let policy = RetryPolicy::exponential(Duration::from_secs(10), 2.0).max_attempts(10);
+        ctx.run(|| {
+            let (failures, counted) = (failures.clone(), counted.clone());
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    return Err(HandlerError::from(anyhow::anyhow!("not yet")));
+                }
+                Ok(())
+            }
+        })
+        .name("charge")
+        .retry_policy(policy)
+        .await?;
+        drop(seen);
+        self.note_once(&ctx, "charged".into()).await?;
+        Ok(attempts.load(Ordering::SeqCst))
+    }
+
+    /// Real work outside the engine, inside `ctx.run`: 50 ms of a real timer.
+    #[handler]
+    async fn slow_io(&self, ctx: ObjectContext<'_>) -> HandlerResult<String> {
+        ctx.run(|| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok("done".to_owned())
+        })
+        .name("io")
+        .await
+        .map_err(Into::into)
+    }
+}
+
+impl Steps {
+    /// Notes `label` at `ctx.now()`, once per invocation whatever replays.
+    async fn note_once(&self, ctx: &ObjectContext<'_>, label: String) -> HandlerResult<()> {
+        let now = ms(ctx.now().await?);
+        let seen = self.seen.clone();
+        ctx.run(|| {
+            seen.lock().unwrap().push((label.clone(), now));
+            std::future::ready(Ok(()))
+        })
+        .name("note")
+        .await?;
+        Ok(())
+    }
+}
+
+fn at(start: SystemTime, after: Duration) -> u64 {
+    ms(start + after)
+}
+
+async fn output(t: &TestRuntime, id: InvocationId) -> Option<serde_json::Value> {
+    t.handle().invocation(id).output().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advance_fires_each_timer_at_its_time_in_order_including_timers_set_during_it() {
+    let steps = Steps::default();
+    let seen = steps.seen();
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let start = t.now();
+    let a = t
+        .handle()
+        .object::<Steps>("a")
+        .hourly(3)
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    let b = t
+        .handle()
+        .object::<Steps>("b")
+        .hourly(2)
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    t.run_until_idle().await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no time passed, nothing woke"
+    );
+
+    t.advance(HOUR - Duration::from_millis(1)).await;
+    assert!(seen.lock().unwrap().is_empty(), "a millisecond early");
+    assert_eq!(output(&t, a).await, None);
+
+    // One advance across three hours: each next sleep is created during it and fires in it.
+    t.advance(2 * HOUR + Duration::from_millis(1)).await;
+    let mut got = seen.lock().unwrap().clone();
+    got.sort_by_key(|(label, when)| (*when, label.clone()));
+    let expected: Vec<(String, u64)> = vec![
+        ("a:1".into(), at(start, HOUR)),
+        ("b:1".into(), at(start, HOUR)),
+        ("a:2".into(), at(start, 2 * HOUR)),
+        ("b:2".into(), at(start, 2 * HOUR)),
+        ("a:3".into(), at(start, 3 * HOUR)),
+    ];
+    assert_eq!(got, expected);
+    assert_eq!(output(&t, a).await, Some(3.into()));
+    assert_eq!(output(&t, b).await, Some(2.into()));
+    assert_eq!(t.now(), start + 3 * HOUR);
+}
+
+#[tokio::test]
+async fn delayed_sends_run_when_due_and_survive_a_restart_in_between() {
+    let steps = Steps::default();
+    let seen = steps.seen();
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let start = t.now();
+    let day = 24 * HOUR;
+    t.handle()
+        .object::<Steps>("k")
+        .note("tomorrow".into())
+        .send_after(day)
+        .await
+        .unwrap();
+    t.handle()
+        .object::<Steps>("k")
+        .note("in an hour".into())
+        .send_after(HOUR)
+        .await
+        .unwrap();
+    t.advance(HOUR).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("in an hour".to_owned(), at(start, HOUR))]
+    );
+    t.restart().await;
+    assert_eq!(t.now(), start + HOUR, "a restart keeps the virtual clock");
+    t.advance(day - HOUR - Duration::from_millis(1)).await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    t.advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        seen.lock().unwrap().last().cloned(),
+        Some(("tomorrow".to_owned(), at(start, day)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_backoff_waits_on_the_virtual_clock() {
+    let steps = Steps::default();
+    steps.failures_left.store(3, Ordering::SeqCst);
+    let seen = steps.seen();
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let start = t.now();
+    let id = t
+        .handle()
+        .object::<Steps>("f")
+        .flaky()
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    // Three failures: backoffs of 10, 20 and 40 s; 69 s in, the fourth attempt has not run.
+    t.advance(Duration::from_secs(69)).await;
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(output(&t, id).await, None);
+    t.advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("charged".to_owned(), at(start, Duration::from_secs(70)))]
+    );
+    assert_eq!(output(&t, id).await, Some(4.into()));
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_sleep_loses_nothing() {
+    let steps = Steps::default();
+    let seen = steps.seen();
+    let t = TestRuntime::builder()
+        .bind(steps)
+        .suspend_after(Duration::from_secs(1))
+        .build()
+        .await;
+    let start = t.now();
+    let id = t
+        .handle()
+        .object::<Steps>("r")
+        .hourly(2)
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    t.advance(HOUR + Duration::from_secs(30)).await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let kept = t.handle();
+    t.restart().await;
+    t.restart().await;
+    t.advance(HOUR).await;
+    assert_eq!(
+        seen.lock().unwrap().last().cloned(),
+        Some(("r:2".to_owned(), at(start, 2 * HOUR)))
+    );
+    assert_eq!(output(&t, id).await, Some(2.into()));
+    // A handle from before the crashes reaches the engine running now.
+    assert_eq!(kept.invocation(id).output().await.unwrap(), Some(2.into()));
+}
+
+#[tokio::test]
+async fn idle_waits_for_work_a_run_closure_does_outside_the_engine() {
+    let t = TestRuntime::builder().bind(Steps::default()).build().await;
+    let id = t
+        .handle()
+        .object::<Steps>("io")
+        .slow_io()
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    t.run_until_idle().await;
+    assert_eq!(output(&t, id).await, Some("done".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_skipping_returns_a_day_long_call_at_once() {
+    let steps = Steps::default();
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let start = t.now();
+    t.auto_advance(true);
+    let hours = tokio::time::timeout(
+        Duration::from_secs(30),
+        t.handle().object::<Steps>("skip").hourly(24).call(),
+    )
+    .await
+    .expect("time skipping moves the clock while everything waits")
+    .unwrap();
+    assert_eq!(hours, 24);
+    assert!(t.now() >= start + 24 * HOUR);
+    t.auto_advance(false);
+    let now = t.now();
+    let id = t
+        .handle()
+        .object::<Steps>("skip")
+        .hourly(1)
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    t.run_until_idle().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(t.now(), now, "off again: the clock stands still");
+    assert_eq!(output(&t, id).await, None);
+}
+
+#[tokio::test]
+async fn retention_ends_on_the_virtual_clock() {
+    let t = TestRuntime::builder()
+        .bind(Steps::default())
+        .default_retention(HOUR)
+        .build()
+        .await;
+    let id = t
+        .handle()
+        .object::<Steps>("ret")
+        .note("x".into())
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    t.run_until_idle().await;
+    assert_eq!(output(&t, id).await, Some(serde_json::Value::Null));
+    t.advance(HOUR - Duration::from_secs(1)).await;
+    assert!(t.handle().invocation(id).output().await.is_ok());
+    t.advance(Duration::from_secs(2)).await;
+    assert!(
+        t.handle().invocation(id).output().await.is_err(),
+        "forgotten once its retention ended"
+    );
+}
+
+#[tokio::test]
+async fn the_ingress_serves_on_loopback_and_keeps_its_address_across_restarts() {
+    let t = TestRuntime::builder()
+        .bind(Steps::default())
+        .serve_ingress()
+        .build()
+        .await;
+    let url = t.ingress_url().unwrap();
+    let client = reqwest::Client::new();
+    let sent: serde_json::Value = client
+        .post(format!("{url}/Steps/h/note/send?delay=1h"))
+        .json(&"over http")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id: InvocationId = sent["invocationId"].as_str().unwrap().parse().unwrap();
+    t.restart().await;
+    assert_eq!(t.ingress_url().unwrap(), url);
+    t.advance(HOUR).await;
+    let r = client
+        .get(format!("{url}/restate/invocation/{id}/output"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
