@@ -53,12 +53,11 @@ impl Clock {
     /// Completes once the clock reads `at_ms` or later.
     pub(crate) async fn sleep_until_ms(&self, at_ms: u64) {
         match self {
-            Self::System => {
-                let left = at_ms.saturating_sub(now_ms());
-                if left > 0 {
-                    tokio::time::sleep(Duration::from_millis(left)).await;
-                }
-            }
+            Self::System => match at_ms.saturating_sub(now_ms()) {
+                // Due already: still a yield, so a loop of zero-delay retries lets others run.
+                0 => tokio::task::yield_now().await,
+                left => tokio::time::sleep(Duration::from_millis(left)).await,
+            },
             Self::Virtual(clock) => clock.until(at_ms).await,
         }
     }
@@ -109,11 +108,17 @@ impl VirtualClock {
         let due = {
             let mut state = self.state();
             state.now_ms = state.now_ms.max(to_ms);
-            let first_later = (state.now_ms + 1, 0);
-            let later = state.sleeps.split_off(&first_later);
-            std::mem::replace(&mut state.sleeps, later)
+            let now = state.now_ms;
+            let mut due = Vec::new();
+            while let Some(first) = state.sleeps.first_entry() {
+                if first.key().0 > now {
+                    break;
+                }
+                due.push(first.remove());
+            }
+            due
         };
-        for waker in due.into_values() {
+        for waker in due {
             waker.wake();
         }
     }

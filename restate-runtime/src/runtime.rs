@@ -555,7 +555,7 @@ impl RuntimeBuilder {
             &assembled.config.data_dir,
             &assembled.redb_options(),
         )?);
-        assembled.start(storage, crate::clock::Clock::System, None)
+        assembled.start(storage, crate::engine::EngineHooks::default())
     }
 
     /// Checks the configuration, services and webhooks: what [`Self::build`] and a test
@@ -615,8 +615,7 @@ impl Assembled {
     pub(crate) fn start(
         &self,
         storage: Arc<RedbStorage>,
-        clock: crate::clock::Clock,
-        activity: Option<Arc<crate::engine::tasks::Activity>>,
+        hooks: crate::engine::EngineHooks,
     ) -> Result<Runtime, BuildError> {
         let config = &self.config;
         let engine = Engine::start(
@@ -641,8 +640,9 @@ impl Assembled {
                 recovery_concurrency: config.recovery_concurrency,
                 max_invocation_bytes: config.max_invocation_bytes,
                 timer_window: config.timer_window,
-                clock,
-                activity,
+                clock: hooks.clock,
+                activity: hooks.activity,
+                injected: hooks.injected,
             },
         )?;
         Ok(Runtime {
@@ -731,6 +731,22 @@ impl Runtime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Serves the ingress on `listener` with this runtime's limits until the engine shuts
+    /// down (a test runtime's ingress).
+    pub(crate) fn serve_ingress_on(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+        crate::listener::serve(
+            listener,
+            self.ingress_router(),
+            "ingress",
+            self.listener_limits(),
+            self.engine.clone(),
+            self.engine.shutdown_signal(),
+        )
     }
 
     /// The ingress as an axum router, to nest or merge into an existing server.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use restate_runtime::prelude::*;
-use restate_runtime::testing::TestRuntime;
+use restate_runtime::testing::{InvocationFilter, TestRuntime};
 use restate_runtime::{InvocationId, RetryPolicy};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -362,4 +362,199 @@ async fn the_ingress_serves_on_loopback_and_keeps_its_address_across_restarts() 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Counts how often each step's closure really ran.
+#[derive(Default)]
+pub struct Payments {
+    ran: Arc<Mutex<Vec<String>>>,
+}
+
+#[service]
+impl Payments {
+    /// Two steps, `charge` then `email`.
+    #[handler]
+    async fn pay(&self, ctx: Context<'_>, invoice: String) -> HandlerResult<String> {
+        for step in ["charge", "email"] {
+            let ran = self.ran.clone();
+            let label = format!("{invoice}:{step}");
+            ctx.run(|| {
+                ran.lock().unwrap().push(label.clone());
+                std::future::ready(Ok(()))
+            })
+            .name(step)
+            .await?;
+        }
+        Ok(format!("paid {invoice}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_step_failures_retry_panic_or_end_the_invocation() {
+    use restate_runtime::testing::RunFault;
+    let payments = Payments::default();
+    let ran = payments.ran.clone();
+    let t = TestRuntime::builder().bind(payments).build().await;
+    let client = t.handle().client::<Payments>();
+
+    t.fail_run("charge", 2, RunFault::Retryable);
+    let retried = client.pay("a".into()).send().await.unwrap().invocation_id();
+    t.run_until_idle().await;
+    assert_eq!(
+        t.invocation(retried).unwrap().status(),
+        "running",
+        "backing off"
+    );
+    t.advance(Duration::from_secs(10)).await;
+    let view = t.invocation(retried).unwrap();
+    assert_eq!(view.output::<String>(), Some(Ok("paid a".into())));
+    assert_eq!(
+        view.record.attempts, 3,
+        "two injected failures, then the real run"
+    );
+    assert_eq!(view.run_names(), ["charge", "email"]);
+
+    t.fail_run("charge", 1, RunFault::Panic);
+    let panicked = client.pay("b".into()).send().await.unwrap().invocation_id();
+    t.advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        t.invocation(panicked).unwrap().output::<String>(),
+        Some(Ok("paid b".into()))
+    );
+
+    t.fail_run("email", 1, RunFault::Terminal);
+    let ended = client.pay("c".into()).send().await.unwrap().invocation_id();
+    t.run_until_idle().await;
+    let failure = t
+        .invocation(ended)
+        .unwrap()
+        .output::<String>()
+        .unwrap()
+        .unwrap_err();
+    assert!(failure.message().contains("injected"), "{failure}");
+    // The injected attempts never ran their closures; the real ones ran once each.
+    assert_eq!(
+        *ran.lock().unwrap(),
+        ["a:charge", "a:email", "b:charge", "b:email", "c:charge"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_any_commit_loses_nothing_that_was_acknowledged() {
+    // Crash after the 1st, 2nd, ... commit from the send on, until a run needs no crash.
+    for n in 1..=12 {
+        let payments = Payments::default();
+        let ran = payments.ran.clone();
+        let t = TestRuntime::builder().bind(payments).build().await;
+        t.crash_after_commits(n);
+        let sent = t.handle().client::<Payments>().pay("x".into()).send().await;
+        t.run_until_idle().await;
+        let crashed = t.crashed();
+        if crashed {
+            t.restart().await;
+        }
+        t.advance(Duration::from_secs(60)).await;
+        let listed = t.invocations(InvocationFilter::default().service("Payments"));
+        match sent {
+            Ok(handle) => {
+                let view = t
+                    .invocation(handle.invocation_id())
+                    .expect("acknowledged, so kept");
+                assert_eq!(
+                    view.output::<String>(),
+                    Some(Ok("paid x".into())),
+                    "crash after commit {n}"
+                );
+                assert_eq!(view.run_names(), ["charge", "email"]);
+                assert_eq!(listed.len(), 1);
+            }
+            // Not acknowledged: it may be there or not, but it is never half done.
+            Err(_) => assert!(listed.iter().all(|v| v.status() == "completed"), "{n}"),
+        }
+        let ran = ran.lock().unwrap().clone();
+        // A step whose closure ran but whose result was not yet durable runs again; a
+        // journaled one never does.
+        assert!(
+            ran.iter().filter(|s| *s == "x:charge").count() <= 2,
+            "{n}: {ran:?}"
+        );
+        assert!(
+            ran.iter().filter(|s| *s == "x:email").count() <= 2,
+            "{n}: {ran:?}"
+        );
+        if !crashed {
+            assert_eq!(ran, ["x:charge", "x:email"], "no crash, each step once");
+            return;
+        }
+    }
+    panic!("every run crashed: the invocation takes more than 12 commits?");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_at_a_restart_fails_and_its_invocation_still_completes() {
+    let t = Arc::new(TestRuntime::builder().bind(Steps::default()).build().await);
+    let waiting = tokio::spawn({
+        let t = t.clone();
+        async move { t.handle().object::<Steps>("w").hourly(1).call().await }
+    });
+    t.run_until_idle().await;
+    t.restart().await;
+    let answered = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("a call in flight at the crash is answered, not left hanging")
+        .unwrap();
+    assert!(
+        answered.is_err(),
+        "the connection to the old engine is gone"
+    );
+    t.advance(HOUR).await;
+    let done = t.invocations(
+        InvocationFilter::default()
+            .service("Steps")
+            .key("w")
+            .status("completed"),
+    );
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].output::<u32>(), Some(Ok(1)));
+}
+
+#[tokio::test]
+async fn state_and_invocations_read_back_as_typed_values() {
+    let t = TestRuntime::builder().bind(Counter).build().await;
+    let counter = t.handle().object::<Counter>("c");
+    counter.add(2).call().await.unwrap();
+    let last = counter.add(3).send().await.unwrap().invocation_id();
+    t.run_until_idle().await;
+    assert_eq!(t.state::<i64>("Counter", "c", "total"), Some(5));
+    assert_eq!(t.state::<i64>("Counter", "c", "missing"), None);
+    assert_eq!(t.state_keys("Counter", "c"), ["total"]);
+    let view = t.invocation(last).unwrap();
+    assert_eq!(view.status(), "completed");
+    assert_eq!(view.record.target.key.as_deref(), Some("c"));
+    assert!(
+        view.journal
+            .iter()
+            .any(|(_, e)| matches!(e, restate_runtime::storage::JournalEntry::SetState { name, .. } if name == "total"))
+    );
+    let all = t.invocations(InvocationFilter::default().service("Counter"));
+    assert_eq!(all.len(), 2);
+    assert!(
+        t.invocations(InvocationFilter::default().status("suspended"))
+            .is_empty()
+    );
+    let unknown: InvocationId = "inv_1gdJBtdVEcM942bjcDmb1c1khoaJe11Hbz".parse().unwrap();
+    assert!(t.invocation(unknown).is_none());
+}
+
+#[derive(Default)]
+pub struct Counter;
+
+#[object]
+impl Counter {
+    #[handler]
+    async fn add(&self, ctx: ObjectContext<'_>, n: i64) -> HandlerResult<i64> {
+        let total = ctx.get::<i64>("total").await?.unwrap_or(0) + n;
+        ctx.set("total", total);
+        Ok(total)
+    }
 }

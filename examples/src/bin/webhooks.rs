@@ -179,3 +179,101 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The app on the test runtime: a day's reminder delay passes in milliseconds, and a crash
+    //! is a method call.
+
+    use super::*;
+    use restate_runtime::testing::TestRuntime;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn event(id: &str, kind: &str, invoice: &str) -> serde_json::Value {
+        serde_json::json!({ "id": id, "type": kind, "data": { "object": { "id": invoice } } })
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_is_reminded_once_after_a_day_even_across_a_crash() {
+        let t = TestRuntime::builder()
+            .bind(PaymentTracker {
+                reminder_delay: DAY,
+            })
+            .webhook(
+                "WebhookCallbackRouter",
+                "onStripeEvent",
+                stripe_webhook(None),
+            )
+            .serve_ingress()
+            .build()
+            .await;
+        let url = format!(
+            "{}/WebhookCallbackRouter/onStripeEvent",
+            t.ingress_url().unwrap()
+        );
+        let http = reqwest::Client::new();
+        // Stripe delivers the same event twice: one invocation, one recorded event.
+        for _ in 0..2 {
+            let r = http
+                .post(&url)
+                .json(&event("evt_1", "invoice.payment_failed", "in_1"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        t.advance(DAY - Duration::from_secs(1)).await;
+        assert_eq!(t.state::<u32>("PaymentTracker", "in_1", "reminders"), None);
+        t.restart().await;
+        t.advance(Duration::from_secs(1)).await;
+        let tracker = t.handle().object::<PaymentTracker>("in_1");
+        let status = tracker.status().call().await.unwrap();
+        assert_eq!(
+            status,
+            TrackerStatus {
+                status: Some("failed".into()),
+                events: vec!["evt_1".into()],
+                failures: 1,
+                reminders: 1,
+            }
+        );
+        // No second reminder: the next day passes quietly.
+        t.advance(DAY).await;
+        assert_eq!(
+            t.state::<u32>("PaymentTracker", "in_1", "reminders"),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_payment_that_succeeds_before_the_reminder_is_not_reminded() {
+        let t = TestRuntime::builder()
+            .bind(PaymentTracker {
+                reminder_delay: DAY,
+            })
+            .build()
+            .await;
+        let router = t.handle().client::<WebhookCallbackRouter>();
+        let failed = serde_json::from_value(event("evt_1", "invoice.payment_failed", "in_2"));
+        router
+            .on_stripe_event(failed.unwrap())
+            .call()
+            .await
+            .unwrap();
+        t.advance(DAY / 2).await;
+        let paid = serde_json::from_value(event("evt_2", "invoice.payment_succeeded", "in_2"));
+        router.on_stripe_event(paid.unwrap()).call().await.unwrap();
+        t.advance(DAY).await;
+        let status = t
+            .handle()
+            .object::<PaymentTracker>("in_2")
+            .status()
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(status.status.as_deref(), Some("paid"));
+        assert_eq!(status.reminders, 0);
+        assert_eq!(status.events, ["evt_1", "evt_2"]);
+    }
+}

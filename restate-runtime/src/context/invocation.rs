@@ -159,7 +159,7 @@ impl InvocationContext {
     /// descheduled in between) would otherwise suspend before a sibling whose entry is already
     /// complete, or whose timer is the only wake-up, was counted.
     pub(crate) async fn suspend_after_siblings(&self) {
-        tokio::task::yield_now().await;
+        self.engine.tasks().yield_now().await;
         self.suspend();
     }
 

@@ -9,6 +9,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::invocation::{Abort, InvocationContext};
 use crate::codec::{decode_json, encode_json};
+use crate::engine::RunFault;
 use crate::error::{HandlerResult, TerminalError};
 use crate::registry::RetryPolicy;
 use crate::storage::{JournalEntry, Outcome};
@@ -152,7 +153,15 @@ where
     let mut failures = 0u32;
     let result: Result<T, TerminalError> = loop {
         let running = ctx.engine.tasks().activity().map(|a| a.running_closure());
-        let attempt = (run.closure)().await;
+        let injected = ctx.engine.config().injected.as_ref();
+        let attempt = match injected.and_then(|faults| faults.take(&run.name)) {
+            None => (run.closure)().await,
+            Some(fault @ RunFault::Retryable) => Err(fault.message(&run.name).into()),
+            Some(fault @ RunFault::Terminal) => {
+                Err(TerminalError::new(fault.message(&run.name)).into())
+            }
+            Some(fault @ RunFault::Panic) => panic!("{}", fault.message(&run.name)),
+        };
         drop(running);
         match attempt {
             Ok(value) => break Ok(value),

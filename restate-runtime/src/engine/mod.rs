@@ -6,6 +6,7 @@ mod control;
 mod delayed;
 mod execute;
 mod inflight;
+mod injected;
 mod journal;
 mod lanes;
 mod memory;
@@ -29,6 +30,8 @@ pub(crate) use awakeables::AwakeableSubmission;
 pub use control::ControlError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
+pub(crate) use injected::InjectedFaults;
+pub use injected::RunFault;
 use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
@@ -187,6 +190,16 @@ pub(crate) struct EngineConfig {
     pub clock: Clock,
     /// Under a test runtime: counts what runs, to tell when nothing can.
     pub activity: Option<Arc<tasks::Activity>>,
+    /// Under a test runtime: failures injected into `ctx.run` steps.
+    pub injected: Option<Arc<InjectedFaults>>,
+}
+
+/// What a test runtime plugs into an engine (a real runtime: the wall clock and nothing else).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EngineHooks {
+    pub clock: Clock,
+    pub activity: Option<Arc<tasks::Activity>>,
+    pub injected: Option<Arc<InjectedFaults>>,
 }
 
 /// Default of [`EngineConfig::timer_window`].
@@ -415,7 +428,9 @@ impl Engine {
     ) -> Result<Submitted, EngineError> {
         let (_, handler) = self.resolve(&req.target)?;
         let now = self.now_ms();
-        let execution_time_ms = req.delay.map(|d| now + d.as_millis() as u64);
+        let execution_time_ms = req
+            .delay
+            .map(|d| now.saturating_add(crate::clock::millis(d)));
         // A workflow's run has one invocation per key, found like an idempotent one.
         let workflow_run = handler.kind == HandlerKind::Workflow;
         let id = match (&req.idempotency_key, &req.target.key) {
@@ -656,7 +671,7 @@ impl Engine {
             // Let a quick handler run first: if it finishes before this task resumes, its
             // completion carries the record, and the 202 waits for one commit instead of two.
             self.spawn(inflight.clone());
-            tokio::task::yield_now().await;
+            self.tasks().yield_now().await;
             inflight.make_durable(self.storage.as_ref())
         } else {
             let durable = inflight.make_durable(self.storage.as_ref());
@@ -894,7 +909,7 @@ impl Engine {
             }
         };
         let now = self.now_ms();
-        let expires_at_ms = now + retention.as_millis() as u64;
+        let expires_at_ms = now.saturating_add(crate::clock::millis(retention));
         // Attachers and duplicate callers recorded durably: completed in the same batch.
         let has_waiters = self
             .result_sources
@@ -1015,6 +1030,27 @@ impl Engine {
         tracing::error!(invocation = %inflight.id, %reason, "invocation lost");
         self.drop_lost(inflight, reason);
         self.release(inflight);
+    }
+
+    /// A test runtime's crash of this engine: it stops, and whoever waits on one of its
+    /// invocations (a call, an attach) hears that it is lost, as a client whose connection
+    /// dropped; the next engine recovers the invocation.
+    pub(crate) fn abandon(&self, reason: &str) {
+        self.shutdown();
+        let inflight: Vec<_> = self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .drain()
+            .map(|(_, inflight)| inflight)
+            .collect();
+        for inflight in inflight {
+            inflight.finish(Finish::Lost(reason.to_owned()));
+        }
+        let finishers = std::mem::take(&mut *self.finishers.lock().expect("finishers"));
+        for finisher in finishers.into_values() {
+            finisher.send_replace(Finish::Lost(reason.to_owned()));
+        }
     }
 
     /// Tells an invocation's waiters it is lost and forgets it in memory.
@@ -1163,6 +1199,7 @@ mod tests {
             timer_window: DEFAULT_TIMER_WINDOW,
             clock: Clock::System,
             activity: None,
+            injected: None,
         };
         Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
     }

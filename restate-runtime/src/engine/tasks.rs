@@ -45,6 +45,25 @@ impl Tasks {
     pub(crate) fn activity(&self) -> Option<&Arc<Activity>> {
         self.activity.as_ref()
     }
+
+    /// Lets other tasks run before going on. tokio's own yield hands its wake-up to the
+    /// worker for later, uncounted; a counted task wakes itself at once instead, so that it
+    /// stays busy for a test runtime in between.
+    pub(crate) async fn yield_now(&self) {
+        if self.activity.is_none() {
+            return tokio::task::yield_now().await;
+        }
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 /// What the engine is doing right now, as a test runtime sees it.
@@ -57,9 +76,18 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    /// Something runs or is about to.
+    /// Something runs or is about to. Read closures first, tasks last: a closure ends inside
+    /// its task's poll, which counts until the poll ends.
     pub(crate) fn busy(&self) -> bool {
-        self.scheduled.load(Ordering::SeqCst) > 0 || self.runs.load(Ordering::SeqCst) > 0
+        self.runs.load(Ordering::SeqCst) > 0 || self.scheduled.load(Ordering::SeqCst) > 0
+    }
+
+    /// (tasks scheduled, closures running), to say what a wait that never ends waits for.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (
+            self.scheduled.load(Ordering::SeqCst),
+            self.runs.load(Ordering::SeqCst),
+        )
     }
 
     /// Counts a `ctx.run` closure as running until the guard is dropped.
@@ -75,6 +103,15 @@ pub(crate) struct RunGuard(Arc<Activity>);
 impl Drop for RunGuard {
     fn drop(&mut self) {
         self.0.runs.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Takes one scheduled task off the count when dropped.
+struct Uncount(Arc<Activity>);
+
+impl Drop for Uncount {
+    fn drop(&mut self) {
+        self.0.scheduled.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -98,7 +135,9 @@ impl Counted {
     fn new(task: impl Future<Output = ()> + Send + 'static, activity: Arc<Activity>) -> Self {
         activity.scheduled.fetch_add(1, Ordering::SeqCst);
         Self {
-            task: Box::pin(task),
+            // Outside tokio's cooperative budget: a task out of budget is woken later by the
+            // worker, which no count would see.
+            task: Box::pin(tokio::task::unconstrained(task)),
             wake: Arc::new(CountingWake {
                 activity,
                 scheduled: AtomicBool::new(true),
@@ -113,15 +152,15 @@ impl Future for Counted {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let was_scheduled = self.wake.scheduled.swap(false, Ordering::SeqCst);
+        // Uncounted only once the poll is over (or has panicked): while it runs, it is busy.
+        let _polled = self
+            .wake
+            .scheduled
+            .swap(false, Ordering::SeqCst)
+            .then(|| Uncount(self.wake.activity.clone()));
         *self.wake.inner.lock().expect("waker lock") = Some(cx.waker().clone());
         let waker = Waker::from(self.wake.clone());
-        let result = self.task.as_mut().poll(&mut Context::from_waker(&waker));
-        // Uncounted only after the poll: while it runs, the task is busy.
-        if was_scheduled {
-            self.wake.activity.scheduled.fetch_sub(1, Ordering::SeqCst);
-        }
-        result
+        self.task.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 

@@ -204,10 +204,16 @@ pub(crate) async fn run(engine: Engine) {
                     engine.fire(id, at);
                 }
                 // A backlog (overdue after downtime) comes in slices; others run in between.
-                tokio::task::yield_now().await;
+                engine.tasks().yield_now().await;
                 continue;
             }
-            Err(next) if engine.config().clock.is_virtual() => next,
+            // On a virtual clock only real due times count; a failed read is retried a
+            // second later all the same.
+            Err(next) if engine.config().clock.is_virtual() && loaded => next,
+            Err(next) if engine.config().clock.is_virtual() => Some(
+                next.unwrap_or(u64::MAX)
+                    .min(engine.now_ms().saturating_add(1000)),
+            ),
             Err(next) => {
                 let load = if loaded && !backlogged {
                     engine.timers.next_load_at(window_ms)

@@ -43,6 +43,8 @@ struct State {
     epoch: u64,
     /// Syncs to go before one fails (1: the next).
     fail_sync_in: Option<u64>,
+    /// Commits (syncs outside checkpoints) to go before a kill (1: the next).
+    kill_after: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -94,6 +96,7 @@ impl Disk {
             rng: StdRng::seed_from_u64(0),
             epoch: 0,
             fail_sync_in: None,
+            kill_after: None,
         })
     }
 
@@ -121,12 +124,36 @@ impl Disk {
     /// A process kill (SIGKILL): every write survives, synced or not, but the handles opened
     /// before it are dead, so nothing the old process still does reaches a file.
     pub(crate) fn kill(&self) {
-        let mut state = self.state();
+        Self::kill_now(&mut self.state());
+    }
+
+    fn kill_now(state: &mut State) {
         for file in state.files.values_mut() {
             file.unsynced.clear();
             file.durable = file.live.clone();
         }
+        state.kill_after = None;
         state.epoch += 1;
+    }
+
+    /// A [`Disk::kill`] right after the `n`-th commit from now (1: the next) is durable: a
+    /// sync made outside a checkpoint, which makes a group of the journal durable.
+    pub(crate) fn kill_after_commits(&self, n: u64) {
+        assert!(n > 0, "the 0th commit from now has happened");
+        self.state().kill_after = Some(n);
+    }
+
+    /// Counts a commit made durable; the one a kill waits for kills.
+    fn committed(&self, epoch: u64) {
+        let mut state = self.state();
+        if state.epoch != epoch {
+            return;
+        }
+        match state.kill_after {
+            Some(1) => Self::kill_now(&mut state),
+            Some(n) => state.kill_after = Some(n - 1),
+            None => {}
+        }
     }
 
     /// A slow disk: every sync waits until the guard is dropped, so what is submitted
@@ -211,6 +238,7 @@ impl Disk {
             rng: StdRng::seed_from_u64(seed),
             epoch: 0,
             fail_sync_in: state.fail_sync_in,
+            kill_after: state.kill_after,
         })
     }
 
@@ -333,7 +361,11 @@ impl Handle {
                 change.apply(&mut file.durable);
             }
             Ok(())
-        })
+        })?;
+        if !checkpointing {
+            self.disk.committed(self.epoch);
+        }
+        Ok(())
     }
 }
 

@@ -18,7 +18,8 @@
 //!   durably after [`RedbOptions::idle_checkpoint`] without writes and at close; the log's tail
 //!   is replayed at open.
 //! - **Repair**: quick repair is on for durable commits (checkpoints): each saves redb's
-//!   allocator state, at the price of a second fsync on the checkpointer's thread, so opening
+//!   allocator state, at the price of a second fsync (on the checkpointer's thread, or the
+//!   writer's for an idle, oversized or closing checkpoint), so opening
 //!   after a crash loads it instead of walking every tree (1.97 s → 0.36 s with a million
 //!   suspended invocations, `BENCHMARKS.md`).
 //! - **Cache**: redb's page cache defaults to 1 GiB; we default to 64 MiB (configurable), since

@@ -2,7 +2,6 @@
 //! [`RuntimeBuilder`](crate::RuntimeBuilder), plus where the clock starts and whether the
 //! ingress listens.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -11,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::incarnation::Incarnation;
 use super::{TestRuntime, TestRuntimeError};
 use crate::Runtime;
-use crate::clock::{VirtualClock, millis};
+use crate::clock::{Clock, VirtualClock, millis};
+use crate::engine::{EngineHooks, InjectedFaults};
 use crate::registry::Service;
 use crate::runtime::RuntimeBuilder;
 use crate::storage::MemoryDisk;
@@ -199,25 +199,30 @@ impl TestRuntimeBuilder {
         let clock = Arc::new(VirtualClock::new(start_ms));
         let disk = MemoryDisk::empty();
         let ingress = if self.serve_ingress {
-            let probe = std::net::TcpListener::bind(("127.0.0.1", 0))
-                .and_then(|l| l.local_addr())
-                .map_err(|source| TestRuntimeError::Listen {
-                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    source,
-                })?;
-            Some(probe)
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(TestRuntimeError::Listen)?;
+            Some(listener)
         } else {
             None
         };
-        let live = Incarnation::start(&assembled, &disk, &clock, ingress)?;
+        let injected = Arc::new(InjectedFaults::default());
+        let hooks = EngineHooks {
+            clock: Clock::Virtual(clock.clone()),
+            activity: None,
+            injected: Some(injected.clone()),
+        };
+        let live = Incarnation::start(&assembled, &hooks, &disk, ingress.as_ref())?;
         let reference = live.runtime.engine().reference();
         Ok(TestRuntime {
             reference,
+            injected,
             assembled,
             clock,
             disk,
             ingress,
             auto_advance: Arc::new(AtomicBool::new(false)),
+            driver_paused: Arc::default(),
             live: Mutex::new(Some(live)),
         })
     }

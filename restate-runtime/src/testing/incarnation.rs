@@ -1,13 +1,13 @@
 //! One life of a test runtime's engine, from start (with recovery) to the crash that ends it:
 //! the tokio runtime its tasks run on, the engine, and the ingress if served.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::TestRuntimeError;
-use crate::clock::{Clock, VirtualClock};
+use crate::clock::VirtualClock;
+use crate::engine::EngineHooks;
 use crate::engine::tasks::Activity;
 use crate::runtime::{Assembled, Runtime};
 use crate::storage::{MemoryDisk, RedbStorage, Storage};
@@ -22,15 +22,17 @@ pub(super) struct Incarnation {
     activity: Arc<Activity>,
     /// A task moving the clock while everything waits has been started.
     driving: AtomicBool,
+    /// Set when this engine crashes: its clock driver stops at once.
+    crashed: Arc<AtomicBool>,
 }
 
 impl Incarnation {
     /// Opens the store on `disk`, recovers, and serves the ingress on `ingress` if given.
     pub(super) fn start(
         assembled: &Assembled,
+        hooks: &EngineHooks,
         disk: &MemoryDisk,
-        clock: &Arc<VirtualClock>,
-        ingress: Option<SocketAddr>,
+        ingress: Option<&std::net::TcpListener>,
     ) -> Result<Self, TestRuntimeError> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -38,23 +40,25 @@ impl Incarnation {
             .enable_all()
             .build()
             .map_err(TestRuntimeError::Threads)?;
+        // Counted afresh: a task of the last engine that outlived its crash counts nothing.
         let activity = Arc::new(Activity::default());
         let runtime = {
             let _inside = tokio.enter();
             let storage = RedbStorage::open_in_memory(disk, &assembled.redb_options())
                 .map_err(|e| TestRuntimeError::Build(e.into()))?;
-            let runtime = assembled.start(
-                Arc::new(storage),
-                Clock::Virtual(clock.clone()),
-                Some(activity.clone()),
-            )?;
-            if let Some(addr) = ingress {
-                let listener = std::net::TcpListener::bind(addr)
-                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            let hooks = EngineHooks {
+                activity: Some(activity.clone()),
+                ..hooks.clone()
+            };
+            let runtime = assembled.start(Arc::new(storage), hooks)?;
+            if let Some(listener) = ingress {
+                // A copy of the socket the test runtime keeps: connections made while no
+                // engine runs wait in its backlog.
+                let listener = listener
+                    .try_clone()
                     .and_then(tokio::net::TcpListener::from_std)
-                    .map_err(|source| TestRuntimeError::Listen { addr, source })?;
-                let router = runtime.ingress_router();
-                tokio.spawn(async move { axum::serve(listener, router).await });
+                    .map_err(TestRuntimeError::Listen)?;
+                tokio.spawn(runtime.serve_ingress_on(listener));
             }
             runtime
         };
@@ -63,6 +67,7 @@ impl Incarnation {
             runtime,
             activity,
             driving: AtomicBool::new(false),
+            crashed: Arc::default(),
         })
     }
 
@@ -74,20 +79,32 @@ impl Incarnation {
         }
     }
 
-    /// Starts the task that moves `clock` to the next due time whenever this engine is idle
-    /// and `on` holds (once per incarnation; it ends with it).
-    pub(super) fn drive_clock(&self, clock: Arc<VirtualClock>, on: Arc<AtomicBool>) {
+    /// Starts the task that moves `clock` to the next due time whenever this engine is idle,
+    /// `on` holds and nothing holds `paused` (once per incarnation; it ends with it).
+    pub(super) fn drive_clock(
+        &self,
+        clock: Arc<VirtualClock>,
+        on: Arc<AtomicBool>,
+        paused: Arc<AtomicUsize>,
+    ) {
         if self.driving.swap(true, Ordering::SeqCst) {
             return;
         }
         let probe = self.probe();
         let engine = self.runtime.engine().clone();
+        let crashed = self.crashed.clone();
         let Some(tokio) = &self.tokio else { return };
+        let driving = move || {
+            on.load(Ordering::SeqCst)
+                && paused.load(Ordering::SeqCst) == 0
+                && !crashed.load(Ordering::SeqCst)
+        };
         tokio.spawn(async move {
             loop {
-                if on.load(Ordering::SeqCst) && probe.idle() {
+                if driving() && probe.idle() {
                     tokio::task::yield_now().await;
-                    if probe.idle()
+                    if driving()
+                        && probe.idle()
                         && let Some(at) = clock.next_due()
                     {
                         clock.set(at);
@@ -100,8 +117,18 @@ impl Incarnation {
         });
     }
 
-    /// Drops every task (waiting for the worker threads to let go of them) and the engine.
+    /// Stops its clock driver: the first thing a crash does, so that time stands still.
+    pub(super) fn freeze(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
+    }
+
+    /// Tells whoever waits on one of its invocations that it is lost, then drops every task
+    /// (waiting for the worker threads to let go of them) and the engine.
     pub(super) async fn stop(mut self) {
+        self.freeze();
+        self.runtime
+            .engine()
+            .abandon("the test runtime restarted (a simulated crash)");
         let tokio = self.tokio.take();
         // Blocking: a runtime cannot be shut down from inside an asynchronous context.
         let stopped = tokio::task::spawn_blocking(move || {
@@ -135,7 +162,18 @@ pub(super) struct Probe {
 }
 
 impl Probe {
+    /// Reads the writes first: the writer wakes a waiting task before it stops counting the
+    /// write, so a write answered between the reads still shows as a busy task.
     pub(super) fn idle(&self) -> bool {
-        !self.activity.busy() && self.storage.unanswered() == 0
+        self.storage.unanswered() == 0 && !self.activity.busy()
+    }
+
+    /// What is still busy, for a wait that does not end.
+    pub(super) fn describe(&self) -> String {
+        let (scheduled, runs) = self.activity.counts();
+        format!(
+            "{scheduled} tasks scheduled, {runs} ctx.run closures running, {} writes unanswered",
+            self.storage.unanswered()
+        )
     }
 }

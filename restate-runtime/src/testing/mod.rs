@@ -41,20 +41,27 @@
 //! ```
 
 mod builder;
+mod faults;
 mod incarnation;
+mod inspect;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use builder::TestRuntimeBuilder;
+pub use inspect::{InvocationFilter, InvocationView};
+
+pub use crate::engine::RunFault;
 use incarnation::Incarnation;
 
 use crate::clock::{VirtualClock, millis};
-use crate::engine::EngineRef;
+use crate::engine::{EngineRef, InjectedFaults};
 use crate::runtime::{Assembled, RuntimeHandle};
 use crate::storage::MemoryDisk;
+
+/// How long [`TestRuntime::run_until_idle`] waits for a quiet moment before it gives up.
+pub const IDLE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The engine with every registered service, on a virtual clock and an in-memory store; built
 /// by [`TestRuntime::builder`]. Every method takes `&self`, so one value serves a whole test,
@@ -67,9 +74,13 @@ pub struct TestRuntime {
     assembled: Assembled,
     clock: Arc<VirtualClock>,
     disk: MemoryDisk,
-    /// The ingress's address, kept across restarts, when asked for.
-    ingress: Option<SocketAddr>,
+    /// The ingress's socket, kept across restarts, when asked for.
+    ingress: Option<std::net::TcpListener>,
     auto_advance: Arc<AtomicBool>,
+    /// Held by `advance` and `restart`: time skipping waits meanwhile.
+    driver_paused: Arc<AtomicUsize>,
+    /// Failures waiting for `ctx.run` steps, kept across restarts.
+    injected: Arc<InjectedFaults>,
     /// Handles reach the running engine through this; each new engine adopts it.
     reference: EngineRef,
     live: Mutex<Option<Incarnation>>,
@@ -177,17 +188,22 @@ impl TestRuntime {
     /// # }
     /// ```
     pub async fn advance(&self, by: Duration) {
+        let _paused = self.pause_driver();
         let target = self.clock.now_ms().saturating_add(millis(by));
         loop {
             self.run_until_idle().await;
-            match self.clock.next_due() {
-                Some(at) if at <= target => self.clock.set(at),
-                _ => break,
+            let at = match self.clock.next_due() {
+                Some(at) if at <= target => at,
+                _ => target,
+            };
+            self.clock.set(at);
+            // Retention ends in order with the rest: a duplicate due after an expiry finds
+            // the original forgotten, as it would in production.
+            self.engine().purge_due().await;
+            if at == target {
+                break;
             }
         }
-        self.clock.set(target);
-        self.run_until_idle().await;
-        self.engine().purge_due().await;
         self.run_until_idle().await;
     }
 
@@ -214,9 +230,15 @@ impl TestRuntime {
     /// assert_eq!(output, Some("Hello Ada".into()));
     /// # }
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// After [`IDLE_PATIENCE`] without a quiet moment, saying what is still busy: a handler
+    /// waiting outside the runtime (not in `ctx.run`) forever, or a bug.
     pub async fn run_until_idle(&self) {
+        let probe = self.with_live(Incarnation::probe);
+        let started = std::time::Instant::now();
         loop {
-            let probe = self.with_live(Incarnation::probe);
             if probe.idle() {
                 // Once more after letting other tasks run: a wake-up on its way is counted
                 // before it is delivered, so two quiet looks in a row mean quiet.
@@ -225,6 +247,11 @@ impl TestRuntime {
                     return;
                 }
             }
+            assert!(
+                started.elapsed() < IDLE_PATIENCE,
+                "the test runtime never became idle: {}",
+                probe.describe()
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
@@ -258,7 +285,7 @@ impl TestRuntime {
     pub fn auto_advance(&self, on: bool) {
         self.auto_advance.store(on, Ordering::SeqCst);
         if on {
-            self.with_live(|live| live.drive_clock(self.clock.clone(), self.auto_advance.clone()));
+            self.with_live(|live| self.drive_clock(live));
         }
     }
 
@@ -288,18 +315,31 @@ impl TestRuntime {
     /// assert_eq!(t.handle().object::<Counter>("a").add(3).call().await.unwrap(), 5);
     /// # }
     /// ```
+    ///
+    /// A restart must not overlap other calls on the same test runtime, and must not be
+    /// cancelled (its future dropped before it ends): the runtime would be left without an
+    /// engine.
     pub async fn restart(&self) {
+        let _paused = self.pause_driver();
         let old = self.live.lock().expect("test runtime lock").take();
-        // Fenced first: nothing the old engine still does reaches the store.
+        if let Some(old) = &old {
+            old.freeze();
+        }
+        // Fenced next: nothing the old engine still does reaches the store.
         self.disk.kill();
         if let Some(old) = old {
             old.stop().await;
         }
-        let new = Incarnation::start(&self.assembled, &self.disk, &self.clock, self.ingress)
-            .unwrap_or_else(|e| panic!("the test runtime could not recover: {e}"));
+        let new = Incarnation::start(
+            &self.assembled,
+            &self.hooks(),
+            &self.disk,
+            self.ingress.as_ref(),
+        )
+        .unwrap_or_else(|e| panic!("the test runtime could not recover: {e}"));
         new.runtime.engine().adopt_reference(self.reference);
         if self.auto_advance.load(Ordering::SeqCst) {
-            new.drive_clock(self.clock.clone(), self.auto_advance.clone());
+            self.drive_clock(&new);
         }
         *self.live.lock().expect("test runtime lock") = Some(new);
     }
@@ -317,13 +357,42 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn ingress_url(&self) -> Option<String> {
-        self.ingress.map(|addr| format!("http://{addr}"))
+        let addr = self.ingress.as_ref()?.local_addr().ok()?;
+        Some(format!("http://{addr}"))
+    }
+
+    fn drive_clock(&self, live: &Incarnation) {
+        live.drive_clock(
+            self.clock.clone(),
+            self.auto_advance.clone(),
+            self.driver_paused.clone(),
+        );
+    }
+
+    /// Keeps time skipping from moving the clock until the guard is dropped.
+    fn pause_driver(&self) -> impl Drop {
+        struct Paused(Arc<AtomicUsize>);
+        impl Drop for Paused {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.driver_paused.fetch_add(1, Ordering::SeqCst);
+        Paused(self.driver_paused.clone())
     }
 
     /// `f` on the running engine (one always runs, except inside [`Self::restart`]).
     fn with_live<T>(&self, f: impl FnOnce(&Incarnation) -> T) -> T {
         let live = self.live.lock().expect("test runtime lock");
         f(live.as_ref().expect("the test runtime is restarting"))
+    }
+
+    fn hooks(&self) -> crate::engine::EngineHooks {
+        crate::engine::EngineHooks {
+            clock: crate::clock::Clock::Virtual(self.clock.clone()),
+            activity: None,
+            injected: Some(self.injected.clone()),
+        }
     }
 
     fn engine(&self) -> crate::engine::Engine {
@@ -354,21 +423,16 @@ pub enum TestRuntimeError {
     /// The engine's worker threads could not be started.
     #[error("cannot start the engine's threads: {0}")]
     Threads(std::io::Error),
-    /// The ingress could not listen on its loopback address.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The ingress could not listen on loopback.
+    #[error("cannot listen on loopback: {0}")]
+    Listen(std::io::Error),
 }
 
 impl std::fmt::Debug for TestRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestRuntime")
             .field("now", &self.now())
-            .field("ingress", &self.ingress)
+            .field("ingress", &self.ingress_url())
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,248 @@
+//! What a test reads back: an invocation's record and decoded journal, invocations listed with
+//! the admin API's filters, an object key's state; typed values instead of the admin API's JSON.
+
+use serde::de::DeserializeOwned;
+
+use super::TestRuntime;
+use crate::error::TerminalError;
+use crate::ids::InvocationId;
+use crate::storage::{InvocationRecord, JournalEntry, StateScope, Status};
+
+/// One invocation as the admin API's `GET /invocations/{id}` shows it: its stored record
+/// (target, status with its times, attempts, last error, idempotency key, input and headers)
+/// and its journal entries by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationView {
+    /// Its id.
+    pub id: InvocationId,
+    /// Its record.
+    pub record: InvocationRecord,
+    /// Its journal, by entry index.
+    pub journal: Vec<(u32, JournalEntry)>,
+}
+
+impl InvocationView {
+    /// The status's name, as the admin API and metrics show it: `scheduled`, `running`,
+    /// `suspended`, `paused` or `completed`.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
+    /// assert_eq!(t.invocation(id).unwrap().status(), "suspended");
+    /// # }
+    /// ```
+    pub fn status(&self) -> &'static str {
+        self.record.status.name()
+    }
+
+    /// Its result once completed, decoded: `None` while it has none.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
+    /// let greeting: String = t.invocation(id).unwrap().output().unwrap().unwrap();
+    /// # }
+    /// ```
+    pub fn output<T: DeserializeOwned>(&self) -> Option<Result<T, TerminalError>> {
+        match &self.record.status {
+            Status::Completed { outcome, .. } => {
+                Some(crate::context::run::outcome_to_result(outcome.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The names of its `ctx.run` steps, in journal order.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
+    /// assert_eq!(t.invocation(id).unwrap().run_names(), ["charge", "email"]);
+    /// # }
+    /// ```
+    pub fn run_names(&self) -> Vec<&str> {
+        self.journal
+            .iter()
+            .filter_map(|(_, entry)| match entry {
+                JournalEntry::Run { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Which invocations [`TestRuntime::invocations`] lists: the admin API's filters (all of them
+/// when empty).
+///
+/// ```
+/// use restate_runtime::testing::InvocationFilter;
+/// let suspended_trackers = InvocationFilter::default()
+///     .service("PaymentTracker")
+///     .status("suspended");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct InvocationFilter {
+    service: Option<String>,
+    handler: Option<String>,
+    key: Option<String>,
+    status: Option<String>,
+}
+
+impl InvocationFilter {
+    /// Only invocations of this service, object or workflow.
+    ///
+    /// ```
+    /// let f = restate_runtime::testing::InvocationFilter::default().service("Greeter");
+    /// ```
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// Only invocations of this handler.
+    ///
+    /// ```
+    /// let f = restate_runtime::testing::InvocationFilter::default().handler("greet");
+    /// ```
+    pub fn handler(mut self, handler: impl Into<String>) -> Self {
+        self.handler = Some(handler.into());
+        self
+    }
+
+    /// Only invocations on this object or workflow key.
+    ///
+    /// ```
+    /// let f = restate_runtime::testing::InvocationFilter::default().key("invoice-1");
+    /// ```
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Only invocations in this status (see [`InvocationView::status`]).
+    ///
+    /// ```
+    /// let f = restate_runtime::testing::InvocationFilter::default().status("completed");
+    /// ```
+    pub fn status(mut self, status: impl Into<String>) -> Self {
+        self.status = Some(status.into());
+        self
+    }
+
+    fn matches(&self, record: &InvocationRecord) -> bool {
+        let target = &record.target;
+        self.service.as_ref().is_none_or(|s| *s == target.service)
+            && self.handler.as_ref().is_none_or(|h| *h == target.handler)
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|k| target.key.as_ref() == Some(k))
+            && self
+                .status
+                .as_ref()
+                .is_none_or(|s| s == record.status.name())
+    }
+}
+
+impl TestRuntime {
+    /// One invocation's record and journal, as it is now (in memory if it runs, else as
+    /// stored); `None` for an id the store does not know (or no longer: retention).
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
+    /// let view = t.invocation(id).expect("known");
+    /// println!("{} after {} attempts", view.status(), view.record.attempts);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be read (it can fail only after an injected crash).
+    pub fn invocation(&self, id: InvocationId) -> Option<InvocationView> {
+        let inspected = self
+            .engine()
+            .inspect(&id)
+            .unwrap_or_else(|e| panic!("cannot read invocation {id}: {e}"));
+        inspected.map(|(record, journal)| InvocationView {
+            id,
+            record,
+            journal,
+        })
+    }
+
+    /// Every invocation `filter` lets through, in id order, with its journal.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
+    /// use restate_runtime::testing::InvocationFilter;
+    /// let waiting = t.invocations(InvocationFilter::default().status("suspended"));
+    /// assert!(waiting.iter().all(|v| v.status() == "suspended"));
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be read (it can fail only after an injected crash).
+    pub fn invocations(&self, filter: InvocationFilter) -> Vec<InvocationView> {
+        let engine = self.engine();
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = engine
+                .list(|r| filter.matches(r), after, 1000)
+                .unwrap_or_else(|e| panic!("cannot list invocations: {e}"));
+            out.extend(page.into_iter().filter_map(|(id, _)| self.invocation(id)));
+            match next {
+                Some(next) => after = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    /// One state entry of an object or workflow key, decoded from JSON; `None` when unset.
+    /// It reads what is committed: call it when the runtime is idle.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
+    /// let sent: Option<u32> = t.state("Reminder", "invoice-1", "sent");
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be read, or the value is not a `T`.
+    pub fn state<T: DeserializeOwned>(&self, service: &str, key: &str, name: &str) -> Option<T> {
+        let scope = StateScope {
+            service: service.to_owned(),
+            key: key.to_owned(),
+        };
+        let bytes = self
+            .engine()
+            .storage()
+            .state(&scope, name)
+            .unwrap_or_else(|e| panic!("cannot read state {service}/{key}/{name}: {e}"))?;
+        Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("state {service}/{key}/{name} is not the type asked for: {e}")
+        }))
+    }
+
+    /// The names of an object or workflow key's state entries.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
+    /// assert_eq!(t.state_keys("Reminder", "invoice-1"), ["sent"]);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be read.
+    pub fn state_keys(&self, service: &str, key: &str) -> Vec<String> {
+        let scope = StateScope {
+            service: service.to_owned(),
+            key: key.to_owned(),
+        };
+        self.engine()
+            .storage()
+            .state_keys(&scope)
+            .unwrap_or_else(|e| panic!("cannot read the state of {service}/{key}: {e}"))
+    }
+}
