@@ -179,6 +179,11 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Everything a handler module needs: `use restate_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{

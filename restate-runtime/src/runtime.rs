@@ -614,7 +614,7 @@ impl Assembled {
     /// Starts an engine over `storage` (recovery included) on the current tokio runtime.
     pub(crate) fn start(
         &self,
-        storage: Arc<RedbStorage>,
+        storage: Arc<dyn Storage>,
         hooks: crate::engine::EngineHooks,
     ) -> Result<Runtime, BuildError> {
         let config = &self.config;
@@ -666,7 +666,7 @@ impl Assembled {
 pub struct Runtime {
     config: Config,
     engine: Engine,
-    storage: Arc<RedbStorage>,
+    storage: Arc<dyn Storage>,
     webhooks: Webhooks,
 }
 

@@ -558,3 +558,73 @@ impl Counter {
         Ok(total)
     }
 }
+
+/// Records when each of its sleeps ended, by `ctx.now()`, once per invocation.
+#[derive(Default)]
+pub struct Timers {
+    fired: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+#[service]
+impl Timers {
+    /// Sleeps `ms`, then notes (ms, now).
+    #[handler]
+    async fn after(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_millis(ms)).await?;
+        let now = ms_of(ctx.now().await?);
+        let fired = self.fired.clone();
+        ctx.run(|| {
+            fired.lock().unwrap().push((ms, now));
+            std::future::ready(Ok(()))
+        })
+        .name("fired")
+        .await?;
+        Ok(())
+    }
+}
+
+fn ms_of(t: SystemTime) -> u64 {
+    ms(t)
+}
+
+/// A day of virtual time with many timers (`RESTATE_TEST_TIMERS`, default 2,000; the
+/// benchmark in `BENCHMARKS.md` runs 10,000 in release), spread over it: each fires once, at
+/// its time. The real time it took is printed, never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_timers_fires_each_once_at_its_time() {
+    let count: u64 = std::env::var("RESTATE_TEST_TIMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let timers = Timers::default();
+    let fired = timers.fired.clone();
+    let t = TestRuntime::builder()
+        .bind(timers)
+        .suspend_after(Duration::from_secs(1))
+        .build()
+        .await;
+    let start = ms(t.now());
+    let day_ms = 24 * 3600 * 1000;
+    let client = t.handle().client::<Timers>();
+    let sent = std::time::Instant::now();
+    for i in 0..count {
+        // Spread over the day, some due at the same moment.
+        let ms = 1 + (i * 7919) % (day_ms - 1) / 1000 * 1000;
+        client.after(ms).send().await.unwrap();
+    }
+    let sending = sent.elapsed();
+    let advancing = std::time::Instant::now();
+    t.advance(Duration::from_millis(day_ms)).await;
+    let advanced = advancing.elapsed();
+    let fired = fired.lock().unwrap().clone();
+    assert_eq!(fired.len() as u64, count, "each timer fires exactly once");
+    for (ms, at) in &fired {
+        // Sent at the start (the clock stood still), so due at start + ms.
+        assert_eq!(*at, start + ms, "fired at its time");
+    }
+    eprintln!(
+        "{count} timers over a virtual day: sent in {:.0} ms, advanced in {:.0} ms of real time",
+        sending.as_secs_f64() * 1000.0,
+        advanced.as_secs_f64() * 1000.0
+    );
+}

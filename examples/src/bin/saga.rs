@@ -87,3 +87,85 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The saga on the test runtime: a refusal injected into a step, and the compensations it
+    //! leads to read back from the journal.
+
+    use super::*;
+    use restate_runtime::testing::{InvocationFilter, RunFault, TestRuntime};
+
+    #[tokio::test]
+    async fn a_refused_hotel_cancels_the_car_then_the_flight() {
+        let t = TestRuntime::builder().bind(Trip).build().await;
+        t.fail_run("reserve hotel", 1, RunFault::Terminal);
+        let request = TripRequest {
+            trip_id: "t1".into(),
+            fail_on: None,
+        };
+        let booked = t
+            .handle()
+            .client::<Trip>()
+            .book(request)
+            .send()
+            .await
+            .unwrap();
+        t.run_until_idle().await;
+        let view = t.invocation(booked.invocation_id()).unwrap();
+        let refusal = view.output::<Vec<String>>().unwrap().unwrap_err();
+        assert!(refusal.message().contains("injected"), "{refusal}");
+        assert_eq!(
+            view.run_names(),
+            [
+                "reserve flight",
+                "reserve car",
+                "reserve hotel",
+                "cancel car",
+                "cancel flight"
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_after_any_commit_cancels_each_booking_once() {
+        // Crash right after the 1st, 2nd, ... commit, until a booking needs no crash.
+        for n in 1..=12 {
+            let t = TestRuntime::builder().bind(Trip).build().await;
+            t.crash_after_commits(n);
+            let request = TripRequest {
+                trip_id: format!("t{n}"),
+                fail_on: Some("hotel".into()),
+            };
+            let sent = t.handle().client::<Trip>().book(request).send().await;
+            t.run_until_idle().await;
+            let crashed = t.crashed();
+            if crashed {
+                t.restart().await;
+                t.run_until_idle().await;
+            }
+            let bookings = t.invocations(InvocationFilter::default().handler("book"));
+            if sent.is_ok() {
+                assert_eq!(bookings.len(), 1, "an acknowledged booking is kept ({n})");
+            }
+            for view in bookings {
+                assert_eq!(view.status(), "completed", "{n}");
+                assert_eq!(
+                    view.run_names(),
+                    [
+                        "reserve flight",
+                        "reserve car",
+                        "reserve hotel",
+                        "cancel car",
+                        "cancel flight"
+                    ],
+                    "crash after commit {n}"
+                );
+            }
+            if !crashed {
+                return;
+            }
+        }
+        panic!("every booking crashed");
+    }
+}

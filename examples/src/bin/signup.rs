@@ -71,3 +71,59 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sign-up workflow on the test runtime: the click arrives after a crash.
+
+    use super::*;
+    use restate_runtime::storage::{JournalEntry, Outcome};
+    use restate_runtime::testing::TestRuntime;
+
+    #[tokio::test]
+    async fn a_click_after_a_restart_verifies_the_address() {
+        let t = TestRuntime::builder().build().await;
+        let signup = t.handle().workflow::<Signup>("ada");
+        let run = signup.run("ada@example.com".into()).send().await.unwrap();
+        t.run_until_idle().await;
+        // The link the e-mail carried: the journaled result of the step that sent it.
+        let view = t.invocation(run.invocation_id()).unwrap();
+        let link: String = view
+            .journal
+            .iter()
+            .find_map(|(_, entry)| match entry {
+                JournalEntry::Run {
+                    outcome: Outcome::Success(bytes),
+                    ..
+                } => serde_json::from_slice(bytes).ok(),
+                _ => None,
+            })
+            .expect("the e-mail was sent");
+        let secret = link.split("secret=").nth(1).unwrap().to_owned();
+        t.restart().await;
+        let signup = t.handle().workflow::<Signup>("ada");
+        assert_eq!(
+            signup.status().call().await.unwrap().as_deref(),
+            Some("waiting for click")
+        );
+        signup.click(secret).call().await.unwrap();
+        assert_eq!(run.attach().await.unwrap(), "ada@example.com verified");
+        assert_eq!(
+            signup.status().call().await.unwrap().as_deref(),
+            Some("verified")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused() {
+        let t = TestRuntime::builder().build().await;
+        let signup = t.handle().workflow::<Signup>("bob");
+        let run = signup.run("bob@example.com".into()).send().await.unwrap();
+        signup.click("guess".into()).call().await.unwrap();
+        let refused = run.attach().await.unwrap_err();
+        assert!(
+            refused.to_string().contains("wrong verification secret"),
+            "{refused}"
+        );
+    }
+}

@@ -246,6 +246,76 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_in_the_middle_of_on_payment_failed_still_reminds_once() {
+        // Crash right after the 1st, 2nd, ... commit from the delivery on; Stripe redelivers
+        // until it gets a 2xx, and the event id keeps it one invocation.
+        for n in 1..=64 {
+            let t = TestRuntime::builder()
+                .bind(PaymentTracker {
+                    reminder_delay: DAY,
+                })
+                .webhook(
+                    "WebhookCallbackRouter",
+                    "onStripeEvent",
+                    stripe_webhook(None),
+                )
+                .serve_ingress()
+                .build()
+                .await;
+            let url = format!(
+                "{}/WebhookCallbackRouter/onStripeEvent",
+                t.ingress_url().unwrap()
+            );
+            let http = reqwest::Client::new();
+            t.crash_after_commits(n);
+            let delivered = http
+                .post(&url)
+                .json(&event("evt_1", "invoice.payment_failed", "in_1"))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            t.run_until_idle().await;
+            // The crash may come at delivery, or later with the reminder.
+            let mut crashed = t.crashed();
+            if crashed {
+                t.restart().await;
+            }
+            if !delivered {
+                let r = http
+                    .post(&url)
+                    .json(&event("evt_1", "invoice.payment_failed", "in_1"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "crash after commit {n}");
+            }
+            t.advance(DAY).await;
+            // Or with the reminder, or even with the status call (commit boundaries depend on
+            // timing): one crash at most per run, and a restart recovers from it.
+            let status = loop {
+                if t.crashed() {
+                    crashed = true;
+                    t.restart().await;
+                    t.advance(DAY).await;
+                }
+                let tracker = t.handle().object::<PaymentTracker>("in_1");
+                match tracker.status().call().await {
+                    Ok(status) => break status,
+                    Err(e) => assert!(t.crashed(), "{e}"),
+                }
+            };
+            assert_eq!(status.events, ["evt_1"], "crash after commit {n}");
+            assert_eq!((status.failures, status.reminders), (1, 1), "{n}");
+            if !crashed {
+                assert!(n > 3, "the crashes covered only {} commits", n - 1);
+                return;
+            }
+        }
+        panic!("every run crashed");
+    }
+
     #[tokio::test]
     async fn a_payment_that_succeeds_before_the_reminder_is_not_reminded() {
         let t = TestRuntime::builder()

@@ -73,6 +73,8 @@ pub(crate) struct Activity {
     scheduled: AtomicUsize,
     /// `ctx.run` closures executing: their futures may wait on anything (a socket, a thread).
     runs: AtomicUsize,
+    /// Notified whenever either count falls to zero.
+    quiet: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -80,6 +82,17 @@ impl Activity {
     /// its task's poll, which counts until the poll ends.
     pub(crate) fn busy(&self) -> bool {
         self.runs.load(Ordering::SeqCst) > 0 || self.scheduled.load(Ordering::SeqCst) > 0
+    }
+
+    /// Resolves the next time a count falls to zero (create it before looking at the counts).
+    pub(crate) fn quieter(&self) -> tokio::sync::futures::Notified<'_> {
+        self.quiet.notified()
+    }
+
+    fn uncount_task(&self) {
+        if self.scheduled.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.quiet.notify_waiters();
+        }
     }
 
     /// (tasks scheduled, closures running), to say what a wait that never ends waits for.
@@ -102,7 +115,9 @@ pub(crate) struct RunGuard(Arc<Activity>);
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        self.0.runs.fetch_sub(1, Ordering::SeqCst);
+        if self.0.runs.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.quiet.notify_waiters();
+        }
     }
 }
 
@@ -111,7 +126,7 @@ struct Uncount(Arc<Activity>);
 
 impl Drop for Uncount {
     fn drop(&mut self) {
-        self.0.scheduled.fetch_sub(1, Ordering::SeqCst);
+        self.0.uncount_task();
     }
 }
 
@@ -168,7 +183,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.wake.alive.store(false, Ordering::SeqCst);
         if self.wake.scheduled.swap(false, Ordering::SeqCst) {
-            self.wake.activity.scheduled.fetch_sub(1, Ordering::SeqCst);
+            self.wake.activity.uncount_task();
         }
     }
 }
@@ -183,7 +198,7 @@ impl Wake for CountingWake {
             self.activity.scheduled.fetch_add(1, Ordering::SeqCst);
             // The task may have ended between the two checks: take the count back.
             if !self.alive.load(Ordering::SeqCst) && self.scheduled.swap(false, Ordering::SeqCst) {
-                self.activity.scheduled.fetch_sub(1, Ordering::SeqCst);
+                self.activity.uncount_task();
             }
         }
         if let Some(waker) = self.inner.lock().expect("waker lock").as_ref() {

@@ -74,7 +74,7 @@ pub(crate) async fn invoke(
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        hook.verify(header, &body)
+        hook.verify(header, &body, engine.now_ms())
             .map_err(|e| ApiError::ingress(401, format!("invalid webhook signature: {e}")))?;
         idempotency_key = hook.idempotency_key(header, &body, idempotency_key);
     }

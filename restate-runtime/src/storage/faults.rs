@@ -1,7 +1,6 @@
-//! A simulated disk, shared by the store (as a redb [`StorageBackend`]) and its log (as a
-//! [`LogFile`]): the test runtime's in-memory store, and the crash tests' faulty disk. Each file
-//! keeps its durable bytes and the operations since its last sync. [`Disk::kill`] ends the
-//! process that opened it and keeps everything (the operating system has it). [`Disk::crash`] loses unsynced operations (a random prefix survives, the last one
+//! A simulated disk for crash tests, shared by the store (as a redb [`StorageBackend`]) and its
+//! log (as a [`LogFile`]): each file keeps its durable bytes and the operations since its last
+//! sync. [`Disk::crash`] loses unsynced operations (a random prefix survives, the last one
 //! maybe torn at any byte), [`Disk::fail_sync_after`] fails a sync with EIO, and every choice
 //! comes from one seed, so a failing case replays.
 //!
@@ -15,9 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(test)]
 use rand::rngs::StdRng;
-#[cfg(test)]
 use rand::{Rng as _, SeedableRng as _};
 use redb::{Builder, Database, DatabaseError, StorageBackend};
 
@@ -25,7 +22,7 @@ use super::files::{Files, LogFile};
 
 /// The simulated disk; clones share it.
 #[derive(Clone)]
-pub(crate) struct Disk {
+pub(super) struct Disk {
     state: Arc<Mutex<State>>,
     /// Held by every sync while it runs; [`Disk::stall_syncs`] holds it to stall them.
     sync_gate: Arc<Mutex<()>>,
@@ -36,15 +33,11 @@ pub(crate) struct Disk {
 struct State {
     /// Ordered, so that a crash draws for the files in the same order every run.
     files: BTreeMap<PathBuf, SimFile>,
-    /// Draws what a crash keeps.
-    #[cfg(test)]
     rng: StdRng,
     /// Bumped by every crash; handles from an earlier one are dead.
     epoch: u64,
     /// Syncs to go before one fails (1: the next).
     fail_sync_in: Option<u64>,
-    /// Commits (syncs outside checkpoints) to go before a kill (1: the next).
-    kill_after: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -78,7 +71,6 @@ impl Change {
     }
 }
 
-#[cfg(test)]
 /// What one file keeps of its unsynced changes at a crash: the first `changes`, the last of
 /// them cut to its first `torn_at` bytes if it is a write.
 #[derive(Debug, Clone, Copy)]
@@ -88,24 +80,13 @@ pub(super) struct Kept {
 }
 
 impl Disk {
-    /// A disk with no files (the test runtime's store).
-    pub(crate) fn empty() -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Self::with_state(State {
             files: BTreeMap::new(),
-            #[cfg(test)]
-            rng: StdRng::seed_from_u64(0),
+            rng: StdRng::seed_from_u64(seed),
             epoch: 0,
             fail_sync_in: None,
-            kill_after: None,
         })
-    }
-
-    /// A disk with no files whose crashes draw from `seed`.
-    #[cfg(test)]
-    pub(super) fn new(seed: u64) -> Self {
-        let disk = Self::empty();
-        disk.state().rng = StdRng::seed_from_u64(seed);
-        disk
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -118,41 +99,6 @@ impl Disk {
             state: Arc::new(Mutex::new(state)),
             sync_gate: Arc::default(),
             store_sync_gate: Arc::default(),
-        }
-    }
-
-    /// A process kill (SIGKILL): every write survives, synced or not, but the handles opened
-    /// before it are dead, so nothing the old process still does reaches a file.
-    pub(crate) fn kill(&self) {
-        Self::kill_now(&mut self.state());
-    }
-
-    fn kill_now(state: &mut State) {
-        for file in state.files.values_mut() {
-            file.unsynced.clear();
-            file.durable = file.live.clone();
-        }
-        state.kill_after = None;
-        state.epoch += 1;
-    }
-
-    /// A [`Disk::kill`] right after the `n`-th commit from now (1: the next) is durable: a
-    /// sync made outside a checkpoint, which makes a group of the journal durable.
-    pub(crate) fn kill_after_commits(&self, n: u64) {
-        assert!(n > 0, "the 0th commit from now has happened");
-        self.state().kill_after = Some(n);
-    }
-
-    /// Counts a commit made durable; the one a kill waits for kills.
-    fn committed(&self, epoch: u64) {
-        let mut state = self.state();
-        if state.epoch != epoch {
-            return;
-        }
-        match state.kill_after {
-            Some(1) => Self::kill_now(&mut state),
-            Some(n) => state.kill_after = Some(n - 1),
-            None => {}
         }
     }
 
@@ -172,7 +118,6 @@ impl Disk {
 
     /// The `n`-th sync from now (1: the next), of any file, fails with EIO and makes nothing
     /// durable; the writes it covered stay unsynced, lost or kept by the next crash.
-    #[cfg(test)]
     pub(super) fn fail_sync_after(&self, n: u64) {
         assert!(n > 0, "the 0th sync from now has happened");
         self.state().fail_sync_in = Some(n);
@@ -180,7 +125,6 @@ impl Disk {
 
     /// Power loss: each file keeps a random prefix of its unsynced changes, the last one torn
     /// at a random byte half of the time.
-    #[cfg(test)]
     pub(super) fn crash(&self) {
         let mut state = self.state();
         let State { files, rng, .. } = &mut *state;
@@ -198,7 +142,6 @@ impl Disk {
     }
 
     /// A crash in which `path` keeps what `kept` says and every other file nothing unsynced.
-    #[cfg(test)]
     pub(super) fn crash_keeping(&self, path: &Path, kept: Kept) {
         let mut state = self.state();
         let nothing = Kept {
@@ -212,7 +155,6 @@ impl Disk {
     }
 
     /// The sizes of the unsynced changes of `path`, in order (0 for a change of length).
-    #[cfg(test)]
     pub(super) fn unsynced(&self, path: &Path) -> Vec<usize> {
         let state = self.state();
         let Some(file) = state.files.get(path) else {
@@ -229,16 +171,13 @@ impl Disk {
 
     /// An independent copy of the disk as it is now (no handle is open on it), to crash the
     /// same moment in many ways.
-    #[cfg(test)]
     pub(super) fn fork(&self, seed: u64) -> Self {
         let state = self.state();
         Self::with_state(State {
             files: state.files.clone(),
-            #[cfg(test)]
             rng: StdRng::seed_from_u64(seed),
             epoch: 0,
             fail_sync_in: state.fail_sync_in,
-            kill_after: state.kill_after,
         })
     }
 
@@ -257,7 +196,6 @@ impl Disk {
 }
 
 impl SimFile {
-    #[cfg(test)]
     fn crash(&mut self, kept: Kept) {
         let mut kept_changes = std::mem::take(&mut self.unsynced);
         kept_changes.truncate(kept.changes);
@@ -361,11 +299,7 @@ impl Handle {
                 change.apply(&mut file.durable);
             }
             Ok(())
-        })?;
-        if !checkpointing {
-            self.disk.committed(self.epoch);
-        }
-        Ok(())
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! Storage: the narrow interface the engine writes and reads through, and its redb backend.
+//! Storage: the narrow interface the engine writes and reads through, its redb backend, and
+//! an in-memory one (the test runtime's), both held to one conformance suite.
 //!
 //! Writes are batches of operations submitted to one writer, which commits many batches in one
 //! durable commit (group commit) in submission order, and answers each batch after the commit.
@@ -6,10 +7,14 @@
 //! process) implements [`Storage`] without touching the engine.
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
 mod faults;
 mod files;
 mod log;
+mod memory;
 pub(crate) mod records;
 mod redb_store;
 mod space;
@@ -22,7 +27,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-pub(crate) use faults::Disk as MemoryDisk;
+pub(crate) use memory::MemoryStore;
 pub use records::{
     HintHead, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
 };

@@ -172,14 +172,6 @@ impl RedbStorage {
         Self::open_with(dir, options, &OsFiles)
     }
 
-    /// [`RedbStorage::open`] on a simulated disk in memory (the test runtime's store).
-    pub(crate) fn open_in_memory(
-        disk: &super::MemoryDisk,
-        options: &RedbOptions,
-    ) -> Result<Self, OpenError> {
-        Self::open_with(Path::new("/memory"), options, disk)
-    }
-
     /// [`RedbStorage::open`] on the files of `files` (in tests, a simulated disk), without
     /// creating the folder or waiting for free space.
     pub(super) fn open_with(

@@ -8,13 +8,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::incarnation::Incarnation;
+use super::store::TestStore;
 use super::{TestRuntime, TestRuntimeError};
 use crate::Runtime;
 use crate::clock::{Clock, VirtualClock, millis};
 use crate::engine::{EngineHooks, InjectedFaults};
 use crate::registry::Service;
 use crate::runtime::RuntimeBuilder;
-use crate::storage::MemoryDisk;
+use crate::storage::MemoryStore;
 use crate::webhook::WebhookEndpoint;
 
 /// Builds a [`TestRuntime`]; see [`TestRuntime::builder`]. `RESTATE_*` variables are not
@@ -24,6 +25,7 @@ pub struct TestRuntimeBuilder {
     runtime: RuntimeBuilder,
     start_at: SystemTime,
     serve_ingress: bool,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// Forwards option methods to the wrapped [`RuntimeBuilder`], each with a doc example.
@@ -48,6 +50,7 @@ impl TestRuntimeBuilder {
             runtime: Runtime::builder().without_env(),
             start_at: TestRuntime::default_start(),
             serve_ingress: false,
+            data_dir: None,
         }
     }
 
@@ -128,6 +131,21 @@ impl TestRuntimeBuilder {
         self
     }
 
+    /// Keeps the store in a redb data folder instead of memory: to look at it afterwards, or to
+    /// test on the production backend. A restart then closes the folder (its last checkpoint
+    /// runs) and opens it again; [`TestRuntime::crash_after_commits`] needs the in-memory store.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// let folder = std::env::temp_dir().join("my-test-store");
+    /// let t = restate_runtime::testing::TestRuntime::builder().data_dir(&folder).build().await;
+    /// # }
+    /// ```
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// Where the virtual clock starts (default [`TestRuntime::default_start()`]).
     ///
     /// ```no_run
@@ -197,7 +215,10 @@ impl TestRuntimeBuilder {
             |reason| tracing::warn!(%reason, "test runtime store failed");
         let start_ms = millis(self.start_at.duration_since(UNIX_EPOCH).unwrap_or_default());
         let clock = Arc::new(VirtualClock::new(start_ms));
-        let disk = MemoryDisk::empty();
+        let store = match self.data_dir {
+            Some(dir) => TestStore::Folder(dir),
+            None => TestStore::Memory(MemoryStore::default()),
+        };
         let ingress = if self.serve_ingress {
             let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -212,14 +233,14 @@ impl TestRuntimeBuilder {
             activity: None,
             injected: Some(injected.clone()),
         };
-        let live = Incarnation::start(&assembled, &hooks, &disk, ingress.as_ref())?;
+        let live = Incarnation::start(&assembled, &hooks, &store, ingress.as_ref())?;
         let reference = live.runtime.engine().reference();
         Ok(TestRuntime {
             reference,
             injected,
             assembled,
             clock,
-            disk,
+            store,
             ingress,
             auto_advance: Arc::new(AtomicBool::new(false)),
             driver_paused: Arc::default(),

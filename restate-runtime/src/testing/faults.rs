@@ -35,9 +35,13 @@ impl TestRuntime {
     }
 
     /// Crashes the runtime right after the `n`-th commit from now (1: the next) is durable, as
-    /// a SIGKILL would: nothing written after it reaches the store, and the engine stops with
-    /// a failed store ([`TestRuntime::crashed`]). [`TestRuntime::restart`] recovers. A commit is
-    /// one durable write of the journal, which may carry the writes of several invocations.
+    /// a SIGKILL would: nothing written after it reaches the store, and the engine's next write
+    /// fails ([`TestRuntime::crashed`] says so at once). [`TestRuntime::restart`] recovers. A
+    /// commit is one batch of writes, of one invocation's step or of several.
+    ///
+    /// # Panics
+    ///
+    /// On a test runtime built with [`TestRuntimeBuilder::data_dir`](super::TestRuntimeBuilder::data_dir).
     ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;
@@ -65,7 +69,7 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn crash_after_commits(&self, n: u64) {
-        self.disk.kill_after_commits(n);
+        self.store.kill_after_commits(n);
     }
 
     /// Whether the running engine's store has failed: after an injected crash, until
@@ -79,6 +83,6 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn crashed(&self) -> bool {
-        self.engine().storage().failure().borrow().is_some()
+        self.with_live(|live| self.store.crashed(&live.opened))
     }
 }

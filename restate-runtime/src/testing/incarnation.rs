@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::TestRuntimeError;
+use super::store::{Opened, TestStore};
 use crate::clock::VirtualClock;
 use crate::engine::EngineHooks;
 use crate::engine::tasks::Activity;
 use crate::runtime::{Assembled, Runtime};
-use crate::storage::{MemoryDisk, RedbStorage, Storage};
+use crate::storage::Storage;
 
 /// How long a crash waits for the old engine's worker threads to drop their tasks.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -19,6 +20,8 @@ pub(super) struct Incarnation {
     /// Taken apart by [`Incarnation::stop`] or, when the test runtime is dropped, by `Drop`.
     tokio: Option<tokio::runtime::Runtime>,
     pub(super) runtime: Runtime,
+    /// Its store, as opened.
+    pub(super) opened: Opened,
     activity: Arc<Activity>,
     /// A task moving the clock while everything waits has been started.
     driving: AtomicBool,
@@ -27,11 +30,11 @@ pub(super) struct Incarnation {
 }
 
 impl Incarnation {
-    /// Opens the store on `disk`, recovers, and serves the ingress on `ingress` if given.
+    /// Opens `store`, recovers, and serves the ingress on `ingress` if given.
     pub(super) fn start(
         assembled: &Assembled,
         hooks: &EngineHooks,
-        disk: &MemoryDisk,
+        store: &TestStore,
         ingress: Option<&std::net::TcpListener>,
     ) -> Result<Self, TestRuntimeError> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -42,15 +45,14 @@ impl Incarnation {
             .map_err(TestRuntimeError::Threads)?;
         // Counted afresh: a task of the last engine that outlived its crash counts nothing.
         let activity = Arc::new(Activity::default());
-        let runtime = {
+        let (runtime, opened) = {
             let _inside = tokio.enter();
-            let storage = RedbStorage::open_in_memory(disk, &assembled.redb_options())
-                .map_err(|e| TestRuntimeError::Build(e.into()))?;
+            let opened = store.open(assembled)?;
             let hooks = EngineHooks {
                 activity: Some(activity.clone()),
                 ..hooks.clone()
             };
-            let runtime = assembled.start(Arc::new(storage), hooks)?;
+            let runtime = assembled.start(opened.storage.clone(), hooks)?;
             if let Some(listener) = ingress {
                 // A copy of the socket the test runtime keeps: connections made while no
                 // engine runs wait in its backlog.
@@ -60,11 +62,12 @@ impl Incarnation {
                     .map_err(TestRuntimeError::Listen)?;
                 tokio.spawn(runtime.serve_ingress_on(listener));
             }
-            runtime
+            (runtime, opened)
         };
         Ok(Self {
             tokio: Some(tokio),
             runtime,
+            opened,
             activity,
             driving: AtomicBool::new(false),
             crashed: Arc::default(),
@@ -166,6 +169,18 @@ impl Probe {
     /// write, so a write answered between the reads still shows as a busy task.
     pub(super) fn idle(&self) -> bool {
         self.storage.unanswered() == 0 && !self.activity.busy()
+    }
+
+    /// Waits until the engine may have become idle: a count fell to zero, or a moment passed
+    /// (a write answered to a task outside the engine notifies nothing); with only writes
+    /// outstanding, just a yield.
+    pub(super) async fn settle(&self) {
+        let quieter = self.activity.quieter();
+        if !self.activity.busy() {
+            // Only writes outstanding: the writer is about to answer them.
+            return tokio::task::yield_now().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(1), quieter).await;
     }
 
     /// What is still busy, for a wait that does not end.

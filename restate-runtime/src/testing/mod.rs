@@ -44,6 +44,7 @@ mod builder;
 mod faults;
 mod incarnation;
 mod inspect;
+mod store;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,6 @@ use incarnation::Incarnation;
 use crate::clock::{VirtualClock, millis};
 use crate::engine::{EngineRef, InjectedFaults};
 use crate::runtime::{Assembled, RuntimeHandle};
-use crate::storage::MemoryDisk;
 
 /// How long [`TestRuntime::run_until_idle`] waits for a quiet moment before it gives up.
 pub const IDLE_PATIENCE: Duration = Duration::from_secs(120);
@@ -73,7 +73,7 @@ pub const IDLE_PATIENCE: Duration = Duration::from_secs(120);
 pub struct TestRuntime {
     assembled: Assembled,
     clock: Arc<VirtualClock>,
-    disk: MemoryDisk,
+    store: store::TestStore,
     /// The ingress's socket, kept across restarts, when asked for.
     ingress: Option<std::net::TcpListener>,
     auto_advance: Arc<AtomicBool>,
@@ -252,7 +252,7 @@ impl TestRuntime {
                 "the test runtime never became idle: {}",
                 probe.describe()
             );
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            probe.settle().await;
         }
     }
 
@@ -326,14 +326,14 @@ impl TestRuntime {
             old.freeze();
         }
         // Fenced next: nothing the old engine still does reaches the store.
-        self.disk.kill();
+        self.store.kill();
         if let Some(old) = old {
             old.stop().await;
         }
         let new = Incarnation::start(
             &self.assembled,
             &self.hooks(),
-            &self.disk,
+            &self.store,
             self.ingress.as_ref(),
         )
         .unwrap_or_else(|e| panic!("the test runtime could not recover: {e}"));

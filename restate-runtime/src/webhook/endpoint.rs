@@ -183,14 +183,15 @@ impl WebhookEndpoint {
         Ok(())
     }
 
-    /// Checks the signature with each accepted secret; the first secret's error when none
-    /// matches. `header` is given lower-case names.
+    /// Checks the signature with each accepted secret at `now_ms` (the engine's clock); the
+    /// first secret's error when none matches. `header` is given lower-case names.
     pub(crate) fn verify(
         &self,
         header: impl Fn(&str) -> Option<String>,
         body: &[u8],
+        now_ms: u64,
     ) -> Result<(), String> {
-        let first = self.webhook.verify(&header, body);
+        let first = self.webhook.verify(&header, body, now_ms);
         if first.is_ok() {
             return first;
         }
@@ -202,7 +203,7 @@ impl WebhookEndpoint {
                 event_id: self.webhook.event_id.clone(),
                 signature: Some(signature.with_secret(secret)),
             };
-            if older.verify(&header, body).is_ok() {
+            if older.verify(&header, body, now_ms).is_ok() {
                 return Ok(());
             }
         }
@@ -342,7 +343,8 @@ mod tests {
         for (secret, ok) in [("new", true), ("old", true), ("other", false)] {
             let signature = github_signature(secret, body);
             let header = |name: &str| (name == "x-hub-signature-256").then(|| signature.clone());
-            assert_eq!(endpoint.verify(header, body).is_ok(), ok, "{secret}");
+            let now = crate::clock::now_ms();
+            assert_eq!(endpoint.verify(header, body, now).is_ok(), ok, "{secret}");
         }
     }
 

@@ -18,7 +18,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::clock::now_ms;
 use crate::mac::hmac_sha256;
 
 /// Where a webhook sender puts its event id.
@@ -202,8 +201,9 @@ impl Webhook {
         &self,
         header: impl Fn(&str) -> Option<String>,
         body: &[u8],
+        now_ms: u64,
     ) -> Result<(), String> {
-        self.verify_at(header, body, now_ms() as i64 / 1000)
+        self.verify_at(header, body, now_ms as i64 / 1000)
     }
 
     /// [`Self::verify`] against a given clock, so tests can pin `now`.

@@ -1,0 +1,520 @@
+//! The in-memory backend: every table a `BTreeMap`, every batch applied at once under one
+//! lock. The test runtime's store, and the second backend that keeps [`Storage`] honest.
+//!
+//! A [`MemoryStore`] outlives the [`MemoryStorage`] handles opened on it, as a disk outlives a
+//! process: [`MemoryStore::kill`] ends the handles opened before it (their writes fail from
+//! then on, as a killed process's never land) and keeps every batch already applied, which is
+//! what a SIGKILL keeps of a store whose commits are durable before they are answered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, watch};
+
+use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, Target};
+use super::{
+    CommitWaiter, HintHead, ResultWaiter, StateScope, Storage, StorageError, UnfinishedHint,
+    WriteOp, WriterStats,
+};
+use crate::ids::InvocationId;
+
+type Key = [u8; 24];
+/// (service or workflow, key, name).
+type Named = (String, String, String);
+
+/// The tables, shared by every handle opened on the store.
+#[derive(Clone, Default)]
+pub(crate) struct MemoryStore {
+    inner: Arc<Mutex<Shared>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    tables: Tables,
+    /// Bumped by every kill: handles of an earlier one are dead.
+    epoch: u64,
+    /// Commits to go before a kill (1: the next).
+    kill_after: Option<u64>,
+    /// Drawn when the store is first opened.
+    secret: Option<[u8; 32]>,
+    partitions: u32,
+}
+
+#[derive(Default)]
+struct Tables {
+    invocations: BTreeMap<Key, Vec<u8>>,
+    journal: BTreeMap<(Key, u32), Vec<u8>>,
+    unfinished: BTreeMap<Key, Vec<u8>>,
+    /// (expiry ms, invocation) of finished invocations.
+    expiry: BTreeSet<(u64, Key)>,
+    /// (due ms, invocation) of unfinished ones with a timer.
+    due: BTreeSet<(u64, Key)>,
+    state: BTreeMap<Named, Vec<u8>>,
+    promises: BTreeMap<Named, Vec<u8>>,
+    promise_waiters: BTreeSet<(Named, Key, u32)>,
+    wakeups: BTreeSet<(Key, u32)>,
+    /// (source, waiter, entry) → the entry is a call.
+    result_waiters: BTreeMap<(Key, Key, u32), bool>,
+}
+
+impl MemoryStore {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // A panic under this lock (a failed decode) leaves the tables as they were.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle on the store, as a process opens it; `partitions` counts only the first time.
+    pub(crate) fn open(&self, partitions: u32) -> MemoryStorage {
+        let mut shared = self.shared();
+        let secret = *shared.secret.get_or_insert_with(rand::random);
+        if shared.partitions == 0 {
+            shared.partitions = partitions.max(1);
+        }
+        MemoryStorage {
+            store: self.clone(),
+            epoch: shared.epoch,
+            secret,
+            partitions: shared.partitions,
+            failure: Arc::new(watch::channel(None).0),
+            stats: Mutex::default(),
+        }
+    }
+
+    /// How many kills there have been: a handle opened at another count is dead.
+    pub(crate) fn kills(&self) -> u64 {
+        self.shared().epoch
+    }
+
+    /// A process kill: the handles opened before it are dead; everything applied stays.
+    pub(crate) fn kill(&self) {
+        let mut shared = self.shared();
+        shared.epoch += 1;
+        shared.kill_after = None;
+    }
+
+    /// A [`MemoryStore::kill`] right after the `n`-th commit from now (1: the next).
+    pub(crate) fn kill_after_commits(&self, n: u64) {
+        assert!(n > 0, "the 0th commit from now has happened");
+        self.shared().kill_after = Some(n);
+    }
+}
+
+/// One process's handle on a [`MemoryStore`].
+pub(crate) struct MemoryStorage {
+    store: MemoryStore,
+    epoch: u64,
+    secret: [u8; 32],
+    partitions: u32,
+    failure: Arc<watch::Sender<Option<String>>>,
+    stats: Mutex<WriterStats>,
+}
+
+impl MemoryStorage {
+    /// The tables, unless this handle's process was killed.
+    fn tables(&self) -> Result<MutexGuard<'_, Shared>, StorageError> {
+        let shared = self.store.shared();
+        if shared.epoch != self.epoch {
+            return Err(StorageError::Backend(
+                "the store's process was killed".into(),
+            ));
+        }
+        Ok(shared)
+    }
+
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
+        if let Some(reason) = self.failure.borrow().clone() {
+            return Err(StorageError::Poisoned(reason));
+        }
+        let mut shared = self.tables()?;
+        // Only a value that cannot be decoded fails an op, which this backend never stores;
+        // should it happen, the batch is cut short and the failure stops every later write
+        // (the engine then stops, as for a failed commit on disk).
+        for op in ops {
+            shared.tables.apply(op)?;
+        }
+        match shared.kill_after {
+            Some(1) => {
+                shared.epoch += 1;
+                shared.kill_after = None;
+            }
+            Some(n) => shared.kill_after = Some(n - 1),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl Tables {
+    fn apply(&mut self, op: &WriteOp) -> Result<(), StorageError> {
+        match op {
+            WriteOp::PutInvocation {
+                id,
+                encoded,
+                expires_at_ms,
+                unfinished: hint,
+                stored_before,
+            } => {
+                let key = id.storage_key();
+                let due = hint.as_deref().map(hint_due).transpose()?.flatten();
+                let old_due = if hint.is_some() || (*stored_before && expires_at_ms.is_some()) {
+                    let old = match hint {
+                        Some(hint) => self.unfinished.insert(key, hint.clone()),
+                        None => self.unfinished.remove(&key),
+                    };
+                    old.as_deref().map(hint_due).transpose()?.flatten()
+                } else {
+                    None
+                };
+                self.invocations.insert(key, encoded.clone());
+                if let Some(at) = expires_at_ms {
+                    if *stored_before {
+                        self.clear_wakeups(key);
+                    }
+                    self.expiry.insert((*at, key));
+                }
+                if old_due != due {
+                    self.move_due(key, old_due, due);
+                }
+            }
+            WriteOp::PutJournal { id, index, encoded } => {
+                self.journal
+                    .insert((id.storage_key(), *index), encoded.clone());
+            }
+            WriteOp::SetState { scope, name, value } => {
+                self.state.insert(named(scope, name), value.clone());
+            }
+            WriteOp::ClearState { scope, name } => {
+                self.state.remove(&named(scope, name));
+            }
+            WriteOp::ClearAllState { scope } => {
+                self.state.retain(|(s, k, _), _| !in_scope(scope, s, k));
+            }
+            WriteOp::PutPromise {
+                scope,
+                name,
+                encoded,
+            } => {
+                self.promises.insert(named(scope, name), encoded.clone());
+            }
+            WriteOp::ClearPromises { scope } => {
+                self.promises.retain(|(s, k, _), _| !in_scope(scope, s, k));
+                self.promise_waiters
+                    .retain(|((s, k, _), _, _)| !in_scope(scope, s, k));
+            }
+            WriteOp::AddPromiseWaiter {
+                scope,
+                name,
+                id,
+                index,
+            } => {
+                self.promise_waiters
+                    .insert((named(scope, name), id.storage_key(), *index));
+            }
+            WriteOp::ClearPromiseWaiters { scope, name } => {
+                let promise = named(scope, name);
+                self.promise_waiters.retain(|(p, _, _)| *p != promise);
+            }
+            WriteOp::Wake { id, index } => {
+                self.wakeups.insert((id.storage_key(), *index));
+            }
+            WriteOp::ClearWakes { id, indexes } => {
+                for index in indexes {
+                    self.wakeups.remove(&(id.storage_key(), *index));
+                }
+            }
+            WriteOp::AddResultWaiter {
+                source,
+                waiter,
+                index,
+                call,
+            } => {
+                self.result_waiters
+                    .insert((source.storage_key(), waiter.storage_key(), *index), *call);
+            }
+            WriteOp::ClearResultWaiters { source } => {
+                let source = source.storage_key();
+                self.result_waiters.retain(|(s, _, _), _| *s != source);
+            }
+            WriteOp::RequestCancel { id } => {
+                let key = id.storage_key();
+                if let Some(bytes) = self.invocations.get(&key) {
+                    let mut record: InvocationRecord = records::decode(bytes)?;
+                    if !matches!(record.status, Status::Completed { .. }) {
+                        record.cancel_requested = true;
+                        self.invocations.insert(key, records::encode(&record));
+                    }
+                }
+            }
+            WriteOp::DeleteInvocation { id } => {
+                let key = id.storage_key();
+                if let Some(old) = self.invocations.remove(&key) {
+                    let record: InvocationRecord = records::decode(&old)?;
+                    if let Status::Completed { expires_at_ms, .. } = record.status {
+                        self.expiry.remove(&(expires_at_ms, key));
+                    }
+                    self.move_due(key, records::due_at(&record.status), None);
+                }
+                self.unfinished.remove(&key);
+                self.clear_wakeups(key);
+                self.journal.retain(|(invocation, _), _| *invocation != key);
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_wakeups(&mut self, key: Key) {
+        self.wakeups.retain(|(id, _)| *id != key);
+    }
+
+    fn move_due(&mut self, key: Key, from: Option<u64>, to: Option<u64>) {
+        if let Some(at) = from {
+            self.due.remove(&(at, key));
+        }
+        if let Some(at) = to {
+            self.due.insert((at, key));
+        }
+    }
+}
+
+/// The due time a hint records (every hint this backend holds is of the current format).
+fn hint_due(hint: &[u8]) -> Result<Option<u64>, StorageError> {
+    match UnfinishedHint::encoded_due(hint) {
+        Some(due) => Ok(due),
+        None => Ok(UnfinishedHint::decode(hint)?.hint.due_at_ms),
+    }
+}
+
+fn named(scope: &StateScope, name: &str) -> Named {
+    (scope.service.clone(), scope.key.clone(), name.to_owned())
+}
+
+fn in_scope(scope: &StateScope, service: &str, key: &str) -> bool {
+    scope.service == service && scope.key == key
+}
+
+fn id_of(key: &Key) -> InvocationId {
+    InvocationId::from_storage_key(key).expect("24-byte keys come from ids")
+}
+
+impl Storage for MemoryStorage {
+    fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
+        let result = self.commit(&ops);
+        match &result {
+            Ok(()) => {
+                let mut stats = self.stats.lock().expect("stats lock");
+                stats.commits += 1;
+                stats.batches += 1;
+                stats.bytes += ops.iter().map(WriteOp::size).sum::<usize>() as u64;
+            }
+            Err(e) => {
+                self.failure.send_if_modified(|failure| {
+                    failure.get_or_insert_with(|| format!("journal commit failed: {e}"));
+                    true
+                });
+            }
+        }
+        let (done, rx) = oneshot::channel();
+        let _ = done.send(result);
+        CommitWaiter::new(rx)
+    }
+
+    fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
+        let shared = self.tables()?;
+        let stored = shared.tables.invocations.get(&id.storage_key());
+        Ok(stored.map(|bytes| records::decode(bytes)).transpose()?)
+    }
+
+    fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
+        let shared = self.tables()?;
+        let key = id.storage_key();
+        shared
+            .tables
+            .journal
+            .range((key, 0)..=(key, u32::MAX))
+            .map(|((_, index), bytes)| Ok((*index, records::decode(bytes)?)))
+            .collect()
+    }
+
+    fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tables()?
+            .tables
+            .state
+            .get(&named(scope, name))
+            .cloned())
+    }
+
+    fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
+        let shared = self.tables()?;
+        let from = named(scope, "");
+        Ok(shared
+            .tables
+            .state
+            .range(from..)
+            .take_while(|((s, k, _), _)| in_scope(scope, s, k))
+            .map(|((_, _, name), _)| name.clone())
+            .collect())
+    }
+
+    fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError> {
+        let shared = self.tables()?;
+        let stored = shared.tables.promises.get(&named(scope, name));
+        Ok(stored.map(|bytes| records::decode(bytes)).transpose()?)
+    }
+
+    fn invocations(
+        &self,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
+        let shared = self.tables()?;
+        let from = match after {
+            Some(id) => Bound::Excluded(id.storage_key()),
+            None => Bound::Unbounded,
+        };
+        shared
+            .tables
+            .invocations
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(key, bytes)| Ok((id_of(key), records::decode(bytes)?)))
+            .collect()
+    }
+
+    fn promise_waiters(
+        &self,
+        scope: &StateScope,
+        name: &str,
+    ) -> Result<Vec<(InvocationId, u32)>, StorageError> {
+        let shared = self.tables()?;
+        let promise = named(scope, name);
+        Ok(shared
+            .tables
+            .promise_waiters
+            .range((promise.clone(), [0; 24], 0)..)
+            .take_while(|(p, _, _)| *p == promise)
+            .map(|(_, id, index)| (id_of(id), *index))
+            .collect())
+    }
+
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        self.unfinished_where(&mut |_, _| true)
+    }
+
+    fn unfinished_where(
+        &self,
+        keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
+    ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        let shared = self.tables()?;
+        let mut out = Vec::new();
+        for (key, bytes) in &shared.tables.unfinished {
+            let id = id_of(key);
+            if keep(id, UnfinishedHint::encoded_head(bytes)) {
+                out.push((id, UnfinishedHint::decode(bytes)?.hint));
+            }
+        }
+        Ok(out)
+    }
+
+    fn due(
+        &self,
+        after: Option<(u64, InvocationId)>,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InvocationId)>, StorageError> {
+        let shared = self.tables()?;
+        let from = match after {
+            Some((at, id)) => Bound::Excluded((at, id.storage_key())),
+            None => Bound::Unbounded,
+        };
+        Ok(shared
+            .tables
+            .due
+            .range((from, Bound::Included((until_ms, [0xff; 24]))))
+            .take(limit)
+            .map(|(at, key)| (*at, id_of(key)))
+            .collect())
+    }
+
+    fn due_len(&self) -> Result<u64, StorageError> {
+        Ok(self.tables()?.tables.due.len() as u64)
+    }
+
+    fn result_waiters(
+        &self,
+        source: Option<&InvocationId>,
+    ) -> Result<Vec<ResultWaiter>, StorageError> {
+        let shared = self.tables()?;
+        let waiters = &shared.tables.result_waiters;
+        let (from, to) = match source {
+            Some(id) => {
+                let key = id.storage_key();
+                ((key, [0; 24], 0), (key, [0xff; 24], u32::MAX))
+            }
+            None => (([0; 24], [0; 24], 0), ([0xff; 24], [0xff; 24], u32::MAX)),
+        };
+        let rows = waiters.range(from..=to);
+        Ok(rows
+            .map(|((source, waiter, index), call)| ResultWaiter {
+                source: id_of(source),
+                waiter: id_of(waiter),
+                index: *index,
+                call: *call,
+            })
+            .collect())
+    }
+
+    fn woken(&self) -> Result<Vec<InvocationId>, StorageError> {
+        let shared = self.tables()?;
+        let mut out: Vec<InvocationId> = Vec::new();
+        for (key, _) in &shared.tables.wakeups {
+            let id = id_of(key);
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError> {
+        let shared = self.tables()?;
+        shared
+            .tables
+            .expiry
+            .range(..=(now_ms, [0xff; 24]))
+            .take(limit)
+            .map(|(_, key)| {
+                let target = shared
+                    .tables
+                    .invocations
+                    .get(key)
+                    .map(|bytes| records::decode_target(bytes))
+                    .transpose()?;
+                Ok((id_of(key), target))
+            })
+            .collect()
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        *self.stats.lock().expect("stats lock")
+    }
+
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.subscribe()
+    }
+
+    fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    fn close(&self) {}
+}

@@ -1,0 +1,335 @@
+//! A test runtime's restart in the middle of each primitive (call, send, sleep, promise,
+//! awakeable, state, select) leads to the outcome the process-level SIGKILL tests check: the
+//! invocation finishes with the right result, and every journaled step ran exactly once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::Either;
+use restate_runtime::prelude::*;
+use restate_runtime::testing::TestRuntime;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Effects done inside `ctx.run`, by label: each must appear once, whatever restarts.
+type Effects = Arc<Mutex<Vec<String>>>;
+
+/// Notes `label` in `effects` inside a `ctx.run`, so a replay does not note it again.
+macro_rules! effect {
+    ($ctx:expr, $effects:expr, $label:expr) => {{
+        let (effects, label) = ($effects.clone(), $label);
+        $ctx.run(|| {
+            effects.lock().unwrap().push(label.clone());
+            std::future::ready(Ok(()))
+        })
+        .name("effect")
+        .await?;
+    }};
+}
+
+/// Awakeable ids published by handlers, by tag.
+static AWAKEABLES: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+fn awakeable_of(tag: &str) -> Option<String> {
+    AWAKEABLES.lock().unwrap().as_ref()?.get(tag).cloned()
+}
+
+#[derive(Default)]
+pub struct Prims {
+    effects: Effects,
+}
+
+#[service]
+impl Prims {
+    /// Calls `Slow::nap` (an hour), then notes the result.
+    #[handler]
+    async fn call_slow(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let got = ctx.client::<Slow>().nap(tag.clone()).call().await?;
+        effect!(ctx, self.effects, format!("{tag}:after call"));
+        Ok(got)
+    }
+
+    /// Sends `Slow::nap`, notes it, then sleeps an hour.
+    #[handler]
+    async fn send_then_sleep(&self, ctx: Context<'_>, tag: String) -> HandlerResult<()> {
+        ctx.client::<Slow>().nap(format!("{tag}:sent")).send();
+        effect!(ctx, self.effects, format!("{tag}:after send"));
+        ctx.sleep(HOUR).await?;
+        Ok(())
+    }
+
+    /// Waits on an awakeable whose id it publishes.
+    #[handler]
+    async fn await_awakeable(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let (id, value) = ctx.awakeable::<String>();
+        let publish = (tag.clone(), id);
+        ctx.run(|| {
+            AWAKEABLES
+                .lock()
+                .unwrap()
+                .get_or_insert_with(HashMap::new)
+                .insert(publish.0.clone(), publish.1.clone());
+            std::future::ready(Ok(()))
+        })
+        .name("publish")
+        .await?;
+        let got = value.await?;
+        effect!(ctx, self.effects, format!("{tag}:got {got}"));
+        Ok(got)
+    }
+
+    /// Races a call of an hour-and-a-half nap against an hour's sleep.
+    #[handler]
+    async fn select_sleep(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let call = ctx.client::<Slow>().nap_long(tag.clone()).call();
+        let winner = match ctx.select(call, ctx.sleep(HOUR)).await {
+            Either::Left(_) => "call",
+            Either::Right(_) => "sleep",
+        };
+        effect!(ctx, self.effects, format!("{tag}:{winner}"));
+        Ok(winner.into())
+    }
+}
+
+#[derive(Default)]
+pub struct Slow {
+    effects: Effects,
+}
+
+#[service]
+impl Slow {
+    /// Sleeps an hour, notes it, returns the tag.
+    #[handler]
+    async fn nap(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        ctx.sleep(HOUR).await?;
+        effect!(ctx, self.effects, format!("{tag}:napped"));
+        Ok(tag)
+    }
+
+    /// Sleeps an hour and a half.
+    #[handler]
+    async fn nap_long(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        ctx.sleep(HOUR + HOUR / 2).await?;
+        Ok(tag)
+    }
+}
+
+#[derive(Default)]
+pub struct Tally {
+    effects: Effects,
+}
+
+#[object]
+impl Tally {
+    /// Adds `n` to the state, sleeps an hour, adds again.
+    #[handler]
+    async fn add_twice(&self, ctx: ObjectContext<'_>, n: i64) -> HandlerResult<i64> {
+        let first = ctx.get::<i64>("total").await?.unwrap_or(0) + n;
+        ctx.set("total", first);
+        ctx.sleep(HOUR).await?;
+        let second = ctx.get::<i64>("total").await?.unwrap_or(0) + n;
+        ctx.set("total", second);
+        effect!(ctx, self.effects, format!("{}:{second}", ctx.key()));
+        Ok(second)
+    }
+}
+
+#[derive(Default)]
+pub struct Verify {
+    effects: Effects,
+}
+
+#[workflow]
+impl Verify {
+    #[handler]
+    async fn run(&self, ctx: WorkflowContext<'_>, email: String) -> HandlerResult<String> {
+        let code = ctx.promise::<String>("clicked").await?;
+        effect!(ctx, self.effects, format!("{email}:{code}"));
+        Ok(format!("{email} verified with {code}"))
+    }
+
+    #[handler]
+    async fn click(&self, ctx: SharedWorkflowContext<'_>, code: String) -> HandlerResult<()> {
+        ctx.resolve_promise("clicked", code).await?;
+        Ok(())
+    }
+}
+
+/// A runtime with every service above sharing one effects log, suspending after a second.
+async fn runtime() -> (TestRuntime, Effects) {
+    let effects = Effects::default();
+    let t = TestRuntime::builder()
+        .bind(Prims {
+            effects: effects.clone(),
+        })
+        .bind(Slow {
+            effects: effects.clone(),
+        })
+        .bind(Tally {
+            effects: effects.clone(),
+        })
+        .bind(Verify {
+            effects: effects.clone(),
+        })
+        .suspend_after(Duration::from_secs(1))
+        .build()
+        .await;
+    (t, effects)
+}
+
+fn sorted(effects: &Effects) -> Vec<String> {
+    let mut all = effects.lock().unwrap().clone();
+    all.sort();
+    all
+}
+
+/// Both before and after the waiter suspended: a restart 0.5 s in (in memory) and 30 s in.
+const RESTART_AFTER: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(30)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_a_call_waits_gives_the_callee_result_once() {
+    for wait in RESTART_AFTER {
+        let (t, effects) = runtime().await;
+        let id = t
+            .handle()
+            .client::<Prims>()
+            .call_slow("c".into())
+            .send()
+            .await
+            .unwrap();
+        t.advance(wait).await;
+        t.restart().await;
+        t.advance(HOUR).await;
+        assert_eq!(id.output().await.unwrap(), Some("c".to_owned()), "{wait:?}");
+        assert_eq!(sorted(&effects), ["c:after call", "c:napped"], "{wait:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_send_runs_the_message_once() {
+    for wait in RESTART_AFTER {
+        let (t, effects) = runtime().await;
+        let id = t
+            .handle()
+            .client::<Prims>()
+            .send_then_sleep("s".into())
+            .send()
+            .await
+            .unwrap();
+        t.advance(wait).await;
+        t.restart().await;
+        t.advance(HOUR).await;
+        assert_eq!(id.output().await.unwrap(), Some(()), "{wait:?}");
+        assert_eq!(
+            sorted(&effects),
+            ["s:after send", "s:sent:napped"],
+            "{wait:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_state_writes_keeps_the_first() {
+    for wait in RESTART_AFTER {
+        let (t, effects) = runtime().await;
+        let id = t
+            .handle()
+            .object::<Tally>("k")
+            .add_twice(5)
+            .send()
+            .await
+            .unwrap();
+        t.advance(wait).await;
+        assert_eq!(t.state::<i64>("Tally", "k", "total"), Some(5), "{wait:?}");
+        t.restart().await;
+        t.advance(HOUR).await;
+        assert_eq!(id.output().await.unwrap(), Some(10), "{wait:?}");
+        assert_eq!(t.state::<i64>("Tally", "k", "total"), Some(10));
+        assert_eq!(sorted(&effects), ["k:10"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promise_resolved_after_a_restart_wakes_its_workflow() {
+    for wait in RESTART_AFTER {
+        let (t, effects) = runtime().await;
+        let flow = t.handle().workflow::<Verify>("ada");
+        let id = flow.run("ada@example.com".into()).send().await.unwrap();
+        t.advance(wait).await;
+        t.restart().await;
+        t.handle()
+            .workflow::<Verify>("ada")
+            .click("1234".into())
+            .call()
+            .await
+            .unwrap();
+        t.run_until_idle().await;
+        assert_eq!(
+            id.output().await.unwrap(),
+            Some("ada@example.com verified with 1234".to_owned()),
+            "{wait:?}"
+        );
+        assert_eq!(sorted(&effects), ["ada@example.com:1234"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awakeable_resolved_after_a_restart_wakes_its_handler() {
+    for (n, wait) in RESTART_AFTER.into_iter().enumerate() {
+        let tag = format!("a{n}");
+        let (t, effects) = runtime().await;
+        let id = t
+            .handle()
+            .client::<Prims>()
+            .await_awakeable(tag.clone())
+            .send()
+            .await
+            .unwrap();
+        t.advance(wait).await;
+        let awakeable = awakeable_of(&tag).expect("published");
+        t.restart().await;
+        t.handle()
+            .resolve_awakeable(&awakeable, "yes")
+            .await
+            .unwrap();
+        t.run_until_idle().await;
+        assert_eq!(
+            id.output().await.unwrap(),
+            Some("yes".to_owned()),
+            "{wait:?}"
+        );
+        assert_eq!(sorted(&effects), [format!("{tag}:got yes")]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_select_lets_the_earlier_branch_win() {
+    for wait in RESTART_AFTER {
+        let (t, effects) = runtime().await;
+        let id = t
+            .handle()
+            .client::<Prims>()
+            .select_sleep("x".into())
+            .send()
+            .await
+            .unwrap();
+        t.advance(wait).await;
+        t.restart().await;
+        t.advance(HOUR).await;
+        assert_eq!(
+            id.output().await.unwrap(),
+            Some("sleep".to_owned()),
+            "{wait:?}"
+        );
+        assert_eq!(sorted(&effects), ["x:sleep"]);
+        // The losing call still finishes, once, in its own time.
+        t.advance(HOUR).await;
+        let calls = t.invocations(
+            restate_runtime::testing::InvocationFilter::default()
+                .handler("nap_long")
+                .status("completed"),
+        );
+        assert_eq!(calls.len(), 1);
+    }
+}
