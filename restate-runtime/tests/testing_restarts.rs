@@ -79,6 +79,15 @@ impl Prims {
         Ok(got)
     }
 
+    /// Cancels another invocation (`ctx.cancel`).
+    #[handler]
+    async fn cancel_it(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
+        let id: restate_runtime::InvocationId =
+            id.parse().map_err(|e| TerminalError::new(format!("{e}")))?;
+        ctx.cancel(id);
+        Ok(())
+    }
+
     /// Races a call of an hour-and-a-half nap against an hour's sleep.
     #[handler]
     async fn select_sleep(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
@@ -332,4 +341,113 @@ async fn a_restart_during_a_select_lets_the_earlier_branch_win() {
         );
         assert_eq!(calls.len(), 1);
     }
+}
+
+/// Crashes at each of the engine's crash points (the ones the process-level tests kill a
+/// process at), then a restart: the invocation ends as it would have without the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_each_crash_point_loses_nothing() {
+    // A suspension is durable, the invocation still in memory.
+    let (t, effects) = runtime().await;
+    t.crash_at("suspend.committed", 1);
+    let nap = t
+        .handle()
+        .client::<Slow>()
+        .nap("s".into())
+        .send()
+        .await
+        .unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    assert!(t.crashed(), "suspend.committed");
+    t.restart().await;
+    t.advance(HOUR).await;
+    assert_eq!(nap.output().await.unwrap(), Some("s".to_owned()));
+    assert_eq!(sorted(&effects), ["s:napped"]);
+
+    // A suspended invocation is back in memory, not run yet.
+    let (t, effects) = runtime().await;
+    let nap = t
+        .handle()
+        .client::<Slow>()
+        .nap("r".into())
+        .send()
+        .await
+        .unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    t.crash_at("resume.loaded", 1);
+    t.advance(HOUR).await;
+    assert!(t.crashed(), "resume.loaded");
+    assert!(
+        effects.lock().unwrap().is_empty(),
+        "nothing ran after the crash"
+    );
+    t.restart().await;
+    t.run_until_idle().await;
+    assert_eq!(nap.output().await.unwrap(), Some("r".to_owned()));
+    assert_eq!(sorted(&effects), ["r:napped"]);
+
+    // A callee's result and the suspended caller's wake-up are durable; the caller is not
+    // back yet.
+    let (t, effects) = runtime().await;
+    let caller = t
+        .handle()
+        .client::<Prims>()
+        .call_slow("w".into())
+        .send()
+        .await
+        .unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    t.crash_at("wake.committed", 1);
+    t.advance(HOUR).await;
+    assert!(t.crashed(), "wake.committed");
+    t.restart().await;
+    t.run_until_idle().await;
+    assert_eq!(caller.output().await.unwrap(), Some("w".to_owned()));
+    assert_eq!(sorted(&effects), ["w:after call", "w:napped"]);
+
+    // A delayed send is durable and has left memory.
+    let (t, effects) = runtime().await;
+    t.crash_at("delayed.parked", 1);
+    let later = t
+        .handle()
+        .client::<Slow>()
+        .nap("d".into())
+        .send_after(HOUR)
+        .await
+        .unwrap();
+    t.run_until_idle().await;
+    assert!(t.crashed(), "delayed.parked");
+    t.restart().await;
+    t.advance(2 * HOUR).await;
+    assert_eq!(later.output().await.unwrap(), Some("d".to_owned()));
+    assert_eq!(sorted(&effects), ["d:napped"]);
+
+    // A handler's cancel is durable, not delivered yet.
+    let (t, effects) = runtime().await;
+    let target = t
+        .handle()
+        .client::<Slow>()
+        .nap("c".into())
+        .send()
+        .await
+        .unwrap();
+    t.run_until_idle().await;
+    t.crash_at("cancel.recorded", 1);
+    let id = target.invocation_id().to_string();
+    t.handle()
+        .client::<Prims>()
+        .cancel_it(id)
+        .send()
+        .await
+        .unwrap();
+    t.run_until_idle().await;
+    assert!(t.crashed(), "cancel.recorded");
+    t.restart().await;
+    t.advance(HOUR).await;
+    let cancelled = target.output().await.unwrap_err();
+    assert!(cancelled.to_string().contains("cancelled"), "{cancelled}");
+    assert!(
+        effects.lock().unwrap().is_empty(),
+        "a cancelled nap notes nothing"
+    );
 }

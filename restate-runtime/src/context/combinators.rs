@@ -209,7 +209,7 @@ impl InvocationContext {
                 tracing::warn!(invocation = %id, error = %e, "cancel not recorded");
                 return;
             }
-            crate::failpoints::hit("cancel.recorded");
+            engine.crash_point("cancel.recorded");
             if let Err(e) = engine.cancel(id).await {
                 tracing::debug!(error = %e, "cancel had no effect");
             }

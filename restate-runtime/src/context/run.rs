@@ -152,8 +152,12 @@ where
     }
     let mut failures = 0u32;
     let result: Result<T, TerminalError> = loop {
-        let running = ctx.engine.tasks().activity().map(|a| a.running_closure());
         let injected = ctx.engine.config().injected.as_ref();
+        if injected.is_some_and(|faults| faults.crashed()) {
+            // The process is dead: nothing more runs.
+            return std::future::pending().await;
+        }
+        let running = ctx.engine.tasks().activity().map(|a| a.running_closure());
         let attempt = match injected.and_then(|faults| faults.take(&run.name)) {
             None => (run.closure)().await,
             Some(fault @ RunFault::Retryable) => Err(fault.message(&run.name).into()),

@@ -50,6 +50,6 @@ impl Engine {
         // Its finish channel stays only while someone attached listens on it.
         drop(inflight);
         self.drop_finisher_if_idle(&id);
-        crate::failpoints::hit("delayed.parked");
+        self.crash_point("delayed.parked");
     }
 }

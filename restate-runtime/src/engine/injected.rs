@@ -1,7 +1,21 @@
-//! Failures a test runtime injects into the next attempts of named `ctx.run` steps.
+//! Failures a test runtime injects: into the next attempts of named `ctx.run` steps, and
+//! crashes at the engine's named crash points (the ones `RESTATE_FAILPOINTS` kills a process
+//! at, see `failpoints`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::Engine;
+
+/// The engine's crash points a test runtime can crash at.
+pub(crate) const CRASH_POINTS: [&str; 5] = [
+    "suspend.committed",
+    "wake.committed",
+    "resume.loaded",
+    "delayed.parked",
+    "cancel.recorded",
+];
 
 /// What an injected attempt of a `ctx.run` step does instead of running its closure.
 ///
@@ -30,13 +44,79 @@ impl RunFault {
     }
 }
 
-/// Faults waiting for the next attempts of each step, by step name.
-#[derive(Debug, Default)]
+/// Faults waiting for the next attempts of each step, by step name, and crashes waiting at
+/// crash points.
+#[derive(Default)]
 pub(crate) struct InjectedFaults {
     runs: Mutex<HashMap<String, VecDeque<RunFault>>>,
+    /// Passes to go before a crash, by point (1: the next).
+    crashes: Mutex<HashMap<String, u64>>,
+    /// What a crash does to the store (a process kill: nothing later reaches it).
+    kill_store: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// A crash has happened: no `ctx.run` closure starts any more, as none would in a dead
+    /// process.
+    crashed: AtomicBool,
+}
+
+impl std::fmt::Debug for InjectedFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InjectedFaults")
+            .field("runs", &self.runs)
+            .field("crashes", &self.crashes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InjectedFaults {
+    /// Faults whose crashes call `kill_store`.
+    pub(crate) fn with_kill(kill_store: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            kill_store: Some(Arc::new(kill_store)),
+            ..Self::default()
+        }
+    }
+
+    /// Crash the `pass`-th time from now (1: the next) the engine passes `point`.
+    pub(crate) fn crash_at(&self, point: &str, pass: u64) {
+        assert!(
+            CRASH_POINTS.contains(&point),
+            "unknown crash point `{point}`: use one of {CRASH_POINTS:?}"
+        );
+        assert!(pass > 0, "the 0th pass from now has happened");
+        self.crashes
+            .lock()
+            .expect("faults lock")
+            .insert(point.to_owned(), pass);
+    }
+
+    /// Counts a pass of `point`; the one a crash waits for kills the store.
+    fn pass(&self, point: &str) {
+        let mut crashes = self.crashes.lock().expect("faults lock");
+        let Some(left) = crashes.get_mut(point) else {
+            return;
+        };
+        *left -= 1;
+        if *left > 0 {
+            return;
+        }
+        crashes.remove(point);
+        drop(crashes);
+        self.crashed.store(true, Ordering::SeqCst);
+        if let Some(kill) = &self.kill_store {
+            kill();
+        }
+    }
+
+    /// Whether an injected crash has happened (in this engine's life).
+    pub(crate) fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// A new engine starts: the last one's crash is behind.
+    pub(crate) fn recovered(&self) {
+        self.crashed.store(false, Ordering::SeqCst);
+    }
+
     /// The next `times` attempts of steps named `step` do `fault`, after those already queued.
     pub(crate) fn add(&self, step: &str, times: usize, fault: RunFault) {
         let mut runs = self.runs.lock().expect("faults lock");
@@ -54,6 +134,17 @@ impl InjectedFaults {
             runs.remove(step);
         }
         fault
+    }
+}
+
+impl Engine {
+    /// Passes the crash point `point`: a process armed by `RESTATE_FAILPOINTS` dies here, and
+    /// a test runtime armed by `crash_at` crashes.
+    pub(crate) fn crash_point(&self, point: &'static str) {
+        crate::failpoints::hit(point);
+        if let Some(injected) = &self.config().injected {
+            injected.pass(point);
+        }
     }
 }
 

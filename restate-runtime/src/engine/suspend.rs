@@ -77,7 +77,7 @@ impl Engine {
             self.lose(inflight, e.to_string());
             return true;
         }
-        crate::failpoints::hit("suspend.committed");
+        self.crash_point("suspend.committed");
         // Durable now: in the store's due index, and in the window if it came within it while
         // the write committed.
         if let Some(at) = wake_at_ms {

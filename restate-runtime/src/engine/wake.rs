@@ -54,7 +54,7 @@ impl PendingWake {
     /// Waits for the commit, then brings the woken invocations that were not in memory back.
     pub(crate) async fn finish(self) -> Result<(), crate::storage::StorageError> {
         self.waiter.await?;
-        crate::failpoints::hit("wake.committed");
+        self.engine.crash_point("wake.committed");
         for c in self.absent {
             let loaded = {
                 let map = self.engine.inflight.lock().expect("inflight map");
@@ -351,7 +351,7 @@ impl Engine {
         if let Some(slot) = slot {
             inflight.hold_slot(slot);
         }
-        crate::failpoints::hit("resume.loaded");
+        self.crash_point("resume.loaded");
         tracing::debug!(invocation = %id, "resumed");
         self.spawn_resumed(inflight);
     }

@@ -227,7 +227,13 @@ impl TestRuntimeBuilder {
         } else {
             None
         };
-        let injected = Arc::new(InjectedFaults::default());
+        let injected = Arc::new(match &store {
+            TestStore::Memory(memory) => {
+                let memory = memory.clone();
+                InjectedFaults::with_kill(move || memory.kill())
+            }
+            TestStore::Folder(_) => InjectedFaults::default(),
+        });
         let hooks = EngineHooks {
             clock: Clock::Virtual(clock.clone()),
             activity: None,

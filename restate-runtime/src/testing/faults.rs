@@ -72,6 +72,37 @@ impl TestRuntime {
         self.store.kill_after_commits(n);
     }
 
+    /// Crashes the runtime, as a SIGKILL would, the `pass`-th time from now (1: the next) the
+    /// engine passes the crash point `point`: the moments the process-level crash tests kill
+    /// a process at (`RESTATE_FAILPOINTS`), shared by both. Nothing the engine writes after it
+    /// reaches the store, and no `ctx.run` closure starts; [`TestRuntime::restart`] recovers.
+    ///
+    /// | point | the moment |
+    /// |---|---|
+    /// | `suspend.committed` | a suspension is durable; the invocation has not left memory yet |
+    /// | `wake.committed` | a completion and its wake-ups are durable; waiters not resumed yet |
+    /// | `resume.loaded` | a suspended (or due delayed) invocation is back in memory; not run yet |
+    /// | `delayed.parked` | a delayed invocation, durable, has left memory; its timer is armed |
+    /// | `cancel.recorded` | a handler's `ctx.cancel` is durable; not delivered to its target yet |
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
+    /// t.crash_at("suspend.committed", 1);
+    /// t.advance(std::time::Duration::from_secs(60)).await; // something suspends
+    /// assert!(t.crashed());
+    /// t.restart().await;
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// For an unknown point, and on a test runtime built with
+    /// [`TestRuntimeBuilder::data_dir`](super::TestRuntimeBuilder::data_dir).
+    pub fn crash_at(&self, point: &str, pass: u64) {
+        self.store.refuse_crashes("crash_at");
+        self.injected.crash_at(point, pass);
+    }
+
     /// Whether the running engine's store has failed: after an injected crash, until
     /// [`TestRuntime::restart`].
     ///
@@ -83,6 +114,6 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn crashed(&self) -> bool {
-        self.with_live(|live| self.store.crashed(&live.opened))
+        self.injected.crashed() || self.with_live(|live| self.store.crashed(&live.opened))
     }
 }

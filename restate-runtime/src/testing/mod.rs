@@ -330,6 +330,7 @@ impl TestRuntime {
         if let Some(old) = old {
             old.stop().await;
         }
+        self.injected.recovered();
         let new = Incarnation::start(
             &self.assembled,
             &self.hooks(),

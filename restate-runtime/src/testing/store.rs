@@ -64,10 +64,17 @@ impl TestStore {
     pub(super) fn kill_after_commits(&self, n: u64) {
         match self {
             Self::Memory(store) => store.kill_after_commits(n),
-            Self::Folder(dir) => panic!(
-                "crash_after_commits needs the in-memory store; this test runtime uses the folder {}",
+            Self::Folder(_) => self.refuse_crashes("crash_after_commits"),
+        }
+    }
+
+    /// Panics for a crash asked of a data folder, which cannot be fenced.
+    pub(super) fn refuse_crashes(&self, asked: &str) {
+        if let Self::Folder(dir) = self {
+            panic!(
+                "{asked} needs the in-memory store; this test runtime uses the folder {}",
                 dir.display()
-            ),
+            );
         }
     }
 
