@@ -53,18 +53,25 @@ pub enum IdParseError {
 }
 
 impl InvocationId {
-    /// An id for a fresh invocation whose partition key is given.
+    /// An id for a fresh invocation whose partition key is given, created at `now_ms` (the
+    /// engine's clock).
     ///
     /// Its uuid is time-ordered, as a UUIDv7: milliseconds since the epoch in the top 48 bits,
     /// then 80 random bits. New invocations therefore sort after older ones, so a commit appends
     /// its records to the last pages of the store's trees instead of rewriting one scattered page
     /// per invocation (this cut the bytes written per commit by an order of magnitude).
-    pub(crate) fn random(partition_key: u64) -> Self {
-        let millis = u128::from(crate::clock::now_ms()) & ((1 << 48) - 1);
+    pub(crate) fn fresh(partition_key: u64, now_ms: u64) -> Self {
+        let millis = u128::from(now_ms) & ((1 << 48) - 1);
         Self {
             partition_key,
             uuid: (millis << 80) | (rand::random::<u128>() >> 48),
         }
+    }
+
+    /// A fresh id at the wall clock's time (tests).
+    #[cfg(test)]
+    pub(crate) fn random(partition_key: u64) -> Self {
+        Self::fresh(partition_key, crate::clock::now_ms())
     }
 
     /// The deterministic id of the invocation of `target` with an idempotency key: duplicates map

@@ -628,3 +628,28 @@ async fn a_day_of_timers_fires_each_once_at_its_time() {
         advanced.as_secs_f64() * 1000.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runs_in_a_crashed_engine_until_the_restart() {
+    for n in 1..=3 {
+        let payments = Payments::default();
+        let ran = payments.ran.clone();
+        let t = TestRuntime::builder().bind(payments).build().await;
+        t.crash_after_commits(n);
+        let _ = t.handle().client::<Payments>().pay("z".into()).send().await;
+        t.run_until_idle().await;
+        assert!(t.crashed(), "crash after commit {n}");
+        let before = ran.lock().unwrap().clone();
+        // Retries, timers: nothing of a dead engine starts, whatever time passes.
+        t.advance(Duration::from_secs(3600)).await;
+        assert_eq!(*ran.lock().unwrap(), before, "crash after commit {n}");
+        t.restart().await;
+        t.advance(Duration::from_secs(60)).await;
+        let ran = ran.lock().unwrap().clone();
+        assert_eq!(
+            ran.last().map(String::as_str),
+            Some("z:email"),
+            "{n}: {ran:?}"
+        );
+    }
+}

@@ -209,7 +209,9 @@ impl InvocationContext {
                 tracing::warn!(invocation = %id, error = %e, "cancel not recorded");
                 return;
             }
-            engine.crash_point("cancel.recorded");
+            if engine.crash_point("cancel.recorded") {
+                return;
+            }
             if let Err(e) = engine.cancel(id).await {
                 tracing::debug!(error = %e, "cancel had no effect");
             }

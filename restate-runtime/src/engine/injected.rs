@@ -3,7 +3,7 @@
 //! at, see `failpoints`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Engine;
@@ -53,8 +53,12 @@ pub(crate) struct InjectedFaults {
     crashes: Mutex<HashMap<String, u64>>,
     /// What a crash does to the store (a process kill: nothing later reaches it).
     kill_store: Option<Arc<dyn Fn() + Send + Sync>>,
-    /// A crash has happened: no `ctx.run` closure starts any more, as none would in a dead
-    /// process.
+    /// How many kills the store has seen: one since this engine started is a crash too (the
+    /// one `crash_after_commits` sets off inside a commit).
+    store_kills: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// The store's kill count when this engine started.
+    born_at: AtomicU64,
+    /// A crash point has crashed this engine.
     crashed: AtomicBool,
 }
 
@@ -68,10 +72,16 @@ impl std::fmt::Debug for InjectedFaults {
 }
 
 impl InjectedFaults {
-    /// Faults whose crashes call `kill_store`.
-    pub(crate) fn with_kill(kill_store: impl Fn() + Send + Sync + 'static) -> Self {
+    /// Faults whose crashes call `kill_store`, on a store that counts its kills.
+    pub(crate) fn with_store(
+        kill_store: impl Fn() + Send + Sync + 'static,
+        store_kills: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        let born_at = AtomicU64::new(store_kills());
         Self {
             kill_store: Some(Arc::new(kill_store)),
+            store_kills: Some(Arc::new(store_kills)),
+            born_at,
             ..Self::default()
         }
     }
@@ -89,32 +99,40 @@ impl InjectedFaults {
             .insert(point.to_owned(), pass);
     }
 
-    /// Counts a pass of `point`; the one a crash waits for kills the store.
-    fn pass(&self, point: &str) {
+    /// Counts a pass of `point`; the one a crash waits for kills the store. True once the
+    /// engine has crashed (now or before): the caller stops where it is.
+    fn pass(&self, point: &str) -> bool {
         let mut crashes = self.crashes.lock().expect("faults lock");
-        let Some(left) = crashes.get_mut(point) else {
-            return;
-        };
-        *left -= 1;
-        if *left > 0 {
-            return;
+        if let Some(left) = crashes.get_mut(point) {
+            *left -= 1;
+            if *left == 0 {
+                crashes.remove(point);
+                drop(crashes);
+                self.crashed.store(true, Ordering::SeqCst);
+                if let Some(kill) = &self.kill_store {
+                    kill();
+                }
+            }
         }
-        crashes.remove(point);
-        drop(crashes);
-        self.crashed.store(true, Ordering::SeqCst);
-        if let Some(kill) = &self.kill_store {
-            kill();
-        }
+        self.crashed()
     }
 
-    /// Whether an injected crash has happened (in this engine's life).
+    /// Whether this engine has crashed: at a crash point, or its store was killed after a
+    /// commit. A dead engine starts nothing more.
     pub(crate) fn crashed(&self) -> bool {
         self.crashed.load(Ordering::SeqCst)
+            || self
+                .store_kills
+                .as_ref()
+                .is_some_and(|kills| kills() != self.born_at.load(Ordering::SeqCst))
     }
 
     /// A new engine starts: the last one's crash is behind.
     pub(crate) fn recovered(&self) {
         self.crashed.store(false, Ordering::SeqCst);
+        if let Some(kills) = &self.store_kills {
+            self.born_at.store(kills(), Ordering::SeqCst);
+        }
     }
 
     /// The next `times` attempts of steps named `step` do `fault`, after those already queued.
@@ -139,12 +157,15 @@ impl InjectedFaults {
 
 impl Engine {
     /// Passes the crash point `point`: a process armed by `RESTATE_FAILPOINTS` dies here, and
-    /// a test runtime armed by `crash_at` crashes.
-    pub(crate) fn crash_point(&self, point: &'static str) {
+    /// a test runtime armed by `crash_at` crashes. True when this (test) engine is dead: the
+    /// caller goes no further, as nothing would in a killed process.
+    #[must_use = "a dead engine goes no further"]
+    pub(crate) fn crash_point(&self, point: &'static str) -> bool {
         crate::failpoints::hit(point);
-        if let Some(injected) = &self.config().injected {
-            injected.pass(point);
-        }
+        self.config()
+            .injected
+            .as_ref()
+            .is_some_and(|injected| injected.pass(point))
     }
 }
 

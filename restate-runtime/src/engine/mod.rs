@@ -441,10 +441,13 @@ impl Engine {
                 &req.target.handler,
                 key,
             ),
-            (None, key) => InvocationId::random(match key {
-                Some(key) => partition_key_of(&req.target.service, key),
-                None => rand::random(),
-            }),
+            (None, key) => InvocationId::fresh(
+                match key {
+                    Some(key) => partition_key_of(&req.target.service, key),
+                    None => rand::random(),
+                },
+                now,
+            ),
         };
         let record = InvocationRecord {
             target: req.target,

@@ -77,7 +77,9 @@ impl Engine {
             self.lose(inflight, e.to_string());
             return true;
         }
-        self.crash_point("suspend.committed");
+        if self.crash_point("suspend.committed") {
+            return true;
+        }
         // Durable now: in the store's due index, and in the window if it came within it while
         // the write committed.
         if let Some(at) = wake_at_ms {

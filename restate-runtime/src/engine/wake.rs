@@ -54,7 +54,9 @@ impl PendingWake {
     /// Waits for the commit, then brings the woken invocations that were not in memory back.
     pub(crate) async fn finish(self) -> Result<(), crate::storage::StorageError> {
         self.waiter.await?;
-        self.engine.crash_point("wake.committed");
+        if self.engine.crash_point("wake.committed") {
+            return Ok(());
+        }
         for c in self.absent {
             let loaded = {
                 let map = self.engine.inflight.lock().expect("inflight map");
@@ -351,7 +353,9 @@ impl Engine {
         if let Some(slot) = slot {
             inflight.hold_slot(slot);
         }
-        self.crash_point("resume.loaded");
+        if self.crash_point("resume.loaded") {
+            return;
+        }
         tracing::debug!(invocation = %id, "resumed");
         self.spawn_resumed(inflight);
     }

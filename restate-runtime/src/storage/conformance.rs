@@ -253,6 +253,28 @@ async fn the_due_index_follows_each_record_until_it_completes_and_expires() {
         assert_eq!(store.due_len().unwrap(), 1);
         let (_, hint) = store.unfinished().unwrap().pop().expect("unfinished");
         assert_eq!(hint.due_at_ms, Some(200));
+        assert_eq!(
+            store.due(None, 200, 10).unwrap(),
+            vec![(200, id)],
+            "due at the bound"
+        );
+        assert!(
+            store.due(Some((200, id)), 100, 10).unwrap().is_empty(),
+            "after the end"
+        );
+        write(
+            &store,
+            vec![WriteOp::put_invocation(
+                id,
+                &record(Status::Runnable, Some("k")),
+            )],
+        )
+        .await;
+        assert!(
+            store.due(None, u64::MAX, 10).unwrap().is_empty(),
+            "woken: no timer"
+        );
+        write(&store, vec![WriteOp::put_invocation(id, &suspended)]).await;
         write(
             &store,
             vec![WriteOp::put_invocation(
@@ -407,11 +429,12 @@ async fn a_cancel_request_marks_only_unfinished_records() {
 #[tokio::test]
 async fn deleting_an_invocation_removes_it_from_every_index() {
     each_backend(|store| async move {
-        let [done, waiting] = [InvocationId::random(1), InvocationId::random(2)];
+        let [done, waiting, kept] = [1, 2, 3].map(InvocationId::random);
         let entry = JournalEntry::Sleep {
             wake_at_ms: 5,
             cancelled: false,
         };
+        write(&store, vec![WriteOp::put_journal(kept, 0, &entry)]).await;
         write(
             &store,
             vec![
@@ -449,6 +472,11 @@ async fn deleting_an_invocation_removes_it_from_every_index() {
         assert!(store.due(None, u64::MAX, 10).unwrap().is_empty());
         assert!(store.unfinished().unwrap().is_empty());
         assert!(store.woken().unwrap().is_empty());
+        assert_eq!(
+            store.journal(&kept).unwrap().len(),
+            1,
+            "another journal is untouched"
+        );
     })
     .await;
 }
@@ -504,6 +532,20 @@ async fn batches_commit_in_submission_order() {
         assert_eq!(store.state(&s, "n").unwrap().as_deref(), Some(&b"2"[..]));
         assert_ne!(store.secret(), [0; 32]);
         assert!(store.partitions() >= 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_writes() {
+    each_backend(|store| async move {
+        store.close();
+        let set = WriteOp::SetState {
+            scope: scope("A", "k"),
+            name: "n".into(),
+            value: b"1".to_vec(),
+        };
+        assert!(store.submit(vec![set]).await.is_err());
     })
     .await;
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, watch};
@@ -60,7 +61,7 @@ struct Tables {
 
 impl MemoryStore {
     fn shared(&self) -> MutexGuard<'_, Shared> {
-        // A panic under this lock (a failed decode) leaves the tables as they were.
+        // Batches are checked before they change anything: a panic cannot leave half of one.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -78,6 +79,7 @@ impl MemoryStore {
             partitions: shared.partitions,
             failure: Arc::new(watch::channel(None).0),
             stats: Mutex::default(),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -86,7 +88,8 @@ impl MemoryStore {
         self.shared().epoch
     }
 
-    /// A process kill: the handles opened before it are dead; everything applied stays.
+    /// A process kill: the handles opened before it are dead; everything applied stays. A
+    /// pending [`MemoryStore::kill_after_commits`] is disarmed (it was for the dead process).
     pub(crate) fn kill(&self) {
         let mut shared = self.shared();
         shared.epoch += 1;
@@ -108,6 +111,8 @@ pub(crate) struct MemoryStorage {
     partitions: u32,
     failure: Arc<watch::Sender<Option<String>>>,
     stats: Mutex<WriterStats>,
+    /// Closed: writes are refused, as a closed redb store's are.
+    closed: AtomicBool,
 }
 
 impl MemoryStorage {
@@ -126,12 +131,14 @@ impl MemoryStorage {
         if let Some(reason) = self.failure.borrow().clone() {
             return Err(StorageError::Poisoned(reason));
         }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StorageError::Closed);
+        }
         let mut shared = self.tables()?;
-        // Only a value that cannot be decoded fails an op, which this backend never stores;
-        // should it happen, the batch is cut short and the failure stops every later write
-        // (the engine then stops, as for a failed commit on disk).
+        // Everything an op decodes is checked first: a batch lands whole or not at all.
+        shared.tables.check(ops)?;
         for op in ops {
-            shared.tables.apply(op)?;
+            shared.tables.apply(op);
         }
         match shared.kill_after {
             Some(1) => {
@@ -146,7 +153,34 @@ impl MemoryStorage {
 }
 
 impl Tables {
-    fn apply(&mut self, op: &WriteOp) -> Result<(), StorageError> {
+    /// Decodes what applying `ops` will decode: the new records and hints, and the stored
+    /// records a cancel or a delete reads (a stored hint was checked when it was written).
+    fn check(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
+        for op in ops {
+            match op {
+                WriteOp::PutInvocation {
+                    encoded,
+                    unfinished,
+                    ..
+                } => {
+                    records::decode::<InvocationRecord>(encoded)?;
+                    if let Some(hint) = unfinished {
+                        hint_due(hint)?;
+                    }
+                }
+                WriteOp::RequestCancel { id } | WriteOp::DeleteInvocation { id } => {
+                    if let Some(bytes) = self.invocations.get(&id.storage_key()) {
+                        records::decode::<InvocationRecord>(bytes)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one op of a batch [`Tables::check`] accepted.
+    fn apply(&mut self, op: &WriteOp) {
         match op {
             WriteOp::PutInvocation {
                 id,
@@ -156,13 +190,13 @@ impl Tables {
                 stored_before,
             } => {
                 let key = id.storage_key();
-                let due = hint.as_deref().map(hint_due).transpose()?.flatten();
+                let due = hint.as_deref().and_then(checked_due);
                 let old_due = if hint.is_some() || (*stored_before && expires_at_ms.is_some()) {
                     let old = match hint {
                         Some(hint) => self.unfinished.insert(key, hint.clone()),
                         None => self.unfinished.remove(&key),
                     };
-                    old.as_deref().map(hint_due).transpose()?.flatten()
+                    old.as_deref().and_then(checked_due)
                 } else {
                     None
                 };
@@ -187,9 +221,7 @@ impl Tables {
             WriteOp::ClearState { scope, name } => {
                 self.state.remove(&named(scope, name));
             }
-            WriteOp::ClearAllState { scope } => {
-                self.state.retain(|(s, k, _), _| !in_scope(scope, s, k));
-            }
+            WriteOp::ClearAllState { scope } => remove_scope(&mut self.state, scope),
             WriteOp::PutPromise {
                 scope,
                 name,
@@ -198,9 +230,17 @@ impl Tables {
                 self.promises.insert(named(scope, name), encoded.clone());
             }
             WriteOp::ClearPromises { scope } => {
-                self.promises.retain(|(s, k, _), _| !in_scope(scope, s, k));
-                self.promise_waiters
-                    .retain(|((s, k, _), _, _)| !in_scope(scope, s, k));
+                remove_scope(&mut self.promises, scope);
+                let first = (named(scope, ""), [0; 24], 0);
+                let waiting: Vec<_> = self
+                    .promise_waiters
+                    .range(first..)
+                    .take_while(|((s, k, _), _, _)| in_scope(scope, s, k))
+                    .cloned()
+                    .collect();
+                for waiter in waiting {
+                    self.promise_waiters.remove(&waiter);
+                }
             }
             WriteOp::AddPromiseWaiter {
                 scope,
@@ -213,7 +253,15 @@ impl Tables {
             }
             WriteOp::ClearPromiseWaiters { scope, name } => {
                 let promise = named(scope, name);
-                self.promise_waiters.retain(|(p, _, _)| *p != promise);
+                let waiting: Vec<_> = self
+                    .promise_waiters
+                    .range((promise.clone(), [0; 24], 0)..)
+                    .take_while(|(p, _, _)| *p == promise)
+                    .cloned()
+                    .collect();
+                for waiter in waiting {
+                    self.promise_waiters.remove(&waiter);
+                }
             }
             WriteOp::Wake { id, index } => {
                 self.wakeups.insert((id.storage_key(), *index));
@@ -234,12 +282,20 @@ impl Tables {
             }
             WriteOp::ClearResultWaiters { source } => {
                 let source = source.storage_key();
-                self.result_waiters.retain(|(s, _, _), _| *s != source);
+                let waiting: Vec<_> = self
+                    .result_waiters
+                    .range((source, [0; 24], 0)..=(source, [0xff; 24], u32::MAX))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for waiter in waiting {
+                    self.result_waiters.remove(&waiter);
+                }
             }
             WriteOp::RequestCancel { id } => {
                 let key = id.storage_key();
                 if let Some(bytes) = self.invocations.get(&key) {
-                    let mut record: InvocationRecord = records::decode(bytes)?;
+                    let mut record: InvocationRecord =
+                        records::decode(bytes).expect("checked before the batch");
                     if !matches!(record.status, Status::Completed { .. }) {
                         record.cancel_requested = true;
                         self.invocations.insert(key, records::encode(&record));
@@ -249,7 +305,8 @@ impl Tables {
             WriteOp::DeleteInvocation { id } => {
                 let key = id.storage_key();
                 if let Some(old) = self.invocations.remove(&key) {
-                    let record: InvocationRecord = records::decode(&old)?;
+                    let record: InvocationRecord =
+                        records::decode(&old).expect("checked before the batch");
                     if let Status::Completed { expires_at_ms, .. } = record.status {
                         self.expiry.remove(&(expires_at_ms, key));
                     }
@@ -257,14 +314,27 @@ impl Tables {
                 }
                 self.unfinished.remove(&key);
                 self.clear_wakeups(key);
-                self.journal.retain(|(invocation, _), _| *invocation != key);
+                let entries: Vec<_> = self
+                    .journal
+                    .range((key, 0)..=(key, u32::MAX))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for entry in entries {
+                    self.journal.remove(&entry);
+                }
             }
         }
-        Ok(())
     }
 
     fn clear_wakeups(&mut self, key: Key) {
-        self.wakeups.retain(|(id, _)| *id != key);
+        let wakes: Vec<_> = self
+            .wakeups
+            .range((key, 0)..=(key, u32::MAX))
+            .copied()
+            .collect();
+        for wake in wakes {
+            self.wakeups.remove(&wake);
+        }
     }
 
     fn move_due(&mut self, key: Key, from: Option<u64>, to: Option<u64>) {
@@ -282,6 +352,23 @@ fn hint_due(hint: &[u8]) -> Result<Option<u64>, StorageError> {
     match UnfinishedHint::encoded_due(hint) {
         Some(due) => Ok(due),
         None => Ok(UnfinishedHint::decode(hint)?.hint.due_at_ms),
+    }
+}
+
+/// [`hint_due`] of a hint [`Tables::check`] accepted.
+fn checked_due(hint: &[u8]) -> Option<u64> {
+    hint_due(hint).expect("checked before the batch")
+}
+
+/// Removes every entry of `scope` from a table keyed by (service, key, name).
+fn remove_scope<V>(table: &mut BTreeMap<Named, V>, scope: &StateScope) {
+    let names: Vec<_> = table
+        .range(named(scope, "")..)
+        .take_while(|((s, k, _), _)| in_scope(scope, s, k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in names {
+        table.remove(&name);
     }
 }
 
@@ -406,12 +493,17 @@ impl Storage for MemoryStorage {
         &self,
         keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
     ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
-        let shared = self.tables()?;
+        // Copied out first: `keep` runs without the store's lock, as it would on redb.
+        let all: Vec<(Key, Vec<u8>)> = {
+            let shared = self.tables()?;
+            let unfinished = &shared.tables.unfinished;
+            unfinished.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
         let mut out = Vec::new();
-        for (key, bytes) in &shared.tables.unfinished {
-            let id = id_of(key);
-            if keep(id, UnfinishedHint::encoded_head(bytes)) {
-                out.push((id, UnfinishedHint::decode(bytes)?.hint));
+        for (key, bytes) in all {
+            let id = id_of(&key);
+            if keep(id, UnfinishedHint::encoded_head(&bytes)) {
+                out.push((id, UnfinishedHint::decode(&bytes)?.hint));
             }
         }
         Ok(out)
@@ -424,14 +516,17 @@ impl Storage for MemoryStorage {
         limit: usize,
     ) -> Result<Vec<(u64, InvocationId)>, StorageError> {
         let shared = self.tables()?;
+        let end = (until_ms, [0xff; 24]);
         let from = match after {
+            // Past the end: nothing (a range that starts after it ends would panic).
+            Some((at, id)) if (at, id.storage_key()) >= end => return Ok(Vec::new()),
             Some((at, id)) => Bound::Excluded((at, id.storage_key())),
             None => Bound::Unbounded,
         };
         Ok(shared
             .tables
             .due
-            .range((from, Bound::Included((until_ms, [0xff; 24]))))
+            .range((from, Bound::Included(end)))
             .take(limit)
             .map(|(at, key)| (*at, id_of(key)))
             .collect())
@@ -516,5 +611,7 @@ impl Storage for MemoryStorage {
         self.secret
     }
 
-    fn close(&self) {}
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
 }

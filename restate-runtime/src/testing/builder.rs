@@ -229,8 +229,8 @@ impl TestRuntimeBuilder {
         };
         let injected = Arc::new(match &store {
             TestStore::Memory(memory) => {
-                let memory = memory.clone();
-                InjectedFaults::with_kill(move || memory.kill())
+                let (killer, counter) = (memory.clone(), memory.clone());
+                InjectedFaults::with_store(move || killer.kill(), move || counter.kills())
             }
             TestStore::Folder(_) => InjectedFaults::default(),
         });

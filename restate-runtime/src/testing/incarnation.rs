@@ -25,8 +25,10 @@ pub(super) struct Incarnation {
     activity: Arc<Activity>,
     /// A task moving the clock while everything waits has been started.
     driving: AtomicBool,
-    /// Set when this engine crashes: its clock driver stops at once.
+    /// Set when this engine is taken apart: its clock driver stops at once.
     crashed: Arc<AtomicBool>,
+    /// The injected faults, which also know of an injected crash.
+    injected: Option<Arc<crate::engine::InjectedFaults>>,
 }
 
 impl Incarnation {
@@ -71,6 +73,7 @@ impl Incarnation {
             activity,
             driving: AtomicBool::new(false),
             crashed: Arc::default(),
+            injected: hooks.injected.clone(),
         })
     }
 
@@ -96,11 +99,14 @@ impl Incarnation {
         let probe = self.probe();
         let engine = self.runtime.engine().clone();
         let crashed = self.crashed.clone();
+        let injected = self.injected.clone();
         let Some(tokio) = &self.tokio else { return };
+        // A crashed engine's time stands still until the restart.
         let driving = move || {
             on.load(Ordering::SeqCst)
                 && paused.load(Ordering::SeqCst) == 0
                 && !crashed.load(Ordering::SeqCst)
+                && !injected.as_ref().is_some_and(|i| i.crashed())
         };
         tokio.spawn(async move {
             loop {
@@ -177,8 +183,8 @@ impl Probe {
     pub(super) async fn settle(&self) {
         let quieter = self.activity.quieter();
         if !self.activity.busy() {
-            // Only writes outstanding: the writer is about to answer them.
-            return tokio::task::yield_now().await;
+            // Only writes outstanding (a redb folder): the writer answers them soon.
+            return tokio::time::sleep(Duration::from_micros(100)).await;
         }
         let _ = tokio::time::timeout(Duration::from_millis(1), quieter).await;
     }
