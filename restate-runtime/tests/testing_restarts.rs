@@ -79,9 +79,11 @@ impl Prims {
         Ok(got)
     }
 
-    /// Cancels another invocation (`ctx.cancel`).
+    /// Cancels another invocation (`ctx.cancel`) a second after it starts (its own send is
+    /// answered first, whatever the crash does after).
     #[handler]
     async fn cancel_it(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(1)).await?;
         let id: restate_runtime::InvocationId =
             id.parse().map_err(|e| TerminalError::new(format!("{e}")))?;
         ctx.cancel(id);
@@ -440,7 +442,7 @@ async fn a_crash_at_each_crash_point_loses_nothing() {
         .send()
         .await
         .unwrap();
-    t.run_until_idle().await;
+    t.advance(Duration::from_secs(2)).await;
     assert!(t.crashed(), "cancel.recorded");
     t.restart().await;
     t.advance(HOUR).await;

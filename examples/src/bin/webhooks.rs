@@ -194,8 +194,9 @@ mod tests {
         serde_json::json!({ "id": id, "type": kind, "data": { "object": { "id": invoice } } })
     }
 
-    #[tokio::test]
-    async fn a_failed_payment_is_reminded_once_after_a_day_even_across_a_crash() {
+    /// The app as `main` builds it (unsigned events, a day's reminder), its ingress served:
+    /// the runtime and the webhook's URL.
+    async fn served() -> (TestRuntime, String) {
         let t = TestRuntime::builder()
             .bind(PaymentTracker {
                 reminder_delay: DAY,
@@ -212,6 +213,12 @@ mod tests {
             "{}/WebhookCallbackRouter/onStripeEvent",
             t.ingress_url().unwrap()
         );
+        (t, url)
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_is_reminded_once_after_a_day_even_across_a_crash() {
+        let (t, url) = served().await;
         let http = reqwest::Client::new();
         // Stripe delivers the same event twice: one invocation, one recorded event.
         for _ in 0..2 {
@@ -251,22 +258,7 @@ mod tests {
         // Crash right after the 1st, 2nd, ... commit from the delivery on; Stripe redelivers
         // until it gets a 2xx, and the event id keeps it one invocation.
         for n in 1..=64 {
-            let t = TestRuntime::builder()
-                .bind(PaymentTracker {
-                    reminder_delay: DAY,
-                })
-                .webhook(
-                    "WebhookCallbackRouter",
-                    "onStripeEvent",
-                    stripe_webhook(None),
-                )
-                .serve_ingress()
-                .build()
-                .await;
-            let url = format!(
-                "{}/WebhookCallbackRouter/onStripeEvent",
-                t.ingress_url().unwrap()
-            );
+            let (t, url) = served().await;
             let http = reqwest::Client::new();
             t.crash_after_commits(n);
             let delivered = http

@@ -1210,29 +1210,12 @@ mod tests {
     /// A completed invocation of a service the registry does not have, kept until
     /// `expires_at_ms`.
     fn completed(expires_at_ms: u64) -> InvocationRecord {
-        InvocationRecord {
-            target: Target {
-                service: "Gone".into(),
-                handler: "h".into(),
-                key: None,
-            },
-            input: Vec::new(),
-            headers: Vec::new(),
-            idempotency_key: None,
-            status: Status::Completed {
-                outcome: Outcome::Success(b"1".to_vec()),
-                completed_at_ms: 1,
-                expires_at_ms,
-            },
-            attempts: 1,
-            last_error: None,
-            created_at_ms: 1,
-            modified_at_ms: 1,
-            caller: None,
-            seq: 1,
-            cancel_requested: false,
-            cancel_delivered: false,
-        }
+        let status = Status::Completed {
+            outcome: Outcome::Success(b"1".to_vec()),
+            completed_at_ms: 1,
+            expires_at_ms,
+        };
+        InvocationRecord::for_test("Gone", None, status)
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::memory::MemoryStore;
-use super::records::{InvocationRecord, JournalEntry, Outcome, Status, Target};
+use super::records::{InvocationRecord, JournalEntry, Outcome, Status};
 use super::{RedbOptions, RedbStorage, StateScope, Storage, WriteOp};
 use crate::ids::InvocationId;
 
@@ -37,23 +37,8 @@ async fn write(store: &Arc<dyn Storage>, ops: Vec<WriteOp>) {
 
 fn record(status: Status, key: Option<&str>) -> InvocationRecord {
     InvocationRecord {
-        target: Target {
-            service: "S".into(),
-            handler: "h".into(),
-            key: key.map(Into::into),
-        },
         input: b"1".to_vec(),
-        headers: vec![],
-        idempotency_key: None,
-        status,
-        attempts: 1,
-        last_error: None,
-        created_at_ms: 1,
-        modified_at_ms: 1,
-        caller: None,
-        seq: 1,
-        cancel_requested: false,
-        cancel_delivered: false,
+        ..InvocationRecord::for_test("S", key, status)
     }
 }
 

@@ -13,9 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::faults::{Disk, Kept};
-use super::records::{
-    self, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
-};
+use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, UnfinishedHint};
 use super::redb_store::{log_file, store_file};
 use super::{OpenError, RedbOptions, RedbStorage, StateScope, Storage, StorageError, WriteOp};
 use crate::ids::InvocationId;
@@ -93,23 +91,9 @@ fn record(status: u8, seq: u8) -> InvocationRecord {
         },
     };
     InvocationRecord {
-        target: Target {
-            service: "Svc".into(),
-            handler: "h".into(),
-            key: None,
-        },
         input: vec![seq],
-        headers: vec![],
-        idempotency_key: None,
-        status,
-        attempts: 1,
-        last_error: None,
-        created_at_ms: 1,
-        modified_at_ms: 1,
-        caller: None,
         seq: seq.into(),
-        cancel_requested: false,
-        cancel_delivered: false,
+        ..InvocationRecord::for_test("Svc", None, status)
     }
 }
 

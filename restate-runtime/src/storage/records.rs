@@ -168,6 +168,33 @@ pub struct InvocationRecord {
     pub cancel_delivered: bool,
 }
 
+#[cfg(test)]
+impl InvocationRecord {
+    /// A record of handler `h` of `service` (on `key`) in `status`: a first attempt with no
+    /// input or headers, created at 1 ms, what the storage and engine tests build on.
+    pub(crate) fn for_test(service: &str, key: Option<&str>, status: Status) -> Self {
+        Self {
+            target: Target {
+                service: service.into(),
+                handler: "h".into(),
+                key: key.map(Into::into),
+            },
+            input: Vec::new(),
+            headers: Vec::new(),
+            idempotency_key: None,
+            status,
+            attempts: 1,
+            last_error: None,
+            created_at_ms: 1,
+            modified_at_ms: 1,
+            caller: None,
+            seq: 1,
+            cancel_requested: false,
+            cancel_delivered: false,
+        }
+    }
+}
+
 /// What recovery needs of an unfinished invocation without reading its whole record: a
 /// suspended one stays on disk, only holding its key and maybe a timer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

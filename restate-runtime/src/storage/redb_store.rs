@@ -1292,23 +1292,8 @@ mod tests {
 
     fn record(status: Status) -> InvocationRecord {
         InvocationRecord {
-            target: Target {
-                service: "S".into(),
-                handler: "h".into(),
-                key: None,
-            },
             input: b"1".to_vec(),
-            headers: vec![],
-            idempotency_key: None,
-            status,
-            attempts: 1,
-            last_error: None,
-            created_at_ms: 1,
-            modified_at_ms: 1,
-            caller: None,
-            seq: 1,
-            cancel_requested: false,
-            cancel_delivered: false,
+            ..InvocationRecord::for_test("S", None, status)
         }
     }
 
