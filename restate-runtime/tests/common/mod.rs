@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use restate_runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
+use restate_runtime::{Runtime, RuntimeBuilder, RuntimeHandle, ServeError};
 
 /// A runtime serving its ingress on a free port, with a temp data folder.
 pub struct TestServer {
@@ -27,42 +27,55 @@ impl TestServer {
         Self::start_with(tempfile::tempdir().unwrap(), |b| b).await
     }
 
+    /// Starts on free ports; when one was taken between picking and binding (another test's
+    /// client socket can get it), tries again on new ones.
     pub async fn start_with(
         dir: tempfile::TempDir,
-        configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+        configure: impl Fn(RuntimeBuilder) -> RuntimeBuilder,
     ) -> Self {
-        let ingress = free_addr();
-        let admin = free_addr();
-        let builder = Runtime::builder()
-            .without_env()
-            .data_dir(dir.path())
-            .ingress_addr(ingress)
-            .admin_addr(admin);
-        let runtime = configure(builder).build().expect("runtime builds");
-        let handle = runtime.handle();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            runtime
-                .serve_until(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("serve");
-        });
-        let base = format!("http://{ingress}");
-        wait_until(Duration::from_secs(20), || {
-            let url = format!("{base}/restate/health");
-            async move { reqwest::get(url).await.is_ok() }
-        })
-        .await;
-        Self {
-            base,
-            admin: format!("http://{admin}"),
-            handle,
-            dir,
-            stop: Some(tx),
-            task: Some(task),
+        for _ in 0..5 {
+            let ingress = free_addr();
+            let admin = free_addr();
+            let builder = Runtime::builder()
+                .without_env()
+                .data_dir(dir.path())
+                .ingress_addr(ingress)
+                .admin_addr(admin);
+            let runtime = configure(builder).build().expect("runtime builds");
+            let handle = runtime.handle();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let mut task = tokio::spawn(async move {
+                runtime
+                    .serve_until(async {
+                        let _ = rx.await;
+                    })
+                    .await
+            });
+            let base = format!("http://{ingress}");
+            let healthy = wait_until(Duration::from_secs(20), || {
+                let url = format!("{base}/restate/health");
+                async move { reqwest::get(url).await.is_ok() }
+            });
+            tokio::select! {
+                () = healthy => {}
+                served = &mut task => match served.expect("serve task") {
+                    Err(ServeError::Bind { .. }) => continue,
+                    other => panic!("serve: {other:?}"),
+                },
+            }
+            let task = tokio::spawn(async move {
+                task.await.expect("serve task").expect("serve");
+            });
+            return Self {
+                base,
+                admin: format!("http://{admin}"),
+                handle,
+                dir,
+                stop: Some(tx),
+                task: Some(task),
+            };
         }
+        panic!("no free ports after 5 tries");
     }
 
     /// Stops serving and closes the data folder; returns it for a restart.
