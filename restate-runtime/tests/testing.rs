@@ -497,6 +497,19 @@ async fn a_call_waiting_at_a_restart_fails_and_its_invocation_still_completes() 
         let t = t.clone();
         async move { t.handle().object::<Steps>("w").hourly(1).call().await }
     });
+    // The call is durable once its sleep is journaled (a call nobody heard of may be lost).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !t
+        .invocations(InvocationFilter::default().key("w"))
+        .iter()
+        .any(|v| !v.journal.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     t.run_until_idle().await;
     t.restart().await;
     let answered = tokio::time::timeout(Duration::from_secs(30), waiting)
@@ -652,4 +665,25 @@ async fn nothing_runs_in_a_crashed_engine_until_the_restart() {
             "{n}: {ran:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_ingress_listens_where_it_is_told() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let t = TestRuntime::builder()
+        .ingress_addr(addr)
+        .serve_ingress()
+        .build()
+        .await;
+    assert_eq!(t.ingress_url().unwrap(), format!("http://{addr}"));
+    let health = reqwest::get(format!("http://{addr}/restate/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // Told where, but not to serve: nothing listens.
+    let quiet = TestRuntime::builder().ingress_addr(addr).build().await;
+    assert!(quiet.ingress_url().is_none());
 }

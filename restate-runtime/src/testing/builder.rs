@@ -25,6 +25,7 @@ pub struct TestRuntimeBuilder {
     runtime: RuntimeBuilder,
     start_at: SystemTime,
     serve_ingress: bool,
+    ingress_addr: Option<std::net::SocketAddr>,
     data_dir: Option<std::path::PathBuf>,
 }
 
@@ -50,6 +51,7 @@ impl TestRuntimeBuilder {
             runtime: Runtime::builder().without_env(),
             start_at: TestRuntime::default_start(),
             serve_ingress: false,
+            ingress_addr: None,
             data_dir: None,
         }
     }
@@ -117,6 +119,26 @@ impl TestRuntimeBuilder {
         max_invocation_bytes(bytes: usize) = 1 << 20;
         timer_window(window: Duration) = Duration::from_secs(60);
         release_heap(release: fn()) = || {};
+        cache_bytes(bytes: usize) = 8 << 20;
+        min_free_disk_bytes(bytes: u64) = 0;
+    }
+
+    /// The address [`Self::serve_ingress`] listens on (default: a free loopback port); alone
+    /// it opens nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// let t = restate_runtime::testing::TestRuntime::builder()
+    ///     .ingress_addr("127.0.0.1:18080".parse().unwrap())
+    ///     .serve_ingress()
+    ///     .build()
+    ///     .await;
+    /// assert_eq!(t.ingress_url().unwrap(), "http://127.0.0.1:18080");
+    /// # }
+    /// ```
+    pub fn ingress_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.ingress_addr = Some(addr);
+        self
     }
 
     /// Headers never stored with an invocation, as
@@ -220,7 +242,10 @@ impl TestRuntimeBuilder {
             None => TestStore::Memory(MemoryStore::default()),
         };
         let ingress = if self.serve_ingress {
-            let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            let addr = self
+                .ingress_addr
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            let listener = std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(TestRuntimeError::Listen)?;
             Some(listener)
