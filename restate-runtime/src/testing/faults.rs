@@ -114,6 +114,8 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn crashed(&self) -> bool {
-        self.injected.crashed() || self.with_live(|live| self.store.crashed(&live.opened))
+        // The injected faults know of a kill (a crash point, or after a commit); a failed
+        // store is the other way an engine stops.
+        self.injected.crashed() || self.with_live(|live| live.storage.failure().borrow().is_some())
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::TestRuntimeError;
-use super::store::{Opened, TestStore};
+use super::store::TestStore;
 use crate::clock::VirtualClock;
 use crate::engine::EngineHooks;
 use crate::engine::tasks::Activity;
@@ -21,7 +21,7 @@ pub(super) struct Incarnation {
     tokio: Option<tokio::runtime::Runtime>,
     pub(super) runtime: Runtime,
     /// Its store, as opened.
-    pub(super) opened: Opened,
+    pub(super) storage: Arc<dyn Storage>,
     activity: Arc<Activity>,
     /// A task moving the clock while everything waits has been started.
     driving: AtomicBool,
@@ -47,14 +47,14 @@ impl Incarnation {
             .map_err(TestRuntimeError::Threads)?;
         // Counted afresh: a task of the last engine that outlived its crash counts nothing.
         let activity = Arc::new(Activity::default());
-        let (runtime, opened) = {
+        let (runtime, storage) = {
             let _inside = tokio.enter();
-            let opened = store.open(assembled)?;
+            let storage = store.open(assembled)?;
             let hooks = EngineHooks {
                 activity: Some(activity.clone()),
                 ..hooks.clone()
             };
-            let runtime = assembled.start(opened.storage.clone(), hooks)?;
+            let runtime = assembled.start(storage.clone(), hooks)?;
             if let Some(listener) = ingress {
                 // A copy of the socket the test runtime keeps: connections made while no
                 // engine runs wait in its backlog.
@@ -64,12 +64,12 @@ impl Incarnation {
                     .map_err(TestRuntimeError::Listen)?;
                 tokio.spawn(runtime.serve_ingress_on(listener));
             }
-            (runtime, opened)
+            (runtime, storage)
         };
         Ok(Self {
             tokio: Some(tokio),
             runtime,
-            opened,
+            storage,
             activity,
             driving: AtomicBool::new(false),
             crashed: Arc::default(),

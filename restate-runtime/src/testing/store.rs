@@ -17,30 +17,16 @@ pub(super) enum TestStore {
     Folder(PathBuf),
 }
 
-/// A store opened by one engine, and (in memory) the kill count it was opened at.
-pub(super) struct Opened {
-    pub storage: Arc<dyn Storage>,
-    kills: Option<u64>,
-}
-
 impl TestStore {
     /// Opens the store for a new engine.
-    pub(super) fn open(&self, assembled: &Assembled) -> Result<Opened, TestRuntimeError> {
+    pub(super) fn open(&self, assembled: &Assembled) -> Result<Arc<dyn Storage>, TestRuntimeError> {
         match self {
-            Self::Memory(store) => Ok(Opened {
-                storage: Arc::new(store.open(assembled.config.partitions)),
-                kills: Some(store.kills()),
-            }),
+            Self::Memory(store) => Ok(Arc::new(store.open(assembled.config.partitions))),
             Self::Folder(dir) => {
                 let started = Instant::now();
                 loop {
                     match RedbStorage::open(dir, &assembled.redb_options()) {
-                        Ok(storage) => {
-                            return Ok(Opened {
-                                storage: Arc::new(storage),
-                                kills: None,
-                            });
-                        }
+                        Ok(storage) => return Ok(Arc::new(storage)),
                         // The last engine's store is still being dropped.
                         Err(OpenError::Locked { .. }) if started.elapsed() < UNLOCK_WAIT => {
                             std::thread::sleep(Duration::from_millis(5));
@@ -76,14 +62,5 @@ impl TestStore {
                 dir.display()
             );
         }
-    }
-
-    /// Whether the engine that opened `opened` has been crashed (or its store failed).
-    pub(super) fn crashed(&self, opened: &Opened) -> bool {
-        let killed = match (self, opened.kills) {
-            (Self::Memory(store), Some(kills)) => store.kills() != kills,
-            _ => false,
-        };
-        killed || opened.storage.failure().borrow().is_some()
     }
 }
