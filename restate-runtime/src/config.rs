@@ -31,8 +31,12 @@ pub const DEFAULT_SECRET_HEADERS: &[&str] = &[
 /// ```
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Data folder (`RESTATE_DATA_DIR`, default `./data`).
+    /// Data folder (`RESTATE_DATA_DIR`, default `./data`), unless a database is set.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database instead of the data folder (`RESTATE_DATABASE_URL`, such as
+    /// `postgres://user:password@host:5432/app`; needs the `postgres` feature): many processes
+    /// may run on one database. With it set, `data_dir` is not used.
+    pub database_url: Option<String>,
     /// Ingress listen address (`RESTATE_INGRESS_ADDR`, default `127.0.0.1:8080`).
     pub ingress_addr: SocketAddr,
     /// The public webhook listener (`RESTATE_WEBHOOK_ADDR`, off unless set): only verified
@@ -102,6 +106,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
+            database_url: None,
             ingress_addr: ([127, 0, 0, 1], 8080).into(),
             webhook_addr: None,
             ingress_token: None,
@@ -132,7 +137,11 @@ impl Default for Config {
 }
 
 /// Variables whose values are secrets: logged as set, never shown.
-const SECRET_VARIABLES: &[&str] = &["RESTATE_INGRESS_TOKEN", "RESTATE_ADMIN_TOKEN"];
+const SECRET_VARIABLES: &[&str] = &[
+    "RESTATE_INGRESS_TOKEN",
+    "RESTATE_ADMIN_TOKEN",
+    "RESTATE_DATABASE_URL",
+];
 
 /// `NAME=value` pairs for the log, secrets masked.
 fn describe_overrides(applied: &[(&'static str, String)]) -> String {
@@ -213,6 +222,9 @@ impl Config {
         let int = |s: &str| s.parse::<u64>().map_err(|e| e.to_string());
         if let Some(v) = var("RESTATE_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("RESTATE_DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.database_url = Some(v);
         }
         if let Some(v) = var("RESTATE_INGRESS_ADDR") {
             self.ingress_addr = parse("RESTATE_INGRESS_ADDR", v, addr)?;
@@ -299,6 +311,15 @@ impl Config {
 
     /// Refuses settings that would expose what must stay private: an admin API off loopback
     /// without a token.
+    /// Where invocations are stored, for the log: the data folder, or the database without
+    /// its password.
+    pub(crate) fn store_description(&self) -> String {
+        match &self.database_url {
+            Some(url) => redact_password(url),
+            None => self.data_dir.display().to_string(),
+        }
+    }
+
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         for (name, token) in [
             ("RESTATE_ADMIN_TOKEN", &self.admin_token),
@@ -368,5 +389,47 @@ mod tests {
             .apply(|n| (n == "RESTATE_ADMIN_ADDR").then(|| "nope".into()))
             .unwrap_err();
         assert!(err.to_string().contains("RESTATE_ADMIN_ADDR"));
+    }
+}
+
+/// A database URL (`postgres://user:password@host/db`) or key-value string
+/// (`host=… password=…`) with its password replaced by `***`.
+pub(crate) fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_password;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact_password("postgres://app:s3cr@t@db:5432/shop?sslmode=require"),
+            "postgres://app:***@db:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            redact_password("postgres://app@db/shop"),
+            "postgres://app@db/shop"
+        );
+        assert_eq!(
+            redact_password("host=db user=app password=hunter2 dbname=shop"),
+            "host=db user=app password=*** dbname=shop"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! HMAC-SHA256: webhook signatures, and the MACs under the store's secret that make awakeable
 //! ids and random seeds impossible to compute from outside.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.

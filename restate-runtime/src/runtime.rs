@@ -110,6 +110,24 @@ impl RuntimeBuilder {
         self
     }
 
+    /// A PostgreSQL database instead of a data folder (`RESTATE_DATABASE_URL` overrides it
+    /// unless [`without_env`](Self::without_env)): the schema is created or migrated at
+    /// start, and several processes may run on one database. Needs the `postgres` feature of
+    /// `restate-runtime`; without it, [`build`](Self::build) says so.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder()
+    ///     .database_url("postgres://shop:secret@db.internal:5432/shop")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.config.database_url = Some(url.into());
+        self
+    }
+
     /// Ingress address (default `127.0.0.1:8080`).
     ///
     /// ```no_run
@@ -551,10 +569,7 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, BuildError> {
         tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
         let assembled = self.assemble()?;
-        let storage = Arc::new(RedbStorage::open(
-            &assembled.config.data_dir,
-            &assembled.redb_options(),
-        )?);
+        let storage = assembled.open_storage()?;
         assembled.start(storage, crate::engine::EngineHooks::default())
     }
 
@@ -587,6 +602,27 @@ impl RuntimeBuilder {
     }
 }
 
+#[cfg(feature = "postgres")]
+fn open_database(url: &str, config: &Config) -> Result<Arc<dyn Storage>, OpenError> {
+    let options = crate::storage::PostgresOptions {
+        partitions: config.partitions,
+        max_queued_bytes: config.writer_queue_bytes,
+        max_group_bytes: config.commit_group_bytes,
+        ..Default::default()
+    };
+    Ok(Arc::new(crate::storage::PostgresStorage::open(
+        url, &options,
+    )?))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_database(_url: &str, _config: &Config) -> Result<Arc<dyn Storage>, OpenError> {
+    Err(OpenError::Incompatible {
+        path: "RESTATE_DATABASE_URL".into(),
+        reason: "this binary was built without the `postgres` feature of restate-runtime".into(),
+    })
+}
+
 /// A checked [`RuntimeBuilder`]: engines start from it, again after each restart of a test
 /// runtime.
 #[derive(Clone)]
@@ -599,6 +635,17 @@ pub(crate) struct Assembled {
 }
 
 impl Assembled {
+    /// The configured store: the database when a URL is set, else the data folder.
+    fn open_storage(&self) -> Result<Arc<dyn Storage>, OpenError> {
+        match &self.config.database_url {
+            Some(url) => open_database(url, &self.config),
+            None => Ok(Arc::new(RedbStorage::open(
+                &self.config.data_dir,
+                &self.redb_options(),
+            )?)),
+        }
+    }
+
     pub(crate) fn redb_options(&self) -> RedbOptions {
         let config = &self.config;
         RedbOptions {
@@ -870,7 +917,7 @@ impl Runtime {
             ingress = %ingress.local_addr()?,
             admin = %admin.local_addr()?,
             webhooks = ?webhooks.as_ref().map(|l| l.local_addr()).transpose()?,
-            data_dir = %self.config.data_dir.display(),
+            store = %self.config.store_description(),
             max_connections = limits.max_connections,
             max_in_flight = limits.max_in_flight,
             "restate runtime listening"

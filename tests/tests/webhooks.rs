@@ -53,19 +53,32 @@ async fn deliver(client: &reqwest::Client, base: &str, body: &[u8], variant: usi
 
 #[tokio::test]
 async fn events_survive_kills_and_are_processed_once() {
+    survive_kills(Vec::new(), 1000).await;
+}
+
+/// The same on PostgreSQL (a private cluster, a fresh database): the data folder is not used.
+#[tokio::test]
+async fn events_survive_kills_and_are_processed_once_on_postgres() {
+    let cluster = restate_runtime::testing::PostgresCluster::shared().expect("PostgreSQL");
+    let url = cluster.fresh_database().unwrap();
+    survive_kills(vec![("RESTATE_DATABASE_URL", url)], 500).await;
+}
+
+/// `invoices` x 2 events x 2 deliveries, the app SIGKILLed three times during the load.
+async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ports = (free_port(), free_port());
-    let env = [
+    let mut env = vec![
         ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
         ("PAYMENT_REMINDER_DELAY", "1s".to_owned()),
     ];
+    let on_database = !store.is_empty();
+    env.extend(store);
     let bin = example_bin("webhooks");
     let mut app = App::start_on(&bin, &data, &env, ports).await;
     let base = app.ingress.clone();
     let client = reqwest::Client::new();
-    // 1,000 invoices x 2 events x 2 deliveries: 4,000 requests, 2,000 distinct events.
-    let invoices = 1000;
     let acked = Arc::new(AtomicUsize::new(0));
     // Per invoice: two events of one kind, each delivered twice.
     let senders: Vec<_> = (0..invoices)
@@ -146,6 +159,12 @@ async fn events_survive_kills_and_are_processed_once() {
         );
     }
     assert_eq!(statuses[&1]["status"], "paid");
+    if on_database {
+        assert!(
+            !data.exists(),
+            "with a database the data folder is not used"
+        );
+    }
 }
 
 #[tokio::test]

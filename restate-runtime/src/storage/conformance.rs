@@ -13,10 +13,26 @@ use crate::ids::InvocationId;
 fn backends() -> Vec<(&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let redb = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
-    vec![
+    #[allow(unused_mut)]
+    let mut all: Vec<(&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>)> = vec![
         ("redb", Arc::new(redb), Some(dir)),
         ("memory", Arc::new(MemoryStore::default().open(4)), None),
-    ]
+    ];
+    #[cfg(feature = "postgres")]
+    all.push(("postgres", Arc::new(postgres()), None));
+    all
+}
+
+/// A store on a fresh database of the test process's private PostgreSQL cluster.
+#[cfg(feature = "postgres")]
+fn postgres() -> super::PostgresStorage {
+    let cluster = crate::testing::PostgresCluster::shared().expect("a private PostgreSQL cluster");
+    let url = cluster.fresh_database().expect("a fresh database");
+    let options = super::PostgresOptions {
+        partitions: 4,
+        ..Default::default()
+    };
+    super::PostgresStorage::open(&url, &options).expect("the PostgreSQL store opens")
 }
 
 /// Runs `check` against every backend, naming the one that fails.

@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, Target};
 use super::{
     CommitWaiter, HintHead, ResultWaiter, StateScope, Storage, StorageError, UnfinishedHint,
-    WriteOp, WriterStats,
+    WriteOp, WriterStats, hint_due,
 };
 use crate::ids::InvocationId;
 
@@ -344,14 +344,6 @@ impl Tables {
         if let Some(at) = to {
             self.due.insert((at, key));
         }
-    }
-}
-
-/// The due time a hint records (every hint this backend holds is of the current format).
-fn hint_due(hint: &[u8]) -> Result<Option<u64>, StorageError> {
-    match UnfinishedHint::encoded_due(hint) {
-        Some(due) => Ok(due),
-        None => Ok(UnfinishedHint::decode(hint)?.hint.due_at_ms),
     }
 }
 

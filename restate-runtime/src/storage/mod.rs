@@ -1,5 +1,6 @@
-//! Storage: the narrow interface the engine writes and reads through, its redb backend, and
-//! an in-memory one (the test runtime's), both held to one conformance suite.
+//! Storage: the narrow interface the engine writes and reads through, its redb backend, an
+//! in-memory one (the test runtime's) and a PostgreSQL one (feature `postgres`), all held to
+//! one conformance suite.
 //!
 //! Writes are batches of operations submitted to one writer, which commits many batches in one
 //! durable commit (group commit) in submission order, and answers each batch after the commit.
@@ -15,6 +16,8 @@ mod faults;
 mod files;
 mod log;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub(crate) mod records;
 mod redb_store;
 mod space;
@@ -28,6 +31,8 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 pub(crate) use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStorage};
 pub use records::{
     HintHead, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
 };
@@ -38,17 +43,20 @@ pub use redb_store::{RedbOptions, RedbStorage};
 
 use crate::ids::InvocationId;
 
-/// Errors opening a data folder; each says what to do about it.
+/// Errors opening a data folder (or a database); each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// Another process holds the data folder.
-    #[error("data folder {path} is in use by another process (only one runtime may open it)")]
+    #[error(
+        "{} {path} is in use by another process (only one runtime may open it)",
+        noun(path)
+    )]
     Locked {
         /// The data folder.
         path: String,
     },
     /// The folder or file cannot be created or read.
-    #[error("cannot open data folder {path}: {source}")]
+    #[error("cannot open {} {path}: {source}", noun(path))]
     Io {
         /// The data folder.
         path: String,
@@ -56,7 +64,7 @@ pub enum OpenError {
         source: std::io::Error,
     },
     /// Written by another format version or partition layout.
-    #[error("data folder {path} is incompatible with this build: {reason}")]
+    #[error("{} {path} is incompatible with this build: {reason}", noun(path))]
     Incompatible {
         /// The data folder.
         path: String,
@@ -64,13 +72,22 @@ pub enum OpenError {
         reason: String,
     },
     /// The file is not a valid store.
-    #[error("data folder {path} is corrupt: {reason}")]
+    #[error("{} {path} is corrupt: {reason}", noun(path))]
     Corrupt {
         /// The data folder.
         path: String,
         /// What redb found wrong.
         reason: String,
     },
+}
+
+/// What an [`OpenError`]'s `path` names: a database URL (the password left out) or a folder.
+fn noun(path: &str) -> &'static str {
+    if path.contains("://") || path.starts_with("RESTATE_DATABASE_URL") {
+        "database"
+    } else {
+        "data folder"
+    }
 }
 
 /// Errors reading or writing a store that is open.
@@ -330,6 +347,25 @@ impl WriteOp {
             encoded: records::encode(entry),
         }
     }
+}
+
+/// The due time an encoded recovery hint records.
+pub(crate) fn hint_due(hint: &[u8]) -> Result<Option<u64>, StorageError> {
+    match UnfinishedHint::encoded_due(hint) {
+        Some(due) => Ok(due),
+        None => Ok(UnfinishedHint::decode(hint)?.hint.due_at_ms),
+    }
+}
+
+/// New work is refused while more than `max` bytes wait for the writer.
+pub(crate) fn check_writer_queue(queued: usize, max: usize) -> Result<(), StorageError> {
+    if queued > max {
+        return Err(StorageError::Backend(format!(
+            "writer busy: {queued} bytes wait to be committed, above the bound of {max} \
+             (RESTATE_WRITER_QUEUE_BYTES); new work is refused until the writer catches up"
+        )));
+    }
+    Ok(())
 }
 
 /// Resolves once the batch it belongs to is durable (or failed).

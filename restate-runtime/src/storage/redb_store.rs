@@ -1244,14 +1244,7 @@ impl Storage for RedbStorage {
     }
 
     fn admit_new_work(&self) -> Result<(), StorageError> {
-        let queued = self.queued.load(Ordering::Relaxed);
-        if queued > self.max_queued_bytes {
-            return Err(StorageError::Backend(format!(
-                "writer busy: {queued} bytes wait to be committed, above the bound of {} \
-                 (RESTATE_WRITER_QUEUE_BYTES); new work is refused until the writer catches up",
-                self.max_queued_bytes
-            )));
-        }
+        super::check_writer_queue(self.queued.load(Ordering::Relaxed), self.max_queued_bytes)?;
         self.reserve.admit()
     }
 

@@ -44,6 +44,9 @@ mod builder;
 mod faults;
 mod incarnation;
 mod inspect;
+mod ports;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod store;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -52,6 +55,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use builder::TestRuntimeBuilder;
 pub use inspect::{InvocationFilter, InvocationView};
+pub use ports::free_loopback_port;
+#[cfg(feature = "postgres")]
+pub use postgres::{ClusterError, PostgresCluster};
 
 pub use crate::engine::RunFault;
 use incarnation::Incarnation;

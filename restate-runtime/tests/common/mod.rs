@@ -18,8 +18,11 @@ pub struct TestServer {
 }
 
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    (
+        [127, 0, 0, 1],
+        restate_runtime::testing::free_loopback_port(),
+    )
+        .into()
 }
 
 impl TestServer {

@@ -35,12 +35,9 @@ pub struct App {
     pub admin: String,
 }
 
+/// A loopback port free now, for an app to bind later (and again after a restart).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    restate_runtime::testing::free_loopback_port()
 }
 
 impl App {

@@ -1,0 +1,555 @@
+//! The PostgreSQL backend (feature `postgres`): the same [`Storage`] on tables in a database
+//! that many processes can reach (`RESTATE_DATABASE_URL`).
+//!
+//! The backend runs its own small tokio runtime (one thread) for its connections, so that it
+//! behaves the same under any runtime the engine runs on: a write is queued to the writer
+//! (`writer.rs`: group commit, one transaction per group), a read (the trait's reads are
+//! synchronous, as redb's are) is run there on a pooled connection while the caller waits.
+//! At open, the schema is migrated (`schema.rs`) and the deployment's partition count and
+//! secret are read, or recorded by the first process.
+//!
+//! Tables (schema 1, `restate-runtime/migrations/postgres/`): `restate_invocations` (record,
+//! recovery hint, due time, expiry, one row per invocation), `restate_journal`,
+//! `restate_state`, `restate_promises`, `restate_promise_waiters`, `restate_wakes`,
+//! `restate_result_waiters`, `restate_meta`, and refinery's `restate_schema_history`.
+//! Invocation ids are stored as their 24-byte storage keys, so `bytea` order is id order.
+
+mod ownership;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
+use super::{
+    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, OpenError, ResultWaiter,
+    StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats, hint_due,
+};
+use crate::ids::InvocationId;
+use writer::{Batch, Message, Shared};
+
+/// One statement parameter, owned, so that it can travel to the backend's runtime.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// How a [`PostgresStorage`] is opened.
+///
+/// ```
+/// let options = restate_runtime::storage::PostgresOptions::default();
+/// assert_eq!(options.max_connections, 10); // the writer's and nine for reads
+/// assert_eq!(options.partitions, 256);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Partitions of a new database (one already in use keeps its own).
+    pub partitions: u32,
+    /// Connections the process opens at most: one for the writer, the rest for reads.
+    pub max_connections: usize,
+    /// Bytes submitted and not yet committed above which new work is refused until the
+    /// writer catches up.
+    pub max_queued_bytes: usize,
+    /// Bytes one transaction takes at most: what is queued beyond goes into the next one.
+    pub max_group_bytes: usize,
+    /// How long to wait for another process that runs on the database to stop (a killed
+    /// one's connection closes within moments) before giving up.
+    pub owner_wait: std::time::Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            partitions: 256,
+            max_connections: 10,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
+            owner_wait: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The [`Storage`] on PostgreSQL.
+///
+/// ```no_run
+/// use restate_runtime::storage::{PostgresOptions, PostgresStorage};
+/// let store = PostgresStorage::open("postgres://app@db.internal/app", &PostgresOptions::default())?;
+/// # Ok::<(), restate_runtime::storage::OpenError>(())
+/// ```
+pub struct PostgresStorage {
+    runtime: BackendRuntime,
+    reads: Pool,
+    queue: Mutex<Option<mpsc::UnboundedSender<Message>>>,
+    shared: Arc<Shared>,
+    partitions: u32,
+    secret: [u8; 32],
+    max_queued_bytes: usize,
+    closed: AtomicBool,
+}
+
+impl PostgresStorage {
+    /// Connects, migrates the schema, and starts the writer. `url` is a libpq-style URL or
+    /// key-value string (`postgres://user:password@host:port/database`).
+    pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, OpenError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| OpenError::Incompatible {
+            path: "RESTATE_DATABASE_URL".into(),
+            reason: format!("not a PostgreSQL connection URL: {e}"),
+        })?;
+        let place = crate::config::redact_password(url);
+        let unreachable = |reason: String| OpenError::Io {
+            path: place.clone(),
+            source: std::io::Error::other(reason),
+        };
+        let runtime = BackendRuntime::start()
+            .map_err(|e| unreachable(format!("cannot start the backend's thread: {e}")))?;
+        let connect = {
+            let config = config.clone();
+            let (partitions, patience) = (options.partitions, options.owner_wait);
+            async move {
+                let (mut client, connection) =
+                    config.connect(NoTls).await.map_err(|e| pg_error(&e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::error!(error = %pg_error(&e), "the writer's PostgreSQL connection ended");
+                    }
+                });
+                let owner = ownership::claim(&client, patience)
+                    .await
+                    .map_err(|e| pg_error(&e))?;
+                let deployment = schema::prepare(&mut client, partitions).await;
+                Ok::<_, String>((client, owner, deployment))
+            }
+        };
+        let (client, owner, deployment) = wait(runtime.handle(), connect)
+            .ok_or_else(|| unreachable("the backend's thread stopped".into()))?
+            .map_err(unreachable)?;
+        if !owner {
+            return Err(OpenError::Locked { path: place });
+        }
+        let deployment = deployment.map_err(|e| match e {
+            schema::SchemaError::TooNew { .. } | schema::SchemaError::Malformed(_) => {
+                OpenError::Incompatible {
+                    path: place.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            e => unreachable(e.to_string()),
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let reads = Pool::builder(manager)
+            .max_size(options.max_connections.saturating_sub(1).max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| unreachable(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            failure: watch::channel(None).0,
+            stats: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            unanswered: AtomicUsize::new(0),
+        });
+        let (queue, rx) = mpsc::unbounded_channel();
+        runtime.spawn(writer::run(
+            client,
+            rx,
+            shared.clone(),
+            options.max_group_bytes,
+        ));
+        Ok(Self {
+            runtime,
+            reads,
+            queue: Mutex::new(Some(queue)),
+            shared,
+            partitions: deployment.partitions,
+            secret: deployment.secret,
+            max_queued_bytes: options.max_queued_bytes,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    /// Runs one read statement on a pooled connection and waits for its rows.
+    fn rows(&self, sql: &'static str, params: Vec<Param>) -> Result<Vec<Row>, StorageError> {
+        let pool = self.reads.clone();
+        wait(self.handle(), async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
+            let statement = client.prepare_cached(sql).await.map_err(backend)?;
+            let refs: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            client.query(&statement, &refs).await.map_err(backend)
+        })
+        .unwrap_or(Err(StorageError::Closed))
+    }
+}
+
+/// Runs `work` on the backend's runtime and blocks this thread until it is done (`None` when
+/// that runtime has stopped). The caller is never one of that runtime's own threads.
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    rx.recv().ok()
+}
+
+/// A driver error with its cause (tokio-postgres's own message is only "db error").
+pub(super) fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn backend(e: tokio_postgres::Error) -> StorageError {
+    StorageError::Backend(pg_error(&e))
+}
+
+fn key(id: &InvocationId) -> Param {
+    Box::new(id.storage_key().to_vec())
+}
+
+fn id_at(row: &Row, column: usize) -> Result<InvocationId, StorageError> {
+    InvocationId::from_storage_key(row.get::<_, &[u8]>(column))
+        .ok_or_else(|| StorageError::Decode("an invocation id of the wrong length".into()))
+}
+
+fn index_at(row: &Row, column: usize) -> Result<u32, StorageError> {
+    u32::try_from(row.get::<_, i64>(column))
+        .map_err(|_| StorageError::Decode("a journal index out of range".into()))
+}
+
+fn scope_params(scope: &StateScope) -> Vec<Param> {
+    vec![Box::new(scope.service.clone()), Box::new(scope.key.clone())]
+}
+
+impl Storage for PostgresStorage {
+    fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
+        let (done, rx) = oneshot::channel();
+        let waiter = CommitWaiter::new(rx);
+        // What the writer decodes is checked here: a bad batch fails alone, before it is
+        // grouped with others.
+        let checked = ops.iter().try_for_each(|op| match op {
+            WriteOp::PutInvocation {
+                encoded,
+                unfinished,
+                ..
+            } => {
+                records::decode::<InvocationRecord>(encoded)?;
+                unfinished.as_deref().map(hint_due).transpose().map(drop)
+            }
+            _ => Ok(()),
+        });
+        if let Err(e) = checked {
+            self.shared.poison(format!("journal commit failed: {e}"));
+            let _ = done.send(Err(e));
+            return waiter;
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            let _ = done.send(Err(StorageError::Closed));
+            return waiter;
+        }
+        let bytes = ops.iter().map(WriteOp::size).sum();
+        self.shared.queued.fetch_add(bytes, Ordering::Relaxed);
+        self.shared.unanswered.fetch_add(1, Ordering::SeqCst);
+        let batch = Batch { ops, bytes, done };
+        let queue = self.queue.lock().expect("queue lock");
+        let refused = match queue.as_ref() {
+            Some(queue) => queue.send(Message::Batch(batch)).err().map(|e| e.0),
+            None => Some(Message::Batch(batch)),
+        };
+        if let Some(Message::Batch(batch)) = refused {
+            self.shared.answer(batch, Err(StorageError::Closed));
+        }
+        waiter
+    }
+
+    fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
+        let rows = self.rows(
+            "SELECT record FROM restate_invocations WHERE id = $1",
+            vec![key(id)],
+        )?;
+        rows.first()
+            .map(|row| Ok(records::decode(row.get::<_, &[u8]>(0))?))
+            .transpose()
+    }
+
+    fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
+        let rows = self.rows(
+            "SELECT idx, entry FROM restate_journal WHERE id = $1 ORDER BY idx",
+            vec![key(id)],
+        )?;
+        rows.iter()
+            .map(|row| Ok((index_at(row, 0)?, records::decode(row.get::<_, &[u8]>(1))?)))
+            .collect()
+    }
+
+    fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut params = scope_params(scope);
+        params.push(Box::new(name.to_owned()));
+        let rows = self.rows(
+            "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3",
+            params,
+        )?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
+        let rows = self.rows(
+            "SELECT name FROM restate_state WHERE service = $1 AND key = $2 ORDER BY name",
+            scope_params(scope),
+        )?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError> {
+        let mut params = scope_params(scope);
+        params.push(Box::new(name.to_owned()));
+        let rows = self.rows(
+            "SELECT outcome FROM restate_promises WHERE service = $1 AND key = $2 AND name = $3",
+            params,
+        )?;
+        rows.first()
+            .map(|row| Ok(records::decode(row.get::<_, &[u8]>(0))?))
+            .transpose()
+    }
+
+    fn invocations(
+        &self,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
+        let after: Vec<u8> = after
+            .map(|id| id.storage_key().to_vec())
+            .unwrap_or_default();
+        let rows = self.rows(
+            "SELECT id, record FROM restate_invocations WHERE id > $1 ORDER BY id LIMIT $2",
+            vec![Box::new(after), Box::new(limit as i64)],
+        )?;
+        rows.iter()
+            .map(|row| Ok((id_at(row, 0)?, records::decode(row.get::<_, &[u8]>(1))?)))
+            .collect()
+    }
+
+    fn promise_waiters(
+        &self,
+        scope: &StateScope,
+        name: &str,
+    ) -> Result<Vec<(InvocationId, u32)>, StorageError> {
+        let mut params = scope_params(scope);
+        params.push(Box::new(name.to_owned()));
+        let rows = self.rows(
+            "SELECT id, idx FROM restate_promise_waiters \
+             WHERE service = $1 AND key = $2 AND name = $3 ORDER BY id, idx",
+            params,
+        )?;
+        rows.iter()
+            .map(|row| Ok((id_at(row, 0)?, index_at(row, 1)?)))
+            .collect()
+    }
+
+    fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        let rows = self.rows(
+            "SELECT id, hint FROM restate_invocations WHERE hint IS NOT NULL ORDER BY id",
+            Vec::new(),
+        )?;
+        rows.iter()
+            .map(|row| {
+                let hint = UnfinishedHint::decode(row.get::<_, &[u8]>(1))?.hint;
+                Ok((id_at(row, 0)?, hint))
+            })
+            .collect()
+    }
+
+    fn due(
+        &self,
+        after: Option<(u64, InvocationId)>,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InvocationId)>, StorageError> {
+        // No entry sorts before (-1, empty id): due times are never negative.
+        let (after_ms, after_id) = match after {
+            Some((at, id)) => (at as i64, id.storage_key().to_vec()),
+            None => (-1, Vec::new()),
+        };
+        let rows = self.rows(
+            "SELECT due_ms, id FROM restate_invocations WHERE due_ms IS NOT NULL \
+             AND (due_ms, id) > ($1, $2) AND due_ms <= $3 ORDER BY due_ms, id LIMIT $4",
+            vec![
+                Box::new(after_ms),
+                Box::new(after_id),
+                Box::new(until_ms.min(i64::MAX as u64) as i64),
+                Box::new(limit as i64),
+            ],
+        )?;
+        rows.iter()
+            .map(|row| Ok((row.get::<_, i64>(0) as u64, id_at(row, 1)?)))
+            .collect()
+    }
+
+    fn due_len(&self) -> Result<u64, StorageError> {
+        let rows = self.rows(
+            "SELECT count(*) FROM restate_invocations WHERE due_ms IS NOT NULL",
+            Vec::new(),
+        )?;
+        Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
+    }
+
+    fn result_waiters(
+        &self,
+        source: Option<&InvocationId>,
+    ) -> Result<Vec<ResultWaiter>, StorageError> {
+        let rows = match source {
+            Some(id) => self.rows(
+                "SELECT source, waiter, idx, call FROM restate_result_waiters \
+                 WHERE source = $1 ORDER BY source, waiter, idx",
+                vec![key(id)],
+            )?,
+            None => self.rows(
+                "SELECT source, waiter, idx, call FROM restate_result_waiters \
+                 ORDER BY source, waiter, idx",
+                Vec::new(),
+            )?,
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(ResultWaiter {
+                    source: id_at(row, 0)?,
+                    waiter: id_at(row, 1)?,
+                    index: index_at(row, 2)?,
+                    call: row.get(3),
+                })
+            })
+            .collect()
+    }
+
+    fn woken(&self) -> Result<Vec<InvocationId>, StorageError> {
+        let rows = self.rows(
+            "SELECT DISTINCT id FROM restate_wakes ORDER BY id",
+            Vec::new(),
+        )?;
+        rows.iter().map(|row| id_at(row, 0)).collect()
+    }
+
+    fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError> {
+        let rows = self.rows(
+            "SELECT id, record FROM restate_invocations WHERE expires_at_ms <= $1 \
+             ORDER BY expires_at_ms, id LIMIT $2",
+            vec![
+                Box::new(now_ms.min(i64::MAX as u64) as i64),
+                Box::new(limit as i64),
+            ],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let target = records::decode_target(row.get::<_, &[u8]>(1))?;
+                Ok((id_at(row, 0)?, Some(target)))
+            })
+            .collect()
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        let mut stats = *self.shared.stats.lock().expect("stats lock");
+        stats.queued_bytes = self.shared.queued.load(Ordering::Relaxed) as u64;
+        stats
+    }
+
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.shared.failure.subscribe()
+    }
+
+    fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    fn admit_new_work(&self) -> Result<(), StorageError> {
+        super::check_writer_queue(
+            self.shared.queued.load(Ordering::Relaxed),
+            self.max_queued_bytes,
+        )
+    }
+
+    fn unanswered(&self) -> usize {
+        self.shared.unanswered.load(Ordering::SeqCst)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let Some(queue) = self.queue.lock().expect("queue lock").take() else {
+            return;
+        };
+        let (ack, flushed) = std::sync::mpsc::channel();
+        if queue.send(Message::Close(ack)).is_ok() {
+            let _ = flushed.recv();
+        }
+    }
+}
+
+impl Drop for PostgresStorage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The backend's own runtime (one thread), shut down without waiting when dropped: a handle
+/// may be dropped inside another runtime, where waiting is not allowed.
+struct BackendRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackendRuntime {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("restate-postgres")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.handle().spawn(work);
+    }
+}
+
+impl Drop for BackendRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The PostgreSQL schema: versioned migrations (refinery, embedded at build time from
+//! `restate-runtime/migrations/postgres/`) applied at open under an advisory lock, the
+//! check that refuses a schema newer than this binary can run, and the deployment's fixed
+//! facts (partition count, secret) recorded when the database is first opened.
+
+use tokio_postgres::Client;
+
+/// The newest migration this binary carries: the schema version it writes.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Held while migrating, so that processes starting together apply each migration once.
+const MIGRATION_LOCK: i64 = 0x7265_7374_6174_6531; // "restate1"
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Why a database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SchemaError {
+    #[error("{0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error(
+        "the database's schema needs a binary that knows schema version {needs} or later; \
+         this binary knows up to {SCHEMA_VERSION} (deploy the newer binary, or restore a \
+         backup taken before the upgrade)"
+    )]
+    TooNew { needs: i32 },
+    #[error("the database's `restate_meta` row {0} is malformed")]
+    Malformed(&'static str),
+}
+
+/// What every process of one deployment shares, fixed when the database was first opened.
+pub(crate) struct Deployment {
+    pub(crate) partitions: u32,
+    pub(crate) secret: [u8; 32],
+}
+
+/// Brings the schema up to this binary's version (migrations a newer binary applied are left
+/// alone: expand/contract keeps them runnable), checks that this binary may run on it, and
+/// reads (or, the first time, records) the deployment's partition count and secret.
+pub(crate) async fn prepare(
+    client: &mut Client,
+    partitions: u32,
+) -> Result<Deployment, SchemaError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let migrated = embedded::migrations::runner()
+        .set_abort_missing(false)
+        .set_migration_table_name("restate_schema_history")
+        .run_async(client)
+        .await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    migrated?;
+    unlocked?;
+
+    let needs = meta_int(client, "oldest_binary_schema").await?;
+    if needs > SCHEMA_VERSION {
+        return Err(SchemaError::TooNew { needs });
+    }
+    let secret: [u8; 32] = rand::random();
+    client
+        .execute(
+            "INSERT INTO restate_meta (name, value) VALUES ('partitions', int4send($1)), \
+             ('secret', $2) ON CONFLICT (name) DO NOTHING",
+            &[&(partitions.max(1) as i32), &secret.as_slice()],
+        )
+        .await?;
+    let partitions = meta_int(client, "partitions").await?;
+    let secret = meta(client, "secret")
+        .await?
+        .try_into()
+        .map_err(|_| SchemaError::Malformed("secret"))?;
+    Ok(Deployment {
+        partitions: u32::try_from(partitions).map_err(|_| SchemaError::Malformed("partitions"))?,
+        secret,
+    })
+}
+
+async fn meta(client: &Client, name: &'static str) -> Result<Vec<u8>, SchemaError> {
+    let row = client
+        .query_opt("SELECT value FROM restate_meta WHERE name = $1", &[&name])
+        .await?
+        .ok_or(SchemaError::Malformed(name))?;
+    Ok(row.get(0))
+}
+
+async fn meta_int(client: &Client, name: &'static str) -> Result<i32, SchemaError> {
+    let bytes: [u8; 4] = meta(client, name)
+        .await?
+        .try_into()
+        .map_err(|_| SchemaError::Malformed(name))?;
+    Ok(i32::from_be_bytes(bytes))
+}

@@ -1,0 +1,191 @@
+//! What the PostgreSQL backend adds to the conformance suite: the schema's versions, a
+//! database shared by processes, group commit, and a lost connection stopping the writer.
+
+use std::sync::Arc;
+
+use super::{PostgresOptions, PostgresStorage};
+use crate::ids::InvocationId;
+use crate::storage::records::{InvocationRecord, Status};
+use crate::storage::{OpenError, StateScope, Storage, StorageError, WriteOp};
+use crate::testing::PostgresCluster;
+
+fn cluster() -> &'static PostgresCluster {
+    PostgresCluster::shared().expect("a private PostgreSQL cluster")
+}
+
+fn open(url: &str, partitions: u32) -> Result<PostgresStorage, OpenError> {
+    let options = PostgresOptions {
+        partitions,
+        ..Default::default()
+    };
+    PostgresStorage::open(url, &options)
+}
+
+fn scope() -> StateScope {
+    StateScope {
+        service: "Counter".into(),
+        key: "a".into(),
+    }
+}
+
+fn set(name: &str, value: &[u8]) -> WriteOp {
+    WriteOp::SetState {
+        scope: scope(),
+        name: name.into(),
+        value: value.to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn what_one_process_committed_the_next_one_reads() {
+    let url = cluster().fresh_database().unwrap();
+    let first = open(&url, 8).unwrap();
+    let id = InvocationId::random(3);
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    first
+        .submit(vec![
+            WriteOp::put_new_invocation(id, &record),
+            set("n", b"1"),
+        ])
+        .await
+        .unwrap();
+    let secret = first.secret();
+    drop(first);
+
+    // The partition count and secret are the deployment's, fixed by the first process.
+    let next = open(&url, 64).unwrap();
+    assert_eq!(next.partitions(), 8);
+    assert_eq!(next.secret(), secret);
+    assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(next.invocation(&id).unwrap().unwrap().target, record.target);
+}
+
+#[tokio::test]
+async fn of_processes_starting_together_one_runs_and_the_schema_is_migrated_once() {
+    let url = cluster().fresh_database().unwrap();
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let options = PostgresOptions {
+                    owner_wait: std::time::Duration::from_millis(500),
+                    ..Default::default()
+                };
+                PostgresStorage::open(&url, &options)
+            })
+        })
+        .collect();
+    let mut running = Vec::new();
+    for opened in opened {
+        match opened.join().unwrap() {
+            Ok(store) => running.push(store),
+            Err(OpenError::Locked { path }) => assert!(path.contains("/test_"), "{path}"),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(running.len(), 1, "one process runs on a database");
+    // Once the owner stops, the next one takes over (after the 10 s default at most).
+    let secret = running[0].secret();
+    drop(running);
+    assert_eq!(open(&url, 4).unwrap().secret(), secret);
+}
+
+#[tokio::test]
+async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
+    let url = cluster().fresh_database().unwrap();
+    drop(open(&url, 4).unwrap());
+    // A newer binary added migration 2, an expansion: this one still runs.
+    cluster()
+        .execute(
+            &url,
+            "INSERT INTO restate_schema_history (version, name, applied_on, checksum) \
+             VALUES (2, 'expand', '2026-11-30T12:00:00Z', '1')",
+        )
+        .unwrap();
+    drop(open(&url, 4).expect("an expanded schema still runs"));
+    // Then migration 3 contracted the schema: binaries before it must not run.
+    cluster()
+        .execute(
+            &url,
+            "UPDATE restate_meta SET value = int4send(3) WHERE name = 'oldest_binary_schema'",
+        )
+        .unwrap();
+    match open(&url, 4) {
+        Err(OpenError::Incompatible { path, reason }) => {
+            assert!(path.starts_with("postgres://restate@127.0.0.1:"), "{path}");
+            assert!(!path.contains("password"));
+            assert!(reason.contains("schema version 3"), "{reason}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a schema newer than the binary was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_that_names_it() {
+    let port = cluster().port() + 1;
+    let url = format!("postgres://restate:hunter2@127.0.0.1:{port}/nowhere?connect_timeout=2");
+    match open(&url, 4) {
+        Err(OpenError::Io { path, .. }) => {
+            assert!(path.contains(&format!(":{port}/nowhere")), "{path}");
+            assert!(
+                !path.contains("hunter2"),
+                "the password is not shown: {path}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened a database that is not there"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_share_transactions_and_all_land_in_order() {
+    let url = cluster().fresh_database().unwrap();
+    let store: Arc<dyn Storage> = Arc::new(open(&url, 4).unwrap());
+    let waiters: Vec<_> = (0..500)
+        .map(|i| store.submit(vec![set("last", i.to_string().as_bytes())]))
+        .collect();
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    assert_eq!(
+        store.state(&scope(), "last").unwrap(),
+        Some(b"499".to_vec())
+    );
+    let stats = store.writer_stats();
+    assert_eq!(stats.batches, 500);
+    assert!(
+        stats.commits < stats.batches,
+        "batches queued together commit together: {stats:?}"
+    );
+    assert_eq!(store.unanswered(), 0);
+}
+
+#[tokio::test]
+async fn a_lost_connection_stops_the_writer_and_nothing_after_is_acknowledged() {
+    let url = cluster().fresh_database().unwrap();
+    let store = open(&url, 4).unwrap();
+    store.submit(vec![set("n", b"1")]).await.unwrap();
+    let database = url.rsplit('/').next().unwrap();
+    cluster()
+        .execute(
+            &url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+            ),
+        )
+        .unwrap();
+    let failed = store.submit(vec![set("n", b"2")]).await;
+    assert!(
+        matches!(failed, Err(StorageError::Backend(_))),
+        "{failed:?}"
+    );
+    let reason = store.failure().borrow().clone();
+    assert!(reason.is_some_and(|r| r.contains("journal commit failed")));
+    let after = store.submit(vec![set("n", b"3")]).await;
+    assert!(matches!(after, Err(StorageError::Poisoned(_))), "{after:?}");
+    // Nothing of the failed batches landed.
+    let reopened = open(&url, 4).unwrap();
+    assert_eq!(reopened.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+}

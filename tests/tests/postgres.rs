@@ -1,0 +1,146 @@
+//! The app on PostgreSQL as processes: a lost database connection stops the process (law 10)
+//! and a restart loses nothing acknowledged; a second process on the same database waits and
+//! takes over when the first is killed. Each test has a fresh database on the test process's
+//! private cluster.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use restate_runtime::testing::PostgresCluster;
+use serde_json::Value;
+use support::{App, free_port, poll};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
+
+fn cluster() -> &'static PostgresCluster {
+    PostgresCluster::shared().expect("a private PostgreSQL cluster (scripts/test installs it)")
+}
+
+/// `/Waits/busy/send` with an idempotency key: the invocation id once acknowledged.
+async fn send(client: &reqwest::Client, ingress: &str, key: &str) -> Option<String> {
+    let r = client
+        .post(format!("{ingress}/Waits/busy/send"))
+        .header("idempotency-key", key)
+        .json(&1u64)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 202 {
+        return None;
+    }
+    let body: Value = r.json().await.ok()?;
+    Some(body["invocationId"].as_str()?.to_owned())
+}
+
+async fn all_complete(ingress: &str, ids: &[String]) {
+    for id in ids {
+        let url = format!("{ingress}/restate/invocation/{id}/output");
+        poll(Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { reqwest::get(url).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_database_connection_stops_the_process_and_loses_nothing_acknowledged() {
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("unused");
+    let env = [("RESTATE_DATABASE_URL", url.clone())];
+    let ports = (free_port(), free_port());
+    let mut app = App::start_on(BIN, &data, &env, ports).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    let mut first_refusal = None;
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    for batch in 0..2000 {
+        if batch == 20 {
+            // Every connection of the app's database is cut, as a failover or a network
+            // partition would.
+            cluster()
+                .execute(
+                    &cluster().url("postgres"),
+                    &format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = '{database}'"
+                    ),
+                )
+                .unwrap();
+        }
+        let sends: Vec<_> = (0..8)
+            .map(|i| {
+                let (client, ingress) = (client.clone(), app.ingress.clone());
+                tokio::spawn(
+                    async move { send(&client, &ingress, &format!("k-{batch}-{i}")).await },
+                )
+            })
+            .collect();
+        for sent in sends {
+            match sent.await.unwrap() {
+                Some(id) => acknowledged.push(id),
+                None => {
+                    first_refusal.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        if first_refusal.is_some() {
+            break;
+        }
+    }
+    let refused_at = first_refusal.expect("a request is refused once the connection is gone");
+    assert!(
+        acknowledged.len() >= 20 * 8,
+        "the sends before the cut succeed"
+    );
+    let status = app
+        .wait_exit(Duration::from_secs(5).saturating_sub(refused_at.elapsed()))
+        .expect("the process exits within 5 s of the failure");
+    assert_eq!(status.code(), Some(74), "exit status says storage failure");
+
+    let app = App::start_on(BIN, &data, &env, ports).await;
+    all_complete(&app.ingress, &acknowledged).await;
+    assert!(
+        !data.exists(),
+        "with a database the data folder is not used"
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_is_killed() {
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("RESTATE_DATABASE_URL", url)];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for i in 0..50 {
+        let id = send(&client, &first.ingress, &format!("k-{i}")).await;
+        acknowledged.push(id.expect("acknowledged"));
+    }
+    let mut second = App::spawn(
+        BIN,
+        &dir.path().join("b"),
+        &env,
+        (free_port(), free_port()),
+        std::process::Stdio::null(),
+    );
+    // It waits for the first to stop: it neither serves nor exits meanwhile.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        assert!(!second.healthy().await, "two processes ran on one database");
+        assert!(second.running(), "the second process gave up at once");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill();
+    second.wait_healthy().await;
+    all_complete(&second.ingress, &acknowledged).await;
+    // Idempotency keys are the database's: the same key again is the same invocation.
+    let again = send(&client, &second.ingress, "k-0").await;
+    assert_eq!(again.as_deref(), Some(acknowledged[0].as_str()));
+}
