@@ -34,8 +34,8 @@ pub struct Config {
     /// Data folder (`RESTATE_DATA_DIR`, default `./data`), unless a database is set.
     pub data_dir: PathBuf,
     /// A PostgreSQL database instead of the data folder (`RESTATE_DATABASE_URL`, such as
-    /// `postgres://user:password@host:5432/app`; needs the `postgres` feature): many processes
-    /// may run on one database. With it set, `data_dir` is not used.
+    /// `postgres://user:password@host:5432/app`; needs the `postgres` feature). With it set,
+    /// `data_dir` is not used.
     pub database_url: Option<String>,
     /// Ingress listen address (`RESTATE_INGRESS_ADDR`, default `127.0.0.1:8080`).
     pub ingress_addr: SocketAddr,
@@ -392,25 +392,40 @@ mod tests {
     }
 }
 
-/// A database URL (`postgres://user:password@host/db`) or key-value string
-/// (`host=… password=…`) with its password replaced by `***`.
+/// A database URL (`postgres://user:password@host/db?password=…`) or key-value string
+/// (`host=… password=…`) with its passwords replaced by `***`.
 pub(crate) fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
-        }
-        return url.to_owned();
+        // The user info ends at the last `@` (a password may hold `/`, `?`, `#` or `@`).
+        let (user_info, after) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at..]),
+            None => (None, rest),
+        };
+        let user = user_info.map(|info| match info.split_once(':') {
+            Some((user, _)) => format!("{user}:***"),
+            None => info.to_owned(),
+        });
+        let after = match after.split_once('?') {
+            Some((place, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some(("password", _)) => "password=***".to_owned(),
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                format!("{place}?{}", query.join("&"))
+            }
+            None => after.to_owned(),
+        };
+        return format!("{scheme}://{}{after}", user.unwrap_or_default());
     }
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some(("password", _)) => "password=***".to_owned(),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    // Key-value form: values may be quoted and hold spaces, so everything from the password on
+    // is dropped.
+    match url.find("password") {
+        Some(at) => format!("{}password=***", &url[..at]),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -428,8 +443,16 @@ mod redaction_tests {
             "postgres://app@db/shop"
         );
         assert_eq!(
-            redact_password("host=db user=app password=hunter2 dbname=shop"),
-            "host=db user=app password=*** dbname=shop"
+            redact_password("postgres://app:a/b?c#d@db/shop"),
+            "postgres://app:***@db/shop"
+        );
+        assert_eq!(
+            redact_password("postgres://db/shop?user=app&password=hunter2&sslmode=require"),
+            "postgres://db/shop?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_password("host=db user=app password = 'a b' dbname=shop"),
+            "host=db user=app password=***"
         );
     }
 }

@@ -112,8 +112,9 @@ impl RuntimeBuilder {
 
     /// A PostgreSQL database instead of a data folder (`RESTATE_DATABASE_URL` overrides it
     /// unless [`without_env`](Self::without_env)): the schema is created or migrated at
-    /// start, and several processes may run on one database. Needs the `postgres` feature of
-    /// `restate-runtime`; without it, [`build`](Self::build) says so.
+    /// start. One process runs on a database at a time; another one started on it waits for
+    /// the first to stop. Needs the `postgres` feature of `restate-runtime`; without it,
+    /// [`build`](Self::build) says so.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

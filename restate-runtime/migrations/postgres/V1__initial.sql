@@ -1,12 +1,14 @@
 -- Schema 1 of the PostgreSQL backend (restate-runtime/src/storage/postgres/). Names are
--- prefixed so that the tables can share a database with the application's own.
+-- prefixed so that the tables can share a database with the application's own. Service, key
+-- and state names are bytea (their UTF-8 bytes): any string a handler may use is stored, NUL
+-- included, whatever the database's encoding, and sorts in byte order, as in the other stores.
 --
 -- Rolling deploys: a migration either expands (adds what the previous binary ignores) or
 -- contracts (removes what it still needs). A contraction raises 'oldest_binary_schema' to its
 -- own version, and a binary whose newest migration is older refuses to start on it.
 
 CREATE TABLE restate_meta (
-    name  text COLLATE "C" PRIMARY KEY,
+    name  text PRIMARY KEY,
     value bytea NOT NULL
 );
 INSERT INTO restate_meta (name, value) VALUES ('oldest_binary_schema', int4send(1));
@@ -34,25 +36,25 @@ CREATE TABLE restate_journal (
 );
 
 CREATE TABLE restate_state (
-    service text COLLATE "C" NOT NULL,
-    key     text COLLATE "C" NOT NULL,
-    name    text COLLATE "C" NOT NULL,
+    service bytea NOT NULL,
+    key     bytea NOT NULL,
+    name    bytea NOT NULL,
     value   bytea NOT NULL,
     PRIMARY KEY (service, key, name)
 );
 
 CREATE TABLE restate_promises (
-    service text COLLATE "C" NOT NULL,
-    key     text COLLATE "C" NOT NULL,
-    name    text COLLATE "C" NOT NULL,
+    service bytea NOT NULL,
+    key     bytea NOT NULL,
+    name    bytea NOT NULL,
     outcome bytea NOT NULL,
     PRIMARY KEY (service, key, name)
 );
 
 CREATE TABLE restate_promise_waiters (
-    service text COLLATE "C" NOT NULL,
-    key     text COLLATE "C" NOT NULL,
-    name    text COLLATE "C" NOT NULL,
+    service bytea NOT NULL,
+    key     bytea NOT NULL,
+    name    bytea NOT NULL,
     id      bytea  NOT NULL,
     idx     bigint NOT NULL,
     PRIMARY KEY (service, key, name, id, idx)

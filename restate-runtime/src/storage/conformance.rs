@@ -583,3 +583,64 @@ async fn a_memory_store_keeps_what_was_committed_across_a_kill_and_fences_the_ol
         "a dead process reads nothing"
     );
 }
+
+#[tokio::test]
+async fn times_at_the_end_of_the_clock_stay_in_the_future() {
+    each_backend(|store| async move {
+        let [far, kept] = ids(2).try_into().unwrap();
+        let sleeping = record(
+            Status::Suspended {
+                wake_at_ms: Some(u64::MAX),
+            },
+            None,
+        );
+        write(
+            &store,
+            vec![
+                WriteOp::put_new_invocation(far, &sleeping),
+                WriteOp::put_new_invocation(kept, &record(completed(u64::MAX), None)),
+            ],
+        )
+        .await;
+        let now = 1 << 62;
+        assert!(store.expired(now, usize::MAX).unwrap().is_empty());
+        assert!(store.due(None, now, usize::MAX).unwrap().is_empty());
+        let due = store.due(None, u64::MAX, usize::MAX).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, far);
+        assert!(due[0].0 > now);
+        assert!(store.due(Some(due[0]), u64::MAX, 10).unwrap().is_empty());
+        assert_eq!(store.invocations(None, usize::MAX).unwrap().len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_and_names_hold_any_string_and_sort_by_their_bytes() {
+    each_backend(|store| async move {
+        let odd = scope("Counter", "a\0b\u{1F600}");
+        let names = ["é", "a", "B", "nul\0here"];
+        write(
+            &store,
+            names
+                .iter()
+                .map(|name| WriteOp::SetState {
+                    scope: odd.clone(),
+                    name: (*name).into(),
+                    value: name.as_bytes().to_vec(),
+                })
+                .collect(),
+        )
+        .await;
+        assert_eq!(
+            store.state_keys(&odd).unwrap(),
+            vec!["B", "a", "nul\0here", "é"]
+        );
+        assert_eq!(
+            store.state(&odd, "nul\0here").unwrap(),
+            Some(b"nul\0here".to_vec())
+        );
+        assert!(store.state_keys(&scope("Counter", "a")).unwrap().is_empty());
+    })
+    .await;
+}

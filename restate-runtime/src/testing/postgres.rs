@@ -3,6 +3,7 @@
 //! ends, however it ends. No service manager, no container.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -23,7 +24,7 @@ pub enum ClusterError {
 }
 
 /// A PostgreSQL server of its own, for tests: its data in a temporary folder, listening on
-/// 127.0.0.1 only, trusting local connections as user `restate`. It stops, and its folder is
+/// 127.0.0.1 only, for user `restate` with a password drawn at start. It stops, and its folder is
 /// deleted, when the value is dropped or the test process exits (a watchdog shell holds the
 /// other end of a pipe from this process and stops the server when the pipe closes, even
 /// after a SIGKILL).
@@ -34,11 +35,13 @@ pub enum ClusterError {
 /// ```no_run
 /// use restate_runtime::testing::PostgresCluster;
 /// let cluster = PostgresCluster::shared().expect("PostgreSQL is installed");
-/// let url = cluster.fresh_database().unwrap(); // postgres://restate@127.0.0.1:…/test_1
+/// let url = cluster.fresh_database().unwrap(); // postgres://restate:…@127.0.0.1:…/test_1
 /// assert!(url.starts_with("postgres://"));
 /// ```
 pub struct PostgresCluster {
     port: u16,
+    /// User `restate`'s password, drawn at start: other users of the machine cannot connect.
+    password: String,
     /// The watchdog's stdin: closing it stops the server.
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: Mutex<u32>,
@@ -84,16 +87,32 @@ impl PostgresCluster {
             std::process::id(),
             rand::random::<u32>()
         ));
-        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if as_root {
-            chown_to_postgres(&dir)?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let password = format!("{:032x}", rand::random::<u128>());
+        let prepared = std::fs::write(dir.join("pwfile"), &password)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                if as_root {
+                    chown_to_postgres(&dir)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
         }
         let script = format!(
             r#"
 set -u
+# Only the closed pipe stops this shell: not the terminal's Ctrl-C, not a write to that pipe.
+trap '' INT TERM HUP PIPE
 bin="{bin}"; dir="{dir}"; port={port}
 cleanup() {{ {run_as} "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir"; }}
-if ! {run_as} "$bin/initdb" -D "$dir/data" -U restate --auth=trust --no-locale -E UTF8 >"$dir/initdb.log" 2>&1; then
+if ! {run_as} "$bin/initdb" -D "$dir/data" -U restate --auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/pwfile" --no-locale -E UTF8 >"$dir/initdb.log" 2>&1; then
   echo "failed: initdb: $(tail -n 5 "$dir/initdb.log")"; rm -rf "$dir"; exit 1
 fi
 if ! {run_as} "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
@@ -127,6 +146,7 @@ cleanup
         }
         Ok(Self {
             port,
+            password,
             watchdog: Mutex::new(Some((child, stdin))),
             databases: Mutex::new(0),
         })
@@ -139,7 +159,10 @@ cleanup
 
     /// The URL of database `name` on this cluster.
     pub fn url(&self, name: &str) -> String {
-        format!("postgres://restate@127.0.0.1:{}/{name}", self.port)
+        format!(
+            "postgres://restate:{}@127.0.0.1:{}/{name}",
+            self.password, self.port
+        )
     }
 
     /// Creates a new, empty database and returns its URL: one per test keeps tests apart.

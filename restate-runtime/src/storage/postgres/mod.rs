@@ -1,5 +1,5 @@
 //! The PostgreSQL backend (feature `postgres`): the same [`Storage`] on tables in a database
-//! that many processes can reach (`RESTATE_DATABASE_URL`).
+//! (`RESTATE_DATABASE_URL`), one process at a time (`ownership.rs`).
 //!
 //! The backend runs its own small tokio runtime (one thread) for its connections, so that it
 //! behaves the same under any runtime the engine runs on: a write is queued to the writer
@@ -21,10 +21,13 @@ mod tests;
 mod writer;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -36,6 +39,9 @@ use super::{
 };
 use crate::ids::InvocationId;
 use writer::{Batch, Message, Shared};
+
+/// How long closing waits for the writer to commit what is queued.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// One statement parameter, owned, so that it can travel to the backend's runtime.
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -90,17 +96,17 @@ pub struct PostgresStorage {
     partitions: u32,
     secret: [u8; 32],
     max_queued_bytes: usize,
-    closed: AtomicBool,
 }
 
 impl PostgresStorage {
     /// Connects, migrates the schema, and starts the writer. `url` is a libpq-style URL or
     /// key-value string (`postgres://user:password@host:port/database`).
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, OpenError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| OpenError::Incompatible {
-            path: "RESTATE_DATABASE_URL".into(),
-            reason: format!("not a PostgreSQL connection URL: {e}"),
-        })?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| OpenError::Incompatible {
+                path: "RESTATE_DATABASE_URL".into(),
+                reason: format!("not a PostgreSQL connection URL: {e}"),
+            })?;
         let place = crate::config::redact_password(url);
         let unreachable = |reason: String| OpenError::Io {
             path: place.clone(),
@@ -108,17 +114,46 @@ impl PostgresStorage {
         };
         let runtime = BackendRuntime::start()
             .map_err(|e| unreachable(format!("cannot start the backend's thread: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let shared = Arc::new(Shared {
+            failure: watch::channel(None).0,
+            stats: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            unanswered: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
         let connect = {
-            let config = config.clone();
+            let (config, shared) = (config.clone(), shared.clone());
             let (partitions, patience) = (options.partitions, options.owner_wait);
             async move {
                 let (mut client, connection) =
                     config.connect(NoTls).await.map_err(|e| pg_error(&e))?;
+                // The writer's session holds the ownership lock: once it ends, another process
+                // may take over, so nothing more may be acknowledged here (law 10).
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::error!(error = %pg_error(&e), "the writer's PostgreSQL connection ended");
+                    let reason = match connection.await {
+                        Ok(()) => "closed".to_owned(),
+                        Err(e) => pg_error(&e),
+                    };
+                    if !shared.closed.load(Ordering::SeqCst) {
+                        shared.poison(format!(
+                            "the writer's connection to PostgreSQL ended: {reason}"
+                        ));
                     }
                 });
+                // Durable before acknowledged, whatever the role's or database's defaults; no
+                // server-side timeout may end the writer's idle session.
+                client
+                    .batch_execute(
+                        "SET synchronous_commit = on; SET statement_timeout = 0; \
+                         SET idle_in_transaction_session_timeout = 0",
+                    )
+                    .await
+                    .map_err(|e| pg_error(&e))?;
+                // PostgreSQL 14 and later only.
+                let _ = client.batch_execute("SET idle_session_timeout = 0").await;
                 let owner = ownership::claim(&client, patience)
                     .await
                     .map_err(|e| pg_error(&e))?;
@@ -151,21 +186,19 @@ impl PostgresStorage {
         let reads = Pool::builder(manager)
             .max_size(options.max_connections.saturating_sub(1).max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            failure: watch::channel(None).0,
-            stats: Mutex::default(),
-            queued: AtomicUsize::new(0),
-            unanswered: AtomicUsize::new(0),
-        });
         let (queue, rx) = mpsc::unbounded_channel();
-        runtime.spawn(writer::run(
-            client,
-            rx,
-            shared.clone(),
-            options.max_group_bytes,
-        ));
+        let supervised = shared.clone();
+        let max_group_bytes = options.max_group_bytes;
+        runtime.spawn(async move {
+            let run = writer::run(client, rx, supervised.clone(), max_group_bytes);
+            if AssertUnwindSafe(run).catch_unwind().await.is_err() {
+                supervised.poison("the PostgreSQL writer panicked".into());
+            }
+        });
         Ok(Self {
             runtime,
             reads,
@@ -174,7 +207,6 @@ impl PostgresStorage {
             partitions: deployment.partitions,
             secret: deployment.secret,
             max_queued_bytes: options.max_queued_bytes,
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -243,8 +275,24 @@ fn index_at(row: &Row, column: usize) -> Result<u32, StorageError> {
         .map_err(|_| StorageError::Decode("a journal index out of range".into()))
 }
 
+/// A service, key or state name: stored as its UTF-8 bytes.
+fn bytes(name: &str) -> Param {
+    Box::new(name.as_bytes().to_vec())
+}
+
 fn scope_params(scope: &StateScope) -> Vec<Param> {
-    vec![Box::new(scope.service.clone()), Box::new(scope.key.clone())]
+    vec![bytes(&scope.service), bytes(&scope.key)]
+}
+
+/// A time in ms as `bigint`: times past `i64::MAX` (a retention or a sleep of
+/// `Duration::MAX`) are kept at its largest value, still in the future for any clock.
+fn millis(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A row limit as `bigint`.
+fn limit(n: usize) -> Param {
+    Box::new(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 impl Storage for PostgresStorage {
@@ -269,7 +317,7 @@ impl Storage for PostgresStorage {
             let _ = done.send(Err(e));
             return waiter;
         }
-        if self.closed.load(Ordering::SeqCst) {
+        if self.shared.closed.load(Ordering::SeqCst) {
             let _ = done.send(Err(StorageError::Closed));
             return waiter;
         }
@@ -310,7 +358,7 @@ impl Storage for PostgresStorage {
 
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let mut params = scope_params(scope);
-        params.push(Box::new(name.to_owned()));
+        params.push(bytes(name));
         let rows = self.rows(
             "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3",
             params,
@@ -323,12 +371,17 @@ impl Storage for PostgresStorage {
             "SELECT name FROM restate_state WHERE service = $1 AND key = $2 ORDER BY name",
             scope_params(scope),
         )?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        rows.iter()
+            .map(|row| {
+                String::from_utf8(row.get(0))
+                    .map_err(|_| StorageError::Decode("a state name that is not UTF-8".into()))
+            })
+            .collect()
     }
 
     fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError> {
         let mut params = scope_params(scope);
-        params.push(Box::new(name.to_owned()));
+        params.push(bytes(name));
         let rows = self.rows(
             "SELECT outcome FROM restate_promises WHERE service = $1 AND key = $2 AND name = $3",
             params,
@@ -341,14 +394,14 @@ impl Storage for PostgresStorage {
     fn invocations(
         &self,
         after: Option<InvocationId>,
-        limit: usize,
+        limit_n: usize,
     ) -> Result<Vec<(InvocationId, InvocationRecord)>, StorageError> {
         let after: Vec<u8> = after
             .map(|id| id.storage_key().to_vec())
             .unwrap_or_default();
         let rows = self.rows(
             "SELECT id, record FROM restate_invocations WHERE id > $1 ORDER BY id LIMIT $2",
-            vec![Box::new(after), Box::new(limit as i64)],
+            vec![Box::new(after), limit(limit_n)],
         )?;
         rows.iter()
             .map(|row| Ok((id_at(row, 0)?, records::decode(row.get::<_, &[u8]>(1))?)))
@@ -361,7 +414,7 @@ impl Storage for PostgresStorage {
         name: &str,
     ) -> Result<Vec<(InvocationId, u32)>, StorageError> {
         let mut params = scope_params(scope);
-        params.push(Box::new(name.to_owned()));
+        params.push(bytes(name));
         let rows = self.rows(
             "SELECT id, idx FROM restate_promise_waiters \
              WHERE service = $1 AND key = $2 AND name = $3 ORDER BY id, idx",
@@ -389,11 +442,11 @@ impl Storage for PostgresStorage {
         &self,
         after: Option<(u64, InvocationId)>,
         until_ms: u64,
-        limit: usize,
+        limit_n: usize,
     ) -> Result<Vec<(u64, InvocationId)>, StorageError> {
         // No entry sorts before (-1, empty id): due times are never negative.
         let (after_ms, after_id) = match after {
-            Some((at, id)) => (at as i64, id.storage_key().to_vec()),
+            Some((at, id)) => (millis(at), id.storage_key().to_vec()),
             None => (-1, Vec::new()),
         };
         let rows = self.rows(
@@ -402,8 +455,8 @@ impl Storage for PostgresStorage {
             vec![
                 Box::new(after_ms),
                 Box::new(after_id),
-                Box::new(until_ms.min(i64::MAX as u64) as i64),
-                Box::new(limit as i64),
+                Box::new(millis(until_ms)),
+                limit(limit_n),
             ],
         )?;
         rows.iter()
@@ -458,15 +511,12 @@ impl Storage for PostgresStorage {
     fn expired(
         &self,
         now_ms: u64,
-        limit: usize,
+        limit_n: usize,
     ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError> {
         let rows = self.rows(
             "SELECT id, record FROM restate_invocations WHERE expires_at_ms <= $1 \
              ORDER BY expires_at_ms, id LIMIT $2",
-            vec![
-                Box::new(now_ms.min(i64::MAX as u64) as i64),
-                Box::new(limit as i64),
-            ],
+            vec![Box::new(millis(now_ms)), limit(limit_n)],
         )?;
         rows.iter()
             .map(|row| {
@@ -506,13 +556,14 @@ impl Storage for PostgresStorage {
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.shared.closed.store(true, Ordering::SeqCst);
         let Some(queue) = self.queue.lock().expect("queue lock").take() else {
             return;
         };
         let (ack, flushed) = std::sync::mpsc::channel();
         if queue.send(Message::Close(ack)).is_ok() {
-            let _ = flushed.recv();
+            // Bounded: a database that stopped answering must not hold a shutdown forever.
+            let _ = flushed.recv_timeout(CLOSE_PATIENCE);
         }
     }
 }

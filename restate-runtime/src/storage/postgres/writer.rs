@@ -2,7 +2,7 @@
 //! transaction per group, its statements pipelined (sent before any answer is awaited, in
 //! order), and answers each batch once the group's `COMMIT` returned.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use tokio_postgres::{Client, Statement, Transaction};
 use super::super::hint_due;
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{StorageError, WriteOp, WriterStats};
-use super::{Param, pg_error};
+use super::{Param, bytes, millis, pg_error, scope_params};
 
 /// What the storage handle hands the writer.
 pub(super) enum Message {
@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub(super) queued: AtomicUsize,
     /// Batches submitted and not yet answered.
     pub(super) unanswered: AtomicUsize,
+    /// Closed: writes are refused, and the writer's connection may end.
+    pub(super) closed: AtomicBool,
 }
 
 impl Shared {
@@ -292,7 +294,12 @@ async fn commit(
         }
     }
     send(&tx, pending).await?;
-    tx.commit().await.map_err(backend)
+    tx.commit().await.map_err(|e| {
+        StorageError::Backend(format!(
+            "COMMIT failed, its outcome is unknown (recovery reads what landed): {}",
+            pg_error(&e)
+        ))
+    })
 }
 
 async fn send(tx: &Transaction<'_>, steps: Vec<Step<'_>>) -> Result<(), StorageError> {
@@ -336,8 +343,6 @@ fn steps<'a>(s: &'a Statements, op: &WriteOp, out: &mut Vec<Step<'a>>) -> Result
     fn p<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
         Box::new(value)
     }
-    let scope_params =
-        |scope: &super::super::StateScope| vec![p(scope.service.clone()), p(scope.key.clone())];
     match op {
         WriteOp::PutInvocation {
             id,
@@ -361,8 +366,8 @@ fn steps<'a>(s: &'a Statements, op: &WriteOp, out: &mut Vec<Step<'a>>) -> Result
                     p(id.partition_key() as i64),
                     p(encoded.clone()),
                     p(unfinished.clone()),
-                    p(due.map(|at| at as i64)),
-                    p(expires_at_ms.map(|at| at as i64)),
+                    p(due.map(millis)),
+                    p(expires_at_ms.map(millis)),
                 ],
             ));
         }
@@ -382,12 +387,12 @@ fn steps<'a>(s: &'a Statements, op: &WriteOp, out: &mut Vec<Step<'a>>) -> Result
         }
         WriteOp::SetState { scope, name, value } => {
             let mut params = scope_params(scope);
-            params.extend([p(name.clone()), p(value.clone())]);
+            params.extend([bytes(name), p(value.clone())]);
             out.push((&s.set_state, params));
         }
         WriteOp::ClearState { scope, name } => {
             let mut params = scope_params(scope);
-            params.push(p(name.clone()));
+            params.push(bytes(name));
             out.push((&s.clear_state, params));
         }
         WriteOp::ClearAllState { scope } => out.push((&s.clear_all_state, scope_params(scope))),
@@ -397,7 +402,7 @@ fn steps<'a>(s: &'a Statements, op: &WriteOp, out: &mut Vec<Step<'a>>) -> Result
             encoded,
         } => {
             let mut params = scope_params(scope);
-            params.extend([p(name.clone()), p(encoded.clone())]);
+            params.extend([bytes(name), p(encoded.clone())]);
             out.push((&s.put_promise, params));
         }
         WriteOp::ClearPromises { scope } => {
@@ -412,7 +417,7 @@ fn steps<'a>(s: &'a Statements, op: &WriteOp, out: &mut Vec<Step<'a>>) -> Result
         } => {
             let mut params = scope_params(scope);
             params.extend([
-                p(name.clone()),
+                bytes(name),
                 p(id.storage_key().to_vec()),
                 p(i64::from(*index)),
             ]);
@@ -420,7 +425,7 @@ fn steps<'a>(s: &'a Statements, op: &WriteOp, out: &mut Vec<Step<'a>>) -> Result
         }
         WriteOp::ClearPromiseWaiters { scope, name } => {
             let mut params = scope_params(scope);
-            params.push(p(name.clone()));
+            params.push(bytes(name));
             out.push((&s.clear_promise_waiters, params));
         }
         WriteOp::Wake { id, index } => out.push((
