@@ -54,10 +54,7 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 
 /// A loopback port free right now, for a server a bench driver starts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
+    restate_runtime::testing::free_loopback_port()
 }
 
 /// Gives jemalloc's free pages back to the OS at once (its background threads would over the

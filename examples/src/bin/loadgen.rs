@@ -34,6 +34,10 @@
 //! - `--warmup SECS` (default 0): echo load at concurrency 8 before the first row.
 //! - `--tsv FILE`: also append machine-readable rows to FILE.
 //! - `--only TEXT`: run only the scenarios whose name contains TEXT.
+//! - `--postgres`: the server it starts runs on PostgreSQL (`RESTATE_DATABASE_URL`), a
+//!   fresh database on a private cluster with PostgreSQL's default durability (`initdb` into
+//!   a temporary folder, stopped at the end). The server columns do not count PostgreSQL's
+//!   own processes; `other CPU s` does.
 //! - `--drain-timeout SECS` (default 600): how long to wait for the fanout messages to drain.
 //! - `--max-other-cpu SECS` and `--tries N` (default: off, 1): a row during which the rest of
 //!   the machine was busy for more than SECS CPU seconds (`other CPU s`, above) is run again,
@@ -165,6 +169,7 @@ struct Args {
     tries: u32,
     soak_minutes: Option<u64>,
     retention: String,
+    postgres: bool,
 }
 
 fn parse_args() -> Args {
@@ -184,6 +189,7 @@ fn parse_args() -> Args {
         tries: 1,
         soak_minutes: None,
         retention: "30s".into(),
+        postgres: false,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -223,6 +229,7 @@ fn parse_args() -> Args {
                 args.soak_minutes = Some(value().parse().unwrap_or_else(|_| usage("--soak")))
             }
             "--retention" => args.retention = value(),
+            "--postgres" => args.postgres = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -237,7 +244,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: loadgen [--seconds N] [--url BASE [--pid P]... [--metrics URL]] [--label TEXT] \
          [--driver reqwest|wrk] [--warmup SECS] [--tsv FILE] [--only TEXT] [--drain-timeout SECS] \
-         [--max-other-cpu SECS --tries N] [--soak MINUTES [--retention DURATION]]"
+         [--max-other-cpu SECS --tries N] [--soak MINUTES [--retention DURATION]] [--postgres]"
     );
     std::process::exit(2)
 }
@@ -296,6 +303,7 @@ fn start_server(
     admin_port: u16,
     dir: &std::path::Path,
     retention: Option<&str>,
+    database_url: Option<&str>,
 ) -> Child {
     let exe = std::env::current_exe().expect("exe");
     let bin = exe.with_file_name("bench-services");
@@ -308,6 +316,9 @@ fn start_server(
         .stdout(Stdio::null());
     if let Some(retention) = retention {
         cmd.env("RESTATE_RETENTION", retention);
+    }
+    if let Some(url) = database_url {
+        cmd.env("RESTATE_DATABASE_URL", url);
     }
     cmd.spawn()
         .expect("bench-services starts (build it with --release first)")
@@ -877,6 +888,15 @@ async fn main() {
         .build()
         .unwrap();
 
+    // A private PostgreSQL cluster with its default durability, for `--postgres`; declared
+    // before the guard so that the server stops before the database does.
+    let postgres = args.postgres.then(|| {
+        if args.url.is_some() {
+            usage("--postgres starts its own server on a private cluster: drop --url");
+        }
+        restate_runtime::testing::PostgresCluster::start_durable()
+            .unwrap_or_else(|e| panic!("a private PostgreSQL cluster: {e}"))
+    });
     let mut guard = ServerGuard {
         child: None,
         dir: None,
@@ -913,7 +933,12 @@ async fn main() {
             let dir = std::env::temp_dir().join(format!("bench-data-{port}"));
             let _ = std::fs::remove_dir_all(&dir);
             let retention = args.soak_minutes.map(|_| args.retention.as_str());
-            let child = start_server(port, admin_port, &dir, retention);
+            let database_url = postgres.as_ref().map(|cluster| {
+                cluster
+                    .fresh_database()
+                    .expect("a database on the private cluster")
+            });
+            let child = start_server(port, admin_port, &dir, retention, database_url.as_deref());
             args.metrics = Some(format!("http://127.0.0.1:{admin_port}"));
             pids = vec![child.id()];
             guard.child = Some(child);

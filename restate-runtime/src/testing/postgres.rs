@@ -29,8 +29,9 @@ pub enum ClusterError {
 /// other end of a pipe from this process and stops the server when the pipe closes, even
 /// after a SIGKILL).
 ///
-/// Durability is off in the private cluster (`fsync=off`): tests kill the application, not
-/// the database, and run faster without it.
+/// Durability is off in a cluster from [`PostgresCluster::start`] (`fsync=off`): tests kill
+/// the application, not the database, and run faster without it.
+/// [`PostgresCluster::start_durable`] keeps PostgreSQL's defaults, for benchmarks.
 ///
 /// ```no_run
 /// use restate_runtime::testing::PostgresCluster;
@@ -57,13 +58,28 @@ impl PostgresCluster {
             .map_err(|e| ClusterError::Failed(e.clone()))
     }
 
-    /// Starts a new cluster (about a second: `initdb`, then the server).
+    /// Starts a new cluster (about a second: `initdb`, then the server), without fsync.
     pub fn start() -> Result<Self, ClusterError> {
+        Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    }
+
+    /// Starts a new cluster with PostgreSQL's default durability (every commit flushed to
+    /// disk): what a benchmark measures against.
+    ///
+    /// ```no_run
+    /// let cluster = restate_runtime::testing::PostgresCluster::start_durable().unwrap();
+    /// println!("{}", cluster.fresh_database().unwrap());
+    /// ```
+    pub fn start_durable() -> Result<Self, ClusterError> {
+        Self::start_with("")
+    }
+
+    fn start_with(settings: &str) -> Result<Self, ClusterError> {
         let bin = bin_dir().ok_or(ClusterError::NotInstalled)?;
         let mut last = String::new();
         for _ in 0..5 {
             let port = super::free_loopback_port();
-            match Self::start_on(&bin, port) {
+            match Self::start_on(&bin, port, settings) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last = e,
             }
@@ -73,7 +89,7 @@ impl PostgresCluster {
         )))
     }
 
-    fn start_on(bin: &Path, port: u16) -> Result<Self, String> {
+    fn start_on(bin: &Path, port: u16, settings: &str) -> Result<Self, String> {
         // Postgres refuses to run as root: then its folder belongs to, and it runs as, the
         // `postgres` user the distribution's package created.
         let as_root = unsafe { libc::geteuid() } == 0;
@@ -116,7 +132,7 @@ if ! {run_as} "$bin/initdb" -D "$dir/data" -U restate --auth-local=trust --auth-
   echo "failed: initdb: $(tail -n 5 "$dir/initdb.log")"; rm -rf "$dir"; exit 1
 fi
 if ! {run_as} "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 {settings}" \
   start >/dev/null 2>&1; then
   echo "failed: pg_ctl start: $(tail -n 5 "$dir/server.log")"; cleanup; exit 1
 fi

@@ -14,6 +14,7 @@
 //! `restate_result_waiters`, `restate_meta`, and refinery's `restate_schema_history`.
 //! Invocation ids are stored as their 24-byte storage keys, so `bytea` order is id order.
 
+mod fold;
 mod ownership;
 mod schema;
 #[cfg(test)]

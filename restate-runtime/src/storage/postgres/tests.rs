@@ -194,3 +194,194 @@ async fn a_lost_connection_stops_the_store_at_once_and_nothing_after_is_acknowle
     let reopened = open(&url, 4).unwrap();
     assert_eq!(reopened.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
 }
+
+/// Random groups of operations on a few rows, the same on PostgreSQL (batches queued at once,
+/// so that they fold into shared transactions) and in memory (one batch at a time): every
+/// read agrees afterwards. Seeded: a failure names its seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folded_groups_leave_what_the_operations_one_by_one_leave() {
+    use rand::{Rng, SeedableRng};
+
+    use crate::storage::records::{Outcome, Status};
+    use crate::storage::{CANCEL_WAKE, MemoryStore};
+
+    let ids: Vec<InvocationId> = (0..4).map(InvocationId::random).collect();
+    let scopes: Vec<StateScope> = ["a", "b", "c"]
+        .iter()
+        .map(|key| StateScope {
+            service: "Flow".into(),
+            key: (*key).into(),
+        })
+        .collect();
+    let names = ["x", "y", "z"];
+    for seed in 0..12u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let op = |rng: &mut rand::rngs::StdRng| -> WriteOp {
+            let id = ids[rng.random_range(0..ids.len())];
+            let other = ids[rng.random_range(0..ids.len())];
+            let scope = scopes[rng.random_range(0..scopes.len())].clone();
+            let name = names[rng.random_range(0..names.len())].to_owned();
+            let index = rng.random_range(0..3u32);
+            match rng.random_range(0..17) {
+                0 | 1 => {
+                    let status = match rng.random_range(0..4) {
+                        0 => Status::Runnable,
+                        1 => Status::Scheduled {
+                            at_ms: rng.random_range(0..100),
+                        },
+                        2 => Status::Suspended {
+                            wake_at_ms: Some(rng.random_range(0..100)),
+                        },
+                        _ => Status::Completed {
+                            outcome: Outcome::Success(b"1".to_vec()),
+                            completed_at_ms: 1,
+                            expires_at_ms: rng.random_range(0..100),
+                        },
+                    };
+                    let record = InvocationRecord::for_test("Flow", Some("a"), status);
+                    WriteOp::put_invocation(id, &record)
+                }
+                2 => WriteOp::PutJournal {
+                    id,
+                    index,
+                    encoded: crate::storage::records::encode(&crate::storage::JournalEntry::Run {
+                        name: name.clone(),
+                        outcome: Outcome::Success(vec![index as u8]),
+                    }),
+                },
+                3 => WriteOp::DeleteInvocation { id },
+                4 => WriteOp::SetState {
+                    scope,
+                    name,
+                    value: vec![rng.random()],
+                },
+                5 => WriteOp::ClearState { scope, name },
+                6 => WriteOp::ClearAllState { scope },
+                7 => WriteOp::PutPromise {
+                    scope,
+                    name,
+                    encoded: crate::storage::records::encode(&Outcome::Success(vec![1])),
+                },
+                8 => WriteOp::ClearPromises { scope },
+                9 => WriteOp::AddPromiseWaiter {
+                    scope,
+                    name,
+                    id,
+                    index,
+                },
+                10 => WriteOp::ClearPromiseWaiters { scope, name },
+                11 => WriteOp::Wake {
+                    id,
+                    index: if index == 2 { CANCEL_WAKE } else { index },
+                },
+                12 => WriteOp::ClearWakes {
+                    id,
+                    indexes: vec![index, CANCEL_WAKE],
+                },
+                13 => WriteOp::AddResultWaiter {
+                    source: id,
+                    waiter: other,
+                    index,
+                    call: rng.random(),
+                },
+                14 => WriteOp::ClearResultWaiters { source: id },
+                _ => WriteOp::RequestCancel { id },
+            }
+        };
+        let batches: Vec<Vec<WriteOp>> = (0..60)
+            .map(|_| {
+                let n = rng.random_range(1..6);
+                (0..n).map(|_| op(&mut rng)).collect()
+            })
+            .collect();
+
+        let url = cluster().fresh_database().unwrap();
+        let postgres: Arc<dyn Storage> = Arc::new(open(&url, 4).unwrap());
+        let memory: Arc<dyn Storage> = Arc::new(MemoryStore::default().open(4));
+        let queued: Vec<_> = batches.iter().map(|b| postgres.submit(b.clone())).collect();
+        for (batch, waiter) in batches.iter().zip(queued) {
+            waiter.await.unwrap();
+            memory.submit(batch.clone()).await.unwrap();
+        }
+        assert!(
+            postgres.writer_stats().commits < batches.len() as u64,
+            "seed {seed}: the batches were not grouped"
+        );
+
+        let same = |what: &str, a: String, b: String| {
+            assert_eq!(a, b, "seed {seed}: {what} differs (PostgreSQL, memory)");
+        };
+        for id in &ids {
+            let record = |s: &Arc<dyn Storage>| {
+                s.invocation(id)
+                    .unwrap()
+                    .map(|r| (format!("{:?}", r.status), r.cancel_requested))
+            };
+            same(
+                "record",
+                format!("{:?}", record(&postgres)),
+                format!("{:?}", record(&memory)),
+            );
+            same(
+                "journal",
+                format!("{:?}", postgres.journal(id).unwrap()),
+                format!("{:?}", memory.journal(id).unwrap()),
+            );
+        }
+        for scope in &scopes {
+            let keys = postgres.state_keys(scope).unwrap();
+            same(
+                "state keys",
+                format!("{keys:?}"),
+                format!("{:?}", memory.state_keys(scope).unwrap()),
+            );
+            for name in names {
+                same(
+                    "state",
+                    format!("{:?}", postgres.state(scope, name).unwrap()),
+                    format!("{:?}", memory.state(scope, name).unwrap()),
+                );
+                same(
+                    "promise",
+                    format!("{:?}", postgres.promise(scope, name).unwrap()),
+                    format!("{:?}", memory.promise(scope, name).unwrap()),
+                );
+                same(
+                    "promise waiters",
+                    format!("{:?}", postgres.promise_waiters(scope, name).unwrap()),
+                    format!("{:?}", memory.promise_waiters(scope, name).unwrap()),
+                );
+            }
+        }
+        let unfinished = |s: &Arc<dyn Storage>| {
+            let mut ids: Vec<_> = s
+                .unfinished()
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            ids.sort_by_key(|id| id.storage_key());
+            ids
+        };
+        same(
+            "unfinished",
+            format!("{:?}", unfinished(&postgres)),
+            format!("{:?}", unfinished(&memory)),
+        );
+        same(
+            "woken",
+            format!("{:?}", postgres.woken().unwrap()),
+            format!("{:?}", memory.woken().unwrap()),
+        );
+        same(
+            "result waiters",
+            format!("{:?}", postgres.result_waiters(None).unwrap()),
+            format!("{:?}", memory.result_waiters(None).unwrap()),
+        );
+        same(
+            "due",
+            format!("{:?}", postgres.due(None, u64::MAX, usize::MAX).unwrap()),
+            format!("{:?}", memory.due(None, u64::MAX, usize::MAX).unwrap()),
+        );
+    }
+}
