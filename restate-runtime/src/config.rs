@@ -37,6 +37,10 @@ pub struct Config {
     /// `postgres://user:password@host:5432/app`; needs the `postgres` feature). With it set,
     /// `data_dir` is not used.
     pub database_url: Option<String>,
+    /// With a database: how long this process's lease on it lasts without a renewal
+    /// (`RESTATE_LEASE_TTL`, default 10s). A paused or cut-off process is taken over this long
+    /// after its last commit, and then commits nothing more.
+    pub lease_ttl: Duration,
     /// Ingress listen address (`RESTATE_INGRESS_ADDR`, default `127.0.0.1:8080`).
     pub ingress_addr: SocketAddr,
     /// The public webhook listener (`RESTATE_WEBHOOK_ADDR`, off unless set): only verified
@@ -107,6 +111,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            lease_ttl: Duration::from_secs(10),
             ingress_addr: ([127, 0, 0, 1], 8080).into(),
             webhook_addr: None,
             ingress_token: None,
@@ -225,6 +230,17 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_DATABASE_URL").filter(|v| !v.is_empty()) {
             self.database_url = Some(v);
+        }
+        if let Some(v) = var("RESTATE_LEASE_TTL") {
+            self.lease_ttl = parse("RESTATE_LEASE_TTL", v, |s| {
+                crate::duration::parse(s).and_then(|d| {
+                    if d.is_zero() {
+                        Err("must be longer than zero".into())
+                    } else {
+                        Ok(d)
+                    }
+                })
+            })?;
         }
         if let Some(v) = var("RESTATE_INGRESS_ADDR") {
             self.ingress_addr = parse("RESTATE_INGRESS_ADDR", v, addr)?;

@@ -609,6 +609,7 @@ fn open_database(url: &str, config: &Config) -> Result<Arc<dyn Storage>, OpenErr
         partitions: config.partitions,
         max_queued_bytes: config.writer_queue_bytes,
         max_group_bytes: config.commit_group_bytes,
+        lease_ttl: config.lease_ttl,
         ..Default::default()
     };
     Ok(Arc::new(crate::storage::PostgresStorage::open(

@@ -144,3 +144,61 @@ async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_i
     let again = send(&client, &second.ingress, "k-0").await;
     assert_eq!(again.as_deref(), Some(acknowledged[0].as_str()));
 }
+
+/// Fencing: a process paused (SIGSTOP) past its lease is taken over by a second one; once
+/// continued, it acknowledges nothing (the request it receives gets no `202`, and nothing of
+/// it is in the database) and stops with the storage-failure status.
+#[tokio::test]
+async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_DATABASE_URL", url),
+        ("RESTATE_LEASE_TTL", "1s".to_owned()),
+    ];
+    let mut first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let id = send(&client, &first.ingress, &format!("k-{i}")).await;
+        acknowledged.push(id.expect("acknowledged"));
+    }
+    let signal = |name: &str, pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP", first.pid());
+    // Sent to the paused process: it waits in its socket.
+    let paused = {
+        let (client, ingress) = (client.clone(), first.ingress.clone());
+        tokio::spawn(async move { send(&client, &ingress, "while-paused").await })
+    };
+    // A second process takes over once the first one's lease has expired.
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    all_complete(&second.ingress, &acknowledged).await;
+
+    signal("-CONT", first.pid());
+    let answer = paused.await.unwrap();
+    assert_eq!(answer, None, "a fenced process acknowledged a request");
+    let status = first
+        .wait_exit(Duration::from_secs(15))
+        .expect("the fenced process stops");
+    assert_eq!(status.code(), Some(74), "exit status says storage failure");
+    let r = client
+        .get(format!(
+            "{}/restate/invocation/Waits/busy/while-paused/output",
+            second.ingress
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the fenced process's request left nothing");
+    // The second process goes on serving.
+    assert!(send(&client, &second.ingress, "after").await.is_some());
+}

@@ -74,3 +74,26 @@ CREATE TABLE restate_result_waiters (
     call   boolean NOT NULL,
     PRIMARY KEY (source, waiter, idx)
 );
+
+-- Who may write: one process at a time holds the lease. Its epoch grows at every takeover;
+-- every transaction of the owner calls restate_fence first, which renews the lease by the
+-- database's clock and aborts the transaction when another process has taken over since. A
+-- takeover needs the lease expired, or the owner's session gone.
+CREATE TABLE restate_lease (
+    id         int PRIMARY KEY CHECK (id = 0),
+    epoch      bigint NOT NULL,
+    owner_pid  int,
+    expires_at timestamptz NOT NULL
+);
+INSERT INTO restate_lease (id, epoch, owner_pid, expires_at) VALUES (0, 0, NULL, '-infinity');
+
+CREATE FUNCTION restate_fence(held_epoch bigint, ttl_ms bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE restate_lease SET expires_at = clock_timestamp() + ttl_ms * interval '1 millisecond'
+        WHERE id = 0 AND epoch = held_epoch;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'fenced: another process has taken this database over (this one held epoch %)',
+            held_epoch;
+    END IF;
+END $$;

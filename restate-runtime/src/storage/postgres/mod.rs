@@ -1,5 +1,5 @@
 //! The PostgreSQL backend (feature `postgres`): the same [`Storage`] on tables in a database
-//! (`RESTATE_DATABASE_URL`), one process at a time (`ownership.rs`).
+//! (`RESTATE_DATABASE_URL`), one process at a time by a fenced lease (`ownership.rs`).
 //!
 //! The backend runs its own small tokio runtime (one thread) for its connections, so that it
 //! behaves the same under any runtime the engine runs on: a write is queued to the writer
@@ -65,9 +65,12 @@ pub struct PostgresOptions {
     pub max_queued_bytes: usize,
     /// Bytes one transaction takes at most: what is queued beyond goes into the next one.
     pub max_group_bytes: usize,
-    /// How long to wait for another process that runs on the database to stop (a killed
-    /// one's connection closes within moments) before giving up.
-    pub owner_wait: std::time::Duration,
+    /// How long the lease lasts without a renewal (`RESTATE_LEASE_TTL`): a paused or cut-off
+    /// owner is taken over this long after its last transaction, by the database's clock.
+    pub lease_ttl: Duration,
+    /// How long to wait for another process that runs on the database to stop or lose its
+    /// lease before giving up (`None`, the default: as long as it takes, as a standby).
+    pub owner_wait: Option<Duration>,
 }
 
 impl Default for PostgresOptions {
@@ -77,7 +80,8 @@ impl Default for PostgresOptions {
             max_connections: 10,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
-            owner_wait: std::time::Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
+            owner_wait: None,
         }
     }
 }
@@ -127,12 +131,13 @@ impl PostgresStorage {
         });
         let connect = {
             let (config, shared) = (config.clone(), shared.clone());
-            let (partitions, patience) = (options.partitions, options.owner_wait);
+            let (partitions, patience, ttl) =
+                (options.partitions, options.owner_wait, options.lease_ttl);
             async move {
                 let (mut client, connection) =
                     config.connect(NoTls).await.map_err(|e| pg_error(&e))?;
-                // The writer's session holds the ownership lock: once it ends, another process
-                // may take over, so nothing more may be acknowledged here (law 10).
+                // Once the writer's session ends, another process may take over (its server
+                // process is gone): nothing more may be acknowledged here (law 10).
                 tokio::spawn(async move {
                     let reason = match connection.await {
                         Ok(()) => "closed".to_owned(),
@@ -145,29 +150,32 @@ impl PostgresStorage {
                     }
                 });
                 // Durable before acknowledged, whatever the role's or database's defaults; no
-                // server-side timeout may end the writer's idle session.
+                // server-side timeout may end the writer's idle session, but a transaction
+                // left open by a paused owner ends with its lease, so that it cannot hold the
+                // lease row's lock from the process that takes over.
                 client
-                    .batch_execute(
+                    .batch_execute(&format!(
                         "SET synchronous_commit = on; SET statement_timeout = 0; \
-                         SET idle_in_transaction_session_timeout = 0",
-                    )
+                         SET idle_in_transaction_session_timeout = {}",
+                        ttl.as_millis().max(1)
+                    ))
                     .await
                     .map_err(|e| pg_error(&e))?;
                 // PostgreSQL 14 and later only.
                 let _ = client.batch_execute("SET idle_session_timeout = 0").await;
-                let owner = ownership::claim(&client, patience)
+                let deployment = match schema::prepare(&mut client, partitions).await {
+                    Ok(deployment) => deployment,
+                    Err(e) => return Ok((client, Err(e), None)),
+                };
+                let lease = ownership::claim(&client, ttl, patience)
                     .await
                     .map_err(|e| pg_error(&e))?;
-                let deployment = schema::prepare(&mut client, partitions).await;
-                Ok::<_, String>((client, owner, deployment))
+                Ok::<_, String>((client, Ok(deployment), lease))
             }
         };
-        let (client, owner, deployment) = wait(runtime.handle(), connect)
+        let (client, deployment, lease) = wait(runtime.handle(), connect)
             .ok_or_else(|| unreachable("the backend's thread stopped".into()))?
             .map_err(unreachable)?;
-        if !owner {
-            return Err(OpenError::Locked { path: place });
-        }
         let deployment = deployment.map_err(|e| match e {
             schema::SchemaError::TooNew { .. } | schema::SchemaError::Malformed(_) => {
                 OpenError::Incompatible {
@@ -177,6 +185,9 @@ impl PostgresStorage {
             }
             e => unreachable(e.to_string()),
         })?;
+        let Some(lease) = lease else {
+            return Err(OpenError::Locked { path: place });
+        };
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -195,7 +206,7 @@ impl PostgresStorage {
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
         runtime.spawn(async move {
-            let run = writer::run(client, rx, supervised.clone(), max_group_bytes);
+            let run = writer::run(client, rx, supervised.clone(), max_group_bytes, lease);
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                 supervised.poison("the PostgreSQL writer panicked".into());
             }

@@ -1,37 +1,58 @@
-//! Who may write: until partitions are leased per process, one process runs on a database at
-//! a time. The writer's connection holds a session advisory lock for its whole life; a second
-//! process waits for it (a killed owner's connection closes and the lock goes with it) and
-//! gives up after a while. A process whose connection is lost loses the lock with it, and its
-//! writer stops (law 10), so two processes never write the same partitions.
+//! Who may write: one process runs on a database at a time, by a lease. Taking it over bumps
+//! the lease's epoch; every transaction of the owner first calls `restate_fence` with the
+//! epoch it took, which renews the lease by the database's clock and aborts the transaction
+//! if another process has taken over since. So a process paused past its lease (SIGSTOP, a
+//! long GC-like stall, a network partition) and then continued commits nothing: its first
+//! transaction fails, and its writer stops (law 10).
+//!
+//! A lease may be taken over once it has expired (`RESTATE_LEASE_TTL` after its last renewal,
+//! by the database's clock), or at once when the owner's database session is gone (a killed
+//! process's connection closes, and its server process with it): a restart does not wait.
 
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-/// The lock's key: "restate" and the number 2 (the migration lock is 1).
-const OWNER_LOCK: i64 = 0x7265_7374_6174_6532;
+/// The lease this process took: the epoch its transactions must still find.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease {
+    pub(super) epoch: i64,
+    pub(super) ttl_ms: i64,
+}
 
-/// Takes the lock on `client`'s session, waiting up to `patience` for another holder to go:
-/// whether it was taken.
+/// Takes the lease on `client`'s session, waiting for the owner to go or its lease to expire,
+/// up to `patience` (`None`: as long as it takes, as a standby does).
 pub(super) async fn claim(
     client: &Client,
-    patience: Duration,
-) -> Result<bool, tokio_postgres::Error> {
+    ttl: Duration,
+    patience: Option<Duration>,
+) -> Result<Option<Lease>, tokio_postgres::Error> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+    let take = client
+        .prepare(
+            "UPDATE restate_lease SET epoch = epoch + 1, owner_pid = pg_backend_pid(), \
+             expires_at = clock_timestamp() + $1::bigint * interval '1 millisecond' \
+             WHERE id = 0 AND (expires_at < clock_timestamp() OR owner_pid IS NULL \
+             OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = restate_lease.owner_pid)) \
+             RETURNING epoch",
+        )
+        .await?;
     let started = Instant::now();
     let mut logged = false;
     loop {
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
-            .await?;
-        if row.get::<_, bool>(0) {
-            return Ok(true);
+        if let Some(row) = client.query_opt(&take, &[&ttl_ms]).await? {
+            return Ok(Some(Lease {
+                epoch: row.get(0),
+                ttl_ms,
+            }));
         }
-        if started.elapsed() >= patience {
-            return Ok(false);
+        if patience.is_some_and(|p| started.elapsed() >= p) {
+            return Ok(None);
         }
         if !logged {
             tracing::warn!(
-                "another process runs on this database; waiting up to {patience:?} for it to stop"
+                "another process runs on this database; waiting until it stops or its lease \
+                 ({ttl:?}) expires"
             );
             logged = true;
         }

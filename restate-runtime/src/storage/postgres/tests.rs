@@ -68,7 +68,7 @@ async fn of_processes_starting_together_one_runs_and_the_schema_is_migrated_once
             let url = url.clone();
             std::thread::spawn(move || {
                 let options = PostgresOptions {
-                    owner_wait: std::time::Duration::from_millis(500),
+                    owner_wait: Some(std::time::Duration::from_millis(500)),
                     ..Default::default()
                 };
                 PostgresStorage::open(&url, &options)
@@ -384,4 +384,45 @@ async fn folded_groups_leave_what_the_operations_one_by_one_leave() {
             format!("{:?}", memory.due(None, u64::MAX, usize::MAX).unwrap()),
         );
     }
+}
+
+fn with_lease(ttl_ms: u64, wait_ms: Option<u64>) -> PostgresOptions {
+    PostgresOptions {
+        partitions: 4,
+        lease_ttl: std::time::Duration::from_millis(ttl_ms),
+        owner_wait: wait_ms.map(std::time::Duration::from_millis),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_owner_keeps_its_lease_and_a_taken_over_one_commits_nothing() {
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(300, None)).unwrap();
+    owner.submit(vec![set("n", b"1")]).await.unwrap();
+    // Idle for three lease lengths: the writer renews it, so another process still waits.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let url2 = url.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        PostgresStorage::open(&url2, &with_lease(300, Some(600)))
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(second, Err(OpenError::Locked { .. })),
+        "the lease of a live owner was taken"
+    );
+    assert!(owner.failure().borrow().is_none());
+
+    // Another process takes over (as after this one was paused past its lease).
+    cluster()
+        .execute(&url, "UPDATE restate_lease SET epoch = epoch + 1")
+        .unwrap();
+    let fenced = owner.submit(vec![set("n", b"2")]).await;
+    assert!(fenced.is_err(), "a fenced process committed: {fenced:?}");
+    let reason = owner.failure().borrow().clone().expect("the store stopped");
+    assert!(reason.contains("fenced"), "{reason}");
+    drop(owner);
+    let next = open(&url, 4).unwrap();
+    assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,6 +14,7 @@ use tokio_postgres::{Client, Statement};
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
+use super::ownership::Lease;
 use super::{Param, pg_error};
 
 /// What the storage handle hands the writer.
@@ -57,7 +58,7 @@ impl Shared {
         });
     }
 
-    fn poisoned(&self) -> Option<String> {
+    pub(super) fn poisoned(&self) -> Option<String> {
         self.failure.borrow().clone()
     }
 }
@@ -65,6 +66,10 @@ impl Shared {
 /// The statements the writer runs, prepared once on its connection.
 struct Statements {
     begin: Statement,
+    /// `restate_fence` with this process's epoch: the transaction fails once another process
+    /// has taken the lease over.
+    fence: Statement,
+    lease: Lease,
     commit: Statement,
     read_record: Statement,
     put_record: Statement,
@@ -73,13 +78,15 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+    async fn prepare(client: &Client, lease: Lease) -> Result<Self, tokio_postgres::Error> {
         let mut folded = HashMap::new();
         for sql in fold::ALL {
             folded.insert(*sql, client.prepare(sql).await?);
         }
         Ok(Self {
             begin: client.prepare("BEGIN").await?,
+            fence: client.prepare("SELECT restate_fence($1, $2)").await?,
+            lease,
             commit: client.prepare("COMMIT").await?,
             read_record: client
                 .prepare("SELECT record FROM restate_invocations WHERE id = $1")
@@ -102,8 +109,9 @@ pub(super) async fn run(
     mut queue: mpsc::UnboundedReceiver<Message>,
     shared: Arc<Shared>,
     max_group_bytes: usize,
+    lease: Lease,
 ) {
-    let statements = match Statements::prepare(&client).await {
+    let statements = match Statements::prepare(&client, lease).await {
         Ok(statements) => statements,
         Err(e) => {
             shared.poison(format!(
@@ -113,10 +121,23 @@ pub(super) async fn run(
             return refuse_all(queue, &shared).await;
         }
     };
+    // Every transaction renews the lease; an idle writer renews it with an empty one.
+    let renew_every = Duration::from_millis(lease.ttl_ms.max(3) as u64 / 3);
     let mut closing = None;
     while closing.is_none() {
-        let Some(first) = queue.recv().await else {
-            return;
+        let first = match tokio::time::timeout(renew_every, queue.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_idle) => {
+                if shared.poisoned().is_none()
+                    && let Err(e) = commit(&client, &statements, &[]).await
+                {
+                    let reason = format!("renewing the lease failed: {e}");
+                    tracing::error!(%reason, "nothing is acknowledged from now on");
+                    shared.poison(reason);
+                }
+                continue;
+            }
         };
         let mut group = Vec::new();
         match first {
@@ -210,7 +231,14 @@ async fn pipeline(
     statements: &Statements,
     group: &[Batch],
 ) -> Result<(), StorageError> {
-    let mut pending: Vec<Step<'_>> = vec![(&statements.begin, Vec::new())];
+    let lease = statements.lease;
+    let mut pending: Vec<Step<'_>> = vec![
+        (&statements.begin, Vec::new()),
+        (
+            &statements.fence,
+            vec![Box::new(lease.epoch), Box::new(lease.ttl_ms)],
+        ),
+    ];
     let mut folded = Fold::default();
     for op in group.iter().flat_map(|batch| &batch.ops) {
         // A cancel request for a record stored before this group: what is folded so far is
