@@ -234,8 +234,8 @@ impl Config {
         if let Some(v) = var("RESTATE_LEASE_TTL") {
             self.lease_ttl = parse("RESTATE_LEASE_TTL", v, |s| {
                 crate::duration::parse(s).and_then(|d| {
-                    if d.is_zero() {
-                        Err("must be longer than zero".into())
+                    if d < Duration::from_millis(100) || d > Duration::from_secs(24 * 3600) {
+                        Err("must be between 100ms and 24h".into())
                     } else {
                         Ok(d)
                     }

@@ -8,29 +8,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use restate_runtime::testing::PostgresCluster;
-use serde_json::Value;
-use support::{App, free_port, poll};
+use support::{App, free_port, poll, send_busy, send_busy_until_refused};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
 fn cluster() -> &'static PostgresCluster {
     PostgresCluster::shared().expect("a private PostgreSQL cluster (scripts/test installs it)")
-}
-
-/// `/Waits/busy/send` with an idempotency key: the invocation id once acknowledged.
-async fn send(client: &reqwest::Client, ingress: &str, key: &str) -> Option<String> {
-    let r = client
-        .post(format!("{ingress}/Waits/busy/send"))
-        .header("idempotency-key", key)
-        .json(&1u64)
-        .send()
-        .await
-        .ok()?;
-    if r.status() != 202 {
-        return None;
-    }
-    let body: Value = r.json().await.ok()?;
-    Some(body["invocationId"].as_str()?.to_owned())
 }
 
 async fn all_complete(ingress: &str, ids: &[String]) {
@@ -56,10 +39,8 @@ async fn a_lost_database_connection_stops_the_process_and_loses_nothing_acknowle
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut acknowledged = Vec::new();
-    let mut first_refusal = None;
     let database = url.rsplit('/').next().unwrap().to_owned();
-    for batch in 0..2000 {
+    let (acknowledged, first_refusal) = send_busy_until_refused(&client, &app.ingress, |batch| {
         if batch == 20 {
             // Every connection of the app's database is cut, as a failover or a network
             // partition would.
@@ -73,26 +54,8 @@ async fn a_lost_database_connection_stops_the_process_and_loses_nothing_acknowle
                 )
                 .unwrap();
         }
-        let sends: Vec<_> = (0..8)
-            .map(|i| {
-                let (client, ingress) = (client.clone(), app.ingress.clone());
-                tokio::spawn(
-                    async move { send(&client, &ingress, &format!("k-{batch}-{i}")).await },
-                )
-            })
-            .collect();
-        for sent in sends {
-            match sent.await.unwrap() {
-                Some(id) => acknowledged.push(id),
-                None => {
-                    first_refusal.get_or_insert_with(Instant::now);
-                }
-            }
-        }
-        if first_refusal.is_some() {
-            break;
-        }
-    }
+    })
+    .await;
     let refused_at = first_refusal.expect("a request is refused once the connection is gone");
     assert!(
         acknowledged.len() >= 20 * 8,
@@ -120,7 +83,7 @@ async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_i
     let client = reqwest::Client::new();
     let mut acknowledged = Vec::new();
     for i in 0..50 {
-        let id = send(&client, &first.ingress, &format!("k-{i}")).await;
+        let id = send_busy(&client, &first.ingress, &format!("k-{i}")).await;
         acknowledged.push(id.expect("acknowledged"));
     }
     let mut second = App::spawn(
@@ -141,7 +104,7 @@ async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_i
     second.wait_healthy().await;
     all_complete(&second.ingress, &acknowledged).await;
     // Idempotency keys are the database's: the same key again is the same invocation.
-    let again = send(&client, &second.ingress, "k-0").await;
+    let again = send_busy(&client, &second.ingress, "k-0").await;
     assert_eq!(again.as_deref(), Some(acknowledged[0].as_str()));
 }
 
@@ -163,7 +126,7 @@ async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
         .unwrap();
     let mut acknowledged = Vec::new();
     for i in 0..20 {
-        let id = send(&client, &first.ingress, &format!("k-{i}")).await;
+        let id = send_busy(&client, &first.ingress, &format!("k-{i}")).await;
         acknowledged.push(id.expect("acknowledged"));
     }
     let signal = |name: &str, pid: u32| {
@@ -177,7 +140,7 @@ async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
     // Sent to the paused process: it waits in its socket.
     let paused = {
         let (client, ingress) = (client.clone(), first.ingress.clone());
-        tokio::spawn(async move { send(&client, &ingress, "while-paused").await })
+        tokio::spawn(async move { send_busy(&client, &ingress, "while-paused").await })
     };
     // A second process takes over once the first one's lease has expired.
     let second = App::start(BIN, &dir.path().join("b"), &env).await;
@@ -200,5 +163,5 @@ async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
         .unwrap();
     assert_eq!(r.status(), 404, "the fenced process's request left nothing");
     // The second process goes on serving.
-    assert!(send(&client, &second.ingress, "after").await.is_some());
+    assert!(send_busy(&client, &second.ingress, "after").await.is_some());
 }

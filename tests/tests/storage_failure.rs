@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{App, free_port, poll};
+use support::{App, free_port, poll, send_busy_until_refused};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -44,44 +44,9 @@ async fn a_failed_fsync_stops_the_process_and_loses_nothing_acknowledged() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut acknowledged = Vec::new();
-    let mut first_refusal = None;
-    // Batches of 8 concurrent sends, until one is refused (every sync fails past the 400th).
-    for batch in 0..2000 {
-        let sends: Vec<_> = (0..8)
-            .map(|i| {
-                let client = client.clone();
-                let url = format!("{}/Waits/busy/send", app.ingress);
-                tokio::spawn(async move {
-                    let r = client
-                        .post(url)
-                        .header("idempotency-key", format!("k-{batch}-{i}"))
-                        .json(&1u64)
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status() == 202 => {
-                            let body: Value = r.json().await.unwrap();
-                            Some(body["invocationId"].as_str().unwrap().to_owned())
-                        }
-                        _ => None,
-                    }
-                })
-            })
-            .collect();
-        for send in sends {
-            let answer = send.await.unwrap();
-            match answer {
-                Some(id) => acknowledged.push(id),
-                None => {
-                    first_refusal.get_or_insert_with(Instant::now);
-                }
-            }
-        }
-        if first_refusal.is_some() {
-            break;
-        }
-    }
+    // Every sync fails past the 400th: sends until one is refused.
+    let (acknowledged, first_refusal) =
+        send_busy_until_refused(&client, &app.ingress, |_| {}).await;
     let refused_at = first_refusal.expect("a request is refused once syncs fail");
     assert!(acknowledged.len() > 10, "some sends succeed first");
     let status = app

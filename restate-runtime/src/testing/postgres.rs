@@ -193,8 +193,22 @@ cleanup
     }
 
     /// Runs SQL statements (separated by `;`) on the database at `url`, from any thread or
-    /// runtime: what a test uses to look into, or tamper with, the tables.
+    /// runtime: what a test uses to tamper with the tables.
     pub fn execute(&self, url: &str, sql: &str) -> Result<(), ClusterError> {
+        self.query(url, sql).map(drop)
+    }
+
+    /// Runs SQL statements on the database at `url` and returns the rows they return, each
+    /// value as text (`None` for NULL): what a test uses to look into the tables.
+    ///
+    /// ```no_run
+    /// # let cluster = restate_runtime::testing::PostgresCluster::shared().unwrap();
+    /// # let url = cluster.fresh_database().unwrap();
+    /// let rows = cluster.query(&url, "SELECT epoch FROM restate_lease").unwrap();
+    /// let epoch: i64 = rows[0][0].as_deref().unwrap().parse().unwrap();
+    /// # let _ = epoch;
+    /// ```
+    pub fn query(&self, url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, ClusterError> {
         let (url, sql) = (url.to_owned(), sql.to_owned());
         // Its own thread and runtime: callable from sync code and from inside any runtime.
         std::thread::spawn(move || {
@@ -207,13 +221,25 @@ cleanup
                     .await
                     .map_err(|e| e.to_string())?;
                 tokio::spawn(connection);
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|e| match e.as_db_error() {
-                        Some(db) => db.message().to_owned(),
-                        None => e.to_string(),
+                let messages =
+                    client
+                        .simple_query(&sql)
+                        .await
+                        .map_err(|e| match e.as_db_error() {
+                            Some(db) => db.message().to_owned(),
+                            None => e.to_string(),
+                        })?;
+                Ok(messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_owned))
+                                .collect(),
+                        ),
+                        _ => None,
                     })
+                    .collect())
             })
         })
         .join()

@@ -185,6 +185,57 @@ pub async fn quiet(client: &reqwest::Client, admin: &str) -> bool {
     counts == [0, 0, 0, 0]
 }
 
+/// `POST {ingress}/Waits/busy/send` (the crash app) with an idempotency key: the invocation
+/// id once acknowledged (`202`), `None` for any other answer or a transport error.
+pub async fn send_busy(client: &reqwest::Client, ingress: &str, key: &str) -> Option<String> {
+    let r = client
+        .post(format!("{ingress}/Waits/busy/send"))
+        .header("idempotency-key", key)
+        .json(&1u64)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 202 {
+        return None;
+    }
+    let body: serde_json::Value = r.json().await.ok()?;
+    Some(body["invocationId"].as_str()?.to_owned())
+}
+
+/// Batches of 8 concurrent [`send_busy`]s (keys `k-{batch}-{i}`), `before(batch)` running
+/// ahead of each, until one is refused: the ids acknowledged and when the first refusal came.
+pub async fn send_busy_until_refused(
+    client: &reqwest::Client,
+    ingress: &str,
+    mut before: impl FnMut(usize),
+) -> (Vec<String>, Option<std::time::Instant>) {
+    let mut acknowledged = Vec::new();
+    for batch in 0..2000 {
+        before(batch);
+        let sends: Vec<_> = (0..8)
+            .map(|i| {
+                let (client, ingress) = (client.clone(), ingress.to_owned());
+                tokio::spawn(async move {
+                    send_busy(&client, &ingress, &format!("k-{batch}-{i}")).await
+                })
+            })
+            .collect();
+        let mut refused = None;
+        for sent in sends {
+            match sent.await.unwrap() {
+                Some(id) => acknowledged.push(id),
+                None => {
+                    refused.get_or_insert_with(std::time::Instant::now);
+                }
+            }
+        }
+        if refused.is_some() {
+            return (acknowledged, refused);
+        }
+    }
+    (acknowledged, None)
+}
+
 /// `POST {ingress}{path}/send` with a JSON body: the invocation id of the `202`.
 pub async fn send_json(
     client: &reqwest::Client,

@@ -122,6 +122,16 @@ impl PostgresStorage {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A connection to a database that went away is noticed within the lease's length,
+        // not after the kernel's two hours of keepalive silence.
+        config
+            // In whole seconds, at least one (the socket option's unit).
+            .keepalives_idle(
+                options
+                    .lease_ttl
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            )
+            .tcp_user_timeout(options.lease_ttl);
         let shared = Arc::new(Shared {
             failure: watch::channel(None).0,
             stats: Mutex::default(),

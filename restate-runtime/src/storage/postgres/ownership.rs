@@ -30,11 +30,14 @@ pub(super) async fn claim(
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
     let take = client
         .prepare(
+            // SKIP LOCKED: an owner's transaction in progress (it holds the row) is not waited
+            // for and then judged by the lease it had before; the next try sees its renewal.
             "UPDATE restate_lease SET epoch = epoch + 1, owner_pid = pg_backend_pid(), \
              expires_at = clock_timestamp() + $1::bigint * interval '1 millisecond' \
-             WHERE id = 0 AND (expires_at < clock_timestamp() OR owner_pid IS NULL \
-             OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = restate_lease.owner_pid)) \
-             RETURNING epoch",
+             WHERE id = (SELECT id FROM restate_lease l WHERE l.id = 0 \
+             AND (l.expires_at < clock_timestamp() OR l.owner_pid IS NULL \
+             OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.owner_pid)) \
+             FOR UPDATE SKIP LOCKED) RETURNING epoch",
         )
         .await?;
     let started = Instant::now();

@@ -178,7 +178,7 @@ async fn a_lost_connection_stops_the_store_at_once_and_nothing_after_is_acknowle
             ),
         )
         .unwrap();
-    // The writer's session (and the ownership lock with it) is gone: the store stops at once,
+    // The writer's session is gone (another process may take over): the store stops at once,
     // idle as it is, not at its next commit.
     let mut failure = store.failure();
     let stopped = tokio::time::timeout(
@@ -425,4 +425,37 @@ async fn an_idle_owner_keeps_its_lease_and_a_taken_over_one_commits_nothing() {
     drop(owner);
     let next = open(&url, 4).unwrap();
     assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+}
+
+/// The database stops answering the writer (its server process frozen, as behind a network
+/// partition): the writer gives up within the lease's length instead of hanging while
+/// another process may take over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_the_database_stops_answering_stops_within_the_lease() {
+    let url = cluster().fresh_database().unwrap();
+    let store = PostgresStorage::open(&url, &with_lease(1000, None)).unwrap();
+    store.submit(vec![set("n", b"1")]).await.unwrap();
+    let rows = cluster()
+        .query(&url, "SELECT owner_pid FROM restate_lease")
+        .unwrap();
+    let pid = rows[0][0].clone().expect("the owner's server process");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let stuck = store.submit(vec![set("n", b"2")]).await;
+    signal("-CONT");
+    assert!(stuck.is_err(), "{stuck:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    let reason = store.failure().borrow().clone().expect("the store stopped");
+    assert!(reason.contains("no answer"), "{reason}");
 }

@@ -130,7 +130,7 @@ pub(super) async fn run(
             Ok(None) => return,
             Err(_idle) => {
                 if shared.poisoned().is_none()
-                    && let Err(e) = commit(&client, &statements, &[]).await
+                    && let Err(e) = committed(&client, &statements, &[]).await
                 {
                     let reason = format!("renewing the lease failed: {e}");
                     tracing::error!(%reason, "nothing is acknowledged from now on");
@@ -165,7 +165,7 @@ pub(super) async fn run(
             continue;
         }
         let started = Instant::now();
-        match commit(&client, &statements, &group).await {
+        match committed(&client, &statements, &group).await {
             Ok(()) => {
                 let mut stats = shared.stats.lock().expect("stats lock");
                 stats.commits += 1;
@@ -207,6 +207,30 @@ async fn refuse_all(mut queue: mpsc::UnboundedReceiver<Message>, shared: &Shared
         }
     }
 }
+
+/// [`commit`] within the lease's length: a writer that cannot commit that long (cut off
+/// from the database, which then lets another process take over) stops, rather than
+/// running handlers whose effects another process repeats.
+async fn committed(
+    client: &Client,
+    statements: &Statements,
+    group: &[Batch],
+) -> Result<(), StorageError> {
+    let patience = Duration::from_millis(statements.lease.ttl_ms as u64);
+    tokio::time::timeout(patience, commit(client, statements, group))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StorageError::Backend(format!(
+                "no answer to a commit within the lease's {patience:?}: another process may \
+                 take over"
+            )))
+        })
+}
+
+/// `try_join_all` sends every statement in order before any answer only up to 30 futures
+/// (beyond, it may go on polling after a failure): a transaction is BEGIN, the fence, at
+/// most one statement per kind a fold sends, and COMMIT.
+const _: () = assert!(fold::ALL.len() + 3 <= 30);
 
 /// One transaction for the whole group, in one round trip: `BEGIN`, every statement and
 /// `COMMIT` are sent in order without waiting for answers (a cancel request, whose record is
