@@ -35,8 +35,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
-    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, OpenError, ResultWaiter,
-    StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats, hint_due,
+    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, HintHead, OpenError,
+    ResultWaiter, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
+    hint_due,
 };
 use crate::ids::InvocationId;
 use writer::{Batch, Message, Shared};
@@ -448,16 +449,36 @@ impl Storage for PostgresStorage {
     }
 
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
-        let rows = self.rows(
-            "SELECT id, hint FROM restate_invocations WHERE hint IS NOT NULL ORDER BY id",
-            Vec::new(),
-        )?;
-        rows.iter()
-            .map(|row| {
-                let hint = UnfinishedHint::decode(row.get::<_, &[u8]>(1))?.hint;
-                Ok((id_at(row, 0)?, hint))
-            })
-            .collect()
+        self.unfinished_where(&mut |_, _| true)
+    }
+
+    fn unfinished_where(
+        &self,
+        keep: &mut dyn FnMut(InvocationId, Option<HintHead>) -> bool,
+    ) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
+        // In pages, and only the hints `keep` accepts are decoded and kept: a recovery over a
+        // million waiting invocations holds one page of the others at a time.
+        const PAGE: usize = 10_000;
+        let mut out = Vec::new();
+        let mut after: Vec<u8> = Vec::new();
+        loop {
+            let rows = self.rows(
+                "SELECT id, hint FROM restate_invocations WHERE hint IS NOT NULL AND id > $1 \
+                 ORDER BY id LIMIT $2",
+                vec![Box::new(after.clone()), limit(PAGE)],
+            )?;
+            for row in &rows {
+                let id = id_at(row, 0)?;
+                let bytes: &[u8] = row.get(1);
+                if keep(id, UnfinishedHint::encoded_head(bytes)) {
+                    out.push((id, UnfinishedHint::decode(bytes)?.hint));
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() == PAGE => after = last.get::<_, Vec<u8>>(0),
+                _ => return Ok(out),
+            }
+        }
     }
 
     fn due(

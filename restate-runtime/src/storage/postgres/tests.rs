@@ -459,3 +459,33 @@ async fn a_writer_the_database_stops_answering_stops_within_the_lease() {
     let reason = store.failure().borrow().clone().expect("the store stopped");
     assert!(reason.contains("no answer"), "{reason}");
 }
+
+#[tokio::test]
+async fn recovery_reads_unfinished_invocations_in_pages_and_keeps_only_what_it_asks_for() {
+    let url = cluster().fresh_database().unwrap();
+    let store = open(&url, 4).unwrap();
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    let mut ids: Vec<InvocationId> = (0..10_050).map(InvocationId::random).collect();
+    ids.sort_by_key(|id| id.storage_key());
+    let puts = ids
+        .iter()
+        .map(|id| WriteOp::put_new_invocation(*id, &record))
+        .collect();
+    store.submit(puts).await.unwrap();
+    let mut seen = 0;
+    let kept = store
+        .unfinished_where(&mut |_, head| {
+            assert!(head.is_some(), "every hint has its head");
+            seen += 1;
+            seen % 3 == 0
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        ids.len(),
+        "every unfinished invocation is offered once"
+    );
+    let expected: Vec<_> = ids.iter().skip(2).step_by(3).copied().collect();
+    assert_eq!(kept.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+    assert_eq!(store.unfinished().unwrap().len(), ids.len());
+}
