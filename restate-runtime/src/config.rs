@@ -325,8 +325,6 @@ impl Config {
         Ok(applied.into_inner())
     }
 
-    /// Refuses settings that would expose what must stay private: an admin API off loopback
-    /// without a token.
     /// Where invocations are stored, for the log: the data folder, or the database without
     /// its password.
     pub(crate) fn store_description(&self) -> String {
@@ -336,6 +334,8 @@ impl Config {
         }
     }
 
+    /// Refuses settings that would expose what must stay private: an admin API off loopback
+    /// without a token.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         for (name, token) in [
             ("RESTATE_ADMIN_TOKEN", &self.admin_token),
@@ -412,8 +412,10 @@ mod tests {
 /// (`host=… password=…`) with its passwords replaced by `***`.
 pub(crate) fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        // The user info ends at the last `@` (a password may hold `/`, `?`, `#` or `@`).
-        let (user_info, after) = match rest.rfind('@') {
+        // The user info is what comes before the authority's last `@`; the authority ends at
+        // the first `/`, `?` or `#` (a password holds those percent-encoded).
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (user_info, after) = match rest[..authority_end].rfind('@') {
             Some(at) => (Some(&rest[..at]), &rest[at..]),
             None => (None, rest),
         };
@@ -459,8 +461,12 @@ mod redaction_tests {
             "postgres://app@db/shop"
         );
         assert_eq!(
-            redact_password("postgres://app:a/b?c#d@db/shop"),
+            redact_password("postgres://app:a%2Fb%40c@db/shop"),
             "postgres://app:***@db/shop"
+        );
+        assert_eq!(
+            redact_password("postgres://db/shop?password=p@ss"),
+            "postgres://db/shop?password=***"
         );
         assert_eq!(
             redact_password("postgres://db/shop?user=app&password=hunter2&sslmode=require"),

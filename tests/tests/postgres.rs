@@ -29,6 +29,9 @@ async fn all_complete(ingress: &str, ids: &[String]) {
 
 #[tokio::test]
 async fn a_lost_database_connection_stops_the_process_and_loses_nothing_acknowledged() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("unused");
@@ -76,6 +79,9 @@ async fn a_lost_database_connection_stops_the_process_and_loses_nothing_acknowle
 
 #[tokio::test]
 async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_is_killed() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let env = [("RESTATE_DATABASE_URL", url)];
@@ -113,6 +119,9 @@ async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_i
 /// it is in the database) and stops with the storage-failure status.
 #[tokio::test]
 async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let env = [

@@ -59,7 +59,9 @@ async fn events_survive_kills_and_are_processed_once() {
 /// The same on PostgreSQL (a private cluster, a fresh database): the data folder is not used.
 #[tokio::test]
 async fn events_survive_kills_and_are_processed_once_on_postgres() {
-    let cluster = restate_runtime::testing::PostgresCluster::shared().expect("PostgreSQL");
+    let Some(cluster) = restate_runtime::testing::PostgresCluster::for_tests() else {
+        return;
+    };
     let url = cluster.fresh_database().unwrap();
     survive_kills(vec![("RESTATE_DATABASE_URL", url)], 500).await;
 }

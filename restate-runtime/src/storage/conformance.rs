@@ -19,20 +19,23 @@ fn backends() -> Vec<(&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>)
         ("memory", Arc::new(MemoryStore::default().open(4)), None),
     ];
     #[cfg(feature = "postgres")]
-    all.push(("postgres", Arc::new(postgres()), None));
+    if let Some(store) = postgres() {
+        all.push(("postgres", Arc::new(store), None));
+    }
     all
 }
 
-/// A store on a fresh database of the test process's private PostgreSQL cluster.
+/// A store on a fresh database of the test process's private PostgreSQL cluster (none where
+/// PostgreSQL is not installed and not required).
 #[cfg(feature = "postgres")]
-fn postgres() -> super::PostgresStorage {
-    let cluster = crate::testing::PostgresCluster::shared().expect("a private PostgreSQL cluster");
+fn postgres() -> Option<super::PostgresStorage> {
+    let cluster = crate::testing::PostgresCluster::for_tests()?;
     let url = cluster.fresh_database().expect("a fresh database");
     let options = super::PostgresOptions {
         partitions: 4,
         ..Default::default()
     };
-    super::PostgresStorage::open(&url, &options).expect("the PostgreSQL store opens")
+    Some(super::PostgresStorage::open(&url, &options).expect("the PostgreSQL store opens"))
 }
 
 /// Runs `check` against every backend, naming the one that fails.

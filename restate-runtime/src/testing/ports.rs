@@ -22,8 +22,17 @@ pub fn free_loopback_port() -> u16 {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    let (low, high) = (10_000, ephemeral_low.clamp(12_000, 32_768));
     let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    if ephemeral_low < 12_000 {
+        // No room below the ephemeral range: the kernel's pick, as good as it gets here.
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("bind a loopback port")
+            .port();
+        handed.push(port);
+        return port;
+    }
+    let (low, high) = (10_000, ephemeral_low.min(32_768));
     let mut rng = rand::rng();
     for _ in 0..10_000 {
         let port = rng.random_range(low..high);

@@ -58,6 +58,29 @@ impl PostgresCluster {
             .map_err(|e| ClusterError::Failed(e.clone()))
     }
 
+    /// The [`shared`](Self::shared) cluster for a test, or `None` (saying so on stderr) when
+    /// PostgreSQL is not installed and `RESTATE_REQUIRE_POSTGRES` is not set, so that a test
+    /// that needs it can return early on a machine without it. With the variable set (the
+    /// repository's `scripts/test` sets it), a missing PostgreSQL fails the test.
+    ///
+    /// ```no_run
+    /// let Some(cluster) = restate_runtime::testing::PostgresCluster::for_tests() else {
+    ///     return;
+    /// };
+    /// let url = cluster.fresh_database().unwrap();
+    /// # let _ = url;
+    /// ```
+    pub fn for_tests() -> Option<&'static PostgresCluster> {
+        if bin_dir().is_none() && std::env::var_os("RESTATE_REQUIRE_POSTGRES").is_none() {
+            eprintln!(
+                "PostgreSQL is not installed: this test is skipped \
+                 (RESTATE_REQUIRE_POSTGRES=1 makes it fail instead)"
+            );
+            return None;
+        }
+        Some(Self::shared().expect("a private PostgreSQL cluster"))
+    }
+
     /// Starts a new cluster (about a second: `initdb`, then the server), without fsync.
     pub fn start() -> Result<Self, ClusterError> {
         Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")

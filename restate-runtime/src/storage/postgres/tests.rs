@@ -38,6 +38,9 @@ fn set(name: &str, value: &[u8]) -> WriteOp {
 
 #[tokio::test]
 async fn what_one_process_committed_the_next_one_reads() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let first = open(&url, 8).unwrap();
     let id = InvocationId::random(3);
@@ -62,6 +65,9 @@ async fn what_one_process_committed_the_next_one_reads() {
 
 #[tokio::test]
 async fn of_processes_starting_together_one_runs_and_the_schema_is_migrated_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let opened: Vec<_> = (0..4)
         .map(|_| {
@@ -92,6 +98,9 @@ async fn of_processes_starting_together_one_runs_and_the_schema_is_migrated_once
 
 #[tokio::test]
 async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     drop(open(&url, 4).unwrap());
     // A newer binary added migration 2, an expansion: this one still runs.
@@ -125,6 +134,9 @@ async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_an_error_that_names_it() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let port = cluster().port() + 1;
     let url = format!("postgres://restate:hunter2@127.0.0.1:{port}/nowhere?connect_timeout=2");
     match open(&url, 4) {
@@ -142,6 +154,9 @@ async fn an_unreachable_database_is_an_error_that_names_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_batches_share_transactions_and_all_land_in_order() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let store: Arc<dyn Storage> = Arc::new(open(&url, 4).unwrap());
     let waiters: Vec<_> = (0..500)
@@ -165,6 +180,9 @@ async fn concurrent_batches_share_transactions_and_all_land_in_order() {
 
 #[tokio::test]
 async fn a_lost_connection_stops_the_store_at_once_and_nothing_after_is_acknowledged() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let store = open(&url, 4).unwrap();
     store.submit(vec![set("n", b"1")]).await.unwrap();
@@ -200,6 +218,9 @@ async fn a_lost_connection_stops_the_store_at_once_and_nothing_after_is_acknowle
 /// read agrees afterwards. Seeded: a failure names its seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folded_groups_leave_what_the_operations_one_by_one_leave() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     use rand::{Rng, SeedableRng};
 
     use crate::storage::records::{Outcome, Status};
@@ -397,6 +418,9 @@ fn with_lease(ttl_ms: u64, wait_ms: Option<u64>) -> PostgresOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_owner_keeps_its_lease_and_a_taken_over_one_commits_nothing() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let owner = PostgresStorage::open(&url, &with_lease(300, None)).unwrap();
     owner.submit(vec![set("n", b"1")]).await.unwrap();
@@ -432,6 +456,9 @@ async fn an_idle_owner_keeps_its_lease_and_a_taken_over_one_commits_nothing() {
 /// another process may take over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_the_database_stops_answering_stops_within_the_lease() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let store = PostgresStorage::open(&url, &with_lease(1000, None)).unwrap();
     store.submit(vec![set("n", b"1")]).await.unwrap();
@@ -462,6 +489,9 @@ async fn a_writer_the_database_stops_answering_stops_within_the_lease() {
 
 #[tokio::test]
 async fn recovery_reads_unfinished_invocations_in_pages_and_keeps_only_what_it_asks_for() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
     let url = cluster().fresh_database().unwrap();
     let store = open(&url, 4).unwrap();
     let record = InvocationRecord::for_test("S", None, Status::Runnable);
