@@ -276,6 +276,18 @@ mod tests {
         );
     }
 
+    /// Ids derived from names are stored (idempotency and workflow keys, partitions): they
+    /// must not change with a dependency's version. Pinned to an independent SHA-256 of the
+    /// same framing (Python's hashlib).
+    #[test]
+    fn derived_ids_are_pinned() {
+        let id = InvocationId::idempotent("Counter", Some("k"), "add", "evt_1");
+        assert_eq!(id.partition_key, 0x97d1_2508_8811_3079);
+        assert_eq!(id.uuid, 0x63fd_91ac_58af_c37b_b8dc_5df9_901e_985e);
+        let run = InvocationId::workflow("Signup", "ada");
+        assert_eq!(run.uuid, 0x94e0_3616_411b_de8c_e2cf_4189_daeb_50f6);
+    }
+
     #[test]
     fn keyed_targets_share_a_partition_key() {
         let a = InvocationId::idempotent("Counter", Some("k"), "add", "1");
