@@ -153,20 +153,16 @@ impl MemoryStorage {
 }
 
 impl Tables {
-    /// Decodes what applying `ops` will decode: the new records and hints, and the stored
-    /// records a cancel or a delete reads (a stored hint was checked when it was written).
+    /// Decodes what applying `ops` will decode: the new hints, and the stored records a
+    /// cancel or a delete reads (a stored hint was checked when it was written).
     fn check(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
         for op in ops {
             match op {
                 WriteOp::PutInvocation {
-                    encoded,
-                    unfinished,
+                    unfinished: Some(hint),
                     ..
                 } => {
-                    records::decode::<InvocationRecord>(encoded)?;
-                    if let Some(hint) = unfinished {
-                        hint_due(hint)?;
-                    }
+                    hint_due(hint)?;
                 }
                 WriteOp::RequestCancel { id } | WriteOp::DeleteInvocation { id } => {
                     if let Some(bytes) = self.invocations.get(&id.storage_key()) {

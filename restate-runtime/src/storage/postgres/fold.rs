@@ -100,7 +100,7 @@ impl Fold {
     /// Folds one operation in, except a cancel request for a record this fold does not hold:
     /// its invocation is returned, and the caller sends what is folded so far and applies it
     /// alone.
-    pub(super) fn add(&mut self, op: &WriteOp) -> Result<Option<InvocationId>, StorageError> {
+    pub(super) fn add(&mut self, op: WriteOp) -> Result<Option<InvocationId>, StorageError> {
         match op {
             WriteOp::PutInvocation {
                 id,
@@ -110,27 +110,26 @@ impl Fold {
                 stored_before,
             } => {
                 let key = id.storage_key();
-                let due = match unfinished {
+                let due = match &unfinished {
                     Some(hint) => hint_due(hint)?,
                     None => None,
                 };
-                if expires_at_ms.is_some() && *stored_before {
+                if expires_at_ms.is_some() && stored_before {
                     self.wakes.delete_range(key, |id, (k, _)| k == id);
                 }
                 self.invocations.put(
                     key,
                     InvocationRow {
                         partition_key: id.partition_key() as i64,
-                        record: encoded.clone(),
-                        hint: unfinished.clone(),
+                        record: encoded,
+                        hint: unfinished,
                         due_ms: due.map(millis),
                         expires_at_ms: expires_at_ms.map(millis),
                     },
                 );
             }
             WriteOp::PutJournal { id, index, encoded } => {
-                self.journal
-                    .put((id.storage_key(), *index), encoded.clone());
+                self.journal.put((id.storage_key(), index), encoded);
             }
             WriteOp::DeleteInvocation { id } => {
                 let key = id.storage_key();
@@ -143,19 +142,19 @@ impl Fold {
                 name,
                 value,
             } => {
-                self.state.put(named(s, name), value.clone());
+                self.state.put(named(&s, &name), value);
             }
-            WriteOp::ClearState { scope: s, name } => self.state.delete(named(s, name)),
-            WriteOp::ClearAllState { scope: s } => self.state.delete_range(scope(s), in_scope),
+            WriteOp::ClearState { scope: s, name } => self.state.delete(named(&s, &name)),
+            WriteOp::ClearAllState { scope: s } => self.state.delete_range(scope(&s), in_scope),
             WriteOp::PutPromise {
                 scope: s,
                 name,
                 encoded,
-            } => self.promises.put(named(s, name), encoded.clone()),
+            } => self.promises.put(named(&s, &name), encoded),
             WriteOp::ClearPromises { scope: s } => {
-                self.promises.delete_range(scope(s), in_scope);
+                self.promises.delete_range(scope(&s), in_scope);
                 self.promise_waiters
-                    .delete_range(WaiterRange::Scope(scope(s)), covers_waiter);
+                    .delete_range(WaiterRange::Scope(scope(&s)), covers_waiter);
             }
             WriteOp::AddPromiseWaiter {
                 scope: s,
@@ -164,14 +163,14 @@ impl Fold {
                 index,
             } => self
                 .promise_waiters
-                .put((named(s, name), id.storage_key(), *index), ()),
+                .put((named(&s, &name), id.storage_key(), index), ()),
             WriteOp::ClearPromiseWaiters { scope: s, name } => self
                 .promise_waiters
-                .delete_range(WaiterRange::Promise(named(s, name)), covers_waiter),
-            WriteOp::Wake { id, index } => self.wakes.put((id.storage_key(), *index), ()),
+                .delete_range(WaiterRange::Promise(named(&s, &name)), covers_waiter),
+            WriteOp::Wake { id, index } => self.wakes.put((id.storage_key(), index), ()),
             WriteOp::ClearWakes { id, indexes } => {
                 for index in indexes {
-                    self.wakes.delete((id.storage_key(), *index));
+                    self.wakes.delete((id.storage_key(), index));
                 }
             }
             WriteOp::AddResultWaiter {
@@ -181,13 +180,13 @@ impl Fold {
                 call,
             } => self
                 .result_waiters
-                .put((source.storage_key(), waiter.storage_key(), *index), *call),
+                .put((source.storage_key(), waiter.storage_key(), index), call),
             WriteOp::ClearResultWaiters { source } => {
                 self.result_waiters
                     .delete_range(source.storage_key(), |id, (s, _, _)| s == id);
             }
             WriteOp::RequestCancel { id } => {
-                return Ok((!self.cancel_folded(id)?).then_some(*id));
+                return Ok((!self.cancel_folded(&id)?).then_some(id));
             }
         }
         Ok(None)
@@ -217,28 +216,34 @@ impl Fold {
             push(sql::DELETE_INVOCATIONS, vec![ids(inv.deletes.iter())]);
         }
         if !inv.puts.is_empty() {
-            let rows: Vec<_> = inv.puts.into_iter().collect();
+            let n = inv.puts.len();
+            let (mut keys, mut partition_keys, mut records) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut hints, mut dues, mut expiries) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for (key, row) in inv.puts {
+                keys.push(key.to_vec());
+                partition_keys.push(row.partition_key);
+                records.push(row.record);
+                hints.push(row.hint);
+                dues.push(row.due_ms);
+                expiries.push(row.expires_at_ms);
+            }
             push(
                 sql::PUT_INVOCATIONS,
                 vec![
-                    ids(rows.iter().map(|(k, _)| k)),
-                    Box::new(
-                        rows.iter()
-                            .map(|(_, r)| r.partition_key)
-                            .collect::<Vec<_>>(),
-                    ),
-                    Box::new(
-                        rows.iter()
-                            .map(|(_, r)| r.record.clone())
-                            .collect::<Vec<_>>(),
-                    ),
-                    Box::new(rows.iter().map(|(_, r)| r.hint.clone()).collect::<Vec<_>>()),
-                    Box::new(rows.iter().map(|(_, r)| r.due_ms).collect::<Vec<_>>()),
-                    Box::new(
-                        rows.iter()
-                            .map(|(_, r)| r.expires_at_ms)
-                            .collect::<Vec<_>>(),
-                    ),
+                    Box::new(keys),
+                    Box::new(partition_keys),
+                    Box::new(records),
+                    Box::new(hints),
+                    Box::new(dues),
+                    Box::new(expiries),
                 ],
             );
         }

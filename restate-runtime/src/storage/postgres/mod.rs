@@ -37,7 +37,6 @@ use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
     CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, HintHead, OpenError,
     ResultWaiter, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
-    hint_due,
 };
 use crate::ids::InvocationId;
 use writer::{Batch, Message, Shared};
@@ -322,24 +321,6 @@ impl Storage for PostgresStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
         let (done, rx) = oneshot::channel();
         let waiter = CommitWaiter::new(rx);
-        // What the writer decodes is checked here: a bad batch fails alone, before it is
-        // grouped with others.
-        let checked = ops.iter().try_for_each(|op| match op {
-            WriteOp::PutInvocation {
-                encoded,
-                unfinished,
-                ..
-            } => {
-                records::decode::<InvocationRecord>(encoded)?;
-                unfinished.as_deref().map(hint_due).transpose().map(drop)
-            }
-            _ => Ok(()),
-        });
-        if let Err(e) = checked {
-            self.shared.poison(format!("journal commit failed: {e}"));
-            let _ = done.send(Err(e));
-            return waiter;
-        }
         if self.shared.closed.load(Ordering::SeqCst) {
             let _ = done.send(Err(StorageError::Closed));
             return waiter;

@@ -130,7 +130,7 @@ pub(super) async fn run(
             Ok(None) => return,
             Err(_idle) => {
                 if shared.poisoned().is_none()
-                    && let Err(e) = committed(&client, &statements, &[]).await
+                    && let Err(e) = committed(&client, &statements, Vec::new()).await
                 {
                     let reason = format!("renewing the lease failed: {e}");
                     tracing::error!(%reason, "nothing is acknowledged from now on");
@@ -165,7 +165,12 @@ pub(super) async fn run(
             continue;
         }
         let started = Instant::now();
-        match committed(&client, &statements, &group).await {
+        // The operations move into the statements: their bytes are not copied again.
+        let ops = group
+            .iter_mut()
+            .flat_map(|b| std::mem::take(&mut b.ops))
+            .collect();
+        match committed(&client, &statements, ops).await {
             Ok(()) => {
                 let mut stats = shared.stats.lock().expect("stats lock");
                 stats.commits += 1;
@@ -214,10 +219,10 @@ async fn refuse_all(mut queue: mpsc::UnboundedReceiver<Message>, shared: &Shared
 async fn committed(
     client: &Client,
     statements: &Statements,
-    group: &[Batch],
+    ops: Vec<WriteOp>,
 ) -> Result<(), StorageError> {
     let patience = Duration::from_millis(statements.lease.ttl_ms as u64);
-    tokio::time::timeout(patience, commit(client, statements, group))
+    tokio::time::timeout(patience, commit(client, statements, ops))
         .await
         .unwrap_or_else(|_| {
             Err(StorageError::Backend(format!(
@@ -240,9 +245,9 @@ const _: () = assert!(fold::ALL.len() + 3 <= 30);
 async fn commit(
     client: &Client,
     statements: &Statements,
-    group: &[Batch],
+    ops: Vec<WriteOp>,
 ) -> Result<(), StorageError> {
-    let done = pipeline(client, statements, group).await;
+    let done = pipeline(client, statements, ops).await;
     if done.is_err() {
         // Ends a transaction left open by a failure before the `COMMIT` was sent.
         let _ = client.batch_execute("ROLLBACK").await;
@@ -253,7 +258,7 @@ async fn commit(
 async fn pipeline(
     client: &Client,
     statements: &Statements,
-    group: &[Batch],
+    ops: Vec<WriteOp>,
 ) -> Result<(), StorageError> {
     let lease = statements.lease;
     let mut pending: Vec<Step<'_>> = vec![
@@ -264,7 +269,7 @@ async fn pipeline(
         ),
     ];
     let mut folded = Fold::default();
-    for op in group.iter().flat_map(|batch| &batch.ops) {
+    for op in ops {
         // A cancel request for a record stored before this group: what is folded so far is
         // written first, then the record is read, changed and written back.
         let Some(id) = folded.add(op)? else {
