@@ -6,6 +6,9 @@
 //! invocation has completed exactly once with its result, and the per-key counters that the
 //! mixes add to hold exactly two per mix.
 //!
+//! On PostgreSQL the same runs with two processes on one database, requests spread over both
+//! (the one that does not run invocations forwards them) and either one killed.
+//!
 //! `CHAOS_SEED=<n>` replays a run; `CHAOS_SOAK=<factor>` makes it longer (more requests and
 //! kills). The seed is printed at the start of each run,
 //! so a failure shows it.
@@ -110,12 +113,15 @@ async fn stuck_report(app: &App, id: &str) -> String {
     report
 }
 
-/// A chaos run with `RESTATE_SUSPEND_AFTER` and `RESTATE_RECOVERY_CONCURRENCY` as given.
-async fn chaos(suspend_after: &str, restored_at_once: &str) {
+/// A chaos run with `RESTATE_SUSPEND_AFTER` and `RESTATE_RECOVERY_CONCURRENCY` as given, on
+/// a data folder (one process) or on a database (`processes` of them).
+async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<String>) {
     let seed = seed();
+    let processes = if database.is_some() { 2 } else { 1 };
     println!(
         "chaos seed {seed} (RESTATE_SUSPEND_AFTER={suspend_after}, \
-         RESTATE_RECOVERY_CONCURRENCY={restored_at_once}; CHAOS_SEED={seed} replays it)"
+         RESTATE_RECOVERY_CONCURRENCY={restored_at_once}, {processes} process(es); \
+         CHAOS_SEED={seed} replays it)"
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let mixes = 160 * soak();
@@ -124,16 +130,22 @@ async fn chaos(suspend_after: &str, restored_at_once: &str) {
     kill_at.sort_unstable();
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data: Vec<_> = (0..processes)
+        .map(|p| dir.path().join(format!("data-{p}")))
+        .collect();
     let steps = dir.path().join("steps.log");
-    let env = [
+    let mut env = vec![
         ("RESTATE_SUSPEND_AFTER", suspend_after.to_owned()),
         ("RESTATE_RECOVERY_CONCURRENCY", restored_at_once.to_owned()),
         ("STEPS_FILE", steps.display().to_string()),
         ("STEP_MS", "5".to_owned()),
     ];
-    let ports = (free_port(), free_port());
-    let mut app = App::start_on(BIN, &data, &env, ports).await;
+    env.extend(database.map(|url| ("RESTATE_DATABASE_URL", url)));
+    let ports: Vec<_> = (0..processes).map(|_| (free_port(), free_port())).collect();
+    let mut apps = Vec::new();
+    for p in 0..processes {
+        apps.push(App::start_on(BIN, &data[p], &env, ports[p]).await);
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -181,7 +193,10 @@ async fn chaos(suspend_after: &str, restored_at_once: &str) {
             }
             let answers: Vec<_> = pending
                 .iter()
-                .map(|(path, key, body, _)| send(&client, &app, path, key, body.clone()))
+                .enumerate()
+                .map(|(n, (path, key, body, _))| {
+                    send(&client, &apps[n % processes], path, key, body.clone())
+                })
                 .collect();
             let answers = futures::future::join_all(answers).await;
             for ((_, key, _, expected), id) in pending.into_iter().zip(answers) {
@@ -192,14 +207,21 @@ async fn chaos(suspend_after: &str, restored_at_once: &str) {
             sent += 8;
             if kill_at.first().is_some_and(|k| sent >= *k) {
                 kill_at.remove(0);
-                println!("kill after {sent} requests");
-                app.kill();
-                app = App::start_on(BIN, &data, &env, ports).await;
+                let victim = match processes {
+                    1 => 0,
+                    n => rng.random_range(0..n),
+                };
+                println!("kill process {victim} after {sent} requests");
+                apps.remove(victim).kill();
+                let restarted = App::start_on(BIN, &data[victim], &env, ports[victim]).await;
+                apps.insert(victim, restarted);
             }
         }
     }
-    // Promises and awakeables resolved over HTTP (first completion wins; a repeat is harmless).
-    for (path, key, _, _) in &work {
+    // Promises and awakeables resolved over HTTP (first completion wins; a repeat is harmless),
+    // through either process.
+    for (n, (path, key, _, _)) in work.iter().enumerate() {
+        let app = &apps[n % processes];
         if path.starts_with("/Approval/") {
             let url = format!("{}/Approval/{key}/approve", app.ingress);
             let r = client.post(url).json(key).send().await.unwrap();
@@ -227,19 +249,22 @@ async fn chaos(suspend_after: &str, restored_at_once: &str) {
             assert_eq!(r.status(), 202, "seed {seed}: resolve {key}");
         }
     }
+    let app = &apps[0];
     for (key, (id, expected)) in &acknowledged {
         assert_eq!(
-            &output(&app, id).await,
+            &output(app, id).await,
             expected,
             "seed {seed}: {key} ({id})"
         );
     }
     // Side effects: once nothing runs or waits, each key holds exactly two adds per mix.
-    poll(Duration::from_secs(60), || {
-        let (client, admin) = (client.clone(), app.admin.clone());
-        async move { quiet(&client, &admin).await }
-    })
-    .await;
+    for app in &apps {
+        poll(Duration::from_secs(60), || {
+            let (client, admin) = (client.clone(), app.admin.clone());
+            async move { quiet(&client, &admin).await }
+        })
+        .await;
+    }
     for k in 0..KEYS {
         let url = format!("{}/Tally/{k}/get", app.ingress);
         let count: u64 = client.post(url).send().await.unwrap().json().await.unwrap();
@@ -261,10 +286,18 @@ fn awakeable_id(steps: &Path, prefix: &str) -> String {
 #[tokio::test]
 async fn chaos_with_suspension_after_one_millisecond() {
     // Restarts also restore two invocations at a time, the rest from disk as slots free.
-    chaos("1ms", "2").await;
+    chaos("1ms", "2", None).await;
 }
 
 #[tokio::test]
 async fn chaos_with_the_default_suspension() {
-    chaos("10s", "256").await;
+    chaos("10s", "256", None).await;
+}
+
+#[tokio::test]
+async fn chaos_on_postgres_with_two_processes() {
+    let Some(cluster) = restate_runtime::testing::PostgresCluster::for_tests() else {
+        return;
+    };
+    chaos("1ms", "2", Some(cluster.fresh_database().unwrap())).await;
 }

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use restate_runtime::testing::PostgresCluster;
-use support::{App, free_port, poll, send_busy, send_busy_until_refused};
+use support::{App, free_port, poll, send_busy, send_busy_until_refused, send_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -77,41 +77,213 @@ async fn a_lost_database_connection_stops_the_process_and_loses_nothing_acknowle
     );
 }
 
+/// A second process on the same database serves at once, before it runs anything: what it
+/// accepts is forwarded to the owner's inbox (sends, request-response calls, an awakeable's
+/// completion, attach and output), duplicates are found across both, and it takes over when
+/// the owner is killed.
 #[tokio::test]
-async fn a_second_process_waits_for_the_database_and_takes_over_when_the_first_is_killed() {
+async fn a_second_process_serves_through_the_owner_and_takes_over_when_it_is_killed() {
     if PostgresCluster::for_tests().is_none() {
         return;
     }
     let url = cluster().fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let env = [("RESTATE_DATABASE_URL", url)];
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", steps.display().to_string()),
+    ];
     let first = App::start(BIN, &dir.path().join("a"), &env).await;
-    let client = reqwest::Client::new();
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let apps = [&first.ingress, &second.ingress];
+
+    // Sends through either process; the same key at the other is the same invocation.
     let mut acknowledged = Vec::new();
-    for i in 0..50 {
-        let id = send_busy(&client, &first.ingress, &format!("k-{i}")).await;
+    for i in 0..40 {
+        let id = send_busy(&client, apps[i % 2], &format!("k-{i}")).await;
         acknowledged.push(id.expect("acknowledged"));
     }
-    let mut second = App::spawn(
-        BIN,
-        &dir.path().join("b"),
-        &env,
-        (free_port(), free_port()),
-        std::process::Stdio::null(),
-    );
-    // It waits for the first to stop: it neither serves nor exits meanwhile.
-    let watched = Instant::now();
-    while watched.elapsed() < Duration::from_secs(2) {
-        assert!(!second.healthy().await, "two processes ran on one database");
-        assert!(second.running(), "the second process gave up at once");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..10 {
+        let r = client
+            .post(format!("{}/Waits/busy/send", apps[(i + 1) % 2]))
+            .header("idempotency-key", format!("k-{i}"))
+            .json(&1u64)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["invocationId"], acknowledged[i].as_str(), "{body}");
+        assert_eq!(body["status"], "PreviouslyAccepted", "{body}");
     }
-    first.kill();
-    second.wait_healthy().await;
+    // Request-response through the standby, one after the other on one key: in order, once.
+    for n in 1..=5u64 {
+        let r = client
+            .post(format!("{}/Tally/t/add", second.ingress))
+            .json(&1u64)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<u64>().await.unwrap(), n);
+    }
+    let r = client
+        .post(format!("{}/Tally/t/get", first.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<u64>().await.unwrap(),
+        5,
+        "the owner sees the standby's calls"
+    );
+    // Output and attach through the standby.
     all_complete(&second.ingress, &acknowledged).await;
+    let r = client
+        .get(format!(
+            "{}/restate/invocation/{}/attach",
+            second.ingress, acknowledged[3]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<u64>().await.unwrap(), 1);
+    // An awakeable resolved through the standby wakes the owner's invocation.
+    let waiting = send_json(&client, &first.ingress, "/Chaos/await_http", &"w").await;
+    let mut awakeable = String::new();
+    poll(Duration::from_secs(30), || {
+        let found = support::lines(&steps)
+            .into_iter()
+            .find_map(|l| l.strip_prefix("awakeable w ").map(str::to_owned));
+        if let Some(id) = found {
+            awakeable = id;
+        }
+        std::future::ready(!awakeable.is_empty())
+    })
+    .await;
+    let r = client
+        .post(format!(
+            "{}/restate/awakeables/{awakeable}/resolve",
+            second.ingress
+        ))
+        .json(&"from the standby")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = client
+        .get(format!(
+            "{}/restate/invocation/{waiting}/attach",
+            second.ingress
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<String>().await.unwrap(), "from the standby");
+    // The inbox is empty once applied.
+    poll(Duration::from_secs(30), || {
+        let left = cluster().query(&url, "SELECT count(*)::text FROM restate_inbox");
+        std::future::ready(left.unwrap() == vec![vec![Some("0".to_owned())]])
+    })
+    .await;
+
+    // A standby stops at once when asked: it has nothing of its own to flush.
+    let third = App::start(BIN, &dir.path().join("c"), &env).await;
+    let asked = Instant::now();
+    assert!(third.terminate().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "a standby took {:?} to stop",
+        asked.elapsed()
+    );
+
+    // Sends to the standby while the owner is gone are kept, and run once it takes over.
+    first.kill();
+    let mut late = Vec::new();
+    for i in 40..60 {
+        let id = send_busy(&client, &second.ingress, &format!("k-{i}")).await;
+        late.push(id.expect("acknowledged"));
+    }
+    all_complete(&second.ingress, &acknowledged).await;
+    all_complete(&second.ingress, &late).await;
     // Idempotency keys are the database's: the same key again is the same invocation.
     let again = send_busy(&client, &second.ingress, "k-0").await;
     assert_eq!(again.as_deref(), Some(acknowledged[0].as_str()));
+}
+
+/// Work a standby acknowledged first comes first at the owner too: a send to an object key
+/// through the standby, then one to the same key at the owner, run in that order; the same
+/// idempotency key at both is one invocation, with the first request's input, and the owner
+/// answers `PreviouslyAccepted`.
+#[tokio::test]
+async fn work_a_standby_acknowledged_first_keeps_its_order_and_its_answer_at_the_owner() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "1".to_owned()),
+    ];
+    let owner = App::start(BIN, &dir.path().join("a"), &env).await;
+    let standby = App::start(BIN, &dir.path().join("b"), &env).await;
+    let client = reqwest::Client::new();
+    let send_idempotent = |app: &App, key: String, ms: u64| {
+        let request = client
+            .post(format!("{}/Waits/busy/send", app.ingress))
+            .header("idempotency-key", key)
+            .json(&ms);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let rounds = 30;
+    let mut idempotent = Vec::new();
+    for round in 0..rounds {
+        let path = format!("/Ledger/o-{round}/append");
+        send_json(&client, &standby.ingress, &path, &1u64).await;
+        send_json(&client, &owner.ingress, &path, &2u64).await;
+        let key = format!("i-{round}");
+        let first = send_idempotent(&standby, key.clone(), 1).await;
+        let second = send_idempotent(&owner, key, 2).await;
+        assert_eq!(first["status"], "Accepted", "{first}");
+        assert_eq!(second["status"], "PreviouslyAccepted", "{second}");
+        assert_eq!(first["invocationId"], second["invocationId"]);
+        idempotent.push(first["invocationId"].as_str().unwrap().to_owned());
+    }
+    for id in &idempotent {
+        let url = format!("{}/restate/invocation/{id}/attach", owner.ingress);
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(
+            r.json::<u64>().await.unwrap(),
+            1,
+            "the first request's input"
+        );
+    }
+    poll(Duration::from_secs(30), || {
+        let lines = support::lines(&steps);
+        std::future::ready(lines.iter().filter(|l| l.starts_with("ledger ")).count() == 2 * rounds)
+    })
+    .await;
+    let lines = support::lines(&steps);
+    for round in 0..rounds {
+        let order: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("ledger o-{round} ")))
+            .collect();
+        assert_eq!(order, ["1", "2"], "o-{round}: in the order acknowledged");
+    }
 }
 
 /// Fencing: a process paused (SIGSTOP) past its lease is taken over by a second one; once
@@ -151,8 +323,15 @@ async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
         let (client, ingress) = (client.clone(), first.ingress.clone());
         tokio::spawn(async move { send_busy(&client, &ingress, "while-paused").await })
     };
-    // A second process takes over once the first one's lease has expired.
+    // A second process takes over once the first one's lease has expired (it serves before,
+    // forwarding to the owner): the lease's epoch says so.
     let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    let url = env[0].1.clone();
+    poll(Duration::from_secs(30), || {
+        let epoch = cluster().query(&url, "SELECT epoch::text FROM restate_lease");
+        std::future::ready(epoch.unwrap() == vec![vec![Some("2".to_owned())]])
+    })
+    .await;
     all_complete(&second.ingress, &acknowledged).await;
 
     signal("-CONT", first.pid());

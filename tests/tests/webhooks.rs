@@ -21,9 +21,11 @@ fn event(id: &str, kind: &str, invoice: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Delivers until acknowledged, as Stripe does: the same event again after any failure or 429.
-async fn deliver(client: &reqwest::Client, base: &str, body: &[u8], variant: usize) {
-    loop {
+/// Delivers until acknowledged, as Stripe does: the same event again after any failure or 429,
+/// to the next of `bases` (the processes behind a load balancer).
+async fn deliver(client: &reqwest::Client, bases: &[String], body: &[u8], variant: usize) {
+    for attempt in 0.. {
+        let base = &bases[(variant + attempt) % bases.len()];
         let path = if variant % 3 == 2 {
             "/WebhookCallbackRouter/onStripeEvent/send"
         } else {
@@ -53,7 +55,7 @@ async fn deliver(client: &reqwest::Client, base: &str, body: &[u8], variant: usi
 
 #[tokio::test]
 async fn events_survive_kills_and_are_processed_once() {
-    survive_kills(Vec::new(), 1000).await;
+    survive_kills(Vec::new(), 1000, 1).await;
 }
 
 /// The same on PostgreSQL (a private cluster, a fresh database): the data folder is not used.
@@ -63,29 +65,51 @@ async fn events_survive_kills_and_are_processed_once_on_postgres() {
         return;
     };
     let url = cluster.fresh_database().unwrap();
-    survive_kills(vec![("RESTATE_DATABASE_URL", url)], 500).await;
+    survive_kills(vec![("RESTATE_DATABASE_URL", url)], 500, 1).await;
 }
 
-/// `invoices` x 2 events x 2 deliveries, the app SIGKILLed three times during the load.
-async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize) {
+/// Three processes on one database, each event's two deliveries sent to two different ones,
+/// random processes SIGKILLed and restarted during the load and the last one killed for good:
+/// every event once, every reminder once.
+#[tokio::test]
+async fn events_spread_over_three_processes_survive_kills_and_are_processed_once() {
+    let Some(cluster) = restate_runtime::testing::PostgresCluster::for_tests() else {
+        return;
+    };
+    let url = cluster.fresh_database().unwrap();
+    survive_kills(vec![("RESTATE_DATABASE_URL", url)], 600, 3).await;
+}
+
+/// `invoices` x 2 events x 2 deliveries over `processes` processes, a process SIGKILLed three
+/// times during the load (a random one, restarted; with more than one, the last stays dead).
+async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize, processes: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let ports = (free_port(), free_port());
+    let data: Vec<_> = (0..processes)
+        .map(|p| dir.path().join(format!("data-{p}")))
+        .collect();
+    let ports: Vec<_> = (0..processes).map(|_| (free_port(), free_port())).collect();
     let mut env = vec![
         ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
         ("PAYMENT_REMINDER_DELAY", "1s".to_owned()),
     ];
-    let on_database = !store.is_empty();
+    let database = store.first().map(|(_, url)| url.clone());
     env.extend(store);
     let bin = example_bin("webhooks");
-    let mut app = App::start_on(&bin, &data, &env, ports).await;
-    let base = app.ingress.clone();
+    let mut apps = Vec::new();
+    for p in 0..processes {
+        apps.push(Some(App::start_on(&bin, &data[p], &env, ports[p]).await));
+    }
+    let bases: Arc<Vec<String>> = Arc::new(
+        apps.iter()
+            .map(|app| app.as_ref().unwrap().ingress.clone())
+            .collect(),
+    );
     let client = reqwest::Client::new();
     let acked = Arc::new(AtomicUsize::new(0));
     // Per invoice: two events of one kind, each delivered twice.
     let senders: Vec<_> = (0..invoices)
         .map(|i| {
-            let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
+            let (client, bases, acked) = (client.clone(), bases.clone(), acked.clone());
             tokio::spawn(async move {
                 let kind = if i % 2 == 0 {
                     "invoice.payment_failed"
@@ -94,26 +118,44 @@ async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize) {
                 };
                 for e in 0..2 {
                     let body = event(&format!("evt_{i}_{e}"), kind, &format!("in_{i}"));
-                    deliver(&client, &base, &body, i + e).await;
-                    deliver(&client, &base, &body, i + e + 1).await;
+                    deliver(&client, &bases, &body, i + e).await;
+                    deliver(&client, &bases, &body, i + e + 1).await;
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
         .collect();
     let events = invoices * 2;
-    for threshold in [events / 4, events / 2, 3 * events / 4] {
+    // `KILL_SEED=<n>` replays which processes are killed.
+    let seed = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(support::now_secs() as usize);
+    println!("kill seed {seed} (KILL_SEED={seed} replays it)");
+    let thresholds = [events / 4, events / 2, 3 * events / 4];
+    for (round, threshold) in thresholds.into_iter().enumerate() {
         poll(Duration::from_secs(120), || {
             let acked = acked.clone();
             async move { acked.load(Ordering::SeqCst) >= threshold }
         })
         .await;
-        app.kill();
-        app = App::start_on(&bin, &data, &env, ports).await;
+        let alive: Vec<usize> = (0..processes).filter(|p| apps[*p].is_some()).collect();
+        // The first kill hits the first process started, the owner: its work is taken over.
+        let victim = match round {
+            0 => 0,
+            _ => alive[(seed / (round + 1)) % alive.len()],
+        };
+        apps[victim].take().unwrap().kill();
+        let for_good = processes > 1 && round == thresholds.len() - 1;
+        if !for_good {
+            apps[victim] = Some(App::start_on(&bin, &data[victim], &env, ports[victim]).await);
+        }
     }
     for s in senders {
         s.await.unwrap();
     }
+    let alive: Vec<&App> = apps.iter().flatten().collect();
+    let base = alive[0].ingress.clone();
     let mut statuses = HashMap::new();
     for i in 0..invoices {
         let url = format!("{base}/PaymentTracker/in_{i}/status");
@@ -136,11 +178,13 @@ async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize) {
         statuses.insert(i, v);
     }
     // Reminders fire once: once no timer is armed and nothing runs, no late duplicate can come.
-    poll(Duration::from_secs(60), || {
-        let (client, admin) = (client.clone(), app.admin.clone());
-        async move { quiet(&client, &admin).await }
-    })
-    .await;
+    for app in &alive {
+        poll(Duration::from_secs(60), || {
+            let (client, admin) = (client.clone(), app.admin.clone());
+            async move { quiet(&client, &admin).await }
+        })
+        .await;
+    }
     for i in (0..invoices).step_by(2) {
         let v: Value = client
             .get(format!("{base}/PaymentTracker/in_{i}/status"))
@@ -161,10 +205,17 @@ async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize) {
         );
     }
     assert_eq!(statuses[&1]["status"], "paid");
-    if on_database {
+    if let Some(url) = database {
         assert!(
-            !data.exists(),
+            data.iter().all(|data| !data.exists()),
             "with a database the data folder is not used"
+        );
+        let cluster = restate_runtime::testing::PostgresCluster::shared().unwrap();
+        let left = cluster.query(&url, "SELECT count(*)::text FROM restate_inbox");
+        assert_eq!(
+            left.unwrap(),
+            vec![vec![Some("0".to_owned())]],
+            "inbox applied"
         );
     }
 }
@@ -210,7 +261,7 @@ async fn bad_signatures_leave_no_trace_and_private_handlers_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 404, "the forged requests created nothing");
     // The real event is not blocked by the forgeries.
-    deliver(&client, &app.ingress, &body, 0).await;
+    deliver(&client, std::slice::from_ref(&app.ingress), &body, 0).await;
     let status_url = format!("{}/PaymentTracker/in_sig/status", app.ingress);
     poll(Duration::from_secs(30), || {
         let (client, status_url) = (client.clone(), status_url.clone());

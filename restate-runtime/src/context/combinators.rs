@@ -212,7 +212,7 @@ impl InvocationContext {
             if engine.crash_point("cancel.recorded") {
                 return;
             }
-            if let Err(e) = engine.cancel(id).await {
+            if let Err(e) = engine.cancel_here(id).await {
                 tracing::debug!(error = %e, "cancel had no effect");
             }
         });

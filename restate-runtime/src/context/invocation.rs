@@ -226,7 +226,7 @@ impl InvocationContext {
         if let JournalEntry::Call { invocation_id, .. } = &entry {
             let (engine, callee) = (self.engine.clone(), *invocation_id);
             self.engine.tasks().spawn(async move {
-                let _ = engine.cancel(callee).await;
+                let _ = engine.cancel_here(callee).await;
             });
         }
         let ops = vec![
@@ -308,7 +308,7 @@ impl InvocationContext {
             // Ends at shutdown: after a restart the durable result waiter takes over.
             let mut shutdown = engine.shutdown_signal();
             let attached = tokio::select! {
-                attached = engine.attach(source) => attached,
+                attached = engine.attach_here(source) => attached,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             let outcome = match attached {

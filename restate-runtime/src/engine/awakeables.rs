@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use super::wake::{Completion, PendingWake};
 use super::{Engine, EngineError};
 use crate::ids::{AwakeableId, InvocationId};
-use crate::storage::{JournalEntry, Outcome, StorageError};
+use crate::storage::{InboxMessage, JournalEntry, Outcome, StorageError};
 
 /// Awakeables whose completion is submitted but not durable yet: a second completer must not
 /// read the store's older answer ("still open") in that window.
@@ -123,6 +123,27 @@ impl Engine {
                 reason: e.to_string(),
             }
         })?;
+        if self.behind_inbox(&parsed.invocation())? {
+            // A forged id is refused here as where it runs; the rest is decided there.
+            if !self.is_authentic(&parsed) {
+                return Err(AwakeableCompletionError::Unknown(id.to_owned()));
+            }
+            let message = InboxMessage::CompleteAwakeable {
+                awakeable: id.to_owned(),
+                outcome,
+            };
+            return Ok(self.forward_message(parsed.invocation(), message).await?);
+        }
+        self.complete_awakeable_here(parsed, id, outcome).await
+    }
+
+    /// [`Self::complete_awakeable`] applied in this process.
+    pub(super) async fn complete_awakeable_here(
+        &self,
+        parsed: AwakeableId,
+        id: &str,
+        outcome: Outcome,
+    ) -> Result<(), AwakeableCompletionError> {
         let submission = self.submit_awakeable(parsed, outcome, None)?;
         let known = submission.known;
         submission.finish().await.map_err(EngineError::from)?;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Engine, EngineError, Inflight};
 use crate::ids::InvocationId;
-use crate::storage::{CANCEL_WAKE, Outcome, Status, WriteOp};
+use crate::storage::{CANCEL_WAKE, InboxMessage, Outcome, Status, WriteOp};
 
 /// Why a control operation was refused.
 ///
@@ -117,6 +117,14 @@ impl Engine {
     /// for that), and the calls it waits on are cancelled too. Answers once the request is
     /// durable, with its wake-up.
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
+        if self.behind_inbox(&id)? {
+            return Ok(self.forward_message(id, InboxMessage::Cancel).await?);
+        }
+        self.cancel_here(id).await
+    }
+
+    /// [`Self::cancel`] applied in this process.
+    pub(crate) async fn cancel_here(&self, id: InvocationId) -> Result<(), ControlError> {
         let (inflight, waiter, restart) = loop {
             let (inflight, in_memory) = self.load(id)?;
             match self.claim_unstarted(&inflight, in_memory) {
@@ -197,6 +205,14 @@ impl Engine {
 
     /// Stops the invocation now: it completes with a 409 "killed" error, no compensation runs.
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
+        if self.behind_inbox(&id)? {
+            return Ok(self.forward_message(id, InboxMessage::Kill).await?);
+        }
+        self.kill_here(id).await
+    }
+
+    /// [`Self::kill`] applied in this process.
+    pub(super) async fn kill_here(&self, id: InvocationId) -> Result<(), ControlError> {
         let inflight = loop {
             let (inflight, in_memory) = self.load(id)?;
             match self.claim_unstarted(&inflight, in_memory) {
@@ -234,6 +250,14 @@ impl Engine {
 
     /// Forgets a finished invocation: result, journal and idempotency key.
     pub(crate) async fn purge(&self, id: InvocationId) -> Result<(), ControlError> {
+        if self.behind_inbox(&id)? {
+            return Ok(self.forward_message(id, InboxMessage::Purge).await?);
+        }
+        self.purge_here(id).await
+    }
+
+    /// [`Self::purge`] applied in this process.
+    pub(super) async fn purge_here(&self, id: InvocationId) -> Result<(), ControlError> {
         if self.inflight(&id).is_some() {
             return Err(ControlError::Conflict(format!(
                 "invocation {id} is not completed yet; only completed invocations can be purged"
@@ -257,6 +281,17 @@ impl Engine {
     /// Answers once the invocation is durably runnable, so a crash right after the answer
     /// still runs it.
     pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<(), ControlError> {
+        if self.behind_inbox(&id)? {
+            return Ok(self.forward_message(id, InboxMessage::Resume).await?);
+        }
+        self.resume_invocation_here(id).await
+    }
+
+    /// [`Self::resume_invocation`] applied in this process.
+    pub(super) async fn resume_invocation_here(
+        &self,
+        id: InvocationId,
+    ) -> Result<(), ControlError> {
         // One on disk that is not suspended (waiting to be restored after a restart) is refused
         // without a copy in memory, which its restore would take for its own.
         if self.inflight(&id).is_none()

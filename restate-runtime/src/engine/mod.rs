@@ -5,6 +5,7 @@ mod awakeables;
 mod control;
 mod delayed;
 mod execute;
+mod forward;
 mod inflight;
 mod injected;
 mod journal;
@@ -140,6 +141,14 @@ pub(crate) struct Submitted {
     pub execution_time_ms: Option<u64>,
     /// It is a workflow's `run` (one per key).
     pub workflow_run: bool,
+}
+
+/// A new invocation's id and record, before anything is submitted.
+struct Prepared {
+    id: InvocationId,
+    record: InvocationRecord,
+    execution_time_ms: Option<u64>,
+    workflow_run: bool,
 }
 
 /// How `/send` answered.
@@ -283,6 +292,11 @@ pub(crate) struct EngineInner {
     held_input: Arc<std::sync::atomic::AtomicUsize>,
     /// This engine's number in the table of [`EngineRef`]s, once one was asked for.
     reference: std::sync::OnceLock<u64>,
+    /// It runs invocations: the store's owner, recovered. Until then (a standby on a shared
+    /// database) what it accepts is forwarded to the owner.
+    active: std::sync::atomic::AtomicBool,
+    /// The store is shared with other processes (it has an inbox).
+    shared_store: bool,
     tasks: tasks::Tasks,
 }
 
@@ -306,6 +320,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let secret = storage.secret();
+        let shared_store = storage.signals().is_some();
         let recovery_concurrency = config.recovery_concurrency;
         let config_activity = config.activity.clone();
         let engine = Self(Arc::new(EngineInner {
@@ -326,14 +341,42 @@ impl Engine {
             secret,
             held_input: Arc::default(),
             reference: std::sync::OnceLock::new(),
+            active: std::sync::atomic::AtomicBool::new(false),
+            shared_store,
             tasks: tasks::Tasks::current(config_activity),
         }));
-        engine.recover()?;
-        engine.tasks.spawn(timers::run(engine.clone()));
-        engine.tasks.spawn(purge_loop(engine.clone()));
+        let mut ownership = engine.storage.ownership();
+        if *ownership.borrow_and_update() {
+            engine.run_invocations()?;
+        } else {
+            let standby = engine.clone();
+            engine.tasks.spawn(async move {
+                let mut shutdown = standby.shutdown_signal();
+                tokio::select! {
+                    owner = ownership.wait_for(|owner| *owner) => if owner.is_err() { return },
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                if let Err(e) = standby.run_invocations() {
+                    (standby.config.on_storage_failure)(&format!(
+                        "recovery after taking the database over failed: {e}"
+                    ));
+                }
+            });
+        }
         engine.tasks.spawn(memory::trim_loop(engine.clone()));
         engine.tasks.spawn(watch_storage(engine.clone()));
         Ok(engine)
+    }
+
+    /// Once the store is this process's: resumes what it holds, starts timers, the purger and
+    /// the inbox, and from then on runs what it accepts itself.
+    fn run_invocations(&self) -> Result<(), EngineError> {
+        self.recover()?;
+        self.tasks.spawn(timers::run(self.clone()));
+        self.tasks.spawn(purge_loop(self.clone()));
+        self.tasks.spawn(forward::apply_inbox(self.clone()));
+        self.active.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The store under the engine.
@@ -426,47 +469,12 @@ impl Engine {
         caller: Option<(InvocationId, u32)>,
         origin: Origin,
     ) -> Result<Submitted, EngineError> {
-        let (_, handler) = self.resolve(&req.target)?;
-        let now = self.now_ms();
-        let execution_time_ms = req
-            .delay
-            .map(|d| now.saturating_add(crate::clock::millis(d)));
-        // A workflow's run has one invocation per key, found like an idempotent one.
-        let workflow_run = handler.kind == HandlerKind::Workflow;
-        let id = match (&req.idempotency_key, &req.target.key) {
-            (_, Some(key)) if workflow_run => InvocationId::workflow(&req.target.service, key),
-            (Some(key), _) => InvocationId::idempotent(
-                &req.target.service,
-                req.target.key.as_deref(),
-                &req.target.handler,
-                key,
-            ),
-            (None, key) => InvocationId::fresh(
-                match key {
-                    Some(key) => partition_key_of(&req.target.service, key),
-                    None => rand::random(),
-                },
-                now,
-            ),
-        };
-        let record = InvocationRecord {
-            target: req.target,
-            input: req.input.to_vec(),
-            headers: req.headers,
-            idempotency_key: req.idempotency_key,
-            status: match execution_time_ms {
-                Some(at_ms) => Status::Scheduled { at_ms },
-                None => Status::Runnable,
-            },
-            attempts: 0,
-            last_error: None,
-            created_at_ms: now,
-            modified_at_ms: now,
-            caller,
-            seq: self.next_seq(),
-            cancel_requested: false,
-            cancel_delivered: false,
-        };
+        let Prepared {
+            id,
+            record,
+            execution_time_ms,
+            workflow_run,
+        } = self.prepare(req, caller)?;
         let inflight = {
             let mut map = self.inflight.lock().expect("inflight map");
             if record.idempotency_key.is_some() || workflow_run {
@@ -535,6 +543,67 @@ impl Engine {
                 inflight,
                 new: true,
             },
+            execution_time_ms,
+            workflow_run,
+        })
+    }
+
+    /// The id of an invocation of `req`: the one its idempotency key or workflow key names,
+    /// or a fresh one (in its object key's partition).
+    fn id_for(&self, req: &InvokeRequest, workflow_run: bool, now: u64) -> InvocationId {
+        match (&req.idempotency_key, &req.target.key) {
+            (_, Some(key)) if workflow_run => InvocationId::workflow(&req.target.service, key),
+            (Some(key), _) => InvocationId::idempotent(
+                &req.target.service,
+                req.target.key.as_deref(),
+                &req.target.handler,
+                key,
+            ),
+            (None, key) => InvocationId::fresh(
+                match key {
+                    Some(key) => partition_key_of(&req.target.service, key),
+                    None => rand::random(),
+                },
+                now,
+            ),
+        }
+    }
+
+    /// The id and record of a new invocation of `req` (nothing submitted yet).
+    fn prepare(
+        &self,
+        req: InvokeRequest,
+        caller: Option<(InvocationId, u32)>,
+    ) -> Result<Prepared, EngineError> {
+        let (_, handler) = self.resolve(&req.target)?;
+        let now = self.now_ms();
+        let execution_time_ms = req
+            .delay
+            .map(|d| now.saturating_add(crate::clock::millis(d)));
+        // A workflow's run has one invocation per key, found like an idempotent one.
+        let workflow_run = handler.kind == HandlerKind::Workflow;
+        let id = self.id_for(&req, workflow_run, now);
+        let record = InvocationRecord {
+            target: req.target,
+            input: req.input.to_vec(),
+            headers: req.headers,
+            idempotency_key: req.idempotency_key,
+            status: match execution_time_ms {
+                Some(at_ms) => Status::Scheduled { at_ms },
+                None => Status::Runnable,
+            },
+            attempts: 0,
+            last_error: None,
+            created_at_ms: now,
+            modified_at_ms: now,
+            caller,
+            seq: self.next_seq(),
+            cancel_requested: false,
+            cancel_delivered: false,
+        };
+        Ok(Prepared {
+            id,
+            record,
             execution_time_ms,
             workflow_run,
         })
@@ -612,6 +681,9 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        if self.request_behind_inbox(&req)? {
+            return self.call_forwarded(req).await;
+        }
         let submitted = self.submit_from_outside(req)?;
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
@@ -645,6 +717,9 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
+        if self.request_behind_inbox(&req)? {
+            return self.send_forwarded(req).await;
+        }
         let submitted = self.submit_from_outside(req)?;
         let (status, inflight) = match submitted.submission {
             Submission::Finished(_) | Submission::Stored => {
@@ -697,6 +772,17 @@ impl Engine {
         &self,
         id: InvocationId,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
+        if self.shared_store && !self.runs_invocations() {
+            return self.wait_stored(id).await;
+        }
+        self.attach_here(id).await
+    }
+
+    /// [`Self::attach`] in this process, which runs invocations (a handler's attach).
+    pub(crate) async fn attach_here(
+        &self,
+        id: InvocationId,
+    ) -> Result<Option<Arc<Completed>>, EngineError> {
         // Subscribed under the map lock, so a suspension cannot drop the channel in between.
         let in_memory = self
             .inflight
@@ -729,6 +815,10 @@ impl Engine {
         // Nothing to wait for: the channel made for this look goes with its receiver.
         drop(rx);
         self.drop_finisher_if_idle(&id);
+        if outcome.is_none() && self.shared_store && self.storage.inbox_pending(&id)?.starts {
+            // Accepted by another process, not applied yet.
+            return self.wait_stored(id).await;
+        }
         Ok(outcome)
     }
 
@@ -767,6 +857,9 @@ impl Engine {
         Ok(match self.stored_completion(&id)? {
             Some(done) => OutputState::Done(done),
             None if self.storage.invocation(&id)?.is_some() => OutputState::NotReady,
+            None if self.shared_store && self.storage.inbox_pending(&id)?.starts => {
+                OutputState::NotReady
+            }
             None => OutputState::NotFound,
         })
     }

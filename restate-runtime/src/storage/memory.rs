@@ -287,6 +287,8 @@ impl Tables {
                     self.result_waiters.remove(&waiter);
                 }
             }
+            // One process, no inbox.
+            WriteOp::InboxDone { .. } => {}
             WriteOp::RequestCancel { id } => {
                 let key = id.storage_key();
                 if let Some(bytes) = self.invocations.get(&key) {

@@ -14,6 +14,7 @@ mod crash_tests;
 #[cfg(test)]
 mod faults;
 mod files;
+mod inbox;
 mod log;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -30,6 +31,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+pub use inbox::{Forwarded, Inbound, InboxMessage, InboxPending, Signals};
 pub(crate) use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStorage};
@@ -112,6 +114,10 @@ impl From<records::DecodeRecordError> for StorageError {
         Self::Decode(e.to_string())
     }
 }
+
+/// What [`Storage::forward`] answers once the message is durable (or refused).
+pub type ForwardWaiter =
+    Pin<Box<dyn Future<Output = Result<Forwarded, StorageError>> + Send + 'static>>;
 
 /// One write, already encoded by the submitter so the writer thread only copies bytes.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -238,6 +244,13 @@ pub enum WriteOp {
         /// The invocation to cancel.
         id: InvocationId,
     },
+    /// Remove applied inbox messages ([`Inbound::seq`]); committed after what they caused, by
+    /// the owner's writer, so a process that lost the store cannot remove them. A store of
+    /// one process has no inbox: nothing to do.
+    InboxDone {
+        /// The messages.
+        seqs: Vec<u64>,
+    },
 }
 
 /// An invocation waiting on another's result without being its caller: an attach, or a
@@ -331,6 +344,7 @@ impl WriteOp {
                 | Self::ClearPromiseWaiters { scope, name } => scope_len(scope) + name.len(),
                 Self::ClearAllState { scope } | Self::ClearPromises { scope } => scope_len(scope),
                 Self::ClearWakes { indexes, .. } => 4 * indexes.len(),
+                Self::InboxDone { seqs } => 8 * seqs.len(),
                 Self::DeleteInvocation { .. }
                 | Self::Wake { .. }
                 | Self::AddResultWaiter { .. }
@@ -498,6 +512,40 @@ pub trait Storage: Send + Sync + 'static {
     /// Batches submitted and not yet answered: a test runtime is idle only at none.
     fn unanswered(&self) -> usize {
         0
+    }
+    /// Whether this process runs invocations (and may [`submit`](Self::submit)) now. A store
+    /// of one process is its owner from the start; on a shared database a process that does
+    /// not hold the lease yet serves by forwarding, and becomes owner when it takes the lease.
+    fn ownership(&self) -> tokio::sync::watch::Receiver<bool> {
+        tokio::sync::watch::channel(true).1
+    }
+    /// Writes `message` for `id` durably into the inbox of `id`'s partition, for its owner
+    /// (a store of one process never forwards: it refuses). An [`InboxMessage::Invoke`] for an
+    /// invocation that exists already, stored or forwarded, writes nothing and says so, in
+    /// the same transaction: a duplicate is decided once across the deployment.
+    fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
+        let _ = (id, message);
+        Box::pin(std::future::ready(Err(StorageError::Backend(
+            "this store serves one process: there is no other to forward to".into(),
+        ))))
+    }
+    /// Messages of the inboxes this process owns, oldest first: up to `limit`, and no more
+    /// after the first that take `max_bytes` together. Messages this binary cannot decode (a
+    /// newer one's) are left for it, and logged.
+    fn inbox(&self, limit: usize, max_bytes: usize) -> Result<Vec<Inbound>, StorageError> {
+        let _ = (limit, max_bytes);
+        Ok(Vec::new())
+    }
+    /// What the inboxes hold for `id`: a message that starts it, or any message for its
+    /// partition key (its object or workflow key).
+    fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
+        let _ = id;
+        Ok(InboxPending::default())
+    }
+    /// Notifications from other processes on the same database (`None` for a store of one
+    /// process, where every change happens in this one).
+    fn signals(&self) -> Option<Signals> {
+        None
     }
     /// Flushes what is queued and stops the writer.
     fn close(&self);

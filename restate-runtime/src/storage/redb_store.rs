@@ -882,6 +882,8 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
                     .map_err(redb::Error::from)?;
             }
         }
+        // One process, no inbox.
+        WriteOp::InboxDone { .. } => {}
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
             if let Some(old) = table!(t.invocations, INVOCATIONS)

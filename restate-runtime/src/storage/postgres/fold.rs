@@ -81,6 +81,10 @@ pub(super) struct Fold {
     promise_waiters: Folded<(Named, Id, u32), (), WaiterRange>,
     wakes: Folded<(Id, u32), (), Id>,
     result_waiters: Folded<(Id, Id, u32), bool, Id>,
+    /// It stores a finished invocation: other processes waiting on one are notified.
+    finishes: bool,
+    /// Applied inbox messages, removed after everything else.
+    inbox_done: Vec<i64>,
 }
 
 fn scope(s: &StateScope) -> Scope {
@@ -117,6 +121,7 @@ impl Fold {
                 if expires_at_ms.is_some() && stored_before {
                     self.wakes.delete_range(key, |id, (k, _)| k == id);
                 }
+                self.finishes |= expires_at_ms.is_some();
                 self.invocations.put(
                     key,
                     InvocationRow {
@@ -188,6 +193,9 @@ impl Fold {
             WriteOp::RequestCancel { id } => {
                 return Ok((!self.cancel_folded(&id)?).then_some(id));
             }
+            WriteOp::InboxDone { seqs } => {
+                self.inbox_done.extend(seqs.into_iter().map(|s| s as i64));
+            }
         }
         Ok(None)
     }
@@ -204,6 +212,11 @@ impl Fold {
             row.record = records::encode(&record);
         }
         Ok(true)
+    }
+
+    /// Whether it stores a finished invocation.
+    pub(super) fn finishes(&self) -> bool {
+        self.finishes
     }
 
     /// The statements, as SQL and parameters: every table's deletes before its puts.
@@ -341,6 +354,9 @@ impl Fold {
                 ],
             );
         }
+        if !self.inbox_done.is_empty() {
+            push(sql::DELETE_INBOX, vec![Box::new(self.inbox_done)]);
+        }
         out
     }
 }
@@ -395,12 +411,14 @@ pub(super) const ALL: &[&str] = &[
     sql::ADD_WAKES,
     sql::DELETE_RESULT_WAITERS,
     sql::ADD_RESULT_WAITERS,
+    sql::DELETE_INBOX,
 ];
 
 /// The statements a fold sends, each over arrays of rows.
 mod sql {
     pub(super) const DELETE_INVOCATIONS: &str =
         "DELETE FROM restate_invocations WHERE id = ANY($1::bytea[])";
+    pub(super) const DELETE_INBOX: &str = "DELETE FROM restate_inbox WHERE seq = ANY($1::int8[])";
     pub(super) const PUT_INVOCATIONS: &str = "INSERT INTO restate_invocations \
          (id, partition_key, record, hint, due_ms, expires_at_ms) \
          SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[], \

@@ -28,15 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
-    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, HintHead, OpenError,
-    ResultWaiter, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
+    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, ForwardWaiter, Forwarded,
+    HintHead, Inbound, InboxMessage, InboxPending, OpenError, ResultWaiter, Signals, StateScope,
+    Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
 use writer::{Batch, Message, Shared};
@@ -68,8 +69,11 @@ pub struct PostgresOptions {
     /// How long the lease lasts without a renewal (`RESTATE_LEASE_TTL`): a paused or cut-off
     /// owner is taken over this long after its last transaction, by the database's clock.
     pub lease_ttl: Duration,
-    /// How long to wait for another process that runs on the database to stop or lose its
-    /// lease before giving up (`None`, the default: as long as it takes, as a standby).
+    /// How long opening waits for another process that runs on the database to stop or lose
+    /// its lease before giving up with [`OpenError::Locked`]. `None`, the default: it does not
+    /// wait; the store opens as a standby (reads work, writes go to the owner's inbox through
+    /// [`Storage::forward`]) and takes the lease over in the background as soon as it can,
+    /// which [`Storage::ownership`] tells.
     pub owner_wait: Option<Duration>,
 }
 
@@ -96,6 +100,8 @@ impl Default for PostgresOptions {
 pub struct PostgresStorage {
     runtime: BackendRuntime,
     reads: Pool,
+    owner: watch::Receiver<bool>,
+    signals: Signals,
     queue: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     shared: Arc<Shared>,
     partitions: u32,
@@ -177,7 +183,7 @@ impl PostgresStorage {
                     Ok(deployment) => deployment,
                     Err(e) => return Ok((client, Err(e), None)),
                 };
-                let lease = ownership::claim(&client, ttl, patience)
+                let lease = ownership::claim(&client, ttl, Some(patience.unwrap_or_default()))
                     .await
                     .map_err(|e| pg_error(&e))?;
                 Ok::<_, String>((client, Ok(deployment), lease))
@@ -195,11 +201,20 @@ impl PostgresStorage {
             }
             e => unreachable(e.to_string()),
         })?;
-        let Some(lease) = lease else {
+        if lease.is_none() && options.owner_wait.is_some() {
             return Err(OpenError::Locked { path: place });
+        }
+        let (signals, inbox_tx, finished_tx) = Signals::channels();
+        runtime.spawn(listen(config.clone(), inbox_tx, finished_tx));
+        // Forwarded messages are acknowledged once written: durable, whatever the defaults.
+        let mut pooled = config;
+        let options_sql = match pooled.get_options() {
+            Some(own) => format!("{own} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_owned(),
         };
+        pooled.options(&options_sql);
         let manager = Manager::from_config(
-            config,
+            pooled,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -215,8 +230,28 @@ impl PostgresStorage {
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
+        let (owner_tx, owner) = watch::channel(lease.is_some());
+        let ttl = options.lease_ttl;
         runtime.spawn(async move {
+            // A standby takes the lease over as soon as the owner is gone or its lease expired;
+            // only then does its writer start.
+            let lease = match lease {
+                Some(lease) => lease,
+                None => match ownership::claim(&client, ttl, None).await {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => return,
+                    Err(e) => {
+                        return supervised
+                            .poison(format!("taking the lease over failed: {}", pg_error(&e)));
+                    }
+                },
+            };
+            tracing::info!(
+                epoch = lease.epoch,
+                "this process runs the database's invocations"
+            );
             let run = writer::run(client, rx, supervised.clone(), max_group_bytes, lease);
+            owner_tx.send_replace(true);
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                 supervised.poison("the PostgreSQL writer panicked".into());
             }
@@ -224,6 +259,8 @@ impl PostgresStorage {
         Ok(Self {
             runtime,
             reads,
+            owner,
+            signals,
             queue: Mutex::new(Some(queue)),
             shared,
             partitions: deployment.partitions,
@@ -252,6 +289,65 @@ impl PostgresStorage {
             client.query(&statement, &refs).await.map_err(backend)
         })
         .unwrap_or(Err(StorageError::Closed))
+    }
+}
+
+/// Channels the writer notifies on: a message arrived in an inbox, an invocation finished.
+pub(super) const INBOX_CHANNEL: &str = "restate_inbox";
+pub(super) const FINISHED_CHANNEL: &str = "restate_finished";
+
+/// Keeps one connection listening for other processes' notifications and bumps `inbox` and
+/// `finished` on each; after a lost connection it connects again (and bumps both: what was
+/// notified meanwhile is read again by the waiters).
+async fn listen(
+    config: tokio_postgres::Config,
+    inbox: watch::Sender<u64>,
+    finished: watch::Sender<u64>,
+) {
+    let bump = |counter: &watch::Sender<u64>| counter.send_modify(|n| *n = n.wrapping_add(1));
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let sql = format!("LISTEN {INBOX_CHANNEL}; LISTEN {FINISHED_CHANNEL}");
+                let listening = client.batch_execute(&sql);
+                let messages = futures::stream::poll_fn(|cx| connection.poll_message(cx));
+                let drive = messages.for_each(|message| {
+                    if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
+                        match n.channel() {
+                            INBOX_CHANNEL => bump(&inbox),
+                            _ => bump(&finished),
+                        }
+                    }
+                    std::future::ready(())
+                });
+                // The connection is driven by `drive`; the LISTEN goes out on it meanwhile.
+                let mut drive = std::pin::pin!(drive);
+                tokio::select! {
+                    listened = listening => match listened {
+                        Ok(()) => {
+                            bump(&inbox);
+                            bump(&finished);
+                            drive.await;
+                        }
+                        Err(e) => tracing::warn!(
+                            "listening for other processes failed: {}",
+                            pg_error(&e)
+                        ),
+                    },
+                    () = &mut drive => {}
+                }
+            }
+            Err(e) => tracing::warn!(
+                "cannot connect to listen for other processes: {}",
+                pg_error(&e)
+            ),
+        }
+        if inbox.is_closed() && finished.is_closed() {
+            return;
+        }
+        bump(&inbox);
+        bump(&finished);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -579,11 +675,103 @@ impl Storage for PostgresStorage {
         self.shared.unanswered.load(Ordering::SeqCst)
     }
 
+    fn ownership(&self) -> watch::Receiver<bool> {
+        self.owner.clone()
+    }
+
+    fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
+        let pool = self.reads.clone();
+        let starts = message.starts_invocation();
+        let encoded = records::encode(&message);
+        let (tx, rx) = oneshot::channel();
+        self.handle().spawn(async move {
+            let written = async {
+                let client = pool.get().await.map_err(|e| {
+                    StorageError::Backend(format!("no PostgreSQL connection: {e}"))
+                })?;
+                // One statement, so one transaction: the duplicate check, the insert and the
+                // owner's wake-up (sent when it commits).
+                let statement = client
+                    .prepare_cached(
+                        "WITH written AS (INSERT INTO restate_inbox                          (partition_key, id, starts, message) SELECT $1, $2, $3, $4                          WHERE NOT ($3 AND EXISTS                          (SELECT 1 FROM restate_invocations WHERE id = $2))                          ON CONFLICT (id) WHERE starts DO NOTHING RETURNING 1)                          SELECT EXISTS (SELECT 1 FROM written),                          pg_notify('restate_inbox', '')::text",
+                    )
+                    .await
+                    .map_err(backend)?;
+                let row = client
+                    .query_one(
+                        &statement,
+                        &[
+                            &(id.partition_key() as i64),
+                            &id.storage_key().to_vec(),
+                            &starts,
+                            &encoded,
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(if row.get::<_, bool>(0) {
+                    Forwarded::New
+                } else {
+                    Forwarded::Duplicate
+                })
+            };
+            let _ = tx.send(written.await);
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
+    }
+
+    fn inbox(&self, limit_n: usize, max_bytes: usize) -> Result<Vec<Inbound>, StorageError> {
+        // The bytes before each message, summed in seq order as the index yields them: the
+        // page stops at the first message past the budget, without reading the rest.
+        let rows = self.rows(
+            "SELECT seq, id, message FROM (SELECT seq, id, message, \
+             sum(octet_length(message)) OVER (ORDER BY seq) - octet_length(message) AS before \
+             FROM restate_inbox ORDER BY seq LIMIT $1) page WHERE before < $2 ORDER BY seq",
+            vec![limit(limit_n), limit(max_bytes)],
+        )?;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq = row.get::<_, i64>(0) as u64;
+            match records::decode(row.get::<_, &[u8]>(2)) {
+                Ok(message) => page.push(Inbound {
+                    seq,
+                    id: id_at(row, 1)?,
+                    message,
+                }),
+                // Left for a binary that knows it (a newer one, during a rolling deploy).
+                Err(e) => tracing::warn!(seq, "an inbox message this binary cannot read: {e}"),
+            }
+        }
+        Ok(page)
+    }
+
+    fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
+        let rows = self.rows(
+            "SELECT EXISTS (SELECT 1 FROM restate_inbox WHERE id = $1 AND starts), \
+             EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2)",
+            vec![key(id), Box::new(id.partition_key() as i64)],
+        )?;
+        Ok(rows
+            .first()
+            .map_or_else(InboxPending::default, |row| InboxPending {
+                starts: row.get(0),
+                partition: row.get(1),
+            }))
+    }
+
+    fn signals(&self) -> Option<Signals> {
+        Some(self.signals.clone())
+    }
+
     fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         let Some(queue) = self.queue.lock().expect("queue lock").take() else {
             return;
         };
+        if !*self.owner.borrow() {
+            // A standby has no writer, and nothing queued: it submits nothing.
+            return;
+        }
         let (ack, flushed) = std::sync::mpsc::channel();
         if queue.send(Message::Close(ack)).is_ok() {
             // Bounded: a database that stopped answering must not hold a shutdown forever.

@@ -53,9 +53,9 @@ pub(super) async fn claim(
             return Ok(None);
         }
         if !logged {
-            tracing::warn!(
-                "another process runs on this database; waiting until it stops or its lease \
-                 ({ttl:?}) expires"
+            tracing::info!(
+                "another process runs this database's invocations; this one forwards what it \
+                 accepts to it, and takes over once it stops or its lease ({ttl:?}) expires"
             );
             logged = true;
         }

@@ -103,20 +103,20 @@ async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
     }
     let url = cluster().fresh_database().unwrap();
     drop(open(&url, 4).unwrap());
-    // A newer binary added migration 2, an expansion: this one still runs.
+    // A newer binary added migration 3, an expansion: this one still runs.
     cluster()
         .execute(
             &url,
             "INSERT INTO restate_schema_history (version, name, applied_on, checksum) \
-             VALUES (2, 'expand', '2026-11-30T12:00:00Z', '1')",
+             VALUES (3, 'expand', '2026-11-30T12:00:00Z', '1')",
         )
         .unwrap();
     drop(open(&url, 4).expect("an expanded schema still runs"));
-    // Then migration 3 contracted the schema: binaries before it must not run.
+    // Then migration 4 contracted the schema: binaries before it must not run.
     cluster()
         .execute(
             &url,
-            "UPDATE restate_meta SET value = int4send(3) WHERE name = 'oldest_binary_schema'",
+            "UPDATE restate_meta SET value = int4send(4) WHERE name = 'oldest_binary_schema'",
         )
         .unwrap();
     match open(&url, 4) {
@@ -125,7 +125,7 @@ async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
                 path.starts_with("postgres://restate:***@127.0.0.1:"),
                 "{path}"
             );
-            assert!(reason.contains("schema version 3"), "{reason}");
+            assert!(reason.contains("schema version 4"), "{reason}");
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a schema newer than the binary was accepted"),
@@ -518,4 +518,137 @@ async fn recovery_reads_unfinished_invocations_in_pages_and_keeps_only_what_it_a
     let expected: Vec<_> = ids.iter().skip(2).step_by(3).copied().collect();
     assert_eq!(kept.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
     assert_eq!(store.unfinished().unwrap().len(), ids.len());
+}
+
+/// Waits (up to 10 s) until `counter` changes.
+async fn bumped(counter: &mut tokio::sync::watch::Receiver<u64>) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), counter.changed())
+        .await
+        .expect("notified within 10 s")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes_over() {
+    use crate::storage::{Forwarded, InboxMessage, Outcome};
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(1_000, None)).unwrap();
+    assert!(*owner.ownership().borrow());
+    let url2 = url.clone();
+    let standby =
+        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(1_000, None)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(!*standby.ownership().borrow(), "two owners of one database");
+    let mut arrived = owner.signals().unwrap().inbox;
+    let mut finished = standby.signals().unwrap().finished;
+    arrived.borrow_and_update();
+    finished.borrow_and_update();
+
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    let (fresh, stored) = (InvocationId::random(1), InvocationId::random(2));
+    owner
+        .submit(vec![WriteOp::put_new_invocation(stored, &record)])
+        .await
+        .unwrap();
+    let invoke = || InboxMessage::Invoke(Box::new(record.clone()));
+    assert_eq!(
+        standby.forward(fresh, invoke()).await.unwrap(),
+        Forwarded::New
+    );
+    bumped(&mut arrived).await;
+    // Once per invocation across the deployment: in an inbox already, or stored.
+    assert_eq!(
+        standby.forward(fresh, invoke()).await.unwrap(),
+        Forwarded::Duplicate
+    );
+    assert_eq!(
+        owner.forward(fresh, invoke()).await.unwrap(),
+        Forwarded::Duplicate
+    );
+    assert_eq!(
+        standby.forward(stored, invoke()).await.unwrap(),
+        Forwarded::Duplicate
+    );
+    // Other messages are not deduplicated: each is applied.
+    for _ in 0..2 {
+        let sent = standby.forward(stored, InboxMessage::Cancel).await.unwrap();
+        assert_eq!(sent, Forwarded::New);
+    }
+    assert_eq!(
+        owner.inbox_pending(&fresh).unwrap(),
+        crate::storage::InboxPending {
+            starts: true,
+            partition: true
+        }
+    );
+    let other_key = InvocationId::random(3);
+    assert_eq!(owner.inbox_pending(&other_key).unwrap(), Default::default());
+    let inbox = owner.inbox(10, usize::MAX).unwrap();
+    let got: Vec<_> = inbox.iter().map(|m| (m.id, m.message.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (fresh, invoke()),
+            (stored, InboxMessage::Cancel),
+            (stored, InboxMessage::Cancel)
+        ],
+        "in arrival order"
+    );
+    assert!(inbox.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        owner.inbox(1, usize::MAX).unwrap(),
+        inbox[..1].to_vec(),
+        "by count"
+    );
+    assert_eq!(owner.inbox(10, 1).unwrap(), inbox[..1].to_vec(), "by bytes");
+    let done = vec![inbox[0].seq, inbox[1].seq];
+    owner
+        .submit(vec![WriteOp::InboxDone { seqs: done }])
+        .await
+        .unwrap();
+    assert_eq!(owner.inbox(10, usize::MAX).unwrap(), inbox[2..].to_vec());
+    assert!(!owner.inbox_pending(&fresh).unwrap().starts);
+    // A message this binary cannot read is left for one that can, and the rest still come.
+    cluster()
+        .execute(
+            &url,
+            "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+             VALUES (0, '\\x00', false, '\\xff00')",
+        )
+        .unwrap();
+    assert_eq!(owner.inbox(10, usize::MAX).unwrap(), inbox[2..].to_vec());
+
+    // The owner's commit of a finished invocation wakes the waiters of other processes.
+    let done = InvocationRecord::for_test(
+        "S",
+        None,
+        Status::Completed {
+            outcome: Outcome::Success(b"1".to_vec()),
+            completed_at_ms: 1,
+            expires_at_ms: u64::MAX,
+        },
+    );
+    owner
+        .submit(vec![WriteOp::put_invocation(stored, &done)])
+        .await
+        .unwrap();
+    bumped(&mut finished).await;
+
+    // The owner goes: the standby takes the lease and writes.
+    let mut ownership = standby.ownership();
+    drop(owner);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ownership.wait_for(|owner| *owner),
+    )
+    .await
+    .expect("taken over within 10 s")
+    .unwrap();
+    standby.submit(vec![set("n", b"2")]).await.unwrap();
+    assert_eq!(standby.state(&scope(), "n").unwrap(), Some(b"2".to_vec()));
 }

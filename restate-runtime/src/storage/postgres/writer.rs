@@ -15,7 +15,7 @@ use super::super::records::{self, InvocationRecord, Status};
 use super::super::{StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
 use super::ownership::Lease;
-use super::{Param, pg_error};
+use super::{FINISHED_CHANNEL, Param, pg_error};
 
 /// What the storage handle hands the writer.
 pub(super) enum Message {
@@ -71,6 +71,8 @@ struct Statements {
     fence: Statement,
     lease: Lease,
     commit: Statement,
+    /// Wakes other processes that wait on an invocation's end (sent at the commit).
+    notify_finished: Statement,
     read_record: Statement,
     put_record: Statement,
     /// Those of [`Fold::statements`], by their SQL.
@@ -88,6 +90,9 @@ impl Statements {
             fence: client.prepare("SELECT restate_fence($1, $2)").await?,
             lease,
             commit: client.prepare("COMMIT").await?,
+            notify_finished: client
+                .prepare(&format!("SELECT pg_notify('{FINISHED_CHANNEL}', '')::text"))
+                .await?,
             read_record: client
                 .prepare("SELECT record FROM restate_invocations WHERE id = $1")
                 .await?,
@@ -234,8 +239,8 @@ async fn committed(
 
 /// `try_join_all` sends every statement in order before any answer only up to 30 futures
 /// (beyond, it may go on polling after a failure): a transaction is BEGIN, the fence, at
-/// most one statement per kind a fold sends, and COMMIT.
-const _: () = assert!(fold::ALL.len() + 3 <= 30);
+/// most one statement per kind a fold sends, a notification, and COMMIT.
+const _: () = assert!(fold::ALL.len() + 4 <= 30);
 
 /// One transaction for the whole group, in one round trip: `BEGIN`, every statement and
 /// `COMMIT` are sent in order without waiting for answers (a cancel request, whose record is
@@ -269,17 +274,23 @@ async fn pipeline(
         ),
     ];
     let mut folded = Fold::default();
+    let mut finishes = false;
     for op in ops {
         // A cancel request for a record stored before this group: what is folded so far is
         // written first, then the record is read, changed and written back.
         let Some(id) = folded.add(op)? else {
             continue;
         };
+        finishes |= folded.finishes();
         push_folded(statements, std::mem::take(&mut folded), &mut pending);
         send(client, std::mem::take(&mut pending)).await?;
         request_cancel(client, statements, id.storage_key().to_vec()).await?;
     }
+    finishes |= folded.finishes();
     push_folded(statements, folded, &mut pending);
+    if finishes {
+        pending.push((&statements.notify_finished, Vec::new()));
+    }
     pending.push((&statements.commit, Vec::new()));
     send(client, pending).await
 }
