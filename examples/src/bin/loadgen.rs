@@ -38,6 +38,10 @@
 //!   fresh database on a private cluster with PostgreSQL's default durability (`initdb` into
 //!   a temporary folder, stopped at the end). The server columns do not count PostgreSQL's
 //!   own processes; `other CPU s` does.
+//! - `--standbys N` (with `--postgres`): N more servers on the same database, started after
+//!   the first (which takes the lease and runs the invocations); the load goes to the last
+//!   one, so every request takes the distributed path (forwarded into the owner's inbox, its
+//!   result read back from the database). The server columns sum all of them.
 //! - `--drain-timeout SECS` (default 600): how long to wait for the fanout messages to drain.
 //! - `--max-other-cpu SECS` and `--tries N` (default: off, 1): a row during which the rest of
 //!   the machine was busy for more than SECS CPU seconds (`other CPU s`, above) is run again,
@@ -170,6 +174,7 @@ struct Args {
     soak_minutes: Option<u64>,
     retention: String,
     postgres: bool,
+    standbys: usize,
 }
 
 fn parse_args() -> Args {
@@ -190,6 +195,7 @@ fn parse_args() -> Args {
         soak_minutes: None,
         retention: "30s".into(),
         postgres: false,
+        standbys: 0,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -230,6 +236,7 @@ fn parse_args() -> Args {
             }
             "--retention" => args.retention = value(),
             "--postgres" => args.postgres = true,
+            "--standbys" => args.standbys = value().parse().unwrap_or_else(|_| usage("--standbys")),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -244,7 +251,8 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: loadgen [--seconds N] [--url BASE [--pid P]... [--metrics URL]] [--label TEXT] \
          [--driver reqwest|wrk] [--warmup SECS] [--tsv FILE] [--only TEXT] [--drain-timeout SECS] \
-         [--max-other-cpu SECS --tries N] [--soak MINUTES [--retention DURATION]] [--postgres]"
+         [--max-other-cpu SECS --tries N] [--soak MINUTES [--retention DURATION]] \
+         [--postgres [--standbys N]]"
     );
     std::process::exit(2)
 }
@@ -283,11 +291,17 @@ fn server_stats(pids: &[u32]) -> (f64, u64) {
 /// Kills the server it started when dropped, so a panic does not leave it running.
 struct ServerGuard {
     child: Option<Child>,
+    /// With `--standbys`: the other servers on the same database (stopped first).
+    standbys: Vec<Child>,
     dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
+        for child in &mut self.standbys {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
@@ -322,6 +336,18 @@ fn start_server(
     }
     cmd.spawn()
         .expect("bench-services starts (build it with --release first)")
+}
+
+/// Waits until the server at `base` answers its health check.
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    while client
+        .get(format!("{base}/restate/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// What one row measured.
@@ -897,8 +923,12 @@ async fn main() {
         restate_runtime::testing::PostgresCluster::start_durable()
             .unwrap_or_else(|e| panic!("a private PostgreSQL cluster: {e}"))
     });
+    if args.standbys > 0 && !args.postgres {
+        usage("--standbys needs --postgres (processes share a database)");
+    }
     let mut guard = ServerGuard {
         child: None,
+        standbys: Vec::new(),
         dir: None,
     };
     let mut args = args;
@@ -943,14 +973,22 @@ async fn main() {
             pids = vec![child.id()];
             guard.child = Some(child);
             guard.dir = Some(dir);
-            let base = format!("http://127.0.0.1:{port}");
-            while client
-                .get(format!("{base}/restate/health"))
-                .send()
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut base = format!("http://127.0.0.1:{port}");
+            wait_healthy(&client, &base).await;
+            for _ in 0..args.standbys {
+                let (port, admin_port) = (examples::free_port(), examples::free_port());
+                let standby_dir = std::env::temp_dir().join(format!("bench-standby-{port}"));
+                let child = start_server(
+                    port,
+                    admin_port,
+                    &standby_dir,
+                    retention,
+                    database_url.as_deref(),
+                );
+                pids.push(child.id());
+                guard.standbys.push(child);
+                base = format!("http://127.0.0.1:{port}");
+                wait_healthy(&client, &base).await;
             }
             base
         }

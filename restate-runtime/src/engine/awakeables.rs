@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use super::wake::{Completion, PendingWake};
 use super::{Engine, EngineError};
 use crate::ids::{AwakeableId, InvocationId};
-use crate::storage::{InboxMessage, JournalEntry, Outcome, StorageError};
+use crate::storage::{InboxMessage, JournalEntry, Outcome, Status, StorageError};
 
 /// Awakeables whose completion is submitted but not durable yet: a second completer must not
 /// read the store's older answer ("still open") in that window.
@@ -68,27 +68,37 @@ impl Engine {
     ) -> Result<AwakeableSubmission, EngineError> {
         let mut completing = self.awakeables.0.lock().expect("awakeables");
         let (invocation, index) = (id.invocation(), id.index());
-        // A forged id is unknown: nothing of it is looked up, nothing completed.
-        let (known, current) = if !self.is_authentic(&id) {
-            (false, None)
+        // Open: its entry waits for a value, or is not journaled (yet, or again: a crash took
+        // it after its id was handed out, and the replay will create it at the same index,
+        // where it finds the value). A forged id is unknown: nothing of it is looked up.
+        let open_entry = |entry: Option<&JournalEntry>| {
+            matches!(
+                entry,
+                None | Some(JournalEntry::Awakeable { outcome: None })
+            )
+        };
+        let (known, open) = if !self.is_authentic(&id) {
+            (false, false)
         } else if completing.contains(&id) {
-            (true, None)
+            (true, false)
         } else {
             match self.inflight(&invocation) {
-                Some(f) => (true, f.state().journal.get(index).cloned()),
+                Some(f) => {
+                    let state = f.state();
+                    let finished = matches!(state.record.status, Status::Completed { .. });
+                    (true, !finished && open_entry(state.journal.get(index)))
+                }
                 None => match self.storage.invocation(&invocation)? {
-                    None => (false, None),
-                    Some(_) => (
-                        true,
-                        self.storage
-                            .journal(&invocation)?
-                            .into_iter()
-                            .find_map(|(i, e)| (i == index).then_some(e)),
-                    ),
+                    None => (false, false),
+                    Some(record) => {
+                        let finished = matches!(record.status, Status::Completed { .. });
+                        let journal = self.storage.journal(&invocation)?;
+                        let entry = journal.iter().find_map(|(i, e)| (*i == index).then_some(e));
+                        (true, !finished && open_entry(entry))
+                    }
                 },
             }
         };
-        let open = matches!(current, Some(JournalEntry::Awakeable { outcome: None }));
         let mut completions: Vec<Completion> = resolver.into_iter().collect();
         if open {
             completing.insert(id);

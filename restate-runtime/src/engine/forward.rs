@@ -4,17 +4,31 @@
 //! store, woken by the owner's notifications. The owner applies its inbox in arrival order
 //! ([`apply_inbox`]) and removes each message once its effect is durable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, join_all};
 
-use super::{Completed, Engine, EngineError, InvokeRequest, Journal, Prepared, SendStatus};
+use super::{
+    Completed, Engine, EngineError, Inflight, InvokeRequest, Journal, Prepared, SendStatus,
+};
 use crate::ids::InvocationId;
 use crate::storage::{
-    Forwarded, Inbound, InboxMessage, InvocationRecord, Outcome, Status, WriteOp,
+    CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, Outcome,
+    Status, WriteOp,
 };
+
+/// What a forwarded invocation became when taken in.
+enum Adoption {
+    /// New here: to be launched, and made durable.
+    New(Arc<Inflight>, Option<u64>),
+    /// Its record is (or is being) written: this resolves once it is durable.
+    Durable(CommitWaiter),
+    /// Stored already: nothing to do.
+    Done,
+}
 
 /// Messages applied in one round at most (their records commit together), and the bytes
 /// after which a round takes no more.
@@ -46,6 +60,8 @@ impl Engine {
             workflow_run,
             ..
         } = self.prepare(req, None)?;
+        // Watched before it is forwarded, so its end cannot come unseen.
+        let finished = self.watch_finished(id);
         let forwarded = self
             .storage
             .forward(id, InboxMessage::Invoke(Box::new(record)))
@@ -54,7 +70,7 @@ impl Engine {
         if workflow_run && duplicate {
             return Err(EngineError::WorkflowAlreadyInvoked);
         }
-        match self.wait_stored(id).await? {
+        match self.wait_stored_with(id, finished, duplicate).await? {
             Some(done) => Ok((id, done, duplicate)),
             None => Err(EngineError::Lost("the invocation was purged".into())),
         }
@@ -127,39 +143,33 @@ impl Engine {
         &self,
         id: InvocationId,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
-        let mut finished = self.storage.signals().map(|s| s.finished);
+        self.wait_stored_with(id, self.watch_finished(id), true)
+            .await
+    }
+
+    /// A watch on `id`'s end in another process (`None` on a store of one process).
+    fn watch_finished(&self, id: InvocationId) -> Option<FinishedWatch> {
+        self.storage.signals().map(|s| s.finished.watch(id))
+    }
+
+    /// [`Self::wait_stored`] with a watch taken before `id` was forwarded. Without `look`,
+    /// the store is read first once a notification (or the fallback poll) says it may hold
+    /// the result: a new invocation has none yet.
+    async fn wait_stored_with(
+        &self,
+        id: InvocationId,
+        mut finished: Option<FinishedWatch>,
+        mut look: bool,
+    ) -> Result<Option<Arc<Completed>>, EngineError> {
         let mut shutdown = self.shutdown_signal();
         loop {
-            // Seen before the reads: a result committed after them bumps the counter again.
-            if let Some(finished) = finished.as_mut() {
-                finished.borrow_and_update();
+            if look && let Some(outcome) = self.stored_outcome(id, finished.as_mut()).await? {
+                return Ok(outcome);
             }
-            // The inbox before the store: its message is removed only after the record it
-            // caused is stored, so between the two reads `id` cannot slip through both.
-            let forwarded = self.storage.inbox_pending(&id)?.starts;
-            match self.storage.invocation(&id)? {
-                Some(InvocationRecord {
-                    status:
-                        Status::Completed {
-                            outcome,
-                            expires_at_ms,
-                            ..
-                        },
-                    ..
-                }) => {
-                    return Ok(Some(Arc::new(Completed {
-                        outcome,
-                        expires_at_ms,
-                    })));
-                }
-                None if !forwarded => return Ok(None),
-                _ => {}
-            }
+            look = true;
             let notified = async {
                 match finished.as_mut() {
-                    Some(finished) => {
-                        let _ = finished.changed().await;
-                    }
+                    Some(finished) => finished.changed().await,
                     None => std::future::pending().await,
                 }
             };
@@ -173,56 +183,72 @@ impl Engine {
         }
     }
 
-    /// Takes a forwarded invocation in as if submitted here. One that exists already (applied
-    /// before a crash that kept its message, or submitted here first) is made durable if it
-    /// was not, so that its message goes only once its record is stored. One whose target
-    /// this binary does not know (a rolling deploy) ends at once with a terminal error its
-    /// callers see. The future resolves once the record is durable.
-    fn adopt(
+    /// `id`'s result from the store: `Some(None)` when neither the store nor an inbox knows
+    /// `id`, `None` while it is on its way.
+    async fn stored_outcome(
         &self,
         id: InvocationId,
+        finished: Option<&mut FinishedWatch>,
+    ) -> Result<Option<Option<Arc<Completed>>>, EngineError> {
+        // Seen before the reads: a result committed after them wakes the watch again.
+        if let Some(finished) = finished {
+            finished.seen();
+        }
+        if let Some(record) = self.storage.invocation_async(&id).await? {
+            return Ok(super::completion(record).map(Some));
+        }
+        // Not stored: on its way while an inbox holds it. Its message is removed only after
+        // its record is stored, so once the message is gone a second read finds the record.
+        if self.storage.inbox_pending(&id)?.starts {
+            return Ok(None);
+        }
+        Ok(match self.storage.invocation_async(&id).await? {
+            Some(record) => super::completion(record).map(Some),
+            None => Some(None),
+        })
+    }
+
+    /// Takes a forwarded invocation in as if submitted here, under the in-flight lock
+    /// (`map`), `stored` read under it too. One that exists already (applied before a crash
+    /// that kept its message, or submitted here first) is made durable if it was not, so
+    /// that its message goes only once its record is stored. One whose target this binary
+    /// does not know (a rolling deploy) ends at once with a terminal error its callers see.
+    fn adopt(
+        &self,
+        map: &mut HashMap<InvocationId, Arc<Inflight>>,
+        id: InvocationId,
         mut record: InvocationRecord,
-    ) -> Result<Option<BoxFuture<'static, Result<(), EngineError>>>, EngineError> {
-        let execution_time_ms = super::scheduled_at(&record.status);
-        let unknown = self.resolve(&record.target).err();
-        record.seq = self.next_seq();
-        let inflight = {
-            let mut map = self.inflight.lock().expect("inflight map");
-            if let Some(existing) = map.get(&id) {
-                let durable = existing.make_durable(self.storage.as_ref());
-                return Ok(Some(durable.map(|r| r.map_err(EngineError::from)).boxed()));
-            }
-            if self.storage.invocation(&id)?.is_some() {
-                return Ok(None);
-            }
-            if let Some(e) = unknown {
-                drop(map);
-                tracing::error!(%id, "a forwarded invocation's target is unknown here: {e}");
-                let now = self.now_ms();
-                record.status = Status::Completed {
-                    outcome: Outcome::Failure {
-                        code: match e {
-                            EngineError::BadTarget(_) => 400,
-                            _ => 404,
-                        },
-                        message: e.to_string(),
+        stored: bool,
+    ) -> Adoption {
+        if let Some(existing) = map.get(&id) {
+            return Adoption::Durable(existing.make_durable(self.storage.as_ref()));
+        }
+        if stored {
+            return Adoption::Done;
+        }
+        if let Err(e) = self.resolve(&record.target) {
+            tracing::error!(%id, "a forwarded invocation's target is unknown here: {e}");
+            let now = self.now_ms();
+            record.status = Status::Completed {
+                outcome: Outcome::Failure {
+                    code: match e {
+                        EngineError::BadTarget(_) => 400,
+                        _ => 404,
                     },
-                    completed_at_ms: now,
-                    expires_at_ms: now
-                        .saturating_add(crate::clock::millis(self.config.default_retention)),
-                };
-                let durable = self
-                    .storage
-                    .submit(vec![WriteOp::put_new_invocation(id, &record)]);
-                return Ok(Some(durable.map(|r| r.map_err(EngineError::from)).boxed()));
-            }
-            let inflight = self.new_inflight(id, record, false, Journal::default());
-            map.insert(id, inflight.clone());
-            inflight
-        };
-        let durable = inflight.make_durable(self.storage.as_ref());
-        self.launch(inflight, execution_time_ms);
-        Ok(Some(durable.map(|r| r.map_err(EngineError::from)).boxed()))
+                    message: e.to_string(),
+                },
+                completed_at_ms: now,
+                expires_at_ms: now
+                    .saturating_add(crate::clock::millis(self.config.default_retention)),
+            };
+            let op = WriteOp::put_new_invocation(id, &record);
+            return Adoption::Durable(self.storage.submit(vec![op]));
+        }
+        let execution_time_ms = super::scheduled_at(&record.status);
+        record.seq = self.next_seq();
+        let inflight = self.new_inflight(id, record, false, Journal::default());
+        map.insert(id, inflight.clone());
+        Adoption::New(inflight, execution_time_ms)
     }
 
     /// Applies one page of the inbox, up to the first invocation there is no room for (the
@@ -232,35 +258,55 @@ impl Engine {
     async fn apply(&self, page: Vec<Inbound>) -> usize {
         let mut seqs = Vec::with_capacity(page.len());
         let mut effects: Vec<BoxFuture<'_, Result<(), String>>> = Vec::new();
-        for Inbound { seq, id, message } in page {
-            match message {
-                InboxMessage::Invoke(record) => {
-                    if self.admit_input(record.input.len()).is_err() {
-                        break;
-                    }
-                    match self.adopt(id, *record) {
-                        Ok(Some(durable)) => {
-                            effects.push(durable.map(|r| r.map_err(|e| e.to_string())).boxed());
-                        }
-                        Ok(None) => {}
-                        // A failed read: this message and the rest wait for the next round.
-                        Err(e) => {
-                            effects.push(std::future::ready(Err(e.to_string())).boxed());
+        let mut launches = Vec::new();
+        {
+            // Which forwarded invocations exist already, read under the in-flight lock: none
+            // of them can be stored or leave memory between the read and the adoption.
+            let mut map = self.inflight.lock().expect("inflight map");
+            let invoked: Vec<InvocationId> = page
+                .iter()
+                .filter(|m| m.message.starts_invocation())
+                .map(|m| m.id)
+                .collect();
+            let stored: HashMap<InvocationId, bool> = match self.storage.stored(&invoked) {
+                Ok(stored) => invoked.into_iter().zip(stored).collect(),
+                Err(e) => {
+                    tracing::error!("reading the inbox's invocations failed: {e}");
+                    return 0;
+                }
+            };
+            for Inbound { seq, id, message } in page {
+                match message {
+                    InboxMessage::Invoke(record) => {
+                        if self.admit_input(record.input.len()).is_err() {
                             break;
                         }
+                        let stored = stored.get(&id).copied().unwrap_or(false);
+                        match self.adopt(&mut map, id, *record, stored) {
+                            Adoption::New(inflight, at) => launches.push((inflight, at)),
+                            Adoption::Durable(durable) => {
+                                effects.push(durable.map(|r| r.map_err(|e| e.to_string())).boxed())
+                            }
+                            Adoption::Done => {}
+                        }
+                    }
+                    InboxMessage::CompleteAwakeable { awakeable, outcome } => {
+                        effects.push(self.complete_forwarded(awakeable, outcome).boxed());
+                    }
+                    InboxMessage::Cancel => effects.push(control(self.cancel_here(id)).boxed()),
+                    InboxMessage::Kill => effects.push(control(self.kill_here(id)).boxed()),
+                    InboxMessage::Purge => effects.push(control(self.purge_here(id)).boxed()),
+                    InboxMessage::Resume => {
+                        effects.push(control(self.resume_invocation_here(id)).boxed());
                     }
                 }
-                InboxMessage::CompleteAwakeable { awakeable, outcome } => {
-                    effects.push(self.complete_forwarded(awakeable, outcome).boxed());
-                }
-                InboxMessage::Cancel => effects.push(control(self.cancel_here(id)).boxed()),
-                InboxMessage::Kill => effects.push(control(self.kill_here(id)).boxed()),
-                InboxMessage::Purge => effects.push(control(self.purge_here(id)).boxed()),
-                InboxMessage::Resume => {
-                    effects.push(control(self.resume_invocation_here(id)).boxed());
-                }
+                seqs.push(seq);
             }
-            seqs.push(seq);
+        }
+        for (inflight, execution_time_ms) in launches {
+            let durable = inflight.make_durable(self.storage.as_ref());
+            effects.push(durable.map(|r| r.map_err(|e| e.to_string())).boxed());
+            self.launch(inflight, execution_time_ms);
         }
         let failed = join_all(effects)
             .await

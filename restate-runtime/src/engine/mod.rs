@@ -865,17 +865,7 @@ impl Engine {
     }
 
     fn stored_completion(&self, id: &InvocationId) -> Result<Option<Arc<Completed>>, EngineError> {
-        Ok(self.storage.invocation(id)?.and_then(|r| match r.status {
-            Status::Completed {
-                outcome,
-                expires_at_ms,
-                ..
-            } => Some(Arc::new(Completed {
-                outcome,
-                expires_at_ms,
-            })),
-            _ => None,
-        }))
+        Ok(self.storage.invocation(id)?.and_then(completion))
     }
 
     /// The record and journal of an invocation, in memory or stored.
@@ -1204,6 +1194,21 @@ impl Engine {
     }
 }
 
+/// A finished invocation's result, from its record.
+fn completion(record: InvocationRecord) -> Option<Arc<Completed>> {
+    match record.status {
+        Status::Completed {
+            outcome,
+            expires_at_ms,
+            ..
+        } => Some(Arc::new(Completed {
+            outcome,
+            expires_at_ms,
+        })),
+        _ => None,
+    }
+}
+
 fn scheduled_at(status: &Status) -> Option<u64> {
     match status {
         Status::Scheduled { at_ms } => Some(*at_ms),
@@ -1331,6 +1336,54 @@ mod tests {
             assert_eq!(found.outcome, Outcome::Success(b"1".to_vec()));
         }
         assert!(engine.finishers.lock().unwrap().is_empty());
+        engine.shutdown();
+    }
+
+    /// A kill can take an awakeable's entry after its id was handed out; restored, the
+    /// invocation waits on disk (here: its service is gone from this build, so it never
+    /// replays) while the completion arrives. The completion is journaled at the entry's
+    /// index, with its wake-up, for the replay to find: not answered and dropped.
+    #[tokio::test]
+    async fn an_awakeable_completed_before_its_entry_is_journaled_is_kept_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let waiting = InvocationId::random(9);
+        let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
+        engine
+            .storage
+            .submit(vec![WriteOp::put_new_invocation(waiting, &record)])
+            .await
+            .unwrap();
+        let awakeable = engine.awakeable_id(waiting, 0).to_string();
+        let value = Outcome::Success(b"\"early\"".to_vec());
+        engine
+            .complete_awakeable(&awakeable, value.clone())
+            .await
+            .unwrap();
+        let journal = engine.storage.journal(&waiting).unwrap();
+        assert_eq!(
+            journal,
+            [(
+                0,
+                JournalEntry::Awakeable {
+                    outcome: Some(value)
+                }
+            )]
+        );
+        assert_eq!(engine.storage.woken().unwrap(), [waiting]);
+        // A completed invocation's awakeables are closed.
+        let done = InvocationId::random(10);
+        engine
+            .storage
+            .submit(vec![WriteOp::put_invocation(done, &completed(u64::MAX))])
+            .await
+            .unwrap();
+        let late = engine.awakeable_id(done, 0).to_string();
+        engine
+            .complete_awakeable(&late, Outcome::Success(b"1".to_vec()))
+            .await
+            .unwrap();
+        assert!(engine.storage.journal(&done).unwrap().is_empty());
         engine.shutdown();
     }
 

@@ -5,6 +5,9 @@
 //!
 //! A store of one process (redb, in-memory) always runs every partition and never forwards.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -98,27 +101,128 @@ pub enum Forwarded {
     Duplicate,
 }
 
-/// Counters that other processes' commits bump (a multi-process store's notifications):
-/// waiters subscribe, then read the store, then wait for a change, so no wake-up is missed.
+/// What other processes' commits signal (a multi-process store's notifications): waiters
+/// subscribe, then read the store, then wait for a change, so no wake-up is missed.
 ///
 /// ```
 /// use restate_runtime::storage::Signals;
-/// let (signals, _inbox, _finished) = Signals::channels();
+/// let (signals, _inbox) = Signals::channels();
 /// assert_eq!(*signals.inbox.borrow(), 0);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Signals {
     /// Bumped when a message may have arrived in an inbox.
     pub inbox: watch::Receiver<u64>,
-    /// Bumped when an invocation may have finished.
-    pub finished: watch::Receiver<u64>,
+    /// Which invocations finished.
+    pub finished: Finished,
 }
 
 impl Signals {
-    /// Signals and the two senders that bump them.
-    pub fn channels() -> (Self, watch::Sender<u64>, watch::Sender<u64>) {
+    /// Signals, and the sender that bumps `inbox`.
+    pub fn channels() -> (Self, watch::Sender<u64>) {
         let (inbox_tx, inbox) = watch::channel(0);
-        let (finished_tx, finished) = watch::channel(0);
-        (Self { inbox, finished }, inbox_tx, finished_tx)
+        let finished = Finished::default();
+        (Self { inbox, finished }, inbox_tx)
+    }
+}
+
+/// Invocations finished by another process, told to the waiters of each (a wake-up per
+/// waiter of that invocation, not of every waiter), or to all at once when the notification
+/// did not name them (a lost connection, a long list).
+///
+/// ```
+/// # fn demo(id: restate_runtime::InvocationId) {
+/// use restate_runtime::storage::Finished;
+/// let finished = Finished::default();
+/// let mut waiting = finished.watch(id);
+/// finished.finished([id]);
+/// assert!(waiting.has_changed());
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Finished(Arc<Mutex<FinishedWaiters>>);
+
+#[derive(Debug)]
+struct FinishedWaiters {
+    all: watch::Sender<u64>,
+    by_id: HashMap<InvocationId, watch::Sender<u64>>,
+}
+
+impl Default for FinishedWaiters {
+    fn default() -> Self {
+        Self {
+            all: watch::channel(0).0,
+            by_id: HashMap::new(),
+        }
+    }
+}
+
+fn bump(counter: &watch::Sender<u64>) {
+    counter.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+impl Finished {
+    /// Watches for `id`'s end (or for everything: see [`Finished::all`]).
+    pub fn watch(&self, id: InvocationId) -> FinishedWatch {
+        let mut waiters = self.0.lock().expect("finished waiters");
+        // Entries nobody watches any more go now and then, not one by one.
+        if waiters.by_id.len() >= 1024 && waiters.by_id.len().is_power_of_two() {
+            waiters.by_id.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        let one = waiters
+            .by_id
+            .entry(id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        FinishedWatch {
+            one,
+            all: waiters.all.subscribe(),
+        }
+    }
+
+    /// These invocations finished.
+    pub fn finished(&self, ids: impl IntoIterator<Item = InvocationId>) {
+        let mut waiters = self.0.lock().expect("finished waiters");
+        for id in ids {
+            if let Some(tx) = waiters.by_id.get(&id) {
+                bump(tx);
+                if tx.receiver_count() == 0 {
+                    waiters.by_id.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Some invocations finished, which is not known: every waiter looks.
+    pub fn all(&self) {
+        bump(&self.0.lock().expect("finished waiters").all);
+    }
+}
+
+/// One waiter's view of [`Finished`].
+#[derive(Debug)]
+pub struct FinishedWatch {
+    one: watch::Receiver<u64>,
+    all: watch::Receiver<u64>,
+}
+
+impl FinishedWatch {
+    /// Whether a change came since the last [`FinishedWatch::seen`] or [`FinishedWatch::changed`].
+    pub fn has_changed(&self) -> bool {
+        self.one.has_changed().unwrap_or(true) || self.all.has_changed().unwrap_or(true)
+    }
+
+    /// Marks what came so far as seen (before reading the store).
+    pub fn seen(&mut self) {
+        self.one.borrow_and_update();
+        self.all.borrow_and_update();
+    }
+
+    /// Waits for the next change.
+    pub async fn changed(&mut self) {
+        tokio::select! {
+            _ = self.one.changed() => {}
+            _ = self.all.changed() => {}
+        }
     }
 }

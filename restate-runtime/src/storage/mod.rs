@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-pub use inbox::{Forwarded, Inbound, InboxMessage, InboxPending, Signals};
+pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, InboxPending, Signals};
 pub(crate) use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStorage};
@@ -114,6 +114,10 @@ impl From<records::DecodeRecordError> for StorageError {
         Self::Decode(e.to_string())
     }
 }
+
+/// What [`Storage::invocation_async`] answers.
+pub type RecordWaiter =
+    Pin<Box<dyn Future<Output = Result<Option<InvocationRecord>, StorageError>> + Send + 'static>>;
 
 /// What [`Storage::forward`] answers once the message is durable (or refused).
 pub type ForwardWaiter =
@@ -431,6 +435,17 @@ pub trait Storage: Send + Sync + 'static {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter;
     /// One invocation record.
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError>;
+    /// [`Storage::invocation`] without blocking the caller's thread while the backend reads
+    /// (one over a network answers later; a local one answers at once, as here).
+    fn invocation_async(&self, id: &InvocationId) -> RecordWaiter {
+        Box::pin(std::future::ready(self.invocation(id)))
+    }
+    /// Which of `ids` have a record (in their order).
+    fn stored(&self, ids: &[InvocationId]) -> Result<Vec<bool>, StorageError> {
+        ids.iter()
+            .map(|id| Ok(self.invocation(id)?.is_some()))
+            .collect()
+    }
     /// The journal of one invocation, by index.
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError>;
     /// One state entry of a key.

@@ -81,8 +81,8 @@ pub(super) struct Fold {
     promise_waiters: Folded<(Named, Id, u32), (), WaiterRange>,
     wakes: Folded<(Id, u32), (), Id>,
     result_waiters: Folded<(Id, Id, u32), bool, Id>,
-    /// It stores a finished invocation: other processes waiting on one are notified.
-    finishes: bool,
+    /// The finished invocations it stores: other processes waiting on them are notified.
+    finished: Vec<InvocationId>,
     /// Applied inbox messages, removed after everything else.
     inbox_done: Vec<i64>,
 }
@@ -121,7 +121,9 @@ impl Fold {
                 if expires_at_ms.is_some() && stored_before {
                     self.wakes.delete_range(key, |id, (k, _)| k == id);
                 }
-                self.finishes |= expires_at_ms.is_some();
+                if expires_at_ms.is_some() {
+                    self.finished.push(id);
+                }
                 self.invocations.put(
                     key,
                     InvocationRow {
@@ -214,9 +216,9 @@ impl Fold {
         Ok(true)
     }
 
-    /// Whether it stores a finished invocation.
-    pub(super) fn finishes(&self) -> bool {
-        self.finishes
+    /// The finished invocations it stores (taken: asked once).
+    pub(super) fn take_finished(&mut self) -> Vec<InvocationId> {
+        std::mem::take(&mut self.finished)
     }
 
     /// The statements, as SQL and parameters: every table's deletes before its puts.

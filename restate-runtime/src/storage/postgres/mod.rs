@@ -15,6 +15,7 @@
 //! Invocation ids are stored as their 24-byte storage keys, so `bytea` order is id order.
 
 mod fold;
+mod forwarder;
 mod ownership;
 mod schema;
 #[cfg(test)]
@@ -35,9 +36,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
-    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, ForwardWaiter, Forwarded,
-    HintHead, Inbound, InboxMessage, InboxPending, OpenError, ResultWaiter, Signals, StateScope,
-    Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
+    CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, Finished, ForwardWaiter,
+    HintHead, Inbound, InboxMessage, InboxPending, OpenError, RecordWaiter, ResultWaiter, Signals,
+    StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
 use writer::{Batch, Message, Shared};
@@ -102,6 +103,8 @@ pub struct PostgresStorage {
     reads: Pool,
     owner: watch::Receiver<bool>,
     signals: Signals,
+    /// Messages on their way to the owner's inbox ([`forwarder`]).
+    outgoing: mpsc::UnboundedSender<forwarder::Outgoing>,
     queue: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     shared: Arc<Shared>,
     partitions: u32,
@@ -204,8 +207,8 @@ impl PostgresStorage {
         if lease.is_none() && options.owner_wait.is_some() {
             return Err(OpenError::Locked { path: place });
         }
-        let (signals, inbox_tx, finished_tx) = Signals::channels();
-        runtime.spawn(listen(config.clone(), inbox_tx, finished_tx));
+        let (signals, inbox_tx) = Signals::channels();
+        runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
         // Forwarded messages are acknowledged once written: durable, whatever the defaults.
         let mut pooled = config;
         let options_sql = match pooled.get_options() {
@@ -227,6 +230,8 @@ impl PostgresStorage {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
+        let (outgoing, forwards) = mpsc::unbounded_channel();
+        runtime.spawn(forwarder::run(reads.clone(), forwards));
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
@@ -261,6 +266,7 @@ impl PostgresStorage {
             reads,
             owner,
             signals,
+            outgoing,
             queue: Mutex::new(Some(queue)),
             shared,
             partitions: deployment.partitions,
@@ -275,36 +281,51 @@ impl PostgresStorage {
 
     /// Runs one read statement on a pooled connection and waits for its rows.
     fn rows(&self, sql: &'static str, params: Vec<Param>) -> Result<Vec<Row>, StorageError> {
-        let pool = self.reads.clone();
-        wait(self.handle(), async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
-            let statement = client.prepare_cached(sql).await.map_err(backend)?;
-            let refs: Vec<&(dyn ToSql + Sync)> = params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            client.query(&statement, &refs).await.map_err(backend)
-        })
-        .unwrap_or(Err(StorageError::Closed))
+        wait(self.handle(), query(self.reads.clone(), sql, params))
+            .unwrap_or(Err(StorageError::Closed))
     }
+}
+
+/// One read statement on a pooled connection.
+async fn query(
+    pool: Pool,
+    sql: &'static str,
+    params: Vec<Param>,
+) -> Result<Vec<Row>, StorageError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
+    let statement = client.prepare_cached(sql).await.map_err(backend)?;
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    client.query(&statement, &refs).await.map_err(backend)
+}
+
+const READ_INVOCATION: &str = "SELECT record FROM restate_invocations WHERE id = $1";
+
+fn first_record(rows: &[Row]) -> Result<Option<InvocationRecord>, StorageError> {
+    rows.first()
+        .map(|row| Ok(records::decode(row.get::<_, &[u8]>(0))?))
+        .transpose()
 }
 
 /// Channels the writer notifies on: a message arrived in an inbox, an invocation finished.
 pub(super) const INBOX_CHANNEL: &str = "restate_inbox";
 pub(super) const FINISHED_CHANNEL: &str = "restate_finished";
 
-/// Keeps one connection listening for other processes' notifications and bumps `inbox` and
-/// `finished` on each; after a lost connection it connects again (and bumps both: what was
-/// notified meanwhile is read again by the waiters).
-async fn listen(
-    config: tokio_postgres::Config,
-    inbox: watch::Sender<u64>,
-    finished: watch::Sender<u64>,
-) {
+/// Keeps one connection listening for other processes' notifications: an inbox message
+/// bumps `inbox`, finished invocations (their ids in the payload) wake their waiters. After a
+/// lost connection it connects again, and everyone looks again (what was notified meanwhile
+/// is read from the store).
+async fn listen(config: tokio_postgres::Config, inbox: watch::Sender<u64>, finished: Finished) {
     let bump = |counter: &watch::Sender<u64>| counter.send_modify(|n| *n = n.wrapping_add(1));
+    let everyone = || {
+        bump(&inbox);
+        finished.all();
+    };
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -315,7 +336,10 @@ async fn listen(
                     if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
                         match n.channel() {
                             INBOX_CHANNEL => bump(&inbox),
-                            _ => bump(&finished),
+                            _ => match finished_ids(n.payload()) {
+                                Some(ids) => finished.finished(ids),
+                                None => finished.all(),
+                            },
                         }
                     }
                     std::future::ready(())
@@ -325,8 +349,7 @@ async fn listen(
                 tokio::select! {
                     listened = listening => match listened {
                         Ok(()) => {
-                            bump(&inbox);
-                            bump(&finished);
+                            everyone();
                             drive.await;
                         }
                         Err(e) => tracing::warn!(
@@ -342,13 +365,40 @@ async fn listen(
                 pg_error(&e)
             ),
         }
-        if inbox.is_closed() && finished.is_closed() {
+        if inbox.is_closed() {
             return;
         }
-        bump(&inbox);
-        bump(&finished);
+        everyone();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The invocations a `restate_finished` payload names (ids separated by commas), or `None`
+/// when it names none or cannot be read: then every waiter looks.
+fn finished_ids(payload: &str) -> Option<Vec<InvocationId>> {
+    if payload.is_empty() {
+        return None;
+    }
+    payload.split(',').map(|id| id.parse().ok()).collect()
+}
+
+/// The payloads that name `ids`, each within PostgreSQL's 8,000-byte limit.
+pub(super) fn finished_payloads(ids: &[InvocationId]) -> Vec<String> {
+    const MAX: usize = 7_900;
+    let mut payloads = vec![String::new()];
+    for id in ids {
+        let id = id.to_string();
+        let last = payloads.last_mut().expect("one at least");
+        if !last.is_empty() && last.len() + 1 + id.len() > MAX {
+            payloads.push(id);
+        } else {
+            if !last.is_empty() {
+                last.push(',');
+            }
+            last.push_str(&id);
+        }
+    }
+    payloads
 }
 
 /// Runs `work` on the backend's runtime and blocks this thread until it is done (`None` when
@@ -437,13 +487,26 @@ impl Storage for PostgresStorage {
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
+        first_record(&self.rows(READ_INVOCATION, vec![key(id)])?)
+    }
+
+    fn invocation_async(&self, id: &InvocationId) -> RecordWaiter {
+        let (tx, rx) = oneshot::channel();
+        let read = query(self.reads.clone(), READ_INVOCATION, vec![key(id)]);
+        self.handle().spawn(async move {
+            let _ = tx.send(read.await.and_then(|rows| first_record(&rows)));
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
+    }
+
+    fn stored(&self, ids: &[InvocationId]) -> Result<Vec<bool>, StorageError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.storage_key().to_vec()).collect();
         let rows = self.rows(
-            "SELECT record FROM restate_invocations WHERE id = $1",
-            vec![key(id)],
+            "SELECT id FROM restate_invocations WHERE id = ANY($1)",
+            vec![Box::new(keys.clone())],
         )?;
-        rows.first()
-            .map(|row| Ok(records::decode(row.get::<_, &[u8]>(0))?))
-            .transpose()
+        let found: std::collections::HashSet<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(keys.iter().map(|k| found.contains(k)).collect())
     }
 
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
@@ -680,44 +743,17 @@ impl Storage for PostgresStorage {
     }
 
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
-        let pool = self.reads.clone();
-        let starts = message.starts_invocation();
-        let encoded = records::encode(&message);
-        let (tx, rx) = oneshot::channel();
-        self.handle().spawn(async move {
-            let written = async {
-                let client = pool.get().await.map_err(|e| {
-                    StorageError::Backend(format!("no PostgreSQL connection: {e}"))
-                })?;
-                // One statement, so one transaction: the duplicate check, the insert and the
-                // owner's wake-up (sent when it commits).
-                let statement = client
-                    .prepare_cached(
-                        "WITH written AS (INSERT INTO restate_inbox                          (partition_key, id, starts, message) SELECT $1, $2, $3, $4                          WHERE NOT ($3 AND EXISTS                          (SELECT 1 FROM restate_invocations WHERE id = $2))                          ON CONFLICT (id) WHERE starts DO NOTHING RETURNING 1)                          SELECT EXISTS (SELECT 1 FROM written),                          pg_notify('restate_inbox', '')::text",
-                    )
-                    .await
-                    .map_err(backend)?;
-                let row = client
-                    .query_one(
-                        &statement,
-                        &[
-                            &(id.partition_key() as i64),
-                            &id.storage_key().to_vec(),
-                            &starts,
-                            &encoded,
-                        ],
-                    )
-                    .await
-                    .map_err(backend)?;
-                Ok(if row.get::<_, bool>(0) {
-                    Forwarded::New
-                } else {
-                    Forwarded::Duplicate
-                })
-            };
-            let _ = tx.send(written.await);
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
+        let (done, answer) = oneshot::channel();
+        let outgoing = forwarder::Outgoing {
+            id,
+            starts: message.starts_invocation(),
+            encoded: records::encode(&message),
+            done,
+        };
+        if let Err(refused) = self.outgoing.send(outgoing) {
+            let _ = refused.0.done.send(Err(StorageError::Closed));
+        }
+        Box::pin(async move { answer.await.unwrap_or(Err(StorageError::Closed)) })
     }
 
     fn inbox(&self, limit_n: usize, max_bytes: usize) -> Result<Vec<Inbound>, StorageError> {

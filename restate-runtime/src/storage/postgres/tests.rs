@@ -545,9 +545,8 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
             .unwrap();
     assert!(!*standby.ownership().borrow(), "two owners of one database");
     let mut arrived = owner.signals().unwrap().inbox;
-    let mut finished = standby.signals().unwrap().finished;
+    let finished = standby.signals().unwrap().finished;
     arrived.borrow_and_update();
-    finished.borrow_and_update();
 
     let record = InvocationRecord::for_test("S", None, Status::Runnable);
     let (fresh, stored) = (InvocationId::random(1), InvocationId::random(2));
@@ -574,6 +573,15 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
         standby.forward(stored, invoke()).await.unwrap(),
         Forwarded::Duplicate
     );
+    // Forwarded at once (one group, or several): one is written.
+    let racing = InvocationId::random(4);
+    let answers =
+        futures::future::join_all((0..8).map(|_| standby.forward(racing, invoke()))).await;
+    let new = answers
+        .iter()
+        .filter(|a| *a.as_ref().unwrap() == Forwarded::New)
+        .count();
+    assert_eq!(new, 1, "{answers:?}");
     // Other messages are not deduplicated: each is applied.
     for _ in 0..2 {
         let sent = standby.forward(stored, InboxMessage::Cancel).await.unwrap();
@@ -594,6 +602,7 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
         got,
         vec![
             (fresh, invoke()),
+            (racing, invoke()),
             (stored, InboxMessage::Cancel),
             (stored, InboxMessage::Cancel)
         ],
@@ -606,12 +615,12 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
         "by count"
     );
     assert_eq!(owner.inbox(10, 1).unwrap(), inbox[..1].to_vec(), "by bytes");
-    let done = vec![inbox[0].seq, inbox[1].seq];
+    let done = vec![inbox[0].seq, inbox[1].seq, inbox[2].seq];
     owner
         .submit(vec![WriteOp::InboxDone { seqs: done }])
         .await
         .unwrap();
-    assert_eq!(owner.inbox(10, usize::MAX).unwrap(), inbox[2..].to_vec());
+    assert_eq!(owner.inbox(10, usize::MAX).unwrap(), inbox[3..].to_vec());
     assert!(!owner.inbox_pending(&fresh).unwrap().starts);
     // A message this binary cannot read is left for one that can, and the rest still come.
     cluster()
@@ -621,9 +630,13 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
              VALUES (0, '\\x00', false, '\\xff00')",
         )
         .unwrap();
-    assert_eq!(owner.inbox(10, usize::MAX).unwrap(), inbox[2..].to_vec());
+    assert_eq!(owner.inbox(10, usize::MAX).unwrap(), inbox[3..].to_vec());
 
-    // The owner's commit of a finished invocation wakes the waiters of other processes.
+    // The owner's commit of a finished invocation wakes its waiters in other processes, and
+    // only those.
+    let (mut waiting, mut other) = (finished.watch(stored), finished.watch(fresh));
+    waiting.seen();
+    other.seen();
     let done = InvocationRecord::for_test(
         "S",
         None,
@@ -637,7 +650,13 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
         .submit(vec![WriteOp::put_invocation(stored, &done)])
         .await
         .unwrap();
-    bumped(&mut finished).await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiting.changed())
+        .await
+        .expect("notified within 10 s");
+    assert!(
+        !other.has_changed(),
+        "a waiter of another invocation was woken"
+    );
 
     // The owner goes: the standby takes the lease and writes.
     let mut ownership = standby.ownership();

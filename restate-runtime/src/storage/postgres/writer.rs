@@ -91,7 +91,9 @@ impl Statements {
             lease,
             commit: client.prepare("COMMIT").await?,
             notify_finished: client
-                .prepare(&format!("SELECT pg_notify('{FINISHED_CHANNEL}', '')::text"))
+                .prepare(&format!(
+                    "SELECT pg_notify('{FINISHED_CHANNEL}', p)::text FROM unnest($1::text[]) p"
+                ))
                 .await?,
             read_record: client
                 .prepare("SELECT record FROM restate_invocations WHERE id = $1")
@@ -274,22 +276,23 @@ async fn pipeline(
         ),
     ];
     let mut folded = Fold::default();
-    let mut finishes = false;
+    let mut finished = Vec::new();
     for op in ops {
         // A cancel request for a record stored before this group: what is folded so far is
         // written first, then the record is read, changed and written back.
         let Some(id) = folded.add(op)? else {
             continue;
         };
-        finishes |= folded.finishes();
+        finished.extend(folded.take_finished());
         push_folded(statements, std::mem::take(&mut folded), &mut pending);
         send(client, std::mem::take(&mut pending)).await?;
         request_cancel(client, statements, id.storage_key().to_vec()).await?;
     }
-    finishes |= folded.finishes();
+    finished.extend(folded.take_finished());
     push_folded(statements, folded, &mut pending);
-    if finishes {
-        pending.push((&statements.notify_finished, Vec::new()));
+    if !finished.is_empty() {
+        let payloads = super::finished_payloads(&finished);
+        pending.push((&statements.notify_finished, vec![Box::new(payloads)]));
     }
     pending.push((&statements.commit, Vec::new()));
     send(client, pending).await

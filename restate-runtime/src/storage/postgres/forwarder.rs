@@ -1,0 +1,103 @@
+//! Forwarding in groups: messages for the owner's inbox, queued by any task of a process that
+//! does not run their invocations, written many to one statement (one transaction, one WAL
+//! flush for all of them), each answered once that statement committed.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{backend, pg_error};
+use crate::ids::InvocationId;
+use crate::storage::{Forwarded, StorageError};
+
+/// Messages one statement takes at most, and the bytes after which it takes no more.
+const MAX_GROUP: usize = 1_000;
+const MAX_GROUP_BYTES: usize = 8 << 20;
+
+/// One message on its way to an inbox.
+pub(super) struct Outgoing {
+    pub(super) id: InvocationId,
+    pub(super) starts: bool,
+    pub(super) encoded: Vec<u8>,
+    pub(super) done: oneshot::Sender<Result<Forwarded, StorageError>>,
+}
+
+/// The duplicate check, the insert (in arrival order) and the owner's wake-up, for a whole
+/// group: a message that starts an invocation is written only if no stored invocation and no
+/// inbox message (of this group either) has its id.
+const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+     SELECT t.p, t.i, t.s, t.m \
+     FROM unnest($1::int8[], $2::bytea[], $3::bool[], $4::bytea[]) WITH ORDINALITY AS t(p, i, s, m, n) \
+     WHERE NOT (t.s AND EXISTS (SELECT 1 FROM restate_invocations v WHERE v.id = t.i)) \
+     ORDER BY t.n \
+     ON CONFLICT (id) WHERE starts DO NOTHING \
+     RETURNING id, starts, pg_notify('restate_inbox', '')::text";
+
+/// Writes what is queued, a group at a time, until the queue closes.
+pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(first) = queue.recv().await {
+        let mut bytes = first.encoded.len();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += next.encoded.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        match write(&pool, &group).await {
+            Ok(answers) => {
+                for (outgoing, answer) in group.into_iter().zip(answers) {
+                    let _ = outgoing.done.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                for outgoing in group {
+                    let _ = outgoing.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, StorageError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
+    let statement = client.prepare_cached(INSERT).await.map_err(backend)?;
+    let partition_keys: Vec<i64> = group.iter().map(|o| o.id.partition_key() as i64).collect();
+    let ids: Vec<Vec<u8>> = group.iter().map(|o| o.id.storage_key().to_vec()).collect();
+    let starts: Vec<bool> = group.iter().map(|o| o.starts).collect();
+    let messages: Vec<&[u8]> = group.iter().map(|o| o.encoded.as_slice()).collect();
+    let rows = client
+        .query(&statement, &[&partition_keys, &ids, &starts, &messages])
+        .await
+        .map_err(|e| StorageError::Backend(format!("forwarding failed: {}", pg_error(&e))))?;
+    // Of the messages that start an invocation, those written: the first of each id.
+    let mut written: HashMap<Vec<u8>, usize> = HashMap::new();
+    for row in &rows {
+        if row.get::<_, bool>(1) {
+            *written.entry(row.get(0)).or_default() += 1;
+        }
+    }
+    Ok(group
+        .iter()
+        .zip(ids)
+        .map(|(outgoing, id)| {
+            if !outgoing.starts {
+                return Forwarded::New;
+            }
+            match written.get_mut(&id) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    Forwarded::New
+                }
+                _ => Forwarded::Duplicate,
+            }
+        })
+        .collect())
+}
