@@ -240,13 +240,21 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
             .await;
             let id = awakeable_id(&steps, &prefix);
             let url = format!("{}/restate/a/{id}/resolve", app.ingress);
-            let r = client
-                .post(url)
-                .json(&format!("ok-{key}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202, "seed {seed}: resolve {key}");
+            // A 503 (its entry not journaled again yet, after a kill) is retried, as a
+            // client does with an answer that says nothing was done.
+            let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+            poll(Duration::from_secs(60), || {
+                let request = client.post(&url).json(&format!("ok-{key}")).send();
+                let answer = answer.clone();
+                async move {
+                    let status = request.await.unwrap().status().as_u16();
+                    answer.store(status, std::sync::atomic::Ordering::SeqCst);
+                    status != 503
+                }
+            })
+            .await;
+            let answer = answer.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(answer, 202, "seed {seed}: resolve {key}");
         }
     }
     let app = &apps[0];

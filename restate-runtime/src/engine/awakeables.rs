@@ -25,6 +25,8 @@ pub(crate) struct AwakeableSubmission {
     completes: Option<AwakeableId>,
     /// Whether the awakeable's invocation exists.
     pub known: bool,
+    /// Its invocation runs, but the awakeable's entry is not journaled (again) yet.
+    pub unjournaled: bool,
 }
 
 impl AwakeableSubmission {
@@ -68,37 +70,36 @@ impl Engine {
     ) -> Result<AwakeableSubmission, EngineError> {
         let mut completing = self.awakeables.0.lock().expect("awakeables");
         let (invocation, index) = (id.invocation(), id.index());
-        // Open: its entry waits for a value, or is not journaled (yet, or again: a crash took
-        // it after its id was handed out, and the replay will create it at the same index,
-        // where it finds the value). A forged id is unknown: nothing of it is looked up.
-        let open_entry = |entry: Option<&JournalEntry>| {
-            matches!(
-                entry,
-                None | Some(JournalEntry::Awakeable { outcome: None })
-            )
-        };
-        let (known, open) = if !self.is_authentic(&id) {
-            (false, false)
+        // A forged id is unknown: nothing of it is looked up, nothing completed.
+        let (known, current, finished) = if !self.is_authentic(&id) {
+            (false, None, false)
         } else if completing.contains(&id) {
-            (true, false)
+            (true, Some(JournalEntry::Awakeable { outcome: None }), true)
         } else {
             match self.inflight(&invocation) {
                 Some(f) => {
                     let state = f.state();
                     let finished = matches!(state.record.status, Status::Completed { .. });
-                    (true, !finished && open_entry(state.journal.get(index)))
+                    (true, state.journal.get(index).cloned(), finished)
                 }
                 None => match self.storage.invocation(&invocation)? {
-                    None => (false, false),
-                    Some(record) => {
-                        let finished = matches!(record.status, Status::Completed { .. });
-                        let journal = self.storage.journal(&invocation)?;
-                        let entry = journal.iter().find_map(|(i, e)| (*i == index).then_some(e));
-                        (true, !finished && open_entry(entry))
-                    }
+                    None => (false, None, false),
+                    Some(record) => (
+                        true,
+                        self.storage
+                            .journal(&invocation)?
+                            .into_iter()
+                            .find_map(|(i, e)| (i == index).then_some(e)),
+                        matches!(record.status, Status::Completed { .. }),
+                    ),
                 },
             }
         };
+        let open = !finished && matches!(current, Some(JournalEntry::Awakeable { outcome: None }));
+        // Handed out, but its entry is not journaled (a crash took it after its id was
+        // published; the replay journals it again at the same index): not completed now, and
+        // not to be answered as if it were.
+        let unjournaled = known && !finished && current.is_none();
         let mut completions: Vec<Completion> = resolver.into_iter().collect();
         if open {
             completing.insert(id);
@@ -116,6 +117,7 @@ impl Engine {
             pending: self.submit_completions(Vec::new(), completions),
             completes: open.then_some(id),
             known,
+            unjournaled,
         })
     }
 
@@ -155,9 +157,11 @@ impl Engine {
         outcome: Outcome,
     ) -> Result<(), AwakeableCompletionError> {
         let submission = self.submit_awakeable(parsed, outcome, None)?;
-        let known = submission.known;
+        let (known, unjournaled) = (submission.known, submission.unjournaled);
         submission.finish().await.map_err(EngineError::from)?;
-        if known {
+        if unjournaled {
+            Err(AwakeableCompletionError::NotJournaled(id.to_owned()))
+        } else if known {
             Ok(())
         } else {
             Err(AwakeableCompletionError::Unknown(id.to_owned()))
@@ -174,6 +178,10 @@ pub(crate) enum AwakeableCompletionError {
     /// Its invocation is unknown (never existed or purged): a 404.
     #[error("awakeable '{0}' not found")]
     Unknown(String),
+    /// Its invocation runs but has not journaled it again since a crash: nothing was
+    /// completed; retried later, it is (a 503, retryable).
+    #[error("awakeable '{0}' is not journaled yet (its invocation is being recovered); retry")]
+    NotJournaled(String),
     /// Storage failed; nothing was completed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -185,6 +193,7 @@ impl AwakeableCompletionError {
         match self {
             Self::Malformed { .. } => Ok((400, self.to_string())),
             Self::Unknown(_) => Ok((404, self.to_string())),
+            Self::NotJournaled(_) => Err(EngineError::Lost(self.to_string())),
             Self::Engine(e) => Err(e),
         }
     }

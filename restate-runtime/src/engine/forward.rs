@@ -256,8 +256,9 @@ impl Engine {
     /// they caused, so a crash before leaves them, and applying them again finds that done.
     /// Returns how many it applied.
     async fn apply(&self, page: Vec<Inbound>) -> usize {
-        let mut seqs = Vec::with_capacity(page.len());
-        let mut effects: Vec<BoxFuture<'_, Result<(), String>>> = Vec::new();
+        let fetched = page.len();
+        let mut done = Vec::with_capacity(fetched);
+        let mut effects: Vec<(u64, BoxFuture<'_, Result<Applied, String>>)> = Vec::new();
         let mut launches = Vec::new();
         {
             // Which forwarded invocations exist already, read under the in-flight lock: none
@@ -276,87 +277,116 @@ impl Engine {
                 }
             };
             for Inbound { seq, id, message } in page {
-                match message {
+                let effect = match message {
                     InboxMessage::Invoke(record) => {
                         if self.admit_input(record.input.len()).is_err() {
                             break;
                         }
                         let stored = stored.get(&id).copied().unwrap_or(false);
                         match self.adopt(&mut map, id, *record, stored) {
-                            Adoption::New(inflight, at) => launches.push((inflight, at)),
-                            Adoption::Durable(durable) => {
-                                effects.push(durable.map(|r| r.map_err(|e| e.to_string())).boxed())
+                            Adoption::New(inflight, at) => {
+                                let durable = inflight.make_durable(self.storage.as_ref());
+                                launches.push((inflight, at));
+                                applied(durable).boxed()
                             }
-                            Adoption::Done => {}
+                            Adoption::Durable(durable) => applied(durable).boxed(),
+                            Adoption::Done => {
+                                done.push(seq);
+                                continue;
+                            }
                         }
                     }
                     InboxMessage::CompleteAwakeable { awakeable, outcome } => {
-                        effects.push(self.complete_forwarded(awakeable, outcome).boxed());
+                        self.complete_forwarded(awakeable, outcome).boxed()
                     }
-                    InboxMessage::Cancel => effects.push(control(self.cancel_here(id)).boxed()),
-                    InboxMessage::Kill => effects.push(control(self.kill_here(id)).boxed()),
-                    InboxMessage::Purge => effects.push(control(self.purge_here(id)).boxed()),
-                    InboxMessage::Resume => {
-                        effects.push(control(self.resume_invocation_here(id)).boxed());
-                    }
-                }
-                seqs.push(seq);
+                    InboxMessage::Cancel => control(self.cancel_here(id)).boxed(),
+                    InboxMessage::Kill => control(self.kill_here(id)).boxed(),
+                    InboxMessage::Purge => control(self.purge_here(id)).boxed(),
+                    InboxMessage::Resume => control(self.resume_invocation_here(id)).boxed(),
+                };
+                effects.push((seq, effect));
             }
         }
         for (inflight, execution_time_ms) in launches {
-            let durable = inflight.make_durable(self.storage.as_ref());
-            effects.push(durable.map(|r| r.map_err(|e| e.to_string())).boxed());
             self.launch(inflight, execution_time_ms);
         }
-        let failed = join_all(effects)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .next();
-        if let Some(reason) = failed {
-            // Left in the inbox: applied again later (a failed commit stops the process, and
-            // the next owner applies them).
-            tracing::error!("applying the inbox failed: {reason}");
-            return 0;
+        let (seqs, effects): (Vec<u64>, Vec<_>) = effects.into_iter().unzip();
+        for (seq, result) in seqs.into_iter().zip(join_all(effects).await) {
+            match result {
+                Ok(Applied::Done) => done.push(seq),
+                // Stays, and is applied again in a later round.
+                Ok(Applied::Later) => {}
+                Err(reason) => {
+                    // Left in the inbox: applied again later (a failed commit stops the
+                    // process, and the next owner applies them).
+                    tracing::error!("applying the inbox failed: {reason}");
+                    return 0;
+                }
+            }
         }
-        let applied = seqs.len();
+        let applied = done.len();
         if applied > 0
-            && let Err(e) = self.storage.submit(vec![WriteOp::InboxDone { seqs }]).await
+            && let Err(e) = self
+                .storage
+                .submit(vec![WriteOp::InboxDone { seqs: done }])
+                .await
         {
             tracing::error!("removing applied inbox messages failed: {e}");
         }
         applied
     }
 
-    async fn complete_forwarded(&self, awakeable: String, outcome: Outcome) -> Result<(), String> {
+    async fn complete_forwarded(
+        &self,
+        awakeable: String,
+        outcome: Outcome,
+    ) -> Result<Applied, String> {
         use super::awakeables::AwakeableCompletionError as E;
         let Ok(parsed) = awakeable.parse() else {
-            return Ok(());
+            return Ok(Applied::Done);
         };
         match self
             .complete_awakeable_here(parsed, &awakeable, outcome)
             .await
         {
             Err(E::Engine(e)) => Err(e.to_string()),
+            // Its entry is journaled again once its invocation's replay reaches it.
+            Err(E::NotJournaled(_)) => Ok(Applied::Later),
             // Unknown, malformed or completed before: nothing to do, as at the process that
             // accepted it after the fact.
-            Ok(()) | Err(_) => Ok(()),
+            Ok(()) | Err(_) => Ok(Applied::Done),
         }
     }
+}
+
+/// What applying one inbox message came to.
+enum Applied {
+    /// Its effect is durable: the message goes.
+    Done,
+    /// Not applicable yet: the message stays for a later round.
+    Later,
+}
+
+/// A commit's answer as an inbox effect.
+async fn applied(durable: CommitWaiter) -> Result<Applied, String> {
+    durable
+        .await
+        .map(|()| Applied::Done)
+        .map_err(|e| e.to_string())
 }
 
 /// An operator's action from another process: failures other than the engine's (unknown
 /// invocation, wrong state) were the operator's to see, and are logged here.
 async fn control(
     action: impl std::future::Future<Output = Result<(), super::ControlError>>,
-) -> Result<(), String> {
+) -> Result<Applied, String> {
     match action.await {
         Err(super::ControlError::Engine(e)) => Err(e.to_string()),
         Err(e) => {
             tracing::warn!("a forwarded control request failed: {e}");
-            Ok(())
+            Ok(Applied::Done)
         }
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Applied::Done),
     }
 }
 

@@ -1341,10 +1341,10 @@ mod tests {
 
     /// A kill can take an awakeable's entry after its id was handed out; restored, the
     /// invocation waits on disk (here: its service is gone from this build, so it never
-    /// replays) while the completion arrives. The completion is journaled at the entry's
-    /// index, with its wake-up, for the replay to find: not answered and dropped.
+    /// replays) while a completion arrives. It is refused as not journaled yet (retryable),
+    /// not answered and dropped; once the replay journals the entry, the retry completes it.
     #[tokio::test]
-    async fn an_awakeable_completed_before_its_entry_is_journaled_is_kept_for_it() {
+    async fn an_awakeable_completed_before_its_entry_is_journaled_is_refused_until_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
         let waiting = InvocationId::random(9);
@@ -1356,22 +1356,32 @@ mod tests {
             .unwrap();
         let awakeable = engine.awakeable_id(waiting, 0).to_string();
         let value = Outcome::Success(b"\"early\"".to_vec());
+        let refused = engine.complete_awakeable(&awakeable, value.clone()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(awakeables::AwakeableCompletionError::NotJournaled(_))
+            ),
+            "{refused:?}"
+        );
+        assert!(engine.storage.journal(&waiting).unwrap().is_empty());
+        // The replay journals it again: the retry completes it, with its wake-up.
+        let open = JournalEntry::Awakeable { outcome: None };
+        engine
+            .storage
+            .submit(vec![WriteOp::put_journal(waiting, 0, &open)])
+            .await
+            .unwrap();
         engine
             .complete_awakeable(&awakeable, value.clone())
             .await
             .unwrap();
-        let journal = engine.storage.journal(&waiting).unwrap();
-        assert_eq!(
-            journal,
-            [(
-                0,
-                JournalEntry::Awakeable {
-                    outcome: Some(value)
-                }
-            )]
-        );
+        let resolved = JournalEntry::Awakeable {
+            outcome: Some(value),
+        };
+        assert_eq!(engine.storage.journal(&waiting).unwrap(), [(0, resolved)]);
         assert_eq!(engine.storage.woken().unwrap(), [waiting]);
-        // A completed invocation's awakeables are closed.
+        // A completed invocation's awakeables are closed: accepted, nothing written.
         let done = InvocationId::random(10);
         engine
             .storage
