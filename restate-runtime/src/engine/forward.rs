@@ -41,6 +41,8 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 /// How often waits on the store look again without a notification (one lost with a
 /// connection, or a database that delivers none).
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// How far a waiter's fallback poll backs off.
+const MAX_POLL: Duration = Duration::from_secs(30);
 
 impl Engine {
     /// Whether this engine runs invocations; `false` while another process owns them.
@@ -162,6 +164,9 @@ impl Engine {
         mut look: bool,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
         let mut shutdown = self.shutdown_signal();
+        // The poll backs off: notifications name the result, and a lost connection wakes
+        // every waiter; the poll is for a database that delivers none.
+        let mut poll = FALLBACK_POLL;
         loop {
             if look && let Some(outcome) = self.stored_outcome(id, finished.as_mut()).await? {
                 return Ok(outcome);
@@ -175,7 +180,7 @@ impl Engine {
             };
             tokio::select! {
                 () = notified => {}
-                () = tokio::time::sleep(FALLBACK_POLL) => {}
+                () = tokio::time::sleep(poll) => poll = (poll * 2).min(MAX_POLL),
                 _ = shutdown.wait_for(|stop| *stop) => {
                     return Err(EngineError::Lost("the process is shutting down".into()));
                 }

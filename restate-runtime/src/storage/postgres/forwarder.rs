@@ -23,14 +23,17 @@ pub(super) struct Outgoing {
     pub(super) done: oneshot::Sender<Result<Forwarded, StorageError>>,
 }
 
-/// The duplicate check, the insert (in arrival order) and the owner's wake-up, for a whole
-/// group: a message that starts an invocation is written only if no stored invocation and no
-/// inbox message (of this group either) has its id.
+/// The duplicate check, the insert and the owner's wake-up, for a whole group: a message that
+/// starts an invocation is written only if no stored invocation and no inbox message (of this
+/// group either: the first to arrive) has its id. Rows go in in id order, so two processes'
+/// groups take the unique index's locks in one order and cannot deadlock; messages of one
+/// group arrived together, so no order among them was promised (one client's next message
+/// waits for the answer to its last).
 const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, starts, message) \
      SELECT t.p, t.i, t.s, t.m \
      FROM unnest($1::int8[], $2::bytea[], $3::bool[], $4::bytea[]) WITH ORDINALITY AS t(p, i, s, m, n) \
      WHERE NOT (t.s AND EXISTS (SELECT 1 FROM restate_invocations v WHERE v.id = t.i)) \
-     ORDER BY t.n \
+     ORDER BY t.i, t.n \
      ON CONFLICT (id) WHERE starts DO NOTHING \
      RETURNING id, starts, pg_notify('restate_inbox', '')::text";
 
@@ -48,7 +51,7 @@ pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>
                 Err(_) => break,
             }
         }
-        match write(&pool, &group).await {
+        match write_retrying(&pool, &group).await {
             Ok(answers) => {
                 for (outgoing, answer) in group.into_iter().zip(answers) {
                     let _ = outgoing.done.send(Ok(answer));
@@ -63,12 +66,42 @@ pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>
     }
 }
 
-async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, StorageError> {
-    let client = pool
-        .get()
+/// How often a group PostgreSQL rolled back (a deadlock with another process's group that
+/// inserts the same ids in another order) is written again before its callers hear an error.
+const DEADLOCK_RETRIES: usize = 3;
+
+/// [`write`], again after a deadlock or a serialization failure: the statement was rolled
+/// back, so writing it again is safe.
+async fn write_retrying(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, StorageError> {
+    let mut tries = 0;
+    loop {
+        match write(pool, group).await {
+            Err(Retry::Again(e)) if tries < DEADLOCK_RETRIES => {
+                tries += 1;
+                tracing::debug!("forwarding rolled back ({e}); writing the group again");
+            }
+            Err(Retry::Again(e) | Retry::Failed(e)) => return Err(e),
+            Ok(answers) => return Ok(answers),
+        }
+    }
+}
+
+/// A failed group: one rolled back by the database (safe to write again), or another error.
+enum Retry {
+    Again(StorageError),
+    Failed(StorageError),
+}
+
+async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, Retry> {
+    let client = pool.get().await.map_err(|e| {
+        Retry::Failed(StorageError::Backend(format!(
+            "no PostgreSQL connection: {e}"
+        )))
+    })?;
+    let statement = client
+        .prepare_cached(INSERT)
         .await
-        .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
-    let statement = client.prepare_cached(INSERT).await.map_err(backend)?;
+        .map_err(|e| Retry::Failed(backend(e)))?;
     let partition_keys: Vec<i64> = group.iter().map(|o| o.id.partition_key() as i64).collect();
     let ids: Vec<Vec<u8>> = group.iter().map(|o| o.id.storage_key().to_vec()).collect();
     let starts: Vec<bool> = group.iter().map(|o| o.starts).collect();
@@ -76,7 +109,19 @@ async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, Storag
     let rows = client
         .query(&statement, &[&partition_keys, &ids, &starts, &messages])
         .await
-        .map_err(|e| StorageError::Backend(format!("forwarding failed: {}", pg_error(&e))))?;
+        .map_err(|e| {
+            use tokio_postgres::error::SqlState;
+            let again = e.code().is_some_and(|code| {
+                *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            });
+            let failed = StorageError::Backend(format!("forwarding failed: {}", pg_error(&e)));
+            if again {
+                Retry::Again(failed)
+            } else {
+                Retry::Failed(failed)
+            }
+        })?;
     // Of the messages that start an invocation, those written: the first of each id.
     let mut written: HashMap<Vec<u8>, usize> = HashMap::new();
     for row in &rows {

@@ -500,6 +500,9 @@ impl Storage for PostgresStorage {
     }
 
     fn stored(&self, ids: &[InvocationId]) -> Result<Vec<bool>, StorageError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.storage_key().to_vec()).collect();
         let rows = self.rows(
             "SELECT id FROM restate_invocations WHERE id = ANY($1)",

@@ -671,3 +671,36 @@ async fn a_standby_forwards_into_the_owners_inbox_once_per_invocation_then_takes
     standby.submit(vec![set("n", b"2")]).await.unwrap();
     assert_eq!(standby.state(&scope(), "n").unwrap(), Some(b"2".to_vec()));
 }
+
+/// Two standbys forwarding the same invocations at once, in opposite orders (their groups can
+/// deadlock in the database, which rolls one back: it is written again): every forward is
+/// answered, and each invocation is new exactly once across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_forwarding_the_same_invocations_at_once_write_each_once() {
+    use crate::storage::{Forwarded, InboxMessage};
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let _owner = PostgresStorage::open(&url, &with_lease(10_000, None)).unwrap();
+    let open_standby = || {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            PostgresStorage::open(&url, &with_lease(10_000, None)).unwrap()
+        })
+    };
+    let (a, b) = (open_standby().await.unwrap(), open_standby().await.unwrap());
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    let ids: Vec<InvocationId> = (0..300).map(InvocationId::random).collect();
+    let invoke = || InboxMessage::Invoke(Box::new(record.clone()));
+    let forwards_a = futures::future::join_all(ids.iter().map(|id| a.forward(*id, invoke())));
+    let forwards_b = futures::future::join_all(ids.iter().rev().map(|id| b.forward(*id, invoke())));
+    let (answers_a, answers_b) = futures::join!(forwards_a, forwards_b);
+    let new = answers_a
+        .iter()
+        .chain(&answers_b)
+        .map(|answer| answer.as_ref().expect("every forward is answered"))
+        .filter(|answer| **answer == Forwarded::New)
+        .count();
+    assert_eq!(new, ids.len(), "each invocation new exactly once");
+}
