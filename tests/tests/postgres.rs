@@ -286,6 +286,67 @@ async fn work_a_standby_acknowledged_first_keeps_its_order_and_its_answer_at_the
     }
 }
 
+/// The owner killed after what a page of its inbox caused is durable, before the page is
+/// removed: the process that takes over applies the page again, finds it done, and every
+/// forwarded add counts once.
+#[tokio::test]
+async fn an_inbox_page_applied_again_after_a_kill_counts_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = [("RESTATE_DATABASE_URL", url.clone())];
+    let armed = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_FAILPOINTS", "inbox.applied".to_owned()),
+    ];
+    let mut owner = App::start(BIN, &dir.path().join("a"), &armed).await;
+    let standby = App::start(BIN, &dir.path().join("b"), &plain).await;
+    let client = reqwest::Client::new();
+    let adds = 20u64;
+    let sends: Vec<_> = (0..adds)
+        .map(|i| {
+            client
+                .post(format!("{}/Tally/t/add/send", standby.ingress))
+                .header("idempotency-key", format!("add-{i}"))
+                .json(&1u64)
+                .send()
+        })
+        .collect();
+    for answer in futures::future::join_all(sends).await {
+        assert_eq!(answer.unwrap().status(), 202, "forwarded before the answer");
+    }
+    let status = owner
+        .wait_exit(Duration::from_secs(30))
+        .expect("the owner dies at the failpoint");
+    assert!(!status.success());
+    // The standby takes over and applies what is left of the inbox.
+    poll(Duration::from_secs(30), || {
+        let left = cluster().query(&url, "SELECT count(*)::text FROM restate_inbox");
+        std::future::ready(left.unwrap() == vec![vec![Some("0".to_owned())]])
+    })
+    .await;
+    let count = || {
+        client
+            .post(format!("{}/Tally/t/get", standby.ingress))
+            .send()
+    };
+    poll(Duration::from_secs(30), || {
+        let request = count();
+        async move { request.await.unwrap().json::<u64>().await.unwrap() == adds }
+    })
+    .await;
+    // Nothing comes late: the count stays.
+    let again = client
+        .post(format!("{}/Tally/t/add", standby.ingress))
+        .json(&0u64)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.json::<u64>().await.unwrap(), adds, "each add once");
+}
+
 /// Fencing: a process paused (SIGSTOP) past its lease is taken over by a second one; once
 /// continued, it acknowledges nothing (the request it receives gets no `202`, and nothing of
 /// it is in the database) and stops with the storage-failure status.

@@ -330,6 +330,9 @@ impl Engine {
             }
         }
         let applied = done.len();
+        if applied > 0 {
+            crate::failpoints::hit("inbox.applied");
+        }
         if applied > 0
             && let Err(e) = self
                 .storage
