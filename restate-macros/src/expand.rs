@@ -209,6 +209,7 @@ fn registration(model: &ServiceModel) -> TokenStream {
         #rt::inventory::submit! {
             #rt::Registration {
                 definition: <#self_ty as #rt::Service>::definition,
+                crate_version: ::core::env!("CARGO_PKG_VERSION"),
                 default_instance: || {
                     #[allow(unused_imports)]
                     use #rt::{ViaDefault as _, WithoutDefault as _};

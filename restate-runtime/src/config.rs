@@ -104,6 +104,10 @@ pub struct Config {
     /// How far ahead timers (delayed starts, suspended sleeps) are held in memory
     /// (`RESTATE_TIMER_WINDOW`, default 60s); later ones wait in the store's due-time index.
     pub timer_window: Duration,
+    /// The application version recorded on every invocation this process accepts
+    /// (`RESTATE_APP_VERSION`); `None`: the declaring crates' version plus a hash of the
+    /// registered services and their handlers' signatures.
+    pub app_version: Option<String>,
 }
 
 impl Default for Config {
@@ -137,6 +141,7 @@ impl Default for Config {
             recovery_concurrency: crate::engine::DEFAULT_RECOVERY_CONCURRENCY,
             max_invocation_bytes: 128 * 1024 * 1024,
             timer_window: crate::engine::DEFAULT_TIMER_WINDOW,
+            app_version: None,
         }
     }
 }
@@ -227,6 +232,9 @@ impl Config {
         let int = |s: &str| s.parse::<u64>().map_err(|e| e.to_string());
         if let Some(v) = var("RESTATE_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("RESTATE_APP_VERSION").filter(|v| !v.is_empty()) {
+            self.app_version = Some(v);
         }
         if let Some(v) = var("RESTATE_DATABASE_URL").filter(|v| !v.is_empty()) {
             self.database_url = Some(v);

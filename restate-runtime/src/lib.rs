@@ -42,6 +42,7 @@ mod duration;
 mod engine;
 mod error;
 mod failpoints;
+mod filter;
 mod handle;
 mod headers;
 mod ids;

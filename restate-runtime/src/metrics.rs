@@ -17,6 +17,12 @@ pub(crate) struct StatusLabel {
     pub status: &'static str,
 }
 
+/// The application version invocations were accepted under.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VersionLabel {
+    pub version: String,
+}
+
 /// Which HTTP listener a connection or request came to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabel {
@@ -45,6 +51,8 @@ pub(crate) struct Metrics {
     /// Requests refused past the listeners' caps, by reason.
     pub rejected: Family<ReasonLabel, Counter>,
     pub started: Counter,
+    /// New invocations accepted here (each records this process's application version).
+    pub accepted: Counter,
     pub completed: Family<ResultLabel, Counter>,
     pub retries: Counter,
     pub suspensions: Counter,
@@ -55,6 +63,8 @@ pub(crate) struct Metrics {
 
 /// Values read at scrape time.
 pub(crate) struct Snapshot {
+    /// The application version this process records on what it accepts.
+    pub app_version: String,
     /// Invocations in memory, by status.
     pub in_memory: Vec<(&'static str, i64)>,
     pub timers_pending: i64,
@@ -81,6 +91,18 @@ impl Metrics {
             "invocations_started",
             "Invocations started",
             self.started.clone(),
+        );
+        let accepted = Family::<VersionLabel, Counter>::default();
+        accepted
+            .get_or_create(&VersionLabel {
+                version: snapshot.app_version.clone(),
+            })
+            .inc_by(self.accepted.get());
+        registry.register(
+            "invocations_accepted",
+            "New invocations accepted by this process, by the application version recorded on \
+             them (RESTATE_APP_VERSION)",
+            accepted,
         );
         registry.register(
             "invocations_completed",

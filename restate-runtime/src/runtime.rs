@@ -439,6 +439,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The application version recorded on every invocation this process accepts, shown as
+    /// `version` in the admin API (and filtered by `?version=`); `RESTATE_APP_VERSION`
+    /// overrides it. Without it: the crate version plus a hash of the registered services and
+    /// their handlers' signatures ([`Runtime::app_version`] tells which).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().app_version("2026-11-30.1").build()?;
+    /// assert_eq!(runtime.app_version(), "2026-11-30.1");
+    /// # Ok(()) }
+    /// ```
+    pub fn app_version(mut self, version: impl Into<String>) -> Self {
+        self.config.app_version = Some(version.into());
+        self
+    }
+
     /// How freed heap goes back to the operating system once a burst of invocations has left
     /// memory (their number fell to a quarter of its peak). The default asks glibc's allocator
     /// (`malloc_trim`), which otherwise keeps it; a binary with another global allocator passes
@@ -689,6 +706,10 @@ impl Assembled {
                 recovery_concurrency: config.recovery_concurrency,
                 max_invocation_bytes: config.max_invocation_bytes,
                 timer_window: config.timer_window,
+                app_version: config
+                    .app_version
+                    .clone()
+                    .unwrap_or_else(|| self.registry.default_version()),
                 clock: hooks.clock,
                 activity: hooks.activity,
                 injected: hooks.injected,
@@ -751,6 +772,20 @@ impl Runtime {
     /// ```
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The application version this process records on the invocations it accepts: the
+    /// configured one ([`RuntimeBuilder::app_version`], `RESTATE_APP_VERSION`) or the default
+    /// (crate version plus a hash of the services' shape).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().build()?;
+    /// println!("serving version {}", runtime.app_version());
+    /// # Ok(()) }
+    /// ```
+    pub fn app_version(&self) -> &str {
+        &self.engine.config().app_version
     }
 
     /// A handle for invoking services in-process, without HTTP.

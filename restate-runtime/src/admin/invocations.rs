@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
 use crate::engine::{ControlError, Engine};
+use crate::filter::InvocationFilter;
 use crate::ids::InvocationId;
 use crate::ingress::{ApiError, parse_invocation_id};
 use crate::storage::{InvocationRecord, JournalEntry, Outcome, Status};
@@ -77,6 +78,7 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
         JournalEntry::CompletePromise { name, accepted } => {
             json!({ "name": name, "accepted": accepted })
         }
+        JournalEntry::Patch { change } => json!({ "change": change }),
         JournalEntry::CancelInvocation { invocation_id } => {
             json!({ "invocationId": invocation_id.to_string() })
         }
@@ -136,35 +138,29 @@ fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
         "last_error": record.last_error,
         "created_at": rfc3339(record.created_at_ms),
         "modified_at": rfc3339(record.modified_at_ms),
+        "version": record.version,
     })
 }
 
-/// Filters and paging of `GET /invocations`.
+/// Paging of `GET /invocations` (its filters are an [`InvocationFilter`]).
 #[derive(serde::Deserialize)]
-pub(super) struct ListQuery {
-    service: Option<String>,
-    handler: Option<String>,
-    key: Option<String>,
-    status: Option<String>,
+pub(super) struct Page {
     limit: Option<usize>,
     /// The `next` cursor of the previous page.
     after: Option<String>,
 }
 
-pub(super) async fn list(State(engine): State<Engine>, Query(q): Query<ListQuery>) -> Response {
-    let after = match q.after.as_deref().map(parse_invocation_id).transpose() {
+pub(super) async fn list(
+    State(engine): State<Engine>,
+    Query(page): Query<Page>,
+    Query(filter): Query<InvocationFilter>,
+) -> Response {
+    let after = match page.after.as_deref().map(parse_invocation_id).transpose() {
         Ok(after) => after,
         Err(e) => return e.into_response(),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let matches = |r: &InvocationRecord| {
-        q.service.as_ref().is_none_or(|s| *s == r.target.service)
-            && q.handler.as_ref().is_none_or(|h| *h == r.target.handler)
-            && q.key
-                .as_ref()
-                .is_none_or(|k| r.target.key.as_ref() == Some(k))
-            && q.status.as_ref().is_none_or(|s| s == r.status.name())
-    };
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let matches = |r: &InvocationRecord| filter.matches(r);
     match engine.list(matches, after, limit) {
         Ok((page, next)) => axum::Json(json!({
             "invocations": page.iter().map(|(id, r)| summary(*id, r)).collect::<Vec<_>>(),

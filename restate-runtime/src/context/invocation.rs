@@ -43,6 +43,8 @@ pub struct InvocationContext {
     rng: Mutex<Option<Box<StdRng>>>,
     /// The waits the handler has pending now (several under a `select` or a join).
     waits: Mutex<Waits>,
+    /// Each patch marker's answer in this attempt, so one change is decided once.
+    pub(super) patches: Mutex<Vec<(String, bool)>>,
 }
 
 impl InvocationContext {
@@ -64,6 +66,7 @@ impl InvocationContext {
             aborted: Notify::new(),
             rng: Mutex::new(None),
             waits: Mutex::new(Waits::default()),
+            patches: Mutex::new(Vec::new()),
         }
     }
 
@@ -86,6 +89,19 @@ impl InvocationContext {
     /// it is first polled), so concurrent operations get positions in program order.
     pub(crate) fn take_index(&self) -> u32 {
         self.next_index.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes position `index` only when it is still the next one: for an operation that
+    /// decides from the entry there whether it takes a position at all (a patch marker).
+    pub(crate) fn take_index_if_next(&self, index: u32) -> bool {
+        self.next_index
+            .compare_exchange(index, index + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The position the next operation will take.
+    pub(crate) fn peek_index(&self) -> u32 {
+        self.next_index.load(Ordering::Relaxed)
     }
 
     /// `count` consecutive journal positions, for an operation that makes several decisions
@@ -437,5 +453,6 @@ fn describe(entry: &JournalEntry) -> String {
         JournalEntry::Attach { invocation_id, .. }
         | JournalEntry::GetOutput { invocation_id, .. }
         | JournalEntry::CancelInvocation { invocation_id } => format!("invocation {invocation_id}"),
+        JournalEntry::Patch { change } => format!("change `{change}`"),
     }
 }

@@ -7,6 +7,7 @@ mod call;
 mod combinators;
 mod durable;
 pub(crate) mod invocation;
+mod patch;
 mod promise;
 pub(crate) mod run;
 mod sleep;
@@ -420,6 +421,81 @@ macro_rules! context_types {
             /// ```
             pub fn cancel(&self, invocation: impl Into<InvocationId>) {
                 self.inner.cancel_invocation(invocation.into());
+            }
+
+            /// Whether this invocation runs the code of change `change`: true for one that
+            /// reaches this point with the new code, false for one whose journal was written by
+            /// the code before the change (started before the deploy and replayed now). The
+            /// answer is journaled and never changes for an invocation, so both kinds finish
+            /// on the code they started with.
+            ///
+            /// Before, version 1 charged and then emailed:
+            ///
+            /// ```
+            /// # use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Orders;
+            /// #[service]
+            /// impl Orders {
+            ///     #[handler]
+            ///     async fn complete(&self, ctx: Context<'_>, order: String) -> HandlerResult<()> {
+            ///         ctx.run(|| async { Ok(()) }).name("charge").await?;
+            ///         ctx.run(|| async { Ok(()) }).name("email").await?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
+            ///
+            /// After, version 2 reserves stock first; invocations suspended in version 1 keep
+            /// version 1's steps:
+            ///
+            /// ```
+            /// # use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Orders;
+            /// #[service]
+            /// impl Orders {
+            ///     #[handler]
+            ///     async fn complete(&self, ctx: Context<'_>, order: String) -> HandlerResult<()> {
+            ///         if ctx.patched("reserve-stock") {
+            ///             ctx.run(|| async { Ok(()) }).name("reserve").await?;
+            ///         }
+            ///         ctx.run(|| async { Ok(()) }).name("charge").await?;
+            ///         ctx.run(|| async { Ok(()) }).name("email").await?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
+            ///
+            /// Once no invocation from before the change is left (the admin API lists them by
+            /// `?version=`), replace the branch by [`deprecate_patch`](Self::deprecate_patch).
+            pub fn patched(&self, change: &str) -> bool {
+                self.inner.patched(change)
+            }
+
+            /// Retires change `change` of [`patched`](Self::patched) once every invocation
+            /// from before it has finished: the new code runs unconditionally, and invocations
+            /// whose journal holds the change's marker replay past it. Remove this call too
+            /// once those have finished.
+            ///
+            /// ```
+            /// # use restate_runtime::prelude::*;
+            /// # #[derive(Default)]
+            /// # pub struct Orders;
+            /// #[service]
+            /// impl Orders {
+            ///     #[handler]
+            ///     async fn complete(&self, ctx: Context<'_>, order: String) -> HandlerResult<()> {
+            ///         ctx.deprecate_patch("reserve-stock");
+            ///         ctx.run(|| async { Ok(()) }).name("reserve").await?;
+            ///         ctx.run(|| async { Ok(()) }).name("charge").await?;
+            ///         ctx.run(|| async { Ok(()) }).name("email").await?;
+            ///         Ok(())
+            ///     }
+            /// }
+            /// ```
+            pub fn deprecate_patch(&self, change: &str) {
+                self.inner.deprecate_patch(change)
             }
 
             /// Random numbers that replay identically (seeded from the invocation id).

@@ -29,6 +29,11 @@ impl Journal {
         self.0.iter().map(|(index, entry)| (index, entry))
     }
 
+    /// The highest index holding an entry.
+    pub fn last_index(&self) -> Option<u32> {
+        self.0.last().map(|(index, _)| *index)
+    }
+
     /// Whether it holds no entry (the invocation has not started).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

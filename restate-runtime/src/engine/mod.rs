@@ -195,6 +195,8 @@ pub(crate) struct EngineConfig {
     pub max_invocation_bytes: usize,
     /// How far ahead timers are held in memory; later ones wait in the store's due index.
     pub timer_window: Duration,
+    /// Recorded on every invocation accepted here.
+    pub app_version: String,
     /// What "now" is: the wall clock, or a test's virtual clock.
     pub clock: Clock,
     /// Under a test runtime: counts what runs, to tell when nothing can.
@@ -532,6 +534,7 @@ impl Engine {
                     return Err(e);
                 }
             }
+            self.metrics.accepted.inc();
             let inflight = self.new_inflight(id, record, false, Journal::default());
             map.insert(id, inflight.clone());
             inflight
@@ -600,6 +603,7 @@ impl Engine {
             seq: self.next_seq(),
             cancel_requested: false,
             cancel_delivered: false,
+            version: Some(self.config.app_version.clone()),
         };
         Ok(Prepared {
             id,
@@ -930,6 +934,7 @@ impl Engine {
         };
         let stats = self.storage.writer_stats();
         crate::metrics::Snapshot {
+            app_version: self.config.app_version.clone(),
             in_memory: by_status.into_iter().collect(),
             timers_pending: self.timers.len() as i64,
             timers_stored: self.storage.due_len().map_or(-1, |n| n as i64),
@@ -1298,6 +1303,7 @@ mod tests {
             recovery_concurrency: 4,
             max_invocation_bytes: usize::MAX,
             timer_window: DEFAULT_TIMER_WINDOW,
+            app_version: "test".into(),
             clock: Clock::System,
             activity: None,
             injected: None,

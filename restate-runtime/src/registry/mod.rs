@@ -170,6 +170,8 @@ pub(crate) type DynService = Arc<dyn Service>;
 pub struct Registration {
     /// The definition.
     pub definition: fn() -> ServiceDefinition,
+    /// The version of the crate that declares the service (part of the default app version).
+    pub crate_version: &'static str,
     /// A value built with `Default`, or `None` when the type has no `Default` and must be bound.
     pub default_instance: fn() -> Option<Arc<dyn Service>>,
 }
@@ -187,6 +189,8 @@ pub(crate) struct RegisteredService {
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
     services: HashMap<&'static str, RegisteredService>,
+    /// Versions of the crates that declare the services, sorted, each once.
+    crate_versions: Vec<&'static str>,
 }
 
 /// Why the registry could not be assembled.
@@ -232,12 +236,14 @@ impl Registry {
             }
         }
         let mut seen = std::collections::HashSet::new();
+        let mut crate_versions = std::collections::BTreeSet::new();
         for registration in inventory::iter::<Registration> {
             let definition = (registration.definition)();
             let name = definition.name;
             if !seen.insert(name) {
                 return Err(RegistryError::DuplicateName(name.to_owned()));
             }
+            crate_versions.insert(registration.crate_version);
             if services.contains_key(name) {
                 continue;
             }
@@ -251,7 +257,15 @@ impl Registry {
                 },
             );
         }
-        Ok(Self { services })
+        Ok(Self {
+            services,
+            crate_versions: crate_versions.into_iter().collect(),
+        })
+    }
+
+    /// The application version when none is configured (see [`shape_version`]).
+    pub(crate) fn default_version(&self) -> String {
+        shape_version(&self.crate_versions, &self.definitions())
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&RegisteredService> {
@@ -267,5 +281,73 @@ impl Registry {
             .collect();
         all.sort_by_key(|d| d.name);
         all
+    }
+}
+
+/// The declaring crates' versions, then a hash of every service's name and kind and its
+/// handlers' names, kinds and signatures (`1.4.0+9c1e07a2`): a build whose services changed
+/// shape gets a new version even when nobody bumped the crate's.
+fn shape_version(crate_versions: &[&str], definitions: &[Arc<ServiceDefinition>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for definition in definitions {
+        hash.update(format!(
+            "{}\0{}\0",
+            definition.name,
+            definition.kind.as_str()
+        ));
+        let mut handlers: Vec<_> = definition.handlers.iter().collect();
+        handlers.sort_by_key(|h| h.name);
+        for h in handlers {
+            hash.update(format!(
+                "{}\0{:?}\0{}\0{}\n",
+                h.name,
+                h.kind,
+                h.input_type.unwrap_or(""),
+                h.output_type
+            ));
+        }
+    }
+    let versions = match crate_versions {
+        [] => env!("CARGO_PKG_VERSION").to_owned(),
+        versions => versions.join("_"),
+    };
+    format!("{versions}+{}", hex::encode(&hash.finalize()[..4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(output_type: &'static str) -> Arc<ServiceDefinition> {
+        Arc::new(ServiceDefinition {
+            name: "Orders",
+            kind: ServiceKind::VirtualObject,
+            handlers: vec![HandlerDefinition {
+                name: "complete",
+                kind: HandlerKind::Exclusive,
+                input_type: Some("String"),
+                output_type,
+                options: HandlerOptions::default(),
+                input: InputShape::Json,
+                check_input: |_| Ok(()),
+            }],
+        })
+    }
+
+    #[test]
+    fn the_default_version_changes_with_a_handler_signature_and_the_crate_version() {
+        let v1 = shape_version(&["1.0.0"], &[service("u64")]);
+        assert!(
+            v1.starts_with("1.0.0+") && v1.len() == "1.0.0+".len() + 8,
+            "{v1}"
+        );
+        assert_eq!(v1, shape_version(&["1.0.0"], &[service("u64")]));
+        let changed = shape_version(&["1.0.0"], &[service("String")]);
+        assert_ne!(v1[6..], changed[6..]);
+        assert_eq!(
+            shape_version(&["1.1.0"], &[service("u64")]),
+            format!("1.1.0+{}", &v1[6..])
+        );
     }
 }

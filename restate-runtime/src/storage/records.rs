@@ -137,7 +137,7 @@ impl Status {
 }
 
 /// One invocation as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InvocationRecord {
     /// The handler it runs.
     pub target: Target,
@@ -166,6 +166,72 @@ pub struct InvocationRecord {
     pub cancel_requested: bool,
     /// The cancellation has been delivered (later operations run normally: compensation).
     pub cancel_delivered: bool,
+    /// The application version that accepted it (`RESTATE_APP_VERSION`); `None` for one
+    /// stored by a binary that did not record versions.
+    pub version: Option<String>,
+}
+
+/// The fields of a record before `version` was appended: postcard writes a struct as its
+/// fields in order with nothing around them, so a stored record is these fields, then the
+/// version when its binary wrote one.
+#[derive(Deserialize)]
+struct RecordBeforeVersion {
+    target: Target,
+    input: Vec<u8>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+    status: Status,
+    attempts: u32,
+    last_error: Option<String>,
+    created_at_ms: u64,
+    modified_at_ms: u64,
+    caller: Option<(InvocationId, u32)>,
+    seq: u64,
+    cancel_requested: bool,
+    cancel_delivered: bool,
+}
+
+impl<'de> Deserialize<'de> for InvocationRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = InvocationRecord;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an invocation record")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<InvocationRecord, A::Error> {
+                let r: RecordBeforeVersion = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                // A record written before versions ends here: reading on finds no more bytes.
+                let version = seq
+                    .next_element::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .flatten();
+                Ok(InvocationRecord {
+                    target: r.target,
+                    input: r.input,
+                    headers: r.headers,
+                    idempotency_key: r.idempotency_key,
+                    status: r.status,
+                    attempts: r.attempts,
+                    last_error: r.last_error,
+                    created_at_ms: r.created_at_ms,
+                    modified_at_ms: r.modified_at_ms,
+                    caller: r.caller,
+                    seq: r.seq,
+                    cancel_requested: r.cancel_requested,
+                    cancel_delivered: r.cancel_delivered,
+                    version,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(2, Fields)
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +257,7 @@ impl InvocationRecord {
             seq: 1,
             cancel_requested: false,
             cancel_delivered: false,
+            version: None,
         }
     }
 }
@@ -486,6 +553,12 @@ pub enum JournalEntry {
         /// Its result when it had finished; `None` while it was running.
         outcome: Option<Outcome>,
     },
+    /// `ctx.patched(change)` reached by code that has the change: a replay of this journal
+    /// takes the new code's branch. A journal without it at that position predates the change.
+    Patch {
+        /// The change's id.
+        change: String,
+    },
 }
 
 impl JournalEntry {
@@ -510,6 +583,7 @@ impl JournalEntry {
             Self::Attach { .. } => "attach",
             Self::CancelInvocation { .. } => "cancel",
             Self::GetOutput { .. } => "get_output",
+            Self::Patch { .. } => "patch",
         }
     }
 }
@@ -610,6 +684,7 @@ mod tests {
             seq: 42,
             cancel_requested: false,
             cancel_delivered: false,
+            version: None,
         };
         let napping = UnfinishedHint::of(&record(
             Status::Suspended {
@@ -647,5 +722,24 @@ mod tests {
         assert_eq!(UnfinishedHint::encoded_head(&v2), None);
         assert_eq!(UnfinishedHint::encoded_due(&v2), Some(Some(7)));
         assert_eq!(UnfinishedHint::decode(&v2).unwrap().hint, delayed);
+    }
+
+    #[test]
+    fn a_record_from_before_versions_reads_without_one_and_older_binaries_read_new_ones() {
+        let mut record = InvocationRecord::for_test("S", Some("k"), Status::Runnable);
+        record.caller = Some((InvocationId::random(0), 3));
+        // What binaries before versions wrote: the same fields, without the version's byte
+        // (`None`) after them.
+        let mut old = encode(&record);
+        assert_eq!(old.pop(), Some(0));
+        assert_eq!(decode::<InvocationRecord>(&old).unwrap(), record);
+
+        record.version = Some("1.4.0+9c1e07a2".into());
+        let new = encode(&record);
+        assert_eq!(decode::<InvocationRecord>(&new).unwrap(), record);
+        // An older binary decodes the fields it knows and ignores the version after them.
+        let older: RecordBeforeVersion = postcard::from_bytes(&new[1..]).unwrap();
+        assert_eq!(older.seq, record.seq);
+        assert_eq!(older.caller, record.caller);
     }
 }

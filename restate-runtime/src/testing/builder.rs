@@ -121,6 +121,7 @@ impl TestRuntimeBuilder {
         release_heap(release: fn()) = || {};
         cache_bytes(bytes: usize) = 8 << 20;
         min_free_disk_bytes(bytes: u64) = 0;
+        app_version(version: impl Into<String>) = "2";
     }
 
     /// The address [`Self::serve_ingress`] listens on (default: a free loopback port); alone

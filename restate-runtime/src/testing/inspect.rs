@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 
 use super::TestRuntime;
 use crate::error::TerminalError;
+use crate::filter::InvocationFilter;
 use crate::ids::InvocationId;
 use crate::storage::{InvocationRecord, JournalEntry, StateScope, Status};
 
@@ -65,80 +66,6 @@ impl InvocationView {
                 _ => None,
             })
             .collect()
-    }
-}
-
-/// Which invocations [`TestRuntime::invocations`] lists: the admin API's filters (all of them
-/// when empty).
-///
-/// ```
-/// use restate_runtime::testing::InvocationFilter;
-/// let suspended_trackers = InvocationFilter::default()
-///     .service("PaymentTracker")
-///     .status("suspended");
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[must_use]
-pub struct InvocationFilter {
-    service: Option<String>,
-    handler: Option<String>,
-    key: Option<String>,
-    status: Option<String>,
-}
-
-impl InvocationFilter {
-    /// Only invocations of this service, object or workflow.
-    ///
-    /// ```
-    /// let f = restate_runtime::testing::InvocationFilter::default().service("Greeter");
-    /// ```
-    pub fn service(mut self, service: impl Into<String>) -> Self {
-        self.service = Some(service.into());
-        self
-    }
-
-    /// Only invocations of this handler.
-    ///
-    /// ```
-    /// let f = restate_runtime::testing::InvocationFilter::default().handler("greet");
-    /// ```
-    pub fn handler(mut self, handler: impl Into<String>) -> Self {
-        self.handler = Some(handler.into());
-        self
-    }
-
-    /// Only invocations on this object or workflow key.
-    ///
-    /// ```
-    /// let f = restate_runtime::testing::InvocationFilter::default().key("invoice-1");
-    /// ```
-    pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
-        self
-    }
-
-    /// Only invocations in this status (see [`InvocationView::status`]).
-    ///
-    /// ```
-    /// let f = restate_runtime::testing::InvocationFilter::default().status("completed");
-    /// ```
-    pub fn status(mut self, status: impl Into<String>) -> Self {
-        self.status = Some(status.into());
-        self
-    }
-
-    fn matches(&self, record: &InvocationRecord) -> bool {
-        let target = &record.target;
-        self.service.as_ref().is_none_or(|s| *s == target.service)
-            && self.handler.as_ref().is_none_or(|h| *h == target.handler)
-            && self
-                .key
-                .as_ref()
-                .is_none_or(|k| target.key.as_ref() == Some(k))
-            && self
-                .status
-                .as_ref()
-                .is_none_or(|s| s == record.status.name())
     }
 }
 

@@ -53,8 +53,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use crate::filter::InvocationFilter;
 pub use builder::TestRuntimeBuilder;
-pub use inspect::{InvocationFilter, InvocationView};
+pub use inspect::InvocationView;
 pub use ports::free_loopback_port;
 #[cfg(feature = "postgres")]
 pub use postgres::{ClusterError, PostgresCluster};
