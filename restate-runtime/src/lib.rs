@@ -73,7 +73,9 @@ pub use context::{
     SharedObjectContext, SharedWorkflowContext, Unordered, WorkflowContext,
 };
 pub use duration::parse as parse_duration;
-pub use engine::{ControlError, EngineError, STORAGE_FAILURE_EXIT_CODE, exit_on_storage_failure};
+pub use engine::{
+    ControlError, DrainStatus, EngineError, STORAGE_FAILURE_EXIT_CODE, exit_on_storage_failure,
+};
 pub use error::{HandlerError, HandlerResult, TerminalError, TerminalErrorExt};
 pub use futures::future::Either;
 pub use handle::{HandleCaller, InvocationHandle};

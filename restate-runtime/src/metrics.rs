@@ -65,6 +65,8 @@ pub(crate) struct Metrics {
 pub(crate) struct Snapshot {
     /// The application version this process records on what it accepts.
     pub app_version: String,
+    /// Whether the process drains, and the attempts running.
+    pub drain: crate::engine::DrainStatus,
     /// Invocations in memory, by status.
     pub in_memory: Vec<(&'static str, i64)>,
     pub timers_pending: i64,
@@ -178,6 +180,16 @@ impl Metrics {
             g.set(v);
             g
         };
+        registry.register(
+            "attempts_running",
+            "Invocation attempts running now (handlers executing, or their ending committing)",
+            gauge(snapshot.drain.running_attempts as i64),
+        );
+        registry.register(
+            "draining",
+            "1 while the process drains (PATCH /drain): no attempt starts, new invocations get 503",
+            gauge(i64::from(snapshot.drain.draining)),
+        );
         registry.register(
             "timers_pending",
             "Timers armed in memory: delayed starts and suspended sleeps due within the timer \

@@ -14,7 +14,7 @@ use crate::client::{
     IntoObjectClient, IntoServiceClient, IntoWorkflowClient, RequestParts,
 };
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{DrainStatus, Engine, EngineConfig, EngineError};
 use crate::error::TerminalError;
 use crate::handle::InvocationHandle;
 use crate::ids::InvocationId;
@@ -772,6 +772,54 @@ impl Runtime {
     /// ```
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Starts a drain before this process is stopped (a deploy): new invocations from
+    /// outside are answered 503 with `Retry-After` (clients and webhook senders retry), the
+    /// ingress's `/restate/health` answers 503, and no attempt starts (invocations due, woken
+    /// or called wait, durably, for [`undrain`](Self::undrain) or the next process). Attempts
+    /// running now finish, fail or suspend; the status is [`ready`](DrainStatus::ready) once
+    /// none runs. The admin API's `PATCH /drain` does the same.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().build()?;
+    /// runtime.drain();
+    /// while !runtime.drain_status().ready() {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    /// }
+    /// runtime.shutdown(); // interrupts no attempt
+    /// # Ok(()) }
+    /// ```
+    pub fn drain(&self) -> DrainStatus {
+        self.engine.drain.set(true)
+    }
+
+    /// Ends a drain: new invocations are accepted again and the attempts held back start
+    /// (`PATCH /undrain`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().build()?;
+    /// runtime.drain();
+    /// // The deploy was called off.
+    /// assert!(!runtime.undrain().draining);
+    /// # Ok(()) }
+    /// ```
+    pub fn undrain(&self) -> DrainStatus {
+        self.engine.drain.set(false)
+    }
+
+    /// Whether this process drains and how many attempts run (`GET /drain`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let runtime = restate_runtime::Runtime::builder().build()?;
+    /// assert!(!runtime.drain_status().draining);
+    /// # Ok(()) }
+    /// ```
+    pub fn drain_status(&self) -> DrainStatus {
+        self.engine.drain.status()
     }
 
     /// The application version this process records on the invocations it accepts: the

@@ -1,7 +1,8 @@
 //! The admin API (default 127.0.0.1:9070): health, registered services, invocations with their
-//! journals and their control, and metrics. With a token configured, every route but `/health`
+//! journals and their control, drain, and metrics. With a token configured, every route but `/health`
 //! requires `Authorization: Bearer <token>`.
 
+mod drain;
 mod invocations;
 mod services;
 
@@ -48,6 +49,8 @@ pub(crate) fn router(
         .route("/invocations/{id}", get(invocations::invocation))
         .route("/invocations/{id}/{action}", patch(invocations::control))
         .route("/metrics", get(metrics))
+        .route("/drain", get(drain::status).patch(drain::start))
+        .route("/undrain", patch(drain::stop))
         .with_state(AdminState {
             engine,
             webhooks: Arc::new(webhooks),

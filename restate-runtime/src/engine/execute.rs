@@ -48,12 +48,13 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         let (service, options) = match engine.resolve(&target) {
             Ok((service, handler)) => (service.instance.clone(), handler.options.clone()),
             Err(e) => {
-                // The binary no longer serves this target (a service was removed): end it.
-                let outcome = Outcome::Failure {
-                    code: 404,
-                    message: e.to_string(),
-                };
-                return complete(&engine, &inflight, outcome).await;
+                // The binary no longer serves this target (a handler was removed or renamed):
+                // kept, paused, for a binary that serves it again (then resumed) or a kill.
+                let reason = format!(
+                    "{e}: this binary does not serve the invocation's target; deploy one that \
+                     does and resume it, or kill it"
+                );
+                return pause(&engine, &inflight, reason).await;
             }
         };
         let mut shutdown = engine.shutdown_signal();
@@ -61,6 +62,15 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         // Failures of this run of the task; the retry policy counts these.
         let mut failures = 0u32;
         loop {
+            let running = tokio::select! {
+                running = engine.drain.start_attempt() => Some(running),
+                _ = inflight.killed.notified() => None,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let Some(running) = running else {
+                // Killed while a drain held it back.
+                return complete(&engine, &inflight, super::control::killed()).await;
+            };
             inflight.state().record.attempts += 1;
             let ctx = InvocationContext::new(engine.clone(), inflight.clone());
             let attempt = {
@@ -99,6 +109,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     let delay = policy.delay_for(failures);
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
                     inflight.state().record.last_error = Some(reason);
+                    drop(running);
                     let killed = tokio::select! {
                         _ = engine.config().clock.sleep(delay) => false,
                         _ = inflight.killed.notified() => true,

@@ -4,6 +4,7 @@
 mod awakeables;
 mod control;
 mod delayed;
+mod drain;
 mod execute;
 mod forward;
 mod inflight;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 
 pub(crate) use awakeables::AwakeableSubmission;
 pub use control::ControlError;
+pub use drain::DrainStatus;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
 pub(crate) use injected::InjectedFaults;
@@ -300,6 +302,8 @@ pub(crate) struct EngineInner {
     /// The store is shared with other processes (it has an inbox).
     shared_store: bool,
     tasks: tasks::Tasks,
+    /// Whether attempts may start, and how many run.
+    pub(crate) drain: drain::Drain,
 }
 
 /// Cheap handle to the engine.
@@ -346,6 +350,7 @@ impl Engine {
             active: std::sync::atomic::AtomicBool::new(false),
             shared_store,
             tasks: tasks::Tasks::current(config_activity),
+            drain: drain::Drain::default(),
         }));
         let mut ownership = engine.storage.ownership();
         if *ownership.borrow_and_update() {
@@ -935,6 +940,7 @@ impl Engine {
         let stats = self.storage.writer_stats();
         crate::metrics::Snapshot {
             app_version: self.config.app_version.clone(),
+            drain: self.drain.status(),
             in_memory: by_status.into_iter().collect(),
             timers_pending: self.timers.len() as i64,
             timers_stored: self.storage.due_len().map_or(-1, |n| n as i64),
@@ -1401,6 +1407,36 @@ mod tests {
             .unwrap();
         assert!(engine.storage.journal(&done).unwrap().is_empty());
         engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn an_invocation_of_a_handler_no_longer_served_is_paused_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = InvocationId::random(3);
+        {
+            let storage = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
+            storage
+                .submit(vec![WriteOp::put_invocation(id, &record)])
+                .await
+                .unwrap();
+            storage.close();
+        }
+        let engine = engine(dir.path());
+        let start = std::time::Instant::now();
+        let record = loop {
+            let (record, _) = engine.inspect(&id).unwrap().unwrap();
+            if record.status == Status::Paused || start.elapsed() > Duration::from_secs(30) {
+                break record;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(record.status, Status::Paused);
+        let error = record.last_error.unwrap();
+        assert!(
+            error.contains("'Gone' not found") && error.contains("does not serve"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Engine, EngineError, Inflight};
 use crate::ids::InvocationId;
-use crate::storage::{StateScope, Status};
+use crate::storage::{StateScope, Status, Target};
 
 /// Default of [`EngineConfig::recovery_concurrency`](super::EngineConfig).
 pub(crate) const DEFAULT_RECOVERY_CONCURRENCY: usize = 256;
@@ -68,9 +68,17 @@ impl Engine {
         }
         self.seq.fetch_max(highest_seq, Ordering::Relaxed);
         let mut to_restore = Vec::new();
+        let mut unserved = std::collections::BTreeMap::<String, usize>::new();
         {
             let mut map = self.inflight.lock().expect("inflight map");
             for (id, hint) in unfinished {
+                if self.resolve(&hint.target).is_err() {
+                    let target = Target {
+                        key: None,
+                        ..hint.target.clone()
+                    };
+                    *unserved.entry(target.to_string()).or_default() += 1;
+                }
                 let woken = woken.contains(&id);
                 if let (Some(_), false) = (hint.suspended, woken) {
                     // Stays on disk; it only holds its key, and its timer is in the due index.
@@ -112,6 +120,14 @@ impl Engine {
                     Status::Completed { .. } => {}
                 }
             }
+        }
+        for (target, count) in unserved {
+            tracing::warn!(
+                %target,
+                count,
+                "unfinished invocations of a handler this binary does not serve: they are paused \
+                 when they run, until a binary that serves it resumes them (or they are killed)"
+            );
         }
         if !to_restore.is_empty() {
             tracing::info!(

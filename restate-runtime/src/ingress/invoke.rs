@@ -91,6 +91,13 @@ pub(crate) async fn invoke(
                 .any(|s| s.eq_ignore_ascii_case(name))
         })
         .collect();
+    if engine.drain.is_draining() {
+        // Before a deploy: clients and webhook senders retry, and reach the next process.
+        return Err(ApiError::ingress(
+            503,
+            "this process is draining and starts no new invocation: retry after Retry-After",
+        ));
+    }
     let request = InvokeRequest {
         target,
         input: body,

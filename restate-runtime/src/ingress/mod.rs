@@ -131,7 +131,12 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
                 .iter()
                 .map(|d| d.name)
                 .collect();
-            Ok(axum::Json(serde_json::json!({ "services": names })).into_response())
+            let body = axum::Json(serde_json::json!({ "services": names }));
+            // Not ready while draining, so that a load balancer sends requests elsewhere.
+            Ok(match state.engine.drain.is_draining() {
+                false => body.into_response(),
+                true => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
+            })
         }
         Route::Invoke {
             service,

@@ -1,0 +1,188 @@
+//! Drain before a deploy: under load, `PATCH /drain` refuses new invocations with 503 and
+//! `Retry-After`, lets the running attempts finish, holds back every attempt that would start
+//! (a handler's own sends included), and reports ready once no handler runs; `PATCH /undrain`
+//! runs what was held back and serves again. A kill reaches an invocation held back.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use common::{TestServer, accepted_id, wait_until};
+use restate_runtime::RuntimeBuilder;
+use restate_runtime::prelude::*;
+use serde_json::{Value, json};
+
+/// Handler bodies executing now (a suspended or finished one is not).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Attempts of `work` started, and follow-ups run.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+static FOLLOW_UPS: AtomicUsize = AtomicUsize::new(0);
+
+struct Live;
+
+impl Live {
+    fn enter() -> Self {
+        RUNNING.fetch_add(1, SeqCst);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, SeqCst);
+    }
+}
+
+#[derive(Default)]
+pub struct Jobs;
+
+#[service]
+impl Jobs {
+    /// Works `ms` in a step, then sends a follow-up.
+    #[handler]
+    async fn work(&self, ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        let _live = Live::enter();
+        STARTED.fetch_add(1, SeqCst);
+        ctx.run(|| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .name("io")
+        .await?;
+        ctx.client::<Jobs>().follow_up().send();
+        Ok(ms)
+    }
+
+    #[handler]
+    async fn follow_up(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        let _live = Live::enter();
+        FOLLOW_UPS.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    #[handler]
+    async fn idle(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    }
+}
+
+async fn admin(server: &TestServer, method: reqwest::Method, path: &str) -> Value {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_under_load_lets_running_attempts_finish_and_starts_none_until_undrained() {
+    let server = TestServer::start().await;
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let url = server.url("/Jobs/work");
+            tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .json(&json!(400))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(30), || async {
+        STARTED.load(SeqCst) >= 10
+    })
+    .await;
+    let drain = admin(&server, reqwest::Method::PATCH, "/drain").await;
+    assert_eq!(drain["draining"], true);
+
+    // New work is refused with a retry hint; readiness fails.
+    let refused = server.post("/Jobs/work", json!(1)).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let refused_send = server.post("/Jobs/work/send", json!(1)).await;
+    assert_eq!(refused_send.status(), 503);
+    let health = reqwest::get(server.url("/restate/health")).await.unwrap();
+    assert_eq!(health.status(), 503);
+
+    // Ready once no handler runs: those running finished, nothing else started.
+    wait_until(Duration::from_secs(30), || async {
+        admin(&server, reqwest::Method::GET, "/drain").await["ready"] == true
+    })
+    .await;
+    assert_eq!(RUNNING.load(SeqCst), 0);
+    let started = STARTED.load(SeqCst);
+    assert_eq!(
+        FOLLOW_UPS.load(SeqCst),
+        0,
+        "a follow-up started while draining"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("restate_draining 1"), "{metrics}");
+    assert!(metrics.contains("restate_attempts_running 0"), "{metrics}");
+    let status = admin(&server, reqwest::Method::GET, "/drain").await;
+    assert_eq!(status["running_attempts"], 0);
+    assert_eq!(STARTED.load(SeqCst), started);
+
+    // Undrained: what was held back runs, every call is answered, new work is served.
+    let undrain = admin(&server, reqwest::Method::PATCH, "/undrain").await;
+    assert_eq!(undrain["draining"], false);
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "400"));
+    }
+    assert_eq!(STARTED.load(SeqCst), 40);
+    wait_until(Duration::from_secs(30), || async {
+        FOLLOW_UPS.load(SeqCst) == 40
+    })
+    .await;
+    let served = server.post("/Jobs/work", json!(1)).await;
+    assert_eq!(served.status(), 200);
+    let health = reqwest::get(server.url("/restate/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_held_back_by_a_drain_can_be_killed_and_survives_a_restart() {
+    let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
+    let send = |path: &str| reqwest::Client::new().post(server.url(path)).send();
+    let napping = accepted_id(send("/Jobs/idle/send").await.unwrap()).await;
+    server.wait_status(&napping, "suspended").await;
+    let delayed = accepted_id(send("/Jobs/idle/send?delay=300ms").await.unwrap()).await;
+    let killed = accepted_id(send("/Jobs/idle/send?delay=300ms").await.unwrap()).await;
+    admin(&server, reqwest::Method::PATCH, "/drain").await;
+    // Both come due while draining: held back, not started.
+    wait_until(Duration::from_secs(30), || async {
+        server.inspect(&delayed).await["status"] != "scheduled"
+            && server.inspect(&killed).await["status"] != "scheduled"
+    })
+    .await;
+    assert_eq!(server.inspect(&delayed).await["attempts"], 0);
+    let r = reqwest::Client::new()
+        .patch(format!("{}/invocations/{killed}/kill", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.wait_status(&killed, "completed").await;
+    // Stopped while draining: the one held back starts in the next process.
+    let dir = server.stop().await;
+    let server = TestServer::start_with(dir, configure).await;
+    server.wait_status(&delayed, "suspended").await;
+    assert_eq!(server.inspect(&delayed).await["attempts"], 1);
+    assert_eq!(server.inspect(&napping).await["status"], "suspended");
+    drop(server.stop().await);
+}
