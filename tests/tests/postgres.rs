@@ -120,6 +120,17 @@ async fn a_second_process_serves_through_the_owner_and_takes_over_when_it_is_kil
         assert_eq!(body["invocationId"], acknowledged[i].as_str(), "{body}");
         assert_eq!(body["status"], "PreviouslyAccepted", "{body}");
     }
+    // Backups on PostgreSQL are the database's own: the endpoint says so and writes nothing.
+    let copy = dir.path().join("copy");
+    let r = client
+        .post(format!("{}/backup", first.admin))
+        .json(&serde_json::json!({ "path": copy }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    assert!(r.text().await.unwrap().contains("pg_dump"));
+    assert!(!copy.exists());
     // Request-response through the standby, one after the other on one key: in order, once.
     for n in 1..=5u64 {
         let r = client

@@ -1,7 +1,8 @@
 //! The admin API (default 127.0.0.1:9070): health, registered services, invocations with their
-//! journals and their control, drain, and metrics. With a token configured, every route but `/health`
+//! journals and their control, drain, backup, and metrics. With a token configured, every route but `/health`
 //! requires `Authorization: Bearer <token>`.
 
+mod backup;
 mod drain;
 mod invocations;
 mod services;
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::{FromRef, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use serde_json::json;
 
 use crate::engine::Engine;
@@ -51,6 +52,7 @@ pub(crate) fn router(
         .route("/metrics", get(metrics))
         .route("/drain", get(drain::status).patch(drain::start))
         .route("/undrain", patch(drain::stop))
+        .route("/backup", post(backup::backup))
         .with_state(AdminState {
             engine,
             webhooks: Arc::new(webhooks),

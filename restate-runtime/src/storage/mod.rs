@@ -7,6 +7,7 @@
 //! Reads go straight to the store. Another backend (say, Postgres with partitions leased per
 //! process) implements [`Storage`] without touching the engine.
 
+mod backup;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+pub use backup::{BackupError, BackupReport};
 pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, InboxPending, Signals};
 pub(crate) use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -561,6 +563,15 @@ pub trait Storage: Send + Sync + 'static {
     /// process, where every change happens in this one).
     fn signals(&self) -> Option<Signals> {
         None
+    }
+    /// Copies the store as it is at one commit into the folder `dir` (created, or empty),
+    /// while it keeps serving: the folder opens as a data folder. Stores without an online
+    /// backup of their own refuse.
+    fn backup(&self, dir: &std::path::Path) -> Result<BackupReport, BackupError> {
+        let _ = dir;
+        Err(BackupError::Unsupported(
+            "this store has no online backup".into(),
+        ))
     }
     /// Flushes what is queued and stops the writer.
     fn close(&self);

@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use tokio::sync::{oneshot, watch};
 
 use super::files::{Files, OsFiles};
@@ -44,8 +47,8 @@ use super::space::Reserve;
 use super::wal::WalError;
 use super::writer::{Request, Visibility, Writer, WriterLimits};
 use super::{
-    CommitWaiter, HintHead, OpenError, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
-    WriterStats,
+    BackupError, BackupReport, CommitWaiter, HintHead, OpenError, StateScope, Storage,
+    StorageError, UnfinishedHint, WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
 
@@ -158,6 +161,8 @@ pub struct RedbStorage {
     /// Batches submitted and not yet answered.
     unanswered: Arc<AtomicUsize>,
     max_queued_bytes: usize,
+    /// Held by a backup while it copies.
+    backups: Mutex<()>,
 }
 
 impl RedbStorage {
@@ -257,6 +262,7 @@ impl RedbStorage {
             queued,
             unanswered,
             max_queued_bytes: options.max_queued_bytes,
+            backups: Mutex::new(()),
         })
     }
 
@@ -1254,6 +1260,36 @@ impl Storage for RedbStorage {
         self.failure.subscribe()
     }
 
+    fn backup(&self, dir: &Path) -> Result<BackupReport, BackupError> {
+        // One at a time: two into one folder would both find it empty.
+        let _one = self.backups.lock().expect("backups lock");
+        super::backup::prepare_folder(dir)?;
+        let file = dir.join(FILE_NAME);
+        let copied = self
+            .visibility
+            .wait()
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.db.begin_read().map_err(|e| e.to_string()))
+            .and_then(|snapshot| copy_store(&snapshot, &file).map_err(|e| e.to_string()))
+            .and_then(|invocations| {
+                let bytes = std::fs::metadata(&file).map_err(|e| e.to_string())?.len();
+                OsFiles.sync_parent(&file).map_err(|e| e.to_string())?;
+                Ok(BackupReport {
+                    path: dir.to_owned(),
+                    invocations,
+                    bytes,
+                })
+            });
+        copied.map_err(|reason| {
+            // Nothing half-written stays behind: the folder is empty again for a retry.
+            let _ = std::fs::remove_file(&file);
+            BackupError::Failed {
+                path: dir.display().to_string(),
+                reason,
+            }
+        })
+    }
+
     fn close(&self) {
         self.queue.lock().expect("queue lock").take();
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
@@ -1265,6 +1301,94 @@ impl Storage for RedbStorage {
 impl Drop for RedbStorage {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Entries copied per transaction of a backup, so that its memory stays bounded.
+const BACKUP_CHUNK: usize = 10_000;
+
+/// Copies every table of `snapshot` (one read transaction: the store at one commit) into a new
+/// store file at `file`, durably; returns the number of invocations. The copy has no log and a
+/// new log identity: opened, it starts with what the snapshot holds.
+fn copy_store(snapshot: &redb::ReadTransaction, file: &Path) -> Result<u64, redb::Error> {
+    use redb::TableHandle;
+    let known = [
+        META.name(),
+        INVOCATIONS.name(),
+        JOURNAL.name(),
+        UNFINISHED.name(),
+        EXPIRY.name(),
+        DUE.name(),
+        STATE.name(),
+        PROMISES.name(),
+        PROMISE_WAITERS.name(),
+        WAKEUPS.name(),
+        RESULT_WAITERS.name(),
+    ];
+    // A table added later and not listed here would be left out: refuse instead.
+    for table in snapshot.list_tables()? {
+        if !known.contains(&table.name()) {
+            return Err(redb::Error::Corrupted(format!(
+                "table `{}` is not known to the backup",
+                table.name()
+            )));
+        }
+    }
+    let dest = Database::create(file)?;
+    copy_table(snapshot, &dest, META)?;
+    copy_table(snapshot, &dest, INVOCATIONS)?;
+    copy_table(snapshot, &dest, JOURNAL)?;
+    copy_table(snapshot, &dest, UNFINISHED)?;
+    copy_table(snapshot, &dest, EXPIRY)?;
+    copy_table(snapshot, &dest, DUE)?;
+    copy_table(snapshot, &dest, STATE)?;
+    copy_table(snapshot, &dest, PROMISES)?;
+    copy_table(snapshot, &dest, PROMISE_WAITERS)?;
+    copy_table(snapshot, &dest, WAKEUPS)?;
+    copy_table(snapshot, &dest, RESULT_WAITERS)?;
+    let mut txn = dest.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        // The log's identity is the source's: a copy draws its own when it is opened.
+        meta.remove(WAL_SALT)?;
+    }
+    txn.commit()?;
+    let read = dest.begin_read()?;
+    let invocations = match read.open_table(INVOCATIONS) {
+        Ok(table) => table.len()?,
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(invocations)
+}
+
+/// Copies one table, if `snapshot` has it, in transactions of [`BACKUP_CHUNK`] entries.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    snapshot: &redb::ReadTransaction,
+    dest: &Database,
+    definition: TableDefinition<K, V>,
+) -> Result<(), redb::Error> {
+    let source = match snapshot.open_table(definition) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut entries = source.iter()?.peekable();
+    loop {
+        let mut txn = dest.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut table = txn.open_table(definition)?;
+            for entry in entries.by_ref().take(BACKUP_CHUNK) {
+                let (key, value) = entry?;
+                table.insert(key.value(), value.value())?;
+            }
+        }
+        txn.commit()?;
+        if entries.peek().is_none() {
+            return Ok(());
+        }
     }
 }
 

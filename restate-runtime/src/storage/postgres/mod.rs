@@ -802,6 +802,14 @@ impl Storage for PostgresStorage {
         Some(self.signals.clone())
     }
 
+    fn backup(&self, _dir: &std::path::Path) -> Result<super::BackupReport, super::BackupError> {
+        Err(super::BackupError::Unsupported(
+            "on PostgreSQL the database's own backups are the backups (pg_dump, pg_basebackup, \
+             point-in-time recovery): this endpoint copies a redb data folder only"
+                .into(),
+        ))
+    }
+
     fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         let Some(queue) = self.queue.lock().expect("queue lock").take() else {

@@ -1,0 +1,45 @@
+//! `POST /backup {"path": "<folder>"}`: an online copy of the data folder, answered once the
+//! copy is complete.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::ingress::ApiError;
+use crate::storage::BackupError;
+
+#[derive(serde::Deserialize)]
+pub(super) struct BackupRequest {
+    /// A folder on the server's machine: created, or empty.
+    path: std::path::PathBuf,
+}
+
+pub(super) async fn backup(
+    State(engine): State<Engine>,
+    request: Result<axum::Json<BackupRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match request {
+        Ok(axum::Json(request)) => request,
+        Err(e) => {
+            let message = format!("expected a body like {{\"path\": \"/backups/today\"}}: {e}");
+            return ApiError::ingress(400, message).into_response();
+        }
+    };
+    match crate::runtime::backup(engine.storage().clone(), request.path).await {
+        Ok(report) => axum::Json(json!({
+            "path": report.path,
+            "invocations": report.invocations,
+            "bytes": report.bytes,
+        }))
+        .into_response(),
+        Err(e) => {
+            let code = match &e {
+                BackupError::Unsupported(_) => 501,
+                BackupError::NotEmpty(_) => 409,
+                BackupError::Failed { .. } => 500,
+            };
+            ApiError::ingress(code, e.to_string()).into_response()
+        }
+    }
+}
