@@ -33,6 +33,7 @@
 
 mod admin;
 mod bearer;
+mod cli;
 mod client;
 mod clock;
 mod codec;
@@ -52,6 +53,7 @@ mod mac;
 mod metrics;
 mod registry;
 mod remote;
+mod replay;
 mod runtime;
 pub mod storage;
 pub mod testing;
@@ -86,6 +88,7 @@ pub use registry::{
     RetryPolicy, Service, ServiceDefinition, ServiceKind,
 };
 pub use remote::{HttpIngress, HttpRequest, IngressError};
+pub use replay::{Problem, ReplayCheckError, ReplayOptions, ReplayProblem, ReplayReport};
 pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError};
 
 /// Declares a stateless service on an inherent `impl` block.
@@ -170,8 +173,10 @@ pub use restate_macros::workflow;
 /// ```
 pub use restate_macros::handler;
 
-/// Installs a `tracing` subscriber that logs to stderr, filtered by `RUST_LOG` (default `info`).
-/// Call it once at the start of `main`; it does nothing if a subscriber is already set.
+/// Installs a `tracing` subscriber that logs to standard output (to standard error when the
+/// binary was started to run a command, see [`RuntimeBuilder::main`]), filtered by `RUST_LOG`
+/// (default `info`). Call it once at the start of `main`; it does nothing if a subscriber is
+/// already set.
 ///
 /// ```
 /// restate_runtime::init_tracing();
@@ -179,7 +184,12 @@ pub use restate_macros::handler;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // A command's report is its standard output: its logs go to standard error.
+    let _ = match cli::command_requested() {
+        true => logs.with_writer(std::io::stderr).try_init(),
+        false => logs.try_init(),
+    };
 }
 
 /// The README's examples, compiled as doc tests.

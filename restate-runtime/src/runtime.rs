@@ -20,6 +20,7 @@ use crate::handle::InvocationHandle;
 use crate::ids::InvocationId;
 use crate::ingress::Webhooks;
 use crate::registry::{DynService, Registry, RegistryError, Service, ServiceDefinition};
+use crate::replay::{ReplayCheckError, ReplayOptions, ReplayReport};
 use crate::storage::{OpenError, RedbOptions, RedbStorage, Storage};
 use crate::webhook::WebhookEndpoint;
 
@@ -591,6 +592,58 @@ impl RuntimeBuilder {
         assembled.start(storage, crate::engine::EngineHooks::default())
     }
 
+    /// Replays the journals of the invocations in this builder's data folder (a backup, or the
+    /// folder of a stopped process) against the handlers of this binary, without running any
+    /// step, sending anything or writing an invocation: the report names each invocation that
+    /// this code would break, with the journal entry where it diverges. Opens no port. Run it
+    /// in CI against a backup of production before a deploy.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::{ReplayOptions, Runtime};
+    /// let report = Runtime::builder()
+    ///     .data_dir("./backups/before-deploy")
+    ///     .check_replay(ReplayOptions::default())
+    ///     .await?;
+    /// if !report.is_ok() {
+    ///     eprintln!("{report}");
+    ///     std::process::exit(1);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_replay(
+        self,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, ReplayCheckError> {
+        let assembled = self.assemble()?;
+        let storage = assembled.open_for_check()?;
+        let config = &assembled.config;
+        let engine = Engine::new(
+            storage.clone(),
+            assembled.registry.clone(),
+            EngineConfig {
+                default_retention: config.default_retention,
+                purge_interval: config.purge_interval,
+                suspend_after: config.suspend_after,
+                min_retention: HashMap::new(),
+                release_heap: assembled.release_heap,
+                on_storage_failure: assembled.on_storage_failure,
+                recovery_concurrency: config.recovery_concurrency,
+                max_invocation_bytes: config.max_invocation_bytes,
+                timer_window: config.timer_window,
+                app_version: String::new(),
+                replay_check: true,
+                clock: crate::clock::Clock::default(),
+                activity: None,
+                injected: None,
+            },
+        );
+        let report = engine.check_replay(&options).await;
+        drop(engine);
+        storage.close();
+        Ok(report?)
+    }
+
     /// Checks the configuration, services and webhooks: what [`Self::build`] and a test
     /// runtime start engines from.
     pub(crate) fn assemble(self) -> Result<Assembled, BuildError> {
@@ -665,6 +718,32 @@ impl Assembled {
         }
     }
 
+    /// The data folder for a replay check: it must hold a store already (a mistyped path
+    /// must not check an empty new one and pass).
+    fn open_for_check(&self) -> Result<Arc<dyn Storage>, BuildError> {
+        if self.config.database_url.is_some() {
+            return Err(OpenError::Incompatible {
+                path: "RESTATE_DATABASE_URL".into(),
+                reason: "the replay check reads a redb data folder (a backup: `POST /backup`); \
+                         it does not read a PostgreSQL database yet"
+                    .into(),
+            }
+            .into());
+        }
+        let dir = &self.config.data_dir;
+        if !crate::storage::holds_store(dir) {
+            return Err(OpenError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no store in this folder to check",
+                ),
+            }
+            .into());
+        }
+        Ok(Arc::new(RedbStorage::open(dir, &self.redb_options())?))
+    }
+
     pub(crate) fn redb_options(&self) -> RedbOptions {
         let config = &self.config;
         RedbOptions {
@@ -710,6 +789,7 @@ impl Assembled {
                     .app_version
                     .clone()
                     .unwrap_or_else(|| self.registry.default_version()),
+                replay_check: false,
                 clock: hooks.clock,
                 activity: hooks.activity,
                 injected: hooks.injected,
@@ -772,6 +852,20 @@ impl Runtime {
     /// ```
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// [`RuntimeBuilder::check_replay`] on the default builder: the data folder of
+    /// `RESTATE_DATA_DIR` (or `./data`), checked against every service this binary links.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::{ReplayOptions, Runtime};
+    /// let report = Runtime::check_replay(ReplayOptions::default().include_completed(true)).await?;
+    /// println!("{report}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_replay(options: ReplayOptions) -> Result<ReplayReport, ReplayCheckError> {
+        Self::builder().check_replay(options).await
     }
 
     /// Copies the store into the folder `dir` while the runtime keeps serving: a consistent

@@ -9,6 +9,9 @@
 //! curl localhost:8080/PaymentTracker/in_1/status
 //! ```
 //!
+//! `webhooks check-replay --data-dir <backup>` replays a backup's invocations against this
+//! build instead of serving (exit status 1 when one would break).
+//!
 //! Environment: `RESTATE_DATA_DIR`, `RESTATE_INGRESS_ADDR`, `RESTATE_ADMIN_ADDR` (as every app),
 //! `PAYMENT_REMINDER_DELAY` (default `1d`), `STRIPE_WEBHOOK_SECRET` (when set, signatures are
 //! required, and `RESTATE_WEBHOOK_ADDR` serves the endpoint to the internet; without it the
@@ -150,8 +153,9 @@ fn stripe_webhook(secret: Option<String>) -> Webhook {
     }
 }
 
+/// Serves; `webhooks check-replay --data-dir <backup>` checks a deploy instead.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     restate_runtime::init_tracing();
     let reminder_delay = match std::env::var("PAYMENT_REMINDER_DELAY") {
         Ok(v) => restate_runtime::parse_duration(&v)
@@ -166,18 +170,15 @@ async fn main() -> anyhow::Result<()> {
         signatures = secret.is_some(),
         "webhook processor starting"
     );
-    Runtime::builder()
+    let app = Runtime::builder()
         .data_dir("./data")
         .bind(PaymentTracker { reminder_delay })
         .webhook(
             "WebhookCallbackRouter",
             "onStripeEvent",
             stripe_webhook(secret),
-        )
-        .build()?
-        .serve()
-        .await?;
-    Ok(())
+        );
+    Ok(app.main().await)
 }
 
 #[cfg(test)]

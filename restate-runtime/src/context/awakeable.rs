@@ -25,6 +25,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, "awakeable");
                 false
             }
+            None if self.replay_ends() => false,
             None => self
                 .journal(index, JournalEntry::Awakeable { outcome: None }, Vec::new())
                 .is_some(),
@@ -61,6 +62,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("complete_awakeable `{id}`"));
                 return Ok(None);
             }
+            None if self.replay_ends() => return Ok(None),
             None => {}
         }
         let parsed: AwakeableId = id.parse().map_err(|e| {

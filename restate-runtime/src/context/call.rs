@@ -78,6 +78,9 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             }
         };
     }
+    if ctx.replay_ends() {
+        return CallPlan::Stopped;
+    }
     let target = parts.target.clone();
     if ctx.exclusive_on(&target) {
         let outcome = Outcome::failure(&TerminalError::new_with_code(
@@ -199,6 +202,9 @@ fn send_from_handler(
                 ctx.id()
             }
         };
+    }
+    if ctx.replay_ends() {
+        return ctx.id();
     }
     let target = parts.target.clone();
     let submitted = parts

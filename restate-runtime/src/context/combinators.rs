@@ -33,6 +33,7 @@ impl InvocationContext {
     /// The decision recorded at `index` among `branches` choices, checked.
     fn recorded_choice(&self, index: u32, branches: usize, what: &str) -> Recorded {
         match self.replayed(index) {
+            None if self.replay_ends() => Recorded::Mismatch,
             None => Recorded::Open,
             Some(JournalEntry::Select { winner }) if (winner as usize) < branches => {
                 Recorded::Winner(winner as usize)
@@ -194,6 +195,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("cancel {id}"));
                 return;
             }
+            None if self.replay_ends() => return,
             None => {
                 let entry = JournalEntry::CancelInvocation { invocation_id: id };
                 let request = self.engine.cancel_request_ops(id);
@@ -234,6 +236,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("output of {id}"));
                 None
             }
+            None if self.replay_ends() => None,
             None => match self.engine.output_for_handler(id) {
                 Err(e) => {
                     self.stop(Abort::Retry(format!("output lookup failed: {e}")));
@@ -299,6 +302,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("attach {id}"));
                 None
             }
+            None if self.replay_ends() => None,
             None => {
                 // Finished already (or unknown): the result is journaled at once. Otherwise the
                 // entry is recorded as a result waiter of `id`, whose completion completes it

@@ -26,6 +26,19 @@ pub(crate) enum Abort {
     /// a completion that raced the decision is not lost; `wake_at_ms` is when the earliest
     /// sleep the handler awaits is due (the suspended record's timer).
     Suspend { seen: u64, wake_at_ms: Option<u64> },
+    /// Under a replay check: the handler reached an operation the journal does not hold yet,
+    /// or a wait it has not seen complete; the code agrees with the journal up to here.
+    ReplayEnds,
+}
+
+/// A journal entry the handler's code does not match.
+#[derive(Debug, Clone)]
+pub(crate) struct Mismatch {
+    pub index: u32,
+    /// The entry's kind and what names it (`run` (name `charge`)).
+    pub journal: String,
+    /// What the code does there instead.
+    pub code: String,
 }
 
 /// The engine's side of a running handler. Handlers see it through the typed context wrappers.
@@ -45,6 +58,8 @@ pub struct InvocationContext {
     waits: Mutex<Waits>,
     /// Each patch marker's answer in this attempt, so one change is decided once.
     pub(super) patches: Mutex<Vec<(String, bool)>>,
+    /// The first journal entry the code did not match, for a replay check's report.
+    mismatch: std::sync::OnceLock<Box<Mismatch>>,
 }
 
 impl InvocationContext {
@@ -67,6 +82,7 @@ impl InvocationContext {
             rng: Mutex::new(None),
             waits: Mutex::new(Waits::default()),
             patches: Mutex::new(Vec::new()),
+            mismatch: std::sync::OnceLock::new(),
         }
     }
 
@@ -132,12 +148,31 @@ impl InvocationContext {
 
     /// Records a journal mismatch and stops the attempt.
     pub(crate) fn mismatch(&self, index: u32, recorded: &JournalEntry, actual: &str) {
+        let journal = format!("`{}` ({})", recorded.kind(), describe(recorded));
         self.stop(Abort::Pause(format!(
-            "non-determinism: journal entry {index} is `{}` ({}) but the handler now does `{actual}`; \
+            "non-determinism: journal entry {index} is {journal} but the handler now does `{actual}`; \
              the handler's code changed or depends on something not journaled",
-            recorded.kind(),
-            describe(recorded),
         )));
+        let _ = self.mismatch.set(Box::new(Mismatch {
+            index,
+            journal,
+            code: actual.to_owned(),
+        }));
+    }
+
+    /// The first journal entry the code did not match, if any.
+    pub(crate) fn mismatched(&self) -> Option<&Mismatch> {
+        self.mismatch.get().map(|m| &**m)
+    }
+
+    /// Under a replay check, the journal ends at this operation (it would act, or wait, now):
+    /// stops the attempt, and the operation must do nothing more. False outside a check.
+    pub(crate) fn replay_ends(&self) -> bool {
+        if !self.engine.config().replay_check {
+            return false;
+        }
+        self.stop(Abort::ReplayEnds);
+        true
     }
 
     /// Registers a pending wait (a sleep due at `wake_at_ms`, or an entry's completion) until
@@ -210,6 +245,9 @@ impl InvocationContext {
         entry: JournalEntry,
         extra: Vec<WriteOp>,
     ) -> Option<CommitWaiter> {
+        if self.engine.config().replay_check {
+            return None;
+        }
         if let Some(abort) = self.abort.lock().expect("abort lock").as_mut() {
             // A wait asked to suspend, yet the handler got past a wait (the other branch of a
             // `select` was already complete): suspending now would spend the wake-up of what it
@@ -234,7 +272,11 @@ impl InvocationContext {
     /// Calls being waited on are cancelled too.
     pub(crate) fn deliver_cancel(&self, index: u32, entry: impl FnOnce() -> JournalEntry) -> bool {
         let mut state = self.inflight.state();
-        if !state.record.cancel_requested || state.record.cancel_delivered || self.is_stopped() {
+        if !state.record.cancel_requested
+            || state.record.cancel_delivered
+            || self.is_stopped()
+            || self.engine.config().replay_check
+        {
             return false;
         }
         state.record.cancel_delivered = true;
@@ -277,6 +319,9 @@ impl InvocationContext {
             if let Some(value) = self.replayed(index).as_ref().and_then(&done) {
                 return value;
             }
+            if self.replay_ends() {
+                return std::future::pending().await;
+            }
             if let Some(current) = self.replayed(index)
                 && self.deliver_cancel(index, || with_outcome(current, cancelled_outcome()))
             {
@@ -311,6 +356,9 @@ impl InvocationContext {
     /// once it is known: for results that do not arrive by themselves (an attach; a duplicate
     /// call whose result goes to another caller; a call pending at a restart).
     pub(crate) fn forward_outcome(&self, index: u32, source: InvocationId, pending: JournalEntry) {
+        if self.replay_ends() {
+            return;
+        }
         {
             let mut forwarding = self.inflight.forwarding.lock().expect("forwarding lock");
             if forwarding.contains(&index) {

@@ -59,6 +59,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("promise `{name}`"));
                 false
             }
+            None if self.replay_ends() => false,
             None => self
                 .with_promise(name, Some(index), |outcome| {
                     // A waiter is recorded with its entry, so a completion after a restart
@@ -107,6 +108,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("peek_promise `{name}`"));
                 return Err(TerminalError::new("journal mismatch"));
             }
+            None if self.replay_ends() => return Err(TerminalError::new("replay check ends")),
             None => {
                 let outcome = self
                     .with_promise(name, None, |outcome| outcome)
@@ -139,6 +141,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("complete_promise `{name}`"));
                 return std::future::pending().await;
             }
+            None if self.replay_ends() => return std::future::pending().await,
             None => {
                 // Accepted: the engine commits this entry with the promise, in one batch.
                 let own = Completion {

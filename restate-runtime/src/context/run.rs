@@ -143,6 +143,9 @@ where
             }
         };
     }
+    if ctx.replay_ends() {
+        return std::future::pending().await;
+    }
     let cancelled = JournalEntry::Run {
         name: run.name.clone(),
         outcome: super::invocation::cancelled_outcome(),

@@ -61,6 +61,9 @@ impl InvocationContext {
                 if self.deliver_cancel(index, || cancelled) {
                     return Err(cancelled_error());
                 }
+                if self.replay_ends() {
+                    return std::future::pending().await;
+                }
                 tokio::select! {
                     _ = clock.sleep_until_ms(wake_at_ms.min(suspend_at)) => {
                         if wake_at_ms > suspend_at {

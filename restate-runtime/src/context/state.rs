@@ -24,6 +24,7 @@ impl InvocationContext {
         matches: impl FnOnce(&JournalEntry) -> bool,
     ) -> Result<Option<JournalEntry>, ()> {
         match self.replayed(index) {
+            None if self.replay_ends() => Err(()),
             None => Ok(None),
             Some(entry) if matches(&entry) => Ok(Some(entry)),
             Some(other) => {

@@ -90,6 +90,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         Abort::Pause(m) => Attempt::Pause(m),
                         Abort::Lost(m) => Attempt::Lost(m),
                         Abort::Suspend { seen, wake_at_ms } => Attempt::Suspend { seen, wake_at_ms },
+                        // Only a replay check's engine stops there, and it runs no attempts.
+                        Abort::ReplayEnds => Attempt::Shutdown,
                     },
                     _ = inflight.killed.notified() => Attempt::Killed,
                     _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
@@ -200,7 +202,7 @@ fn end_killed(engine: Engine, inflight: Arc<Inflight>) -> futures::future::BoxFu
     Box::pin(async move { engine.complete(&inflight, super::control::killed()).await })
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -15,6 +15,7 @@ mod memory;
 mod promises;
 mod recovery;
 mod reference;
+mod replay_check;
 mod suspend;
 pub(crate) mod tasks;
 mod timers;
@@ -199,6 +200,9 @@ pub(crate) struct EngineConfig {
     pub timer_window: Duration,
     /// Recorded on every invocation accepted here.
     pub app_version: String,
+    /// A replay check's engine: handlers replay their journals and stop where the journal
+    /// ends, writing nothing.
+    pub replay_check: bool,
     /// What "now" is: the wall clock, or a test's virtual clock.
     pub clock: Clock,
     /// Under a test runtime: counts what runs, to tell when nothing can.
@@ -325,33 +329,7 @@ impl Engine {
         registry: Registry,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
-        let secret = storage.secret();
-        let shared_store = storage.signals().is_some();
-        let recovery_concurrency = config.recovery_concurrency;
-        let config_activity = config.activity.clone();
-        let engine = Self(Arc::new(EngineInner {
-            storage,
-            registry,
-            config,
-            inflight: Mutex::new(HashMap::new()),
-            finishers: Mutex::new(HashMap::new()),
-            lanes: Mutex::new(HashMap::new()),
-            idle_lanes: Mutex::new(lanes::IdleLanes::default()),
-            seq: AtomicU64::new(0),
-            timers: timers::Timers::new(recovery_concurrency),
-            promise_waiters: promises::PromiseWaiters::default(),
-            awakeables: awakeables::CompletingAwakeables::default(),
-            result_sources: Mutex::default(),
-            metrics: crate::metrics::Metrics::default(),
-            shutdown: watch::channel(false).0,
-            secret,
-            held_input: Arc::default(),
-            reference: std::sync::OnceLock::new(),
-            active: std::sync::atomic::AtomicBool::new(false),
-            shared_store,
-            tasks: tasks::Tasks::current(config_activity),
-            drain: drain::Drain::default(),
-        }));
+        let engine = Self::new(storage, registry, config);
         let mut ownership = engine.storage.ownership();
         if *ownership.borrow_and_update() {
             engine.run_invocations()?;
@@ -373,6 +351,37 @@ impl Engine {
         engine.tasks.spawn(memory::trim_loop(engine.clone()));
         engine.tasks.spawn(watch_storage(engine.clone()));
         Ok(engine)
+    }
+
+    /// The engine alone: nothing recovered, nothing started (a replay check's).
+    pub(crate) fn new(storage: Arc<dyn Storage>, registry: Registry, config: EngineConfig) -> Self {
+        let secret = storage.secret();
+        let shared_store = storage.signals().is_some();
+        let recovery_concurrency = config.recovery_concurrency;
+        let config_activity = config.activity.clone();
+        Self(Arc::new(EngineInner {
+            storage,
+            registry,
+            config,
+            inflight: Mutex::new(HashMap::new()),
+            finishers: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
+            idle_lanes: Mutex::new(lanes::IdleLanes::default()),
+            seq: AtomicU64::new(0),
+            timers: timers::Timers::new(recovery_concurrency),
+            promise_waiters: promises::PromiseWaiters::default(),
+            awakeables: awakeables::CompletingAwakeables::default(),
+            result_sources: Mutex::default(),
+            metrics: crate::metrics::Metrics::default(),
+            shutdown: watch::channel(false).0,
+            secret,
+            held_input: Arc::default(),
+            reference: std::sync::OnceLock::new(),
+            active: std::sync::atomic::AtomicBool::new(false),
+            shared_store,
+            tasks: tasks::Tasks::current(config_activity),
+            drain: drain::Drain::default(),
+        }))
     }
 
     /// Once the store is this process's: resumes what it holds, starts timers, the purger and
@@ -1310,6 +1319,7 @@ mod tests {
             max_invocation_bytes: usize::MAX,
             timer_window: DEFAULT_TIMER_WINDOW,
             app_version: "test".into(),
+            replay_check: false,
             clock: Clock::System,
             activity: None,
             injected: None,

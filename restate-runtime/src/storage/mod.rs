@@ -41,7 +41,7 @@ pub use records::{
     HintHead, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
 };
 pub(crate) use redb_store::{
-    DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MIN_FREE_BYTES, holds_store,
 };
 pub use redb_store::{RedbOptions, RedbStorage};
 

@@ -1392,6 +1392,11 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
+/// Whether `dir` holds a redb store.
+pub(crate) fn holds_store(dir: &Path) -> bool {
+    dir.join(FILE_NAME).is_file()
+}
+
 #[cfg(test)]
 /// Where the store file of a data folder lives.
 pub(crate) fn store_file(dir: &Path) -> PathBuf {

@@ -1,0 +1,169 @@
+//! A binary's command line: without arguments it serves; `check-replay` replays a data folder
+//! against the binary's handlers and exits non-zero when an invocation would break. Commands
+//! open no port and log to standard error; their report goes to standard output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::replay::ReplayOptions;
+use crate::runtime::RuntimeBuilder;
+
+/// Exit status of a replay check that found invocations the code would break.
+const BREAKS: u8 = 1;
+/// Exit status of a command that could not run (bad arguments, no store).
+const FAILED: u8 = 2;
+
+const USAGE: &str = "\
+usage: <binary>                      serve (ingress and admin API)
+       <binary> check-replay [--data-dir <folder>] [--include-completed]
+            replay the invocations of a data folder (a backup) against this binary's
+            handlers; exit 1 when one would break, 2 when the check cannot run";
+
+/// What the arguments ask for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Serve,
+    Help,
+    CheckReplay {
+        data_dir: Option<PathBuf>,
+        include_completed: bool,
+    },
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let Some(command) = args.next() else {
+        return Ok(Command::Serve);
+    };
+    match command.as_str() {
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        "check-replay" => {
+            let (mut data_dir, mut include_completed) = (None, false);
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--data-dir" => {
+                        let dir = args.next().ok_or("--data-dir needs a folder")?;
+                        data_dir = Some(PathBuf::from(dir));
+                    }
+                    "--include-completed" => include_completed = true,
+                    other => return Err(format!("check-replay: unknown argument `{other}`")),
+                }
+            }
+            Ok(Command::CheckReplay {
+                data_dir,
+                include_completed,
+            })
+        }
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+/// Whether the process was started to run a command (not to serve).
+pub(crate) fn command_requested() -> bool {
+    !matches!(parse(std::env::args().skip(1)), Ok(Command::Serve))
+}
+
+impl RuntimeBuilder {
+    /// The body of a binary's `main`: without arguments it builds and serves this runtime
+    /// until SIGINT or SIGTERM; `check-replay [--data-dir <folder>] [--include-completed]`
+    /// replays the invocations stored in the folder (a backup; default `RESTATE_DATA_DIR`)
+    /// against this binary's handlers, prints what would break, and exits with 1 when
+    /// something would (2 when the check cannot run), so that it can gate a deploy. Commands
+    /// open no port, and with [`init_tracing`](crate::init_tracing) they log to standard
+    /// error.
+    ///
+    /// ```no_run
+    /// use restate_runtime::Runtime;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::process::ExitCode {
+    ///     restate_runtime::init_tracing();
+    ///     // `app` serves; `app check-replay --data-dir ./backup` checks a deploy.
+    ///     Runtime::builder().main().await
+    /// }
+    /// ```
+    pub async fn main(self) -> ExitCode {
+        let command = match parse(std::env::args().skip(1)) {
+            Ok(command) => command,
+            Err(e) => {
+                eprintln!("{e}\n{USAGE}");
+                return ExitCode::from(FAILED);
+            }
+        };
+        match command {
+            Command::Help => {
+                println!("{USAGE}");
+                ExitCode::SUCCESS
+            }
+            Command::Serve => {
+                let served = match self.build() {
+                    Ok(runtime) => runtime.serve().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match served {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the runtime stopped");
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Command::CheckReplay {
+                data_dir,
+                include_completed,
+            } => {
+                let builder = match data_dir {
+                    // The folder named here, whatever RESTATE_DATA_DIR says.
+                    Some(dir) => self.without_env().data_dir(dir),
+                    None => self,
+                };
+                let options = ReplayOptions::default().include_completed(include_completed);
+                match builder.check_replay(options).await {
+                    Ok(report) => {
+                        println!("{report}");
+                        match report.is_ok() {
+                            true => ExitCode::SUCCESS,
+                            false => ExitCode::from(BREAKS),
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("check-replay: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn arguments_name_a_command_or_serve() {
+        assert_eq!(parsed(&[]), Ok(Command::Serve));
+        assert_eq!(
+            parsed(&["check-replay", "--data-dir", "/b", "--include-completed"]),
+            Ok(Command::CheckReplay {
+                data_dir: Some("/b".into()),
+                include_completed: true
+            })
+        );
+        assert_eq!(
+            parsed(&["check-replay"]),
+            Ok(Command::CheckReplay {
+                data_dir: None,
+                include_completed: false
+            })
+        );
+        assert!(parsed(&["check-replay", "--data-dir"]).is_err());
+        assert!(parsed(&["check-replay", "--bogus"]).is_err());
+        assert!(parsed(&["serve-please"]).is_err());
+        assert_eq!(parsed(&["--help"]), Ok(Command::Help));
+    }
+}
