@@ -176,7 +176,18 @@ async fn a_backup_under_load_opens_consistent_and_finishes_what_it_holds_once() 
     })
     .await;
     let dir = restored.stop().await;
-    let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+    // The stopped runtime lets go of the folder once its last task has ended.
+    let start = std::time::Instant::now();
+    let store = loop {
+        match RedbStorage::open(dir.path(), &RedbOptions::default()) {
+            Err(restate_runtime::storage::OpenError::Locked { .. })
+                if start.elapsed() < Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            opened => break opened.unwrap(),
+        }
+    };
     let written = written(&store);
     let mut all: Vec<u64> = Vec::new();
     for (key, (state, journaled)) in written {

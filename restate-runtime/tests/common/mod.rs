@@ -39,12 +39,14 @@ impl TestServer {
         for _ in 0..5 {
             let ingress = free_addr();
             let admin = free_addr();
-            let builder = Runtime::builder()
-                .without_env()
-                .data_dir(dir.path())
-                .ingress_addr(ingress)
-                .admin_addr(admin);
-            let runtime = configure(builder).build().expect("runtime builds");
+            let builder = || {
+                Runtime::builder()
+                    .without_env()
+                    .data_dir(dir.path())
+                    .ingress_addr(ingress)
+                    .admin_addr(admin)
+            };
+            let runtime = build_when_unlocked(|| configure(builder())).await;
             let handle = runtime.handle();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let mut task = tokio::spawn(async move {
@@ -137,6 +139,22 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("invocation {id} never reached {status}: {last}");
+    }
+}
+
+/// Builds a runtime, waiting while the data folder is still held: a runtime stopped just now
+/// releases it once the last of its tasks has ended.
+async fn build_when_unlocked(builder: impl Fn() -> RuntimeBuilder) -> Runtime {
+    let start = std::time::Instant::now();
+    loop {
+        match builder().build() {
+            Err(restate_runtime::BuildError::Storage(
+                restate_runtime::storage::OpenError::Locked { .. },
+            )) if start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            built => return built.expect("runtime builds"),
+        }
     }
 }
 
