@@ -57,9 +57,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     }
 }
 
-/// Whether the process was started to run a command (not to serve).
+/// Whether the process was started to run a command (not to serve): arguments of the
+/// binary's own are not commands.
 pub(crate) fn command_requested() -> bool {
-    !matches!(parse(std::env::args().skip(1)), Ok(Command::Serve))
+    matches!(
+        parse(std::env::args().skip(1)),
+        Ok(Command::Help | Command::CheckReplay { .. })
+    )
 }
 
 impl RuntimeBuilder {

@@ -1,6 +1,60 @@
 //! Which invocations a listing shows: the filters of the admin API and the test runtime.
 
-use crate::storage::InvocationRecord;
+use crate::storage::{InvocationRecord, Status};
+
+/// What `?version=` names the invocations accepted before versions were recorded by.
+const UNKNOWN_VERSION: &str = "unknown";
+
+/// Why an invocation was paused, told by the error it was paused with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseReason {
+    /// Its journal and its handler's code disagree (a deploy changed the code).
+    NonDeterminism,
+    /// Its attempts failed as many times as its retry policy allows.
+    RetriesExhausted,
+    /// This binary does not serve its service or handler.
+    UnknownTarget,
+}
+
+impl PauseReason {
+    const ALL: [Self; 3] = [
+        Self::NonDeterminism,
+        Self::RetriesExhausted,
+        Self::UnknownTarget,
+    ];
+
+    /// The name the admin API shows and filters by.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::NonDeterminism => "non_determinism",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::UnknownTarget => "unknown_target",
+        }
+    }
+
+    /// The words its pause error starts with.
+    pub(crate) fn marker(self) -> &'static str {
+        match self {
+            Self::NonDeterminism => "non-determinism",
+            Self::RetriesExhausted => "retries exhausted",
+            Self::UnknownTarget => "not served by this binary",
+        }
+    }
+
+    /// Why `record` is paused (`other` for a reason of an older binary); `None` unless paused.
+    pub(crate) fn of(record: &InvocationRecord) -> Option<&'static str> {
+        if record.status != Status::Paused {
+            return None;
+        }
+        let error = record.last_error.as_deref().unwrap_or_default();
+        Some(
+            Self::ALL
+                .into_iter()
+                .find(|r| error.starts_with(r.marker()))
+                .map_or("other", Self::name),
+        )
+    }
+}
 
 /// Which invocations a listing shows ([`TestRuntime::invocations`](crate::testing::TestRuntime::invocations),
 /// the admin API's `GET /invocations`): all of them when empty.
@@ -19,6 +73,7 @@ pub struct InvocationFilter {
     key: Option<String>,
     status: Option<String>,
     version: Option<String>,
+    reason: Option<String>,
 }
 
 impl InvocationFilter {
@@ -63,7 +118,8 @@ impl InvocationFilter {
     }
 
     /// Only invocations accepted under this application version (see
-    /// [`RuntimeBuilder::app_version`](crate::RuntimeBuilder::app_version)).
+    /// [`RuntimeBuilder::app_version`](crate::RuntimeBuilder::app_version)); `unknown` for
+    /// those accepted by a binary that did not record versions.
     ///
     /// ```
     /// let f = restate_runtime::testing::InvocationFilter::default().version("1.4.0+9c1e07a2");
@@ -71,6 +127,23 @@ impl InvocationFilter {
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
         self
+    }
+
+    /// Only paused invocations paused for this reason: `non_determinism` (the code no longer
+    /// replays their journal, as after a bad deploy), `retries_exhausted`, `unknown_target`
+    /// (the binary does not serve their handler).
+    ///
+    /// ```
+    /// let f = restate_runtime::testing::InvocationFilter::default().reason("non_determinism");
+    /// ```
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Whether it filters on nothing (a listing of every invocation).
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 
     pub(crate) fn matches(&self, record: &InvocationRecord) -> bool {
@@ -85,9 +158,14 @@ impl InvocationFilter {
                 .status
                 .as_ref()
                 .is_none_or(|s| s == record.status.name())
+            && self.version.as_ref().is_none_or(|v| match &record.version {
+                Some(version) => version == v,
+                // Accepted by a binary that did not record versions.
+                None => v == UNKNOWN_VERSION,
+            })
             && self
-                .version
+                .reason
                 .as_ref()
-                .is_none_or(|v| record.version.as_ref() == Some(v))
+                .is_none_or(|r| PauseReason::of(record) == Some(r.as_str()))
     }
 }

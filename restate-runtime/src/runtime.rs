@@ -619,7 +619,7 @@ impl RuntimeBuilder {
         let storage = assembled.open_for_check()?;
         let config = &assembled.config;
         let engine = Engine::new(
-            storage.clone(),
+            Arc::new(crate::storage::ReadOnly(storage.clone())),
             assembled.registry.clone(),
             EngineConfig {
                 default_retention: config.default_retention,
@@ -741,7 +741,12 @@ impl Assembled {
             }
             .into());
         }
-        Ok(Arc::new(RedbStorage::open(dir, &self.redb_options())?))
+        // A check needs no room to write: it never waits for free disk space.
+        let options = RedbOptions {
+            min_free_bytes: 0,
+            ..self.redb_options()
+        };
+        Ok(Arc::new(RedbStorage::open(dir, &options)?))
     }
 
     pub(crate) fn redb_options(&self) -> RedbOptions {

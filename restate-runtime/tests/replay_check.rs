@@ -21,6 +21,8 @@ use serde_json::json;
 static CODE: AtomicU8 = AtomicU8::new(1);
 /// Step bodies executed.
 static STEPS: AtomicUsize = AtomicUsize::new(0);
+/// The tests change [`CODE`], so they take turns.
+static DEPLOYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Default)]
 pub struct Orders;
@@ -47,6 +49,31 @@ impl Orders {
     async fn quick(&self, ctx: ObjectContext<'_>) -> HandlerResult<String> {
         step(&ctx, "quick").await?;
         Ok(format!("v{}", CODE.load(SeqCst)))
+    }
+
+    /// Writes state and waits; from version 3 it writes another entry and returns at once.
+    #[handler]
+    async fn tally(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        if CODE.load(SeqCst) >= 3 {
+            ctx.set("total", 1);
+            return Ok(());
+        }
+        ctx.set("count", 1);
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    }
+
+    /// Two short sleeps joined (a join journals nothing when both succeed), then a wait; version 3
+    /// adds a step after the join.
+    #[handler]
+    async fn fan(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        let short = || ctx.sleep(Duration::from_millis(1));
+        ctx.all([short(), short()]).await?;
+        if CODE.load(SeqCst) >= 3 {
+            step(&ctx, "z").await?;
+        }
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
     }
 
     /// Sleeps shortly, then takes a step: in a backup taken during the nap, the step is where
@@ -91,6 +118,7 @@ fn journal_lengths(dir: &std::path::Path) -> Vec<(InvocationId, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_names_exactly_the_invocations_a_change_breaks_and_runs_nothing() {
+    let _turn = DEPLOYS.lock().await;
     CODE.store(1, SeqCst);
     let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
@@ -221,4 +249,43 @@ async fn the_check_names_exactly_the_invocations_a_change_breaks_and_runs_nothin
         .check_replay(ReplayOptions::default())
         .await;
     assert!(missing.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn divergences_right_before_a_return_or_after_a_join_are_named() {
+    let _turn = DEPLOYS.lock().await;
+    CODE.store(1, SeqCst);
+    let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
+    let send = |path: &str| reqwest::Client::new().post(server.url(path)).send();
+    let tally = accepted_id(send("/Orders/t/tally/send").await.unwrap()).await;
+    let fan = accepted_id(send("/Orders/f/fan/send").await.unwrap()).await;
+    server.wait_status(&tally, "suspended").await;
+    server.wait_status(&fan, "suspended").await;
+    let dir = server.stop().await;
+    let report = check(dir.path(), ReplayOptions::default()).await;
+    assert!(report.is_ok(), "{report}");
+
+    CODE.store(3, SeqCst);
+    let report = check(dir.path(), ReplayOptions::default()).await;
+    assert_eq!(report.problems.len(), 2, "{report}");
+    for problem in &report.problems {
+        let id = problem.invocation_id.to_string();
+        match &problem.problem {
+            // The write of another entry is seen though the handler returns right after it.
+            Problem::Diverges { index: 0, code, .. } if id == tally => {
+                assert_eq!(code, "set_state");
+            }
+            // The join journaled nothing; the check goes on past it.
+            Problem::Diverges {
+                index: 3,
+                journal,
+                code,
+            } if id == fan => {
+                assert!(journal.starts_with("`sleep`"), "{journal}");
+                assert_eq!(code, "run (name `z`)");
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
 }

@@ -36,6 +36,7 @@ pub(super) async fn backup(
         Err(e) => {
             let code = match &e {
                 BackupError::Unsupported(_) => 501,
+                BackupError::BadPath(_) => 400,
                 BackupError::NotEmpty(_) => 409,
                 BackupError::Failed { .. } => 500,
             };

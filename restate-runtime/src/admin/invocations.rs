@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
 use crate::engine::{ControlError, Engine};
-use crate::filter::InvocationFilter;
+use crate::filter::{InvocationFilter, PauseReason};
 use crate::ids::InvocationId;
 use crate::ingress::{ApiError, parse_invocation_id};
 use crate::storage::{InvocationRecord, JournalEntry, Outcome, Status};
@@ -139,6 +139,7 @@ fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
         "created_at": rfc3339(record.created_at_ms),
         "modified_at": rfc3339(record.modified_at_ms),
         "version": record.version,
+        "paused_reason": PauseReason::of(record),
     })
 }
 
@@ -180,31 +181,132 @@ fn control_error(e: ControlError) -> Response {
     .into_response()
 }
 
-/// `PATCH /invocations/{id}/cancel|kill|purge|resume`.
+/// What `PATCH /invocations/{id}/{action}` and the bulk form do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Cancel,
+    Kill,
+    Purge,
+    Resume,
+    /// Restart as new, from the start or after the first `from` journal entries.
+    Restart {
+        from: Option<u32>,
+    },
+}
+
+impl Action {
+    fn parse(action: &str, from: Option<u32>) -> Result<Self, ApiError> {
+        Ok(match action {
+            "cancel" => Self::Cancel,
+            "kill" => Self::Kill,
+            "purge" => Self::Purge,
+            "resume" => Self::Resume,
+            "restart" => Self::Restart { from },
+            other => {
+                return Err(ApiError::ingress(
+                    404,
+                    format!("unknown action '{other}': use cancel, kill, purge, resume or restart"),
+                ));
+            }
+        })
+    }
+
+    /// Applies it to `id`: the new invocation's id for a restart.
+    async fn apply(
+        self,
+        engine: &Engine,
+        id: InvocationId,
+    ) -> Result<Option<InvocationId>, ControlError> {
+        match self {
+            Self::Cancel => engine.cancel(id).await.map(|()| None),
+            Self::Kill => engine.kill(id).await.map(|()| None),
+            Self::Purge => engine.purge(id).await.map(|()| None),
+            Self::Resume => engine.resume_invocation(id).await.map(|()| None),
+            Self::Restart { from } => engine.restart_as_new(id, from).await.map(Some),
+        }
+    }
+}
+
+/// The query of a control request: where a restart starts (`?from=<journal entries kept>`).
+#[derive(serde::Deserialize)]
+pub(super) struct ControlQuery {
+    from: Option<u32>,
+}
+
+/// `PATCH /invocations/{id}/cancel|kill|purge|resume|restart[?from=<n>]`.
 pub(super) async fn control(
     State(engine): State<Engine>,
     Path((id, action)): Path<(String, String)>,
+    Query(query): Query<ControlQuery>,
 ) -> Response {
-    let id = match parse_invocation_id(&id) {
-        Ok(id) => id,
+    let (id, action) = match parse_invocation_id(&id)
+        .and_then(|id| Ok((id, Action::parse(&action, query.from)?)))
+    {
+        Ok(parsed) => parsed,
         Err(e) => return e.into_response(),
     };
-    let (result, status) = match action.as_str() {
+    match action.apply(&engine, id).await {
+        Ok(Some(new)) => axum::Json(json!({ "invocationId": new.to_string() })).into_response(),
         // Cancellation is delivered at the handler's next await point: accepted, not done.
-        "cancel" => (engine.cancel(id).await, StatusCode::ACCEPTED),
-        "kill" => (engine.kill(id).await, StatusCode::OK),
-        "purge" => (engine.purge(id).await, StatusCode::OK),
-        "resume" => (engine.resume_invocation(id).await, StatusCode::OK),
-        other => {
-            return ApiError::ingress(
-                404,
-                format!("unknown action '{other}': use cancel, kill, purge or resume"),
-            )
-            .into_response();
+        Ok(None) if action == Action::Cancel => {
+            (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
         }
-    };
-    match result {
-        Ok(()) => (status, axum::Json(json!({}))).into_response(),
+        Ok(None) => axum::Json(json!({})).into_response(),
         Err(e) => control_error(e),
     }
+}
+
+/// The query of a bulk control request: the action, and for a restart where it starts.
+#[derive(serde::Deserialize)]
+pub(super) struct BulkQuery {
+    action: String,
+    from: Option<u32>,
+}
+
+/// `PATCH /invocations?action=cancel|kill|purge|resume|restart&<filters>`: the action on
+/// every invocation the filters of `GET /invocations` match (at least one filter), one after
+/// the other; what each did.
+pub(super) async fn bulk(
+    State(engine): State<Engine>,
+    Query(query): Query<BulkQuery>,
+    Query(filter): Query<InvocationFilter>,
+) -> Response {
+    let action = match Action::parse(&query.action, query.from) {
+        Ok(action) => action,
+        Err(e) => return e.into_response(),
+    };
+    if filter.is_empty() {
+        return ApiError::ingress(
+            400,
+            "a bulk action needs at least one filter (status, reason, version, service, \
+             handler or key): one over every invocation is refused",
+        )
+        .into_response();
+    }
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        match engine.list(|r| filter.matches(r), after, 1000) {
+            Ok((page, next)) => {
+                ids.extend(page.into_iter().map(|(id, _)| id));
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        match action.apply(&engine, id).await {
+            Ok(new) => done.push(json!({
+                "id": id.to_string(),
+                "invocationId": new.map(|n| n.to_string()),
+            })),
+            Err(e) => failed.push(json!({ "id": id.to_string(), "error": e.to_string() })),
+        }
+    }
+    axum::Json(json!({ "done": done, "failed": failed })).into_response()
 }

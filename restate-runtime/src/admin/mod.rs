@@ -46,7 +46,10 @@ pub(crate) fn router(
         )
         .route("/services", get(services::services))
         .route("/services/{name}", get(services::service))
-        .route("/invocations", get(invocations::list))
+        .route(
+            "/invocations",
+            get(invocations::list).patch(invocations::bulk),
+        )
         .route("/invocations/{id}", get(invocations::invocation))
         .route("/invocations/{id}/{action}", patch(invocations::control))
         .route("/metrics", get(metrics))

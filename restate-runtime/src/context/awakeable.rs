@@ -62,7 +62,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("complete_awakeable `{id}`"));
                 return Ok(None);
             }
-            None if self.replay_ends() => return Ok(None),
+            None if self.replay_ends() || self.halted() => return Ok(None),
             None => {}
         }
         let parsed: AwakeableId = id.parse().map_err(|e| {
@@ -109,11 +109,16 @@ impl InvocationContext {
         id: &str,
         outcome: Result<Outcome, TerminalError>,
     ) -> Result<(), TerminalError> {
-        if let Some(submission) = self.submit_awakeable_completion(id, outcome)?
-            && let Err(e) = submission.finish().await
-        {
-            self.stop(Abort::Retry(format!("awakeable write failed: {e}")));
-            return std::future::pending().await;
+        match self.submit_awakeable_completion(id, outcome)? {
+            Some(submission) => {
+                if let Err(e) = submission.finish().await {
+                    self.stop(Abort::Retry(format!("awakeable write failed: {e}")));
+                    return std::future::pending().await;
+                }
+            }
+            // Stopped (a mismatch, a check's end): the handler goes no further.
+            None if self.halted() => return std::future::pending().await,
+            None => {}
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ impl InvocationContext {
     /// The decision recorded at `index` among `branches` choices, checked.
     fn recorded_choice(&self, index: u32, branches: usize, what: &str) -> Recorded {
         match self.replayed(index) {
-            None if self.replay_ends() => Recorded::Mismatch,
+            None if self.replay_ends_at(index) => Recorded::Mismatch,
             None => Recorded::Open,
             Some(JournalEntry::Select { winner }) if (winner as usize) < branches => {
                 Recorded::Winner(winner as usize)
@@ -205,6 +205,9 @@ impl InvocationContext {
                 }
             }
         };
+        if self.engine.config().replay_check {
+            return; // delivering it again would write to the target
+        }
         let engine = self.engine.clone();
         self.engine.tasks().spawn(async move {
             if let Some(Err(e)) = futures::future::OptionFuture::from(durable).await {

@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, Inflight};
+use crate::filter::PauseReason;
 use crate::ids::InvocationId;
 use crate::storage::{CommitWaiter, JournalEntry, Outcome, WriteOp};
 
@@ -150,8 +151,9 @@ impl InvocationContext {
     pub(crate) fn mismatch(&self, index: u32, recorded: &JournalEntry, actual: &str) {
         let journal = format!("`{}` ({})", recorded.kind(), describe(recorded));
         self.stop(Abort::Pause(format!(
-            "non-determinism: journal entry {index} is {journal} but the handler now does `{actual}`; \
+            "{}: journal entry {index} is {journal} but the handler now does `{actual}`; \
              the handler's code changed or depends on something not journaled",
+            PauseReason::NonDeterminism.marker(),
         )));
         let _ = self.mismatch.set(Box::new(Mismatch {
             index,
@@ -173,6 +175,38 @@ impl InvocationContext {
         }
         self.stop(Abort::ReplayEnds);
         true
+    }
+
+    /// [`Self::replay_ends`] for a position that may stay empty in a journal that goes on (a
+    /// combinator's decision, journaled only when there was one to make): the check ends
+    /// only when the journal holds nothing from `index` on.
+    pub(crate) fn replay_ends_at(&self, index: u32) -> bool {
+        let later = self
+            .inflight
+            .state()
+            .journal
+            .last_index()
+            .is_some_and(|last| last >= index);
+        !later && self.replay_ends()
+    }
+
+    /// How the attempt was stopped, if it was.
+    pub(crate) fn stopped_with(&self) -> Option<Abort> {
+        self.abort.lock().expect("abort lock").clone()
+    }
+
+    /// Whether the attempt is stopped, for an operation about to write that does not go
+    /// through [`Self::journal`]: as there, a stop that asked to suspend makes the engine run
+    /// the attempt again instead, since the handler got past a wait.
+    pub(crate) fn halted(&self) -> bool {
+        match self.abort.lock().expect("abort lock").as_mut() {
+            Some(Abort::Suspend { seen, .. }) => {
+                *seen = u64::MAX;
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Registers a pending wait (a sleep due at `wake_at_ms`, or an entry's completion) until
@@ -344,6 +378,8 @@ impl InvocationContext {
                 Ok(()) => return,
                 Err(e) => Abort::Lost(e.to_string()),
             },
+            // Under a replay check nothing is journaled: the check ends where a write would be.
+            None if self.engine.config().replay_check => Abort::ReplayEnds,
             None => Abort::Retry("attempt already stopped".into()),
         };
         self.stop(failure);

@@ -26,6 +26,9 @@ impl InvocationContext {
             if !fresh && !marked {
                 break false;
             }
+            if fresh && self.replay_ends() {
+                break true; // a replay check ends where the journal does
+            }
             if !self.take_index_if_next(index) {
                 continue; // another operation took the position first: look again
             }

@@ -141,7 +141,7 @@ impl InvocationContext {
                 self.mismatch(index, &other, &format!("complete_promise `{name}`"));
                 return std::future::pending().await;
             }
-            None if self.replay_ends() => return std::future::pending().await,
+            None if self.replay_ends() || self.halted() => return std::future::pending().await,
             None => {
                 // Accepted: the engine commits this entry with the promise, in one batch.
                 let own = Completion {

@@ -11,6 +11,7 @@ use super::{Engine, Inflight};
 use crate::context::InvocationContext;
 use crate::context::invocation::Abort;
 use crate::error::TerminalError;
+use crate::filter::PauseReason;
 use crate::registry::OnMaxAttempts;
 use crate::storage::Outcome;
 
@@ -51,8 +52,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 // The binary no longer serves this target (a handler was removed or renamed):
                 // kept, paused, for a binary that serves it again (then resumed) or a kill.
                 let reason = format!(
-                    "{e}: this binary does not serve the invocation's target; deploy one that \
-                     does and resume it, or kill it"
+                    "{}: {e}; deploy a binary that serves it and resume it, or kill it",
+                    PauseReason::UnknownTarget.marker()
                 );
                 return pause(&engine, &inflight, reason).await;
             }
@@ -125,7 +126,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     let attempts = failures + 1;
                     return match options.on_max_attempts {
                         OnMaxAttempts::Pause => {
-                            let reason = format!("retries exhausted after {attempts} attempts: {reason}");
+                            let reason = format!(
+                                "{} after {attempts} attempts: {reason}",
+                                PauseReason::RetriesExhausted.marker()
+                            );
                             pause(&engine, &inflight, reason).await
                         }
                         OnMaxAttempts::Kill => {

@@ -16,6 +16,7 @@ mod promises;
 mod recovery;
 mod reference;
 mod replay_check;
+mod restart;
 mod suspend;
 pub(crate) mod tasks;
 mod timers;
@@ -1444,7 +1445,7 @@ mod tests {
         assert_eq!(record.status, Status::Paused);
         let error = record.last_error.unwrap();
         assert!(
-            error.contains("'Gone' not found") && error.contains("does not serve"),
+            error.starts_with("not served by this binary") && error.contains("'Gone' not found"),
             "{error}"
         );
     }

@@ -74,7 +74,15 @@ impl Engine {
                 }));
             }
         };
-        let journal: Journal = self.storage.journal(&id)?.into_iter().collect();
+        let journal: Journal = match self.storage.journal(&id) {
+            Ok(entries) => entries.into_iter().collect(),
+            Err(e @ StorageError::Decode(_)) => {
+                return Ok(Some(Problem::Fails {
+                    message: format!("its journal cannot be read: {e}"),
+                }));
+            }
+            Err(e) => return Err(e),
+        };
         let Some(last_index) = journal.last_index() else {
             // Nothing journaled yet: whatever the code does now is its first attempt.
             return Ok(None);
@@ -92,6 +100,10 @@ impl Engine {
                 Err(panic) => Some(Problem::Fails {
                     message: format!("handler panicked: {}", super::execute::panic_message(&panic)),
                 }),
+                // Stopped, and then returned before the stop was seen.
+                Ok(_) if ctx.mismatched().is_some() || ctx.stopped_with().is_some() => {
+                    stopped(&ctx, ctx.stopped_with().unwrap_or(Abort::ReplayEnds))
+                }
                 Ok(result) => {
                     let next = ctx.peek_index();
                     let unreached = (next..=last_index)
@@ -112,17 +124,7 @@ impl Engine {
                     }
                 }
             },
-            abort = ctx.aborted() => match (ctx.mismatched(), abort) {
-                (Some(m), _) => Some(Problem::Diverges {
-                    index: m.index,
-                    journal: m.journal.clone(),
-                    code: m.code.clone(),
-                }),
-                (None, Abort::ReplayEnds | Abort::Suspend { .. }) => None,
-                (None, Abort::Retry(message) | Abort::Pause(message) | Abort::Lost(message)) => {
-                    Some(Problem::Fails { message })
-                }
-            },
+            abort = ctx.aborted() => stopped(&ctx, abort),
             _ = tokio::time::sleep(STUCK_AFTER) => Some(Problem::Stuck {
                 seconds: STUCK_AFTER.as_secs(),
             }),
@@ -130,6 +132,21 @@ impl Engine {
         drop(ctx);
         self.drop_finisher_if_idle(&id);
         Ok(problem)
+    }
+}
+
+/// The problem an attempt stopped with `abort` shows: none where the journal ended.
+fn stopped(ctx: &InvocationContext, abort: Abort) -> Option<Problem> {
+    match (ctx.mismatched(), abort) {
+        (Some(m), _) => Some(Problem::Diverges {
+            index: m.index,
+            journal: m.journal.clone(),
+            code: m.code.clone(),
+        }),
+        (None, Abort::ReplayEnds | Abort::Suspend { .. }) => None,
+        (None, Abort::Retry(message) | Abort::Pause(message) | Abort::Lost(message)) => {
+            Some(Problem::Fails { message })
+        }
     }
 }
 

@@ -20,6 +20,9 @@ pub enum BackupError {
     /// the backups).
     #[error("{0}")]
     Unsupported(String),
+    /// The path cannot be a backup folder (empty, or a file).
+    #[error("{0}")]
+    BadPath(String),
     /// The folder holds files already: a backup never overwrites anything.
     #[error("backup folder {0} is not empty: a backup goes into a new or empty folder")]
     NotEmpty(String),
@@ -54,6 +57,14 @@ pub struct BackupReport {
 /// Creates `dir` (with its parents), or checks that it is an empty folder.
 pub(crate) fn prepare_folder(dir: &Path) -> Result<(), BackupError> {
     let shown = dir.display().to_string();
+    if shown.is_empty() {
+        return Err(BackupError::BadPath("the backup path is empty".into()));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(BackupError::BadPath(format!(
+            "{shown} exists and is not a folder"
+        )));
+    }
     let failed = |e: std::io::Error| BackupError::Failed {
         path: shown.clone(),
         reason: e.to_string(),

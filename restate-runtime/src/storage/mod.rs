@@ -20,6 +20,7 @@ mod log;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod read_only;
 pub(crate) mod records;
 mod redb_store;
 mod space;
@@ -37,6 +38,7 @@ pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, Inbox
 pub(crate) use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStorage};
+pub(crate) use read_only::ReadOnly;
 pub use records::{
     HintHead, InvocationRecord, JournalEntry, Outcome, Status, Target, UnfinishedHint,
 };

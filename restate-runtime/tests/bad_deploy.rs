@@ -1,0 +1,177 @@
+//! After a bad deploy: invocations paused by non-determinism are listed together
+//! (`?reason=non_determinism`), restarted as new in bulk (from the start, or after a journal
+//! prefix whose steps do not run again), or killed in bulk; a bulk action needs a filter.
+
+mod common;
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use common::{TestServer, accepted_id, wait_until};
+use restate_runtime::RuntimeBuilder;
+use restate_runtime::prelude::*;
+use serde_json::Value;
+
+/// The deployed code: 2 adds a step before the wait, without a patch marker.
+static CODE: AtomicU8 = AtomicU8::new(1);
+/// Times the first step's body ran.
+static FIRST_STEPS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Default)]
+pub struct Jobs;
+
+#[object]
+impl Jobs {
+    #[handler]
+    async fn work(&self, ctx: ObjectContext<'_>) -> HandlerResult<Vec<String>> {
+        let mut steps = vec![
+            ctx.run(|| async {
+                FIRST_STEPS.fetch_add(1, SeqCst);
+                Ok("a".to_owned())
+            })
+            .name("a")
+            .await?,
+        ];
+        if CODE.load(SeqCst) == 2 {
+            steps.push(ctx.run(|| async { Ok("b".to_owned()) }).name("b").await?);
+        }
+        ctx.sleep(Duration::from_millis(400)).await?;
+        steps.push(ctx.run(|| async { Ok("c".to_owned()) }).name("c").await?);
+        Ok(steps)
+    }
+
+    #[handler]
+    async fn idle(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    }
+}
+
+async fn admin(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.admin))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn listed(server: &TestServer, query: &str) -> Vec<Value> {
+    let (_, page) = admin(
+        server,
+        reqwest::Method::GET,
+        &format!("/invocations?{query}"),
+    )
+    .await;
+    page["invocations"].as_array().unwrap().clone()
+}
+
+async fn output(server: &TestServer, id: &str) -> Value {
+    let (status, body) = server.attach(id).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
+    CODE.store(1, SeqCst);
+    let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
+    let send = |path: &str| reqwest::Client::new().post(server.url(path)).send();
+    let mut old = Vec::new();
+    for key in ["k1", "k2", "k3"] {
+        let id = accepted_id(send(&format!("/Jobs/{key}/work/send")).await.unwrap()).await;
+        server.wait_status(&id, "suspended").await;
+        old.push(id);
+    }
+    let idle = accepted_id(send("/Jobs/i/idle/send").await.unwrap()).await;
+    server.wait_status(&idle, "suspended").await;
+
+    // The bad deploy: the step added before the wait breaks the three as they wake.
+    CODE.store(2, SeqCst);
+    wait_until(Duration::from_secs(30), || async {
+        listed(&server, "status=paused&reason=non_determinism")
+            .await
+            .len()
+            == 3
+    })
+    .await;
+    for view in listed(&server, "reason=non_determinism").await {
+        assert_eq!(view["paused_reason"], "non_determinism");
+        assert!(old.contains(&view["id"].as_str().unwrap().to_owned()));
+    }
+    assert!(listed(&server, "reason=retries_exhausted").await.is_empty());
+
+    // A bulk action names its invocations; one over everything is refused.
+    let (status, _) = admin(&server, reqwest::Method::PATCH, "/invocations?action=kill").await;
+    assert_eq!(status, 400);
+    let (status, _) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        "/invocations?action=explode&status=paused",
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // One restarted after its first step: the step's result is kept, its body does not run.
+    let (status, refused) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{}/restart?from=5", old[0]),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    let ran = FIRST_STEPS.load(SeqCst);
+    let (status, restarted) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{}/restart?from=1", old[0]),
+    )
+    .await;
+    assert_eq!(status, 200, "{restarted}");
+    let copy = restarted["invocationId"].as_str().unwrap().to_owned();
+    assert_ne!(copy, old[0]);
+    assert_eq!(
+        output(&server, &copy).await,
+        serde_json::json!(["a", "b", "c"])
+    );
+    assert_eq!(FIRST_STEPS.load(SeqCst), ran);
+    assert_eq!(server.inspect(&old[0]).await["status"], "completed");
+
+    // The other two, in bulk, from the start.
+    let (status, bulk) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        "/invocations?action=restart&status=paused&reason=non_determinism",
+    )
+    .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert!(bulk["failed"].as_array().unwrap().is_empty(), "{bulk}");
+    let done = bulk["done"].as_array().unwrap();
+    assert_eq!(done.len(), 2, "{bulk}");
+    for restarted in done {
+        let id = restarted["invocationId"].as_str().unwrap();
+        assert_eq!(
+            output(&server, id).await,
+            serde_json::json!(["a", "b", "c"])
+        );
+        let old_id = restarted["id"].as_str().unwrap();
+        let (status, killed) = server.attach(old_id).await;
+        assert_eq!(status, 409, "{killed}");
+    }
+    assert_eq!(FIRST_STEPS.load(SeqCst), ran + 2);
+    assert!(listed(&server, "status=paused").await.is_empty());
+
+    // Kill in bulk, by any filter.
+    let (status, bulk) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        "/invocations?action=kill&status=suspended&handler=idle",
+    )
+    .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(bulk["done"].as_array().unwrap().len(), 1, "{bulk}");
+    server.wait_status(&idle, "completed").await;
+    drop(server.stop().await);
+}
