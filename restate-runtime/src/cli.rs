@@ -15,9 +15,10 @@ const FAILED: u8 = 2;
 
 const USAGE: &str = "\
 usage: <binary>                      serve (ingress and admin API)
-       <binary> check-replay [--data-dir <folder>] [--include-completed]
-            replay the invocations of a data folder (a backup) against this binary's
-            handlers; exit 1 when one would break, 2 when the check cannot run";
+       <binary> check-replay [--data-dir <folder> | --database-url <url>] [--include-completed]
+            replay the invocations of a data folder (a backup) or of a PostgreSQL database
+            (read only) against this binary's handlers; exit 1 when one would break, 2 when
+            the check cannot run";
 
 /// What the arguments ask for.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,9 +26,16 @@ enum Command {
     Serve,
     Help,
     CheckReplay {
-        data_dir: Option<PathBuf>,
+        store: Option<Store>,
         include_completed: bool,
     },
+}
+
+/// The store a command reads, named on its command line.
+#[derive(Debug, PartialEq, Eq)]
+enum Store {
+    DataDir(PathBuf),
+    DatabaseUrl(String),
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
@@ -37,19 +45,32 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     match command.as_str() {
         "help" | "--help" | "-h" => Ok(Command::Help),
         "check-replay" => {
-            let (mut data_dir, mut include_completed) = (None, false);
+            let (mut store, mut include_completed) = (None, false);
             while let Some(arg) = args.next() {
-                match arg.as_str() {
+                let named = match arg.as_str() {
                     "--data-dir" => {
                         let dir = args.next().ok_or("--data-dir needs a folder")?;
-                        data_dir = Some(PathBuf::from(dir));
+                        Store::DataDir(PathBuf::from(dir))
                     }
-                    "--include-completed" => include_completed = true,
+                    "--database-url" => {
+                        let url = args.next().ok_or("--database-url needs a URL")?;
+                        Store::DatabaseUrl(url)
+                    }
+                    "--include-completed" => {
+                        include_completed = true;
+                        continue;
+                    }
                     other => return Err(format!("check-replay: unknown argument `{other}`")),
+                };
+                if store.replace(named).is_some() {
+                    return Err(
+                        "check-replay reads one store: give --data-dir or --database-url once"
+                            .into(),
+                    );
                 }
             }
             Ok(Command::CheckReplay {
-                data_dir,
+                store,
                 include_completed,
             })
         }
@@ -113,12 +134,13 @@ impl RuntimeBuilder {
                 }
             }
             Command::CheckReplay {
-                data_dir,
+                store,
                 include_completed,
             } => {
-                let builder = match data_dir {
-                    // The folder named here, whatever RESTATE_DATA_DIR says.
-                    Some(dir) => self.without_env().data_dir(dir),
+                let builder = match store {
+                    // The store named here, whatever RESTATE_DATA_DIR or RESTATE_DATABASE_URL say.
+                    Some(Store::DataDir(dir)) => self.without_env().data_dir(dir),
+                    Some(Store::DatabaseUrl(url)) => self.without_env().database_url(url),
                     None => self,
                 };
                 let options = ReplayOptions::default().include_completed(include_completed);
@@ -154,17 +176,25 @@ mod tests {
         assert_eq!(
             parsed(&["check-replay", "--data-dir", "/b", "--include-completed"]),
             Ok(Command::CheckReplay {
-                data_dir: Some("/b".into()),
+                store: Some(Store::DataDir("/b".into())),
                 include_completed: true
+            })
+        );
+        assert_eq!(
+            parsed(&["check-replay", "--database-url", "postgres://h/db"]),
+            Ok(Command::CheckReplay {
+                store: Some(Store::DatabaseUrl("postgres://h/db".into())),
+                include_completed: false
             })
         );
         assert_eq!(
             parsed(&["check-replay"]),
             Ok(Command::CheckReplay {
-                data_dir: None,
+                store: None,
                 include_completed: false
             })
         );
+        assert!(parsed(&["check-replay", "--data-dir", "/a", "--database-url", "u"]).is_err());
         assert!(parsed(&["check-replay", "--data-dir"]).is_err());
         assert!(parsed(&["check-replay", "--bogus"]).is_err());
         assert!(parsed(&["serve-please"]).is_err());

@@ -141,6 +141,29 @@ impl InvocationFilter {
         self
     }
 
+    /// Refuses a status or pause reason no invocation can have (a typo would list nothing).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        const STATUSES: [&str; 5] = ["scheduled", "running", "suspended", "paused", "completed"];
+        if let Some(status) = self.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+            return Err(format!(
+                "unknown status '{status}': use one of {}",
+                STATUSES.join(", ")
+            ));
+        }
+        let reasons: Vec<&str> = PauseReason::ALL
+            .iter()
+            .map(|r| r.name())
+            .chain(["other"])
+            .collect();
+        if let Some(reason) = self.reason.as_deref().filter(|r| !reasons.contains(r)) {
+            return Err(format!(
+                "unknown reason '{reason}': use one of {}",
+                reasons.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether it filters on nothing (a listing of every invocation).
     pub(crate) fn is_empty(&self) -> bool {
         *self == Self::default()

@@ -593,7 +593,8 @@ impl RuntimeBuilder {
     }
 
     /// Replays the journals of the invocations in this builder's data folder (a backup, or the
-    /// folder of a stopped process) against the handlers of this binary, without running any
+    /// folder of a stopped process) or database (read through read-only sessions, with no
+    /// migration and no lease, while it serves) against the handlers of this binary, without running any
     /// step, sending anything or writing an invocation: the report names each invocation that
     /// this code would break, with the journal entry where it diverges. Opens no port. Run it
     /// in CI against a backup of production before a deploy.
@@ -673,13 +674,19 @@ impl RuntimeBuilder {
     }
 }
 
+/// Opens the database of `url`; `read_only` for a replay check on a live database.
 #[cfg(feature = "postgres")]
-fn open_database(url: &str, config: &Config) -> Result<Arc<dyn Storage>, OpenError> {
+fn open_database(
+    url: &str,
+    config: &Config,
+    read_only: bool,
+) -> Result<Arc<dyn Storage>, OpenError> {
     let options = crate::storage::PostgresOptions {
         partitions: config.partitions,
         max_queued_bytes: config.writer_queue_bytes,
         max_group_bytes: config.commit_group_bytes,
         lease_ttl: config.lease_ttl,
+        read_only,
         ..Default::default()
     };
     Ok(Arc::new(crate::storage::PostgresStorage::open(
@@ -688,7 +695,11 @@ fn open_database(url: &str, config: &Config) -> Result<Arc<dyn Storage>, OpenErr
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open_database(_url: &str, _config: &Config) -> Result<Arc<dyn Storage>, OpenError> {
+fn open_database(
+    _url: &str,
+    _config: &Config,
+    _read_only: bool,
+) -> Result<Arc<dyn Storage>, OpenError> {
     Err(OpenError::Incompatible {
         path: "RESTATE_DATABASE_URL".into(),
         reason: "this binary was built without the `postgres` feature of restate-runtime".into(),
@@ -710,7 +721,7 @@ impl Assembled {
     /// The configured store: the database when a URL is set, else the data folder.
     fn open_storage(&self) -> Result<Arc<dyn Storage>, OpenError> {
         match &self.config.database_url {
-            Some(url) => open_database(url, &self.config),
+            Some(url) => open_database(url, &self.config, false),
             None => Ok(Arc::new(RedbStorage::open(
                 &self.config.data_dir,
                 &self.redb_options(),
@@ -718,17 +729,12 @@ impl Assembled {
         }
     }
 
-    /// The data folder for a replay check: it must hold a store already (a mistyped path
-    /// must not check an empty new one and pass).
+    /// The store for a replay check: a database opened for reading only (no migration, no
+    /// lease, read-only sessions), or a data folder that holds a store already (a mistyped
+    /// path must not check an empty new one and pass).
     fn open_for_check(&self) -> Result<Arc<dyn Storage>, BuildError> {
-        if self.config.database_url.is_some() {
-            return Err(OpenError::Incompatible {
-                path: "RESTATE_DATABASE_URL".into(),
-                reason: "the replay check reads a redb data folder (a backup: `POST /backup`); \
-                         it does not read a PostgreSQL database yet"
-                    .into(),
-            }
-            .into());
+        if let Some(url) = &self.config.database_url {
+            return Ok(open_database(url, &self.config, true)?);
         }
         let dir = &self.config.data_dir;
         if !crate::storage::holds_store(dir) {

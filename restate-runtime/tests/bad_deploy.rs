@@ -112,7 +112,18 @@ async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
         "/invocations?action=explode&status=paused",
     )
     .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 400);
+    let (status, _) = admin(&server, reqwest::Method::GET, "/invocations?reason=typo").await;
+    assert_eq!(status, 400);
+    // A delayed one has not started: nothing to restart.
+    let delayed = accepted_id(send("/Jobs/d/idle/send?delay=1h").await.unwrap()).await;
+    let (status, _) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{delayed}/restart"),
+    )
+    .await;
+    assert_eq!(status, 409);
 
     // One restarted after its first step: the step's result is kept, its body does not run.
     let (status, refused) = admin(
@@ -138,6 +149,15 @@ async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
     );
     assert_eq!(FIRST_STEPS.load(SeqCst), ran);
     assert_eq!(server.inspect(&old[0]).await["status"], "completed");
+    // Restarted again (a retried request): the same copy, not a second one.
+    let (status, again) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{}/restart", old[0]),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["invocationId"], copy.as_str());
 
     // The other two, in bulk, from the start.
     let (status, bulk) = admin(

@@ -95,13 +95,27 @@ async fn step(ctx: &ObjectContext<'_>, name: &str) -> Result<(), TerminalError> 
     .await
 }
 
+/// The check of the folder `dir`; a runtime stopped just now lets go of it once its last task
+/// has ended.
 async fn check(dir: &std::path::Path, options: ReplayOptions) -> restate_runtime::ReplayReport {
-    restate_runtime::Runtime::builder()
-        .without_env()
-        .data_dir(dir)
-        .check_replay(options)
-        .await
-        .unwrap()
+    let start = std::time::Instant::now();
+    loop {
+        let checked = restate_runtime::Runtime::builder()
+            .without_env()
+            .data_dir(dir)
+            .check_replay(options.clone())
+            .await;
+        match checked {
+            Err(restate_runtime::ReplayCheckError::Build(
+                restate_runtime::BuildError::Storage(restate_runtime::storage::OpenError::Locked {
+                    ..
+                }),
+            )) if start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            checked => return checked.unwrap(),
+        }
+    }
 }
 
 fn journal_lengths(dir: &std::path::Path) -> Vec<(InvocationId, usize)> {

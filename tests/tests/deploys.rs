@@ -184,3 +184,60 @@ async fn a_deploy_checked_against_a_backup_keeps_every_invocation_on_its_own_ver
     );
     drop(v2);
 }
+
+/// On PostgreSQL the check reads the live database through read-only sessions while version
+/// 1 keeps running on it: it names the same invocations, and the running process keeps its
+/// lease and finishes its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_check_reads_the_live_database_without_disturbing_it() {
+    use restate_runtime::testing::PostgresCluster;
+    let Some(cluster) = PostgresCluster::for_tests() else {
+        return;
+    };
+    let url = cluster.fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ORDERS_WAIT", "3s".to_owned()),
+        ("RESTATE_SUSPEND_AFTER", "100ms".to_owned()),
+        ("RESTATE_DATABASE_URL", url.clone()),
+    ];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let v1 = App::start(&example_bin("orders-v1"), &dir.path().join("data"), &env).await;
+    let waiting = [
+        send(&client, &v1, "/Orders/o1/checkout/send").await,
+        send(&client, &v1, "/Shipping/s1/ship/send").await,
+    ];
+    for id in &waiting {
+        poll(Duration::from_secs(30), || async {
+            status(&client, &v1, id).await["status"] == "suspended"
+        })
+        .await;
+    }
+    let check = |bin: &str| {
+        let out = Command::new(example_bin(bin))
+            .args(["check-replay", "--database-url", &url])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the check runs");
+        (
+            out.status.code().expect("exited"),
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    };
+    let (code, report) = check("orders-v2-unpatched");
+    assert_eq!(code, 1, "{report}");
+    let named: Vec<&str> = report.lines().filter(|l| l.starts_with("inv_")).collect();
+    assert_eq!(named.len(), 2, "{report}");
+    let (code, report) = check("orders-v2");
+    assert_eq!(code, 0, "{report}");
+    // Version 1 ran on undisturbed: its invocations finish on its logic.
+    assert_eq!(output(&client, &v1, &waiting[0]).await, ["charge", "email"]);
+    assert_eq!(
+        output(&client, &v1, &waiting[1]).await,
+        ["pack", "booked s1", "label"]
+    );
+    drop(v1);
+}

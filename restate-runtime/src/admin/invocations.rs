@@ -160,6 +160,9 @@ pub(super) async fn list(
         Ok(after) => after,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = filter.check() {
+        return ApiError::ingress(400, e).into_response();
+    }
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let matches = |r: &InvocationRecord| filter.matches(r);
     match engine.list(matches, after, limit) {
@@ -273,8 +276,12 @@ pub(super) async fn bulk(
 ) -> Response {
     let action = match Action::parse(&query.action, query.from) {
         Ok(action) => action,
-        Err(e) => return e.into_response(),
+        // Not a missing resource, as in the path form: a bad parameter.
+        Err(e) => return ApiError::ingress(400, e.message).into_response(),
     };
+    if let Err(e) = filter.check() {
+        return ApiError::ingress(400, e).into_response();
+    }
     if filter.is_empty() {
         return ApiError::ingress(
             400,
@@ -288,7 +295,7 @@ pub(super) async fn bulk(
     loop {
         match engine.list(|r| filter.matches(r), after, 1000) {
             Ok((page, next)) => {
-                ids.extend(page.into_iter().map(|(id, _)| id));
+                ids.extend(page.into_iter().map(|(id, r)| (r.seq, id)));
                 match next {
                     Some(next) => after = Some(next),
                     None => break,
@@ -297,9 +304,11 @@ pub(super) async fn bulk(
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
+    // In arrival order: restarted copies of one key queue in the order the originals did.
+    ids.sort_unstable();
     let mut done = Vec::new();
     let mut failed = Vec::new();
-    for id in ids {
+    for (_, id) in ids {
         match action.apply(&engine, id).await {
             Ok(new) => done.push(json!({
                 "id": id.to_string(),

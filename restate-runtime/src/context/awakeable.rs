@@ -117,7 +117,7 @@ impl InvocationContext {
                 }
             }
             // Stopped (a mismatch, a check's end): the handler goes no further.
-            None if self.halted() => return std::future::pending().await,
+            None if self.is_stopped() => return std::future::pending().await,
             None => {}
         }
         Ok(())

@@ -257,7 +257,7 @@ impl InvocationContext {
         }
     }
 
-    fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.abort.lock().expect("abort lock").is_some()
     }
 

@@ -1,18 +1,36 @@
 //! Restart as new (Restate's `restart-as-new`): a new invocation of an old one's target, with
 //! its input and headers, from the start or after a prefix of its journal whose results it
-//! keeps. An unfinished old one is killed first, so that its key is free and it cannot run
-//! next to its copy; whoever waits on it gets the kill.
+//! keeps. It applies to a finished, paused or suspended invocation; an unfinished one is killed
+//! once its copy exists (whoever waits on it gets the kill). The copy's idempotency key names
+//! the original, so restarting one invocation twice gives the same copy.
 
 use super::control::ControlError;
-use super::{Engine, EngineError, InvokeRequest, Submission};
+use super::{Engine, InvokeRequest, Submission};
 use crate::ids::InvocationId;
 use crate::registry::HandlerKind;
 use crate::storage::{JournalEntry, Status, WriteOp};
 
 impl Engine {
     /// Starts a new invocation like `id`, after the first `from` entries of its journal
-    /// (copied, so their steps do not run again), or from the start; returns its id.
+    /// (copied, so their steps do not run again), or from the start; returns its id. Runs to
+    /// its end in a task of its own, whatever happens to the request that asked for it.
     pub(crate) async fn restart_as_new(
+        &self,
+        id: InvocationId,
+        from: Option<u32>,
+    ) -> Result<InvocationId, ControlError> {
+        let (engine, (tx, rx)) = (self.clone(), tokio::sync::oneshot::channel());
+        self.tasks().spawn(async move {
+            let _ = tx.send(engine.restart_here(id, from).await);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(ControlError::Conflict(
+                "the restart was interrupted by a shutdown".into(),
+            ))
+        })
+    }
+
+    async fn restart_here(
         &self,
         id: InvocationId,
         from: Option<u32>,
@@ -32,29 +50,43 @@ impl Engine {
                 "{id} is a workflow's run, one per key: purge it, then run the workflow again"
             )));
         }
+        let finished = match record.status {
+            Status::Completed { .. } => true,
+            Status::Paused | Status::Suspended { .. } => false,
+            Status::Runnable | Status::Scheduled { .. } => {
+                return Err(ControlError::Conflict(format!(
+                    "{id} is {}: restart a finished, paused or suspended invocation (kill this \
+                     one first, or wait for it)",
+                    record.status.name()
+                )));
+            }
+        };
         let prefix = match from {
             None => Vec::new(),
             Some(n) => journal_prefix(journal, n)?,
         };
-        if !matches!(record.status, Status::Completed { .. }) {
-            match self.kill(id).await {
-                // Finished meanwhile: nothing to stop.
-                Ok(()) | Err(ControlError::Conflict(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
         let request = InvokeRequest {
             target: record.target,
             input: record.input.into(),
             headers: record.headers,
-            idempotency_key: None,
+            idempotency_key: Some(format!("restart-of:{id}")),
             delay: None,
         };
-        let submitted = self.submit_from_outside(request)?;
-        let Submission::Running { inflight, .. } = submitted.submission else {
+        // Across processes, what waits in the inbox for this key comes first: not now.
+        if self.behind_inbox(&id)? || self.request_behind_inbox(&request)? {
             return Err(ControlError::Conflict(format!(
-                "a new invocation of {id} was not created"
+                "messages for {id} or its key wait in the inbox: retry once they are applied"
             )));
+        }
+        let submitted = self.submit_from_outside(request)?;
+        let Submission::Running {
+            inflight,
+            new: true,
+            ..
+        } = submitted.submission
+        else {
+            // Restarted before: the same copy.
+            return Ok(submitted.id);
         };
         let committed = {
             let mut state = inflight.state();
@@ -65,25 +97,33 @@ impl Engine {
             }
             inflight.submit_with_record(self.storage.as_ref(), &mut state, ops)
         };
-        committed.await.map_err(EngineError::from)?;
+        committed.await.map_err(super::EngineError::from)?;
+        // The copy exists (queued behind the original on its key): now the original ends.
+        if !finished {
+            match self.kill(id).await {
+                Ok(()) | Err(ControlError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.spawn(inflight);
         Ok(submitted.id)
     }
 }
 
-/// The journal's first `n` entries, each with its result: an entry still waiting (a call, an
+/// The journal's entries before `n`, each with its result: an entry still waiting (a call, an
 /// attach, an awakeable, a promise) cannot be copied, since what completes it completes the
-/// old invocation's entry.
+/// old invocation's entry. Positions may be empty (a join journals nothing when all succeed).
 fn journal_prefix(
     journal: Vec<(u32, JournalEntry)>,
     n: u32,
 ) -> Result<Vec<(u32, JournalEntry)>, ControlError> {
-    let prefix: Vec<_> = journal.into_iter().filter(|(i, _)| *i < n).collect();
-    if let Some(missing) = (0..n).find(|i| prefix.get(*i as usize).is_none_or(|(at, _)| at != i)) {
+    let next = journal.last().map_or(0, |(last, _)| last + 1);
+    if n > next {
         return Err(ControlError::Conflict(format!(
-            "the journal has no entry {missing}: restart from at most {missing}"
+            "the journal has {next} positions: restart from at most {next}"
         )));
     }
+    let prefix: Vec<_> = journal.into_iter().filter(|(i, _)| *i < n).collect();
     for (index, entry) in &prefix {
         let waiting = matches!(
             entry,

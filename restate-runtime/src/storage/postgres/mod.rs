@@ -76,6 +76,9 @@ pub struct PostgresOptions {
     /// [`Storage::forward`]) and takes the lease over in the background as soon as it can,
     /// which [`Storage::ownership`] tells.
     pub owner_wait: Option<Duration>,
+    /// Opens for reading only (a replay check on a live database): no migration, no lease,
+    /// every session in read-only transactions; writes and forwards are refused.
+    pub read_only: bool,
 }
 
 impl Default for PostgresOptions {
@@ -87,6 +90,7 @@ impl Default for PostgresOptions {
             max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
             lease_ttl: Duration::from_secs(10),
             owner_wait: None,
+            read_only: false,
         }
     }
 }
@@ -152,6 +156,7 @@ impl PostgresStorage {
             let (config, shared) = (config.clone(), shared.clone());
             let (partitions, patience, ttl) =
                 (options.partitions, options.owner_wait, options.lease_ttl);
+            let read_only = options.read_only;
             async move {
                 let (mut client, connection) =
                     config.connect(NoTls).await.map_err(|e| pg_error(&e))?;
@@ -182,6 +187,14 @@ impl PostgresStorage {
                     .map_err(|e| pg_error(&e))?;
                 // PostgreSQL 14 and later only.
                 let _ = client.batch_execute("SET idle_session_timeout = 0").await;
+                if read_only {
+                    client
+                        .batch_execute("SET default_transaction_read_only = on")
+                        .await
+                        .map_err(|e| pg_error(&e))?;
+                    let deployment = schema::read(&client).await;
+                    return Ok((client, deployment, None));
+                }
                 let deployment = match schema::prepare(&mut client, partitions).await {
                     Ok(deployment) => deployment,
                     Err(e) => return Ok((client, Err(e), None)),
@@ -204,16 +217,23 @@ impl PostgresStorage {
             }
             e => unreachable(e.to_string()),
         })?;
-        if lease.is_none() && options.owner_wait.is_some() {
+        if lease.is_none() && options.owner_wait.is_some() && !options.read_only {
             return Err(OpenError::Locked { path: place });
         }
         let (signals, inbox_tx) = Signals::channels();
-        runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
+        if !options.read_only {
+            runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
+        }
         // Forwarded messages are acknowledged once written: durable, whatever the defaults.
+        // A reader's sessions cannot write at all.
         let mut pooled = config;
+        let session = match options.read_only {
+            false => "-c synchronous_commit=on",
+            true => "-c default_transaction_read_only=on",
+        };
         let options_sql = match pooled.get_options() {
-            Some(own) => format!("{own} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_owned(),
+            Some(own) => format!("{own} {session}"),
+            None => session.to_owned(),
         };
         pooled.options(&options_sql);
         let manager = Manager::from_config(
@@ -231,6 +251,23 @@ impl PostgresStorage {
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
         let (outgoing, forwards) = mpsc::unbounded_channel();
+        if options.read_only {
+            // No writer: its session ends here, and nothing is ever submitted.
+            shared.closed.store(true, Ordering::SeqCst);
+            drop(client);
+            return Ok(Self {
+                runtime,
+                reads,
+                owner: watch::channel(false).1,
+                signals,
+                outgoing,
+                queue: Mutex::new(None),
+                shared,
+                partitions: deployment.partitions,
+                secret: deployment.secret,
+                max_queued_bytes: options.max_queued_bytes,
+            });
+        }
         runtime.spawn(forwarder::run(reads.clone(), forwards));
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();

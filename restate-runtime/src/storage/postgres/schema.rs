@@ -59,10 +59,7 @@ pub(crate) async fn prepare(
     migrated?;
     unlocked?;
 
-    let needs = meta_int(client, "oldest_binary_schema").await?;
-    if needs > SCHEMA_VERSION {
-        return Err(SchemaError::TooNew { needs });
-    }
+    check_version(client).await?;
     let secret: [u8; 32] = rand::random();
     client
         .execute(
@@ -71,6 +68,22 @@ pub(crate) async fn prepare(
             &[&(partitions.max(1) as i32), &secret.as_slice()],
         )
         .await?;
+    read(client).await
+}
+
+/// Refuses a schema that needs a newer binary.
+async fn check_version(client: &Client) -> Result<(), SchemaError> {
+    let needs = meta_int(client, "oldest_binary_schema").await?;
+    if needs > SCHEMA_VERSION {
+        return Err(SchemaError::TooNew { needs });
+    }
+    Ok(())
+}
+
+/// The deployment's facts, read without changing anything (a replay check's open): the
+/// schema must be one this binary runs on.
+pub(crate) async fn read(client: &Client) -> Result<Deployment, SchemaError> {
+    check_version(client).await?;
     let partitions = meta_int(client, "partitions").await?;
     let secret = meta(client, "secret")
         .await?

@@ -704,3 +704,39 @@ async fn standbys_forwarding_the_same_invocations_at_once_write_each_once() {
         .count();
     assert_eq!(new, ids.len(), "each invocation new exactly once");
 }
+
+#[tokio::test]
+async fn a_reader_reads_beside_the_owner_and_writes_nothing() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let reader_options = PostgresOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    // A database no process has set up is not one to read.
+    assert!(PostgresStorage::open(&url, &reader_options).is_err());
+    let owner = open(&url, 8).unwrap();
+    let id = InvocationId::random(3);
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    owner
+        .submit(vec![
+            WriteOp::put_new_invocation(id, &record),
+            set("n", b"1"),
+        ])
+        .await
+        .unwrap();
+    let reader = PostgresStorage::open(&url, &reader_options).unwrap();
+    assert_eq!(reader.invocation(&id).unwrap(), Some(record));
+    assert_eq!(reader.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+    assert_eq!((reader.secret(), reader.partitions()), (owner.secret(), 8));
+    assert!(!*reader.ownership().borrow());
+    assert!(reader.submit(vec![set("n", b"2")]).await.is_err());
+    // The owner kept its lease and its writes; the reader's refused write changed nothing.
+    owner.submit(vec![set("m", b"3")]).await.unwrap();
+    assert_eq!(reader.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(reader.state(&scope(), "m").unwrap(), Some(b"3".to_vec()));
+    reader.close();
+    owner.close();
+}
