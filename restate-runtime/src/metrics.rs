@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +24,27 @@ pub(crate) struct VersionLabel {
     pub version: String,
 }
 
+/// A registered handler, by the names it is served under.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HandlerLabel {
+    pub service: &'static str,
+    pub handler: &'static str,
+}
+
+/// A registered handler and how an invocation of it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HandlerResultLabel {
+    pub service: &'static str,
+    pub handler: &'static str,
+    pub result: &'static str,
+}
+
+/// Latency buckets from 1 ms to about 9 hours (doubling), for invocations that answer at
+/// once and those that wait on a timer.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
 /// Which HTTP listener a connection or request came to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabel {
@@ -36,7 +58,6 @@ pub(crate) struct ReasonLabel {
 }
 
 /// Counters bumped by the engine and the listeners.
-#[derive(Default)]
 pub(crate) struct Metrics {
     /// Open connections, by listener.
     pub connections_open: Family<ListenerLabel, Gauge>,
@@ -59,6 +80,38 @@ pub(crate) struct Metrics {
     pub paused: Counter,
     /// Unfinished invocations found at start that wait on disk to be restored.
     pub recovery_pending: Gauge,
+    /// Per handler: attempts started, invocations completed by result, retries, pauses.
+    pub handler_started: Family<HandlerLabel, Counter>,
+    pub handler_completed: Family<HandlerResultLabel, Counter>,
+    pub handler_retries: Family<HandlerLabel, Counter>,
+    pub handler_paused: Family<HandlerLabel, Counter>,
+    /// Per handler: seconds from an invocation's acceptance to its completion.
+    pub handler_duration: Family<HandlerLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            connections_open: Family::default(),
+            connections_refused: Family::default(),
+            requests_in_flight: Family::default(),
+            requests_refused: Family::default(),
+            header_timeouts: Family::default(),
+            rejected: Family::default(),
+            started: Counter::default(),
+            accepted: Counter::default(),
+            completed: Family::default(),
+            retries: Counter::default(),
+            suspensions: Counter::default(),
+            paused: Counter::default(),
+            recovery_pending: Gauge::default(),
+            handler_started: Family::default(),
+            handler_completed: Family::default(),
+            handler_retries: Family::default(),
+            handler_paused: Family::default(),
+            handler_duration: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 /// Values read at scrape time.
@@ -110,6 +163,32 @@ impl Metrics {
             "invocations_completed",
             "Invocations completed, by result",
             self.completed.clone(),
+        );
+        registry.register(
+            "handler_invocations_started",
+            "Invocations started (or queued on their key), by service and handler",
+            self.handler_started.clone(),
+        );
+        registry.register(
+            "handler_invocations_completed",
+            "Invocations completed, by service, handler and result (success or failure)",
+            self.handler_completed.clone(),
+        );
+        registry.register(
+            "handler_retries",
+            "Failed attempts retried, by service and handler",
+            self.handler_retries.clone(),
+        );
+        registry.register(
+            "handler_invocations_paused",
+            "Invocations paused (retries exhausted, non-determinism, handler not served), by \
+             service and handler",
+            self.handler_paused.clone(),
+        );
+        registry.register(
+            "handler_invocation_duration_seconds",
+            "Seconds from an invocation's acceptance to its completion, by service and handler",
+            self.handler_duration.clone(),
         );
         registry.register(
             "invocation_retries",

@@ -109,6 +109,9 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 Attempt::Retry(reason) if policy.allows_another(failures + 1) => {
                     failures += 1;
                     engine.metrics.retries.inc();
+                    if let Some(label) = engine.handler_label(&target) {
+                        engine.metrics.handler_retries.get_or_create(&label).inc();
+                    }
                     let delay = policy.delay_for(failures);
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
                     inflight.state().record.last_error = Some(reason);

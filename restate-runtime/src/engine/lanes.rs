@@ -86,6 +86,9 @@ impl Engine {
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
         self.metrics.started.inc();
+        if let Some(label) = self.handler_label(&inflight.state().record.target) {
+            self.metrics.handler_started.get_or_create(&label).inc();
+        }
         inflight.engage(&self.held_input);
         if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");

@@ -433,6 +433,16 @@ impl Engine {
         self.shutdown.subscribe()
     }
 
+    /// The metric labels of the handler a target names (`None` for one not served here).
+    pub(crate) fn handler_label(&self, target: &Target) -> Option<crate::metrics::HandlerLabel> {
+        self.resolve(target)
+            .ok()
+            .map(|(service, handler)| crate::metrics::HandlerLabel {
+                service: service.definition.name,
+                handler: handler.name,
+            })
+    }
+
     /// Finds the service and handler a target names.
     pub(crate) fn resolve(
         &self,
@@ -999,7 +1009,22 @@ impl Engine {
             .get_or_create(&crate::metrics::ResultLabel { result })
             .inc();
         let retention = {
-            let target = &inflight.state().record.target;
+            let state = inflight.state();
+            let target = &state.record.target;
+            if let Some(label) = self.handler_label(target) {
+                let seconds = self.now_ms().saturating_sub(state.record.created_at_ms) as f64 / 1e3;
+                self.metrics
+                    .handler_duration
+                    .get_or_create(&label)
+                    .observe(seconds);
+                let (service, handler) = (label.service, label.handler);
+                let label = crate::metrics::HandlerResultLabel {
+                    service,
+                    handler,
+                    result,
+                };
+                self.metrics.handler_completed.get_or_create(&label).inc();
+            }
             let retention = self
                 .resolve(target)
                 .ok()
@@ -1105,6 +1130,9 @@ impl Engine {
     pub(crate) async fn pause(&self, inflight: &Arc<Inflight>, reason: String) {
         tracing::error!(invocation = %inflight.id, %reason, "invocation paused");
         self.metrics.paused.inc();
+        if let Some(label) = self.handler_label(&inflight.state().record.target) {
+            self.metrics.handler_paused.get_or_create(&label).inc();
+        }
         let waiter = {
             let mut state = inflight.state();
             state.record.status = Status::Paused;

@@ -1,0 +1,125 @@
+//! Per-handler metrics on `/metrics`, read by a Prometheus text parser: invocations started,
+//! completed by result, retried and paused, labelled with the registered service and handler
+//! names, and a latency histogram whose buckets add up.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+use common::TestServer;
+use prometheus_parse::{Scrape, Value};
+use restate_runtime::prelude::*;
+use serde_json::json;
+
+static FLAKY_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Default)]
+pub struct Shop;
+
+#[service]
+impl Shop {
+    #[handler]
+    async fn buy(&self, _ctx: Context<'_>, item: String) -> HandlerResult<String> {
+        Ok(item)
+    }
+
+    #[handler(name = "refundOrder")]
+    async fn refund(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Err(TerminalError::new_with_code(400, "nothing to refund").into())
+    }
+
+    /// Fails its first attempt, then succeeds.
+    #[handler]
+    async fn flaky(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        if FLAKY_ATTEMPTS.fetch_add(1, SeqCst) == 0 {
+            return Err(anyhow::anyhow!("first attempt fails").into());
+        }
+        Ok(())
+    }
+}
+
+fn sample<'a>(scrape: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<&'a Value> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| &s.value)
+}
+
+fn counter(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    match sample(scrape, metric, labels) {
+        Some(Value::Counter(v) | Value::Untyped(v) | Value::Gauge(v)) => *v,
+        other => panic!("{metric} {labels:?}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_are_counted_and_timed_under_their_registered_names() {
+    let server = TestServer::start().await;
+    for item in ["a", "b"] {
+        let r = server.post("/Shop/buy", json!(item)).await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = reqwest::Client::new()
+        .post(server.url("/Shop/refundOrder"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = reqwest::Client::new()
+        .post(server.url("/Shop/flaky"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let text = reqwest::get(format!("{}/metrics", server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let shop = |handler| [("service", "Shop"), ("handler", handler)];
+    let done = "restate_handler_invocations_completed_total";
+    let with_result = |handler, result| {
+        [
+            ("service", "Shop"),
+            ("handler", handler),
+            ("result", result),
+        ]
+    };
+    assert_eq!(counter(&scrape, done, &with_result("buy", "success")), 2.0);
+    assert_eq!(
+        counter(&scrape, done, &with_result("refundOrder", "failure")),
+        1.0
+    );
+    assert_eq!(
+        counter(&scrape, done, &with_result("flaky", "success")),
+        1.0
+    );
+    assert!(sample(&scrape, done, &with_result("buy", "failure")).is_none());
+    let started = "restate_handler_invocations_started_total";
+    assert_eq!(counter(&scrape, started, &shop("buy")), 2.0);
+    assert_eq!(
+        counter(&scrape, "restate_handler_retries_total", &shop("flaky")),
+        1.0
+    );
+    assert!(sample(&scrape, "restate_handler_retries_total", &shop("buy")).is_none());
+
+    let latency = "restate_handler_invocation_duration_seconds";
+    let Some(Value::Histogram(buckets)) = sample(&scrape, latency, &shop("buy")) else {
+        panic!("no histogram for Shop/buy in {text}");
+    };
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(
+        buckets
+            .windows(2)
+            .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+        "{buckets:?}"
+    );
+    let all = buckets.last().unwrap();
+    assert!(all.less_than.is_infinite());
+    assert_eq!(all.count, 2.0);
+    drop(server.stop().await);
+}
