@@ -16,6 +16,8 @@ use serde_json::Value;
 static CODE: AtomicU8 = AtomicU8::new(1);
 /// Times the first step's body ran.
 static FIRST_STEPS: AtomicUsize = AtomicUsize::new(0);
+/// The tests change [`CODE`], so they take turns.
+static DEPLOYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Default)]
 pub struct Jobs;
@@ -37,7 +39,19 @@ impl Jobs {
         }
         ctx.sleep(Duration::from_millis(400)).await?;
         steps.push(ctx.run(|| async { Ok("c".to_owned()) }).name("c").await?);
+        let mut log: Vec<String> = ctx.get("log").await?.unwrap_or_default();
+        log.push("work".into());
+        ctx.set("log", log);
         Ok(steps)
+    }
+
+    /// Appends `label` to the key's log.
+    #[handler]
+    async fn mark(&self, ctx: ObjectContext<'_>, label: String) -> HandlerResult<Vec<String>> {
+        let mut log: Vec<String> = ctx.get("log").await?.unwrap_or_default();
+        log.push(label);
+        ctx.set("log", log.clone());
+        Ok(log)
     }
 
     #[handler]
@@ -75,6 +89,7 @@ async fn output(server: &TestServer, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
+    let _turn = DEPLOYS.lock().await;
     CODE.store(1, SeqCst);
     let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
@@ -193,5 +208,55 @@ async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
     assert_eq!(status, 200, "{bulk}");
     assert_eq!(bulk["done"].as_array().unwrap().len(), 1, "{bulk}");
     server.wait_status(&idle, "completed").await;
+    drop(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_copy_takes_the_originals_place_on_its_key() {
+    let _turn = DEPLOYS.lock().await;
+    CODE.store(1, SeqCst);
+    let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
+    let original = accepted_id(
+        reqwest::Client::new()
+            .post(server.url("/Jobs/q/work/send"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    server.wait_status(&original, "suspended").await;
+    CODE.store(2, SeqCst);
+    server.wait_status(&original, "paused").await;
+    // Queued behind the paused original, which holds the key.
+    let behind = accepted_id(
+        server
+            .post("/Jobs/q/mark/send", serde_json::json!("after"))
+            .await,
+    )
+    .await;
+    let (status, restarted) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{original}/restart"),
+    )
+    .await;
+    assert_eq!(status, 200, "{restarted}");
+    let copy = restarted["invocationId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        output(&server, &copy).await,
+        serde_json::json!(["a", "b", "c"])
+    );
+    // The copy ran before what waited behind the original.
+    assert_eq!(
+        output(&server, &behind).await,
+        serde_json::json!(["work", "after"])
+    );
+    let copy_view = server.inspect(&copy).await;
+    let behind_view = server.inspect(&behind).await;
+    assert!(
+        copy_view["completed_at"].as_str() <= behind_view["completed_at"].as_str(),
+        "{copy_view} {behind_view}"
+    );
     drop(server.stop().await);
 }

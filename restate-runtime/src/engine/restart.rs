@@ -1,8 +1,10 @@
 //! Restart as new (Restate's `restart-as-new`): a new invocation of an old one's target, with
 //! its input and headers, from the start or after a prefix of its journal whose results it
 //! keeps. It applies to a finished, paused or suspended invocation; an unfinished one is killed
-//! once its copy exists (whoever waits on it gets the kill). The copy's idempotency key names
-//! the original, so restarting one invocation twice gives the same copy.
+//! once its copy exists (whoever waits on it gets the kill), and on an object or workflow key
+//! the copy takes its place: next on the key, with its arrival number (also after a restart).
+//! The copy's idempotency key names the original, so restarting one invocation twice gives the
+//! same copy.
 
 use super::control::ControlError;
 use super::{Engine, InvokeRequest, Submission};
@@ -42,6 +44,7 @@ impl Engine {
             ));
         }
         let (record, journal) = self.inspect(&id)?.ok_or(ControlError::NotFound(id))?;
+        let (arrival, scope) = (record.seq, self.exclusive_scope_of(&record.target));
         let (_, handler) = self
             .resolve(&record.target)
             .map_err(|e| ControlError::Conflict(format!("cannot restart {id}: {e}")))?;
@@ -88,8 +91,25 @@ impl Engine {
             // Restarted before: the same copy.
             return Ok(submitted.id);
         };
+        // An unfinished original holds its key: the copy goes first in line there.
+        let takes_place = match &scope {
+            Some(scope) if !finished => {
+                let mut lanes = self.lanes.lock().expect("lanes");
+                match lanes.get_mut(scope) {
+                    Some(lane) if lane.running == Some(id) => {
+                        lane.stored.push_front(submitted.id);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
         let committed = {
             let mut state = inflight.state();
+            if takes_place {
+                state.record.seq = arrival;
+            }
             let mut ops = Vec::with_capacity(prefix.len());
             for (index, entry) in prefix {
                 ops.push(WriteOp::put_journal(submitted.id, index, &entry));
@@ -98,14 +118,16 @@ impl Engine {
             inflight.submit_with_record(self.storage.as_ref(), &mut state, ops)
         };
         committed.await.map_err(super::EngineError::from)?;
-        // The copy exists (queued behind the original on its key): now the original ends.
+        // The copy exists: now the original ends, and its key passes to the copy.
         if !finished {
             match self.kill(id).await {
                 Ok(()) | Err(ControlError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        self.spawn(inflight);
+        if !takes_place {
+            self.spawn(inflight);
+        }
         Ok(submitted.id)
     }
 }
