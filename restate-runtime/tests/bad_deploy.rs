@@ -130,6 +130,24 @@ async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
     assert_eq!(status, 400);
     let (status, _) = admin(&server, reqwest::Method::GET, "/invocations?reason=typo").await;
     assert_eq!(status, 400);
+    // Malformed parameters are 400 in the API's JSON error form.
+    let (status, error) = admin(&server, reqwest::Method::GET, "/invocations?limit=many").await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(400)),
+        "{error}"
+    );
+    let (status, error) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{}/kill?from=1", old[0]),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(400)),
+        "{error}"
+    );
     // A delayed one has not started: nothing to restart.
     let delayed = accepted_id(send("/Jobs/d/idle/send?delay=1h").await.unwrap()).await;
     let (status, _) = admin(

@@ -1,11 +1,12 @@
 //! Invocations: inspect one (status and journal), list with filters and paging, and control
 //! (cancel, kill, purge, resume).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::params::Params;
 use crate::clock::rfc3339;
 use crate::engine::{ControlError, Engine};
 use crate::filter::{InvocationFilter, PauseReason};
@@ -153,8 +154,8 @@ pub(super) struct Page {
 
 pub(super) async fn list(
     State(engine): State<Engine>,
-    Query(page): Query<Page>,
-    Query(filter): Query<InvocationFilter>,
+    Params(page): Params<Page>,
+    Params(filter): Params<InvocationFilter>,
 ) -> Response {
     let after = match page.after.as_deref().map(parse_invocation_id).transpose() {
         Ok(after) => after,
@@ -199,6 +200,12 @@ enum Action {
 
 impl Action {
     fn parse(action: &str, from: Option<u32>) -> Result<Self, ApiError> {
+        if from.is_some() && action != "restart" {
+            return Err(ApiError::ingress(
+                400,
+                format!("`from` is a restart's journal prefix; '{action}' takes none"),
+            ));
+        }
         Ok(match action {
             "cancel" => Self::Cancel,
             "kill" => Self::Kill,
@@ -240,7 +247,7 @@ pub(super) struct ControlQuery {
 pub(super) async fn control(
     State(engine): State<Engine>,
     Path((id, action)): Path<(String, String)>,
-    Query(query): Query<ControlQuery>,
+    Params(query): Params<ControlQuery>,
 ) -> Response {
     let (id, action) = match parse_invocation_id(&id)
         .and_then(|id| Ok((id, Action::parse(&action, query.from)?)))
@@ -271,8 +278,8 @@ pub(super) struct BulkQuery {
 /// the other; what each did.
 pub(super) async fn bulk(
     State(engine): State<Engine>,
-    Query(query): Query<BulkQuery>,
-    Query(filter): Query<InvocationFilter>,
+    Params(query): Params<BulkQuery>,
+    Params(filter): Params<InvocationFilter>,
 ) -> Response {
     let action = match Action::parse(&query.action, query.from) {
         Ok(action) => action,

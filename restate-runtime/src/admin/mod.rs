@@ -5,6 +5,7 @@
 mod backup;
 mod drain;
 mod invocations;
+mod params;
 mod services;
 
 use std::collections::HashMap;
