@@ -66,9 +66,10 @@ impl fmt::Display for ReplayReport {
         for problem in &self.problems {
             writeln!(f, "{problem}")?;
         }
+        let plural = if self.checked == 1 { "" } else { "s" };
         write!(
             f,
-            "{} invocations checked, {} would break",
+            "{} invocation{plural} checked, {} would break",
             self.checked,
             self.problems.len()
         )
