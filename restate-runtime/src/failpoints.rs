@@ -13,6 +13,7 @@
 //! | `cancel.recorded` | a handler's `ctx.cancel` is durable; not delivered to its target yet |
 //! | `log.synced` | a group is synced in the write-ahead log; not applied to the store yet |
 //! | `checkpoint.committed` | the store committed durably; the log has not restarted yet |
+//! | `restart.copied` | a restarted invocation's copy is durable; the original is not ended yet |
 //! | `inbox.applied` | what a page of the inbox caused is durable; its messages are not removed yet |
 
 /// Passes the point `name`: kills the process if it is armed for this pass.

@@ -228,3 +228,75 @@ async fn a_delayed_send_cancelled_before_a_crash_never_runs() {
         "the cancelled message ran: {steps}"
     );
 }
+
+/// A restart-as-new killed between its copy's commit and the original's end: asked again
+/// after the crash, it gives the same copy and ends the original, and the copy runs on the key
+/// ahead of what waited behind the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_as_new_interrupted_by_a_crash_completes_when_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port());
+    let base = [("RESTATE_SUSPEND_AFTER", "50ms".to_owned())];
+    let mut armed = base.to_vec();
+    armed.push(("RESTATE_FAILPOINTS", "restart.copied".to_owned()));
+    let mut app = App::start_on(BIN, &data, &armed, ports).await;
+    let client = reqwest::Client::new();
+    let send = |ms: u64| {
+        let url = format!("{}/Naps/k/nap/send", app.ingress);
+        let client = client.clone();
+        async move {
+            let r = client.post(url).json(&ms).send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()["invocationId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let original = send(3_600_000).await;
+    let behind = send(1).await;
+    let status = |app: &App, id: &str| {
+        let url = format!("{}/invocations/{id}", app.admin);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    poll(Duration::from_secs(30), || async {
+        status(&app, &original).await["status"] == "suspended"
+    })
+    .await;
+    let restart = |app: &App| {
+        let url = format!("{}/invocations/{original}/restart", app.admin);
+        let client = client.clone();
+        async move { client.patch(url).send().await }
+    };
+    assert!(restart(&app).await.is_err(), "the process died answering");
+    let died = app
+        .wait_exit(Duration::from_secs(30))
+        .expect("restart.copied was never reached");
+    assert_eq!(died.signal(), Some(9));
+
+    let app = App::start_on(BIN, &data, &base, ports).await;
+    let r = restart(&app).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let copy = r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    poll(Duration::from_secs(30), || async {
+        status(&app, &original).await["status"] == "completed"
+    })
+    .await;
+    // The copy holds the key (waiting its hour); what was behind the original still waits.
+    poll(Duration::from_secs(30), || async {
+        status(&app, &copy).await["status"] == "suspended"
+    })
+    .await;
+    assert_ne!(status(&app, &behind).await["status"], "completed");
+}

@@ -271,11 +271,17 @@ pub(super) async fn control(
 pub(super) struct BulkQuery {
     action: String,
     from: Option<u32>,
+    /// The `next` cursor of the previous round.
+    after: Option<String>,
 }
 
-/// `PATCH /invocations?action=cancel|kill|purge|resume|restart&<filters>`: the action on
-/// every invocation the filters of `GET /invocations` match (at least one filter), one after
-/// the other; what each did.
+/// Invocations one bulk request acts on at most: the answer's `next` continues.
+const BULK_ROUND: usize = 1000;
+
+/// `PATCH /invocations?action=cancel|kill|purge|resume|restart&<filters>[&after=<next>]`:
+/// the action on the invocations the filters of `GET /invocations` match (at least one
+/// filter), up to [`BULK_ROUND`] per request in arrival order; what each did, and the `next`
+/// cursor while more match.
 pub(super) async fn bulk(
     State(engine): State<Engine>,
     Params(query): Params<BulkQuery>,
@@ -297,20 +303,15 @@ pub(super) async fn bulk(
         )
         .into_response();
     }
-    let mut ids = Vec::new();
-    let mut after = None;
-    loop {
-        match engine.list(|r| filter.matches(r), after, 1000) {
-            Ok((page, next)) => {
-                ids.extend(page.into_iter().map(|(id, r)| (r.seq, id)));
-                match next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
-            Err(e) => return ApiError::from(e).into_response(),
-        }
-    }
+    let after = match query.after.as_deref().map(parse_invocation_id).transpose() {
+        Ok(after) => after,
+        Err(e) => return e.into_response(),
+    };
+    let (page, next) = match engine.list(|r| filter.matches(r), after, BULK_ROUND) {
+        Ok(listed) => listed,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut ids: Vec<_> = page.into_iter().map(|(id, r)| (r.seq, id)).collect();
     // In arrival order: restarted copies of one key queue in the order the originals did.
     ids.sort_unstable();
     let mut done = Vec::new();
@@ -324,5 +325,10 @@ pub(super) async fn bulk(
             Err(e) => failed.push(json!({ "id": id.to_string(), "error": e.to_string() })),
         }
     }
-    axum::Json(json!({ "done": done, "failed": failed })).into_response()
+    axum::Json(json!({
+        "done": done,
+        "failed": failed,
+        "next": next.map(|id| id.to_string()),
+    }))
+    .into_response()
 }

@@ -1011,13 +1011,16 @@ impl Engine {
         let retention = {
             let state = inflight.state();
             let target = &state.record.target;
-            if let Some(label) = self.handler_label(target) {
+            // One lookup for the handler's metrics and its retention.
+            let resolved = self.resolve(target).ok();
+            if let Some((service, handler)) = resolved {
+                let (service, handler) = (service.definition.name, handler.name);
                 let seconds = self.now_ms().saturating_sub(state.record.created_at_ms) as f64 / 1e3;
+                let label = crate::metrics::HandlerLabel { service, handler };
                 self.metrics
                     .handler_duration
                     .get_or_create(&label)
                     .observe(seconds);
-                let (service, handler) = (label.service, label.handler);
                 let label = crate::metrics::HandlerResultLabel {
                     service,
                     handler,
@@ -1025,9 +1028,7 @@ impl Engine {
                 };
                 self.metrics.handler_completed.get_or_create(&label).inc();
             }
-            let retention = self
-                .resolve(target)
-                .ok()
+            let retention = resolved
                 .and_then(|(_, h)| h.options.retention)
                 .unwrap_or(self.config.default_retention);
             let floor = self

@@ -88,7 +88,11 @@ impl Engine {
             ..
         } = submitted.submission
         else {
-            // Restarted before: the same copy.
+            // Restarted before: the same copy. A crash may have come between that copy's
+            // commit and the original's end, so the original is ended now if it is not yet.
+            if !finished {
+                end_original(self, id).await?;
+            }
             return Ok(submitted.id);
         };
         // An unfinished original holds its key: the copy goes first in line there.
@@ -118,17 +122,25 @@ impl Engine {
             inflight.submit_with_record(self.storage.as_ref(), &mut state, ops)
         };
         committed.await.map_err(super::EngineError::from)?;
+        if self.crash_point("restart.copied") {
+            return Ok(submitted.id);
+        }
         // The copy exists: now the original ends, and its key passes to the copy.
         if !finished {
-            match self.kill(id).await {
-                Ok(()) | Err(ControlError::Conflict(_)) => {}
-                Err(e) => return Err(e),
-            }
+            end_original(self, id).await?;
         }
         if !takes_place {
             self.spawn(inflight);
         }
         Ok(submitted.id)
+    }
+}
+
+/// Kills the original of a copy; one that finished meanwhile is left as it is.
+async fn end_original(engine: &Engine, id: InvocationId) -> Result<(), ControlError> {
+    match engine.kill(id).await {
+        Ok(()) | Err(ControlError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

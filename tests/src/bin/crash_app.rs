@@ -135,6 +135,19 @@ impl Approval {
     }
 }
 
+/// Sleeps on its key: holds the key for as long as it waits.
+#[derive(Default)]
+pub struct Naps;
+
+#[object]
+impl Naps {
+    #[handler]
+    async fn nap(&self, ctx: ObjectContext<'_>, ms: u64) -> HandlerResult<u64> {
+        ctx.sleep(Duration::from_millis(ms)).await?;
+        Ok(ms)
+    }
+}
+
 /// `append(n)` runs one slow step (`STEP_MS`) that appends `ledger <key> <n>` to `STEPS_FILE`
 /// when it starts, so a test sees the order in which a key's invocations ran.
 #[derive(Default)]
