@@ -40,7 +40,7 @@ fn option_u64(v: Option<u64>) -> TokenStream {
     }
 }
 
-fn handler_options(options: &Options) -> TokenStream {
+fn handler_options(options: &Options, scheduled_time_input: bool) -> TokenStream {
     let rt = rt();
     let ingress_private = options.ingress_private;
     let retention = match options.retention_ms {
@@ -75,14 +75,40 @@ fn handler_options(options: &Options) -> TokenStream {
         Some(true) => quote!(#rt::OnMaxAttempts::Kill),
         _ => quote!(#rt::OnMaxAttempts::Pause),
     };
+    let cron = match &options.cron {
+        None => quote!(::core::option::Option::None),
+        Some(c) => {
+            let expression = &c.expression;
+            let timezone = c.timezone.as_deref().unwrap_or("UTC");
+            let catch_up = format_ident!("{}", capitalized(c.catch_up.as_deref().unwrap_or("one")));
+            let overlap = format_ident!("{}", capitalized(c.overlap.as_deref().unwrap_or("skip")));
+            quote!(::core::option::Option::Some(#rt::CronOptions {
+                expression: #expression,
+                timezone: #timezone,
+                catch_up: #rt::CatchUp::#catch_up,
+                overlap: #rt::Overlap::#overlap,
+                scheduled_time_input: #scheduled_time_input,
+            }))
+        }
+    };
     quote! {
         #rt::HandlerOptions {
             ingress_private: #ingress_private,
             retry_policy: #retry,
             retention: #retention,
             on_max_attempts: #on_max_attempts,
+            cron: #cron,
         }
     }
+}
+
+/// `skip` → `Skip`: a policy's variant.
+fn capitalized(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
@@ -114,8 +140,16 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
         ),
     };
     let output = &h.client.output;
-    let options = handler_options(&h.options);
-    quote! {
+    let options = handler_options(&h.options, matches!(h.client.input, Input::Json(_)));
+    // A scheduled handler's input is the tick's time: checked on the input type's span.
+    let scheduled_input = match (&h.options.cron, &h.client.input) {
+        (Some(_), Input::Json(ty)) => {
+            quote_spanned!(ty.span()=> #rt::scheduled_time_input::<#ty>();)
+        }
+        _ => quote!(),
+    };
+    quote! {{
+        #scheduled_input
         #rt::HandlerDefinition {
             name: #name,
             kind: #kind,
@@ -125,7 +159,7 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             input: #shape,
             check_input: #check,
         }
-    }
+    }}
 }
 
 fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {

@@ -74,6 +74,18 @@ pub(crate) struct RetryArgs {
     pub kill_on_max_attempts: Option<bool>,
 }
 
+/// `cron = ".."` and its companions, already validated (the time zone is checked by the
+/// runtime, which has the time zone database).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CronArgs {
+    pub expression: syn::LitStr,
+    pub timezone: Option<String>,
+    /// `skip`, `one` or `all`.
+    pub catch_up: Option<String>,
+    /// `skip`, `queue` or `allow`.
+    pub overlap: Option<String>,
+}
+
 /// Options on the service attribute or on `#[handler(..)]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Options {
@@ -81,6 +93,7 @@ pub(crate) struct Options {
     pub ingress_private: bool,
     pub retention_ms: Option<u64>,
     pub retry: Option<RetryArgs>,
+    pub cron: Option<CronArgs>,
 }
 
 /// How the handler takes its input.

@@ -6,9 +6,9 @@ use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration::parse_millis;
-use crate::model::{Options, RetryArgs};
+use crate::model::{CronArgs, Options, RetryArgs};
 
-const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\")";
+const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\"";
 const RETRY_SUPPORTED: &str = "supported retry options are: initial_interval, factor, max_interval, max_attempts, on_max_attempts";
 
 /// A comma-separated list of `Meta` items.
@@ -67,6 +67,7 @@ pub(crate) fn check_wire_name(cx: &mut Ctxt, lit: &LitStr) -> Option<String> {
 pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
     let mut options = Options::default();
     let mut seen: Vec<String> = Vec::new();
+    let mut companions: Vec<(&Meta, &'static str, Option<String>)> = Vec::new();
     for meta in &metas.0 {
         let Some(ident) = meta.path().get_ident().map(ToString::to_string) else {
             cx.error_spanned_by(meta.path(), format!("unknown option; {SUPPORTED}"));
@@ -89,7 +90,24 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
                 Ok(inner) => options.retry = Some(parse_retry(cx, &inner)),
                 Err(e) => cx.push(e),
             },
-            ("name" | "retention", other) => {
+            ("cron", Meta::NameValue(nv)) => {
+                if let Some(lit) = lit_str(cx, &nv.value, "cron") {
+                    options.cron = check_cron(cx, lit);
+                }
+            }
+            ("timezone", Meta::NameValue(nv)) => {
+                let value = lit_str(cx, &nv.value, "timezone").map(|l| l.value());
+                companions.push((meta, "timezone", value));
+            }
+            ("catch_up", Meta::NameValue(nv)) => {
+                let value = policy(cx, &nv.value, "catch_up", &["skip", "one", "all"]);
+                companions.push((meta, "catch_up", value));
+            }
+            ("overlap", Meta::NameValue(nv)) => {
+                let value = policy(cx, &nv.value, "overlap", &["skip", "queue", "allow"]);
+                companions.push((meta, "overlap", value));
+            }
+            ("name" | "retention" | "cron" | "timezone" | "catch_up" | "overlap", other) => {
                 cx.error_spanned_by(other, format!("write `{ident} = \"...\"`"));
             }
             ("ingress_private", other) => {
@@ -109,7 +127,62 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
             }
         }
     }
+    for (meta, what, value) in companions {
+        match &mut options.cron {
+            Some(cron) => match what {
+                "timezone" => cron.timezone = value,
+                "catch_up" => cron.catch_up = value,
+                _ => cron.overlap = value,
+            },
+            None => cx.error_spanned_by(
+                meta,
+                format!("`{what}` goes with a schedule: add `cron = \"...\"` (e.g. \"0 2 * * *\")"),
+            ),
+        }
+    }
     options
+}
+
+/// A cron expression as the runtime reads it: five fields, or six with seconds first, or a
+/// nickname such as `@daily`; no year field.
+fn check_cron(cx: &mut Ctxt, lit: LitStr) -> Option<CronArgs> {
+    use croner::parser::{CronParser, Seconds, Year};
+    let parser = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build();
+    match parser.parse(&lit.value()) {
+        Ok(_) => Some(CronArgs {
+            expression: lit,
+            timezone: None,
+            catch_up: None,
+            overlap: None,
+        }),
+        Err(e) => {
+            cx.error_spanned_by(
+                &lit,
+                format!(
+                    "invalid cron expression: {e}; write five fields (minute hour day-of-month \
+                     month day-of-week, e.g. \"0 2 * * *\"), optionally with seconds first, or \
+                     @hourly, @daily, @weekly, @monthly, @yearly"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// One of a policy's names.
+fn policy(cx: &mut Ctxt, expr: &Expr, what: &str, allowed: &[&str]) -> Option<String> {
+    let lit = lit_str(cx, expr, what)?;
+    let value = lit.value();
+    if allowed.contains(&value.as_str()) {
+        Some(value)
+    } else {
+        let names: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        cx.error_spanned_by(&lit, format!("`{what}` is one of {}", names.join(", ")));
+        None
+    }
 }
 
 fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
@@ -185,6 +258,8 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
         name: handler.name.clone(),
         ingress_private: service.ingress_private || handler.ingress_private,
         retention_ms: handler.retention_ms.or(service.retention_ms),
+        // A schedule is one handler's: the service attribute refuses `cron`.
+        cron: handler.cron.clone(),
         retry: match (&service.retry, &handler.retry) {
             (Some(s), Some(h)) => Some(RetryArgs {
                 initial_interval_ms: h.initial_interval_ms.or(s.initial_interval_ms),

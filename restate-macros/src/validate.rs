@@ -12,7 +12,7 @@ use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, ReturnType, Signature
 use crate::ast::{Container, HandlerAst};
 use crate::ctxt::Ctxt;
 use crate::model::{
-    ClientMethod, ContextKind, HandlerModel, Input, Options, ServiceKind, ServiceModel,
+    ClientMethod, ContextKind, CronArgs, HandlerModel, Input, Options, ServiceKind, ServiceModel,
 };
 use crate::options::{MetaList, merge, parse_options};
 
@@ -41,7 +41,7 @@ pub(crate) enum Recovery {
 
 /// What checking one handler gives.
 enum Verdict {
-    Valid(HandlerModel),
+    Valid(Box<HandlerModel>),
     /// Broken, but its input and output can be read: it still gets a client method.
     ClientOnly(ClientMethod),
     Unusable,
@@ -62,6 +62,12 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
             Options::default()
         }
     };
+    if let Some(cron) = &options.cron {
+        cx.error_spanned_by(
+            &cron.expression,
+            "`cron` schedules one handler: put it on `#[handler(cron = \"...\")]`",
+        );
+    }
     impl_is_inherent(&mut cx, kind, &item);
     impl_is_not_generic(&mut cx, &item);
     let Some(type_ident) = self_type_is_named(&mut cx, &item) else {
@@ -81,7 +87,7 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
     for ast in &asts {
         let handler_options = handler_options(&mut cx, ast);
         match handler(&mut cx, kind, ast, merge(&options, &handler_options)) {
-            Verdict::Valid(h) => handlers.push(h),
+            Verdict::Valid(h) => handlers.push(*h),
             Verdict::ClientOnly(m) => client_only.push(m),
             Verdict::Unusable => {}
         }
@@ -204,6 +210,9 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     let context = context_fits_kind(cx, kind, sig, has_receiver);
     let input = at_most_one_input(cx, sig, has_receiver);
     let output = returns_result(cx, sig);
+    if let Some(cron) = &options.cron {
+        schedule_fits(cx, kind, cron, &input);
+    }
     // `r#type` is served as `type`.
     let wire_name = options
         .name
@@ -222,14 +231,34 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
         docs: ast.docs.clone(),
     };
     match context {
-        Some((context, context_ty)) if cx.len() == errors_before => Verdict::Valid(HandlerModel {
-            client,
-            context,
-            context_ty,
-            returns: returns.clone(),
-            options,
-        }),
+        Some((context, context_ty)) if cx.len() == errors_before => {
+            Verdict::Valid(Box::new(HandlerModel {
+                client,
+                context,
+                context_ty,
+                returns: returns.clone(),
+                options,
+            }))
+        }
         _ => Verdict::ClientOnly(client),
+    }
+}
+
+/// A declared schedule invokes a keyless handler with no input or with the tick's time.
+fn schedule_fits(cx: &mut Ctxt, kind: ServiceKind, cron: &CronArgs, input: &Input) {
+    if kind != ServiceKind::Service {
+        cx.error_spanned_by(
+            &cron.expression,
+            "`cron` goes on a handler of a `#[service]`: an object's or a workflow's handler \
+             needs a key, so create its schedule at run time with \
+             `handle.schedules().create(ScheduleSpec::new(..).object(name, key, handler))`",
+        );
+    }
+    if let Input::Raw(ty) = input {
+        cx.error_spanned_by(
+            ty,
+            "a scheduled handler takes no input, or the tick's time as `ScheduledTime`",
+        );
     }
 }
 

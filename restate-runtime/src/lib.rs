@@ -55,6 +55,7 @@ mod registry;
 mod remote;
 mod replay;
 mod runtime;
+mod schedules;
 pub mod storage;
 pub mod testing;
 pub mod webhook;
@@ -90,6 +91,10 @@ pub use registry::{
 pub use remote::{HttpIngress, HttpRequest, IngressError};
 pub use replay::{Problem, ReplayCheckError, ReplayOptions, ReplayProblem, ReplayReport};
 pub use runtime::{BuildError, Runtime, RuntimeBuilder, RuntimeHandle, ServeError};
+pub use schedules::{
+    CatchUp, CronOptions, LastRun, Overlap, RunOutcome, ScheduleError, ScheduleOrigin,
+    ScheduleSpec, ScheduleView, ScheduledTime, Schedules, TriggerOutcome,
+};
 
 /// Declares a stateless service on an inherent `impl` block.
 ///

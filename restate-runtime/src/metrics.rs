@@ -39,6 +39,27 @@ pub(crate) struct HandlerResultLabel {
     pub result: &'static str,
 }
 
+/// A schedule, by id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ScheduleLabel {
+    pub schedule: String,
+}
+
+impl ScheduleLabel {
+    pub(crate) fn of(id: &str) -> Self {
+        Self {
+            schedule: id.to_owned(),
+        }
+    }
+}
+
+/// A schedule and what became of a tick or a run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ScheduleOutcomeLabel {
+    pub schedule: String,
+    pub outcome: &'static str,
+}
+
 /// Latency buckets from 1 ms to about 9 hours (doubling), for invocations that answer at
 /// once and those that wait on a timer.
 fn latency_histogram() -> Histogram {
@@ -87,6 +108,10 @@ pub(crate) struct Metrics {
     pub handler_paused: Family<HandlerLabel, Counter>,
     /// Per handler: seconds from an invocation's acceptance to its completion.
     pub handler_duration: Family<HandlerLabel, Histogram, fn() -> Histogram>,
+    /// Per schedule: ticks by fate (fired, queued, skipped), runs by outcome, next tick.
+    pub schedule_ticks: Family<ScheduleOutcomeLabel, Counter>,
+    pub schedule_runs: Family<ScheduleOutcomeLabel, Counter>,
+    pub schedule_next_fire: Family<ScheduleLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -110,6 +135,9 @@ impl Default for Metrics {
             handler_retries: Family::default(),
             handler_paused: Family::default(),
             handler_duration: Family::new_with_constructor(latency_histogram),
+            schedule_ticks: Family::default(),
+            schedule_runs: Family::default(),
+            schedule_next_fire: Family::default(),
         }
     }
 }
@@ -189,6 +217,22 @@ impl Metrics {
             "handler_invocation_duration_seconds",
             "Seconds from an invocation's acceptance to its completion, by service and handler",
             self.handler_duration.clone(),
+        );
+        registry.register(
+            "schedule_ticks",
+            "Schedule ticks handled in this process, by schedule and fate (fired, queued, \
+             skipped)",
+            self.schedule_ticks.clone(),
+        );
+        registry.register(
+            "schedule_runs",
+            "Schedule runs ended, by schedule and outcome (succeeded, failed)",
+            self.schedule_runs.clone(),
+        );
+        registry.register(
+            "schedule_next_fire_timestamp_seconds",
+            "When each schedule fires next (Unix seconds; 0 when paused or never)",
+            self.schedule_next_fire.clone(),
         );
         registry.register(
             "invocation_retries",

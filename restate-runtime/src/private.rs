@@ -161,3 +161,18 @@ impl<T> WithoutDefault for &DefaultProbe<T> {
         None
     }
 }
+
+pub use crate::schedules::{CatchUp, CronOptions, Overlap};
+
+/// What a scheduled handler's input may be: the tick's time, nothing else.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the input of a handler with `cron`: a schedule passes the tick's time",
+    label = "the scheduled handler's input type",
+    note = "take `restate_runtime::ScheduledTime`, or no input"
+)]
+pub trait ScheduledInput {}
+
+impl ScheduledInput for crate::ScheduledTime {}
+
+/// Checks a scheduled handler's input type (on its span).
+pub fn scheduled_time_input<T: ScheduledInput>() {}

@@ -589,7 +589,11 @@ impl RuntimeBuilder {
         tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
         let assembled = self.assemble()?;
         let storage = assembled.open_storage()?;
-        assembled.start(storage, crate::engine::EngineHooks::default())
+        let runtime = assembled.start(storage, crate::engine::EngineHooks::default())?;
+        // A following handle: the task keeps nothing alive once the runtime is dropped.
+        let handle = RuntimeHandle::following(runtime.engine().reference());
+        tokio::spawn(keep_declared_schedules(handle));
+        Ok(runtime)
     }
 
     /// Replays the journals of the invocations in this builder's data folder (a backup, or the
@@ -1296,6 +1300,26 @@ enum Reach {
     Following(crate::engine::EngineRef),
 }
 
+/// Brings the schedules `#[handler(cron = ..)]` declares in step with the stored ones, retrying
+/// (with a growing pause, for about ten minutes) while the store or the owner cannot take it.
+async fn keep_declared_schedules(handle: RuntimeHandle) {
+    let mut pause = Duration::from_millis(200);
+    for attempt in 1..=20 {
+        match crate::schedules::sync_declared(&handle).await {
+            Ok(()) => return,
+            Err(_) if handle.engine().is_err() => return,
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "declared schedules not in step yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    tracing::error!(
+        "declared schedules could not be brought in step; restart the process to retry"
+    );
+}
+
 impl Caller for RuntimeHandle {
     type Request<I, O> = ExternalRequest<O>;
     fn request<I, O>(&self, parts: RequestParts) -> ExternalRequest<O> {
@@ -1304,6 +1328,20 @@ impl Caller for RuntimeHandle {
 }
 
 impl RuntimeHandle {
+    /// The schedules: create, list, pause, resume, trigger and delete them (see
+    /// [`Schedules`](crate::Schedules)).
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: restate_runtime::RuntimeHandle) -> anyhow::Result<()> {
+    /// for schedule in handle.schedules().list().await? {
+    ///     println!("{} next at {:?}", schedule.id, schedule.next_fire_at);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn schedules(&self) -> crate::Schedules {
+        crate::Schedules::new(self.clone())
+    }
+
     /// The typed client of a `#[service]`, named by its type: `handle.client::<Greeter>()`.
     /// Its requests run in this process, with no HTTP in between.
     ///

@@ -1,11 +1,12 @@
 //! The admin API (default 127.0.0.1:9070): health, registered services, invocations with their
-//! journals and their control, drain, backup, and metrics. With a token configured, every route but `/health`
+//! journals and their control, schedules, drain, backup, and metrics. With a token configured, every route but `/health`
 //! requires `Authorization: Bearer <token>`.
 
 mod backup;
 mod drain;
 mod invocations;
 mod params;
+mod schedules;
 mod services;
 
 use std::collections::HashMap;
@@ -57,6 +58,12 @@ pub(crate) fn router(
         .route("/drain", get(drain::status).patch(drain::start))
         .route("/undrain", patch(drain::stop))
         .route("/backup", post(backup::backup))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get).delete(schedules::delete),
+        )
+        .route("/schedules/{id}/{action}", patch(schedules::control))
         .with_state(AdminState {
             engine,
             webhooks: Arc::new(webhooks),

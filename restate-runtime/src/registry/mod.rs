@@ -212,6 +212,19 @@ pub enum RegistryError {
     /// Two types declare the same service name.
     #[error("two services are named `{0}`: service names must be unique in a binary")]
     DuplicateName(String),
+    /// A service takes a name the runtime keeps for its own objects.
+    #[error("service name `{0}` is taken by the runtime's own schedules: choose another name")]
+    Reserved(String),
+    /// A `#[handler(cron = ..)]` names a time zone (or an expression) that cannot be used.
+    #[error("the schedule of `{service}/{handler}`: {reason}")]
+    Cron {
+        /// The service.
+        service: String,
+        /// The handler.
+        handler: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A service type has no `Default` and was not bound.
     #[error(
         "service `{0}` has no value: derive or implement `Default` for its type, or bind a value with `Runtime::builder().bind(..)`"
@@ -227,6 +240,10 @@ impl Registry {
         let mut services: HashMap<&'static str, RegisteredService> = HashMap::new();
         for (definition, instance) in bound {
             let name = definition.name;
+            if is_internal(name) {
+                return Err(RegistryError::Reserved(name.to_owned()));
+            }
+            check_cron(&definition)?;
             let entry = RegisteredService {
                 definition: Arc::new(definition),
                 instance,
@@ -234,6 +251,15 @@ impl Registry {
             if services.insert(name, entry).is_some() {
                 return Err(RegistryError::DuplicateName(name.to_owned()));
             }
+        }
+        for (definition, instance) in internal_services() {
+            services.insert(
+                definition.name,
+                RegisteredService {
+                    definition: Arc::new(definition),
+                    instance,
+                },
+            );
         }
         let mut seen = std::collections::HashSet::new();
         let mut crate_versions = std::collections::BTreeSet::new();
@@ -243,6 +269,10 @@ impl Registry {
             if !seen.insert(name) {
                 return Err(RegistryError::DuplicateName(name.to_owned()));
             }
+            if is_internal(name) {
+                return Err(RegistryError::Reserved(name.to_owned()));
+            }
+            check_cron(&definition)?;
             crate_versions.insert(registration.crate_version);
             if services.contains_key(name) {
                 continue;
@@ -272,16 +302,48 @@ impl Registry {
         self.services.get(name)
     }
 
-    /// Services sorted by name.
+    /// The users' services sorted by name (the runtime's own are left out).
     pub(crate) fn definitions(&self) -> Vec<Arc<ServiceDefinition>> {
         let mut all: Vec<_> = self
             .services
             .values()
+            .filter(|s| !is_internal(s.definition.name))
             .map(|s| s.definition.clone())
             .collect();
         all.sort_by_key(|d| d.name);
         all
     }
+}
+
+/// The runtime's own objects (schedules), served beside the users' services, reachable only
+/// from inside the process and left out of listings and the default version.
+fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
+    use crate::schedules::{ScheduleIndex, ScheduleObject};
+    vec![
+        (ScheduleObject::definition(), Arc::new(ScheduleObject)),
+        (ScheduleIndex::definition(), Arc::new(ScheduleIndex)),
+    ]
+}
+
+/// Whether a service name is one of the runtime's own.
+pub(crate) fn is_internal(name: &str) -> bool {
+    name == crate::schedules::SCHEDULE || name == crate::schedules::INDEX
+}
+
+/// A declared schedule's time zone (the macro checked the expression) must exist here.
+fn check_cron(definition: &ServiceDefinition) -> Result<(), RegistryError> {
+    for handler in &definition.handlers {
+        if let Some(cron) = handler.options.cron {
+            crate::schedules::CronTimes::parse(cron.expression, cron.timezone).map_err(
+                |reason| RegistryError::Cron {
+                    service: definition.name.to_owned(),
+                    handler: handler.name.to_owned(),
+                    reason,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The declaring crates' versions, then a hash of every service's name and kind and its

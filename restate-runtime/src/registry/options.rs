@@ -185,6 +185,8 @@ pub struct HandlerOptions {
     pub retention: Option<Duration>,
     /// What happens when the retry policy's attempts are used up.
     pub on_max_attempts: OnMaxAttempts,
+    /// The schedule `#[handler(cron = ..)]` declares, if any.
+    pub cron: Option<crate::schedules::CronOptions>,
 }
 
 /// What happens to an invocation whose retries are exhausted, as in Restate's retry policy.

@@ -267,7 +267,7 @@ impl TestRuntimeBuilder {
         };
         let live = Incarnation::start(&assembled, &hooks, &store, ingress.as_ref())?;
         let reference = live.runtime.engine().reference();
-        Ok(TestRuntime {
+        let t = TestRuntime {
             reference,
             injected,
             assembled,
@@ -277,6 +277,8 @@ impl TestRuntimeBuilder {
             auto_advance: Arc::new(AtomicBool::new(false)),
             driver_paused: Arc::default(),
             live: Mutex::new(Some(live)),
-        })
+        };
+        crate::schedules::sync_declared(&t.handle()).await?;
+        Ok(t)
     }
 }

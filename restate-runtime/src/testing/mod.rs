@@ -327,6 +327,48 @@ impl TestRuntime {
     /// cancelled (its future dropped before it ends): the runtime would be left without an
     /// engine.
     pub async fn restart(&self) {
+        self.restart_after(Duration::ZERO).await;
+    }
+
+    /// A crash followed by `downtime` with no process running: the virtual clock moves on
+    /// while nothing fires, then a new engine recovers as in [`TestRuntime::restart`]. Timers
+    /// that fell due meanwhile fire late, at once, and schedules see the ticks they missed
+    /// (their [`CatchUp`](crate::CatchUp) policy decides).
+    ///
+    /// ```no_run
+    /// # use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Napper;
+    /// # #[service]
+    /// # impl Napper {
+    /// #     #[handler]
+    /// #     async fn nap(&self, ctx: Context<'_>, secs: u64) -> HandlerResult<u64> {
+    /// #         ctx.sleep(std::time::Duration::from_secs(secs)).await?;
+    /// #         Ok(secs)
+    /// #     }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder().bind(Napper).build().await;
+    /// let nap = t.handle().client::<Napper>().nap(60).send().await.unwrap().invocation_id();
+    /// let before = t.now();
+    /// t.restart_after(Duration::from_secs(3600)).await;
+    /// assert_eq!(t.now(), before + Duration::from_secs(3600));
+    /// t.run_until_idle().await;
+    /// assert_eq!(t.handle().invocation(nap).output().await.unwrap(), Some(60.into()));
+    /// # }
+    /// ```
+    pub async fn restart_after(&self, downtime: Duration) {
+        self.crash_and_recover(downtime).await;
+        if let Err(e) = crate::schedules::sync_declared(&self.handle()).await {
+            panic!("the test runtime could not bring its declared schedules in step: {e}");
+        }
+    }
+
+    /// The crash, the downtime and the recovery, without waiting on the new engine.
+    async fn crash_and_recover(&self, downtime: Duration) {
         let _paused = self.pause_driver();
         let old = self.live.lock().expect("test runtime lock").take();
         if let Some(old) = &old {
@@ -337,6 +379,8 @@ impl TestRuntime {
         if let Some(old) = old {
             old.stop().await;
         }
+        self.clock
+            .set(self.clock.now_ms().saturating_add(millis(downtime)));
         self.injected.recovered();
         let new = Incarnation::start(
             &self.assembled,
@@ -434,6 +478,9 @@ pub enum TestRuntimeError {
     /// The ingress could not listen on loopback.
     #[error("cannot listen on loopback: {0}")]
     Listen(std::io::Error),
+    /// The schedules declared with `#[handler(cron = ..)]` could not be stored.
+    #[error("the declared schedules could not be stored: {0}")]
+    Schedules(#[from] crate::ScheduleError),
 }
 
 impl std::fmt::Debug for TestRuntime {

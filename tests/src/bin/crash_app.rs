@@ -295,6 +295,39 @@ async fn combined(ctx: &Context<'_>, waits: &WaitsClient<'_>) -> HandlerResult<u
     Ok(both + fastest? + streamed + timed_out + attached + seen)
 }
 
+/// The target of a schedule in the crash tests: counts each tick it is given in journaled
+/// state, so a tick that ran twice counts 2 and one that never ran is missing.
+#[derive(Default)]
+pub struct Ticks;
+
+#[object]
+impl Ticks {
+    #[handler]
+    async fn add(
+        &self,
+        ctx: ObjectContext<'_>,
+        tick: restate_runtime::ScheduledTime,
+    ) -> HandlerResult<()> {
+        let name = tick.to_string();
+        let seen = ctx.get::<u32>(&name).await?.unwrap_or(0);
+        ctx.set(&name, seen + 1);
+        Ok(())
+    }
+
+    /// Every tick seen, with its count.
+    #[handler]
+    async fn counts(
+        &self,
+        ctx: SharedObjectContext<'_>,
+    ) -> HandlerResult<std::collections::BTreeMap<String, u32>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for name in ctx.state_keys().await? {
+            counts.insert(name.clone(), ctx.get::<u32>(&name).await?.unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     restate_runtime::init_tracing();

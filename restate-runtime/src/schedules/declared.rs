@@ -1,0 +1,52 @@
+//! Schedules declared with `#[handler(cron = ..)]`: created or updated at every start, named
+//! `<service>.<handler>`, and deleted once their handler no longer declares one.
+
+use super::spec::ScheduleInput;
+use super::{ScheduleError, ScheduleOrigin, ScheduleSpec, Schedules};
+use crate::runtime::RuntimeHandle;
+
+/// The schedules this binary's handlers declare.
+fn declared(handle: &RuntimeHandle) -> Result<Vec<ScheduleSpec>, ScheduleError> {
+    let engine = handle
+        .engine()
+        .map_err(|e| ScheduleError::Unavailable(e.to_string()))?;
+    let mut specs = Vec::new();
+    for definition in engine.registry().definitions() {
+        for handler in &definition.handlers {
+            let Some(cron) = handler.options.cron else {
+                continue;
+            };
+            let mut spec = ScheduleSpec::new(
+                format!("{}.{}", definition.name, handler.name),
+                cron.expression,
+            )
+            .service(definition.name, handler.name)
+            .timezone(cron.timezone)
+            .catch_up(cron.catch_up)
+            .overlap(cron.overlap);
+            if cron.scheduled_time_input {
+                spec.input = ScheduleInput::Tick;
+            }
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
+}
+
+/// Brings the stored schedules in step with the code: each declared one created or updated
+/// (an unchanged one is left as it is, pending tick and all), each one that came from code
+/// and is no longer declared deleted. Every process may run it; the result is the same.
+pub(crate) async fn sync_declared(handle: &RuntimeHandle) -> Result<(), ScheduleError> {
+    let schedules = Schedules::new(handle.clone());
+    let specs = declared(handle)?;
+    for spec in &specs {
+        schedules.upsert(spec.clone(), ScheduleOrigin::Code).await?;
+    }
+    for stale in schedules.list().await? {
+        if stale.origin == ScheduleOrigin::Code && !specs.iter().any(|s| s.id == stale.id) {
+            tracing::info!(schedule = %stale.id, "deleting a schedule its handler no longer declares");
+            schedules.delete(&stale.id).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! The internal objects that hold schedules: `restate.Schedule` (one key per schedule: its
+//! state, its ticks as delayed sends to itself, its runs as calls) and `restate.ScheduleIndex`
+//! (the ids, for listing). Ordinary durable handlers, so a schedule survives crashes as any
+//! object does, and runs on one owner at a time on PostgreSQL.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::cron::CronTimes;
+use super::spec::{Overlap, ScheduleInput, ScheduleSpec, ScheduledTime};
+use super::view::{LastRun, RunOutcome, ScheduleOrigin, ScheduleView, TriggerOutcome};
+use crate::__private::{input, output, unknown_handler};
+use crate::codec::encode_json;
+use crate::context::{FromInvocation, InvocationContext, ObjectContext, SharedObjectContext};
+use crate::error::{HandlerError, TerminalError};
+use crate::metrics::ScheduleLabel;
+use crate::registry::{
+    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
+    ServiceDefinition, ServiceKind,
+};
+
+/// The object whose keys are schedules.
+pub(crate) const SCHEDULE: &str = "restate.Schedule";
+/// The object that lists them, on one key.
+pub(crate) const INDEX: &str = "restate.ScheduleIndex";
+pub(crate) const INDEX_KEY: &str = "all";
+/// The state entry of a schedule, and of the index.
+pub(crate) const STATE: &str = "schedule";
+pub(crate) const IDS: &str = "ids";
+/// A tick handled more than this late (or with a later one due too) was missed: a timer a
+/// little late under load is not downtime, a restart after a crash is.
+const GRACE_MS: u64 = 15_000;
+/// Ticks waiting under `overlap = "queue"`; later ones are skipped.
+const MAX_QUEUED: usize = 1000;
+
+/// A schedule's stored state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    pub spec: ScheduleSpec,
+    pub origin: ScheduleOrigin,
+    pub paused: bool,
+    /// Bumped whenever the pending tick is replaced: a tick of another generation is stale.
+    generation: u64,
+    next_fire: Option<u64>,
+    last_fire: Option<u64>,
+    last_run: Option<LastRun>,
+    running: u32,
+    queued: VecDeque<u64>,
+    fired: u64,
+    skipped: u64,
+}
+
+impl Stored {
+    pub(crate) fn view(&self) -> ScheduleView {
+        let spec = &self.spec;
+        ScheduleView {
+            id: spec.id.clone(),
+            service: spec.service.clone(),
+            key: spec.key.clone(),
+            handler: spec.handler.clone(),
+            cron: spec.cron.clone(),
+            timezone: spec.timezone.clone(),
+            catch_up: spec.catch_up,
+            overlap: spec.overlap,
+            origin: self.origin,
+            paused: self.paused,
+            next_fire_at: self.next_fire.map(ScheduledTime::from_millis),
+            last_fire_at: self.last_fire.map(ScheduledTime::from_millis),
+            last_run: self.last_run.clone(),
+            running: self.running,
+            queued: self.queued.len() as u32,
+            fired: self.fired,
+            skipped: self.skipped,
+        }
+    }
+
+    fn times(&self) -> Result<CronTimes, TerminalError> {
+        CronTimes::parse(&self.spec.cron, &self.spec.timezone)
+            .map_err(|e| TerminalError::new_with_code(400, e))
+    }
+
+    fn skip(&mut self, ctx: &InvocationContext, tick: u64, manual: bool) {
+        self.skipped += 1;
+        self.last_run = Some(LastRun {
+            tick_at: ScheduledTime::from_millis(tick),
+            manual,
+            outcome: RunOutcome::Skipped,
+            error: None,
+        });
+        count(ctx, &self.spec.id, "skipped");
+    }
+
+    /// Applies the overlap policy to a tick that is to run.
+    fn fire(&mut self, ctx: &InvocationContext, tick: u64, manual: bool) -> TriggerOutcome {
+        if self.running > 0 || !self.queued.is_empty() {
+            match self.spec.overlap {
+                Overlap::Skip => {
+                    self.skip(ctx, tick, manual);
+                    return TriggerOutcome::Skipped;
+                }
+                Overlap::Queue if self.queued.len() >= MAX_QUEUED => {
+                    self.skip(ctx, tick, manual);
+                    return TriggerOutcome::Skipped;
+                }
+                Overlap::Queue => {
+                    self.queued.push_back(tick);
+                    count(ctx, &self.spec.id, "queued");
+                    return TriggerOutcome::Queued;
+                }
+                Overlap::Allow => {}
+            }
+        }
+        self.start(ctx, tick, manual);
+        TriggerOutcome::Started
+    }
+
+    /// Sends the run: a shared handler of this key that calls the target and reports back.
+    fn start(&mut self, ctx: &InvocationContext, tick: u64, manual: bool) {
+        self.running += 1;
+        self.fired += 1;
+        self.last_fire = Some(self.last_fire.map_or(tick, |t| t.max(tick)));
+        count(ctx, &self.spec.id, "fired");
+        let run = RunInput {
+            tick,
+            manual,
+            service: self.spec.service.clone(),
+            key: self.spec.key.clone(),
+            handler: self.spec.handler.clone(),
+            input: self.spec.input.clone(),
+        };
+        ctx.send(to_self(&self.spec.id, "run", &run), None);
+    }
+
+    /// Sends the next tick after `after` (none for an expression without one).
+    fn arm(&mut self, ctx: &InvocationContext, times: &CronTimes, after: u64, now: u64) {
+        self.generation += 1;
+        self.next_fire = times.next_after(after);
+        if let Some(at) = self.next_fire {
+            let tick = TickInput {
+                generation: self.generation,
+                at,
+            };
+            let delay = std::time::Duration::from_millis(at.saturating_sub(now));
+            ctx.send(to_self(&self.spec.id, "tick", &tick), Some(delay));
+        }
+        self.show_next_fire(ctx);
+    }
+
+    fn show_next_fire(&self, ctx: &InvocationContext) {
+        ctx.engine
+            .metrics()
+            .schedule_next_fire
+            .get_or_create(&ScheduleLabel::of(&self.spec.id))
+            .set(self.next_fire.map_or(0, |ms| (ms / 1000) as i64));
+    }
+}
+
+fn count(ctx: &InvocationContext, id: &str, outcome: &'static str) {
+    ctx.engine
+        .metrics()
+        .schedule_ticks
+        .get_or_create(&crate::metrics::ScheduleOutcomeLabel {
+            schedule: id.to_owned(),
+            outcome,
+        })
+        .inc();
+}
+
+/// A request to a handler of schedule `id`.
+fn to_self<T: Serialize + 'static>(
+    id: &str,
+    handler: &str,
+    value: &T,
+) -> crate::client::RequestParts {
+    crate::client::parts(SCHEDULE, Some(id), handler, encode_json(value))
+}
+
+/// The input of `upsert`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Upsert {
+    pub spec: ScheduleSpec,
+    pub origin: ScheduleOrigin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TickInput {
+    generation: u64,
+    at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunInput {
+    tick: u64,
+    manual: bool,
+    service: String,
+    key: Option<String>,
+    handler: String,
+    input: ScheduleInput,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Finished {
+    tick: u64,
+    manual: bool,
+    error: Option<String>,
+}
+
+fn now_ms(at: std::time::SystemTime) -> u64 {
+    crate::clock::millis(at.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+/// The idempotency key a tick's run calls its target with: one invocation per tick.
+pub(crate) fn run_key(id: &str, tick: u64, manual: bool) -> String {
+    let kind = if manual { "trigger" } else { "tick" };
+    format!("schedule:{id}:{kind}:{}", ScheduledTime::from_millis(tick))
+}
+
+async fn upsert(ctx: &InvocationContext, request: Upsert) -> Result<ScheduleView, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let existing = object.get::<Stored>(STATE).await?;
+    if let Some(stored) = &existing
+        && stored.spec == request.spec
+        && stored.origin == request.origin
+    {
+        return Ok(stored.view());
+    }
+    let now = now_ms(object.now().await?);
+    let mut stored = match existing {
+        Some(stored) => stored,
+        None => {
+            let add =
+                crate::client::parts(INDEX, Some(INDEX_KEY), "add", encode_json(&request.spec.id));
+            ctx.call::<()>(add).await?;
+            Stored {
+                spec: request.spec.clone(),
+                origin: request.origin,
+                paused: false,
+                generation: 0,
+                next_fire: None,
+                last_fire: None,
+                last_run: None,
+                running: 0,
+                queued: VecDeque::new(),
+                fired: 0,
+                skipped: 0,
+            }
+        }
+    };
+    stored.spec = request.spec;
+    stored.origin = request.origin;
+    let times = stored.times()?;
+    if stored.paused {
+        stored.generation += 1;
+    } else {
+        stored.arm(ctx, &times, now, now);
+    }
+    object.set(STATE, stored.clone());
+    Ok(stored.view())
+}
+
+async fn tick(ctx: &InvocationContext, tick: TickInput) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(());
+    };
+    if stored.paused || stored.generation != tick.generation {
+        return Ok(());
+    }
+    let now = now_ms(object.now().await?);
+    let times = stored.times()?;
+    let (due, dropped) = times.due(tick.at, now.max(tick.at));
+    let latest = due.last().copied().unwrap_or(tick.at);
+    stored.skipped += dropped;
+    for &t in &due {
+        let missed = t != latest || now.saturating_sub(t) > GRACE_MS;
+        let runs = match stored.spec.catch_up {
+            super::CatchUp::All => true,
+            super::CatchUp::One => t == latest,
+            super::CatchUp::Skip => !missed,
+        };
+        if runs {
+            stored.fire(ctx, t, false);
+        } else {
+            stored.skip(ctx, t, false);
+        }
+    }
+    stored.arm(ctx, &times, latest.max(now), now);
+    object.set(STATE, stored);
+    Ok(())
+}
+
+async fn finished(ctx: &InvocationContext, done: Finished) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(());
+    };
+    stored.running = stored.running.saturating_sub(1);
+    let outcome = if done.error.is_some() {
+        RunOutcome::Failed
+    } else {
+        RunOutcome::Succeeded
+    };
+    let run = LastRun {
+        tick_at: ScheduledTime::from_millis(done.tick),
+        manual: done.manual,
+        outcome,
+        error: done.error,
+    };
+    // A later tick's skip or start stays the latest news.
+    if stored
+        .last_run
+        .as_ref()
+        .is_none_or(|last| last.tick_at <= run.tick_at)
+    {
+        stored.last_run = Some(run);
+    }
+    ctx.engine
+        .metrics()
+        .schedule_runs
+        .get_or_create(&crate::metrics::ScheduleOutcomeLabel {
+            schedule: stored.spec.id.clone(),
+            outcome: if outcome == RunOutcome::Failed {
+                "failed"
+            } else {
+                "succeeded"
+            },
+        })
+        .inc();
+    if stored.running == 0
+        && let Some(next) = stored.queued.pop_front()
+    {
+        stored.start(ctx, next, false);
+    }
+    object.set(STATE, stored);
+    Ok(())
+}
+
+async fn pause(ctx: &InvocationContext) -> Result<Option<ScheduleView>, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(None);
+    };
+    if !stored.paused {
+        stored.paused = true;
+        stored.generation += 1;
+        stored.next_fire = None;
+        stored.show_next_fire(ctx);
+        object.set(STATE, stored.clone());
+    }
+    Ok(Some(stored.view()))
+}
+
+async fn resume(ctx: &InvocationContext) -> Result<Option<ScheduleView>, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(None);
+    };
+    if stored.paused {
+        let now = now_ms(object.now().await?);
+        let times = stored.times()?;
+        stored.paused = false;
+        stored.arm(ctx, &times, now, now);
+        object.set(STATE, stored.clone());
+    }
+    Ok(Some(stored.view()))
+}
+
+async fn trigger(ctx: &InvocationContext) -> Result<Option<TriggerOutcome>, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(None);
+    };
+    let now = now_ms(object.now().await?);
+    let outcome = stored.fire(ctx, now, true);
+    object.set(STATE, stored);
+    Ok(Some(outcome))
+}
+
+async fn delete(ctx: &InvocationContext) -> Result<bool, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(false);
+    };
+    let remove = crate::client::parts(
+        INDEX,
+        Some(INDEX_KEY),
+        "remove",
+        encode_json(&stored.spec.id),
+    );
+    ctx.call::<()>(remove).await?;
+    object.clear_all();
+    ctx.engine
+        .metrics()
+        .schedule_next_fire
+        .remove(&ScheduleLabel::of(&stored.spec.id));
+    Ok(true)
+}
+
+/// A tick's run: calls the target (the tick's time in the idempotency key), then reports
+/// how it went to the schedule's exclusive handler. Shared, so the schedule's ticks, pauses
+/// and deletes go on while a long run waits.
+async fn run(ctx: &InvocationContext, run: RunInput) -> Result<(), HandlerError> {
+    let id = SharedObjectContext::from_invocation(ctx).key().to_owned();
+    let body = match &run.input {
+        ScheduleInput::None => Ok(Bytes::new()),
+        ScheduleInput::Json(value) => encode_json(value),
+        ScheduleInput::Tick => encode_json(&ScheduledTime::from_millis(run.tick)),
+    };
+    let mut call = crate::client::parts(&run.service, run.key.as_deref(), &run.handler, body);
+    call.idempotency_key = Some(run_key(&id, run.tick, run.manual));
+    let result = ctx.call::<serde::de::IgnoredAny>(call).await;
+    let done = Finished {
+        tick: run.tick,
+        manual: run.manual,
+        error: result.err().map(|e| e.to_string()),
+    };
+    ctx.send(to_self(&id, "finished", &done), None);
+    Ok(())
+}
+
+async fn index_add(ctx: &InvocationContext, id: String) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let mut ids = object
+        .get::<BTreeSet<String>>(IDS)
+        .await?
+        .unwrap_or_default();
+    if ids.insert(id) {
+        object.set(IDS, ids);
+    }
+    Ok(())
+}
+
+async fn index_remove(ctx: &InvocationContext, id: String) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let mut ids = object
+        .get::<BTreeSet<String>>(IDS)
+        .await?
+        .unwrap_or_default();
+    if ids.remove(&id) {
+        object.set(IDS, ids);
+    }
+    Ok(())
+}
+
+fn decode<T: DeserializeOwned + Serialize + 'static>(bytes: &[u8]) -> Result<T, HandlerError> {
+    input::<T>().decode(bytes)
+}
+
+/// One internal handler's definition: reachable only from inside the process, retried
+/// forever (a schedule must not stop on a transient failure), kept an hour once done.
+fn handler<I: DeserializeOwned + Serialize + 'static>(
+    name: &'static str,
+    kind: HandlerKind,
+    input_type: Option<&'static str>,
+    output_type: &'static str,
+) -> HandlerDefinition {
+    HandlerDefinition {
+        name,
+        kind,
+        input_type,
+        output_type,
+        options: HandlerOptions {
+            ingress_private: true,
+            retry_policy: RetryPolicy::default().forever(),
+            retention: Some(std::time::Duration::from_secs(3600)),
+            ..HandlerOptions::default()
+        },
+        input: if input_type.is_some() {
+            InputShape::Json
+        } else {
+            InputShape::None
+        },
+        check_input: input::<I>().check(),
+    }
+}
+
+/// `restate.Schedule`.
+pub(crate) struct ScheduleObject;
+
+impl Service for ScheduleObject {
+    fn definition() -> ServiceDefinition {
+        use HandlerKind::{Exclusive, Shared};
+        ServiceDefinition {
+            name: SCHEDULE,
+            kind: ServiceKind::VirtualObject,
+            handlers: vec![
+                handler::<Upsert>("upsert", Exclusive, Some("Upsert"), "ScheduleView"),
+                handler::<TickInput>("tick", Exclusive, Some("Tick"), "()"),
+                handler::<Finished>("finished", Exclusive, Some("Finished"), "()"),
+                handler::<()>("pause", Exclusive, None, "Option<ScheduleView>"),
+                handler::<()>("resume", Exclusive, None, "Option<ScheduleView>"),
+                handler::<()>("trigger", Exclusive, None, "Option<TriggerOutcome>"),
+                handler::<()>("delete", Exclusive, None, "bool"),
+                handler::<RunInput>("run", Shared, Some("Run"), "()"),
+            ],
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: &'a InvocationContext,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+        Box::pin(async move {
+            match name {
+                "upsert" => output(upsert(ctx, decode(&bytes)?).await),
+                "tick" => output(tick(ctx, decode(&bytes)?).await),
+                "finished" => output(finished(ctx, decode(&bytes)?).await),
+                "pause" => output(pause(ctx).await),
+                "resume" => output(resume(ctx).await),
+                "trigger" => output(trigger(ctx).await),
+                "delete" => output(delete(ctx).await),
+                "run" => output(run(ctx, decode(&bytes)?).await),
+                other => Err(unknown_handler(SCHEDULE, other)),
+            }
+        })
+    }
+}
+
+/// `restate.ScheduleIndex`.
+pub(crate) struct ScheduleIndex;
+
+impl Service for ScheduleIndex {
+    fn definition() -> ServiceDefinition {
+        ServiceDefinition {
+            name: INDEX,
+            kind: ServiceKind::VirtualObject,
+            handlers: vec![
+                handler::<String>("add", HandlerKind::Exclusive, Some("String"), "()"),
+                handler::<String>("remove", HandlerKind::Exclusive, Some("String"), "()"),
+            ],
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: &'a InvocationContext,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+        Box::pin(async move {
+            match name {
+                "add" => output(index_add(ctx, decode(&bytes)?).await),
+                "remove" => output(index_remove(ctx, decode(&bytes)?).await),
+                other => Err(unknown_handler(INDEX, other)),
+            }
+        })
+    }
+}
