@@ -171,8 +171,11 @@ impl InvocationFilter {
 
     pub(crate) fn matches(&self, record: &InvocationRecord) -> bool {
         let target = &record.target;
-        self.service.as_ref().is_none_or(|s| *s == target.service)
-            && self.handler.as_ref().is_none_or(|h| *h == target.handler)
+        // The runtime's own invocations (schedules' ticks and runs) only when asked for.
+        self.service.as_ref().map_or_else(
+            || !crate::registry::is_internal(&target.service),
+            |s| *s == target.service,
+        ) && self.handler.as_ref().is_none_or(|h| *h == target.handler)
             && self
                 .key
                 .as_ref()

@@ -142,6 +142,25 @@ impl Default for Metrics {
     }
 }
 
+impl Metrics {
+    /// Drops every series of a deleted schedule.
+    pub(crate) fn forget_schedule(&self, id: &str) {
+        self.schedule_next_fire.remove(&ScheduleLabel::of(id));
+        for outcome in ["fired", "queued", "skipped"] {
+            self.schedule_ticks.remove(&ScheduleOutcomeLabel {
+                schedule: id.to_owned(),
+                outcome,
+            });
+        }
+        for outcome in ["succeeded", "failed"] {
+            self.schedule_runs.remove(&ScheduleOutcomeLabel {
+                schedule: id.to_owned(),
+                outcome,
+            });
+        }
+    }
+}
+
 /// Values read at scrape time.
 pub(crate) struct Snapshot {
     /// The application version this process records on what it accepts.

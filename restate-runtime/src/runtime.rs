@@ -1305,7 +1305,18 @@ enum Reach {
 async fn keep_declared_schedules(handle: RuntimeHandle) {
     let mut pause = Duration::from_millis(200);
     for attempt in 1..=20 {
-        match crate::schedules::sync_declared(&handle).await {
+        // A key held by a stuck step must not hold the rest up for good: each try is bounded.
+        let synced = tokio::time::timeout(
+            Duration::from_secs(60),
+            crate::schedules::sync_declared(&handle),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::ScheduleError::Unavailable(
+                "a schedule did not answer within 60 s".into(),
+            ))
+        });
+        match synced {
             Ok(()) => return,
             Err(_) if handle.engine().is_err() => return,
             Err(e) => {

@@ -70,13 +70,13 @@ async fn declared_schedules_fire_each_tick_once_over_three_days_with_crashes() {
         .build()
         .await;
     let schedules = t.handle().schedules();
-    let minutely = schedules.get("Clockwork.minutely").await.unwrap().unwrap();
+    let minutely = schedules.get("Clockwork:minutely").await.unwrap().unwrap();
     assert_eq!(minutely.origin, ScheduleOrigin::Code);
     assert_eq!(
         minutely.next_fire_at.unwrap().to_string(),
         "2026-03-28T00:01:00Z"
     );
-    let nightly = schedules.get("Clockwork.nightly").await.unwrap().unwrap();
+    let nightly = schedules.get("Clockwork:nightly").await.unwrap().unwrap();
     assert_eq!(
         (nightly.timezone.as_str(), nightly.catch_up, nightly.overlap),
         ("Europe/Paris", CatchUp::All, Overlap::Queue)
@@ -115,8 +115,43 @@ async fn declared_schedules_fire_each_tick_once_over_three_days_with_crashes() {
             "2026-03-30T00:30:00Z", // 02:30 CEST
         ]
     );
-    let view = schedules.get("Clockwork.minutely").await.unwrap().unwrap();
+    let view = schedules.get("Clockwork:minutely").await.unwrap().unwrap();
     assert_eq!((view.fired, view.skipped), (3 * 24 * 60, 0));
+
+    // The API does not replace what code declares.
+    let replaced = restate_runtime::ScheduleSpec::new("Clockwork:minutely", "@daily")
+        .service("Clockwork", "new_year");
+    match schedules.create(replaced).await {
+        Err(restate_runtime::ScheduleError::Invalid(message)) => {
+            assert!(
+                message.contains("declared with `#[handler(cron = ..)]`"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_schedule_catches_up_the_ticks_missed_while_down() {
+    let t = TestRuntime::builder()
+        .start_at(at("2026-03-28T00:00:30Z"))
+        .build()
+        .await;
+    // Down from 00:00:30 to 02:00:00: the nightly run of 01:30Z (02:30 in Paris) was missed
+    // and catches up (`catch_up = "all"`), the minute ticks catch up the latest (`one`).
+    t.restart_after(Duration::from_secs(2 * 3600 - 30)).await;
+    t.run_until_idle().await;
+    assert_eq!(t.state_keys("Tally", "nightly"), ["2026-03-28T01:30:00Z"]);
+    assert_eq!(t.state_keys("Tally", "minutely"), ["2026-03-28T02:00:00Z"]);
+    let minutely = t
+        .handle()
+        .schedules()
+        .get("Clockwork:minutely")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((minutely.fired, minutely.skipped), (1, 119));
 }
 
 /// A service whose `cron` attribute comes and goes between two "deploys".
@@ -170,12 +205,12 @@ async fn a_schedule_whose_attribute_is_gone_is_deleted_at_the_next_start_and_api
         .build()
         .await;
     let schedules = t.handle().schedules();
-    assert!(schedules.get("Sweeper.sweep").await.unwrap().is_some());
+    assert!(schedules.get("Sweeper:sweep").await.unwrap().is_some());
     let kept = restate_runtime::ScheduleSpec::new("by-hand", "@hourly").service("Sweeper", "sweep");
     schedules.create(kept).await.unwrap();
     t.advance(Duration::from_secs(600)).await;
     assert_eq!(
-        schedules.get("Sweeper.sweep").await.unwrap().unwrap().fired,
+        schedules.get("Sweeper:sweep").await.unwrap().unwrap().fired,
         2
     );
     drop(t);
@@ -198,7 +233,7 @@ async fn a_schedule_whose_attribute_is_gone_is_deleted_at_the_next_start_and_api
         }
     };
     let schedules = t.handle().schedules();
-    assert!(schedules.get("Sweeper.sweep").await.unwrap().is_none());
+    assert!(schedules.get("Sweeper:sweep").await.unwrap().is_none());
     let ids: Vec<String> = schedules
         .list()
         .await
@@ -207,7 +242,7 @@ async fn a_schedule_whose_attribute_is_gone_is_deleted_at_the_next_start_and_api
         .map(|s| s.id)
         .collect();
     assert!(
-        ids.contains(&"by-hand".to_owned()) && !ids.contains(&"Sweeper.sweep".to_owned()),
+        ids.contains(&"by-hand".to_owned()) && !ids.contains(&"Sweeper:sweep".to_owned()),
         "{ids:?}"
     );
 }

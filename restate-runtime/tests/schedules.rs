@@ -194,8 +194,9 @@ async fn after_downtime_missed_ticks_follow_the_catch_up_policy() {
     assert_eq!((one.fired, one.skipped), (3, 9));
 }
 
-/// Ticks every minute from 00:01 to 00:10 for a target that takes 90 s, then paused.
-async fn overlapping(policy: Overlap) -> (Slow, restate_runtime::ScheduleView) {
+/// Ticks every minute from 00:01 to 00:10 for a target that takes 90 s, then paused (and
+/// run 30 minutes more).
+async fn overlapping(policy: Overlap) -> (TestRuntime, Slow, restate_runtime::ScheduleView) {
     let slow = Slow::default();
     let t = TestRuntime::builder().bind(slow.clone()).build().await;
     let schedules = t.handle().schedules();
@@ -209,7 +210,7 @@ async fn overlapping(policy: Overlap) -> (Slow, restate_runtime::ScheduleView) {
     t.advance(30 * MINUTE).await;
     let view = schedules.get("slow").await.unwrap().unwrap();
     assert_eq!(slow.running.load(Ordering::SeqCst), 0, "every run ended");
-    (slow, view)
+    (t, slow, view)
 }
 
 fn started(slow: &Slow) -> Vec<u32> {
@@ -223,24 +224,25 @@ fn started(slow: &Slow) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlapping_ticks_are_skipped_queued_or_allowed() {
-    let (slow, view) = overlapping(Overlap::Skip).await;
+    let (_, slow, view) = overlapping(Overlap::Skip).await;
     assert_eq!(started(&slow), vec![1, 3, 5, 7, 9]);
     assert_eq!(slow.most.load(Ordering::SeqCst), 1);
     assert_eq!((view.fired, view.skipped, view.queued), (5, 5, 0));
 
-    let (slow, view) = overlapping(Overlap::Queue).await;
-    assert_eq!(
-        started(&slow),
-        (1..=10).collect::<Vec<_>>(),
-        "in tick order"
-    );
-    assert_eq!(slow.most.load(Ordering::SeqCst), 1);
+    // Queued: one after the other in tick order (run k starts at 1 + 1.5 (k - 1) minutes);
+    // what waits at the pause waits until the resume.
+    let (t, slow, view) = overlapping(Overlap::Queue).await;
+    assert_eq!(started(&slow), (1..=7).collect::<Vec<_>>(), "in tick order");
     assert_eq!(
         (view.fired, view.skipped, view.queued, view.running),
-        (10, 0, 0, 0)
+        (7, 0, 3, 0)
     );
+    t.handle().schedules().resume("slow").await.unwrap();
+    t.advance(2 * MINUTE).await;
+    assert_eq!(started(&slow), (1..=9).collect::<Vec<_>>());
+    assert_eq!(slow.most.load(Ordering::SeqCst), 1);
 
-    let (slow, view) = overlapping(Overlap::Allow).await;
+    let (_, slow, view) = overlapping(Overlap::Allow).await;
     assert_eq!(started(&slow), (1..=10).collect::<Vec<_>>());
     assert_eq!(slow.most.load(Ordering::SeqCst), 2);
     assert_eq!((view.fired, view.skipped), (10, 0));
@@ -392,7 +394,11 @@ async fn bad_specs_are_refused_with_what_is_wrong() {
         ),
         (
             ScheduleSpec::new("", "0 2 * * *").service("Slow", "fail"),
-            "a schedule id",
+            "schedule id ``",
+        ),
+        (
+            ScheduleSpec::new("a/b", "0 2 * * *").service("Slow", "fail"),
+            "it is a URL segment",
         ),
     ];
     for (spec, expected) in cases {
@@ -571,4 +577,74 @@ async fn the_admin_api_creates_lists_pauses_triggers_and_deletes_schedules() {
         .unwrap();
     assert_eq!(list["schedules"], serde_json::json!([]));
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_deleted_and_created_again_ignores_the_ticks_and_runs_of_the_old_one() {
+    let slow = Slow::default();
+    let t = TestRuntime::builder().bind(slow.clone()).build().await;
+    let schedules = t.handle().schedules();
+    // The old one: a run going on (90 s) and a tick pending for 00:02 when it is deleted.
+    let old = ScheduleSpec::new("s", "* * * * *")
+        .service("Slow", "work")
+        .scheduled_time_input();
+    schedules.create(old).await.unwrap();
+    t.advance(MINUTE + Duration::from_secs(10)).await;
+    assert_eq!(slow.running.load(Ordering::SeqCst), 1);
+    assert!(schedules.delete("s").await.unwrap());
+    // The new one, same id, hourly, into the log: the old tick (00:02) and the old run's end
+    // (00:02:30) must not touch it.
+    let new = ScheduleSpec::new("s", "0 * * * *")
+        .object("Ticks", "s", "add")
+        .scheduled_time_input();
+    schedules.create(new).await.unwrap();
+    t.advance(5 * MINUTE).await;
+    assert_eq!(slow.running.load(Ordering::SeqCst), 0, "the old run ended");
+    assert_eq!(started(&slow), vec![1], "the old schedule fired no more");
+    let view = schedules.get("s").await.unwrap().unwrap();
+    assert_eq!(
+        (view.fired, view.running, view.skipped),
+        (0, 0, 0),
+        "{view:?}"
+    );
+    assert!(
+        view.last_run.is_none(),
+        "the old run's end is not this one's"
+    );
+    t.advance(60 * MINUTE).await;
+    assert_eq!(ticks(&t, "s"), vec![("2025-01-01T01:00:00Z".into(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_whose_pending_tick_was_killed_is_caught_up_at_the_next_start() {
+    let t = TestRuntime::builder().build().await;
+    let schedules = t.handle().schedules();
+    schedules
+        .create(every_minute("k", "k").catch_up(CatchUp::One))
+        .await
+        .unwrap();
+    t.advance(MINUTE).await;
+    // An operator kills the pending tick (it is listed only when asked for by name).
+    let internal = restate_runtime::testing::InvocationFilter::default().status("scheduled");
+    assert!(
+        t.invocations(internal.clone()).is_empty(),
+        "hidden by default"
+    );
+    let pending = t.invocations(internal.service("restate.Schedule"));
+    assert_eq!(pending.len(), 1);
+    t.handle().kill(pending[0].id).await.unwrap();
+    t.advance(3 * MINUTE).await;
+    assert_eq!(ticks(&t, "k").len(), 1, "the chain is broken until a start");
+    // A start catches the overdue schedule up (the latest tick, 00:04) and re-arms it.
+    t.restart().await;
+    t.advance(MINUTE).await;
+    let minutes: Vec<String> = ticks(&t, "k").into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        minutes,
+        [
+            "2025-01-01T00:01:00Z",
+            "2025-01-01T00:04:00Z",
+            "2025-01-01T00:05:00Z"
+        ]
+    );
 }

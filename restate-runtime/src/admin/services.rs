@@ -48,7 +48,7 @@ pub(super) async fn services(State(state): State<AdminState>) -> Response {
 }
 
 pub(super) async fn service(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    match state.engine.registry().get(&name) {
+    match state.engine.registry().public(&name) {
         Some(s) => axum::Json(describe(&s.definition, &state)).into_response(),
         None => ApiError::ingress(404, format!("service '{name}' not found")).into_response(),
     }

@@ -107,7 +107,18 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
     };
     let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
         Ok(s) => s,
-        Err(e) => return refuse(ctx, index, target, e),
+        // A target this binary cannot invoke fails the call for good; a store that failed or
+        // is full for now fails only this attempt, which is retried.
+        Err(
+            e @ (EngineError::UnknownService(_)
+            | EngineError::UnknownHandler { .. }
+            | EngineError::BadTarget(_)
+            | EngineError::WorkflowAlreadyInvoked),
+        ) => return refuse(ctx, index, target, e),
+        Err(e) => {
+            ctx.stop(Abort::Retry(format!("cannot call `{target}` now: {e}")));
+            return CallPlan::Stopped;
+        }
     };
     let (id, mut extra, launch, forward) = match submitted.submission {
         Submission::Finished(done) => {

@@ -44,6 +44,13 @@ impl Engine {
             ));
         }
         let (record, journal) = self.inspect(&id)?.ok_or(ControlError::NotFound(id))?;
+        if crate::registry::is_internal(&record.target.service) {
+            return Err(ControlError::Conflict(format!(
+                "{id} is one of the runtime's own invocations ({}): change schedules through \
+                 /schedules instead",
+                record.target
+            )));
+        }
         let (arrival, scope) = (record.seq, self.exclusive_scope_of(&record.target));
         let (_, handler) = self
             .resolve(&record.target)

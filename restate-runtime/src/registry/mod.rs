@@ -213,7 +213,9 @@ pub enum RegistryError {
     #[error("two services are named `{0}`: service names must be unique in a binary")]
     DuplicateName(String),
     /// A service takes a name the runtime keeps for its own objects.
-    #[error("service name `{0}` is taken by the runtime's own schedules: choose another name")]
+    #[error(
+        "service name `{0}`: names starting with `restate.` are the runtime's own, choose another"
+    )]
     Reserved(String),
     /// A `#[handler(cron = ..)]` names a time zone (or an expression) that cannot be used.
     #[error("the schedule of `{service}/{handler}`: {reason}")]
@@ -302,6 +304,12 @@ impl Registry {
         self.services.get(name)
     }
 
+    /// A user's service (none of the runtime's own): what the admin API shows and what
+    /// webhooks and schedules may target.
+    pub(crate) fn public(&self, name: &str) -> Option<&RegisteredService> {
+        self.get(name).filter(|_| !is_internal(name))
+    }
+
     /// The users' services sorted by name (the runtime's own are left out).
     pub(crate) fn definitions(&self) -> Vec<Arc<ServiceDefinition>> {
         let mut all: Vec<_> = self
@@ -325,9 +333,12 @@ fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
     ]
 }
 
-/// Whether a service name is one of the runtime's own.
+/// The prefix of the runtime's own service names, kept from users' services.
+const INTERNAL_PREFIX: &str = "restate.";
+
+/// Whether a service name is (or may become) one of the runtime's own.
 pub(crate) fn is_internal(name: &str) -> bool {
-    name == crate::schedules::SCHEDULE || name == crate::schedules::INDEX
+    name.starts_with(INTERNAL_PREFIX)
 }
 
 /// A declared schedule's time zone (the macro checked the expression) must exist here.

@@ -78,9 +78,29 @@ impl CronTimes {
                 dropped += 1;
             }
             ticks.push_back(t);
-            tick = self.next_after(t);
+            tick = self.next_after(t).filter(|next| *next > t);
         }
         (ticks.into(), dropped)
+    }
+
+    /// The latest tick from `first` (a tick) up to `until`, with how many came before it
+    /// (counted up to [`MAX_CATCH_UP`]): what the `one` and `skip` policies need, without a
+    /// walk through a long downtime.
+    pub(crate) fn latest_due(&self, first: u64, until: u64) -> (Vec<u64>, u64) {
+        let latest = self
+            .at_or_before(until)
+            .filter(|latest| *latest >= first)
+            .unwrap_or(first);
+        let mut before = 0u64;
+        let mut tick = first;
+        while tick < latest && before < MAX_CATCH_UP as u64 {
+            before += 1;
+            match self.next_after(tick) {
+                Some(next) if next > tick => tick = next,
+                _ => break,
+            }
+        }
+        (vec![latest], before)
     }
 
     /// The latest [`MAX_CATCH_UP`] ticks up to `until`, oldest first.
@@ -173,6 +193,19 @@ mod tests {
                 ms("2026-10-26T01:30:00Z")
             ]
         );
+    }
+
+    #[test]
+    fn the_latest_due_tick_is_found_without_walking_a_long_downtime() {
+        let hourly: CronTimes = "0 * * * *".parse().unwrap();
+        let start = ms("2026-01-01T00:00:00Z");
+        assert_eq!(hourly.latest_due(start, start + 1_000), (vec![start], 0));
+        let (latest, before) = hourly.latest_due(start, ms("2026-01-01T05:30:00Z"));
+        assert_eq!((latest, before), (vec![ms("2026-01-01T05:00:00Z")], 5));
+        let every_second: CronTimes = "* * * * * *".parse().unwrap();
+        let year = 365 * 24 * 3_600_000;
+        let (latest, before) = every_second.latest_due(start, start + year);
+        assert_eq!((latest, before), (vec![start + year], MAX_CATCH_UP as u64));
     }
 
     #[test]

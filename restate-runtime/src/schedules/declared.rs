@@ -1,9 +1,15 @@
 //! Schedules declared with `#[handler(cron = ..)]`: created or updated at every start, named
-//! `<service>.<handler>`, and deleted once their handler no longer declares one.
+//! `<service>:<handler>`, and deleted once their handler no longer declares one.
 
 use super::spec::ScheduleInput;
 use super::{ScheduleError, ScheduleOrigin, ScheduleSpec, Schedules};
 use crate::runtime::RuntimeHandle;
+
+/// The id of the schedule a handler declares: `<service>:<handler>` (`:` is in no wire name,
+/// so two handlers never share one).
+pub(crate) fn declared_id(service: &str, handler: &str) -> String {
+    format!("{service}:{handler}")
+}
 
 /// The schedules this binary's handlers declare.
 fn declared(handle: &RuntimeHandle) -> Result<Vec<ScheduleSpec>, ScheduleError> {
@@ -16,14 +22,12 @@ fn declared(handle: &RuntimeHandle) -> Result<Vec<ScheduleSpec>, ScheduleError> 
             let Some(cron) = handler.options.cron else {
                 continue;
             };
-            let mut spec = ScheduleSpec::new(
-                format!("{}.{}", definition.name, handler.name),
-                cron.expression,
-            )
-            .service(definition.name, handler.name)
-            .timezone(cron.timezone)
-            .catch_up(cron.catch_up)
-            .overlap(cron.overlap);
+            let mut spec =
+                ScheduleSpec::new(declared_id(definition.name, handler.name), cron.expression)
+                    .service(definition.name, handler.name)
+                    .timezone(cron.timezone)
+                    .catch_up(cron.catch_up)
+                    .overlap(cron.overlap);
             if cron.scheduled_time_input {
                 spec.input = ScheduleInput::Tick;
             }
@@ -42,10 +46,25 @@ pub(crate) async fn sync_declared(handle: &RuntimeHandle) -> Result<(), Schedule
     for spec in &specs {
         schedules.upsert(spec.clone(), ScheduleOrigin::Code).await?;
     }
-    for stale in schedules.list().await? {
-        if stale.origin == ScheduleOrigin::Code && !specs.iter().any(|s| s.id == stale.id) {
-            tracing::info!(schedule = %stale.id, "deleting a schedule its handler no longer declares");
-            schedules.delete(&stale.id).await?;
+    let now = handle
+        .engine()
+        .map_err(|e| ScheduleError::Unavailable(e.to_string()))?
+        .config()
+        .clock
+        .now_ms();
+    for stored in schedules.list().await? {
+        let declared = specs.iter().any(|s| s.id == stored.id);
+        if stored.origin == ScheduleOrigin::Code && !declared {
+            tracing::info!(schedule = %stored.id, "deleting a schedule its handler no longer declares");
+            schedules.delete(&stored.id).await?;
+        } else if !declared
+            && !stored.paused
+            && stored
+                .next_fire_at
+                .is_some_and(|at| at.unix_millis() <= now)
+        {
+            // Overdue after the downtime: caught up now, whether or not its tick is alive.
+            schedules.rearm(&stored.id).await?;
         }
     }
     Ok(())

@@ -21,10 +21,11 @@ pub(crate) use object::{INDEX, SCHEDULE, ScheduleIndex, ScheduleObject};
 pub use spec::{CatchUp, CronOptions, Overlap, ScheduleSpec, ScheduledTime};
 pub use view::{LastRun, RunOutcome, ScheduleOrigin, ScheduleView, TriggerOutcome};
 
-use object::{IDS, INDEX_KEY, STATE, Stored, Upsert};
+use object::{INDEX_KEY, STATE, Stored, Upsert, UpsertOutcome};
 use spec::ScheduleInput;
 
 /// Why a schedule could not be created, found or changed.
+#[non_exhaustive]
 ///
 /// ```
 /// use restate_runtime::ScheduleError;
@@ -134,7 +135,9 @@ impl Schedules {
             "upsert",
             crate::codec::encode_json(&Upsert { spec, origin }),
         );
-        self.request::<ScheduleView>(upsert).await
+        self.request::<UpsertOutcome>(upsert)
+            .await?
+            .map_err(ScheduleError::Invalid)
     }
 
     /// One schedule, or `None`.
@@ -175,9 +178,17 @@ impl Schedules {
             .ok_or_else(|| ScheduleError::NotFound(id.to_owned()))
     }
 
+    /// Catches up an overdue schedule (after a start).
+    pub(crate) async fn rearm(&self, id: &str) -> Result<(), ScheduleError> {
+        self.act::<()>(id, "rearm").await
+    }
+
     /// Deletes a schedule (runs going on finish); whether it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, ScheduleError> {
-        self.act::<bool>(id, "delete").await
+        match self.act::<bool>(id, "delete").await {
+            Err(ScheduleError::NotFound(_)) => Ok(false),
+            other => other,
+        }
     }
 
     async fn act<O: serde::de::DeserializeOwned + Send + 'static>(
@@ -185,8 +196,9 @@ impl Schedules {
         id: &str,
         handler: &str,
     ) -> Result<O, ScheduleError> {
-        if id.is_empty() {
-            return Err(ScheduleError::NotFound(String::new()));
+        // An unknown id costs a read, not an invocation.
+        if self.stored(id)?.is_none() {
+            return Err(ScheduleError::NotFound(id.to_owned()));
         }
         let parts = crate::client::parts(SCHEDULE, Some(id), handler, Ok(bytes::Bytes::new()));
         self.request(parts).await
@@ -196,6 +208,12 @@ impl Schedules {
         &self,
         parts: crate::client::RequestParts,
     ) -> Result<O, ScheduleError> {
+        // A draining process starts nothing: answer now rather than wait for the undrain.
+        if self.engine()?.drain.is_draining() {
+            return Err(ScheduleError::Unavailable(
+                "the process is draining; try again on another process or after the deploy".into(),
+            ));
+        }
         Ok(
             crate::client::ExternalRequest::<O>::new(self.handle.clone(), parts)
                 .call()
@@ -208,10 +226,13 @@ impl Schedules {
             service: INDEX.to_owned(),
             key: INDEX_KEY.to_owned(),
         };
-        Ok(self
-            .read::<std::collections::BTreeSet<String>>(&scope, IDS)?
-            .map(|ids| ids.into_iter().collect())
-            .unwrap_or_default())
+        let mut ids = self
+            .engine()?
+            .storage()
+            .state_keys(&scope)
+            .map_err(|e| ScheduleError::Unavailable(e.to_string()))?;
+        ids.sort();
+        Ok(ids)
     }
 
     fn stored(&self, id: &str) -> Result<Option<Stored>, ScheduleError> {
@@ -244,10 +265,13 @@ impl Schedules {
 /// Checks a spec against this binary's handlers before anything is written.
 fn validate(engine: &Engine, spec: &ScheduleSpec) -> Result<(), ScheduleError> {
     let invalid = ScheduleError::Invalid;
-    if spec.id.is_empty() || spec.id.len() > 256 || spec.id.chars().any(char::is_control) {
-        return Err(invalid(
-            "a schedule id is 1 to 256 characters, none of them control characters".into(),
-        ));
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+    if spec.id.is_empty() || spec.id.len() > 200 || !spec.id.chars().all(fits) {
+        return Err(invalid(format!(
+            "schedule id `{}`: use 1 to 200 ASCII letters, digits, `_`, `-`, `.` and `:` \
+             (it is a URL segment)",
+            spec.id
+        )));
     }
     CronTimes::parse(&spec.cron, &spec.timezone).map_err(invalid)?;
     if spec.service.is_empty() {
@@ -257,8 +281,7 @@ fn validate(engine: &Engine, spec: &ScheduleSpec) -> Result<(), ScheduleError> {
     }
     let service = engine
         .registry()
-        .get(&spec.service)
-        .filter(|s| !crate::registry::is_internal(s.definition.name))
+        .public(&spec.service)
         .ok_or_else(|| invalid(format!("no service `{}` in this binary", spec.service)))?;
     let definition = &service.definition;
     let handler = definition.handler(&spec.handler).ok_or_else(|| {

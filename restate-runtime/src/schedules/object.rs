@@ -3,7 +3,7 @@
 //! (the ids, for listing). Ordinary durable handlers, so a schedule survives crashes as any
 //! object does, and runs on one owner at a time on PostgreSQL.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -28,28 +28,36 @@ pub(crate) const SCHEDULE: &str = "restate.Schedule";
 /// The object that lists them, on one key.
 pub(crate) const INDEX: &str = "restate.ScheduleIndex";
 pub(crate) const INDEX_KEY: &str = "all";
-/// The state entry of a schedule, and of the index.
+/// The state entry of a schedule.
 pub(crate) const STATE: &str = "schedule";
-pub(crate) const IDS: &str = "ids";
+/// What outlives a deleted schedule on its key: its last generation, so that ticks and runs
+/// of a deleted schedule never act on one created again with the same id.
+const TOMBSTONE: &str = "generation";
 /// A tick handled more than this late (or with a later one due too) was missed: a timer a
 /// little late under load is not downtime, a restart after a crash is.
 const GRACE_MS: u64 = 15_000;
 /// Ticks waiting under `overlap = "queue"`; later ones are skipped.
 const MAX_QUEUED: usize = 1000;
 
-/// A schedule's stored state.
+/// A schedule's stored state (JSON: a field added later takes `#[serde(default)]`, so that
+/// what an older binary stored still reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Stored {
     pub spec: ScheduleSpec,
     pub origin: ScheduleOrigin,
     pub paused: bool,
     /// Bumped whenever the pending tick is replaced: a tick of another generation is stale.
+    /// Never reused on a key, across deletes too (see [`TOMBSTONE`]).
     generation: u64,
-    next_fire: Option<u64>,
+    /// This schedule's life on its key: runs report back with it, and a report from a run of
+    /// a deleted predecessor is ignored.
+    incarnation: u64,
+    pub next_fire: Option<u64>,
     last_fire: Option<u64>,
     last_run: Option<LastRun>,
     running: u32,
-    queued: VecDeque<u64>,
+    /// Ticks waiting for the run before them, and whether each was a trigger.
+    queued: VecDeque<(u64, bool)>,
     fired: u64,
     skipped: u64,
 }
@@ -107,7 +115,7 @@ impl Stored {
                     return TriggerOutcome::Skipped;
                 }
                 Overlap::Queue => {
-                    self.queued.push_back(tick);
+                    self.queued.push_back((tick, manual));
                     count(ctx, &self.spec.id, "queued");
                     return TriggerOutcome::Queued;
                 }
@@ -118,6 +126,16 @@ impl Stored {
         TriggerOutcome::Started
     }
 
+    /// Starts the first queued tick once no run goes on (not while paused).
+    fn start_queued(&mut self, ctx: &InvocationContext) {
+        if self.running == 0
+            && !self.paused
+            && let Some((tick, manual)) = self.queued.pop_front()
+        {
+            self.start(ctx, tick, manual);
+        }
+    }
+
     /// Sends the run: a shared handler of this key that calls the target and reports back.
     fn start(&mut self, ctx: &InvocationContext, tick: u64, manual: bool) {
         self.running += 1;
@@ -125,6 +143,7 @@ impl Stored {
         self.last_fire = Some(self.last_fire.map_or(tick, |t| t.max(tick)));
         count(ctx, &self.spec.id, "fired");
         let run = RunInput {
+            incarnation: self.incarnation,
             tick,
             manual,
             service: self.spec.service.clone(),
@@ -133,6 +152,34 @@ impl Stored {
             input: self.spec.input.clone(),
         };
         ctx.send(to_self(&self.spec.id, "run", &run), None);
+    }
+
+    /// Handles the ticks due from `first` (a tick of this expression) up to `now` by the
+    /// catch-up policy, then sends the next one: what a tick does, and what a re-arm does for
+    /// a tick that is overdue.
+    fn catch_up(&mut self, ctx: &InvocationContext, times: &CronTimes, first: u64, now: u64) {
+        let until = now.max(first);
+        let (due, dropped) = match self.spec.catch_up {
+            super::CatchUp::All => times.due(first, until),
+            // Only the latest can run: no need to walk through the others.
+            super::CatchUp::One | super::CatchUp::Skip => times.latest_due(first, until),
+        };
+        self.skipped += dropped;
+        let latest = due.last().copied().unwrap_or(first);
+        for &t in &due {
+            let missed = t != latest || now.saturating_sub(t) > GRACE_MS;
+            let runs = match self.spec.catch_up {
+                super::CatchUp::All => true,
+                super::CatchUp::One => t == latest,
+                super::CatchUp::Skip => !missed,
+            };
+            if runs {
+                self.fire(ctx, t, false);
+            } else {
+                self.skip(ctx, t, false);
+            }
+        }
+        self.arm(ctx, times, latest.max(now), now);
     }
 
     /// Sends the next tick after `after` (none for an expression without one).
@@ -194,6 +241,7 @@ struct TickInput {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunInput {
+    incarnation: u64,
     tick: u64,
     manual: bool,
     service: String,
@@ -204,6 +252,7 @@ struct RunInput {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Finished {
+    incarnation: u64,
     tick: u64,
     manual: bool,
     error: Option<String>,
@@ -219,27 +268,36 @@ pub(crate) fn run_key(id: &str, tick: u64, manual: bool) -> String {
     format!("schedule:{id}:{kind}:{}", ScheduledTime::from_millis(tick))
 }
 
-async fn upsert(ctx: &InvocationContext, request: Upsert) -> Result<ScheduleView, HandlerError> {
+/// What `upsert` answers: the view, or why it refused (a schedule that code declares cannot
+/// be replaced through the API).
+pub(crate) type UpsertOutcome = Result<ScheduleView, String>;
+
+async fn upsert(ctx: &InvocationContext, request: Upsert) -> Result<UpsertOutcome, HandlerError> {
     let object = ObjectContext::from_invocation(ctx);
     let existing = object.get::<Stored>(STATE).await?;
     if let Some(stored) = &existing
-        && stored.spec == request.spec
-        && stored.origin == request.origin
+        && stored.origin == ScheduleOrigin::Code
+        && request.origin == ScheduleOrigin::Api
     {
-        return Ok(stored.view());
+        return Ok(Err(format!(
+            "schedule `{}` is declared with `#[handler(cron = ..)]`: change it in the code",
+            stored.spec.id
+        )));
     }
-    let now = now_ms(object.now().await?);
+    let fresh = existing.is_none();
     let mut stored = match existing {
         Some(stored) => stored,
         None => {
             let add =
                 crate::client::parts(INDEX, Some(INDEX_KEY), "add", encode_json(&request.spec.id));
             ctx.call::<()>(add).await?;
+            let generation = object.get::<u64>(TOMBSTONE).await?.unwrap_or(0);
             Stored {
                 spec: request.spec.clone(),
                 origin: request.origin,
                 paused: false,
-                generation: 0,
+                generation,
+                incarnation: generation + 1,
                 next_fire: None,
                 last_fire: None,
                 last_run: None,
@@ -250,16 +308,49 @@ async fn upsert(ctx: &InvocationContext, request: Upsert) -> Result<ScheduleView
             }
         }
     };
+    let now = now_ms(object.now().await?);
+    let same_times =
+        stored.spec.cron == request.spec.cron && stored.spec.timezone == request.spec.timezone;
+    let overdue = stored.next_fire.filter(|at| *at <= now && same_times);
+    if !fresh
+        && stored.spec == request.spec
+        && stored.origin == request.origin
+        && (stored.paused || overdue.is_none())
+    {
+        // In step already, its next tick pending.
+        return Ok(Ok(stored.view()));
+    }
     stored.spec = request.spec;
     stored.origin = request.origin;
     let times = stored.times()?;
-    if stored.paused {
-        stored.generation += 1;
-    } else {
-        stored.arm(ctx, &times, now, now);
+    match (stored.paused, overdue) {
+        (true, _) => stored.generation += 1,
+        // Ticks that fell due while the process was down: caught up here, and the pending
+        // tick (of an older generation now) does nothing when it comes.
+        (false, Some(first)) => stored.catch_up(ctx, &times, first, now),
+        (false, None) => stored.arm(ctx, &times, now, now),
     }
     object.set(STATE, stored.clone());
-    Ok(stored.view())
+    Ok(Ok(stored.view()))
+}
+
+/// At a start: catches up an overdue schedule whose tick has not come (or never will: the
+/// tick was killed, or stopped by a binary that did not serve schedules).
+async fn rearm(ctx: &InvocationContext) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(());
+    };
+    let now = now_ms(object.now().await?);
+    match stored.next_fire {
+        Some(first) if !stored.paused && first <= now => {
+            let times = stored.times()?;
+            stored.catch_up(ctx, &times, first, now);
+            object.set(STATE, stored);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn tick(ctx: &InvocationContext, tick: TickInput) -> Result<(), HandlerError> {
@@ -272,30 +363,19 @@ async fn tick(ctx: &InvocationContext, tick: TickInput) -> Result<(), HandlerErr
     }
     let now = now_ms(object.now().await?);
     let times = stored.times()?;
-    let (due, dropped) = times.due(tick.at, now.max(tick.at));
-    let latest = due.last().copied().unwrap_or(tick.at);
-    stored.skipped += dropped;
-    for &t in &due {
-        let missed = t != latest || now.saturating_sub(t) > GRACE_MS;
-        let runs = match stored.spec.catch_up {
-            super::CatchUp::All => true,
-            super::CatchUp::One => t == latest,
-            super::CatchUp::Skip => !missed,
-        };
-        if runs {
-            stored.fire(ctx, t, false);
-        } else {
-            stored.skip(ctx, t, false);
-        }
-    }
-    stored.arm(ctx, &times, latest.max(now), now);
+    stored.catch_up(ctx, &times, tick.at, now);
     object.set(STATE, stored);
     Ok(())
 }
 
 async fn finished(ctx: &InvocationContext, done: Finished) -> Result<(), HandlerError> {
     let object = ObjectContext::from_invocation(ctx);
-    let Some(mut stored) = object.get::<Stored>(STATE).await? else {
+    let Some(mut stored) = object
+        .get::<Stored>(STATE)
+        .await?
+        .filter(|s| s.incarnation == done.incarnation)
+    else {
+        // A run of a schedule deleted since (and maybe created again).
         return Ok(());
     };
     stored.running = stored.running.saturating_sub(1);
@@ -330,11 +410,7 @@ async fn finished(ctx: &InvocationContext, done: Finished) -> Result<(), Handler
             },
         })
         .inc();
-    if stored.running == 0
-        && let Some(next) = stored.queued.pop_front()
-    {
-        stored.start(ctx, next, false);
-    }
+    stored.start_queued(ctx);
     object.set(STATE, stored);
     Ok(())
 }
@@ -364,6 +440,7 @@ async fn resume(ctx: &InvocationContext) -> Result<Option<ScheduleView>, Handler
         let times = stored.times()?;
         stored.paused = false;
         stored.arm(ctx, &times, now, now);
+        stored.start_queued(ctx);
         object.set(STATE, stored.clone());
     }
     Ok(Some(stored.view()))
@@ -392,11 +469,9 @@ async fn delete(ctx: &InvocationContext) -> Result<bool, HandlerError> {
         encode_json(&stored.spec.id),
     );
     ctx.call::<()>(remove).await?;
-    object.clear_all();
-    ctx.engine
-        .metrics()
-        .schedule_next_fire
-        .remove(&ScheduleLabel::of(&stored.spec.id));
+    object.clear(STATE);
+    object.set(TOMBSTONE, stored.generation);
+    ctx.engine.metrics().forget_schedule(&stored.spec.id);
     Ok(true)
 }
 
@@ -414,6 +489,7 @@ async fn run(ctx: &InvocationContext, run: RunInput) -> Result<(), HandlerError>
     call.idempotency_key = Some(run_key(&id, run.tick, run.manual));
     let result = ctx.call::<serde::de::IgnoredAny>(call).await;
     let done = Finished {
+        incarnation: run.incarnation,
         tick: run.tick,
         manual: run.manual,
         error: result.err().map(|e| e.to_string()),
@@ -422,27 +498,15 @@ async fn run(ctx: &InvocationContext, run: RunInput) -> Result<(), HandlerError>
     Ok(())
 }
 
+/// The index holds one state entry per schedule id: adding and removing one is a small write
+/// whatever the number of schedules.
 async fn index_add(ctx: &InvocationContext, id: String) -> Result<(), HandlerError> {
-    let object = ObjectContext::from_invocation(ctx);
-    let mut ids = object
-        .get::<BTreeSet<String>>(IDS)
-        .await?
-        .unwrap_or_default();
-    if ids.insert(id) {
-        object.set(IDS, ids);
-    }
+    ObjectContext::from_invocation(ctx).set(&id, true);
     Ok(())
 }
 
 async fn index_remove(ctx: &InvocationContext, id: String) -> Result<(), HandlerError> {
-    let object = ObjectContext::from_invocation(ctx);
-    let mut ids = object
-        .get::<BTreeSet<String>>(IDS)
-        .await?
-        .unwrap_or_default();
-    if ids.remove(&id) {
-        object.set(IDS, ids);
-    }
+    ObjectContext::from_invocation(ctx).clear(&id);
     Ok(())
 }
 
@@ -451,12 +515,14 @@ fn decode<T: DeserializeOwned + Serialize + 'static>(bytes: &[u8]) -> Result<T, 
 }
 
 /// One internal handler's definition: reachable only from inside the process, retried
-/// forever (a schedule must not stop on a transient failure), kept an hour once done.
+/// forever (a schedule must not stop on a failure: see [`retried`]), kept `retention` once
+/// done (ticks and runs not at all; what a caller waits for, long enough to be read).
 fn handler<I: DeserializeOwned + Serialize + 'static>(
     name: &'static str,
     kind: HandlerKind,
     input_type: Option<&'static str>,
     output_type: &'static str,
+    retention: std::time::Duration,
 ) -> HandlerDefinition {
     HandlerDefinition {
         name,
@@ -466,7 +532,7 @@ fn handler<I: DeserializeOwned + Serialize + 'static>(
         options: HandlerOptions {
             ingress_private: true,
             retry_policy: RetryPolicy::default().forever(),
-            retention: Some(std::time::Duration::from_secs(3600)),
+            retention: Some(retention),
             ..HandlerOptions::default()
         },
         input: if input_type.is_some() {
@@ -475,6 +541,50 @@ fn handler<I: DeserializeOwned + Serialize + 'static>(
             InputShape::None
         },
         check_input: input::<I>().check(),
+    }
+}
+
+const ZERO: std::time::Duration = std::time::Duration::ZERO;
+/// Long enough for a caller in another process to read the answer.
+const ANSWER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// An internal handler's failure is never the end of a schedule: even a terminal error
+/// (a state that does not decode, a step that failed) is retried, visibly, until fixed.
+fn retried(result: Result<Bytes, HandlerError>) -> Result<Bytes, HandlerError> {
+    result.map_err(|e| match e.into_terminal() {
+        Ok(terminal) => HandlerError::from(format!("schedule step failed: {terminal}")),
+        Err(retryable) => retryable,
+    })
+}
+
+async fn dispatch_schedule(
+    name: &str,
+    ctx: &InvocationContext,
+    bytes: Bytes,
+) -> Result<Bytes, HandlerError> {
+    match name {
+        "upsert" => output(upsert(ctx, decode(&bytes)?).await),
+        "rearm" => output(rearm(ctx).await),
+        "tick" => output(tick(ctx, decode(&bytes)?).await),
+        "finished" => output(finished(ctx, decode(&bytes)?).await),
+        "pause" => output(pause(ctx).await),
+        "resume" => output(resume(ctx).await),
+        "trigger" => output(trigger(ctx).await),
+        "delete" => output(delete(ctx).await),
+        "run" => output(run(ctx, decode(&bytes)?).await),
+        other => Err(unknown_handler(SCHEDULE, other)),
+    }
+}
+
+async fn dispatch_index(
+    name: &str,
+    ctx: &InvocationContext,
+    bytes: Bytes,
+) -> Result<Bytes, HandlerError> {
+    match name {
+        "add" => output(index_add(ctx, decode(&bytes)?).await),
+        "remove" => output(index_remove(ctx, decode(&bytes)?).await),
+        other => Err(unknown_handler(INDEX, other)),
     }
 }
 
@@ -488,14 +598,15 @@ impl Service for ScheduleObject {
             name: SCHEDULE,
             kind: ServiceKind::VirtualObject,
             handlers: vec![
-                handler::<Upsert>("upsert", Exclusive, Some("Upsert"), "ScheduleView"),
-                handler::<TickInput>("tick", Exclusive, Some("Tick"), "()"),
-                handler::<Finished>("finished", Exclusive, Some("Finished"), "()"),
-                handler::<()>("pause", Exclusive, None, "Option<ScheduleView>"),
-                handler::<()>("resume", Exclusive, None, "Option<ScheduleView>"),
-                handler::<()>("trigger", Exclusive, None, "Option<TriggerOutcome>"),
-                handler::<()>("delete", Exclusive, None, "bool"),
-                handler::<RunInput>("run", Shared, Some("Run"), "()"),
+                handler::<Upsert>("upsert", Exclusive, Some("Upsert"), "UpsertOutcome", ANSWER),
+                handler::<()>("rearm", Exclusive, None, "()", ZERO),
+                handler::<TickInput>("tick", Exclusive, Some("Tick"), "()", ZERO),
+                handler::<Finished>("finished", Exclusive, Some("Finished"), "()", ZERO),
+                handler::<()>("pause", Exclusive, None, "Option<ScheduleView>", ANSWER),
+                handler::<()>("resume", Exclusive, None, "Option<ScheduleView>", ANSWER),
+                handler::<()>("trigger", Exclusive, None, "Option<TriggerOutcome>", ANSWER),
+                handler::<()>("delete", Exclusive, None, "bool", ANSWER),
+                handler::<RunInput>("run", Shared, Some("Run"), "()", ZERO),
             ],
         }
     }
@@ -506,19 +617,7 @@ impl Service for ScheduleObject {
         ctx: &'a InvocationContext,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
-        Box::pin(async move {
-            match name {
-                "upsert" => output(upsert(ctx, decode(&bytes)?).await),
-                "tick" => output(tick(ctx, decode(&bytes)?).await),
-                "finished" => output(finished(ctx, decode(&bytes)?).await),
-                "pause" => output(pause(ctx).await),
-                "resume" => output(resume(ctx).await),
-                "trigger" => output(trigger(ctx).await),
-                "delete" => output(delete(ctx).await),
-                "run" => output(run(ctx, decode(&bytes)?).await),
-                other => Err(unknown_handler(SCHEDULE, other)),
-            }
-        })
+        Box::pin(async move { retried(dispatch_schedule(name, ctx, bytes).await) })
     }
 }
 
@@ -531,8 +630,8 @@ impl Service for ScheduleIndex {
             name: INDEX,
             kind: ServiceKind::VirtualObject,
             handlers: vec![
-                handler::<String>("add", HandlerKind::Exclusive, Some("String"), "()"),
-                handler::<String>("remove", HandlerKind::Exclusive, Some("String"), "()"),
+                handler::<String>("add", HandlerKind::Exclusive, Some("String"), "()", ZERO),
+                handler::<String>("remove", HandlerKind::Exclusive, Some("String"), "()", ZERO),
             ],
         }
     }
@@ -543,12 +642,6 @@ impl Service for ScheduleIndex {
         ctx: &'a InvocationContext,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
-        Box::pin(async move {
-            match name {
-                "add" => output(index_add(ctx, decode(&bytes)?).await),
-                "remove" => output(index_remove(ctx, decode(&bytes)?).await),
-                other => Err(unknown_handler(INDEX, other)),
-            }
-        })
+        Box::pin(async move { retried(dispatch_index(name, ctx, bytes).await) })
     }
 }

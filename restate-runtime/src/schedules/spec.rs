@@ -25,6 +25,7 @@ use super::ScheduleError;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CatchUp {
     /// Fire none of the missed ticks; wait for the next one.
     Skip,
@@ -46,6 +47,7 @@ pub enum CatchUp {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Overlap {
     /// Drop the tick; it counts as skipped.
     #[default]
@@ -293,7 +295,7 @@ impl ScheduleSpec {
 
 /// `#[handler(cron = "..", timezone = "..", catch_up = "..", overlap = "..")]`, as the macro
 /// records it on the handler's options: the runtime keeps a schedule named
-/// `<service>.<handler>` in step with it at every start.
+/// `<service>:<handler>` in step with it at every start.
 ///
 /// ```
 /// use restate_runtime::prelude::*;

@@ -8,6 +8,7 @@ use super::spec::{CatchUp, Overlap, ScheduledTime};
 /// Where a schedule comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ScheduleOrigin {
     /// `#[handler(cron = ..)]`: kept in step with the code at every start, deleted when the
     /// attribute goes.
@@ -19,6 +20,7 @@ pub enum ScheduleOrigin {
 /// How a run ended, or that its tick was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunOutcome {
     /// The target answered.
     Succeeded,
@@ -30,6 +32,7 @@ pub enum RunOutcome {
 
 /// The latest tick's fate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LastRun {
     /// The tick's time.
     pub tick_at: ScheduledTime,
@@ -45,8 +48,9 @@ pub struct LastRun {
 /// A schedule as [`Schedules::get`](super::Schedules::get), [`Schedules::list`](super::Schedules::list)
 /// and the admin API (`GET /schedules`) show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ScheduleView {
-    /// Its id (`<service>.<handler>` for one declared with `#[handler(cron = ..)]`).
+    /// Its id (`<service>:<handler>` for one declared with `#[handler(cron = ..)]`).
     pub id: String,
     /// The target's service, object or workflow.
     pub service: String,
@@ -86,6 +90,7 @@ pub struct ScheduleView {
 /// What [`Schedules::trigger`](super::Schedules::trigger) did, by the schedule's overlap policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TriggerOutcome {
     /// A run started now.
     Started,

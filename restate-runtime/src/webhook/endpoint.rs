@@ -246,7 +246,7 @@ pub(crate) fn check_endpoints<'a>(
     registry: &Registry,
 ) -> Result<(), String> {
     for ((service, handler), endpoint) in endpoints {
-        let Some(registered) = registry.get(service) else {
+        let Some(registered) = registry.public(service) else {
             let names: Vec<&str> = registry.definitions().iter().map(|d| d.name).collect();
             return Err(format!(
                 "webhook on {service}/{handler}: no service named '{service}'{}",
