@@ -179,6 +179,7 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             quote!(, __input),
         ),
     };
+    let gate = rate_gate(model, h);
     // Each check sits on the span of what it checks: the input type (above), the handler's
     // name (its future must be `Send`) and its return type (output and error types).
     let future = quote_spanned!(ident.span()=>
@@ -188,10 +189,41 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     quote! {
         #name => ::std::boxed::Box::pin(async move {
             #decode
+            #gate
             let __typed = <#ctx_ty as #rt::FromInvocation<'_>>::from_invocation(__ctx);
             let __future = #future;
             #output
         }),
+    }
+}
+
+/// `rate(..)`: a durable wait for a token before the handler's body (nothing without it).
+fn rate_gate(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
+    let rt = rt();
+    let Some(rate) = &h.options.rate else {
+        return quote!();
+    };
+    let name = rate
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", model.wire_name, h.client.wire_name));
+    let key = match &rate.key {
+        Some(path) => quote!(::core::option::Option::Some(
+            ::std::string::ToString::to_string(&#path(&__input))
+        )),
+        None => quote!(::core::option::Option::None),
+    };
+    let limit = match (rate.limit, rate.per_ms) {
+        (Some(limit), Some(per)) => {
+            let burst = rate.burst.unwrap_or(1);
+            quote!(::core::option::Option::Some(
+                #rt::RateLimit::new(#limit, #rt::duration_ms(#per)).burst(#burst)
+            ))
+        }
+        _ => quote!(::core::option::Option::None),
+    };
+    quote! {
+        #rt::rate_gate(__ctx, #name, #key, #limit).await?;
     }
 }
 

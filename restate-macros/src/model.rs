@@ -86,6 +86,19 @@ pub(crate) struct CronArgs {
     pub overlap: Option<String>,
 }
 
+/// `rate(..)`, already validated: a limit (`limit` and `per`, maybe `burst`), a name, or both;
+/// maybe a key function.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RateArgs {
+    pub name: Option<String>,
+    pub limit: Option<u32>,
+    pub per_ms: Option<u64>,
+    pub burst: Option<u32>,
+    pub key: Option<syn::ExprPath>,
+    /// The attribute, to point errors at.
+    pub attr: syn::Meta,
+}
+
 /// Options on the service attribute or on `#[handler(..)]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Options {
@@ -94,6 +107,7 @@ pub(crate) struct Options {
     pub retention_ms: Option<u64>,
     pub retry: Option<RetryArgs>,
     pub cron: Option<CronArgs>,
+    pub rate: Option<RateArgs>,
 }
 
 /// How the handler takes its input.

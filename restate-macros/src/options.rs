@@ -6,9 +6,10 @@ use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration::parse_millis;
-use crate::model::{CronArgs, Options, RetryArgs};
+use crate::model::{CronArgs, Options, RateArgs, RetryArgs};
 
-const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\"";
+const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\", rate(limit = 25, per = \"1s\", burst = 1, key = Self::tenant, name = \"...\")";
+const RATE_SUPPORTED: &str = "supported rate options are: limit = 25, per = \"1s\", burst = 5, key = Self::key_of_input, name = \"shared-bucket\"";
 const RETRY_SUPPORTED: &str = "supported retry options are: initial_interval, factor, max_interval, max_attempts, on_max_attempts";
 
 /// A comma-separated list of `Meta` items.
@@ -86,6 +87,10 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
             ("retention", Meta::NameValue(nv)) => {
                 options.retention_ms = duration(cx, &nv.value, "retention");
             }
+            ("rate", Meta::List(list)) => match list.parse_args::<MetaList>() {
+                Ok(inner) => options.rate = parse_rate(cx, &inner, meta),
+                Err(e) => cx.push(e),
+            },
             ("retry", Meta::List(list)) => match list.parse_args::<MetaList>() {
                 Ok(inner) => options.retry = Some(parse_retry(cx, &inner)),
                 Err(e) => cx.push(e),
@@ -115,6 +120,9 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
                     other,
                     "`ingress_private` is a flag: write `ingress_private`",
                 );
+            }
+            ("rate", other) => {
+                cx.error_spanned_by(other, format!("write `rate(..)`; {RATE_SUPPORTED}"));
             }
             ("retry", other) => {
                 cx.error_spanned_by(other, format!("write `retry(..)`; {RETRY_SUPPORTED}"));
@@ -183,6 +191,99 @@ fn policy(cx: &mut Ctxt, expr: &Expr, what: &str, allowed: &[&str]) -> Option<St
         cx.error_spanned_by(&lit, format!("`{what}` is one of {}", names.join(", ")));
         None
     }
+}
+
+fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs> {
+    let mut rate = RateArgs {
+        name: None,
+        limit: None,
+        per_ms: None,
+        burst: None,
+        key: None,
+        attr: whole.clone(),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let errors = cx.len();
+    for meta in &metas.0 {
+        let Meta::NameValue(nv) = meta else {
+            cx.error_spanned_by(meta, format!("write `option = value`; {RATE_SUPPORTED}"));
+            continue;
+        };
+        let name = nv
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if seen.contains(&name) {
+            cx.error_spanned_by(&nv.path, format!("duplicate rate option `{name}`"));
+            continue;
+        }
+        seen.push(name.clone());
+        let positive = |cx: &mut Ctxt, what: &str| match &nv.value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }) => match i.base10_parse::<u32>() {
+                Ok(v) if v >= 1 => Some(v),
+                _ => {
+                    cx.error_spanned_by(i, format!("`{what}` must be an integer of at least 1"));
+                    None
+                }
+            },
+            other => {
+                cx.error_spanned_by(other, format!("`{what}` takes an integer such as 25"));
+                None
+            }
+        };
+        match name.as_str() {
+            "limit" => rate.limit = positive(cx, "limit"),
+            "burst" => rate.burst = positive(cx, "burst"),
+            "per" => {
+                rate.per_ms = duration(cx, &nv.value, "per").filter(|ms| {
+                    *ms > 0 || {
+                        cx.error_spanned_by(&nv.value, "`per` must be at least 1ms");
+                        false
+                    }
+                })
+            }
+            "name" => {
+                rate.name = lit_str(cx, &nv.value, "name").and_then(|l| check_wire_name(cx, &l))
+            }
+            "key" => match &nv.value {
+                Expr::Path(path) => rate.key = Some(path.clone()),
+                other => cx.error_spanned_by(
+                    other,
+                    "`key` names a function of the input that gives the bucket's key: \
+                     `key = Self::tenant` with `fn tenant(input: &Input) -> String`",
+                ),
+            },
+            _ => cx.error_spanned_by(&nv.path, format!("unknown rate option; {RATE_SUPPORTED}")),
+        }
+    }
+    if cx.len() > errors {
+        return None;
+    }
+    match (rate.limit, rate.per_ms, &rate.name) {
+        (Some(_), Some(_), _) | (None, None, Some(_)) => {}
+        (Some(_), None, _) | (None, Some(_), _) => {
+            cx.error_spanned_by(
+                whole,
+                "`limit` and `per` go together: `rate(limit = 25, per = \"1s\")`",
+            );
+            return None;
+        }
+        (None, None, None) => {
+            cx.error_spanned_by(
+                whole,
+                format!("give a limit (`limit = 25, per = \"1s\"`) or the `name` of one configured at run time; {RATE_SUPPORTED}"),
+            );
+            return None;
+        }
+    }
+    if rate.burst.is_some() && rate.limit.is_none() {
+        cx.error_spanned_by(whole, "`burst` goes with `limit` and `per`");
+        return None;
+    }
+    Some(rate)
 }
 
 fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
@@ -260,6 +361,7 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
         retention_ms: handler.retention_ms.or(service.retention_ms),
         // A schedule is one handler's: the service attribute refuses `cron`.
         cron: handler.cron.clone(),
+        rate: handler.rate.clone(),
         retry: match (&service.retry, &handler.retry) {
             (Some(s), Some(h)) => Some(RetryArgs {
                 initial_interval_ms: h.initial_interval_ms.or(s.initial_interval_ms),

@@ -68,6 +68,13 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
             "`cron` schedules one handler: put it on `#[handler(cron = \"...\")]`",
         );
     }
+    if let Some(rate) = &options.rate {
+        cx.error_spanned_by(
+            &rate.attr,
+            "`rate` limits one handler: put it on `#[handler(rate(..))]`, or share a named limit \
+             between handlers with `rate(name = \"...\")`",
+        );
+    }
     impl_is_inherent(&mut cx, kind, &item);
     impl_is_not_generic(&mut cx, &item);
     let Some(type_ident) = self_type_is_named(&mut cx, &item) else {
@@ -212,6 +219,16 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     let output = returns_result(cx, sig);
     if let Some(cron) = &options.cron {
         schedule_fits(cx, kind, cron, &input);
+    }
+    if let Some(rate) = &options.rate
+        && rate.key.is_some()
+        && matches!(input, Input::None)
+    {
+        cx.error_spanned_by(
+            &rate.attr,
+            "`key` is a function of the handler's input, and this handler takes none: on an \
+             object, the object's key already separates invocations; drop `key`",
+        );
     }
     // `r#type` is served as `type`.
     let wire_name = options

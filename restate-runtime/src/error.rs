@@ -213,6 +213,15 @@ impl From<TerminalError> for HandlerError {
     }
 }
 
+/// For the runtime's own handlers (schedules, rate limits), whose failure must never be the
+/// end: even a terminal error (a state that does not decode) is retried, visibly, until fixed.
+pub(crate) fn always_retried<T>(result: Result<T, HandlerError>) -> Result<T, HandlerError> {
+    result.map_err(|e| match e.into_terminal() {
+        Ok(terminal) => HandlerError::from(format!("the runtime's own step failed: {terminal}")),
+        Err(retryable) => retryable,
+    })
+}
+
 /// The result type of a handler: `Ok(output)` or a [`HandlerError`].
 ///
 /// ```

@@ -51,6 +51,7 @@ mod ingress;
 mod listener;
 mod mac;
 mod metrics;
+mod rate;
 mod registry;
 mod remote;
 mod replay;
@@ -84,6 +85,7 @@ pub use futures::future::Either;
 pub use handle::{HandleCaller, InvocationHandle};
 pub use headers::Headers;
 pub use ids::{AwakeableId, IdParseError, InvocationId};
+pub use rate::RateLimit;
 pub use registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, RegistryError,
     RetryPolicy, Service, ServiceDefinition, ServiceKind,

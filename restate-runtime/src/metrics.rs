@@ -60,6 +60,12 @@ pub(crate) struct ScheduleOutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// A rate limit, by name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimiterLabel {
+    pub limiter: String,
+}
+
 /// Latency buckets from 1 ms to about 9 hours (doubling), for invocations that answer at
 /// once and those that wait on a timer.
 fn latency_histogram() -> Histogram {
@@ -112,6 +118,9 @@ pub(crate) struct Metrics {
     pub schedule_ticks: Family<ScheduleOutcomeLabel, Counter>,
     pub schedule_runs: Family<ScheduleOutcomeLabel, Counter>,
     pub schedule_next_fire: Family<ScheduleLabel, Gauge>,
+    /// Per rate limit: tokens reserved, and the seconds their takers waited in all.
+    pub rate_waits: Family<LimiterLabel, Counter>,
+    pub rate_waited: Family<LimiterLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -138,6 +147,8 @@ impl Default for Metrics {
             schedule_ticks: Family::default(),
             schedule_runs: Family::default(),
             schedule_next_fire: Family::default(),
+            rate_waits: Family::default(),
+            rate_waited: Family::default(),
         }
     }
 }
@@ -252,6 +263,16 @@ impl Metrics {
             "schedule_next_fire_timestamp_seconds",
             "When each schedule fires next (Unix seconds; 0 when paused or never)",
             self.schedule_next_fire.clone(),
+        );
+        registry.register(
+            "rate_limit_tokens",
+            "Tokens reserved from each rate limit (one per gated invocation or step)",
+            self.rate_waits.clone(),
+        );
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Seconds the takers of each rate limit's tokens were told to wait, in all",
+            self.rate_waited.clone(),
         );
         registry.register(
             "invocation_retries",

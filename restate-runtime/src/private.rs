@@ -162,7 +162,19 @@ impl<T> WithoutDefault for &DefaultProbe<T> {
     }
 }
 
+pub use crate::rate::RateLimit;
 pub use crate::schedules::{CatchUp, CronOptions, Overlap};
+
+/// The gate of a handler with `rate(..)`, before its body: a durable wait for a token of the
+/// bucket `name` (per `key` if given).
+pub async fn rate_gate(
+    ctx: &InvocationContext,
+    name: &str,
+    key: Option<String>,
+    declared: Option<RateLimit>,
+) -> Result<(), HandlerError> {
+    Ok(crate::rate::rate_gate(ctx, name, key.as_deref(), declared).await?)
+}
 
 /// What a scheduled handler's input may be: the tick's time, nothing else.
 #[diagnostic::on_unimplemented(

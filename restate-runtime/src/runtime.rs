@@ -94,6 +94,7 @@ pub struct RuntimeBuilder {
     webhooks: Webhooks,
     release_heap: fn(),
     on_storage_failure: fn(&str),
+    rate_limits: HashMap<String, crate::RateLimit>,
 }
 
 impl RuntimeBuilder {
@@ -515,6 +516,26 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Limits the token bucket `name` to `limit`: what `ctx.run(..).rate_limit(name)` steps
+    /// and `#[handler(rate(name = ..))]` handlers wait on (over a limit the attribute gives).
+    /// A name never configured (here or in an attribute) lets everything through, so a limit
+    /// can be switched on by configuration alone.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::{RateLimit, Runtime};
+    /// let mut builder = Runtime::builder();
+    /// if let Ok(rate) = std::env::var("PAYMENT_EMAIL_RATE") {
+    ///     builder = builder.rate_limit("email", rate.parse::<RateLimit>().map_err(anyhow::Error::msg)?);
+    /// }
+    /// builder.build()?.serve().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn rate_limit(mut self, name: impl Into<String>, limit: crate::RateLimit) -> Self {
+        self.rate_limits.insert(name.into(), limit);
+        self
+    }
+
     /// Serves `service` with this value instead of its `Default`: the way to give handlers
     /// dependencies (a pool, a client, a secret) that they reach through `&self`.
     ///
@@ -638,6 +659,7 @@ impl RuntimeBuilder {
                 timer_window: config.timer_window,
                 app_version: String::new(),
                 replay_check: true,
+                rate_limits: assembled.rate_limits.clone(),
                 clock: crate::clock::Clock::default(),
                 activity: None,
                 injected: None,
@@ -673,6 +695,7 @@ impl RuntimeBuilder {
             registry,
             webhooks: self.webhooks,
             release_heap: self.release_heap,
+            rate_limits: self.rate_limits,
             on_storage_failure: self.on_storage_failure,
         })
     }
@@ -719,6 +742,7 @@ pub(crate) struct Assembled {
     webhooks: Webhooks,
     release_heap: fn(),
     pub(crate) on_storage_failure: fn(&str),
+    rate_limits: HashMap<String, crate::RateLimit>,
 }
 
 impl Assembled {
@@ -805,6 +829,7 @@ impl Assembled {
                     .clone()
                     .unwrap_or_else(|| self.registry.default_version()),
                 replay_check: false,
+                rate_limits: self.rate_limits.clone(),
                 clock: hooks.clock,
                 activity: hooks.activity,
                 injected: hooks.injected,
@@ -852,6 +877,7 @@ impl Runtime {
             webhooks: Webhooks::new(),
             release_heap: crate::engine::release_free_heap,
             on_storage_failure: crate::engine::exit_on_storage_failure,
+            rate_limits: HashMap::new(),
         }
     }
 

@@ -13,7 +13,8 @@
 //! build instead of serving (exit status 1 when one would break).
 //!
 //! Environment: `RESTATE_DATA_DIR`, `RESTATE_INGRESS_ADDR`, `RESTATE_ADMIN_ADDR` (as every app),
-//! `PAYMENT_REMINDER_DELAY` (default `1d`), `STRIPE_WEBHOOK_SECRET` (when set, signatures are
+//! `PAYMENT_REMINDER_DELAY` (default `1d`), `PAYMENT_EMAIL_RATE` (say `10/1s`: at most that
+//! many reminder emails, a rate limit named `email`; unset, no limit), `STRIPE_WEBHOOK_SECRET` (when set, signatures are
 //! required, and `RESTATE_WEBHOOK_ADDR` serves the endpoint to the internet; without it the
 //! endpoint takes unsigned events on the ingress only).
 
@@ -120,6 +121,8 @@ impl PaymentTracker {
             Ok(())
         })
         .name("send reminder email")
+        // The e-mail provider's limit, when `PAYMENT_EMAIL_RATE` sets one.
+        .rate_limit("email")
         .await?;
         Ok(())
     }
@@ -170,7 +173,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         signatures = secret.is_some(),
         "webhook processor starting"
     );
-    let app = Runtime::builder()
+    let mut app = Runtime::builder()
         .data_dir("./data")
         .bind(PaymentTracker { reminder_delay })
         .webhook(
@@ -178,6 +181,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             "onStripeEvent",
             stripe_webhook(secret),
         );
+    if let Ok(rate) = std::env::var("PAYMENT_EMAIL_RATE") {
+        let limit = rate
+            .parse::<restate_runtime::RateLimit>()
+            .map_err(|e| anyhow::anyhow!("PAYMENT_EMAIL_RATE: {e}"))?;
+        app = app.rate_limit("email", limit);
+    }
     Ok(app.main().await)
 }
 
@@ -307,6 +316,42 @@ mod tests {
             }
         }
         panic!("every run crashed");
+    }
+
+    #[tokio::test]
+    async fn reminder_emails_go_out_at_the_email_rate_when_one_is_set() {
+        use restate_runtime::testing::InvocationFilter;
+        let t = TestRuntime::builder()
+            .bind(PaymentTracker {
+                reminder_delay: DAY,
+            })
+            .rate_limit("email", "1/1h".parse().unwrap())
+            .build()
+            .await;
+        for invoice in ["in_1", "in_2", "in_3"] {
+            let tracker = t.handle().object::<PaymentTracker>(invoice);
+            let event = StripeEvent {
+                id: format!("evt_{invoice}"),
+                kind: "invoice.payment_failed".into(),
+                data: serde_json::from_value(serde_json::json!({ "object": { "id": invoice } }))
+                    .unwrap(),
+            };
+            tracker.on_payment_failed(event).call().await.unwrap();
+        }
+        let reminded = || {
+            t.invocations(
+                InvocationFilter::default()
+                    .handler("remind")
+                    .status("completed"),
+            )
+            .len()
+        };
+        t.advance(DAY).await;
+        assert_eq!(reminded(), 1, "one email now, the others wait for the rate");
+        t.advance(Duration::from_secs(3600)).await;
+        assert_eq!(reminded(), 2);
+        t.advance(Duration::from_secs(3600)).await;
+        assert_eq!(reminded(), 3);
     }
 
     #[tokio::test]

@@ -20,7 +20,15 @@ impl InvocationContext {
         &self,
         parts: RequestParts,
     ) -> DurableFuture<'_, Result<O, TerminalError>> {
-        let index = self.take_index();
+        self.call_at(self.take_index(), parts)
+    }
+
+    /// [`Self::call`] at a position taken earlier (an operation that takes several at once).
+    pub(crate) fn call_at<O: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        index: u32,
+        parts: RequestParts,
+    ) -> DurableFuture<'_, Result<O, TerminalError>> {
         let plan = plan_call(self, index, parts);
         DurableFuture::new(self, async move {
             let outcome = match plan {

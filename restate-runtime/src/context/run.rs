@@ -49,6 +49,8 @@ pub struct Run<'a, F, Fut, T> {
     closure: F,
     name: String,
     policy: Option<RetryPolicy>,
+    /// The rate limit (and its key) the step waits on for a token first.
+    rate: Option<(String, Option<String>)>,
     _out: PhantomData<fn() -> (Fut, T)>,
 }
 
@@ -59,6 +61,7 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
             closure,
             name: String::new(),
             policy: None,
+            rate: None,
             _out: PhantomData,
         }
     }
@@ -110,6 +113,52 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
         self.policy = Some(policy);
         self
     }
+
+    /// Waits for a token of the rate limit `name` before the step runs (a durable wait: a
+    /// long one suspends the invocation). The limit is set with
+    /// [`RuntimeBuilder::rate_limit`](crate::RuntimeBuilder::rate_limit) (or a handler's
+    /// `rate(name = ..)`); a name without one lets the step through at once.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Reminders;
+    /// #[service]
+    /// impl Reminders {
+    ///     #[handler]
+    ///     async fn remind(&self, ctx: Context<'_>, to: String) -> HandlerResult<()> {
+    ///         // At most what the "email" limit allows, across every invocation.
+    ///         ctx.run(|| async { Ok(()) }).name("send email").rate_limit("email").await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn rate_limit(mut self, name: impl Into<String>) -> Self {
+        self.rate = Some((name.into(), None));
+        self
+    }
+
+    /// As [`rate_limit`](Self::rate_limit), with a bucket of its own per `key` (a tenant, an
+    /// account): each key gets the whole limit.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Sync;
+    /// #[object]
+    /// impl Sync {
+    ///     #[handler]
+    ///     async fn push(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+    ///         let tenant = ctx.key().to_owned();
+    ///         ctx.run(|| async { Ok(()) }).rate_limit_key("crm-api", tenant).await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn rate_limit_key(mut self, name: impl Into<String>, key: impl Into<String>) -> Self {
+        self.rate = Some((name.into(), Some(key.into())));
+        self
+    }
 }
 
 impl<'a, F, Fut, T> IntoFuture for Run<'a, F, Fut, T>
@@ -122,8 +171,18 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
+        // The gate's positions come first, taken now in program order as the step's own.
+        let gate = self
+            .rate
+            .as_ref()
+            .and_then(|(name, key)| self.ctx.plan_rate_gate(name, key.as_deref(), None));
         let index = self.ctx.take_index();
-        Box::pin(execute(self, index))
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                self.ctx.pass_rate_gate(gate).await?;
+            }
+            execute(self, index).await
+        })
     }
 }
 

@@ -15,7 +15,15 @@ impl InvocationContext {
         &self,
         duration: Duration,
     ) -> impl Future<Output = Result<(), TerminalError>> + Send + '_ {
-        let index = self.take_index();
+        self.sleep_at(self.take_index(), duration)
+    }
+
+    /// [`Self::sleep`] at a position taken earlier.
+    pub(crate) fn sleep_at(
+        &self,
+        index: u32,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), TerminalError>> + Send + '_ {
         let wake_at_ms =
             match self.replay_as(index, "sleep", |e| matches!(e, JournalEntry::Sleep { .. })) {
                 Ok(Some(JournalEntry::Sleep {

@@ -204,6 +204,8 @@ pub(crate) struct EngineConfig {
     /// A replay check's engine: handlers replay their journals and stop where the journal
     /// ends, writing nothing.
     pub replay_check: bool,
+    /// Rate limits by name, configured at run time (they win over a handler's `rate(..)`).
+    pub rate_limits: HashMap<String, crate::RateLimit>,
     /// What "now" is: the wall clock, or a test's virtual clock.
     pub clock: Clock,
     /// Under a test runtime: counts what runs, to tell when nothing can.
@@ -1350,6 +1352,7 @@ mod tests {
             timer_window: DEFAULT_TIMER_WINDOW,
             app_version: "test".into(),
             replay_check: false,
+            rate_limits: HashMap::new(),
             clock: Clock::System,
             activity: None,
             injected: None,

@@ -323,13 +323,17 @@ impl Registry {
     }
 }
 
-/// The runtime's own objects (schedules), served beside the users' services, reachable only
+/// The runtime's own objects (schedules, rate limits), served beside the users' services, reachable only
 /// from inside the process and left out of listings and the default version.
 fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
     use crate::schedules::{ScheduleIndex, ScheduleObject};
     vec![
         (ScheduleObject::definition(), Arc::new(ScheduleObject)),
         (ScheduleIndex::definition(), Arc::new(ScheduleIndex)),
+        (
+            crate::rate::RateLimiterObject::definition(),
+            Arc::new(crate::rate::RateLimiterObject),
+        ),
     ]
 }
 

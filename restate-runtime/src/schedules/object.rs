@@ -16,7 +16,7 @@ use super::view::{LastRun, RunOutcome, ScheduleOrigin, ScheduleView, TriggerOutc
 use crate::__private::{input, output, unknown_handler};
 use crate::codec::encode_json;
 use crate::context::{FromInvocation, InvocationContext, ObjectContext, SharedObjectContext};
-use crate::error::{HandlerError, TerminalError};
+use crate::error::{HandlerError, TerminalError, always_retried};
 use crate::metrics::ScheduleLabel;
 use crate::registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
@@ -515,7 +515,7 @@ fn decode<T: DeserializeOwned + Serialize + 'static>(bytes: &[u8]) -> Result<T, 
 }
 
 /// One internal handler's definition: reachable only from inside the process, retried
-/// forever (a schedule must not stop on a failure: see [`retried`]), kept `retention` once
+/// forever (a schedule must not stop on a failure: see [`always_retried`]), kept `retention` once
 /// done (ticks and runs not at all; what a caller waits for, long enough to be read).
 fn handler<I: DeserializeOwned + Serialize + 'static>(
     name: &'static str,
@@ -547,15 +547,6 @@ fn handler<I: DeserializeOwned + Serialize + 'static>(
 const ZERO: std::time::Duration = std::time::Duration::ZERO;
 /// Long enough for a caller in another process to read the answer.
 const ANSWER: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// An internal handler's failure is never the end of a schedule: even a terminal error
-/// (a state that does not decode, a step that failed) is retried, visibly, until fixed.
-fn retried(result: Result<Bytes, HandlerError>) -> Result<Bytes, HandlerError> {
-    result.map_err(|e| match e.into_terminal() {
-        Ok(terminal) => HandlerError::from(format!("schedule step failed: {terminal}")),
-        Err(retryable) => retryable,
-    })
-}
 
 async fn dispatch_schedule(
     name: &str,
@@ -617,7 +608,7 @@ impl Service for ScheduleObject {
         ctx: &'a InvocationContext,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
-        Box::pin(async move { retried(dispatch_schedule(name, ctx, bytes).await) })
+        Box::pin(async move { always_retried(dispatch_schedule(name, ctx, bytes).await) })
     }
 }
 
@@ -642,6 +633,6 @@ impl Service for ScheduleIndex {
         ctx: &'a InvocationContext,
         bytes: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
-        Box::pin(async move { retried(dispatch_index(name, ctx, bytes).await) })
+        Box::pin(async move { always_retried(dispatch_index(name, ctx, bytes).await) })
     }
 }

@@ -56,6 +56,19 @@ impl TestRuntimeBuilder {
         }
     }
 
+    /// As [`RuntimeBuilder::rate_limit`](crate::RuntimeBuilder::rate_limit): the bucket
+    /// `name` at `limit`, on the virtual clock.
+    ///
+    /// ```no_run
+    /// use restate_runtime::RateLimit;
+    /// let builder = restate_runtime::testing::TestRuntime::builder()
+    ///     .rate_limit("email", RateLimit::per_second(25));
+    /// ```
+    pub fn rate_limit(mut self, name: impl Into<String>, limit: crate::RateLimit) -> Self {
+        self.runtime = self.runtime.rate_limit(name, limit);
+        self
+    }
+
     /// Serves `service` with this value instead of its `Default`, as
     /// [`RuntimeBuilder::bind`](crate::RuntimeBuilder::bind): give handlers test doubles.
     ///

@@ -1,0 +1,187 @@
+//! Rate limits on the virtual clock: a handler's `rate(..)` spaces its invocations by the
+//! limit from the first on, never faster, a burst goes at once, keys have buckets of their
+//! own, a named limit configured at run time gates `ctx.run` steps (and lets them through when
+//! it is not configured), and a crash keeps the reservations.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use restate_runtime::RateLimit;
+use restate_runtime::prelude::*;
+use restate_runtime::testing::TestRuntime;
+
+/// When each invocation's body ran (virtual ms since the start), by invocation: a replay
+/// writes the same time again.
+#[derive(Default, Clone)]
+pub struct Paced {
+    ran: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    tenant: String,
+    n: u32,
+}
+
+impl Paced {
+    fn tenant(event: &Event) -> &str {
+        &event.tenant
+    }
+
+    async fn record(&self, ctx: &Context<'_>, label: String) -> HandlerResult<()> {
+        let at = ctx.now().await?.duration_since(UNIX_EPOCH)?.as_millis() as u64;
+        let start = TestRuntime::default_start()
+            .duration_since(UNIX_EPOCH)?
+            .as_millis() as u64;
+        self.ran.lock().unwrap().insert(label, at - start);
+        Ok(())
+    }
+
+    fn times(&self, prefix: &str) -> Vec<u64> {
+        let mut times: Vec<u64> = self
+            .ran
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(label, _)| label.starts_with(prefix))
+            .map(|(_, at)| *at)
+            .collect();
+        times.sort_unstable();
+        times
+    }
+}
+
+#[service]
+impl Paced {
+    #[handler(rate(limit = 25, per = "1s"))]
+    async fn steady(&self, ctx: Context<'_>, n: u32) -> HandlerResult<()> {
+        self.record(&ctx, format!("steady-{n:03}")).await
+    }
+
+    #[handler(rate(limit = 1, per = "1s", burst = 5))]
+    async fn bursty(&self, ctx: Context<'_>, n: u32) -> HandlerResult<()> {
+        self.record(&ctx, format!("bursty-{n:03}")).await
+    }
+
+    #[handler(rate(limit = 1, per = "1s", key = Self::tenant))]
+    async fn per_tenant(&self, ctx: Context<'_>, event: Event) -> HandlerResult<()> {
+        self.record(&ctx, format!("tenant-{}-{}", event.tenant, event.n))
+            .await
+    }
+
+    /// A step through the "email" limit, configured (or not) at run time.
+    #[handler]
+    async fn email(&self, ctx: Context<'_>, n: u32) -> HandlerResult<()> {
+        ctx.run(|| async { Ok(()) })
+            .name("send")
+            .rate_limit("email")
+            .await?;
+        self.record(&ctx, format!("email-{n:03}")).await
+    }
+}
+
+async fn runtime(paced: &Paced, email: Option<RateLimit>) -> TestRuntime {
+    let mut builder = TestRuntime::builder().bind(paced.clone());
+    if let Some(limit) = email {
+        builder = builder.rate_limit("email", limit);
+    }
+    builder.build().await
+}
+
+/// Consecutive gaps, none of which may be shorter than the interval.
+fn gaps(times: &[u64]) -> Vec<u64> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_invocations_at_25_a_second_take_20_seconds_and_none_goes_faster() {
+    let paced = Paced::default();
+    let t = runtime(&paced, None).await;
+    for n in 0..500 {
+        t.handle().client::<Paced>().steady(n).send().await.unwrap();
+    }
+    t.run_until_idle().await;
+    assert_eq!(
+        paced.times("steady"),
+        vec![0],
+        "the first token is there at once"
+    );
+    t.advance(Duration::from_millis(19_959)).await;
+    assert_eq!(paced.times("steady").len(), 499);
+    t.advance(Duration::from_millis(1)).await;
+    let times = paced.times("steady");
+    assert_eq!(times.len(), 500);
+    assert_eq!(*times.last().unwrap(), 19_960);
+    assert!(gaps(&times).iter().all(|g| *g >= 40), "{:?}", gaps(&times));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_goes_at_once_then_the_rate_holds() {
+    let paced = Paced::default();
+    let t = runtime(&paced, None).await;
+    for n in 0..8 {
+        t.handle().client::<Paced>().bursty(n).send().await.unwrap();
+    }
+    t.advance(Duration::from_secs(10)).await;
+    assert_eq!(paced.times("bursty"), vec![0, 0, 0, 0, 0, 1000, 2000, 3000]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_key_has_a_bucket_of_its_own() {
+    let paced = Paced::default();
+    let t = runtime(&paced, None).await;
+    for n in 0..3 {
+        for tenant in ["acme", "globex"] {
+            let event = Event {
+                tenant: tenant.into(),
+                n,
+            };
+            t.handle()
+                .client::<Paced>()
+                .per_tenant(event)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    t.advance(Duration::from_secs(5)).await;
+    assert_eq!(paced.times("tenant-acme"), vec![0, 1000, 2000]);
+    assert_eq!(paced.times("tenant-globex"), vec![0, 1000, 2000]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_limit_gates_steps_when_configured_and_lets_them_through_when_not() {
+    let paced = Paced::default();
+    let t = runtime(&paced, Some(RateLimit::per_second(2))).await;
+    for n in 0..6 {
+        t.handle().client::<Paced>().email(n).send().await.unwrap();
+    }
+    t.advance(Duration::from_secs(5)).await;
+    assert_eq!(paced.times("email"), vec![0, 500, 1000, 1500, 2000, 2500]);
+
+    let unlimited = Paced::default();
+    let t = runtime(&unlimited, None).await;
+    for n in 0..6 {
+        t.handle().client::<Paced>().email(n).send().await.unwrap();
+    }
+    t.run_until_idle().await;
+    assert_eq!(unlimited.times("email"), vec![0; 6]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reservations_survive_a_crash_no_burst_after_the_restart() {
+    let paced = Paced::default();
+    let t = runtime(&paced, None).await;
+    for n in 0..100 {
+        t.handle().client::<Paced>().steady(n).send().await.unwrap();
+    }
+    t.advance(Duration::from_millis(1_010)).await;
+    assert_eq!(paced.times("steady").len(), 26);
+    t.restart().await;
+    t.advance(Duration::from_secs(3)).await;
+    let times = paced.times("steady");
+    assert_eq!(times.len(), 100);
+    assert_eq!(*times.last().unwrap(), 99 * 40);
+    assert!(gaps(&times).iter().all(|g| *g >= 40), "{:?}", gaps(&times));
+}
