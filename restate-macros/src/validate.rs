@@ -226,8 +226,9 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     {
         cx.error_spanned_by(
             &rate.attr,
-            "`key` is a function of the handler's input, and this handler takes none: on an \
-             object, the object's key already separates invocations; drop `key`",
+            "`key` is a function of the handler's input, and this handler takes none: drop \
+             `key` (one bucket for every invocation), or limit a step per object key with \
+             `ctx.run(..).rate_limit_key(name, ctx.key())`",
         );
     }
     // `r#type` is served as `type`.

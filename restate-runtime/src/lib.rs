@@ -85,7 +85,7 @@ pub use futures::future::Either;
 pub use handle::{HandleCaller, InvocationHandle};
 pub use headers::Headers;
 pub use ids::{AwakeableId, IdParseError, InvocationId};
-pub use rate::RateLimit;
+pub use rate::{RateLimit, RateLimitError};
 pub use registry::{
     HandlerDefinition, HandlerKind, HandlerOptions, InputShape, OnMaxAttempts, RegistryError,
     RetryPolicy, Service, ServiceDefinition, ServiceKind,

@@ -185,3 +185,73 @@ async fn reservations_survive_a_crash_no_burst_after_the_restart() {
     assert_eq!(*times.last().unwrap(), 99 * 40);
     assert!(gaps(&times).iter().all(|g| *g >= 40), "{:?}", gaps(&times));
 }
+
+/// Waits an hour after a step that goes through the "email" limit.
+#[derive(Default)]
+pub struct Later;
+
+#[service]
+impl Later {
+    #[handler]
+    async fn send_then_wait(&self, ctx: Context<'_>) -> HandlerResult<u32> {
+        ctx.run(|| async { Ok(()) })
+            .name("send")
+            .rate_limit("email")
+            .await?;
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(7)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_with_a_gate_replays_after_the_limit_is_switched_off_and_one_without_after_it_is_switched_on()
+ {
+    let folder = tempfile::tempdir().unwrap();
+    let build = |limit| open(folder.path(), limit);
+    let t = build(Some(RateLimit::per_second(1))).await;
+    let gated = t
+        .handle()
+        .client::<Later>()
+        .send_then_wait()
+        .send()
+        .await
+        .unwrap();
+    t.run_until_idle().await;
+    drop(t);
+    // The next release has no limit: the gate in the journal replays, the hour passes.
+    let t = build(None).await;
+    let ungated = t
+        .handle()
+        .client::<Later>()
+        .send_then_wait()
+        .send()
+        .await
+        .unwrap();
+    t.run_until_idle().await;
+    drop(t);
+    // And the one after switches it on again: the journal without a gate replays too.
+    let t = build(Some(RateLimit::per_second(1))).await;
+    t.advance(Duration::from_secs(3600)).await;
+    for id in [gated.invocation_id(), ungated.invocation_id()] {
+        let view = t.invocation(id).unwrap();
+        assert_eq!(view.status(), "completed", "{id}");
+        assert_eq!(view.output::<u32>().unwrap().unwrap(), 7);
+    }
+}
+
+/// A test runtime on `folder`, waiting while the runtime dropped just before still holds it.
+async fn open(folder: &std::path::Path, limit: Option<RateLimit>) -> TestRuntime {
+    loop {
+        let mut builder = TestRuntime::builder().data_dir(folder);
+        if let Some(limit) = limit {
+            builder = builder.rate_limit("email", limit);
+        }
+        match builder.try_build().await {
+            Ok(t) => return t,
+            Err(e) if e.to_string().contains("another process") => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -115,15 +115,10 @@ impl PaymentTracker {
         }
         let reminders = ctx.get::<u32>("reminders").await?.unwrap_or(0) + 1;
         ctx.set("reminders", reminders);
-        let invoice = ctx.key().to_owned();
-        ctx.run(|| async {
-            tracing::info!(%invoice, "sending payment reminder email");
-            Ok(())
-        })
-        .name("send reminder email")
-        // The e-mail provider's limit, when `PAYMENT_EMAIL_RATE` sets one.
-        .rate_limit("email")
-        .await?;
+        // Sent, not run here: waiting for the e-mail rate must not hold the invoice's key.
+        ctx.client::<Mailer>()
+            .payment_reminder(ctx.key().to_owned())
+            .send();
         Ok(())
     }
 
@@ -135,6 +130,25 @@ impl PaymentTracker {
             failures: ctx.get("failures").await?.unwrap_or(0),
             reminders: ctx.get("reminders").await?.unwrap_or(0),
         })
+    }
+}
+
+/// Sends the emails, within the e-mail provider's limit when `PAYMENT_EMAIL_RATE` sets one.
+#[derive(Default)]
+pub struct Mailer;
+
+#[service]
+impl Mailer {
+    #[handler(name = "paymentReminder", ingress_private)]
+    async fn payment_reminder(&self, ctx: Context<'_>, invoice: String) -> HandlerResult<()> {
+        ctx.run(|| async {
+            tracing::info!(%invoice, "sending payment reminder email");
+            Ok(())
+        })
+        .name("send reminder email")
+        .rate_limit("email")
+        .await?;
+        Ok(())
     }
 }
 
@@ -341,7 +355,7 @@ mod tests {
         let reminded = || {
             t.invocations(
                 InvocationFilter::default()
-                    .handler("remind")
+                    .handler("paymentReminder")
                     .status("completed"),
             )
             .len()

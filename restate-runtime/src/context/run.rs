@@ -116,8 +116,9 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
 
     /// Waits for a token of the rate limit `name` before the step runs (a durable wait: a
     /// long one suspends the invocation). The limit is set with
-    /// [`RuntimeBuilder::rate_limit`](crate::RuntimeBuilder::rate_limit) (or a handler's
-    /// `rate(name = ..)`); a name without one lets the step through at once.
+    /// [`RuntimeBuilder::rate_limit`](crate::RuntimeBuilder::rate_limit); a name without one
+    /// lets the step through at once. A retry of the step (after a failure) replays the
+    /// reservation: it takes no second token.
     ///
     /// ```
     /// use restate_runtime::prelude::*;
@@ -171,7 +172,8 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        // The gate's positions come first, taken now in program order as the step's own.
+        // The gate's positions come first, taken (and its reservation journaled) now, in
+        // program order, as the step's own.
         let gate = self
             .rate
             .as_ref()

@@ -1,31 +1,35 @@
 //! The gate before a rate-limited handler or step: a reservation (a call to the bucket's key,
-//! which answers how long to wait) and the wait (a durable sleep), journaled as the two entries
-//! before what they guard.
+//! which answers when the token is due) and, when it is not due yet, the wait (a durable
+//! sleep), journaled at the two positions before what they guard.
 
 use std::time::Duration;
 
-use super::{RATE_LIMITER, RateLimit, bucket};
-use crate::context::InvocationContext;
+use super::{RATE_LIMITER, RateLimit, Reserve, bucket};
+use crate::context::{DurableFuture, InvocationContext};
 use crate::error::TerminalError;
 use crate::storage::JournalEntry;
 
-/// Two journal positions taken for a gate, and what it reserves from.
-pub(crate) struct GatePlan {
+/// A gate whose reservation is journaled (or replayed), to be passed.
+pub(crate) struct GatePlan<'a> {
     index: u32,
-    bucket: String,
-    limit: RateLimit,
+    name: String,
+    /// This attempt makes the reservation (not a replay of one).
+    fresh: bool,
+    reservation: DurableFuture<'a, Result<u64, TerminalError>>,
 }
 
 impl InvocationContext {
     /// Whether a gate stands at the next position, decided as every replay decides it: the
-    /// journal's reservation there if it has one, else the limit configured now (a name
-    /// without a limit lets everything through). Takes the gate's two positions.
+    /// journal's reservation there if it has one; a limit configured now if the journal ends
+    /// before it (an empty position inside the journal is no gate: a step's entry comes when
+    /// it ends). Takes the gate's two positions and journals the reservation at once, in
+    /// program order.
     pub(crate) fn plan_rate_gate(
         &self,
         name: &str,
         key: Option<&str>,
         declared: Option<RateLimit>,
-    ) -> Option<GatePlan> {
+    ) -> Option<GatePlan<'_>> {
         let index = self.peek_index();
         let configured = self
             .engine
@@ -34,41 +38,58 @@ impl InvocationContext {
             .get(name)
             .copied()
             .or(declared);
+        let fresh = self
+            .inflight
+            .state()
+            .journal
+            .last_index()
+            .is_none_or(|last| last < index);
         let limit = match self.replayed(index) {
             Some(JournalEntry::Call { target, .. }) if target.service == RATE_LIMITER => {
-                configured.unwrap_or(RateLimit::new(1, Duration::from_secs(1)))
+                configured.unwrap_or(RateLimit::per_second(1))
             }
-            Some(_) => return None,
-            None => configured?,
+            None if fresh => configured?,
+            _ => return None,
         };
-        let index = self.take_indices(2);
+        if !self.take_index_if_next(index) {
+            return None;
+        }
+        self.take_index();
+        let reserve = crate::client::parts(
+            RATE_LIMITER,
+            Some(&bucket(name, key)),
+            "reserve",
+            crate::codec::encode_json(&Reserve {
+                limit,
+                now_ms: self.engine.now_ms(),
+            }),
+        );
         Some(GatePlan {
             index,
-            bucket: bucket(name, key),
-            limit,
+            name: name.to_owned(),
+            fresh,
+            reservation: self.call_at(index, reserve),
         })
     }
 
-    /// Reserves a token and waits for it.
-    pub(crate) async fn pass_rate_gate(&self, plan: GatePlan) -> Result<(), TerminalError> {
-        let reserve = crate::client::parts(
-            RATE_LIMITER,
-            Some(&plan.bucket),
-            "reserve",
-            crate::codec::encode_json(&plan.limit),
-        );
-        let wait_ms: u64 = self.call_at(plan.index, reserve).await?;
-        let metrics = self.engine.metrics();
-        let label = crate::metrics::LimiterLabel {
-            limiter: plan.bucket.split('/').next().unwrap_or_default().to_owned(),
-        };
-        metrics.rate_waits.get_or_create(&label).inc();
-        metrics
-            .rate_waited
-            .get_or_create(&label)
-            .inc_by(wait_ms as f64 / 1000.0);
-        self.sleep_at(plan.index + 1, Duration::from_millis(wait_ms))
-            .await
+    /// Waits for the reserved token.
+    pub(crate) async fn pass_rate_gate(&self, plan: GatePlan<'_>) -> Result<(), TerminalError> {
+        let due_ms: u64 = plan.reservation.await?;
+        let now = self.engine.now_ms();
+        if plan.fresh {
+            let metrics = self.engine.metrics();
+            let label = crate::metrics::LimiterLabel { limiter: plan.name };
+            metrics.rate_waits.get_or_create(&label).inc();
+            let waited = due_ms.saturating_sub(now) as f64 / 1000.0;
+            metrics.rate_waited.get_or_create(&label).inc_by(waited);
+        }
+        let wait = plan.index + 1;
+        // No sleep entry for a token that is there: one commit less per token.
+        if matches!(self.replayed(wait), Some(JournalEntry::Sleep { .. })) || due_ms > now {
+            self.sleep_at(wait, Duration::from_millis(due_ms.saturating_sub(now)))
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -26,9 +26,15 @@ pub(crate) use object::{RATE_LIMITER, RateLimiterObject};
 /// let stripe = RateLimit::new(25, Duration::from_secs(1)).burst(5);
 /// assert_eq!(stripe.interval(), Duration::from_millis(40));
 /// assert_eq!("25/1s,burst=5".parse::<RateLimit>(), Ok(stripe));
+/// assert_eq!("25/1s, burst = 5".parse::<RateLimit>(), Ok(stripe));
 /// assert_eq!("100/m".parse::<RateLimit>(), Ok(RateLimit::new(100, Duration::from_secs(60))));
-/// assert!("fast".parse::<RateLimit>().unwrap_err().contains("25/1s"));
+/// assert!("fast".parse::<RateLimit>().is_err());
 /// assert_eq!(stripe.to_string(), "25/1s,burst=5");
+/// // Whatever it says, it reads back the same.
+/// for text in ["3/1500ms", "10/1h", "1/1d,burst=2"] {
+///     let limit: RateLimit = text.parse().unwrap();
+///     assert_eq!(limit.to_string().parse::<RateLimit>(), Ok(limit));
+/// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RateLimit {
@@ -37,13 +43,25 @@ pub struct RateLimit {
     burst: u32,
 }
 
+/// The most milliseconds a period takes (so that its microseconds fit in 64 bits).
+const MAX_PER_MS: u64 = u64::MAX / 1_000_000;
+
 impl RateLimit {
-    /// `limit` tokens per `per` (each at least 1; `per` in whole milliseconds), burst 1.
+    /// `limit` tokens per `per` (each at least 1; `per` rounded up to whole milliseconds),
+    /// burst 1.
     pub const fn new(limit: u32, per: Duration) -> Self {
-        let per_ms = per.as_millis() as u64;
+        // Rounded up: a limit never runs faster than asked.
+        let per_ms = per.as_micros().div_ceil(1000);
+        let per_ms = if per_ms > MAX_PER_MS as u128 {
+            MAX_PER_MS
+        } else if per_ms == 0 {
+            1
+        } else {
+            per_ms as u64
+        };
         Self {
             limit: if limit == 0 { 1 } else { limit },
-            per_ms: if per_ms == 0 { 1 } else { per_ms },
+            per_ms,
             burst: 1,
         }
     }
@@ -60,52 +78,77 @@ impl RateLimit {
 
     /// At most `tokens` at once (at least 1): that many can go without waiting after a quiet
     /// spell.
+    #[must_use]
     pub const fn burst(mut self, tokens: u32) -> Self {
         self.burst = if tokens == 0 { 1 } else { tokens };
         self
     }
 
-    /// The time one token takes to come back.
+    /// Tokens per period.
+    pub fn limit(&self) -> u32 {
+        self.limit.max(1)
+    }
+
+    /// The period.
+    pub fn per(&self) -> Duration {
+        Duration::from_millis(self.per_ms.max(1))
+    }
+
+    /// The most tokens held at once.
+    pub fn max_burst(&self) -> u32 {
+        self.burst.max(1)
+    }
+
+    /// The time one token takes to come back (rounded up).
     pub fn interval(&self) -> Duration {
         Duration::from_micros(self.interval_us())
     }
 
+    /// Rounded up, so that tokens never come faster than the limit; a value read from storage
+    /// is not trusted to hold no zero.
     pub(crate) fn interval_us(&self) -> u64 {
-        (self.per_ms * 1000 / u64::from(self.limit)).max(1)
-    }
-
-    pub(crate) fn burst_tokens(&self) -> u32 {
-        self.burst
+        self.per_ms
+            .clamp(1, MAX_PER_MS)
+            .saturating_mul(1000)
+            .div_ceil(u64::from(self.limit()))
+            .max(1)
     }
 }
 
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let per = jiff::SignedDuration::from_millis(self.per_ms as i64);
-        write!(f, "{}/{per:#}", self.limit)?;
-        if self.burst > 1 {
-            write!(f, ",burst={}", self.burst)?;
+        write!(f, "{}/{per:#}", self.limit())?;
+        if self.max_burst() > 1 {
+            write!(f, ",burst={}", self.max_burst())?;
         }
         Ok(())
     }
 }
 
-impl FromStr for RateLimit {
-    type Err = String;
+/// A rate limit that does not parse, with the form it should take.
+///
+/// ```
+/// let e = "fast".parse::<restate_runtime::RateLimit>().unwrap_err();
+/// assert!(e.to_string().contains("25/1s"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit `{0}`: write <limit>/<period>[,burst=<tokens>], e.g. 25/1s or 100/1m,burst=10")]
+pub struct RateLimitError(String);
 
-    /// `<limit>/<period>[,burst=<tokens>]`: `25/1s`, `25/s`, `100/1m,burst=10`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let wrong = || {
-            format!(
-                "rate limit `{text}`: write <limit>/<period>[,burst=<tokens>], e.g. 25/1s or \
-                 100/1m,burst=10"
-            )
-        };
+impl FromStr for RateLimit {
+    type Err = RateLimitError;
+
+    /// `<limit>/<period>[,burst=<tokens>]`: `25/1s`, `25/s`, `100/1m, burst = 10`.
+    fn from_str(text: &str) -> Result<Self, RateLimitError> {
+        let wrong = || RateLimitError(text.to_owned());
         let (rate, burst) = match text.trim().split_once(',') {
             Some((rate, burst)) => {
                 let tokens = burst
                     .trim()
-                    .strip_prefix("burst=")
+                    .strip_prefix("burst")
+                    .map(str::trim_start)
+                    .and_then(|rest| rest.strip_prefix('='))
                     .and_then(|n| n.trim().parse::<u32>().ok())
                     .filter(|n| *n > 0)
                     .ok_or_else(wrong)?;
@@ -128,16 +171,24 @@ impl FromStr for RateLimit {
             crate::duration::parse(&format!("1{per}"))
         }
         .ok()
-        .filter(|d| d.as_millis() > 0)
+        .filter(|d| !d.is_zero())
         .ok_or_else(wrong)?;
         Ok(Self::new(limit, per).burst(burst))
     }
 }
 
-/// The bucket of `name` for `key`.
-fn bucket(name: &str, key: Option<&str>) -> String {
+/// What a gate sends to reserve a token: the limit as configured now, and the caller's time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Reserve {
+    limit: RateLimit,
+    now_ms: u64,
+}
+
+/// The bucket of `name` for `key`: the name alone, or both as a JSON pair (no name and key
+/// can spell another's).
+pub(crate) fn bucket(name: &str, key: Option<&str>) -> String {
     match key {
-        Some(key) => format!("{name}/{key}"),
+        Some(key) => serde_json::to_string(&(name, key)).unwrap_or_default(),
         None => name.to_owned(),
     }
 }

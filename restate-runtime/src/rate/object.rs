@@ -1,12 +1,10 @@
 //! `restate.RateLimiter`: one key per bucket, holding the bucket's theoretical arrival time
 //! (GCRA): a reservation moves it one interval on and answers how long the caller waits.
 
-use std::time::UNIX_EPOCH;
-
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::RateLimit;
+use super::Reserve;
 use crate::context::{FromInvocation, InvocationContext, ObjectContext};
 use crate::error::HandlerError;
 use crate::registry::{
@@ -19,22 +17,19 @@ pub(crate) const RATE_LIMITER: &str = "restate.RateLimiter";
 /// When the bucket is next empty-and-refilled, in microseconds since the epoch.
 const TAT: &str = "tat_us";
 
-/// Reserves one token: the wait in milliseconds (0 while the bucket holds tokens).
-async fn reserve(ctx: &InvocationContext, limit: RateLimit) -> Result<u64, HandlerError> {
+/// Reserves one token: when it is due (ms since the epoch; the caller's now while the
+/// bucket holds tokens). The caller's time comes with the request, so a reservation is one
+/// state read and write, with no step of its own to wait for.
+async fn reserve(ctx: &InvocationContext, request: Reserve) -> Result<u64, HandlerError> {
     let object = ObjectContext::from_invocation(ctx);
-    let now = object
-        .now()
-        .await?
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
-    let interval = limit.interval_us();
-    let tolerance = interval.saturating_mul(u64::from(limit.burst_tokens() - 1));
+    let now_us = request.now_ms.saturating_mul(1000);
+    let interval = request.limit.interval_us();
+    let tolerance = interval.saturating_mul(u64::from(request.limit.max_burst() - 1));
     let tat = object.get::<u64>(TAT).await?.unwrap_or(0).max(now_us);
-    let allowed_at = tat.saturating_sub(tolerance);
+    let allowed_at = tat.saturating_sub(tolerance).max(now_us);
     object.set(TAT, tat.saturating_add(interval));
     // Rounded up: a caller never goes early.
-    Ok(allowed_at.saturating_sub(now_us).div_ceil(1000))
+    Ok(allowed_at.div_ceil(1000))
 }
 
 /// `restate.RateLimiter`.
@@ -48,7 +43,7 @@ impl Service for RateLimiterObject {
             handlers: vec![HandlerDefinition {
                 name: "reserve",
                 kind: HandlerKind::Exclusive,
-                input_type: Some("RateLimit"),
+                input_type: Some("Reserve"),
                 output_type: "u64",
                 options: HandlerOptions {
                     ingress_private: true,
@@ -58,7 +53,7 @@ impl Service for RateLimiterObject {
                     ..HandlerOptions::default()
                 },
                 input: InputShape::Json,
-                check_input: crate::__private::input::<RateLimit>().check(),
+                check_input: crate::__private::input::<Reserve>().check(),
             }],
         }
     }
@@ -71,8 +66,8 @@ impl Service for RateLimiterObject {
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
         Box::pin(async move {
             crate::error::always_retried(match name {
-                "reserve" => match crate::__private::input::<RateLimit>().decode(&bytes) {
-                    Ok(limit) => crate::__private::output(reserve(ctx, limit).await),
+                "reserve" => match crate::__private::input::<Reserve>().decode(&bytes) {
+                    Ok(request) => crate::__private::output(reserve(ctx, request).await),
                     Err(e) => Err(e),
                 },
                 other => Err(crate::__private::unknown_handler(RATE_LIMITER, other)),
