@@ -180,20 +180,57 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
         ),
     };
     let gate = rate_gate(model, h);
+    let permit = concurrency_gate(model, h);
     // Each check sits on the span of what it checks: the input type (above), the handler's
     // name (its future must be `Send`) and its return type (output and error types).
     let future = quote_spanned!(ident.span()=>
         #rt::send_future(<#self_ty>::#ident(self, __typed #arg))
     );
     let output = quote_spanned!(h.returns.span()=> #rt::output(__future.await));
+    let finish = if h.options.concurrency.is_some() {
+        quote! {
+            let __out = #output;
+            #rt::concurrency_release(__ctx, __permit, &__out);
+            __out
+        }
+    } else {
+        output
+    };
     quote! {
         #name => ::std::boxed::Box::pin(async move {
             #decode
             #gate
+            #permit
             let __typed = <#ctx_ty as #rt::FromInvocation<'_>>::from_invocation(__ctx);
             let __future = #future;
-            #output
+            #finish
         }),
+    }
+}
+
+/// `concurrency(..)`: a durable wait for a permit before the handler's body (nothing without
+/// it); `__permit` is given back after.
+fn concurrency_gate(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
+    let rt = rt();
+    let Some(concurrency) = &h.options.concurrency else {
+        return quote!();
+    };
+    let name = concurrency
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", model.wire_name, h.client.wire_name));
+    let key = match &concurrency.key {
+        Some(path) => quote_spanned!(path.span()=> ::core::option::Option::Some(
+            ::std::string::ToString::to_string(&#path(&__input))
+        )),
+        None => quote!(::core::option::Option::None),
+    };
+    let limit = match concurrency.limit {
+        Some(limit) => quote!(::core::option::Option::Some(#limit)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        let __permit = #rt::concurrency_gate(__ctx, #name, #key, #limit).await?;
     }
 }
 

@@ -99,6 +99,17 @@ pub(crate) struct RateArgs {
     pub attr: syn::Meta,
 }
 
+/// `concurrency = N` or `concurrency(..)`, already validated: a limit, a name, or both; maybe
+/// a key function.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConcurrencyArgs {
+    pub name: Option<String>,
+    pub limit: Option<u32>,
+    pub key: Option<syn::ExprPath>,
+    /// The attribute, to point errors at.
+    pub attr: syn::Meta,
+}
+
 /// Options on the service attribute or on `#[handler(..)]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Options {
@@ -108,6 +119,7 @@ pub(crate) struct Options {
     pub retry: Option<RetryArgs>,
     pub cron: Option<CronArgs>,
     pub rate: Option<RateArgs>,
+    pub concurrency: Option<ConcurrencyArgs>,
 }
 
 /// How the handler takes its input.

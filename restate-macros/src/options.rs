@@ -6,9 +6,10 @@ use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration::parse_millis;
-use crate::model::{CronArgs, Options, RateArgs, RetryArgs};
+use crate::model::{ConcurrencyArgs, CronArgs, Options, RateArgs, RetryArgs};
 
-const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\", rate(limit = 25, per = \"1s\", burst = 1, key = Self::tenant, name = \"...\")";
+const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\", rate(limit = 25, per = \"1s\", burst = 1, key = Self::tenant, name = \"...\"), concurrency = 10 or concurrency(limit = 2, key = Self::tenant, name = \"...\")";
+const CONCURRENCY_SUPPORTED: &str = "write `concurrency = 10`, or `concurrency(limit = 2, key = Self::key_of_input, name = \"shared\")`";
 const RATE_SUPPORTED: &str = "supported rate options are: limit = 25, per = \"1s\", burst = 5, key = Self::key_of_input, name = \"shared-bucket\"";
 const RETRY_SUPPORTED: &str = "supported retry options are: initial_interval, factor, max_interval, max_attempts, on_max_attempts";
 
@@ -86,6 +87,22 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
             ("ingress_private", Meta::Path(_)) => options.ingress_private = true,
             ("retention", Meta::NameValue(nv)) => {
                 options.retention_ms = duration(cx, &nv.value, "retention");
+            }
+            ("concurrency", Meta::NameValue(nv)) => {
+                options.concurrency =
+                    positive(cx, &nv.value, "concurrency").map(|limit| ConcurrencyArgs {
+                        name: None,
+                        limit: Some(limit),
+                        key: None,
+                        attr: meta.clone(),
+                    });
+            }
+            ("concurrency", Meta::List(list)) => match list.parse_args::<MetaList>() {
+                Ok(inner) => options.concurrency = parse_concurrency(cx, &inner, meta),
+                Err(e) => cx.push(e),
+            },
+            ("concurrency", other) => {
+                cx.error_spanned_by(other, CONCURRENCY_SUPPORTED);
             }
             ("rate", Meta::List(list)) => match list.parse_args::<MetaList>() {
                 Ok(inner) => options.rate = parse_rate(cx, &inner, meta),
@@ -193,6 +210,89 @@ fn policy(cx: &mut Ctxt, expr: &Expr, what: &str, allowed: &[&str]) -> Option<St
     }
 }
 
+/// An integer literal of at least 1.
+fn positive(cx: &mut Ctxt, expr: &Expr, what: &str) -> Option<u32> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => match i.base10_parse::<u32>() {
+            Ok(v) if v >= 1 => Some(v),
+            _ => {
+                cx.error_spanned_by(i, format!("`{what}` must be an integer of at least 1"));
+                None
+            }
+        },
+        other => {
+            cx.error_spanned_by(other, format!("`{what}` takes an integer such as 10"));
+            None
+        }
+    }
+}
+
+/// `key = Self::f`: a function of the input that gives the bucket's key.
+fn key_path(cx: &mut Ctxt, expr: &Expr) -> Option<syn::ExprPath> {
+    match expr {
+        Expr::Path(path) => Some(path.clone()),
+        other => {
+            cx.error_spanned_by(
+                other,
+                "`key` names a function of the input that gives the bucket's key: \
+                 `key = Self::tenant` with `fn tenant(input: &Input) -> String`",
+            );
+            None
+        }
+    }
+}
+
+fn parse_concurrency(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<ConcurrencyArgs> {
+    let mut args = ConcurrencyArgs {
+        name: None,
+        limit: None,
+        key: None,
+        attr: whole.clone(),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let errors = cx.len();
+    for meta in &metas.0 {
+        let Meta::NameValue(nv) = meta else {
+            cx.error_spanned_by(meta, CONCURRENCY_SUPPORTED);
+            continue;
+        };
+        let name = nv
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if seen.contains(&name) {
+            cx.error_spanned_by(&nv.path, format!("duplicate concurrency option `{name}`"));
+            continue;
+        }
+        seen.push(name.clone());
+        match name.as_str() {
+            "limit" => args.limit = positive(cx, &nv.value, "limit"),
+            "name" => {
+                args.name = lit_str(cx, &nv.value, "name").and_then(|l| check_wire_name(cx, &l))
+            }
+            "key" => args.key = key_path(cx, &nv.value),
+            _ => cx.error_spanned_by(
+                &nv.path,
+                format!("unknown concurrency option; {CONCURRENCY_SUPPORTED}"),
+            ),
+        }
+    }
+    if cx.len() > errors {
+        return None;
+    }
+    if args.limit.is_none() && args.name.is_none() {
+        cx.error_spanned_by(
+            whole,
+            format!("give a `limit`, or the `name` of one configured at run time; {CONCURRENCY_SUPPORTED}"),
+        );
+        return None;
+    }
+    Some(args)
+}
+
 fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs> {
     let mut rate = RateArgs {
         name: None,
@@ -219,24 +319,9 @@ fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs>
             continue;
         }
         seen.push(name.clone());
-        let positive = |cx: &mut Ctxt, what: &str| match &nv.value {
-            Expr::Lit(ExprLit {
-                lit: Lit::Int(i), ..
-            }) => match i.base10_parse::<u32>() {
-                Ok(v) if v >= 1 => Some(v),
-                _ => {
-                    cx.error_spanned_by(i, format!("`{what}` must be an integer of at least 1"));
-                    None
-                }
-            },
-            other => {
-                cx.error_spanned_by(other, format!("`{what}` takes an integer such as 25"));
-                None
-            }
-        };
         match name.as_str() {
-            "limit" => rate.limit = positive(cx, "limit"),
-            "burst" => rate.burst = positive(cx, "burst"),
+            "limit" => rate.limit = positive(cx, &nv.value, "limit"),
+            "burst" => rate.burst = positive(cx, &nv.value, "burst"),
             "per" => {
                 rate.per_ms = duration(cx, &nv.value, "per").filter(|ms| {
                     *ms > 0 || {
@@ -248,14 +333,7 @@ fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs>
             "name" => {
                 rate.name = lit_str(cx, &nv.value, "name").and_then(|l| check_wire_name(cx, &l))
             }
-            "key" => match &nv.value {
-                Expr::Path(path) => rate.key = Some(path.clone()),
-                other => cx.error_spanned_by(
-                    other,
-                    "`key` names a function of the input that gives the bucket's key: \
-                     `key = Self::tenant` with `fn tenant(input: &Input) -> String`",
-                ),
-            },
+            "key" => rate.key = key_path(cx, &nv.value),
             _ => cx.error_spanned_by(&nv.path, format!("unknown rate option; {RATE_SUPPORTED}")),
         }
     }
@@ -362,6 +440,7 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
         // A schedule is one handler's: the service attribute refuses `cron`.
         cron: handler.cron.clone(),
         rate: handler.rate.clone(),
+        concurrency: handler.concurrency.clone(),
         retry: match (&service.retry, &handler.retry) {
             (Some(s), Some(h)) => Some(RetryArgs {
                 initial_interval_ms: h.initial_interval_ms.or(s.initial_interval_ms),

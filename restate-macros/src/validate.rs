@@ -68,6 +68,13 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
             "`cron` schedules one handler: put it on `#[handler(cron = \"...\")]`",
         );
     }
+    if let Some(concurrency) = &options.concurrency {
+        cx.error_spanned_by(
+            &concurrency.attr,
+            "`concurrency` limits one handler: put it on `#[handler(concurrency = ..)]`, or \
+             share a named limit between handlers with `concurrency(name = \"...\")`",
+        );
+    }
     if let Some(rate) = &options.rate {
         cx.error_spanned_by(
             &rate.attr,
@@ -219,6 +226,16 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     let output = returns_result(cx, sig);
     if let Some(cron) = &options.cron {
         schedule_fits(cx, kind, cron, &input);
+    }
+    if let Some(concurrency) = &options.concurrency
+        && concurrency.key.is_some()
+        && matches!(input, Input::None)
+    {
+        cx.error_spanned_by(
+            &concurrency.attr,
+            "`key` is a function of the handler's input, and this handler takes none: drop \
+             `key` (one limit over every invocation)",
+        );
     }
     if let Some(rate) = &options.rate
         && rate.key.is_some()

@@ -37,6 +37,7 @@ mod cli;
 mod client;
 mod clock;
 mod codec;
+mod concurrency;
 mod config;
 mod context;
 mod duration;

@@ -162,7 +162,36 @@ impl<T> WithoutDefault for &DefaultProbe<T> {
     }
 }
 
+pub use crate::concurrency::Permit;
 pub use crate::rate::RateLimit;
+
+/// The gate of a handler with `concurrency(..)`: waits (durably) until it holds a permit of
+/// the bucket `name` (per `key` if given); `None` when no limit applies.
+pub async fn concurrency_gate(
+    ctx: &InvocationContext,
+    name: &str,
+    key: Option<String>,
+    declared: Option<u32>,
+) -> Result<Option<Permit>, HandlerError> {
+    match ctx.plan_permit(name, key.as_deref(), declared) {
+        Some(plan) => Ok(Some(ctx.acquire_permit(plan, None).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Gives the permit back once the handler is done: when it answered or failed for good, not
+/// when its attempt fails and is retried (the invocation still holds it).
+pub fn concurrency_release(
+    ctx: &InvocationContext,
+    permit: Option<Permit>,
+    out: &Result<Bytes, HandlerError>,
+) {
+    if let Some(permit) = permit
+        && out.as_ref().err().is_none_or(HandlerError::is_terminal)
+    {
+        ctx.release_permit(permit, None);
+    }
+}
 pub use crate::schedules::{CatchUp, CronOptions, Overlap};
 
 /// The gate of a handler with `rate(..)`, before its body: a durable wait for a token of the

@@ -95,6 +95,7 @@ pub struct RuntimeBuilder {
     release_heap: fn(),
     on_storage_failure: fn(&str),
     rate_limits: HashMap<String, crate::RateLimit>,
+    concurrency_limits: HashMap<String, u32>,
 }
 
 impl RuntimeBuilder {
@@ -536,6 +537,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Lets at most `limit` invocations or steps hold a permit of the concurrency limit
+    /// `name` at once (per key, for a keyed one): what `#[handler(concurrency(name = ..))]`
+    /// handlers and `ctx.run(..).limiter(name)` steps wait on, over what an attribute says.
+    /// The admin API changes it while the process runs (`PUT /limiters/{name}`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// // At most 4 calls to the payment provider at a time, across every handler.
+    /// Runtime::builder().concurrency_limit("stripe-api", 4).build()?.serve().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn concurrency_limit(mut self, name: impl Into<String>, limit: u32) -> Self {
+        self.concurrency_limits.insert(name.into(), limit.max(1));
+        self
+    }
+
     /// Serves `service` with this value instead of its `Default`: the way to give handlers
     /// dependencies (a pool, a client, a secret) that they reach through `&self`.
     ///
@@ -660,6 +678,7 @@ impl RuntimeBuilder {
                 app_version: String::new(),
                 replay_check: true,
                 rate_limits: assembled.rate_limits.clone(),
+                concurrency_limits: Arc::default(),
                 clock: crate::clock::Clock::default(),
                 activity: None,
                 injected: None,
@@ -696,6 +715,7 @@ impl RuntimeBuilder {
             webhooks: self.webhooks,
             release_heap: self.release_heap,
             rate_limits: self.rate_limits,
+            concurrency_limits: self.concurrency_limits,
             on_storage_failure: self.on_storage_failure,
         })
     }
@@ -743,6 +763,7 @@ pub(crate) struct Assembled {
     release_heap: fn(),
     pub(crate) on_storage_failure: fn(&str),
     rate_limits: HashMap<String, crate::RateLimit>,
+    concurrency_limits: HashMap<String, u32>,
 }
 
 impl Assembled {
@@ -830,6 +851,9 @@ impl Assembled {
                     .unwrap_or_else(|| self.registry.default_version()),
                 replay_check: false,
                 rate_limits: self.rate_limits.clone(),
+                concurrency_limits: Arc::new(crate::concurrency::ConcurrencyLimits::new(
+                    self.concurrency_limits.clone(),
+                )),
                 clock: hooks.clock,
                 activity: hooks.activity,
                 injected: hooks.injected,
@@ -878,6 +902,7 @@ impl Runtime {
             release_heap: crate::engine::release_free_heap,
             on_storage_failure: crate::engine::exit_on_storage_failure,
             rate_limits: HashMap::new(),
+            concurrency_limits: HashMap::new(),
         }
     }
 

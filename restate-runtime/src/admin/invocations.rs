@@ -227,6 +227,16 @@ impl Action {
         engine: &Engine,
         id: InvocationId,
     ) -> Result<Option<InvocationId>, ControlError> {
+        // The runtime's own (schedule ticks, limiter steps) keep counts that a kill or a
+        // restart from outside would break: schedules and limits have their own endpoints.
+        if let Some((record, _)) = engine.inspect(&id)?
+            && crate::registry::is_internal(&record.target.service)
+        {
+            return Err(ControlError::Conflict(format!(
+                "{id} is one of the runtime's own invocations ({}); use /schedules or /limiters",
+                record.target
+            )));
+        }
         match self {
             Self::Cancel => engine.cancel(id).await.map(|()| None),
             Self::Kill => engine.kill(id).await.map(|()| None),

@@ -1,10 +1,11 @@
 //! The admin API (default 127.0.0.1:9070): health, registered services, invocations with their
-//! journals and their control, schedules, drain, backup, and metrics. With a token configured, every route but `/health`
+//! journals and their control, schedules, concurrency limits, drain, backup, and metrics. With a token configured, every route but `/health`
 //! requires `Authorization: Bearer <token>`.
 
 mod backup;
 mod drain;
 mod invocations;
+mod limiters;
 mod params;
 mod schedules;
 mod services;
@@ -64,6 +65,8 @@ pub(crate) fn router(
             get(schedules::get).delete(schedules::delete),
         )
         .route("/schedules/{id}/{action}", patch(schedules::control))
+        .route("/limiters", get(limiters::list))
+        .route("/limiters/{name}", get(limiters::get).put(limiters::set))
         .with_state(AdminState {
             engine,
             webhooks: Arc::new(webhooks),

@@ -18,7 +18,17 @@ impl InvocationContext {
         String,
         impl Future<Output = Result<T, TerminalError>> + Send + '_,
     ) {
-        let index = self.take_index();
+        self.awakeable_at(self.take_index())
+    }
+
+    /// [`Self::awakeable`] at a position taken earlier.
+    pub(crate) fn awakeable_at<T: DeserializeOwned>(
+        &self,
+        index: u32,
+    ) -> (
+        String,
+        impl Future<Output = Result<T, TerminalError>> + Send + '_,
+    ) {
         let ok = match self.replayed(index) {
             Some(JournalEntry::Awakeable { .. }) => true,
             Some(other) => {

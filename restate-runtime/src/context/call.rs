@@ -51,7 +51,17 @@ impl InvocationContext {
 
     /// Sends one-way (after `delay`): journaled now; returns the new invocation's id.
     pub(crate) fn send(&self, parts: RequestParts, delay: Option<Duration>) -> InvocationId {
-        send_from_handler(self, parts, delay)
+        send_from_handler(self, self.take_index(), parts, delay)
+    }
+
+    /// [`Self::send`] at a position taken earlier.
+    pub(crate) fn send_at(
+        &self,
+        index: u32,
+        parts: RequestParts,
+        delay: Option<Duration>,
+    ) -> InvocationId {
+        send_from_handler(self, index, parts, delay)
     }
 }
 
@@ -206,10 +216,10 @@ fn refuse(ctx: &InvocationContext, index: u32, target: Target, e: EngineError) -
 
 fn send_from_handler(
     ctx: &InvocationContext,
+    index: u32,
     parts: RequestParts,
     delay: Option<Duration>,
 ) -> InvocationId {
-    let index = ctx.take_index();
     if let Some(recorded) = ctx.replayed(index) {
         return match recorded {
             JournalEntry::Send {

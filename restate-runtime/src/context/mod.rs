@@ -20,6 +20,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use awakeable::AwakeableHandle;
 pub(crate) use awakeable::resolved as resolved_awakeable;
+pub(crate) use awakeable::resolved;
 pub use combinators::Unordered;
 pub use durable::DurableFuture;
 pub use invocation::InvocationContext;

@@ -51,6 +51,8 @@ pub struct Run<'a, F, Fut, T> {
     policy: Option<RetryPolicy>,
     /// The rate limit (and its key) the step waits on for a token first.
     rate: Option<(String, Option<String>)>,
+    /// The concurrency limit (and its key) whose permit the step holds while it runs.
+    limiter: Option<(String, Option<String>)>,
     _out: PhantomData<fn() -> (Fut, T)>,
 }
 
@@ -62,6 +64,7 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
             name: String::new(),
             policy: None,
             rate: None,
+            limiter: None,
             _out: PhantomData,
         }
     }
@@ -160,6 +163,51 @@ impl<'a, F, Fut, T> Run<'a, F, Fut, T> {
         self.rate = Some((name.into(), Some(key.into())));
         self
     }
+
+    /// Holds a permit of the concurrency limit `name` while the step runs: at most that many
+    /// such steps (and handlers with `concurrency(name = ..)`) at once, across invocations;
+    /// the others wait (durably, suspended if long) in arrival order. The limit is set with
+    /// [`RuntimeBuilder::concurrency_limit`](crate::RuntimeBuilder::concurrency_limit) or the
+    /// admin API; a name without one lets the step through at once.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Checkout;
+    /// #[service]
+    /// impl Checkout {
+    ///     #[handler]
+    ///     async fn pay(&self, ctx: Context<'_>, cents: u64) -> HandlerResult<()> {
+    ///         ctx.run(|| async { Ok(()) }).name("charge").limiter("stripe-api").await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn limiter(mut self, name: impl Into<String>) -> Self {
+        self.limiter = Some((name.into(), None));
+        self
+    }
+
+    /// As [`limiter`](Self::limiter), with a limit of its own per `key` (a tenant).
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// #[derive(Default)]
+    /// pub struct Exports;
+    /// #[object]
+    /// impl Exports {
+    ///     #[handler]
+    ///     async fn export(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+    ///         let tenant = ctx.key().to_owned();
+    ///         ctx.run(|| async { Ok(()) }).limiter_key("warehouse", tenant).await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn limiter_key(mut self, name: impl Into<String>, key: impl Into<String>) -> Self {
+        self.limiter = Some((name.into(), Some(key.into())));
+        self
+    }
 }
 
 impl<'a, F, Fut, T> IntoFuture for Run<'a, F, Fut, T>
@@ -174,16 +222,31 @@ where
     fn into_future(self) -> Self::IntoFuture {
         // The gate's positions come first, taken (and its reservation journaled) now, in
         // program order, as the step's own.
+        let ctx = self.ctx;
         let gate = self
             .rate
             .as_ref()
-            .and_then(|(name, key)| self.ctx.plan_rate_gate(name, key.as_deref(), None));
-        let index = self.ctx.take_index();
+            .and_then(|(name, key)| ctx.plan_rate_gate(name, key.as_deref(), None));
+        let permit = self
+            .limiter
+            .as_ref()
+            .and_then(|(name, key)| ctx.plan_permit(name, key.as_deref(), None));
+        let index = ctx.take_index();
+        // Where the permit goes back, after the step.
+        let release = permit.as_ref().map(|_| ctx.take_index());
         Box::pin(async move {
             if let Some(gate) = gate {
-                self.ctx.pass_rate_gate(gate).await?;
+                ctx.pass_rate_gate(gate).await?;
             }
-            execute(self, index).await
+            let permit = match permit {
+                Some(plan) => Some(ctx.acquire_permit(plan, release).await?),
+                None => None,
+            };
+            let result = execute(self, index).await;
+            if let Some(permit) = permit {
+                ctx.release_permit(permit, release);
+            }
+            result
         })
     }
 }

@@ -37,7 +37,7 @@ pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
 pub(crate) use injected::InjectedFaults;
 pub use injected::RunFault;
-use journal::Journal;
+pub(crate) use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
 pub use reference::EngineRef;
@@ -206,6 +206,8 @@ pub(crate) struct EngineConfig {
     pub replay_check: bool,
     /// Rate limits by name, configured at run time (they win over a handler's `rate(..)`).
     pub rate_limits: HashMap<String, crate::RateLimit>,
+    /// Concurrency limits by name, configured at run time (the builder, then the admin API).
+    pub concurrency_limits: Arc<crate::concurrency::ConcurrencyLimits>,
     /// What "now" is: the wall clock, or a test's virtual clock.
     pub clock: Clock,
     /// Under a test runtime: counts what runs, to tell when nothing can.
@@ -420,6 +422,11 @@ impl Engine {
     /// Now, by the engine's clock (ms since the epoch).
     pub(crate) fn now_ms(&self) -> u64 {
         self.config.clock.now_ms()
+    }
+
+    /// The concurrency limits configured at run time.
+    pub(crate) fn concurrency_limits(&self) -> &crate::concurrency::ConcurrencyLimits {
+        &self.config().concurrency_limits
     }
 
     pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
@@ -1061,6 +1068,7 @@ impl Engine {
                     Vec::new()
                 }),
         };
+        let permits;
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
@@ -1072,6 +1080,7 @@ impl Engine {
             });
             let start = scheduled_at(&state.record.status);
             self.timers.disarm(inflight.id, sleeps.chain(start));
+            permits = crate::concurrency::asked_for(inflight.id, &state.journal);
             state.record.status = Status::Completed {
                 outcome: outcome.clone(),
                 completed_at_ms: now,
@@ -1115,6 +1124,11 @@ impl Engine {
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
         let result = pending.finish().await;
+        if result.is_ok() {
+            // The concurrency permits it held or waited for go back, however it ended (an
+            // answer, a terminal error, a kill, retries used up, a step dropped in a race).
+            crate::concurrency::give_back(self, permits);
+        }
         match result {
             Ok(()) => inflight.finish(Finish::Done(Arc::new(Completed {
                 outcome,
@@ -1353,6 +1367,7 @@ mod tests {
             app_version: "test".into(),
             replay_check: false,
             rate_limits: HashMap::new(),
+            concurrency_limits: Arc::default(),
             clock: Clock::System,
             activity: None,
             injected: None,

@@ -323,7 +323,7 @@ impl Registry {
     }
 }
 
-/// The runtime's own objects (schedules, rate limits), served beside the users' services, reachable only
+/// The runtime's own objects (schedules, rate and concurrency limits), served beside the users' services, reachable only
 /// from inside the process and left out of listings and the default version.
 fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
     use crate::schedules::{ScheduleIndex, ScheduleObject};
@@ -333,6 +333,10 @@ fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
         (
             crate::rate::RateLimiterObject::definition(),
             Arc::new(crate::rate::RateLimiterObject),
+        ),
+        (
+            crate::concurrency::LimiterObject::definition(),
+            Arc::new(crate::concurrency::LimiterObject),
         ),
     ]
 }

@@ -69,6 +69,16 @@ impl TestRuntimeBuilder {
         self
     }
 
+    /// As [`RuntimeBuilder::concurrency_limit`](crate::RuntimeBuilder::concurrency_limit).
+    ///
+    /// ```no_run
+    /// let builder = restate_runtime::testing::TestRuntime::builder().concurrency_limit("stripe-api", 4);
+    /// ```
+    pub fn concurrency_limit(mut self, name: impl Into<String>, limit: u32) -> Self {
+        self.runtime = self.runtime.concurrency_limit(name, limit);
+        self
+    }
+
     /// Serves `service` with this value instead of its `Default`, as
     /// [`RuntimeBuilder::bind`](crate::RuntimeBuilder::bind): give handlers test doubles.
     ///

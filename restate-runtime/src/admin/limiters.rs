@@ -1,0 +1,95 @@
+//! `/limiters`: concurrency limits, how many hold a permit and how many wait, per name (and
+//! key); a limit changed while the process runs.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::ingress::ApiError;
+
+/// The view of one bucket: its limit, who holds a permit and who waits, in order.
+fn bucket_view(engine: &Engine, name: &str, key: Option<&str>) -> Response {
+    let bucket = crate::rate::bucket(name, key);
+    match crate::concurrency::stored(engine, &bucket) {
+        Ok(stored) => axum::Json(json!({
+            "name": name,
+            "key": key,
+            "limit": engine.concurrency_limits().get(name).unwrap_or(stored.limit),
+            "running": stored.holders.len(),
+            "queued": stored.waiting.len(),
+            "holders": stored.holders.keys().collect::<Vec<_>>(),
+            "waiting": stored.waiting.iter().map(|w| w.holder()).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::ingress(503, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /limiters`: the limits configured at run time, each with its (unkeyed) bucket.
+pub(super) async fn list(State(engine): State<Engine>) -> Response {
+    let mut limiters = Vec::new();
+    for (name, limit) in engine.concurrency_limits().all() {
+        let bucket = crate::concurrency::stored(&engine, &name).unwrap_or_default();
+        limiters.push(json!({
+            "name": name,
+            "limit": limit,
+            "running": bucket.holders.len(),
+            "queued": bucket.waiting.len(),
+        }));
+    }
+    axum::Json(json!({ "limiters": limiters })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct KeyQuery {
+    key: Option<String>,
+}
+
+/// `GET /limiters/{name}[?key=<key>]`: one bucket (a handler's own is named
+/// `<service>/<handler>`, URL-encoded).
+pub(super) async fn get(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+    Query(query): Query<KeyQuery>,
+) -> Response {
+    bucket_view(&engine, &name, query.key.as_deref())
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct SetLimit {
+    limit: u32,
+}
+
+/// `PUT /limiters/{name} {"limit": n}`: the limit from now on, in this process (set it in the
+/// builder too to keep it across restarts); a raised one hands permits out at once.
+pub(super) async fn set(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+    body: Result<axum::Json<SetLimit>, JsonRejection>,
+) -> Response {
+    let limit = match body {
+        Ok(axum::Json(SetLimit { limit })) if limit > 0 => limit,
+        Ok(_) => return ApiError::ingress(400, "`limit` is at least 1").into_response(),
+        Err(e) => {
+            let message = format!("expected a body like {{\"limit\": 4}}: {e}");
+            return ApiError::ingress(400, message).into_response();
+        }
+    };
+    engine.concurrency_limits().set(&name, limit);
+    let resize = crate::client::parts(
+        crate::concurrency::LIMITER,
+        Some(&name),
+        "resize",
+        crate::codec::encode_json(&limit),
+    );
+    let handle = crate::runtime::RuntimeHandle::from_engine(engine.clone());
+    if let Err(e) = crate::client::ExternalRequest::<()>::new(handle, resize)
+        .call()
+        .await
+    {
+        return ApiError::ingress(503, e.to_string()).into_response();
+    }
+    bucket_view(&engine, &name, None)
+}

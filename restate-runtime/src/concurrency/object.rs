@@ -1,0 +1,225 @@
+//! `restate.Limiter`: one key per bucket (a limit's name, or name and key), holding who holds
+//! a permit and who waits for one in arrival order. A waiter waits on an awakeable of its own,
+//! resolved when a permit comes to it.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::context::{FromInvocation, InvocationContext, ObjectContext};
+use crate::error::{HandlerError, always_retried};
+use crate::registry::{
+    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
+    ServiceDefinition, ServiceKind,
+};
+
+/// The object whose keys are buckets.
+pub(crate) const LIMITER: &str = "restate.Limiter";
+const STATE: &str = "bucket";
+
+/// A bucket's state (a field added later takes `#[serde(default)]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Bucket {
+    /// The limit as the latest request gave it.
+    pub limit: u32,
+    /// Who holds a permit: an invocation id, or `<id>#<position>` for a step.
+    pub holders: BTreeMap<String, u64>,
+    /// Who waits, in arrival order.
+    pub waiting: Vec<Waiter>,
+}
+
+/// One waiting for a permit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Waiter {
+    /// The invocation's arrival number.
+    seq: u64,
+    holder: String,
+    /// What to resolve when the permit comes.
+    awakeable: String,
+}
+
+impl Bucket {
+    /// Hands free permits to the first waiters; the awakeables to resolve.
+    fn hand_out(&mut self) -> Vec<String> {
+        let mut woken = Vec::new();
+        while self.holders.len() < self.limit as usize && !self.waiting.is_empty() {
+            let next = self.waiting.remove(0);
+            self.holders.insert(next.holder, next.seq);
+            woken.push(next.awakeable);
+        }
+        woken
+    }
+}
+
+/// A request for a permit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Acquire {
+    pub holder: String,
+    /// The invocation's arrival number: waiters are served in this order.
+    pub seq: u64,
+    /// What to resolve when the permit comes later.
+    pub awakeable: String,
+    pub limit: u32,
+}
+
+impl Waiter {
+    pub(crate) fn holder(&self) -> &str {
+        &self.holder
+    }
+}
+
+/// Whether the permit is held now (`true`) or will come through the awakeable.
+async fn acquire(ctx: &InvocationContext, request: Acquire) -> Result<bool, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let mut bucket = object.get::<Bucket>(STATE).await?.unwrap_or_default();
+    bucket.limit = request.limit.max(1);
+    if bucket.holders.contains_key(&request.holder) {
+        return Ok(true);
+    }
+    if bucket.waiting.iter().any(|w| w.holder == request.holder) {
+        return Ok(false);
+    }
+    // In arrival order (then by holder): one that arrived first but asked later goes first.
+    let at = bucket
+        .waiting
+        .partition_point(|w| (w.seq, &w.holder) <= (request.seq, &request.holder));
+    bucket.waiting.insert(
+        at,
+        Waiter {
+            seq: request.seq,
+            holder: request.holder.clone(),
+            awakeable: request.awakeable.clone(),
+        },
+    );
+    let woken = bucket.hand_out();
+    let granted = bucket.holders.contains_key(&request.holder);
+    for awakeable in woken.iter().filter(|a| **a != request.awakeable) {
+        wake(ctx, awakeable)?;
+    }
+    object.set(STATE, bucket);
+    Ok(granted)
+}
+
+/// Tells a waiter its permit has come: its awakeable, resolved in this invocation's journal
+/// (the waiter's wake-up commits with it).
+fn wake(ctx: &InvocationContext, awakeable: &str) -> Result<(), HandlerError> {
+    Ok(ctx.complete_awakeable(awakeable, crate::context::resolved(&()))?)
+}
+
+/// Gives a permit back (or gives up waiting); the next waiters get theirs.
+async fn release(ctx: &InvocationContext, holder: String) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut bucket) = object.get::<Bucket>(STATE).await? else {
+        return Ok(());
+    };
+    let held = bucket.holders.remove(&holder).is_some();
+    let waited = bucket.waiting.len();
+    bucket.waiting.retain(|w| w.holder != holder);
+    if !held && bucket.waiting.len() == waited {
+        // Given back already (a kill after the handler's own release): nothing changes.
+        return Ok(());
+    }
+    for awakeable in bucket.hand_out() {
+        wake(ctx, &awakeable)?;
+    }
+    object.set(STATE, bucket);
+    Ok(())
+}
+
+/// Takes a new limit (from the admin API): a raised one hands permits out at once.
+async fn resize(ctx: &InvocationContext, limit: u32) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let mut bucket = object.get::<Bucket>(STATE).await?.unwrap_or_default();
+    bucket.limit = limit.max(1);
+    for awakeable in bucket.hand_out() {
+        wake(ctx, &awakeable)?;
+    }
+    object.set(STATE, bucket);
+    Ok(())
+}
+
+/// The state of bucket `key` as stored (no invocation: the admin API's read).
+pub(crate) fn stored(
+    engine: &crate::engine::Engine,
+    key: &str,
+) -> Result<Bucket, crate::storage::StorageError> {
+    let scope = crate::storage::StateScope {
+        service: LIMITER.to_owned(),
+        key: key.to_owned(),
+    };
+    Ok(engine
+        .storage()
+        .state(&scope, STATE)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+fn definition(
+    name: &'static str,
+    kind: HandlerKind,
+    input: Option<&'static str>,
+) -> HandlerDefinition {
+    HandlerDefinition {
+        name,
+        kind,
+        input_type: input,
+        output_type: "bool",
+        options: HandlerOptions {
+            ingress_private: true,
+            retry_policy: RetryPolicy::default().forever(),
+            retention: Some(std::time::Duration::ZERO),
+            ..HandlerOptions::default()
+        },
+        input: if input.is_some() {
+            InputShape::Json
+        } else {
+            InputShape::None
+        },
+        check_input: crate::__private::accept_any,
+    }
+}
+
+/// `restate.Limiter`.
+pub(crate) struct LimiterObject;
+
+impl Service for LimiterObject {
+    fn definition() -> ServiceDefinition {
+        ServiceDefinition {
+            name: LIMITER,
+            kind: ServiceKind::VirtualObject,
+            handlers: vec![
+                definition("acquire", HandlerKind::Exclusive, Some("Acquire")),
+                definition("release", HandlerKind::Exclusive, Some("String")),
+                definition("resize", HandlerKind::Exclusive, Some("u32")),
+            ],
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: &'a InvocationContext,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+        use crate::__private::{input, output, unknown_handler};
+        Box::pin(async move {
+            always_retried(match name {
+                "acquire" => match input::<Acquire>().decode(&bytes) {
+                    Ok(request) => output(acquire(ctx, request).await),
+                    Err(e) => Err(e),
+                },
+                "release" => match input::<String>().decode(&bytes) {
+                    Ok(holder) => output(release(ctx, holder).await),
+                    Err(e) => Err(e),
+                },
+                "resize" => match input::<u32>().decode(&bytes) {
+                    Ok(limit) => output(resize(ctx, limit).await),
+                    Err(e) => Err(e),
+                },
+                other => Err(unknown_handler(LIMITER, other)),
+            })
+        })
+    }
+}
