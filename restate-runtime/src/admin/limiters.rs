@@ -62,11 +62,13 @@ pub(super) struct SetLimit {
     limit: u32,
 }
 
-/// `PUT /limiters/{name} {"limit": n}`: the limit from now on, in this process (set it in the
-/// builder too to keep it across restarts); a raised one hands permits out at once.
+/// `PUT /limiters/{name}[?key=<key>] {"limit": n}`: the limit from now on, in this process
+/// (set it in the builder too to keep it across restarts); a raised one hands the permits of
+/// the bucket (the unkeyed one, or `key`'s) out at once, other keys' at their next request.
 pub(super) async fn set(
     State(engine): State<Engine>,
     Path(name): Path<String>,
+    Query(query): Query<KeyQuery>,
     body: Result<axum::Json<SetLimit>, JsonRejection>,
 ) -> Response {
     let limit = match body {
@@ -78,9 +80,10 @@ pub(super) async fn set(
         }
     };
     engine.concurrency_limits().set(&name, limit);
+    let key = query.key.as_deref();
     let resize = crate::client::parts(
         crate::concurrency::LIMITER,
-        Some(&name),
+        Some(&crate::rate::bucket(&name, key)),
         "resize",
         crate::codec::encode_json(&limit),
     );
@@ -91,5 +94,5 @@ pub(super) async fn set(
     {
         return ApiError::ingress(503, e.to_string()).into_response();
     }
-    bucket_view(&engine, &name, None)
+    bucket_view(&engine, &name, key)
 }

@@ -295,6 +295,28 @@ async fn combined(ctx: &Context<'_>, waits: &WaitsClient<'_>) -> HandlerResult<u
     Ok(both + fastest? + streamed + timed_out + attached + seen)
 }
 
+/// At most two at a time: each run appends `gated start <n> <pid>`, works `STEP_MS`, then
+/// appends `gated end <n> <pid>` to `STEPS_FILE`, so a test sees how many ran at once.
+#[derive(Default)]
+pub struct Gated;
+
+#[service]
+impl Gated {
+    #[handler(concurrency = 2)]
+    async fn work(&self, ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
+        ctx.run(|| async move {
+            let pid = std::process::id();
+            append(&format!("gated start {n} {pid}"))?;
+            tokio::time::sleep(step_delay()).await;
+            append(&format!("gated end {n} {pid}"))?;
+            Ok(())
+        })
+        .name("work")
+        .await?;
+        Ok(n)
+    }
+}
+
 /// The target of a schedule in the crash tests: counts each tick it is given in journaled
 /// state, so a tick that ran twice counts 2 and one that never ran is missing.
 #[derive(Default)]
