@@ -187,15 +187,7 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
         #rt::send_future(<#self_ty>::#ident(self, __typed #arg))
     );
     let output = quote_spanned!(h.returns.span()=> #rt::output(__future.await));
-    let finish = if h.options.concurrency.is_some() {
-        quote! {
-            let __out = #output;
-            #rt::concurrency_release(__ctx, __permit, &__out);
-            __out
-        }
-    } else {
-        output
-    };
+
     quote! {
         #name => ::std::boxed::Box::pin(async move {
             #decode
@@ -203,13 +195,13 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             #permit
             let __typed = <#ctx_ty as #rt::FromInvocation<'_>>::from_invocation(__ctx);
             let __future = #future;
-            #finish
+            #output
         }),
     }
 }
 
 /// `concurrency(..)`: a durable wait for a permit before the handler's body (nothing without
-/// it); `__permit` is given back after.
+/// it); the permit goes back with the invocation's end.
 fn concurrency_gate(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let rt = rt();
     let Some(concurrency) = &h.options.concurrency else {
@@ -230,7 +222,7 @@ fn concurrency_gate(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     quote! {
-        let __permit = #rt::concurrency_gate(__ctx, #name, #key, #limit).await?;
+        #rt::concurrency_gate(__ctx, #name, #key, #limit).await?;
     }
 }
 

@@ -210,6 +210,37 @@ fn policy(cx: &mut Ctxt, expr: &Expr, what: &str, allowed: &[&str]) -> Option<St
     }
 }
 
+/// The `option = value` items of a list, each once: anything else, or a repeat, is an error
+/// that says what `what` takes.
+fn name_values<'a>(
+    cx: &mut Ctxt,
+    metas: &'a MetaList,
+    what: &str,
+    supported: &str,
+) -> Vec<(String, &'a syn::MetaNameValue)> {
+    let mut seen: Vec<(String, &syn::MetaNameValue)> = Vec::new();
+    for meta in &metas.0 {
+        let Meta::NameValue(nv) = meta else {
+            cx.error_spanned_by(meta, format!("write `option = value`; {supported}"));
+            continue;
+        };
+        let name = nv
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if seen.iter().any(|(n, _)| *n == name) {
+            cx.error_spanned_by(
+                &nv.path,
+                format!("duplicate {what} option `{name}`: give each at most once"),
+            );
+            continue;
+        }
+        seen.push((name, nv));
+    }
+    seen
+}
+
 /// An integer literal of at least 1.
 fn positive(cx: &mut Ctxt, expr: &Expr, what: &str) -> Option<u32> {
     match expr {
@@ -251,23 +282,8 @@ fn parse_concurrency(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<Co
         key: None,
         attr: whole.clone(),
     };
-    let mut seen: Vec<String> = Vec::new();
     let errors = cx.len();
-    for meta in &metas.0 {
-        let Meta::NameValue(nv) = meta else {
-            cx.error_spanned_by(meta, CONCURRENCY_SUPPORTED);
-            continue;
-        };
-        let name = nv
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        if seen.contains(&name) {
-            cx.error_spanned_by(&nv.path, format!("duplicate concurrency option `{name}`"));
-            continue;
-        }
-        seen.push(name.clone());
+    for (name, nv) in name_values(cx, metas, "concurrency", CONCURRENCY_SUPPORTED) {
         match name.as_str() {
             "limit" => args.limit = positive(cx, &nv.value, "limit"),
             "name" => {
@@ -302,23 +318,8 @@ fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs>
         key: None,
         attr: whole.clone(),
     };
-    let mut seen: Vec<String> = Vec::new();
     let errors = cx.len();
-    for meta in &metas.0 {
-        let Meta::NameValue(nv) = meta else {
-            cx.error_spanned_by(meta, format!("write `option = value`; {RATE_SUPPORTED}"));
-            continue;
-        };
-        let name = nv
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        if seen.contains(&name) {
-            cx.error_spanned_by(&nv.path, format!("duplicate rate option `{name}`"));
-            continue;
-        }
-        seen.push(name.clone());
+    for (name, nv) in name_values(cx, metas, "rate", RATE_SUPPORTED) {
         match name.as_str() {
             "limit" => rate.limit = positive(cx, &nv.value, "limit"),
             "burst" => rate.burst = positive(cx, &nv.value, "burst"),
@@ -366,25 +367,7 @@ fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs>
 
 fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
     let mut retry = RetryArgs::default();
-    let mut seen: Vec<String> = Vec::new();
-    for meta in &metas.0 {
-        let Meta::NameValue(nv) = meta else {
-            cx.error_spanned_by(meta, format!("write `option = value`; {RETRY_SUPPORTED}"));
-            continue;
-        };
-        let name = nv
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        if seen.contains(&name) {
-            cx.error_spanned_by(
-                &nv.path,
-                format!("duplicate retry option `{name}`: give each at most once"),
-            );
-            continue;
-        }
-        seen.push(name.clone());
+    for (name, nv) in name_values(cx, metas, "retry", RETRY_SUPPORTED) {
         match name.as_str() {
             "initial_interval" => {
                 retry.initial_interval_ms = duration(cx, &nv.value, "initial_interval")

@@ -162,35 +162,20 @@ impl<T> WithoutDefault for &DefaultProbe<T> {
     }
 }
 
-pub use crate::concurrency::Permit;
 pub use crate::rate::RateLimit;
 
 /// The gate of a handler with `concurrency(..)`: waits (durably) until it holds a permit of
-/// the bucket `name` (per `key` if given); `None` when no limit applies.
+/// the bucket `name` (per `key` if given), which goes back with the invocation's end.
 pub async fn concurrency_gate(
     ctx: &InvocationContext,
     name: &str,
     key: Option<String>,
     declared: Option<u32>,
-) -> Result<Option<Permit>, HandlerError> {
-    match ctx.plan_permit(name, key.as_deref(), declared) {
-        Some(plan) => Ok(Some(ctx.acquire_permit(plan, None).await?)),
-        None => Ok(None),
+) -> Result<(), HandlerError> {
+    if let Some(plan) = ctx.plan_permit(name, key.as_deref(), declared) {
+        ctx.acquire_permit(plan, None).await?;
     }
-}
-
-/// Gives the permit back once the handler is done: when it answered or failed for good, not
-/// when its attempt fails and is retried (the invocation still holds it).
-pub fn concurrency_release(
-    ctx: &InvocationContext,
-    permit: Option<Permit>,
-    out: &Result<Bytes, HandlerError>,
-) {
-    if let Some(permit) = permit
-        && out.as_ref().err().is_none_or(HandlerError::is_terminal)
-    {
-        ctx.release_permit(permit, None);
-    }
+    Ok(())
 }
 pub use crate::schedules::{CatchUp, CronOptions, Overlap};
 

@@ -1,6 +1,7 @@
 //! The gate of a concurrency-limited handler or step: a request for a permit (a call to the
 //! bucket's key) and an awakeable the permit comes through when it is not free at once, at two
-//! journal positions before what they guard; a send that gives the permit back after.
+//! journal positions before what they guard; for a step, a send that gives the permit back
+//! after it.
 
 use super::object::{Acquire, LIMITER};
 use crate::context::{DurableFuture, InvocationContext};
@@ -15,9 +16,8 @@ pub(crate) struct PermitPlan<'a> {
     arrived: futures::future::BoxFuture<'a, Result<(), TerminalError>>,
 }
 
-/// A permit held: given back with `release_permit` (named by the generated code only).
-#[doc(hidden)]
-pub struct Permit {
+/// A permit held by a step: given back with [`InvocationContext::release_permit`].
+pub(crate) struct Permit {
     bucket: String,
     holder: String,
 }

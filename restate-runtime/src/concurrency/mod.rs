@@ -2,16 +2,16 @@
 //! bucket at once, per name and optional key (`#[handler(concurrency = 10)]`,
 //! `#[handler(concurrency(limit = 2, key = Self::tenant))]`, `ctx.run(..).limiter("stripe")`).
 //! The others wait, acknowledged and suspended, in arrival order. A bucket is one key of an
-//! internal object (`object.rs`), so the count survives crashes and has one writer; a permit
-//! is given back by a send journaled when the handler or step ends, or by a kill.
+//! internal object (`object.rs`), so the count survives crashes and has one writer; a step's
+//! permit is given back by a send journaled when the step ends, and every permit an invocation
+//! asked for by a release committed with its end, however it ends.
 
-pub(crate) mod gate;
+mod gate;
 mod object;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-pub use gate::Permit;
 pub(crate) use gate::holder;
 pub(crate) use object::{LIMITER, LimiterObject, stored};
 
@@ -68,9 +68,18 @@ pub(crate) fn asked_for(
         .collect()
 }
 
-/// Gives back the permits of an invocation that ended, held or waited for (a release of one
-/// given back already does nothing): sent once its completion is durable, not awaited.
-pub(crate) fn give_back(engine: &crate::engine::Engine, permits: Vec<(String, String)>) {
+/// The invocations that give back `permits` (each `release` once, by an idempotency key): their
+/// records, to commit with the end of the invocation that held them, and the invocations, to
+/// launch once that commit is submitted.
+pub(crate) fn releases(
+    engine: &crate::engine::Engine,
+    permits: Vec<(String, String)>,
+) -> (
+    Vec<crate::storage::WriteOp>,
+    Vec<std::sync::Arc<crate::engine::Inflight>>,
+) {
+    let mut ops = Vec::new();
+    let mut launches = Vec::new();
     for (bucket, holder) in permits {
         let mut release = crate::client::parts(
             LIMITER,
@@ -79,14 +88,31 @@ pub(crate) fn give_back(engine: &crate::engine::Engine, permits: Vec<(String, St
             crate::codec::encode_json(&holder),
         );
         release.idempotency_key = Some(format!("release:{holder}"));
-        let handle = crate::runtime::RuntimeHandle::from_engine(engine.clone());
-        engine.tasks().spawn(async move {
-            let sent = crate::client::ExternalRequest::<()>::new(handle, release)
-                .send()
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(%holder, error = %e, "an ended invocation's permit was not given back");
+        let submitted = release
+            .into_invoke(None)
+            .map_err(|e| e.to_string())
+            .and_then(|req| engine.submit(req, None).map_err(|e| e.to_string()));
+        match submitted {
+            Ok(crate::engine::Submitted {
+                id,
+                submission:
+                    crate::engine::Submission::Running {
+                        inflight,
+                        new: true,
+                        ..
+                    },
+                ..
+            }) => {
+                let mut state = inflight.state();
+                state.persisted = true;
+                ops.push(crate::storage::WriteOp::put_invocation(id, &state.record));
+                drop(state);
+                launches.push(inflight);
             }
-        });
+            // Given back already (the key found an earlier release).
+            Ok(_) => {}
+            Err(e) => tracing::error!(%holder, error = %e, "a permit cannot be given back"),
+        }
     }
+    (ops, launches)
 }

@@ -1068,7 +1068,10 @@ impl Engine {
                     Vec::new()
                 }),
         };
-        let permits;
+        // The concurrency permits it held or waited for go back with its end, in the same
+        // commit (effects commit with their cause), however it ended.
+        let permits = crate::concurrency::asked_for(inflight.id, &inflight.state().journal);
+        let (release_ops, releases) = crate::concurrency::releases(self, permits);
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
@@ -1080,7 +1083,6 @@ impl Engine {
             });
             let start = scheduled_at(&state.record.status);
             self.timers.disarm(inflight.id, sleeps.chain(start));
-            permits = crate::concurrency::asked_for(inflight.id, &state.journal);
             state.record.status = Status::Completed {
                 outcome: outcome.clone(),
                 completed_at_ms: now,
@@ -1107,6 +1109,7 @@ impl Engine {
             state.persisted = true;
             let mut completions: Vec<Completion> = caller.into_iter().collect();
             let mut ops = ops;
+            ops.extend(release_ops);
             if !result_waiters.is_empty() {
                 ops.push(WriteOp::ClearResultWaiters {
                     source: inflight.id,
@@ -1123,12 +1126,12 @@ impl Engine {
         // The next invocation on the key may start now, on this one's state (law 5): whatever
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
-        let result = pending.finish().await;
-        if result.is_ok() {
-            // The concurrency permits it held or waited for go back, however it ended (an
-            // answer, a terminal error, a kill, retries used up, a step dropped in a race).
-            crate::concurrency::give_back(self, permits);
+        for release in releases {
+            // Runs once the batch that records it (this completion) is durable.
+            release.set_gate(self.storage.submit(Vec::new()));
+            self.launch(release, None);
         }
+        let result = pending.finish().await;
         match result {
             Ok(()) => inflight.finish(Finish::Done(Arc::new(Completed {
                 outcome,
