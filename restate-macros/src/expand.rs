@@ -179,6 +179,7 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             quote!(, __input),
         ),
     };
+    let debounce = debounce_gate(model, h);
     let gate = rate_gate(model, h);
     let permit = concurrency_gate(model, h);
     // Each check sits on the span of what it checks: the input type (above), the handler's
@@ -191,6 +192,7 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     quote! {
         #name => ::std::boxed::Box::pin(async move {
             #decode
+            #debounce
             #gate
             #permit
             let __typed = <#ctx_ty as #rt::FromInvocation<'_>>::from_invocation(__ctx);
@@ -223,6 +225,35 @@ fn concurrency_gate(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     };
     quote! {
         #rt::concurrency_gate(__ctx, #name, #key, #limit).await?;
+    }
+}
+
+/// `debounce(..)`: a durable wait for the burst's verdict before the handler's body, first of
+/// the gates (only the arrival that runs takes a token or a permit); a superseded arrival
+/// ends with the output of the one that ran.
+fn debounce_gate(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
+    let rt = rt();
+    let Some(debounce) = &h.options.debounce else {
+        return quote!();
+    };
+    let name = format!("{}/{}", model.wire_name, h.client.wire_name);
+    let key = match &debounce.key {
+        Some(path) => quote_spanned!(path.span()=> ::core::option::Option::Some(
+            ::std::string::ToString::to_string(&#path(&__input))
+        )),
+        None => quote!(::core::option::Option::None),
+    };
+    let period = debounce.period_ms;
+    let max_wait = match debounce.max_wait_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        if let ::core::option::Option::Some(__ran) =
+            #rt::debounce_gate(__ctx, #name, #key, #period, #max_wait).await?
+        {
+            return ::core::result::Result::Ok(__ran);
+        }
     }
 }
 

@@ -110,6 +110,17 @@ pub(crate) struct ConcurrencyArgs {
     pub attr: syn::Meta,
 }
 
+/// `debounce(..)`, already validated: the quiet period, maybe a bound on the wait and a key
+/// function.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DebounceArgs {
+    pub period_ms: u64,
+    pub max_wait_ms: Option<u64>,
+    pub key: Option<syn::ExprPath>,
+    /// The attribute, to point errors at.
+    pub attr: syn::Meta,
+}
+
 /// Options on the service attribute or on `#[handler(..)]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Options {
@@ -120,6 +131,7 @@ pub(crate) struct Options {
     pub cron: Option<CronArgs>,
     pub rate: Option<RateArgs>,
     pub concurrency: Option<ConcurrencyArgs>,
+    pub debounce: Option<DebounceArgs>,
 }
 
 /// How the handler takes its input.

@@ -6,10 +6,11 @@ use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration::parse_millis;
-use crate::model::{ConcurrencyArgs, CronArgs, Options, RateArgs, RetryArgs};
+use crate::model::{ConcurrencyArgs, CronArgs, DebounceArgs, Options, RateArgs, RetryArgs};
 
-const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\", rate(limit = 25, per = \"1s\", burst = 1, key = Self::tenant, name = \"...\"), concurrency = 10 or concurrency(limit = 2, key = Self::tenant, name = \"...\")";
+const SUPPORTED: &str = "supported options are: name = \"...\", ingress_private, retention = \"24h\", retry(initial_interval = \"500ms\", factor = 2.0, max_interval = \"60s\", max_attempts = 70, on_max_attempts = \"pause\" | \"kill\"), and on a handler cron = \"0 2 * * *\" with timezone = \"Europe/Paris\", catch_up = \"skip\" | \"one\" | \"all\", overlap = \"skip\" | \"queue\" | \"allow\", rate(limit = 25, per = \"1s\", burst = 1, key = Self::tenant, name = \"...\"), concurrency = 10 or concurrency(limit = 2, key = Self::tenant, name = \"...\"), debounce(period = \"30s\", max_wait = \"5m\", key = Self::invoice)";
 const CONCURRENCY_SUPPORTED: &str = "write `concurrency = 10`, or `concurrency(limit = 2, key = Self::key_of_input, name = \"shared\")`";
+const DEBOUNCE_SUPPORTED: &str = "supported debounce options are: period = \"30s\" (required), max_wait = \"5m\", key = Self::key_of_input";
 const RATE_SUPPORTED: &str = "supported rate options are: limit = 25, per = \"1s\", burst = 5, key = Self::key_of_input, name = \"shared-bucket\"";
 const RETRY_SUPPORTED: &str = "supported retry options are: initial_interval, factor, max_interval, max_attempts, on_max_attempts";
 
@@ -108,6 +109,10 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
                 Ok(inner) => options.rate = parse_rate(cx, &inner, meta),
                 Err(e) => cx.push(e),
             },
+            ("debounce", Meta::List(list)) => match list.parse_args::<MetaList>() {
+                Ok(inner) => options.debounce = parse_debounce(cx, &inner, meta),
+                Err(e) => cx.push(e),
+            },
             ("retry", Meta::List(list)) => match list.parse_args::<MetaList>() {
                 Ok(inner) => options.retry = Some(parse_retry(cx, &inner)),
                 Err(e) => cx.push(e),
@@ -143,6 +148,9 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
             }
             ("retry", other) => {
                 cx.error_spanned_by(other, format!("write `retry(..)`; {RETRY_SUPPORTED}"));
+            }
+            ("debounce", other) => {
+                cx.error_spanned_by(other, format!("write `debounce(..)`; {DEBOUNCE_SUPPORTED}"));
             }
             (_, other) => {
                 cx.error_spanned_by(
@@ -365,6 +373,53 @@ fn parse_rate(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<RateArgs>
     Some(rate)
 }
 
+fn parse_debounce(cx: &mut Ctxt, metas: &MetaList, whole: &Meta) -> Option<DebounceArgs> {
+    let (mut period_ms, mut max_wait_ms, mut key) = (None, None, None);
+    let errors = cx.len();
+    for (name, nv) in name_values(cx, metas, "debounce", DEBOUNCE_SUPPORTED) {
+        let at_least_1ms = |cx: &mut Ctxt, what: &str| {
+            duration(cx, &nv.value, what).filter(|ms| {
+                *ms > 0 || {
+                    cx.error_spanned_by(&nv.value, format!("`{what}` must be at least 1ms"));
+                    false
+                }
+            })
+        };
+        match name.as_str() {
+            "period" => period_ms = at_least_1ms(cx, "period"),
+            "max_wait" => max_wait_ms = at_least_1ms(cx, "max_wait"),
+            "key" => key = key_path(cx, &nv.value),
+            _ => cx.error_spanned_by(
+                &nv.path,
+                format!("unknown debounce option; {DEBOUNCE_SUPPORTED}"),
+            ),
+        }
+    }
+    if cx.len() > errors {
+        return None;
+    }
+    let Some(period_ms) = period_ms else {
+        cx.error_spanned_by(
+            whole,
+            "give the quiet `period` that closes a burst: `debounce(period = \"30s\")`",
+        );
+        return None;
+    };
+    if max_wait_ms.is_some_and(|max| max < period_ms) {
+        cx.error_spanned_by(
+            whole,
+            "`max_wait` bounds how long a burst stays open, so it is at least the `period`",
+        );
+        return None;
+    }
+    Some(DebounceArgs {
+        period_ms,
+        max_wait_ms,
+        key,
+        attr: whole.clone(),
+    })
+}
+
 fn parse_retry(cx: &mut Ctxt, metas: &MetaList) -> RetryArgs {
     let mut retry = RetryArgs::default();
     for (name, nv) in name_values(cx, metas, "retry", RETRY_SUPPORTED) {
@@ -424,6 +479,7 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
         cron: handler.cron.clone(),
         rate: handler.rate.clone(),
         concurrency: handler.concurrency.clone(),
+        debounce: handler.debounce.clone(),
         retry: match (&service.retry, &handler.retry) {
             (Some(s), Some(h)) => Some(RetryArgs {
                 initial_interval_ms: h.initial_interval_ms.or(s.initial_interval_ms),

@@ -12,7 +12,8 @@ use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, ReturnType, Signature
 use crate::ast::{Container, HandlerAst};
 use crate::ctxt::Ctxt;
 use crate::model::{
-    ClientMethod, ContextKind, CronArgs, HandlerModel, Input, Options, ServiceKind, ServiceModel,
+    ClientMethod, ContextKind, CronArgs, DebounceArgs, HandlerModel, Input, Options, ServiceKind,
+    ServiceModel,
 };
 use crate::options::{MetaList, merge, parse_options};
 
@@ -80,6 +81,12 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
             &rate.attr,
             "`rate` limits one handler: put it on `#[handler(rate(..))]`, or share a named limit \
              between handlers with `rate(name = \"...\")`",
+        );
+    }
+    if let Some(debounce) = &options.debounce {
+        cx.error_spanned_by(
+            &debounce.attr,
+            "`debounce` goes on one handler: put it on `#[handler(debounce(..))]`",
         );
     }
     impl_is_inherent(&mut cx, kind, &item);
@@ -248,6 +255,16 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
              `ctx.run(..).rate_limit_key(name, ctx.key())`",
         );
     }
+    if let Some(debounce) = &options.debounce {
+        debounce_fits(cx, kind, debounce, &input);
+        if options.cron.is_some() {
+            cx.error_spanned_by(
+                &debounce.attr,
+                "a schedule's ticks are no burst: drop `debounce` from a handler with `cron` \
+                 (its `overlap` policy says what a tick does while the last run goes on)",
+            );
+        }
+    }
     // `r#type` is served as `type`.
     let wire_name = options
         .name
@@ -293,6 +310,26 @@ fn schedule_fits(cx: &mut Ctxt, kind: ServiceKind, cron: &CronArgs, input: &Inpu
         cx.error_spanned_by(
             ty,
             "a scheduled handler takes no input, or the tick's time as `ScheduledTime`",
+        );
+    }
+}
+
+/// A debounced handler waits for its burst's verdict before its body, which only a service's
+/// handler can do without holding a key; its `key` reads an input.
+fn debounce_fits(cx: &mut Ctxt, kind: ServiceKind, debounce: &DebounceArgs, input: &Input) {
+    if kind != ServiceKind::Service {
+        cx.error_spanned_by(
+            &debounce.attr,
+            "`debounce` goes on a handler of a `#[service]`: an object's or a workflow's handler \
+             would hold its key while its burst stays open; debounce a service handler that \
+             calls the object",
+        );
+    }
+    if debounce.key.is_some() && matches!(input, Input::None) {
+        cx.error_spanned_by(
+            &debounce.attr,
+            "`key` is a function of the handler's input, and this handler takes none: drop \
+             `key` (one burst over every invocation)",
         );
     }
 }

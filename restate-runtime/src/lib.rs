@@ -40,6 +40,7 @@ mod codec;
 mod concurrency;
 mod config;
 mod context;
+mod debounce;
 mod duration;
 mod engine;
 mod error;

@@ -66,6 +66,13 @@ pub(crate) struct LimiterLabel {
     pub limiter: String,
 }
 
+/// A debounced handler and what became of an arrival: `run` or `superseded`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DebounceLabel {
+    pub debouncer: String,
+    pub verdict: &'static str,
+}
+
 /// Latency buckets from 1 ms to about 9 hours (doubling), for invocations that answer at
 /// once and those that wait on a timer.
 fn latency_histogram() -> Histogram {
@@ -121,6 +128,8 @@ pub(crate) struct Metrics {
     /// Per rate limit: tokens reserved, and the seconds their takers waited in all.
     pub rate_waits: Family<LimiterLabel, Counter>,
     pub rate_waited: Family<LimiterLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Per debounced handler: arrivals by their verdict.
+    pub debounced: Family<DebounceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -149,6 +158,7 @@ impl Default for Metrics {
             schedule_next_fire: Family::default(),
             rate_waits: Family::default(),
             rate_waited: Family::default(),
+            debounced: Family::default(),
         }
     }
 }
@@ -273,6 +283,11 @@ impl Metrics {
             "rate_limit_wait_seconds",
             "Seconds the takers of each rate limit's tokens were told to wait, in all",
             self.rate_waited.clone(),
+        );
+        registry.register(
+            "debounce_arrivals",
+            "Arrivals at each debounced handler by verdict: run (the last of its burst) or superseded",
+            self.debounced.clone(),
         );
         registry.register(
             "invocation_retries",

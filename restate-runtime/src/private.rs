@@ -179,6 +179,26 @@ pub async fn concurrency_gate(
 }
 pub use crate::schedules::{CatchUp, CronOptions, Overlap};
 
+/// The gate of a handler with `debounce(..)`, before its body: a durable wait for the verdict
+/// of this arrival's burst (per `key` if given). `Some`: the output of the one that ran in its
+/// place, which this invocation ends with (recorded superseded); `None`: run the body.
+pub async fn debounce_gate(
+    ctx: &InvocationContext,
+    name: &str,
+    key: Option<String>,
+    period_ms: u64,
+    max_wait_ms: Option<u64>,
+) -> Result<Option<Bytes>, HandlerError> {
+    let window = crate::debounce::Window {
+        period_ms,
+        max_wait_ms,
+    };
+    match ctx.debounce(name, key.as_deref(), window).await? {
+        None => Ok(None),
+        Some(outcome) => Ok(Some(Bytes::from(outcome.into_result()?))),
+    }
+}
+
 /// The gate of a handler with `rate(..)`, before its body: a durable wait for a token of the
 /// bucket `name` (per `key` if given).
 pub async fn rate_gate(

@@ -147,11 +147,18 @@ async fn a_thousand_invocations_with_a_limit_of_three_run_three_at_a_time_in_arr
     let started = jobs.started();
     assert_eq!(started.len(), 1000, "all ran");
     assert_eq!(jobs.most.load(Ordering::SeqCst), 3, "never more than three");
-    // The first three took the free permits as they started; every one that waited started
-    // in arrival order.
+    // The first three took the free permits as they started; the others got theirs in
+    // arrival order. Those given permits at once (up to three) race to their first step, so
+    // each starts at most two places from its place in arrival order.
     let mut sorted = started[3..].to_vec();
     sorted.sort();
-    assert_eq!(started[3..], sorted, "in arrival order");
+    for (place, label) in started[3..].iter().enumerate() {
+        let due = sorted.iter().position(|l| l == label).unwrap();
+        assert!(
+            place.abs_diff(due) <= 2,
+            "{label} started at {place}, arrived {due}th"
+        );
+    }
     let waiting = t.invocations(
         InvocationFilter::default()
             .handler("three")

@@ -23,6 +23,9 @@ fn payload_json(bytes: &[u8]) -> Value {
 fn outcome_json(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Success(bytes) => json!({ "success": payload_json(bytes) }),
+        Outcome::Superseded { by, outcome } => {
+            json!({ "supersededBy": by.to_string(), "result": outcome_json(outcome) })
+        }
         failure => {
             let e = failure.clone().into_result().expect_err("not a success");
             let mut v = json!({ "code": e.code(), "message": e.message() });
@@ -141,6 +144,10 @@ fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
         "modified_at": rfc3339(record.modified_at_ms),
         "version": record.version,
         "paused_reason": PauseReason::of(record),
+        "superseded_by": match &record.status {
+            Status::Completed { outcome, .. } => outcome.superseded_by().map(|id| id.to_string()),
+            _ => None,
+        },
     })
 }
 

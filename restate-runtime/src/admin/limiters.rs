@@ -44,7 +44,7 @@ pub(super) async fn list(State(engine): State<Engine>) -> Response {
 
 #[derive(serde::Deserialize)]
 pub(super) struct KeyQuery {
-    key: Option<String>,
+    pub(super) key: Option<String>,
 }
 
 /// `GET /limiters/{name}[?key=<key>]`: one bucket (a handler's own is named

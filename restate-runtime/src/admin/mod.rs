@@ -3,6 +3,7 @@
 //! requires `Authorization: Bearer <token>`.
 
 mod backup;
+mod debouncers;
 mod drain;
 mod invocations;
 mod limiters;
@@ -67,6 +68,7 @@ pub(crate) fn router(
         .route("/schedules/{id}/{action}", patch(schedules::control))
         .route("/limiters", get(limiters::list))
         .route("/limiters/{name}", get(limiters::get).put(limiters::set))
+        .route("/debouncers/{name}", get(debouncers::get))
         .with_state(AdminState {
             engine,
             webhooks: Arc::new(webhooks),

@@ -50,69 +50,29 @@ impl ConcurrencyLimits {
     }
 }
 
-/// The permits an invocation asked for, as (bucket, holder): each acquire in its journal.
-pub(crate) fn asked_for(
+/// The releases of every permit an invocation asked for (each acquire in its journal), each
+/// with an idempotency key so that a permit goes back once.
+pub(crate) fn releases(
     id: crate::InvocationId,
     journal: &crate::engine::Journal,
-) -> Vec<(String, String)> {
+) -> Vec<crate::client::RequestParts> {
     journal
         .iter()
         .filter_map(|(index, entry)| match entry {
             crate::storage::JournalEntry::Call { target, .. }
                 if target.service == LIMITER && target.handler == "acquire" =>
             {
-                Some((target.key.clone()?, holder(id, *index)))
+                let holder = holder(id, *index);
+                let mut release = crate::client::parts(
+                    LIMITER,
+                    Some(target.key.as_deref()?),
+                    "release",
+                    crate::codec::encode_json(&holder),
+                );
+                release.idempotency_key = Some(format!("release:{holder}"));
+                Some(release)
             }
             _ => None,
         })
         .collect()
-}
-
-/// The invocations that give back `permits` (each `release` once, by an idempotency key): their
-/// records, to commit with the end of the invocation that held them, and the invocations, to
-/// launch once that commit is submitted.
-pub(crate) fn releases(
-    engine: &crate::engine::Engine,
-    permits: Vec<(String, String)>,
-) -> (
-    Vec<crate::storage::WriteOp>,
-    Vec<std::sync::Arc<crate::engine::Inflight>>,
-) {
-    let mut ops = Vec::new();
-    let mut launches = Vec::new();
-    for (bucket, holder) in permits {
-        let mut release = crate::client::parts(
-            LIMITER,
-            Some(&bucket),
-            "release",
-            crate::codec::encode_json(&holder),
-        );
-        release.idempotency_key = Some(format!("release:{holder}"));
-        let submitted = release
-            .into_invoke(None)
-            .map_err(|e| e.to_string())
-            .and_then(|req| engine.submit(req, None).map_err(|e| e.to_string()));
-        match submitted {
-            Ok(crate::engine::Submitted {
-                id,
-                submission:
-                    crate::engine::Submission::Running {
-                        inflight,
-                        new: true,
-                        ..
-                    },
-                ..
-            }) => {
-                let mut state = inflight.state();
-                state.persisted = true;
-                ops.push(crate::storage::WriteOp::put_invocation(id, &state.record));
-                drop(state);
-                launches.push(inflight);
-            }
-            // Given back already (the key found an earlier release).
-            Ok(_) => {}
-            Err(e) => tracing::error!(%holder, error = %e, "a permit cannot be given back"),
-        }
-    }
-    (ops, launches)
 }

@@ -283,7 +283,16 @@ impl InvocationContext {
         &self,
         id: InvocationId,
     ) -> impl Future<Output = Result<T, TerminalError>> + Send + '_ {
-        let index = self.take_index();
+        let outcome = self.attach_at(self.take_index(), id);
+        async move { outcome_to_result(outcome.await) }
+    }
+
+    /// Waits for invocation `id`'s outcome, journaled at `index` (taken earlier).
+    pub(crate) fn attach_at(
+        &self,
+        index: u32,
+        id: InvocationId,
+    ) -> impl Future<Output = Outcome> + Send + '_ {
         let pending = || JournalEntry::Attach {
             invocation_id: id,
             outcome: None,
@@ -349,15 +358,13 @@ impl InvocationContext {
             if commit.is_some() {
                 self.durable(commit).await;
             }
-            let outcome = self
-                .await_entry(index, |e| match e {
-                    JournalEntry::Attach {
-                        outcome: Some(o), ..
-                    } => Some(o.clone()),
-                    _ => None,
-                })
-                .await;
-            outcome_to_result(outcome)
+            self.await_entry(index, |e| match e {
+                JournalEntry::Attach {
+                    outcome: Some(o), ..
+                } => Some(o.clone()),
+                _ => None,
+            })
+            .await
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct InvocationContext {
     pub(super) patches: Mutex<Vec<(String, bool)>>,
     /// The first journal entry the code did not match, for a replay check's report.
     mismatch: std::sync::OnceLock<Box<Mismatch>>,
+    /// A debounced invocation that did not run: the one that ran in its place (its end
+    /// records it superseded).
+    superseded_by: std::sync::OnceLock<InvocationId>,
 }
 
 impl InvocationContext {
@@ -84,6 +87,24 @@ impl InvocationContext {
             waits: Mutex::new(Waits::default()),
             patches: Mutex::new(Vec::new()),
             mismatch: std::sync::OnceLock::new(),
+            superseded_by: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records that `by` ran in this invocation's place (a debounce gate's verdict).
+    pub(crate) fn supersede(&self, by: InvocationId) {
+        let _ = self.superseded_by.set(by);
+    }
+
+    /// How this attempt's end is recorded: `outcome`, or for a superseded invocation that
+    /// outcome as the one that ran in its place ended with.
+    pub(crate) fn ending(&self, outcome: Outcome) -> Outcome {
+        match self.superseded_by.get() {
+            Some(by) => Outcome::Superseded {
+                by: *by,
+                outcome: Box::new(outcome),
+            },
+            None => outcome,
         }
     }
 

@@ -100,11 +100,12 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             };
             match attempt {
                 Attempt::Success(output) => {
-                    return complete(&engine, &inflight, Outcome::Success(output.to_vec())).await;
+                    let outcome = ctx.ending(Outcome::Success(output.to_vec()));
+                    return complete(&engine, &inflight, outcome).await;
                 }
                 Attempt::Terminal(error) => {
                     tracing::info!(code = error.code(), message = %error.message(), "invocation failed terminally");
-                    return complete(&engine, &inflight, Outcome::failure(&error)).await;
+                    return complete(&engine, &inflight, ctx.ending(Outcome::failure(&error))).await;
                 }
                 Attempt::Retry(reason) if policy.allows_another(failures + 1) => {
                     failures += 1;

@@ -5,6 +5,7 @@ mod awakeables;
 mod control;
 mod delayed;
 mod drain;
+mod end_sends;
 mod execute;
 mod forward;
 mod inflight;
@@ -1011,6 +1012,7 @@ impl Engine {
         }
         let result = match outcome {
             Outcome::Success(_) => "success",
+            Outcome::Superseded { .. } => "superseded",
             _ => "failure",
         };
         self.metrics
@@ -1068,10 +1070,8 @@ impl Engine {
                     Vec::new()
                 }),
         };
-        // The concurrency permits it held or waited for go back with its end, in the same
-        // commit (effects commit with their cause), however it ended.
-        let permits = crate::concurrency::asked_for(inflight.id, &inflight.state().journal);
-        let (release_ops, releases) = crate::concurrency::releases(self, permits);
+        // What its end sends on its behalf commits with it, however it ended.
+        let (end_ops, end_sends) = self.end_sends(inflight);
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
@@ -1109,7 +1109,7 @@ impl Engine {
             state.persisted = true;
             let mut completions: Vec<Completion> = caller.into_iter().collect();
             let mut ops = ops;
-            ops.extend(release_ops);
+            ops.extend(end_ops);
             if !result_waiters.is_empty() {
                 ops.push(WriteOp::ClearResultWaiters {
                     source: inflight.id,
@@ -1126,10 +1126,10 @@ impl Engine {
         // The next invocation on the key may start now, on this one's state (law 5): whatever
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
-        for release in releases {
+        for send in end_sends {
             // Runs once the batch that records it (this completion) is durable.
-            release.set_gate(self.storage.submit(Vec::new()));
-            self.launch(release, None);
+            send.set_gate(self.storage.submit(Vec::new()));
+            self.launch(send, None);
         }
         let result = pending.finish().await;
         match result {

@@ -153,7 +153,8 @@ async fn end_original(engine: &Engine, id: InvocationId) -> Result<(), ControlEr
 
 /// The journal's entries before `n`, each with its result: an entry still waiting (a call, an
 /// attach, an awakeable, a promise) cannot be copied, since what completes it completes the
-/// old invocation's entry. Positions may be empty (a join journals nothing when all succeed).
+/// old invocation's entry, nor half of a gate. Positions may be empty (a join journals nothing
+/// when all succeed).
 fn journal_prefix(
     journal: Vec<(u32, JournalEntry)>,
     n: u32,
@@ -162,6 +163,29 @@ fn journal_prefix(
     if n > next {
         return Err(ControlError::Conflict(format!(
             "the journal has {next} positions: restart from at most {next}"
+        )));
+    }
+    // A gate (a limit's or a debounce's) is a request to the runtime's own object and the
+    // awakeable its answer comes through, at two positions: a copy of one without the other
+    // would wait for an answer nobody sends.
+    let at = |i: u32| {
+        journal
+            .iter()
+            .find(|(index, _)| *index == i)
+            .map(|(_, e)| e)
+    };
+    if let (
+        Some(JournalEntry::Send { target, .. } | JournalEntry::Call { target, .. }),
+        Some(JournalEntry::Awakeable { .. }),
+    ) = (n.checked_sub(1).and_then(at), at(n))
+        && crate::registry::is_internal(&target.service)
+    {
+        return Err(ControlError::Conflict(format!(
+            "journal entries {} and {n} are one gate of `{}`: restart from at most {} or at least {}",
+            n - 1,
+            target.service,
+            n - 1,
+            n + 1
         )));
     }
     let prefix: Vec<_> = journal.into_iter().filter(|(i, _)| *i < n).collect();
@@ -181,4 +205,49 @@ fn journal_prefix(
         }
     }
     Ok(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Outcome, Target};
+
+    #[test]
+    fn a_copy_never_takes_half_of_a_gate() {
+        let gate = Target {
+            service: "restate.Debouncer".into(),
+            handler: "arrive".into(),
+            key: Some("k".into()),
+        };
+        let journal = vec![
+            (
+                0,
+                JournalEntry::Send {
+                    target: gate,
+                    invocation_id: InvocationId::random(1),
+                },
+            ),
+            (
+                1,
+                JournalEntry::Awakeable {
+                    outcome: Some(Outcome::Success(b"1".to_vec())),
+                },
+            ),
+            (
+                2,
+                JournalEntry::Run {
+                    name: "step".into(),
+                    outcome: Outcome::Success(b"2".to_vec()),
+                },
+            ),
+        ];
+        let error = journal_prefix(journal.clone(), 1).unwrap_err();
+        assert!(error.to_string().contains("one gate"), "{error}");
+        for n in [0, 2, 3] {
+            assert_eq!(
+                journal_prefix(journal.clone(), n).unwrap().len(),
+                n as usize
+            );
+        }
+    }
 }

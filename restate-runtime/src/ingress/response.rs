@@ -11,8 +11,10 @@ use crate::storage::Outcome;
 
 /// The response of a finished invocation: 200 with its output, or its terminal error.
 /// `replayed` adds `idempotency-expires`, as Restate does for results served from storage.
+/// A superseded (debounced) invocation answers with what the one that ran in its place
+/// ended with, and names it in `x-restate-superseded-by`.
 pub(crate) fn completed(id: InvocationId, done: &Completed, replayed: bool) -> Response {
-    let mut response = match &done.outcome {
+    let mut response = match done.outcome.ran() {
         Outcome::Success(body) => {
             let mut r = Response::new(axum::body::Body::from(body.clone()));
             // An empty output (a `()` result) has no content-type, as Restate's clients expect.
@@ -31,6 +33,9 @@ pub(crate) fn completed(id: InvocationId, done: &Completed, replayed: bool) -> R
     };
     let headers = response.headers_mut();
     headers.insert("x-restate-id", header_value(&id.to_string()));
+    if let Some(by) = done.outcome.superseded_by() {
+        headers.insert(SUPERSEDED_BY, header_value(&by.to_string()));
+    }
     if replayed {
         headers.insert(
             "idempotency-expires",
@@ -62,6 +67,9 @@ pub(crate) fn accepted(
         .insert("x-restate-id", header_value(&id.to_string()));
     response
 }
+
+/// The header naming the invocation that ran in a superseded one's place.
+pub(crate) const SUPERSEDED_BY: &str = "x-restate-superseded-by";
 
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))

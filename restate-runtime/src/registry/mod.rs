@@ -323,7 +323,7 @@ impl Registry {
     }
 }
 
-/// The runtime's own objects (schedules, rate and concurrency limits), served beside the users' services, reachable only
+/// The runtime's own objects (schedules, rate and concurrency limits, debounce), served beside the users' services, reachable only
 /// from inside the process and left out of listings and the default version.
 fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
     use crate::schedules::{ScheduleIndex, ScheduleObject};
@@ -337,6 +337,10 @@ fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
         (
             crate::concurrency::LimiterObject::definition(),
             Arc::new(crate::concurrency::LimiterObject),
+        ),
+        (
+            crate::debounce::DebouncerObject::definition(),
+            Arc::new(crate::debounce::DebouncerObject),
         ),
     ]
 }

@@ -53,6 +53,14 @@ pub enum Outcome {
         /// Its metadata pairs, ordered by key.
         metadata: Vec<(String, String)>,
     },
+    /// A debounced invocation that did not run: a later one of its burst ran for it (added
+    /// after `FailureWithMetadata`, so older records keep their encoding).
+    Superseded {
+        /// The invocation that ran.
+        by: InvocationId,
+        /// What the one that ran ended with (never itself superseded).
+        outcome: Box<Outcome>,
+    },
 }
 
 impl Outcome {
@@ -85,12 +93,34 @@ impl Outcome {
                 message,
                 metadata,
             } => Err(TerminalError::from_parts(code, message, metadata)),
+            Self::Superseded { outcome, .. } => outcome.into_result(),
         }
     }
 
-    /// Whether it is a success.
+    /// Whether it is a success (for a superseded invocation: whether the one that ran
+    /// succeeded).
     pub fn is_success(&self) -> bool {
-        matches!(self, Self::Success(_))
+        match self {
+            Self::Success(_) => true,
+            Self::Superseded { outcome, .. } => outcome.is_success(),
+            _ => false,
+        }
+    }
+
+    /// The invocation that ran in this one's place, for a superseded (debounced) invocation.
+    pub fn superseded_by(&self) -> Option<InvocationId> {
+        match self {
+            Self::Superseded { by, .. } => Some(*by),
+            _ => None,
+        }
+    }
+
+    /// What ran: this outcome, or for a superseded invocation the outcome of the one that ran.
+    pub fn ran(&self) -> &Outcome {
+        match self {
+            Self::Superseded { outcome, .. } => outcome.ran(),
+            other => other,
+        }
     }
 }
 

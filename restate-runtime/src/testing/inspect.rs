@@ -51,6 +51,23 @@ impl InvocationView {
         }
     }
 
+    /// For a debounced invocation that did not run: the one of its burst that ran in its place
+    /// (its [`output`](Self::output) is that one's).
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
+    /// if let Some(ran) = t.invocation(id).unwrap().superseded_by() {
+    ///     println!("{id} was superseded by {ran}");
+    /// }
+    /// # }
+    /// ```
+    pub fn superseded_by(&self) -> Option<InvocationId> {
+        match &self.record.status {
+            Status::Completed { outcome, .. } => outcome.superseded_by(),
+            _ => None,
+        }
+    }
+
     /// The names of its `ctx.run` steps, in journal order.
     ///
     /// ```no_run

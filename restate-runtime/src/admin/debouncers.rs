@@ -1,0 +1,45 @@
+//! `/debouncers/{name}`: a debounced handler's open burst (per key): the arrival that will run,
+//! how many wait unchosen, when the burst began and when it closes.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::limiters::KeyQuery;
+use crate::clock::rfc3339;
+use crate::engine::Engine;
+use crate::ingress::ApiError;
+
+/// `GET /debouncers/{name}[?key=<key>]` (a handler's debouncer is named `<service>/<handler>`,
+/// URL-encoded): `{"open": false}` when no burst is open.
+pub(super) async fn get(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+    Query(query): Query<KeyQuery>,
+) -> Response {
+    let key = query.key.as_deref();
+    match crate::debounce::stored(&engine, &crate::rate::bucket(&name, key)) {
+        Ok(bursts) => {
+            let open = bursts.open.as_ref().map(|open| {
+                json!({
+                    "leader": open.leader.invocation.to_string(),
+                    "superseded": open.superseded,
+                    "first_arrival": rfc3339(open.first_ms),
+                    "closes_at": rfc3339(open.due_ms),
+                })
+            });
+            let mut view = json!({
+                "name": name,
+                "key": key,
+                "open": open.is_some(),
+                // Closed, their chosen arrival told to run and not started yet.
+                "closing": bursts.closing.len(),
+            });
+            if let Some(open) = open {
+                view["burst"] = open;
+            }
+            axum::Json(view).into_response()
+        }
+        Err(e) => ApiError::ingress(503, e.to_string()).into_response(),
+    }
+}

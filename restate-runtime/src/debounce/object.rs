@@ -1,0 +1,439 @@
+//! `restate.Debouncer`: one key per debounced handler and key, holding its open burst (the
+//! latest arrival, which will run; when the burst began and when it closes) and the closed
+//! bursts whose chosen arrival has not said yet that it runs. Each other arrival is a state
+//! entry of its own, so an arrival writes a constant amount however long the burst.
+//!
+//! A burst closes in two steps, so that a chosen arrival that is gone (cancelled or killed
+//! as its burst closed) never leaves the others without a run: `fire` tells the latest
+//! arrival to run; that one answers `started` as it goes on (the others are then told which
+//! one ran for them), or its end sends `leave` instead (the latest of the others is told to
+//! run in its place). One delayed `fire` per burst: early (the burst grew meanwhile), it sends
+//! itself again for the new close. A key with nothing open or closing keeps no state.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::Window;
+use crate::context::{FromInvocation, InvocationContext, ObjectContext};
+use crate::error::{HandlerError, always_retried};
+use crate::ids::InvocationId;
+use crate::registry::{
+    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
+    ServiceDefinition, ServiceKind,
+};
+
+/// The object whose keys are bursts.
+pub(crate) const DEBOUNCER: &str = "restate.Debouncer";
+const BURSTS: &str = "bursts";
+/// The state names of the arrivals that wait and were not chosen: `member/<arrival number>`
+/// (zero-padded, so that names sort in arrival order).
+const MEMBER: &str = "member/";
+
+/// A key's bursts (a field added later takes `#[serde(default)]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Bursts {
+    /// The debouncer's name, for metrics.
+    pub name: String,
+    /// The burst that takes arrivals.
+    pub open: Option<Open>,
+    /// Closed bursts whose chosen arrival was told to run and has not answered.
+    pub closing: Vec<Closing>,
+}
+
+/// The burst that takes arrivals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Open {
+    /// The arrival number of the one that opened it: its `fire` carries it (a `fire` of a
+    /// burst that is over does nothing).
+    pub id: u64,
+    /// The latest arrival, which runs when the burst closes.
+    pub leader: Arrived,
+    /// When the burst began (ms since the epoch).
+    pub first_ms: u64,
+    /// When it closes (ms since the epoch): the latest arrival's period after it, capped by
+    /// `max_wait` after the first.
+    pub due_ms: u64,
+    /// How many of its arrivals wait without being chosen.
+    pub superseded: u64,
+}
+
+/// A closed burst waiting for its chosen arrival to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Closing {
+    pub id: u64,
+    pub leader: Arrived,
+}
+
+/// One arrival waiting for its verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Arrived {
+    pub invocation: InvocationId,
+    /// Its arrival number: the latest is the one that runs.
+    pub seq: u64,
+    /// What to resolve with its verdict.
+    pub awakeable: String,
+}
+
+/// A waiting arrival that was not chosen, as stored: in which burst.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    burst: u64,
+    arrived: Arrived,
+}
+
+fn member_name(seq: u64) -> String {
+    format!("{MEMBER}{seq:020}")
+}
+
+/// An invocation arriving at a debounced handler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Arrival {
+    pub name: String,
+    pub arrived: Arrived,
+    pub window: Window,
+    /// When it arrived (the caller's clock).
+    pub now_ms: u64,
+}
+
+/// The chosen arrival of burst `burst` goes on to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Started {
+    pub burst: u64,
+    pub invocation: InvocationId,
+}
+
+/// An invocation that ended before its verdict, or chosen but before it started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Leave {
+    pub invocation: InvocationId,
+    pub seq: u64,
+}
+
+/// What a closed burst tells each of its arrivals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Verdict {
+    /// Run the handler (and say so with `started`): this is burst `burst`'s latest arrival.
+    Run { burst: u64 },
+    /// Do not run: `by` runs in this one's place.
+    Superseded { by: InvocationId },
+}
+
+impl Window {
+    /// When a burst that began at `first_ms` closes after an arrival at `now_ms`.
+    fn close(&self, first_ms: u64, now_ms: u64) -> u64 {
+        let quiet = now_ms.saturating_add(self.period_ms);
+        match self.max_wait_ms {
+            Some(max) => quiet.min(first_ms.saturating_add(max)),
+            None => quiet,
+        }
+    }
+}
+
+/// Sends this key's `fire` of burst `id` for `at_ms`.
+fn arm(ctx: &InvocationContext, id: u64, at_ms: u64) {
+    let key = ctx.key.as_deref();
+    let delay = at_ms.saturating_sub(ctx.engine.now_ms());
+    let fire = crate::client::parts(DEBOUNCER, key, "fire", crate::codec::encode_json(&id));
+    ctx.send(fire, Some(std::time::Duration::from_millis(delay)));
+}
+
+/// Stores the bursts, or nothing when none is open or closing.
+fn save(object: &ObjectContext<'_>, bursts: Bursts) {
+    if bursts.open.is_none() && bursts.closing.is_empty() {
+        object.clear_all();
+    } else {
+        object.set(BURSTS, bursts);
+    }
+}
+
+async fn arrive(ctx: &InvocationContext, arrival: Arrival) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let mut bursts = object.get::<Bursts>(BURSTS).await?.unwrap_or_default();
+    let Arrival {
+        name,
+        arrived,
+        window,
+        now_ms,
+    } = arrival;
+    bursts.name = name;
+    bursts.open = Some(match bursts.open.take() {
+        None => {
+            let due_ms = window.close(now_ms, now_ms);
+            arm(ctx, arrived.seq, due_ms);
+            Open {
+                id: arrived.seq,
+                leader: arrived,
+                first_ms: now_ms,
+                due_ms,
+                superseded: 0,
+            }
+        }
+        Some(mut open) => {
+            // The latest by arrival order runs: one that arrived first but got here later
+            // (its gate ran later) waits unchosen at once.
+            let passed = if arrived.seq > open.leader.seq {
+                std::mem::replace(&mut open.leader, arrived)
+            } else {
+                arrived
+            };
+            let member = Member {
+                burst: open.id,
+                arrived: passed,
+            };
+            object.set(&member_name(member.arrived.seq), member);
+            open.superseded += 1;
+            // Never earlier than planned: the armed `fire` is at or before the close.
+            open.due_ms = open.due_ms.max(window.close(open.first_ms, now_ms));
+            open
+        }
+    });
+    save(&object, bursts);
+    Ok(())
+}
+
+async fn fire(ctx: &InvocationContext, id: u64) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut bursts) = object.get::<Bursts>(BURSTS).await? else {
+        return Ok(());
+    };
+    let Some(open) = bursts.open.take_if(|open| open.id == id) else {
+        return Ok(());
+    };
+    let now = object
+        .now()
+        .await?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if open.due_ms > now {
+        arm(ctx, id, open.due_ms);
+        return Ok(());
+    }
+    verdict(ctx, &open.leader.awakeable, &Verdict::Run { burst: id })?;
+    bursts.closing.push(Closing {
+        id,
+        leader: open.leader,
+    });
+    save(&object, bursts);
+    Ok(())
+}
+
+/// The members of burst `burst`, latest first.
+async fn members(object: &ObjectContext<'_>, burst: u64) -> Result<Vec<Member>, HandlerError> {
+    let mut members = Vec::new();
+    for name in object.state_keys().await?.iter().rev() {
+        if name.starts_with(MEMBER)
+            && let Some(member) = object.get::<Member>(name).await?
+            && member.burst == burst
+        {
+            members.push(member);
+        }
+    }
+    Ok(members)
+}
+
+async fn started(ctx: &InvocationContext, started: Started) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut bursts) = object.get::<Bursts>(BURSTS).await? else {
+        return Ok(());
+    };
+    let Some(at) = bursts
+        .closing
+        .iter()
+        .position(|c| c.id == started.burst && c.leader.invocation == started.invocation)
+    else {
+        return Ok(());
+    };
+    bursts.closing.remove(at);
+    let by = started.invocation;
+    let members = members(&object, started.burst).await?;
+    for member in &members {
+        verdict(ctx, &member.arrived.awakeable, &Verdict::Superseded { by })?;
+        object.clear(&member_name(member.arrived.seq));
+    }
+    count(ctx, &bursts.name, "run", 1);
+    count(ctx, &bursts.name, "superseded", members.len() as u64);
+    save(&object, bursts);
+    Ok(())
+}
+
+async fn leave(ctx: &InvocationContext, leave: Leave) -> Result<(), HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(mut bursts) = object.get::<Bursts>(BURSTS).await? else {
+        return Ok(());
+    };
+    let name = member_name(leave.seq);
+    if let Some(member) = object.get::<Member>(&name).await?
+        && member.arrived.invocation == leave.invocation
+    {
+        object.clear(&name);
+        if let Some(open) = bursts.open.as_mut().filter(|o| o.id == member.burst) {
+            open.superseded = open.superseded.saturating_sub(1);
+        }
+    } else if let Some(mut open) = bursts
+        .open
+        .take_if(|o| o.leader.invocation == leave.invocation)
+    {
+        // The latest of the others will run in its place; with none left the burst is over
+        // (its `fire` then finds no burst of its number).
+        if let Some(next) = members(&object, open.id).await?.into_iter().next() {
+            object.clear(&member_name(next.arrived.seq));
+            open.superseded = open.superseded.saturating_sub(1);
+            open.leader = next.arrived;
+            bursts.open = Some(open);
+        }
+    } else if let Some(at) = bursts
+        .closing
+        .iter()
+        .position(|c| c.leader.invocation == leave.invocation)
+    {
+        // Told to run, gone before it started: the latest of the others runs instead.
+        let id = bursts.closing[at].id;
+        match members(&object, id).await?.into_iter().next() {
+            Some(next) => {
+                object.clear(&member_name(next.arrived.seq));
+                verdict(ctx, &next.arrived.awakeable, &Verdict::Run { burst: id })?;
+                bursts.closing[at].leader = next.arrived;
+            }
+            None => {
+                bursts.closing.remove(at);
+            }
+        }
+    } else {
+        // Not waiting here (its verdict was on its way): nothing changes.
+        return Ok(());
+    }
+    save(&object, bursts);
+    Ok(())
+}
+
+/// Tells an arrival its verdict: its awakeable, resolved in this invocation's journal (the
+/// arrival's wake-up commits with it).
+fn verdict(
+    ctx: &InvocationContext,
+    awakeable: &str,
+    verdict: &Verdict,
+) -> Result<(), HandlerError> {
+    Ok(ctx.complete_awakeable(awakeable, crate::context::resolved(verdict))?)
+}
+
+fn count(ctx: &InvocationContext, name: &str, verdict: &'static str, n: u64) {
+    let label = crate::metrics::DebounceLabel {
+        debouncer: name.to_owned(),
+        verdict,
+    };
+    ctx.engine
+        .metrics()
+        .debounced
+        .get_or_create(&label)
+        .inc_by(n);
+}
+
+/// The bursts of key `key` as stored (no invocation: the admin API's read).
+pub(crate) fn stored(
+    engine: &crate::engine::Engine,
+    key: &str,
+) -> Result<Bursts, crate::storage::StorageError> {
+    let scope = crate::storage::StateScope {
+        service: DEBOUNCER.to_owned(),
+        key: key.to_owned(),
+    };
+    Ok(engine
+        .storage()
+        .state(&scope, BURSTS)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+fn definition(name: &'static str, input: &'static str) -> HandlerDefinition {
+    HandlerDefinition {
+        name,
+        kind: HandlerKind::Exclusive,
+        input_type: Some(input),
+        output_type: "()",
+        options: HandlerOptions {
+            ingress_private: true,
+            retry_policy: RetryPolicy::default().forever(),
+            retention: Some(std::time::Duration::ZERO),
+            ..HandlerOptions::default()
+        },
+        input: InputShape::Json,
+        check_input: crate::__private::accept_any,
+    }
+}
+
+/// `restate.Debouncer`.
+pub(crate) struct DebouncerObject;
+
+impl Service for DebouncerObject {
+    fn definition() -> ServiceDefinition {
+        ServiceDefinition {
+            name: DEBOUNCER,
+            kind: ServiceKind::VirtualObject,
+            handlers: vec![
+                definition("arrive", "Arrival"),
+                definition("fire", "u64"),
+                definition("started", "Started"),
+                definition("leave", "Leave"),
+            ],
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: &'a InvocationContext,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+        use crate::__private::{input, output, unknown_handler};
+        Box::pin(async move {
+            always_retried(match name {
+                "arrive" => match input::<Arrival>().decode(&bytes) {
+                    Ok(arrival) => output(arrive(ctx, arrival).await),
+                    Err(e) => Err(e),
+                },
+                "fire" => match input::<u64>().decode(&bytes) {
+                    Ok(number) => output(fire(ctx, number).await),
+                    Err(e) => Err(e),
+                },
+                "started" => match input::<Started>().decode(&bytes) {
+                    Ok(run) => output(started(ctx, run).await),
+                    Err(e) => Err(e),
+                },
+                "leave" => match input::<Leave>().decode(&bytes) {
+                    Ok(gone) => output(leave(ctx, gone).await),
+                    Err(e) => Err(e),
+                },
+                other => Err(unknown_handler(DEBOUNCER, other)),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_closes_a_period_after_its_latest_arrival_and_max_wait_after_its_first() {
+        let window = Window {
+            period_ms: 30_000,
+            max_wait_ms: Some(300_000),
+        };
+        assert_eq!(window.close(0, 0), 30_000);
+        assert_eq!(window.close(0, 100_000), 130_000);
+        assert_eq!(window.close(0, 290_000), 300_000);
+        let unbounded = Window {
+            max_wait_ms: None,
+            ..window
+        };
+        assert_eq!(unbounded.close(0, 290_000), 320_000);
+    }
+
+    #[test]
+    fn member_names_sort_in_arrival_order() {
+        assert!(member_name(9) < member_name(10));
+        assert!(member_name(10).starts_with(MEMBER));
+    }
+}

@@ -1,0 +1,60 @@
+//! What an invocation's end sends on its behalf, read from its journal alone (so a kill, which
+//! runs no code, sends it too) and committed in the same batch as the end (effects commit with
+//! their cause): the concurrency permits it held or waited for go back, and a debounce burst
+//! it still waits in lets it go.
+
+use std::sync::Arc;
+
+use super::{Engine, Inflight, Submission, Submitted};
+use crate::storage::WriteOp;
+
+impl Engine {
+    /// The records of the invocations `inflight`'s end sends, to commit with its end, and the
+    /// invocations, to launch once that commit is submitted. Each has an idempotency key: an
+    /// end recorded twice (a kill racing the handler's own end) sends once.
+    pub(super) fn end_sends(&self, inflight: &Arc<Inflight>) -> (Vec<WriteOp>, Vec<Arc<Inflight>>) {
+        let requests = {
+            let state = inflight.state();
+            let mut requests = crate::concurrency::releases(inflight.id, &state.journal);
+            requests.extend(crate::debounce::leaves(
+                inflight.id,
+                state.record.seq,
+                &state.journal,
+            ));
+            requests
+        };
+        let mut ops = Vec::new();
+        let mut launches = Vec::new();
+        for request in requests {
+            let target = request.target.to_string();
+            let submitted = request
+                .into_invoke(None)
+                .map_err(|e| e.to_string())
+                .and_then(|req| self.submit(req, None).map_err(|e| e.to_string()));
+            match submitted {
+                Ok(Submitted {
+                    id,
+                    submission:
+                        Submission::Running {
+                            inflight,
+                            new: true,
+                            ..
+                        },
+                    ..
+                }) => {
+                    let mut state = inflight.state();
+                    state.persisted = true;
+                    ops.push(WriteOp::put_invocation(id, &state.record));
+                    drop(state);
+                    launches.push(inflight);
+                }
+                // Sent already (the key found an earlier one).
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(invocation = %inflight.id, %target, error = %e, "cannot send what the invocation's end sends")
+                }
+            }
+        }
+        (ops, launches)
+    }
+}
