@@ -425,3 +425,78 @@ async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
     // The second process goes on serving.
     assert!(send_busy(&client, &second.ingress, "after").await.is_some());
 }
+
+/// A concurrency limit holds in the deployment: twelve invocations of a handler with
+/// `concurrency = 2` sent through the owner and a standby alike, the owner SIGKILLed while two
+/// steps run; the standby takes over with the bucket (durable state of its key, which one
+/// owner at a time runs), so never more than two steps run at once across both processes, and
+/// every invocation completes.
+#[tokio::test]
+async fn a_concurrency_limit_holds_across_processes_and_a_failover() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "300".to_owned()),
+        ("RESTATE_SUSPEND_AFTER", "20ms".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    let (owner_pid, apps) = (first.pid(), [&first.ingress, &second.ingress]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..12u32 {
+        ids.push(send_json(&client, apps[n as usize % 2], "/Gated/work", &n).await);
+    }
+    let started = || {
+        support::lines(&steps)
+            .iter()
+            .filter(|l| l.starts_with("gated start"))
+            .count()
+    };
+    poll(Duration::from_secs(30), || {
+        std::future::ready(started() >= 2)
+    })
+    .await;
+    first.kill();
+    all_complete(&second.ingress, &ids).await;
+    // The owner's open steps died with it; the standby's lines come after its kill.
+    let log = support::lines(&steps);
+    let (mut open, mut most, mut ended) = (
+        std::collections::BTreeMap::new(),
+        0,
+        std::collections::BTreeSet::new(),
+    );
+    for line in &log {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let ["gated", what, n, pid] = parts[..] else {
+            continue;
+        };
+        if pid != owner_pid.to_string() {
+            open.retain(|_, at: &mut String| *at != owner_pid.to_string());
+        }
+        if what == "start" {
+            open.insert(n.to_owned(), pid.to_owned());
+            most = most.max(open.len());
+        } else {
+            open.remove(n);
+            ended.insert(n.to_owned());
+        }
+    }
+    assert!(most <= 2, "{most} at once:\n{}", log.join("\n"));
+    assert_eq!(most, 2, "the limit was used");
+    assert_eq!(ended.len(), 12, "every step ended:\n{}", log.join("\n"));
+    assert!(
+        log.iter()
+            .any(|l| l.ends_with(&format!(" {}", second.pid()))),
+        "the standby took over"
+    );
+}

@@ -27,6 +27,20 @@ enum Attempt {
     Shutdown,
 }
 
+impl Attempt {
+    /// How an attempt stopped by `abort` ended.
+    fn stopped(abort: Abort) -> Self {
+        match abort {
+            Abort::Retry(m) => Self::Retry(m),
+            Abort::Pause(m) => Self::Pause(m),
+            Abort::Lost(m) => Self::Lost(m),
+            Abort::Suspend { seen, wake_at_ms } => Self::Suspend { seen, wake_at_ms },
+            // Only a replay check's engine stops there, and it runs no attempts.
+            Abort::ReplayEnds => Self::Shutdown,
+        }
+    }
+}
+
 pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
     let (target, input) = {
         let state = inflight.state();
@@ -86,17 +100,26 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         },
                         Err(panic) => Attempt::Retry(format!("handler panicked: {}", panic_message(&panic))),
                     },
-                    abort = ctx.aborted() => match abort {
-                        Abort::Retry(m) => Attempt::Retry(m),
-                        Abort::Pause(m) => Attempt::Pause(m),
-                        Abort::Lost(m) => Attempt::Lost(m),
-                        Abort::Suspend { seen, wake_at_ms } => Attempt::Suspend { seen, wake_at_ms },
-                        // Only a replay check's engine stops there, and it runs no attempts.
-                        Abort::ReplayEnds => Attempt::Shutdown,
-                    },
+                    abort = ctx.aborted() => Attempt::stopped(abort),
                     _ = inflight.killed.notified() => Attempt::Killed,
                     _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
                 }
+            };
+            // A handler stopped by something it did (a write it could not make) may return in
+            // the same poll: the stop wins, or what it stopped for would be lost.
+            let attempt = match attempt {
+                Attempt::Success(_) | Attempt::Terminal(_) if ctx.is_stopped() => {
+                    Attempt::stopped(ctx.aborted().await)
+                }
+                attempt => attempt,
+            };
+            // Over a failed store no attempt can succeed and the process ends (law 10): the
+            // invocation is left to the restart, not retried against it.
+            let attempt = match attempt {
+                Attempt::Retry(reason) if engine.storage.failure().borrow().is_some() => {
+                    Attempt::Lost(reason)
+                }
+                attempt => attempt,
             };
             match attempt {
                 Attempt::Success(output) => {

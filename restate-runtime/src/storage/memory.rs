@@ -116,13 +116,18 @@ pub(crate) struct MemoryStorage {
 }
 
 impl MemoryStorage {
-    /// The tables, unless this handle's process was killed.
+    /// The tables, unless this handle's process was killed (then the store has failed, as a
+    /// killed process's store has for everything it still runs).
     fn tables(&self) -> Result<MutexGuard<'_, Shared>, StorageError> {
         let shared = self.store.shared();
         if shared.epoch != self.epoch {
-            return Err(StorageError::Backend(
-                "the store's process was killed".into(),
-            ));
+            const KILLED: &str = "the store's process was killed";
+            self.failure.send_if_modified(|failure| {
+                let first = failure.is_none();
+                failure.get_or_insert_with(|| KILLED.into());
+                first
+            });
+            return Err(StorageError::Backend(KILLED.into()));
         }
         Ok(shared)
     }
