@@ -199,6 +199,14 @@ async fn each_key_has_a_limit_of_its_own() {
     let mut waited = acme[1..].to_vec();
     waited.sort();
     assert_eq!(acme[1..], waited);
+    // Idle again, a key's bucket keeps no state.
+    for tenant in ["acme", "globex"] {
+        let bucket = serde_json::to_string(&("Jobs/per_tenant", tenant)).unwrap();
+        assert!(
+            t.state_keys("restate.Limiter", &bucket).is_empty(),
+            "{tenant}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,6 +126,9 @@ async fn a_burst_runs_once_with_its_last_input_a_period_after_its_last_arrival()
     t.advance(31 * SECOND).await;
     assert_eq!(invoices.runs().len(), 2);
     assert_eq!(invoices.runs()[1].1, 10);
+    // Closed, a key's burst keeps no state.
+    let bucket = serde_json::to_string(&("Invoices/recompute", "inv-1")).unwrap();
+    assert!(t.state_keys("restate.Debouncer", &bucket).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

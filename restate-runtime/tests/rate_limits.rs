@@ -3,6 +3,8 @@
 //! own, a named limit configured at run time gates `ctx.run` steps (and lets them through when
 //! it is not configured), and a crash keeps the reservations.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -254,4 +256,47 @@ async fn open(folder: &std::path::Path, limit: Option<RateLimit>) -> TestRuntime
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_shows_a_buckets_tokens() {
+    let server = common::TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
+        b.bind(Paced::default())
+            .rate_limit("email", "1/1h".parse().unwrap())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let view = |path: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(path).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let list = view(format!("{}/rate-limits", server.admin)).await;
+    assert_eq!(list["rate_limits"][0]["name"], "email");
+    assert_eq!(list["rate_limits"][0]["limit"], "1/1h");
+    assert_eq!(list["rate_limits"][0]["tokens"], 1, "{list}");
+    // One email takes the hour's token.
+    let paced = server.handle.client::<Paced>();
+    paced.email(1).call().await.unwrap();
+    let email = view(format!("{}/rate-limits/email", server.admin)).await;
+    assert_eq!(email["tokens"], 0, "{email}");
+    let next: jiff::Timestamp = email["next_token_at"].as_str().unwrap().parse().unwrap();
+    let wait = next.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((3500..=3600).contains(&wait), "{email}");
+    // A handler's own bucket shows the limit its reservations used.
+    for n in 0..3 {
+        paced.bursty(n).call().await.unwrap();
+    }
+    let bursty = view(format!("{}/rate-limits/Paced%2Fbursty", server.admin)).await;
+    assert_eq!(bursty["limit"], "1/1s,burst=5", "{bursty}");
+    let tokens = bursty["tokens"].as_u64().unwrap();
+    assert!(
+        (2..=5).contains(&tokens),
+        "three of five taken, refilling at 1/s: {bursty}"
+    );
+    let unknown = view(format!("{}/rate-limits/nobody", server.admin)).await;
+    assert_eq!(unknown["limit"], serde_json::Value::Null);
 }

@@ -16,7 +16,8 @@ fn bucket_view(engine: &Engine, name: &str, key: Option<&str>) -> Response {
         Ok(stored) => axum::Json(json!({
             "name": name,
             "key": key,
-            "limit": engine.concurrency_limits().get(name).unwrap_or(stored.limit),
+            // Configured at run time, else the latest request's (none while the bucket is idle).
+            "limit": engine.concurrency_limits().get(name).or((stored.limit > 0).then_some(stored.limit)),
             "running": stored.holders.len(),
             "queued": stored.waiting.len(),
             "holders": stored.holders.keys().collect::<Vec<_>>(),

@@ -8,6 +8,7 @@ mod drain;
 mod invocations;
 mod limiters;
 mod params;
+mod rate_limits;
 mod schedules;
 mod services;
 
@@ -69,6 +70,8 @@ pub(crate) fn router(
         .route("/limiters", get(limiters::list))
         .route("/limiters/{name}", get(limiters::get).put(limiters::set))
         .route("/debouncers/{name}", get(debouncers::get))
+        .route("/rate-limits", get(rate_limits::list))
+        .route("/rate-limits/{name}", get(rate_limits::get))
         .with_state(AdminState {
             engine,
             webhooks: Arc::new(webhooks),

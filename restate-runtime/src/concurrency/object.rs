@@ -124,8 +124,18 @@ async fn release(ctx: &InvocationContext, holder: String) -> Result<(), HandlerE
     for awakeable in bucket.hand_out() {
         wake(ctx, &awakeable)?;
     }
-    object.set(STATE, bucket);
+    save(&object, bucket);
     Ok(())
+}
+
+/// Stores the bucket, or nothing once nobody holds or waits (a keyed bucket per tenant or
+/// invoice would otherwise stay forever; the next request brings its limit again).
+fn save(object: &ObjectContext<'_>, bucket: Bucket) {
+    if bucket.holders.is_empty() && bucket.waiting.is_empty() {
+        object.clear(STATE);
+    } else {
+        object.set(STATE, bucket);
+    }
 }
 
 /// Takes a new limit (from the admin API): a raised one hands permits out at once.
@@ -136,7 +146,7 @@ async fn resize(ctx: &InvocationContext, limit: u32) -> Result<(), HandlerError>
     for awakeable in bucket.hand_out() {
         wake(ctx, &awakeable)?;
     }
-    object.set(STATE, bucket);
+    save(&object, bucket);
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use gate::rate_gate;
-pub(crate) use object::{RATE_LIMITER, RateLimiterObject};
+pub(crate) use object::{RATE_LIMITER, RateLimiterObject, stored};
 
 /// A token bucket: `limit` tokens per `per`, holding at most `burst` (1 unless set; a bucket
 /// starts full). Each invocation or step takes one token, waiting (durably) for it when the

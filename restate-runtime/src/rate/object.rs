@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::Reserve;
+use serde::{Deserialize, Serialize};
+
+use super::{RateLimit, Reserve};
 use crate::context::{FromInvocation, InvocationContext, ObjectContext};
 use crate::error::HandlerError;
 use crate::registry::{
@@ -14,8 +16,74 @@ use crate::registry::{
 
 /// The object whose keys are buckets.
 pub(crate) const RATE_LIMITER: &str = "restate.RateLimiter";
-/// When the bucket is next empty-and-refilled, in microseconds since the epoch.
+/// The bucket's state (named for when it held the time alone).
 const TAT: &str = "tat_us";
+
+/// A bucket as stored: its theoretical arrival time (when it is full again, in microseconds
+/// since the epoch) and the limit its latest reservation used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Bucket {
+    Kept {
+        tat_us: u64,
+        limit: RateLimit,
+    },
+    /// As written before the limit was kept beside the time.
+    TatOnly(u64),
+}
+
+impl Bucket {
+    fn tat_us(&self) -> u64 {
+        match self {
+            Self::Kept { tat_us, .. } | Self::TatOnly(tat_us) => *tat_us,
+        }
+    }
+
+    /// The limit its latest reservation used, when stored.
+    pub(crate) fn limit(&self) -> Option<RateLimit> {
+        match self {
+            Self::Kept { limit, .. } => Some(*limit),
+            Self::TatOnly(_) => None,
+        }
+    }
+
+    /// When a reservation made at `now_us` under `limit` may go (µs), and the time it leaves.
+    fn reserve(tat_us: u64, limit: RateLimit, now_us: u64) -> (u64, u64) {
+        let interval = limit.interval_us();
+        let tat = tat_us.max(now_us);
+        (
+            tat.saturating_sub(tolerance(limit)).max(now_us),
+            tat.saturating_add(interval),
+        )
+    }
+
+    /// How many tokens a caller at `now_ms` finds under `limit`, and when the next one is
+    /// there (ms since the epoch; `now_ms` while one is).
+    pub(crate) fn tokens(&self, limit: RateLimit, now_ms: u64) -> (u32, u64) {
+        let now_us = now_ms.saturating_mul(1000);
+        let tat = self.tat_us().max(now_us);
+        let ahead = (now_us + tolerance(limit)).checked_sub(tat);
+        match ahead {
+            Some(ahead) => {
+                let tokens = ahead / limit.interval_us().max(1) + 1;
+                (tokens.min(u64::from(limit.max_burst())) as u32, now_ms)
+            }
+            None => (0, (tat - tolerance(limit)).div_ceil(1000)),
+        }
+    }
+
+    /// When it is full again (ms since the epoch).
+    pub(crate) fn full_at_ms(&self) -> u64 {
+        self.tat_us().div_ceil(1000)
+    }
+}
+
+/// How far ahead of now the arrival time may be while a token is there: the burst less one.
+fn tolerance(limit: RateLimit) -> u64 {
+    limit
+        .interval_us()
+        .saturating_mul(u64::from(limit.max_burst() - 1))
+}
 
 /// Reserves one token: when it is due (ms since the epoch; the caller's now while the
 /// bucket holds tokens). The caller's time comes with the request, so a reservation is one
@@ -23,13 +91,29 @@ const TAT: &str = "tat_us";
 async fn reserve(ctx: &InvocationContext, request: Reserve) -> Result<u64, HandlerError> {
     let object = ObjectContext::from_invocation(ctx);
     let now_us = request.now_ms.saturating_mul(1000);
-    let interval = request.limit.interval_us();
-    let tolerance = interval.saturating_mul(u64::from(request.limit.max_burst() - 1));
-    let tat = object.get::<u64>(TAT).await?.unwrap_or(0).max(now_us);
-    let allowed_at = tat.saturating_sub(tolerance).max(now_us);
-    object.set(TAT, tat.saturating_add(interval));
+    let stored = object.get::<Bucket>(TAT).await?;
+    let (allowed_at, tat_us) =
+        Bucket::reserve(stored.map_or(0, |b| b.tat_us()), request.limit, now_us);
+    let limit = request.limit;
+    object.set(TAT, Bucket::Kept { tat_us, limit });
     // Rounded up: a caller never goes early.
     Ok(allowed_at.div_ceil(1000))
+}
+
+/// The bucket `key` as stored (no invocation: the admin API's read); `None` before its
+/// first reservation.
+pub(crate) fn stored(
+    engine: &crate::engine::Engine,
+    key: &str,
+) -> Result<Option<Bucket>, crate::storage::StorageError> {
+    let scope = crate::storage::StateScope {
+        service: RATE_LIMITER.to_owned(),
+        key: key.to_owned(),
+    };
+    Ok(engine
+        .storage()
+        .state(&scope, TAT)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
 /// `restate.RateLimiter`.
@@ -73,5 +157,41 @@ impl Service for RateLimiterObject {
                 other => Err(crate::__private::unknown_handler(RATE_LIMITER, other)),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_counts_its_tokens_as_reservations_take_them() {
+        let limit = RateLimit::new(10, Duration::from_secs(1)).burst(3);
+        let now_ms = 1_000_000;
+        let mut tat = 0;
+        let fresh = Bucket::TatOnly(tat);
+        assert_eq!(fresh.tokens(limit, now_ms), (3, now_ms));
+        for left in [2, 1, 0] {
+            let (at, next) = Bucket::reserve(tat, limit, now_ms * 1000);
+            assert_eq!(at, now_ms * 1000, "a token was there");
+            tat = next;
+            let kept = Bucket::Kept { tat_us: tat, limit };
+            assert_eq!(kept.tokens(limit, now_ms).0, left);
+        }
+        let empty = Bucket::Kept { tat_us: tat, limit };
+        assert_eq!(
+            empty.tokens(limit, now_ms),
+            (0, now_ms + 100),
+            "one every 100 ms"
+        );
+        assert_eq!(empty.tokens(limit, now_ms + 100).0, 1);
+        assert_eq!(empty.full_at_ms(), now_ms + 300);
+        // A bucket stored before the limit was kept reads back.
+        let old: Bucket = serde_json::from_slice(b"1700000000000000").unwrap();
+        assert_eq!(old, Bucket::TatOnly(1_700_000_000_000_000));
+        assert_eq!(old.limit(), None);
+        let kept = serde_json::to_vec(&empty).unwrap();
+        assert_eq!(serde_json::from_slice::<Bucket>(&kept).unwrap(), empty);
     }
 }
