@@ -8,11 +8,16 @@ use std::sync::Arc;
 use super::{Engine, Inflight, Submission, Submitted};
 use crate::storage::WriteOp;
 
+/// The records of what an end sends, and the invocations to launch once they commit.
+pub(super) type EndSends = (Vec<WriteOp>, Vec<Arc<Inflight>>);
+
 impl Engine {
     /// The records of the invocations `inflight`'s end sends, to commit with its end, and the
     /// invocations, to launch once that commit is submitted. Each has an idempotency key: an
     /// end recorded twice (a kill racing the handler's own end) sends once.
-    pub(super) fn end_sends(&self, inflight: &Arc<Inflight>) -> (Vec<WriteOp>, Vec<Arc<Inflight>>) {
+    /// An end whose sends cannot be made (the store cannot be read to find an earlier one) is
+    /// an error: committed without them, a permit or a burst would wait for ever.
+    pub(super) fn end_sends(&self, inflight: &Arc<Inflight>) -> Result<EndSends, String> {
         let requests = {
             let state = inflight.state();
             let mut requests = crate::concurrency::releases(inflight.id, &state.journal);
@@ -51,10 +56,15 @@ impl Engine {
                 // Sent already (the key found an earlier one).
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(invocation = %inflight.id, %target, error = %e, "cannot send what the invocation's end sends")
+                    // Those made so far were never stored: forgotten, so that the end made
+                    // again after recovery makes them anew.
+                    for made in &launches {
+                        self.discard_unrecorded(made);
+                    }
+                    return Err(format!("cannot send {target} at its end: {e}"));
                 }
             }
         }
-        (ops, launches)
+        Ok((ops, launches))
     }
 }

@@ -109,7 +109,12 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             // the same poll: the stop wins, or what it stopped for would be lost.
             let attempt = match attempt {
                 Attempt::Success(_) | Attempt::Terminal(_) if ctx.is_stopped() => {
-                    Attempt::stopped(ctx.aborted().await)
+                    match ctx.aborted().await {
+                        // A suspension asked for while the handler finished, nothing refused
+                        // meanwhile (a refused write marks it `u64::MAX`): the result stands.
+                        Abort::Suspend { seen, .. } if seen != u64::MAX => attempt,
+                        abort => Attempt::stopped(abort),
+                    }
                 }
                 attempt => attempt,
             };

@@ -1070,8 +1070,12 @@ impl Engine {
                     Vec::new()
                 }),
         };
-        // What its end sends on its behalf commits with it, however it ended.
-        let (end_ops, end_sends) = self.end_sends(inflight);
+        // What its end sends on its behalf commits with it, however it ended; without them the
+        // end is not recorded, and recovery ends it again.
+        let (end_ops, end_sends) = match self.end_sends(inflight) {
+            Ok(sends) => sends,
+            Err(reason) => return self.lose(inflight, reason),
+        };
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();

@@ -16,11 +16,14 @@ use crate::registry::{
 
 /// The object whose keys are buckets.
 pub(crate) const RATE_LIMITER: &str = "restate.RateLimiter";
-/// The bucket's state (named for when it held the time alone).
+/// The bucket's theoretical arrival time (when it is full again, in microseconds since the
+/// epoch), a bare number as every binary writes and reads it.
 const TAT: &str = "tat_us";
+/// The limit its latest reservation used, beside the time (older binaries ignore it).
+const LIMIT: &str = "limit";
 
-/// A bucket as stored: its theoretical arrival time (when it is full again, in microseconds
-/// since the epoch) and the limit its latest reservation used.
+/// A bucket: its time and, when known, the limit its latest reservation used. Read from the
+/// time alone, or (as one build wrote it) from both in one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Bucket {
@@ -62,7 +65,7 @@ impl Bucket {
     pub(crate) fn tokens(&self, limit: RateLimit, now_ms: u64) -> (u32, u64) {
         let now_us = now_ms.saturating_mul(1000);
         let tat = self.tat_us().max(now_us);
-        let ahead = (now_us + tolerance(limit)).checked_sub(tat);
+        let ahead = now_us.saturating_add(tolerance(limit)).checked_sub(tat);
         match ahead {
             Some(ahead) => {
                 let tokens = ahead / limit.interval_us().max(1) + 1;
@@ -87,15 +90,15 @@ fn tolerance(limit: RateLimit) -> u64 {
 
 /// Reserves one token: when it is due (ms since the epoch; the caller's now while the
 /// bucket holds tokens). The caller's time comes with the request, so a reservation is one
-/// state read and write, with no step of its own to wait for.
+/// state read and two writes, with no step of its own to wait for.
 async fn reserve(ctx: &InvocationContext, request: Reserve) -> Result<u64, HandlerError> {
     let object = ObjectContext::from_invocation(ctx);
     let now_us = request.now_ms.saturating_mul(1000);
     let stored = object.get::<Bucket>(TAT).await?;
     let (allowed_at, tat_us) =
         Bucket::reserve(stored.map_or(0, |b| b.tat_us()), request.limit, now_us);
-    let limit = request.limit;
-    object.set(TAT, Bucket::Kept { tat_us, limit });
+    object.set(TAT, tat_us);
+    object.set(LIMIT, request.limit);
     // Rounded up: a caller never goes early.
     Ok(allowed_at.div_ceil(1000))
 }
@@ -110,10 +113,20 @@ pub(crate) fn stored(
         service: RATE_LIMITER.to_owned(),
         key: key.to_owned(),
     };
-    Ok(engine
-        .storage()
-        .state(&scope, TAT)?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    let read = |name| -> Result<Option<Vec<u8>>, crate::storage::StorageError> {
+        engine.storage().state(&scope, name)
+    };
+    let Some(bucket) = read(TAT)?.and_then(|b| serde_json::from_slice::<Bucket>(&b).ok()) else {
+        return Ok(None);
+    };
+    let limit = read(LIMIT)?.and_then(|b| serde_json::from_slice::<RateLimit>(&b).ok());
+    Ok(Some(match limit {
+        Some(limit) => Bucket::Kept {
+            tat_us: bucket.tat_us(),
+            limit,
+        },
+        None => bucket,
+    }))
 }
 
 /// `restate.RateLimiter`.
