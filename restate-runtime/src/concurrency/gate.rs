@@ -41,15 +41,7 @@ impl InvocationContext {
     ) -> Option<PermitPlan<'_>> {
         let index = self.peek_index();
         let configured = self.engine.concurrency_limits().get(name).or(declared);
-        let last = self.inflight.state().journal.last_index();
-        // Nothing from here on, or only this gate's awakeable (written first: a crash before
-        // the request leaves it alone at the end).
-        let fresh = last.is_none_or(|last| last < index)
-            || (last == Some(index + 1)
-                && matches!(
-                    self.replayed(index + 1),
-                    Some(JournalEntry::Awakeable { .. })
-                ));
+        let fresh = self.gate_is_fresh(index);
         let limit = match self.replayed(index) {
             Some(JournalEntry::Call { target, .. }) if target.service == LIMITER => {
                 configured.unwrap_or(1)

@@ -215,21 +215,17 @@ impl Service for LimiterObject {
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
         use crate::__private::{input, output, unknown_handler};
         Box::pin(async move {
-            always_retried(match name {
-                "acquire" => match input::<Acquire>().decode(&bytes) {
-                    Ok(request) => output(acquire(ctx, request).await),
-                    Err(e) => Err(e),
-                },
-                "release" => match input::<String>().decode(&bytes) {
-                    Ok(holder) => output(release(ctx, holder).await),
-                    Err(e) => Err(e),
-                },
-                "resize" => match input::<u32>().decode(&bytes) {
-                    Ok(limit) => output(resize(ctx, limit).await),
-                    Err(e) => Err(e),
-                },
-                other => Err(unknown_handler(LIMITER, other)),
-            })
+            always_retried(
+                async {
+                    match name {
+                        "acquire" => output(acquire(ctx, input::<Acquire>().decode(&bytes)?).await),
+                        "release" => output(release(ctx, input::<String>().decode(&bytes)?).await),
+                        "resize" => output(resize(ctx, input::<u32>().decode(&bytes)?).await),
+                        other => Err(unknown_handler(LIMITER, other)),
+                    }
+                }
+                .await,
+            )
         })
     }
 }

@@ -138,6 +138,20 @@ impl InvocationContext {
     }
 
     /// The position the next operation will take.
+    /// Whether a gate at `index` (a request to one of the runtime's objects there, and the
+    /// awakeable its answer comes through at the next position, journaled first) is made by
+    /// this attempt: the journal ends before it, or holds only its awakeable (a crash came
+    /// between the two).
+    pub(crate) fn gate_is_fresh(&self, index: u32) -> bool {
+        let last = self.inflight.state().journal.last_index();
+        last.is_none_or(|last| last < index)
+            || (last == Some(index + 1)
+                && matches!(
+                    self.replayed(index + 1),
+                    Some(JournalEntry::Awakeable { .. })
+                ))
+    }
+
     pub(crate) fn peek_index(&self) -> u32 {
         self.next_index.load(Ordering::Relaxed)
     }

@@ -21,16 +21,9 @@ impl InvocationContext {
         window: Window,
     ) -> Result<Option<Outcome>, TerminalError> {
         let index = self.peek_index();
-        let last = self.inflight.state().journal.last_index();
-        let fresh = last.is_none_or(|last| last < index)
-            || (last == Some(index + 1)
-                && matches!(
-                    self.replayed(index + 1),
-                    Some(JournalEntry::Awakeable { .. })
-                ));
         let gated = match self.replayed(index) {
             Some(JournalEntry::Send { target, .. }) => target.service == DEBOUNCER,
-            None => fresh,
+            None => self.gate_is_fresh(index),
             _ => false,
         };
         if !gated || !self.take_index_if_next(index) {

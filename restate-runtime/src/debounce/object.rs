@@ -388,25 +388,18 @@ impl Service for DebouncerObject {
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
         use crate::__private::{input, output, unknown_handler};
         Box::pin(async move {
-            always_retried(match name {
-                "arrive" => match input::<Arrival>().decode(&bytes) {
-                    Ok(arrival) => output(arrive(ctx, arrival).await),
-                    Err(e) => Err(e),
-                },
-                "fire" => match input::<u64>().decode(&bytes) {
-                    Ok(number) => output(fire(ctx, number).await),
-                    Err(e) => Err(e),
-                },
-                "started" => match input::<Started>().decode(&bytes) {
-                    Ok(run) => output(started(ctx, run).await),
-                    Err(e) => Err(e),
-                },
-                "leave" => match input::<Leave>().decode(&bytes) {
-                    Ok(gone) => output(leave(ctx, gone).await),
-                    Err(e) => Err(e),
-                },
-                other => Err(unknown_handler(DEBOUNCER, other)),
-            })
+            always_retried(
+                async {
+                    match name {
+                        "arrive" => output(arrive(ctx, input::<Arrival>().decode(&bytes)?).await),
+                        "fire" => output(fire(ctx, input::<u64>().decode(&bytes)?).await),
+                        "started" => output(started(ctx, input::<Started>().decode(&bytes)?).await),
+                        "leave" => output(leave(ctx, input::<Leave>().decode(&bytes)?).await),
+                        other => Err(unknown_handler(DEBOUNCER, other)),
+                    }
+                }
+                .await,
+            )
         })
     }
 }
