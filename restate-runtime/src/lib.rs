@@ -166,10 +166,17 @@ pub use restate_macros::workflow;
 
 /// Marks a method of a `#[service]`, `#[object]` or `#[workflow]` impl as a handler.
 ///
-/// Options: `name = "..."`, `ingress_private`, `retention = "..."`, `retry(..)`.
+/// Options: `name = "..."`, `ingress_private`, `retention = "..."`, `retry(..)`; on a service's
+/// handler `cron = "..."` (with `timezone`, `catch_up`, `overlap`: see the README's
+/// "Schedules") and `debounce(period = "..", max_wait = "..", key = Self::f)`; on any handler
+/// `rate(limit = .., per = "..", burst = .., key = Self::f, name = "..")` and `concurrency = n`
+/// or `concurrency(limit = .., key = Self::f, name = "..")`. A `key` names a function of the
+/// input that gives the bucket (or burst) key.
 ///
 /// ```
 /// use restate_runtime::prelude::*;
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Event { invoice: String }
 /// #[derive(Default)]
 /// pub struct Payments;
 /// #[service]
@@ -177,6 +184,27 @@ pub use restate_macros::workflow;
 ///     #[handler(name = "onEvent", ingress_private, retry(max_attempts = 5))]
 ///     async fn on_event(&self, _ctx: Context<'_>, _event: serde_json::Value) -> HandlerResult<()> {
 ///         Ok(())
+///     }
+///
+///     /// Every night at two, Paris time.
+///     #[handler(cron = "0 2 * * *", timezone = "Europe/Paris")]
+///     async fn nightly(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+///         Ok(())
+///     }
+///
+///     /// Ten a second, two at a time per invoice, once per burst of changes to an invoice.
+///     #[handler(
+///         debounce(key = Self::invoice, period = "30s", max_wait = "5m"),
+///         rate(limit = 10, per = "1s"),
+///         concurrency(limit = 2, key = Self::invoice)
+///     )]
+///     async fn settle(&self, _ctx: Context<'_>, _event: Event) -> HandlerResult<()> {
+///         Ok(())
+///     }
+/// }
+/// impl Payments {
+///     fn invoice(event: &Event) -> &str {
+///         &event.invoice
 ///     }
 /// }
 /// ```
