@@ -50,29 +50,27 @@ impl ConcurrencyLimits {
     }
 }
 
-/// The releases of every permit an invocation asked for (each acquire in its journal), each
-/// with an idempotency key so that a permit goes back once.
-pub(crate) fn releases(
+/// The release of the permit a journal entry of invocation `id` asked for, if it is a
+/// request for one, with an idempotency key so that a permit goes back once.
+pub(crate) fn release(
     id: crate::InvocationId,
-    journal: &crate::engine::Journal,
-) -> Vec<crate::client::RequestParts> {
-    journal
-        .iter()
-        .filter_map(|(index, entry)| match entry {
-            crate::storage::JournalEntry::Call { target, .. }
-                if target.service == LIMITER && target.handler == "acquire" =>
-            {
-                let holder = holder(id, *index);
-                let mut release = crate::client::parts(
-                    LIMITER,
-                    Some(target.key.as_deref()?),
-                    "release",
-                    crate::codec::encode_json(&holder),
-                );
-                release.idempotency_key = Some(format!("release:{holder}"));
-                Some(release)
-            }
-            _ => None,
-        })
-        .collect()
+    index: u32,
+    entry: &crate::storage::JournalEntry,
+) -> Option<crate::client::RequestParts> {
+    match entry {
+        crate::storage::JournalEntry::Call { target, .. }
+            if target.service == LIMITER && target.handler == "acquire" =>
+        {
+            let holder = holder(id, index);
+            let mut release = crate::client::parts(
+                LIMITER,
+                Some(target.key.as_deref()?),
+                "release",
+                crate::codec::encode_json(&holder),
+            );
+            release.idempotency_key = Some(format!("release:{holder}"));
+            Some(release)
+        }
+        _ => None,
+    }
 }

@@ -10,10 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{FromInvocation, InvocationContext, ObjectContext};
 use crate::error::{HandlerError, always_retried};
-use crate::registry::{
-    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
-    ServiceDefinition, ServiceKind,
-};
+use crate::registry::HandlerKind::Exclusive;
+use crate::registry::{Service, ServiceDefinition, ServiceKind, internal_handler};
 
 /// The object whose keys are buckets.
 pub(crate) const LIMITER: &str = "restate.Limiter";
@@ -155,40 +153,9 @@ pub(crate) fn stored(
     engine: &crate::engine::Engine,
     key: &str,
 ) -> Result<Bucket, crate::storage::StorageError> {
-    let scope = crate::storage::StateScope {
-        service: LIMITER.to_owned(),
-        key: key.to_owned(),
-    };
     Ok(engine
-        .storage()
-        .state(&scope, STATE)?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .object_state(LIMITER, key, STATE)?
         .unwrap_or_default())
-}
-
-fn definition(
-    name: &'static str,
-    kind: HandlerKind,
-    input: Option<&'static str>,
-) -> HandlerDefinition {
-    HandlerDefinition {
-        name,
-        kind,
-        input_type: input,
-        output_type: "bool",
-        options: HandlerOptions {
-            ingress_private: true,
-            retry_policy: RetryPolicy::default().forever(),
-            retention: Some(std::time::Duration::ZERO),
-            ..HandlerOptions::default()
-        },
-        input: if input.is_some() {
-            InputShape::Json
-        } else {
-            InputShape::None
-        },
-        check_input: crate::__private::accept_any,
-    }
 }
 
 /// `restate.Limiter`.
@@ -200,9 +167,9 @@ impl Service for LimiterObject {
             name: LIMITER,
             kind: ServiceKind::VirtualObject,
             handlers: vec![
-                definition("acquire", HandlerKind::Exclusive, Some("Acquire")),
-                definition("release", HandlerKind::Exclusive, Some("String")),
-                definition("resize", HandlerKind::Exclusive, Some("u32")),
+                internal_handler("acquire", Exclusive, Some("Acquire"), "bool"),
+                internal_handler("release", Exclusive, Some("String"), "()"),
+                internal_handler("resize", Exclusive, Some("u32"), "()"),
             ],
         }
     }

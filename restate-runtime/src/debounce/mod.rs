@@ -26,47 +26,49 @@ pub(crate) struct Window {
 }
 
 /// The message that lets a burst go of an invocation that ended before its verdict (cancelled
-/// or killed while it waited), or chosen to run but before it said it started: one per
-/// arrival in its journal in that state.
-pub(crate) fn leaves(id: InvocationId, seq: u64, journal: &Journal) -> Vec<RequestParts> {
-    journal
-        .iter()
-        .filter_map(|(index, entry)| match entry {
-            JournalEntry::Send { target, .. }
-                if target.service == DEBOUNCER && target.handler == "arrive" =>
-            {
-                // A verdict is a value; a cancellation that landed on the wait is an error.
-                let verdict = match journal.get(index + 1) {
-                    Some(JournalEntry::Awakeable {
-                        outcome: Some(Outcome::Success(bytes)),
-                    }) => serde_json::from_slice::<Verdict>(bytes).ok(),
-                    _ => None,
-                };
-                let started = matches!(
-                    journal.get(index + 2),
-                    Some(JournalEntry::Send { target, .. }) if target.service == DEBOUNCER
-                );
-                let settled = match verdict {
-                    Some(Verdict::Superseded { .. }) => true,
-                    Some(Verdict::Run { .. }) => started,
-                    None => false,
-                };
-                if settled {
-                    return None;
-                }
-                let mut leave = crate::client::parts(
-                    DEBOUNCER,
-                    Some(target.key.as_deref()?),
-                    "leave",
-                    crate::codec::encode_json(&Leave {
-                        invocation: id,
-                        seq,
-                    }),
-                );
-                leave.idempotency_key = Some(format!("leave:{id}#{index}"));
-                Some(leave)
-            }
-            _ => None,
-        })
-        .collect()
+/// or killed while it waited), or chosen to run but before it said it started: for a journal
+/// entry of invocation `id` that is an arrival in that state.
+pub(crate) fn leave(
+    id: InvocationId,
+    seq: u64,
+    journal: &Journal,
+    index: u32,
+    entry: &JournalEntry,
+) -> Option<RequestParts> {
+    let JournalEntry::Send { target, .. } = entry else {
+        return None;
+    };
+    if target.service != DEBOUNCER || target.handler != "arrive" {
+        return None;
+    }
+    // A verdict is a value; a cancellation that landed on the wait is an error.
+    let verdict = match journal.get(index + 1) {
+        Some(JournalEntry::Awakeable {
+            outcome: Some(Outcome::Success(bytes)),
+        }) => serde_json::from_slice::<Verdict>(bytes).ok(),
+        _ => None,
+    };
+    let started = matches!(
+        journal.get(index + 2),
+        Some(JournalEntry::Send { target, .. }) if target.service == DEBOUNCER
+    );
+    let settled = match verdict {
+        Some(Verdict::Superseded { .. }) => true,
+        Some(Verdict::Run { .. }) => started,
+        None => false,
+    };
+    if settled {
+        return None;
+    }
+    let mut leave = crate::client::parts(
+        DEBOUNCER,
+        Some(target.key.as_deref()?),
+        "leave",
+        crate::codec::encode_json(&Leave {
+            invocation: id,
+            seq,
+        }),
+    );
+    leave.idempotency_key = Some(format!("leave:{id}#{index}"));
+    Some(leave)
 }

@@ -18,10 +18,8 @@ use super::Window;
 use crate::context::{FromInvocation, InvocationContext, ObjectContext};
 use crate::error::{HandlerError, always_retried};
 use crate::ids::InvocationId;
-use crate::registry::{
-    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
-    ServiceDefinition, ServiceKind,
-};
+use crate::registry::HandlerKind::Exclusive;
+use crate::registry::{Service, ServiceDefinition, ServiceKind, internal_handler};
 
 /// The object whose keys are bursts.
 pub(crate) const DEBOUNCER: &str = "restate.Debouncer";
@@ -335,32 +333,9 @@ pub(crate) fn stored(
     engine: &crate::engine::Engine,
     key: &str,
 ) -> Result<Bursts, crate::storage::StorageError> {
-    let scope = crate::storage::StateScope {
-        service: DEBOUNCER.to_owned(),
-        key: key.to_owned(),
-    };
     Ok(engine
-        .storage()
-        .state(&scope, BURSTS)?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .object_state(DEBOUNCER, key, BURSTS)?
         .unwrap_or_default())
-}
-
-fn definition(name: &'static str, input: &'static str) -> HandlerDefinition {
-    HandlerDefinition {
-        name,
-        kind: HandlerKind::Exclusive,
-        input_type: Some(input),
-        output_type: "()",
-        options: HandlerOptions {
-            ingress_private: true,
-            retry_policy: RetryPolicy::default().forever(),
-            retention: Some(std::time::Duration::ZERO),
-            ..HandlerOptions::default()
-        },
-        input: InputShape::Json,
-        check_input: crate::__private::accept_any,
-    }
 }
 
 /// `restate.Debouncer`.
@@ -372,10 +347,10 @@ impl Service for DebouncerObject {
             name: DEBOUNCER,
             kind: ServiceKind::VirtualObject,
             handlers: vec![
-                definition("arrive", "Arrival"),
-                definition("fire", "u64"),
-                definition("started", "Started"),
-                definition("leave", "Leave"),
+                internal_handler("arrive", Exclusive, Some("Arrival"), "()"),
+                internal_handler("fire", Exclusive, Some("u64"), "()"),
+                internal_handler("started", Exclusive, Some("Started"), "()"),
+                internal_handler("leave", Exclusive, Some("Leave"), "()"),
             ],
         }
     }

@@ -18,15 +18,17 @@ impl Engine {
     /// An end whose sends cannot be made (the store cannot be read to find an earlier one) is
     /// an error: committed without them, a permit or a burst would wait for ever.
     pub(super) fn end_sends(&self, inflight: &Arc<Inflight>) -> Result<EndSends, String> {
-        let requests = {
+        // One walk of the journal: most have neither, and it runs at every end.
+        let requests: Vec<_> = {
             let state = inflight.state();
-            let mut requests = crate::concurrency::releases(inflight.id, &state.journal);
-            requests.extend(crate::debounce::leaves(
-                inflight.id,
-                state.record.seq,
-                &state.journal,
-            ));
-            requests
+            let (id, seq, journal) = (inflight.id, state.record.seq, &state.journal);
+            journal
+                .iter()
+                .filter_map(|(index, entry)| {
+                    crate::concurrency::release(id, *index, entry)
+                        .or_else(|| crate::debounce::leave(id, seq, journal, *index, entry))
+                })
+                .collect()
         };
         let mut ops = Vec::new();
         let mut launches = Vec::new();

@@ -406,6 +406,24 @@ impl Engine {
         &self.storage
     }
 
+    /// State `name` of an object's `key` as committed, decoded (a value that does not decode
+    /// as `T` reads as absent): the admin API's reads of the runtime's own objects.
+    pub(crate) fn object_state<T: serde::de::DeserializeOwned>(
+        &self,
+        service: &str,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<T>, crate::storage::StorageError> {
+        let scope = StateScope {
+            service: service.to_owned(),
+            key: key.to_owned(),
+        };
+        Ok(self
+            .storage
+            .state(&scope, name)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
     /// The services it runs.
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry

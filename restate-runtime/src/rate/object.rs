@@ -9,10 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{RateLimit, Reserve};
 use crate::context::{FromInvocation, InvocationContext, ObjectContext};
 use crate::error::HandlerError;
-use crate::registry::{
-    HandlerDefinition, HandlerKind, HandlerOptions, InputShape, RetryPolicy, Service,
-    ServiceDefinition, ServiceKind,
-};
+use crate::registry::{HandlerKind, Service, ServiceDefinition, ServiceKind, internal_handler};
 
 /// The object whose keys are buckets.
 pub(crate) const RATE_LIMITER: &str = "restate.RateLimiter";
@@ -109,17 +106,10 @@ pub(crate) fn stored(
     engine: &crate::engine::Engine,
     key: &str,
 ) -> Result<Option<Bucket>, crate::storage::StorageError> {
-    let scope = crate::storage::StateScope {
-        service: RATE_LIMITER.to_owned(),
-        key: key.to_owned(),
-    };
-    let read = |name| -> Result<Option<Vec<u8>>, crate::storage::StorageError> {
-        engine.storage().state(&scope, name)
-    };
-    let Some(bucket) = read(TAT)?.and_then(|b| serde_json::from_slice::<Bucket>(&b).ok()) else {
+    let Some(bucket) = engine.object_state::<Bucket>(RATE_LIMITER, key, TAT)? else {
         return Ok(None);
     };
-    let limit = read(LIMIT)?.and_then(|b| serde_json::from_slice::<RateLimit>(&b).ok());
+    let limit = engine.object_state::<RateLimit>(RATE_LIMITER, key, LIMIT)?;
     Ok(Some(match limit {
         Some(limit) => Bucket::Kept {
             tat_us: bucket.tat_us(),
@@ -137,21 +127,12 @@ impl Service for RateLimiterObject {
         ServiceDefinition {
             name: RATE_LIMITER,
             kind: ServiceKind::VirtualObject,
-            handlers: vec![HandlerDefinition {
-                name: "reserve",
-                kind: HandlerKind::Exclusive,
-                input_type: Some("Reserve"),
-                output_type: "u64",
-                options: HandlerOptions {
-                    ingress_private: true,
-                    // A bucket's step never fails for good: a reservation is retried.
-                    retry_policy: RetryPolicy::default().forever(),
-                    retention: Some(std::time::Duration::ZERO),
-                    ..HandlerOptions::default()
-                },
-                input: InputShape::Json,
-                check_input: crate::__private::input::<Reserve>().check(),
-            }],
+            handlers: vec![internal_handler(
+                "reserve",
+                HandlerKind::Exclusive,
+                Some("Reserve"),
+                "u64",
+            )],
         }
     }
 

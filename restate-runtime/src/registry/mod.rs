@@ -345,6 +345,34 @@ fn internal_services() -> Vec<(ServiceDefinition, DynService)> {
     ]
 }
 
+/// A handler of the runtime's own limit and debounce objects: reachable only from inside the
+/// process, retried forever (see `always_retried`: a bucket must not stop on a failure), kept
+/// for no time once done (nobody attaches to it), its JSON input checked by its dispatcher.
+pub(crate) fn internal_handler(
+    name: &'static str,
+    kind: HandlerKind,
+    input: Option<&'static str>,
+    output: &'static str,
+) -> HandlerDefinition {
+    HandlerDefinition {
+        name,
+        kind,
+        input_type: input,
+        output_type: output,
+        options: HandlerOptions {
+            ingress_private: true,
+            retry_policy: RetryPolicy::default().forever(),
+            retention: Some(std::time::Duration::ZERO),
+            ..HandlerOptions::default()
+        },
+        input: match input {
+            Some(_) => InputShape::Json,
+            None => InputShape::None,
+        },
+        check_input: crate::__private::accept_any,
+    }
+}
+
 /// The prefix of the runtime's own service names, kept from users' services.
 const INTERNAL_PREFIX: &str = "restate.";
 
