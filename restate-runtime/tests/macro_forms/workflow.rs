@@ -15,5 +15,3 @@ impl Signup {
         Ok(ctx.key().to_owned())
     }
 }
-
-fn main() {}

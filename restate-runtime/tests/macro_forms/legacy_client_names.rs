@@ -21,7 +21,11 @@ impl Greeter {
         let reason = String::from("no");
         ctx.reject_awakeable("sign_1x", &reason)?;
         ctx.reject_awakeable("sign_1x", "no")?;
-        Ok(format!("{name} {} {}", counter.add(1).call().await?, signup.run().call().await?))
+        Ok(format!(
+            "{name} {} {}",
+            counter.add(1).call().await?,
+            signup.run().call().await?
+        ))
     }
 
     #[handler]
@@ -68,8 +72,4 @@ async fn outside(handle: RuntimeHandle) -> Result<(), Box<dyn std::error::Error>
     handle.kill(sent).await?;
     let _ = sent.invocation_id();
     Ok(())
-}
-
-fn main() {
-    let _ = outside;
 }

@@ -35,5 +35,3 @@ impl Payments {
         Ok(())
     }
 }
-
-fn main() {}

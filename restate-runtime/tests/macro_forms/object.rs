@@ -15,5 +15,3 @@ impl Counter {
         Ok(ctx.key().to_owned())
     }
 }
-
-fn main() {}

@@ -11,5 +11,3 @@ impl Webhook {
         Ok(input.body().len())
     }
 }
-
-fn main() {}

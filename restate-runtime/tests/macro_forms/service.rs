@@ -22,6 +22,7 @@ impl Greeter {
     }
 }
 
-fn main() {
-    let _ = Greeter.helper();
+#[test]
+fn plain_methods_stay_callable() {
+    assert_eq!(Greeter.helper(), 1);
 }
