@@ -67,6 +67,34 @@ impl Clock {
         self.sleep_until_ms(self.now_ms().saturating_add(millis(duration)))
             .await;
     }
+
+    /// The moment `duration` from now, for a wait measured in time passed rather than in
+    /// time of day (a suspension delay): on the wall clock a monotonic instant, which a step
+    /// of the system time (NTP) does not move.
+    pub(crate) fn deadline_after(&self, duration: Duration) -> Deadline {
+        match self {
+            Self::System => Deadline::Monotonic(tokio::time::Instant::now() + duration),
+            Self::Virtual(clock) => {
+                Deadline::Virtual(clock.now_ms().saturating_add(millis(duration)))
+            }
+        }
+    }
+
+    /// Completes once `deadline` has come.
+    pub(crate) async fn sleep_until(&self, deadline: Deadline) {
+        match (self, deadline) {
+            (_, Deadline::Monotonic(at)) => tokio::time::sleep_until(at).await,
+            (_, Deadline::Virtual(at_ms)) => self.sleep_until_ms(at_ms).await,
+        }
+    }
+}
+
+/// A moment of a [`Clock`] for waits measured in time passed ([`Clock::deadline_after`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    Monotonic(tokio::time::Instant),
+    /// Milliseconds on the virtual clock.
+    Virtual(u64),
 }
 
 /// A clock that stands still until [`VirtualClock::set`] moves it. It knows every pending

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use restate_runtime::prelude::*;
-use restate_runtime::testing::{InvocationFilter, TestRuntime};
+use restate_runtime::testing::{InvocationFilter, TestRuntime, TestRuntimeBuilder};
 use restate_runtime::{InvocationId, RetryPolicy};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -439,13 +439,36 @@ async fn injected_step_failures_retry_panic_or_end_the_invocation() {
     );
 }
 
+/// A test runtime on the in-memory store, or on a new data folder in `folders`.
+fn builder_on(
+    folders: Option<&std::path::Path>,
+    name: impl std::fmt::Display,
+) -> TestRuntimeBuilder {
+    match folders {
+        Some(dir) => TestRuntime::builder().data_dir(dir.join(name.to_string())),
+        None => TestRuntime::builder(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_any_commit_loses_nothing_that_was_acknowledged() {
+    crash_right_after_any_commit(None).await;
+}
+
+/// On a data folder a crash stops the engine's writes at once, its last checkpoint never
+/// runs, and the next engine recovers from the folder's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_any_commit_to_a_data_folder_loses_nothing_that_was_acknowledged() {
+    let folders = tempfile::tempdir().unwrap();
+    crash_right_after_any_commit(Some(folders.path())).await;
+}
+
+async fn crash_right_after_any_commit(folders: Option<&std::path::Path>) {
     // Crash after the 1st, 2nd, ... commit from the send on, until a run needs no crash.
     for n in 1..=12 {
         let payments = Payments::default();
         let ran = payments.ran.clone();
-        let t = TestRuntime::builder().bind(payments).build().await;
+        let t = builder_on(folders, n).bind(payments).build().await;
         t.crash_after_commits(n);
         let sent = t.handle().client::<Payments>().pay("x".into()).send().await;
         t.run_until_idle().await;
@@ -644,10 +667,20 @@ async fn a_day_of_timers_fires_each_once_at_its_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_runs_in_a_crashed_engine_until_the_restart() {
+    nothing_runs_until_the_restart(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runs_in_an_engine_crashed_on_a_data_folder_until_the_restart() {
+    let folders = tempfile::tempdir().unwrap();
+    nothing_runs_until_the_restart(Some(folders.path())).await;
+}
+
+async fn nothing_runs_until_the_restart(folders: Option<&std::path::Path>) {
     for n in 1..=3 {
         let payments = Payments::default();
         let ran = payments.ran.clone();
-        let t = TestRuntime::builder().bind(payments).build().await;
+        let t = builder_on(folders, n).bind(payments).build().await;
         t.crash_after_commits(n);
         let _ = t.handle().client::<Payments>().pay("z".into()).send().await;
         t.run_until_idle().await;
@@ -686,4 +719,56 @@ async fn the_ingress_listens_where_it_is_told() {
     // Told where, but not to serve: nothing listens.
     let quiet = TestRuntime::builder().ingress_addr(addr).build().await;
     assert!(quiet.ingress_url().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_future_is_dropped_midway_still_leaves_an_engine_running() {
+    use futures::FutureExt as _;
+    let t = TestRuntime::builder().bind(Counter).build().await;
+    let counter = t.handle().object::<Counter>("a");
+    assert_eq!(counter.add(2).call().await.unwrap(), 2);
+    // Polled once (the old engine is still stopping on its thread), then dropped.
+    assert!(
+        t.restart().now_or_never().is_none(),
+        "a restart takes a moment"
+    );
+    // Without an engine the call would wait forever.
+    let added = tokio::time::timeout(Duration::from_secs(60), counter.add(3).call()).await;
+    assert_eq!(added.expect("an engine answers").unwrap(), 5);
+    t.restart().await;
+    assert_eq!(counter.add(4).call().await.unwrap(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_and_advances_that_overlap_take_turns() {
+    let t = Arc::new(TestRuntime::builder().bind(Steps::default()).build().await);
+    let hourly = t
+        .handle()
+        .object::<Steps>("o")
+        .hourly(3)
+        .send()
+        .await
+        .unwrap();
+    let start = t.now();
+    let advancing = tokio::spawn({
+        let t = t.clone();
+        async move {
+            for _ in 0..4 {
+                t.advance(Duration::from_secs(3600)).await;
+            }
+        }
+    });
+    let restarting = tokio::spawn({
+        let t = t.clone();
+        async move {
+            for _ in 0..4 {
+                t.restart().await;
+                t.run_until_idle().await;
+            }
+        }
+    });
+    advancing.await.expect("no advance found the engine gone");
+    restarting.await.expect("no restart found the engine busy");
+    assert_eq!(t.now(), start + Duration::from_secs(4 * 3600));
+    assert_eq!(hourly.output().await.unwrap(), Some(3));
 }

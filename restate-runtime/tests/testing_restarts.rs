@@ -1,8 +1,11 @@
 //! A test runtime's restart in the middle of each primitive (call, send, sleep, promise,
 //! awakeable, state, select) leads to the outcome the process-level SIGKILL tests check: the
-//! invocation finishes with the right result, and every journaled step ran exactly once.
+//! invocation finishes with the right result, and every journaled step ran exactly once. Each
+//! test runs on the in-memory store and on a redb data folder, where a crash stops the
+//! engine's writes at once and the next engine recovers from the folder's log.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -167,10 +170,61 @@ impl Verify {
     }
 }
 
+/// Where a test's runtimes keep their store.
+enum Store {
+    Memory,
+    /// A new folder in here for each runtime.
+    Folders(tempfile::TempDir),
+}
+
+impl Store {
+    fn folders() -> Self {
+        Self::Folders(tempfile::tempdir().unwrap())
+    }
+}
+
+/// Runs each test on either store.
+macro_rules! on_each_store {
+    ($($test:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Store::Memory).await;
+                }
+            )*
+        }
+        mod in_a_data_folder {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Store::folders()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_each_store!(
+    a_restart_while_a_call_waits_gives_the_callee_result_once,
+    a_restart_after_a_send_runs_the_message_once,
+    a_restart_between_state_writes_keeps_the_first,
+    a_promise_resolved_after_a_restart_wakes_its_workflow,
+    an_awakeable_resolved_after_a_restart_wakes_its_handler,
+    a_restart_during_a_select_lets_the_earlier_branch_win,
+    a_crash_at_each_crash_point_loses_nothing,
+);
+
 /// A runtime with every service above sharing one effects log, suspending after a second.
-async fn runtime() -> (TestRuntime, Effects) {
+async fn runtime(store: &Store) -> (TestRuntime, Effects) {
+    static FOLDERS: AtomicU64 = AtomicU64::new(0);
     let effects = Effects::default();
-    let t = TestRuntime::builder()
+    let mut builder = TestRuntime::builder();
+    if let Store::Folders(dir) = store {
+        let n = FOLDERS.fetch_add(1, Ordering::Relaxed);
+        builder = builder.data_dir(dir.path().join(n.to_string()));
+    }
+    let t = builder
         .bind(Prims {
             effects: effects.clone(),
         })
@@ -198,10 +252,9 @@ fn sorted(effects: &Effects) -> Vec<String> {
 /// Both before and after the waiter suspended: a restart 0.5 s in (in memory) and 30 s in.
 const RESTART_AFTER: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(30)];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_while_a_call_waits_gives_the_callee_result_once() {
+async fn a_restart_while_a_call_waits_gives_the_callee_result_once(store: Store) {
     for wait in RESTART_AFTER {
-        let (t, effects) = runtime().await;
+        let (t, effects) = runtime(&store).await;
         let id = t
             .handle()
             .client::<Prims>()
@@ -217,10 +270,9 @@ async fn a_restart_while_a_call_waits_gives_the_callee_result_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_after_a_send_runs_the_message_once() {
+async fn a_restart_after_a_send_runs_the_message_once(store: Store) {
     for wait in RESTART_AFTER {
-        let (t, effects) = runtime().await;
+        let (t, effects) = runtime(&store).await;
         let id = t
             .handle()
             .client::<Prims>()
@@ -240,10 +292,9 @@ async fn a_restart_after_a_send_runs_the_message_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_between_state_writes_keeps_the_first() {
+async fn a_restart_between_state_writes_keeps_the_first(store: Store) {
     for wait in RESTART_AFTER {
-        let (t, effects) = runtime().await;
+        let (t, effects) = runtime(&store).await;
         let id = t
             .handle()
             .object::<Tally>("k")
@@ -261,10 +312,9 @@ async fn a_restart_between_state_writes_keeps_the_first() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_promise_resolved_after_a_restart_wakes_its_workflow() {
+async fn a_promise_resolved_after_a_restart_wakes_its_workflow(store: Store) {
     for wait in RESTART_AFTER {
-        let (t, effects) = runtime().await;
+        let (t, effects) = runtime(&store).await;
         let flow = t.handle().workflow::<Verify>("ada");
         let id = flow.run("ada@example.com".into()).send().await.unwrap();
         t.advance(wait).await;
@@ -285,11 +335,10 @@ async fn a_promise_resolved_after_a_restart_wakes_its_workflow() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_awakeable_resolved_after_a_restart_wakes_its_handler() {
+async fn an_awakeable_resolved_after_a_restart_wakes_its_handler(store: Store) {
     for (n, wait) in RESTART_AFTER.into_iter().enumerate() {
         let tag = format!("a{n}");
-        let (t, effects) = runtime().await;
+        let (t, effects) = runtime(&store).await;
         let id = t
             .handle()
             .client::<Prims>()
@@ -314,10 +363,9 @@ async fn an_awakeable_resolved_after_a_restart_wakes_its_handler() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_during_a_select_lets_the_earlier_branch_win() {
+async fn a_restart_during_a_select_lets_the_earlier_branch_win(store: Store) {
     for wait in RESTART_AFTER {
-        let (t, effects) = runtime().await;
+        let (t, effects) = runtime(&store).await;
         let id = t
             .handle()
             .client::<Prims>()
@@ -347,10 +395,9 @@ async fn a_restart_during_a_select_lets_the_earlier_branch_win() {
 
 /// Crashes at each of the engine's crash points (the ones the process-level tests kill a
 /// process at), then a restart: the invocation ends as it would have without the crash.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_at_each_crash_point_loses_nothing() {
+async fn a_crash_at_each_crash_point_loses_nothing(store: Store) {
     // A suspension is durable, the invocation still in memory.
-    let (t, effects) = runtime().await;
+    let (t, effects) = runtime(&store).await;
     t.crash_at("suspend.committed", 1);
     let nap = t
         .handle()
@@ -367,7 +414,7 @@ async fn a_crash_at_each_crash_point_loses_nothing() {
     assert_eq!(sorted(&effects), ["s:napped"]);
 
     // A suspended invocation is back in memory, not run yet.
-    let (t, effects) = runtime().await;
+    let (t, effects) = runtime(&store).await;
     let nap = t
         .handle()
         .client::<Slow>()
@@ -390,7 +437,7 @@ async fn a_crash_at_each_crash_point_loses_nothing() {
 
     // A callee's result and the suspended caller's wake-up are durable; the caller is not
     // back yet.
-    let (t, effects) = runtime().await;
+    let (t, effects) = runtime(&store).await;
     let caller = t
         .handle()
         .client::<Prims>()
@@ -408,7 +455,7 @@ async fn a_crash_at_each_crash_point_loses_nothing() {
     assert_eq!(sorted(&effects), ["w:after call", "w:napped"]);
 
     // A delayed send is durable and has left memory.
-    let (t, effects) = runtime().await;
+    let (t, effects) = runtime(&store).await;
     t.crash_at("delayed.parked", 1);
     let later = t
         .handle()
@@ -425,7 +472,7 @@ async fn a_crash_at_each_crash_point_loses_nothing() {
     assert_eq!(sorted(&effects), ["d:napped"]);
 
     // A handler's cancel is durable, not delivered yet.
-    let (t, effects) = runtime().await;
+    let (t, effects) = runtime(&store).await;
     let target = t
         .handle()
         .client::<Slow>()

@@ -378,9 +378,7 @@ impl InvocationContext {
     ) -> T {
         let mut changes = self.inflight.changes();
         let clock = &self.engine.config().clock;
-        let deadline = clock
-            .now_ms()
-            .saturating_add(crate::clock::millis(self.engine.config().suspend_after));
+        let deadline = clock.deadline_after(self.engine.config().suspend_after);
         let wait = self.waiting(None);
         loop {
             let seen = *changes.borrow_and_update();
@@ -398,7 +396,7 @@ impl InvocationContext {
             }
             tokio::select! {
                 _ = changes.changed() => {}
-                _ = clock.sleep_until_ms(deadline) => {
+                _ = clock.sleep_until(deadline) => {
                     self.suspend_after_siblings().await;
                     return std::future::pending().await;
                 }

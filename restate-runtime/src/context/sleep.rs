@@ -53,9 +53,7 @@ impl InvocationContext {
             };
             let mut changes = self.inflight.changes();
             let clock = &self.engine.config().clock;
-            let suspend_at = clock
-                .now_ms()
-                .saturating_add(millis(self.engine.config().suspend_after));
+            let suspend_at = clock.deadline_after(self.engine.config().suspend_after);
             loop {
                 wait.saw(*changes.borrow_and_update());
                 // An elapsed sleep is done: a cancellation lands at the next await point.
@@ -73,8 +71,11 @@ impl InvocationContext {
                     return std::future::pending().await;
                 }
                 tokio::select! {
-                    _ = clock.sleep_until_ms(wake_at_ms.min(suspend_at)) => {
-                        if wake_at_ms > suspend_at {
+                    // Polled first: a sleep due when the suspension delay ends is done.
+                    biased;
+                    _ = clock.sleep_until_ms(wake_at_ms) => {}
+                    _ = clock.sleep_until(suspend_at) => {
+                        if clock.now_ms() < wake_at_ms {
                             self.suspend_after_siblings().await;
                             return std::future::pending().await;
                         }

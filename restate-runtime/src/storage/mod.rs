@@ -14,6 +14,7 @@ mod conformance;
 mod crash_tests;
 #[cfg(test)]
 mod faults;
+mod fence;
 mod files;
 mod inbox;
 mod log;
@@ -34,6 +35,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 pub use backup::{BackupError, BackupReport};
+pub(crate) use fence::Fence;
 pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, InboxPending, Signals};
 pub(crate) use memory::MemoryStore;
 #[cfg(feature = "postgres")]

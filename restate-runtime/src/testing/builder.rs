@@ -178,8 +178,10 @@ impl TestRuntimeBuilder {
     }
 
     /// Keeps the store in a redb data folder instead of memory: to look at it afterwards, or to
-    /// test on the production backend. A restart then closes the folder (its last checkpoint
-    /// runs) and opens it again; [`TestRuntime::crash_after_commits`] needs the in-memory store.
+    /// test on the production backend. Crashes are as real there: a restart, a crash point or
+    /// [`TestRuntime::crash_after_commits`] stops every write of the running engine at once
+    /// (its last checkpoint never runs), and the next engine recovers from the folder's log as
+    /// after a SIGKILL.
     ///
     /// ```no_run
     /// # async fn demo() {
@@ -262,7 +264,7 @@ impl TestRuntimeBuilder {
         let start_ms = millis(self.start_at.duration_since(UNIX_EPOCH).unwrap_or_default());
         let clock = Arc::new(VirtualClock::new(start_ms));
         let store = match self.data_dir {
-            Some(dir) => TestStore::Folder(dir),
+            Some(dir) => TestStore::folder(dir),
             None => TestStore::Memory(MemoryStore::default()),
         };
         let ingress = if self.serve_ingress {
@@ -276,12 +278,9 @@ impl TestRuntimeBuilder {
         } else {
             None
         };
-        let injected = Arc::new(match &store {
-            TestStore::Memory(memory) => {
-                let (killer, counter) = (memory.clone(), memory.clone());
-                InjectedFaults::with_store(move || killer.kill(), move || counter.kills())
-            }
-            TestStore::Folder(_) => InjectedFaults::default(),
+        let injected = Arc::new({
+            let (killer, counter) = (store.clone(), store.clone());
+            InjectedFaults::with_store(move || killer.kill(), move || counter.kills())
         });
         let hooks = EngineHooks {
             clock: Clock::Virtual(clock.clone()),
@@ -300,6 +299,7 @@ impl TestRuntimeBuilder {
             auto_advance: Arc::new(AtomicBool::new(false)),
             driver_paused: Arc::default(),
             live: Mutex::new(Some(live)),
+            control: tokio::sync::Mutex::new(()),
         };
         crate::schedules::sync_declared(&t.handle()).await?;
         Ok(t)

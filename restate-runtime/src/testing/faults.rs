@@ -37,11 +37,8 @@ impl TestRuntime {
     /// Crashes the runtime right after the `n`-th commit from now (1: the next) is durable, as
     /// a SIGKILL would: nothing written after it reaches the store, and the engine's next write
     /// fails ([`TestRuntime::crashed`] says so at once). [`TestRuntime::restart`] recovers. A
-    /// commit is one batch of writes, of one invocation's step or of several.
-    ///
-    /// # Panics
-    ///
-    /// On a test runtime built with [`TestRuntimeBuilder::data_dir`](super::TestRuntimeBuilder::data_dir).
+    /// commit is one batch of writes, of one invocation's step or of several (on a
+    /// [`data_dir`](super::TestRuntimeBuilder::data_dir) folder: one group synced to its log).
     ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;
@@ -96,10 +93,8 @@ impl TestRuntime {
     ///
     /// # Panics
     ///
-    /// For an unknown point, and on a test runtime built with
-    /// [`TestRuntimeBuilder::data_dir`](super::TestRuntimeBuilder::data_dir).
+    /// For an unknown point.
     pub fn crash_at(&self, point: &str, pass: u64) {
-        self.store.refuse_crashes("crash_at");
         self.injected.crash_at(point, pass);
     }
 

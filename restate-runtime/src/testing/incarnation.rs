@@ -132,24 +132,29 @@ impl Incarnation {
     }
 
     /// Tells whoever waits on one of its invocations that it is lost, then drops every task
-    /// (waiting for the worker threads to let go of them) and the engine.
-    pub(super) async fn stop(mut self) {
+    /// (waiting for the worker threads to let go of them) and the engine, on a thread of its
+    /// own: it ends even if nobody waits. The receiver hears when it has.
+    pub(super) fn stop(mut self) -> tokio::sync::oneshot::Receiver<()> {
         self.freeze();
         self.runtime
             .engine()
             .abandon("the test runtime restarted (a simulated crash)");
+        let (stopped, heard) = tokio::sync::oneshot::channel();
         let tokio = self.tokio.take();
-        // Blocking: a runtime cannot be shut down from inside an asynchronous context.
-        let stopped = tokio::task::spawn_blocking(move || {
-            if let Some(tokio) = tokio {
-                tokio.shutdown_timeout(STOP_WAIT);
-            }
-            drop(self);
-        })
-        .await;
-        if let Err(e) = stopped {
-            tracing::warn!(error = %e, "the crashed engine did not stop cleanly");
+        let spawned = std::thread::Builder::new()
+            .name("restate-test-stop".into())
+            .spawn(move || {
+                if let Some(tokio) = tokio {
+                    tokio.shutdown_timeout(STOP_WAIT);
+                }
+                drop(self);
+                let _ = stopped.send(());
+            });
+        if let Err(e) = spawned {
+            // The sender went with the closure: the receiver hears at once.
+            tracing::warn!(error = %e, "the crashed engine could not be stopped on a thread");
         }
+        heard
     }
 }
 

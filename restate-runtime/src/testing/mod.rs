@@ -91,6 +91,9 @@ pub struct TestRuntime {
     /// Handles reach the running engine through this; each new engine adopts it.
     reference: EngineRef,
     live: Mutex<Option<Incarnation>>,
+    /// Held by `advance`, `run_until_idle` and `restart`: one at a time, so that none of them
+    /// finds the engine swapped under it; overlapping calls wait their turn.
+    control: tokio::sync::Mutex<()>,
 }
 
 impl TestRuntime {
@@ -195,10 +198,11 @@ impl TestRuntime {
     /// # }
     /// ```
     pub async fn advance(&self, by: Duration) {
+        let _one = self.control.lock().await;
         let _paused = self.pause_driver();
         let target = self.clock.now_ms().saturating_add(millis(by));
         loop {
-            self.run_until_idle().await;
+            self.until_idle().await;
             let at = match self.clock.next_due() {
                 Some(at) if at <= target => at,
                 _ => target,
@@ -211,7 +215,7 @@ impl TestRuntime {
                 break;
             }
         }
-        self.run_until_idle().await;
+        self.until_idle().await;
     }
 
     /// Returns once nothing can run without time passing: every invocation has finished or
@@ -243,6 +247,11 @@ impl TestRuntime {
     /// After [`IDLE_PATIENCE`] without a quiet moment, saying what is still busy: a handler
     /// waiting outside the runtime (not in `ctx.run`) forever, or a bug.
     pub async fn run_until_idle(&self) {
+        let _one = self.control.lock().await;
+        self.until_idle().await;
+    }
+
+    async fn until_idle(&self) {
         let probe = self.with_live(Incarnation::probe);
         let started = std::time::Instant::now();
         loop {
@@ -323,9 +332,10 @@ impl TestRuntime {
     /// # }
     /// ```
     ///
-    /// A restart must not overlap other calls on the same test runtime, and must not be
-    /// cancelled (its future dropped before it ends): the runtime would be left without an
-    /// engine.
+    /// A restart that overlaps [`TestRuntime::advance`] or [`TestRuntime::run_until_idle`]
+    /// waits for it, and they for the restart. Once begun, a restart completes even if its
+    /// future is dropped. The inspection methods ([`TestRuntime::invocation`] and the like)
+    /// panic while it runs.
     pub async fn restart(&self) {
         self.restart_after(Duration::ZERO).await;
     }
@@ -361,7 +371,9 @@ impl TestRuntime {
     /// # }
     /// ```
     pub async fn restart_after(&self, downtime: Duration) {
+        let one = self.control.lock().await;
         self.crash_and_recover(downtime).await;
+        drop(one);
         if let Err(e) = crate::schedules::sync_declared(&self.handle()).await {
             panic!("the test runtime could not bring its declared schedules in step: {e}");
         }
@@ -369,16 +381,27 @@ impl TestRuntime {
 
     /// The crash, the downtime and the recovery, without waiting on the new engine.
     async fn crash_and_recover(&self, downtime: Duration) {
-        let _paused = self.pause_driver();
+        let paused = self.pause_driver();
         let old = self.live.lock().expect("test runtime lock").take();
         if let Some(old) = &old {
             old.freeze();
         }
         // Fenced next: nothing the old engine still does reaches the store.
         self.store.kill();
-        if let Some(old) = old {
-            old.stop().await;
+        let mut recovery = Recovery {
+            t: self,
+            downtime: Some(downtime),
+            stopped: old.map(Incarnation::stop),
+            _paused: paused,
+        };
+        if let Some(stopped) = &mut recovery.stopped {
+            let _ = stopped.await;
         }
+        recovery.finish();
+    }
+
+    /// Recovery after the old engine stopped: the downtime passes, a new engine starts.
+    fn recover(&self, downtime: Duration) {
         self.clock
             .set(self.clock.now_ms().saturating_add(millis(downtime)));
         self.injected.recovered();
@@ -422,13 +445,7 @@ impl TestRuntime {
     }
 
     /// Keeps time skipping from moving the clock until the guard is dropped.
-    fn pause_driver(&self) -> impl Drop {
-        struct Paused(Arc<AtomicUsize>);
-        impl Drop for Paused {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+    fn pause_driver(&self) -> Paused {
         self.driver_paused.fetch_add(1, Ordering::SeqCst);
         Paused(self.driver_paused.clone())
     }
@@ -449,6 +466,48 @@ impl TestRuntime {
 
     fn engine(&self) -> crate::engine::Engine {
         self.with_live(|live| live.runtime.engine().clone())
+    }
+}
+
+/// A restart between the crash and the new engine: dropped unfinished (its future was), it
+/// still waits for the old engine to stop and starts the new one, so that a test runtime is
+/// never left without an engine.
+struct Recovery<'a> {
+    t: &'a TestRuntime,
+    /// `None` once the new engine started.
+    downtime: Option<Duration>,
+    /// Hears when the old engine has stopped; `None` once heard (or when none ran).
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+    _paused: Paused,
+}
+
+/// Time skipping waits while one of these lives ([`TestRuntime::pause_driver`]).
+struct Paused(Arc<AtomicUsize>);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Recovery<'_> {
+    fn finish(&mut self) {
+        self.stopped = None;
+        if let Some(downtime) = self.downtime.take() {
+            self.t.recover(downtime);
+        }
+    }
+}
+
+impl Drop for Recovery<'_> {
+    fn drop(&mut self) {
+        if let Some(mut stopped) = self.stopped.take() {
+            // No waiting on a future here: a short poll, the stop is bounded by its own wait.
+            while let Err(tokio::sync::oneshot::error::TryRecvError::Empty) = stopped.try_recv() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.finish();
     }
 }
 

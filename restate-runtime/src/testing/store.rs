@@ -7,25 +7,37 @@ use std::time::{Duration, Instant};
 
 use super::TestRuntimeError;
 use crate::runtime::Assembled;
-use crate::storage::{MemoryStore, OpenError, RedbStorage, Storage};
+use crate::storage::{Fence, MemoryStore, OpenError, Storage};
 
 /// How long a restart on a data folder waits for the last engine to let go of it.
 const UNLOCK_WAIT: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub(super) enum TestStore {
     Memory(MemoryStore),
-    Folder(PathBuf),
+    /// A redb folder on handles that a crash fences off, as a SIGKILL ends a process's writes.
+    Folder {
+        dir: PathBuf,
+        fence: Fence,
+    },
 }
 
 impl TestStore {
+    pub(super) fn folder(dir: PathBuf) -> Self {
+        Self::Folder {
+            dir,
+            fence: Fence::default(),
+        }
+    }
+
     /// Opens the store for a new engine.
     pub(super) fn open(&self, assembled: &Assembled) -> Result<Arc<dyn Storage>, TestRuntimeError> {
         match self {
             Self::Memory(store) => Ok(Arc::new(store.open(assembled.config.partitions))),
-            Self::Folder(dir) => {
+            Self::Folder { dir, fence } => {
                 let started = Instant::now();
                 loop {
-                    match RedbStorage::open(dir, &assembled.redb_options()) {
+                    match fence.open(dir, &assembled.redb_options()) {
                         Ok(storage) => return Ok(Arc::new(storage)),
                         // The last engine's store is still being dropped.
                         Err(OpenError::Locked { .. }) if started.elapsed() < UNLOCK_WAIT => {
@@ -38,11 +50,19 @@ impl TestStore {
         }
     }
 
-    /// A crash's first step: the running engine's writes stop reaching the store (a data
-    /// folder is instead closed once its engine is dropped).
+    /// A crash's first step: the running engine's writes stop reaching the store.
     pub(super) fn kill(&self) {
-        if let Self::Memory(store) = self {
-            store.kill();
+        match self {
+            Self::Memory(store) => store.kill(),
+            Self::Folder { fence, .. } => fence.kill(),
+        }
+    }
+
+    /// How many crashes the store has seen.
+    pub(super) fn kills(&self) -> u64 {
+        match self {
+            Self::Memory(store) => store.kills(),
+            Self::Folder { fence, .. } => fence.kills(),
         }
     }
 
@@ -50,17 +70,7 @@ impl TestStore {
     pub(super) fn kill_after_commits(&self, n: u64) {
         match self {
             Self::Memory(store) => store.kill_after_commits(n),
-            Self::Folder(_) => self.refuse_crashes("crash_after_commits"),
-        }
-    }
-
-    /// Panics for a crash asked of a data folder, which cannot be fenced.
-    pub(super) fn refuse_crashes(&self, asked: &str) {
-        if let Self::Folder(dir) = self {
-            panic!(
-                "{asked} needs the in-memory store; this test runtime uses the folder {}",
-                dir.display()
-            );
+            Self::Folder { fence, .. } => fence.kill_after_commits(n),
         }
     }
 }
