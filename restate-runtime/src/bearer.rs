@@ -33,11 +33,22 @@ pub(crate) fn require(
         return router;
     };
     let expected = Arc::new(Expected {
-        digest: Sha256::digest(token.as_bytes()).into(),
+        digest: digest(&token),
         listener,
         exempt,
     });
     router.layer(middleware::from_fn_with_state(expected, check))
+}
+
+/// The digest a token is compared by.
+pub(crate) fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether `given` is the token of `expected` (its digest), in constant time; an empty one
+/// never is.
+pub(crate) fn matches(expected: &[u8; 32], given: &str) -> bool {
+    !given.is_empty() && bool::from(digest(given).ct_eq(expected))
 }
 
 async fn check(State(expected): State<Arc<Expected>>, req: Request, next: Next) -> Response {
@@ -50,8 +61,7 @@ async fn check(State(expected): State<Arc<Expected>>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    if !given.is_empty() && bool::from(digest.ct_eq(&expected.digest)) {
+    if matches(&expected.digest, given) {
         next.run(req).await
     } else {
         ApiError::ingress(

@@ -73,7 +73,12 @@ impl Clock {
     /// of the system time (NTP) does not move.
     pub(crate) fn deadline_after(&self, duration: Duration) -> Deadline {
         match self {
-            Self::System => Deadline::Monotonic(tokio::time::Instant::now() + duration),
+            // A delay too long for an instant (`Duration::MAX` for never) is a century.
+            Self::System => Deadline::Monotonic(
+                tokio::time::Instant::now()
+                    .checked_add(duration)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + CENTURY),
+            ),
             Self::Virtual(clock) => {
                 Deadline::Virtual(clock.now_ms().saturating_add(millis(duration)))
             }
@@ -88,6 +93,8 @@ impl Clock {
         }
     }
 }
+
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A moment of a [`Clock`] for waits measured in time passed ([`Clock::deadline_after`]).
 #[derive(Clone, Copy, Debug)]

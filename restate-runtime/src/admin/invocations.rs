@@ -15,7 +15,7 @@ use crate::ingress::{ApiError, parse_invocation_id};
 use crate::storage::{InvocationRecord, JournalEntry, Outcome, Status};
 
 /// A payload as JSON where it is JSON, else as a lossy string.
-fn payload_json(bytes: &[u8]) -> Value {
+pub(super) fn payload_json(bytes: &[u8]) -> Value {
     serde_json::from_slice::<Value>(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
@@ -108,8 +108,40 @@ pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<Stri
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match engine.inspect(&parsed) {
-        Ok(Some((record, journal))) => {
+    match view_of(&engine, parsed) {
+        Ok(Some(view)) => axum::Json(view).into_response(),
+        Ok(None) => ApiError::ingress(404, format!("invocation '{id}' not found")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// One invocation's view (`GET /invocations/{id}`) by its id as given; why not, as a status
+/// and a message.
+pub(super) fn view(engine: &Engine, id: &str) -> Result<Value, (StatusCode, String)> {
+    let parsed = parse_invocation_id(id).map_err(|e| (status_of(e.code), e.message))?;
+    match view_of(engine, parsed) {
+        Ok(Some(view)) => Ok(view),
+        Ok(None) => Err((
+            StatusCode::NOT_FOUND,
+            format!("invocation '{id}' not found"),
+        )),
+        Err(e) => {
+            let e = ApiError::from(e);
+            Err((status_of(e.code), e.message))
+        }
+    }
+}
+
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn view_of(
+    engine: &Engine,
+    parsed: InvocationId,
+) -> Result<Option<Value>, crate::engine::EngineError> {
+    Ok(match engine.inspect(&parsed)? {
+        Some((record, journal)) => {
             let (completed_at, result) = match &record.status {
                 Status::Completed {
                     outcome,
@@ -123,14 +155,13 @@ pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<Stri
             view["completed_at"] = json!(completed_at);
             view["result"] = json!(result);
             view["journal"] = journal.iter().map(|(i, e)| entry_json(*i, e)).collect();
-            axum::Json(view).into_response()
+            Some(view)
         }
-        Ok(None) => ApiError::ingress(404, format!("invocation '{id}' not found")).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
+        None => None,
+    })
 }
 
-fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
+pub(super) fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
     json!({
         "id": id.to_string(),
         "target": record.target.to_string(),
@@ -184,17 +215,26 @@ pub(super) async fn list(
 }
 
 fn control_error(e: ControlError) -> Response {
+    control_api_error(e).into_response()
+}
+
+fn control_api_error(e: ControlError) -> ApiError {
     match e {
         ControlError::NotFound(id) => ApiError::ingress(404, format!("invocation {id} not found")),
         ControlError::Conflict(message) => ApiError::ingress(409, message),
         ControlError::Engine(e) => ApiError::from(e),
     }
-    .into_response()
+}
+
+/// Why an action was not done, as a status and a message.
+pub(super) fn control_failure(e: ControlError) -> (StatusCode, String) {
+    let e = control_api_error(e);
+    (status_of(e.code), e.message)
 }
 
 /// What `PATCH /invocations/{id}/{action}` and the bulk form do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(super) enum Action {
     Cancel,
     Kill,
     Purge,
@@ -206,7 +246,7 @@ enum Action {
 }
 
 impl Action {
-    fn parse(action: &str, from: Option<u32>) -> Result<Self, ApiError> {
+    pub(super) fn parse(action: &str, from: Option<u32>) -> Result<Self, ApiError> {
         if from.is_some() && action != "restart" {
             return Err(ApiError::ingress(
                 400,
@@ -229,7 +269,7 @@ impl Action {
     }
 
     /// Applies it to `id`: the new invocation's id for a restart.
-    async fn apply(
+    pub(super) async fn apply(
         self,
         engine: &Engine,
         id: InvocationId,

@@ -1,6 +1,7 @@
 //! The admin API (default 127.0.0.1:9070): health, registered services, invocations with their
-//! journals and their control, schedules, concurrency limits, drain, backup, and metrics. With a token configured, every route but `/health`
-//! requires `Authorization: Bearer <token>`.
+//! journals and their control, schedules, concurrency limits, drain, backup, metrics, and the
+//! web UI at `/ui`. With a token configured, every route but `/health` requires
+//! `Authorization: Bearer <token>` (the UI also takes its session cookie).
 
 mod backup;
 mod debouncers;
@@ -11,6 +12,7 @@ mod params;
 mod rate_limits;
 mod schedules;
 mod services;
+mod ui;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub(crate) fn router(
     token: Option<String>,
     webhooks: HashMap<(String, String), &'static str>,
 ) -> Router {
+    let state = AdminState {
+        engine,
+        webhooks: Arc::new(webhooks),
+    };
     let routes = Router::new()
         .route(
             "/health",
@@ -72,11 +78,9 @@ pub(crate) fn router(
         .route("/debouncers/{name}", get(debouncers::get))
         .route("/rate-limits", get(rate_limits::list))
         .route("/rate-limits/{name}", get(rate_limits::get))
-        .with_state(AdminState {
-            engine,
-            webhooks: Arc::new(webhooks),
-        });
-    crate::bearer::require(routes, token, "admin", "/health")
+        .with_state(state.clone());
+    let ui = ui::router(state, token.as_deref());
+    crate::bearer::require(routes, token, "admin", "/health").merge(ui)
 }
 
 /// For an admin listener on loopback: refuses requests whose `Host` is not a loopback name

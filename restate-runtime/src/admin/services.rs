@@ -8,7 +8,7 @@ use super::AdminState;
 use crate::ingress::ApiError;
 use crate::registry::{HandlerKind, ServiceDefinition};
 
-fn describe(def: &ServiceDefinition, state: &AdminState) -> Value {
+pub(super) fn describe(def: &ServiceDefinition, state: &AdminState) -> Value {
     let handlers: Vec<Value> = def
         .handlers
         .iter()
@@ -25,6 +25,10 @@ fn describe(def: &ServiceDefinition, state: &AdminState) -> Value {
                 "output_type": h.output_type,
                 "public": !h.options.ingress_private,
                 "retention_ms": h.options.retention.map(|d| d.as_millis() as u64),
+                "cron": h.options.cron.as_ref().map(|c| json!({
+                    "expression": c.expression,
+                    "timezone": c.timezone,
+                })),
                 // Unsigned endpoints stand out: `"verified": false`.
                 "webhook": state.webhooks.get(&(def.name.to_owned(), h.name.to_owned())).map(|scheme| json!({
                     "scheme": scheme,

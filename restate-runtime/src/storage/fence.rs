@@ -1,8 +1,13 @@
-//! A data folder's real files with a kill switch, for the test runtime: a kill (at once, or
-//! right after the n-th commit) fails every later write and sync of the handles opened before
-//! it, as a SIGKILL ends a process's writes. The files stay as that process left them: what it
-//! wrote is there (the kernel had it), its last checkpoint never runs, and the next open
-//! recovers from the log. Reads go on; handles opened after the kill are alive.
+//! A data folder's real files with a kill switch, for the test runtime: a kill fails every
+//! later write and sync of the handles opened before it, as a SIGKILL ends a process's writes.
+//! The files stay as that process left them: what it wrote is there (the kernel had it), its
+//! last checkpoint never runs, and the next open recovers from the log. Handles opened after
+//! the kill are alive. (redb fails its file after a failed write, so the dead handles' reads
+//! fail too, as the in-memory store's do.)
+//!
+//! A kill right after the n-th commit lets that commit finish as the writer does it (applied
+//! to the store, answered): the process dies at its next step that would make anything
+//! durable, and counts as dead at once.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -27,6 +32,8 @@ struct FenceState {
     epoch: u64,
     /// Commits to go before a kill (1: the next).
     kill_after: Option<u64>,
+    /// The n-th commit is durable: the next durable step of this epoch's handles kills.
+    armed: bool,
 }
 
 impl Fence {
@@ -43,9 +50,10 @@ impl Fence {
         RedbStorage::open_with(dir, options, &files)
     }
 
-    /// How many kills there have been.
+    /// How many kills there have been (an armed one included).
     pub(crate) fn kills(&self) -> u64 {
-        self.state().epoch
+        let state = self.state();
+        state.epoch + u64::from(state.armed)
     }
 
     /// A process kill: the handles opened before it write nothing more. A pending
@@ -54,6 +62,7 @@ impl Fence {
         let mut state = self.state();
         state.epoch += 1;
         state.kill_after = None;
+        state.armed = false;
     }
 
     /// A [`Fence::kill`] right after the `n`-th commit from now (1: the next) is durable. A
@@ -69,9 +78,25 @@ impl Fence {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Fails unless the handles of `epoch` are alive.
+    /// Fails unless the handles of `epoch` may take a step that makes something durable
+    /// (a log write, any sync); an armed kill happens here.
+    fn durable_step(&self, epoch: u64) -> io::Result<()> {
+        let mut state = self.state();
+        if state.epoch == epoch && state.armed {
+            state.epoch += 1;
+            state.armed = false;
+        }
+        Self::check(&state, epoch)
+    }
+
+    /// Fails unless the handles of `epoch` are alive: for the store's writes, which a commit
+    /// that armed a kill still makes (the group's apply) and only a sync makes durable.
     fn alive(&self, epoch: u64) -> io::Result<()> {
-        if self.state().epoch == epoch {
+        Self::check(&self.state(), epoch)
+    }
+
+    fn check(state: &FenceState, epoch: u64) -> io::Result<()> {
+        if state.epoch == epoch {
             Ok(())
         } else {
             Err(io::Error::other("the store's process was killed"))
@@ -86,7 +111,7 @@ impl Fence {
         }
         match state.kill_after {
             Some(1) => {
-                state.epoch += 1;
+                state.armed = true;
                 state.kill_after = None;
             }
             Some(n) => state.kill_after = Some(n - 1),
@@ -103,7 +128,7 @@ struct FencedFiles {
 
 impl Files for FencedFiles {
     fn open_log(&self, path: &Path) -> io::Result<(Box<dyn LogFile>, bool)> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         let (inner, created) = OsFiles.open_log(path)?;
         let log = FencedLog {
             inner,
@@ -114,12 +139,12 @@ impl Files for FencedFiles {
     }
 
     fn sync_parent(&self, path: &Path) -> io::Result<()> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         OsFiles.sync_parent(path)
     }
 
     fn open_store(&self, builder: &Builder, path: &Path) -> Result<Database, DatabaseError> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -151,20 +176,20 @@ impl LogFile for FencedLog {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         self.inner.write_all_at(buf, offset)
     }
 
     /// The sync that makes a group's append durable: a commit.
     fn sync_data(&self) -> io::Result<()> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         self.inner.sync_data()?;
         self.fence.committed(self.epoch);
         Ok(())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         self.inner.sync_all()
     }
 }
@@ -200,7 +225,7 @@ impl StorageBackend for FencedBackend {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.fence.alive(self.epoch)?;
+        self.fence.durable_step(self.epoch)?;
         self.inner.sync_data()
     }
 
@@ -290,8 +315,9 @@ mod tests {
         let store = fence.open(dir.path(), &options).unwrap();
         fence.kill_after_commits(2);
         store.submit(vec![set("a")]).await.unwrap();
+        // The second commit is answered as made: it is.
         store.submit(vec![set("b")]).await.unwrap();
-        assert_eq!(fence.kills(), 1, "killed right after the second commit");
+        assert_eq!(fence.kills(), 1, "dead right after the second commit");
         assert!(store.submit(vec![set("c")]).await.is_err());
         // What the dead process left is what stays: its close (a checkpoint) writes nothing.
         let left = files(dir.path());

@@ -38,7 +38,9 @@ impl TestRuntime {
     /// a SIGKILL would: nothing written after it reaches the store, and the engine's next write
     /// fails ([`TestRuntime::crashed`] says so at once). [`TestRuntime::restart`] recovers. A
     /// commit is one batch of writes, of one invocation's step or of several (on a
-    /// [`data_dir`](super::TestRuntimeBuilder::data_dir) folder: one group synced to its log).
+    /// [`data_dir`](super::TestRuntimeBuilder::data_dir) folder: one group synced to its log,
+    /// so the counts of the two stores differ; a test that crashes after each commit loops
+    /// until a run needs no crash).
     ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;

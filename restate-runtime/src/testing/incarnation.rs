@@ -47,24 +47,34 @@ impl Incarnation {
             .map_err(TestRuntimeError::Threads)?;
         // Counted afresh: a task of the last engine that outlived its crash counts nothing.
         let activity = Arc::new(Activity::default());
-        let (runtime, storage) = {
+        let started = {
             let _inside = tokio.enter();
-            let storage = store.open(assembled)?;
-            let hooks = EngineHooks {
-                activity: Some(activity.clone()),
-                ..hooks.clone()
-            };
-            let runtime = assembled.start(storage.clone(), hooks)?;
-            if let Some(listener) = ingress {
-                // A copy of the socket the test runtime keeps: connections made while no
-                // engine runs wait in its backlog.
-                let listener = listener
-                    .try_clone()
-                    .and_then(tokio::net::TcpListener::from_std)
-                    .map_err(TestRuntimeError::Listen)?;
-                tokio.spawn(runtime.serve_ingress_on(listener));
+            (|| {
+                let storage = store.open(assembled)?;
+                let hooks = EngineHooks {
+                    activity: Some(activity.clone()),
+                    ..hooks.clone()
+                };
+                let runtime = assembled.start(storage.clone(), hooks)?;
+                if let Some(listener) = ingress {
+                    // A copy of the socket the test runtime keeps: connections made while no
+                    // engine runs wait in its backlog.
+                    let listener = listener
+                        .try_clone()
+                        .and_then(tokio::net::TcpListener::from_std)
+                        .map_err(TestRuntimeError::Listen)?;
+                    tokio.spawn(runtime.serve_ingress_on(listener));
+                }
+                Ok::<_, TestRuntimeError>((runtime, storage))
+            })()
+        };
+        let (runtime, storage) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Dropped here it would block inside the caller's asynchronous context.
+                tokio.shutdown_background();
+                return Err(e);
             }
-            (runtime, storage)
         };
         Ok(Self {
             tokio: Some(tokio),
@@ -140,18 +150,18 @@ impl Incarnation {
             .engine()
             .abandon("the test runtime restarted (a simulated crash)");
         let (stopped, heard) = tokio::sync::oneshot::channel();
-        let tokio = self.tokio.take();
         let spawned = std::thread::Builder::new()
             .name("restate-test-stop".into())
             .spawn(move || {
-                if let Some(tokio) = tokio {
+                if let Some(tokio) = self.tokio.take() {
                     tokio.shutdown_timeout(STOP_WAIT);
                 }
                 drop(self);
                 let _ = stopped.send(());
             });
         if let Err(e) = spawned {
-            // The sender went with the closure: the receiver hears at once.
+            // The closure was dropped here, its runtime shut down in the background (`Drop`);
+            // the sender went with it, so the receiver hears at once.
             tracing::warn!(error = %e, "the crashed engine could not be stopped on a thread");
         }
         heard

@@ -333,8 +333,9 @@ impl TestRuntime {
     /// ```
     ///
     /// A restart that overlaps [`TestRuntime::advance`] or [`TestRuntime::run_until_idle`]
-    /// waits for it, and they for the restart. Once begun, a restart completes even if its
-    /// future is dropped. The inspection methods ([`TestRuntime::invocation`] and the like)
+    /// waits for it, and they for the restart. Once begun, a restart leaves a new engine
+    /// running even if its future is dropped (the declared schedules are then brought in step
+    /// at the next restart). The inspection methods ([`TestRuntime::invocation`] and the like)
     /// panic while it runs.
     pub async fn restart(&self) {
         self.restart_after(Duration::ZERO).await;
@@ -371,9 +372,8 @@ impl TestRuntime {
     /// # }
     /// ```
     pub async fn restart_after(&self, downtime: Duration) {
-        let one = self.control.lock().await;
+        let _one = self.control.lock().await;
         self.crash_and_recover(downtime).await;
-        drop(one);
         if let Err(e) = crate::schedules::sync_declared(&self.handle()).await {
             panic!("the test runtime could not bring its declared schedules in step: {e}");
         }

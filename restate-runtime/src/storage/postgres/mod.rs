@@ -77,7 +77,8 @@ pub struct PostgresOptions {
     /// which [`Storage::ownership`] tells.
     pub owner_wait: Option<Duration>,
     /// Opens for reading only (a replay check on a live database): no migration, no lease,
-    /// every session in read-only transactions; writes and forwards are refused.
+    /// and every read in one read-only transaction, so that all of them see one snapshot
+    /// (the database as it was when the store opened); writes and forwards are refused.
     pub read_only: bool,
 }
 
@@ -104,7 +105,7 @@ impl Default for PostgresOptions {
 /// ```
 pub struct PostgresStorage {
     runtime: BackendRuntime,
-    reads: Pool,
+    reads: Reads,
     owner: watch::Receiver<bool>,
     signals: Signals,
     /// Messages on their way to the owner's inbox ([`forwarder`]).
@@ -188,8 +189,12 @@ impl PostgresStorage {
                 // PostgreSQL 14 and later only.
                 let _ = client.batch_execute("SET idle_session_timeout = 0").await;
                 if read_only {
+                    // One snapshot for every read, held as long as the reader is open.
                     client
-                        .batch_execute("SET default_transaction_read_only = on")
+                        .batch_execute(
+                            "SET idle_in_transaction_session_timeout = 0; \
+                             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                        )
                         .await
                         .map_err(|e| pg_error(&e))?;
                     let deployment = schema::read(&client).await;
@@ -221,16 +226,28 @@ impl PostgresStorage {
             return Err(OpenError::Locked { path: place });
         }
         let (signals, inbox_tx) = Signals::channels();
-        if !options.read_only {
-            runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
+        let (outgoing, forwards) = mpsc::unbounded_channel();
+        if options.read_only {
+            // No writer: nothing is ever submitted, and the end of the snapshot's session
+            // fails the reads, not the process.
+            shared.closed.store(true, Ordering::SeqCst);
+            return Ok(Self {
+                runtime,
+                reads: Reads::Snapshot(Arc::new(client)),
+                owner: watch::channel(false).1,
+                signals,
+                outgoing,
+                queue: Mutex::new(None),
+                shared,
+                partitions: deployment.partitions,
+                secret: deployment.secret,
+                max_queued_bytes: options.max_queued_bytes,
+            });
         }
+        runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
         // Forwarded messages are acknowledged once written: durable, whatever the defaults.
-        // A reader's sessions cannot write at all.
         let mut pooled = config;
-        let session = match options.read_only {
-            false => "-c synchronous_commit=on",
-            true => "-c default_transaction_read_only=on",
-        };
+        let session = "-c synchronous_commit=on";
         let options_sql = match pooled.get_options() {
             Some(own) => format!("{own} {session}"),
             None => session.to_owned(),
@@ -250,24 +267,6 @@ impl PostgresStorage {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
-        let (outgoing, forwards) = mpsc::unbounded_channel();
-        if options.read_only {
-            // No writer: its session ends here, and nothing is ever submitted.
-            shared.closed.store(true, Ordering::SeqCst);
-            drop(client);
-            return Ok(Self {
-                runtime,
-                reads,
-                owner: watch::channel(false).1,
-                signals,
-                outgoing,
-                queue: Mutex::new(None),
-                shared,
-                partitions: deployment.partitions,
-                secret: deployment.secret,
-                max_queued_bytes: options.max_queued_bytes,
-            });
-        }
         runtime.spawn(forwarder::run(reads.clone(), forwards));
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
@@ -300,7 +299,7 @@ impl PostgresStorage {
         });
         Ok(Self {
             runtime,
-            reads,
+            reads: Reads::Pool(reads),
             owner,
             signals,
             outgoing,
@@ -323,22 +322,34 @@ impl PostgresStorage {
     }
 }
 
-/// One read statement on a pooled connection.
+/// Where reads run: pooled sessions, or a reader's one read-only transaction.
+#[derive(Clone)]
+enum Reads {
+    Pool(Pool),
+    Snapshot(Arc<tokio_postgres::Client>),
+}
+
+/// One read statement.
 async fn query(
-    pool: Pool,
+    reads: Reads,
     sql: &'static str,
     params: Vec<Param>,
 ) -> Result<Vec<Row>, StorageError> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
-    let statement = client.prepare_cached(sql).await.map_err(backend)?;
     let refs: Vec<&(dyn ToSql + Sync)> = params
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    client.query(&statement, &refs).await.map_err(backend)
+    match reads {
+        Reads::Pool(pool) => {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StorageError::Backend(format!("no PostgreSQL connection: {e}")))?;
+            let statement = client.prepare_cached(sql).await.map_err(backend)?;
+            client.query(&statement, &refs).await.map_err(backend)
+        }
+        Reads::Snapshot(client) => client.query(sql, &refs).await.map_err(backend),
+    }
 }
 
 const READ_INVOCATION: &str = "SELECT record FROM restate_invocations WHERE id = $1";

@@ -735,8 +735,16 @@ async fn a_reader_reads_beside_the_owner_and_writes_nothing() {
     assert!(reader.submit(vec![set("n", b"2")]).await.is_err());
     // The owner kept its lease and its writes; the reader's refused write changed nothing.
     owner.submit(vec![set("m", b"3")]).await.unwrap();
+    assert_eq!(owner.state(&scope(), "m").unwrap(), Some(b"3".to_vec()));
+    owner.submit(vec![set("n", b"4")]).await.unwrap();
+    // Every read of a reader sees one snapshot: the database as it was when it opened.
     assert_eq!(reader.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
-    assert_eq!(reader.state(&scope(), "m").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(reader.state(&scope(), "m").unwrap(), None);
+    assert_eq!(reader.state_keys(&scope()).unwrap(), ["n"]);
+    let later = PostgresStorage::open(&url, &reader_options).unwrap();
+    assert_eq!(later.state(&scope(), "n").unwrap(), Some(b"4".to_vec()));
+    assert_eq!(later.state(&scope(), "m").unwrap(), Some(b"3".to_vec()));
+    later.close();
     reader.close();
     owner.close();
 }
