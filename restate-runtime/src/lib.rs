@@ -53,6 +53,7 @@ mod ingress;
 mod listener;
 mod mac;
 mod metrics;
+mod percent;
 mod rate;
 mod registry;
 mod remote;

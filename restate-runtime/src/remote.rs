@@ -23,6 +23,7 @@ use crate::codec::decode_json;
 use crate::error::TerminalError;
 use crate::handle::{HandleCaller, InvocationHandle};
 use crate::ids::InvocationId;
+use crate::percent::component;
 
 /// Attempts of a retried request, and the first pause between two (doubled each time).
 const DEFAULT_ATTEMPTS: u32 = 5;
@@ -571,13 +572,13 @@ impl<O: DeserializeOwned + Send + 'static> HttpRequest<O> {
         send: Option<Option<Duration>>,
     ) -> Result<(String, Vec<(String, String)>, Bytes, bool), IngressError> {
         let target = &self.parts.target;
-        let mut path = format!("/{}", encode_segment(&target.service));
+        let mut path = format!("/{}", component(&target.service));
         if let Some(key) = &target.key {
             path.push('/');
-            path.push_str(&encode_segment(key));
+            path.push_str(&component(key));
         }
         path.push('/');
-        path.push_str(&encode_segment(&target.handler));
+        path.push_str(&component(&target.handler));
         match send {
             None => {}
             Some(None) => path.push_str("/send"),
@@ -597,19 +598,6 @@ impl<O: DeserializeOwned + Send + 'static> HttpRequest<O> {
         };
         Ok((path, headers, body, retryable))
     }
-}
-
-/// Percent-encodes one path segment (everything but RFC 3986's unreserved characters).
-fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Over HTTP: attach and output through the remote ingress (reads, so always retried).
@@ -662,13 +650,6 @@ impl<T: DeserializeOwned> InvocationHandle<T, HttpIngress> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn path_segments_are_percent_encoded() {
-        assert_eq!(encode_segment("in_1-a.b~c"), "in_1-a.b~c");
-        assert_eq!(encode_segment("a b/c?d%"), "a%20b%2Fc%3Fd%25");
-        assert_eq!(encode_segment("ü"), "%C3%BC");
-    }
 
     #[test]
     fn error_bodies_give_code_message_and_metadata() {

@@ -119,7 +119,7 @@ async fn the_pages_show_invocations_their_journal_state_and_services() {
     assert!(detail.contains(&format!("/ui/invocations/{order}/cancel")));
 
     // An object's state, its key escaped.
-    let (status, state) = page(&s, "/ui/state/Cart/%3Ck%261%3E").await;
+    let (status, state) = page(&s, "/ui/state?service=Cart&key=%3Ck%261%3E").await;
     assert_eq!(status, 200);
     assert!(state.contains("items") && state.contains("pen"), "{state}");
     assert!(state.contains("&lt;k&amp;1&gt;") && !state.contains("<k&1>"));
@@ -232,6 +232,14 @@ async fn with_a_token_the_ui_asks_once_and_keeps_a_strict_http_only_cookie() {
     // Never a redirect out of the UI.
     let away = sign_in("s3cret", "//evil.example/").await.unwrap();
     assert_eq!(away.headers()["location"], "/ui");
+    // Outside /ui the JSON API answers as before: its own 401 for unknown paths too.
+    let unknown = client()
+        .get(format!("{}/nope", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+    assert!(unknown.text().await.unwrap().contains("admin token"));
     // The JSON API still wants its bearer token.
     let api = client()
         .get(format!("{}/invocations", s.admin))
@@ -240,4 +248,67 @@ async fn with_a_token_the_ui_asks_once_and_keeps_a_strict_http_only_cookie() {
         .await
         .unwrap();
     assert_eq!(api.status(), 401);
+}
+
+#[tokio::test]
+async fn nested_under_a_prefix_the_links_forms_and_cookie_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder()
+        .data_dir(dir.path())
+        .bind(Shop)
+        .bind(Cart)
+        .admin_token("n3sted")
+        .build()
+        .unwrap();
+    let app = axum::Router::new().nest("/admin", runtime.admin_router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let asked = client()
+        .get(format!("{base}/admin/ui/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 401);
+    let login = asked.text().await.unwrap();
+    assert!(login.contains("action=\"/admin/ui/login\""), "{login}");
+    assert!(login.contains("value=\"/admin/ui/services\""), "{login}");
+
+    let signed_in = client()
+        .post(format!("{base}/admin/ui/login"))
+        .header("origin", &base)
+        .form(&[("token", "n3sted"), ("next", "/admin/ui/services")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(signed_in.headers()["location"], "/admin/ui/services");
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.contains("Path=/admin/ui;"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let page = client()
+        .get(format!("{base}/admin/ui"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("href=\"/admin/ui/services\""), "{html}");
+    assert!(html.contains("action=\"/admin/ui\""), "{html}");
+    assert!(!html.contains("\"/ui"), "no link escapes the prefix");
+    // The JSON API beside it still answers its own errors for unknown paths.
+    let unknown = client()
+        .get(format!("{base}/admin/nope"))
+        .bearer_auth("n3sted")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    drop(runtime);
 }

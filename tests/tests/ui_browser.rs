@@ -1,17 +1,19 @@
-//! The web UI in a real browser (headless Chromium from the distribution's packages): the
-//! invocations list is in the page's DOM once loaded, and on a 390-pixel-wide screen (a
-//! phone) no page scrolls sideways. Skipped where Chromium is not installed, unless
+//! The web UI in a real browser: headless Chromium from the distribution's packages. Chromium
+//! alone dumps the DOM once loaded (the invocations list is in it); `playwright-core` (pinned in
+//! `tests/ui-browser`) drives it as a user would, against the `signup` example app: finds a
+//! sign-up by its key, opens its journal, cancels it behind the confirmation, sees its status
+//! change, and checks no page scrolls sideways on a 390-pixel phone. Screenshots go to
+//! `<target>/tmp/ui-screenshots`. Skipped where Chromium is not installed, unless
 //! `RESTATE_REQUIRE_CHROMIUM` is set (`scripts/test` installs it and sets it).
 
 mod support;
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{App, poll};
+use support::{App, describe_run, example_bin, poll, require_tool, run_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -31,12 +33,10 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
-/// The DOM of `url` once loaded, as headless Chromium dumps it (scripts run), with a window
-/// `width` pixels wide. `extra` flags come first.
-fn dump_dom(browser: &Path, url: &str, width: u32, extra: &[&str]) -> String {
+/// The DOM of `url` once loaded, as headless Chromium dumps it (scripts run).
+fn dump_dom(browser: &Path, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(browser)
-        .args(extra)
         .args([
             "--headless",
             "--no-sandbox",
@@ -46,8 +46,6 @@ fn dump_dom(browser: &Path, url: &str, width: u32, extra: &[&str]) -> String {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--virtual-time-budget=3000",
-            &format!("--window-size={width},900"),
             &format!("--user-data-dir={}", profile.path().display()),
             "--dump-dom",
             url,
@@ -62,41 +60,8 @@ fn dump_dom(browser: &Path, url: &str, width: u32, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Serves, on a loopback port of its own, the page that frames the URL after its `#` 390
-/// pixels wide and titles itself with the framed page's content width; `/wide` is a page
-/// 1000 pixels wide. Returns its base URL.
-fn serve_harness() -> String {
-    const FRAME: &str = "<!doctype html><body style=\"margin:0\"><iframe id=\"f\" \
-        style=\"width:390px;height:800px;border:0\"></iframe><script>var f=document.\
-        getElementById('f');f.onload=function(){document.title='width='+f.contentDocument.\
-        documentElement.scrollWidth};f.src=location.hash.slice(1)</script></body>";
-    const WIDE: &str = "<!doctype html><body style=\"margin:0\"><div style=\"width:1000px\">\
-        wide</div></body>";
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let page = if request[..n].starts_with(b"GET /wide") {
-                WIDE
-            } else {
-                FRAME
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
-                 connection: close\r\n\r\n{page}",
-                page.len()
-            );
-        }
-    });
-    base
-}
-
 #[tokio::test]
-async fn the_invocations_are_in_the_dom_and_no_page_scrolls_sideways_on_a_phone() {
+async fn the_invocations_list_and_a_journal_are_in_the_dom_once_loaded() {
     let Some(browser) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(BIN, &dir.path().join("data"), &[]).await;
@@ -114,14 +79,6 @@ async fn the_invocations_are_in_the_dom_and_no_page_scrolls_sideways_on_a_phone(
         let body: serde_json::Value = sent.json().await.unwrap();
         ids.push(body["invocationId"].as_str().unwrap().to_owned());
     }
-    let marked = client
-        .post(format!("{}/Steps/run/send", app.ingress))
-        .json(&json!(3))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(marked.status(), 202);
-    // Listed by the admin API before the browser looks.
     poll(Duration::from_secs(30), || async {
         let listed = reqwest::get(format!("{}/invocations?service=Waits", app.admin))
             .await
@@ -133,7 +90,7 @@ async fn the_invocations_are_in_the_dom_and_no_page_scrolls_sideways_on_a_phone(
     })
     .await;
 
-    let list = dump_dom(&browser, &format!("{}/ui", app.admin), 1280, &[]);
+    let list = dump_dom(&browser, &format!("{}/ui", app.admin));
     for id in &ids {
         assert!(
             list.contains(&format!("data-invocation=\"{id}\"")),
@@ -143,43 +100,95 @@ async fn the_invocations_are_in_the_dom_and_no_page_scrolls_sideways_on_a_phone(
     let detail = dump_dom(
         &browser,
         &format!("{}/ui/invocations/{}", app.admin, ids[0]),
-        1280,
-        &[],
     );
     assert!(detail.contains("id=\"journal\""), "{detail}");
     assert!(detail.contains("sleep"), "{detail}");
+    app.terminate();
+}
 
-    // A page of the test's own, served from another port, frames each UI page 390 pixels
-    // wide and writes down how wide its content is (web security off: the frame's origin
-    // differs).
-    let harness = serve_harness();
-    for path in [
-        "/ui".to_owned(),
-        "/ui/services".to_owned(),
-        format!("/ui/invocations/{}", ids[0]),
-        format!("/ui/invocations/{}/kill", ids[0]),
-    ] {
-        let dom = dump_dom(
-            &browser,
-            &format!("{harness}#{}{path}", app.admin),
-            390,
-            &["--disable-web-security"],
-        );
-        let width: u32 = dom
-            .split("<title>width=")
-            .nth(1)
-            .and_then(|rest| rest.split('<').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("the frame of {path} did not load:\n{dom}"));
-        assert!(width <= 390, "{path} is {width} pixels wide on a phone");
-    }
-    // The measure measures: a page made wider than a phone is found out.
-    let wide = dump_dom(
-        &browser,
-        &format!("{harness}#{harness}wide"),
-        390,
-        &["--disable-web-security"],
+#[tokio::test]
+async fn a_user_finds_a_sign_up_by_its_key_reads_its_journal_and_cancels_it() {
+    let Some(browser) = chromium() else { return };
+    require_tool(
+        "node",
+        "It drives the web UI in Chromium with playwright-core.",
     );
-    assert!(wide.contains("<title>width=1000"), "{wide}");
-    drop(app);
+    require_tool(
+        "npm",
+        "It installs playwright-core (pinned in tests/ui-browser).",
+    );
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-browser");
+    let mut npm_ci = Command::new("npm");
+    npm_ci
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&driver);
+    let installed = run_for(npm_ci, Duration::from_secs(300)).await;
+    assert!(
+        !installed.1 && installed.0.status.success(),
+        "{}",
+        describe_run("`npm ci` in tests/ui-browser", &installed)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("RESTATE_SUSPEND_AFTER", "100ms".to_owned())];
+    let app = App::start(&example_bin("signup"), &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    for (key, email) in [("ada", "ada@example.com"), ("grace", "grace@example.com")] {
+        let sent = client
+            .post(format!("{}/Signup/{key}/run/send", app.ingress))
+            .json(&json!(email))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 202);
+    }
+    let output = |key: &'static str| {
+        let url = format!("{}/restate/workflow/Signup/{key}/output", app.ingress);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    poll(Duration::from_secs(30), || async {
+        let listed: serde_json::Value =
+            reqwest::get(format!("{}/invocations?status=suspended", app.admin))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        listed["invocations"].as_array().unwrap().len() == 2
+    })
+    .await;
+
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let mut node = Command::new("node");
+    node.arg("drive.mjs")
+        .arg(&app.admin)
+        .arg("ada")
+        .arg(&screenshots)
+        .env("CHROMIUM", &browser)
+        .current_dir(&driver);
+    let driven = run_for(node, Duration::from_secs(180)).await;
+    assert!(
+        !driven.1 && driven.0.status.success(),
+        "{}",
+        describe_run("the browser's run through the UI (drive.mjs)", &driven)
+    );
+    for shot in ["invocations", "journal", "cancelled", "phone"] {
+        assert!(
+            screenshots.join(format!("{shot}.png")).is_file(),
+            "{shot}.png"
+        );
+    }
+
+    // What the browser did, as the ingress sees it: ada's sign-up ended cancelled, grace's
+    // still waits for its click.
+    let ada = output("ada").await;
+    let ada_status = ada.status().as_u16();
+    let ada_body = ada.text().await.unwrap();
+    assert!(
+        ada_status == 409 && ada_body.contains("cancel"),
+        "{ada_status} {ada_body}"
+    );
+    assert_eq!(output("grace").await.status(), 470, "grace's still runs");
+    app.terminate();
 }

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Path of a binary of the `examples` package, built on first use with the cargo running the
@@ -321,4 +322,72 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// `tool --version`, failing the test with a clear message when the tool is missing.
+pub fn require_tool(tool: &str, why: &str) -> String {
+    match Command::new(tool).arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => panic!(
+            "`{tool} --version` failed ({}): {}. This test needs {tool} on PATH. {why}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!(
+            "`{tool}` not found ({e}). This test needs {tool} on PATH and fails rather than \
+             skips without it. {why}"
+        ),
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `timeout`; returns its output and whether it
+/// timed out.
+pub async fn run_for(mut cmd: Command, timeout: Duration) -> (Output, bool) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (output, timed_out)
+}
+
+pub fn describe_run(what: &str, (out, timed_out): &(Output, bool)) -> String {
+    format!(
+        "{what} {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        if *timed_out {
+            "timed out".to_owned()
+        } else {
+            format!("exited with {}", out.status)
+        },
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -24,18 +24,6 @@ pub(super) fn esc(text: &str) -> String {
     out
 }
 
-/// Everything but RFC 3986's unreserved characters.
-const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// A query or path component, percent-encoded.
-pub(super) fn url(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
-}
-
 /// A JSON value as text: strings bare, anything else pretty-printed; cut after
 /// [`PAYLOAD_SHOWN`] characters, saying how much was left out.
 pub(super) fn payload(value: &Value) -> String {
@@ -71,7 +59,7 @@ pub(super) enum Section {
 
 /// A whole page: `body` inside the frame. A `live` page refreshes its main part every few
 /// seconds while visible and while nobody is typing in it.
-pub(super) fn page(title: &str, section: Section, live: bool, body: &str) -> String {
+pub(super) fn page(base: &str, title: &str, section: Section, live: bool, body: &str) -> String {
     let nav = |s: Section, href: &str, label: &str| {
         let current = if s == section {
             " aria-current=\"page\""
@@ -86,8 +74,8 @@ pub(super) fn page(title: &str, section: Section, live: bool, body: &str) -> Str
          <title>{title} · restate</title><style>{STYLE}</style></head><body>\
          <header><strong>restate</strong><nav>{}{}</nav></header>\
          <main id=\"main\"{}>{body}</main><script>{LIVE}</script></body></html>",
-        nav(Section::Invocations, "/ui", "Invocations"),
-        nav(Section::Services, "/ui/services", "Services"),
+        nav(Section::Invocations, base, "Invocations"),
+        nav(Section::Services, &format!("{base}/services"), "Services"),
         if live { " data-live=\"3000\"" } else { "" },
         title = esc(title),
     )

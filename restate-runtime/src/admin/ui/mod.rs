@@ -2,10 +2,12 @@
 //! paging, one invocation's journal as a timeline, an object key's state, the registered
 //! services, and the control actions behind a confirmation. Server-rendered HTML with one
 //! small inline script for live refresh: nothing to build, nothing fetched from elsewhere.
+//! Links follow wherever the admin router is nested (`/admin/ui` under `.nest("/admin", ..)`).
 //!
 //! With an admin token, the UI asks for it once and keeps a session cookie derived from it
-//! (HttpOnly, SameSite=Strict, path `/ui`); a request that changes anything must come from
-//! the UI's own origin (`Origin`), so another site cannot make a signed-in browser act.
+//! (HttpOnly, SameSite=Strict, the UI's path); a request that changes anything must come from
+//! the UI's own origin (`Origin`, or `Sec-Fetch-Site: same-origin`) or carry the bearer
+//! token, so another site cannot make a browser act.
 
 mod html;
 mod pages;
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Form, FromRef, Path, Query, Request, State};
+use axum::extract::{Extension, Form, FromRef, OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -25,6 +27,7 @@ use super::AdminState;
 use super::invocations::{self, Action};
 use crate::filter::InvocationFilter;
 use crate::ingress::parse_invocation_id;
+use crate::percent::component;
 use crate::storage::StateScope;
 
 /// The session cookie's name.
@@ -59,20 +62,25 @@ impl FromRef<Ui> for Arc<Access> {
     }
 }
 
-/// The UI's routes, guarded by the admin token (or its session cookie) when one is set.
+/// Where the UI is, as the browser sees it: `/ui`, or `/admin/ui` when the admin router is
+/// nested at `/admin`. Every link, form and cookie path starts with it.
+#[derive(Clone)]
+struct Base(String);
+
+/// The UI's routes, to be nested at `/ui`, guarded by the admin token (or its session
+/// cookie) when one is set.
 pub(super) fn router(admin: AdminState, token: Option<&str>) -> Router {
     let access = Arc::new(Access {
         token: token.map(crate::bearer::digest),
         session: token.map(session_value),
     });
     Router::new()
-        .route("/ui", get(list))
-        .route("/ui/", get(|| async { Redirect::to("/ui") }))
-        .route("/ui/services", get(services))
-        .route("/ui/invocations/{id}", get(invocation))
-        .route("/ui/invocations/{id}/{action}", get(confirm).post(act))
-        .route("/ui/state/{service}/{key}", get(state_page))
-        .route("/ui/login", get(login_form).post(login))
+        .route("/", get(list))
+        .route("/services", get(services))
+        .route("/invocations/{id}", get(invocation))
+        .route("/invocations/{id}/{action}", get(confirm).post(act))
+        .route("/state", get(state_page))
+        .route("/login", get(login_form).post(login))
         .with_state(Ui {
             admin,
             access: access.clone(),
@@ -89,80 +97,103 @@ fn session_value(token: &str) -> String {
     ))
 }
 
-/// Refuses a cross-origin change, then lets through whoever has the token, its session or
-/// (without a token) anyone; others get the sign-in form.
-async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    if req.method() == Method::POST && !same_origin(req.headers()) {
+/// Finds the UI's base, refuses a change from elsewhere, then lets through whoever has the
+/// token, its session or (without a token) anyone; others get the sign-in form.
+async fn guard(State(access): State<Arc<Access>>, mut req: Request, next: Next) -> Response {
+    let inner = req.uri().path().to_owned();
+    let original = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|uri| uri.0.clone());
+    let original_path = original
+        .as_ref()
+        .map_or_else(|| format!("/ui{inner}"), |uri| uri.path().to_owned());
+    let base = original_path
+        .strip_suffix(inner.as_str())
+        .filter(|_| inner != "/")
+        .unwrap_or(original_path.trim_end_matches('/'))
+        .to_owned();
+    let bearer = access.bearer(req.headers());
+    if req.method() == Method::POST && !bearer && !same_origin(&req) {
         return refusal(
+            &base,
             StatusCode::FORBIDDEN,
             "Refused",
             "A change from another origin: the UI acts only on forms of its own pages.",
         );
     }
-    let path = req.uri().path();
-    if path == "/ui/login" || access.allows(req.headers()) {
+    let allowed = access.token.is_none() || bearer || access.session(req.headers());
+    req.extensions_mut().insert(Base(base.clone()));
+    if inner == "/login" || allowed {
         return next.run(req).await;
     }
-    let next_page = req
-        .uri()
-        .path_and_query()
-        .map_or("/ui".to_owned(), ToString::to_string);
+    // Back to the page asked for, once signed in.
+    let asked = original
+        .as_ref()
+        .and_then(|uri| uri.path_and_query())
+        .map_or_else(|| base.clone(), ToString::to_string);
     (
         StatusCode::UNAUTHORIZED,
-        Html(pages::login(&next_page, false)),
+        Html(pages::login(&base, &asked, false)),
     )
         .into_response()
 }
 
 impl Access {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let (Some(digest), Some(session)) = (&self.token, &self.session) else {
-            return true;
+    /// Whether the request carries the bearer token (never, without a token configured).
+    fn bearer(&self, headers: &HeaderMap) -> bool {
+        let Some(digest) = &self.token else {
+            return false;
         };
-        let bearer = headers
+        headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if bearer.is_some_and(|given| crate::bearer::matches(digest, given)) {
-            return true;
-        }
-        cookie(headers, COOKIE)
-            .is_some_and(|given| crate::bearer::matches(&crate::bearer::digest(session), &given))
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| crate::bearer::matches(digest, given))
+    }
+
+    /// The session cookie (any of the request's cookies of that name).
+    fn session(&self, headers: &HeaderMap) -> bool {
+        let Some(session) = &self.session else {
+            return false;
+        };
+        let expected = crate::bearer::digest(session);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| name == COOKIE && crate::bearer::matches(&expected, value))
     }
 }
 
-/// A cookie's value from the request's `Cookie` headers.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-/// Whether a request's `Origin` (sent by browsers with every form POST) is this listener's
-/// own, by its `Host`. Tools that send no `Origin` are no browser a page could drive.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (origin.to_str().ok(), host) {
+/// Whether a browser sent the request from one of the UI's own pages: its `Origin` is this
+/// listener's (by `Host`, or HTTP/2's authority), or it says `Sec-Fetch-Site: same-origin`.
+fn same_origin(req: &Request) -> bool {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(ToString::to_string));
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    match (origin, host) {
         (Some(origin), Some(host)) => {
             origin
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"))
-                == Some(host)
+                == Some(host.as_str())
         }
-        _ => false,
+        (Some(_), None) => false,
+        (None, _) => headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site == "same-origin"),
     }
 }
 
-fn refusal(status: StatusCode, title: &str, message: &str) -> Response {
-    (status, Html(pages::problem(title, message))).into_response()
+fn refusal(base: &str, status: StatusCode, title: &str, message: &str) -> Response {
+    (status, Html(pages::problem(base, title, message))).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -172,28 +203,42 @@ struct LoginForm {
     next: String,
 }
 
-async fn login_form(State(access): State<Arc<Access>>, headers: HeaderMap) -> Response {
+async fn login_form(
+    State(access): State<Arc<Access>>,
+    Extension(Base(base)): Extension<Base>,
+    headers: HeaderMap,
+) -> Response {
     // Nothing to sign in to without a token, or with a valid session already.
-    if access.allows(&headers) {
-        return Redirect::to("/ui").into_response();
+    if access.token.is_none() || access.bearer(&headers) || access.session(&headers) {
+        return Redirect::to(&base).into_response();
     }
-    Html(pages::login("/ui", false)).into_response()
+    Html(pages::login(&base, &base, false)).into_response()
 }
 
-async fn login(State(access): State<Arc<Access>>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(access): State<Arc<Access>>,
+    Extension(Base(base)): Extension<Base>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let (Some(digest), Some(session)) = (&access.token, &access.session) else {
-        return Redirect::to("/ui").into_response();
+        return Redirect::to(&base).into_response();
     };
     // Only back into the UI: never a redirect elsewhere.
-    let next = if form.next.starts_with("/ui") && !form.next.starts_with("//") {
-        form.next.clone()
-    } else {
-        "/ui".to_owned()
+    let inside = form.next == base
+        || form.next.starts_with(&format!("{base}/"))
+        || form.next.starts_with(&format!("{base}?"));
+    let next = match inside && !form.next.starts_with("//") {
+        true => form.next.clone(),
+        false => base.clone(),
     };
     if !crate::bearer::matches(digest, &form.token) {
-        return (StatusCode::UNAUTHORIZED, Html(pages::login(&next, true))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(pages::login(&base, &next, true)),
+        )
+            .into_response();
     }
-    let cookie = format!("{COOKIE}={session}; Path=/ui; HttpOnly; SameSite=Strict");
+    let cookie = format!("{COOKIE}={session}; Path={base}; HttpOnly; SameSite=Strict");
     (
         StatusCode::SEE_OTHER,
         [(header::SET_COOKIE, cookie), (header::LOCATION, next)],
@@ -204,6 +249,7 @@ async fn login(State(access): State<Arc<Access>>, Form(form): Form<LoginForm>) -
 /// `GET /ui`: the invocations the filters match, a page at a time.
 async fn list(
     State(state): State<AdminState>,
+    Extension(Base(base)): Extension<Base>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let given = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
@@ -226,15 +272,20 @@ async fn list(
     if let Some(v) = given("reason") {
         filter = filter.reason(v);
     }
-    let mut services: Vec<&'static str> = state
+    let mut services: Vec<String> = state
         .engine
         .registry()
         .definitions()
         .iter()
-        .map(|d| d.name)
+        .map(|d| d.name.to_owned())
         .collect();
+    // A service asked for by name (the runtime's own, say) stays selectable.
+    if let Some(asked) = given("service").filter(|s| !services.contains(s)) {
+        services.push(asked);
+    }
     services.sort_unstable();
     let mut listing = pages::Listing {
+        base: &base,
         query: &query,
         services,
         invocations: Vec::new(),
@@ -256,15 +307,17 @@ async fn list(
             Err(e) => listing.error = Some(e.to_string()),
         },
     }
-    let status = if listing.error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
+    let status = match listing.error {
+        Some(_) => StatusCode::BAD_REQUEST,
+        None => StatusCode::OK,
     };
     (status, Html(pages::invocations(&listing))).into_response()
 }
 
-async fn services(State(state): State<AdminState>) -> Response {
+async fn services(
+    State(state): State<AdminState>,
+    Extension(Base(base)): Extension<Base>,
+) -> Response {
     let services: Vec<Value> = state
         .engine
         .registry()
@@ -272,7 +325,7 @@ async fn services(State(state): State<AdminState>) -> Response {
         .iter()
         .map(|d| super::services::describe(d, &state))
         .collect();
-    Html(pages::services(&services)).into_response()
+    Html(pages::services(&base, &services)).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -282,20 +335,24 @@ struct Done {
 
 async fn invocation(
     State(state): State<AdminState>,
+    Extension(Base(base)): Extension<Base>,
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> Response {
     match invocations::view(&state.engine, &id) {
-        Ok(view) => Html(pages::invocation(&view, done.done.as_deref())).into_response(),
-        Err((status, message)) => refusal(status, "Invocation", &message),
+        Ok(view) => Html(pages::invocation(&base, &view, done.done.as_deref())).into_response(),
+        Err((status, message)) => refusal(&base, status, "Invocation", &message),
     }
 }
 
-async fn confirm(Path((id, action)): Path<(String, String)>) -> Response {
+async fn confirm(
+    Extension(Base(base)): Extension<Base>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
     if let Err(e) = Action::parse(&action, None) {
-        return refusal(StatusCode::NOT_FOUND, "Unknown action", &e.message);
+        return refusal(&base, StatusCode::NOT_FOUND, "Unknown action", &e.message);
     }
-    Html(pages::confirm(&id, &action)).into_response()
+    Html(pages::confirm(&base, &id, &action)).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -308,6 +365,7 @@ struct ActForm {
 /// (for a restart, to the new one).
 async fn act(
     State(state): State<AdminState>,
+    Extension(Base(base)): Extension<Base>,
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActForm>,
 ) -> Response {
@@ -317,6 +375,7 @@ async fn act(
             Ok(n) => Some(n),
             Err(_) => {
                 return refusal(
+                    &base,
                     StatusCode::BAD_REQUEST,
                     "Restart",
                     "Keep a whole number of journal entries, or leave it empty.",
@@ -328,30 +387,39 @@ async fn act(
         .and_then(|parsed| Ok((parsed, Action::parse(&action, from)?)))
     {
         Ok(parsed) => parsed,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, "Refused", &e.message),
+        Err(e) => return refusal(&base, StatusCode::BAD_REQUEST, "Refused", &e.message),
     };
     match parsed.1.apply(&state.engine, parsed.0).await {
         Ok(Some(new)) => Redirect::to(&format!(
-            "/ui/invocations/{new}?done={}",
-            html::url(&format!("Restarted as {new}; {id} was killed."))
+            "{base}/invocations/{new}?done={}",
+            component(&format!("Restarted as {new}; {id} was killed."))
         ))
         .into_response(),
         Ok(None) => Redirect::to(&format!(
-            "/ui/invocations/{}?done={}",
-            html::url(&id),
-            html::url(&format!("{action}: done."))
+            "{base}/invocations/{}?done={}",
+            component(&id),
+            component(&format!("{action}: done."))
         ))
         .into_response(),
         Err(e) => {
             let (status, message) = invocations::control_failure(e);
-            refusal(status, "Not done", &message)
+            refusal(&base, status, "Not done", &message)
         }
     }
 }
 
+#[derive(serde::Deserialize)]
+struct StateQuery {
+    service: String,
+    key: String,
+}
+
+/// `GET /ui/state?service=&key=`: an object's or workflow's state under one key (a query,
+/// not a path: keys such as `..` or with slashes stay as they are).
 async fn state_page(
     State(state): State<AdminState>,
-    Path((service, key)): Path<(String, String)>,
+    Extension(Base(base)): Extension<Base>,
+    Query(StateQuery { service, key }): Query<StateQuery>,
 ) -> Response {
     let scope = StateScope {
         service: service.clone(),
@@ -368,7 +436,12 @@ async fn state_page(
             .collect::<Result<Vec<_>, _>>()
     });
     match read {
-        Ok(entries) => Html(pages::state(&service, &key, &entries)).into_response(),
-        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, "State", &e.to_string()),
+        Ok(entries) => Html(pages::state(&base, &service, &key, &entries)).into_response(),
+        Err(e) => refusal(
+            &base,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "State",
+            &e.to_string(),
+        ),
     }
 }

@@ -6,12 +6,15 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::html::{Section, esc, field, page, payload, url};
+use super::html::{Section, esc, field, page, payload};
+use crate::percent::component as url;
 
 /// What the invocations page shows: the filters as given, the matching page, the cursor.
 pub(super) struct Listing<'a> {
+    /// Where the UI is: `/ui`, or under the prefix it is nested at.
+    pub(super) base: &'a str,
     pub(super) query: &'a HashMap<String, String>,
-    pub(super) services: Vec<&'static str>,
+    pub(super) services: Vec<String>,
     pub(super) invocations: Vec<Value>,
     pub(super) next: Option<String>,
     pub(super) error: Option<String>,
@@ -30,9 +33,10 @@ const FILTERS: [(&str, &str); 6] = [
 const STATUSES: [&str; 5] = ["scheduled", "running", "suspended", "paused", "completed"];
 
 pub(super) fn invocations(listing: &Listing<'_>) -> String {
+    let base = listing.base;
     let given = |name: &str| listing.query.get(name).map(String::as_str).unwrap_or("");
     let mut body =
-        String::from("<h1>Invocations</h1><form class=\"filters\" method=\"get\" action=\"/ui\">");
+        format!("<h1>Invocations</h1><form class=\"filters\" method=\"get\" action=\"{base}\">");
     for (name, label) in FILTERS {
         let _ = write!(body, "<label>{label}");
         match name {
@@ -42,7 +46,7 @@ pub(super) fn invocations(listing: &Listing<'_>) -> String {
                     "<select name=\"service\"><option value=\"\">any</option>"
                 );
                 for service in &listing.services {
-                    let selected = if *service == given("service") {
+                    let selected = if service == given("service") {
                         " selected"
                     } else {
                         ""
@@ -97,7 +101,7 @@ pub(super) fn invocations(listing: &Listing<'_>) -> String {
             let _ = write!(
                 body,
                 "<tr data-invocation=\"{0}\"><td data-label=\"Invocation\"><a class=\"id\" \
-                 href=\"/ui/invocations/{1}\">{0}</a></td><td data-label=\"Target\">{2}</td>\
+                 href=\"{base}/invocations/{1}\">{0}</a></td><td data-label=\"Target\">{2}</td>\
                  <td data-label=\"Status\">{3}</td><td data-label=\"Attempts\">{4}</td>\
                  <td data-label=\"Modified\">{5}</td><td data-label=\"Version\">{6}</td></tr>",
                 esc(&id),
@@ -126,28 +130,33 @@ pub(super) fn invocations(listing: &Listing<'_>) -> String {
             .collect();
         let _ = write!(
             body,
-            "<p><a rel=\"next\" href=\"/ui?{}\">Next page →</a></p>",
+            "<p><a rel=\"next\" href=\"{base}?{}\">Next page →</a></p>",
             esc(&href.join("&"))
         );
     }
-    page("Invocations", Section::Invocations, true, &body)
+    page(base, "Invocations", Section::Invocations, true, &body)
 }
 
 fn status_badge(status: &str) -> String {
     format!("<span class=\"status status-{0}\">{0}</span>", esc(status))
 }
 
-/// Actions on an invocation, by its status: what the engine would accept.
-fn actions_for(status: &str) -> &'static [&'static str] {
+/// Actions on an invocation, by its status: what the engine accepts (none on the runtime's
+/// own, which have their own endpoints).
+fn actions_for(service: &str, status: &str) -> &'static [&'static str] {
+    if crate::registry::is_internal(service) {
+        return &[];
+    }
     match status {
         "completed" => &["purge", "restart"],
-        "paused" => &["resume", "kill", "restart"],
+        "paused" => &["resume", "cancel", "kill", "restart"],
+        "suspended" => &["cancel", "kill", "restart"],
         _ => &["cancel", "kill"],
     }
 }
 
 /// One invocation: its summary, result, journal timeline and actions.
-pub(super) fn invocation(view: &Value, done: Option<&str>) -> String {
+pub(super) fn invocation(base: &str, view: &Value, done: Option<&str>) -> String {
     let id = field(view, "id");
     let status = field(view, "status");
     let mut body = format!("<h1>Invocation <span class=\"id\">{}</span></h1>", esc(&id));
@@ -174,7 +183,7 @@ pub(super) fn invocation(view: &Value, done: Option<&str>) -> String {
         row(
             "Superseded by",
             format!(
-                "<a class=\"id\" href=\"/ui/invocations/{}\">{}</a>",
+                "<a class=\"id\" href=\"{base}/invocations/{}\">{}</a>",
                 url(&superseded),
                 esc(&superseded)
             ),
@@ -193,7 +202,7 @@ pub(super) fn invocation(view: &Value, done: Option<&str>) -> String {
         row(
             "State",
             format!(
-                "<a href=\"/ui/state/{}/{}\">state of {} / {}</a>",
+                "<a href=\"{base}/state?service={}&amp;key={}\">state of {} / {}</a>",
                 url(&service),
                 url(&key),
                 esc(&service),
@@ -202,10 +211,10 @@ pub(super) fn invocation(view: &Value, done: Option<&str>) -> String {
         );
     }
     body.push_str("</dl><div class=\"actions\">");
-    for action in actions_for(&status) {
+    for action in actions_for(&field(view, "service"), &status) {
         let _ = write!(
             body,
-            "<a href=\"/ui/invocations/{}/{action}\">{action}</a>",
+            "<a href=\"{base}/invocations/{}/{action}\">{action}</a>",
             url(&id)
         );
     }
@@ -215,13 +224,14 @@ pub(super) fn invocation(view: &Value, done: Option<&str>) -> String {
         Some(entries) if !entries.is_empty() => {
             body.push_str("<ol class=\"timeline\" id=\"journal\">");
             for entry in entries {
-                body.push_str(&journal_entry(entry));
+                body.push_str(&journal_entry(base, entry));
             }
             body.push_str("</ol>");
         }
         _ => body.push_str("<p class=\"muted\">Nothing journaled yet.</p>"),
     }
     page(
+        base,
         &format!("Invocation {id}"),
         Section::Invocations,
         true,
@@ -230,7 +240,7 @@ pub(super) fn invocation(view: &Value, done: Option<&str>) -> String {
 }
 
 /// One journal entry: index, kind, what it names, its timing and its payloads.
-fn journal_entry(entry: &Value) -> String {
+fn journal_entry(base: &str, entry: &Value) -> String {
     let mut item = format!(
         "<li><span class=\"muted\">#{}</span> <span class=\"kind\">{}</span>",
         esc(&field(entry, "index")),
@@ -247,7 +257,7 @@ fn journal_entry(entry: &Value) -> String {
         if !value.is_empty() {
             let link = if name == "invocationId" {
                 format!(
-                    "<a class=\"id\" href=\"/ui/invocations/{}\">{}</a>",
+                    "<a class=\"id\" href=\"{base}/invocations/{}\">{}</a>",
                     url(&value),
                     esc(&value)
                 )
@@ -291,7 +301,7 @@ fn journal_entry(entry: &Value) -> String {
 }
 
 /// The page asking to confirm `action` on `id`.
-pub(super) fn confirm(id: &str, action: &str) -> String {
+pub(super) fn confirm(base: &str, id: &str, action: &str) -> String {
     let warning = match action {
         "kill" => "Kill ends it at once, without compensation, and fails its callers.",
         "cancel" => "Cancel fails it at its next await point; its handler can still clean up.",
@@ -312,13 +322,14 @@ pub(super) fn confirm(id: &str, action: &str) -> String {
     };
     let body = format!(
         "<h1>{action} <span class=\"id\">{0}</span>?</h1><p>{warning}</p>\
-         <form method=\"post\" action=\"/ui/invocations/{1}/{action}\">{from}\
+         <form method=\"post\" action=\"{base}/invocations/{1}/{action}\">{from}\
          <div class=\"actions\"><button type=\"submit\"{danger}>Yes, {action}</button>\
-         <a href=\"/ui/invocations/{1}\">No, go back</a></div></form>",
+         <a href=\"{base}/invocations/{1}\">No, go back</a></div></form>",
         esc(id),
         url(id),
     );
     page(
+        base,
         &format!("{action} {id}"),
         Section::Invocations,
         false,
@@ -327,7 +338,7 @@ pub(super) fn confirm(id: &str, action: &str) -> String {
 }
 
 /// Registered services, their handlers and options.
-pub(super) fn services(services: &[Value]) -> String {
+pub(super) fn services(base: &str, services: &[Value]) -> String {
     let mut body = String::from("<h1>Services</h1>");
     for service in services {
         let name = field(service, "name");
@@ -349,7 +360,7 @@ pub(super) fn services(services: &[Value]) -> String {
             let options = handler_options(handler);
             let _ = write!(
                 body,
-                "<tr><td data-label=\"Handler\"><a href=\"/ui?service={}&amp;handler={}\">{}</a>\
+                "<tr><td data-label=\"Handler\"><a href=\"{base}?service={}&amp;handler={}\">{}</a>\
                  </td><td data-label=\"Kind\">{}</td><td data-label=\"Input\"><code>{}</code></td>\
                  <td data-label=\"Output\"><code>{}</code></td><td data-label=\"Options\">{}</td></tr>",
                 url(&name),
@@ -363,7 +374,7 @@ pub(super) fn services(services: &[Value]) -> String {
         }
         body.push_str("</tbody></table>");
     }
-    page("Services", Section::Services, false, &body)
+    page(base, "Services", Section::Services, false, &body)
 }
 
 /// A handler's options in words: who may call it, retention, webhook, schedule.
@@ -404,7 +415,7 @@ fn humantime_ms(ms: u64) -> String {
 }
 
 /// An object's or workflow's state under one key.
-pub(super) fn state(service: &str, key: &str, entries: &[(String, Value)]) -> String {
+pub(super) fn state(base: &str, service: &str, key: &str, entries: &[(String, Value)]) -> String {
     let mut body = format!(
         "<h1>State of {} / <span class=\"id\">{}</span></h1>",
         esc(service),
@@ -427,11 +438,12 @@ pub(super) fn state(service: &str, key: &str, entries: &[(String, Value)]) -> St
     }
     let _ = write!(
         body,
-        "<p><a href=\"/ui?service={}&amp;key={}\">Invocations of this key</a></p>",
+        "<p><a href=\"{base}?service={}&amp;key={}\">Invocations of this key</a></p>",
         url(service),
         url(key)
     );
     page(
+        base,
         &format!("State of {service} / {key}"),
         Section::None,
         true,
@@ -440,7 +452,7 @@ pub(super) fn state(service: &str, key: &str, entries: &[(String, Value)]) -> St
 }
 
 /// The token form, shown instead of any page while the browser has no session.
-pub(super) fn login(next: &str, wrong: bool) -> String {
+pub(super) fn login(base: &str, next: &str, wrong: bool) -> String {
     let error = if wrong {
         "<p class=\"notice error\">That token is not the admin token.</p>"
     } else {
@@ -449,21 +461,21 @@ pub(super) fn login(next: &str, wrong: bool) -> String {
     let body = format!(
         "<h1>Admin token</h1><p>This admin API needs its token \
          (<code>RESTATE_ADMIN_TOKEN</code>). It is kept in a cookie of this browser only.</p>\
-         {error}<form method=\"post\" action=\"/ui/login\"><input type=\"hidden\" name=\"next\" \
+         {error}<form method=\"post\" action=\"{base}/login\"><input type=\"hidden\" name=\"next\" \
          value=\"{}\"><label>Token <input type=\"password\" name=\"token\" autocomplete=\
          \"current-password\" required autofocus></label> <button type=\"submit\">Sign in\
          </button></form>",
         esc(next)
     );
-    page("Sign in", Section::None, false, &body)
+    page(base, "Sign in", Section::None, false, &body)
 }
 
 /// A page for a refusal or a failure, with what to do.
-pub(super) fn problem(title: &str, message: &str) -> String {
+pub(super) fn problem(base: &str, title: &str, message: &str) -> String {
     let body = format!(
-        "<h1>{}</h1><p class=\"notice error\">{}</p><p><a href=\"/ui\">Invocations</a></p>",
+        "<h1>{}</h1><p class=\"notice error\">{}</p><p><a href=\"{base}\">Invocations</a></p>",
         esc(title),
         esc(message)
     );
-    page(title, Section::None, false, &body)
+    page(base, title, Section::None, false, &body)
 }

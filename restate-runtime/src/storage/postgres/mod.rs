@@ -189,7 +189,9 @@ impl PostgresStorage {
                 // PostgreSQL 14 and later only.
                 let _ = client.batch_execute("SET idle_session_timeout = 0").await;
                 if read_only {
-                    // One snapshot for every read, held as long as the reader is open.
+                    // One snapshot for every read, held as long as the reader is open (no
+                    // transaction timeout: PostgreSQL 17 and later only).
+                    let _ = client.batch_execute("SET transaction_timeout = 0").await;
                     client
                         .batch_execute(
                             "SET idle_in_transaction_session_timeout = 0; \
