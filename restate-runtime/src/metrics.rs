@@ -1,12 +1,45 @@
 //! Prometheus metrics: counters the engine bumps as invocations move, and gauges read from the
 //! engine's state when `/metrics` is scraped.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::storage::CommitLatency;
+
+/// Keys whose queue depth is shown each (the deepest).
+pub(crate) const TOP_KEYS: usize = 10;
+
+/// An object or workflow key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabel {
+    service: String,
+    key: String,
+}
+
+/// The journal writer's commit durations, as a histogram it counted itself.
+#[derive(Debug)]
+struct CommitHistogram(CommitLatency);
+
+impl EncodeMetric for CommitHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder's +Inf bound is f64::MAX.
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .buckets()
+            .map(|(bound, n)| (if bound.is_finite() { bound } else { f64::MAX }, n))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds(), self.0.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResultLabel {
@@ -193,6 +226,8 @@ pub(crate) struct Snapshot {
     pub timers_pending: i64,
     pub timers_stored: i64,
     pub queued_on_keys: i64,
+    /// The deepest key queues: (service, key, invocations queued).
+    pub top_key_queues: Vec<(String, String, i64)>,
     pub key_lanes: i64,
     pub commits: u64,
     pub commit_batches: u64,
@@ -202,6 +237,7 @@ pub(crate) struct Snapshot {
     pub checkpoint_max_seconds: f64,
     pub checkpoint_wait_seconds: f64,
     pub commit_bytes: u64,
+    pub commit_latency: CommitLatency,
     pub queued_bytes: i64,
     pub held_input_bytes: i64,
 }
@@ -391,6 +427,20 @@ impl Metrics {
             "Invocations queued behind another on their key",
             gauge(snapshot.queued_on_keys),
         );
+        let top_keys = Family::<KeyLabel, Gauge>::default();
+        for (service, key, depth) in &snapshot.top_key_queues {
+            top_keys
+                .get_or_create(&KeyLabel {
+                    service: service.clone(),
+                    key: key.clone(),
+                })
+                .set(*depth);
+        }
+        registry.register(
+            "key_queue_depth_top",
+            "Invocations queued on each of the keys with the deepest queues (at most ten keys)",
+            top_keys,
+        );
         registry.register(
             "key_lanes",
             "Object and workflow keys held in memory: an exclusive invocation running or queued, \
@@ -406,6 +456,11 @@ impl Metrics {
             "journal_commits",
             "Durable journal transactions",
             counter(snapshot.commits),
+        );
+        registry.register(
+            "journal_commit_latency_seconds",
+            "How long journal commits took (the writer's append, sync and apply of one group)",
+            CommitHistogram(snapshot.commit_latency),
         );
         registry.register(
             "journal_commit_batches",

@@ -1,6 +1,7 @@
 //! Per-handler metrics on `/metrics`, read by a Prometheus text parser: invocations started,
 //! completed by result, retried and paused, labelled with the registered service and handler
-//! names, and a latency histogram whose buckets add up.
+//! names, and a latency histogram whose buckets add up; the journal's commit latencies as a
+//! histogram, and the deepest key queues by key.
 
 mod common;
 
@@ -121,5 +122,76 @@ async fn handlers_are_counted_and_timed_under_their_registered_names() {
     let all = buckets.last().unwrap();
     assert!(all.less_than.is_infinite());
     assert_eq!(all.count, 2.0);
+    drop(server.stop().await);
+}
+
+#[derive(Default)]
+pub struct Desk;
+
+#[object]
+impl Desk {
+    /// Holds its key a moment: later invocations on the key queue behind it.
+    #[handler]
+    async fn hold(&self, _ctx: ObjectContext<'_>, ms: u64) -> HandlerResult<()> {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Ok(())
+    }
+}
+
+async fn scrape(server: &TestServer) -> (Scrape, String) {
+    let text = reqwest::get(format!("{}/metrics", server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    (scrape, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_latencies_are_a_histogram_and_the_deepest_key_queues_are_named() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |b| b.bind(Desk)).await;
+    // Five on one key, one on another: the first key's queue is the deepest.
+    for _ in 0..5 {
+        let r = server.post("/Desk/busy/hold/send", json!(2_000)).await;
+        assert_eq!(r.status(), 202);
+    }
+    let r = server.post("/Desk/calm/hold/send", json!(1)).await;
+    assert_eq!(r.status(), 202);
+    common::wait_until(std::time::Duration::from_secs(30), || async {
+        let (scrape, _) = scrape(&server).await;
+        sample(
+            &scrape,
+            "restate_key_queue_depth_top",
+            &[("service", "Desk"), ("key", "busy")],
+        )
+        .is_some_and(|v| matches!(v, Value::Gauge(n) if *n >= 3.0))
+    })
+    .await;
+    let (scrape, text) = scrape(&server).await;
+    assert!(
+        sample(&scrape, "restate_key_queue_depth_top", &[("key", "calm")]).is_none(),
+        "an idle key is not listed: {text}"
+    );
+
+    let commits = counter(&scrape, "restate_journal_commits_total", &[]);
+    let Some(Value::Histogram(buckets)) =
+        sample(&scrape, "restate_journal_commit_latency_seconds", &[])
+    else {
+        panic!("no commit latency histogram in {text}");
+    };
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(
+        buckets
+            .windows(2)
+            .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+        "{buckets:?}"
+    );
+    let all = buckets.last().unwrap();
+    assert!(all.less_than.is_infinite());
+    assert!(all.count >= 1.0, "{buckets:?}");
+    // Every commit counted is in the histogram (scraped at the same moment).
+    assert_eq!(all.count, commits, "{text}");
     drop(server.stop().await);
 }

@@ -977,14 +977,22 @@ impl Engine {
         for f in self.inflight.lock().expect("inflight map").values() {
             *by_status.entry(f.state().record.status.name()).or_default() += 1;
         }
-        let (queued, key_lanes) = {
+        let (queued, key_lanes, mut top_keys) = {
             let lanes = self.lanes.lock().expect("lanes");
-            let queued = lanes
-                .values()
-                .map(|l| (l.waiting.len() + l.stored.len()) as i64)
-                .sum();
-            (queued, lanes.len() as i64)
+            let mut queued = 0;
+            let mut top = Vec::new();
+            for (scope, lane) in lanes.iter() {
+                let depth = (lane.waiting.len() + lane.stored.len()) as i64;
+                queued += depth;
+                if depth > 0 {
+                    top.push((scope.clone(), depth));
+                }
+            }
+            (queued, lanes.len() as i64, top)
         };
+        // The deepest queues only: one series per key would grow without bound.
+        top_keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.key.cmp(&b.0.key)));
+        top_keys.truncate(crate::metrics::TOP_KEYS);
         let stats = self.storage.writer_stats();
         crate::metrics::Snapshot {
             app_version: self.config.app_version.clone(),
@@ -993,6 +1001,10 @@ impl Engine {
             timers_pending: self.timers.len() as i64,
             timers_stored: self.storage.due_len().map_or(-1, |n| n as i64),
             queued_on_keys: queued,
+            top_key_queues: top_keys
+                .into_iter()
+                .map(|(scope, depth)| (scope.service, scope.key, depth))
+                .collect(),
             key_lanes,
             commits: stats.commits,
             commit_batches: stats.batches,
@@ -1002,6 +1014,7 @@ impl Engine {
             checkpoint_max_seconds: stats.checkpoint_max_micros as f64 / 1e6,
             checkpoint_wait_seconds: stats.checkpoint_wait_micros as f64 / 1e6,
             commit_bytes: stats.bytes,
+            commit_latency: stats.commit_latency,
             queued_bytes: stats.queued_bytes as i64,
             held_input_bytes: self.held_input.load(Ordering::Relaxed) as i64,
         }

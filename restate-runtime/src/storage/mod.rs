@@ -433,6 +433,63 @@ pub struct WriterStats {
     pub bytes: u64,
     /// Bytes submitted and not yet committed: above a bound, new work is refused.
     pub queued_bytes: u64,
+    /// How long each commit took, as a histogram.
+    pub commit_latency: CommitLatency,
+}
+
+/// Commit durations in buckets of doubling width, from 100 µs to about 3.3 s (and above), as
+/// a Prometheus histogram counts them.
+///
+/// ```
+/// let mut latency = restate_runtime::storage::CommitLatency::default();
+/// latency.observe(std::time::Duration::from_micros(150));
+/// let buckets: Vec<(f64, u64)> = latency.buckets().collect();
+/// assert_eq!((buckets[0], buckets[1]), ((0.0001, 0), (0.0002, 1)));
+/// assert_eq!(buckets.last(), Some(&(f64::INFINITY, 0)));
+/// assert_eq!((latency.count(), latency.sum_seconds()), (1, 0.00015));
+/// ```
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CommitLatency {
+    /// Commits per bucket (not cumulative), the last one for everything above.
+    counts: [u64; LATENCY_BUCKETS + 1],
+    sum_micros: u64,
+}
+
+/// Upper bounds: 100 µs · 2^i.
+const LATENCY_BUCKETS: usize = 16;
+
+impl CommitLatency {
+    /// Counts one commit that took `took`.
+    pub fn observe(&mut self, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = (0..LATENCY_BUCKETS)
+            .find(|i| micros <= 100 << i)
+            .unwrap_or(LATENCY_BUCKETS);
+        self.counts[bucket] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    /// Each bucket's upper bound in seconds (the last one infinite) and the commits that fell
+    /// in it (not cumulative).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.counts.iter().enumerate().map(|(i, count)| {
+            let bound = match i < LATENCY_BUCKETS {
+                true => (100u64 << i) as f64 / 1e6,
+                false => f64::INFINITY,
+            };
+            (bound, *count)
+        })
+    }
+
+    /// Commits counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Their total time, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros as f64 / 1e6
+    }
 }
 
 /// The interface between the engine and a store.

@@ -209,6 +209,7 @@ impl Writer {
                     s.batches += group.len() as u64;
                     s.bytes += bytes as u64;
                     s.commit_micros += started.elapsed().as_micros() as u64;
+                    s.commit_latency.observe(started.elapsed());
                 }
                 if let Err(e) = &result {
                     self.poison(format!("journal commit failed: {e}"));

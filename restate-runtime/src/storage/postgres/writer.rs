@@ -184,6 +184,7 @@ pub(super) async fn run(
                 stats.batches += group.len() as u64;
                 stats.bytes += bytes as u64;
                 stats.commit_micros += started.elapsed().as_micros() as u64;
+                stats.commit_latency.observe(started.elapsed());
                 drop(stats);
                 for batch in group {
                     shared.answer(batch, Ok(()));
