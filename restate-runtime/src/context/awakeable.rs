@@ -86,6 +86,14 @@ impl InvocationContext {
             wakes: false,
         };
         match self.engine.submit_awakeable(parsed, outcome, Some(own)) {
+            // Its invocation has not journaled it again since a crash: nothing was written,
+            // this entry neither; the attempt retries, by when the replay has.
+            Ok(submission) if submission.unjournaled => {
+                self.stop(Abort::Retry(format!(
+                    "awakeable {id} is not journaled yet (its invocation is being recovered)"
+                )));
+                Ok(None)
+            }
             Ok(submission) => Ok(Some(submission)),
             Err(e) => {
                 self.stop(Abort::Retry(format!("awakeable read failed: {e}")));

@@ -100,7 +100,12 @@ impl Engine {
         // published; the replay journals it again at the same index): not completed now, and
         // not to be answered as if it were.
         let unjournaled = known && !finished && current.is_none();
-        let mut completions: Vec<Completion> = resolver.into_iter().collect();
+        // Nor is a completing handler's own entry written then: it would record as done a
+        // completion that was dropped (its attempt retries instead).
+        let mut completions: Vec<Completion> = match unjournaled {
+            true => Vec::new(),
+            false => resolver.into_iter().collect(),
+        };
         if open {
             completing.insert(id);
             completions.push(Completion {

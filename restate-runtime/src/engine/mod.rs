@@ -1447,6 +1447,61 @@ mod tests {
         engine.shutdown();
     }
 
+    /// From a handler, the same completion writes nothing either: not the handler's own
+    /// entry, which would record as done a completion that was dropped (the handler's
+    /// attempt retries instead, and completes it once the entry is there).
+    #[tokio::test]
+    async fn a_handler_completing_an_awakeable_not_journaled_yet_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let waiting = InvocationId::random(9);
+        let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
+        engine
+            .storage
+            .submit(vec![WriteOp::put_new_invocation(waiting, &record)])
+            .await
+            .unwrap();
+        let awakeable = engine.awakeable_id(waiting, 0);
+        let resolver = InvocationId::random(11);
+        let own = || wake::Completion {
+            id: resolver,
+            index: 3,
+            entry: JournalEntry::CompleteAwakeable {
+                id: awakeable.to_string(),
+            },
+            wakes: false,
+        };
+        let value = Outcome::Success(b"\"early\"".to_vec());
+        let refused = engine
+            .submit_awakeable(awakeable, value.clone(), Some(own()))
+            .unwrap();
+        assert!(refused.unjournaled && refused.known);
+        refused.finish().await.unwrap();
+        assert!(engine.storage.journal(&resolver).unwrap().is_empty());
+        assert!(engine.storage.journal(&waiting).unwrap().is_empty());
+        // Once the replay journals it, the handler's retry completes it, with its own entry.
+        let open = JournalEntry::Awakeable { outcome: None };
+        engine
+            .storage
+            .submit(vec![WriteOp::put_journal(waiting, 0, &open)])
+            .await
+            .unwrap();
+        let done = engine
+            .submit_awakeable(awakeable, value.clone(), Some(own()))
+            .unwrap();
+        assert!(!done.unjournaled);
+        done.finish().await.unwrap();
+        assert_eq!(
+            engine.storage.journal(&resolver).unwrap(),
+            [(3, own().entry)]
+        );
+        let resolved = JournalEntry::Awakeable {
+            outcome: Some(value),
+        };
+        assert_eq!(engine.storage.journal(&waiting).unwrap(), [(0, resolved)]);
+        engine.shutdown();
+    }
+
     /// A kill can take an awakeable's entry after its id was handed out; restored, the
     /// invocation waits on disk (here: its service is gone from this build, so it never
     /// replays) while a completion arrives. It is refused as not journaled yet (retryable),
