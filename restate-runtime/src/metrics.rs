@@ -1,7 +1,9 @@
 //! Prometheus metrics: counters the engine bumps as invocations move, and gauges read from the
 //! engine's state when `/metrics` is scraped.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,8 +19,8 @@ pub(crate) const TOP_KEYS: usize = 10;
 /// An object or workflow key.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabel {
-    service: String,
-    key: String,
+    service: LabelValue,
+    key: LabelValue,
 }
 
 /// The journal writer's commit durations, as a histogram it counted itself.
@@ -51,10 +53,43 @@ pub(crate) struct StatusLabel {
     pub status: &'static str,
 }
 
+/// A label value that comes from outside the code (object keys, schedule ids, versions),
+/// escaped as the text format requires: prometheus-client writes values as they are, and a
+/// quote or a line break in a key would otherwise break the scrape or forge lines.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct LabelValue(String);
+
+impl From<&str> for LabelValue {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl From<String> for LabelValue {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The application version invocations were accepted under.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct VersionLabel {
-    pub version: String,
+    pub version: LabelValue,
 }
 
 /// A registered handler, by the names it is served under.
@@ -75,13 +110,13 @@ pub(crate) struct HandlerResultLabel {
 /// A schedule, by id.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ScheduleLabel {
-    pub schedule: String,
+    pub schedule: LabelValue,
 }
 
 impl ScheduleLabel {
     pub(crate) fn of(id: &str) -> Self {
         Self {
-            schedule: id.to_owned(),
+            schedule: id.into(),
         }
     }
 }
@@ -89,20 +124,20 @@ impl ScheduleLabel {
 /// A schedule and what became of a tick or a run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ScheduleOutcomeLabel {
-    pub schedule: String,
+    pub schedule: LabelValue,
     pub outcome: &'static str,
 }
 
 /// A rate limit, by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct LimiterLabel {
-    pub limiter: String,
+    pub limiter: LabelValue,
 }
 
 /// A debounced handler and what became of an arrival: `run` or `superseded`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DebounceLabel {
-    pub debouncer: String,
+    pub debouncer: LabelValue,
     pub verdict: &'static str,
 }
 
@@ -202,13 +237,13 @@ impl Metrics {
         self.schedule_next_fire.remove(&ScheduleLabel::of(id));
         for outcome in ["fired", "queued", "skipped"] {
             self.schedule_ticks.remove(&ScheduleOutcomeLabel {
-                schedule: id.to_owned(),
+                schedule: id.into(),
                 outcome,
             });
         }
         for outcome in ["succeeded", "failed"] {
             self.schedule_runs.remove(&ScheduleOutcomeLabel {
-                schedule: id.to_owned(),
+                schedule: id.into(),
                 outcome,
             });
         }
@@ -254,7 +289,7 @@ impl Metrics {
         let accepted = Family::<VersionLabel, Counter>::default();
         accepted
             .get_or_create(&VersionLabel {
-                version: snapshot.app_version.clone(),
+                version: snapshot.app_version.as_str().into(),
             })
             .inc_by(self.accepted.get());
         registry.register(
@@ -431,8 +466,8 @@ impl Metrics {
         for (service, key, depth) in &snapshot.top_key_queues {
             top_keys
                 .get_or_create(&KeyLabel {
-                    service: service.clone(),
-                    key: key.clone(),
+                    service: service.as_str().into(),
+                    key: key.as_str().into(),
                 })
                 .set(*depth);
         }
@@ -515,5 +550,29 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_outside_are_escaped() {
+        let mut registry = Registry::default();
+        let family = Family::<KeyLabel, Gauge>::default();
+        family
+            .get_or_create(&KeyLabel {
+                service: "S".into(),
+                key: "a\"}\nb\\".into(),
+            })
+            .set(1);
+        registry.register("q", "q", family);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"q{service="S",key="a\"}\nb\\"} 1"#),
+            "{text}"
+        );
     }
 }

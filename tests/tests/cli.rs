@@ -195,6 +195,31 @@ async fn the_webhooks_binary_lists_describes_and_kills_invocations_of_the_runnin
     assert_eq!(nobody.status.code(), Some(2));
     let usage = cli(&admin, Some(TOKEN), &untouched, &["invocations", "explode"]);
     assert_eq!(usage.status.code(), Some(2));
+    // A reader that stops early (`| head`) ends nothing badly.
+    let mut closed = Command::new(example_bin("webhooks"));
+    closed
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RESTATE_ADMIN_ADDR", &admin)
+        .env("RESTATE_ADMIN_TOKEN", TOKEN)
+        .args(["invocations", "list"])
+        .stdout(std::process::Stdio::piped());
+    let mut child = closed.spawn().unwrap();
+    drop(child.stdout.take());
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "a closed pipe is no failure"
+    );
+    // Help is the command line's, on standard output; the app's logs stay off it.
+    let help = cli(&admin, None, &untouched, &["--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("invocations") && help.contains("check-replay"),
+        "{help}"
+    );
+    assert!(!help.contains("webhook processor starting"), "{help}");
     assert!(!untouched.exists(), "no command opened a data folder");
     app.terminate();
 }

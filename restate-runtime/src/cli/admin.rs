@@ -49,8 +49,9 @@ impl AdminClient {
             Some(port) => format!("127.0.0.1:{port}"),
             None => addr,
         };
+        let addr = addr.trim_end_matches('/');
         let base = match addr.contains("://") {
-            true => addr.trim_end_matches('/').to_owned(),
+            true => addr.to_owned(),
             false => format!("http://{addr}"),
         };
         Self {

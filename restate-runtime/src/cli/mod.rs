@@ -118,16 +118,35 @@ struct Remote {
     json: bool,
 }
 
-/// Reads the arguments; `None` when they are not this command line's (help and errors are
-/// for [`RuntimeBuilder::main`] to print).
+/// Reads the arguments after the binary's name (help and errors are for
+/// [`RuntimeBuilder::main`] to print, under that name).
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::Error> {
-    Cli::try_parse_from(std::iter::once("app".to_owned()).chain(args))
+    let name = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "app".to_owned());
+    Cli::try_parse_from(std::iter::once(name).chain(args))
 }
 
-/// Whether the process was started to run a command (not to serve): arguments of the
-/// binary's own are not commands.
+/// The process's arguments after its name (lossily: a non-UTF-8 one is no command anyway).
+fn arguments() -> impl Iterator<Item = String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+}
+
+/// Whether the process was started to run a command or to print the help (not to serve):
+/// arguments of the binary's own are not commands.
 pub(crate) fn command_requested() -> bool {
-    parse(std::env::args().skip(1)).is_ok_and(|cli| cli.command.is_some())
+    match parse(arguments()) {
+        Ok(cli) => cli.command.is_some(),
+        Err(e) => matches!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ),
+    }
 }
 
 impl RuntimeBuilder {
@@ -157,7 +176,7 @@ impl RuntimeBuilder {
     /// }
     /// ```
     pub async fn main(self) -> ExitCode {
-        let cli = match parse(std::env::args().skip(1)) {
+        let cli = match parse(arguments()) {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = e.print();
@@ -281,12 +300,14 @@ fn answer(
     table: fn(&serde_json::Value) -> String,
 ) -> ExitCode {
     match answered {
-        Ok(value) if remote.json => {
-            println!("{value}");
-            ExitCode::SUCCESS
-        }
         Ok(value) => {
-            print!("{}", table(&value));
+            let shown = match remote.json {
+                true => format!("{value}\n"),
+                false => table(&value),
+            };
+            // A reader that stopped early (`| head`) is no failure: what it read was done.
+            use std::io::Write as _;
+            let _ = std::io::stdout().lock().write_all(shown.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => {

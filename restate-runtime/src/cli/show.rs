@@ -5,13 +5,20 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// A field as text ("" when absent or null; strings without quotes).
+/// A field as text ("" when absent or null; strings without quotes), control characters
+/// (a line break in a key, a terminal escape in an error) shown escaped.
 fn text(value: &Value, name: &str) -> String {
-    match value.get(name) {
-        None | Some(Value::Null) => String::new(),
+    let raw = match value.get(name) {
+        None | Some(Value::Null) => return String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
-    }
+    };
+    raw.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Rows under a header, each column as wide as its widest cell.

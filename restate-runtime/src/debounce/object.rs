@@ -318,7 +318,7 @@ fn verdict(
 
 fn count(ctx: &InvocationContext, name: &str, verdict: &'static str, n: u64) {
     let label = crate::metrics::DebounceLabel {
-        debouncer: name.to_owned(),
+        debouncer: name.into(),
         verdict,
     };
     ctx.engine

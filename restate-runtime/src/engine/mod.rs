@@ -977,22 +977,33 @@ impl Engine {
         for f in self.inflight.lock().expect("inflight map").values() {
             *by_status.entry(f.state().record.status.name()).or_default() += 1;
         }
-        let (queued, key_lanes, mut top_keys) = {
+        let (queued, key_lanes, top_keys) = {
             let lanes = self.lanes.lock().expect("lanes");
             let mut queued = 0;
-            let mut top = Vec::new();
+            let mut deepest: Vec<(i64, &StateScope)> = Vec::new();
             for (scope, lane) in lanes.iter() {
                 let depth = (lane.waiting.len() + lane.stored.len()) as i64;
                 queued += depth;
                 if depth > 0 {
-                    top.push((scope.clone(), depth));
+                    deepest.push((depth, scope));
                 }
             }
+            // The deepest queues only (a series per key would grow without bound), and only
+            // they are copied while the lanes are locked.
+            let order = |a: &(i64, &StateScope), b: &(i64, &StateScope)| {
+                b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key))
+            };
+            if deepest.len() > crate::metrics::TOP_KEYS {
+                deepest.select_nth_unstable_by(crate::metrics::TOP_KEYS, order);
+                deepest.truncate(crate::metrics::TOP_KEYS);
+            }
+            deepest.sort_by(order);
+            let top: Vec<(String, String, i64)> = deepest
+                .into_iter()
+                .map(|(depth, scope)| (scope.service.clone(), scope.key.clone(), depth))
+                .collect();
             (queued, lanes.len() as i64, top)
         };
-        // The deepest queues only: one series per key would grow without bound.
-        top_keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.key.cmp(&b.0.key)));
-        top_keys.truncate(crate::metrics::TOP_KEYS);
         let stats = self.storage.writer_stats();
         crate::metrics::Snapshot {
             app_version: self.config.app_version.clone(),
@@ -1001,10 +1012,7 @@ impl Engine {
             timers_pending: self.timers.len() as i64,
             timers_stored: self.storage.due_len().map_or(-1, |n| n as i64),
             queued_on_keys: queued,
-            top_key_queues: top_keys
-                .into_iter()
-                .map(|(scope, depth)| (scope.service, scope.key, depth))
-                .collect(),
+            top_key_queues: top_keys,
             key_lanes,
             commits: stats.commits,
             commit_batches: stats.batches,

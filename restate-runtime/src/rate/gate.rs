@@ -78,7 +78,9 @@ impl InvocationContext {
         let now = self.engine.now_ms();
         if plan.fresh {
             let metrics = self.engine.metrics();
-            let label = crate::metrics::LimiterLabel { limiter: plan.name };
+            let label = crate::metrics::LimiterLabel {
+                limiter: plan.name.into(),
+            };
             metrics.rate_waits.get_or_create(&label).inc();
             let waited = due_ms.saturating_sub(now) as f64 / 1000.0;
             metrics.rate_waited.get_or_create(&label).inc_by(waited);

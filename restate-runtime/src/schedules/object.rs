@@ -211,7 +211,7 @@ fn count(ctx: &InvocationContext, id: &str, outcome: &'static str) {
         .metrics()
         .schedule_ticks
         .get_or_create(&crate::metrics::ScheduleOutcomeLabel {
-            schedule: id.to_owned(),
+            schedule: id.into(),
             outcome,
         })
         .inc();
@@ -402,7 +402,7 @@ async fn finished(ctx: &InvocationContext, done: Finished) -> Result<(), Handler
         .metrics()
         .schedule_runs
         .get_or_create(&crate::metrics::ScheduleOutcomeLabel {
-            schedule: stored.spec.id.clone(),
+            schedule: stored.spec.id.as_str().into(),
             outcome: if outcome == RunOutcome::Failed {
                 "failed"
             } else {

@@ -381,11 +381,13 @@ fn id_of(key: &Key) -> InvocationId {
 
 impl Storage for MemoryStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
+        let started = std::time::Instant::now();
         let result = self.commit(&ops);
         match &result {
             Ok(()) => {
                 let mut stats = self.stats.lock().expect("stats lock");
                 stats.commits += 1;
+                stats.commit_latency.observe(started.elapsed());
                 stats.batches += 1;
                 stats.bytes += ops.iter().map(WriteOp::size).sum::<usize>() as u64;
             }

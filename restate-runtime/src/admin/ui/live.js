@@ -1,5 +1,6 @@
 // Live pages: every few seconds, while the tab is visible and no field has the focus, the
-// page is fetched again and its main part replaced (same origin, same cookie).
+// page is fetched again and its live part replaced (same origin, same cookie): the results,
+// not a form someone may be filling in.
 (function () {
   var main = document.getElementById("main");
   var every = main && Number(main.dataset.live);
@@ -12,8 +13,14 @@
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html) return;
-        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("main");
-        if (fresh) main.innerHTML = fresh.innerHTML;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var part = document.getElementById("live");
+        var freshPart = fresh.getElementById("live");
+        if (part && freshPart) {
+          part.innerHTML = freshPart.innerHTML;
+        } else if (fresh.getElementById("main")) {
+          main.innerHTML = fresh.getElementById("main").innerHTML;
+        }
       })
       .catch(function () {});
   }, every);

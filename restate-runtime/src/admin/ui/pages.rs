@@ -84,7 +84,7 @@ pub(super) fn invocations(listing: &Listing<'_>) -> String {
         }
         body.push_str("</label>");
     }
-    body.push_str("<button type=\"submit\">Filter</button></form>");
+    body.push_str("<button type=\"submit\">Filter</button></form><div id=\"live\">");
     if let Some(error) = &listing.error {
         let _ = write!(body, "<p class=\"notice error\">{}</p>", esc(error));
     }
@@ -134,6 +134,7 @@ pub(super) fn invocations(listing: &Listing<'_>) -> String {
             esc(&href.join("&"))
         );
     }
+    body.push_str("</div>");
     page(base, "Invocations", Section::Invocations, true, &body)
 }
 
