@@ -181,6 +181,15 @@ impl Store {
     fn folders() -> Self {
         Self::Folders(tempfile::tempdir().unwrap())
     }
+
+    /// Tells apart what the two runs of a test publish in this process's statics (they run
+    /// at the same time).
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Folders(_) => "folder",
+        }
+    }
 }
 
 /// Runs each test on either store.
@@ -337,7 +346,7 @@ async fn a_promise_resolved_after_a_restart_wakes_its_workflow(store: Store) {
 
 async fn an_awakeable_resolved_after_a_restart_wakes_its_handler(store: Store) {
     for (n, wait) in RESTART_AFTER.into_iter().enumerate() {
-        let tag = format!("a{n}");
+        let tag = format!("{}-a{n}", store.name());
         let (t, effects) = runtime(&store).await;
         let id = t
             .handle()

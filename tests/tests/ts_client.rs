@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{App, describe_run, require_tool, run_for};
+use support::{App, describe_run, npm_ci, require_tool, run_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_compat_app");
 
@@ -30,16 +30,7 @@ async fn restate_typescript_client_works_against_the_server() {
     let dir = client_dir();
 
     let started = Instant::now();
-    let mut npm_ci = Command::new("npm");
-    npm_ci
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir);
-    let result = run_for(npm_ci, Duration::from_secs(300)).await;
-    assert!(
-        !result.1 && result.0.status.success(),
-        "{}",
-        describe_run("`npm ci` in tests/ts-client", &result)
-    );
+    npm_ci(&dir).await;
     println!("npm ci took {:?}", started.elapsed());
 
     let data = tempfile::tempdir().unwrap();

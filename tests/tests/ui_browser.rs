@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{App, describe_run, example_bin, poll, require_tool, run_for};
+use support::{App, describe_run, example_bin, npm_ci, poll, require_tool, run_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -118,16 +118,7 @@ async fn a_user_finds_a_sign_up_by_its_key_reads_its_journal_and_cancels_it() {
         "It installs playwright-core (pinned in tests/ui-browser).",
     );
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-browser");
-    let mut npm_ci = Command::new("npm");
-    npm_ci
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&driver);
-    let installed = run_for(npm_ci, Duration::from_secs(300)).await;
-    assert!(
-        !installed.1 && installed.0.status.success(),
-        "{}",
-        describe_run("`npm ci` in tests/ui-browser", &installed)
-    );
+    npm_ci(&driver).await;
 
     let dir = tempfile::tempdir().unwrap();
     let env = [("RESTATE_SUSPEND_AFTER", "100ms".to_owned())];

@@ -1455,13 +1455,10 @@ mod tests {
         engine.shutdown();
     }
 
-    /// From a handler, the same completion writes nothing either: not the handler's own
-    /// entry, which would record as done a completion that was dropped (the handler's
-    /// attempt retries instead, and completes it once the entry is there).
-    #[tokio::test]
-    async fn a_handler_completing_an_awakeable_not_journaled_yet_records_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = engine(dir.path());
+    /// An engine on `dir` with one invocation restored but never replayed (its service is
+    /// gone from this build), which journaled nothing yet.
+    async fn restored_of_a_gone_service(dir: &std::path::Path) -> (Engine, InvocationId) {
+        let engine = engine(dir);
         let waiting = InvocationId::random(9);
         let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
         engine
@@ -1469,6 +1466,16 @@ mod tests {
             .submit(vec![WriteOp::put_new_invocation(waiting, &record)])
             .await
             .unwrap();
+        (engine, waiting)
+    }
+
+    /// From a handler, the same completion writes nothing either: not the handler's own
+    /// entry, which would record as done a completion that was dropped (the handler's
+    /// attempt retries instead, and completes it once the entry is there).
+    #[tokio::test]
+    async fn a_handler_completing_an_awakeable_not_journaled_yet_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, waiting) = restored_of_a_gone_service(dir.path()).await;
         let awakeable = engine.awakeable_id(waiting, 0);
         let resolver = InvocationId::random(11);
         let own = || wake::Completion {
@@ -1517,14 +1524,7 @@ mod tests {
     #[tokio::test]
     async fn an_awakeable_completed_before_its_entry_is_journaled_is_refused_until_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine(dir.path());
-        let waiting = InvocationId::random(9);
-        let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
-        engine
-            .storage
-            .submit(vec![WriteOp::put_new_invocation(waiting, &record)])
-            .await
-            .unwrap();
+        let (engine, waiting) = restored_of_a_gone_service(dir.path()).await;
         let awakeable = engine.awakeable_id(waiting, 0).to_string();
         let value = Outcome::Success(b"\"early\"".to_vec());
         let refused = engine.complete_awakeable(&awakeable, value.clone()).await;

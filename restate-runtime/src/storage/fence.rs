@@ -9,7 +9,6 @@
 //! to the store, answered): the process dies at its next step that would make anything
 //! durable, and counts as dead at once.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
@@ -145,12 +144,7 @@ impl Files for FencedFiles {
 
     fn open_store(&self, builder: &Builder, path: &Path) -> Result<Database, DatabaseError> {
         self.fence.durable_step(self.epoch)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = super::files::open_data_file(path)?;
         let backend = FencedBackend {
             inner: FileBackend::new(file)?,
             fence: self.fence.clone(),

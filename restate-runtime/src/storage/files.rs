@@ -34,15 +34,20 @@ pub(super) trait LogFile: Send {
 /// The real file system.
 pub(super) struct OsFiles;
 
+/// Opens `path` for reading and writing, creating it if missing, keeping what it holds.
+pub(super) fn open_data_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 impl Files for OsFiles {
     fn open_log(&self, path: &Path) -> io::Result<(Box<dyn LogFile>, bool)> {
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_data_file(path)?;
         Ok((Box::new(file), !existed))
     }
 

@@ -340,6 +340,19 @@ pub fn require_tool(tool: &str, why: &str) -> String {
     }
 }
 
+/// `npm ci` in `dir` (a folder of this package with a lockfile), failing the test with
+/// npm's output if it fails.
+pub async fn npm_ci(dir: &Path) {
+    let mut npm = Command::new("npm");
+    npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    let result = run_for(npm, Duration::from_secs(300)).await;
+    assert!(
+        !result.1 && result.0.status.success(),
+        "{}",
+        describe_run(&format!("`npm ci` in {}", dir.display()), &result)
+    );
+}
+
 /// Runs `cmd` to completion, killing it after `timeout`; returns its output and whether it
 /// timed out.
 pub async fn run_for(mut cmd: Command, timeout: Duration) -> (Output, bool) {
