@@ -124,6 +124,13 @@ async fn the_pages_show_invocations_their_journal_state_and_services() {
     assert!(state.contains("items") && state.contains("pen"), "{state}");
     assert!(state.contains("&lt;k&amp;1&gt;") && !state.contains("<k&1>"));
 
+    let slash = client()
+        .get(format!("{}/ui/", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slash.status(), 303);
+    assert_eq!(slash.headers()["location"], "../ui");
     let (status, services) = page(&s, "/ui/services").await;
     assert_eq!(status, 200);
     for shown in ["Shop", "order", "quick", "Cart", "add", "retention 1h"] {

@@ -80,7 +80,13 @@ pub(crate) fn router(
         .route("/rate-limits/{name}", get(rate_limits::get))
         .with_state(state.clone());
     let ui = ui::router(state, token.as_deref());
-    crate::bearer::require(routes, token, "admin", "/health").nest("/ui", ui)
+    crate::bearer::require(routes, token, "admin", "/health")
+        .nest("/ui", ui)
+        // Typed with a slash: relative, so that it also holds under a nesting prefix.
+        .route(
+            "/ui/",
+            get(|| async { axum::response::Redirect::to("../ui") }),
+        )
 }
 
 /// For an admin listener on loopback: refuses requests whose `Host` is not a loopback name
