@@ -85,6 +85,26 @@ impl Clock {
         }
     }
 
+    /// The moment the clock reads `at_ms`, as a [`Deadline`]: on the wall clock an instant
+    /// that many ms from now (taken again on every wait, so a step of the system time is
+    /// followed).
+    pub(crate) fn deadline_at_ms(&self, at_ms: u64) -> Deadline {
+        match self {
+            Self::System => {
+                self.deadline_after(Duration::from_millis(at_ms.saturating_sub(now_ms())))
+            }
+            Self::Virtual(_) => Deadline::Virtual(at_ms),
+        }
+    }
+
+    /// Whether `deadline` has come.
+    pub(crate) fn reached(&self, deadline: Deadline) -> bool {
+        match deadline {
+            Deadline::Monotonic(at) => tokio::time::Instant::now() >= at,
+            Deadline::Virtual(at_ms) => self.now_ms() >= at_ms,
+        }
+    }
+
     /// Completes once `deadline` has come.
     pub(crate) async fn sleep_until(&self, deadline: Deadline) {
         match (self, deadline) {
@@ -102,6 +122,18 @@ pub(crate) enum Deadline {
     Monotonic(tokio::time::Instant),
     /// Milliseconds on the virtual clock.
     Virtual(u64),
+}
+
+impl Deadline {
+    /// The earlier of two deadlines of one clock.
+    pub(crate) fn min(self, other: Deadline) -> Deadline {
+        match (self, other) {
+            (Self::Monotonic(a), Self::Monotonic(b)) => Self::Monotonic(a.min(b)),
+            (Self::Virtual(a), Self::Virtual(b)) => Self::Virtual(a.min(b)),
+            // Deadlines of two clocks: none of one engine's.
+            (mine, _) => mine,
+        }
+    }
 }
 
 /// A clock that stands still until [`VirtualClock::set`] moves it. It knows every pending

@@ -32,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// The largest answer read: a remote that sends more is refused, not buffered.
-const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Another process's services, called through its ingress with the same generated clients
 /// as in-process: `HttpIngress::new(url).client::<Greeter>()`. A second Rust program can call
@@ -311,7 +311,7 @@ impl HttpIngress {
 
 /// The error an answer carries (Restate's `{"code","message"}` body, with `"metadata"` when
 /// the handler's terminal error had some).
-fn error_body(status: StatusCode, body: &[u8]) -> TerminalError {
+pub(crate) fn error_body(status: StatusCode, body: &[u8]) -> TerminalError {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         code: Option<u16>,

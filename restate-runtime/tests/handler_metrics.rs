@@ -92,13 +92,7 @@ async fn handlers_are_counted_and_timed_under_their_registered_names() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let text = reqwest::get(format!("{}/metrics", server.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let (scrape, text) = scrape(&server).await;
     let shop = |handler| [("service", "Shop"), ("handler", handler)];
     let done = "restate_handler_invocations_completed_total";
     let with_result = |handler, result| {

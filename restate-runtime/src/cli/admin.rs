@@ -89,29 +89,31 @@ impl AdminClient {
         let answered = tokio::time::timeout(TIMEOUT, async {
             let response = self.http.request(request).await?;
             let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
+            // Bounded as `HttpIngress` bounds its answers: nothing is buffered without end.
+            let body =
+                http_body_util::Limited::new(response.into_body(), crate::remote::MAX_ANSWER_BYTES)
+                    .collect()
+                    .await?
+                    .to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
         })
         .await
         .map_err(|_| unreachable(format!("no answer within {}s", TIMEOUT.as_secs())))?
         .map_err(|e| unreachable(e.to_string()))?;
         let (status, body) = answered;
-        let value: Value = match body.is_empty() {
-            true => Value::Object(Default::default()),
-            false => serde_json::from_slice(&body)
-                .map_err(|e| unreachable(format!("the answer is not JSON ({e})")))?,
-        };
-        if status.is_success() {
-            return Ok(value);
+        if !status.is_success() {
+            // The API's error document, or whatever text a proxy in between answered.
+            let refused = crate::remote::error_body(status, &body);
+            return Err(AdminError::Refused {
+                status: status.as_u16(),
+                message: refused.message().to_owned(),
+            });
         }
-        let message = value
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| value.to_string(), str::to_owned);
-        Err(AdminError::Refused {
-            status: status.as_u16(),
-            message,
-        })
+        match body.is_empty() {
+            true => Ok(Value::Object(Default::default())),
+            false => serde_json::from_slice(&body)
+                .map_err(|e| unreachable(format!("the answer is not JSON ({e})"))),
+        }
     }
 }
 

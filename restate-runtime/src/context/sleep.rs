@@ -70,12 +70,12 @@ impl InvocationContext {
                 if self.replay_ends() {
                     return std::future::pending().await;
                 }
+                // One timer per wait: the earlier of the wake-up and the suspension delay.
+                let next = clock.deadline_at_ms(wake_at_ms).min(suspend_at);
                 tokio::select! {
-                    // Polled first: a sleep due when the suspension delay ends is done.
-                    biased;
-                    _ = clock.sleep_until_ms(wake_at_ms) => {}
-                    _ = clock.sleep_until(suspend_at) => {
-                        if clock.now_ms() < wake_at_ms {
+                    _ = clock.sleep_until(next) => {
+                        // A sleep due when the suspension delay ends is done, not suspended.
+                        if clock.now_ms() < wake_at_ms && clock.reached(suspend_at) {
                             self.suspend_after_siblings().await;
                             return std::future::pending().await;
                         }

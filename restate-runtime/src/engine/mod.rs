@@ -1469,6 +1469,16 @@ mod tests {
         (engine, waiting)
     }
 
+    /// What the replay of `waiting` journals: its awakeable 0, open.
+    async fn journal_open_awakeable(engine: &Engine, waiting: InvocationId) {
+        let open = JournalEntry::Awakeable { outcome: None };
+        engine
+            .storage
+            .submit(vec![WriteOp::put_journal(waiting, 0, &open)])
+            .await
+            .unwrap();
+    }
+
     /// From a handler, the same completion writes nothing either: not the handler's own
     /// entry, which would record as done a completion that was dropped (the handler's
     /// attempt retries instead, and completes it once the entry is there).
@@ -1495,12 +1505,7 @@ mod tests {
         assert!(engine.storage.journal(&resolver).unwrap().is_empty());
         assert!(engine.storage.journal(&waiting).unwrap().is_empty());
         // Once the replay journals it, the handler's retry completes it, with its own entry.
-        let open = JournalEntry::Awakeable { outcome: None };
-        engine
-            .storage
-            .submit(vec![WriteOp::put_journal(waiting, 0, &open)])
-            .await
-            .unwrap();
+        journal_open_awakeable(&engine, waiting).await;
         let done = engine
             .submit_awakeable(awakeable, value.clone(), Some(own()))
             .unwrap();
@@ -1537,12 +1542,7 @@ mod tests {
         );
         assert!(engine.storage.journal(&waiting).unwrap().is_empty());
         // The replay journals it again: the retry completes it, with its wake-up.
-        let open = JournalEntry::Awakeable { outcome: None };
-        engine
-            .storage
-            .submit(vec![WriteOp::put_journal(waiting, 0, &open)])
-            .await
-            .unwrap();
+        journal_open_awakeable(&engine, waiting).await;
         engine
             .complete_awakeable(&awakeable, value.clone())
             .await

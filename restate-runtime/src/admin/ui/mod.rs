@@ -253,25 +253,15 @@ async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let given = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
-    let mut filter = InvocationFilter::default();
-    if let Some(v) = given("service") {
-        filter = filter.service(v);
-    }
-    if let Some(v) = given("handler") {
-        filter = filter.handler(v);
-    }
-    if let Some(v) = given("key") {
-        filter = filter.key(v);
-    }
-    if let Some(v) = given("status") {
-        filter = filter.status(v);
-    }
-    if let Some(v) = given("version") {
-        filter = filter.version(v);
-    }
-    if let Some(v) = given("reason") {
-        filter = filter.reason(v);
-    }
+    // The API's filters, read as `GET /invocations` reads them; a field left empty in the
+    // form is no filter.
+    let given_fields: serde_json::Map<String, Value> = query
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let filter: InvocationFilter =
+        serde_json::from_value(Value::Object(given_fields)).unwrap_or_default();
     let mut services: Vec<String> = state
         .engine
         .registry()
