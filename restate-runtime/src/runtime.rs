@@ -959,7 +959,10 @@ impl Runtime {
     /// ingress's `/restate/health` answers 503, and no attempt starts (invocations due, woken
     /// or called wait, durably, for [`undrain`](Self::undrain) or the next process). Attempts
     /// running now finish, fail or suspend; the status is [`ready`](DrainStatus::ready) once
-    /// none runs. The admin API's `PATCH /drain` does the same.
+    /// none runs. On a shared database (PostgreSQL) the process then also releases its lease:
+    /// another process takes the invocations over at once, not after `RESTATE_LEASE_TTL`
+    /// (this one commits what it still writes until then; `GET /drain` shows `lease`). The
+    /// admin API's `PATCH /drain` does the same.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -972,11 +975,16 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn drain(&self) -> DrainStatus {
-        self.engine.drain.set(true)
+        match self.engine.set_draining(true) {
+            Ok(status) => status,
+            Err(_) => self.engine.drain.status(),
+        }
     }
 
     /// Ends a drain: new invocations are accepted again and the attempts held back start
-    /// (`PATCH /undrain`).
+    /// (`PATCH /undrain`); on a shared database the lease is held again. A process whose
+    /// released lease another process took meanwhile stays drained (its status says
+    /// `draining`; `PATCH /undrain` answers 409): it has nothing left to run.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -987,7 +995,10 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn undrain(&self) -> DrainStatus {
-        self.engine.drain.set(false)
+        match self.engine.set_draining(false) {
+            Ok(status) => status,
+            Err(_) => self.engine.drain.status(),
+        }
     }
 
     /// Whether this process drains and how many attempts run (`GET /drain`).

@@ -500,3 +500,127 @@ async fn a_concurrency_limit_holds_across_processes_and_a_failover() {
         "the standby took over"
     );
 }
+
+/// `GET /drain` of one process, as JSON.
+async fn drain_status(client: &reqwest::Client, admin: &str) -> serde_json::Value {
+    let r = client.get(format!("{admin}/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The deploy recipe on PostgreSQL: the owner is drained while its attempts run; they finish
+/// there, then it releases its lease and the standby (the next version) takes the database
+/// over at once, long before the lease's 120 s would have expired. The drained process runs
+/// nothing more and refuses to undrain; everything acknowledged by either process completes,
+/// and new work goes through the new owner.
+#[tokio::test]
+async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "120s".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(drain_status(&client, &first.admin).await["lease"], "held");
+    assert_eq!(drain_status(&client, &second.admin).await["lease"], "none");
+    // Slow attempts, acknowledged by both processes, run by the owner.
+    let mut acknowledged = Vec::new();
+    for i in 0..8u64 {
+        let r = client
+            .post(format!(
+                "{}/Waits/busy/send",
+                [&first.ingress, &second.ingress][i as usize % 2]
+            ))
+            .header("idempotency-key", format!("slow-{i}"))
+            .json(&1_500u64)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        acknowledged.push(body["invocationId"].as_str().unwrap().to_owned());
+    }
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), first.admin.clone());
+        async move { drain_status(&client, &admin).await["running_attempts"] != 0 }
+    })
+    .await;
+
+    let r = client
+        .patch(format!("{}/drain", first.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status["draining"], true);
+    let r = client
+        .post(format!("{}/Waits/busy/send", first.ingress))
+        .json(&1u64)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "a draining process accepts no new work");
+    // Ready: no attempt runs, and the lease is free or taken.
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), first.admin.clone());
+        async move { drain_status(&client, &admin).await["ready"] == true }
+    })
+    .await;
+    // Stays so: no attempt starts while drained, and a free lease is only ever taken.
+    let ready = drain_status(&client, &first.admin).await;
+    assert_eq!(ready["running_attempts"], 0, "{ready}");
+    assert!(
+        ready["lease"] == "released" || ready["lease"] == "handed over",
+        "{ready}"
+    );
+    // The standby took over at once: a new epoch, well within the lease's 120 s.
+    poll(Duration::from_secs(30), || {
+        let epoch = cluster().query(&url, "SELECT epoch::text FROM restate_lease");
+        std::future::ready(epoch.unwrap() == vec![vec![Some("2".to_owned())]])
+    })
+    .await;
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), second.admin.clone());
+        async move { drain_status(&client, &admin).await["lease"] == "held" }
+    })
+    .await;
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), first.admin.clone());
+        async move { drain_status(&client, &admin).await["lease"] == "handed over" }
+    })
+    .await;
+    let r = client
+        .patch(format!("{}/undrain", first.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "undrained after a hand-over");
+    assert!(r.text().await.unwrap().contains("restart"));
+    assert_eq!(drain_status(&client, &first.admin).await["draining"], true);
+
+    all_complete(&second.ingress, &acknowledged).await;
+    let mut late = Vec::new();
+    for i in 0..10 {
+        late.push(
+            send_busy(&client, &second.ingress, &format!("late-{i}"))
+                .await
+                .expect("the new owner accepts"),
+        );
+    }
+    all_complete(&second.ingress, &late).await;
+    assert!(
+        first.terminate().success(),
+        "the drained process stops cleanly"
+    );
+    assert!(send_busy(&client, &second.ingress, "after").await.is_some());
+}

@@ -6,24 +6,36 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::engine::{DrainStatus, Engine};
+use crate::ingress::ApiError;
 
-fn report(status: DrainStatus) -> Response {
+/// `ready`: stopping the process now interrupts no attempt, and on a shared database its lease
+/// is free for another process (`lease`: `none`, `held`, `releasing`, `released`,
+/// `handed over`).
+fn report(engine: &Engine, status: DrainStatus) -> Response {
+    let lease = engine.lease();
     axum::Json(json!({
         "draining": status.draining,
         "running_attempts": status.running_attempts,
-        "ready": status.ready(),
+        "lease": lease.as_str(),
+        "ready": status.ready() && lease.settled(),
     }))
     .into_response()
 }
 
 pub(super) async fn start(State(engine): State<Engine>) -> Response {
-    report(engine.drain.set(true))
+    match engine.set_draining(true) {
+        Ok(status) => report(&engine, status),
+        Err(e) => ApiError::ingress(409, e.to_string()).into_response(),
+    }
 }
 
 pub(super) async fn stop(State(engine): State<Engine>) -> Response {
-    report(engine.drain.set(false))
+    match engine.set_draining(false) {
+        Ok(status) => report(&engine, status),
+        Err(e) => ApiError::ingress(409, e.to_string()).into_response(),
+    }
 }
 
 pub(super) async fn status(State(engine): State<Engine>) -> Response {
-    report(engine.drain.status())
+    report(&engine, engine.drain.status())
 }

@@ -4,12 +4,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, futures::Notified, watch};
 
 /// Whether this process drains, and how many attempts run.
 pub(crate) struct Drain {
     draining: watch::Sender<bool>,
     running: AtomicUsize,
+    /// Notified when the last running attempt ends.
+    idle: Notify,
 }
 
 /// Where a drain stands, as `GET /drain` and [`Runtime::drain`](crate::Runtime::drain) report
@@ -40,7 +42,9 @@ pub(crate) struct Running<'a>(&'a Drain);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, SeqCst);
+        if self.0.running.fetch_sub(1, SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -49,6 +53,7 @@ impl Default for Drain {
         Self {
             draining: watch::channel(false).0,
             running: AtomicUsize::new(0),
+            idle: Notify::new(),
         }
     }
 }
@@ -65,6 +70,11 @@ impl Drain {
             draining: self.is_draining(),
             running_attempts: self.running.load(SeqCst),
         }
+    }
+
+    /// Resolves at the next moment no attempt runs (after it was created).
+    pub(crate) fn idle(&self) -> Notified<'_> {
+        self.idle.notified()
     }
 
     pub(crate) fn is_draining(&self) -> bool {

@@ -405,7 +405,12 @@ pub(super) async fn apply_inbox(engine: Engine) {
     };
     let mut arrived = signals.inbox;
     let mut shutdown = engine.shutdown_signal();
+    let ownership = engine.storage.ownership();
     loop {
+        // Handed over to another process (after a drain): the inbox is its to apply.
+        if !*ownership.borrow() {
+            return;
+        }
         // Forwarded work waits on disk, not in memory, while this process has too much to
         // do: the bounds that refuse new work from its own ingress hold it back.
         while engine.admit_input(0).is_err() || engine.storage.admit_new_work().is_err() {

@@ -8,6 +8,7 @@ mod drain;
 mod end_sends;
 mod execute;
 mod forward;
+mod handover;
 mod inflight;
 mod injected;
 mod journal;
@@ -314,6 +315,8 @@ pub(crate) struct EngineInner {
     tasks: tasks::Tasks,
     /// Whether attempts may start, and how many run.
     pub(crate) drain: drain::Drain,
+    /// A drained process's lease on a shared database.
+    handover: handover::Handover,
 }
 
 /// Cheap handle to the engine.
@@ -387,6 +390,7 @@ impl Engine {
             shared_store,
             tasks: tasks::Tasks::current(config_activity),
             drain: drain::Drain::default(),
+            handover: handover::Handover::default(),
         }))
     }
 
@@ -398,6 +402,9 @@ impl Engine {
         self.tasks.spawn(purge_loop(self.clone()));
         self.tasks.spawn(forward::apply_inbox(self.clone()));
         self.active.store(true, Ordering::Release);
+        if self.shared_store {
+            self.tasks.spawn(self.clone().watch_handover());
+        }
         Ok(())
     }
 

@@ -597,6 +597,17 @@ pub trait Storage: Send + Sync + 'static {
     fn ownership(&self) -> tokio::sync::watch::Receiver<bool> {
         tokio::sync::watch::channel(true).1
     }
+    /// Leaves this process's lease on a shared database free for another process to take
+    /// over at once (`true`: a drained process hands its invocations over), or holds it again
+    /// (`false`); resolves once a transaction recorded the change. Until another process takes
+    /// the lease this one goes on committing; once one has, [`ownership`](Self::ownership)
+    /// turns `false` and writes are refused. A store of one process has no lease to release.
+    fn release_lease(&self, release: bool) -> CommitWaiter {
+        let _ = release;
+        let (done, rx) = oneshot::channel();
+        let _ = done.send(Ok(()));
+        CommitWaiter::new(rx)
+    }
     /// Writes `message` for `id` durably into the inbox of `id`'s partition, for its owner
     /// (a store of one process never forwards: it refuses). An [`InboxMessage::Invoke`] for an
     /// invocation that exists already, stored or forwarded, writes nothing and says so, in

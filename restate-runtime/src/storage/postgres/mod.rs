@@ -106,7 +106,6 @@ impl Default for PostgresOptions {
 pub struct PostgresStorage {
     runtime: BackendRuntime,
     reads: Reads,
-    owner: watch::Receiver<bool>,
     signals: Signals,
     /// Messages on their way to the owner's inbox ([`forwarder`]).
     outgoing: mpsc::UnboundedSender<forwarder::Outgoing>,
@@ -152,6 +151,7 @@ impl PostgresStorage {
             queued: AtomicUsize::new(0),
             unanswered: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            owner: watch::channel(false).0,
         });
         let connect = {
             let (config, shared) = (config.clone(), shared.clone());
@@ -236,7 +236,6 @@ impl PostgresStorage {
             return Ok(Self {
                 runtime,
                 reads: Reads::Snapshot(Arc::new(client)),
-                owner: watch::channel(false).1,
                 signals,
                 outgoing,
                 queue: Mutex::new(None),
@@ -273,7 +272,7 @@ impl PostgresStorage {
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
-        let (owner_tx, owner) = watch::channel(lease.is_some());
+        shared.owner.send_replace(lease.is_some());
         let ttl = options.lease_ttl;
         runtime.spawn(async move {
             // A standby takes the lease over as soon as the owner is gone or its lease expired;
@@ -294,7 +293,7 @@ impl PostgresStorage {
                 "this process runs the database's invocations"
             );
             let run = writer::run(client, rx, supervised.clone(), max_group_bytes, lease);
-            owner_tx.send_replace(true);
+            supervised.owner.send_replace(true);
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                 supervised.poison("the PostgreSQL writer panicked".into());
             }
@@ -302,7 +301,6 @@ impl PostgresStorage {
         Ok(Self {
             runtime,
             reads: Reads::Pool(reads),
-            owner,
             signals,
             outgoing,
             queue: Mutex::new(Some(queue)),
@@ -792,7 +790,24 @@ impl Storage for PostgresStorage {
     }
 
     fn ownership(&self) -> watch::Receiver<bool> {
-        self.owner.clone()
+        self.shared.owner.subscribe()
+    }
+
+    fn release_lease(&self, release: bool) -> CommitWaiter {
+        let (done, rx) = oneshot::channel();
+        let waiter = CommitWaiter::new(rx);
+        let queue = self.queue.lock().expect("queue lock");
+        let sent = match queue.as_ref() {
+            Some(queue) if *self.shared.owner.borrow() => {
+                queue.send(Message::Release(release, done)).map_err(|e| e.0)
+            }
+            _ => Err(Message::Release(release, done)),
+        };
+        if let Err(Message::Release(_, done)) = sent {
+            // A standby holds no lease, and a closed store writes nothing: nothing to release.
+            let _ = done.send(Ok(()));
+        }
+        waiter
     }
 
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
@@ -865,7 +880,7 @@ impl Storage for PostgresStorage {
         let Some(queue) = self.queue.lock().expect("queue lock").take() else {
             return;
         };
-        if !*self.owner.borrow() {
+        if !*self.shared.owner.borrow() {
             // A standby has no writer, and nothing queued: it submits nothing.
             return;
         }

@@ -451,6 +451,83 @@ async fn an_idle_owner_keeps_its_lease_and_a_taken_over_one_commits_nothing() {
     assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
 }
 
+/// A drained owner releases its lease: a write after the release still commits (and leaves
+/// the lease free), a second process takes it over at once although the lease is far from
+/// expired, and the first one then commits nothing, its ownership gone and its store not
+/// failed (a hand-over is not a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_is_taken_over_at_once_and_its_old_owner_commits_nothing() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
+    owner.submit(vec![set("n", b"1")]).await.unwrap();
+    owner.release_lease(true).await.unwrap();
+    // Committed between the release and a takeover: the lease stays free.
+    owner.submit(vec![set("n", b"2")]).await.unwrap();
+    let url2 = url.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        PostgresStorage::open(&url2, &with_lease(60_000, Some(10_000)))
+    })
+    .await
+    .unwrap()
+    .expect("the released lease is taken within 10 s, not after its 60 s");
+    assert!(*next.ownership().borrow());
+    let mut ownership = owner.ownership();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ownership.wait_for(|owner| !*owner),
+    )
+    .await
+    .expect("the old owner sees the hand-over")
+    .unwrap();
+    let refused = owner.submit(vec![set("n", b"3")]).await;
+    let Err(StorageError::Backend(reason)) = refused else {
+        panic!("a process that handed its lease over committed: {refused:?}");
+    };
+    assert!(reason.contains("took the database over"), "{reason}");
+    assert!(
+        owner.failure().borrow().is_none(),
+        "a hand-over is no failure"
+    );
+    assert!(owner.release_lease(false).await.is_ok(), "nothing to hold");
+    assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"2".to_vec()));
+    next.submit(vec![set("n", b"4")]).await.unwrap();
+}
+
+/// Released, then held again (an undrain) before anyone took it: the lease is renewed, and
+/// another process waits for it as for any live owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_again_after_a_release_is_not_taken() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
+    owner.release_lease(true).await.unwrap();
+    let free = cluster()
+        .query(
+            &url,
+            "SELECT (expires_at < clock_timestamp())::text FROM restate_lease",
+        )
+        .unwrap();
+    assert_eq!(free, vec![vec![Some("true".to_owned())]], "released");
+    owner.release_lease(false).await.unwrap();
+    let url2 = url.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        PostgresStorage::open(&url2, &with_lease(60_000, Some(600)))
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(second, Err(OpenError::Locked { .. })),
+        "a lease held again was taken"
+    );
+    owner.submit(vec![set("n", b"1")]).await.unwrap();
+    assert!(*owner.ownership().borrow());
+}
+
 /// The database stops answering the writer (its server process frozen, as behind a network
 /// partition): the writer gives up within the lease's length instead of hanging while
 /// another process may take over.

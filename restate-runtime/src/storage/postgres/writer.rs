@@ -20,6 +20,10 @@ use super::{FINISHED_CHANNEL, Param, pg_error};
 /// What the storage handle hands the writer.
 pub(super) enum Message {
     Batch(Batch),
+    /// Leave the lease expired from the next transaction on (`true`: a drained process lets
+    /// another take over at once) or renew it again (`false`); answered once a transaction
+    /// with the new length committed.
+    Release(bool, oneshot::Sender<Result<(), StorageError>>),
     /// Commit everything queued before, then stop and say so.
     Close(std::sync::mpsc::Sender<()>),
 }
@@ -40,6 +44,8 @@ pub(super) struct Shared {
     pub(super) unanswered: AtomicUsize,
     /// Closed: writes are refused, and the writer's connection may end.
     pub(super) closed: AtomicBool,
+    /// This process runs the database's invocations: its writer holds the lease.
+    pub(super) owner: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -121,24 +127,33 @@ pub(super) async fn run(
     let statements = match Statements::prepare(&client, lease).await {
         Ok(statements) => statements,
         Err(e) => {
-            shared.poison(format!(
-                "preparing the writer's statements failed: {}",
-                pg_error(&e)
-            ));
-            return refuse_all(queue, &shared).await;
+            let reason = format!("preparing the writer's statements failed: {}", pg_error(&e));
+            shared.poison(reason.clone());
+            return refuse_all(queue, &shared, StorageError::Poisoned(reason)).await;
         }
     };
-    // Every transaction renews the lease; an idle writer renews it with an empty one.
+    // Every transaction renews the lease; an idle writer renews it with an empty one. A
+    // released lease is left expired, and the writer looks more often whether another
+    // process has taken it.
     let renew_every = Duration::from_millis(lease.ttl_ms.max(3) as u64 / 3);
+    let mut released = false;
     let mut closing = None;
     while closing.is_none() {
-        let first = match tokio::time::timeout(renew_every, queue.recv()).await {
+        let idle = if released {
+            renew_every.min(RELEASED_CHECK)
+        } else {
+            renew_every
+        };
+        let first = match tokio::time::timeout(idle, queue.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => return,
             Err(_idle) => {
                 if shared.poisoned().is_none()
-                    && let Err(e) = committed(&client, &statements, Vec::new()).await
+                    && let Err(e) = committed(&client, &statements, released, Vec::new()).await
                 {
+                    if released && let Some(epoch) = taken_over(&client, lease).await {
+                        return handed_over(queue, &shared, epoch).await;
+                    }
                     let reason = format!("renewing the lease failed: {e}");
                     tracing::error!(%reason, "nothing is acknowledged from now on");
                     shared.poison(reason);
@@ -147,57 +162,60 @@ pub(super) async fn run(
             }
         };
         let mut group = Vec::new();
+        let mut release = None;
         match first {
             Message::Batch(batch) => group.push(batch),
+            Message::Release(on, ack) => release = Some((on, ack)),
             Message::Close(ack) => closing = Some(ack),
         }
         let mut bytes = group.first().map_or(0, |b| b.bytes);
-        while closing.is_none() && bytes < max_group_bytes {
+        while closing.is_none() && release.is_none() && bytes < max_group_bytes {
             match queue.try_recv() {
                 Ok(Message::Batch(batch)) => {
                     bytes += batch.bytes;
                     group.push(batch);
                 }
+                Ok(Message::Release(on, ack)) => release = Some((on, ack)),
                 Ok(Message::Close(ack)) => closing = Some(ack),
                 Err(_) => break,
             }
         }
-        if group.is_empty() {
-            break;
-        }
-        if let Some(reason) = shared.poisoned() {
-            for batch in group {
-                shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
+        if let Some((on, ack)) = release {
+            // The batches before the change commit with the lease as it was.
+            if !group.is_empty()
+                && let Some(epoch) =
+                    commit_group(&client, &statements, released, group, bytes, &shared).await
+            {
+                let _ = ack.send(Err(handover_error(epoch)));
+                return handed_over(queue, &shared, epoch).await;
+            }
+            match shared.poisoned() {
+                Some(reason) => {
+                    let _ = ack.send(Err(StorageError::Poisoned(reason)));
+                }
+                None => match committed(&client, &statements, on, Vec::new()).await {
+                    Ok(()) => {
+                        released = on;
+                        let _ = ack.send(Ok(()));
+                    }
+                    Err(e) => {
+                        if released && let Some(epoch) = taken_over(&client, lease).await {
+                            let _ = ack.send(Err(handover_error(epoch)));
+                            return handed_over(queue, &shared, epoch).await;
+                        }
+                        let _ = ack.send(Err(e));
+                    }
+                },
             }
             continue;
         }
-        let started = Instant::now();
-        // The operations move into the statements: their bytes are not copied again.
-        let ops = group
-            .iter_mut()
-            .flat_map(|b| std::mem::take(&mut b.ops))
-            .collect();
-        match committed(&client, &statements, ops).await {
-            Ok(()) => {
-                let mut stats = shared.stats.lock().expect("stats lock");
-                stats.commits += 1;
-                stats.batches += group.len() as u64;
-                stats.bytes += bytes as u64;
-                stats.commit_micros += started.elapsed().as_micros() as u64;
-                stats.commit_latency.observe(started.elapsed());
-                drop(stats);
-                for batch in group {
-                    shared.answer(batch, Ok(()));
-                }
-            }
-            Err(e) => {
-                let reason = format!("journal commit failed: {e}");
-                tracing::error!(%reason, "PostgreSQL commit failed; nothing is acknowledged from now on");
-                shared.poison(reason.clone());
-                for batch in group {
-                    shared.answer(batch, Err(StorageError::Backend(reason.clone())));
-                }
-            }
+        if group.is_empty() {
+            break;
+        }
+        if let Some(epoch) =
+            commit_group(&client, &statements, released, group, bytes, &shared).await
+        {
+            return handed_over(queue, &shared, epoch).await;
         }
     }
     if let Some(ack) = closing {
@@ -205,13 +223,103 @@ pub(super) async fn run(
     }
 }
 
+/// How often a writer whose lease is released looks whether another process took it over.
+const RELEASED_CHECK: Duration = Duration::from_millis(200);
+
+/// Commits one group and answers its batches; `Some(epoch)` when it was refused because
+/// another process took the released lease over (then the batches are answered so).
+async fn commit_group(
+    client: &Client,
+    statements: &Statements,
+    released: bool,
+    mut group: Vec<Batch>,
+    bytes: usize,
+    shared: &Shared,
+) -> Option<i64> {
+    if let Some(reason) = shared.poisoned() {
+        for batch in group {
+            shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
+        }
+        return None;
+    }
+    let started = Instant::now();
+    // The operations move into the statements: their bytes are not copied again.
+    let ops = group
+        .iter_mut()
+        .flat_map(|b| std::mem::take(&mut b.ops))
+        .collect();
+    match committed(client, statements, released, ops).await {
+        Ok(()) => {
+            let mut stats = shared.stats.lock().expect("stats lock");
+            stats.commits += 1;
+            stats.batches += group.len() as u64;
+            stats.bytes += bytes as u64;
+            stats.commit_micros += started.elapsed().as_micros() as u64;
+            stats.commit_latency.observe(started.elapsed());
+            drop(stats);
+            for batch in group {
+                shared.answer(batch, Ok(()));
+            }
+            None
+        }
+        Err(e) => {
+            if released && let Some(epoch) = taken_over(client, statements.lease).await {
+                for batch in group {
+                    shared.answer(batch, Err(handover_error(epoch)));
+                }
+                return Some(epoch);
+            }
+            let reason = format!("journal commit failed: {e}");
+            tracing::error!(%reason, "PostgreSQL commit failed; nothing is acknowledged from now on");
+            shared.poison(reason.clone());
+            for batch in group {
+                shared.answer(batch, Err(StorageError::Backend(reason.clone())));
+            }
+            None
+        }
+    }
+}
+
+/// The epoch of the process that took the lease over from `lease`, if one did: after a
+/// release that is a hand-over, not a failure.
+async fn taken_over(client: &Client, lease: Lease) -> Option<i64> {
+    let row = client
+        .query_opt("SELECT epoch FROM restate_lease WHERE id = 0", &[])
+        .await
+        .ok()??;
+    let epoch: i64 = row.get(0);
+    (epoch != lease.epoch).then_some(epoch)
+}
+
+fn handover_error(epoch: i64) -> StorageError {
+    StorageError::Backend(format!(
+        "this process released its lease (drained) and another process took the database \
+         over (epoch {epoch}); it writes nothing more"
+    ))
+}
+
+/// After a hand-over: this process no longer runs the database's invocations, and every
+/// write is refused, until the queue closes.
+async fn handed_over(queue: mpsc::UnboundedReceiver<Message>, shared: &Shared, epoch: i64) {
+    tracing::info!(
+        epoch,
+        "another process took over the lease this one released; this one runs nothing more"
+    );
+    shared.owner.send_replace(false);
+    refuse_all(queue, shared, handover_error(epoch)).await
+}
+
 /// Answers whatever is queued with the failure, until the queue closes.
-async fn refuse_all(mut queue: mpsc::UnboundedReceiver<Message>, shared: &Shared) {
+async fn refuse_all(
+    mut queue: mpsc::UnboundedReceiver<Message>,
+    shared: &Shared,
+    error: StorageError,
+) {
     while let Some(message) = queue.recv().await {
         match message {
-            Message::Batch(batch) => {
-                let reason = shared.poisoned().unwrap_or_default();
-                shared.answer(batch, Err(StorageError::Poisoned(reason)));
+            Message::Batch(batch) => shared.answer(batch, Err(error.clone())),
+            Message::Release(_, ack) => {
+                let _ = ack.send(Err(error.clone()));
             }
             Message::Close(ack) => {
                 let _ = ack.send(());
@@ -227,10 +335,11 @@ async fn refuse_all(mut queue: mpsc::UnboundedReceiver<Message>, shared: &Shared
 async fn committed(
     client: &Client,
     statements: &Statements,
+    released: bool,
     ops: Vec<WriteOp>,
 ) -> Result<(), StorageError> {
     let patience = Duration::from_millis(statements.lease.ttl_ms as u64);
-    tokio::time::timeout(patience, commit(client, statements, ops))
+    tokio::time::timeout(patience, commit(client, statements, released, ops))
         .await
         .unwrap_or_else(|_| {
             Err(StorageError::Backend(format!(
@@ -253,9 +362,10 @@ const _: () = assert!(fold::ALL.len() + 4 <= 30);
 async fn commit(
     client: &Client,
     statements: &Statements,
+    released: bool,
     ops: Vec<WriteOp>,
 ) -> Result<(), StorageError> {
-    let done = pipeline(client, statements, ops).await;
+    let done = pipeline(client, statements, released, ops).await;
     if done.is_err() {
         // Ends a transaction left open by a failure before the `COMMIT` was sent.
         let _ = client.batch_execute("ROLLBACK").await;
@@ -266,14 +376,18 @@ async fn commit(
 async fn pipeline(
     client: &Client,
     statements: &Statements,
+    released: bool,
     ops: Vec<WriteOp>,
 ) -> Result<(), StorageError> {
     let lease = statements.lease;
+    // A released lease is fenced all the same, but left expired (a negative length): any
+    // other process may take it over between two transactions.
+    let ttl_ms = if released { -1 } else { lease.ttl_ms };
     let mut pending: Vec<Step<'_>> = vec![
         (&statements.begin, Vec::new()),
         (
             &statements.fence,
-            vec![Box::new(lease.epoch), Box::new(lease.ttl_ms)],
+            vec![Box::new(lease.epoch), Box::new(ttl_ms)],
         ),
     ];
     let mut folded = Fold::default();
