@@ -61,6 +61,7 @@ mod replay;
 mod runtime;
 mod schedules;
 pub mod storage;
+mod telemetry;
 pub mod testing;
 pub mod webhook;
 
@@ -216,18 +217,37 @@ pub use restate_macros::handler;
 /// (default `info`). Call it once at the start of `main`; it does nothing if a subscriber is
 /// already set.
 ///
+/// With the `otel` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set (for example
+/// `http://localhost:4318`), it also exports traces over OTLP (http/protobuf): a span per
+/// invocation attempt, with child spans for its runs, calls, sends, sleeps and waits, in the
+/// trace of the request that started the invocation (its W3C `traceparent` header), across
+/// suspensions and restarts. The standard `OTEL_*` variables apply (`OTEL_SERVICE_NAME`,
+/// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_TRACES_EXPORTER=none`...).
+///
 /// ```
 /// restate_runtime::init_tracing();
 /// ```
 pub fn init_tracing() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
     // A command's report is its standard output: its logs go to standard error.
-    let _ = match cli::command_requested() {
-        true => logs.with_writer(std::io::stderr).try_init(),
-        false => logs.try_init(),
+    let logs = tracing_subscriber::fmt::layer();
+    let logs = match cli::command_requested() {
+        true => logs
+            .with_writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+                std::io::stderr,
+            ))
+            .boxed(),
+        false => logs.boxed(),
     };
+    // The log filter is the log layer's own: spans it leaves out may still be exported.
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    #[cfg(feature = "otel")]
+    let registry = registry.with(telemetry::layer());
+    let _ = registry.try_init();
 }
 
 /// The README's examples, compiled as doc tests.

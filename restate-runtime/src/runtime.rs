@@ -1253,6 +1253,9 @@ impl Runtime {
             webhook_server
         );
         self.shutdown();
+        // The last attempts' spans, before the process ends.
+        #[cfg(feature = "otel")]
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
         result.map(|_| ()).map_err(ServeError::Io)
     }
 

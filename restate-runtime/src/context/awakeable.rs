@@ -2,6 +2,7 @@
 //! `/restate/a/{id}/resolve|reject`, or from another handler). The first completion wins.
 
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
 
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
@@ -10,6 +11,7 @@ use crate::engine::{AwakeableSubmission, Completion};
 use crate::error::TerminalError;
 use crate::ids::AwakeableId;
 use crate::storage::{JournalEntry, Outcome};
+use crate::telemetry;
 
 impl InvocationContext {
     pub(crate) fn awakeable<T: DeserializeOwned>(
@@ -29,6 +31,7 @@ impl InvocationContext {
         String,
         impl Future<Output = Result<T, TerminalError>> + Send + '_,
     ) {
+        let mut span = tracing::Span::none();
         let ok = match self.replayed(index) {
             Some(JournalEntry::Awakeable { .. }) => true,
             Some(other) => {
@@ -36,9 +39,11 @@ impl InvocationContext {
                 false
             }
             None if self.replay_ends() => false,
-            None => self
-                .journal(index, JournalEntry::Awakeable { outcome: None }, Vec::new())
-                .is_some(),
+            None => {
+                span = telemetry::step_span("awakeable", &index);
+                self.journal(index, JournalEntry::Awakeable { outcome: None }, Vec::new())
+                    .is_some()
+            }
         };
         let id = self.engine.awakeable_id(self.id(), index).to_string();
         let wait = async move {
@@ -52,7 +57,8 @@ impl InvocationContext {
                 })
                 .await;
             outcome_to_result(outcome)
-        };
+        }
+        .instrument(span);
         (id, wait)
     }
 

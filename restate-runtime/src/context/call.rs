@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::{Instrument, Span};
+
 use super::durable::DurableFuture;
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
@@ -12,6 +14,7 @@ use crate::engine::{EngineError, Inflight, Submission};
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
 use crate::storage::{JournalEntry, Outcome, Target, WriteOp};
+use crate::telemetry;
 
 impl InvocationContext {
     /// Calls a handler and waits for its result. The call is journaled now, the result when
@@ -34,14 +37,20 @@ impl InvocationContext {
             let outcome = match plan {
                 CallPlan::Done(outcome) => outcome,
                 // The callee's completion fills in the entry (and resumes us if suspended).
-                CallPlan::Wait => {
-                    self.await_entry(index, |e| match e {
-                        JournalEntry::Call {
-                            outcome: Some(o), ..
-                        } => Some(o.clone()),
-                        _ => None,
-                    })
-                    .await
+                CallPlan::Wait(span) => {
+                    let outcome = self
+                        .await_entry(index, |e| match e {
+                            JournalEntry::Call {
+                                outcome: Some(o), ..
+                            } => Some(o.clone()),
+                            _ => None,
+                        })
+                        .instrument(span.clone())
+                        .await;
+                    if let Outcome::Failure { message, .. } = &outcome {
+                        telemetry::record_error(&span, message);
+                    }
+                    outcome
                 }
                 CallPlan::Stopped => return std::future::pending().await,
             };
@@ -67,7 +76,9 @@ impl InvocationContext {
 
 enum CallPlan {
     Done(Outcome),
-    Wait,
+    /// Wait for the callee's outcome, in the call's span (none for a call replayed from the
+    /// journal: its span belongs to the attempt that made it).
+    Wait(Span),
     Stopped,
 }
 
@@ -87,7 +98,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
                         outcome: None,
                     };
                     ctx.forward_outcome(index, invocation_id, pending);
-                    CallPlan::Wait
+                    CallPlan::Wait(Span::none())
                 }
             },
             other => {
@@ -119,10 +130,13 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         ));
         return CallPlan::Done(outcome);
     }
-    let req = match parts.into_invoke(None) {
+    let span = telemetry::step_span("call", &target);
+    let mut req = match parts.into_invoke(None) {
         Ok(req) => req,
         Err(e) => return CallPlan::Done(Outcome::failure(&e)),
     };
+    // The callee's attempts are children of this call, in this trace.
+    telemetry::propagate(&span, &mut req.headers);
     let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
         Ok(s) => s,
         // A target this binary cannot invoke fails the call for good; a store that failed or
@@ -183,7 +197,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             if forward {
                 ctx.forward_outcome(index, id, entry);
             }
-            CallPlan::Wait
+            CallPlan::Wait(span)
         }
         None => {
             if let Some(inflight) = launch {
@@ -236,8 +250,13 @@ fn send_from_handler(
         return ctx.id();
     }
     let target = parts.target.clone();
+    let span = telemetry::step_span("send", &target);
     let submitted = parts
         .into_invoke(delay)
+        .map(|mut req| {
+            telemetry::propagate(&span, &mut req.headers);
+            req
+        })
         .map_err(|e| e.to_string())
         .and_then(|req| ctx.engine.submit(req, None).map_err(|e| e.to_string()));
     let submitted = match submitted {

@@ -1,6 +1,7 @@
 //! Durable promises in workflow handlers: wait for one, peek at one, complete one.
 
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
 
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
@@ -8,6 +9,7 @@ use crate::codec::{decode_json, encode_json};
 use crate::engine::Completion;
 use crate::error::TerminalError;
 use crate::storage::{JournalEntry, Outcome, WriteOp};
+use crate::telemetry;
 
 impl InvocationContext {
     /// Looks at a promise and journals what `record` makes of it, under the promise lock (see
@@ -37,6 +39,7 @@ impl InvocationContext {
         name: &str,
     ) -> impl Future<Output = Result<T, TerminalError>> + Send + '_ {
         let index = self.take_index();
+        let mut span = tracing::Span::none();
         let ok = match self.replayed(index) {
             Some(JournalEntry::GetPromise { name: n, outcome }) if n == name => {
                 if outcome.is_none() {
@@ -62,6 +65,7 @@ impl InvocationContext {
             None if self.replay_ends() => false,
             None => self
                 .with_promise(name, Some(index), |outcome| {
+                    span = telemetry::step_span("promise", &name);
                     // A waiter is recorded with its entry, so a completion after a restart
                     // finds it.
                     let extra = match outcome {
@@ -95,6 +99,7 @@ impl InvocationContext {
                 .await;
             outcome_to_result(outcome)
         }
+        .instrument(span)
     }
 
     pub(crate) fn peek_promise<T: DeserializeOwned>(

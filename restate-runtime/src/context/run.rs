@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
 
 use super::invocation::{Abort, InvocationContext};
 use crate::codec::{decode_json, encode_json};
@@ -13,6 +14,7 @@ use crate::engine::RunFault;
 use crate::error::{HandlerResult, TerminalError};
 use crate::registry::RetryPolicy;
 use crate::storage::{JournalEntry, Outcome};
+use crate::telemetry;
 
 /// A journaled side effect, built by `ctx.run(..)`; configure it, then `.await` it.
 ///
@@ -251,7 +253,7 @@ where
     }
 }
 
-async fn execute<'a, F, Fut, T>(mut run: Run<'a, F, Fut, T>, index: u32) -> Result<T, TerminalError>
+async fn execute<'a, F, Fut, T>(run: Run<'a, F, Fut, T>, index: u32) -> Result<T, TerminalError>
 where
     F: FnMut() -> Fut + Send + 'a,
     Fut: Future<Output = HandlerResult<T>> + Send + 'a,
@@ -277,6 +279,23 @@ where
     if ctx.deliver_cancel(index, || cancelled) {
         return Err(TerminalError::new_with_code(409, "cancelled"));
     }
+    let span = telemetry::step_span("run", &run.name);
+    let result = perform(run, index).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        telemetry::record_error(&span, e.message());
+    }
+    result
+}
+
+/// Runs the closure of a step the journal does not hold yet (retried in place by its
+/// policy), and journals its result.
+async fn perform<'a, F, Fut, T>(mut run: Run<'a, F, Fut, T>, index: u32) -> Result<T, TerminalError>
+where
+    F: FnMut() -> Fut + Send + 'a,
+    Fut: Future<Output = HandlerResult<T>> + Send + 'a,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let ctx = run.ctx;
     let mut failures = 0u32;
     let result: Result<T, TerminalError> = loop {
         let injected = ctx.engine.config().injected.as_ref();

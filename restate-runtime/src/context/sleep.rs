@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::invocation::InvocationContext;
 use crate::clock::millis;
 use crate::error::TerminalError;
 use crate::storage::JournalEntry;
+use crate::telemetry;
 
 impl InvocationContext {
     /// Journals the wake-up time (or reads it back on replay) and sleeps until then; a long
@@ -24,6 +27,7 @@ impl InvocationContext {
         index: u32,
         duration: Duration,
     ) -> impl Future<Output = Result<(), TerminalError>> + Send + '_ {
+        let mut span = tracing::Span::none();
         let wake_at_ms =
             match self.replay_as(index, "sleep", |e| matches!(e, JournalEntry::Sleep { .. })) {
                 Ok(Some(JournalEntry::Sleep {
@@ -31,6 +35,7 @@ impl InvocationContext {
                 })) => Err(true),
                 Ok(Some(JournalEntry::Sleep { wake_at_ms, .. })) => Ok(wake_at_ms),
                 Ok(_) => {
+                    span = telemetry::step_span("sleep", &format_args!("{duration:?}"));
                     let wake_at_ms = self.engine.now_ms().saturating_add(millis(duration));
                     let entry = JournalEntry::Sleep {
                         wake_at_ms,
@@ -84,6 +89,7 @@ impl InvocationContext {
                 }
             }
         }
+        .instrument(span)
     }
 }
 

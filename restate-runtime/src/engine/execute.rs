@@ -14,6 +14,7 @@ use crate::error::TerminalError;
 use crate::filter::PauseReason;
 use crate::registry::OnMaxAttempts;
 use crate::storage::Outcome;
+use crate::telemetry;
 
 /// How one attempt ended.
 enum Attempt {
@@ -37,6 +38,20 @@ impl Attempt {
             Abort::Suspend { seen, wake_at_ms } => Self::Suspend { seen, wake_at_ms },
             // Only a replay check's engine stops there, and it runs no attempts.
             Abort::ReplayEnds => Self::Shutdown,
+        }
+    }
+
+    /// What became of the attempt, for its span, and the error if it failed.
+    fn describe(&self) -> (&'static str, Option<String>) {
+        match self {
+            Self::Success(_) => ("success", None),
+            Self::Terminal(e) => ("failure", Some(e.message().to_owned())),
+            Self::Retry(reason) => ("retry", Some(reason.clone())),
+            Self::Pause(reason) => ("paused", Some(reason.clone())),
+            Self::Lost(reason) => ("lost", Some(reason.clone())),
+            Self::Suspend { .. } => ("suspended", None),
+            Self::Killed => ("killed", None),
+            Self::Shutdown => ("stopped", None),
         }
     }
 }
@@ -86,11 +101,18 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 // Killed while a drain held it back.
                 return complete(&engine, &inflight, super::control::killed()).await;
             };
-            inflight.state().record.attempts += 1;
+            let span = {
+                let mut state = inflight.state();
+                state.record.attempts += 1;
+                let record = &state.record;
+                telemetry::attempt_span(&inflight.id, &target, record.attempts, &record.headers)
+            };
             let ctx = InvocationContext::new(engine.clone(), inflight.clone());
             let attempt = {
-                let handler = AssertUnwindSafe(service.invoke(&target.handler, &ctx, input.clone()))
-                    .catch_unwind();
+                let handler = service
+                    .invoke(&target.handler, &ctx, input.clone())
+                    .instrument(span.clone());
+                let handler = AssertUnwindSafe(handler).catch_unwind();
                 tokio::select! {
                     result = handler => match result {
                         Ok(Ok(output)) => Attempt::Success(output),
@@ -126,6 +148,11 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 }
                 attempt => attempt,
             };
+            if !span.is_disabled() {
+                let (outcome, error) = attempt.describe();
+                telemetry::record_outcome(&span, outcome, error.as_deref());
+            }
+            drop(span);
             match attempt {
                 Attempt::Success(output) => {
                     let outcome = ctx.ending(Outcome::Success(output.to_vec()));

@@ -5,11 +5,13 @@ use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::{ApiError, IngressState, read_body, response};
 use crate::engine::InvokeRequest;
 use crate::registry::{HandlerDefinition, HandlerKind, InputShape};
 use crate::storage::Target;
+use crate::telemetry;
 
 /// Headers not forwarded to the handler.
 const DROPPED_HEADERS: [&str; 4] = [
@@ -81,7 +83,7 @@ pub(crate) async fn invoke(
     check_input(definition, content_type.as_deref(), &body)?;
     // Credentials and signatures are checked above and never stored: handlers see the same
     // headers on every attempt, and a journal read leaks no secret.
-    let headers = headers
+    let mut headers: Vec<_> = headers
         .into_iter()
         .filter(|(name, _)| {
             !state
@@ -98,6 +100,8 @@ pub(crate) async fn invoke(
             "this process is draining and starts no new invocation: retry after Retry-After",
         ));
     }
+    // The client's trace context is this span's parent, and the span the invocation's.
+    let span = telemetry::ingress_span(&target, &mut headers);
     let request = InvokeRequest {
         target,
         input: body,
@@ -105,13 +109,17 @@ pub(crate) async fn invoke(
         idempotency_key,
         delay,
     };
-    if send {
-        let (id, status, at) = engine.send(request).await?;
-        Ok(response::accepted(id, status, at))
-    } else {
-        let (id, done, replayed) = engine.call(request).await?;
-        Ok(response::completed(id, &done, replayed))
+    async move {
+        if send {
+            let (id, status, at) = engine.send(request).await?;
+            Ok(response::accepted(id, status, at))
+        } else {
+            let (id, done, replayed) = engine.call(request).await?;
+            Ok(response::completed(id, &done, replayed))
+        }
     }
+    .instrument(span)
+    .await
 }
 
 fn parse_delay(query: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {

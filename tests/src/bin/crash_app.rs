@@ -266,6 +266,32 @@ impl Chaos {
     }
 }
 
+/// `journey(tag)` makes one step of each kind, for the traces test: a run, a call, a send, a
+/// short sleep, an awakeable whose id it appends to `STEPS_FILE` as `traced <tag> <id>` (it
+/// suspends there until resolved over HTTP), then one more run.
+#[derive(Default)]
+pub struct Traced;
+
+#[service]
+impl Traced {
+    #[handler]
+    async fn journey(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        ctx.run(|| async { Ok(()) }).name("before").await?;
+        let waits = ctx.client::<Waits>();
+        waits.busy(1).call().await?;
+        waits.busy(2).send();
+        ctx.sleep(Duration::from_millis(5)).await?;
+        let (id, resolved) = ctx.awakeable::<String>();
+        let line = format!("traced {tag} {id}");
+        ctx.run(|| async { Ok(append(&line)?) })
+            .name("announce")
+            .await?;
+        let value = resolved.await?;
+        ctx.run(|| async { Ok(()) }).name("after").await?;
+        Ok(value)
+    }
+}
+
 /// The n-ary combinators and typed handles, each decision journaled: `all` (1 + 2), `race`
 /// (3 either way), `unordered` (1 + 2), an `or_timeout` that times out (1), and a handle's
 /// `attach` and `output` (1 each): 12 in all.

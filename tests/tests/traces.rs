@@ -1,0 +1,278 @@
+//! Traces over OTLP (http/protobuf) to a receiver in this test: an invocation started with a
+//! W3C `traceparent` is one trace from the ingress through each attempt and every step it made,
+//! across a suspension and a SIGKILL with a restart; its callees (a call and a send) are in it
+//! too, each under the step that made it; steps replayed from the journal are not traced twice.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use support::{App, lines, poll};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// What the receiver got: each span with its resource's `service.name`.
+type Received = Arc<Mutex<Vec<(String, Span)>>>;
+
+/// An OTLP/HTTP receiver on a loopback port: decodes every export request it is sent.
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let store = store.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("an OTLP export");
+                let mut store = store.lock().unwrap();
+                for resource in request.resource_spans {
+                    let service = resource
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.name")
+                        .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+                        .unwrap_or_default();
+                    for scope in resource.scope_spans {
+                        store.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+}
+
+/// The spans received so far in trace `trace_id` (hex).
+fn in_trace(received: &Received, trace_id: &str) -> Vec<Span> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| hex(&s.trace_id) == trace_id)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The one span named `name` among `spans`.
+fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "spans named {name:?}: {}", names(spans));
+    found[0]
+}
+
+fn names(spans: &[Span]) -> String {
+    spans
+        .iter()
+        .map(|s| format!("{} ({})", s.name, hex(&s.span_id)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a str> {
+    let mut names: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a_restart() {
+    let (endpoint, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+        ("OTEL_SERVICE_NAME", "traced-app".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("RESTATE_SUSPEND_AFTER", "50ms".to_owned()),
+    ];
+    let data = dir.path().join("data");
+    let first = App::start(BIN, &data, &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{}/Traced/journey/send", first.ingress))
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
+        .json(&"t1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Suspended on the awakeable: the first attempt's span has ended, and is exported.
+    poll(Duration::from_secs(30), || {
+        let attempts = in_trace(&received, TRACE_ID);
+        std::future::ready(attempts.iter().any(|s| {
+            s.name == "Traced/journey"
+                && attribute(s, "restate.outcome").as_deref() == Some("suspended")
+        }))
+    })
+    .await;
+    let awakeable = lines(&steps)
+        .iter()
+        .find_map(|l| l.strip_prefix("traced t1 ").map(str::to_owned))
+        .expect("the awakeable announced");
+
+    first.kill();
+    let second = App::start(BIN, &data, &env).await;
+    let r = client
+        .post(format!(
+            "{}/restate/awakeables/{awakeable}/resolve",
+            second.ingress
+        ))
+        .json(&"resolved")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = client
+        .get(format!("{}/restate/invocation/{id}/attach", second.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<String>().await.unwrap(), "resolved");
+    poll(Duration::from_secs(30), || {
+        let spans = in_trace(&received, TRACE_ID);
+        std::future::ready(spans.iter().any(|s| {
+            s.name == "Traced/journey"
+                && attribute(s, "restate.outcome").as_deref() == Some("success")
+        }))
+    })
+    .await;
+
+    let spans = in_trace(&received, TRACE_ID);
+    let ingress = one(&spans, "ingress Traced/journey");
+    assert_eq!(
+        hex(&ingress.parent_span_id),
+        CLIENT_SPAN,
+        "the client's span"
+    );
+    let mut attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "Traced/journey")
+        .collect();
+    attempts.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(attempts.len(), 2, "{}", names(&spans));
+    for attempt in &attempts {
+        assert_eq!(attempt.parent_span_id, ingress.span_id, "under the ingress");
+        assert_eq!(
+            attribute(attempt, "restate.invocation.id"),
+            Some(id.clone())
+        );
+    }
+    let (suspended, resumed) = (attempts[0], attempts[1]);
+    assert_eq!(
+        attribute(suspended, "restate.attempt").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        attribute(resumed, "restate.outcome").as_deref(),
+        Some("success")
+    );
+    // Each step once, in the attempt that made it (the restart replayed the first ones).
+    let first_steps = children(&spans, suspended);
+    assert_eq!(first_steps.len(), 6, "{first_steps:?}");
+    for expected in [
+        "run before",
+        "call Waits/busy",
+        "send Waits/busy",
+        "sleep 5ms",
+        "run announce",
+    ] {
+        assert!(first_steps.contains(&expected), "{first_steps:?}");
+    }
+    assert!(
+        first_steps.iter().any(|s| s.starts_with("awakeable")),
+        "{first_steps:?}"
+    );
+    assert_eq!(children(&spans, resumed), ["run after"]);
+    // The callees' attempts, under the call and the send.
+    for step in ["call Waits/busy", "send Waits/busy"] {
+        let step = one(&spans, step);
+        assert_eq!(
+            children(&spans, step),
+            ["Waits/busy"],
+            "under {}",
+            step.name
+        );
+    }
+    assert!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(service, _)| service == "traced-app"),
+        "OTEL_SERVICE_NAME names the service"
+    );
+
+    // A request without a trace context starts a trace of its own at the ingress.
+    let r = client
+        .post(format!("{}/Waits/busy", second.ingress))
+        .json(&1u64)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut roots = Vec::new();
+    poll(Duration::from_secs(30), || {
+        roots = received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.name == "ingress Waits/busy" && s.parent_span_id.is_empty())
+            .map(|(_, s)| s.clone())
+            .collect();
+        std::future::ready(
+            roots.len() == 1 && {
+                let trace = hex(&roots[0].trace_id);
+                in_trace(&received, &trace)
+                    .iter()
+                    .any(|s| s.name == "Waits/busy" && s.parent_span_id == roots[0].span_id)
+            },
+        )
+    })
+    .await;
+    assert_ne!(hex(&roots[0].trace_id), TRACE_ID);
+}
