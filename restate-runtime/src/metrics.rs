@@ -275,6 +275,10 @@ pub(crate) struct Snapshot {
     pub commit_latency: CommitLatency,
     pub queued_bytes: i64,
     pub held_input_bytes: i64,
+    /// Unfinished invocations in the store, by state (`None`: not counted).
+    pub unfinished_stored: Option<crate::engine::Unfinished>,
+    /// The concurrency limits' unkeyed buckets.
+    pub limiters: Vec<crate::engine::LimiterDepth>,
 }
 
 impl Metrics {
@@ -456,6 +460,46 @@ impl Metrics {
             "Input bytes held by the invocations in memory (new invocations from outside get 429 \
              above RESTATE_MAX_INVOCATION_BYTES)",
             gauge(snapshot.held_input_bytes),
+        );
+        if let Some(stored) = &snapshot.unfinished_stored {
+            let unfinished = Family::<StatusLabel, Gauge>::default();
+            for (status, n) in [
+                ("suspended", stored.suspended),
+                ("scheduled", stored.scheduled),
+                ("other", stored.other),
+            ] {
+                unfinished.get_or_create(&StatusLabel { status }).set(n);
+            }
+            registry.register(
+                "invocations_unfinished",
+                "Unfinished invocations in the store, by status: suspended, scheduled (a delayed \
+                 start not due yet), other (running, runnable, queued on a key, paused); counted \
+                 at most every 10 s",
+                unfinished,
+            );
+        }
+        let (running, queued) = (
+            Family::<LimiterLabel, Gauge>::default(),
+            Family::<LimiterLabel, Gauge>::default(),
+        );
+        for depth in &snapshot.limiters {
+            let label = LimiterLabel {
+                limiter: depth.name.as_str().into(),
+            };
+            running.get_or_create(&label).set(depth.running);
+            queued.get_or_create(&label).set(depth.queued);
+        }
+        registry.register(
+            "limiter_running",
+            "Permits held in each concurrency limit's unkeyed bucket (configured limits, and \
+             those this process's handlers and steps used)",
+            running,
+        );
+        registry.register(
+            "limiter_queued",
+            "Invocations and steps waiting, in arrival order, for a permit of each concurrency \
+             limit's unkeyed bucket",
+            queued,
         );
         registry.register(
             "key_queue_depth",

@@ -291,6 +291,23 @@ async fn the_admin_api_shows_limits_and_changes_them() {
         view["running"] == 1 && view["queued"] == 2
     })
     .await;
+    // `/metrics` shows the handler's own limit (used) and the configured one (idle).
+    let metrics = http
+        .get(admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "restate_limiter_running{limiter=\"Jobs/long\"} 1",
+        "restate_limiter_queued{limiter=\"Jobs/long\"} 2",
+        "restate_limiter_running{limiter=\"warehouse\"} 0",
+        "restate_limiter_queued{limiter=\"warehouse\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     // Raised at run time: the two waiting get their permits at once.
     let raised = http
         .put(admin("/limiters/Jobs%2Flong"))

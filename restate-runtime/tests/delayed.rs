@@ -113,6 +113,17 @@ async fn metric(s: &TestServer, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Whether `/metrics` has the line `series value` exactly.
+async fn has_line(s: &TestServer, series: &str, value: u64) -> bool {
+    let text = reqwest::get(format!("{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().any(|l| l == format!("{series} {value}"))
+}
+
 /// Polls until no unfinished invocation is held in memory; panics after `deadline`.
 async fn wait_none_in_memory(s: &TestServer, deadline: Duration) {
     let end = Instant::now() + deadline;
@@ -143,6 +154,23 @@ async fn delayed_sends_leave_memory_and_run_when_due() {
     // Parked within moments of their acceptance, long before they are due.
     wait_none_in_memory(&s, Duration::from_secs(5)).await;
     assert_eq!(metric(&s, "restate_timers_stored").await, 100);
+    // Counted in the store, not in memory.
+    assert!(
+        has_line(
+            &s,
+            "restate_invocations_unfinished{status=\"scheduled\"}",
+            100
+        )
+        .await
+    );
+    assert!(
+        has_line(
+            &s,
+            "restate_invocations_unfinished{status=\"suspended\"}",
+            0
+        )
+        .await
+    );
     // Due within the timer window (60 s by default): armed in memory too.
     assert_eq!(metric(&s, "restate_timers_pending").await, 100);
     assert!(!values.iter().any(|&v| ran(v)), "none runs before its time");
@@ -451,5 +479,36 @@ async fn timers_due_at_once_bring_invocations_back_from_disk_at_a_bounded_pace()
     assert!(most >= 1, "the wake-ups were never seen running");
     wait_none_in_memory(&s, Duration::from_secs(30)).await;
     drop(jobs);
+    s.stop().await;
+}
+
+/// Suspended invocations are counted in the store, where they wait, by `/metrics`.
+#[tokio::test]
+async fn suspended_invocations_are_counted_in_the_store() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
+        b.suspend_after(Duration::from_millis(20))
+    })
+    .await;
+    for key in ["a", "b", "c"] {
+        s.handle
+            .object::<Tally>(key)
+            .nap(3_600_000)
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_none_in_memory(&s, Duration::from_secs(30)).await;
+    // Counts are reused for up to 10 s: the first may predate the suspensions.
+    let end = Instant::now() + Duration::from_secs(30);
+    while !has_line(
+        &s,
+        "restate_invocations_unfinished{status=\"suspended\"}",
+        3,
+    )
+    .await
+    {
+        assert!(Instant::now() < end, "three suspended not counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     s.stop().await;
 }

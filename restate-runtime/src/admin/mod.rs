@@ -128,7 +128,9 @@ fn is_loopback_name(host: &str) -> bool {
 }
 
 async fn metrics(State(engine): State<Engine>) -> Response {
-    let body = engine.metrics().render(&engine.metrics_snapshot());
+    let mut snapshot = engine.metrics_snapshot();
+    (snapshot.unfinished_stored, snapshot.limiters) = engine.stored_counts().await;
+    let body = engine.metrics().render(&snapshot);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -52,6 +52,9 @@ impl InvocationContext {
         if !self.take_index_if_next(index) {
             return None;
         }
+        if key.is_none() {
+            self.engine.concurrency_limits().note_used(name);
+        }
         self.take_index();
         let holder = holder(self.id(), index);
         // The awakeable first: a permit that comes later finds it journaled.

@@ -9,28 +9,39 @@
 mod gate;
 mod object;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
 
 pub(crate) use gate::holder;
 pub(crate) use object::{LIMITER, LimiterObject, stored};
 
 /// Limits by name set at run time (the builder, then the admin API): they win over a
-/// handler's attribute. A name with no limit anywhere lets everything through.
+/// handler's attribute. A name with no limit anywhere lets everything through. Also the names
+/// of the unkeyed limits this process's handlers and steps have used, for `/metrics`.
 #[derive(Debug, Default)]
-pub(crate) struct ConcurrencyLimits(RwLock<HashMap<String, u32>>);
+pub(crate) struct ConcurrencyLimits {
+    configured: RwLock<HashMap<String, u32>>,
+    used: RwLock<BTreeSet<String>>,
+}
 
 impl ConcurrencyLimits {
     pub(crate) fn new(limits: HashMap<String, u32>) -> Self {
-        Self(RwLock::new(limits))
+        Self {
+            configured: RwLock::new(limits),
+            used: RwLock::default(),
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<u32> {
-        self.0.read().expect("limits lock").get(name).copied()
+        self.configured
+            .read()
+            .expect("limits lock")
+            .get(name)
+            .copied()
     }
 
     pub(crate) fn set(&self, name: &str, limit: u32) {
-        self.0
+        self.configured
             .write()
             .expect("limits lock")
             .insert(name.to_owned(), limit.max(1));
@@ -39,7 +50,7 @@ impl ConcurrencyLimits {
     /// Every configured limit, by name.
     pub(crate) fn all(&self) -> Vec<(String, u32)> {
         let mut all: Vec<_> = self
-            .0
+            .configured
             .read()
             .expect("limits lock")
             .iter()
@@ -47,6 +58,24 @@ impl ConcurrencyLimits {
             .collect();
         all.sort();
         all
+    }
+
+    /// Notes that an unkeyed limit named `name` was asked for a permit (names come from the
+    /// code, so the set stays small).
+    pub(crate) fn note_used(&self, name: &str) {
+        if !self.used.read().expect("limits lock").contains(name) {
+            self.used
+                .write()
+                .expect("limits lock")
+                .insert(name.to_owned());
+        }
+    }
+
+    /// The names of the configured limits and of the unkeyed ones used, in order.
+    pub(crate) fn known(&self) -> Vec<String> {
+        let mut known = self.used.read().expect("limits lock").clone();
+        known.extend(self.configured.read().expect("limits lock").keys().cloned());
+        known.into_iter().collect()
     }
 }
 

@@ -19,6 +19,7 @@ mod recovery;
 mod reference;
 mod replay_check;
 mod restart;
+mod stored_counts;
 mod suspend;
 pub(crate) mod tasks;
 mod timers;
@@ -43,6 +44,7 @@ pub(crate) use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
 pub use reference::EngineRef;
+pub(crate) use stored_counts::{LimiterDepth, Unfinished};
 pub(crate) use wake::Completion;
 
 use crate::clock::{Clock, now_ms};
@@ -317,6 +319,8 @@ pub(crate) struct EngineInner {
     pub(crate) drain: drain::Drain,
     /// A drained process's lease on a shared database.
     handover: handover::Handover,
+    /// The latest count of the store's unfinished invocations, for `/metrics`.
+    stored_counts: stored_counts::CountCache,
 }
 
 /// Cheap handle to the engine.
@@ -391,6 +395,7 @@ impl Engine {
             tasks: tasks::Tasks::current(config_activity),
             drain: drain::Drain::default(),
             handover: handover::Handover::default(),
+            stored_counts: stored_counts::CountCache::default(),
         }))
     }
 
@@ -1032,6 +1037,8 @@ impl Engine {
             commit_latency: stats.commit_latency,
             queued_bytes: stats.queued_bytes as i64,
             held_input_bytes: self.held_input.load(Ordering::Relaxed) as i64,
+            unfinished_stored: None,
+            limiters: Vec::new(),
         }
     }
 
