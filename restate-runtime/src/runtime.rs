@@ -975,16 +975,14 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn drain(&self) -> DrainStatus {
-        match self.engine.set_draining(true) {
-            Ok(status) => status,
-            Err(_) => self.engine.drain.status(),
-        }
+        self.engine.start_drain()
     }
 
     /// Ends a drain: new invocations are accepted again and the attempts held back start
-    /// (`PATCH /undrain`); on a shared database the lease is held again. A process whose
-    /// released lease another process took meanwhile stays drained (its status says
-    /// `draining`; `PATCH /undrain` answers 409): it has nothing left to run.
+    /// (`PATCH /undrain`). On a shared database whose lease this process released, the drain
+    /// ends once the lease is renewed (moments later: the status returned still says
+    /// `draining`); one whose released lease another process took meanwhile stays drained
+    /// (`PATCH /undrain` answers 409): it has nothing left to run.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -995,9 +993,21 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn undrain(&self) -> DrainStatus {
-        match self.engine.set_draining(false) {
-            Ok(status) => status,
-            Err(_) => self.engine.drain.status(),
+        match self.engine.begin_undrain() {
+            Ok(Ok(status)) => status,
+            Ok(Err(holding)) => {
+                let engine = self.engine.clone();
+                self.engine.tasks().spawn(async move {
+                    if let Err(e) = engine.finish_undrain(holding).await {
+                        tracing::warn!("the drain goes on: {e}");
+                    }
+                });
+                self.engine.drain.status()
+            }
+            Err(e) => {
+                tracing::warn!("the drain goes on: {e}");
+                self.engine.drain.status()
+            }
         }
     }
 

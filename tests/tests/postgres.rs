@@ -609,6 +609,8 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
     assert_eq!(drain_status(&client, &first.admin).await["draining"], true);
 
     all_complete(&second.ingress, &acknowledged).await;
+    // The drained process serves on as a standby: results come from the database.
+    all_complete(&first.ingress, &acknowledged).await;
     let mut late = Vec::new();
     for i in 0..10 {
         late.push(
@@ -623,4 +625,91 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
         "the drained process stops cleanly"
     );
     assert!(send_busy(&client, &second.ingress, "after").await.is_some());
+}
+
+/// Whether the lease row's lease has run out by the database's clock (released).
+fn lease_free(url: &str) -> bool {
+    let free = cluster()
+        .query(
+            url,
+            "SELECT (expires_at < clock_timestamp())::text FROM restate_lease",
+        )
+        .unwrap();
+    free == vec![vec![Some("true".to_owned())]]
+}
+
+/// Drain and undrain on an owner with no standby, one after the other and at once: an
+/// undrain answers once the lease is held again (renewed, and new work runs), and whatever
+/// order racing requests are taken in, what `GET /drain` says of the lease is what the
+/// database holds.
+#[tokio::test]
+async fn drains_and_undrains_in_quick_succession_end_as_the_last_one_says() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "120s".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("a"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let patch = |path: &'static str| {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move {
+            let r = client.patch(format!("{admin}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let released = || {
+        let (client, admin, url) = (client.clone(), app.admin.clone(), url.clone());
+        async move {
+            poll(Duration::from_secs(30), || {
+                let (client, admin, url) = (client.clone(), admin.clone(), url.clone());
+                async move {
+                    let status = drain_status(&client, &admin).await;
+                    status["lease"] == "released" && status["ready"] == true && lease_free(&url)
+                }
+            })
+            .await
+        }
+    };
+    patch("/drain").await;
+    released().await;
+    let undrained = patch("/undrain").await;
+    assert_eq!(undrained["draining"], false, "{undrained}");
+    assert_eq!(undrained["lease"], "held", "{undrained}");
+    assert!(!lease_free(&url), "renewed before the drain ended");
+    assert!(
+        send_busy(&client, &app.ingress, "after-undrain")
+            .await
+            .is_some()
+    );
+
+    // An undrain and a drain at once, over a released lease: whichever the server took last
+    // decides, and what `/drain` says then is what the database holds.
+    for round in 0..6 {
+        patch("/drain").await;
+        released().await;
+        tokio::join!(patch("/undrain"), async {
+            tokio::time::sleep(Duration::from_millis(round)).await;
+            patch("/drain").await
+        });
+        let status = drain_status(&client, &app.admin).await;
+        if status["draining"] == true {
+            released().await;
+        } else {
+            assert_eq!(status["lease"], "held", "round {round}: {status}");
+            assert!(!lease_free(&url), "round {round}: held but free");
+        }
+        let undrained = patch("/undrain").await;
+        assert_eq!(undrained["lease"], "held", "round {round}: {undrained}");
+        assert!(!lease_free(&url), "round {round}");
+    }
+    assert!(app.terminate().success());
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::engine::{DrainStatus, Engine};
+use crate::engine::{DrainStatus, Engine, UndrainError};
 use crate::ingress::ApiError;
 
 /// `ready`: stopping the process now interrupts no attempt, and on a shared database its lease
@@ -23,16 +23,15 @@ fn report(engine: &Engine, status: DrainStatus) -> Response {
 }
 
 pub(super) async fn start(State(engine): State<Engine>) -> Response {
-    match engine.set_draining(true) {
-        Ok(status) => report(&engine, status),
-        Err(e) => ApiError::ingress(409, e.to_string()).into_response(),
-    }
+    report(&engine, engine.start_drain())
 }
 
+/// Answers once the drain ended: on a shared database, once the lease is held again.
 pub(super) async fn stop(State(engine): State<Engine>) -> Response {
-    match engine.set_draining(false) {
+    match engine.undrain().await {
         Ok(status) => report(&engine, status),
-        Err(e) => ApiError::ingress(409, e.to_string()).into_response(),
+        Err(e @ UndrainError::HandedOver) => ApiError::ingress(409, e.to_string()).into_response(),
+        Err(e @ UndrainError::Hold(_)) => ApiError::ingress(503, e.to_string()).into_response(),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::inflight::Finish;
 use super::{Engine, EngineError, Inflight};
 use crate::ids::InvocationId;
 use crate::storage::{CANCEL_WAKE, InboxMessage, Outcome, Status, WriteOp};
@@ -105,11 +106,20 @@ impl Engine {
 
     /// Ends an invocation claimed by [`Self::claim_unstarted`] with `outcome`, taking it out of
     /// its key's queue first.
-    async fn end_unstarted(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
+    async fn end_unstarted(
+        &self,
+        inflight: &Arc<Inflight>,
+        outcome: Outcome,
+    ) -> Result<(), ControlError> {
         self.remove_queued(inflight);
         // Claimed as running, so taking it out of the queue left its input counted.
         inflight.disengage();
         self.complete(inflight, outcome).await;
+        // An ending the store refused is no ending: the caller must not hear it was done.
+        match &*inflight.subscribe().borrow() {
+            Finish::Lost(reason) => Err(ControlError::Engine(EngineError::Lost(reason.clone()))),
+            _ => Ok(()),
+        }
     }
 
     /// Requests cancellation. Not started: it ends at once as cancelled. Otherwise the handler
@@ -131,8 +141,7 @@ impl Engine {
                 Err(()) => continue,
                 Ok(true) => {
                     let cancelled = crate::context::invocation::cancelled_outcome();
-                    self.end_unstarted(&inflight, cancelled).await;
-                    return Ok(());
+                    return self.end_unstarted(&inflight, cancelled).await;
                 }
                 Ok(false) => {}
             }
@@ -219,10 +228,7 @@ impl Engine {
                 Err(()) => continue,
                 // Not started (delayed, queued in memory, or on disk behind its key since a
                 // restart): claimed, no task runs it.
-                Ok(true) => {
-                    self.end_unstarted(&inflight, killed()).await;
-                    return Ok(());
-                }
+                Ok(true) => return self.end_unstarted(&inflight, killed()).await,
                 Ok(false) => {}
             }
             {
@@ -237,8 +243,7 @@ impl Engine {
             }
             // Paused, or loaded suspended: no task runs it.
             if !inflight.running.swap(true, Ordering::SeqCst) {
-                self.end_unstarted(&inflight, killed()).await;
-                return Ok(());
+                return self.end_unstarted(&inflight, killed()).await;
             }
             break inflight;
         };

@@ -1,13 +1,21 @@
 //! A drained process's lease on a shared database: released once no attempt of this process
 //! runs, so that another process (the next version, in a deploy) takes the invocations over at
-//! once instead of after the lease's length; held again by an undrain, unless another process
-//! has taken it by then (handed over: this process runs nothing more and stays drained).
+//! once instead of after the lease's length; held again by an undrain, which opens the drain's
+//! gate only once the lease is renewed. If another process takes the released lease first, this
+//! one is handed over: it stays drained, runs nothing, and serves what it still gets as a
+//! standby does (forwarding actions, reading results from the database).
+//!
+//! Each drain and undrain is one generation: the tasks a drain or an undrain leaves behind act
+//! only while theirs is the latest, so a drain, an undrain and a drain again in quick
+//! succession end with the lease released, whatever order their transactions answer in.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::Engine;
 use super::drain::DrainStatus;
+use crate::storage::{CommitWaiter, StorageError};
 
 /// Where this process's lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +27,8 @@ pub(crate) enum Lease {
     Releasing,
     /// Free for another process to take; this one commits meanwhile.
     Released,
+    /// Undrained: renewed again before any attempt starts.
+    Holding,
     /// Another process took it: this one runs nothing more.
     HandedOver,
 }
@@ -30,6 +40,7 @@ impl Lease {
             Self::Held => "held",
             Self::Releasing => "releasing",
             Self::Released => "released",
+            Self::Holding => "holding",
             Self::HandedOver => "handed over",
         }
     }
@@ -40,18 +51,38 @@ impl Lease {
     }
 }
 
-/// The lease's hand-over state; `None` until this process owns its store (and on stores of
-/// one process, where it is never set).
+/// The lease's hand-over state.
 #[derive(Default)]
-pub(crate) struct Handover(Mutex<Option<Lease>>);
+pub(crate) struct Handover {
+    state: Mutex<State>,
+    /// Handed over: the owner's loops (timers, purge) end.
+    gone: AtomicBool,
+}
 
-/// An undrain refused: another process runs the invocations now.
+#[derive(Default)]
+struct State {
+    /// `None` until the first drain of a process that owns its store.
+    lease: Option<Lease>,
+    generation: u64,
+}
+
+/// Why a drain did not end.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "this process released its lease while drained and another process took the database's \
-     invocations over; restart it to serve again (as a standby)"
-)]
-pub(crate) struct HandedOver;
+pub(crate) enum UndrainError {
+    #[error(
+        "this process released its lease while drained and another process took the database's \
+         invocations over; restart it to serve again (as a standby)"
+    )]
+    HandedOver,
+    #[error("holding the lease again failed: {0}")]
+    Hold(StorageError),
+}
+
+/// The rest of an undrain on a shared database: the lease's renewal, then the gate.
+pub(crate) struct Holding {
+    generation: u64,
+    renewed: CommitWaiter,
+}
 
 /// How often a release waiting for the last attempt looks again without a notification (a
 /// standby becoming the owner while drained sends none).
@@ -60,64 +91,106 @@ const RECHECK: Duration = Duration::from_millis(100);
 impl Engine {
     /// Where the lease stands, for `GET /drain`.
     pub(crate) fn lease(&self) -> Lease {
-        let state = *self.handover.0.lock().expect("handover lock");
-        if state == Some(Lease::HandedOver) {
+        let state = self.handover.state.lock().expect("handover lock");
+        if state.lease == Some(Lease::HandedOver) {
             return Lease::HandedOver;
         }
         if !self.shared_store || !self.runs_invocations() {
             return Lease::None;
         }
-        state.unwrap_or(Lease::Held)
+        state.lease.unwrap_or(Lease::Held)
     }
 
-    /// Starts (`true`) or ends a drain; on a shared database also releases the lease once no
-    /// attempt runs, or holds it again. Ending a drain after a hand-over is refused.
-    pub(crate) fn set_draining(&self, draining: bool) -> Result<DrainStatus, HandedOver> {
-        let mut state = self.handover.0.lock().expect("handover lock");
-        if *state == Some(Lease::HandedOver) {
-            return if draining {
-                Ok(self.drain.status())
-            } else {
-                Err(HandedOver)
-            };
+    /// Handed over to another process: the owner's loops end.
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handover.gone.load(Ordering::Acquire)
+    }
+
+    /// Starts a drain; on a shared database the lease is released once no attempt runs.
+    pub(crate) fn start_drain(&self) -> DrainStatus {
+        let mut state = self.handover.state.lock().expect("handover lock");
+        let status = self.drain.set(true);
+        let released = matches!(
+            state.lease,
+            Some(Lease::Releasing | Lease::Released | Lease::HandedOver)
+        );
+        if self.shared_store && !released {
+            state.generation += 1;
+            state.lease = Some(Lease::Releasing);
+            let (engine, generation) = (self.clone(), state.generation);
+            self.tasks
+                .spawn(async move { engine.release_when_idle(generation).await });
         }
-        let status = self.drain.set(draining);
-        if !self.shared_store {
-            return Ok(status);
-        }
-        if draining {
-            if !matches!(*state, Some(Lease::Releasing | Lease::Released)) {
-                *state = Some(Lease::Releasing);
-                let engine = self.clone();
-                self.tasks
-                    .spawn(async move { engine.release_when_idle().await });
+        status
+    }
+
+    /// Ends a drain at once where no lease was released (`Ok(None)`); otherwise the lease's
+    /// renewal is queued and [`Self::finish_undrain`] opens the gate once it committed.
+    pub(crate) fn begin_undrain(&self) -> Result<Result<DrainStatus, Holding>, UndrainError> {
+        let mut state = self.handover.state.lock().expect("handover lock");
+        match state.lease {
+            Some(Lease::HandedOver) => Err(UndrainError::HandedOver),
+            Some(Lease::Releasing | Lease::Released | Lease::Holding) if self.shared_store => {
+                state.generation += 1;
+                state.lease = Some(Lease::Holding);
+                // Queued under the lock: after any release a drain queued before.
+                Ok(Err(Holding {
+                    generation: state.generation,
+                    renewed: self.storage.release_lease(false),
+                }))
             }
-        } else if *state != Some(Lease::Held) {
-            *state = Some(Lease::Held);
-            // Queued before any attempt held back by the drain writes: their transactions
-            // renew the lease again.
-            let held = self.storage.release_lease(false);
-            self.tasks.spawn(async move {
-                if let Err(e) = held.await {
-                    tracing::warn!("holding the lease again after the drain failed: {e}");
-                }
-            });
+            _ => Ok(Ok(self.drain.set(false))),
         }
-        Ok(status)
     }
 
-    /// Once this process owns its store and no attempt runs (still draining), releases the
-    /// lease.
-    async fn release_when_idle(&self) {
+    /// Waits for the lease's renewal, then ends the drain (unless a later drain or undrain
+    /// took over meanwhile: its outcome decides).
+    pub(crate) async fn finish_undrain(
+        &self,
+        holding: Holding,
+    ) -> Result<DrainStatus, UndrainError> {
+        let renewed = holding.renewed.await;
+        let mut state = self.handover.state.lock().expect("handover lock");
+        if state.lease == Some(Lease::HandedOver) {
+            return Err(UndrainError::HandedOver);
+        }
+        if state.generation != holding.generation {
+            return Ok(self.drain.status());
+        }
+        match renewed {
+            Ok(()) => {
+                state.lease = Some(Lease::Held);
+                Ok(self.drain.set(false))
+            }
+            // The store stops (the writer poisons itself), or the lease was taken: either way
+            // the drain stays.
+            Err(e) => {
+                state.lease = Some(Lease::Released);
+                Err(UndrainError::Hold(e))
+            }
+        }
+    }
+
+    /// Ends a drain, waiting for the lease's renewal where it was released.
+    pub(crate) async fn undrain(&self) -> Result<DrainStatus, UndrainError> {
+        match self.begin_undrain()? {
+            Ok(status) => Ok(status),
+            Err(holding) => self.finish_undrain(holding).await,
+        }
+    }
+
+    /// Once this process owns its store and no attempt runs (still draining, generation
+    /// `generation`), releases the lease.
+    async fn release_when_idle(&self, generation: u64) {
         let mut shutdown = self.shutdown_signal();
         let released = loop {
             let idle = self.drain.idle();
             {
-                let state = self.handover.0.lock().expect("handover lock");
-                if *state != Some(Lease::Releasing) {
+                let state = self.handover.state.lock().expect("handover lock");
+                if state.generation != generation {
                     return;
                 }
-                // Queued under the lock: an undrain's `release_lease(false)` comes after it.
+                // Queued under the lock: an undrain's renewal comes after it.
                 if self.runs_invocations() && self.drain.status().running_attempts == 0 {
                     break self.storage.release_lease(true);
                 }
@@ -129,22 +202,27 @@ impl Engine {
             }
         };
         let released = released.await;
-        let mut state = self.handover.0.lock().expect("handover lock");
+        let mut state = self.handover.state.lock().expect("handover lock");
+        if state.generation != generation {
+            return;
+        }
         match released {
-            Ok(()) if *state == Some(Lease::Releasing) => {
+            Ok(()) => {
                 tracing::info!(
                     "drained: this process released its lease; another process may take its \
                      invocations over now"
                 );
-                *state = Some(Lease::Released);
+                state.lease = Some(Lease::Released);
             }
-            Ok(()) => {}
+            // A failed transaction stops the store; a hand-over is told by the ownership.
             Err(e) => tracing::warn!("releasing the lease after the drain failed: {e}"),
         }
     }
 
     /// Waits until another process took this one's lease over (only after a release): this
-    /// one then stays drained for good, so that nothing it holds in memory starts again.
+    /// one then stays drained for good, its in-memory invocations dropped (their waiters hear
+    /// they are lost here: the new owner runs them, and their results are in the database),
+    /// and it serves on as a standby.
     pub(super) async fn watch_handover(self) {
         let mut ownership = self.storage.ownership();
         let mut shutdown = self.shutdown_signal();
@@ -152,8 +230,16 @@ impl Engine {
             lost = ownership.wait_for(|owner| !*owner) => if lost.is_err() { return },
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let mut state = self.handover.0.lock().expect("handover lock");
-        *state = Some(Lease::HandedOver);
-        self.drain.set(true);
+        {
+            let mut state = self.handover.state.lock().expect("handover lock");
+            state.lease = Some(Lease::HandedOver);
+            state.generation += 1;
+            self.drain.set(true);
+            self.handover.gone.store(true, Ordering::Release);
+            self.active.store(false, Ordering::Release);
+        }
+        self.lose_in_memory(
+            "another process runs this invocation now (this one handed its lease over)",
+        );
     }
 }

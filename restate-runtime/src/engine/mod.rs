@@ -36,6 +36,7 @@ use tokio::sync::watch;
 pub(crate) use awakeables::AwakeableSubmission;
 pub use control::ControlError;
 pub use drain::DrainStatus;
+pub(crate) use handover::UndrainError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
 pub(crate) use injected::InjectedFaults;
@@ -651,10 +652,12 @@ impl Engine {
         // A workflow's run has one invocation per key, found like an idempotent one.
         let workflow_run = handler.kind == HandlerKind::Workflow;
         let id = self.id_for(&req, workflow_run, now);
+        let mut headers = req.headers;
+        crate::telemetry::trace_new(&req.target, &mut headers);
         let record = InvocationRecord {
             target: req.target,
             input: req.input.to_vec(),
-            headers: req.headers,
+            headers,
             idempotency_key: req.idempotency_key,
             status: match execution_time_ms {
                 Some(at_ms) => Status::Scheduled { at_ms },
@@ -1249,6 +1252,12 @@ impl Engine {
     /// dropped; the next engine recovers the invocation.
     pub(crate) fn abandon(&self, reason: &str) {
         self.shutdown();
+        self.lose_in_memory(reason);
+    }
+
+    /// Forgets every invocation in memory, telling whoever waits on one (a call, an attach)
+    /// that it is lost here.
+    fn lose_in_memory(&self, reason: &str) {
         let inflight: Vec<_> = self
             .inflight
             .lock()
@@ -1349,6 +1358,9 @@ async fn purge_loop(engine: Engine) {
         tokio::select! {
             _ = tokio::time::sleep(engine.config.purge_interval) => {}
             _ = shutdown.changed() => return,
+        }
+        if engine.handed_over() {
+            return;
         }
         purge_expired(&engine, engine.now_ms(), &shutdown).await;
     }

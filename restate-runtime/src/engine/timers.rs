@@ -192,6 +192,10 @@ pub(crate) async fn run(engine: Engine) {
     let mut shutdown = engine.shutdown_signal();
     let window_ms = window_ms(&engine.config);
     loop {
+        // Handed over to another process (after a drain): its timers are the new owner's.
+        if engine.handed_over() {
+            return;
+        }
         // A failed read is retried in a second; what is armed fires meanwhile. While woken
         // invocations wait for slots, nothing more is read (a slot freed notifies).
         let backlogged = engine.timers.backlogged();

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -25,8 +26,21 @@ use tracing_subscriber::registry::LookupSpan;
 /// The provider the layer exports through, kept for [`flush`].
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
-/// How long one export request may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one export request may take: within the SDK's 5 s for a flush at shutdown.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// An export is failing now: its first failure was logged, the next success will be.
+static FAILING: AtomicBool = AtomicBool::new(false);
+
+/// The endpoint traces go to, as configured.
+fn endpoint() -> Option<String> {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
 
 /// Whether the environment asks for traces to be exported.
 fn requested() -> bool {
@@ -47,7 +61,16 @@ pub(crate) fn layer<S>() -> Option<impl Layer<S>>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    if !requested() {
+    // A second call (its subscriber is refused anyway) starts no second exporter.
+    if !requested() || PROVIDER.get().is_some() {
+        return None;
+    }
+    if !cfg!(feature = "otel-tls") && endpoint().is_some_and(|e| e.starts_with("https:")) {
+        eprintln!(
+            "OpenTelemetry export is off: the OTLP endpoint is https://, and this build has no \
+             TLS (enable the `otel-tls` feature of restate-runtime, or send to a collector over \
+             http:// on the same host)"
+        );
         return None;
     }
     let provider = match provider() {
@@ -171,6 +194,7 @@ impl HttpClient for Otlp {
     ) -> Result<http::Response<bytes::Bytes>, HttpError> {
         let client = self.client.clone();
         let request: reqwest::Request = request.try_into()?;
+        let url = request.url().clone();
         let exchange = async move {
             let response = client.execute(request).await?;
             let (status, headers) = (response.status(), response.headers().clone());
@@ -180,6 +204,30 @@ impl HttpClient for Otlp {
             *answer.headers_mut() = headers;
             Ok::<_, HttpError>(answer)
         };
-        self.runtime.spawn(exchange).await?
+        let answer = self.runtime.spawn(exchange).await?;
+        report(&url, &answer);
+        answer
+    }
+}
+
+/// Logs the first failed export of a streak and the success that ends it (the exporter's own
+/// errors are not logged otherwise: spans would be dropped without a word).
+fn report(url: &reqwest::Url, answer: &Result<http::Response<bytes::Bytes>, HttpError>) {
+    let failure = match answer {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => Some(format!("the collector answered {}", response.status())),
+        Err(e) => Some(e.to_string()),
+    };
+    match failure {
+        Some(reason) => {
+            if !FAILING.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%url, %reason, "exporting spans failed; they are dropped until it works again");
+            }
+        }
+        None => {
+            if FAILING.swap(false, Ordering::Relaxed) {
+                tracing::info!(%url, "exporting spans works again");
+            }
+        }
     }
 }

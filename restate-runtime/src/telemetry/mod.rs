@@ -91,13 +91,32 @@ pub(crate) fn record_outcome(span: &Span, outcome: &str, error: Option<&str>) {
     }
 }
 
-/// Replaces the `traceparent` of `headers` by `span`'s context, when spans are exported: the
-/// invocation these headers create becomes its child.
+/// Gives a new invocation that carries no trace context one (it was started in-process: by
+/// a client of the runtime's handle, a schedule, a debounce, a restart): an `invoke` span, a
+/// child of the caller's current span, so that all its attempts share one trace.
+pub(crate) fn trace_new(target: &Target, headers: &mut Vec<(String, String)>) {
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+    {
+        return;
+    }
+    let span = tracing::debug_span!(
+        target: TARGET,
+        "invoke",
+        otel.name = %format_args!("invoke {}/{}", target.service, target.handler),
+        restate.invocation.target = %target,
+    );
+    propagate(&span, headers);
+}
+
+/// Replaces the `traceparent` of `headers` (in any case) by `span`'s context, when spans are
+/// exported: the invocation these headers create becomes its child.
 pub(crate) fn propagate(span: &Span, headers: &mut Vec<(String, String)>) {
     let Some(context) = traceparent(span) else {
         return;
     };
-    headers.retain(|(name, _)| name != TRACEPARENT);
+    headers.retain(|(name, _)| !name.eq_ignore_ascii_case(TRACEPARENT));
     headers.push((TRACEPARENT.to_owned(), context));
 }
 
@@ -107,7 +126,10 @@ fn set_parent(span: &Span, headers: &[(String, String)]) {
     if span.is_disabled() {
         return;
     }
-    if let Some((_, parent)) = headers.iter().find(|(name, _)| name == TRACEPARENT) {
+    if let Some((_, parent)) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+    {
         export::set_parent(span, parent);
     }
 }

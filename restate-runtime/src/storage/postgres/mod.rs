@@ -804,8 +804,10 @@ impl Storage for PostgresStorage {
             _ => Err(Message::Release(release, done)),
         };
         if let Err(Message::Release(_, done)) = sent {
-            // A standby holds no lease, and a closed store writes nothing: nothing to release.
-            let _ = done.send(Ok(()));
+            // A standby, one that handed its lease over, or a closed store: no lease to change.
+            let _ = done.send(Err(StorageError::Backend(
+                "this process holds no lease".into(),
+            )));
         }
         waiter
     }

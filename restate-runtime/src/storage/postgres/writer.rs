@@ -148,15 +148,16 @@ pub(super) async fn run(
             Ok(Some(first)) => first,
             Ok(None) => return,
             Err(_idle) => {
-                if shared.poisoned().is_none()
-                    && let Err(e) = committed(&client, &statements, released, Vec::new()).await
-                {
-                    if released && let Some(epoch) = taken_over(&client, lease).await {
-                        return handed_over(queue, &shared, epoch).await;
+                if shared.poisoned().is_none() {
+                    match commit_ops(&client, &statements, released, released, Vec::new()).await {
+                        Committed::Done => {}
+                        Committed::HandedOver => return handed_over(queue, &shared).await,
+                        Committed::Failed(e) => {
+                            let reason = format!("renewing the lease failed: {e}");
+                            tracing::error!(%reason, "nothing is acknowledged from now on");
+                            shared.poison(reason);
+                        }
                     }
-                    let reason = format!("renewing the lease failed: {e}");
-                    tracing::error!(%reason, "nothing is acknowledged from now on");
-                    shared.poison(reason);
                 }
                 continue;
             }
@@ -180,42 +181,39 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        if let Some((on, ack)) = release {
-            // The batches before the change commit with the lease as it was.
-            if !group.is_empty()
-                && let Some(epoch) =
-                    commit_group(&client, &statements, released, group, bytes, &shared).await
-            {
-                let _ = ack.send(Err(handover_error(epoch)));
-                return handed_over(queue, &shared, epoch).await;
+        // The batches before a change of the lease commit with the lease as it was.
+        if !group.is_empty()
+            && commit_group(&client, &statements, released, group, bytes, &shared).await
+        {
+            if let Some((_, ack)) = release {
+                let _ = ack.send(Err(handover_error()));
             }
-            match shared.poisoned() {
-                Some(reason) => {
-                    let _ = ack.send(Err(StorageError::Poisoned(reason)));
-                }
-                None => match committed(&client, &statements, on, Vec::new()).await {
-                    Ok(()) => {
-                        released = on;
-                        let _ = ack.send(Ok(()));
-                    }
-                    Err(e) => {
-                        if released && let Some(epoch) = taken_over(&client, lease).await {
-                            let _ = ack.send(Err(handover_error(epoch)));
-                            return handed_over(queue, &shared, epoch).await;
-                        }
-                        let _ = ack.send(Err(e));
-                    }
-                },
-            }
+            return handed_over(queue, &shared).await;
+        }
+        let Some((on, ack)) = release else {
+            continue;
+        };
+        if let Some(reason) = shared.poisoned() {
+            let _ = ack.send(Err(StorageError::Poisoned(reason)));
             continue;
         }
-        if group.is_empty() {
-            break;
-        }
-        if let Some(epoch) =
-            commit_group(&client, &statements, released, group, bytes, &shared).await
-        {
-            return handed_over(queue, &shared, epoch).await;
+        // A fence refused while the lease was released is a hand-over; any other failure
+        // (a held lease taken after it expired, a lost connection) stops the store.
+        match commit_ops(&client, &statements, on, released, Vec::new()).await {
+            Committed::Done => {
+                released = on;
+                let _ = ack.send(Ok(()));
+            }
+            Committed::HandedOver => {
+                let _ = ack.send(Err(handover_error()));
+                return handed_over(queue, &shared).await;
+            }
+            Committed::Failed(e) => {
+                let reason = format!("changing the lease failed: {e}");
+                tracing::error!(%reason, "nothing is acknowledged from now on");
+                shared.poison(reason.clone());
+                let _ = ack.send(Err(StorageError::Poisoned(reason)));
+            }
         }
     }
     if let Some(ack) = closing {
@@ -226,8 +224,38 @@ pub(super) async fn run(
 /// How often a writer whose lease is released looks whether another process took it over.
 const RELEASED_CHECK: Duration = Duration::from_millis(200);
 
-/// Commits one group and answers its batches; `Some(epoch)` when it was refused because
-/// another process took the released lease over (then the batches are answered so).
+/// What `restate_fence` raises when another process holds the lease (the migration's text).
+const FENCED: &str = "fenced: another process has taken this database over";
+
+/// What became of a transaction.
+enum Committed {
+    Done,
+    /// Refused by the fence after this process released its lease: another one took it.
+    HandedOver,
+    /// Any other failure: nothing may be acknowledged from now on (law 10).
+    Failed(String),
+}
+
+/// Commits `ops` with the lease left expired (`release`) or renewed; a fence refusal is a
+/// hand-over when the lease was released before (`was_released`).
+async fn commit_ops(
+    client: &Client,
+    statements: &Statements,
+    release: bool,
+    was_released: bool,
+    ops: Vec<WriteOp>,
+) -> Committed {
+    match committed(client, statements, release, ops).await {
+        Ok(()) => Committed::Done,
+        Err(StorageError::Backend(m)) if was_released && m.contains(FENCED) => {
+            Committed::HandedOver
+        }
+        Err(e) => Committed::Failed(e.to_string()),
+    }
+}
+
+/// Commits one group and answers its batches; `true` when it was refused because another
+/// process took the released lease over (then the batches are answered so).
 async fn commit_group(
     client: &Client,
     statements: &Statements,
@@ -235,12 +263,12 @@ async fn commit_group(
     mut group: Vec<Batch>,
     bytes: usize,
     shared: &Shared,
-) -> Option<i64> {
+) -> bool {
     if let Some(reason) = shared.poisoned() {
         for batch in group {
             shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
         }
-        return None;
+        return false;
     }
     let started = Instant::now();
     // The operations move into the statements: their bytes are not copied again.
@@ -248,8 +276,8 @@ async fn commit_group(
         .iter_mut()
         .flat_map(|b| std::mem::take(&mut b.ops))
         .collect();
-    match committed(client, statements, released, ops).await {
-        Ok(()) => {
+    match commit_ops(client, statements, released, released, ops).await {
+        Committed::Done => {
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
             stats.batches += group.len() as u64;
@@ -260,53 +288,42 @@ async fn commit_group(
             for batch in group {
                 shared.answer(batch, Ok(()));
             }
-            None
+            false
         }
-        Err(e) => {
-            if released && let Some(epoch) = taken_over(client, statements.lease).await {
-                for batch in group {
-                    shared.answer(batch, Err(handover_error(epoch)));
-                }
-                return Some(epoch);
+        Committed::HandedOver => {
+            for batch in group {
+                shared.answer(batch, Err(handover_error()));
             }
+            true
+        }
+        Committed::Failed(e) => {
             let reason = format!("journal commit failed: {e}");
             tracing::error!(%reason, "PostgreSQL commit failed; nothing is acknowledged from now on");
             shared.poison(reason.clone());
             for batch in group {
                 shared.answer(batch, Err(StorageError::Backend(reason.clone())));
             }
-            None
+            false
         }
     }
 }
 
-/// The epoch of the process that took the lease over from `lease`, if one did: after a
-/// release that is a hand-over, not a failure.
-async fn taken_over(client: &Client, lease: Lease) -> Option<i64> {
-    let row = client
-        .query_opt("SELECT epoch FROM restate_lease WHERE id = 0", &[])
-        .await
-        .ok()??;
-    let epoch: i64 = row.get(0);
-    (epoch != lease.epoch).then_some(epoch)
-}
-
-fn handover_error(epoch: i64) -> StorageError {
-    StorageError::Backend(format!(
+fn handover_error() -> StorageError {
+    StorageError::Backend(
         "this process released its lease (drained) and another process took the database \
-         over (epoch {epoch}); it writes nothing more"
-    ))
+         over; it writes nothing more"
+            .into(),
+    )
 }
 
 /// After a hand-over: this process no longer runs the database's invocations, and every
 /// write is refused, until the queue closes.
-async fn handed_over(queue: mpsc::UnboundedReceiver<Message>, shared: &Shared, epoch: i64) {
+async fn handed_over(queue: mpsc::UnboundedReceiver<Message>, shared: &Shared) {
     tracing::info!(
-        epoch,
         "another process took over the lease this one released; this one runs nothing more"
     );
     shared.owner.send_replace(false);
-    refuse_all(queue, shared, handover_error(epoch)).await
+    refuse_all(queue, shared, handover_error()).await
 }
 
 /// Answers whatever is queued with the failure, until the queue closes.
