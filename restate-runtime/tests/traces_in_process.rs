@@ -82,17 +82,16 @@ async fn an_invocation_from_the_handle_is_one_trace_under_the_callers_span() {
     t.advance(Duration::from_secs(120)).await;
     assert_eq!(t.invocation(id).unwrap().status(), "completed");
 
-    let mut spans = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        spans = received.lock().unwrap().clone();
+    let spans = loop {
+        let spans = received.lock().unwrap().clone();
         let attempts = named(&spans, "Naps/nap");
         if attempts.len() >= 2 && !named(&spans, "checkout").is_empty() {
-            break;
+            break spans;
         }
         assert!(std::time::Instant::now() < deadline, "spans: {spans:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     let checkout = named(&spans, "checkout")[0];
     let invoke = named(&spans, "invoke Naps/nap");
     assert_eq!(invoke.len(), 1);
