@@ -532,6 +532,18 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
         .unwrap();
     assert_eq!(drain_status(&client, &first.admin).await["lease"], "held");
     assert_eq!(drain_status(&client, &second.admin).await["lease"], "none");
+    // A standby holds no lease: its drain and undrain are its gate's alone.
+    for (path, draining) in [("/drain", true), ("/undrain", false)] {
+        let r = client
+            .patch(format!("{}{path}", second.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let status: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status["draining"], draining, "{path}: {status}");
+        assert_eq!(status["lease"], "none", "{path}: {status}");
+    }
     // Slow attempts, acknowledged by both processes, run by the owner.
     let mut acknowledged = Vec::new();
     for i in 0..8u64 {

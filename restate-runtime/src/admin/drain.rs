@@ -26,9 +26,18 @@ pub(super) async fn start(State(engine): State<Engine>) -> Response {
     report(&engine, engine.start_drain())
 }
 
-/// Answers once the drain ended: on a shared database, once the lease is held again.
+/// Answers once the drain ended: on a shared database, once the lease is held again. The
+/// undrain runs to its end in a task of its own, whether or not the client waits for it.
 pub(super) async fn stop(State(engine): State<Engine>) -> Response {
-    match engine.undrain().await {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let undrain = engine.clone();
+    engine.tasks().spawn(async move {
+        let _ = done.send(undrain.undrain().await);
+    });
+    let Ok(result) = answer.await else {
+        return ApiError::ingress(503, "the process is shutting down").into_response();
+    };
+    match result {
         Ok(status) => report(&engine, status),
         Err(e @ UndrainError::HandedOver) => ApiError::ingress(409, e.to_string()).into_response(),
         Err(e @ UndrainError::Hold(_)) => ApiError::ingress(503, e.to_string()).into_response(),

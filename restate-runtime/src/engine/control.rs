@@ -249,8 +249,10 @@ impl Engine {
         };
         // The executing task completes it as killed (at once, or after its backoff).
         inflight.killed.notify_one();
-        let _ = super::wait_finished(inflight.subscribe()).await;
-        Ok(())
+        super::wait_finished(inflight.subscribe())
+            .await
+            .map(|_| ())
+            .map_err(|reason| ControlError::Engine(EngineError::Lost(reason)))
     }
 
     /// Forgets a finished invocation: result, journal and idempotency key.

@@ -101,7 +101,8 @@ impl Engine {
         state.lease.unwrap_or(Lease::Held)
     }
 
-    /// Handed over to another process: the owner's loops end.
+    /// Handed over to another process: the owner's loops end, and what is left in memory
+    /// is no one's to report.
     pub(crate) fn handed_over(&self) -> bool {
         self.handover.gone.load(Ordering::Acquire)
     }
@@ -128,8 +129,17 @@ impl Engine {
     /// renewal is queued and [`Self::finish_undrain`] opens the gate once it committed.
     pub(crate) fn begin_undrain(&self) -> Result<Result<DrainStatus, Holding>, UndrainError> {
         let mut state = self.handover.state.lock().expect("handover lock");
+        if state.lease == Some(Lease::HandedOver) {
+            return Err(UndrainError::HandedOver);
+        }
+        if !self.runs_invocations() {
+            // A standby holds no lease (a release waits for it to own the store, under this
+            // lock): nothing to renew.
+            state.generation += 1;
+            state.lease = None;
+            return Ok(Ok(self.drain.set(false)));
+        }
         match state.lease {
-            Some(Lease::HandedOver) => Err(UndrainError::HandedOver),
             Some(Lease::Releasing | Lease::Released | Lease::Holding) if self.shared_store => {
                 state.generation += 1;
                 state.lease = Some(Lease::Holding);
@@ -162,8 +172,9 @@ impl Engine {
                 state.lease = Some(Lease::Held);
                 Ok(self.drain.set(false))
             }
-            // The store stops (the writer poisons itself), or the lease was taken: either way
-            // the drain stays.
+            // Taken by another process before the renewal (the hand-over is noticed a moment
+            // later), or the store stops (the writer poisons itself): the drain stays.
+            Err(_) if !*self.storage.ownership().borrow() => Err(UndrainError::HandedOver),
             Err(e) => {
                 state.lease = Some(Lease::Released);
                 Err(UndrainError::Hold(e))

@@ -1046,6 +1046,10 @@ impl Engine {
     }
 
     pub(crate) fn inflight(&self, id: &InvocationId) -> Option<Arc<Inflight>> {
+        // Handed over, what is left in memory is stale: the new owner's store says.
+        if self.handed_over() {
+            return None;
+        }
         self.inflight.lock().expect("inflight map").get(id).cloned()
     }
 

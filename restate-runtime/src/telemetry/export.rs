@@ -65,7 +65,8 @@ where
     if !requested() || PROVIDER.get().is_some() {
         return None;
     }
-    if !cfg!(feature = "otel-tls") && endpoint().is_some_and(|e| e.starts_with("https:")) {
+    let https = endpoint().is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https:"));
+    if !cfg!(feature = "otel-tls") && https {
         eprintln!(
             "OpenTelemetry export is off: the OTLP endpoint is https://, and this build has no \
              TLS (enable the `otel-tls` feature of restate-runtime, or send to a collector over \
@@ -194,7 +195,11 @@ impl HttpClient for Otlp {
     ) -> Result<http::Response<bytes::Bytes>, HttpError> {
         let client = self.client.clone();
         let request: reqwest::Request = request.try_into()?;
-        let url = request.url().clone();
+        // Logged without credentials or query.
+        let mut url = request.url().clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
         let exchange = async move {
             let response = client.execute(request).await?;
             let (status, headers) = (response.status(), response.headers().clone());

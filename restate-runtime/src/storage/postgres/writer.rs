@@ -188,6 +188,12 @@ pub(super) async fn run(
             if let Some((_, ack)) = release {
                 let _ = ack.send(Err(handover_error()));
             }
+            if let Some(ack) = closing {
+                // Closing: nothing more comes to refuse.
+                let _ = ack.send(());
+                shared.owner.send_replace(false);
+                return;
+            }
             return handed_over(queue, &shared).await;
         }
         let Some((on, ack)) = release else {
