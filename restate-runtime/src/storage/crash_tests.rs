@@ -849,6 +849,98 @@ fn a_checkpoint_of_a_full_log_lost_in_a_crash_keeps_every_acknowledged_write() {
     }
 }
 
+/// `read` on a thread of its own, answered within 30 s (a read that waits for a stalled
+/// checkpoint would never answer).
+fn read_soon<T: Send + 'static>(
+    what: &str,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let what = what.to_owned();
+    std::thread::Builder::new()
+        .name(what)
+        .spawn(move || {
+            let _ = tx.send(read());
+        })
+        .expect("a reader thread");
+    rx
+}
+
+/// While a checkpoint is stalled, the groups acknowledged meanwhile are kept aside, not yet in
+/// redb. A read of a record or a state value one of them wrote gets that write at once, and so
+/// does one of a key none of them wrote (redb is current for it); a read of a record changed
+/// in place (a cancellation request) and a read of anything else (a journal) wait, and see
+/// every write once the checkpoint ends.
+#[test]
+fn reads_of_writes_kept_aside_during_a_checkpoint_answer_without_waiting_for_it() {
+    let (disk, rt, store) = store_with_a_full_log(5);
+    let store = std::sync::Arc::new(store);
+    rt.block_on(store.submit(vec![
+        WriteOp::put_invocation(id(1), &record(0, 1)),
+        WriteOp::put_invocation(id(2), &record(3, 2)),
+        WriteOp::SetState {
+            scope: scope(1),
+            name: "y".into(),
+            value: b"before".to_vec(),
+        },
+    ]))
+    .unwrap();
+    let stalled = disk.stall_checkpoints();
+    // Entry 3 fills the first segment: a checkpoint starts and stalls; what follows is kept
+    // aside.
+    rt.block_on(store.submit(vec![full_log_op(3)])).unwrap();
+    rt.block_on(store.submit(vec![
+        WriteOp::put_invocation(id(1), &record(4, 9)),
+        WriteOp::SetState {
+            scope: scope(0),
+            name: "x".into(),
+            value: b"new".to_vec(),
+        },
+        WriteOp::ClearAllState { scope: scope(1) },
+        WriteOp::RequestCancel { id: id(2) },
+    ]))
+    .unwrap();
+    let soon = std::time::Duration::from_secs(30);
+    let s = store.clone();
+    let record1 = read_soon("record", move || s.invocation(&id(1)).unwrap());
+    let found = record1.recv_timeout(soon).expect("read without waiting");
+    assert_eq!(found.map(|r| r.input), Some(vec![9]));
+    let s = store.clone();
+    let states = read_soon("state", move || {
+        (
+            s.state(&scope(0), "x").unwrap(),
+            s.state(&scope(0), "z").unwrap(),
+            s.state(&scope(1), "y").unwrap(),
+        )
+    });
+    let found = states.recv_timeout(soon).expect("read without waiting");
+    assert_eq!(found, (Some(b"new".to_vec()), None, None));
+    let s = store.clone();
+    let untouched = read_soon("untouched", move || s.invocation(&id(0)).unwrap());
+    assert!(
+        untouched
+            .recv_timeout(soon)
+            .expect("read at once")
+            .is_none()
+    );
+    // These wait for the checkpoint.
+    let s = store.clone();
+    let cancelled = read_soon("cancelled", move || s.invocation(&id(2)).unwrap());
+    let s = store.clone();
+    let journal = read_soon("journal", move || s.journal(&id(0)).unwrap().len());
+    drop(stalled);
+    let found = cancelled
+        .recv_timeout(soon)
+        .expect("read after the checkpoint");
+    assert!(found.expect("stored").cancel_requested);
+    assert_eq!(
+        journal
+            .recv_timeout(soon)
+            .expect("read after the checkpoint"),
+        4
+    );
+}
+
 #[test]
 fn writes_after_a_checkpoint_of_a_full_log_survive_a_crash() {
     let (disk, rt, store) = store_with_a_full_log(4);

@@ -17,6 +17,7 @@ mod faults;
 mod fence;
 mod files;
 mod inbox;
+mod kept_aside;
 mod log;
 mod memory;
 #[cfg(feature = "postgres")]

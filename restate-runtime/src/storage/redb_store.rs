@@ -14,7 +14,8 @@
 //!   sequential write), then committed to redb without a sync, so readers see it only once it is
 //!   durable. The log has two segments (`log`): when one is full, appends go to the other while
 //!   a second thread commits redb durably (a checkpoint), and groups logged meanwhile are
-//!   acknowledged at once and applied when it ends (a read waits for them). redb also commits
+//!   acknowledged at once and applied when it ends (a read of a record or state value they
+//!   wrote finds it among them; other reads wait for them). redb also commits
 //!   durably after [`RedbOptions::idle_checkpoint`] without writes and at close; the log's tail
 //!   is replayed at open.
 //! - **Repair**: quick repair is on for durable commits (checkpoints): each saves redb's
@@ -39,6 +40,7 @@ use redb::{
 use tokio::sync::{oneshot, watch};
 
 use super::files::{Files, OsFiles};
+use super::kept_aside::Found;
 use super::log::Log;
 #[cfg(test)]
 use super::log::SEGMENT_NAMES;
@@ -271,6 +273,15 @@ impl RedbStorage {
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StorageError> {
         self.visibility.wait()?;
+        self.read_now(f)
+    }
+
+    /// A read of what redb holds now, for a key no write kept aside touched
+    /// ([`Visibility::find`]).
+    fn read_now<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StorageError> {
         let txn = self.db.begin_read().map_err(backend)?;
         f(&txn).map_err(backend)
     }
@@ -965,12 +976,15 @@ impl Storage for RedbStorage {
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
-        let raw = self.read(|txn| {
-            let table = txn.open_table(INVOCATIONS)?;
-            Ok(table
-                .get(id.storage_key().as_slice())?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = match self.visibility.find(|kept| kept.record(id))? {
+            Found::Written(raw) => raw,
+            _ => self.read_now(|txn| {
+                let table = txn.open_table(INVOCATIONS)?;
+                Ok(table
+                    .get(id.storage_key().as_slice())?
+                    .map(|v| v.value().to_vec()))
+            })?,
+        };
         raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
             .transpose()
     }
@@ -993,7 +1007,10 @@ impl Storage for RedbStorage {
     }
 
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|txn| {
+        if let Found::Written(value) = self.visibility.find(|kept| kept.state(scope, name))? {
+            return Ok(value);
+        }
+        self.read_now(|txn| {
             let table = txn.open_table(STATE)?;
             Ok(table
                 .get(state_key(scope, name).as_slice())?

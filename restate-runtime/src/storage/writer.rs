@@ -6,10 +6,11 @@
 //! write lock. When the active log segment fills, the writer switches to the other segment and
 //! hands the checkpoint to the checkpointer. Groups that arrive meanwhile are appended and
 //! synced (durable), acknowledged, and kept aside; they are applied to redb as soon as the
-//! checkpoint ends. Readers must see every acknowledged write, so a read that starts while
-//! acknowledged groups wait to be applied waits for them ([`Visibility`]): reads pay for a
-//! checkpoint only when one overlaps them, commits never do (unless a segment fills before
-//! the previous checkpoint ends).
+//! checkpoint ends. Readers must see every acknowledged write: a read of one invocation record
+//! or one state value finds its latest write among the groups kept aside (`kept_aside.rs`), or
+//! learns that none of them wrote it and redb is current; any other read that starts while
+//! groups wait to be applied waits for them ([`Visibility`]). Commits never wait for a
+//! checkpoint (unless a segment fills before the previous checkpoint ends).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{oneshot, watch};
 
+use super::kept_aside::{Found, KeptAside};
 use super::log::Log;
 use super::redb_store::commit_ops;
 use super::{StorageError, WriteOp, WriterStats};
@@ -53,9 +55,31 @@ struct Seen {
     applied: u64,
     /// The writer failed: what is acknowledged may never be applied in this process.
     failed: Option<String>,
+    /// What the groups acknowledged and not applied yet wrote to records and state.
+    kept: KeptAside,
 }
 
 impl Visibility {
+    /// Reads one key (through `find` in the writes kept aside) as a read begun now would see
+    /// it once everything acknowledged is applied: from those writes, or from redb when none
+    /// of them wrote it, waiting only when one changed it in place.
+    pub(super) fn find(&self, find: impl Fn(&KeptAside) -> Found) -> Result<Found, StorageError> {
+        if !self.behind.load(Ordering::SeqCst) {
+            return Ok(Found::Store);
+        }
+        let found = {
+            let seen = self.seen.lock().expect("visibility lock");
+            if let Some(reason) = &seen.failed {
+                return Err(StorageError::Poisoned(reason.clone()));
+            }
+            find(&seen.kept)
+        };
+        match found {
+            Found::Wait => self.wait().map(|()| Found::Store),
+            found => Ok(found),
+        }
+    }
+
     /// Returns once everything acknowledged so far is visible to a read transaction begun
     /// after it.
     pub(super) fn wait(&self) -> Result<(), StorageError> {
@@ -73,10 +97,12 @@ impl Visibility {
         Ok(())
     }
 
-    /// Group `seq` is acknowledged before it is applied: called before its answer is sent.
-    fn acknowledge_ahead(&self, seq: u64) {
+    /// Group `seq` (`ops`) is acknowledged before it is applied: called before its answer is
+    /// sent.
+    fn acknowledge_ahead(&self, seq: u64, ops: &[WriteOp]) {
         let mut seen = self.seen.lock().expect("visibility lock");
         seen.acknowledged = seq;
+        seen.kept.add(ops);
         self.behind.store(true, Ordering::SeqCst);
     }
 
@@ -85,6 +111,7 @@ impl Visibility {
         let mut seen = self.seen.lock().expect("visibility lock");
         seen.applied = seq;
         if seen.applied >= seen.acknowledged {
+            seen.kept.clear();
             self.behind.store(false, Ordering::SeqCst);
         }
         self.caught_up.notify_all();
@@ -296,7 +323,7 @@ impl Writer {
         self.poll_checkpoint(db)?;
         self.seq = seq;
         if self.checkpointer.running.is_some() {
-            self.visibility.acknowledge_ahead(seq);
+            self.visibility.acknowledge_ahead(seq, &ops);
             self.deferred.push(ops);
         } else {
             commit_ops(db, ops.iter(), Durability::None, None).map_err(backend)?;
@@ -525,14 +552,16 @@ mod tests {
             0,
             "no checkpoint could end"
         );
-        // A read begun now waits for the writes acknowledged during the checkpoint, then
-        // sees them.
+        // A read of one value written during the checkpoint finds it among the writes kept
+        // aside at once; a read of anything else (the scope's names) waits for them to be
+        // applied, then sees them.
+        assert_eq!(stored(&store, 24), Some(vec![24; VALUE]));
         let (started, began) = std::sync::mpsc::channel();
         let reader = {
             let store = store.clone();
             std::thread::spawn(move || {
                 started.send(()).unwrap();
-                stored(&store, 24)
+                store.state_keys(&scope()).unwrap().len()
             })
         };
         began.recv().unwrap();
@@ -542,7 +571,7 @@ mod tests {
             "the read did not wait for the stalled checkpoint"
         );
         drop(stalled);
-        assert_eq!(reader.join().unwrap(), Some(vec![24; VALUE]));
+        assert_eq!(reader.join().unwrap(), 25);
         let deadline = Instant::now() + Duration::from_secs(30);
         while store.writer_stats().checkpoints == 0 {
             assert!(Instant::now() < deadline, "the checkpoint never ended");

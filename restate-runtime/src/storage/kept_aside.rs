@@ -1,0 +1,159 @@
+//! What the groups acknowledged ahead of their apply wrote to invocation records and object
+//! state (they are kept aside while a checkpoint holds redb): a read of one record or one
+//! state value finds its latest write here, or learns that none of those groups touched it and
+//! redb is current for it, instead of waiting for the checkpoint to end. Only a write whose
+//! result depends on what redb holds (a cancellation request, which changes a stored record
+//! in place) makes a read of that record wait.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{StateScope, WriteOp};
+use crate::ids::InvocationId;
+
+/// The latest write of one invocation record among the groups kept aside.
+enum Record {
+    Put(Vec<u8>),
+    Deleted,
+    /// Changed in place from what redb holds: known only once applied.
+    Changed,
+}
+
+/// What a read finds.
+pub(super) enum Found {
+    /// No group kept aside wrote it: redb is current for it.
+    Store,
+    /// The latest value written (`None`: removed).
+    Written(Option<Vec<u8>>),
+    /// It must wait for the groups to be applied.
+    Wait,
+}
+
+/// The writes of the groups kept aside, latest first by key.
+#[derive(Default)]
+pub(super) struct KeptAside {
+    records: HashMap<InvocationId, Record>,
+    state: HashMap<(StateScope, String), Option<Vec<u8>>>,
+    /// Scopes whose whole state a group cleared: a name not written after reads as absent.
+    cleared: HashSet<StateScope>,
+}
+
+impl KeptAside {
+    /// Takes in one group's writes, in order.
+    pub(super) fn add(&mut self, ops: &[WriteOp]) {
+        for op in ops {
+            match op {
+                WriteOp::PutInvocation { id, encoded, .. } => {
+                    self.records.insert(*id, Record::Put(encoded.clone()));
+                }
+                WriteOp::DeleteInvocation { id } => {
+                    self.records.insert(*id, Record::Deleted);
+                }
+                WriteOp::RequestCancel { id } => {
+                    self.records.insert(*id, Record::Changed);
+                }
+                WriteOp::SetState { scope, name, value } => {
+                    self.state
+                        .insert((scope.clone(), name.clone()), Some(value.clone()));
+                }
+                WriteOp::ClearState { scope, name } => {
+                    self.state.insert((scope.clone(), name.clone()), None);
+                }
+                WriteOp::ClearAllState { scope } => {
+                    self.state.retain(|(s, _), _| s != scope);
+                    self.cleared.insert(scope.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every group is applied.
+    pub(super) fn clear(&mut self) {
+        self.records.clear();
+        self.state.clear();
+        self.cleared.clear();
+    }
+
+    pub(super) fn record(&self, id: &InvocationId) -> Found {
+        match self.records.get(id) {
+            None => Found::Store,
+            Some(Record::Put(bytes)) => Found::Written(Some(bytes.clone())),
+            Some(Record::Deleted) => Found::Written(None),
+            Some(Record::Changed) => Found::Wait,
+        }
+    }
+
+    pub(super) fn state(&self, scope: &StateScope, name: &str) -> Found {
+        // A lookup by borrowed parts would need a second map shape; state reads during a
+        // checkpoint are few enough for one key's copy.
+        match self.state.get(&(scope.clone(), name.to_owned())) {
+            Some(value) => Found::Written(value.clone()),
+            None if self.cleared.contains(scope) => Found::Written(None),
+            None => Found::Store,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(key: &str) -> StateScope {
+        StateScope {
+            service: "Counter".into(),
+            key: key.into(),
+        }
+    }
+
+    fn set(key: &str, name: &str, value: &[u8]) -> WriteOp {
+        WriteOp::SetState {
+            scope: scope(key),
+            name: name.into(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn written(found: Found) -> Option<Vec<u8>> {
+        match found {
+            Found::Written(value) => value,
+            Found::Store => panic!("read from the store"),
+            Found::Wait => panic!("waits"),
+        }
+    }
+
+    #[test]
+    fn the_latest_write_of_each_key_wins_and_others_read_the_store() {
+        let mut kept = KeptAside::default();
+        kept.add(&[set("a", "n", b"1"), set("a", "m", b"9")]);
+        kept.add(&[
+            set("a", "n", b"2"),
+            WriteOp::ClearState {
+                scope: scope("a"),
+                name: "m".into(),
+            },
+        ]);
+        assert_eq!(written(kept.state(&scope("a"), "n")), Some(b"2".to_vec()));
+        assert_eq!(written(kept.state(&scope("a"), "m")), None);
+        assert!(matches!(kept.state(&scope("b"), "n"), Found::Store));
+        // Cleared as a whole, then one name written again.
+        kept.add(&[
+            WriteOp::ClearAllState { scope: scope("a") },
+            set("a", "x", b"3"),
+        ]);
+        assert_eq!(written(kept.state(&scope("a"), "n")), None);
+        assert_eq!(written(kept.state(&scope("a"), "x")), Some(b"3".to_vec()));
+        kept.clear();
+        assert!(matches!(kept.state(&scope("a"), "n"), Found::Store));
+    }
+
+    #[test]
+    fn a_record_changed_in_place_waits_until_written_whole_again() {
+        let (id, other) = (InvocationId::random(1), InvocationId::random(2));
+        let mut kept = KeptAside::default();
+        kept.add(&[WriteOp::RequestCancel { id }]);
+        assert!(matches!(kept.record(&id), Found::Wait));
+        assert!(matches!(kept.record(&other), Found::Store));
+        kept.add(&[WriteOp::DeleteInvocation { id }]);
+        assert_eq!(written(kept.record(&id)), None);
+    }
+}
