@@ -1,7 +1,9 @@
 //! Traces over OTLP (http/protobuf) to a receiver in this test: an invocation started with a
 //! W3C `traceparent` is one trace from the ingress through each attempt and every step it made,
-//! across a suspension and a SIGKILL with a restart; its callees (a call and a send) are in it
-//! too, each under the step that made it; steps replayed from the journal are not traced twice.
+//! across a suspension in a sleep, a SIGKILL with a restart, and a wait on an awakeable; its
+//! callees (a call and a send) are in it too, each under the step that made it; later attempts
+//! are also linked to their long-ended parent; steps replayed from the journal are not traced
+//! twice.
 
 mod support;
 
@@ -135,6 +137,7 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
         ("OTEL_SERVICE_NAME", "traced-app".to_owned()),
         ("STEPS_FILE", steps.display().to_string()),
         ("RESTATE_SUSPEND_AFTER", "300ms".to_owned()),
+        ("STEP_MS", "2000".to_owned()),
     ];
     let data = dir.path().join("data");
     let first = App::start(BIN, &data, &env).await;
@@ -154,9 +157,8 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
         .as_str()
         .unwrap()
         .to_owned();
-    // Suspended on the awakeable (durably: the admin API says so), and the attempt's span,
+    // Suspended in its sleep (durably: the admin API says so), and the attempt's span,
     // ended, is exported.
-    let awakeable = announced(&steps).await;
     poll(Duration::from_secs(30), || {
         let (client, url) = (client.clone(), format!("{}/invocations/{id}", first.admin));
         async move {
@@ -177,6 +179,8 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
 
     first.kill();
     let second = App::start(BIN, &data, &env).await;
+    // The sleep ends after the restart; then the handler waits on its awakeable.
+    let awakeable = announced(&steps).await;
     let r = client
         .post(format!(
             "{}/restate/awakeables/{awakeable}/resolve",
@@ -224,6 +228,22 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
     }
     let (first_attempt, last) = (attempts[0], attempts[attempts.len() - 1]);
     assert_eq!(
+        attribute(first_attempt, "restate.outcome").as_deref(),
+        Some("suspended")
+    );
+    assert!(children(&spans, first_attempt).contains(&"sleep 2s"));
+    // A later attempt is also linked to the span its parent names, long ended.
+    for later in &attempts[1..] {
+        assert!(
+            later
+                .links
+                .iter()
+                .any(|l| l.span_id == ingress.span_id && l.trace_id == ingress.trace_id),
+            "{:?}",
+            later.links
+        );
+    }
+    assert_eq!(
         attribute(first_attempt, "restate.attempt").as_deref(),
         Some("1")
     );
@@ -244,7 +264,7 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
         "run before",
         "call Waits/busy",
         "send Waits/busy",
-        "sleep 5ms",
+        "sleep 2s",
         awakeable_step,
         "run announce",
         "run after",

@@ -45,6 +45,11 @@ pub(crate) fn attempt_span(
         restate.outcome = tracing::field::Empty,
     );
     set_parent(&span, headers);
+    // A later attempt's parent has long ended (a suspension, a restart came between): it is
+    // also linked, as OpenTelemetry does for work that outlives its cause.
+    if attempt > 1 {
+        link_parent(&span, headers);
+    }
     span
 }
 
@@ -136,6 +141,23 @@ fn set_parent(span: &Span, headers: &[(String, String)]) {
 
 #[cfg(not(feature = "otel"))]
 fn set_parent(_span: &Span, _headers: &[(String, String)]) {}
+
+/// Links `span` to the trace context `headers` carry, if any.
+#[cfg(feature = "otel")]
+fn link_parent(span: &Span, headers: &[(String, String)]) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some((_, parent)) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+    {
+        export::add_link(span, parent);
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+fn link_parent(_span: &Span, _headers: &[(String, String)]) {}
 
 #[cfg(feature = "otel")]
 fn traceparent(span: &Span) -> Option<String> {

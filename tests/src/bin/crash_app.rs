@@ -267,8 +267,8 @@ impl Chaos {
 }
 
 /// `journey(tag)` makes one step of each kind, for the traces test: a run, a call, a send, a
-/// short sleep, an awakeable whose id it appends to `STEPS_FILE` as `traced <tag> <id>` (it
-/// suspends there until resolved over HTTP), then one more run.
+/// sleep of `STEP_MS` (it suspends there), an awakeable whose id it appends to `STEPS_FILE` as
+/// `traced <tag> <id>` (it waits there until resolved over HTTP), then one more run.
 #[derive(Default)]
 pub struct Traced;
 
@@ -280,7 +280,7 @@ impl Traced {
         let waits = ctx.client::<Waits>();
         waits.busy(1).call().await?;
         waits.busy(2).send();
-        ctx.sleep(Duration::from_millis(5)).await?;
+        ctx.sleep(step_delay()).await?;
         let (id, resolved) = ctx.awakeable::<String>();
         let line = format!("traced {tag} {id}");
         ctx.run(|| async { Ok(append(&line)?) })
