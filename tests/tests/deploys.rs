@@ -196,8 +196,11 @@ async fn on_postgres_the_check_reads_the_live_database_without_disturbing_it() {
     };
     let url = cluster.fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Built first: a build while version 1's invocations wait could outlast their wait, and
+    // the check would find them finished.
+    let (unpatched, patched) = (example_bin("orders-v2-unpatched"), example_bin("orders-v2"));
     let env = [
-        ("ORDERS_WAIT", "3s".to_owned()),
+        ("ORDERS_WAIT", "8s".to_owned()),
         ("RESTATE_SUSPEND_AFTER", "100ms".to_owned()),
         ("RESTATE_DATABASE_URL", url.clone()),
     ];
@@ -217,7 +220,7 @@ async fn on_postgres_the_check_reads_the_live_database_without_disturbing_it() {
         .await;
     }
     let check = |bin: &str| {
-        let out = Command::new(example_bin(bin))
+        let out = Command::new(bin)
             .args(["check-replay", "--database-url", &url])
             .env("RUST_LOG", "warn")
             .output()
@@ -227,11 +230,11 @@ async fn on_postgres_the_check_reads_the_live_database_without_disturbing_it() {
             String::from_utf8(out.stdout).unwrap(),
         )
     };
-    let (code, report) = check("orders-v2-unpatched");
+    let (code, report) = check(&unpatched);
     assert_eq!(code, 1, "{report}");
     let named: Vec<&str> = report.lines().filter(|l| l.starts_with("inv_")).collect();
     assert_eq!(named.len(), 2, "{report}");
-    let (code, report) = check("orders-v2");
+    let (code, report) = check(&patched);
     assert_eq!(code, 0, "{report}");
     // Version 1 ran on undisturbed: its invocations finish on its logic.
     assert_eq!(output(&client, &v1, &waiting[0]).await, ["charge", "email"]);
