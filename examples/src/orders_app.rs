@@ -1,8 +1,9 @@
-//! The orders app in three releases, one source: the deploy test and the README's "Deploying
-//! a new version" recipe run them. Version 2 reserves stock before the wait for delivery,
-//! notifies a reviewer before waiting for an approval, and quotes before booking a carrier;
-//! `orders-v2` makes each change behind a patch marker, `orders-v2-unpatched` makes them
-//! without one (what the replay check catches before a deploy).
+//! The orders app in three releases, one source, one binary (`orders`) whose build's cargo
+//! feature chooses the release: the deploy test and the README's "Deploying a new version"
+//! recipe run them. Version 2 reserves stock before the wait for delivery, notifies a reviewer
+//! before waiting for an approval, and quotes before booking a carrier; feature `orders-v2`
+//! makes each change behind a patch marker, `orders-v2-unpatched` makes them without one (what
+//! the replay check catches before a deploy).
 //!
 //! Environment: `ORDERS_WAIT` (default `1h`): how long an order waits before its email and a
 //! carrier before its booking; and every `RESTATE_*` variable.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use restate_runtime::prelude::*;
 
-/// Which code this binary runs (each binary names one of them).
+/// Which code this binary runs (its build's features name one of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(dead_code)]
 pub enum Release {

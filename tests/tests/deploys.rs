@@ -1,4 +1,6 @@
-//! Deploying a new version, as the README's recipe does it: invocations of version 1 wait
+//! Deploying a new version, as the README's recipe does it, with builds of the `orders` example
+//! that a cargo feature switches (version 1 by default, version 2 with `orders-v2`, or with
+//! `orders-v2-unpatched` its changes without patch markers): invocations of version 1 wait
 //! mid-way (a sleep, a promise, a call); a backup is taken, the process drained and stopped;
 //! the replay check of version 2 against the backup names exactly the invocations that would
 //! diverge when the changes have no patch markers, and none when they have; after the swap,
@@ -11,11 +13,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{App, example_bin, poll};
+use support::{App, example_bin, example_bin_with, poll};
 
-/// What `bin check-replay --data-dir <backup>` exits with and prints.
+/// What the binary at `bin` exits with and prints for `check-replay --data-dir <backup>`.
 fn check_replay(bin: &str, backup: &Path) -> (i32, String) {
-    let out = Command::new(example_bin(bin))
+    let out = Command::new(bin)
         .args(["check-replay", "--data-dir"])
         .arg(backup)
         .env("RUST_LOG", "warn")
@@ -69,7 +71,7 @@ async fn a_deploy_checked_against_a_backup_keeps_every_invocation_on_its_own_ver
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let v1 = App::start(&example_bin("orders-v1"), &data, &env).await;
+    let v1 = App::start(&example_bin_with("orders", ""), &data, &env).await;
     let orders = [
         send(&client, &v1, "/Orders/o1/checkout/send").await,
         send(&client, &v1, "/Orders/o2/checkout/send").await,
@@ -114,7 +116,7 @@ async fn a_deploy_checked_against_a_backup_keeps_every_invocation_on_its_own_ver
 
     // Version 2 without markers would break exactly the four waiting invocations (not the
     // carrier's booking, whose code did not change).
-    let (code, report) = check_replay("orders-v2-unpatched", &backup);
+    let (code, report) = check_replay(&example_bin_with("orders", "orders-v2-unpatched"), &backup);
     assert_eq!(code, 1, "{report}");
     let named: Vec<&str> = report.lines().filter(|l| l.starts_with("inv_")).collect();
     assert_eq!(named.len(), 4, "{report}");
@@ -128,19 +130,22 @@ async fn a_deploy_checked_against_a_backup_keeps_every_invocation_on_its_own_ver
     }
     assert!(report.contains("entry 1"), "{report}");
     // With patch markers: nothing breaks.
-    let (code, report) = check_replay("orders-v2", &backup);
+    let (code, report) = check_replay(&example_bin_with("orders", "orders-v2"), &backup);
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("0 would break"), "{report}");
     // A binary that does not serve these services names every one; a folder without a store
     // is an error.
-    let (code, report) = check_replay("webhooks", &backup);
+    let (code, report) = check_replay(&example_bin("webhooks"), &backup);
     assert_eq!(code, 1, "{report}");
     assert!(report.contains("not served by this binary"), "{report}");
-    let (code, _) = check_replay("orders-v2", &dir.path().join("missing"));
+    let (code, _) = check_replay(
+        &example_bin_with("orders", "orders-v2"),
+        &dir.path().join("missing"),
+    );
     assert_eq!(code, 2);
 
     // The swap: version 2 serves the same data; new invocations run the new code.
-    let v2 = App::start(&example_bin("orders-v2"), &data, &env).await;
+    let v2 = App::start(&example_bin_with("orders", "orders-v2"), &data, &env).await;
     let new_order = send(&client, &v2, "/Orders/o3/checkout/send").await;
     let new_approval = send(&client, &v2, "/Approval/w2/run/send").await;
     for workflow in ["w1", "w2"] {
@@ -198,7 +203,10 @@ async fn on_postgres_the_check_reads_the_live_database_without_disturbing_it() {
     let dir = tempfile::tempdir().unwrap();
     // Built first: a build while version 1's invocations wait could outlast their wait, and
     // the check would find them finished.
-    let (unpatched, patched) = (example_bin("orders-v2-unpatched"), example_bin("orders-v2"));
+    let (unpatched, patched) = (
+        example_bin_with("orders", "orders-v2-unpatched"),
+        example_bin_with("orders", "orders-v2"),
+    );
     let env = [
         ("ORDERS_WAIT", "8s".to_owned()),
         ("RESTATE_SUSPEND_AFTER", "100ms".to_owned()),
@@ -208,7 +216,12 @@ async fn on_postgres_the_check_reads_the_live_database_without_disturbing_it() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let v1 = App::start(&example_bin("orders-v1"), &dir.path().join("data"), &env).await;
+    let v1 = App::start(
+        &example_bin_with("orders", ""),
+        &dir.path().join("data"),
+        &env,
+    )
+    .await;
     let waiting = [
         send(&client, &v1, "/Orders/o1/checkout/send").await,
         send(&client, &v1, "/Shipping/s1/ship/send").await,

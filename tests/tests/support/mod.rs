@@ -7,6 +7,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Path of binary `name` of the `examples` package built with `features` (comma-separated,
+/// empty for none), built on first use with the cargo running the tests and copied aside
+/// (`<name>+<features>`): a build with other features writes the same file.
+pub fn example_bin_with(name: &str, features: &str) -> String {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let label = if features.is_empty() {
+        "default"
+    } else {
+        features
+    };
+    let copy = profile_dir.join(format!("{name}+{}", label.replace(',', "+")));
+    if !built.iter().any(|b| *b == copy.display().to_string()) {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "examples", "--bin", name]);
+        if !features.is_empty() {
+            cmd.args(["--features", features]);
+        }
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the {name} example ({label}) failed"
+        );
+        std::fs::copy(profile_dir.join(name), &copy).expect("the build copied aside");
+        built.push(copy.display().to_string());
+    }
+    copy.display().to_string()
+}
+
 /// Path of a binary of the `examples` package, built on first use with the cargo running the
 /// tests (same profile and target folder).
 pub fn example_bin(name: &str) -> String {

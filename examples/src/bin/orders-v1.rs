@@ -1,9 +1,0 @@
-//! The orders app, release `v1` (see `orders_app.rs`).
-
-#[path = "../orders_app.rs"]
-mod orders_app;
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    orders_app::main(orders_app::Release::V1).await
-}
