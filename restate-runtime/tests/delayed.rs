@@ -99,15 +99,21 @@ async fn start_in(dir: tempfile::TempDir) -> TestServer {
     TestServer::start_with(dir, |b| b).await
 }
 
-/// The sum of a metric's series in the admin API's `/metrics`.
-async fn metric(s: &TestServer, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", s.admin))
+/// The admin API's `/metrics`.
+async fn scrape(s: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", s.admin))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The sum of a metric's series in the admin API's `/metrics`.
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    scrape(s)
+        .await
+        .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
@@ -115,13 +121,8 @@ async fn metric(s: &TestServer, name: &str) -> u64 {
 
 /// Whether `/metrics` has the line `series value` exactly.
 async fn has_line(s: &TestServer, series: &str, value: u64) -> bool {
-    let text = reqwest::get(format!("{}/metrics", s.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().any(|l| l == format!("{series} {value}"))
+    let line = format!("{series} {value}");
+    scrape(s).await.lines().any(|l| l == line)
 }
 
 /// Polls until no unfinished invocation is held in memory; panics after `deadline`.
