@@ -320,3 +320,41 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
     .await;
     assert_ne!(hex(&roots[0].trace_id), TRACE_ID);
 }
+
+/// What a binary built without TLS and without gRPC says at start when asked for either: export
+/// is off, and why (a command that exits at once: its logging starts all the same).
+#[test]
+fn an_endpoint_this_build_cannot_reach_turns_export_off_with_a_message() {
+    let webhooks = support::example_bin("webhooks");
+    for (name, value, says) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
+            "exports http/protobuf only",
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", ""),
+    ] {
+        let out = std::process::Command::new(&webhooks)
+            .arg("--help")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match says {
+            "" => assert!(!stderr.contains("export is off"), "{stderr}"),
+            says => assert!(stderr.contains(says), "{value}: {stderr}"),
+        }
+    }
+    let out = std::process::Command::new(&webhooks)
+        .arg("--help")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            " HTTPS://collector.example:4318",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no TLS"), "{stderr}");
+}

@@ -65,6 +65,22 @@ where
     if !requested() || PROVIDER.get().is_some() {
         return None;
     }
+    // Only http/protobuf is built in: another protocol asked for would send protobuf over
+    // HTTP to a port that speaks something else, and every export would fail.
+    let protocol = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
+    if let Some(protocol) = protocol.filter(|p| p.trim() != "http/protobuf") {
+        eprintln!(
+            "OpenTelemetry export is off: the OTLP protocol asked for is {protocol:?}, and this \
+             build exports http/protobuf only (send to the collector's OTLP/HTTP port, 4318 by \
+             default, with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf or unset)"
+        );
+        return None;
+    }
     let https = endpoint().is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https:"));
     if !cfg!(feature = "otel-tls") && https {
         eprintln!(
