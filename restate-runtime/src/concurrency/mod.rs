@@ -15,6 +15,9 @@ use std::sync::RwLock;
 pub(crate) use gate::holder;
 pub(crate) use object::{LIMITER, LimiterObject, stored};
 
+/// Unkeyed limits in use that `/metrics` names at most (each is one store read per scrape).
+const MAX_USED_NAMES: usize = 64;
+
 /// Limits by name set at run time (the builder, then the admin API): they win over a
 /// handler's attribute. A name with no limit anywhere lets everything through. Also the names
 /// of the unkeyed limits this process's handlers and steps have used, for `/metrics`.
@@ -60,14 +63,16 @@ impl ConcurrencyLimits {
         all
     }
 
-    /// Notes that an unkeyed limit named `name` was asked for a permit (names come from the
-    /// code, so the set stays small).
+    /// Notes that an unkeyed limit named `name` was asked for a permit. Names usually come
+    /// from the code; one built from data (a name per tenant) could grow the set, and the
+    /// series `/metrics` shows, without end: past [`MAX_USED_NAMES`] no more are noted.
     pub(crate) fn note_used(&self, name: &str) {
-        if !self.used.read().expect("limits lock").contains(name) {
-            self.used
-                .write()
-                .expect("limits lock")
-                .insert(name.to_owned());
+        if self.used.read().expect("limits lock").contains(name) {
+            return;
+        }
+        let mut used = self.used.write().expect("limits lock");
+        if used.len() < MAX_USED_NAMES {
+            used.insert(name.to_owned());
         }
     }
 

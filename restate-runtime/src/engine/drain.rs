@@ -42,7 +42,8 @@ pub(crate) struct Running<'a>(&'a Drain);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, SeqCst) == 1 {
+        // Only a drain waits for the last attempt: no wake-up to send otherwise.
+        if self.0.running.fetch_sub(1, SeqCst) == 1 && self.0.is_draining() {
             self.0.idle.notify_waiters();
         }
     }

@@ -6,13 +6,27 @@
 //! in place) makes a read of that record wait.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{StateScope, WriteOp};
 use crate::ids::InvocationId;
 
+/// One write among the groups kept aside: its group (shared with the writer, which applies
+/// it later) and its place there. Nothing is copied when a group is taken in; a read copies
+/// the bytes it finds.
+#[derive(Clone)]
+struct At(Arc<Vec<WriteOp>>, usize);
+
+impl At {
+    fn op(&self) -> &WriteOp {
+        &self.0[self.1]
+    }
+}
+
 /// The latest write of one invocation record among the groups kept aside.
 enum Record {
-    Put(Vec<u8>),
+    /// A `PutInvocation`.
+    Put(At),
     Deleted,
     /// Changed in place from what redb holds: known only once applied.
     Changed,
@@ -32,18 +46,20 @@ pub(super) enum Found {
 #[derive(Default)]
 pub(super) struct KeptAside {
     records: HashMap<InvocationId, Record>,
-    state: HashMap<(StateScope, String), Option<Vec<u8>>>,
+    /// The latest `SetState` of each name, `None` once cleared.
+    state: HashMap<(StateScope, String), Option<At>>,
     /// Scopes whose whole state a group cleared: a name not written after reads as absent.
     cleared: HashSet<StateScope>,
 }
 
 impl KeptAside {
     /// Takes in one group's writes, in order.
-    pub(super) fn add(&mut self, ops: &[WriteOp]) {
-        for op in ops {
+    pub(super) fn add(&mut self, group: &Arc<Vec<WriteOp>>) {
+        for (i, op) in group.iter().enumerate() {
+            let at = || At(group.clone(), i);
             match op {
-                WriteOp::PutInvocation { id, encoded, .. } => {
-                    self.records.insert(*id, Record::Put(encoded.clone()));
+                WriteOp::PutInvocation { id, .. } => {
+                    self.records.insert(*id, Record::Put(at()));
                 }
                 WriteOp::DeleteInvocation { id } => {
                     self.records.insert(*id, Record::Deleted);
@@ -51,9 +67,8 @@ impl KeptAside {
                 WriteOp::RequestCancel { id } => {
                     self.records.insert(*id, Record::Changed);
                 }
-                WriteOp::SetState { scope, name, value } => {
-                    self.state
-                        .insert((scope.clone(), name.clone()), Some(value.clone()));
+                WriteOp::SetState { scope, name, .. } => {
+                    self.state.insert((scope.clone(), name.clone()), Some(at()));
                 }
                 WriteOp::ClearState { scope, name } => {
                     self.state.insert((scope.clone(), name.clone()), None);
@@ -77,7 +92,10 @@ impl KeptAside {
     pub(super) fn record(&self, id: &InvocationId) -> Found {
         match self.records.get(id) {
             None => Found::Store,
-            Some(Record::Put(bytes)) => Found::Written(Some(bytes.clone())),
+            Some(Record::Put(at)) => match at.op() {
+                WriteOp::PutInvocation { encoded, .. } => Found::Written(Some(encoded.clone())),
+                _ => unreachable!("a record's write is a PutInvocation"),
+            },
             Some(Record::Deleted) => Found::Written(None),
             Some(Record::Changed) => Found::Wait,
         }
@@ -87,7 +105,11 @@ impl KeptAside {
         // A lookup by borrowed parts would need a second map shape; state reads during a
         // checkpoint are few enough for one key's copy.
         match self.state.get(&(scope.clone(), name.to_owned())) {
-            Some(value) => Found::Written(value.clone()),
+            Some(Some(at)) => match at.op() {
+                WriteOp::SetState { value, .. } => Found::Written(Some(value.clone())),
+                _ => unreachable!("a state value's write is a SetState"),
+            },
+            Some(None) => Found::Written(None),
             None if self.cleared.contains(scope) => Found::Written(None),
             None => Found::Store,
         }
@@ -124,22 +146,22 @@ mod tests {
     #[test]
     fn the_latest_write_of_each_key_wins_and_others_read_the_store() {
         let mut kept = KeptAside::default();
-        kept.add(&[set("a", "n", b"1"), set("a", "m", b"9")]);
-        kept.add(&[
+        kept.add(&Arc::new(vec![set("a", "n", b"1"), set("a", "m", b"9")]));
+        kept.add(&Arc::new(vec![
             set("a", "n", b"2"),
             WriteOp::ClearState {
                 scope: scope("a"),
                 name: "m".into(),
             },
-        ]);
+        ]));
         assert_eq!(written(kept.state(&scope("a"), "n")), Some(b"2".to_vec()));
         assert_eq!(written(kept.state(&scope("a"), "m")), None);
         assert!(matches!(kept.state(&scope("b"), "n"), Found::Store));
         // Cleared as a whole, then one name written again.
-        kept.add(&[
+        kept.add(&Arc::new(vec![
             WriteOp::ClearAllState { scope: scope("a") },
             set("a", "x", b"3"),
-        ]);
+        ]));
         assert_eq!(written(kept.state(&scope("a"), "n")), None);
         assert_eq!(written(kept.state(&scope("a"), "x")), Some(b"3".to_vec()));
         kept.clear();
@@ -150,10 +172,10 @@ mod tests {
     fn a_record_changed_in_place_waits_until_written_whole_again() {
         let (id, other) = (InvocationId::random(1), InvocationId::random(2));
         let mut kept = KeptAside::default();
-        kept.add(&[WriteOp::RequestCancel { id }]);
+        kept.add(&Arc::new(vec![WriteOp::RequestCancel { id }]));
         assert!(matches!(kept.record(&id), Found::Wait));
         assert!(matches!(kept.record(&other), Found::Store));
-        kept.add(&[WriteOp::DeleteInvocation { id }]);
+        kept.add(&Arc::new(vec![WriteOp::DeleteInvocation { id }]));
         assert_eq!(written(kept.record(&id)), None);
     }
 }

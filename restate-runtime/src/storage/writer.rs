@@ -99,7 +99,7 @@ impl Visibility {
 
     /// Group `seq` (`ops`) is acknowledged before it is applied: called before its answer is
     /// sent.
-    fn acknowledge_ahead(&self, seq: u64, ops: &[WriteOp]) {
+    fn acknowledge_ahead(&self, seq: u64, ops: &Arc<Vec<WriteOp>>) {
         let mut seen = self.seen.lock().expect("visibility lock");
         seen.acknowledged = seq;
         seen.kept.add(ops);
@@ -141,7 +141,7 @@ pub(super) struct Writer {
     checkpointed: u64,
     last_write: Instant,
     /// Groups logged and acknowledged while a checkpoint holds the store, in order.
-    deferred: Vec<Vec<WriteOp>>,
+    deferred: Vec<Arc<Vec<WriteOp>>>,
     checkpointer: Checkpointer,
     visibility: Arc<Visibility>,
     limits: WriterLimits,
@@ -323,6 +323,8 @@ impl Writer {
         self.poll_checkpoint(db)?;
         self.seq = seq;
         if self.checkpointer.running.is_some() {
+            // Shared with the readers' index: the writer copies no bytes for it.
+            let ops = Arc::new(ops);
             self.visibility.acknowledge_ahead(seq, &ops);
             self.deferred.push(ops);
         } else {
@@ -381,8 +383,13 @@ impl Writer {
         self.record_checkpoint(result?);
         self.checkpointed = covered;
         if !self.deferred.is_empty() {
-            commit_ops(db, self.deferred.iter().flatten(), Durability::None, None)
-                .map_err(backend)?;
+            commit_ops(
+                db,
+                self.deferred.iter().flat_map(|g| g.iter()),
+                Durability::None,
+                None,
+            )
+            .map_err(backend)?;
             self.deferred.clear();
         }
         self.visibility.applied(self.seq);

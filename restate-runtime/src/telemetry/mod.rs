@@ -100,6 +100,10 @@ pub(crate) fn record_outcome(span: &Span, outcome: &str, error: Option<&str>) {
 /// a client of the runtime's handle, a schedule, a debounce, a restart): an `invoke` span, a
 /// child of the caller's current span, so that all its attempts share one trace.
 pub(crate) fn trace_new(target: &Target, headers: &mut Vec<(String, String)>) {
+    // Every new invocation passes here: with nothing exported, not even the headers are read.
+    if !tracing::enabled!(target: TARGET, tracing::Level::DEBUG) {
+        return;
+    }
     if headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
@@ -125,16 +129,19 @@ pub(crate) fn propagate(span: &Span, headers: &mut Vec<(String, String)>) {
     headers.push((TRACEPARENT.to_owned(), context));
 }
 
+/// The trace context `headers` carry, if any (by name in any case).
+#[cfg(feature = "otel")]
+fn carried(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+        .map(|(_, value)| value.as_str())
+}
+
 /// Makes `span` a child of the trace context `headers` carry, if any.
 #[cfg(feature = "otel")]
 fn set_parent(span: &Span, headers: &[(String, String)]) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Some((_, parent)) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
-    {
+    if let Some(parent) = carried(headers).filter(|_| !span.is_disabled()) {
         export::set_parent(span, parent);
     }
 }
@@ -145,13 +152,7 @@ fn set_parent(_span: &Span, _headers: &[(String, String)]) {}
 /// Links `span` to the trace context `headers` carry, if any.
 #[cfg(feature = "otel")]
 fn link_parent(span: &Span, headers: &[(String, String)]) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Some((_, parent)) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
-    {
+    if let Some(parent) = carried(headers).filter(|_| !span.is_disabled()) {
         export::add_link(span, parent);
     }
 }

@@ -3,16 +3,11 @@
 //! under the application's current span, and every attempt, before and after a suspension,
 //! is its child, in one trace.
 
-#![cfg(feature = "otel")]
+mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use restate_runtime::prelude::*;
 use restate_runtime::testing::TestRuntime;
 use tracing::Instrument;
@@ -30,39 +25,13 @@ impl Naps {
     }
 }
 
-/// An OTLP/HTTP receiver on a loopback port: every span it is sent.
-async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let store = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let store = store.clone();
-            async move {
-                let request = ExportTraceServiceRequest::decode(body).expect("an OTLP export");
-                let mut store = store.lock().unwrap();
-                for resource in request.resource_spans {
-                    for scope in resource.scope_spans {
-                        store.extend(scope.spans);
-                    }
-                }
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
-}
-
 fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_from_the_handle_is_one_trace_under_the_callers_span() {
-    let (endpoint, received) = receiver().await;
+    let (endpoint, received) = support::otlp::receiver().await;
     // SAFETY: set before anything reads the environment, in this test binary's only test.
     unsafe {
         std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
@@ -84,7 +53,12 @@ async fn an_invocation_from_the_handle_is_one_trace_under_the_callers_span() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let spans = loop {
-        let spans = received.lock().unwrap().clone();
+        let spans: Vec<Span> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
         let attempts = named(&spans, "Naps/nap");
         if attempts.len() >= 2 && !named(&spans, "checkout").is_empty() {
             break spans;
