@@ -228,26 +228,49 @@ pub use restate_macros::handler;
 /// restate_runtime::init_tracing();
 /// ```
 pub fn init_tracing() {
-    use tracing_subscriber::Layer as _;
+    use std::io::IsTerminal as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A command's report is its standard output: its logs go to standard error.
-    let logs = tracing_subscriber::fmt::layer();
-    let logs = match cli::command_requested() {
-        true => logs
-            .with_writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
-                std::io::stderr,
-            ))
-            .boxed(),
-        false => logs.boxed(),
-    };
-    // The log filter is the log layer's own: spans it leaves out may still be exported.
-    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    // A command's report is its standard output: its logs go to standard error. Colours only
+    // for a terminal, and not with `NO_COLOR`: a log file or collector gets plain text.
+    fn logs<S>() -> tracing_subscriber::fmt::Layer<
+        S,
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        tracing_subscriber::fmt::writer::BoxMakeWriter,
+    > {
+        use tracing_subscriber::fmt::writer::BoxMakeWriter;
+        let (terminal, writer) = match cli::command_requested() {
+            true => (
+                std::io::stderr().is_terminal(),
+                BoxMakeWriter::new(std::io::stderr),
+            ),
+            false => (
+                std::io::stdout().is_terminal(),
+                BoxMakeWriter::new(std::io::stdout),
+            ),
+        };
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        tracing_subscriber::fmt::layer()
+            .with_ansi(terminal && !no_color)
+            .with_writer(writer)
+    }
     #[cfg(feature = "otel")]
-    let registry = registry.with(telemetry::layer());
-    let _ = registry.try_init();
+    if let Some(export) = telemetry::layer() {
+        use tracing_subscriber::Layer as _;
+        // The log filter is the log layer's own: spans it leaves out may still be exported.
+        let registry = tracing_subscriber::registry().with(logs().with_filter(filter));
+        let _ = registry.with(export).try_init();
+        return;
+    }
+    // Without an exporter the filter is global: a span or event it leaves out is not even
+    // created, which costs less per invocation than a per-layer filter.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs())
+        .try_init();
 }
 
 /// The README's examples, compiled as doc tests.

@@ -265,22 +265,27 @@ impl Engine {
 
     /// [`Self::purge`] applied in this process.
     pub(super) async fn purge_here(&self, id: InvocationId) -> Result<(), ControlError> {
-        if self.inflight(&id).is_some() {
-            return Err(ControlError::Conflict(format!(
-                "invocation {id} is not completed yet; only completed invocations can be purged"
-            )));
-        }
-        let record = self
-            .storage
-            .invocation(&id)?
-            .ok_or(ControlError::NotFound(id))?;
-        if !matches!(record.status, Status::Completed { .. }) {
-            return Err(ControlError::Conflict(format!(
-                "invocation {id} is not completed yet; only completed invocations can be purged"
-            )));
-        }
-        let ops = self.forget_ops(id, &record.target);
-        self.storage.submit(ops).await.map_err(EngineError::from)?;
+        let committed = {
+            // Under the id's claim from the read to the queued delete: no new invocation of a
+            // key's id is created in between, only to be deleted with the old one.
+            let _claim = self.claims.of(&id);
+            if self.inflight(&id).is_some() {
+                return Err(ControlError::Conflict(format!(
+                    "invocation {id} is not completed yet; only completed invocations can be purged"
+                )));
+            }
+            let record = self
+                .storage
+                .invocation(&id)?
+                .ok_or(ControlError::NotFound(id))?;
+            if !matches!(record.status, Status::Completed { .. }) {
+                return Err(ControlError::Conflict(format!(
+                    "invocation {id} is not completed yet; only completed invocations can be purged"
+                )));
+            }
+            self.storage.submit(self.forget_ops(id, &record.target))
+        };
+        committed.await.map_err(EngineError::from)?;
         Ok(())
     }
 

@@ -253,6 +253,8 @@ impl Engine {
         record.seq = self.next_seq();
         let inflight = self.new_inflight(id, record, false, Journal::default());
         map.insert(id, inflight.clone());
+        // A request that read the store for this id before it came reads again.
+        self.claims.created(&id);
         Adoption::New(inflight, execution_time_ms)
     }
 
@@ -266,8 +268,10 @@ impl Engine {
         let mut effects: Vec<(u64, BoxFuture<'_, Result<Applied, String>>)> = Vec::new();
         let mut launches = Vec::new();
         {
-            // Which forwarded invocations exist already, read under the in-flight lock: none
-            // of them can be stored or leave memory between the read and the adoption.
+            // Which forwarded invocations exist already, read under the in-flight lock and
+            // every claim: none of them can be created, stored or leave memory between the
+            // read and the adoption.
+            let _claims = self.claims.all();
             let mut map = self.inflight.lock().expect("inflight map");
             let invoked: Vec<InvocationId> = page
                 .iter()

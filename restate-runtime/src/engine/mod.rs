@@ -2,6 +2,7 @@
 //! attach, delayed starts, recovery and retention. It knows nothing of HTTP.
 
 mod awakeables;
+mod claims;
 mod control;
 mod delayed;
 mod drain;
@@ -160,6 +161,20 @@ struct Prepared {
     workflow_run: bool,
 }
 
+impl Prepared {
+    /// Its id is its key's (an idempotency key's, a workflow run's): it may exist already.
+    fn derived(&self) -> bool {
+        self.record.idempotency_key.is_some() || self.workflow_run
+    }
+}
+
+/// A derived id's store read made before its claim was taken ([`Engine::look`]).
+struct Looked {
+    /// Creations in the id's slot when the read began.
+    creations: u64,
+    record: Option<InvocationRecord>,
+}
+
 /// How `/send` answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendStatus {
@@ -286,6 +301,8 @@ pub(crate) struct EngineInner {
     registry: Registry,
     config: EngineConfig,
     inflight: Mutex<HashMap<InvocationId, Arc<Inflight>>>,
+    /// Who may create the invocation of a derived id (idempotency or workflow key) now.
+    claims: claims::Claims,
     /// The finish channel of every unfinished invocation somebody waits on, in memory or not
     /// (a suspended invocation has no `Inflight`, but attachers still wait on it).
     finishers: Mutex<HashMap<InvocationId, watch::Sender<Finish>>>,
@@ -378,6 +395,7 @@ impl Engine {
             registry,
             config,
             inflight: Mutex::new(HashMap::new()),
+            claims: claims::Claims::default(),
             finishers: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
             idle_lanes: Mutex::new(lanes::IdleLanes::default()),
@@ -527,8 +545,14 @@ impl Engine {
 
     /// [`Self::submit`] for work from outside any handler: a new invocation is refused while
     /// the disk is nearly full, a duplicate still gets its answer.
-    fn submit_from_outside(&self, req: InvokeRequest) -> Result<Submitted, EngineError> {
-        self.submit_as(req, None, Origin::Outside)
+    /// A derived id's store read is made first, without blocking the thread ([`Self::look`]).
+    async fn submit_from_outside(&self, req: InvokeRequest) -> Result<Submitted, EngineError> {
+        let prepared = self.prepare(req, None)?;
+        let looked = match prepared.derived() {
+            true => self.look(prepared.id).await?,
+            false => None,
+        };
+        self.submit_prepared(prepared, Origin::Outside, looked)
     }
 
     fn submit_as(
@@ -537,55 +561,105 @@ impl Engine {
         caller: Option<(InvocationId, u32)>,
         origin: Origin,
     ) -> Result<Submitted, EngineError> {
+        let prepared = self.prepare(req, caller)?;
+        self.submit_prepared(prepared, origin, None)
+    }
+
+    /// What the store holds for a derived id, read without blocking this thread and without
+    /// any lock: `None` when it is in memory (read it there). The read stands under the id's
+    /// claim if no invocation of its slot was created since (see `claims.rs`).
+    async fn look(&self, id: InvocationId) -> Result<Option<Looked>, EngineError> {
+        let creations = self.claims.creations(&id);
+        // After the count: one created before it is in the map by now, or stored.
+        if self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .contains_key(&id)
+        {
+            return Ok(None);
+        }
+        let record = self.storage.invocation_async(&id).await?;
+        Ok(Some(Looked { creations, record }))
+    }
+
+    fn submit_prepared(
+        &self,
+        prepared: Prepared,
+        origin: Origin,
+        looked: Option<Looked>,
+    ) -> Result<Submitted, EngineError> {
+        let derived = prepared.derived();
         let Prepared {
             id,
             record,
             execution_time_ms,
             workflow_run,
-        } = self.prepare(req, caller)?;
-        let inflight = {
-            let mut map = self.inflight.lock().expect("inflight map");
-            if record.idempotency_key.is_some() || workflow_run {
-                if let Some(existing) = map.get(&id) {
-                    return Ok(Submitted {
-                        id,
-                        submission: Submission::Running {
-                            inflight: existing.clone(),
-                            new: false,
-                            finish: existing.subscribe(),
-                        },
-                        execution_time_ms: scheduled_at(&existing.state().record.status),
-                        workflow_run,
-                    });
-                }
-                let submission = match self.storage.invocation(&id)? {
-                    Some(InvocationRecord {
-                        status:
-                            Status::Completed {
-                                outcome,
-                                expires_at_ms,
-                                ..
-                            },
-                        ..
-                    }) => Some((
-                        Submission::Finished(Arc::new(Completed {
+        } = prepared;
+        // The id is its key's: an invocation of it may exist, in memory or on disk. The claim
+        // keeps other creators of the id out while the store is read, outside the in-flight
+        // lock (a read must not hold up every start and end); what leaves memory meanwhile
+        // was stored first (a completion, a suspension) or never (a lost one, created anew).
+        let _claim = derived.then(|| self.claims.of(&id));
+        let running = |existing: &Arc<Inflight>| Submitted {
+            id,
+            submission: Submission::Running {
+                inflight: existing.clone(),
+                new: false,
+                finish: existing.subscribe(),
+            },
+            execution_time_ms: scheduled_at(&existing.state().record.status),
+            workflow_run,
+        };
+        if derived {
+            let existing = self
+                .inflight
+                .lock()
+                .expect("inflight map")
+                .get(&id)
+                .cloned();
+            if let Some(existing) = existing {
+                return Ok(running(&existing));
+            }
+            let stored = match looked {
+                Some(looked) if self.claims.creations(&id) == looked.creations => looked.record,
+                _ => self.storage.invocation(&id)?,
+            };
+            let submission = match stored {
+                Some(InvocationRecord {
+                    status:
+                        Status::Completed {
                             outcome,
                             expires_at_ms,
-                        })),
-                        None,
-                    )),
-                    // Unfinished and not in memory: suspended or delayed. Never a second copy.
-                    Some(stored) => Some((Submission::Stored, scheduled_at(&stored.status))),
-                    None => None,
-                };
-                if let Some((submission, execution_time_ms)) = submission {
-                    return Ok(Submitted {
-                        id,
-                        submission,
-                        execution_time_ms,
-                        workflow_run,
-                    });
-                }
+                            ..
+                        },
+                    ..
+                }) => Some((
+                    Submission::Finished(Arc::new(Completed {
+                        outcome,
+                        expires_at_ms,
+                    })),
+                    None,
+                )),
+                // Unfinished and not in memory: suspended or delayed. Never a second copy.
+                Some(stored) => Some((Submission::Stored, scheduled_at(&stored.status))),
+                None => None,
+            };
+            if let Some((submission, execution_time_ms)) = submission {
+                return Ok(Submitted {
+                    id,
+                    submission,
+                    execution_time_ms,
+                    workflow_run,
+                });
+            }
+        }
+        let inflight = {
+            let mut map = self.inflight.lock().expect("inflight map");
+            if derived && let Some(existing) = map.get(&id) {
+                // Nothing should have since the read (creators hold the claim, loaders load
+                // what the read saw); should something have, it is joined, never replaced.
+                return Ok(running(existing));
             }
             // New work from outside waits for disk space and for memory; a handler's own calls
             // and sends are progress of work already accepted and commit into the reserve.
@@ -603,6 +677,9 @@ impl Engine {
             self.metrics.accepted.inc();
             let inflight = self.new_inflight(id, record, false, Journal::default());
             map.insert(id, inflight.clone());
+            if derived {
+                self.claims.created(&id);
+            }
             inflight
         };
         Ok(Submitted {
@@ -756,7 +833,7 @@ impl Engine {
         if self.request_behind_inbox(&req)? {
             return self.call_forwarded(req).await;
         }
-        let submitted = self.submit_from_outside(req)?;
+        let submitted = self.submit_from_outside(req).await?;
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
         if submitted.workflow_run
@@ -792,7 +869,7 @@ impl Engine {
         if self.request_behind_inbox(&req)? {
             return self.send_forwarded(req).await;
         }
-        let submitted = self.submit_from_outside(req)?;
+        let submitted = self.submit_from_outside(req).await?;
         let (status, inflight) = match submitted.submission {
             Submission::Finished(_) | Submission::Stored => {
                 return Ok((

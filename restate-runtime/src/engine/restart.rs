@@ -88,7 +88,7 @@ impl Engine {
                 "messages for {id} or its key wait in the inbox: retry once they are applied"
             )));
         }
-        let submitted = self.submit_from_outside(request)?;
+        let submitted = self.submit_from_outside(request).await?;
         let Submission::Running {
             inflight,
             new: true,
