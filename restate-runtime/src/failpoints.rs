@@ -15,6 +15,7 @@
 //! | `checkpoint.committed` | the store committed durably; the log has not restarted yet |
 //! | `restart.copied` | a restarted invocation's copy is durable; the original is not ended yet |
 //! | `inbox.applied` | what a page of the inbox caused is durable; its messages are not removed yet |
+//! | `lease.released` | a drained owner's release of its lease committed; no other process took it yet |
 
 /// Passes the point `name`: kills the process if it is armed for this pass.
 #[cfg(feature = "failpoints")]

@@ -508,6 +508,18 @@ async fn drain_status(client: &reqwest::Client, admin: &str) -> serde_json::Valu
     r.json().await.unwrap()
 }
 
+/// `PATCH /drain` on `admin` once some attempt runs there; the drain's answer, as JSON.
+async fn drain_while_running(client: &reqwest::Client, admin: &str) -> serde_json::Value {
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), admin.to_owned());
+        async move { drain_status(&client, &admin).await["running_attempts"] != 0 }
+    })
+    .await;
+    let r = client.patch(format!("{admin}/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 /// The deploy recipe on PostgreSQL: the owner is drained while its attempts run; they finish
 /// there, then it releases its lease and the standby (the next version) takes the database
 /// over at once, long before the lease's 120 s would have expired. The drained process runs
@@ -561,19 +573,7 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
         let body: serde_json::Value = r.json().await.unwrap();
         acknowledged.push(body["invocationId"].as_str().unwrap().to_owned());
     }
-    poll(Duration::from_secs(30), || {
-        let (client, admin) = (client.clone(), first.admin.clone());
-        async move { drain_status(&client, &admin).await["running_attempts"] != 0 }
-    })
-    .await;
-
-    let r = client
-        .patch(format!("{}/drain", first.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let status: serde_json::Value = r.json().await.unwrap();
+    let status = drain_while_running(&client, &first.admin).await;
     assert_eq!(status["draining"], true);
     let r = client
         .post(format!("{}/Waits/busy/send", first.ingress))
@@ -637,6 +637,114 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
         "the drained process stops cleanly"
     );
     assert!(send_busy(&client, &second.ingress, "after").await.is_some());
+}
+
+/// A drained owner killed right after the release of its lease committed (failpoint
+/// `lease.released`), before another process took the lease: nothing acknowledged is lost.
+/// The standby takes the free lease over and runs what waited (sleeps suspended in the
+/// database, queued work) once each; the killed process, restarted, serves as a standby.
+#[tokio::test]
+async fn a_drained_owner_killed_right_after_its_release_loses_nothing() {
+    use std::os::unix::process::ExitStatusExt as _;
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let env = vec![
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "120s".to_owned()),
+        ("RESTATE_SUSPEND_AFTER", "50ms".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+    ];
+    let mut armed = env.clone();
+    armed.push(("RESTATE_FAILPOINTS", "lease.released".to_owned()));
+    let mut first = App::start(BIN, &dir.path().join("a"), &armed).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // Acknowledged by both processes: sleeps still suspended at the release, attempts
+    // running at the drain, durable side effects.
+    let mut expected: Vec<(String, serde_json::Value)> = Vec::new();
+    for i in 0..6usize {
+        let ingress = [&first.ingress, &second.ingress][i % 2];
+        let nap = send_json(&client, ingress, "/Waits/nap", &3_000u64).await;
+        expected.push((nap, serde_json::json!(3_000)));
+        let busy = send_json(&client, ingress, "/Waits/busy", &1_000u64).await;
+        expected.push((busy, serde_json::json!(1_000)));
+        let mark = send_json(&client, ingress, "/Waits/mark", &format!("m-{i}")).await;
+        expected.push((mark, serde_json::Value::Null));
+    }
+    drain_while_running(&client, &first.admin).await;
+    // The failpoint fires only once the release committed.
+    let status = first
+        .wait_exit(Duration::from_secs(60))
+        .expect("the drained owner reaches the failpoint once its attempts end");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "killed at lease.released: {status:?}"
+    );
+
+    // The standby takes the free lease at once, long before the 120 s TTL.
+    poll(Duration::from_secs(30), || {
+        let epoch = cluster().query(&url, "SELECT epoch::text FROM restate_lease");
+        std::future::ready(epoch.unwrap() == vec![vec![Some("2".to_owned())]])
+    })
+    .await;
+    let output = |ingress: String, id: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("{ingress}/restate/invocation/{id}/output"))
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => Some(r.json::<serde_json::Value>().await.unwrap_or_default()),
+                _ => None,
+            }
+        }
+    };
+    for (id, want) in &expected {
+        poll(Duration::from_secs(30), || {
+            let found = output(second.ingress.clone(), id.clone());
+            async move { found.await.is_some() }
+        })
+        .await;
+        let got = output(second.ingress.clone(), id.clone()).await;
+        assert_eq!(got.as_ref(), Some(want), "{id}");
+    }
+    let log = std::fs::read_to_string(&steps).unwrap();
+    for i in 0..6 {
+        let marks = log
+            .lines()
+            .filter(|l| *l == format!("marked m-{i}"))
+            .count();
+        assert_eq!(marks, 1, "m-{i} marked once:\n{log}");
+    }
+
+    // Restarted, the killed process finds the lease taken and serves as a standby.
+    let restarted = App::start(BIN, &dir.path().join("a"), &env).await;
+    assert_eq!(
+        drain_status(&client, &restarted.admin).await["lease"],
+        "none"
+    );
+    for (id, want) in &expected {
+        assert_eq!(
+            output(restarted.ingress.clone(), id.clone()).await.as_ref(),
+            Some(want),
+            "{id} through the restarted process"
+        );
+    }
+    assert!(
+        send_busy(&client, &restarted.ingress, "after")
+            .await
+            .is_some()
+    );
 }
 
 /// Whether the lease row's lease has run out by the database's clock (released).

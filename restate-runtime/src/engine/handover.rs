@@ -213,6 +213,9 @@ impl Engine {
             }
         };
         let released = released.await;
+        if released.is_ok() && self.crash_point("lease.released") {
+            return;
+        }
         let mut state = self.handover.state.lock().expect("handover lock");
         if state.generation != generation {
             return;
