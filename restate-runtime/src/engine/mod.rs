@@ -592,7 +592,7 @@ impl Engine {
         let derived = prepared.derived();
         let Prepared {
             id,
-            record,
+            mut record,
             execution_time_ms,
             workflow_run,
         } = prepared;
@@ -675,6 +675,9 @@ impl Engine {
                 }
             }
             self.metrics.accepted.inc();
+            // Its arrival is now, under the lock, not before a read of the store: a request
+            // on its key that came in meanwhile and ran first keeps its place after a restart.
+            record.seq = self.next_seq();
             let inflight = self.new_inflight(id, record, false, Journal::default());
             map.insert(id, inflight.clone());
             if derived {
