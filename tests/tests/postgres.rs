@@ -747,6 +747,115 @@ async fn a_drained_owner_killed_right_after_its_release_loses_nothing() {
     );
 }
 
+/// An undrain that races the standby's takeover of the lease the drain released, at varied
+/// delays after the release: either the undrain renews the lease first (it answers 200, the
+/// drained process owns the database again with the same epoch, the standby stays one) or the
+/// standby takes it first (the undrain answers 409, the standby owns it with the next epoch).
+/// Never both, never neither; what each process says is what the database holds, and every
+/// acknowledged invocation completes.
+#[tokio::test]
+async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for round in 0..4u64 {
+        let url = cluster().fresh_database().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let env = [
+            ("RESTATE_DATABASE_URL", url.clone()),
+            ("RESTATE_LEASE_TTL", "120s".to_owned()),
+        ];
+        let first = App::start(BIN, &dir.path().join("a"), &env).await;
+        let second = App::start(BIN, &dir.path().join("b"), &env).await;
+        let mut acknowledged = Vec::new();
+        for i in 0..6 {
+            let ingress = [&first.ingress, &second.ingress][i % 2];
+            let key = format!("r{round}-{i}");
+            acknowledged.push(
+                send_busy(&client, ingress, &key)
+                    .await
+                    .expect("acknowledged"),
+            );
+        }
+        let r = client
+            .patch(format!("{}/drain", first.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        poll(Duration::from_secs(30), || {
+            let (client, admin) = (client.clone(), first.admin.clone());
+            async move {
+                let lease = drain_status(&client, &admin).await["lease"].clone();
+                lease == "released" || lease == "handed over"
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(round * 40)).await;
+        let r = client
+            .patch(format!("{}/undrain", first.admin))
+            .send()
+            .await
+            .unwrap();
+        let epoch = || {
+            cluster()
+                .query(&url, "SELECT epoch::text FROM restate_lease")
+                .unwrap()
+        };
+        let owner = match r.status().as_u16() {
+            200 => {
+                let status: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(status["lease"], "held", "round {round}: {status}");
+                assert_eq!(epoch(), vec![vec![Some("1".to_owned())]], "round {round}");
+                assert!(!lease_free(&url), "round {round}: held but free");
+                "the undrained process"
+            }
+            409 => {
+                poll(Duration::from_secs(30), || {
+                    let (client, admin) = (client.clone(), second.admin.clone());
+                    async move { drain_status(&client, &admin).await["lease"] == "held" }
+                })
+                .await;
+                assert_eq!(
+                    drain_status(&client, &first.admin).await["lease"],
+                    "handed over",
+                    "round {round}"
+                );
+                assert_eq!(epoch(), vec![vec![Some("2".to_owned())]], "round {round}");
+                "the standby"
+            }
+            other => panic!("round {round}: undrain answered {other}"),
+        };
+        // Only one owner: the other process holds no lease, and keeps not holding one.
+        let (held, other) = match owner {
+            "the standby" => (&second, &first),
+            _ => (&first, &second),
+        };
+        assert_eq!(drain_status(&client, &held.admin).await["lease"], "held");
+        assert_ne!(drain_status(&client, &other.admin).await["lease"], "held");
+        // New work through every process that is not draining (one handed over stays so).
+        let mut open = vec![&held.ingress];
+        if drain_status(&client, &other.admin).await["draining"] == false {
+            open.push(&other.ingress);
+        }
+        for i in 0..4 {
+            let key = format!("after-r{round}-{i}");
+            let ingress = open[i % open.len()];
+            acknowledged.push(send_busy(&client, ingress, &key).await.expect("accepted"));
+        }
+        all_complete(&held.ingress, &acknowledged).await;
+        assert_ne!(drain_status(&client, &other.admin).await["lease"], "held");
+        outcomes.push(owner);
+        drop((first, second));
+    }
+    eprintln!("owners after the races, by round: {outcomes:?}");
+}
+
 /// Whether the lease row's lease has run out by the database's clock (released).
 fn lease_free(url: &str) -> bool {
     let free = cluster()
