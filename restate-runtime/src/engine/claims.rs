@@ -2,7 +2,9 @@
 //! create the invocation of such an id holds its claim from the look for an existing one to
 //! the insert of the new one. The look reads the store, so it runs outside the in-flight
 //! lock, which every completion, suspension and start takes; the claim keeps a second
-//! creator of the same id out meanwhile, and ids on other stripes go on.
+//! creator of the same id out meanwhile, and ids on other stripes go on. Purges (one id by
+//! hand, a slice by expiry) hold the claims of what they delete from their read to their
+//! queued delete, so neither deletes a new invocation that replaced one the other deleted.
 //!
 //! A request from outside reads the store before it takes the claim, without blocking its
 //! thread (a network round trip on PostgreSQL): the read stands if no invocation of the id's

@@ -1473,25 +1473,31 @@ const PURGE_SLICE: usize = 1024;
 
 /// Forgets up to [`PURGE_SLICE`] invocations whose retention ended before `now`; how many.
 async fn purge_slice(engine: &Engine, now: u64) -> usize {
-    let expired = match engine.storage.expired(now, PURGE_SLICE) {
-        Ok(expired) => expired,
-        Err(e) => {
-            tracing::warn!(error = %e, "purge scan failed");
+    let (count, committed) = {
+        // Under every claim from the scan to the queued delete, as a manual purge holds its
+        // id's: neither deletes an invocation the other deleted meanwhile, which a new one of
+        // the same key could have replaced.
+        let _claims = engine.claims.all();
+        let expired = match engine.storage.expired(now, PURGE_SLICE) {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "purge scan failed");
+                return 0;
+            }
+        };
+        if expired.is_empty() {
             return 0;
         }
+        let ops: Vec<_> = expired
+            .iter()
+            .flat_map(|(id, target)| match target {
+                Some(target) => engine.forget_ops(*id, target),
+                None => vec![WriteOp::DeleteInvocation { id: *id }],
+            })
+            .collect();
+        (expired.len(), engine.storage.submit(ops))
     };
-    let count = expired.len();
-    if count == 0 {
-        return 0;
-    }
-    let ops: Vec<_> = expired
-        .iter()
-        .flat_map(|(id, target)| match target {
-            Some(target) => engine.forget_ops(*id, target),
-            None => vec![WriteOp::DeleteInvocation { id: *id }],
-        })
-        .collect();
-    match engine.storage.submit(ops).await {
+    match committed.await {
         Ok(()) => {
             tracing::debug!(count, "purged expired invocations");
             count
