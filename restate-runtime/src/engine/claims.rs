@@ -2,9 +2,10 @@
 //! create the invocation of such an id holds its claim from the look for an existing one to
 //! the insert of the new one. The look reads the store, so it runs outside the in-flight
 //! lock, which every completion, suspension and start takes; the claim keeps a second
-//! creator of the same id out meanwhile, and ids on other stripes go on. Purges (one id by
-//! hand, a slice by expiry) hold the claims of what they delete from their read to their
-//! queued delete, so neither deletes a new invocation that replaced one the other deleted.
+//! creator of the same id out meanwhile, and ids on other stripes go on. A manual purge holds
+//! its id's claim from its read to its queued delete; the purge by expiry scans first, then,
+//! under every claim, leaves out ids of a slot created in since the scan began: neither
+//! deletes a new invocation that replaced one the other deleted.
 //!
 //! A request from outside reads the store before it takes the claim, without blocking its
 //! thread (a network round trip on PostgreSQL): the read stands if no invocation of the id's
@@ -41,16 +42,12 @@ impl Default for Claims {
 }
 
 /// A held claim; dropping it lets the next creator of its ids look.
-pub(super) struct Claim<'a> {
-    _held: Vec<MutexGuard<'a, ()>>,
-}
+pub(super) type Claim<'a> = MutexGuard<'a, ()>;
 
 impl Claims {
     /// The claim on `id`, taken before the in-flight lock.
     pub(super) fn of(&self, id: &InvocationId) -> Claim<'_> {
-        Claim {
-            _held: vec![lock(&self.stripes[self.stripe(id)])],
-        }
+        lock(&self.stripes[self.stripe(id)])
     }
 
     /// How many invocations of `id`'s slot were created so far: taken before a read of the
@@ -65,6 +62,21 @@ impl Claims {
         self.created[self.slot(id)].fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Every slot's creation count, taken before a scan whose ids are checked under the
+    /// claims later ([`Self::created_since`]).
+    pub(super) fn counts(&self) -> Vec<u64> {
+        self.created
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// Whether an invocation of `id`'s slot was created since `counts` were taken.
+    pub(super) fn created_since(&self, counts: &[u64], id: &InvocationId) -> bool {
+        let slot = self.slot(id);
+        self.created[slot].load(Ordering::SeqCst) != counts[slot]
+    }
+
     fn stripe(&self, id: &InvocationId) -> usize {
         self.hasher.hash_one(id) as usize % STRIPES
     }
@@ -73,12 +85,10 @@ impl Claims {
         (self.hasher.hash_one(id) >> 32) as usize % SLOTS
     }
 
-    /// Every claim at once (in stripe order, so two holders never deadlock), for a creator of
-    /// many ids: a page of forwarded invocations.
-    pub(super) fn all(&self) -> Claim<'_> {
-        Claim {
-            _held: self.stripes.iter().map(lock).collect(),
-        }
+    /// Every claim at once (in stripe order, so two holders never deadlock), for a creator or
+    /// deleter of many ids: a page of forwarded invocations, a slice of expired ones.
+    pub(super) fn all(&self) -> Vec<Claim<'_>> {
+        self.stripes.iter().map(lock).collect()
     }
 }
 
@@ -123,7 +133,10 @@ mod tests {
         drop(all);
         assert!((0..STRIPES).all(|s| free(&claims, s)));
         let before = claims.creations(&id);
+        let counts = claims.counts();
+        assert!(!claims.created_since(&counts, &id));
         claims.created(&id);
         assert_eq!(claims.creations(&id), before + 1);
+        assert!(claims.created_since(&counts, &id));
     }
 }

@@ -1473,23 +1473,26 @@ const PURGE_SLICE: usize = 1024;
 
 /// Forgets up to [`PURGE_SLICE`] invocations whose retention ended before `now`; how many.
 async fn purge_slice(engine: &Engine, now: u64) -> usize {
-    let (count, committed) = {
-        // Under every claim from the scan to the queued delete, as a manual purge holds its
-        // id's: neither deletes an invocation the other deleted meanwhile, which a new one of
-        // the same key could have replaced.
-        let _claims = engine.claims.all();
-        let expired = match engine.storage.expired(now, PURGE_SLICE) {
-            Ok(expired) => expired,
-            Err(e) => {
-                tracing::warn!(error = %e, "purge scan failed");
-                return 0;
-            }
-        };
-        if expired.is_empty() {
+    // Taken before the scan: an id of a slot created in since may have been purged by hand
+    // meanwhile and replaced by a new invocation of its key, which must not be deleted.
+    let counts = engine.claims.counts();
+    let expired = match engine.storage.expired(now, PURGE_SLICE) {
+        Ok(expired) => expired,
+        Err(e) => {
+            tracing::warn!(error = %e, "purge scan failed");
             return 0;
         }
+    };
+    if expired.is_empty() {
+        return 0;
+    }
+    let (count, committed) = {
+        // No creation between the check and the queued delete; a skipped id is purged by a
+        // later slice if it is still expired.
+        let _claims = engine.claims.all();
         let ops: Vec<_> = expired
             .iter()
+            .filter(|(id, _)| !engine.claims.created_since(&counts, id))
             .flat_map(|(id, target)| match target {
                 Some(target) => engine.forget_ops(*id, target),
                 None => vec![WriteOp::DeleteInvocation { id: *id }],
