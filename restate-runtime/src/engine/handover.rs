@@ -172,8 +172,8 @@ impl Engine {
                 state.lease = Some(Lease::Held);
                 Ok(self.drain.set(false))
             }
-            // Taken by another process before the renewal (the hand-over is noticed a moment
-            // later), or the store stops (the writer poisons itself): the drain stays.
+            // Taken by another process before the renewal (the store says so before it answers
+            // the renewal), or the store stops (the writer poisons itself): the drain stays.
             Err(_) if !*self.storage.ownership().borrow() => Err(UndrainError::HandedOver),
             Err(e) => {
                 state.lease = Some(Lease::Released);

@@ -191,7 +191,6 @@ pub(super) async fn run(
             if let Some(ack) = closing {
                 // Closing: nothing more comes to refuse.
                 let _ = ack.send(());
-                shared.owner.send_replace(false);
                 return;
             }
             return handed_over(queue, &shared).await;
@@ -211,6 +210,8 @@ pub(super) async fn run(
                 let _ = ack.send(Ok(()));
             }
             Committed::HandedOver => {
+                // Known before the undrain that asked is told.
+                shared.owner.send_replace(false);
                 let _ = ack.send(Err(handover_error()));
                 return handed_over(queue, &shared).await;
             }
@@ -297,6 +298,8 @@ async fn commit_group(
             false
         }
         Committed::HandedOver => {
+            // Known before anyone is told: a renewal refused by the hand-over says so.
+            shared.owner.send_replace(false);
             for batch in group {
                 shared.answer(batch, Err(handover_error()));
             }
