@@ -149,28 +149,20 @@ pub(crate) fn flush() {
     }
 }
 
-/// The context a W3C `traceparent` names (invalid when malformed).
-fn context_of(traceparent: &str) -> opentelemetry::Context {
+/// Makes `span` a child of the W3C trace context `traceparent` (ignored when malformed), and
+/// with `link` also links it to that context's span.
+pub(super) fn set_parent(span: &Span, traceparent: &str, link: bool) {
     let carrier = HashMap::from([(super::TRACEPARENT.to_owned(), traceparent.to_owned())]);
-    TraceContextPropagator::new().extract(&carrier)
-}
-
-/// Makes `span` a child of the W3C trace context `traceparent` (ignored when malformed).
-pub(super) fn set_parent(span: &Span, traceparent: &str) {
-    let context = context_of(traceparent);
-    if context.span().span_context().is_valid() {
-        // Refused only for a span already entered or one no layer records: nothing to link.
-        let _ = span.set_parent(context);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let parent = context.span().span_context().clone();
+    if !parent.is_valid() {
+        return;
     }
-}
-
-/// Links `span` to the span the W3C trace context `traceparent` names.
-pub(super) fn add_link(span: &Span, traceparent: &str) {
-    let context = context_of(traceparent);
-    let linked = context.span().span_context().clone();
-    if linked.is_valid() {
-        span.add_link(linked);
+    if link {
+        span.add_link(parent);
     }
+    // Refused only for a span already entered or one no layer records: nothing to link.
+    let _ = span.set_parent(context);
 }
 
 /// `span`'s W3C trace context, when it is exported.

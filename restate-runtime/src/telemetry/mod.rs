@@ -44,12 +44,9 @@ pub(crate) fn attempt_span(
         restate.attempt = attempt,
         restate.outcome = tracing::field::Empty,
     );
-    set_parent(&span, headers);
     // A later attempt's parent has long ended (a suspension, a restart came between): it is
     // also linked, as OpenTelemetry does for work that outlives its cause.
-    if attempt > 1 {
-        link_parent(&span, headers);
-    }
+    set_parent(&span, headers, attempt > 1);
     span
 }
 
@@ -63,7 +60,7 @@ pub(crate) fn ingress_span(target: &Target, headers: &mut Vec<(String, String)>)
         otel.kind = "server",
         restate.invocation.target = %target,
     );
-    set_parent(&span, headers);
+    set_parent(&span, headers, false);
     propagate(&span, headers);
     span
 }
@@ -138,27 +135,17 @@ fn carried(headers: &[(String, String)]) -> Option<&str> {
         .map(|(_, value)| value.as_str())
 }
 
-/// Makes `span` a child of the trace context `headers` carry, if any.
+/// Makes `span` a child of the trace context `headers` carry, if any; with `link`, also
+/// linked to it.
 #[cfg(feature = "otel")]
-fn set_parent(span: &Span, headers: &[(String, String)]) {
+fn set_parent(span: &Span, headers: &[(String, String)], link: bool) {
     if let Some(parent) = carried(headers).filter(|_| !span.is_disabled()) {
-        export::set_parent(span, parent);
+        export::set_parent(span, parent, link);
     }
 }
 
 #[cfg(not(feature = "otel"))]
-fn set_parent(_span: &Span, _headers: &[(String, String)]) {}
-
-/// Links `span` to the trace context `headers` carry, if any.
-#[cfg(feature = "otel")]
-fn link_parent(span: &Span, headers: &[(String, String)]) {
-    if let Some(parent) = carried(headers).filter(|_| !span.is_disabled()) {
-        export::add_link(span, parent);
-    }
-}
-
-#[cfg(not(feature = "otel"))]
-fn link_parent(_span: &Span, _headers: &[(String, String)]) {}
+fn set_parent(_span: &Span, _headers: &[(String, String)], _link: bool) {}
 
 #[cfg(feature = "otel")]
 fn traceparent(span: &Span) -> Option<String> {
