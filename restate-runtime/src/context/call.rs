@@ -137,7 +137,12 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
     };
     // The callee's attempts are children of this call, in this trace.
     telemetry::propagate(&span, &mut req.headers);
-    let submitted = match ctx.engine.submit(req, Some((ctx.id(), index))) {
+    // A stopped attempt writes no entry: it creates nothing either, not even for a moment.
+    if ctx.halted() {
+        return CallPlan::Stopped;
+    }
+    // Held until the entry that records a new callee is queued (or the callee discarded).
+    let (submitted, claim) = match ctx.engine.submit_recorded(req, Some((ctx.id(), index))) {
         Ok(s) => s,
         // A target this binary cannot invoke fails the call for good; a store that failed or
         // is full for now fails only this attempt, which is retried.
@@ -189,7 +194,14 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         invocation_id: id,
         outcome: None,
     };
-    match ctx.journal(index, entry.clone(), std::mem::take(&mut extra)) {
+    let journaled = ctx.journal(index, entry.clone(), std::mem::take(&mut extra));
+    if journaled.is_none()
+        && let Some(inflight) = &launch
+    {
+        ctx.engine.discard_unrecorded(inflight);
+    }
+    drop(claim);
+    match journaled {
         Some(_) => {
             if let Some(inflight) = launch {
                 launch_gated(ctx, inflight, None);
@@ -199,12 +211,7 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             }
             CallPlan::Wait(span)
         }
-        None => {
-            if let Some(inflight) = launch {
-                ctx.engine.discard_unrecorded(&inflight);
-            }
-            CallPlan::Stopped
-        }
+        None => CallPlan::Stopped,
     }
 }
 
@@ -249,8 +256,13 @@ fn send_from_handler(
     if ctx.replay_ends() {
         return ctx.id();
     }
+    // A stopped attempt writes no entry: it creates nothing either, not even for a moment.
+    if ctx.halted() {
+        return ctx.id();
+    }
     let target = parts.target.clone();
     let span = telemetry::step_span("send", &target);
+    // Held until the entry that records a new invocation is queued (or it is discarded).
     let submitted = parts
         .into_invoke(delay)
         .map(|mut req| {
@@ -258,8 +270,8 @@ fn send_from_handler(
             req
         })
         .map_err(|e| e.to_string())
-        .and_then(|req| ctx.engine.submit(req, None).map_err(|e| e.to_string()));
-    let submitted = match submitted {
+        .and_then(|req| (ctx.engine.submit_recorded(req, None)).map_err(|e| e.to_string()));
+    let (submitted, claim) = match submitted {
         Ok(s) => s,
         Err(reason) => {
             // A send to a target this binary does not serve is a bug to fix and redeploy: retry.
@@ -285,10 +297,15 @@ fn send_from_handler(
         target,
         invocation_id: submitted.id,
     };
-    match (ctx.journal(index, entry, extra), launch) {
-        (Some(_), Some(inflight)) => launch_gated(ctx, inflight, submitted.execution_time_ms),
-        (None, Some(inflight)) => ctx.engine.discard_unrecorded(&inflight),
-        _ => {}
+    let journaled = ctx.journal(index, entry, extra);
+    if journaled.is_none()
+        && let Some(inflight) = &launch
+    {
+        ctx.engine.discard_unrecorded(inflight);
+    }
+    drop(claim);
+    if let (Some(_), Some(inflight)) = (journaled, launch) {
+        launch_gated(ctx, inflight, submitted.execution_time_ms);
     }
     submitted.id
 }

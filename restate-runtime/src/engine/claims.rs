@@ -1,11 +1,13 @@
 //! Claims on derived invocation ids (an idempotency key's, a workflow run's): whoever may
 //! create the invocation of such an id holds its claim from the look for an existing one to
-//! the insert of the new one. The look reads the store, so it runs outside the in-flight
-//! lock, which every completion, suspension and start takes; the claim keeps a second
-//! creator of the same id out meanwhile, and ids on other stripes go on. A manual purge holds
-//! its id's claim from its read to its queued delete; the purge by expiry scans first, then,
-//! under every claim, leaves out ids of a slot created in since the scan began: neither
-//! deletes a new invocation that replaced one the other deleted.
+//! the insert of the new one (a handler's call or send, until the journal entry that records
+//! the new one is queued, or the new one is dropped because that entry was refused: a
+//! duplicate never joins an invocation nobody recorded). The look reads the store, so it runs
+//! outside the in-flight lock, which every completion, suspension and start takes; the claim
+//! keeps a second creator of the same id out meanwhile, and ids on other stripes go on. A
+//! manual purge holds its id's claim from its read to its queued delete; the purge by expiry
+//! scans first, then, under every claim, leaves out ids of a slot created in since the scan
+//! began: neither deletes a new invocation that replaced one the other deleted.
 //!
 //! A request from outside reads the store before it takes the claim, without blocking its
 //! thread (a network round trip on PostgreSQL): the read stands if no invocation of the id's
@@ -42,7 +44,7 @@ impl Default for Claims {
 }
 
 /// A held claim; dropping it lets the next creator of its ids look.
-pub(super) type Claim<'a> = MutexGuard<'a, ()>;
+pub(crate) type Claim<'a> = MutexGuard<'a, ()>;
 
 impl Claims {
     /// The claim on `id`, taken before the in-flight lock.

@@ -35,6 +35,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 pub(crate) use awakeables::AwakeableSubmission;
+pub(crate) use claims::Claim;
 pub use control::ControlError;
 pub use drain::DrainStatus;
 pub(crate) use handover::UndrainError;
@@ -540,7 +541,23 @@ impl Engine {
         req: InvokeRequest,
         caller: Option<(InvocationId, u32)>,
     ) -> Result<Submitted, EngineError> {
-        self.submit_as(req, caller, Origin::Handler)
+        self.submit_recorded(req, caller)
+            .map(|(submitted, _claim)| submitted)
+    }
+
+    /// [`Self::submit`] for a handler whose journal entry records the new invocation: a new
+    /// invocation of a derived id (an idempotency key's, a workflow run's) comes with its
+    /// claim, to be dropped once that entry is queued with the invocation's record, or the
+    /// invocation discarded because the entry was refused. A duplicate from elsewhere waits
+    /// for the claim, so it never joins an invocation that is not recorded yet: it would be
+    /// told "accepted" for one that a stopped caller then discards.
+    pub(crate) fn submit_recorded(
+        &self,
+        req: InvokeRequest,
+        caller: Option<(InvocationId, u32)>,
+    ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
+        let prepared = self.prepare(req, caller)?;
+        self.submit_prepared(prepared, Origin::Handler, None)
     }
 
     /// [`Self::submit`] for work from outside any handler: a new invocation is refused while
@@ -552,17 +569,10 @@ impl Engine {
             true => self.look(prepared.id).await?,
             false => None,
         };
+        // Its creator makes the record durable before it answers, and a duplicate joining
+        // it before then waits for that too: the claim can go now.
         self.submit_prepared(prepared, Origin::Outside, looked)
-    }
-
-    fn submit_as(
-        &self,
-        req: InvokeRequest,
-        caller: Option<(InvocationId, u32)>,
-        origin: Origin,
-    ) -> Result<Submitted, EngineError> {
-        let prepared = self.prepare(req, caller)?;
-        self.submit_prepared(prepared, origin, None)
+            .map(|(submitted, _claim)| submitted)
     }
 
     /// What the store holds for a derived id, read without blocking this thread and without
@@ -588,7 +598,7 @@ impl Engine {
         prepared: Prepared,
         origin: Origin,
         looked: Option<Looked>,
-    ) -> Result<Submitted, EngineError> {
+    ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
         let derived = prepared.derived();
         let Prepared {
             id,
@@ -600,7 +610,7 @@ impl Engine {
         // keeps other creators of the id out while the store is read, outside the in-flight
         // lock (a read must not hold up every start and end); what leaves memory meanwhile
         // was stored first (a completion, a suspension) or never (a lost one, created anew).
-        let _claim = derived.then(|| self.claims.of(&id));
+        let claim = derived.then(|| self.claims.of(&id));
         let running = |existing: &Arc<Inflight>| Submitted {
             id,
             submission: Submission::Running {
@@ -619,7 +629,7 @@ impl Engine {
                 .get(&id)
                 .cloned();
             if let Some(existing) = existing {
-                return Ok(running(&existing));
+                return Ok((running(&existing), None));
             }
             let stored = match looked {
                 Some(looked) if self.claims.creations(&id) == looked.creations => looked.record,
@@ -646,12 +656,15 @@ impl Engine {
                 None => None,
             };
             if let Some((submission, execution_time_ms)) = submission {
-                return Ok(Submitted {
-                    id,
-                    submission,
-                    execution_time_ms,
-                    workflow_run,
-                });
+                return Ok((
+                    Submitted {
+                        id,
+                        submission,
+                        execution_time_ms,
+                        workflow_run,
+                    },
+                    None,
+                ));
             }
         }
         let inflight = {
@@ -659,7 +672,7 @@ impl Engine {
             if derived && let Some(existing) = map.get(&id) {
                 // Nothing should have since the read (creators hold the claim, loaders load
                 // what the read saw); should something have, it is joined, never replaced.
-                return Ok(running(existing));
+                return Ok((running(existing), None));
             }
             // New work from outside waits for disk space and for memory; a handler's own calls
             // and sends are progress of work already accepted and commit into the reserve.
@@ -685,7 +698,7 @@ impl Engine {
             }
             inflight
         };
-        Ok(Submitted {
+        let submitted = Submitted {
             id,
             submission: Submission::Running {
                 finish: inflight.subscribe(),
@@ -694,7 +707,8 @@ impl Engine {
             },
             execution_time_ms,
             workflow_run,
-        })
+        };
+        Ok((submitted, claim))
     }
 
     /// The id of an invocation of `req`: the one its idempotency key or workflow key names,
@@ -1549,6 +1563,78 @@ mod tests {
             expires_at_ms,
         };
         InvocationRecord::for_test("Gone", None, status)
+    }
+
+    /// A request with an idempotency key, so its id is derived from the key.
+    fn keyed_request() -> InvokeRequest {
+        InvokeRequest {
+            target: Target {
+                service: crate::rate::RATE_LIMITER.into(),
+                handler: "reserve".into(),
+                key: Some("k".into()),
+            },
+            input: Bytes::from_static(b"{}"),
+            headers: Vec::new(),
+            idempotency_key: Some("once".into()),
+            delay: None,
+        }
+    }
+
+    /// A handler's call or send creates its callee before the journal entry that records it
+    /// is queued, and that entry may be refused (the attempt had stopped). A duplicate of the
+    /// callee's key arriving from outside in between waits: it must neither be told
+    /// "accepted" before the record is queued, nor join an invocation that is then dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The claim is held across the head start on purpose: that is the window under test.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_duplicate_waits_until_a_handlers_new_invocation_is_recorded_or_dropped() {
+        for recorded in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = engine(dir.path());
+            let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
+            let claim = claim.expect("a new invocation of a derived id comes claimed");
+            let Submission::Running {
+                inflight,
+                new: true,
+                ..
+            } = created.submission
+            else {
+                panic!("a first request creates its invocation");
+            };
+            let duplicate = tokio::spawn({
+                let engine = engine.clone();
+                async move { engine.send(keyed_request()).await }
+            });
+            // A head start: joining now would answer before anything is queued.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                !duplicate.is_finished(),
+                "a duplicate was answered while its invocation was not recorded"
+            );
+            if recorded {
+                // As `ctx.journal` queues it: the callee's record with the caller's entry.
+                let record = {
+                    let mut state = inflight.state();
+                    state.persisted = true;
+                    WriteOp::put_invocation(created.id, &state.record)
+                };
+                drop(engine.storage.submit(vec![record]));
+            } else {
+                engine.discard_unrecorded(&inflight);
+            }
+            drop(claim);
+            let (id, status, _) = duplicate.await.unwrap().unwrap();
+            assert_eq!(id, created.id);
+            let expected = match recorded {
+                true => SendStatus::PreviouslyAccepted,
+                false => SendStatus::Accepted,
+            };
+            assert_eq!(status, expected, "recorded: {recorded}");
+            assert!(
+                engine.storage.invocation(&id).unwrap().is_some(),
+                "answered before its invocation was stored"
+            );
+        }
     }
 
     #[tokio::test]
