@@ -1,9 +1,11 @@
-//! What the groups acknowledged ahead of their apply wrote to invocation records and object
-//! state (they are kept aside while a checkpoint holds redb): a read of one record or one
-//! state value finds its latest write here, or learns that none of those groups touched it and
-//! redb is current for it, instead of waiting for the checkpoint to end. Only a write whose
+//! What the groups acknowledged ahead of their apply wrote (they are kept aside until the
+//! writer applies several at once, or while a checkpoint holds redb): a read of one record or
+//! one state value finds its latest write here, or learns that none of those groups touched it
+//! and redb is current for it, instead of waiting for them to be applied. Only a write whose
 //! result depends on what redb holds (a cancellation request, which changes a stored record
-//! in place) makes a read of that record wait.
+//! in place) makes a read of that record wait. A read of one invocation's journal or result
+//! waiters, or of one key's state names or promises, waits only if a group kept aside wrote
+//! there.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,6 +52,10 @@ pub(super) struct KeptAside {
     state: HashMap<(StateScope, String), Option<At>>,
     /// Scopes whose whole state a group cleared: a name not written after reads as absent.
     cleared: HashSet<StateScope>,
+    /// Invocations whose journal or result waiters a group wrote.
+    invocations: HashSet<InvocationId>,
+    /// Keys whose state, promises or promise waiters a group wrote.
+    scopes: HashSet<StateScope>,
 }
 
 impl KeptAside {
@@ -57,6 +63,7 @@ impl KeptAside {
     pub(super) fn add(&mut self, group: &Arc<Vec<WriteOp>>) {
         for (i, op) in group.iter().enumerate() {
             let at = || At(group.clone(), i);
+            self.touch(op);
             match op {
                 WriteOp::PutInvocation { id, .. } => {
                     self.records.insert(*id, Record::Put(at()));
@@ -82,11 +89,47 @@ impl KeptAside {
         }
     }
 
+    /// Notes the invocation or key whose journal, waiters, state or promises `op` writes.
+    fn touch(&mut self, op: &WriteOp) {
+        match op {
+            WriteOp::PutJournal { id, .. }
+            | WriteOp::DeleteInvocation { id }
+            | WriteOp::AddResultWaiter { source: id, .. }
+            | WriteOp::ClearResultWaiters { source: id } => {
+                self.invocations.insert(*id);
+            }
+            WriteOp::SetState { scope, .. }
+            | WriteOp::ClearState { scope, .. }
+            | WriteOp::ClearAllState { scope }
+            | WriteOp::PutPromise { scope, .. }
+            | WriteOp::ClearPromises { scope }
+            | WriteOp::AddPromiseWaiter { scope, .. }
+            | WriteOp::ClearPromiseWaiters { scope, .. }
+                if !self.scopes.contains(scope) =>
+            {
+                self.scopes.insert(scope.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a group wrote `id`'s journal or result waiters.
+    pub(super) fn touches_invocation(&self, id: &InvocationId) -> bool {
+        self.invocations.contains(id)
+    }
+
+    /// Whether a group wrote `scope`'s state, promises or promise waiters.
+    pub(super) fn touches_scope(&self, scope: &StateScope) -> bool {
+        self.scopes.contains(scope)
+    }
+
     /// Every group is applied.
     pub(super) fn clear(&mut self) {
         self.records.clear();
         self.state.clear();
         self.cleared.clear();
+        self.invocations.clear();
+        self.scopes.clear();
     }
 
     pub(super) fn record(&self, id: &InvocationId) -> Found {
@@ -177,5 +220,34 @@ mod tests {
         assert!(matches!(kept.record(&other), Found::Store));
         kept.add(&Arc::new(vec![WriteOp::DeleteInvocation { id }]));
         assert_eq!(written(kept.record(&id)), None);
+    }
+
+    #[test]
+    fn reads_of_journals_waiters_and_keys_wait_only_where_a_group_wrote() {
+        let (journaled, waited_on, other) = (
+            InvocationId::random(1),
+            InvocationId::random(2),
+            InvocationId::random(3),
+        );
+        let mut kept = KeptAside::default();
+        kept.add(&Arc::new(vec![
+            WriteOp::PutJournal {
+                id: journaled,
+                index: 0,
+                encoded: Vec::new(),
+            },
+            WriteOp::ClearResultWaiters { source: waited_on },
+            set("a", "n", b"1"),
+            WriteOp::ClearPromises { scope: scope("w") },
+        ]));
+        assert!(kept.touches_invocation(&journaled));
+        assert!(kept.touches_invocation(&waited_on));
+        assert!(!kept.touches_invocation(&other));
+        assert!(kept.touches_scope(&scope("a")));
+        assert!(kept.touches_scope(&scope("w")));
+        assert!(!kept.touches_scope(&scope("b")));
+        kept.clear();
+        assert!(!kept.touches_invocation(&journaled));
+        assert!(!kept.touches_scope(&scope("a")));
     }
 }

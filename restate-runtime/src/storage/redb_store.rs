@@ -40,7 +40,7 @@ use redb::{
 use tokio::sync::{oneshot, watch};
 
 use super::files::{Files, OsFiles};
-use super::kept_aside::Found;
+use super::kept_aside::{Found, KeptAside};
 use super::log::Log;
 #[cfg(test)]
 use super::log::SEGMENT_NAMES;
@@ -153,7 +153,7 @@ pub struct RedbStorage {
     secret: [u8; 32],
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Reads wait on it while acknowledged writes are not applied yet (during a checkpoint).
+    /// Reads find acknowledged writes not applied yet here, or wait on it for them.
     visibility: Arc<Visibility>,
     stats: Arc<Mutex<WriterStats>>,
     failure: Arc<watch::Sender<Option<String>>>,
@@ -273,6 +273,18 @@ impl RedbStorage {
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StorageError> {
         self.visibility.wait()?;
+        self.read_now(f)
+    }
+
+    /// [`Self::read`] of something only the writes `touched` recognises change (one
+    /// invocation's journal, one key's state names): it waits for the groups kept aside only
+    /// if one of them made such a write.
+    fn read_if<T>(
+        &self,
+        touched: impl Fn(&KeptAside) -> bool,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StorageError> {
+        self.visibility.wait_if(touched)?;
         self.read_now(f)
     }
 
@@ -990,17 +1002,21 @@ impl Storage for RedbStorage {
     }
 
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
-        let raw = self.read(|txn| {
-            let table = txn.open_table(JOURNAL)?;
-            let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
-            let mut out = Vec::new();
-            for item in table.range(lo.as_slice()..=hi.as_slice())? {
-                let (k, v) = item?;
-                let index = u32::from_be_bytes(k.value()[24..28].try_into().expect("28-byte key"));
-                out.push((index, v.value().to_vec()));
-            }
-            Ok(out)
-        })?;
+        let raw = self.read_if(
+            |kept| kept.touches_invocation(id),
+            |txn| {
+                let table = txn.open_table(JOURNAL)?;
+                let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
+                let mut out = Vec::new();
+                for item in table.range(lo.as_slice()..=hi.as_slice())? {
+                    let (k, v) = item?;
+                    let index =
+                        u32::from_be_bytes(k.value()[24..28].try_into().expect("28-byte key"));
+                    out.push((index, v.value().to_vec()));
+                }
+                Ok(out)
+            },
+        )?;
         raw.into_iter()
             .map(|(i, bytes)| Ok((i, records::decode(&bytes)?)))
             .collect()
@@ -1019,25 +1035,31 @@ impl Storage for RedbStorage {
     }
 
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
-        self.read(|txn| {
-            let table = txn.open_table(STATE)?;
-            let prefix = state_prefix(scope);
-            let mut out = Vec::new();
-            for item in table.range(prefix.as_slice()..prefix_end(&prefix).as_slice())? {
-                let (k, _) = item?;
-                out.push(String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned());
-            }
-            Ok(out)
-        })
+        self.read_if(
+            |kept| kept.touches_scope(scope),
+            |txn| {
+                let table = txn.open_table(STATE)?;
+                let prefix = state_prefix(scope);
+                let mut out = Vec::new();
+                for item in table.range(prefix.as_slice()..prefix_end(&prefix).as_slice())? {
+                    let (k, _) = item?;
+                    out.push(String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned());
+                }
+                Ok(out)
+            },
+        )
     }
 
     fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError> {
-        let raw = self.read(|txn| {
-            let table = txn.open_table(PROMISES)?;
-            Ok(table
-                .get(state_key(scope, name).as_slice())?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = self.read_if(
+            |kept| kept.touches_scope(scope),
+            |txn| {
+                let table = txn.open_table(PROMISES)?;
+                Ok(table
+                    .get(state_key(scope, name).as_slice())?
+                    .map(|v| v.value().to_vec()))
+            },
+        )?;
         raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
             .transpose()
     }
@@ -1072,28 +1094,31 @@ impl Storage for RedbStorage {
         scope: &StateScope,
         name: &str,
     ) -> Result<Vec<(InvocationId, u32)>, StorageError> {
-        self.read(|txn| {
-            let table = txn.open_table(PROMISE_WAITERS)?;
-            let prefix = waiters_prefix(scope, name);
-            let mut out = Vec::new();
-            let range = match prefix_successor(&prefix) {
-                Some(end) => table.range(prefix.as_slice()..end.as_slice())?,
-                None => table.range(prefix.as_slice()..)?,
-            };
-            for item in range {
-                let (k, _) = item?;
-                let rest = &k.value()[prefix.len()..];
-                if let (Some(id), Some(index)) = (
-                    InvocationId::from_storage_key(&rest[..24.min(rest.len())]),
-                    rest.get(24..28)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u32::from_be_bytes),
-                ) {
-                    out.push((id, index));
+        self.read_if(
+            |kept| kept.touches_scope(scope),
+            |txn| {
+                let table = txn.open_table(PROMISE_WAITERS)?;
+                let prefix = waiters_prefix(scope, name);
+                let mut out = Vec::new();
+                let range = match prefix_successor(&prefix) {
+                    Some(end) => table.range(prefix.as_slice()..end.as_slice())?,
+                    None => table.range(prefix.as_slice()..)?,
+                };
+                for item in range {
+                    let (k, _) = item?;
+                    let rest = &k.value()[prefix.len()..];
+                    if let (Some(id), Some(index)) = (
+                        InvocationId::from_storage_key(&rest[..24.min(rest.len())]),
+                        rest.get(24..28)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u32::from_be_bytes),
+                    ) {
+                        out.push((id, index));
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
     }
 
     fn unfinished(&self) -> Result<Vec<(InvocationId, UnfinishedHint)>, StorageError> {
@@ -1166,7 +1191,8 @@ impl Storage for RedbStorage {
         &self,
         source: Option<&InvocationId>,
     ) -> Result<Vec<super::ResultWaiter>, StorageError> {
-        self.read(|txn| {
+        let touched = |kept: &KeptAside| source.is_none_or(|id| kept.touches_invocation(id));
+        self.read_if(touched, |txn| {
             let table = txn.open_table(RESULT_WAITERS)?;
             let range = match source {
                 Some(id) => {

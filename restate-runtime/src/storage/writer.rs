@@ -13,8 +13,8 @@
 //! checkpoint (unless a segment fills before the previous checkpoint ends).
 //!
 //! Without a checkpoint, groups are kept aside the same way and applied to redb together: when
-//! the queue runs dry, after [`APPLY_EVERY`] groups, or after the group during which a read
-//! began to wait for them. A redb commit costs tens of microseconds of CPU however little it
+//! the queue runs dry, after [`APPLY_EVERY`] groups, or as soon as a read waits for them (a
+//! read of one journal, one key's state names or promises waits only if they wrote there). A redb commit costs tens of microseconds of CPU however little it
 //! writes, and under load a group holds a handful of requests: one transaction for several
 //! groups spends that once. A checkpoint starts only once every group is applied.
 
@@ -46,8 +46,8 @@ pub(super) struct Request {
     pub done: oneshot::Sender<Result<(), StorageError>>,
 }
 
-/// Which acknowledged writes readers can see in redb: all of them, except while groups logged
-/// during a checkpoint wait to be applied.
+/// Which acknowledged writes readers can see in redb: all of them, except the groups kept
+/// aside until the writer applies them.
 #[derive(Default)]
 pub(super) struct Visibility {
     /// Some acknowledged group is not applied yet (the slow path's flag).
@@ -94,10 +94,19 @@ impl Visibility {
     /// Returns once everything acknowledged so far is visible to a read transaction begun
     /// after it.
     pub(super) fn wait(&self) -> Result<(), StorageError> {
+        self.wait_if(|_| true)
+    }
+
+    /// [`Self::wait`] for a read of what only some writes change: it waits only if `touched`
+    /// says a group kept aside made one of them, and reads redb at once otherwise.
+    pub(super) fn wait_if(&self, touched: impl Fn(&KeptAside) -> bool) -> Result<(), StorageError> {
         if !self.behind.load(Ordering::SeqCst) {
             return Ok(());
         }
         let mut seen = self.seen.lock().expect("visibility lock");
+        if seen.failed.is_none() && !touched(&seen.kept) {
+            return Ok(());
+        }
         let target = seen.acknowledged;
         if seen.applied < target {
             self.wanted.store(true, Ordering::SeqCst);
@@ -244,6 +253,10 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
+            }
+            // A read waits for the groups kept aside: they go to redb before this group's sync.
+            if self.visibility.wanted() {
+                self.apply_deferred_or_poison(db);
             }
             let result = if let Some(reason) = &self.poisoned {
                 Err(StorageError::Poisoned(reason.clone()))
