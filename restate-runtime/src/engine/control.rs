@@ -59,7 +59,11 @@ impl Engine {
     /// The invocation in memory, or a suspended one loaded into memory (not started); the
     /// flag says whether it was in memory already. Loaded into the map, so a completion or a
     /// resume racing the control operation finds this one copy.
+    /// Under the id's claim: a handler's new callee is found only once the journal entry that
+    /// records it is queued, so a kill or cancel commits after that entry and its record, never
+    /// before them (they would undo it), and never ends one that is then discarded.
     fn load(&self, id: InvocationId) -> Result<(Arc<Inflight>, bool), ControlError> {
+        let _claim = self.claims.of(&id);
         let mut map = self.inflight.lock().expect("inflight map");
         if let Some(f) = map.get(&id) {
             return Ok((f.clone(), true));

@@ -1637,6 +1637,44 @@ mod tests {
         }
     }
 
+    /// A kill of a handler's new callee, found before the entry that records it is queued,
+    /// would commit before the callee's record, which would then undo it. It waits instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The claim is held across the head start on purpose: that is the window under test.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_kill_waits_until_a_handlers_new_invocation_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
+        let Submission::Running { inflight, .. } = created.submission else {
+            panic!("a first request creates its invocation");
+        };
+        // What `ctx.journal` will queue with the caller's entry, taken as `call.rs` takes it.
+        let record = {
+            let mut state = inflight.state();
+            state.persisted = true;
+            WriteOp::put_invocation(created.id, &state.record)
+        };
+        let kill = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.kill(created.id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !kill.is_finished(),
+            "a kill ended an invocation that was not recorded yet"
+        );
+        drop(engine.storage.submit(vec![record]));
+        drop(claim);
+        kill.await.unwrap().unwrap();
+        let stored = engine.storage.invocation(&created.id).unwrap().unwrap();
+        assert!(
+            matches!(stored.status, Status::Completed { .. }),
+            "the kill was undone: {:?}",
+            stored.status
+        );
+    }
+
     #[tokio::test]
     async fn attaching_to_unknown_or_finished_invocations_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
