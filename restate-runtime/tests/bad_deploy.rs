@@ -253,18 +253,23 @@ async fn a_restarted_copy_takes_the_originals_place_on_its_key() {
             .await,
     )
     .await;
-    let (status, restarted) = admin(
-        &server,
-        reqwest::Method::PATCH,
-        &format!("/invocations/{original}/restart"),
-    )
-    .await;
-    assert_eq!(status, 200, "{restarted}");
-    let copy = restarted["invocationId"].as_str().unwrap().to_owned();
+    // Restarted four times at once: one copy, which each restart answers with once it is
+    // durable, and the original ends once.
+    let path = format!("/invocations/{original}/restart");
+    let restarts = (0..4).map(|_| admin(&server, reqwest::Method::PATCH, &path));
+    let answers = futures::future::join_all(restarts).await;
+    for (status, restarted) in &answers {
+        assert_eq!(*status, 200, "{restarted}");
+    }
+    let copy = answers[0].1["invocationId"].as_str().unwrap().to_owned();
+    for (_, restarted) in &answers {
+        assert_eq!(restarted["invocationId"].as_str(), Some(copy.as_str()));
+    }
     assert_eq!(
         output(&server, &copy).await,
         serde_json::json!(["a", "b", "c"])
     );
+    server.wait_status(&original, "completed").await;
     // The copy ran before what waited behind the original.
     assert_eq!(
         output(&server, &behind).await,

@@ -564,15 +564,26 @@ impl Engine {
     /// the disk is nearly full, a duplicate still gets its answer.
     /// A derived id's store read is made first, without blocking the thread ([`Self::look`]).
     async fn submit_from_outside(&self, req: InvokeRequest) -> Result<Submitted, EngineError> {
+        // Its creator makes the record durable before it answers, and a duplicate joining
+        // it before then waits for that too: the claim can go now.
+        self.submit_from_outside_claimed(req)
+            .await
+            .map(|(submitted, _claim)| submitted)
+    }
+
+    /// [`Self::submit_from_outside`] for a creator that queues more with the new invocation's
+    /// record (a restart's copied journal): a new one of a derived id comes with its claim,
+    /// to be dropped once that is queued (never held across an await).
+    async fn submit_from_outside_claimed(
+        &self,
+        req: InvokeRequest,
+    ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
         let prepared = self.prepare(req, None)?;
         let looked = match prepared.derived() {
             true => self.look(prepared.id).await?,
             false => None,
         };
-        // Its creator makes the record durable before it answers, and a duplicate joining
-        // it before then waits for that too: the claim can go now.
         self.submit_prepared(prepared, Origin::Outside, looked)
-            .map(|(submitted, _claim)| submitted)
     }
 
     /// What the store holds for a derived id, read without blocking this thread and without

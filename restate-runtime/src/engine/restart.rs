@@ -88,15 +88,26 @@ impl Engine {
                 "messages for {id} or its key wait in the inbox: retry once they are applied"
             )));
         }
-        let submitted = self.submit_from_outside(request).await?;
+        // Claimed until the copy's record and journal are queued: a second restart of the same
+        // original joins the copy only then.
+        let (submitted, claim) = self.submit_from_outside_claimed(request).await?;
         let Submission::Running {
             inflight,
             new: true,
             ..
         } = submitted.submission
         else {
+            drop(claim);
             // Restarted before: the same copy. A crash may have come between that copy's
-            // commit and the original's end, so the original is ended now if it is not yet.
+            // commit and the original's end, so the original is ended now if it is not yet,
+            // once the copy is durable (a first restart still in progress may not have
+            // committed it).
+            if let Submission::Running { inflight, .. } = &submitted.submission {
+                inflight
+                    .make_durable(self.storage.as_ref())
+                    .await
+                    .map_err(super::EngineError::from)?;
+            }
             if !finished {
                 end_original(self, id).await?;
             }
@@ -128,6 +139,7 @@ impl Engine {
             }
             inflight.submit_with_record(self.storage.as_ref(), &mut state, ops)
         };
+        drop(claim);
         committed.await.map_err(super::EngineError::from)?;
         if self.crash_point("restart.copied") {
             return Ok(submitted.id);
