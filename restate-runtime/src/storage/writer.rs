@@ -14,9 +14,10 @@
 //!
 //! Without a checkpoint, groups are kept aside the same way and applied to redb together: when
 //! the queue runs dry, after [`APPLY_EVERY`] groups, or as soon as a read waits for them (a
-//! read of one journal, one key's state names or promises waits only if they wrote there). A redb commit costs tens of microseconds of CPU however little it
-//! writes, and under load a group holds a handful of requests: one transaction for several
-//! groups spends that once. A checkpoint starts only once every group is applied.
+//! read of one journal, one key's state names or promises waits only if they wrote there). A
+//! redb commit costs tens of microseconds of CPU however little it writes, and under load a
+//! group holds a handful of requests: one transaction for several groups spends that once. A
+//! checkpoint starts only once every group is applied.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
