@@ -87,6 +87,19 @@ impl Claims {
         (self.hasher.hash_one(id) >> 32) as usize % SLOTS
     }
 
+    /// The claims of `ids`, each stripe once and in stripe order (a stripe is not re-entrant,
+    /// and holders of several take them in one order, so none deadlocks), for a creator of a
+    /// few ids at once: what an invocation's end sends.
+    pub(super) fn several(&self, ids: &[InvocationId]) -> Vec<Claim<'_>> {
+        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|s| lock(&self.stripes[s]))
+            .collect()
+    }
+
     /// Every claim at once (in stripe order, so two holders never deadlock), for a creator or
     /// deleter of many ids: a page of forwarded invocations, a slice of expired ones.
     pub(super) fn all(&self) -> Vec<Claim<'_>> {

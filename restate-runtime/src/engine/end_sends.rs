@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use super::{Engine, Inflight, Submission, Submitted};
+use super::{Claim, Engine, Inflight, Origin, Submission, Submitted};
 use crate::storage::WriteOp;
 
-/// The records of what an end sends, and the invocations to launch once they commit.
-pub(super) type EndSends = (Vec<WriteOp>, Vec<Arc<Inflight>>);
+/// The records of what an end sends, the invocations to launch once they commit, and their
+/// ids' claims, held until those records are queued with the end.
+pub(super) type EndSends<'a> = (Vec<WriteOp>, Vec<Arc<Inflight>>, Vec<Claim<'a>>);
 
 impl Engine {
     /// The records of the invocations `inflight`'s end sends, to commit with its end, and the
@@ -17,7 +18,10 @@ impl Engine {
     /// end recorded twice (a kill racing the handler's own end) sends once.
     /// An end whose sends cannot be made (the store cannot be read to find an earlier one) is
     /// an error: committed without them, a permit or a burst would wait for ever.
-    pub(super) fn end_sends(&self, inflight: &Arc<Inflight>) -> Result<EndSends, String> {
+    /// Their ids' claims come with them: a kill or a duplicate of one (by its idempotency key)
+    /// finds it only once its record is queued with the end, never before it (a kill would be
+    /// undone by it).
+    pub(super) fn end_sends(&self, inflight: &Arc<Inflight>) -> Result<EndSends<'_>, String> {
         // One walk of the journal: most have neither, and it runs at every end.
         let requests: Vec<_> = {
             let state = inflight.state();
@@ -30,14 +34,24 @@ impl Engine {
                 })
                 .collect()
         };
-        let mut ops = Vec::new();
-        let mut launches = Vec::new();
+        let mut prepared = Vec::with_capacity(requests.len());
         for request in requests {
             let target = request.target.to_string();
-            let submitted = request
+            let made = request
                 .into_invoke(None)
                 .map_err(|e| e.to_string())
-                .and_then(|req| self.submit(req, None).map_err(|e| e.to_string()));
+                .and_then(|req| self.prepare(req, None).map_err(|e| e.to_string()))
+                .map_err(|e| format!("cannot send {target} at its end: {e}"))?;
+            prepared.push((target, made));
+        }
+        let ids: Vec<_> = prepared.iter().map(|(_, p)| p.id).collect();
+        let claims = self.claims.several(&ids);
+        let mut ops = Vec::new();
+        let mut launches = Vec::new();
+        for (target, prepared) in prepared {
+            let submitted = self
+                .submit_claimed(prepared, Origin::Handler, None)
+                .map_err(|e| e.to_string());
             match submitted {
                 Ok(Submitted {
                     id,
@@ -67,6 +81,6 @@ impl Engine {
                 }
             }
         }
-        Ok((ops, launches))
+        Ok((ops, launches, claims))
     }
 }

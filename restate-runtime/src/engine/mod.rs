@@ -532,25 +532,13 @@ impl Engine {
         }
     }
 
-    /// Creates an invocation, or finds the one an idempotency key already maps to.
-    ///
-    /// `caller` is set for calls from another handler; `extra_ops` commit with the new record
-    /// (the caller's journal entry), and then the record is submitted at once instead of lazily.
-    pub(crate) fn submit(
-        &self,
-        req: InvokeRequest,
-        caller: Option<(InvocationId, u32)>,
-    ) -> Result<Submitted, EngineError> {
-        self.submit_recorded(req, caller)
-            .map(|(submitted, _claim)| submitted)
-    }
-
-    /// [`Self::submit`] for a handler whose journal entry records the new invocation: a new
-    /// invocation of a derived id (an idempotency key's, a workflow run's) comes with its
-    /// claim, to be dropped once that entry is queued with the invocation's record, or the
-    /// invocation discarded because the entry was refused. A duplicate from elsewhere waits
-    /// for the claim, so it never joins an invocation that is not recorded yet: it would be
-    /// told "accepted" for one that a stopped caller then discards.
+    /// Creates an invocation for a handler whose journal entry records it (`caller` is set
+    /// for a call), or finds the one an idempotency key already maps to. A new invocation of a
+    /// derived id (an idempotency key's, a workflow run's) comes with its claim, to be dropped
+    /// once that entry is queued with the invocation's record, or the invocation discarded
+    /// because the entry was refused. A duplicate from elsewhere waits for the claim, so it
+    /// never joins an invocation that is not recorded yet: it would be told "accepted" for one
+    /// that a stopped caller then discards.
     pub(crate) fn submit_recorded(
         &self,
         req: InvokeRequest,
@@ -560,7 +548,7 @@ impl Engine {
         self.submit_prepared(prepared, Origin::Handler, None)
     }
 
-    /// [`Self::submit`] for work from outside any handler: a new invocation is refused while
+    /// [`Self::submit_recorded`] for work from outside any handler: a new invocation is refused while
     /// the disk is nearly full, a duplicate still gets its answer.
     /// A derived id's store read is made first, without blocking the thread ([`Self::look`]).
     async fn submit_from_outside(&self, req: InvokeRequest) -> Result<Submitted, EngineError> {
@@ -610,6 +598,23 @@ impl Engine {
         origin: Origin,
         looked: Option<Looked>,
     ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
+        // The id is its key's: an invocation of it may exist, in memory or on disk. The claim
+        // keeps other creators of the id out while the store is read, outside the in-flight
+        // lock (a read must not hold up every start and end); what leaves memory meanwhile
+        // was stored first (a completion, a suspension) or never (a lost one, created anew).
+        let claim = prepared.derived().then(|| self.claims.of(&prepared.id));
+        let submitted = self.submit_claimed(prepared, origin, looked)?;
+        let new = matches!(submitted.submission, Submission::Running { new: true, .. });
+        Ok((submitted, claim.filter(|_| new)))
+    }
+
+    /// [`Self::submit_prepared`] by a caller that holds the id's claim if it is derived.
+    fn submit_claimed(
+        &self,
+        prepared: Prepared,
+        origin: Origin,
+        looked: Option<Looked>,
+    ) -> Result<Submitted, EngineError> {
         let derived = prepared.derived();
         let Prepared {
             id,
@@ -617,11 +622,6 @@ impl Engine {
             execution_time_ms,
             workflow_run,
         } = prepared;
-        // The id is its key's: an invocation of it may exist, in memory or on disk. The claim
-        // keeps other creators of the id out while the store is read, outside the in-flight
-        // lock (a read must not hold up every start and end); what leaves memory meanwhile
-        // was stored first (a completion, a suspension) or never (a lost one, created anew).
-        let claim = derived.then(|| self.claims.of(&id));
         let running = |existing: &Arc<Inflight>| Submitted {
             id,
             submission: Submission::Running {
@@ -640,7 +640,7 @@ impl Engine {
                 .get(&id)
                 .cloned();
             if let Some(existing) = existing {
-                return Ok((running(&existing), None));
+                return Ok(running(&existing));
             }
             let stored = match looked {
                 Some(looked) if self.claims.creations(&id) == looked.creations => looked.record,
@@ -667,15 +667,12 @@ impl Engine {
                 None => None,
             };
             if let Some((submission, execution_time_ms)) = submission {
-                return Ok((
-                    Submitted {
-                        id,
-                        submission,
-                        execution_time_ms,
-                        workflow_run,
-                    },
-                    None,
-                ));
+                return Ok(Submitted {
+                    id,
+                    submission,
+                    execution_time_ms,
+                    workflow_run,
+                });
             }
         }
         let inflight = {
@@ -683,7 +680,7 @@ impl Engine {
             if derived && let Some(existing) = map.get(&id) {
                 // Nothing should have since the read (creators hold the claim, loaders load
                 // what the read saw); should something have, it is joined, never replaced.
-                return Ok((running(existing), None));
+                return Ok(running(existing));
             }
             // New work from outside waits for disk space and for memory; a handler's own calls
             // and sends are progress of work already accepted and commit into the reserve.
@@ -719,7 +716,7 @@ impl Engine {
             execution_time_ms,
             workflow_run,
         };
-        Ok((submitted, claim))
+        Ok(submitted)
     }
 
     /// The id of an invocation of `req`: the one its idempotency key or workflow key names,
@@ -1237,7 +1234,7 @@ impl Engine {
         };
         // What its end sends on its behalf commits with it, however it ended; without them the
         // end is not recorded, and recovery ends it again.
-        let (end_ops, end_sends) = match self.end_sends(inflight) {
+        let (end_ops, end_sends, end_claims) = match self.end_sends(inflight) {
             Ok(sends) => sends,
             Err(reason) => return self.lose(inflight, reason),
         };
@@ -1292,6 +1289,8 @@ impl Engine {
             drop(state);
             self.submit_completions_locked(&map, ops, completions)
         };
+        // What the end sends is queued with it: a kill or duplicate of one may find it now.
+        drop(end_claims);
         // The next invocation on the key may start now, on this one's state (law 5): whatever
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
@@ -1679,6 +1678,56 @@ mod tests {
         drop(claim);
         kill.await.unwrap().unwrap();
         let stored = engine.storage.invocation(&created.id).unwrap().unwrap();
+        assert!(
+            matches!(stored.status, Status::Completed { .. }),
+            "the kill was undone: {:?}",
+            stored.status
+        );
+    }
+
+    /// What an invocation's end sends (here the release of a concurrency permit it holds) is
+    /// created before it is queued with the end. A kill of it found meanwhile would commit
+    /// first and be undone by its record; it waits until the end is queued instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The claims are held across the head start on purpose: that is the window under test.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_kill_waits_until_what_an_end_sends_is_queued_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let holder = InvocationId::random(4);
+        let mut journal = Journal::default();
+        let acquire = Target {
+            service: crate::concurrency::LIMITER.into(),
+            handler: "acquire".into(),
+            key: Some("bucket".into()),
+        };
+        journal.insert(
+            0,
+            JournalEntry::Call {
+                target: acquire,
+                invocation_id: holder,
+                outcome: None,
+            },
+        );
+        let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
+        let ending = engine.new_inflight(holder, record, true, journal);
+        let (ops, launches, claims) = engine.end_sends(&ending).unwrap();
+        assert_eq!(launches.len(), 1, "one permit to give back");
+        assert!(!claims.is_empty(), "the release's id is claimed");
+        let release = launches[0].id;
+        let kill = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.kill(release).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !kill.is_finished(),
+            "a kill ended what an end sends before it was queued"
+        );
+        drop(engine.storage.submit(ops));
+        drop(claims);
+        kill.await.unwrap().unwrap();
+        let stored = engine.storage.invocation(&release).unwrap().unwrap();
         assert!(
             matches!(stored.status, Status::Completed { .. }),
             "the kill was undone: {:?}",
