@@ -706,7 +706,7 @@ impl Engine {
             }
             inflight
         };
-        let submitted = Submitted {
+        Ok(Submitted {
             id,
             submission: Submission::Running {
                 finish: inflight.subscribe(),
@@ -715,8 +715,7 @@ impl Engine {
             },
             execution_time_ms,
             workflow_run,
-        };
-        Ok(submitted)
+        })
     }
 
     /// The id of an invocation of `req`: the one its idempotency key or workflow key names,
@@ -770,7 +769,9 @@ impl Engine {
             created_at_ms: now,
             modified_at_ms: now,
             caller,
-            seq: self.next_seq(),
+            // Numbered when it is put in memory (`submit_claimed`, an inbox's adoption): a
+            // duplicate or a forwarded request never is, and a read may come between.
+            seq: 0,
             cancel_requested: false,
             cancel_delivered: false,
             version: Some(self.config.app_version.clone()),
