@@ -728,6 +728,54 @@ mod tests {
         }
     }
 
+    /// While groups are kept aside (here behind a stalled checkpoint), a read of one journal
+    /// or one key's state names waits only if one of them wrote there: a resume of another
+    /// invocation, which reads its journal under the in-flight lock, does not wait on them.
+    // The guard stalls the checkpointer thread across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_wait_for_the_groups_kept_aside_only_where_they_wrote() {
+        use crate::ids::InvocationId;
+        use crate::storage::JournalEntry;
+        let disk = Disk::new(11);
+        let store = open(&disk);
+        let stalled = disk.stall_checkpoints();
+        // The first segment fills: its checkpoint stalls, and what follows is kept aside.
+        write(&store, 0..25).await;
+        let (touched, untouched) = (InvocationId::random(1), InvocationId::random(2));
+        let entry = JournalEntry::Awakeable { outcome: None };
+        store
+            .submit(vec![WriteOp::put_journal(touched, 0, &entry)])
+            .await
+            .unwrap();
+        let read_on_a_thread = |read: Box<dyn FnOnce(&RedbStorage) -> usize + Send>| {
+            let store = store.clone();
+            std::thread::spawn(move || read(&store))
+        };
+        let other = StateScope {
+            service: "S".into(),
+            key: "other".into(),
+        };
+        let free = [
+            read_on_a_thread(Box::new(move |s| s.journal(&untouched).unwrap().len())),
+            read_on_a_thread(Box::new(move |s| s.state_keys(&other).unwrap().len())),
+        ];
+        let waiting = [
+            read_on_a_thread(Box::new(move |s| s.journal(&touched).unwrap().len())),
+            read_on_a_thread(Box::new(|s| s.state_keys(&scope()).unwrap().len())),
+        ];
+        for read in free {
+            assert_eq!(read.join().unwrap(), 0, "read at once, nothing there");
+        }
+        assert!(
+            waiting.iter().all(|read| !read.is_finished()),
+            "a read of what a kept group wrote did not wait for it"
+        );
+        drop(stalled);
+        let seen: Vec<usize> = waiting.map(|read| read.join().unwrap()).into();
+        assert_eq!(seen, [1, 25], "after the groups are applied, both see them");
+    }
+
     // The guard stalls the checkpointer thread across the awaits on purpose.
     #[allow(clippy::await_holding_lock)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
