@@ -192,6 +192,9 @@ impl Engine {
     /// handler's `ctx.cancel` (so the request is durable with its cause). In memory, the
     /// request is set on the invocation at once.
     pub(crate) fn cancel_request_ops(&self, id: InvocationId) -> Vec<WriteOp> {
+        // A handler's new callee of a derived id is claimed until the entry that records it is
+        // queued: its record, queued then, would undo a request marked on it before.
+        let _claim = self.claims.of(&id);
         let map = self.inflight.lock().expect("inflight map");
         let wake = WriteOp::Wake {
             id,

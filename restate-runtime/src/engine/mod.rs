@@ -1686,6 +1686,41 @@ mod tests {
         );
     }
 
+    /// A handler's `ctx.cancel` of another handler's new callee, found before the entry that
+    /// records the callee is queued, would mark the request on a record that the callee's
+    /// record, queued then, undoes. It waits instead, and the request stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The claim is held across the head start on purpose: that is the window under test.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_handlers_cancel_waits_until_a_handlers_new_invocation_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
+        let Submission::Running { inflight, .. } = created.submission else {
+            panic!("a first request creates its invocation");
+        };
+        let record = {
+            let mut state = inflight.state();
+            state.persisted = true;
+            WriteOp::put_invocation(created.id, &state.record)
+        };
+        // The cancelling handler's side, as `ctx.cancel` takes it (it waits on a thread).
+        let cancel = tokio::task::spawn_blocking({
+            let engine = engine.clone();
+            move || engine.storage.submit(engine.cancel_request_ops(created.id))
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !cancel.is_finished(),
+            "a cancel request was marked on an invocation that was not recorded yet"
+        );
+        drop(engine.storage.submit(vec![record]));
+        drop(claim);
+        cancel.await.unwrap().await.unwrap();
+        let stored = engine.storage.invocation(&created.id).unwrap().unwrap();
+        assert!(stored.cancel_requested, "the cancel request was undone");
+    }
+
     /// What an invocation's end sends (here the release of a concurrency permit it holds) is
     /// created before it is queued with the end. A kill of it found meanwhile would commit
     /// first and be undone by its record; it waits until the end is queued instead.

@@ -113,22 +113,24 @@ impl Engine {
             }
             return Ok(submitted.id);
         };
-        // An unfinished original holds its key: the copy goes first in line there.
-        let takes_place = match &scope {
-            Some(scope) if !finished => {
-                let mut lanes = self.lanes.lock().expect("lanes");
-                match lanes.get_mut(scope) {
-                    Some(lane) if lane.running == Some(id) => {
-                        lane.stored.push_front(submitted.id);
-                        true
-                    }
-                    _ => false,
-                }
-            }
-            _ => false,
-        };
-        let committed = {
+        let (takes_place, committed) = {
+            // Under the copy's lock: should the original pass its key on right after the copy
+            // is in line, the copy's task cannot read its journal before the copied prefix.
             let mut state = inflight.state();
+            // An unfinished original holds its key: the copy goes first in line there.
+            let takes_place = match &scope {
+                Some(scope) if !finished => {
+                    let mut lanes = self.lanes.lock().expect("lanes");
+                    match lanes.get_mut(scope) {
+                        Some(lane) if lane.running == Some(id) => {
+                            lane.stored.push_front(submitted.id);
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
             if takes_place {
                 state.record.seq = arrival;
             }
@@ -137,7 +139,8 @@ impl Engine {
                 ops.push(WriteOp::put_journal(submitted.id, index, &entry));
                 state.journal.insert(index, entry);
             }
-            inflight.submit_with_record(self.storage.as_ref(), &mut state, ops)
+            let committed = inflight.submit_with_record(self.storage.as_ref(), &mut state, ops);
+            (takes_place, committed)
         };
         drop(claim);
         committed.await.map_err(super::EngineError::from)?;

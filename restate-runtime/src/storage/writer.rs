@@ -1,6 +1,6 @@
-//! The writer thread of the redb store: group commit through the write-ahead log, each group
-//! applied to redb without a sync; and the checkpointer thread, which makes the store durable
-//! while the writer goes on.
+//! The writer thread of the redb store: group commit through the write-ahead log, the groups
+//! applied to redb a few at a time without a sync; and the checkpointer thread, which makes
+//! the store durable while the writer goes on.
 //!
 //! A checkpoint is a durable redb commit, tens of milliseconds under load, and it holds redb's
 //! write lock. When the active log segment fills, the writer switches to the other segment and
@@ -8,9 +8,11 @@
 //! synced (durable), acknowledged, and kept aside; they are applied to redb as soon as the
 //! checkpoint ends. Readers must see every acknowledged write: a read of one invocation record
 //! or one state value finds its latest write among the groups kept aside (`kept_aside.rs`), or
-//! learns that none of them wrote it and redb is current; any other read that starts while
-//! groups wait to be applied waits for them ([`Visibility`]). Commits never wait for a
-//! checkpoint (unless a segment fills before the previous checkpoint ends).
+//! learns that none of them wrote it and redb is current; a read of one journal, one
+//! invocation's result waiters or one key's state names and promises waits for them only if
+//! one of them wrote there; any other read that starts while groups wait to be applied waits
+//! for them ([`Visibility`]). Commits never wait for a checkpoint (unless a segment fills
+//! before the previous checkpoint ends).
 //!
 //! Without a checkpoint, groups are kept aside the same way and applied to redb together: when
 //! the queue runs dry, after [`APPLY_EVERY`] groups, or as soon as a read waits for them (a
@@ -53,7 +55,8 @@ pub(super) struct Request {
 pub(super) struct Visibility {
     /// Some acknowledged group is not applied yet (the slow path's flag).
     behind: AtomicBool,
-    /// A read waits for the groups kept aside: the writer applies them after its group.
+    /// A read waits for the groups kept aside: the writer applies them before its next sync
+    /// or right after its current group.
     wanted: AtomicBool,
     seen: Mutex<Seen>,
     caught_up: Condvar,
@@ -148,7 +151,11 @@ impl Visibility {
     }
 
     pub(super) fn fail(&self, reason: &str) {
-        self.seen.lock().expect("visibility lock").failed = Some(reason.to_owned());
+        // Also after a panic under this lock (the writer's, reported here): the waiting reads
+        // must be woken with the failure, not left waiting.
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.failed = Some(reason.to_owned());
+        drop(seen);
         self.caught_up.notify_all();
     }
 }
@@ -622,8 +629,10 @@ mod tests {
         let streaming = tokio::spawn({
             let (store, stop) = (store.clone(), stop.clone());
             async move {
+                // Bounded, so that the log's first segment never fills: no checkpoint may
+                // apply what the reads below must find applied by the writer.
                 let mut written = 0u32;
-                while !stop.load(Ordering::SeqCst) {
+                while !stop.load(Ordering::SeqCst) && written < 4096 {
                     let batch = (0..16).map(|i| {
                         let op = WriteOp::SetState {
                             scope: other.clone(),
@@ -748,7 +757,8 @@ mod tests {
             .submit(vec![WriteOp::put_journal(touched, 0, &entry)])
             .await
             .unwrap();
-        let read_on_a_thread = |read: Box<dyn FnOnce(&RedbStorage) -> usize + Send>| {
+        type Read = Box<dyn FnOnce(&RedbStorage) -> usize + Send>;
+        let read_on_a_thread = |read: Read| {
             let store = store.clone();
             std::thread::spawn(move || read(&store))
         };
@@ -756,16 +766,29 @@ mod tests {
             service: "S".into(),
             key: "other".into(),
         };
-        let free = [
-            read_on_a_thread(Box::new(move |s| s.journal(&untouched).unwrap().len())),
-            read_on_a_thread(Box::new(move |s| s.state_keys(&other).unwrap().len())),
-        ];
         let waiting = [
             read_on_a_thread(Box::new(move |s| s.journal(&touched).unwrap().len())),
             read_on_a_thread(Box::new(|s| s.state_keys(&scope()).unwrap().len())),
         ];
+        // The reads of what no kept group wrote answer while the checkpoint still stalls (a
+        // wrong wait would hold them until it is let go: never, here).
+        let (answered, answers) = std::sync::mpsc::channel();
+        let free: [Read; 2] = [
+            Box::new(move |s| s.journal(&untouched).unwrap().len()),
+            Box::new(move |s| s.state_keys(&other).unwrap().len()),
+        ];
         for read in free {
-            assert_eq!(read.join().unwrap(), 0, "read at once, nothing there");
+            let answered = answered.clone();
+            read_on_a_thread(Box::new(move |s| {
+                let _ = answered.send(read(s));
+                0
+            }));
+        }
+        for _ in 0..2 {
+            let seen = answers
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a read of what no kept group wrote waited for the stalled checkpoint");
+            assert_eq!(seen, 0, "read at once, nothing there");
         }
         assert!(
             waiting.iter().all(|read| !read.is_finished()),
