@@ -3,11 +3,12 @@
 //! one state value finds its latest write here, or learns that none of those groups touched it
 //! and redb is current for it, instead of waiting for them to be applied. Only a write whose
 //! result depends on what redb holds (a cancellation request, which changes a stored record
-//! in place) makes a read of that record wait. A read of one invocation's journal or result
-//! waiters, or of one key's state names or promises, waits only if a group kept aside wrote
-//! there.
+//! in place) makes a read of that record wait. A read of one invocation's journal takes the
+//! journal writes kept aside over what redb held when they were looked up (see
+//! [`KeptJournal`]). A read of one invocation's result waiters, or of one key's state names or
+//! promises, waits only if a group kept aside wrote there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{StateScope, WriteOp};
@@ -44,10 +45,31 @@ pub(super) enum Found {
     Wait,
 }
 
+/// One invocation's journal writes among the groups kept aside, to be taken over what redb
+/// held when they were looked up: redb then holds every group applied before them, and maybe
+/// some of them too, which taking them again does not change (each write sets an entry or
+/// clears the journal).
+#[derive(Default)]
+struct JournalWrites {
+    /// A group deleted the invocation: what redb holds of its journal is gone.
+    cleared: bool,
+    /// The latest write of each entry after that.
+    entries: BTreeMap<u32, At>,
+}
+
+/// What a read of one journal takes from the groups kept aside.
+pub(super) struct KeptJournal {
+    /// Whether to read what redb holds of it at all.
+    pub cleared: bool,
+    /// Entries (index, encoded) that replace redb's.
+    pub entries: Vec<(u32, Vec<u8>)>,
+}
+
 /// The writes of the groups kept aside, latest first by key.
 #[derive(Default)]
 pub(super) struct KeptAside {
     records: HashMap<InvocationId, Record>,
+    journals: HashMap<InvocationId, JournalWrites>,
     /// The latest `SetState` of each name, `None` once cleared.
     state: HashMap<(StateScope, String), Option<At>>,
     /// Scopes whose whole state a group cleared: a name not written after reads as absent.
@@ -70,6 +92,15 @@ impl KeptAside {
                 }
                 WriteOp::DeleteInvocation { id } => {
                     self.records.insert(*id, Record::Deleted);
+                    let journal = JournalWrites {
+                        cleared: true,
+                        entries: BTreeMap::new(),
+                    };
+                    self.journals.insert(*id, journal);
+                }
+                WriteOp::PutJournal { id, index, .. } => {
+                    let journal = self.journals.entry(*id).or_default();
+                    journal.entries.insert(*index, at());
                 }
                 WriteOp::RequestCancel { id } => {
                     self.records.insert(*id, Record::Changed);
@@ -126,6 +157,7 @@ impl KeptAside {
     /// Every group is applied.
     pub(super) fn clear(&mut self) {
         self.records.clear();
+        self.journals.clear();
         self.state.clear();
         self.cleared.clear();
         self.invocations.clear();
@@ -142,6 +174,19 @@ impl KeptAside {
             Some(Record::Deleted) => Found::Written(None),
             Some(Record::Changed) => Found::Wait,
         }
+    }
+
+    /// `id`'s journal writes, if a group kept aside made any.
+    pub(super) fn journal(&self, id: &InvocationId) -> Option<KeptJournal> {
+        let writes = self.journals.get(id)?;
+        let entries = writes.entries.iter().map(|(index, at)| match at.op() {
+            WriteOp::PutJournal { encoded, .. } => (*index, encoded.clone()),
+            _ => unreachable!("a journal entry's write is a PutJournal"),
+        });
+        Some(KeptJournal {
+            cleared: writes.cleared,
+            entries: entries.collect(),
+        })
     }
 
     pub(super) fn state(&self, scope: &StateScope, name: &str) -> Found {

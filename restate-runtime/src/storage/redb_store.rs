@@ -26,6 +26,7 @@
 //! - **Cache**: redb's page cache defaults to 1 GiB; we default to 64 MiB (configurable), since
 //!   the engine keeps hot invocations in memory and reads the store mostly on recovery.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
@@ -1002,21 +1003,27 @@ impl Storage for RedbStorage {
     }
 
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
-        let raw = self.read_if(
-            |kept| kept.touches_invocation(id),
-            |txn| {
-                let table = txn.open_table(JOURNAL)?;
-                let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
-                let mut out = Vec::new();
-                for item in table.range(lo.as_slice()..=hi.as_slice())? {
-                    let (k, v) = item?;
-                    let index =
-                        u32::from_be_bytes(k.value()[24..28].try_into().expect("28-byte key"));
-                    out.push((index, v.value().to_vec()));
-                }
-                Ok(out)
-            },
+        // Never waits for the groups kept aside (a resume reads the journal a completion just
+        // wrote, under the in-flight lock): their writes are taken over redb's entries.
+        let (kept, txn) = self.visibility.snapshot(
+            |kept| kept.journal(id),
+            || self.db.begin_read().map_err(backend),
         )?;
+        let kept = kept.flatten();
+        let mut raw = BTreeMap::new();
+        if !kept.as_ref().is_some_and(|k| k.cleared) {
+            let table = txn.open_table(JOURNAL).map_err(backend)?;
+            let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
+            for item in table
+                .range(lo.as_slice()..=hi.as_slice())
+                .map_err(backend)?
+            {
+                let (k, v) = item.map_err(backend)?;
+                let index = u32::from_be_bytes(k.value()[24..28].try_into().expect("28-byte key"));
+                raw.insert(index, v.value().to_vec());
+            }
+        }
+        raw.extend(kept.into_iter().flat_map(|k| k.entries));
         raw.into_iter()
             .map(|(i, bytes)| Ok((i, records::decode(&bytes)?)))
             .collect()

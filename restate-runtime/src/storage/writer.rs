@@ -8,15 +8,15 @@
 //! synced (durable), acknowledged, and kept aside; they are applied to redb as soon as the
 //! checkpoint ends. Readers must see every acknowledged write: a read of one invocation record
 //! or one state value finds its latest write among the groups kept aside (`kept_aside.rs`), or
-//! learns that none of them wrote it and redb is current; a read of one journal, one
-//! invocation's result waiters or one key's state names and promises waits for them only if
-//! one of them wrote there; any other read that starts while groups wait to be applied waits
-//! for them ([`Visibility`]). Commits never wait for a checkpoint (unless a segment fills
+//! learns that none of them wrote it and redb is current; a read of one journal takes their
+//! writes over what redb holds ([`Visibility::snapshot`]); a read of one invocation's result
+//! waiters or one key's state names and promises waits for them only if one of them wrote
+//! there; any other read that starts while groups wait to be applied waits for them
+//! ([`Visibility`]). Commits never wait for a checkpoint (unless a segment fills
 //! before the previous checkpoint ends).
 //!
 //! Without a checkpoint, groups are kept aside the same way and applied to redb together: when
-//! the queue runs dry, after [`APPLY_EVERY`] groups, or as soon as a read waits for them (a
-//! read of one journal, one key's state names or promises waits only if they wrote there). A
+//! the queue runs dry, after [`APPLY_EVERY`] groups, or as soon as a read waits for them. A
 //! redb commit costs tens of microseconds of CPU however little it writes, and under load a
 //! group holds a handful of requests: one transaction for several groups spends that once. A
 //! checkpoint starts only once every group is applied.
@@ -93,6 +93,28 @@ impl Visibility {
             Found::Wait => self.wait().map(|()| Found::Store),
             found => Ok(found),
         }
+    }
+
+    /// What `find` takes from the writes kept aside (`None`: nothing is kept aside), and a
+    /// read transaction (`begin`) begun while no group can be acknowledged or stop being kept
+    /// aside: that transaction sees every group applied before those writes, and maybe some
+    /// of them, never a group after them. Nothing waits.
+    pub(super) fn snapshot<F, T>(
+        &self,
+        find: impl FnOnce(&KeptAside) -> F,
+        begin: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<(Option<F>, T), StorageError> {
+        if !self.behind.load(Ordering::SeqCst) {
+            return Ok((None, begin()?));
+        }
+        let seen = self.seen.lock().expect("visibility lock");
+        if let Some(reason) = &seen.failed {
+            return Err(StorageError::Poisoned(reason.clone()));
+        }
+        let found = find(&seen.kept);
+        let txn = begin()?;
+        drop(seen);
+        Ok((Some(found), txn))
     }
 
     /// Returns once everything acknowledged so far is visible to a read transaction begun
@@ -737,9 +759,10 @@ mod tests {
         }
     }
 
-    /// While groups are kept aside (here behind a stalled checkpoint), a read of one journal
-    /// or one key's state names waits only if one of them wrote there: a resume of another
-    /// invocation, which reads its journal under the in-flight lock, does not wait on them.
+    /// While groups are kept aside (here behind a stalled checkpoint), a read of one key's
+    /// state names waits only if one of them wrote there, and a read of one journal never
+    /// waits: it takes what they wrote over redb's (a resume reads the journal a completion
+    /// just wrote, under the in-flight lock).
     // The guard stalls the checkpointer thread across the awaits on purpose.
     #[allow(clippy::await_holding_lock)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,16 +789,14 @@ mod tests {
             service: "S".into(),
             key: "other".into(),
         };
-        let waiting = [
-            read_on_a_thread(Box::new(move |s| s.journal(&touched).unwrap().len())),
-            read_on_a_thread(Box::new(|s| s.state_keys(&scope()).unwrap().len())),
-        ];
+        let waiting = read_on_a_thread(Box::new(|s| s.state_keys(&scope()).unwrap().len()));
         // The reads of what no kept group wrote answer while the checkpoint still stalls (a
         // wrong wait would hold them until it is let go: never, here).
         let (answered, answers) = std::sync::mpsc::channel();
-        let free: [Read; 2] = [
+        let free: [Read; 3] = [
             Box::new(move |s| s.journal(&untouched).unwrap().len()),
             Box::new(move |s| s.state_keys(&other).unwrap().len()),
+            Box::new(move |s| s.journal(&touched).unwrap().len()),
         ];
         for read in free {
             let answered = answered.clone();
@@ -784,19 +805,79 @@ mod tests {
                 0
             }));
         }
-        for _ in 0..2 {
-            let seen = answers
-                .recv_timeout(Duration::from_secs(30))
-                .expect("a read of what no kept group wrote waited for the stalled checkpoint");
-            assert_eq!(seen, 0, "read at once, nothing there");
-        }
+        let mut seen: Vec<usize> = (0..3)
+            .map(|_| {
+                answers
+                    .recv_timeout(Duration::from_secs(30))
+                    .expect("a read that needs no wait waited for the stalled checkpoint")
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [0, 0, 1],
+            "read at once, the kept journal entry included"
+        );
         assert!(
-            waiting.iter().all(|read| !read.is_finished()),
-            "a read of what a kept group wrote did not wait for it"
+            !waiting.is_finished(),
+            "a read of names a kept group wrote did not wait for it"
         );
         drop(stalled);
-        let seen: Vec<usize> = waiting.map(|read| read.join().unwrap()).into();
-        assert_eq!(seen, [1, 25], "after the groups are applied, both see them");
+        assert_eq!(waiting.join().unwrap(), 25, "after the groups are applied");
+    }
+
+    /// A journal read while groups are kept aside is what applying every acknowledged group
+    /// in order gives: redb's entries, then the kept writes (entries set, a deletion clearing
+    /// what came before it), whether or not some of those were applied already.
+    // The guard stalls the checkpointer thread across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_read_takes_the_kept_writes_over_redbs_entries() {
+        use crate::ids::InvocationId;
+        use crate::storage::JournalEntry;
+        let disk = Disk::new(13);
+        let store = open(&disk);
+        let id = InvocationId::random(3);
+        let entry = |n: u64| JournalEntry::Sleep {
+            wake_at_ms: n,
+            cancelled: false,
+        };
+        let put = |index: u32, n: u64| WriteOp::put_journal(id, index, &entry(n));
+        let read = |store: &Arc<RedbStorage>| {
+            let store = store.clone();
+            async move {
+                let read = tokio::task::spawn_blocking(move || store.journal(&id).unwrap());
+                tokio::time::timeout(Duration::from_secs(30), read)
+                    .await
+                    .expect("a journal read waited for the stalled checkpoint")
+                    .unwrap()
+            }
+        };
+        // Applied to redb before the groups below are kept aside.
+        store.submit(vec![put(0, 0), put(1, 1)]).await.unwrap();
+        store.invocations(None, 1).unwrap();
+        let stalled = disk.stall_checkpoints();
+        write(&store, 0..25).await;
+        store.submit(vec![put(1, 11), put(2, 2)]).await.unwrap();
+        assert_eq!(
+            read(&store).await,
+            [(0, entry(0)), (1, entry(11)), (2, entry(2))]
+        );
+        store
+            .submit(vec![WriteOp::DeleteInvocation { id }, put(7, 7)])
+            .await
+            .unwrap();
+        assert_eq!(
+            read(&store).await,
+            [(7, entry(7))],
+            "the deletion clears what came before"
+        );
+        store.submit(vec![put(8, 8)]).await.unwrap();
+        assert_eq!(read(&store).await, [(7, entry(7)), (8, entry(8))]);
+        drop(stalled);
+        // Once applied, redb alone gives the same.
+        store.state_keys(&scope()).unwrap();
+        assert_eq!(read(&store).await, [(7, entry(7)), (8, entry(8))]);
     }
 
     // The guard stalls the checkpointer thread across the awaits on purpose.
