@@ -57,12 +57,22 @@ struct JournalWrites {
     entries: BTreeMap<u32, At>,
 }
 
-/// What a read of one journal takes from the groups kept aside.
+/// What a read of one journal takes from the groups kept aside (their writes are shared, so
+/// the bytes are copied only once the lock on them is let go).
 pub(super) struct KeptJournal {
     /// Whether to read what redb holds of it at all.
     pub cleared: bool,
-    /// Entries (index, encoded) that replace redb's.
-    pub entries: Vec<(u32, Vec<u8>)>,
+    entries: Vec<(u32, At)>,
+}
+
+impl KeptJournal {
+    /// The entries (index, encoded) that replace redb's.
+    pub(super) fn entries(self) -> impl Iterator<Item = (u32, Vec<u8>)> {
+        self.entries.into_iter().map(|(index, at)| match at.op() {
+            WriteOp::PutJournal { encoded, .. } => (index, encoded.clone()),
+            _ => unreachable!("a journal entry's write is a PutJournal"),
+        })
+    }
 }
 
 /// The writes of the groups kept aside, latest first by key.
@@ -74,7 +84,7 @@ pub(super) struct KeptAside {
     state: HashMap<(StateScope, String), Option<At>>,
     /// Scopes whose whole state a group cleared: a name not written after reads as absent.
     cleared: HashSet<StateScope>,
-    /// Invocations whose journal or result waiters a group wrote.
+    /// Invocations whose result waiters a group wrote.
     invocations: HashSet<InvocationId>,
     /// Keys whose state, promises or promise waiters a group wrote.
     scopes: HashSet<StateScope>,
@@ -120,12 +130,10 @@ impl KeptAside {
         }
     }
 
-    /// Notes the invocation or key whose journal, waiters, state or promises `op` writes.
+    /// Notes the invocation or key whose result waiters, state or promises `op` writes.
     fn touch(&mut self, op: &WriteOp) {
         match op {
-            WriteOp::PutJournal { id, .. }
-            | WriteOp::DeleteInvocation { id }
-            | WriteOp::AddResultWaiter { source: id, .. }
+            WriteOp::AddResultWaiter { source: id, .. }
             | WriteOp::ClearResultWaiters { source: id } => {
                 self.invocations.insert(*id);
             }
@@ -144,8 +152,8 @@ impl KeptAside {
         }
     }
 
-    /// Whether a group wrote `id`'s journal or result waiters.
-    pub(super) fn touches_invocation(&self, id: &InvocationId) -> bool {
+    /// Whether a group wrote `id`'s result waiters.
+    pub(super) fn touches_result_waiters(&self, id: &InvocationId) -> bool {
         self.invocations.contains(id)
     }
 
@@ -179,10 +187,10 @@ impl KeptAside {
     /// `id`'s journal writes, if a group kept aside made any.
     pub(super) fn journal(&self, id: &InvocationId) -> Option<KeptJournal> {
         let writes = self.journals.get(id)?;
-        let entries = writes.entries.iter().map(|(index, at)| match at.op() {
-            WriteOp::PutJournal { encoded, .. } => (*index, encoded.clone()),
-            _ => unreachable!("a journal entry's write is a PutJournal"),
-        });
+        let entries = writes
+            .entries
+            .iter()
+            .map(|(index, at)| (*index, at.clone()));
         Some(KeptJournal {
             cleared: writes.cleared,
             entries: entries.collect(),
@@ -268,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_of_journals_waiters_and_keys_wait_only_where_a_group_wrote() {
+    fn reads_of_waiters_and_keys_wait_only_where_a_group_wrote_and_journals_never() {
         let (journaled, waited_on, other) = (
             InvocationId::random(1),
             InvocationId::random(2),
@@ -285,14 +293,18 @@ mod tests {
             set("a", "n", b"1"),
             WriteOp::ClearPromises { scope: scope("w") },
         ]));
-        assert!(kept.touches_invocation(&journaled));
-        assert!(kept.touches_invocation(&waited_on));
-        assert!(!kept.touches_invocation(&other));
+        assert!(kept.touches_result_waiters(&waited_on));
+        assert!(!kept.touches_result_waiters(&journaled));
+        assert!(!kept.touches_result_waiters(&other));
+        let journal = kept.journal(&journaled).expect("its entry is kept");
+        assert!(!journal.cleared);
+        assert_eq!(journal.entries().collect::<Vec<_>>(), [(0, Vec::new())]);
+        assert!(kept.journal(&other).is_none());
         assert!(kept.touches_scope(&scope("a")));
         assert!(kept.touches_scope(&scope("w")));
         assert!(!kept.touches_scope(&scope("b")));
         kept.clear();
-        assert!(!kept.touches_invocation(&journaled));
+        assert!(kept.journal(&journaled).is_none());
         assert!(!kept.touches_scope(&scope("a")));
     }
 }

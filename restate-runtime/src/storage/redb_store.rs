@@ -278,8 +278,8 @@ impl RedbStorage {
     }
 
     /// [`Self::read`] of something only the writes `touched` recognises change (one
-    /// invocation's journal, one key's state names): it waits for the groups kept aside only
-    /// if one of them made such a write.
+    /// invocation's result waiters, one key's state names): it waits for the groups kept aside
+    /// only if one of them made such a write.
     fn read_if<T>(
         &self,
         touched: impl Fn(&KeptAside) -> bool,
@@ -1009,7 +1009,7 @@ impl Storage for RedbStorage {
             |kept| kept.journal(id),
             || self.db.begin_read().map_err(backend),
         )?;
-        let kept = kept.flatten();
+
         let mut raw = BTreeMap::new();
         if !kept.as_ref().is_some_and(|k| k.cleared) {
             let table = txn.open_table(JOURNAL).map_err(backend)?;
@@ -1023,7 +1023,7 @@ impl Storage for RedbStorage {
                 raw.insert(index, v.value().to_vec());
             }
         }
-        raw.extend(kept.into_iter().flat_map(|k| k.entries));
+        raw.extend(kept.into_iter().flat_map(|k| k.entries()));
         raw.into_iter()
             .map(|(i, bytes)| Ok((i, records::decode(&bytes)?)))
             .collect()
@@ -1198,7 +1198,7 @@ impl Storage for RedbStorage {
         &self,
         source: Option<&InvocationId>,
     ) -> Result<Vec<super::ResultWaiter>, StorageError> {
-        let touched = |kept: &KeptAside| source.is_none_or(|id| kept.touches_invocation(id));
+        let touched = |kept: &KeptAside| source.is_none_or(|id| kept.touches_result_waiters(id));
         self.read_if(touched, |txn| {
             let table = txn.open_table(RESULT_WAITERS)?;
             let range = match source {

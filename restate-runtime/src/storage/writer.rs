@@ -70,7 +70,7 @@ struct Seen {
     applied: u64,
     /// The writer failed: what is acknowledged may never be applied in this process.
     failed: Option<String>,
-    /// What the groups acknowledged and not applied yet wrote to records and state.
+    /// What the groups acknowledged and not applied yet wrote.
     kept: KeptAside,
 }
 
@@ -95,13 +95,13 @@ impl Visibility {
         }
     }
 
-    /// What `find` takes from the writes kept aside (`None`: nothing is kept aside), and a
-    /// read transaction (`begin`) begun while no group can be acknowledged or stop being kept
-    /// aside: that transaction sees every group applied before those writes, and maybe some
-    /// of them, never a group after them. Nothing waits.
+    /// What `find` takes from the writes kept aside (`None`: none of them is of interest), and
+    /// a read transaction (`begin`) that sees every group applied before those writes, maybe
+    /// some of them, never a group after them: begun while none can be acknowledged or stop
+    /// being kept aside, when `find` found something. Nothing waits.
     pub(super) fn snapshot<F, T>(
         &self,
-        find: impl FnOnce(&KeptAside) -> F,
+        find: impl FnOnce(&KeptAside) -> Option<F>,
         begin: impl FnOnce() -> Result<T, StorageError>,
     ) -> Result<(Option<F>, T), StorageError> {
         if !self.behind.load(Ordering::SeqCst) {
@@ -111,7 +111,11 @@ impl Visibility {
         if let Some(reason) = &seen.failed {
             return Err(StorageError::Poisoned(reason.clone()));
         }
-        let found = find(&seen.kept);
+        let Some(found) = find(&seen.kept) else {
+            // No kept write is of interest: redb is current for it.
+            drop(seen);
+            return Ok((None, begin()?));
+        };
         let txn = begin()?;
         drop(seen);
         Ok((Some(found), txn))
