@@ -1648,6 +1648,21 @@ mod tests {
         }
     }
 
+    /// A handler's new callee of a derived id as `call.rs` holds it before the entry that
+    /// records it is queued: its id, its claim, and its record as that entry will queue it.
+    fn created_unrecorded(engine: &Engine) -> (InvocationId, Option<Claim<'_>>, WriteOp) {
+        let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
+        let Submission::Running { inflight, .. } = created.submission else {
+            panic!("a first request creates its invocation");
+        };
+        let record = {
+            let mut state = inflight.state();
+            state.persisted = true;
+            WriteOp::put_invocation(created.id, &state.record)
+        };
+        (created.id, claim, record)
+    }
+
     /// A kill of a handler's new callee, found before the entry that records it is queued,
     /// would commit before the callee's record, which would then undo it. It waits instead.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1656,19 +1671,10 @@ mod tests {
     async fn a_kill_waits_until_a_handlers_new_invocation_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
-        let Submission::Running { inflight, .. } = created.submission else {
-            panic!("a first request creates its invocation");
-        };
-        // What `ctx.journal` will queue with the caller's entry, taken as `call.rs` takes it.
-        let record = {
-            let mut state = inflight.state();
-            state.persisted = true;
-            WriteOp::put_invocation(created.id, &state.record)
-        };
+        let (id, claim, record) = created_unrecorded(&engine);
         let kill = tokio::spawn({
             let engine = engine.clone();
-            async move { engine.kill(created.id).await }
+            async move { engine.kill(id).await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
@@ -1678,7 +1684,7 @@ mod tests {
         drop(engine.storage.submit(vec![record]));
         drop(claim);
         kill.await.unwrap().unwrap();
-        let stored = engine.storage.invocation(&created.id).unwrap().unwrap();
+        let stored = engine.storage.invocation(&id).unwrap().unwrap();
         assert!(
             matches!(stored.status, Status::Completed { .. }),
             "the kill was undone: {:?}",
@@ -1695,19 +1701,11 @@ mod tests {
     async fn a_handlers_cancel_waits_until_a_handlers_new_invocation_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
-        let Submission::Running { inflight, .. } = created.submission else {
-            panic!("a first request creates its invocation");
-        };
-        let record = {
-            let mut state = inflight.state();
-            state.persisted = true;
-            WriteOp::put_invocation(created.id, &state.record)
-        };
+        let (id, claim, record) = created_unrecorded(&engine);
         // The cancelling handler's side, as `ctx.cancel` takes it (it waits on a thread).
         let cancel = tokio::task::spawn_blocking({
             let engine = engine.clone();
-            move || engine.storage.submit(engine.cancel_request_ops(created.id))
+            move || engine.storage.submit(engine.cancel_request_ops(id))
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
@@ -1717,7 +1715,7 @@ mod tests {
         drop(engine.storage.submit(vec![record]));
         drop(claim);
         cancel.await.unwrap().await.unwrap();
-        let stored = engine.storage.invocation(&created.id).unwrap().unwrap();
+        let stored = engine.storage.invocation(&id).unwrap().unwrap();
         assert!(stored.cancel_requested, "the cancel request was undone");
     }
 
