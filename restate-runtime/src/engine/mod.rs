@@ -1602,40 +1602,24 @@ mod tests {
         for recorded in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let engine = engine(dir.path());
-            let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
-            let claim = claim.expect("a new invocation of a derived id comes claimed");
-            let Submission::Running {
-                inflight,
-                new: true,
-                ..
-            } = created.submission
-            else {
-                panic!("a first request creates its invocation");
-            };
+            let (inflight, claim, record) = created_unrecorded(&engine);
             let duplicate = tokio::spawn({
                 let engine = engine.clone();
                 async move { engine.send(keyed_request()).await }
             });
-            // A head start: joining now would answer before anything is queued.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(
-                !duplicate.is_finished(),
-                "a duplicate was answered while its invocation was not recorded"
-            );
-            if recorded {
-                // As `ctx.journal` queues it: the callee's record with the caller's entry.
-                let record = {
-                    let mut state = inflight.state();
-                    state.persisted = true;
-                    WriteOp::put_invocation(created.id, &state.record)
-                };
-                drop(engine.storage.submit(vec![record]));
-            } else {
-                engine.discard_unrecorded(&inflight);
-            }
-            drop(claim);
-            let (id, status, _) = duplicate.await.unwrap().unwrap();
-            assert_eq!(id, created.id);
+            // As `ctx.journal` queues the callee's record with the caller's entry, or as a
+            // stopped caller drops it.
+            let settled = || {
+                match recorded {
+                    true => drop(engine.storage.submit(vec![record])),
+                    false => engine.discard_unrecorded(&inflight),
+                }
+                drop(claim);
+            };
+            // Joining before would answer before anything is queued.
+            let not_yet = "a duplicate was answered while its invocation was not recorded";
+            let (id, status, _) = waits_until(duplicate, settled, not_yet).await.unwrap();
+            assert_eq!(id, inflight.id);
             let expected = match recorded {
                 true => SendStatus::PreviouslyAccepted,
                 false => SendStatus::Accepted,
@@ -1648,11 +1632,30 @@ mod tests {
         }
     }
 
+    /// Gives `task` a head start in which it must not end (`not_yet` says why), then lets go
+    /// of what it waits for (`release`) and returns what it gives.
+    async fn waits_until<T>(
+        task: tokio::task::JoinHandle<T>,
+        release: impl FnOnce(),
+        not_yet: &str,
+    ) -> T {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "{not_yet}");
+        release();
+        task.await.unwrap()
+    }
+
     /// A handler's new callee of a derived id as `call.rs` holds it before the entry that
     /// records it is queued: its id, its claim, and its record as that entry will queue it.
-    fn created_unrecorded(engine: &Engine) -> (InvocationId, Option<Claim<'_>>, WriteOp) {
+    fn created_unrecorded(engine: &Engine) -> (Arc<Inflight>, Claim<'_>, WriteOp) {
         let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
-        let Submission::Running { inflight, .. } = created.submission else {
+        let claim = claim.expect("a new invocation of a derived id comes claimed");
+        let Submission::Running {
+            inflight,
+            new: true,
+            ..
+        } = created.submission
+        else {
             panic!("a first request creates its invocation");
         };
         let record = {
@@ -1660,7 +1663,27 @@ mod tests {
             state.persisted = true;
             WriteOp::put_invocation(created.id, &state.record)
         };
-        (created.id, claim, record)
+        (inflight, claim, record)
+    }
+
+    /// A kill of `id` waits until `release` (`not_yet` says why it must), and then stands.
+    async fn a_kill_waits_until(
+        engine: &Engine,
+        id: InvocationId,
+        release: impl FnOnce(),
+        not_yet: &str,
+    ) {
+        let kill = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.kill(id).await }
+        });
+        waits_until(kill, release, not_yet).await.unwrap();
+        let stored = engine.storage.invocation(&id).unwrap().unwrap();
+        assert!(
+            matches!(stored.status, Status::Completed { .. }),
+            "the kill was undone: {:?}",
+            stored.status
+        );
     }
 
     /// A kill of a handler's new callee, found before the entry that records it is queued,
@@ -1671,25 +1694,13 @@ mod tests {
     async fn a_kill_waits_until_a_handlers_new_invocation_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let (id, claim, record) = created_unrecorded(&engine);
-        let kill = tokio::spawn({
-            let engine = engine.clone();
-            async move { engine.kill(id).await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !kill.is_finished(),
-            "a kill ended an invocation that was not recorded yet"
-        );
-        drop(engine.storage.submit(vec![record]));
-        drop(claim);
-        kill.await.unwrap().unwrap();
-        let stored = engine.storage.invocation(&id).unwrap().unwrap();
-        assert!(
-            matches!(stored.status, Status::Completed { .. }),
-            "the kill was undone: {:?}",
-            stored.status
-        );
+        let (inflight, claim, record) = created_unrecorded(&engine);
+        let recorded = || {
+            drop(engine.storage.submit(vec![record]));
+            drop(claim);
+        };
+        let not_yet = "a kill ended an invocation that was not recorded yet";
+        a_kill_waits_until(&engine, inflight.id, recorded, not_yet).await;
     }
 
     /// A handler's `ctx.cancel` of another handler's new callee, found before the entry that
@@ -1701,20 +1712,19 @@ mod tests {
     async fn a_handlers_cancel_waits_until_a_handlers_new_invocation_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let (id, claim, record) = created_unrecorded(&engine);
+        let (inflight, claim, record) = created_unrecorded(&engine);
+        let id = inflight.id;
         // The cancelling handler's side, as `ctx.cancel` takes it (it waits on a thread).
         let cancel = tokio::task::spawn_blocking({
             let engine = engine.clone();
             move || engine.storage.submit(engine.cancel_request_ops(id))
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !cancel.is_finished(),
-            "a cancel request was marked on an invocation that was not recorded yet"
-        );
-        drop(engine.storage.submit(vec![record]));
-        drop(claim);
-        cancel.await.unwrap().await.unwrap();
+        let recorded = || {
+            drop(engine.storage.submit(vec![record]));
+            drop(claim);
+        };
+        let not_yet = "a cancel request was marked on an invocation that was not recorded yet";
+        waits_until(cancel, recorded, not_yet).await.await.unwrap();
         let stored = engine.storage.invocation(&id).unwrap().unwrap();
         assert!(stored.cancel_requested, "the cancel request was undone");
     }
@@ -1748,25 +1758,12 @@ mod tests {
         let (ops, launches, claims) = engine.end_sends(&ending).unwrap();
         assert_eq!(launches.len(), 1, "one permit to give back");
         assert!(!claims.is_empty(), "the release's id is claimed");
-        let release = launches[0].id;
-        let kill = tokio::spawn({
-            let engine = engine.clone();
-            async move { engine.kill(release).await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !kill.is_finished(),
-            "a kill ended what an end sends before it was queued"
-        );
-        drop(engine.storage.submit(ops));
-        drop(claims);
-        kill.await.unwrap().unwrap();
-        let stored = engine.storage.invocation(&release).unwrap().unwrap();
-        assert!(
-            matches!(stored.status, Status::Completed { .. }),
-            "the kill was undone: {:?}",
-            stored.status
-        );
+        let queued = || {
+            drop(engine.storage.submit(ops));
+            drop(claims);
+        };
+        let not_yet = "a kill ended what an end sends before it was queued";
+        a_kill_waits_until(&engine, launches[0].id, queued, not_yet).await;
     }
 
     #[tokio::test]

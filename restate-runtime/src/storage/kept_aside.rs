@@ -49,29 +49,32 @@ pub(super) enum Found {
 /// held when they were looked up: redb then holds every group applied before them, and maybe
 /// some of them too, which taking them again does not change (each write sets an entry or
 /// clears the journal).
-#[derive(Default)]
-struct JournalWrites {
-    /// A group deleted the invocation: what redb holds of its journal is gone.
-    cleared: bool,
-    /// The latest write of each entry after that.
-    entries: BTreeMap<u32, At>,
-}
-
-/// What a read of one journal takes from the groups kept aside (their writes are shared, so
-/// the bytes are copied only once the lock on them is let go).
+#[derive(Default, Clone)]
 pub(super) struct KeptJournal {
-    /// Whether to read what redb holds of it at all.
+    /// A group deleted the invocation: what redb holds of its journal is gone (then a read
+    /// need not look there at all).
     pub cleared: bool,
-    entries: Vec<(u32, At)>,
+    /// Its entries' writes after that, in order (the last of an index wins). Shared with the
+    /// groups: a read copies the bytes once the lock on them is let go.
+    writes: Vec<At>,
 }
 
 impl KeptJournal {
-    /// The entries (index, encoded) that replace redb's.
-    pub(super) fn entries(self) -> impl Iterator<Item = (u32, Vec<u8>)> {
-        self.entries.into_iter().map(|(index, at)| match at.op() {
-            WriteOp::PutJournal { encoded, .. } => (index, encoded.clone()),
-            _ => unreachable!("a journal entry's write is a PutJournal"),
-        })
+    /// The journal as every acknowledged group leaves it, from what redb held (`stored`,
+    /// index to encoded entry) when these writes were looked up.
+    pub(super) fn over(self, mut stored: BTreeMap<u32, Vec<u8>>) -> BTreeMap<u32, Vec<u8>> {
+        if self.cleared {
+            stored.clear();
+        }
+        for at in self.writes {
+            match at.op() {
+                WriteOp::PutJournal { index, encoded, .. } => {
+                    stored.insert(*index, encoded.clone())
+                }
+                _ => unreachable!("a journal entry's write is a PutJournal"),
+            };
+        }
+        stored
     }
 }
 
@@ -79,7 +82,7 @@ impl KeptJournal {
 #[derive(Default)]
 pub(super) struct KeptAside {
     records: HashMap<InvocationId, Record>,
-    journals: HashMap<InvocationId, JournalWrites>,
+    journals: HashMap<InvocationId, KeptJournal>,
     /// The latest `SetState` of each name, `None` once cleared.
     state: HashMap<(StateScope, String), Option<At>>,
     /// Scopes whose whole state a group cleared: a name not written after reads as absent.
@@ -102,15 +105,14 @@ impl KeptAside {
                 }
                 WriteOp::DeleteInvocation { id } => {
                     self.records.insert(*id, Record::Deleted);
-                    let journal = JournalWrites {
+                    let journal = KeptJournal {
                         cleared: true,
-                        entries: BTreeMap::new(),
+                        writes: Vec::new(),
                     };
                     self.journals.insert(*id, journal);
                 }
-                WriteOp::PutJournal { id, index, .. } => {
-                    let journal = self.journals.entry(*id).or_default();
-                    journal.entries.insert(*index, at());
+                WriteOp::PutJournal { id, .. } => {
+                    self.journals.entry(*id).or_default().writes.push(at());
                 }
                 WriteOp::RequestCancel { id } => {
                     self.records.insert(*id, Record::Changed);
@@ -186,15 +188,7 @@ impl KeptAside {
 
     /// `id`'s journal writes, if a group kept aside made any.
     pub(super) fn journal(&self, id: &InvocationId) -> Option<KeptJournal> {
-        let writes = self.journals.get(id)?;
-        let entries = writes
-            .entries
-            .iter()
-            .map(|(index, at)| (*index, at.clone()));
-        Some(KeptJournal {
-            cleared: writes.cleared,
-            entries: entries.collect(),
-        })
+        self.journals.get(id).cloned()
     }
 
     pub(super) fn state(&self, scope: &StateScope, name: &str) -> Found {
@@ -275,6 +269,44 @@ mod tests {
         assert_eq!(written(kept.record(&id)), None);
     }
 
+    /// redb may already hold some of the kept groups when a read looks them up (the writer
+    /// commits them before it lets them go): laying them over again gives the same journal.
+    #[test]
+    fn a_journal_is_the_same_whether_redb_already_holds_some_kept_writes_or_none() {
+        let id = InvocationId::random(5);
+        let put = |index: u32, byte: u8| WriteOp::PutJournal {
+            id,
+            index,
+            encoded: vec![byte],
+        };
+        let rows = |entries: &[(u32, u8)]| -> BTreeMap<u32, Vec<u8>> {
+            entries.iter().map(|&(i, b)| (i, vec![b])).collect()
+        };
+        let mut kept = KeptAside::default();
+        kept.add(&Arc::new(vec![put(1, 11), put(2, 2)]));
+        kept.add(&Arc::new(vec![put(2, 22)]));
+        let expected = rows(&[(0, 0), (1, 11), (2, 22)]);
+        let before = rows(&[(0, 0), (1, 1)]);
+        let first_applied = rows(&[(0, 0), (1, 11), (2, 2)]);
+        let all_applied = rows(&[(0, 0), (1, 11), (2, 22)]);
+        for stored in [before, first_applied, all_applied] {
+            assert_eq!(
+                kept.journal(&id).expect("kept").over(stored.clone()),
+                expected,
+                "from {stored:?}"
+            );
+        }
+        // A deletion among them: what came before it is gone, applied or not.
+        kept.add(&Arc::new(vec![WriteOp::DeleteInvocation { id }, put(7, 7)]));
+        for stored in [rows(&[(0, 0), (1, 1)]), rows(&[(7, 7)])] {
+            assert_eq!(
+                kept.journal(&id).expect("kept").over(stored.clone()),
+                rows(&[(7, 7)]),
+                "from {stored:?}"
+            );
+        }
+    }
+
     #[test]
     fn reads_of_waiters_and_keys_wait_only_where_a_group_wrote_and_journals_never() {
         let (journaled, waited_on, other) = (
@@ -298,7 +330,10 @@ mod tests {
         assert!(!kept.touches_result_waiters(&other));
         let journal = kept.journal(&journaled).expect("its entry is kept");
         assert!(!journal.cleared);
-        assert_eq!(journal.entries().collect::<Vec<_>>(), [(0, Vec::new())]);
+        assert_eq!(
+            journal.over(BTreeMap::new()),
+            BTreeMap::from([(0, Vec::new())])
+        );
         assert!(kept.journal(&other).is_none());
         assert!(kept.touches_scope(&scope("a")));
         assert!(kept.touches_scope(&scope("w")));

@@ -1004,26 +1004,27 @@ impl Storage for RedbStorage {
 
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
         // Never waits for the groups kept aside (a resume reads the journal a completion just
-        // wrote, under the in-flight lock): their writes are taken over redb's entries.
+        // wrote, under the in-flight lock): their writes are laid over redb's entries.
         let (kept, txn) = self.visibility.snapshot(
             |kept| kept.journal(id),
             || self.db.begin_read().map_err(backend),
         )?;
-
-        let mut raw = BTreeMap::new();
-        if !kept.as_ref().is_some_and(|k| k.cleared) {
-            let table = txn.open_table(JOURNAL).map_err(backend)?;
+        let stored = |txn: &redb::ReadTransaction| -> Result<_, redb::Error> {
+            let table = txn.open_table(JOURNAL)?;
             let (lo, hi) = (journal_key(id, 0), journal_key(id, u32::MAX));
-            for item in table
-                .range(lo.as_slice()..=hi.as_slice())
-                .map_err(backend)?
-            {
-                let (k, v) = item.map_err(backend)?;
+            let mut out = BTreeMap::new();
+            for item in table.range(lo.as_slice()..=hi.as_slice())? {
+                let (k, v) = item?;
                 let index = u32::from_be_bytes(k.value()[24..28].try_into().expect("28-byte key"));
-                raw.insert(index, v.value().to_vec());
+                out.insert(index, v.value().to_vec());
             }
-        }
-        raw.extend(kept.into_iter().flat_map(|k| k.entries()));
+            Ok(out)
+        };
+        let raw = match kept {
+            Some(kept) if kept.cleared => kept.over(BTreeMap::new()),
+            Some(kept) => kept.over(stored(&txn).map_err(backend)?),
+            None => stored(&txn).map_err(backend)?,
+        };
         raw.into_iter()
             .map(|(i, bytes)| Ok((i, records::decode(&bytes)?)))
             .collect()

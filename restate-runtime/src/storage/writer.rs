@@ -79,19 +79,10 @@ impl Visibility {
     /// it once everything acknowledged is applied: from those writes, or from redb when none
     /// of them wrote it, waiting only when one changed it in place.
     pub(super) fn find(&self, find: impl Fn(&KeptAside) -> Found) -> Result<Found, StorageError> {
-        if !self.behind.load(Ordering::SeqCst) {
-            return Ok(Found::Store);
-        }
-        let found = {
-            let seen = self.seen.lock().expect("visibility lock");
-            if let Some(reason) = &seen.failed {
-                return Err(StorageError::Poisoned(reason.clone()));
-            }
-            find(&seen.kept)
-        };
-        match found {
-            Found::Wait => self.wait().map(|()| Found::Store),
-            found => Ok(found),
+        match self.with_kept(find)? {
+            None => Ok(Found::Store),
+            Some(Found::Wait) => self.wait().map(|()| Found::Store),
+            Some(found) => Ok(found),
         }
     }
 
@@ -102,23 +93,26 @@ impl Visibility {
     pub(super) fn snapshot<F, T>(
         &self,
         find: impl FnOnce(&KeptAside) -> Option<F>,
-        begin: impl FnOnce() -> Result<T, StorageError>,
+        begin: impl Fn() -> Result<T, StorageError>,
     ) -> Result<(Option<F>, T), StorageError> {
+        let under_lock = self.with_kept(|kept| find(kept).map(|found| (found, begin())))?;
+        match under_lock.flatten() {
+            Some((found, txn)) => Ok((Some(found), txn?)),
+            // No kept write is of interest: redb is current for it.
+            None => Ok((None, begin()?)),
+        }
+    }
+
+    /// `f` on the writes kept aside, under their lock (`None`: nothing is kept aside).
+    fn with_kept<R>(&self, f: impl FnOnce(&KeptAside) -> R) -> Result<Option<R>, StorageError> {
         if !self.behind.load(Ordering::SeqCst) {
-            return Ok((None, begin()?));
+            return Ok(None);
         }
         let seen = self.seen.lock().expect("visibility lock");
         if let Some(reason) = &seen.failed {
             return Err(StorageError::Poisoned(reason.clone()));
         }
-        let Some(found) = find(&seen.kept) else {
-            // No kept write is of interest: redb is current for it.
-            drop(seen);
-            return Ok((None, begin()?));
-        };
-        let txn = begin()?;
-        drop(seen);
-        Ok((Some(found), txn))
+        Ok(Some(f(&seen.kept)))
     }
 
     /// Returns once everything acknowledged so far is visible to a read transaction begun
