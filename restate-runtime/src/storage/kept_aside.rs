@@ -1,12 +1,12 @@
 //! What the groups acknowledged ahead of their apply wrote (they are kept aside until the
-//! writer applies several at once, or while a checkpoint holds redb): a read of one record or
-//! one state value finds its latest write here, or learns that none of those groups touched it
-//! and redb is current for it, instead of waiting for them to be applied. Only a write whose
-//! result depends on what redb holds (a cancellation request, which changes a stored record
-//! in place) makes a read of that record wait. A read of one invocation's journal takes the
-//! journal writes kept aside over what redb held when they were looked up (see
-//! [`KeptJournal`]). A read of one invocation's result waiters, or of one key's state names or
-//! promises, waits only if a group kept aside wrote there.
+//! writer applies them, right after answering, or while a checkpoint holds redb): a read of
+//! one record or one state value finds its latest write here, or learns that none of those
+//! groups touched it and redb is current for it, instead of waiting for them to be applied.
+//! Only a write whose result depends on what redb holds (a cancellation request, which changes
+//! a stored record in place) makes a read of that record wait. A read of one invocation's
+//! journal takes the journal writes kept aside over what redb held when they were looked up
+//! (see [`KeptJournal`]). A read of one invocation's result waiters, or of one key's state
+//! names or promises, waits only if a group kept aside wrote there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

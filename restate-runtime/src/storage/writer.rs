@@ -1,6 +1,6 @@
-//! The writer thread of the redb store: group commit through the write-ahead log, the groups
-//! applied to redb a few at a time without a sync; and the checkpointer thread, which makes
-//! the store durable while the writer goes on.
+//! The writer thread of the redb store: group commit through the write-ahead log, each group
+//! applied to redb without a sync once it is answered; and the checkpointer thread, which
+//! makes the store durable while the writer goes on.
 //!
 //! A checkpoint is a durable redb commit, tens of milliseconds under load, and it holds redb's
 //! write lock. When the active log segment fills, the writer switches to the other segment and
@@ -15,11 +15,13 @@
 //! ([`Visibility`]). Commits never wait for a checkpoint (unless a segment fills
 //! before the previous checkpoint ends).
 //!
-//! Without a checkpoint, groups are kept aside the same way and applied to redb together: when
-//! the queue runs dry, after [`APPLY_EVERY`] groups, or as soon as a read waits for them. A
-//! redb commit costs tens of microseconds of CPU however little it writes, and under load a
-//! group holds a handful of requests: one transaction for several groups spends that once. A
-//! checkpoint starts only once every group is applied.
+//! Without a checkpoint, a group is kept aside the same way only from just before its answer
+//! until the writer has applied it, right after answering: the answer does not wait for redb,
+//! and the redb commit (tens of microseconds of CPU however little it writes) is spent while
+//! the next group gathers. Applying up to 8 groups in one transaction instead spends that
+//! commit less often; side by side (`BENCHMARKS.md`) neither was ahead beyond this machine's
+//! noise, and this way a read never has to ask for an early apply. A checkpoint starts only
+//! once every group is applied.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -38,9 +40,6 @@ use super::{StorageError, WriteOp, WriterStats};
 const MAX_GROUP: usize = 4096;
 /// How often the writer looks whether a running checkpoint has ended, when nothing is queued.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
-/// Most groups kept aside before they are applied to redb in one transaction, while no
-/// checkpoint runs (the queue running dry or a waiting read has them applied sooner).
-const APPLY_EVERY: usize = 8;
 
 pub(super) struct Request {
     pub ops: Vec<WriteOp>,
@@ -55,9 +54,6 @@ pub(super) struct Request {
 pub(super) struct Visibility {
     /// Some acknowledged group is not applied yet (the slow path's flag).
     behind: AtomicBool,
-    /// A read waits for the groups kept aside: the writer applies them before its next sync
-    /// or right after its current group.
-    wanted: AtomicBool,
     seen: Mutex<Seen>,
     caught_up: Condvar,
 }
@@ -132,9 +128,6 @@ impl Visibility {
             return Ok(());
         }
         let target = seen.acknowledged;
-        if seen.applied < target {
-            self.wanted.store(true, Ordering::SeqCst);
-        }
         while seen.applied < target {
             if let Some(reason) = &seen.failed {
                 return Err(StorageError::Poisoned(reason.clone()));
@@ -160,14 +153,8 @@ impl Visibility {
         if seen.applied >= seen.acknowledged {
             seen.kept.clear();
             self.behind.store(false, Ordering::SeqCst);
-            self.wanted.store(false, Ordering::SeqCst);
         }
         self.caught_up.notify_all();
-    }
-
-    /// Whether a read waits for the groups kept aside.
-    fn wanted(&self) -> bool {
-        self.wanted.load(Ordering::SeqCst)
     }
 
     pub(super) fn fail(&self, reason: &str) {
@@ -253,18 +240,14 @@ impl Writer {
                 None => match rx.try_recv() {
                     Ok(first) => first,
                     Err(mpsc::TryRecvError::Disconnected) => break,
-                    Err(mpsc::TryRecvError::Empty) => {
-                        // The queue ran dry: what is kept aside goes to redb while it is.
-                        self.apply_deferred_or_poison(db);
-                        match rx.recv_timeout(wait) {
-                            Ok(first) => first,
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                self.between_groups(db);
-                                continue;
-                            }
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Empty) => match rx.recv_timeout(wait) {
+                        Ok(first) => first,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.between_groups(db);
+                            continue;
                         }
-                    }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    },
                 },
             };
             let mut bytes = first.bytes;
@@ -281,10 +264,6 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
-            }
-            // A read waits for the groups kept aside: they go to redb before this group's sync.
-            if self.visibility.wanted() {
-                self.apply_deferred_or_poison(db);
             }
             let result = if let Some(reason) = &self.poisoned {
                 Err(StorageError::Poisoned(reason.clone()))
@@ -319,9 +298,9 @@ impl Writer {
                 // After the answer: its waiter is woken before the batch stops counting.
                 self.limits.unanswered.fetch_sub(1, Ordering::SeqCst);
             }
-            if self.deferred.len() >= APPLY_EVERY || self.visibility.wanted() {
-                self.apply_deferred_or_poison(db);
-            }
+            // Answered: now to redb (unless a checkpoint holds it), while the next group
+            // gathers.
+            self.apply_deferred_or_poison(db);
         }
         // Closing: leave nothing to replay.
         if self.poisoned.is_none() {
@@ -370,9 +349,9 @@ impl Writer {
         self.checkpointer.running = None;
     }
 
-    /// Makes one group durable: appended to the log and synced, then applied to the store (or
-    /// kept aside while a checkpoint holds it); when it does not fit a whole segment, committed
-    /// durably to the store with everything before it.
+    /// Makes one group durable: appended to the log and synced, then kept aside for the writer
+    /// to apply once it is answered (or once a checkpoint that holds the store ends); when it
+    /// does not fit a whole segment, committed durably to the store with everything before it.
     fn commit(&mut self, db: &Database, ops: Vec<WriteOp>) -> Result<(), StorageError> {
         let seq = self.seq + 1;
         if !self.append(seq, &ops)? {
@@ -396,8 +375,8 @@ impl Writer {
         crate::failpoints::hit("log.synced");
         self.poll_checkpoint(db)?;
         self.seq = seq;
-        // Kept aside until applied with the groups after it, or once a checkpoint that holds
-        // the store ends. Shared with the readers' index: the writer copies no bytes for it.
+        // Kept aside until applied once answered, or once a checkpoint that holds the store
+        // ends. Shared with the readers' index: the writer copies no bytes for it.
         let ops = Arc::new(ops);
         self.visibility.acknowledge_ahead(seq, &ops);
         self.deferred.push(ops);
@@ -633,9 +612,10 @@ mod tests {
         store.state(&scope(), &format!("n{i}")).unwrap()
     }
 
-    /// Without a checkpoint, groups are applied to redb a few at a time: a read that needs
-    /// redb current (here a listing of names) waits for the groups kept aside and sees every
-    /// acknowledged write, also while other writes keep the writer's queue from running dry.
+    /// Without a checkpoint, each group is applied to redb right after its answer: a read that
+    /// needs redb current (here a listing of names), made as soon as its write is answered,
+    /// sees every acknowledged write (from redb, or after waiting for the group kept aside),
+    /// also while other writes keep the writer busy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_see_every_acknowledged_group_while_commits_keep_coming() {
         use std::sync::atomic::{AtomicBool, Ordering};
