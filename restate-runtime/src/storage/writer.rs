@@ -656,11 +656,21 @@ mod tests {
                 value: vec![n as u8; 8],
             };
             store.submit(vec![op]).await.unwrap();
-            assert_eq!(store.state_keys(&scope()).unwrap().len(), n as usize + 1);
-            assert_eq!(
-                store.state(&scope(), &format!("n{n}")).unwrap(),
-                Some(vec![n as u8; 8])
-            );
+            // On a thread of its own, within a deadline: a group left unapplied fails the test
+            // here instead of holding it (a blocking task would hold the runtime's shutdown).
+            let (answer, answered) = std::sync::mpsc::channel();
+            std::thread::spawn({
+                let store = store.clone();
+                move || {
+                    let names = store.state_keys(&scope()).unwrap().len();
+                    let _ = answer.send((names, store.state(&scope(), &format!("n{n}")).unwrap()));
+                }
+            });
+            let (names, value) = answered
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("a read after write {n} waited for a group in vain"));
+            assert_eq!(names, n as usize + 1);
+            assert_eq!(value, Some(vec![n as u8; 8]));
         }
         stop.store(true, Ordering::SeqCst);
         assert!(
