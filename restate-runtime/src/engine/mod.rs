@@ -1602,7 +1602,11 @@ mod tests {
         for recorded in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let engine = engine(dir.path());
-            let (inflight, claim, record) = created_unrecorded(&engine);
+            let Unrecorded {
+                inflight,
+                claim,
+                record,
+            } = created_unrecorded(&engine);
             let duplicate = tokio::spawn({
                 let engine = engine.clone();
                 async move { engine.send(keyed_request()).await }
@@ -1647,7 +1651,22 @@ mod tests {
 
     /// A handler's new callee of a derived id as `call.rs` holds it before the entry that
     /// records it is queued: its id, its claim, and its record as that entry will queue it.
-    fn created_unrecorded(engine: &Engine) -> (Arc<Inflight>, Claim<'_>, WriteOp) {
+    struct Unrecorded<'a> {
+        inflight: Arc<Inflight>,
+        claim: Claim<'a>,
+        record: WriteOp,
+    }
+
+    impl Unrecorded<'_> {
+        /// As `ctx.journal` queues the callee's record with the caller's entry, then lets the
+        /// claim go.
+        fn record(self, engine: &Engine) {
+            drop(engine.storage.submit(vec![self.record]));
+            drop(self.claim);
+        }
+    }
+
+    fn created_unrecorded(engine: &Engine) -> Unrecorded<'_> {
         let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
         let claim = claim.expect("a new invocation of a derived id comes claimed");
         let Submission::Running {
@@ -1663,7 +1682,11 @@ mod tests {
             state.persisted = true;
             WriteOp::put_invocation(created.id, &state.record)
         };
-        (inflight, claim, record)
+        Unrecorded {
+            inflight,
+            claim,
+            record,
+        }
     }
 
     /// A kill of `id` waits until `release` (`not_yet` says why it must), and then stands.
@@ -1694,13 +1717,10 @@ mod tests {
     async fn a_kill_waits_until_a_handlers_new_invocation_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let (inflight, claim, record) = created_unrecorded(&engine);
-        let recorded = || {
-            drop(engine.storage.submit(vec![record]));
-            drop(claim);
-        };
+        let created = created_unrecorded(&engine);
+        let id = created.inflight.id;
         let not_yet = "a kill ended an invocation that was not recorded yet";
-        a_kill_waits_until(&engine, inflight.id, recorded, not_yet).await;
+        a_kill_waits_until(&engine, id, || created.record(&engine), not_yet).await;
     }
 
     /// A handler's `ctx.cancel` of another handler's new callee, found before the entry that
@@ -1712,19 +1732,18 @@ mod tests {
     async fn a_handlers_cancel_waits_until_a_handlers_new_invocation_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let (inflight, claim, record) = created_unrecorded(&engine);
-        let id = inflight.id;
+        let created = created_unrecorded(&engine);
+        let id = created.inflight.id;
         // The cancelling handler's side, as `ctx.cancel` takes it (it waits on a thread).
         let cancel = tokio::task::spawn_blocking({
             let engine = engine.clone();
             move || engine.storage.submit(engine.cancel_request_ops(id))
         });
-        let recorded = || {
-            drop(engine.storage.submit(vec![record]));
-            drop(claim);
-        };
         let not_yet = "a cancel request was marked on an invocation that was not recorded yet";
-        waits_until(cancel, recorded, not_yet).await.await.unwrap();
+        waits_until(cancel, || created.record(&engine), not_yet)
+            .await
+            .await
+            .unwrap();
         let stored = engine.storage.invocation(&id).unwrap().unwrap();
         assert!(stored.cancel_requested, "the cancel request was undone");
     }

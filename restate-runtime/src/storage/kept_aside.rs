@@ -6,7 +6,8 @@
 //! a stored record in place) makes a read of that record wait. A read of one invocation's
 //! journal takes the journal writes kept aside over what redb held when they were looked up
 //! (see [`KeptJournal`]). A read of one invocation's result waiters, or of one key's state
-//! names or promises, waits only if a group kept aside wrote there.
+//! names or promises, waits only if a group kept aside wrote there. The writes are indexed by
+//! key only once a read looks ([`KeptAside::latest`]), not as the writer takes a group in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -78,9 +79,46 @@ impl KeptJournal {
     }
 }
 
-/// The writes of the groups kept aside, latest first by key.
+/// The groups kept aside, in order, and their writes by key, indexed only once a read looks:
+/// most groups are applied microseconds after they are taken in, before any read looks, and
+/// indexing every write of every group on the writer thread would cost more than the reads it
+/// serves.
 #[derive(Default)]
 pub(super) struct KeptAside {
+    groups: Vec<Arc<Vec<WriteOp>>>,
+    /// How many of `groups` `latest` has taken in.
+    indexed: usize,
+    latest: LatestWrites,
+}
+
+impl KeptAside {
+    /// Keeps one group aside (its writes are indexed when a read first looks).
+    pub(super) fn add(&mut self, group: &Arc<Vec<WriteOp>>) {
+        self.groups.push(group.clone());
+    }
+
+    /// Every group is applied.
+    pub(super) fn clear(&mut self) {
+        self.groups.clear();
+        if self.indexed > 0 {
+            self.indexed = 0;
+            self.latest.clear();
+        }
+    }
+
+    /// The latest write of each key among the groups kept aside, for a read to look up.
+    pub(super) fn latest(&mut self) -> &LatestWrites {
+        for group in &self.groups[self.indexed..] {
+            self.latest.add(group);
+        }
+        self.indexed = self.groups.len();
+        &self.latest
+    }
+}
+
+/// The writes of the groups kept aside, latest first by key.
+#[derive(Default)]
+pub(super) struct LatestWrites {
     records: HashMap<InvocationId, Record>,
     journals: HashMap<InvocationId, KeptJournal>,
     /// The latest `SetState` of each name, `None` once cleared.
@@ -93,9 +131,9 @@ pub(super) struct KeptAside {
     scopes: HashSet<StateScope>,
 }
 
-impl KeptAside {
+impl LatestWrites {
     /// Takes in one group's writes, in order.
-    pub(super) fn add(&mut self, group: &Arc<Vec<WriteOp>>) {
+    fn add(&mut self, group: &Arc<Vec<WriteOp>>) {
         for (i, op) in group.iter().enumerate() {
             let at = || At(group.clone(), i);
             self.touch(op);
@@ -164,8 +202,7 @@ impl KeptAside {
         self.scopes.contains(scope)
     }
 
-    /// Every group is applied.
-    pub(super) fn clear(&mut self) {
+    fn clear(&mut self) {
         self.records.clear();
         self.journals.clear();
         self.state.clear();
@@ -244,18 +281,30 @@ mod tests {
                 name: "m".into(),
             },
         ]));
-        assert_eq!(written(kept.state(&scope("a"), "n")), Some(b"2".to_vec()));
-        assert_eq!(written(kept.state(&scope("a"), "m")), None);
-        assert!(matches!(kept.state(&scope("b"), "n"), Found::Store));
+        assert_eq!(
+            written(kept.latest().state(&scope("a"), "n")),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(written(kept.latest().state(&scope("a"), "m")), None);
+        assert!(matches!(
+            kept.latest().state(&scope("b"), "n"),
+            Found::Store
+        ));
         // Cleared as a whole, then one name written again.
         kept.add(&Arc::new(vec![
             WriteOp::ClearAllState { scope: scope("a") },
             set("a", "x", b"3"),
         ]));
-        assert_eq!(written(kept.state(&scope("a"), "n")), None);
-        assert_eq!(written(kept.state(&scope("a"), "x")), Some(b"3".to_vec()));
+        assert_eq!(written(kept.latest().state(&scope("a"), "n")), None);
+        assert_eq!(
+            written(kept.latest().state(&scope("a"), "x")),
+            Some(b"3".to_vec())
+        );
         kept.clear();
-        assert!(matches!(kept.state(&scope("a"), "n"), Found::Store));
+        assert!(matches!(
+            kept.latest().state(&scope("a"), "n"),
+            Found::Store
+        ));
     }
 
     #[test]
@@ -263,10 +312,10 @@ mod tests {
         let (id, other) = (InvocationId::random(1), InvocationId::random(2));
         let mut kept = KeptAside::default();
         kept.add(&Arc::new(vec![WriteOp::RequestCancel { id }]));
-        assert!(matches!(kept.record(&id), Found::Wait));
-        assert!(matches!(kept.record(&other), Found::Store));
+        assert!(matches!(kept.latest().record(&id), Found::Wait));
+        assert!(matches!(kept.latest().record(&other), Found::Store));
         kept.add(&Arc::new(vec![WriteOp::DeleteInvocation { id }]));
-        assert_eq!(written(kept.record(&id)), None);
+        assert_eq!(written(kept.latest().record(&id)), None);
     }
 
     /// redb may already hold some of the kept groups when a read looks them up (the writer
@@ -291,7 +340,10 @@ mod tests {
         let all_applied = rows(&[(0, 0), (1, 11), (2, 22)]);
         for stored in [before, first_applied, all_applied] {
             assert_eq!(
-                kept.journal(&id).expect("kept").over(stored.clone()),
+                kept.latest()
+                    .journal(&id)
+                    .expect("kept")
+                    .over(stored.clone()),
                 expected,
                 "from {stored:?}"
             );
@@ -300,7 +352,10 @@ mod tests {
         kept.add(&Arc::new(vec![WriteOp::DeleteInvocation { id }, put(7, 7)]));
         for stored in [rows(&[(0, 0), (1, 1)]), rows(&[(7, 7)])] {
             assert_eq!(
-                kept.journal(&id).expect("kept").over(stored.clone()),
+                kept.latest()
+                    .journal(&id)
+                    .expect("kept")
+                    .over(stored.clone()),
                 rows(&[(7, 7)]),
                 "from {stored:?}"
             );
@@ -325,21 +380,24 @@ mod tests {
             set("a", "n", b"1"),
             WriteOp::ClearPromises { scope: scope("w") },
         ]));
-        assert!(kept.touches_result_waiters(&waited_on));
-        assert!(!kept.touches_result_waiters(&journaled));
-        assert!(!kept.touches_result_waiters(&other));
-        let journal = kept.journal(&journaled).expect("its entry is kept");
+        assert!(kept.latest().touches_result_waiters(&waited_on));
+        assert!(!kept.latest().touches_result_waiters(&journaled));
+        assert!(!kept.latest().touches_result_waiters(&other));
+        let journal = kept
+            .latest()
+            .journal(&journaled)
+            .expect("its entry is kept");
         assert!(!journal.cleared);
         assert_eq!(
             journal.over(BTreeMap::new()),
             BTreeMap::from([(0, Vec::new())])
         );
-        assert!(kept.journal(&other).is_none());
-        assert!(kept.touches_scope(&scope("a")));
-        assert!(kept.touches_scope(&scope("w")));
-        assert!(!kept.touches_scope(&scope("b")));
+        assert!(kept.latest().journal(&other).is_none());
+        assert!(kept.latest().touches_scope(&scope("a")));
+        assert!(kept.latest().touches_scope(&scope("w")));
+        assert!(!kept.latest().touches_scope(&scope("b")));
         kept.clear();
-        assert!(kept.journal(&journaled).is_none());
-        assert!(!kept.touches_scope(&scope("a")));
+        assert!(kept.latest().journal(&journaled).is_none());
+        assert!(!kept.latest().touches_scope(&scope("a")));
     }
 }

@@ -41,7 +41,7 @@ use redb::{
 use tokio::sync::{oneshot, watch};
 
 use super::files::{Files, OsFiles};
-use super::kept_aside::{Found, KeptAside};
+use super::kept_aside::{Found, LatestWrites};
 use super::log::Log;
 #[cfg(test)]
 use super::log::SEGMENT_NAMES;
@@ -282,7 +282,7 @@ impl RedbStorage {
     /// only if one of them made such a write.
     fn read_if<T>(
         &self,
-        touched: impl Fn(&KeptAside) -> bool,
+        touched: impl Fn(&LatestWrites) -> bool,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StorageError> {
         self.visibility.wait_if(touched)?;
@@ -1199,7 +1199,7 @@ impl Storage for RedbStorage {
         &self,
         source: Option<&InvocationId>,
     ) -> Result<Vec<super::ResultWaiter>, StorageError> {
-        let touched = |kept: &KeptAside| source.is_none_or(|id| kept.touches_result_waiters(id));
+        let touched = |kept: &LatestWrites| source.is_none_or(|id| kept.touches_result_waiters(id));
         self.read_if(touched, |txn| {
             let table = txn.open_table(RESULT_WAITERS)?;
             let range = match source {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{oneshot, watch};
 
-use super::kept_aside::{Found, KeptAside};
+use super::kept_aside::{Found, KeptAside, LatestWrites};
 use super::log::Log;
 use super::redb_store::commit_ops;
 use super::{StorageError, WriteOp, WriterStats};
@@ -74,7 +74,10 @@ impl Visibility {
     /// Reads one key (through `find` in the writes kept aside) as a read begun now would see
     /// it once everything acknowledged is applied: from those writes, or from redb when none
     /// of them wrote it, waiting only when one changed it in place.
-    pub(super) fn find(&self, find: impl Fn(&KeptAside) -> Found) -> Result<Found, StorageError> {
+    pub(super) fn find(
+        &self,
+        find: impl Fn(&LatestWrites) -> Found,
+    ) -> Result<Found, StorageError> {
         match self.with_kept(find)? {
             None => Ok(Found::Store),
             Some(Found::Wait) => self.wait().map(|()| Found::Store),
@@ -88,7 +91,7 @@ impl Visibility {
     /// being kept aside, when `find` found something. Nothing waits.
     pub(super) fn snapshot<F, T>(
         &self,
-        find: impl FnOnce(&KeptAside) -> Option<F>,
+        find: impl FnOnce(&LatestWrites) -> Option<F>,
         begin: impl Fn() -> Result<T, StorageError>,
     ) -> Result<(Option<F>, T), StorageError> {
         let under_lock = self.with_kept(|kept| find(kept).map(|found| (found, begin())))?;
@@ -100,31 +103,43 @@ impl Visibility {
     }
 
     /// `f` on the writes kept aside, under their lock (`None`: nothing is kept aside).
-    fn with_kept<R>(&self, f: impl FnOnce(&KeptAside) -> R) -> Result<Option<R>, StorageError> {
+    fn with_kept<R>(&self, f: impl FnOnce(&LatestWrites) -> R) -> Result<Option<R>, StorageError> {
         if !self.behind.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let seen = self.seen.lock().expect("visibility lock");
+        let mut seen = self.seen.lock().expect("visibility lock");
         if let Some(reason) = &seen.failed {
             return Err(StorageError::Poisoned(reason.clone()));
         }
-        Ok(Some(f(&seen.kept)))
+        Ok(Some(f(seen.kept.latest())))
     }
 
     /// Returns once everything acknowledged so far is visible to a read transaction begun
     /// after it.
     pub(super) fn wait(&self) -> Result<(), StorageError> {
-        self.wait_if(|_| true)
+        self.wait_unless(|_| false)
     }
 
     /// [`Self::wait`] for a read of what only some writes change: it waits only if `touched`
     /// says a group kept aside made one of them, and reads redb at once otherwise.
-    pub(super) fn wait_if(&self, touched: impl Fn(&KeptAside) -> bool) -> Result<(), StorageError> {
+    pub(super) fn wait_if(
+        &self,
+        touched: impl Fn(&LatestWrites) -> bool,
+    ) -> Result<(), StorageError> {
+        self.wait_unless(|kept| !touched(kept.latest()))
+    }
+
+    /// [`Self::wait`], unless `untouched` says no group kept aside wrote what the read needs
+    /// (only then are their writes indexed).
+    fn wait_unless(
+        &self,
+        untouched: impl FnOnce(&mut KeptAside) -> bool,
+    ) -> Result<(), StorageError> {
         if !self.behind.load(Ordering::SeqCst) {
             return Ok(());
         }
         let mut seen = self.seen.lock().expect("visibility lock");
-        if seen.failed.is_none() && !touched(&seen.kept) {
+        if seen.failed.is_none() && untouched(&mut seen.kept) {
             return Ok(());
         }
         let target = seen.acknowledged;
