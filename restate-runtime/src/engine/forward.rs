@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, join_all};
@@ -45,11 +44,6 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 const MAX_POLL: Duration = Duration::from_secs(30);
 
 impl Engine {
-    /// Whether this engine runs invocations; `false` while another process owns them.
-    pub(crate) fn runs_invocations(&self) -> bool {
-        self.active.load(Ordering::Acquire)
-    }
-
     /// Request-response through the owner: the invocation is forwarded, then its result
     /// awaited in the store.
     pub(super) async fn call_forwarded(
@@ -117,7 +111,7 @@ impl Engine {
         if !self.shared_store {
             return Ok(false);
         }
-        if !self.runs_invocations() {
+        if !self.runs(id) {
             return Ok(true);
         }
         let pending = self.storage.inbox_pending(id)?;
@@ -424,7 +418,7 @@ pub(super) async fn apply_inbox(engine: Engine) {
             }
         }
         arrived.borrow_and_update();
-        let page = match engine.storage.inbox(INBOX_PAGE, INBOX_PAGE_BYTES) {
+        let mut page = match engine.storage.inbox(INBOX_PAGE, INBOX_PAGE_BYTES) {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!("reading the inbox failed: {e}");
@@ -432,6 +426,8 @@ pub(super) async fn apply_inbox(engine: Engine) {
             }
         };
         let fetched = page.len();
+        // Messages of partitions another process runs are its to apply.
+        page.retain(|message| engine.runs(&message.id));
         // More may wait: go on at once, unless nothing could be applied.
         if fetched > 0 && engine.apply(page).await == fetched {
             continue;

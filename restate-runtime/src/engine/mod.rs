@@ -15,6 +15,7 @@ mod injected;
 mod journal;
 mod lanes;
 mod memory;
+mod ownership;
 mod promises;
 mod recovery;
 mod reference;
@@ -54,8 +55,8 @@ use crate::clock::{Clock, now_ms};
 use crate::ids::{InvocationId, partition_key_of};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
 use crate::storage::{
-    InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage, StorageError, Target,
-    WriteOp,
+    InvocationRecord, JournalEntry, Outcome, Partitions, StateScope, Status, Storage, StorageError,
+    Target, WriteOp,
 };
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
@@ -328,9 +329,10 @@ pub(crate) struct EngineInner {
     held_input: Arc<std::sync::atomic::AtomicUsize>,
     /// This engine's number in the table of [`EngineRef`]s, once one was asked for.
     reference: std::sync::OnceLock<u64>,
-    /// It runs invocations: the store's owner, recovered. Until then (a standby on a shared
-    /// database) what it accepts is forwarded to the owner.
-    active: std::sync::atomic::AtomicBool,
+    /// The partitions whose invocations it runs, each recovered before it joins. Work for
+    /// the others (all of them at a standby on a shared database) is forwarded to their
+    /// owner's inbox.
+    owned: std::sync::RwLock<Partitions>,
     /// The store is shared with other processes (it has an inbox).
     shared_store: bool,
     tasks: tasks::Tasks,
@@ -362,24 +364,12 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let engine = Self::new(storage, registry, config);
-        let mut ownership = engine.storage.ownership();
-        if *ownership.borrow_and_update() {
-            engine.run_invocations()?;
-        } else {
-            let standby = engine.clone();
-            engine.tasks.spawn(async move {
-                let mut shutdown = standby.shutdown_signal();
-                tokio::select! {
-                    owner = ownership.wait_for(|owner| *owner) => if owner.is_err() { return },
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                }
-                if let Err(e) = standby.run_invocations() {
-                    (standby.config.on_storage_failure)(&format!(
-                        "recovery after taking the database over failed: {e}"
-                    ));
-                }
-            });
+        let mut owned = engine.storage.owned();
+        let first = owned.borrow_and_update().clone();
+        if !first.is_empty() {
+            engine.run_partitions(&first)?;
         }
+        engine.tasks.spawn(ownership::follow(engine.clone(), owned));
         engine.tasks.spawn(memory::trim_loop(engine.clone()));
         engine.tasks.spawn(watch_storage(engine.clone()));
         Ok(engine)
@@ -388,6 +378,7 @@ impl Engine {
     /// The engine alone: nothing recovered, nothing started (a replay check's).
     pub(crate) fn new(storage: Arc<dyn Storage>, registry: Registry, config: EngineConfig) -> Self {
         let secret = storage.secret();
+        let partitions = storage.partitions();
         let shared_store = storage.signals().is_some();
         let recovery_concurrency = config.recovery_concurrency;
         let config_activity = config.activity.clone();
@@ -410,27 +401,13 @@ impl Engine {
             secret,
             held_input: Arc::default(),
             reference: std::sync::OnceLock::new(),
-            active: std::sync::atomic::AtomicBool::new(false),
+            owned: std::sync::RwLock::new(Partitions::none(partitions)),
             shared_store,
             tasks: tasks::Tasks::current(config_activity),
             drain: drain::Drain::default(),
             handover: handover::Handover::default(),
             stored_counts: stored_counts::CountCache::default(),
         }))
-    }
-
-    /// Once the store is this process's: resumes what it holds, starts timers, the purger and
-    /// the inbox, and from then on runs what it accepts itself.
-    fn run_invocations(&self) -> Result<(), EngineError> {
-        self.recover()?;
-        self.tasks.spawn(timers::run(self.clone()));
-        self.tasks.spawn(purge_loop(self.clone()));
-        self.tasks.spawn(forward::apply_inbox(self.clone()));
-        self.active.store(true, Ordering::Release);
-        if self.shared_store {
-            self.tasks.spawn(self.clone().watch_handover());
-        }
-        Ok(())
     }
 
     /// The store under the engine.
@@ -947,7 +924,7 @@ impl Engine {
         &self,
         id: InvocationId,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
-        if self.shared_store && !self.runs_invocations() {
+        if self.shared_store && !self.runs(&id) {
             return self.wait_stored(id).await;
         }
         self.attach_here(id).await
@@ -1544,7 +1521,14 @@ mod tests {
 
     fn engine(dir: &std::path::Path) -> Engine {
         let storage = Arc::new(RedbStorage::open(dir, &RedbOptions::default()).unwrap());
-        let config = EngineConfig {
+        let registry = Registry::assemble(Vec::new()).unwrap();
+        Engine::start(storage, registry, test_config()).unwrap()
+    }
+
+    /// An engine's configuration for tests: an hour's retention and purge interval, ten
+    /// seconds before a wait suspends, the system clock; a storage failure panics.
+    pub(super) fn test_config() -> EngineConfig {
+        EngineConfig {
             default_retention: Duration::from_secs(3600),
             purge_interval: Duration::from_secs(3600),
             suspend_after: Duration::from_secs(10),
@@ -1561,8 +1545,7 @@ mod tests {
             clock: Clock::System,
             activity: None,
             injected: None,
-        };
-        Engine::start(storage, Registry::assemble(Vec::new()).unwrap(), config).unwrap()
+        }
     }
 
     /// A completed invocation of a service the registry does not have, kept until

@@ -31,23 +31,32 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Engine, EngineError, Inflight};
 use crate::ids::InvocationId;
-use crate::storage::{StateScope, Status, Target};
+use crate::storage::{Partitions, StateScope, Status, Target};
 
 /// Default of [`EngineConfig::recovery_concurrency`](super::EngineConfig).
 pub(crate) const DEFAULT_RECOVERY_CONCURRENCY: usize = 256;
 
 impl Engine {
-    /// Restores every unfinished invocation: the first ones at once, the rest by a task that
-    /// keeps at most `recovery_concurrency` of them in memory.
-    pub(super) fn recover(&self) -> Result<(), EngineError> {
-        let woken: HashSet<InvocationId> = self.storage.woken()?.into_iter().collect();
+    /// Restores every unfinished invocation of the partitions `only`: the first ones at once,
+    /// the rest by a task that keeps at most `recovery_concurrency` of them in memory.
+    pub(super) fn recover(&self, only: &Partitions) -> Result<(), EngineError> {
+        let woken: HashSet<InvocationId> = self
+            .storage
+            .woken()?
+            .into_iter()
+            .filter(|id| only.holds(id))
+            .collect();
         let now = self.now_ms();
         let mut highest_seq = 0;
         let mut unfinished = self.storage.unfinished_where(&mut |id, head| {
             let Some(head) = head else {
-                return true;
+                return only.holds(&id);
             };
+            // Of every partition: arrivals here come after all that the store holds.
             highest_seq = highest_seq.max(head.seq);
+            if !only.holds(&id) {
+                return false;
+            }
             if woken.contains(&id) {
                 return true;
             }
@@ -137,7 +146,7 @@ impl Engine {
             );
         }
         // Before anything runs: a source that completes must know it has result waiters.
-        self.complete_orphaned_result_waiters()?;
+        self.complete_orphaned_result_waiters(only)?;
         let slots = Arc::new(Semaphore::new(self.config.recovery_concurrency.max(1)));
         let mut rest = to_restore.into_iter();
         // The first ones start before the listeners open; a task restores the rest.

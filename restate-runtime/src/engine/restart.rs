@@ -37,9 +37,10 @@ impl Engine {
         id: InvocationId,
         from: Option<u32>,
     ) -> Result<InvocationId, ControlError> {
-        if !self.runs_invocations() {
+        if !self.runs(&id) {
             return Err(ControlError::Conflict(
-                "restart runs in the process that runs the invocations (the owner): ask it there"
+                "restart runs in the process that runs the invocation's partition (its owner): \
+                 ask it there"
                     .into(),
             ));
         }

@@ -93,6 +93,13 @@ impl Timers {
         }
     }
 
+    /// Reads the store's due times from the start again (partitions joined whose timers the
+    /// window passed over: they were another process's). What is armed stays armed.
+    pub(crate) fn reload(&self) {
+        self.window.lock().expect("timers lock").covered = None;
+        self.changed.notify_one();
+    }
+
     /// Disarms the timers of a finished invocation at these times (its sleeps).
     pub(crate) fn disarm(&self, id: InvocationId, at_ms: impl IntoIterator<Item = u64>) {
         let mut window = self.window.lock().expect("timers lock");
@@ -176,7 +183,10 @@ impl Engine {
                     // More is due within the window: the next load goes on from here.
                     window.covered = Some(key(at, id));
                 }
-                window.due.extend(entries);
+                // Those of partitions another process runs fire there.
+                window
+                    .due
+                    .extend(entries.into_iter().filter(|(_, id)| self.runs(id)));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read due timers; retrying in a second");

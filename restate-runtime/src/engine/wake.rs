@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
 use crate::storage::{
-    CommitWaiter, JournalEntry, Outcome, ResultWaiter, Status, StorageError, WriteOp,
+    CommitWaiter, JournalEntry, Outcome, Partitions, ResultWaiter, Status, StorageError, WriteOp,
 };
 
 /// One journal entry completed by another party's commit.
@@ -155,10 +155,15 @@ impl Engine {
         }
     }
 
-    /// Completes the result waiters whose source finished (or is gone) while they were not
-    /// recorded yet, so nobody completed them: at recovery, where no in-memory forward is left.
-    pub(super) fn complete_orphaned_result_waiters(&self) -> Result<(), StorageError> {
-        let waiters = self.storage.result_waiters(None)?;
+    /// Completes the result waiters whose source (of the partitions `only`) finished, or is
+    /// gone, while they were not recorded yet, so nobody completed them: at recovery, where no
+    /// in-memory forward is left.
+    pub(super) fn complete_orphaned_result_waiters(
+        &self,
+        only: &Partitions,
+    ) -> Result<(), StorageError> {
+        let mut waiters = self.storage.result_waiters(None)?;
+        waiters.retain(|w| only.holds(&w.source));
         let mut sources: Vec<InvocationId> = waiters.iter().map(|w| w.source).collect();
         sources.dedup();
         let mut ops = Vec::new();

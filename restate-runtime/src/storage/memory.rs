@@ -15,8 +15,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, Target};
 use super::{
-    CommitWaiter, HintHead, ResultWaiter, StateScope, Storage, StorageError, UnfinishedHint,
-    WriteOp, WriterStats, hint_due,
+    CommitWaiter, HintHead, Partitions, ResultWaiter, StateScope, Storage, StorageError,
+    UnfinishedHint, WriteOp, WriterStats, hint_due,
 };
 use crate::ids::InvocationId;
 
@@ -80,6 +80,7 @@ impl MemoryStore {
             failure: Arc::new(watch::channel(None).0),
             stats: Mutex::default(),
             closed: AtomicBool::new(false),
+            owned: watch::channel(Partitions::all(shared.partitions)).0,
         }
     }
 
@@ -113,9 +114,18 @@ pub(crate) struct MemoryStorage {
     stats: Mutex<WriterStats>,
     /// Closed: writes are refused, as a closed redb store's are.
     closed: AtomicBool,
+    /// The partitions its process runs: all of them, unless a test hands out fewer.
+    owned: watch::Sender<Partitions>,
 }
 
 impl MemoryStorage {
+    /// Tells the engine on this handle that its process runs `owned` from now on, as a shared
+    /// store does when leases move.
+    #[cfg(test)]
+    pub(crate) fn set_owned(&self, owned: Partitions) {
+        self.owned.send_replace(owned);
+    }
+
     /// The tables, unless this handle's process was killed (then the store has failed, as a
     /// killed process's store has for everything it still runs).
     fn tables(&self) -> Result<MutexGuard<'_, Shared>, StorageError> {
@@ -594,6 +604,10 @@ impl Storage for MemoryStorage {
 
     fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    fn owned(&self) -> watch::Receiver<Partitions> {
+        self.owned.subscribe()
     }
 
     fn writer_stats(&self) -> WriterStats {

@@ -20,6 +20,7 @@ mod inbox;
 mod kept_aside;
 mod log;
 mod memory;
+mod partitions;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read_only;
@@ -38,7 +39,10 @@ use tokio::sync::oneshot;
 pub use backup::{BackupError, BackupReport};
 pub(crate) use fence::Fence;
 pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, InboxPending, Signals};
+#[cfg(test)]
+pub(crate) use memory::MemoryStorage;
 pub(crate) use memory::MemoryStore;
+pub use partitions::Partitions;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStorage};
 pub(crate) use read_only::ReadOnly;
@@ -597,6 +601,12 @@ pub trait Storage: Send + Sync + 'static {
     /// not hold the lease yet serves by forwarding, and becomes owner when it takes the lease.
     fn ownership(&self) -> tokio::sync::watch::Receiver<bool> {
         tokio::sync::watch::channel(true).1
+    }
+    /// The partitions this process runs now, and their changes: every one for a store of one
+    /// process; on a shared database those it holds the lease of. An invocation runs, and its
+    /// partition is written, only in the process whose set holds its partition.
+    fn owned(&self) -> tokio::sync::watch::Receiver<Partitions> {
+        tokio::sync::watch::channel(Partitions::all(self.partitions())).1
     }
     /// Leaves this process's lease on a shared database free for another process to take
     /// over at once (`true`: a drained process hands its invocations over), or holds it again

@@ -37,8 +37,8 @@ use tokio_postgres::{NoTls, Row};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
     CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, Finished, ForwardWaiter,
-    HintHead, Inbound, InboxMessage, InboxPending, OpenError, RecordWaiter, ResultWaiter, Signals,
-    StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
+    HintHead, Inbound, InboxMessage, InboxPending, OpenError, Partitions, RecordWaiter,
+    ResultWaiter, Signals, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
 use writer::{Batch, Message, Shared};
@@ -152,6 +152,7 @@ impl PostgresStorage {
             unanswered: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             owner: watch::channel(false).0,
+            owned: watch::channel(Partitions::none(0)).0,
         });
         let connect = {
             let (config, shared) = (config.clone(), shared.clone());
@@ -272,7 +273,10 @@ impl PostgresStorage {
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
-        shared.owner.send_replace(lease.is_some());
+        shared
+            .owned
+            .send_replace(Partitions::none(deployment.partitions));
+        shared.set_owner(lease.is_some());
         let ttl = options.lease_ttl;
         runtime.spawn(async move {
             // A standby takes the lease over as soon as the owner is gone or its lease expired;
@@ -293,7 +297,7 @@ impl PostgresStorage {
                 "this process runs the database's invocations"
             );
             let run = writer::run(client, rx, supervised.clone(), max_group_bytes, lease);
-            supervised.owner.send_replace(true);
+            supervised.set_owner(true);
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                 supervised.poison("the PostgreSQL writer panicked".into());
             }
@@ -791,6 +795,10 @@ impl Storage for PostgresStorage {
 
     fn ownership(&self) -> watch::Receiver<bool> {
         self.shared.owner.subscribe()
+    }
+
+    fn owned(&self) -> watch::Receiver<Partitions> {
+        self.shared.owned.subscribe()
     }
 
     fn release_lease(&self, release: bool) -> CommitWaiter {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Statement};
 
 use super::super::records::{self, InvocationRecord, Status};
-use super::super::{StorageError, WriteOp, WriterStats};
+use super::super::{Partitions, StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
 use super::ownership::Lease;
 use super::{FINISHED_CHANNEL, Param, pg_error};
@@ -46,6 +46,8 @@ pub(super) struct Shared {
     pub(super) closed: AtomicBool,
     /// This process runs the database's invocations: its writer holds the lease.
     pub(super) owner: watch::Sender<bool>,
+    /// The partitions it runs: all of them while it holds the lease, none before or after.
+    pub(super) owned: watch::Sender<Partitions>,
 }
 
 impl Shared {
@@ -54,6 +56,16 @@ impl Shared {
         self.queued.fetch_sub(batch.bytes, Ordering::Relaxed);
         let _ = batch.done.send(result);
         self.unanswered.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Takes the lease (`true`) or lost it: every partition is this process's, or none.
+    pub(super) fn set_owner(&self, owner: bool) {
+        let count = self.owned.borrow().count();
+        self.owned.send_replace(match owner {
+            true => Partitions::all(count),
+            false => Partitions::none(count),
+        });
+        self.owner.send_replace(owner);
     }
 
     /// From now on nothing is acknowledged (law 10).
@@ -211,7 +223,7 @@ pub(super) async fn run(
             }
             Committed::HandedOver => {
                 // Known before the undrain that asked is told.
-                shared.owner.send_replace(false);
+                shared.set_owner(false);
                 let _ = ack.send(Err(handover_error()));
                 return handed_over(queue, &shared).await;
             }
@@ -299,7 +311,7 @@ async fn commit_group(
         }
         Committed::HandedOver => {
             // Known before anyone is told: a renewal refused by the hand-over says so.
-            shared.owner.send_replace(false);
+            shared.set_owner(false);
             for batch in group {
                 shared.answer(batch, Err(handover_error()));
             }
@@ -331,7 +343,7 @@ async fn handed_over(queue: mpsc::UnboundedReceiver<Message>, shared: &Shared) {
     tracing::info!(
         "another process took over the lease this one released; this one runs nothing more"
     );
-    shared.owner.send_replace(false);
+    shared.set_owner(false);
     refuse_all(queue, shared, handover_error()).await
 }
 

@@ -1,0 +1,113 @@
+//! Which partitions a process runs: a set over the store's fixed partition count. A store of
+//! one process runs all of them; on a shared database each process runs those it leases, and
+//! the set changes as leases move ([`Storage::owned`](super::Storage::owned)).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::ids::InvocationId;
+
+/// A set of partitions out of a fixed count.
+///
+/// ```
+/// use restate_runtime::storage::Partitions;
+/// let some = Partitions::of(8, [1, 5]);
+/// assert!(some.contains(5) && !some.contains(2));
+/// assert_eq!(Partitions::all(8).without(&some).iter().collect::<Vec<_>>(), [0, 2, 3, 4, 6, 7]);
+/// assert!(Partitions::none(8).is_empty());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Partitions {
+    count: u32,
+    bits: Arc<[u64]>,
+}
+
+impl Partitions {
+    /// No partition of `count`.
+    pub fn none(count: u32) -> Self {
+        Self::of(count, [])
+    }
+
+    /// Every partition of `count`.
+    pub fn all(count: u32) -> Self {
+        Self::of(count, 0..count)
+    }
+
+    /// The partitions listed (those not below `count` are left out).
+    pub fn of(count: u32, partitions: impl IntoIterator<Item = u32>) -> Self {
+        let mut bits = vec![0u64; count.div_ceil(64) as usize];
+        for p in partitions.into_iter().filter(|p| *p < count) {
+            bits[(p / 64) as usize] |= 1 << (p % 64);
+        }
+        Self {
+            count,
+            bits: bits.into(),
+        }
+    }
+
+    /// How many partitions there are in all (not how many are in the set).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether `partition` is in the set.
+    pub fn contains(&self, partition: u32) -> bool {
+        partition < self.count
+            && self.bits[(partition / 64) as usize] & (1 << (partition % 64)) != 0
+    }
+
+    /// Whether the partition of `id` is in the set.
+    pub fn holds(&self, id: &InvocationId) -> bool {
+        self.count > 0 && self.contains((id.partition_key() % u64::from(self.count)) as u32)
+    }
+
+    /// The partitions in the set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.count).filter(|p| self.contains(*p))
+    }
+
+    /// How many partitions are in the set.
+    pub fn len(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+
+    /// Those of the set that `other` lacks.
+    pub fn without(&self, other: &Partitions) -> Partitions {
+        Self::of(self.count, self.iter().filter(|p| !other.contains(*p)))
+    }
+
+    /// Those in either set.
+    pub fn with(&self, other: &Partitions) -> Partitions {
+        Self::of(self.count, self.iter().chain(other.iter()))
+    }
+}
+
+impl fmt::Debug for Partitions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} partitions", self.len(), self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_span_words_and_place_ids_by_their_partition_key() {
+        let set = Partitions::of(130, [0, 63, 64, 129, 130]);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 63, 64, 129]);
+        assert_eq!(set.len(), 4);
+        let rest = Partitions::all(130).without(&set);
+        assert_eq!(rest.len(), 126);
+        assert_eq!(rest.with(&set), Partitions::all(130));
+        assert!(set.holds(&InvocationId::random(129)));
+        assert!(set.holds(&InvocationId::random(130 + 63)));
+        assert!(!set.holds(&InvocationId::random(1)));
+        assert!(!Partitions::none(0).holds(&InvocationId::random(0)));
+    }
+}
