@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{Engine, Inflight};
@@ -88,6 +89,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             }
         };
         let mut shutdown = engine.shutdown_signal();
+        let mut departures = engine.departures.subscribe();
         let policy = options.retry_policy;
         // Failures of this run of the task; the retry policy counts these.
         let mut failures = 0u32;
@@ -95,7 +97,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             let running = tokio::select! {
                 running = engine.drain.start_attempt() => Some(running),
                 _ = inflight.killed.notified() => None,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = stopped(&mut shutdown, &mut departures, &inflight) => return,
             };
             let Some(running) = running else {
                 // Killed while a drain held it back.
@@ -124,7 +126,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     },
                     abort = ctx.aborted() => Attempt::stopped(abort),
                     _ = inflight.killed.notified() => Attempt::Killed,
-                    _ = shutdown.wait_for(|stop| *stop) => Attempt::Shutdown,
+                    () = stopped(&mut shutdown, &mut departures, &inflight) => Attempt::Shutdown,
                 }
             };
             // A handler stopped by something it did (a write it could not make) may return in
@@ -175,7 +177,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     let killed = tokio::select! {
                         _ = engine.config().clock.sleep(delay) => false,
                         _ = inflight.killed.notified() => true,
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        () = stopped(&mut shutdown, &mut departures, &inflight) => return,
                     };
                     if killed {
                         return complete(&engine, &inflight, super::control::killed()).await;
@@ -216,6 +218,19 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
     .await
 }
 
+/// Resolves once the engine shuts down or the invocation's partition left this process:
+/// either way its task stops where it is, and writes nothing more.
+async fn stopped(
+    shutdown: &mut watch::Receiver<bool>,
+    departures: &mut watch::Receiver<u64>,
+    inflight: &Inflight,
+) {
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => {}
+        _ = departures.wait_for(|_| inflight.left.load(std::sync::atomic::Ordering::SeqCst)) => {}
+    }
+}
+
 // The endings below run once per task; boxed, their state is not part of every task for the
 // whole time its handler waits (the task is 1 KiB instead of 1.6).
 
@@ -250,6 +265,7 @@ impl Drop for RunningGuard {
         inflight.running.store(false, SeqCst);
         if inflight.kill_requested.load(SeqCst)
             && !inflight.finished.load(SeqCst)
+            && !inflight.left.load(SeqCst)
             && !inflight.running.swap(true, SeqCst)
         {
             self.0

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::Engine;
 use super::drain::DrainStatus;
-use crate::storage::{CommitWaiter, Partitions, StorageError};
+use crate::storage::{CommitWaiter, StorageError};
 
 /// Where this process's lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,10 +250,7 @@ impl Engine {
             state.generation += 1;
             self.drain.set(true);
             self.handover.gone.store(true, Ordering::Release);
-            *self.owned.write().expect("owned lock") = Partitions::none(self.storage.partitions());
         }
-        self.lose_in_memory(
-            "another process runs this invocation now (this one handed its lease over)",
-        );
+        // Its invocations leave with its partitions (`ownership::follow`).
     }
 }

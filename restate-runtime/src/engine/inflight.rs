@@ -67,6 +67,9 @@ pub(crate) struct Inflight {
     pub kill_requested: AtomicBool,
     /// Completion happened (guards against completing twice when kill races the handler).
     pub finished: AtomicBool,
+    /// Its partition left this process: its task stops where it is, writing nothing more,
+    /// and the partition's new owner runs it.
+    pub left: AtomicBool,
     /// Entries with a task forwarding another invocation's result into them: a replay of a
     /// pending attach does not start a second one.
     pub forwarding: Mutex<Vec<u32>>,
@@ -127,6 +130,7 @@ impl Inflight {
             killed: tokio::sync::Notify::new(),
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             forwarding: Mutex::new(Vec::new()),
             active: Mutex::default(),
         })

@@ -167,6 +167,10 @@ impl Engine {
     /// overlay, and whatever it acknowledges commits after its predecessor (one writer, in
     /// order). An idle lane is dropped once everything written through it is durable.
     pub(crate) fn release(&self, inflight: &Inflight) {
+        // Its partition left: its key's lane went with it (one there now is a later owner's).
+        if inflight.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let Some(scope) = inflight.lane().cloned() else {
             return;
         };

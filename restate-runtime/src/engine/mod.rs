@@ -55,8 +55,8 @@ use crate::clock::{Clock, now_ms};
 use crate::ids::{InvocationId, partition_key_of};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
 use crate::storage::{
-    InvocationRecord, JournalEntry, Outcome, Partitions, StateScope, Status, Storage, StorageError,
-    Target, WriteOp,
+    InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage, StorageError, Target,
+    WriteOp,
 };
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
@@ -329,10 +329,15 @@ pub(crate) struct EngineInner {
     held_input: Arc<std::sync::atomic::AtomicUsize>,
     /// This engine's number in the table of [`EngineRef`]s, once one was asked for.
     reference: std::sync::OnceLock<u64>,
-    /// The partitions whose invocations it runs, each recovered before it joins. Work for
+    /// The partitions whose invocations it runs, and those it is recovering to run. Work for
     /// the others (all of them at a standby on a shared database) is forwarded to their
     /// owner's inbox.
-    owned: std::sync::RwLock<Partitions>,
+    held: std::sync::RwLock<ownership::Held>,
+    /// Bumped when partitions leave this process: the tasks of their invocations stop.
+    departures: watch::Sender<u64>,
+    /// Invocations of partitions that left whose tasks may still be running: a partition
+    /// that comes back is recovered only once they have stopped.
+    departed: Mutex<Vec<Arc<Inflight>>>,
     /// The store is shared with other processes (it has an inbox).
     shared_store: bool,
     tasks: tasks::Tasks,
@@ -401,7 +406,9 @@ impl Engine {
             secret,
             held_input: Arc::default(),
             reference: std::sync::OnceLock::new(),
-            owned: std::sync::RwLock::new(Partitions::none(partitions)),
+            held: std::sync::RwLock::new(ownership::Held::none(partitions)),
+            departures: watch::channel(0).0,
+            departed: Mutex::default(),
             shared_store,
             tasks: tasks::Tasks::current(config_activity),
             drain: drain::Drain::default(),
@@ -1147,7 +1154,8 @@ impl Engine {
 
     /// Ends an invocation: result, caller's journal entry and expiry commit together.
     pub(crate) async fn complete(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
-        if inflight.finished.swap(true, Ordering::SeqCst) {
+        // One whose partition left is completed by its new owner.
+        if inflight.left.load(Ordering::SeqCst) || inflight.finished.swap(true, Ordering::SeqCst) {
             return;
         }
         let result = match outcome {
@@ -1328,6 +1336,10 @@ impl Engine {
 
     /// Gives up on an invocation that cannot be recorded: its waiters get an error.
     pub(crate) fn lose(&self, inflight: &Arc<Inflight>, reason: String) {
+        // Its partition left: it is gone from memory already, its waiters told.
+        if inflight.left.load(Ordering::SeqCst) {
+            return;
+        }
         tracing::error!(invocation = %inflight.id, %reason, "invocation lost");
         self.drop_lost(inflight, reason);
         self.release(inflight);

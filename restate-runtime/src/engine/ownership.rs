@@ -1,47 +1,94 @@
-//! Which partitions this engine runs, and how that set grows. A partition joins once what the
-//! store holds of it is recovered: at start, when a standby takes a shared database over, or
-//! when the store hands this process more partitions (a stopped process's, taken over). Until
-//! then work for it is forwarded to its owner's inbox, and its timers and inbox messages are
-//! left to that owner.
+//! Which partitions this engine runs, and how that set changes. A partition joins once what
+//! the store holds of it is recovered: at start, when a standby takes a shared database over,
+//! or when the store hands this process more partitions (a stopped process's, taken over).
+//! Until then work for it is forwarded to its owner's inbox, and its timers and inbox
+//! messages are left to that owner.
 //!
-//! A partition leaves the set only with all the others, when a drained process hands its lease
-//! over (`handover.rs`). Losing some while keeping others is not one of this engine's states:
-//! the invocations of those in memory could not be stopped before they wrote again, so the
-//! process stops (as after a failed commit, law 10) and its restart recovers what it still owns.
+//! A partition leaves when the store says another process holds it now (a lease taken over,
+//! or handed over after a drain). Its invocations leave memory at once: their tasks stop at
+//! their next await point without writing (the store refuses their writes anyway: the
+//! partition is fenced), and whoever waits on one here hears it is lost here. Should the
+//! partition come back, it is recovered only once those tasks have stopped and every write
+//! they submitted is decided, so that no old task writes beside the recovered one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Engine, EngineError, forward, purge_loop, timers};
-use crate::ids::InvocationId;
-use crate::storage::Partitions;
+use super::inflight::Finish;
+use super::{Engine, EngineError, Inflight, forward, purge_loop, timers};
+use crate::ids::{InvocationId, partition_key_of};
+use crate::storage::{Partitions, StateScope};
+
+/// What a waiter on an invocation of a partition that left hears.
+const LEFT: &str = "another process runs this invocation's partition now";
+
+/// How often a partition that came back looks whether the tasks that ran it before stopped.
+const DEPARTED_POLL: Duration = Duration::from_millis(5);
+
+/// The partitions an engine runs, and those it is recovering to run.
+pub(crate) struct Held {
+    /// Recovered: their invocations run here, and work for them is taken here.
+    running: Partitions,
+    /// Being recovered: their invocations may be loaded, but new work still goes to the inbox
+    /// (it must come after what the store holds of their keys).
+    joining: Partitions,
+    /// The timers, the purger and the inbox run (since the first partitions joined).
+    serving: bool,
+}
+
+impl Held {
+    pub(super) fn none(count: u32) -> Self {
+        Self {
+            running: Partitions::none(count),
+            joining: Partitions::none(count),
+            serving: false,
+        }
+    }
+}
 
 impl Engine {
     /// The partitions it runs now.
     pub(crate) fn owned(&self) -> Partitions {
-        self.owned.read().expect("owned lock").clone()
+        self.held.read().expect("held lock").running.clone()
     }
 
     /// Whether it runs any partition; `false` while other processes run them all.
     pub(crate) fn runs_invocations(&self) -> bool {
-        !self.owned.read().expect("owned lock").is_empty()
+        !self.held.read().expect("held lock").running.is_empty()
     }
 
-    /// Whether it runs `id`'s partition.
+    /// Whether it runs `id`'s partition: work for `id` is taken here.
     pub(crate) fn runs(&self, id: &InvocationId) -> bool {
-        self.owned.read().expect("owned lock").holds(id)
+        self.held.read().expect("held lock").running.holds(id)
+    }
+
+    /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
+    pub(crate) fn may_run(&self, id: &InvocationId) -> bool {
+        let held = self.held.read().expect("held lock");
+        held.running.holds(id) || held.joining.holds(id)
     }
 
     /// Runs the invocations of `gained` from now on: what the store holds of them is
     /// recovered first. The first partitions also start the timers, the purger and the inbox;
     /// later ones have the timers read the store's due times again, theirs among them.
     pub(super) fn run_partitions(&self, gained: &Partitions) -> Result<(), EngineError> {
-        self.recover(gained)?;
+        {
+            let mut held = self.held.write().expect("held lock");
+            held.joining = held.joining.with(gained);
+        }
+        let recovered = self.recover(gained);
         let first = {
-            let mut owned = self.owned.write().expect("owned lock");
-            let first = owned.is_empty();
-            *owned = owned.with(gained);
-            first
+            let mut held = self.held.write().expect("held lock");
+            held.joining = held.joining.without(gained);
+            if recovered.is_ok() {
+                held.running = held.running.with(gained);
+            }
+            !std::mem::replace(&mut held.serving, true)
         };
+        recovered?;
         tracing::info!(
             partitions = gained.len(),
             "this process runs more partitions"
@@ -58,9 +105,81 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Stops running the invocations of `lost`: new work for them goes to their new owner,
+    /// and what of them is in memory leaves it (their tasks stop without writing, their
+    /// waiters here hear they are lost here, their keys' lanes and timers go).
+    pub(super) fn leave_partitions(&self, lost: &Partitions) {
+        {
+            let mut held = self.held.write().expect("held lock");
+            held.running = held.running.without(lost);
+        }
+        let gone: Vec<Arc<Inflight>> = self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .extract_if(|id, _| lost.holds(id))
+            .map(|(_, inflight)| inflight)
+            .collect();
+        for inflight in &gone {
+            inflight.left.store(true, Ordering::SeqCst);
+        }
+        // The tasks look at their invocation's mark.
+        self.departures.send_modify(|n| *n += 1);
+        let of_scope = |scope: &StateScope| {
+            lost.contains(
+                (partition_key_of(&scope.service, &scope.key) % u64::from(lost.count())) as u32,
+            )
+        };
+        self.lanes
+            .lock()
+            .expect("lanes")
+            .retain(|scope, _| !of_scope(scope));
+        self.timers.forget(lost);
+        self.result_sources
+            .lock()
+            .expect("result sources")
+            .retain(|id| !lost.holds(id));
+        self.promise_waiters.forget(&of_scope);
+        let finishers: Vec<_> = self
+            .finishers
+            .lock()
+            .expect("finishers")
+            .extract_if(|id, _| lost.holds(id))
+            .map(|(_, finisher)| finisher)
+            .collect();
+        for finisher in finishers {
+            finisher.send_replace(Finish::Lost(LEFT.into()));
+        }
+        let mut departed = self.departed.lock().expect("departed");
+        for inflight in gone {
+            inflight.finish(Finish::Lost(LEFT.into()));
+            departed.push(inflight);
+        }
+        tracing::warn!(partitions = lost.len(), "partitions left this process");
+    }
+
+    /// Waits until the tasks that ran invocations of `partitions` before they left have
+    /// stopped, and every write submitted before is decided (committed, or refused by the
+    /// fence), so that recovering them reads what those tasks will ever have written.
+    async fn await_departed(&self, partitions: &Partitions) {
+        loop {
+            let running = {
+                let mut departed = self.departed.lock().expect("departed");
+                departed.retain(|f| f.running.load(Ordering::SeqCst));
+                departed.iter().any(|f| partitions.holds(&f.id))
+            };
+            if !running {
+                break;
+            }
+            tokio::time::sleep(DEPARTED_POLL).await;
+        }
+        let _ = self.storage.submit(Vec::new()).await;
+    }
 }
 
-/// Follows the store's set of partitions for this process: takes in those it gains.
+/// Follows the store's set of partitions for this process: recovers and joins those it
+/// gains, lets go of those it loses.
 pub(super) async fn follow(engine: Engine, mut offered: watch::Receiver<Partitions>) {
     let mut shutdown = engine.shutdown_signal();
     loop {
@@ -70,20 +189,18 @@ pub(super) async fn follow(engine: Engine, mut offered: watch::Receiver<Partitio
         }
         let now = offered.borrow_and_update().clone();
         let held = engine.owned();
+        let lost = held.without(&now);
+        if !lost.is_empty() {
+            engine.leave_partitions(&lost);
+        }
         let gained = now.without(&held);
-        if !gained.is_empty()
-            && let Err(e) = engine.run_partitions(&gained)
-        {
+        if gained.is_empty() {
+            continue;
+        }
+        engine.await_departed(&gained).await;
+        if let Err(e) = engine.run_partitions(&gained) {
             return (engine.config.on_storage_failure)(&format!(
                 "recovering {gained:?} this process took over failed: {e}"
-            ));
-        }
-        let lost = held.without(&now);
-        // All of them go with a hand-over, which `watch_handover` carries out.
-        if !lost.is_empty() && !now.is_empty() {
-            return (engine.config.on_storage_failure)(&format!(
-                "another process took {lost:?} over; this one stops, and its restart recovers \
-                 the partitions it still holds"
             ));
         }
     }
@@ -107,26 +224,35 @@ mod tests {
     use crate::registry::{
         HandlerKind, Registry, Service, ServiceDefinition, ServiceKind, internal_handler,
     };
-    use crate::storage::{MemoryStorage, MemoryStore, Partitions, Status, Storage, Target};
+    use crate::storage::{
+        MemoryStorage, MemoryStore, Partitions, StateScope, Status, Storage, StorageError, Target,
+        WriteOp,
+    };
 
     const PARTITIONS: u32 = 4;
 
-    /// An object whose one handler notes which invocation ran it, then waits until `open`.
+    /// An object whose one handler notes which invocation ran it, waits until `open`, and
+    /// notes that it got past.
     #[derive(Clone)]
     struct Tally {
         runs: Arc<Mutex<HashMap<InvocationId, u32>>>,
+        passed: Arc<Mutex<HashMap<InvocationId, u32>>>,
         open: watch::Receiver<bool>,
     }
 
     impl Tally {
         fn new(open: bool) -> (Self, watch::Sender<bool>) {
             let (gate, open) = watch::channel(open);
-            let runs = Arc::default();
-            (Self { runs, open }, gate)
+            let (runs, passed) = (Arc::default(), Arc::default());
+            (Self { runs, passed, open }, gate)
         }
 
         fn runs(&self, id: &InvocationId) -> u32 {
             self.runs.lock().unwrap().get(id).copied().unwrap_or(0)
+        }
+
+        fn passed(&self, id: &InvocationId) -> u32 {
+            self.passed.lock().unwrap().get(id).copied().unwrap_or(0)
         }
 
         fn registry(&self) -> Registry {
@@ -150,9 +276,10 @@ mod tests {
             _input: Bytes,
         ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
             *self.runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
-            let mut open = self.open.clone();
+            let (mut open, passed, id) = (self.open.clone(), self.passed.clone(), ctx.id());
             Box::pin(async move {
                 let _ = open.wait_for(|open| *open).await;
+                *passed.lock().unwrap().entry(id).or_default() += 1;
                 Ok(Bytes::new())
             })
         }
@@ -172,9 +299,8 @@ mod tests {
         (partition_key_of("Tally", key) % u64::from(PARTITIONS)) as u32
     }
 
-    /// Sends `Tally/{key}/note` to run after `delay`, if any.
-    async fn send(engine: &Engine, key: &str, delay: Option<Duration>) -> InvocationId {
-        let req = InvokeRequest {
+    fn note(key: &str, delay: Option<Duration>) -> InvokeRequest {
+        InvokeRequest {
             target: Target {
                 service: "Tally".into(),
                 handler: "note".into(),
@@ -184,8 +310,20 @@ mod tests {
             headers: Vec::new(),
             idempotency_key: None,
             delay,
-        };
-        engine.send(req).await.unwrap().0
+        }
+    }
+
+    /// Sends `Tally/{key}/note` to run after `delay`, if any.
+    async fn send(engine: &Engine, key: &str, delay: Option<Duration>) -> InvocationId {
+        engine.send(note(key, delay)).await.unwrap().0
+    }
+
+    /// A key of partition `partition` (whose first invocation is `Tally/c{n}/note`).
+    fn key_in(partition: u32) -> String {
+        (0..)
+            .map(|n| format!("c{n}"))
+            .find(|key| partition_of(key) == partition)
+            .unwrap()
     }
 
     async fn until(what: &str, done: impl Fn() -> bool) {
@@ -196,14 +334,13 @@ mod tests {
         }
     }
 
-    /// An engine holding no partition accepts delayed invocations; handed half of them, it
-    /// runs those of that half only (those of the other half fell due long before, while it
-    /// held none); handed the rest, it runs those too, each once.
+    /// Delayed invocations accepted, then every partition leaves: nothing fires. Half of them
+    /// come back: that half's invocations run, those of the other half (due earlier) do not.
+    /// The rest come back: those run too, each once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_engine_runs_the_partitions_it_is_handed_and_no_other() {
+    async fn timers_fire_only_in_the_partitions_held_and_once_where_they_come_back() {
         let store = MemoryStore::default();
         let storage = Arc::new(store.open(PARTITIONS));
-        storage.set_owned(Partitions::none(PARTITIONS));
         let (tally, _open) = Tally::new(true);
         let engine = start(&storage, &tally);
         let half = Partitions::of(PARTITIONS, [0, 1]);
@@ -213,11 +350,14 @@ mod tests {
             // The other half falls due first: had its timers been loaded, they would fire
             // before the held half's.
             match half.contains(partition_of(key)) {
-                true => held.push(send(&engine, key, Some(Duration::from_millis(300))).await),
-                false => other.push(send(&engine, key, Some(Duration::from_millis(1))).await),
+                true => held.push(send(&engine, key, Some(Duration::from_secs(2))).await),
+                false => other.push(send(&engine, key, Some(Duration::from_secs(1))).await),
             }
         }
         assert!(!held.is_empty() && !other.is_empty(), "keys in both halves");
+        storage.set_owned(Partitions::none(PARTITIONS));
+        until("every partition left", || engine.owned().is_empty()).await;
+        assert!(held.iter().chain(&other).all(|id| tally.runs(id) == 0));
 
         storage.set_owned(half.clone());
         until("the held half ran", || {
@@ -297,5 +437,112 @@ mod tests {
             );
         }
         after.shutdown();
+    }
+
+    /// Partitions that leave take their invocations out of memory: a request waiting here on
+    /// one hears it is lost here, their tasks stop without completing them (the store would
+    /// refuse them anyway), and those of the partitions kept go on. When the partitions come
+    /// back, their invocations that were accepted durably run again and complete once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invocations_leave_with_their_partition_and_complete_once_when_it_comes_back() {
+        let store = MemoryStore::default();
+        let storage = Arc::new(store.open(PARTITIONS));
+        let (tally, open) = Tally::new(false);
+        let engine = start(&storage, &tally);
+        let half = Partitions::of(PARTITIONS, [0, 3]);
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            let key = format!("k{i}");
+            ids.push((
+                half.contains(partition_of(&key)),
+                send(&engine, &key, None).await,
+            ));
+        }
+        let call = |partition| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.call(note(&key_in(partition), None)).await })
+        };
+        let (kept_call, left_call) = (call(0), call(1));
+        until("every invocation started", || {
+            tally.runs.lock().unwrap().len() == ids.len() + 2
+        })
+        .await;
+
+        storage.set_owned(half.clone());
+        let lost = left_call.await.unwrap();
+        assert!(
+            matches!(&lost, Err(super::super::EngineError::Lost(why)) if why == super::LEFT),
+            "a call whose partition left: {:?}",
+            lost.map(|(id, ..)| id)
+        );
+        assert!(engine.owned() == half);
+        open.send_replace(true);
+        let (id, ..) = kept_call
+            .await
+            .unwrap()
+            .expect("the call of a partition kept");
+        assert_eq!(tally.runs(&id), 1);
+        until("the kept half completed", || {
+            ids.iter()
+                .filter(|(kept, _)| *kept)
+                .all(|(_, id)| completed(&storage, id))
+        })
+        .await;
+        for (kept, id) in &ids {
+            assert_eq!(completed(&storage, id), *kept, "{id} (kept: {kept})");
+            assert_eq!(tally.runs(id), 1, "{id} (kept: {kept})");
+        }
+        // The tasks of those that left stopped where they waited.
+        until("the kept half got past the gate", || {
+            ids.iter()
+                .filter(|(kept, _)| *kept)
+                .all(|(_, id)| tally.passed(id) == 1)
+        })
+        .await;
+        for (_, id) in ids.iter().filter(|(kept, _)| !kept) {
+            assert_eq!(tally.passed(id), 0, "{id} went on after its partition left");
+        }
+
+        storage.set_owned(Partitions::all(PARTITIONS));
+        until("the rest completed", || {
+            ids.iter().all(|(_, id)| completed(&storage, id))
+        })
+        .await;
+        for (kept, id) in &ids {
+            let runs = if *kept { 1 } else { 2 };
+            assert_eq!(tally.runs(id), runs, "runs of {id} (kept: {kept})");
+            assert_eq!(tally.passed(id), 1, "{id} (kept: {kept}) got past once");
+        }
+        engine.shutdown();
+    }
+
+    /// A store's write to a partition its process does not hold is refused, and nothing else
+    /// fails for it (a fenced write is not a failed commit: the process goes on).
+    #[tokio::test]
+    async fn a_write_to_a_partition_not_held_is_refused_without_stopping_the_store() {
+        let storage = MemoryStore::default().open(PARTITIONS);
+        let (kept, other) = (key_in(0), key_in(1));
+        let put = |key: &str| WriteOp::SetState {
+            scope: StateScope {
+                service: "Tally".into(),
+                key: key.into(),
+            },
+            name: "n".into(),
+            value: b"1".to_vec(),
+        };
+        storage.set_owned(Partitions::of(PARTITIONS, [0]));
+        let refused = storage.submit(vec![put(&kept), put(&other)]).await;
+        assert!(matches!(refused, Err(StorageError::Backend(why)) if why.contains("partition 1")));
+        storage.submit(vec![put(&kept)]).await.unwrap();
+        assert!(storage.failure().borrow().is_none());
+        let scope = |key: &str| StateScope {
+            service: "Tally".into(),
+            key: key.into(),
+        };
+        assert_eq!(
+            storage.state(&scope(&kept), "n").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(storage.state(&scope(&other), "n").unwrap(), None);
     }
 }

@@ -29,6 +29,16 @@ struct Registry {
 #[derive(Default)]
 pub(crate) struct PromiseWaiters(Mutex<Registry>);
 
+impl PromiseWaiters {
+    /// Forgets the waiters and completions of the workflow keys `gone` picks (their partition
+    /// left this process).
+    pub(crate) fn forget(&self, gone: &dyn Fn(&StateScope) -> bool) {
+        let mut registry = self.0.lock().expect("promise waiters");
+        registry.waiting.retain(|(scope, _), _| !gone(scope));
+        registry.completing.retain(|(scope, _), _| !gone(scope));
+    }
+}
+
 /// Serialises completions so the first one wins even when two race.
 static COMPLETE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::Engine;
 use crate::ids::InvocationId;
+use crate::storage::Partitions;
 
 /// Entries read from the store at most per load: a burst due at once comes in slices.
 const LOAD_LIMIT: usize = 4096;
@@ -98,6 +99,12 @@ impl Timers {
     pub(crate) fn reload(&self) {
         self.window.lock().expect("timers lock").covered = None;
         self.changed.notify_one();
+    }
+
+    /// Disarms the timers of the partitions `lost` (another process runs them now).
+    pub(crate) fn forget(&self, lost: &Partitions) {
+        let mut window = self.window.lock().expect("timers lock");
+        window.due.retain(|(_, id)| !lost.holds(id));
     }
 
     /// Disarms the timers of a finished invocation at these times (its sleeps).

@@ -310,6 +310,10 @@ impl Engine {
         timer: Option<u64>,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
+        // Another process runs its partition: there the durable wake-up resumes it.
+        if !self.may_run(&id) {
+            return;
+        }
         let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
             if map.contains_key(&id) {

@@ -119,6 +119,15 @@ pub(crate) struct MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// The first partition that `ops` write and this handle's process does not hold.
+    fn foreign_partition(&self, ops: &[WriteOp]) -> Option<u32> {
+        let owned = self.owned.borrow();
+        ops.iter()
+            .filter_map(WriteOp::partition_key)
+            .map(|key| (key % u64::from(self.partitions)) as u32)
+            .find(|partition| !owned.contains(*partition))
+    }
+
     /// Tells the engine on this handle that its process runs `owned` from now on, as a shared
     /// store does when leases move.
     #[cfg(test)]
@@ -392,6 +401,15 @@ fn id_of(key: &Key) -> InvocationId {
 impl Storage for MemoryStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
         let started = std::time::Instant::now();
+        // Fenced as a shared store's writes are: a partition this handle's process does not
+        // hold is refused, and nothing else fails for it.
+        if let Some(partition) = self.foreign_partition(&ops) {
+            let (done, rx) = oneshot::channel();
+            let _ = done.send(Err(StorageError::Backend(format!(
+                "partition {partition} is another process's: the write is refused"
+            ))));
+            return CommitWaiter::new(rx);
+        }
         let result = self.commit(&ops);
         match &result {
             Ok(()) => {

@@ -305,6 +305,38 @@ impl StateScope {
 }
 
 impl WriteOp {
+    /// The partition key of the row it writes (an invocation's, or that of the object or
+    /// workflow key whose state or promises it changes); `None` for inbox bookkeeping, which
+    /// belongs to no partition.
+    ///
+    /// ```
+    /// use restate_runtime::storage::WriteOp;
+    /// assert_eq!(WriteOp::InboxDone { seqs: vec![1] }.partition_key(), None);
+    /// ```
+    pub fn partition_key(&self) -> Option<u64> {
+        match self {
+            Self::PutInvocation { id, .. }
+            | Self::PutJournal { id, .. }
+            | Self::DeleteInvocation { id }
+            | Self::Wake { id, .. }
+            | Self::ClearWakes { id, .. }
+            | Self::RequestCancel { id } => Some(id.partition_key()),
+            Self::AddResultWaiter { source, .. } | Self::ClearResultWaiters { source } => {
+                Some(source.partition_key())
+            }
+            Self::SetState { scope, .. }
+            | Self::ClearState { scope, .. }
+            | Self::ClearAllState { scope }
+            | Self::PutPromise { scope, .. }
+            | Self::ClearPromises { scope }
+            | Self::AddPromiseWaiter { scope, .. }
+            | Self::ClearPromiseWaiters { scope, .. } => {
+                Some(crate::ids::partition_key_of(&scope.service, &scope.key))
+            }
+            Self::InboxDone { .. } => None,
+        }
+    }
+
     /// Put an invocation record.
     pub fn put_invocation(id: InvocationId, record: &InvocationRecord) -> Self {
         let expires_at_ms = match &record.status {
