@@ -10,7 +10,7 @@ use super::durable::DurableFuture;
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
 use crate::client::RequestParts;
-use crate::engine::{EngineError, Inflight, Submission};
+use crate::engine::{Created, EngineError, Inflight, Submission};
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
 use crate::storage::{JournalEntry, Outcome, Target, WriteOp};
@@ -142,8 +142,8 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         return CallPlan::Stopped;
     }
     // Held until the entry that records a new callee is queued (or the callee discarded).
-    let (submitted, claim) = match ctx.engine.submit_recorded(req, Some((ctx.id(), index))) {
-        Ok(s) => s,
+    let created = match ctx.engine.submit_recorded(req, Some((ctx.id(), index))) {
+        Ok(created) => created,
         // A target this binary cannot invoke fails the call for good; a store that failed or
         // is full for now fails only this attempt, which is retried.
         Err(
@@ -155,6 +155,21 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
         Err(e) => {
             ctx.stop(Abort::Retry(format!("cannot call `{target}` now: {e}")));
             return CallPlan::Stopped;
+        }
+    };
+    let (submitted, claim) = match created {
+        Created::Here(submitted, claim) => (submitted, claim),
+        // Its partition's owner sends the outcome to this one's inbox.
+        Created::Elsewhere(id, message) => {
+            let entry = JournalEntry::Call {
+                target,
+                invocation_id: id,
+                outcome: None,
+            };
+            return match ctx.journal(index, entry, vec![message]) {
+                Some(_) => CallPlan::Wait(span),
+                None => CallPlan::Stopped,
+            };
         }
     };
     let (id, mut extra, launch, forward) = match submitted.submission {
@@ -272,7 +287,15 @@ fn send_from_handler(
         .map_err(|e| e.to_string())
         .and_then(|req| (ctx.engine.submit_recorded(req, None)).map_err(|e| e.to_string()));
     let (submitted, claim) = match submitted {
-        Ok(s) => s,
+        Ok(Created::Here(submitted, claim)) => (submitted, claim),
+        Ok(Created::Elsewhere(id, message)) => {
+            let entry = JournalEntry::Send {
+                target,
+                invocation_id: id,
+            };
+            drop(ctx.journal(index, entry, vec![message]));
+            return id;
+        }
         Err(reason) => {
             // A send to a target this binary does not serve is a bug to fix and redeploy: retry.
             ctx.stop(Abort::Retry(format!("cannot send to `{target}`: {reason}")));

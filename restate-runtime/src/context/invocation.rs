@@ -425,7 +425,8 @@ impl InvocationContext {
     /// once it is known: for results that do not arrive by themselves (an attach; a duplicate
     /// call whose result goes to another caller; a call pending at a restart).
     pub(crate) fn forward_outcome(&self, index: u32, source: InvocationId, pending: JournalEntry) {
-        if self.replay_ends() {
+        // Another process runs the source: its owner sends the outcome to this one's inbox.
+        if self.replay_ends() || self.engine.elsewhere(&source) {
             return;
         }
         {

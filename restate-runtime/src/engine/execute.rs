@@ -116,6 +116,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     .instrument(span.clone());
                 let handler = AssertUnwindSafe(handler).catch_unwind();
                 tokio::select! {
+                    // Looked at first: a handler that could go on as its partition leaves (or
+                    // the engine stops) does not take another step here.
+                    biased;
+                    () = stopped(&mut shutdown, &mut departures, &inflight) => Attempt::Shutdown,
                     result = handler => match result {
                         Ok(Ok(output)) => Attempt::Success(output),
                         Ok(Err(e)) => match e.into_terminal() {
@@ -126,7 +130,6 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     },
                     abort = ctx.aborted() => Attempt::stopped(abort),
                     _ = inflight.killed.notified() => Attempt::Killed,
-                    () = stopped(&mut shutdown, &mut departures, &inflight) => Attempt::Shutdown,
                 }
             };
             // A handler stopped by something it did (a write it could not make) may return in

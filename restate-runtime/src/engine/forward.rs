@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, join_all};
 
+use super::wake::Completion;
 use super::{
     Completed, Engine, EngineError, Inflight, InvokeRequest, Journal, Prepared, SendStatus,
 };
 use crate::ids::InvocationId;
 use crate::storage::{
-    CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, Outcome,
-    Status, WriteOp,
+    CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, JournalEntry,
+    Outcome, ResultWaiter, Status, Target, WriteOp,
 };
 
 /// What a forwarded invocation became when taken in.
@@ -286,6 +287,20 @@ impl Engine {
                             break;
                         }
                         let stored = stored.get(&id).copied().unwrap_or(false);
+                        // A call from another partition to one that exists (its idempotency
+                        // or workflow key's): the caller waits on its result.
+                        if let Some((caller, index)) = record.caller
+                            && (stored || map.contains_key(&id))
+                        {
+                            let waiter = ResultWaiter {
+                                source: id,
+                                waiter: caller,
+                                index,
+                                call: true,
+                            };
+                            effects.push((seq, self.join_result(waiter, record.target).boxed()));
+                            continue;
+                        }
                         match self.adopt(&mut map, id, *record, stored) {
                             Adoption::New(inflight, at) => {
                                 let durable = inflight.make_durable(self.storage.as_ref());
@@ -306,6 +321,9 @@ impl Engine {
                     InboxMessage::Kill => control(self.kill_here(id)).boxed(),
                     InboxMessage::Purge => control(self.purge_here(id)).boxed(),
                     InboxMessage::Resume => control(self.resume_invocation_here(id)).boxed(),
+                    InboxMessage::Complete { index, entry } => {
+                        self.complete_from_elsewhere(id, index, entry).boxed()
+                    }
                 };
                 effects.push((seq, effect));
             }
@@ -340,6 +358,74 @@ impl Engine {
             tracing::error!("removing applied inbox messages failed: {e}");
         }
         applied
+    }
+
+    /// Records entry `index` of `id`, completed by an invocation of another partition, as a
+    /// completion made here: with its wake-up, unless the entry was completed first (this
+    /// message applied before a crash that kept it, or a cancellation that got there first).
+    async fn complete_from_elsewhere(
+        &self,
+        id: InvocationId,
+        index: u32,
+        entry: JournalEntry,
+    ) -> Result<Applied, String> {
+        let in_memory = self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .contains_key(&id);
+        // One in memory is checked under its lock as the completion is queued.
+        if !in_memory {
+            let gone = match self.storage.invocation(&id).map_err(|e| e.to_string())? {
+                None => true,
+                Some(record) => matches!(record.status, Status::Completed { .. }),
+            };
+            let done = gone
+                || (self.storage.journal(&id).map_err(|e| e.to_string())?)
+                    .iter()
+                    .any(|(i, e)| *i == index && super::wake::completed_from_outside(e));
+            if done {
+                return Ok(Applied::Done);
+            }
+        }
+        let completion = Completion {
+            id,
+            index,
+            entry,
+            wakes: true,
+        };
+        let pending = self.submit_completions(Vec::new(), vec![completion]);
+        pending
+            .finish()
+            .await
+            .map(|()| Applied::Done)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Makes `waiter` wait on the result of its source, which exists here (a duplicate call
+    /// from another partition): recorded as a result waiter, which the source's completion
+    /// completes; or completed at once if the source has finished (also if it finished as the
+    /// waiter was recorded: the first completion of the entry wins).
+    async fn join_result(&self, waiter: ResultWaiter, target: Target) -> Result<Applied, String> {
+        let add = self.result_waiter(waiter.source, waiter.waiter, waiter.index, waiter.call);
+        self.storage
+            .submit(vec![add])
+            .await
+            .map_err(|e| e.to_string())?;
+        let record = self
+            .storage
+            .invocation(&waiter.source)
+            .map_err(|e| e.to_string())?;
+        if let Some(InvocationRecord {
+            status: Status::Completed { outcome, .. },
+            ..
+        }) = record
+        {
+            let completion = super::wake::result_completion(waiter, &target, &outcome);
+            let pending = self.submit_completions(Vec::new(), vec![completion]);
+            pending.finish().await.map_err(|e| e.to_string())?;
+        }
+        Ok(Applied::Done)
     }
 
     async fn complete_forwarded(

@@ -55,8 +55,8 @@ use crate::clock::{Clock, now_ms};
 use crate::ids::{InvocationId, partition_key_of};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
 use crate::storage::{
-    InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage, StorageError, Target,
-    WriteOp,
+    InboxMessage, InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage,
+    StorageError, Target, WriteOp,
 };
 
 /// Errors of the engine, as adapters (ingress, clients) map them.
@@ -191,6 +191,15 @@ pub(crate) enum OutputState {
     NotFound,
     NotReady,
     Done(Arc<Completed>),
+}
+
+/// Where a handler's new invocation is ([`Engine::submit_recorded`]).
+pub(crate) enum Created<'a> {
+    /// In this process, with the claim of a new one of a derived id.
+    Here(Submitted, Option<Claim<'a>>),
+    /// In a partition another process runs: its id, and the message that creates it there
+    /// (or finds the one its id names), written with the handler's entry.
+    Elsewhere(InvocationId, WriteOp),
 }
 
 /// Where new work comes from: outside (refused while the disk is nearly full) or a handler.
@@ -523,13 +532,23 @@ impl Engine {
     /// because the entry was refused. A duplicate from elsewhere waits for the claim, so it
     /// never joins an invocation that is not recorded yet: it would be told "accepted" for one
     /// that a stopped caller then discards.
+    ///
+    /// One whose partition another process runs is created there: the message that does so
+    /// is for the handler's entry to carry, and that process finds a duplicate (law 3 across
+    /// processes).
     pub(crate) fn submit_recorded(
         &self,
         req: InvokeRequest,
         caller: Option<(InvocationId, u32)>,
-    ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
+    ) -> Result<Created<'_>, EngineError> {
         let prepared = self.prepare(req, caller)?;
-        self.submit_prepared(prepared, Origin::Handler, None)
+        if self.elsewhere(&prepared.id) {
+            let id = prepared.id;
+            let message = InboxMessage::Invoke(Box::new(prepared.record));
+            return Ok(Created::Elsewhere(id, WriteOp::forward(id, &message)));
+        }
+        let (submitted, claim) = self.submit_prepared(prepared, Origin::Handler, None)?;
+        Ok(Created::Here(submitted, claim))
     }
 
     /// [`Self::submit_recorded`] for work from outside any handler: a new invocation is refused while
@@ -1662,7 +1681,10 @@ mod tests {
     }
 
     fn created_unrecorded(engine: &Engine) -> Unrecorded<'_> {
-        let (created, claim) = engine.submit_recorded(keyed_request(), None).unwrap();
+        let Ok(Created::Here(created, claim)) = engine.submit_recorded(keyed_request(), None)
+        else {
+            panic!("a store of one process creates every invocation here");
+        };
         let claim = claim.expect("a new invocation of a derived id comes claimed");
         let Submission::Running {
             inflight,

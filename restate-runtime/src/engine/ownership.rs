@@ -65,6 +65,11 @@ impl Engine {
         self.held.read().expect("held lock").running.holds(id)
     }
 
+    /// Whether another process runs `id`'s partition: effects on it go to its inbox.
+    pub(crate) fn elsewhere(&self, id: &InvocationId) -> bool {
+        self.shared_store && !self.runs(id)
+    }
+
     /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
     pub(crate) fn may_run(&self, id: &InvocationId) -> bool {
         let held = self.held.read().expect("held lock");
@@ -217,7 +222,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::super::tests::test_config;
-    use super::super::{Engine, InvokeRequest};
+    use super::super::{Engine, EngineConfig, InvokeRequest};
     use crate::context::InvocationContext;
     use crate::error::HandlerError;
     use crate::ids::{InvocationId, partition_key_of};
@@ -256,7 +261,46 @@ mod tests {
         }
 
         fn registry(&self) -> Registry {
-            Registry::assemble(vec![(Tally::definition(), Arc::new(self.clone()) as _)]).unwrap()
+            Registry::assemble(vec![
+                (Tally::definition(), Arc::new(self.clone()) as _),
+                (Relay::definition(), Arc::new(Relay) as _),
+            ])
+            .unwrap()
+        }
+    }
+
+    /// An object whose handlers call or send `Tally/{key}/note` for the key they are given,
+    /// and return the id that `note` returned (a call) or the id of what they sent.
+    struct Relay;
+
+    impl Service for Relay {
+        fn definition() -> ServiceDefinition {
+            ServiceDefinition {
+                name: "Relay",
+                kind: ServiceKind::VirtualObject,
+                handlers: ["call", "send"]
+                    .map(|name| {
+                        internal_handler(name, HandlerKind::Exclusive, Some("String"), "String")
+                    })
+                    .into(),
+            }
+        }
+
+        fn invoke<'a>(
+            &'a self,
+            handler: &'a str,
+            ctx: &'a InvocationContext,
+            input: Bytes,
+        ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+            Box::pin(async move {
+                let key: String = serde_json::from_slice(&input).unwrap();
+                let note = crate::client::parts("Tally", Some(&key), "note", Ok(Bytes::new()));
+                let got = match handler {
+                    "call" => ctx.call::<String>(note).await?,
+                    _ => ctx.send(note, None).to_string(),
+                };
+                crate::__private::output(Ok::<_, HandlerError>(got))
+            })
         }
     }
 
@@ -265,7 +309,12 @@ mod tests {
             ServiceDefinition {
                 name: "Tally",
                 kind: ServiceKind::VirtualObject,
-                handlers: vec![internal_handler("note", HandlerKind::Exclusive, None, "()")],
+                handlers: vec![internal_handler(
+                    "note",
+                    HandlerKind::Exclusive,
+                    None,
+                    "String",
+                )],
             }
         }
 
@@ -280,7 +329,7 @@ mod tests {
             Box::pin(async move {
                 let _ = open.wait_for(|open| *open).await;
                 *passed.lock().unwrap().entry(id).or_default() += 1;
-                Ok(Bytes::new())
+                crate::__private::output(Ok::<_, HandlerError>(id.to_string()))
             })
         }
     }
@@ -544,5 +593,212 @@ mod tests {
             Some(b"1".to_vec())
         );
         assert_eq!(storage.state(&scope(&other), "n").unwrap(), None);
+    }
+
+    /// `call` within 20 s, or the test fails.
+    async fn within<T>(call: impl std::future::Future<Output = T>) -> T {
+        let deadline = Duration::from_secs(20);
+        tokio::time::timeout(deadline, call)
+            .await
+            .expect("no answer within 20 s")
+    }
+
+    fn relay(handler: &str, key: &str, to: &str) -> InvokeRequest {
+        InvokeRequest {
+            target: Target {
+                service: "Relay".into(),
+                handler: handler.into(),
+                key: Some(key.into()),
+            },
+            input: Bytes::from(serde_json::to_vec(to).unwrap()),
+            headers: Vec::new(),
+            idempotency_key: None,
+            delay: None,
+        }
+    }
+
+    /// Two processes on one shared store, each running half the partitions. A handler's call
+    /// to an object of the other half is created there through its inbox, with the caller's
+    /// entry, and its result comes back through the caller's inbox; a send likewise. Requests
+    /// from outside reach whichever process runs their key, through either process. Every
+    /// callee runs once, and every call gets its own callee's result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_and_sends_cross_partitions_through_the_inboxes_and_run_once() {
+        let store = MemoryStore::default();
+        let (a_half, b_half) = (
+            Partitions::of(PARTITIONS, [0, 1]),
+            Partitions::of(PARTITIONS, [2, 3]),
+        );
+        let (tally, _open) = Tally::new(true);
+        let (a, b) = (
+            Arc::new(store.open_shared(PARTITIONS)),
+            Arc::new(store.open_shared(PARTITIONS)),
+        );
+        a.set_owned(a_half.clone());
+        b.set_owned(b_half.clone());
+        let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
+        let in_half = |half: &Partitions, n: usize, prefix: &str| -> Vec<String> {
+            (0..)
+                .map(|i| format!("{prefix}{i}"))
+                .filter(|key| half.contains(partition_of(key)))
+                .take(n)
+                .collect()
+        };
+        let mut calls = Vec::new();
+        for (i, (from, to)) in in_half(&a_half, 6, "r")
+            .iter()
+            .zip(in_half(&b_half, 6, "t"))
+            .enumerate()
+        {
+            // Through the process that runs the relay, and through the other one.
+            let via = if i % 2 == 0 { &engine_a } else { &engine_b };
+            let (_, done, _) = within(via.call(relay("call", from, &to))).await.unwrap();
+            let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+                panic!("a relayed call failed: {:?}", done.outcome);
+            };
+            let callee: String = serde_json::from_slice(bytes).unwrap();
+            calls.push((to, callee.parse::<InvocationId>().unwrap()));
+        }
+        for (to, callee) in &calls {
+            assert!(
+                b_half.holds(callee),
+                "the callee of Tally/{to} is in its key's partition"
+            );
+            assert_eq!(tally.runs(callee), 1, "Tally/{to} ran once");
+            assert!(completed(&b, callee));
+        }
+        // Calls the other way, and sends both ways.
+        for (from, to) in in_half(&b_half, 3, "s")
+            .iter()
+            .zip(in_half(&a_half, 3, "u"))
+        {
+            let (_, done, _) = within(engine_b.call(relay("call", from, &to)))
+                .await
+                .unwrap();
+            assert!(
+                matches!(done.outcome, crate::storage::Outcome::Success(_)),
+                "{:?}",
+                done.outcome
+            );
+        }
+        let mut sent = Vec::new();
+        for (from, to) in in_half(&a_half, 4, "v")
+            .iter()
+            .zip(in_half(&b_half, 4, "w"))
+        {
+            let (_, done, _) = within(engine_a.call(relay("send", from, &to)))
+                .await
+                .unwrap();
+            let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+                panic!("a relayed send failed: {:?}", done.outcome);
+            };
+            let id: String = serde_json::from_slice(bytes).unwrap();
+            sent.push(id.parse::<InvocationId>().unwrap());
+        }
+        until("every sent invocation ran where its partition runs", || {
+            sent.iter().all(|id| completed(&b, id))
+        })
+        .await;
+        for id in &sent {
+            assert_eq!(tally.runs(id), 1);
+        }
+        engine_a.shutdown();
+        engine_b.shutdown();
+    }
+
+    /// The output of a completed invocation, as a string.
+    fn output(storage: &MemoryStorage, id: &InvocationId) -> Option<String> {
+        match storage.invocation(id).unwrap()?.status {
+            Status::Completed {
+                outcome: crate::storage::Outcome::Success(bytes),
+                ..
+            } => Some(serde_json::from_slice(&bytes).unwrap()),
+            _ => None,
+        }
+    }
+
+    /// A crash at every commit of a call across partitions (the caller's entry with the
+    /// message that creates the callee, the callee's record, its completion with the message
+    /// that carries its result back, that result's entry with the caller's wake-up, the inbox
+    /// messages' removals, the caller's end): after the restart of both processes, the
+    /// accepted caller completes with the result of the one callee it recorded, and exactly
+    /// one callee completed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_at_any_commit_of_a_call_across_partitions_loses_and_doubles_nothing() {
+        let (a_half, b_half) = (
+            Partitions::of(PARTITIONS, [0, 1]),
+            Partitions::of(PARTITIONS, [2, 3]),
+        );
+        let (from, to) = (key_in(0), key_in(2));
+        let config = || EngineConfig {
+            on_storage_failure: |_| {},
+            ..test_config()
+        };
+        let mut crashed_at = Vec::new();
+        for n in 1..=16 {
+            let store = MemoryStore::default();
+            let (tally, _open) = Tally::new(true);
+            let processes = || {
+                let (a, b) = (
+                    Arc::new(store.open_shared(PARTITIONS)),
+                    Arc::new(store.open_shared(PARTITIONS)),
+                );
+                a.set_owned(a_half.clone());
+                b.set_owned(b_half.clone());
+                let start = |s: &Arc<MemoryStorage>| {
+                    let storage = s.clone() as Arc<dyn Storage>;
+                    Engine::start(storage, tally.registry(), config()).unwrap()
+                };
+                let engines = (start(&a), start(&b));
+                (a, engines)
+            };
+            let (_, (engine_a, engine_b)) = processes();
+            store.kill_after_commits(n);
+            let accepted = engine_a
+                .send(relay("call", &from, &to))
+                .await
+                .map(|(id, ..)| id);
+            if let Ok(relay_id) = accepted {
+                let a = store.open(PARTITIONS);
+                until("the relay completed or the store was killed", || {
+                    store.kills() > 0 || output(&a, &relay_id).is_some()
+                })
+                .await;
+            }
+            engine_a.shutdown();
+            engine_b.shutdown();
+            if store.kills() > 0 {
+                crashed_at.push(n);
+            }
+            let (a, (after_a, after_b)) = processes();
+            if let Ok(relay_id) = accepted {
+                until("the relay completed after the restart", || {
+                    output(&a, &relay_id).is_some()
+                })
+                .await;
+                let callee: InvocationId = output(&a, &relay_id).unwrap().parse().unwrap();
+                assert_eq!(
+                    output(&a, &callee),
+                    Some(callee.to_string()),
+                    "crash at commit {n}"
+                );
+                let tallies: Vec<_> = a
+                    .invocations(None, 1000)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(_, r)| r.target.service == "Tally")
+                    .collect();
+                assert_eq!(
+                    tallies.len(),
+                    1,
+                    "crash at commit {n}: one callee, {tallies:?}"
+                );
+            }
+            after_a.shutdown();
+            after_b.shutdown();
+        }
+        // The sweep went past the end of the flow: every commit of it was a crash point.
+        assert!(crashed_at.len() < 16, "crashes at {crashed_at:?}");
+        assert!(crashed_at.len() >= 6, "crashes at {crashed_at:?}");
     }
 }

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
 use crate::storage::{
-    CommitWaiter, JournalEntry, Outcome, Partitions, ResultWaiter, Status, StorageError, WriteOp,
+    CommitWaiter, InboxMessage, JournalEntry, Outcome, Partitions, ResultWaiter, Status,
+    StorageError, WriteOp,
 };
 
 /// One journal entry completed by another party's commit.
@@ -74,7 +75,7 @@ impl PendingWake {
 
 /// The entry kinds that something outside the handler completes: a suspension that saw one
 /// completed has spent its wake-up.
-fn completed_from_outside(entry: &JournalEntry) -> bool {
+pub(super) fn completed_from_outside(entry: &JournalEntry) -> bool {
     matches!(
         entry,
         JournalEntry::Call {
@@ -243,6 +244,15 @@ impl Engine {
         let mut absent = Vec::new();
         let mut woken = Vec::new();
         for c in completions {
+            // Its partition's owner applies it (law 9 there), and the first completion wins.
+            if self.elsewhere(&c.id) {
+                let message = InboxMessage::Complete {
+                    index: c.index,
+                    entry: c.entry,
+                };
+                ops.push(WriteOp::forward(c.id, &message));
+                continue;
+            }
             match map.get(&c.id) {
                 Some(f) => {
                     let mut state = f.state();

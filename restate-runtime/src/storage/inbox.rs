@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::records::{InvocationRecord, Outcome};
+use super::records::{InvocationRecord, JournalEntry, Outcome};
 use crate::ids::InvocationId;
 
 /// What a process forwards to the owner of an invocation's partition.
@@ -41,6 +41,15 @@ pub enum InboxMessage {
     Purge,
     /// Run a paused invocation again.
     Resume,
+    /// Entry `index` of the invocation, completed by an invocation of another partition (the
+    /// result of a call it made): the owner records it as if it had completed it itself, and
+    /// the first completion of an entry wins.
+    Complete {
+        /// The entry's position in the journal.
+        index: u32,
+        /// The entry, completed.
+        entry: JournalEntry,
+    },
 }
 
 impl InboxMessage {

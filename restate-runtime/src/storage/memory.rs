@@ -15,8 +15,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, Target};
 use super::{
-    CommitWaiter, HintHead, Partitions, ResultWaiter, StateScope, Storage, StorageError,
-    UnfinishedHint, WriteOp, WriterStats, hint_due,
+    CommitWaiter, ForwardWaiter, Forwarded, HintHead, Inbound, InboxMessage, InboxPending,
+    Partitions, ResultWaiter, Signals, StateScope, Storage, StorageError, UnfinishedHint, WriteOp,
+    WriterStats, hint_due,
 };
 use crate::ids::InvocationId;
 
@@ -40,6 +41,16 @@ struct Shared {
     /// Drawn when the store is first opened.
     secret: Option<[u8; 32]>,
     partitions: u32,
+    /// Signals between the processes sharing the store, once one opened it as shared.
+    signals: Option<(Signals, watch::Sender<u64>)>,
+}
+
+/// A message in the inbox of its invocation's partition.
+struct InboxRow {
+    id: InvocationId,
+    /// It starts its invocation, accepted from outside: unique per id.
+    starts: bool,
+    message: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -57,6 +68,9 @@ struct Tables {
     wakeups: BTreeSet<(Key, u32)>,
     /// (source, waiter, entry) → the entry is a call.
     result_waiters: BTreeMap<(Key, Key, u32), bool>,
+    /// Messages by arrival, for the owners of their partitions.
+    inbox: BTreeMap<u64, InboxRow>,
+    inbox_seq: u64,
 }
 
 impl MemoryStore {
@@ -67,12 +81,32 @@ impl MemoryStore {
 
     /// A handle on the store, as a process opens it; `partitions` counts only the first time.
     pub(crate) fn open(&self, partitions: u32) -> MemoryStorage {
+        self.open_handle(partitions, false)
+    }
+
+    /// A handle on the store as one of several processes opens a shared database: with an
+    /// inbox and signals, so that its engine forwards what belongs to partitions it does not
+    /// hold ([`MemoryStorage::set_owned`]) and applies what arrives for those it does.
+    #[cfg(test)]
+    pub(crate) fn open_shared(&self, partitions: u32) -> MemoryStorage {
+        self.open_handle(partitions, true)
+    }
+
+    fn open_handle(&self, partitions: u32, shared_store: bool) -> MemoryStorage {
         let mut shared = self.shared();
         let secret = *shared.secret.get_or_insert_with(rand::random);
         if shared.partitions == 0 {
             shared.partitions = partitions.max(1);
         }
+        let signals = shared_store.then(|| {
+            shared
+                .signals
+                .get_or_insert_with(Signals::channels)
+                .0
+                .clone()
+        });
         MemoryStorage {
+            signals,
             store: self.clone(),
             epoch: shared.epoch,
             secret,
@@ -107,6 +141,8 @@ impl MemoryStore {
 /// One process's handle on a [`MemoryStore`].
 pub(crate) struct MemoryStorage {
     store: MemoryStore,
+    /// Opened as one of several processes: what they signal each other.
+    signals: Option<Signals>,
     epoch: u64,
     secret: [u8; 32],
     partitions: u32,
@@ -163,6 +199,21 @@ impl MemoryStorage {
         shared.tables.check(ops)?;
         for op in ops {
             shared.tables.apply(op);
+        }
+        if let Some((signals, inbox)) = &shared.signals {
+            if ops.iter().any(|op| matches!(op, WriteOp::Forward { .. })) {
+                inbox.send_modify(|n| *n += 1);
+            }
+            signals
+                .finished
+                .finished(ops.iter().filter_map(|op| match op {
+                    WriteOp::PutInvocation {
+                        id,
+                        expires_at_ms: Some(_),
+                        ..
+                    } => Some(*id),
+                    _ => None,
+                }));
         }
         match shared.kill_after {
             Some(1) => {
@@ -311,8 +362,20 @@ impl Tables {
                     self.result_waiters.remove(&waiter);
                 }
             }
-            // One process, no inbox.
-            WriteOp::InboxDone { .. } => {}
+            WriteOp::InboxDone { seqs } => {
+                for seq in seqs {
+                    self.inbox.remove(seq);
+                }
+            }
+            WriteOp::Forward { id, encoded } => {
+                self.inbox_seq += 1;
+                let row = InboxRow {
+                    id: *id,
+                    starts: false,
+                    message: encoded.clone(),
+                };
+                self.inbox.insert(self.inbox_seq, row);
+            }
             WriteOp::RequestCancel { id } => {
                 let key = id.storage_key();
                 if let Some(bytes) = self.invocations.get(&key) {
@@ -626,6 +689,77 @@ impl Storage for MemoryStorage {
 
     fn owned(&self) -> watch::Receiver<Partitions> {
         self.owned.subscribe()
+    }
+
+    fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
+        let forwarded = self.signals.as_ref().map_or_else(
+            || {
+                Err(StorageError::Backend(
+                    "this store serves one process".into(),
+                ))
+            },
+            |_| {
+                let mut shared = self.tables()?;
+                let tables = &mut shared.tables;
+                let starts = message.starts_invocation();
+                let key = id.storage_key();
+                if starts
+                    && (tables.invocations.contains_key(&key)
+                        || tables.inbox.values().any(|row| row.starts && row.id == id))
+                {
+                    return Ok(Forwarded::Duplicate);
+                }
+                tables.inbox_seq += 1;
+                let row = InboxRow {
+                    id,
+                    starts,
+                    message: records::encode(&message),
+                };
+                tables.inbox.insert(tables.inbox_seq, row);
+                if let Some((_, inbox)) = &shared.signals {
+                    inbox.send_modify(|n| *n += 1);
+                }
+                Ok(Forwarded::New)
+            },
+        );
+        Box::pin(std::future::ready(forwarded))
+    }
+
+    fn inbox(&self, limit: usize, max_bytes: usize) -> Result<Vec<Inbound>, StorageError> {
+        let shared = self.tables()?;
+        let owned = self.owned.borrow().clone();
+        let mut bytes = 0;
+        let mut page = Vec::new();
+        for (seq, row) in &shared.tables.inbox {
+            if page.len() >= limit || bytes >= max_bytes {
+                break;
+            }
+            if !owned.holds(&row.id) {
+                continue;
+            }
+            bytes += row.message.len();
+            page.push(Inbound {
+                seq: *seq,
+                id: row.id,
+                message: records::decode(&row.message)?,
+            });
+        }
+        Ok(page)
+    }
+
+    fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
+        let shared = self.tables()?;
+        let rows = shared.tables.inbox.values();
+        Ok(
+            rows.fold(InboxPending::default(), |pending, row| InboxPending {
+                starts: pending.starts || (row.starts && row.id == *id),
+                partition: pending.partition || row.id.partition_key() == id.partition_key(),
+            }),
+        )
+    }
+
+    fn signals(&self) -> Option<Signals> {
+        self.signals.clone()
     }
 
     fn writer_stats(&self) -> WriterStats {

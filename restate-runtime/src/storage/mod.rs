@@ -266,6 +266,16 @@ pub enum WriteOp {
         /// The messages.
         seqs: Vec<u64>,
     },
+    /// A message into the inbox of `id`'s partition, written with the batch whose entry
+    /// caused it: an effect on a partition another process runs (a transactional outbox,
+    /// law 3 across processes). Only a shared store gets one: a store of one process runs
+    /// every partition.
+    Forward {
+        /// The invocation it is for.
+        id: InvocationId,
+        /// The [`InboxMessage`], encoded.
+        encoded: Vec<u8>,
+    },
 }
 
 /// An invocation waiting on another's result without being its caller: an attach, or a
@@ -306,8 +316,8 @@ impl StateScope {
 
 impl WriteOp {
     /// The partition key of the row it writes (an invocation's, or that of the object or
-    /// workflow key whose state or promises it changes); `None` for inbox bookkeeping, which
-    /// belongs to no partition.
+    /// workflow key whose state or promises it changes); `None` for the inbox's rows, which
+    /// any process writes.
     ///
     /// ```
     /// use restate_runtime::storage::WriteOp;
@@ -333,7 +343,15 @@ impl WriteOp {
             | Self::ClearPromiseWaiters { scope, .. } => {
                 Some(crate::ids::partition_key_of(&scope.service, &scope.key))
             }
-            Self::InboxDone { .. } => None,
+            Self::InboxDone { .. } | Self::Forward { .. } => None,
+        }
+    }
+
+    /// Sends `message` to the inbox of `id`'s partition with the batch.
+    pub fn forward(id: InvocationId, message: &InboxMessage) -> Self {
+        Self::Forward {
+            id,
+            encoded: records::encode(message),
         }
     }
 
@@ -392,6 +410,7 @@ impl WriteOp {
                 Self::ClearAllState { scope } | Self::ClearPromises { scope } => scope_len(scope),
                 Self::ClearWakes { indexes, .. } => 4 * indexes.len(),
                 Self::InboxDone { seqs } => 8 * seqs.len(),
+                Self::Forward { encoded, .. } => encoded.len(),
                 Self::DeleteInvocation { .. }
                 | Self::Wake { .. }
                 | Self::AddResultWaiter { .. }

@@ -912,8 +912,8 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
                     .map_err(redb::Error::from)?;
             }
         }
-        // One process, no inbox.
-        WriteOp::InboxDone { .. } => {}
+        // One process runs every partition: nothing is forwarded, nothing arrives.
+        WriteOp::InboxDone { .. } | WriteOp::Forward { .. } => {}
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
             if let Some(old) = table!(t.invocations, INVOCATIONS)

@@ -85,6 +85,8 @@ pub(super) struct Fold {
     finished: Vec<InvocationId>,
     /// Applied inbox messages, removed after everything else.
     inbox_done: Vec<i64>,
+    /// Messages for the inboxes of other partitions, in the order their ops came.
+    forwards: Vec<(InvocationId, Vec<u8>)>,
 }
 
 fn scope(s: &StateScope) -> Scope {
@@ -198,6 +200,7 @@ impl Fold {
             WriteOp::InboxDone { seqs } => {
                 self.inbox_done.extend(seqs.into_iter().map(|s| s as i64));
             }
+            WriteOp::Forward { id, encoded } => self.forwards.push((id, encoded)),
         }
         Ok(None)
     }
@@ -359,6 +362,18 @@ impl Fold {
         if !self.inbox_done.is_empty() {
             push(sql::DELETE_INBOX, vec![Box::new(self.inbox_done)]);
         }
+        if !self.forwards.is_empty() {
+            let (mut partition_keys, mut keys, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+            for (id, message) in self.forwards {
+                partition_keys.push(id.partition_key() as i64);
+                keys.push(id.storage_key().to_vec());
+                messages.push(message);
+            }
+            push(
+                sql::FORWARD,
+                vec![Box::new(partition_keys), Box::new(keys), Box::new(messages)],
+            );
+        }
         out
     }
 }
@@ -414,6 +429,7 @@ pub(super) const ALL: &[&str] = &[
     sql::DELETE_RESULT_WAITERS,
     sql::ADD_RESULT_WAITERS,
     sql::DELETE_INBOX,
+    sql::FORWARD,
 ];
 
 /// The statements a fold sends, each over arrays of rows.
@@ -421,6 +437,14 @@ mod sql {
     pub(super) const DELETE_INVOCATIONS: &str =
         "DELETE FROM restate_invocations WHERE id = ANY($1::bytea[])";
     pub(super) const DELETE_INBOX: &str = "DELETE FROM restate_inbox WHERE seq = ANY($1::int8[])";
+    /// Messages from handlers to other partitions, in their order; they start nothing that
+    /// is deduplicated at the insert (the owner that applies one finds what exists), and
+    /// wake the owners at the commit.
+    pub(super) const FORWARD: &str = "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+         SELECT t.p, t.i, false, t.m \
+         FROM unnest($1::int8[], $2::bytea[], $3::bytea[]) WITH ORDINALITY AS t(p, i, m, n) \
+         ORDER BY t.n \
+         RETURNING pg_notify('restate_inbox', '')::text";
     pub(super) const PUT_INVOCATIONS: &str = "INSERT INTO restate_invocations \
          (id, partition_key, record, hint, due_ms, expires_at_ms) \
          SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[], \
