@@ -16,7 +16,7 @@ use super::run::outcome_to_result;
 use crate::engine::OutputState;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
-use crate::storage::{CommitWaiter, JournalEntry, Outcome};
+use crate::storage::{CommitWaiter, InboxMessage, JournalEntry, Outcome, WriteOp};
 
 /// What the journal says about a decision at one position.
 #[derive(Clone, Copy)]
@@ -205,8 +205,10 @@ impl InvocationContext {
                 }
             }
         };
-        if self.engine.config().replay_check {
-            return; // delivering it again would write to the target
+        // Delivering it again would write to the target; another process's target gets it
+        // from the request, through its inbox.
+        if self.engine.config().replay_check || self.engine.elsewhere(&id) {
+            return;
         }
         let engine = self.engine.clone();
         self.engine.tasks().spawn(async move {
@@ -341,7 +343,17 @@ impl InvocationContext {
                         self.journal(index, entry, Vec::new()).map(Some)
                     }
                     Ok(None) => {
-                        let waiter = self.engine.result_waiter(id, self.id(), index, false);
+                        // Another process runs it: its owner is told to complete this entry.
+                        let waiter = match self.engine.elsewhere(&id) {
+                            true => {
+                                let attach = InboxMessage::Attach {
+                                    waiter: self.id(),
+                                    index,
+                                };
+                                WriteOp::forward(id, &attach)
+                            }
+                            false => self.engine.result_waiter(id, self.id(), index, false),
+                        };
                         let ok = self.journal(index, pending(), vec![waiter]).is_some();
                         if ok {
                             self.forward_outcome(index, id, pending());

@@ -139,6 +139,10 @@ impl Engine {
 
     /// [`Self::cancel`] applied in this process.
     pub(crate) async fn cancel_here(&self, id: InvocationId) -> Result<(), ControlError> {
+        // A handler's callee that another process runs (its call is being cancelled).
+        if self.elsewhere(&id) {
+            return Ok(self.forward_message(id, InboxMessage::Cancel).await?);
+        }
         let (inflight, waiter, restart) = loop {
             let (inflight, in_memory) = self.load(id)?;
             match self.claim_unstarted(&inflight, in_memory) {
@@ -192,6 +196,10 @@ impl Engine {
     /// handler's `ctx.cancel` (so the request is durable with its cause). In memory, the
     /// request is set on the invocation at once.
     pub(crate) fn cancel_request_ops(&self, id: InvocationId) -> Vec<WriteOp> {
+        // Another process runs it: the request goes to its inbox.
+        if self.elsewhere(&id) {
+            return vec![WriteOp::forward(id, &InboxMessage::Cancel)];
+        }
         // A handler's new callee of a derived id is claimed until the entry that records it is
         // queued: its record, queued then, would undo a request marked on it before.
         let _claim = self.claims.of(&id);

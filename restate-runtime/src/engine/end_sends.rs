@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{Claim, Engine, Inflight, Origin, Submission, Submitted};
-use crate::storage::WriteOp;
+use crate::storage::{InboxMessage, WriteOp};
 
 /// The records of what an end sends, the invocations to launch once they commit, and their
 /// ids' claims, held until those records are queued with the end.
@@ -49,6 +49,12 @@ impl Engine {
         let mut ops = Vec::new();
         let mut launches = Vec::new();
         for (target, prepared) in prepared {
+            // Another process runs its key: it is sent there, with the end.
+            if self.elsewhere(&prepared.id) {
+                let message = InboxMessage::Invoke(Box::new(prepared.record));
+                ops.push(WriteOp::forward(prepared.id, &message));
+                continue;
+            }
             let submitted = self
                 .submit_claimed(prepared, Origin::Handler, None)
                 .map_err(|e| e.to_string());

@@ -17,7 +17,7 @@ use super::{
 use crate::ids::InvocationId;
 use crate::storage::{
     CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, JournalEntry,
-    Outcome, ResultWaiter, Status, Target, WriteOp,
+    Outcome, ResultWaiter, Status, WriteOp,
 };
 
 /// What a forwarded invocation became when taken in.
@@ -298,7 +298,7 @@ impl Engine {
                                 index,
                                 call: true,
                             };
-                            effects.push((seq, self.join_result(waiter, record.target).boxed()));
+                            effects.push((seq, self.join_result(waiter).boxed()));
                             continue;
                         }
                         match self.adopt(&mut map, id, *record, stored) {
@@ -321,6 +321,15 @@ impl Engine {
                     InboxMessage::Kill => control(self.kill_here(id)).boxed(),
                     InboxMessage::Purge => control(self.purge_here(id)).boxed(),
                     InboxMessage::Resume => control(self.resume_invocation_here(id)).boxed(),
+                    InboxMessage::Attach { waiter, index } => {
+                        let waiter = ResultWaiter {
+                            source: id,
+                            waiter,
+                            index,
+                            call: false,
+                        };
+                        self.join_result(waiter).boxed()
+                    }
                     InboxMessage::Complete { index, entry } => {
                         self.complete_from_elsewhere(id, index, entry).boxed()
                     }
@@ -402,29 +411,72 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    /// Makes `waiter` wait on the result of its source, which exists here (a duplicate call
-    /// from another partition): recorded as a result waiter, which the source's completion
-    /// completes; or completed at once if the source has finished (also if it finished as the
-    /// waiter was recorded: the first completion of the entry wins).
-    async fn join_result(&self, waiter: ResultWaiter, target: Target) -> Result<Applied, String> {
-        let add = self.result_waiter(waiter.source, waiter.waiter, waiter.index, waiter.call);
+    /// Makes `waiter`, of another partition, wait on the result of its source, of this one
+    /// (an attach, or a call that found the invocation its key names): completed at once if
+    /// the source has finished (an unknown one fails the entry with a 404), else recorded as
+    /// a result waiter, which the source's completion completes; a task here also forwards the
+    /// result, in case the source ended as the waiter was recorded (the first completion of
+    /// the entry wins).
+    async fn join_result(&self, waiter: ResultWaiter) -> Result<Applied, String> {
+        let source = waiter.source;
+        let in_memory = self.inflight(&source).is_some();
+        let record = self
+            .storage
+            .invocation(&source)
+            .map_err(|e| e.to_string())?;
+        let done = match &record {
+            Some(InvocationRecord {
+                status: Status::Completed { outcome, .. },
+                target,
+                ..
+            }) => Some(super::wake::result_completion(waiter, target, outcome)),
+            None if !in_memory => Some(Completion {
+                id: waiter.waiter,
+                index: waiter.index,
+                entry: JournalEntry::Attach {
+                    invocation_id: source,
+                    outcome: Some(Outcome::Failure {
+                        code: 404,
+                        message: format!("invocation {source} not found"),
+                    }),
+                },
+                wakes: true,
+            }),
+            _ => None,
+        };
+        if let Some(done) = done {
+            let pending = self.submit_completions(Vec::new(), vec![done]);
+            pending.finish().await.map_err(|e| e.to_string())?;
+            return Ok(Applied::Done);
+        }
+        let add = self.result_waiter(source, waiter.waiter, waiter.index, waiter.call);
         self.storage
             .submit(vec![add])
             .await
             .map_err(|e| e.to_string())?;
-        let record = self
-            .storage
-            .invocation(&waiter.source)
-            .map_err(|e| e.to_string())?;
-        if let Some(InvocationRecord {
-            status: Status::Completed { outcome, .. },
-            ..
-        }) = record
-        {
-            let completion = super::wake::result_completion(waiter, &target, &outcome);
-            let pending = self.submit_completions(Vec::new(), vec![completion]);
-            pending.finish().await.map_err(|e| e.to_string())?;
-        }
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            let Ok(Some(done)) = engine.attach_here(source).await else {
+                return;
+            };
+            let target = engine
+                .storage
+                .invocation(&source)
+                .ok()
+                .flatten()
+                .map(|r| r.target);
+            let Some(target) = target else {
+                return;
+            };
+            let completion = super::wake::result_completion(waiter, &target, &done.outcome);
+            if let Err(e) = engine
+                .submit_completions(Vec::new(), vec![completion])
+                .finish()
+                .await
+            {
+                tracing::warn!(invocation = %waiter.waiter, error = %e, "cannot forward a result");
+            }
+        });
         Ok(Applied::Done)
     }
 

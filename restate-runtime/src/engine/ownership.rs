@@ -65,9 +65,11 @@ impl Engine {
         self.held.read().expect("held lock").running.holds(id)
     }
 
-    /// Whether another process runs `id`'s partition: effects on it go to its inbox.
+    /// Whether another process runs `id`'s partition: effects on it go to its inbox. One
+    /// being recovered here is this process's (its handlers run during the recovery, and
+    /// their effects on it are made here, after what the recovery put in its keys' queues).
     pub(crate) fn elsewhere(&self, id: &InvocationId) -> bool {
-        self.shared_store && !self.runs(id)
+        self.shared_store && !self.may_run(id)
     }
 
     /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
@@ -270,7 +272,9 @@ mod tests {
     }
 
     /// An object whose handlers call or send `Tally/{key}/note` for the key they are given,
-    /// and return the id that `note` returned (a call) or the id of what they sent.
+    /// and return the id that `note` returned (a call), the id of what they sent (a send),
+    /// what `note` returned to an attach after a send (an attach), or the code of the error
+    /// that an attach to the second of two sends got after cancelling it (a cancel).
     struct Relay;
 
     impl Service for Relay {
@@ -278,7 +282,7 @@ mod tests {
             ServiceDefinition {
                 name: "Relay",
                 kind: ServiceKind::VirtualObject,
-                handlers: ["call", "send"]
+                handlers: ["call", "send", "attach", "cancel"]
                     .map(|name| {
                         internal_handler(name, HandlerKind::Exclusive, Some("String"), "String")
                     })
@@ -294,10 +298,23 @@ mod tests {
         ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
             Box::pin(async move {
                 let key: String = serde_json::from_slice(&input).unwrap();
-                let note = crate::client::parts("Tally", Some(&key), "note", Ok(Bytes::new()));
+                let note = || crate::client::parts("Tally", Some(&key), "note", Ok(Bytes::new()));
                 let got = match handler {
-                    "call" => ctx.call::<String>(note).await?,
-                    _ => ctx.send(note, None).to_string(),
+                    "call" => ctx.call::<String>(note()).await?,
+                    "send" => ctx.send(note(), None).to_string(),
+                    "attach" => {
+                        let sent = ctx.send(note(), None);
+                        ctx.attach_invocation::<String>(sent).await?
+                    }
+                    _ => {
+                        ctx.send(note(), None);
+                        let second = ctx.send(note(), None);
+                        ctx.cancel_invocation(second);
+                        match ctx.attach_invocation::<String>(second).await {
+                            Ok(got) => got,
+                            Err(e) => e.code().to_string(),
+                        }
+                    }
                 };
                 crate::__private::output(Ok::<_, HandlerError>(got))
             })
@@ -344,8 +361,9 @@ mod tests {
         record.is_some_and(|r| matches!(r.status, Status::Completed { .. }))
     }
 
-    fn partition_of(key: &str) -> u32 {
-        (partition_key_of("Tally", key) % u64::from(PARTITIONS)) as u32
+    /// The partition of `service`'s object `key`.
+    fn partition_of(service: &str, key: &str) -> u32 {
+        (partition_key_of(service, key) % u64::from(PARTITIONS)) as u32
     }
 
     fn note(key: &str, delay: Option<Duration>) -> InvokeRequest {
@@ -367,11 +385,11 @@ mod tests {
         engine.send(note(key, delay)).await.unwrap().0
     }
 
-    /// A key of partition `partition` (whose first invocation is `Tally/c{n}/note`).
-    fn key_in(partition: u32) -> String {
+    /// A key `c{n}` of `service` in partition `partition`.
+    fn key_in(service: &str, partition: u32) -> String {
         (0..)
             .map(|n| format!("c{n}"))
-            .find(|key| partition_of(key) == partition)
+            .find(|key| partition_of(service, key) == partition)
             .unwrap()
     }
 
@@ -398,7 +416,7 @@ mod tests {
         for key in &keys {
             // The other half falls due first: had its timers been loaded, they would fire
             // before the held half's.
-            match half.contains(partition_of(key)) {
+            match half.contains(partition_of("Tally", key)) {
                 true => held.push(send(&engine, key, Some(Duration::from_secs(2))).await),
                 false => other.push(send(&engine, key, Some(Duration::from_secs(1))).await),
             }
@@ -446,7 +464,7 @@ mod tests {
         for i in 0..40 {
             let key = format!("k{i}");
             ids.push((
-                half.contains(partition_of(&key)),
+                half.contains(partition_of("Tally", &key)),
                 send(&before, &key, None).await,
             ));
         }
@@ -503,13 +521,13 @@ mod tests {
         for i in 0..40 {
             let key = format!("k{i}");
             ids.push((
-                half.contains(partition_of(&key)),
+                half.contains(partition_of("Tally", &key)),
                 send(&engine, &key, None).await,
             ));
         }
         let call = |partition| {
             let engine = engine.clone();
-            tokio::spawn(async move { engine.call(note(&key_in(partition), None)).await })
+            tokio::spawn(async move { engine.call(note(&key_in("Tally", partition), None)).await })
         };
         let (kept_call, left_call) = (call(0), call(1));
         until("every invocation started", || {
@@ -570,7 +588,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_to_a_partition_not_held_is_refused_without_stopping_the_store() {
         let storage = MemoryStore::default().open(PARTITIONS);
-        let (kept, other) = (key_in(0), key_in(1));
+        let (kept, other) = (key_in("Tally", 0), key_in("Tally", 1));
         let put = |key: &str| WriteOp::SetState {
             scope: StateScope {
                 service: "Tally".into(),
@@ -637,17 +655,17 @@ mod tests {
         a.set_owned(a_half.clone());
         b.set_owned(b_half.clone());
         let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
-        let in_half = |half: &Partitions, n: usize, prefix: &str| -> Vec<String> {
+        let in_half = |service: &str, half: &Partitions, n: usize, prefix: &str| -> Vec<String> {
             (0..)
                 .map(|i| format!("{prefix}{i}"))
-                .filter(|key| half.contains(partition_of(key)))
+                .filter(|key| half.contains(partition_of(service, key)))
                 .take(n)
                 .collect()
         };
         let mut calls = Vec::new();
-        for (i, (from, to)) in in_half(&a_half, 6, "r")
+        for (i, (from, to)) in in_half("Relay", &a_half, 6, "r")
             .iter()
-            .zip(in_half(&b_half, 6, "t"))
+            .zip(in_half("Tally", &b_half, 6, "t"))
             .enumerate()
         {
             // Through the process that runs the relay, and through the other one.
@@ -668,23 +686,23 @@ mod tests {
             assert!(completed(&b, callee));
         }
         // Calls the other way, and sends both ways.
-        for (from, to) in in_half(&b_half, 3, "s")
+        for (from, to) in in_half("Relay", &b_half, 3, "s")
             .iter()
-            .zip(in_half(&a_half, 3, "u"))
+            .zip(in_half("Tally", &a_half, 3, "u"))
         {
             let (_, done, _) = within(engine_b.call(relay("call", from, &to)))
                 .await
                 .unwrap();
-            assert!(
-                matches!(done.outcome, crate::storage::Outcome::Success(_)),
-                "{:?}",
-                done.outcome
-            );
+            let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+                panic!("a relayed call failed: {:?}", done.outcome);
+            };
+            let callee: String = serde_json::from_slice(bytes).unwrap();
+            assert!(a_half.holds(&callee.parse().unwrap()));
         }
         let mut sent = Vec::new();
-        for (from, to) in in_half(&a_half, 4, "v")
+        for (from, to) in in_half("Relay", &a_half, 4, "v")
             .iter()
-            .zip(in_half(&b_half, 4, "w"))
+            .zip(in_half("Tally", &b_half, 4, "w"))
         {
             let (_, done, _) = within(engine_a.call(relay("send", from, &to)))
                 .await
@@ -729,7 +747,7 @@ mod tests {
             Partitions::of(PARTITIONS, [0, 1]),
             Partitions::of(PARTITIONS, [2, 3]),
         );
-        let (from, to) = (key_in(0), key_in(2));
+        let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
         let config = || EngineConfig {
             on_storage_failure: |_| {},
             ..test_config()
@@ -800,5 +818,62 @@ mod tests {
         // The sweep went past the end of the flow: every commit of it was a crash point.
         assert!(crashed_at.len() < 16, "crashes at {crashed_at:?}");
         assert!(crashed_at.len() >= 6, "crashes at {crashed_at:?}");
+    }
+
+    /// Across partitions, an attach to an invocation still running is completed by its owner
+    /// when it ends, and a cancel reaches an invocation queued there (it ends at once, never
+    /// having run) and the attach to it gets the cancellation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attaches_and_cancels_cross_partitions_through_the_inboxes() {
+        let store = MemoryStore::default();
+        let (a_half, b_half) = (
+            Partitions::of(PARTITIONS, [0, 1]),
+            Partitions::of(PARTITIONS, [2, 3]),
+        );
+        let (tally, open) = Tally::new(false);
+        let (a, b) = (
+            Arc::new(store.open_shared(PARTITIONS)),
+            Arc::new(store.open_shared(PARTITIONS)),
+        );
+        a.set_owned(a_half.clone());
+        b.set_owned(b_half.clone());
+        let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
+        let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
+        let attach = {
+            let engine = engine_a.clone();
+            let (from, to) = (from.clone(), to.clone());
+            tokio::spawn(async move { engine.call(relay("attach", &from, &to)).await })
+        };
+        until("the attached invocation runs", || {
+            tally.runs.lock().unwrap().len() == 1
+        })
+        .await;
+        let other_relay = key_in("Relay", 1);
+        let (_, cancelled, _) = within(engine_a.call(relay("cancel", &other_relay, &to)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&cancelled.outcome, crate::storage::Outcome::Success(code) if code == b"\"409\""),
+            "{:?}",
+            cancelled.outcome
+        );
+        assert_eq!(
+            tally.runs.lock().unwrap().len(),
+            1,
+            "the cancelled one never ran"
+        );
+        open.send_replace(true);
+        let (_, attached, _) = within(attach).await.unwrap().unwrap();
+        let crate::storage::Outcome::Success(bytes) = &attached.outcome else {
+            panic!("the attach failed: {:?}", attached.outcome);
+        };
+        let noted: String = serde_json::from_slice(bytes).unwrap();
+        let noted: InvocationId = noted.parse().unwrap();
+        assert_eq!(tally.runs(&noted), 1);
+        assert!(b_half.holds(&noted));
+        // The first of the cancelling relay's two sends runs once the key is free.
+        until("the rest ran", || tally.passed.lock().unwrap().len() == 2).await;
+        engine_a.shutdown();
+        engine_b.shutdown();
     }
 }

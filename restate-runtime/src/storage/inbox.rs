@@ -41,6 +41,15 @@ pub enum InboxMessage {
     Purge,
     /// Run a paused invocation again.
     Resume,
+    /// Entry `index` of `waiter`, an invocation of another partition, waits on this one's
+    /// result (an attach): the owner completes it when this one ends, or at once if it has
+    /// (with a 404 if it is unknown).
+    Attach {
+        /// The waiting invocation.
+        waiter: InvocationId,
+        /// Its `Attach` entry.
+        index: u32,
+    },
     /// Entry `index` of the invocation, completed by an invocation of another partition (the
     /// result of a call it made): the owner records it as if it had completed it itself, and
     /// the first completion of an entry wins.
@@ -88,7 +97,9 @@ pub struct Inbound {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InboxPending {
-    /// A message that starts the invocation, not applied yet.
+    /// A message for the invocation, not applied yet: one that starts it, or one that a
+    /// handler of another partition sent it (which may create it). Until it is applied the
+    /// invocation may not be stored yet.
     pub starts: bool,
     /// Some message for the invocation's partition key (an object's or workflow's key, or
     /// the invocation itself), not applied yet: later work for that key waits behind it.

@@ -752,7 +752,7 @@ impl Storage for MemoryStorage {
         let rows = shared.tables.inbox.values();
         Ok(
             rows.fold(InboxPending::default(), |pending, row| InboxPending {
-                starts: pending.starts || (row.starts && row.id == *id),
+                starts: pending.starts || row.id == *id,
                 partition: pending.partition || row.id.partition_key() == id.partition_key(),
             }),
         )

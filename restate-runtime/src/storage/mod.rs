@@ -687,8 +687,8 @@ pub trait Storage: Send + Sync + 'static {
         let _ = (limit, max_bytes);
         Ok(Vec::new())
     }
-    /// What the inboxes hold for `id`: a message that starts it, or any message for its
-    /// partition key (its object or workflow key).
+    /// What the inboxes hold for `id`: a message for it (one that starts it among them), or
+    /// any message for its partition key (its object or workflow key).
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
         let _ = id;
         Ok(InboxPending::default())

@@ -861,7 +861,7 @@ impl Storage for PostgresStorage {
 
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
         let rows = self.rows(
-            "SELECT EXISTS (SELECT 1 FROM restate_inbox WHERE id = $1 AND starts), \
+            "SELECT EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2 AND id = $1), \
              EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2)",
             vec![key(id), Box::new(id.partition_key() as i64)],
         )?;
