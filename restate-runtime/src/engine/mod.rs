@@ -1510,7 +1510,11 @@ async fn purge_slice(engine: &Engine, now: u64) -> usize {
     // meanwhile and replaced by a new invocation of its key, which must not be deleted.
     let counts = engine.claims.counts();
     let expired = match engine.storage.expired(now, PURGE_SLICE) {
-        Ok(expired) => expired,
+        // A partition that left since the store read it is its new owner's to purge.
+        Ok(mut expired) => {
+            expired.retain(|(id, _)| engine.runs(id));
+            expired
+        }
         Err(e) => {
             tracing::warn!(error = %e, "purge scan failed");
             return 0;

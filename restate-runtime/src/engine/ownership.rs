@@ -876,4 +876,47 @@ mod tests {
         engine_a.shutdown();
         engine_b.shutdown();
     }
+
+    /// Each process purges the finished invocations of the partitions it runs, and only
+    /// those (a delete of another's would be refused, and the whole purge with it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_process_purges_the_partitions_it_runs() {
+        let store = MemoryStore::default();
+        let (a_half, b_half) = (
+            Partitions::of(PARTITIONS, [0, 1]),
+            Partitions::of(PARTITIONS, [2, 3]),
+        );
+        let (tally, _open) = Tally::new(true);
+        let (a, b) = (
+            Arc::new(store.open_shared(PARTITIONS)),
+            Arc::new(store.open_shared(PARTITIONS)),
+        );
+        a.set_owned(a_half.clone());
+        b.set_owned(b_half.clone());
+        let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
+        // `note` keeps no result (the runtime's own handlers' retention is zero).
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let key = format!("p{i}");
+            let engine = match a_half.contains(partition_of("Tally", &key)) {
+                true => &engine_a,
+                false => &engine_b,
+            };
+            ids.push(within(engine.call(note(&key, None))).await.unwrap().0);
+        }
+        let stored = |id: &InvocationId| a.invocation(id).unwrap().is_some();
+        assert!(ids.iter().all(stored));
+        engine_a.purge_due().await;
+        for id in &ids {
+            assert_eq!(
+                stored(id),
+                b_half.holds(id),
+                "{id} after the first process purged"
+            );
+        }
+        engine_b.purge_due().await;
+        assert!(!ids.iter().any(stored));
+        engine_a.shutdown();
+        engine_b.shutdown();
+    }
 }

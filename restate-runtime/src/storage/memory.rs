@@ -666,10 +666,12 @@ impl Storage for MemoryStorage {
         limit: usize,
     ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError> {
         let shared = self.tables()?;
+        let owned = self.owned.borrow().clone();
         shared
             .tables
             .expiry
             .range(..=(now_ms, [0xff; 24]))
+            .filter(|(_, key)| owned.holds(&id_of(key)))
             .take(limit)
             .map(|(_, key)| {
                 let target = shared

@@ -618,8 +618,9 @@ pub trait Storage: Send + Sync + 'static {
     /// The invocations with a wake-up ([`WriteOp::Wake`]) no suspension has seen since, each
     /// once: recovery resumes those whose record says suspended.
     fn woken(&self) -> Result<Vec<InvocationId>, StorageError>;
-    /// Up to `limit` finished invocations whose retention ended before `now_ms`, with their
-    /// targets (a workflow's `run` takes the workflow's state and promises with it; `None`
+    /// Up to `limit` finished invocations whose retention ended before `now_ms`, of the
+    /// partitions this process runs ([`Storage::owned`]: the others are their owners' to
+    /// purge), with their targets (a workflow's `run` takes the workflow's state and promises with it; `None`
     /// when the record is gone but its expiry entry is not).
     #[allow(clippy::type_complexity)]
     fn expired(
