@@ -317,6 +317,16 @@ impl InvocationContext {
                 None
             }
             None if self.replay_ends() => None,
+            // Another process runs it: its owner completes the entry (at once if it has
+            // finished), after any message that creates it, which a read here could miss.
+            None if self.engine.elsewhere(&id) => {
+                let attach = InboxMessage::Attach {
+                    waiter: self.id(),
+                    index,
+                };
+                let forward = WriteOp::forward(id, &attach);
+                self.journal(index, pending(), vec![forward]).map(|_| None)
+            }
             None => {
                 // Finished already (or unknown): the result is journaled at once. Otherwise the
                 // entry is recorded as a result waiter of `id`, whose completion completes it
@@ -343,17 +353,7 @@ impl InvocationContext {
                         self.journal(index, entry, Vec::new()).map(Some)
                     }
                     Ok(None) => {
-                        // Another process runs it: its owner is told to complete this entry.
-                        let waiter = match self.engine.elsewhere(&id) {
-                            true => {
-                                let attach = InboxMessage::Attach {
-                                    waiter: self.id(),
-                                    index,
-                                };
-                                WriteOp::forward(id, &attach)
-                            }
-                            false => self.engine.result_waiter(id, self.id(), index, false),
-                        };
+                        let waiter = self.engine.result_waiter(id, self.id(), index, false);
                         let ok = self.journal(index, pending(), vec![waiter]).is_some();
                         if ok {
                             self.forward_outcome(index, id, pending());

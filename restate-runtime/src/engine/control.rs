@@ -68,6 +68,11 @@ impl Engine {
         if let Some(f) = map.get(&id) {
             return Ok((f.clone(), true));
         }
+        if !self.may_run(&id) {
+            return Err(ControlError::Conflict(format!(
+                "another process runs {id}'s partition now: ask again"
+            )));
+        }
         let (record, journal) = self.load_stored(&id)?.ok_or(ControlError::NotFound(id))?;
         if matches!(record.status, Status::Completed { .. }) {
             return Err(already_completed(id));

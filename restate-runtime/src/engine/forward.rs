@@ -17,7 +17,7 @@ use super::{
 use crate::ids::InvocationId;
 use crate::storage::{
     CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, JournalEntry,
-    Outcome, ResultWaiter, Status, WriteOp,
+    Outcome, ResultWaiter, Status, Target, WriteOp,
 };
 
 /// What a forwarded invocation became when taken in.
@@ -26,6 +26,8 @@ enum Adoption {
     New(Arc<Inflight>, Option<u64>),
     /// Its record is (or is being) written: this resolves once it is durable.
     Durable(CommitWaiter),
+    /// Ended at once (its target is unknown here), its caller told.
+    Ended(super::wake::PendingWake),
     /// Stored already: nothing to do.
     Done,
 }
@@ -242,7 +244,22 @@ impl Engine {
                     .saturating_add(crate::clock::millis(self.config.default_retention)),
             };
             let op = WriteOp::put_new_invocation(id, &record);
-            return Adoption::Durable(self.storage.submit(vec![op]));
+            // A handler's call from another partition hears the failure, as its callee's end.
+            let caller = match (record.caller, &record.status) {
+                (Some((caller, index)), Status::Completed { outcome, .. }) => Some(Completion {
+                    id: caller,
+                    index,
+                    entry: JournalEntry::Call {
+                        target: record.target.clone(),
+                        invocation_id: id,
+                        outcome: Some(outcome.clone()),
+                    },
+                    wakes: true,
+                }),
+                _ => None,
+            };
+            let ended = self.submit_completions_locked(map, vec![op], caller.into_iter().collect());
+            return Adoption::Ended(ended);
         }
         let execution_time_ms = super::scheduled_at(&record.status);
         record.seq = self.next_seq();
@@ -281,6 +298,10 @@ impl Engine {
                 }
             };
             for Inbound { seq, id, message } in page {
+                // Its partition left since the page was read: the message is its new owner's.
+                if !self.may_run(&id) {
+                    continue;
+                }
                 let effect = match message {
                     InboxMessage::Invoke(record) => {
                         if self.admit_input(record.input.len()).is_err() {
@@ -298,7 +319,8 @@ impl Engine {
                                 index,
                                 call: true,
                             };
-                            effects.push((seq, self.join_result(waiter).boxed()));
+                            let target = Some(record.target);
+                            effects.push((seq, self.join_result(waiter, target).boxed()));
                             continue;
                         }
                         match self.adopt(&mut map, id, *record, stored) {
@@ -308,6 +330,11 @@ impl Engine {
                                 applied(durable).boxed()
                             }
                             Adoption::Durable(durable) => applied(durable).boxed(),
+                            Adoption::Ended(ended) => async move {
+                                ended.finish().await.map_err(|e| e.to_string())?;
+                                Ok(Applied::Done)
+                            }
+                            .boxed(),
                             Adoption::Done => {
                                 done.push(seq);
                                 continue;
@@ -328,7 +355,7 @@ impl Engine {
                             index,
                             call: false,
                         };
-                        self.join_result(waiter).boxed()
+                        self.join_result(waiter, None).boxed()
                     }
                     InboxMessage::Complete { index, entry } => {
                         self.complete_from_elsewhere(id, index, entry).boxed()
@@ -417,31 +444,33 @@ impl Engine {
     /// a result waiter, which the source's completion completes; a task here also forwards the
     /// result, in case the source ended as the waiter was recorded (the first completion of
     /// the entry wins).
-    async fn join_result(&self, waiter: ResultWaiter) -> Result<Applied, String> {
+    async fn join_result(
+        &self,
+        waiter: ResultWaiter,
+        target: Option<Target>,
+    ) -> Result<Applied, String> {
         let source = waiter.source;
         let in_memory = self.inflight(&source).is_some();
-        let record = self
-            .storage
-            .invocation(&source)
-            .map_err(|e| e.to_string())?;
+        let record = (self.storage.invocation(&source)).map_err(|e| e.to_string())?;
         let done = match &record {
             Some(InvocationRecord {
                 status: Status::Completed { outcome, .. },
                 target,
                 ..
             }) => Some(super::wake::result_completion(waiter, target, outcome)),
-            None if !in_memory => Some(Completion {
-                id: waiter.waiter,
-                index: waiter.index,
-                entry: JournalEntry::Attach {
-                    invocation_id: source,
-                    outcome: Some(Outcome::Failure {
-                        code: 404,
-                        message: format!("invocation {source} not found"),
-                    }),
-                },
-                wakes: true,
-            }),
+            None if !in_memory => {
+                let unknown = Outcome::Failure {
+                    code: 404,
+                    message: format!("invocation {source} not found"),
+                };
+                // A call's entry names its target; an attach's does not.
+                let target = target.unwrap_or_else(|| Target {
+                    service: String::new(),
+                    handler: String::new(),
+                    key: None,
+                });
+                Some(super::wake::result_completion(waiter, &target, &unknown))
+            }
             _ => None,
         };
         if let Some(done) = done {

@@ -735,6 +735,9 @@ impl Engine {
             (None, key) => InvocationId::fresh(
                 match key {
                     Some(key) => partition_key_of(&req.target.service, key),
+                    // On a shared store, of a partition it runs (if it runs any): it is
+                    // created here, not forwarded.
+                    None if self.shared_store => self.owned().random_key(),
                     None => rand::random(),
                 },
                 now,
@@ -1173,8 +1176,13 @@ impl Engine {
 
     /// Ends an invocation: result, caller's journal entry and expiry commit together.
     pub(crate) async fn complete(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
-        // One whose partition left is completed by its new owner.
-        if inflight.left.load(Ordering::SeqCst) || inflight.finished.swap(true, Ordering::SeqCst) {
+        // One whose partition left is completed by its new owner; whoever marked it running
+        // to complete it (a kill, a cancel of one not started) is done with it.
+        if inflight.left.load(Ordering::SeqCst) {
+            inflight.running.store(false, Ordering::SeqCst);
+            return;
+        }
+        if inflight.finished.swap(true, Ordering::SeqCst) {
             return;
         }
         let result = match outcome {

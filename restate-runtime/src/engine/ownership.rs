@@ -65,11 +65,11 @@ impl Engine {
         self.held.read().expect("held lock").running.holds(id)
     }
 
-    /// Whether another process runs `id`'s partition: effects on it go to its inbox. One
-    /// being recovered here is this process's (its handlers run during the recovery, and
-    /// their effects on it are made here, after what the recovery put in its keys' queues).
+    /// Whether `id`'s partition does not run here: effects on it go to its inbox. One being
+    /// recovered here does not run yet either (its keys' queues are being rebuilt): what is
+    /// sent to it meanwhile is applied once it runs, after what the store held.
     pub(crate) fn elsewhere(&self, id: &InvocationId) -> bool {
-        self.shared_store && !self.may_run(id)
+        self.shared_store && !self.runs(id)
     }
 
     /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
@@ -117,20 +117,23 @@ impl Engine {
     /// and what of them is in memory leaves it (their tasks stop without writing, their
     /// waiters here hear they are lost here, their keys' lanes and timers go).
     pub(super) fn leave_partitions(&self, lost: &Partitions) {
-        {
-            let mut held = self.held.write().expect("held lock");
-            held.running = held.running.without(lost);
-        }
-        let gone: Vec<Arc<Inflight>> = self
-            .inflight
-            .lock()
-            .expect("inflight map")
-            .extract_if(|id, _| lost.holds(id))
-            .map(|(_, inflight)| inflight)
-            .collect();
-        for inflight in &gone {
-            inflight.left.store(true, Ordering::SeqCst);
-        }
+        let gone: Vec<Arc<Inflight>> = {
+            // Under the map lock: whoever checks `may_run` under it before loading one of
+            // these sees them gone.
+            let mut map = self.inflight.lock().expect("inflight map");
+            {
+                let mut held = self.held.write().expect("held lock");
+                held.running = held.running.without(lost);
+            }
+            let gone: Vec<_> = map
+                .extract_if(|id, _| lost.holds(id))
+                .map(|(_, inflight)| inflight)
+                .collect();
+            for inflight in &gone {
+                inflight.left.store(true, Ordering::SeqCst);
+            }
+            gone
+        };
         // The tasks look at their invocation's mark.
         self.departures.send_modify(|n| *n += 1);
         let of_scope = |scope: &StateScope| {
@@ -159,9 +162,15 @@ impl Engine {
             finisher.send_replace(Finish::Lost(LEFT.into()));
         }
         let mut departed = self.departed.lock().expect("departed");
+        departed.retain(|f| f.running.load(Ordering::SeqCst));
         for inflight in gone {
             inflight.finish(Finish::Lost(LEFT.into()));
-            departed.push(inflight);
+            // What a queued or parked one held for running goes back now; a running one's
+            // task gives it back as it stops.
+            match inflight.running.load(Ordering::SeqCst) {
+                true => departed.push(inflight),
+                false => inflight.disengage(),
+            }
         }
         tracing::warn!(partitions = lost.len(), "partitions left this process");
     }
@@ -170,13 +179,14 @@ impl Engine {
     /// stopped, and every write submitted before is decided (committed, or refused by the
     /// fence), so that recovering them reads what those tasks will ever have written.
     async fn await_departed(&self, partitions: &Partitions) {
+        let shutdown = self.shutdown_signal();
         loop {
             let running = {
                 let mut departed = self.departed.lock().expect("departed");
                 departed.retain(|f| f.running.load(Ordering::SeqCst));
                 departed.iter().any(|f| partitions.holds(&f.id))
             };
-            if !running {
+            if !running || *shutdown.borrow() {
                 break;
             }
             tokio::time::sleep(DEPARTED_POLL).await;
@@ -205,6 +215,9 @@ pub(super) async fn follow(engine: Engine, mut offered: watch::Receiver<Partitio
             continue;
         }
         engine.await_departed(&gained).await;
+        if *shutdown.borrow() {
+            return;
+        }
         if let Err(e) = engine.run_partitions(&gained) {
             return (engine.config.on_storage_failure)(&format!(
                 "recovering {gained:?} this process took over failed: {e}"

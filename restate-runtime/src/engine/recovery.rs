@@ -173,7 +173,8 @@ impl Engine {
         id: InvocationId,
         run: bool,
     ) -> Result<Option<Arc<Inflight>>, EngineError> {
-        if map.contains_key(&id) {
+        // Checked under the map lock, as partitions leave: another process runs it now.
+        if map.contains_key(&id) || !self.may_run(&id) {
             return Ok(None);
         }
         let Some((mut record, journal)) = self.load_stored(&id)? else {

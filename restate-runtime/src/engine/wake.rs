@@ -326,7 +326,7 @@ impl Engine {
         }
         let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
-            if map.contains_key(&id) {
+            if map.contains_key(&id) || !self.may_run(&id) {
                 return;
             }
             let (mut record, journal) = match self.load_stored(&id) {

@@ -76,6 +76,22 @@ impl Partitions {
         self.bits.iter().all(|w| *w == 0)
     }
 
+    /// A random partition key of a partition in the set (of any partition when the set is
+    /// empty or whole).
+    pub fn random_key(&self) -> u64 {
+        let key: u64 = rand::random();
+        let held = self.len();
+        if held == 0 || held == self.count as usize {
+            return key;
+        }
+        let count = u64::from(self.count);
+        let nth = (key % held as u64) as usize;
+        let partition = self.iter().nth(nth).map_or(0, u64::from);
+        // The same key with its remainder moved to `partition` (no overflow: the part taken
+        // off is at least `count - 1` below the maximum).
+        key / count * count + partition
+    }
+
     /// Those of the set that `other` lacks.
     pub fn without(&self, other: &Partitions) -> Partitions {
         Self::of(self.count, self.iter().filter(|p| !other.contains(*p)))
@@ -109,5 +125,8 @@ mod tests {
         assert!(set.holds(&InvocationId::random(130 + 63)));
         assert!(!set.holds(&InvocationId::random(1)));
         assert!(!Partitions::none(0).holds(&InvocationId::random(0)));
+        for _ in 0..100 {
+            assert!(set.contains((set.random_key() % 130) as u32));
+        }
     }
 }

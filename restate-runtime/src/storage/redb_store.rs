@@ -913,7 +913,10 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
             }
         }
         // One process runs every partition: nothing is forwarded, nothing arrives.
-        WriteOp::InboxDone { .. } | WriteOp::Forward { .. } => {}
+        WriteOp::InboxDone { .. } => {}
+        WriteOp::Forward { .. } => {
+            debug_assert!(false, "a message forwarded on a store of one process");
+        }
         WriteOp::DeleteInvocation { id } => {
             let key = id.storage_key();
             if let Some(old) = table!(t.invocations, INVOCATIONS)
