@@ -932,4 +932,53 @@ mod tests {
         engine_a.shutdown();
         engine_b.shutdown();
     }
+
+    /// A caller that suspended while its callee runs in another process is woken there by the
+    /// result's message (its wake-up committed with the entry, law 9) and completes by replay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspended_caller_is_woken_by_a_result_from_another_partition() {
+        let store = MemoryStore::default();
+        let (a_half, b_half) = (
+            Partitions::of(PARTITIONS, [0, 1]),
+            Partitions::of(PARTITIONS, [2, 3]),
+        );
+        let (tally, open) = Tally::new(false);
+        let (a, b) = (
+            Arc::new(store.open_shared(PARTITIONS)),
+            Arc::new(store.open_shared(PARTITIONS)),
+        );
+        a.set_owned(a_half.clone());
+        b.set_owned(b_half.clone());
+        let quick = EngineConfig {
+            suspend_after: Duration::from_millis(1),
+            ..test_config()
+        };
+        let engine_a =
+            Engine::start(a.clone() as Arc<dyn Storage>, tally.registry(), quick).unwrap();
+        let engine_b = start(&b, &tally);
+        let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
+        let call = {
+            let engine = engine_a.clone();
+            tokio::spawn(async move { engine.call(relay("call", &from, &to)).await })
+        };
+        let suspended_relay = || {
+            a.invocations(None, 100).unwrap().into_iter().any(|(_, r)| {
+                r.target.service == "Relay" && matches!(r.status, Status::Suspended { .. })
+            })
+        };
+        until("the relay suspended", suspended_relay).await;
+        open.send_replace(true);
+        let (_, done, _) = within(call).await.unwrap().unwrap();
+        let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+            panic!("the relayed call failed: {:?}", done.outcome);
+        };
+        let callee: InvocationId = serde_json::from_slice::<String>(bytes)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(b_half.holds(&callee));
+        assert_eq!(tally.runs(&callee), 1);
+        engine_a.shutdown();
+        engine_b.shutdown();
+    }
 }
