@@ -13,7 +13,7 @@ use crate::client::RequestParts;
 use crate::engine::{Created, EngineError, Inflight, Submission};
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
-use crate::storage::{JournalEntry, Outcome, Target, WriteOp};
+use crate::storage::{CommitWaiter, JournalEntry, Outcome, Target, WriteOp};
 use crate::telemetry;
 
 impl InvocationContext {
@@ -217,9 +217,9 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
     }
     drop(claim);
     match journaled {
-        Some(_) => {
+        Some(recorded) => {
             if let Some(inflight) = launch {
-                launch_gated(ctx, inflight, None);
+                launch_gated(ctx, inflight, recorded, None);
             }
             if forward {
                 ctx.forward_outcome(index, id, entry);
@@ -231,9 +231,14 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
 }
 
 /// Queues an invocation created by the caller's latest journal entry; it runs once that entry
-/// is durable (an empty batch commits after everything queued before it).
-fn launch_gated(ctx: &InvocationContext, inflight: Arc<Inflight>, at: Option<u64>) {
-    inflight.set_gate(ctx.engine.storage().submit(Vec::new()));
+/// (`recorded`, which carries its record) is durable, and never if it was refused.
+fn launch_gated(
+    ctx: &InvocationContext,
+    inflight: Arc<Inflight>,
+    recorded: CommitWaiter,
+    at: Option<u64>,
+) {
+    inflight.set_gate(recorded);
     ctx.engine.launch(inflight, at);
 }
 
@@ -327,8 +332,8 @@ fn send_from_handler(
         ctx.engine.discard_unrecorded(inflight);
     }
     drop(claim);
-    if let (Some(_), Some(inflight)) = (journaled, launch) {
-        launch_gated(ctx, inflight, submitted.execution_time_ms);
+    if let (Some(recorded), Some(inflight)) = (journaled, launch) {
+        launch_gated(ctx, inflight, recorded, submitted.execution_time_ms);
     }
     submitted.id
 }

@@ -329,6 +329,15 @@ impl InvocationContext {
         let mut state = self.inflight.state();
         let mut ops = extra;
         ops.push(WriteOp::put_journal(self.inflight.id, index, &entry));
+        // A partition it writes (a callee's, decided here) that left meanwhile: the attempt
+        // runs again, and makes it through the partition's new owner.
+        let Ok(_held) = self.engine.hold_for(&ops) else {
+            drop(state);
+            self.stop(Abort::Retry(
+                "a partition it writes moved to another process".into(),
+            ));
+            return None;
+        };
         state.journal.insert(index, entry);
         Some(
             self.inflight

@@ -72,6 +72,26 @@ impl Engine {
         self.shared_store && !self.runs(id)
     }
 
+    /// On a shared store, a hold on the partitions that run here, if all those `ops` write
+    /// are among them: none can leave while it is held, so a batch queued under it is queued
+    /// before the leave's barrier. `Err`: one of them does not run here (it left since the
+    /// handler decided to write it here). A store of one process needs no hold.
+    pub(crate) fn hold_for(
+        &self,
+        ops: &[crate::storage::WriteOp],
+    ) -> Result<Option<std::sync::RwLockReadGuard<'_, Held>>, ()> {
+        if !self.shared_store {
+            return Ok(None);
+        }
+        let held = self.held.read().expect("held lock");
+        let count = u64::from(held.running.count().max(1));
+        let here = ops
+            .iter()
+            .filter_map(crate::storage::WriteOp::partition_key)
+            .all(|key| held.running.contains((key % count) as u32));
+        if here { Ok(Some(held)) } else { Err(()) }
+    }
+
     /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
     pub(crate) fn may_run(&self, id: &InvocationId) -> bool {
         let held = self.held.read().expect("held lock");
@@ -364,6 +384,13 @@ mod tests {
         }
     }
 
+    /// Hands `partitions` to the process on `storage`, fenced (at the start, or after its
+    /// engine let go of those it had).
+    fn hand(storage: &MemoryStorage, partitions: &Partitions) {
+        storage.set_owned(partitions.clone());
+        storage.fence();
+    }
+
     fn start(storage: &Arc<MemoryStorage>, tally: &Tally) -> Engine {
         let storage = storage.clone() as Arc<dyn Storage>;
         Engine::start(storage, tally.registry(), test_config()).unwrap()
@@ -437,6 +464,7 @@ mod tests {
         assert!(!held.is_empty() && !other.is_empty(), "keys in both halves");
         storage.set_owned(Partitions::none(PARTITIONS));
         until("every partition left", || engine.owned().is_empty()).await;
+        storage.fence();
         assert!(held.iter().chain(&other).all(|id| tally.runs(id) == 0));
 
         storage.set_owned(half.clone());
@@ -489,7 +517,7 @@ mod tests {
         store.kill();
 
         let second = Arc::new(store.open(PARTITIONS));
-        second.set_owned(half.clone());
+        hand(&second, &half);
         let after = start(&second, &tally);
         open.send_replace(true);
         until("the held half completed", || {
@@ -596,10 +624,11 @@ mod tests {
         engine.shutdown();
     }
 
-    /// A store's write to a partition its process does not hold is refused, and nothing else
-    /// fails for it (a fenced write is not a failed commit: the process goes on).
+    /// A store's write to a partition whose lease its process lost is refused, and nothing is
+    /// acknowledged after it (law 10); one told it lost a partition but not yet fenced still
+    /// writes it (the process lets it go first).
     #[tokio::test]
-    async fn a_write_to_a_partition_not_held_is_refused_without_stopping_the_store() {
+    async fn a_write_to_a_partition_fenced_off_is_refused_and_stops_the_store() {
         let storage = MemoryStore::default().open(PARTITIONS);
         let (kept, other) = (key_in("Tally", 0), key_in("Tally", 1));
         let put = |key: &str| WriteOp::SetState {
@@ -610,20 +639,22 @@ mod tests {
             name: "n".into(),
             value: b"1".to_vec(),
         };
-        storage.set_owned(Partitions::of(PARTITIONS, [0]));
-        let refused = storage.submit(vec![put(&kept), put(&other)]).await;
-        assert!(matches!(refused, Err(StorageError::Backend(why)) if why.contains("partition 1")));
-        storage.submit(vec![put(&kept)]).await.unwrap();
-        assert!(storage.failure().borrow().is_none());
         let scope = |key: &str| StateScope {
             service: "Tally".into(),
             key: key.into(),
         };
+        // Told, not yet fenced: both partitions are still written.
+        storage.set_owned(Partitions::of(PARTITIONS, [0]));
+        storage.submit(vec![put(&kept), put(&other)]).await.unwrap();
+        storage.fence();
+        let refused = storage.submit(vec![put(&kept), put(&other)]).await;
+        assert!(matches!(refused, Err(StorageError::Backend(why)) if why.contains("partition 1")));
+        assert!(storage.failure().borrow().is_some(), "the store stopped");
+        assert!(storage.submit(vec![put(&kept)]).await.is_err());
         assert_eq!(
-            storage.state(&scope(&kept), "n").unwrap(),
+            storage.state(&scope(&other), "n").unwrap(),
             Some(b"1".to_vec())
         );
-        assert_eq!(storage.state(&scope(&other), "n").unwrap(), None);
     }
 
     /// `call` within 20 s, or the test fails.
@@ -665,8 +696,8 @@ mod tests {
             Arc::new(store.open_shared(PARTITIONS)),
             Arc::new(store.open_shared(PARTITIONS)),
         );
-        a.set_owned(a_half.clone());
-        b.set_owned(b_half.clone());
+        hand(&a, &a_half);
+        hand(&b, &b_half);
         let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
         let in_half = |service: &str, half: &Partitions, n: usize, prefix: &str| -> Vec<String> {
             (0..)
@@ -774,8 +805,8 @@ mod tests {
                     Arc::new(store.open_shared(PARTITIONS)),
                     Arc::new(store.open_shared(PARTITIONS)),
                 );
-                a.set_owned(a_half.clone());
-                b.set_owned(b_half.clone());
+                hand(&a, &a_half);
+                hand(&b, &b_half);
                 let start = |s: &Arc<MemoryStorage>| {
                     let storage = s.clone() as Arc<dyn Storage>;
                     Engine::start(storage, tally.registry(), config()).unwrap()
@@ -848,8 +879,8 @@ mod tests {
             Arc::new(store.open_shared(PARTITIONS)),
             Arc::new(store.open_shared(PARTITIONS)),
         );
-        a.set_owned(a_half.clone());
-        b.set_owned(b_half.clone());
+        hand(&a, &a_half);
+        hand(&b, &b_half);
         let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
         let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
         let attach = {
@@ -904,8 +935,8 @@ mod tests {
             Arc::new(store.open_shared(PARTITIONS)),
             Arc::new(store.open_shared(PARTITIONS)),
         );
-        a.set_owned(a_half.clone());
-        b.set_owned(b_half.clone());
+        hand(&a, &a_half);
+        hand(&b, &b_half);
         let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
         // `note` keeps no result (the runtime's own handlers' retention is zero).
         let mut ids = Vec::new();
@@ -947,8 +978,8 @@ mod tests {
             Arc::new(store.open_shared(PARTITIONS)),
             Arc::new(store.open_shared(PARTITIONS)),
         );
-        a.set_owned(a_half.clone());
-        b.set_owned(b_half.clone());
+        hand(&a, &a_half);
+        hand(&b, &b_half);
         let quick = EngineConfig {
             suspend_after: Duration::from_millis(1),
             ..test_config()
@@ -980,5 +1011,85 @@ mod tests {
         assert_eq!(tally.runs(&callee), 1);
         engine_a.shutdown();
         engine_b.shutdown();
+    }
+
+    /// Partitions moving back and forth between two processes while relays call across them:
+    /// seeded (`PARTITION_MOVES_SEED` replays a run), each move a partition leaving one
+    /// process (its engine lets go) before the other takes it. Every relay accepted completes
+    /// with the result of the one callee it recorded, and no callee is created twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_across_partitions_survive_partitions_moving_between_processes() {
+        use rand::{Rng as _, SeedableRng as _};
+        let seed = std::env::var("PARTITION_MOVES_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
+        println!("partition moves seed {seed} (PARTITION_MOVES_SEED={seed} replays it)");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let store = MemoryStore::default();
+        let (tally, _open) = Tally::new(true);
+        let handles = [
+            Arc::new(store.open_shared(PARTITIONS)),
+            Arc::new(store.open_shared(PARTITIONS)),
+        ];
+        let mut sets = [
+            Partitions::of(PARTITIONS, [0, 1]),
+            Partitions::of(PARTITIONS, [2, 3]),
+        ];
+        for (handle, set) in handles.iter().zip(&sets) {
+            hand(handle, set);
+        }
+        let engines = [start(&handles[0], &tally), start(&handles[1], &tally)];
+        let mut relays = Vec::new();
+        for round in 0..12 {
+            for i in 0..8 {
+                let (from, to) = (
+                    format!("r{round}-{i}"),
+                    format!("t{}", rng.random_range(0..6)),
+                );
+                let via = &engines[rng.random_range(0..2)];
+                let sent = within(via.send(relay("call", &from, &to))).await.unwrap().0;
+                relays.push(sent);
+            }
+            // A partition leaves its process, then the other one takes it.
+            let from = rng.random_range(0..2);
+            let Some(partition) = sets[from]
+                .iter()
+                .nth(rng.random_range(0..sets[from].len().max(1)))
+            else {
+                continue;
+            };
+            let moved = Partitions::of(PARTITIONS, [partition]);
+            sets[from] = sets[from].without(&moved);
+            handles[from].set_owned(sets[from].clone());
+            until("the partition left", || engines[from].owned() == sets[from]).await;
+            handles[from].fence();
+            let to = 1 - from;
+            sets[to] = sets[to].with(&moved);
+            handles[to].set_owned(sets[to].clone());
+        }
+        let reader = store.open(PARTITIONS);
+        until("every relay completed", || {
+            relays.iter().all(|id| output(&reader, id).is_some())
+        })
+        .await;
+        for relay in &relays {
+            let callee: InvocationId = output(&reader, relay).unwrap().parse().unwrap();
+            assert_eq!(
+                output(&reader, &callee),
+                Some(callee.to_string()),
+                "seed {seed}"
+            );
+        }
+        let callees = reader
+            .invocations(None, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, r)| r.target.service == "Tally")
+            .count();
+        assert_eq!(callees, relays.len(), "one callee per relay (seed {seed})");
+        for engine in &engines {
+            engine.shutdown();
+        }
     }
 }

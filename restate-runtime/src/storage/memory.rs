@@ -115,6 +115,7 @@ impl MemoryStore {
             stats: Mutex::default(),
             closed: AtomicBool::new(false),
             owned: watch::channel(Partitions::all(shared.partitions)).0,
+            writable: Mutex::new(Partitions::all(shared.partitions)),
         }
     }
 
@@ -152,23 +153,39 @@ pub(crate) struct MemoryStorage {
     closed: AtomicBool,
     /// The partitions its process runs: all of them, unless a test hands out fewer.
     owned: watch::Sender<Partitions>,
+    /// The partitions it may write (its leases): what it runs, and those it was told it lost
+    /// until they are fenced.
+    writable: Mutex<Partitions>,
 }
 
 impl MemoryStorage {
-    /// The first partition that `ops` write and this handle's process does not hold.
+    /// The first partition that `ops` write and this handle's process may not write.
     fn foreign_partition(&self, ops: &[WriteOp]) -> Option<u32> {
-        let owned = self.owned.borrow();
+        let writable = self.writable.lock().expect("writable lock");
         ops.iter()
             .filter_map(WriteOp::partition_key)
             .map(|key| (key % u64::from(self.partitions)) as u32)
-            .find(|partition| !owned.contains(*partition))
+            .find(|partition| !writable.contains(*partition))
     }
 
     /// Tells the engine on this handle that its process runs `owned` from now on, as a shared
-    /// store does when leases move.
+    /// store does when leases move: those it gains are writable at once, those it loses stay
+    /// writable until [`MemoryStorage::fence`] (a process lets a partition go before its
+    /// lease does).
     #[cfg(test)]
     pub(crate) fn set_owned(&self, owned: Partitions) {
+        {
+            let mut writable = self.writable.lock().expect("writable lock");
+            *writable = writable.with(&owned);
+        }
         self.owned.send_replace(owned);
+    }
+
+    /// The partitions this process was told it lost are no longer writable: a write to one
+    /// fails as a commit does (the lease is gone, law 10).
+    #[cfg(test)]
+    pub(crate) fn fence(&self) {
+        *self.writable.lock().expect("writable lock") = self.owned.borrow().clone();
     }
 
     /// The tables, unless this handle's process was killed (then the store has failed, as a
@@ -193,6 +210,13 @@ impl MemoryStorage {
         }
         if self.closed.load(Ordering::SeqCst) {
             return Err(StorageError::Closed);
+        }
+        // Fenced as a shared store's writes are: a partition whose lease this process lost
+        // is refused, and the process stops, as after a failed commit (law 10).
+        if let Some(partition) = self.foreign_partition(ops) {
+            return Err(StorageError::Backend(format!(
+                "partition {partition} is another process's: the write is refused"
+            )));
         }
         let mut shared = self.tables()?;
         // Everything an op decodes is checked first: a batch lands whole or not at all.
@@ -464,15 +488,6 @@ fn id_of(key: &Key) -> InvocationId {
 impl Storage for MemoryStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
         let started = std::time::Instant::now();
-        // Fenced as a shared store's writes are: a partition this handle's process does not
-        // hold is refused, and nothing else fails for it.
-        if let Some(partition) = self.foreign_partition(&ops) {
-            let (done, rx) = oneshot::channel();
-            let _ = done.send(Err(StorageError::Backend(format!(
-                "partition {partition} is another process's: the write is refused"
-            ))));
-            return CommitWaiter::new(rx);
-        }
         let result = self.commit(&ops);
         match &result {
             Ok(()) => {
