@@ -1,0 +1,839 @@
+//! Partitions joining and leaving an engine, and effects crossing partitions between two
+//! processes on one shared (in-memory) store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use super::super::tests::test_config;
+use super::super::{Engine, EngineConfig, InvokeRequest};
+use crate::context::InvocationContext;
+use crate::error::HandlerError;
+use crate::ids::{InvocationId, partition_key_of};
+use crate::registry::{
+    HandlerKind, Registry, Service, ServiceDefinition, ServiceKind, internal_handler,
+};
+use crate::storage::{
+    MemoryStorage, MemoryStore, Partitions, StateScope, Status, Storage, StorageError, Target,
+    WriteOp,
+};
+
+const PARTITIONS: u32 = 4;
+
+/// An object whose one handler notes which invocation ran it, waits until `open`, and
+/// notes that it got past.
+#[derive(Clone)]
+struct Tally {
+    runs: Arc<Mutex<HashMap<InvocationId, u32>>>,
+    passed: Arc<Mutex<HashMap<InvocationId, u32>>>,
+    open: watch::Receiver<bool>,
+}
+
+impl Tally {
+    fn new(open: bool) -> (Self, watch::Sender<bool>) {
+        let (gate, open) = watch::channel(open);
+        let (runs, passed) = (Arc::default(), Arc::default());
+        (Self { runs, passed, open }, gate)
+    }
+
+    fn runs(&self, id: &InvocationId) -> u32 {
+        self.runs.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+
+    fn passed(&self, id: &InvocationId) -> u32 {
+        self.passed.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+
+    fn registry(&self) -> Registry {
+        Registry::assemble(vec![
+            (Tally::definition(), Arc::new(self.clone()) as _),
+            (Relay::definition(), Arc::new(Relay) as _),
+        ])
+        .unwrap()
+    }
+}
+
+/// An object whose handlers call or send `Tally/{key}/note` for the key they are given,
+/// and return the id that `note` returned (a call), the id of what they sent (a send),
+/// what `note` returned to an attach after a send (an attach), or the code of the error
+/// that an attach to the second of two sends got after cancelling it (a cancel).
+struct Relay;
+
+impl Service for Relay {
+    fn definition() -> ServiceDefinition {
+        ServiceDefinition {
+            name: "Relay",
+            kind: ServiceKind::VirtualObject,
+            handlers: ["call", "send", "attach", "cancel"]
+                .map(|name| {
+                    internal_handler(name, HandlerKind::Exclusive, Some("String"), "String")
+                })
+                .into(),
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        handler: &'a str,
+        ctx: &'a InvocationContext,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+        Box::pin(async move {
+            let key: String = serde_json::from_slice(&input).unwrap();
+            let note = || crate::client::parts("Tally", Some(&key), "note", Ok(Bytes::new()));
+            let got = match handler {
+                "call" => ctx.call::<String>(note()).await?,
+                "send" => ctx.send(note(), None).to_string(),
+                "attach" => {
+                    let sent = ctx.send(note(), None);
+                    ctx.attach_invocation::<String>(sent).await?
+                }
+                _ => {
+                    ctx.send(note(), None);
+                    let second = ctx.send(note(), None);
+                    ctx.cancel_invocation(second);
+                    match ctx.attach_invocation::<String>(second).await {
+                        Ok(got) => got,
+                        Err(e) => e.code().to_string(),
+                    }
+                }
+            };
+            crate::__private::output(Ok::<_, HandlerError>(got))
+        })
+    }
+}
+
+impl Service for Tally {
+    fn definition() -> ServiceDefinition {
+        ServiceDefinition {
+            name: "Tally",
+            kind: ServiceKind::VirtualObject,
+            handlers: vec![internal_handler(
+                "note",
+                HandlerKind::Exclusive,
+                None,
+                "String",
+            )],
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        _handler: &'a str,
+        ctx: &'a InvocationContext,
+        _input: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
+        *self.runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+        let (mut open, passed, id) = (self.open.clone(), self.passed.clone(), ctx.id());
+        Box::pin(async move {
+            let _ = open.wait_for(|open| *open).await;
+            *passed.lock().unwrap().entry(id).or_default() += 1;
+            crate::__private::output(Ok::<_, HandlerError>(id.to_string()))
+        })
+    }
+}
+
+/// Hands `partitions` to the process on `storage`, fenced (at the start, or after its
+/// engine let go of those it had).
+fn hand(storage: &MemoryStorage, partitions: &Partitions) {
+    storage.set_owned(partitions.clone());
+    storage.fence();
+}
+
+/// Two processes on one shared store, the first handed partitions 0 and 1, the second 2
+/// and 3.
+struct Pair {
+    store: MemoryStore,
+    halves: [Partitions; 2],
+    handles: [Arc<MemoryStorage>; 2],
+}
+
+fn pair() -> Pair {
+    let store = MemoryStore::default();
+    let halves = [
+        Partitions::of(PARTITIONS, [0, 1]),
+        Partitions::of(PARTITIONS, [2, 3]),
+    ];
+    let handles = [0, 1].map(|i| {
+        let handle = Arc::new(store.open_shared(PARTITIONS));
+        hand(&handle, &halves[i]);
+        handle
+    });
+    Pair {
+        store,
+        halves,
+        handles,
+    }
+}
+
+fn start(storage: &Arc<MemoryStorage>, tally: &Tally) -> Engine {
+    let storage = storage.clone() as Arc<dyn Storage>;
+    Engine::start(storage, tally.registry(), test_config()).unwrap()
+}
+
+fn completed(storage: &MemoryStorage, id: &InvocationId) -> bool {
+    let record = storage.invocation(id).unwrap();
+    record.is_some_and(|r| matches!(r.status, Status::Completed { .. }))
+}
+
+/// The partition of `service`'s object `key`.
+fn partition_of(service: &str, key: &str) -> u32 {
+    (partition_key_of(service, key) % u64::from(PARTITIONS)) as u32
+}
+
+fn note(key: &str, delay: Option<Duration>) -> InvokeRequest {
+    InvokeRequest {
+        target: Target {
+            service: "Tally".into(),
+            handler: "note".into(),
+            key: Some(key.into()),
+        },
+        input: Bytes::new(),
+        headers: Vec::new(),
+        idempotency_key: None,
+        delay,
+    }
+}
+
+/// Sends `Tally/{key}/note` to run after `delay`, if any.
+async fn send(engine: &Engine, key: &str, delay: Option<Duration>) -> InvocationId {
+    engine.send(note(key, delay)).await.unwrap().0
+}
+
+/// Sends `note` to forty keys at once: their ids, each with whether its partition is in
+/// `half`.
+async fn send_to_forty_keys(engine: &Engine, half: &Partitions) -> Vec<(bool, InvocationId)> {
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let key = format!("k{i}");
+        let held = half.contains(partition_of("Tally", &key));
+        ids.push((held, send(engine, &key, None).await));
+    }
+    ids
+}
+
+/// A key `c{n}` of `service` in partition `partition`.
+fn key_in(service: &str, partition: u32) -> String {
+    (0..)
+        .map(|n| format!("c{n}"))
+        .find(|key| partition_of(service, key) == partition)
+        .unwrap()
+}
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Delayed invocations accepted, then every partition leaves: nothing fires. Half of them
+/// come back: that half's invocations run, those of the other half (due earlier) do not.
+/// The rest come back: those run too, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_fire_only_in_the_partitions_held_and_once_where_they_come_back() {
+    let store = MemoryStore::default();
+    let storage = Arc::new(store.open(PARTITIONS));
+    let (tally, _open) = Tally::new(true);
+    let engine = start(&storage, &tally);
+    let half = Partitions::of(PARTITIONS, [0, 1]);
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let (mut held, mut other) = (Vec::new(), Vec::new());
+    for key in &keys {
+        // The other half falls due first: had its timers been loaded, they would fire
+        // before the held half's.
+        match half.contains(partition_of("Tally", key)) {
+            true => held.push(send(&engine, key, Some(Duration::from_secs(2))).await),
+            false => other.push(send(&engine, key, Some(Duration::from_secs(1))).await),
+        }
+    }
+    assert!(!held.is_empty() && !other.is_empty(), "keys in both halves");
+    storage.set_owned(Partitions::none(PARTITIONS));
+    until("every partition left", || engine.owned().is_empty()).await;
+    storage.fence();
+    assert!(held.iter().chain(&other).all(|id| tally.runs(id) == 0));
+
+    storage.set_owned(half.clone());
+    until("the held half ran", || {
+        held.iter().all(|id| tally.runs(id) > 0)
+    })
+    .await;
+    assert!(engine.owned() == half);
+    for id in &other {
+        assert_eq!(
+            tally.runs(id),
+            0,
+            "{id} of another process's partition ran here"
+        );
+    }
+
+    storage.set_owned(Partitions::all(PARTITIONS));
+    until("the other half ran", || {
+        other.iter().all(|id| tally.runs(id) > 0)
+    })
+    .await;
+    for id in held.iter().chain(&other) {
+        assert_eq!(tally.runs(id), 1, "{id} ran more than once");
+    }
+    engine.shutdown();
+}
+
+/// After a crash, an engine handed half the partitions restores the invocations that were
+/// running in that half only; handed the rest, it restores those too. Each completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_restores_only_the_partitions_held_and_the_rest_once_handed_over() {
+    let store = MemoryStore::default();
+    let first = Arc::new(store.open(PARTITIONS));
+    let (tally, open) = Tally::new(false);
+    let before = start(&first, &tally);
+    let half = Partitions::of(PARTITIONS, [1, 2]);
+    let ids = send_to_forty_keys(&before, &half).await;
+    until("every invocation started", || {
+        ids.iter().all(|(_, id)| tally.runs(id) == 1)
+    })
+    .await;
+    before.shutdown();
+    store.kill();
+
+    let second = Arc::new(store.open(PARTITIONS));
+    hand(&second, &half);
+    let after = start(&second, &tally);
+    open.send_replace(true);
+    until("the held half completed", || {
+        ids.iter()
+            .filter(|(held, _)| *held)
+            .all(|(_, id)| completed(&second, id))
+    })
+    .await;
+    for (held, id) in &ids {
+        let runs = if *held { 2 } else { 1 };
+        assert_eq!(tally.runs(id), runs, "runs of {id} (held: {held})");
+        assert_eq!(completed(&second, id), *held);
+    }
+
+    second.set_owned(Partitions::all(PARTITIONS));
+    until("the rest completed", || {
+        ids.iter().all(|(_, id)| completed(&second, id))
+    })
+    .await;
+    for (_, id) in &ids {
+        assert_eq!(
+            tally.runs(id),
+            2,
+            "{id} ran once before the crash and once after"
+        );
+    }
+    after.shutdown();
+}
+
+/// Partitions that leave take their invocations out of memory: a request waiting here on
+/// one hears it is lost here, their tasks stop without completing them (the store would
+/// refuse them anyway), and those of the partitions kept go on. When the partitions come
+/// back, their invocations that were accepted durably run again and complete once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_leave_with_their_partition_and_complete_once_when_it_comes_back() {
+    let store = MemoryStore::default();
+    let storage = Arc::new(store.open(PARTITIONS));
+    let (tally, open) = Tally::new(false);
+    let engine = start(&storage, &tally);
+    let half = Partitions::of(PARTITIONS, [0, 3]);
+    let ids = send_to_forty_keys(&engine, &half).await;
+    let call = |partition| {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.call(note(&key_in("Tally", partition), None)).await })
+    };
+    let (kept_call, left_call) = (call(0), call(1));
+    until("every invocation started", || {
+        tally.runs.lock().unwrap().len() == ids.len() + 2
+    })
+    .await;
+
+    storage.set_owned(half.clone());
+    let lost = left_call.await.unwrap();
+    assert!(
+        matches!(&lost, Err(super::super::EngineError::Lost(why)) if why == super::LEFT),
+        "a call whose partition left: {:?}",
+        lost.map(|(id, ..)| id)
+    );
+    assert!(engine.owned() == half);
+    open.send_replace(true);
+    let (id, ..) = kept_call
+        .await
+        .unwrap()
+        .expect("the call of a partition kept");
+    assert_eq!(tally.runs(&id), 1);
+    until("the kept half completed", || {
+        ids.iter()
+            .filter(|(kept, _)| *kept)
+            .all(|(_, id)| completed(&storage, id))
+    })
+    .await;
+    for (kept, id) in &ids {
+        assert_eq!(completed(&storage, id), *kept, "{id} (kept: {kept})");
+        assert_eq!(tally.runs(id), 1, "{id} (kept: {kept})");
+    }
+    // The tasks of those that left stopped where they waited.
+    until("the kept half got past the gate", || {
+        ids.iter()
+            .filter(|(kept, _)| *kept)
+            .all(|(_, id)| tally.passed(id) == 1)
+    })
+    .await;
+    for (_, id) in ids.iter().filter(|(kept, _)| !kept) {
+        assert_eq!(tally.passed(id), 0, "{id} went on after its partition left");
+    }
+
+    storage.set_owned(Partitions::all(PARTITIONS));
+    until("the rest completed", || {
+        ids.iter().all(|(_, id)| completed(&storage, id))
+    })
+    .await;
+    for (kept, id) in &ids {
+        let runs = if *kept { 1 } else { 2 };
+        assert_eq!(tally.runs(id), runs, "runs of {id} (kept: {kept})");
+        assert_eq!(tally.passed(id), 1, "{id} (kept: {kept}) got past once");
+    }
+    engine.shutdown();
+}
+
+/// A store's write to a partition whose lease its process lost is refused, and nothing is
+/// acknowledged after it (law 10); one told it lost a partition but not yet fenced still
+/// writes it (the process lets it go first).
+#[tokio::test]
+async fn a_write_to_a_partition_fenced_off_is_refused_and_stops_the_store() {
+    let storage = MemoryStore::default().open(PARTITIONS);
+    let (kept, other) = (key_in("Tally", 0), key_in("Tally", 1));
+    let put = |key: &str| WriteOp::SetState {
+        scope: StateScope {
+            service: "Tally".into(),
+            key: key.into(),
+        },
+        name: "n".into(),
+        value: b"1".to_vec(),
+    };
+    let scope = |key: &str| StateScope {
+        service: "Tally".into(),
+        key: key.into(),
+    };
+    // Told, not yet fenced: both partitions are still written.
+    storage.set_owned(Partitions::of(PARTITIONS, [0]));
+    storage.submit(vec![put(&kept), put(&other)]).await.unwrap();
+    storage.fence();
+    let refused = storage.submit(vec![put(&kept), put(&other)]).await;
+    assert!(matches!(refused, Err(StorageError::Backend(why)) if why.contains("partition 1")));
+    assert!(storage.failure().borrow().is_some(), "the store stopped");
+    assert!(storage.submit(vec![put(&kept)]).await.is_err());
+    assert_eq!(
+        storage.state(&scope(&other), "n").unwrap(),
+        Some(b"1".to_vec())
+    );
+}
+
+/// `call` within 20 s, or the test fails.
+async fn within<T>(call: impl std::future::Future<Output = T>) -> T {
+    let deadline = Duration::from_secs(20);
+    tokio::time::timeout(deadline, call)
+        .await
+        .expect("no answer within 20 s")
+}
+
+fn relay(handler: &str, key: &str, to: &str) -> InvokeRequest {
+    InvokeRequest {
+        target: Target {
+            service: "Relay".into(),
+            handler: handler.into(),
+            key: Some(key.into()),
+        },
+        input: Bytes::from(serde_json::to_vec(to).unwrap()),
+        headers: Vec::new(),
+        idempotency_key: None,
+        delay: None,
+    }
+}
+
+/// Two processes on one shared store, each running half the partitions. A handler's call
+/// to an object of the other half is created there through its inbox, with the caller's
+/// entry, and its result comes back through the caller's inbox; a send likewise. Requests
+/// from outside reach whichever process runs their key, through either process. Every
+/// callee runs once, and every call gets its own callee's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_sends_cross_partitions_through_the_inboxes_and_run_once() {
+    let Pair {
+        halves: [a_half, b_half],
+        handles: [a, b],
+        ..
+    } = pair();
+    let (tally, _open) = Tally::new(true);
+    let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
+    let in_half = |service: &str, half: &Partitions, n: usize, prefix: &str| -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|key| half.contains(partition_of(service, key)))
+            .take(n)
+            .collect()
+    };
+    let mut calls = Vec::new();
+    for (i, (from, to)) in in_half("Relay", &a_half, 6, "r")
+        .iter()
+        .zip(in_half("Tally", &b_half, 6, "t"))
+        .enumerate()
+    {
+        // Through the process that runs the relay, and through the other one.
+        let via = if i % 2 == 0 { &engine_a } else { &engine_b };
+        let (_, done, _) = within(via.call(relay("call", from, &to))).await.unwrap();
+        let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+            panic!("a relayed call failed: {:?}", done.outcome);
+        };
+        let callee: String = serde_json::from_slice(bytes).unwrap();
+        calls.push((to, callee.parse::<InvocationId>().unwrap()));
+    }
+    for (to, callee) in &calls {
+        assert!(
+            b_half.holds(callee),
+            "the callee of Tally/{to} is in its key's partition"
+        );
+        assert_eq!(tally.runs(callee), 1, "Tally/{to} ran once");
+        assert!(completed(&b, callee));
+    }
+    // Calls the other way, and sends both ways.
+    for (from, to) in in_half("Relay", &b_half, 3, "s")
+        .iter()
+        .zip(in_half("Tally", &a_half, 3, "u"))
+    {
+        let (_, done, _) = within(engine_b.call(relay("call", from, &to)))
+            .await
+            .unwrap();
+        let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+            panic!("a relayed call failed: {:?}", done.outcome);
+        };
+        let callee: String = serde_json::from_slice(bytes).unwrap();
+        assert!(a_half.holds(&callee.parse().unwrap()));
+    }
+    let mut sent = Vec::new();
+    for (from, to) in in_half("Relay", &a_half, 4, "v")
+        .iter()
+        .zip(in_half("Tally", &b_half, 4, "w"))
+    {
+        let (_, done, _) = within(engine_a.call(relay("send", from, &to)))
+            .await
+            .unwrap();
+        let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+            panic!("a relayed send failed: {:?}", done.outcome);
+        };
+        let id: String = serde_json::from_slice(bytes).unwrap();
+        sent.push(id.parse::<InvocationId>().unwrap());
+    }
+    until("every sent invocation ran where its partition runs", || {
+        sent.iter().all(|id| completed(&b, id))
+    })
+    .await;
+    for id in &sent {
+        assert_eq!(tally.runs(id), 1);
+    }
+    engine_a.shutdown();
+    engine_b.shutdown();
+}
+
+/// The output of a completed invocation, as a string.
+fn output(storage: &MemoryStorage, id: &InvocationId) -> Option<String> {
+    match storage.invocation(id).unwrap()?.status {
+        Status::Completed {
+            outcome: crate::storage::Outcome::Success(bytes),
+            ..
+        } => Some(serde_json::from_slice(&bytes).unwrap()),
+        _ => None,
+    }
+}
+
+/// A crash at every commit of a call across partitions (the caller's entry with the
+/// message that creates the callee, the callee's record, its completion with the message
+/// that carries its result back, that result's entry with the caller's wake-up, the inbox
+/// messages' removals, the caller's end): after the restart of both processes, the
+/// accepted caller completes with the result of the one callee it recorded, and exactly
+/// one callee completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_commit_of_a_call_across_partitions_loses_and_doubles_nothing() {
+    let (a_half, b_half) = (
+        Partitions::of(PARTITIONS, [0, 1]),
+        Partitions::of(PARTITIONS, [2, 3]),
+    );
+    let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
+    let config = || EngineConfig {
+        on_storage_failure: |_| {},
+        ..test_config()
+    };
+    let mut crashed_at = Vec::new();
+    for n in 1..=16 {
+        let store = MemoryStore::default();
+        let (tally, _open) = Tally::new(true);
+        let processes = || {
+            let (a, b) = (
+                Arc::new(store.open_shared(PARTITIONS)),
+                Arc::new(store.open_shared(PARTITIONS)),
+            );
+            hand(&a, &a_half);
+            hand(&b, &b_half);
+            let start = |s: &Arc<MemoryStorage>| {
+                let storage = s.clone() as Arc<dyn Storage>;
+                Engine::start(storage, tally.registry(), config()).unwrap()
+            };
+            let engines = (start(&a), start(&b));
+            (a, engines)
+        };
+        let (_, (engine_a, engine_b)) = processes();
+        store.kill_after_commits(n);
+        let accepted = engine_a
+            .send(relay("call", &from, &to))
+            .await
+            .map(|(id, ..)| id);
+        if let Ok(relay_id) = accepted {
+            let a = store.open(PARTITIONS);
+            until("the relay completed or the store was killed", || {
+                store.kills() > 0 || output(&a, &relay_id).is_some()
+            })
+            .await;
+        }
+        engine_a.shutdown();
+        engine_b.shutdown();
+        if store.kills() > 0 {
+            crashed_at.push(n);
+        }
+        let (a, (after_a, after_b)) = processes();
+        if let Ok(relay_id) = accepted {
+            until("the relay completed after the restart", || {
+                output(&a, &relay_id).is_some()
+            })
+            .await;
+            let callee: InvocationId = output(&a, &relay_id).unwrap().parse().unwrap();
+            assert_eq!(
+                output(&a, &callee),
+                Some(callee.to_string()),
+                "crash at commit {n}"
+            );
+            let tallies: Vec<_> = a
+                .invocations(None, 1000)
+                .unwrap()
+                .into_iter()
+                .filter(|(_, r)| r.target.service == "Tally")
+                .collect();
+            assert_eq!(
+                tallies.len(),
+                1,
+                "crash at commit {n}: one callee, {tallies:?}"
+            );
+        }
+        after_a.shutdown();
+        after_b.shutdown();
+    }
+    // The sweep went past the end of the flow: every commit of it was a crash point.
+    assert!(crashed_at.len() < 16, "crashes at {crashed_at:?}");
+    assert!(crashed_at.len() >= 6, "crashes at {crashed_at:?}");
+}
+
+/// Across partitions, an attach to an invocation still running is completed by its owner
+/// when it ends, and a cancel reaches an invocation queued there (it ends at once, never
+/// having run) and the attach to it gets the cancellation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaches_and_cancels_cross_partitions_through_the_inboxes() {
+    let Pair {
+        halves: [_, b_half],
+        handles: [a, b],
+        ..
+    } = pair();
+    let (tally, open) = Tally::new(false);
+    let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
+    let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
+    let attach = {
+        let engine = engine_a.clone();
+        let (from, to) = (from.clone(), to.clone());
+        tokio::spawn(async move { engine.call(relay("attach", &from, &to)).await })
+    };
+    until("the attached invocation runs", || {
+        tally.runs.lock().unwrap().len() == 1
+    })
+    .await;
+    let other_relay = key_in("Relay", 1);
+    let (_, cancelled, _) = within(engine_a.call(relay("cancel", &other_relay, &to)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&cancelled.outcome, crate::storage::Outcome::Success(code) if code == b"\"409\""),
+        "{:?}",
+        cancelled.outcome
+    );
+    assert_eq!(
+        tally.runs.lock().unwrap().len(),
+        1,
+        "the cancelled one never ran"
+    );
+    open.send_replace(true);
+    let (_, attached, _) = within(attach).await.unwrap().unwrap();
+    let crate::storage::Outcome::Success(bytes) = &attached.outcome else {
+        panic!("the attach failed: {:?}", attached.outcome);
+    };
+    let noted: String = serde_json::from_slice(bytes).unwrap();
+    let noted: InvocationId = noted.parse().unwrap();
+    assert_eq!(tally.runs(&noted), 1);
+    assert!(b_half.holds(&noted));
+    // The first of the cancelling relay's two sends runs once the key is free.
+    until("the rest ran", || tally.passed.lock().unwrap().len() == 2).await;
+    engine_a.shutdown();
+    engine_b.shutdown();
+}
+
+/// Each process purges the finished invocations of the partitions it runs, and only
+/// those (a delete of another's would be refused, and the whole purge with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_purges_the_partitions_it_runs() {
+    let Pair {
+        halves: [a_half, b_half],
+        handles: [a, b],
+        ..
+    } = pair();
+    let (tally, _open) = Tally::new(true);
+    let (engine_a, engine_b) = (start(&a, &tally), start(&b, &tally));
+    // `note` keeps no result (the runtime's own handlers' retention is zero).
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let key = format!("p{i}");
+        let engine = match a_half.contains(partition_of("Tally", &key)) {
+            true => &engine_a,
+            false => &engine_b,
+        };
+        ids.push(within(engine.call(note(&key, None))).await.unwrap().0);
+    }
+    let stored = |id: &InvocationId| a.invocation(id).unwrap().is_some();
+    assert!(ids.iter().all(stored));
+    engine_a.purge_due().await;
+    for id in &ids {
+        assert_eq!(
+            stored(id),
+            b_half.holds(id),
+            "{id} after the first process purged"
+        );
+    }
+    engine_b.purge_due().await;
+    assert!(!ids.iter().any(stored));
+    engine_a.shutdown();
+    engine_b.shutdown();
+}
+
+/// A caller that suspended while its callee runs in another process is woken there by the
+/// result's message (its wake-up committed with the entry, law 9) and completes by replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_caller_is_woken_by_a_result_from_another_partition() {
+    let Pair {
+        halves: [_, b_half],
+        handles: [a, b],
+        ..
+    } = pair();
+    let (tally, open) = Tally::new(false);
+    let quick = EngineConfig {
+        suspend_after: Duration::from_millis(1),
+        ..test_config()
+    };
+    let engine_a = Engine::start(a.clone() as Arc<dyn Storage>, tally.registry(), quick).unwrap();
+    let engine_b = start(&b, &tally);
+    let (from, to) = (key_in("Relay", 0), key_in("Tally", 2));
+    let call = {
+        let engine = engine_a.clone();
+        tokio::spawn(async move { engine.call(relay("call", &from, &to)).await })
+    };
+    let suspended_relay = || {
+        a.invocations(None, 100).unwrap().into_iter().any(|(_, r)| {
+            r.target.service == "Relay" && matches!(r.status, Status::Suspended { .. })
+        })
+    };
+    until("the relay suspended", suspended_relay).await;
+    open.send_replace(true);
+    let (_, done, _) = within(call).await.unwrap().unwrap();
+    let crate::storage::Outcome::Success(bytes) = &done.outcome else {
+        panic!("the relayed call failed: {:?}", done.outcome);
+    };
+    let callee: InvocationId = serde_json::from_slice::<String>(bytes)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(b_half.holds(&callee));
+    assert_eq!(tally.runs(&callee), 1);
+    engine_a.shutdown();
+    engine_b.shutdown();
+}
+
+/// Partitions moving back and forth between two processes while relays call across them:
+/// seeded (`PARTITION_MOVES_SEED` replays a run), each move a partition leaving one
+/// process (its engine lets go) before the other takes it. Every relay accepted completes
+/// with the result of the one callee it recorded, and no callee is created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_across_partitions_survive_partitions_moving_between_processes() {
+    use rand::{Rng as _, SeedableRng as _};
+    let seed = std::env::var("PARTITION_MOVES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!("partition moves seed {seed} (PARTITION_MOVES_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let Pair {
+        store,
+        halves: mut sets,
+        handles,
+    } = pair();
+    let (tally, _open) = Tally::new(true);
+    let engines = [start(&handles[0], &tally), start(&handles[1], &tally)];
+    let mut relays = Vec::new();
+    for round in 0..12 {
+        for i in 0..8 {
+            let (from, to) = (
+                format!("r{round}-{i}"),
+                format!("t{}", rng.random_range(0..6)),
+            );
+            let via = &engines[rng.random_range(0..2)];
+            let sent = within(via.send(relay("call", &from, &to))).await.unwrap().0;
+            relays.push(sent);
+        }
+        // A partition leaves its process, then the other one takes it.
+        let from = rng.random_range(0..2);
+        let Some(partition) = sets[from]
+            .iter()
+            .nth(rng.random_range(0..sets[from].len().max(1)))
+        else {
+            continue;
+        };
+        let moved = Partitions::of(PARTITIONS, [partition]);
+        sets[from] = sets[from].without(&moved);
+        handles[from].set_owned(sets[from].clone());
+        until("the partition left", || engines[from].owned() == sets[from]).await;
+        handles[from].fence();
+        let to = 1 - from;
+        sets[to] = sets[to].with(&moved);
+        handles[to].set_owned(sets[to].clone());
+    }
+    let reader = store.open(PARTITIONS);
+    until("every relay completed", || {
+        relays.iter().all(|id| output(&reader, id).is_some())
+    })
+    .await;
+    for relay in &relays {
+        let callee: InvocationId = output(&reader, relay).unwrap().parse().unwrap();
+        assert_eq!(
+            output(&reader, &callee),
+            Some(callee.to_string()),
+            "seed {seed}"
+        );
+    }
+    let callees = reader
+        .invocations(None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.target.service == "Tally")
+        .count();
+    assert_eq!(callees, relays.len(), "one callee per relay (seed {seed})");
+    for engine in &engines {
+        engine.shutdown();
+    }
+}
