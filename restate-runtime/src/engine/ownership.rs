@@ -72,8 +72,8 @@ impl Engine {
         self.shared_store && !self.runs(id)
     }
 
-    /// On a shared store, a hold on the partitions that run here, if all those `ops` write
-    /// are among them: none can leave while it is held, so a batch queued under it is queued
+    /// On a shared store, a hold on the partitions that run here (or are being recovered
+    /// here), if all those `ops` write are among them: none can leave while it is held, so a batch queued under it is queued
     /// before the leave's barrier. `Err`: one of them does not run here (it left since the
     /// handler decided to write it here). A store of one process needs no hold.
     pub(crate) fn hold_for(
@@ -85,10 +85,12 @@ impl Engine {
         }
         let held = self.held.read().expect("held lock");
         let count = u64::from(held.running.count().max(1));
+        // Those being recovered are this process's too: their restored handlers write them.
         let here = ops
             .iter()
             .filter_map(crate::storage::WriteOp::partition_key)
-            .all(|key| held.running.contains((key % count) as u32));
+            .map(|key| (key % count) as u32)
+            .all(|p| held.running.contains(p) || held.joining.contains(p));
         if here { Ok(Some(held)) } else { Err(()) }
     }
 

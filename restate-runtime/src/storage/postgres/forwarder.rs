@@ -35,7 +35,14 @@ const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, starts, mess
      WHERE NOT (t.s AND EXISTS (SELECT 1 FROM restate_invocations v WHERE v.id = t.i)) \
      ORDER BY t.i, t.n \
      ON CONFLICT (id) WHERE starts DO NOTHING \
-     RETURNING id, starts, pg_notify('restate_inbox', '')::text";
+     RETURNING id, starts, seq, pg_notify('restate_inbox', '')::text";
+
+/// Of the messages just written that start an invocation, those whose invocation a record
+/// names by now are removed again: the statement above judged by what was committed when it
+/// began, and the owner may since have stored the invocation of an earlier message and
+/// removed that message (its unique row gone, nothing left to conflict with).
+const LATE_DUPLICATES: &str = "DELETE FROM restate_inbox i USING restate_invocations v \
+     WHERE i.seq = ANY($1::int8[]) AND i.starts AND v.id = i.id RETURNING i.seq";
 
 /// Writes what is queued, a group at a time, until the queue closes.
 pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
@@ -86,6 +93,21 @@ async fn write_retrying(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded
     }
 }
 
+/// A failed statement of a group, as [`Retry`]: a deadlock or a serialization failure rolled
+/// the transaction back, and the group may be written again.
+fn rolled_back(e: tokio_postgres::Error) -> Retry {
+    use tokio_postgres::error::SqlState;
+    let again = e.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    });
+    let failed = StorageError::Backend(format!("forwarding failed: {}", pg_error(&e)));
+    if again {
+        Retry::Again(failed)
+    } else {
+        Retry::Failed(failed)
+    }
+}
+
 /// A failed group: one rolled back by the database (safe to write again), or another error.
 enum Retry {
     Again(StorageError),
@@ -93,7 +115,7 @@ enum Retry {
 }
 
 async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, Retry> {
-    let client = pool.get().await.map_err(|e| {
+    let mut client = pool.get().await.map_err(|e| {
         Retry::Failed(StorageError::Backend(format!(
             "no PostgreSQL connection: {e}"
         )))
@@ -102,30 +124,38 @@ async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, Retry>
         .prepare_cached(INSERT)
         .await
         .map_err(|e| Retry::Failed(backend(e)))?;
+    let recheck = client
+        .prepare_cached(LATE_DUPLICATES)
+        .await
+        .map_err(|e| Retry::Failed(backend(e)))?;
+    let transaction = client.transaction().await.map_err(rolled_back)?;
     let partition_keys: Vec<i64> = group.iter().map(|o| o.id.partition_key() as i64).collect();
     let ids: Vec<Vec<u8>> = group.iter().map(|o| o.id.storage_key().to_vec()).collect();
     let starts: Vec<bool> = group.iter().map(|o| o.starts).collect();
     let messages: Vec<&[u8]> = group.iter().map(|o| o.encoded.as_slice()).collect();
-    let rows = client
+    let rows = transaction
         .query(&statement, &[&partition_keys, &ids, &starts, &messages])
         .await
-        .map_err(|e| {
-            use tokio_postgres::error::SqlState;
-            let again = e.code().is_some_and(|code| {
-                *code == SqlState::T_R_DEADLOCK_DETECTED
-                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
-            });
-            let failed = StorageError::Backend(format!("forwarding failed: {}", pg_error(&e)));
-            if again {
-                Retry::Again(failed)
-            } else {
-                Retry::Failed(failed)
-            }
-        })?;
+        .map_err(rolled_back)?;
+    let started: Vec<i64> = rows
+        .iter()
+        .filter(|row| row.get::<_, bool>(1))
+        .map(|row| row.get(2))
+        .collect();
+    // A fresh look, in a statement of its own: what committed since the insert began.
+    let late: std::collections::HashSet<i64> = match started.is_empty() {
+        true => Default::default(),
+        false => (transaction.query(&recheck, &[&started]).await)
+            .map_err(rolled_back)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect(),
+    };
+    transaction.commit().await.map_err(rolled_back)?;
     // Of the messages that start an invocation, those written: the first of each id.
     let mut written: HashMap<Vec<u8>, usize> = HashMap::new();
     for row in &rows {
-        if row.get::<_, bool>(1) {
+        if row.get::<_, bool>(1) && !late.contains(&row.get::<_, i64>(2)) {
             *written.entry(row.get(0)).or_default() += 1;
         }
     }
