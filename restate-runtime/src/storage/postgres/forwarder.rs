@@ -128,7 +128,14 @@ async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, Retry>
         .prepare_cached(LATE_DUPLICATES)
         .await
         .map_err(|e| Retry::Failed(backend(e)))?;
-    let transaction = client.transaction().await.map_err(rolled_back)?;
+    // Read committed whatever the role's default: the second statement must see what
+    // committed after the first began.
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(rolled_back)?;
     let partition_keys: Vec<i64> = group.iter().map(|o| o.id.partition_key() as i64).collect();
     let ids: Vec<Vec<u8>> = group.iter().map(|o| o.id.storage_key().to_vec()).collect();
     let starts: Vec<bool> = group.iter().map(|o| o.starts).collect();
