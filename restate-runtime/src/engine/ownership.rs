@@ -65,11 +65,12 @@ impl Engine {
         self.held.read().expect("held lock").running.holds(id)
     }
 
-    /// Whether `id`'s partition does not run here: effects on it go to its inbox. One being
-    /// recovered here does not run yet either (its keys' queues are being rebuilt): what is
-    /// sent to it meanwhile is applied once it runs, after what the store held.
+    /// Whether another process runs `id`'s partition: effects on it go to its inbox. One
+    /// being recovered here is this process's: its restored handlers' effects on it are made
+    /// here, in their order (through the inbox, a later one made here could overtake them).
+    /// The handlers restored start once recovery has queued what the store holds on each key.
     pub(crate) fn elsewhere(&self, id: &InvocationId) -> bool {
-        self.shared_store && !self.runs(id)
+        self.shared_store && !self.may_run(id)
     }
 
     /// On a shared store, a hold on the partitions that run here (or are being recovered
