@@ -85,13 +85,11 @@ impl Engine {
             return Ok(None);
         }
         let held = self.held.read().expect("held lock");
-        let count = u64::from(held.running.count().max(1));
         // Those being recovered are this process's too: their restored handlers write them.
         let here = ops
             .iter()
             .filter_map(crate::storage::WriteOp::partition_key)
-            .map(|key| (key % count) as u32)
-            .all(|p| held.running.contains(p) || held.joining.contains(p));
+            .all(|key| held.running.holds_key(key) || held.joining.holds_key(key));
         if here { Ok(Some(held)) } else { Err(()) }
     }
 
@@ -159,11 +157,8 @@ impl Engine {
         };
         // The tasks look at their invocation's mark.
         self.departures.send_modify(|n| *n += 1);
-        let of_scope = |scope: &StateScope| {
-            lost.contains(
-                (partition_key_of(&scope.service, &scope.key) % u64::from(lost.count())) as u32,
-            )
-        };
+        let of_scope =
+            |scope: &StateScope| lost.holds_key(partition_key_of(&scope.service, &scope.key));
         self.lanes
             .lock()
             .expect("lanes")

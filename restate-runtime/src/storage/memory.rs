@@ -164,8 +164,8 @@ impl MemoryStorage {
         let writable = self.writable.lock().expect("writable lock");
         ops.iter()
             .filter_map(WriteOp::partition_key)
-            .map(|key| (key % u64::from(self.partitions)) as u32)
-            .find(|partition| !writable.contains(*partition))
+            .filter(|key| !writable.holds_key(*key))
+            .find_map(|key| writable.partition_of(key))
     }
 
     /// Tells the engine on this handle that its process runs `owned` from now on, as a shared

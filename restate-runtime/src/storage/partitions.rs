@@ -13,6 +13,8 @@ use crate::ids::InvocationId;
 /// use restate_runtime::storage::Partitions;
 /// let some = Partitions::of(8, [1, 5]);
 /// assert!(some.contains(5) && !some.contains(2));
+/// assert_eq!(some.partition_of(13), Some(5)); // a partition key's partition
+/// assert!(some.holds_key(13));
 /// assert_eq!(Partitions::all(8).without(&some).iter().collect::<Vec<_>>(), [0, 2, 3, 4, 6, 7]);
 /// assert!(Partitions::none(8).is_empty());
 /// ```
@@ -56,9 +58,19 @@ impl Partitions {
             && self.bits[(partition / 64) as usize] & (1 << (partition % 64)) != 0
     }
 
+    /// The partition a partition key falls in (`None` with no partitions at all).
+    pub fn partition_of(&self, key: u64) -> Option<u32> {
+        (self.count > 0).then(|| (key % u64::from(self.count)) as u32)
+    }
+
+    /// Whether the partition of partition key `key` is in the set.
+    pub fn holds_key(&self, key: u64) -> bool {
+        self.partition_of(key).is_some_and(|p| self.contains(p))
+    }
+
     /// Whether the partition of `id` is in the set.
     pub fn holds(&self, id: &InvocationId) -> bool {
-        self.count > 0 && self.contains((id.partition_key() % u64::from(self.count)) as u32)
+        self.holds_key(id.partition_key())
     }
 
     /// The partitions in the set, in order.
