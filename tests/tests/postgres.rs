@@ -400,7 +400,7 @@ async fn a_paused_process_is_taken_over_and_commits_nothing_once_continued() {
     let second = App::start(BIN, &dir.path().join("b"), &env).await;
     let url = env[0].1.clone();
     poll(Duration::from_secs(30), || {
-        let epoch = cluster().query(&url, "SELECT epoch::text FROM restate_lease");
+        let epoch = cluster().query(&url, "SELECT DISTINCT epoch::text FROM restate_partitions");
         std::future::ready(epoch.unwrap() == vec![vec![Some("2".to_owned())]])
     })
     .await;
@@ -597,7 +597,7 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
     );
     // The standby took over at once: a new epoch, well within the lease's 120 s.
     poll(Duration::from_secs(30), || {
-        let epoch = cluster().query(&url, "SELECT epoch::text FROM restate_lease");
+        let epoch = cluster().query(&url, "SELECT DISTINCT epoch::text FROM restate_partitions");
         std::future::ready(epoch.unwrap() == vec![vec![Some("2".to_owned())]])
     })
     .await;
@@ -691,7 +691,7 @@ async fn a_drained_owner_killed_right_after_its_release_loses_nothing() {
 
     // The standby takes the free lease at once, long before the 120 s TTL.
     poll(Duration::from_secs(30), || {
-        let epoch = cluster().query(&url, "SELECT epoch::text FROM restate_lease");
+        let epoch = cluster().query(&url, "SELECT DISTINCT epoch::text FROM restate_partitions");
         std::future::ready(epoch.unwrap() == vec![vec![Some("2".to_owned())]])
     })
     .await;
@@ -804,7 +804,7 @@ async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
             .unwrap();
         let epoch = || {
             cluster()
-                .query(&url, "SELECT epoch::text FROM restate_lease")
+                .query(&url, "SELECT DISTINCT epoch::text FROM restate_partitions")
                 .unwrap()
         };
         let owner = match r.status().as_u16() {
@@ -856,12 +856,12 @@ async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
     eprintln!("owners after the races, by round: {outcomes:?}");
 }
 
-/// Whether the lease row's lease has run out by the database's clock (released).
+/// Whether every partition's lease has run out by the database's clock (released).
 fn lease_free(url: &str) -> bool {
     let free = cluster()
         .query(
             url,
-            "SELECT (expires_at < clock_timestamp())::text FROM restate_lease",
+            "SELECT bool_and(expires_at < clock_timestamp())::text FROM restate_partitions",
         )
         .unwrap();
     free == vec![vec![Some("true".to_owned())]]

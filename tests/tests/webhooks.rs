@@ -217,6 +217,16 @@ async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize, proc
             vec![vec![Some("0".to_owned())]],
             "inbox applied"
         );
+        // The dead process's partitions are the survivors' now, spread over all of them.
+        let spread = "SELECT count(*)::text || ' ' || count(DISTINCT owner_pid)::text \
+             FROM restate_partitions p WHERE expires_at > clock_timestamp() \
+             AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = p.owner_pid)";
+        let want = format!("256 {}", alive.len());
+        poll(Duration::from_secs(60), || {
+            let found = cluster.query(&url, spread).unwrap();
+            std::future::ready(found == vec![vec![Some(want.clone())]])
+        })
+        .await;
     }
 }
 

@@ -542,13 +542,23 @@ impl Engine {
         caller: Option<(InvocationId, u32)>,
     ) -> Result<Created<'_>, EngineError> {
         let prepared = self.prepare(req, caller)?;
-        if self.elsewhere(&prepared.id) {
+        if self.elsewhere(&prepared.id) || self.keyed_behind_inbox(&prepared)? {
             let id = prepared.id;
             let message = InboxMessage::Invoke(Box::new(prepared.record));
             return Ok(Created::Elsewhere(id, WriteOp::forward(id, &message)));
         }
         let (submitted, claim) = self.submit_prepared(prepared, Origin::Handler, None)?;
         Ok(Created::Here(submitted, claim))
+    }
+
+    /// Whether a handler's call or send to an object or workflow key that runs here must go
+    /// through the inbox all the same: a message for that key, accepted first by another
+    /// process, waits there (per-key order across processes, law 5).
+    fn keyed_behind_inbox(&self, prepared: &Prepared) -> Result<bool, EngineError> {
+        if !self.shared_store || prepared.record.target.key.is_none() {
+            return Ok(false);
+        }
+        Ok(self.storage.inbox_pending(&prepared.id)?.partition)
     }
 
     /// [`Self::submit_recorded`] for work from outside any handler: a new invocation is refused while
@@ -680,6 +690,11 @@ impl Engine {
         }
         let inflight = {
             let mut map = self.inflight.lock().expect("inflight map");
+            // Under the lock that a partition's leave takes too: one that left since the
+            // caller decided to take this in here gets nothing of it in memory.
+            if !self.shared_store_may_run(&id) {
+                return Err(ownership::moved());
+            }
             if derived && let Some(existing) = map.get(&id) {
                 // Nothing should have since the read (creators hold the claim, loaders load
                 // what the read saw); should something have, it is joined, never replaced.
@@ -857,15 +872,35 @@ impl Engine {
         prev.max(floor) + 1
     }
 
+    /// Takes `req` in here, or hands it back (`Err`) for the inbox of the process that runs
+    /// its partition (also when that partition left while it was being taken in).
+    async fn submit_or_route(
+        &self,
+        mut req: InvokeRequest,
+    ) -> Result<Result<Submitted, InvokeRequest>, EngineError> {
+        loop {
+            if self.request_behind_inbox(&req)? {
+                return Ok(Err(req));
+            }
+            let again = self.shared_store.then(|| req.clone());
+            match self.submit_from_outside(req).await {
+                Err(e) if ownership::is_moved(&e) => {
+                    req = again.expect("only a shared store's partitions move");
+                }
+                submitted => return submitted.map(Ok),
+            }
+        }
+    }
+
     /// Request-response: submit, run, and wait for the result.
     pub(crate) async fn call(
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
-        if self.request_behind_inbox(&req)? {
-            return self.call_forwarded(req).await;
-        }
-        let submitted = self.submit_from_outside(req).await?;
+        let submitted = match self.submit_or_route(req).await? {
+            Ok(submitted) => submitted,
+            Err(req) => return self.call_forwarded(req).await,
+        };
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
         if submitted.workflow_run
@@ -898,10 +933,10 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
-        if self.request_behind_inbox(&req)? {
-            return self.send_forwarded(req).await;
-        }
-        let submitted = self.submit_from_outside(req).await?;
+        let submitted = match self.submit_or_route(req).await? {
+            Ok(submitted) => submitted,
+            Err(req) => return self.send_forwarded(req).await,
+        };
         let (status, inflight) = match submitted.submission {
             Submission::Finished(_) | Submission::Stored => {
                 return Ok((

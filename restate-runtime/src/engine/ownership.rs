@@ -25,6 +25,17 @@ use crate::storage::{Partitions, StateScope};
 /// What a waiter on an invocation of a partition that left hears.
 const LEFT: &str = "another process runs this invocation's partition now";
 
+/// An invocation not taken in here because its partition left meanwhile: nothing was done,
+/// and the work goes to the partition's new owner.
+pub(super) fn moved() -> EngineError {
+    EngineError::Lost(LEFT.into())
+}
+
+/// Whether `e` is [`moved`].
+pub(super) fn is_moved(e: &EngineError) -> bool {
+    matches!(e, EngineError::Lost(m) if m == LEFT)
+}
+
 /// How often a partition that came back looks whether the tasks that ran it before stopped.
 const DEPARTED_POLL: Duration = Duration::from_millis(5);
 
@@ -91,6 +102,11 @@ impl Engine {
             .filter_map(crate::storage::WriteOp::partition_key)
             .all(|key| held.running.holds_key(key) || held.joining.holds_key(key));
         if here { Ok(Some(held)) } else { Err(()) }
+    }
+
+    /// [`Self::may_run`] on a shared store; always on a store of one process.
+    pub(crate) fn shared_store_may_run(&self, id: &InvocationId) -> bool {
+        !self.shared_store || self.may_run(id)
     }
 
     /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
@@ -227,6 +243,13 @@ pub(super) async fn follow(engine: Engine, mut offered: watch::Receiver<Partitio
         let lost = held.without(&now);
         if !lost.is_empty() {
             engine.leave_partitions(&lost);
+            // Once what ran them stopped and its writes are decided, the store may hand them
+            // to another process.
+            let departing = engine.clone();
+            engine.tasks.spawn(async move {
+                departing.await_departed(&lost).await;
+                departing.storage.left(&lost);
+            });
         }
         let gained = now.without(&held);
         if gained.is_empty() {

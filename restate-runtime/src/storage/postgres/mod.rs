@@ -1,5 +1,6 @@
 //! The PostgreSQL backend (feature `postgres`): the same [`Storage`] on tables in a database
-//! (`RESTATE_DATABASE_URL`), one process at a time by a fenced lease (`ownership.rs`).
+//! (`RESTATE_DATABASE_URL`), shared by the processes of a deployment, each running the
+//! partitions it leases (`ownership.rs`: a fair share each, fenced by a per-partition epoch).
 //!
 //! The backend runs its own small tokio runtime (one thread) for its connections, so that it
 //! behaves the same under any runtime the engine runs on: a write is queued to the writer
@@ -8,10 +9,13 @@
 //! At open, the schema is migrated (`schema.rs`) and the deployment's partition count and
 //! secret are read, or recorded by the first process.
 //!
-//! Tables (schema 1, `restate-runtime/migrations/postgres/`): `restate_invocations` (record,
-//! recovery hint, due time, expiry, one row per invocation), `restate_journal`,
-//! `restate_state`, `restate_promises`, `restate_promise_waiters`, `restate_wakes`,
-//! `restate_result_waiters`, `restate_meta`, and refinery's `restate_schema_history`.
+//! Tables (`restate-runtime/migrations/postgres/`): `restate_invocations` (record, recovery
+//! hint, due time, expiry, one row per invocation), `restate_journal`, `restate_state`,
+//! `restate_promises`, `restate_promise_waiters`, `restate_wakes`, `restate_result_waiters`,
+//! `restate_meta`, `restate_inbox` (schema 2), `restate_partitions` and `restate_members`
+//! (schema 3; `restate_lease`, schema 1's single lease, is held by them together), and
+//! refinery's `restate_schema_history`. The scans that find work (inbox, due times, expiries,
+//! recovery) read only the partitions this process runs.
 //! Invocation ids are stored as their 24-byte storage keys, so `bytea` order is id order.
 
 mod fold;
@@ -67,14 +71,16 @@ pub struct PostgresOptions {
     pub max_queued_bytes: usize,
     /// Bytes one transaction takes at most: what is queued beyond goes into the next one.
     pub max_group_bytes: usize,
-    /// How long the lease lasts without a renewal (`RESTATE_LEASE_TTL`): a paused or cut-off
-    /// owner is taken over this long after its last transaction, by the database's clock.
+    /// How long a partition's lease lasts without a renewal (`RESTATE_LEASE_TTL`; renewed
+    /// every third of it): the partitions of a paused or cut-off process are taken over this
+    /// long after its last renewal, by the database's clock; those of a killed one at once.
     pub lease_ttl: Duration,
-    /// How long opening waits for another process that runs on the database to stop or lose
-    /// its lease before giving up with [`OpenError::Locked`]. `None`, the default: it does not
-    /// wait; the store opens as a standby (reads work, writes go to the owner's inbox through
-    /// [`Storage::forward`]) and takes the lease over in the background as soon as it can,
-    /// which [`Storage::ownership`] tells.
+    /// How long opening waits for a process of an older binary (schema 2, which runs the
+    /// whole database alone) to stop or lose its lease before giving up with
+    /// [`OpenError::Locked`]. `None`, the default: it does not wait; the store opens as a
+    /// standby (reads work, writes go to the owner's inbox through [`Storage::forward`]) and
+    /// takes part once it can, which [`Storage::ownership`] tells. Beside processes of this
+    /// binary it never waits: it takes its share of the partitions as they free.
     pub owner_wait: Option<Duration>,
     /// Opens for reading only (a replay check on a live database): no migration, no lease,
     /// and every read in one read-only transaction, so that all of them see one snapshot
@@ -207,13 +213,26 @@ impl PostgresStorage {
                     Ok(deployment) => deployment,
                     Err(e) => return Ok((client, Err(e), None)),
                 };
-                let lease = ownership::claim(&client, ttl, Some(patience.unwrap_or_default()))
+                let mut leases = ownership::Leases::prepare(&client, ttl, deployment.partitions)
                     .await
                     .map_err(|e| pg_error(&e))?;
-                Ok::<_, String>((client, Ok(deployment), lease))
+                // The first round before the store opens: a process that can run partitions
+                // runs them from the start. It waits only for a binary of schema 2 that holds
+                // the whole database, as long as `owner_wait` says.
+                let started = std::time::Instant::now();
+                loop {
+                    if let Err(lost) = leases.round(&client).await? {
+                        return Err(format!("{lost:?}"));
+                    }
+                    if leases.member() || started.elapsed() >= patience.unwrap_or_default() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok::<_, String>((client, Ok(deployment), Some(leases)))
             }
         };
-        let (client, deployment, lease) = wait(runtime.handle(), connect)
+        let (client, deployment, leases) = wait(runtime.handle(), connect)
             .ok_or_else(|| unreachable("the backend's thread stopped".into()))?
             .map_err(unreachable)?;
         let deployment = deployment.map_err(|e| match e {
@@ -225,7 +244,8 @@ impl PostgresStorage {
             }
             e => unreachable(e.to_string()),
         })?;
-        if lease.is_none() && options.owner_wait.is_some() && !options.read_only {
+        let joined = leases.as_ref().is_some_and(|l| l.member());
+        if !joined && options.owner_wait.is_some() && !options.read_only {
             return Err(OpenError::Locked { path: place });
         }
         let (signals, inbox_tx) = Signals::channels();
@@ -276,28 +296,10 @@ impl PostgresStorage {
         shared
             .owned
             .send_replace(Partitions::none(deployment.partitions));
-        shared.set_owner(lease.is_some());
-        let ttl = options.lease_ttl;
+        let leases = leases.expect("opened for writing");
+        shared.publish(&leases);
         runtime.spawn(async move {
-            // A standby takes the lease over as soon as the owner is gone or its lease expired;
-            // only then does its writer start.
-            let lease = match lease {
-                Some(lease) => lease,
-                None => match ownership::claim(&client, ttl, None).await {
-                    Ok(Some(lease)) => lease,
-                    Ok(None) => return,
-                    Err(e) => {
-                        return supervised
-                            .poison(format!("taking the lease over failed: {}", pg_error(&e)));
-                    }
-                },
-            };
-            tracing::info!(
-                epoch = lease.epoch,
-                "this process runs the database's invocations"
-            );
-            let run = writer::run(client, rx, supervised.clone(), max_group_bytes, lease);
-            supervised.set_owner(true);
+            let run = writer::run(client, rx, supervised.clone(), max_group_bytes, leases);
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                 supervised.poison("the PostgreSQL writer panicked".into());
             }
@@ -317,6 +319,20 @@ impl PostgresStorage {
 
     fn handle(&self) -> &tokio::runtime::Handle {
         self.runtime.handle()
+    }
+
+    /// `params` and then the filter of the scans that find work for this process (its inbox,
+    /// due times, expiries, recovery): the partitions it runs and the count, the set `NULL`
+    /// for every partition (a process that runs them all, or a reader).
+    fn mine(&self, mut params: Vec<Param>) -> Vec<Param> {
+        let owned = self.shared.owned.borrow().clone();
+        let list: Option<Vec<i32>> = match (&self.reads, owned.len() == owned.count() as usize) {
+            (Reads::Snapshot(_), _) | (_, true) => None,
+            _ => Some(owned.iter().map(|p| p as i32).collect()),
+        };
+        params.push(Box::new(list));
+        params.push(Box::new(self.partitions as i32));
+        params
     }
 
     /// Runs one read statement on a pooled connection and waits for its rows.
@@ -659,8 +675,8 @@ impl Storage for PostgresStorage {
         loop {
             let rows = self.rows(
                 "SELECT id, hint FROM restate_invocations WHERE hint IS NOT NULL AND id > $1 \
-                 ORDER BY id LIMIT $2",
-                vec![Box::new(after.clone()), limit(PAGE)],
+                 AND ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY id LIMIT $2",
+                self.mine(vec![Box::new(after.clone()), limit(PAGE)]),
             )?;
             for row in &rows {
                 let id = id_at(row, 0)?;
@@ -689,13 +705,14 @@ impl Storage for PostgresStorage {
         };
         let rows = self.rows(
             "SELECT due_ms, id FROM restate_invocations WHERE due_ms IS NOT NULL \
-             AND (due_ms, id) > ($1, $2) AND due_ms <= $3 ORDER BY due_ms, id LIMIT $4",
-            vec![
+             AND (due_ms, id) > ($1, $2) AND due_ms <= $3 AND ($5::int[] IS NULL OR restate_partition(partition_key, $6::int) = ANY($5)) \
+             ORDER BY due_ms, id LIMIT $4",
+            self.mine(vec![
                 Box::new(after_ms),
                 Box::new(after_id),
                 Box::new(millis(until_ms)),
                 limit(limit_n),
-            ],
+            ]),
         )?;
         rows.iter()
             .map(|row| Ok((row.get::<_, i64>(0) as u64, id_at(row, 1)?)))
@@ -704,8 +721,8 @@ impl Storage for PostgresStorage {
 
     fn due_len(&self) -> Result<u64, StorageError> {
         let rows = self.rows(
-            "SELECT count(*) FROM restate_invocations WHERE due_ms IS NOT NULL",
-            Vec::new(),
+            "SELECT count(*) FROM restate_invocations WHERE due_ms IS NOT NULL AND ($1::int[] IS NULL OR restate_partition(partition_key, $2::int) = ANY($1))",
+            self.mine(Vec::new()),
         )?;
         Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
     }
@@ -753,8 +770,8 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError> {
         let rows = self.rows(
             "SELECT id, record FROM restate_invocations WHERE expires_at_ms <= $1 \
-             ORDER BY expires_at_ms, id LIMIT $2",
-            vec![Box::new(millis(now_ms)), limit(limit_n)],
+             AND ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY expires_at_ms, id LIMIT $2",
+            self.mine(vec![Box::new(millis(now_ms)), limit(limit_n)]),
         )?;
         rows.iter()
             .map(|row| {
@@ -820,6 +837,12 @@ impl Storage for PostgresStorage {
         waiter
     }
 
+    fn left(&self, partitions: &Partitions) {
+        if let Some(queue) = self.queue.lock().expect("queue lock").as_ref() {
+            let _ = queue.send(Message::Left(partitions.clone()));
+        }
+    }
+
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
         let (done, answer) = oneshot::channel();
         let outgoing = forwarder::Outgoing {
@@ -840,8 +863,9 @@ impl Storage for PostgresStorage {
         let rows = self.rows(
             "SELECT seq, id, message FROM (SELECT seq, id, message, \
              sum(octet_length(message)) OVER (ORDER BY seq) - octet_length(message) AS before \
-             FROM restate_inbox ORDER BY seq LIMIT $1) page WHERE before < $2 ORDER BY seq",
-            vec![limit(limit_n), limit(max_bytes)],
+             FROM restate_inbox WHERE ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY seq LIMIT $1) page \
+             WHERE before < $2 ORDER BY seq",
+            self.mine(vec![limit(limit_n), limit(max_bytes)]),
         )?;
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -1,64 +1,477 @@
-//! Who may write: one process runs on a database at a time, by a lease. Taking it over bumps
-//! the lease's epoch; every transaction of the owner first calls `restate_fence` with the
-//! epoch it took, which renews the lease by the database's clock and aborts the transaction
-//! if another process has taken over since. So a process paused past its lease (SIGSTOP, a
-//! long GC-like stall, a network partition) and then continued commits nothing: its first
-//! transaction fails, and its writer stops (law 10).
+//! Who may write which partition: every process of a deployment leases a fair share of the
+//! partitions (`restate_partitions`, schema 3), each lease with an epoch that grows at every
+//! takeover. The writer runs a lease round every third of `RESTATE_LEASE_TTL`: it renews what
+//! it holds by the database's clock, counts the live processes (`restate_members`), offers back
+//! what it holds beyond its share, and takes free partitions up to it (expired, released, or
+//! whose owner's session is gone: a killed process's partitions are taken at once). Every
+//! transaction it commits is fenced on the epochs of the partitions it writes
+//! (`restate_fence_partitions`), so a process paused past its leases (SIGSTOP, a stall, a
+//! network partition) and then continued commits nothing for the partitions taken from it.
 //!
-//! A lease may be taken over once it has expired (`RESTATE_LEASE_TTL` after its last renewal,
-//! by the database's clock), or at once when the owner's database session is gone (a killed
-//! process's connection closes, and its server process with it): a restart does not wait.
+//! A partition is offered back in two steps, so that its new owner never runs beside
+//! leftovers of the old: it leaves the process's set first (the engine stops its
+//! invocations), and its row is released only once the engine said that it left and that what
+//! it wrote is decided ([`Storage::left`](crate::storage::Storage::left)).
+//!
+//! Losing a partition this process still believed held (its lease taken after it expired)
+//! stops the store (law 10): its engine may hold effects in memory that now run elsewhere. A
+//! drained process instead releases everything and is handed over partition by partition.
+//!
+//! Binaries of schema 2 hold the whole database by `restate_lease`. Processes of this
+//! schema hold that row together (renewed in every round, `joint_epoch` = `epoch`), so that an
+//! older binary in a rolling deploy waits as a standby, and take partitions only while they
+//! hold it; an older one that takes it over anyway moves every partition's epoch (a trigger),
+//! which fences them all.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
-/// The lease this process took: the epoch its transactions must still find.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Lease {
-    pub(super) epoch: i64,
-    pub(super) ttl_ms: i64,
+use super::super::Partitions;
+
+/// The SQLSTATE `restate_fence_partitions` raises, its DETAIL naming the partitions.
+pub(super) const FENCED_STATE: &str = "RSF01";
+
+/// This process's leases, kept by its writer.
+pub(super) struct Leases {
+    ttl_ms: i64,
+    count: u32,
+    /// The joint lease of schema 3 processes is held: partitions may be taken.
+    joined: bool,
+    /// Held partitions and the epoch each was taken at.
+    held: BTreeMap<u32, i64>,
+    /// Held, but offered back: out of the process's set until the engine left them.
+    leaving: BTreeSet<u32>,
+    /// Drained: every partition's row is left free for others, and not renewed.
+    released: bool,
+    /// Released, and every partition taken by others: this process runs nothing more.
+    handed_over: bool,
+    /// When the leases were last renewed, and the fair share found then.
+    renewed: Option<Instant>,
+    share: usize,
+    statements: Statements,
 }
 
-/// Takes the lease on `client`'s session, waiting for the owner to go or its lease to expire,
-/// up to `patience` (`None`: as long as it takes, as a standby does).
-pub(super) async fn claim(
-    client: &Client,
-    ttl: Duration,
-    patience: Option<Duration>,
-) -> Result<Option<Lease>, tokio_postgres::Error> {
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-    let take = client
-        .prepare(
-            // SKIP LOCKED: an owner's transaction in progress (it holds the row) is not waited
-            // for and then judged by the lease it had before; the next try sees its renewal.
-            "UPDATE restate_lease SET epoch = epoch + 1, owner_pid = pg_backend_pid(), \
-             expires_at = clock_timestamp() + $1::bigint * interval '1 millisecond' \
-             WHERE id = (SELECT id FROM restate_lease l WHERE l.id = 0 \
-             AND (l.expires_at < clock_timestamp() OR l.owner_pid IS NULL \
-             OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.owner_pid)) \
-             FOR UPDATE SKIP LOCKED) RETURNING epoch",
-        )
-        .await?;
-    let started = Instant::now();
-    let mut logged = false;
-    loop {
-        if let Some(row) = client.query_opt(&take, &[&ttl_ms]).await? {
-            return Ok(Some(Lease {
-                epoch: row.get(0),
-                ttl_ms,
-            }));
+/// How often a process below its share looks for free partitions (released by a drained or
+/// rebalancing process, or a killed one's) between renewals, and a drained one whether
+/// others took its partitions over.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
+
+struct Statements {
+    renew_joint: Statement,
+    take_joint: Statement,
+    member: Statement,
+    leave_members: Statement,
+    live: Statement,
+    renew: Statement,
+    still_held: Statement,
+    take: Statement,
+    release: Statement,
+}
+
+/// What a lease round or a change found.
+#[derive(Debug)]
+pub(super) enum Lost {
+    /// Partitions taken while this process held them: it must stop (law 10).
+    Taken(Vec<u32>),
+    /// A binary of schema 2 took the whole database over.
+    Database,
+}
+
+impl Leases {
+    pub(super) async fn prepare(
+        client: &Client,
+        ttl: Duration,
+        count: u32,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        const UNTIL: &str = "clock_timestamp() + $1::bigint * interval '1 millisecond'";
+        const GONE: &str =
+            "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = x.owner_pid)";
+        let free = format!("(x.expires_at < clock_timestamp() OR x.owner_pid IS NULL OR {GONE})");
+        let statements = Statements {
+            renew_joint: client
+                .prepare(&format!(
+                    "UPDATE restate_lease SET expires_at = {UNTIL}, owner_pid = pg_backend_pid() \
+                     WHERE id = 0 AND epoch = joint_epoch RETURNING epoch"
+                ))
+                .await?,
+            // SKIP LOCKED: the transaction of a schema 2 owner in progress (it holds the row)
+            // is not waited for and then judged by the lease it had before.
+            take_joint: client
+                .prepare(&format!(
+                    "UPDATE restate_lease SET epoch = epoch + 1, joint_epoch = epoch + 1, \
+                     owner_pid = pg_backend_pid(), expires_at = {UNTIL} \
+                     WHERE id = (SELECT id FROM restate_lease x WHERE x.id = 0 AND {free} \
+                     FOR UPDATE SKIP LOCKED) RETURNING epoch"
+                ))
+                .await?,
+            member: client
+                .prepare(&format!(
+                    "INSERT INTO restate_members (pid, expires_at) \
+                     VALUES (pg_backend_pid(), {UNTIL}) \
+                     ON CONFLICT (pid) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+                ))
+                .await?,
+            leave_members: client
+                .prepare(
+                    "DELETE FROM restate_members WHERE pid = pg_backend_pid() \
+                     OR expires_at < clock_timestamp()",
+                )
+                .await?,
+            live: client
+                .prepare(
+                    "SELECT count(*) FROM restate_members m \
+                     WHERE m.expires_at > clock_timestamp() \
+                     AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.pid)",
+                )
+                .await?,
+            // In partition order, as the fences lock them: no deadlock with a takeover.
+            renew: client
+                .prepare(&format!(
+                    "UPDATE restate_partitions r SET expires_at = {UNTIL}, \
+                     owner_pid = pg_backend_pid() \
+                     FROM unnest($2::int[], $3::bigint[]) AS h(p, e) \
+                     WHERE r.partition = h.p AND r.epoch = h.e AND r.partition IN \
+                     (SELECT partition FROM restate_partitions WHERE partition = ANY($2) \
+                     ORDER BY partition FOR UPDATE) RETURNING r.partition"
+                ))
+                .await?,
+            still_held: client
+                .prepare(
+                    "SELECT r.partition FROM restate_partitions r \
+                     JOIN unnest($1::int[], $2::bigint[]) AS h(p, e) \
+                     ON r.partition = h.p AND r.epoch = h.e",
+                )
+                .await?,
+            take: client
+                .prepare(&format!(
+                    "UPDATE restate_partitions SET epoch = epoch + 1, \
+                     owner_pid = pg_backend_pid(), expires_at = {UNTIL} \
+                     WHERE partition IN (SELECT x.partition FROM restate_partitions x \
+                     WHERE {free} AND x.partition <> ALL($2::int[]) \
+                     AND EXISTS (SELECT 1 FROM restate_lease l WHERE l.id = 0 \
+                     AND l.epoch = l.joint_epoch) \
+                     ORDER BY x.partition LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING partition, epoch"
+                ))
+                .await?,
+            release: client
+                .prepare(
+                    "UPDATE restate_partitions r SET expires_at = '-infinity', owner_pid = NULL \
+                     FROM unnest($1::int[], $2::bigint[]) AS h(p, e) \
+                     WHERE r.partition = h.p AND r.epoch = h.e AND r.partition IN \
+                     (SELECT partition FROM restate_partitions WHERE partition = ANY($1) \
+                     ORDER BY partition FOR UPDATE)",
+                )
+                .await?,
+        };
+        Ok(Self {
+            ttl_ms,
+            count,
+            joined: false,
+            held: BTreeMap::new(),
+            leaving: BTreeSet::new(),
+            released: false,
+            handed_over: false,
+            renewed: None,
+            share: 0,
+            statements,
+        })
+    }
+
+    /// How long a lease lasts without a renewal.
+    pub(super) fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms as u64)
+    }
+
+    /// The leases are renewed every third of their length.
+    fn every(&self) -> Duration {
+        (self.ttl() / 3).max(Duration::from_millis(1))
+    }
+
+    /// How long until the next round: sooner while released (to see the hand-over) or below
+    /// the fair share (to take what is freed at once).
+    pub(super) fn next_round_in(&self) -> Duration {
+        let hungry = self.member() && !self.released && self.held.len() < self.share;
+        match self.released || hungry {
+            true => self.every().min(LOOK_AGAIN),
+            false => self.every(),
         }
-        if patience.is_some_and(|p| started.elapsed() >= p) {
+    }
+
+    /// The partitions this process runs: those held and not being offered back.
+    pub(super) fn running(&self) -> Partitions {
+        Partitions::of(
+            self.count,
+            self.held
+                .keys()
+                .filter(|p| !self.leaving.contains(p))
+                .copied(),
+        )
+    }
+
+    /// Whether this process takes part: it holds the joint lease and was not handed over.
+    pub(super) fn member(&self) -> bool {
+        self.joined && !self.handed_over
+    }
+
+    pub(super) fn released(&self) -> bool {
+        self.released
+    }
+
+    pub(super) fn handed_over(&self) -> bool {
+        self.handed_over
+    }
+
+    /// The epoch `partition` is held at, if held.
+    pub(super) fn epoch(&self, partition: u32) -> Option<i64> {
+        self.held.get(&partition).copied()
+    }
+
+    pub(super) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// One round: renews the joint lease and this process's, gives back what is beyond its
+    /// share and takes free partitions up to it.
+    pub(super) async fn round(&mut self, client: &Client) -> Result<Result<(), Lost>, String> {
+        let due = self.renewed.is_none_or(|at| at.elapsed() >= self.every());
+        if !due && self.member() && !self.released {
+            // Between renewals: only free partitions are looked for, up to a share that counts
+            // who is live now (a drained process leaves the count at its release).
+            self.count_share(client).await?;
+            return self.take(client).await.map(Ok);
+        }
+        let s = &self.statements;
+        let joint = match client.query_opt(&s.renew_joint, &[&self.ttl_ms]).await {
+            Ok(Some(row)) => Some(row.get::<_, i64>(0)),
+            Ok(None) => (client.query_opt(&s.take_joint, &[&self.ttl_ms]).await)
+                .map_err(|e| super::pg_error(&e))?
+                .map(|row| row.get(0)),
+            Err(e) => return Err(super::pg_error(&e)),
+        };
+        if joint.is_none() {
+            if self.joined {
+                return Ok(Err(Lost::Database));
+            }
+            return Ok(Ok(()));
+        }
+        if !self.joined {
+            tracing::info!("this process takes part in running the database's partitions");
+            self.joined = true;
+        }
+        if self.handed_over {
+            return Ok(Ok(()));
+        }
+        if self.released {
+            self.forget_taken(client).await?;
+            return Ok(Ok(()));
+        }
+        client
+            .execute(&s.member, &[&self.ttl_ms])
+            .await
+            .map_err(|e| super::pg_error(&e))?;
+        let (partitions, epochs) = self.held_columns(|_| true);
+        let renewed: BTreeSet<u32> = (client
+            .query(&s.renew, &[&self.ttl_ms, &partitions, &epochs]))
+        .await
+        .map_err(|e| super::pg_error(&e))?
+        .iter()
+        .map(|row| row.get::<_, i32>(0) as u32)
+        .collect();
+        let taken: Vec<u32> = self
+            .held
+            .keys()
+            .filter(|p| !renewed.contains(p))
+            .copied()
+            .collect();
+        if !taken.is_empty() {
+            return Ok(Err(Lost::Taken(taken)));
+        }
+        self.renewed = Some(Instant::now());
+        let share = self.count_share(client).await?;
+        let running = self.held.len() - self.leaving.len();
+        if running > share {
+            // The highest first: a process that joins takes the lowest free ones.
+            let extra: Vec<u32> = (self.held.keys().rev())
+                .filter(|p| !self.leaving.contains(p))
+                .take(running - share)
+                .copied()
+                .collect();
+            tracing::info!(
+                partitions = extra.len(),
+                share,
+                "offering partitions back: more processes run the database now"
+            );
+            self.leaving.extend(extra);
+        } else {
+            self.take(client).await?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// This process's fair share of the partitions among the live processes.
+    async fn count_share(&mut self, client: &Client) -> Result<usize, String> {
+        let live = (client.query_one(&self.statements.live, &[]).await)
+            .map_err(|e| super::pg_error(&e))?
+            .get::<_, i64>(0)
+            .max(1) as u32;
+        self.share = self.count.div_ceil(live) as usize;
+        Ok(self.share)
+    }
+
+    /// Takes free partitions up to the share (not while another process changes leases: a
+    /// take next round does).
+    async fn take(&mut self, client: &Client) -> Result<(), String> {
+        if self.held.len() >= self.share {
+            return Ok(());
+        }
+        let mine: Vec<i32> = self.held.keys().map(|p| *p as i32).collect();
+        let want = (self.share - self.held.len()) as i64;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.ttl_ms, &mine, &want];
+        let take = client.query(&self.statements.take, &params);
+        let Some(rows) = exclusively(client, false, take).await? else {
+            return Ok(());
+        };
+        for row in &rows {
+            self.held
+                .insert(row.get::<_, i32>(0) as u32, row.get::<_, i64>(1));
+        }
+        if !rows.is_empty() {
+            tracing::info!(partitions = rows.len(), "this process took partitions over");
+        }
+        Ok(())
+    }
+
+    /// The engine left `partitions`: those being offered back are released now.
+    pub(super) async fn left(
+        &mut self,
+        client: &Client,
+        partitions: &Partitions,
+    ) -> Result<(), String> {
+        let done: BTreeSet<u32> = self
+            .leaving
+            .iter()
+            .filter(|p| partitions.contains(**p))
+            .copied()
+            .collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        let (ids, epochs) = self.held_columns(|p| done.contains(&p));
+        client
+            .execute(&self.statements.release, &[&ids, &epochs])
+            .await
+            .map_err(|e| super::pg_error(&e))?;
+        for p in done {
+            self.leaving.remove(&p);
+            self.held.remove(&p);
+        }
+        Ok(())
+    }
+
+    /// Drained (`true`): every held row is left free, renewals stop, and this process stops
+    /// counting as a member; or held again (`false`): what is still this process's is renewed.
+    pub(super) async fn release(&mut self, client: &Client, release: bool) -> Result<(), String> {
+        let s = &self.statements;
+        if release {
+            let (ids, epochs) = self.held_columns(|_| true);
+            client
+                .execute(&s.release, &[&ids, &epochs])
+                .await
+                .map_err(|e| super::pg_error(&e))?;
+            client
+                .execute(&s.leave_members, &[])
+                .await
+                .map_err(|e| super::pg_error(&e))?;
+            self.released = true;
+            return Ok(());
+        }
+        // All or nothing against a takeover of the released partitions: what another process
+        // takes, it takes in one statement while no renewal runs.
+        let (ids, epochs) = self.held_columns(|_| true);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.ttl_ms, &ids, &epochs];
+        let renew = client.query(&s.renew, &params);
+        let renewed: BTreeSet<u32> = (exclusively(client, true, renew).await?)
+            .unwrap_or_default()
+            .iter()
+            .map(|row| row.get::<_, i32>(0) as u32)
+            .collect();
+        self.held.retain(|p, _| renewed.contains(p));
+        self.leaving.retain(|p| renewed.contains(p));
+        if self.held.is_empty() {
+            self.handed_over = true;
+            return Ok(());
+        }
+        client
+            .execute(&s.member, &[&self.ttl_ms])
+            .await
+            .map_err(|e| super::pg_error(&e))?;
+        self.released = false;
+        Ok(())
+    }
+
+    /// Released: the partitions another process took since are this process's no more.
+    async fn forget_taken(&mut self, client: &Client) -> Result<(), String> {
+        let (ids, epochs) = self.held_columns(|_| true);
+        let still: BTreeSet<u32> = (client.query(&self.statements.still_held, &[&ids, &epochs]))
+            .await
+            .map_err(|e| super::pg_error(&e))?
+            .iter()
+            .map(|row| row.get::<_, i32>(0) as u32)
+            .collect();
+        self.handed(|p| !still.contains(&p));
+        Ok(())
+    }
+
+    /// Released, and the fence refused `partitions`: another process has them now.
+    pub(super) fn handed(&mut self, gone: impl Fn(u32) -> bool) {
+        self.held.retain(|p, _| !gone(*p));
+        self.leaving.retain(|p| !gone(*p));
+        if self.held.is_empty() {
+            self.handed_over = true;
+        }
+    }
+
+    fn held_columns(&self, keep: impl Fn(u32) -> bool) -> (Vec<i32>, Vec<i64>) {
+        self.held
+            .iter()
+            .filter(|(p, _)| keep(**p))
+            .map(|(p, e)| (*p as i32, *e))
+            .unzip()
+    }
+}
+
+/// Taken by the statements that move released partitions, so that a takeover and an
+/// undrain's renewal do not split them between two processes.
+const MOVING: i64 = 0x7265_7374_6174_6532; // "restate2"
+
+/// Runs `work` in a transaction that holds [`MOVING`]: waiting for it (`wait`), or `None`
+/// when another process holds it now.
+async fn exclusively<T>(
+    client: &Client,
+    wait: bool,
+    work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<Option<T>, String> {
+    let lock = match wait {
+        true => "SELECT true FROM pg_advisory_xact_lock($1)",
+        false => "SELECT pg_try_advisory_xact_lock($1)",
+    };
+    let run = async {
+        client.batch_execute("BEGIN").await?;
+        if !client.query_one(lock, &[&MOVING]).await?.get::<_, bool>(0) {
+            client.batch_execute("ROLLBACK").await?;
             return Ok(None);
         }
-        if !logged {
-            tracing::info!(
-                "another process runs this database's invocations; this one forwards what it \
-                 accepts to it, and takes over once it stops or its lease ({ttl:?}) expires"
-            );
-            logged = true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let done = work.await?;
+        client.batch_execute("COMMIT").await?;
+        Ok(Some(done))
+    };
+    let done: Result<Option<T>, tokio_postgres::Error> = run.await;
+    if done.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
     }
+    done.map_err(|e| super::pg_error(&e))
 }

@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 /// The newest migration this binary carries: the schema version it writes.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Held while migrating, so that processes starting together apply each migration once.
 const MIGRATION_LOCK: i64 = 0x7265_7374_6174_6531; // "restate1"
@@ -68,7 +68,17 @@ pub(crate) async fn prepare(
             &[&(partitions.max(1) as i32), &secret.as_slice()],
         )
         .await?;
-    read(client).await
+    let deployment = read(client).await?;
+    // Every partition has its lease row, free until a process takes it.
+    client
+        .execute(
+            "INSERT INTO restate_partitions (partition, epoch, owner_pid, expires_at) \
+             SELECT p, 0, NULL, '-infinity' FROM generate_series(0, $1 - 1) p \
+             ON CONFLICT (partition) DO NOTHING",
+            &[&(deployment.partitions as i32)],
+        )
+        .await?;
+    Ok(deployment)
 }
 
 /// Refuses a schema that needs a newer binary.

@@ -2,7 +2,7 @@
 //! transaction per group, its statements pipelined (sent before any answer is awaited, in
 //! order), and answers each batch once the group's `COMMIT` returned.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,16 +14,19 @@ use tokio_postgres::{Client, Statement};
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{Partitions, StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
-use super::ownership::Lease;
+use super::ownership::{FENCED_STATE, Leases, Lost};
 use super::{FINISHED_CHANNEL, Param, pg_error};
 
 /// What the storage handle hands the writer.
 pub(super) enum Message {
     Batch(Batch),
-    /// Leave the lease expired from the next transaction on (`true`: a drained process lets
-    /// another take over at once) or renew it again (`false`); answered once a transaction
-    /// with the new length committed.
+    /// Leave every held partition free from now on (`true`: a drained process lets others
+    /// take over at once) or hold what is still this process's again (`false`); answered
+    /// once the change committed.
     Release(bool, oneshot::Sender<Result<(), StorageError>>),
+    /// The engine left these partitions, and what it wrote for them is decided: those being
+    /// offered back are released.
+    Left(Partitions),
     /// Commit everything queued before, then stop and say so.
     Close(std::sync::mpsc::Sender<()>),
 }
@@ -44,9 +47,10 @@ pub(super) struct Shared {
     pub(super) unanswered: AtomicUsize,
     /// Closed: writes are refused, and the writer's connection may end.
     pub(super) closed: AtomicBool,
-    /// This process runs the database's invocations: its writer holds the lease.
+    /// This process takes part in running the database's partitions (it was not handed over,
+    /// and no binary of schema 2 holds the database).
     pub(super) owner: watch::Sender<bool>,
-    /// The partitions it runs: all of them while it holds the lease, none before or after.
+    /// The partitions it runs.
     pub(super) owned: watch::Sender<Partitions>,
 }
 
@@ -58,14 +62,17 @@ impl Shared {
         self.unanswered.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Takes the lease (`true`) or lost it: every partition is this process's, or none.
-    pub(super) fn set_owner(&self, owner: bool) {
-        let count = self.owned.borrow().count();
-        self.owned.send_replace(match owner {
-            true => Partitions::all(count),
-            false => Partitions::none(count),
+    /// Tells the engine what the leases now are.
+    pub(super) fn publish(&self, leases: &Leases) {
+        let running = leases.running();
+        self.owned.send_if_modified(|owned| {
+            let changed = *owned != running;
+            *owned = running;
+            changed
         });
-        self.owner.send_replace(owner);
+        let member = leases.member();
+        self.owner
+            .send_if_modified(|owner| std::mem::replace(owner, member) != member);
     }
 
     /// From now on nothing is acknowledged (law 10).
@@ -84,10 +91,9 @@ impl Shared {
 /// The statements the writer runs, prepared once on its connection.
 struct Statements {
     begin: Statement,
-    /// `restate_fence` with this process's epoch: the transaction fails once another process
-    /// has taken the lease over.
+    /// `restate_fence_partitions`: the transaction fails unless every partition it writes is
+    /// still held at the epoch this process took it at.
     fence: Statement,
-    lease: Lease,
     commit: Statement,
     /// Wakes other processes that wait on an invocation's end (sent at the commit).
     notify_finished: Statement,
@@ -98,15 +104,16 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(client: &Client, lease: Lease) -> Result<Self, tokio_postgres::Error> {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
         let mut folded = HashMap::new();
         for sql in fold::ALL {
             folded.insert(*sql, client.prepare(sql).await?);
         }
         Ok(Self {
             begin: client.prepare("BEGIN").await?,
-            fence: client.prepare("SELECT restate_fence($1, $2)").await?,
-            lease,
+            fence: client
+                .prepare("SELECT restate_fence_partitions($1::int[], $2::bigint[])")
+                .await?,
             commit: client.prepare("COMMIT").await?,
             notify_finished: client
                 .prepare(&format!(
@@ -128,15 +135,16 @@ impl Statements {
 /// statements ahead of it are answered.
 type Step<'a> = (&'a Statement, Vec<Param>);
 
-/// Runs until the queue closes or a commit fails.
+/// Runs until the queue closes or a commit fails: commits groups, and runs a lease round
+/// every third of the lease's length (more often once released, to see the hand-over).
 pub(super) async fn run(
     client: Client,
     mut queue: mpsc::UnboundedReceiver<Message>,
     shared: Arc<Shared>,
     max_group_bytes: usize,
-    lease: Lease,
+    mut leases: Leases,
 ) {
-    let statements = match Statements::prepare(&client, lease).await {
+    let statements = match Statements::prepare(&client).await {
         Ok(statements) => statements,
         Err(e) => {
             let reason = format!("preparing the writer's statements failed: {}", pg_error(&e));
@@ -144,60 +152,48 @@ pub(super) async fn run(
             return refuse_all(queue, &shared, StorageError::Poisoned(reason)).await;
         }
     };
-    // Every transaction renews the lease; an idle writer renews it with an empty one. A
-    // released lease is left expired, and the writer looks more often whether another
-    // process has taken it.
-    let renew_every = Duration::from_millis(lease.ttl_ms.max(3) as u64 / 3);
-    let mut released = false;
+    let mut next_round = Instant::now() + leases.next_round_in();
     let mut closing = None;
     while closing.is_none() {
-        let idle = if released {
-            renew_every.min(RELEASED_CHECK)
-        } else {
-            renew_every
-        };
-        let first = match tokio::time::timeout(idle, queue.recv()).await {
+        if Instant::now() >= next_round {
+            if shared.poisoned().is_none() {
+                lease_round(&client, &mut leases, &shared).await;
+            }
+            next_round = Instant::now() + leases.next_round_in();
+            if leases.handed_over() {
+                return handed_over(queue, &shared).await;
+            }
+        }
+        let first = match tokio::time::timeout_at(next_round.into(), queue.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => return,
-            Err(_idle) => {
-                if shared.poisoned().is_none() {
-                    match commit_ops(&client, &statements, released, released, Vec::new()).await {
-                        Committed::Done => {}
-                        Committed::HandedOver => return handed_over(queue, &shared).await,
-                        Committed::Failed(e) => {
-                            let reason = format!("renewing the lease failed: {e}");
-                            tracing::error!(%reason, "nothing is acknowledged from now on");
-                            shared.poison(reason);
-                        }
-                    }
-                }
-                continue;
-            }
+            Err(_due) => continue,
         };
         let mut group = Vec::new();
-        let mut release = None;
+        let mut control = None;
         match first {
             Message::Batch(batch) => group.push(batch),
-            Message::Release(on, ack) => release = Some((on, ack)),
             Message::Close(ack) => closing = Some(ack),
+            other => control = Some(other),
         }
         let mut bytes = group.first().map_or(0, |b| b.bytes);
-        while closing.is_none() && release.is_none() && bytes < max_group_bytes {
+        while closing.is_none() && control.is_none() && bytes < max_group_bytes {
             match queue.try_recv() {
                 Ok(Message::Batch(batch)) => {
                     bytes += batch.bytes;
                     group.push(batch);
                 }
-                Ok(Message::Release(on, ack)) => release = Some((on, ack)),
                 Ok(Message::Close(ack)) => closing = Some(ack),
+                Ok(other) => control = Some(other),
                 Err(_) => break,
             }
         }
-        // The batches before a change of the lease commit with the lease as it was.
-        if !group.is_empty()
-            && commit_group(&client, &statements, released, group, bytes, &shared).await
-        {
-            if let Some((_, ack)) = release {
+        // The batches before a change of the leases commit with the leases as they were.
+        if !group.is_empty() {
+            commit_group(&client, &statements, &mut leases, group, bytes, &shared).await;
+        }
+        if leases.handed_over() {
+            if let Some(Message::Release(_, ack)) = control {
                 let _ = ack.send(Err(handover_error()));
             }
             if let Some(ack) = closing {
@@ -207,32 +203,23 @@ pub(super) async fn run(
             }
             return handed_over(queue, &shared).await;
         }
-        let Some((on, ack)) = release else {
-            continue;
-        };
-        if let Some(reason) = shared.poisoned() {
-            let _ = ack.send(Err(StorageError::Poisoned(reason)));
-            continue;
-        }
-        // A fence refused while the lease was released is a hand-over; any other failure
-        // (a held lease taken after it expired, a lost connection) stops the store.
-        match commit_ops(&client, &statements, on, released, Vec::new()).await {
-            Committed::Done => {
-                released = on;
-                let _ = ack.send(Ok(()));
+        match control {
+            Some(Message::Release(on, ack)) => {
+                let _ = ack.send(change_release(&client, &mut leases, &shared, on).await);
+                if leases.handed_over() {
+                    return handed_over(queue, &shared).await;
+                }
+                next_round = next_round.min(Instant::now() + leases.next_round_in());
             }
-            Committed::HandedOver => {
-                // Known before the undrain that asked is told.
-                shared.set_owner(false);
-                let _ = ack.send(Err(handover_error()));
-                return handed_over(queue, &shared).await;
+            Some(Message::Left(partitions)) if shared.poisoned().is_none() => {
+                let ttl = leases.ttl();
+                let left = tokio::time::timeout(ttl, leases.left(&client, &partitions)).await;
+                if let Err(e) = left.unwrap_or_else(|_| Err("no answer in time".into())) {
+                    fail(&shared, format!("releasing partitions failed: {e}"));
+                }
+                shared.publish(&leases);
             }
-            Committed::Failed(e) => {
-                let reason = format!("changing the lease failed: {e}");
-                tracing::error!(%reason, "nothing is acknowledged from now on");
-                shared.poison(reason.clone());
-                let _ = ack.send(Err(StorageError::Poisoned(reason)));
-            }
+            _ => {}
         }
     }
     if let Some(ack) = closing {
@@ -240,54 +227,125 @@ pub(super) async fn run(
     }
 }
 
-/// How often a writer whose lease is released looks whether another process took it over.
-const RELEASED_CHECK: Duration = Duration::from_millis(200);
+/// A lease round; what it finds is published, and a partition lost while held stops the
+/// store.
+async fn lease_round(client: &Client, leases: &mut Leases, shared: &Shared) {
+    let ttl = leases.ttl();
+    let round = tokio::time::timeout(ttl, leases.round(client)).await;
+    match round.unwrap_or_else(|_| Err(format!("no answer within the lease's {ttl:?}"))) {
+        Ok(Ok(())) => shared.publish(leases),
+        Ok(Err(Lost::Taken(partitions))) => fail(
+            shared,
+            format!(
+                "fenced: another process took over partitions {partitions:?} this one held \
+                 (it was paused or cut off longer than its lease)"
+            ),
+        ),
+        Ok(Err(Lost::Database)) => fail(
+            shared,
+            "fenced: a process of an older binary (schema 2) took the whole database over".into(),
+        ),
+        Err(e) => fail(shared, format!("renewing the leases failed: {e}")),
+    }
+}
 
-/// What `restate_fence` raises when another process holds the lease (the migration's text).
-const FENCED: &str = "fenced: another process has taken this database over";
+/// A drain's release (`true`) or an undrain's hold (`false`).
+async fn change_release(
+    client: &Client,
+    leases: &mut Leases,
+    shared: &Shared,
+    on: bool,
+) -> Result<(), StorageError> {
+    if let Some(reason) = shared.poisoned() {
+        return Err(StorageError::Poisoned(reason));
+    }
+    let changed = tokio::time::timeout(leases.ttl(), leases.release(client, on)).await;
+    match changed.unwrap_or_else(|_| Err("no answer within the lease's length".into())) {
+        Ok(()) if leases.handed_over() => {
+            // Known before the undrain that asked is told.
+            shared.publish(leases);
+            Err(handover_error())
+        }
+        Ok(()) => {
+            shared.publish(leases);
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("changing the leases failed: {e}");
+            fail(shared, reason.clone());
+            Err(StorageError::Poisoned(reason))
+        }
+    }
+}
 
-/// What became of a transaction.
-enum Committed {
-    Done,
-    /// Refused by the fence after this process released its lease: another one took it.
-    HandedOver,
+/// Stops the store: nothing is acknowledged from now on.
+fn fail(shared: &Shared, reason: String) {
+    tracing::error!(%reason, "nothing is acknowledged from now on");
+    shared.poison(reason);
+}
+
+/// Why a transaction failed.
+enum Refused {
+    /// The fence refused it: another process holds these partitions now.
+    Fenced(Vec<u32>),
     /// Any other failure: nothing may be acknowledged from now on (law 10).
     Failed(String),
 }
 
-/// Commits `ops` with the lease left expired (`release`) or renewed; a fence refusal is a
-/// hand-over when the lease was released before (`was_released`).
-async fn commit_ops(
-    client: &Client,
-    statements: &Statements,
-    release: bool,
-    was_released: bool,
-    ops: Vec<WriteOp>,
-) -> Committed {
-    match committed(client, statements, release, ops).await {
-        Ok(()) => Committed::Done,
-        Err(StorageError::Backend(m)) if was_released && m.contains(FENCED) => {
-            Committed::HandedOver
-        }
-        Err(e) => Committed::Failed(e.to_string()),
+impl From<StorageError> for Refused {
+    fn from(e: StorageError) -> Self {
+        Self::Failed(e.to_string())
     }
 }
 
-/// Commits one group and answers its batches; `true` when it was refused because another
-/// process took the released lease over (then the batches are answered so).
+/// The partitions `ops` write (an inbox row is anyone's to add, and one applied is deleted
+/// with the effects it had).
+fn partitions_of(ops: &[WriteOp], count: u32) -> BTreeSet<u32> {
+    ops.iter()
+        .filter_map(WriteOp::partition_key)
+        .map(|key| (key % u64::from(count.max(1))) as u32)
+        .collect()
+}
+
+/// Commits one group and answers its batches. A batch for a partition this process does not
+/// hold (offered back and released, or handed over) is refused before anything is sent.
 async fn commit_group(
     client: &Client,
     statements: &Statements,
-    released: bool,
-    mut group: Vec<Batch>,
+    leases: &mut Leases,
+    group: Vec<Batch>,
     bytes: usize,
     shared: &Shared,
-) -> bool {
+) {
     if let Some(reason) = shared.poisoned() {
         for batch in group {
             shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
         }
-        return false;
+        return;
+    }
+    let mut fence = BTreeMap::new();
+    let mut kept = Vec::with_capacity(group.len());
+    for batch in group {
+        let touched = partitions_of(&batch.ops, leases.count());
+        let epochs: Option<Vec<(u32, i64)>> = touched
+            .iter()
+            .map(|p| leases.epoch(*p).map(|e| (*p, e)))
+            .collect();
+        match epochs {
+            Some(epochs) => {
+                fence.extend(epochs);
+                kept.push(batch);
+            }
+            None => shared.answer(batch, Err(moved_error(&touched, leases))),
+        }
+    }
+    let mut group = kept;
+    if group.iter().all(|b| b.ops.is_empty()) {
+        // Nothing to write: everything queued before has committed already.
+        for batch in group {
+            shared.answer(batch, Ok(()));
+        }
+        return;
     }
     let started = Instant::now();
     // The operations move into the statements: their bytes are not copied again.
@@ -295,8 +353,8 @@ async fn commit_group(
         .iter_mut()
         .flat_map(|b| std::mem::take(&mut b.ops))
         .collect();
-    match commit_ops(client, statements, released, released, ops).await {
-        Committed::Done => {
+    match committed(client, statements, leases.ttl(), fence, ops).await {
+        Ok(()) => {
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
             stats.batches += group.len() as u64;
@@ -307,26 +365,41 @@ async fn commit_group(
             for batch in group {
                 shared.answer(batch, Ok(()));
             }
-            false
         }
-        Committed::HandedOver => {
-            // Known before anyone is told: a renewal refused by the hand-over says so.
-            shared.set_owner(false);
+        Err(Refused::Fenced(partitions)) if leases.released() => {
+            // Drained and released: others take the partitions over, which is no failure.
+            leases.handed(|p| partitions.contains(&p));
+            shared.publish(leases);
             for batch in group {
                 shared.answer(batch, Err(handover_error()));
             }
-            true
         }
-        Committed::Failed(e) => {
-            let reason = format!("journal commit failed: {e}");
+        Err(refused) => {
+            let reason = match refused {
+                Refused::Fenced(partitions) => format!(
+                    "fenced: another process has taken over partitions {partitions:?} this \
+                     one held (it was paused or cut off longer than its lease)"
+                ),
+                Refused::Failed(e) => format!("journal commit failed: {e}"),
+            };
             tracing::error!(%reason, "PostgreSQL commit failed; nothing is acknowledged from now on");
             shared.poison(reason.clone());
             for batch in group {
                 shared.answer(batch, Err(StorageError::Backend(reason.clone())));
             }
-            false
         }
     }
+}
+
+/// What a batch for a partition this process does not hold is told.
+fn moved_error(partitions: &BTreeSet<u32>, leases: &Leases) -> StorageError {
+    if leases.handed_over() {
+        return handover_error();
+    }
+    StorageError::Backend(format!(
+        "partitions {partitions:?} are not this process's (they moved to another process): \
+         nothing was written"
+    ))
 }
 
 fn handover_error() -> StorageError {
@@ -341,9 +414,12 @@ fn handover_error() -> StorageError {
 /// write is refused, until the queue closes.
 async fn handed_over(queue: mpsc::UnboundedReceiver<Message>, shared: &Shared) {
     tracing::info!(
-        "another process took over the lease this one released; this one runs nothing more"
+        "other processes took over the partitions this one released; this one runs nothing more"
     );
-    shared.set_owner(false);
+    shared
+        .owned
+        .send_modify(|owned| *owned = Partitions::none(owned.count()));
+    shared.owner.send_replace(false);
     refuse_all(queue, shared, handover_error()).await
 }
 
@@ -359,6 +435,7 @@ async fn refuse_all(
             Message::Release(_, ack) => {
                 let _ = ack.send(Err(error.clone()));
             }
+            Message::Left(_) => {}
             Message::Close(ack) => {
                 let _ = ack.send(());
                 return;
@@ -373,14 +450,14 @@ async fn refuse_all(
 async fn committed(
     client: &Client,
     statements: &Statements,
-    released: bool,
+    patience: Duration,
+    fence: BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
-) -> Result<(), StorageError> {
-    let patience = Duration::from_millis(statements.lease.ttl_ms as u64);
-    tokio::time::timeout(patience, commit(client, statements, released, ops))
+) -> Result<(), Refused> {
+    tokio::time::timeout(patience, commit(client, statements, fence, ops))
         .await
         .unwrap_or_else(|_| {
-            Err(StorageError::Backend(format!(
+            Err(Refused::Failed(format!(
                 "no answer to a commit within the lease's {patience:?}: another process may \
                  take over"
             )))
@@ -392,18 +469,18 @@ async fn committed(
 /// most one statement per kind a fold sends, a notification, and COMMIT.
 const _: () = assert!(fold::ALL.len() + 4 <= 30);
 
-/// One transaction for the whole group, in one round trip: `BEGIN`, every statement and
-/// `COMMIT` are sent in order without waiting for answers (a cancel request, whose record is
-/// read, changed and written back, splits it in two). A statement that fails aborts the
-/// transaction, so the statements after it fail too and `COMMIT` ends it as a rollback:
-/// the group is answered with the first error.
+/// One transaction for the whole group, in one round trip: `BEGIN`, the fence, every
+/// statement and `COMMIT` are sent in order without waiting for answers (a cancel request,
+/// whose record is read, changed and written back, splits it in two). A statement that fails
+/// aborts the transaction, so the statements after it fail too and `COMMIT` ends it as a
+/// rollback: the group is answered with the first error.
 async fn commit(
     client: &Client,
     statements: &Statements,
-    released: bool,
+    fence: BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
-) -> Result<(), StorageError> {
-    let done = pipeline(client, statements, released, ops).await;
+) -> Result<(), Refused> {
+    let done = pipeline(client, statements, fence, ops).await;
     if done.is_err() {
         // Ends a transaction left open by a failure before the `COMMIT` was sent.
         let _ = client.batch_execute("ROLLBACK").await;
@@ -414,20 +491,18 @@ async fn commit(
 async fn pipeline(
     client: &Client,
     statements: &Statements,
-    released: bool,
+    fence: BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
-) -> Result<(), StorageError> {
-    let lease = statements.lease;
-    // A released lease is fenced all the same, but left expired (a negative length): any
-    // other process may take it over between two transactions.
-    let ttl_ms = if released { -1 } else { lease.ttl_ms };
-    let mut pending: Vec<Step<'_>> = vec![
-        (&statements.begin, Vec::new()),
-        (
+) -> Result<(), Refused> {
+    let mut pending: Vec<Step<'_>> = vec![(&statements.begin, Vec::new())];
+    if !fence.is_empty() {
+        let (partitions, epochs): (Vec<i32>, Vec<i64>) =
+            fence.into_iter().map(|(p, e)| (p as i32, e)).unzip();
+        pending.push((
             &statements.fence,
-            vec![Box::new(lease.epoch), Box::new(ttl_ms)],
-        ),
-    ];
+            vec![Box::new(partitions), Box::new(epochs)],
+        ));
+    }
     let mut folded = Fold::default();
     let mut finished = Vec::new();
     for op in ops {
@@ -457,7 +532,7 @@ fn push_folded<'a>(statements: &'a Statements, folded: Fold, out: &mut Vec<Step<
     }
 }
 
-async fn send(client: &Client, steps: Vec<Step<'_>>) -> Result<(), StorageError> {
+async fn send(client: &Client, steps: Vec<Step<'_>>) -> Result<(), Refused> {
     // `try_join_all` polls the futures in order on its first poll, and each sends its
     // statement when first polled (its statement is prepared already): they reach the server
     // in the group's order, and their answers come back in that order.
@@ -468,11 +543,21 @@ async fn send(client: &Client, steps: Vec<Step<'_>>) -> Result<(), StorageError>
     )
     .await
     .map_err(|e| {
-        StorageError::Backend(format!(
-            "the transaction failed (if the connection was lost, its outcome is unknown; \
-             recovery reads what landed): {}",
-            pg_error(&e)
-        ))
+        let fenced = e
+            .as_db_error()
+            .filter(|db| db.code().code() == FENCED_STATE);
+        match fenced {
+            Some(db) => Refused::Fenced(
+                (db.detail().unwrap_or_default().split(','))
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect(),
+            ),
+            None => Refused::Failed(format!(
+                "the transaction failed (if the connection was lost, its outcome is unknown; \
+                 recovery reads what landed): {}",
+                pg_error(&e)
+            )),
+        }
     })?;
     Ok(())
 }
