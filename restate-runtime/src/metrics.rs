@@ -182,6 +182,8 @@ pub(crate) struct Metrics {
     pub paused: Counter,
     /// Unfinished invocations found at start that wait on disk to be restored.
     pub recovery_pending: Gauge,
+    /// Partitions this process runs (all of them on a store of one process).
+    pub partitions_running: Gauge,
     /// Per handler: attempts started, invocations completed by result, retries, pauses.
     pub handler_started: Family<HandlerLabel, Counter>,
     pub handler_completed: Family<HandlerResultLabel, Counter>,
@@ -216,6 +218,7 @@ impl Default for Metrics {
             suspensions: Counter::default(),
             paused: Counter::default(),
             recovery_pending: Gauge::default(),
+            partitions_running: Gauge::default(),
             handler_started: Family::default(),
             handler_completed: Family::default(),
             handler_retries: Family::default(),
@@ -404,6 +407,12 @@ impl Metrics {
             "Invocations found unfinished at start still waiting to be restored (at most \
              RESTATE_RECOVERY_CONCURRENCY are in memory at once)",
             self.recovery_pending.clone(),
+        );
+        registry.register(
+            "partitions_running",
+            "Partitions whose invocations this process runs (on PostgreSQL its share, as it \
+             takes and gives back leases)",
+            self.partitions_running.clone(),
         );
         registry.register(
             "header_timeouts",

@@ -227,6 +227,24 @@ async fn survive_kills(store: Vec<(&'static str, String)>, invoices: usize, proc
             std::future::ready(found == vec![vec![Some(want.clone())]])
         })
         .await;
+        // Each process says its share, and the shares add up.
+        poll(Duration::from_secs(60), || {
+            let admins: Vec<String> = alive.iter().map(|app| app.admin.clone()).collect();
+            async move {
+                let mut shares = Vec::new();
+                for admin in admins {
+                    let text = reqwest::get(format!("{admin}/metrics")).await.unwrap();
+                    let text = text.text().await.unwrap();
+                    let share = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("restate_partitions_running "))
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    shares.push(share.unwrap_or(0));
+                }
+                shares.iter().all(|s| *s > 0) && shares.iter().sum::<u64>() == 256
+            }
+        })
+        .await;
     }
 }
 

@@ -130,6 +130,9 @@ impl Engine {
             if recovered.is_ok() {
                 held.running = held.running.with(gained);
             }
+            self.metrics
+                .partitions_running
+                .set(held.running.len() as i64);
             !std::mem::replace(&mut held.serving, true)
         };
         recovered?;
@@ -161,6 +164,9 @@ impl Engine {
             {
                 let mut held = self.held.write().expect("held lock");
                 held.running = held.running.without(lost);
+                self.metrics
+                    .partitions_running
+                    .set(held.running.len() as i64);
             }
             let gone: Vec<_> = map
                 .extract_if(|id, _| lost.holds(id))
@@ -243,14 +249,15 @@ pub(super) async fn follow(engine: Engine, mut offered: watch::Receiver<Partitio
         let lost = held.without(&now);
         if !lost.is_empty() {
             engine.leave_partitions(&lost);
-            // Once what ran them stopped and its writes are decided, the store may hand them
-            // to another process.
-            let departing = engine.clone();
-            engine.tasks.spawn(async move {
-                departing.await_departed(&lost).await;
-                departing.storage.left(&lost);
-            });
         }
+        // Once what ran the partitions outside this set (now or before) stopped and its
+        // writes are decided, the store may hand those it offered back to another process.
+        let (departing, seen) = (engine.clone(), now.clone());
+        engine.tasks.spawn(async move {
+            let elsewhere = Partitions::all(seen.count()).without(&seen);
+            departing.await_departed(&elsewhere).await;
+            departing.storage.left(&seen);
+        });
         let gained = now.without(&held);
         if gained.is_empty() {
             continue;

@@ -660,11 +660,13 @@ pub trait Storage: Send + Sync + 'static {
     fn owned(&self) -> tokio::sync::watch::Receiver<Partitions> {
         tokio::sync::watch::channel(Partitions::all(self.partitions())).1
     }
-    /// The engine no longer runs `partitions` (they left [`owned`](Self::owned)), and every
-    /// write it submitted for them before is decided: a shared database may now let another
-    /// process take them. A store of one process has nothing to do.
-    fn left(&self, partitions: &Partitions) {
-        let _ = partitions;
+    /// The engine acted on `observed`, a set [`owned`](Self::owned) handed it (its
+    /// [`version`](Partitions::version) says which): it runs none of the partitions outside
+    /// it, and every write it submitted for them is decided. A shared database may now let
+    /// another process take those this one offered back up to that version. A store of one
+    /// process has nothing to do.
+    fn left(&self, observed: &Partitions) {
+        let _ = observed;
     }
     /// Leaves this process's lease on a shared database free for another process to take
     /// over at once (`true`: a drained process hands its invocations over), or holds it again

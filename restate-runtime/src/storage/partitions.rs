@@ -18,11 +18,21 @@ use crate::ids::InvocationId;
 /// assert_eq!(Partitions::all(8).without(&some).iter().collect::<Vec<_>>(), [0, 2, 3, 4, 6, 7]);
 /// assert!(Partitions::none(8).is_empty());
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Partitions {
     count: u32,
     bits: Arc<[u64]>,
+    /// Which change of a process's set this is (not part of its value).
+    version: u64,
 }
+
+impl PartialEq for Partitions {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.bits == other.bits
+    }
+}
+
+impl Eq for Partitions {}
 
 impl Partitions {
     /// No partition of `count`.
@@ -44,7 +54,29 @@ impl Partitions {
         Self {
             count,
             bits: bits.into(),
+            version: 0,
         }
+    }
+
+    /// The same set as change number `version` of a process's set (see [`Self::version`]).
+    pub fn numbered(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Which change of a process's set this is: a shared store numbers the sets it hands
+    /// its process ([`Storage::owned`](super::Storage::owned)), so that what the process
+    /// says it left ([`Storage::left`](super::Storage::left)) names the set it acted on. A
+    /// set made by hand is number 0; the number is not part of the set's value.
+    ///
+    /// ```
+    /// use restate_runtime::storage::Partitions;
+    /// let seen = Partitions::of(8, [1, 2]).numbered(7);
+    /// assert_eq!(seen.version(), 7);
+    /// assert_eq!(seen, Partitions::of(8, [1, 2]));
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// How many partitions there are in all (not how many are in the set).

@@ -296,8 +296,8 @@ impl PostgresStorage {
         shared
             .owned
             .send_replace(Partitions::none(deployment.partitions));
-        let leases = leases.expect("opened for writing");
-        shared.publish(&leases);
+        let mut leases = leases.expect("opened for writing");
+        shared.publish(&mut leases);
         runtime.spawn(async move {
             let run = writer::run(client, rx, supervised.clone(), max_group_bytes, leases);
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {

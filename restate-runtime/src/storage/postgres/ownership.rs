@@ -41,8 +41,11 @@ pub(super) struct Leases {
     joined: bool,
     /// Held partitions and the epoch each was taken at.
     held: BTreeMap<u32, i64>,
-    /// Held, but offered back: out of the process's set until the engine left them.
-    leaving: BTreeSet<u32>,
+    /// Held, but offered back: out of the process's set from the version of it given, and
+    /// released once the engine says it left them in that version or a later one.
+    leaving: BTreeMap<u32, u64>,
+    /// The set last handed to the engine.
+    published: Partitions,
     /// Drained: every partition's row is left free for others, and not renewed.
     released: bool,
     /// Released, and every partition taken by others: this process runs nothing more.
@@ -50,6 +53,8 @@ pub(super) struct Leases {
     /// When the leases were last renewed, and the fair share found then.
     renewed: Option<Instant>,
     share: usize,
+    /// Takes in a row that found nothing free: a process below its share looks less often.
+    idle_takes: u32,
     statements: Statements,
 }
 
@@ -60,6 +65,8 @@ const LOOK_AGAIN: Duration = Duration::from_millis(200);
 
 struct Statements {
     renew_joint: Statement,
+    /// Locks the lease row while processes of this schema hold it.
+    joint: Statement,
     take_joint: Statement,
     member: Statement,
     leave_members: Statement,
@@ -96,6 +103,11 @@ impl Leases {
                     "UPDATE restate_lease SET expires_at = {UNTIL}, owner_pid = pg_backend_pid() \
                      WHERE id = 0 AND epoch = joint_epoch RETURNING epoch"
                 ))
+                .await?,
+            joint: client
+                .prepare(
+                    "SELECT 1 FROM restate_lease WHERE id = 0 AND epoch = joint_epoch FOR SHARE",
+                )
                 .await?,
             // SKIP LOCKED: the transaction of a schema 2 owner in progress (it holds the row)
             // is not waited for and then judged by the lease it had before.
@@ -151,8 +163,6 @@ impl Leases {
                      owner_pid = pg_backend_pid(), expires_at = {UNTIL} \
                      WHERE partition IN (SELECT x.partition FROM restate_partitions x \
                      WHERE {free} AND x.partition <> ALL($2::int[]) \
-                     AND EXISTS (SELECT 1 FROM restate_lease l WHERE l.id = 0 \
-                     AND l.epoch = l.joint_epoch) \
                      ORDER BY x.partition LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      RETURNING partition, epoch"
                 ))
@@ -172,11 +182,13 @@ impl Leases {
             count,
             joined: false,
             held: BTreeMap::new(),
-            leaving: BTreeSet::new(),
+            leaving: BTreeMap::new(),
+            published: Partitions::none(count),
             released: false,
             handed_over: false,
             renewed: None,
             share: 0,
+            idle_takes: 0,
             statements,
         })
     }
@@ -195,21 +207,33 @@ impl Leases {
     /// the fair share (to take what is freed at once).
     pub(super) fn next_round_in(&self) -> Duration {
         let hungry = self.member() && !self.released && self.held.len() < self.share;
-        match self.released || hungry {
-            true => self.every().min(LOOK_AGAIN),
-            false => self.every(),
+        let every = self.every();
+        if self.released {
+            return every.min(LOOK_AGAIN);
+        }
+        match hungry {
+            // 0.2 s, doubled after each look that found nothing free, up to 1.6 s: a process
+            // that stays below its share (the count does not divide) does not poll hard.
+            true => every.min(LOOK_AGAIN * 2u32.pow(self.idle_takes.min(3))),
+            false => every,
         }
     }
 
-    /// The partitions this process runs: those held and not being offered back.
-    pub(super) fn running(&self) -> Partitions {
-        Partitions::of(
+    /// The partitions this process runs now (those held and not offered back), numbered
+    /// anew when they changed since last asked.
+    pub(super) fn running(&mut self) -> Partitions {
+        let leaving = &self.leaving;
+        let now = Partitions::of(
             self.count,
             self.held
                 .keys()
-                .filter(|p| !self.leaving.contains(p))
+                .filter(|p| !leaving.contains_key(p))
                 .copied(),
-        )
+        );
+        if now != self.published {
+            self.published = now.numbered(self.published.version() + 1);
+        }
+        self.published.clone()
     }
 
     /// Whether this process takes part: it holds the joint lease and was not handed over.
@@ -296,7 +320,7 @@ impl Leases {
         if running > share {
             // The highest first: a process that joins takes the lowest free ones.
             let extra: Vec<u32> = (self.held.keys().rev())
-                .filter(|p| !self.leaving.contains(p))
+                .filter(|p| !self.leaving.contains_key(p))
                 .take(running - share)
                 .copied()
                 .collect();
@@ -305,7 +329,9 @@ impl Leases {
                 share,
                 "offering partitions back: more processes run the database now"
             );
-            self.leaving.extend(extra);
+            // Out of the set the round publishes next.
+            let version = self.published.version() + 1;
+            self.leaving.extend(extra.into_iter().map(|p| (p, version)));
         } else {
             self.take(client).await?;
         }
@@ -331,9 +357,26 @@ impl Leases {
         let mine: Vec<i32> = self.held.keys().map(|p| *p as i32).collect();
         let want = (self.share - self.held.len()) as i64;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.ttl_ms, &mine, &want];
-        let take = client.query(&self.statements.take, &params);
+        let take = async {
+            // Only while processes of this schema hold the database, and with its lease row
+            // locked: an older binary's takeover (whose trigger moves every partition's epoch)
+            // comes wholly before or after.
+            if client
+                .query_opt(&self.statements.joint, &[])
+                .await?
+                .is_none()
+            {
+                return Ok(Vec::new());
+            }
+            client.query(&self.statements.take, &params).await
+        };
         let Some(rows) = exclusively(client, false, take).await? else {
+            self.idle_takes += 1;
             return Ok(());
+        };
+        self.idle_takes = match rows.is_empty() {
+            true => self.idle_takes + 1,
+            false => 0,
         };
         for row in &rows {
             self.held
@@ -345,17 +388,18 @@ impl Leases {
         Ok(())
     }
 
-    /// The engine left `partitions`: those being offered back are released now.
+    /// The engine acted on `observed`: the partitions offered back up to its version and
+    /// outside it are released now.
     pub(super) async fn left(
         &mut self,
         client: &Client,
-        partitions: &Partitions,
+        observed: &Partitions,
     ) -> Result<(), String> {
         let done: BTreeSet<u32> = self
             .leaving
             .iter()
-            .filter(|p| partitions.contains(**p))
-            .copied()
+            .filter(|(p, offered)| !observed.contains(**p) && observed.version() >= **offered)
+            .map(|(p, _)| *p)
             .collect();
         if done.is_empty() {
             return Ok(());
@@ -400,7 +444,7 @@ impl Leases {
             .map(|row| row.get::<_, i32>(0) as u32)
             .collect();
         self.held.retain(|p, _| renewed.contains(p));
-        self.leaving.retain(|p| renewed.contains(p));
+        self.leaving.retain(|p, _| renewed.contains(p));
         if self.held.is_empty() {
             self.handed_over = true;
             return Ok(());
@@ -429,7 +473,7 @@ impl Leases {
     /// Released, and the fence refused `partitions`: another process has them now.
     pub(super) fn handed(&mut self, gone: impl Fn(u32) -> bool) {
         self.held.retain(|p, _| !gone(*p));
-        self.leaving.retain(|p| !gone(*p));
+        self.leaving.retain(|p, _| !gone(*p));
         if self.held.is_empty() {
             self.handed_over = true;
         }

@@ -63,7 +63,7 @@ impl Shared {
     }
 
     /// Tells the engine what the leases now are.
-    pub(super) fn publish(&self, leases: &Leases) {
+    pub(super) fn publish(&self, leases: &mut Leases) {
         let running = leases.running();
         self.owned.send_if_modified(|owned| {
             let changed = *owned != running;
@@ -217,7 +217,7 @@ pub(super) async fn run(
                 if let Err(e) = left.unwrap_or_else(|_| Err("no answer in time".into())) {
                     fail(&shared, format!("releasing partitions failed: {e}"));
                 }
-                shared.publish(&leases);
+                shared.publish(&mut leases);
             }
             _ => {}
         }
