@@ -5,7 +5,7 @@
 #
 #   bench/compare.sh [--seconds N] [--driver wrk|reqwest] [--warmup SECS] [--out DIR]
 #                    [--runs N] [--max-other-cpu SECS] [--tries N] [--no-fsync-check]
-#                    [--quiet-wait SECS] [--note TEXT]
+#                    [--quiet-wait SECS] [--note TEXT] [--postgres]
 #
 # It installs what it needs (Debian's wrk via apt when the driver is wrk; the pinned
 # @restatedev/restate-server via `npm ci` in bench/), builds our bench-services and loadgen in
@@ -19,7 +19,10 @@
 # a machine shared with builds or tests shows up there. A row with more than --max-other-cpu
 # of it (default: a tenth of the row's length) is run again once the machine is quiet, up to
 # --tries (default 3) attempts; the least disturbed one is reported. Results also land in
-# --out (default: a new temp dir).
+# --out (default: a new temp dir). --postgres adds our side on PostgreSQL to each run (a
+# private cluster that loadgen starts, Debian's package installed when missing): one process,
+# then two sharing the partitions (the load through the second), each against Restate's rows,
+# with the DBOS Transact figures of ../shared/anchors/postgres.md quoted beside them.
 set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +37,7 @@ NOTE=""
 RUNS=1
 MAX_OTHER=""
 TRIES=3
+PG=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECS="$2"; shift 2 ;;
@@ -46,14 +50,15 @@ while [ $# -gt 0 ]; do
     --runs) RUNS="$2"; shift 2 ;;
     --max-other-cpu) MAX_OTHER="$2"; shift 2 ;;
     --tries) TRIES="$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --postgres) PG=1; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 OUT="${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}"
 MAX_OTHER="${MAX_OTHER:-$(awk -v s="$SECS" 'BEGIN{print s/10}')}"
 mkdir -p "$OUT"
-rm -f "$OUT"/ours-*.tsv "$OUT"/restate-*.tsv
+rm -f "$OUT"/ours-*.tsv "$OUT"/restate-*.tsv "$OUT"/pg1-*.tsv "$OUT"/pg2-*.tsv
 CLEAN_PATH=/usr/local/bin:/usr/bin:/bin
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -61,6 +66,10 @@ log() { printf '\n== %s\n' "$*" >&2; }
 if [ "$DRIVER" = wrk ] && ! command -v wrk >/dev/null; then
   log "installing wrk (apt)"
   apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+if [ "$PG" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing postgresql (apt)"
+  apt-get install -y postgresql >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y postgresql >/dev/null; }
 fi
 log "npm ci (bench/: @restatedev/restate-server, pinned in package-lock.json)"
 (cd "$BENCH" && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
@@ -154,6 +163,17 @@ run_ours() { # run number
     --label "ours" --tsv "$OUT/ours-$1.tsv" | tee "$OUT/ours-$1.md"
 }
 
+# Ours on PostgreSQL: $2 = pg1 (one process) or pg2 (two, the load through the second).
+run_ours_pg() { # run number, pg1|pg2
+  local more=()
+  [ "$2" = pg2 ] && more=(--standbys 1)
+  log "run $1 of $RUNS, our side on PostgreSQL ($2): a private cluster started by loadgen"
+  wait_quiet
+  env -i PATH="$CLEAN_PATH" HOME="$OUT" "$LOADGEN" --postgres "${more[@]}" --driver "$DRIVER" \
+    --seconds "$SECS" --warmup "$WARMUP" --max-other-cpu "$MAX_OTHER" --tries "$TRIES" \
+    --label "ours-$2" --tsv "$OUT/$2-$1.tsv" | tee "$OUT/$2-$1.md"
+}
+
 OURS_FSYNC="not measured"
 ours_fsync_check() { # a separate fresh instance, after the load
   local P D OPID
@@ -224,6 +244,7 @@ run_restate() { # run number
 for run in $(seq 1 "$RUNS"); do
   run_ours "$run"
   if [ "$run" = 1 ] && [ "$FSYNC_CHECK" = 1 ] && command -v strace >/dev/null; then ours_fsync_check; fi
+  if [ "$PG" = 1 ]; then run_ours_pg "$run" pg1; run_ours_pg "$run" pg2; fi
   run_restate "$run"
 done
 
@@ -259,6 +280,29 @@ tsvs() { local f=() i; for i in $(seq 1 "$RUNS"); do f+=("$OUT/$1-$i.tsv"); done
   echo
   node "$BENCH/summarize.js" "$SECS" "$(tsvs ours)" "$(tsvs restate)"
   echo
+  if [ "$PG" = 1 ]; then
+    for side in pg1 pg2; do
+      case "$side" in
+        pg1) what="ours on PostgreSQL, one process" ;;
+        pg2) what="ours on PostgreSQL, two processes sharing the partitions (the load through the second)" ;;
+      esac
+      for run in $(seq 1 "$RUNS"); do
+        echo
+        echo "### Run $run, $what"
+        echo
+        sed -n '/^| scenario/,$p' "$OUT/$side-$run.md"
+      done
+      echo
+      echo "### ${what^} / Restate"
+      echo
+      node "$BENCH/summarize.js" "$SECS" "$(tsvs "$side")" "$(tsvs restate)"
+    done
+    echo
+    echo "DBOS Transact 3.4.0 on the same kind of machine and PostgreSQL 15 (../shared/anchors/postgres.md,"
+    echo "not run here): echo workflow 258 req/s at 1, 312 at 64; 3 steps 55 / 56; start_workflow 293 / 312."
+    echo "One PostgreSQL commit (pgbench, one INSERT per transaction): p50 0.18 ms at 1."
+    echo
+  fi
   echo "### Durability settings"
   echo
   echo "- Ours: every journal commit is one record appended to the write-ahead log and fdatasynced,"

@@ -39,9 +39,10 @@
 //!   a temporary folder, stopped at the end). The server columns do not count PostgreSQL's
 //!   own processes; `other CPU s` does.
 //! - `--standbys N` (with `--postgres`): N more servers on the same database, started after
-//!   the first (which takes the lease and runs the invocations); the load goes to the last
-//!   one, so every request takes the distributed path (forwarded into the owner's inbox, its
-//!   result read back from the database). The server columns sum all of them.
+//!   the first; the rows start once every server runs its share of the partitions
+//!   (`restate_partitions_running`). The load goes to the last one, so the requests for the
+//!   others' partitions take the distributed path (forwarded into their inbox, results read
+//!   back from the database). The server columns sum all of them.
 //! - `--drain-timeout SECS` (default 600): how long to wait for the fanout messages to drain.
 //! - `--max-other-cpu SECS` and `--tries N` (default: off, 1): a row during which the rest of
 //!   the machine was busy for more than SECS CPU seconds (`other CPU s`, above) is run again,
@@ -336,6 +337,36 @@ fn start_server(
     }
     cmd.spawn()
         .expect("bench-services starts (build it with --release first)")
+}
+
+/// Waits until every server (by its admin address) runs some of the partitions and together
+/// they run them all.
+async fn wait_spread(client: &reqwest::Client, admins: &[String]) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut shares = Vec::new();
+        for admin in admins {
+            let text = match client.get(format!("{admin}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let share = text
+                .lines()
+                .find_map(|l| l.strip_prefix("restate_partitions_running "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            shares.push(share);
+        }
+        if shares.iter().all(|s| *s > 0) && shares.iter().sum::<u64>() == 256 {
+            eprintln!("partitions spread over the servers: {shares:?}");
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            eprintln!("the partitions did not spread within 120 s: {shares:?}");
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until the server at `base` answers its health check.
@@ -975,6 +1006,7 @@ async fn main() {
             guard.dir = Some(dir);
             let mut base = format!("http://127.0.0.1:{port}");
             wait_healthy(&client, &base).await;
+            let mut admins = vec![format!("http://127.0.0.1:{admin_port}")];
             for _ in 0..args.standbys {
                 let (port, admin_port) = (examples::free_port(), examples::free_port());
                 let standby_dir = std::env::temp_dir().join(format!("bench-standby-{port}"));
@@ -989,6 +1021,10 @@ async fn main() {
                 guard.standbys.push(child);
                 base = format!("http://127.0.0.1:{port}");
                 wait_healthy(&client, &base).await;
+                admins.push(format!("http://127.0.0.1:{admin_port}"));
+            }
+            if args.standbys > 0 {
+                wait_spread(&client, &admins).await;
             }
             base
         }
