@@ -317,9 +317,10 @@ impl InvocationContext {
                 None
             }
             None if self.replay_ends() => None,
-            // Another process runs it: its owner completes the entry (at once if it has
-            // finished), after any message that creates it, which a read here could miss.
-            None if self.engine.elsewhere(&id) => {
+            // Another process runs it, or (on a shared store) it is not in memory here and may
+            // still be a message in an inbox: its owner completes the entry (at once if it
+            // has finished), after any message that creates it, which a read here could miss.
+            None if self.engine.elsewhere(&id) || !self.engine.resident(&id) => {
                 let attach = InboxMessage::Attach {
                     waiter: self.id(),
                     index,

@@ -214,7 +214,14 @@ impl Engine {
             index: CANCEL_WAKE,
         };
         let Some(inflight) = map.get(&id) else {
-            return vec![WriteOp::RequestCancel { id }, wake];
+            let mut ops = vec![WriteOp::RequestCancel { id }, wake];
+            // On a shared store it may still be a message in this partition's inbox (a
+            // handler's call sent behind that key's earlier messages): the request follows it
+            // there, and is applied after it.
+            if self.shared_store {
+                ops.push(WriteOp::forward(id, &InboxMessage::Cancel));
+            }
+            return ops;
         };
         let mut state = inflight.state();
         if matches!(state.record.status, Status::Completed { .. }) {

@@ -55,9 +55,11 @@ impl Engine {
                 ops.push(WriteOp::forward(prepared.id, &message));
                 continue;
             }
-            let submitted = self
-                .submit_claimed(prepared, Origin::Handler, None)
-                .map_err(|e| e.to_string());
+            // Kept to send it there after all, should its key's partition leave meanwhile.
+            let routed = self
+                .shared_store
+                .then(|| (prepared.id, prepared.record.clone()));
+            let submitted = self.submit_claimed(prepared, Origin::Handler, None);
             match submitted {
                 Ok(Submitted {
                     id,
@@ -77,6 +79,11 @@ impl Engine {
                 }
                 // Sent already (the key found an earlier one).
                 Ok(_) => {}
+                Err(e) if super::ownership::is_moved(&e) => {
+                    let (id, record) = routed.expect("only a shared store's partitions move");
+                    let message = InboxMessage::Invoke(Box::new(record));
+                    ops.push(WriteOp::forward(id, &message));
+                }
                 Err(e) => {
                     // Those made so far were never stored: forgotten, so that the end made
                     // again after recovery makes them anew.

@@ -383,6 +383,8 @@ impl Engine {
         if !first.is_empty() {
             engine.run_partitions(&first)?;
         }
+        // What the store offered back before this first set is not run here: it may go.
+        engine.storage.left(&first);
         engine.tasks.spawn(ownership::follow(engine.clone(), owned));
         engine.tasks.spawn(memory::trim_loop(engine.clone()));
         engine.tasks.spawn(watch_storage(engine.clone()));

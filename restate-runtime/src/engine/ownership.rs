@@ -104,6 +104,12 @@ impl Engine {
         if here { Ok(Some(held)) } else { Err(()) }
     }
 
+    /// Whether `id` is in memory here; always `true` on a store of one process, where what
+    /// is not in memory is in the store.
+    pub(crate) fn resident(&self, id: &InvocationId) -> bool {
+        !self.shared_store || self.inflight.lock().expect("inflight map").contains_key(id)
+    }
+
     /// [`Self::may_run`] on a shared store; always on a store of one process.
     pub(crate) fn shared_store_may_run(&self, id: &InvocationId) -> bool {
         !self.shared_store || self.may_run(id)
