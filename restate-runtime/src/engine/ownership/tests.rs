@@ -837,3 +837,62 @@ async fn calls_across_partitions_survive_partitions_moving_between_processes() {
         engine.shutdown();
     }
 }
+
+/// A handler's send to an object key whose partition runs here, while a message for that key
+/// that another process accepted first waits in the inbox, goes through the inbox behind it
+/// (per-key order across processes), and a cancel of it right after, while it is still a
+/// message, follows it there: both are applied in that order, nothing is left behind.
+#[tokio::test]
+async fn a_send_to_a_key_behind_its_inbox_messages_waits_there_and_its_cancel_follows_it() {
+    use super::super::Created;
+    use crate::storage::records::InvocationRecord;
+    use crate::storage::{InboxMessage, records};
+    let Pair {
+        halves: [a_half, _],
+        handles: [a, _],
+        ..
+    } = pair();
+    let (tally, _open) = Tally::new(true);
+    let key = key_in("Tally", a_half.iter().next().unwrap());
+    // Accepted first by the other process: a message in the inbox of this key's partition.
+    let first = InvocationId::random(partition_key_of("Tally", &key));
+    let mut record = InvocationRecord::for_test("Tally", Some(&key), Status::Runnable);
+    record.target.handler = "note".into();
+    a.forward(first, InboxMessage::Invoke(Box::new(record)))
+        .await
+        .unwrap();
+    // On this one-threaded runtime the engine applies nothing before the next await.
+    let engine = start(&a, &tally);
+    let created = engine.submit_recorded(note(&key, None), None).unwrap();
+    let Created::Elsewhere(second, forward) = created else {
+        panic!("made here, ahead of the message accepted first");
+    };
+    assert!(a_half.holds(&second), "its key's partition runs here");
+    let forwarded = |op: &WriteOp| match op {
+        WriteOp::Forward { id, encoded } if *id == second => {
+            Some(records::decode::<InboxMessage>(encoded).unwrap())
+        }
+        _ => None,
+    };
+    assert!(matches!(forwarded(&forward), Some(InboxMessage::Invoke(_))));
+    let cancel = engine.cancel_request_ops(second);
+    assert!(
+        cancel
+            .iter()
+            .any(|op| matches!(forwarded(op), Some(InboxMessage::Cancel))),
+        "the cancel does not follow it into the inbox: {cancel:?}"
+    );
+    let mut ops = vec![forward];
+    ops.extend(cancel);
+    a.submit(ops).await.unwrap();
+    until("both messages applied", || {
+        a.invocation(&first).unwrap().is_some()
+            && a.invocation(&second).unwrap().is_some()
+            && a.inbox(10, usize::MAX).unwrap().is_empty()
+    })
+    .await;
+    let seq = |id: &InvocationId| a.invocation(id).unwrap().unwrap().seq;
+    assert!(seq(&first) < seq(&second), "taken in out of order");
+    until("the first ran", || tally.runs(&first) == 1).await;
+    engine.shutdown();
+}
