@@ -1,9 +1,9 @@
-//! A drained process's lease on a shared database: released once no attempt of this process
-//! runs, so that another process (the next version, in a deploy) takes the invocations over at
-//! once instead of after the lease's length; held again by an undrain, which opens the drain's
-//! gate only once the lease is renewed. If another process takes the released lease first, this
-//! one is handed over: it stays drained, runs nothing, and serves what it still gets as a
-//! standby does (forwarding actions, reading results from the database).
+//! A drained process's leases on a shared database: its partitions are released once no
+//! attempt of this process runs, so that the other processes (the next version, in a deploy)
+//! take them over at once instead of after the lease's length; held again by an undrain, which
+//! opens the drain's gate only once what is still this process's is renewed. Once others took
+//! every released partition, this one is handed over: it stays drained, runs nothing, and
+//! serves what it still gets by forwarding actions and reading results from the database.
 //!
 //! Each drain and undrain is one generation: the tasks a drain or an undrain leaves behind act
 //! only while theirs is the latest, so a drain, an undrain and a drain again in quick

@@ -648,15 +648,19 @@ pub trait Storage: Send + Sync + 'static {
     fn unanswered(&self) -> usize {
         0
     }
-    /// Whether this process runs invocations (and may [`submit`](Self::submit)) now. A store
-    /// of one process is its owner from the start; on a shared database a process that does
-    /// not hold the lease yet serves by forwarding, and becomes owner when it takes the lease.
+    /// Whether this process takes part in running invocations (and may
+    /// [`submit`](Self::submit)) now. A store of one process does from the start; on a shared
+    /// database a process does once it joined those that lease its partitions (not while a
+    /// binary of an older schema runs the whole database: it serves by forwarding meanwhile),
+    /// until it is handed over after a drain.
     fn ownership(&self) -> tokio::sync::watch::Receiver<bool> {
         tokio::sync::watch::channel(true).1
     }
     /// The partitions this process runs now, and their changes: every one for a store of one
-    /// process; on a shared database those it holds the lease of. An invocation runs, and its
-    /// partition is written, only in the process whose set holds its partition.
+    /// process; on a shared database those it holds the lease of, numbered
+    /// ([`Partitions::version`]) so that [`left`](Self::left) can name the set acted on. An
+    /// invocation runs, and its partition is written, only in the process whose set holds its
+    /// partition.
     fn owned(&self) -> tokio::sync::watch::Receiver<Partitions> {
         tokio::sync::watch::channel(Partitions::all(self.partitions())).1
     }
