@@ -116,6 +116,7 @@ impl MemoryStore {
             closed: AtomicBool::new(false),
             owned: watch::channel(Partitions::all(shared.partitions)).0,
             writable: Mutex::new(Partitions::all(shared.partitions)),
+            left: Mutex::default(),
         }
     }
 
@@ -156,6 +157,8 @@ pub(crate) struct MemoryStorage {
     /// The partitions it may write (its leases): what it runs, and those it was told it lost
     /// until they are fenced.
     writable: Mutex<Partitions>,
+    /// The sets its engine said it acted on ([`Storage::left`]), in order.
+    left: Mutex<Vec<Partitions>>,
 }
 
 impl MemoryStorage {
@@ -179,6 +182,20 @@ impl MemoryStorage {
             *writable = writable.with(&owned);
         }
         self.owned.send_replace(owned);
+    }
+
+    /// How many times its engine said it acted on a set ([`Storage::left`]), and whether it did
+    /// on `set` after the first `since` of them: only then may a shared store let another
+    /// process take what `set` lacks.
+    #[cfg(test)]
+    pub(crate) fn left_on(&self, set: &Partitions, since: usize) -> (usize, bool) {
+        let left = self.left.lock().expect("left lock");
+        let seen = left
+            .get(since..)
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o == set);
+        (left.len(), seen)
     }
 
     /// The partitions this process was told it lost are no longer writable: a write to one
@@ -706,6 +723,10 @@ impl Storage for MemoryStorage {
 
     fn owned(&self) -> watch::Receiver<Partitions> {
         self.owned.subscribe()
+    }
+
+    fn left(&self, observed: &Partitions) {
+        self.left.lock().expect("left lock").push(observed.clone());
     }
 
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {

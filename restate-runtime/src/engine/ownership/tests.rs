@@ -806,8 +806,14 @@ async fn calls_across_partitions_survive_partitions_moving_between_processes() {
         };
         let moved = Partitions::of(PARTITIONS, [partition]);
         sets[from] = sets[from].without(&moved);
+        let (since, _) = handles[from].left_on(&sets[from], 0);
         handles[from].set_owned(sets[from].clone());
-        until("the partition left", || engines[from].owned() == sets[from]).await;
+        // Fenced only once its engine said it left the partition (what ran there stopped and
+        // its writes are decided), as a shared database releases a lease.
+        until("the partition left", || {
+            handles[from].left_on(&sets[from], since).1
+        })
+        .await;
         handles[from].fence();
         let to = 1 - from;
         sets[to] = sets[to].with(&moved);

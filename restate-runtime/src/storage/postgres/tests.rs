@@ -138,6 +138,18 @@ async fn processes_starting_together_share_the_partitions_and_a_closed_ones_are_
     drop(closed);
     let stores: Vec<&PostgresStorage> = running.iter().collect();
     settled(&stores, |sets| spread(sets, 3)).await;
+    // Its membership expires and its row goes: the table keeps the processes that run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let members = cluster()
+            .query(&url, "SELECT count(*)::text FROM restate_members")
+            .unwrap();
+        if members == vec![vec![Some("3".to_owned())]] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "members: {members:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(open(&url, 4).unwrap().secret(), secret);
 }
 
