@@ -795,7 +795,7 @@ macro_rules! reads_state {
             /// }
             /// ```
             pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, crate::TerminalError> {
-                self.inner.get_state(name)
+                self.inner.get_state(name).await
             }
 
             /// The names of this key's state entries, sorted.

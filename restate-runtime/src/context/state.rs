@@ -35,21 +35,23 @@ impl InvocationContext {
     }
 
     /// Exclusive invocations read through their key's lane (its writes may not be durable
-    /// yet); shared ones read the latest committed state.
-    fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>, TerminalError> {
+    /// yet); shared ones read the latest committed state. A read from the store does not
+    /// hold the thread while a backend over a network answers.
+    async fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>, TerminalError> {
         let scope = self.scope();
         if self.inflight.exclusive
             && let Some(v) = self.engine.lane_state(scope, name)
         {
             return Ok(v);
         }
-        self.engine.storage().state(scope, name).map_err(|e| {
+        let read = self.engine.storage().state_async(scope, name);
+        read.await.map_err(|e| {
             self.stop(Abort::Retry(format!("state read failed: {e}")));
             TerminalError::new(e.to_string())
         })
     }
 
-    pub(crate) fn get_state<T: DeserializeOwned>(
+    pub(crate) async fn get_state<T: DeserializeOwned>(
         &self,
         name: &str,
     ) -> Result<Option<T>, TerminalError> {
@@ -61,7 +63,7 @@ impl InvocationContext {
         ) {
             Ok(Some(JournalEntry::GetState { value, .. })) => value,
             Ok(_) => {
-                let value = self.read_state(name)?;
+                let value = self.read_state(name).await?;
                 let entry = JournalEntry::GetState {
                     name: name.to_owned(),
                     value: value.clone(),
@@ -122,14 +124,14 @@ impl InvocationContext {
             Ok(found) => found.is_some(),
             Err(()) => return,
         };
-        let scope = self.scope();
+        let (scope, writer) = (self.scope(), &self.inflight);
         match &entry {
             JournalEntry::SetState { name, value } => {
                 self.engine
-                    .lane_write(scope, Some(name), Some(value.clone()))
+                    .lane_write(writer, Some(name), Some(value.clone()))
             }
-            JournalEntry::ClearState { name } => self.engine.lane_write(scope, Some(name), None),
-            _ => self.engine.lane_write(scope, None, None),
+            JournalEntry::ClearState { name } => self.engine.lane_write(writer, Some(name), None),
+            _ => self.engine.lane_write(writer, None, None),
         }
         if !replayed {
             let op = op(scope.clone());

@@ -68,7 +68,7 @@ impl Engine {
         if let Some(f) = map.get(&id) {
             return Ok((f.clone(), true));
         }
-        if !self.may_run(&id) {
+        if !self.may_load(&id) {
             return Err(ControlError::Conflict(format!(
                 "another process runs {id}'s partition now: ask again"
             )));

@@ -16,7 +16,9 @@ impl Engine {
         let durable = inflight.make_durable(self.storage().as_ref());
         let engine = self.clone();
         self.tasks.spawn(async move {
-            // A failed commit is the writer's failure, which stops the process (law 10).
+            // A failed commit is the writer's failure, which stops the process (law 10); a
+            // refused one (its partition taken away on a shared database) takes the partition,
+            // and this invocation with it, to the next owner.
             if durable.await.is_ok() {
                 // Durable now: see `Engine::suspend` for why the timer is armed again.
                 engine.timers.schedule(at_ms, inflight.id);

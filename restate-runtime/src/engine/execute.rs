@@ -74,7 +74,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         let _running = guard;
         let gate = inflight.take_gate();
         if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
-            return engine.lose(&inflight, e.to_string());
+            return lose(&engine, &inflight, e.to_string()).await;
         }
         let (service, options) = match engine.resolve(&target) {
             Ok((service, handler)) => (service.instance.clone(), handler.options.clone()),
@@ -204,7 +204,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     };
                 }
                 Attempt::Pause(reason) => return pause(&engine, &inflight, reason).await,
-                Attempt::Lost(reason) => return engine.lose(&inflight, reason),
+                Attempt::Lost(reason) => return lose(&engine, &inflight, reason).await,
                 Attempt::Suspend { seen, wake_at_ms } => {
                     if suspend(&engine, &inflight, seen, wake_at_ms).await {
                         return;
@@ -239,6 +239,18 @@ async fn stopped(
 
 async fn complete(engine: &Engine, inflight: &Arc<Inflight>, outcome: Outcome) {
     Box::pin(engine.complete(inflight, outcome)).await
+}
+
+/// A write of the invocation was refused: it is lost here, unless its partition is leaving
+/// this process (taken by another, or offered back with one that was): then it keeps its
+/// place on its key until the departure takes it out of memory, since giving the key up
+/// would let the next invocation on it run ahead of it; the new owner recovers it.
+async fn lose(engine: &Engine, inflight: &Arc<Inflight>, reason: String) {
+    if !engine.partition_leaving(&inflight.id) {
+        return engine.lose(inflight, reason);
+    }
+    let (mut shutdown, mut departures) = (engine.shutdown_signal(), engine.departures.subscribe());
+    Box::pin(stopped(&mut shutdown, &mut departures, inflight)).await
 }
 
 async fn pause(engine: &Engine, inflight: &Arc<Inflight>, reason: String) {

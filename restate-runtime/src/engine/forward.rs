@@ -299,7 +299,7 @@ impl Engine {
             };
             for Inbound { seq, id, message } in page {
                 // Its partition left since the page was read: the message is its new owner's.
-                if !self.may_run(&id) {
+                if !self.runs(&id) {
                     continue;
                 }
                 let effect = match message {
@@ -375,7 +375,8 @@ impl Engine {
                 Ok(Applied::Later) => {}
                 Err(reason) => {
                     // Left in the inbox: applied again later (a failed commit stops the
-                    // process, and the next owner applies them).
+                    // process, a refused one takes the partition away from it: either way
+                    // the next owner applies them).
                     tracing::error!("applying the inbox failed: {reason}");
                     return 0;
                 }

@@ -195,7 +195,11 @@ impl Inflight {
     /// Resolves once everything this invocation submitted so far, record included, is durable.
     pub fn make_durable(&self, storage: &dyn Storage) -> CommitWaiter {
         let mut state = self.state();
-        // An empty batch commits after every batch queued before it: a barrier.
+        if state.persisted {
+            // Decided after every batch queued before it, and fenced on this invocation's
+            // partition: an earlier write of it that a shared database refused fails it too.
+            return storage.barrier(self.id.partition_key());
+        }
         self.submit_with_record(storage, &mut state, Vec::new())
     }
 

@@ -89,15 +89,21 @@ impl Engine {
         if let Some(label) = self.handler_label(&inflight.state().record.target) {
             self.metrics.handler_started.get_or_create(&label).inc();
         }
+        if inflight.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         inflight.engage(&self.held_input);
         if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");
             // Claimed by a cancel or kill (which releases the key after marking it running),
             // or finished: it must not take or queue for the key now.
             // Queued already (a cancel restarting a copy its timer had started): once is enough.
+            // Its partition left (a callee launched as it did): the key's lane went with it,
+            // and a lane made now would hold the key when the partition comes back.
             if inflight.running.load(std::sync::atomic::Ordering::SeqCst)
                 || inflight.finished.load(std::sync::atomic::Ordering::SeqCst)
                 || inflight.queued.load(std::sync::atomic::Ordering::SeqCst)
+                || inflight.left.load(std::sync::atomic::Ordering::SeqCst)
             {
                 return;
             }
@@ -257,15 +263,16 @@ impl Engine {
         stored
     }
 
-    /// Records a write of this key's exclusive invocation in the lane's overlay.
-    pub(crate) fn lane_write(
-        &self,
-        scope: &StateScope,
-        name: Option<&str>,
-        value: Option<Vec<u8>>,
-    ) {
+    /// Records a write of this key's exclusive invocation in the lane's overlay. One whose
+    /// partition left (its task not yet at its next await point) writes nothing there: the
+    /// key's lane went with the partition, and the store refuses the write anyway.
+    pub(crate) fn lane_write(&self, writer: &Inflight, name: Option<&str>, value: Option<Vec<u8>>) {
         let mut lanes = self.lanes.lock().expect("lanes");
-        let lane = lanes.entry(scope.clone()).or_default();
+        // Under the lock the leave clears the lanes under: marked before, or cleared after.
+        if writer.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let lane = lanes.entry(writer.scope.clone()).or_default();
         lane.epoch += 1;
         let overlay = &mut lane.overlay;
         match name {

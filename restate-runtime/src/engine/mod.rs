@@ -694,7 +694,7 @@ impl Engine {
             let mut map = self.inflight.lock().expect("inflight map");
             // Under the lock that a partition's leave takes too: one that left since the
             // caller decided to take this in here gets nothing of it in memory.
-            if !self.shared_store_may_run(&id) {
+            if !self.takes_work_for(&id) {
                 return Err(ownership::moved());
             }
             if derived && let Some(existing) = map.get(&id) {
@@ -1345,8 +1345,9 @@ impl Engine {
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
         for send in end_sends {
-            // Runs once the batch that records it (this completion) is durable.
-            send.set_gate(self.storage.submit(Vec::new()));
+            // Runs once the batch that records it (this completion) is durable: fenced on the
+            // completion's partition, a refused completion (its send never stored) stops it.
+            send.set_gate(self.storage.barrier(inflight.id.partition_key()));
             self.launch(send, None);
         }
         let result = pending.finish().await;

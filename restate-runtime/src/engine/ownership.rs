@@ -76,18 +76,19 @@ impl Engine {
         self.held.read().expect("held lock").running.holds(id)
     }
 
-    /// Whether another process runs `id`'s partition: effects on it go to its inbox. One
-    /// being recovered here is this process's: its restored handlers' effects on it are made
-    /// here, in their order (through the inbox, a later one made here could overtake them).
-    /// The handlers restored start once recovery has queued what the store holds on each key.
+    /// Whether `id`'s partition does not run here (another process runs it, or it is still
+    /// being recovered here): effects on it go to its inbox. Nothing new of a partition
+    /// enters memory while recovery reads what the store holds of it, or recovery would
+    /// queue it a second time, or behind what arrived after it.
     pub(crate) fn elsewhere(&self, id: &InvocationId) -> bool {
-        self.shared_store && !self.may_run(id)
+        self.shared_store && !self.runs(id)
     }
 
-    /// On a shared store, a hold on the partitions that run here (or are being recovered
-    /// here), if all those `ops` write are among them: none can leave while it is held, so a batch queued under it is queued
+    /// On a shared store, a hold on the partitions that run here, if all those `ops` write
+    /// are among them: none can leave while it is held, so a batch queued under it is queued
     /// before the leave's barrier. `Err`: one of them does not run here (it left since the
-    /// handler decided to write it here). A store of one process needs no hold.
+    /// handler decided to write it here, or is still being recovered). A store of one
+    /// process needs no hold.
     pub(crate) fn hold_for(
         &self,
         ops: &[crate::storage::WriteOp],
@@ -96,11 +97,10 @@ impl Engine {
             return Ok(None);
         }
         let held = self.held.read().expect("held lock");
-        // Those being recovered are this process's too: their restored handlers write them.
         let here = ops
             .iter()
             .filter_map(crate::storage::WriteOp::partition_key)
-            .all(|key| held.running.holds_key(key) || held.joining.holds_key(key));
+            .all(|key| held.running.holds_key(key));
         if here { Ok(Some(held)) } else { Err(()) }
     }
 
@@ -110,13 +110,23 @@ impl Engine {
         !self.shared_store || self.inflight.lock().expect("inflight map").contains_key(id)
     }
 
-    /// [`Self::may_run`] on a shared store; always on a store of one process.
-    pub(crate) fn shared_store_may_run(&self, id: &InvocationId) -> bool {
-        !self.shared_store || self.may_run(id)
+    /// Whether the store no longer counts `id`'s partition as this process's while the
+    /// engine still runs it: it was taken by another process, or is being offered back, and
+    /// leaves at the engine's next look at the store's set.
+    pub(crate) fn partition_leaving(&self, id: &InvocationId) -> bool {
+        self.shared_store && self.runs(id) && !self.storage.owned().borrow().holds(id)
     }
 
-    /// Whether `id` may be loaded and run here: its partition runs here or is being recovered.
-    pub(crate) fn may_run(&self, id: &InvocationId) -> bool {
+    /// Whether new work for `id` is taken in here: always on a store of one process; on a
+    /// shared one, once its partition runs here ([`Self::elsewhere`]).
+    pub(crate) fn takes_work_for(&self, id: &InvocationId) -> bool {
+        !self.elsewhere(id)
+    }
+
+    /// Whether `id` may be loaded from the store here: its partition runs here or is being
+    /// recovered (what recovery finds in memory already, loaded by a wake-up or a control
+    /// operation meanwhile, it leaves to memory).
+    pub(crate) fn may_load(&self, id: &InvocationId) -> bool {
         let held = self.held.read().expect("held lock");
         held.running.holds(id) || held.joining.holds(id)
     }
@@ -141,7 +151,8 @@ impl Engine {
                 .set(held.running.len() as i64);
             !std::mem::replace(&mut held.serving, true)
         };
-        recovered?;
+        // Only now: what the restored handlers do to these partitions is done here.
+        self.resume_recovered(recovered?);
         tracing::info!(
             partitions = gained.len(),
             "this process runs more partitions"
@@ -164,7 +175,7 @@ impl Engine {
     /// waiters here hear they are lost here, their keys' lanes and timers go).
     pub(super) fn leave_partitions(&self, lost: &Partitions) {
         let gone: Vec<Arc<Inflight>> = {
-            // Under the map lock: whoever checks `may_run` under it before loading one of
+            // Under the map lock: whoever checks `may_load` under it before loading one of
             // these sees them gone.
             let mut map = self.inflight.lock().expect("inflight map");
             {

@@ -37,9 +37,9 @@ use crate::storage::{Partitions, StateScope, Status, Target};
 pub(crate) const DEFAULT_RECOVERY_CONCURRENCY: usize = 256;
 
 impl Engine {
-    /// Restores every unfinished invocation of the partitions `only`: the first ones at once,
-    /// the rest by a task that keeps at most `recovery_concurrency` of them in memory.
-    pub(super) fn recover(&self, only: &Partitions) -> Result<(), EngineError> {
+    /// Reads every unfinished invocation of the partitions `only` and queues each on its key:
+    /// returns those to restore ([`Self::resume_recovered`]), in arrival order.
+    pub(super) fn recover(&self, only: &Partitions) -> Result<Vec<InvocationId>, EngineError> {
         let woken: HashSet<InvocationId> = self
             .storage
             .woken()?
@@ -81,6 +81,11 @@ impl Engine {
         {
             let mut map = self.inflight.lock().expect("inflight map");
             for (id, hint) in unfinished {
+                // In memory already (a wake-up or a control operation loaded it while this
+                // read): it runs from there, and takes its key there.
+                if map.contains_key(&id) {
+                    continue;
+                }
                 if self.resolve(&hint.target).is_err() {
                     let target = Target {
                         key: None,
@@ -147,6 +152,12 @@ impl Engine {
         }
         // Before anything runs: a source that completes must know it has result waiters.
         self.complete_orphaned_result_waiters(only)?;
+        Ok(to_restore)
+    }
+
+    /// Restores what [`Self::recover`] found to run: the first ones at once, the rest by a
+    /// task that keeps at most `recovery_concurrency` of them in memory.
+    pub(super) fn resume_recovered(&self, to_restore: Vec<InvocationId>) {
         let slots = Arc::new(Semaphore::new(self.config.recovery_concurrency.max(1)));
         let mut rest = to_restore.into_iter();
         // The first ones start before the listeners open; a task restores the rest.
@@ -162,7 +173,6 @@ impl Engine {
             };
             self.restore(id, slot);
         }
-        Ok(())
     }
 
     /// Loads an invocation from the store into the map (as runnable when `run`), unless it is
@@ -174,7 +184,7 @@ impl Engine {
         run: bool,
     ) -> Result<Option<Arc<Inflight>>, EngineError> {
         // Checked under the map lock, as partitions leave: another process runs it now.
-        if map.contains_key(&id) || !self.may_run(&id) {
+        if map.contains_key(&id) || !self.may_load(&id) {
             return Ok(None);
         }
         let Some((mut record, journal)) = self.load_stored(&id)? else {

@@ -321,12 +321,12 @@ impl Engine {
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         // Another process runs its partition: there the durable wake-up resumes it.
-        if !self.may_run(&id) {
+        if !self.may_load(&id) {
             return;
         }
         let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
-            if map.contains_key(&id) || !self.may_run(&id) {
+            if map.contains_key(&id) || !self.may_load(&id) {
                 return;
             }
             let (mut record, journal) = match self.load_stored(&id) {

@@ -199,10 +199,41 @@ impl MemoryStorage {
     }
 
     /// The partitions this process was told it lost are no longer writable: a write to one
-    /// fails as a commit does (the lease is gone, law 10).
+    /// is refused, as a shared database's fence refuses it.
     #[cfg(test)]
     pub(crate) fn fence(&self) {
         *self.writable.lock().expect("writable lock") = self.owned.borrow().clone();
+    }
+
+    /// Another process takes `partitions` over while this one still runs them (it was paused
+    /// past its leases): its writes to them are refused from now on, before its engine hears.
+    #[cfg(test)]
+    pub(crate) fn take_away(&self, partitions: &Partitions) {
+        let mut writable = self.writable.lock().expect("writable lock");
+        *writable = writable.without(partitions);
+    }
+
+    /// A batch writing a partition another process holds: refused, and, as a shared
+    /// database's writer does, this process stops writing every partition the batch writes
+    /// and drops them (the taken one, and the others, whose invocations may have had only
+    /// this write in memory: whoever takes them next recovers them). Nothing else stops.
+    fn refused_as_foreign(&self, ops: &[WriteOp]) -> Option<StorageError> {
+        let partition = self.foreign_partition(ops)?;
+        let written = Partitions::of(
+            self.partitions,
+            ops.iter()
+                .filter_map(WriteOp::partition_key)
+                .map(|key| (key % u64::from(self.partitions.max(1))) as u32),
+        );
+        {
+            let mut writable = self.writable.lock().expect("writable lock");
+            *writable = writable.without(&written);
+        }
+        self.owned
+            .send_modify(|owned| *owned = owned.without(&written));
+        Some(StorageError::Backend(format!(
+            "partition {partition} is another process's: the write is refused"
+        )))
     }
 
     /// The tables, unless this handle's process was killed (then the store has failed, as a
@@ -227,13 +258,6 @@ impl MemoryStorage {
         }
         if self.closed.load(Ordering::SeqCst) {
             return Err(StorageError::Closed);
-        }
-        // Fenced as a shared store's writes are: a partition whose lease this process lost
-        // is refused, and the process stops, as after a failed commit (law 10).
-        if let Some(partition) = self.foreign_partition(ops) {
-            return Err(StorageError::Backend(format!(
-                "partition {partition} is another process's: the write is refused"
-            )));
         }
         let mut shared = self.tables()?;
         // Everything an op decodes is checked first: a batch lands whole or not at all.
@@ -505,6 +529,13 @@ fn id_of(key: &Key) -> InvocationId {
 impl Storage for MemoryStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
         let started = std::time::Instant::now();
+        if self.failure.borrow().is_none()
+            && let Some(refused) = self.refused_as_foreign(&ops)
+        {
+            let (done, rx) = oneshot::channel();
+            let _ = done.send(Err(refused));
+            return CommitWaiter::new(rx);
+        }
         let result = self.commit(&ops);
         match &result {
             Ok(()) => {
@@ -523,6 +554,22 @@ impl Storage for MemoryStorage {
         }
         let (done, rx) = oneshot::channel();
         let _ = done.send(result);
+        CommitWaiter::new(rx)
+    }
+
+    fn barrier(&self, partition_key: u64) -> CommitWaiter {
+        let writable = self
+            .writable
+            .lock()
+            .expect("writable lock")
+            .holds_key(partition_key);
+        if writable || self.failure.borrow().is_some() {
+            return self.submit(Vec::new());
+        }
+        let (done, rx) = oneshot::channel();
+        let _ = done.send(Err(StorageError::Backend(
+            "a write to this partition was refused: it is another process's".into(),
+        )));
         CommitWaiter::new(rx)
     }
 

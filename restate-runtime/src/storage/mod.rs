@@ -130,6 +130,10 @@ impl From<records::DecodeRecordError> for StorageError {
 pub type RecordWaiter =
     Pin<Box<dyn Future<Output = Result<Option<InvocationRecord>, StorageError>> + Send + 'static>>;
 
+/// What [`Storage::state_async`] answers.
+pub type StateWaiter =
+    Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, StorageError>> + Send + 'static>>;
+
 /// What [`Storage::forward`] answers once the message is durable (or refused).
 pub type ForwardWaiter =
     Pin<Box<dyn Future<Output = Result<Forwarded, StorageError>> + Send + 'static>>;
@@ -552,6 +556,16 @@ impl CommitLatency {
 pub trait Storage: Send + Sync + 'static {
     /// Queues a batch for the writer; batches commit in submission order.
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter;
+    /// Resolves once every batch submitted before is committed, as far as the partition of
+    /// `partition_key` goes: on a shared database a write to that partition refused since
+    /// this process took it (the partition was taken by another process, or went with a
+    /// write refused for one) makes this an error too, where an empty batch would only say
+    /// that the writes before it were decided. A store of one process refuses nothing
+    /// without stopping: an empty batch.
+    fn barrier(&self, partition_key: u64) -> CommitWaiter {
+        let _ = partition_key;
+        self.submit(Vec::new())
+    }
     /// One invocation record.
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError>;
     /// [`Storage::invocation`] without blocking the caller's thread while the backend reads
@@ -569,6 +583,11 @@ pub trait Storage: Send + Sync + 'static {
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError>;
     /// One state entry of a key.
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// [`Storage::state`] without blocking the caller's thread while the backend reads (a
+    /// handler's state read over a network; a local store answers at once, as here).
+    fn state_async(&self, scope: &StateScope, name: &str) -> StateWaiter {
+        Box::pin(std::future::ready(self.state(scope, name)))
+    }
     /// The names of a key's state entries, sorted.
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError>;
     /// A completed durable promise of a workflow key.
@@ -659,8 +678,9 @@ pub trait Storage: Send + Sync + 'static {
     /// The partitions this process runs now, and their changes: every one for a store of one
     /// process; on a shared database those it holds the lease of, numbered
     /// ([`Partitions::version`]) so that [`left`](Self::left) can name the set acted on. An
-    /// invocation runs, and its partition is written, only in the process whose set holds its
-    /// partition.
+    /// invocation runs only in the process whose set holds its partition, and its partition
+    /// is written only there (and, by what was queued before, while that process lets go of
+    /// it: until its engine said it [`left`](Self::left) it).
     fn owned(&self) -> tokio::sync::watch::Receiver<Partitions> {
         tokio::sync::watch::channel(Partitions::all(self.partitions())).1
     }

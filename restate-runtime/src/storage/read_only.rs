@@ -39,6 +39,9 @@ impl Storage for ReadOnly {
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.0.state(scope, name)
     }
+    fn state_async(&self, scope: &StateScope, name: &str) -> super::StateWaiter {
+        self.0.state_async(scope, name)
+    }
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
         self.0.state_keys(scope)
     }

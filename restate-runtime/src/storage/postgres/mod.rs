@@ -321,6 +321,34 @@ impl PostgresStorage {
         self.runtime.handle()
     }
 
+    /// Queues a batch for the writer (a barrier's fenced on `barrier_on`'s partition).
+    fn queue_batch(&self, ops: Vec<WriteOp>, barrier_on: Option<u64>) -> CommitWaiter {
+        let (done, rx) = oneshot::channel();
+        let waiter = CommitWaiter::new(rx);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            let _ = done.send(Err(StorageError::Closed));
+            return waiter;
+        }
+        let bytes = ops.iter().map(WriteOp::size).sum();
+        self.shared.queued.fetch_add(bytes, Ordering::Relaxed);
+        self.shared.unanswered.fetch_add(1, Ordering::SeqCst);
+        let batch = Batch {
+            ops,
+            bytes,
+            barrier_on,
+            done,
+        };
+        let queue = self.queue.lock().expect("queue lock");
+        let refused = match queue.as_ref() {
+            Some(queue) => queue.send(Message::Batch(batch)).err().map(|e| e.0),
+            None => Some(Message::Batch(batch)),
+        };
+        if let Some(Message::Batch(batch)) = refused {
+            self.shared.answer(batch, Err(StorageError::Closed));
+        }
+        waiter
+    }
+
     /// `params` and then the filter of the scans that find work for this process (its inbox,
     /// due times, expiries, recovery): the partitions it runs and the count, the set `NULL`
     /// for every partition (a process that runs them all, or a reader).
@@ -373,6 +401,15 @@ async fn query(
 }
 
 const READ_INVOCATION: &str = "SELECT record FROM restate_invocations WHERE id = $1";
+
+const READ_STATE: &str =
+    "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3";
+
+fn state_params(scope: &StateScope, name: &str) -> Vec<Param> {
+    let mut params = scope_params(scope);
+    params.push(bytes(name));
+    params
+}
 
 fn first_record(rows: &[Row]) -> Result<Option<InvocationRecord>, StorageError> {
     rows.first()
@@ -533,25 +570,11 @@ fn limit(n: usize) -> Param {
 
 impl Storage for PostgresStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
-        let (done, rx) = oneshot::channel();
-        let waiter = CommitWaiter::new(rx);
-        if self.shared.closed.load(Ordering::SeqCst) {
-            let _ = done.send(Err(StorageError::Closed));
-            return waiter;
-        }
-        let bytes = ops.iter().map(WriteOp::size).sum();
-        self.shared.queued.fetch_add(bytes, Ordering::Relaxed);
-        self.shared.unanswered.fetch_add(1, Ordering::SeqCst);
-        let batch = Batch { ops, bytes, done };
-        let queue = self.queue.lock().expect("queue lock");
-        let refused = match queue.as_ref() {
-            Some(queue) => queue.send(Message::Batch(batch)).err().map(|e| e.0),
-            None => Some(Message::Batch(batch)),
-        };
-        if let Some(Message::Batch(batch)) = refused {
-            self.shared.answer(batch, Err(StorageError::Closed));
-        }
-        waiter
+        self.queue_batch(ops, None)
+    }
+
+    fn barrier(&self, partition_key: u64) -> CommitWaiter {
+        self.queue_batch(Vec::new(), Some(partition_key))
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
@@ -591,13 +614,17 @@ impl Storage for PostgresStorage {
     }
 
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let mut params = scope_params(scope);
-        params.push(bytes(name));
-        let rows = self.rows(
-            "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3",
-            params,
-        )?;
+        let rows = self.rows(READ_STATE, state_params(scope, name))?;
         Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn state_async(&self, scope: &StateScope, name: &str) -> crate::storage::StateWaiter {
+        let (tx, rx) = oneshot::channel();
+        let read = query(self.reads.clone(), READ_STATE, state_params(scope, name));
+        self.handle().spawn(async move {
+            let _ = tx.send(read.await.map(|rows| rows.first().map(|row| row.get(0))));
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
     }
 
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {

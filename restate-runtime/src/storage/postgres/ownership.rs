@@ -13,9 +13,13 @@
 //! invocations), and its row is released only once the engine said that it left and that what
 //! it wrote is decided ([`Storage::left`](crate::storage::Storage::left)).
 //!
-//! Losing a partition this process still believed held (its lease taken after it expired)
-//! stops the store (law 10): its engine may hold effects in memory that now run elsewhere. A
-//! drained process instead releases everything and is handed over partition by partition.
+//! Losing a partition this process still believed held (its lease taken after it expired,
+//! seen by a renewal or by the fence refusing a commit) drops that partition at once: it
+//! leaves the process's set, so the engine stops what ran it, and the fence refuses whatever
+//! of it was still queued. The process goes on with the others, and takes that partition
+//! again only once the engine said it left it, so that no task of the old run writes beside
+//! a new one. A drained process instead releases everything and is handed over partition by
+//! partition.
 //!
 //! Binaries of schema 2 hold the whole database by `restate_lease`. Processes of this
 //! schema hold that row together (renewed in every round, `joint_epoch` = `epoch`), so that an
@@ -44,6 +48,13 @@ pub(super) struct Leases {
     /// Held, but offered back: out of the process's set from the version of it given, and
     /// released once the engine says it left them in that version or a later one.
     leaving: BTreeMap<u32, u64>,
+    /// Held and offered back, but no longer written: a write refused for a partition another
+    /// process took wrote these too (see [`Leases::freeze`]).
+    frozen: BTreeSet<u32>,
+    /// Taken from this process while it held them: out of its set from the version given,
+    /// and not taken here again before the engine says it left them (in that version or a
+    /// later one).
+    lost: BTreeMap<u32, u64>,
     /// The set last handed to the engine.
     published: Partitions,
     /// Drained: every partition's row is left free for others, and not renewed.
@@ -79,14 +90,10 @@ struct Statements {
     release: Statement,
 }
 
-/// What a lease round or a change found.
+/// What a lease round found that stops the store: a binary of schema 2 took the whole
+/// database over (a trigger moved every partition's epoch).
 #[derive(Debug)]
-pub(super) enum Lost {
-    /// Partitions taken while this process held them: it must stop (law 10).
-    Taken(Vec<u32>),
-    /// A binary of schema 2 took the whole database over.
-    Database,
-}
+pub(super) struct LostDatabase;
 
 impl Leases {
     pub(super) async fn prepare(
@@ -188,6 +195,8 @@ impl Leases {
             joined: false,
             held: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            lost: BTreeMap::new(),
+            frozen: BTreeSet::new(),
             published: Partitions::none(count),
             released: false,
             handed_over: false,
@@ -254,9 +263,12 @@ impl Leases {
         self.handed_over
     }
 
-    /// The epoch `partition` is held at, if held.
+    /// The epoch `partition` is held at, if it is held and may be written.
     pub(super) fn epoch(&self, partition: u32) -> Option<i64> {
-        self.held.get(&partition).copied()
+        match self.frozen.contains(&partition) {
+            true => None,
+            false => self.held.get(&partition).copied(),
+        }
     }
 
     pub(super) fn count(&self) -> u32 {
@@ -265,7 +277,10 @@ impl Leases {
 
     /// One round: renews the joint lease and this process's, gives back what is beyond its
     /// share and takes free partitions up to it.
-    pub(super) async fn round(&mut self, client: &Client) -> Result<Result<(), Lost>, String> {
+    pub(super) async fn round(
+        &mut self,
+        client: &Client,
+    ) -> Result<Result<(), LostDatabase>, String> {
         let due = self.renewed.is_none_or(|at| at.elapsed() >= self.every());
         if !due && self.member() && !self.released {
             // Between renewals: only free partitions are looked for, up to a share that counts
@@ -283,7 +298,7 @@ impl Leases {
         };
         if joint.is_none() {
             if self.joined {
-                return Ok(Err(Lost::Database));
+                return Ok(Err(LostDatabase));
             }
             return Ok(Ok(()));
         }
@@ -322,7 +337,7 @@ impl Leases {
             .copied()
             .collect();
         if !taken.is_empty() {
-            return Ok(Err(Lost::Taken(taken)));
+            self.lose(&taken);
         }
         self.renewed = Some(Instant::now());
         let share = self.count_share(client).await?;
@@ -364,7 +379,10 @@ impl Leases {
         if self.held.len() >= self.share {
             return Ok(());
         }
-        let mine: Vec<i32> = self.held.keys().map(|p| *p as i32).collect();
+        // Not one lost here that the engine may still run.
+        let mine: Vec<i32> = (self.held.keys().chain(self.lost.keys()))
+            .map(|p| *p as i32)
+            .collect();
         let want = (self.share - self.held.len()) as i64;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.ttl_ms, &mine, &want];
         let take = async {
@@ -398,17 +416,54 @@ impl Leases {
         Ok(())
     }
 
+    /// Partitions taken from this process while it held them (a renewal or the fence found
+    /// their epoch moved): dropped at once, and not taken again here before the engine left
+    /// them.
+    pub(super) fn lose(&mut self, taken: &[u32]) {
+        tracing::error!(
+            partitions = ?taken,
+            "another process took over partitions this one held (it was paused or cut off \
+             longer than its lease); this one drops them"
+        );
+        let version = self.published.version() + 1;
+        // The next round renews everything: whatever else moved is found at once.
+        self.renewed = None;
+        for p in taken {
+            self.held.remove(p);
+            self.frozen.remove(p);
+            // One offered back left the set at that version already.
+            let since = self.leaving.remove(p).unwrap_or(version);
+            self.lost.insert(*p, since);
+        }
+    }
+
+    /// Stops writing `partitions` (those of them held) and offers them back at once: a write
+    /// refused for a partition another process took wrote these too, and may have been all
+    /// that their invocations had of it. Nothing of them commits from now on (a later write
+    /// of such an invocation must not land without the refused one); whoever takes them next,
+    /// this process too, recovers their invocations from the store.
+    pub(super) fn freeze(&mut self, partitions: impl IntoIterator<Item = u32>) {
+        let version = self.published.version() + 1;
+        for p in partitions {
+            if self.held.contains_key(&p) && self.frozen.insert(p) {
+                self.leaving.entry(p).or_insert(version);
+            }
+        }
+    }
+
     /// The engine acted on `observed`: the partitions offered back up to its version and
-    /// outside it are released now.
+    /// outside it are released now, and those lost up to it may be taken again.
     pub(super) async fn left(
         &mut self,
         client: &Client,
         observed: &Partitions,
     ) -> Result<(), String> {
+        let gone = |p: u32, since: u64| !observed.contains(p) && observed.version() >= since;
+        self.lost.retain(|p, since| !gone(*p, *since));
         let done: BTreeSet<u32> = self
             .leaving
             .iter()
-            .filter(|(p, offered)| !observed.contains(**p) && observed.version() >= **offered)
+            .filter(|(p, offered)| gone(**p, **offered))
             .map(|(p, _)| *p)
             .collect();
         if done.is_empty() {
@@ -421,6 +476,7 @@ impl Leases {
             .map_err(|e| super::pg_error(&e))?;
         for p in done {
             self.leaving.remove(&p);
+            self.frozen.remove(&p);
             self.held.remove(&p);
         }
         Ok(())
@@ -455,6 +511,7 @@ impl Leases {
             .collect();
         self.held.retain(|p, _| renewed.contains(p));
         self.leaving.retain(|p, _| renewed.contains(p));
+        self.frozen.retain(|p| renewed.contains(p));
         if self.held.is_empty() {
             self.handed_over = true;
             return Ok(());
@@ -484,6 +541,7 @@ impl Leases {
     pub(super) fn handed(&mut self, gone: impl Fn(u32) -> bool) {
         self.held.retain(|p, _| !gone(*p));
         self.leaving.retain(|p, _| !gone(*p));
+        self.frozen.retain(|p| !gone(*p));
         if self.held.is_empty() {
             self.handed_over = true;
         }

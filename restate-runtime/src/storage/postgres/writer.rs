@@ -14,7 +14,7 @@ use tokio_postgres::{Client, Statement};
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{Partitions, StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
-use super::ownership::{FENCED_STATE, Leases, Lost};
+use super::ownership::{FENCED_STATE, Leases, LostDatabase};
 use super::{FINISHED_CHANNEL, Param, pg_error};
 
 /// What the storage handle hands the writer.
@@ -34,7 +34,21 @@ pub(super) enum Message {
 pub(super) struct Batch {
     pub(super) ops: Vec<WriteOp>,
     pub(super) bytes: usize,
+    /// A barrier's partition key ([`Storage::barrier`](crate::storage::Storage::barrier)):
+    /// fenced as if the batch wrote it.
+    pub(super) barrier_on: Option<u64>,
     pub(super) done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+impl Batch {
+    /// The partitions it writes, or fences as a barrier (an inbox row is anyone's to add, and
+    /// one applied is deleted with the effects it had).
+    fn partitions(&self, count: u32) -> BTreeSet<u32> {
+        let keys = self.ops.iter().filter_map(WriteOp::partition_key);
+        keys.chain(self.barrier_on)
+            .map(|key| (key % u64::from(count.max(1))) as u32)
+            .collect()
+    }
 }
 
 /// Shared by the storage handle and its writer.
@@ -190,7 +204,12 @@ pub(super) async fn run(
         }
         // The batches before a change of the leases commit with the leases as they were.
         if !group.is_empty() {
-            commit_group(&client, &statements, &mut leases, group, bytes, &shared).await;
+            let fenced =
+                commit_group(&client, &statements, &mut leases, group, bytes, &shared).await;
+            if fenced {
+                // What else moved (the whole database, to an older binary?) is seen at once.
+                next_round = Instant::now();
+            }
         }
         if leases.handed_over() {
             if let Some(Message::Release(_, ack)) = control {
@@ -227,21 +246,14 @@ pub(super) async fn run(
     }
 }
 
-/// A lease round; what it finds is published, and a partition lost while held stops the
-/// store.
+/// A lease round; what it finds is published (a partition taken from this process leaves
+/// its set), and the whole database taken by an older binary stops the store.
 async fn lease_round(client: &Client, leases: &mut Leases, shared: &Shared) {
     let ttl = leases.ttl();
     let round = tokio::time::timeout(ttl, leases.round(client)).await;
     match round.unwrap_or_else(|_| Err(format!("no answer within the lease's {ttl:?}"))) {
         Ok(Ok(())) => shared.publish(leases),
-        Ok(Err(Lost::Taken(partitions))) => fail(
-            shared,
-            format!(
-                "fenced: another process took over partitions {partitions:?} this one held \
-                 (it was paused or cut off longer than its lease)"
-            ),
-        ),
-        Ok(Err(Lost::Database)) => fail(
+        Ok(Err(LostDatabase)) => fail(
             shared,
             "fenced: a process of an older binary (schema 2) took the whole database over".into(),
         ),
@@ -298,17 +310,13 @@ impl From<StorageError> for Refused {
     }
 }
 
-/// The partitions `ops` write (an inbox row is anyone's to add, and one applied is deleted
-/// with the effects it had).
-fn partitions_of(ops: &[WriteOp], count: u32) -> BTreeSet<u32> {
-    ops.iter()
-        .filter_map(WriteOp::partition_key)
-        .map(|key| (key % u64::from(count.max(1))) as u32)
-        .collect()
-}
-
 /// Commits one group and answers its batches. A batch for a partition this process does not
-/// hold (offered back and released, or handed over) is refused before anything is sent.
+/// hold (offered back and released, lost, or handed over) is refused before anything is
+/// sent; a group the fence refuses drops the partitions found taken (`true`). Whatever is
+/// refused for a partition another process has takes the other partitions it wrote out of
+/// this process's hands too (frozen: no write of them commits any more, and they are offered
+/// back): the refused write may have been all that their invocations had of it, and whoever
+/// takes them next recovers those from the store.
 async fn commit_group(
     client: &Client,
     statements: &Statements,
@@ -316,17 +324,19 @@ async fn commit_group(
     group: Vec<Batch>,
     bytes: usize,
     shared: &Shared,
-) {
+) -> bool {
     if let Some(reason) = shared.poisoned() {
         for batch in group {
             shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
         }
-        return;
+        return false;
     }
+    let count = leases.count();
     let mut fence = BTreeMap::new();
     let mut kept = Vec::with_capacity(group.len());
+    let mut refused = Vec::new();
     for batch in group {
-        let touched = partitions_of(&batch.ops, leases.count());
+        let touched = batch.partitions(count);
         let epochs: Option<Vec<(u32, i64)>> = touched
             .iter()
             .map(|p| leases.epoch(*p).map(|e| (*p, e)))
@@ -334,59 +344,94 @@ async fn commit_group(
         match epochs {
             Some(epochs) => {
                 fence.extend(epochs);
-                kept.push(batch);
+                let writes = !batch.ops.is_empty();
+                kept.push((batch, touched, writes));
             }
-            None => shared.answer(batch, Err(moved_error(&touched, leases))),
+            None => {
+                if !leases.released() {
+                    leases.freeze(touched.iter().copied());
+                }
+                refused.push((batch, touched));
+            }
         }
     }
-    let mut group = kept;
-    if group.iter().all(|b| b.ops.is_empty()) {
-        // Nothing to write: everything queued before has committed already.
-        for batch in group {
+    if !refused.is_empty() {
+        // Known before the refused hear of it.
+        shared.publish(leases);
+        for (batch, touched) in refused {
+            shared.answer(batch, Err(moved_error(&touched, leases)));
+        }
+    }
+    if kept.iter().all(|(_, _, writes)| !writes) {
+        // Nothing to write: everything queued before has committed already, or was refused
+        // with its partitions frozen (a barrier on one of those was refused above).
+        for (batch, _, _) in kept {
             shared.answer(batch, Ok(()));
         }
-        return;
+        return false;
     }
     let started = Instant::now();
     // The operations move into the statements: their bytes are not copied again.
-    let ops = group
+    let ops = kept
         .iter_mut()
-        .flat_map(|b| std::mem::take(&mut b.ops))
+        .flat_map(|(b, _, _)| std::mem::take(&mut b.ops))
         .collect();
     match committed(client, statements, leases.ttl(), fence, ops).await {
         Ok(()) => {
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
-            stats.batches += group.len() as u64;
+            stats.batches += kept.len() as u64;
             stats.bytes += bytes as u64;
             stats.commit_micros += started.elapsed().as_micros() as u64;
             stats.commit_latency.observe(started.elapsed());
             drop(stats);
-            for batch in group {
+            for (batch, _, _) in kept {
                 shared.answer(batch, Ok(()));
             }
+            false
         }
         Err(Refused::Fenced(partitions)) if leases.released() => {
             // Drained and released: others take the partitions over, which is no failure.
             leases.handed(|p| partitions.contains(&p));
             shared.publish(leases);
-            for batch in group {
+            for (batch, _, _) in kept {
                 shared.answer(batch, Err(handover_error()));
             }
+            false
         }
-        Err(refused) => {
-            let reason = match refused {
-                Refused::Fenced(partitions) => format!(
-                    "fenced: another process has taken over partitions {partitions:?} this \
-                     one held (it was paused or cut off longer than its lease)"
-                ),
-                Refused::Failed(e) => format!("journal commit failed: {e}"),
-            };
+        Err(Refused::Fenced(lost)) => {
+            // Those partitions are dropped, and every other one a refused write wrote frozen.
+            // A barrier stands if no write of its partition was refused before it: what it
+            // waits for committed in an earlier group.
+            leases.lose(&lost);
+            let mut spoiled: BTreeSet<u32> = lost.iter().copied().collect();
+            let mut answers = Vec::with_capacity(kept.len());
+            for (batch, touched, writes) in kept {
+                let stands = !writes && touched.is_disjoint(&spoiled);
+                if !stands {
+                    spoiled.extend(touched);
+                }
+                answers.push((batch, stands));
+            }
+            leases.freeze(spoiled.iter().copied());
+            shared.publish(leases);
+            let refusal = StorageError::Backend(format!(
+                "fenced: another process has taken over partitions {lost:?} this one held (it \
+                 was paused or cut off longer than its lease): nothing was written"
+            ));
+            for (batch, stands) in answers {
+                shared.answer(batch, if stands { Ok(()) } else { Err(refusal.clone()) });
+            }
+            true
+        }
+        Err(Refused::Failed(e)) => {
+            let reason = format!("journal commit failed: {e}");
             tracing::error!(%reason, "PostgreSQL commit failed; nothing is acknowledged from now on");
             shared.poison(reason.clone());
-            for batch in group {
+            for (batch, _, _) in kept {
                 shared.answer(batch, Err(StorageError::Backend(reason.clone())));
             }
+            false
         }
     }
 }
