@@ -8,7 +8,9 @@
 //!
 //! On PostgreSQL the same runs with three processes on one database, requests spread over
 //! all of them (each runs a share of the partitions and forwards work for the others'), any
-//! one killed, and leases of one second, so that partitions move often.
+//! one killed or paused (SIGSTOP) past its leases and continued (the others take its
+//! partitions over; it drops them once it sees them taken, and takes its share again), and
+//! leases of one second, so that partitions move often.
 //!
 //! `CHAOS_SEED=<n>` replays a run; `CHAOS_SOAK=<factor>` makes it longer (more requests and
 //! kills). The seed is printed at the start of each run,
@@ -197,6 +199,7 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
     }
     let mut acknowledged: HashMap<String, (String, Value)> = HashMap::new();
     let mut sent = 0u64;
+    let mut pauses = Vec::new();
     for chunk in work.chunks(8) {
         loop {
             let pending: Vec<_> = chunk
@@ -226,12 +229,21 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
                     1 => 0,
                     n => rng.random_range(0..n),
                 };
-                println!("kill process {victim} after {sent} requests");
-                apps.remove(victim).kill();
-                let restarted = App::start_on(BIN, &data[victim], &env, ports[victim]).await;
-                apps.insert(victim, restarted);
+                if processes > 1 && rng.random_bool(0.5) {
+                    println!("pause process {victim} after {sent} requests");
+                    // The load goes on meanwhile: what is sent to it waits in its socket.
+                    pauses.push(tokio::spawn(pause_past_its_leases(apps[victim].pid())));
+                } else {
+                    println!("kill process {victim} after {sent} requests");
+                    apps.remove(victim).kill();
+                    let restarted = App::start_on(BIN, &data[victim], &env, ports[victim]).await;
+                    apps.insert(victim, restarted);
+                }
             }
         }
+    }
+    for pause in pauses {
+        pause.await.unwrap();
     }
     // Promises and awakeables resolved over HTTP (first completion wins; a repeat is harmless),
     // through either process.
@@ -294,6 +306,22 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
         let expected = 2 * (0..mixes).filter(|i| i % KEYS == k).count() as u64;
         assert_eq!(count, expected, "seed {seed}: Tally/{k}");
     }
+}
+
+/// Stops process `pid` (SIGSTOP) for longer than its one-second leases, then continues it:
+/// what it was doing meets partitions taken over by the others meanwhile.
+async fn pause_past_its_leases(pid: u32) {
+    let signal = |name: &str| {
+        std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(signal("-STOP"), "SIGSTOP to {pid}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed meanwhile (a later kill chose it): nothing to continue.
+    signal("-CONT");
 }
 
 /// The awakeable id an `await_http` invocation announced (the last line for its tag: a

@@ -117,9 +117,14 @@ impl Engine {
                 wakes: true,
             });
         }
+        let mut pending = self.submit_completions(Vec::new(), completions);
+        if known && !open && !unjournaled && !self.elsewhere(&invocation) {
+            // Completed, or being completed, here already: accepted as that one is.
+            pending = pending.behind(invocation.partition_key());
+        }
         Ok(AwakeableSubmission {
             engine: self.clone(),
-            pending: self.submit_completions(Vec::new(), completions),
+            pending,
             completes: open.then_some(id),
             known,
             unjournaled,

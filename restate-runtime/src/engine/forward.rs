@@ -344,10 +344,12 @@ impl Engine {
                     InboxMessage::CompleteAwakeable { awakeable, outcome } => {
                         self.complete_forwarded(awakeable, outcome).boxed()
                     }
-                    InboxMessage::Cancel => control(self.cancel_here(id)).boxed(),
-                    InboxMessage::Kill => control(self.kill_here(id)).boxed(),
-                    InboxMessage::Purge => control(self.purge_here(id)).boxed(),
-                    InboxMessage::Resume => control(self.resume_invocation_here(id)).boxed(),
+                    InboxMessage::Cancel => control(self, id, self.cancel_here(id)).boxed(),
+                    InboxMessage::Kill => control(self, id, self.kill_here(id)).boxed(),
+                    InboxMessage::Purge => control(self, id, self.purge_here(id)).boxed(),
+                    InboxMessage::Resume => {
+                        control(self, id, self.resume_invocation_here(id)).boxed()
+                    }
                     InboxMessage::Attach { waiter, index } => {
                         let waiter = ResultWaiter {
                             source: id,
@@ -550,12 +552,16 @@ async fn applied(durable: CommitWaiter) -> Result<Applied, String> {
 }
 
 /// An operator's action from another process: failures other than the engine's (unknown
-/// invocation, wrong state) were the operator's to see, and are logged here.
+/// invocation, wrong state) were the operator's to see, and are logged here. One refused
+/// because the invocation's partition left meanwhile stays for its new owner.
 async fn control(
+    engine: &Engine,
+    id: InvocationId,
     action: impl std::future::Future<Output = Result<(), super::ControlError>>,
 ) -> Result<Applied, String> {
     match action.await {
         Err(super::ControlError::Engine(e)) => Err(e.to_string()),
+        Err(_) if !engine.runs(&id) => Ok(Applied::Later),
         Err(e) => {
             tracing::warn!("a forwarded control request failed: {e}");
             Ok(Applied::Done)

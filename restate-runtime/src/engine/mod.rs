@@ -1345,9 +1345,10 @@ impl Engine {
         // it acknowledges commits after this completion, in order.
         self.release(inflight);
         for send in end_sends {
-            // Runs once the batch that records it (this completion) is durable: fenced on the
-            // completion's partition, a refused completion (its send never stored) stops it.
-            send.set_gate(self.storage.barrier(inflight.id.partition_key()));
+            // Runs once the batch that records it (this completion) is durable: fenced on its
+            // own partition, which a refused completion (its record never stored) took out of
+            // this process's hands, so that it leaves with it instead of being lost here.
+            send.set_gate(self.storage.barrier(send.id.partition_key()));
             self.launch(send, None);
         }
         let result = pending.finish().await;

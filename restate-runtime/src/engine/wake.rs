@@ -47,14 +47,28 @@ pub(crate) struct Completion {
 pub(crate) struct PendingWake {
     engine: Engine,
     waiter: CommitWaiter,
+    /// Barriers on the partitions of completions skipped because an earlier one got there
+    /// first: this one succeeds only if that one committed.
+    behind: Vec<CommitWaiter>,
     /// Completions of invocations that were not in memory: resumed after the commit.
     absent: Vec<Completion>,
 }
 
 impl PendingWake {
+    /// Succeeds only if what was submitted to `partition_key`'s partition before also
+    /// committed: a completion that found its entry completed already answers as that one did.
+    pub(super) fn behind(mut self, partition_key: u64) -> Self {
+        let barrier = self.engine.storage.barrier(partition_key);
+        self.behind.push(barrier);
+        self
+    }
+
     /// Waits for the commit, then brings the woken invocations that were not in memory back.
     pub(crate) async fn finish(self) -> Result<(), crate::storage::StorageError> {
         self.waiter.await?;
+        for earlier in self.behind {
+            earlier.await?;
+        }
         if self.engine.crash_point("wake.committed") {
             return Ok(());
         }
@@ -243,6 +257,7 @@ impl Engine {
     ) -> PendingWake {
         let mut absent = Vec::new();
         let mut woken = Vec::new();
+        let mut skipped = std::collections::BTreeSet::new();
         for c in completions {
             // Its partition's owner applies it (law 9 there), and the first completion wins.
             if self.elsewhere(&c.id) {
@@ -264,6 +279,7 @@ impl Engine {
                             .get(c.index)
                             .is_some_and(completed_from_outside)
                     {
+                        skipped.insert(c.id.partition_key());
                         continue;
                     }
                     if !state.persisted {
@@ -293,6 +309,8 @@ impl Engine {
             }
         }
         let waiter = self.storage.submit(ops);
+        let behind = skipped.into_iter().map(|key| self.storage.barrier(key));
+        let behind = behind.collect();
         // Bumped after the submit, still under the map lock: a suspension deciding now sees it.
         for f in woken {
             f.bump();
@@ -300,6 +318,7 @@ impl Engine {
         PendingWake {
             engine: self.clone(),
             waiter,
+            behind,
             absent,
         }
     }

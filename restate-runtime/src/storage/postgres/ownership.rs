@@ -16,9 +16,11 @@
 //! Losing a partition this process still believed held (its lease taken after it expired,
 //! seen by a renewal or by the fence refusing a commit) drops that partition at once: it
 //! leaves the process's set, so the engine stops what ran it, and the fence refuses whatever
-//! of it was still queued. The process goes on with the others, and takes that partition
-//! again only once the engine said it left it, so that no task of the old run writes beside
-//! a new one. A drained process instead releases everything and is handed over partition by
+//! of it was still queued. A write refused that way takes the other partitions it wrote
+//! along (frozen: nothing of them commits any more, and they are offered back), since it may
+//! have been all that their invocations had of it. The process goes on with the others, and
+//! takes those partitions again only once the engine said it left them, so that no task of
+//! the old run writes beside a new one. A drained process instead releases everything and is handed over partition by
 //! partition.
 //!
 //! Binaries of schema 2 hold the whole database by `restate_lease`. Processes of this
@@ -425,15 +427,23 @@ impl Leases {
             "another process took over partitions this one held (it was paused or cut off \
              longer than its lease); this one drops them"
         );
-        let version = self.published.version() + 1;
         // The next round renews everything: whatever else moved is found at once.
         self.renewed = None;
+        self.forget(taken.iter().copied());
+    }
+
+    /// `taken` are another process's now: out of this one's hands, and not taken here again
+    /// before the engine left them.
+    fn forget(&mut self, taken: impl IntoIterator<Item = u32>) {
+        let version = self.published.version() + 1;
         for p in taken {
-            self.held.remove(p);
-            self.frozen.remove(p);
+            if self.held.remove(&p).is_none() {
+                continue;
+            }
+            self.frozen.remove(&p);
             // One offered back left the set at that version already.
-            let since = self.leaving.remove(p).unwrap_or(version);
-            self.lost.insert(*p, since);
+            let since = self.leaving.remove(&p).unwrap_or(version);
+            self.lost.insert(p, since);
         }
     }
 
@@ -509,15 +519,17 @@ impl Leases {
             .iter()
             .map(|row| row.get::<_, i32>(0) as u32)
             .collect();
-        self.held.retain(|p, _| renewed.contains(p));
-        self.leaving.retain(|p, _| renewed.contains(p));
-        self.frozen.retain(|p| renewed.contains(p));
+        let taken: Vec<u32> = (self.held.keys())
+            .filter(|p| !renewed.contains(p))
+            .copied()
+            .collect();
+        self.forget(taken);
         if self.held.is_empty() {
             self.handed_over = true;
             return Ok(());
         }
         client
-            .execute(&s.member, &[&self.ttl_ms])
+            .execute(&self.statements.member, &[&self.ttl_ms])
             .await
             .map_err(|e| super::pg_error(&e))?;
         self.released = false;
@@ -539,9 +551,8 @@ impl Leases {
 
     /// Released, and the fence refused `partitions`: another process has them now.
     pub(super) fn handed(&mut self, gone: impl Fn(u32) -> bool) {
-        self.held.retain(|p, _| !gone(*p));
-        self.leaving.retain(|p, _| !gone(*p));
-        self.frozen.retain(|p| !gone(*p));
+        let taken: Vec<u32> = self.held.keys().filter(|p| gone(**p)).copied().collect();
+        self.forget(taken);
         if self.held.is_empty() {
             self.handed_over = true;
         }

@@ -758,8 +758,9 @@ fn partition_key_in(partition: u32) -> u64 {
 /// A write refused for a partition another process took takes the other partitions it
 /// wrote out of this process's hands at once (a later write of their invocations must not
 /// land without the refused one): refused by the fence, or refused before it for naming a
-/// partition lost already. Their writes and barriers are refused from then on, the rest goes
-/// on, and once the engine says it left them they are released and taken again.
+/// partition lost already. Their writes and barriers are refused from then on; the rest goes
+/// on (what shared the refused transaction commits again), and once the engine says it left
+/// them they are released and taken again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_a_refused_write_wrote_are_frozen_and_offered_back() {
     if PostgresCluster::for_tests().is_none() {
@@ -776,8 +777,12 @@ async fn partitions_a_refused_write_wrote_are_frozen_and_offered_back() {
             "UPDATE restate_partitions SET epoch = epoch + 1 WHERE partition = 0",
         )
         .unwrap();
-    let both = owner.submit(vec![set_in(0, b"2"), set_in(1, b"2")]).await;
+    let both = owner.submit(vec![set_in(0, b"2"), set_in(1, b"2")]);
+    // Queued with it, most likely in the same transaction: committed again without it.
+    let beside = owner.submit(vec![set_in(3, b"2")]);
+    let both = both.await;
     assert!(both.is_err(), "{both:?}");
+    beside.await.unwrap();
     assert_eq!(
         *owner.owned().borrow(),
         Partitions::of(4, [2, 3]),

@@ -204,8 +204,7 @@ pub(super) async fn run(
         }
         // The batches before a change of the leases commit with the leases as they were.
         if !group.is_empty() {
-            let fenced =
-                commit_group(&client, &statements, &mut leases, group, bytes, &shared).await;
+            let fenced = commit_group(&client, &statements, &mut leases, group, &shared).await;
             if fenced {
                 // What else moved (the whole database, to an older binary?) is seen at once.
                 next_round = Instant::now();
@@ -232,8 +231,8 @@ pub(super) async fn run(
             }
             Some(Message::Left(partitions)) if shared.poisoned().is_none() => {
                 let ttl = leases.ttl();
-                let left = tokio::time::timeout(ttl, leases.left(&client, &partitions)).await;
-                if let Err(e) = left.unwrap_or_else(|_| Err("no answer in time".into())) {
+                let left = patiently(ttl, leases.left(&client, &partitions)).await;
+                if let Err(e) = left.unwrap_or_else(|| Err("no answer in time".into())) {
                     fail(&shared, format!("releasing partitions failed: {e}"));
                 }
                 shared.publish(&mut leases);
@@ -250,8 +249,8 @@ pub(super) async fn run(
 /// its set), and the whole database taken by an older binary stops the store.
 async fn lease_round(client: &Client, leases: &mut Leases, shared: &Shared) {
     let ttl = leases.ttl();
-    let round = tokio::time::timeout(ttl, leases.round(client)).await;
-    match round.unwrap_or_else(|_| Err(format!("no answer within the lease's {ttl:?}"))) {
+    let round = patiently(ttl, leases.round(client)).await;
+    match round.unwrap_or_else(|| Err(format!("no answer within the lease's {ttl:?}, twice"))) {
         Ok(Ok(())) => shared.publish(leases),
         Ok(Err(LostDatabase)) => fail(
             shared,
@@ -271,8 +270,8 @@ async fn change_release(
     if let Some(reason) = shared.poisoned() {
         return Err(StorageError::Poisoned(reason));
     }
-    let changed = tokio::time::timeout(leases.ttl(), leases.release(client, on)).await;
-    match changed.unwrap_or_else(|_| Err("no answer within the lease's length".into())) {
+    let changed = patiently(leases.ttl(), leases.release(client, on)).await;
+    match changed.unwrap_or_else(|| Err("no answer within the lease's length, twice".into())) {
         Ok(()) if leases.handed_over() => {
             // Known before the undrain that asked is told.
             shared.publish(leases);
@@ -312,24 +311,44 @@ impl From<StorageError> for Refused {
 
 /// Commits one group and answers its batches. A batch for a partition this process does not
 /// hold (offered back and released, lost, or handed over) is refused before anything is
-/// sent; a group the fence refuses drops the partitions found taken (`true`). Whatever is
-/// refused for a partition another process has takes the other partitions it wrote out of
-/// this process's hands too (frozen: no write of them commits any more, and they are offered
-/// back): the refused write may have been all that their invocations had of it, and whoever
-/// takes them next recovers those from the store.
+/// sent; a group the fence refuses drops the partitions found taken (`true`), refuses the
+/// batches that write them, and commits the rest again. Whatever is refused for a partition
+/// another process has takes the other partitions it wrote out of this process's hands too
+/// (frozen: no write of them commits any more, and they are offered back): the refused write
+/// may have been all that their invocations had of it, and whoever takes them next recovers
+/// those from the store.
 async fn commit_group(
     client: &Client,
     statements: &Statements,
     leases: &mut Leases,
-    group: Vec<Batch>,
-    bytes: usize,
+    mut group: Vec<Batch>,
     shared: &Shared,
 ) -> bool {
+    let mut fenced = false;
+    loop {
+        match commit_once(client, statements, leases, group, shared).await {
+            Some(rest) => {
+                fenced = true;
+                group = rest;
+            }
+            None => return fenced,
+        }
+    }
+}
+
+/// One transaction of [`commit_group`]: what is to be tried again after a fence refused it.
+async fn commit_once(
+    client: &Client,
+    statements: &Statements,
+    leases: &mut Leases,
+    group: Vec<Batch>,
+    shared: &Shared,
+) -> Option<Vec<Batch>> {
     if let Some(reason) = shared.poisoned() {
         for batch in group {
             shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
         }
-        return false;
+        return None;
     }
     let count = leases.count();
     let mut fence = BTreeMap::new();
@@ -344,13 +363,10 @@ async fn commit_group(
         match epochs {
             Some(epochs) => {
                 fence.extend(epochs);
-                let writes = !batch.ops.is_empty();
-                kept.push((batch, touched, writes));
+                kept.push((batch, touched));
             }
             None => {
-                if !leases.released() {
-                    leases.freeze(touched.iter().copied());
-                }
+                leases.freeze(touched.iter().copied());
                 refused.push((batch, touched));
             }
         }
@@ -362,76 +378,82 @@ async fn commit_group(
             shared.answer(batch, Err(moved_error(&touched, leases)));
         }
     }
-    if kept.iter().all(|(_, _, writes)| !writes) {
+    if kept.iter().all(|(batch, _)| batch.ops.is_empty()) {
         // Nothing to write: everything queued before has committed already, or was refused
         // with its partitions frozen (a barrier on one of those was refused above).
-        for (batch, _, _) in kept {
+        for (batch, _) in kept {
             shared.answer(batch, Ok(()));
         }
-        return false;
+        return None;
     }
     let started = Instant::now();
-    // The operations move into the statements: their bytes are not copied again.
+    // Copied (a memcpy of the group's bytes, next to a round trip to the database): a group
+    // the fence refuses is committed again without the batches of the partitions taken.
     let ops = kept
-        .iter_mut()
-        .flat_map(|(b, _, _)| std::mem::take(&mut b.ops))
+        .iter()
+        .flat_map(|(b, _)| b.ops.iter().cloned())
         .collect();
     match committed(client, statements, leases.ttl(), fence, ops).await {
         Ok(()) => {
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
             stats.batches += kept.len() as u64;
-            stats.bytes += bytes as u64;
+            stats.bytes += kept.iter().map(|(b, _)| b.bytes as u64).sum::<u64>();
             stats.commit_micros += started.elapsed().as_micros() as u64;
             stats.commit_latency.observe(started.elapsed());
             drop(stats);
-            for (batch, _, _) in kept {
+            for (batch, _) in kept {
                 shared.answer(batch, Ok(()));
             }
-            false
+            None
         }
         Err(Refused::Fenced(partitions)) if leases.released() => {
             // Drained and released: others take the partitions over, which is no failure.
             leases.handed(|p| partitions.contains(&p));
             shared.publish(leases);
-            for (batch, _, _) in kept {
+            for (batch, _) in kept {
                 shared.answer(batch, Err(handover_error()));
             }
-            false
+            None
         }
         Err(Refused::Fenced(lost)) => {
-            // Those partitions are dropped, and every other one a refused write wrote frozen.
-            // A barrier stands if no write of its partition was refused before it: what it
-            // waits for committed in an earlier group.
+            // Those partitions are dropped; a batch that writes one is refused, and so, in
+            // order, is every later batch that writes a partition a refused one wrote (it may
+            // be the same invocation's next write), frozen from now on. The rest, barriers
+            // included, are committed again in their order.
             leases.lose(&lost);
             let mut spoiled: BTreeSet<u32> = lost.iter().copied().collect();
-            let mut answers = Vec::with_capacity(kept.len());
-            for (batch, touched, writes) in kept {
-                let stands = !writes && touched.is_disjoint(&spoiled);
-                if !stands {
-                    spoiled.extend(touched);
-                }
-                answers.push((batch, stands));
-            }
-            leases.freeze(spoiled.iter().copied());
-            shared.publish(leases);
+            let mut again = Vec::with_capacity(kept.len());
             let refusal = StorageError::Backend(format!(
                 "fenced: another process has taken over partitions {lost:?} this one held (it \
                  was paused or cut off longer than its lease): nothing was written"
             ));
-            for (batch, stands) in answers {
-                shared.answer(batch, if stands { Ok(()) } else { Err(refusal.clone()) });
+            let mut refused = Vec::new();
+            for (batch, touched) in kept {
+                if touched.is_disjoint(&spoiled) {
+                    again.push(batch);
+                    continue;
+                }
+                if !batch.ops.is_empty() {
+                    spoiled.extend(touched);
+                }
+                refused.push(batch);
             }
-            true
+            leases.freeze(spoiled.iter().copied());
+            shared.publish(leases);
+            for batch in refused {
+                shared.answer(batch, Err(refusal.clone()));
+            }
+            Some(again)
         }
         Err(Refused::Failed(e)) => {
             let reason = format!("journal commit failed: {e}");
             tracing::error!(%reason, "PostgreSQL commit failed; nothing is acknowledged from now on");
             shared.poison(reason.clone());
-            for (batch, _, _) in kept {
+            for (batch, _) in kept {
                 shared.answer(batch, Err(StorageError::Backend(reason.clone())));
             }
-            false
+            None
         }
     }
 }
@@ -499,14 +521,26 @@ async fn committed(
     fence: BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
 ) -> Result<(), Refused> {
-    tokio::time::timeout(patience, commit(client, statements, fence, ops))
+    patiently(patience, commit(client, statements, fence, ops))
         .await
-        .unwrap_or_else(|_| {
+        .unwrap_or_else(|| {
             Err(Refused::Failed(format!(
-                "no answer to a commit within the lease's {patience:?}: another process may \
-                 take over"
+                "no answer to a commit within the lease's {patience:?}, twice: another \
+                 process may take over"
             )))
         })
+}
+
+/// `work`'s answer if it comes within `patience`, or within as long again from then on: a
+/// process paused (SIGSTOP, a stall) past `patience` sees its timers fire as it is continued,
+/// while the database's answer already waits in its socket, and must not take that for a
+/// database that stopped answering (then it gives up after twice `patience`).
+async fn patiently<T>(patience: Duration, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    if let Ok(done) = tokio::time::timeout(patience, &mut work).await {
+        return Some(done);
+    }
+    tokio::time::timeout(patience, work).await.ok()
 }
 
 /// `try_join_all` sends every statement in order before any answer only up to 30 futures
