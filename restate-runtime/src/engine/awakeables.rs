@@ -145,7 +145,7 @@ impl Engine {
                 reason: e.to_string(),
             }
         })?;
-        if self.behind_inbox(&parsed.invocation())? {
+        if self.behind_inbox(&parsed.invocation()).await? {
             // A forged id is refused here as where it runs; the rest is decided there.
             if !self.is_authentic(&parsed) {
                 return Err(AwakeableCompletionError::Unknown(id.to_owned()));

@@ -136,7 +136,7 @@ impl Engine {
     /// for that), and the calls it waits on are cancelled too. Answers once the request is
     /// durable, with its wake-up.
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
-        if self.behind_inbox(&id)? {
+        if self.behind_inbox(&id).await? {
             return Ok(self.forward_message(id, InboxMessage::Cancel).await?);
         }
         self.cancel_here(id).await
@@ -241,7 +241,7 @@ impl Engine {
 
     /// Stops the invocation now: it completes with a 409 "killed" error, no compensation runs.
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
-        if self.behind_inbox(&id)? {
+        if self.behind_inbox(&id).await? {
             return Ok(self.forward_message(id, InboxMessage::Kill).await?);
         }
         self.kill_here(id).await
@@ -284,7 +284,7 @@ impl Engine {
 
     /// Forgets a finished invocation: result, journal and idempotency key.
     pub(crate) async fn purge(&self, id: InvocationId) -> Result<(), ControlError> {
-        if self.behind_inbox(&id)? {
+        if self.behind_inbox(&id).await? {
             return Ok(self.forward_message(id, InboxMessage::Purge).await?);
         }
         self.purge_here(id).await
@@ -320,7 +320,7 @@ impl Engine {
     /// Answers once the invocation is durably runnable, so a crash right after the answer
     /// still runs it.
     pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<(), ControlError> {
-        if self.behind_inbox(&id)? {
+        if self.behind_inbox(&id).await? {
             return Ok(self.forward_message(id, InboxMessage::Resume).await?);
         }
         self.resume_invocation_here(id).await

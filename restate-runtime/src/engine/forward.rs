@@ -110,20 +110,23 @@ impl Engine {
     /// Whether work for `id` must go through the inbox even here, where invocations run:
     /// always at a standby; at the owner while an inbox holds a message that starts `id` or
     /// one for its key (accepted first elsewhere: its order and its answer come first).
-    pub(super) fn behind_inbox(&self, id: &InvocationId) -> Result<bool, EngineError> {
+    pub(super) async fn behind_inbox(&self, id: &InvocationId) -> Result<bool, EngineError> {
         if !self.shared_store {
             return Ok(false);
         }
         if !self.runs(id) {
             return Ok(true);
         }
-        let pending = self.storage.inbox_pending(id)?;
+        let pending = self.storage.inbox_pending_async(id).await?;
         Ok(pending.starts || pending.partition)
     }
 
     /// [`Self::behind_inbox`] for a request from outside; only keyed and idempotent work
     /// can be behind a message (a fresh unkeyed invocation is new everywhere).
-    pub(super) fn request_behind_inbox(&self, req: &InvokeRequest) -> Result<bool, EngineError> {
+    pub(super) async fn request_behind_inbox(
+        &self,
+        req: &InvokeRequest,
+    ) -> Result<bool, EngineError> {
         if !self.shared_store
             || (self.runs_invocations()
                 && req.target.key.is_none()
@@ -133,7 +136,8 @@ impl Engine {
         }
         let (_, handler) = self.resolve(&req.target)?;
         let workflow_run = handler.kind == crate::registry::HandlerKind::Workflow;
-        self.behind_inbox(&self.id_for(req, workflow_run, self.now_ms()))
+        let id = self.id_for(req, workflow_run, self.now_ms());
+        self.behind_inbox(&id).await
     }
 
     /// Waits until the store holds `id`'s result; `None` once neither the store nor an inbox
@@ -608,6 +612,7 @@ pub(super) async fn apply_inbox(engine: Engine) {
         }
         tokio::select! {
             _ = arrived.changed() => {}
+            () = engine.joined.notified() => {}
             () = tokio::time::sleep(FALLBACK_POLL) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }

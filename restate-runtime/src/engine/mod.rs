@@ -344,6 +344,9 @@ pub(crate) struct EngineInner {
     held: std::sync::RwLock<ownership::Held>,
     /// Bumped when partitions leave this process: the tasks of their invocations stop.
     departures: watch::Sender<u64>,
+    /// Notified when partitions join: the inbox is read again at once (what was forwarded to
+    /// them while they were recovered waited there).
+    joined: tokio::sync::Notify,
     /// Invocations of partitions that left whose tasks may still be running: a partition
     /// that comes back is recovered only once they have stopped.
     departed: Mutex<Vec<Arc<Inflight>>>,
@@ -419,6 +422,7 @@ impl Engine {
             reference: std::sync::OnceLock::new(),
             held: std::sync::RwLock::new(ownership::Held::none(partitions)),
             departures: watch::channel(0).0,
+            joined: tokio::sync::Notify::new(),
             departed: Mutex::default(),
             shared_store,
             tasks: tasks::Tasks::current(config_activity),
@@ -881,7 +885,7 @@ impl Engine {
         mut req: InvokeRequest,
     ) -> Result<Result<Submitted, InvokeRequest>, EngineError> {
         loop {
-            if self.request_behind_inbox(&req)? {
+            if self.request_behind_inbox(&req).await? {
                 return Ok(Err(req));
             }
             let again = self.shared_store.then(|| req.clone());

@@ -166,6 +166,7 @@ impl Engine {
             }
         } else {
             self.timers.reload();
+            self.joined.notify_one();
         }
         Ok(())
     }

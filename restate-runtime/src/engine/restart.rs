@@ -84,7 +84,7 @@ impl Engine {
             delay: None,
         };
         // Across processes, what waits in the inbox for this key comes first: not now.
-        if self.behind_inbox(&id)? || self.request_behind_inbox(&request)? {
+        if self.behind_inbox(&id).await? || self.request_behind_inbox(&request).await? {
             return Err(ControlError::Conflict(format!(
                 "messages for {id} or its key wait in the inbox: retry once they are applied"
             )));

@@ -130,6 +130,10 @@ impl From<records::DecodeRecordError> for StorageError {
 pub type RecordWaiter =
     Pin<Box<dyn Future<Output = Result<Option<InvocationRecord>, StorageError>> + Send + 'static>>;
 
+/// What [`Storage::inbox_pending_async`] answers.
+pub type InboxPendingWaiter =
+    Pin<Box<dyn Future<Output = Result<InboxPending, StorageError>> + Send + 'static>>;
+
 /// What [`Storage::state_async`] answers.
 pub type StateWaiter =
     Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, StorageError>> + Send + 'static>>;
@@ -725,6 +729,11 @@ pub trait Storage: Send + Sync + 'static {
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
         let _ = id;
         Ok(InboxPending::default())
+    }
+    /// [`Storage::inbox_pending`] without blocking the caller's thread while the backend
+    /// reads (a request from outside, checked before it is taken in).
+    fn inbox_pending_async(&self, id: &InvocationId) -> InboxPendingWaiter {
+        Box::pin(std::future::ready(self.inbox_pending(id)))
     }
     /// Notifications from other processes on the same database (`None` for a store of one
     /// process, where every change happens in this one).

@@ -402,6 +402,21 @@ async fn query(
 
 const READ_INVOCATION: &str = "SELECT record FROM restate_invocations WHERE id = $1";
 
+const READ_INBOX_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2 AND id = $1), \
+     EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2)";
+
+fn inbox_pending_params(id: &InvocationId) -> Vec<Param> {
+    vec![key(id), Box::new(id.partition_key() as i64)]
+}
+
+fn inbox_pending_of(rows: &[Row]) -> InboxPending {
+    rows.first()
+        .map_or_else(InboxPending::default, |row| InboxPending {
+            starts: row.get(0),
+            partition: row.get(1),
+        })
+}
+
 const READ_STATE: &str =
     "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3";
 
@@ -911,17 +926,21 @@ impl Storage for PostgresStorage {
     }
 
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
-        let rows = self.rows(
-            "SELECT EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2 AND id = $1), \
-             EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2)",
-            vec![key(id), Box::new(id.partition_key() as i64)],
-        )?;
-        Ok(rows
-            .first()
-            .map_or_else(InboxPending::default, |row| InboxPending {
-                starts: row.get(0),
-                partition: row.get(1),
-            }))
+        let rows = self.rows(READ_INBOX_PENDING, inbox_pending_params(id))?;
+        Ok(inbox_pending_of(&rows))
+    }
+
+    fn inbox_pending_async(&self, id: &InvocationId) -> crate::storage::InboxPendingWaiter {
+        let (tx, rx) = oneshot::channel();
+        let read = query(
+            self.reads.clone(),
+            READ_INBOX_PENDING,
+            inbox_pending_params(id),
+        );
+        self.handle().spawn(async move {
+            let _ = tx.send(read.await.map(|rows| inbox_pending_of(&rows)));
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
     }
 
     fn signals(&self) -> Option<Signals> {
