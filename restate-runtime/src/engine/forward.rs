@@ -205,7 +205,7 @@ impl Engine {
         }
         // Not stored: on its way while an inbox holds it. Its message is removed only after
         // its record is stored, so once the message is gone a second read finds the record.
-        if self.storage.inbox_pending(&id)?.starts {
+        if self.storage.inbox_pending_async(&id).await?.starts {
             return Ok(None);
         }
         Ok(match self.storage.invocation_async(&id).await? {

@@ -1018,7 +1018,7 @@ impl Engine {
         // Not in memory: finished, suspended, or unknown. Subscribe before reading the store, so
         // a completion between the two is not missed (completion is durable before it is sent).
         let rx = self.finisher(id).subscribe();
-        let outcome = match self.storage.invocation(&id)? {
+        let outcome = match self.storage.invocation_async(&id).await? {
             Some(InvocationRecord {
                 status:
                     Status::Completed {
@@ -1037,7 +1037,10 @@ impl Engine {
         // Nothing to wait for: the channel made for this look goes with its receiver.
         drop(rx);
         self.drop_finisher_if_idle(&id);
-        if outcome.is_none() && self.shared_store && self.storage.inbox_pending(&id)?.starts {
+        if outcome.is_none()
+            && self.shared_store
+            && self.storage.inbox_pending_async(&id).await?.starts
+        {
             // Accepted by another process, not applied yet.
             return self.wait_stored(id).await;
         }

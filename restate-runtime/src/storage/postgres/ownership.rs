@@ -269,8 +269,13 @@ impl Leases {
     pub(super) fn epoch(&self, partition: u32) -> Option<i64> {
         match self.frozen.contains(&partition) {
             true => None,
-            false => self.held.get(&partition).copied(),
+            false => self.held_epoch(partition),
         }
+    }
+
+    /// The epoch `partition` is held at, if held, frozen or not.
+    pub(super) fn held_epoch(&self, partition: u32) -> Option<i64> {
+        self.held.get(&partition).copied()
     }
 
     pub(super) fn count(&self) -> u32 {

@@ -777,18 +777,22 @@ async fn partitions_a_refused_write_wrote_are_frozen_and_offered_back() {
             "UPDATE restate_partitions SET epoch = epoch + 1 WHERE partition = 0",
         )
         .unwrap();
-    let both = owner.submit(vec![set_in(0, b"2"), set_in(1, b"2")]);
-    // Queued with it, most likely in the same transaction: committed again without it.
+    // Queued together, most likely in one transaction: the write of partitions 0 and 1 is
+    // refused; what came before it (partition 1 too) and beside it commit again without it.
+    let before = owner.submit(vec![set_in(1, b"2")]);
+    let both = owner.submit(vec![set_in(0, b"2"), set_in(1, b"3")]);
     let beside = owner.submit(vec![set_in(3, b"2")]);
     let both = both.await;
     assert!(both.is_err(), "{both:?}");
+    before.await.unwrap();
     beside.await.unwrap();
+    assert_eq!(owner.state(&scope_in(1), "n").unwrap(), Some(b"2".to_vec()));
     assert_eq!(
         *owner.owned().borrow(),
         Partitions::of(4, [2, 3]),
         "the lost partition and the one written with it left the set"
     );
-    assert!(owner.submit(vec![set_in(1, b"3")]).await.is_err());
+    assert!(owner.submit(vec![set_in(1, b"4")]).await.is_err());
     assert!(owner.barrier(partition_key_in(1)).await.is_err());
     // A write naming the lost partition and another one is refused before the fence, and
     // takes that other one along.

@@ -326,7 +326,7 @@ async fn commit_group(
 ) -> bool {
     let mut fenced = false;
     loop {
-        match commit_once(client, statements, leases, group, shared).await {
+        match commit_once(client, statements, leases, group, fenced, shared).await {
             Some(rest) => {
                 fenced = true;
                 group = rest;
@@ -337,11 +337,15 @@ async fn commit_group(
 }
 
 /// One transaction of [`commit_group`]: what is to be tried again after a fence refused it.
+/// `again`: these are what a refused transaction left, each of them queued before any
+/// refused batch that wrote its partitions, so partitions frozen for those refused later
+/// ones are still theirs to write.
 async fn commit_once(
     client: &Client,
     statements: &Statements,
     leases: &mut Leases,
     group: Vec<Batch>,
+    again: bool,
     shared: &Shared,
 ) -> Option<Vec<Batch>> {
     if let Some(reason) = shared.poisoned() {
@@ -356,10 +360,12 @@ async fn commit_once(
     let mut refused = Vec::new();
     for batch in group {
         let touched = batch.partitions(count);
-        let epochs: Option<Vec<(u32, i64)>> = touched
-            .iter()
-            .map(|p| leases.epoch(*p).map(|e| (*p, e)))
-            .collect();
+        let epoch = |p: u32| match again {
+            true => leases.held_epoch(p),
+            false => leases.epoch(p),
+        };
+        let epochs: Option<Vec<(u32, i64)>> =
+            touched.iter().map(|p| epoch(*p).map(|e| (*p, e))).collect();
         match epochs {
             Some(epochs) => {
                 fence.extend(epochs);
@@ -625,13 +631,16 @@ async fn send(client: &Client, steps: Vec<Step<'_>>) -> Result<(), Refused> {
         let fenced = e
             .as_db_error()
             .filter(|db| db.code().code() == FENCED_STATE);
+        let taken: Vec<u32> = fenced
+            .and_then(|db| db.detail())
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
         match fenced {
-            Some(db) => Refused::Fenced(
-                (db.detail().unwrap_or_default().split(','))
-                    .filter_map(|p| p.trim().parse().ok())
-                    .collect(),
-            ),
-            None => Refused::Failed(format!(
+            // Naming no partition (a proxy rewrote the message?), it cannot be acted on.
+            Some(_) if !taken.is_empty() => Refused::Fenced(taken),
+            _ => Refused::Failed(format!(
                 "the transaction failed (if the connection was lost, its outcome is unknown; \
                  recovery reads what landed): {}",
                 pg_error(&e)
