@@ -694,16 +694,7 @@ async fn an_idle_owner_keeps_its_leases_and_drops_one_taken_over_alone() {
     );
     assert_eq!(after.len(), 3, "the others stay");
     // The other partitions go on committing.
-    let elsewhere = (0..)
-        .map(|n| StateScope {
-            service: "Counter".into(),
-            key: format!("b{n}"),
-        })
-        .find(|s| {
-            let key = crate::ids::partition_key_of(&s.service, &s.key);
-            Partitions::all(4).partition_of(key) != Some(partition as u32)
-        })
-        .unwrap();
+    let elsewhere = scope_in((partition as u32 + 1) % 4);
     let other = WriteOp::SetState {
         scope: elsewhere.clone(),
         name: "n".into(),
