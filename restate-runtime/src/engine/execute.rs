@@ -223,7 +223,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
 
 /// Resolves once the engine shuts down or the invocation's partition left this process:
 /// either way its task stops where it is, and writes nothing more.
-async fn stopped(
+pub(super) async fn stopped(
     shutdown: &mut watch::Receiver<bool>,
     departures: &mut watch::Receiver<u64>,
     inflight: &Inflight,
@@ -241,16 +241,8 @@ async fn complete(engine: &Engine, inflight: &Arc<Inflight>, outcome: Outcome) {
     Box::pin(engine.complete(inflight, outcome)).await
 }
 
-/// A write of the invocation was refused: it is lost here, unless its partition is leaving
-/// this process (taken by another, or offered back with one that was): then it keeps its
-/// place on its key until the departure takes it out of memory, since giving the key up
-/// would let the next invocation on it run ahead of it; the new owner recovers it.
 async fn lose(engine: &Engine, inflight: &Arc<Inflight>, reason: String) {
-    if !engine.partition_leaving(&inflight.id) {
-        return engine.lose(inflight, reason);
-    }
-    let (mut shutdown, mut departures) = (engine.shutdown_signal(), engine.departures.subscribe());
-    Box::pin(stopped(&mut shutdown, &mut departures, inflight)).await
+    Box::pin(engine.lose_refused(inflight, reason)).await
 }
 
 async fn pause(engine: &Engine, inflight: &Arc<Inflight>, reason: String) {

@@ -1390,7 +1390,7 @@ impl Engine {
                 .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)])
         };
         if let Err(e) = waiter.await {
-            return self.lose(inflight, e.to_string());
+            return Box::pin(self.lose_refused(inflight, e.to_string())).await;
         }
         // A kill that arrived while the pause committed waits on this task.
         if inflight.kill_requested.load(Ordering::SeqCst) {

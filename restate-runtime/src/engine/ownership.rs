@@ -117,6 +117,18 @@ impl Engine {
         self.shared_store && self.runs(id) && !self.storage.owned().borrow().holds(id)
     }
 
+    /// A write of `inflight` was refused: it is lost here, unless its partition is leaving
+    /// this process (taken by another, or offered back with one that was): then it keeps its
+    /// place on its key until the departure takes it out of memory, since giving the key up
+    /// would let the next invocation on it run ahead of it; the new owner recovers it.
+    pub(crate) async fn lose_refused(&self, inflight: &Arc<Inflight>, reason: String) {
+        if !self.partition_leaving(&inflight.id) {
+            return self.lose(inflight, reason);
+        }
+        let (mut shutdown, mut departures) = (self.shutdown_signal(), self.departures.subscribe());
+        super::execute::stopped(&mut shutdown, &mut departures, inflight).await
+    }
+
     /// Whether new work for `id` is taken in here: always on a store of one process; on a
     /// shared one, once its partition runs here ([`Self::elsewhere`]).
     pub(crate) fn takes_work_for(&self, id: &InvocationId) -> bool {

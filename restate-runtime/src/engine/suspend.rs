@@ -74,7 +74,7 @@ impl Engine {
             self.storage.submit(ops)
         };
         if let Err(e) = waiter.await {
-            self.lose(inflight, e.to_string());
+            Box::pin(self.lose_refused(inflight, e.to_string())).await;
             return true;
         }
         if self.crash_point("suspend.committed") {
