@@ -698,7 +698,7 @@ impl Engine {
             let mut map = self.inflight.lock().expect("inflight map");
             // Under the lock that a partition's leave takes too: one that left since the
             // caller decided to take this in here gets nothing of it in memory.
-            if !self.takes_work_for(&id) {
+            if self.elsewhere(&id) {
                 return Err(ownership::moved());
             }
             if derived && let Some(existing) = map.get(&id) {

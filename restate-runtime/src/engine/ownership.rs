@@ -129,12 +129,6 @@ impl Engine {
         super::execute::stopped(&mut shutdown, &mut departures, inflight).await
     }
 
-    /// Whether new work for `id` is taken in here: always on a store of one process; on a
-    /// shared one, once its partition runs here ([`Self::elsewhere`]).
-    pub(crate) fn takes_work_for(&self, id: &InvocationId) -> bool {
-        !self.elsewhere(id)
-    }
-
     /// Whether `id` may be loaded from the store here: its partition runs here or is being
     /// recovered (what recovery finds in memory already, loaded by a wake-up or a control
     /// operation meanwhile, it leaves to memory).
