@@ -37,7 +37,9 @@ impl Jobs {
         if CODE.load(SeqCst) == 2 {
             steps.push(ctx.run(|| async { Ok("b".to_owned()) }).name("b").await?);
         }
-        ctx.sleep(Duration::from_millis(400)).await?;
+        // Long enough that none wakes before the test has set up the rest and switched
+        // the code, however slow the machine.
+        ctx.sleep(Duration::from_secs(3)).await?;
         steps.push(ctx.run(|| async { Ok("c".to_owned()) }).name("c").await?);
         let mut log: Vec<String> = ctx.get("log").await?.unwrap_or_default();
         log.push("work".into());

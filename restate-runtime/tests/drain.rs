@@ -84,14 +84,19 @@ async fn a_drain_under_load_lets_running_attempts_finish_and_starts_none_until_u
     let calls: Vec<_> = (0..40)
         .map(|_| {
             let url = server.url("/Jobs/work");
+            // A call that reaches the ingress only after the drain began is refused
+            // with 503 and retried as `Retry-After` says, as a client would.
             tokio::spawn(async move {
-                let r = reqwest::Client::new()
-                    .post(url)
-                    .json(&json!(400))
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status().as_u16(), r.text().await.unwrap())
+                let client = reqwest::Client::new();
+                for _ in 0..120 {
+                    let r = client.post(&url).json(&json!(400)).send().await.unwrap();
+                    if r.status() != 503 {
+                        return (r.status().as_u16(), r.text().await.unwrap());
+                    }
+                    assert_eq!(r.headers()["retry-after"], "1");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                panic!("still refused after two minutes of retries");
             })
         })
         .collect();
@@ -161,8 +166,9 @@ async fn an_invocation_held_back_by_a_drain_can_be_killed_and_survives_a_restart
     let send = |path: &str| reqwest::Client::new().post(server.url(path)).send();
     let napping = accepted_id(send("/Jobs/idle/send").await.unwrap()).await;
     server.wait_status(&napping, "suspended").await;
-    let delayed = accepted_id(send("/Jobs/idle/send?delay=300ms").await.unwrap()).await;
-    let killed = accepted_id(send("/Jobs/idle/send?delay=300ms").await.unwrap()).await;
+    // Due only after the drain began, however slow the machine.
+    let delayed = accepted_id(send("/Jobs/idle/send?delay=3s").await.unwrap()).await;
+    let killed = accepted_id(send("/Jobs/idle/send?delay=3s").await.unwrap()).await;
     admin(&server, reqwest::Method::PATCH, "/drain").await;
     // Both come due while draining: held back, not started.
     wait_until(Duration::from_secs(30), || async {

@@ -182,7 +182,7 @@ async fn a_sleep_survives_restart_and_fires_once() {
     let s = TestServer::start().await;
     let r = reqwest::Client::new()
         .post(s.url("/Counter/sleeper/nap/send"))
-        .json(&json!(1500))
+        .json(&json!(5000))
         .send()
         .await
         .unwrap();

@@ -76,11 +76,12 @@ impl Orders {
         Ok(())
     }
 
-    /// Sleeps shortly, then takes a step: in a backup taken during the nap, the step is where
-    /// the journal ends once the nap is over.
+    /// Sleeps a few seconds (longer than a backup takes, however slow the machine), then
+    /// takes a step: in a backup taken during the nap, the step is where the journal ends
+    /// once the nap is over.
     #[handler]
     async fn nap(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
-        ctx.sleep(Duration::from_secs(2)).await?;
+        ctx.sleep(Duration::from_secs(6)).await?;
         step(&ctx, "after-nap").await?;
         Ok(())
     }

@@ -42,7 +42,7 @@ async fn results_and_delayed_sends_survive_restart() {
         .unwrap();
     let id = r.headers()["x-restate-id"].to_str().unwrap().to_owned();
     let r = client()
-        .post(s.url("/Echo/echo/send?delay=1s"))
+        .post(s.url("/Echo/echo/send?delay=5s"))
         .json(&"later")
         .send()
         .await
@@ -81,7 +81,8 @@ async fn results_and_delayed_sends_survive_restart() {
 #[tokio::test]
 async fn idempotency_keys_expire_after_retention() {
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
-        b.default_retention(Duration::from_millis(300))
+        // Long enough for the second call to come within it however slow the machine.
+        b.default_retention(Duration::from_secs(2))
             .purge_interval(Duration::from_millis(50))
     })
     .await;

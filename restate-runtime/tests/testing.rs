@@ -702,10 +702,9 @@ async fn nothing_runs_until_the_restart(folders: Option<&std::path::Path>) {
 
 #[tokio::test]
 async fn the_ingress_listens_where_it_is_told() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Below the ephemeral range: no test's outgoing connection takes it meanwhile.
+    let port = restate_runtime::testing::free_loopback_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let t = TestRuntime::builder()
         .ingress_addr(addr)
         .serve_ingress()

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::TestServer;
+use futures::StreamExt as _;
 use restate_runtime::prelude::*;
 use serde_json::Value;
 
@@ -262,9 +263,11 @@ async fn the_configured_heap_release_runs_after_a_burst() {
     let client = s.handle.client::<Waits>();
     // 8 s: all 1100 are sleeping in memory for seconds after the last send (the runtime samples
     // every 2 s), and suspension only comes after 10 s.
-    for _ in 0..1100 {
-        client.slow(8000).send().await.unwrap();
-    }
+    // Sent 64 at a time, so that their commits group and all are in memory at once however
+    // slow the disk.
+    let sends = futures::stream::iter(0..1100).map(|_| client.slow(8000).send());
+    let sent: Vec<_> = sends.buffer_unordered(64).collect().await;
+    assert!(sent.iter().all(Result::is_ok));
     assert_eq!(releases(), 1, "released while the burst was in memory");
     common::wait_until(Duration::from_secs(60), || async { releases() > 1 }).await;
     s.stop().await;

@@ -160,7 +160,8 @@ async fn a_suspended_run_is_woken_by_a_promise_after_restart() {
 #[tokio::test]
 async fn a_finished_workflow_is_purged_with_its_state_after_retention() {
     let short = |b: restate_runtime::RuntimeBuilder| {
-        b.default_retention(Duration::from_millis(300))
+        // Long enough for the status read to come within it however slow the machine.
+        b.default_retention(Duration::from_secs(2))
             .purge_interval(Duration::from_millis(50))
     };
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), short).await;

@@ -10,7 +10,9 @@
 //! all of them (each runs a share of the partitions and forwards work for the others'), any
 //! one killed or paused (SIGSTOP) past its leases and continued (the others take its
 //! partitions over; it drops them once it sees them taken, and takes its share again), and
-//! leases of one second, so that partitions move often.
+//! leases of one second, so that partitions move often. A paused process whose open
+//! transaction the database ended meanwhile exits when continued (law 10); the test starts it
+//! again, as a supervisor would. No step waits without a deadline.
 //!
 //! `CHAOS_SEED=<n>` replays a run; `CHAOS_SOAK=<factor>` makes it longer (more requests and
 //! kills). The seed is printed at the start of each run,
@@ -18,14 +20,14 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{App, free_port, lines, poll, quiet};
+use support::{App, free_port, lines, quiet};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 const KEYS: u64 = 8;
@@ -91,19 +93,41 @@ async fn send(
 /// Polls an invocation's output until it is there (200) and returns it. An invocation still
 /// without output after 60 s fails the test with its admin view (status and journal) and the
 /// view of every invocation not yet completed, so a lost wake-up shows where it waits.
-async fn output(app: &App, id: &str) -> Value {
-    let url = format!("{}/restate/invocation/{id}/output", app.ingress);
-    let start = std::time::Instant::now();
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+async fn output(fleet: &mut Fleet, client: &reqwest::Client, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = fleet
+            .request(0, |ingress| {
+                client.get(format!("{ingress}/restate/invocation/{id}/output"))
+            })
+            .await;
+        if r.status() == 200 {
+            return r.json().await.unwrap();
+        }
         if start.elapsed() > Duration::from_secs(60) {
             panic!(
                 "{id} has no output after 60 s\n{}",
-                stuck_report(app, id).await
+                stuck_report(&fleet.apps[0], id).await
             );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    reqwest::get(&url).await.unwrap().json().await.unwrap()
+}
+
+/// Polls `cond` for up to 60 s, then fails the test with `what` and the admin views of
+/// `id` and of every invocation not completed.
+async fn within_a_minute<F, Fut>(app: &App, what: &str, id: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("{what}: not within 60 s\n{}", stuck_report(app, id).await);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The admin views of `id` and of every invocation that is not completed.
@@ -125,6 +149,134 @@ async fn stuck_report(app: &App, id: &str) -> String {
         }
     }
     report
+}
+
+/// The admin views of the invocations whose result a journal (an admin view) records.
+async fn sources_report(app: &App, view: &str) -> String {
+    let view: Value =
+        serde_json::from_str(view.lines().next().unwrap_or_default()).unwrap_or_default();
+    let mut report = String::new();
+    for entry in view["journal"].as_array().into_iter().flatten() {
+        if ["attach", "get_output"].contains(&entry["kind"].as_str().unwrap_or_default()) {
+            let source = entry["invocationId"].as_str().unwrap_or_default();
+            let r = reqwest::get(format!("{}/invocations/{source}", app.admin)).await;
+            let text = match r {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            report.push_str(&format!("source {source}: {text}\n"));
+        }
+    }
+    report
+}
+
+/// The processes of a run, each started again on its own addresses and data when it is
+/// killed, or when it exits by itself on a storage failure: an owner whose open transaction
+/// the database ended (paused, or stalled by the machine) exits (law 10), and a supervisor
+/// starts it again.
+struct Fleet {
+    apps: Vec<App>,
+    data: Vec<PathBuf>,
+    env: Vec<(&'static str, String)>,
+    ports: Vec<(u16, u16)>,
+    /// Processes paused since they last started: those that usually exit by themselves.
+    paused: HashSet<usize>,
+    seed: u64,
+}
+
+impl Fleet {
+    async fn start(
+        seed: u64,
+        data: Vec<PathBuf>,
+        env: Vec<(&'static str, String)>,
+        ports: Vec<(u16, u16)>,
+    ) -> Self {
+        let mut apps = Vec::new();
+        for (data, ports) in data.iter().zip(&ports) {
+            apps.push(App::start_on(BIN, data, &env, *ports).await);
+        }
+        Self {
+            apps,
+            data,
+            env,
+            ports,
+            paused: HashSet::new(),
+            seed,
+        }
+    }
+
+    /// SIGKILL to process `p` (paused or not), then starts it again.
+    async fn kill(&mut self, p: usize) {
+        self.revive().await;
+        self.apps.remove(p).kill();
+        self.start_again(p).await;
+    }
+
+    async fn start_again(&mut self, p: usize) {
+        let app = App::start_on(BIN, &self.data[p], &self.env, self.ports[p]).await;
+        self.apps.insert(p, app);
+        self.paused.remove(&p);
+    }
+
+    /// Starts again each process that exited by itself; one that ended otherwise than by the
+    /// storage failure of law 10 fails the test. Mostly a paused one exits so; one that was
+    /// not paused may too, when the machine stalled its open transaction past the lease.
+    async fn revive(&mut self) {
+        for p in 0..self.apps.len() {
+            let Some(status) = self.apps[p].exited() else {
+                continue;
+            };
+            let paused = self.paused.contains(&p);
+            assert!(
+                status.code() == Some(restate_runtime::STORAGE_FAILURE_EXIT_CODE),
+                "seed {}: process {p} exited by itself ({status}, paused before: {paused})",
+                self.seed,
+            );
+            println!(
+                "process {p} exited on a storage failure (paused before: {paused}); started again"
+            );
+            drop(self.apps.remove(p));
+            self.start_again(p).await;
+        }
+    }
+
+    /// Sends what `build` makes for an ingress address to process `n`, and to the next
+    /// process after each transport error, for up to 60 s.
+    async fn request(
+        &mut self,
+        n: usize,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> reqwest::Response {
+        let start = Instant::now();
+        for attempt in 0.. {
+            self.revive().await;
+            let app = &self.apps[(n + attempt) % self.apps.len()];
+            match build(&app.ingress).send().await {
+                Ok(r) => return r,
+                Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                    let report = stuck_report(app, "").await;
+                    panic!("seed {}: no process answers: {e:?}\n{report}", self.seed);
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        unreachable!()
+    }
+
+    /// The status [`Fleet::request`] ends with once it is not a 503, which says nothing was
+    /// done (a partition moving, an entry not journaled again yet after a kill): retried for
+    /// up to 60 s, as a client does.
+    async fn decided(&mut self, n: usize, build: impl Fn(&str) -> reqwest::RequestBuilder) -> u16 {
+        let start = Instant::now();
+        loop {
+            let status = self.request(n, &build).await.status().as_u16();
+            if status != 503 || start.elapsed() > Duration::from_secs(60) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }
 
 /// A chaos run with `RESTATE_SUSPEND_AFTER` and `RESTATE_RECOVERY_CONCURRENCY` as given, on
@@ -159,10 +311,7 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
         env.push(("RESTATE_LEASE_TTL", "1s".to_owned()));
     }
     let ports: Vec<_> = (0..processes).map(|_| (free_port(), free_port())).collect();
-    let mut apps = Vec::new();
-    for p in 0..processes {
-        apps.push(App::start_on(BIN, &data[p], &env, ports[p]).await);
-    }
+    let mut fleet = Fleet::start(seed, data, env, ports).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -201,7 +350,8 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
     let mut sent = 0u64;
     let mut pauses = Vec::new();
     for chunk in work.chunks(8) {
-        loop {
+        let start = Instant::now();
+        for round in 0.. {
             let pending: Vec<_> = chunk
                 .iter()
                 .filter(|(_, key, _, _)| !acknowledged.contains_key(key))
@@ -209,11 +359,19 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
             if pending.is_empty() {
                 break;
             }
+            let keys: Vec<_> = pending.iter().map(|(_, key, _, _)| key).collect();
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "seed {seed}: {keys:?} not acknowledged within 120 s"
+            );
+            fleet.revive().await;
+            // Each retry goes to the next process: one that does not answer starves nothing.
             let answers: Vec<_> = pending
                 .iter()
                 .enumerate()
                 .map(|(n, (path, key, body, _))| {
-                    send(&client, &apps[n % processes], path, key, body.clone())
+                    let app = &fleet.apps[(n + round) % processes];
+                    send(&client, app, path, key, body.clone())
                 })
                 .collect();
             let answers = futures::future::join_all(answers).await;
@@ -232,12 +390,13 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
                 if processes > 1 && rng.random_bool(0.5) {
                     println!("pause process {victim} after {sent} requests");
                     // The load goes on meanwhile: what is sent to it waits in its socket.
-                    pauses.push(tokio::spawn(pause_past_its_leases(apps[victim].pid())));
+                    fleet.paused.insert(victim);
+                    pauses.push(tokio::spawn(pause_past_its_leases(
+                        fleet.apps[victim].pid(),
+                    )));
                 } else {
                     println!("kill process {victim} after {sent} requests");
-                    apps.remove(victim).kill();
-                    let restarted = App::start_on(BIN, &data[victim], &env, ports[victim]).await;
-                    apps.insert(victim, restarted);
+                    fleet.kill(victim).await;
                 }
             }
         }
@@ -248,61 +407,68 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
     // Promises and awakeables resolved over HTTP (first completion wins; a repeat is harmless),
     // through either process.
     for (n, (path, key, _, _)) in work.iter().enumerate() {
-        let app = &apps[n % processes];
         if path.starts_with("/Approval/") {
-            let url = format!("{}/Approval/{key}/approve", app.ingress);
-            let r = client.post(url).json(key).send().await.unwrap();
+            let answer = fleet
+                .decided(n, |ingress| {
+                    client
+                        .post(format!("{ingress}/Approval/{key}/approve"))
+                        .json(key)
+                })
+                .await;
             assert!(
-                [200, 409].contains(&r.status().as_u16()),
-                "seed {seed}: approve {key}"
+                [200, 409].contains(&answer),
+                "seed {seed}: approve {key}: {answer}"
             );
         }
         if path == "/Chaos/await_http" {
             let prefix = format!("awakeable {key} ");
             let steps = steps.clone();
-            poll(Duration::from_secs(60), || {
+            let waiting = acknowledged.get(key).map_or("", |(id, _)| id.as_str());
+            let announced = || {
                 let (steps, prefix) = (steps.clone(), prefix.clone());
                 async move { lines(&steps).iter().any(|l| l.starts_with(&prefix)) }
-            })
+            };
+            within_a_minute(
+                &fleet.apps[0],
+                &format!("{key} announced"),
+                waiting,
+                announced,
+            )
             .await;
             let id = awakeable_id(&steps, &prefix);
-            let url = format!("{}/restate/a/{id}/resolve", app.ingress);
-            // A 503 (its entry not journaled again yet, after a kill) is retried, as a
-            // client does with an answer that says nothing was done.
-            let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
-            poll(Duration::from_secs(60), || {
-                let request = client.post(&url).json(&format!("ok-{key}")).send();
-                let answer = answer.clone();
-                async move {
-                    let status = request.await.unwrap().status().as_u16();
-                    answer.store(status, std::sync::atomic::Ordering::SeqCst);
-                    status != 503
-                }
-            })
-            .await;
-            let answer = answer.load(std::sync::atomic::Ordering::SeqCst);
+            // A 503 (its entry not journaled again yet, after a kill) is retried.
+            let answer = fleet
+                .decided(n, |ingress| {
+                    client
+                        .post(format!("{ingress}/restate/a/{id}/resolve"))
+                        .json(&format!("ok-{key}"))
+                })
+                .await;
             assert_eq!(answer, 202, "seed {seed}: resolve {key}");
         }
     }
-    let app = &apps[0];
     for (key, (id, expected)) in &acknowledged {
-        assert_eq!(
-            &output(app, id).await,
-            expected,
-            "seed {seed}: {key} ({id})"
-        );
+        let got = output(&mut fleet, &client, id).await;
+        if &got != expected {
+            let view = stuck_report(&fleet.apps[0], id).await;
+            let sources = sources_report(&fleet.apps[0], &view).await;
+            panic!("seed {seed}: {key} ({id}) returned {got}, not {expected}\n{view}\n{sources}");
+        }
     }
     // Side effects: once nothing runs or waits, each key holds exactly two adds per mix.
-    for app in &apps {
-        poll(Duration::from_secs(60), || {
+    fleet.revive().await;
+    for app in &fleet.apps {
+        let idle = || {
             let (client, admin) = (client.clone(), app.admin.clone());
             async move { quiet(&client, &admin).await }
-        })
-        .await;
+        };
+        within_a_minute(app, "nothing running or waiting", "", idle).await;
     }
     for k in 0..KEYS {
-        let url = format!("{}/Tally/{k}/get", app.ingress);
-        let count: u64 = client.post(url).send().await.unwrap().json().await.unwrap();
+        let r = fleet
+            .request(0, |ingress| client.post(format!("{ingress}/Tally/{k}/get")))
+            .await;
+        let count: u64 = r.json().await.unwrap();
         let expected = 2 * (0..mixes).filter(|i| i % KEYS == k).count() as u64;
         assert_eq!(count, expected, "seed {seed}: Tally/{k}");
     }

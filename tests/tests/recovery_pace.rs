@@ -48,7 +48,9 @@ async fn a_restart_restores_unfinished_invocations_a_few_at_a_time() {
     let data = dir.path().join("data");
     let steps = dir.path().join("steps.log");
     let client = reqwest::Client::new();
-    let app = App::start(BIN, &data, &env(&steps, 400, None)).await;
+    // Steps of a minute in the first process: none finishes before the kill, however slow the
+    // sends; the restarted one runs them again (never journaled) in 400 ms each.
+    let app = App::start(BIN, &data, &env(&steps, 60_000, None)).await;
     let mut ids = Vec::new();
     for _ in 0..SENT / 25 {
         let batch = (0..25).map(|_| send(&client, &app, "/Steps/run", 1));

@@ -88,7 +88,9 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
         ("OTEL_SERVICE_NAME", "traced-app".to_owned()),
         ("STEPS_FILE", steps.display().to_string()),
         ("RESTATE_SUSPEND_AFTER", "300ms".to_owned()),
-        ("STEP_MS", "2000".to_owned()),
+        // The sleep outlasts the wait for the suspension's span and the kill, however slow
+        // the machine.
+        ("STEP_MS", "6000".to_owned()),
     ];
     let data = dir.path().join("data");
     let first = App::start(BIN, &data, &env).await;
@@ -182,7 +184,7 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
         attribute(first_attempt, "restate.outcome").as_deref(),
         Some("suspended")
     );
-    assert!(children(&spans, first_attempt).contains(&"sleep 2s"));
+    assert!(children(&spans, first_attempt).contains(&"sleep 6s"));
     // A later attempt is also linked to the span its parent names, long ended.
     for later in &attempts[1..] {
         assert!(
@@ -215,7 +217,7 @@ async fn one_trace_from_the_ingress_through_every_step_across_a_suspension_and_a
         "run before",
         "call Waits/busy",
         "send Waits/busy",
-        "sleep 2s",
+        "sleep 6s",
         awakeable_step,
         "run announce",
         "run after",

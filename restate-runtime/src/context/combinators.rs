@@ -232,43 +232,37 @@ impl InvocationContext {
         id: InvocationId,
     ) -> impl Future<Output = Result<Option<T>, TerminalError>> + Send + '_ {
         let index = self.take_index();
-        let seen = match self.replayed(index) {
+        let peek = match self.replayed(index) {
             Some(JournalEntry::GetOutput {
                 invocation_id,
                 outcome,
-            }) if invocation_id == id => Some((outcome, None)),
+            }) if invocation_id == id => Peek::Known(outcome, None),
             Some(other) => {
                 self.mismatch(index, &other, &format!("output of {id}"));
-                None
+                Peek::Stopped
             }
-            None if self.replay_ends() => None,
+            None if self.replay_ends() => Peek::Stopped,
             None => match self.engine.output_for_handler(id) {
                 Err(e) => {
                     self.stop(Abort::Retry(format!("output lookup failed: {e}")));
-                    None
+                    Peek::Stopped
                 }
-                Ok(state) => {
-                    let outcome = match state {
-                        OutputState::Done(done) => Some(done.outcome.clone()),
-                        OutputState::NotReady => None,
-                        OutputState::NotFound => Some(Outcome::Failure {
-                            code: 404,
-                            message: format!("invocation {id} not found"),
-                        }),
-                    };
-                    let entry = JournalEntry::GetOutput {
-                        invocation_id: id,
-                        outcome: outcome.clone(),
-                    };
-                    // Seen in memory, the result may still be committing: the handler acts on
-                    // it only once this entry, queued after it, is durable.
-                    self.journal(index, entry, Vec::new())
-                        .map(|waiter| (outcome, Some(waiter)))
-                }
+                Ok(Some(state)) => self.journal_output(index, id, state, true),
+                Ok(None) => Peek::AfterOwnWrites,
             },
         };
         async move {
-            let Some((outcome, waiter)) = seen else {
+            let peek = match peek {
+                Peek::AfterOwnWrites => match self.engine.output_after_own_writes(id).await {
+                    Ok(state) => self.journal_output(index, id, state, false),
+                    Err(e) => {
+                        self.stop(Abort::Retry(format!("output lookup failed: {e}")));
+                        Peek::Stopped
+                    }
+                },
+                peek => peek,
+            };
+            let Peek::Known(outcome, waiter) = peek else {
                 return std::future::pending().await;
             };
             if waiter.is_some() {
@@ -278,6 +272,28 @@ impl InvocationContext {
                 None => Ok(None),
                 Some(outcome) => outcome_to_result(outcome).map(Some),
             }
+        }
+    }
+
+    /// Journals what `output` found of invocation `id` at `index`, in memory here or in the
+    /// store.
+    fn journal_output(
+        &self,
+        index: u32,
+        id: InvocationId,
+        state: OutputState,
+        in_memory: bool,
+    ) -> Peek {
+        let outcome = state.outcome(id);
+        let entry = JournalEntry::GetOutput {
+            invocation_id: id,
+            outcome: outcome.clone(),
+        };
+        // Seen in memory, the result may still be committing: the handler acts on it only
+        // once this entry, queued after it and fenced with it, is durable.
+        match self.journal_result_of(index, entry, id, in_memory) {
+            Some(waiter) => Peek::Known(outcome, Some(waiter)),
+            None => Peek::Stopped,
         }
     }
 
@@ -317,50 +333,48 @@ impl InvocationContext {
                 None
             }
             None if self.replay_ends() => None,
-            // Another process runs it, or (on a shared store) it is not in memory here and may
-            // still be a message in an inbox: its owner completes the entry (at once if it
-            // has finished), after any message that creates it, which a read here could miss.
-            None if self.engine.elsewhere(&id) || !self.engine.resident(&id) => {
-                let attach = InboxMessage::Attach {
-                    waiter: self.id(),
-                    index,
-                };
-                let forward = WriteOp::forward(id, &attach);
-                self.journal(index, pending(), vec![forward]).map(|_| None)
-            }
             None => {
-                // Finished already (or unknown): the result is journaled at once. Otherwise the
-                // entry is recorded as a result waiter of `id`, whose completion completes it
-                // (also after a restart), and fetched in memory meanwhile.
-                let known = match self.engine.output_for_handler(id) {
-                    Ok(OutputState::Done(done)) => Ok(Some(done.outcome.clone())),
-                    Ok(OutputState::NotFound) => Ok(Some(Outcome::Failure {
-                        code: 404,
-                        message: format!("invocation {id} not found"),
-                    })),
-                    Ok(OutputState::NotReady) => Ok(None),
-                    Err(e) => Err(e),
+                // Finished already (or unknown): the result is journaled at once. Running here:
+                // the entry is recorded as a result waiter of `id`, whose completion completes
+                // it (also after a restart), and fetched in memory meanwhile.
+                let known = match self.engine.elsewhere(&id) {
+                    true => Ok(None),
+                    false => self.engine.output_for_handler(id),
                 };
                 match known {
                     Err(e) => {
                         self.stop(Abort::Retry(format!("attach lookup failed: {e}")));
                         None
                     }
-                    Ok(Some(outcome)) => {
-                        let entry = JournalEntry::Attach {
-                            invocation_id: id,
-                            outcome: Some(outcome),
-                        };
-                        self.journal(index, entry, Vec::new()).map(Some)
-                    }
+                    // Another process runs it, or (on a shared store) it is not in memory
+                    // here and may still be a message in an inbox: its owner completes the
+                    // entry (at once if it has finished), after any message that creates it,
+                    // which a read here could miss.
                     Ok(None) => {
-                        let waiter = self.engine.result_waiter(id, self.id(), index, false);
-                        let ok = self.journal(index, pending(), vec![waiter]).is_some();
-                        if ok {
-                            self.forward_outcome(index, id, pending());
-                        }
-                        ok.then_some(None)
+                        let attach = InboxMessage::Attach {
+                            waiter: self.id(),
+                            index,
+                        };
+                        let forward = WriteOp::forward(id, &attach);
+                        self.journal(index, pending(), vec![forward]).map(|_| None)
                     }
+                    Ok(Some(state)) => match state.outcome(id) {
+                        outcome @ Some(_) => {
+                            let entry = JournalEntry::Attach {
+                                invocation_id: id,
+                                outcome,
+                            };
+                            self.journal_result_of(index, entry, id, true).map(Some)
+                        }
+                        None => {
+                            let waiter = self.engine.result_waiter(id, self.id(), index, false);
+                            let ok = self.journal(index, pending(), vec![waiter]).is_some();
+                            if ok {
+                                self.forward_outcome(index, id, pending());
+                            }
+                            ok.then_some(None)
+                        }
+                    },
                 }
             }
         };
@@ -380,6 +394,16 @@ impl InvocationContext {
             .await
         }
     }
+}
+
+/// Where a handler's `output` of another invocation stands as its future is made.
+enum Peek {
+    /// Replayed, or journaled now (with the commit to wait for before the handler sees it).
+    Known(Option<Outcome>, Option<CommitWaiter>),
+    /// To be read from the store once this process's writes so far are decided.
+    AfterOwnWrites,
+    /// The attempt stops here.
+    Stopped,
 }
 
 /// Polls the future at `at` (taking it when it finishes); a position already taken never

@@ -314,6 +314,33 @@ impl InvocationContext {
         entry: JournalEntry,
         extra: Vec<WriteOp>,
     ) -> Option<CommitWaiter> {
+        self.journal_fenced(index, entry, extra, None)
+    }
+
+    /// [`Self::journal`] of an entry that records another invocation's result, `source`.
+    /// One read `in_memory` here may still be committing, or be stale (this process's hold
+    /// on its partition lost while it was paused): on a shared database the entry then
+    /// commits only if that partition's writes before it did, and only while the partition
+    /// still runs here (otherwise the attempt runs again). One read from the store after
+    /// this process's own writes were decided needs no fence.
+    pub(crate) fn journal_result_of(
+        &self,
+        index: u32,
+        entry: JournalEntry,
+        source: InvocationId,
+        in_memory: bool,
+    ) -> Option<CommitWaiter> {
+        let fenced_on = in_memory.then(|| self.engine.fence_of(&source)).flatten();
+        self.journal_fenced(index, entry, Vec::new(), fenced_on)
+    }
+
+    fn journal_fenced(
+        &self,
+        index: u32,
+        entry: JournalEntry,
+        extra: Vec<WriteOp>,
+        fenced_on: Option<u64>,
+    ) -> Option<CommitWaiter> {
         if self.engine.config().replay_check {
             return None;
         }
@@ -329,9 +356,9 @@ impl InvocationContext {
         let mut state = self.inflight.state();
         let mut ops = extra;
         ops.push(WriteOp::put_journal(self.inflight.id, index, &entry));
-        // A partition it writes (a callee's, decided here) that left meanwhile: the attempt
-        // runs again, and makes it through the partition's new owner.
-        let Ok(_held) = self.engine.hold_for(&ops) else {
+        // A partition it writes (a callee's, decided here) or is fenced on that left
+        // meanwhile: the attempt runs again, and makes it through the partition's new owner.
+        let Ok(_held) = self.engine.hold_for(&ops, fenced_on) else {
             drop(state);
             self.stop(Abort::Retry(
                 "a partition it writes moved to another process".into(),
@@ -339,10 +366,8 @@ impl InvocationContext {
             return None;
         };
         state.journal.insert(index, entry);
-        Some(
-            self.inflight
-                .submit_with_record(self.engine.storage().as_ref(), &mut state, ops),
-        )
+        let storage = self.engine.storage().as_ref();
+        Some((self.inflight).submit_with_record(storage, &mut state, ops, fenced_on))
     }
 
     /// Delivers a pending cancellation at this await point: `entry` (the operation's entry
@@ -370,10 +395,12 @@ impl InvocationContext {
             WriteOp::put_journal(self.inflight.id, index, &entry),
         ];
         state.journal.insert(index, entry);
-        drop(
-            self.inflight
-                .submit_with_record(self.engine.storage().as_ref(), &mut state, ops),
-        );
+        drop(self.inflight.submit_with_record(
+            self.engine.storage().as_ref(),
+            &mut state,
+            ops,
+            None,
+        ));
         true
     }
 

@@ -16,6 +16,14 @@ use crate::storage::{InboxMessage, JournalEntry, Outcome, Status, StorageError};
 #[derive(Default)]
 pub(crate) struct CompletingAwakeables(Mutex<HashSet<AwakeableId>>);
 
+impl CompletingAwakeables {
+    /// Whether a completion of `id` is submitted and not decided yet.
+    #[cfg(test)]
+    pub(super) fn contains(&self, id: &AwakeableId) -> bool {
+        self.0.lock().expect("awakeables").contains(id)
+    }
+}
+
 /// A submitted awakeable completion.
 #[must_use = "the waiter is resumed, and the awakeable released, only by `finish`"]
 pub(crate) struct AwakeableSubmission {
@@ -30,18 +38,32 @@ pub(crate) struct AwakeableSubmission {
 }
 
 impl AwakeableSubmission {
-    /// Waits until the completion is durable and its waiter is resumed.
-    pub(crate) async fn finish(self) -> Result<(), StorageError> {
-        let result = self.pending.finish().await;
-        if let Some(id) = self.completes {
-            self.engine
-                .awakeables
-                .0
-                .lock()
-                .expect("awakeables")
-                .remove(&id);
-        }
-        result
+    /// Resolves once the completion is durable and its waiter is resumed. That work is done
+    /// by a task started here, so it goes on when whoever waits stops waiting (a handler whose
+    /// partition left, a client that hung up): the awakeable is released, and a waiter that
+    /// was not in memory resumed, once the batch is decided. Dropped half-way, it would keep
+    /// the awakeable "being completed" here for ever, and a later completion, seeing that,
+    /// would record itself without completing it.
+    pub(crate) fn finish(
+        self,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + Send + 'static {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let Self {
+            engine,
+            pending,
+            completes,
+            ..
+        } = self;
+        let tasks = engine.tasks.clone();
+        tasks.spawn(async move {
+            let result = pending.finish().await;
+            if let Some(id) = completes {
+                let mut completing = engine.awakeables.0.lock().expect("awakeables");
+                completing.remove(&id);
+            }
+            let _ = done.send(result);
+        });
+        async move { answer.await.unwrap_or(Err(StorageError::Closed)) }
     }
 }
 
@@ -70,20 +92,26 @@ impl Engine {
     ) -> Result<AwakeableSubmission, EngineError> {
         let mut completing = self.awakeables.0.lock().expect("awakeables");
         let (invocation, index) = (id.invocation(), id.index());
-        // A forged id is unknown: nothing of it is looked up, nothing completed.
-        let (known, current, finished) = if !self.is_authentic(&id) {
-            (false, None, false)
+        // A forged id is unknown: nothing of it is looked up, nothing completed. What is seen
+        // in memory here (`in_memory`) may still be committing.
+        let (known, current, finished, in_memory) = if !self.is_authentic(&id) {
+            (false, None, false, false)
         } else if completing.contains(&id) {
-            (true, Some(JournalEntry::Awakeable { outcome: None }), true)
+            (
+                true,
+                Some(JournalEntry::Awakeable { outcome: None }),
+                true,
+                true,
+            )
         } else {
             match self.inflight(&invocation) {
                 Some(f) => {
                     let state = f.state();
                     let finished = matches!(state.record.status, Status::Completed { .. });
-                    (true, state.journal.get(index).cloned(), finished)
+                    (true, state.journal.get(index).cloned(), finished, true)
                 }
                 None => match self.storage.invocation(&invocation)? {
-                    None => (false, None, false),
+                    None => (false, None, false, false),
                     Some(record) => (
                         true,
                         self.storage
@@ -91,6 +119,7 @@ impl Engine {
                             .into_iter()
                             .find_map(|(i, e)| (i == index).then_some(e)),
                         matches!(record.status, Status::Completed { .. }),
+                        false,
                     ),
                 },
             }
@@ -117,11 +146,11 @@ impl Engine {
                 wakes: true,
             });
         }
-        let mut pending = self.submit_completions(Vec::new(), completions);
-        if known && !open && !unjournaled && !self.elsewhere(&invocation) {
-            // Completed, or being completed, here already: accepted as that one is.
-            pending = pending.behind(invocation.partition_key());
-        }
+        // Completed, or being completed, in memory here already: accepted as that one is,
+        // and the resolver's entry commits only if that completion did.
+        let behind = known && !open && !unjournaled && in_memory && !self.elsewhere(&invocation);
+        let fenced_on = behind.then(|| invocation.partition_key());
+        let pending = self.submit_completions_fenced(Vec::new(), completions, fenced_on);
         Ok(AwakeableSubmission {
             engine: self.clone(),
             pending,

@@ -262,7 +262,8 @@ impl Engine {
                 }),
                 _ => None,
             };
-            let ended = self.submit_completions_locked(map, vec![op], caller.into_iter().collect());
+            let ended =
+                self.submit_completions_locked(map, vec![op], caller.into_iter().collect(), None);
             return Adoption::Ended(ended);
         }
         let execution_time_ms = super::scheduled_at(&record.status);
@@ -556,16 +557,17 @@ async fn applied(durable: CommitWaiter) -> Result<Applied, String> {
 }
 
 /// An operator's action from another process: failures other than the engine's (unknown
-/// invocation, wrong state) were the operator's to see, and are logged here. One refused
-/// because the invocation's partition left meanwhile stays for its new owner.
+/// invocation, wrong state) were the operator's to see, and are logged here. One that failed
+/// because the invocation's partition left meanwhile, or is leaving (its write was refused),
+/// stays for its new owner; the rest of the page is applied.
 async fn control(
     engine: &Engine,
     id: InvocationId,
     action: impl std::future::Future<Output = Result<(), super::ControlError>>,
 ) -> Result<Applied, String> {
     match action.await {
+        Err(_) if !engine.runs(&id) || engine.partition_leaving(&id) => Ok(Applied::Later),
         Err(super::ControlError::Engine(e)) => Err(e.to_string()),
-        Err(_) if !engine.runs(&id) => Ok(Applied::Later),
         Err(e) => {
             tracing::warn!("a forwarded control request failed: {e}");
             Ok(Applied::Done)

@@ -178,18 +178,23 @@ impl Inflight {
 
     /// Submits `ops` after this invocation's record if the record is not durable yet, so the
     /// record always commits first. Submitting under the lock keeps the invocation's writes in
-    /// journal order.
+    /// journal order. `fenced_on`: a partition key the batch is fenced on as well
+    /// ([`Storage::submit_fenced`]).
     pub fn submit_with_record(
         &self,
         storage: &dyn Storage,
         state: &mut InflightState,
         mut ops: Vec<WriteOp>,
+        fenced_on: Option<u64>,
     ) -> CommitWaiter {
         if !state.persisted {
             state.persisted = true;
             ops.insert(0, WriteOp::put_invocation(self.id, &state.record));
         }
-        storage.submit(ops)
+        match fenced_on {
+            Some(key) => storage.submit_fenced(ops, key),
+            None => storage.submit(ops),
+        }
     }
 
     /// Resolves once everything this invocation submitted so far, record included, is durable.
@@ -200,7 +205,7 @@ impl Inflight {
             // partition: an earlier write of it that a shared database refused fails it too.
             return storage.barrier(self.id.partition_key());
         }
-        self.submit_with_record(storage, &mut state, Vec::new())
+        self.submit_with_record(storage, &mut state, Vec::new(), None)
     }
 
     /// Records an entry completed from outside (a call result, an awakeable, a promise) and

@@ -193,6 +193,21 @@ pub(crate) enum OutputState {
     Done(Arc<Completed>),
 }
 
+impl OutputState {
+    /// What a handler's journal records of invocation `id` in this state: its outcome, a
+    /// 404 if it is unknown, nothing while it runs.
+    pub(crate) fn outcome(&self, id: InvocationId) -> Option<Outcome> {
+        match self {
+            Self::Done(done) => Some(done.outcome.clone()),
+            Self::NotReady => None,
+            Self::NotFound => Some(Outcome::Failure {
+                code: 404,
+                message: format!("invocation {id} not found"),
+            }),
+        }
+    }
+}
+
 /// Where a handler's new invocation is ([`Engine::submit_recorded`]).
 pub(crate) enum Created<'a> {
     /// In this process, with the claim of a new one of a derived id.
@@ -1047,28 +1062,53 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Like [`output`](Self::output), but also sees a result whose commit is still in flight,
-    /// for a handler's journal: the handler's entry is queued after that commit, so it cannot
-    /// become durable without it.
-    pub(crate) fn output_for_handler(&self, id: InvocationId) -> Result<OutputState, EngineError> {
-        {
+    /// Like [`output`](Self::output), for a handler's journal: also sees a result whose
+    /// commit is still in flight (the handler's entry is queued after that commit, so it
+    /// cannot become durable without it). `None` on a shared store for an invocation not in
+    /// memory here: the store's answer may still change by this process's own writes in
+    /// flight (its creation forwarded to another partition's inbox, or its result committing
+    /// for a partition that has just left), so it is read with
+    /// [`output_after_own_writes`](Self::output_after_own_writes).
+    pub(crate) fn output_for_handler(
+        &self,
+        id: InvocationId,
+    ) -> Result<Option<OutputState>, EngineError> {
+        if !self.handed_over() {
             // Read under the map lock, which a completion holds from setting its status until
-            // its commit is queued (the same lock order: map, then state).
+            // its commit is queued (the same lock order: map, then state), and a leave holds
+            // as it takes the invocation out of memory.
             let map = self.inflight.lock().expect("inflight map");
+            // One of a partition being recovered is the store's to say (memory may be behind).
             if let Some(f) = map.get(&id)
-                && let Status::Completed {
-                    outcome,
-                    expires_at_ms,
-                    ..
-                } = &f.state().record.status
+                && (!self.shared_store || self.runs(&id))
             {
-                return Ok(OutputState::Done(Arc::new(Completed {
-                    outcome: outcome.clone(),
-                    expires_at_ms: *expires_at_ms,
-                })));
+                return Ok(Some(match &f.state().record.status {
+                    Status::Completed {
+                        outcome,
+                        expires_at_ms,
+                        ..
+                    } => OutputState::Done(Arc::new(Completed {
+                        outcome: outcome.clone(),
+                        expires_at_ms: *expires_at_ms,
+                    })),
+                    _ => OutputState::NotReady,
+                }));
             }
         }
-        self.output(id)
+        if self.shared_store {
+            return Ok(None);
+        }
+        self.output(id).map(Some)
+    }
+
+    /// What the store says of `id`'s result once every write this process submitted before
+    /// is decided, so that it includes them (and nothing in memory here, which may be stale).
+    pub(crate) async fn output_after_own_writes(
+        &self,
+        id: InvocationId,
+    ) -> Result<OutputState, EngineError> {
+        self.storage.submit(Vec::new()).await?;
+        self.stored_output(&id)
     }
 
     /// The result now, without waiting.
@@ -1079,18 +1119,29 @@ impl Engine {
                 _ => OutputState::NotReady,
             });
         }
-        Ok(match self.stored_completion(&id)? {
-            Some(done) => OutputState::Done(done),
-            None if self.storage.invocation(&id)?.is_some() => OutputState::NotReady,
-            None if self.shared_store && self.storage.inbox_pending(&id)?.starts => {
-                OutputState::NotReady
-            }
-            None => OutputState::NotFound,
-        })
+        self.stored_output(&id)
     }
 
-    fn stored_completion(&self, id: &InvocationId) -> Result<Option<Arc<Completed>>, EngineError> {
-        Ok(self.storage.invocation(id)?.and_then(completion))
+    /// What the store says of `id`'s result.
+    fn stored_output(&self, id: &InvocationId) -> Result<OutputState, EngineError> {
+        let of = |record: InvocationRecord| {
+            completion(record).map_or(OutputState::NotReady, OutputState::Done)
+        };
+        if let Some(record) = self.storage.invocation(id)? {
+            return Ok(of(record));
+        }
+        if !self.shared_store {
+            return Ok(OutputState::NotFound);
+        }
+        if self.storage.inbox_pending(id)?.starts {
+            return Ok(OutputState::NotReady);
+        }
+        // Applied between the two reads? Its owner stores the record before it deletes the
+        // message that created it.
+        Ok(self
+            .storage
+            .invocation(id)?
+            .map_or(OutputState::NotFound, of))
     }
 
     /// The record and journal of an invocation, in memory or stored.
@@ -1344,7 +1395,7 @@ impl Engine {
                 );
             }
             drop(state);
-            self.submit_completions_locked(&map, ops, completions)
+            self.submit_completions_locked(&map, ops, completions, None)
         };
         // What the end sends is queued with it: a kill or duplicate of one may find it now.
         drop(end_claims);
@@ -1606,7 +1657,7 @@ async fn purge_slice(engine: &Engine, now: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{RedbOptions, RedbStorage};
+    use crate::storage::{Partitions, RedbOptions, RedbStorage};
 
     fn engine(dir: &std::path::Path) -> Engine {
         let storage = Arc::new(RedbStorage::open(dir, &RedbOptions::default()).unwrap());
@@ -1887,6 +1938,12 @@ mod tests {
     /// gone from this build), which journaled nothing yet.
     async fn restored_of_a_gone_service(dir: &std::path::Path) -> (Engine, InvocationId) {
         let engine = engine(dir);
+        let waiting = store_of_a_gone_service(&engine).await;
+        (engine, waiting)
+    }
+
+    /// Stores an invocation of a service gone from this build, runnable, in partition key 9.
+    async fn store_of_a_gone_service(engine: &Engine) -> InvocationId {
         let waiting = InvocationId::random(9);
         let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
         engine
@@ -1894,7 +1951,7 @@ mod tests {
             .submit(vec![WriteOp::put_new_invocation(waiting, &record)])
             .await
             .unwrap();
-        (engine, waiting)
+        waiting
     }
 
     /// What the replay of `waiting` journals: its awakeable 0, open.
@@ -1907,6 +1964,21 @@ mod tests {
             .unwrap();
     }
 
+    /// A resolving handler's own `CompleteAwakeable` entry, at index 3 of `resolver`.
+    fn own_completion(
+        resolver: InvocationId,
+        awakeable: crate::ids::AwakeableId,
+    ) -> wake::Completion {
+        wake::Completion {
+            id: resolver,
+            index: 3,
+            entry: JournalEntry::CompleteAwakeable {
+                id: awakeable.to_string(),
+            },
+            wakes: false,
+        }
+    }
+
     /// From a handler, the same completion writes nothing either: not the handler's own
     /// entry, which would record as done a completion that was dropped (the handler's
     /// attempt retries instead, and completes it once the entry is there).
@@ -1916,14 +1988,7 @@ mod tests {
         let (engine, waiting) = restored_of_a_gone_service(dir.path()).await;
         let awakeable = engine.awakeable_id(waiting, 0);
         let resolver = InvocationId::random(11);
-        let own = || wake::Completion {
-            id: resolver,
-            index: 3,
-            entry: JournalEntry::CompleteAwakeable {
-                id: awakeable.to_string(),
-            },
-            wakes: false,
-        };
+        let own = || own_completion(resolver, awakeable);
         let value = Outcome::Success(b"\"early\"".to_vec());
         let refused = engine
             .submit_awakeable(awakeable, value.clone(), Some(own()))
@@ -1947,6 +2012,146 @@ mod tests {
             outcome: Some(value),
         };
         assert_eq!(engine.storage.journal(&waiting).unwrap(), [(0, resolved)]);
+        engine.shutdown();
+    }
+
+    /// A completion whose submitter stops waiting before its batch is decided (a handler whose
+    /// partition left, a client that hung up) still finishes: the awakeable is released, so a
+    /// later completion is accepted as the second one, not recorded as done while it waits
+    /// for one that is no longer coming.
+    #[tokio::test]
+    async fn an_awakeable_completion_nobody_waits_for_still_finishes_and_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, waiting) = restored_of_a_gone_service(dir.path()).await;
+        journal_open_awakeable(&engine, waiting).await;
+        let awakeable = engine.awakeable_id(waiting, 0);
+        let first = Outcome::Success(b"1".to_vec());
+        let submission = engine
+            .submit_awakeable(awakeable, first.clone(), None)
+            .unwrap();
+        drop(submission.finish());
+        let released = || !engine.awakeables.contains(&awakeable);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !released() {
+            assert!(std::time::Instant::now() < deadline, "never released");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A handler's completion after it: its own entry, the first value kept.
+        let resolver = InvocationId::random(11);
+        let own = || own_completion(resolver, awakeable);
+        let second = Outcome::Success(b"2".to_vec());
+        let later = engine
+            .submit_awakeable(awakeable, second, Some(own()))
+            .unwrap();
+        later.finish().await.unwrap();
+        let resolved = JournalEntry::Awakeable {
+            outcome: Some(first),
+        };
+        assert_eq!(engine.storage.journal(&waiting).unwrap(), [(0, resolved)]);
+        assert_eq!(
+            engine.storage.journal(&resolver).unwrap(),
+            [(3, own().entry)]
+        );
+        engine.shutdown();
+    }
+
+    /// On a shared store, a completion of an awakeable refused for its partition (another
+    /// process took it over unannounced) leaves the awakeable "being completed" here until
+    /// the refusal is heard. A handler that resolves it meanwhile is answered as that
+    /// completion is: refused too. Its own entry, which would say it completed the
+    /// awakeable, is refused with it (its attempt retries) rather than journaled over an
+    /// awakeable that stays open.
+    #[tokio::test]
+    async fn a_resolver_behind_a_refused_awakeable_completion_journals_nothing() {
+        let storage = Arc::new(crate::storage::MemoryStore::default().open_shared(4));
+        let all = Partitions::all(4);
+        storage.set_owned(all.clone());
+        storage.fence();
+        let registry = Registry::assemble(Vec::new()).unwrap();
+        let engine = Engine::start(storage.clone(), registry, test_config()).unwrap();
+        let waiting = store_of_a_gone_service(&engine).await;
+        journal_open_awakeable(&engine, waiting).await;
+        let awakeable = engine.awakeable_id(waiting, 0);
+        let taken = all.partition_of(waiting.partition_key()).unwrap();
+        storage.take_away(&Partitions::of(4, [taken]));
+        let first = engine
+            .submit_awakeable(awakeable, Outcome::Success(b"1".to_vec()), None)
+            .unwrap();
+        let resolver = InvocationId::random(11);
+        assert_ne!(all.partition_of(resolver.partition_key()), Some(taken));
+        let later = engine
+            .submit_awakeable(
+                awakeable,
+                Outcome::Success(b"2".to_vec()),
+                Some(own_completion(resolver, awakeable)),
+            )
+            .unwrap();
+        assert!(later.finish().await.is_err(), "the resolver was answered");
+        assert!(first.finish().await.is_err());
+        assert!(
+            engine.storage.journal(&resolver).unwrap().is_empty(),
+            "the resolver journaled a completion that was refused"
+        );
+        let open = JournalEntry::Awakeable { outcome: None };
+        assert_eq!(engine.storage.journal(&waiting).unwrap(), [(0, open)]);
+        engine.shutdown();
+    }
+
+    /// On a shared store, two handlers here resolve one awakeable of an invocation another
+    /// process runs, the second while the first is still being completed: the second is
+    /// answered as the first is, and is not fenced on the awakeable's partition, which is
+    /// not this process's (such a write would be refused, and take the resolver's own
+    /// partition away with it).
+    #[tokio::test]
+    async fn resolvers_of_an_awakeable_run_elsewhere_keep_their_own_partitions() {
+        let store = crate::storage::MemoryStore::default();
+        let (here, there) = (store.open_shared(4), store.open_shared(4));
+        let waiting = InvocationId::random(9);
+        let all = Partitions::all(4);
+        let theirs = Partitions::of(4, [all.partition_of(waiting.partition_key()).unwrap()]);
+        there.set_owned(theirs.clone());
+        there.fence();
+        let record = InvocationRecord::for_test("Gone", None, Status::Runnable);
+        let open = JournalEntry::Awakeable { outcome: None };
+        there
+            .submit(vec![
+                WriteOp::put_new_invocation(waiting, &record),
+                WriteOp::put_journal(waiting, 0, &open),
+            ])
+            .await
+            .unwrap();
+        let ours = all.without(&theirs);
+        here.set_owned(ours.clone());
+        here.fence();
+        let registry = Registry::assemble(Vec::new()).unwrap();
+        let here = Arc::new(here);
+        let engine = Engine::start(here.clone(), registry, test_config()).unwrap();
+        let awakeable = engine.awakeable_id(waiting, 0);
+        let resolvers = [InvocationId::random(10), InvocationId::random(11)];
+        assert!(resolvers.iter().all(|r| ours.holds(r)));
+        let submissions: Vec<_> = [b"1", b"2"]
+            .into_iter()
+            .zip(resolvers)
+            .map(|(value, resolver)| {
+                let own = own_completion(resolver, awakeable);
+                let value = Outcome::Success(value.to_vec());
+                engine
+                    .submit_awakeable(awakeable, value, Some(own))
+                    .unwrap()
+            })
+            .collect();
+        for submission in submissions {
+            submission.finish().await.unwrap();
+        }
+        assert_eq!(
+            *here.owned().borrow(),
+            ours,
+            "a resolver's partition was dropped"
+        );
+        for resolver in resolvers {
+            let own = own_completion(resolver, awakeable);
+            assert_eq!(engine.storage.journal(&resolver).unwrap(), [(3, own.entry)]);
+        }
         engine.shutdown();
     }
 

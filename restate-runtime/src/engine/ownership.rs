@@ -10,6 +10,13 @@
 //! partition is fenced), and whoever waits on one here hears it is lost here. Should the
 //! partition come back, it is recovered only once those tasks have stopped and every write
 //! they submitted is decided, so that no old task writes beside the recovered one.
+//!
+//! A handler that journals what it read of another invocation (an attach's or an output's
+//! result, an awakeable found completed) reads memory only where that invocation's partition
+//! runs here, and fences its entry on that partition: the entry commits only if the writes
+//! it read did. Anywhere else it reads the store once this process's own writes submitted
+//! before are decided, so that a result still committing for a partition that has just left
+//! is not read as missing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -85,13 +92,14 @@ impl Engine {
     }
 
     /// On a shared store, a hold on the partitions that run here, if all those `ops` write
-    /// are among them: none can leave while it is held, so a batch queued under it is queued
-    /// before the leave's barrier. `Err`: one of them does not run here (it left since the
-    /// handler decided to write it here, or is still being recovered). A store of one
-    /// process needs no hold.
+    /// (and `fenced_on`'s, a batch's fence) are among them: none can leave while it is held,
+    /// so a batch queued under it is queued before the leave's barrier. `Err`: one of them
+    /// does not run here (it left since the handler decided to write it here, or is still
+    /// being recovered). A store of one process needs no hold.
     pub(crate) fn hold_for(
         &self,
         ops: &[crate::storage::WriteOp],
+        fenced_on: Option<u64>,
     ) -> Result<Option<std::sync::RwLockReadGuard<'_, Held>>, ()> {
         if !self.shared_store {
             return Ok(None);
@@ -100,14 +108,19 @@ impl Engine {
         let here = ops
             .iter()
             .filter_map(crate::storage::WriteOp::partition_key)
+            .chain(fenced_on)
             .all(|key| held.running.holds_key(key));
         if here { Ok(Some(held)) } else { Err(()) }
     }
 
-    /// Whether `id` is in memory here; always `true` on a store of one process, where what
-    /// is not in memory is in the store.
-    pub(crate) fn resident(&self, id: &InvocationId) -> bool {
-        !self.shared_store || self.inflight.lock().expect("inflight map").contains_key(id)
+    /// On a shared store, `id`'s partition key: what a batch that acts on `id`'s state seen
+    /// in memory here is fenced on ([`Storage::submit_fenced`]), so that it commits only if
+    /// this process still held that state's partition (a paused process's memory may be
+    /// stale, its commit in flight refused).
+    ///
+    /// [`Storage::submit_fenced`]: crate::storage::Storage::submit_fenced
+    pub(crate) fn fence_of(&self, id: &InvocationId) -> Option<u64> {
+        self.shared_store.then(|| id.partition_key())
     }
 
     /// Whether the store no longer counts `id`'s partition as this process's while the
@@ -127,6 +140,13 @@ impl Engine {
         }
         let (mut shutdown, mut departures) = (self.shutdown_signal(), self.departures.subscribe());
         super::execute::stopped(&mut shutdown, &mut departures, inflight).await
+    }
+
+    /// Whether the partition of `key` runs here or is being recovered here: its lease is
+    /// this process's (on a store of one process, always).
+    pub(crate) fn holds_key(&self, key: u64) -> bool {
+        let held = self.held.read().expect("held lock");
+        !self.shared_store || held.running.holds_key(key) || held.joining.holds_key(key)
     }
 
     /// Whether `id` may be loaded from the store here: its partition runs here or is being

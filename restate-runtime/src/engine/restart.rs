@@ -140,7 +140,8 @@ impl Engine {
                 ops.push(WriteOp::put_journal(submitted.id, index, &entry));
                 state.journal.insert(index, entry);
             }
-            let committed = inflight.submit_with_record(self.storage.as_ref(), &mut state, ops);
+            let committed =
+                inflight.submit_with_record(self.storage.as_ref(), &mut state, ops, None);
             (takes_place, committed)
         };
         drop(claim);

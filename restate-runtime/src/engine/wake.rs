@@ -244,16 +244,31 @@ impl Engine {
         ops: Vec<WriteOp>,
         completions: Vec<Completion>,
     ) -> PendingWake {
-        let map = self.inflight.lock().expect("inflight map");
-        self.submit_completions_locked(&map, ops, completions)
+        self.submit_completions_fenced(ops, completions, None)
     }
 
-    /// [`Engine::submit_completions`] with the map of invocations in memory already locked.
+    /// [`Engine::submit_completions`] of a batch that commits only if what was submitted to
+    /// `fenced_on`'s partition before committed too ([`Storage::submit_fenced`]).
+    ///
+    /// [`Storage::submit_fenced`]: crate::storage::Storage::submit_fenced
+    pub(crate) fn submit_completions_fenced(
+        &self,
+        ops: Vec<WriteOp>,
+        completions: Vec<Completion>,
+        fenced_on: Option<u64>,
+    ) -> PendingWake {
+        let map = self.inflight.lock().expect("inflight map");
+        self.submit_completions_locked(&map, ops, completions, fenced_on)
+    }
+
+    /// [`Engine::submit_completions_fenced`] with the map of invocations in memory already
+    /// locked.
     pub(super) fn submit_completions_locked(
         &self,
         map: &HashMap<InvocationId, Arc<Inflight>>,
         mut ops: Vec<WriteOp>,
         completions: Vec<Completion>,
+        fenced_on: Option<u64>,
     ) -> PendingWake {
         let mut absent = Vec::new();
         let mut woken = Vec::new();
@@ -308,19 +323,31 @@ impl Engine {
                 }
             }
         }
-        let waiter = self.storage.submit(ops);
-        let behind = skipped.into_iter().map(|key| self.storage.barrier(key));
-        let behind = behind.collect();
+        // Nothing of it commits unless the completions that got there first did: they may
+        // still be committing, for a partition that may yet be refused. A batch is fenced
+        // only on a partition held here (one that left meanwhile would refuse it, and take
+        // the partitions it writes away with it): the rest are barriers after it.
+        let mut fences = skipped;
+        fences.extend(fenced_on);
+        let (held, others): (Vec<u64>, Vec<u64>) =
+            fences.into_iter().partition(|key| self.holds_key(*key));
+        let mut fences = held.into_iter();
+        let waiter = match fences.next() {
+            Some(partition_key) => self.storage.submit_fenced(ops, partition_key),
+            None => self.storage.submit(ops),
+        };
+        let fences = fences.chain(others);
         // Bumped after the submit, still under the map lock: a suspension deciding now sees it.
         for f in woken {
             f.bump();
         }
-        PendingWake {
+        let pending = PendingWake {
             engine: self.clone(),
             waiter,
-            behind,
+            behind: Vec::new(),
             absent,
-        }
+        };
+        fences.fold(pending, PendingWake::behind)
     }
 
     /// Brings a suspended invocation back into memory and runs it by replay; or a delayed one

@@ -116,6 +116,7 @@ impl MemoryStore {
             closed: AtomicBool::new(false),
             owned: watch::channel(Partitions::all(shared.partitions)).0,
             writable: Mutex::new(Partitions::all(shared.partitions)),
+            #[cfg(test)]
             left: Mutex::default(),
         }
     }
@@ -157,18 +158,20 @@ pub(crate) struct MemoryStorage {
     /// The partitions it may write (its leases): what it runs, and those it was told it lost
     /// until they are fenced.
     writable: Mutex<Partitions>,
-    /// The sets its engine said it acted on ([`Storage::left`]), in order.
+    /// The sets its engine said it acted on ([`Storage::left`]), in order (for tests, which
+    /// check when a shared store would release a lease).
+    #[cfg(test)]
     left: Mutex<Vec<Partitions>>,
 }
 
 impl MemoryStorage {
-    /// The first partition that `ops` write and this handle's process may not write.
-    fn foreign_partition(&self, ops: &[WriteOp]) -> Option<u32> {
-        let writable = self.writable.lock().expect("writable lock");
-        ops.iter()
-            .filter_map(WriteOp::partition_key)
-            .filter(|key| !writable.holds_key(*key))
-            .find_map(|key| writable.partition_of(key))
+    /// The first partition of these partition `keys` that this handle's process may not write.
+    fn foreign_partition(
+        writable: &Partitions,
+        mut keys: impl Iterator<Item = u64>,
+    ) -> Option<u32> {
+        keys.find(|key| !writable.holds_key(*key))
+            .and_then(|key| writable.partition_of(key))
     }
 
     /// Tells the engine on this handle that its process runs `owned` from now on, as a shared
@@ -213,22 +216,60 @@ impl MemoryStorage {
         *writable = writable.without(partitions);
     }
 
+    /// Commits a batch unless it writes, or is `fenced` on, a partition this process may not
+    /// write (see [`Self::refused_as_foreign`]).
+    fn submit_checked(&self, ops: Vec<WriteOp>, fenced: Option<u64>) -> CommitWaiter {
+        let started = std::time::Instant::now();
+        // Held through the commit, as a database's fence holds its rows: a partition taken
+        // away meanwhile is taken before the write (refused) or after it.
+        let mut writable = self.writable.lock().expect("writable lock");
+        if self.failure.borrow().is_none()
+            && let Some(refused) = self.refused_as_foreign(&mut writable, &ops, fenced)
+        {
+            let (done, rx) = oneshot::channel();
+            let _ = done.send(Err(refused));
+            return CommitWaiter::new(rx);
+        }
+        let result = self.commit(&ops);
+        drop(writable);
+        match &result {
+            Ok(()) => {
+                let mut stats = self.stats.lock().expect("stats lock");
+                stats.commits += 1;
+                stats.commit_latency.observe(started.elapsed());
+                stats.batches += 1;
+                stats.bytes += ops.iter().map(WriteOp::size).sum::<usize>() as u64;
+            }
+            Err(e) => {
+                self.failure.send_if_modified(|failure| {
+                    failure.get_or_insert_with(|| format!("journal commit failed: {e}"));
+                    true
+                });
+            }
+        }
+        let (done, rx) = oneshot::channel();
+        let _ = done.send(result);
+        CommitWaiter::new(rx)
+    }
+
     /// A batch writing a partition another process holds: refused, and, as a shared
     /// database's writer does, this process stops writing every partition the batch writes
     /// and drops them (the taken one, and the others, whose invocations may have had only
     /// this write in memory: whoever takes them next recovers them). Nothing else stops.
-    fn refused_as_foreign(&self, ops: &[WriteOp]) -> Option<StorageError> {
-        let partition = self.foreign_partition(ops)?;
+    fn refused_as_foreign(
+        &self,
+        writable: &mut Partitions,
+        ops: &[WriteOp],
+        fenced: Option<u64>,
+    ) -> Option<StorageError> {
+        let keys = ops.iter().filter_map(WriteOp::partition_key);
+        let partition = Self::foreign_partition(writable, keys.clone().chain(fenced))?;
+        // Those it writes leave this process's hands, not one it is only fenced on.
         let written = Partitions::of(
             self.partitions,
-            ops.iter()
-                .filter_map(WriteOp::partition_key)
-                .map(|key| (key % u64::from(self.partitions.max(1))) as u32),
+            keys.filter_map(|k| writable.partition_of(k)),
         );
-        {
-            let mut writable = self.writable.lock().expect("writable lock");
-            *writable = writable.without(&written);
-        }
+        *writable = writable.without(&written);
         self.owned
             .send_modify(|owned| *owned = owned.without(&written));
         Some(StorageError::Backend(format!(
@@ -528,49 +569,11 @@ fn id_of(key: &Key) -> InvocationId {
 
 impl Storage for MemoryStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
-        let started = std::time::Instant::now();
-        if self.failure.borrow().is_none()
-            && let Some(refused) = self.refused_as_foreign(&ops)
-        {
-            let (done, rx) = oneshot::channel();
-            let _ = done.send(Err(refused));
-            return CommitWaiter::new(rx);
-        }
-        let result = self.commit(&ops);
-        match &result {
-            Ok(()) => {
-                let mut stats = self.stats.lock().expect("stats lock");
-                stats.commits += 1;
-                stats.commit_latency.observe(started.elapsed());
-                stats.batches += 1;
-                stats.bytes += ops.iter().map(WriteOp::size).sum::<usize>() as u64;
-            }
-            Err(e) => {
-                self.failure.send_if_modified(|failure| {
-                    failure.get_or_insert_with(|| format!("journal commit failed: {e}"));
-                    true
-                });
-            }
-        }
-        let (done, rx) = oneshot::channel();
-        let _ = done.send(result);
-        CommitWaiter::new(rx)
+        self.submit_checked(ops, None)
     }
 
-    fn barrier(&self, partition_key: u64) -> CommitWaiter {
-        let writable = self
-            .writable
-            .lock()
-            .expect("writable lock")
-            .holds_key(partition_key);
-        if writable || self.failure.borrow().is_some() {
-            return self.submit(Vec::new());
-        }
-        let (done, rx) = oneshot::channel();
-        let _ = done.send(Err(StorageError::Backend(
-            "a write to this partition was refused: it is another process's".into(),
-        )));
-        CommitWaiter::new(rx)
+    fn submit_fenced(&self, ops: Vec<WriteOp>, partition_key: u64) -> CommitWaiter {
+        self.submit_checked(ops, Some(partition_key))
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
@@ -773,7 +776,9 @@ impl Storage for MemoryStorage {
     }
 
     fn left(&self, observed: &Partitions) {
+        #[cfg(test)]
         self.left.lock().expect("left lock").push(observed.clone());
+        let _ = observed;
     }
 
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {

@@ -567,8 +567,16 @@ pub trait Storage: Send + Sync + 'static {
     /// that the writes before it were decided. A store of one process refuses nothing
     /// without stopping: an empty batch.
     fn barrier(&self, partition_key: u64) -> CommitWaiter {
+        self.submit_fenced(Vec::new(), partition_key)
+    }
+    /// [`Storage::submit`] of a batch that commits only if every write to the partition of
+    /// `partition_key` submitted before it committed too, as if the batch wrote that
+    /// partition: on a shared database, a batch that acts on another invocation's result
+    /// seen before that result's commit was decided. A store of one process refuses nothing
+    /// without stopping: a plain batch.
+    fn submit_fenced(&self, ops: Vec<WriteOp>, partition_key: u64) -> CommitWaiter {
         let _ = partition_key;
-        self.submit(Vec::new())
+        self.submit(ops)
     }
     /// One invocation record.
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError>;

@@ -92,7 +92,7 @@ impl Partitions {
 
     /// The partition a partition key falls in (`None` with no partitions at all).
     pub fn partition_of(&self, key: u64) -> Option<u32> {
-        (self.count > 0).then(|| (key % u64::from(self.count)) as u32)
+        partition_of(key, self.count)
     }
 
     /// Whether the partition of partition key `key` is in the set.
@@ -151,6 +151,11 @@ impl fmt::Debug for Partitions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} partitions", self.len(), self.count)
     }
+}
+
+/// The partition a partition key falls in among `count` (`None` with no partitions at all).
+pub(crate) fn partition_of(key: u64, count: u32) -> Option<u32> {
+    (count > 0).then(|| (key % u64::from(count)) as u32)
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ impl Traced {
 
 /// The n-ary combinators and typed handles, each decision journaled: `all` (1 + 2), `race`
 /// (3 either way), `unordered` (1 + 2), an `or_timeout` that times out (1), and a handle's
-/// `attach` and `output` (1 each): 12 in all.
+/// `attach` and `output` (1 each): 12 in all. An output right after a send must not fail.
 async fn combined(ctx: &Context<'_>, waits: &WaitsClient<'_>) -> HandlerResult<u64> {
     let both: u64 = ctx
         .all([waits.busy(1).call(), waits.busy(2).call()])
@@ -318,6 +318,12 @@ async fn combined(ctx: &Context<'_>, waits: &WaitsClient<'_>) -> HandlerResult<u
     let job = waits.busy(1).send();
     let attached = job.attach().await?;
     let seen = job.output().await?.unwrap_or(0);
+    // An output right after a send, wherever the job's partition runs: not ready yet, or
+    // done, never unknown.
+    match waits.busy(1).send().output().await? {
+        None | Some(1) => {}
+        other => return Err(TerminalError::new(format!("early output: {other:?}")).into()),
+    }
     Ok(both + fastest? + streamed + timed_out + attached + seen)
 }
 

@@ -84,14 +84,27 @@ impl App {
         Self::start_on(binary, data_dir, env, (free_port(), free_port())).await
     }
 
-    /// Starts on given ports (a restart keeps the addresses clients use).
+    /// Starts on given ports (a restart keeps the addresses clients use). Its log goes
+    /// nowhere, or with `TEST_APP_LOG_DIR` set to `app-<ingress port>.log` there (appended
+    /// across restarts), at the level `TEST_APP_RUST_LOG` says (`warn` by default): what a
+    /// failed seeded run did can be read after it.
     pub async fn start_on(
         binary: &str,
         data_dir: &Path,
         env: &[(&str, String)],
         ports: (u16, u16),
     ) -> Self {
-        let app = Self::spawn(binary, data_dir, env, ports, Stdio::null());
+        let log = match std::env::var("TEST_APP_LOG_DIR") {
+            Ok(dir) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("{dir}/app-{}.log", ports.0))
+                    .unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        };
+        let app = Self::spawn(binary, data_dir, env, ports, log);
         app.wait_healthy().await;
         app
     }
@@ -108,7 +121,10 @@ impl App {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_APP_RUST_LOG").unwrap_or("warn".into()),
+            )
             .env("RESTATE_DATA_DIR", data_dir)
             .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{ingress_port}"))
             .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
@@ -138,7 +154,12 @@ impl App {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
+        self.exited().is_none()
+    }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// SIGTERM, then waits for the process to exit.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{backend, pg_error};
+use super::{answer_each, backend, pg_error};
 use crate::ids::InvocationId;
 use crate::storage::{Forwarded, StorageError};
 
@@ -58,18 +58,8 @@ pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>
                 Err(_) => break,
             }
         }
-        match write_retrying(&pool, &group).await {
-            Ok(answers) => {
-                for (outgoing, answer) in group.into_iter().zip(answers) {
-                    let _ = outgoing.done.send(Ok(answer));
-                }
-            }
-            Err(e) => {
-                for outgoing in group {
-                    let _ = outgoing.done.send(Err(e.clone()));
-                }
-            }
-        }
+        let answers = write_retrying(&pool, &group).await;
+        answer_each(group.into_iter().map(|outgoing| outgoing.done), answers);
     }
 }
 

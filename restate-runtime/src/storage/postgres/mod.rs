@@ -21,6 +21,7 @@
 mod fold;
 mod forwarder;
 mod ownership;
+mod pending;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ mod writer;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,6 +117,8 @@ pub struct PostgresStorage {
     signals: Signals,
     /// Messages on their way to the owner's inbox ([`forwarder`]).
     outgoing: mpsc::UnboundedSender<forwarder::Outgoing>,
+    /// Inbox checks on their way ([`pending`]).
+    asks: mpsc::UnboundedSender<pending::Asked>,
     queue: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     shared: Arc<Shared>,
     partitions: u32,
@@ -250,15 +254,19 @@ impl PostgresStorage {
         }
         let (signals, inbox_tx) = Signals::channels();
         let (outgoing, forwards) = mpsc::unbounded_channel();
+        let (asks, asked) = mpsc::unbounded_channel();
         if options.read_only {
             // No writer: nothing is ever submitted, and the end of the snapshot's session
             // fails the reads, not the process.
             shared.closed.store(true, Ordering::SeqCst);
+            let reads = Reads::Snapshot(Arc::new(client));
+            runtime.spawn(pending::run(reads.clone(), asked));
             return Ok(Self {
                 runtime,
-                reads: Reads::Snapshot(Arc::new(client)),
+                reads,
                 signals,
                 outgoing,
+                asks,
                 queue: Mutex::new(None),
                 shared,
                 partitions: deployment.partitions,
@@ -290,6 +298,7 @@ impl PostgresStorage {
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
         runtime.spawn(forwarder::run(reads.clone(), forwards));
+        runtime.spawn(pending::run(Reads::Pool(reads.clone()), asked));
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
@@ -309,6 +318,7 @@ impl PostgresStorage {
             reads: Reads::Pool(reads),
             signals,
             outgoing,
+            asks,
             queue: Mutex::new(Some(queue)),
             shared,
             partitions: deployment.partitions,
@@ -349,6 +359,17 @@ impl PostgresStorage {
         waiter
     }
 
+    /// Queues an inbox check of `id`, read with the others asked meanwhile ([`pending`]).
+    fn ask_inbox(
+        &self,
+        id: &InvocationId,
+    ) -> impl Future<Output = Result<InboxPending, StorageError>> + Send + 'static {
+        let (done, answer) = oneshot::channel();
+        // Closed (the backend stopped): the check is dropped, and its answer says so.
+        let _ = self.asks.send(pending::Asked { id: *id, done });
+        async move { answer.await.unwrap_or(Err(StorageError::Closed)) }
+    }
+
     /// `params` and then the filter of the scans that find work for this process (its inbox,
     /// due times, expiries, recovery): the partitions it runs and the count, the set `NULL`
     /// for every partition (a process that runs them all, or a reader).
@@ -361,6 +382,22 @@ impl PostgresStorage {
         params.push(Box::new(list));
         params.push(Box::new(self.partitions as i32));
         params
+    }
+
+    /// Runs one read statement on the backend's runtime, answered without blocking the
+    /// caller's thread: `of` makes the answer of its rows.
+    fn read_async<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        params: Vec<Param>,
+        of: fn(Vec<Row>) -> Result<T, StorageError>,
+    ) -> Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'static>> {
+        let (tx, rx) = oneshot::channel();
+        let read = query(self.reads.clone(), sql, params);
+        self.handle().spawn(async move {
+            let _ = tx.send(read.await.and_then(of));
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
     }
 
     /// Runs one read statement on a pooled connection and waits for its rows.
@@ -401,21 +438,6 @@ async fn query(
 }
 
 const READ_INVOCATION: &str = "SELECT record FROM restate_invocations WHERE id = $1";
-
-const READ_INBOX_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2 AND id = $1), \
-     EXISTS (SELECT 1 FROM restate_inbox WHERE partition_key = $2)";
-
-fn inbox_pending_params(id: &InvocationId) -> Vec<Param> {
-    vec![key(id), Box::new(id.partition_key() as i64)]
-}
-
-fn inbox_pending_of(rows: &[Row]) -> InboxPending {
-    rows.first()
-        .map_or_else(InboxPending::default, |row| InboxPending {
-            starts: row.get(0),
-            partition: row.get(1),
-        })
-}
 
 const READ_STATE: &str =
     "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3";
@@ -531,7 +553,34 @@ fn wait<T: Send + 'static>(
     runtime.spawn(async move {
         let _ = tx.send(work.await);
     });
-    rx.recv().ok()
+    // On a worker of a multi-threaded runtime the worker is handed on first: the round trip
+    // then holds up only its caller, not every task queued behind it on that worker.
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| rx.recv().ok())
+        }
+        _ => rx.recv().ok(),
+    }
+}
+
+/// Answers each caller of a group read or written by one statement: its own answer, in the
+/// order they came, or the statement's error.
+fn answer_each<T>(
+    callers: impl IntoIterator<Item = oneshot::Sender<Result<T, StorageError>>>,
+    answers: Result<Vec<T>, StorageError>,
+) {
+    match answers {
+        Ok(answers) => {
+            for (caller, answer) in callers.into_iter().zip(answers) {
+                let _ = caller.send(Ok(answer));
+            }
+        }
+        Err(e) => {
+            for caller in callers {
+                let _ = caller.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 /// A driver error with its cause (tokio-postgres's own message is only "db error").
@@ -588,8 +637,8 @@ impl Storage for PostgresStorage {
         self.queue_batch(ops, None)
     }
 
-    fn barrier(&self, partition_key: u64) -> CommitWaiter {
-        self.queue_batch(Vec::new(), Some(partition_key))
+    fn submit_fenced(&self, ops: Vec<WriteOp>, partition_key: u64) -> CommitWaiter {
+        self.queue_batch(ops, Some(partition_key))
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
@@ -597,12 +646,7 @@ impl Storage for PostgresStorage {
     }
 
     fn invocation_async(&self, id: &InvocationId) -> RecordWaiter {
-        let (tx, rx) = oneshot::channel();
-        let read = query(self.reads.clone(), READ_INVOCATION, vec![key(id)]);
-        self.handle().spawn(async move {
-            let _ = tx.send(read.await.and_then(|rows| first_record(&rows)));
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
+        self.read_async(READ_INVOCATION, vec![key(id)], |rows| first_record(&rows))
     }
 
     fn stored(&self, ids: &[InvocationId]) -> Result<Vec<bool>, StorageError> {
@@ -634,12 +678,9 @@ impl Storage for PostgresStorage {
     }
 
     fn state_async(&self, scope: &StateScope, name: &str) -> crate::storage::StateWaiter {
-        let (tx, rx) = oneshot::channel();
-        let read = query(self.reads.clone(), READ_STATE, state_params(scope, name));
-        self.handle().spawn(async move {
-            let _ = tx.send(read.await.map(|rows| rows.first().map(|row| row.get(0))));
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
+        self.read_async(READ_STATE, state_params(scope, name), |rows| {
+            Ok(rows.first().map(|row| row.get(0)))
+        })
     }
 
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
@@ -926,21 +967,11 @@ impl Storage for PostgresStorage {
     }
 
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
-        let rows = self.rows(READ_INBOX_PENDING, inbox_pending_params(id))?;
-        Ok(inbox_pending_of(&rows))
+        wait(self.handle(), self.ask_inbox(id)).unwrap_or(Err(StorageError::Closed))
     }
 
     fn inbox_pending_async(&self, id: &InvocationId) -> crate::storage::InboxPendingWaiter {
-        let (tx, rx) = oneshot::channel();
-        let read = query(
-            self.reads.clone(),
-            READ_INBOX_PENDING,
-            inbox_pending_params(id),
-        );
-        self.handle().spawn(async move {
-            let _ = tx.send(read.await.map(|rows| inbox_pending_of(&rows)));
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
+        Box::pin(self.ask_inbox(id))
     }
 
     fn signals(&self) -> Option<Signals> {

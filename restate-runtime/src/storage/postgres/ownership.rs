@@ -20,8 +20,8 @@
 //! along (frozen: nothing of them commits any more, and they are offered back), since it may
 //! have been all that their invocations had of it. The process goes on with the others, and
 //! takes those partitions again only once the engine said it left them, so that no task of
-//! the old run writes beside a new one. A drained process instead releases everything and is handed over partition by
-//! partition.
+//! the old run writes beside a new one. A drained process instead releases everything and is
+//! handed over partition by partition.
 //!
 //! Binaries of schema 2 hold the whole database by `restate_lease`. Processes of this
 //! schema hold that row together (renewed in every round, `joint_epoch` = `epoch`), so that an
@@ -82,8 +82,6 @@ struct Statements {
     joint: Statement,
     take_joint: Statement,
     member: Statement,
-    /// Removes the rows of processes whose membership expired (stopped or killed ones).
-    prune_members: Statement,
     leave_members: Statement,
     live: Statement,
     renew: Statement,
@@ -130,15 +128,18 @@ impl Leases {
                      FOR UPDATE SKIP LOCKED) RETURNING epoch"
                 ))
                 .await?,
+            // Renews this process's membership and removes the rows of processes whose
+            // membership expired (stopped or killed ones; not counted as live anyway): rows
+            // another process is removing at the same time are skipped, never waited for.
             member: client
                 .prepare(&format!(
-                    "INSERT INTO restate_members (pid, expires_at) \
+                    "WITH pruned AS (DELETE FROM restate_members WHERE pid IN \
+                     (SELECT pid FROM restate_members WHERE expires_at < clock_timestamp() \
+                     AND pid <> pg_backend_pid() FOR UPDATE SKIP LOCKED)) \
+                     INSERT INTO restate_members (pid, expires_at) \
                      VALUES (pg_backend_pid(), {UNTIL}) \
                      ON CONFLICT (pid) DO UPDATE SET expires_at = EXCLUDED.expires_at"
                 ))
-                .await?,
-            prune_members: client
-                .prepare("DELETE FROM restate_members WHERE expires_at < clock_timestamp()")
                 .await?,
             leave_members: client
                 .prepare(
@@ -269,13 +270,8 @@ impl Leases {
     pub(super) fn epoch(&self, partition: u32) -> Option<i64> {
         match self.frozen.contains(&partition) {
             true => None,
-            false => self.held_epoch(partition),
+            false => self.held.get(&partition).copied(),
         }
-    }
-
-    /// The epoch `partition` is held at, if held, frozen or not.
-    pub(super) fn held_epoch(&self, partition: u32) -> Option<i64> {
-        self.held.get(&partition).copied()
     }
 
     pub(super) fn count(&self) -> u32 {
@@ -319,11 +315,6 @@ impl Leases {
         if self.released {
             self.forget_taken(client).await?;
             return Ok(Ok(()));
-        }
-        // Housekeeping only (an expired row is not counted as live anyway): a failure, such as
-        // two processes pruning the same rows at once, is no reason to stop.
-        if let Err(e) = client.execute(&s.prune_members, &[]).await {
-            tracing::debug!("pruning expired members failed: {}", super::pg_error(&e));
         }
         client
             .execute(&s.member, &[&self.ttl_ms])

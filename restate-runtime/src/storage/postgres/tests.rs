@@ -702,16 +702,35 @@ async fn an_idle_owner_keeps_its_leases_and_drops_one_taken_over_alone() {
     };
     owner.submit(vec![other]).await.unwrap();
     assert_eq!(owner.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+    // Its lease expires (its taker is gone), yet it is not taken again before the engine
+    // says it left it: a task of the old run could still write it, at the new epoch. Rounds
+    // run every third of a lease: three of them pass after the expiry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expired = format!(
+        "SELECT (expires_at < clock_timestamp())::text FROM restate_partitions \
+         WHERE partition = {partition}"
+    );
+    while cluster().query(&url, &expired).unwrap() != vec![vec![Some("true".to_owned())]] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let epoch_of =
+        format!("SELECT epoch::text FROM restate_partitions WHERE partition = {partition}");
+    assert_eq!(
+        cluster().query(&url, &epoch_of).unwrap(),
+        vec![vec![Some("2".to_owned())]],
+        "taken again before the engine left it"
+    );
+    assert!(!owner.owned().borrow().contains(partition as u32));
     // Once its engine said it left the partition, and the lease taken from it expired (its
     // taker is gone), the process takes it again, at a newer epoch.
     settled(&[&owner], |sets| sets[0].len() == 4).await;
     owner.submit(vec![set("n", b"4")]).await.unwrap();
-    let epoch = cluster()
-        .query(
-            &url,
-            &format!("SELECT epoch::text FROM restate_partitions WHERE partition = {partition}"),
-        )
-        .unwrap();
+    let epoch = cluster().query(&url, &epoch_of).unwrap();
     assert_eq!(epoch, vec![vec![Some("3".to_owned())]]);
     drop(owner);
     let next = open(&url, 4).unwrap();
@@ -1100,6 +1119,15 @@ async fn a_process_forwards_into_the_owners_inbox_once_per_invocation_then_takes
     );
     let other_key = InvocationId::random(3);
     assert_eq!(owner.inbox_pending(&other_key).unwrap(), Default::default());
+    // Checks asked at once (read together, or a few groups at a time): each gets its own
+    // answer, in its place.
+    let asked = [fresh, other_key, stored, racing, other_key];
+    let answers = futures::future::join_all(asked.iter().map(|id| owner.inbox_pending_async(id)));
+    let answers: Vec<(bool, bool)> = (answers.await.into_iter())
+        .map(|a| a.map(|a| (a.starts, a.partition)).unwrap())
+        .collect();
+    let both = (true, true);
+    assert_eq!(answers, [both, (false, false), both, both, (false, false)]);
     let inbox = owner.inbox(10, usize::MAX).unwrap();
     let got: Vec<_> = inbox.iter().map(|m| (m.id, m.message.clone())).collect();
     assert_eq!(

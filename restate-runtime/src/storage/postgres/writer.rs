@@ -11,6 +11,7 @@ use futures::future::try_join_all;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Statement};
 
+use super::super::partitions::partition_of;
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{Partitions, StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
@@ -41,12 +42,21 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// The partitions it writes, or fences as a barrier (an inbox row is anyone's to add, and
-    /// one applied is deleted with the effects it had).
-    fn partitions(&self, count: u32) -> BTreeSet<u32> {
-        let keys = self.ops.iter().filter_map(WriteOp::partition_key);
-        keys.chain(self.barrier_on)
-            .map(|key| (key % u64::from(count.max(1))) as u32)
+    /// The partitions it is fenced on: those it writes (an inbox row is anyone's to add, and
+    /// one applied is deleted with the effects it had), and the one it is fenced on besides.
+    fn fenced(&self, count: u32) -> BTreeSet<u32> {
+        let mut fenced = self.written(count);
+        fenced.extend(self.barrier_on.and_then(|key| partition_of(key, count)));
+        fenced
+    }
+
+    /// The partitions it writes: those that its refusal takes out of this process's hands
+    /// (not one it is only fenced on, of which it wrote nothing).
+    fn written(&self, count: u32) -> BTreeSet<u32> {
+        self.ops
+            .iter()
+            .filter_map(WriteOp::partition_key)
+            .filter_map(|key| partition_of(key, count))
             .collect()
     }
 }
@@ -321,58 +331,57 @@ async fn commit_group(
     client: &Client,
     statements: &Statements,
     leases: &mut Leases,
-    mut group: Vec<Batch>,
+    group: Vec<Batch>,
     shared: &Shared,
 ) -> bool {
-    let mut fenced = false;
-    loop {
-        match commit_once(client, statements, leases, group, fenced, shared).await {
-            Some(rest) => {
-                fenced = true;
-                group = rest;
-            }
-            None => return fenced,
-        }
-    }
-}
-
-/// One transaction of [`commit_group`]: what is to be tried again after a fence refused it.
-/// `again`: these are what a refused transaction left, each of them queued before any
-/// refused batch that wrote its partitions, so partitions frozen for those refused later
-/// ones are still theirs to write.
-async fn commit_once(
-    client: &Client,
-    statements: &Statements,
-    leases: &mut Leases,
-    group: Vec<Batch>,
-    again: bool,
-    shared: &Shared,
-) -> Option<Vec<Batch>> {
     if let Some(reason) = shared.poisoned() {
         for batch in group {
             shared.answer(batch, Err(StorageError::Poisoned(reason.clone())));
         }
-        return None;
+        return false;
     }
+    let (mut kept, mut fence) = admit(leases, group, shared);
+    let mut fenced = false;
+    // A retry's batches were all admitted with the group, each before any refused batch
+    // that wrote its partitions: those frozen since are still theirs to write.
+    while let Some((rest, spoiled)) =
+        commit_once(client, statements, leases, kept, &fence, shared).await
+    {
+        fenced = true;
+        fence.retain(|p, _| !spoiled.contains(p));
+        kept = rest;
+    }
+    fenced
+}
+
+/// A batch admitted to a transaction, with the partitions it writes.
+type Admitted = (Batch, BTreeSet<u32>);
+
+/// The batches of a group that may be written, each with the partitions it writes, and the
+/// epochs to fence them on; a batch for a partition this process may not write now is
+/// refused, and the partitions it wrote are frozen.
+fn admit(
+    leases: &mut Leases,
+    group: Vec<Batch>,
+    shared: &Shared,
+) -> (Vec<Admitted>, BTreeMap<u32, i64>) {
     let count = leases.count();
     let mut fence = BTreeMap::new();
     let mut kept = Vec::with_capacity(group.len());
     let mut refused = Vec::new();
     for batch in group {
-        let touched = batch.partitions(count);
-        let epoch = |p: u32| match again {
-            true => leases.held_epoch(p),
-            false => leases.epoch(p),
-        };
-        let epochs: Option<Vec<(u32, i64)>> =
-            touched.iter().map(|p| epoch(*p).map(|e| (*p, e))).collect();
+        let touched = batch.fenced(count);
+        let epochs: Option<Vec<(u32, i64)>> = touched
+            .iter()
+            .map(|p| leases.epoch(*p).map(|e| (*p, e)))
+            .collect();
         match epochs {
             Some(epochs) => {
                 fence.extend(epochs);
                 kept.push((batch, touched));
             }
             None => {
-                leases.freeze(touched.iter().copied());
+                leases.freeze(batch.written(count));
                 refused.push((batch, touched));
             }
         }
@@ -384,6 +393,19 @@ async fn commit_once(
             shared.answer(batch, Err(moved_error(&touched, leases)));
         }
     }
+    (kept, fence)
+}
+
+/// One transaction of [`commit_group`]: what is to be tried again after a fence refused it,
+/// with the partitions no longer written (those taken, and those the refused batches wrote).
+async fn commit_once(
+    client: &Client,
+    statements: &Statements,
+    leases: &mut Leases,
+    kept: Vec<Admitted>,
+    fence: &BTreeMap<u32, i64>,
+    shared: &Shared,
+) -> Option<(Vec<Admitted>, BTreeSet<u32>)> {
     if kept.iter().all(|(batch, _)| batch.ops.is_empty()) {
         // Nothing to write: everything queued before has committed already, or was refused
         // with its partitions frozen (a barrier on one of those was refused above).
@@ -437,12 +459,10 @@ async fn commit_once(
             let mut refused = Vec::new();
             for (batch, touched) in kept {
                 if touched.is_disjoint(&spoiled) {
-                    again.push(batch);
+                    again.push((batch, touched));
                     continue;
                 }
-                if !batch.ops.is_empty() {
-                    spoiled.extend(touched);
-                }
+                spoiled.extend(batch.written(leases.count()));
                 refused.push(batch);
             }
             leases.freeze(spoiled.iter().copied());
@@ -450,7 +470,7 @@ async fn commit_once(
             for batch in refused {
                 shared.answer(batch, Err(refusal.clone()));
             }
-            Some(again)
+            Some((again, spoiled))
         }
         Err(Refused::Failed(e)) => {
             let reason = format!("journal commit failed: {e}");
@@ -524,7 +544,7 @@ async fn committed(
     client: &Client,
     statements: &Statements,
     patience: Duration,
-    fence: BTreeMap<u32, i64>,
+    fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
 ) -> Result<(), Refused> {
     patiently(patience, commit(client, statements, fence, ops))
@@ -562,7 +582,7 @@ const _: () = assert!(fold::ALL.len() + 4 <= 30);
 async fn commit(
     client: &Client,
     statements: &Statements,
-    fence: BTreeMap<u32, i64>,
+    fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
 ) -> Result<(), Refused> {
     let done = pipeline(client, statements, fence, ops).await;
@@ -576,13 +596,13 @@ async fn commit(
 async fn pipeline(
     client: &Client,
     statements: &Statements,
-    fence: BTreeMap<u32, i64>,
+    fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
 ) -> Result<(), Refused> {
     let mut pending: Vec<Step<'_>> = vec![(&statements.begin, Vec::new())];
     if !fence.is_empty() {
         let (partitions, epochs): (Vec<i32>, Vec<i64>) =
-            fence.into_iter().map(|(p, e)| (p as i32, e)).unzip();
+            fence.iter().map(|(p, e)| (*p as i32, *e)).unzip();
         pending.push((
             &statements.fence,
             vec![Box::new(partitions), Box::new(epochs)],
