@@ -47,6 +47,9 @@ async fn two_completions_of_one_awakeable_racing_a_suspension_have_one_winner() 
     let env = [
         ("STEPS_FILE", steps.display().to_string()),
         ("RESTATE_SUSPEND_AFTER", "1ms".to_owned()),
+        // 200 completions at once: none waits on the in-flight cap (128), whose 429 would
+        // depend on the machine's speed.
+        ("RESTATE_MAX_IN_FLIGHT", "1024".to_owned()),
     ];
     let ports = (free_port(), free_port());
     let app = App::start_on(BIN, &data, &env, ports).await;

@@ -10,7 +10,8 @@
 //! all of them (each runs a share of the partitions and forwards work for the others'), any
 //! one killed or paused (SIGSTOP) past its leases and continued (the others take its
 //! partitions over; it drops them once it sees them taken, and takes its share again), and
-//! leases of one second, so that partitions move often. A paused process whose open
+//! leases of two seconds: short, so that partitions move often, yet longer than a stall of a
+//! busy two-core machine, which would end a healthy process's transaction. A paused process whose open
 //! transaction the database ended meanwhile exits when continued (law 10); the test starts it
 //! again, as a supervisor would. No step waits without a deadline.
 //!
@@ -191,18 +192,18 @@ impl Fleet {
         env: Vec<(&'static str, String)>,
         ports: Vec<(u16, u16)>,
     ) -> Self {
-        let mut apps = Vec::new();
-        for (data, ports) in data.iter().zip(&ports) {
-            apps.push(App::start_on(BIN, data, &env, *ports).await);
-        }
-        Self {
-            apps,
+        let mut fleet = Self {
+            apps: Vec::new(),
             data,
             env,
             ports,
             paused: HashSet::new(),
             seed,
+        };
+        for p in 0..fleet.ports.len() {
+            fleet.start_again(p).await;
         }
+        fleet
     }
 
     /// SIGKILL to process `p` (paused or not), then starts it again.
@@ -212,10 +213,37 @@ impl Fleet {
         self.start_again(p).await;
     }
 
+    /// Starts process `p` and waits until it answers; one that exits on a storage failure
+    /// before that (the machine stalled its first lease round) is started again.
     async fn start_again(&mut self, p: usize) {
-        let app = App::start_on(BIN, &self.data[p], &self.env, self.ports[p]).await;
-        self.apps.insert(p, app);
-        self.paused.remove(&p);
+        for _ in 0..10 {
+            let mut app = App::launch(BIN, &self.data[p], &self.env, self.ports[p]);
+            match app.healthy_or_exited().await {
+                Ok(()) => {
+                    self.apps.insert(p, app);
+                    self.paused.remove(&p);
+                    return;
+                }
+                Err(status) => self.exited_on_storage_failure(p, status),
+            }
+        }
+        panic!(
+            "seed {}: process {p} exited ten times as it started",
+            self.seed
+        );
+    }
+
+    /// Fails the test unless `status` is the exit of law 10 (a storage failure).
+    fn exited_on_storage_failure(&self, p: usize, status: std::process::ExitStatus) {
+        let paused = self.paused.contains(&p);
+        assert!(
+            status.code() == Some(restate_runtime::STORAGE_FAILURE_EXIT_CODE),
+            "seed {}: process {p} exited by itself ({status}, paused before: {paused})",
+            self.seed,
+        );
+        println!(
+            "process {p} exited on a storage failure (paused before: {paused}); started again"
+        );
     }
 
     /// Starts again each process that exited by itself; one that ended otherwise than by the
@@ -226,15 +254,7 @@ impl Fleet {
             let Some(status) = self.apps[p].exited() else {
                 continue;
             };
-            let paused = self.paused.contains(&p);
-            assert!(
-                status.code() == Some(restate_runtime::STORAGE_FAILURE_EXIT_CODE),
-                "seed {}: process {p} exited by itself ({status}, paused before: {paused})",
-                self.seed,
-            );
-            println!(
-                "process {p} exited on a storage failure (paused before: {paused}); started again"
-            );
+            self.exited_on_storage_failure(p, status);
             drop(self.apps.remove(p));
             self.start_again(p).await;
         }
@@ -277,6 +297,50 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+
+    /// The answer to what `build` makes once it is a 200, retried through
+    /// [`Fleet::request`] for up to 60 s (a 503 while a partition moves).
+    async fn ok_json<T: serde::de::DeserializeOwned>(
+        &mut self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            let r = self.request(0, &build).await;
+            let status = r.status();
+            if status == 200 {
+                return r.json().await.unwrap();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {}: {status} for 60 s: {}",
+                self.seed,
+                r.text().await.unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until nothing runs or waits in any process, starting again those that exit.
+    async fn settle(&mut self, client: &reqwest::Client) {
+        for p in 0..self.apps.len() {
+            let start = Instant::now();
+            loop {
+                self.revive().await;
+                if quiet(client, &self.apps[p].admin).await {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(60) {
+                    let report = stuck_report(&self.apps[p], "").await;
+                    panic!(
+                        "seed {}: process {p} not quiet within 60 s\n{report}",
+                        self.seed
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
 }
 
 /// A chaos run with `RESTATE_SUSPEND_AFTER` and `RESTATE_RECOVERY_CONCURRENCY` as given, on
@@ -308,7 +372,7 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
     ];
     if let Some(url) = database {
         env.push(("RESTATE_DATABASE_URL", url));
-        env.push(("RESTATE_LEASE_TTL", "1s".to_owned()));
+        env.push(("RESTATE_LEASE_TTL", "2s".to_owned()));
     }
     let ports: Vec<_> = (0..processes).map(|_| (free_port(), free_port())).collect();
     let mut fleet = Fleet::start(seed, data, env, ports).await;
@@ -456,25 +520,17 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
         }
     }
     // Side effects: once nothing runs or waits, each key holds exactly two adds per mix.
-    fleet.revive().await;
-    for app in &fleet.apps {
-        let idle = || {
-            let (client, admin) = (client.clone(), app.admin.clone());
-            async move { quiet(&client, &admin).await }
-        };
-        within_a_minute(app, "nothing running or waiting", "", idle).await;
-    }
+    fleet.settle(&client).await;
     for k in 0..KEYS {
-        let r = fleet
-            .request(0, |ingress| client.post(format!("{ingress}/Tally/{k}/get")))
+        let count: u64 = fleet
+            .ok_json(|ingress| client.post(format!("{ingress}/Tally/{k}/get")))
             .await;
-        let count: u64 = r.json().await.unwrap();
         let expected = 2 * (0..mixes).filter(|i| i % KEYS == k).count() as u64;
         assert_eq!(count, expected, "seed {seed}: Tally/{k}");
     }
 }
 
-/// Stops process `pid` (SIGSTOP) for longer than its one-second leases, then continues it:
+/// Stops process `pid` (SIGSTOP) for longer than its two-second leases, then continues it:
 /// what it was doing meets partitions taken over by the others meanwhile.
 async fn pause_past_its_leases(pid: u32) {
     let signal = |name: &str| {
@@ -485,7 +541,7 @@ async fn pause_past_its_leases(pid: u32) {
             .success()
     };
     assert!(signal("-STOP"), "SIGSTOP to {pid}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     // Killed meanwhile (a later kill chose it): nothing to continue.
     signal("-CONT");
 }

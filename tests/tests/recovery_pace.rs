@@ -16,6 +16,9 @@ fn env(steps: &std::path::Path, step_ms: u32, at_once: Option<u32>) -> Vec<(&'st
     let mut env = vec![
         ("STEPS_FILE", steps.display().to_string()),
         ("STEP_MS", step_ms.to_string()),
+        // 200 results asked at once: none waits on the in-flight cap (128), whose 429 would
+        // depend on the machine's speed.
+        ("RESTATE_MAX_IN_FLIGHT", "1024".to_owned()),
     ];
     if let Some(n) = at_once {
         env.push(("RESTATE_RECOVERY_CONCURRENCY", n.to_string()));

@@ -205,7 +205,10 @@ impl MemoryStorage {
     /// is refused, as a shared database's fence refuses it.
     #[cfg(test)]
     pub(crate) fn fence(&self) {
-        *self.writable.lock().expect("writable lock") = self.owned.borrow().clone();
+        // Read before the lock: a commit holds `writable` while it drops partitions from
+        // `owned`, so holding `owned`'s guard while waiting for `writable` would deadlock.
+        let owned = self.owned.borrow().clone();
+        *self.writable.lock().expect("writable lock") = owned;
     }
 
     /// Another process takes `partitions` over while this one still runs them (it was paused

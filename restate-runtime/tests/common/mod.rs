@@ -39,9 +39,14 @@ impl TestServer {
         for _ in 0..5 {
             let ingress = free_addr();
             let admin = free_addr();
+            // Bursts of up to a thousand requests at once: over the default in-flight cap
+            // (128) a request waits a second for a slot, then gets 429, which on a slow
+            // machine would make a test's answers depend on its speed. The cap has tests
+            // of its own (`listener`, and `overload` on the example app).
             let builder = || {
                 Runtime::builder()
                     .without_env()
+                    .max_in_flight(4096)
                     .data_dir(dir.path())
                     .ingress_addr(ingress)
                     .admin_addr(admin)

@@ -94,6 +94,18 @@ impl App {
         env: &[(&str, String)],
         ports: (u16, u16),
     ) -> Self {
+        let app = Self::launch(binary, data_dir, env, ports);
+        app.wait_healthy().await;
+        app
+    }
+
+    /// Starts as [`App::start_on`] does, without waiting for it to answer.
+    pub fn launch(
+        binary: &str,
+        data_dir: &Path,
+        env: &[(&str, String)],
+        ports: (u16, u16),
+    ) -> Self {
         let log = match std::env::var("TEST_APP_LOG_DIR") {
             Ok(dir) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -104,9 +116,7 @@ impl App {
             ),
             Err(_) => Stdio::null(),
         };
-        let app = Self::spawn(binary, data_dir, env, ports, log);
-        app.wait_healthy().await;
-        app
+        Self::spawn(binary, data_dir, env, ports, log)
     }
 
     /// Starts the process without waiting for it to answer; its log (tracing writes to
@@ -150,6 +160,23 @@ impl App {
     /// Waits (up to 60 s) until the ingress answers its health check.
     pub async fn wait_healthy(&self) {
         poll(Duration::from_secs(60), || self.healthy()).await;
+    }
+
+    /// Waits (up to 60 s) until the ingress answers its health check, or the process exits:
+    /// how it ended then.
+    pub async fn healthy_or_exited(&mut self) -> Result<(), std::process::ExitStatus> {
+        let start = Instant::now();
+        while !self.healthy().await {
+            if let Some(status) = self.exited() {
+                return Err(status);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "not healthy within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Ok(())
     }
 
     /// Whether the process is still running.
@@ -228,9 +255,9 @@ pub async fn gauges(client: &reqwest::Client, admin: &str) -> (u64, u64) {
 
 /// Whether nothing runs or waits: no unfinished invocation in memory, no timer armed or
 /// stored, and none found at start still waiting to be restored (those wait on disk, outside
-/// the first count).
+/// the first count). A process that does not answer is not known to be quiet.
 pub async fn quiet(client: &reqwest::Client, admin: &str) -> bool {
-    let counts = metrics(
+    let counts = try_metrics(
         client,
         admin,
         [
@@ -241,7 +268,7 @@ pub async fn quiet(client: &reqwest::Client, admin: &str) -> bool {
         ],
     )
     .await;
-    counts == [0, 0, 0, 0]
+    counts == Some([0, 0, 0, 0])
 }
 
 /// `POST {ingress}/Waits/busy/send` (the crash app) with an idempotency key: the invocation
@@ -334,20 +361,31 @@ pub async fn metrics<const N: usize>(
     admin: &str,
     names: [&str; N],
 ) -> [u64; N] {
+    try_metrics(client, admin, names)
+        .await
+        .expect("the admin port answers /metrics")
+}
+
+/// As [`metrics`], or `None` when the process does not answer (it exited, say).
+pub async fn try_metrics<const N: usize>(
+    client: &reqwest::Client,
+    admin: &str,
+    names: [&str; N],
+) -> Option<[u64; N]> {
     let text = client
         .get(format!("{admin}/metrics"))
         .send()
         .await
-        .unwrap()
+        .ok()?
         .text()
         .await
-        .unwrap();
-    names.map(|name| {
+        .ok()?;
+    Some(names.map(|name| {
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
-    })
+    }))
 }
 
 /// Polls until `cond` holds or fails the test after `deadline`.

@@ -82,6 +82,8 @@ struct Statements {
     joint: Statement,
     take_joint: Statement,
     member: Statement,
+    /// Removes the rows of processes whose membership expired (stopped or killed ones).
+    prune_members: Statement,
     leave_members: Statement,
     live: Statement,
     renew: Statement,
@@ -128,18 +130,15 @@ impl Leases {
                      FOR UPDATE SKIP LOCKED) RETURNING epoch"
                 ))
                 .await?,
-            // Renews this process's membership and removes the rows of processes whose
-            // membership expired (stopped or killed ones; not counted as live anyway): rows
-            // another process is removing at the same time are skipped, never waited for.
             member: client
                 .prepare(&format!(
-                    "WITH pruned AS (DELETE FROM restate_members WHERE pid IN \
-                     (SELECT pid FROM restate_members WHERE expires_at < clock_timestamp() \
-                     AND pid <> pg_backend_pid() FOR UPDATE SKIP LOCKED)) \
-                     INSERT INTO restate_members (pid, expires_at) \
+                    "INSERT INTO restate_members (pid, expires_at) \
                      VALUES (pg_backend_pid(), {UNTIL}) \
                      ON CONFLICT (pid) DO UPDATE SET expires_at = EXCLUDED.expires_at"
                 ))
+                .await?,
+            prune_members: client
+                .prepare("DELETE FROM restate_members WHERE expires_at < clock_timestamp()")
                 .await?,
             leave_members: client
                 .prepare(
@@ -315,6 +314,11 @@ impl Leases {
         if self.released {
             self.forget_taken(client).await?;
             return Ok(Ok(()));
+        }
+        // Housekeeping only (an expired row is not counted as live anyway): a failure, such as
+        // two processes pruning the same rows at once, is no reason to stop.
+        if let Err(e) = client.execute(&s.prune_members, &[]).await {
+            tracing::debug!("pruning expired members failed: {}", super::pg_error(&e));
         }
         client
             .execute(&s.member, &[&self.ttl_ms])

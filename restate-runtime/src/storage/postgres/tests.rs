@@ -162,13 +162,13 @@ async fn partitions_offered_back_are_released_only_once_the_engine_saw_them_go()
         return;
     }
     let url = cluster().fresh_database().unwrap();
-    let options = with_lease(300, None);
+    let options = with_lease(1_000, None);
     let first = PostgresStorage::open(&url, &options).unwrap();
     let before = first.owned().borrow().clone();
     assert_eq!(before.len(), 4);
     let url2 = url.clone();
     let second =
-        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(300, None)))
+        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(1_000, None)))
             .await
             .unwrap()
             .unwrap();
@@ -184,7 +184,7 @@ async fn partitions_offered_back_are_released_only_once_the_engine_saw_them_go()
     assert!(after.version() > before.version());
     // A word about a set before the offer: for all it says, none runs here, yet nothing goes.
     first.left(&Partitions::none(4).numbered(before.version()));
-    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     assert!(second.owned().borrow().is_empty(), "released too early");
     let held = cluster()
         .query(
@@ -229,7 +229,7 @@ async fn partitions_spread_evenly_and_follow_the_processes_that_come_and_go() {
     let url = cluster().fresh_database().unwrap();
     let options = PostgresOptions {
         partitions: 8,
-        lease_ttl: std::time::Duration::from_millis(600),
+        lease_ttl: std::time::Duration::from_millis(1_500),
         ..Default::default()
     };
     let first = PostgresStorage::open(&url, &options).unwrap();
@@ -653,10 +653,10 @@ async fn an_idle_owner_keeps_its_leases_and_drops_one_taken_over_alone() {
         return;
     }
     let url = cluster().fresh_database().unwrap();
-    let owner = PostgresStorage::open(&url, &with_lease(300, None)).unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(1_000, None)).unwrap();
     owner.submit(vec![set("n", b"1")]).await.unwrap();
     // Idle for three lease lengths: the writer renews its leases at the epochs it took.
-    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
     let held = cluster()
         .query(
             &url,
@@ -717,7 +717,7 @@ async fn an_idle_owner_keeps_its_leases_and_drops_one_taken_over_alone() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
     let epoch_of =
         format!("SELECT epoch::text FROM restate_partitions WHERE partition = {partition}");
     assert_eq!(
@@ -777,7 +777,7 @@ async fn partitions_a_refused_write_wrote_are_frozen_and_offered_back() {
         return;
     }
     let url = cluster().fresh_database().unwrap();
-    let owner = PostgresStorage::open(&url, &with_lease(300, None)).unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(1_000, None)).unwrap();
     owner.submit(vec![set_in(0, b"1")]).await.unwrap();
     assert_eq!(owner.owned().borrow().len(), 4);
     // Partition 0 taken, unannounced: a write of partitions 0 and 1 is refused by the fence.
