@@ -1052,11 +1052,10 @@ impl Engine {
         // Nothing to wait for: the channel made for this look goes with its receiver.
         drop(rx);
         self.drop_finisher_if_idle(&id);
-        if outcome.is_none()
-            && self.shared_store
-            && self.storage.inbox_pending_async(&id).await?.starts
-        {
-            // Accepted by another process, not applied yet.
+        if outcome.is_none() && self.shared_store {
+            // Accepted by another process and not applied yet, or applied since the read
+            // above (its message leaves the inbox only after its record is stored): the
+            // inbox, then the store again, say which, or that neither knows it.
             return self.wait_stored(id).await;
         }
         Ok(outcome)

@@ -118,6 +118,8 @@ impl MemoryStore {
             writable: Mutex::new(Partitions::all(shared.partitions)),
             #[cfg(test)]
             left: Mutex::default(),
+            #[cfg(test)]
+            before_inbox_check: Mutex::default(),
         }
     }
 
@@ -162,6 +164,10 @@ pub(crate) struct MemoryStorage {
     /// check when a shared store would release a lease).
     #[cfg(test)]
     left: Mutex<Vec<Partitions>>,
+    /// Runs at the start of the next inbox check (for tests of what commits between two
+    /// reads of a waiter).
+    #[cfg(test)]
+    before_inbox_check: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl MemoryStorage {
@@ -199,6 +205,13 @@ impl MemoryStorage {
             .iter()
             .any(|o| o == set);
         (left.len(), seen)
+    }
+
+    /// Runs `step` at the start of the next inbox check, as if another task committed it just
+    /// then.
+    #[cfg(test)]
+    pub(crate) fn before_next_inbox_check(&self, step: impl FnOnce() + Send + 'static) {
+        *self.before_inbox_check.lock().expect("hook lock") = Some(Box::new(step));
     }
 
     /// The partitions this process was told it lost are no longer writable: a write to one
@@ -841,6 +854,13 @@ impl Storage for MemoryStorage {
     }
 
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
+        #[cfg(test)]
+        {
+            let step = self.before_inbox_check.lock().expect("hook lock").take();
+            if let Some(step) = step {
+                step();
+            }
+        }
         let shared = self.tables()?;
         let rows = shared.tables.inbox.values();
         Ok(

@@ -768,6 +768,38 @@ async fn attaches_and_cancels_cross_partitions_through_the_inboxes() {
     engine_b.shutdown();
 }
 
+/// An attach to an invocation of a partition this process runs, not in memory and not
+/// stored at the first read, whose inbox message is applied (its record stored, then the
+/// message removed) before the inbox is read: the store, read again, has it. Read once, the
+/// attach would answer "not found" for an invocation that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_racing_the_inbox_that_creates_its_target_finds_it() {
+    let Pair {
+        handles: [_, b], ..
+    } = pair();
+    let (tally, _open) = Tally::new(true);
+    let engine = start(&b, &tally);
+    let id = InvocationId::random(partition_key_of("Tally", &key_in("Tally", 2)));
+    let applied = b.clone();
+    b.before_next_inbox_check(move || {
+        let status = Status::Completed {
+            outcome: crate::storage::Outcome::Success(b"\"done\"".to_vec()),
+            completed_at_ms: 1,
+            expires_at_ms: u64::MAX,
+        };
+        let record = crate::storage::InvocationRecord::for_test("Tally", Some("k"), status);
+        drop(applied.submit(vec![WriteOp::put_new_invocation(id, &record)]));
+    });
+    let attached = within(engine.attach_here(id)).await.unwrap();
+    let outcome = attached.map(|done| done.outcome.clone());
+    assert_eq!(
+        outcome,
+        Some(crate::storage::Outcome::Success(b"\"done\"".to_vec())),
+        "the attach missed an invocation applied between its reads"
+    );
+    engine.shutdown();
+}
+
 /// Each process purges the finished invocations of the partitions it runs, and only
 /// those (a delete of another's would be refused, and the whole purge with it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
