@@ -150,10 +150,12 @@ pub enum WriteOp {
         /// The invocation.
         id: InvocationId,
         /// The [`InvocationRecord`], encoded.
+        #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
         /// When finished: the expiry time that the purger indexes it under.
         expires_at_ms: Option<u64>,
         /// When not finished: the recovery hint indexed for it.
+        #[serde(with = "serde_bytes")]
         unfinished: Option<Vec<u8>>,
         /// Whether an earlier write may have indexed a recovery hint, which a finished record
         /// removes (false for a record stored for the first time, so the index is not touched).
@@ -166,6 +168,7 @@ pub enum WriteOp {
         /// The entry's position in that journal.
         index: u32,
         /// The [`JournalEntry`], encoded.
+        #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
     },
     /// Remove an invocation with its journal and expiry index entry.
@@ -180,6 +183,7 @@ pub enum WriteOp {
         /// The entry's name.
         name: String,
         /// The value's JSON bytes, as the handler serialized them.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove one state entry.
@@ -201,6 +205,7 @@ pub enum WriteOp {
         /// The promise's name.
         name: String,
         /// Its [`Outcome`], encoded.
+        #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
     },
     /// Remove every durable promise of a workflow key.
@@ -282,6 +287,7 @@ pub enum WriteOp {
         /// The invocation it is for.
         id: InvocationId,
         /// The [`InboxMessage`], encoded.
+        #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
     },
 }

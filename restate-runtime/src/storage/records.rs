@@ -35,7 +35,7 @@ impl std::fmt::Display for Target {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The output payload.
-    Success(Vec<u8>),
+    Success(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A terminal error.
     Failure {
         /// The terminal error's code.
@@ -172,6 +172,7 @@ pub struct InvocationRecord {
     /// The handler it runs.
     pub target: Target,
     /// The input payload, as received.
+    #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,
     /// The headers the handler sees (names in lower case).
     pub headers: Vec<(String, String)>,
@@ -207,6 +208,7 @@ pub struct InvocationRecord {
 #[derive(Deserialize)]
 struct RecordBeforeVersion {
     target: Target,
+    #[serde(with = "serde_bytes")]
     input: Vec<u8>,
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
@@ -383,11 +385,11 @@ impl UnfinishedHint {
         let flags = u8::from(head.due_at_ms.is_some())
             | u8::from(head.suspended) << 1
             | u8::from(head.keyed) << 2;
-        let mut out = vec![HINT_VERSION, flags];
+        let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+        out.extend([HINT_VERSION, flags]);
         out.extend(head.due_at_ms.unwrap_or(0).to_be_bytes());
         out.extend(head.seq.to_be_bytes());
-        out.extend(postcard::to_stdvec(self).expect("hint encodes"));
-        out
+        postcard::to_extend(self, out).expect("hint encodes")
     }
 
     /// The head of an encoded hint; `None` for a hint of an older format (decode it).
@@ -497,6 +499,7 @@ pub enum JournalEntry {
         /// The entry's name.
         name: String,
         /// The value read (JSON bytes); `None` when unset.
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
     },
     /// The state names a handler listed.
@@ -509,6 +512,7 @@ pub enum JournalEntry {
         /// The entry's name.
         name: String,
         /// The value written (JSON bytes).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// A state removal.
@@ -629,11 +633,16 @@ pub enum DecodeRecordError {
     Corrupt(#[from] postcard::Error),
 }
 
+/// What an encoded record starts with room for: most records and journal entries fit, so
+/// encoding one rarely grows its buffer.
+const ENCODE_CAPACITY: usize = 128;
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
-    // Encoding our own plain data types into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(value).expect("record encodes"));
-    out
+    // Encoded straight after the tag byte: no second buffer to copy from. Encoding our own
+    // plain data types into a Vec cannot fail.
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    out.push(RECORD_VERSION);
+    postcard::to_extend(value, out).expect("record encodes")
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeRecordError> {
@@ -675,6 +684,46 @@ mod tests {
             decode::<JournalEntry>(&newer),
             Err(DecodeRecordError::Version { .. })
         ));
+    }
+
+    #[test]
+    fn byte_fields_keep_the_encoding_of_a_byte_sequence() {
+        // Stored records and log records were written with these fields as plain `Vec<u8>`
+        // (a sequence of u8); they are now serialized as bytes in one piece. Both must be
+        // the same bytes, in both directions, or older stores would not read.
+        let payload: Vec<u8> = (0..=255).chain(0..44).collect();
+        let success = encode(&Outcome::Success(payload.clone()));
+        let mut as_sequence = vec![RECORD_VERSION, 0];
+        as_sequence.extend(postcard::to_stdvec(&payload).unwrap());
+        assert_eq!(success, as_sequence);
+        assert_eq!(
+            decode::<Outcome>(&as_sequence).unwrap(),
+            Outcome::Success(payload.clone())
+        );
+
+        let read = JournalEntry::GetState {
+            name: "n".into(),
+            value: Some(payload.clone()),
+        };
+        #[derive(Serialize)]
+        enum Plain {
+            #[allow(dead_code)]
+            Run,
+            #[allow(dead_code)]
+            Send,
+            #[allow(dead_code)]
+            Call,
+            GetState {
+                name: String,
+                value: Option<Vec<u8>>,
+            },
+        }
+        let plain = encode(&Plain::GetState {
+            name: "n".into(),
+            value: Some(payload),
+        });
+        assert_eq!(encode(&read), plain);
+        assert_eq!(decode::<JournalEntry>(&plain).unwrap(), read);
     }
 
     #[test]
