@@ -23,6 +23,9 @@ pub(super) struct Log {
     segments: [Wal; 2],
     /// The segment taking appends.
     active: usize,
+    /// Per segment: it filled before the checkpoint of the other's records ended, so it grows
+    /// when it is next written from its start.
+    too_small: [bool; 2],
 }
 
 impl Log {
@@ -71,7 +74,14 @@ impl Log {
         }
         replayed.extend(segments[second].read_after(next, &paths[second])?.0);
         let active = if replayed.is_empty() { first } else { second };
-        Ok((Self { segments, active }, replayed))
+        Ok((
+            Self {
+                segments,
+                active,
+                too_small: [false; 2],
+            },
+            replayed,
+        ))
     }
 
     fn paths(dir: &Path) -> [PathBuf; 2] {
@@ -85,9 +95,16 @@ impl Log {
     }
 
     /// The other segment takes appends from its start (it must hold no record the store lacks
-    /// durably): larger (twice, up to 64 MiB) when the active one `grow`s.
-    pub(super) fn switch(&mut self, grow: bool) -> io::Result<()> {
+    /// durably). `filled_first`: the active segment filled before the checkpoint of the other's
+    /// records ended, so the active one is too small for the load and doubles (up to 64 MiB)
+    /// when it is next written from its start. Not the other one: a larger segment to
+    /// checkpoint would only make that checkpoint longer, and the small one would go on
+    /// filling first (it did, until 2026-12-03: one segment grew to 64 MiB, the other stayed
+    /// at 1 MiB, and commits waited for every checkpoint of the large one).
+    pub(super) fn switch(&mut self, filled_first: bool) -> io::Result<()> {
+        self.too_small[self.active] |= filled_first;
         self.active = 1 - self.active;
+        let grow = std::mem::take(&mut self.too_small[self.active]);
         self.segments[self.active].restart(grow)
     }
 
@@ -157,6 +174,36 @@ mod tests {
         drop(log);
         assert_eq!(open(dir.path(), 3).unwrap(), [4, 5, 6, 7]);
         assert_eq!(open(dir.path(), 5).unwrap(), [6, 7]);
+    }
+
+    #[test]
+    fn the_segment_that_filled_first_grows_not_the_one_it_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = |i: usize| {
+            std::fs::metadata(dir.path().join(SEGMENT_NAMES[i]))
+                .unwrap()
+                .len()
+        };
+        let (mut log, _) = Log::open(&OsFiles, dir.path(), 0, SALT).unwrap();
+        let initial = len(0);
+        assert_eq!(len(1), initial);
+        append(&mut log, 1..=3);
+        // The first segment is checkpointed; the second fills before that checkpoint ends.
+        log.switch(false).unwrap();
+        append(&mut log, 4..=5);
+        log.switch(true).unwrap();
+        // Expected: the first segment is written from its start at its own size; the second,
+        // which filled too soon, has not been restarted yet.
+        assert_eq!((len(0), len(1)), (initial, initial));
+        append(&mut log, 6..=7);
+        log.switch(false).unwrap();
+        // Expected: now restarted, the second segment is twice as large; the first is not.
+        assert_eq!((len(0), len(1)), (initial, 2 * initial));
+        append(&mut log, 8..=9);
+        log.switch(false).unwrap();
+        assert_eq!((len(0), len(1)), (initial, 2 * initial));
+        drop(log);
+        assert_eq!(open(dir.path(), 7).unwrap(), [8, 9]);
     }
 
     #[test]

@@ -373,7 +373,7 @@ impl Writer {
             // The active segment is full: the other one takes appends once the checkpoint of
             // its own records, if one still runs, is durable; then this one's are checkpointed.
             // A segment that filled before that checkpoint ended is too small for the load:
-            // the next one is larger. Otherwise they stay small, and so do the checkpoints
+            // it is larger when next written. Otherwise they stay small, and so do the checkpoints
             // (their length is the stall of a read that overlaps one, and of the groups kept
             // aside meanwhile, applied at once when it ends).
             let filled_first = self.checkpointer.running.is_some();
