@@ -213,6 +213,15 @@ impl PostgresStorage {
                     let deployment = schema::read(&client).await;
                     return Ok((client, deployment, None));
                 }
+                // The writer's statements (the fence, and array statements over a group's
+                // rows) are planned once: PostgreSQL otherwise plans each execution again
+                // whenever a plan for the parameters at hand looks cheaper than the generic
+                // one, which it does for array parameters; echo at concurrency 1 spent about
+                // 0.08 ms of its 0.55 ms so (three alternating runs, p50 0.54-0.62 -> 0.48-0.49
+                // ms). PostgreSQL 12 and later.
+                let _ = client
+                    .batch_execute("SET plan_cache_mode = force_generic_plan")
+                    .await;
                 let deployment = match schema::prepare(&mut client, partitions).await {
                     Ok(deployment) => deployment,
                     Err(e) => return Ok((client, Err(e), None)),

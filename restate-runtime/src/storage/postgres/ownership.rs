@@ -4,8 +4,8 @@
 //! it holds by the database's clock, counts the live processes (`restate_members`), offers back
 //! what it holds beyond its share, and takes free partitions up to it (expired, released, or
 //! whose owner's session is gone: a killed process's partitions are taken at once). Every
-//! transaction it commits is fenced on the epochs of the partitions it writes
-//! (`restate_fence_partitions`), so a process paused past its leases (SIGSTOP, a stall, a
+//! transaction it commits is fenced on the epochs of the partitions it writes (the writer's
+//! `FENCE` statement), so a process paused past its leases (SIGSTOP, a stall, a
 //! network partition) and then continued commits nothing for the partitions taken from it.
 //!
 //! A partition is offered back in two steps, so that its new owner never runs beside

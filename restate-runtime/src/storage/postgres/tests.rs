@@ -322,25 +322,32 @@ async fn partitions_spread_evenly_and_follow_the_processes_that_come_and_go() {
 
 #[tokio::test]
 async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
+    use super::schema::SCHEMA_VERSION;
     if PostgresCluster::for_tests().is_none() {
         return;
     }
     let url = cluster().fresh_database().unwrap();
     drop(open(&url, 4).unwrap());
-    // A newer binary added migration 4, an expansion: this one still runs.
+    // A newer binary added the next migration, an expansion: this one still runs.
+    let (expand, contract) = (SCHEMA_VERSION + 1, SCHEMA_VERSION + 2);
     cluster()
         .execute(
             &url,
-            "INSERT INTO restate_schema_history (version, name, applied_on, checksum) \
-             VALUES (4, 'expand', '2026-11-30T12:00:00Z', '1')",
+            &format!(
+                "INSERT INTO restate_schema_history (version, name, applied_on, checksum) \
+                 VALUES ({expand}, 'expand', '2026-11-30T12:00:00Z', '1')"
+            ),
         )
         .unwrap();
     drop(open(&url, 4).expect("an expanded schema still runs"));
-    // Then migration 5 contracted the schema: binaries before it must not run.
+    // Then the one after contracted the schema: binaries before it must not run.
     cluster()
         .execute(
             &url,
-            "UPDATE restate_meta SET value = int4send(5) WHERE name = 'oldest_binary_schema'",
+            &format!(
+                "UPDATE restate_meta SET value = int4send({contract}) \
+                 WHERE name = 'oldest_binary_schema'"
+            ),
         )
         .unwrap();
     match open(&url, 4) {
@@ -349,7 +356,10 @@ async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
                 path.starts_with("postgres://restate:***@127.0.0.1:"),
                 "{path}"
             );
-            assert!(reason.contains("schema version 5"), "{reason}");
+            assert!(
+                reason.contains(&format!("schema version {contract}")),
+                "{reason}"
+            );
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a schema newer than the binary was accepted"),
@@ -1279,4 +1289,95 @@ async fn a_reader_reads_beside_the_owner_and_writes_nothing() {
     later.close();
     reader.close();
     owner.close();
+}
+
+#[tokio::test]
+async fn the_fence_waits_for_a_takeover_in_flight_and_a_takeover_for_a_fenced_commit() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    // The schema, and the partitions' rows with the epochs the process took them at.
+    drop(open(&url, 4).unwrap());
+    let connect = || async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let (writer, taker) = (connect().await, connect().await);
+    let epochs =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    let held = epochs(
+        writer
+            .query(
+                "SELECT epoch FROM restate_partitions WHERE partition IN (1, 2) ORDER BY partition",
+                &[],
+            )
+            .await
+            .unwrap(),
+    );
+    let partitions = vec![1i32, 2];
+    let still_pending = std::time::Duration::from_millis(300);
+
+    // Order 1: a takeover of partition 2 is in flight (its epoch moved, not yet committed).
+    // The fence waits for it, then sees the new epoch and refuses, naming the partition.
+    taker
+        .batch_execute("BEGIN; UPDATE restate_partitions SET epoch = epoch + 1 WHERE partition = 2")
+        .await
+        .unwrap();
+    writer.batch_execute("BEGIN").await.unwrap();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&partitions, &held];
+    let fence = writer.execute(super::writer::FENCE, &params);
+    let mut fence = std::pin::pin!(fence);
+    assert!(
+        tokio::time::timeout(still_pending, &mut fence)
+            .await
+            .is_err(),
+        "the fence passed while a takeover of its partition was in flight"
+    );
+    taker.batch_execute("COMMIT").await.unwrap();
+    let refused = fence
+        .await
+        .expect_err("the fence let a write through after a takeover");
+    let db = refused.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), super::ownership::FENCED_STATE);
+    assert_eq!(db.detail(), Some("2"));
+    writer.batch_execute("ROLLBACK").await.unwrap();
+
+    // Order 2: the fence passes first (the epochs as they are now) and holds its lock; a
+    // takeover of partition 1 waits until the fenced transaction has committed.
+    let now = vec![held[0], held[1] + 1];
+    writer.batch_execute("BEGIN").await.unwrap();
+    writer
+        .execute(super::writer::FENCE, &[&partitions, &now])
+        .await
+        .expect("the fence refused the epochs it holds");
+    writer
+        .batch_execute("UPDATE restate_meta SET value = value WHERE name = 'partitions'")
+        .await
+        .unwrap();
+    let takeover = taker.execute(
+        "UPDATE restate_partitions SET epoch = epoch + 1 WHERE partition = 1",
+        &[],
+    );
+    let mut takeover = std::pin::pin!(takeover);
+    assert!(
+        tokio::time::timeout(still_pending, &mut takeover)
+            .await
+            .is_err(),
+        "a takeover committed while a fenced transaction held the partition"
+    );
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(takeover.await.unwrap(), 1);
+    assert_eq!(
+        epochs(
+            writer
+                .query("SELECT epoch FROM restate_partitions WHERE partition IN (1, 2) ORDER BY partition", &[])
+                .await
+                .unwrap()
+        ),
+        vec![held[0] + 1, held[1] + 1]
+    );
 }
