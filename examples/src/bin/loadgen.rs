@@ -37,7 +37,9 @@
 //! - `--postgres`: the server it starts runs on PostgreSQL (`RESTATE_DATABASE_URL`), a
 //!   fresh database on a private cluster with PostgreSQL's default durability (`initdb` into
 //!   a temporary folder, stopped at the end). The server columns do not count PostgreSQL's
-//!   own processes; `other CPU s` does.
+//!   own processes; `other CPU s` does. After the rows, `pgbench` (the cluster's own, one
+//!   prepared `INSERT` per transaction, 5 s at concurrency 1) measures one commit on the
+//!   same cluster, and echo's p50 at concurrency 1 is given as a multiple of it.
 //! - `--standbys N` (with `--postgres`): N more servers on the same database, started after
 //!   the first; the rows start once every server runs its share of the partitions
 //!   (`restate_partitions_running`). The load goes to the last one, so the requests for the
@@ -822,6 +824,67 @@ fn disk_fsync_rate(dir: &std::path::Path, secs: f64) -> std::io::Result<(f64, f6
     Ok((latencies.len() as f64 / elapsed, median))
 }
 
+/// One PostgreSQL commit on `cluster`, as `pgbench` measures it: one prepared `INSERT` per
+/// transaction from one client for `secs`, into a table of a fresh database; (transactions
+/// per second, median ms), from pgbench's per-transaction log.
+fn pgbench_commit(
+    cluster: &restate_runtime::testing::PostgresCluster,
+    secs: u32,
+) -> Result<(f64, f64), String> {
+    let pgbench = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("/usr/lib/postgresql: {e}"))?
+        .filter_map(|v| Some(v.ok()?.path().join("bin/pgbench")))
+        .find(|p| p.exists())
+        .ok_or("pgbench is not installed")?;
+    let url = cluster.fresh_database().map_err(|e| e.to_string())?;
+    cluster
+        .execute(&url, "CREATE TABLE commits (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+        .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("loadgen-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let script = dir.join("commit.sql");
+    std::fs::write(&script, "INSERT INTO commits DEFAULT VALUES;\n").map_err(|e| e.to_string())?;
+    let output = Command::new(&pgbench)
+        .args(["-n", "-c", "1", "-j", "1", "-M", "prepared", "-l"])
+        .arg(format!("--log-prefix={}", dir.join("log").display()))
+        .args(["-T", &secs.to_string(), "-f"])
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .map_err(|e| format!("{}: {e}", pgbench.display()))?;
+    let measured = (|| {
+        if !output.status.success() {
+            return Err(format!(
+                "pgbench: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        // One line per transaction; its third field is the latency in microseconds.
+        let mut latencies = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("log"))
+            {
+                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+                latencies.extend(
+                    text.lines()
+                        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()),
+                );
+            }
+        }
+        if latencies.is_empty() {
+            return Err("pgbench logged no transaction".into());
+        }
+        latencies.sort_by(f64::total_cmp);
+        let median = latencies[latencies.len() / 2] / 1000.0;
+        Ok((latencies.len() as f64 / f64::from(secs), median))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_attempt(
     args: &Args,
@@ -1128,6 +1191,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut drains = Vec::new();
     let mut commit_rows = Vec::new();
+    let mut echo_p50 = None;
     for scenario in scenarios() {
         if let Some(only) = &args.only
             && !scenario.name.contains(only.as_str())
@@ -1217,6 +1281,9 @@ async fn main() {
                 )
                 .unwrap();
             }
+            if scenario.name == "echo" && concurrency == 1 {
+                echo_p50 = Some(row.pct[0]);
+            }
             drains.extend(a.drain);
             if let Some(c) = a.commits {
                 commit_rows.push((scenario.name, concurrency, row.ok, row.elapsed, c));
@@ -1294,6 +1361,26 @@ async fn main() {
                 )
                 .unwrap();
             }
+        }
+    }
+    if let Some(cluster) = &postgres {
+        match pgbench_commit(cluster, 5) {
+            Ok((tps, p50)) => {
+                println!(
+                    "\nOne PostgreSQL commit on the same cluster (pgbench, one prepared INSERT per transaction, 5 s at concurrency 1): p50 {p50:.3} ms, {tps:.0} transactions/s."
+                );
+                if let Some(echo) = echo_p50 {
+                    println!(
+                        "Echo at concurrency 1: p50 {} ms, {:.2}× one PostgreSQL commit.",
+                        fmt_ms(echo),
+                        echo / p50
+                    );
+                }
+                if let Some(f) = &mut tsv {
+                    writeln!(f, "pgcommit\t{label}\t{tps:.0}\t{p50:.3}").unwrap();
+                }
+            }
+            Err(e) => println!("\nOne PostgreSQL commit: not measured ({e})."),
         }
     }
     drop(guard);
