@@ -6,7 +6,7 @@
 -- pipelined, concurrency 1). Schema 4's writer locks the partitions' rows FOR SHARE and
 -- compares their epochs itself:
 --
---   WITH locked AS MATERIALIZED (SELECT partition, epoch FROM restate_partitions
+--   WITH locked AS (SELECT partition, epoch FROM restate_partitions
 --       WHERE partition = ANY($1::int[]) ORDER BY partition FOR SHARE)
 --   SELECT restate_fence_refused(array_agg(h.p ORDER BY h.p))
 --   FROM unnest($1::int[], $2::bigint[]) AS h(p, e)

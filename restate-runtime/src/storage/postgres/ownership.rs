@@ -36,7 +36,8 @@ use tokio_postgres::{Client, Statement};
 
 use super::super::Partitions;
 
-/// The SQLSTATE `restate_fence_partitions` raises, its DETAIL naming the partitions.
+/// The SQLSTATE the fence raises (`restate_fence_refused`, and schema 3's
+/// `restate_fence_partitions`), its DETAIL naming the partitions.
 pub(super) const FENCED_STATE: &str = "RSF01";
 
 /// This process's leases, kept by its writer.
