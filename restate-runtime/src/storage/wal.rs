@@ -8,8 +8,9 @@
 //! commit covers every page the records since the last one touched, once.
 //!
 //! Files: `journal.wal` and `journal.1.wal` in the data folder, next to the store
-//! `journal.redb`; each preallocated with zeros (1 MiB, doubling up to 64 MiB when it fills
-//! before the checkpoint of the other segment has ended), records from offset 0.
+//! `journal.redb`; each preallocated with zeros (1 MiB; a segment that fills before the
+//! checkpoint of the other has ended doubles, up to 64 MiB, when it is next written from its
+//! start), records from offset 0.
 //! It is reached through [`LogFile`], so that crash tests can put a simulated disk under it.
 //!
 //! Record layout (little-endian): length of the payload (u32), CRC-32 (u32) of the store's
