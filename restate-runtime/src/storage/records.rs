@@ -385,8 +385,7 @@ impl UnfinishedHint {
         let flags = u8::from(head.due_at_ms.is_some())
             | u8::from(head.suspended) << 1
             | u8::from(head.keyed) << 2;
-        let mut out = Vec::with_capacity(ENCODE_CAPACITY);
-        out.extend([HINT_VERSION, flags]);
+        let mut out = vec![HINT_VERSION, flags];
         out.extend(head.due_at_ms.unwrap_or(0).to_be_bytes());
         out.extend(head.seq.to_be_bytes());
         postcard::to_extend(self, out).expect("hint encodes")
@@ -633,16 +632,11 @@ pub enum DecodeRecordError {
     Corrupt(#[from] postcard::Error),
 }
 
-/// What an encoded record starts with room for: most records and journal entries fit, so
-/// encoding one rarely grows its buffer.
-const ENCODE_CAPACITY: usize = 128;
-
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoded straight after the tag byte: no second buffer to copy from. Encoding our own
-    // plain data types into a Vec cannot fail.
-    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
-    out.push(RECORD_VERSION);
-    postcard::to_extend(value, out).expect("record encodes")
+    // Encoded straight after the tag byte: no second buffer to copy from. The buffer grows
+    // with what it holds, so its memory stays near the length the writer's queue counts.
+    // Encoding our own plain data types into a Vec cannot fail.
+    postcard::to_extend(value, vec![RECORD_VERSION]).expect("record encodes")
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeRecordError> {
