@@ -108,10 +108,18 @@ impl Log {
         self.segments[self.active].restart(grow)
     }
 
+    /// The active segment cannot hold one record even from its start (a group larger than
+    /// the segment, committed to the store directly instead): it too is too small for the
+    /// load, and doubles when it is next written from its start.
+    pub(super) fn outgrown(&mut self) {
+        self.too_small[self.active] = true;
+    }
+
     /// After a checkpoint of everything: both segments hold only records the store has; the
-    /// active one is written from its start again.
+    /// active one is written from its start again (larger if it proved too small).
     pub(super) fn restart(&mut self) -> io::Result<()> {
-        self.segments[self.active].restart(false)
+        let grow = std::mem::take(&mut self.too_small[self.active]);
+        self.segments[self.active].restart(grow)
     }
 
     /// Uses a new salt from now on (a store that had none gets one after its first replay).
@@ -204,6 +212,33 @@ mod tests {
         assert_eq!((len(0), len(1)), (initial, 2 * initial));
         drop(log);
         assert_eq!(open(dir.path(), 7).unwrap(), [8, 9]);
+    }
+
+    #[test]
+    fn a_segment_too_small_for_one_record_grows_at_its_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = || {
+            std::fs::metadata(dir.path().join(SEGMENT_NAMES[0]))
+                .unwrap()
+                .len()
+        };
+        let (mut log, _) = Log::open(&OsFiles, dir.path(), 0, SALT).unwrap();
+        let initial = len();
+        let larger = WriteOp::PutJournal {
+            id: InvocationId::random(1),
+            index: 0,
+            encoded: vec![7; initial as usize],
+        };
+        // Expected: refused even by the empty segment; a restart after a checkpoint keeps
+        // its size unless it was marked outgrown, then it doubles.
+        assert!(!log.append(1, &[&larger]).unwrap());
+        log.restart().unwrap();
+        assert_eq!(len(), initial);
+        log.outgrown();
+        log.restart().unwrap();
+        assert_eq!(len(), 2 * initial);
+        log.restart().unwrap();
+        assert_eq!(len(), 2 * initial);
     }
 
     #[test]

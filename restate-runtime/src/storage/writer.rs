@@ -383,6 +383,7 @@ impl Writer {
             self.log.switch(filled_first).map_err(log_error)?;
             self.checkpointer.start(self.seq)?;
             if !self.append(seq, &ops)? {
+                self.log.outgrown();
                 self.await_checkpoint(db)?;
                 return self.checkpoint_now(db, ops);
             }
