@@ -1307,17 +1307,17 @@ async fn the_fence_waits_for_a_takeover_in_flight_and_a_takeover_for_a_fenced_co
         client
     };
     let (writer, taker) = (connect().await, connect().await);
-    let epochs =
-        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
-    let held = epochs(
-        writer
+    async fn epochs(client: &tokio_postgres::Client) -> Vec<i64> {
+        let rows = client
             .query(
                 "SELECT epoch FROM restate_partitions WHERE partition IN (1, 2) ORDER BY partition",
                 &[],
             )
             .await
-            .unwrap(),
-    );
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+    let held = epochs(&writer).await;
     let partitions = vec![1i32, 2];
     let still_pending = std::time::Duration::from_millis(300);
 
@@ -1371,13 +1371,5 @@ async fn the_fence_waits_for_a_takeover_in_flight_and_a_takeover_for_a_fenced_co
     );
     writer.batch_execute("COMMIT").await.unwrap();
     assert_eq!(takeover.await.unwrap(), 1);
-    assert_eq!(
-        epochs(
-            writer
-                .query("SELECT epoch FROM restate_partitions WHERE partition IN (1, 2) ORDER BY partition", &[])
-                .await
-                .unwrap()
-        ),
-        vec![held[0] + 1, held[1] + 1]
-    );
+    assert_eq!(epochs(&writer).await, vec![held[0] + 1, held[1] + 1]);
 }
