@@ -68,6 +68,9 @@ struct Seen {
     failed: Option<String>,
     /// What the groups acknowledged and not applied yet wrote.
     kept: KeptAside,
+    /// Reads waiting for a group to be applied: only then does an apply wake anyone (a
+    /// condition variable's notify is a system call even when nobody waits, once per group).
+    waiting: usize,
 }
 
 impl Visibility {
@@ -143,13 +146,18 @@ impl Visibility {
             return Ok(());
         }
         let target = seen.acknowledged;
-        while seen.applied < target {
+        seen.waiting += 1;
+        let result = loop {
+            if seen.applied >= target {
+                break Ok(());
+            }
             if let Some(reason) = &seen.failed {
-                return Err(StorageError::Poisoned(reason.clone()));
+                break Err(StorageError::Poisoned(reason.clone()));
             }
             seen = self.caught_up.wait(seen).expect("visibility lock");
-        }
-        Ok(())
+        };
+        seen.waiting -= 1;
+        result
     }
 
     /// Group `seq` (`ops`) is acknowledged before it is applied: called before its answer is
@@ -169,7 +177,9 @@ impl Visibility {
             seen.kept.clear();
             self.behind.store(false, Ordering::SeqCst);
         }
-        self.caught_up.notify_all();
+        if seen.waiting > 0 {
+            self.caught_up.notify_all();
+        }
     }
 
     pub(super) fn fail(&self, reason: &str) {
