@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -95,8 +96,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         let mut failures = 0u32;
         loop {
             let running = tokio::select! {
-                running = engine.drain.start_attempt() => Some(running),
+                biased;
+                () = stopped_now(&engine, &inflight) => return,
                 _ = inflight.killed.notified() => None,
+                running = engine.drain.start_attempt() => Some(running),
                 () = stopped(&mut shutdown, &mut departures, &inflight) => return,
             };
             let Some(running) = running else {
@@ -119,7 +122,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     // Looked at first: a handler that could go on as its partition leaves (or
                     // the engine stops) does not take another step here.
                     biased;
-                    () = stopped(&mut shutdown, &mut departures, &inflight) => Attempt::Shutdown,
+                    () = stopped_now(&engine, &inflight) => Attempt::Shutdown,
                     result = handler => match result {
                         Ok(Ok(output)) => Attempt::Success(output),
                         Ok(Err(e)) => match e.into_terminal() {
@@ -130,6 +133,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     },
                     abort = ctx.aborted() => Attempt::stopped(abort),
                     _ = inflight.killed.notified() => Attempt::Killed,
+                    () = stopped(&mut shutdown, &mut departures, &inflight) => Attempt::Shutdown,
                 }
             };
             // A handler stopped by something it did (a write it could not make) may return in
@@ -219,6 +223,22 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
     }
     .instrument(span)
     .await
+}
+
+/// Ready when [`stopped`] would be now, but pending without a wake-up: looked at before each
+/// step of the task, it keeps the handler from taking one after a stop, while [`stopped`],
+/// looked at last, wakes the task. A handler that ends in its first step (most do) then never
+/// registers with the two signals (a lock each, and again to leave).
+fn stopped_now<'a>(engine: &'a Engine, inflight: &'a Inflight) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |_| {
+        let stopped =
+            inflight.left.load(std::sync::atomic::Ordering::SeqCst) || *engine.shutdown.borrow();
+        if stopped {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }
 
 /// Resolves once the engine shuts down or the invocation's partition left this process:
