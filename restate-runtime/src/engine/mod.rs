@@ -622,7 +622,7 @@ impl Engine {
         {
             return Ok(None);
         }
-        let record = self.storage.invocation_async(&id).await?;
+        let record = self.storage.derived_invocation_async(&id).await?;
         Ok(Some(Looked { creations, record }))
     }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use futures::FutureExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -76,7 +77,9 @@ fn scope(s: usize) -> StateScope {
     }
 }
 
-fn record(status: u8, seq: u8) -> InvocationRecord {
+/// A record of invocation `i`: the even ones have an idempotency key (their ids stand for
+/// derived ones: what a read of a derived id answers is checked for them).
+fn record(i: usize, status: u8, seq: u8) -> InvocationRecord {
     let status = match status {
         0 => Status::Runnable,
         1 => Status::Suspended {
@@ -93,6 +96,7 @@ fn record(status: u8, seq: u8) -> InvocationRecord {
     InvocationRecord {
         input: vec![seq],
         seq: seq.into(),
+        idempotency_key: i.is_multiple_of(2).then(|| format!("ik-{i}")),
         ..InvocationRecord::for_test("Svc", None, status)
     }
 }
@@ -153,7 +157,9 @@ enum Op {
 impl Op {
     fn write_op(&self) -> WriteOp {
         match *self {
-            Op::Put { id: i, status, seq } => WriteOp::put_invocation(id(i), &record(status, seq)),
+            Op::Put { id: i, status, seq } => {
+                WriteOp::put_invocation(id(i), &record(i, status, seq))
+            }
             Op::Delete { id: i } => WriteOp::DeleteInvocation { id: id(i) },
             Op::Journal { id: i, index, fill } => {
                 WriteOp::put_journal(id(i), index, &entry(fill, 8))
@@ -218,7 +224,7 @@ impl Model {
     fn apply_op(&mut self, op: &Op) {
         match *op {
             Op::Put { id, status, seq } => {
-                let record = record(status, seq);
+                let record = record(id, status, seq);
                 if let Status::Completed { expires_at_ms, .. } = record.status {
                     self.unfinished.remove(&id);
                     self.wakeups.retain(|(i, _)| *i != id);
@@ -275,6 +281,10 @@ impl Model {
         let cells = || (0..SCOPES).flat_map(|s| (0..NAMES.len()).map(move |n| (s, n)));
         View {
             invocations: ids().map(|i| self.invocations.get(&i).cloned()).collect(),
+            derived: ids()
+                .step_by(2)
+                .map(|i| self.invocations.get(&i).cloned())
+                .collect(),
             journals: ids()
                 .map(|i| {
                     self.journal
@@ -343,6 +353,8 @@ fn summary(entry: &JournalEntry) -> String {
 #[derive(Debug, PartialEq)]
 struct View {
     invocations: Vec<Option<InvocationRecord>>,
+    /// The even invocations read as ids derived from a key ([`Storage::derived_invocation_async`]).
+    derived: Vec<Option<InvocationRecord>>,
     journals: Vec<Vec<(u32, String)>>,
     /// By scope, then name.
     state: Vec<Option<Vec<u8>>>,
@@ -374,6 +386,7 @@ impl View {
         }
         compare!(
             invocations,
+            derived,
             journals,
             state,
             state_keys,
@@ -391,6 +404,13 @@ impl View {
         Ok(Self {
             invocations: (0..IDS)
                 .map(|i| store.invocation(&id(i)))
+                .collect::<Result<_, _>>()?,
+            derived: (0..IDS)
+                .step_by(2)
+                .map(|i| {
+                    let read = store.derived_invocation_async(&id(i));
+                    read.now_or_never().expect("a local read answers at once")
+                })
                 .collect::<Result<_, _>>()?,
             journals: (0..IDS)
                 .map(|i| {
@@ -876,8 +896,8 @@ fn reads_of_writes_kept_aside_during_a_checkpoint_answer_without_waiting_for_it(
     let (disk, rt, store) = store_with_a_full_log(5);
     let store = std::sync::Arc::new(store);
     rt.block_on(store.submit(vec![
-        WriteOp::put_invocation(id(1), &record(0, 1)),
-        WriteOp::put_invocation(id(2), &record(3, 2)),
+        WriteOp::put_invocation(id(1), &record(1, 0, 1)),
+        WriteOp::put_invocation(id(2), &record(2, 3, 2)),
         WriteOp::SetState {
             scope: scope(1),
             name: "y".into(),
@@ -890,7 +910,7 @@ fn reads_of_writes_kept_aside_during_a_checkpoint_answer_without_waiting_for_it(
     // aside.
     rt.block_on(store.submit(vec![full_log_op(3)])).unwrap();
     rt.block_on(store.submit(vec![
-        WriteOp::put_invocation(id(1), &record(4, 9)),
+        WriteOp::put_invocation(id(1), &record(1, 4, 9)),
         WriteOp::SetState {
             scope: scope(0),
             name: "x".into(),

@@ -12,6 +12,7 @@ mod backup;
 mod conformance;
 #[cfg(test)]
 mod crash_tests;
+mod derived_ids;
 #[cfg(test)]
 mod faults;
 mod fence;
@@ -590,6 +591,12 @@ pub trait Storage: Send + Sync + 'static {
     /// (one over a network answers later; a local one answers at once, as here).
     fn invocation_async(&self, id: &InvocationId) -> RecordWaiter {
         Box::pin(std::future::ready(self.invocation(id)))
+    }
+    /// [`Storage::invocation_async`] of an id derived from a key (an idempotency key's, a
+    /// workflow run's), which is new more often than not: a backend that knows which of them
+    /// it holds answers `None` for one it does not without reading.
+    fn derived_invocation_async(&self, id: &InvocationId) -> RecordWaiter {
+        self.invocation_async(id)
     }
     /// Which of `ids` have a record (in their order).
     fn stored(&self, ids: &[InvocationId]) -> Result<Vec<bool>, StorageError> {

@@ -647,9 +647,14 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, De
     }
 }
 
-/// An invocation record's target alone, without decoding its input and journal-sized fields:
-/// postcard writes a struct as its fields in order, and `target` is the record's first.
+/// An invocation record's target alone, without decoding its input and journal-sized fields.
 pub(crate) fn decode_target(bytes: &[u8]) -> Result<Target, DecodeRecordError> {
+    decode_first(bytes)
+}
+
+/// The first fields of an encoded value, as `T` lays them out: postcard writes a struct as its
+/// fields in order with nothing around them, so a prefix of them decodes alone.
+fn decode_first<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeRecordError> {
     match bytes.split_first() {
         Some((&RECORD_VERSION, rest)) => Ok(postcard::take_from_bytes(rest)?.0),
         Some((&found, _)) => Err(DecodeRecordError::Version { found }),
@@ -657,9 +662,52 @@ pub(crate) fn decode_target(bytes: &[u8]) -> Result<Target, DecodeRecordError> {
     }
 }
 
+/// The first fields of an encoded invocation record, borrowed from its bytes: what tells
+/// whether its id is derived from its key, without copying its input.
+#[derive(Deserialize)]
+pub(crate) struct RecordHead<'a> {
+    #[serde(borrow)]
+    pub(crate) target: TargetRef<'a>,
+    #[serde(borrow)]
+    _input: &'a [u8],
+    #[serde(borrow)]
+    _headers: Vec<(&'a str, &'a str)>,
+    #[serde(borrow)]
+    pub(crate) idempotency_key: Option<&'a str>,
+}
+
+/// A [`Target`] borrowed from a record's bytes.
+#[derive(Deserialize)]
+pub(crate) struct TargetRef<'a> {
+    pub(crate) service: &'a str,
+    _handler: &'a str,
+    pub(crate) key: Option<&'a str>,
+}
+
+/// [`RecordHead`] of an encoded invocation record.
+pub(crate) fn decode_head(bytes: &[u8]) -> Result<RecordHead<'_>, DecodeRecordError> {
+    decode_first(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_records_head_decodes_from_its_bytes() {
+        let record = InvocationRecord {
+            input: b"{}".to_vec(),
+            headers: vec![("x-a".into(), "1".into())],
+            idempotency_key: Some("ik".into()),
+            ..InvocationRecord::for_test("Obj", Some("k"), Status::Runnable)
+        };
+        let bytes = encode(&record);
+        let head = decode_head(&bytes).unwrap();
+        assert_eq!(
+            (head.target.service, head.target.key, head.idempotency_key),
+            ("Obj", Some("k"), Some("ik"))
+        );
+    }
 
     #[test]
     fn records_round_trip_and_check_version() {

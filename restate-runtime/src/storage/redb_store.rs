@@ -40,6 +40,7 @@ use redb::{
 };
 use tokio::sync::{oneshot, watch};
 
+use super::derived_ids::{self, DerivedIds};
 use super::files::{Files, OsFiles};
 use super::kept_aside::{Found, LatestWrites};
 use super::log::Log;
@@ -156,6 +157,8 @@ pub struct RedbStorage {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Reads find acknowledged writes not applied yet here, or wait on it for them.
     visibility: Arc<Visibility>,
+    /// Which derived ids redb may hold a record of.
+    derived: Arc<DerivedIds>,
     stats: Arc<Mutex<WriterStats>>,
     failure: Arc<watch::Sender<Option<String>>>,
     reserve: Reserve,
@@ -196,7 +199,9 @@ impl RedbStorage {
             .open_store(&builder, &file)
             .map_err(|e| open_error(&shown, &file, e))?;
         let (partitions, secret) = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
-        let log = recover_log(&db, files, dir).map_err(|f| f.at(&shown))?;
+        // Counted before the log's records are applied: those count as any write does.
+        let derived = Arc::new(count_derived(&db).map_err(|f| f.at(&shown))?);
+        let log = recover_log(&db, &derived, files, dir).map_err(|f| f.at(&shown))?;
         build_due_index(&db).map_err(|f| f.at(&shown))?;
         // The store file and the log may be new: their directory entries must be durable too.
         files.sync_parent(&file).map_err(|source| OpenError::Io {
@@ -223,8 +228,8 @@ impl RedbStorage {
             };
             let writer = Writer::new(
                 db.clone(),
-                log.log,
-                log.applied,
+                derived.clone(),
+                log,
                 limits,
                 stats.clone(),
                 visibility.clone(),
@@ -259,6 +264,7 @@ impl RedbStorage {
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             visibility,
+            derived,
             stats,
             failure,
             reserve,
@@ -291,6 +297,28 @@ impl RedbStorage {
 
     /// A read of what redb holds now, for a key no write kept aside touched
     /// ([`Visibility::find`]).
+    /// One invocation record: from the writes kept aside, else from redb, which is read only
+    /// if `any_id` or the derived ids it may hold include `id`.
+    fn invocation_where(
+        &self,
+        id: &InvocationId,
+        any_id: bool,
+    ) -> Result<Option<InvocationRecord>, StorageError> {
+        let raw = match self.visibility.find(|kept| kept.record(id))? {
+            Found::Written(raw) => raw,
+            // Looked at after the writes kept aside: a record that left them is counted.
+            _ if !any_id && !self.derived.may_hold(id) => None,
+            _ => self.read_now(|txn| {
+                let table = txn.open_table(INVOCATIONS)?;
+                Ok(table
+                    .get(id.storage_key().as_slice())?
+                    .map(|v| v.value().to_vec()))
+            })?,
+        };
+        raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
+            .transpose()
+    }
+
     fn read_now<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
@@ -573,14 +601,19 @@ fn clear_scope(
 
 /// The log after replaying its tail into the store, and the sequence number of the last
 /// record the store now holds durably.
-struct RecoveredLog {
-    log: Log,
-    applied: u64,
+pub(super) struct RecoveredLog {
+    pub(super) log: Log,
+    pub(super) applied: u64,
 }
 
 /// Opens the log and applies the records the durable store misses in one durable commit. A
 /// store without a salt (new, or from before salts) gets one, durably, before the log is used.
-fn recover_log(db: &Database, files: &dyn Files, dir: &Path) -> Result<RecoveredLog, OpenFault> {
+fn recover_log(
+    db: &Database,
+    derived: &DerivedIds,
+    files: &dyn Files,
+    dir: &Path,
+) -> Result<RecoveredLog, OpenFault> {
     let read_u64 = |key: &str| -> Result<Option<u64>, OpenFault> {
         let txn = db.begin_read().map_err(OpenFault::from_redb)?;
         let meta = txn.open_table(META).map_err(OpenFault::from_redb)?;
@@ -598,7 +631,7 @@ fn recover_log(db: &Database, files: &dyn Files, dir: &Path) -> Result<Recovered
         })?;
     if let Some(last) = replayed.last().map(|r| r.seq) {
         let ops = replayed.iter().flat_map(|record| &record.ops);
-        commit_ops(db, ops, Durability::Immediate, Some(last)).map_err(|e| {
+        commit_ops(db, derived, ops, Durability::Immediate, Some(last)).map_err(|e| {
             OpenFault::from_redb(e).context(&format!("replaying log records up to {last}"))
         })?;
         applied = last;
@@ -675,8 +708,39 @@ fn build_due_index(db: &Database) -> Result<(), OpenFault> {
 
 /// The tables one transaction writes, each opened on first use: opening a table costs a lookup
 /// and marks the table tree dirty, and most commits touch two or three of the seven.
+/// Whether an encoded record's id is derived from its key (undecodable: counted as one).
+fn derived_record(id: &InvocationId, encoded: &[u8]) -> bool {
+    records::decode_head(encoded).map_or(true, |head| {
+        let (target, idempotent) = (head.target, head.idempotency_key.is_some());
+        derived_ids::is_derived(id, idempotent, target.service, target.key)
+    })
+}
+
+/// The derived ids of the records redb holds, counted by one scan (none past
+/// [`derived_ids::SCAN_LIMIT`] records: every id may then be stored).
+fn count_derived(db: &Database) -> Result<DerivedIds, OpenFault> {
+    let txn = db.begin_read().map_err(OpenFault::from_redb)?;
+    let table = txn.open_table(INVOCATIONS).map_err(OpenFault::from_redb)?;
+    if table.len().map_err(OpenFault::from_redb)? > derived_ids::SCAN_LIMIT {
+        return Ok(DerivedIds::unknown());
+    }
+    let derived = DerivedIds::new();
+    for row in table.iter().map_err(OpenFault::from_redb)? {
+        let (key, record) = row.map_err(OpenFault::from_redb)?;
+        let id = InvocationId::from_storage_key(key.value())
+            .ok_or_else(|| OpenFault::corrupt("an invocation key is not 24 bytes"))?;
+        if derived_record(&id, record.value()) {
+            derived.add(&id);
+        }
+    }
+    Ok(derived)
+}
+
 struct OpenTables<'t> {
     txn: &'t redb::WriteTransaction,
+    derived: &'t DerivedIds,
+    /// Derived ids whose record the transaction removes: uncounted once it commits.
+    removed: Vec<InvocationId>,
     invocations: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     journal: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     unfinished: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
@@ -702,9 +766,11 @@ fn opened<'s, 't, V: redb::Value + 'static>(
 }
 
 impl<'t> OpenTables<'t> {
-    fn new(txn: &'t redb::WriteTransaction) -> Self {
+    fn new(txn: &'t redb::WriteTransaction, derived: &'t DerivedIds) -> Self {
         Self {
             txn,
+            derived,
+            removed: Vec::new(),
             invocations: None,
             journal: None,
             unfinished: None,
@@ -730,6 +796,7 @@ macro_rules! table {
 /// log record it covers.
 pub(super) fn commit_ops<'a>(
     db: &Database,
+    derived: &DerivedIds,
     ops: impl Iterator<Item = &'a WriteOp>,
     durability: Durability,
     applied: Option<u64>,
@@ -739,18 +806,21 @@ pub(super) fn commit_ops<'a>(
     // instead of walking every tree. It costs a second fsync, on the checkpointer's thread.
     txn.set_quick_repair(matches!(durability, Durability::Immediate));
     txn.set_durability(durability)?;
-    {
-        let mut t = OpenTables::new(&txn);
+    let removed = {
+        let mut t = OpenTables::new(&txn, derived);
         for op in ops {
             apply_op(&mut t, op)?;
         }
-    }
+        t.removed
+    };
     if let Some(seq) = applied {
         let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
         meta.insert(WAL_APPLIED, seq.to_be_bytes().as_slice())
             .map_err(redb::Error::from)?;
     }
-    txn.commit().map_err(redb::Error::from)
+    txn.commit().map_err(redb::Error::from)?;
+    removed.iter().for_each(|id| derived.remove(id));
+    Ok(())
 }
 
 fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
@@ -794,9 +864,13 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
                 }
                 None => None,
             };
-            table!(t.invocations, INVOCATIONS)
+            let new = table!(t.invocations, INVOCATIONS)
                 .insert(key.as_slice(), encoded.as_slice())
-                .map_err(redb::Error::from)?;
+                .map_err(redb::Error::from)?
+                .is_none();
+            if new && derived_record(id, encoded) {
+                t.derived.add(id);
+            }
             if let Some(at) = expires_at_ms {
                 if *stored_before {
                     clear_wakeups(table!(t.wakeups, WAKEUPS), id)?;
@@ -924,6 +998,10 @@ fn apply_op(t: &mut OpenTables<'_>, op: &WriteOp) -> Result<(), redb::Error> {
                 .map_err(redb::Error::from)?
             {
                 let record: InvocationRecord = records::decode(old.value()).map_err(corrupted)?;
+                let (target, idempotent) = (&record.target, record.idempotency_key.is_some());
+                if derived_ids::is_derived(id, idempotent, &target.service, target.key.as_deref()) {
+                    t.removed.push(*id);
+                }
                 if let records::Status::Completed { expires_at_ms, .. } = record.status {
                     table!(t.expiry, EXPIRY)
                         .remove(expiry_key(expires_at_ms, id).as_slice())
@@ -992,17 +1070,13 @@ impl Storage for RedbStorage {
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
-        let raw = match self.visibility.find(|kept| kept.record(id))? {
-            Found::Written(raw) => raw,
-            _ => self.read_now(|txn| {
-                let table = txn.open_table(INVOCATIONS)?;
-                Ok(table
-                    .get(id.storage_key().as_slice())?
-                    .map(|v| v.value().to_vec()))
-            })?,
-        };
-        raw.map(|bytes| records::decode(&bytes).map_err(Into::into))
-            .transpose()
+        self.invocation_where(id, true)
+    }
+
+    fn derived_invocation_async(&self, id: &InvocationId) -> super::RecordWaiter {
+        // Answered at once, as every read of this store is (the trait's default).
+        let stored = self.invocation_where(id, false);
+        Box::pin(std::future::ready(stored))
     }
 
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
@@ -1473,6 +1547,59 @@ mod tests {
             input: b"1".to_vec(),
             ..InvocationRecord::for_test("S", None, status)
         }
+    }
+
+    /// A workflow run's record is found by its derived id after a clean reopen (counted by the
+    /// open's scan) and after a crash (counted as its log record is applied again), and not
+    /// once it is deleted; an object's invocation of the same key is no derived id.
+    #[tokio::test]
+    async fn a_workflow_runs_record_is_found_by_its_derived_id_until_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = InvocationId::workflow("Wf", "order-1");
+        let other = InvocationId::workflow("Wf", "order-2");
+        let run_record = InvocationRecord::for_test("Wf", Some("order-1"), Status::Runnable);
+        let derived = |store: &RedbStorage, id| {
+            futures::FutureExt::now_or_never(store.derived_invocation_async(&id))
+                .expect("answered at once")
+                .unwrap()
+        };
+        {
+            let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            let put = WriteOp::put_invocation(run, &run_record);
+            store.submit(vec![put]).await.unwrap();
+            assert_eq!(derived(&store, run), Some(run_record.clone()));
+            assert_eq!(derived(&store, other), None);
+            assert!(store.derived.may_hold(&run));
+            assert!(!store.derived.may_hold(&other));
+        }
+        let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+        assert_eq!(derived(&store, run), Some(run_record.clone()));
+        // Not the workflow's own id: an object's invocation keyed alike is not counted.
+        let object_call = InvocationId::random(run.partition_key());
+        let put = WriteOp::put_invocation(
+            object_call,
+            &InvocationRecord::for_test("Wf", Some("order-1"), Status::Runnable),
+        );
+        store.submit(vec![put]).await.unwrap();
+        store.close();
+        drop(store);
+        let crashed = {
+            let store = store_without_checkpoints(dir.path());
+            let other_record = InvocationRecord::for_test("Wf", Some("order-2"), Status::Runnable);
+            let put = WriteOp::put_invocation(other, &other_record);
+            store.submit(vec![put]).await.unwrap();
+            crash_copy(dir.path())
+        };
+        let store = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
+        assert!(store.derived.may_hold(&other), "replayed from the log");
+        assert!(store.derived.may_hold(&run));
+        assert!(!store.derived.may_hold(&object_call));
+        store
+            .submit(vec![WriteOp::DeleteInvocation { id: run }])
+            .await
+            .unwrap();
+        assert_eq!(derived(&store, run), None);
+        assert_eq!(store.invocation(&run).unwrap(), None);
     }
 
     #[tokio::test]

@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{oneshot, watch};
 
+use super::derived_ids::DerivedIds;
 use super::kept_aside::{Found, KeptAside, LatestWrites};
 use super::log::Log;
-use super::redb_store::commit_ops;
+use super::redb_store::{RecoveredLog, commit_ops};
 use super::{StorageError, WriteOp, WriterStats};
 
 /// Upper bound on batches in one transaction, so one commit never grows without limit.
@@ -212,6 +213,8 @@ pub(super) struct Writer {
     /// Groups logged and acknowledged, not applied to redb yet, in order.
     deferred: Vec<Arc<Vec<WriteOp>>>,
     checkpointer: Checkpointer,
+    /// Counted by every transaction that adds or removes an invocation record.
+    derived: Arc<DerivedIds>,
     visibility: Arc<Visibility>,
     limits: WriterLimits,
     stats: Arc<Mutex<WriterStats>>,
@@ -222,20 +225,22 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         db: Arc<Database>,
-        log: Log,
-        applied: u64,
+        derived: Arc<DerivedIds>,
+        recovered: RecoveredLog,
         limits: WriterLimits,
         stats: Arc<Mutex<WriterStats>>,
         visibility: Arc<Visibility>,
         failure: Arc<watch::Sender<Option<String>>>,
     ) -> std::io::Result<Self> {
+        let RecoveredLog { log, applied } = recovered;
         Ok(Self {
             log,
             seq: applied,
             checkpointed: applied,
             last_write: Instant::now(),
             deferred: Vec::new(),
-            checkpointer: Checkpointer::spawn(db)?,
+            checkpointer: Checkpointer::spawn(db, derived.clone())?,
+            derived,
             visibility,
             limits,
             stats,
@@ -417,6 +422,7 @@ impl Writer {
         }
         commit_ops(
             db,
+            &self.derived,
             self.deferred.iter().flat_map(|g| g.iter()),
             Durability::None,
             None,
@@ -495,8 +501,8 @@ impl Writer {
         let seq = self.seq + 1;
         let started = Instant::now();
         let kept = self.deferred.iter().flat_map(|g| g.iter());
-        commit_ops(db, kept.chain(ops.iter()), Durability::Immediate, Some(seq))
-            .map_err(backend)?;
+        let (derived, ops) = (&self.derived, kept.chain(ops.iter()));
+        commit_ops(db, derived, ops, Durability::Immediate, Some(seq)).map_err(backend)?;
         self.deferred.clear();
         crate::failpoints::hit("checkpoint.committed");
         self.record_checkpoint(started.elapsed());
@@ -540,7 +546,7 @@ impl Drop for Checkpointer {
 }
 
 impl Checkpointer {
-    fn spawn(db: Arc<Database>) -> std::io::Result<Self> {
+    fn spawn(db: Arc<Database>, derived: Arc<DerivedIds>) -> std::io::Result<Self> {
         let (start, requests) = mpsc::channel::<u64>();
         let (report, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -550,6 +556,7 @@ impl Checkpointer {
                     let started = Instant::now();
                     let result = commit_ops(
                         &db,
+                        &derived,
                         std::iter::empty(),
                         Durability::Immediate,
                         Some(covered),
