@@ -1558,6 +1558,7 @@ mod tests {
         let run = InvocationId::workflow("Wf", "order-1");
         let other = InvocationId::workflow("Wf", "order-2");
         let run_record = InvocationRecord::for_test("Wf", Some("order-1"), Status::Runnable);
+        let other_record = InvocationRecord::for_test("Wf", Some("order-2"), Status::Runnable);
         let derived = |store: &RedbStorage, id| {
             futures::FutureExt::now_or_never(store.derived_invocation_async(&id))
                 .expect("answered at once")
@@ -1585,7 +1586,6 @@ mod tests {
         drop(store);
         let crashed = {
             let store = store_without_checkpoints(dir.path());
-            let other_record = InvocationRecord::for_test("Wf", Some("order-2"), Status::Runnable);
             let put = WriteOp::put_invocation(other, &other_record);
             store.submit(vec![put]).await.unwrap();
             crash_copy(dir.path())
@@ -1594,6 +1594,19 @@ mod tests {
         assert!(store.derived.may_hold(&other), "replayed from the log");
         assert!(store.derived.may_hold(&run));
         assert!(!store.derived.may_hold(&object_call));
+        // Deleted (its retention ended) and created again by a new request in one transaction:
+        // still counted.
+        store
+            .submit(vec![
+                WriteOp::DeleteInvocation { id: other },
+                WriteOp::put_invocation(other, &other_record),
+            ])
+            .await
+            .unwrap();
+        store.close();
+        assert!(store.derived.may_hold(&other), "deleted and stored again");
+        drop(store);
+        let store = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
         store
             .submit(vec![WriteOp::DeleteInvocation { id: run }])
             .await
