@@ -16,6 +16,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use super::faults::{Disk, Kept};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, UnfinishedHint};
 use super::redb_store::{log_file, store_file};
+use super::wal::INITIAL_CAPACITY;
 use super::{OpenError, RedbOptions, RedbStorage, StateScope, Storage, StorageError, WriteOp};
 use crate::ids::InvocationId;
 
@@ -23,10 +24,10 @@ const DIR: &str = "/simulated/data";
 const IDS: usize = 3;
 const SCOPES: usize = 2;
 const NAMES: [&str; 3] = ["x", "y", "z"];
-/// Two journal entries this large do not fit in the 1 MiB log: the second is committed to the
+/// Two journal entries this large do not fit in a new log segment: the second is committed to the
 /// store directly, in a checkpoint. (Too slow in a debug build for the model test to write
 /// many: it checkpoints when a store closes.)
-const BIG: usize = 600 * 1024;
+const BIG: usize = INITIAL_CAPACITY as usize / 1024 * 600;
 
 /// How often the store checkpoints on its own: `Idle::Never` leaves checkpoints to a full log
 /// and to closing, so that a case does not depend on how fast it runs; `Idle::Soon` checkpoints

@@ -1541,6 +1541,7 @@ pub(super) fn log_file(dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::storage::records::{Outcome, Status, Target};
+    use crate::storage::wal::INITIAL_CAPACITY;
 
     fn record(status: Status) -> InvocationRecord {
         InvocationRecord {
@@ -2028,8 +2029,9 @@ mod tests {
             name: "big".into(),
             outcome: Outcome::Success(vec![7; 100_000]),
         };
-        // About 4 MB through a log that starts at 1 MiB: several checkpoints on the way.
-        for i in 0..40 {
+        // About four segments' worth through the log: several checkpoints on the way.
+        let entries = 40 * (INITIAL_CAPACITY >> 20) as u32;
+        for i in 0..entries {
             store
                 .submit(vec![WriteOp::put_journal(id, i, &entry)])
                 .await
@@ -2043,7 +2045,7 @@ mod tests {
         );
         let crashed = crash_copy(dir.path());
         let reopened = RedbStorage::open(crashed.path(), &RedbOptions::default()).unwrap();
-        assert_eq!(reopened.journal(&id).unwrap().len(), 40);
+        assert_eq!(reopened.journal(&id).unwrap().len(), entries as usize);
         // A clean close leaves nothing to replay: the store covers the whole log.
         drop(store);
         let applied = {
@@ -2053,7 +2055,7 @@ mod tests {
             let value = meta.get(WAL_APPLIED).unwrap().unwrap();
             u64::from_be_bytes(value.value().try_into().unwrap())
         };
-        assert!(applied >= 40, "{applied}");
+        assert!(applied >= u64::from(entries), "{applied}");
         let salt = {
             let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
             let txn = db.begin_read().unwrap();
@@ -2064,7 +2066,7 @@ mod tests {
         let (_, replayed) = Log::open(&OsFiles, dir.path(), applied, salt).unwrap();
         assert!(replayed.is_empty());
         let closed = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
-        assert_eq!(closed.journal(&id).unwrap().len(), 40);
+        assert_eq!(closed.journal(&id).unwrap().len(), entries as usize);
     }
 
     #[test]

@@ -632,10 +632,17 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::super::faults::Disk;
+    use super::super::wal::INITIAL_CAPACITY;
     use super::super::{RedbOptions, RedbStorage, StateScope, Storage, WriteOp};
     use super::Arc;
 
     const VALUE: usize = 64 * 1024;
+    /// Values of `VALUE` bytes that take a new log segment and switch to the other one: all
+    /// but the last fit in it (15 of 16 with 1 MiB segments).
+    const FILL: u32 = (INITIAL_CAPACITY / VALUE as u64) as u32;
+    /// Values past the switch: the first segment's checkpoint starts, and nine more values go
+    /// to the other segment behind it.
+    const PAST_FILL: u32 = FILL + 9;
 
     fn open(disk: &Disk) -> Arc<RedbStorage> {
         let options = RedbOptions {
@@ -752,11 +759,10 @@ mod tests {
     async fn commits_go_on_while_a_checkpoint_syncs_and_reads_see_them() {
         let disk = Disk::new(3);
         let store = open(&disk);
-        // 25 × 64 KiB through 1 MiB segments (15 fit in one): the first fills, the writer
-        // switches to the other one and checkpoints in the background, and that checkpoint's
-        // sync stalls.
+        // `PAST_FILL` values: the first segment fills, the writer switches to the other one and
+        // checkpoints in the background, and that checkpoint's sync stalls.
         let stalled = disk.stall_checkpoints();
-        write(&store, 0..25).await;
+        write(&store, 0..PAST_FILL).await;
         assert_eq!(
             store.writer_stats().checkpoints,
             0,
@@ -765,7 +771,8 @@ mod tests {
         // A read of one value written during the checkpoint finds it among the writes kept
         // aside at once; a read of anything else (the scope's names) waits for them to be
         // applied, then sees them.
-        assert_eq!(stored(&store, 24), Some(vec![24; VALUE]));
+        let last = PAST_FILL - 1;
+        assert_eq!(stored(&store, last), Some(vec![last as u8; VALUE]));
         let (started, began) = std::sync::mpsc::channel();
         let reader = {
             let store = store.clone();
@@ -781,7 +788,7 @@ mod tests {
             "the read did not wait for the stalled checkpoint"
         );
         drop(stalled);
-        assert_eq!(reader.join().unwrap(), 25);
+        assert_eq!(reader.join().unwrap(), PAST_FILL as usize);
         let deadline = Instant::now() + Duration::from_secs(30);
         while store.writer_stats().checkpoints == 0 {
             assert!(Instant::now() < deadline, "the checkpoint never ended");
@@ -792,7 +799,7 @@ mod tests {
         // second stalls, and the power fails: every acknowledged write is in the log's two
         // segments, replayed in order.
         let stalled = disk.stall_checkpoints();
-        write(&store, 25..40).await;
+        write(&store, PAST_FILL..2 * FILL + 8).await;
         let stats = store.writer_stats();
         assert_eq!(stats.checkpoints, 1, "the second checkpoint ended");
         assert_eq!(
@@ -803,7 +810,7 @@ mod tests {
         drop(stalled);
         drop(store);
         let store = open(&disk);
-        for i in 0..40 {
+        for i in 0..2 * FILL + 8 {
             assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
         }
     }
@@ -842,9 +849,9 @@ mod tests {
             store.state(&named(key), &format!("m{i}")).unwrap()
         };
         let stalled = disk.stall_checkpoints();
-        // The 16th value switches segments; what follows is kept aside: groups of two writes,
+        // The last value switches segments; what follows is kept aside: groups of two writes,
         // many slices' worth.
-        write(&store, 0..16).await;
+        write(&store, 0..FILL).await;
         for i in 0..KEPT {
             store
                 .submit(vec![set("kept", i), set("also", i)])
@@ -907,7 +914,7 @@ mod tests {
                 "m{i}"
             );
         }
-        for i in 0..16 {
+        for i in 0..FILL {
             assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
         }
     }
@@ -926,7 +933,7 @@ mod tests {
         let store = open(&disk);
         let stalled = disk.stall_checkpoints();
         // The first segment fills: its checkpoint stalls, and what follows is kept aside.
-        write(&store, 0..25).await;
+        write(&store, 0..PAST_FILL).await;
         let (touched, untouched) = (InvocationId::random(1), InvocationId::random(2));
         let entry = JournalEntry::Awakeable { outcome: None };
         store
@@ -976,7 +983,11 @@ mod tests {
             "a read of names a kept group wrote did not wait for it"
         );
         drop(stalled);
-        assert_eq!(waiting.join().unwrap(), 25, "after the groups are applied");
+        assert_eq!(
+            waiting.join().unwrap(),
+            PAST_FILL as usize,
+            "after the groups are applied"
+        );
     }
 
     /// A journal read while groups are kept aside is what applying every acknowledged group
@@ -1010,7 +1021,7 @@ mod tests {
         store.submit(vec![put(0, 0), put(1, 1)]).await.unwrap();
         store.invocations(None, 1).unwrap();
         let stalled = disk.stall_checkpoints();
-        write(&store, 0..25).await;
+        write(&store, 0..PAST_FILL).await;
         store.submit(vec![put(1, 11), put(2, 2)]).await.unwrap();
         assert_eq!(
             read(&store).await,
@@ -1039,16 +1050,16 @@ mod tests {
     async fn a_crash_as_a_checkpoint_ends_keeps_the_groups_kept_aside() {
         let disk = Disk::new(5);
         let store = open(&disk);
-        // Records 16 to 25 go to the second segment and are kept aside while the checkpoint
-        // of the first stalls; the power fails right as it is let go, before or after the
-        // checkpoint is durable and the kept groups are applied.
+        // The values past the first segment go to the second and are kept aside while the
+        // checkpoint of the first stalls; the power fails right as it is let go, before or
+        // after the checkpoint is durable and the kept groups are applied.
         let stalled = disk.stall_checkpoints();
-        write(&store, 0..25).await;
+        write(&store, 0..PAST_FILL).await;
         drop(stalled);
         disk.crash();
         drop(store);
         let store = open(&disk);
-        for i in 0..25 {
+        for i in 0..PAST_FILL {
             assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
         }
     }
