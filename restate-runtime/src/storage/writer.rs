@@ -268,7 +268,8 @@ impl Writer {
             {
                 self.poison(format!("checkpoint failed: {e}"));
             }
-            let wait = if self.checkpointer.running.is_some() || !self.deferred.is_empty() {
+            let behind = self.poisoned.is_none() && !self.deferred.is_empty();
+            let wait = if self.checkpointer.running.is_some() || behind {
                 CHECKPOINT_POLL
             } else {
                 self.limits.idle_checkpoint
@@ -436,8 +437,10 @@ impl Writer {
             return Ok(());
         }
         let (mut groups, mut ops) = (0, 0);
+        // At least two groups while more than one waits: each commit adds one, so the
+        // groups kept aside shrink by at least one per commit however large they are.
         for group in &self.deferred {
-            if groups > 0 && ops + group.len() > max_ops {
+            if groups > 1 && ops + group.len() > max_ops {
                 break;
             }
             ops += group.len();
@@ -815,6 +818,108 @@ mod tests {
         }
     }
 
+    /// Groups larger than half a slice: the catch-up must still shrink the groups kept aside
+    /// while commits keep coming (each commit adds one), so that reads stop waiting for them
+    /// long before the load ends.
+    // The guard stalls the checkpointer thread across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catch_up_of_large_groups_ends_while_commits_go_on() {
+        use crate::ids::InvocationId;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const KEPT: u64 = 10;
+        const OPS: u64 = 130;
+        const WINDOW: usize = 16;
+        let disk = Disk::new(23);
+        let options = RedbOptions {
+            idle_checkpoint: Duration::from_secs(3600),
+            min_free_bytes: 0,
+            max_group_bytes: 1,
+            ..RedbOptions::default()
+        };
+        let store = Arc::new(RedbStorage::open_with(Path::new("/sim"), &options, &disk).unwrap());
+        let marked = StateScope {
+            service: "S".into(),
+            key: "kept".into(),
+        };
+        // OPS small writes that touch no key's state (unless `mark`).
+        let batch = {
+            let marked = marked.clone();
+            move |mark: bool| -> Vec<WriteOp> {
+                let mut ops: Vec<WriteOp> = (0..OPS)
+                    .map(|i| WriteOp::ClearResultWaiters {
+                        source: InvocationId::random(i),
+                    })
+                    .collect();
+                if mark {
+                    ops[0] = WriteOp::SetState {
+                        scope: marked.clone(),
+                        name: "m".into(),
+                        value: vec![1],
+                    };
+                }
+                ops
+            }
+        };
+        let stalled = disk.stall_checkpoints();
+        write(&store, 0..FILL).await;
+        for _ in 0..KEPT {
+            store.submit(batch(true)).await.unwrap();
+        }
+        // A steady load: WINDOW batches always outstanding, until told to stop.
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                let mut window = futures::stream::FuturesUnordered::new();
+                let mut sent = 0u32;
+                while !stop.load(Ordering::SeqCst) && sent < 5000 {
+                    while window.len() < WINDOW {
+                        window.push(store.submit(batch(false)));
+                        sent += 1;
+                    }
+                    futures::StreamExt::next(&mut window)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+                while let Some(answer) = futures::StreamExt::next(&mut window).await {
+                    answer.unwrap();
+                }
+                sent
+            }
+        });
+        drop(stalled);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.writer_stats().checkpoints == 0 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // At most this many groups were kept aside when it ended; a catch-up that drains at
+        // least one group per commit is done well within twice as many commits.
+        let ended = store.writer_stats().commits;
+        let kept = ended - u64::from(FILL);
+        while store.writer_stats().commits < ended + 2 * kept + 10 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let before = store.writer_stats().commits;
+        let names = store.state_keys(&marked).unwrap();
+        let waited = store.writer_stats().commits - before;
+        let still_loaded = !producer.is_finished();
+        stop.store(true, Ordering::SeqCst);
+        let sent = producer.await.unwrap();
+        assert_eq!(names, vec!["m".to_owned()]);
+        assert!(
+            still_loaded,
+            "the load ended too soon to tell ({sent} sent)"
+        );
+        assert!(
+            waited < 3,
+            "a read of a key only the groups kept aside {kept} commits ago wrote waited {waited} commits"
+        );
+    }
+
     /// Once a stalled checkpoint ends, the thousands of groups kept aside behind it are applied
     /// a slice at a time between the commits queued meanwhile: reads made during that catch-up
     /// see every acknowledged write (also those a slice has not reached yet), a read that
@@ -870,7 +975,7 @@ mod tests {
             let (store, done) = (store.clone(), done.clone());
             move || {
                 let mut reads = 0u32;
-                while !done.load(Ordering::SeqCst) {
+                loop {
                     let i = KEPT - 1 - reads % 500;
                     assert_eq!(
                         get(&store, "kept", i),
@@ -878,8 +983,10 @@ mod tests {
                         "m{i}"
                     );
                     reads += 1;
+                    if done.load(Ordering::SeqCst) {
+                        break reads;
+                    }
                 }
-                reads
             }
         });
         let queued =
