@@ -648,9 +648,16 @@ mod tests {
     const PAST_FILL: u32 = FILL + 9;
 
     fn open(disk: &Disk) -> Arc<RedbStorage> {
+        open_grouping(disk, RedbOptions::default().max_group_bytes)
+    }
+
+    /// [`open`] with groups of at most `max_group_bytes` (1: one batch per group, so that
+    /// batches queued together are committed one behind the other).
+    fn open_grouping(disk: &Disk, max_group_bytes: usize) -> Arc<RedbStorage> {
         let options = RedbOptions {
             idle_checkpoint: Duration::from_secs(3600),
             min_free_bytes: 0,
+            max_group_bytes,
             ..RedbOptions::default()
         };
         Arc::new(RedbStorage::open_with(Path::new("/sim"), &options, disk).unwrap())
@@ -831,13 +838,7 @@ mod tests {
         const OPS: u64 = 130;
         const WINDOW: usize = 16;
         let disk = Disk::new(23);
-        let options = RedbOptions {
-            idle_checkpoint: Duration::from_secs(3600),
-            min_free_bytes: 0,
-            max_group_bytes: 1,
-            ..RedbOptions::default()
-        };
-        let store = Arc::new(RedbStorage::open_with(Path::new("/sim"), &options, &disk).unwrap());
+        let store = open_grouping(&disk, 1);
         let marked = StateScope {
             service: "S".into(),
             key: "kept".into(),
@@ -934,13 +935,7 @@ mod tests {
         let disk = Disk::new(17);
         // One batch per group, so that the commits queued below stay queued one behind the
         // other, and the catch-up goes one slice after each.
-        let options = RedbOptions {
-            idle_checkpoint: Duration::from_secs(3600),
-            min_free_bytes: 0,
-            max_group_bytes: 1,
-            ..RedbOptions::default()
-        };
-        let store = Arc::new(RedbStorage::open_with(Path::new("/sim"), &options, &disk).unwrap());
+        let store = open_grouping(&disk, 1);
         let named = |key: &str| StateScope {
             service: "S".into(),
             key: key.into(),
