@@ -431,7 +431,8 @@ impl Writer {
     }
 
     /// Applies the oldest groups kept aside, whole groups of about `max_ops` operations in all
-    /// (at least one group), to redb in one transaction, unless a checkpoint holds the store.
+    /// (at least two while more than one waits), to redb in one transaction, unless a
+    /// checkpoint holds the store.
     fn apply_front(&mut self, db: &Database, max_ops: usize) -> Result<(), StorageError> {
         if self.deferred.is_empty() || self.checkpointer.running.is_some() {
             return Ok(());
