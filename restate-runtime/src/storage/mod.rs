@@ -773,3 +773,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Flushes what is queued and stops the writer.
     fn close(&self);
 }
+
+/// Runs `wait`, which blocks this thread, handing the tokio worker it runs on (if any) to
+/// another thread first: then only its caller waits, not every task queued behind it there.
+pub(crate) fn hand_worker_on<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
+    }
+}

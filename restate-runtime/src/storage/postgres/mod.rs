@@ -562,14 +562,8 @@ fn wait<T: Send + 'static>(
     runtime.spawn(async move {
         let _ = tx.send(work.await);
     });
-    // On a worker of a multi-threaded runtime the worker is handed on first: the round trip
-    // then holds up only its caller, not every task queued behind it on that worker.
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-            tokio::task::block_in_place(|| rx.recv().ok())
-        }
-        _ => rx.recv().ok(),
-    }
+    // The round trip holds up only its caller, not every task queued behind it on a worker.
+    super::hand_worker_on(|| rx.recv().ok())
 }
 
 /// Answers each caller of a group read or written by one statement: its own answer, in the
