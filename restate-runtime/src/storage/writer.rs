@@ -696,6 +696,39 @@ mod tests {
         store.state(&scope(), &format!("n{i}")).unwrap()
     }
 
+    fn named(key: &str) -> StateScope {
+        StateScope {
+            service: "S".into(),
+            key: key.into(),
+        }
+    }
+
+    /// A small write: state `m{i}` of key `key`, holding `i`.
+    fn numbered(key: &str, i: u32) -> WriteOp {
+        WriteOp::SetState {
+            scope: named(key),
+            name: format!("m{i}"),
+            value: i.to_be_bytes().to_vec(),
+        }
+    }
+
+    fn read_numbered(store: &RedbStorage, key: &str, i: u32) -> Option<Vec<u8>> {
+        store.state(&named(key), &format!("m{i}")).unwrap()
+    }
+
+    /// Fills the log's first segment (its checkpoint starts, and stalls while the caller holds
+    /// `disk.stall_checkpoints()`), then commits `kept` groups behind it, each of two numbered
+    /// writes (keys `kept` and `also`): all of them kept aside.
+    async fn keep_aside(store: &RedbStorage, kept: u32) {
+        write(store, 0..FILL).await;
+        for i in 0..kept {
+            store
+                .submit(vec![numbered("kept", i), numbered("also", i)])
+                .await
+                .unwrap();
+        }
+    }
+
     /// Without a checkpoint, each group is applied to redb right after its answer: a read that
     /// needs redb current (here a listing of names), made as soon as its write is answered,
     /// sees every acknowledged write (from redb, or after waiting for the group kept aside),
@@ -844,64 +877,44 @@ mod tests {
         for seed in [31, 32, 33] {
             let disk = Disk::new(seed);
             let store = open_grouping(&disk, 1);
-            let named = |key: &str| StateScope {
-                service: "S".into(),
-                key: key.into(),
-            };
-            let set = move |key: &str, i: u32| WriteOp::SetState {
-                scope: named(key),
-                name: format!("m{i}"),
-                value: i.to_be_bytes().to_vec(),
-            };
             let stalled = disk.stall_checkpoints();
-            write(&store, 0..FILL).await;
-            for i in 0..KEPT {
-                store
-                    .submit(vec![set("kept", i), set("also", i)])
-                    .await
-                    .unwrap();
-            }
-            // One batch per group: the catch-up of 1500 kept groups takes a slice after each
-            // of about a dozen of these commits.
-            // The catch-up goes one slice after each commit answered once the checkpoint has
-            // ended; the second such answer comes before its slice: the crash lands a slice
-            // or a few into the catch-up (about a dozen slices).
-            let after_checkpoint = Arc::new(AtomicU32::new(0));
-            let after: Vec<_> = (0..400)
-                .map(|i| {
-                    let commit = store.submit(vec![set("after", i)]);
+            keep_aside(&store, KEPT).await;
+            // Eight writers commit one numbered write at a time each, so that batches keep
+            // waiting and the catch-up goes one slice after each commit, until the crash: at
+            // the second answer once the checkpoint has ended, before that commit's slice.
+            let (next, after_checkpoint) =
+                (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+            let writers: Vec<_> = (0..8)
+                .map(|_| {
                     let (store, disk) = (store.clone(), disk.clone());
-                    let after_checkpoint = after_checkpoint.clone();
+                    let (next, after_checkpoint) = (next.clone(), after_checkpoint.clone());
                     tokio::spawn(async move {
-                        let ok = commit.await.is_ok();
-                        if ok
-                            && store.writer_stats().checkpoints > 0
-                            && after_checkpoint.fetch_add(1, Ordering::SeqCst) + 1 == 2
-                        {
-                            disk.crash();
+                        let mut acknowledged = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::SeqCst);
+                            if store.submit(vec![numbered("after", i)]).await.is_err() {
+                                // Fenced off by the crash.
+                                return acknowledged;
+                            }
+                            acknowledged.push(i);
+                            if store.writer_stats().checkpoints > 0
+                                && after_checkpoint.fetch_add(1, Ordering::SeqCst) + 1 == 2
+                            {
+                                disk.crash();
+                            }
                         }
-                        (i, ok)
                     })
                 })
                 .collect();
             drop(stalled);
             let mut acknowledged = Vec::new();
-            for commit in after {
-                let (i, ok) = tokio::time::timeout(Duration::from_secs(30), commit)
-                    .await
-                    .expect("every commit is answered after the crash")
-                    .unwrap();
-                if ok {
-                    acknowledged.push(i);
-                }
+            for writer in writers {
+                let ended = tokio::time::timeout(Duration::from_secs(30), writer).await;
+                acknowledged.extend(ended.expect("the writes end at the crash").unwrap());
             }
-            assert!(
-                acknowledged.len() < 400,
-                "seed {seed}: the crash came during the catch-up"
-            );
             drop(store);
             let store = open(&disk);
-            let get = |key: &str, i: u32| store.state(&named(key), &format!("m{i}")).unwrap();
+            let get = |key: &str, i: u32| read_numbered(&store, key, i);
             for i in 0..KEPT {
                 assert_eq!(
                     get("kept", i),
@@ -1075,28 +1088,10 @@ mod tests {
         // One batch per group, so that the commits queued below stay queued one behind the
         // other, and the catch-up goes one slice after each.
         let store = open_grouping(&disk, 1);
-        let named = |key: &str| StateScope {
-            service: "S".into(),
-            key: key.into(),
-        };
-        let set = move |key: &str, i: u32| WriteOp::SetState {
-            scope: named(key),
-            name: format!("m{i}"),
-            value: i.to_be_bytes().to_vec(),
-        };
-        let get = move |store: &RedbStorage, key: &str, i: u32| {
-            store.state(&named(key), &format!("m{i}")).unwrap()
-        };
         let stalled = disk.stall_checkpoints();
         // The last value switches segments; what follows is kept aside: groups of two writes,
         // many slices' worth.
-        write(&store, 0..FILL).await;
-        for i in 0..KEPT {
-            store
-                .submit(vec![set("kept", i), set("also", i)])
-                .await
-                .unwrap();
-        }
+        keep_aside(&store, KEPT).await;
         assert_eq!(
             store.writer_stats().checkpoints,
             0,
@@ -1112,7 +1107,7 @@ mod tests {
                 loop {
                     let i = KEPT - 1 - reads % 500;
                     assert_eq!(
-                        get(&store, "kept", i),
+                        read_numbered(&store, "kept", i),
                         Some(i.to_be_bytes().to_vec()),
                         "m{i}"
                     );
@@ -1124,7 +1119,7 @@ mod tests {
             }
         });
         let queued =
-            futures::future::join_all((0..400).map(|i| store.submit(vec![set("after", i)])));
+            futures::future::join_all((0..400).map(|i| store.submit(vec![numbered("after", i)])));
         let queued = tokio::spawn(queued);
         drop(stalled);
         for answer in queued.await.unwrap() {
@@ -1143,14 +1138,14 @@ mod tests {
         let store = open(&disk);
         for i in 0..KEPT {
             assert_eq!(
-                get(&store, "kept", i),
+                read_numbered(&store, "kept", i),
                 Some(i.to_be_bytes().to_vec()),
                 "m{i}"
             );
         }
         for i in 0..400 {
             assert_eq!(
-                get(&store, "after", i),
+                read_numbered(&store, "after", i),
                 Some(i.to_be_bytes().to_vec()),
                 "m{i}"
             );
