@@ -156,8 +156,12 @@ impl Visibility {
             return Ok(());
         }
         let target = seen.acknowledged;
-        seen.waiting += 1;
-        let (mut seen, result) = super::hand_worker_on(move || {
+        // Unlocked while the worker is handed on (that may start a thread): the writer takes
+        // this lock before every answer.
+        drop(seen);
+        super::hand_worker_on(|| {
+            let mut seen = self.seen.lock().expect("visibility lock");
+            seen.waiting += 1;
             let result = loop {
                 if seen.applied >= target {
                     break Ok(());
@@ -167,10 +171,9 @@ impl Visibility {
                 }
                 seen = self.caught_up.wait(seen).expect("visibility lock");
             };
-            (seen, result)
-        });
-        seen.waiting -= 1;
-        result
+            seen.waiting -= 1;
+            result
+        })
     }
 
     /// Group `seq` (`ops`) is acknowledged before it is applied: called before its answer is
