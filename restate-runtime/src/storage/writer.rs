@@ -673,10 +673,7 @@ mod tests {
     }
 
     fn scope() -> StateScope {
-        StateScope {
-            service: "S".into(),
-            key: "k".into(),
-        }
+        named("k")
     }
 
     /// Writes state entries `names` of 64 KiB each, one batch at a time; each must be
@@ -742,10 +739,7 @@ mod tests {
         let disk = Disk::new(7);
         let store = open(&disk);
         let stop = Arc::new(AtomicBool::new(false));
-        let other = StateScope {
-            service: "S".into(),
-            key: "other".into(),
-        };
+        let other = named("other");
         let streaming = tokio::spawn({
             let (store, stop) = (store.clone(), stop.clone());
             async move {
@@ -956,10 +950,7 @@ mod tests {
         const WINDOW: usize = 16;
         let disk = Disk::new(23);
         let store = open_grouping(&disk, 1);
-        let marked = StateScope {
-            service: "S".into(),
-            key: "kept".into(),
-        };
+        let marked = named("kept");
         // OPS small writes that touch no key's state (unless `mark`).
         let batch = {
             let marked = marked.clone();
@@ -1184,10 +1175,7 @@ mod tests {
             let store = store.clone();
             std::thread::spawn(move || read(&store))
         };
-        let other = StateScope {
-            service: "S".into(),
-            key: "other".into(),
-        };
+        let other = named("other");
         let waiting = read_on_a_thread(Box::new(|s| s.state_keys(&scope()).unwrap().len()));
         // The reads of what no kept group wrote answer while the checkpoint still stalls (a
         // wrong wait would hold them until it is let go: never, here).
