@@ -1,13 +1,15 @@
-// Summarizes loadgen --tsv files of one or more runs of both sides (bench/compare.sh):
-//   node summarize.js SECONDS ours-1.tsv[,ours-2.tsv...] restate-1.tsv[,restate-2.tsv...]
+// Summarizes loadgen --tsv files of one or more runs of both sides (bench/compare.sh, or two
+// builds of ours: bench/builds.sh):
+//   node summarize.js SECONDS ours-1.tsv[,ours-2.tsv...] restate-1.tsv[,restate-2.tsv...] [A B]
 // Prints markdown: req/s (median and range over runs) with the ours/Restate ratio, latency,
 // server CPU per request, the fanout drain rates, and the rows a foreign CPU load disturbed.
+// A and B name the two sides in the headings (default: ours, Restate).
 "use strict";
 const fs = require("fs");
 
-const [secsArg, oursArg, restateArg] = process.argv.slice(2);
+const [secsArg, oursArg, restateArg, A = "ours", B = "Restate"] = process.argv.slice(2);
 if (!restateArg) {
-  console.error("usage: node summarize.js SECONDS OURS_TSVS RESTATE_TSVS (comma-separated)");
+  console.error("usage: node summarize.js SECONDS OURS_TSVS RESTATE_TSVS [A B] (comma-separated)");
   process.exit(2);
 }
 const secs = Number(secsArg);
@@ -57,12 +59,15 @@ const spread = (xs, digits = 0, suffix = "") => {
   return `${med} (${fmt(Math.min(...v), digits)}–${fmt(Math.max(...v), digits)})`;
 };
 
+// Ratios near 1 (two builds of ours) need two decimals to be read against a 10% bound.
+const ratioSpread = (xs) => spread(xs, median(xs) < 10 ? 2 : 1, "×");
+
 const keys = [...ours[0].rows.keys()];
 const many = runs > 1;
 const what = many ? `median of ${runs} runs (min–max)` : "one run";
 
 console.log(`#### Requests/s, ${what}\n`);
-console.log("| scenario | concurrency | ours req/s | Restate req/s | ours / Restate |");
+console.log(`| scenario | concurrency | ${A} req/s | ${B} req/s | ${A} / ${B} |`);
 console.log("|---|---|---|---|---|");
 for (const k of keys) {
   const [scenario, conc] = k.split("\t");
@@ -70,12 +75,12 @@ for (const k of keys) {
   const r = restate.map((r) => r.rows.get(k)?.rate);
   const ratios = [];
   for (let i = 0; i < runs; i++) ratios.push(o[i] / r[i]);
-  console.log(`| ${scenario} | ${conc} | ${spread(o)} | ${spread(r)} | ${spread(ratios, 1, "×")} |`);
+  console.log(`| ${scenario} | ${conc} | ${spread(o)} | ${spread(r)} | ${ratioSpread(ratios)} |`);
 }
 
 console.log(`\n#### Latency and server CPU, medians${many ? ` of ${runs} runs` : ""}\n`);
 console.log(
-  "| scenario | concurrency | ours p50 ms | Restate p50 ms | Restate p50 / ours p50 | ours p99 ms | Restate p99 ms | ours p99.9 ms | Restate p99.9 ms | ours max ms | Restate max ms | ours CPU ms/request | Restate CPU ms/request |",
+  `| scenario | concurrency | ${A} p50 ms | ${B} p50 ms | ${B} p50 / ${A} p50 | ${A} p99 ms | ${B} p99 ms | ${A} p99.9 ms | ${B} p99.9 ms | ${A} max ms | ${B} max ms | ${A} CPU ms/request | ${B} CPU ms/request |`,
 );
 console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const k of keys) {
@@ -97,7 +102,7 @@ const concs = [...ours[0].drains.keys()];
 if (concs.length) {
   console.log(`\n#### Fanout 10: queued messages drained, ${what}\n`);
   console.log(
-    "| concurrency | ours msgs/s (row start → drained) | Restate msgs/s (row start → drained) | ours / Restate | ours backlog when load stopped | Restate backlog when load stopped | Restate backlog drain msgs/s |",
+    `| concurrency | ${A} msgs/s (row start → drained) | ${B} msgs/s (row start → drained) | ${A} / ${B} | ${A} backlog when load stopped | ${B} backlog when load stopped | ${B} backlog drain msgs/s |`,
   );
   console.log("|---|---|---|---|---|---|---|");
   for (const c of concs) {
@@ -107,7 +112,7 @@ if (concs.length) {
     for (let i = 0; i < runs; i++) ratios.push(o[i] / r[i]);
     const incomplete = [...ours, ...restate].some((x) => x.drains.get(c) && !x.drains.get(c).complete);
     console.log(
-      `| ${c} | ${spread(o)} | ${spread(r)} | ${spread(ratios, 1, "×")} | ` +
+      `| ${c} | ${spread(o)} | ${spread(r)} | ${ratioSpread(ratios)} | ` +
         `${spread(ours.map((x) => x.drains.get(c)?.backlog))} | ` +
         `${spread(restate.map((x) => x.drains.get(c)?.backlog))} | ` +
         `${spread(restate.map((x) => x.drains.get(c)?.tailRate))}${incomplete ? " (a drain timed out)" : ""} |`,
@@ -117,14 +122,14 @@ if (concs.length) {
 
 const peak = (side) => Math.max(...side.flatMap((r) => [...r.rows.values()].map((x) => x.rss)));
 console.log(
-  `\nPeak RSS over the whole table (max over runs): ours ${fmt(peak(ours))} MiB, ` +
-    `Restate (server + SDK service) ${fmt(peak(restate))} MiB.`,
+  `\nPeak RSS over the whole table (max over runs): ${A} ${fmt(peak(ours))} MiB, ` +
+    `${B === "Restate" ? "Restate (server + SDK service)" : B} ${fmt(peak(restate))} MiB.`,
 );
 const errors = (side) => side.reduce((n, r) => n + [...r.rows.values()].reduce((m, x) => m + x.errors, 0), 0);
-console.log(`Errors (non-2xx or transport) over all runs: ours ${errors(ours)}, Restate ${errors(restate)}.`);
+console.log(`Errors (non-2xx or transport) over all runs: ${A} ${errors(ours)}, ${B} ${errors(restate)}.`);
 const disturbed = [];
 const retried = [];
-for (const [name, side] of [["ours", ours], ["Restate", restate]]) {
+for (const [name, side] of [[A, ours], [B, restate]]) {
   side.forEach((run, i) => {
     for (const x of run.rows.values()) {
       if (x.other > 0.5) disturbed.push(`${name} run ${i + 1} "${x.scenario}" c${x.conc}: ${x.other} s`);

@@ -20,6 +20,8 @@
 //! folder with a clean environment. Options:
 //!
 //! - `--seconds N` (default 5): length of each row.
+//! - `--server PATH`: the `bench-services` binary to start (default: the one next to this
+//!   binary), so that one driver measures two builds alike (`bench/builds.sh`).
 //! - `--url BASE`: drive an already running server (its ingress, e.g. `http://127.0.0.1:8080`)
 //!   instead of starting one. `--pid P` (repeatable, or `P1,P2`) names the processes whose CPU
 //!   time and peak RSS (`/proc/P/stat`, `VmHWM`) are summed into the server columns; without it
@@ -77,6 +79,7 @@
 //! commit time, and commits/s as a share of that disk rate.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,6 +166,8 @@ enum Driver {
 
 struct Args {
     seconds: u64,
+    /// The `bench-services` binary to start when there is no `--url`.
+    server: PathBuf,
     url: Option<String>,
     metrics: Option<String>,
     label: Option<String>,
@@ -184,6 +189,9 @@ fn parse_args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut args = Args {
         seconds: 5,
+        server: std::env::current_exe()
+            .expect("exe")
+            .with_file_name("bench-services"),
         url: None,
         metrics: None,
         label: None,
@@ -208,6 +216,7 @@ fn parse_args() -> Args {
         };
         match flag.as_str() {
             "--seconds" => args.seconds = value().parse().unwrap_or_else(|_| usage("--seconds")),
+            "--server" => args.server = PathBuf::from(value()),
             "--url" => args.url = Some(value().trim_end_matches('/').to_string()),
             "--metrics" => args.metrics = Some(value().trim_end_matches('/').to_string()),
             "--label" => args.label = Some(value()),
@@ -252,7 +261,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("loadgen: {problem}");
     }
     eprintln!(
-        "usage: loadgen [--seconds N] [--url BASE [--pid P]... [--metrics URL]] [--label TEXT] \
+        "usage: loadgen [--seconds N] [--server PATH] [--url BASE [--pid P]... [--metrics URL]] [--label TEXT] \
          [--driver reqwest|wrk] [--warmup SECS] [--tsv FILE] [--only TEXT] [--drain-timeout SECS] \
          [--max-other-cpu SECS --tries N] [--soak MINUTES [--retention DURATION]] \
          [--postgres [--standbys N]]"
@@ -296,7 +305,7 @@ struct ServerGuard {
     child: Option<Child>,
     /// With `--standbys`: the other servers on the same database (stopped first).
     standbys: Vec<Child>,
-    dir: Option<std::path::PathBuf>,
+    dir: Option<PathBuf>,
 }
 
 impl Drop for ServerGuard {
@@ -316,14 +325,13 @@ impl Drop for ServerGuard {
 }
 
 fn start_server(
+    bin: &std::path::Path,
     port: u16,
     admin_port: u16,
     dir: &std::path::Path,
     retention: Option<&str>,
     database_url: Option<&str>,
 ) -> Child {
-    let exe = std::env::current_exe().expect("exe");
-    let bin = exe.with_file_name("bench-services");
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("RUST_LOG", "warn")
@@ -1062,7 +1070,14 @@ async fn main() {
                     .fresh_database()
                     .expect("a database on the private cluster")
             });
-            let child = start_server(port, admin_port, &dir, retention, database_url.as_deref());
+            let child = start_server(
+                &args.server,
+                port,
+                admin_port,
+                &dir,
+                retention,
+                database_url.as_deref(),
+            );
             args.metrics = Some(format!("http://127.0.0.1:{admin_port}"));
             pids = vec![child.id()];
             guard.child = Some(child);
@@ -1074,6 +1089,7 @@ async fn main() {
                 let (port, admin_port) = (examples::free_port(), examples::free_port());
                 let standby_dir = std::env::temp_dir().join(format!("bench-standby-{port}"));
                 let child = start_server(
+                    &args.server,
                     port,
                     admin_port,
                     &standby_dir,
