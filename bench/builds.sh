@@ -16,6 +16,7 @@
 # run again, up to --tries attempts (default 3), as in compare.sh. Needs wrk (installed with
 # apt when missing) and node (for bench/summarize.js).
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) stops the script too
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --max-other-cpu) MAX_OTHER="$2"; shift 2 ;;
     --tries) TRIES="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) SIDES+=("$1"); shift ;;
   esac
@@ -48,6 +49,7 @@ fi
 OUT="${OUT:-$(mktemp -d /tmp/bench-builds.XXXXXX)}"
 MAX_OTHER="${MAX_OTHER:-$(awk -v s="$SECS" 'BEGIN{print s/10}')}"
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)" # git and cd below read it from different folders
 rm -f "$OUT"/side-*.tsv "$OUT"/side-*.md
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -55,6 +57,17 @@ if ! command -v wrk >/dev/null; then
   log "installing wrk (apt)"
   apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
 fi
+
+# Every side names a folder or a revision, checked before anything is built.
+for side in "${SIDES[@]}"; do
+  [ -d "$side" ] || git -C "$ROOT" rev-parse --verify --quiet "$side^{commit}" >/dev/null ||
+    { echo "$side is neither a folder nor a revision of $ROOT" >&2; exit 2; }
+done
+# Worktrees an interrupted run left behind.
+for w in "$OUT"/src-*; do
+  if [ -e "$w" ]; then git -C "$ROOT" worktree remove --force "$w" 2>/dev/null || rm -rf "$w"; fi
+done
+git -C "$ROOT" worktree prune
 
 # Prints the bench-services binary of side $1 (a folder or a revision), building a revision.
 # Revisions share the workspace's target folder (dependencies build once); each binary is

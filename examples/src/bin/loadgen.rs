@@ -216,7 +216,10 @@ fn parse_args() -> Args {
         };
         match flag.as_str() {
             "--seconds" => args.seconds = value().parse().unwrap_or_else(|_| usage("--seconds")),
-            "--server" => args.server = PathBuf::from(value()),
+            // Absolute: the server starts with an empty environment, so no PATH lookup.
+            "--server" => {
+                args.server = std::path::absolute(value()).unwrap_or_else(|_| usage("--server"))
+            }
             "--url" => args.url = Some(value().trim_end_matches('/').to_string()),
             "--metrics" => args.metrics = Some(value().trim_end_matches('/').to_string()),
             "--label" => args.label = Some(value()),
