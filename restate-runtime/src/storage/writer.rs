@@ -159,21 +159,25 @@ impl Visibility {
         // Unlocked while the worker is handed on (that may start a thread): the writer takes
         // this lock before every answer.
         drop(seen);
-        super::hand_worker_on(|| {
-            let mut seen = self.seen.lock().expect("visibility lock");
-            seen.waiting += 1;
-            let result = loop {
-                if seen.applied >= target {
-                    break Ok(());
-                }
-                if let Some(reason) = &seen.failed {
-                    break Err(StorageError::Poisoned(reason.clone()));
-                }
-                seen = self.caught_up.wait(seen).expect("visibility lock");
-            };
-            seen.waiting -= 1;
-            result
-        })
+        super::hand_worker_on(|| self.wait_for(target))
+    }
+
+    /// Blocks until group `target` is applied, or the writer failed. It locks again and checks
+    /// before it sleeps, so an apply that landed after the caller let go of the lock is seen.
+    fn wait_for(&self, target: u64) -> Result<(), StorageError> {
+        let mut seen = self.seen.lock().expect("visibility lock");
+        seen.waiting += 1;
+        let result = loop {
+            if seen.applied >= target {
+                break Ok(());
+            }
+            if let Some(reason) = &seen.failed {
+                break Err(StorageError::Poisoned(reason.clone()));
+            }
+            seen = self.caught_up.wait(seen).expect("visibility lock");
+        };
+        seen.waiting -= 1;
+        result
     }
 
     /// Group `seq` (`ops`) is acknowledged before it is applied: called before its answer is
@@ -1289,5 +1293,63 @@ mod tests {
         for i in 0..PAST_FILL {
             assert_eq!(stored(&store, i), Some(vec![i as u8; VALUE]), "n{i}");
         }
+    }
+
+    /// A read's wait and the apply it waits for, in both orders: the group applied after the
+    /// read let go of the lock and before it waits (the wait must not sleep), and applied while
+    /// it sleeps (the apply must wake it); a writer failing while it sleeps wakes it too.
+    #[test]
+    fn a_wait_sees_its_group_applied_before_it_sleeps_and_is_woken_by_one_applied_after() {
+        use super::super::StorageError;
+        use super::Visibility;
+        let deadline = Duration::from_secs(30);
+        // On a thread of its own, so that a wait that never ends fails the test, not hangs it.
+        let wait_for = |visibility: &Arc<Visibility>, target: u64| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let visibility = visibility.clone();
+            std::thread::spawn(move || tx.send(visibility.wait_for(target)));
+            rx
+        };
+        // The waiter holds the lock from counting itself until its condition variable lets go.
+        let asleep = |visibility: &Visibility| {
+            let started = Instant::now();
+            while visibility.seen.lock().unwrap().waiting == 0 {
+                assert!(
+                    started.elapsed() < deadline,
+                    "the read never started waiting"
+                );
+                std::thread::yield_now();
+            }
+        };
+        let kept = Arc::new(Vec::new());
+
+        let applied_first = Arc::new(Visibility::default());
+        applied_first.acknowledge_ahead(1, &kept);
+        applied_first.applied(1);
+        let answer = wait_for(&applied_first, 1).recv_timeout(deadline);
+        assert!(matches!(answer, Ok(Ok(()))), "{answer:?}");
+
+        let waiting_first = Arc::new(Visibility::default());
+        waiting_first.acknowledge_ahead(1, &kept);
+        let answer = wait_for(&waiting_first, 1);
+        asleep(&waiting_first);
+        assert!(
+            answer.try_recv().is_err(),
+            "it returned before its group was applied"
+        );
+        waiting_first.applied(1);
+        let answer = answer.recv_timeout(deadline);
+        assert!(matches!(answer, Ok(Ok(()))), "{answer:?}");
+
+        let failing = Arc::new(Visibility::default());
+        failing.acknowledge_ahead(1, &kept);
+        let answer = wait_for(&failing, 1);
+        asleep(&failing);
+        failing.fail("disk gone");
+        let answer = answer.recv_timeout(deadline);
+        assert!(
+            matches!(answer, Ok(Err(StorageError::Poisoned(_)))),
+            "{answer:?}"
+        );
     }
 }
