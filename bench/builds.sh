@@ -20,6 +20,8 @@ shopt -s inherit_errexit # a failure inside $(...) stops the script too
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 RUNS=3
 SECS=5
 WARMUP=2
@@ -47,16 +49,12 @@ if [ "${#SIDES[@]}" -lt 1 ] || [ "${#SIDES[@]}" -gt 2 ]; then
   exit 2
 fi
 OUT="${OUT:-$(mktemp -d /tmp/bench-builds.XXXXXX)}"
-MAX_OTHER="${MAX_OTHER:-$(awk -v s="$SECS" 'BEGIN{print s/10}')}"
+MAX_OTHER="${MAX_OTHER:-$(default_max_other "$SECS")}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)" # git and cd below read it from different folders
 rm -f "$OUT"/side-*.tsv "$OUT"/side-*.md
-log() { printf '\n== %s\n' "$*" >&2; }
 
-if ! command -v wrk >/dev/null; then
-  log "installing wrk (apt)"
-  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
-fi
+if ! command -v wrk >/dev/null; then apt_install wrk; fi
 
 # Every side names a folder or a revision, checked before anything is built.
 for side in "${SIDES[@]}"; do
@@ -116,7 +114,7 @@ run_side() { # side (base|cand), round
   local bin label
   if [ "$1" = base ]; then bin=$BASE_BIN; label=$BASE_LABEL; else bin=$CAND_BIN; label=$CAND_LABEL; fi
   log "round $2 of $RUNS: $label"
-  env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$OUT" "$LOADGEN" --server "$bin" --driver wrk \
+  env -i PATH="$CLEAN_PATH" HOME="$OUT" "$LOADGEN" --server "$bin" --driver wrk \
     --seconds "$SECS" --warmup "$WARMUP" --max-other-cpu "$MAX_OTHER" --tries "$TRIES" \
     "${ONLY[@]}" --label "$label" --tsv "$OUT/side-$1-$2.tsv" | tee "$OUT/side-$1-$2.md" >&2
 }
@@ -126,14 +124,13 @@ for round in $(seq 1 "$RUNS"); do
   else run_side cand "$round"; run_side base "$round"; fi
 done
 
-tsvs() { local f=() i; for i in $(seq 1 "$RUNS"); do f+=("$OUT/side-$1-$i.tsv"); done; (IFS=,; echo "${f[*]}"); }
 {
   echo
   echo "## $CAND_LABEL against $BASE_LABEL"
   echo
   echo "Machine: $(nproc) CPUs, kernel $(uname -r). wrk, $SECS s per row, warmup $WARMUP s, $RUNS alternating round(s)."
   echo
-  node "$BENCH/summarize.js" "$SECS" "$(tsvs cand)" "$(tsvs base)" "$CAND_LABEL" "$BASE_LABEL"
+  node "$BENCH/summarize.js" "$SECS" "$(tsvs side-cand)" "$(tsvs side-base)" "$CAND_LABEL" "$BASE_LABEL"
 } | tee "$OUT/summary.md"
 echo >&2
 echo "results in $OUT (summary.md, side-*.md)" >&2

@@ -27,6 +27,8 @@ set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 SECS=5
 DRIVER=wrk
 WARMUP=2
@@ -56,20 +58,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 OUT="${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}"
-MAX_OTHER="${MAX_OTHER:-$(awk -v s="$SECS" 'BEGIN{print s/10}')}"
+MAX_OTHER="${MAX_OTHER:-$(default_max_other "$SECS")}"
 mkdir -p "$OUT"
 rm -f "$OUT"/ours-*.tsv "$OUT"/restate-*.tsv "$OUT"/pg1-*.tsv "$OUT"/pg2-*.tsv
-CLEAN_PATH=/usr/local/bin:/usr/bin:/bin
-log() { printf '\n== %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- install and build
-if [ "$DRIVER" = wrk ] && ! command -v wrk >/dev/null; then
-  log "installing wrk (apt)"
-  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
-fi
+if [ "$DRIVER" = wrk ] && ! command -v wrk >/dev/null; then apt_install wrk; fi
 if [ "$PG" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  log "installing postgresql (apt)"
-  apt-get install -y postgresql >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y postgresql >/dev/null; }
+  apt_install postgresql
 fi
 log "npm ci (bench/: @restatedev/restate-server, pinned in package-lock.json)"
 (cd "$BENCH" && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
@@ -257,7 +253,6 @@ cfg() { # value of key $2 in section [$1] of the dumped config ("" = top level)
     (sec=="[]" && cur=="" || cur==sec) && $1==key {sub(/^[^=]*= */, ""); print; exit}
   ' "$OUT/restate-effective-config.toml"
 }
-tsvs() { local f=() i; for i in $(seq 1 "$RUNS"); do f+=("$OUT/$1-$i.tsv"); done; (IFS=,; echo "${f[*]}"); }
 {
   echo
   echo "## Side by side: ours vs $RS_VERSION"
