@@ -51,7 +51,9 @@ mod headers;
 mod ids;
 mod ingress;
 mod listener;
+mod logs;
 mod mac;
+mod maps;
 mod metrics;
 mod percent;
 mod rate;
@@ -238,9 +240,12 @@ pub fn init_tracing() {
     fn logs<S>() -> tracing_subscriber::fmt::Layer<
         S,
         tracing_subscriber::fmt::format::DefaultFields,
-        tracing_subscriber::fmt::format::Format,
+        logs::Lines,
         tracing_subscriber::fmt::writer::BoxMakeWriter,
-    > {
+    >
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
         use tracing_subscriber::fmt::writer::BoxMakeWriter;
         let (terminal, writer) = match cli::command_requested() {
             true => (
@@ -256,21 +261,27 @@ pub fn init_tracing() {
         tracing_subscriber::fmt::layer()
             .with_ansi(terminal && !no_color)
             .with_writer(writer)
+            .event_format(logs::Lines::default())
     }
     #[cfg(feature = "otel")]
     if let Some(export) = telemetry::layer() {
         use tracing_subscriber::Layer as _;
         // The log filter is the log layer's own: spans it leaves out may still be exported.
         let registry = tracing_subscriber::registry().with(logs().with_filter(filter));
-        let _ = registry.with(export).try_init();
+        if registry.with(export).try_init().is_ok() {
+            logs::lines_installed();
+        }
         return;
     }
     // Without an exporter the filter is global: a span or event it leaves out is not even
     // created, which costs less per invocation than a per-layer filter.
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(logs())
         .try_init();
+    if installed.is_ok() {
+        logs::lines_installed();
+    }
 }
 
 /// The README's examples, compiled as doc tests.

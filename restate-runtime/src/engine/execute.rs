@@ -14,6 +14,7 @@ use crate::context::InvocationContext;
 use crate::context::invocation::Abort;
 use crate::error::TerminalError;
 use crate::filter::PauseReason;
+use crate::logs;
 use crate::registry::OnMaxAttempts;
 use crate::storage::Outcome;
 use crate::telemetry;
@@ -66,18 +67,22 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             Bytes::from(state.record.input.clone()),
         )
     };
-    let span = tracing::info_span!("invocation", id = %inflight.id, target = %target);
+    let invocation = Arc::new(logs::Invocation {
+        id: inflight.id,
+        target,
+    });
     inflight
         .running
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let guard = RunningGuard(engine.clone(), inflight.clone());
-    async move {
+    let task = async {
+        let target = &invocation.target;
         let _running = guard;
         let gate = inflight.take_gate();
         if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
             return lose(&engine, &inflight, e.to_string()).await;
         }
-        let (service, options) = match engine.resolve(&target) {
+        let (service, options) = match engine.resolve(target) {
             Ok((service, handler)) => (service.instance.clone(), handler.options.clone()),
             Err(e) => {
                 // The binary no longer serves this target (a handler was removed or renamed):
@@ -110,7 +115,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 let mut state = inflight.state();
                 state.record.attempts += 1;
                 let record = &state.record;
-                telemetry::attempt_span(&inflight.id, &target, record.attempts, &record.headers)
+                telemetry::attempt_span(&inflight.id, target, record.attempts, &record.headers)
             };
             let ctx = InvocationContext::new(engine.clone(), inflight.clone());
             let attempt = {
@@ -169,12 +174,13 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 }
                 Attempt::Terminal(error) => {
                     tracing::info!(code = error.code(), message = %error.message(), "invocation failed terminally");
-                    return complete(&engine, &inflight, ctx.ending(Outcome::failure(&error))).await;
+                    return complete(&engine, &inflight, ctx.ending(Outcome::failure(&error)))
+                        .await;
                 }
                 Attempt::Retry(reason) if policy.allows_another(failures + 1) => {
                     failures += 1;
                     engine.metrics.retries.inc();
-                    if let Some(label) = engine.handler_label(&target) {
+                    if let Some(label) = engine.handler_label(target) {
                         engine.metrics.handler_retries.get_or_create(&label).inc();
                     }
                     let delay = policy.delay_for(failures);
@@ -220,9 +226,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 Attempt::Shutdown => return,
             }
         }
-    }
-    .instrument(span)
-    .await
+    };
+    logs::within(invocation.clone(), task).await
 }
 
 /// Ready when [`stopped`] would be now, but pending without a wake-up: looked at before each

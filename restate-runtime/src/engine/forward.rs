@@ -15,6 +15,7 @@ use super::{
     Completed, Engine, EngineError, Inflight, InvokeRequest, Journal, Prepared, SendStatus,
 };
 use crate::ids::InvocationId;
+use crate::maps::FastMap;
 use crate::storage::{
     CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, JournalEntry,
     Outcome, ResultWaiter, Status, Target, WriteOp,
@@ -221,7 +222,7 @@ impl Engine {
     /// does not know (a rolling deploy) ends at once with a terminal error its callers see.
     fn adopt(
         &self,
-        map: &mut HashMap<InvocationId, Arc<Inflight>>,
+        map: &mut FastMap<InvocationId, Arc<Inflight>>,
         id: InvocationId,
         mut record: InvocationRecord,
         stored: bool,

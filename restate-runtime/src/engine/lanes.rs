@@ -1,18 +1,19 @@
 //! Per-key lanes: exclusive invocations of an object or workflow key run one at a time in
 //! arrival order, and see the key's state through an overlay of writes not yet durable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
+use crate::maps::FastMap;
 use crate::registry::HandlerKind;
 use crate::storage::{StateScope, Target};
 
 /// Writes made through a lane; they stay here until the lane is dropped (after they are durable).
 #[derive(Default)]
 pub(crate) struct StateOverlay {
-    values: HashMap<String, Option<Vec<u8>>>,
+    values: FastMap<String, Option<Vec<u8>>>,
     cleared_all: bool,
 }
 

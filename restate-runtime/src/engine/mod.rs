@@ -53,6 +53,7 @@ pub(crate) use wake::Completion;
 
 use crate::clock::{Clock, now_ms};
 use crate::ids::{InvocationId, partition_key_of};
+use crate::maps::{FastMap, FastSet};
 use crate::registry::{HandlerDefinition, HandlerKind, RegisteredService, Registry};
 use crate::storage::{
     InboxMessage, InvocationRecord, JournalEntry, Outcome, StateScope, Status, Storage,
@@ -326,14 +327,14 @@ pub(crate) struct EngineInner {
     storage: Arc<dyn Storage>,
     registry: Registry,
     config: EngineConfig,
-    inflight: Mutex<HashMap<InvocationId, Arc<Inflight>>>,
+    inflight: Mutex<FastMap<InvocationId, Arc<Inflight>>>,
     /// Who may create the invocation of a derived id (idempotency or workflow key) now.
     claims: claims::Claims,
     /// The finish channel of every unfinished invocation somebody waits on, in memory or not
     /// (a suspended invocation has no `Inflight`, but attachers still wait on it).
-    finishers: Mutex<HashMap<InvocationId, watch::Sender<Finish>>>,
+    finishers: Mutex<FastMap<InvocationId, watch::Sender<Finish>>>,
     /// Per (object, key): the exclusive invocation running and those queued behind it.
-    lanes: Mutex<HashMap<StateScope, lanes::Lane>>,
+    lanes: Mutex<FastMap<StateScope, lanes::Lane>>,
     /// Idle lanes waiting to be dropped once their writes are durable.
     idle_lanes: Mutex<lanes::IdleLanes>,
     /// Last arrival sequence number handed out.
@@ -343,7 +344,7 @@ pub(crate) struct EngineInner {
     awakeables: awakeables::CompletingAwakeables,
     /// Invocations that may have durable result waiters (attaches, duplicate calls): only
     /// their completion reads the store for them, not every completion.
-    result_sources: Mutex<std::collections::HashSet<InvocationId>>,
+    result_sources: Mutex<FastSet<InvocationId>>,
     metrics: crate::metrics::Metrics,
     shutdown: watch::Sender<bool>,
     /// The store's secret: awakeable ids and random seeds are MACs under it.
@@ -420,10 +421,10 @@ impl Engine {
             storage,
             registry,
             config,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::default(),
             claims: claims::Claims::default(),
-            finishers: Mutex::new(HashMap::new()),
-            lanes: Mutex::new(HashMap::new()),
+            finishers: Mutex::default(),
+            lanes: Mutex::default(),
             idle_lanes: Mutex::new(lanes::IdleLanes::default()),
             seq: AtomicU64::new(0),
             timers: timers::Timers::new(recovery_concurrency),

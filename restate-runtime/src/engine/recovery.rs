@@ -179,7 +179,7 @@ impl Engine {
     /// there already or finished.
     fn load_into(
         &self,
-        map: &mut std::collections::HashMap<InvocationId, Arc<Inflight>>,
+        map: &mut crate::maps::FastMap<InvocationId, Arc<Inflight>>,
         id: InvocationId,
         run: bool,
     ) -> Result<Option<Arc<Inflight>>, EngineError> {

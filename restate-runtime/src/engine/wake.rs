@@ -19,11 +19,11 @@
 //! False wake-ups are harmless (the handler replays and suspends again); lost ones are what
 //! this module exists to rule out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
+use crate::maps::FastMap;
 use crate::storage::{
     CommitWaiter, InboxMessage, JournalEntry, Outcome, Partitions, ResultWaiter, Status,
     StorageError, WriteOp,
@@ -265,7 +265,7 @@ impl Engine {
     /// locked.
     pub(super) fn submit_completions_locked(
         &self,
-        map: &HashMap<InvocationId, Arc<Inflight>>,
+        map: &FastMap<InvocationId, Arc<Inflight>>,
         mut ops: Vec<WriteOp>,
         completions: Vec<Completion>,
         fenced_on: Option<u64>,

@@ -3,7 +3,6 @@
 
 mod options;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +12,7 @@ pub use options::{HandlerOptions, OnMaxAttempts, RetryPolicy};
 
 use crate::context::InvocationContext;
 use crate::error::HandlerError;
+use crate::maps::FastMap;
 
 /// The three kinds of service.
 ///
@@ -188,7 +188,7 @@ pub(crate) struct RegisteredService {
 /// Every service the runtime serves.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    services: HashMap<&'static str, RegisteredService>,
+    services: FastMap<&'static str, RegisteredService>,
     /// Versions of the crates that declare the services, sorted, each once.
     crate_versions: Vec<&'static str>,
 }
@@ -239,7 +239,7 @@ impl Registry {
     pub(crate) fn assemble(
         bound: Vec<(ServiceDefinition, DynService)>,
     ) -> Result<Self, RegistryError> {
-        let mut services: HashMap<&'static str, RegisteredService> = HashMap::new();
+        let mut services: FastMap<&'static str, RegisteredService> = FastMap::default();
         for (definition, instance) in bound {
             let name = definition.name;
             if is_internal(name) {

@@ -385,7 +385,8 @@ impl UnfinishedHint {
         let flags = u8::from(head.due_at_ms.is_some())
             | u8::from(head.suspended) << 1
             | u8::from(head.keyed) << 2;
-        let mut out = vec![HINT_VERSION, flags];
+        let mut out = sized_buffer(self, HINT_HEADER);
+        out.extend([HINT_VERSION, flags]);
         out.extend(head.due_at_ms.unwrap_or(0).to_be_bytes());
         out.extend(head.seq.to_be_bytes());
         postcard::to_extend(self, out).expect("hint encodes")
@@ -633,10 +634,20 @@ pub enum DecodeRecordError {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoded straight after the tag byte: no second buffer to copy from. The buffer grows
-    // with what it holds, so its memory stays near the length the writer's queue counts.
-    // Encoding our own plain data types into a Vec cannot fail.
-    postcard::to_extend(value, vec![RECORD_VERSION]).expect("record encodes")
+    // Encoded straight after the tag byte: no second buffer to copy from. Encoding our own
+    // plain data types into a Vec cannot fail.
+    let mut out = sized_buffer(value, 1);
+    out.push(RECORD_VERSION);
+    postcard::to_extend(value, out).expect("record encodes")
+}
+
+/// An empty buffer with room for `header` bytes and `value` encoded: sized by a counting pass
+/// (no allocation), it is allocated once, where growing it from empty reallocated and copied
+/// it several times per record, and its memory is the length the writer's queue counts.
+fn sized_buffer<T: Serialize + ?Sized>(value: &T, header: usize) -> Vec<u8> {
+    let size = postcard::ser_flavors::Size::default();
+    let body = postcard::serialize_with_flavor(value, size).expect("record encodes");
+    Vec::with_capacity(header + body)
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeRecordError> {
