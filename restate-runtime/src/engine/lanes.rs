@@ -130,8 +130,10 @@ impl Engine {
             return;
         }
         inflight.engage(&self.held_input);
+        // Boxed: the task's future is then a pointer, not the ~2 KB state of `run`, which tokio
+        // copied into its task cell and again over itself when the task ended.
         self.tasks
-            .spawn(super::execute::run(self.clone(), inflight));
+            .spawn(Box::pin(super::execute::run(self.clone(), inflight)));
     }
 
     fn handler_kind(&self, target: &Target) -> Option<HandlerKind> {

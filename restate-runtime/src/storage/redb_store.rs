@@ -706,8 +706,6 @@ fn build_due_index(db: &Database) -> Result<(), OpenFault> {
     Ok(())
 }
 
-/// The tables one transaction writes, each opened on first use: opening a table costs a lookup
-/// and marks the table tree dirty, and most commits touch two or three of the seven.
 /// Whether an encoded record's id is derived from its key (undecodable: counted as one).
 fn derived_record(id: &InvocationId, encoded: &[u8]) -> bool {
     records::decode_head(encoded).map_or(true, |head| {
@@ -736,6 +734,8 @@ fn count_derived(db: &Database) -> Result<DerivedIds, OpenFault> {
     Ok(derived)
 }
 
+/// The tables one transaction writes, each opened on first use: opening a table costs a lookup
+/// and marks the table tree dirty, and most commits touch two or three of the seven.
 struct OpenTables<'t> {
     txn: &'t redb::WriteTransaction,
     derived: &'t DerivedIds,
