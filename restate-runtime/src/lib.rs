@@ -268,20 +268,15 @@ pub fn init_tracing() {
         use tracing_subscriber::Layer as _;
         // The log filter is the log layer's own: spans it leaves out may still be exported.
         let registry = tracing_subscriber::registry().with(logs().with_filter(filter));
-        if registry.with(export).try_init().is_ok() {
-            logs::lines_installed();
-        }
+        let _ = registry.with(export).try_init();
         return;
     }
     // Without an exporter the filter is global: a span or event it leaves out is not even
     // created, which costs less per invocation than a per-layer filter.
-    let installed = tracing_subscriber::registry()
+    let _ = tracing_subscriber::registry()
         .with(filter)
         .with(logs())
         .try_init();
-    if installed.is_ok() {
-        logs::lines_installed();
-    }
 }
 
 /// The README's examples, compiled as doc tests.

@@ -6,15 +6,22 @@
 //! `init_tracing` installs, the name comes from a task-local that the line's formatter reads:
 //! nothing is created, formatted or entered for an invocation that logs nothing. A span per
 //! invocation (created, its fields formatted, entered and left at every poll) cost about 6% of
-//! the instructions of a small invocation. Under a subscriber of the application's own, which
-//! knows nothing of the task-local, each invocation runs in an `invocation` span instead.
+//! the instructions of a small invocation. Under any other subscriber (the application's own,
+//! or one set for a scope), which knows nothing of the task-local, each invocation runs in an
+//! `invocation` span instead; which of the two is decided per invocation, by the subscriber
+//! current where it starts.
+//!
+//! What the task-local does not do that the span did: it is not `Span::current()`, so a task a
+//! handler spawns with `.in_current_span()` is not labelled, and a `RUST_LOG` directive on the
+//! span (`[invocation{id=…}]=debug`) matches nothing. Every line of the invocation's own task is
+//! labelled, whatever the filter says of the runtime's modules.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{Event, Instrument as _, Level, Subscriber};
+use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::fmt::format::{Format, Writer};
 use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -22,9 +29,6 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::ids::InvocationId;
 use crate::storage::Target;
-
-/// The subscriber that formats log lines is [`Lines`]: invocations need no span.
-static LINES_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 tokio::task_local! {
     static CURRENT: Arc<Invocation>;
@@ -36,14 +40,9 @@ pub(crate) struct Invocation {
     pub target: Target,
 }
 
-/// Records that [`Lines`] formats the process's log lines (the subscriber with it was set).
-pub(crate) fn lines_installed() {
-    LINES_INSTALLED.store(true, Ordering::Relaxed);
-}
-
 /// Runs `task` as invocation `invocation`: the lines it logs name it.
 pub(crate) async fn within<F: Future>(invocation: Arc<Invocation>, task: F) -> F::Output {
-    if LINES_INSTALLED.load(Ordering::Relaxed) {
+    if tracing::dispatcher::get_default(|current| current.downcast_ref::<Lines>().is_some()) {
         return CURRENT.scope(invocation, task).await;
     }
     let span = tracing::info_span!("invocation", id = %invocation.id, target = %invocation.target);
@@ -72,7 +71,9 @@ where
             return self.default.format_event(ctx, writer, event);
         };
         let style = Style(writer.has_ansi_escapes());
-        let meta = event.metadata();
+        // A `log` record's own target and place, as the default format shows them.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         write!(writer, "{}", style.dimmed_start())?;
         if SystemTime.format_time(&mut writer).is_err() {
             writer.write_str("<unknown time>")?;
@@ -240,19 +241,68 @@ mod tests {
         assert_eq!(tails(&plain)[0], expected);
     }
 
-    #[tokio::test]
-    async fn a_task_without_the_lines_runs_in_an_invocation_span() {
-        let spans = Captured::default();
-        let _guard = tracing::subscriber::set_default(subscriber(spans.clone(), false, false));
+    /// Whether `within` runs its task under the task-local (no span current in it) or in an
+    /// `invocation` span, and the line the task logged.
+    async fn run_within(ours: bool) -> (bool, String) {
+        let lines = Captured::default();
+        let _guard = tracing::subscriber::set_default(subscriber(lines.clone(), ours, false));
         let invocation = invocation();
-        // `init_tracing` did not run in this test binary: the span carries the name.
-        assert!(!LINES_INSTALLED.load(Ordering::Relaxed));
-        within(invocation.clone(), async { tracing::info!("hello") }).await;
-        let line = spans.text();
+        let spanless = within(invocation.clone(), async {
+            tracing::info!("hello");
+            tracing::Span::current().is_none()
+        })
+        .await;
+        let line = lines.text();
         let expected = format!(
             "invocation{{id={} target=Payments/in_1/charge}}:",
             invocation.id
         );
         assert!(line.contains(&expected), "{line}");
+        (spanless, line)
+    }
+
+    #[tokio::test]
+    async fn an_invocation_runs_without_a_span_under_the_lines_and_in_one_under_another_format() {
+        assert!(run_within(true).await.0, "under `Lines`: no span");
+        assert!(
+            !run_within(false).await.0,
+            "under the default format: the span"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_record_in_an_invocation_keeps_its_own_target() {
+        let invocation = invocation();
+        let mut tails_of = Vec::new();
+        for ours in [true, false] {
+            let lines = Captured::default();
+            let _guard = tracing::subscriber::set_default(subscriber(lines.clone(), ours, false));
+            let record = || {
+                let record = log::Record::builder()
+                    .target("billing::gateway")
+                    .level(log::Level::Info)
+                    .args(format_args!("connected"))
+                    .build();
+                tracing_log::format_trace(&record).unwrap();
+            };
+            match ours {
+                true => CURRENT.scope(invocation.clone(), async { record() }).await,
+                false => {
+                    let span = tracing::info_span!(
+                        "invocation",
+                        id = %invocation.id,
+                        target = %invocation.target
+                    );
+                    span.in_scope(record);
+                }
+            }
+            tails_of.push(tails(&lines.text()).join("\n"));
+        }
+        assert_eq!(tails_of[0], tails_of[1]);
+        assert!(
+            tails_of[0].contains("}: billing::gateway: connected"),
+            "{}",
+            tails_of[0]
+        );
     }
 }
