@@ -70,15 +70,23 @@ where
         let Ok(invocation) = CURRENT.try_with(Arc::clone) else {
             return self.default.format_event(ctx, writer, event);
         };
-        let style = Style(writer.has_ansi_escapes());
+        // The ANSI escapes, none when the writer takes none (as the default format's).
+        let ansi = writer.has_ansi_escapes();
+        let escape = |code: &'static str| if ansi { code } else { "" };
+        let (bold, dimmed, italic, end) = (
+            escape("\x1b[1m"),
+            escape("\x1b[2m"),
+            escape("\x1b[3m"),
+            escape("\x1b[0m"),
+        );
         // A `log` record's own target and place, as the default format shows them.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write!(writer, "{}", style.dimmed_start())?;
+        write!(writer, "{dimmed}")?;
         if SystemTime.format_time(&mut writer).is_err() {
             writer.write_str("<unknown time>")?;
         }
-        write!(writer, "{} ", style.end())?;
+        write!(writer, "{end} ")?;
         let (color, level) = match *meta.level() {
             Level::TRACE => ("\x1b[35m", "TRACE"),
             Level::DEBUG => ("\x1b[34m", "DEBUG"),
@@ -86,9 +94,7 @@ where
             Level::WARN => ("\x1b[33m", " WARN"),
             Level::ERROR => ("\x1b[31m", "ERROR"),
         };
-        write!(writer, "{}{level}{} ", style.escape(color), style.end())?;
-        let (bold, end, dimmed) = (style.bold_start(), style.end(), style.dimmed_start());
-        let italic = style.escape("\x1b[3m");
+        write!(writer, "{}{level}{end} ", escape(color))?;
         write!(
             writer,
             "{bold}invocation{end}{bold}{{{end}{italic}id{end}{dimmed}={end}{} \
@@ -108,25 +114,6 @@ where
         write!(writer, " {dimmed}{}{end}{dimmed}:{end} ", meta.target())?;
         ctx.format_fields(writer.by_ref(), event)?;
         writeln!(writer)
-    }
-}
-
-/// The ANSI styles of a line, empty when its writer takes no escapes (as the default format's).
-#[derive(Clone, Copy)]
-struct Style(bool);
-
-impl Style {
-    fn escape(self, code: &'static str) -> &'static str {
-        if self.0 { code } else { "" }
-    }
-    fn bold_start(self) -> &'static str {
-        self.escape("\x1b[1m")
-    }
-    fn dimmed_start(self) -> &'static str {
-        self.escape("\x1b[2m")
-    }
-    fn end(self) -> &'static str {
-        self.escape("\x1b[0m")
     }
 }
 
