@@ -8,28 +8,30 @@
 # SHA-256 (derived ids) runs without the CPU's SHA extensions: read it beside a req/s
 # comparison (bench/builds.sh), not instead of one.
 #
-#   bench/instructions.sh [--requests N] [--path PATH] [--body JSON] BUILD...
+#   bench/instructions.sh [--requests N] [--path PATH] [--body JSON] [--idempotent] BUILD...
 #
 # BUILD is a folder holding a `bench-services` binary (bench/builds.sh leaves one per
 # revision under its --out). Defaults: 1600 requests of `POST /Fanout/send` with body `10`;
-# `--path /Noop/echo --body '{}'` counts echo. Needs valgrind (installed with apt when missing).
+# `--path /Noop/echo --body '{}'` counts echo; `--idempotent` gives every request its own
+# `idempotency-key` header. Needs valgrind (installed with apt when missing).
 set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH/lib.sh"
 
-N=1600 PATH_=/Fanout/send BODY=10 PORT=9870
+N=1600 PATH_=/Fanout/send BODY=10 PORT=9870 IDEMPOTENT=
 BUILDS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) N=$2; shift 2 ;;
     --path) PATH_=$2; shift 2 ;;
     --body) BODY=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --idempotent) IDEMPOTENT=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) BUILDS+=("$1"); shift ;;
   esac
 done
-[ ${#BUILDS[@]} -gt 0 ] || { echo "usage: bench/instructions.sh [--requests N] [--path PATH] [--body JSON] BUILD..." >&2; exit 2; }
+[ ${#BUILDS[@]} -gt 0 ] || { echo "usage: bench/instructions.sh [--requests N] [--path PATH] [--body JSON] [--idempotent] BUILD..." >&2; exit 2; }
 command -v valgrind >/dev/null || apt_install valgrind
 
 # Instructions the server executed from start to stop with $2 requests; $1 is the build.
@@ -52,6 +54,7 @@ count() {
       args=()
       for i in $(seq 1 "$per"); do
         [ "$i" -gt 1 ] && args+=(--next)
+        [ -n "$IDEMPOTENT" ] && args+=(-H "idempotency-key: k-$c-$i")
         args+=(-X POST -H 'content-type: application/json' -d "$BODY" -o /dev/null -w '%{http_code}\n'
           "http://127.0.0.1:$PORT$PATH_")
       done
