@@ -225,7 +225,12 @@ impl FromStr for InvocationId {
             return Err(IdParseError::BadLength);
         }
         let rest = s.strip_prefix(PREFIX).ok_or(IdParseError::BadPrefix)?;
-        let (pk, uuid) = rest.split_at(PK_CHARS);
+        // Split by bytes: a multi-byte character across the split is a bad digit, not a panic.
+        let (pk, uuid) = rest.as_bytes().split_at(PK_CHARS);
+        let (pk, uuid) = (
+            std::str::from_utf8(pk).map_err(|_| IdParseError::BadDigit)?,
+            std::str::from_utf8(uuid).map_err(|_| IdParseError::BadDigit)?,
+        );
         let partition_key =
             u64::try_from(decode_base62(pk)?).map_err(|_| IdParseError::BadDigit)?;
         Ok(Self {
@@ -251,6 +256,14 @@ impl<'de> serde::Deserialize<'de> for InvocationId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_across_the_split_is_refused_without_a_panic() {
+        // 38 bytes, the é's two bytes on either side of the partition key's end.
+        let id = "inv_1aaaaaaaaaa\u{e9}bbbbbbbbbbbbbbbbbbbbb";
+        assert_eq!(id.len(), INVOCATION_ID_LEN);
+        assert_eq!(id.parse::<InvocationId>(), Err(IdParseError::BadDigit));
+    }
 
     #[test]
     fn round_trips_text_and_bytes() {

@@ -131,12 +131,23 @@ fn parse_delay(query: Option<&str>) -> Result<Option<std::time::Duration>, ApiEr
         return Ok(None);
     };
     let decoded = form_decode(value);
-    crate::duration::parse(&decoded).map(Some).map_err(|e| {
+    let delay = crate::duration::parse(&decoded).map_err(|e| {
         ApiError::ingress(
             400,
             format!("bad delay query parameter, must be a ISO8601 duration or a duration like '10s': {e}"),
         )
-    })
+    })?;
+    // The execution time is answered as a timestamp, which ends with the year 9999.
+    let at = crate::clock::now_ms().saturating_add(crate::clock::millis(delay));
+    let representable =
+        i64::try_from(at).is_ok_and(|at| jiff::Timestamp::from_millisecond(at).is_ok());
+    if !representable {
+        return Err(ApiError::ingress(
+            400,
+            format!("bad delay query parameter: '{decoded}' ends after the year 9999"),
+        ));
+    }
+    Ok(Some(delay))
 }
 
 /// Form-url-decoding of a query value (`+` is a space).
@@ -146,12 +157,7 @@ fn form_decode(value: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (
-            bytes[i],
-            replaced
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok()),
-        ) {
+        match (bytes[i], crate::percent::escaped_byte(&replaced, i)) {
             (b'%', Some(b)) => {
                 out.push(b);
                 i += 3;
@@ -255,6 +261,12 @@ mod tests {
         assert!(parse_delay(Some("delay=1000")).is_err());
         assert!(parse_delay(Some("delay=1month")).is_err());
         assert!(parse_delay(Some("delay=-5s")).is_err());
+        let far = parse_delay(Some("delay=300000000000000ms")).unwrap_err();
+        assert_eq!(far.code, 400);
+        assert!(
+            parse_delay(Some("delay=3000000h")).is_ok(),
+            "about 342 years"
+        );
     }
 
     #[test]

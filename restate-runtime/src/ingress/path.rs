@@ -81,14 +81,11 @@ fn decode_key(raw: &str) -> Result<String, PathError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = raw
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "bad path, cannot decode key: invalid escape in '{raw}'"
-                    ))
-                })?;
+            let hex = crate::percent::escaped_byte(raw, i).ok_or_else(|| {
+                bad(format!(
+                    "bad path, cannot decode key: invalid escape in '{raw}'"
+                ))
+            })?;
             out.push(hex);
             i += 3;
         } else {
@@ -221,6 +218,8 @@ mod tests {
         assert_eq!(decode_key("%E2%9C%93").unwrap(), "✓");
         assert_eq!(decode_key("%FF").unwrap_err().status, 400);
         assert_eq!(decode_key("%G1").unwrap_err().status, 400);
+        // A sign is not a hex digit: `%+A` used to decode to a newline.
+        assert_eq!(decode_key("%+A").unwrap_err().status, 400);
     }
 
     #[test]

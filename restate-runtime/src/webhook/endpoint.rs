@@ -214,7 +214,8 @@ impl WebhookEndpoint {
     /// takes it only from what the signature covers, so a replayed request with fresh
     /// `idempotency-key` headers stays one invocation: the signed event id, else a digest of
     /// the signed body (a redelivery sends the same body). An unverified endpoint takes the
-    /// client's header, else the event id.
+    /// client's header, else the event id, else the body's digest: an event whose id cannot be
+    /// read is still processed once per distinct body, never once per delivery.
     pub(crate) fn idempotency_key(
         &self,
         header: impl Fn(&str) -> Option<String>,
@@ -223,7 +224,9 @@ impl WebhookEndpoint {
     ) -> Option<String> {
         let hook = &self.webhook;
         let Some(signature) = &hook.signature else {
-            return client_key.or_else(|| hook.event_id(header, body));
+            return client_key
+                .or_else(|| hook.event_id(header, body))
+                .or_else(|| Some(body_digest(body)));
         };
         let signed = match (&hook.event_id, signature) {
             (EventId::JsonField(_) | EventId::BodyDigest, _) => true,
@@ -418,6 +421,15 @@ mod tests {
         assert_eq!(
             hook.idempotency_key(no_headers, body, None).as_deref(),
             Some("evt_1")
+        );
+        // No readable id: the body's digest, so each redelivery is the same invocation.
+        let no_id = br#"{"type":"ping"}"#;
+        let key = hook.idempotency_key(no_headers, no_id, None);
+        assert_eq!(key, hook.idempotency_key(no_headers, no_id, None));
+        assert!(key.is_some());
+        assert_ne!(
+            key,
+            hook.idempotency_key(no_headers, br#"{"type":"pong"}"#, None)
         );
     }
 }

@@ -245,14 +245,50 @@ impl Webhook {
         match &self.event_id {
             EventId::BodyDigest => Some(body_digest(body)),
             EventId::Header(name) => header(&name.to_ascii_lowercase()),
-            EventId::JsonField(field) => serde_json::from_slice::<serde_json::Value>(body)
-                .ok()?
-                .get(field)?
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            EventId::JsonField(field) => json_field(body, field).filter(|s| !s.is_empty()),
         }
     }
+}
+
+/// The string in the top-level `field` of a JSON object, read as a handler's typed input reads
+/// a body: the other fields are skipped unbuilt, so a lone surrogate escape or deep nesting in
+/// a field the handler ignores does not hide the event id (parsing the whole body into a
+/// `serde_json::Value` refused both). Of repeated fields the last wins, as in a `Value`.
+fn json_field(body: &[u8], field: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+    struct Field<'a>(&'a str);
+    impl<'de> DeserializeSeed<'de> for Field<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == self.0 {
+                    found = map
+                        .next_value::<serde_json::Value>()?
+                        .as_str()
+                        .map(str::to_owned);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let found = Field(field).deserialize(&mut json).ok()?;
+    json.end().ok()?;
+    found
 }
 
 /// Constant-time equality of a decoded signature with the expected MAC: the time taken must not
@@ -649,6 +685,27 @@ mod tests {
             Some("evt_9")
         );
         assert_eq!(hook.event_id(|_| None, b"not json"), None);
+        assert_eq!(hook.event_id(|_| None, br#"{"id":"evt_9"} x"#), None);
+        assert_eq!(hook.event_id(|_| None, br#"{"id":7}"#), None);
+        assert_eq!(
+            hook.event_id(|_| None, br#"{"id":"a","id":"b"}"#)
+                .as_deref(),
+            Some("b")
+        );
+        // What a typed input skips does not hide the id: a lone surrogate (a string cut in
+        // the middle of an emoji by JavaScript) and nesting deeper than serde_json's limit.
+        let deep = format!(
+            r#"{{"id":"evt_9","x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for body in [
+            br#"{"note":"\ud83d","id":"evt_9"}"#.as_slice(),
+            deep.as_bytes(),
+        ] {
+            assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
+            assert_eq!(hook.event_id(|_| None, body).as_deref(), Some("evt_9"));
+        }
         let custom = Webhook::unverified(EventId::Header("X-Event-Id".into()));
         assert_eq!(
             custom
