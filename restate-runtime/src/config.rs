@@ -60,6 +60,10 @@ pub struct Config {
     pub secret_headers: Vec<String>,
     /// Largest accepted request body in bytes (`RESTATE_MAX_BODY_BYTES`, default 10 MiB).
     pub max_body_bytes: usize,
+    /// Largest body the public webhook listener reads (`RESTATE_WEBHOOK_MAX_BODY_BYTES`,
+    /// default 1 MiB, never above `max_body_bytes`): it reads a body before the signature can
+    /// be checked, from anyone.
+    pub webhook_max_body_bytes: usize,
     /// Connections each listener serves at once (`RESTATE_MAX_CONNECTIONS`, default 4096,
     /// kept below the open-file limit): more are answered `429` and closed.
     pub max_connections: usize,
@@ -126,6 +130,7 @@ impl Default for Config {
                 .map(|h| (*h).to_owned())
                 .collect(),
             max_body_bytes: 10 * 1024 * 1024,
+            webhook_max_body_bytes: 1024 * 1024,
             max_connections: 4096,
             max_in_flight: 128,
             header_timeout: Duration::from_secs(10),
@@ -274,6 +279,9 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, int)? as usize;
+        }
+        if let Some(v) = var("RESTATE_WEBHOOK_MAX_BODY_BYTES") {
+            self.webhook_max_body_bytes = parse("RESTATE_WEBHOOK_MAX_BODY_BYTES", v, int)? as usize;
         }
         let positive = |s: &str| match s.parse::<usize>() {
             Ok(0) => Err("must be at least 1".to_owned()),

@@ -188,6 +188,27 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Largest body the public webhook listener reads (default 1 MiB, never above
+    /// [`max_body_bytes`](Self::max_body_bytes)). Its bodies are read before the signature
+    /// can be checked, and before they take one of the requests in flight, so a slow sender
+    /// holds no slot a signed event needs; this and the cap on requests in flight bound the
+    /// memory they take.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// // GitHub sends push events of up to 25 MB.
+    /// let runtime = Runtime::builder()
+    ///     .webhook_max_body_bytes(25 * 1024 * 1024)
+    ///     .max_body_bytes(25 * 1024 * 1024)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn webhook_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.webhook_max_body_bytes = bytes;
+        self
+    }
+
     /// How long finished invocations keep results and idempotency keys (default 24 h).
     ///
     /// ```no_run
@@ -1111,7 +1132,9 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn webhook_router(&self) -> axum::Router {
-        crate::ingress::webhook_router(self.engine.clone(), self.body_limits(), &self.webhooks)
+        let mut bodies = self.body_limits();
+        bodies.max_bytes = bodies.max_bytes.min(self.config.webhook_max_body_bytes);
+        crate::ingress::webhook_router(self.engine.clone(), bodies, &self.webhooks)
     }
 
     fn body_limits(&self) -> crate::ingress::BodyLimits {
@@ -1232,6 +1255,10 @@ impl Runtime {
         }
         let public = crate::listener::Limits {
             http2: false,
+            max_body_bytes: limits
+                .max_body_bytes
+                .min(self.config.webhook_max_body_bytes),
+            body_first: true,
             ..limits
         };
         let webhook_server = webhooks.map(|listener| {
@@ -1292,6 +1319,7 @@ impl Runtime {
             body_timeout: self.config.body_timeout,
             max_body_bytes: self.config.max_body_bytes,
             http2: true,
+            body_first: false,
         }
     }
 

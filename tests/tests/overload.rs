@@ -90,6 +90,45 @@ async fn clients_that_never_finish_their_headers_are_closed_and_block_nobody() {
     .await;
 }
 
+/// An HTTP/2 connection that sends no request, answering the server's pings, is closed after
+/// about the header timeout, as an idle HTTP/1 connection is (it used to stay open for good).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("RESTATE_HEADER_TIMEOUT", "1s".to_owned())];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
+    // The client preface and an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let closed = loop {
+        let mut head = [0u8; 9];
+        match tokio::time::timeout_at(deadline, stream.read_exact(&mut head)).await {
+            Err(_) => break false,
+            Ok(Err(_)) => break true,
+            Ok(Ok(_)) => {}
+        }
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; length];
+        if stream.read_exact(&mut payload).await.is_err() {
+            break true;
+        }
+        // Acknowledge SETTINGS and answer PINGs, as a live client does.
+        let answer = match (head[3], head[4] & 1) {
+            (4, 0) => b"\0\0\0\x04\x01\0\0\0\0".to_vec(),
+            (6, 0) => [&[0, 0, 8, 6, 1, 0, 0, 0, 0][..], &payload].concat(),
+            _ => continue,
+        };
+        if stream.write_all(&answer).await.is_err() {
+            break true;
+        }
+    };
+    assert!(closed, "an idle HTTP/2 connection stayed open for 30 s");
+}
+
 #[tokio::test]
 async fn requests_over_the_in_flight_cap_get_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -462,6 +501,28 @@ async fn input_held_in_memory_is_bounded_and_frees_up() {
         support::metrics(&client, &app.admin, ["restate_requests_rejected_total"]).await;
     // The refusal above and those of the polls while the holders ran.
     assert!(rejected >= 1, "refusals are counted");
+}
+
+/// A declared length over `RESTATE_MAX_BODY_BYTES` is answered `413` at once: no
+/// `100 Continue` invites the client to send it.
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413_without_100_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(BIN, &dir.path().join("data"), &[]).await;
+    let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
+    stream
+        .write_all(
+            b"POST /Waits/busy/send HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+              expect: 100-continue\r\ncontent-length: 99999999999\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
+        .await
+        .expect("answered within 30 s")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
 }
 
 /// A body slower than `RESTATE_BODY_TIMEOUT` is answered `408` and counted; nothing is

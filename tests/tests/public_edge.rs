@@ -1,7 +1,7 @@
 //! The public edge of the webhook example: the public webhook listener serves the signed
 //! Stripe endpoint and nothing else, keys come from the signed event and not from a client's
-//! header, forged events leave nothing, and the ingress with a token refuses requests without
-//! it.
+//! header, forged events leave nothing, slow or oversized bodies lock no signed event out, and
+//! the ingress with a token refuses requests without it.
 
 mod support;
 
@@ -10,6 +10,8 @@ use std::time::Duration;
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
 use support::{App, example_bin, free_port, invocations, now_secs, poll};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const SECRET: &str = "whsec_edge";
 const TOKEN: &str = "ingress-token";
@@ -25,15 +27,102 @@ fn event(id: &str, invoice: &str) -> Vec<u8> {
 
 /// The example with a signing secret, a public webhook listener and an ingress token.
 async fn start(dir: &std::path::Path) -> (App, String) {
+    start_with(dir, &[]).await
+}
+
+/// As [`start`], with more settings.
+async fn start_with(dir: &std::path::Path, more: &[(&'static str, &str)]) -> (App, String) {
     let public = free_port();
-    let env = [
+    let mut env = vec![
         ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
         ("PAYMENT_REMINDER_DELAY", "1h".to_owned()),
         ("RESTATE_WEBHOOK_ADDR", format!("127.0.0.1:{public}")),
         ("RESTATE_INGRESS_TOKEN", TOKEN.to_owned()),
     ];
+    env.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let app = App::start(&example_bin("webhooks"), &dir.join("data"), &env).await;
     (app, format!("http://127.0.0.1:{public}"))
+}
+
+/// Sends a request head (and the start of its body) on a new connection to `base`.
+async fn raw_request(base: &str, head_and_body: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head_and_body.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("RESTATE_MAX_IN_FLIGHT", "4"),
+        ("RESTATE_WEBHOOK_MAX_BODY_BYTES", "65536"),
+    ];
+    let (app, public) = start_with(dir.path(), &settings).await;
+    let client = reqwest::Client::new();
+    let path = "/WebhookCallbackRouter/onStripeEvent";
+    let [before] = support::metrics(&client, &app.admin, ["restate_connections_open"]).await;
+
+    // Twice as many senders as there are slots, each trickling a body: one byte of 1,000.
+    let head = |length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+             content-length: {length}\r\n\r\n"
+        )
+    };
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        slow.push(raw_request(&public, &format!("{}{{", head(1000))).await);
+    }
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move {
+            let [open] = support::metrics(&client, &admin, ["restate_connections_open"]).await;
+            open >= before + 8
+        }
+    })
+    .await;
+
+    // A signed event is served meanwhile (it was 429 while the trickles held every slot).
+    let body = event("evt_slow", "in_slow");
+    let r = client
+        .post(format!("{public}{path}"))
+        .header("content-type", "application/json")
+        .header(
+            "stripe-signature",
+            stripe_signature(SECRET, now_secs(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    // A declared length over the public listener's limit: 413 before any of the body is sent.
+    let mut large = raw_request(&public, &head(100_000)).await;
+    let mut status = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(30), large.read_exact(&mut status))
+        .await
+        .expect("answered within 30 s")
+        .unwrap();
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 413",
+        "{}",
+        String::from_utf8_lossy(&status)
+    );
+    drop(slow);
+    let routed = invocations(&client, &app.admin).await;
+    assert_eq!(
+        routed
+            .iter()
+            .filter(|i| i["service"] == "WebhookCallbackRouter")
+            .count(),
+        1,
+        "only the signed event: {routed:?}"
+    );
 }
 
 #[tokio::test]

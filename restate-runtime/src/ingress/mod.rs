@@ -185,32 +185,9 @@ pub(crate) async fn read_body(state: &IngressState, body: Body) -> Result<bytes:
     use crate::listener::BodyError;
     let read =
         crate::listener::read_body_within(body, state.bodies.max_bytes, state.bodies.timeout).await;
-    if let Err(e) = &read {
-        let reason = match e {
-            BodyError::TimedOut => "body_timeout",
-            BodyError::TooLarge => "body_too_large",
-            BodyError::Unreadable(_) => "body_unreadable",
-        };
-        let label = crate::metrics::ReasonLabel { reason };
+    read.map_err(|e: BodyError| {
+        let label = crate::metrics::ReasonLabel { reason: e.reason() };
         state.engine.metrics().rejected.get_or_create(&label).inc();
-    }
-    read.map_err(|e| match e {
-        BodyError::TooLarge => ApiError::ingress(
-            413,
-            format!(
-                "request body exceeds the limit of {} bytes",
-                state.bodies.max_bytes
-            ),
-        ),
-        BodyError::TimedOut => ApiError::ingress(
-            408,
-            format!(
-                "request body did not arrive within {:?}",
-                state.bodies.timeout
-            ),
-        ),
-        BodyError::Unreadable(reason) => {
-            ApiError::ingress(400, format!("cannot read request body: {reason}"))
-        }
+        e.api_error(state.bodies.max_bytes, state.bodies.timeout)
     })
 }

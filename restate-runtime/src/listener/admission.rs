@@ -1,9 +1,11 @@
 //! Admission: the in-flight cap in front of a listener's router, and the answer to what is over
 //! a cap. A refused request's body is read and dropped (up to the body limit, within the body
-//! timeout) before the `429`, so the client sees the answer instead of a reset.
+//! timeout) before the `429`, so the client sees the answer instead of a reset. On the public
+//! listener a body is read before its request takes a slot, its bytes counted against a budget.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,14 +16,15 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{Limits, READ_BUFFER};
 use crate::engine::Engine;
 use crate::ingress::ApiError;
-use crate::metrics::ListenerLabel;
+use crate::metrics::{ListenerLabel, ReasonLabel};
 
 /// How long a request over the in-flight cap waits for a slot before it is answered `429`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
@@ -33,18 +36,69 @@ pub(super) struct Gate {
     freed: Notify,
     limits: Limits,
     refused: Counter,
+    /// Bytes of bodies read ahead and not yet answered ([`Limits::body_first`]): as many as
+    /// the requests in flight could hold at the body limit.
+    buffered: Arc<Semaphore>,
+    rejected: Family<ReasonLabel, Counter>,
 }
 
 impl Gate {
     pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Arc<Self> {
         let label = ListenerLabel { listener: name };
         let metrics = &engine.metrics();
+        let budget = limits.max_in_flight.saturating_mul(limits.max_body_bytes);
         Arc::new(Self {
             in_flight: metrics.requests_in_flight.get_or_create(&label).clone(),
             freed: Notify::new(),
             limits,
             refused: metrics.requests_refused.get_or_create(&label).clone(),
+            buffered: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            rejected: metrics.rejected.clone(),
         })
+    }
+
+    /// Reads a body whole before its request takes a slot: a sender trickling a body holds
+    /// its connection, not a slot a signed event needs. Each frame's bytes are taken from
+    /// [`Self::buffered`] and held until the response; with the budget spent the request is
+    /// refused at once.
+    async fn read_ahead(&self, mut body: Body) -> Result<(Body, OwnedSemaphorePermit), Response> {
+        let limits = &self.limits;
+        let refuse = |e: BodyError| {
+            let reason = ReasonLabel { reason: e.reason() };
+            self.rejected.get_or_create(&reason).inc();
+            e.api_error(limits.max_body_bytes, limits.body_timeout)
+                .into_response()
+        };
+        if hyper::body::Body::size_hint(&body).lower() > limits.max_body_bytes as u64 {
+            return Err(refuse(BodyError::TooLarge));
+        }
+        let deadline = tokio::time::Instant::now() + limits.body_timeout;
+        let mut held = Arc::clone(&self.buffered)
+            .try_acquire_many_owned(0)
+            .expect("the budget is never closed");
+        let mut read = bytes::BytesMut::new();
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(refuse(BodyError::TimedOut)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(refuse(BodyError::Unreadable(e.to_string()))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if read.len() + data.len() > limits.max_body_bytes {
+                return Err(refuse(BodyError::TooLarge));
+            }
+            let bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let Ok(more) = Arc::clone(&self.buffered).try_acquire_many_owned(bytes) else {
+                self.refused.inc();
+                return Err(too_busy("request bytes"));
+            };
+            held.merge(more);
+            read.extend_from_slice(&data);
+        }
+        Ok((Body::from(read.freeze()), held))
     }
 
     /// Takes a slot if one is free.
@@ -82,17 +136,64 @@ impl Drop for Slot {
     }
 }
 
+/// What one connection is doing: the requests it has open, and whether one started since
+/// the last look ([`Activity::idle`]).
+#[derive(Default)]
+pub(super) struct Activity {
+    open: AtomicUsize,
+    started: AtomicBool,
+}
+
+impl Activity {
+    fn enter(self: &Arc<Self>) -> Busy {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.started.store(true, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Whether no request was open, nor started, since the last call.
+    pub(super) fn idle(&self) -> bool {
+        self.open.load(Ordering::Relaxed) == 0 && !self.started.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// One request of a connection, open until dropped.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A listener's router behind its gate, as the service of each connection: admission is a
 /// synchronous check on the way in, with no middleware layer per request.
 #[derive(Clone)]
 pub(super) struct Admitted {
     router: Router,
     gate: Arc<Gate>,
+    activity: Arc<Activity>,
 }
 
 impl Admitted {
     pub(super) fn new(router: Router, gate: Arc<Gate>) -> Self {
-        Self { router, gate }
+        let activity = Arc::default();
+        Self {
+            router,
+            gate,
+            activity,
+        }
+    }
+
+    /// The service of one new connection, and what that connection is doing.
+    pub(super) fn for_connection(&self) -> (Self, Arc<Activity>) {
+        let activity = Arc::<Activity>::default();
+        let service = Self {
+            router: self.router.clone(),
+            gate: self.gate.clone(),
+            activity: activity.clone(),
+        };
+        (service, activity)
     }
 }
 
@@ -105,15 +206,38 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         use tower_service::Service as _;
         let req = req.map(Body::new);
         let mut router = self.router.clone();
+        let busy = self.activity.enter();
         // Probes are answered however busy the listener is.
         if HEALTH_PATHS.contains(&req.uri().path()) {
-            return Box::pin(router.call(req));
+            let response = router.call(req);
+            return Box::pin(async move {
+                let response = response.await;
+                drop(busy);
+                response
+            });
+        }
+        if self.gate.limits.body_first {
+            let gate = self.gate.clone();
+            return Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let (body, bytes) = match gate.read_ahead(body).await {
+                    Ok(read) => read,
+                    Err(refused) => return Ok(refused),
+                };
+                let Some(slot) = gate.wait().await else {
+                    gate.refused.inc();
+                    return Ok(too_busy("requests in flight"));
+                };
+                let response = router.call(http::Request::from_parts(parts, body)).await;
+                drop((slot, bytes, busy));
+                response
+            });
         }
         if let Some(slot) = self.gate.try_take() {
             let response = router.call(req);
             return Box::pin(async move {
                 let response = response.await;
-                drop(slot);
+                drop((slot, busy));
                 response
             });
         }
@@ -125,7 +249,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 return Ok(too_busy("requests in flight"));
             };
             let response = router.call(req).await;
-            drop(slot);
+            drop((slot, busy));
             response
         })
     }
@@ -219,6 +343,11 @@ pub(crate) async fn read_body_within(
     timeout: Duration,
 ) -> Result<bytes::Bytes, BodyError> {
     use futures::FutureExt as _;
+    // A declared length over the limit is refused before any of it is read (nor a
+    // `100 Continue` sent for it).
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(BodyError::TooLarge);
+    }
     let read = axum::body::to_bytes(body, limit);
     tokio::pin!(read);
     // A small body usually arrived with its head and is read at once: no timer to arm.
@@ -244,4 +373,32 @@ pub(crate) enum BodyError {
     TimedOut,
     TooLarge,
     Unreadable(String),
+}
+
+impl BodyError {
+    /// Its label in the `requests_rejected` metric.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            BodyError::TimedOut => "body_timeout",
+            BodyError::TooLarge => "body_too_large",
+            BodyError::Unreadable(_) => "body_unreadable",
+        }
+    }
+
+    /// The answer: more than `limit` bytes is a `413`, slower than `timeout` a `408`.
+    pub(crate) fn api_error(self, limit: usize, timeout: Duration) -> ApiError {
+        match self {
+            BodyError::TooLarge => ApiError::ingress(
+                413,
+                format!("request body exceeds the limit of {limit} bytes"),
+            ),
+            BodyError::TimedOut => ApiError::ingress(
+                408,
+                format!("request body did not arrive within {timeout:?}"),
+            ),
+            BodyError::Unreadable(reason) => {
+                ApiError::ingress(400, format!("cannot read request body: {reason}"))
+            }
+        }
+    }
 }

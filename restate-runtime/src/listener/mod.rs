@@ -39,9 +39,11 @@ pub(crate) struct Limits {
     pub body_timeout: Duration,
     /// Largest body read, also when one is only read to be dropped.
     pub max_body_bytes: usize,
-    /// Whether HTTP/2 is spoken (not on the public listener: webhook senders use HTTP/1.1,
-    /// and an idle HTTP/2 connection has no header timeout to end it).
+    /// Whether HTTP/2 is spoken (not on the public listener: webhook senders use HTTP/1.1).
     pub http2: bool,
+    /// Whether a body is read whole before its request takes a slot in flight (the public
+    /// listener): a slow sender then holds a connection, not a slot.
+    pub body_first: bool,
 }
 
 /// Largest read buffer per connection: with many connections open, hyper's default (about
@@ -93,15 +95,22 @@ pub(crate) async fn serve(
             metrics.connections_open.get_or_create(&label).clone(),
         );
         let timeouts = metrics.header_timeouts.get_or_create(&label).clone();
-        let (builder, service, stop, open_tx) = (
+        let ((service, activity), builder, stop, open_tx) = (
+            service.for_connection(),
             builder.clone(),
-            service.clone(),
             stop.clone(),
             open_tx.clone(),
         );
         tokio::spawn(async move {
             let timed_out = match request_started(&stream, limits.header_timeout).await {
-                Start::Started => serve_connection(&builder, stream, service, stop).await,
+                Start::Http1 => {
+                    let idle = std::future::pending();
+                    serve_connection(&builder, stream, service, stop, idle).await
+                }
+                Start::Http2 => {
+                    let idle = idle(&activity, limits.header_timeout);
+                    serve_connection(&builder, stream, service, stop, idle).await
+                }
                 Start::Closed => false,
                 Start::TimedOut => true,
             };
@@ -141,10 +150,16 @@ impl Drop for Counted {
 
 /// How a connection's first request began.
 enum Start {
-    Started,
+    /// A request line (hyper's header timeout ends an idle connection).
+    Http1,
+    /// The HTTP/2 preface ([`idle`] ends an idle connection).
+    Http2,
     Closed,
     TimedOut,
 }
+
+/// What an HTTP/2 client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits until the client has sent the start of a request (a line, or the 24-byte HTTP/2
 /// preface): hyper reads that much to tell the protocols apart, with no timeout of its own,
@@ -155,7 +170,8 @@ async fn request_started(stream: &TcpStream, timeout: Duration) -> Start {
         loop {
             match stream.peek(&mut head).await {
                 Ok(0) | Err(_) => return Start::Closed,
-                Ok(n) if n == head.len() || head[..n].contains(&b'\n') => return Start::Started,
+                Ok(n) if n == head.len() && head == *H2_PREFACE => return Start::Http2,
+                Ok(n) if n == head.len() || head[..n].contains(&b'\n') => return Start::Http1,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -190,13 +206,26 @@ fn connection_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     }
 }
 
-/// Serves one connection until it ends or serving stops; `true` if it ended by the header
-/// timeout.
+/// Resolves once an HTTP/2 connection has had no request open or started for a whole
+/// `period`: HTTP/2 has no header timeout, so a client that opened a connection, answered
+/// pings and never sent a request would hold it forever.
+async fn idle(activity: &admission::Activity, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        if activity.idle() {
+            return;
+        }
+    }
+}
+
+/// Serves one connection until it ends, serving stops or `idle` resolves; `true` if it ended
+/// by the header timeout.
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
     mut stop: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
 ) -> bool
 where
     S: hyper::service::Service<
@@ -213,8 +242,9 @@ where
     tokio::select! {
         ended = connection.as_mut() => return ended.is_err_and(|e| is_header_timeout(&*e)),
         () = stopped(&mut stop) => {}
+        () = idle => {}
     }
-    // Stopping: finish the request in progress, accept no new one.
+    // Stopping, or idle: finish the request in progress, accept no new one.
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
     false
