@@ -292,6 +292,12 @@ async fn the_ingress_with_a_token_refuses_requests_without_it() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let head = client
+        .head(format!("{}/restate/health", app.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
     // The admin API on loopback answers loopback names only (DNS rebinding).
     let rebound = client
         .get(format!("{}/services", app.admin))

@@ -123,7 +123,8 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
     };
     match route {
         Route::Health => {
-            require(&[Method::GET])?;
+            // HEAD too: load balancers probe with it (hyper sends no body).
+            require(&[Method::GET, Method::HEAD])?;
             let names: Vec<&str> = state
                 .engine
                 .registry()
