@@ -97,12 +97,9 @@ async fn an_idle_http2_connection_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("RESTATE_HEADER_TIMEOUT", "1s".to_owned())];
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
-    let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
     // The client preface and an empty SETTINGS frame.
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut stream = support::raw_request(&app.ingress, preface).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let closed = loop {
         let mut head = [0u8; 9];
@@ -509,20 +506,13 @@ async fn input_held_in_memory_is_bounded_and_frees_up() {
 async fn a_declared_body_over_the_limit_gets_413_without_100_continue() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(BIN, &dir.path().join("data"), &[]).await;
-    let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
-    stream
-        .write_all(
-            b"POST /Waits/busy/send HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
-              expect: 100-continue\r\ncontent-length: 99999999999\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
-        .await
-        .expect("answered within 30 s")
-        .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
+    let mut stream = support::raw_request(
+        &app.ingress,
+        b"POST /Waits/busy/send HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+          expect: 100-continue\r\ncontent-length: 99999999999\r\n\r\n",
+    )
+    .await;
+    assert_eq!(support::status_line(&mut stream).await, "HTTP/1.1 413");
 }
 
 /// A body slower than `RESTATE_BODY_TIMEOUT` is answered `408` and counted; nothing is
@@ -532,20 +522,13 @@ async fn a_body_slower_than_the_body_timeout_gets_408() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("RESTATE_BODY_TIMEOUT", "1s".to_owned())];
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
-    let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
-    stream
-        .write_all(
-            b"POST /Waits/busy/send HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
-              content-length: 100\r\n\r\n1",
-        )
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
-        .await
-        .expect("answered within 30 s")
-        .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
+    let mut stream = support::raw_request(
+        &app.ingress,
+        b"POST /Waits/busy/send HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n1",
+    )
+    .await;
+    assert_eq!(support::status_line(&mut stream).await, "HTTP/1.1 408");
     let client = reqwest::Client::new();
     let [rejected] =
         support::metrics(&client, &app.admin, ["restate_requests_rejected_total"]).await;

@@ -10,8 +10,6 @@ use std::time::Duration;
 use restate_runtime::webhook::stripe_signature;
 use serde_json::{Value, json};
 use support::{App, example_bin, free_port, invocations, now_secs, poll};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const SECRET: &str = "whsec_edge";
 const TOKEN: &str = "ingress-token";
@@ -44,15 +42,6 @@ async fn start_with(dir: &std::path::Path, more: &[(&'static str, &str)]) -> (Ap
     (app, format!("http://127.0.0.1:{public}"))
 }
 
-/// Sends a request head (and the start of its body) on a new connection to `base`.
-async fn raw_request(base: &str, head_and_body: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(head_and_body.as_bytes()).await.unwrap();
-    stream
-}
-
 #[tokio::test]
 async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +63,7 @@ async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_ou
     };
     let mut slow = Vec::new();
     for _ in 0..8 {
-        slow.push(raw_request(&public, &format!("{}{{", head(1000))).await);
+        slow.push(support::raw_request(&public, format!("{}{{", head(1000)).as_bytes()).await);
     }
     poll(Duration::from_secs(30), || {
         let (client, admin) = (client.clone(), app.admin.clone());
@@ -101,18 +90,8 @@ async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_ou
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 
     // A declared length over the public listener's limit: 413 before any of the body is sent.
-    let mut large = raw_request(&public, &head(100_000)).await;
-    let mut status = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(30), large.read_exact(&mut status))
-        .await
-        .expect("answered within 30 s")
-        .unwrap();
-    assert_eq!(
-        &status,
-        b"HTTP/1.1 413",
-        "{}",
-        String::from_utf8_lossy(&status)
-    );
+    let mut large = support::raw_request(&public, head(100_000).as_bytes()).await;
+    assert_eq!(support::status_line(&mut large).await, "HTTP/1.1 413");
     drop(slow);
     let routed = invocations(&client, &app.admin).await;
     assert_eq!(

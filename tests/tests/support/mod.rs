@@ -500,3 +500,25 @@ pub fn describe_run(what: &str, (out, timed_out): &(Output, bool)) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Opens a connection to `base` (`http://host:port`) and sends `bytes` on it: a request head,
+/// or part of one, written by hand.
+pub async fn raw_request(base: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// The start of the answer on `stream`, `HTTP/1.1 NNN`, read within 30 s.
+pub async fn status_line(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
+        .await
+        .expect("answered within 30 s")
+        .unwrap();
+    String::from_utf8_lossy(&head).into_owned()
+}
