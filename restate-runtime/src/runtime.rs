@@ -1741,7 +1741,9 @@ impl RuntimeHandle {
         self.engine()?.cancel(invocation.into()).await
     }
 
-    /// Stops an invocation at once; it completes with a 409 "killed" error.
+    /// Stops an invocation at once; it completes with a 409 "killed" error. `Ok` only once it
+    /// ended so: one that completed first (the kill came too late) is a
+    /// [`ControlError::Conflict`](crate::ControlError::Conflict), its result standing.
     ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;

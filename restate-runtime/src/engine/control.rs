@@ -49,6 +49,18 @@ pub(crate) fn killed() -> Outcome {
     }
 }
 
+/// A kill's answer once the invocation has ended: done only if it ended killed. One that
+/// finished its own way first (it completed, or a cancellation ended it, while the kill was
+/// on its way) was not killed, and the caller must not hear that it was.
+fn ended_killed(id: InvocationId, outcome: &Outcome) -> Result<(), ControlError> {
+    if *outcome == killed() {
+        return Ok(());
+    }
+    Err(ControlError::Conflict(format!(
+        "invocation {id} completed before the kill took effect; its result stands"
+    )))
+}
+
 fn already_completed(id: InvocationId) -> ControlError {
     ControlError::Conflict(format!(
         "invocation {id} was already completed, so it cannot be cancelled nor killed; purge it instead"
@@ -240,6 +252,7 @@ impl Engine {
     }
 
     /// Stops the invocation now: it completes with a 409 "killed" error, no compensation runs.
+    /// Answers `Ok` only once it ended so ([`ended_killed`]).
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
         if self.behind_inbox(&id).await? {
             return Ok(self.forward_message(id, InboxMessage::Kill).await?);
@@ -255,7 +268,10 @@ impl Engine {
                 Err(()) => continue,
                 // Not started (delayed, queued in memory, or on disk behind its key since a
                 // restart): claimed, no task runs it.
-                Ok(true) => return self.end_unstarted(&inflight, killed()).await,
+                Ok(true) => {
+                    self.end_unstarted(&inflight, killed()).await?;
+                    break inflight;
+                }
                 Ok(false) => {}
             }
             {
@@ -270,16 +286,17 @@ impl Engine {
             }
             // Paused, or loaded suspended: no task runs it.
             if !inflight.running.swap(true, Ordering::SeqCst) {
-                return self.end_unstarted(&inflight, killed()).await;
+                self.end_unstarted(&inflight, killed()).await?;
+                break inflight;
             }
+            // The executing task completes it as killed (at once, or after its backoff).
+            inflight.killed.notify_one();
             break inflight;
         };
-        // The executing task completes it as killed (at once, or after its backoff).
-        inflight.killed.notify_one();
-        super::wait_finished(inflight.subscribe())
+        let ended = super::wait_finished(inflight.subscribe())
             .await
-            .map(|_| ())
-            .map_err(|reason| ControlError::Engine(EngineError::Lost(reason)))
+            .map_err(|reason| ControlError::Engine(EngineError::Lost(reason)))?;
+        ended_killed(id, &ended.outcome)
     }
 
     /// Forgets a finished invocation: result, journal and idempotency key.
