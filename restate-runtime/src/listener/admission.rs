@@ -69,7 +69,7 @@ impl Gate {
             e.api_error(limits.max_body_bytes, limits.body_timeout)
                 .into_response()
         };
-        if hyper::body::Body::size_hint(&body).lower() > limits.max_body_bytes as u64 {
+        if declared_over(&body, limits.max_body_bytes) {
             return Err(refuse(BodyError::TooLarge));
         }
         let deadline = tokio::time::Instant::now() + limits.body_timeout;
@@ -172,26 +172,26 @@ impl Drop for Busy {
 pub(super) struct Admitted {
     router: Router,
     gate: Arc<Gate>,
-    activity: Arc<Activity>,
+    /// What its connection is doing, on an HTTP/2 connection only: HTTP/1's own header
+    /// timeout ends an idle one, so its requests are not counted.
+    activity: Option<Arc<Activity>>,
 }
 
 impl Admitted {
     pub(super) fn new(router: Router, gate: Arc<Gate>) -> Self {
-        let activity = Arc::default();
         Self {
             router,
             gate,
-            activity,
+            activity: None,
         }
     }
 
-    /// The service of one new connection, and what that connection is doing.
-    pub(super) fn for_connection(&self) -> (Self, Arc<Activity>) {
+    /// The service of one HTTP/2 connection, and what that connection is doing.
+    pub(super) fn watched(&self) -> (Self, Arc<Activity>) {
         let activity = Arc::<Activity>::default();
         let service = Self {
-            router: self.router.clone(),
-            gate: self.gate.clone(),
-            activity: activity.clone(),
+            activity: Some(activity.clone()),
+            ..self.clone()
         };
         (service, activity)
     }
@@ -206,7 +206,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         use tower_service::Service as _;
         let req = req.map(Body::new);
         let mut router = self.router.clone();
-        let busy = self.activity.enter();
+        let busy = self.activity.as_ref().map(Activity::enter);
         // Probes are answered however busy the listener is.
         if HEALTH_PATHS.contains(&req.uri().path()) {
             let response = router.call(req);
@@ -343,9 +343,7 @@ pub(crate) async fn read_body_within(
     timeout: Duration,
 ) -> Result<bytes::Bytes, BodyError> {
     use futures::FutureExt as _;
-    // A declared length over the limit is refused before any of it is read (nor a
-    // `100 Continue` sent for it).
-    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+    if declared_over(&body, limit) {
         return Err(BodyError::TooLarge);
     }
     let read = axum::body::to_bytes(body, limit);
@@ -365,6 +363,12 @@ pub(crate) async fn read_body_within(
             BodyError::Unreadable(inner.to_string())
         }
     })
+}
+
+/// Whether the body's declared length is over `limit`: refused before any of it is read (nor
+/// a `100 Continue` sent for it).
+fn declared_over(body: &Body, limit: usize) -> bool {
+    hyper::body::Body::size_hint(body).lower() > limit as u64
 }
 
 /// Why a body could not be read.

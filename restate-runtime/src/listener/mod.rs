@@ -95,8 +95,8 @@ pub(crate) async fn serve(
             metrics.connections_open.get_or_create(&label).clone(),
         );
         let timeouts = metrics.header_timeouts.get_or_create(&label).clone();
-        let ((service, activity), builder, stop, open_tx) = (
-            service.for_connection(),
+        let (service, builder, stop, open_tx) = (
+            service.clone(),
             builder.clone(),
             stop.clone(),
             open_tx.clone(),
@@ -108,6 +108,7 @@ pub(crate) async fn serve(
                     serve_connection(&builder, stream, service, stop, idle).await
                 }
                 Start::Http2 => {
+                    let (service, activity) = service.watched();
                     let idle = idle(&activity, limits.header_timeout);
                     serve_connection(&builder, stream, service, stop, idle).await
                 }
