@@ -188,6 +188,74 @@ async fn reservations_survive_a_crash_no_burst_after_the_restart() {
     assert!(gaps(&times).iter().all(|g| *g >= 40), "{:?}", gaps(&times));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sleepers_that_fell_due_while_the_process_was_down_are_spaced_again_after_the_restart() {
+    let paced = Paced::default();
+    let t = runtime(&paced, None).await;
+    for n in 0..100 {
+        t.handle().client::<Paced>().steady(n).send().await.unwrap();
+    }
+    t.advance(Duration::from_millis(1_010)).await;
+    assert_eq!(paced.times("steady").len(), 26);
+    // Down for two seconds: fifty reservations fall due meanwhile.
+    t.restart_after(Duration::from_secs(2)).await;
+    t.advance(Duration::from_millis(1_000)).await;
+    // Down again in the middle of the backlog.
+    t.restart_after(Duration::from_millis(500)).await;
+    t.advance(Duration::from_secs(10)).await;
+    let times = paced.times("steady");
+    assert_eq!(times.len(), 100);
+    assert!(gaps(&times).iter().all(|g| *g >= 40), "{:?}", gaps(&times));
+    // Nothing ran while down, and the rest went at the rate: 74 after the first restart,
+    // less the half-second of the second.
+    assert_eq!(times[26], 3_010, "the first late one goes at the restart");
+    assert!(
+        *times.last().unwrap() <= 3_010 + 74 * 40 + 500 + 40,
+        "{times:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_paced_after_a_restart_keep_the_rate_and_one_can_be_cancelled_while_it_waits() {
+    let paced = Paced::default();
+    let t = runtime(&paced, Some(RateLimit::per_second(2))).await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let sent = t.handle().client::<Paced>().email(n).send().await.unwrap();
+        ids.push(sent.invocation_id());
+    }
+    t.advance(Duration::from_millis(1_010)).await;
+    assert_eq!(paced.times("email"), vec![0, 500, 1000]);
+    t.restart_after(Duration::from_secs(3)).await;
+    // Six fell due meanwhile; they leave 500 ms apart from the restart (4,010 ms), in the
+    // order they woke, and the one due on time at 4,500 ms waits behind them. A slot under a
+    // second ahead is waited for in memory, a later one journaled as the gate's wait.
+    t.advance(Duration::from_millis(1)).await;
+    assert_eq!(paced.times("email"), vec![0, 500, 1000, 4010]);
+    let sent = paced
+        .ran
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    let waiting = (0..10)
+        .rev()
+        .find(|n| !sent.contains(&format!("email-{n:03}")))
+        .unwrap();
+    t.handle().invocation(ids[waiting]).cancel().await.unwrap();
+    t.advance(Duration::from_secs(10)).await;
+    let times = paced.times("email");
+    assert_eq!(times.len(), 9, "all but the cancelled one sent: {times:?}");
+    assert!(gaps(&times).iter().all(|g| *g >= 500), "{times:?}");
+    assert!(*times.last().unwrap() <= 7_010, "{times:?}");
+    let ran = paced.ran.lock().unwrap().clone();
+    assert!(!ran.contains_key(&format!("email-{waiting:03}")), "{ran:?}");
+    let cancelled = t.invocation(ids[waiting]).unwrap();
+    let output = cancelled.output::<()>().expect("ended");
+    assert_eq!(output.unwrap_err().code(), 409, "cancelled");
+}
+
 /// Waits an hour after a step that goes through the "email" limit.
 #[derive(Default)]
 pub struct Later;

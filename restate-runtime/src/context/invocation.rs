@@ -375,11 +375,7 @@ impl InvocationContext {
     /// Calls being waited on are cancelled too.
     pub(crate) fn deliver_cancel(&self, index: u32, entry: impl FnOnce() -> JournalEntry) -> bool {
         let mut state = self.inflight.state();
-        if !state.record.cancel_requested
-            || state.record.cancel_delivered
-            || self.is_stopped()
-            || self.engine.config().replay_check
-        {
+        if !self.cancel_deliverable(&state.record) {
             return false;
         }
         state.record.cancel_delivered = true;
@@ -402,6 +398,18 @@ impl InvocationContext {
             None,
         ));
         true
+    }
+
+    /// A cancellation was asked for and the next await point is to deliver it.
+    pub(crate) fn cancel_pending(&self) -> bool {
+        self.cancel_deliverable(&self.inflight.state().record)
+    }
+
+    fn cancel_deliverable(&self, record: &crate::storage::InvocationRecord) -> bool {
+        record.cancel_requested
+            && !record.cancel_delivered
+            && !self.is_stopped()
+            && !self.engine.config().replay_check
     }
 
     /// Waits until the entry at `index` satisfies `done`, suspending the invocation when the wait

@@ -225,10 +225,9 @@ where
         // The gate's positions come first, taken (and its reservation journaled) now, in
         // program order, as the step's own.
         let ctx = self.ctx;
-        let gate = self
-            .rate
-            .as_ref()
-            .and_then(|(name, key)| ctx.plan_rate_gate(name, key.as_deref(), None));
+        let gate = self.rate.as_ref().and_then(|(name, key)| {
+            ctx.plan_rate_gate(name, key.as_deref(), None, crate::rate::Guarded::Step)
+        });
         let permit = self
             .limiter
             .as_ref()

@@ -375,6 +375,8 @@ pub(crate) struct EngineInner {
     handover: handover::Handover,
     /// The latest count of the store's unfinished invocations, for `/metrics`.
     stored_counts: stored_counts::CountCache,
+    /// Rate limits' passes in this process, spaced again after waits that ended together.
+    rate_pacers: crate::rate::Pacers,
 }
 
 /// Cheap handle to the engine.
@@ -445,6 +447,7 @@ impl Engine {
             drain: drain::Drain::default(),
             handover: handover::Handover::default(),
             stored_counts: stored_counts::CountCache::default(),
+            rate_pacers: crate::rate::Pacers::default(),
         }))
     }
 
@@ -493,6 +496,11 @@ impl Engine {
     /// The concurrency limits configured at run time.
     pub(crate) fn concurrency_limits(&self) -> &crate::concurrency::ConcurrencyLimits {
         &self.config().concurrency_limits
+    }
+
+    /// The rate limits' pacers of this process.
+    pub(crate) fn rate_pacers(&self) -> &crate::rate::Pacers {
+        &self.rate_pacers
     }
 
     pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {

@@ -1,20 +1,40 @@
 //! The gate before a rate-limited handler or step: a reservation (a call to the bucket's key,
 //! which answers when the token is due) and, when it is not due yet, the wait (a durable
-//! sleep), journaled at the two positions before what they guard.
+//! sleep), journaled at the two positions before what they guard; then the process's pacer,
+//! which spaces again the sleepers that woke together.
 
 use std::time::Duration;
 
+use super::pacer::GateId;
 use super::{RATE_LIMITER, RateLimit, Reserve, bucket};
 use crate::context::{DurableFuture, InvocationContext};
 use crate::error::TerminalError;
 use crate::storage::JournalEntry;
 
+/// A pacer's wait shorter than this stays in memory; a longer one is journaled.
+const PACED_IN_MEMORY_MS: u64 = 1000;
+
+/// What a gate stands before, which says where the journal shows it was passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guarded {
+    /// A handler's body: any entry after the gate's two.
+    Handler,
+    /// A `ctx.run` step: an entry at the step's first own position (its permit, or its
+    /// result). A later one may be a concurrent future's, journaled while the gate waited.
+    Step,
+}
+
 /// A gate whose reservation is journaled (or replayed), to be passed.
 pub(crate) struct GatePlan<'a> {
     index: u32,
     name: String,
+    bucket: String,
+    limit: RateLimit,
     /// This attempt makes the reservation (not a replay of one).
     fresh: bool,
+    /// The journal shows what the gate guards under way: an earlier attempt passed it, so
+    /// this one takes no pacer's slot.
+    passed: bool,
     reservation: DurableFuture<'a, Result<u64, TerminalError>>,
 }
 
@@ -29,6 +49,7 @@ impl InvocationContext {
         name: &str,
         key: Option<&str>,
         declared: Option<RateLimit>,
+        guarded: Guarded,
     ) -> Option<GatePlan<'_>> {
         let index = self.peek_index();
         let configured = self
@@ -55,9 +76,19 @@ impl InvocationContext {
             return None;
         }
         self.take_index();
+        let passed = match guarded {
+            Guarded::Handler => self
+                .inflight
+                .state()
+                .journal
+                .last_index()
+                .is_some_and(|last| last > index + 1),
+            Guarded::Step => self.replayed(index + 2).is_some(),
+        };
+        let bucket = bucket(name, key);
         let reserve = crate::client::parts(
             RATE_LIMITER,
-            Some(&bucket(name, key)),
+            Some(&bucket),
             "reserve",
             crate::codec::encode_json(&Reserve {
                 limit,
@@ -67,20 +98,23 @@ impl InvocationContext {
         Some(GatePlan {
             index,
             name: name.to_owned(),
+            bucket,
+            limit,
             fresh,
+            passed,
             reservation: self.call_at(index, reserve),
         })
     }
 
-    /// Waits for the reserved token.
+    /// Waits for the reserved token, then for the pacer's slot.
     pub(crate) async fn pass_rate_gate(&self, plan: GatePlan<'_>) -> Result<(), TerminalError> {
         let due_ms: u64 = plan.reservation.await?;
         let now = self.engine.now_ms();
+        let metrics = self.engine.metrics();
+        let label = crate::metrics::LimiterLabel {
+            limiter: plan.name.into(),
+        };
         if plan.fresh {
-            let metrics = self.engine.metrics();
-            let label = crate::metrics::LimiterLabel {
-                limiter: plan.name.into(),
-            };
             metrics.rate_waits.get_or_create(&label).inc();
             let waited = due_ms.saturating_sub(now) as f64 / 1000.0;
             metrics.rate_waited.get_or_create(&label).inc_by(waited);
@@ -91,7 +125,61 @@ impl InvocationContext {
             self.sleep_at(wait, Duration::from_millis(due_ms.saturating_sub(now)))
                 .await?;
         }
-        Ok(())
+        if plan.passed || self.engine.config().replay_check {
+            return Ok(());
+        }
+        let gate = (self.inflight.id, wait);
+        let paced = self.pace(&plan.bucket, plan.limit, &label, gate).await;
+        self.engine.rate_pacers().passed(gate);
+        paced
+    }
+
+    /// Waits for the pacer's slot: in memory when it is near, otherwise journaled as the
+    /// gate's wait (rewritten to end later), which suspends and can be cancelled as any sleep.
+    async fn pace(
+        &self,
+        bucket: &str,
+        limit: RateLimit,
+        label: &crate::metrics::LimiterLabel,
+        gate: GateId,
+    ) -> Result<(), TerminalError> {
+        let clock = &self.engine.config().clock;
+        let now = clock.now_ms();
+        let slot = self.engine.rate_pacers().slot(bucket, limit, now, gate);
+        if slot.at_ms <= now {
+            return Ok(());
+        }
+        if slot.new {
+            let paced = (slot.at_ms - now) as f64 / 1000.0;
+            let waited = &self.engine.metrics().rate_waited;
+            waited.get_or_create(label).inc_by(paced);
+        }
+        if slot.at_ms - now < PACED_IN_MEMORY_MS {
+            self.wait_in_memory(slot.at_ms).await;
+            return Ok(());
+        }
+        let entry = JournalEntry::Sleep {
+            wake_at_ms: slot.at_ms,
+            cancelled: false,
+        };
+        drop(self.journal(gate.1, entry, Vec::new()));
+        self.sleep_at(gate.1, Duration::ZERO).await
+    }
+
+    /// Until `at_ms`, or until a cancellation is asked for (it lands at the next await).
+    async fn wait_in_memory(&self, at_ms: u64) {
+        let clock = &self.engine.config().clock;
+        let mut changes = self.inflight.changes();
+        while clock.now_ms() < at_ms && !self.cancel_pending() {
+            tokio::select! {
+                _ = clock.sleep_until_ms(at_ms) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        clock.sleep_until_ms(at_ms).await;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -103,7 +191,7 @@ pub(crate) async fn rate_gate(
     key: Option<&str>,
     declared: Option<RateLimit>,
 ) -> Result<(), TerminalError> {
-    match ctx.plan_rate_gate(name, key, declared) {
+    match ctx.plan_rate_gate(name, key, declared, Guarded::Handler) {
         Some(plan) => ctx.pass_rate_gate(plan).await,
         None => Ok(()),
     }

@@ -3,9 +3,12 @@
 //! (`ctx.run(..).rate_limit("email")`). A token is reserved by a call to an internal object
 //! (`object.rs`: one key per bucket, so the bucket is durable and has one writer), and the wait
 //! for it is a durable sleep: a long wait suspends the invocation, a crash keeps the reservation.
+//! Sleepers that wake together (a restart after their due times) are spaced again by the
+//! process's pacer (`pacer.rs`) before they pass.
 
 mod gate;
 mod object;
+mod pacer;
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,8 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use gate::rate_gate;
+pub(crate) use gate::{Guarded, rate_gate};
 pub(crate) use object::{RATE_LIMITER, RateLimiterObject, stored};
+pub(crate) use pacer::Pacers;
 
 /// A token bucket: `limit` tokens per `per`, holding at most `burst` (1 unless set; a bucket
 /// starts full). Each invocation or step takes one token, waiting (durably) for it when the

@@ -48,7 +48,7 @@ impl Bucket {
     }
 
     /// When a reservation made at `now_us` under `limit` may go (µs), and the time it leaves.
-    fn reserve(tat_us: u64, limit: RateLimit, now_us: u64) -> (u64, u64) {
+    pub(super) fn reserve(tat_us: u64, limit: RateLimit, now_us: u64) -> (u64, u64) {
         let interval = limit.interval_us();
         let tat = tat_us.max(now_us);
         (

@@ -328,7 +328,8 @@ async fn combined(ctx: &Context<'_>, waits: &WaitsClient<'_>) -> HandlerResult<u
 }
 
 /// At most two at a time: each run appends `gated start <n> <pid>`, works `STEP_MS`, then
-/// appends `gated end <n> <pid>` to `STEPS_FILE`, so a test sees how many ran at once.
+/// appends `gated end <n> <pid>` to `STEPS_FILE`, so a test sees how many ran at once. And a
+/// rate-limited handler, whose runs a test times.
 #[derive(Default)]
 pub struct Gated;
 
@@ -344,6 +345,21 @@ impl Gated {
             Ok(())
         })
         .name("work")
+        .await?;
+        Ok(n)
+    }
+
+    /// At most 20 a second: each run appends `rated <n> <unix ms>`.
+    #[handler(rate(limit = 20, per = "1s"))]
+    async fn rated(&self, ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
+        ctx.run(|| async move {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis();
+            append(&format!("rated {n} {ms}"))?;
+            Ok(())
+        })
+        .name("rated")
         .await?;
         Ok(n)
     }

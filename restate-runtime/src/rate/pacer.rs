@@ -1,0 +1,176 @@
+//! The pacer after a gate's durable wait: a process's own copy of each bucket's arrival time,
+//! which spaces the passes again when the waits end together. Reservations space due times,
+//! but a process that was down while some fell due wakes all of those sleepers at once on its
+//! restart; here they get slots one interval apart (the burst allowing), ahead of those that
+//! come due on time. On time, a pass finds its slot there already: the reservation spaced it.
+//!
+//! A slot is remembered for its gate until the gate passes, so that a gate whose wait for it
+//! was journaled (and suspended) finds it again when it wakes. Nothing here is durable, nor
+//! needs to be: a crash replays each gate to its wait, and the new process paces them again.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::RateLimit;
+use super::object::Bucket;
+use crate::ids::InvocationId;
+
+/// Entries kept in a table before those that no longer matter are dropped: buckets whose time
+/// has passed (as good as absent) and slots long past (their gate was cancelled or moved).
+const KEPT_BEFORE_SWEEP: usize = 1024;
+/// How long a slot is remembered after its time, for a gate that wakes late.
+const SLOT_KEPT_MS: u64 = 10 * 60 * 1000;
+
+/// A gate: its invocation and the position of its wait.
+pub(crate) type GateId = (InvocationId, u32);
+
+/// Each bucket's arrival time in this process, and the slots handed out and not yet passed.
+#[derive(Debug, Default)]
+pub(crate) struct Pacers {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    /// By bucket: µs since the epoch.
+    tat_us: HashMap<String, u64>,
+    /// By gate: ms since the epoch.
+    slots: HashMap<GateId, u64>,
+}
+
+/// When a gate may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// ms since the epoch, rounded up (never early).
+    pub at_ms: u64,
+    /// Handed out by this call (not remembered from an earlier one).
+    pub new: bool,
+}
+
+impl Pacers {
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        // Nothing under the lock can be left half-done by a panic.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot of `gate` through `bucket` under `limit` at `now_ms`: the one it was given
+    /// if it was given one, a new one otherwise (remembered while it is ahead).
+    pub(crate) fn slot(&self, bucket: &str, limit: RateLimit, now_ms: u64, gate: GateId) -> Slot {
+        let mut tables = self.tables();
+        if let Some(&at_ms) = tables.slots.get(&gate) {
+            return Slot { at_ms, new: false };
+        }
+        let now_us = now_ms.saturating_mul(1000);
+        if tables.tat_us.len() >= KEPT_BEFORE_SWEEP && !tables.tat_us.contains_key(bucket) {
+            tables.tat_us.retain(|_, tat| *tat > now_us);
+        }
+        let tat = tables.tat_us.entry(bucket.to_owned()).or_default();
+        let (allowed_at, next) = Bucket::reserve(*tat, limit, now_us);
+        *tat = next;
+        let at_ms = allowed_at.div_ceil(1000);
+        if at_ms > now_ms {
+            if tables.slots.len() >= KEPT_BEFORE_SWEEP {
+                let oldest = now_ms.saturating_sub(SLOT_KEPT_MS);
+                tables.slots.retain(|_, at| *at > oldest);
+            }
+            tables.slots.insert(gate, at_ms);
+        }
+        Slot { at_ms, new: true }
+    }
+
+    /// `gate` has passed (or will not): its slot is forgotten.
+    pub(crate) fn passed(&self, gate: GateId) {
+        self.tables().slots.remove(&gate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Gate `n` of one invocation.
+    fn gate(n: u32) -> GateId {
+        static ONE: std::sync::LazyLock<InvocationId> =
+            std::sync::LazyLock::new(|| InvocationId::fresh(0, 1));
+        (*ONE, n)
+    }
+
+    /// The slots of `n` gates seen for the first time.
+    fn slots(pacers: &Pacers, bucket: &str, limit: RateLimit, now_ms: u64, n: u32) -> Vec<u64> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1_000_000);
+        (0..n)
+            .map(|_| {
+                let fresh = gate(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                pacers.slot(bucket, limit, now_ms, fresh).at_ms
+            })
+            .collect()
+    }
+
+    #[test]
+    fn passes_that_come_together_leave_one_interval_apart_and_those_on_time_wait_for_nothing() {
+        let pacers = Pacers::default();
+        let limit = RateLimit::new(20, Duration::from_secs(1));
+        // Twenty sleepers woken together (the process was down while they fell due).
+        let late = slots(&pacers, "email", limit, 10_000, 20);
+        assert_eq!(late, (0..20).map(|n| 10_000 + n * 50).collect::<Vec<_>>());
+        // Another bucket is not held up.
+        assert_eq!(pacers.slot("sms", limit, 10_000, gate(100)).at_ms, 10_000);
+        // One due on time after the backlog goes at once; so does each one interval on.
+        assert_eq!(pacers.slot("email", limit, 11_000, gate(101)).at_ms, 11_000);
+        assert_eq!(pacers.slot("email", limit, 11_050, gate(102)).at_ms, 11_050);
+        // A burst goes at once after a quiet spell, then the rate holds.
+        let bursty = RateLimit::new(1, Duration::from_secs(1)).burst(3);
+        assert_eq!(slots(&pacers, "b", bursty, 0, 5), vec![0, 0, 0, 1000, 2000]);
+    }
+
+    #[test]
+    fn a_gate_finds_its_slot_again_until_it_passes() {
+        let pacers = Pacers::default();
+        let limit = RateLimit::per_second(1);
+        assert_eq!(pacers.slot("b", limit, 0, gate(0)).at_ms, 0);
+        let first = pacers.slot("b", limit, 0, gate(1));
+        assert_eq!(
+            first,
+            Slot {
+                at_ms: 1000,
+                new: true
+            }
+        );
+        // Woken by its journaled wait: the same slot, not one more.
+        let again = pacers.slot("b", limit, 1000, gate(1));
+        assert_eq!(
+            again,
+            Slot {
+                at_ms: 1000,
+                new: false
+            }
+        );
+        pacers.passed(gate(1));
+        assert_eq!(pacers.slot("b", limit, 1000, gate(2)).at_ms, 2000);
+    }
+
+    #[test]
+    fn idle_buckets_and_slots_long_past_are_dropped_once_many_are_kept() {
+        let pacers = Pacers::default();
+        let limit = RateLimit::per_second(1);
+        for n in 0..KEPT_BEFORE_SWEEP as u32 {
+            pacers.slot(&format!("tenant-{n}"), limit, 0, gate(n));
+            // The second of each bucket waits a second: its slot is remembered.
+            pacers.slot(&format!("tenant-{n}"), limit, 0, gate(n + 100_000));
+        }
+        let later = SLOT_KEPT_MS + 5_000;
+        pacers.slot("another", limit, later, gate(200_000));
+        assert_eq!(
+            pacers.slot("another", limit, later, gate(200_001)).at_ms,
+            later + 1000
+        );
+        let tables = pacers.tables();
+        assert_eq!(
+            tables.tat_us.len(),
+            1,
+            "only the bucket whose time is ahead is kept"
+        );
+        assert_eq!(tables.slots.len(), 1, "only the slot ahead is kept");
+    }
+}
