@@ -162,7 +162,11 @@ impl InvocationContext {
             wake_at_ms: slot.at_ms,
             cancelled: false,
         };
-        drop(self.journal(gate.1, entry, Vec::new()));
+        // Not journaled: the attempt is being stopped (to suspend or run again), and the sleep
+        // would replay the entry's earlier time. It waits for its end instead.
+        if self.journal(gate.1, entry, Vec::new()).is_none() {
+            return std::future::pending().await;
+        }
         self.sleep_at(gate.1, Duration::ZERO).await
     }
 

@@ -33,9 +33,36 @@ pub(crate) struct Pacers {
 #[derive(Debug, Default)]
 struct Tables {
     /// By bucket: µs since the epoch.
-    tat_us: HashMap<String, u64>,
+    tat_us: Swept<String>,
     /// By gate: ms since the epoch.
-    slots: HashMap<GateId, u64>,
+    slots: Swept<GateId>,
+}
+
+/// A table of times, swept of those that no longer matter once it has doubled since its
+/// last sweep: a table of live entries (a long backlog's slots) costs O(1) per insert.
+#[derive(Debug)]
+struct Swept<K> {
+    map: HashMap<K, u64>,
+    sweep_at: usize,
+}
+
+impl<K> Default for Swept<K> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            sweep_at: KEPT_BEFORE_SWEEP,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Swept<K> {
+    /// Before an insert: keeps only the times after `after`, when a sweep is due.
+    fn sweep_if_due(&mut self, after: u64) {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, at| *at > after);
+            self.sweep_at = (self.map.len() * 2).max(KEPT_BEFORE_SWEEP);
+        }
+    }
 }
 
 /// When a gate may pass.
@@ -57,30 +84,38 @@ impl Pacers {
     /// if it was given one, a new one otherwise (remembered while it is ahead).
     pub(crate) fn slot(&self, bucket: &str, limit: RateLimit, now_ms: u64, gate: GateId) -> Slot {
         let mut tables = self.tables();
-        if let Some(&at_ms) = tables.slots.get(&gate) {
+        if let Some(&at_ms) = tables.slots.map.get(&gate) {
             return Slot { at_ms, new: false };
         }
         let now_us = now_ms.saturating_mul(1000);
-        if tables.tat_us.len() >= KEPT_BEFORE_SWEEP && !tables.tat_us.contains_key(bucket) {
-            tables.tat_us.retain(|_, tat| *tat > now_us);
-        }
-        let tat = tables.tat_us.entry(bucket.to_owned()).or_default();
-        let (allowed_at, next) = Bucket::reserve(*tat, limit, now_us);
-        *tat = next;
+        let buckets = &mut tables.tat_us;
+        let allowed_at = match buckets.map.get_mut(bucket) {
+            Some(tat) => {
+                let (allowed_at, next) = Bucket::reserve(*tat, limit, now_us);
+                *tat = next;
+                allowed_at
+            }
+            None => {
+                // A bucket whose time has passed is as good as absent.
+                buckets.sweep_if_due(now_us);
+                let (allowed_at, next) = Bucket::reserve(0, limit, now_us);
+                buckets.map.insert(bucket.to_owned(), next);
+                allowed_at
+            }
+        };
         let at_ms = allowed_at.div_ceil(1000);
         if at_ms > now_ms {
-            if tables.slots.len() >= KEPT_BEFORE_SWEEP {
-                let oldest = now_ms.saturating_sub(SLOT_KEPT_MS);
-                tables.slots.retain(|_, at| *at > oldest);
-            }
-            tables.slots.insert(gate, at_ms);
+            tables
+                .slots
+                .sweep_if_due(now_ms.saturating_sub(SLOT_KEPT_MS));
+            tables.slots.map.insert(gate, at_ms);
         }
         Slot { at_ms, new: true }
     }
 
     /// `gate` has passed (or will not): its slot is forgotten.
     pub(crate) fn passed(&self, gate: GateId) {
-        self.tables().slots.remove(&gate);
+        self.tables().slots.map.remove(&gate);
     }
 }
 
@@ -167,10 +202,22 @@ mod tests {
         );
         let tables = pacers.tables();
         assert_eq!(
-            tables.tat_us.len(),
+            tables.tat_us.map.len(),
             1,
             "only the bucket whose time is ahead is kept"
         );
-        assert_eq!(tables.slots.len(), 1, "only the slot ahead is kept");
+        assert_eq!(tables.slots.map.len(), 1, "only the slot ahead is kept");
+    }
+
+    #[test]
+    fn a_long_backlog_is_swept_only_each_time_it_doubles() {
+        let pacers = Pacers::default();
+        let limit = RateLimit::per_second(1000);
+        // Three thousand gates woken together: all their slots are ahead, none can go.
+        let backlog = slots(&pacers, "email", limit, 0, 3000);
+        assert_eq!(backlog.last(), Some(&2999));
+        let tables = pacers.tables();
+        assert_eq!(tables.slots.map.len(), 2999, "the first one went at once");
+        assert_eq!(tables.slots.sweep_at, 4096, "swept at 1,024 and 2,048 only");
     }
 }
