@@ -171,15 +171,21 @@ async fn a_named_limit_gates_steps_when_configured_and_lets_them_through_when_no
     assert_eq!(unlimited.times("email"), vec![0; 6]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reservations_survive_a_crash_no_burst_after_the_restart() {
-    let paced = Paced::default();
-    let t = runtime(&paced, None).await;
+/// A hundred invocations of `steady` sent, and the first second gone (26 of them ran).
+async fn steady_for_a_second(paced: &Paced) -> TestRuntime {
+    let t = runtime(paced, None).await;
     for n in 0..100 {
         t.handle().client::<Paced>().steady(n).send().await.unwrap();
     }
     t.advance(Duration::from_millis(1_010)).await;
     assert_eq!(paced.times("steady").len(), 26);
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reservations_survive_a_crash_no_burst_after_the_restart() {
+    let paced = Paced::default();
+    let t = steady_for_a_second(&paced).await;
     t.restart().await;
     t.advance(Duration::from_secs(3)).await;
     let times = paced.times("steady");
@@ -191,12 +197,7 @@ async fn reservations_survive_a_crash_no_burst_after_the_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sleepers_that_fell_due_while_the_process_was_down_are_spaced_again_after_the_restart() {
     let paced = Paced::default();
-    let t = runtime(&paced, None).await;
-    for n in 0..100 {
-        t.handle().client::<Paced>().steady(n).send().await.unwrap();
-    }
-    t.advance(Duration::from_millis(1_010)).await;
-    assert_eq!(paced.times("steady").len(), 26);
+    let t = steady_for_a_second(&paced).await;
     // Down for two seconds: fifty reservations fall due meanwhile.
     t.restart_after(Duration::from_secs(2)).await;
     t.advance(Duration::from_millis(1_000)).await;
