@@ -81,6 +81,17 @@ impl Paced {
             .await?;
         self.record(&ctx, format!("email-{n:03}")).await
     }
+
+    /// A step through the "email" limit and the "smtp" concurrency limiter.
+    #[handler]
+    async fn email_limited(&self, ctx: Context<'_>, n: u32) -> HandlerResult<()> {
+        ctx.run(|| async { Ok(()) })
+            .name("send")
+            .rate_limit("email")
+            .limiter("smtp")
+            .await?;
+        self.record(&ctx, format!("limited-{n:03}")).await
+    }
 }
 
 async fn runtime(paced: &Paced, email: Option<RateLimit>) -> TestRuntime {
@@ -255,6 +266,29 @@ async fn steps_paced_after_a_restart_keep_the_rate_and_one_can_be_cancelled_whil
     let cancelled = t.invocation(ids[waiting]).unwrap();
     let output = cancelled.output::<()>().expect("ended");
     assert_eq!(output.unwrap_err().code(), 409, "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_with_a_rate_and_a_concurrency_limit_is_paced_after_a_restart_too() {
+    let paced = Paced::default();
+    let t = TestRuntime::builder()
+        .bind(paced.clone())
+        .rate_limit("email", RateLimit::per_second(2))
+        .concurrency_limit("smtp", 10)
+        .build()
+        .await;
+    for n in 0..10 {
+        let client = t.handle().client::<Paced>();
+        client.email_limited(n).send().await.unwrap();
+    }
+    t.advance(Duration::from_millis(1_010)).await;
+    assert_eq!(paced.times("limited"), vec![0, 500, 1000]);
+    // The permit is journaled while the gate waits: the gate still counts as not passed.
+    t.restart_after(Duration::from_secs(3)).await;
+    t.advance(Duration::from_secs(10)).await;
+    let times = paced.times("limited");
+    assert_eq!(times.len(), 10);
+    assert!(gaps(&times).iter().all(|g| *g >= 500), "{times:?}");
 }
 
 /// Waits an hour after a step that goes through the "email" limit.

@@ -225,7 +225,7 @@ where
         // The gate's positions come first, taken (and its reservation journaled) now, in
         // program order, as the step's own.
         let ctx = self.ctx;
-        let gate = self.rate.as_ref().and_then(|(name, key)| {
+        let mut gate = self.rate.as_ref().and_then(|(name, key)| {
             ctx.plan_rate_gate(name, key.as_deref(), None, crate::rate::Guarded::Step)
         });
         let permit = self
@@ -233,6 +233,9 @@ where
             .as_ref()
             .and_then(|(name, key)| ctx.plan_permit(name, key.as_deref(), None));
         let index = ctx.take_index();
+        if let Some(gate) = &mut gate {
+            gate.step_ended(ctx.replayed(index).is_some());
+        }
         // Where the permit goes back, after the step.
         let release = permit.as_ref().map(|_| ctx.take_index());
         Box::pin(async move {

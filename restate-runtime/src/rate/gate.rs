@@ -19,8 +19,9 @@ const PACED_IN_MEMORY_MS: u64 = 1000;
 pub(crate) enum Guarded {
     /// A handler's body: any entry after the gate's two.
     Handler,
-    /// A `ctx.run` step: an entry at the step's first own position (its permit, or its
-    /// result). A later one may be a concurrent future's, journaled while the gate waited.
+    /// A `ctx.run` step: its result's entry, at a position taken after the gate's (and a
+    /// permit's, which is journaled while the step waits to start), so told by
+    /// [`GatePlan::step_ended`]. A later entry may be a concurrent future's.
     Step,
 }
 
@@ -83,7 +84,7 @@ impl InvocationContext {
                 .journal
                 .last_index()
                 .is_some_and(|last| last > index + 1),
-            Guarded::Step => self.replayed(index + 2).is_some(),
+            Guarded::Step => false,
         };
         let bucket = bucket(name, key);
         let reserve = crate::client::parts(
@@ -174,7 +175,13 @@ impl InvocationContext {
     async fn wait_in_memory(&self, at_ms: u64) {
         let clock = &self.engine.config().clock;
         let mut changes = self.inflight.changes();
-        while clock.now_ms() < at_ms && !self.cancel_pending() {
+        // Registered, so that a sibling's suspension keeps this wake-up time.
+        let wait = self.waiting(Some(at_ms));
+        loop {
+            wait.saw(*changes.borrow_and_update());
+            if clock.now_ms() >= at_ms || self.cancel_pending() {
+                return;
+            }
             tokio::select! {
                 _ = clock.sleep_until_ms(at_ms) => {}
                 changed = changes.changed() => {
@@ -184,6 +191,13 @@ impl InvocationContext {
                 }
             }
         }
+    }
+}
+
+impl GatePlan<'_> {
+    /// The step it guards has its result journaled: an earlier attempt passed the gate.
+    pub(crate) fn step_ended(&mut self, ended: bool) {
+        self.passed = ended;
     }
 }
 

@@ -3,6 +3,8 @@
 //! but a process that was down while some fell due wakes all of those sleepers at once on its
 //! restart; here they get slots one interval apart (the burst allowing), ahead of those that
 //! come due on time. On time, a pass finds its slot there already: the reservation spaced it.
+//! Under a load above the limit a late wake-up's delay stays with the passes after it until
+//! the load drops under the limit: the rate holds, and the passes run that much later.
 //!
 //! A slot is remembered for its gate until the gate passes, so that a gate whose wait for it
 //! was journaled (and suspended) finds it again when it wakes. Nothing here is durable, nor
