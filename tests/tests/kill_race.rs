@@ -4,8 +4,7 @@
 
 mod support;
 
-use serde_json::Value;
-use support::App;
+use support::{App, send_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -21,16 +20,7 @@ async fn a_kill_answers_200_only_when_it_ended_the_invocation() {
             // (kill status, outcome) per invocation.
             let mut seen = Vec::new();
             for i in 0..150u64 {
-                let sent: Value = client
-                    .post(format!("{ingress}/Waits/nap/send"))
-                    .json(&((i + w) % 4))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let id = sent["invocationId"].as_str().unwrap().to_owned();
+                let id = send_json(&client, &ingress, "/Waits/nap", &((i + w) % 4)).await;
                 let kill = client
                     .patch(format!("{admin}/invocations/{id}/kill"))
                     .send()

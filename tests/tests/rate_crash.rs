@@ -8,8 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::json;
-use support::{App, free_port, lines, poll};
+use support::{App, free_port, lines, poll, send_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -37,13 +36,7 @@ async fn no_second_after_a_restart_holds_more_runs_than_the_rate_limit() {
     let client = reqwest::Client::new();
     let app = App::start_on(BIN, &data, &env, ports).await;
     for n in 0..80 {
-        let r = client
-            .post(format!("{}/Gated/rated/send", app.ingress))
-            .json(&json!(n))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        send_json(&client, &app.ingress, "/Gated/rated", &n).await;
     }
     poll(Duration::from_secs(30), || async {
         runs(&steps).len() >= 10
