@@ -11,13 +11,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use restate_runtime::RateLimit;
 use restate_runtime::prelude::*;
-use restate_runtime::testing::TestRuntime;
+use restate_runtime::testing::{TestRuntime, TestRuntimeBuilder};
 
 /// When each invocation's body ran (virtual ms since the start), by invocation: a replay
 /// writes the same time again.
 #[derive(Default, Clone)]
 pub struct Paced {
     ran: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The runtime, for a step that tells when it ran (virtual ms since the start).
+    clock: Arc<std::sync::OnceLock<Arc<TestRuntime>>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -91,6 +93,24 @@ impl Paced {
             .limiter("smtp")
             .await?;
         self.record(&ctx, format!("limited-{n:03}")).await
+    }
+
+    /// A step through the "email" limit that returns when it ran: its journaled result is
+    /// when the email went, whatever a crash replays after it.
+    #[handler]
+    async fn email_at(&self, ctx: Context<'_>, n: u32) -> HandlerResult<()> {
+        let at = ctx
+            .run(|| async {
+                let t = self.clock.get().expect("the runtime is set");
+                Ok(t.now()
+                    .duration_since(TestRuntime::default_start())?
+                    .as_millis() as u64)
+            })
+            .name("send")
+            .rate_limit("email")
+            .await?;
+        self.ran.lock().unwrap().insert(format!("at-{n:03}"), at);
+        Ok(())
     }
 }
 
@@ -228,7 +248,7 @@ async fn sleepers_that_fell_due_while_the_process_was_down_are_spaced_again_afte
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn steps_paced_after_a_restart_keep_the_rate_and_one_can_be_cancelled_while_it_waits() {
+async fn steps_paced_after_a_restart_keep_the_rate_and_those_cancelled_while_paced_never_run() {
     let paced = Paced::default();
     let t = runtime(&paced, Some(RateLimit::per_second(2))).await;
     let mut ids = Vec::new();
@@ -244,28 +264,30 @@ async fn steps_paced_after_a_restart_keep_the_rate_and_one_can_be_cancelled_whil
     // second ahead is waited for in memory, a later one journaled as the gate's wait.
     t.advance(Duration::from_millis(1)).await;
     assert_eq!(paced.times("email"), vec![0, 500, 1000, 4010]);
-    let sent = paced
-        .ran
-        .lock()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>();
-    let waiting = (0..10)
-        .rev()
-        .find(|n| !sent.contains(&format!("email-{n:03}")))
-        .unwrap();
-    t.handle().invocation(ids[waiting]).cancel().await.unwrap();
+    // Of the five late ones left, two wait in memory (slots 4,510 and 5,010 ms) and three on
+    // their journaled waits; which is which depends on the order they woke. Any four of the
+    // five hold both kinds: they are cancelled. The tenth, due on time at 4,500 ms, still
+    // sleeps for its reservation.
+    let sent = paced.ran.lock().unwrap().clone();
+    let cancelled: Vec<usize> = (0..9)
+        .filter(|n| !sent.contains_key(&format!("email-{n:03}")))
+        .take(4)
+        .collect();
+    for &n in &cancelled {
+        t.handle().invocation(ids[n]).cancel().await.unwrap();
+    }
     t.advance(Duration::from_secs(10)).await;
     let times = paced.times("email");
-    assert_eq!(times.len(), 9, "all but the cancelled one sent: {times:?}");
+    assert_eq!(times.len(), 6, "all but the cancelled ones sent: {times:?}");
     assert!(gaps(&times).iter().all(|g| *g >= 500), "{times:?}");
     assert!(*times.last().unwrap() <= 7_010, "{times:?}");
     let ran = paced.ran.lock().unwrap().clone();
-    assert!(!ran.contains_key(&format!("email-{waiting:03}")), "{ran:?}");
-    let cancelled = t.invocation(ids[waiting]).unwrap();
-    let output = cancelled.output::<()>().expect("ended");
-    assert_eq!(output.unwrap_err().code(), 409, "cancelled");
+    for n in cancelled {
+        assert!(!ran.contains_key(&format!("email-{n:03}")), "{ran:?}");
+        let view = t.invocation(ids[n]).unwrap();
+        let output = view.output::<()>().expect("ended");
+        assert_eq!(output.unwrap_err().code(), 409, "cancelled");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,6 +311,71 @@ async fn a_step_with_a_rate_and_a_concurrency_limit_is_paced_after_a_restart_too
     let times = paced.times("limited");
     assert_eq!(times.len(), 10);
     assert!(gaps(&times).iter().all(|g| *g >= 500), "{times:?}");
+}
+
+/// A crash right after any commit of the paced backlog (the rewritten waits among them), and
+/// a restart at once: whether a rewrite was durable or not, every step goes once, and no
+/// second holds more than the limit plus the burst. The burst is what a crash may add: the
+/// new process cannot know that the old one let a step through just before it died.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_any_commit_of_the_paced_backlog_keeps_the_rate() {
+    let mut crashed_at_least_once = false;
+    for n in 1..=40 {
+        let paced = Paced::default();
+        let t = Arc::new(runtime(&paced, Some(RateLimit::per_second(2))).await);
+        let _ = paced.clock.set(t.clone());
+        let mut ids = Vec::new();
+        for m in 0..10 {
+            let sent = t
+                .handle()
+                .client::<Paced>()
+                .email_at(m)
+                .send()
+                .await
+                .unwrap();
+            ids.push(sent.invocation_id());
+        }
+        t.advance(Duration::from_millis(1_010)).await;
+        t.restart_after(Duration::from_secs(3)).await;
+        t.crash_after_commits(n);
+        // Restarted at once, while the waits rewritten before the crash still lie ahead.
+        let mut crashed = false;
+        for _ in 0..400 {
+            t.advance(Duration::from_millis(50)).await;
+            if t.crashed() {
+                crashed = true;
+                crashed_at_least_once = true;
+                t.restart().await;
+            }
+        }
+        let times = paced.times("at");
+        assert_eq!(times.len(), 10, "crash after commit {n}: {times:?}");
+        let busiest = times
+            .iter()
+            .map(|start| {
+                times
+                    .iter()
+                    .filter(|t| (*start..start + 1000).contains(t))
+                    .count()
+            })
+            .max();
+        assert!(busiest <= Some(3), "crash after commit {n}: {times:?}");
+        let short = gaps(&times).iter().filter(|g| **g < 500).count();
+        assert!(
+            short <= usize::from(crashed),
+            "crash after commit {n}: {times:?}"
+        );
+        for id in ids {
+            let view = t.invocation(id).unwrap();
+            assert_eq!(view.output::<()>(), Some(Ok(())), "crash after commit {n}");
+            assert_eq!(view.run_names(), ["send"], "crash after commit {n}");
+        }
+        if !crashed {
+            assert!(crashed_at_least_once);
+            return;
+        }
+    }
+    panic!("every run crashed: the backlog needs more commits than the loop tries");
 }
 
 /// Waits an hour after a step that goes through the "email" limit.
@@ -344,14 +431,54 @@ async fn a_journal_with_a_gate_replays_after_the_limit_is_switched_off_and_one_w
     }
 }
 
+/// Gates journaled under a limit that the next release switches off: those that fell due
+/// while the process was down pass together at the restart, not spaced by some other limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiters_whose_limit_was_switched_off_pass_at_once_after_the_restart() {
+    let folder = tempfile::tempdir().unwrap();
+    let paced = Paced::default();
+    let t = TestRuntime::builder()
+        .data_dir(folder.path())
+        .bind(paced.clone())
+        .rate_limit("email", RateLimit::per_second(1))
+        .build()
+        .await;
+    for n in 0..6 {
+        t.handle().client::<Paced>().email(n).send().await.unwrap();
+    }
+    t.advance(Duration::from_millis(1_010)).await;
+    assert_eq!(paced.times("email"), vec![0, 1000]);
+    drop(t);
+    let restart = TestRuntime::default_start() + Duration::from_secs(10);
+    let t = open_with(|| {
+        TestRuntime::builder()
+            .data_dir(folder.path())
+            .bind(paced.clone())
+            .start_at(restart)
+    })
+    .await;
+    t.advance(Duration::from_millis(10)).await;
+    let times = paced.times("email");
+    assert_eq!(times, vec![0, 1000, 10_000, 10_000, 10_000, 10_000]);
+}
+
 /// A test runtime on `folder`, waiting while the runtime dropped just before still holds it.
 async fn open(folder: &std::path::Path, limit: Option<RateLimit>) -> TestRuntime {
-    loop {
-        let mut builder = TestRuntime::builder().data_dir(folder);
-        if let Some(limit) = limit {
-            builder = builder.rate_limit("email", limit);
+    open_with(|| {
+        let builder = TestRuntime::builder().data_dir(folder);
+        match limit {
+            Some(limit) => builder.rate_limit("email", limit),
+            None => builder,
         }
-        match builder.try_build().await {
+    })
+    .await
+}
+
+/// The runtime `build` makes, waiting while the runtime dropped just before still holds its
+/// folder.
+async fn open_with(build: impl Fn() -> TestRuntimeBuilder) -> TestRuntime {
+    loop {
+        match build().try_build().await {
             Ok(t) => return t,
             Err(e) if e.to_string().contains("another process") => {
                 tokio::time::sleep(Duration::from_millis(50)).await

@@ -30,7 +30,9 @@ pub(crate) struct GatePlan<'a> {
     index: u32,
     name: String,
     bucket: String,
-    limit: RateLimit,
+    /// The limit configured now; `None` for a journaled gate whose limit was switched off
+    /// since: its reservation replays, and it passes without the pacer.
+    limit: Option<RateLimit>,
     /// This attempt makes the reservation (not a replay of one).
     fresh: bool,
     /// The journal shows what the gate guards under way: an earlier attempt passed it, so
@@ -67,10 +69,8 @@ impl InvocationContext {
             .last_index()
             .is_none_or(|last| last < index);
         let limit = match self.replayed(index) {
-            Some(JournalEntry::Call { target, .. }) if target.service == RATE_LIMITER => {
-                configured.unwrap_or(RateLimit::per_second(1))
-            }
-            None if fresh => configured?,
+            Some(JournalEntry::Call { target, .. }) if target.service == RATE_LIMITER => configured,
+            None if fresh => Some(configured?),
             _ => return None,
         };
         if !self.take_index_if_next(index) {
@@ -87,12 +87,13 @@ impl InvocationContext {
             Guarded::Step => false,
         };
         let bucket = bucket(name, key);
+        // A replayed reservation's request is not sent again: any limit will do there.
         let reserve = crate::client::parts(
             RATE_LIMITER,
             Some(&bucket),
             "reserve",
             crate::codec::encode_json(&Reserve {
-                limit,
+                limit: limit.unwrap_or(RateLimit::per_second(1)),
                 now_ms: self.engine.now_ms(),
             }),
         );
@@ -129,8 +130,11 @@ impl InvocationContext {
         if plan.passed || self.engine.config().replay_check {
             return Ok(());
         }
+        let Some(limit) = plan.limit else {
+            return Ok(());
+        };
         let gate = (self.inflight.id, wait);
-        let paced = self.pace(&plan.bucket, plan.limit, &label, gate).await;
+        let paced = self.pace(&plan.bucket, limit, &label, gate).await;
         self.engine.rate_pacers().passed(gate);
         paced
     }
