@@ -328,7 +328,9 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
         )
     }
 
-    /// Sends one-way, to run after `delay`.
+    /// Sends one-way, to run after `delay`. A zero delay is a plain [`send`](Self::send), in
+    /// order with the handler's other sends to the key; delayed ones arrive when they fall
+    /// due.
     ///
     /// ```
     /// use restate_runtime::prelude::*;
@@ -350,8 +352,10 @@ impl<'a, O: DeserializeOwned + Send + 'static> HandlerRequest<'a, O> {
     /// }
     /// ```
     pub fn send_after(self, delay: Duration) -> InvocationHandle<O, HandlerCaller<'a>> {
+        // No delay is a plain send: it keeps its place among this handler's sends to the key.
+        let delay = (!delay.is_zero()).then_some(delay);
         InvocationHandle::new(
-            self.ctx.send(self.parts, Some(delay)),
+            self.ctx.send(self.parts, delay),
             HandlerCaller::new(self.ctx),
         )
     }

@@ -40,7 +40,9 @@ impl TerminalError {
         Self::new_with_code(Self::DEFAULT_CODE, message)
     }
 
-    /// A terminal error with an explicit code.
+    /// A terminal error with an explicit code. Over HTTP the code is the response's status
+    /// when it is an error status (4xx, 5xx); any other code answers 500, with the code in the
+    /// body, so that a failure never reads as a success.
     ///
     /// ```
     /// let err = restate_runtime::TerminalError::new_with_code(409, "already paid");

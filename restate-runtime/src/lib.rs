@@ -287,9 +287,10 @@ pub struct ReadmeDoctests;
 /// Everything a handler module needs: `use restate_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Context, DurableFuture, HandlerError, HandlerResult, InvocationHandle, ObjectContext,
-        RawInput, RetryPolicy, Runtime, RuntimeHandle, SharedObjectContext, SharedWorkflowContext,
-        TerminalError, TerminalErrorExt, WorkflowContext, handler, object, service, workflow,
+        ClientError, Context, DurableFuture, HandlerError, HandlerResult, InvocationHandle,
+        ObjectContext, RawInput, RetryPolicy, Runtime, RuntimeHandle, SharedObjectContext,
+        SharedWorkflowContext, TerminalError, TerminalErrorExt, WorkflowContext, handler, object,
+        service, workflow,
     };
     pub use rand::RngCore as _;
     pub use serde::{Deserialize, Serialize};

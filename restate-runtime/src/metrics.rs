@@ -263,6 +263,7 @@ pub(crate) struct Snapshot {
     pub in_memory: Vec<(&'static str, i64)>,
     pub timers_pending: i64,
     pub timers_stored: i64,
+    pub timers_waiting_for_slot: i64,
     pub queued_on_keys: i64,
     /// The deepest key queues: (service, key, invocations queued).
     pub top_key_queues: Vec<(String, String, i64)>,
@@ -457,6 +458,12 @@ impl Metrics {
             "Timers armed in memory: delayed starts and suspended sleeps due within the timer \
              window (RESTATE_TIMER_WINDOW)",
             gauge(snapshot.timers_pending),
+        );
+        registry.register(
+            "timers_waiting_for_slot",
+            "Timers fired for invocations on disk that wait for one of the slots bounding how \
+             many such invocations are in memory at once (RESTATE_RECOVERY_CONCURRENCY)",
+            gauge(snapshot.timers_waiting_for_slot),
         );
         registry.register(
             "timers_stored",

@@ -128,6 +128,10 @@ async fn a_backup_under_load_opens_consistent_and_finishes_what_it_holds_once() 
     assert_eq!(status, 409, "{refused}");
     let (status, _) = post_backup(&server, json!({ "folder": "x" })).await;
     assert_eq!(status, 400);
+    // A relative path would land in the server's working directory.
+    let (status, refused) = post_backup(&server, json!({ "path": "relative/copy" })).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(!std::path::Path::new("relative").exists());
 
     stop.store(true, SeqCst);
     for w in writers {

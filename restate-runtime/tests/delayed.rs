@@ -1,7 +1,8 @@
 //! Delayed invocations wait on disk, not in memory: once accepted they leave memory and keep
 //! only their timer, and they run when due, after a restart too. A cancel, kill, attach or
 //! duplicate request reaches one that waits on disk, and cancels and kills racing timers,
-//! suspensions and busy keys end each invocation once.
+//! suspensions and busy keys end each invocation once. Ones that wait for a key held by a
+//! suspended handler leave it a slot to wake.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use restate_runtime::prelude::*;
+use restate_runtime::testing::TestRuntime;
 use restate_runtime::{ClientError, InvocationId};
 use serde_json::Value;
 
@@ -512,4 +514,45 @@ async fn suspended_invocations_are_counted_in_the_store() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     s.stop().await;
+}
+
+/// A key held by a suspended handler, and delayed sends to that key.
+#[derive(Default)]
+pub struct Held;
+
+#[object]
+impl Held {
+    /// Holds the key through a sleep long enough to suspend.
+    #[handler]
+    async fn hold(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(10)).await?;
+        Ok(())
+    }
+
+    #[handler]
+    async fn add(&self, ctx: ObjectContext<'_>) -> HandlerResult<u32> {
+        let n = ctx.get::<u32>("n").await?.unwrap_or(0) + 1;
+        ctx.set("n", n);
+        Ok(n)
+    }
+}
+
+/// Delayed sends that fall due while their key's holder is suspended wait for the key without
+/// keeping a slot of the bounded wake from disk: the holder's own timer needs one to wake.
+#[tokio::test(flavor = "multi_thread")]
+async fn delayed_sends_queued_behind_a_suspended_key_holder_leave_it_a_slot_to_wake() {
+    let t = TestRuntime::builder()
+        .bind(Held)
+        .recovery_concurrency(1)
+        .suspend_after(Duration::from_millis(100))
+        .build()
+        .await;
+    let held = t.handle().object::<Held>("k");
+    let holder = held.hold().send().await.unwrap().invocation_id();
+    for _ in 0..3 {
+        held.add().send_after(Duration::from_secs(1)).await.unwrap();
+    }
+    t.advance(Duration::from_secs(30)).await;
+    assert_eq!(t.invocation(holder).unwrap().status(), "completed");
+    assert_eq!(t.state::<u32>("Held", "k", "n"), Some(3));
 }

@@ -771,3 +771,11 @@ async fn restarts_and_advances_that_overlap_take_turns() {
     assert_eq!(t.now(), start + Duration::from_secs(4 * 3600));
     assert_eq!(hourly.output().await.unwrap(), Some(3));
 }
+
+/// A typo in a filter fails the test instead of matching nothing.
+#[tokio::test(flavor = "multi_thread")]
+#[should_panic(expected = "unknown status 'Completed'")]
+async fn a_filter_with_an_unknown_status_panics() {
+    let t = TestRuntime::builder().build().await;
+    t.invocations(InvocationFilter::default().status("Completed"));
+}

@@ -140,6 +140,21 @@ async fn stuck_report(app: &App, id: &str) -> String {
         }
     };
     let mut report = get(format!("{}/invocations/{id}", app.admin)).await;
+    // Where the process's work is: in memory by status, attempts, timers, recovery.
+    let metrics = get(format!("{}/metrics", app.admin)).await;
+    let watched = [
+        "restate_invocations_in_memory",
+        "restate_attempts_running",
+        "restate_timers_",
+        "restate_recovery_pending",
+        "restate_invocation_suspensions",
+        "restate_invocation_retries",
+    ];
+    for line in metrics.lines() {
+        if watched.iter().any(|w| line.starts_with(w)) {
+            report.push_str(&format!("\nmetric: {line}"));
+        }
+    }
     for status in ["scheduled", "running", "suspended", "paused"] {
         let list = get(format!("{}/invocations?status={status}", app.admin)).await;
         let list: Value = serde_json::from_str(&list).unwrap_or_default();

@@ -185,10 +185,7 @@ async fn the_bearer_token_is_sent_and_never_logged() {
         .lines()
         .find(|l| l.contains("settings from the environment"))
         .unwrap_or_else(|| panic!("no settings line in {said}"));
-    assert!(
-        line.contains("RESTATE_INGRESS_TOKEN=<set, 6 chars>"),
-        "{line}"
-    );
+    assert!(line.contains("RESTATE_INGRESS_TOKEN=<set> "), "{line}");
     assert!(line.contains("RESTATE_INGRESS_ADDR="), "{line}");
     assert!(!said.contains("s3cret"), "the token leaked: {said}");
     assert_eq!(said.matches("settings from the environment").count(), 1);

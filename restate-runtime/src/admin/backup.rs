@@ -11,7 +11,7 @@ use crate::storage::BackupError;
 
 #[derive(serde::Deserialize)]
 pub(super) struct BackupRequest {
-    /// A folder on the server's machine: created, or empty.
+    /// An absolute path of a folder on the server's machine: created, or empty.
     path: std::path::PathBuf,
 }
 
@@ -26,6 +26,14 @@ pub(super) async fn backup(
             return ApiError::ingress(400, message).into_response();
         }
     };
+    // A relative path would land wherever the server happens to run from.
+    if !request.path.is_absolute() {
+        let message = format!(
+            "the backup path must be absolute (it is a folder on the server's machine): {}",
+            request.path.display()
+        );
+        return ApiError::ingress(400, message).into_response();
+    }
     match crate::runtime::backup(engine.storage().clone(), request.path).await {
         Ok(report) => axum::Json(json!({
             "path": report.path,

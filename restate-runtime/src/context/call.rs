@@ -116,7 +116,8 @@ fn plan_call(ctx: &InvocationContext, index: u32, parts: RequestParts) -> CallPl
             409,
             format!(
                 "deadlock: `{target}` is an exclusive handler on the key this exclusive handler holds; \
-                 a call to it would wait forever. Use `.send()`, or make the callee a shared handler"
+                 a call to it would wait forever. Use `.send()` (and do not wait for its result \
+                 in this handler), or make the callee a shared handler"
             ),
         ));
         drop(ctx.journal(

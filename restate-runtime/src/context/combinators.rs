@@ -13,6 +13,7 @@ use futures::future::{BoxFuture, Either};
 use super::durable::DurableFuture;
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
+use super::zone::{self, Zone};
 use crate::engine::OutputState;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
@@ -66,6 +67,10 @@ impl InvocationContext {
             Recorded::Winner(_) => Either::Right(b.await),
             Recorded::Mismatch => std::future::pending().await,
             Recorded::Open => {
+                // A branch that creates an operation as it is polled pauses the invocation:
+                // a replay would poll the winner only.
+                let a = zone::inside(Zone::SelectBranch(0), a);
+                let b = zone::inside(Zone::SelectBranch(1), b);
                 let (winner, result) = tokio::select! {
                     biased;
                     v = a => (0, Either::Left(v)),
@@ -297,6 +302,16 @@ impl InvocationContext {
         }
     }
 
+    /// Whether invocation `id` can only end after this one: it is this one, or an exclusive
+    /// invocation of the key this exclusive invocation holds (queued behind it).
+    fn would_wait_on_itself(&self, id: InvocationId) -> bool {
+        id == self.id()
+            || self
+                .engine
+                .target_in_memory(&id)
+                .is_some_and(|target| self.exclusive_on(&target))
+    }
+
     pub(crate) fn attach_invocation<T: serde::de::DeserializeOwned>(
         &self,
         id: InvocationId,
@@ -365,6 +380,23 @@ impl InvocationContext {
                                 outcome,
                             };
                             self.journal_result_of(index, entry, id, true).map(Some)
+                        }
+                        // Itself, or one queued behind it on the key it holds: the result
+                        // would never come. Failed at once, as such a call is.
+                        None if self.would_wait_on_itself(id) => {
+                            let outcome = Outcome::Failure {
+                                code: 409,
+                                message: format!(
+                                    "deadlock: invocation {id} cannot end before this exclusive \
+                                     handler does (it is this invocation, or waits for the key \
+                                     this one holds); send it without waiting for its result here"
+                                ),
+                            };
+                            let entry = JournalEntry::Attach {
+                                invocation_id: id,
+                                outcome: Some(outcome),
+                            };
+                            self.journal(index, entry, Vec::new()).map(Some)
                         }
                         None => {
                             let waiter = self.engine.result_waiter(id, self.id(), index, false);

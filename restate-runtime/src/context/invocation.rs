@@ -112,6 +112,7 @@ impl InvocationContext {
     /// attempt. Its seed is a MAC of the invocation id under the store's secret: the same on
     /// every replay, unpredictable from outside.
     pub(crate) fn with_rng<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
+        self.refuse_in_zone("a draw from `ctx.rand()`");
         let mut rng = self.rng.lock().expect("rng lock");
         draw(rng.get_or_insert_with(|| {
             let seed = self.engine.mac(&[b"rand", &self.inflight.id.to_bytes()]);
@@ -126,12 +127,22 @@ impl InvocationContext {
     /// The journal position of the next operation. Taken when an operation is created (not when
     /// it is first polled), so concurrent operations get positions in program order.
     pub(crate) fn take_index(&self) -> u32 {
+        self.refuse_in_zone("a context operation");
         self.next_index.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Pauses the attempt when an operation (`what`) is created where its position would
+    /// depend on timing (see `zone.rs`). The operation goes on; the attempt is stopping.
+    pub(crate) fn refuse_in_zone(&self, what: &str) {
+        if let Some(zone) = super::zone::current() {
+            self.stop(Abort::Pause(zone.refusal(what)));
+        }
     }
 
     /// Takes position `index` only when it is still the next one: for an operation that
     /// decides from the entry there whether it takes a position at all (a patch marker).
     pub(crate) fn take_index_if_next(&self, index: u32) -> bool {
+        self.refuse_in_zone("a context operation");
         self.next_index
             .compare_exchange(index, index + 1, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
@@ -159,6 +170,7 @@ impl InvocationContext {
     /// `count` consecutive journal positions, for an operation that makes several decisions
     /// (a stream in completion order); returns the first.
     pub(crate) fn take_indices(&self, count: u32) -> u32 {
+        self.refuse_in_zone("a context operation");
         self.next_index.fetch_add(count, Ordering::Relaxed)
     }
 

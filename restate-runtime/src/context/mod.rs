@@ -12,8 +12,9 @@ mod promise;
 pub(crate) mod run;
 mod sleep;
 mod state;
+mod zone;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 
 use rand::RngCore;
 use serde::{Serialize, de::DeserializeOwned};
@@ -245,9 +246,16 @@ macro_rules! context_types {
                 self.inner.complete_awakeable(id, Ok(crate::storage::Outcome::failure(&error.into())))
             }
 
-            /// Waits for the first of two durable operations (a call raced against a sleep, say);
-            /// the winner is journaled, so a replay takes the same branch. For "all of them",
-            /// `futures::join!` on durable operations is already deterministic.
+            /// Waits for the first of two durable operations (a call raced against a sleep, a
+            /// step against a deadline); the winner is journaled, so a replay takes the same
+            /// branch. A `ctx.run(..)` step may be passed as it is: its position is taken here.
+            ///
+            /// Pass operations, not `async` blocks that create operations as they go: a replay
+            /// polls only the recorded winner, so what the loser would have created is never
+            /// created and every later journal position would shift. Such a branch pauses the
+            /// invocation (reason `non_determinism`) on its first run, with a message that says
+            /// so. The same holds for `futures::join!`: join operations created before it, or
+            /// use [`all`](Self::all).
             ///
             /// ```
             /// use restate_runtime::{Either, prelude::*};
@@ -268,8 +276,8 @@ macro_rules! context_types {
             ///     }
             /// }
             /// ```
-            pub async fn select<A: Future, B: Future>(&self, a: A, b: B) -> futures::future::Either<A::Output, B::Output> {
-                self.inner.select(a, b).await
+            pub async fn select<A: IntoFuture, B: IntoFuture>(&self, a: A, b: B) -> futures::future::Either<A::Output, B::Output> {
+                self.inner.select(a.into_future(), b.into_future()).await
             }
 
             /// Waits for every operation, in any number, and gives their outputs in the order

@@ -3,15 +3,19 @@
 
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+
+use futures::FutureExt as _;
 
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 
 use super::invocation::{Abort, InvocationContext};
+use super::zone::{self, Zone};
 use crate::codec::{decode_json, encode_json};
 use crate::engine::RunFault;
-use crate::error::{HandlerResult, TerminalError};
+use crate::error::{HandlerError, HandlerResult, TerminalError};
 use crate::registry::RetryPolicy;
 use crate::storage::{JournalEntry, Outcome};
 use crate::telemetry;
@@ -307,12 +311,15 @@ where
         }
         let running = ctx.engine.tasks().activity().map(|a| a.running_closure());
         let attempt = match injected.and_then(|faults| faults.take(&run.name)) {
-            None => (run.closure)().await,
+            None => attempt_closure(&mut run.closure).await,
             Some(fault @ RunFault::Retryable) => Err(fault.message(&run.name).into()),
             Some(fault @ RunFault::Terminal) => {
                 Err(TerminalError::new(fault.message(&run.name)).into())
             }
-            Some(fault @ RunFault::Panic) => panic!("{}", fault.message(&run.name)),
+            Some(fault @ RunFault::Panic) => {
+                let message = fault.message(&run.name);
+                attempt_closure(&mut || async { panic!("{message}") }).await
+            }
         };
         drop(running);
         match attempt {
@@ -356,6 +363,23 @@ where
     let waiter = ctx.journal(index, JournalEntry::Run { name, outcome }, Vec::new());
     ctx.durable(waiter).await;
     result
+}
+
+/// One attempt of a step's closure, in the zone where no context operation may be created.
+/// A panic is the attempt's failure, retried by the step's policy as an error would be.
+async fn attempt_closure<F, Fut, T>(closure: &mut F) -> HandlerResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = HandlerResult<T>>,
+{
+    let attempt = zone::inside(Zone::RunClosure, closure());
+    match AssertUnwindSafe(attempt).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(HandlerError::from(format!(
+            "panicked: {}",
+            crate::engine::panic_message(&panic)
+        ))),
+    }
 }
 
 /// Turns a recorded outcome back into the typed result.

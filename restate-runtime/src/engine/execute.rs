@@ -313,7 +313,7 @@ fn end_killed(engine: Engine, inflight: Arc<Inflight>) -> futures::future::BoxFu
     Box::pin(async move { engine.complete(&inflight, super::control::killed()).await })
 }
 
-pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -154,6 +154,12 @@ impl Inflight {
         self.active.lock().expect("active lock").disk_slot = Some(slot);
     }
 
+    /// Gives back its slot of a bounded restore from disk: it waits behind its key's holder,
+    /// which may itself need a slot to wake (a holder suspended on a timer).
+    pub fn release_slot(&self) {
+        self.active.lock().expect("active lock").disk_slot = None;
+    }
+
     /// Gives back what it took to run: its task ended, or it left its key's queue unrun.
     pub fn disengage(&self) {
         *self.active.lock().expect("active lock") = Active::default();

@@ -113,6 +113,7 @@ impl Engine {
                 inflight
                     .queued
                     .store(true, std::sync::atomic::Ordering::SeqCst);
+                inflight.release_slot();
                 lane.waiting.push_back(inflight);
                 return;
             }

@@ -39,6 +39,7 @@ pub(crate) use awakeables::AwakeableSubmission;
 pub(crate) use claims::Claim;
 pub use control::ControlError;
 pub use drain::DrainStatus;
+pub(crate) use execute::panic_message;
 pub(crate) use handover::UndrainError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};
@@ -1077,6 +1078,13 @@ impl Engine {
     /// flight (its creation forwarded to another partition's inbox, or its result committing
     /// for a partition that has just left), so it is read with
     /// [`output_after_own_writes`](Self::output_after_own_writes).
+    /// The target of invocation `id` if it is in memory here.
+    pub(crate) fn target_in_memory(&self, id: &InvocationId) -> Option<Target> {
+        let map = self.inflight.lock().expect("inflight map");
+        let inflight = map.get(id)?;
+        Some(inflight.state().record.target.clone())
+    }
+
     pub(crate) fn output_for_handler(
         &self,
         id: InvocationId,
@@ -1237,6 +1245,7 @@ impl Engine {
             drain: self.drain.status(),
             in_memory: by_status.into_iter().collect(),
             timers_pending: self.timers.len() as i64,
+            timers_waiting_for_slot: self.timers.waiting_for_slot() as i64,
             timers_stored: self.storage.due_len().map_or(-1, |n| n as i64),
             queued_on_keys: queued,
             top_key_queues: top_keys,

@@ -248,13 +248,15 @@ impl Engine {
     fn restore(&self, id: InvocationId, slot: OwnedSemaphorePermit) {
         let loaded = {
             let mut map = self.inflight.lock().expect("inflight map");
-            self.load_into(&mut map, id, true)
+            let loaded = self.load_into(&mut map, id, true);
+            // Held before the map lock goes: nothing runs it before the slot is its own.
+            if let Ok(Some(inflight)) = &loaded {
+                inflight.hold_slot(slot);
+            }
+            loaded
         };
         match loaded {
-            Ok(Some(inflight)) => {
-                inflight.hold_slot(slot);
-                self.spawn_resumed(inflight);
-            }
+            Ok(Some(inflight)) => self.spawn_resumed(inflight),
             Ok(None) => {}
             Err(e) => tracing::error!(invocation = %id, error = %e, "cannot restore"),
         }

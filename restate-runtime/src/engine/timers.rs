@@ -115,6 +115,11 @@ impl Timers {
         }
     }
 
+    /// Timers fired for invocations on disk, waiting for a slot.
+    pub(crate) fn waiting_for_slot(&self) -> usize {
+        self.backlog.load(Ordering::SeqCst)
+    }
+
     /// Timers armed in memory.
     pub(crate) fn len(&self) -> usize {
         self.window.lock().expect("timers lock").due.len()

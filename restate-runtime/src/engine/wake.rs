@@ -364,7 +364,7 @@ impl Engine {
         &self,
         id: InvocationId,
         timer: Option<u64>,
-        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        mut slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         // Another process runs its partition: there the durable wake-up resumes it.
         if !self.may_load(&id) {
@@ -402,6 +402,11 @@ impl Engine {
             record.status = Status::Runnable;
             let inflight = self.new_inflight(id, record, true, journal);
             inflight.state().stored_suspended = suspended;
+            // The slot is its own before anything can find it in the map and run it: held
+            // after a task that another path started had ended, it would never come back.
+            if let Some(slot) = slot.take().filter(|_| !cancelled) {
+                inflight.hold_slot(slot);
+            }
             map.insert(id, inflight.clone());
             if cancelled {
                 // Claimed under the map lock, as a cancel does: nothing else starts it.
@@ -414,9 +419,6 @@ impl Engine {
         if cancelled {
             self.tasks.spawn(end_cancelled(self.clone(), inflight));
             return;
-        }
-        if let Some(slot) = slot {
-            inflight.hold_slot(slot);
         }
         if self.crash_point("resume.loaded") {
             return;

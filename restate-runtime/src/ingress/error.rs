@@ -72,8 +72,12 @@ pub(crate) fn parse_invocation_id(text: &str) -> Result<crate::ids::InvocationId
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The code is the status when it is a valid one; otherwise 500 with the code in the body.
-        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // The code is the status when it is an error status (4xx, 5xx); otherwise 500 with the
+        // code in the body: a failure must not read as a success, a redirect or an upgrade.
+        let status = StatusCode::from_u16(self.code)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = serde_json::json!({
             "code": self.code,
             "message": self.message,
@@ -125,5 +129,28 @@ impl From<EngineError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         EngineError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_code_that_is_no_error_status_answers_500_and_keeps_the_code_in_the_body() {
+        for (code, status) in [(100, 500), (101, 500), (200, 500), (204, 500), (304, 500)]
+            .into_iter()
+            .chain([(418, 418), (409, 409), (503, 503), (600, 500), (0, 500)])
+        {
+            let response = ApiError::invocation(code, "declined").into_response();
+            assert_eq!(response.status().as_u16(), status, "code {code}");
+            let source = response.headers()["x-restate-error-source"].clone();
+            assert_eq!(source, "invocation", "code {code}");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["code"], code, "code {code}");
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! the load drops under the limit: the rate holds, and the passes run that much later.
 //!
 //! A slot is remembered for its gate until the gate passes, so that a gate whose wait for it
-//! was journaled (and suspended) finds it again when it wakes. Nothing here is durable, nor
+//! was journaled (and suspended) finds it again when it wakes, unless it wakes more than an
+//! interval late (a stall): then it takes a new one, behind those handed out since, so the
+//! slots that fell inside the stall do not pass together. Nothing here is durable, nor
 //! needs to be: a crash replays each gate to its wait, and the new process paces them again.
 
 use std::collections::HashMap;
@@ -83,11 +85,17 @@ impl Pacers {
     }
 
     /// The slot of `gate` through `bucket` under `limit` at `now_ms`: the one it was given
-    /// if it was given one, a new one otherwise (remembered while it is ahead).
+    /// if it was given one, a new one otherwise (remembered while it is ahead). A gate that
+    /// comes for its slot more than an interval late takes a new one: the process stalled (or
+    /// woke it late), and the slots that fell inside the stall would otherwise pass together.
     pub(crate) fn slot(&self, bucket: &str, limit: RateLimit, now_ms: u64, gate: GateId) -> Slot {
         let mut tables = self.tables();
         if let Some(&at_ms) = tables.slots.map.get(&gate) {
-            return Slot { at_ms, new: false };
+            let late_us = now_ms.saturating_sub(at_ms).saturating_mul(1000);
+            if late_us <= limit.interval_us() {
+                return Slot { at_ms, new: false };
+            }
+            tables.slots.map.remove(&gate);
         }
         let now_us = now_ms.saturating_mul(1000);
         let buckets = &mut tables.tat_us;
@@ -185,6 +193,23 @@ mod tests {
         );
         pacers.passed(gate(1));
         assert_eq!(pacers.slot("b", limit, 1000, gate(2)).at_ms, 2000);
+    }
+
+    #[test]
+    fn slots_that_fell_inside_a_stall_are_spaced_again() {
+        let pacers = Pacers::default();
+        let limit = RateLimit::new(20, Duration::from_secs(1));
+        let given: Vec<u64> = (0..4)
+            .map(|n| pacers.slot("b", limit, 0, gate(n)).at_ms)
+            .collect();
+        assert_eq!(given, vec![0, 50, 100, 150]);
+        // A wake-up a little late for its slot keeps it.
+        assert_eq!(pacers.slot("b", limit, 120, gate(2)).at_ms, 100);
+        // The process stalled for a second: the three still waiting come together.
+        let after: Vec<u64> = (1..4)
+            .map(|n| pacers.slot("b", limit, 1150, gate(n)).at_ms)
+            .collect();
+        assert_eq!(after, vec![1150, 1200, 1250]);
     }
 
     #[test]

@@ -124,8 +124,13 @@ impl TestRuntime {
     ///
     /// # Panics
     ///
-    /// When the store cannot be read (it can fail only after an injected crash).
+    /// When the filter names an unknown status or pause reason (a typo would otherwise match
+    /// nothing, and an assertion that nothing matches would pass), or when the store cannot be
+    /// read (it can fail only after an injected crash).
     pub fn invocations(&self, filter: InvocationFilter) -> Vec<InvocationView> {
+        if let Err(e) = filter.check() {
+            panic!("TestRuntime::invocations: {e}");
+        }
         let engine = self.engine();
         let mut out = Vec::new();
         let mut after = None;
