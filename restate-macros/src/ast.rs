@@ -23,6 +23,8 @@ pub(crate) struct HandlerAst {
     pub attr: Meta,
     pub sig: Signature,
     pub docs: Vec<Attribute>,
+    /// A second `#[handler]` attribute on the method, if any (refused: one takes all options).
+    pub repeated: Option<Attribute>,
 }
 
 /// Whether an attribute is ours (`#[handler]` or `#[restate_runtime::handler]`).
@@ -46,9 +48,11 @@ impl Container {
             };
             // Ours, not a real attribute: it must not stay on the emitted method.
             let attr = method.attrs.remove(at);
+            let repeated = method.attrs.iter().find(|a| is_handler_attr(a)).cloned();
             method.attrs.retain(|a| !is_handler_attr(a));
             handlers.push(HandlerAst {
                 attr: attr.meta,
+                repeated,
                 sig: method.sig.clone(),
                 docs: method
                     .attrs

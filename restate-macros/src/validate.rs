@@ -225,6 +225,13 @@ fn handler_options(cx: &mut Ctxt, ast: &HandlerAst) -> Options {
 fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options) -> Verdict {
     let sig = &ast.sig;
     let errors_before = cx.len();
+    if let Some(repeated) = &ast.repeated {
+        cx.error_spanned_by(
+            repeated,
+            "a handler takes one `#[handler]` attribute: put all its options in it, \
+             `#[handler(name = \"...\", retry(..))]`",
+        );
+    }
     is_async(cx, sig);
     is_not_generic(cx, sig);
     let has_receiver = takes_shared_self(cx, sig);

@@ -1095,7 +1095,7 @@ impl Runtime {
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
         crate::listener::serve(
             listener,
-            self.ingress_router(),
+            crate::ingress::with_cors(self.ingress_router()),
             "ingress",
             self.listener_limits(),
             self.engine.clone(),
@@ -1103,7 +1103,9 @@ impl Runtime {
         )
     }
 
-    /// The ingress as an axum router, to nest or merge into an existing server.
+    /// The ingress as an axum router, to nest or merge into an existing server. It answers no
+    /// CORS itself (the listener `serve` runs adds Restate's permissive policy): the server's
+    /// own policy applies.
     ///
     /// ```no_run
     /// # async fn demo(runtime: restate_runtime::Runtime) {
@@ -1285,7 +1287,11 @@ impl Runtime {
             engine.shutdown();
         });
         let result = tokio::try_join!(
-            serve(ingress, self.ingress_router(), "ingress"),
+            serve(
+                ingress,
+                crate::ingress::with_cors(self.ingress_router()),
+                "ingress"
+            ),
             serve(admin, admin_router, "admin"),
             webhook_server
         );

@@ -556,3 +556,54 @@ async fn delayed_sends_queued_behind_a_suspended_key_holder_leave_it_a_slot_to_w
     assert_eq!(t.invocation(holder).unwrap().status(), "completed");
     assert_eq!(t.state::<u32>("Held", "k", "n"), Some(3));
 }
+
+/// Appends what it is given to its key's list.
+#[derive(Default)]
+pub struct Ordered;
+
+#[object]
+impl Ordered {
+    #[handler]
+    async fn append(&self, ctx: ObjectContext<'_>, n: u32) -> HandlerResult<()> {
+        let mut seen = ctx.get::<Vec<u32>>("seen").await?.unwrap_or_default();
+        seen.push(n);
+        ctx.set("seen", seen);
+        Ok(())
+    }
+}
+
+/// Sends twenty appends to one key, all due at once.
+#[derive(Default)]
+pub struct Sender;
+
+#[service]
+impl Sender {
+    #[handler]
+    async fn burst(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        for n in 0..20 {
+            let target = ctx.object::<Ordered>("k");
+            match n % 3 {
+                0 => target.append(n).send_after(Duration::ZERO),
+                _ => target.append(n).send_after(Duration::from_secs(5)),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Messages from one handler to a key that fall due together arrive in the order they were
+/// sent; a zero delay is a plain send.
+#[tokio::test(flavor = "multi_thread")]
+async fn delayed_sends_to_a_key_due_together_arrive_in_send_order() {
+    let t = TestRuntime::builder()
+        .bind(Ordered)
+        .bind(Sender)
+        .build()
+        .await;
+    t.handle().client::<Sender>().burst().call().await.unwrap();
+    t.advance(Duration::from_secs(6)).await;
+    let seen: Vec<u32> = t.state("Ordered", "k", "seen").unwrap();
+    let at_once: Vec<u32> = (0..20).filter(|n| n % 3 == 0).collect();
+    let later: Vec<u32> = (0..20).filter(|n| n % 3 != 0).collect();
+    assert_eq!(seen, [at_once, later].concat());
+}

@@ -422,3 +422,73 @@ async fn newer_restate_forms_call_send_attach_output_lookup() {
     );
     s.stop().await;
 }
+
+/// Browser clients: a preflight is answered before the token is checked, and every answer
+/// (a refusal too) carries the origin it may be read from, as Restate's ingress does.
+#[tokio::test]
+async fn cors_preflights_are_answered_before_the_token_and_answers_name_the_origin() {
+    let s =
+        TestServer::start_with(tempfile::tempdir().unwrap(), |b| b.ingress_token("s3cret")).await;
+    let origin = "https://app.example";
+    let preflight = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/Greeter/greet", s.base),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    let allowed = |r: &reqwest::Response| r.headers()["access-control-allow-origin"].clone();
+    assert_eq!(allowed(&preflight), origin);
+    let allowed_headers = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    let refused = client()
+        .post(format!("{}/Greeter/greet", s.base))
+        .header("origin", origin)
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(allowed(&refused), origin);
+    let served = client()
+        .post(format!("{}/Greeter/greet", s.base))
+        .header("origin", origin)
+        .bearer_auth("s3cret")
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(allowed(&served), origin);
+}
+
+/// A handler's terminal error whose code is no error status answers 500, never a success.
+#[tokio::test]
+async fn a_terminal_error_with_a_success_code_answers_500_with_its_code_in_the_body() {
+    let s = TestServer::start().await;
+    for (code, status) in [(200, 500), (101, 500), (302, 500), (422, 422)] {
+        let r = client()
+            .post(format!("{}/Greeter/fail", s.base))
+            .json(&code)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "code {code}");
+        assert_eq!(r.headers()["x-restate-error-source"], "invocation");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], code, "{body}");
+    }
+}

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use restate_runtime::prelude::*;
-use restate_runtime::testing::{InvocationView, TestRuntime};
-use restate_runtime::{Either, RetryPolicy};
+use restate_runtime::testing::TestRuntime;
+use restate_runtime::{Either, InvocationId, RetryPolicy};
 
 #[derive(Default, Clone)]
 pub struct Misuse {
@@ -103,43 +103,36 @@ async fn runtime(misuse: &Misuse) -> TestRuntime {
     TestRuntime::builder().bind(misuse.clone()).build().await
 }
 
-fn paused_with(view: &InvocationView) -> String {
+/// Why invocation `id` is paused, once the runtime has run ten seconds on.
+async fn paused_after(t: &TestRuntime, id: InvocationId) -> String {
+    t.advance(Duration::from_secs(10)).await;
+    let view = t.invocation(id).unwrap();
     assert_eq!(view.status(), "paused", "{:?}", view.record);
     view.record.last_error.clone().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sleep_inside_a_step_pauses_the_invocation_and_says_why() {
-    let misuse = Misuse::default();
-    let t = runtime(&misuse).await;
+    let t = runtime(&Misuse::default()).await;
     let sent = t.handle().client::<Misuse>().sleep_in_step().send().await;
-    let id = sent.unwrap().invocation_id();
-    t.advance(Duration::from_secs(5)).await;
-    let message = paused_with(&t.invocation(id).unwrap());
+    let message = paused_after(&t, sent.unwrap().invocation_id()).await;
     assert!(message.contains("inside a `ctx.run` closure"), "{message}");
     assert!(message.starts_with("non-determinism"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_random_draw_inside_a_step_pauses_the_invocation() {
-    let misuse = Misuse::default();
-    let t = runtime(&misuse).await;
+    let t = runtime(&Misuse::default()).await;
     let sent = t.handle().client::<Misuse>().rand_in_step().send().await;
-    let id = sent.unwrap().invocation_id();
-    t.advance(Duration::from_secs(5)).await;
-    let message = paused_with(&t.invocation(id).unwrap());
+    let message = paused_after(&t, sent.unwrap().invocation_id()).await;
     assert!(message.contains("`ctx.rand()`"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_async_branch_of_a_select_pauses_on_its_first_run() {
-    let misuse = Misuse::default();
-    let t = runtime(&misuse).await;
+    let t = runtime(&Misuse::default()).await;
     let sent = t.handle().client::<Misuse>().async_branch().send().await;
-    let id = sent.unwrap().invocation_id();
-    t.advance(Duration::from_secs(10)).await;
-    let view = t.invocation(id).unwrap();
-    let message = paused_with(&view);
+    let message = paused_after(&t, sent.unwrap().invocation_id()).await;
     assert!(
         message.contains("`ctx.select` polled its branch 0"),
         "{message}"

@@ -154,8 +154,18 @@ impl Timers {
 
 impl Engine {
     /// Wakes `id`, on disk, for its timer at `at_ms` once a slot is free; the slot stays with
-    /// it until it leaves memory again.
+    /// it until it leaves memory again. With a slot free and none waiting, at once, in the
+    /// order the timers fire: delayed sends to one key due together arrive in the order they
+    /// were sent (their ids sort by creation). On a shared store the read goes to a task, off
+    /// the timers' loop.
     pub(super) fn wake_from_disk(&self, id: InvocationId, at_ms: u64) {
+        if !self.shared_store
+            && self.timers.backlog.load(Ordering::SeqCst) == 0
+            && let Ok(slot) = self.timers.slots.clone().try_acquire_owned()
+        {
+            self.resume_at(id, Some(at_ms), Some(slot));
+            return;
+        }
         self.timers.backlog.fetch_add(1, Ordering::SeqCst);
         let engine = self.clone();
         self.tasks.spawn(async move {
@@ -165,7 +175,7 @@ impl Engine {
                 engine.timers.changed.notify_one();
             }
             if let Ok(slot) = slot {
-                engine.resume_at(id, Some(at_ms), Some(slot)).await;
+                engine.resume_at(id, Some(at_ms), Some(slot));
             }
         });
     }

@@ -354,13 +354,13 @@ impl Engine {
     /// waiting on disk, whose timer fired (nothing else completes into one that has not
     /// started).
     pub(crate) async fn resume(&self, id: InvocationId) {
-        self.resume_at(id, None, None).await
+        self.resume_at(id, None, None)
     }
 
     /// [`Self::resume`] for a timer set for `timer` (ms): a delayed one is started only by
     /// the timer of its own start time. A `slot` of the bounded wake from disk stays with the
     /// invocation while it is in memory.
-    pub(crate) async fn resume_at(
+    pub(crate) fn resume_at(
         &self,
         id: InvocationId,
         timer: Option<u64>,

@@ -58,6 +58,13 @@ pub(crate) fn router(
     crate::bearer::require(router, token, "ingress", "/restate/health")
 }
 
+/// The ingress as the runtime serves it: CORS answered as Restate's ingress answers it (any
+/// origin, a preflight before the token check), so browser clients work; the token is what
+/// keeps a page out.
+pub(crate) fn with_cors(router: Router) -> Router {
+    router.layer(tower_http::cors::CorsLayer::very_permissive())
+}
+
 /// Builds the public webhook router: `POST` to a verified webhook's handler path, and for
 /// everything else the same bare 404, which tells a prober nothing about what exists.
 pub(crate) fn webhook_router(engine: Engine, bodies: BodyLimits, webhooks: &Webhooks) -> Router {
