@@ -54,6 +54,30 @@ impl Misuse {
         }
     }
 
+    /// Races an operation made before against a deadline; the winning branch sends a note in
+    /// the poll it finishes in. Then sleeps (the test restarts there) and takes a step.
+    #[handler]
+    async fn notify_when_done(&self, ctx: Context<'_>) -> HandlerResult<u32> {
+        let quick = ctx.sleep(Duration::from_millis(10));
+        let branch = async {
+            quick.await?;
+            ctx.client::<Misuse>().noop().send();
+            Ok::<_, TerminalError>(ctx.rand().next_u32() % 10 + 1)
+        };
+        let won = match ctx.select(branch, ctx.sleep(Duration::from_secs(5))).await {
+            Either::Left(v) => v?,
+            Either::Right(_) => 0,
+        };
+        ctx.sleep(Duration::from_secs(60)).await?;
+        ctx.run(|| async { Ok(()) }).name("after").await?;
+        Ok(won)
+    }
+
+    #[handler]
+    async fn noop(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+
     /// Races a slow step, passed as it is, against a deadline, then sleeps (where the test
     /// restarts the runtime) and takes one more step.
     #[handler]
@@ -202,6 +226,17 @@ impl Looper {
         Ok(())
     }
 
+    /// Sends the next one to its own key, cancels it, then waits for it.
+    #[handler]
+    async fn wait_for_cancelled(&self, ctx: ObjectContext<'_>) -> HandlerResult<String> {
+        let next = ctx.object::<Looper>(ctx.key()).next().send();
+        next.cancel();
+        match next.attach().await {
+            Ok(()) => Ok("ran".into()),
+            Err(e) => Ok(e.message().to_owned()),
+        }
+    }
+
     /// Waits for itself.
     #[handler]
     async fn wait_for_itself(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
@@ -225,6 +260,10 @@ async fn waiting_for_an_invocation_queued_behind_on_the_key_or_for_itself_fails_
     let itself = tokio::time::timeout(Duration::from_secs(30), looper.wait_for_itself().call());
     let error = itself.await.expect("answered").unwrap_err().to_string();
     assert!(error.contains("deadlock"), "{error}");
+    // One it cancelled first ends at once: its cancellation is the answer, not a deadlock.
+    let cancelled = looper.wait_for_cancelled().call();
+    let answer = tokio::time::timeout(Duration::from_secs(30), cancelled).await;
+    assert_eq!(answer.expect("answered").unwrap(), "cancelled");
     // The one it sent still runs, once the key is free.
     t.run_until_idle().await;
     let ran = t.invocations(
@@ -232,5 +271,34 @@ async fn waiting_for_an_invocation_queued_behind_on_the_key_or_for_itself_fails_
             .service("Looper")
             .status("completed"),
     );
-    assert_eq!(ran.len(), 3, "both callers and the one sent");
+    assert_eq!(
+        ran.len(),
+        5,
+        "three callers, the one sent, the one cancelled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_branch_that_creates_in_the_poll_it_wins_in_runs_and_replays() {
+    let t = runtime(&Misuse::default()).await;
+    let sent = t
+        .handle()
+        .client::<Misuse>()
+        .notify_when_done()
+        .send()
+        .await;
+    let id = sent.unwrap().invocation_id();
+    t.advance(Duration::from_secs(1)).await;
+    t.restart().await;
+    t.advance(Duration::from_secs(120)).await;
+    let view = t.invocation(id).unwrap();
+    let won = view.output::<u32>();
+    assert!(matches!(won, Some(Ok(1..=10))), "{won:?} {:?}", view.record);
+    assert_eq!(view.run_names(), ["after"]);
+    let notes = t.invocations(
+        restate_runtime::testing::InvocationFilter::default()
+            .service("Misuse")
+            .status("completed"),
+    );
+    assert_eq!(notes.len(), 2, "the handler and its one note");
 }

@@ -13,7 +13,7 @@ use futures::future::{BoxFuture, Either};
 use super::durable::DurableFuture;
 use super::invocation::{Abort, InvocationContext};
 use super::run::outcome_to_result;
-use super::zone::{self, Zone};
+use super::zone;
 use crate::engine::OutputState;
 use crate::error::TerminalError;
 use crate::ids::InvocationId;
@@ -67,10 +67,11 @@ impl InvocationContext {
             Recorded::Winner(_) => Either::Right(b.await),
             Recorded::Mismatch => std::future::pending().await,
             Recorded::Open => {
-                // A branch that creates an operation as it is polled pauses the invocation:
-                // a replay would poll the winner only.
-                let a = zone::inside(Zone::SelectBranch(0), a);
-                let b = zone::inside(Zone::SelectBranch(1), b);
+                // A branch that creates an operation in a poll it does not finish in pauses
+                // the invocation: a replay would poll the winner only.
+                let refuse = |reason| self.stop(Abort::Pause(reason));
+                let a = zone::branch(0, a, refuse);
+                let b = zone::branch(1, b, refuse);
                 let (winner, result) = tokio::select! {
                     biased;
                     v = a => (0, Either::Left(v)),
@@ -303,10 +304,17 @@ impl InvocationContext {
     }
 
     /// Whether invocation `id` can only end after this one: it is this one, or an exclusive
-    /// invocation of the key this exclusive invocation holds (queued behind it).
+    /// invocation of the key this exclusive invocation holds (queued behind it), which this
+    /// one has not cancelled (a cancelled one ends at once).
     fn would_wait_on_itself(&self, id: InvocationId) -> bool {
-        id == self.id()
-            || self
+        if id == self.id() {
+            return true;
+        }
+        let cancelled_here = self.inflight.state().journal.iter().any(|(_, e)| {
+            matches!(e, JournalEntry::CancelInvocation { invocation_id } if *invocation_id == id)
+        });
+        !cancelled_here
+            && self
                 .engine
                 .target_in_memory(&id)
                 .is_some_and(|target| self.exclusive_on(&target))

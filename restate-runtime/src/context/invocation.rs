@@ -133,9 +133,9 @@ impl InvocationContext {
 
     /// Pauses the attempt when an operation (`what`) is created where its position would
     /// depend on timing (see `zone.rs`). The operation goes on; the attempt is stopping.
-    pub(crate) fn refuse_in_zone(&self, what: &str) {
-        if let Some(zone) = super::zone::current() {
-            self.stop(Abort::Pause(zone.refusal(what)));
+    pub(crate) fn refuse_in_zone(&self, what: &'static str) {
+        if let Some(reason) = super::zone::created(what) {
+            self.stop(Abort::Pause(reason));
         }
     }
 

@@ -372,7 +372,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = HandlerResult<T>>,
 {
-    let attempt = zone::inside(Zone::RunClosure, closure());
+    // Called inside the zone and the catch: its synchronous part is the step's too.
+    let attempt = zone::inside(Zone::RunClosure, async { closure().await });
     match AssertUnwindSafe(attempt).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => Err(HandlerError::from(format!(

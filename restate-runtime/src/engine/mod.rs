@@ -1071,6 +1071,18 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// The target of invocation `id` if it is in memory here and no cancel or kill is on its
+    /// way to it (one that is will end without waiting for anything).
+    pub(crate) fn target_in_memory(&self, id: &InvocationId) -> Option<Target> {
+        let map = self.inflight.lock().expect("inflight map");
+        let inflight = map.get(id)?;
+        if inflight.kill_requested.load(Ordering::SeqCst) {
+            return None;
+        }
+        let state = inflight.state();
+        (!state.record.cancel_requested).then(|| state.record.target.clone())
+    }
+
     /// Like [`output`](Self::output), for a handler's journal: also sees a result whose
     /// commit is still in flight (the handler's entry is queued after that commit, so it
     /// cannot become durable without it). `None` on a shared store for an invocation not in
@@ -1078,13 +1090,6 @@ impl Engine {
     /// flight (its creation forwarded to another partition's inbox, or its result committing
     /// for a partition that has just left), so it is read with
     /// [`output_after_own_writes`](Self::output_after_own_writes).
-    /// The target of invocation `id` if it is in memory here.
-    pub(crate) fn target_in_memory(&self, id: &InvocationId) -> Option<Target> {
-        let map = self.inflight.lock().expect("inflight map");
-        let inflight = map.get(id)?;
-        Some(inflight.state().record.target.clone())
-    }
-
     pub(crate) fn output_for_handler(
         &self,
         id: InvocationId,

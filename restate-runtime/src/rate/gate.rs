@@ -149,20 +149,27 @@ impl InvocationContext {
         gate: GateId,
     ) -> Result<(), TerminalError> {
         let clock = &self.engine.config().clock;
-        let now = clock.now_ms();
-        let slot = self.engine.rate_pacers().slot(bucket, limit, now, gate);
-        if slot.at_ms <= now {
-            return Ok(());
-        }
-        if slot.new {
-            let paced = (slot.at_ms - now) as f64 / 1000.0;
-            let waited = &self.engine.metrics().rate_waited;
-            waited.get_or_create(label).inc_by(paced);
-        }
-        if slot.at_ms - now < PACED_IN_MEMORY_MS {
+        let slot = loop {
+            let now = clock.now_ms();
+            let slot = self.engine.rate_pacers().slot(bucket, limit, now, gate);
+            if slot.at_ms <= now {
+                return Ok(());
+            }
+            if slot.new {
+                let paced = (slot.at_ms - now) as f64 / 1000.0;
+                let waited = &self.engine.metrics().rate_waited;
+                waited.get_or_create(label).inc_by(paced);
+            }
+            if slot.at_ms - now >= PACED_IN_MEMORY_MS {
+                break slot;
+            }
             self.wait_in_memory(slot.at_ms).await;
-            return Ok(());
-        }
+            if self.cancel_pending() {
+                return Ok(());
+            }
+            // Asked again: a wait that ended long after its slot (the process stalled) is
+            // moved back, so the slots that fell inside the stall do not pass together.
+        };
         let entry = JournalEntry::Sleep {
             wake_at_ms: slot.at_ms,
             cancelled: false,
