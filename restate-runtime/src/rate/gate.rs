@@ -149,7 +149,10 @@ impl InvocationContext {
         gate: GateId,
     ) -> Result<(), TerminalError> {
         let clock = &self.engine.config().clock;
-        let slot = loop {
+        // Asked again after each wait: one that ended long after its slot (the process
+        // stalled) is moved back, once, so the slots that fell inside the stall do not pass
+        // together.
+        loop {
             let now = clock.now_ms();
             let slot = self.engine.rate_pacers().slot(bucket, limit, now, gate);
             if slot.at_ms <= now {
@@ -160,26 +163,24 @@ impl InvocationContext {
                 let waited = &self.engine.metrics().rate_waited;
                 waited.get_or_create(label).inc_by(paced);
             }
-            if slot.at_ms - now >= PACED_IN_MEMORY_MS {
-                break slot;
+            if slot.at_ms - now < PACED_IN_MEMORY_MS {
+                self.wait_in_memory(slot.at_ms).await;
+                if self.cancel_pending() {
+                    return Ok(());
+                }
+                continue;
             }
-            self.wait_in_memory(slot.at_ms).await;
-            if self.cancel_pending() {
-                return Ok(());
+            let entry = JournalEntry::Sleep {
+                wake_at_ms: slot.at_ms,
+                cancelled: false,
+            };
+            // Not journaled: the attempt is being stopped (to suspend or run again), and the
+            // sleep would replay the entry's earlier time. It waits for its end instead.
+            if self.journal(gate.1, entry, Vec::new()).is_none() {
+                return std::future::pending().await;
             }
-            // Asked again: a wait that ended long after its slot (the process stalled) is
-            // moved back, so the slots that fell inside the stall do not pass together.
-        };
-        let entry = JournalEntry::Sleep {
-            wake_at_ms: slot.at_ms,
-            cancelled: false,
-        };
-        // Not journaled: the attempt is being stopped (to suspend or run again), and the sleep
-        // would replay the entry's earlier time. It waits for its end instead.
-        if self.journal(gate.1, entry, Vec::new()).is_none() {
-            return std::future::pending().await;
+            self.sleep_at(gate.1, Duration::ZERO).await?;
         }
-        self.sleep_at(gate.1, Duration::ZERO).await
     }
 
     /// Until `at_ms`, or until a cancellation is asked for (it lands at the next await).
