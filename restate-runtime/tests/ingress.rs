@@ -492,3 +492,27 @@ async fn a_terminal_error_with_a_success_code_answers_500_with_its_code_in_the_b
         assert_eq!(body["code"], code, "{body}");
     }
 }
+
+/// An unknown admin route is a 404 that says so, in the API's error form.
+#[tokio::test]
+async fn an_unknown_admin_route_is_a_404_with_a_body() {
+    let s = TestServer::start().await;
+    let r = client()
+        .get(format!("{}/nope", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 404, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("/nope"),
+        "{body}"
+    );
+    let health = client()
+        .get(format!("{}/health", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

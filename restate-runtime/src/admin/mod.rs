@@ -78,6 +78,9 @@ pub(crate) fn router(
         .route("/debouncers/{name}", get(debouncers::get))
         .route("/rate-limits", get(rate_limits::list))
         .route("/rate-limits/{name}", get(rate_limits::get))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::ingress(404, format!("no admin route {}", uri.path())).into_response()
+        })
         .with_state(state.clone());
     let ui = ui::router(state, token.as_deref());
     crate::bearer::require(routes, token, "admin", "/health")
