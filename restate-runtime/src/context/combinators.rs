@@ -310,14 +310,15 @@ impl InvocationContext {
         if id == self.id() {
             return true;
         }
-        let cancelled_here = self.inflight.state().journal.iter().any(|(_, e)| {
-            matches!(e, JournalEntry::CancelInvocation { invocation_id } if *invocation_id == id)
-        });
-        !cancelled_here
-            && self
-                .engine
-                .target_in_memory(&id)
-                .is_some_and(|target| self.exclusive_on(&target))
+        let queued_behind = self
+            .engine
+            .target_in_memory(&id)
+            .is_some_and(|target| self.exclusive_on(&target));
+        // Only then is the journal read for a cancel of it (rare: no scan on every attach).
+        queued_behind
+            && !self.inflight.state().journal.iter().any(|(_, e)| {
+                matches!(e, JournalEntry::CancelInvocation { invocation_id } if *invocation_id == id)
+            })
     }
 
     pub(crate) fn attach_invocation<T: serde::de::DeserializeOwned>(

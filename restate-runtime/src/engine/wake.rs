@@ -80,7 +80,7 @@ impl PendingWake {
                 map.get(&c.id).map(|f| f.complete_entry(c.index, c.entry))
             };
             if loaded.is_none() {
-                self.engine.resume(c.id).await;
+                self.engine.resume(c.id);
             }
         }
         Ok(())
@@ -353,7 +353,7 @@ impl Engine {
     /// Brings a suspended invocation back into memory and runs it by replay; or a delayed one
     /// waiting on disk, whose timer fired (nothing else completes into one that has not
     /// started).
-    pub(crate) async fn resume(&self, id: InvocationId) {
+    pub(crate) fn resume(&self, id: InvocationId) {
         self.resume_at(id, None, None)
     }
 
