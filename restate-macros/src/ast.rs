@@ -23,6 +23,8 @@ pub(crate) struct HandlerAst {
     pub attr: Meta,
     pub sig: Signature,
     pub docs: Vec<Attribute>,
+    /// Its `#[cfg(..)]` attributes: whatever is generated for it is switched with it.
+    pub cfgs: Vec<Attribute>,
     /// A second `#[handler]` attribute on the method, if any (refused: one takes all options).
     pub repeated: Option<Attribute>,
 }
@@ -54,12 +56,8 @@ impl Container {
                 attr: attr.meta,
                 repeated,
                 sig: method.sig.clone(),
-                docs: method
-                    .attrs
-                    .iter()
-                    .filter(|a| a.path().is_ident("doc"))
-                    .cloned()
-                    .collect(),
+                docs: attrs_named(&method.attrs, "doc"),
+                cfgs: attrs_named(&method.attrs, "cfg"),
             });
         }
         Self {
@@ -69,4 +67,12 @@ impl Container {
             handlers,
         }
     }
+}
+
+fn attrs_named(attrs: &[Attribute], name: &str) -> Vec<Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident(name))
+        .cloned()
+        .collect()
 }

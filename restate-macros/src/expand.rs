@@ -187,9 +187,15 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let future = quote_spanned!(ident.span()=>
         #rt::send_future(<#self_ty>::#ident(self, __typed #arg))
     );
-    let output = quote_spanned!(h.returns.span()=> #rt::output(__future.await));
+    let output = quote_spanned!(h.returns.span()=> #rt::output({
+        #[allow(unused_imports)]
+        use #rt::{AnyhowTerminal as _, AsReturned as _};
+        (&#rt::ResultProbe::new(__future.await)).probed()
+    }));
 
+    let cfgs = &h.client.cfgs;
     quote! {
+        #(#cfgs)*
         #name => ::std::boxed::Box::pin(async move {
             #decode
             #debounce
@@ -296,7 +302,11 @@ fn service_impl(model: &ServiceModel) -> TokenStream {
         ServiceKind::Object => quote!(#rt::ServiceKind::VirtualObject),
         ServiceKind::Workflow => quote!(#rt::ServiceKind::Workflow),
     };
-    let definitions = model.handlers.iter().map(|h| handler_definition(model, h));
+    let definitions = model.handlers.iter().map(|h| {
+        let cfgs = &h.client.cfgs;
+        let definition = handler_definition(model, h);
+        quote!(#(#cfgs)* __handlers.push(#definition);)
+    });
     let arms = model.handlers.iter().map(|h| dispatch_arm(model, h));
     quote! {
         #[automatically_derived]
@@ -305,7 +315,12 @@ fn service_impl(model: &ServiceModel) -> TokenStream {
                 #rt::ServiceDefinition {
                     name: #name,
                     kind: #kind,
-                    handlers: ::std::vec![#(#definitions),*],
+                    handlers: {
+                        #[allow(unused_mut)]
+                        let mut __handlers = ::std::vec::Vec::new();
+                        #(#definitions)*
+                        __handlers
+                    },
                 }
             }
 
@@ -368,6 +383,7 @@ fn client(model: &ServiceModel) -> TokenStream {
         let ident = &h.ident;
         let name = &h.wire_name;
         let docs = &h.docs;
+        let cfgs = &h.cfgs;
         let output = &h.output;
         let (param, input_ty, encode) = match &h.input {
             Input::None => (
@@ -388,6 +404,7 @@ fn client(model: &ServiceModel) -> TokenStream {
         };
         quote! {
             #(#docs)*
+            #(#cfgs)*
             pub fn #ident(&self #param) -> C::Request<#input_ty, #output> {
                 #rt::Caller::request(
                     &self.caller,

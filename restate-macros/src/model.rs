@@ -151,6 +151,8 @@ pub(crate) struct ClientMethod {
     /// `T` of the returned `Result<T, E>`.
     pub output: Box<Type>,
     pub docs: Vec<Attribute>,
+    /// The method's `#[cfg(..)]` attributes, put on everything generated for it.
+    pub cfgs: Vec<Attribute>,
 }
 
 /// A valid handler: its client method, and what its definition and dispatch need.

@@ -288,6 +288,7 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
         input,
         output,
         docs: ast.docs.clone(),
+        cfgs: ast.cfgs.clone(),
     };
     match context {
         Some((context, context_ty)) if cx.len() == errors_before => {
@@ -450,7 +451,7 @@ fn at_most_one_input(cx: &mut Ctxt, sig: &Signature, has_receiver: bool) -> Inpu
     input
 }
 
-/// `T` of the returned `Result<T, E>` or `HandlerResult<T>`.
+/// `T` of the returned `Result<T, E>`, `Result<T>` or `HandlerResult<T>`.
 fn returns_result(cx: &mut Ctxt, sig: &Signature) -> Option<Box<Type>> {
     let output = match &sig.output {
         ReturnType::Type(_, ty) => result_ok_type(ty),
@@ -463,7 +464,7 @@ fn returns_result(cx: &mut Ctxt, sig: &Signature) -> Option<Box<Type>> {
         };
         cx.error_spanned_by(
             span,
-            "a handler returns `Result<T, E>` (or `HandlerResult<T>`) with `T: Serialize` and `E: Into<HandlerError>`",
+            "a handler returns `Result<T, E>` (or `HandlerResult<T>`, `anyhow::Result<T>`) with `T: Serialize` and `E: Into<HandlerError>`",
         );
     }
     output
@@ -490,7 +491,8 @@ fn result_ok_type(ty: &Type) -> Option<Box<Type>> {
         })
         .collect();
     match (seg.ident.to_string().as_str(), types.as_slice()) {
-        ("Result", [ok, _]) | ("HandlerResult", [ok]) => Some(Box::new((*ok).clone())),
+        // `Result<T>`: an alias with its error fixed (`anyhow::Result`, `std::io::Result`).
+        ("Result", [ok, _] | [ok]) | ("HandlerResult", [ok]) => Some(Box::new((*ok).clone())),
         _ => None,
     }
 }
@@ -501,8 +503,11 @@ fn result_ok_type(ty: &Type) -> Option<Box<Type>> {
 /// Two handlers behind one URL cannot be told apart.
 fn wire_names_are_unique(cx: &mut Ctxt, handlers: &[HandlerModel]) {
     for (i, h) in handlers.iter().enumerate() {
+        // Under different `#[cfg]`s they may never be compiled together (a handler switched
+        // by a feature): only the compiler can tell.
         let Some(first) = handlers[..i]
             .iter()
+            .filter(|o| !switched_apart(&o.client, &h.client))
             .find(|o| o.client.wire_name == h.client.wire_name)
         else {
             continue;
@@ -520,6 +525,17 @@ fn wire_names_are_unique(cx: &mut Ctxt, handlers: &[HandlerModel]) {
             ),
         );
     }
+}
+
+/// Whether two handlers carry different `#[cfg]`s, so that they may exclude each other.
+fn switched_apart(a: &ClientMethod, b: &ClientMethod) -> bool {
+    let text = |m: &ClientMethod| -> Vec<String> {
+        m.cfgs
+            .iter()
+            .map(|c| c.to_token_stream().to_string())
+            .collect()
+    };
+    !a.cfgs.is_empty() && !b.cfgs.is_empty() && text(a) != text(b)
 }
 
 /// A workflow's `run` alone takes the exclusive context.

@@ -144,6 +144,21 @@ impl fmt::Display for TerminalError {
     }
 }
 
+/// An error like any other, so it passes through a `Box<dyn Error>` or an `anyhow::Error`
+/// and stays terminal: a handler returning `anyhow::Result<T>` may `?` it.
+///
+/// ```
+/// use restate_runtime::{HandlerError, TerminalError};
+/// type Boxed = Box<dyn std::error::Error + Send + Sync>;
+/// fn charge() -> Result<(), Boxed> {
+///     Err(TerminalError::new_with_code(402, "card declined"))?
+/// }
+/// let e = HandlerError::from(charge().unwrap_err());
+/// assert!(e.is_terminal());
+/// assert_eq!(e.into_terminal().unwrap().code(), 402);
+/// ```
+impl std::error::Error for TerminalError {}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a handler returns on failure: retryable by default, terminal when built from a
@@ -203,15 +218,14 @@ impl fmt::Display for HandlerError {
     }
 }
 
+/// A [`TerminalError`], also one in a box, stays terminal; anything else is retryable. (A
+/// handler's `anyhow::Error` is searched for one before it gets here.)
 impl<E: Into<BoxError>> From<E> for HandlerError {
     fn from(value: E) -> Self {
-        Self(HandlerErrorKind::Retryable(value.into()))
-    }
-}
-
-impl From<TerminalError> for HandlerError {
-    fn from(value: TerminalError) -> Self {
-        Self(HandlerErrorKind::Terminal(value))
+        match value.into().downcast::<TerminalError>() {
+            Ok(terminal) => Self(HandlerErrorKind::Terminal(*terminal)),
+            Err(other) => Self(HandlerErrorKind::Retryable(other)),
+        }
     }
 }
 

@@ -162,6 +162,45 @@ impl<T> WithoutDefault for &DefaultProbe<T> {
     }
 }
 
+/// A handler's result, its error searched for a [`TerminalError`] when it is an
+/// `anyhow::Error` (autoref specialisation: the by-value impl is for `anyhow::Error`, the
+/// by-reference one passes any other result on unchanged, for `output` to check).
+pub struct ResultProbe<T, E>(std::cell::Cell<Option<Result<T, E>>>);
+
+impl<T, E> ResultProbe<T, E> {
+    pub fn new(result: Result<T, E>) -> Self {
+        Self(std::cell::Cell::new(Some(result)))
+    }
+
+    fn take(&self) -> Result<T, E> {
+        self.0.take().expect("a handler's result is probed once")
+    }
+}
+
+pub trait AnyhowTerminal<T> {
+    fn probed(&self) -> Result<T, HandlerError>;
+}
+
+impl<T> AnyhowTerminal<T> for ResultProbe<T, anyhow::Error> {
+    fn probed(&self) -> Result<T, HandlerError> {
+        self.take()
+            .map_err(|e| match e.downcast::<TerminalError>() {
+                Ok(terminal) => terminal.into(),
+                Err(other) => other.into(),
+            })
+    }
+}
+
+pub trait AsReturned<T, E> {
+    fn probed(&self) -> Result<T, E>;
+}
+
+impl<T, E> AsReturned<T, E> for &ResultProbe<T, E> {
+    fn probed(&self) -> Result<T, E> {
+        self.take()
+    }
+}
+
 pub use crate::rate::RateLimit;
 
 /// The gate of a handler with `concurrency(..)`: waits (durably) until it holds a permit of

@@ -89,7 +89,8 @@ pub enum ServeError {
 /// ```
 pub struct RuntimeBuilder {
     config: Config,
-    bound: Vec<(ServiceDefinition, DynService)>,
+    /// Values bound with [`Self::bind`], by their type.
+    bound: Vec<(std::any::TypeId, ServiceDefinition, DynService)>,
     read_env: bool,
     webhooks: Webhooks,
     release_heap: fn(),
@@ -592,8 +593,14 @@ impl RuntimeBuilder {
     /// let runtime = Runtime::builder().bind(Mailer { api_key: "k".into() }).build()?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// Binding a type again replaces its earlier value (a test can override what a shared
+    /// setup bound); two different types with one service name fail `build()`.
     pub fn bind<S: Service>(mut self, service: S) -> Self {
-        self.bound.push((S::definition(), Arc::new(service)));
+        let type_id = std::any::TypeId::of::<S>();
+        self.bound.retain(|(bound, ..)| *bound != type_id);
+        self.bound
+            .push((type_id, S::definition(), Arc::new(service)));
         self
     }
 
@@ -719,7 +726,8 @@ impl RuntimeBuilder {
             config.apply_env_logged()?;
         }
         config.check()?;
-        let registry = Registry::assemble(self.bound)?;
+        let bound = self.bound.into_iter().map(|(_, d, s)| (d, s)).collect();
+        let registry = Registry::assemble(bound)?;
         crate::webhook::check_endpoints(&self.webhooks, &registry).map_err(BuildError::Webhook)?;
         for ((service, handler), endpoint) in &self.webhooks {
             if !endpoint.is_verified() {

@@ -182,6 +182,11 @@ async fn bad_requests_are_refused_clearly() {
             "does not match 'application/json'",
         ),
         (
+            client().post(s.url("/Greeter/greet")),
+            400,
+            "handler 'greet' expects a JSON body, but the request has none",
+        ),
+        (
             client().post(s.url("/Greeter/noInput")).body("5"),
             400,
             "takes no input",

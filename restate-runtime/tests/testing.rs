@@ -202,6 +202,86 @@ async fn delayed_sends_run_when_due_and_survive_a_restart_in_between() {
     );
 }
 
+/// Handlers switched by `#[cfg]`: the compiled version is served, the other is not there.
+#[derive(Default)]
+pub struct Gated;
+
+#[service]
+impl Gated {
+    #[cfg(not(test))]
+    #[handler]
+    async fn flavor(&self, _ctx: Context<'_>) -> HandlerResult<String> {
+        Ok("old".into())
+    }
+
+    #[cfg(test)]
+    #[handler]
+    async fn flavor(&self, _ctx: Context<'_>) -> HandlerResult<String> {
+        Ok("new".into())
+    }
+
+    #[cfg(not(test))]
+    #[handler]
+    async fn gone(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+
+    /// `anyhow::Result`: a terminal error passed through `?` stays terminal.
+    #[handler]
+    async fn charge(&self, ctx: Context<'_>, cents: u32) -> anyhow::Result<u32> {
+        let charged = ctx
+            .run(|| async move {
+                match cents {
+                    0 => Err(TerminalError::new_with_code(402, "nothing to charge").into()),
+                    n => Ok(n),
+                }
+            })
+            .await?;
+        Ok(charged)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_switched_by_cfg_is_served_in_its_compiled_version_only() {
+    let t = TestRuntime::builder().build().await;
+    let flavor = t.handle().client::<Gated>().flavor().call().await.unwrap();
+    assert_eq!(flavor, "new");
+    let declared: Vec<_> = <Gated as restate_runtime::Service>::definition()
+        .handlers
+        .iter()
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(declared, ["flavor", "charge"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_returning_anyhow_result_keeps_terminal_errors_terminal() {
+    let t = TestRuntime::builder().build().await;
+    let gated = t.handle().client::<Gated>();
+    assert_eq!(gated.charge(5).call().await.unwrap(), 5);
+    match gated.charge(0).call().await {
+        Err(ClientError::Terminal(e)) => {
+            assert_eq!((e.code(), e.message()), (402, "nothing to charge"))
+        }
+        other => panic!("a terminal error, not {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_a_type_again_replaces_its_earlier_value() {
+    let (shared, own) = (Steps::default(), Steps::default());
+    let (shared_seen, own_seen) = (shared.seen(), own.seen());
+    let t = TestRuntime::builder().bind(shared).bind(own).build().await;
+    t.handle()
+        .object::<Steps>("k")
+        .note("here".into())
+        .call()
+        .await
+        .unwrap();
+    assert!(shared_seen.lock().unwrap().is_empty());
+    assert_eq!(own_seen.lock().unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_backoff_waits_on_the_virtual_clock() {
     let steps = Steps::default();

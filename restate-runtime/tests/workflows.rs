@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use restate_runtime::prelude::*;
+use restate_runtime::{ClientError, EngineError, prelude::*};
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -82,6 +82,25 @@ async fn run_once_per_key_with_promises_and_attach() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The in-process client refuses it alike, instead of ignoring the key: nothing starts.
+    let refused = s
+        .handle
+        .workflow::<Signup>("bob")
+        .run("b".into())
+        .idempotency_key("k")
+        .send()
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ClientError::Engine(EngineError::BadTarget(m))) if m.contains("idempotency key")
+        ),
+        "{refused:?}"
+    );
+    let r = reqwest::get(s.url("/restate/workflow/Signup/bob/output"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the refused run created nothing");
 
     let r = reqwest::get(s.url("/restate/workflow/Signup/ada/output"))
         .await

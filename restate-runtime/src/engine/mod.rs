@@ -115,6 +115,22 @@ pub enum EngineError {
     Overloaded(String),
 }
 
+/// Refuses an idempotency key on a workflow's run, as Restate does: the run is idempotent by
+/// its workflow key already, and a second key beside it would be silently ignored.
+pub(crate) fn check_idempotency_key(
+    workflow_run: bool,
+    key: Option<&str>,
+) -> Result<(), EngineError> {
+    match (workflow_run, key) {
+        (true, Some(_)) => Err(EngineError::BadTarget(
+            "cannot use the idempotency key with workflow handlers. The handler invocation will \
+             already be idempotent by the workflow key itself."
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// An invocation in a listing.
 pub(crate) type Listed = (InvocationId, InvocationRecord);
 
@@ -804,6 +820,7 @@ impl Engine {
             .map(|d| now.saturating_add(crate::clock::millis(d)));
         // A workflow's run has one invocation per key, found like an idempotent one.
         let workflow_run = handler.kind == HandlerKind::Workflow;
+        check_idempotency_key(workflow_run, req.idempotency_key.as_deref())?;
         let id = self.id_for(&req, workflow_run, now);
         let mut headers = req.headers;
         crate::telemetry::trace_new(&req.target, &mut headers);

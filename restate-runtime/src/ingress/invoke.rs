@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 
 use super::{ApiError, IngressState, read_body, response};
-use crate::engine::InvokeRequest;
+use crate::engine::{self, InvokeRequest};
 use crate::registry::{HandlerDefinition, HandlerKind, InputShape};
 use crate::storage::Target;
 use crate::telemetry;
@@ -49,12 +49,9 @@ pub(crate) async fn invoke(
         ));
     }
     let (headers, mut idempotency_key) = parse_headers(req.headers())?;
-    if idempotency_key.is_some() && definition.kind == HandlerKind::Workflow {
-        return Err(ApiError::ingress(
-            400,
-            "cannot use the idempotency key with workflow handlers. The handler invocation will already be idempotent by the workflow key itself.",
-        ));
-    }
+    // Refused before the body is read; the engine refuses it for every other caller.
+    let workflow_run = definition.kind == HandlerKind::Workflow;
+    engine::check_idempotency_key(workflow_run, idempotency_key.as_deref())?;
     let content_type = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -78,7 +75,10 @@ pub(crate) async fn invoke(
         };
         hook.verify(header, &body, engine.now_ms())
             .map_err(|e| ApiError::ingress(401, format!("invalid webhook signature: {e}")))?;
-        idempotency_key = hook.idempotency_key(header, &body, idempotency_key);
+        // A workflow's run is deduplicated by its key, which comes from the path.
+        if !workflow_run {
+            idempotency_key = hook.idempotency_key(header, &body, idempotency_key);
+        }
     }
     check_input(definition, content_type.as_deref(), &body)?;
     // Credentials and signatures are checked above and never stored: handlers see the same
@@ -230,10 +230,15 @@ fn check_input(
                 ));
             }
             (definition.check_input)(body).map_err(|e| {
-                ApiError::ingress(
-                    400,
-                    format!("input validation error: cannot decode the body: {e}"),
-                )
+                // An empty body reads as `null`: "invalid type: null" would not say what is wrong.
+                let message = match blank {
+                    true => format!(
+                        "input validation error: handler '{}' expects a JSON body, but the request has none",
+                        definition.name
+                    ),
+                    false => format!("input validation error: cannot decode the body: {e}"),
+                };
+                ApiError::ingress(400, message)
             })
         }
     }

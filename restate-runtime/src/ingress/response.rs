@@ -4,7 +4,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use crate::clock::rfc3339;
 use crate::engine::{Completed, SendStatus};
 use crate::ids::InvocationId;
 use crate::storage::Outcome;
@@ -39,10 +38,28 @@ pub(crate) fn completed(id: InvocationId, done: &Completed, replayed: bool) -> R
     if replayed {
         headers.insert(
             "idempotency-expires",
-            header_value(&rfc3339(done.expires_at_ms)),
+            header_value(&expires_header(done.expires_at_ms)),
         );
     }
     response
+}
+
+/// `executionTime` as Restate writes it: no fraction on a whole second, else nine digits.
+fn execution_time(ms: u64) -> String {
+    let Ok(t) = jiff::Timestamp::from_millisecond(ms as i64) else {
+        return String::new();
+    };
+    match ms % 1000 {
+        0 => format!("{t:.0}"),
+        _ => format!("{t:.9}"),
+    }
+}
+
+/// `idempotency-expires` as Restate writes it: milliseconds and a `+00:00` offset.
+fn expires_header(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string())
+        .unwrap_or_default()
 }
 
 /// `202 {"invocationId", "executionTime"?, "status"}` with `x-restate-id`.
@@ -58,7 +75,7 @@ pub(crate) fn accepted(
     let mut body = serde_json::Map::new();
     body.insert("invocationId".into(), id.to_string().into());
     if let Some(at) = execution_time_ms {
-        body.insert("executionTime".into(), rfc3339(at).into());
+        body.insert("executionTime".into(), execution_time(at).into());
     }
     body.insert("status".into(), status.into());
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
@@ -73,4 +90,19 @@ pub(crate) const SUPERSEDED_BY: &str = "x-restate-superseded-by";
 
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_restate_writes_them() {
+        // 2026-11-29T03:57:08.666Z and the whole second before it.
+        let ms = 1_795_924_628_666;
+        assert_eq!(execution_time(ms), "2026-11-29T03:57:08.666000000Z");
+        assert_eq!(execution_time(ms - 666), "2026-11-29T03:57:08Z");
+        assert_eq!(expires_header(ms), "2026-11-29T03:57:08.666+00:00");
+        assert_eq!(expires_header(ms - 666), "2026-11-29T03:57:08.000+00:00");
+    }
 }

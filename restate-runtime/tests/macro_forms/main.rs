@@ -6,6 +6,7 @@
 // The forms declare services, clients and functions that only need to compile.
 #![allow(dead_code)]
 
+mod cfg_handler;
 mod cron;
 mod legacy_client_names;
 mod object;

@@ -16,6 +16,17 @@ impl Greeter {
         Ok(())
     }
 
+    /// An alias with the error fixed: `anyhow::Result<T>`, `std::io::Result<T>`.
+    #[handler]
+    async fn with_anyhow(&self, _ctx: Context<'_>) -> anyhow::Result<u32> {
+        Ok(1)
+    }
+
+    #[handler]
+    async fn with_io(&self, _ctx: Context<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Not a handler: plain methods stay as they are.
     fn helper(&self) -> u32 {
         1
