@@ -184,7 +184,7 @@ pub(crate) struct Metrics {
     pub recovery_pending: Gauge,
     /// Partitions this process runs (all of them on a store of one process).
     pub partitions_running: Gauge,
-    /// Per handler: attempts started, invocations completed by result, retries, pauses.
+    /// Per handler: invocations started, invocations completed by result, retries, pauses.
     pub handler_started: Family<HandlerLabel, Counter>,
     pub handler_completed: Family<HandlerResultLabel, Counter>,
     pub handler_retries: Family<HandlerLabel, Counter>,

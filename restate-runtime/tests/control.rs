@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 static COMPENSATIONS: AtomicU32 = AtomicU32::new(0);
 static KILLED_COMPENSATIONS: AtomicU32 = AtomicU32::new(0);
 static BROKEN: AtomicBool = AtomicBool::new(true);
+static TALLIES: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Default)]
 pub struct Ops;
@@ -84,6 +85,17 @@ impl Ops {
         let doze = ctx.client::<Ops>().doze().send();
         ctx.cancel(doze);
         Ok(doze.invocation_id().to_string())
+    }
+
+    /// Counts its runs (a restarted copy runs again).
+    #[handler]
+    async fn tally(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        ctx.run(|| async {
+            TALLIES.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        Ok(())
     }
 
     #[handler]
@@ -212,6 +224,59 @@ async fn paused_invocations_resume() {
     assert_eq!(s.attach(&id).await, (200, json!("fixed")));
     assert_eq!(control(&s, &id, "resume").await, 409, "completed");
     s.stop().await;
+}
+
+/// A bulk restart over more than one round acts on what matched when it began: the copies
+/// it makes match the same filters, and some sort after its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_restart_followed_round_by_round_restarts_each_original_once() {
+    let s = TestServer::start().await;
+    const ORIGINALS: usize = 1_100;
+    let ops = s.handle.client::<Ops>();
+    for chunk in 0..ORIGINALS / 100 {
+        let calls: Vec<_> = (0..100).map(|_| ops.tally().call()).collect();
+        for done in futures::future::join_all(calls).await {
+            done.unwrap();
+        }
+        assert_eq!(TALLIES.load(Ordering::SeqCst) as usize, (chunk + 1) * 100);
+    }
+    let bulk = |after: Option<String>| {
+        let mut url = format!(
+            "{}/invocations?action=restart&handler=tally&status=completed",
+            s.admin
+        );
+        if let Some(after) = after {
+            url.push_str(&format!("&after={after}"));
+        }
+        async move {
+            let r = client().patch(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let (mut restarted, mut copies, mut rounds) = (Vec::new(), Vec::new(), 0);
+    let mut round = bulk(None).await;
+    loop {
+        rounds += 1;
+        assert!(round["failed"].as_array().unwrap().is_empty(), "{round}");
+        for done in round["done"].as_array().unwrap() {
+            restarted.push(done["id"].as_str().unwrap().to_owned());
+            copies.push(done["invocationId"].as_str().unwrap().to_owned());
+        }
+        match round["next"].as_str() {
+            Some(next) => round = bulk(Some(next.to_owned())).await,
+            None => break,
+        }
+    }
+    assert!(rounds >= 2, "more than one round: {rounds}");
+    assert_eq!(restarted.len(), ORIGINALS, "each original once, no copy");
+    assert!(restarted.iter().all(|id| !copies.contains(id)));
+    common::wait_until(Duration::from_secs(30), || async {
+        TALLIES.load(Ordering::SeqCst) as usize == 2 * ORIGINALS
+    })
+    .await;
+    s.stop().await;
+    assert_eq!(TALLIES.load(Ordering::SeqCst) as usize, 2 * ORIGINALS);
 }
 
 #[tokio::test]

@@ -62,6 +62,11 @@ impl Jobs {
     }
 
     #[handler]
+    async fn double(&self, _ctx: Context<'_>, n: u64) -> HandlerResult<u64> {
+        Ok(2 * n)
+    }
+
+    #[handler]
     async fn idle(&self, ctx: Context<'_>) -> HandlerResult<()> {
         ctx.sleep(Duration::from_secs(3600)).await?;
         Ok(())
@@ -156,6 +161,51 @@ async fn a_drain_under_load_lets_running_attempts_finish_and_starts_none_until_u
     assert_eq!(served.status(), 200);
     let health = reqwest::get(server.url("/restate/health")).await.unwrap();
     assert_eq!(health.status(), 200);
+    drop(server.stop().await);
+}
+
+/// A drain refuses new invocations, not duplicates: a retried request whose idempotency key
+/// finished before the drain gets its answer, as `GET .../output` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_a_finished_request_is_answered_while_draining() {
+    let server = TestServer::start().await;
+    let request = |key: &str, n: u64| {
+        reqwest::Client::new()
+            .post(server.url("/Jobs/double"))
+            .header("idempotency-key", key)
+            .json(&n)
+            .send()
+    };
+    let first = request("k1", 21).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let id = first.headers()["x-restate-id"].clone();
+    admin(&server, reqwest::Method::PATCH, "/drain").await;
+    let again = request("k1", 21).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["x-restate-id"], id);
+    assert_eq!(again.json::<u64>().await.unwrap(), 42);
+    let send = reqwest::Client::new()
+        .post(server.url("/Jobs/double/send"))
+        .header("idempotency-key", "k1")
+        .json(&21)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(send.status(), 202);
+    let accepted: Value = send.json().await.unwrap();
+    assert_eq!(accepted["status"], "PreviouslyAccepted");
+    // A new key, or none, starts something: refused.
+    for key in [Some("k2"), None] {
+        let mut r = reqwest::Client::new()
+            .post(server.url("/Jobs/double"))
+            .json(&1);
+        if let Some(key) = key {
+            r = r.header("idempotency-key", key);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 503, "{key:?}");
+        assert!(r.headers().contains_key("retry-after"));
+    }
     drop(server.stop().await);
 }
 

@@ -29,6 +29,15 @@ impl Shop {
         Err(TerminalError::new_with_code(400, "nothing to refund").into())
     }
 
+    /// Suspends twice (the server suspends at once) before it ends.
+    #[handler]
+    async fn nap(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        for _ in 0..2 {
+            ctx.sleep(std::time::Duration::from_millis(20)).await?;
+        }
+        Ok(())
+    }
+
     /// Fails its first attempt, then succeeds.
     #[handler]
     async fn flaky(&self, _ctx: Context<'_>) -> HandlerResult<()> {
@@ -74,7 +83,18 @@ fn histogram_count(scrape: &Scrape, metric: &str, labels: &[(&str, &str)], text:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_are_counted_and_timed_under_their_registered_names() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
+        b.suspend_after(std::time::Duration::ZERO)
+    })
+    .await;
+    for _ in 0..3 {
+        let r = reqwest::Client::new()
+            .post(server.url("/Shop/nap"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
     for item in ["a", "b"] {
         let r = server.post("/Shop/buy", json!(item)).await;
         assert_eq!(r.status(), 200);
@@ -114,6 +134,11 @@ async fn handlers_are_counted_and_timed_under_their_registered_names() {
     assert!(sample(&scrape, done, &with_result("buy", "failure")).is_none());
     let started = "restate_handler_invocations_started_total";
     assert_eq!(counter(&scrape, started, &shop("buy")), 2.0);
+    // Woken twice each from a suspension: still three invocations started.
+    let suspensions = counter(&scrape, "restate_invocation_suspensions_total", &[]);
+    assert!(suspensions >= 6.0, "{text}");
+    assert_eq!(counter(&scrape, started, &shop("nap")), 3.0);
+    assert_eq!(counter(&scrape, done, &with_result("nap", "success")), 3.0);
     assert_eq!(
         counter(&scrape, "restate_handler_retries_total", &shop("flaky")),
         1.0

@@ -360,11 +360,17 @@ pub(super) async fn bulk(
         )
         .into_response();
     }
-    let after = match query.after.as_deref().map(parse_invocation_id).transpose() {
-        Ok(after) => after,
+    let (after, started_ms) = match query.after.as_deref().map(BulkCursor::parse).transpose() {
+        Ok(Some(cursor)) => (Some(cursor.after), cursor.started_ms),
+        Ok(None) => (None, Some(engine.now_ms())),
         Err(e) => return e.into_response(),
     };
-    let (page, next) = match engine.list(|r| filter.matches(r), after, BULK_ROUND) {
+    // Only what existed when the bulk began: the copies a restart makes (and anything newer)
+    // match the filters too, and may sort after the cursor.
+    let existed = |r: &crate::storage::InvocationRecord| {
+        started_ms.is_none_or(|started| r.created_at_ms < started)
+    };
+    let (page, next) = match engine.list(|r| existed(r) && filter.matches(r), after, BULK_ROUND) {
         Ok(listed) => listed,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -385,7 +391,42 @@ pub(super) async fn bulk(
     axum::Json(json!({
         "done": done,
         "failed": failed,
-        "next": next.map(|id| id.to_string()),
+        "next": next.map(|after| BulkCursor { after, started_ms }.to_string()),
     }))
     .into_response()
+}
+
+/// Where a bulk action goes on: after an id, among the invocations created before the bulk's
+/// first round (`<id>.<ms>`; a bare id, from before the bound was kept, has none).
+struct BulkCursor {
+    after: InvocationId,
+    started_ms: Option<u64>,
+}
+
+impl BulkCursor {
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        let (id, started) = match text.split_once('.') {
+            Some((id, ms)) => (id, Some(ms)),
+            None => (text, None),
+        };
+        let started_ms = started
+            .map(|ms| {
+                ms.parse()
+                    .map_err(|_| ApiError::ingress(400, format!("bad bulk cursor '{text}'")))
+            })
+            .transpose()?;
+        Ok(Self {
+            after: parse_invocation_id(id)?,
+            started_ms,
+        })
+    }
+}
+
+impl std::fmt::Display for BulkCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.started_ms {
+            Some(ms) => write!(f, "{}.{ms}", self.after),
+            None => write!(f, "{}", self.after),
+        }
+    }
 }

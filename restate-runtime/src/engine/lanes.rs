@@ -86,9 +86,17 @@ async fn sweep_idle_lanes(engine: Engine) {
 impl Engine {
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
-        self.metrics.started.inc();
-        if let Some(label) = self.handler_label(&inflight.state().record.target) {
-            self.metrics.handler_started.get_or_create(&label).inc();
+        // Counted once, when it first starts: a resumption (woken from a suspension, a timer
+        // or a restart after it ran) is no new start.
+        let first = {
+            let state = inflight.state();
+            (state.record.attempts == 0).then(|| self.handler_label(&state.record.target))
+        };
+        if let Some(label) = first {
+            self.metrics.started.inc();
+            if let Some(label) = label {
+                self.metrics.handler_started.get_or_create(&label).inc();
+            }
         }
         if inflight.left.load(std::sync::atomic::Ordering::SeqCst) {
             return;

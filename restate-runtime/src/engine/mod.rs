@@ -807,6 +807,26 @@ impl Engine {
         }
     }
 
+    /// Whether `req` names an invocation that exists already: a duplicate of an idempotency
+    /// key or of a workflow's run (a drain refuses new invocations only).
+    pub(crate) async fn exists(&self, req: &InvokeRequest) -> Result<bool, EngineError> {
+        let (_, handler) = self.resolve(&req.target)?;
+        let workflow_run = handler.kind == HandlerKind::Workflow;
+        if req.idempotency_key.is_none() && !workflow_run {
+            return Ok(false);
+        }
+        let id = self.id_for(req, workflow_run, 0);
+        if self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .contains_key(&id)
+        {
+            return Ok(true);
+        }
+        Ok(self.storage.derived_invocation_async(&id).await?.is_some())
+    }
+
     /// The id and record of a new invocation of `req` (nothing submitted yet).
     fn prepare(
         &self,

@@ -13,6 +13,7 @@ use super::journal::Journal;
 use crate::context::InvocationContext;
 use crate::context::invocation::Abort;
 use crate::ids::InvocationId;
+use crate::registry::InputShape;
 use crate::replay::{Problem, ReplayOptions, ReplayProblem, ReplayReport};
 use crate::storage::{InvocationRecord, Outcome, Status, StorageError};
 
@@ -67,13 +68,23 @@ impl Engine {
         record: InvocationRecord,
     ) -> Result<Option<Problem>, StorageError> {
         let (service, handler) = match self.resolve(&record.target) {
-            Ok((service, handler)) => (service.instance.clone(), handler.name),
+            Ok((service, handler)) => (service.instance.clone(), handler),
             Err(e) => {
                 return Ok(Some(Problem::UnknownTarget {
                     reason: e.to_string(),
                 }));
             }
         };
+        // Its input was accepted by the old code: one that has not started yet (a delayed
+        // send) would fail at its first attempt on this one.
+        if handler.input == InputShape::Json
+            && let Err(e) = (handler.check_input)(&record.input)
+        {
+            return Ok(Some(Problem::Fails {
+                message: format!("its input cannot be decoded by this code: {e}"),
+            }));
+        }
+        let handler = handler.name;
         let journal: Journal = match self.storage.journal(&id) {
             Ok(entries) => entries.into_iter().collect(),
             Err(e @ StorageError::Decode(_)) => {

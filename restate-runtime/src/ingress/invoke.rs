@@ -83,7 +83,7 @@ pub(crate) async fn invoke(
     check_input(definition, content_type.as_deref(), &body)?;
     // Credentials and signatures are checked above and never stored: handlers see the same
     // headers on every attempt, and a journal read leaks no secret.
-    let mut headers: Vec<_> = headers
+    let headers: Vec<_> = headers
         .into_iter()
         .filter(|(name, _)| {
             !state
@@ -93,15 +93,6 @@ pub(crate) async fn invoke(
                 .any(|s| s.eq_ignore_ascii_case(name))
         })
         .collect();
-    if engine.drain.is_draining() {
-        // Before a deploy: clients and webhook senders retry, and reach the next process.
-        return Err(ApiError::ingress(
-            503,
-            "this process is draining and starts no new invocation: retry after Retry-After",
-        ));
-    }
-    // The client's trace context is this span's parent, and the span the invocation's.
-    let span = telemetry::ingress_span(&target, &mut headers);
     let request = InvokeRequest {
         target,
         input: body,
@@ -109,6 +100,17 @@ pub(crate) async fn invoke(
         idempotency_key,
         delay,
     };
+    // Before a deploy: clients and webhook senders retry, and reach the next process. A
+    // duplicate starts nothing: it gets its original's answer.
+    if engine.drain.is_draining() && !engine.exists(&request).await? {
+        return Err(ApiError::ingress(
+            503,
+            "this process is draining and starts no new invocation: retry after Retry-After",
+        ));
+    }
+    // The client's trace context is this span's parent, and the span the invocation's.
+    let mut request = request;
+    let span = telemetry::ingress_span(&request.target, &mut request.headers);
     async move {
         if send {
             let (id, status, at) = engine.send(request).await?;

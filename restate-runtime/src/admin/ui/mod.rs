@@ -382,7 +382,9 @@ async fn act(
     match parsed.1.apply(&state.engine, parsed.0).await {
         Ok(Some(new)) => Redirect::to(&format!(
             "{base}/invocations/{new}?done={}",
-            component(&format!("Restarted as {new}; {id} was killed."))
+            component(&format!(
+                "Restarted as {new}; {id} keeps its result if it had finished, else it was killed."
+            ))
         ))
         .into_response(),
         Ok(None) => Redirect::to(&format!(

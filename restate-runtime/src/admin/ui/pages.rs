@@ -308,7 +308,11 @@ pub(super) fn confirm(base: &str, id: &str, action: &str) -> String {
         "cancel" => "Cancel fails it at its next await point; its handler can still clean up.",
         "purge" => "Purge forgets it: its result and journal are gone.",
         "resume" => "Resume runs the paused invocation again (on the code running now).",
-        _ => "Restart runs a new invocation with the same input; this one is killed.",
+        _ => {
+            "Restart runs a new invocation with the same input. A finished one keeps its \
+             result; a paused or suspended one is killed once the copy exists, and its callers \
+             get the kill."
+        }
     };
     let from = if action == "restart" {
         "<label>Keep the first journal entries (empty: start from the beginning) \
