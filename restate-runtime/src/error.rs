@@ -161,6 +161,15 @@ impl std::error::Error for TerminalError {}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// What a caught panic said (its `&str` or `String` payload).
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
 /// What a handler returns on failure: retryable by default, terminal when built from a
 /// [`TerminalError`].
 ///

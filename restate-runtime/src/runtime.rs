@@ -668,7 +668,8 @@ impl RuntimeBuilder {
     /// migration and no lease, while it serves) against the handlers of this binary, without running any
     /// step, sending anything or writing an invocation: the report names each invocation that
     /// this code would break, with the journal entry where it diverges. Opens no port. Run it
-    /// in CI against a backup of production before a deploy.
+    /// in CI against a backup of production before a deploy. A data folder is opened as a
+    /// start opens it (its log is recovered into its store), so it must be writable: a copy.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

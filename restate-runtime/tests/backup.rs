@@ -132,6 +132,26 @@ async fn a_backup_under_load_opens_consistent_and_finishes_what_it_holds_once() 
     let (status, refused) = post_backup(&server, json!({ "path": "relative/copy" })).await;
     assert_eq!(status, 400, "{refused}");
     assert!(!std::path::Path::new("relative").exists());
+    // Inside the live data folder (the next backup would copy it), or named through `..`.
+    for (inside, says) in [
+        (
+            server.dir.path().join("backups").join("today"),
+            "inside the data folder",
+        ),
+        (
+            server.dir.path().join("new").join("..").join("b"),
+            "without `..`",
+        ),
+    ] {
+        let (status, refused) = post_backup(&server, json!({ "path": inside })).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["message"].as_str().unwrap().contains(says),
+            "{refused}"
+        );
+        assert!(!server.dir.path().join("backups").exists());
+        assert!(!server.dir.path().join("new").exists());
+    }
 
     stop.store(true, SeqCst);
     for w in writers {

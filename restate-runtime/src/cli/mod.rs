@@ -1,7 +1,8 @@
 //! A binary's command line: without arguments it serves; `check-replay` replays a data folder
 //! against the binary's handlers and exits non-zero when an invocation would break;
 //! `invocations` and `services` ask a running process's admin API. Commands open no port and
-//! no data folder of their own (but `check-replay`'s, read only), log to standard error, and
+//! no data folder of their own (`check-replay` opens the one it checks as a start would,
+//! recovering its log into its store, and writes no invocation), log to standard error, and
 //! print their answer on standard output: a table for people, one JSON document with `--json`.
 
 mod admin;

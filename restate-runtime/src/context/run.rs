@@ -378,7 +378,7 @@ where
         Ok(result) => result,
         Err(panic) => Err(HandlerError::from(format!(
             "panicked: {}",
-            crate::engine::panic_message(&panic)
+            crate::error::panic_message(&panic)
         ))),
     }
 }

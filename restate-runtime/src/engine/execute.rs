@@ -134,7 +134,7 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                             Ok(t) => Attempt::Terminal(t),
                             Err(e) => Attempt::Retry(e.to_string()),
                         },
-                        Err(panic) => Attempt::Retry(format!("handler panicked: {}", panic_message(&panic))),
+                        Err(panic) => Attempt::Retry(format!("handler panicked: {}", crate::error::panic_message(&panic))),
                     },
                     abort = ctx.aborted() => Attempt::stopped(abort),
                     _ = inflight.killed.notified() => Attempt::Killed,
@@ -311,12 +311,4 @@ impl Drop for RunningGuard {
 /// waiters, which may start tasks like the one whose guard calls this).
 fn end_killed(engine: Engine, inflight: Arc<Inflight>) -> futures::future::BoxFuture<'static, ()> {
     Box::pin(async move { engine.complete(&inflight, super::control::killed()).await })
-}
-
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
 }

@@ -39,7 +39,6 @@ pub(crate) use awakeables::AwakeableSubmission;
 pub(crate) use claims::Claim;
 pub use control::ControlError;
 pub use drain::DrainStatus;
-pub(crate) use execute::panic_message;
 pub(crate) use handover::UndrainError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, wait_finished};

@@ -109,7 +109,7 @@ impl Engine {
         let problem = tokio::select! {
             returned = handler_run => match returned {
                 Err(panic) => Some(Problem::Fails {
-                    message: format!("handler panicked: {}", super::execute::panic_message(&panic)),
+                    message: format!("handler panicked: {}", crate::error::panic_message(&panic)),
                 }),
                 // Stopped, and then returned before the stop was seen.
                 Ok(_) if ctx.mismatched().is_some() || ctx.stopped_with().is_some() => {

@@ -54,11 +54,28 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
-/// Creates `dir` (with its parents), or checks that it is an empty folder.
-pub(crate) fn prepare_folder(dir: &Path) -> Result<(), BackupError> {
+/// Creates `dir` (with its parents), or checks that it is an empty folder outside the data
+/// folder `data` (a backup inside the folder it copies would be copied into the next one).
+pub(crate) fn prepare_folder(dir: &Path, data: &Path) -> Result<(), BackupError> {
     let shown = dir.display().to_string();
     if shown.is_empty() {
         return Err(BackupError::BadPath("the backup path is empty".into()));
+    }
+    if dir
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(BackupError::BadPath(format!(
+            "{shown}: name the backup folder without `..`"
+        )));
+    }
+    if let (Some(at), Ok(data)) = (resolved(dir), data.canonicalize())
+        && at.starts_with(&data)
+    {
+        return Err(BackupError::BadPath(format!(
+            "{shown} is inside the data folder {}: back up to a folder outside it",
+            data.display()
+        )));
     }
     if dir.exists() && !dir.is_dir() {
         return Err(BackupError::BadPath(format!(
@@ -74,4 +91,18 @@ pub(crate) fn prepare_folder(dir: &Path) -> Result<(), BackupError> {
         return Err(BackupError::NotEmpty(shown));
     }
     Ok(())
+}
+
+/// Where `path` (without `..`) is once links are followed, also if it does not exist yet: its
+/// nearest existing ancestor resolved, with the rest of it after.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(at) = existing.canonicalize() {
+            return Some(rest.iter().rev().fold(at, |at, part| at.join(part)));
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    }
 }

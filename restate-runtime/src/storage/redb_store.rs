@@ -195,14 +195,29 @@ impl RedbStorage {
         let file = dir.join(FILE_NAME);
         let mut builder = Database::builder();
         builder.set_cache_size(options.cache_bytes);
-        let db = files
-            .open_store(&builder, &file)
-            .map_err(|e| open_error(&shown, &file, e))?;
-        let (partitions, secret) = init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
-        // Counted before the log's records are applied: those count as any write does.
-        let derived = Arc::new(count_derived(&db).map_err(|f| f.at(&shown))?);
-        let log = recover_log(&db, &derived, files, dir).map_err(|f| f.at(&shown))?;
-        build_due_index(&db).map_err(|f| f.at(&shown))?;
+        // Every read of the file at open: redb panics on some damaged pages (a malformed
+        // allocator state) where it returns an error on others; either is a corrupt store.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = files
+                .open_store(&builder, &file)
+                .map_err(|e| open_error(&shown, &file, e))?;
+            let (partitions, secret) =
+                init_meta(&db, options.partitions).map_err(|f| f.at(&shown))?;
+            // Counted before the log's records are applied: those count as any write does.
+            let derived = Arc::new(count_derived(&db).map_err(|f| f.at(&shown))?);
+            let log = recover_log(&db, &derived, files, dir).map_err(|f| f.at(&shown))?;
+            build_due_index(&db).map_err(|f| f.at(&shown))?;
+            Ok((db, partitions, secret, derived, log))
+        }));
+        let (db, partitions, secret, derived, log) = read.unwrap_or_else(|panic| {
+            Err(OpenError::Corrupt {
+                path: file.display().to_string(),
+                reason: format!(
+                    "redb cannot read it ({}): its pages are damaged",
+                    crate::error::panic_message(&panic)
+                ),
+            })
+        })?;
         // The store file and the log may be new: their directory entries must be durable too.
         files.sync_parent(&file).map_err(|source| OpenError::Io {
             path: shown.clone(),
@@ -244,11 +259,7 @@ impl RedbStorage {
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| writer.run(&db, &rx));
                     if let Err(panic) = std::panic::catch_unwind(run) {
-                        let reason = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
+                        let reason = crate::error::panic_message(&panic);
                         let reason = format!("journal writer panicked: {reason}");
                         failure.send_replace(Some(reason.clone()));
                         // Readers waiting for groups it had acknowledged must not wait forever.
@@ -1391,7 +1402,7 @@ impl Storage for RedbStorage {
     fn backup(&self, dir: &Path) -> Result<BackupReport, BackupError> {
         // One at a time: two into one folder would both find it empty.
         let _one = self.backups.lock().expect("backups lock");
-        super::backup::prepare_folder(dir)?;
+        super::backup::prepare_folder(dir, self.reserve.dir())?;
         let file = dir.join(FILE_NAME);
         let copied = self
             .visibility
@@ -1880,6 +1891,44 @@ mod tests {
                 .unwrap();
         }
         (dir, store, id)
+    }
+
+    /// Pages damaged all over the store file (a byte in every 997 past the header): opening
+    /// says `corrupt` and names the file, whatever redb trips over, and never panics.
+    #[tokio::test]
+    async fn a_store_file_damaged_all_over_refuses_to_open_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            let entry = JournalEntry::ClearState { name: "x".into() };
+            for n in 0..200u32 {
+                let id = InvocationId::random(n.into());
+                let record = record(Status::Suspended { wake_at_ms: None });
+                store
+                    .submit(vec![
+                        WriteOp::put_invocation(id, &record),
+                        WriteOp::put_journal(id, 0, &entry),
+                    ])
+                    .await
+                    .unwrap();
+            }
+            store.close();
+        }
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for at in (4096..bytes.len()).step_by(997) {
+            bytes[at] ^= 0xff;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let opened =
+            std::panic::catch_unwind(|| RedbStorage::open(dir.path(), &RedbOptions::default()));
+        let err = opened
+            .expect("no panic")
+            .err()
+            .expect("a damaged store does not open");
+        let message = err.to_string();
+        assert!(matches!(err, OpenError::Corrupt { .. }), "{message}");
+        assert!(message.contains(FILE_NAME), "{message}");
     }
 
     #[tokio::test]

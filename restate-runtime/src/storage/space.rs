@@ -55,6 +55,11 @@ impl Reserve {
         }
     }
 
+    /// The data folder it measures.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// `Ok` when new work fits; else an error that names the folder and the sizes. A failed
     /// measurement admits: the writer still stops the process on a failed write (law 10).
     pub(super) fn admit(&self) -> Result<(), StorageError> {
