@@ -18,6 +18,34 @@ impl Echo {
         names.sort();
         Ok(names)
     }
+
+    /// The `x-restate-ingress-path` header the handler sees.
+    #[handler]
+    async fn ingress_path(&self, _ctx: Context<'_>, input: RawInput) -> HandlerResult<Vec<String>> {
+        Ok(input
+            .headers()
+            .iter()
+            .filter(|(n, _)| n == "x-restate-ingress-path")
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+}
+
+/// As Restate, the path and query the invocation came in by, once, whatever a client sent.
+#[tokio::test]
+async fn the_ingress_path_is_forwarded_and_cannot_be_forged() {
+    let s = TestServer::start().await;
+    let paths: Vec<String> = reqwest::Client::new()
+        .post(s.url("/Echo/ingress_path?from=test"))
+        .header("x-restate-ingress-path", "/Elsewhere/forged")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paths, ["/Echo/ingress_path?from=test"]);
 }
 
 #[tokio::test]

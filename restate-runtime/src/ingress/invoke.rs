@@ -48,7 +48,11 @@ pub(crate) async fn invoke(
             "cannot use the delay query parameter with calls. The delay is supported only with sends",
         ));
     }
-    let (headers, mut idempotency_key) = parse_headers(req.headers())?;
+    let (mut headers, mut idempotency_key) = parse_headers(req.headers())?;
+    // As Restate: the handler sees the path and query it was invoked by (not a client's claim).
+    headers.retain(|(name, _)| name != INGRESS_PATH);
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    headers.push((INGRESS_PATH.to_owned(), path.to_owned()));
     // Refused before the body is read; the engine refuses it for every other caller.
     let workflow_run = definition.kind == HandlerKind::Workflow;
     engine::check_idempotency_key(workflow_run, idempotency_key.as_deref())?;
@@ -174,6 +178,9 @@ fn form_decode(value: &str) -> String {
 }
 
 type Headers = Vec<(String, String)>;
+
+/// The header Restate adds to every invocation: the path and query it came in by.
+const INGRESS_PATH: &str = "x-restate-ingress-path";
 
 fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError> {
     let mut headers = Vec::with_capacity(map.len());
