@@ -21,9 +21,11 @@ pub(crate) fn expand(model: &ServiceModel) -> TokenStream {
     let service_impl = service_impl(model);
     let registration = registration(model);
     let client = client(model);
+    let guards = cfg_guards(model);
     quote! {
         #item
         #client
+        #guards
         #[doc(hidden)]
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
@@ -31,6 +33,58 @@ pub(crate) fn expand(model: &ServiceModel) -> TokenStream {
             #registration
         };
     }
+}
+
+/// The predicates of a handler's `#[cfg(..)]` attributes.
+fn cfg_predicates(method: &ClientMethod) -> Vec<TokenStream> {
+    method
+        .cfgs
+        .iter()
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::List(list) => Some(list.tokens.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compile errors for what `#[cfg]`s switch on together that the macro could not judge: two
+/// handlers of one name both compiled, or a workflow with every `run` switched off.
+fn cfg_guards(model: &ServiceModel) -> TokenStream {
+    let service = &model.wire_name;
+    let mut guards = Vec::new();
+    for (i, a) in model.handlers.iter().enumerate() {
+        for b in &model.handlers[i + 1..] {
+            if a.client.wire_name != b.client.wire_name {
+                continue;
+            }
+            let both = cfg_predicates(&a.client)
+                .into_iter()
+                .chain(cfg_predicates(&b.client));
+            let message = format!(
+                "`{}` and `{}` of `{service}` are both compiled here and share the name `{}`: \
+                 their #[cfg]s must exclude each other",
+                a.client.ident, b.client.ident, a.client.wire_name
+            );
+            guards.push(quote!(#[cfg(all(#(#both),*))] ::core::compile_error!(#message);));
+        }
+    }
+    let runs: Vec<_> = model
+        .handlers
+        .iter()
+        .filter(|h| h.client.wire_name == "run")
+        .collect();
+    // No `run` at all is refused by the validation already.
+    let switched = !runs.is_empty() && runs.iter().all(|h| !h.client.cfgs.is_empty());
+    if model.kind == ServiceKind::Workflow && switched {
+        let each = runs.iter().map(|h| {
+            let predicates = cfg_predicates(&h.client);
+            quote!(all(#(#predicates),*))
+        });
+        let message =
+            format!("workflow `{service}` has no `run` here: its #[cfg]s switch every `run` off");
+        guards.push(quote!(#[cfg(not(any(#(#each),*)))] ::core::compile_error!(#message);));
+    }
+    quote!(#(#guards)*)
 }
 
 fn option_u64(v: Option<u64>) -> TokenStream {
@@ -187,7 +241,10 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let future = quote_spanned!(ident.span()=>
         #rt::send_future(<#self_ty>::#ident(self, __typed #arg))
     );
-    let output = quote_spanned!(h.returns.span()=> #rt::output({
+    // The output type the client declares is the one the handler returns: `Result<T>` may
+    // be an alias whose `Ok` is not `T`.
+    let output_ty = &h.client.output;
+    let output = quote_spanned!(h.returns.span()=> #rt::output::<#output_ty, _>({
         #[allow(unused_imports)]
         use #rt::{AnyhowTerminal as _, AsReturned as _};
         (&#rt::ResultProbe::new(__future.await)).probed()

@@ -504,7 +504,7 @@ fn result_ok_type(ty: &Type) -> Option<Box<Type>> {
 fn wire_names_are_unique(cx: &mut Ctxt, handlers: &[HandlerModel]) {
     for (i, h) in handlers.iter().enumerate() {
         // Under different `#[cfg]`s they may never be compiled together (a handler switched
-        // by a feature): only the compiler can tell.
+        // by a feature); the expansion makes it a compile error if they are (`cfg_guards`).
         let Some(first) = handlers[..i]
             .iter()
             .filter(|o| !switched_apart(&o.client, &h.client))

@@ -204,6 +204,31 @@ impl HandlerError {
         matches!(self.0, HandlerErrorKind::Terminal(_))
     }
 
+    /// An `anyhow::Error` as a handler error: terminal when a [`TerminalError`] is in its
+    /// chain (passed on with `?`, with context added or not), else retryable. `?` alone cannot
+    /// see inside an `anyhow::Error`.
+    ///
+    /// ```
+    /// use restate_runtime::{HandlerError, HandlerResult, TerminalError};
+    /// fn charge() -> anyhow::Result<()> {
+    ///     Err(TerminalError::new_with_code(402, "card declined"))?
+    /// }
+    /// fn handle() -> HandlerResult<()> {
+    ///     charge().map_err(HandlerError::from_anyhow)
+    /// }
+    /// assert!(handle().unwrap_err().is_terminal());
+    /// ```
+    pub fn from_anyhow(error: anyhow::Error) -> Self {
+        let terminal = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<TerminalError>())
+            .cloned();
+        match terminal {
+            Some(terminal) => Self(HandlerErrorKind::Terminal(terminal)),
+            None => error.into(),
+        }
+    }
+
     /// The terminal error inside, if it is one.
     ///
     /// ```
@@ -227,8 +252,10 @@ impl fmt::Display for HandlerError {
     }
 }
 
-/// A [`TerminalError`], also one in a box, stays terminal; anything else is retryable. (A
-/// handler's `anyhow::Error` is searched for one before it gets here.)
+/// A [`TerminalError`], also one in a box, stays terminal; anything else is retryable. An
+/// `anyhow::Error` hides what it holds from this conversion: use
+/// [`HandlerError::from_anyhow`] for one that may hold a terminal error (a handler returning
+/// `anyhow::Result<T>` gets that for its result).
 impl<E: Into<BoxError>> From<E> for HandlerError {
     fn from(value: E) -> Self {
         match value.into().downcast::<TerminalError>() {

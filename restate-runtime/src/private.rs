@@ -183,11 +183,7 @@ pub trait AnyhowTerminal<T> {
 
 impl<T> AnyhowTerminal<T> for ResultProbe<T, anyhow::Error> {
     fn probed(&self) -> Result<T, HandlerError> {
-        self.take()
-            .map_err(|e| match e.downcast::<TerminalError>() {
-                Ok(terminal) => terminal.into(),
-                Err(other) => other.into(),
-            })
+        self.take().map_err(HandlerError::from_anyhow)
     }
 }
 

@@ -164,11 +164,13 @@ async fn a_drain_under_load_lets_running_attempts_finish_and_starts_none_until_u
     drop(server.stop().await);
 }
 
-/// A drain refuses new invocations, not duplicates: a retried request whose idempotency key
-/// finished before the drain gets its answer, as `GET .../output` does.
+/// A drain refuses new invocations, not duplicates it can answer: a retried request whose
+/// idempotency key finished before the drain gets its answer, as `GET .../output` does; a
+/// send of an unfinished one gets its id; a call of one would wait, and is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_of_a_finished_request_is_answered_while_draining() {
-    let server = TestServer::start().await;
+    let configure = |b: RuntimeBuilder| b.suspend_after(Duration::from_millis(50));
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), configure).await;
     let request = |key: &str, n: u64| {
         reqwest::Client::new()
             .post(server.url("/Jobs/double"))
@@ -179,7 +181,24 @@ async fn a_duplicate_of_a_finished_request_is_answered_while_draining() {
     let first = request("k1", 21).await.unwrap();
     assert_eq!(first.status(), 200);
     let id = first.headers()["x-restate-id"].clone();
+    // One not finished: its next attempt is what the drain holds back.
+    let idle = |path: &str| {
+        reqwest::Client::new()
+            .post(server.url(path))
+            .header("idempotency-key", "waiting")
+            .send()
+    };
+    let waiting = common::accepted_id(idle("/Jobs/idle/send").await.unwrap()).await;
+    server.wait_status(&waiting, "suspended").await;
     admin(&server, reqwest::Method::PATCH, "/drain").await;
+    // A call would wait for it: refused at once; a send gets its id.
+    assert_eq!(idle("/Jobs/idle").await.unwrap().status(), 503);
+    let again = idle("/Jobs/idle/send").await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["invocationId"],
+        waiting.as_str()
+    );
     let again = request("k1", 21).await.unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["x-restate-id"], id);

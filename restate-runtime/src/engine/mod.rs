@@ -806,9 +806,14 @@ impl Engine {
         }
     }
 
-    /// Whether `req` names an invocation that exists already: a duplicate of an idempotency
-    /// key or of a workflow's run (a drain refuses new invocations only).
-    pub(crate) async fn exists(&self, req: &InvokeRequest) -> Result<bool, EngineError> {
+    /// Whether `req` is a duplicate (of an idempotency key or a workflow's run) that a drain
+    /// can answer without running anything: a send of one that exists, a call of one that
+    /// finished. A call of an unfinished one would wait for attempts the drain holds back.
+    pub(crate) async fn answerable_while_draining(
+        &self,
+        req: &InvokeRequest,
+        send: bool,
+    ) -> Result<bool, EngineError> {
         let (_, handler) = self.resolve(&req.target)?;
         let workflow_run = handler.kind == HandlerKind::Workflow;
         if req.idempotency_key.is_none() && !workflow_run {
@@ -821,9 +826,12 @@ impl Engine {
             .expect("inflight map")
             .contains_key(&id)
         {
-            return Ok(true);
+            return Ok(send);
         }
-        Ok(self.storage.derived_invocation_async(&id).await?.is_some())
+        Ok(match self.storage.derived_invocation_async(&id).await? {
+            Some(record) => send || matches!(record.status, Status::Completed { .. }),
+            None => false,
+        })
     }
 
     /// The id and record of a new invocation of `req` (nothing submitted yet).

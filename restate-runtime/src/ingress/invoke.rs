@@ -105,8 +105,8 @@ pub(crate) async fn invoke(
         delay,
     };
     // Before a deploy: clients and webhook senders retry, and reach the next process. A
-    // duplicate starts nothing: it gets its original's answer.
-    if engine.drain.is_draining() && !engine.exists(&request).await? {
+    // duplicate that runs nothing gets its original's answer.
+    if engine.drain.is_draining() && !engine.answerable_while_draining(&request, send).await? {
         return Err(ApiError::ingress(
             503,
             "this process is draining and starts no new invocation: retry after Retry-After",

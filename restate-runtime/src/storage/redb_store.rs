@@ -213,7 +213,8 @@ impl RedbStorage {
             Err(OpenError::Corrupt {
                 path: file.display().to_string(),
                 reason: format!(
-                    "redb cannot read it ({}): its pages are damaged",
+                    "reading it at open panicked ({}): most likely damaged pages (redb \
+                     panics on some); restore a backup, or report it if the file is sound",
                     crate::error::panic_message(&panic)
                 ),
             })
