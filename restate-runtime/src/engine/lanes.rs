@@ -86,21 +86,11 @@ async fn sweep_idle_lanes(engine: Engine) {
 impl Engine {
     /// Starts an invocation, or queues it behind the exclusive invocation running on its key.
     pub(crate) fn spawn(&self, inflight: Arc<Inflight>) {
-        // Counted once, when it first starts: a resumption (woken from a suspension, a timer
-        // or a restart after it ran) is no new start.
-        let first = {
-            let state = inflight.state();
-            (state.record.attempts == 0).then(|| self.handler_label(&state.record.target))
-        };
-        if let Some(label) = first {
-            self.metrics.started.inc();
-            if let Some(label) = label {
-                self.metrics.handler_started.get_or_create(&label).inc();
-            }
-        }
         if inflight.left.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
+        // Read before the lanes lock: a path that holds an invocation's state may take it.
+        let first = self.first_start(&inflight);
         inflight.engage(&self.held_input);
         if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");
@@ -116,6 +106,7 @@ impl Engine {
             {
                 return;
             }
+            self.count_start(first);
             let lane = lanes.entry(scope.clone()).or_default();
             if lane.running.is_some() {
                 inflight
@@ -126,8 +117,27 @@ impl Engine {
                 return;
             }
             lane.running = Some(inflight.id);
+        } else if !inflight.running.load(std::sync::atomic::Ordering::SeqCst) {
+            self.count_start(first);
         }
         self.start_task(inflight);
+    }
+
+    /// Whether starting `inflight` is its first start (no attempt yet: a resumption from a
+    /// suspension, a timer or a restart after it ran is none), with its handler's label.
+    fn first_start(&self, inflight: &Inflight) -> Option<Option<crate::metrics::HandlerLabel>> {
+        let state = inflight.state();
+        (state.record.attempts == 0).then(|| self.handler_label(&state.record.target))
+    }
+
+    /// Counts a first start, where it starts or queues on its key: a second spawn of one
+    /// already queued or running is no new start.
+    fn count_start(&self, first: Option<Option<crate::metrics::HandlerLabel>>) {
+        let Some(label) = first else { return };
+        self.metrics.started.inc();
+        if let Some(label) = label {
+            self.metrics.handler_started.get_or_create(&label).inc();
+        }
     }
 
     /// Spawns the task that executes an invocation. It counts as running from here on, so a

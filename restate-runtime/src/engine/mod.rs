@@ -819,18 +819,12 @@ impl Engine {
         if req.idempotency_key.is_none() && !workflow_run {
             return Ok(false);
         }
-        let id = self.id_for(req, workflow_run, 0);
-        if self
-            .inflight
-            .lock()
-            .expect("inflight map")
-            .contains_key(&id)
-        {
-            return Ok(send);
-        }
-        Ok(match self.storage.derived_invocation_async(&id).await? {
-            Some(record) => send || matches!(record.status, Status::Completed { .. }),
-            None => false,
+        // In memory (`None`): not finished, or not yet durably so.
+        Ok(match self.look(self.id_for(req, workflow_run, 0)).await? {
+            None => send,
+            Some(Looked { record, .. }) => {
+                record.is_some_and(|r| send || matches!(r.status, Status::Completed { .. }))
+            }
         })
     }
 

@@ -97,7 +97,7 @@ pub(crate) async fn invoke(
                 .any(|s| s.eq_ignore_ascii_case(name))
         })
         .collect();
-    let request = InvokeRequest {
+    let mut request = InvokeRequest {
         target,
         input: body,
         headers,
@@ -113,7 +113,6 @@ pub(crate) async fn invoke(
         ));
     }
     // The client's trace context is this span's parent, and the span the invocation's.
-    let mut request = request;
     let span = telemetry::ingress_span(&request.target, &mut request.headers);
     async move {
         if send {
