@@ -185,6 +185,14 @@ fn check_cron(cx: &mut Ctxt, lit: LitStr) -> Option<CronArgs> {
         .year(Year::Disallowed)
         .build();
     match parser.parse(&lit.value()) {
+        Ok(cron) if !fires(&cron) => {
+            cx.error_spanned_by(
+                &lit,
+                "this cron expression never fires: it names no date that exists (such as the \
+                 30th of February); check the day-of-month and month fields",
+            );
+            None
+        }
         Ok(_) => Some(CronArgs {
             expression: lit,
             timezone: None,
@@ -203,6 +211,15 @@ fn check_cron(cx: &mut Ctxt, lit: LitStr) -> Option<CronArgs> {
             None
         }
     }
+}
+
+/// Whether an expression names a date that exists: one that does has a tick within 28 years
+/// of any start (the calendar repeats), so a fixed start decides it for every time zone.
+fn fires(cron: &croner::Cron) -> bool {
+    let start = jiff::civil::date(2000, 1, 1)
+        .at(0, 0, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    start.is_ok_and(|start| cron.find_next_occurrence(&start, false).is_ok())
 }
 
 /// One of a policy's names.
@@ -490,5 +507,30 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
             }),
             (s, h) => h.clone().or_else(|| s.clone()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fires;
+
+    fn cron(expression: &str) -> croner::Cron {
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expression)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_expression_fires_when_it_names_a_date_that_exists() {
+        assert!(fires(&cron("0 2 * * *")));
+        assert!(fires(&cron("0 0 29 2 *")), "every leap year");
+        assert!(
+            fires(&cron("0 0 29 2 MON")),
+            "the 29th or any Monday of February"
+        );
+        assert!(!fires(&cron("0 0 30 2 *")));
+        assert!(!fires(&cron("0 0 31 4,6,9,11 *")));
     }
 }

@@ -130,6 +130,14 @@ async fn declared_schedules_fire_each_tick_once_over_three_days_with_crashes() {
         }
         other => panic!("{other:?}"),
     }
+    // Nor deletes it: the next start would create it again.
+    match schedules.delete("Clockwork:minutely").await {
+        Err(restate_runtime::ScheduleError::Invalid(message)) => {
+            assert!(message.contains("remove the declaration"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(schedules.get("Clockwork:minutely").await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]

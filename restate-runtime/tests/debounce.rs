@@ -362,6 +362,66 @@ async fn a_crash_or_downtime_past_the_close_keeps_the_burst() {
     assert_eq!(inv2[0].1, 12);
 }
 
+/// An arrival accepted just before a crash, whose gate runs only after the restart (when
+/// its burst's `fire` is overdue too, in either order): it is of the burst it was accepted
+/// in, which runs once, with it. The same for a delayed send that fell due while down.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_arrival_accepted_before_a_crash_stays_in_its_burst_after_downtime() {
+    let invoices = Invoices::default();
+    let t = runtime(&invoices).await;
+    let client = t.handle().client::<Invoices>();
+    let keys: Vec<String> = (0..8).map(|k| format!("inv-{k}")).collect();
+    for key in &keys {
+        client.recompute(change(key, 1)).send().await.unwrap();
+        client
+            .recompute(change(&format!("{key}-delayed"), 1))
+            .send()
+            .await
+            .unwrap();
+        client
+            .recompute(change(&format!("{key}-delayed"), 2))
+            .send_after(25 * SECOND)
+            .await
+            .unwrap();
+    }
+    t.run_until_idle().await;
+    t.advance(20 * SECOND).await;
+    for key in &keys {
+        client.recompute(change(key, 2)).send().await.unwrap();
+    }
+    // Down from 20 s to 80 s: the bursts closed at 50 s and 55 s, by acceptance times.
+    t.restart_after(60 * SECOND).await;
+    t.advance(60 * SECOND).await;
+    let runs = invoices.runs();
+    for key in &keys {
+        for key in [key.clone(), format!("{key}-delayed")] {
+            let mine: Vec<_> = runs.iter().filter(|r| r.0 == key).collect();
+            assert_eq!(mine.len(), 1, "{key}: one burst, one run: {runs:?}");
+            assert_eq!(mine[0].1, 2, "{key}: with the last input: {runs:?}");
+            assert!(
+                (80..=82).contains(&mine[0].2),
+                "{key}: at the restart: {runs:?}"
+            );
+        }
+    }
+}
+
+/// A delayed send arrives when it falls due, not when it was sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delayed_arrival_counts_from_its_start_time() {
+    let invoices = Invoices::default();
+    let t = runtime(&invoices).await;
+    let client = t.handle().client::<Invoices>();
+    client.recompute(change("inv-1", 1)).send().await.unwrap();
+    client
+        .recompute(change("inv-1", 2))
+        .send_after(20 * SECOND)
+        .await
+        .unwrap();
+    t.advance(120 * SECOND).await;
+    assert_eq!(invoices.runs(), [("inv-1".to_string(), 2, 50)]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ingress_answers_a_superseded_request_with_the_output_and_the_one_that_ran() {
     let invoices = Invoices::default();

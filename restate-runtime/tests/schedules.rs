@@ -167,14 +167,14 @@ async fn a_tick_at_02_30_in_paris_fires_after_the_spring_forward_gap_and_once_in
 async fn after_downtime_missed_ticks_follow_the_catch_up_policy() {
     let t = TestRuntime::builder().build().await;
     let schedules = t.handle().schedules();
-    for (id, policy) in [
-        ("skip", CatchUp::Skip),
-        ("one", CatchUp::One),
-        ("all", CatchUp::All),
+    for (id, policy, overlap) in [
+        ("skip", CatchUp::Skip, Overlap::Allow),
+        ("one", CatchUp::One, Overlap::Allow),
+        ("all", CatchUp::All, Overlap::Allow),
+        // Every missed tick runs under `skip` too: one after another.
+        ("all-skip", CatchUp::All, Overlap::Skip),
     ] {
-        let spec = every_minute(id, id)
-            .catch_up(policy)
-            .overlap(Overlap::Allow);
+        let spec = every_minute(id, id).catch_up(policy).overlap(overlap);
         schedules.create(spec).await.unwrap();
     }
     // 00:01 fires on time; then the process is down from 00:01 to 00:11:30.
@@ -188,6 +188,7 @@ async fn after_downtime_missed_ticks_follow_the_catch_up_policy() {
     assert_eq!(ticks(&t, "one"), vec![minute(1), minute(11), minute(12)]);
     let all: Vec<_> = (1..=12).map(minute).collect();
     assert_eq!(ticks(&t, "all"), all);
+    assert_eq!(ticks(&t, "all-skip"), all);
     let skip = schedules.get("skip").await.unwrap().unwrap();
     assert_eq!((skip.fired, skip.skipped), (2, 10));
     let one = schedules.get("one").await.unwrap().unwrap();
@@ -278,6 +279,16 @@ async fn pause_resume_trigger_and_delete() {
     let last = view.last_run.unwrap();
     assert!(last.manual);
     assert_eq!(last.outcome, RunOutcome::Succeeded);
+    // Two triggers in one millisecond (the clock stands still) are two runs.
+    for _ in 0..2 {
+        schedules.trigger("m").await.unwrap();
+        t.run_until_idle().await;
+    }
+    assert_eq!(ticks(&t, "m").len(), 5);
+    assert_eq!(
+        schedules.get("m").await.unwrap().unwrap().fired,
+        view.fired + 2
+    );
 
     // Resume: the next minute, not the ones missed while paused.
     let resumed = schedules.resume("m").await.unwrap();
@@ -286,7 +297,7 @@ async fn pause_resume_trigger_and_delete() {
         "2025-01-01T00:10:00Z"
     );
     t.advance(MINUTE).await;
-    assert_eq!(ticks(&t, "m").len(), 4);
+    assert_eq!(ticks(&t, "m").len(), 6);
 
     assert_eq!(schedules.list().await.unwrap().len(), 1);
     assert!(schedules.delete("m").await.unwrap());
@@ -294,7 +305,7 @@ async fn pause_resume_trigger_and_delete() {
     assert!(schedules.get("m").await.unwrap().is_none());
     assert!(schedules.list().await.unwrap().is_empty());
     t.advance(5 * MINUTE).await;
-    assert_eq!(ticks(&t, "m").len(), 4, "a deleted schedule fires no more");
+    assert_eq!(ticks(&t, "m").len(), 6, "a deleted schedule fires no more");
     assert!(matches!(
         schedules.pause("m").await,
         Err(ScheduleError::NotFound(_))
@@ -350,6 +361,10 @@ async fn bad_specs_are_refused_with_what_is_wrong() {
         (
             ScheduleSpec::new("a", "0 2 * *").service("Slow", "fail"),
             "invalid cron expression",
+        ),
+        (
+            ScheduleSpec::new("a", "0 0 30 2 *").service("Slow", "fail"),
+            "never fires",
         ),
         (
             ScheduleSpec::new("a", "0 2 * * *")

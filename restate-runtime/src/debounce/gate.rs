@@ -41,7 +41,9 @@ impl InvocationContext {
                 awakeable,
             },
             window,
-            now_ms: self.engine.now_ms(),
+            // When it was accepted, not when this gate runs: one that a crash held back
+            // still belongs to the burst it arrived in.
+            now_ms: self.inflight.arrived_ms,
         };
         let bucket = crate::rate::bucket(name, key);
         let arrive = crate::client::parts(

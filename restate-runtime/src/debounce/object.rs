@@ -54,7 +54,16 @@ pub(crate) struct Open {
     pub due_ms: u64,
     /// How many of its arrivals wait without being chosen.
     pub superseded: u64,
+    /// Its `fire` came late (see [`SETTLE_MS`]) and was put off once for the arrivals a
+    /// restart still replays.
+    #[serde(default)]
+    pub settled: bool,
 }
+
+/// A `fire` this much later than its burst's close (a restart after downtime, an overload)
+/// is put off once by as much: an invocation accepted before the crash runs its gate only
+/// now, and its arrival (stamped with its acceptance time) may belong to this burst.
+const SETTLE_MS: u64 = 1_000;
 
 /// A closed burst waiting for its chosen arrival to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +175,7 @@ async fn arrive(ctx: &InvocationContext, arrival: Arrival) -> Result<(), Handler
                 first_ms: now_ms,
                 due_ms,
                 superseded: 0,
+                settled: false,
             }
         }
         Some(mut open) => {
@@ -196,7 +206,7 @@ async fn fire(ctx: &InvocationContext, id: u64) -> Result<(), HandlerError> {
     let Some(mut bursts) = object.get::<Bursts>(BURSTS).await? else {
         return Ok(());
     };
-    let Some(open) = bursts.open.take_if(|open| open.id == id) else {
+    let Some(mut open) = bursts.open.take_if(|open| open.id == id) else {
         return Ok(());
     };
     let now = object
@@ -206,6 +216,13 @@ async fn fire(ctx: &InvocationContext, id: u64) -> Result<(), HandlerError> {
         .map_or(0, |d| d.as_millis() as u64);
     if open.due_ms > now {
         arm(ctx, id, open.due_ms);
+        return Ok(());
+    }
+    if !open.settled && now - open.due_ms > SETTLE_MS {
+        open.settled = true;
+        arm(ctx, id, now + SETTLE_MS);
+        bursts.open = Some(open);
+        save(&object, bursts);
         return Ok(());
     }
     verdict(ctx, &open.leader.awakeable, &Verdict::Run { burst: id })?;

@@ -75,6 +75,9 @@ pub(crate) struct Inflight {
     pub forwarding: Mutex<Vec<u32>>,
     /// Its input's length (fixed), counted while it runs or waits to run.
     input_len: usize,
+    /// When it was due to run (ms since the epoch): its creation, or a delayed one's start
+    /// time. Fixed, so a restart that runs it later still knows (a debounce gate's arrival).
+    pub arrived_ms: u64,
     /// What it holds while it runs or waits to run on its key, given back when its task ends
     /// (it completes, suspends or pauses) or it leaves its key's queue.
     active: Mutex<Active>,
@@ -116,6 +119,10 @@ impl Inflight {
             scope: StateScope::of(&record.target),
             exclusive,
             input_len: record.input.len(),
+            arrived_ms: match record.status {
+                crate::storage::Status::Scheduled { at_ms } => at_ms.max(record.created_at_ms),
+                _ => record.created_at_ms,
+            },
             state: Mutex::new(InflightState {
                 stored_suspended: matches!(record.status, crate::storage::Status::Suspended { .. }),
                 record,

@@ -187,22 +187,27 @@ impl Engine {
         if map.contains_key(&id) || !self.may_load(&id) {
             return Ok(None);
         }
-        let Some((mut record, journal)) = self.load_stored(&id)? else {
+        let Some((record, journal)) = self.load_stored(&id)? else {
             return Ok(None);
         };
         let suspended = matches!(record.status, Status::Suspended { .. });
-        match record.status {
+        // One with a completion it has not seen committed after its suspension (law 9), or
+        // a delayed one that had fired and started before the restart (made runnable once in
+        // memory, which keeps its start time).
+        let runnable = match record.status {
             Status::Completed { .. } => return Ok(None),
-            // One with a completion it has not seen committed after its suspension (law 9),
-            // or a delayed one that had fired and started before the restart.
-            Status::Suspended { .. } | Status::Scheduled { .. } if run => {
-                record.status = Status::Runnable
-            }
+            Status::Suspended { .. } | Status::Scheduled { .. } if run => true,
             Status::Runnable | Status::Suspended { .. } if !run => return Ok(None),
-            _ => {}
-        }
+            _ => false,
+        };
         let inflight = self.new_inflight(id, record, true, journal);
-        inflight.state().stored_suspended = suspended;
+        {
+            let mut state = inflight.state();
+            state.stored_suspended = suspended;
+            if runnable {
+                state.record.status = Status::Runnable;
+            }
+        }
         map.insert(id, inflight.clone());
         Ok(Some(inflight))
     }

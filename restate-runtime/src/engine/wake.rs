@@ -375,7 +375,7 @@ impl Engine {
             if map.contains_key(&id) || !self.may_load(&id) {
                 return;
             }
-            let (mut record, journal) = match self.load_stored(&id) {
+            let (record, journal) = match self.load_stored(&id) {
                 Ok(Some((r, j)))
                     if matches!(
                         r.status,
@@ -399,9 +399,13 @@ impl Engine {
             // A delayed one whose cancellation was recorded before it started (a handler's
             // `ctx.cancel` whose delivery a crash cut short) ends without running.
             let cancelled = !suspended && record.cancel_requested && journal.is_empty();
-            record.status = Status::Runnable;
+            // Made runnable once in memory, which keeps a delayed one's start time.
             let inflight = self.new_inflight(id, record, true, journal);
-            inflight.state().stored_suspended = suspended;
+            {
+                let mut state = inflight.state();
+                state.stored_suspended = suspended;
+                state.record.status = Status::Runnable;
+            }
             // The slot is its own before anything can find it in the map and run it: held
             // after a task that another path started had ended, it would never come back.
             if let Some(slot) = slot.take().filter(|_| !cancelled) {

@@ -56,7 +56,7 @@ pub(crate) async fn sync_declared(handle: &RuntimeHandle) -> Result<(), Schedule
         let declared = specs.iter().any(|s| s.id == stored.id);
         if stored.origin == ScheduleOrigin::Code && !declared {
             tracing::info!(schedule = %stored.id, "deleting a schedule its handler no longer declares");
-            schedules.delete(&stored.id).await?;
+            schedules.remove(&stored.id).await?;
         } else if !declared
             && !stored.paused
             && stored

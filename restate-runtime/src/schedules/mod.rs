@@ -183,8 +183,23 @@ impl Schedules {
         self.act::<()>(id, "rearm").await
     }
 
-    /// Deletes a schedule (runs going on finish); whether it existed.
+    /// Deletes a schedule (runs going on finish); whether it existed. Refused with
+    /// [`ScheduleError::Invalid`] for one that a handler declares (`#[handler(cron = ..)]`):
+    /// the next start would create it again, so it goes when the declaration goes.
     pub async fn delete(&self, id: &str) -> Result<bool, ScheduleError> {
+        if let Some(stored) = self.stored(id)?
+            && stored.origin == ScheduleOrigin::Code
+        {
+            return Err(ScheduleError::Invalid(format!(
+                "schedule `{id}` is declared with `#[handler(cron = ..)]`: remove the \
+                 declaration from the code to delete it, or pause it"
+            )));
+        }
+        self.remove(id).await
+    }
+
+    /// Deletes a schedule whatever its origin: a declared one its handler no longer declares.
+    pub(crate) async fn remove(&self, id: &str) -> Result<bool, ScheduleError> {
         match self.act::<bool>(id, "delete").await {
             Err(ScheduleError::NotFound(_)) => Ok(false),
             other => other,
@@ -273,7 +288,14 @@ fn validate(engine: &Engine, spec: &ScheduleSpec) -> Result<(), ScheduleError> {
             spec.id
         )));
     }
-    CronTimes::parse(&spec.cron, &spec.timezone).map_err(invalid)?;
+    let times = CronTimes::parse(&spec.cron, &spec.timezone).map_err(invalid)?;
+    if times.next_after(engine.config().clock.now_ms()).is_none() {
+        return Err(invalid(format!(
+            "the cron expression `{}` never fires: it names no date that comes (such as the \
+             30th of February)",
+            spec.cron
+        )));
+    }
     if spec.service.is_empty() {
         return Err(invalid(
             "the schedule has no target: set one with .service(..) or .object(..)".into(),

@@ -60,6 +60,10 @@ pub(crate) struct Stored {
     queued: VecDeque<(u64, bool)>,
     fired: u64,
     skipped: u64,
+    /// The time of the latest manual trigger: a trigger is stamped at least a millisecond
+    /// after it, so that two in one millisecond are two runs (the time is in the run's key).
+    #[serde(default)]
+    last_trigger: Option<u64>,
 }
 
 impl Stored {
@@ -174,12 +178,28 @@ impl Stored {
                 super::CatchUp::Skip => !missed,
             };
             if runs {
-                self.fire(ctx, t, false);
+                self.catch_up_fire(ctx, t);
             } else {
                 self.skip(ctx, t, false);
             }
         }
         self.arm(ctx, times, latest.max(now), now);
+    }
+
+    /// Fires a tick of a catch-up. Under `catch_up = "all"` every missed tick runs: one that
+    /// would be skipped for the run before it (`overlap = "skip"`) waits for it instead.
+    fn catch_up_fire(&mut self, ctx: &InvocationContext, tick: u64) {
+        let busy = self.running > 0 || !self.queued.is_empty();
+        if busy
+            && self.spec.catch_up == super::CatchUp::All
+            && self.spec.overlap == Overlap::Skip
+            && self.queued.len() < MAX_QUEUED
+        {
+            self.queued.push_back((tick, false));
+            count(ctx, &self.spec.id, "queued");
+        } else {
+            self.fire(ctx, tick, false);
+        }
     }
 
     /// Sends the next tick after `after` (none for an expression without one).
@@ -305,6 +325,7 @@ async fn upsert(ctx: &InvocationContext, request: Upsert) -> Result<UpsertOutcom
                 queued: VecDeque::new(),
                 fired: 0,
                 skipped: 0,
+                last_trigger: None,
             }
         }
     };
@@ -452,7 +473,9 @@ async fn trigger(ctx: &InvocationContext) -> Result<Option<TriggerOutcome>, Hand
         return Ok(None);
     };
     let now = now_ms(object.now().await?);
-    let outcome = stored.fire(ctx, now, true);
+    let at = stored.last_trigger.map_or(now, |last| now.max(last + 1));
+    stored.last_trigger = Some(at);
+    let outcome = stored.fire(ctx, at, true);
     object.set(STATE, stored);
     Ok(Some(outcome))
 }

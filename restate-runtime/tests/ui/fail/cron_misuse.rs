@@ -10,6 +10,11 @@ impl Reports {
         Ok(())
     }
 
+    #[handler(cron = "0 0 30 2 *")]
+    async fn never(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+
     #[handler(timezone = "Europe/Paris")]
     async fn zone_without_cron(&self, _ctx: Context<'_>) -> HandlerResult<()> {
         Ok(())
