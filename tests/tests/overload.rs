@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{App, example_bin, poll};
+use support::{App, example_bin, poll, try_metrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -243,12 +243,33 @@ async fn three_thousand_concurrent_large_sends_stay_bounded_and_lose_nothing() {
     let first: Vec<_> = (0..EVENTS).map(|i| tokio::spawn(send(i))).collect();
     let mut acknowledged = Vec::new();
     let mut refused = Vec::new();
+    let mut other = Vec::new();
     for (i, answer) in first.into_iter().enumerate() {
         match answer.await.unwrap() {
             Ok(202) => acknowledged.push(i),
             Ok(429) => refused.push(i),
-            other => panic!("event {i}: {other:?} (only 202 or 429 allowed)"),
+            answer => other.push((i, answer)),
         }
+    }
+    if !other.is_empty() {
+        // What the listeners counted, to tell a closed connection's cause.
+        let counted = try_metrics(
+            &client,
+            &app.admin,
+            [
+                "restate_header_timeouts_total",
+                "restate_connections_refused_total",
+                "restate_requests_refused_total",
+                "restate_requests_rejected_total",
+            ],
+        )
+        .await;
+        panic!(
+            "{} answers other than 202 or 429, first {:?}; header timeouts, connections \
+             refused, requests refused, requests rejected: {counted:?}",
+            other.len(),
+            &other[..other.len().min(3)]
+        );
     }
     assert!(app.running(), "the process lives");
     let peak = app.peak_rss();

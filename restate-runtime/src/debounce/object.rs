@@ -99,7 +99,8 @@ pub(crate) struct Arrival {
     pub name: String,
     pub arrived: Arrived,
     pub window: Window,
-    /// When it arrived (the caller's clock).
+    /// When it arrived: accepted, or due for a delayed send (the accepting process's clock),
+    /// whenever its gate ran.
     pub now_ms: u64,
 }
 
