@@ -663,3 +663,39 @@ async fn a_schedule_whose_pending_tick_was_killed_is_caught_up_at_the_next_start
         ]
     );
 }
+
+/// Under `catch_up = "all"` a tick on time still follows `overlap = "skip"`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tick_on_time_is_skipped_under_catch_up_all_and_overlap_skip() {
+    let slow = Slow::default();
+    let t = TestRuntime::builder().bind(slow.clone()).build().await;
+    let schedules = t.handle().schedules();
+    let spec = ScheduleSpec::new("slow", "* * * * *")
+        .service("Slow", "work")
+        .scheduled_time_input()
+        .catch_up(CatchUp::All)
+        .overlap(Overlap::Skip);
+    schedules.create(spec).await.unwrap();
+    t.advance(10 * MINUTE).await;
+    schedules.pause("slow").await.unwrap();
+    t.advance(30 * MINUTE).await;
+    let view = schedules.get("slow").await.unwrap().unwrap();
+    assert_eq!(started(&slow), vec![1, 3, 5, 7, 9], "{view:?}");
+    assert_eq!((view.fired, view.skipped, view.queued), (5, 5, 0));
+}
+
+/// A schedule deleted and created again runs a trigger in the same millisecond as one of its
+/// predecessor's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_after_delete_and_create_in_one_millisecond_runs() {
+    let t = TestRuntime::builder().build().await;
+    let schedules = t.handle().schedules();
+    for _ in 0..2 {
+        schedules.create(every_minute("m", "m")).await.unwrap();
+        schedules.pause("m").await.unwrap();
+        schedules.trigger("m").await.unwrap();
+        t.run_until_idle().await;
+        assert!(schedules.delete("m").await.unwrap());
+    }
+    assert_eq!(ticks(&t, "m")[0].1, 2, "the second life's trigger ran");
+}

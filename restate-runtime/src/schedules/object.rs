@@ -178,7 +178,7 @@ impl Stored {
                 super::CatchUp::Skip => !missed,
             };
             if runs {
-                self.catch_up_fire(ctx, t);
+                self.catch_up_fire(ctx, t, missed);
             } else {
                 self.skip(ctx, t, false);
             }
@@ -187,10 +187,12 @@ impl Stored {
     }
 
     /// Fires a tick of a catch-up. Under `catch_up = "all"` every missed tick runs: one that
-    /// would be skipped for the run before it (`overlap = "skip"`) waits for it instead.
-    fn catch_up_fire(&mut self, ctx: &InvocationContext, tick: u64) {
+    /// would be skipped for the run before it (`overlap = "skip"`) waits for it instead. A
+    /// tick on time keeps the overlap policy.
+    fn catch_up_fire(&mut self, ctx: &InvocationContext, tick: u64, missed: bool) {
         let busy = self.running > 0 || !self.queued.is_empty();
         if busy
+            && missed
             && self.spec.catch_up == super::CatchUp::All
             && self.spec.overlap == Overlap::Skip
             && self.queued.len() < MAX_QUEUED
@@ -282,10 +284,16 @@ fn now_ms(at: std::time::SystemTime) -> u64 {
     crate::clock::millis(at.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
-/// The idempotency key a tick's run calls its target with: one invocation per tick.
-pub(crate) fn run_key(id: &str, tick: u64, manual: bool) -> String {
+/// The idempotency key a tick's run calls its target with: one invocation per tick, and per
+/// life of the id (a schedule deleted and created again runs its ticks anew).
+pub(crate) fn run_key(id: &str, tick: u64, manual: bool, incarnation: u64) -> String {
     let kind = if manual { "trigger" } else { "tick" };
-    format!("schedule:{id}:{kind}:{}", ScheduledTime::from_millis(tick))
+    let tick = ScheduledTime::from_millis(tick);
+    match incarnation {
+        // The first life keeps the key that binaries before this one gave it.
+        0 | 1 => format!("schedule:{id}:{kind}:{tick}"),
+        n => format!("schedule:{id}:{kind}:{tick}#{n}"),
+    }
 }
 
 /// What `upsert` answers: the view, or why it refused (a schedule that code declares cannot
@@ -509,7 +517,7 @@ async fn run(ctx: &InvocationContext, run: RunInput) -> Result<(), HandlerError>
         ScheduleInput::Tick => encode_json(&ScheduledTime::from_millis(run.tick)),
     };
     let mut call = crate::client::parts(&run.service, run.key.as_deref(), &run.handler, body);
-    call.idempotency_key = Some(run_key(&id, run.tick, run.manual));
+    call.idempotency_key = Some(run_key(&id, run.tick, run.manual, run.incarnation));
     let result = ctx.call::<serde::de::IgnoredAny>(call).await;
     let done = Finished {
         incarnation: run.incarnation,
