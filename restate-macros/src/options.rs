@@ -179,12 +179,7 @@ pub(crate) fn parse_options(cx: &mut Ctxt, metas: &MetaList) -> Options {
 /// A cron expression as the runtime reads it: five fields, or six with seconds first, or a
 /// nickname such as `@daily`; no year field.
 fn check_cron(cx: &mut Ctxt, lit: LitStr) -> Option<CronArgs> {
-    use croner::parser::{CronParser, Seconds, Year};
-    let parser = CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build();
-    match parser.parse(&lit.value()) {
+    match cron_parser().parse(&lit.value()) {
         Ok(cron) if !fires(&cron) => {
             cx.error_spanned_by(
                 &lit,
@@ -211,6 +206,15 @@ fn check_cron(cx: &mut Ctxt, lit: LitStr) -> Option<CronArgs> {
             None
         }
     }
+}
+
+/// The parser of the runtime's cron expressions (its `schedules::cron::parser`).
+fn cron_parser() -> croner::parser::CronParser {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
 }
 
 /// Whether an expression names a date that exists: one that does has a tick within 28 years
@@ -512,14 +516,10 @@ pub(crate) fn merge(service: &Options, handler: &Options) -> Options {
 
 #[cfg(test)]
 mod tests {
-    use super::fires;
+    use super::{cron_parser, fires};
 
     fn cron(expression: &str) -> croner::Cron {
-        croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Optional)
-            .build()
-            .parse(expression)
-            .unwrap()
+        cron_parser().parse(expression).unwrap()
     }
 
     #[test]

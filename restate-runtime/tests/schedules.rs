@@ -197,14 +197,18 @@ async fn after_downtime_missed_ticks_follow_the_catch_up_policy() {
 
 /// Ticks every minute from 00:01 to 00:10 for a target that takes 90 s, then paused (and
 /// run 30 minutes more).
-async fn overlapping(policy: Overlap) -> (TestRuntime, Slow, restate_runtime::ScheduleView) {
+async fn overlapping(
+    policy: Overlap,
+    catch_up: CatchUp,
+) -> (TestRuntime, Slow, restate_runtime::ScheduleView) {
     let slow = Slow::default();
     let t = TestRuntime::builder().bind(slow.clone()).build().await;
     let schedules = t.handle().schedules();
     let spec = ScheduleSpec::new("slow", "* * * * *")
         .service("Slow", "work")
         .scheduled_time_input()
-        .overlap(policy);
+        .overlap(policy)
+        .catch_up(catch_up);
     schedules.create(spec).await.unwrap();
     t.advance(10 * MINUTE).await;
     schedules.pause("slow").await.unwrap();
@@ -225,14 +229,14 @@ fn started(slow: &Slow) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlapping_ticks_are_skipped_queued_or_allowed() {
-    let (_, slow, view) = overlapping(Overlap::Skip).await;
+    let (_, slow, view) = overlapping(Overlap::Skip, CatchUp::One).await;
     assert_eq!(started(&slow), vec![1, 3, 5, 7, 9]);
     assert_eq!(slow.most.load(Ordering::SeqCst), 1);
     assert_eq!((view.fired, view.skipped, view.queued), (5, 5, 0));
 
     // Queued: one after the other in tick order (run k starts at 1 + 1.5 (k - 1) minutes);
     // what waits at the pause waits until the resume.
-    let (t, slow, view) = overlapping(Overlap::Queue).await;
+    let (t, slow, view) = overlapping(Overlap::Queue, CatchUp::One).await;
     assert_eq!(started(&slow), (1..=7).collect::<Vec<_>>(), "in tick order");
     assert_eq!(
         (view.fired, view.skipped, view.queued, view.running),
@@ -243,7 +247,7 @@ async fn overlapping_ticks_are_skipped_queued_or_allowed() {
     assert_eq!(started(&slow), (1..=9).collect::<Vec<_>>());
     assert_eq!(slow.most.load(Ordering::SeqCst), 1);
 
-    let (_, slow, view) = overlapping(Overlap::Allow).await;
+    let (_, slow, view) = overlapping(Overlap::Allow, CatchUp::One).await;
     assert_eq!(started(&slow), (1..=10).collect::<Vec<_>>());
     assert_eq!(slow.most.load(Ordering::SeqCst), 2);
     assert_eq!((view.fired, view.skipped), (10, 0));
@@ -667,19 +671,7 @@ async fn a_schedule_whose_pending_tick_was_killed_is_caught_up_at_the_next_start
 /// Under `catch_up = "all"` a tick on time still follows `overlap = "skip"`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tick_on_time_is_skipped_under_catch_up_all_and_overlap_skip() {
-    let slow = Slow::default();
-    let t = TestRuntime::builder().bind(slow.clone()).build().await;
-    let schedules = t.handle().schedules();
-    let spec = ScheduleSpec::new("slow", "* * * * *")
-        .service("Slow", "work")
-        .scheduled_time_input()
-        .catch_up(CatchUp::All)
-        .overlap(Overlap::Skip);
-    schedules.create(spec).await.unwrap();
-    t.advance(10 * MINUTE).await;
-    schedules.pause("slow").await.unwrap();
-    t.advance(30 * MINUTE).await;
-    let view = schedules.get("slow").await.unwrap().unwrap();
+    let (_, slow, view) = overlapping(Overlap::Skip, CatchUp::All).await;
     assert_eq!(started(&slow), vec![1, 3, 5, 7, 9], "{view:?}");
     assert_eq!((view.fired, view.skipped, view.queued), (5, 5, 0));
 }

@@ -21,7 +21,7 @@ pub(crate) use object::{INDEX, SCHEDULE, ScheduleIndex, ScheduleObject};
 pub use spec::{CatchUp, CronOptions, Overlap, ScheduleSpec, ScheduledTime};
 pub use view::{LastRun, RunOutcome, ScheduleOrigin, ScheduleView, TriggerOutcome};
 
-use object::{INDEX_KEY, STATE, Stored, Upsert, UpsertOutcome};
+use object::{DeleteOutcome, INDEX_KEY, STATE, Stored, Upsert, UpsertOutcome};
 use spec::ScheduleInput;
 
 /// Why a schedule could not be created, found or changed.
@@ -187,15 +187,13 @@ impl Schedules {
     /// [`ScheduleError::Invalid`] for one that a handler declares (`#[handler(cron = ..)]`):
     /// the next start would create it again, so it goes when the declaration goes.
     pub async fn delete(&self, id: &str) -> Result<bool, ScheduleError> {
-        if let Some(stored) = self.stored(id)?
-            && stored.origin == ScheduleOrigin::Code
+        match self
+            .act::<DeleteOutcome>(id, "delete_unless_declared")
+            .await
         {
-            return Err(ScheduleError::Invalid(format!(
-                "schedule `{id}` is declared with `#[handler(cron = ..)]`: remove the \
-                 declaration from the code to delete it, or pause it"
-            )));
+            Err(ScheduleError::NotFound(_)) => Ok(false),
+            other => other?.map_err(ScheduleError::Invalid),
         }
-        self.remove(id).await
     }
 
     /// Deletes a schedule whatever its origin: a declared one its handler no longer declares.

@@ -108,8 +108,19 @@ impl Stored {
 
     /// Applies the overlap policy to a tick that is to run.
     fn fire(&mut self, ctx: &InvocationContext, tick: u64, manual: bool) -> TriggerOutcome {
+        self.fire_under(ctx, tick, manual, self.spec.overlap)
+    }
+
+    /// Applies `overlap` to a tick that is to run.
+    fn fire_under(
+        &mut self,
+        ctx: &InvocationContext,
+        tick: u64,
+        manual: bool,
+        overlap: Overlap,
+    ) -> TriggerOutcome {
         if self.running > 0 || !self.queued.is_empty() {
-            match self.spec.overlap {
+            match overlap {
                 Overlap::Skip => {
                     self.skip(ctx, tick, manual);
                     return TriggerOutcome::Skipped;
@@ -177,31 +188,19 @@ impl Stored {
                 super::CatchUp::One => t == latest,
                 super::CatchUp::Skip => !missed,
             };
+            // Under `all` every missed tick runs: one that `skip` would drop for the run
+            // before it waits for that run instead. A tick on time keeps the policy.
+            let overlap = match (self.spec.catch_up, self.spec.overlap) {
+                (super::CatchUp::All, Overlap::Skip) if missed => Overlap::Queue,
+                (_, overlap) => overlap,
+            };
             if runs {
-                self.catch_up_fire(ctx, t, missed);
+                self.fire_under(ctx, t, false, overlap);
             } else {
                 self.skip(ctx, t, false);
             }
         }
         self.arm(ctx, times, latest.max(now), now);
-    }
-
-    /// Fires a tick of a catch-up. Under `catch_up = "all"` every missed tick runs: one that
-    /// would be skipped for the run before it (`overlap = "skip"`) waits for it instead. A
-    /// tick on time keeps the overlap policy.
-    fn catch_up_fire(&mut self, ctx: &InvocationContext, tick: u64, missed: bool) {
-        let busy = self.running > 0 || !self.queued.is_empty();
-        if busy
-            && missed
-            && self.spec.catch_up == super::CatchUp::All
-            && self.spec.overlap == Overlap::Skip
-            && self.queued.len() < MAX_QUEUED
-        {
-            self.queued.push_back((tick, false));
-            count(ctx, &self.spec.id, "queued");
-        } else {
-            self.fire(ctx, tick, false);
-        }
     }
 
     /// Sends the next tick after `after` (none for an expression without one).
@@ -488,11 +487,43 @@ async fn trigger(ctx: &InvocationContext) -> Result<Option<TriggerOutcome>, Hand
     Ok(Some(outcome))
 }
 
+/// What a delete through the API answers: whether the schedule existed, or why it refused (a
+/// schedule that code declares goes when its declaration goes).
+pub(crate) type DeleteOutcome = Result<bool, String>;
+
+/// Deletes the schedule whatever its origin: start-up's for one no longer declared.
 async fn delete(ctx: &InvocationContext) -> Result<bool, HandlerError> {
     let object = ObjectContext::from_invocation(ctx);
     let Some(stored) = object.get::<Stored>(STATE).await? else {
         return Ok(false);
     };
+    remove(ctx, &object, stored).await?;
+    Ok(true)
+}
+
+/// Deletes the schedule unless code declares it: decided under the key, so no start-up
+/// creating the declared one can come between the check and the delete.
+async fn delete_unless_declared(ctx: &InvocationContext) -> Result<DeleteOutcome, HandlerError> {
+    let object = ObjectContext::from_invocation(ctx);
+    let Some(stored) = object.get::<Stored>(STATE).await? else {
+        return Ok(Ok(false));
+    };
+    if stored.origin == ScheduleOrigin::Code {
+        return Ok(Err(format!(
+            "schedule `{}` is declared with `#[handler(cron = ..)]`: remove the declaration \
+             from the code to delete it, or pause it",
+            stored.spec.id
+        )));
+    }
+    remove(ctx, &object, stored).await?;
+    Ok(Ok(true))
+}
+
+async fn remove(
+    ctx: &InvocationContext,
+    object: &ObjectContext<'_>,
+    stored: Stored,
+) -> Result<(), HandlerError> {
     let remove = crate::client::parts(
         INDEX,
         Some(INDEX_KEY),
@@ -503,7 +534,7 @@ async fn delete(ctx: &InvocationContext) -> Result<bool, HandlerError> {
     object.clear(STATE);
     object.set(TOMBSTONE, stored.generation);
     ctx.engine.metrics().forget_schedule(&stored.spec.id);
-    Ok(true)
+    Ok(())
 }
 
 /// A tick's run: calls the target (the tick's time in the idempotency key), then reports
@@ -593,6 +624,7 @@ async fn dispatch_schedule(
         "resume" => output(resume(ctx).await),
         "trigger" => output(trigger(ctx).await),
         "delete" => output(delete(ctx).await),
+        "delete_unless_declared" => output(delete_unless_declared(ctx).await),
         "run" => output(run(ctx, decode(&bytes)?).await),
         other => Err(unknown_handler(SCHEDULE, other)),
     }
@@ -628,6 +660,13 @@ impl Service for ScheduleObject {
                 handler::<()>("resume", Exclusive, None, "Option<ScheduleView>", ANSWER),
                 handler::<()>("trigger", Exclusive, None, "Option<TriggerOutcome>", ANSWER),
                 handler::<()>("delete", Exclusive, None, "bool", ANSWER),
+                handler::<()>(
+                    "delete_unless_declared",
+                    Exclusive,
+                    None,
+                    "DeleteOutcome",
+                    ANSWER,
+                ),
                 handler::<RunInput>("run", Shared, Some("Run"), "()", ZERO),
             ],
         }
