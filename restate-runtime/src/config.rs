@@ -94,7 +94,7 @@ pub struct Config {
     /// start waits, logging why, until that much is free.
     pub min_free_disk_bytes: u64,
     /// Bytes of writes waiting for the journal writer above which new invocations from
-    /// outside are answered 503 (`RESTATE_WRITER_QUEUE_BYTES`, default 64 MiB).
+    /// outside are answered 429 (`RESTATE_WRITER_QUEUE_BYTES`, default 64 MiB).
     pub writer_queue_bytes: usize,
     /// Bytes one journal commit takes at most (`RESTATE_COMMIT_GROUP_BYTES`, default 8 MiB).
     pub commit_group_bytes: usize,

@@ -426,7 +426,8 @@ impl Metrics {
             "Requests refused with nothing created, by reason: body_timeout (408, \
              RESTATE_BODY_TIMEOUT), body_too_large (413, RESTATE_MAX_BODY_BYTES), body_unreadable \
              (400), input_bytes \
-             (429, RESTATE_MAX_INVOCATION_BYTES), storage (503: disk full or writer behind)",
+             (429, RESTATE_MAX_INVOCATION_BYTES), writer_queue (429, RESTATE_WRITER_QUEUE_BYTES), \
+             storage (503: disk full)",
             self.rejected.clone(),
         );
         let in_memory = Family::<StatusLabel, Gauge>::default();

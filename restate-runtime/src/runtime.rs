@@ -387,7 +387,7 @@ impl RuntimeBuilder {
     }
 
     /// Bytes of writes waiting for the journal writer above which new invocations from
-    /// outside are answered 503 with `Retry-After` (default 64 MiB): a burst faster than the
+    /// outside are answered 429 with `Retry-After` (default 64 MiB): a burst faster than the
     /// disk then costs bounded memory. Work already accepted still commits.
     ///
     /// ```no_run

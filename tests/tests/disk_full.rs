@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{App, free_port, poll};
+use support::{App, free_port, output, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 /// What stays free above the reserve before the filler, and how much more the filler takes:
@@ -101,17 +101,6 @@ async fn send_until(
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// An invocation's output, once it has one (within 30 s).
-async fn output(app: &App, id: &str) -> Value {
-    let url = format!("{}/restate/invocation/{id}/output", app.ingress);
-    poll(Duration::from_secs(30), || {
-        let url = url.clone();
-        async move { reqwest::get(url).await.unwrap().status() == 200 }
-    })
-    .await;
-    reqwest::get(&url).await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]

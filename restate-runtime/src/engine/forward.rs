@@ -592,7 +592,7 @@ pub(super) async fn apply_inbox(engine: Engine) {
         }
         // Forwarded work waits on disk, not in memory, while this process has too much to
         // do: the bounds that refuse new work from its own ingress hold it back.
-        while engine.admit_input(0).is_err() || engine.storage.admit_new_work().is_err() {
+        while engine.admit_input(0).is_err() || engine.admit_storage().is_err() {
             tokio::select! {
                 () = tokio::time::sleep(BUSY_PAUSE) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,

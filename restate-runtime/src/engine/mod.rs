@@ -751,7 +751,7 @@ impl Engine {
             if origin == Origin::Outside {
                 let refused = match self.admit_input(record.input.len()) {
                     Err(e) => Some(("input_bytes", e)),
-                    Ok(()) => (self.storage.admit_new_work().err()).map(|e| ("storage", e.into())),
+                    Ok(()) => self.admit_storage().err(),
                 };
                 if let Some((reason, e)) = refused {
                     let label = crate::metrics::ReasonLabel { reason };
@@ -900,6 +900,18 @@ impl Engine {
             )));
         }
         Ok(())
+    }
+
+    /// Refuses a new invocation from outside while the store's writer is behind (an
+    /// overload: 429, like [`Self::admit_input`]) or its disk is nearly full (503); with the
+    /// reason its refusal is counted under.
+    fn admit_storage(&self) -> Result<(), (&'static str, EngineError)> {
+        if let Err(busy) = self.storage.writer_busy() {
+            return Err(("writer_queue", EngineError::Overloaded(busy.to_string())));
+        }
+        self.storage
+            .admit_new_work()
+            .map_err(|e| ("storage", e.into()))
     }
 
     /// The writes that forget a finished invocation: its record, journal and idempotency key,

@@ -452,13 +452,30 @@ pub(crate) fn hint_due(hint: &[u8]) -> Result<Option<u64>, StorageError> {
     }
 }
 
+/// Why new work is refused while the writer is behind: more bytes wait to be committed than
+/// its bound. An overload, not a failure: the engine answers it as one (429 with
+/// `Retry-After`), and the same request succeeds once the writer catches up.
+///
+/// ```
+/// let busy = restate_runtime::storage::WriterBusy { queued: 70 << 20, max: 64 << 20 };
+/// assert!(busy.to_string().contains("RESTATE_WRITER_QUEUE_BYTES"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "writer busy: {queued} bytes wait to be committed, above the bound of {max} \
+     (RESTATE_WRITER_QUEUE_BYTES); new work is refused until the writer catches up"
+)]
+pub struct WriterBusy {
+    /// Bytes submitted and not yet committed.
+    pub queued: usize,
+    /// The bound they are over.
+    pub max: usize,
+}
+
 /// New work is refused while more than `max` bytes wait for the writer.
-pub(crate) fn check_writer_queue(queued: usize, max: usize) -> Result<(), StorageError> {
+pub(crate) fn check_writer_queue(queued: usize, max: usize) -> Result<(), WriterBusy> {
     if queued > max {
-        return Err(StorageError::Backend(format!(
-            "writer busy: {queued} bytes wait to be committed, above the bound of {max} \
-             (RESTATE_WRITER_QUEUE_BYTES); new work is refused until the writer catches up"
-        )));
+        return Err(WriterBusy { queued, max });
     }
     Ok(())
 }
@@ -683,9 +700,13 @@ pub trait Storage: Send + Sync + 'static {
     /// are derived from it, so that outsiders can compute neither.
     fn secret(&self) -> [u8; 32];
     /// Whether there is room for new work (an invocation from outside): an error, saying why,
-    /// while the disk is nearly full or the writer is too far behind. Work already accepted
-    /// still commits, into the reserve.
+    /// while the disk is nearly full. Work already accepted still commits, into the reserve.
     fn admit_new_work(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Whether the writer keeps up: [`WriterBusy`] while more bytes wait to be committed than
+    /// the store's bound, when new work from outside is refused as an overload.
+    fn writer_busy(&self) -> Result<(), WriterBusy> {
         Ok(())
     }
     /// Batches submitted and not yet answered: a test runtime is idle only at none.

@@ -1392,8 +1392,11 @@ impl Storage for RedbStorage {
     }
 
     fn admit_new_work(&self) -> Result<(), StorageError> {
-        super::check_writer_queue(self.queued.load(Ordering::Relaxed), self.max_queued_bytes)?;
         self.reserve.admit()
+    }
+
+    fn writer_busy(&self) -> Result<(), super::WriterBusy> {
+        super::check_writer_queue(self.queued.load(Ordering::Relaxed), self.max_queued_bytes)
     }
 
     fn failure(&self) -> watch::Receiver<Option<String>> {
@@ -2238,16 +2241,16 @@ mod tests {
         );
         let stalled = disk.stall_syncs();
         let first = store.submit(batch_of(3000));
-        assert!(store.admit_new_work().is_ok(), "3 KiB queued of 4 KiB");
+        assert!(store.writer_busy().is_ok(), "3 KiB queued of 4 KiB");
         let second = store.submit(batch_of(3000));
-        let refused = store.admit_new_work().unwrap_err().to_string();
+        let refused = store.writer_busy().unwrap_err().to_string();
         assert!(refused.contains("writer busy"), "{refused}");
         assert!(refused.contains("RESTATE_WRITER_QUEUE_BYTES"), "{refused}");
         assert!(store.writer_stats().queued_bytes > 6000);
         drop(stalled);
         first.await.unwrap();
         second.await.unwrap();
-        assert!(store.admit_new_work().is_ok());
+        assert!(store.writer_busy().is_ok());
         assert_eq!(store.writer_stats().queued_bytes, 0);
     }
 

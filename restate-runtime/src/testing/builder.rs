@@ -56,6 +56,17 @@ impl TestRuntimeBuilder {
         }
     }
 
+    /// As [`RuntimeBuilder::without_env`](crate::RuntimeBuilder::without_env), which a test
+    /// runtime always is: it reads no `RESTATE_*` variable, so a test runs the same everywhere.
+    /// Here so that code building either runtime the same way compiles for both.
+    ///
+    /// ```no_run
+    /// let builder = restate_runtime::testing::TestRuntime::builder().without_env();
+    /// ```
+    pub fn without_env(self) -> Self {
+        self
+    }
+
     /// As [`RuntimeBuilder::rate_limit`](crate::RuntimeBuilder::rate_limit): the bucket
     /// `name` at `limit`, on the virtual clock.
     ///
@@ -129,6 +140,7 @@ impl TestRuntimeBuilder {
         admin_token(token: impl Into<String>) = "secret";
         ingress_token(token: impl Into<String>) = "secret";
         max_body_bytes(bytes: usize) = 64 * 1024;
+        webhook_max_body_bytes(bytes: usize) = 64 * 1024;
         default_retention(retention: Duration) = Duration::from_secs(3600);
         purge_interval(interval: Duration) = Duration::from_secs(60);
         suspend_after(after: Duration) = Duration::from_secs(1);

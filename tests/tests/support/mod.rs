@@ -388,6 +388,17 @@ pub async fn try_metrics<const N: usize>(
     }))
 }
 
+/// An invocation's output, once it has one (within 30 s).
+pub async fn output(app: &App, id: &str) -> serde_json::Value {
+    let url = format!("{}/restate/invocation/{id}/output", app.ingress);
+    poll(Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { reqwest::get(url).await.unwrap().status() == 200 }
+    })
+    .await;
+    reqwest::get(&url).await.unwrap().json().await.unwrap()
+}
+
 /// Polls until `cond` holds or fails the test after `deadline`.
 pub async fn poll<F, Fut>(deadline: Duration, mut cond: F)
 where

@@ -885,7 +885,7 @@ impl Storage for PostgresStorage {
         self.secret
     }
 
-    fn admit_new_work(&self) -> Result<(), StorageError> {
+    fn writer_busy(&self) -> Result<(), super::WriterBusy> {
         super::check_writer_queue(
             self.shared.queued.load(Ordering::Relaxed),
             self.max_queued_bytes,
