@@ -71,6 +71,7 @@ pub struct InvocationFilter {
     service: Option<String>,
     handler: Option<String>,
     key: Option<String>,
+    idempotency_key: Option<String>,
     status: Option<String>,
     version: Option<String>,
     reason: Option<String>,
@@ -104,6 +105,17 @@ impl InvocationFilter {
     /// ```
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Only the invocation sent with this idempotency key: a webhook event's invocation by its
+    /// event id (the key of a verified or event-id webhook).
+    ///
+    /// ```
+    /// let f = restate_runtime::testing::InvocationFilter::default().idempotency_key("evt_1");
+    /// ```
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 
@@ -180,6 +192,10 @@ impl InvocationFilter {
                 .key
                 .as_ref()
                 .is_none_or(|k| target.key.as_ref() == Some(k))
+            && self
+                .idempotency_key
+                .as_ref()
+                .is_none_or(|k| record.idempotency_key.as_ref() == Some(k))
             && self
                 .status
                 .as_ref()

@@ -184,9 +184,11 @@ pub(crate) struct Metrics {
     pub recovery_pending: Gauge,
     /// Partitions this process runs (all of them on a store of one process).
     pub partitions_running: Gauge,
-    /// Per handler: invocations started, invocations completed by result, retries, pauses.
+    /// Per handler: invocations started, invocations completed by result, failed, retries,
+    /// pauses.
     pub handler_started: Family<HandlerLabel, Counter>,
     pub handler_completed: Family<HandlerResultLabel, Counter>,
+    pub handler_failed: Family<HandlerLabel, Counter>,
     pub handler_retries: Family<HandlerLabel, Counter>,
     pub handler_paused: Family<HandlerLabel, Counter>,
     /// Per handler: seconds from an invocation's acceptance to its completion.
@@ -200,6 +202,26 @@ pub(crate) struct Metrics {
     pub rate_waited: Family<LimiterLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Per debounced handler: arrivals by their verdict.
     pub debounced: Family<DebounceLabel, Counter>,
+}
+
+impl Metrics {
+    /// Every per-handler series at zero for `handler` of `service`, so that a scrape lists each
+    /// registered handler from the start, before anything has failed, retried or paused.
+    pub(crate) fn declare_handler(&self, service: &'static str, handler: &'static str) {
+        let label = HandlerLabel { service, handler };
+        let _ = self.handler_started.get_or_create(&label);
+        let _ = self.handler_failed.get_or_create(&label);
+        let _ = self.handler_retries.get_or_create(&label);
+        let _ = self.handler_paused.get_or_create(&label);
+        for result in ["success", "failure"] {
+            let label = HandlerResultLabel {
+                service,
+                handler,
+                result,
+            };
+            let _ = self.handler_completed.get_or_create(&label);
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -221,6 +243,7 @@ impl Default for Metrics {
             partitions_running: Gauge::default(),
             handler_started: Family::default(),
             handler_completed: Family::default(),
+            handler_failed: Family::default(),
             handler_retries: Family::default(),
             handler_paused: Family::default(),
             handler_duration: Family::new_with_constructor(latency_histogram),
@@ -320,6 +343,12 @@ impl Metrics {
             "handler_invocations_completed",
             "Invocations completed, by service, handler and result (success or failure)",
             self.handler_completed.clone(),
+        );
+        registry.register(
+            "handler_invocations_failed",
+            "Invocations that ended with a terminal error (cancelled and killed ones included), \
+             by service and handler: the failures of handler_invocations_completed",
+            self.handler_failed.clone(),
         );
         registry.register(
             "handler_retries",

@@ -653,8 +653,10 @@ impl RuntimeBuilder {
     /// }
     /// ```
     pub fn build(self) -> Result<Runtime, BuildError> {
-        tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
+        // Mistakes in the setup first: they are what a caller needs to hear about, in or out of
+        // a tokio runtime.
         let assembled = self.assemble()?;
+        tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoAsyncRuntime)?;
         let storage = assembled.open_storage()?;
         let runtime = assembled.start(storage, crate::engine::EngineHooks::default())?;
         // A following handle: the task keeps nothing alive once the runtime is dropped.

@@ -285,6 +285,7 @@ async fn invocations_are_listed_with_filters_and_paging() {
     for n in 0..5 {
         let r = client()
             .post(s.url("/Ops/quick"))
+            .header("idempotency-key", format!("evt_{n}"))
             .json(&n)
             .send()
             .await
@@ -319,6 +320,23 @@ async fn invocations_are_listed_with_filters_and_paging() {
     }
     seen.dedup();
     assert_eq!(seen.len(), 5);
+    // By the idempotency key it was sent with (a webhook event's id): that one alone.
+    let one = list("idempotency_key=evt_3").await;
+    let found = one["invocations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{one}");
+    let id = found[0]["id"].as_str().unwrap();
+    let view = reqwest::get(format!("{}/invocations/{id}", s.admin))
+        .await
+        .unwrap();
+    let view: Value = view.json().await.unwrap();
+    assert_eq!(view["idempotency_key"], "evt_3", "{view}");
+    assert_eq!(view["result"], json!({"success": 3}), "{view}");
+    assert!(
+        list("idempotency_key=evt_9").await["invocations"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         list("status=running&handler=quick").await["invocations"]
             .as_array()

@@ -102,3 +102,22 @@ async fn explicit_unverified_and_signed_endpoints_build() {
         );
     }
 }
+
+/// Outside a tokio runtime, a mistake in the setup is still what `build()` reports: a check in
+/// a plain `#[test]` sees it. Only a sound setup is told it needs a runtime.
+#[test]
+fn setup_mistakes_are_reported_before_the_missing_async_runtime() {
+    let message = build_error(
+        "PaymentEvent",
+        "on_event",
+        Webhook::stripe(Some("whsec_x".into())),
+    );
+    assert!(message.contains("no service named"), "{message}");
+    let dir = tempfile::tempdir().unwrap();
+    let sound = Runtime::builder().data_dir(dir.path()).build();
+    assert!(
+        matches!(sound, Err(BuildError::NoAsyncRuntime)),
+        "{:?}",
+        sound.err()
+    );
+}

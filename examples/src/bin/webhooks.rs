@@ -23,22 +23,27 @@ use std::time::Duration;
 use restate_runtime::prelude::*;
 use restate_runtime::webhook::{EventId, Webhook};
 
-/// A Stripe event; fields we do not use are ignored.
+/// A Stripe event; fields we do not use are ignored. Events of other types may carry an
+/// object without an id (a balance) or no object at all: those parts default to empty.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StripeEvent {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default)]
     pub data: EventData,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EventData {
+    #[serde(default)]
     pub object: EventObject,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EventObject {
+    /// The invoice's id in an invoice event; empty when the object has none.
+    #[serde(default)]
     pub id: String,
 }
 
@@ -51,7 +56,19 @@ impl WebhookCallbackRouter {
     /// The Stripe webhook endpoint.
     #[handler(name = "onStripeEvent")]
     async fn on_stripe_event(&self, ctx: Context<'_>, event: StripeEvent) -> HandlerResult<()> {
-        let tracker = ctx.object::<PaymentTracker>(event.data.object.id.clone());
+        let invoice = event.data.object.id.clone();
+        let routed = matches!(
+            event.kind.as_str(),
+            "invoice.payment_failed" | "invoice.payment_succeeded"
+        );
+        if routed && invoice.is_empty() {
+            let message = format!(
+                "{} {}: no invoice id in data.object.id",
+                event.kind, event.id
+            );
+            return Err(TerminalError::new_with_code(400, message).into());
+        }
+        let tracker = ctx.object::<PaymentTracker>(invoice);
         match event.kind.as_str() {
             "invoice.payment_failed" => {
                 tracker.on_payment_failed(event).send();
@@ -115,10 +132,17 @@ impl PaymentTracker {
         }
         let reminders = ctx.get::<u32>("reminders").await?.unwrap_or(0) + 1;
         ctx.set("reminders", reminders);
-        // Sent, not run here: waiting for the e-mail rate must not hold the invoice's key.
-        ctx.client::<Mailer>()
-            .payment_reminder(ctx.key().to_owned())
-            .send();
+        // Within the e-mail provider's limit when `PAYMENT_EMAIL_RATE` sets one: a reminder
+        // waiting for its slot holds only its own invoice's key (a wait of a second or more
+        // suspends), and an invoice has one reminder at a time.
+        let invoice = ctx.key();
+        ctx.run(|| async {
+            tracing::info!(%invoice, "sending payment reminder email");
+            Ok(())
+        })
+        .name("send reminder email")
+        .rate_limit("email")
+        .await?;
         Ok(())
     }
 
@@ -130,25 +154,6 @@ impl PaymentTracker {
             failures: ctx.get("failures").await?.unwrap_or(0),
             reminders: ctx.get("reminders").await?.unwrap_or(0),
         })
-    }
-}
-
-/// Sends the emails, within the e-mail provider's limit when `PAYMENT_EMAIL_RATE` sets one.
-#[derive(Default)]
-pub struct Mailer;
-
-#[service]
-impl Mailer {
-    #[handler(name = "paymentReminder", ingress_private)]
-    async fn payment_reminder(&self, ctx: Context<'_>, invoice: String) -> HandlerResult<()> {
-        ctx.run(|| async {
-            tracing::info!(%invoice, "sending payment reminder email");
-            Ok(())
-        })
-        .name("send reminder email")
-        .rate_limit("email")
-        .await?;
-        Ok(())
     }
 }
 
@@ -355,7 +360,7 @@ mod tests {
         let reminded = || {
             t.invocations(
                 InvocationFilter::default()
-                    .handler("paymentReminder")
+                    .handler("remind")
                     .status("completed"),
             )
             .len()
@@ -366,6 +371,42 @@ mod tests {
         assert_eq!(reminded(), 2);
         t.advance(Duration::from_secs(3600)).await;
         assert_eq!(reminded(), 3);
+    }
+
+    #[tokio::test]
+    async fn other_event_types_are_acknowledged_with_or_without_an_object_id() {
+        let t = TestRuntime::builder()
+            .bind(PaymentTracker {
+                reminder_delay: DAY,
+            })
+            .build()
+            .await;
+        let router = t.handle().client::<WebhookCallbackRouter>();
+        let events = [
+            serde_json::json!({"id": "evt_b", "type": "balance.available",
+                "data": {"object": {"object": "balance"}}}),
+            serde_json::json!({"id": "evt_p", "type": "ping"}),
+            serde_json::json!({"id": "evt_c", "type": "customer.created",
+                "data": {"object": {"id": "cus_1"}}}),
+        ];
+        for event in events {
+            let event: StripeEvent = serde_json::from_value(event).unwrap();
+            router.on_stripe_event(event).call().await.unwrap();
+        }
+        // An invoice event without its invoice cannot be routed: a terminal 400, no tracker.
+        let bare = serde_json::json!({"id": "evt_i", "type": "invoice.payment_failed"});
+        let refused = router
+            .on_stripe_event(serde_json::from_value(bare).unwrap())
+            .call()
+            .await
+            .unwrap_err();
+        match refused {
+            ClientError::Terminal(e) => assert_eq!(e.code(), 400, "{e}"),
+            other => panic!("{other}"),
+        }
+        t.run_until_idle().await;
+        let tracker = t.handle().object::<PaymentTracker>("").status().call();
+        assert_eq!(tracker.await.unwrap(), TrackerStatus::default());
     }
 
     #[tokio::test]

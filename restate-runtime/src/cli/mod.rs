@@ -70,6 +70,9 @@ enum InvocationsCommand {
         handler: Option<String>,
         #[arg(long)]
         key: Option<String>,
+        /// The idempotency key it was sent with (a webhook event's id).
+        #[arg(long)]
+        idempotency_key: Option<String>,
         /// scheduled, running, suspended, paused or completed.
         #[arg(long)]
         status: Option<String>,
@@ -249,6 +252,7 @@ async fn invocations(command: InvocationsCommand) -> ExitCode {
             service,
             handler,
             key,
+            idempotency_key,
             status,
             version,
             reason,
@@ -261,6 +265,7 @@ async fn invocations(command: InvocationsCommand) -> ExitCode {
                 ("service", service.as_deref()),
                 ("handler", handler.as_deref()),
                 ("key", key.as_deref()),
+                ("idempotency_key", idempotency_key.as_deref()),
                 ("status", status.as_deref()),
                 ("version", version.as_deref()),
                 ("reason", reason.as_deref()),

@@ -435,6 +435,12 @@ impl Engine {
         let shared_store = storage.signals().is_some();
         let recovery_concurrency = config.recovery_concurrency;
         let config_activity = config.activity.clone();
+        let metrics = crate::metrics::Metrics::default();
+        for service in registry.definitions() {
+            for handler in &service.handlers {
+                metrics.declare_handler(service.name, handler.name);
+            }
+        }
         Self(Arc::new(EngineInner {
             storage,
             registry,
@@ -449,7 +455,7 @@ impl Engine {
             promise_waiters: promises::PromiseWaiters::default(),
             awakeables: awakeables::CompletingAwakeables::default(),
             result_sources: Mutex::default(),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             shutdown: watch::channel(false).0,
             secret,
             held_input: Arc::default(),
@@ -1380,6 +1386,10 @@ impl Engine {
                     result,
                 };
                 self.metrics.handler_completed.get_or_create(&label).inc();
+                if result == "failure" {
+                    let label = crate::metrics::HandlerLabel { service, handler };
+                    self.metrics.handler_failed.get_or_create(&label).inc();
+                }
             }
             let retention = resolved
                 .and_then(|(_, h)| h.options.retention)

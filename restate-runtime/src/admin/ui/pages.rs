@@ -21,10 +21,11 @@ pub(super) struct Listing<'a> {
 }
 
 /// Filters of the invocations list, as (query name, label).
-const FILTERS: [(&str, &str); 6] = [
+const FILTERS: [(&str, &str); 7] = [
     ("service", "Service"),
     ("handler", "Handler"),
     ("key", "Key"),
+    ("idempotency_key", "Idempotency key (event id)"),
     ("status", "Status"),
     ("version", "Version"),
     ("reason", "Paused because"),
