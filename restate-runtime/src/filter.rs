@@ -2,6 +2,17 @@
 
 use crate::storage::{InvocationRecord, Status};
 
+/// The statuses an invocation is shown with (`queued`: waiting for a concurrency limit's
+/// permit, stored as running or suspended).
+pub(crate) const STATUSES: [&str; 6] = [
+    "scheduled",
+    "running",
+    "suspended",
+    "queued",
+    "paused",
+    "completed",
+];
+
 /// What `?version=` names the invocations accepted before versions were recorded by.
 const UNKNOWN_VERSION: &str = "unknown";
 
@@ -155,7 +166,6 @@ impl InvocationFilter {
 
     /// Refuses a status or pause reason no invocation can have (a typo would list nothing).
     pub(crate) fn check(&self) -> Result<(), String> {
-        const STATUSES: [&str; 5] = ["scheduled", "running", "suspended", "paused", "completed"];
         if let Some(status) = self.status.as_deref().filter(|s| !STATUSES.contains(s)) {
             return Err(format!(
                 "unknown status '{status}': use one of {}",
@@ -181,7 +191,13 @@ impl InvocationFilter {
         *self == Self::default()
     }
 
-    pub(crate) fn matches(&self, record: &InvocationRecord) -> bool {
+    /// Whether `record` is listed; `shown` gives the status it is shown with (`queued` for
+    /// one waiting for a permit), read only when the status filter needs it.
+    pub(crate) fn matches(
+        &self,
+        record: &InvocationRecord,
+        shown: impl FnOnce() -> &'static str,
+    ) -> bool {
         let target = &record.target;
         // The runtime's own invocations (schedules' ticks and runs) only when asked for.
         self.service.as_ref().map_or_else(
@@ -196,10 +212,17 @@ impl InvocationFilter {
                 .idempotency_key
                 .as_ref()
                 .is_none_or(|k| record.idempotency_key.as_ref() == Some(k))
-            && self
-                .status
-                .as_ref()
-                .is_none_or(|s| s == record.status.name())
+            && self.status.as_deref().is_none_or(|s| {
+                let stored = record.status.name();
+                // Running and suspended ones may be shown as queued.
+                if matches!(stored, "running" | "suspended")
+                    && matches!(s, "running" | "suspended" | "queued")
+                {
+                    s == shown()
+                } else {
+                    s == stored
+                }
+            })
             && self.version.as_ref().is_none_or(|v| match &record.version {
                 Some(version) => version == v,
                 // Accepted by a binary that did not record versions.

@@ -244,6 +244,16 @@ async fn a_killed_holder_gives_its_permit_back_and_a_cancelled_waiter_its_place(
     client.long(3).send().await.unwrap();
     t.run_until_idle().await;
     assert_eq!(jobs.started(), ["long-1"], "the others wait");
+    // Those waiting for a permit are shown as queued, the holder as it is (asleep).
+    let queued = t.invocations(InvocationFilter::default().status("queued"));
+    let ids: Vec<_> = queued.iter().map(|v| v.id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&second.invocation_id()), "{ids:?}");
+    assert!(queued.iter().all(|v| v.status() == "queued"));
+    let holder = t.invocation(first.invocation_id()).unwrap().status();
+    assert!(["running", "suspended"].contains(&holder), "{holder}");
+    let holders = t.invocations(InvocationFilter::default().status(holder));
+    assert_eq!(holders.len(), 1, "the holder alone");
     // The second gives up its place: the third is next.
     t.handle().cancel(second.invocation_id()).await.unwrap();
     t.run_until_idle().await;
@@ -291,6 +301,55 @@ async fn the_admin_api_shows_limits_and_changes_them() {
         view["running"] == 1 && view["queued"] == 2
     })
     .await;
+    // The two that wait are shown, and listed, as queued.
+    let queued: serde_json::Value = http
+        .get(admin("/invocations?status=queued"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting = queued["invocations"].as_array().unwrap();
+    assert_eq!(waiting.len(), 2, "{queued}");
+    assert!(
+        waiting
+            .iter()
+            .all(|v| v["status"] == "queued" && v["handler"] == "long")
+    );
+    let id = waiting[0]["id"].as_str().unwrap();
+    let view: serde_json::Value = http
+        .get(admin(&format!("/invocations/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "queued", "{view}");
+    // The list names the handler's own limit too, once used, with the same counts.
+    let list: serde_json::Value = http
+        .get(admin("/limiters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let own = list["limiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "Jobs/long")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(
+        (&own["limit"], &own["running"], &own["queued"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(2)
+        )
+    );
     // `/metrics` shows the handler's own limit (used) and the configured one (idle).
     let metrics = http
         .get(admin("/metrics"))

@@ -22,16 +22,33 @@ fn addr(base: &str) -> String {
 
 /// A metric's value for one listener, from the admin API's `/metrics`.
 async fn listener_metric(app: &App, name: &str, listener: &str) -> u64 {
+    labelled_metric(app, name, "listener", listener).await
+}
+
+/// The value of the series of `name` whose one label `label` is `value` (0 when absent).
+async fn labelled_metric(app: &App, name: &str, label: &str, value: &str) -> u64 {
     let text = reqwest::get(format!("{}/metrics", app.admin))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let prefix = format!("{name}{{listener=\"{listener}\"}} ");
+    let prefix = format!("{name}{{{label}=\"{value}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Sends `Waits/hold(payload)` with idempotency key `key` (the payload a JSON string).
+async fn send_hold(app: &App, payload: &str, key: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/Waits/hold/send", app.ingress))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(payload.to_owned())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Reads until the server closes the connection (or `deadline` passes: `None`).
@@ -480,17 +497,10 @@ async fn input_held_in_memory_is_bounded_and_frees_up() {
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
     let client = reqwest::Client::new();
     let payload = serde_json::to_string(&"p".repeat(100 * 1024)).unwrap();
-    let hold = |key: String| {
-        client
-            .post(format!("{}/Waits/hold/send", app.ingress))
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .body(payload.clone())
-            .send()
-    };
+    let hold = |key: String| send_hold(&app, &payload, key);
     let mut accepted = 0;
     let refusal = loop {
-        let r = hold(format!("k{accepted}")).await.unwrap();
+        let r = hold(format!("k{accepted}")).await;
         match r.status().as_u16() {
             202 => accepted += 1,
             429 => break r,
@@ -504,11 +514,11 @@ async fn input_held_in_memory_is_bounded_and_frees_up() {
     let body = refusal.text().await.unwrap();
     assert!(body.contains("RESTATE_MAX_INVOCATION_BYTES"), "{body}");
     // A duplicate is answered, not refused.
-    assert_eq!(hold("k0".into()).await.unwrap().status(), 202);
+    assert_eq!(hold("k0".into()).await.status(), 202);
     // Once the holders finish, new work is accepted again and nothing is held.
     poll(Duration::from_secs(60), || {
         let r = hold(format!("k{accepted}"));
-        async move { r.await.unwrap().status() == 202 }
+        async move { r.await.status() == 202 }
     })
     .await;
     poll(Duration::from_secs(60), || {
@@ -537,28 +547,17 @@ async fn a_writer_queue_over_its_bound_refuses_new_work_with_429() {
         ("STEP_MS", "0".to_owned()),
     ];
     let app = App::start(BIN, &dir.path().join("data"), &env).await;
-    let client = reqwest::Client::new();
     let payload = serde_json::to_string(&"w".repeat(64 * 1024)).unwrap();
-    let send = |key: String| {
-        client
-            .post(format!("{}/Waits/hold/send", app.ingress))
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .body(payload.clone())
-            .send()
-    };
     let (mut accepted, mut refusal, mut round) = (Vec::new(), None, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while refusal.is_none() {
         assert!(Instant::now() < deadline, "no refusal in 60 s of bursts");
-        let burst: Vec<_> = (0..64)
-            .map(|i| {
-                let key = format!("r{round}-{i}");
-                (key.clone(), tokio::spawn(send(key)))
-            })
-            .collect();
-        for (key, answer) in burst {
-            let r = answer.await.unwrap().unwrap();
+        let keys: Vec<String> = (0..64).map(|i| format!("r{round}-{i}")).collect();
+        let burst = keys
+            .iter()
+            .map(|key| send_hold(&app, &payload, key.clone()));
+        let answers = futures::future::join_all(burst).await;
+        for (key, r) in keys.into_iter().zip(answers) {
             match r.status().as_u16() {
                 202 => accepted.push(r.json::<Value>().await.unwrap()["invocationId"].clone()),
                 429 => refusal = Some((key, r)),
@@ -571,19 +570,9 @@ async fn a_writer_queue_over_its_bound_refuses_new_work_with_429() {
     assert_eq!(refusal.headers()["retry-after"], "1", "{key}");
     let body = refusal.text().await.unwrap();
     assert!(body.contains("RESTATE_WRITER_QUEUE_BYTES"), "{body}");
-    let text = client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counted = text
-        .lines()
-        .find_map(|l| l.strip_prefix("restate_requests_rejected_total{reason=\"writer_queue\"} "))
-        .map_or(0, |v| v.trim().parse::<u64>().unwrap());
-    assert!(counted >= 1, "refusals counted under writer_queue:\n{text}");
+    let rejected = "restate_requests_rejected_total";
+    let counted = labelled_metric(&app, rejected, "reason", "writer_queue").await;
+    assert!(counted >= 1, "refusals counted under writer_queue");
     // Every acknowledged send runs to its end.
     for id in &accepted {
         let id = id.as_str().unwrap();
@@ -591,8 +580,8 @@ async fn a_writer_queue_over_its_bound_refuses_new_work_with_429() {
     }
     // The queue empties once nothing arrives: the refused key is accepted on a retry.
     poll(Duration::from_secs(30), || {
-        let r = send(key.clone());
-        async move { r.await.unwrap().status() == 202 }
+        let r = send_hold(&app, &payload, key.clone());
+        async move { r.await.status() == 202 }
     })
     .await;
 }

@@ -223,13 +223,17 @@ mod tests {
         serde_json::json!({ "id": id, "type": kind, "data": { "object": { "id": invoice } } })
     }
 
+    /// A test runtime whose trackers remind a day after a failed payment.
+    fn with_a_days_reminder() -> restate_runtime::testing::TestRuntimeBuilder {
+        TestRuntime::builder().bind(PaymentTracker {
+            reminder_delay: DAY,
+        })
+    }
+
     /// The app as `main` builds it (unsigned events, a day's reminder), its ingress served:
     /// the runtime and the webhook's URL.
     async fn served() -> (TestRuntime, String) {
-        let t = TestRuntime::builder()
-            .bind(PaymentTracker {
-                reminder_delay: DAY,
-            })
+        let t = with_a_days_reminder()
             .webhook(
                 "WebhookCallbackRouter",
                 "onStripeEvent",
@@ -340,10 +344,7 @@ mod tests {
     #[tokio::test]
     async fn reminder_emails_go_out_at_the_email_rate_when_one_is_set() {
         use restate_runtime::testing::InvocationFilter;
-        let t = TestRuntime::builder()
-            .bind(PaymentTracker {
-                reminder_delay: DAY,
-            })
+        let t = with_a_days_reminder()
             .rate_limit("email", "1/1h".parse().unwrap())
             .build()
             .await;
@@ -375,12 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_event_types_are_acknowledged_with_or_without_an_object_id() {
-        let t = TestRuntime::builder()
-            .bind(PaymentTracker {
-                reminder_delay: DAY,
-            })
-            .build()
-            .await;
+        let t = with_a_days_reminder().build().await;
         let router = t.handle().client::<WebhookCallbackRouter>();
         let events = [
             serde_json::json!({"id": "evt_b", "type": "balance.available",
@@ -411,12 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_payment_that_succeeds_before_the_reminder_is_not_reminded() {
-        let t = TestRuntime::builder()
-            .bind(PaymentTracker {
-                reminder_delay: DAY,
-            })
-            .build()
-            .await;
+        let t = with_a_days_reminder().build().await;
         let router = t.handle().client::<WebhookCallbackRouter>();
         let failed = serde_json::from_value(event("evt_1", "invoice.payment_failed", "in_2"));
         router

@@ -150,7 +150,7 @@ fn view_of(
                 } => (Some(rfc3339(*completed_at_ms)), Some(outcome_json(outcome))),
                 _ => (None, None),
             };
-            let mut view = summary(parsed, &record);
+            let mut view = summary(parsed, &record, engine.shown_status(&parsed, &record));
             view["idempotency_key"] = json!(record.idempotency_key);
             view["completed_at"] = json!(completed_at);
             view["result"] = json!(result);
@@ -161,14 +161,15 @@ fn view_of(
     })
 }
 
-pub(super) fn summary(id: InvocationId, record: &InvocationRecord) -> Value {
+/// An invocation in a listing, shown with `status` (see [`Engine::shown_status`]).
+pub(super) fn summary(id: InvocationId, record: &InvocationRecord, status: &str) -> Value {
     json!({
         "id": id.to_string(),
         "target": record.target.to_string(),
         "service": record.target.service,
         "handler": record.target.handler,
         "key": record.target.key,
-        "status": record.status.name(),
+        "status": status,
         "attempts": record.attempts,
         "last_error": record.last_error,
         "created_at": rfc3339(record.created_at_ms),
@@ -203,10 +204,14 @@ pub(super) async fn list(
         return ApiError::ingress(400, e).into_response();
     }
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let matches = |r: &InvocationRecord| filter.matches(r);
+    let matches =
+        |id: &InvocationId, r: &InvocationRecord| filter.matches(r, || engine.shown_status(id, r));
     match engine.list(matches, after, limit) {
         Ok((page, next)) => axum::Json(json!({
-            "invocations": page.iter().map(|(id, r)| summary(*id, r)).collect::<Vec<_>>(),
+            "invocations": page
+                .iter()
+                .map(|(id, r)| summary(*id, r, engine.shown_status(id, r)))
+                .collect::<Vec<_>>(),
             "next": next.map(|id| id.to_string()),
         }))
         .into_response(),
@@ -370,7 +375,10 @@ pub(super) async fn bulk(
     let existed = |r: &crate::storage::InvocationRecord| {
         started_ms.is_none_or(|started| r.created_at_ms < started)
     };
-    let (page, next) = match engine.list(|r| existed(r) && filter.matches(r), after, BULK_ROUND) {
+    let listed = |id: &InvocationId, r: &crate::storage::InvocationRecord| {
+        existed(r) && filter.matches(r, || engine.shown_status(id, r))
+    };
+    let (page, next) = match engine.list(listed, after, BULK_ROUND) {
         Ok(listed) => listed,
         Err(e) => return ApiError::from(e).into_response(),
     };

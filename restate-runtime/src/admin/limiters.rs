@@ -28,14 +28,18 @@ fn bucket_view(engine: &Engine, name: &str, key: Option<&str>) -> Response {
     }
 }
 
-/// `GET /limiters`: the limits configured at run time, each with its (unkeyed) bucket.
+/// `GET /limiters`: the limits configured at run time and the unkeyed ones this process's
+/// handlers and steps used (a handler's own `concurrency = n` is `<service>/<handler>`), each
+/// with its (unkeyed) bucket.
 pub(super) async fn list(State(engine): State<Engine>) -> Response {
+    let limits = engine.concurrency_limits();
     let mut limiters = Vec::new();
-    for (name, limit) in engine.concurrency_limits().all() {
+    for name in limits.known() {
         let bucket = crate::concurrency::stored(&engine, &name).unwrap_or_default();
+        let declared = (bucket.limit > 0).then_some(bucket.limit);
         limiters.push(json!({
             "name": name,
-            "limit": limit,
+            "limit": limits.get(&name).or(declared),
             "running": bucket.holders.len(),
             "queued": bucket.waiting.len(),
         }));

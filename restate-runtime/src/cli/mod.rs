@@ -73,7 +73,8 @@ enum InvocationsCommand {
         /// The idempotency key it was sent with (a webhook event's id).
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// scheduled, running, suspended, paused or completed.
+        /// scheduled, running, suspended, queued (waiting for a concurrency limit), paused or
+        /// completed.
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]

@@ -50,19 +50,6 @@ impl ConcurrencyLimits {
             .insert(name.to_owned(), limit.max(1));
     }
 
-    /// Every configured limit, by name.
-    pub(crate) fn all(&self) -> Vec<(String, u32)> {
-        let mut all: Vec<_> = self
-            .configured
-            .read()
-            .expect("limits lock")
-            .iter()
-            .map(|(n, l)| (n.clone(), *l))
-            .collect();
-        all.sort();
-        all
-    }
-
     /// Notes that an unkeyed limit named `name` was asked for a permit. Names usually come
     /// from the code; one built from data (a name per tenant) could grow the set, and the
     /// series `/metrics` shows, without end: past [`MAX_USED_NAMES`] no more are noted.
@@ -81,6 +68,21 @@ impl ConcurrencyLimits {
         let mut known = self.used.read().expect("limits lock").clone();
         known.extend(self.configured.read().expect("limits lock").keys().cloned());
         known.into_iter().collect()
+    }
+}
+
+/// Whether a journal ends waiting for a permit: its last entry is a gate's awakeable not yet
+/// completed, right after the gate's request to a bucket (see `gate.rs`). Such an invocation
+/// is shown as `queued`.
+pub(crate) fn waits_for_permit(journal: &[(u32, crate::storage::JournalEntry)]) -> bool {
+    use crate::storage::JournalEntry;
+    match journal {
+        [
+            ..,
+            (request, JournalEntry::Call { target, .. }),
+            (wait, JournalEntry::Awakeable { outcome: None }),
+        ] => *wait == request + 1 && target.service == LIMITER && target.handler == "acquire",
+        _ => false,
     }
 }
 

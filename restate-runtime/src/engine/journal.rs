@@ -25,6 +25,11 @@ impl Journal {
     }
 
     /// Entries in index order.
+    /// The entries in index order.
+    pub fn entries(&self) -> &[(u32, JournalEntry)] {
+        &self.0
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&u32, &JournalEntry)> {
         self.0.iter().map(|(index, entry)| (index, entry))
     }

@@ -1236,9 +1236,30 @@ impl Engine {
 
     /// A page of invocations matching `filter`, in id order after `after`; the second value is
     /// the cursor for the next page. In-memory state wins over the stored record.
+    /// The status an invocation is shown with: its record's, except `queued` for one that
+    /// waits for a concurrency limit's permit (which reads its journal).
+    pub(crate) fn shown_status(
+        &self,
+        id: &InvocationId,
+        record: &InvocationRecord,
+    ) -> &'static str {
+        let stored = record.status.name();
+        if !matches!(record.status, Status::Suspended { .. } | Status::Runnable) {
+            return stored;
+        }
+        let waiting = match self.inflight(id) {
+            Some(f) => crate::concurrency::waits_for_permit(f.state().journal.entries()),
+            None => self
+                .storage
+                .journal(id)
+                .is_ok_and(|journal| crate::concurrency::waits_for_permit(&journal)),
+        };
+        if waiting { "queued" } else { stored }
+    }
+
     pub(crate) fn list(
         &self,
-        filter: impl Fn(&InvocationRecord) -> bool,
+        filter: impl Fn(&InvocationId, &InvocationRecord) -> bool,
         after: Option<InvocationId>,
         limit: usize,
     ) -> Result<(Vec<Listed>, Option<InvocationId>), EngineError> {
@@ -1254,7 +1275,7 @@ impl Engine {
                     Some(f) => f.state().record.clone(),
                     None => stored,
                 };
-                if filter(&record) {
+                if filter(&id, &record) {
                     out.push((id, record));
                     if out.len() == limit {
                         return Ok((out, cursor));

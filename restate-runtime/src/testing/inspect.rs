@@ -23,8 +23,8 @@ pub struct InvocationView {
 }
 
 impl InvocationView {
-    /// The status's name, as the admin API and metrics show it: `scheduled`, `running`,
-    /// `suspended`, `paused` or `completed`.
+    /// The status's name, as the admin API shows it: `scheduled`, `running`, `suspended`,
+    /// `queued` (waiting for a concurrency limit's permit), `paused` or `completed`.
     ///
     /// ```no_run
     /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
@@ -32,7 +32,15 @@ impl InvocationView {
     /// # }
     /// ```
     pub fn status(&self) -> &'static str {
-        self.record.status.name()
+        let waiting = matches!(
+            self.record.status,
+            Status::Suspended { .. } | Status::Runnable
+        ) && crate::concurrency::waits_for_permit(&self.journal);
+        if waiting {
+            "queued"
+        } else {
+            self.record.status.name()
+        }
     }
 
     /// Its result once completed, decoded: `None` while it has none.
@@ -136,7 +144,11 @@ impl TestRuntime {
         let mut after = None;
         loop {
             let (page, next) = engine
-                .list(|r| filter.matches(r), after, 1000)
+                .list(
+                    |id, r| filter.matches(r, || engine.shown_status(id, r)),
+                    after,
+                    1000,
+                )
                 .unwrap_or_else(|e| panic!("cannot list invocations: {e}"));
             out.extend(page.into_iter().filter_map(|(id, _)| self.invocation(id)));
             match next {

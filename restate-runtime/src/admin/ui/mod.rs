@@ -286,11 +286,15 @@ async fn list(
     match (filter.check(), after.transpose()) {
         (Err(e), _) => listing.error = Some(e),
         (_, Err(e)) => listing.error = Some(e.message),
-        (Ok(()), Ok(after)) => match state.engine.list(|r| filter.matches(r), after, PAGE) {
+        (Ok(()), Ok(after)) => match state.engine.list(
+            |id, r| filter.matches(r, || state.engine.shown_status(id, r)),
+            after,
+            PAGE,
+        ) {
             Ok((page, next)) => {
                 listing.invocations = page
                     .iter()
-                    .map(|(id, record)| invocations::summary(*id, record))
+                    .map(|(id, r)| invocations::summary(*id, r, state.engine.shown_status(id, r)))
                     .collect();
                 listing.next = next.map(|id| id.to_string());
             }

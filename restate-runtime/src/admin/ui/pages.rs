@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::html::{Section, esc, field, page, payload};
+use crate::filter::STATUSES;
 use crate::percent::component as url;
 
 /// What the invocations page shows: the filters as given, the matching page, the cursor.
@@ -30,8 +31,6 @@ const FILTERS: [(&str, &str); 7] = [
     ("version", "Version"),
     ("reason", "Paused because"),
 ];
-
-const STATUSES: [&str; 5] = ["scheduled", "running", "suspended", "paused", "completed"];
 
 pub(super) fn invocations(listing: &Listing<'_>) -> String {
     let base = listing.base;
