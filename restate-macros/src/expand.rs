@@ -165,6 +165,34 @@ fn capitalized(name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `Some("<the type as written>")`, for the admin API's view of a handler's input.
+fn type_text(ty: &syn::Type) -> TokenStream {
+    let text = written(ty);
+    quote!(::core::option::Option::Some(#text))
+}
+
+/// A type as a person writes it (`Option<Vec<u8>>`), not as tokens print
+/// (`Option < Vec < u8 > >`): no space around `<`, `>`, `::`, before `,` or `;`, or after `&`.
+fn written(ty: &syn::Type) -> String {
+    let printed = quote!(#ty).to_string();
+    let words: Vec<&str> = printed.split(' ').collect();
+    let mut out = String::with_capacity(printed.len());
+    for (i, word) in words.iter().enumerate() {
+        let glued = i > 0 && {
+            let before = words[i - 1];
+            word.starts_with(['<', '>', ',', ';', ')', ']'])
+                || word.starts_with("::")
+                || before.ends_with(['<', '(', '[', '&'])
+                || before.ends_with("::")
+        };
+        if i > 0 && !glued {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
 fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let rt = rt();
     let name = &h.client.wire_name;
@@ -183,17 +211,17 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             quote!(#rt::accept_any),
         ),
         Input::Json(ty) => (
-            quote!(::core::option::Option::Some(::core::stringify!(#ty))),
+            type_text(ty),
             quote!(#rt::InputShape::Json),
             quote_spanned!(ty.span()=> #rt::input::<#ty>().check()),
         ),
         Input::Raw(ty) => (
-            quote!(::core::option::Option::Some(::core::stringify!(#ty))),
+            type_text(ty),
             quote!(#rt::InputShape::Raw),
             quote!(#rt::accept_any),
         ),
     };
-    let output = &h.client.output;
+    let output_text = written(&h.client.output);
     let options = handler_options(&h.options, matches!(h.client.input, Input::Json(_)));
     // A scheduled handler's input is the tick's time: checked on the input type's span.
     let scheduled_input = match (&h.options.cron, &h.client.input) {
@@ -208,7 +236,7 @@ fn handler_definition(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
             name: #name,
             kind: #kind,
             input_type: #input_type,
-            output_type: ::core::stringify!(#output),
+            output_type: #output_text,
             options: #options,
             input: #shape,
             check_input: #check,
@@ -517,6 +545,27 @@ fn client(model: &ServiceModel) -> TokenStream {
         #[allow(dead_code)]
         impl<'a, C: #rt::Caller> #client<'a, C> {
             #(#methods)*
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written;
+
+    #[test]
+    fn types_are_shown_as_written() {
+        for (ty, shown) in [
+            ("Option<String>", "Option<String>"),
+            ("HashMap<String, Vec<u8>>", "HashMap<String, Vec<u8>>"),
+            ("Vec<(u32, String)>", "Vec<(u32, String)>"),
+            ("serde_json::Value", "serde_json::Value"),
+            ("&'static str", "&'static str"),
+            ("[u8; 4]", "[u8; 4]"),
+            ("Result<(), String>", "Result<(), String>"),
+        ] {
+            let parsed: syn::Type = syn::parse_str(ty).unwrap();
+            assert_eq!(written(&parsed), shown, "{ty}");
         }
     }
 }

@@ -508,3 +508,42 @@ async fn admin_json_for_running_suspended_failed_and_completed() {
     assert_eq!(r.status(), 404);
     s.stop().await;
 }
+
+/// `GET /services` lists each service with its name, kind (Restate's `ty`, and `kind`) and
+/// handlers with their kinds, types and options; `GET /services/{name}` shows one.
+#[tokio::test]
+async fn services_are_listed_with_their_kind_handlers_and_types() {
+    let s = TestServer::start().await;
+    let get = |path: &str| {
+        let url = format!("{}{path}", s.admin);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, listed) = get("/services").await;
+    assert_eq!(status, 200);
+    let ops = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Ops")
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(
+        (&ops["ty"], &ops["kind"]),
+        (&json!("Service"), &json!("Service"))
+    );
+    let quick = ops["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "quick")
+        .unwrap_or_else(|| panic!("{ops}"));
+    assert_eq!(quick["public"], true, "{quick}");
+    assert_eq!(quick["input_type"], "u32", "{quick}");
+    assert_eq!(quick["output_type"], "u32", "{quick}");
+    assert_eq!(get("/services/Ops").await, (200, ops));
+    let (status, missing) = get("/services/Nope").await;
+    assert_eq!(status, 404, "{missing}");
+}

@@ -202,6 +202,8 @@ fn service_definition_reflects_the_impl_block() {
 
     // Handler-level options win field by field.
     let maybe = def.handler("maybeDouble").expect("maybeDouble");
+    // Types shown as written, not as tokens print.
+    assert_eq!(maybe.input_type, Some("::core::option::Option<u64>"));
     assert!(maybe.options.ingress_private);
     assert_eq!(maybe.options.retention, Some(Duration::from_secs(86_400)));
     assert_eq!(

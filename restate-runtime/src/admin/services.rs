@@ -37,7 +37,13 @@ pub(super) fn describe(def: &ServiceDefinition, state: &AdminState) -> Value {
             })
         })
         .collect();
-    json!({ "name": def.name, "ty": def.kind.as_str(), "handlers": handlers })
+    // `ty` is Restate's field; `kind` says the same in the word, for readers of either.
+    json!({
+        "name": def.name,
+        "ty": def.kind.as_str(),
+        "kind": def.kind.as_str(),
+        "handlers": handlers,
+    })
 }
 
 pub(super) async fn services(State(state): State<AdminState>) -> Response {
