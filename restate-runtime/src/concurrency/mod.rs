@@ -72,16 +72,28 @@ impl ConcurrencyLimits {
 }
 
 /// Whether a journal ends waiting for a permit: its last entry is a gate's awakeable not yet
-/// completed, right after the gate's request to a bucket (see `gate.rs`). Such an invocation
-/// is shown as `queued`.
+/// completed, right after the gate's request to a bucket (see `gate.rs`), and that request
+/// was not granted at once (then the awakeable is never used, and the holder runs on with no
+/// entry journaled yet). Such an invocation is shown as `queued`.
 pub(crate) fn waits_for_permit(journal: &[(u32, crate::storage::JournalEntry)]) -> bool {
-    use crate::storage::JournalEntry;
+    use crate::storage::{JournalEntry, Outcome};
     match journal {
         [
             ..,
-            (request, JournalEntry::Call { target, .. }),
+            (
+                request,
+                JournalEntry::Call {
+                    target, outcome, ..
+                },
+            ),
             (wait, JournalEntry::Awakeable { outcome: None }),
-        ] => *wait == request + 1 && target.service == LIMITER && target.handler == "acquire",
+        ] => {
+            let granted = matches!(outcome, Some(Outcome::Success(v)) if v.as_slice() == b"true");
+            *wait == request + 1
+                && target.service == LIMITER
+                && target.handler == "acquire"
+                && !granted
+        }
         _ => false,
     }
 }
@@ -108,5 +120,55 @@ pub(crate) fn release(
             Some(release)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LIMITER, waits_for_permit};
+    use crate::storage::{JournalEntry, Outcome, Target};
+
+    fn gate(answer: Option<&[u8]>) -> Vec<(u32, JournalEntry)> {
+        let target = Target {
+            service: LIMITER.into(),
+            handler: "acquire".into(),
+            key: Some("Jobs/long".into()),
+        };
+        vec![
+            (
+                0,
+                JournalEntry::Run {
+                    name: "before".into(),
+                    outcome: Outcome::Success(b"null".to_vec()),
+                },
+            ),
+            (
+                1,
+                JournalEntry::Call {
+                    target,
+                    invocation_id: crate::InvocationId::random(1),
+                    outcome: answer.map(|a| Outcome::Success(a.to_vec())),
+                },
+            ),
+            (2, JournalEntry::Awakeable { outcome: None }),
+        ]
+    }
+
+    #[test]
+    fn a_gate_waits_until_its_permit_comes_unless_granted_at_once() {
+        assert!(waits_for_permit(&gate(None)), "the request is on its way");
+        assert!(
+            waits_for_permit(&gate(Some(b"false"))),
+            "the bucket is full"
+        );
+        assert!(!waits_for_permit(&gate(Some(b"true"))), "granted: it runs");
+        let mut passed = gate(Some(b"false"));
+        passed[2].1 = JournalEntry::Awakeable {
+            outcome: Some(Outcome::Success(b"null".to_vec())),
+        };
+        assert!(!waits_for_permit(&passed), "the permit came");
+        let mut on = gate(Some(b"true"));
+        on.push((3, JournalEntry::Awakeable { outcome: None }));
+        assert!(!waits_for_permit(&on), "an awakeable of the handler's own");
     }
 }
