@@ -266,6 +266,11 @@ async fn a_killed_holder_gives_its_permit_back_and_a_cancelled_waiter_its_place(
     assert_eq!(second.output::<()>().unwrap().unwrap_err().code(), 409);
 }
 
+/// The JSON an admin API `GET` answers.
+async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_shows_limits_and_changes_them() {
     let server = common::TestServer::start_with(tempfile::tempdir().unwrap(), |b| {
@@ -274,14 +279,7 @@ async fn the_admin_api_shows_limits_and_changes_them() {
     .await;
     let http = reqwest::Client::new();
     let admin = |path: &str| format!("{}{path}", server.admin);
-    let list: serde_json::Value = http
-        .get(admin("/limiters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = get_json(&http, admin("/limiters")).await;
     assert_eq!(list["limiters"][0]["name"], "warehouse");
     assert_eq!(list["limiters"][0]["limit"], 1);
     // Three long invocations under `concurrency = 1`: one runs, two wait.
@@ -290,26 +288,12 @@ async fn the_admin_api_shows_limits_and_changes_them() {
     }
     let bucket = admin("/limiters/Jobs%2Flong");
     common::wait_until(Duration::from_secs(30), || async {
-        let view: serde_json::Value = http
-            .get(&bucket)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: serde_json::Value = get_json(&http, &bucket).await;
         view["running"] == 1 && view["queued"] == 2
     })
     .await;
     // The two that wait are shown, and listed, as queued.
-    let queued: serde_json::Value = http
-        .get(admin("/invocations?status=queued"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queued: serde_json::Value = get_json(&http, admin("/invocations?status=queued")).await;
     let waiting = queued["invocations"].as_array().unwrap();
     assert_eq!(waiting.len(), 2, "{queued}");
     assert!(
@@ -318,24 +302,10 @@ async fn the_admin_api_shows_limits_and_changes_them() {
             .all(|v| v["status"] == "queued" && v["handler"] == "long")
     );
     let id = waiting[0]["id"].as_str().unwrap();
-    let view: serde_json::Value = http
-        .get(admin(&format!("/invocations/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: serde_json::Value = get_json(&http, admin(&format!("/invocations/{id}"))).await;
     assert_eq!(view["status"], "queued", "{view}");
     // The list names the handler's own limit too, once used, with the same counts.
-    let list: serde_json::Value = http
-        .get(admin("/limiters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = get_json(&http, admin("/limiters")).await;
     let own = list["limiters"]
         .as_array()
         .unwrap()
@@ -376,14 +346,7 @@ async fn the_admin_api_shows_limits_and_changes_them() {
         .unwrap();
     assert_eq!(raised.status(), 200);
     common::wait_until(Duration::from_secs(30), || async {
-        let view: serde_json::Value = http
-            .get(&bucket)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: serde_json::Value = get_json(&http, &bucket).await;
         view["running"] == 3 && view["queued"] == 0 && view["limit"] == 3
     })
     .await;
