@@ -900,6 +900,17 @@ impl Assembled {
     }
 }
 
+/// The runtime's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// Restate's ingress API.
+    Ingress,
+    /// The admin API (with the web UI).
+    Admin,
+    /// The public listener: verified webhooks only.
+    Webhooks,
+}
+
 /// A running durable-execution runtime.
 ///
 /// ```no_run
@@ -1098,20 +1109,56 @@ impl Runtime {
         &self.engine
     }
 
-    /// Serves the ingress on `listener` with this runtime's limits until the engine shuts
-    /// down (a test runtime's ingress).
-    pub(crate) fn serve_ingress_on(
+    /// Serves one of the listeners on `listener` with this runtime's limits until the engine
+    /// shuts down (a test runtime's ports).
+    pub(crate) fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
+        port: Port,
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
-        crate::listener::serve(
+        self.server(
             listener,
-            crate::ingress::with_cors(self.ingress_router()),
-            "ingress",
+            port,
             self.listener_limits(),
-            self.engine.clone(),
             self.engine.shutdown_signal(),
         )
+    }
+
+    /// The server of one listener, until `stop` turns true.
+    fn server(
+        &self,
+        listener: tokio::net::TcpListener,
+        port: Port,
+        limits: crate::listener::Limits,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        let (router, name, limits) = match port {
+            Port::Ingress => (
+                crate::ingress::with_cors(self.ingress_router()),
+                "ingress",
+                limits,
+            ),
+            Port::Admin if loopback => (
+                crate::admin::loopback_host_only(self.admin_router()),
+                "admin",
+                limits,
+            ),
+            Port::Admin => (self.admin_router(), "admin", limits),
+            Port::Webhooks => (
+                self.webhook_router(),
+                "webhooks",
+                crate::listener::Limits {
+                    http2: false,
+                    max_body_bytes: limits
+                        .max_body_bytes
+                        .min(self.config.webhook_max_body_bytes),
+                    body_first: true,
+                    ..limits
+                },
+            ),
+        };
+        crate::listener::serve(listener, router, name, limits, self.engine.clone(), stop)
     }
 
     /// The ingress as an axum router, to nest or merge into an existing server. It answers no
@@ -1252,38 +1299,8 @@ impl Runtime {
             signal.await;
             stop_tx.send_replace(true);
         });
-        let serve = |listener, router, name| {
-            crate::listener::serve(
-                listener,
-                router,
-                name,
-                limits,
-                self.engine.clone(),
-                stop_rx.clone(),
-            )
-        };
-        let mut admin_router = self.admin_router();
-        if self.config.admin_addr.ip().is_loopback() {
-            admin_router = crate::admin::loopback_host_only(admin_router);
-        }
-        let public = crate::listener::Limits {
-            http2: false,
-            max_body_bytes: limits
-                .max_body_bytes
-                .min(self.config.webhook_max_body_bytes),
-            body_first: true,
-            ..limits
-        };
-        let webhook_server = webhooks.map(|listener| {
-            crate::listener::serve(
-                listener,
-                self.webhook_router(),
-                "webhooks",
-                public,
-                self.engine.clone(),
-                stop_rx.clone(),
-            )
-        });
+        let webhook_server =
+            webhooks.map(|listener| self.server(listener, Port::Webhooks, limits, stop_rx.clone()));
         let webhook_server = async move {
             match webhook_server {
                 Some(server) => server.await,
@@ -1298,12 +1315,8 @@ impl Runtime {
             engine.shutdown();
         });
         let result = tokio::try_join!(
-            serve(
-                ingress,
-                crate::ingress::with_cors(self.ingress_router()),
-                "ingress"
-            ),
-            serve(admin, admin_router, "admin"),
+            self.server(ingress, Port::Ingress, limits, stop_rx.clone()),
+            self.server(admin, Port::Admin, limits, stop_rx.clone()),
             webhook_server
         );
         self.shutdown();

@@ -859,3 +859,82 @@ async fn a_filter_with_an_unknown_status_panics() {
     let t = TestRuntime::builder().build().await;
     t.invocations(InvocationFilter::default().status("Completed"));
 }
+
+/// A Stripe-style webhook endpoint that answers with the event's id.
+#[derive(Default)]
+pub struct Hooks;
+
+#[service]
+impl Hooks {
+    #[handler(name = "onEvent")]
+    async fn on_event(&self, _ctx: Context<'_>, event: serde_json::Value) -> HandlerResult<String> {
+        Ok(event["id"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_and_the_public_webhook_port_serve_when_asked_and_keep_their_addresses() {
+    let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let t = TestRuntime::builder()
+        .bind(Hooks)
+        .webhook(
+            "Hooks",
+            "onEvent",
+            restate_runtime::webhook::Webhook::stripe(Some("whsec_t".into())),
+        )
+        .admin_addr(any_port)
+        .webhook_addr(any_port)
+        .build()
+        .await;
+    assert!(t.ingress_url().is_none(), "only the ports asked for");
+    let (admin, public) = (t.admin_url().unwrap(), t.webhook_url().unwrap());
+    assert_ne!(admin, public);
+    let client = reqwest::Client::new();
+    // Signed against the virtual clock, as the builder's documentation says.
+    let deliver = |id: &str, secret: &str| {
+        let body = serde_json::to_vec(&serde_json::json!({ "id": id, "type": "ping" })).unwrap();
+        let at = t
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        client
+            .post(format!("{public}/Hooks/onEvent"))
+            .header("content-type", "application/json")
+            .header(
+                "stripe-signature",
+                restate_runtime::webhook::stripe_signature(secret, at, &body),
+            )
+            .body(body)
+            .send()
+    };
+    let delivered = deliver("evt_1", "whsec_t").await.unwrap();
+    assert_eq!(delivered.status(), 200);
+    assert_eq!(delivered.text().await.unwrap(), "\"evt_1\"");
+    assert_eq!(
+        deliver("evt_2", "whsec_forged").await.unwrap().status(),
+        401
+    );
+    // The public port serves webhooks and nothing else.
+    let other = client.get(format!("{public}/restate/health")).send().await;
+    assert_eq!(other.unwrap().status(), 404);
+    // The admin API finds the event's invocation by its id, after a restart too.
+    t.restart().await;
+    assert_eq!(t.admin_url().unwrap(), admin);
+    assert_eq!(t.webhook_url().unwrap(), public);
+    let listed: serde_json::Value = client
+        .get(format!("{admin}/invocations?idempotency_key=evt_1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found = listed["invocations"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{listed}");
+    assert_eq!(found[0]["status"], "completed");
+    assert_eq!(deliver("evt_1", "whsec_t").await.unwrap().status(), 200);
+    // Without the methods, no port at all.
+    let quiet = TestRuntime::builder().build().await;
+    assert!(quiet.admin_url().is_none() && quiet.webhook_url().is_none());
+}

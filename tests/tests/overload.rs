@@ -215,6 +215,75 @@ async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
     drop(held);
 }
 
+/// A flood of connections over the cap, more than are refused at once (at least 16): each is
+/// still answered `429` in turn (accepting pauses while the refusals are busy, so the rest wait
+/// in the kernel's backlog), none closed unanswered or reset, and the held ones are unharmed.
+#[tokio::test]
+async fn a_flood_of_connections_over_the_cap_is_answered_429_every_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_MAX_CONNECTIONS", "16".to_owned()),
+        ("RESTATE_HEADER_TIMEOUT", "20s".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    poll(Duration::from_secs(10), || async {
+        listener_metric(&app, "restate_connections_open", "ingress").await == 0
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
+        stream.write_all(b"GET /restate/hea").await.unwrap();
+        held.push(stream);
+    }
+    poll(Duration::from_secs(10), || async {
+        listener_metric(&app, "restate_connections_open", "ingress").await == 16
+    })
+    .await;
+    // Over the cap, each sends its request whole but only after a pause, so that the
+    // refusals in progress pile up while more connections arrive.
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let target = addr(&app.ingress);
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(target).await.map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_millis(300 + (i % 7) * 50)).await;
+                let head = "POST /Waits/busy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n0";
+                stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+                let answer = read_to_close(&mut stream, Instant::now() + Duration::from_secs(60))
+                    .await
+                    .ok_or("no answer within 60 s")?;
+                Ok::<_, String>(String::from_utf8_lossy(&answer).to_lowercase())
+            })
+        })
+        .collect();
+    let mut unanswered = Vec::new();
+    for (i, answer) in flood.into_iter().enumerate() {
+        match answer.await.unwrap() {
+            Ok(a) if a.starts_with("http/1.1 429") && a.contains("retry-after: 1") => {}
+            other => unanswered.push((i, other)),
+        }
+    }
+    assert!(
+        unanswered.is_empty(),
+        "{} of 200 over the cap were not answered 429, e.g. {:?}",
+        unanswered.len(),
+        &unanswered[..unanswered.len().min(3)]
+    );
+    assert!(listener_metric(&app, "restate_connections_refused_total", "ingress").await >= 200);
+    // The held connections still finish their requests.
+    for mut stream in held {
+        stream
+            .write_all(b"lth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut stream, Instant::now() + Duration::from_secs(30))
+            .await
+            .expect("a held connection is answered");
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    }
+}
+
 /// A Stripe event of about 256 KiB (the padding is a field the handler ignores), built by
 /// copying, so that 3,000 senders start at once.
 fn big_event(i: usize) -> String {

@@ -30,6 +30,9 @@ const FAILED: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Before or after the command: `app --json services` and `app services --json` alike.
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,10 +57,7 @@ enum Command {
         command: InvocationsCommand,
     },
     /// The services a running process serves, with their handlers.
-    Services {
-        #[command(flatten)]
-        remote: Remote,
-    },
+    Services,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,8 +88,6 @@ enum InvocationsCommand {
         /// Continue after this cursor (the `next` of the previous page).
         #[arg(long)]
         after: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
     },
     /// One invocation: status, attempts, last error, result and its journal.
     Describe(Target),
@@ -107,8 +105,6 @@ enum InvocationsCommand {
 struct Target {
     /// The invocation id (`inv_…`).
     id: String,
-    #[command(flatten)]
-    remote: Remote,
 }
 
 /// Where the running process is and how its answer is shown.
@@ -116,11 +112,18 @@ struct Target {
 struct Remote {
     /// The admin API's address (default: RESTATE_ADMIN_ADDR, else 127.0.0.1:9070); its token
     /// is RESTATE_ADMIN_TOKEN.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", global = true)]
     admin: Option<String>,
     /// One JSON document on standard output instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
+}
+
+impl Remote {
+    /// Whether either option was given (they belong to a command).
+    fn given(&self) -> bool {
+        self.json || self.admin.is_some()
+    }
 }
 
 /// Reads the arguments after the binary's name (help and errors are for
@@ -145,7 +148,7 @@ fn arguments() -> impl Iterator<Item = String> {
 /// arguments of the binary's own are not commands.
 pub(crate) fn command_requested() -> bool {
     match parse(arguments()) {
-        Ok(cli) => cli.command.is_some(),
+        Ok(cli) => cli.command.is_some() || cli.remote.given(),
         Err(e) => matches!(
             e.kind(),
             clap::error::ErrorKind::DisplayHelp
@@ -191,7 +194,12 @@ impl RuntimeBuilder {
                 };
             }
         };
+        let remote = cli.remote;
         match cli.command {
+            None if remote.given() => {
+                eprintln!("error: --json and --admin go with a command (`help` lists them)");
+                ExitCode::from(FAILED)
+            }
             None => serve(self).await,
             Some(Command::CheckReplay {
                 data_dir,
@@ -206,8 +214,8 @@ impl RuntimeBuilder {
                 };
                 check_replay(builder, include_completed).await
             }
-            Some(Command::Invocations { command }) => invocations(command).await,
-            Some(Command::Services { remote }) => {
+            Some(Command::Invocations { command }) => invocations(command, &remote).await,
+            Some(Command::Services) => {
                 let client = AdminClient::from_env(remote.admin.as_deref());
                 answer(&remote, client.get("/services").await, show::services)
             }
@@ -247,7 +255,7 @@ async fn check_replay(builder: RuntimeBuilder, include_completed: bool) -> ExitC
     }
 }
 
-async fn invocations(command: InvocationsCommand) -> ExitCode {
+async fn invocations(command: InvocationsCommand, remote: &Remote) -> ExitCode {
     let (target, action) = match command {
         InvocationsCommand::List {
             service,
@@ -259,7 +267,6 @@ async fn invocations(command: InvocationsCommand) -> ExitCode {
             reason,
             limit,
             after,
-            remote,
         } => {
             let limit = limit.map(|n| n.to_string());
             let query = admin::query(&[
@@ -275,19 +282,19 @@ async fn invocations(command: InvocationsCommand) -> ExitCode {
             ]);
             let client = AdminClient::from_env(remote.admin.as_deref());
             let listed = client.get(&format!("/invocations{query}")).await;
-            return answer(&remote, listed, show::invocations);
+            return answer(remote, listed, show::invocations);
         }
         InvocationsCommand::Describe(target) => {
-            let client = AdminClient::from_env(target.remote.admin.as_deref());
+            let client = AdminClient::from_env(remote.admin.as_deref());
             let path = format!("/invocations/{}", admin::component(&target.id));
-            return answer(&target.remote, client.get(&path).await, show::invocation);
+            return answer(remote, client.get(&path).await, show::invocation);
         }
         InvocationsCommand::Cancel(target) => (target, "cancel"),
         InvocationsCommand::Kill(target) => (target, "kill"),
         InvocationsCommand::Resume(target) => (target, "resume"),
         InvocationsCommand::Purge(target) => (target, "purge"),
     };
-    let client = AdminClient::from_env(target.remote.admin.as_deref());
+    let client = AdminClient::from_env(remote.admin.as_deref());
     let path = format!("/invocations/{}/{action}", admin::component(&target.id));
     let done = client.patch(&path).await.map(|answer| {
         serde_json::json!({
@@ -296,7 +303,7 @@ async fn invocations(command: InvocationsCommand) -> ExitCode {
             "answer": answer,
         })
     });
-    answer(&target.remote, done, show::action)
+    answer(remote, done, show::action)
 }
 
 /// Prints what the admin API answered, as JSON or through `table`; the exit status says
@@ -346,6 +353,7 @@ mod tests {
                         database_url: None,
                         include_completed: true,
                     }),
+                ..
             }) => assert_eq!(dir, PathBuf::from("/b")),
             other => panic!("{other:?}"),
         }
@@ -371,14 +379,9 @@ mod tests {
             Ok(Cli {
                 command:
                     Some(Command::Invocations {
-                        command:
-                            InvocationsCommand::List {
-                                status,
-                                limit,
-                                remote,
-                                ..
-                            },
+                        command: InvocationsCommand::List { status, limit, .. },
                     }),
+                remote,
             }) => {
                 assert_eq!((status.as_deref(), limit), (Some("paused"), Some(5)));
                 assert!(remote.json);
@@ -392,7 +395,24 @@ mod tests {
                 "{action} needs an id"
             );
         }
-        assert!(parsed(&["services", "--json"]).is_ok());
+        // The options go before or after the command.
+        for args in [
+            &["services", "--json", "--admin", "h:1"][..],
+            &["--json", "--admin", "h:1", "services"],
+            &["--json", "invocations", "describe", "inv_1"],
+            &["invocations", "--admin", "h:1", "list", "--json"],
+        ] {
+            let cli = parsed(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(cli.command.is_some() && cli.remote.json, "{args:?}");
+        }
+        assert_eq!(
+            parsed(&["--admin", "h:2", "services"])
+                .unwrap()
+                .remote
+                .admin
+                .as_deref(),
+            Some("h:2")
+        );
         assert!(parsed(&["invocations", "explode", "inv_1"]).is_err());
         assert!(parsed(&["invocations", "list", "--limit", "many"]).is_err());
     }

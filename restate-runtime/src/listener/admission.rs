@@ -260,7 +260,8 @@ const HEALTH_PATHS: [&str; 2] = ["/restate/health", "/health"];
 
 /// Answers connections over the cap: each gets `429` for its first request and is closed.
 /// At most [`Refusal::at_once`] are answered at a time, each within [`REFUSAL_DEADLINE`];
-/// beyond that a connection is closed unanswered, the only bounded choice left.
+/// while all are busy the listener stops accepting, so the next connections wait in the
+/// kernel's backlog (bounded by it) to be answered in turn rather than closed unanswered.
 pub(super) struct Refusal {
     builder: auto::Builder<TokioExecutor>,
     limits: Limits,
@@ -290,11 +291,18 @@ impl Refusal {
         }
     }
 
-    /// Reads one request (head, then the body to drop), answers `429` and closes.
-    pub(super) fn answer(self: &Arc<Self>, stream: TcpStream) {
-        let Ok(permit) = self.at_once.clone().try_acquire_owned() else {
-            return;
-        };
+    /// One of the refusals that may run at once, when one is free.
+    pub(super) async fn slot(&self) -> OwnedSemaphorePermit {
+        self.at_once
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the refusals' semaphore is never closed")
+    }
+
+    /// Reads one request (head, then the body to drop), answers `429` and closes; `slot` is
+    /// held until then.
+    pub(super) fn answer(self: &Arc<Self>, stream: TcpStream, slot: OwnedSemaphorePermit) {
         let this = self.clone();
         tokio::spawn(async move {
             let limits = this.limits;
@@ -306,7 +314,7 @@ impl Refusal {
             );
             let connection = this.builder.serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(REFUSAL_DEADLINE * 2, connection).await;
-            drop(permit);
+            drop(slot);
         });
     }
 }

@@ -86,9 +86,17 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let metrics = &engine.metrics();
         if open.load(Ordering::Relaxed) >= limits.max_connections {
-            metrics.connections_refused.get_or_create(&label).inc();
-            refusal.answer(stream);
-            continue;
+            // Accepting pauses until a refusal is free: the connections behind wait in the
+            // kernel's backlog to be answered in turn, not closed unanswered.
+            let slot = tokio::select! {
+                slot = refusal.slot() => slot,
+                () = stopped(&mut stop) => break,
+            };
+            if open.load(Ordering::Relaxed) >= limits.max_connections {
+                metrics.connections_refused.get_or_create(&label).inc();
+                refusal.answer(stream, slot);
+                continue;
+            }
         }
         let counted = Counted::new(
             open.clone(),

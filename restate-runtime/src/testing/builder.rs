@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::incarnation::Incarnation;
+use super::listeners::Ports;
 use super::store::TestStore;
 use super::{TestRuntime, TestRuntimeError};
 use crate::Runtime;
@@ -26,6 +27,8 @@ pub struct TestRuntimeBuilder {
     start_at: SystemTime,
     serve_ingress: bool,
     ingress_addr: Option<std::net::SocketAddr>,
+    admin_addr: Option<std::net::SocketAddr>,
+    webhook_addr: Option<std::net::SocketAddr>,
     data_dir: Option<std::path::PathBuf>,
 }
 
@@ -52,6 +55,8 @@ impl TestRuntimeBuilder {
             start_at: TestRuntime::default_start(),
             serve_ingress: false,
             ingress_addr: None,
+            admin_addr: None,
+            webhook_addr: None,
             data_dir: None,
         }
     }
@@ -177,6 +182,50 @@ impl TestRuntimeBuilder {
         self
     }
 
+    /// Serves the admin API (and its web UI) on `addr`, as
+    /// [`RuntimeBuilder::admin_addr`](crate::RuntimeBuilder::admin_addr) does; port 0 takes a
+    /// free one, and [`TestRuntime::admin_url`] says which. Without it no admin port is opened
+    /// (the same views are [`TestRuntime`]'s inspection methods).
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let t = restate_runtime::testing::TestRuntime::builder()
+    ///     .admin_addr("127.0.0.1:0".parse().unwrap())
+    ///     .build()
+    ///     .await;
+    /// let metrics = format!("{}/metrics", t.admin_url().unwrap());
+    /// # let _ = metrics;
+    /// # }
+    /// ```
+    pub fn admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.admin_addr = Some(addr);
+        self
+    }
+
+    /// Serves the public webhook listener (verified webhooks only) on `addr`, as
+    /// [`RuntimeBuilder::webhook_addr`](crate::RuntimeBuilder::webhook_addr) does; port 0
+    /// takes a free one, and [`TestRuntime::webhook_url`] says which. Signatures are checked
+    /// against the virtual clock: sign with [`TestRuntime::now`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::webhook::Webhook;
+    /// let t = restate_runtime::testing::TestRuntime::builder()
+    ///     .webhook("Payments", "onEvent", Webhook::stripe(Some("whsec_test".into())))
+    ///     .webhook_addr("127.0.0.1:0".parse().unwrap())
+    ///     .build()
+    ///     .await;
+    /// let url = format!("{}/Payments/onEvent", t.webhook_url().unwrap());
+    /// # let _ = url;
+    /// # }
+    /// ```
+    pub fn webhook_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.webhook_addr = Some(addr);
+        self
+    }
+
     /// Headers never stored with an invocation, as
     /// [`RuntimeBuilder::secret_headers`](crate::RuntimeBuilder::secret_headers).
     ///
@@ -279,17 +328,11 @@ impl TestRuntimeBuilder {
             Some(dir) => TestStore::folder(dir),
             None => TestStore::Memory(MemoryStore::default()),
         };
-        let ingress = if self.serve_ingress {
-            let addr = self
-                .ingress_addr
-                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-            let listener = std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(TestRuntimeError::Listen)?;
-            Some(listener)
-        } else {
-            None
-        };
+        let ingress = self.serve_ingress.then(|| {
+            self.ingress_addr
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        });
+        let ports = Ports::bind(ingress, self.admin_addr, self.webhook_addr)?;
         let injected = Arc::new({
             let (killer, counter) = (store.clone(), store.clone());
             InjectedFaults::with_store(move || killer.kill(), move || counter.kills())
@@ -299,7 +342,7 @@ impl TestRuntimeBuilder {
             activity: None,
             injected: Some(injected.clone()),
         };
-        let live = Incarnation::start(&assembled, &hooks, &store, ingress.as_ref())?;
+        let live = Incarnation::start(&assembled, &hooks, &store, &ports)?;
         let reference = live.runtime.engine().reference();
         let t = TestRuntime {
             reference,
@@ -307,7 +350,7 @@ impl TestRuntimeBuilder {
             assembled,
             clock,
             store,
-            ingress,
+            ports,
             auto_advance: Arc::new(AtomicBool::new(false)),
             driver_paused: Arc::default(),
             live: Mutex::new(Some(live)),

@@ -1,11 +1,12 @@
 //! One life of a test runtime's engine, from start (with recovery) to the crash that ends it:
-//! the tokio runtime its tasks run on, the engine, and the ingress if served.
+//! the tokio runtime its tasks run on, the engine, and the ports it serves.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::TestRuntimeError;
+use super::listeners::Ports;
 use super::store::TestStore;
 use crate::clock::VirtualClock;
 use crate::engine::EngineHooks;
@@ -32,12 +33,12 @@ pub(super) struct Incarnation {
 }
 
 impl Incarnation {
-    /// Opens `store`, recovers, and serves the ingress on `ingress` if given.
+    /// Opens `store`, recovers, and serves the `ports` asked for.
     pub(super) fn start(
         assembled: &Assembled,
         hooks: &EngineHooks,
         store: &TestStore,
-        ingress: Option<&std::net::TcpListener>,
+        ports: &Ports,
     ) -> Result<Self, TestRuntimeError> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -56,14 +57,14 @@ impl Incarnation {
                     ..hooks.clone()
                 };
                 let runtime = assembled.start(storage.clone(), hooks)?;
-                if let Some(listener) = ingress {
+                for (port, listener) in ports.open() {
                     // A copy of the socket the test runtime keeps: connections made while no
                     // engine runs wait in its backlog.
                     let listener = listener
                         .try_clone()
                         .and_then(tokio::net::TcpListener::from_std)
                         .map_err(TestRuntimeError::Listen)?;
-                    tokio.spawn(runtime.serve_ingress_on(listener));
+                    tokio.spawn(runtime.serve_on(listener, port));
                 }
                 Ok::<_, TestRuntimeError>((runtime, storage))
             })()

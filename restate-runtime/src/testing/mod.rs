@@ -44,6 +44,7 @@ mod builder;
 mod faults;
 mod incarnation;
 mod inspect;
+mod listeners;
 mod ports;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -65,7 +66,7 @@ use incarnation::Incarnation;
 
 use crate::clock::{VirtualClock, millis};
 use crate::engine::{EngineRef, InjectedFaults};
-use crate::runtime::{Assembled, RuntimeHandle};
+use crate::runtime::{Assembled, Port, RuntimeHandle};
 
 /// How long [`TestRuntime::run_until_idle`] waits for a quiet moment before it gives up.
 pub const IDLE_PATIENCE: Duration = Duration::from_secs(120);
@@ -81,8 +82,8 @@ pub struct TestRuntime {
     assembled: Assembled,
     clock: Arc<VirtualClock>,
     store: store::TestStore,
-    /// The ingress's socket, kept across restarts, when asked for.
-    ingress: Option<std::net::TcpListener>,
+    /// The sockets of the ports asked for, kept across restarts.
+    ports: listeners::Ports,
     auto_advance: Arc<AtomicBool>,
     /// Held by `advance` and `restart`: time skipping waits meanwhile.
     driver_paused: Arc<AtomicUsize>,
@@ -405,13 +406,8 @@ impl TestRuntime {
         self.clock
             .set(self.clock.now_ms().saturating_add(millis(downtime)));
         self.injected.recovered();
-        let new = Incarnation::start(
-            &self.assembled,
-            &self.hooks(),
-            &self.store,
-            self.ingress.as_ref(),
-        )
-        .unwrap_or_else(|e| panic!("the test runtime could not recover: {e}"));
+        let new = Incarnation::start(&self.assembled, &self.hooks(), &self.store, &self.ports)
+            .unwrap_or_else(|e| panic!("the test runtime could not recover: {e}"));
         new.runtime.engine().adopt_reference(self.reference);
         if self.auto_advance.load(Ordering::SeqCst) {
             self.drive_clock(&new);
@@ -432,8 +428,44 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn ingress_url(&self) -> Option<String> {
-        let addr = self.ingress.as_ref()?.local_addr().ok()?;
-        Some(format!("http://{addr}"))
+        self.ports.url(Port::Ingress)
+    }
+
+    /// The admin API's base URL (`http://127.0.0.1:<port>`), when built with
+    /// [`TestRuntimeBuilder::admin_addr`]; the same after restarts.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder()
+    ///     .admin_addr("127.0.0.1:0".parse().unwrap())
+    ///     .build()
+    ///     .await;
+    /// let invocations = format!("{}/invocations", t.admin_url().unwrap());
+    /// # let _ = invocations;
+    /// # }
+    /// ```
+    pub fn admin_url(&self) -> Option<String> {
+        self.ports.url(Port::Admin)
+    }
+
+    /// The public webhook listener's base URL, when built with
+    /// [`TestRuntimeBuilder::webhook_addr`]; the same after restarts.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use restate_runtime::testing::TestRuntime;
+    /// let t = TestRuntime::builder()
+    ///     .webhook_addr("127.0.0.1:0".parse().unwrap())
+    ///     .build()
+    ///     .await;
+    /// assert!(t.webhook_url().unwrap().starts_with("http://127.0.0.1:"));
+    /// # }
+    /// ```
+    pub fn webhook_url(&self) -> Option<String> {
+        self.ports.url(Port::Webhooks)
     }
 
     fn drive_clock(&self, live: &Incarnation) {
@@ -534,7 +566,7 @@ pub enum TestRuntimeError {
     /// The engine's worker threads could not be started.
     #[error("cannot start the engine's threads: {0}")]
     Threads(std::io::Error),
-    /// The ingress could not listen on loopback.
+    /// A port asked for could not be bound.
     #[error("cannot listen on loopback: {0}")]
     Listen(std::io::Error),
     /// The schedules declared with `#[handler(cron = ..)]` could not be stored.
@@ -547,6 +579,8 @@ impl std::fmt::Debug for TestRuntime {
         f.debug_struct("TestRuntime")
             .field("now", &self.now())
             .field("ingress", &self.ingress_url())
+            .field("admin", &self.admin_url())
+            .field("webhooks", &self.webhook_url())
             .finish_non_exhaustive()
     }
 }
