@@ -79,7 +79,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// How long finished invocations keep their result (`RESTATE_RETENTION`, default 24 h).
     pub default_retention: Duration,
-    /// How often expired invocations are purged.
+    /// How often expired invocations are purged (`RESTATE_PURGE_INTERVAL`, default 1 s): an
+    /// idempotency key is forgotten at most this long after its retention ends.
     pub purge_interval: Duration,
     /// How long a handler waits (timer, call, awakeable, promise) before it is suspended: its
     /// task and memory released until the wait completes (`RESTATE_SUSPEND_AFTER`, default 10s).
@@ -136,7 +137,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             default_retention: Duration::from_secs(24 * 3600),
-            purge_interval: Duration::from_secs(10),
+            purge_interval: Duration::from_secs(1),
             suspend_after: Duration::from_secs(10),
             cache_bytes: 64 * 1024 * 1024,
             partitions: 256,
@@ -303,6 +304,14 @@ impl Config {
         if let Some(v) = var("RESTATE_RETENTION") {
             self.default_retention = parse("RESTATE_RETENTION", v, crate::duration::parse)?;
         }
+        if let Some(v) = var("RESTATE_PURGE_INTERVAL") {
+            self.purge_interval = parse("RESTATE_PURGE_INTERVAL", v, |v| {
+                crate::duration::parse(v).and_then(|d| match d.is_zero() {
+                    true => Err("must be more than zero".into()),
+                    false => Ok(d),
+                })
+            })?;
+        }
         if let Some(v) = var("RESTATE_SUSPEND_AFTER") {
             self.suspend_after = parse("RESTATE_SUSPEND_AFTER", v, crate::duration::parse)?;
         }
@@ -417,6 +426,17 @@ mod tests {
         );
         assert_eq!(c.default_retention, Duration::from_secs(3600));
         assert_eq!(c.admin_addr.port(), 9070);
+        assert_eq!(c.purge_interval, Duration::from_secs(1));
+        c.apply(|n| (n == "RESTATE_PURGE_INTERVAL").then(|| "250ms".into()))
+            .unwrap();
+        assert_eq!(c.purge_interval, Duration::from_millis(250));
+        let zero = Config::default()
+            .apply(|n| (n == "RESTATE_PURGE_INTERVAL").then(|| "0".into()))
+            .unwrap_err();
+        assert!(
+            zero.to_string().contains("RESTATE_PURGE_INTERVAL"),
+            "{zero}"
+        );
         let err = Config::default()
             .apply(|n| (n == "RESTATE_ADMIN_ADDR").then(|| "nope".into()))
             .unwrap_err();

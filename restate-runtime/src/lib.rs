@@ -284,6 +284,21 @@ pub fn init_tracing() {
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// The serde this runtime is built with, for apps that derive through it without depending
+/// on serde themselves.
+///
+/// ```
+/// use restate_runtime::prelude::*;
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(crate = "restate_runtime::serde")]
+/// pub struct Invoice {
+///     id: String,
+/// }
+/// # let _ = Invoice { id: "in_1".into() }.id;
+/// ```
+pub use serde;
+
 /// Everything a handler module needs: `use restate_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::{

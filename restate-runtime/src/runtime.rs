@@ -225,7 +225,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How often expired invocations are purged (default 10 s).
+    /// How often expired invocations are purged (default 1 s; `RESTATE_PURGE_INTERVAL`): an
+    /// idempotency key is forgotten at most this long after its retention ends.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

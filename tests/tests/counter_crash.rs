@@ -197,3 +197,61 @@ async fn ten_keys_100_increments_each_survive_a_kill() {
 async fn hundred_keys_10_increments_each_survive_a_kill() {
     increments_survive_a_kill(100, 10, 64).await;
 }
+
+/// An idempotency key is kept for its retention and forgotten soon after (the purge runs every
+/// `RESTATE_PURGE_INTERVAL`): a duplicate within it gets the stored result, a request with the
+/// same key after it runs again.
+#[tokio::test]
+async fn an_idempotency_key_is_forgotten_after_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_RETENTION", "1s".to_owned()),
+        ("RESTATE_PURGE_INTERVAL", "100ms".to_owned()),
+    ];
+    let app = App::start(
+        env!("CARGO_BIN_EXE_crash_app"),
+        &dir.path().join("data"),
+        &env,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let add = || {
+        client
+            .post(format!("{}/Tally/expiring/add", app.ingress))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "once")
+            .body("1")
+            .send()
+    };
+    let sent_at = Instant::now();
+    let first = add().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.json::<u64>().await.unwrap(), 1);
+    let duplicate = add().await.unwrap();
+    assert!(duplicate.headers().contains_key("idempotency-expires"));
+    assert_eq!(
+        duplicate.json::<u64>().await.unwrap(),
+        1,
+        "the stored result"
+    );
+    // Once forgotten, the same key runs the handler again (the default interval is a second;
+    // the deadline is far beyond either).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let again = add().await.unwrap();
+        let fresh = !again.headers().contains_key("idempotency-expires");
+        let count = again.json::<u64>().await.unwrap();
+        if fresh {
+            assert_eq!(count, 2, "ran again, once");
+            // It completed after it was sent, and was kept a second from then.
+            assert!(
+                sent_at.elapsed() >= Duration::from_secs(1),
+                "forgotten too early"
+            );
+            break;
+        }
+        assert_eq!(count, 1, "a duplicate still gets the stored result");
+        assert!(Instant::now() < deadline, "the key was not forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

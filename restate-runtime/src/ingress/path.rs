@@ -98,7 +98,9 @@ fn decode_key(raw: &str) -> Result<String, PathError> {
 
 pub(crate) fn parse(path: &str, registry: &Registry) -> Result<Route, PathError> {
     let trimmed = path.trim_end_matches('/');
-    let trimmed = trimmed.strip_prefix('/').unwrap_or(trimmed);
+    // A leading `//` (a client's base URL ending in `/`) collapses, as Restate's does; inner
+    // empty segments stay (`/Counter//key` is the empty key).
+    let trimmed = trimmed.trim_start_matches('/');
     let segments: Vec<&str> = trimmed.split('/').collect();
     if trimmed.is_empty() || !(2..=7).contains(&segments.len()) {
         return Err(bad(format!("bad path: {path}")));
@@ -226,6 +228,11 @@ mod tests {
     fn restate_paths() {
         let r = Registry::default();
         assert_eq!(parse("/restate/health", &r).unwrap(), Route::Health);
+        // A leading `//` collapses, a trailing slash is trimmed.
+        assert_eq!(parse("//restate/health/", &r).unwrap(), Route::Health);
+        let unknown = parse("//Nope/x", &r).unwrap_err();
+        assert_eq!(unknown.status, 404);
+        assert!(unknown.message.contains("'Nope'"), "{}", unknown.message);
         assert_eq!(parse("/Greeter", &r).unwrap_err().status, 400);
         assert_eq!(parse("/Nope/x", &r).unwrap_err().status, 404);
         assert_eq!(parse("/restate/unknown", &r).unwrap_err().status, 404);

@@ -62,6 +62,16 @@ fn expires_header(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// A send's answer, its fields in Restate's order (a client comparing the text sees the same).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SendBody {
+    invocation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_time: Option<String>,
+    status: &'static str,
+}
+
 /// `202 {"invocationId", "executionTime"?, "status"}` with `x-restate-id`.
 pub(crate) fn accepted(
     id: InvocationId,
@@ -72,12 +82,11 @@ pub(crate) fn accepted(
         SendStatus::Accepted => "Accepted",
         SendStatus::PreviouslyAccepted => "PreviouslyAccepted",
     };
-    let mut body = serde_json::Map::new();
-    body.insert("invocationId".into(), id.to_string().into());
-    if let Some(at) = execution_time_ms {
-        body.insert("executionTime".into(), execution_time(at).into());
-    }
-    body.insert("status".into(), status.into());
+    let body = SendBody {
+        invocation_id: id.to_string(),
+        execution_time: execution_time_ms.map(execution_time),
+        status,
+    };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     response
         .headers_mut()
@@ -104,5 +113,30 @@ mod tests {
         assert_eq!(execution_time(ms - 666), "2026-11-29T03:57:08Z");
         assert_eq!(expires_header(ms), "2026-11-29T03:57:08.666+00:00");
         assert_eq!(expires_header(ms - 666), "2026-11-29T03:57:08.000+00:00");
+    }
+
+    #[test]
+    fn a_send_answers_its_fields_in_restates_order() {
+        let id = InvocationId::random(7);
+        let body = |at| async move {
+            let response = accepted(id, SendStatus::Accepted, at);
+            let bytes = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            rt.block_on(body(Some(1_795_924_628_666))),
+            format!(
+                r#"{{"invocationId":"{id}","executionTime":"2026-11-29T03:57:08.666000000Z","status":"Accepted"}}"#
+            )
+        );
+        assert_eq!(
+            rt.block_on(body(None)),
+            format!(r#"{{"invocationId":"{id}","status":"Accepted"}}"#)
+        );
     }
 }
