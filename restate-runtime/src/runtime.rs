@@ -1081,6 +1081,39 @@ impl Runtime {
         &self.engine.config().app_version
     }
 
+    /// The services this runtime serves (those collected through `inventory` and those
+    /// bound), sorted by name, each with its kind and handlers: what `GET /services` lists.
+    ///
+    /// ```standalone_crate
+    /// use restate_runtime::prelude::*;
+    /// use restate_runtime::ServiceKind;
+    /// #[derive(Default)]
+    /// pub struct Tracker;
+    /// #[object]
+    /// impl Tracker {
+    ///     #[handler]
+    ///     async fn ping(&self, _ctx: ObjectContext<'_>) -> HandlerResult<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let runtime = Runtime::builder().without_env().data_dir(dir.path()).build()?;
+    /// let tracker = runtime.services().into_iter().find(|s| s.name == "Tracker").unwrap();
+    /// assert_eq!(tracker.kind, ServiceKind::VirtualObject);
+    /// assert_eq!(tracker.handlers[0].name, "ping");
+    /// # Ok(()) }
+    /// ```
+    pub fn services(&self) -> Vec<ServiceDefinition> {
+        self.engine
+            .registry()
+            .definitions()
+            .iter()
+            .map(|d| ServiceDefinition::clone(d))
+            .collect()
+    }
+
     /// A handle for invoking services in-process, without HTTP.
     ///
     /// ```no_run
@@ -1274,7 +1307,8 @@ impl Runtime {
     ) -> Result<(), ServeError> {
         let limits = self.listener_limits();
         let bind = |addr| {
-            crate::listener::bind(addr, limits.max_connections)
+            // A burst beyond the cap waits in the backlog to be answered (429), not dropped.
+            crate::listener::bind(addr, limits.max_connections.max(1024))
                 .map_err(|source| ServeError::Bind { addr, source })
         };
         let ingress = bind(self.config.ingress_addr)?;

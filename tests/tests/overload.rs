@@ -215,7 +215,7 @@ async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
     drop(held);
 }
 
-/// A flood of connections over the cap, more than are refused at once (at least 16): each is
+/// A flood of connections over the cap, more than are refused at once (at least 256): each is
 /// still answered `429` in turn (accepting pauses while the refusals are busy, so the rest wait
 /// in the kernel's backlog), none closed unanswered or reset, and the held ones are unharmed.
 #[tokio::test]
@@ -242,12 +242,13 @@ async fn a_flood_of_connections_over_the_cap_is_answered_429_every_one() {
     .await;
     // Over the cap, each sends its request whole but only after a pause, so that the
     // refusals in progress pile up while more connections arrive.
-    let flood: Vec<_> = (0..200)
+    const FLOOD: usize = 600;
+    let flood: Vec<_> = (0..FLOOD)
         .map(|i| {
             let target = addr(&app.ingress);
             tokio::spawn(async move {
                 let mut stream = TcpStream::connect(target).await.map_err(|e| e.to_string())?;
-                tokio::time::sleep(Duration::from_millis(300 + (i % 7) * 50)).await;
+                tokio::time::sleep(Duration::from_millis(300 + (i as u64 % 7) * 50)).await;
                 let head = "POST /Waits/busy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n0";
                 stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
                 let answer = read_to_close(&mut stream, Instant::now() + Duration::from_secs(60))
@@ -266,11 +267,13 @@ async fn a_flood_of_connections_over_the_cap_is_answered_429_every_one() {
     }
     assert!(
         unanswered.is_empty(),
-        "{} of 200 over the cap were not answered 429, e.g. {:?}",
+        "{} of {FLOOD} over the cap were not answered 429, e.g. {:?}",
         unanswered.len(),
         &unanswered[..unanswered.len().min(3)]
     );
-    assert!(listener_metric(&app, "restate_connections_refused_total", "ingress").await >= 200);
+    assert!(
+        listener_metric(&app, "restate_connections_refused_total", "ingress").await >= FLOOD as u64
+    );
     // The held connections still finish their requests.
     for mut stream in held {
         stream
@@ -282,6 +285,48 @@ async fn a_flood_of_connections_over_the_cap_is_answered_429_every_one() {
             .expect("a held connection is answered");
         assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     }
+}
+
+/// Clients over the cap that connect and send nothing hold the refusals for at most their
+/// deadline: accepting pauses for a bounded time only, and once connections free up under the
+/// cap a new client is served, whatever the silent ones do.
+#[tokio::test]
+async fn silent_connections_over_the_cap_do_not_stop_accepting() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_MAX_CONNECTIONS", "16".to_owned()),
+        ("RESTATE_HEADER_TIMEOUT", "3s".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    poll(Duration::from_secs(10), || async {
+        listener_metric(&app, "restate_connections_open", "ingress").await == 0
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(addr(&app.ingress)).await.unwrap());
+    }
+    poll(Duration::from_secs(10), || async {
+        listener_metric(&app, "restate_connections_open", "ingress").await == 16
+    })
+    .await;
+    // More silent connections than there are refusals (256).
+    let mut silent = Vec::new();
+    for _ in 0..400 {
+        if let Ok(stream) = TcpStream::connect(addr(&app.ingress)).await {
+            silent.push(stream);
+        }
+    }
+    drop(held);
+    // Served once under the cap again, while the silent ones are still open (those accepted
+    // under the cap meanwhile hold it until their header timeout).
+    poll(Duration::from_secs(30), || async {
+        let health = reqwest::get(format!("{}/restate/health", app.ingress)).await;
+        health.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(!silent.is_empty());
+    drop(silent);
 }
 
 /// A Stripe event of about 256 KiB (the padding is a field the handler ignores), built by

@@ -260,14 +260,17 @@ const HEALTH_PATHS: [&str; 2] = ["/restate/health", "/health"];
 
 /// Answers connections over the cap: each gets `429` for its first request and is closed.
 /// At most [`Refusal::at_once`] are answered at a time, each within [`REFUSAL_DEADLINE`];
-/// while all are busy the listener stops accepting, so the next connections wait in the
-/// kernel's backlog (bounded by it) to be answered in turn rather than closed unanswered.
+/// while all are busy the listener stops accepting for up to a second, so the next
+/// connections wait in the kernel's backlog to be answered in turn; only when every refusal
+/// stays held by a client that sends nothing is a connection closed unanswered.
 pub(super) struct Refusal {
     builder: auto::Builder<TokioExecutor>,
     limits: Limits,
     at_once: Arc<Semaphore>,
 }
 
+/// Refusals answered at once at least (each holds a connection and a small buffer).
+const REFUSALS: usize = 256;
 /// How long an over-cap connection may take to send its request.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -287,7 +290,7 @@ impl Refusal {
         Self {
             builder: builder.http1_only(),
             limits,
-            at_once: Arc::new(Semaphore::new((limits.max_connections / 8).max(16))),
+            at_once: Arc::new(Semaphore::new((limits.max_connections / 8).max(REFUSALS))),
         }
     }
 

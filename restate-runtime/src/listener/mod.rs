@@ -51,6 +51,9 @@ pub(crate) struct Limits {
 const READ_BUFFER: usize = 16 * 1024;
 /// HTTP/2 flow-control windows: what a client may send before the server reads it.
 const H2_WINDOW: u32 = 64 * 1024;
+/// How long accepting waits for a refusal to be free before it closes a connection over the
+/// cap unanswered.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 /// How long open requests may take to finish once serving stops.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -87,14 +90,19 @@ pub(crate) async fn serve(
         let metrics = &engine.metrics();
         if open.load(Ordering::Relaxed) >= limits.max_connections {
             // Accepting pauses until a refusal is free: the connections behind wait in the
-            // kernel's backlog to be answered in turn, not closed unanswered.
+            // kernel's backlog to be answered in turn, not closed unanswered. A pause is
+            // bounded, so that clients too slow to be refused cannot stall accepting.
             let slot = tokio::select! {
-                slot = refusal.slot() => slot,
+                slot = tokio::time::timeout(REFUSAL_WAIT, refusal.slot()) => slot,
                 () = stopped(&mut stop) => break,
             };
             if open.load(Ordering::Relaxed) >= limits.max_connections {
                 metrics.connections_refused.get_or_create(&label).inc();
-                refusal.answer(stream, slot);
+                match slot {
+                    Ok(slot) => refusal.answer(stream, slot),
+                    // Every refusal is held by a client that has not sent its request.
+                    Err(_) => drop(stream),
+                }
                 continue;
             }
         }
