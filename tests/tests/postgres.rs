@@ -998,3 +998,100 @@ async fn drains_and_undrains_in_quick_succession_end_as_the_last_one_says() {
     }
     assert!(app.terminate().success());
 }
+
+/// Debounce across two processes on one database: the arrivals of a key's burst, sent half to
+/// each process and with the first SIGKILLed between the halves, run the handler once, with
+/// the last arrival, in whichever process runs the key's partition then.
+#[tokio::test]
+async fn a_debounced_burst_spread_over_two_processes_and_a_sigkill_runs_once_with_its_last_input() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url),
+        ("RESTATE_LEASE_TTL", "1s".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("RESTATE_SUSPEND_AFTER", "20ms".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..8).map(|k| format!("key-{k}")).collect();
+    let arrive = |app: &App, key: &str, n: u32| {
+        let url = format!("{}/Settle/burst/send", app.ingress);
+        let body = serde_json::json!([key, n]);
+        let client = client.clone();
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        }
+    };
+    for n in 0..5 {
+        for (i, key) in keys.iter().enumerate() {
+            arrive(
+                if (i + n as usize).is_multiple_of(2) {
+                    &first
+                } else {
+                    &second
+                },
+                key,
+                n,
+            )
+            .await;
+        }
+    }
+    first.kill();
+    for n in 5..10 {
+        for key in &keys {
+            arrive(&second, key, n).await;
+        }
+    }
+    let settled = || {
+        support::lines(&steps)
+            .into_iter()
+            .filter(|l| l.starts_with("settled "))
+            .collect::<Vec<_>>()
+    };
+    poll(Duration::from_secs(60), || {
+        std::future::ready(settled().len() >= keys.len())
+    })
+    .await;
+    // A second burst of a key would close 3 s after its last arrival: none runs in 5 s.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let log = settled();
+        assert!(
+            log.len() <= keys.len(),
+            "runs beyond one a key:\n{}",
+            log.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = settled();
+    for key in &keys {
+        let runs: Vec<_> = log
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(key.as_str()))
+            .collect();
+        assert_eq!(
+            runs.len(),
+            1,
+            "{key} ran {} times:\n{}",
+            runs.len(),
+            log.join("\n")
+        );
+        assert_eq!(
+            runs[0].split(' ').nth(2),
+            Some("9"),
+            "the last input: {}",
+            runs[0]
+        );
+    }
+    second.kill();
+}

@@ -365,6 +365,33 @@ impl Gated {
     }
 }
 
+impl Gated {
+    /// A debounced arrival's key: its first element.
+    fn burst(arrival: &(String, u32)) -> &str {
+        &arrival.0
+    }
+}
+
+/// Debounced per key: once a key's arrivals `[key, n]` have stopped for 3 s, runs once with the
+/// last of them and appends `settled <key> <n> <pid>` to `STEPS_FILE`.
+#[derive(Default)]
+pub struct Settle;
+
+#[service]
+impl Settle {
+    #[handler(debounce(key = Gated::burst, period = "3s", max_wait = "20s"))]
+    async fn burst(&self, ctx: Context<'_>, arrival: (String, u32)) -> HandlerResult<u32> {
+        let line = format!("settled {} {} {}", arrival.0, arrival.1, std::process::id());
+        ctx.run(|| {
+            let line = line.clone();
+            async move { Ok(append(&line)?) }
+        })
+        .name("settled")
+        .await?;
+        Ok(arrival.1)
+    }
+}
+
 /// The target of a schedule in the crash tests: counts each tick it is given in journaled
 /// state, so a tick that ran twice counts 2 and one that never ran is missing.
 #[derive(Default)]
