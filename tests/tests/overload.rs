@@ -172,14 +172,18 @@ async fn requests_over_the_in_flight_cap_get_429_with_retry_after() {
     assert_eq!(busy(1).await.unwrap().status(), 200, "admitted again");
 }
 
-#[tokio::test]
-async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
-    let dir = tempfile::tempdir().unwrap();
+/// The crash app with a cap of 16 connections and `header_timeout`, all 16 taken by
+/// connections that have sent `prefix` of a request (and nothing more yet).
+async fn app_at_its_connection_cap(
+    dir: &std::path::Path,
+    header_timeout: &str,
+    prefix: &[u8],
+) -> (App, Vec<TcpStream>) {
     let env = [
         ("RESTATE_MAX_CONNECTIONS", "16".to_owned()),
-        ("RESTATE_HEADER_TIMEOUT", "10s".to_owned()),
+        ("RESTATE_HEADER_TIMEOUT", header_timeout.to_owned()),
     ];
-    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let app = App::start(BIN, &dir.join("data"), &env).await;
     // The start's health check has closed its connection (else one of the 16 is over the cap).
     poll(Duration::from_secs(10), || async {
         listener_metric(&app, "restate_connections_open", "ingress").await == 0
@@ -188,13 +192,20 @@ async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
     let mut held = Vec::new();
     for _ in 0..16 {
         let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
-        stream.write_all(b"GET /restate/hea").await.unwrap();
+        stream.write_all(prefix).await.unwrap();
         held.push(stream);
     }
     poll(Duration::from_secs(10), || async {
         listener_metric(&app, "restate_connections_open", "ingress").await == 16
     })
     .await;
+    (app, held)
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, held) = app_at_its_connection_cap(dir.path(), "10s", b"GET /restate/hea").await;
     // A 256 KiB request on one connection too many: read whole, then 429 and closed.
     let body = vec![b'7'; 256 * 1024];
     let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
@@ -221,25 +232,7 @@ async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
 #[tokio::test]
 async fn a_flood_of_connections_over_the_cap_is_answered_429_every_one() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_MAX_CONNECTIONS", "16".to_owned()),
-        ("RESTATE_HEADER_TIMEOUT", "20s".to_owned()),
-    ];
-    let app = App::start(BIN, &dir.path().join("data"), &env).await;
-    poll(Duration::from_secs(10), || async {
-        listener_metric(&app, "restate_connections_open", "ingress").await == 0
-    })
-    .await;
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
-        stream.write_all(b"GET /restate/hea").await.unwrap();
-        held.push(stream);
-    }
-    poll(Duration::from_secs(10), || async {
-        listener_metric(&app, "restate_connections_open", "ingress").await == 16
-    })
-    .await;
+    let (app, held) = app_at_its_connection_cap(dir.path(), "20s", b"GET /restate/hea").await;
     // Over the cap, each sends its request whole but only after a pause, so that the
     // refusals in progress pile up while more connections arrive.
     const FLOOD: usize = 600;
@@ -293,23 +286,7 @@ async fn a_flood_of_connections_over_the_cap_is_answered_429_every_one() {
 #[tokio::test]
 async fn silent_connections_over_the_cap_do_not_stop_accepting() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_MAX_CONNECTIONS", "16".to_owned()),
-        ("RESTATE_HEADER_TIMEOUT", "3s".to_owned()),
-    ];
-    let app = App::start(BIN, &dir.path().join("data"), &env).await;
-    poll(Duration::from_secs(10), || async {
-        listener_metric(&app, "restate_connections_open", "ingress").await == 0
-    })
-    .await;
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        held.push(TcpStream::connect(addr(&app.ingress)).await.unwrap());
-    }
-    poll(Duration::from_secs(10), || async {
-        listener_metric(&app, "restate_connections_open", "ingress").await == 16
-    })
-    .await;
+    let (app, held) = app_at_its_connection_cap(dir.path(), "3s", b"").await;
     // More silent connections than there are refusals (256).
     let mut silent = Vec::new();
     for _ in 0..400 {
