@@ -204,13 +204,20 @@ pub(super) async fn list(
         return ApiError::ingress(400, e).into_response();
     }
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let matches =
-        |id: &InvocationId, r: &InvocationRecord| filter.matches(r, || engine.shown_status(id, r));
+    // Read once per invocation: the status filtered on is the one shown.
+    let shown = std::cell::RefCell::new(std::collections::HashMap::new());
+    let status_of = |id: &InvocationId, r: &InvocationRecord| {
+        *shown
+            .borrow_mut()
+            .entry(*id)
+            .or_insert_with(|| engine.shown_status(id, r))
+    };
+    let matches = |id: &InvocationId, r: &InvocationRecord| filter.matches(r, || status_of(id, r));
     match engine.list(matches, after, limit) {
         Ok((page, next)) => axum::Json(json!({
             "invocations": page
                 .iter()
-                .map(|(id, r)| summary(*id, r, engine.shown_status(id, r)))
+                .map(|(id, r)| summary(*id, r, status_of(id, r)))
                 .collect::<Vec<_>>(),
             "next": next.map(|id| id.to_string()),
         }))
@@ -361,7 +368,7 @@ pub(super) async fn bulk(
         return ApiError::ingress(
             400,
             "a bulk action needs at least one filter (status, reason, version, service, \
-             handler or key): one over every invocation is refused",
+             handler, key or idempotency_key): one over every invocation is refused",
         )
         .into_response();
     }

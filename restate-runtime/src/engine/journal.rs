@@ -24,12 +24,12 @@ impl Journal {
         }
     }
 
-    /// Entries in index order.
     /// The entries in index order.
     pub fn entries(&self) -> &[(u32, JournalEntry)] {
         &self.0
     }
 
+    /// The entries in index order, as `(index, entry)` pairs of references.
     pub fn iter(&self) -> impl Iterator<Item = (&u32, &JournalEntry)> {
         self.0.iter().map(|(index, entry)| (index, entry))
     }

@@ -1234,8 +1234,6 @@ impl Engine {
         }
     }
 
-    /// A page of invocations matching `filter`, in id order after `after`; the second value is
-    /// the cursor for the next page. In-memory state wins over the stored record.
     /// The status an invocation is shown with: its record's, except `queued` for one that
     /// waits for a concurrency limit's permit (which reads its journal).
     pub(crate) fn shown_status(
@@ -1257,6 +1255,8 @@ impl Engine {
         if waiting { "queued" } else { stored }
     }
 
+    /// A page of invocations matching `filter`, in id order after `after`; the second value is
+    /// the cursor for the next page. In-memory state wins over the stored record.
     pub(crate) fn list(
         &self,
         filter: impl Fn(&InvocationId, &InvocationRecord) -> bool,

@@ -151,7 +151,8 @@ fn actions_for(service: &str, status: &str) -> &'static [&'static str] {
     match status {
         "completed" => &["purge", "restart"],
         "paused" => &["resume", "cancel", "kill", "restart"],
-        "suspended" => &["cancel", "kill", "restart"],
+        // Waiting for a permit is a suspension (or a start) the engine restarts alike.
+        "suspended" | "queued" => &["cancel", "kill", "restart"],
         _ => &["cancel", "kill"],
     }
 }
@@ -483,4 +484,19 @@ pub(super) fn problem(base: &str, title: &str, message: &str) -> String {
         esc(message)
     );
     page(base, title, Section::None, false, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::actions_for;
+
+    #[test]
+    fn one_waiting_for_a_permit_can_be_restarted_as_a_suspended_one() {
+        assert_eq!(
+            actions_for("Svc", "queued"),
+            actions_for("Svc", "suspended")
+        );
+        assert!(actions_for("Svc", "queued").contains(&"restart"));
+        assert!(!actions_for("Svc", "running").contains(&"restart"));
+    }
 }
