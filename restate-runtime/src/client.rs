@@ -63,11 +63,13 @@ pub trait Caller: Clone {
 /// Builds a generated service client from a caller, for `ctx.service_client::<XClient>()`
 /// (deprecated; `ctx.client::<X>()` names the service type instead).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not the client of a `#[service]`",
+    message = "`{Self}` is not the client of a `#[service]` for the caller `{C}`",
     label = "expected the generated client of a `#[service]`",
     note = "`service_client::<XClient>()` takes the client generated for a `#[service]` type `X`; \
             for an `#[object]` use `object::<X>(key)`, for a `#[workflow]` `workflow::<X>(key)`",
-    note = "simpler: `client::<X>()` with the service type itself"
+    note = "simpler: `client::<X>()` with the service type itself",
+    note = "a generated client names its caller: `XClient` inside handlers, `XClient<RuntimeHandle>` \
+            outside them (on a `RuntimeHandle`)"
 )]
 pub trait IntoServiceClient<C: Caller> {
     /// Builds the client.
@@ -77,11 +79,13 @@ pub trait IntoServiceClient<C: Caller> {
 /// Builds a generated virtual-object client for one key, for
 /// `ctx.object_client::<XClient>(key)` (deprecated; `ctx.object::<X>(key)` instead).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not the client of an `#[object]`",
+    message = "`{Self}` is not the client of an `#[object]` for the caller `{C}`",
     label = "expected the generated client of an `#[object]`",
     note = "`object_client::<XClient>(key)` takes the client generated for an `#[object]` type `X`; \
             for a `#[service]` use `client::<X>()`, for a `#[workflow]` `workflow::<X>(key)`",
-    note = "simpler: `object::<X>(key)` with the object type itself"
+    note = "simpler: `object::<X>(key)` with the object type itself",
+    note = "a generated client names its caller: `XClient` inside handlers, `XClient<RuntimeHandle>` \
+            outside them (on a `RuntimeHandle`)"
 )]
 pub trait IntoObjectClient<C: Caller> {
     /// Builds the client.
@@ -91,11 +95,13 @@ pub trait IntoObjectClient<C: Caller> {
 /// Builds a generated workflow client for one key, for
 /// `ctx.workflow_client::<XClient>(key)` (deprecated; `ctx.workflow::<X>(key)` instead).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not the client of a `#[workflow]`",
+    message = "`{Self}` is not the client of a `#[workflow]` for the caller `{C}`",
     label = "expected the generated client of a `#[workflow]`",
     note = "`workflow_client::<XClient>(key)` takes the client generated for a `#[workflow]` type `X`; \
             for a `#[service]` use `client::<X>()`, for an `#[object]` `object::<X>(key)`",
-    note = "simpler: `workflow::<X>(key)` with the workflow type itself"
+    note = "simpler: `workflow::<X>(key)` with the workflow type itself",
+    note = "a generated client names its caller: `XClient` inside handlers, `XClient<RuntimeHandle>` \
+            outside them (on a `RuntimeHandle`)"
 )]
 pub trait IntoWorkflowClient<C: Caller> {
     /// Builds the client.

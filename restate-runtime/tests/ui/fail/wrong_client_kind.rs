@@ -27,4 +27,10 @@ impl Greeter {
     }
 }
 
+/// Outside a handler, a client named without its caller.
+#[allow(deprecated)]
+fn outside(handle: RuntimeHandle) {
+    let _ = handle.service_client::<GreeterClient>();
+}
+
 fn main() {}
