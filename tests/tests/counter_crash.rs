@@ -255,3 +255,55 @@ async fn an_idempotency_key_is_forgotten_after_its_retention() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Requests with one idempotency key arriving together while its retention ends and the purge
+/// forgets it: each gets the stored result or the one new run's, and the handler runs once
+/// more, never twice (a duplicate racing the purge, in both orders).
+#[tokio::test]
+async fn duplicates_racing_the_purge_of_their_key_run_the_handler_once_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_RETENTION", "1s".to_owned()),
+        ("RESTATE_PURGE_INTERVAL", "50ms".to_owned()),
+    ];
+    let app = App::start(
+        env!("CARGO_BIN_EXE_crash_app"),
+        &dir.path().join("data"),
+        &env,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let add = || async {
+        let r = client
+            .post(format!("{}/Tally/racing/add", app.ingress))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "once")
+            .body("1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<u64>().await.unwrap()
+    };
+    assert_eq!(add().await, 1);
+    // Batches of eight at once, from before the expiry until one batch sees the new run only.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answers = futures::future::join_all((0..8).map(|_| add())).await;
+        assert!(answers.iter().all(|n| *n == 1 || *n == 2), "{answers:?}");
+        if answers.iter().all(|n| *n == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the key was not forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let count: u64 = client
+        .post(format!("{}/Tally/racing/get", app.ingress))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "one run before the expiry and one after");
+}

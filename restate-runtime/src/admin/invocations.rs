@@ -204,15 +204,24 @@ pub(super) async fn list(
         return ApiError::ingress(400, e).into_response();
     }
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    // Read once per invocation: the status filtered on is the one shown.
+    // The status filtered on is the one shown (read once); kept for the page's rows only.
     let shown = std::cell::RefCell::new(std::collections::HashMap::new());
-    let status_of = |id: &InvocationId, r: &InvocationRecord| {
-        *shown
-            .borrow_mut()
-            .entry(*id)
-            .or_insert_with(|| engine.shown_status(id, r))
+    let matches = |id: &InvocationId, r: &InvocationRecord| {
+        let read = std::cell::Cell::new(None);
+        let matched = filter.matches(r, || {
+            let status = engine.shown_status(id, r);
+            read.set(Some(status));
+            status
+        });
+        if let (true, Some(status)) = (matched, read.get()) {
+            shown.borrow_mut().insert(*id, status);
+        }
+        matched
     };
-    let matches = |id: &InvocationId, r: &InvocationRecord| filter.matches(r, || status_of(id, r));
+    let status_of = |id: &InvocationId, r: &InvocationRecord| {
+        let known = shown.borrow().get(id).copied();
+        known.unwrap_or_else(|| engine.shown_status(id, r))
+    };
     match engine.list(matches, after, limit) {
         Ok((page, next)) => axum::Json(json!({
             "invocations": page

@@ -262,7 +262,8 @@ const HEALTH_PATHS: [&str; 2] = ["/restate/health", "/health"];
 /// At most [`Refusal::at_once`] are answered at a time, each within [`REFUSAL_DEADLINE`];
 /// while all are busy the listener stops accepting for up to a second, so the next
 /// connections wait in the kernel's backlog to be answered in turn; only when every refusal
-/// stays held by a client that sends nothing is a connection closed unanswered.
+/// stays held by a client that sends nothing for that second are connections closed
+/// unanswered, at once, until a refusal is free again.
 pub(super) struct Refusal {
     builder: auto::Builder<TokioExecutor>,
     limits: Limits,
@@ -292,6 +293,11 @@ impl Refusal {
             limits,
             at_once: Arc::new(Semaphore::new((limits.max_connections / 8).max(REFUSALS))),
         }
+    }
+
+    /// One of the refusals that may run at once, if one is free now.
+    pub(super) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.at_once.clone().try_acquire_owned().ok()
     }
 
     /// One of the refusals that may run at once, when one is free.

@@ -73,6 +73,8 @@ pub(crate) async fn serve(
     let builder = Arc::new(connection_builder(limits));
     let refusal = Arc::new(admission::Refusal::new(limits));
     let open = Arc::new(AtomicUsize::new(0));
+    // The last wait for a refusal ran out: the next over-cap connections do not wait.
+    let mut refusals_stuck = false;
     // Every connection task holds a sender; all dropped means all connections closed.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
@@ -90,18 +92,24 @@ pub(crate) async fn serve(
         let metrics = &engine.metrics();
         if open.load(Ordering::Relaxed) >= limits.max_connections {
             // Accepting pauses until a refusal is free: the connections behind wait in the
-            // kernel's backlog to be answered in turn, not closed unanswered. A pause is
-            // bounded, so that clients too slow to be refused cannot stall accepting.
-            let slot = tokio::select! {
-                slot = tokio::time::timeout(REFUSAL_WAIT, refusal.slot()) => slot,
-                () = stopped(&mut stop) => break,
+            // kernel's backlog to be answered in turn, not closed unanswered. Once a pause
+            // ran out (every refusal held by a client that sends nothing), connections are
+            // closed at once until a refusal is free again, so such clients cost one pause,
+            // not one per connection.
+            let slot = match refusal.try_slot() {
+                Some(slot) => Some(slot),
+                None if refusals_stuck => None,
+                None => tokio::select! {
+                    slot = tokio::time::timeout(REFUSAL_WAIT, refusal.slot()) => slot.ok(),
+                    () = stopped(&mut stop) => break,
+                },
             };
+            refusals_stuck = slot.is_none();
             if open.load(Ordering::Relaxed) >= limits.max_connections {
                 metrics.connections_refused.get_or_create(&label).inc();
                 match slot {
-                    Ok(slot) => refusal.answer(stream, slot),
-                    // Every refusal is held by a client that has not sent its request.
-                    Err(_) => drop(stream),
+                    Some(slot) => refusal.answer(stream, slot),
+                    None => drop(stream),
                 }
                 continue;
             }
