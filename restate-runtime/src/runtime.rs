@@ -761,17 +761,26 @@ fn open_database(
     config: &Config,
     read_only: bool,
 ) -> Result<Arc<dyn Storage>, OpenError> {
-    let options = crate::storage::PostgresOptions {
+    Ok(Arc::new(crate::storage::PostgresStorage::open(
+        url,
+        &postgres_options(config, read_only),
+    )?))
+}
+
+/// How the database is opened, by the configuration; `read_only` for a replay check.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_options(
+    config: &Config,
+    read_only: bool,
+) -> crate::storage::PostgresOptions {
+    crate::storage::PostgresOptions {
         partitions: config.partitions,
         max_queued_bytes: config.writer_queue_bytes,
         max_group_bytes: config.commit_group_bytes,
         lease_ttl: config.lease_ttl,
         read_only,
         ..Default::default()
-    };
-    Ok(Arc::new(crate::storage::PostgresStorage::open(
-        url, &options,
-    )?))
+    }
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -794,7 +803,7 @@ pub(crate) struct Assembled {
     registry: Registry,
     webhooks: Webhooks,
     release_heap: fn(),
-    pub(crate) on_storage_failure: fn(&str),
+    on_storage_failure: fn(&str),
     rate_limits: HashMap<String, crate::RateLimit>,
     concurrency_limits: HashMap<String, u32>,
 }

@@ -938,3 +938,47 @@ async fn the_admin_api_and_the_public_webhook_port_serve_when_asked_and_keep_the
     let quiet = TestRuntime::builder().build().await;
     assert!(quiet.admin_url().is_none() && quiet.webhook_url().is_none());
 }
+
+static STORAGE_FAILURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_storage_failure(_reason: &str) {
+    STORAGE_FAILURES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A crash fails the store of the engine it ends on purpose: no storage failure to react to,
+/// on the in-memory store as on a data folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_storage_failure_is_not_called_for_injected_crashes() {
+    let folders = tempfile::tempdir().unwrap();
+    for folder in [None, Some(folders.path())] {
+        for n in 1..=3 {
+            let t = builder_on(folder, n)
+                .on_storage_failure(count_storage_failure)
+                .suspend_after(Duration::from_secs(1))
+                .bind(Payments::default())
+                .bind(Steps::default())
+                .build()
+                .await;
+            t.crash_after_commits(n);
+            let _ = t.handle().client::<Payments>().pay("x".into()).send().await;
+            t.run_until_idle().await;
+            assert!(t.crashed(), "crash after commit {n}");
+            t.restart().await;
+            t.crash_at("suspend.committed", 1);
+            let _ = t.handle().object::<Steps>("s").hourly(1).send().await;
+            t.advance(Duration::from_secs(60)).await;
+            assert!(t.crashed(), "crash point");
+            t.restart().await;
+            t.advance(HOUR).await;
+            assert_eq!(
+                t.invocations(InvocationFilter::default().status("completed"))
+                    .len(),
+                2,
+                "{n}"
+            );
+        }
+    }
+    // Time for a wrongly called hook to have run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(STORAGE_FAILURES.load(Ordering::SeqCst), 0);
+}

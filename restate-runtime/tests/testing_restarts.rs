@@ -2,7 +2,9 @@
 //! awakeable, state, select) leads to the outcome the process-level SIGKILL tests check: the
 //! invocation finishes with the right result, and every journaled step ran exactly once. Each
 //! test runs on the in-memory store and on a redb data folder, where a crash stops the
-//! engine's writes at once and the next engine recovers from the folder's log.
+//! engine's writes at once and the next engine recovers from the folder's log, and with the
+//! `postgres` feature on a PostgreSQL database too (where PostgreSQL is installed), where a
+//! crash cuts the engine's sessions off and the next engine takes the database over.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,6 +177,9 @@ enum Store {
     Memory,
     /// A new folder in here for each runtime.
     Folders(tempfile::TempDir),
+    /// A new database of this cluster for each runtime.
+    #[cfg(feature = "postgres")]
+    Databases(&'static restate_runtime::testing::PostgresCluster),
 }
 
 impl Store {
@@ -188,6 +193,8 @@ impl Store {
         match self {
             Self::Memory => "memory",
             Self::Folders(_) => "folder",
+            #[cfg(feature = "postgres")]
+            Self::Databases(_) => "database",
         }
     }
 }
@@ -208,6 +215,18 @@ macro_rules! on_each_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(super::Store::folders()).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod in_a_database {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    // Skipped where PostgreSQL is not installed.
+                    if let Some(cluster) = restate_runtime::testing::PostgresCluster::for_tests() {
+                        super::$test(super::Store::Databases(cluster)).await;
+                    }
                 }
             )*
         }
@@ -232,6 +251,10 @@ async fn runtime(store: &Store) -> (TestRuntime, Effects) {
     if let Store::Folders(dir) = store {
         let n = FOLDERS.fetch_add(1, Ordering::Relaxed);
         builder = builder.data_dir(dir.path().join(n.to_string()));
+    }
+    #[cfg(feature = "postgres")]
+    if let Store::Databases(cluster) = store {
+        builder = builder.database_url(cluster.fresh_database().unwrap());
     }
     let t = builder
         .bind(Prims {

@@ -167,6 +167,17 @@ impl Engine {
             .as_ref()
             .is_some_and(|injected| injected.pass(point))
     }
+
+    /// Hands a failure of the store to the configured reaction (`on_storage_failure`), unless
+    /// a test runtime crashed this engine: a crash fails its store on purpose, which is no
+    /// failure to react to. (The faults tell until the next engine starts, which is once this
+    /// one's tasks have been dropped.)
+    pub(crate) fn storage_failed(&self, reason: &str) {
+        if self.config().injected.as_ref().is_some_and(|i| i.crashed()) {
+            return tracing::warn!(%reason, "the store of a crashed test engine failed");
+        }
+        (self.config().on_storage_failure)(reason);
+    }
 }
 
 #[cfg(test)]

@@ -336,7 +336,7 @@ async fn watch_storage(engine: Engine) {
         },
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
-    (engine.config.on_storage_failure)(&reason);
+    engine.storage_failed(&reason);
 }
 
 pub(crate) struct EngineInner {

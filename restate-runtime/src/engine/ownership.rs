@@ -311,7 +311,7 @@ pub(super) async fn follow(engine: Engine, mut offered: watch::Receiver<Partitio
             return;
         }
         if let Err(e) = engine.run_partitions(&gained) {
-            return (engine.config.on_storage_failure)(&format!(
+            return engine.storage_failed(&format!(
                 "recovering {gained:?} this process took over failed: {e}"
             ));
         }

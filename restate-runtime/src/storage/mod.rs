@@ -45,6 +45,8 @@ pub(crate) use memory::MemoryStorage;
 pub(crate) use memory::MemoryStore;
 pub use partitions::Partitions;
 #[cfg(feature = "postgres")]
+pub(crate) use postgres::KillSwitch;
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStorage};
 pub(crate) use read_only::ReadOnly;
 pub use records::{

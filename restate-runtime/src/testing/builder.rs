@@ -30,6 +30,8 @@ pub struct TestRuntimeBuilder {
     admin_addr: Option<std::net::SocketAddr>,
     webhook_addr: Option<std::net::SocketAddr>,
     data_dir: Option<std::path::PathBuf>,
+    #[cfg(feature = "postgres")]
+    database_url: Option<String>,
 }
 
 /// Forwards option methods to the wrapped [`RuntimeBuilder`], each with a doc example.
@@ -51,13 +53,17 @@ macro_rules! forward {
 impl TestRuntimeBuilder {
     pub(super) fn new() -> Self {
         Self {
-            runtime: Runtime::builder().without_env(),
+            runtime: Runtime::builder()
+                .without_env()
+                .on_storage_failure(warn_storage_failure),
             start_at: TestRuntime::default_start(),
             serve_ingress: false,
             ingress_addr: None,
             admin_addr: None,
             webhook_addr: None,
             data_dir: None,
+            #[cfg(feature = "postgres")]
+            database_url: None,
         }
     }
 
@@ -255,6 +261,50 @@ impl TestRuntimeBuilder {
         self
     }
 
+    /// Keeps the store in a PostgreSQL database instead of memory, as
+    /// [`RuntimeBuilder::database_url`](crate::RuntimeBuilder::database_url) does (feature
+    /// `postgres`; the schema is created at the first start): to test on that backend. It
+    /// wins over [`Self::data_dir`]. Crashes are as real there: a restart, a crash point or
+    /// [`TestRuntime::crash_after_commits`] stops every write of the running engine at once
+    /// and cuts its sessions off, and the next engine takes the database over as after a
+    /// SIGKILL. The virtual clock stays the test runtime's; the leases between processes run
+    /// on the database's clock. One test runtime at a time per database
+    /// ([`PostgresCluster::fresh_database`](super::PostgresCluster::fresh_database) gives each
+    /// test its own).
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use restate_runtime::testing::{PostgresCluster, TestRuntime};
+    /// let url = PostgresCluster::shared().unwrap().fresh_database().unwrap();
+    /// let t = TestRuntime::builder().database_url(url).build().await;
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// What happens once the running engine's store really fails (a commit, a sync or its
+    /// writer), as [`RuntimeBuilder::on_storage_failure`](crate::RuntimeBuilder::on_storage_failure):
+    /// a test that must see such a failure records it here. Never called for the failure a
+    /// crash the test injected causes on purpose ([`TestRuntime::restart`], a crash point,
+    /// [`TestRuntime::crash_after_commits`]). The default logs a warning; either way
+    /// [`TestRuntime::crashed`] says the engine stopped, and [`TestRuntime::restart`] recovers.
+    ///
+    /// ```no_run
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// static FAILURES: AtomicUsize = AtomicUsize::new(0);
+    /// fn count(_reason: &str) {
+    ///     FAILURES.fetch_add(1, Ordering::SeqCst);
+    /// }
+    /// let builder = restate_runtime::testing::TestRuntime::builder().on_storage_failure(count);
+    /// ```
+    pub fn on_storage_failure(mut self, react: fn(&str)) -> Self {
+        self.runtime = self.runtime.on_storage_failure(react);
+        self
+    }
+
     /// Where the virtual clock starts (default [`TestRuntime::default_start()`]).
     ///
     /// ```no_run
@@ -318,16 +368,15 @@ impl TestRuntimeBuilder {
     /// # let _ = t; Ok(()) }
     /// ```
     pub async fn try_build(self) -> Result<TestRuntime, TestRuntimeError> {
-        let mut assembled = self.runtime.assemble()?;
-        // A crashed engine's store fails on purpose: nothing to stop the test process for.
-        assembled.on_storage_failure =
-            |reason| tracing::warn!(%reason, "test runtime store failed");
+        let assembled = self.runtime.assemble()?;
         let start_ms = millis(self.start_at.duration_since(UNIX_EPOCH).unwrap_or_default());
         let clock = Arc::new(VirtualClock::new(start_ms));
         let store = match self.data_dir {
             Some(dir) => TestStore::folder(dir),
             None => TestStore::Memory(MemoryStore::default()),
         };
+        #[cfg(feature = "postgres")]
+        let store = self.database_url.map_or(store, TestStore::database);
         let ingress = self.serve_ingress.then(|| {
             self.ingress_addr
                 .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -358,5 +407,52 @@ impl TestRuntimeBuilder {
         };
         crate::schedules::sync_declared(&t.handle()).await?;
         Ok(t)
+    }
+}
+
+/// A test runtime's reaction to a real storage failure unless told otherwise: a warning, and
+/// nothing stops the test process (the test sees the engine stopped, `TestRuntime::crashed`).
+fn warn_storage_failure(reason: &str) {
+    tracing::warn!(%reason, "test runtime store failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static FAILURES: AtomicUsize = AtomicUsize::new(0);
+
+    fn count(_reason: &str) {
+        FAILURES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits for what the engine's watch on its store does with a failure.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_storage_failure_hook_hears_real_failures_not_injected_crashes() {
+        let t = TestRuntime::builder()
+            .on_storage_failure(count)
+            .build()
+            .await;
+        let storage = t.with_live(|live| live.storage.clone());
+        t.crash_after_commits(1);
+        storage.submit(Vec::new()).await.unwrap();
+        assert!(storage.submit(Vec::new()).await.is_err(), "killed");
+        assert!(t.crashed());
+        settle().await;
+        assert_eq!(FAILURES.load(Ordering::SeqCst), 0, "an injected crash");
+
+        t.restart().await;
+        let storage = t.with_live(|live| live.storage.clone());
+        storage.close();
+        assert!(storage.submit(Vec::new()).await.is_err(), "closed");
+        settle().await;
+        assert_eq!(FAILURES.load(Ordering::SeqCst), 1, "a real failure");
+        assert!(t.crashed());
     }
 }

@@ -1,5 +1,6 @@
 //! Where a test runtime keeps what survives its restarts: the in-memory store (the default),
-//! or a redb data folder ([`TestRuntimeBuilder::data_dir`](super::TestRuntimeBuilder)).
+//! a redb data folder ([`TestRuntimeBuilder::data_dir`](super::TestRuntimeBuilder)) or a
+//! PostgreSQL database (`TestRuntimeBuilder::database_url`, feature `postgres`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use super::TestRuntimeError;
 use crate::runtime::Assembled;
 use crate::storage::{Fence, MemoryStore, OpenError, Storage};
 
-/// How long a restart on a data folder waits for the last engine to let go of it.
+/// How long a restart waits for the last engine to let go of its data folder or database.
 const UNLOCK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
@@ -20,6 +21,12 @@ pub(super) enum TestStore {
         dir: PathBuf,
         fence: Fence,
     },
+    /// A database on sessions that a crash cuts off, as a SIGKILL ends a process's.
+    #[cfg(feature = "postgres")]
+    Database {
+        url: String,
+        switch: crate::storage::KillSwitch,
+    },
 }
 
 impl TestStore {
@@ -27,6 +34,14 @@ impl TestStore {
         Self::Folder {
             dir,
             fence: Fence::default(),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(super) fn database(url: String) -> Self {
+        Self::Database {
+            url,
+            switch: crate::storage::KillSwitch::default(),
         }
     }
 
@@ -47,6 +62,34 @@ impl TestStore {
                     }
                 }
             }
+            #[cfg(feature = "postgres")]
+            Self::Database { url, switch } => {
+                let options = crate::runtime::postgres_options(&assembled.config, false);
+                let storage = switch
+                    .open(url, &options)
+                    .map_err(|e| TestRuntimeError::Build(e.into()))?;
+                // The last engine's partitions are free once the database has ended its cut
+                // session (soon after the crash); the store's lease rounds take them then.
+                // Its engine starts with all of them, as after a restart on a folder.
+                let started = Instant::now();
+                let owned = storage.owned();
+                let all = || {
+                    let owned = owned.borrow();
+                    owned.len() == owned.count() as usize
+                };
+                while !all() {
+                    if started.elapsed() >= UNLOCK_WAIT {
+                        return Err(TestRuntimeError::Build(
+                            OpenError::Locked {
+                                path: crate::config::redact_password(url),
+                            }
+                            .into(),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Arc::new(storage))
+            }
         }
     }
 
@@ -55,6 +98,8 @@ impl TestStore {
         match self {
             Self::Memory(store) => store.kill(),
             Self::Folder { fence, .. } => fence.kill(),
+            #[cfg(feature = "postgres")]
+            Self::Database { switch, .. } => switch.kill(),
         }
     }
 
@@ -63,6 +108,8 @@ impl TestStore {
         match self {
             Self::Memory(store) => store.kills(),
             Self::Folder { fence, .. } => fence.kills(),
+            #[cfg(feature = "postgres")]
+            Self::Database { switch, .. } => switch.kills(),
         }
     }
 
@@ -71,6 +118,8 @@ impl TestStore {
         match self {
             Self::Memory(store) => store.kill_after_commits(n),
             Self::Folder { fence, .. } => fence.kill_after_commits(n),
+            #[cfg(feature = "postgres")]
+            Self::Database { switch, .. } => switch.kill_after_commits(n),
         }
     }
 }

@@ -20,6 +20,7 @@
 
 mod fold;
 mod forwarder;
+mod kill;
 mod ownership;
 mod pending;
 mod schema;
@@ -47,6 +48,7 @@ use super::{
     ResultWaiter, Signals, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
+pub(crate) use kill::KillSwitch;
 use writer::{Batch, Message, Shared};
 
 /// How long closing waits for the writer to commit what is queued.
@@ -130,6 +132,15 @@ impl PostgresStorage {
     /// Connects, migrates the schema, and starts the writer. `url` is a libpq-style URL or
     /// key-value string (`postgres://user:password@host:port/database`).
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, OpenError> {
+        Self::open_with(url, options, None)
+    }
+
+    /// [`Self::open`], as a store that a test's kill switch may end (`life`).
+    fn open_with(
+        url: &str,
+        options: &PostgresOptions,
+        life: Option<kill::Life>,
+    ) -> Result<Self, OpenError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| OpenError::Incompatible {
                 path: "RESTATE_DATABASE_URL".into(),
@@ -163,6 +174,7 @@ impl PostgresStorage {
             closed: AtomicBool::new(false),
             owner: watch::channel(false).0,
             owned: watch::channel(Partitions::none(0)).0,
+            life,
         });
         let connect = {
             let (config, shared) = (config.clone(), shared.clone());
@@ -175,9 +187,14 @@ impl PostgresStorage {
                 // Once the writer's session ends, another process may take over (its server
                 // process is gone): nothing more may be acknowledged here (law 10).
                 tokio::spawn(async move {
-                    let reason = match connection.await {
-                        Ok(()) => "closed".to_owned(),
-                        Err(e) => pg_error(&e),
+                    // A kill drops the connection: the server ends the session (rolling back
+                    // a transaction in progress) as when a killed process's socket closes.
+                    let reason = tokio::select! {
+                        ended = connection => match ended {
+                            Ok(()) => "closed".to_owned(),
+                            Err(e) => pg_error(&e),
+                        },
+                        () = shared.killed() => "cut off by a kill".to_owned(),
                     };
                     if !shared.closed.load(Ordering::SeqCst) {
                         shared.poison(format!(
@@ -931,6 +948,9 @@ impl Storage for PostgresStorage {
 
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
         let (done, answer) = oneshot::channel();
+        if self.shared.dead() {
+            return Box::pin(async { Err(StorageError::Closed) });
+        }
         let outgoing = forwarder::Outgoing {
             id,
             starts: message.starts_invocation(),

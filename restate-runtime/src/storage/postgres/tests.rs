@@ -447,6 +447,49 @@ async fn a_lost_connection_stops_the_store_at_once_and_nothing_after_is_acknowle
     assert_eq!(reopened.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
 }
 
+/// A test's kill switch ends a store as a SIGKILL ends its process: right after the n-th
+/// commit nothing more commits, and the next store takes every partition over at once (the
+/// old session is cut off, not left to its lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_stops_the_writes_at_once_and_the_next_store_takes_over_at_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let switch = super::KillSwitch::default();
+    let options = PostgresOptions {
+        partitions: 4,
+        ..Default::default()
+    };
+    let store = switch.open(&url, &options).unwrap();
+    switch.kill_after_commits(2);
+    store.submit(vec![set("n", b"1")]).await.unwrap();
+    assert_eq!(switch.kills(), 0);
+    store.submit(vec![set("n", b"2")]).await.unwrap();
+    assert_eq!(switch.kills(), 1, "killed right after the 2nd commit");
+    let after = store.submit(vec![set("n", b"3")]).await;
+    assert!(matches!(after, Err(StorageError::Poisoned(_))), "{after:?}");
+    assert!(store.failure().borrow().is_some());
+
+    // The old store is not dropped (a killed process's handle lingers): its session is cut.
+    let started = std::time::Instant::now();
+    let next = switch.open(&url, &options).unwrap();
+    settled(&[&next], |sets| sets[0].len() == 4).await;
+    assert!(started.elapsed() < options.lease_ttl, "not left to expire");
+    assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"2".to_vec()));
+
+    // A plain kill (a restart) ends the next one the same way.
+    switch.kill();
+    let refused = next.submit(vec![set("n", b"4")]).await;
+    assert!(
+        matches!(refused, Err(StorageError::Poisoned(_))),
+        "{refused:?}"
+    );
+    let last = switch.open(&url, &options).unwrap();
+    settled(&[&last], |sets| sets[0].len() == 4).await;
+    assert_eq!(last.state(&scope(), "n").unwrap(), Some(b"2".to_vec()));
+}
+
 /// Random groups of operations on a few rows, the same on PostgreSQL (batches queued at once,
 /// so that they fold into shared transactions) and in memory (one batch at a time): every
 /// read agrees afterwards. Seeded: a failure names its seed.

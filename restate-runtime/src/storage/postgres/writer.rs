@@ -15,6 +15,7 @@ use super::super::partitions::partition_of;
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{Partitions, StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
+use super::kill::Life;
 use super::ownership::{FENCED_STATE, Leases, LostDatabase};
 use super::{FINISHED_CHANNEL, Param, pg_error};
 
@@ -76,6 +77,8 @@ pub(super) struct Shared {
     pub(super) owner: watch::Sender<bool>,
     /// The partitions it runs.
     pub(super) owned: watch::Sender<Partitions>,
+    /// Under a test's kill switch: once it has ended, nothing more commits.
+    pub(super) life: Option<Life>,
 }
 
 impl Shared {
@@ -107,8 +110,26 @@ impl Shared {
         });
     }
 
+    /// Why nothing is acknowledged any more, if so. A kill is seen here, at once: no
+    /// transaction begins after it.
     pub(super) fn poisoned(&self) -> Option<String> {
+        if self.dead() {
+            self.poison("the store's process was killed".into());
+        }
         self.failure.borrow().clone()
+    }
+
+    /// A test's kill switch has killed this store.
+    pub(super) fn dead(&self) -> bool {
+        self.life.as_ref().is_some_and(Life::ended)
+    }
+
+    /// Returns once a test's kill switch has killed this store; never without one.
+    pub(super) async fn killed(&self) {
+        match &self.life {
+            Some(life) => life.end().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -442,6 +463,9 @@ async fn commit_once(
             stats.commit_micros += started.elapsed().as_micros() as u64;
             stats.commit_latency.observe(started.elapsed());
             drop(stats);
+            if let Some(life) = &shared.life {
+                life.committed();
+            }
             for (batch, _) in kept {
                 shared.answer(batch, Ok(()));
             }
