@@ -374,6 +374,41 @@ impl Config {
                 });
             }
         }
+        // Values a builder method set skip the parsing of their variable: the same bounds here.
+        for (name, value) in [
+            ("RESTATE_MAX_CONNECTIONS", self.max_connections),
+            ("RESTATE_MAX_IN_FLIGHT", self.max_in_flight),
+            ("RESTATE_WRITER_QUEUE_BYTES", self.writer_queue_bytes),
+            ("RESTATE_COMMIT_GROUP_BYTES", self.commit_group_bytes),
+            ("RESTATE_RECOVERY_CONCURRENCY", self.recovery_concurrency),
+            ("RESTATE_MAX_INVOCATION_BYTES", self.max_invocation_bytes),
+            ("RESTATE_PARTITIONS", self.partitions as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    name,
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.purge_interval.is_zero() {
+            // A purge loop without a pause would spin on a core.
+            return Err(ConfigError {
+                name: "RESTATE_PURGE_INTERVAL",
+                value: "0s".into(),
+                reason: "must be more than zero".into(),
+            });
+        }
+        if self.lease_ttl < Duration::from_millis(100)
+            || self.lease_ttl > Duration::from_secs(24 * 3600)
+        {
+            return Err(ConfigError {
+                name: "RESTATE_LEASE_TTL",
+                value: format!("{:?}", self.lease_ttl),
+                reason: "must be between 100ms and 24h".into(),
+            });
+        }
         if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
             return Err(ConfigError {
                 name: "RESTATE_ADMIN_ADDR",
@@ -390,6 +425,37 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_set_in_code_are_bounded_as_their_variables_are() {
+        assert!(Config::default().check().is_ok());
+        let zero_connections = Config {
+            max_connections: 0,
+            ..Config::default()
+        };
+        let err = zero_connections.check().unwrap_err().to_string();
+        assert!(
+            err.contains("RESTATE_MAX_CONNECTIONS") && err.contains("at least 1"),
+            "{err}"
+        );
+        let no_pause = Config {
+            purge_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        let err = no_pause.check().unwrap_err().to_string();
+        assert!(err.contains("RESTATE_PURGE_INTERVAL"), "{err}");
+        let no_partitions = Config {
+            partitions: 0,
+            ..Config::default()
+        };
+        assert!(no_partitions.check().is_err());
+        let tiny_lease = Config {
+            lease_ttl: Duration::from_millis(1),
+            ..Config::default()
+        };
+        let err = tiny_lease.check().unwrap_err().to_string();
+        assert!(err.contains("RESTATE_LEASE_TTL"), "{err}");
+    }
 
     #[test]
     fn an_admin_address_off_loopback_needs_a_token() {

@@ -130,7 +130,7 @@ impl InvocationFilter {
         self
     }
 
-    /// Only invocations in this status (see [`InvocationView::status`]).
+    /// Only invocations in this status (see [`InvocationView::status`](crate::testing::InvocationView::status)).
     ///
     /// ```
     /// let f = restate_runtime::testing::InvocationFilter::default().status("completed");

@@ -912,12 +912,14 @@ impl Engine {
     /// overload: 429, like [`Self::admit_input`]) or its disk is nearly full (503); with the
     /// reason its refusal is counted under.
     fn admit_storage(&self) -> Result<(), (&'static str, EngineError)> {
-        if let Err(busy) = self.storage.writer_busy() {
-            return Err(("writer_queue", EngineError::Overloaded(busy.to_string())));
-        }
+        // A full disk first: it lasts, so a client told to retry in a second (a busy writer's
+        // 429) would only be refused again.
         self.storage
             .admit_new_work()
-            .map_err(|e| ("storage", e.into()))
+            .map_err(|e| ("storage", e.into()))?;
+        self.storage
+            .writer_busy()
+            .map_err(|busy| ("writer_queue", EngineError::Overloaded(busy.to_string())))
     }
 
     /// The writes that forget a finished invocation: its record, journal and idempotency key,

@@ -711,7 +711,8 @@ pub trait Storage: Send + Sync + 'static {
     fn writer_busy(&self) -> Result<(), WriterBusy> {
         Ok(())
     }
-    /// Batches submitted and not yet answered: a test runtime is idle only at none.
+    /// Batches submitted and reads asked (a backend over a network answers them later) and not
+    /// yet answered: a test runtime is idle only at none.
     fn unanswered(&self) -> usize {
         0
     }

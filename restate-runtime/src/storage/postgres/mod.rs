@@ -391,9 +391,14 @@ impl PostgresStorage {
         id: &InvocationId,
     ) -> impl Future<Output = Result<InboxPending, StorageError>> + Send + 'static {
         let (done, answer) = oneshot::channel();
+        let asking = Unanswered::count(&self.shared);
         // Closed (the backend stopped): the check is dropped, and its answer says so.
         let _ = self.asks.send(pending::Asked { id: *id, done });
-        async move { answer.await.unwrap_or(Err(StorageError::Closed)) }
+        async move {
+            let answered = answer.await.unwrap_or(Err(StorageError::Closed));
+            drop(asking);
+            answered
+        }
     }
 
     /// `params` and then the filter of the scans that find work for this process (its inbox,
@@ -420,8 +425,11 @@ impl PostgresStorage {
     ) -> Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'static>> {
         let (tx, rx) = oneshot::channel();
         let read = query(self.reads.clone(), sql, params);
+        let reading = Unanswered::count(&self.shared);
         self.handle().spawn(async move {
             let _ = tx.send(read.await.and_then(of));
+            // After the answer: its reader is woken before the read stops counting.
+            drop(reading);
         });
         Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
     }
@@ -430,6 +438,23 @@ impl PostgresStorage {
     fn rows(&self, sql: &'static str, params: Vec<Param>) -> Result<Vec<Row>, StorageError> {
         wait(self.handle(), query(self.reads.clone(), sql, params))
             .unwrap_or(Err(StorageError::Closed))
+    }
+}
+
+/// A read on its way to the database, counted in [`Storage::unanswered`] until it is answered
+/// (or dropped): a test runtime is not idle while a handler waits for a round trip.
+struct Unanswered(Arc<Shared>);
+
+impl Unanswered {
+    fn count(shared: &Arc<Shared>) -> Self {
+        shared.unanswered.fetch_add(1, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.0.unanswered.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -68,7 +68,7 @@ pub(super) struct Shared {
     pub(super) stats: Mutex<WriterStats>,
     /// Bytes submitted and not yet answered.
     pub(super) queued: AtomicUsize,
-    /// Batches submitted and not yet answered.
+    /// Batches submitted and reads asked (`Unanswered`) and not yet answered.
     pub(super) unanswered: AtomicUsize,
     /// Closed: writes are refused, and the writer's connection may end.
     pub(super) closed: AtomicBool,
