@@ -2405,7 +2405,7 @@ mod tests {
             service: "S".into(),
             key: "k".into(),
         };
-        let mut dropped = 0;
+        let (mut dropped, mut counted_stored) = (0, 0);
         for seed in 0..150u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let ops: Vec<WriteOp> = (0..rng.random_range(1..40))
@@ -2427,10 +2427,16 @@ mod tests {
                                     expires_at_ms: at + 5_000,
                                 },
                             };
+                            // The first invocation's id is derived from an idempotency key:
+                            // the filter of derived ids counts its record.
+                            let record = InvocationRecord {
+                                idempotency_key: (id == ids[0]).then(|| "key".into()),
+                                ..record(status)
+                            };
                             if rng.random_bool(0.2) {
-                                WriteOp::put_new_invocation(id, &record(status))
+                                WriteOp::put_new_invocation(id, &record)
                             } else {
-                                WriteOp::put_invocation(id, &record(status))
+                                WriteOp::put_invocation(id, &record)
                             }
                         }
                         4 => WriteOp::RequestCancel { id },
@@ -2461,13 +2467,46 @@ mod tests {
             let (one, each) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
             let one = Database::create(one.path().join("s.redb")).unwrap();
             let each = Database::create(each.path().join("s.redb")).unwrap();
-            let derived = DerivedIds::unknown();
-            commit_ops(&one, &derived, ops.iter(), Durability::None, None).unwrap();
+            // The filter (4 MiB of counters each) in every tenth sequence.
+            let counted = seed % 10 == 0;
+            let filter = || match counted {
+                true => DerivedIds::new(),
+                false => DerivedIds::unknown(),
+            };
+            let (one_derived, each_derived) = (filter(), filter());
+            commit_ops(&one, &one_derived, ops.iter(), Durability::None, None).unwrap();
             for op in &ops {
-                commit_ops(&each, &derived, std::iter::once(op), Durability::None, None).unwrap();
+                commit_ops(
+                    &each,
+                    &each_derived,
+                    std::iter::once(op),
+                    Durability::None,
+                    None,
+                )
+                .unwrap();
             }
             assert_eq!(dump(&one), dump(&each), "seed {seed}: {ops:?}");
+            if counted {
+                let stored = dump(&one)[0]
+                    .iter()
+                    .any(|(key, _)| key.as_slice() == ids[0].storage_key());
+                assert_eq!(
+                    one_derived.may_hold(&ids[0]),
+                    stored,
+                    "seed {seed}: {ops:?}"
+                );
+                assert_eq!(
+                    each_derived.may_hold(&ids[0]),
+                    stored,
+                    "seed {seed}: {ops:?}"
+                );
+                counted_stored += usize::from(stored);
+            }
         }
         assert!(dropped > 100, "the sequences hide few writes: {dropped}");
+        assert!(
+            counted_stored > 3,
+            "the derived record is rarely left stored"
+        );
     }
 }
