@@ -246,15 +246,7 @@ impl Config {
             self.database_url = Some(v);
         }
         if let Some(v) = var("RESTATE_LEASE_TTL") {
-            self.lease_ttl = parse("RESTATE_LEASE_TTL", v, |s| {
-                crate::duration::parse(s).and_then(|d| {
-                    if d < Duration::from_millis(100) || d > Duration::from_secs(24 * 3600) {
-                        Err("must be between 100ms and 24h".into())
-                    } else {
-                        Ok(d)
-                    }
-                })
-            })?;
+            self.lease_ttl = parse("RESTATE_LEASE_TTL", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_INGRESS_ADDR") {
             self.ingress_addr = parse("RESTATE_INGRESS_ADDR", v, addr)?;
@@ -284,16 +276,12 @@ impl Config {
         if let Some(v) = var("RESTATE_WEBHOOK_MAX_BODY_BYTES") {
             self.webhook_max_body_bytes = parse("RESTATE_WEBHOOK_MAX_BODY_BYTES", v, int)? as usize;
         }
-        let positive = |s: &str| match s.parse::<usize>() {
-            Ok(0) => Err("must be at least 1".to_owned()),
-            Ok(n) => Ok(n),
-            Err(e) => Err(e.to_string()),
-        };
+        let count = |s: &str| s.parse::<usize>().map_err(|e| e.to_string());
         if let Some(v) = var("RESTATE_MAX_CONNECTIONS") {
-            self.max_connections = parse("RESTATE_MAX_CONNECTIONS", v, positive)?;
+            self.max_connections = parse("RESTATE_MAX_CONNECTIONS", v, count)?;
         }
         if let Some(v) = var("RESTATE_MAX_IN_FLIGHT") {
-            self.max_in_flight = parse("RESTATE_MAX_IN_FLIGHT", v, positive)?;
+            self.max_in_flight = parse("RESTATE_MAX_IN_FLIGHT", v, count)?;
         }
         if let Some(v) = var("RESTATE_HEADER_TIMEOUT") {
             self.header_timeout = parse("RESTATE_HEADER_TIMEOUT", v, crate::duration::parse)?;
@@ -305,12 +293,7 @@ impl Config {
             self.default_retention = parse("RESTATE_RETENTION", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_PURGE_INTERVAL") {
-            self.purge_interval = parse("RESTATE_PURGE_INTERVAL", v, |v| {
-                crate::duration::parse(v).and_then(|d| match d.is_zero() {
-                    true => Err("must be more than zero".into()),
-                    false => Ok(d),
-                })
-            })?;
+            self.purge_interval = parse("RESTATE_PURGE_INTERVAL", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_SUSPEND_AFTER") {
             self.suspend_after = parse("RESTATE_SUSPEND_AFTER", v, crate::duration::parse)?;
@@ -322,31 +305,26 @@ impl Config {
             self.min_free_disk_bytes = parse("RESTATE_MIN_FREE_DISK_BYTES", v, int)?;
         }
         if let Some(v) = var("RESTATE_WRITER_QUEUE_BYTES") {
-            self.writer_queue_bytes = parse("RESTATE_WRITER_QUEUE_BYTES", v, positive)?;
+            self.writer_queue_bytes = parse("RESTATE_WRITER_QUEUE_BYTES", v, count)?;
         }
         if let Some(v) = var("RESTATE_COMMIT_GROUP_BYTES") {
-            self.commit_group_bytes = parse("RESTATE_COMMIT_GROUP_BYTES", v, positive)?;
+            self.commit_group_bytes = parse("RESTATE_COMMIT_GROUP_BYTES", v, count)?;
         }
         if let Some(v) = var("RESTATE_RECOVERY_CONCURRENCY") {
-            self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, positive)?;
+            self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, count)?;
         }
         if let Some(v) = var("RESTATE_MAX_INVOCATION_BYTES") {
-            self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, positive)?;
+            self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, count)?;
         }
         if let Some(v) = var("RESTATE_TIMER_WINDOW") {
             self.timer_window = parse("RESTATE_TIMER_WINDOW", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_PARTITIONS") {
             self.partitions = parse("RESTATE_PARTITIONS", v, |s| {
-                s.parse::<u32>().map_err(|e| e.to_string()).and_then(|n| {
-                    if n == 0 {
-                        Err("must be at least 1".into())
-                    } else {
-                        Ok(n)
-                    }
-                })
+                s.parse::<u32>().map_err(|e| e.to_string())
             })?;
         }
+        self.check_bounds()?;
         Ok(applied.into_inner())
     }
 
@@ -359,9 +337,10 @@ impl Config {
         }
     }
 
-    /// Refuses settings that would expose what must stay private: an admin API off loopback
-    /// without a token.
+    /// Refuses values out of their bounds, and settings that would expose what must stay
+    /// private: an admin API off loopback without a token.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        self.check_bounds()?;
         for (name, token) in [
             ("RESTATE_ADMIN_TOKEN", &self.admin_token),
             ("RESTATE_INGRESS_TOKEN", &self.ingress_token),
@@ -374,7 +353,21 @@ impl Config {
                 });
             }
         }
-        // Values a builder method set skip the parsing of their variable: the same bounds here.
+        if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(ConfigError {
+                name: "RESTATE_ADMIN_ADDR",
+                value: self.admin_addr.to_string(),
+                reason: "not a loopback address: the admin API controls every invocation, so \
+                         set RESTATE_ADMIN_TOKEN to expose it"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses values out of their bounds, set by a variable or in code alike: no limit of
+    /// zero, a purge that pauses, a lease between 100 ms and 24 h.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("RESTATE_MAX_CONNECTIONS", self.max_connections),
             ("RESTATE_MAX_IN_FLIGHT", self.max_in_flight),
@@ -407,15 +400,6 @@ impl Config {
                 name: "RESTATE_LEASE_TTL",
                 value: format!("{:?}", self.lease_ttl),
                 reason: "must be between 100ms and 24h".into(),
-            });
-        }
-        if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
-            return Err(ConfigError {
-                name: "RESTATE_ADMIN_ADDR",
-                value: self.admin_addr.to_string(),
-                reason: "not a loopback address: the admin API controls every invocation, so \
-                         set RESTATE_ADMIN_TOKEN to expose it"
-                    .into(),
             });
         }
         Ok(())

@@ -990,8 +990,10 @@ impl Runtime {
     /// Copies the store into the folder `dir` while the runtime keeps serving: a consistent
     /// copy as of one commit, which opens as a data folder (`RESTATE_DATA_DIR=dir`) and is
     /// what the replay check reads. The folder is created; one holding files is refused
-    /// ([`BackupError::NotEmpty`](crate::storage::BackupError::NotEmpty)). On PostgreSQL the database's own backups are the backups
-    /// ([`BackupError::Unsupported`](crate::storage::BackupError::Unsupported)). The admin API's `POST /backup` does the same.
+    /// ([`BackupError::NotEmpty`](crate::storage::BackupError::NotEmpty)). On PostgreSQL the
+    /// database's own backups are the backups
+    /// ([`BackupError::Unsupported`](crate::storage::BackupError::Unsupported)). The admin
+    /// API's `POST /backup` does the same.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

@@ -203,26 +203,9 @@ async fn hundred_keys_10_increments_each_survive_a_kill() {
 /// same key after it runs again.
 #[tokio::test]
 async fn an_idempotency_key_is_forgotten_after_its_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_RETENTION", "1s".to_owned()),
-        ("RESTATE_PURGE_INTERVAL", "100ms".to_owned()),
-    ];
-    let app = App::start(
-        env!("CARGO_BIN_EXE_crash_app"),
-        &dir.path().join("data"),
-        &env,
-    )
-    .await;
+    let (_dir, app) = retention_of_a_second(Duration::from_millis(100)).await;
     let client = reqwest::Client::new();
-    let add = || {
-        client
-            .post(format!("{}/Tally/expiring/add", app.ingress))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "once")
-            .body("1")
-            .send()
-    };
+    let add = || add_once(&client, &app, "expiring").send();
     let sent_at = Instant::now();
     let first = add().await.unwrap();
     assert_eq!(first.status(), 200);
@@ -261,27 +244,10 @@ async fn an_idempotency_key_is_forgotten_after_its_retention() {
 /// more, never twice (a duplicate racing the purge, in both orders).
 #[tokio::test]
 async fn duplicates_racing_the_purge_of_their_key_run_the_handler_once_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_RETENTION", "1s".to_owned()),
-        ("RESTATE_PURGE_INTERVAL", "50ms".to_owned()),
-    ];
-    let app = App::start(
-        env!("CARGO_BIN_EXE_crash_app"),
-        &dir.path().join("data"),
-        &env,
-    )
-    .await;
+    let (_dir, app) = retention_of_a_second(Duration::from_millis(50)).await;
     let client = reqwest::Client::new();
     let add = || async {
-        let r = client
-            .post(format!("{}/Tally/racing/add", app.ingress))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "once")
-            .body("1")
-            .send()
-            .await
-            .unwrap();
+        let r = add_once(&client, &app, "racing").send().await.unwrap();
         assert_eq!(r.status(), 200);
         r.json::<u64>().await.unwrap()
     };
@@ -306,4 +272,29 @@ async fn duplicates_racing_the_purge_of_their_key_run_the_handler_once_more() {
         .await
         .unwrap();
     assert_eq!(count, 2, "one run before the expiry and one after");
+}
+
+/// The crash app with a retention of a second, purged every `purge`.
+async fn retention_of_a_second(purge: Duration) -> (tempfile::TempDir, App) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_RETENTION", "1s".to_owned()),
+        ("RESTATE_PURGE_INTERVAL", format!("{}ms", purge.as_millis())),
+    ];
+    let app = App::start(
+        env!("CARGO_BIN_EXE_crash_app"),
+        &dir.path().join("data"),
+        &env,
+    )
+    .await;
+    (dir, app)
+}
+
+/// `Tally/{key}/add(1)` with the idempotency key `once`.
+fn add_once(client: &reqwest::Client, app: &App, key: &str) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{}/Tally/{key}/add", app.ingress))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "once")
+        .body("1")
 }

@@ -19,6 +19,7 @@ use redb::{BackendError, Builder, Database, DatabaseError, StorageBackend};
 
 use super::OpenError;
 use super::files::{Files, LogFile, OsFiles};
+use super::kills::Kills;
 use super::redb_store::{RedbOptions, RedbStorage};
 
 /// The kill switch of one data folder; clones share it.
@@ -27,11 +28,9 @@ pub(crate) struct Fence(Arc<Mutex<FenceState>>);
 
 #[derive(Default)]
 struct FenceState {
-    /// Bumped by every kill: a handle opened at another count is dead.
-    epoch: u64,
-    /// Commits to go before a kill (1: the next).
-    kill_after: Option<u64>,
-    /// The n-th commit is durable: the next durable step of this epoch's handles kills.
+    kills: Kills,
+    /// The commit an armed kill waited for is durable: the next durable step of this epoch's
+    /// handles kills.
     armed: bool,
 }
 
@@ -44,7 +43,7 @@ impl Fence {
         })?;
         let files = FencedFiles {
             fence: self.clone(),
-            epoch: self.state().epoch,
+            epoch: self.state().kills.epoch(),
         };
         RedbStorage::open_with(dir, options, &files)
     }
@@ -52,23 +51,21 @@ impl Fence {
     /// How many kills there have been (an armed one included).
     pub(crate) fn kills(&self) -> u64 {
         let state = self.state();
-        state.epoch + u64::from(state.armed)
+        state.kills.epoch() + u64::from(state.armed)
     }
 
     /// A process kill: the handles opened before it write nothing more. A pending
     /// [`Fence::kill_after_commits`] is disarmed (it was for the dead process).
     pub(crate) fn kill(&self) {
         let mut state = self.state();
-        state.epoch += 1;
-        state.kill_after = None;
+        state.kills.kill();
         state.armed = false;
     }
 
     /// A [`Fence::kill`] right after the `n`-th commit from now (1: the next) is durable. A
     /// commit is one group's append to the log, synced.
     pub(crate) fn kill_after_commits(&self, n: u64) {
-        assert!(n > 0, "the 0th commit from now has happened");
-        self.state().kill_after = Some(n);
+        self.state().kills.arm(n);
     }
 
     fn state(&self) -> MutexGuard<'_, FenceState> {
@@ -81,8 +78,8 @@ impl Fence {
     /// (a log write, any sync); an armed kill happens here.
     fn durable_step(&self, epoch: u64) -> io::Result<()> {
         let mut state = self.state();
-        if state.epoch == epoch && state.armed {
-            state.epoch += 1;
+        if state.kills.epoch() == epoch && state.armed {
+            state.kills.kill();
             state.armed = false;
         }
         Self::check(&state, epoch)
@@ -95,7 +92,7 @@ impl Fence {
     }
 
     fn check(state: &FenceState, epoch: u64) -> io::Result<()> {
-        if state.epoch == epoch {
+        if state.kills.epoch() == epoch {
             Ok(())
         } else {
             Err(io::Error::other("the store's process was killed"))
@@ -105,16 +102,8 @@ impl Fence {
     /// A commit of `epoch` is durable: counts towards a pending kill.
     fn committed(&self, epoch: u64) {
         let mut state = self.state();
-        if state.epoch != epoch {
-            return;
-        }
-        match state.kill_after {
-            Some(1) => {
-                state.armed = true;
-                state.kill_after = None;
-            }
-            Some(n) => state.kill_after = Some(n - 1),
-            None => {}
+        if state.kills.committed(epoch) {
+            state.armed = true;
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, watch};
 
+use super::kills::Kills;
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, Target};
 use super::{
     CommitWaiter, ForwardWaiter, Forwarded, HintHead, Inbound, InboxMessage, InboxPending,
@@ -34,10 +35,8 @@ pub(crate) struct MemoryStore {
 #[derive(Default)]
 struct Shared {
     tables: Tables,
-    /// Bumped by every kill: handles of an earlier one are dead.
-    epoch: u64,
-    /// Commits to go before a kill (1: the next).
-    kill_after: Option<u64>,
+    /// Kills: handles of an earlier one are dead.
+    kills: Kills,
     /// Drawn when the store is first opened.
     secret: Option<[u8; 32]>,
     partitions: u32,
@@ -108,7 +107,7 @@ impl MemoryStore {
         MemoryStorage {
             signals,
             store: self.clone(),
-            epoch: shared.epoch,
+            epoch: shared.kills.epoch(),
             secret,
             partitions: shared.partitions,
             failure: Arc::new(watch::channel(None).0),
@@ -125,21 +124,18 @@ impl MemoryStore {
 
     /// How many kills there have been: a handle opened at another count is dead.
     pub(crate) fn kills(&self) -> u64 {
-        self.shared().epoch
+        self.shared().kills.epoch()
     }
 
     /// A process kill: the handles opened before it are dead; everything applied stays. A
     /// pending [`MemoryStore::kill_after_commits`] is disarmed (it was for the dead process).
     pub(crate) fn kill(&self) {
-        let mut shared = self.shared();
-        shared.epoch += 1;
-        shared.kill_after = None;
+        self.shared().kills.kill();
     }
 
     /// A [`MemoryStore::kill`] right after the `n`-th commit from now (1: the next).
     pub(crate) fn kill_after_commits(&self, n: u64) {
-        assert!(n > 0, "the 0th commit from now has happened");
-        self.shared().kill_after = Some(n);
+        self.shared().kills.arm(n);
     }
 }
 
@@ -297,7 +293,7 @@ impl MemoryStorage {
     /// killed process's store has for everything it still runs).
     fn tables(&self) -> Result<MutexGuard<'_, Shared>, StorageError> {
         let shared = self.store.shared();
-        if shared.epoch != self.epoch {
+        if shared.kills.epoch() != self.epoch {
             const KILLED: &str = "the store's process was killed";
             self.failure.send_if_modified(|failure| {
                 let first = failure.is_none();
@@ -337,13 +333,8 @@ impl MemoryStorage {
                     _ => None,
                 }));
         }
-        match shared.kill_after {
-            Some(1) => {
-                shared.epoch += 1;
-                shared.kill_after = None;
-            }
-            Some(n) => shared.kill_after = Some(n - 1),
-            None => {}
+        if shared.kills.committed(self.epoch) {
+            shared.kills.kill();
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ mod fence;
 mod files;
 mod inbox;
 mod kept_aside;
+mod kills;
 mod log;
 mod memory;
 mod partitions;

@@ -428,7 +428,8 @@ mod tests {
         FAILURES.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Waits for what the engine's watch on its store does with a failure.
+    /// Gives the engine's watch on its store the time to react to a failure: that it does not,
+    /// for an injected crash, has nothing to wait for.
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -451,7 +452,10 @@ mod tests {
         let storage = t.with_live(|live| live.storage.clone());
         storage.close();
         assert!(storage.submit(Vec::new()).await.is_err(), "closed");
-        settle().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while FAILURES.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(FAILURES.load(Ordering::SeqCst), 1, "a real failure");
         assert!(t.crashed());
     }

@@ -8,30 +8,22 @@
 //! A kill right after the n-th commit lets that commit be answered, as the writer answers it:
 //! the process dies before its next transaction.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::{PostgresOptions, PostgresStorage};
 use crate::storage::OpenError;
+use crate::storage::kills::Kills;
 
-/// The kill switch of one database; clones share it.
+/// The kill switch of one database; clones share it. A watch, so that a store's writer
+/// session can end at the kill.
 #[derive(Clone)]
-pub(crate) struct KillSwitch(Arc<Switch>);
-
-struct Switch {
-    /// Bumped by every kill: a store opened at another count is dead.
-    kills: watch::Sender<u64>,
-    /// Commits to go before a kill (1: the next).
-    kill_after: Mutex<Option<u64>>,
-}
+pub(crate) struct KillSwitch(Arc<watch::Sender<Kills>>);
 
 impl Default for KillSwitch {
     fn default() -> Self {
-        Self(Arc::new(Switch {
-            kills: watch::channel(0).0,
-            kill_after: Mutex::new(None),
-        }))
+        Self(Arc::new(watch::channel(Kills::default()).0))
     }
 }
 
@@ -51,28 +43,23 @@ impl KillSwitch {
 
     /// How many kills there have been.
     pub(crate) fn kills(&self) -> u64 {
-        *self.0.kills.borrow()
+        self.0.borrow().epoch()
     }
 
     /// A process kill: the stores opened before it write nothing more. A pending
     /// [`KillSwitch::kill_after_commits`] is disarmed (it was for the dead process).
     pub(crate) fn kill(&self) {
-        *self.kill_after() = None;
-        self.0.kills.send_modify(|kills| *kills += 1);
+        self.0.send_modify(Kills::kill);
     }
 
     /// A [`KillSwitch::kill`] right after the `n`-th commit from now (1: the next). A commit
     /// is one transaction of the writer's.
     pub(crate) fn kill_after_commits(&self, n: u64) {
-        assert!(n > 0, "the 0th commit from now has happened");
-        *self.kill_after() = Some(n);
-    }
-
-    fn kill_after(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
-        self.0
-            .kill_after
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // No store waits for an armed kill: nobody is told.
+        self.0.send_if_modified(|kills| {
+            kills.arm(n);
+            false
+        });
     }
 }
 
@@ -90,26 +77,20 @@ impl Life {
 
     /// Returns once the life has ended.
     pub(super) async fn end(&self) {
-        let mut kills = self.switch.0.kills.subscribe();
+        let mut kills = self.switch.0.subscribe();
         // The sender lives as long as `self`: waiting cannot fail.
-        let _ = kills.wait_for(|kills| *kills != self.born).await;
+        let _ = kills.wait_for(|kills| kills.epoch() != self.born).await;
     }
 
     /// A transaction of this store committed: counts towards a pending kill, which happens
     /// here.
     pub(super) fn committed(&self) {
-        let mut kill_after = self.switch.kill_after();
-        if self.ended() {
-            return;
-        }
-        match *kill_after {
-            Some(1) => {
-                *kill_after = None;
-                drop(kill_after);
-                self.switch.kill();
+        self.switch.0.send_if_modified(|kills| {
+            let fires = kills.committed(self.born);
+            if fires {
+                kills.kill();
             }
-            Some(n) => *kill_after = Some(n - 1),
-            None => {}
-        }
+            fires
+        });
     }
 }

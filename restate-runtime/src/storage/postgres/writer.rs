@@ -104,9 +104,11 @@ impl Shared {
 
     /// From now on nothing is acknowledged (law 10).
     pub(super) fn poison(&self, reason: String) {
+        // The first reason stays; only it wakes the watchers.
         self.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
             failure.get_or_insert(reason);
-            true
+            first
         });
     }
 
