@@ -174,13 +174,42 @@ fn describe_overrides(applied: &[(&'static str, String)]) -> String {
         .join(" ")
 }
 
-/// A `RESTATE_*` variable that does not parse.
+/// A `RESTATE_*` variable that does not parse, or a setting (from its variable or from the
+/// builder) outside its bounds.
+///
+/// ```
+/// use std::time::Duration;
+/// let refused = restate_runtime::Runtime::builder()
+///     .purge_interval(Duration::ZERO)
+///     .build();
+/// let err = refused.err().expect("a purge that never pauses is refused").to_string();
+/// assert!(err.contains("RESTATE_PURGE_INTERVAL") && err.contains("builder method"), "{err}");
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?} is invalid: {reason}")]
+#[error("{origin} {name}={value:?} is invalid: {reason}")]
 pub struct ConfigError {
+    origin: Origin,
     name: &'static str,
     value: String,
     reason: String,
+}
+
+/// Where a refused value came from, as its error names it.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// A variable that did not parse.
+    Variable,
+    /// A value checked after the builder's and the variables' were merged: either set it.
+    Setting,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Variable => "environment variable",
+            Origin::Setting => "setting (environment variable or builder method)",
+        })
+    }
 }
 
 impl Config {
@@ -229,6 +258,7 @@ impl Config {
             f: impl FnOnce(&str) -> Result<T, String>,
         ) -> Result<T, ConfigError> {
             f(&value).map_err(|reason| ConfigError {
+                origin: Origin::Variable,
                 name,
                 value,
                 reason,
@@ -347,6 +377,7 @@ impl Config {
         ] {
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return Err(ConfigError {
+                    origin: Origin::Setting,
                     name,
                     value: String::new(),
                     reason: "an empty token would let anyone in: set a secret, or none".into(),
@@ -355,6 +386,7 @@ impl Config {
         }
         if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
             return Err(ConfigError {
+                origin: Origin::Setting,
                 name: "RESTATE_ADMIN_ADDR",
                 value: self.admin_addr.to_string(),
                 reason: "not a loopback address: the admin API controls every invocation, so \
@@ -379,6 +411,7 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(ConfigError {
+                    origin: Origin::Setting,
                     name,
                     value: "0".into(),
                     reason: "must be at least 1".into(),
@@ -388,6 +421,7 @@ impl Config {
         if self.purge_interval.is_zero() {
             // A purge loop without a pause would spin on a core.
             return Err(ConfigError {
+                origin: Origin::Setting,
                 name: "RESTATE_PURGE_INTERVAL",
                 value: "0s".into(),
                 reason: "must be more than zero".into(),
@@ -397,6 +431,7 @@ impl Config {
             || self.lease_ttl > Duration::from_secs(24 * 3600)
         {
             return Err(ConfigError {
+                origin: Origin::Setting,
                 name: "RESTATE_LEASE_TTL",
                 value: format!("{:?}", self.lease_ttl),
                 reason: "must be between 100ms and 24h".into(),
@@ -428,6 +463,11 @@ mod tests {
         };
         let err = no_pause.check().unwrap_err().to_string();
         assert!(err.contains("RESTATE_PURGE_INTERVAL"), "{err}");
+        // Not blamed on a variable that may not be set at all.
+        assert!(
+            err.starts_with("setting (environment variable or builder method)"),
+            "{err}"
+        );
         let no_partitions = Config {
             partitions: 0,
             ..Config::default()
@@ -490,7 +530,11 @@ mod tests {
         let err = Config::default()
             .apply(|n| (n == "RESTATE_ADMIN_ADDR").then(|| "nope".into()))
             .unwrap_err();
-        assert!(err.to_string().contains("RESTATE_ADMIN_ADDR"));
+        assert!(
+            err.to_string()
+                .starts_with("environment variable RESTATE_ADMIN_ADDR=\"nope\" is invalid"),
+            "{err}"
+        );
     }
 }
 
