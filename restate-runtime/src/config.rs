@@ -266,6 +266,7 @@ impl Config {
         }
         let addr = |s: &str| s.parse::<SocketAddr>().map_err(|e| e.to_string());
         let int = |s: &str| s.parse::<u64>().map_err(|e| e.to_string());
+        let size = |s: &str| s.parse::<usize>().map_err(|e| e.to_string());
         if let Some(v) = var("RESTATE_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
@@ -301,17 +302,16 @@ impl Config {
                 .collect();
         }
         if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
-            self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, int)? as usize;
+            self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, size)?;
         }
         if let Some(v) = var("RESTATE_WEBHOOK_MAX_BODY_BYTES") {
-            self.webhook_max_body_bytes = parse("RESTATE_WEBHOOK_MAX_BODY_BYTES", v, int)? as usize;
+            self.webhook_max_body_bytes = parse("RESTATE_WEBHOOK_MAX_BODY_BYTES", v, size)?;
         }
-        let count = |s: &str| s.parse::<usize>().map_err(|e| e.to_string());
         if let Some(v) = var("RESTATE_MAX_CONNECTIONS") {
-            self.max_connections = parse("RESTATE_MAX_CONNECTIONS", v, count)?;
+            self.max_connections = parse("RESTATE_MAX_CONNECTIONS", v, size)?;
         }
         if let Some(v) = var("RESTATE_MAX_IN_FLIGHT") {
-            self.max_in_flight = parse("RESTATE_MAX_IN_FLIGHT", v, count)?;
+            self.max_in_flight = parse("RESTATE_MAX_IN_FLIGHT", v, size)?;
         }
         if let Some(v) = var("RESTATE_HEADER_TIMEOUT") {
             self.header_timeout = parse("RESTATE_HEADER_TIMEOUT", v, crate::duration::parse)?;
@@ -329,22 +329,22 @@ impl Config {
             self.suspend_after = parse("RESTATE_SUSPEND_AFTER", v, crate::duration::parse)?;
         }
         if let Some(v) = var("RESTATE_CACHE_BYTES") {
-            self.cache_bytes = parse("RESTATE_CACHE_BYTES", v, int)? as usize;
+            self.cache_bytes = parse("RESTATE_CACHE_BYTES", v, size)?;
         }
         if let Some(v) = var("RESTATE_MIN_FREE_DISK_BYTES") {
             self.min_free_disk_bytes = parse("RESTATE_MIN_FREE_DISK_BYTES", v, int)?;
         }
         if let Some(v) = var("RESTATE_WRITER_QUEUE_BYTES") {
-            self.writer_queue_bytes = parse("RESTATE_WRITER_QUEUE_BYTES", v, count)?;
+            self.writer_queue_bytes = parse("RESTATE_WRITER_QUEUE_BYTES", v, size)?;
         }
         if let Some(v) = var("RESTATE_COMMIT_GROUP_BYTES") {
-            self.commit_group_bytes = parse("RESTATE_COMMIT_GROUP_BYTES", v, count)?;
+            self.commit_group_bytes = parse("RESTATE_COMMIT_GROUP_BYTES", v, size)?;
         }
         if let Some(v) = var("RESTATE_RECOVERY_CONCURRENCY") {
-            self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, count)?;
+            self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, size)?;
         }
         if let Some(v) = var("RESTATE_MAX_INVOCATION_BYTES") {
-            self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, count)?;
+            self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, size)?;
         }
         if let Some(v) = var("RESTATE_TIMER_WINDOW") {
             self.timer_window = parse("RESTATE_TIMER_WINDOW", v, crate::duration::parse)?;

@@ -972,10 +972,11 @@ impl Storage for PostgresStorage {
     }
 
     fn forward(&self, id: InvocationId, message: InboxMessage) -> ForwardWaiter {
-        let (done, answer) = oneshot::channel();
+        // A killed test store forwards nothing, as a killed process does not.
         if self.shared.dead() {
             return Box::pin(async { Err(StorageError::Closed) });
         }
+        let (done, answer) = oneshot::channel();
         let outgoing = forwarder::Outgoing {
             id,
             starts: message.starts_invocation(),
