@@ -1,5 +1,6 @@
 //! The ingress: Restate's HTTP ingress API as an axum router, a thin adapter over the engine.
 
+mod cors;
 mod error;
 mod invoke;
 mod lookup;
@@ -62,7 +63,7 @@ pub(crate) fn router(
 /// origin, a preflight before the token check), so browser clients work; the token is what
 /// keeps a page out.
 pub(crate) fn with_cors(router: Router) -> Router {
-    router.layer(tower_http::cors::CorsLayer::very_permissive())
+    router.layer(cors::PermissiveCors::new())
 }
 
 /// Builds the public webhook router: `POST` to a verified webhook's handler path, and for
