@@ -89,6 +89,17 @@ pub struct InvocationFilter {
 }
 
 impl InvocationFilter {
+    /// The names of its fields as query parameters of the admin API.
+    pub(crate) const PARAMS: [&str; 7] = [
+        "service",
+        "handler",
+        "key",
+        "idempotency_key",
+        "status",
+        "version",
+        "reason",
+    ];
+
     /// Only invocations of this service, object or workflow.
     ///
     /// ```
@@ -232,5 +243,20 @@ impl InvocationFilter {
                 .reason
                 .as_ref()
                 .is_none_or(|r| PauseReason::of(record) == Some(r.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each name the admin API lets through is a field the filter reads.
+    #[test]
+    fn every_listed_parameter_is_a_filter_field() {
+        for name in InvocationFilter::PARAMS {
+            let filter: InvocationFilter =
+                serde_json::from_value(serde_json::json!({ name: "x" })).unwrap();
+            assert_ne!(filter, InvocationFilter::default(), "{name}");
+        }
     }
 }

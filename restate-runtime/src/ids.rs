@@ -52,6 +52,18 @@ pub enum IdParseError {
     BadDigit,
 }
 
+impl IdParseError {
+    /// The reason said of an awakeable id (`sign_1` then base64url) rather than of an
+    /// invocation id, whose form the variants' own messages describe.
+    pub(crate) fn of_awakeable(&self) -> &'static str {
+        match self {
+            Self::BadPrefix => "an awakeable id starts with `sign_1`",
+            Self::BadDigit => "not base64url after `sign_1`",
+            Self::BadLength => "bad length",
+        }
+    }
+}
+
 impl InvocationId {
     /// An id for a fresh invocation whose partition key is given, created at `now_ms` (the
     /// engine's clock).

@@ -98,6 +98,13 @@ impl Ops {
         Ok(())
     }
 
+    /// Sleeps an hour; nothing counts what ends it.
+    #[handler]
+    async fn idle(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    }
+
     #[handler]
     async fn refuse(&self, _ctx: Context<'_>) -> Result<(), TerminalError> {
         Err(TerminalError::new_with_code(402, "payment required"))
@@ -118,13 +125,20 @@ async fn send(s: &TestServer, handler: &str) -> String {
 }
 
 async fn control(s: &TestServer, id: &str, action: &str) -> u16 {
-    client()
+    control_answer(s, id, action).await.0
+}
+
+/// The status and the error message (empty on success) of an admin control request.
+async fn control_answer(s: &TestServer, id: &str, action: &str) -> (u16, String) {
+    let r = client()
         .patch(format!("{}/invocations/{id}/{action}", s.admin))
         .send()
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let message = body["message"].as_str().unwrap_or_default().to_owned();
+    (status, message)
 }
 
 #[tokio::test]
@@ -145,9 +159,15 @@ async fn cancel_runs_compensation_and_propagates_to_calls() {
         .collect();
     assert!(names.contains(&json!("undo reservation")), "{view}");
     assert_eq!(COMPENSATIONS.load(Ordering::SeqCst), 1);
-    // Finished: cancel and kill conflict, purge forgets it.
-    assert_eq!(control(&s, &id, "cancel").await, 409);
-    assert_eq!(control(&s, &id, "kill").await, 409);
+    // Finished: cancel and kill conflict, each refusal naming what was asked; purge forgets it.
+    for (action, done) in [("cancel", "cancelled"), ("kill", "killed")] {
+        let (status, message) = control_answer(&s, &id, action).await;
+        assert_eq!(status, 409, "{message}");
+        assert!(
+            message.contains(&format!("cannot be {done}")),
+            "{action}: {message}"
+        );
+    }
     assert_eq!(control(&s, &id, "purge").await, 200);
     let r = reqwest::get(s.url(&format!("/restate/invocation/{id}/output")))
         .await
@@ -222,7 +242,42 @@ async fn paused_invocations_resume() {
     BROKEN.store(false, Ordering::SeqCst);
     assert_eq!(control(&s, &id, "resume").await, 200);
     assert_eq!(s.attach(&id).await, (200, json!("fixed")));
-    assert_eq!(control(&s, &id, "resume").await, 409, "completed");
+    let (status, message) = control_answer(&s, &id, "resume").await;
+    assert_eq!(status, 409, "completed: {message}");
+    assert!(message.contains("cannot be resumed"), "{message}");
+    s.stop().await;
+}
+
+/// A bulk action whose query names a parameter it does not take (a misspelt filter) is a 400
+/// that names it, and acts on nothing: ignored, the typo would widen what it acts on.
+#[tokio::test]
+async fn a_bulk_action_with_an_unknown_parameter_is_refused_and_does_nothing() {
+    let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    let id = send(&s, "idle").await;
+    s.wait_status(&id, "suspended").await;
+    let bulk = |query: &str| {
+        let url = format!("{}/invocations?{query}", s.admin);
+        async move {
+            let r = client().patch(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = bulk("action=cancel&status=suspended&servce=Nope").await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("`servce`"), "{message}");
+    assert!(
+        message.contains("service"),
+        "lists what it takes: {message}"
+    );
+    assert_eq!(s.inspect(&id).await["status"], "suspended");
+    // Spelt right, the same action acts on what it names.
+    let (status, body) = bulk("action=cancel&status=suspended&handler=idle").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["done"].as_array().unwrap().len(), 1, "{body}");
+    let (status, _) = s.attach(&id).await;
+    assert_eq!(status, 409);
     s.stop().await;
 }
 

@@ -163,13 +163,23 @@ async fn awakeable_resolved_over_http_after_suspension_and_restart() {
         .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(s.attach(&inv).await, (200, Value::from("http: yes")));
-    // Malformed ids are a 400; unknown invocations a 404.
-    let r = client
-        .post(s.url("/restate/a/sign_1nope/resolve"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    // Malformed ids are a 400 that says what an awakeable id looks like; unknown invocations
+    // a 404.
+    for (malformed, reason) in [
+        ("sign_1nope", "bad length"),
+        ("foo", "starts with `sign_1`"),
+        ("sign_1!!!", "not base64url"),
+    ] {
+        let r = client
+            .post(s.url(&format!("/restate/a/{malformed}/resolve")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{malformed}");
+        let message = r.json::<Value>().await.unwrap()["message"].to_string();
+        assert!(message.contains(reason), "{malformed}: {message}");
+        assert!(!message.contains("inv_1"), "{malformed}: {message}");
+    }
     let unknown = awk.replace(&awk[8..14], "AAAAAA");
     let r = client
         .post(s.url(&format!("/restate/a/{unknown}/resolve")))

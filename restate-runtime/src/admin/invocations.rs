@@ -353,6 +353,11 @@ pub(super) struct BulkQuery {
     after: Option<String>,
 }
 
+impl BulkQuery {
+    /// Its parameters' names.
+    const PARAMS: [&str; 3] = ["action", "from", "after"];
+}
+
 /// Invocations one bulk request acts on at most: the answer's `next` continues.
 const BULK_ROUND: usize = 1000;
 
@@ -362,9 +367,17 @@ const BULK_ROUND: usize = 1000;
 /// cursor while more match.
 pub(super) async fn bulk(
     State(engine): State<Engine>,
+    uri: axum::http::Uri,
     Params(query): Params<BulkQuery>,
     Params(filter): Params<InvocationFilter>,
 ) -> Response {
+    let known: Vec<&str> = BulkQuery::PARAMS
+        .into_iter()
+        .chain(InvocationFilter::PARAMS)
+        .collect();
+    if let Err(refused) = super::params::only_known(&uri, &known) {
+        return refused.into_response();
+    }
     let action = match Action::parse(&query.action, query.from) {
         Ok(action) => action,
         // Not a missing resource, as in the path form: a bad parameter.

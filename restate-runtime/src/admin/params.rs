@@ -2,6 +2,7 @@
 //! plain text axum answers by itself.
 
 use axum::extract::{FromRequestParts, Query};
+use axum::http::Uri;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -19,5 +20,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
             Ok(Query(value)) => Ok(Self(value)),
             Err(e) => Err(ApiError::ingress(400, e.body_text()).into_response()),
         }
+    }
+}
+
+/// Refuses a query string that names a parameter outside `known`, naming it: a misspelt
+/// filter of an action on many invocations would otherwise widen what it acts on.
+pub(super) fn only_known(uri: &Uri, known: &[&str]) -> Result<(), ApiError> {
+    let pairs = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| ApiError::ingress(400, e.body_text()))?;
+    match pairs
+        .0
+        .iter()
+        .find(|(name, _)| !known.contains(&name.as_str()))
+    {
+        None => Ok(()),
+        Some((name, _)) => Err(ApiError::ingress(
+            400,
+            format!(
+                "unknown query parameter `{name}`: this takes {}",
+                known.join(", ")
+            ),
+        )),
     }
 }

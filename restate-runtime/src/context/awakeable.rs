@@ -81,8 +81,11 @@ impl InvocationContext {
             None if self.replay_ends() || self.halted() => return Ok(None),
             None => {}
         }
-        let parsed: AwakeableId = id.parse().map_err(|e| {
-            TerminalError::new_with_code(400, format!("bad awakeable id '{id}': {e}"))
+        let parsed: AwakeableId = id.parse().map_err(|e: crate::ids::IdParseError| {
+            TerminalError::new_with_code(
+                400,
+                format!("bad awakeable id '{id}': {}", e.of_awakeable()),
+            )
         })?;
         let outcome = outcome?;
         let own = Completion {

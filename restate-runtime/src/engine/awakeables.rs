@@ -171,7 +171,7 @@ impl Engine {
         let parsed: AwakeableId = id.parse().map_err(|e: crate::ids::IdParseError| {
             AwakeableCompletionError::Malformed {
                 id: id.to_owned(),
-                reason: e.to_string(),
+                reason: e.of_awakeable().to_owned(),
             }
         })?;
         if self.behind_inbox(&parsed.invocation()).await? {

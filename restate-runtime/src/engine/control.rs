@@ -61,9 +61,10 @@ fn ended_killed(id: InvocationId, outcome: &Outcome) -> Result<(), ControlError>
     )))
 }
 
-fn already_completed(id: InvocationId) -> ControlError {
+/// `done`: what was asked, as a past participle ("cancelled").
+fn already_completed(id: InvocationId, done: &str) -> ControlError {
     ControlError::Conflict(format!(
-        "invocation {id} was already completed, so it cannot be cancelled nor killed; purge it instead"
+        "invocation {id} was already completed, so it cannot be {done}; purge it instead"
     ))
 }
 
@@ -74,7 +75,8 @@ impl Engine {
     /// Under the id's claim: a handler's new callee is found only once the journal entry that
     /// records it is queued, so a kill or cancel commits after that entry and its record, never
     /// before them (they would undo it), and never ends one that is then discarded.
-    fn load(&self, id: InvocationId) -> Result<(Arc<Inflight>, bool), ControlError> {
+    /// `done` names the operation for its refusal ([`already_completed`]).
+    fn load(&self, id: InvocationId, done: &str) -> Result<(Arc<Inflight>, bool), ControlError> {
         let _claim = self.claims.of(&id);
         let mut map = self.inflight.lock().expect("inflight map");
         if let Some(f) = map.get(&id) {
@@ -87,7 +89,7 @@ impl Engine {
         }
         let (record, journal) = self.load_stored(&id)?.ok_or(ControlError::NotFound(id))?;
         if matches!(record.status, Status::Completed { .. }) {
-            return Err(already_completed(id));
+            return Err(already_completed(id, done));
         }
         let inflight = self.new_inflight(id, record, true, journal);
         map.insert(id, inflight.clone());
@@ -161,7 +163,7 @@ impl Engine {
             return Ok(self.forward_message(id, InboxMessage::Cancel).await?);
         }
         let (inflight, waiter, restart) = loop {
-            let (inflight, in_memory) = self.load(id)?;
+            let (inflight, in_memory) = self.load(id, "cancelled")?;
             match self.claim_unstarted(&inflight, in_memory) {
                 Err(()) => continue,
                 Ok(true) => {
@@ -178,7 +180,7 @@ impl Engine {
             // It finished meanwhile (a delayed one loaded here whose timer fired and ran it):
             // its completion is on its way to the store, and must stay the last word.
             if inflight.finished.load(Ordering::SeqCst) {
-                return Err(already_completed(id));
+                return Err(already_completed(id, "cancelled"));
             }
             let mut state = inflight.state();
             state.record.cancel_requested = true;
@@ -263,7 +265,7 @@ impl Engine {
     /// [`Self::kill`] applied in this process.
     pub(super) async fn kill_here(&self, id: InvocationId) -> Result<(), ControlError> {
         let inflight = loop {
-            let (inflight, in_memory) = self.load(id)?;
+            let (inflight, in_memory) = self.load(id, "killed")?;
             match self.claim_unstarted(&inflight, in_memory) {
                 Err(()) => continue,
                 // Not started (delayed, queued in memory, or on disk behind its key since a
@@ -362,7 +364,7 @@ impl Engine {
                 record.status.name()
             )));
         }
-        let (inflight, in_memory) = self.load(id)?;
+        let (inflight, in_memory) = self.load(id, "resumed")?;
         let waiter = {
             let mut state = inflight.state();
             let resumable = match state.record.status {
