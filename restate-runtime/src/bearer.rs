@@ -51,6 +51,15 @@ pub(crate) fn matches(expected: &[u8; 32], given: &str) -> bool {
     !given.is_empty() && bool::from(digest(given).ct_eq(expected))
 }
 
+/// The token of an `Authorization` value of the Bearer scheme, whose name is case-insensitive
+/// (RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 async fn check(State(expected): State<Arc<Expected>>, req: Request, next: Next) -> Response {
     if req.uri().path() == expected.exempt {
         return next.run(req).await;
@@ -59,18 +68,24 @@ async fn check(State(expected): State<Arc<Expected>>, req: Request, next: Next) 
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if matches(&expected.digest, given) {
         next.run(req).await
     } else {
-        ApiError::ingress(
+        let mut refusal = ApiError::ingress(
             401,
             format!(
                 "missing or wrong {} token: send `Authorization: Bearer <token>`",
                 expected.listener
             ),
         )
-        .into_response()
+        .into_response();
+        // RFC 9110: a 401 names the scheme it takes.
+        refusal.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        refusal
     }
 }

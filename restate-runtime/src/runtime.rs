@@ -1182,7 +1182,10 @@ impl Runtime {
             Port::Ingress => (
                 crate::ingress::with_cors(self.ingress_router()),
                 "ingress",
-                limits,
+                crate::listener::Limits {
+                    cors: true,
+                    ..limits
+                },
             ),
             Port::Admin if loopback => (
                 crate::admin::loopback_host_only(self.admin_router()),
@@ -1396,6 +1399,7 @@ impl Runtime {
             max_body_bytes: self.config.max_body_bytes,
             http2: true,
             body_first: false,
+            cors: false,
         }
     }
 

@@ -472,6 +472,24 @@ async fn cors_preflights_are_answered_before_the_token_and_answers_name_the_orig
         .unwrap();
     assert_eq!(refused.status(), 401);
     assert_eq!(allowed(&refused), origin);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    // The scheme's name is case-insensitive (RFC 9110); the token is not.
+    for (authorization, status) in [
+        ("bearer s3cret", 200),
+        ("BEARER  s3cret", 200),
+        ("Bearer S3CRET", 401),
+        ("Basic s3cret", 401),
+        ("Bearers3cret", 401),
+    ] {
+        let r = client()
+            .post(format!("{}/Greeter/greet", s.base))
+            .header("authorization", authorization)
+            .json(&json!({"name": "Ada"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{authorization}");
+    }
     let served = client()
         .post(format!("{}/Greeter/greet", s.base))
         .header("origin", origin)
@@ -482,6 +500,70 @@ async fn cors_preflights_are_answered_before_the_token_and_answers_name_the_orig
         .unwrap();
     assert_eq!(served.status(), 200);
     assert_eq!(allowed(&served), origin);
+}
+
+/// With the only slot in flight taken, a preflight is still answered (no handler runs for
+/// one), and the `429` to a request carries the CORS headers, so a browser sees it.
+#[tokio::test]
+async fn over_the_in_flight_cap_preflights_are_answered_and_refusals_carry_cors() {
+    let one = |b: restate_runtime::RuntimeBuilder| b.max_in_flight(1);
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), one).await;
+    let origin = "http://app.example";
+    let r = client()
+        .post(format!("{}/Greeter/greet/send?delay=30s", s.base))
+        .json(&json!({"name": "Di"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The attach holds the one slot until the delayed greeting runs.
+    let held = tokio::spawn(
+        client()
+            .get(format!("{}/restate/invocation/{id}/attach", s.base))
+            .send(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        let r = client()
+            .post(format!("{}/Greeter/greet", s.base))
+            .header("origin", origin)
+            .json(&json!({"name": "Ed"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            break r;
+        }
+        // Served before the attach took the slot.
+        assert_eq!(r.status(), 200);
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.headers()["access-control-allow-origin"], origin);
+    assert_eq!(
+        refused.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let preflight = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/Greeter/greet", s.base),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    assert!(!held.is_finished(), "the slot was held throughout");
+    held.abort();
+    s.stop().await;
 }
 
 /// A handler's terminal error whose code is no error status answers 500, never a success.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::Response;
 use tower_http::cors::CorsLayer;
 use tower_layer::Layer;
@@ -101,26 +101,38 @@ where
             AnswerProjection::Preflight { future } => future.poll(cx),
             AnswerProjection::Plain { future, origin } => {
                 let mut response = ready!(future.poll(cx))?;
-                let headers = response.headers_mut();
-                // As the policy does: `Vary` is added to what the response has, the others
-                // replace it.
-                headers.append(
-                    header::VARY,
-                    HeaderValue::from_static(
-                        "origin, access-control-request-method, access-control-request-headers",
-                    ),
-                );
-                headers.insert(
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
-                if let Some(origin) = origin.take() {
-                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-                }
+                add_headers(response.headers_mut(), origin.take());
                 Poll::Ready(Ok(response))
             }
         }
     }
+}
+
+/// The policy's headers on an answer that is not a preflight's, to the request whose
+/// `Origin` is `origin`.
+pub(crate) fn add_headers(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
+    // As the policy does: `Vary` is added to what the response has, the others replace it.
+    headers.append(
+        header::VARY,
+        HeaderValue::from_static(
+            "origin, access-control-request-method, access-control-request-headers",
+        ),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+}
+
+/// Whether `request` is a CORS preflight.
+pub(crate) fn is_preflight<B>(request: &axum::http::Request<B>) -> bool {
+    request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The ingress: Restate's HTTP ingress API as an axum router, a thin adapter over the engine.
 
-mod cors;
+pub(crate) mod cors;
 mod error;
 mod invoke;
 mod lookup;

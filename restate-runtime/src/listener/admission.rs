@@ -126,6 +126,19 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The `429` to a request over the in-flight cap whose headers are `request`: with the
+    /// CORS headers where the router answers CORS, so that a browser sees it.
+    fn too_busy(&self, request: &http::HeaderMap) -> Response {
+        let mut response = too_busy("requests in flight");
+        if self.limits.cors {
+            let origin = request.get(header::ORIGIN).cloned();
+            crate::ingress::cors::add_headers(response.headers_mut(), origin);
+        }
+        response
+    }
+}
+
 /// One admitted request, counted until dropped (also when hyper drops the request).
 struct Slot(Arc<Gate>);
 
@@ -207,8 +220,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         let req = req.map(Body::new);
         let mut router = self.router.clone();
         let busy = self.activity.as_ref().map(Activity::enter);
-        // Probes are answered however busy the listener is.
-        if HEALTH_PATHS.contains(&req.uri().path()) {
+        // Probes are answered however busy the listener is, and so are preflights where the
+        // router answers them itself (no handler runs for one).
+        if HEALTH_PATHS.contains(&req.uri().path())
+            || (self.gate.limits.cors && crate::ingress::cors::is_preflight(&req))
+        {
             let response = router.call(req);
             return Box::pin(async move {
                 let response = response.await;
@@ -226,7 +242,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 };
                 let Some(slot) = gate.wait().await else {
                     gate.refused.inc();
-                    return Ok(too_busy("requests in flight"));
+                    return Ok(gate.too_busy(&parts.headers));
                 };
                 let response = router.call(http::Request::from_parts(parts, body)).await;
                 drop((slot, bytes, busy));
@@ -245,8 +261,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         Box::pin(async move {
             let Some(slot) = gate.wait().await else {
                 gate.refused.inc();
-                drain(req.into_body(), &gate.limits).await;
-                return Ok(too_busy("requests in flight"));
+                let (parts, body) = req.into_parts();
+                drain(body, &gate.limits).await;
+                return Ok(gate.too_busy(&parts.headers));
             };
             let response = router.call(req).await;
             drop((slot, busy));

@@ -44,6 +44,10 @@ pub(crate) struct Limits {
     /// Whether a body is read whole before its request takes a slot in flight (the public
     /// listener): a slow sender then holds a connection, not a slot.
     pub body_first: bool,
+    /// Whether the router answers CORS (the ingress): preflights are then answered however
+    /// busy the listener is, and a refusal over the in-flight cap carries the CORS headers,
+    /// so that a browser sees the `429`.
+    pub cors: bool,
 }
 
 /// Largest read buffer per connection: with many connections open, hyper's default (about
