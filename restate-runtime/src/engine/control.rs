@@ -365,6 +365,19 @@ impl Engine {
             )));
         }
         let (inflight, in_memory) = self.load(id, "resumed")?;
+        // A pause shows as soon as it is decided, and its task ends once it is durable: a
+        // resume in between waits for that end instead of being refused.
+        loop {
+            let stopped = inflight.stopped.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            let ending = inflight.state().record.status == Status::Paused
+                && inflight.running.load(Ordering::SeqCst);
+            if !ending {
+                break;
+            }
+            stopped.await;
+        }
         let waiter = {
             let mut state = inflight.state();
             let resumable = match state.record.status {
