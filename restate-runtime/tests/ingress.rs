@@ -606,4 +606,39 @@ async fn an_unknown_admin_route_is_a_404_with_a_body() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    // A path parameter that is no UTF-8, and a method a route does not take, are answered in
+    // the same JSON form; the 405 names the methods it takes.
+    let r = client()
+        .get(format!("{}/invocations/%FF", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 400, "{body}");
+    let r = client()
+        .post(format!("{}/invocations/inv_1x/kill", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "PATCH");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 405, "{body}");
+    // Scoped calls: refused as Restate refuses them without its experimental queues.
+    let r = client()
+        .post(format!("{}/restate/scope/s1/call/Greeter/greet", s.base))
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("scoped invocations require vqueues"),
+        "{body}"
+    );
 }

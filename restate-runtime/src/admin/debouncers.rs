@@ -1,11 +1,12 @@
 //! `/debouncers/{name}`: a debounced handler's open burst (per key): the arrival that will run,
 //! how many wait unchosen, when the burst began and when it closes.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::limiters::KeyQuery;
+use super::params::{Params, PathParams};
 use crate::clock::rfc3339;
 use crate::engine::Engine;
 use crate::ingress::ApiError;
@@ -14,8 +15,8 @@ use crate::ingress::ApiError;
 /// URL-encoded): `{"open": false}` when no burst is open.
 pub(super) async fn get(
     State(engine): State<Engine>,
-    Path(name): Path<String>,
-    Query(query): Query<KeyQuery>,
+    PathParams(name): PathParams<String>,
+    Params(query): Params<KeyQuery>,
 ) -> Response {
     let key = query.key.as_deref();
     match crate::debounce::stored(&engine, &crate::rate::bucket(&name, key)) {

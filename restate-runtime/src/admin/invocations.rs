@@ -1,12 +1,12 @@
 //! Invocations: inspect one (status and journal), list with filters and paging, and control
 //! (cancel, kill, purge, resume).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::params::Params;
+use super::params::{Params, PathParams};
 use crate::clock::rfc3339;
 use crate::engine::{ControlError, Engine};
 use crate::filter::{InvocationFilter, PauseReason};
@@ -103,7 +103,10 @@ fn entry_json(index: u32, entry: &JournalEntry) -> Value {
     v
 }
 
-pub(super) async fn invocation(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+pub(super) async fn invocation(
+    State(engine): State<Engine>,
+    PathParams(id): PathParams<String>,
+) -> Response {
     let parsed = match parse_invocation_id(&id) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
@@ -324,7 +327,7 @@ pub(super) struct ControlQuery {
 /// `PATCH /invocations/{id}/cancel|kill|purge|resume|restart[?from=<n>]`.
 pub(super) async fn control(
     State(engine): State<Engine>,
-    Path((id, action)): Path<(String, String)>,
+    PathParams((id, action)): PathParams<(String, String)>,
     Params(query): Params<ControlQuery>,
 ) -> Response {
     let (id, action) = match parse_invocation_id(&id)

@@ -1,11 +1,12 @@
 //! `/limiters`: concurrency limits, how many hold a permit and how many wait, per name (and
 //! key); a limit changed while the process runs.
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::params::{Params, PathParams};
 use crate::engine::Engine;
 use crate::ingress::ApiError;
 
@@ -56,8 +57,8 @@ pub(super) struct KeyQuery {
 /// `<service>/<handler>`, URL-encoded).
 pub(super) async fn get(
     State(engine): State<Engine>,
-    Path(name): Path<String>,
-    Query(query): Query<KeyQuery>,
+    PathParams(name): PathParams<String>,
+    Params(query): Params<KeyQuery>,
 ) -> Response {
     bucket_view(&engine, &name, query.key.as_deref())
 }
@@ -72,8 +73,8 @@ pub(super) struct SetLimit {
 /// the bucket (the unkeyed one, or `key`'s) out at once, other keys' at their next request.
 pub(super) async fn set(
     State(engine): State<Engine>,
-    Path(name): Path<String>,
-    Query(query): Query<KeyQuery>,
+    PathParams(name): PathParams<String>,
+    Params(query): Params<KeyQuery>,
     body: Result<axum::Json<SetLimit>, JsonRejection>,
 ) -> Response {
     let limit = match body {

@@ -81,6 +81,19 @@ pub(crate) fn router(
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::ingress(404, format!("no admin route {}", uri.path())).into_response()
         })
+        // axum adds the `Allow` header to this answer.
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError::ingress(
+                    405,
+                    format!(
+                        "{method} is not allowed on {}: see the Allow header",
+                        uri.path()
+                    ),
+                )
+                .into_response()
+            },
+        )
         .with_state(state.clone());
     let ui = ui::router(state, token.as_deref());
     crate::bearer::require(routes, token, "admin", "/health")

@@ -1,7 +1,7 @@
 //! Query strings of the admin API: a malformed one is a 400 in the API's error form, not the
 //! plain text axum answers by itself.
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::Uri;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(Self(value)),
             Err(e) => Err(ApiError::ingress(400, e.body_text()).into_response()),
+        }
+    }
+}
+
+/// Path parameters read as `T`: one that does not decode (a percent escape that is no UTF-8)
+/// is a 400 in the API's error form, not the plain text axum answers by itself.
+pub(super) struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::ingress(e.status().as_u16(), e.body_text()).into_response()),
         }
     }
 }

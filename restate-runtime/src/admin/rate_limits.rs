@@ -1,11 +1,12 @@
 //! `/rate-limits`: rate limits by name (and key): the limit, the tokens a caller finds now,
 //! when the next one is there and when the bucket is full again.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::limiters::KeyQuery;
+use super::params::{Params, PathParams};
 use crate::clock::rfc3339;
 use crate::engine::Engine;
 use crate::ingress::ApiError;
@@ -46,8 +47,8 @@ pub(super) async fn list(State(engine): State<Engine>) -> Response {
 /// `<service>/<handler>`, URL-encoded).
 pub(super) async fn get(
     State(engine): State<Engine>,
-    Path(name): Path<String>,
-    Query(query): Query<KeyQuery>,
+    PathParams(name): PathParams<String>,
+    Params(query): Params<KeyQuery>,
 ) -> Response {
     match bucket_view(&engine, &name, query.key.as_deref()) {
         Ok(view) => axum::Json(view).into_response(),

@@ -1,11 +1,12 @@
 //! `/schedules`: list, create (or replace), read, pause, resume, trigger and delete cron
 //! schedules, as [`Schedules`](crate::Schedules) does in process.
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::params::PathParams;
 use crate::engine::Engine;
 use crate::ingress::ApiError;
 use crate::runtime::RuntimeHandle;
@@ -89,7 +90,10 @@ pub(super) async fn create(
     }
 }
 
-pub(super) async fn get(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+pub(super) async fn get(
+    State(engine): State<Engine>,
+    PathParams(id): PathParams<String>,
+) -> Response {
     match schedules(engine).get(&id).await {
         Ok(Some(view)) => axum::Json(view).into_response(),
         Ok(None) => error(ScheduleError::NotFound(id)),
@@ -97,7 +101,10 @@ pub(super) async fn get(State(engine): State<Engine>, Path(id): Path<String>) ->
     }
 }
 
-pub(super) async fn delete(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+pub(super) async fn delete(
+    State(engine): State<Engine>,
+    PathParams(id): PathParams<String>,
+) -> Response {
     match schedules(engine).delete(&id).await {
         Ok(true) => axum::Json(json!({ "deleted": id })).into_response(),
         Ok(false) => error(ScheduleError::NotFound(id)),
@@ -107,7 +114,7 @@ pub(super) async fn delete(State(engine): State<Engine>, Path(id): Path<String>)
 
 pub(super) async fn control(
     State(engine): State<Engine>,
-    Path((id, action)): Path<(String, String)>,
+    PathParams((id, action)): PathParams<(String, String)>,
 ) -> Response {
     let schedules = schedules(engine);
     let result = match action.as_str() {

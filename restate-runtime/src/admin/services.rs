@@ -1,10 +1,11 @@
 //! Registered services, in the shape Restate's admin API lists them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AdminState;
+use super::params::PathParams;
 use crate::ingress::ApiError;
 use crate::registry::{HandlerKind, ServiceDefinition};
 
@@ -57,7 +58,10 @@ pub(super) async fn services(State(state): State<AdminState>) -> Response {
     axum::Json(json!({ "services": services })).into_response()
 }
 
-pub(super) async fn service(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+pub(super) async fn service(
+    State(state): State<AdminState>,
+    PathParams(name): PathParams<String>,
+) -> Response {
     match state.engine.registry().public(&name) {
         Some(s) => axum::Json(describe(&s.definition, &state)).into_response(),
         None => ApiError::ingress(404, format!("service '{name}' not found")).into_response(),

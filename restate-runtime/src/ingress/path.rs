@@ -170,6 +170,11 @@ fn parse_restate(segments: &[&str], registry: &Registry) -> Result<Route, PathEr
         ["call" | "send", rest @ ..] if !rest.is_empty() => {
             parse_invoke(rest, registry, Some(segments[0] == "send"))
         }
+        // Restate's own answer without its experimental queues: this runtime has no scopes.
+        ["scope", _, "call" | "send", rest @ ..] if !rest.is_empty() => Err(bad(
+            "scoped invocations require vqueues to be enabled: this runtime has no scopes, \
+             call /restate/call|send/… or /{Service}/… instead",
+        )),
         ["invocation", id, v] => lookup(LookupTarget::Id((*id).to_owned()), v),
         ["invocation", service, rest @ .., v] if rest.len() == 2 || rest.len() == 3 => {
             let def = registry.get(service).ok_or_else(|| {
@@ -236,6 +241,20 @@ mod tests {
         assert_eq!(parse("/Greeter", &r).unwrap_err().status, 400);
         assert_eq!(parse("/Nope/x", &r).unwrap_err().status, 404);
         assert_eq!(parse("/restate/unknown", &r).unwrap_err().status, 404);
+        // Scoped calls and sends: refused as Restate refuses them without its vqueues.
+        for scoped in [
+            "/restate/scope/s1/call/Greeter/greet",
+            "/restate/scope/s1/send/Greeter/greet",
+        ] {
+            let refused = parse(scoped, &r).unwrap_err();
+            assert_eq!(refused.status, 400, "{scoped}");
+            assert!(
+                refused
+                    .message
+                    .contains("scoped invocations require vqueues"),
+                "{scoped}"
+            );
+        }
         assert!(matches!(
             parse("/restate/invocation/inv_1x/output", &r).unwrap(),
             Route::Lookup {
