@@ -422,6 +422,39 @@ async fn newer_restate_forms_call_send_attach_output_lookup() {
         .await
         .unwrap();
     assert_eq!(r.json::<String>().await.unwrap(), "Hello M");
+    // A body naming what no invocation can be is refused as the path form refuses it.
+    for (target, status, says) in [
+        (
+            json!({"target": "idempotentInvocation", "service": "Greeter", "handler": "nope", "idempotencyKey": "newer"}),
+            404,
+            "handler 'nope'",
+        ),
+        (
+            json!({"target": "idempotentInvocation", "service": "Greeter", "key": "k", "handler": "greet", "idempotencyKey": "newer"}),
+            400,
+            "no keys",
+        ),
+        (
+            json!({"target": "idempotentInvocation", "service": "Greeter", "handler": "greet", "idempotencyKey": "newer", "scope": "s"}),
+            400,
+            "scoped invocations",
+        ),
+        (
+            json!({"target": "workflow", "workflowName": "W", "workflowKey": "k", "scope": "s"}),
+            400,
+            "scoped invocations",
+        ),
+    ] {
+        let r = client()
+            .post(s.url("/restate/output"))
+            .json(&target)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{target}");
+        let message = r.json::<Value>().await.unwrap()["message"].to_string();
+        assert!(message.contains(says), "{target}: {message}");
+    }
     let r = client().get(s.url("/restate/health")).send().await.unwrap();
     assert!(
         r.json::<Value>().await.unwrap()["services"]
@@ -489,6 +522,20 @@ async fn cors_preflights_are_answered_before_the_token_and_answers_name_the_orig
             .await
             .unwrap();
         assert_eq!(r.status(), status, "{authorization}");
+    }
+    // The health probe needs no token however its path is spelt; nothing else near it does.
+    for (path, status) in [
+        ("/restate/health/", 200),
+        ("//restate/health", 200),
+        ("/restate/healthz", 401),
+        ("/restate/health/x", 401),
+    ] {
+        let r = client()
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
     }
     let served = client()
         .post(format!("{}/Greeter/greet", s.base))
@@ -625,6 +672,16 @@ async fn an_unknown_admin_route_is_a_404_with_a_body() {
     assert_eq!(r.headers()["allow"], "PATCH");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], 405, "{body}");
+    // The ingress's 405s name the methods too.
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/Greeter/greet", "GET, POST"),
+        (reqwest::Method::DELETE, "/restate/health", "GET, HEAD"),
+        (reqwest::Method::GET, "/restate/a/sign_1x/resolve", "POST"),
+    ] {
+        let r = client().request(method, s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{path}");
+        assert_eq!(r.headers()["allow"], allow, "{path}");
+    }
     // Scoped calls: refused as Restate refuses them without its experimental queues.
     let r = client()
         .post(format!("{}/restate/scope/s1/call/Greeter/greet", s.base))

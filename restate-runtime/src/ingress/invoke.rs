@@ -193,7 +193,7 @@ fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError>
                 return Err(ApiError::ingress(
                     400,
                     format!(
-                        "bad idempotency-key header: must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                        "bad idempotency-key header: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
                     ),
                 ));
             }

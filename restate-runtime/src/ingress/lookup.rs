@@ -48,11 +48,35 @@ fn resolve(state: &IngressState, target: LookupTarget) -> Result<InvocationId, A
             handler,
             idempotency_key,
         } => {
-            if state.engine.registry().get(&service).is_none() {
+            let Some(registered) = state.engine.registry().get(&service) else {
                 return Err(ApiError::ingress(
                     404,
                     format!(
                         "service '{service}' not found, make sure to register the service before calling it."
+                    ),
+                ));
+            };
+            let definition = &registered.definition;
+            match (definition.kind.is_keyed(), &key) {
+                (true, None) => {
+                    return Err(ApiError::ingress(
+                        400,
+                        format!("'{service}' is keyed: name the key of the invocation"),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err(ApiError::ingress(
+                        400,
+                        format!("'{service}' has no keys: leave the key out"),
+                    ));
+                }
+                _ => {}
+            }
+            if definition.handler(&handler).is_none() {
+                return Err(ApiError::ingress(
+                    404,
+                    format!(
+                        "the service '{service}' exists, but the handler '{handler}' was not found, check that the handler exists in the latest registered service version."
                     ),
                 ));
             }
@@ -76,12 +100,16 @@ enum BodyTarget {
     Workflow {
         workflow_name: String,
         workflow_key: String,
+        /// Refused: this runtime has no scopes (read so that it is not ignored).
+        scope: Option<String>,
     },
     IdempotentInvocation {
         service: String,
         key: Option<String>,
         handler: String,
         idempotency_key: String,
+        /// As for a workflow.
+        scope: Option<String>,
     },
 }
 
@@ -92,11 +120,17 @@ pub(crate) async fn lookup_by_body(
 ) -> Result<Response, ApiError> {
     let target: BodyTarget = serde_json::from_slice(body)
         .map_err(|e| ApiError::ingress(400, format!("bad request body: {e}")))?;
+    if let BodyTarget::Workflow { scope: Some(_), .. }
+    | BodyTarget::IdempotentInvocation { scope: Some(_), .. } = &target
+    {
+        return Err(ApiError::ingress(400, super::path::NO_SCOPES));
+    }
     let target = match target {
         BodyTarget::Invocation { invocation_id } => LookupTarget::Id(invocation_id),
         BodyTarget::Workflow {
             workflow_name,
             workflow_key,
+            ..
         } => LookupTarget::Workflow {
             name: workflow_name,
             key: workflow_key,
@@ -106,6 +140,7 @@ pub(crate) async fn lookup_by_body(
             key,
             handler,
             idempotency_key,
+            ..
         } => LookupTarget::Idempotent {
             service,
             key,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) use error::{ApiError, parse_invocation_id};
@@ -121,18 +121,20 @@ async fn dispatch_webhook(State(state): State<Arc<IngressState>>, req: Request) 
 async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError> {
     let route = path::parse(req.uri().path(), state.engine.registry())
         .map_err(|e| ApiError::ingress(e.status, e.message))?;
-    let method = req.method().clone();
-    let require = |allowed: &[Method]| {
-        if allowed.contains(&method) {
-            Ok(())
-        } else {
-            Err(ApiError::ingress(405, "method not allowed"))
-        }
-    };
+    let methods = route.methods();
+    if !methods.contains(req.method()) {
+        let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        let mut refused = ApiError::ingress(
+            405,
+            format!("method not allowed: use {}", names.join(" or ")),
+        )
+        .into_response();
+        let allow = HeaderValue::from_str(&names.join(", ")).expect("method names are ASCII");
+        refused.headers_mut().insert(header::ALLOW, allow);
+        return Ok(refused);
+    }
     match route {
         Route::Health => {
-            // HEAD too: load balancers probe with it (hyper sends no body).
-            require(&[Method::GET, Method::HEAD])?;
             let names: Vec<&str> = state
                 .engine
                 .registry()
@@ -152,21 +154,13 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             key,
             handler,
             send,
-        } => {
-            require(&[Method::GET, Method::POST])?;
-            invoke::invoke(state, req, service, key, handler, send).await
-        }
-        Route::Lookup { target, verb } => {
-            require(&[Method::GET])?;
-            lookup::lookup(state, target, verb).await
-        }
+        } => invoke::invoke(state, req, service, key, handler, send).await,
+        Route::Lookup { target, verb } => lookup::lookup(state, target, verb).await,
         Route::LookupByBody(verb) => {
-            require(&[Method::POST])?;
             let body = read_body(state, req.into_body()).await?;
             lookup::lookup_by_body(state, &body, verb).await
         }
         Route::Awakeable { id, resolve } => {
-            require(&[Method::POST])?;
             let body = read_body(state, req.into_body()).await?;
             let outcome = if resolve {
                 Outcome::Success(body.to_vec())

@@ -27,6 +27,25 @@ pub(crate) enum Route {
     },
 }
 
+impl Route {
+    /// The methods it is answered for (a 405 names them in `Allow`).
+    pub(crate) fn methods(&self) -> &'static [http::Method] {
+        use http::Method;
+        match self {
+            // HEAD too: load balancers probe with it (hyper sends no body).
+            Self::Health => &[Method::GET, Method::HEAD],
+            Self::Invoke { .. } => &[Method::GET, Method::POST],
+            Self::Lookup { .. } => &[Method::GET],
+            Self::LookupByBody(_) | Self::Awakeable { .. } => &[Method::POST],
+        }
+    }
+}
+
+/// The refusal of a scoped invocation or lookup: Restate's own answer without its
+/// experimental queues, as this runtime has no scopes.
+pub(crate) const NO_SCOPES: &str = "scoped invocations require vqueues to be enabled: this \
+     runtime has no scopes, leave the scope out";
+
 /// How attach and output name an invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LookupTarget {
@@ -170,11 +189,7 @@ fn parse_restate(segments: &[&str], registry: &Registry) -> Result<Route, PathEr
         ["call" | "send", rest @ ..] if !rest.is_empty() => {
             parse_invoke(rest, registry, Some(segments[0] == "send"))
         }
-        // Restate's own answer without its experimental queues: this runtime has no scopes.
-        ["scope", _, "call" | "send", rest @ ..] if !rest.is_empty() => Err(bad(
-            "scoped invocations require vqueues to be enabled: this runtime has no scopes, \
-             call /restate/call|send/… or /{Service}/… instead",
-        )),
+        ["scope", _, "call" | "send", rest @ ..] if !rest.is_empty() => Err(bad(NO_SCOPES)),
         ["invocation", id, v] => lookup(LookupTarget::Id((*id).to_owned()), v),
         ["invocation", service, rest @ .., v] if rest.len() == 2 || rest.len() == 3 => {
             let def = registry.get(service).ok_or_else(|| {
