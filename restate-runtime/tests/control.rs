@@ -299,8 +299,9 @@ async fn a_resume_right_after_the_pause_shows_is_taken() {
 async fn a_bulk_action_with_an_unknown_parameter_is_refused_and_does_nothing() {
     let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
-    let id = send(&s, "idle").await;
+    let (id, other) = (send(&s, "idle").await, send(&s, "idle").await);
     s.wait_status(&id, "suspended").await;
+    s.wait_status(&other, "suspended").await;
     let bulk = |query: &str| {
         let url = format!("{}/invocations?{query}", s.admin);
         async move {
@@ -317,12 +318,20 @@ async fn a_bulk_action_with_an_unknown_parameter_is_refused_and_does_nothing() {
         "lists what it takes: {message}"
     );
     assert_eq!(s.inspect(&id).await["status"], "suspended");
-    // Spelt right, the same action acts on what it names.
-    let (status, body) = bulk("action=cancel&status=suspended&handler=idle").await;
+    // Spelt right, the same action acts on what it names, `limit` at a time.
+    let (status, body) = bulk("action=cancel&status=suspended&handler=idle&limit=1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done"].as_array().unwrap().len(), 1, "{body}");
-    let (status, _) = s.attach(&id).await;
-    assert_eq!(status, 409);
+    let next = body["next"].as_str().expect("a second round").to_owned();
+    let (status, body) = bulk(&format!(
+        "action=cancel&status=suspended&handler=idle&after={next}"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["done"].as_array().unwrap().len(), 1, "{body}");
+    for cancelled in [&id, &other] {
+        assert_eq!(s.attach(cancelled).await.0, 409);
+    }
     s.stop().await;
 }
 

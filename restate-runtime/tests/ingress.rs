@@ -635,43 +635,37 @@ async fn a_terminal_error_with_a_success_code_answers_500_with_its_code_in_the_b
 #[tokio::test]
 async fn an_unknown_admin_route_is_a_404_with_a_body() {
     let s = TestServer::start().await;
-    let r = client()
-        .get(format!("{}/nope", s.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["code"], 404, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("/nope"),
-        "{body}"
-    );
+    // So are a path parameter that is no UTF-8 and a method a route does not take; the 405
+    // names the methods it takes.
+    for (method, path, status, says) in [
+        (reqwest::Method::GET, "/nope", 404, "/nope"),
+        (reqwest::Method::GET, "/invocations/%FF", 400, "UTF-8"),
+        (
+            reqwest::Method::POST,
+            "/invocations/inv_1x/kill",
+            405,
+            "POST",
+        ),
+    ] {
+        let r = client()
+            .request(method, format!("{}{path}", s.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        if status == 405 {
+            assert_eq!(r.headers()["allow"], "PATCH");
+        }
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], status, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    }
     let health = client()
         .get(format!("{}/health", s.admin))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    // A path parameter that is no UTF-8, and a method a route does not take, are answered in
-    // the same JSON form; the 405 names the methods it takes.
-    let r = client()
-        .get(format!("{}/invocations/%FF", s.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["code"], 400, "{body}");
-    let r = client()
-        .post(format!("{}/invocations/inv_1x/kill", s.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 405);
-    assert_eq!(r.headers()["allow"], "PATCH");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["code"], 405, "{body}");
     // The ingress's 405s name the methods too.
     for (method, path, allow) in [
         (reqwest::Method::PUT, "/Greeter/greet", "GET, POST"),

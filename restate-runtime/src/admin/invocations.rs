@@ -354,20 +354,22 @@ pub(super) struct BulkQuery {
     from: Option<u32>,
     /// The `next` cursor of the previous round.
     after: Option<String>,
+    /// Acts on at most this many in this round (at most [`BULK_ROUND`]).
+    limit: Option<usize>,
 }
 
 impl BulkQuery {
     /// Its parameters' names.
-    const PARAMS: [&str; 3] = ["action", "from", "after"];
+    const PARAMS: [&str; 4] = ["action", "from", "after", "limit"];
 }
 
 /// Invocations one bulk request acts on at most: the answer's `next` continues.
 const BULK_ROUND: usize = 1000;
 
-/// `PATCH /invocations?action=cancel|kill|purge|resume|restart&<filters>[&after=<next>]`:
-/// the action on the invocations the filters of `GET /invocations` match (at least one
-/// filter), up to [`BULK_ROUND`] per request in arrival order; what each did, and the `next`
-/// cursor while more match.
+/// `PATCH /invocations?action=cancel|kill|purge|resume|restart&<filters>[&limit=<n>]`
+/// `[&after=<next>]`: the action on the invocations the filters of `GET /invocations` match (at
+/// least one filter), up to `limit` (at most [`BULK_ROUND`]) per request in arrival order; what
+/// each did, and the `next` cursor while more match.
 pub(super) async fn bulk(
     State(engine): State<Engine>,
     uri: axum::http::Uri,
@@ -410,7 +412,8 @@ pub(super) async fn bulk(
     let listed = |id: &InvocationId, r: &crate::storage::InvocationRecord| {
         existed(r) && filter.matches(r, || engine.shown_status(id, r))
     };
-    let (page, next) = match engine.list(listed, after, BULK_ROUND) {
+    let round = query.limit.unwrap_or(BULK_ROUND).clamp(1, BULK_ROUND);
+    let (page, next) = match engine.list(listed, after, round) {
         Ok(listed) => listed,
         Err(e) => return ApiError::from(e).into_response(),
     };
