@@ -53,7 +53,7 @@ pub(crate) fn matches(expected: &[u8; 32], given: &str) -> bool {
 
 /// The token of an `Authorization` value of the Bearer scheme, whose name is case-insensitive
 /// (RFC 9110).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -293,6 +293,45 @@ async fn a_resume_right_after_the_pause_shows_is_taken() {
     s.stop().await;
 }
 
+/// A kill and a resume sent together to a paused invocation both answer, and it ends one way
+/// or the other: a resume never waits on an ending that a kill (not the pausing attempt)
+/// carries out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_and_a_resume_of_a_paused_invocation_both_answer() {
+    let s = TestServer::start().await;
+    for n in 1000..1060u32 {
+        let r = client()
+            .post(s.url("/Ops/flaky/send"))
+            .json(&n)
+            .send()
+            .await
+            .unwrap();
+        let id = common::accepted_id(r).await;
+        s.wait_status(&id, "paused").await;
+        let both = futures::future::join(
+            control_answer(&s, &id, "kill"),
+            control_answer(&s, &id, "resume"),
+        );
+        let ((killed, kill_says), (resumed, resume_says)) =
+            tokio::time::timeout(Duration::from_secs(30), both)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("invocation {n}: the kill or the resume never answered")
+                });
+        assert!(
+            matches!(killed, 200 | 409),
+            "kill of {n}: {killed} {kill_says}"
+        );
+        assert!(
+            matches!(resumed, 200 | 409),
+            "resume of {n}: {resumed} {resume_says}"
+        );
+        let (status, _) = s.attach(&id).await;
+        assert!(matches!(status, 200 | 409), "{n} ended with {status}");
+    }
+    s.stop().await;
+}
+
 /// A bulk action whose query names a parameter it does not take (a misspelt filter) is a 400
 /// that names it, and acts on nothing: ignored, the typo would widen what it acts on.
 #[tokio::test]

@@ -425,9 +425,9 @@ async fn newer_restate_forms_call_send_attach_output_lookup() {
     // A body naming what no invocation can be is refused as the path form refuses it.
     for (target, status, says) in [
         (
-            json!({"target": "idempotentInvocation", "service": "Greeter", "handler": "nope", "idempotencyKey": "newer"}),
+            json!({"target": "idempotentInvocation", "service": "Nope", "handler": "greet", "idempotencyKey": "newer"}),
             404,
-            "handler 'nope'",
+            "service 'Nope'",
         ),
         (
             json!({"target": "idempotentInvocation", "service": "Greeter", "key": "k", "handler": "greet", "idempotencyKey": "newer"}),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::inflight::Finish;
 use super::{Engine, EngineError, Inflight};
@@ -59,6 +60,34 @@ fn ended_killed(id: InvocationId, outcome: &Outcome) -> Result<(), ControlError>
     Err(ControlError::Conflict(format!(
         "invocation {id} completed before the kill took effect; its result stands"
     )))
+}
+
+/// How long a resume waits for the attempt that paused an invocation before it looks again
+/// (that attempt's end wakes it at once; anything else that ends the wait, a kill or a
+/// partition's leave, is seen at the next look).
+const PAUSE_END_LOOK: Duration = Duration::from_millis(100);
+
+/// Waits while the attempt that paused `inflight` is still ending: a pause shows as soon as it
+/// is decided, and its task ends once it is durable; a resume in between is taken after that
+/// end instead of refused. True if it waited. A kill under way, an ending or a partition's
+/// leave is not waited for (the resume is then refused or looks again).
+async fn await_pausing_attempt(inflight: &Inflight) -> bool {
+    let mut waited = false;
+    loop {
+        let stopped = inflight.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        let ending = inflight.state().record.status == Status::Paused
+            && inflight.running.load(Ordering::SeqCst)
+            && !inflight.kill_requested.load(Ordering::SeqCst)
+            && !inflight.finished.load(Ordering::SeqCst)
+            && !inflight.left.load(Ordering::SeqCst);
+        if !ending {
+            return waited;
+        }
+        waited = true;
+        let _ = tokio::time::timeout(PAUSE_END_LOOK, stopped).await;
+    }
 }
 
 /// `done`: what was asked, as a past participle ("cancelled").
@@ -364,20 +393,14 @@ impl Engine {
                 record.status.name()
             )));
         }
-        let (inflight, in_memory) = self.load(id, "resumed")?;
-        // A pause shows as soon as it is decided, and its task ends once it is durable: a
-        // resume in between waits for that end instead of being refused.
-        loop {
-            let stopped = inflight.stopped.notified();
-            tokio::pin!(stopped);
-            stopped.as_mut().enable();
-            let ending = inflight.state().record.status == Status::Paused
-                && inflight.running.load(Ordering::SeqCst);
-            if !ending {
-                break;
+        // After waiting for the attempt that paused it, looked up again: its copy may have
+        // left memory meanwhile (its partition left, its pause was refused).
+        let (inflight, in_memory) = loop {
+            let (inflight, in_memory) = self.load(id, "resumed")?;
+            if !await_pausing_attempt(&inflight).await {
+                break (inflight, in_memory);
             }
-            stopped.await;
-        }
+        };
         let waiter = {
             let mut state = inflight.state();
             let resumable = match state.record.status {

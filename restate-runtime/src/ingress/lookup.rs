@@ -72,14 +72,8 @@ fn resolve(state: &IngressState, target: LookupTarget) -> Result<InvocationId, A
                 }
                 _ => {}
             }
-            if definition.handler(&handler).is_none() {
-                return Err(ApiError::ingress(
-                    404,
-                    format!(
-                        "the service '{service}' exists, but the handler '{handler}' was not found, check that the handler exists in the latest registered service version."
-                    ),
-                ));
-            }
+            // The handler is not looked up: the results of one a deploy has removed are kept
+            // for their retention, and found by their key.
             InvocationId::idempotent(&service, key.as_deref(), &handler, &idempotency_key)
         }
         LookupTarget::Workflow { name, key } => InvocationId::workflow(&name, &key),

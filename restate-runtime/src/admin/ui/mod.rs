@@ -148,7 +148,7 @@ impl Access {
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(crate::bearer::bearer_token)
             .is_some_and(|given| crate::bearer::matches(digest, given))
     }
 
