@@ -141,6 +141,17 @@ async fn send(s: &TestServer, handler: &str) -> String {
     common::accepted_id(r).await
 }
 
+/// Sends `flaky(n)`, which is paused after its first two attempts fail.
+async fn send_flaky(s: &TestServer, n: u32) -> String {
+    let r = client()
+        .post(s.url("/Ops/flaky/send"))
+        .json(&n)
+        .send()
+        .await
+        .unwrap();
+    common::accepted_id(r).await
+}
+
 async fn control(s: &TestServer, id: &str, action: &str) -> u16 {
     control_answer(s, id, action).await.0
 }
@@ -274,13 +285,7 @@ async fn paused_invocations_resume() {
 async fn a_resume_right_after_the_pause_shows_is_taken() {
     let s = TestServer::start().await;
     for n in 0..300u32 {
-        let r = client()
-            .post(s.url("/Ops/flaky/send"))
-            .json(&n)
-            .send()
-            .await
-            .unwrap();
-        let id = common::accepted_id(r).await;
+        let id = send_flaky(&s, n).await;
         // Looked at without pausing between looks, to resume as early as it shows.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while s.inspect(&id).await["status"] != "paused" {
@@ -300,13 +305,7 @@ async fn a_resume_right_after_the_pause_shows_is_taken() {
 async fn a_kill_and_a_resume_of_a_paused_invocation_both_answer() {
     let s = TestServer::start().await;
     for n in 1000..1060u32 {
-        let r = client()
-            .post(s.url("/Ops/flaky/send"))
-            .json(&n)
-            .send()
-            .await
-            .unwrap();
-        let id = common::accepted_id(r).await;
+        let id = send_flaky(&s, n).await;
         s.wait_status(&id, "paused").await;
         let both = futures::future::join(
             control_answer(&s, &id, "kill"),
