@@ -210,7 +210,7 @@ async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
     let body = vec![b'7'; 256 * 1024];
     let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
     let head = format!(
-        "POST /Waits/busy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /Waits/busy HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -222,6 +222,11 @@ async fn a_connection_over_the_cap_is_answered_429_after_its_body_is_read() {
     assert!(answer.starts_with("http/1.1 429"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
+    // A browser sees it: the ingress's CORS headers come with the refusal.
+    assert!(
+        answer.contains("access-control-allow-origin: http://app.example"),
+        "{answer}"
+    );
     assert!(listener_metric(&app, "restate_connections_refused_total", "ingress").await >= 1);
     drop(held);
 }

@@ -127,16 +127,21 @@ impl Gate {
 }
 
 impl Gate {
-    /// The `429` to a request over the in-flight cap whose headers are `request`: with the
-    /// CORS headers where the router answers CORS, so that a browser sees it.
+    /// The `429` to a request over the in-flight cap whose headers are `request`.
     fn too_busy(&self, request: &http::HeaderMap) -> Response {
-        let mut response = too_busy("requests in flight");
-        if self.limits.cors {
-            let origin = request.get(header::ORIGIN).cloned();
-            crate::ingress::cors::add_headers(response.headers_mut(), origin);
-        }
-        response
+        refusal("requests in flight", &self.limits, request)
     }
+}
+
+/// The `429` to a request over a cap of `what`, whose headers are `request`: with the CORS
+/// headers where the router answers CORS, so that a browser sees it.
+fn refusal(what: &str, limits: &Limits, request: &http::HeaderMap) -> Response {
+    let mut response = too_busy(what);
+    if limits.cors {
+        let origin = request.get(header::ORIGIN).cloned();
+        crate::ingress::cors::add_headers(response.headers_mut(), origin);
+    }
+    response
 }
 
 /// One admitted request, counted until dropped (also when hyper drops the request).
@@ -334,8 +339,9 @@ impl Refusal {
             let limits = this.limits;
             let service = hyper::service::service_fn(
                 move |req: http::Request<hyper::body::Incoming>| async move {
-                    drain(Body::new(req.into_body()), &limits).await;
-                    Ok::<_, Infallible>(too_busy("connections"))
+                    let (parts, body) = req.into_parts();
+                    drain(Body::new(body), &limits).await;
+                    Ok::<_, Infallible>(refusal("connections", &limits, &parts.headers))
                 },
             );
             let connection = this.builder.serve_connection(TokioIo::new(stream), service);

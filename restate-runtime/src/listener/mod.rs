@@ -45,8 +45,8 @@ pub(crate) struct Limits {
     /// listener): a slow sender then holds a connection, not a slot.
     pub body_first: bool,
     /// Whether the router answers CORS (the ingress): preflights are then answered however
-    /// busy the listener is, and a refusal over the in-flight cap carries the CORS headers,
-    /// so that a browser sees the `429`.
+    /// busy the listener is, and a refusal over the in-flight or the connection cap carries
+    /// the CORS headers, so that a browser sees the `429`.
     pub cors: bool,
 }
 
