@@ -62,10 +62,10 @@ fn ended_killed(id: InvocationId, outcome: &Outcome) -> Result<(), ControlError>
     )))
 }
 
-/// How long a resume waits for the attempt that paused an invocation before it looks again
-/// (that attempt's end wakes it at once; anything else that ends the wait, a kill or a
-/// partition's leave, is seen at the next look).
-const PAUSE_END_LOOK: Duration = Duration::from_millis(100);
+/// How often a resume looks whether the attempt that paused an invocation has ended (it ends
+/// once its pause is durable: one commit). Looked at rather than woken, so that the end of
+/// every attempt pays nothing for this rare wait.
+const PAUSE_END_LOOK: Duration = Duration::from_millis(1);
 
 /// Waits while the attempt that paused `inflight` is still ending: a pause shows as soon as it
 /// is decided, and its task ends once it is durable; a resume in between is taken after that
@@ -74,9 +74,6 @@ const PAUSE_END_LOOK: Duration = Duration::from_millis(100);
 async fn await_pausing_attempt(inflight: &Inflight) -> bool {
     let mut waited = false;
     loop {
-        let stopped = inflight.stopped.notified();
-        tokio::pin!(stopped);
-        stopped.as_mut().enable();
         let ending = inflight.state().record.status == Status::Paused
             && inflight.running.load(Ordering::SeqCst)
             && !inflight.kill_requested.load(Ordering::SeqCst)
@@ -86,7 +83,7 @@ async fn await_pausing_attempt(inflight: &Inflight) -> bool {
             return waited;
         }
         waited = true;
-        let _ = tokio::time::timeout(PAUSE_END_LOOK, stopped).await;
+        tokio::time::sleep(PAUSE_END_LOOK).await;
     }
 }
 

@@ -295,7 +295,6 @@ impl Drop for RunningGuard {
         let inflight = &self.1;
         inflight.disengage();
         inflight.running.store(false, SeqCst);
-        inflight.stopped.notify_waiters();
         if inflight.kill_requested.load(SeqCst)
             && !inflight.finished.load(SeqCst)
             && !inflight.left.load(SeqCst)

@@ -58,9 +58,6 @@ pub(crate) struct Inflight {
     gate: Mutex<Option<CommitWaiter>>,
     /// A task is executing it (not queued, scheduled, paused or between attempts).
     pub running: AtomicBool,
-    /// Its task cleared `running` (woken then): a resume of a paused invocation whose task
-    /// is still ending (the pause committing) waits for this.
-    pub stopped: tokio::sync::Notify,
     /// It waits in its key's queue (`Lane::waiting`): a second start does not queue it again.
     pub queued: AtomicBool,
     /// Set by kill: the executing task stops at once.
@@ -136,7 +133,6 @@ impl Inflight {
             version: watch::channel(0).0,
             gate: Mutex::new(None),
             running: AtomicBool::new(false),
-            stopped: tokio::sync::Notify::new(),
             queued: AtomicBool::new(false),
             killed: tokio::sync::Notify::new(),
             kill_requested: AtomicBool::new(false),

@@ -126,13 +126,6 @@ impl Gate {
     }
 }
 
-impl Gate {
-    /// The `429` to a request over the in-flight cap whose headers are `request`.
-    fn too_busy(&self, request: &http::HeaderMap) -> Response {
-        refusal("requests in flight", &self.limits, request)
-    }
-}
-
 /// The `429` to a request over a cap of `what`, whose headers are `request`: with the CORS
 /// headers where the router answers CORS, so that a browser sees it.
 fn refusal(what: &str, limits: &Limits, request: &http::HeaderMap) -> Response {
@@ -247,7 +240,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 };
                 let Some(slot) = gate.wait().await else {
                     gate.refused.inc();
-                    return Ok(gate.too_busy(&parts.headers));
+                    return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
                 };
                 let response = router.call(http::Request::from_parts(parts, body)).await;
                 drop((slot, bytes, busy));
@@ -268,7 +261,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 gate.refused.inc();
                 let (parts, body) = req.into_parts();
                 drain(body, &gate.limits).await;
-                return Ok(gate.too_busy(&parts.headers));
+                return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
             };
             let response = router.call(req).await;
             drop((slot, busy));
