@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ingress::ApiError;
+use crate::ingress::path::route_path;
 
 /// What one listener expects.
 struct Expected {
@@ -61,13 +62,7 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
 }
 
 async fn check(State(expected): State<Arc<Expected>>, req: Request, next: Next) -> Response {
-    // As the ingress reads paths: a doubled leading or a trailing slash names the same route.
-    let path = req
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .trim_end_matches('/');
-    if path == expected.exempt.trim_start_matches('/') {
+    if route_path(req.uri().path()) == route_path(expected.exempt) {
         return next.run(req).await;
     }
     let given = req

@@ -608,6 +608,15 @@ async fn over_the_in_flight_cap_preflights_are_answered_and_refusals_carry_cors(
         .unwrap();
     assert_eq!(preflight.status(), 200);
     assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    // The health probe is answered at once however its path is spelt.
+    for path in ["/restate/health", "/restate/health/", "//restate/health"] {
+        let r = client()
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
     assert!(!held.is_finished(), "the slot was held throughout");
     held.abort();
     s.stop().await;

@@ -4,7 +4,7 @@ pub(crate) mod cors;
 mod error;
 mod invoke;
 mod lookup;
-mod path;
+pub(crate) mod path;
 mod response;
 
 use std::collections::HashMap;

@@ -115,11 +115,16 @@ fn decode_key(raw: &str) -> Result<String, PathError> {
     String::from_utf8(out).map_err(|e| bad(format!("bad path, cannot decode key: {e}")))
 }
 
+/// A request's path as the routes read it: a doubled leading slash (a client's base URL ending
+/// in `/`) collapses, as Restate's does, and a trailing one is dropped; inner empty segments
+/// stay (`/Counter//key` is the empty key). The token check and the listener's exemptions read
+/// paths the same way, so a route is exempt under every spelling that reaches it.
+pub(crate) fn route_path(path: &str) -> &str {
+    path.trim_end_matches('/').trim_start_matches('/')
+}
+
 pub(crate) fn parse(path: &str, registry: &Registry) -> Result<Route, PathError> {
-    let trimmed = path.trim_end_matches('/');
-    // A leading `//` (a client's base URL ending in `/`) collapses, as Restate's does; inner
-    // empty segments stay (`/Counter//key` is the empty key).
-    let trimmed = trimmed.trim_start_matches('/');
+    let trimmed = route_path(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
     if trimmed.is_empty() || !(2..=7).contains(&segments.len()) {
         return Err(bad(format!("bad path: {path}")));

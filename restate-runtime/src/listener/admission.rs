@@ -220,7 +220,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         let busy = self.activity.as_ref().map(Activity::enter);
         // Probes are answered however busy the listener is, and so are preflights where the
         // router answers them itself (no handler runs for one).
-        if HEALTH_PATHS.contains(&req.uri().path())
+        if HEALTH_PATHS.contains(&crate::ingress::path::route_path(req.uri().path()))
             || (self.gate.limits.cors && crate::ingress::cors::is_preflight(&req))
         {
             let response = router.call(req);
@@ -270,8 +270,8 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
     }
 }
 
-/// The health routes of the ingress and the admin API.
-const HEALTH_PATHS: [&str; 2] = ["/restate/health", "/health"];
+/// The health routes of the ingress and the admin API, as `route_path` gives them.
+const HEALTH_PATHS: [&str; 2] = ["restate/health", "health"];
 
 /// Answers connections over the cap: each gets `429` for its first request and is closed.
 /// At most [`Refusal::at_once`] are answered at a time, each within [`REFUSAL_DEADLINE`];
