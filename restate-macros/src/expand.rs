@@ -173,7 +173,7 @@ fn type_text(ty: &syn::Type) -> TokenStream {
 
 /// A type as a person writes it (`Option<Vec<u8>>`), not as tokens print
 /// (`Option < Vec < u8 > >`): no space around `<`, `>`, `::`, before `,` or `;`, or after `&`.
-fn written(ty: &syn::Type) -> String {
+pub(crate) fn written(ty: &syn::Type) -> String {
     let printed = quote!(#ty).to_string();
     let words: Vec<&str> = printed.split(' ').collect();
     let mut out = String::with_capacity(printed.len());
@@ -457,7 +457,7 @@ fn client(model: &ServiceModel) -> TokenStream {
         ServiceKind::Workflow => format!("workflow::<{type_name}>(key)"),
     };
     let doc = format!(
-        "Typed client of `{service}`: one method per handler, each returning a request to `.call()`, `.send()` or `.send_after(..)`.\n\nGet one with `ctx.{how}` in a handler, or `handle.{how}` on a `RuntimeHandle` outside any handler."
+        "Typed client of `{service}`: one method per handler, each returning a request to `.call()`, `.send()` or `.send_after(..)`.\n\nGet one with `ctx.{how}` in a handler, or `handle.{how}` on a `RuntimeHandle` outside any handler; a clone (one on a `RuntimeHandle` moves into a spawned task) reaches the same target."
     );
     let client_methods = model
         .handlers
@@ -536,6 +536,18 @@ fn client(model: &ServiceModel) -> TokenStream {
         }
 
         #constructor
+
+        // By hand: a derive would ask `'a` of nothing but `C: Clone`, and that is all it needs.
+        #[automatically_derived]
+        impl<'a, C: ::core::clone::Clone> ::core::clone::Clone for #client<'a, C> {
+            fn clone(&self) -> Self {
+                Self {
+                    caller: self.caller.clone(),
+                    key: self.key.clone(),
+                    _lifetime: ::core::marker::PhantomData,
+                }
+            }
+        }
 
         #[automatically_derived]
         impl ::restate_runtime::#has_client for #self_ty {

@@ -11,6 +11,7 @@ use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, ReturnType, Signature
 
 use crate::ast::{Container, HandlerAst};
 use crate::ctxt::Ctxt;
+use crate::expand::written;
 use crate::model::{
     ClientMethod, ContextKind, CronArgs, DebounceArgs, HandlerModel, Input, Options, ServiceKind,
     ServiceModel,
@@ -238,6 +239,17 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     let context = context_fits_kind(cx, kind, sig, has_receiver);
     let input = at_most_one_input(cx, sig, has_receiver);
     let output = returns_result(cx, sig);
+    // No client method either: its encoding would repeat the error in the compiler's words.
+    let borrowed = match &input {
+        Input::Json(ty) | Input::Raw(ty) => match &**ty {
+            Type::Reference(borrowed) => {
+                cx.error_spanned_by(ty, borrowed_input(borrowed));
+                true
+            }
+            _ => false,
+        },
+        Input::None => false,
+    };
     if let Some(cron) = &options.cron {
         schedule_fits(cx, kind, cron, &input);
     }
@@ -279,7 +291,9 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
         .unwrap_or_else(|| sig.ident.unraw().to_string());
     // A generic handler's types mean nothing outside it: no client method either.
     let generic = !sig.generics.params.is_empty();
-    let (Some(output), ReturnType::Type(_, returns), false) = (output, &sig.output, generic) else {
+    let (Some(output), ReturnType::Type(_, returns), false) =
+        (output, &sig.output, generic || borrowed)
+    else {
         return Verdict::Unusable;
     };
     let client = ClientMethod {
@@ -449,6 +463,21 @@ fn at_most_one_input(cx: &mut Ctxt, sig: &Signature, has_receiver: bool) -> Inpu
         );
     }
     input
+}
+
+/// Why a borrowed input cannot be taken, and the owned type to take instead: the input is
+/// decoded from the invocation's stored bytes into a value the handler owns (it is replayed
+/// after a restart, when the request that brought it is long gone).
+fn borrowed_input(borrowed: &syn::TypeReference) -> String {
+    let owned = match &*borrowed.elem {
+        Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
+        Type::Slice(slice) => format!("Vec<{}>", written(&slice.elem)),
+        elem => written(elem),
+    };
+    format!(
+        "a handler's input is decoded into a value it owns: take `{owned}` instead of `{}`",
+        written(&Type::Reference(borrowed.clone()))
+    )
 }
 
 /// `T` of the returned `Result<T, E>`, `Result<T>` or `HandlerResult<T>`.

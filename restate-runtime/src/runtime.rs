@@ -1425,6 +1425,8 @@ impl Runtime {
     pub fn shutdown(self) {
         self.engine.shutdown();
         self.storage.close();
+        // After the close, which made whatever finished durable: the rest never will here.
+        self.engine.abandon("the runtime shut down");
         tracing::info!("restate runtime stopped");
     }
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{TestServer, wait_until};
@@ -47,6 +48,14 @@ impl Jobs {
             "cancelled": cancelled.code(),
             "again": again,
         }))
+    }
+
+    /// Counts its start, then sleeps (durably) for an hour.
+    #[handler]
+    async fn linger(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        LINGERING.fetch_add(1, Ordering::SeqCst);
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
     }
 
     /// Calls a counter and a workflow through clients named by type.
@@ -187,6 +196,12 @@ async fn clients_named_by_type_inside_and_outside_handlers() {
         .await
         .unwrap();
     assert_eq!((count, flow.as_str()), (5, "flow k1"));
+    // A client clones, also into a spawned task.
+    let tally = s.handle.object::<Tally>("k-clone");
+    let moved = tally.clone();
+    let added = tokio::spawn(async move { moved.add(2).call().await.unwrap() });
+    assert_eq!(added.await.unwrap(), 2);
+    assert_eq!(tally.add(3).call().await.unwrap(), 5);
     assert_eq!(
         s.handle.object::<Tally>("k1").add(1).call().await.unwrap(),
         6
@@ -244,6 +259,79 @@ async fn a_handle_outlives_its_runtime_without_keeping_it() {
         matches!(sent.attach().await, Err(ClientError::Engine(e)) if e.to_string().contains("shut down"))
     })
     .await;
+}
+
+/// Starts of `Jobs::linger`.
+static LINGERING: AtomicU32 = AtomicU32::new(0);
+
+/// A runtime shut down under a call through its handle, and a call made through the handle
+/// afterwards: both fail at once, as over a dropped connection, instead of waiting for a
+/// handler that will never run in this runtime; the invocation stays for the next start.
+#[tokio::test]
+async fn calls_through_a_handle_kept_past_the_shutdown_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder()
+        .without_env()
+        .data_dir(dir.path())
+        .build()
+        .unwrap();
+    let handle = runtime.handle();
+    let caller = handle.clone();
+    let waiting = tokio::spawn(async move { caller.client::<Jobs>().linger().call().await });
+    wait_until(Duration::from_secs(30), || async {
+        LINGERING.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    runtime.shutdown();
+    let lost = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting call ends")
+        .unwrap();
+    match lost {
+        Err(ClientError::Engine(e)) => assert!(e.to_string().contains("shut down"), "{e}"),
+        other => panic!("expected the call lost, got {other:?}"),
+    }
+    for (what, late) in [
+        (
+            "call",
+            handle.client::<Jobs>().square(2).call().await.map(drop),
+        ),
+        (
+            "send",
+            handle.client::<Jobs>().square(2).send().await.map(drop),
+        ),
+    ] {
+        assert!(
+            matches!(late, Err(ClientError::Engine(_))),
+            "{what}: {late:?}"
+        );
+    }
+}
+
+/// A test runtime dropped under a call through its handle, and a call made afterwards: both
+/// fail instead of waiting.
+#[tokio::test]
+async fn calls_through_a_handle_kept_past_a_dropped_test_runtime_fail() {
+    let t = restate_runtime::testing::TestRuntime::builder()
+        .build()
+        .await;
+    let handle = t.handle();
+    let caller = handle.clone();
+    let waiting = tokio::spawn(async move { caller.client::<Jobs>().nap(60_000).call().await });
+    t.run_until_idle().await;
+    drop(t);
+    let lost = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting call ends")
+        .unwrap();
+    assert!(matches!(lost, Err(ClientError::Engine(_))), "{lost:?}");
+    let late = tokio::time::timeout(
+        Duration::from_secs(30),
+        handle.client::<Jobs>().square(2).call(),
+    )
+    .await
+    .expect("a call after the drop ends");
+    assert!(matches!(late, Err(ClientError::Engine(_))), "{late:?}");
 }
 
 #[tokio::test]

@@ -167,7 +167,8 @@ impl Engine {
         // An ending the store refused is no ending: the caller must not hear it was done.
         match &*inflight.subscribe().borrow() {
             Finish::Lost(reason) => Err(ControlError::Engine(EngineError::Lost(reason.clone()))),
-            _ => Ok(()),
+            Finish::Moved => Err(ControlError::Engine(super::ownership::moved())),
+            Finish::Pending | Finish::Done(_) => Ok(()),
         }
     }
 
@@ -323,7 +324,7 @@ impl Engine {
         };
         let ended = super::wait_finished(inflight.subscribe())
             .await
-            .map_err(|reason| ControlError::Engine(EngineError::Lost(reason)))?;
+            .map_err(|end| ControlError::Engine(end.into()))?;
         ended_killed(id, &ended.outcome)
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use super::EngineError;
 use super::journal::Journal;
 use crate::ids::InvocationId;
 use crate::storage::{
@@ -30,6 +31,27 @@ pub(crate) enum Finish {
     Done(Arc<Completed>),
     /// The engine could not finish it (storage failure, shutdown): no answer can be given.
     Lost(String),
+    /// Its partition left this process: the process that runs the partition now finishes it,
+    /// if it was stored (see `Engine::wait_or_follow`).
+    Moved,
+}
+
+/// Why a wait for an invocation ended without its result.
+#[derive(Debug)]
+pub(crate) enum WaitEnd {
+    /// See [`Finish::Lost`].
+    Lost(String),
+    /// See [`Finish::Moved`].
+    Moved,
+}
+
+impl From<WaitEnd> for EngineError {
+    fn from(end: WaitEnd) -> Self {
+        match end {
+            WaitEnd::Lost(reason) => Self::Lost(reason),
+            WaitEnd::Moved => super::ownership::moved(),
+        }
+    }
 }
 
 pub(crate) struct InflightState {
@@ -253,15 +275,16 @@ impl Inflight {
 /// Waits until the invocation finishes.
 pub(crate) async fn wait_finished(
     mut rx: watch::Receiver<Finish>,
-) -> Result<Arc<Completed>, String> {
+) -> Result<Arc<Completed>, WaitEnd> {
     loop {
         match &*rx.borrow_and_update() {
             Finish::Done(c) => return Ok(c.clone()),
-            Finish::Lost(reason) => return Err(reason.clone()),
+            Finish::Lost(reason) => return Err(WaitEnd::Lost(reason.clone())),
+            Finish::Moved => return Err(WaitEnd::Moved),
             Finish::Pending => {}
         }
         if rx.changed().await.is_err() {
-            return Err("the runtime is shutting down".into());
+            return Err(WaitEnd::Lost("the runtime is shutting down".into()));
         }
     }
 }

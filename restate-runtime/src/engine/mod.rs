@@ -41,7 +41,7 @@ pub use control::ControlError;
 pub use drain::DrainStatus;
 pub(crate) use handover::UndrainError;
 pub use inflight::Completed;
-pub(crate) use inflight::{Finish, Inflight, wait_finished};
+pub(crate) use inflight::{Finish, Inflight, WaitEnd, wait_finished};
 pub(crate) use injected::InjectedFaults;
 pub use injected::RunFault;
 pub(crate) use journal::Journal;
@@ -631,6 +631,11 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
+        // A stopped engine starts no handler: a call taken now would wait forever (a
+        // `RuntimeHandle` kept past its runtime's shutdown), so it is refused as a send is.
+        if *self.shutdown.borrow() {
+            return Err(StorageError::Closed.into());
+        }
         let prepared = self.prepare(req, None)?;
         let looked = match prepared.derived() {
             true => self.look(prepared.id).await?,
@@ -1011,8 +1016,11 @@ impl Engine {
                 if new {
                     self.launch(inflight, submitted.execution_time_ms);
                 }
-                let done = wait_finished(rx).await.map_err(EngineError::Lost)?;
-                Ok((submitted.id, done, !new))
+                match self.wait_or_follow(submitted.id, rx).await? {
+                    Some(done) => Ok((submitted.id, done, !new)),
+                    // Never stored: it left with its partition, and nobody will run it.
+                    None => Err(ownership::moved()),
+                }
             }
         }
     }
@@ -1083,6 +1091,22 @@ impl Engine {
         self.attach_here(id).await
     }
 
+    /// Waits on an invocation this process runs. When its partition leaves meanwhile, the
+    /// wait follows it: the process that runs the partition now finishes the invocation if it
+    /// was stored, and its result is read from the shared store once committed (a call that
+    /// took effect is not answered as lost). One never stored left with its partition: `None`.
+    async fn wait_or_follow(
+        &self,
+        id: InvocationId,
+        rx: watch::Receiver<Finish>,
+    ) -> Result<Option<Arc<Completed>>, EngineError> {
+        match wait_finished(rx).await {
+            Ok(done) => Ok(Some(done)),
+            Err(WaitEnd::Moved) if self.shared_store => Box::pin(self.attach(id)).await,
+            Err(end) => Err(end.into()),
+        }
+    }
+
     /// [`Self::attach`] in this process, which runs invocations (a handler's attach).
     pub(crate) async fn attach_here(
         &self,
@@ -1096,7 +1120,7 @@ impl Engine {
             .get(&id)
             .map(|f| f.subscribe());
         if let Some(rx) = in_memory {
-            return wait_finished(rx).await.map(Some).map_err(EngineError::Lost);
+            return self.wait_or_follow(id, rx).await;
         }
         // Not in memory: finished, suspended, or unknown. Subscribe before reading the store, so
         // a completion between the two is not missed (completion is durable before it is sent).
@@ -1114,7 +1138,7 @@ impl Engine {
                 outcome,
                 expires_at_ms,
             })),
-            Some(_) => return wait_finished(rx).await.map(Some).map_err(EngineError::Lost),
+            Some(_) => return self.wait_or_follow(id, rx).await,
             None => None,
         };
         // Nothing to wait for: the channel made for this look goes with its receiver.
@@ -1574,9 +1598,10 @@ impl Engine {
         self.release(inflight);
     }
 
-    /// A test runtime's crash of this engine: it stops, and whoever waits on one of its
-    /// invocations (a call, an attach) hears that it is lost, as a client whose connection
-    /// dropped; the next engine recovers the invocation.
+    /// A stop of this engine for good (a runtime's shutdown, a test runtime's crash or drop):
+    /// it stops, and whoever waits on one of its invocations (a call, an attach, through a
+    /// handle that outlives the runtime) hears that it is lost, as a client whose connection
+    /// dropped; the next engine on the store recovers the invocation.
     pub(crate) fn abandon(&self, reason: &str) {
         self.shutdown();
         self.lose_in_memory(reason);

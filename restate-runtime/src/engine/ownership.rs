@@ -243,12 +243,12 @@ impl Engine {
             .map(|(_, finisher)| finisher)
             .collect();
         for finisher in finishers {
-            finisher.send_replace(Finish::Lost(LEFT.into()));
+            finisher.send_replace(Finish::Moved);
         }
         let mut departed = self.departed.lock().expect("departed");
         departed.retain(|f| f.running.load(Ordering::SeqCst));
         for inflight in gone {
-            inflight.finish(Finish::Lost(LEFT.into()));
+            inflight.finish(Finish::Moved);
             // What a queued or parked one held for running goes back now; a running one's
             // task gives it back as it stops.
             match inflight.running.load(Ordering::SeqCst) {

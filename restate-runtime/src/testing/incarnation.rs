@@ -172,7 +172,11 @@ impl Incarnation {
 impl Drop for Incarnation {
     fn drop(&mut self) {
         // The test runtime is dropped, maybe inside the test's own tokio runtime, where
-        // nothing may wait for threads: the worker threads end on their own.
+        // nothing may wait for threads: the worker threads end on their own. A handle kept
+        // past the test runtime hears that its calls are lost instead of waiting for them.
+        self.runtime
+            .engine()
+            .abandon("the test runtime was dropped");
         if let Some(tokio) = self.tokio.take() {
             tokio.shutdown_background();
         }

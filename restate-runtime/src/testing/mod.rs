@@ -221,7 +221,10 @@ impl TestRuntime {
 
     /// Returns once nothing can run without time passing: every invocation has finished or
     /// waits (on a timer, a call, an awakeable, a promise, its key), nothing is being written,
-    /// and no `ctx.run` closure is executing.
+    /// and no `ctx.run` closure is executing. A handler that awaits something outside the
+    /// runtime and outside `ctx.run` (a tokio timer, a socket) looks idle while it waits, as
+    /// the runtime cannot tell that wait from one on its own timers: such work belongs inside
+    /// `ctx.run`, whose closures it waits for.
     ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;
@@ -245,8 +248,9 @@ impl TestRuntime {
     ///
     /// # Panics
     ///
-    /// After [`IDLE_PATIENCE`] without a quiet moment, saying what is still busy: a handler
-    /// waiting outside the runtime (not in `ctx.run`) forever, or a bug.
+    /// After [`IDLE_PATIENCE`] without a quiet moment, saying what is still busy: a `ctx.run`
+    /// closure that does not end, a handler that keeps running without awaiting (a busy
+    /// loop), or a bug.
     pub async fn run_until_idle(&self) {
         let _one = self.control.lock().await;
         self.until_idle().await;

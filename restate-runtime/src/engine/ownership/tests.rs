@@ -18,8 +18,8 @@ use crate::registry::{
     HandlerKind, Registry, Service, ServiceDefinition, ServiceKind, internal_handler,
 };
 use crate::storage::{
-    MemoryStorage, MemoryStore, Partitions, StateScope, Status, Storage, StorageError, Target,
-    WriteOp,
+    MemoryStorage, MemoryStore, Outcome, Partitions, StateScope, Status, Storage, StorageError,
+    Target, WriteOp,
 };
 
 const PARTITIONS: u32 = 4;
@@ -125,17 +125,24 @@ impl Service for Tally {
         &'a self,
         _handler: &'a str,
         ctx: &'a InvocationContext,
-        _input: Bytes,
+        input: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
         *self.runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
         let (mut open, passed, id) = (self.open.clone(), self.passed.clone(), ctx.id());
         Box::pin(async move {
+            // Asked to be stored before the gate: a journal entry stores the invocation.
+            if &input[..] == STORED {
+                ctx.sleep(Duration::from_millis(1)).await?;
+            }
             let _ = open.wait_for(|open| *open).await;
             *passed.lock().unwrap().entry(id).or_default() += 1;
             crate::__private::output(Ok::<_, HandlerError>(id.to_string()))
         })
     }
 }
+
+/// The input that has `Tally/note` write a journal entry before its gate.
+const STORED: &[u8] = b"stored";
 
 /// Hands `partitions` to the process on `storage`, fenced (at the start, or after its
 /// engine let go of those it had).
@@ -398,6 +405,63 @@ async fn invocations_leave_with_their_partition_and_complete_once_when_it_comes_
         assert_eq!(tally.runs(id), runs, "runs of {id} (kept: {kept})");
         assert_eq!(tally.passed(id), 1, "{id} (kept: {kept}) got past once");
     }
+    engine.shutdown();
+}
+
+/// A call waiting here on an invocation that was stored when its partition left follows it:
+/// the process that runs the partition next (here, this one again) finishes it, and the call
+/// answers with that result instead of "lost" (the invocation took effect); a call whose
+/// invocation was never stored is still told it left, as nobody will run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_call_whose_partition_left_answers_with_the_result_from_the_next_owner() {
+    let store = MemoryStore::default();
+    let storage = Arc::new(store.open_shared(PARTITIONS));
+    let (tally, open) = Tally::new(false);
+    let engine = start(&storage, &tally);
+    let call = |req: InvokeRequest| {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.call(req).await })
+    };
+    let mut stored = note(&key_in("Tally", 1), None);
+    stored.input = Bytes::from_static(STORED);
+    let stored_call = call(stored);
+    let unstored_call = call(note(&key_in("Tally", 2), None));
+    let stored_id = || {
+        let runs = tally.runs.lock().unwrap();
+        runs.keys()
+            .find(|id| storage.invocation(id).unwrap().is_some())
+            .copied()
+    };
+    until("both started, one stored", || {
+        tally.runs.lock().unwrap().len() == 2 && stored_id().is_some()
+    })
+    .await;
+    let stored_id = stored_id().unwrap();
+
+    storage.set_owned(Partitions::of(PARTITIONS, [0, 3]));
+    let lost = unstored_call.await.unwrap();
+    assert!(
+        matches!(&lost, Err(e) if super::is_moved(e)),
+        "a call never stored: {:?}",
+        lost.map(|(id, ..)| id)
+    );
+    storage.set_owned(Partitions::all(PARTITIONS));
+    open.send_replace(true);
+    let (id, done, _) = stored_call
+        .await
+        .unwrap()
+        .expect("the stored call answers with its result");
+    assert_eq!(id, stored_id);
+    assert_eq!(
+        done.outcome,
+        Outcome::Success(format!("\"{id}\"").into_bytes())
+    );
+    assert_eq!(
+        tally.runs(&id),
+        2,
+        "run again by the partition's next owner"
+    );
+    assert_eq!(tally.passed(&id), 1);
     engine.shutdown();
 }
 
