@@ -532,3 +532,35 @@ async fn a_crash_at_each_crash_point_loses_nothing(store: Store) {
         "a cancelled nap notes nothing"
     );
 }
+
+/// With one recovery slot and no suspension for two hours, a caller restored after a restart
+/// holds the slot its callee, restored after it, needs to run. It gives the slot up by
+/// suspending as soon as the callee waits for one, instead of after two hours: the callee's
+/// hour-long nap ends, and the caller gets its result, within the hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_caller_gives_its_recovery_slot_to_the_callee_it_waits_for() {
+    let effects = Effects::default();
+    let t = TestRuntime::builder()
+        .bind(Prims {
+            effects: effects.clone(),
+        })
+        .bind(Slow {
+            effects: effects.clone(),
+        })
+        .recovery_concurrency(1)
+        .suspend_after(2 * HOUR)
+        .build()
+        .await;
+    let id = t
+        .handle()
+        .client::<Prims>()
+        .call_slow("c".into())
+        .send()
+        .await
+        .unwrap();
+    t.advance(Duration::from_secs(1)).await;
+    t.restart().await;
+    t.advance(HOUR).await;
+    assert_eq!(id.output().await.unwrap(), Some("c".to_owned()));
+    assert_eq!(sorted(&effects), ["c:after call", "c:napped"]);
+}

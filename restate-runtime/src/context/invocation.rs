@@ -436,6 +436,12 @@ impl InvocationContext {
         let clock = &self.engine.config().clock;
         let deadline = clock.deadline_after(self.engine.config().suspend_after);
         let wait = self.waiting(None);
+        // One loaded from disk holds a slot of that bounded pace: while another load waits
+        // for a slot, it suspends at once, giving its slot up (see `engine/slots.rs`).
+        let mut slot_waiters = self
+            .inflight
+            .holds_slot()
+            .then(|| self.engine.slot_waiters());
         loop {
             let seen = *changes.borrow_and_update();
             wait.saw(seen);
@@ -450,12 +456,22 @@ impl InvocationContext {
             {
                 continue;
             }
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = clock.sleep_until(deadline) => {
-                    self.suspend_after_siblings().await;
-                    return std::future::pending().await;
+            let suspend = if slot_waiters
+                .as_mut()
+                .is_some_and(|waiting| *waiting.borrow_and_update() > 0)
+            {
+                true
+            } else {
+                tokio::select! {
+                    _ = changes.changed() => false,
+                    _ = clock.sleep_until(deadline) => true,
+                    // Looked at again at the top of the loop.
+                    () = changed_or_never(slot_waiters.as_mut()) => false,
                 }
+            };
+            if suspend {
+                self.suspend_after_siblings().await;
+                return std::future::pending().await;
             }
         }
     }
@@ -628,5 +644,15 @@ fn describe(entry: &JournalEntry) -> String {
         | JournalEntry::GetOutput { invocation_id, .. }
         | JournalEntry::CancelInvocation { invocation_id } => format!("invocation {invocation_id}"),
         JournalEntry::Patch { change } => format!("change `{change}`"),
+    }
+}
+
+/// Resolves when `watched` changes (or its sender is gone); never without one.
+async fn changed_or_never(watched: Option<&mut tokio::sync::watch::Receiver<usize>>) {
+    match watched {
+        Some(watched) => {
+            let _ = watched.changed().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -183,6 +183,11 @@ impl Inflight {
         self.active.lock().expect("active lock").disk_slot = Some(slot);
     }
 
+    /// Whether it holds a slot of a bounded restore from disk.
+    pub fn holds_slot(&self) -> bool {
+        self.active.lock().expect("active lock").disk_slot.is_some()
+    }
+
     /// Gives back its slot of a bounded restore from disk: it waits behind its key's holder,
     /// which may itself need a slot to wake (a holder suspended on a timer).
     pub fn release_slot(&self) {

@@ -21,6 +21,7 @@ mod recovery;
 mod reference;
 mod replay_check;
 mod restart;
+mod slots;
 mod stored_counts;
 mod suspend;
 pub(crate) mod tasks;
@@ -393,6 +394,8 @@ pub(crate) struct EngineInner {
     stored_counts: stored_counts::CountCache,
     /// Rate limits' passes in this process, spaced again after waits that ended together.
     rate_pacers: crate::rate::Pacers,
+    /// Loads from disk waiting for a slot; see `slots.rs`.
+    slot_waiters: slots::SlotWaiters,
 }
 
 /// Cheap handle to the engine.
@@ -470,6 +473,7 @@ impl Engine {
             handover: handover::Handover::default(),
             stored_counts: stored_counts::CountCache::default(),
             rate_pacers: crate::rate::Pacers::default(),
+            slot_waiters: slots::SlotWaiters::default(),
         }))
     }
 
@@ -521,6 +525,11 @@ impl Engine {
     }
 
     /// The rate limits' pacers of this process.
+    /// Changes when a load from disk starts or stops waiting for a slot (see `slots.rs`).
+    pub(crate) fn slot_waiters(&self) -> watch::Receiver<usize> {
+        self.slot_waiters.watch()
+    }
+
     pub(crate) fn rate_pacers(&self) -> &crate::rate::Pacers {
         &self.rate_pacers
     }

@@ -236,7 +236,7 @@ impl Engine {
         let mut left = ids.len() as i64;
         for id in ids {
             let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => match slot {
+                slot = self.slot_waiters.acquire(&slots) => match slot {
                     Ok(slot) => slot,
                     Err(_) => return,
                 },

@@ -169,7 +169,7 @@ impl Engine {
         self.timers.backlog.fetch_add(1, Ordering::SeqCst);
         let engine = self.clone();
         self.tasks.spawn(async move {
-            let slot = engine.timers.slots.clone().acquire_owned().await;
+            let slot = engine.slot_waiters.acquire(&engine.timers.slots).await;
             if engine.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
                 // No longer backlogged: the window may load again.
                 engine.timers.changed.notify_one();
