@@ -564,3 +564,91 @@ async fn a_restored_caller_gives_its_recovery_slot_to_the_callee_it_waits_for() 
     assert_eq!(id.output().await.unwrap(), Some("c".to_owned()));
     assert_eq!(sorted(&effects), ["c:after call", "c:napped"]);
 }
+
+/// Starts of the step of `Stepper::step_and_call`, and whether it may end.
+static STEP_STARTS: AtomicU64 = AtomicU64::new(0);
+static STEP_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Starts of `Stepper::doze`.
+static DOZE_STARTS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Default)]
+pub struct Stepper;
+
+#[service]
+impl Stepper {
+    /// A step that runs until the test opens its gate, joined with a call to `doze`.
+    #[handler]
+    async fn step_and_call(&self, ctx: Context<'_>) -> HandlerResult<u64> {
+        let step = ctx
+            .run(|| async {
+                STEP_STARTS.fetch_add(1, Ordering::SeqCst);
+                while !STEP_GATE.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(())
+            })
+            .name("gated");
+        let call = ctx.client::<Stepper>().doze().call();
+        let ((), dozed) =
+            futures::join!(async { step.await.unwrap() }, async { call.await.unwrap() });
+        Ok(dozed)
+    }
+
+    /// Sleeps a second.
+    #[handler]
+    async fn doze(&self, ctx: Context<'_>) -> HandlerResult<u64> {
+        DOZE_STARTS.fetch_add(1, Ordering::SeqCst);
+        ctx.sleep(Duration::from_secs(1)).await?;
+        Ok(7)
+    }
+}
+
+/// Polls `done` every millisecond for up to a minute (a `ctx.run` closure that waits keeps
+/// the test runtime from being idle, so `run_until_idle` cannot be used meanwhile).
+async fn poll_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A restored invocation that gives its recovery slot up (another load waits for one) does
+/// not suspend while one of its `ctx.run` closures executes: that would cut the closure off
+/// and run it again on resume. It suspends once the step has ended (journaled), and the step
+/// ran once before the restart and once after it, never a third time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_invocation_gives_its_slot_up_only_once_its_step_has_ended() {
+    let t = TestRuntime::builder()
+        .bind(Stepper)
+        .recovery_concurrency(1)
+        .suspend_after(2 * HOUR)
+        .build()
+        .await;
+    let id = t
+        .handle()
+        .client::<Stepper>()
+        .step_and_call()
+        .send()
+        .await
+        .unwrap();
+    poll_until("the step and the callee started", || {
+        STEP_STARTS.load(Ordering::SeqCst) == 1 && DOZE_STARTS.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    t.restart().await;
+    // Restored first, the caller holds the one slot; its callee waits for it.
+    poll_until("the step started again", || {
+        STEP_STARTS.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    STEP_GATE.store(true, Ordering::SeqCst);
+    t.advance(Duration::from_secs(2)).await;
+    assert_eq!(id.output().await.unwrap(), Some(7));
+    assert_eq!(
+        STEP_STARTS.load(Ordering::SeqCst),
+        2,
+        "the step ran once after the restart"
+    );
+    assert_eq!(DOZE_STARTS.load(Ordering::SeqCst), 2);
+}

@@ -2,12 +2,12 @@
 //! signal that lets a context operation stop the attempt (non-determinism, a retryable failure
 //! inside `run`, a storage failure).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::engine::{Engine, Inflight};
 use crate::filter::PauseReason;
@@ -57,6 +57,13 @@ pub struct InvocationContext {
     rng: Mutex<Option<Box<StdRng>>>,
     /// The waits the handler has pending now (several under a `select` or a join).
     waits: Mutex<Waits>,
+    /// `ctx.run` closures executing now: a wait does not give a load's slot up meanwhile (see
+    /// [`Self::slot_given_up`]).
+    steps_running: AtomicUsize,
+    /// Set once a wait watches for the closures' end (one that holds a slot): each end that
+    /// leaves none running then notifies `steps_ended`.
+    steps_watched: AtomicBool,
+    steps_ended: Notify,
     /// Each patch marker's answer in this attempt, so one change is decided once.
     pub(super) patches: Mutex<Vec<(String, bool)>>,
     /// The first journal entry the code did not match, for a replay check's report.
@@ -85,6 +92,9 @@ impl InvocationContext {
             aborted: Notify::new(),
             rng: Mutex::new(None),
             waits: Mutex::new(Waits::default()),
+            steps_running: AtomicUsize::new(0),
+            steps_watched: AtomicBool::new(false),
+            steps_ended: Notify::new(),
             patches: Mutex::new(Vec::new()),
             mismatch: std::sync::OnceLock::new(),
             superseded_by: std::sync::OnceLock::new(),
@@ -436,12 +446,7 @@ impl InvocationContext {
         let clock = &self.engine.config().clock;
         let deadline = clock.deadline_after(self.engine.config().suspend_after);
         let wait = self.waiting(None);
-        // One loaded from disk holds a slot of that bounded pace: while another load waits
-        // for a slot, it suspends at once, giving its slot up (see `engine/slots.rs`).
-        let mut slot_waiters = self
-            .inflight
-            .holds_slot()
-            .then(|| self.engine.slot_waiters());
+        let mut slot_watch = self.slot_watch();
         loop {
             let seen = *changes.borrow_and_update();
             wait.saw(seen);
@@ -456,24 +461,58 @@ impl InvocationContext {
             {
                 continue;
             }
-            let suspend = if slot_waiters
-                .as_mut()
-                .is_some_and(|waiting| *waiting.borrow_and_update() > 0)
-            {
-                true
-            } else {
-                tokio::select! {
-                    _ = changes.changed() => false,
-                    _ = clock.sleep_until(deadline) => true,
-                    // Looked at again at the top of the loop.
-                    () = changed_or_never(slot_waiters.as_mut()) => false,
-                }
+            let suspend = tokio::select! {
+                _ = changes.changed() => false,
+                _ = clock.sleep_until(deadline) => true,
+                () = self.slot_given_up(slot_watch.as_mut()) => true,
             };
             if suspend {
                 self.suspend_after_siblings().await;
                 return std::future::pending().await;
             }
         }
+    }
+
+    /// For a wait of one loaded from disk, which holds a slot of a bounded pace (see
+    /// `engine/slots.rs`): what [`Self::slot_given_up`] watches.
+    pub(super) fn slot_watch(&self) -> Option<SlotWatch> {
+        let wanted = self.inflight.slot_wanted()?;
+        self.steps_watched.store(true, Ordering::SeqCst);
+        Some(SlotWatch { wanted })
+    }
+
+    /// Resolves when a wait that holds a slot (`watch`) should give it up by suspending: a load
+    /// of its pool waits for a slot, and no `ctx.run` closure of this attempt is executing
+    /// (suspending would cut it off, to run again on resume). Never without a slot.
+    pub(super) async fn slot_given_up(&self, watch: Option<&mut SlotWatch>) {
+        let Some(watch) = watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            // Listening before the count is read: an end in between still wakes this.
+            let ended = self.steps_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let wanted = *watch.wanted.borrow_and_update() > 0;
+            if wanted && self.steps_running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::select! {
+                changed = watch.wanted.changed() => {
+                    // The pool is gone with its last load: nobody will want its slots.
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                () = &mut ended => {}
+            }
+        }
+    }
+
+    /// Counts a `ctx.run` closure of this attempt as executing until the guard drops.
+    pub(super) fn step_running(&self) -> StepRunning<'_> {
+        self.steps_running.fetch_add(1, Ordering::SeqCst);
+        StepRunning(self)
     }
 
     /// Waits for a commit; on failure stops the attempt and never resolves.
@@ -647,12 +686,22 @@ fn describe(entry: &JournalEntry) -> String {
     }
 }
 
-/// Resolves when `watched` changes (or its sender is gone); never without one.
-async fn changed_or_never(watched: Option<&mut tokio::sync::watch::Receiver<usize>>) {
-    match watched {
-        Some(watched) => {
-            let _ = watched.changed().await;
+/// What a wait that holds a slot watches; see [`InvocationContext::slot_given_up`].
+pub(super) struct SlotWatch {
+    /// The count of loads waiting for a slot of its pool.
+    wanted: watch::Receiver<usize>,
+}
+
+/// A `ctx.run` closure counted as executing; see [`InvocationContext::step_running`].
+pub(super) struct StepRunning<'a>(&'a InvocationContext);
+
+impl Drop for StepRunning<'_> {
+    fn drop(&mut self) {
+        let ctx = self.0;
+        if ctx.steps_running.fetch_sub(1, Ordering::SeqCst) == 1
+            && ctx.steps_watched.load(Ordering::SeqCst)
+        {
+            ctx.steps_ended.notify_waiters();
         }
-        None => std::future::pending().await,
     }
 }

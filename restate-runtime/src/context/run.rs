@@ -309,7 +309,10 @@ where
             // The process is dead: nothing more runs.
             return std::future::pending().await;
         }
-        let running = ctx.engine.tasks().activity().map(|a| a.running_closure());
+        let running = (
+            ctx.engine.tasks().activity().map(|a| a.running_closure()),
+            ctx.step_running(),
+        );
         let attempt = match injected.and_then(|faults| faults.take(&run.name)) {
             None => attempt_closure(&mut run.closure).await,
             Some(fault @ RunFault::Retryable) => Err(fault.message(&run.name).into()),

@@ -59,6 +59,7 @@ impl InvocationContext {
             let mut changes = self.inflight.changes();
             let clock = &self.engine.config().clock;
             let suspend_at = clock.deadline_after(self.engine.config().suspend_after);
+            let mut slot_watch = self.slot_watch();
             loop {
                 wait.saw(*changes.borrow_and_update());
                 // An elapsed sleep is done: a cancellation lands at the next await point.
@@ -86,6 +87,10 @@ impl InvocationContext {
                         }
                     }
                     _ = changes.changed() => {}
+                    () = self.slot_given_up(slot_watch.as_mut()) => {
+                        self.suspend_after_siblings().await;
+                        return std::future::pending().await;
+                    }
                 }
             }
         }

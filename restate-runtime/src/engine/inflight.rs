@@ -112,7 +112,7 @@ struct Active {
     input: Option<HeldInput>,
     /// For one brought back from disk (restored after a restart, woken by a timer): its slot
     /// of that bounded pace.
-    disk_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    disk_slot: Option<super::slots::Slot>,
 }
 
 /// An invocation's input bytes in the engine's count, until dropped.
@@ -179,13 +179,15 @@ impl Inflight {
     }
 
     /// Keeps a slot of a bounded restore from disk until it stops running.
-    pub fn hold_slot(&self, slot: tokio::sync::OwnedSemaphorePermit) {
+    pub fn hold_slot(&self, slot: super::slots::Slot) {
         self.active.lock().expect("active lock").disk_slot = Some(slot);
     }
 
-    /// Whether it holds a slot of a bounded restore from disk.
-    pub fn holds_slot(&self) -> bool {
-        self.active.lock().expect("active lock").disk_slot.is_some()
+    /// For one holding a slot of a bounded restore from disk: the count of loads waiting for
+    /// a slot of its pool, watched.
+    pub fn slot_wanted(&self) -> Option<watch::Receiver<usize>> {
+        let active = self.active.lock().expect("active lock");
+        active.disk_slot.as_ref().map(super::slots::Slot::wanted)
     }
 
     /// Gives back its slot of a bounded restore from disk: it waits behind its key's holder,

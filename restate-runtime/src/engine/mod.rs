@@ -29,7 +29,7 @@ mod timers;
 mod wake;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,6 +113,11 @@ pub enum EngineError {
     /// input bytes as allowed (`RESTATE_MAX_INVOCATION_BYTES`). Nothing was written; retry later.
     #[error("{0}")]
     Overloaded(String),
+}
+
+/// What a wait on an engine stopped for good is told.
+fn abandoned() -> EngineError {
+    EngineError::Lost("the runtime has shut down".into())
 }
 
 /// Refuses an idempotency key on a workflow's run, as Restate does: the run is idempotent by
@@ -385,6 +390,8 @@ pub(crate) struct EngineInner {
     departed: Mutex<Vec<Arc<Inflight>>>,
     /// The store is shared with other processes (it has an inbox).
     shared_store: bool,
+    /// Stopped for good (`abandon`): nothing more is taken in, nothing waited on answered.
+    abandoned: AtomicBool,
     tasks: tasks::Tasks,
     /// Whether attempts may start, and how many run.
     pub(crate) drain: drain::Drain,
@@ -394,8 +401,6 @@ pub(crate) struct EngineInner {
     stored_counts: stored_counts::CountCache,
     /// Rate limits' passes in this process, spaced again after waits that ended together.
     rate_pacers: crate::rate::Pacers,
-    /// Loads from disk waiting for a slot; see `slots.rs`.
-    slot_waiters: slots::SlotWaiters,
 }
 
 /// Cheap handle to the engine.
@@ -468,12 +473,12 @@ impl Engine {
             joined: tokio::sync::Notify::new(),
             departed: Mutex::default(),
             shared_store,
+            abandoned: AtomicBool::new(false),
             tasks: tasks::Tasks::current(config_activity),
             drain: drain::Drain::default(),
             handover: handover::Handover::default(),
             stored_counts: stored_counts::CountCache::default(),
             rate_pacers: crate::rate::Pacers::default(),
-            slot_waiters: slots::SlotWaiters::default(),
         }))
     }
 
@@ -525,11 +530,6 @@ impl Engine {
     }
 
     /// The rate limits' pacers of this process.
-    /// Changes when a load from disk starts or stops waiting for a slot (see `slots.rs`).
-    pub(crate) fn slot_waiters(&self) -> watch::Receiver<usize> {
-        self.slot_waiters.watch()
-    }
-
     pub(crate) fn rate_pacers(&self) -> &crate::rate::Pacers {
         &self.rate_pacers
     }
@@ -640,11 +640,6 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
-        // A stopped engine starts no handler: a call taken now would wait forever (a
-        // `RuntimeHandle` kept past its runtime's shutdown), so it is refused as a send is.
-        if *self.shutdown.borrow() {
-            return Err(StorageError::Closed.into());
-        }
         let prepared = self.prepare(req, None)?;
         let looked = match prepared.derived() {
             true => self.look(prepared.id).await?,
@@ -760,6 +755,11 @@ impl Engine {
             // caller decided to take this in here gets nothing of it in memory.
             if self.elsewhere(&id) {
                 return Err(ownership::moved());
+            }
+            // Under the lock `abandon` empties the map under: nothing taken in after it would
+            // ever be answered (a `RuntimeHandle` kept past its runtime's shutdown).
+            if self.abandoned.load(Ordering::SeqCst) {
+                return Err(abandoned());
             }
             if derived && let Some(existing) = map.get(&id) {
                 // Nothing should have since the read (creators hold the claim, loaders load
@@ -1025,11 +1025,8 @@ impl Engine {
                 if new {
                     self.launch(inflight, submitted.execution_time_ms);
                 }
-                match self.wait_or_follow(submitted.id, rx).await? {
-                    Some(done) => Ok((submitted.id, done, !new)),
-                    // Never stored: it left with its partition, and nobody will run it.
-                    None => Err(ownership::moved()),
-                }
+                let done = self.wait_or_follow(submitted.id, rx, true).await?;
+                Ok((submitted.id, done, !new))
             }
         }
     }
@@ -1097,29 +1094,47 @@ impl Engine {
         if self.shared_store && !self.runs(&id) {
             return self.wait_stored(id).await;
         }
-        self.attach_here(id).await
+        self.attach_local(id, true).await
     }
 
-    /// Waits on an invocation this process runs. When its partition leaves meanwhile, the
-    /// wait follows it: the process that runs the partition now finishes the invocation if it
-    /// was stored, and its result is read from the shared store once committed (a call that
-    /// took effect is not answered as lost). One never stored left with its partition: `None`.
+    /// Waits on an invocation this process runs. When its partition leaves meanwhile and
+    /// `follow`, the wait follows it: once what this process wrote before the leave is
+    /// decided, an invocation found stored is finished by the process that runs the partition
+    /// now, and its result is read from the shared store (a call that took effect is not
+    /// answered as lost). One not found stored left with its partition: the wait is lost.
     async fn wait_or_follow(
         &self,
         id: InvocationId,
         rx: watch::Receiver<Finish>,
-    ) -> Result<Option<Arc<Completed>>, EngineError> {
+        follow: bool,
+    ) -> Result<Arc<Completed>, EngineError> {
         match wait_finished(rx).await {
-            Ok(done) => Ok(Some(done)),
-            Err(WaitEnd::Moved) if self.shared_store => Box::pin(self.attach(id)).await,
+            Ok(done) => Ok(done),
+            Err(WaitEnd::Moved) if follow && self.shared_store => {
+                self.storage.submit(Vec::new()).await?;
+                Box::pin(self.attach(id))
+                    .await?
+                    .ok_or_else(ownership::moved)
+            }
             Err(end) => Err(end.into()),
         }
     }
 
-    /// [`Self::attach`] in this process, which runs invocations (a handler's attach).
+    /// [`Self::attach`] in this process, which runs invocations, for a handler's attach or
+    /// call: a leave of the partition ends the wait as lost here (the durable result waiter
+    /// brings the result to the handler instead).
     pub(crate) async fn attach_here(
         &self,
         id: InvocationId,
+    ) -> Result<Option<Arc<Completed>>, EngineError> {
+        self.attach_local(id, false).await
+    }
+
+    /// [`Self::attach_here`], following the invocation when its partition leaves if `follow`.
+    async fn attach_local(
+        &self,
+        id: InvocationId,
+        follow: bool,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
         // Subscribed under the map lock, so a suspension cannot drop the channel in between.
         let in_memory = self
@@ -1129,7 +1144,7 @@ impl Engine {
             .get(&id)
             .map(|f| f.subscribe());
         if let Some(rx) = in_memory {
-            return self.wait_or_follow(id, rx).await;
+            return self.wait_or_follow(id, rx, follow).await.map(Some);
         }
         // Not in memory: finished, suspended, or unknown. Subscribe before reading the store, so
         // a completion between the two is not missed (completion is durable before it is sent).
@@ -1147,7 +1162,23 @@ impl Engine {
                 outcome,
                 expires_at_ms,
             })),
-            Some(_) => return self.wait_or_follow(id, rx).await,
+            // Its partition left between the check of `attach` and this finisher (a leave
+            // signals only the finishers it finds): nobody would signal this one.
+            Some(_) if self.shared_store && !self.runs(&id) => {
+                drop(rx);
+                self.drop_finisher_if_idle(&id);
+                return match follow {
+                    true => self.wait_stored(id).await,
+                    false => Err(ownership::moved()),
+                };
+            }
+            // `abandon` signals only the finishers it finds; this one came after it.
+            Some(_) if self.abandoned.load(Ordering::SeqCst) => {
+                drop(rx);
+                self.drop_finisher_if_idle(&id);
+                return Err(abandoned());
+            }
+            Some(_) => return self.wait_or_follow(id, rx, follow).await.map(Some),
             None => None,
         };
         // Nothing to wait for: the channel made for this look goes with its receiver.
@@ -1553,6 +1584,8 @@ impl Engine {
                 outcome,
                 expires_at_ms,
             }))),
+            // Refused after its partition left: the next owner completes it.
+            Err(_) if inflight.left.load(Ordering::SeqCst) => inflight.finish(Finish::Moved),
             Err(e) => inflight.finish(Finish::Lost(e.to_string())),
         }
         self.forget(inflight);
@@ -1619,19 +1652,24 @@ impl Engine {
     /// Forgets every invocation in memory, telling whoever waits on one (a call, an attach)
     /// that it is lost here.
     fn lose_in_memory(&self, reason: &str) {
-        let inflight: Vec<_> = self
-            .inflight
-            .lock()
-            .expect("inflight map")
-            .drain()
-            .map(|(_, inflight)| inflight)
-            .collect();
-        for inflight in inflight {
+        let inflight: Vec<_> = {
+            let mut map = self.inflight.lock().expect("inflight map");
+            self.abandoned.store(true, Ordering::SeqCst);
+            map.drain().map(|(_, inflight)| inflight).collect()
+        };
+        // One completing now is answered by its completion (its result, durable after a
+        // shutdown's close, or its loss): told "lost" first, a caller would miss a result.
+        let (completing, unfinished): (Vec<_>, Vec<_>) = inflight
+            .into_iter()
+            .partition(|f| f.finished.load(Ordering::SeqCst));
+        for inflight in unfinished {
             inflight.finish(Finish::Lost(reason.to_owned()));
         }
         let finishers = std::mem::take(&mut *self.finishers.lock().expect("finishers"));
-        for finisher in finishers.into_values() {
-            finisher.send_replace(Finish::Lost(reason.to_owned()));
+        for (id, finisher) in finishers {
+            if !completing.iter().any(|f| f.id == id) {
+                finisher.send_replace(Finish::Lost(reason.to_owned()));
+            }
         }
     }
 

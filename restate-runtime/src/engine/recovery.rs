@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use super::slots::{Pool, Slot};
 
 use super::{Engine, EngineError, Inflight};
 use crate::ids::InvocationId;
@@ -158,12 +158,12 @@ impl Engine {
     /// Restores what [`Self::recover`] found to run: the first ones at once, the rest by a
     /// task that keeps at most `recovery_concurrency` of them in memory.
     pub(super) fn resume_recovered(&self, to_restore: Vec<InvocationId>) {
-        let slots = Arc::new(Semaphore::new(self.config.recovery_concurrency.max(1)));
+        let slots = Pool::new(self.config.recovery_concurrency);
         let mut rest = to_restore.into_iter();
         // The first ones start before the listeners open; a task restores the rest.
         self.metrics.recovery_pending.set(0);
         for id in rest.by_ref() {
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Some(slot) = slots.try_take() else {
                 let engine = self.clone();
                 let rest: Vec<_> = std::iter::once(id).chain(rest).collect();
                 self.metrics.recovery_pending.set(rest.len() as i64);
@@ -231,14 +231,14 @@ impl Engine {
 
     /// Restores `ids` in order, each once a slot is free (slots come back as restored
     /// invocations leave memory).
-    async fn restore_paced(&self, ids: Vec<InvocationId>, slots: Arc<Semaphore>) {
+    async fn restore_paced(&self, ids: Vec<InvocationId>, slots: Pool) {
         let mut shutdown = self.shutdown_signal();
         let mut left = ids.len() as i64;
         for id in ids {
             let slot = tokio::select! {
-                slot = self.slot_waiters.acquire(&slots) => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => return,
+                slot = slots.take() => match slot {
+                    Some(slot) => slot,
+                    None => return,
                 },
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
@@ -250,7 +250,7 @@ impl Engine {
 
     /// Loads a runnable invocation and starts it, holding `slot` until it leaves memory. One
     /// finished or loaded meanwhile (killed, cancelled, woken) is left as it is.
-    fn restore(&self, id: InvocationId, slot: OwnedSemaphorePermit) {
+    fn restore(&self, id: InvocationId, slot: Slot) {
         let loaded = {
             let mut map = self.inflight.lock().expect("inflight map");
             let loaded = self.load_into(&mut map, id, true);

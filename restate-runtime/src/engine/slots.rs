@@ -1,52 +1,80 @@
-//! Who waits for a slot of the bounded loads from disk (invocations restored at a start,
-//! timers' wake-ups): a loaded invocation holds its slot while it is in memory, and one that
-//! only waits (on a call, a timer, a promise) while others want a slot suspends at once
-//! instead of after `suspend_after`, giving the slot up. What it waits for is often the
-//! invocation that wants it: a callee restored after its caller.
+//! Slots of a bounded pace of loads from disk (invocations restored at a start, timers'
+//! wake-ups): a loaded invocation holds its slot while it is in memory, and each pool counts
+//! the loads waiting for one of its slots. A holder that only waits (on a call, a promise, an
+//! awakeable) while a load of its pool waits suspends at once instead of after
+//! `suspend_after`, giving its slot up: what it waits for is often the invocation that wants
+//! the slot (a callee restored after its caller).
 
 use std::sync::Arc;
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-/// The count of loads waiting for a slot, watched by the invocations that hold one.
-pub(crate) struct SlotWaiters(watch::Sender<usize>);
-
-impl Default for SlotWaiters {
-    fn default() -> Self {
-        Self(watch::channel(0).0)
-    }
+/// A pool of slots and the count of loads waiting for one.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    slots: Arc<Semaphore>,
+    waiting: Arc<watch::Sender<usize>>,
 }
 
-impl SlotWaiters {
-    /// A slot of `slots`, counted as wanted for as long as it is waited for.
-    pub(crate) async fn acquire(
-        &self,
-        slots: &Arc<Semaphore>,
-    ) -> Result<OwnedSemaphorePermit, AcquireError> {
-        if let Ok(slot) = slots.clone().try_acquire_owned() {
-            return Ok(slot);
+/// One slot of a [`Pool`], given back when dropped.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    waiting: watch::Receiver<usize>,
+}
+
+impl Pool {
+    /// A pool of `slots` slots (at least one).
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            waiting: Arc::new(watch::channel(0).0),
         }
-        let _wanting = Wanting::new(&self.0);
-        slots.clone().acquire_owned().await
     }
 
-    /// Changes whenever a load starts or stops waiting; `*borrow() > 0` while any waits.
-    pub(crate) fn watch(&self) -> watch::Receiver<usize> {
-        self.0.subscribe()
+    /// A slot if one is free now.
+    pub(crate) fn try_take(&self) -> Option<Slot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.slot(permit))
+    }
+
+    /// A slot once one is free, counted as waiting until then (also when the wait is given
+    /// up). `None` never happens while the pool lives (its semaphore is never closed).
+    pub(crate) async fn take(&self) -> Option<Slot> {
+        if let Some(slot) = self.try_take() {
+            return Some(slot);
+        }
+        let _waiting = Waiting::new(&self.waiting);
+        let permit = self.slots.clone().acquire_owned().await.ok()?;
+        Some(self.slot(permit))
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        Slot {
+            _permit: permit,
+            waiting: self.waiting.subscribe(),
+        }
     }
 }
 
-/// One load counted as waiting until dropped (also when its wait is given up).
-struct Wanting<'a>(&'a watch::Sender<usize>);
+impl Slot {
+    /// The count of loads waiting for a slot of this one's pool, watched: `> 0` while any
+    /// waits.
+    pub(crate) fn wanted(&self) -> watch::Receiver<usize> {
+        self.waiting.clone()
+    }
+}
 
-impl<'a> Wanting<'a> {
+/// One load counted as waiting until dropped.
+struct Waiting<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Waiting<'a> {
     fn new(count: &'a watch::Sender<usize>) -> Self {
         count.send_modify(|n| *n += 1);
         Self(count)
     }
 }
 
-impl Drop for Wanting<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);
     }
@@ -58,33 +86,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_load_is_counted_while_it_waits_and_not_after() {
-        let waiters = SlotWaiters::default();
-        let slots = Arc::new(Semaphore::new(1));
-        let mut seen = waiters.watch();
-        let held = waiters.acquire(&slots).await.unwrap();
+        let pool = Pool::new(1);
+        let held = pool.take().await.unwrap();
+        let mut wanted = held.wanted();
         assert_eq!(
-            *seen.borrow_and_update(),
+            *wanted.borrow_and_update(),
             0,
             "a free slot is taken without waiting"
         );
-        let waiters = Arc::new(waiters);
+        let other = Pool::new(1);
+        let other_held = other.take().await.unwrap();
         let waiting = tokio::spawn({
-            let (waiters, slots) = (waiters.clone(), slots.clone());
-            async move { waiters.acquire(&slots).await.map(drop) }
+            let pool = pool.clone();
+            async move { pool.take().await.map(drop) }
         });
-        seen.wait_for(|n| *n == 1).await.unwrap();
+        wanted.wait_for(|n| *n == 1).await.unwrap();
+        assert_eq!(*other_held.wanted().borrow(), 0, "another pool's count");
         drop(held);
         waiting.await.unwrap().unwrap();
-        assert_eq!(*seen.borrow_and_update(), 0);
+        let held = pool.take().await.unwrap();
+        let mut wanted = held.wanted();
+        assert_eq!(*wanted.borrow_and_update(), 0);
         // A wait given up (the load's task dropped) stops counting too.
-        let held = waiters.acquire(&slots).await.unwrap();
         let given_up = tokio::spawn({
-            let (waiters, slots) = (waiters.clone(), slots.clone());
-            async move { waiters.acquire(&slots).await.map(drop) }
+            let pool = pool.clone();
+            async move { pool.take().await.map(drop) }
         });
-        seen.wait_for(|n| *n == 1).await.unwrap();
+        wanted.wait_for(|n| *n == 1).await.unwrap();
         given_up.abort();
-        seen.wait_for(|n| *n == 0).await.unwrap();
-        drop(held);
+        wanted.wait_for(|n| *n == 0).await.unwrap();
     }
 }

@@ -12,10 +12,10 @@
 //! [`EngineConfig::timer_window`]: super::EngineConfig
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use super::Engine;
 use crate::ids::InvocationId;
@@ -48,7 +48,7 @@ pub(crate) struct Timers {
     changed: Notify,
     /// Invocations a timer woke from disk that may be in memory at once (the bound of a
     /// restore after a restart, [`EngineConfig::recovery_concurrency`](super::EngineConfig)).
-    slots: Arc<Semaphore>,
+    slots: super::slots::Pool,
     /// Fired timers of invocations on disk waiting for a slot. The window loads no more from
     /// the store while [`LOAD_LIMIT`] of them wait: an overdue backlog (after downtime) comes
     /// into memory at the pace its invocations leave it.
@@ -74,7 +74,7 @@ impl Timers {
         Self {
             window: Mutex::default(),
             changed: Notify::new(),
-            slots: Arc::new(Semaphore::new(slots.max(1))),
+            slots: super::slots::Pool::new(slots),
             backlog: AtomicUsize::new(0),
         }
     }
@@ -161,7 +161,7 @@ impl Engine {
     pub(super) fn wake_from_disk(&self, id: InvocationId, at_ms: u64) {
         if !self.shared_store
             && self.timers.backlog.load(Ordering::SeqCst) == 0
-            && let Ok(slot) = self.timers.slots.clone().try_acquire_owned()
+            && let Some(slot) = self.timers.slots.try_take()
         {
             self.resume_at(id, Some(at_ms), Some(slot));
             return;
@@ -169,12 +169,12 @@ impl Engine {
         self.timers.backlog.fetch_add(1, Ordering::SeqCst);
         let engine = self.clone();
         self.tasks.spawn(async move {
-            let slot = engine.slot_waiters.acquire(&engine.timers.slots).await;
+            let slot = engine.timers.slots.take().await;
             if engine.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
                 // No longer backlogged: the window may load again.
                 engine.timers.changed.notify_one();
             }
-            if let Ok(slot) = slot {
+            if let Some(slot) = slot {
                 engine.resume_at(id, Some(at_ms), Some(slot));
             }
         });

@@ -364,7 +364,7 @@ impl Engine {
         &self,
         id: InvocationId,
         timer: Option<u64>,
-        mut slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        mut slot: Option<super::slots::Slot>,
     ) {
         // Another process runs its partition: there the durable wake-up resumes it.
         if !self.may_load(&id) {
