@@ -652,3 +652,54 @@ async fn a_restored_invocation_gives_its_slot_up_only_once_its_step_has_ended() 
     );
     assert_eq!(DOZE_STARTS.load(Ordering::SeqCst), 2);
 }
+
+/// Whether `Changing::flow` takes its old path (a step, an hour's sleep, a step) or its new one
+/// (the first step, then a return), and how often its second step ran.
+static OLD_PATH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static SECOND_STEPS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Default)]
+pub struct Changing;
+
+#[service]
+impl Changing {
+    #[handler]
+    async fn flow(&self, ctx: Context<'_>) -> HandlerResult<String> {
+        ctx.run(|| async { Ok(()) }).name("first").await?;
+        if !OLD_PATH.load(Ordering::SeqCst) {
+            return Ok("new".into());
+        }
+        ctx.sleep(HOUR).await?;
+        ctx.run(|| async {
+            SECOND_STEPS.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .name("second")
+        .await?;
+        Ok("old".into())
+    }
+}
+
+/// New code that returns before reaching what an invocation's journal holds (here, the sleep
+/// it was suspended in, replayed when its timer resumes it) took another path than the code that wrote it: the invocation is paused
+/// with a non-determinism error naming the entry, as the replay check reports it, not
+/// completed past its journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_that_returns_before_the_journal_ends_pauses_the_invocation() {
+    let t = TestRuntime::builder().bind(Changing).build().await;
+    let id = t.handle().client::<Changing>().flow().send().await.unwrap();
+    t.advance(Duration::from_secs(60)).await;
+    OLD_PATH.store(false, Ordering::SeqCst);
+    t.restart().await;
+    // Its timer resumes it on the new code.
+    t.advance(HOUR).await;
+    let view = t.invocation(id.invocation_id()).unwrap();
+    let reason = view.record.last_error.clone().unwrap_or_default();
+    assert_eq!(view.status(), "paused", "{reason}");
+    assert!(
+        reason.contains("non-determinism") && reason.contains("journal entry 1 is `sleep`"),
+        "{reason}"
+    );
+    assert_eq!(id.output().await.unwrap(), None);
+    assert_eq!(SECOND_STEPS.load(Ordering::SeqCst), 0);
+}

@@ -219,6 +219,29 @@ impl InvocationContext {
         }));
     }
 
+    /// For a handler that returned: whether its code ended before the journal does (an entry
+    /// at or after the next position it would have taken), so its code changed or depends on
+    /// something not journaled; the first such entry is recorded as a mismatch, which stops
+    /// the attempt to pause it, as the replay check reports it (`ends early`).
+    pub(crate) fn ended_early(&self) -> bool {
+        let next = self.peek_index();
+        let unreached = {
+            let state = self.inflight.state();
+            state
+                .journal
+                .iter()
+                .find(|(index, _)| **index >= next)
+                .map(|(index, entry)| (*index, entry.clone()))
+        };
+        match unreached {
+            Some((index, entry)) => {
+                self.mismatch(index, &entry, "return");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The first journal entry the code did not match, if any.
     pub(crate) fn mismatched(&self) -> Option<&Mismatch> {
         self.mismatch.get().map(|m| &**m)

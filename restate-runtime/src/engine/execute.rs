@@ -154,6 +154,14 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 }
                 attempt => attempt,
             };
+            // A handler that returns before reaching entries its journal holds took another
+            // path than the attempt that wrote them: paused, not completed past them.
+            let attempt = match attempt {
+                Attempt::Success(_) | Attempt::Terminal(_) if ctx.ended_early() => {
+                    Attempt::stopped(ctx.aborted().await)
+                }
+                attempt => attempt,
+            };
             // Over a failed store no attempt can succeed and the process ends (law 10): the
             // invocation is left to the restart, not retried against it.
             let attempt = match attempt {
