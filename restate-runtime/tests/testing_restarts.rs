@@ -7,7 +7,7 @@
 //! crash cuts the engine's sessions off and the next engine takes the database over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -567,7 +567,7 @@ async fn a_restored_caller_gives_its_recovery_slot_to_the_callee_it_waits_for() 
 
 /// Starts of the step of `Stepper::step_and_call`, and whether it may end.
 static STEP_STARTS: AtomicU64 = AtomicU64::new(0);
-static STEP_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STEP_GATE: AtomicBool = AtomicBool::new(false);
 /// Starts of `Stepper::doze`.
 static DOZE_STARTS: AtomicU64 = AtomicU64::new(0);
 
@@ -655,7 +655,7 @@ async fn a_restored_invocation_gives_its_slot_up_only_once_its_step_has_ended() 
 
 /// Whether `Changing::flow` takes its old path (a step, an hour's sleep, a step) or its new one
 /// (the first step, then a return), and how often its second step ran.
-static OLD_PATH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static OLD_PATH: AtomicBool = AtomicBool::new(true);
 static SECOND_STEPS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
