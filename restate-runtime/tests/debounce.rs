@@ -362,49 +362,6 @@ async fn a_crash_or_downtime_past_the_close_keeps_the_burst() {
     assert_eq!(inv2[0].1, 12);
 }
 
-/// A burst whose close passed while the process was down closes at the restart, with the
-/// arrivals accepted before its close; one accepted after the restart begins the next burst
-/// instead of joining (and prolonging) the overdue one.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_arrival_after_a_close_missed_while_down_begins_the_next_burst() {
-    let invoices = Invoices::default();
-    let t = runtime(&invoices).await;
-    let client = t.handle().client::<Invoices>();
-    let mut first = Vec::new();
-    for n in 0..3 {
-        first.push(client.recompute(change("inv-1", n)).send().await.unwrap());
-        t.advance(SECOND).await;
-    }
-    // The burst closes at 32 s; down from 3 s to 63 s.
-    t.restart_after(60 * SECOND).await;
-    let next = client.recompute(change("inv-1", 10)).send().await.unwrap();
-    t.advance(2 * SECOND).await;
-    let runs = invoices.runs();
-    assert_eq!(
-        runs.len(),
-        1,
-        "the overdue burst ran at the restart: {runs:?}"
-    );
-    assert_eq!(runs[0].1, 2, "with its own last input: {runs:?}");
-    let ran = first[2].invocation_id();
-    for handle in &first[..2] {
-        assert_eq!(
-            t.invocation(handle.invocation_id())
-                .unwrap()
-                .superseded_by(),
-            Some(ran)
-        );
-    }
-    t.advance(31 * SECOND).await;
-    let runs = invoices.runs();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[1].1, 10, "the next burst, alone: {runs:?}");
-    assert_eq!(
-        t.invocation(next.invocation_id()).unwrap().superseded_by(),
-        None
-    );
-}
-
 /// An arrival accepted just before a crash, whose gate runs only after the restart (when
 /// its burst's `fire` is overdue too, in either order): it is of the burst it was accepted
 /// in, which runs once, with it. The same for a delayed send that fell due while down.

@@ -206,40 +206,43 @@ impl InvocationContext {
 
     /// Records a journal mismatch and stops the attempt.
     pub(crate) fn mismatch(&self, index: u32, recorded: &JournalEntry, actual: &str) {
+        self.stop(Abort::Pause(self.record_mismatch(index, recorded, actual)));
+    }
+
+    /// Records a journal mismatch (the first one stays); the pause reason that names it.
+    fn record_mismatch(&self, index: u32, recorded: &JournalEntry, actual: &str) -> String {
         let journal = format!("`{}` ({})", recorded.kind(), describe(recorded));
-        self.stop(Abort::Pause(format!(
+        let reason = format!(
             "{}: journal entry {index} is {journal} but the handler now does `{actual}`; \
              the handler's code changed or depends on something not journaled",
             PauseReason::NonDeterminism.marker(),
-        )));
+        );
         let _ = self.mismatch.set(Box::new(Mismatch {
             index,
             journal,
             code: actual.to_owned(),
         }));
+        reason
     }
 
-    /// For a handler that returned: whether its code ended before the journal does (an entry
-    /// at or after the next position it would have taken), so its code changed or depends on
-    /// something not journaled; the first such entry is recorded as a mismatch, which stops
-    /// the attempt to pause it, as the replay check reports it (`ends early`).
-    pub(crate) fn ended_early(&self) -> bool {
+    /// For a handler that returned: when its code ended before the journal does (an entry
+    /// at or after the next position it would have taken), its code changed or depends on
+    /// something not journaled; the first such entry is recorded as a mismatch, and the pause
+    /// reason naming it returned (the replay check reports the same as `ends early`).
+    pub(crate) fn ended_early(&self) -> Option<String> {
         let next = self.peek_index();
-        let unreached = {
+        let (index, entry) = {
             let state = self.inflight.state();
+            if state.journal.last_index().is_none_or(|last| last < next) {
+                return None;
+            }
             state
                 .journal
                 .iter()
                 .find(|(index, _)| **index >= next)
-                .map(|(index, entry)| (*index, entry.clone()))
+                .map(|(index, entry)| (*index, entry.clone()))?
         };
-        match unreached {
-            Some((index, entry)) => {
-                self.mismatch(index, &entry, "return");
-                true
-            }
-            None => false,
-        }
+        Some(self.record_mismatch(index, &entry, "return"))
     }
 
     /// The first journal entry the code did not match, if any.

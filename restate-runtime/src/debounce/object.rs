@@ -166,25 +166,18 @@ async fn arrive(ctx: &InvocationContext, arrival: Arrival) -> Result<(), Handler
         now_ms,
     } = arrival;
     bursts.name = name;
-    let begin = |arrived: Arrived| {
-        let due_ms = window.close(now_ms, now_ms);
-        arm(ctx, arrived.seq, due_ms);
-        Open {
-            id: arrived.seq,
-            leader: arrived,
-            first_ms: now_ms,
-            due_ms,
-            superseded: 0,
-            settled: false,
-        }
-    };
     bursts.open = Some(match bursts.open.take() {
-        None => begin(arrived),
-        // Accepted after the open burst closed (its `fire` is late: a restart after downtime,
-        // an overload): that burst is over, and this arrival begins the next one.
-        Some(open) if now_ms > open.due_ms => {
-            close(ctx, &mut bursts, open)?;
-            begin(arrived)
+        None => {
+            let due_ms = window.close(now_ms, now_ms);
+            arm(ctx, arrived.seq, due_ms);
+            Open {
+                id: arrived.seq,
+                leader: arrived,
+                first_ms: now_ms,
+                due_ms,
+                superseded: 0,
+                settled: false,
+            }
         }
         Some(mut open) => {
             // The latest by arrival order runs: one that arrived first but got here later
@@ -233,23 +226,12 @@ async fn fire(ctx: &InvocationContext, id: u64) -> Result<(), HandlerError> {
         save(&object, bursts);
         return Ok(());
     }
-    close(ctx, &mut bursts, open)?;
-    save(&object, bursts);
-    Ok(())
-}
-
-/// Closes `open`: its latest arrival is told to run, and it waits among the closing bursts
-/// until that one says it started (or left).
-fn close(ctx: &InvocationContext, bursts: &mut Bursts, open: Open) -> Result<(), HandlerError> {
-    verdict(
-        ctx,
-        &open.leader.awakeable,
-        &Verdict::Run { burst: open.id },
-    )?;
+    verdict(ctx, &open.leader.awakeable, &Verdict::Run { burst: id })?;
     bursts.closing.push(Closing {
-        id: open.id,
+        id,
         leader: open.leader,
     });
+    save(&object, bursts);
     Ok(())
 }
 

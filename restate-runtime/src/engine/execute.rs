@@ -156,10 +156,13 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
             };
             // A handler that returns before reaching entries its journal holds took another
             // path than the attempt that wrote them: paused, not completed past them.
+            // Paused directly: the attempt may have been stopped already (a suspension asked
+            // for as it returned), which a stop for the pause would not replace.
             let attempt = match attempt {
-                Attempt::Success(_) | Attempt::Terminal(_) if ctx.ended_early() => {
-                    Attempt::stopped(ctx.aborted().await)
-                }
+                Attempt::Success(_) | Attempt::Terminal(_) => match ctx.ended_early() {
+                    Some(reason) => Attempt::Pause(reason),
+                    None => attempt,
+                },
                 attempt => attempt,
             };
             // Over a failed store no attempt can succeed and the process ends (law 10): the
