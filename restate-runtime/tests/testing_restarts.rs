@@ -6,16 +6,20 @@
 //! `postgres` feature on a PostgreSQL database too (where PostgreSQL is installed), where a
 //! crash cuts the engine's sessions off and the next engine takes the database over.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::wait_until;
 use futures::future::Either;
 use restate_runtime::prelude::*;
 use restate_runtime::testing::TestRuntime;
 
 const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// Effects done inside `ctx.run`, by label: each must appear once, whatever restarts.
 type Effects = Arc<Mutex<Vec<String>>>;
@@ -603,16 +607,6 @@ impl Stepper {
     }
 }
 
-/// Polls `done` every millisecond for up to a minute (a `ctx.run` closure that waits keeps
-/// the test runtime from being idle, so `run_until_idle` cannot be used meanwhile).
-async fn poll_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "never {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 /// A restored invocation that gives its recovery slot up (another load waits for one) does
 /// not suspend while one of its `ctx.run` closures executes: that would cut the closure off
 /// and run it again on resume. It suspends once the step has ended (journaled), and the step
@@ -632,16 +626,15 @@ async fn a_restored_invocation_gives_its_slot_up_only_once_its_step_has_ended() 
         .send()
         .await
         .unwrap();
-    poll_until("the step and the callee started", || {
+    // Polled: a `ctx.run` closure that waits keeps the test runtime from being idle, so
+    // `run_until_idle` cannot be used meanwhile.
+    wait_until(MINUTE, || async {
         STEP_STARTS.load(Ordering::SeqCst) == 1 && DOZE_STARTS.load(Ordering::SeqCst) == 1
     })
     .await;
     t.restart().await;
     // Restored first, the caller holds the one slot; its callee waits for it.
-    poll_until("the step started again", || {
-        STEP_STARTS.load(Ordering::SeqCst) == 2
-    })
-    .await;
+    wait_until(MINUTE, || async { STEP_STARTS.load(Ordering::SeqCst) == 2 }).await;
     STEP_GATE.store(true, Ordering::SeqCst);
     t.advance(Duration::from_secs(2)).await;
     assert_eq!(id.output().await.unwrap(), Some(7));

@@ -115,6 +115,21 @@ pub enum EngineError {
     Overloaded(String),
 }
 
+/// Refuses a key for a service without keys, and no key for an object or a workflow.
+pub(crate) fn key_fits(service: &RegisteredService, keyed: bool) -> Result<(), EngineError> {
+    let (name, kind) = (service.definition.name, service.definition.kind);
+    match (kind.is_keyed(), keyed) {
+        (true, false) => Err(EngineError::BadTarget(format!(
+            "'{name}' is a {} and needs a key",
+            kind.as_str()
+        ))),
+        (false, true) => Err(EngineError::BadTarget(format!(
+            "'{name}' is a service and has no keys: leave the key out"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What a wait on an engine stopped for good is told.
 fn abandoned() -> EngineError {
     EngineError::Lost("the runtime has shut down".into())
@@ -572,18 +587,8 @@ impl Engine {
                 handler: target.handler.clone(),
             }
         })?;
-        match (service.definition.kind.is_keyed(), target.key.is_some()) {
-            (true, false) => Err(EngineError::BadTarget(format!(
-                "'{}' is a {} and needs a key",
-                target.service,
-                service.definition.kind.as_str()
-            ))),
-            (false, true) => Err(EngineError::BadTarget(format!(
-                "'{}' is a service and takes no key",
-                target.service
-            ))),
-            _ => Ok((service, handler)),
-        }
+        key_fits(service, target.key.is_some())?;
+        Ok((service, handler))
     }
 
     /// Creates an invocation for a handler whose journal entry records it (`caller` is set
@@ -1659,15 +1664,17 @@ impl Engine {
         };
         // One completing now is answered by its completion (its result, durable after a
         // shutdown's close, or its loss): told "lost" first, a caller would miss a result.
-        let (completing, unfinished): (Vec<_>, Vec<_>) = inflight
-            .into_iter()
-            .partition(|f| f.finished.load(Ordering::SeqCst));
-        for inflight in unfinished {
-            inflight.finish(Finish::Lost(reason.to_owned()));
+        let mut completing = std::collections::HashSet::new();
+        for inflight in inflight {
+            if inflight.finished.load(Ordering::SeqCst) {
+                completing.insert(inflight.id);
+            } else {
+                inflight.finish(Finish::Lost(reason.to_owned()));
+            }
         }
         let finishers = std::mem::take(&mut *self.finishers.lock().expect("finishers"));
         for (id, finisher) in finishers {
-            if !completing.iter().any(|f| f.id == id) {
+            if !completing.contains(&id) {
                 finisher.send_replace(Finish::Lost(reason.to_owned()));
             }
         }

@@ -63,7 +63,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if req.method() == Method::OPTIONS {
+        if is_preflight(&req) {
             // The service made ready answers; a clone stays for the next call.
             let clone = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, clone);
@@ -127,12 +127,10 @@ pub(crate) fn add_headers(headers: &mut HeaderMap, origin: Option<HeaderValue>) 
     }
 }
 
-/// Whether `request` is a CORS preflight.
+/// Whether the policy answers `request` itself, as a preflight, without the routes: every
+/// `OPTIONS`, as `tower_http`'s policy takes it (the listener lets these past its cap too).
 pub(crate) fn is_preflight<B>(request: &axum::http::Request<B>) -> bool {
     request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 #[cfg(test)]

@@ -56,22 +56,7 @@ fn resolve(state: &IngressState, target: LookupTarget) -> Result<InvocationId, A
                     ),
                 ));
             };
-            let definition = &registered.definition;
-            match (definition.kind.is_keyed(), &key) {
-                (true, None) => {
-                    return Err(ApiError::ingress(
-                        400,
-                        format!("'{service}' is keyed: name the key of the invocation"),
-                    ));
-                }
-                (false, Some(_)) => {
-                    return Err(ApiError::ingress(
-                        400,
-                        format!("'{service}' has no keys: leave the key out"),
-                    ));
-                }
-                _ => {}
-            }
+            crate::engine::key_fits(registered, key.is_some())?;
             // The handler is not looked up: the results of one a deploy has removed are kept
             // for their retention, and found by their key.
             InvocationId::idempotent(&service, key.as_deref(), &handler, &idempotency_key)
