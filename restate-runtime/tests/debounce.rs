@@ -80,6 +80,12 @@ impl Invoices {
         self.record(&ctx, &change("all", n)).await
     }
 
+    /// One burst for every invocation, closing half a second after its latest arrival.
+    #[handler(debounce(period = "500ms"))]
+    async fn quick(&self, ctx: Context<'_>, n: u32) -> HandlerResult<String> {
+        self.record(&ctx, &change("quick", n)).await
+    }
+
     /// Takes an hour once chosen.
     #[handler(debounce(period = "10s"))]
     async fn slow(&self, ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
@@ -404,6 +410,83 @@ async fn an_arrival_accepted_before_a_crash_stays_in_its_burst_after_downtime() 
             );
         }
     }
+}
+
+/// Arrivals accepted after a restart that came past an open burst's close are a burst of
+/// their own: the overdue one runs at the restart with its own last input, the new one a
+/// period later with its.
+#[tokio::test(flavor = "multi_thread")]
+async fn arrivals_after_a_restart_past_the_close_are_a_burst_of_their_own() {
+    let invoices = Invoices::default();
+    let t = runtime(&invoices).await;
+    let client = t.handle().client::<Invoices>();
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        sent.push(client.recompute(change("inv-1", n)).send().await.unwrap());
+        t.advance(SECOND).await;
+    }
+    t.run_until_idle().await;
+    // Down from 3 s to 63 s: the burst closed at 32 s.
+    t.restart_after(60 * SECOND).await;
+    for n in 3..8 {
+        sent.push(client.recompute(change("inv-1", n)).send().await.unwrap());
+    }
+    t.run_until_idle().await;
+    // While the overdue burst has not closed, the next one's leader and a member leave it.
+    t.handle().cancel(sent[7].invocation_id()).await.unwrap();
+    t.handle().kill(sent[3].invocation_id()).await.unwrap();
+    t.advance(60 * SECOND).await;
+    let runs = invoices.runs();
+    assert_eq!(runs.len(), 2, "two bursts, two runs: {runs:?}");
+    assert_eq!(
+        runs[0].1, 2,
+        "the overdue burst with its last input: {runs:?}"
+    );
+    assert!((63..=65).contains(&runs[0].2), "at the restart: {runs:?}");
+    assert_eq!(runs[1], ("inv-1".to_string(), 6, 93), "{runs:?}");
+    let by = |i: usize| {
+        t.invocation(sent[i].invocation_id())
+            .unwrap()
+            .superseded_by()
+    };
+    for i in [0, 1] {
+        assert_eq!(by(i), Some(sent[2].invocation_id()));
+    }
+    for i in [4, 5] {
+        assert_eq!(by(i), Some(sent[6].invocation_id()));
+    }
+    for gone in [3, 7] {
+        assert_eq!(by(gone), None);
+    }
+    let bucket = serde_json::to_string(&("Invoices/recompute", "inv-1")).unwrap();
+    assert!(t.state_keys("restate.Debouncer", &bucket).is_empty());
+}
+
+/// The burst after an overdue one comes due before that one closes (its close put off for
+/// the gates a restart replays): it closes after it, and runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_burst_due_before_the_overdue_one_closes_runs_after_it() {
+    let invoices = Invoices::default();
+    let t = runtime(&invoices).await;
+    let client = t.handle().client::<Invoices>();
+    client.quick(0).send().await.unwrap();
+    t.run_until_idle().await;
+    // Down from 0 s to 10 s: the burst closed at 0.5 s; the next one closes at 10.5 s,
+    // before the overdue close put off to 11 s.
+    t.restart_after(10 * SECOND).await;
+    client.quick(1).send().await.unwrap();
+    t.run_until_idle().await;
+    let bucket = "Invoices/quick";
+    let bursts: serde_json::Value = t.state("restate.Debouncer", bucket, "bursts").unwrap();
+    assert!(
+        bursts["next"].is_object(),
+        "waits behind the open one: {bursts}"
+    );
+    t.advance(10 * SECOND).await;
+    let runs = invoices.runs();
+    let ns: Vec<u32> = runs.iter().map(|r| r.1).collect();
+    assert_eq!(ns, [0, 1], "{runs:?}");
+    assert!(t.state_keys("restate.Debouncer", bucket).is_empty());
 }
 
 /// A delayed send arrives when it falls due, not when it was sent.

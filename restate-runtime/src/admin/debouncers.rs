@@ -1,5 +1,6 @@
 //! `/debouncers/{name}`: a debounced handler's open burst (per key): the arrival that will run,
-//! how many wait unchosen, when the burst began and when it closes.
+//! how many wait unchosen, when the burst began and when it closes; and the burst after it,
+//! while arrivals stamped after its close wait for it to close.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use serde_json::json;
 use super::limiters::KeyQuery;
 use super::params::{Params, PathParams};
 use crate::clock::rfc3339;
+use crate::debounce::Open;
 use crate::engine::Engine;
 use crate::ingress::ApiError;
 
@@ -21,23 +23,27 @@ pub(super) async fn get(
     let key = query.key.as_deref();
     match crate::debounce::stored(&engine, &crate::rate::bucket(&name, key)) {
         Ok(bursts) => {
-            let open = bursts.open.as_ref().map(|open| {
+            let burst = |open: &Open| {
                 json!({
                     "leader": open.leader.invocation.to_string(),
                     "superseded": open.superseded,
                     "first_arrival": rfc3339(open.first_ms),
                     "closes_at": rfc3339(open.due_ms),
                 })
-            });
+            };
             let mut view = json!({
                 "name": name,
                 "key": key,
-                "open": open.is_some(),
+                "open": bursts.open.is_some(),
                 // Closed, their chosen arrival told to run and not started yet.
                 "closing": bursts.closing.len(),
             });
-            if let Some(open) = open {
-                view["burst"] = open;
+            if let Some(open) = &bursts.open {
+                view["burst"] = burst(open);
+            }
+            // Arrivals stamped after the open burst's close, which has not closed yet.
+            if let Some(next) = &bursts.next {
+                view["next"] = burst(next);
             }
             axum::Json(view).into_response()
         }

@@ -8,7 +8,7 @@
 mod gate;
 mod object;
 
-pub(crate) use object::{DEBOUNCER, DebouncerObject, stored};
+pub(crate) use object::{DEBOUNCER, DebouncerObject, Open, stored};
 use object::{Leave, Verdict};
 
 use crate::client::RequestParts;

@@ -9,6 +9,11 @@
 //! one ran for them), or its end sends `leave` instead (the latest of the others is told to
 //! run in its place). One delayed `fire` per burst: early (the burst grew meanwhile), it sends
 //! itself again for the new close. A key with nothing open or closing keeps no state.
+//!
+//! An arrival belongs to the burst open when it was accepted (its stamp), not when its gate
+//! runs: one stamped after the open burst's close, while that burst waits for its `fire` (a
+//! restart after downtime, an overload), begins the next burst, which takes the open one's
+//! place once that closes.
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -37,6 +42,19 @@ pub(crate) struct Bursts {
     pub open: Option<Open>,
     /// Closed bursts whose chosen arrival was told to run and has not answered.
     pub closing: Vec<Closing>,
+    /// The burst of the arrivals stamped after the open one's close, while that one has not
+    /// closed yet: open once it closes.
+    #[serde(default)]
+    pub next: Option<Open>,
+}
+
+impl Bursts {
+    /// The next burst takes arrivals once the open one is over.
+    fn promote(&mut self) {
+        if self.open.is_none() {
+            self.open = self.next.take();
+        }
+    }
 }
 
 /// The burst that takes arrivals.
@@ -147,8 +165,10 @@ fn arm(ctx: &InvocationContext, id: u64, at_ms: u64) {
     ctx.send(fire, Some(std::time::Duration::from_millis(delay)));
 }
 
-/// Stores the bursts, or nothing when none is open or closing.
-fn save(object: &ObjectContext<'_>, bursts: Bursts) {
+/// Stores the bursts (the next one open if the open one is over), or nothing when none is
+/// open or closing.
+fn save(object: &ObjectContext<'_>, mut bursts: Bursts) {
+    bursts.promote();
     if bursts.open.is_none() && bursts.closing.is_empty() {
         object.clear_all();
     } else {
@@ -166,7 +186,12 @@ async fn arrive(ctx: &InvocationContext, arrival: Arrival) -> Result<(), Handler
         now_ms,
     } = arrival;
     bursts.name = name;
-    bursts.open = Some(match bursts.open.take() {
+    // Stamped after the open burst's close: of the burst after it.
+    let slot = match &bursts.open {
+        Some(open) if now_ms > open.due_ms => &mut bursts.next,
+        _ => &mut bursts.open,
+    };
+    *slot = Some(match slot.take() {
         None => {
             let due_ms = window.close(now_ms, now_ms);
             arm(ctx, arrived.seq, due_ms);
@@ -207,14 +232,24 @@ async fn fire(ctx: &InvocationContext, id: u64) -> Result<(), HandlerError> {
     let Some(mut bursts) = object.get::<Bursts>(BURSTS).await? else {
         return Ok(());
     };
-    let Some(mut open) = bursts.open.take_if(|open| open.id == id) else {
+    let is_this = |burst: &Option<Open>| burst.as_ref().is_some_and(|burst| burst.id == id);
+    if !is_this(&bursts.open) && !is_this(&bursts.next) {
         return Ok(());
-    };
+    }
     let now = object
         .now()
         .await?
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    if let Some(next) = bursts.next.as_ref().filter(|next| next.id == id) {
+        // Due before the burst ahead of it closed (that one put off for its settle): again
+        // once that one has.
+        arm(ctx, id, next.due_ms.max(now + SETTLE_MS));
+        return Ok(());
+    }
+    let Some(mut open) = bursts.open.take_if(|open| open.id == id) else {
+        return Ok(());
+    };
     if open.due_ms > now {
         arm(ctx, id, open.due_ms);
         return Ok(());
@@ -284,20 +319,27 @@ async fn leave(ctx: &InvocationContext, leave: Leave) -> Result<(), HandlerError
         && member.arrived.invocation == leave.invocation
     {
         object.clear(&name);
-        if let Some(open) = bursts.open.as_mut().filter(|o| o.id == member.burst) {
+        let of_member = |o: &&mut Open| o.id == member.burst;
+        if let Some(open) = bursts.open.as_mut().filter(of_member) {
             open.superseded = open.superseded.saturating_sub(1);
+        } else if let Some(next) = bursts.next.as_mut().filter(of_member) {
+            next.superseded = next.superseded.saturating_sub(1);
         }
-    } else if let Some(mut open) = bursts
-        .open
-        .take_if(|o| o.leader.invocation == leave.invocation)
+    } else if let Some(slot) = [&mut bursts.open, &mut bursts.next]
+        .into_iter()
+        .find(|slot| {
+            slot.as_ref()
+                .is_some_and(|o| o.leader.invocation == leave.invocation)
+        })
     {
         // The latest of the others will run in its place; with none left the burst is over
         // (its `fire` then finds no burst of its number).
+        let mut open = slot.take().expect("found with its leader");
         if let Some(next) = members(&object, open.id).await?.into_iter().next() {
             object.clear(&member_name(next.arrived.seq));
             open.superseded = open.superseded.saturating_sub(1);
             open.leader = next.arrived;
-            bursts.open = Some(open);
+            *slot = Some(open);
         }
     } else if let Some(at) = bursts
         .closing
