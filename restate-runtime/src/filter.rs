@@ -1,17 +1,41 @@
 //! Which invocations a listing shows: the filters of the admin API and the test runtime.
 
-use crate::storage::{InvocationRecord, Status};
+use crate::storage::{InvocationRecord, JournalEntry, Status};
 
-/// The statuses an invocation is shown with (`queued`: waiting for a concurrency limit's
-/// permit, stored as running or suspended).
-pub(crate) const STATUSES: [&str; 6] = [
+/// The statuses an invocation is shown with (`pending`: a call or message to an object or
+/// workflow key that waits for its key, stored as running; `queued`: waiting for a concurrency
+/// limit's permit, stored as running or suspended).
+pub(crate) const STATUSES: [&str; 7] = [
     "scheduled",
+    "pending",
     "running",
     "suspended",
     "queued",
     "paused",
     "completed",
 ];
+
+/// The status an invocation is shown with: its record's, except `pending` for one of an
+/// object or workflow key that has not started (it waits for its key, Restate's `pending`) and
+/// `queued` for one that waits for a concurrency limit's permit (told by its journal's end).
+pub(crate) fn shown_status(
+    record: &InvocationRecord,
+    journal: &[(u32, JournalEntry)],
+) -> &'static str {
+    match record.status {
+        Status::Runnable
+            if record.attempts == 0 && record.target.key.is_some() && journal.is_empty() =>
+        {
+            "pending"
+        }
+        Status::Runnable | Status::Suspended { .. }
+            if crate::concurrency::waits_for_permit(journal) =>
+        {
+            "queued"
+        }
+        _ => record.status.name(),
+    }
+}
 
 /// What `?version=` names the invocations accepted before versions were recorded by.
 const UNKNOWN_VERSION: &str = "unknown";
@@ -202,8 +226,8 @@ impl InvocationFilter {
         *self == Self::default()
     }
 
-    /// Whether `record` is listed; `shown` gives the status it is shown with (`queued` for
-    /// one waiting for a permit), read only when the status filter needs it.
+    /// Whether `record` is listed; `shown` gives the status it is shown with
+    /// ([`shown_status`]), read only when the status filter needs it.
     pub(crate) fn matches(
         &self,
         record: &InvocationRecord,
@@ -225,9 +249,9 @@ impl InvocationFilter {
                 .is_none_or(|k| record.idempotency_key.as_ref() == Some(k))
             && self.status.as_deref().is_none_or(|s| {
                 let stored = record.status.name();
-                // Running and suspended ones may be shown as queued.
+                // Running and suspended ones may be shown as pending or queued.
                 if matches!(stored, "running" | "suspended")
-                    && matches!(s, "running" | "suspended" | "queued")
+                    && matches!(s, "running" | "suspended" | "pending" | "queued")
                 {
                     s == shown()
                 } else {

@@ -240,6 +240,78 @@ async fn kill_stops_at_once_without_compensation() {
     s.stop().await;
 }
 
+#[derive(Default)]
+pub struct Desk;
+
+#[object]
+impl Desk {
+    /// Holds its key for an hour.
+    #[handler]
+    async fn occupy(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    }
+}
+
+/// A message to a busy key is `pending` (as Restate shows it), not running, until its key
+/// frees; the status filter finds it by that name.
+#[tokio::test]
+async fn a_message_waiting_for_its_key_is_pending_until_it_starts() {
+    let s = TestServer::start().await;
+    let occupy = || async {
+        let r = client()
+            .post(s.url("/Desk/a/occupy/send"))
+            .send()
+            .await
+            .unwrap();
+        common::accepted_id(r).await
+    };
+    let first = occupy().await;
+    common::wait_until(Duration::from_secs(20), || async {
+        s.inspect(&first).await["journal"][0]["kind"] == "sleep"
+    })
+    .await;
+    let second = occupy().await;
+    let view = s.inspect(&second).await;
+    assert_eq!(
+        (&view["status"], &view["attempts"]),
+        (&json!("pending"), &json!(0))
+    );
+    let listed = |status: &'static str| {
+        let s = &s;
+        async move {
+            let page: Value = client()
+                .get(format!(
+                    "{}/invocations?service=Desk&status={status}",
+                    s.admin
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let ids: Vec<String> = page["invocations"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids
+        }
+    };
+    assert_eq!(listed("pending").await, std::slice::from_ref(&second));
+    assert!(!listed("running").await.contains(&second));
+    assert_eq!(control(&s, &first, "kill").await, 200);
+    common::wait_until(Duration::from_secs(20), || async {
+        s.inspect(&second).await["journal"][0]["kind"] == "sleep"
+    })
+    .await;
+    assert_ne!(s.inspect(&second).await["status"], "pending");
+    assert!(listed("pending").await.is_empty());
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_cancel_from_a_handler_is_journaled_and_delivered() {
     let s = TestServer::start().await;

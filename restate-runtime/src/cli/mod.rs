@@ -73,8 +73,8 @@ enum InvocationsCommand {
         /// The idempotency key it was sent with (a webhook event's id).
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// scheduled, running, suspended, queued (waiting for a concurrency limit), paused or
-        /// completed.
+        /// scheduled, pending (waiting for its object or workflow key), running, suspended,
+        /// queued (waiting for a concurrency limit), paused or completed.
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]

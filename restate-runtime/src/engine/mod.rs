@@ -1305,25 +1305,23 @@ impl Engine {
         }
     }
 
-    /// The status an invocation is shown with: its record's, except `queued` for one that
-    /// waits for a concurrency limit's permit (which reads its journal).
+    /// The status an invocation is shown with ([`crate::filter::shown_status`]; an unfinished
+    /// one's journal is read for it).
     pub(crate) fn shown_status(
         &self,
         id: &InvocationId,
         record: &InvocationRecord,
     ) -> &'static str {
-        let stored = record.status.name();
         if !matches!(record.status, Status::Suspended { .. } | Status::Runnable) {
-            return stored;
+            return record.status.name();
         }
-        let waiting = match self.inflight(id) {
-            Some(f) => crate::concurrency::waits_for_permit(f.state().journal.entries()),
-            None => self
-                .storage
-                .journal(id)
-                .is_ok_and(|journal| crate::concurrency::waits_for_permit(&journal)),
-        };
-        if waiting { "queued" } else { stored }
+        match self.inflight(id) {
+            Some(f) => crate::filter::shown_status(record, f.state().journal.entries()),
+            None => match self.storage.journal(id) {
+                Ok(journal) => crate::filter::shown_status(record, &journal),
+                Err(_) => record.status.name(),
+            },
+        }
     }
 
     /// A page of invocations matching `filter`, in id order after `after`; the second value is

@@ -23,8 +23,9 @@ pub struct InvocationView {
 }
 
 impl InvocationView {
-    /// The status's name, as the admin API shows it: `scheduled`, `running`, `suspended`,
-    /// `queued` (waiting for a concurrency limit's permit), `paused` or `completed`.
+    /// The status's name, as the admin API shows it: `scheduled`, `pending` (a call or message
+    /// to an object or workflow key, waiting for its key), `running`, `suspended`, `queued`
+    /// (waiting for a concurrency limit's permit), `paused` or `completed`.
     ///
     /// ```no_run
     /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {
@@ -32,15 +33,7 @@ impl InvocationView {
     /// # }
     /// ```
     pub fn status(&self) -> &'static str {
-        let waiting = matches!(
-            self.record.status,
-            Status::Suspended { .. } | Status::Runnable
-        ) && crate::concurrency::waits_for_permit(&self.journal);
-        if waiting {
-            "queued"
-        } else {
-            self.record.status.name()
-        }
+        crate::filter::shown_status(&self.record, &self.journal)
     }
 
     /// Its result once completed, decoded: `None` while it has none.
