@@ -221,6 +221,16 @@ impl InvocationFilter {
         Ok(())
     }
 
+    /// The service it names, if any.
+    pub(crate) fn service_named(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// The handler it names, if any.
+    pub(crate) fn handler_named(&self) -> Option<&str> {
+        self.handler.as_deref()
+    }
+
     /// Whether it filters on nothing (a listing of every invocation).
     pub(crate) fn is_empty(&self) -> bool {
         *self == Self::default()

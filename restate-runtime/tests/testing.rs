@@ -985,3 +985,51 @@ async fn on_storage_failure_is_not_called_for_injected_crashes() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(STORAGE_FAILURES.load(Ordering::SeqCst), 0);
 }
+
+/// A name the runtime does not serve, read back as "nothing there", would let an assertion of
+/// absence pass on a typo: the inspection methods say what is bound instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspecting_under_a_misspelt_name_panics_with_what_is_bound() {
+    let t = TestRuntime::builder()
+        .bind(Steps::default())
+        .bind(Gated)
+        .build()
+        .await;
+    let panics = |read: &dyn Fn()| {
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+            .expect_err("a misspelt name panics");
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let message = panics(&|| {
+        let _ = t.state::<u32>("Stepz", "k", "n");
+    });
+    assert!(
+        message.contains("no service named `Stepz` is bound"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"Steps\""),
+        "names what is bound: {message}"
+    );
+    let message = panics(&|| drop(t.state_keys("Gated", "k")));
+    assert!(message.contains("`Gated` is a service"), "{message}");
+    let message = panics(&|| drop(t.invocations(InvocationFilter::default().service("Stepz"))));
+    assert!(message.contains("no service named `Stepz`"), "{message}");
+    let filter = InvocationFilter::default().service("Steps").handler("nope");
+    let message = panics(&|| drop(t.invocations(filter.clone())));
+    assert!(
+        message.contains("`Steps` has no handler `nope`"),
+        "{message}"
+    );
+    let filter = InvocationFilter::default().handler("nope");
+    let message = panics(&|| drop(t.invocations(filter.clone())));
+    assert!(
+        message.contains("no bound service has a handler `nope`"),
+        "{message}"
+    );
+    // Bound names that match nothing yet read as nothing.
+    assert_eq!(t.state::<u32>("Steps", "k", "n"), None);
+    assert!(t.state_keys("Steps", "k").is_empty());
+    let filter = InvocationFilter::default().service("Steps").handler("note");
+    assert!(t.invocations(filter).is_empty());
+}

@@ -125,13 +125,29 @@ impl TestRuntime {
     ///
     /// # Panics
     ///
-    /// When the filter names an unknown status or pause reason (a typo would otherwise match
-    /// nothing, and an assertion that nothing matches would pass), or when the store cannot be
-    /// read (it can fail only after an injected crash).
+    /// When the filter names an unknown status or pause reason, or matches nothing and names
+    /// a service or handler that is not bound (a typo would otherwise match nothing, and an
+    /// assertion that nothing matches would pass; invocations of a service no longer bound
+    /// are still listed), or when the store cannot be read (it can fail only after an
+    /// injected crash).
     pub fn invocations(&self, filter: InvocationFilter) -> Vec<InvocationView> {
         if let Err(e) = filter.check() {
             panic!("TestRuntime::invocations: {e}");
         }
+        let listed = self.list(&filter);
+        if listed.is_empty() {
+            match (filter.service_named(), filter.handler_named()) {
+                (Some(service), handler) => {
+                    self.bound_or_panic("invocations", service, handler, false)
+                }
+                (None, Some(handler)) => self.handler_bound_or_panic(handler),
+                (None, None) => {}
+            }
+        }
+        listed
+    }
+
+    fn list(&self, filter: &InvocationFilter) -> Vec<InvocationView> {
         let engine = self.engine();
         let mut out = Vec::new();
         let mut after = None;
@@ -162,17 +178,22 @@ impl TestRuntime {
     ///
     /// # Panics
     ///
-    /// When the store cannot be read, or the value is not a `T`.
+    /// When the store cannot be read, the value is not a `T`, or it is unset and `service`
+    /// names no bound object or workflow (a typo would read as "unset").
     pub fn state<T: DeserializeOwned>(&self, service: &str, key: &str, name: &str) -> Option<T> {
         let scope = StateScope {
             service: service.to_owned(),
             key: key.to_owned(),
         };
-        let bytes = self
+        let Some(bytes) = self
             .engine()
             .storage()
             .state(&scope, name)
-            .unwrap_or_else(|e| panic!("cannot read state {service}/{key}/{name}: {e}"))?;
+            .unwrap_or_else(|e| panic!("cannot read state {service}/{key}/{name}: {e}"))
+        else {
+            self.bound_or_panic("state", service, None, true);
+            return None;
+        };
         Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!("state {service}/{key}/{name} is not the type asked for: {e}")
         }))
@@ -188,15 +209,53 @@ impl TestRuntime {
     ///
     /// # Panics
     ///
-    /// When the store cannot be read.
+    /// When the store cannot be read, or the key has no state and `service` names no bound
+    /// object or workflow (a typo would read as "no state").
     pub fn state_keys(&self, service: &str, key: &str) -> Vec<String> {
         let scope = StateScope {
             service: service.to_owned(),
             key: key.to_owned(),
         };
-        self.engine()
+        let names = self
+            .engine()
             .storage()
             .state_keys(&scope)
-            .unwrap_or_else(|e| panic!("cannot read the state of {service}/{key}: {e}"))
+            .unwrap_or_else(|e| panic!("cannot read the state of {service}/{key}: {e}"));
+        if names.is_empty() {
+            self.bound_or_panic("state_keys", service, None, true);
+        }
+        names
+    }
+
+    /// Panics, naming what is bound, unless `service` (with `handler`, and keyed when `keyed`)
+    /// is served by this runtime: called when a read under that name found nothing.
+    fn bound_or_panic(&self, method: &str, service: &str, handler: Option<&str>, keyed: bool) {
+        let engine = self.engine();
+        let registry = engine.registry();
+        let Some(bound) = registry.get(service) else {
+            let names: Vec<_> = registry.definitions().iter().map(|d| d.name).collect();
+            panic!(
+                "TestRuntime::{method}: no service named `{service}` is bound (bound: {names:?})"
+            );
+        };
+        let definition = &bound.definition;
+        if keyed && definition.kind == crate::ServiceKind::Service {
+            panic!("TestRuntime::{method}: `{service}` is a service, which has no keys nor state");
+        }
+        if let Some(handler) = handler.filter(|h| definition.handler(h).is_none()) {
+            let names: Vec<_> = definition.handlers.iter().map(|h| h.name).collect();
+            panic!(
+                "TestRuntime::{method}: `{service}` has no handler `{handler}` (it has {names:?})"
+            );
+        }
+    }
+
+    /// [`Self::bound_or_panic`] for a handler named without its service.
+    fn handler_bound_or_panic(&self, handler: &str) {
+        let engine = self.engine();
+        let definitions = engine.registry().definitions();
+        if !definitions.iter().any(|d| d.handler(handler).is_some()) {
+            panic!("TestRuntime::invocations: no bound service has a handler `{handler}`");
+        }
     }
 }
