@@ -302,13 +302,59 @@ async fn a_message_waiting_for_its_key_is_pending_until_it_starts() {
     };
     assert_eq!(listed("pending").await, std::slice::from_ref(&second));
     assert!(!listed("running").await.contains(&second));
+    // A call waits in memory only (nobody was told of it yet): it is listed all the same.
+    let call = tokio::spawn(client().post(s.url("/Desk/a/occupy")).send());
+    common::wait_until(Duration::from_secs(20), || async {
+        listed("pending").await.len() == 2
+    })
+    .await;
+    let waiting = listed("pending").await;
+    let called = waiting.iter().find(|id| **id != second).unwrap().clone();
+    assert_eq!(s.inspect(&called).await["status"], "pending");
+    // Paging walks the store and memory in one order.
+    let page: Value = client()
+        .get(format!("{}/invocations?service=Desk&limit=1", s.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut paged = vec![page["invocations"][0]["id"].as_str().unwrap().to_owned()];
+    let mut next = page["next"].as_str().map(str::to_owned);
+    while let Some(after) = next {
+        let page: Value = client()
+            .get(format!(
+                "{}/invocations?service=Desk&limit=1&after={after}",
+                s.admin
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        paged.extend(
+            page["invocations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_owned()),
+        );
+        next = page["next"].as_str().map(str::to_owned);
+    }
+    let mut all = vec![first.clone(), second.clone(), called.clone()];
+    all.sort();
+    paged.sort();
+    assert_eq!(paged, all, "each once");
     assert_eq!(control(&s, &first, "kill").await, 200);
     common::wait_until(Duration::from_secs(20), || async {
         s.inspect(&second).await["journal"][0]["kind"] == "sleep"
     })
     .await;
     assert_ne!(s.inspect(&second).await["status"], "pending");
-    assert!(listed("pending").await.is_empty());
+    assert_eq!(listed("pending").await, [called]);
+    call.abort();
     s.stop().await;
 }
 

@@ -1325,7 +1325,9 @@ impl Engine {
     }
 
     /// A page of invocations matching `filter`, in id order after `after`; the second value is
-    /// the cursor for the next page. In-memory state wins over the stored record.
+    /// the cursor for the next page. In-memory state wins over the stored record, and those
+    /// only in memory (a request-response invocation before its first durable effect, law 1)
+    /// are listed in their place in the order.
     pub(crate) fn list(
         &self,
         filter: impl Fn(&InvocationId, &InvocationRecord) -> bool,
@@ -1333,28 +1335,71 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<Listed>, Option<InvocationId>), EngineError> {
         const CHUNK: usize = 512;
+        let mut unstored = self.unstored_after(after).into_iter().peekable();
         let mut out = Vec::new();
         let mut cursor = after;
+        let mut take = |id: InvocationId, record: InvocationRecord, out: &mut Vec<Listed>| {
+            cursor = Some(id);
+            if filter(&id, &record) {
+                out.push((id, record));
+            }
+            (out.len() == limit).then_some(cursor)
+        };
+        let mut stored_after = after;
         loop {
-            let chunk = self.storage.invocations(cursor, CHUNK)?;
+            let chunk = self.storage.invocations(stored_after, CHUNK)?;
             let exhausted = chunk.len() < CHUNK;
             for (id, stored) in chunk {
-                cursor = Some(id);
+                stored_after = Some(id);
+                while let Some((first, record)) = unstored.next_if(|(first, _)| *first < id) {
+                    if let Some(cursor) = take(first, record, &mut out) {
+                        return Ok((out, cursor));
+                    }
+                }
+                // Stored meanwhile: listed once, from here.
+                unstored.next_if(|(first, _)| *first == id);
                 let record = match self.inflight(&id) {
                     Some(f) => f.state().record.clone(),
                     None => stored,
                 };
-                if filter(&id, &record) {
-                    out.push((id, record));
-                    if out.len() == limit {
-                        return Ok((out, cursor));
-                    }
+                if let Some(cursor) = take(id, record, &mut out) {
+                    return Ok((out, cursor));
                 }
             }
             if exhausted {
+                for (id, record) in unstored {
+                    if let Some(cursor) = take(id, record, &mut out) {
+                        return Ok((out, cursor));
+                    }
+                }
                 return Ok((out, None));
             }
         }
+    }
+
+    /// The invocations only in memory with an id after `after`, in id order.
+    fn unstored_after(&self, after: Option<InvocationId>) -> Vec<Listed> {
+        if self.handed_over() {
+            return Vec::new();
+        }
+        // Copied out first: a record is read under its own lock, never under the map's.
+        let candidates: Vec<Arc<Inflight>> = self
+            .inflight
+            .lock()
+            .expect("inflight map")
+            .values()
+            .filter(|f| after.is_none_or(|after| f.id > after))
+            .cloned()
+            .collect();
+        let mut unstored: Vec<Listed> = candidates
+            .iter()
+            .filter_map(|f| {
+                let state = f.state();
+                (!state.persisted).then(|| (f.id, state.record.clone()))
+            })
+            .collect();
+        unstored.sort_unstable_by_key(|(id, _)| *id);
+        unstored
     }
 
     /// Current values for `/metrics`.
