@@ -16,6 +16,7 @@
 //! | `restart.copied` | a restarted invocation's copy is durable; the original is not ended yet |
 //! | `inbox.applied` | what a page of the inbox caused is durable; its messages are not removed yet |
 //! | `lease.released` | a drained owner's release of its lease committed; no other process took it yet |
+//! | `backup.copied` | a backup's copy is durable under its partial name; not renamed to the store's yet |
 
 /// Passes the point `name`: kills the process if it is armed for this pass.
 #[cfg(feature = "failpoints")]

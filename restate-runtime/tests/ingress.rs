@@ -339,6 +339,39 @@ async fn send_attach_output_and_idempotency() {
     let body: Value = send().await.unwrap().json().await.unwrap();
     assert_eq!(body["status"], "PreviouslyAccepted");
     assert!(ids.contains(body["invocationId"].as_str().unwrap()));
+    // Two headers: the first counts, as in Restate.
+    let body: Value = client()
+        .post(s.url("/Greeter/greet/send"))
+        .header("idempotency-key", "same")
+        .header("idempotency-key", "other")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "PreviouslyAccepted", "{body}");
+    // The restarts' namespace is not a client's.
+    let r = client()
+        .post(s.url("/Greeter/greet/send"))
+        .header(
+            "idempotency-key",
+            format!("restart-of:{}", body["invocationId"].as_str().unwrap()),
+        )
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let refused: Value = r.json().await.unwrap();
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved for restarts"),
+        "{refused}"
+    );
     // By idempotency key.
     let r = client()
         .get(s.url("/restate/invocation/Greeter/greet/same/output"))

@@ -320,4 +320,14 @@ async fn an_idempotency_key_header_cannot_split_a_signed_event() {
         "a key header does not replace the signature",
     );
     assert_eq!(runs("gh-k"), 1);
+    // Ignored means ignored: a header that would be refused elsewhere (empty, too long) does
+    // not turn a signed event away.
+    for key in ["", &"k".repeat(1000)] {
+        let keyed =
+            standard(&s, Some("msg_k"), Some(now), sig(), body).header("idempotency-key", key);
+        let (status, by_key, out) = deliver(keyed).await;
+        assert_eq!((status, out), (200, 1.into()), "key {key:?}");
+        assert_eq!(by_key, by_event);
+    }
+    assert_eq!(runs("msg_k"), 1);
 }

@@ -229,11 +229,11 @@ async fn a_delayed_send_cancelled_before_a_crash_never_runs() {
     );
 }
 
-/// A restart-as-new killed between its copy's commit and the original's end: asked again
-/// after the crash, it gives the same copy and ends the original, and the copy runs on the key
-/// ahead of what waited behind the original.
+/// A restart-as-new killed between its copy's commit and the original's end: recovery ends
+/// the original (else both would run), asked again the restart gives the same copy, and the
+/// copy runs on the key ahead of what waited behind the original.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_as_new_interrupted_by_a_crash_completes_when_asked_again() {
+async fn a_restart_as_new_interrupted_by_a_crash_ends_the_original_at_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ports = (free_port(), free_port());
@@ -283,20 +283,95 @@ async fn a_restart_as_new_interrupted_by_a_crash_completes_when_asked_again() {
     assert_eq!(died.signal(), Some(9));
 
     let app = App::start_on(BIN, &data, &base, ports).await;
+    // Recovery ends the original by itself: its copy was committed before the crash.
+    poll(Duration::from_secs(30), || async {
+        status(&app, &original).await["status"] == "completed"
+    })
+    .await;
+    // Asked again, the restart answers with the same copy.
     let r = restart(&app).await.unwrap();
     assert_eq!(r.status(), 200);
     let copy = r.json::<Value>().await.unwrap()["invocationId"]
         .as_str()
         .unwrap()
         .to_owned();
-    poll(Duration::from_secs(30), || async {
-        status(&app, &original).await["status"] == "completed"
-    })
-    .await;
     // The copy holds the key (waiting its hour); what was behind the original still waits.
     poll(Duration::from_secs(30), || async {
         status(&app, &copy).await["status"] == "suspended"
     })
     .await;
     assert_ne!(status(&app, &behind).await["status"], "completed");
+}
+
+/// A backup cut short by a crash (here just before its copy takes the store's name) leaves a
+/// folder that refuses to open, saying why, rather than one that opens as an empty store; the
+/// live folder opens with everything acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_cut_short_by_a_crash_is_refused_not_opened_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let copy = dir.path().join("copy");
+    let ports = (free_port(), free_port());
+    let armed = [("RESTATE_FAILPOINTS", "backup.copied".to_owned())];
+    let mut app = App::start_on(BIN, &data, &armed, ports).await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for ms in 0..20u64 {
+        let r = client
+            .post(format!("{}/Naps/k{ms}/nap/send", app.ingress))
+            .json(&ms)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let accepted: Value = r.json().await.unwrap();
+        acknowledged.push(accepted["invocationId"].as_str().unwrap().to_owned());
+    }
+    let backup = client
+        .post(format!("{}/backup", app.admin))
+        .json(&json!({ "path": copy }))
+        .send()
+        .await;
+    assert!(backup.is_err(), "the process died answering");
+    let died = app
+        .wait_exit(Duration::from_secs(30))
+        .expect("backup.copied was never reached");
+    assert_eq!(died.signal(), Some(9));
+
+    let mut opened = std::process::Command::new(BIN)
+        .env("RESTATE_DATA_DIR", &copy)
+        .env("RESTATE_INGRESS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("RESTATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = opened.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            opened.kill().unwrap();
+            panic!("the cut-short backup opened and serves");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut opened.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("a backup that was cut short"), "{stderr}");
+
+    let app = App::start_on(BIN, &data, &[], ports).await;
+    for id in &acknowledged {
+        poll(Duration::from_secs(30), || async {
+            let view: Value = reqwest::get(format!("{}/invocations/{id}", app.admin))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            view["status"] == "completed"
+        })
+        .await;
+    }
 }

@@ -49,6 +49,7 @@ pub(crate) use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
 pub use reference::EngineRef;
+pub(crate) use restart::RESTART_KEY_PREFIX;
 pub(crate) use stored_counts::{LimiterDepth, Unfinished};
 pub(crate) use wake::Completion;
 

@@ -77,6 +77,7 @@ impl Engine {
         }
         self.seq.fetch_max(highest_seq, Ordering::Relaxed);
         let mut to_restore = Vec::new();
+        let mut restarted = Vec::new();
         let mut unserved = std::collections::BTreeMap::<String, usize>::new();
         {
             let mut map = self.inflight.lock().expect("inflight map");
@@ -102,6 +103,9 @@ impl Engine {
                 let Some(record) = self.storage.invocation(&id)? else {
                     continue;
                 };
+                if let Some(original) = super::restart::unstarted_copy_of(&record) {
+                    restarted.push((original, record.target.clone()));
+                }
                 // An exclusive invocation that had started (it has journal entries) was its
                 // key's holder: only the holder runs. It holds the key again, ahead of any that
                 // arrived before it but had not started (a delayed send that fired after them,
@@ -152,6 +156,7 @@ impl Engine {
         }
         // Before anything runs: a source that completes must know it has result waiters.
         self.complete_orphaned_result_waiters(only)?;
+        self.end_restarted(restarted);
         Ok(to_restore)
     }
 

@@ -4,13 +4,31 @@
 //! once its copy exists (whoever waits on it gets the kill), and on an object or workflow key
 //! the copy takes its place: next on the key, with its arrival number (also after a restart).
 //! The copy's idempotency key names the original, so restarting one invocation twice gives the
-//! same copy.
+//! same copy, and a crash between the copy's commit and the original's end is mended by
+//! recovery: an unstarted copy found with its original unfinished ends the original.
 
 use super::control::ControlError;
 use super::{Engine, InvokeRequest, Submission};
 use crate::ids::InvocationId;
 use crate::registry::HandlerKind;
-use crate::storage::{JournalEntry, Status, WriteOp};
+use crate::storage::{InvocationRecord, JournalEntry, Status, Target, WriteOp};
+
+/// What the idempotency key of a restart's copy starts with (then the original's id); the
+/// ingress refuses it from clients.
+pub(crate) const RESTART_KEY_PREFIX: &str = "restart-of:";
+
+/// The original of `record` if it is a restart's copy that has not started.
+pub(super) fn unstarted_copy_of(record: &InvocationRecord) -> Option<InvocationId> {
+    if record.attempts > 0 || !matches!(record.status, Status::Runnable) {
+        return None;
+    }
+    record
+        .idempotency_key
+        .as_deref()?
+        .strip_prefix(RESTART_KEY_PREFIX)?
+        .parse()
+        .ok()
+}
 
 impl Engine {
     /// Starts a new invocation like `id`, after the first `from` entries of its journal
@@ -80,7 +98,7 @@ impl Engine {
             target: record.target,
             input: record.input.into(),
             headers: record.headers,
-            idempotency_key: Some(format!("restart-of:{id}")),
+            idempotency_key: Some(format!("{RESTART_KEY_PREFIX}{id}")),
             delay: None,
         };
         // Across processes, what waits in the inbox for this key comes first: not now.
@@ -157,6 +175,36 @@ impl Engine {
             self.spawn(inflight);
         }
         Ok(submitted.id)
+    }
+}
+
+impl Engine {
+    /// Ends the originals of restarts' copies that recovery found unstarted (`(original, the
+    /// copy's target)`): a crash came between a copy's commit and its original's end. An
+    /// original of another target is no original of this copy, and is left alone.
+    pub(super) fn end_restarted(&self, originals: Vec<(InvocationId, Target)>) {
+        for (original, target) in originals {
+            let engine = self.clone();
+            self.tasks.spawn(async move {
+                let unfinished = match engine.inspect(&original) {
+                    Ok(Some((record, _))) => {
+                        record.target == target
+                            && !matches!(record.status, Status::Completed { .. })
+                    }
+                    _ => false,
+                };
+                if !unfinished {
+                    return;
+                }
+                tracing::info!(
+                    invocation = %original,
+                    "ending an invocation whose restart's copy was committed before a crash"
+                );
+                if let Err(e) = end_original(&engine, original).await {
+                    tracing::error!(invocation = %original, error = %e, "cannot end a restarted invocation");
+                }
+            });
+        }
     }
 }
 

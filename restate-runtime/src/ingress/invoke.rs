@@ -48,11 +48,23 @@ pub(crate) async fn invoke(
             "cannot use the delay query parameter with calls. The delay is supported only with sends",
         ));
     }
-    let (mut headers, mut idempotency_key) = parse_headers(req.headers())?;
+    let (mut headers, client_key) = parse_headers(req.headers())?;
     // As Restate: the handler sees the path and query it was invoked by (not a client's claim).
     headers.retain(|(name, _)| name != INGRESS_PATH);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     headers.push((INGRESS_PATH.to_owned(), path.to_owned()));
+    // Most ingresses have no webhooks: no key to build then.
+    let webhook = match state.webhooks.is_empty() {
+        true => None,
+        false => state
+            .webhooks
+            .get(&(target.service.clone(), target.handler.clone())),
+    };
+    // A verified endpoint ignores the header: its key comes from what the signature covers.
+    let mut idempotency_key = match webhook.is_some_and(|hook| hook.is_verified()) {
+        true => None,
+        false => client_key.map(checked_idempotency_key).transpose()?,
+    };
     // Refused before the body is read; the engine refuses it for every other caller.
     let workflow_run = definition.kind == HandlerKind::Workflow;
     engine::check_idempotency_key(workflow_run, idempotency_key.as_deref())?;
@@ -62,13 +74,6 @@ pub(crate) async fn invoke(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = read_body(state, req.into_body()).await?;
-    // Most ingresses have no webhooks: no key to build then.
-    let webhook = match state.webhooks.is_empty() {
-        true => None,
-        false => state
-            .webhooks
-            .get(&(target.service.clone(), target.handler.clone())),
-    };
     if let Some(hook) = webhook {
         // Before anything is created: a forged request leaves no trace and claims no event id.
         let header = |name: &str| {
@@ -181,6 +186,8 @@ type Headers = Vec<(String, String)>;
 /// The header Restate adds to every invocation: the path and query it came in by.
 const INGRESS_PATH: &str = "x-restate-ingress-path";
 
+/// The headers a handler sees, and the first `idempotency-key` header's value (as Restate
+/// reads it), unchecked ([`checked_idempotency_key`]).
 fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError> {
     let mut headers = Vec::with_capacity(map.len());
     let mut idempotency_key = None;
@@ -188,15 +195,7 @@ fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError>
         let value = value
             .to_str()
             .map_err(|e| ApiError::ingress(400, format!("bad header {name}: {e}")))?;
-        if name.as_str() == "idempotency-key" {
-            if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(ApiError::ingress(
-                    400,
-                    format!(
-                        "bad idempotency-key header: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
-                    ),
-                ));
-            }
+        if name.as_str() == "idempotency-key" && idempotency_key.is_none() {
             idempotency_key = Some(value.to_owned());
         }
         if !DROPPED_HEADERS.contains(&name.as_str()) {
@@ -204,6 +203,29 @@ fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError>
         }
     }
     Ok((headers, idempotency_key))
+}
+
+/// A client's idempotency key, refused when it is empty, too long, or in the namespace the
+/// runtime's restarts use (one would join a restart's copy, or stand for one after a crash).
+fn checked_idempotency_key(key: String) -> Result<String, ApiError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::ingress(
+            400,
+            format!(
+                "bad idempotency-key header: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            ),
+        ));
+    }
+    if key.starts_with(engine::RESTART_KEY_PREFIX) {
+        return Err(ApiError::ingress(
+            400,
+            format!(
+                "bad idempotency-key header: keys starting with `{}` are reserved for restarts",
+                engine::RESTART_KEY_PREFIX
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 fn is_json(content_type: &str) -> bool {

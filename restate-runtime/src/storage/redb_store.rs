@@ -98,6 +98,9 @@ const FORMATS_UPGRADED_AS_THEY_ARE: [u32; 2] = [6, 7];
 /// a binary that cannot keep the index up to date no longer opens the store.
 const FORMAT_BEFORE_DUE_INDEX: u32 = 5;
 const FILE_NAME: &str = "journal.redb";
+/// What a backup writes its copy to, renamed to [`FILE_NAME`] once the copy is durable: a
+/// backup cut short (a crash, a full disk) leaves a folder that does not open as an empty store.
+const PARTIAL_NAME: &str = "journal.redb.partial";
 /// Key in `META`: sequence number of the last log record the durable store includes.
 const WAL_APPLIED: &str = "wal_applied";
 /// Key in `META`: the store's identity, mixed into the checksum of every log record.
@@ -192,6 +195,15 @@ impl RedbStorage {
         files: &dyn Files,
     ) -> Result<Self, OpenError> {
         let shown = dir.display().to_string();
+        if dir.join(PARTIAL_NAME).exists() {
+            return Err(OpenError::Corrupt {
+                path: shown,
+                reason: format!(
+                    "it holds a backup that was cut short ({PARTIAL_NAME}): \
+                     delete the folder and make the backup again"
+                ),
+            });
+        }
         let reserve = Reserve::new(dir, options.min_free_bytes);
         let file = dir.join(FILE_NAME);
         let mut builder = Database::builder();
@@ -1463,15 +1475,21 @@ impl Storage for RedbStorage {
         // One at a time: two into one folder would both find it empty.
         let _one = self.backups.lock().expect("backups lock");
         super::backup::prepare_folder(dir, self.reserve.dir())?;
+        let partial = dir.join(PARTIAL_NAME);
         let file = dir.join(FILE_NAME);
         let copied = self
             .visibility
             .wait()
             .map_err(|e| e.to_string())
             .and_then(|()| self.db.begin_read().map_err(|e| e.to_string()))
-            .and_then(|snapshot| copy_store(&snapshot, &file).map_err(|e| e.to_string()))
+            .and_then(|snapshot| copy_store(&snapshot, &partial).map_err(|e| e.to_string()))
             .and_then(|invocations| {
-                let bytes = std::fs::metadata(&file).map_err(|e| e.to_string())?.len();
+                let bytes = std::fs::metadata(&partial)
+                    .map_err(|e| e.to_string())?
+                    .len();
+                crate::failpoints::hit("backup.copied");
+                // The copy is durable (its last commit): only now does the folder hold a store.
+                std::fs::rename(&partial, &file).map_err(|e| e.to_string())?;
                 OsFiles.sync_parent(&file).map_err(|e| e.to_string())?;
                 Ok(BackupReport {
                     path: dir.to_owned(),
@@ -1481,6 +1499,7 @@ impl Storage for RedbStorage {
             });
         copied.map_err(|reason| {
             // Nothing half-written stays behind: the folder is empty again for a retry.
+            let _ = std::fs::remove_file(&partial);
             let _ = std::fs::remove_file(&file);
             BackupError::Failed {
                 path: dir.display().to_string(),
@@ -1591,9 +1610,10 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-/// Whether `dir` holds a redb store.
+/// Whether `dir` holds a redb store, or the start of one a backup left (which its open
+/// refuses, saying so).
 pub(crate) fn holds_store(dir: &Path) -> bool {
-    dir.join(FILE_NAME).is_file()
+    dir.join(FILE_NAME).is_file() || dir.join(PARTIAL_NAME).is_file()
 }
 
 #[cfg(test)]
