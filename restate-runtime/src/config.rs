@@ -56,7 +56,8 @@ pub struct Config {
     /// `/health` (`RESTATE_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
     /// Request headers never stored with an invocation nor shown to its handler
-    /// (`RESTATE_SECRET_HEADERS`, comma-separated; default [`DEFAULT_SECRET_HEADERS`]).
+    /// (`RESTATE_SECRET_HEADERS`, comma-separated, adds to it; default
+    /// [`DEFAULT_SECRET_HEADERS`]).
     pub secret_headers: Vec<String>,
     /// Largest accepted request body in bytes (`RESTATE_MAX_BODY_BYTES`, default 10 MiB).
     pub max_body_bytes: usize,
@@ -285,21 +286,25 @@ impl Config {
         if let Some(v) = var("RESTATE_WEBHOOK_ADDR").filter(|v| !v.is_empty()) {
             self.webhook_addr = Some(parse("RESTATE_WEBHOOK_ADDR", v, addr)?);
         }
-        if let Some(v) = var("RESTATE_INGRESS_TOKEN").filter(|v| !v.is_empty()) {
+        // Set but empty is kept, for `check` to refuse: dropped, the log would say it is set
+        // while the port is open.
+        if let Some(v) = var("RESTATE_INGRESS_TOKEN") {
             self.ingress_token = Some(v);
         }
         if let Some(v) = var("RESTATE_ADMIN_ADDR") {
             self.admin_addr = parse("RESTATE_ADMIN_ADDR", v, addr)?;
         }
-        if let Some(v) = var("RESTATE_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+        if let Some(v) = var("RESTATE_ADMIN_TOKEN") {
             self.admin_token = Some(v);
         }
+        // Added to the list, never replacing it: naming one more header must not store the
+        // credentials and signatures the defaults keep out.
         if let Some(v) = var("RESTATE_SECRET_HEADERS") {
-            self.secret_headers = v
-                .split(',')
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .collect();
+            for header in v.split(',').map(|h| h.trim().to_ascii_lowercase()) {
+                if !header.is_empty() && !self.secret_headers.contains(&header) {
+                    self.secret_headers.push(header);
+                }
+            }
         }
         if let Some(v) = var("RESTATE_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("RESTATE_MAX_BODY_BYTES", v, size)?;
@@ -535,6 +540,27 @@ mod tests {
                 .starts_with("environment variable RESTATE_ADMIN_ADDR=\"nope\" is invalid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secret_headers_from_the_environment_add_to_the_list() {
+        let mut c = Config::default();
+        c.apply(|n| (n == "RESTATE_SECRET_HEADERS").then(|| "X-Api-Key, cookie".into()))
+            .unwrap();
+        for header in DEFAULT_SECRET_HEADERS.iter().chain(&["x-api-key"]) {
+            assert!(c.secret_headers.iter().any(|h| h == header), "{header}");
+        }
+        assert_eq!(c.secret_headers.len(), DEFAULT_SECRET_HEADERS.len() + 1);
+    }
+
+    #[test]
+    fn a_token_variable_set_but_empty_is_refused_not_dropped() {
+        for name in ["RESTATE_INGRESS_TOKEN", "RESTATE_ADMIN_TOKEN"] {
+            let mut c = Config::default();
+            c.apply(|n| (n == name).then(String::new)).unwrap();
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("empty token"), "{err}");
+        }
     }
 }
 

@@ -474,6 +474,17 @@ async fn a_bulk_action_with_an_unknown_parameter_is_refused_and_does_nothing() {
         "lists what it takes: {message}"
     );
     assert_eq!(s.inspect(&id).await["status"], "suspended");
+    // A limit of zero is refused, not read as one.
+    let (status, body) = bulk("action=cancel&status=suspended&handler=idle&limit=0").await;
+    assert_eq!(status, 400, "{body}");
+    let listed = client()
+        .get(format!("{}/invocations?handler=idle&limit=0", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 400);
+    assert_eq!(s.inspect(&id).await["status"], "suspended");
+    assert_eq!(s.inspect(&other).await["status"], "suspended");
     // Spelt right, the same action acts on what it names, `limit` at a time.
     let (status, body) = bulk("action=cancel&status=suspended&handler=idle&limit=1").await;
     assert_eq!(status, 200, "{body}");

@@ -27,6 +27,33 @@ impl Counter {
     }
 }
 
+/// Notes the order its key's pushes arrive in.
+#[derive(Default)]
+pub struct Seq;
+
+#[object]
+impl Seq {
+    #[handler]
+    async fn push(&self, ctx: ObjectContext<'_>, n: u32) -> HandlerResult<()> {
+        let mut seen = ctx.get::<Vec<u32>>("seen").await?.unwrap_or_default();
+        seen.push(n);
+        ctx.set("seen", seen);
+        Ok(())
+    }
+
+    /// Sends `count` pushes to its own key, all due after the same delay.
+    #[handler]
+    async fn later(&self, ctx: ObjectContext<'_>, count: u32) -> HandlerResult<()> {
+        let key = ctx.key().to_owned();
+        for n in 0..count {
+            ctx.object::<Seq>(key.clone())
+                .push(n)
+                .send_after(Duration::from_millis(1500));
+        }
+        Ok(())
+    }
+}
+
 /// Counts how often each step's closure really ran.
 #[derive(Default)]
 pub struct Payments {
@@ -217,4 +244,32 @@ async fn on_storage_failure_hears_a_lost_database_session_not_injected_crashes()
     }
     assert!(t.crashed());
     assert_eq!(FAILURES.load(Ordering::SeqCst), 1);
+}
+
+/// Delayed sends to one key arrive in the order they were sent, also where the invocations
+/// they start are read back from the database when due (their reads go side by side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_sends_to_one_key_arrive_in_send_order_on_postgres() {
+    let Some((_, url)) = fresh_database() else {
+        return;
+    };
+    let t = TestRuntime::builder()
+        .database_url(url)
+        .bind(Seq)
+        .build()
+        .await;
+    let keys = ["a", "b", "c"];
+    for key in keys {
+        t.handle()
+            .object::<Seq>(key)
+            .later(20)
+            .call()
+            .await
+            .unwrap();
+    }
+    t.advance(Duration::from_secs(2)).await;
+    for key in keys {
+        let seen: Vec<u32> = t.state("Seq", key, "seen").unwrap_or_default();
+        assert_eq!(seen, (0..20).collect::<Vec<_>>(), "key {key}");
+    }
 }

@@ -194,6 +194,11 @@ pub(super) struct Page {
     after: Option<String>,
 }
 
+/// `limit=0`, refused rather than read as one.
+fn zero_limit() -> Response {
+    ApiError::ingress(400, "limit must be at least 1 (at most 1000)").into_response()
+}
+
 pub(super) async fn list(
     State(engine): State<Engine>,
     Params(page): Params<Page>,
@@ -206,7 +211,10 @@ pub(super) async fn list(
     if let Err(e) = filter.check() {
         return ApiError::ingress(400, e).into_response();
     }
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    if page.limit == Some(0) {
+        return zero_limit();
+    }
+    let limit = page.limit.unwrap_or(100).min(1000);
     // The status filtered on is the one shown (read once); kept for the page's rows only.
     let shown = std::cell::RefCell::new(std::collections::HashMap::new());
     let matches = |id: &InvocationId, r: &InvocationRecord| {
@@ -412,7 +420,11 @@ pub(super) async fn bulk(
     let listed = |id: &InvocationId, r: &crate::storage::InvocationRecord| {
         existed(r) && filter.matches(r, || engine.shown_status(id, r))
     };
-    let round = query.limit.unwrap_or(BULK_ROUND).clamp(1, BULK_ROUND);
+    // Zero would act on nothing while looking like a round: refused, as a typo would be.
+    if query.limit == Some(0) {
+        return zero_limit();
+    }
+    let round = query.limit.unwrap_or(BULK_ROUND).min(BULK_ROUND);
     let (page, next) = match engine.list(listed, after, round) {
         Ok(listed) => listed,
         Err(e) => return ApiError::from(e).into_response(),

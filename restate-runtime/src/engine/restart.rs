@@ -76,7 +76,8 @@ impl Engine {
             .map_err(|e| ControlError::Conflict(format!("cannot restart {id}: {e}")))?;
         if handler.kind == HandlerKind::Workflow {
             return Err(ControlError::Conflict(format!(
-                "{id} is a workflow's run, one per key: purge it, then run the workflow again"
+                "{id} is a workflow's run, one per key: kill it if it has not finished, purge it, \
+                 then run the workflow again"
             )));
         }
         let finished = match record.status {

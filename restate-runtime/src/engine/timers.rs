@@ -11,7 +11,7 @@
 //!
 //! [`EngineConfig::timer_window`]: super::EngineConfig
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,6 +23,11 @@ use crate::storage::Partitions;
 
 /// Entries read from the store at most per load: a burst due at once comes in slices.
 const LOAD_LIMIT: usize = 4096;
+
+/// Queues that fired timers of invocations on disk wait in for a slot and their store read,
+/// each in firing order; one key's always in the same queue (by its partition key), so
+/// delayed sends to one key arrive in the order they fired, while keys apart load side by side.
+const FIRED_QUEUES: usize = 8;
 
 /// A position in the due-time index: due time, then the id's storage bytes (the store's order).
 type DueKey = (u64, [u8; 24]);
@@ -53,6 +58,15 @@ pub(crate) struct Timers {
     /// the store while [`LOAD_LIMIT`] of them wait: an overdue backlog (after downtime) comes
     /// into memory at the pace its invocations leave it.
     backlog: AtomicUsize,
+    /// Fired timers waiting for a slot, in [`FIRED_QUEUES`] queues in firing order.
+    fired: [Mutex<Fired>; FIRED_QUEUES],
+}
+
+/// One queue of fired timers, and whether a task takes them in (at most one per queue).
+#[derive(Default)]
+struct Fired {
+    waiting: VecDeque<(InvocationId, u64)>,
+    draining: bool,
 }
 
 #[derive(Default)]
@@ -76,6 +90,7 @@ impl Timers {
             changed: Notify::new(),
             slots: super::slots::Pool::new(slots),
             backlog: AtomicUsize::new(0),
+            fired: Default::default(),
         }
     }
 
@@ -157,7 +172,7 @@ impl Engine {
     /// it until it leaves memory again. With a slot free and none waiting, at once, in the
     /// order the timers fire: delayed sends to one key due together arrive in the order they
     /// were sent (their ids sort by creation). On a shared store the read goes to a task, off
-    /// the timers' loop.
+    /// the timers' loop, which takes its queue's timers in that order too.
     pub(super) fn wake_from_disk(&self, id: InvocationId, at_ms: u64) {
         if !self.shared_store
             && self.timers.backlog.load(Ordering::SeqCst) == 0
@@ -167,17 +182,42 @@ impl Engine {
             return;
         }
         self.timers.backlog.fetch_add(1, Ordering::SeqCst);
+        let queue = (id.partition_key() % FIRED_QUEUES as u64) as usize;
+        {
+            let mut fired = self.timers.fired[queue].lock().expect("fired timers");
+            fired.waiting.push_back((id, at_ms));
+            if std::mem::replace(&mut fired.draining, true) {
+                return;
+            }
+        }
         let engine = self.clone();
-        self.tasks.spawn(async move {
-            let slot = engine.timers.slots.take().await;
-            if engine.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
+        self.tasks
+            .spawn(async move { engine.take_in_fired(queue).await });
+    }
+
+    /// Wakes the fired timers of queue `queue` one by one, in order, each once a slot is free;
+    /// ends when the queue is empty.
+    async fn take_in_fired(&self, queue: usize) {
+        loop {
+            let next = {
+                let mut fired = self.timers.fired[queue].lock().expect("fired timers");
+                let next = fired.waiting.pop_front();
+                fired.draining = next.is_some();
+                next
+            };
+            let Some((id, at_ms)) = next else {
+                return;
+            };
+            let slot = self.timers.slots.take().await;
+            if self.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
                 // No longer backlogged: the window may load again.
-                engine.timers.changed.notify_one();
+                self.timers.changed.notify_one();
             }
-            if let Some(slot) = slot {
-                engine.resume_at(id, Some(at_ms), Some(slot));
-            }
-        });
+            let Some(slot) = slot else {
+                return;
+            };
+            self.resume_at(id, Some(at_ms), Some(slot));
+        }
     }
 
     /// Reads the store's due times up to a window ahead of now into memory; false when the
