@@ -155,7 +155,14 @@ async fn requests_over_the_in_flight_cap_get_429_with_retry_after() {
             .json(&ms)
             .send()
     };
-    let held: Vec<_> = (0..2).map(|_| tokio::spawn(busy(3000))).collect();
+    // Two requests whose bodies are still arriving hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr(&app.ingress)).await.unwrap();
+        let head = "POST /Waits/busy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n1";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
     poll(Duration::from_secs(10), || async {
         listener_metric(&app, "restate_requests_in_flight", "ingress").await == 2
     })
@@ -166,10 +173,81 @@ async fn requests_over_the_in_flight_cap_get_429_with_retry_after() {
     let v: Value = refused.json().await.unwrap();
     assert_eq!(v["code"], 429, "{v}");
     assert!(listener_metric(&app, "restate_requests_refused_total", "ingress").await >= 1);
-    for h in held {
-        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    for mut stream in held {
+        stream.write_all(b"0").await.unwrap();
+        let answer = read_to_close_or_answer(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     assert_eq!(busy(1).await.unwrap().status(), 200, "admitted again");
+}
+
+/// The first line and what came with it of the answer on `stream` (within 30 s).
+async fn read_to_close_or_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("{e}"),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Calls waiting for their results and attaches wait without a slot: more of them than the cap
+/// do not keep out the request that would end their waits (Restate has no such cap at all).
+#[tokio::test]
+async fn waiting_calls_and_attaches_do_not_hold_the_in_flight_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("RESTATE_MAX_IN_FLIGHT", "2".to_owned())];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let client = reqwest::Client::new();
+    let busy = |ms: u64| {
+        client
+            .post(format!("{}/Waits/busy", app.ingress))
+            .json(&ms)
+            .send()
+    };
+    let calls: Vec<_> = (0..4).map(|_| tokio::spawn(busy(5000))).collect();
+    let sent: Value = client
+        .post(format!("{}/Waits/busy/send", app.ingress))
+        .json(&5000)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["invocationId"].as_str().unwrap().to_owned();
+    let attaches: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/restate/invocation/{id}/attach", app.ingress);
+            tokio::spawn(reqwest::get(url))
+        })
+        .collect();
+    // Five invocations run, four calls and four attaches wait on them: and yet a request
+    // gets in at once.
+    poll(Duration::from_secs(10), || async {
+        let listed: Value = reqwest::get(format!("{}/invocations?handler=busy", app.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed["invocations"].as_array().map_or(0, Vec::len) == 5
+    })
+    .await;
+    assert_eq!(busy(1).await.unwrap().status(), 200);
+    for waited in calls.into_iter().chain(attaches) {
+        assert_eq!(waited.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(
+        listener_metric(&app, "restate_requests_in_flight", "ingress").await,
+        0
+    );
 }
 
 /// The crash app with a cap of 16 connections and `header_timeout`, all 16 taken by

@@ -362,7 +362,9 @@ async fn an_inbox_page_applied_again_after_a_kill_counts_once() {
 /// continued, it drops the partitions it lost instead of acting on them: the call it was
 /// answering when paused gets an error, not a result it could not commit, the request that waited in
 /// its socket is either refused or acknowledged durably (and then run once, by whoever runs its
-/// partition), and it stays up: it takes its share of the partitions again and serves.
+/// partition), and it stays up: it takes its share of the partitions again and serves. Steps
+/// whose sleeps ended during the pause run once, by the new owner: the continued process runs
+/// none of them before its lease round tells it they are no longer its.
 #[tokio::test]
 async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_continued() {
     if PostgresCluster::for_tests().is_none() {
@@ -370,9 +372,11 @@ async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_cont
     }
     let url = cluster().fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.txt");
     let env = [
         ("RESTATE_DATABASE_URL", url),
         ("RESTATE_LEASE_TTL", "1s".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
     ];
     let mut first = App::start(BIN, &dir.path().join("a"), &env).await;
     let client = reqwest::Client::builder()
@@ -383,6 +387,19 @@ async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_cont
     for i in 0..20 {
         let id = send_busy(&client, &first.ingress, &format!("k-{i}")).await;
         acknowledged.push(id.expect("acknowledged"));
+    }
+    // Asleep in the first process (in memory) when it is paused; due during the pause.
+    let later: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    for tag in &later {
+        let r = client
+            .post(format!("{}/Waits/later/send", first.ingress))
+            .json(tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let accepted: serde_json::Value = r.json().await.unwrap();
+        acknowledged.push(accepted["invocationId"].as_str().unwrap().to_owned());
     }
     // A call the first process is running when it is paused.
     let in_flight = {
@@ -480,6 +497,11 @@ async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_cont
         &[after.expect("the continued process serves")],
     )
     .await;
+    let ran = std::fs::read_to_string(&steps).unwrap_or_default();
+    for tag in &later {
+        let times = ran.lines().filter(|l| *l == format!("later {tag}")).count();
+        assert_eq!(times, 1, "step of {tag} ran {times} times: {ran}");
+    }
 }
 
 /// A concurrency limit holds in the deployment: twelve invocations of a handler with

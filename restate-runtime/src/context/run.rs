@@ -309,6 +309,9 @@ where
             // The process is dead: nothing more runs.
             return std::future::pending().await;
         }
+        // Not while this process may have lost the partition without knowing yet (a pause
+        // past its lease): the new owner may be running this very step.
+        ctx.engine.lease_held(Some(&ctx.id())).await;
         let running = (
             ctx.engine.tasks().activity().map(|a| a.running_closure()),
             ctx.step_running(),

@@ -104,7 +104,11 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 biased;
                 () = stopped_now(&engine, &inflight) => return,
                 _ = inflight.killed.notified() => None,
-                running = engine.drain.start_attempt() => Some(running),
+                running = async {
+                    // Nor an attempt, while the partition may have gone unseen (a pause).
+                    engine.lease_held(Some(&inflight.id)).await;
+                    engine.drain.start_attempt().await
+                } => Some(running),
                 () = stopped(&mut shutdown, &mut departures, &inflight) => return,
             };
             let Some(running) = running else {

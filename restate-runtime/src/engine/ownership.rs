@@ -11,6 +11,11 @@
 //! partition come back, it is recovered only once those tasks have stopped and every write
 //! they submitted is decided, so that no old task writes beside the recovered one.
 //!
+//! A process paused past its leases (SIGSTOP, a stall) and then continued cannot know before
+//! its next lease round whether another process took its partitions meanwhile: until that
+//! round says, it starts no attempt and runs no step's closure ([`Engine::lease_held`]), so
+//! that a side effect it would repeat beside the new owner never runs.
+//!
 //! A handler that journals what it read of another invocation (an attach's or an output's
 //! result, an awakeable found completed) reads memory only where that invocation's partition
 //! runs here, and fences its entry on that partition: the entry commits only if the writes
@@ -76,6 +81,37 @@ impl Engine {
     /// Whether it runs any partition; `false` while other processes run them all.
     pub(crate) fn runs_invocations(&self) -> bool {
         !self.held.read().expect("held lock").running.is_empty()
+    }
+
+    /// Waits until this process may take its leases for held, and (with `id`) the partition of
+    /// `id` for its own: immediately on a store of one process, and while the leases are
+    /// renewed in time. After a pause past them it waits for the next lease round: held
+    /// again, it goes on; the partition gone, it never resolves (its task is stopped as the
+    /// partition leaves).
+    pub(crate) async fn lease_held(&self, id: Option<&InvocationId>) {
+        let Some(mut clock) = self.storage.lease_clock() else {
+            return;
+        };
+        let mut owned = self.storage.owned();
+        loop {
+            if id.is_some_and(|id| !owned.borrow_and_update().holds(id)) {
+                return std::future::pending().await;
+            }
+            let held = clock
+                .borrow_and_update()
+                .is_some_and(|until| std::time::Instant::now() < until);
+            if held {
+                return;
+            }
+            let changed = tokio::select! {
+                changed = clock.changed() => changed,
+                changed = owned.changed() => changed,
+            };
+            // The store is gone: nothing runs any more.
+            if changed.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Whether it runs `id`'s partition: work for `id` is taken here.

@@ -41,6 +41,7 @@ pub(crate) async fn invoke(
     if definition.options.ingress_private {
         return Err(ApiError::ingress(400, "the invoked service is not public"));
     }
+    let slot = crate::listener::HeldSlot::of(req.extensions());
     let delay = parse_delay(req.uri().query())?;
     if delay.is_some() && !send {
         return Err(ApiError::ingress(
@@ -124,6 +125,10 @@ pub(crate) async fn invoke(
             let (id, status, at) = engine.send(request).await?;
             Ok(response::accepted(id, status, at))
         } else {
+            // Read and checked, it waits for its result without a slot (see `HeldSlot`).
+            if let Some(slot) = &slot {
+                slot.release();
+            }
             let (id, done, replayed) = engine.call(request).await?;
             Ok(response::completed(id, &done, replayed))
         }

@@ -155,9 +155,16 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             handler,
             send,
         } => invoke::invoke(state, req, service, key, handler, send).await,
-        Route::Lookup { target, verb } => lookup::lookup(state, target, verb).await,
+        Route::Lookup { target, verb } => {
+            release_to_attach(&req, verb);
+            lookup::lookup(state, target, verb).await
+        }
         Route::LookupByBody(verb) => {
+            let slot = crate::listener::HeldSlot::of(req.extensions());
             let body = read_body(state, req.into_body()).await?;
+            if let (Some(slot), path::Verb::Attach) = (slot, verb) {
+                slot.release();
+            }
             lookup::lookup_by_body(state, &body, verb).await
         }
         Route::Awakeable { id, resolve } => {
@@ -179,6 +186,15 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
                 }),
             }
         }
+    }
+}
+
+/// An attach waits for its invocation without a slot of the in-flight cap (see `HeldSlot`).
+fn release_to_attach(req: &Request, verb: path::Verb) {
+    if let (Some(slot), path::Verb::Attach) =
+        (crate::listener::HeldSlot::of(req.extensions()), verb)
+    {
+        slot.release();
     }
 }
 

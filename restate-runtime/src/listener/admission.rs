@@ -140,6 +140,37 @@ fn refusal(what: &str, limits: &Limits, request: &http::HeaderMap) -> Response {
 /// One admitted request, counted until dropped (also when hyper drops the request).
 struct Slot(Arc<Gate>);
 
+/// A request's slot under the in-flight cap, in its extensions: a handler that goes on to
+/// wait (a call for its result, an attach) gives it back first ([`HeldSlot::release`]), so
+/// that requests that wait never keep out the requests that would end their waits. What
+/// bounds them then is the connection cap.
+#[derive(Clone)]
+pub(crate) struct HeldSlot(Arc<std::sync::Mutex<Option<Slot>>>);
+
+impl HeldSlot {
+    fn new(slot: Slot) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(slot))))
+    }
+
+    /// The slot of the request whose extensions these are (none in a router nested in
+    /// another server).
+    pub(crate) fn of(extensions: &http::Extensions) -> Option<Self> {
+        extensions.get::<Self>().cloned()
+    }
+
+    /// Gives the slot back (once; later calls do nothing).
+    pub(crate) fn release(&self) {
+        drop(self.0.lock().expect("held slot").take());
+    }
+}
+
+/// `req` with its slot in its extensions, and the slot (dropped with the response).
+fn holding(mut req: http::Request<Body>, slot: Slot) -> (http::Request<Body>, HeldSlot) {
+    let held = HeldSlot::new(slot);
+    req.extensions_mut().insert(held.clone());
+    (req, held)
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.in_flight.dec();
@@ -242,12 +273,14 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                     gate.refused.inc();
                     return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
                 };
-                let response = router.call(http::Request::from_parts(parts, body)).await;
+                let (req, slot) = holding(http::Request::from_parts(parts, body), slot);
+                let response = router.call(req).await;
                 drop((slot, bytes, busy));
                 response
             });
         }
         if let Some(slot) = self.gate.try_take() {
+            let (req, slot) = holding(req, slot);
             let response = router.call(req);
             return Box::pin(async move {
                 let response = response.await;
@@ -263,6 +296,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 drain(body, &gate.limits).await;
                 return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
             };
+            let (req, slot) = holding(req, slot);
             let response = router.call(req).await;
             drop((slot, busy));
             response

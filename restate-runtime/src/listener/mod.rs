@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::engine::Engine;
 use crate::metrics::ListenerLabel;
 
-pub(crate) use admission::{BodyError, read_body_within};
+pub(crate) use admission::{BodyError, HeldSlot, read_body_within};
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]

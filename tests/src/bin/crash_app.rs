@@ -73,6 +73,17 @@ impl Waits {
         Ok(())
     }
 
+    /// Sleeps durably for 1.5 s, then appends `later <tag>` to `STEPS_FILE` in a step.
+    #[handler]
+    async fn later(&self, ctx: Context<'_>, tag: String) -> HandlerResult<()> {
+        ctx.sleep(Duration::from_millis(1500)).await?;
+        let line = format!("later {tag}");
+        ctx.run(|| async { Ok(append(&line)?) })
+            .name("later")
+            .await?;
+        Ok(())
+    }
+
     /// Sends `mark(tag)` delayed by 400 ms and cancels it at once; returns its invocation id.
     #[handler]
     async fn cancel_later(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {

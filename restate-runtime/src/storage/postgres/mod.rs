@@ -174,6 +174,7 @@ impl PostgresStorage {
             closed: AtomicBool::new(false),
             owner: watch::channel(false).0,
             owned: watch::channel(Partitions::none(0)).0,
+            held_until: watch::channel(None).0,
             life,
         });
         let connect = {
@@ -944,6 +945,10 @@ impl Storage for PostgresStorage {
 
     fn owned(&self) -> watch::Receiver<Partitions> {
         self.shared.owned.subscribe()
+    }
+
+    fn lease_clock(&self) -> Option<watch::Receiver<Option<std::time::Instant>>> {
+        Some(self.shared.held_until.subscribe())
     }
 
     fn release_lease(&self, release: bool) -> CommitWaiter {

@@ -66,6 +66,10 @@ pub(super) struct Leases {
     handed_over: bool,
     /// When the leases were last renewed, and the fair share found then.
     renewed: Option<Instant>,
+    /// Until when this process may take its leases for held, by its own clock: the start of
+    /// the round that last renewed them, plus most of their length (the database's clock
+    /// judges them, from a moment after that start).
+    held_until: Option<Instant>,
     share: usize,
     /// Takes in a row that found nothing free: a process below its share looks less often.
     idle_takes: u32,
@@ -204,6 +208,7 @@ impl Leases {
             released: false,
             handed_over: false,
             renewed: None,
+            held_until: None,
             share: 0,
             idle_takes: 0,
             statements,
@@ -253,6 +258,11 @@ impl Leases {
         self.published.clone()
     }
 
+    /// Until when the leases held now may be taken for held ([`Leases::held_until`]).
+    pub(super) fn held_until(&self) -> Option<Instant> {
+        self.held_until
+    }
+
     /// Whether this process takes part: it holds the joint lease and was not handed over.
     pub(super) fn member(&self) -> bool {
         self.joined && !self.handed_over
@@ -284,6 +294,7 @@ impl Leases {
         &mut self,
         client: &Client,
     ) -> Result<Result<(), LostDatabase>, String> {
+        let started = Instant::now();
         let due = self.renewed.is_none_or(|at| at.elapsed() >= self.every());
         if !due && self.member() && !self.released {
             // Between renewals: only free partitions are looked for, up to a share that counts
@@ -343,6 +354,7 @@ impl Leases {
             self.lose(&taken);
         }
         self.renewed = Some(Instant::now());
+        self.held_until = Some(started + self.ttl() * 9 / 10);
         let share = self.count_share(client).await?;
         let running = self.held.len() - self.leaving.len();
         if running > share {

@@ -77,6 +77,8 @@ pub(super) struct Shared {
     pub(super) owner: watch::Sender<bool>,
     /// The partitions it runs.
     pub(super) owned: watch::Sender<Partitions>,
+    /// Until when its leases may be taken for held (see [`Storage::lease_clock`]).
+    pub(super) held_until: watch::Sender<Option<std::time::Instant>>,
     /// Under a test's kill switch: once it has ended, nothing more commits.
     pub(super) life: Option<Life>,
 }
@@ -100,6 +102,11 @@ impl Shared {
         let member = leases.member();
         self.owner
             .send_if_modified(|owner| std::mem::replace(owner, member) != member);
+        // After the set: a step waiting for the leases to be confirmed finds its partition
+        // gone, not held again.
+        let until = leases.held_until();
+        self.held_until
+            .send_if_modified(|held| std::mem::replace(held, until) != until);
     }
 
     /// From now on nothing is acknowledged (law 10).
