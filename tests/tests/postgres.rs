@@ -1117,3 +1117,61 @@ async fn a_debounced_burst_spread_over_two_processes_and_a_sigkill_runs_once_wit
     }
     second.kill();
 }
+
+/// A process that joins takes its share of the partitions from the one that ran them all: a
+/// `ctx.run` closure executing on a partition offered back ends and journals its result before
+/// the partition moves, so the new owner replays the step instead of running it again.
+#[tokio::test]
+async fn a_step_running_as_its_partition_is_offered_back_runs_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.txt");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "1s".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "6000".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for k in 0..24u64 {
+        let r = client
+            .post(format!("{}/Ledger/k{k}/append/send", first.ingress))
+            .json(&k)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let accepted: serde_json::Value = r.json().await.unwrap();
+        ids.push(accepted["invocationId"].as_str().unwrap().to_owned());
+    }
+    // Every step is executing in the first process.
+    poll(Duration::from_secs(30), || {
+        let ran = std::fs::read_to_string(&steps).unwrap_or_default();
+        std::future::ready(ran.lines().count() == 24)
+    })
+    .await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    poll(Duration::from_secs(30), || {
+        let owners = cluster().query(
+            &url,
+            "SELECT count(*)::text FROM restate_partitions WHERE expires_at > clock_timestamp() \
+             GROUP BY owner_pid ORDER BY 1",
+        );
+        std::future::ready(
+            owners.unwrap() == vec![vec![Some("128".to_owned())], vec![Some("128".to_owned())]],
+        )
+    })
+    .await;
+    all_complete(&second.ingress, &ids).await;
+    let ran = std::fs::read_to_string(&steps).unwrap();
+    for k in 0..24 {
+        let line = format!("ledger k{k} {k}");
+        let times = ran.lines().filter(|l| *l == line).count();
+        assert_eq!(times, 1, "{line} ran {times} times: {ran}");
+    }
+}

@@ -406,7 +406,11 @@ impl InvocationContext {
         ops.push(WriteOp::put_journal(self.inflight.id, index, &entry));
         // A partition it writes (a callee's, decided here) or is fenced on that left
         // meanwhile: the attempt runs again, and makes it through the partition's new owner.
-        let Ok(_held) = self.engine.hold_for(&ops, fenced_on) else {
+        // A step that ended as its partition leaves still journals its result (`leaving`).
+        let leaving = (self.inflight.leaving.load(Ordering::SeqCst)
+            && !self.inflight.left.load(Ordering::SeqCst))
+        .then(|| self.inflight.id.partition_key());
+        let Ok(_held) = self.engine.hold_for(&ops, fenced_on, leaving) else {
             drop(state);
             self.stop(Abort::Retry(
                 "a partition it writes moved to another process".into(),
@@ -535,10 +539,15 @@ impl InvocationContext {
         }
     }
 
-    /// Counts a `ctx.run` closure of this attempt as executing until the guard drops.
-    pub(super) fn step_running(&self) -> StepRunning<'_> {
+    /// Counts a `ctx.run` closure of this attempt as executing until the guard drops; `None`
+    /// (nothing counted) while its partition is leaving this process: no step starts then.
+    pub(super) fn step_running(&self) -> Option<StepRunning<'_>> {
         self.steps_running.fetch_add(1, Ordering::SeqCst);
-        StepRunning(self)
+        self.inflight.closures.fetch_add(1, Ordering::SeqCst);
+        let guard = StepRunning(self);
+        // After the count: a departure that set `leaving` before it read the count either
+        // sees this closure or is seen here.
+        (!self.inflight.leaving.load(Ordering::SeqCst)).then_some(guard)
     }
 
     /// Waits for a commit; on failure stops the attempt and never resolves.
@@ -724,6 +733,9 @@ pub(super) struct StepRunning<'a>(&'a InvocationContext);
 impl Drop for StepRunning<'_> {
     fn drop(&mut self) {
         let ctx = self.0;
+        if ctx.inflight.closures.fetch_sub(1, Ordering::SeqCst) == 1 {
+            ctx.inflight.closures_ended.notify_waiters();
+        }
         if ctx.steps_running.fetch_sub(1, Ordering::SeqCst) == 1
             && ctx.steps_watched.load(Ordering::SeqCst)
         {

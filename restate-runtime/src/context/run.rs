@@ -312,9 +312,13 @@ where
         // Not while this process may have lost the partition without knowing yet (a pause
         // past its lease): the new owner may be running this very step.
         ctx.engine.lease_held(Some(&ctx.id())).await;
+        let Some(step) = ctx.step_running() else {
+            // Its partition is leaving: the next owner runs this step.
+            return std::future::pending().await;
+        };
         let running = (
             ctx.engine.tasks().activity().map(|a| a.running_closure()),
-            ctx.step_running(),
+            step,
         );
         let attempt = match injected.and_then(|faults| faults.take(&run.name)) {
             None => attempt_closure(&mut run.closure).await,

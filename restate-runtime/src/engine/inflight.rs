@@ -92,6 +92,12 @@ pub(crate) struct Inflight {
     /// Its partition left this process: its task stops where it is, writing nothing more,
     /// and the partition's new owner runs it.
     pub left: AtomicBool,
+    /// Its partition is leaving this process while one of its `ctx.run` closures executes:
+    /// that one ends and journals its result, no other starts, and then it has `left`.
+    pub leaving: AtomicBool,
+    /// Its `ctx.run` closures executing now, and a wake-up when that count drops to zero.
+    pub closures: AtomicUsize,
+    pub closures_ended: tokio::sync::Notify,
     /// Entries with a task forwarding another invocation's result into them: a replay of a
     /// pending attach does not start a second one.
     pub forwarding: Mutex<Vec<u32>>,
@@ -160,6 +166,9 @@ impl Inflight {
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             left: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+            closures: AtomicUsize::new(0),
+            closures_ended: tokio::sync::Notify::new(),
             forwarding: Mutex::new(Vec::new()),
             active: Mutex::default(),
         })

@@ -5,9 +5,13 @@
 //! messages are left to that owner.
 //!
 //! A partition leaves when the store says another process holds it now (a lease taken over,
-//! or handed over after a drain). Its invocations leave memory at once: their tasks stop at
-//! their next await point without writing (the store refuses their writes anyway: the
-//! partition is fenced), and whoever waits on one here hears it is lost here. Should the
+//! or handed over after a drain), or that it is offered back (a process joined). Its
+//! invocations leave memory at once: their tasks stop at their next await point without
+//! writing (the store refuses their writes anyway once the partition is taken), and whoever
+//! waits on one here hears it moved. A task in the middle of a `ctx.run` closure goes on until
+//! that closure ends and its result is journaled (at most [`CLOSURE_GRACE`]), and starts no
+//! other: an offered-back partition is released only once its tasks stopped, so the next owner
+//! replays the step instead of running its side effect again. Should the
 //! partition come back, it is recovered only once those tasks have stopped and every write
 //! they submitted is decided, so that no old task writes beside the recovered one.
 //!
@@ -30,6 +34,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::inflight::Finish;
+
+/// How long a `ctx.run` closure executing as its partition leaves this process may go on, to
+/// end and journal its result, before its task is stopped all the same.
+const CLOSURE_GRACE: Duration = Duration::from_secs(10);
 use super::{Engine, EngineError, Inflight, forward, purge_loop, timers};
 use crate::ids::{InvocationId, partition_key_of};
 use crate::storage::{Partitions, StateScope};
@@ -131,11 +139,15 @@ impl Engine {
     /// (and `fenced_on`'s, a batch's fence) are among them: none can leave while it is held,
     /// so a batch queued under it is queued before the leave's barrier. `Err`: one of them
     /// does not run here (it left since the handler decided to write it here, or is still
-    /// being recovered). A store of one process needs no hold.
+    /// being recovered). `leaving`: the partition key of a leaving invocation whose closure
+    /// ended, which still journals its result there (released only after its task stops, the
+    /// partition takes the write; taken by another process, the fence refuses it). A store of
+    /// one process needs no hold.
     pub(crate) fn hold_for(
         &self,
         ops: &[crate::storage::WriteOp],
         fenced_on: Option<u64>,
+        leaving: Option<u64>,
     ) -> Result<Option<std::sync::RwLockReadGuard<'_, Held>>, ()> {
         if !self.shared_store {
             return Ok(None);
@@ -145,7 +157,7 @@ impl Engine {
             .iter()
             .filter_map(crate::storage::WriteOp::partition_key)
             .chain(fenced_on)
-            .all(|key| held.running.holds_key(key));
+            .all(|key| held.running.holds_key(key) || leaving == Some(key));
         if here { Ok(Some(held)) } else { Err(()) }
     }
 
@@ -253,7 +265,15 @@ impl Engine {
                 .map(|(_, inflight)| inflight)
                 .collect();
             for inflight in &gone {
-                inflight.left.store(true, Ordering::SeqCst);
+                inflight.leaving.store(true, Ordering::SeqCst);
+                // A closure executing ends first and journals its result (the partition is
+                // released only once this task stops): cut off, the next owner would run
+                // its side effect again.
+                if inflight.closures.load(Ordering::SeqCst) > 0 {
+                    self.leave_after_closures(inflight.clone());
+                } else {
+                    inflight.left.store(true, Ordering::SeqCst);
+                }
             }
             gone
         };
@@ -293,6 +313,28 @@ impl Engine {
             }
         }
         tracing::warn!(partitions = lost.len(), "partitions left this process");
+    }
+
+    /// Marks `inflight` as left (its task stops) once its executing `ctx.run` closures have
+    /// ended, or after [`CLOSURE_GRACE`] at the latest.
+    fn leave_after_closures(&self, inflight: Arc<Inflight>) {
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            let ended = async {
+                loop {
+                    let ended = inflight.closures_ended.notified();
+                    tokio::pin!(ended);
+                    ended.as_mut().enable();
+                    if inflight.closures.load(Ordering::SeqCst) == 0 {
+                        return;
+                    }
+                    ended.await;
+                }
+            };
+            let _ = tokio::time::timeout(CLOSURE_GRACE, ended).await;
+            inflight.left.store(true, Ordering::SeqCst);
+            engine.departures.send_modify(|n| *n += 1);
+        });
     }
 
     /// Waits until the tasks that ran invocations of `partitions` before they left have
