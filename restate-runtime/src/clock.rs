@@ -15,6 +15,21 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Time since the machine booted, counting while it was suspended (`CLOCK_BOOTTIME`, which
+/// `Instant`'s clock is not): what a lease is measured on, since the database's clock that
+/// judges it went on while this machine slept.
+pub(crate) fn since_boot() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer for one timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// An RFC 3339 rendering of a ms timestamp, as Restate's responses show times.
 pub(crate) fn rfc3339(ms: u64) -> String {
     jiff::Timestamp::from_millisecond(ms as i64)

@@ -186,10 +186,19 @@ async fn arrive(ctx: &InvocationContext, arrival: Arrival) -> Result<(), Handler
         now_ms,
     } = arrival;
     bursts.name = name;
-    // Stamped after the open burst's close: of the burst after it.
-    let slot = match &bursts.open {
-        Some(open) if now_ms > open.due_ms => &mut bursts.next,
-        _ => &mut bursts.open,
+    // Stamped after the open burst's close, or no earlier than the next burst began (a late
+    // gate of the open one may have moved its close past that): of the burst after it.
+    let later = bursts
+        .open
+        .as_ref()
+        .is_some_and(|open| now_ms > open.due_ms)
+        || bursts
+            .next
+            .as_ref()
+            .is_some_and(|next| now_ms >= next.first_ms);
+    let slot = match later {
+        true => &mut bursts.next,
+        false => &mut bursts.open,
     };
     *slot = Some(match slot.take() {
         None => {

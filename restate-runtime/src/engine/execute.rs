@@ -105,9 +105,11 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 () = stopped_now(&engine, &inflight) => return,
                 _ = inflight.killed.notified() => None,
                 running = async {
-                    // Nor an attempt, while the partition may have gone unseen (a pause).
+                    let running = engine.drain.start_attempt().await;
+                    // Nor an attempt, while the partition may have gone unseen (a pause);
+                    // looked at once the drain lets it start, which can be long after.
                     engine.lease_held(Some(&inflight.id)).await;
-                    engine.drain.start_attempt().await
+                    running
                 } => Some(running),
                 () = stopped(&mut shutdown, &mut departures, &inflight) => return,
             };

@@ -49,7 +49,6 @@ pub(crate) use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
 pub use reference::EngineRef;
-pub(crate) use restart::RESTART_KEY_PREFIX;
 pub(crate) use stored_counts::{LimiterDepth, Unfinished};
 pub(crate) use wake::Completion;
 
@@ -608,6 +607,7 @@ impl Engine {
         req: InvokeRequest,
         caller: Option<(InvocationId, u32)>,
     ) -> Result<Created<'_>, EngineError> {
+        restart::refuse_reserved_key(&req)?;
         let prepared = self.prepare(req, caller)?;
         if self.elsewhere(&prepared.id) || self.keyed_behind_inbox(&prepared)? {
             let id = prepared.id;
@@ -987,6 +987,7 @@ impl Engine {
         &self,
         mut req: InvokeRequest,
     ) -> Result<Result<Submitted, InvokeRequest>, EngineError> {
+        restart::refuse_reserved_key(&req)?;
         loop {
             if self.request_behind_inbox(&req).await? {
                 return Ok(Err(req));

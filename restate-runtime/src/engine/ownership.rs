@@ -107,7 +107,7 @@ impl Engine {
             }
             let held = clock
                 .borrow_and_update()
-                .is_some_and(|until| std::time::Instant::now() < until);
+                .is_some_and(|until| crate::clock::since_boot() < until);
             if held {
                 return;
             }

@@ -13,9 +13,22 @@ use crate::ids::InvocationId;
 use crate::registry::HandlerKind;
 use crate::storage::{InvocationRecord, JournalEntry, Status, Target, WriteOp};
 
-/// What the idempotency key of a restart's copy starts with (then the original's id); the
-/// ingress refuses it from clients.
-pub(crate) const RESTART_KEY_PREFIX: &str = "restart-of:";
+/// What the idempotency key of a restart's copy starts with (then the original's id); refused
+/// from everyone else ([`refuse_reserved_key`]).
+const RESTART_KEY_PREFIX: &str = "restart-of:";
+
+/// Refuses a request whose idempotency key is in the restarts' namespace: only a restart
+/// makes one (recovery ends the original an unstarted copy names).
+pub(super) fn refuse_reserved_key(req: &InvokeRequest) -> Result<(), super::EngineError> {
+    match req.idempotency_key.as_deref() {
+        Some(key) if key.starts_with(RESTART_KEY_PREFIX) => {
+            Err(super::EngineError::BadTarget(format!(
+                "idempotency keys starting with `{RESTART_KEY_PREFIX}` are reserved for restarts"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The original of `record` if it is a restart's copy that has not started.
 pub(super) fn unstarted_copy_of(record: &InvocationRecord) -> Option<InvocationId> {

@@ -62,6 +62,18 @@ pub(crate) struct Timers {
     fired: [Mutex<Fired>; FIRED_QUEUES],
 }
 
+/// Clears a queue's mark of being taken in if its task ends other than by finding it empty
+/// (a later timer then starts a task again).
+struct Draining<'a>(Option<&'a Mutex<Fired>>);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if let Some(Ok(mut fired)) = self.0.map(Mutex::lock) {
+            fired.draining = false;
+        }
+    }
+}
+
 /// One queue of fired timers, and whether a task takes them in (at most one per queue).
 #[derive(Default)]
 struct Fired {
@@ -198,6 +210,8 @@ impl Engine {
     /// Wakes the fired timers of queue `queue` one by one, in order, each once a slot is free;
     /// ends when the queue is empty.
     async fn take_in_fired(&self, queue: usize) {
+        // Should this end early (a panic), the queue is not left marked as taken in.
+        let mut draining = Draining(Some(&self.timers.fired[queue]));
         loop {
             let next = {
                 let mut fired = self.timers.fired[queue].lock().expect("fired timers");
@@ -206,17 +220,20 @@ impl Engine {
                 next
             };
             let Some((id, at_ms)) = next else {
+                // Cleared under the lock above: a task started since is that queue's now.
+                draining.0 = None;
                 return;
             };
             let slot = self.timers.slots.take().await;
+            if let Some(slot) = slot {
+                self.resume_at(id, Some(at_ms), Some(slot));
+            }
+            // Once resumed: counted until then, a later timer of the key does not go first
+            // (the loop wakes one in place only when none waits).
             if self.timers.backlog.fetch_sub(1, Ordering::SeqCst) == LOAD_LIMIT {
                 // No longer backlogged: the window may load again.
                 self.timers.changed.notify_one();
             }
-            let Some(slot) = slot else {
-                return;
-            };
-            self.resume_at(id, Some(at_ms), Some(slot));
         }
     }
 

@@ -41,7 +41,6 @@ pub(crate) async fn invoke(
     if definition.options.ingress_private {
         return Err(ApiError::ingress(400, "the invoked service is not public"));
     }
-    let slot = crate::listener::HeldSlot::of(req.extensions());
     let delay = parse_delay(req.uri().query())?;
     if delay.is_some() && !send {
         return Err(ApiError::ingress(
@@ -125,10 +124,6 @@ pub(crate) async fn invoke(
             let (id, status, at) = engine.send(request).await?;
             Ok(response::accepted(id, status, at))
         } else {
-            // Read and checked, it waits for its result without a slot (see `HeldSlot`).
-            if let Some(slot) = &slot {
-                slot.release();
-            }
             let (id, done, replayed) = engine.call(request).await?;
             Ok(response::completed(id, &done, replayed))
         }
@@ -210,23 +205,14 @@ fn parse_headers(map: &HeaderMap) -> Result<(Headers, Option<String>), ApiError>
     Ok((headers, idempotency_key))
 }
 
-/// A client's idempotency key, refused when it is empty, too long, or in the namespace the
-/// runtime's restarts use (one would join a restart's copy, or stand for one after a crash).
+/// A client's idempotency key, refused when it is empty or too long (one in the restarts'
+/// namespace the engine refuses, from every caller).
 fn checked_idempotency_key(key: String) -> Result<String, ApiError> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(ApiError::ingress(
             400,
             format!(
                 "bad idempotency-key header: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
-            ),
-        ));
-    }
-    if key.starts_with(engine::RESTART_KEY_PREFIX) {
-        return Err(ApiError::ingress(
-            400,
-            format!(
-                "bad idempotency-key header: keys starting with `{}` are reserved for restarts",
-                engine::RESTART_KEY_PREFIX
             ),
         ));
     }

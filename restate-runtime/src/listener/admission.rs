@@ -140,10 +140,10 @@ fn refusal(what: &str, limits: &Limits, request: &http::HeaderMap) -> Response {
 /// One admitted request, counted until dropped (also when hyper drops the request).
 struct Slot(Arc<Gate>);
 
-/// A request's slot under the in-flight cap, in its extensions: a handler that goes on to
-/// wait (a call for its result, an attach) gives it back first ([`HeldSlot::release`]), so
-/// that requests that wait never keep out the requests that would end their waits. What
-/// bounds them then is the connection cap.
+/// A request's slot under the in-flight cap, in its extensions: an attach, which only waits,
+/// gives it back first ([`HeldSlot::release`]), so that attaches never keep out the requests
+/// that would end their waits. (A call keeps its slot: its handler runs in this process, and
+/// the cap is what bounds how many run at once.)
 #[derive(Clone)]
 pub(crate) struct HeldSlot(Arc<std::sync::Mutex<Option<Slot>>>);
 

@@ -734,12 +734,12 @@ pub trait Storage: Send + Sync + 'static {
     fn owned(&self) -> tokio::sync::watch::Receiver<Partitions> {
         tokio::sync::watch::channel(Partitions::all(self.partitions())).1
     }
-    /// On a shared database: until when (by this process's clock) the leases of the
+    /// On a shared database: until when (in time since boot, `CLOCK_BOOTTIME`) the leases of the
     /// partitions it runs may be taken for held, and its changes; `None` until the first
     /// renewal. A process paused past that moment (SIGSTOP, a stall) may have lost them to
     /// another process without knowing yet: it runs no side effect before the next lease round
     /// says. A store of one process has no leases (`None` here).
-    fn lease_clock(&self) -> Option<tokio::sync::watch::Receiver<Option<std::time::Instant>>> {
+    fn lease_clock(&self) -> Option<tokio::sync::watch::Receiver<Option<std::time::Duration>>> {
         None
     }
     /// The engine acted on `observed`, a set [`owned`](Self::owned) handed it (its

@@ -1475,6 +1475,14 @@ impl Storage for RedbStorage {
         // One at a time: two into one folder would both find it empty.
         let _one = self.backups.lock().expect("backups lock");
         super::backup::prepare_folder(dir, self.reserve.dir())?;
+        // About the store file's size (a copy is at most as large: it leaves free pages out).
+        let size = std::fs::metadata(self.reserve.dir().join(FILE_NAME)).map_or(0, |m| m.len());
+        self.reserve
+            .room_for_copy(dir, size)
+            .map_err(|reason| BackupError::Failed {
+                path: dir.display().to_string(),
+                reason,
+            })?;
         let partial = dir.join(PARTIAL_NAME);
         let file = dir.join(FILE_NAME);
         let copied = self

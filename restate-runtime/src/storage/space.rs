@@ -88,6 +88,33 @@ impl Reserve {
         )))
     }
 
+    /// Whether a copy of about `bytes` fits in `dir` (a backup folder), leaving the reserve
+    /// free when `dir` is on the data folder's file system: a backup must not take the room
+    /// accepted work commits its progress in. A failed measurement lets the copy try.
+    pub(super) fn room_for_copy(&self, dir: &Path, bytes: u64) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(free) = available(dir) else {
+            return Ok(());
+        };
+        let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).ok();
+        let shared = device(dir).is_some_and(|d| Some(d) == device(&self.dir));
+        let kept = if shared { self.bytes } else { 0 };
+        if free >= bytes.saturating_add(kept) {
+            return Ok(());
+        }
+        Err(format!(
+            "not enough free disk: the copy needs about {bytes} bytes and {free} are free{}",
+            if shared {
+                format!(
+                    " on the data folder's disk, which keeps {kept} bytes for accepted work \
+                     (RESTATE_MIN_FREE_DISK_BYTES)"
+                )
+            } else {
+                String::new()
+            }
+        ))
+    }
+
     /// Blocks until the reserve is free, saying so by name while it waits: a start on a full
     /// disk then recovers once space is freed, instead of failing again and again.
     pub(super) fn wait_for_room(&self) {
@@ -125,6 +152,32 @@ impl Reserve {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_copy_must_leave_the_reserve_free_on_the_data_folders_disk() {
+        let data = tempfile::tempdir().unwrap();
+        let copy = data.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        let free = available(data.path()).unwrap();
+        let reserve = Reserve::new(data.path(), free / 2);
+        assert!(reserve.room_for_copy(&copy, free / 4).is_ok());
+        let refused = reserve.room_for_copy(&copy, free).unwrap_err();
+        assert!(
+            refused.contains("keeps") && refused.contains("RESTATE_MIN_FREE_DISK_BYTES"),
+            "{refused}"
+        );
+        // Without a reserve, only the copy's own size counts.
+        assert!(
+            Reserve::new(data.path(), 0)
+                .room_for_copy(&copy, free / 2)
+                .is_ok()
+        );
+        assert!(
+            Reserve::new(data.path(), 0)
+                .room_for_copy(&copy, free * 2)
+                .is_err()
+        );
+    }
 
     #[test]
     fn a_reserve_larger_than_the_disk_refuses_and_names_the_folder() {

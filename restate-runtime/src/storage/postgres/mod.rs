@@ -947,7 +947,7 @@ impl Storage for PostgresStorage {
         self.shared.owned.subscribe()
     }
 
-    fn lease_clock(&self) -> Option<watch::Receiver<Option<std::time::Instant>>> {
+    fn lease_clock(&self) -> Option<watch::Receiver<Option<std::time::Duration>>> {
         Some(self.shared.held_until.subscribe())
     }
 

@@ -66,10 +66,11 @@ pub(super) struct Leases {
     handed_over: bool,
     /// When the leases were last renewed, and the fair share found then.
     renewed: Option<Instant>,
-    /// Until when this process may take its leases for held, by its own clock: the start of
-    /// the round that last renewed them, plus most of their length (the database's clock
-    /// judges them, from a moment after that start).
-    held_until: Option<Instant>,
+    /// Until when this process may take its leases for held, by its own clock (time since
+    /// boot, [`crate::clock::since_boot`]): the start of the round that last renewed them,
+    /// plus most of their length (the database's clock judges them, from a moment after that
+    /// start).
+    held_until: Option<Duration>,
     share: usize,
     /// Takes in a row that found nothing free: a process below its share looks less often.
     idle_takes: u32,
@@ -259,7 +260,7 @@ impl Leases {
     }
 
     /// Until when the leases held now may be taken for held ([`Leases::held_until`]).
-    pub(super) fn held_until(&self) -> Option<Instant> {
+    pub(super) fn held_until(&self) -> Option<Duration> {
         self.held_until
     }
 
@@ -294,7 +295,7 @@ impl Leases {
         &mut self,
         client: &Client,
     ) -> Result<Result<(), LostDatabase>, String> {
-        let started = Instant::now();
+        let started = crate::clock::since_boot();
         let due = self.renewed.is_none_or(|at| at.elapsed() >= self.every());
         if !due && self.member() && !self.released {
             // Between renewals: only free partitions are looked for, up to a share that counts
@@ -524,6 +525,7 @@ impl Leases {
         }
         // All or nothing against a takeover of the released partitions: what another process
         // takes, it takes in one statement while no renewal runs.
+        let started = crate::clock::since_boot();
         let (ids, epochs) = self.held_columns(|_| true);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.ttl_ms, &ids, &epochs];
         let renew = client.query(&s.renew, &params);
@@ -546,6 +548,8 @@ impl Leases {
             .await
             .map_err(|e| super::pg_error(&e))?;
         self.released = false;
+        // Renewed just now: held again from here, not from the last round before the drain.
+        self.held_until = Some(started + self.ttl() * 9 / 10);
         Ok(())
     }
 

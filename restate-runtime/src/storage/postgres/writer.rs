@@ -78,7 +78,7 @@ pub(super) struct Shared {
     /// The partitions it runs.
     pub(super) owned: watch::Sender<Partitions>,
     /// Until when its leases may be taken for held (see [`Storage::lease_clock`]).
-    pub(super) held_until: watch::Sender<Option<std::time::Instant>>,
+    pub(super) held_until: watch::Sender<Option<Duration>>,
     /// Under a test's kill switch: once it has ended, nothing more commits.
     pub(super) life: Option<Life>,
 }
