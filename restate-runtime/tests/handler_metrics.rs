@@ -217,3 +217,49 @@ async fn commit_latencies_are_a_histogram_and_the_deepest_key_queues_are_named()
     assert_eq!(all, commits, "{text}");
     drop(server.stop().await);
 }
+
+/// A first start counts wherever it happens: here, of an invocation that waited on disk behind
+/// its key through a restart and starts there once the key frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_after_a_restart_behind_a_key_is_counted() {
+    let quick = |b: restate_runtime::RuntimeBuilder| b.bind(Desk);
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    for ms in [1_500, 1] {
+        let r = server.post("/Desk/k/hold/send", json!(ms)).await;
+        assert_eq!(r.status(), 202);
+    }
+    let dir = server.stop().await;
+    let server = TestServer::start_with(dir, quick).await;
+    let started = || async {
+        let (scrape, _) = scrape(&server).await;
+        let labels = [("service", "Desk"), ("handler", "hold")];
+        (
+            counter(
+                &scrape,
+                "restate_handler_invocations_started_total",
+                &labels,
+            ),
+            counter(
+                &scrape,
+                "restate_handler_invocations_completed_total",
+                &[
+                    ("service", "Desk"),
+                    ("handler", "hold"),
+                    ("result", "success"),
+                ],
+            ),
+        )
+    };
+    common::wait_until(std::time::Duration::from_secs(30), || async {
+        started().await.1 == 2.0
+    })
+    .await;
+    // The second had never started: its first start is here, and counted (the first one's
+    // attempt, cut short by the stop, may have been counted before it).
+    let (started, completed) = started().await;
+    assert!(
+        (1.0..=completed).contains(&started),
+        "{started} of {completed}"
+    );
+    drop(server.stop().await);
+}

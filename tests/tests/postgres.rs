@@ -1175,3 +1175,86 @@ async fn a_step_running_as_its_partition_is_offered_back_runs_once() {
         assert_eq!(times, 1, "{line} ran {times} times: {ran}");
     }
 }
+
+/// "Last" is by acceptance across processes too: a debounced arrival forwarded to another
+/// process's inbox (its idempotency key's partition runs there) and taken in there after a
+/// later arrival at this process is still the earlier one, so the later one runs.
+#[tokio::test]
+async fn a_forwarded_arrival_taken_in_late_is_not_the_latest_of_its_burst() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "1s".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    poll(Duration::from_secs(30), || {
+        let owners = cluster().query(
+            &url,
+            "SELECT count(*)::text FROM restate_partitions WHERE expires_at > clock_timestamp() \
+             GROUP BY owner_pid ORDER BY 1",
+        );
+        std::future::ready(
+            owners.unwrap() == vec![vec![Some("128".to_owned())], vec![Some("128".to_owned())]],
+        )
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let keys: Vec<String> = (0..12).map(|k| format!("late-{k}")).collect();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &second.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // The second process paused (well within its lease) while the first arrival of each key
+    // waits in its inbox (about half of them: those of its partitions) and the second
+    // arrival is taken in by the first process.
+    signal("-STOP");
+    for n in [1, 2] {
+        for key in &keys {
+            let mut request = client
+                .post(format!("{}/Settle/burst/send", first.ingress))
+                .json(&serde_json::json!([key, n]));
+            if n == 1 {
+                request = request.header("idempotency-key", format!("x-{key}"));
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        // The second arrivals accepted in later milliseconds than every first one.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    signal("-CONT");
+    let settled = || {
+        support::lines(&steps)
+            .into_iter()
+            .filter(|l| l.starts_with("settled late-"))
+            .collect::<Vec<_>>()
+    };
+    poll(Duration::from_secs(60), || {
+        std::future::ready(settled().len() >= keys.len())
+    })
+    .await;
+    let log = settled();
+    for key in &keys {
+        let runs: Vec<_> = log
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(key.as_str()))
+            .collect();
+        assert_eq!(runs.len(), 1, "{key}:\n{}", log.join("\n"));
+        assert_eq!(
+            runs[0].split(' ').nth(2),
+            Some("2"),
+            "{key} ran with an earlier input:\n{}",
+            log.join("\n")
+        );
+    }
+}

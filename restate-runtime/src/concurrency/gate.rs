@@ -60,7 +60,10 @@ impl InvocationContext {
         // The awakeable first: a permit that comes later finds it journaled.
         let (awakeable, arrived) = self.awakeable_at::<()>(index + 1);
         let bucket = crate::rate::bucket(name, key);
-        let seq = self.inflight.state().record.seq;
+        let (seq, at_ms) = {
+            let record = &self.inflight.state().record;
+            (record.seq, record.created_at_ms)
+        };
         let request = crate::client::parts(
             LIMITER,
             Some(&bucket),
@@ -68,6 +71,7 @@ impl InvocationContext {
             crate::codec::encode_json(&Acquire {
                 holder: holder.clone(),
                 seq,
+                at_ms,
                 awakeable,
                 limit,
             }),

@@ -31,7 +31,13 @@ pub(crate) struct Bucket {
 /// One waiting for a permit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Waiter {
-    /// The invocation's arrival number.
+    /// When the invocation was accepted (ms since the epoch, by the accepting process's
+    /// clock): the order waiters are served in, across processes too (a forwarded
+    /// invocation's arrival number is the process's that took it in, later than its
+    /// acceptance). 0 in state written before it was recorded.
+    #[serde(default)]
+    at_ms: u64,
+    /// The invocation's arrival number: the order within one millisecond.
     seq: u64,
     holder: String,
     /// What to resolve when the permit comes.
@@ -55,8 +61,11 @@ impl Bucket {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Acquire {
     pub holder: String,
-    /// The invocation's arrival number: waiters are served in this order.
+    /// The invocation's arrival number: waiters are served in this order within a millisecond.
     pub seq: u64,
+    /// When the invocation arrived (see [`Waiter`]): waiters are served in this order.
+    #[serde(default)]
+    pub at_ms: u64,
     /// What to resolve when the permit comes later.
     pub awakeable: String,
     pub limit: u32,
@@ -80,12 +89,14 @@ async fn acquire(ctx: &InvocationContext, request: Acquire) -> Result<bool, Hand
         return Ok(false);
     }
     // In arrival order (then by holder): one that arrived first but asked later goes first.
+    let order = (request.at_ms, request.seq, &request.holder);
     let at = bucket
         .waiting
-        .partition_point(|w| (w.seq, &w.holder) <= (request.seq, &request.holder));
+        .partition_point(|w| (w.at_ms, w.seq, &w.holder) <= order);
     bucket.waiting.insert(
         at,
         Waiter {
+            at_ms: request.at_ms,
             seq: request.seq,
             holder: request.holder.clone(),
             awakeable: request.awakeable.clone(),

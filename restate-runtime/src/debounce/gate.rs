@@ -32,12 +32,16 @@ impl InvocationContext {
         self.take_index();
         // The awakeable first: the verdict, sent once the arrival is durable, finds it.
         let (awakeable, verdict) = self.awakeable_at::<Verdict>(index + 1);
-        let seq = self.inflight.state().record.seq;
+        let (seq, at_ms) = {
+            let record = &self.inflight.state().record;
+            (record.seq, record.created_at_ms)
+        };
         let arrival = Arrival {
             name: name.to_owned(),
             arrived: Arrived {
                 invocation: self.id(),
                 seq,
+                at_ms,
                 awakeable,
             },
             window,

@@ -94,10 +94,23 @@ pub(crate) struct Closing {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Arrived {
     pub invocation: InvocationId,
-    /// Its arrival number: the latest is the one that runs.
+    /// Its arrival number: of two arrivals in one millisecond, the later runs.
     pub seq: u64,
+    /// When it was accepted (ms since the epoch; a delayed send when it was sent): the latest
+    /// runs. Across processes this, not the arrival number, tells the order (a forwarded
+    /// invocation's number is the process's that took it in from the inbox). 0 in state
+    /// written before it was recorded.
+    #[serde(default)]
+    pub at_ms: u64,
     /// What to resolve with its verdict.
     pub awakeable: String,
+}
+
+impl Arrived {
+    /// Its place in arrival order.
+    fn order(&self) -> (u64, u64) {
+        (self.at_ms, self.seq)
+    }
 }
 
 /// A waiting arrival that was not chosen, as stored: in which burst.
@@ -216,7 +229,7 @@ async fn arrive(ctx: &InvocationContext, arrival: Arrival) -> Result<(), Handler
         Some(mut open) => {
             // The latest by arrival order runs: one that arrived first but got here later
             // (its gate ran later) waits unchosen at once.
-            let passed = if arrived.seq > open.leader.seq {
+            let passed = if arrived.order() > open.leader.order() {
                 std::mem::replace(&mut open.leader, arrived)
             } else {
                 arrived
@@ -290,6 +303,7 @@ async fn members(object: &ObjectContext<'_>, burst: u64) -> Result<Vec<Member>, 
             members.push(member);
         }
     }
+    members.sort_by_key(|m| std::cmp::Reverse(m.arrived.order()));
     Ok(members)
 }
 

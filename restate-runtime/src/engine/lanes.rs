@@ -140,6 +140,15 @@ impl Engine {
         }
     }
 
+    /// [`Self::start_task`] for one that holds its key already (resumed, or next on a key held
+    /// on disk since a restart): counted if this is its first start.
+    pub(crate) fn start_holder(&self, inflight: Arc<Inflight>) {
+        if !inflight.running.load(std::sync::atomic::Ordering::SeqCst) {
+            self.count_start(self.first_start(&inflight));
+        }
+        self.start_task(inflight);
+    }
+
     /// Spawns the task that executes an invocation. It counts as running from here on, so a
     /// kill or cancel arriving before the task is first polled goes to the task, not around it.
     /// One already running or finished (a kill or a second start won the race) is left alone.

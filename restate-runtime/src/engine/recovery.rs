@@ -303,9 +303,7 @@ impl Engine {
                 other
             });
         }
-        if !inflight.running.load(Ordering::SeqCst) {
-            self.start_task(inflight);
-        }
+        self.start_holder(inflight);
         true
     }
 }

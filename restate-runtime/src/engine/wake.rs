@@ -456,7 +456,7 @@ impl Engine {
                 .is_some_and(|lane| lane.running == Some(inflight.id))
         });
         if holds_lane {
-            self.start_task(inflight);
+            self.start_holder(inflight);
         } else {
             self.spawn(inflight);
         }
