@@ -277,14 +277,12 @@ async fn a_message_waiting_for_its_key_is_pending_until_it_starts() {
         (&view["status"], &view["attempts"]),
         (&json!("pending"), &json!(0))
     );
-    let listed = |status: &'static str| {
-        let s = &s;
+    // The ids of a page of `GET /invocations?service=Desk&<query>`, and its `next` cursor.
+    let page = |query: String| {
+        let url = format!("{}/invocations?service=Desk&{query}", s.admin);
         async move {
             let page: Value = client()
-                .get(format!(
-                    "{}/invocations?service=Desk&status={status}",
-                    s.admin
-                ))
+                .get(url)
                 .send()
                 .await
                 .unwrap()
@@ -297,8 +295,12 @@ async fn a_message_waiting_for_its_key_is_pending_until_it_starts() {
                 .iter()
                 .map(|v| v["id"].as_str().unwrap().to_owned())
                 .collect();
-            ids
+            (ids, page["next"].as_str().map(str::to_owned))
         }
+    };
+    let listed = |status: &'static str| {
+        let page = &page;
+        async move { page(format!("status={status}")).await.0 }
     };
     assert_eq!(listed("pending").await, std::slice::from_ref(&second));
     assert!(!listed("running").await.contains(&second));
@@ -312,36 +314,11 @@ async fn a_message_waiting_for_its_key_is_pending_until_it_starts() {
     let called = waiting.iter().find(|id| **id != second).unwrap().clone();
     assert_eq!(s.inspect(&called).await["status"], "pending");
     // Paging walks the store and memory in one order.
-    let page: Value = client()
-        .get(format!("{}/invocations?service=Desk&limit=1", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut paged = vec![page["invocations"][0]["id"].as_str().unwrap().to_owned()];
-    let mut next = page["next"].as_str().map(str::to_owned);
+    let (mut paged, mut next) = page("limit=1".into()).await;
     while let Some(after) = next {
-        let page: Value = client()
-            .get(format!(
-                "{}/invocations?service=Desk&limit=1&after={after}",
-                s.admin
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        paged.extend(
-            page["invocations"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v["id"].as_str().unwrap().to_owned()),
-        );
-        next = page["next"].as_str().map(str::to_owned);
+        let (ids, more) = page(format!("limit=1&after={after}")).await;
+        paged.extend(ids);
+        next = more;
     }
     let mut all = vec![first.clone(), second.clone(), called.clone()];
     all.sort();

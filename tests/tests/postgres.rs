@@ -16,6 +16,21 @@ fn cluster() -> &'static PostgresCluster {
     PostgresCluster::shared().expect("a private PostgreSQL cluster (scripts/test installs it)")
 }
 
+/// Waits until the partitions of the database at `url` are spread over two live processes.
+async fn spread_over_two(url: &str) {
+    poll(Duration::from_secs(30), || {
+        let owners = cluster().query(
+            url,
+            "SELECT count(*)::text FROM restate_partitions WHERE expires_at > clock_timestamp() \
+             GROUP BY owner_pid ORDER BY 1",
+        );
+        std::future::ready(
+            owners.unwrap() == vec![vec![Some("128".to_owned())], vec![Some("128".to_owned())]],
+        )
+    })
+    .await;
+}
+
 async fn all_complete(ingress: &str, ids: &[String]) {
     for id in ids {
         let url = format!("{ingress}/restate/invocation/{id}/output");
@@ -476,17 +491,7 @@ async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_cont
         Some(id) => all_complete(&second.ingress, &[id]).await,
     }
     // It stays up and takes its share again: the partitions are spread over both processes.
-    poll(Duration::from_secs(30), || {
-        let owners = cluster().query(
-            &url,
-            "SELECT count(*)::text FROM restate_partitions WHERE expires_at > clock_timestamp() \
-             GROUP BY owner_pid ORDER BY 1",
-        );
-        std::future::ready(
-            owners.unwrap() == vec![vec![Some("128".to_owned())], vec![Some("128".to_owned())]],
-        )
-    })
-    .await;
+    spread_over_two(&url).await;
     assert!(
         first.wait_exit(Duration::from_millis(50)).is_none(),
         "the fenced process stopped"
@@ -1156,17 +1161,7 @@ async fn a_step_running_as_its_partition_is_offered_back_runs_once() {
     })
     .await;
     let second = App::start(BIN, &dir.path().join("b"), &env).await;
-    poll(Duration::from_secs(30), || {
-        let owners = cluster().query(
-            &url,
-            "SELECT count(*)::text FROM restate_partitions WHERE expires_at > clock_timestamp() \
-             GROUP BY owner_pid ORDER BY 1",
-        );
-        std::future::ready(
-            owners.unwrap() == vec![vec![Some("128".to_owned())], vec![Some("128".to_owned())]],
-        )
-    })
-    .await;
+    spread_over_two(&url).await;
     all_complete(&second.ingress, &ids).await;
     let ran = std::fs::read_to_string(&steps).unwrap();
     for k in 0..24 {
@@ -1194,17 +1189,7 @@ async fn a_forwarded_arrival_taken_in_late_is_not_the_latest_of_its_burst() {
     ];
     let first = App::start(BIN, &dir.path().join("a"), &env).await;
     let second = App::start(BIN, &dir.path().join("b"), &env).await;
-    poll(Duration::from_secs(30), || {
-        let owners = cluster().query(
-            &url,
-            "SELECT count(*)::text FROM restate_partitions WHERE expires_at > clock_timestamp() \
-             GROUP BY owner_pid ORDER BY 1",
-        );
-        std::future::ready(
-            owners.unwrap() == vec![vec![Some("128".to_owned())], vec![Some("128".to_owned())]],
-        )
-    })
-    .await;
+    spread_over_two(&url).await;
     let client = reqwest::Client::new();
     let keys: Vec<String> = (0..12).map(|k| format!("late-{k}")).collect();
     let signal = |name: &str| {
