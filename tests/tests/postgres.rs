@@ -1243,3 +1243,86 @@ async fn a_forwarded_arrival_taken_in_late_is_not_the_latest_of_its_burst() {
         );
     }
 }
+
+/// Permits go in acceptance order across processes too: invocations forwarded through the
+/// paused second process's inbox (taken in after later ones were accepted at the first) get
+/// theirs before those later ones.
+#[tokio::test]
+async fn permits_go_in_acceptance_order_to_invocations_forwarded_and_taken_in_late() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "2s".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "2000".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::new();
+    let work = |n: u32, idempotency: Option<String>| {
+        let mut request = client
+            .post(format!("{}/Gated/work/send", first.ingress))
+            .json(&n);
+        if let Some(key) = idempotency {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            let accepted: serde_json::Value = r.json().await.unwrap();
+            accepted["invocationId"].as_str().unwrap().to_owned()
+        }
+    };
+    // Both permits held for two seconds.
+    let mut ids = vec![work(0, None).await, work(1, None).await];
+    poll(Duration::from_secs(30), || {
+        let started = support::lines(&steps);
+        std::future::ready(
+            started
+                .iter()
+                .filter(|l| l.starts_with("gated start"))
+                .count()
+                == 2,
+        )
+    })
+    .await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &second.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Earlier: about half wait in the paused process's inbox (their keys' partitions).
+    for n in 100..108 {
+        ids.push(work(n, Some(format!("early-{n}"))).await);
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Later, accepted in later milliseconds, taken in here at once.
+    for n in 200..204 {
+        ids.push(work(n, None).await);
+    }
+    signal("-CONT");
+    all_complete(&first.ingress, &ids).await;
+    let started: Vec<u32> = support::lines(&steps)
+        .iter()
+        .filter_map(|l| l.strip_prefix("gated start "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let last_early = started
+        .iter()
+        .rposition(|n| (100..108).contains(n))
+        .unwrap();
+    let first_late = started.iter().position(|n| *n >= 200).unwrap();
+    assert!(
+        last_early < first_late,
+        "a later invocation got a permit before an earlier one: {started:?}"
+    );
+}
