@@ -2,7 +2,7 @@
 //! signal that lets a context operation stop the attempt (non-determinism, a retryable failure
 //! inside `run`, a storage failure).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
@@ -57,13 +57,6 @@ pub struct InvocationContext {
     rng: Mutex<Option<Box<StdRng>>>,
     /// The waits the handler has pending now (several under a `select` or a join).
     waits: Mutex<Waits>,
-    /// `ctx.run` closures executing now: a wait does not give a load's slot up meanwhile (see
-    /// [`Self::slot_given_up`]).
-    steps_running: AtomicUsize,
-    /// Set once a wait watches for the closures' end (one that holds a slot): each end that
-    /// leaves none running then notifies `steps_ended`.
-    steps_watched: AtomicBool,
-    steps_ended: Notify,
     /// Each patch marker's answer in this attempt, so one change is decided once.
     pub(super) patches: Mutex<Vec<(String, bool)>>,
     /// The first journal entry the code did not match, for a replay check's report.
@@ -92,9 +85,6 @@ impl InvocationContext {
             aborted: Notify::new(),
             rng: Mutex::new(None),
             waits: Mutex::new(Waits::default()),
-            steps_running: AtomicUsize::new(0),
-            steps_watched: AtomicBool::new(false),
-            steps_ended: Notify::new(),
             patches: Mutex::new(Vec::new()),
             mismatch: std::sync::OnceLock::new(),
             superseded_by: std::sync::OnceLock::new(),
@@ -507,7 +497,6 @@ impl InvocationContext {
     /// `engine/slots.rs`): what [`Self::slot_given_up`] watches.
     pub(super) fn slot_watch(&self) -> Option<SlotWatch> {
         let wanted = self.inflight.slot_wanted()?;
-        self.steps_watched.store(true, Ordering::SeqCst);
         Some(SlotWatch { wanted })
     }
 
@@ -519,35 +508,17 @@ impl InvocationContext {
             return std::future::pending().await;
         };
         loop {
-            // Listening before the count is read: an end in between still wakes this.
-            let ended = self.steps_ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
             let wanted = *watch.wanted.borrow_and_update() > 0;
-            if wanted && self.steps_running.load(Ordering::SeqCst) == 0 {
-                return;
-            }
             tokio::select! {
+                () = self.inflight.closures_idle(), if wanted => return,
                 changed = watch.wanted.changed() => {
                     // The pool is gone with its last load: nobody will want its slots.
                     if changed.is_err() {
                         return std::future::pending().await;
                     }
                 }
-                () = &mut ended => {}
             }
         }
-    }
-
-    /// Counts a `ctx.run` closure of this attempt as executing until the guard drops; `None`
-    /// (nothing counted) while its partition is leaving this process: no step starts then.
-    pub(super) fn step_running(&self) -> Option<StepRunning<'_>> {
-        self.steps_running.fetch_add(1, Ordering::SeqCst);
-        self.inflight.closures.fetch_add(1, Ordering::SeqCst);
-        let guard = StepRunning(self);
-        // After the count: a departure that set `leaving` before it read the count either
-        // sees this closure or is seen here.
-        (!self.inflight.leaving.load(Ordering::SeqCst)).then_some(guard)
     }
 
     /// Waits for a commit; on failure stops the attempt and never resolves.
@@ -725,21 +696,4 @@ fn describe(entry: &JournalEntry) -> String {
 pub(super) struct SlotWatch {
     /// The count of loads waiting for a slot of its pool.
     wanted: watch::Receiver<usize>,
-}
-
-/// A `ctx.run` closure counted as executing; see [`InvocationContext::step_running`].
-pub(super) struct StepRunning<'a>(&'a InvocationContext);
-
-impl Drop for StepRunning<'_> {
-    fn drop(&mut self) {
-        let ctx = self.0;
-        if ctx.inflight.closures.fetch_sub(1, Ordering::SeqCst) == 1 {
-            ctx.inflight.closures_ended.notify_waiters();
-        }
-        if ctx.steps_running.fetch_sub(1, Ordering::SeqCst) == 1
-            && ctx.steps_watched.load(Ordering::SeqCst)
-        {
-            ctx.steps_ended.notify_waiters();
-        }
-    }
 }

@@ -312,7 +312,7 @@ where
         // Not while this process may have lost the partition without knowing yet (a pause
         // past its lease): the new owner may be running this very step.
         ctx.engine.lease_held(Some(&ctx.id())).await;
-        let Some(step) = ctx.step_running() else {
+        let Some(step) = ctx.inflight.closure_running() else {
             // Its partition is leaving: the next owner runs this step.
             return std::future::pending().await;
         };

@@ -95,9 +95,12 @@ pub(crate) struct Inflight {
     /// Its partition is leaving this process while one of its `ctx.run` closures executes:
     /// that one ends and journals its result, no other starts, and then it has `left`.
     pub leaving: AtomicBool,
-    /// Its `ctx.run` closures executing now, and a wake-up when that count drops to zero.
-    pub closures: AtomicUsize,
-    pub closures_ended: tokio::sync::Notify,
+    /// Its `ctx.run` closures executing now ([`Inflight::closure_running`]).
+    closures: AtomicUsize,
+    /// Set once something waits for them to end ([`Inflight::closures_idle`]): only then does
+    /// an end that leaves none notify `closures_ended` (most never have a watcher).
+    closures_watched: AtomicBool,
+    closures_ended: tokio::sync::Notify,
     /// Entries with a task forwarding another invocation's result into them: a replay of a
     /// pending attach does not start a second one.
     pub forwarding: Mutex<Vec<u32>>,
@@ -168,6 +171,7 @@ impl Inflight {
             left: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             closures: AtomicUsize::new(0),
+            closures_watched: AtomicBool::new(false),
             closures_ended: tokio::sync::Notify::new(),
             forwarding: Mutex::new(Vec::new()),
             active: Mutex::default(),
@@ -184,6 +188,36 @@ impl Inflight {
                 count: count.clone(),
                 bytes,
             });
+        }
+    }
+
+    /// Counts a `ctx.run` closure as executing until the guard drops; `None` (nothing counted)
+    /// while its partition is leaving this process: no closure starts then.
+    pub fn closure_running(&self) -> Option<ClosureRunning<'_>> {
+        self.closures.fetch_add(1, Ordering::SeqCst);
+        let guard = ClosureRunning(self);
+        // After the count: a departure that set `leaving` before it read the count either
+        // sees this closure or is seen here.
+        (!self.leaving.load(Ordering::SeqCst)).then_some(guard)
+    }
+
+    /// Whether one of its `ctx.run` closures executes now.
+    pub fn closures_running(&self) -> bool {
+        self.closures.load(Ordering::SeqCst) > 0
+    }
+
+    /// Resolves once none of its `ctx.run` closures executes (at once when none does).
+    pub async fn closures_idle(&self) {
+        self.closures_watched.store(true, Ordering::SeqCst);
+        loop {
+            // Listening before the count is read: an end in between still wakes this.
+            let ended = self.closures_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !self.closures_running() {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -301,6 +335,20 @@ pub(crate) async fn wait_finished(
         }
         if rx.changed().await.is_err() {
             return Err(WaitEnd::Lost("the runtime is shutting down".into()));
+        }
+    }
+}
+
+/// A `ctx.run` closure counted as executing; see [`Inflight::closure_running`].
+pub(crate) struct ClosureRunning<'a>(&'a Inflight);
+
+impl Drop for ClosureRunning<'_> {
+    fn drop(&mut self) {
+        let inflight = self.0;
+        if inflight.closures.fetch_sub(1, Ordering::SeqCst) == 1
+            && inflight.closures_watched.load(Ordering::SeqCst)
+        {
+            inflight.closures_ended.notify_waiters();
         }
     }
 }

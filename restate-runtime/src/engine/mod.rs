@@ -1353,13 +1353,14 @@ impl Engine {
             let exhausted = chunk.len() < CHUNK;
             for (id, stored) in chunk {
                 stored_after = Some(id);
-                while let Some((first, record)) = unstored.next_if(|(first, _)| *first < id) {
-                    if let Some(cursor) = take(first, record, &mut out) {
+                while let Some(first) = unstored.next_if(|f| f.id < id) {
+                    let record = first.state().record.clone();
+                    if let Some(cursor) = take(first.id, record, &mut out) {
                         return Ok((out, cursor));
                     }
                 }
                 // Stored meanwhile: listed once, from here.
-                unstored.next_if(|(first, _)| *first == id);
+                unstored.next_if(|f| f.id == id);
                 let record = match self.inflight(&id) {
                     Some(f) => f.state().record.clone(),
                     None => stored,
@@ -1369,8 +1370,9 @@ impl Engine {
                 }
             }
             if exhausted {
-                for (id, record) in unstored {
-                    if let Some(cursor) = take(id, record, &mut out) {
+                for f in unstored {
+                    let record = f.state().record.clone();
+                    if let Some(cursor) = take(f.id, record, &mut out) {
                         return Ok((out, cursor));
                     }
                 }
@@ -1379,13 +1381,14 @@ impl Engine {
         }
     }
 
-    /// The invocations only in memory with an id after `after`, in id order.
-    fn unstored_after(&self, after: Option<InvocationId>) -> Vec<Listed> {
+    /// The invocations only in memory with an id after `after`, in id order (their records
+    /// are copied only as a page takes them).
+    fn unstored_after(&self, after: Option<InvocationId>) -> Vec<Arc<Inflight>> {
         if self.handed_over() {
             return Vec::new();
         }
         // Copied out first: a record is read under its own lock, never under the map's.
-        let candidates: Vec<Arc<Inflight>> = self
+        let mut candidates: Vec<Arc<Inflight>> = self
             .inflight
             .lock()
             .expect("inflight map")
@@ -1393,15 +1396,9 @@ impl Engine {
             .filter(|f| after.is_none_or(|after| f.id > after))
             .cloned()
             .collect();
-        let mut unstored: Vec<Listed> = candidates
-            .iter()
-            .filter_map(|f| {
-                let state = f.state();
-                (!state.persisted).then(|| (f.id, state.record.clone()))
-            })
-            .collect();
-        unstored.sort_unstable_by_key(|(id, _)| *id);
-        unstored
+        candidates.retain(|f| !f.state().persisted);
+        candidates.sort_unstable_by_key(|f| f.id);
+        candidates
     }
 
     /// Current values for `/metrics`.

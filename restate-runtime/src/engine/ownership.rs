@@ -34,13 +34,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::inflight::Finish;
+use super::{Engine, EngineError, Inflight, forward, purge_loop, timers};
+use crate::ids::{InvocationId, partition_key_of};
+use crate::storage::{Partitions, StateScope};
 
 /// How long a `ctx.run` closure executing as its partition leaves this process may go on, to
 /// end and journal its result, before its task is stopped all the same.
 const CLOSURE_GRACE: Duration = Duration::from_secs(10);
-use super::{Engine, EngineError, Inflight, forward, purge_loop, timers};
-use crate::ids::{InvocationId, partition_key_of};
-use crate::storage::{Partitions, StateScope};
 
 /// What a waiter on an invocation of a partition that left hears.
 const LEFT: &str = "another process runs this invocation's partition now";
@@ -269,7 +269,7 @@ impl Engine {
                 // A closure executing ends first and journals its result (the partition is
                 // released only once this task stops): cut off, the next owner would run
                 // its side effect again.
-                if inflight.closures.load(Ordering::SeqCst) > 0 {
+                if inflight.closures_running() {
                     self.leave_after_closures(inflight.clone());
                 } else {
                     inflight.left.store(true, Ordering::SeqCst);
@@ -320,18 +320,7 @@ impl Engine {
     fn leave_after_closures(&self, inflight: Arc<Inflight>) {
         let engine = self.clone();
         self.tasks.spawn(async move {
-            let ended = async {
-                loop {
-                    let ended = inflight.closures_ended.notified();
-                    tokio::pin!(ended);
-                    ended.as_mut().enable();
-                    if inflight.closures.load(Ordering::SeqCst) == 0 {
-                        return;
-                    }
-                    ended.await;
-                }
-            };
-            let _ = tokio::time::timeout(CLOSURE_GRACE, ended).await;
+            let _ = tokio::time::timeout(CLOSURE_GRACE, inflight.closures_idle()).await;
             inflight.left.store(true, Ordering::SeqCst);
             engine.departures.send_modify(|n| *n += 1);
         });
