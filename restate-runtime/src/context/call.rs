@@ -291,7 +291,7 @@ fn send_from_handler(
             req
         })
         .map_err(|e| e.to_string())
-        .and_then(|req| (ctx.engine.submit_recorded(req, None)).map_err(|e| e.to_string()));
+        .and_then(|req| (ctx.engine.submit_sent(req)).map_err(|e| e.to_string()));
     let (submitted, claim) = match submitted {
         Ok(Created::Here(submitted, claim)) => (submitted, claim),
         Ok(Created::Elsewhere(id, message)) => {
@@ -326,7 +326,13 @@ fn send_from_handler(
         target,
         invocation_id: submitted.id,
     };
-    let journaled = ctx.journal(index, entry, extra);
+    let placement = launch
+        .as_ref()
+        .and_then(|i| i.undecided_placement().cloned());
+    let journaled = match placement {
+        Some(placement) => ctx.journal_placing(index, entry, extra, placement),
+        None => ctx.journal(index, entry, extra),
+    };
     if journaled.is_none()
         && let Some(inflight) = &launch
     {

@@ -352,7 +352,19 @@ impl InvocationContext {
         entry: JournalEntry,
         extra: Vec<WriteOp>,
     ) -> Option<CommitWaiter> {
-        self.journal_fenced(index, entry, extra, None)
+        self.journal_fenced(index, entry, extra, None, Vec::new())
+    }
+
+    /// [`Self::journal`] of a one-way send whose new invocation the entry's commit places
+    /// ([`Placement`](crate::storage::Placement)).
+    pub(crate) fn journal_placing(
+        &self,
+        index: u32,
+        entry: JournalEntry,
+        extra: Vec<WriteOp>,
+        placement: Arc<crate::storage::Placement>,
+    ) -> Option<CommitWaiter> {
+        self.journal_fenced(index, entry, extra, None, vec![placement])
     }
 
     /// [`Self::journal`] of an entry that records another invocation's result, `source`.
@@ -369,7 +381,7 @@ impl InvocationContext {
         in_memory: bool,
     ) -> Option<CommitWaiter> {
         let fenced_on = in_memory.then(|| self.engine.fence_of(&source)).flatten();
-        self.journal_fenced(index, entry, Vec::new(), fenced_on)
+        self.journal_fenced(index, entry, Vec::new(), fenced_on, Vec::new())
     }
 
     fn journal_fenced(
@@ -378,6 +390,7 @@ impl InvocationContext {
         entry: JournalEntry,
         extra: Vec<WriteOp>,
         fenced_on: Option<u64>,
+        placements: Vec<Arc<crate::storage::Placement>>,
     ) -> Option<CommitWaiter> {
         if self.engine.config().replay_check {
             return None;
@@ -409,7 +422,7 @@ impl InvocationContext {
         };
         state.journal.insert(index, entry);
         let storage = self.engine.storage().as_ref();
-        Some((self.inflight).submit_with_record(storage, &mut state, ops, fenced_on))
+        Some((self.inflight).submit_with_record(storage, &mut state, ops, fenced_on, placements))
     }
 
     /// Delivers a pending cancellation at this await point: `entry` (the operation's entry
@@ -438,6 +451,7 @@ impl InvocationContext {
             &mut state,
             ops,
             None,
+            Vec::new(),
         ));
         true
     }

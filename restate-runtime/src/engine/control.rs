@@ -106,6 +106,13 @@ impl Engine {
         let _claim = self.claims.of(&id);
         let mut map = self.inflight.lock().expect("inflight map");
         if let Some(f) = map.get(&id) {
+            // A send whose sender's commit is placing it, here or behind its key's messages
+            // in the inbox: which copy runs is known within a commit.
+            if f.placing() {
+                return Err(ControlError::Conflict(format!(
+                    "{id} is being placed on its key by its sender's commit: ask again"
+                )));
+            }
             return Ok((f.clone(), true));
         }
         if !self.may_load(&id) {
@@ -254,7 +261,7 @@ impl Engine {
             id,
             index: CANCEL_WAKE,
         };
-        let Some(inflight) = map.get(&id) else {
+        let stored_or_inbox = |wake| {
             let mut ops = vec![WriteOp::RequestCancel { id }, wake];
             // On a shared store it may still be a message in this partition's inbox (a
             // handler's call sent behind that key's earlier messages): the request follows it
@@ -262,8 +269,18 @@ impl Engine {
             if self.shared_store {
                 ops.push(WriteOp::forward(id, &InboxMessage::Cancel));
             }
-            return ops;
+            ops
         };
+        let Some(inflight) = map.get(&id) else {
+            return stored_or_inbox(wake);
+        };
+        if inflight.placing() {
+            // Its record, or its message in the inbox, is written by a batch queued before
+            // this one: the request reaches either (and this copy, should it be the one to run).
+            inflight.state().record.cancel_requested = true;
+            inflight.bump();
+            return stored_or_inbox(wake);
+        }
         let mut state = inflight.state();
         if matches!(state.record.status, Status::Completed { .. }) {
             return Vec::new();

@@ -82,6 +82,12 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
             return lose(&engine, &inflight, e.to_string()).await;
         }
+        if inflight.moved_to_inbox() {
+            return engine.leave_for_inbox(&inflight);
+        }
+        if inflight.placed_by_commit() {
+            engine.count_placed_start(&inflight);
+        }
         let (service, options) = match engine.resolve(target) {
             Ok((service, handler)) => (service.instance.clone(), handler.options.clone()),
             Err(e) => {

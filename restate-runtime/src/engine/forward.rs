@@ -3,6 +3,12 @@
 //! forwarded durably into the owner's inbox before it answers, and results are read from the
 //! store, woken by the owner's notifications. The owner applies its inbox in arrival order
 //! ([`apply_inbox`]) and removes each message once its effect is durable.
+//!
+//! A handler's one-way send to a key that runs here is placed by the commit of its entry
+//! ([`Placement`](crate::storage::Placement)): queued on its key at once, it runs from there,
+//! or, put behind its key's messages in the inbox, leaves memory and is taken in again from
+//! there ([`Engine::leave_for_inbox`], `adopt`). A message taken in while such sends wait on
+//! its key overtakes them ([`Engine::overtake_placements`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -227,8 +233,17 @@ impl Engine {
         mut record: InvocationRecord,
         stored: bool,
     ) -> Adoption {
-        if let Some(existing) = map.get(&id) {
-            return Adoption::Durable(existing.make_durable(self.storage.as_ref()));
+        match map.get(&id) {
+            // The send's own copy, which its sender's commit put here instead: this one runs
+            // (that one leaves memory as its gate opens, see `Engine::leave_for_inbox`).
+            Some(existing) if existing.moved_to_inbox() => {
+                let existing = existing.clone();
+                self.retire_moved(map, &existing);
+            }
+            Some(existing) => {
+                return Adoption::Durable(existing.make_durable(self.storage.as_ref()));
+            }
+            None => {}
         }
         if stored {
             return Adoption::Done;
@@ -373,7 +388,12 @@ impl Engine {
             }
         }
         for (inflight, execution_time_ms) in launches {
-            self.launch(inflight, execution_time_ms);
+            let now = execution_time_ms.is_none();
+            self.launch(inflight.clone(), execution_time_ms);
+            // After it queued, before its message leaves the inbox (below).
+            if now {
+                self.overtake_placements(&inflight);
+            }
         }
         let (seqs, effects): (Vec<u64>, Vec<_>) = effects.into_iter().unzip();
         for (seq, result) in seqs.into_iter().zip(join_all(effects).await) {
@@ -567,7 +587,10 @@ async fn control(
     action: impl std::future::Future<Output = Result<(), super::ControlError>>,
 ) -> Result<Applied, String> {
     match action.await {
-        Err(_) if !engine.runs(&id) || engine.partition_leaving(&id) => Ok(Applied::Later),
+        // A send being placed is not acted on (see `load`): which copy runs is known soon.
+        Err(_) if !engine.runs(&id) || engine.partition_leaving(&id) || engine.placing(&id) => {
+            Ok(Applied::Later)
+        }
         Err(super::ControlError::Engine(e)) => Err(e.to_string()),
         Err(e) => {
             tracing::warn!("a forwarded control request failed: {e}");

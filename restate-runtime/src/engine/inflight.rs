@@ -10,7 +10,7 @@ use super::EngineError;
 use super::journal::Journal;
 use crate::ids::InvocationId;
 use crate::storage::{
-    CommitWaiter, InvocationRecord, JournalEntry, Outcome, StateScope, Storage, WriteOp,
+    CommitWaiter, InvocationRecord, JournalEntry, Outcome, Placement, StateScope, Storage, WriteOp,
 };
 
 /// A finished invocation as callers see it.
@@ -78,6 +78,10 @@ pub(crate) struct Inflight {
     /// For an invocation created by another handler's journal entry: resolves once that entry
     /// is durable. The invocation may be queued before, but runs only after.
     gate: Mutex<Option<CommitWaiter>>,
+    /// For a one-way send to an object key on a shared database: where the commit of the
+    /// sender's entry puts it (here, or behind its key's messages in the inbox, from where
+    /// it is taken in again as a new copy).
+    placement: std::sync::OnceLock<Arc<Placement>>,
     /// A task is executing it (not queued, scheduled, paused or between attempts).
     pub running: AtomicBool,
     /// It waits in its key's queue (`Lane::waiting`): a second start does not queue it again.
@@ -163,6 +167,7 @@ impl Inflight {
             finish,
             version: watch::channel(0).0,
             gate: Mutex::new(None),
+            placement: std::sync::OnceLock::new(),
             running: AtomicBool::new(false),
             queued: AtomicBool::new(false),
             killed: tokio::sync::Notify::new(),
@@ -252,6 +257,34 @@ impl Inflight {
         self.gate.lock().expect("gate lock").take()
     }
 
+    /// Makes it a send placed by its entry's commit (see the field `placement`).
+    pub fn set_placement(&self, placement: Arc<Placement>) {
+        let _ = self.placement.set(placement);
+    }
+
+    /// Its placement while the commit that decides it has not committed.
+    pub fn undecided_placement(&self) -> Option<&Arc<Placement>> {
+        self.placement.get().filter(|p| !p.settled())
+    }
+
+    /// A send whose place its sender's commit decides (see the field `placement`).
+    pub fn placed_by_commit(&self) -> bool {
+        self.placement.get().is_some()
+    }
+
+    /// A send whose place is being decided, or that was put into the inbox: not the copy
+    /// that control operations act on (see the field `placement`).
+    pub fn placing(&self) -> bool {
+        self.undecided_placement().is_some() || self.moved_to_inbox()
+    }
+
+    /// The commit of its sender's entry put it into the inbox: this copy is not to run (the
+    /// one taken in from there runs). Final once that commit is answered (its gate); set
+    /// before any process can read the message.
+    pub fn moved_to_inbox(&self) -> bool {
+        self.placement.get().is_some_and(|p| p.moved())
+    }
+
     /// The key's lane it must hold, if it is exclusive.
     pub fn lane(&self) -> Option<&StateScope> {
         self.exclusive.then_some(&self.scope)
@@ -264,22 +297,21 @@ impl Inflight {
     /// Submits `ops` after this invocation's record if the record is not durable yet, so the
     /// record always commits first. Submitting under the lock keeps the invocation's writes in
     /// journal order. `fenced_on`: a partition key the batch is fenced on as well
-    /// ([`Storage::submit_fenced`]).
+    /// ([`Storage::submit_fenced`]); `placements`: new invocations of `ops` that its commit
+    /// places ([`Storage::submit_placing`]).
     pub fn submit_with_record(
         &self,
         storage: &dyn Storage,
         state: &mut InflightState,
         mut ops: Vec<WriteOp>,
         fenced_on: Option<u64>,
+        placements: Vec<Arc<Placement>>,
     ) -> CommitWaiter {
         if !state.persisted {
             state.persisted = true;
             ops.insert(0, WriteOp::put_invocation(self.id, &state.record));
         }
-        match fenced_on {
-            Some(key) => storage.submit_fenced(ops, key),
-            None => storage.submit(ops),
-        }
+        storage.submit_placing(ops, fenced_on, placements)
     }
 
     /// Resolves once everything this invocation submitted so far, record included, is durable.
@@ -290,7 +322,7 @@ impl Inflight {
             // partition: an earlier write of it that a shared database refused fails it too.
             return storage.barrier(self.id.partition_key());
         }
-        self.submit_with_record(storage, &mut state, Vec::new(), None)
+        self.submit_with_record(storage, &mut state, Vec::new(), None, Vec::new())
     }
 
     /// Records an entry completed from outside (a call result, an awakeable, a promise) and

@@ -8,7 +8,7 @@ use super::{Engine, Inflight};
 use crate::ids::InvocationId;
 use crate::maps::FastMap;
 use crate::registry::HandlerKind;
-use crate::storage::{StateScope, Target};
+use crate::storage::{Placement, StateScope, Target};
 
 /// Writes made through a lane; they stay here until the lane is dropped (after they are durable).
 #[derive(Default)]
@@ -26,6 +26,9 @@ pub(crate) struct Lane {
     /// run before `waiting` (which arrived later), loaded one at a time.
     pub stored: VecDeque<InvocationId>,
     pub waiting: VecDeque<Arc<Inflight>>,
+    /// Sends queued here (running or waiting) whose place their sender's commit still
+    /// decides: one taken in from the inbox behind them overtakes them ([`Placement`]).
+    placements: Vec<Arc<Placement>>,
     overlay: StateOverlay,
     /// Bumped by every write and start on the lane: an idle lane is dropped only if nothing
     /// happened on it since the barrier that made its writes durable was submitted.
@@ -90,7 +93,8 @@ impl Engine {
             return;
         }
         // Read before the lanes lock: a path that holds an invocation's state may take it.
-        let first = self.first_start(&inflight);
+        // A send being placed counts once its gate opens here ([`Self::count_placed_start`]).
+        let first = (self.first_start(&inflight)).filter(|_| !inflight.placed_by_commit());
         inflight.engage(&self.held_input);
         if let Some(scope) = inflight.lane() {
             let mut lanes = self.lanes.lock().expect("lanes");
@@ -108,6 +112,10 @@ impl Engine {
             }
             self.count_start(first);
             let lane = lanes.entry(scope.clone()).or_default();
+            if let Some(placement) = inflight.undecided_placement() {
+                lane.placements.retain(|p| !p.settled());
+                lane.placements.push(placement.clone());
+            }
             if lane.running.is_some() {
                 inflight
                     .queued
@@ -121,6 +129,21 @@ impl Engine {
             self.count_start(first);
         }
         self.start_task(inflight);
+    }
+
+    /// An invocation taken in from the inbox joined its key's queue: the sends queued there
+    /// before it whose place is still being decided go behind it, through the inbox. It was
+    /// accepted before (its message was in the inbox when it was taken in), and its message
+    /// may leave the inbox before their commit reads it.
+    pub(crate) fn overtake_placements(&self, inflight: &Inflight) {
+        let Some(scope) = inflight.lane() else {
+            return;
+        };
+        if let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope) {
+            for placement in lane.placements.drain(..) {
+                placement.overtake();
+            }
+        }
     }
 
     /// Whether starting `inflight` is its first start (no attempt yet: a resumption from a
@@ -138,6 +161,31 @@ impl Engine {
         if let Some(label) = label {
             self.metrics.handler_started.get_or_create(&label).inc();
         }
+    }
+
+    /// Whether sends still being placed are queued on `scope`'s lane.
+    pub(crate) fn placements_pending_on(&self, scope: &StateScope) -> bool {
+        let lanes = self.lanes.lock().expect("lanes");
+        lanes
+            .get(scope)
+            .is_some_and(|lane| lane.placements.iter().any(|p| !p.settled()))
+    }
+
+    /// How many sends being placed are queued on `scope`'s lane, and whether `id` is queued
+    /// there (a test's view of an overtaking, on PostgreSQL).
+    #[cfg(all(test, feature = "postgres"))]
+    pub(crate) fn lane_view(&self, scope: &StateScope, id: &InvocationId) -> (usize, bool) {
+        let lanes = self.lanes.lock().expect("lanes");
+        lanes.get(scope).map_or((0, false), |lane| {
+            let queued = lane.running == Some(*id) || lane.waiting.iter().any(|i| i.id == *id);
+            (lane.placements.len(), queued)
+        })
+    }
+
+    /// Counts the start of a send its sender's commit placed here (not counted as it queued:
+    /// it might have gone into the inbox, from where its copy is counted).
+    pub(super) fn count_placed_start(&self, inflight: &Inflight) {
+        self.count_start(self.first_start(inflight));
     }
 
     /// [`Self::start_task`] for one that holds its key already (resumed, or next on a key held

@@ -255,6 +255,13 @@ pub(crate) enum Created<'a> {
     Elsewhere(InvocationId, WriteOp),
 }
 
+/// A handler's new invocation created through the inbox of its partition.
+fn forwarded<'a>(prepared: Prepared) -> Created<'a> {
+    let id = prepared.id;
+    let message = InboxMessage::Invoke(Box::new(prepared.record));
+    Created::Elsewhere(id, WriteOp::forward(id, &message))
+}
+
 /// Where new work comes from: outside (refused while the disk is nearly full) or a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -607,15 +614,56 @@ impl Engine {
         req: InvokeRequest,
         caller: Option<(InvocationId, u32)>,
     ) -> Result<Created<'_>, EngineError> {
+        self.submit_from_handler(req, caller, false)
+    }
+
+    /// [`Self::submit_recorded`] for a one-way send: one to an object key that waits for no
+    /// inbox read here, but is placed by its entry's commit, comes with its
+    /// [`Placement`](crate::storage::Placement) set ([`Inflight::undecided_placement`]).
+    pub(crate) fn submit_sent(&self, req: InvokeRequest) -> Result<Created<'_>, EngineError> {
+        self.submit_from_handler(req, None, true)
+    }
+
+    fn submit_from_handler(
+        &self,
+        req: InvokeRequest,
+        caller: Option<(InvocationId, u32)>,
+        sent: bool,
+    ) -> Result<Created<'_>, EngineError> {
         restart::refuse_reserved_key(&req)?;
         let prepared = self.prepare(req, caller)?;
-        if self.elsewhere(&prepared.id) || self.keyed_behind_inbox(&prepared)? {
-            let id = prepared.id;
-            let message = InboxMessage::Invoke(Box::new(prepared.record));
-            return Ok(Created::Elsewhere(id, WriteOp::forward(id, &message)));
+        if self.elsewhere(&prepared.id) {
+            return Ok(forwarded(prepared));
+        }
+        let placement = (sent && self.placed_by_commit(&prepared))
+            .then(|| Arc::new(crate::storage::Placement::new(prepared.id)));
+        if placement.is_none() && self.keyed_behind_inbox(&prepared)? {
+            return Ok(forwarded(prepared));
         }
         let (submitted, claim) = self.submit_prepared(prepared, Origin::Handler, None)?;
+        if let (
+            Some(placement),
+            Submission::Running {
+                inflight,
+                new: true,
+                ..
+            },
+        ) = (placement, &submitted.submission)
+        {
+            inflight.set_placement(placement);
+        }
         Ok(Created::Here(submitted, claim))
+    }
+
+    /// Whether a handler's new invocation is placed by the commit of its entry rather than
+    /// after an inbox read made now (which holds the handler's thread for a round trip): a
+    /// one-way send to an object key on a shared store, to start at once, of an id no other
+    /// sender can name (the commit then only chooses between its record and an inbox message).
+    fn placed_by_commit(&self, prepared: &Prepared) -> bool {
+        self.shared_store
+            && prepared.record.target.key.is_some()
+            && prepared.execution_time_ms.is_none()
+            && !prepared.derived()
     }
 
     /// Whether a handler's call or send to an object or workflow key that runs here must go
@@ -624,6 +672,11 @@ impl Engine {
     fn keyed_behind_inbox(&self, prepared: &Prepared) -> Result<bool, EngineError> {
         if !self.shared_store || prepared.record.target.key.is_none() {
             return Ok(false);
+        }
+        // A send to the key still being placed might go into the inbox: what this handler
+        // makes after it follows it there.
+        if self.placements_pending_on(&StateScope::of(&prepared.record.target)) {
+            return Ok(true);
         }
         Ok(self.storage.inbox_pending(&prepared.id)?.partition)
     }
@@ -1674,6 +1727,47 @@ impl Engine {
     pub(crate) fn discard_unrecorded(&self, inflight: &Arc<Inflight>) {
         let reason = "the calling handler stopped before recording the call";
         self.drop_lost(inflight, reason.to_owned());
+    }
+
+    /// A send that its sender's commit put into the inbox, behind its key's messages
+    /// ([`Inflight::moved_to_inbox`]): this copy leaves memory without running and lets its
+    /// key go; the copy taken in from the inbox runs, and whoever waits on this one follows
+    /// it there.
+    pub(crate) fn leave_for_inbox(&self, inflight: &Arc<Inflight>) {
+        self.retire_moved(&mut self.inflight.lock().expect("inflight map"), inflight);
+        self.release(inflight);
+    }
+
+    /// Takes a send's copy that its sender's commit moved into the inbox out of memory, if
+    /// it is still the copy there (under the in-flight lock, `map`): its waiters hear that it
+    /// moved and look again, and its finish channel goes, so that the copy taken in from the
+    /// inbox, which has its id, gets a fresh one. Once that copy is there, nothing is told.
+    pub(crate) fn retire_moved(
+        &self,
+        map: &mut FastMap<InvocationId, Arc<Inflight>>,
+        inflight: &Arc<Inflight>,
+    ) {
+        if !map
+            .get(&inflight.id)
+            .is_some_and(|f| Arc::ptr_eq(f, inflight))
+        {
+            return;
+        }
+        map.remove(&inflight.id);
+        let finisher = self
+            .finishers
+            .lock()
+            .expect("finishers")
+            .remove(&inflight.id);
+        if let Some(finisher) = finisher {
+            finisher.send_replace(Finish::Moved);
+        }
+    }
+
+    /// Whether `id` is in memory as a send being placed, or moved into the inbox.
+    pub(crate) fn placing(&self, id: &InvocationId) -> bool {
+        let map = self.inflight.lock().expect("inflight map");
+        map.get(id).is_some_and(|f| f.placing())
     }
 
     /// Gives up on an invocation that cannot be recorded: its waiters get an error.

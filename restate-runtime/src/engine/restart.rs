@@ -172,8 +172,13 @@ impl Engine {
                 ops.push(WriteOp::put_journal(submitted.id, index, &entry));
                 state.journal.insert(index, entry);
             }
-            let committed =
-                inflight.submit_with_record(self.storage.as_ref(), &mut state, ops, None);
+            let committed = inflight.submit_with_record(
+                self.storage.as_ref(),
+                &mut state,
+                ops,
+                None,
+                Vec::new(),
+            );
             (takes_place, committed)
         };
         drop(claim);

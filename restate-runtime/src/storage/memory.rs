@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
 use super::kills::Kills;
+use super::placement::{self, Placement};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Status, Target};
 use super::{
     CommitWaiter, ForwardWaiter, Forwarded, HintHead, Inbound, InboxMessage, InboxPending,
@@ -160,11 +161,15 @@ pub(crate) struct MemoryStorage {
     /// check when a shared store would release a lease).
     #[cfg(test)]
     left: Mutex<Vec<Partitions>>,
-    /// Runs at the start of the next inbox check (for tests of what commits between two
-    /// reads of a waiter).
+    /// Runs at the start of the next inbox check (of an id of this partition key, if one is
+    /// given), for tests of what commits between two reads of a waiter.
     #[cfg(test)]
-    before_inbox_check: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    before_inbox_check: Mutex<Option<InboxCheckHook>>,
 }
+
+/// A test's step run before an inbox check, and the partition key it waits for.
+#[cfg(test)]
+type InboxCheckHook = (Option<u64>, Box<dyn FnOnce() + Send>);
 
 impl MemoryStorage {
     /// The first partition of these partition `keys` that this handle's process may not write.
@@ -207,7 +212,21 @@ impl MemoryStorage {
     /// then.
     #[cfg(test)]
     pub(crate) fn before_next_inbox_check(&self, step: impl FnOnce() + Send + 'static) {
-        *self.before_inbox_check.lock().expect("hook lock") = Some(Box::new(step));
+        *self.before_inbox_check.lock().expect("hook lock") = Some((None, Box::new(step)));
+    }
+
+    /// [`Self::before_next_inbox_check`] of an id of `partition_key` only.
+    #[cfg(test)]
+    pub(crate) fn before_next_inbox_check_of(
+        &self,
+        partition_key: u64,
+        step: impl FnOnce() + Send + 'static,
+    ) {
+        let hook = (
+            Some(partition_key),
+            Box::new(step) as Box<dyn FnOnce() + Send>,
+        );
+        *self.before_inbox_check.lock().expect("hook lock") = Some(hook);
     }
 
     /// The partitions this process was told it lost are no longer writable: a write to one
@@ -583,6 +602,34 @@ impl Storage for MemoryStorage {
         self.submit_checked(ops, Some(partition_key))
     }
 
+    fn submit_placing(
+        &self,
+        mut ops: Vec<WriteOp>,
+        fenced_on: Option<u64>,
+        placements: Vec<Arc<Placement>>,
+    ) -> CommitWaiter {
+        if !placements.is_empty() {
+            let waiting: Result<Vec<bool>, StorageError> = (placements.iter())
+                .map(|p| Ok(self.inbox_pending(&p.id())?.partition))
+                .collect();
+            match waiting.and_then(|w| placement::decide(&placements, &w, &mut ops)) {
+                Ok(()) => {}
+                Err(e) => {
+                    let (done, rx) = oneshot::channel();
+                    let _ = done.send(Err(e));
+                    return CommitWaiter::new(rx);
+                }
+            }
+        }
+        let committed = self.submit_checked(ops, fenced_on);
+        // Committed inside `submit_checked`, or refused: no process reads the inbox
+        // messages of a refused batch.
+        for placement in placements {
+            placement.settle();
+        }
+        committed
+    }
+
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
         let shared = self.tables()?;
         let stored = shared.tables.invocations.get(&id.storage_key());
@@ -847,8 +894,14 @@ impl Storage for MemoryStorage {
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
         #[cfg(test)]
         {
-            let step = self.before_inbox_check.lock().expect("hook lock").take();
-            if let Some(step) = step {
+            let step = {
+                let mut hook = self.before_inbox_check.lock().expect("hook lock");
+                let ours = hook
+                    .as_ref()
+                    .is_some_and(|(key, _)| key.is_none_or(|k| k == id.partition_key()));
+                hook.take_if(|_| ours)
+            };
+            if let Some((_, step)) = step {
                 step();
             }
         }

@@ -23,6 +23,7 @@ mod kills;
 mod log;
 mod memory;
 mod partitions;
+pub(crate) mod placement;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read_only;
@@ -45,6 +46,7 @@ pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, Inbox
 pub(crate) use memory::MemoryStorage;
 pub(crate) use memory::MemoryStore;
 pub use partitions::Partitions;
+pub use placement::Placement;
 #[cfg(feature = "postgres")]
 pub(crate) use postgres::KillSwitch;
 #[cfg(feature = "postgres")]
@@ -604,6 +606,23 @@ pub trait Storage: Send + Sync + 'static {
     fn submit_fenced(&self, ops: Vec<WriteOp>, partition_key: u64) -> CommitWaiter {
         let _ = partition_key;
         self.submit(ops)
+    }
+    /// [`Storage::submit`] (or [`Storage::submit_fenced`] with `fenced_on`) of a batch that
+    /// writes the records of new invocations sent to object keys, each of which the batch's
+    /// transaction places ([`Placement`]): as written, or, when messages for its key wait in
+    /// the inbox of its partition, into that inbox behind them. Only a shared store is given
+    /// placements; a store of one process has no inbox that another process fills.
+    fn submit_placing(
+        &self,
+        ops: Vec<WriteOp>,
+        fenced_on: Option<u64>,
+        placements: Vec<std::sync::Arc<Placement>>,
+    ) -> CommitWaiter {
+        drop(placements);
+        match fenced_on {
+            Some(key) => self.submit_fenced(ops, key),
+            None => self.submit(ops),
+        }
     }
     /// One invocation record.
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError>;

@@ -29,6 +29,8 @@ const PARTITIONS: u32 = 4;
 #[derive(Clone)]
 struct Tally {
     runs: Arc<Mutex<HashMap<InvocationId, u32>>>,
+    /// The invocations in the order they ran.
+    order: Arc<Mutex<Vec<InvocationId>>>,
     passed: Arc<Mutex<HashMap<InvocationId, u32>>>,
     open: watch::Receiver<bool>,
 }
@@ -36,8 +38,14 @@ struct Tally {
 impl Tally {
     fn new(open: bool) -> (Self, watch::Sender<bool>) {
         let (gate, open) = watch::channel(open);
-        let (runs, passed) = (Arc::default(), Arc::default());
-        (Self { runs, passed, open }, gate)
+        let (runs, order, passed) = (Arc::default(), Arc::default(), Arc::default());
+        let tally = Self {
+            runs,
+            order,
+            passed,
+            open,
+        };
+        (tally, gate)
     }
 
     fn runs(&self, id: &InvocationId) -> u32 {
@@ -58,7 +66,8 @@ impl Tally {
 }
 
 /// An object whose handlers call or send `Tally/{key}/note` for the key they are given,
-/// and return the id that `note` returned (a call), the id of what they sent (a send),
+/// and return the id that `note` returned (a call), the id of what they sent (a send), both
+/// (a send, then a call),
 /// what `note` returned to an attach after a send (an attach), or the code of the error
 /// that an attach to the second of two sends got after cancelling it (a cancel).
 struct Relay;
@@ -68,7 +77,7 @@ impl Service for Relay {
         ServiceDefinition {
             name: "Relay",
             kind: ServiceKind::VirtualObject,
-            handlers: ["call", "send", "attach", "cancel"]
+            handlers: ["call", "send", "send-call", "attach", "cancel"]
                 .map(|name| {
                     internal_handler(name, HandlerKind::Exclusive, Some("String"), "String")
                 })
@@ -88,6 +97,11 @@ impl Service for Relay {
             let got = match handler {
                 "call" => ctx.call::<String>(note()).await?,
                 "send" => ctx.send(note(), None).to_string(),
+                "send-call" => {
+                    let sent = ctx.send(note(), None);
+                    let called = ctx.call::<String>(note()).await?;
+                    format!("{sent} {called}")
+                }
                 "attach" => {
                     let sent = ctx.send(note(), None);
                     ctx.attach_invocation::<String>(sent).await?
@@ -128,6 +142,7 @@ impl Service for Tally {
         input: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
         *self.runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+        self.order.lock().unwrap().push(ctx.id());
         let (mut open, passed, id) = (self.open.clone(), self.passed.clone(), ctx.id());
         Box::pin(async move {
             // Asked to be stored before the gate: a journal entry stores the invocation.
@@ -1164,5 +1179,328 @@ async fn a_send_to_a_key_behind_its_inbox_messages_waits_there_and_its_cancel_fo
     let seq = |id: &InvocationId| a.invocation(id).unwrap().unwrap().seq;
     assert!(seq(&first) < seq(&second), "taken in out of order");
     until("the first ran", || tally.runs(&first) == 1).await;
+    engine.shutdown();
+}
+
+/// A message for an object key that another process accepted just as a handler's sends to
+/// that key were being placed: the commit of the first send reads it in the inbox, so both
+/// sends go behind it through the inbox, in send order, and the cancel of the second follows
+/// it there. The message runs first, the first send once; the copies made in memory before
+/// their place was known never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_placed_behind_a_message_waiting_in_their_keys_inbox_run_after_it_in_order() {
+    use crate::storage::records::InvocationRecord;
+    use crate::storage::{InboxMessage, MemoryStorage};
+    let Pair {
+        halves: [a_half, _],
+        handles: [a, _],
+        ..
+    } = pair();
+    let (tally, open) = Tally::new(false);
+    let engine = start(&a, &tally);
+    let partition = a_half.iter().next().unwrap();
+    let key = key_in("Tally", partition);
+    let first = InvocationId::random(partition_key_of("Tally", &key));
+    let (inbox, message_key): (Arc<MemoryStorage>, String) = (a.clone(), key.clone());
+    a.before_next_inbox_check_of(first.partition_key(), move || {
+        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
+        record.target.handler = "note".into();
+        let message = InboxMessage::Invoke(Box::new(record));
+        drop(inbox.submit(vec![WriteOp::forward(first, &message)]));
+    });
+    let relay_key = key_in("Relay", partition);
+    let (_, cancelled, _) = within(engine.call(relay("cancel", &relay_key, &key)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&cancelled.outcome, Outcome::Success(code) if code == b"\"409\""),
+        "{:?}",
+        cancelled.outcome
+    );
+    until("the message accepted first runs", || {
+        tally.runs(&first) == 1
+    })
+    .await;
+    assert_eq!(
+        tally.runs.lock().unwrap().len(),
+        1,
+        "a send ran ahead of the message its key's inbox held first"
+    );
+    open.send_replace(true);
+    until("the first send ran", || {
+        tally.passed.lock().unwrap().len() == 2
+    })
+    .await;
+    until("the inbox is empty", || {
+        a.inbox(10, usize::MAX).unwrap().is_empty()
+    })
+    .await;
+    let runs = tally.runs.lock().unwrap().clone();
+    assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+    assert_eq!(runs.len(), 2, "the cancelled send ran: {runs:?}");
+    engine.shutdown();
+}
+
+/// On PostgreSQL a send is placed by its entry's commit, which reads the inbox after the send
+/// queued on its key. A message for that key, accepted first by another process, that this
+/// process takes in from the inbox (and that leaves the inbox) between the two, queues behind
+/// the send in memory and is gone from the commit's read: it overtakes the send, which goes
+/// behind it through the inbox. Without that, the send ran first.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_send() {
+    use crate::storage::records::{self, InvocationRecord};
+    use crate::storage::{InboxMessage, PostgresOptions, PostgresStorage};
+    let Some(cluster) = crate::testing::PostgresCluster::for_tests() else {
+        return;
+    };
+    let url = cluster.fresh_database().unwrap();
+    let options = PostgresOptions {
+        partitions: PARTITIONS,
+        ..Default::default()
+    };
+    let opened = url.clone();
+    let storage = tokio::task::spawn_blocking(move || PostgresStorage::open(&opened, &options))
+        .await
+        .unwrap()
+        .unwrap();
+    let storage = Arc::new(storage);
+    let (tally, open) = Tally::new(false);
+    let engine = Engine::start(storage.clone(), tally.registry(), test_config()).unwrap();
+    let key = key_in("Tally", 0);
+    let scope = StateScope {
+        service: "Tally".into(),
+        key: key.clone(),
+    };
+    let first = InvocationId::random(partition_key_of("Tally", &key));
+    until("the partitions run here", || engine.runs(&first)).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (watched, message_key) = (engine.clone(), key.clone());
+    storage.before_next_placing(Box::pin(async move {
+        until("the send queued on its key", || {
+            watched.lane_view(&scope, &first).0 == 1
+        })
+        .await;
+        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
+        record.target.handler = "note".into();
+        let message = records::encode(&InboxMessage::Invoke(Box::new(record)));
+        let partition_key = first.partition_key() as i64;
+        let id = first.storage_key().to_vec();
+        client
+            .execute(
+                "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+                 VALUES ($1, $2, true, $3)",
+                &[&partition_key, &id, &message],
+            )
+            .await
+            .unwrap();
+        client
+            .execute("SELECT pg_notify('restate_inbox', '')", &[])
+            .await
+            .unwrap();
+        until("the message queued behind the send and overtook it", || {
+            watched.lane_view(&scope, &first) == (0, true)
+        })
+        .await;
+        // As the owner's removal of applied messages would, before the commit's read.
+        client
+            .execute("DELETE FROM restate_inbox WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }));
+    let relay_key = key_in("Relay", 1);
+    let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
+        .await
+        .unwrap();
+    let Outcome::Success(bytes) = &sent.outcome else {
+        panic!("the relay failed: {:?}", sent.outcome);
+    };
+    let sent: InvocationId = serde_json::from_slice::<String>(bytes)
+        .unwrap()
+        .parse()
+        .unwrap();
+    until("one of the two runs", || {
+        !tally.runs.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        (tally.runs(&first), tally.runs(&sent)),
+        (1, 0),
+        "the send ran ahead of the message that overtook it"
+    );
+    open.send_replace(true);
+    until("both ran", || tally.passed.lock().unwrap().len() == 2).await;
+    assert_eq!((tally.runs(&first), tally.runs(&sent)), (1, 1));
+    engine.shutdown();
+}
+
+/// The copy of a moved send that waits behind a running invocation leaves memory only once
+/// that one ends, after the copy taken in from the inbox came: its leaving tells nobody
+/// waiting on the copy that runs. An attach from outside waits for that copy's end, and a
+/// kill of it ends it (its finish channel once said "moved" to both: the attach followed it
+/// without end and the kill was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
+    use crate::storage::InboxMessage;
+    use crate::storage::records::InvocationRecord;
+    let Pair {
+        halves: [a_half, _],
+        handles: [a, _],
+        ..
+    } = pair();
+    let (tally, _open) = Tally::new(false);
+    let engine = start(&a, &tally);
+    let partition = a_half.iter().next().unwrap();
+    let key = key_in("Tally", partition);
+    let holder = send(&engine, &key, None).await;
+    until("the key's holder runs", || tally.runs(&holder) == 1).await;
+    let first = InvocationId::random(partition_key_of("Tally", &key));
+    let (inbox, message_key) = (a.clone(), key.clone());
+    a.before_next_inbox_check_of(first.partition_key(), move || {
+        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
+        record.target.handler = "note".into();
+        let message = InboxMessage::Invoke(Box::new(record));
+        drop(inbox.submit(vec![WriteOp::forward(first, &message)]));
+    });
+    let relay_key = key_in("Relay", partition);
+    let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
+        .await
+        .unwrap();
+    let Outcome::Success(bytes) = &sent.outcome else {
+        panic!("the relay failed: {:?}", sent.outcome);
+    };
+    let sent: InvocationId = serde_json::from_slice::<String>(bytes)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let in_memory = |id: &InvocationId| engine.inflight.lock().unwrap().get(id).cloned();
+    until("the inbox copy is taken in", || {
+        in_memory(&sent).is_some_and(|f| !f.moved_to_inbox()) && in_memory(&first).is_some()
+    })
+    .await;
+    let attacher = engine.clone();
+    let attach = tokio::spawn(async move { attacher.attach(sent).await });
+    within(engine.kill(holder)).await.unwrap();
+    until("the message accepted first runs", || {
+        tally.runs(&first) == 1
+    })
+    .await;
+    within(engine.kill(first)).await.unwrap();
+    until("the send runs", || tally.runs(&sent) == 1).await;
+    within(engine.kill(sent))
+        .await
+        .expect("the kill of the copy that runs");
+    let attached = within(attach).await.unwrap().unwrap().expect("known");
+    assert!(
+        matches!(&attached.outcome, Outcome::Failure { code: 409, .. }),
+        "{:?}",
+        attached.outcome
+    );
+    assert_eq!(tally.runs(&sent), 1);
+    engine.shutdown();
+}
+
+/// A handler's send to an object key, then its call to the same key: the call is decided
+/// (here or through the inbox) before the send's commit places the send. A message for the
+/// key that another process put in the inbox in between puts the send behind it; the call
+/// follows the send through the inbox, not ahead of it (sends and calls from one handler
+/// to a key arrive in their order).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_a_send_to_one_key_stays_behind_it_when_the_send_goes_into_the_inbox() {
+    use crate::storage::records::{self, InvocationRecord, JournalEntry};
+    use crate::storage::{InboxMessage, PostgresOptions, PostgresStorage};
+    let Some(cluster) = crate::testing::PostgresCluster::for_tests() else {
+        return;
+    };
+    let url = cluster.fresh_database().unwrap();
+    let options = PostgresOptions {
+        partitions: PARTITIONS,
+        ..Default::default()
+    };
+    let opened = url.clone();
+    let storage = tokio::task::spawn_blocking(move || PostgresStorage::open(&opened, &options))
+        .await
+        .unwrap()
+        .unwrap();
+    let storage = Arc::new(storage);
+    let (tally, open) = Tally::new(false);
+    let engine = Engine::start(storage.clone(), tally.registry(), test_config()).unwrap();
+    let key = key_in("Tally", 0);
+    let first = InvocationId::random(partition_key_of("Tally", &key));
+    until("the partitions run here", || engine.runs(&first)).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (watched, message_key) = (engine.clone(), key.clone());
+    storage.before_next_placing(Box::pin(async move {
+        until("the call is made", || {
+            let map = watched.inflight.lock().unwrap();
+            map.values().any(|f| {
+                (f.state().journal.iter()).any(|(_, e)| matches!(e, JournalEntry::Call { .. }))
+            })
+        })
+        .await;
+        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
+        record.target.handler = "note".into();
+        let message = records::encode(&InboxMessage::Invoke(Box::new(record)));
+        let partition_key = first.partition_key() as i64;
+        let id = first.storage_key().to_vec();
+        client
+            .execute(
+                "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+                 VALUES ($1, $2, true, $3)",
+                &[&partition_key, &id, &message],
+            )
+            .await
+            .unwrap();
+    }));
+    let relaying = engine.clone();
+    let relay_key = key_in("Relay", 1);
+    let relayed =
+        tokio::spawn(async move { relaying.call(relay("send-call", &relay_key, &key)).await });
+    until("the first note runs", || {
+        !tally.order.lock().unwrap().is_empty()
+    })
+    .await;
+    open.send_replace(true);
+    let (_, done, _) = within(relayed).await.unwrap().unwrap();
+    let Outcome::Success(bytes) = &done.outcome else {
+        panic!("the relay failed: {:?}", done.outcome);
+    };
+    let ids: String = serde_json::from_slice(bytes).unwrap();
+    let ids: Vec<InvocationId> = ids.split(' ').map(|id| id.parse().unwrap()).collect();
+    until("all three ran", || tally.passed.lock().unwrap().len() == 3).await;
+    let order = tally.order.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        vec![first, ids[0], ids[1]],
+        "not in acceptance and send order"
+    );
+    engine.shutdown();
+}
+
+/// A send placed by its entry's commit is counted as started once: when its gate opens
+/// here, not also as it queued on its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_send_is_counted_as_started_once() {
+    let Pair {
+        halves: [a_half, _],
+        handles: [a, _],
+        ..
+    } = pair();
+    let (tally, _open) = Tally::new(true);
+    let engine = start(&a, &tally);
+    let partition = a_half.iter().next().unwrap();
+    let (key, relay_key) = (key_in("Tally", partition), key_in("Relay", partition));
+    within(engine.call(relay("send", &relay_key, &key)))
+        .await
+        .unwrap();
+    until("the send ran", || tally.passed.lock().unwrap().len() == 1).await;
+    assert_eq!(engine.metrics().started.get(), 2, "the relay and its send");
     engine.shutdown();
 }

@@ -44,7 +44,7 @@ use tokio_postgres::{NoTls, Row};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
     CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, Finished, ForwardWaiter,
-    HintHead, Inbound, InboxMessage, InboxPending, OpenError, Partitions, RecordWaiter,
+    HintHead, Inbound, InboxMessage, InboxPending, OpenError, Partitions, Placement, RecordWaiter,
     ResultWaiter, Signals, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
@@ -176,6 +176,8 @@ impl PostgresStorage {
             owned: watch::channel(Partitions::none(0)).0,
             held_until: watch::channel(None).0,
             life,
+            #[cfg(test)]
+            before_placing: Mutex::default(),
         });
         let connect = {
             let (config, shared) = (config.clone(), shared.clone());
@@ -358,8 +360,19 @@ impl PostgresStorage {
         self.runtime.handle()
     }
 
+    /// Has the writer await `step` before its next transaction that places sends.
+    #[cfg(test)]
+    pub(crate) fn before_next_placing(&self, step: futures::future::BoxFuture<'static, ()>) {
+        *self.shared.before_placing.lock().expect("hook lock") = Some(step);
+    }
+
     /// Queues a batch for the writer (a barrier's fenced on `barrier_on`'s partition).
-    fn queue_batch(&self, ops: Vec<WriteOp>, barrier_on: Option<u64>) -> CommitWaiter {
+    fn queue_batch(
+        &self,
+        ops: Vec<WriteOp>,
+        barrier_on: Option<u64>,
+        placements: Vec<Arc<Placement>>,
+    ) -> CommitWaiter {
         let (done, rx) = oneshot::channel();
         let waiter = CommitWaiter::new(rx);
         if self.shared.closed.load(Ordering::SeqCst) {
@@ -373,6 +386,7 @@ impl PostgresStorage {
             ops,
             bytes,
             barrier_on,
+            placements,
             done,
         };
         let queue = self.queue.lock().expect("queue lock");
@@ -680,11 +694,20 @@ fn limit(n: usize) -> Param {
 
 impl Storage for PostgresStorage {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitWaiter {
-        self.queue_batch(ops, None)
+        self.queue_batch(ops, None, Vec::new())
     }
 
     fn submit_fenced(&self, ops: Vec<WriteOp>, partition_key: u64) -> CommitWaiter {
-        self.queue_batch(ops, Some(partition_key))
+        self.queue_batch(ops, Some(partition_key), Vec::new())
+    }
+
+    fn submit_placing(
+        &self,
+        ops: Vec<WriteOp>,
+        fenced_on: Option<u64>,
+        placements: Vec<Arc<Placement>>,
+    ) -> CommitWaiter {
+        self.queue_batch(ops, fenced_on, placements)
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {

@@ -27,7 +27,7 @@ pub(super) struct Asked {
 
 /// Per check, in the order asked: any message for its id, and any message for its key (its
 /// partition key).
-const READ: &str = "SELECT \
+pub(super) const READ: &str = "SELECT \
      EXISTS (SELECT 1 FROM restate_inbox i WHERE i.partition_key = t.p AND i.id = t.i), \
      EXISTS (SELECT 1 FROM restate_inbox i WHERE i.partition_key = t.p) \
      FROM unnest($1::int8[], $2::bytea[]) WITH ORDINALITY AS t(p, i, n) ORDER BY t.n";

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::super::partitions::partition_of;
 use super::super::records::{self, InvocationRecord, Status};
-use super::super::{Partitions, StorageError, WriteOp, WriterStats};
+use super::super::{Partitions, Placement, StorageError, WriteOp, WriterStats};
 use super::fold::{self, Fold};
 use super::kill::Life;
 use super::ownership::{FENCED_STATE, Leases, LostDatabase};
@@ -39,6 +39,9 @@ pub(super) struct Batch {
     /// A barrier's partition key ([`Storage::barrier`](crate::storage::Storage::barrier)):
     /// fenced as if the batch wrote it.
     pub(super) barrier_on: Option<u64>,
+    /// New invocations of the batch that its transaction places
+    /// ([`Storage::submit_placing`](crate::storage::Storage::submit_placing)).
+    pub(super) placements: Vec<Arc<Placement>>,
     pub(super) done: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -81,6 +84,10 @@ pub(super) struct Shared {
     pub(super) held_until: watch::Sender<Option<Duration>>,
     /// Under a test's kill switch: once it has ended, nothing more commits.
     pub(super) life: Option<Life>,
+    /// Awaited before the next transaction that places sends (for tests of what happens
+    /// between their queueing and their commit's read of the inbox).
+    #[cfg(test)]
+    pub(super) before_placing: Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
 }
 
 impl Shared {
@@ -167,6 +174,8 @@ struct Statements {
     notify_finished: Statement,
     read_record: Statement,
     put_record: Statement,
+    /// Whether messages wait in the inbox for the keys of a group's placements.
+    inbox_check: Statement,
     /// Those of [`Fold::statements`], by their SQL.
     folded: HashMap<&'static str, Statement>,
 }
@@ -192,6 +201,7 @@ impl Statements {
             put_record: client
                 .prepare("UPDATE restate_invocations SET record = $2 WHERE id = $1")
                 .await?,
+            inbox_check: client.prepare(super::pending::READ).await?,
             folded,
         })
     }
@@ -463,8 +473,21 @@ async fn commit_once(
         .iter()
         .flat_map(|(b, _)| b.ops.iter().cloned())
         .collect();
-    match committed(client, statements, leases.ttl(), fence, ops).await {
+    let placements: Vec<_> = (kept.iter())
+        .flat_map(|(b, _)| b.placements.iter().cloned())
+        .collect();
+    #[cfg(test)]
+    if !placements.is_empty() {
+        let step = shared.before_placing.lock().expect("hook lock").take();
+        if let Some(step) = step {
+            step.await;
+        }
+    }
+    match committed(client, statements, leases.ttl(), fence, ops, &placements).await {
         Ok(()) => {
+            for placement in &placements {
+                placement.settle();
+            }
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
             stats.batches += kept.len() as u64;
@@ -591,8 +614,9 @@ async fn committed(
     patience: Duration,
     fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
+    placements: &[Arc<Placement>],
 ) -> Result<(), Refused> {
-    patiently(patience, commit(client, statements, fence, ops))
+    patiently(patience, commit(client, statements, fence, ops, placements))
         .await
         .unwrap_or_else(|| {
             Err(Refused::Failed(format!(
@@ -629,8 +653,9 @@ async fn commit(
     statements: &Statements,
     fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
+    placements: &[Arc<Placement>],
 ) -> Result<(), Refused> {
-    let done = pipeline(client, statements, fence, ops).await;
+    let done = pipeline(client, statements, fence, ops, placements).await;
     if done.is_err() {
         // Ends a transaction left open by a failure before the `COMMIT` was sent.
         let _ = client.batch_execute("ROLLBACK").await;
@@ -642,7 +667,8 @@ async fn pipeline(
     client: &Client,
     statements: &Statements,
     fence: &BTreeMap<u32, i64>,
-    ops: Vec<WriteOp>,
+    mut ops: Vec<WriteOp>,
+    placements: &[Arc<Placement>],
 ) -> Result<(), Refused> {
     let mut pending: Vec<Step<'_>> = vec![(&statements.begin, Vec::new())];
     if !fence.is_empty() {
@@ -652,6 +678,14 @@ async fn pipeline(
             &statements.fence,
             vec![Box::new(partitions), Box::new(epochs)],
         ));
+    }
+    if !placements.is_empty() {
+        // Sent after the fence, without waiting for it: the group waits one round trip.
+        let begun = send(client, std::mem::take(&mut pending));
+        let (begun, placed) =
+            futures::join!(begun, place(client, statements, &mut ops, placements));
+        begun?;
+        placed?;
     }
     let mut folded = Fold::default();
     let mut finished = Vec::new();
@@ -674,6 +708,42 @@ async fn pipeline(
     }
     pending.push((&statements.commit, Vec::new()));
     send(client, pending).await
+}
+
+/// Decides the group's placements inside its transaction
+/// ([`placement::decide`](crate::storage::placement::decide)): whether messages wait in the
+/// inbox for their keys is read now, so every message committed before is seen.
+async fn place(
+    client: &Client,
+    statements: &Statements,
+    ops: &mut [WriteOp],
+    placements: &[Arc<Placement>],
+) -> Result<(), Refused> {
+    let keys: Vec<i64> = (placements.iter())
+        .map(|p| p.id().partition_key() as i64)
+        .collect();
+    let ids: Vec<Vec<u8>> = (placements.iter())
+        .map(|p| p.id().storage_key().to_vec())
+        .collect();
+    let params: Vec<Param> = vec![Box::new(keys), Box::new(ids)];
+    let failed = |e: tokio_postgres::Error| Refused::Failed(pg_error(&e));
+    let rows = (client.query_raw(&statements.inbox_check, params).await).map_err(failed)?;
+    let rows: Vec<tokio_postgres::Row> = futures::TryStreamExt::try_collect(rows)
+        .await
+        .map_err(failed)?;
+    if rows.len() != placements.len() {
+        return Err(Refused::Failed(format!(
+            "the placements' inbox check answered {} rows for {}",
+            rows.len(),
+            placements.len()
+        )));
+    }
+    let waiting = (rows.iter())
+        .map(|row| row.try_get::<_, bool>(1))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    crate::storage::placement::decide(placements, &waiting, ops)?;
+    Ok(())
 }
 
 fn push_folded<'a>(statements: &'a Statements, folded: Fold, out: &mut Vec<Step<'a>>) {
