@@ -14,7 +14,7 @@
 //! | `log.synced` | a group is synced in the write-ahead log; not applied to the store yet |
 //! | `checkpoint.committed` | the store committed durably; the log has not restarted yet |
 //! | `restart.copied` | a restarted invocation's copy is durable; the original is not ended yet |
-//! | `inbox.applied` | what a page of the inbox caused is durable; its messages are not removed yet |
+//! | `inbox.applied` | what a page of the inbox caused is durable; its messages are not removed yet, but for those that take in invocations (removed with their records) |
 //! | `lease.released` | a drained owner's release of its lease committed; no other process took it yet |
 //! | `backup.copied` | a backup's copy is durable under its partial name; not renamed to the store's yet |
 

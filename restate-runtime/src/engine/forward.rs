@@ -116,12 +116,15 @@ impl Engine {
 
     /// Whether work for `id` must go through the inbox even here, where invocations run:
     /// always at a standby; at the owner while an inbox holds a message that starts `id` or
-    /// one for its key (accepted first elsewhere: its order and its answer come first).
+    /// one for its key (accepted first elsewhere: its order and its answer come first), or
+    /// while `id` is a send being placed.
     pub(super) async fn behind_inbox(&self, id: &InvocationId) -> Result<bool, EngineError> {
         if !self.shared_store {
             return Ok(false);
         }
-        if !self.runs(id) {
+        // A send whose commit is placing it, here or behind its key's messages: the request
+        // follows it either way.
+        if !self.runs(id) || self.placing(id) {
             return Ok(true);
         }
         let pending = self.storage.inbox_pending_async(id).await?;
@@ -293,11 +296,13 @@ impl Engine {
 
     /// Applies one page of the inbox, up to the first invocation there is no room for (the
     /// rest stays on disk); the messages applied are removed by a commit after everything
-    /// they caused, so a crash before leaves them, and applying them again finds that done.
-    /// Returns how many it applied.
+    /// they caused (one that takes in an invocation, right after its record), so a crash
+    /// before leaves them, and applying them again finds that done. Returns how many it
+    /// applied.
     async fn apply(&self, page: Vec<Inbound>) -> usize {
         let fetched = page.len();
         let mut done = Vec::with_capacity(fetched);
+        let mut removed = 0;
         let mut effects: Vec<(u64, BoxFuture<'_, Result<Applied, String>>)> = Vec::new();
         let mut launches = Vec::new();
         {
@@ -348,9 +353,11 @@ impl Engine {
                             Adoption::New(inflight, at) => {
                                 let durable = inflight.make_durable(self.storage.as_ref());
                                 launches.push((inflight, at));
-                                applied(durable).boxed()
+                                self.removed_with(durable, id, seq).boxed()
                             }
-                            Adoption::Durable(durable) => applied(durable).boxed(),
+                            Adoption::Durable(durable) => {
+                                self.removed_with(durable, id, seq).boxed()
+                            }
                             Adoption::Ended(ended) => async move {
                                 ended.finish().await.map_err(|e| e.to_string())?;
                                 Ok(Applied::Done)
@@ -399,6 +406,7 @@ impl Engine {
         for (seq, result) in seqs.into_iter().zip(join_all(effects).await) {
             match result {
                 Ok(Applied::Done) => done.push(seq),
+                Ok(Applied::Removed) => removed += 1,
                 // Stays, and is applied again in a later round.
                 Ok(Applied::Later) => {}
                 Err(reason) => {
@@ -410,11 +418,11 @@ impl Engine {
                 }
             }
         }
-        let applied = done.len();
+        let applied = done.len() + removed;
         if applied > 0 {
             crate::failpoints::hit("inbox.applied");
         }
-        if applied > 0
+        if !done.is_empty()
             && let Err(e) = self
                 .storage
                 .submit(vec![WriteOp::InboxDone { seqs: done }])
@@ -423,6 +431,25 @@ impl Engine {
             tracing::error!("removing applied inbox messages failed: {e}");
         }
         applied
+    }
+
+    /// The message at `seq` that takes in invocation `id`, removed by a batch queued right
+    /// after the one that stores the invocation (`durable`): the writer commits them in that
+    /// order, the removal fenced on the invocation's partition, so it never commits without
+    /// the record. The next page is read after one commit, not two.
+    async fn removed_with(
+        &self,
+        durable: CommitWaiter,
+        id: InvocationId,
+        seq: u64,
+    ) -> Result<Applied, String> {
+        let removal = WriteOp::InboxDone { seqs: vec![seq] };
+        let removed = self
+            .storage
+            .submit_fenced(vec![removal], id.partition_key());
+        durable.await.map_err(|e| e.to_string())?;
+        removed.await.map_err(|e| e.to_string())?;
+        Ok(Applied::Removed)
     }
 
     /// Records entry `index` of `id`, completed by an invocation of another partition, as a
@@ -565,16 +592,10 @@ impl Engine {
 enum Applied {
     /// Its effect is durable: the message goes.
     Done,
+    /// Its effect and the message's removal are durable, committed together or in order.
+    Removed,
     /// Not applicable yet: the message stays for a later round.
     Later,
-}
-
-/// A commit's answer as an inbox effect.
-async fn applied(durable: CommitWaiter) -> Result<Applied, String> {
-    durable
-        .await
-        .map(|()| Applied::Done)
-        .map_err(|e| e.to_string())
 }
 
 /// An operator's action from another process: failures other than the engine's (unknown

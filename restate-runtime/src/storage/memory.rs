@@ -250,6 +250,11 @@ impl MemoryStorage {
     /// Commits a batch unless it writes, or is `fenced` on, a partition this process may not
     /// write (see [`Self::refused_as_foreign`]).
     fn submit_checked(&self, ops: Vec<WriteOp>, fenced: Option<u64>) -> CommitWaiter {
+        self.commit_checked(ops, fenced).0
+    }
+
+    /// [`Self::submit_checked`], saying whether the batch committed.
+    fn commit_checked(&self, ops: Vec<WriteOp>, fenced: Option<u64>) -> (CommitWaiter, bool) {
         let started = std::time::Instant::now();
         // Held through the commit, as a database's fence holds its rows: a partition taken
         // away meanwhile is taken before the write (refused) or after it.
@@ -259,7 +264,7 @@ impl MemoryStorage {
         {
             let (done, rx) = oneshot::channel();
             let _ = done.send(Err(refused));
-            return CommitWaiter::new(rx);
+            return (CommitWaiter::new(rx), false);
         }
         let result = self.commit(&ops);
         drop(writable);
@@ -278,9 +283,10 @@ impl MemoryStorage {
                 });
             }
         }
+        let committed = result.is_ok();
         let (done, rx) = oneshot::channel();
         let _ = done.send(result);
-        CommitWaiter::new(rx)
+        (CommitWaiter::new(rx), committed)
     }
 
     /// A batch writing a partition another process holds: refused, and, as a shared
@@ -612,20 +618,19 @@ impl Storage for MemoryStorage {
             let waiting: Result<Vec<bool>, StorageError> = (placements.iter())
                 .map(|p| Ok(self.inbox_pending(&p.id())?.partition))
                 .collect();
-            match waiting.and_then(|w| placement::decide(&placements, &w, &mut ops)) {
-                Ok(()) => {}
-                Err(e) => {
-                    let (done, rx) = oneshot::channel();
-                    let _ = done.send(Err(e));
-                    return CommitWaiter::new(rx);
+            let decided = waiting.and_then(|w| placement::decide(&placements, &w, &mut ops));
+            if let Err(e) = decided {
+                for placement in placements {
+                    placement.settle(false);
                 }
+                let (done, rx) = oneshot::channel();
+                let _ = done.send(Err(e));
+                return CommitWaiter::new(rx);
             }
         }
-        let committed = self.submit_checked(ops, fenced_on);
-        // Committed inside `submit_checked`, or refused: no process reads the inbox
-        // messages of a refused batch.
+        let (committed, result) = self.commit_checked(ops, fenced_on);
         for placement in placements {
-            placement.settle();
+            placement.settle(result);
         }
         committed
     }

@@ -26,7 +26,7 @@ pub struct Placement {
     /// Decided for the inbox. Set before the commit that writes it (again on a retry), so
     /// whoever reads the message from the inbox finds it set.
     moved: AtomicBool,
-    /// The transaction that decided it committed.
+    /// Its batch was answered.
     decided: AtomicBool,
 }
 
@@ -55,8 +55,12 @@ impl Placement {
         self.overtaken.load(Ordering::SeqCst)
     }
 
-    /// The transaction that decided it committed.
-    pub(crate) fn settle(&self) {
+    /// Its batch was answered: committed (as decided) or refused (then nothing was written,
+    /// and the copy in memory is lost with its batch).
+    pub(crate) fn settle(&self, committed: bool) {
+        if !committed {
+            self.moved.store(false, Ordering::SeqCst);
+        }
         self.decided.store(true, Ordering::SeqCst);
     }
 
@@ -65,7 +69,7 @@ impl Placement {
         self.moved.load(Ordering::SeqCst)
     }
 
-    /// Whether its transaction committed.
+    /// Whether its batch was answered.
     pub(crate) fn settled(&self) -> bool {
         self.decided.load(Ordering::SeqCst)
     }

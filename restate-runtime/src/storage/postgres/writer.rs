@@ -93,6 +93,9 @@ pub(super) struct Shared {
 impl Shared {
     /// Answers a batch and takes it off the queue counts.
     pub(super) fn answer(&self, batch: Batch, result: Result<(), StorageError>) {
+        for placement in &batch.placements {
+            placement.settle(result.is_ok());
+        }
         self.queued.fetch_sub(batch.bytes, Ordering::Relaxed);
         let _ = batch.done.send(result);
         self.unanswered.fetch_sub(1, Ordering::SeqCst);
@@ -485,9 +488,6 @@ async fn commit_once(
     }
     match committed(client, statements, leases.ttl(), fence, ops, &placements).await {
         Ok(()) => {
-            for placement in &placements {
-                placement.settle();
-            }
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
             stats.batches += kept.len() as u64;
