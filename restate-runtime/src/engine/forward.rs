@@ -235,13 +235,16 @@ impl Engine {
         id: InvocationId,
         mut record: InvocationRecord,
         stored: bool,
+        retired: &mut Vec<Arc<Inflight>>,
     ) -> Adoption {
         match map.get(&id) {
-            // The send's own copy, which its sender's commit put here instead: this one runs
-            // (that one leaves memory as its gate opens, see `Engine::leave_for_inbox`).
+            // The send's own copy, which its sender's commit put here instead: this one runs.
+            // That one leaves memory now, and its key's queue once the lock is let go (one
+            // started already leaves as its gate opens, see `Engine::leave_for_inbox`).
             Some(existing) if existing.moved_to_inbox() => {
                 let existing = existing.clone();
                 self.retire_moved(map, &existing);
+                retired.push(existing);
             }
             Some(existing) => {
                 return Adoption::Durable(existing.make_durable(self.storage.as_ref()));
@@ -303,6 +306,7 @@ impl Engine {
         let fetched = page.len();
         let mut done = Vec::with_capacity(fetched);
         let mut removed = 0;
+        let mut retired = Vec::new();
         let mut effects: Vec<(u64, BoxFuture<'_, Result<Applied, String>>)> = Vec::new();
         let mut launches = Vec::new();
         {
@@ -349,7 +353,7 @@ impl Engine {
                             effects.push((seq, self.join_result(waiter, target).boxed()));
                             continue;
                         }
-                        match self.adopt(&mut map, id, *record, stored) {
+                        match self.adopt(&mut map, id, *record, stored, &mut retired) {
                             Adoption::New(inflight, at) => {
                                 let durable = inflight.make_durable(self.storage.as_ref());
                                 launches.push((inflight, at));
@@ -392,6 +396,12 @@ impl Engine {
                     }
                 };
                 effects.push((seq, effect));
+            }
+        }
+        // Before the copies taken in queue on the same keys: this takes their ids out.
+        for moved in retired {
+            if !moved.running.load(std::sync::atomic::Ordering::SeqCst) {
+                self.remove_queued(&moved);
             }
         }
         for (inflight, execution_time_ms) in launches {

@@ -1337,11 +1337,12 @@ async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_s
     engine.shutdown();
 }
 
-/// The copy of a moved send that waits behind a running invocation leaves memory only once
-/// that one ends, after the copy taken in from the inbox came: its leaving tells nobody
-/// waiting on the copy that runs. An attach from outside waits for that copy's end, and a
-/// kill of it ends it (its finish channel once said "moved" to both: the attach followed it
-/// without end and the kill was refused).
+/// The copy of a moved send that waits behind a running invocation on its key leaves memory
+/// and that queue as the copy taken in from the inbox comes (it stayed queued, its input
+/// counted twice, until the holder ended), and its leaving tells nobody waiting on the copy
+/// that runs. An attach from outside waits for that copy's end, and a kill of it ends it
+/// (their finish channel once said "moved" to both: the attach followed it without end and
+/// the kill was refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
     use crate::storage::InboxMessage;
@@ -1381,6 +1382,19 @@ async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
         in_memory(&sent).is_some_and(|f| !f.moved_to_inbox()) && in_memory(&first).is_some()
     })
     .await;
+    let scope = StateScope {
+        service: "Tally".into(),
+        key: key.clone(),
+    };
+    let queued: Vec<InvocationId> = {
+        let lanes = engine.lanes.lock().unwrap();
+        lanes[&scope].waiting.iter().map(|f| f.id).collect()
+    };
+    assert_eq!(
+        queued,
+        vec![first, sent],
+        "the moved copy left its key's queue"
+    );
     let attacher = engine.clone();
     let attach = tokio::spawn(async move { attacher.attach(sent).await });
     within(engine.kill(holder)).await.unwrap();
