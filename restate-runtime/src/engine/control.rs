@@ -170,6 +170,10 @@ impl Engine {
         self.remove_queued(inflight);
         // Claimed as running, so taking it out of the queue left its input counted.
         inflight.disengage();
+        // A placed send ended before it ran: counted as every other one queued on its key.
+        if inflight.placed_by_commit() && inflight.take_gate().is_some() {
+            self.count_placed_start(inflight);
+        }
         self.complete(inflight, outcome).await;
         // An ending the store refused is no ending: the caller must not hear it was done.
         match &*inflight.subscribe().borrow() {

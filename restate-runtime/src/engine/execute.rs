@@ -79,13 +79,15 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         let target = &invocation.target;
         let _running = guard;
         let gate = inflight.take_gate();
+        let first_run = gate.is_some();
         if let Some(Err(e)) = futures::future::OptionFuture::from(gate).await {
             return lose(&engine, &inflight, e.to_string()).await;
         }
         if inflight.moved_to_inbox() {
             return engine.leave_for_inbox(&inflight);
         }
-        if inflight.placed_by_commit() {
+        // Once: a resumption (after a pause before any attempt) comes without the gate.
+        if first_run && inflight.placed_by_commit() {
             engine.count_placed_start(&inflight);
         }
         let (service, options) = match engine.resolve(target) {

@@ -1518,3 +1518,39 @@ async fn a_placed_send_is_counted_as_started_once() {
     assert_eq!(engine.metrics().started.get(), 2, "the relay and its send");
     engine.shutdown();
 }
+
+/// A placed send cancelled while it waits behind its key's holder is counted as started,
+/// as every invocation that queued on its key is (it was counted only once it ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_send_cancelled_before_it_ran_is_counted_as_started() {
+    let Pair {
+        halves: [a_half, _],
+        handles: [a, _],
+        ..
+    } = pair();
+    let (tally, _open) = Tally::new(false);
+    let engine = start(&a, &tally);
+    let partition = a_half.iter().next().unwrap();
+    let (key, relay_key) = (key_in("Tally", partition), key_in("Relay", partition));
+    let holder = send(&engine, &key, None).await;
+    until("the key's holder runs", || tally.runs(&holder) == 1).await;
+    let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
+        .await
+        .unwrap();
+    let Outcome::Success(bytes) = &sent.outcome else {
+        panic!("the relay failed: {:?}", sent.outcome);
+    };
+    let sent: InvocationId = serde_json::from_slice::<String>(bytes)
+        .unwrap()
+        .parse()
+        .unwrap();
+    within(engine.cancel(sent)).await.unwrap();
+    until("the send ended", || completed(&a, &sent)).await;
+    assert_eq!(tally.runs(&sent), 0, "it never ran");
+    assert_eq!(
+        engine.metrics().started.get(),
+        3,
+        "the holder, the relay and the send"
+    );
+    engine.shutdown();
+}
