@@ -246,6 +246,83 @@ fn key_in(service: &str, partition: u32) -> String {
         .unwrap()
 }
 
+/// What a relay answered (its handlers return a string).
+fn relayed(outcome: &Outcome) -> String {
+    let Outcome::Success(bytes) = outcome else {
+        panic!("the relay failed: {outcome:?}");
+    };
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// `Tally/{key}/note` as another process accepted it: a message for the inbox.
+fn note_message(key: &str) -> crate::storage::InboxMessage {
+    use crate::storage::records::InvocationRecord;
+    let mut record = InvocationRecord::for_test("Tally", Some(key), Status::Runnable);
+    record.target.handler = "note".into();
+    crate::storage::InboxMessage::Invoke(Box::new(record))
+}
+
+/// Another process accepts `Tally/{key}/note` as `id`: its message commits into the inbox
+/// as this process's next inbox check for that key begins.
+fn accepted_elsewhere_at_next_check(
+    storage: &Arc<crate::storage::MemoryStorage>,
+    id: InvocationId,
+    key: &str,
+) {
+    let (inbox, message) = (storage.clone(), note_message(key));
+    storage.before_next_inbox_check_of(id.partition_key(), move || {
+        drop(inbox.submit(vec![WriteOp::forward(id, &message)]));
+    });
+}
+
+/// An engine of `tally` on a fresh database of the tests' PostgreSQL cluster, with a
+/// connection of the test's own to that database; `None` where PostgreSQL is not installed.
+#[cfg(feature = "postgres")]
+async fn on_postgres(
+    tally: &Tally,
+) -> Option<(
+    Arc<crate::storage::PostgresStorage>,
+    Engine,
+    tokio_postgres::Client,
+)> {
+    use crate::storage::{PostgresOptions, PostgresStorage};
+    let url = crate::testing::PostgresCluster::for_tests()?
+        .fresh_database()
+        .unwrap();
+    let options = PostgresOptions {
+        partitions: PARTITIONS,
+        ..Default::default()
+    };
+    let opened = url.clone();
+    let storage = tokio::task::spawn_blocking(move || PostgresStorage::open(&opened, &options))
+        .await
+        .unwrap()
+        .unwrap();
+    let storage = Arc::new(storage);
+    let engine = Engine::start(storage.clone(), tally.registry(), test_config()).unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    Some((storage, engine, client))
+}
+
+/// Another process accepts `Tally/{key}/note` as `id`: its message commits into the inbox
+/// (no notification is sent).
+#[cfg(feature = "postgres")]
+async fn accept_elsewhere(client: &tokio_postgres::Client, id: InvocationId, key: &str) {
+    let message = crate::storage::records::encode(&note_message(key));
+    let partition_key = id.partition_key() as i64;
+    client
+        .execute(
+            "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+             VALUES ($1, $2, true, $3)",
+            &[&partition_key, &id.storage_key().to_vec(), &message],
+        )
+        .await
+        .unwrap();
+}
+
 async fn until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -1189,8 +1266,6 @@ async fn a_send_to_a_key_behind_its_inbox_messages_waits_there_and_its_cancel_fo
 /// their place was known never run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_placed_behind_a_message_waiting_in_their_keys_inbox_run_after_it_in_order() {
-    use crate::storage::records::InvocationRecord;
-    use crate::storage::{InboxMessage, MemoryStorage};
     let Pair {
         halves: [a_half, _],
         handles: [a, _],
@@ -1201,13 +1276,7 @@ async fn sends_placed_behind_a_message_waiting_in_their_keys_inbox_run_after_it_
     let partition = a_half.iter().next().unwrap();
     let key = key_in("Tally", partition);
     let first = InvocationId::random(partition_key_of("Tally", &key));
-    let (inbox, message_key): (Arc<MemoryStorage>, String) = (a.clone(), key.clone());
-    a.before_next_inbox_check_of(first.partition_key(), move || {
-        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
-        record.target.handler = "note".into();
-        let message = InboxMessage::Invoke(Box::new(record));
-        drop(inbox.submit(vec![WriteOp::forward(first, &message)]));
-    });
+    accepted_elsewhere_at_next_check(&a, first, &key);
     let relay_key = key_in("Relay", partition);
     let (_, cancelled, _) = within(engine.call(relay("cancel", &relay_key, &key)))
         .await
@@ -1249,24 +1318,10 @@ async fn sends_placed_behind_a_message_waiting_in_their_keys_inbox_run_after_it_
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_send() {
-    use crate::storage::records::{self, InvocationRecord};
-    use crate::storage::{InboxMessage, PostgresOptions, PostgresStorage};
-    let Some(cluster) = crate::testing::PostgresCluster::for_tests() else {
+    let (tally, open) = Tally::new(false);
+    let Some((storage, engine, client)) = on_postgres(&tally).await else {
         return;
     };
-    let url = cluster.fresh_database().unwrap();
-    let options = PostgresOptions {
-        partitions: PARTITIONS,
-        ..Default::default()
-    };
-    let opened = url.clone();
-    let storage = tokio::task::spawn_blocking(move || PostgresStorage::open(&opened, &options))
-        .await
-        .unwrap()
-        .unwrap();
-    let storage = Arc::new(storage);
-    let (tally, open) = Tally::new(false);
-    let engine = Engine::start(storage.clone(), tally.registry(), test_config()).unwrap();
     let key = key_in("Tally", 0);
     let scope = StateScope {
         service: "Tally".into(),
@@ -1274,29 +1329,13 @@ async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_s
     };
     let first = InvocationId::random(partition_key_of("Tally", &key));
     until("the partitions run here", || engine.runs(&first)).await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
     let (watched, message_key) = (engine.clone(), key.clone());
     storage.before_next_placing(Box::pin(async move {
         until("the send queued on its key", || {
             watched.lane_view(&scope, &first).0 == 1
         })
         .await;
-        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
-        record.target.handler = "note".into();
-        let message = records::encode(&InboxMessage::Invoke(Box::new(record)));
-        let partition_key = first.partition_key() as i64;
-        let id = first.storage_key().to_vec();
-        client
-            .execute(
-                "INSERT INTO restate_inbox (partition_key, id, starts, message) \
-                 VALUES ($1, $2, true, $3)",
-                &[&partition_key, &id, &message],
-            )
-            .await
-            .unwrap();
+        accept_elsewhere(&client, first, &message_key).await;
         client
             .execute("SELECT pg_notify('restate_inbox', '')", &[])
             .await
@@ -1307,7 +1346,10 @@ async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_s
         .await;
         // As the owner's removal of applied messages would, before the commit's read.
         client
-            .execute("DELETE FROM restate_inbox WHERE id = $1", &[&id])
+            .execute(
+                "DELETE FROM restate_inbox WHERE id = $1",
+                &[&first.storage_key().to_vec()],
+            )
             .await
             .unwrap();
     }));
@@ -1315,13 +1357,7 @@ async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_s
     let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
         .await
         .unwrap();
-    let Outcome::Success(bytes) = &sent.outcome else {
-        panic!("the relay failed: {:?}", sent.outcome);
-    };
-    let sent: InvocationId = serde_json::from_slice::<String>(bytes)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let sent: InvocationId = relayed(&sent.outcome).parse().unwrap();
     until("one of the two runs", || {
         !tally.runs.lock().unwrap().is_empty()
     })
@@ -1345,8 +1381,6 @@ async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_s
 /// the kill was refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
-    use crate::storage::InboxMessage;
-    use crate::storage::records::InvocationRecord;
     let Pair {
         halves: [a_half, _],
         handles: [a, _],
@@ -1359,24 +1393,12 @@ async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
     let holder = send(&engine, &key, None).await;
     until("the key's holder runs", || tally.runs(&holder) == 1).await;
     let first = InvocationId::random(partition_key_of("Tally", &key));
-    let (inbox, message_key) = (a.clone(), key.clone());
-    a.before_next_inbox_check_of(first.partition_key(), move || {
-        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
-        record.target.handler = "note".into();
-        let message = InboxMessage::Invoke(Box::new(record));
-        drop(inbox.submit(vec![WriteOp::forward(first, &message)]));
-    });
+    accepted_elsewhere_at_next_check(&a, first, &key);
     let relay_key = key_in("Relay", partition);
     let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
         .await
         .unwrap();
-    let Outcome::Success(bytes) = &sent.outcome else {
-        panic!("the relay failed: {:?}", sent.outcome);
-    };
-    let sent: InvocationId = serde_json::from_slice::<String>(bytes)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let sent: InvocationId = relayed(&sent.outcome).parse().unwrap();
     let in_memory = |id: &InvocationId| engine.inflight.lock().unwrap().get(id).cloned();
     until("the inbox copy is taken in", || {
         in_memory(&sent).is_some_and(|f| !f.moved_to_inbox()) && in_memory(&first).is_some()
@@ -1425,31 +1447,14 @@ async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_after_a_send_to_one_key_stays_behind_it_when_the_send_goes_into_the_inbox() {
-    use crate::storage::records::{self, InvocationRecord, JournalEntry};
-    use crate::storage::{InboxMessage, PostgresOptions, PostgresStorage};
-    let Some(cluster) = crate::testing::PostgresCluster::for_tests() else {
+    use crate::storage::records::JournalEntry;
+    let (tally, open) = Tally::new(false);
+    let Some((storage, engine, client)) = on_postgres(&tally).await else {
         return;
     };
-    let url = cluster.fresh_database().unwrap();
-    let options = PostgresOptions {
-        partitions: PARTITIONS,
-        ..Default::default()
-    };
-    let opened = url.clone();
-    let storage = tokio::task::spawn_blocking(move || PostgresStorage::open(&opened, &options))
-        .await
-        .unwrap()
-        .unwrap();
-    let storage = Arc::new(storage);
-    let (tally, open) = Tally::new(false);
-    let engine = Engine::start(storage.clone(), tally.registry(), test_config()).unwrap();
     let key = key_in("Tally", 0);
     let first = InvocationId::random(partition_key_of("Tally", &key));
     until("the partitions run here", || engine.runs(&first)).await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
     let (watched, message_key) = (engine.clone(), key.clone());
     storage.before_next_placing(Box::pin(async move {
         until("the call is made", || {
@@ -1459,35 +1464,20 @@ async fn a_call_after_a_send_to_one_key_stays_behind_it_when_the_send_goes_into_
             })
         })
         .await;
-        let mut record = InvocationRecord::for_test("Tally", Some(&message_key), Status::Runnable);
-        record.target.handler = "note".into();
-        let message = records::encode(&InboxMessage::Invoke(Box::new(record)));
-        let partition_key = first.partition_key() as i64;
-        let id = first.storage_key().to_vec();
-        client
-            .execute(
-                "INSERT INTO restate_inbox (partition_key, id, starts, message) \
-                 VALUES ($1, $2, true, $3)",
-                &[&partition_key, &id, &message],
-            )
-            .await
-            .unwrap();
+        accept_elsewhere(&client, first, &message_key).await;
     }));
-    let relaying = engine.clone();
-    let relay_key = key_in("Relay", 1);
-    let relayed =
-        tokio::spawn(async move { relaying.call(relay("send-call", &relay_key, &key)).await });
+    let (caller, relay_key) = (engine.clone(), key_in("Relay", 1));
+    let relaying =
+        tokio::spawn(async move { caller.call(relay("send-call", &relay_key, &key)).await });
     until("the first note runs", || {
         !tally.order.lock().unwrap().is_empty()
     })
     .await;
     open.send_replace(true);
-    let (_, done, _) = within(relayed).await.unwrap().unwrap();
-    let Outcome::Success(bytes) = &done.outcome else {
-        panic!("the relay failed: {:?}", done.outcome);
-    };
-    let ids: String = serde_json::from_slice(bytes).unwrap();
-    let ids: Vec<InvocationId> = ids.split(' ').map(|id| id.parse().unwrap()).collect();
+    let (_, done, _) = within(relaying).await.unwrap().unwrap();
+    let ids: Vec<InvocationId> = (relayed(&done.outcome).split(' '))
+        .map(|id| id.parse().unwrap())
+        .collect();
     until("all three ran", || tally.passed.lock().unwrap().len() == 3).await;
     let order = tally.order.lock().unwrap().clone();
     assert_eq!(
@@ -1537,13 +1527,7 @@ async fn a_placed_send_cancelled_before_it_ran_is_counted_as_started() {
     let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
         .await
         .unwrap();
-    let Outcome::Success(bytes) = &sent.outcome else {
-        panic!("the relay failed: {:?}", sent.outcome);
-    };
-    let sent: InvocationId = serde_json::from_slice::<String>(bytes)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let sent: InvocationId = relayed(&sent.outcome).parse().unwrap();
     within(engine.cancel(sent)).await.unwrap();
     until("the send ended", || completed(&a, &sent)).await;
     assert_eq!(tally.runs(&sent), 0, "it never ran");
