@@ -1538,3 +1538,68 @@ async fn a_placed_send_cancelled_before_it_ran_is_counted_as_started() {
     );
     engine.shutdown();
 }
+
+/// A cancel from outside that lands while a send is being placed (its commit not answered)
+/// follows the send through the inbox and ends it wherever the commit puts it: queued behind
+/// its key's holder, it ends cancelled and never runs. It was refused ("ask again") before.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_a_send_is_being_placed_reaches_it() {
+    let (tally, _open) = Tally::new(false);
+    let Some((storage, engine, _client)) = on_postgres(&tally).await else {
+        return;
+    };
+    let key = key_in("Tally", 0);
+    let scope = StateScope {
+        service: "Tally".into(),
+        key: key.clone(),
+    };
+    until("the partitions run here", || {
+        engine.runs(&InvocationId::random(partition_key_of("Tally", &key)))
+    })
+    .await;
+    let holder = send(&engine, &key, None).await;
+    until("the key's holder runs", || tally.runs(&holder) == 1).await;
+    let (watched, cancelled) = (engine.clone(), Arc::new(Mutex::new(None)));
+    let answer = cancelled.clone();
+    storage.before_next_placing(Box::pin(async move {
+        let placing = || {
+            let lanes = watched.lanes.lock().unwrap();
+            let waiting = lanes.get(&scope).map(|lane| lane.waiting.clone());
+            waiting.and_then(|w| w.iter().find(|f| f.placing()).map(|f| f.id))
+        };
+        until("the send waits on its key", || placing().is_some()).await;
+        // Answered while the send's commit waits for this step: in the window.
+        let cancel = watched.cancel(placing().unwrap()).await;
+        *answer.lock().unwrap() = Some(cancel);
+    }));
+    let relay_key = key_in("Relay", 1);
+    let (_, sent, _) = within(engine.call(relay("send", &relay_key, &key)))
+        .await
+        .unwrap();
+    let sent: InvocationId = relayed(&sent.outcome).parse().unwrap();
+    let cancel = cancelled.lock().unwrap().take();
+    cancel
+        .expect("the cancel was sent")
+        .expect("the cancel is taken, not refused");
+    within(engine.kill(holder)).await.unwrap();
+    until("the send ended", || {
+        let record = storage.invocation(&sent).unwrap();
+        record.is_some_and(|r| matches!(r.status, Status::Completed { .. }))
+    })
+    .await;
+    let record = storage.invocation(&sent).unwrap().unwrap();
+    assert!(
+        matches!(
+            &record.status,
+            Status::Completed {
+                outcome: Outcome::Failure { code: 409, .. },
+                ..
+            }
+        ),
+        "{:?}",
+        record.status
+    );
+    assert_eq!(tally.runs(&sent), 0, "the cancelled send ran");
+    engine.shutdown();
+}
