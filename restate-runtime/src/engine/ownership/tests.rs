@@ -275,8 +275,9 @@ fn accepted_elsewhere_at_next_check(
     });
 }
 
-/// An engine of `tally` on a fresh database of the tests' PostgreSQL cluster, with a
-/// connection of the test's own to that database; `None` where PostgreSQL is not installed.
+/// An engine of `tally` on a fresh database of the tests' PostgreSQL cluster, running all
+/// its partitions, with a connection of the test's own to that database; `None` where
+/// PostgreSQL is not installed.
 #[cfg(feature = "postgres")]
 async fn on_postgres(
     tally: &Tally,
@@ -300,6 +301,10 @@ async fn on_postgres(
         .unwrap();
     let storage = Arc::new(storage);
     let engine = Engine::start(storage.clone(), tally.registry(), test_config()).unwrap();
+    until("the partitions run here", || {
+        (0..PARTITIONS).all(|p| engine.runs(&InvocationId::random(u64::from(p))))
+    })
+    .await;
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -1328,7 +1333,6 @@ async fn a_message_taken_in_while_a_send_to_its_key_is_placed_runs_before_that_s
         key: key.clone(),
     };
     let first = InvocationId::random(partition_key_of("Tally", &key));
-    until("the partitions run here", || engine.runs(&first)).await;
     let (watched, message_key) = (engine.clone(), key.clone());
     storage.before_next_placing(Box::pin(async move {
         until("the send queued on its key", || {
@@ -1454,7 +1458,6 @@ async fn a_call_after_a_send_to_one_key_stays_behind_it_when_the_send_goes_into_
     };
     let key = key_in("Tally", 0);
     let first = InvocationId::random(partition_key_of("Tally", &key));
-    until("the partitions run here", || engine.runs(&first)).await;
     let (watched, message_key) = (engine.clone(), key.clone());
     storage.before_next_placing(Box::pin(async move {
         until("the call is made", || {
@@ -1554,10 +1557,6 @@ async fn a_cancel_while_a_send_is_being_placed_reaches_it() {
         service: "Tally".into(),
         key: key.clone(),
     };
-    until("the partitions run here", || {
-        engine.runs(&InvocationId::random(partition_key_of("Tally", &key)))
-    })
-    .await;
     let holder = send(&engine, &key, None).await;
     until("the key's holder runs", || tally.runs(&holder) == 1).await;
     let (watched, cancelled) = (engine.clone(), Arc::new(Mutex::new(None)));
