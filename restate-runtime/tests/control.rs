@@ -427,7 +427,8 @@ async fn a_kill_and_a_resume_of_a_paused_invocation_both_answer() {
 }
 
 /// A bulk action whose query names a parameter it does not take (a misspelt filter) is a 400
-/// that names it, and acts on nothing: ignored, the typo would widen what it acts on.
+/// that names it, and acts on nothing: ignored, the typo would widen what it acts on. The
+/// listing refuses it as well.
 #[tokio::test]
 async fn a_bulk_action_with_an_unknown_parameter_is_refused_and_does_nothing() {
     let quick = |b: restate_runtime::RuntimeBuilder| b.suspend_after(Duration::from_millis(100));
@@ -460,6 +461,18 @@ async fn a_bulk_action_with_an_unknown_parameter_is_refused_and_does_nothing() {
         .await
         .unwrap();
     assert_eq!(listed.status(), 400);
+    // A listing with a misspelt filter is refused too, rather than listing everything.
+    let listed = client()
+        .get(format!("{}/invocations?stauts=suspended", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 400);
+    let message = listed.json::<Value>().await.unwrap()["message"].to_string();
+    assert!(
+        message.contains("`stauts`") && message.contains("after"),
+        "{message}"
+    );
     assert_eq!(s.inspect(&id).await["status"], "suspended");
     assert_eq!(s.inspect(&other).await["status"], "suspended");
     // Spelt right, the same action acts on what it names, `limit` at a time.

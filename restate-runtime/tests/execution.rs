@@ -67,6 +67,17 @@ impl Exec {
         Err("never works".into())
     }
 
+    #[handler]
+    async fn noop(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+
+    /// Pauses after its one attempt.
+    #[handler(retry(max_attempts = 1))]
+    async fn stuck(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Err("stuck for good".into())
+    }
+
     /// The code "changes" between attempts: the step's name differs on replay.
     #[handler]
     async fn drift(&self, ctx: Context<'_>) -> HandlerResult<()> {
@@ -192,6 +203,42 @@ async fn exhausted_retries_pause_the_invocation() {
         .await
         .unwrap();
     assert_eq!(r.status(), 470);
+    s.stop().await;
+}
+
+/// A call to an invocation that pauses waits for an operator without its slot under the
+/// in-flight cap: with a cap of one, other calls still get in; the call then hears the
+/// operator's kill.
+#[tokio::test]
+async fn a_call_to_a_paused_invocation_does_not_hold_the_in_flight_cap() {
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), |b| b.max_in_flight(1)).await;
+    let waiting = {
+        let url = s.url("/Exec/stuck");
+        tokio::spawn(async move { reqwest::Client::new().post(url).send().await.unwrap() })
+    };
+    let listed = format!("{}/invocations?handler=stuck&status=paused", s.admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let id = loop {
+        let page: Value = reqwest::get(&listed).await.unwrap().json().await.unwrap();
+        if let Some(first) = page["invocations"].as_array().unwrap().first() {
+            break first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // One slot, and the paused call does not hold it: these get in at once, one at a time.
+    for _ in 0..3 {
+        let (status, body) = call(&s, "/Exec/noop", None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(!waiting.is_finished());
+    let killed = reqwest::Client::new()
+        .patch(format!("{}/invocations/{id}/kill", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(killed.status(), 200);
+    assert_eq!(waiting.await.unwrap().status(), 409);
     s.stop().await;
 }
 

@@ -541,8 +541,77 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
             .ok_json(|ingress| client.post(format!("{ingress}/Tally/{k}/get")))
             .await;
         let expected = 2 * (0..mixes).filter(|i| i % KEYS == k).count() as u64;
-        assert_eq!(count, expected, "seed {seed}: Tally/{k}");
+        if count != expected {
+            let report = tally_report(&fleet, &client, k, expected).await;
+            panic!("seed {seed}: Tally/{k} holds {count}, not {expected}\n{report}");
+        }
     }
+}
+
+/// Why `Tally/{k}` does not hold `expected`: whether the count arrives late (read again for
+/// ten seconds), and which adds its listed invocations returned (each count from 1 to
+/// `expected` once: a missing one is a lost add, one returned twice a lost update).
+async fn tally_report(fleet: &Fleet, client: &reqwest::Client, k: u64, expected: u64) -> String {
+    let get = |url: String| async move {
+        let text = match client.get(url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        serde_json::from_str::<Value>(&text).unwrap_or_default()
+    };
+    let start = Instant::now();
+    let mut later = Value::Null;
+    while start.elapsed() < Duration::from_secs(10) {
+        let r = client
+            .post(format!("{}/Tally/{k}/get", fleet.apps[0].ingress))
+            .send()
+            .await;
+        later = match r {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        if later == json!(expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut report = format!("read again for {:?}: {later}", start.elapsed());
+    let admin = &fleet.apps[0].admin;
+    let listed = get(format!(
+        "{admin}/invocations?service=Tally&handler=add&key={k}&limit=1000"
+    ))
+    .await;
+    let listed = listed["invocations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut returned: HashMap<u64, Vec<Value>> = HashMap::new();
+    for invocation in &listed {
+        let id = invocation["id"].as_str().unwrap_or_default();
+        let view = get(format!("{admin}/invocations/{id}")).await;
+        let count = view["result"]["success"].as_u64().unwrap_or(0);
+        returned.entry(count).or_default().push(view);
+    }
+    report.push_str(&format!(
+        "\n{} invocations of Tally/{k} listed",
+        listed.len()
+    ));
+    let missing: Vec<u64> = (1..=expected)
+        .filter(|c| !returned.contains_key(c))
+        .collect();
+    report.push_str(&format!("\nno add returned {missing:?}"));
+    for (count, views) in &returned {
+        if views.len() > 1 || *count == 0 || *count > expected {
+            report.push_str(&format!("\n{} returned {count}:", views.len()));
+            for view in views {
+                report.push_str(&format!("\n  {view}"));
+            }
+        }
+    }
+    for app in &fleet.apps {
+        report.push_str(&format!("\n{}", stuck_report(app, "").await));
+    }
+    report
 }
 
 /// Stops process `pid` (SIGSTOP) for longer than its two-second leases, then continues it:

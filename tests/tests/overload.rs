@@ -245,6 +245,72 @@ async fn attaches_do_not_hold_the_in_flight_cap() {
     }
 }
 
+/// Calls whose invocations suspended wait without a slot (workflows awaiting an approval,
+/// called): more of them than the cap do not keep out new requests, the approvals among
+/// them, and each call is answered when its workflow ends. Until it suspends, a call holds
+/// its slot.
+#[tokio::test]
+async fn calls_waiting_on_suspended_invocations_do_not_hold_the_in_flight_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_MAX_IN_FLIGHT", "2".to_owned()),
+        ("RESTATE_SUSPEND_AFTER", "50ms".to_owned()),
+        ("STEPS_FILE", dir.path().join("steps").display().to_string()),
+        ("STEP_MS", "1".to_owned()),
+    ];
+    let app = App::start(BIN, &dir.path().join("data"), &env).await;
+    let in_flight = || listener_metric(&app, "restate_requests_in_flight", "ingress");
+    // A call whose handler runs (here for 3 s, never suspending) holds its slot throughout.
+    let url = format!("{}/Waits/busy", app.ingress);
+    let busy =
+        tokio::spawn(async move { reqwest::Client::new().post(url).json(&3000).send().await });
+    poll(Duration::from_secs(10), || async { in_flight().await == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(in_flight().await, 1, "a running call gave its slot back");
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    let mut calls = Vec::new();
+    for n in 0..4 {
+        let url = format!("{}/Approval/a{n}/run", app.ingress);
+        calls.push(tokio::spawn(async move {
+            reqwest::Client::new().post(url).send().await.unwrap()
+        }));
+        // The call gives its slot back once its workflow suspended on the promise.
+        let suspended = format!(
+            "{}/invocations?service=Approval&status=suspended",
+            app.admin
+        );
+        poll(Duration::from_secs(10), || async {
+            let listed: Value = reqwest::get(&suspended)
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed["invocations"].as_array().unwrap().len() == n + 1 && in_flight().await == 0
+        })
+        .await;
+    }
+    // Four calls wait, more than the cap: requests still get in, as many at once as it says.
+    for n in 0..4 {
+        let r = reqwest::Client::new()
+            .post(format!("{}/Approval/a{n}/approve", app.ingress))
+            .header("connection", "close")
+            .json(&format!("yes {n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for (n, call) in calls.into_iter().enumerate() {
+        let answer = call.await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer.json::<String>().await.unwrap(),
+            format!("approved: yes {n}")
+        );
+    }
+}
+
 /// The crash app with a cap of 16 connections and `header_timeout`, all 16 taken by
 /// connections that have sent `prefix` of a request (and nothing more yet).
 async fn app_at_its_connection_cap(

@@ -194,6 +194,19 @@ pub(super) struct Page {
     after: Option<String>,
 }
 
+impl Page {
+    /// Its parameters' names.
+    const PARAMS: [&str; 2] = ["limit", "after"];
+}
+
+/// Refuses a query naming a parameter that is neither a filter nor one of `own`.
+fn only_filters_and(uri: &axum::http::Uri, own: &[&str]) -> Result<(), ApiError> {
+    let known: Vec<&str> = (own.iter().copied())
+        .chain(InvocationFilter::PARAMS)
+        .collect();
+    super::params::only_known(uri, &known)
+}
+
 /// `limit=0`, refused rather than read as one.
 fn zero_limit() -> Response {
     ApiError::ingress(400, "limit must be at least 1 (at most 1000)").into_response()
@@ -201,9 +214,14 @@ fn zero_limit() -> Response {
 
 pub(super) async fn list(
     State(engine): State<Engine>,
+    uri: axum::http::Uri,
     Params(page): Params<Page>,
     Params(filter): Params<InvocationFilter>,
 ) -> Response {
+    // A misspelt filter would list everything instead of what was meant.
+    if let Err(refused) = only_filters_and(&uri, &Page::PARAMS) {
+        return refused.into_response();
+    }
     let after = match page.after.as_deref().map(parse_invocation_id).transpose() {
         Ok(after) => after,
         Err(e) => return e.into_response(),
@@ -384,11 +402,7 @@ pub(super) async fn bulk(
     Params(query): Params<BulkQuery>,
     Params(filter): Params<InvocationFilter>,
 ) -> Response {
-    let known: Vec<&str> = BulkQuery::PARAMS
-        .into_iter()
-        .chain(InvocationFilter::PARAMS)
-        .collect();
-    if let Err(refused) = super::params::only_known(&uri, &known) {
+    if let Err(refused) = only_filters_and(&uri, &BulkQuery::PARAMS) {
         return refused.into_response();
     }
     let action = match Action::parse(&query.action, query.from) {

@@ -179,7 +179,7 @@ impl Engine {
         match &*inflight.subscribe().borrow() {
             Finish::Lost(reason) => Err(ControlError::Engine(EngineError::Lost(reason.clone()))),
             Finish::Moved => Err(ControlError::Engine(super::ownership::moved())),
-            Finish::Pending | Finish::Done(_) => Ok(()),
+            Finish::Pending | Finish::Idle | Finish::Done(_) => Ok(()),
         }
     }
 

@@ -59,6 +59,7 @@ impl Engine {
     pub(super) async fn call_forwarded(
         &self,
         req: InvokeRequest,
+        idle: impl FnOnce(),
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
         let Prepared {
             id,
@@ -75,6 +76,11 @@ impl Engine {
         let duplicate = forwarded == Forwarded::Duplicate;
         if workflow_run && duplicate {
             return Err(EngineError::WorkflowAlreadyInvoked);
+        }
+        // Its owner runs it: nothing of it runs here, unless this process is the owner (the
+        // call went through its own inbox, behind a message for its key).
+        if !self.runs(&id) {
+            idle();
         }
         match self.wait_stored_with(id, finished, duplicate).await? {
             Some(done) => Ok((id, done, duplicate)),
@@ -309,19 +315,26 @@ impl Engine {
         let mut retired = Vec::new();
         let mut effects: Vec<(u64, BoxFuture<'_, Result<Applied, String>>)> = Vec::new();
         let mut launches = Vec::new();
+        let invoked: Vec<InvocationId> = page
+            .iter()
+            .filter(|m| m.message.starts_invocation())
+            .map(|m| m.id)
+            .collect();
+        let early = match self.stored_early(&invoked) {
+            Ok(early) => early,
+            Err(e) => {
+                tracing::error!("reading the inbox's invocations failed: {e}");
+                return 0;
+            }
+        };
         {
-            // Which forwarded invocations exist already, read under the in-flight lock and
-            // every claim: none of them can be created, stored or leave memory between the
-            // read and the adoption.
+            // Which forwarded invocations exist already, as of the in-flight lock and every
+            // claim: none of them can be created, stored or leave memory between then and the
+            // adoption.
             let _claims = self.claims.all();
             let mut map = self.inflight.lock().expect("inflight map");
-            let invoked: Vec<InvocationId> = page
-                .iter()
-                .filter(|m| m.message.starts_invocation())
-                .map(|m| m.id)
-                .collect();
-            let stored: HashMap<InvocationId, bool> = match self.storage.stored(&invoked) {
-                Ok(stored) => invoked.into_iter().zip(stored).collect(),
+            let stored = match self.stored_now(&map, early) {
+                Ok(stored) => stored,
                 Err(e) => {
                     tracing::error!("reading the inbox's invocations failed: {e}");
                     return 0;
@@ -441,6 +454,61 @@ impl Engine {
             tracing::error!("removing applied inbox messages failed: {e}");
         }
         applied
+    }
+
+    /// Which of `ids` are stored, read before the in-flight lock and the claims are taken (a
+    /// round trip on PostgreSQL, which nothing else then waits out); with what
+    /// [`Self::stored_now`] needs to tell the reads that still stand.
+    pub(super) fn stored_early(
+        &self,
+        ids: &[InvocationId],
+    ) -> Result<Vec<EarlyStored>, EngineError> {
+        let partition_changes = self.partition_changes();
+        let before: Vec<(u64, bool)> = {
+            let map = self.inflight.lock().expect("inflight map");
+            (ids.iter())
+                .map(|id| (self.claims.creations(id), map.contains_key(id)))
+                .collect()
+        };
+        let stored = self.storage.stored(ids)?;
+        Ok((ids.iter().zip(before).zip(stored))
+            .map(|((id, (creations, in_memory)), stored)| EarlyStored {
+                id: *id,
+                stored,
+                creations,
+                in_memory,
+                partition_changes,
+            })
+            .collect())
+    }
+
+    /// Whether each invocation read by [`Self::stored_early`] is stored now, under the
+    /// in-flight lock (`map`) and every claim. A record of an invocation of this process's
+    /// partitions is first stored only by a commit of this process, queued while the
+    /// invocation is in memory: one of an id derived from a key is created under its claim
+    /// and counted in its slot's creations, one of a fresh id comes only from its message (or
+    /// is a send placed here, in memory before its message exists). So the early read stands
+    /// for one that was not in memory when it began, was not created since and is not in
+    /// memory now, as long as no partition joined or left meanwhile (one that left and came
+    /// back may hold what another process stored); the others (rare) are read again, here,
+    /// under the lock.
+    pub(super) fn stored_now(
+        &self,
+        map: &FastMap<InvocationId, Arc<Inflight>>,
+        early: Vec<EarlyStored>,
+    ) -> Result<HashMap<InvocationId, bool>, EngineError> {
+        let partition_changes = self.partition_changes();
+        let changed = |e: &EarlyStored| {
+            !map.contains_key(&e.id)
+                && (e.in_memory
+                    || self.claims.creations(&e.id) != e.creations
+                    || partition_changes != e.partition_changes)
+        };
+        let again: Vec<InvocationId> = early.iter().filter(|e| changed(e)).map(|e| e.id).collect();
+        let mut stored: HashMap<InvocationId, bool> =
+            early.into_iter().map(|e| (e.id, e.stored)).collect();
+        stored.extend(again.iter().copied().zip(self.storage.stored(&again)?));
+        Ok(stored)
     }
 
     /// The message at `seq` that takes in invocation `id`, removed by a batch queued right
@@ -596,6 +664,17 @@ impl Engine {
             Ok(()) | Err(_) => Ok(Applied::Done),
         }
     }
+}
+
+/// An invocation of an inbox page, read before the locks: whether it was stored, and as the
+/// read began, its slot's creations, whether it was in memory and the engine's count of
+/// partition changes.
+pub(super) struct EarlyStored {
+    pub(super) id: InvocationId,
+    pub(super) stored: bool,
+    pub(super) creations: u64,
+    pub(super) in_memory: bool,
+    pub(super) partition_changes: u64,
 }
 
 /// What applying one inbox message came to.

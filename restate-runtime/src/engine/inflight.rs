@@ -27,6 +27,10 @@ pub struct Completed {
 pub(crate) enum Finish {
     /// Still going.
     Pending,
+    /// Still going, and idle since the wait began: suspended (its record durable, nothing of
+    /// it in memory until it is woken) or paused (until an operator resumes it). It may be
+    /// running again by now; said once, to whoever waits then.
+    Idle,
     /// Finished with a result.
     Done(Arc<Completed>),
     /// The engine could not finish it (storage failure, shutdown): no answer can be given.
@@ -349,21 +353,43 @@ impl Inflight {
         self.finish.subscribe()
     }
 
+    /// Tells whoever waits that it is idle ([`Finish::Idle`]), unless it ended already.
+    pub fn idle(&self) {
+        self.finish.send_if_modified(|finish| {
+            let pending = matches!(finish, Finish::Pending);
+            if pending {
+                *finish = Finish::Idle;
+            }
+            pending
+        });
+    }
+
     pub fn finish(&self, finish: Finish) {
         self.finish.send_replace(finish);
     }
 }
 
 /// Waits until the invocation finishes.
-pub(crate) async fn wait_finished(
+pub(crate) async fn wait_finished(rx: watch::Receiver<Finish>) -> Result<Arc<Completed>, WaitEnd> {
+    wait_finished_or_idle(rx, || {}).await
+}
+
+/// [`wait_finished`], calling `idle` once if the invocation suspends or pauses meanwhile.
+pub(crate) async fn wait_finished_or_idle(
     mut rx: watch::Receiver<Finish>,
+    idle: impl FnOnce(),
 ) -> Result<Arc<Completed>, WaitEnd> {
+    let mut idle = Some(idle);
     loop {
-        match &*rx.borrow_and_update() {
+        let now_idle = match &*rx.borrow_and_update() {
             Finish::Done(c) => return Ok(c.clone()),
             Finish::Lost(reason) => return Err(WaitEnd::Lost(reason.clone())),
             Finish::Moved => return Err(WaitEnd::Moved),
-            Finish::Pending => {}
+            Finish::Pending => false,
+            Finish::Idle => true,
+        };
+        if now_idle && let Some(idle) = idle.take() {
+            idle();
         }
         if rx.changed().await.is_err() {
             return Err(WaitEnd::Lost("the runtime is shutting down".into()));

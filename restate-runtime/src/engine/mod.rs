@@ -42,7 +42,7 @@ pub use control::ControlError;
 pub use drain::DrainStatus;
 pub(crate) use handover::UndrainError;
 pub use inflight::Completed;
-pub(crate) use inflight::{Finish, Inflight, WaitEnd, wait_finished};
+pub(crate) use inflight::{Finish, Inflight, WaitEnd, wait_finished, wait_finished_or_idle};
 pub(crate) use injected::InjectedFaults;
 pub use injected::RunFault;
 pub(crate) use journal::Journal;
@@ -766,15 +766,15 @@ impl Engine {
             workflow_run,
         };
         if derived {
-            let existing = self
-                .inflight
-                .lock()
-                .expect("inflight map")
-                .get(&id)
-                .cloned();
-            if let Some(existing) = existing {
-                return Ok(running(&existing));
+            // Joined under the map lock: a suspension, which drops a finish channel nobody
+            // listens on under that lock, cannot drop this one between the look and the
+            // subscription (the duplicate would wait on a channel its invocation no longer
+            // sends on, forever).
+            let map = self.inflight.lock().expect("inflight map");
+            if let Some(existing) = map.get(&id) {
+                return Ok(running(existing));
             }
+            drop(map);
             let stored = match looked {
                 Some(looked) if self.claims.creations(&id) == looked.creations => looked.record,
                 _ => self.storage.invocation(&id)?,
@@ -1060,9 +1060,21 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        self.call_with(req, || {}).await
+    }
+
+    /// [`Self::call`], calling `idle` once the wait holds nothing that runs in this process:
+    /// the invocation runs in another one (forwarded, or its partition moved), is stored
+    /// already, or suspended or paused meanwhile (a request's slot under the in-flight cap is
+    /// given back then, as an attach's).
+    pub(crate) async fn call_with(
+        &self,
+        req: InvokeRequest,
+        idle: impl FnOnce() + Send,
+    ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
         let submitted = match self.submit_or_route(req).await? {
             Ok(submitted) => submitted,
-            Err(req) => return self.call_forwarded(req).await,
+            Err(req) => return self.call_forwarded(req, idle).await,
         };
         // As Restate: a workflow runs once per key; calling `run` again is a conflict (sends
         // answer PreviouslyAccepted, attach returns the result).
@@ -1073,10 +1085,14 @@ impl Engine {
         }
         match submitted.submission {
             Submission::Finished(done) => Ok((submitted.id, done, true)),
-            Submission::Stored => match self.attach(submitted.id).await? {
-                Some(done) => Ok((submitted.id, done, true)),
-                None => Err(EngineError::Lost("the invocation was purged".into())),
-            },
+            Submission::Stored => {
+                // Stored, not in memory: nothing of it runs for this wait.
+                idle();
+                match self.attach(submitted.id).await? {
+                    Some(done) => Ok((submitted.id, done, true)),
+                    None => Err(EngineError::Lost("the invocation was purged".into())),
+                }
+            }
             Submission::Running {
                 inflight,
                 new,
@@ -1085,7 +1101,7 @@ impl Engine {
                 if new {
                     self.launch(inflight, submitted.execution_time_ms);
                 }
-                let done = self.wait_or_follow(submitted.id, rx, true).await?;
+                let done = self.wait_or_follow(submitted.id, rx, true, idle).await?;
                 Ok((submitted.id, done, !new))
             }
         }
@@ -1167,10 +1183,15 @@ impl Engine {
         id: InvocationId,
         rx: watch::Receiver<Finish>,
         follow: bool,
+        idle: impl FnOnce(),
     ) -> Result<Arc<Completed>, EngineError> {
-        match wait_finished(rx).await {
+        let mut idle = Some(idle);
+        let waits = || idle.take().into_iter().for_each(|idle| idle());
+        match wait_finished_or_idle(rx, waits).await {
             Ok(done) => Ok(done),
             Err(WaitEnd::Moved) if follow && self.shared_store => {
+                // Its new owner runs it: nothing of it runs here.
+                idle.take().into_iter().for_each(|idle| idle());
                 self.storage.submit(Vec::new()).await?;
                 Box::pin(self.attach(id))
                     .await?
@@ -1204,7 +1225,7 @@ impl Engine {
             .get(&id)
             .map(|f| f.subscribe());
         if let Some(rx) = in_memory {
-            return self.wait_or_follow(id, rx, follow).await.map(Some);
+            return self.wait_or_follow(id, rx, follow, || {}).await.map(Some);
         }
         // Not in memory: finished, suspended, or unknown. Subscribe before reading the store, so
         // a completion between the two is not missed (completion is durable before it is sent).
@@ -1238,7 +1259,7 @@ impl Engine {
                 self.drop_finisher_if_idle(&id);
                 return Err(abandoned());
             }
-            Some(_) => return self.wait_or_follow(id, rx, follow).await.map(Some),
+            Some(_) => return self.wait_or_follow(id, rx, follow, || {}).await.map(Some),
             None => None,
         };
         // Nothing to wait for: the channel made for this look goes with its receiver.
@@ -1714,6 +1735,8 @@ impl Engine {
         if let Err(e) = waiter.await {
             return Box::pin(self.lose_refused(inflight, e.to_string())).await;
         }
+        // Paused: whoever waits on it holds nothing that runs.
+        inflight.idle();
         // A kill that arrived while the pause committed waits on this task.
         if inflight.kill_requested.load(Ordering::SeqCst) {
             Box::pin(self.complete(inflight, control::killed())).await;

@@ -68,6 +68,9 @@ pub(crate) struct Held {
     joining: Partitions,
     /// The timers, the purger and the inbox run (since the first partitions joined).
     serving: bool,
+    /// How many times partitions joined or left: a read of the store made before a change
+    /// may not hold for the partitions that moved (another process wrote them meanwhile).
+    changes: u64,
 }
 
 impl Held {
@@ -76,6 +79,7 @@ impl Held {
             running: Partitions::none(count),
             joining: Partitions::none(count),
             serving: false,
+            changes: 0,
         }
     }
 }
@@ -84,6 +88,11 @@ impl Engine {
     /// The partitions it runs now.
     pub(crate) fn owned(&self) -> Partitions {
         self.held.read().expect("held lock").running.clone()
+    }
+
+    /// How many times partitions joined or left this engine.
+    pub(super) fn partition_changes(&self) -> u64 {
+        self.held.read().expect("held lock").changes
     }
 
     /// Whether it runs any partition; `false` while other processes run them all.
@@ -212,6 +221,7 @@ impl Engine {
         {
             let mut held = self.held.write().expect("held lock");
             held.joining = held.joining.with(gained);
+            held.changes += 1;
         }
         let recovered = self.recover(gained);
         let first = {
@@ -256,6 +266,7 @@ impl Engine {
             {
                 let mut held = self.held.write().expect("held lock");
                 held.running = held.running.without(lost);
+                held.changes += 1;
                 self.metrics
                     .partitions_running
                     .set(held.running.len() as i64);

@@ -98,13 +98,15 @@ impl Engine {
         }
         map.remove(&inflight.id);
         // Nobody waits on it now: a suspended invocation keeps no channel (an attacher
-        // creates one).
+        // creates one). Whoever waits hears that it is idle.
         let mut finishers = self.finishers.lock().expect("finishers");
         if finishers
             .get(&inflight.id)
             .is_some_and(|f| f.receiver_count() == 0)
         {
             finishers.remove(&inflight.id);
+        } else {
+            inflight.idle();
         }
         drop(finishers);
         drop(map);

@@ -42,6 +42,7 @@ pub(crate) async fn invoke(
         return Err(ApiError::ingress(400, "the invoked service is not public"));
     }
     let delay = parse_delay(req.uri().query())?;
+    let slot = crate::listener::HeldSlot::of(req.extensions());
     if delay.is_some() && !send {
         return Err(ApiError::ingress(
             400,
@@ -124,7 +125,14 @@ pub(crate) async fn invoke(
             let (id, status, at) = engine.send(request).await?;
             Ok(response::accepted(id, status, at))
         } else {
-            let (id, done, replayed) = engine.call(request).await?;
+            // The request's slot under the in-flight cap is given back once nothing of the
+            // call runs here (suspended, or run by another process), as an attach's.
+            let idle = move || {
+                if let Some(slot) = slot {
+                    slot.release();
+                }
+            };
+            let (id, done, replayed) = engine.call_with(request, idle).await?;
             Ok(response::completed(id, &done, replayed))
         }
     }

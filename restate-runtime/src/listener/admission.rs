@@ -142,8 +142,12 @@ struct Slot(Arc<Gate>);
 
 /// A request's slot under the in-flight cap, in its extensions: an attach, which only waits,
 /// gives it back first ([`HeldSlot::release`]), so that attaches never keep out the requests
-/// that would end their waits. (A call keeps its slot: its handler runs in this process, and
-/// the cap is what bounds how many run at once.)
+/// that would end their waits. A call keeps its slot while the handler it started may run in
+/// this process (the cap bounds how many requests start handlers at once), and gives it back
+/// once it only waits: its invocation suspended (a workflow awaiting an approval) or paused
+/// (until an operator acts), is stored already, or runs in another process. A woken or
+/// resumed invocation runs without a slot, as one started by `/send` does: neither is bounded
+/// by the cap.
 #[derive(Clone)]
 pub(crate) struct HeldSlot(Arc<std::sync::Mutex<Option<Slot>>>);
 

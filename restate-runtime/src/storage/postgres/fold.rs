@@ -1,17 +1,21 @@
-//! A group's operations folded into the fewest statements: per table, the ranges and rows it
-//! deletes and the rows it finally holds, each kind sent as one statement over arrays
-//! (`unnest`). A group of fifty requests is then a handful of statements, not a hundred.
+//! A group's operations folded into the fewest writes: per table, the ranges and rows it
+//! deletes and the rows it finally holds, each kind one part of a statement over arrays
+//! (`unnest`, see [`combined`](super::combined)). A group of fifty requests is then one
+//! statement, not a hundred.
 //!
 //! Folding keeps the meaning of applying the operations one by one: a delete drops the rows
-//! put before it in the group, and the statements run deletes first, then puts, so every row
-//! put after a delete survives it. Tables are independent of each other, so their order
-//! does not matter; a cancel request, which reads a stored record, is folded into a record
-//! put earlier in the group or, when there is none, ends the fold (see `writer.rs`).
+//! put before it in the group, and a put after a delete of its row replaces the delete (it
+//! writes the whole row). A row put into a range deleted before it in the group splits the
+//! statement in two, deletes first, so that the range's delete cannot reach it. Tables are
+//! independent of each other, so their order does not matter; a cancel request, which reads a
+//! stored record, is folded into a record put earlier in the group or, when there is none,
+//! ends the fold (see `writer.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{StateScope, StorageError, WriteOp, hint_due};
+use super::combined::{Combined, Part};
 use super::{Param, millis};
 use crate::ids::InvocationId;
 
@@ -27,6 +31,9 @@ struct Folded<K, V, R> {
     ranges: Vec<R>,
     deletes: BTreeSet<K>,
     puts: BTreeMap<K, V>,
+    /// A row was put into a range deleted before it: the deletes go first, in a statement of
+    /// their own.
+    put_into_range: bool,
 }
 
 impl<K: Ord + Clone, V, R> Default for Folded<K, V, R> {
@@ -35,12 +42,20 @@ impl<K: Ord + Clone, V, R> Default for Folded<K, V, R> {
             ranges: Vec::new(),
             deletes: BTreeSet::new(),
             puts: BTreeMap::new(),
+            put_into_range: false,
         }
     }
 }
 
-impl<K: Ord + Clone, V, R> Folded<K, V, R> {
+/// A range of a table's rows that one operation deletes.
+trait Covers<K> {
+    fn covers(&self, key: &K) -> bool;
+}
+
+impl<K: Ord + Clone, V, R: Covers<K>> Folded<K, V, R> {
     fn put(&mut self, key: K, value: V) {
+        self.deletes.remove(&key);
+        self.put_into_range |= self.ranges.iter().any(|range| range.covers(&key));
         self.puts.insert(key, value);
     }
 
@@ -49,10 +64,47 @@ impl<K: Ord + Clone, V, R> Folded<K, V, R> {
         self.deletes.insert(key);
     }
 
-    fn delete_range(&mut self, range: R, covers: impl Fn(&R, &K) -> bool) {
-        self.puts.retain(|k, _| !covers(&range, k));
-        self.deletes.retain(|k| !covers(&range, k));
+    fn delete_range(&mut self, range: R) {
+        self.puts.retain(|k, _| !range.covers(k));
+        self.deletes.retain(|k| !range.covers(k));
         self.ranges.push(range);
+    }
+}
+
+/// The invocations table has no ranges.
+impl Covers<Id> for () {
+    fn covers(&self, _: &Id) -> bool {
+        false
+    }
+}
+
+/// All of an invocation's journal entries or wake-ups.
+impl Covers<(Id, u32)> for Id {
+    fn covers(&self, (id, _): &(Id, u32)) -> bool {
+        id == self
+    }
+}
+
+/// All the result waiters of a source.
+impl Covers<(Id, Id, u32)> for Id {
+    fn covers(&self, (source, _, _): &(Id, Id, u32)) -> bool {
+        source == self
+    }
+}
+
+/// All the named values of an object or workflow.
+impl Covers<Named> for Scope {
+    fn covers(&self, named: &Named) -> bool {
+        self.0 == named.0 && self.1 == named.1
+    }
+}
+
+impl Covers<(Named, Id, u32)> for WaiterRange {
+    fn covers(&self, (promise, _, _): &(Named, Id, u32)) -> bool {
+        match self {
+            WaiterRange::Scope(s) => s.covers(promise),
+            WaiterRange::Promise(p) => p == promise,
+        }
     }
 }
 
@@ -98,10 +150,6 @@ fn named(s: &StateScope, name: &str) -> Named {
     (service, key, name.as_bytes().to_vec())
 }
 
-fn in_scope(scope: &Scope, named: &Named) -> bool {
-    scope.0 == named.0 && scope.1 == named.1
-}
-
 impl Fold {
     /// Folds one operation in, except a cancel request for a record this fold does not hold:
     /// its invocation is returned, and the caller sends what is folded so far and applies it
@@ -121,7 +169,7 @@ impl Fold {
                     None => None,
                 };
                 if expires_at_ms.is_some() && stored_before {
-                    self.wakes.delete_range(key, |id, (k, _)| k == id);
+                    self.wakes.delete_range(key);
                 }
                 if expires_at_ms.is_some() {
                     self.finished.push(id);
@@ -143,8 +191,8 @@ impl Fold {
             WriteOp::DeleteInvocation { id } => {
                 let key = id.storage_key();
                 self.invocations.delete(key);
-                self.journal.delete_range(key, |id, (k, _)| k == id);
-                self.wakes.delete_range(key, |id, (k, _)| k == id);
+                self.journal.delete_range(key);
+                self.wakes.delete_range(key);
             }
             WriteOp::SetState {
                 scope: s,
@@ -154,16 +202,16 @@ impl Fold {
                 self.state.put(named(&s, &name), value);
             }
             WriteOp::ClearState { scope: s, name } => self.state.delete(named(&s, &name)),
-            WriteOp::ClearAllState { scope: s } => self.state.delete_range(scope(&s), in_scope),
+            WriteOp::ClearAllState { scope: s } => self.state.delete_range(scope(&s)),
             WriteOp::PutPromise {
                 scope: s,
                 name,
                 encoded,
             } => self.promises.put(named(&s, &name), encoded),
             WriteOp::ClearPromises { scope: s } => {
-                self.promises.delete_range(scope(&s), in_scope);
+                self.promises.delete_range(scope(&s));
                 self.promise_waiters
-                    .delete_range(WaiterRange::Scope(scope(&s)), covers_waiter);
+                    .delete_range(WaiterRange::Scope(scope(&s)));
             }
             WriteOp::AddPromiseWaiter {
                 scope: s,
@@ -175,7 +223,7 @@ impl Fold {
                 .put((named(&s, &name), id.storage_key(), index), ()),
             WriteOp::ClearPromiseWaiters { scope: s, name } => self
                 .promise_waiters
-                .delete_range(WaiterRange::Promise(named(&s, &name)), covers_waiter),
+                .delete_range(WaiterRange::Promise(named(&s, &name))),
             WriteOp::Wake { id, index } => self.wakes.put((id.storage_key(), index), ()),
             WriteOp::ClearWakes { id, indexes } => {
                 for index in indexes {
@@ -191,8 +239,7 @@ impl Fold {
                 .result_waiters
                 .put((source.storage_key(), waiter.storage_key(), index), call),
             WriteOp::ClearResultWaiters { source } => {
-                self.result_waiters
-                    .delete_range(source.storage_key(), |id, (s, _, _)| s == id);
+                self.result_waiters.delete_range(source.storage_key());
             }
             WriteOp::RequestCancel { id } => {
                 return Ok((!self.cancel_folded(&id)?).then_some(id));
@@ -224,14 +271,23 @@ impl Fold {
         std::mem::take(&mut self.finished)
     }
 
-    /// The statements, as SQL and parameters: every table's deletes before its puts.
-    pub(super) fn statements(self) -> Vec<(&'static str, Vec<Param>)> {
-        let mut out: Vec<(&'static str, Vec<Param>)> = Vec::new();
-        let mut push = |sql: &'static str, params: Vec<Param>| out.push((sql, params));
+    /// The statements: the parts of `first` (the fence, for one) and the fold's, in one
+    /// statement, or in two when a row is put into a range deleted before it (the deletes
+    /// first, with `first`'s parts). Empty statements are left out.
+    pub(super) fn statements(self, mut first: Combined) -> Vec<Combined> {
+        let split = self.invocations.put_into_range
+            || self.journal.put_into_range
+            || self.state.put_into_range
+            || self.promises.put_into_range
+            || self.promise_waiters.put_into_range
+            || self.wakes.put_into_range
+            || self.result_waiters.put_into_range;
+        let mut parts: Vec<(Part, Vec<Param>)> = Vec::new();
+        let mut push = |part: Part, params: Vec<Param>| parts.push((part, params));
 
         let inv = self.invocations;
         if !inv.deletes.is_empty() {
-            push(sql::DELETE_INVOCATIONS, vec![ids(inv.deletes.iter())]);
+            push(Part::DeleteInvocations, vec![ids(inv.deletes.iter())]);
         }
         if !inv.puts.is_empty() {
             let n = inv.puts.len();
@@ -254,7 +310,7 @@ impl Fold {
                 expiries.push(row.expires_at_ms);
             }
             push(
-                sql::PUT_INVOCATIONS,
+                Part::PutInvocations,
                 vec![
                     Box::new(keys),
                     Box::new(partition_keys),
@@ -268,12 +324,12 @@ impl Fold {
 
         let journal = self.journal;
         if !journal.ranges.is_empty() {
-            push(sql::DELETE_JOURNALS, vec![ids(journal.ranges.iter())]);
+            push(Part::DeleteJournals, vec![ids(journal.ranges.iter())]);
         }
         if !journal.puts.is_empty() {
             let rows: Vec<_> = journal.puts.into_iter().collect();
             push(
-                sql::PUT_JOURNAL,
+                Part::PutJournal,
                 vec![
                     ids(rows.iter().map(|((k, _), _)| k)),
                     indexes(rows.iter().map(|((_, i), _)| i)),
@@ -282,18 +338,36 @@ impl Fold {
             );
         }
 
-        for (table, folded) in [(sql::STATE, self.state), (sql::PROMISES, self.promises)] {
+        let named_tables = [
+            (
+                [
+                    Part::DeleteStateScopes,
+                    Part::DeleteStateRows,
+                    Part::PutState,
+                ],
+                self.state,
+            ),
+            (
+                [
+                    Part::DeletePromiseScopes,
+                    Part::DeletePromiseRows,
+                    Part::PutPromises,
+                ],
+                self.promises,
+            ),
+        ];
+        for ([delete_scopes, delete_rows, put], folded) in named_tables {
             if !folded.ranges.is_empty() {
-                push(table.delete_scopes, scopes(folded.ranges));
+                push(delete_scopes, scopes(folded.ranges));
             }
             if !folded.deletes.is_empty() {
-                push(table.delete_rows, names(folded.deletes.into_iter()));
+                push(delete_rows, names(folded.deletes.into_iter()));
             }
             if !folded.puts.is_empty() {
                 let (keys, values): (Vec<_>, Vec<_>) = folded.puts.into_iter().unzip();
                 let mut params = names(keys.into_iter());
                 params.push(Box::new(values));
-                push(table.put, params);
+                push(put, params);
             }
         }
 
@@ -306,26 +380,26 @@ impl Fold {
             }
         }
         if !whole.is_empty() {
-            push(sql::DELETE_SCOPE_PROMISE_WAITERS, scopes(whole));
+            push(Part::DeleteScopePromiseWaiters, scopes(whole));
         }
         if !promises.is_empty() {
-            push(sql::DELETE_PROMISE_WAITERS, names(promises.into_iter()));
+            push(Part::DeletePromiseWaiters, names(promises.into_iter()));
         }
         if !waiters.puts.is_empty() {
             let keys: Vec<_> = waiters.puts.into_keys().collect();
             let mut params = names(keys.iter().map(|(p, _, _)| p.clone()));
             params.push(ids(keys.iter().map(|(_, id, _)| id)));
             params.push(indexes(keys.iter().map(|(_, _, i)| i)));
-            push(sql::ADD_PROMISE_WAITERS, params);
+            push(Part::AddPromiseWaiters, params);
         }
 
         let wakes = self.wakes;
         if !wakes.ranges.is_empty() {
-            push(sql::DELETE_ALL_WAKES, vec![ids(wakes.ranges.iter())]);
+            push(Part::DeleteAllWakes, vec![ids(wakes.ranges.iter())]);
         }
         if !wakes.deletes.is_empty() {
             push(
-                sql::DELETE_WAKES,
+                Part::DeleteWakes,
                 vec![
                     ids(wakes.deletes.iter().map(|(k, _)| k)),
                     indexes(wakes.deletes.iter().map(|(_, i)| i)),
@@ -335,7 +409,7 @@ impl Fold {
         if !wakes.puts.is_empty() {
             let keys: Vec<_> = wakes.puts.into_keys().collect();
             push(
-                sql::ADD_WAKES,
+                Part::AddWakes,
                 vec![
                     ids(keys.iter().map(|(k, _)| k)),
                     indexes(keys.iter().map(|(_, i)| i)),
@@ -345,12 +419,12 @@ impl Fold {
 
         let results = self.result_waiters;
         if !results.ranges.is_empty() {
-            push(sql::DELETE_RESULT_WAITERS, vec![ids(results.ranges.iter())]);
+            push(Part::DeleteResultWaiters, vec![ids(results.ranges.iter())]);
         }
         if !results.puts.is_empty() {
             let rows: Vec<_> = results.puts.into_iter().collect();
             push(
-                sql::ADD_RESULT_WAITERS,
+                Part::AddResultWaiters,
                 vec![
                     ids(rows.iter().map(|((s, _, _), _)| s)),
                     ids(rows.iter().map(|((_, w, _), _)| w)),
@@ -360,7 +434,7 @@ impl Fold {
             );
         }
         if !self.inbox_done.is_empty() {
-            push(sql::DELETE_INBOX, vec![Box::new(self.inbox_done)]);
+            push(Part::DeleteInbox, vec![Box::new(self.inbox_done)]);
         }
         if !self.forwards.is_empty() {
             let (mut partition_keys, mut keys, mut messages) = (Vec::new(), Vec::new(), Vec::new());
@@ -370,18 +444,21 @@ impl Fold {
                 messages.push(message);
             }
             push(
-                sql::FORWARD,
+                Part::Forward,
                 vec![Box::new(partition_keys), Box::new(keys), Box::new(messages)],
             );
         }
-        out
-    }
-}
-
-fn covers_waiter(range: &WaiterRange, (promise, _, _): &(Named, Id, u32)) -> bool {
-    match range {
-        WaiterRange::Scope(s) => in_scope(s, promise),
-        WaiterRange::Promise(p) => p == promise,
+        let mut second = Combined::default();
+        for (part, params) in parts {
+            match split && !part.deletes() {
+                true => second.push(part, params),
+                false => first.push(part, params),
+            }
+        }
+        [first, second]
+            .into_iter()
+            .filter(|statement| !statement.is_empty())
+            .collect()
     }
 }
 
@@ -408,103 +485,69 @@ fn names(names: impl Iterator<Item = Named>) -> Vec<Param> {
     vec![Box::new(services), Box::new(keys), Box::new(names_)]
 }
 
-/// Every statement a fold may send, for the writer to prepare.
-pub(super) const ALL: &[&str] = &[
-    sql::DELETE_INVOCATIONS,
-    sql::PUT_INVOCATIONS,
-    sql::DELETE_JOURNALS,
-    sql::PUT_JOURNAL,
-    sql::STATE.delete_scopes,
-    sql::STATE.delete_rows,
-    sql::STATE.put,
-    sql::PROMISES.delete_scopes,
-    sql::PROMISES.delete_rows,
-    sql::PROMISES.put,
-    sql::DELETE_SCOPE_PROMISE_WAITERS,
-    sql::DELETE_PROMISE_WAITERS,
-    sql::ADD_PROMISE_WAITERS,
-    sql::DELETE_ALL_WAKES,
-    sql::DELETE_WAKES,
-    sql::ADD_WAKES,
-    sql::DELETE_RESULT_WAITERS,
-    sql::ADD_RESULT_WAITERS,
-    sql::DELETE_INBOX,
-    sql::FORWARD,
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::postgres::combined::shape_of;
 
-/// The statements a fold sends, each over arrays of rows.
-mod sql {
-    pub(super) const DELETE_INVOCATIONS: &str =
-        "DELETE FROM restate_invocations WHERE id = ANY($1::bytea[])";
-    pub(super) const DELETE_INBOX: &str = "DELETE FROM restate_inbox WHERE seq = ANY($1::int8[])";
-    /// Messages from handlers to other partitions, in their order; they start nothing that
-    /// is deduplicated at the insert (the owner that applies one finds what exists), and
-    /// wake the owners at the commit.
-    pub(super) const FORWARD: &str = "INSERT INTO restate_inbox (partition_key, id, starts, message) \
-         SELECT t.p, t.i, false, t.m \
-         FROM unnest($1::int8[], $2::bytea[], $3::bytea[]) WITH ORDINALITY AS t(p, i, m, n) \
-         ORDER BY t.n \
-         RETURNING pg_notify('restate_inbox', '')::text";
-    pub(super) const PUT_INVOCATIONS: &str = "INSERT INTO restate_invocations \
-         (id, partition_key, record, hint, due_ms, expires_at_ms) \
-         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[], \
-         $6::int8[]) ON CONFLICT (id) DO UPDATE SET record = excluded.record, \
-         hint = excluded.hint, due_ms = excluded.due_ms, expires_at_ms = excluded.expires_at_ms";
-    pub(super) const DELETE_JOURNALS: &str =
-        "DELETE FROM restate_journal WHERE id = ANY($1::bytea[])";
-    pub(super) const PUT_JOURNAL: &str = "INSERT INTO restate_journal (id, idx, entry) \
-         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
-         ON CONFLICT (id, idx) DO UPDATE SET entry = excluded.entry";
-
-    /// A table of named values per (service, key): state and promises.
-    pub(super) struct NamedTable {
-        pub(super) delete_scopes: &'static str,
-        pub(super) delete_rows: &'static str,
-        pub(super) put: &'static str,
+    fn shapes(ops: Vec<WriteOp>) -> Vec<u32> {
+        let mut fold = Fold::default();
+        for op in ops {
+            assert!(fold.add(op).unwrap().is_none());
+        }
+        let statements = fold.statements(Combined::default());
+        statements.iter().map(Combined::shape).collect()
     }
 
-    pub(super) const STATE: NamedTable = NamedTable {
-        delete_scopes: "DELETE FROM restate_state t USING unnest($1::bytea[], $2::bytea[]) \
-             AS d(service, key) WHERE t.service = d.service AND t.key = d.key",
-        delete_rows: "DELETE FROM restate_state t \
-             USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS d(service, key, name) \
-             WHERE t.service = d.service AND t.key = d.key AND t.name = d.name",
-        put: "INSERT INTO restate_state (service, key, name, value) \
-             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[]) \
-             ON CONFLICT (service, key, name) DO UPDATE SET value = excluded.value",
-    };
+    fn set(key: &str, name: &str) -> WriteOp {
+        WriteOp::SetState {
+            scope: StateScope {
+                service: "S".into(),
+                key: key.into(),
+            },
+            name: name.into(),
+            value: b"1".to_vec(),
+        }
+    }
 
-    pub(super) const PROMISES: NamedTable = NamedTable {
-        delete_scopes: "DELETE FROM restate_promises t USING unnest($1::bytea[], $2::bytea[]) \
-             AS d(service, key) WHERE t.service = d.service AND t.key = d.key",
-        delete_rows: "DELETE FROM restate_promises t \
-             USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS d(service, key, name) \
-             WHERE t.service = d.service AND t.key = d.key AND t.name = d.name",
-        put: "INSERT INTO restate_promises (service, key, name, outcome) \
-             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[]) \
-             ON CONFLICT (service, key, name) DO UPDATE SET outcome = excluded.outcome",
-    };
+    fn scope(key: &str) -> StateScope {
+        StateScope {
+            service: "S".into(),
+            key: key.into(),
+        }
+    }
 
-    pub(super) const DELETE_SCOPE_PROMISE_WAITERS: &str = "DELETE FROM restate_promise_waiters t \
-         USING unnest($1::bytea[], $2::bytea[]) AS d(service, key) \
-         WHERE t.service = d.service AND t.key = d.key";
-    pub(super) const DELETE_PROMISE_WAITERS: &str = "DELETE FROM restate_promise_waiters t \
-         USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS d(service, key, name) \
-         WHERE t.service = d.service AND t.key = d.key AND t.name = d.name";
-    pub(super) const ADD_PROMISE_WAITERS: &str = "INSERT INTO restate_promise_waiters (service, key, name, id, idx) \
-         SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) \
-         ON CONFLICT DO NOTHING";
-
-    pub(super) const DELETE_ALL_WAKES: &str =
-        "DELETE FROM restate_wakes WHERE id = ANY($1::bytea[])";
-    pub(super) const DELETE_WAKES: &str = "DELETE FROM restate_wakes t \
-         USING unnest($1::bytea[], $2::int8[]) AS d(id, idx) WHERE t.id = d.id AND t.idx = d.idx";
-    pub(super) const ADD_WAKES: &str = "INSERT INTO restate_wakes (id, idx) \
-         SELECT * FROM unnest($1::bytea[], $2::int8[]) ON CONFLICT DO NOTHING";
-
-    pub(super) const DELETE_RESULT_WAITERS: &str =
-        "DELETE FROM restate_result_waiters WHERE source = ANY($1::bytea[])";
-    pub(super) const ADD_RESULT_WAITERS: &str = "INSERT INTO restate_result_waiters (source, waiter, idx, call) \
-         SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::bool[]) \
-         ON CONFLICT (source, waiter, idx) DO UPDATE SET call = excluded.call";
+    /// No row is touched by two parts of one statement: a put replaces a delete of its row
+    /// before it, and a put into a range deleted before it sends the deletes first, alone.
+    #[test]
+    fn a_put_into_a_range_deleted_before_it_splits_the_statement() {
+        let clear = |key: &str, name: &str| WriteOp::ClearState {
+            scope: scope(key),
+            name: name.into(),
+        };
+        let clear_all = |key: &str| WriteOp::ClearAllState { scope: scope(key) };
+        assert_eq!(
+            shapes(vec![clear("a", "x"), set("a", "x")]),
+            vec![shape_of([Part::PutState])]
+        );
+        assert_eq!(
+            shapes(vec![set("a", "x"), clear_all("a")]),
+            vec![shape_of([Part::DeleteStateScopes])]
+        );
+        assert_eq!(
+            shapes(vec![clear_all("a"), set("b", "x"), clear("b", "y")]),
+            vec![shape_of([
+                Part::DeleteStateScopes,
+                Part::DeleteStateRows,
+                Part::PutState
+            ])]
+        );
+        assert_eq!(
+            shapes(vec![clear_all("a"), set("a", "x")]),
+            vec![
+                shape_of([Part::DeleteStateScopes]),
+                shape_of([Part::PutState])
+            ]
+        );
+    }
 }

@@ -28,11 +28,12 @@ pub(super) struct Outgoing {
 /// group either: the first to arrive) has its id. Rows go in in id order, so two processes'
 /// groups take the unique index's locks in one order and cannot deadlock; messages of one
 /// group arrived together, so no order among them was promised (one client's next message
-/// waits for the answer to its last).
-const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, starts, message) \
+/// waits for the answer to its last). `OFFSET 0` keeps the `EXISTS` a lookup per row: without
+/// it the planner may hash the whole table of invocations for every group.
+pub(super) const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, starts, message) \
      SELECT t.p, t.i, t.s, t.m \
      FROM unnest($1::int8[], $2::bytea[], $3::bool[], $4::bytea[]) WITH ORDINALITY AS t(p, i, s, m, n) \
-     WHERE NOT (t.s AND EXISTS (SELECT 1 FROM restate_invocations v WHERE v.id = t.i)) \
+     WHERE NOT (t.s AND EXISTS (SELECT 1 FROM restate_invocations v WHERE v.id = t.i OFFSET 0)) \
      ORDER BY t.i, t.n \
      ON CONFLICT (id) WHERE starts DO NOTHING \
      RETURNING id, starts, seq, pg_notify('restate_inbox', '')::text";
@@ -41,7 +42,7 @@ const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, starts, mess
 /// names by now are removed again: the statement above judged by what was committed when it
 /// began, and the owner may since have stored the invocation of an earlier message and
 /// removed that message (its unique row gone, nothing left to conflict with).
-const LATE_DUPLICATES: &str = "DELETE FROM restate_inbox i USING restate_invocations v \
+pub(super) const LATE_DUPLICATES: &str = "DELETE FROM restate_inbox i USING restate_invocations v \
      WHERE i.seq = ANY($1::int8[]) AND i.starts AND v.id = i.id RETURNING i.seq";
 
 /// Writes what is queued, a group at a time, until the queue closes.

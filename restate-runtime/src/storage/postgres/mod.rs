@@ -18,11 +18,12 @@
 //! recovery) read only the partitions this process runs.
 //! Invocation ids are stored as their 24-byte storage keys, so `bytea` order is id order.
 
+mod combined;
 mod fold;
 mod forwarder;
 mod kill;
+mod lookups;
 mod ownership;
-mod pending;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -119,8 +120,8 @@ pub struct PostgresStorage {
     signals: Signals,
     /// Messages on their way to the owner's inbox ([`forwarder`]).
     outgoing: mpsc::UnboundedSender<forwarder::Outgoing>,
-    /// Inbox checks on their way ([`pending`]).
-    asks: mpsc::UnboundedSender<pending::Asked>,
+    /// Point reads on their way ([`lookups`]).
+    asks: Asks,
     queue: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     shared: Arc<Shared>,
     partitions: u32,
@@ -166,6 +167,7 @@ impl PostgresStorage {
                     .clamp(Duration::from_secs(1), Duration::from_secs(30)),
             )
             .tcp_user_timeout(options.lease_ttl);
+        with_session_options(&mut config, PLANS, "");
         let shared = Arc::new(Shared {
             failure: watch::channel(None).0,
             stats: Mutex::default(),
@@ -233,15 +235,6 @@ impl PostgresStorage {
                     let deployment = schema::read(&client).await;
                     return Ok((client, deployment, None));
                 }
-                // The writer's statements (the fence, and array statements over a group's
-                // rows) are planned once: PostgreSQL otherwise plans each execution again
-                // whenever a plan for the parameters at hand looks cheaper than the generic
-                // one, which it does for array parameters; echo at concurrency 1 spent about
-                // 0.08 ms of its 0.55 ms so (three alternating runs, p50 0.54-0.62 -> 0.48-0.49
-                // ms). PostgreSQL 12 and later.
-                let _ = client
-                    .batch_execute("SET plan_cache_mode = force_generic_plan")
-                    .await;
                 let deployment = match schema::prepare(&mut client, partitions).await {
                     Ok(deployment) => deployment,
                     Err(e) => return Ok((client, Err(e), None)),
@@ -283,13 +276,13 @@ impl PostgresStorage {
         }
         let (signals, inbox_tx) = Signals::channels();
         let (outgoing, forwards) = mpsc::unbounded_channel();
-        let (asks, asked) = mpsc::unbounded_channel();
+        let (asks, asked) = Asks::channels();
         if options.read_only {
             // No writer: nothing is ever submitted, and the end of the snapshot's session
             // fails the reads, not the process.
             shared.closed.store(true, Ordering::SeqCst);
             let reads = Reads::Snapshot(Arc::new(client));
-            runtime.spawn(pending::run(reads.clone(), asked));
+            asked.run(&runtime, &reads);
             return Ok(Self {
                 runtime,
                 reads,
@@ -306,12 +299,7 @@ impl PostgresStorage {
         runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
         // Forwarded messages are acknowledged once written: durable, whatever the defaults.
         let mut pooled = config;
-        let session = "-c synchronous_commit=on";
-        let options_sql = match pooled.get_options() {
-            Some(own) => format!("{own} {session}"),
-            None => session.to_owned(),
-        };
-        pooled.options(&options_sql);
+        with_session_options(&mut pooled, "", "-c synchronous_commit=on");
         let manager = Manager::from_config(
             pooled,
             NoTls,
@@ -327,7 +315,7 @@ impl PostgresStorage {
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
         runtime.spawn(forwarder::run(reads.clone(), forwards));
-        runtime.spawn(pending::run(Reads::Pool(reads.clone()), asked));
+        asked.run(&runtime, &Reads::Pool(reads.clone()));
         let (queue, rx) = mpsc::unbounded_channel();
         let supervised = shared.clone();
         let max_group_bytes = options.max_group_bytes;
@@ -400,20 +388,17 @@ impl PostgresStorage {
         waiter
     }
 
-    /// Queues an inbox check of `id`, read with the others asked meanwhile ([`pending`]).
-    fn ask_inbox(
+    /// Queues a point read, read with the others of its kind asked meanwhile ([`lookups`]).
+    fn ask<L: lookups::Lookup>(
         &self,
-        id: &InvocationId,
-    ) -> impl Future<Output = Result<InboxPending, StorageError>> + Send + 'static {
+        queue: &mpsc::UnboundedSender<lookups::Ask<L>>,
+        key: L::Key,
+    ) -> Pin<Box<dyn Future<Output = Result<L::Answer, StorageError>> + Send + 'static>> {
         let (done, answer) = oneshot::channel();
-        let asking = Unanswered::count(&self.shared);
-        // Closed (the backend stopped): the check is dropped, and its answer says so.
-        let _ = self.asks.send(pending::Asked { id: *id, done });
-        async move {
-            let answered = answer.await.unwrap_or(Err(StorageError::Closed));
-            drop(asking);
-            answered
-        }
+        let reading = Unanswered::count(&self.shared);
+        // Closed (the backend stopped): the ask is dropped, and its answer says so.
+        let _ = queue.send(lookups::Ask { key, done, reading });
+        Box::pin(async move { answer.await.unwrap_or(Err(StorageError::Closed)) })
     }
 
     /// `params` and then the filter of the scans that find work for this process (its inbox,
@@ -428,25 +413,6 @@ impl PostgresStorage {
         params.push(Box::new(list));
         params.push(Box::new(self.partitions as i32));
         params
-    }
-
-    /// Runs one read statement on the backend's runtime, answered without blocking the
-    /// caller's thread: `of` makes the answer of its rows.
-    fn read_async<T: Send + 'static>(
-        &self,
-        sql: &'static str,
-        params: Vec<Param>,
-        of: fn(Vec<Row>) -> Result<T, StorageError>,
-    ) -> Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'static>> {
-        let (tx, rx) = oneshot::channel();
-        let read = query(self.reads.clone(), sql, params);
-        let reading = Unanswered::count(&self.shared);
-        self.handle().spawn(async move {
-            let _ = tx.send(read.await.and_then(of));
-            // After the answer: its reader is woken before the read stops counting.
-            drop(reading);
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::Closed)) })
     }
 
     /// Runs one read statement on a pooled connection and waits for its rows.
@@ -470,6 +436,50 @@ impl Unanswered {
 impl Drop for Unanswered {
     fn drop(&mut self) {
         self.0.unanswered.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The queues of point reads, a queue per kind ([`lookups`]).
+struct Asks {
+    inbox: mpsc::UnboundedSender<lookups::Ask<lookups::Inbox>>,
+    state: mpsc::UnboundedSender<lookups::Ask<lookups::State>>,
+    record: mpsc::UnboundedSender<lookups::Ask<lookups::Record>>,
+}
+
+/// Their receiving ends, until their readers start.
+struct Asked {
+    inbox: mpsc::UnboundedReceiver<lookups::Ask<lookups::Inbox>>,
+    state: mpsc::UnboundedReceiver<lookups::Ask<lookups::State>>,
+    record: mpsc::UnboundedReceiver<lookups::Ask<lookups::Record>>,
+}
+
+impl Asks {
+    fn channels() -> (Self, Asked) {
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (state, state_rx) = mpsc::unbounded_channel();
+        let (record, record_rx) = mpsc::unbounded_channel();
+        let asked = Asked {
+            inbox: inbox_rx,
+            state: state_rx,
+            record: record_rx,
+        };
+        (
+            Self {
+                inbox,
+                state,
+                record,
+            },
+            asked,
+        )
+    }
+}
+
+impl Asked {
+    /// Starts a reader per kind on the backend's runtime.
+    fn run(self, runtime: &BackendRuntime, reads: &Reads) {
+        runtime.spawn(lookups::run(reads.clone(), self.inbox));
+        runtime.spawn(lookups::run(reads.clone(), self.state));
+        runtime.spawn(lookups::run(reads.clone(), self.record));
     }
 }
 
@@ -503,21 +513,82 @@ async fn query(
     }
 }
 
-const READ_INVOCATION: &str = "SELECT record FROM restate_invocations WHERE id = $1";
+/// The reads, by their SQL (planned as `PLANS` says; see the plans' test).
+const STORED: &str = "SELECT id FROM restate_invocations WHERE id = ANY($1)";
 
-const READ_STATE: &str =
-    "SELECT value FROM restate_state WHERE service = $1 AND key = $2 AND name = $3";
+const JOURNAL: &str = "SELECT idx, entry FROM restate_journal WHERE id = $1 ORDER BY idx";
 
-fn state_params(scope: &StateScope, name: &str) -> Vec<Param> {
-    let mut params = scope_params(scope);
-    params.push(bytes(name));
-    params
-}
+const LIST: &str = "SELECT id, record FROM restate_invocations WHERE id > $1 ORDER BY id LIMIT $2";
 
-fn first_record(rows: &[Row]) -> Result<Option<InvocationRecord>, StorageError> {
-    rows.first()
-        .map(|row| Ok(records::decode(row.get::<_, &[u8]>(0))?))
-        .transpose()
+const PROMISE_WAITERS: &str = "SELECT id, idx FROM restate_promise_waiters \
+    WHERE service = $1 AND key = $2 AND name = $3 ORDER BY id, idx";
+
+const UNFINISHED: &str = "SELECT id, hint FROM restate_invocations WHERE hint IS NOT NULL AND id > $1 \
+    AND ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY id LIMIT $2";
+
+const DUE: &str = "SELECT due_ms, id FROM restate_invocations WHERE due_ms IS NOT NULL \
+    AND (due_ms, id) > ($1, $2) AND due_ms <= $3 AND ($5::int[] IS NULL OR restate_partition(partition_key, $6::int) = ANY($5)) \
+    ORDER BY due_ms, id LIMIT $4";
+
+const RESULT_WAITERS_OF: &str = "SELECT source, waiter, idx, call FROM restate_result_waiters \
+    WHERE source = $1 ORDER BY source, waiter, idx";
+
+const EXPIRED: &str = "SELECT id, record FROM restate_invocations WHERE expires_at_ms <= $1 \
+    AND ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY expires_at_ms, id LIMIT $2";
+
+const STATE_NAMES: &str =
+    "SELECT name FROM restate_state WHERE service = $1 AND key = $2 ORDER BY name";
+
+const PROMISE: &str =
+    "SELECT outcome FROM restate_promises WHERE service = $1 AND key = $2 AND name = $3";
+
+const DUE_COUNT: &str = "SELECT count(*) FROM restate_invocations WHERE due_ms IS NOT NULL \
+    AND ($1::int[] IS NULL OR restate_partition(partition_key, $2::int) = ANY($1))";
+
+const RESULT_WAITERS: &str = "SELECT source, waiter, idx, call FROM restate_result_waiters \
+    ORDER BY source, waiter, idx";
+
+const WOKEN: &str = "SELECT DISTINCT id FROM restate_wakes ORDER BY id";
+
+const INBOX_PAGE: &str = "SELECT seq, id, message FROM (SELECT seq, id, message, \
+    sum(octet_length(message)) OVER (ORDER BY seq) - octet_length(message) AS before \
+    FROM restate_inbox WHERE ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY seq LIMIT $1) page \
+    WHERE before < $2 ORDER BY seq";
+
+/// The planner's settings of every session: plans that look rows up by their keys whatever
+/// the tables' statistics say, made once per statement and connection.
+/// - No sequential scans: a statement is planned while its tables are new and look empty,
+///   when a sequential scan, or a subquery hashed over a whole table, looks cheapest, and the
+///   plan stays in use as the table grows (the forwarder's insert went from 0.3 to 10 ms a
+///   group within seconds of a fresh start). Every statement here reads or writes by key; the
+///   tables without an index on what is asked (partitions, members) are scanned still, as no
+///   other plan exists.
+/// - No JIT compilation: a scan with no other plan then costs past its thresholds, and a
+///   statement of a few rows never gains from it (a members' prune took 13-88 ms with it).
+/// - Generic plans only: PostgreSQL otherwise plans an execution again whenever a plan for
+///   the parameters at hand looks cheaper than the generic one, which it does for the array
+///   parameters of grouped statements (echo at concurrency 1 spent about 0.08 ms of its 0.55
+///   ms so), and such a plan for a large group may read a whole index. The generic plans are
+///   the ones the plans' test checks.
+///
+/// The connection URL's own `options` come after these, so an operator can override them.
+pub(super) const PLANS: &str =
+    "-c enable_seqscan=off -c jit=off -c plan_cache_mode=force_generic_plan";
+
+/// Sets the sessions' `-c name=value` settings: `defaults`, then those the connection URL
+/// gave (which override them, coming later), then `forced` (which override those).
+pub(super) fn with_session_options(
+    config: &mut tokio_postgres::Config,
+    defaults: &str,
+    forced: &str,
+) {
+    let own = config.get_options().unwrap_or_default();
+    let all: Vec<&str> = [defaults, own, forced]
+        .into_iter()
+        .filter(|options| !options.is_empty())
+        .collect();
+    let all = all.join(" ");
+    config.options(&all);
 }
 
 /// Channels the writer notifies on: a message arrived in an inbox, an invocation finished.
@@ -711,11 +782,11 @@ impl Storage for PostgresStorage {
     }
 
     fn invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>, StorageError> {
-        first_record(&self.rows(READ_INVOCATION, vec![key(id)])?)
+        wait(self.handle(), self.ask(&self.asks.record, *id)).unwrap_or(Err(StorageError::Closed))
     }
 
     fn invocation_async(&self, id: &InvocationId) -> RecordWaiter {
-        self.read_async(READ_INVOCATION, vec![key(id)], |rows| first_record(&rows))
+        self.ask(&self.asks.record, *id)
     }
 
     fn stored(&self, ids: &[InvocationId]) -> Result<Vec<bool>, StorageError> {
@@ -723,40 +794,29 @@ impl Storage for PostgresStorage {
             return Ok(Vec::new());
         }
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.storage_key().to_vec()).collect();
-        let rows = self.rows(
-            "SELECT id FROM restate_invocations WHERE id = ANY($1)",
-            vec![Box::new(keys.clone())],
-        )?;
+        let rows = self.rows(STORED, vec![Box::new(keys.clone())])?;
         let found: std::collections::HashSet<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
         Ok(keys.iter().map(|k| found.contains(k)).collect())
     }
 
     fn journal(&self, id: &InvocationId) -> Result<Vec<(u32, JournalEntry)>, StorageError> {
-        let rows = self.rows(
-            "SELECT idx, entry FROM restate_journal WHERE id = $1 ORDER BY idx",
-            vec![key(id)],
-        )?;
+        let rows = self.rows(JOURNAL, vec![key(id)])?;
         rows.iter()
             .map(|row| Ok((index_at(row, 0)?, records::decode(row.get::<_, &[u8]>(1))?)))
             .collect()
     }
 
     fn state(&self, scope: &StateScope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let rows = self.rows(READ_STATE, state_params(scope, name))?;
-        Ok(rows.first().map(|row| row.get(0)))
+        let asked = self.ask(&self.asks.state, (scope.clone(), name.to_owned()));
+        wait(self.handle(), asked).unwrap_or(Err(StorageError::Closed))
     }
 
     fn state_async(&self, scope: &StateScope, name: &str) -> crate::storage::StateWaiter {
-        self.read_async(READ_STATE, state_params(scope, name), |rows| {
-            Ok(rows.first().map(|row| row.get(0)))
-        })
+        self.ask(&self.asks.state, (scope.clone(), name.to_owned()))
     }
 
     fn state_keys(&self, scope: &StateScope) -> Result<Vec<String>, StorageError> {
-        let rows = self.rows(
-            "SELECT name FROM restate_state WHERE service = $1 AND key = $2 ORDER BY name",
-            scope_params(scope),
-        )?;
+        let rows = self.rows(STATE_NAMES, scope_params(scope))?;
         rows.iter()
             .map(|row| {
                 String::from_utf8(row.get(0))
@@ -768,10 +828,7 @@ impl Storage for PostgresStorage {
     fn promise(&self, scope: &StateScope, name: &str) -> Result<Option<Outcome>, StorageError> {
         let mut params = scope_params(scope);
         params.push(bytes(name));
-        let rows = self.rows(
-            "SELECT outcome FROM restate_promises WHERE service = $1 AND key = $2 AND name = $3",
-            params,
-        )?;
+        let rows = self.rows(PROMISE, params)?;
         rows.first()
             .map(|row| Ok(records::decode(row.get::<_, &[u8]>(0))?))
             .transpose()
@@ -785,10 +842,7 @@ impl Storage for PostgresStorage {
         let after: Vec<u8> = after
             .map(|id| id.storage_key().to_vec())
             .unwrap_or_default();
-        let rows = self.rows(
-            "SELECT id, record FROM restate_invocations WHERE id > $1 ORDER BY id LIMIT $2",
-            vec![Box::new(after), limit(limit_n)],
-        )?;
+        let rows = self.rows(LIST, vec![Box::new(after), limit(limit_n)])?;
         rows.iter()
             .map(|row| Ok((id_at(row, 0)?, records::decode(row.get::<_, &[u8]>(1))?)))
             .collect()
@@ -801,11 +855,7 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<(InvocationId, u32)>, StorageError> {
         let mut params = scope_params(scope);
         params.push(bytes(name));
-        let rows = self.rows(
-            "SELECT id, idx FROM restate_promise_waiters \
-             WHERE service = $1 AND key = $2 AND name = $3 ORDER BY id, idx",
-            params,
-        )?;
+        let rows = self.rows(PROMISE_WAITERS, params)?;
         rows.iter()
             .map(|row| Ok((id_at(row, 0)?, index_at(row, 1)?)))
             .collect()
@@ -826,8 +876,7 @@ impl Storage for PostgresStorage {
         let mut after: Vec<u8> = Vec::new();
         loop {
             let rows = self.rows(
-                "SELECT id, hint FROM restate_invocations WHERE hint IS NOT NULL AND id > $1 \
-                 AND ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY id LIMIT $2",
+                UNFINISHED,
                 self.mine(vec![Box::new(after.clone()), limit(PAGE)]),
             )?;
             for row in &rows {
@@ -856,9 +905,7 @@ impl Storage for PostgresStorage {
             None => (-1, Vec::new()),
         };
         let rows = self.rows(
-            "SELECT due_ms, id FROM restate_invocations WHERE due_ms IS NOT NULL \
-             AND (due_ms, id) > ($1, $2) AND due_ms <= $3 AND ($5::int[] IS NULL OR restate_partition(partition_key, $6::int) = ANY($5)) \
-             ORDER BY due_ms, id LIMIT $4",
+            DUE,
             self.mine(vec![
                 Box::new(after_ms),
                 Box::new(after_id),
@@ -872,10 +919,7 @@ impl Storage for PostgresStorage {
     }
 
     fn due_len(&self) -> Result<u64, StorageError> {
-        let rows = self.rows(
-            "SELECT count(*) FROM restate_invocations WHERE due_ms IS NOT NULL AND ($1::int[] IS NULL OR restate_partition(partition_key, $2::int) = ANY($1))",
-            self.mine(Vec::new()),
-        )?;
+        let rows = self.rows(DUE_COUNT, self.mine(Vec::new()))?;
         Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
     }
 
@@ -884,16 +928,8 @@ impl Storage for PostgresStorage {
         source: Option<&InvocationId>,
     ) -> Result<Vec<ResultWaiter>, StorageError> {
         let rows = match source {
-            Some(id) => self.rows(
-                "SELECT source, waiter, idx, call FROM restate_result_waiters \
-                 WHERE source = $1 ORDER BY source, waiter, idx",
-                vec![key(id)],
-            )?,
-            None => self.rows(
-                "SELECT source, waiter, idx, call FROM restate_result_waiters \
-                 ORDER BY source, waiter, idx",
-                Vec::new(),
-            )?,
+            Some(id) => self.rows(RESULT_WAITERS_OF, vec![key(id)])?,
+            None => self.rows(RESULT_WAITERS, Vec::new())?,
         };
         rows.iter()
             .map(|row| {
@@ -908,10 +944,7 @@ impl Storage for PostgresStorage {
     }
 
     fn woken(&self) -> Result<Vec<InvocationId>, StorageError> {
-        let rows = self.rows(
-            "SELECT DISTINCT id FROM restate_wakes ORDER BY id",
-            Vec::new(),
-        )?;
+        let rows = self.rows(WOKEN, Vec::new())?;
         rows.iter().map(|row| id_at(row, 0)).collect()
     }
 
@@ -921,8 +954,7 @@ impl Storage for PostgresStorage {
         limit_n: usize,
     ) -> Result<Vec<(InvocationId, Option<Target>)>, StorageError> {
         let rows = self.rows(
-            "SELECT id, record FROM restate_invocations WHERE expires_at_ms <= $1 \
-             AND ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY expires_at_ms, id LIMIT $2",
+            EXPIRED,
             self.mine(vec![Box::new(millis(now_ms)), limit(limit_n)]),
         )?;
         rows.iter()
@@ -1021,10 +1053,7 @@ impl Storage for PostgresStorage {
         // The bytes before each message, summed in seq order as the index yields them: the
         // page stops at the first message past the budget, without reading the rest.
         let rows = self.rows(
-            "SELECT seq, id, message FROM (SELECT seq, id, message, \
-             sum(octet_length(message)) OVER (ORDER BY seq) - octet_length(message) AS before \
-             FROM restate_inbox WHERE ($3::int[] IS NULL OR restate_partition(partition_key, $4::int) = ANY($3)) ORDER BY seq LIMIT $1) page \
-             WHERE before < $2 ORDER BY seq",
+            INBOX_PAGE,
             self.mine(vec![limit(limit_n), limit(max_bytes)]),
         )?;
         let mut page = Vec::with_capacity(rows.len());
@@ -1044,11 +1073,11 @@ impl Storage for PostgresStorage {
     }
 
     fn inbox_pending(&self, id: &InvocationId) -> Result<InboxPending, StorageError> {
-        wait(self.handle(), self.ask_inbox(id)).unwrap_or(Err(StorageError::Closed))
+        wait(self.handle(), self.ask(&self.asks.inbox, *id)).unwrap_or(Err(StorageError::Closed))
     }
 
     fn inbox_pending_async(&self, id: &InvocationId) -> crate::storage::InboxPendingWaiter {
-        Box::pin(self.ask_inbox(id))
+        self.ask(&self.asks.inbox, *id)
     }
 
     fn signals(&self) -> Option<Signals> {

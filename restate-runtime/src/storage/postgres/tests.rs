@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::combined::{Part, shape_of, statement};
 use super::{PostgresOptions, PostgresStorage};
 use crate::ids::InvocationId;
 use crate::storage::records::{InvocationRecord, Status};
@@ -1366,13 +1367,17 @@ async fn the_fence_waits_for_a_takeover_in_flight_and_a_takeover_for_a_fenced_co
 
     // Order 1: a takeover of partition 2 is in flight (its epoch moved, not yet committed).
     // The fence waits for it, then sees the new epoch and refuses, naming the partition.
+    // Here the fence is part of a group's single statement, its own transaction, which
+    // writes a state value: nothing of it lands.
     taker
         .batch_execute("BEGIN; UPDATE restate_partitions SET epoch = epoch + 1 WHERE partition = 2")
         .await
         .unwrap();
-    writer.batch_execute("BEGIN").await.unwrap();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&partitions, &held];
-    let fence = writer.execute(super::writer::FENCE, &params);
+    let names = vec![b"s".to_vec()];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&partitions, &held, &names, &names, &names, &names];
+    let group = statement(shape_of([Part::Fence, Part::PutState]));
+    let fence = writer.execute(&group, &params);
     let mut fence = std::pin::pin!(fence);
     assert!(
         tokio::time::timeout(still_pending, &mut fence)
@@ -1387,14 +1392,15 @@ async fn the_fence_waits_for_a_takeover_in_flight_and_a_takeover_for_a_fenced_co
     let db = refused.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), super::ownership::FENCED_STATE);
     assert_eq!(db.detail(), Some("2"));
-    writer.batch_execute("ROLLBACK").await.unwrap();
+    let written = (writer.query("SELECT 1 FROM restate_state", &[]).await).unwrap();
+    assert!(written.is_empty(), "a refused group wrote its state value");
 
     // Order 2: the fence passes first (the epochs as they are now) and holds its lock; a
     // takeover of partition 1 waits until the fenced transaction has committed.
     let now = vec![held[0], held[1] + 1];
     writer.batch_execute("BEGIN").await.unwrap();
     writer
-        .execute(super::writer::FENCE, &[&partitions, &now])
+        .execute(Part::Fence.sql(), &[&partitions, &now])
         .await
         .expect("the fence refused the epochs it holds");
     writer
@@ -1415,4 +1421,251 @@ async fn the_fence_waits_for_a_takeover_in_flight_and_a_takeover_for_a_fenced_co
     writer.batch_execute("COMMIT").await.unwrap();
     assert_eq!(takeover.await.unwrap(), 1);
     assert_eq!(epochs(&writer).await, vec![held[0] + 1, held[1] + 1]);
+}
+
+/// What the backend runs again and again: the writer's statements, the forwarder's, the inbox
+/// checks and the reads. A group's statement is planned whole and each of its parts alone.
+fn repeated_statements() -> Vec<String> {
+    let mut all: Vec<&'static str> = Part::ALL.iter().map(|part| part.sql()).collect();
+    all.extend([
+        super::writer::READ_RECORD,
+        super::writer::PUT_RECORD,
+        super::forwarder::INSERT,
+        super::forwarder::LATE_DUPLICATES,
+        <super::lookups::Inbox as super::lookups::Lookup>::SQL,
+        <super::lookups::State as super::lookups::Lookup>::SQL,
+        <super::lookups::Record as super::lookups::Lookup>::SQL,
+        super::STORED,
+        super::JOURNAL,
+        super::LIST,
+        super::PROMISE_WAITERS,
+        super::UNFINISHED,
+        super::DUE,
+        super::RESULT_WAITERS_OF,
+        super::EXPIRED,
+        super::INBOX_PAGE,
+        super::STATE_NAMES,
+        super::PROMISE,
+        super::DUE_COUNT,
+        super::RESULT_WAITERS,
+        super::WOKEN,
+    ]);
+    let mut all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+    // A group's statement with every part, and the halves of a group split in two.
+    let parts = Part::ALL.into_iter();
+    all.push(statement(shape_of(parts.clone())));
+    all.push(statement(shape_of(parts.clone().filter(|p| p.deletes()))));
+    all.push(statement(shape_of(parts.filter(|p| !p.deletes()))));
+    all
+}
+
+/// Planned as this backend's sessions plan them (`PLANS`), on a fresh database (generic plans,
+/// reused for the connection's life, made while the tables look empty), every repeated
+/// statement looks its rows up by key: each scan of a table that grows with the work has an
+/// index condition (no sequential scan, no whole index read), and no subquery is hashed over
+/// a whole table. Without the sessions' settings and the `OFFSET 0`s, such plans are chosen
+/// there, and cost a read of the whole table per statement as it grows. Only the reads that
+/// want a whole table in order (the inbox's pages, recovery's) read it all.
+#[tokio::test]
+async fn repeated_statements_look_rows_up_by_key_on_a_fresh_database() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    drop(open(&url, 8).unwrap());
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    super::with_session_options(&mut config, super::PLANS, "");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // Tables of fixed size (one row per partition, per process) may be scanned.
+    let growing = [
+        "restate_invocations",
+        "restate_journal",
+        "restate_state",
+        "restate_inbox",
+        "restate_promises",
+        "restate_promise_waiters",
+        "restate_wakes",
+        "restate_result_waiters",
+    ];
+    let whole = [
+        super::INBOX_PAGE,
+        super::RESULT_WAITERS,
+        super::WOKEN,
+        super::DUE_COUNT,
+    ];
+    for (n, sql) in repeated_statements().into_iter().enumerate() {
+        let params = client.prepare(&sql).await.unwrap().params().len();
+        client
+            .batch_execute(&format!("PREPARE s{n} AS {sql}"))
+            .await
+            .unwrap();
+        let args = match params {
+            0 => String::new(),
+            n => format!("({})", vec!["NULL"; n].join(", ")),
+        };
+        let plan: Vec<String> = (client.query(&format!("EXPLAIN EXECUTE s{n}{args}"), &[]))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let shown = plan.join("\n");
+        assert!(!shown.contains("hashed SubPlan"), "{sql}\n{shown}");
+        // The plan's nodes: a line with `->` (or the first) and the lines of detail below it.
+        let mut nodes: Vec<Vec<&str>> = Vec::new();
+        for line in &plan {
+            match nodes.last_mut() {
+                Some(node) if !line.trim_start().starts_with("->") => node.push(line),
+                _ => nodes.push(vec![line]),
+            }
+        }
+        for node in nodes {
+            let Some((kind, rest)) = node[0].split_once(" on ") else {
+                continue;
+            };
+            let table = rest.split_whitespace().next().unwrap_or_default();
+            if !kind.contains("Scan") || !growing.contains(&table) {
+                continue;
+            }
+            let keyed = !kind.contains("Seq Scan")
+                && node[1..]
+                    .iter()
+                    .any(|l| l.contains("Index Cond") || l.contains("Recheck Cond"));
+            assert!(keyed || whole.contains(&sql.as_str()), "{sql}\n{shown}");
+        }
+    }
+}
+
+/// One group of point reads answers each ask from its own row, in the order asked: a value
+/// stored empty as empty, one never stored as `None`, the same name asked twice twice, and a
+/// record this binary cannot read (a newer binary's) as an error for its own ask only. Each
+/// ask stops counting as unanswered once answered.
+#[tokio::test]
+async fn a_group_of_point_reads_answers_each_ask_from_its_own_row() {
+    use super::lookups::{self, Ask};
+    use tokio::sync::oneshot;
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let store = open(&url, 8).unwrap();
+    let id = InvocationId::random(3);
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    store
+        .submit(vec![
+            WriteOp::put_new_invocation(id, &record),
+            set("empty", b""),
+            set("n", b"1"),
+        ])
+        .await
+        .unwrap();
+    let unreadable = InvocationId::random(4);
+    let key: String = (unreadable.storage_key().iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    cluster()
+        .execute(
+            &url,
+            &format!(
+                "INSERT INTO restate_invocations (id, partition_key, record) \
+                 VALUES ('\\x{key}', 4, '\\xff00')"
+            ),
+        )
+        .unwrap();
+
+    fn ask<L: lookups::Lookup>(
+        store: &PostgresStorage,
+        key: L::Key,
+    ) -> (Ask<L>, oneshot::Receiver<Result<L::Answer, StorageError>>) {
+        let (done, answer) = oneshot::channel();
+        let reading = super::Unanswered::count(&store.shared);
+        (Ask { key, done, reading }, answer)
+    }
+    let names = ["n", "empty", "never", "n"];
+    let (asks, answers): (Vec<_>, Vec<_>) = names
+        .iter()
+        .map(|name| ask::<lookups::State>(&store, (scope(), name.to_string())))
+        .unzip();
+    assert_eq!(store.unanswered(), 4);
+    lookups::answer(store.reads.clone(), asks).await;
+    assert_eq!(store.unanswered(), 0);
+    let mut values = Vec::new();
+    for answer in answers {
+        values.push(answer.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        values,
+        [
+            Some(b"1".to_vec()),
+            Some(Vec::new()),
+            None,
+            Some(b"1".to_vec())
+        ]
+    );
+
+    let ids = [unreadable, id, InvocationId::random(5), id];
+    let (asks, answers): (Vec<_>, Vec<_>) = ids
+        .iter()
+        .map(|id| ask::<lookups::Record>(&store, *id))
+        .unzip();
+    lookups::answer(store.reads.clone(), asks).await;
+    assert_eq!(store.unanswered(), 0);
+    let mut records = Vec::new();
+    for answer in answers {
+        records.push(answer.await.unwrap());
+    }
+    assert!(
+        matches!(records[0], Err(StorageError::Decode(_))),
+        "{:?}",
+        records[0]
+    );
+    let target = |r: &Result<Option<InvocationRecord>, StorageError>| {
+        r.as_ref().unwrap().as_ref().map(|r| r.target.clone())
+    };
+    assert_eq!(target(&records[1]), Some(record.target.clone()));
+    assert_eq!(target(&records[2]), None);
+    assert_eq!(target(&records[3]), Some(record.target.clone()));
+}
+
+/// A forwarded group whose insert fails is answered with the error, writes nothing, and
+/// leaves no transaction open on its pooled connection: the groups after it are written.
+#[tokio::test]
+async fn a_failed_forward_writes_nothing_and_the_next_ones_go_through() {
+    use crate::storage::{Forwarded, InboxMessage};
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let store = open(&url, 8).unwrap();
+    // Refuses one id, as a constraint or a full disk would.
+    cluster()
+        .execute(
+            &url,
+            "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.partition_key = 7 THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_one BEFORE INSERT ON restate_inbox \
+             FOR EACH ROW EXECUTE FUNCTION refuse_one()",
+        )
+        .unwrap();
+    let refused = store
+        .forward(InvocationId::random(7), InboxMessage::Cancel)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    for n in 0..20 {
+        let written = store.forward(InvocationId::random(100 + n), InboxMessage::Cancel);
+        assert_eq!(written.await.unwrap(), Forwarded::New);
+    }
+    let rows = cluster()
+        .query(
+            &url,
+            "SELECT count(*), count(*) FILTER (WHERE partition_key = 7) FROM restate_inbox",
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        [vec![Some("20".to_owned()), Some("0".to_owned())]],
+        "the refused message is not there, the others are"
+    );
 }

@@ -14,10 +14,13 @@ use tokio_postgres::{Client, Statement};
 use super::super::partitions::partition_of;
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{Partitions, Placement, StorageError, WriteOp, WriterStats};
-use super::fold::{self, Fold};
+use super::combined::{self, Combined, Part, Shape};
+use super::fold::Fold;
 use super::kill::Life;
+use super::lookups::{Inbox, Lookup as _};
 use super::ownership::{FENCED_STATE, Leases, LostDatabase};
-use super::{FINISHED_CHANNEL, Param, pg_error};
+use super::{Param, pg_error};
+use crate::ids::InvocationId;
 
 /// What the storage handle hands the writer.
 pub(super) enum Message {
@@ -152,67 +155,71 @@ impl Shared {
     }
 }
 
-/// The fence of every transaction (schema 4, `V4__fence_in_one_statement.sql`): the rows of
-/// the partitions written are locked FOR SHARE, in partition order, and their epochs
-/// compared; `restate_fence_refused` runs, and refuses the transaction, only when one differs.
-/// Plain SQL: schema 3's `restate_fence_partitions`, a PL/pgSQL call, cost about 0.1 ms of
-/// every commit. A query that locks rows is never folded into the one that uses it, so the
-/// CTE locks every row it names on any PostgreSQL (`MATERIALIZED` would say so, from 12 on).
-pub(super) const FENCE: &str = "WITH locked AS (\
-    SELECT partition, epoch FROM restate_partitions WHERE partition = ANY($1::int[]) \
-    ORDER BY partition FOR SHARE) \
-    SELECT restate_fence_refused(array_agg(h.p ORDER BY h.p)) \
-    FROM unnest($1::int[], $2::bigint[]) AS h(p, e) \
-    LEFT JOIN locked l ON l.partition = h.p \
-    WHERE l.epoch IS DISTINCT FROM h.e HAVING count(*) > 0";
+/// A record read and rewritten in the writer's transaction: a cancellation requested of an
+/// invocation that is not in memory.
+pub(super) const READ_RECORD: &str = "SELECT record FROM restate_invocations WHERE id = $1";
+pub(super) const PUT_RECORD: &str = "UPDATE restate_invocations SET record = $2 WHERE id = $1";
 
-/// The statements the writer runs, prepared once on its connection.
+/// The statements the writer runs, prepared on its connection: the fixed ones at its start,
+/// a group's combined statements at the first group of their shape.
 struct Statements {
     begin: Statement,
-    /// [`FENCE`]: the transaction fails unless every partition it writes is still held at
-    /// the epoch this process took it at.
-    fence: Statement,
     commit: Statement,
-    /// Wakes other processes that wait on an invocation's end (sent at the commit).
-    notify_finished: Statement,
     read_record: Statement,
     put_record: Statement,
     /// Whether messages wait in the inbox for the keys of a group's placements.
     inbox_check: Statement,
-    /// Those of [`Fold::statements`], by their SQL.
-    folded: HashMap<&'static str, Statement>,
+    /// [`combined`] statements, by their shape.
+    combined: HashMap<Shape, Statement>,
 }
+
+/// Shapes kept prepared at most; more (a workload of ever new mixes, which has not been seen)
+/// start the cache again rather than grow the session without bound.
+const MAX_SHAPES: usize = 512;
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
-        let mut folded = HashMap::new();
-        for sql in fold::ALL {
-            folded.insert(*sql, client.prepare(sql).await?);
-        }
         Ok(Self {
             begin: client.prepare("BEGIN").await?,
-            fence: client.prepare(FENCE).await?,
             commit: client.prepare("COMMIT").await?,
-            notify_finished: client
-                .prepare(&format!(
-                    "SELECT pg_notify('{FINISHED_CHANNEL}', p)::text FROM unnest($1::text[]) p"
-                ))
-                .await?,
-            read_record: client
-                .prepare("SELECT record FROM restate_invocations WHERE id = $1")
-                .await?,
-            put_record: client
-                .prepare("UPDATE restate_invocations SET record = $2 WHERE id = $1")
-                .await?,
-            inbox_check: client.prepare(super::pending::READ).await?,
-            folded,
+            read_record: client.prepare(READ_RECORD).await?,
+            put_record: client.prepare(PUT_RECORD).await?,
+            inbox_check: client.prepare(Inbox::SQL).await?,
+            combined: HashMap::new(),
         })
+    }
+
+    /// The steps that send these statements, each prepared at the first use of its shape.
+    async fn steps(
+        &mut self,
+        client: &Client,
+        statements: Vec<Combined>,
+    ) -> Result<Vec<Step>, Refused> {
+        let mut steps = Vec::with_capacity(statements.len());
+        for combined in statements {
+            let shape = combined.shape();
+            let statement = match self.combined.get(&shape) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let sql = combined::statement(shape);
+                    let statement =
+                        (client.prepare(&sql).await).map_err(|e| Refused::Failed(pg_error(&e)))?;
+                    if self.combined.len() >= MAX_SHAPES {
+                        self.combined.clear();
+                    }
+                    self.combined.insert(shape, statement.clone());
+                    statement
+                }
+            };
+            steps.push((statement, combined.into_params()));
+        }
+        Ok(steps)
     }
 }
 
 /// One statement of a group, with its parameters owned so that it can be sent before the
 /// statements ahead of it are answered.
-type Step<'a> = (&'a Statement, Vec<Param>);
+type Step = (Statement, Vec<Param>);
 
 /// Runs until the queue closes or a commit fails: commits groups, and runs a lease round
 /// every third of the lease's length (more often once released, to see the hand-over).
@@ -223,7 +230,7 @@ pub(super) async fn run(
     max_group_bytes: usize,
     mut leases: Leases,
 ) {
-    let statements = match Statements::prepare(&client).await {
+    let mut statements = match Statements::prepare(&client).await {
         Ok(statements) => statements,
         Err(e) => {
             let reason = format!("preparing the writer's statements failed: {}", pg_error(&e));
@@ -269,7 +276,7 @@ pub(super) async fn run(
         }
         // The batches before a change of the leases commit with the leases as they were.
         if !group.is_empty() {
-            let fenced = commit_group(&client, &statements, &mut leases, group, &shared).await;
+            let fenced = commit_group(&client, &mut statements, &mut leases, group, &shared).await;
             if fenced {
                 // What else moved (the whole database, to an older binary?) is seen at once.
                 next_round = Instant::now();
@@ -384,7 +391,7 @@ impl From<StorageError> for Refused {
 /// those from the store.
 async fn commit_group(
     client: &Client,
-    statements: &Statements,
+    statements: &mut Statements,
     leases: &mut Leases,
     group: Vec<Batch>,
     shared: &Shared,
@@ -455,7 +462,7 @@ fn admit(
 /// with the partitions no longer written (those taken, and those the refused batches wrote).
 async fn commit_once(
     client: &Client,
-    statements: &Statements,
+    statements: &mut Statements,
     leases: &mut Leases,
     kept: Vec<Admitted>,
     fence: &BTreeMap<u32, i64>,
@@ -610,7 +617,7 @@ async fn refuse_all(
 /// running handlers whose effects another process repeats.
 async fn committed(
     client: &Client,
-    statements: &Statements,
+    statements: &mut Statements,
     patience: Duration,
     fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
@@ -638,19 +645,15 @@ async fn patiently<T>(patience: Duration, work: impl std::future::Future<Output 
     tokio::time::timeout(patience, work).await.ok()
 }
 
-/// `try_join_all` sends every statement in order before any answer only up to 30 futures
-/// (beyond, it may go on polling after a failure): a transaction is BEGIN, the fence, at
-/// most one statement per kind a fold sends, a notification, and COMMIT.
-const _: () = assert!(fold::ALL.len() + 4 <= 30);
-
-/// One transaction for the whole group, in one round trip: `BEGIN`, the fence, every
-/// statement and `COMMIT` are sent in order without waiting for answers (a cancel request,
-/// whose record is read, changed and written back, splits it in two). A statement that fails
-/// aborts the transaction, so the statements after it fail too and `COMMIT` ends it as a
-/// rollback: the group is answered with the first error.
+/// One transaction for the whole group, in one round trip. A group that reads nothing before
+/// it is written (no placements, no cancel request for a stored record) and fits one statement
+/// (see [`combined`]) is that statement alone, its own transaction. Otherwise `BEGIN`, the
+/// statements and `COMMIT` are sent in order without waiting for answers (a read splits
+/// them). A statement that fails aborts the transaction, so the statements after it fail too
+/// and `COMMIT` ends it as a rollback: the group is answered with the first error.
 async fn commit(
     client: &Client,
-    statements: &Statements,
+    statements: &mut Statements,
     fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
     placements: &[Arc<Placement>],
@@ -665,49 +668,99 @@ async fn commit(
 
 async fn pipeline(
     client: &Client,
-    statements: &Statements,
+    statements: &mut Statements,
     fence: &BTreeMap<u32, i64>,
     mut ops: Vec<WriteOp>,
     placements: &[Arc<Placement>],
 ) -> Result<(), Refused> {
-    let mut pending: Vec<Step<'_>> = vec![(&statements.begin, Vec::new())];
+    let mut fenced = Combined::default();
     if !fence.is_empty() {
         let (partitions, epochs): (Vec<i32>, Vec<i64>) =
             fence.iter().map(|(p, e)| (*p as i32, *e)).unzip();
-        pending.push((
-            &statements.fence,
-            vec![Box::new(partitions), Box::new(epochs)],
-        ));
+        fenced.push(Part::Fence, vec![Box::new(partitions), Box::new(epochs)]);
     }
-    if !placements.is_empty() {
-        // Sent after the fence, without waiting for it: the group waits one round trip.
-        let begun = send(client, std::mem::take(&mut pending));
-        let (begun, placed) =
-            futures::join!(begun, place(client, statements, &mut ops, placements));
-        begun?;
-        placed?;
+    if placements.is_empty() {
+        return transaction(client, statements, true, fenced, fold(ops)?).await;
     }
+    let mut begun = vec![(statements.begin.clone(), Vec::new())];
+    if !fenced.is_empty() {
+        begun.extend(statements.steps(client, vec![fenced]).await?);
+    }
+    // Sent after the fence, without waiting for it: the group waits one round trip.
+    let begun = send(client, begun);
+    let (begun, placed) = futures::join!(begun, place(client, statements, &mut ops, placements));
+    begun?;
+    placed?;
+    let folds = fold(ops)?;
+    transaction(client, statements, false, Combined::default(), folds).await
+}
+
+/// A group's operations folded: each fold ends before a cancel request for a record stored
+/// before the group (returned with it), which is applied on its own.
+fn fold(ops: Vec<WriteOp>) -> Result<Vec<(Fold, Option<InvocationId>)>, Refused> {
+    let mut folds = Vec::new();
     let mut folded = Fold::default();
-    let mut finished = Vec::new();
     for op in ops {
-        // A cancel request for a record stored before this group: what is folded so far is
-        // written first, then the record is read, changed and written back.
-        let Some(id) = folded.add(op)? else {
-            continue;
-        };
-        finished.extend(folded.take_finished());
-        push_folded(statements, std::mem::take(&mut folded), &mut pending);
-        send(client, std::mem::take(&mut pending)).await?;
-        request_cancel(client, statements, id.storage_key().to_vec()).await?;
+        if let Some(id) = folded.add(op)? {
+            folds.push((std::mem::take(&mut folded), Some(id)));
+        }
     }
-    finished.extend(folded.take_finished());
-    push_folded(statements, folded, &mut pending);
-    if !finished.is_empty() {
-        let payloads = super::finished_payloads(&finished);
-        pending.push((&statements.notify_finished, vec![Box::new(payloads)]));
+    folds.push((folded, None));
+    Ok(folds)
+}
+
+/// A group's transaction, from its `BEGIN` (`begin`) or from after it (sent already):
+/// `first`'s parts go with the first fold's statements, each cancel request's record is read
+/// and written back after the statements before it, and the notification of the invocations
+/// finished goes with the last statement. A group that reads nothing and is one statement is
+/// that statement alone, its own transaction.
+async fn transaction(
+    client: &Client,
+    statements: &mut Statements,
+    begin: bool,
+    mut first: Combined,
+    mut folds: Vec<(Fold, Option<InvocationId>)>,
+) -> Result<(), Refused> {
+    let finished: Vec<InvocationId> = (folds.iter_mut())
+        .flat_map(|(folded, _)| folded.take_finished())
+        .collect();
+    // The last fold ends no cancel request: one fold, none.
+    let reads_nothing = folds.len() == 1;
+    let mut pending = Vec::new();
+    if begin {
+        pending.push((statements.begin.clone(), Vec::new()));
     }
-    pending.push((&statements.commit, Vec::new()));
+    let last = folds.len() - 1;
+    for (n, (folded, cancel)) in folds.into_iter().enumerate() {
+        let mut combined = folded.statements(std::mem::take(&mut first));
+        if n == last {
+            notify(&mut combined, &finished);
+        }
+        let steps = statements.steps(client, combined).await?;
+        if begin && reads_nothing && steps.len() == 1 {
+            return send(client, steps).await;
+        }
+        pending.extend(steps);
+        if let Some(id) = cancel {
+            send(client, std::mem::take(&mut pending)).await?;
+            request_cancel(client, statements, id.storage_key().to_vec()).await?;
+        }
+    }
+    pending.push((statements.commit.clone(), Vec::new()));
     send(client, pending).await
+}
+
+/// The notification of the invocations finished, added to the last statement.
+fn notify(combined: &mut Vec<Combined>, finished: &[InvocationId]) {
+    if finished.is_empty() {
+        return;
+    }
+    if combined.is_empty() {
+        combined.push(Combined::default());
+    }
+    let payloads = super::finished_payloads(finished);
+    let last = combined.last_mut().expect("one statement at least");
+    last.push(Part::NotifyFinished, vec![Box::new(payloads)]);
 }
 
 /// Decides the group's placements inside its transaction
@@ -719,13 +772,8 @@ async fn place(
     ops: &mut [WriteOp],
     placements: &[Arc<Placement>],
 ) -> Result<(), Refused> {
-    let keys: Vec<i64> = (placements.iter())
-        .map(|p| p.id().partition_key() as i64)
-        .collect();
-    let ids: Vec<Vec<u8>> = (placements.iter())
-        .map(|p| p.id().storage_key().to_vec())
-        .collect();
-    let params: Vec<Param> = vec![Box::new(keys), Box::new(ids)];
+    let ids: Vec<InvocationId> = placements.iter().map(|p| p.id()).collect();
+    let params = Inbox::params(ids.iter().collect());
     let failed = |e: tokio_postgres::Error| Refused::Failed(pg_error(&e));
     let rows = (client.query_raw(&statements.inbox_check, params).await).map_err(failed)?;
     let rows: Vec<tokio_postgres::Row> = futures::TryStreamExt::try_collect(rows)
@@ -739,27 +787,22 @@ async fn place(
         )));
     }
     let waiting = (rows.iter())
-        .map(|row| row.try_get::<_, bool>(1))
+        .map(|row| Inbox::answer(row).map(|pending| pending.partition))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(failed)?;
+        .map_err(|e| Refused::Failed(e.to_string()))?;
     crate::storage::placement::decide(placements, &waiting, ops)?;
     Ok(())
 }
 
-fn push_folded<'a>(statements: &'a Statements, folded: Fold, out: &mut Vec<Step<'a>>) {
-    for (sql, params) in folded.statements() {
-        out.push((&statements.folded[sql], params));
-    }
-}
-
-async fn send(client: &Client, steps: Vec<Step<'_>>) -> Result<(), Refused> {
-    // `try_join_all` polls the futures in order on its first poll, and each sends its
-    // statement when first polled (its statement is prepared already): they reach the server
-    // in the group's order, and their answers come back in that order.
+/// Sends the steps in order without waiting for answers. `try_join_all` polls the futures in
+/// order on its first poll, and each sends its statement when first polled (its statement is
+/// prepared already): they reach the server in the group's order, and their answers come
+/// back in that order. (It does so for at most 30 futures: a group sends at most `BEGIN`, the
+/// fence, two statements and `COMMIT` at a time.)
+async fn send(client: &Client, steps: Vec<Step>) -> Result<(), Refused> {
     try_join_all(
-        steps
-            .into_iter()
-            .map(|(statement, params)| client.execute_raw(statement, params)),
+        (steps.into_iter())
+            .map(|(statement, params)| async move { client.execute_raw(&statement, params).await }),
     )
     .await
     .map_err(|e| {
