@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
@@ -30,8 +31,11 @@ pub(crate) struct Lane {
     /// decides: one taken in from the inbox behind them overtakes them ([`Placement`]).
     placements: Vec<Arc<Placement>>,
     overlay: StateOverlay,
-    /// Bumped by every write and start on the lane: an idle lane is dropped only if nothing
-    /// happened on it since the barrier that made its writes durable was submitted.
+    /// Its last write's number in the engine's count of lane writes (0: none): an idle lane is
+    /// dropped only if nothing was written through it since the barrier that made its writes
+    /// durable was submitted. Counted over all lanes, not per lane: a key's lane dropped and
+    /// made again must not take up a number that a candidate queued for the earlier lane holds
+    /// (its barrier does not cover the new lane's writes).
     epoch: u64,
 }
 
@@ -352,7 +356,7 @@ impl Engine {
             return;
         }
         let lane = lanes.entry(writer.scope.clone()).or_default();
-        lane.epoch += 1;
+        lane.epoch = self.lane_writes.fetch_add(1, Ordering::Relaxed) + 1;
         let overlay = &mut lane.overlay;
         match name {
             Some(name) => {
@@ -380,5 +384,61 @@ impl Engine {
         if !inflight.running.load(std::sync::atomic::Ordering::SeqCst) {
             inflight.disengage();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::Journal;
+    use crate::engine::tests::test_config;
+    use crate::registry::Registry;
+    use crate::storage::{InvocationRecord, RedbOptions, RedbStorage, Status};
+
+    /// Queues `scope`'s lane as idle at `epoch` and runs the sweep's rounds until it is done.
+    async fn swept(engine: &Engine, scope: &StateScope, epoch: u64) {
+        {
+            let mut idle = engine.idle_lanes.lock().unwrap();
+            idle.candidates.push((scope.clone(), epoch));
+            idle.sweeping = true;
+        }
+        tokio::time::timeout(Duration::from_secs(10), sweep_idle_lanes(engine.clone()))
+            .await
+            .expect("the sweep ends");
+    }
+
+    /// A key's lane went idle twice without a write in between (its second holder wrote
+    /// nothing), and the sweep dropped it at the first: the second candidate, swept later,
+    /// must not drop the key's next lane, whose writes its barrier does not cover (the next
+    /// holder would read the key's state from the store before they are durable: a lost
+    /// update). Each lane numbered its writes from one, so the later lane's first write
+    /// matched the earlier lane's.
+    #[tokio::test]
+    async fn a_candidate_of_a_dropped_lane_does_not_drop_the_keys_next_lane() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
+        let registry = Registry::assemble(Vec::new()).unwrap();
+        let engine = Engine::start(storage, registry, test_config()).unwrap();
+        let record = InvocationRecord::for_test("Tally", Some("k"), Status::Runnable);
+        let id = InvocationId::random(4);
+        let writer = engine.new_inflight(id, record, true, Journal::default());
+        let scope = writer.scope.clone();
+        let epoch = |engine: &Engine| engine.lanes.lock().unwrap().get(&scope).map(|l| l.epoch);
+
+        engine.lane_write(&writer, Some("count"), Some(b"1".to_vec()));
+        let first = epoch(&engine).expect("the write made the lane");
+        swept(&engine, &scope, first).await;
+        assert_eq!(epoch(&engine), None, "the idle lane is dropped");
+
+        engine.lane_write(&writer, Some("count"), Some(b"2".to_vec()));
+        swept(&engine, &scope, first).await;
+        assert_eq!(
+            engine.lane_state(&scope, "count"),
+            Some(Some(b"2".to_vec())),
+            "the later lane, with a write the stale candidate's barrier did not cover, stays"
+        );
+        engine.shutdown();
     }
 }

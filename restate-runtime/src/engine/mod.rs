@@ -381,6 +381,8 @@ pub(crate) struct EngineInner {
     lanes: Mutex<FastMap<StateScope, lanes::Lane>>,
     /// Idle lanes waiting to be dropped once their writes are durable.
     idle_lanes: Mutex<lanes::IdleLanes>,
+    /// Writes through the lanes so far: each write's number is its lane's epoch.
+    lane_writes: AtomicU64,
     /// Last arrival sequence number handed out.
     seq: AtomicU64,
     timers: timers::Timers,
@@ -480,6 +482,7 @@ impl Engine {
             finishers: Mutex::default(),
             lanes: Mutex::default(),
             idle_lanes: Mutex::new(lanes::IdleLanes::default()),
+            lane_writes: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             timers: timers::Timers::new(recovery_concurrency),
             promise_waiters: promises::PromiseWaiters::default(),

@@ -406,11 +406,13 @@ async fn commit_group(
     let mut fenced = false;
     // A retry's batches were all admitted with the group, each before any refused batch
     // that wrote its partitions: those frozen since are still theirs to write.
-    while let Some((rest, spoiled)) =
+    while let Some((rest, lost)) =
         commit_once(client, statements, leases, kept, &fence, shared).await
     {
         fenced = true;
-        fence.retain(|p, _| !spoiled.contains(p));
+        // Only the partitions taken leave the fence: one frozen by a refused batch is still
+        // held, and a batch before that one may write it (it commits only while still held).
+        fence.retain(|p, _| !lost.contains(p));
         kept = rest;
     }
     fenced
@@ -459,7 +461,7 @@ fn admit(
 }
 
 /// One transaction of [`commit_group`]: what is to be tried again after a fence refused it,
-/// with the partitions no longer written (those taken, and those the refused batches wrote).
+/// with the partitions the fence found taken.
 async fn commit_once(
     client: &Client,
     statements: &mut Statements,
@@ -545,7 +547,7 @@ async fn commit_once(
             for batch in refused {
                 shared.answer(batch, Err(refusal.clone()));
             }
-            Some((again, spoiled))
+            Some((again, lost.iter().copied().collect()))
         }
         Err(Refused::Failed(e)) => {
             let reason = format!("journal commit failed: {e}");
