@@ -366,13 +366,20 @@ impl Engine {
         timer: Option<u64>,
         mut slot: Option<super::slots::Slot>,
     ) {
-        // Another process runs its partition: there the durable wake-up resumes it.
-        if !self.may_load(&id) {
+        // Another process runs its partition: there the durable wake-up resumes it. A timer
+        // loads nothing of a partition still joining either: its join reads the due index
+        // again as it ends, and the timer fires then; a delayed invocation loaded before
+        // recovery ran would start on its key ahead of the one that had started on it.
+        let loadable = |id: &InvocationId| match timer {
+            Some(_) => self.runs(id),
+            None => self.may_load(id),
+        };
+        if !loadable(&id) {
             return;
         }
         let (inflight, cancelled) = {
             let mut map = self.inflight.lock().expect("inflight map");
-            if map.contains_key(&id) || !self.may_load(&id) {
+            if map.contains_key(&id) || !loadable(&id) {
                 return;
             }
             let (record, journal) = match self.load_stored(&id) {

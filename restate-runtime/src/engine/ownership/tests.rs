@@ -1698,3 +1698,56 @@ async fn a_message_for_an_invocation_stored_unreadably_leaves_the_inbox() {
     .get(0);
     assert_eq!(record, [0xff, 0], "the record is left as it was");
 }
+
+/// A timer that fires for an invocation of a partition this engine is still joining (its
+/// recovery has not run yet) leaves it on disk: a delayed exclusive invocation loaded then
+/// would start on its key ahead of the invocation recovery gives the key to (one that had
+/// started on it before the partition moved), and both would run. Once the join ends, the
+/// due index is read again and the timer fires then.
+#[tokio::test]
+async fn a_timer_loads_nothing_of_a_partition_still_joining() {
+    use crate::storage::records::InvocationRecord;
+    let pair = pair();
+    let (tally, _open) = Tally::new(true);
+    let engine = start(&pair.handles[0], &tally);
+    let key = key_in("Tally", 0);
+    let partition = Partitions::of(PARTITIONS, [0]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !engine.held.read().unwrap().running.contains(0) {
+        assert!(Instant::now() < deadline, "partition 0 never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let move_join = |joining: bool| {
+        let mut held = engine.held.write().unwrap();
+        if joining {
+            held.running = held.running.without(&partition);
+            held.joining = held.joining.with(&partition);
+        } else {
+            held.joining = held.joining.without(&partition);
+            held.running = held.running.with(&partition);
+        }
+    };
+    move_join(true);
+    let mut record =
+        InvocationRecord::for_test("Tally", Some(&key), Status::Scheduled { at_ms: 1 });
+    record.target.handler = "note".into();
+    let id = InvocationId::random(partition_key_of("Tally", &key));
+    let put = WriteOp::put_new_invocation(id, &record);
+    pair.handles[0].submit(vec![put]).await.unwrap();
+    // Fired, as a timer of its start time would (the engine's own may fire it as well).
+    engine.resume_at(id, Some(1), None);
+    assert!(
+        !engine.inflight.lock().unwrap().contains_key(&id),
+        "a timer loaded an invocation of a partition still joining"
+    );
+    move_join(false);
+    engine.timers.reload();
+    while tally.runs(&id) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the timer did not fire once the join ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.shutdown();
+}
