@@ -45,6 +45,7 @@ impl RequestParts {
             headers: self.headers,
             idempotency_key: self.idempotency_key,
             delay,
+            relayed: None,
         })
     }
 }

@@ -43,6 +43,11 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Ingress listen address (`RESTATE_INGRESS_ADDR`, default `127.0.0.1:8080`).
     pub ingress_addr: SocketAddr,
+    /// With a database: the `http://` URL the other processes reach this one's ingress at
+    /// (`RESTATE_ADVERTISED_INGRESS_URL`); they relay the calls for the partitions this one
+    /// runs to it. Unset: `http://` and the bound address, unless that is every interface
+    /// (`0.0.0.0`, `::`): such a process is reached through the inboxes only.
+    pub advertised_ingress_url: Option<String>,
     /// The public webhook listener (`RESTATE_WEBHOOK_ADDR`, off unless set): only verified
     /// webhooks are served there, every other path is a 404.
     pub webhook_addr: Option<SocketAddr>,
@@ -123,6 +128,7 @@ impl Default for Config {
             database_url: None,
             lease_ttl: Duration::from_secs(10),
             ingress_addr: ([127, 0, 0, 1], 8080).into(),
+            advertised_ingress_url: None,
             webhook_addr: None,
             ingress_token: None,
             admin_addr: ([127, 0, 0, 1], 9070).into(),
@@ -283,6 +289,9 @@ impl Config {
         if let Some(v) = var("RESTATE_INGRESS_ADDR") {
             self.ingress_addr = parse("RESTATE_INGRESS_ADDR", v, addr)?;
         }
+        if let Some(v) = var("RESTATE_ADVERTISED_INGRESS_URL").filter(|v| !v.is_empty()) {
+            self.advertised_ingress_url = Some(v);
+        }
         if let Some(v) = var("RESTATE_WEBHOOK_ADDR").filter(|v| !v.is_empty()) {
             self.webhook_addr = Some(parse("RESTATE_WEBHOOK_ADDR", v, addr)?);
         }
@@ -388,6 +397,16 @@ impl Config {
                     reason: "an empty token would let anyone in: set a secret, or none".into(),
                 });
             }
+        }
+        if let Some(url) = &self.advertised_ingress_url
+            && let Err(reason) = advertised_url(url)
+        {
+            return Err(ConfigError {
+                origin: Origin::Setting,
+                name: "RESTATE_ADVERTISED_INGRESS_URL",
+                value: url.clone(),
+                reason,
+            });
         }
         if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
             return Err(ConfigError {
@@ -631,6 +650,47 @@ mod redaction_tests {
         assert_eq!(
             redact_password("host=db user=app password = 'a b' dbname=shop"),
             "host=db user=app password=***"
+        );
+    }
+}
+
+/// An advertised ingress URL: `http://host[:port][/path]` (the relay speaks plain HTTP, as
+/// the processes of one deployment reach each other inside its network), its trailing `/`
+/// dropped.
+fn advertised_url(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
+        return Err("expected http://host[:port][/path], without a query".into());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The ingress URL the other processes are told when none is configured: the bound address,
+/// unless it is every interface (nobody can tell which of them the others reach).
+pub(crate) fn default_advertised_url(bound: SocketAddr) -> Option<String> {
+    (!bound.ip().is_unspecified()).then(|| format!("http://{bound}"))
+}
+
+#[cfg(test)]
+mod advertised_tests {
+    use super::*;
+
+    #[test]
+    fn advertised_urls_are_plain_http_without_a_query() {
+        assert_eq!(
+            advertised_url("http://10.0.0.5:8080/durable/").unwrap(),
+            "http://10.0.0.5:8080/durable"
+        );
+        assert!(advertised_url("https://10.0.0.5").is_err());
+        assert!(advertised_url("10.0.0.5:8080").is_err());
+        assert!(advertised_url("http://h/?x=1").is_err());
+        assert_eq!(
+            default_advertised_url("[::1]:8081".parse().unwrap()).as_deref(),
+            Some("http://[::1]:8081")
+        );
+        assert_eq!(
+            default_advertised_url("0.0.0.0:8080".parse().unwrap()),
+            None
         );
     }
 }

@@ -159,6 +159,12 @@ pub(crate) struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// What became of a call relayed to the process that runs its partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RelayLabel {
+    pub outcome: &'static str,
+}
+
 /// Counters bumped by the engine and the listeners.
 pub(crate) struct Metrics {
     /// Open connections, by listener.
@@ -173,6 +179,8 @@ pub(crate) struct Metrics {
     pub header_timeouts: Family<ListenerLabel, Counter>,
     /// Requests refused past the listeners' caps, by reason.
     pub rejected: Family<ReasonLabel, Counter>,
+    /// Calls relayed to the process that runs their partition, by outcome.
+    pub relays: Family<RelayLabel, Counter>,
     pub started: Counter,
     /// New invocations accepted here (each records this process's application version).
     pub accepted: Counter,
@@ -233,6 +241,7 @@ impl Default for Metrics {
             requests_refused: Family::default(),
             header_timeouts: Family::default(),
             rejected: Family::default(),
+            relays: Family::default(),
             started: Counter::default(),
             accepted: Counter::default(),
             completed: Family::default(),
@@ -458,6 +467,14 @@ impl Metrics {
              (429, RESTATE_MAX_INVOCATION_BYTES), writer_queue (429, RESTATE_WRITER_QUEUE_BYTES), \
              storage (503: disk full)",
             self.rejected.clone(),
+        );
+        registry.register(
+            "ingress_relays",
+            "Request-response calls for a partition another process runs, relayed to that \
+             process's ingress, by outcome: answered there, or inbox (the owner could not be \
+             reached, refused the relay, or did not answer within RESTATE_LEASE_TTL: the call \
+             went through the partition's inbox under the same invocation id)",
+            self.relays.clone(),
         );
         let in_memory = Family::<StatusLabel, Gauge>::default();
         for (status, n) in &snapshot.in_memory {

@@ -133,6 +133,27 @@ impl RuntimeBuilder {
         self
     }
 
+    /// With a database: the `http://` URL the other processes of the deployment reach this
+    /// one's ingress at (default: the bound ingress address, unless that is every interface).
+    /// They relay request-response calls for the partitions this process runs to it, instead
+    /// of writing them into the partition's inbox. An ingress nested under a path in your own
+    /// server ([`Runtime::ingress_router`]) advertises that path too.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder()
+    ///     .database_url("postgres://shop:secret@db.internal:5432/shop")
+    ///     .ingress_addr("0.0.0.0:8080".parse()?)
+    ///     .advertised_ingress_url("http://10.0.0.7:8080")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn advertised_ingress_url(mut self, url: impl Into<String>) -> Self {
+        self.config.advertised_ingress_url = Some(url.into());
+        self
+    }
+
     /// Ingress address (default `127.0.0.1:8080`).
     ///
     /// ```no_run
@@ -1179,14 +1200,17 @@ impl Runtime {
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         let (router, name, limits) = match port {
-            Port::Ingress => (
-                crate::ingress::with_cors(self.ingress_router()),
-                "ingress",
-                crate::listener::Limits {
-                    cors: true,
-                    ..limits
-                },
-            ),
+            Port::Ingress => {
+                self.advertise_ingress(&listener);
+                (
+                    crate::ingress::with_cors(self.ingress_router()),
+                    "ingress",
+                    crate::listener::Limits {
+                        cors: true,
+                        ..limits
+                    },
+                )
+            }
             Port::Admin if loopback => (
                 crate::admin::loopback_host_only(self.admin_router()),
                 "admin",
@@ -1209,6 +1233,25 @@ impl Runtime {
         crate::listener::serve(listener, router, name, limits, self.engine.clone(), stop)
     }
 
+    /// Tells the other processes of a shared store where this one's ingress is reached, so
+    /// that they relay the calls for its partitions to it.
+    fn advertise_ingress(&self, listener: &tokio::net::TcpListener) {
+        let Some(peers) = self.storage.peers() else {
+            return;
+        };
+        let url = match &self.config.advertised_ingress_url {
+            Some(url) => Some(url.clone()),
+            None => (listener.local_addr().ok()).and_then(crate::config::default_advertised_url),
+        };
+        match url {
+            Some(url) => peers.advertise(&url),
+            None => tracing::info!(
+                "the ingress binds every interface and RESTATE_ADVERTISED_INGRESS_URL is not \
+                 set: other processes reach this one's partitions through its inbox only"
+            ),
+        }
+    }
+
     /// The ingress as an axum router, to nest or merge into an existing server. It answers no
     /// CORS itself (the listener `serve` runs adds Restate's permissive policy): the server's
     /// own policy applies.
@@ -1224,6 +1267,7 @@ impl Runtime {
             self.body_limits(),
             self.webhooks.clone(),
             self.config.ingress_token.clone(),
+            self.config.lease_ttl,
         )
     }
 

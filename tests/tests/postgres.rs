@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use restate_runtime::testing::PostgresCluster;
-use support::{App, free_port, poll, send_busy, send_busy_until_refused, send_json};
+use support::{App, free_port, metrics, poll, send_busy, send_busy_until_refused, send_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -1324,5 +1324,128 @@ async fn permits_go_in_acceptance_order_to_invocations_forwarded_and_taken_in_la
     assert!(
         last_early < first_late,
         "a later invocation got a permit before an earlier one: {started:?}"
+    );
+}
+
+/// Adds 1 to `Tally/{key}` through `ingress`, asserting the count it answers.
+async fn add_one(client: &reqwest::Client, ingress: &str, key: &str, expected: u64) {
+    let r = client
+        .post(format!("{ingress}/Tally/{key}/add"))
+        .json(&1u64)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(r.json::<u64>().await.unwrap(), expected);
+}
+
+const RELAYS_ANSWERED: &str = "restate_ingress_relays_total{outcome=\"answered\"}";
+const RELAYS_THROUGH_INBOX: &str = "restate_ingress_relays_total{outcome=\"inbox\"}";
+
+/// Adds to fresh keys through `ingress` until one is relayed to the other process (the
+/// routes are read at lease renewals); that key.
+async fn a_relayed_key(client: &reqwest::Client, app: &App) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0.. {
+        assert!(Instant::now() < deadline, "no call was relayed within 30 s");
+        let key = format!("r{i}");
+        let [before] = metrics(client, &app.admin, [RELAYS_ANSWERED]).await;
+        add_one(client, &app.ingress, &key, 1).await;
+        let [after] = metrics(client, &app.admin, [RELAYS_ANSWERED]).await;
+        if after > before {
+            return key;
+        }
+        // Paces the look for the routes; the deadline above bounds it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+/// A request-response call that arrives at a process whose partition the other process runs
+/// is relayed to that process's ingress and answered from there. Killed in the middle of a
+/// relayed call, the owner's work goes on through the inbox under the same invocation id: the
+/// client is answered once, with the count its one add made. A relay without the
+/// deployment's MAC runs nothing.
+#[tokio::test]
+async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_mid_call() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "3000".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let key = a_relayed_key(&client, &first).await;
+    add_one(&client, &first.ingress, &key, 2).await;
+
+    // Forged relays are refused before anything is read into an invocation.
+    for mac in [None, Some("00".repeat(32))] {
+        let mut r = client
+            .post(format!("{}/restate/relay", second.ingress))
+            .body(vec![1u8; 64]);
+        if let Some(mac) = &mac {
+            r = r.header("x-restate-relay-mac", mac);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401, "MAC {mac:?}");
+    }
+
+    // A slow add relayed to the second process, which is killed once the new count is durable
+    // and while the slow step runs.
+    let slow = {
+        let (client, ingress, key) = (client.clone(), first.ingress.clone(), key.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(format!("{ingress}/Tally/{key}/slow_add"))
+                .json(&1u64)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let announced = format!("slow {key} 3");
+    poll(Duration::from_secs(30), || {
+        std::future::ready(support::lines(&steps).contains(&announced))
+    })
+    .await;
+    let [inbox_before] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
+    second.kill();
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "3"),
+        "the relayed call's answer"
+    );
+    let [inbox_after] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
+    assert_eq!(
+        inbox_after,
+        inbox_before + 1,
+        "it went on through the inbox"
+    );
+    let r = client
+        .post(format!("{}/Tally/{key}/get", first.ingress))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<u64>().await.unwrap(), 3, "one add, applied once");
+    let slow_lines: Vec<String> = support::lines(&steps)
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("slow {key} ")))
+        .collect();
+    assert!(
+        slow_lines.iter().all(|l| *l == announced),
+        "the step ran with the one count: {slow_lines:?}"
     );
 }

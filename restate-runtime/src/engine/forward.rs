@@ -24,7 +24,7 @@ use crate::ids::InvocationId;
 use crate::maps::FastMap;
 use crate::storage::{
     CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, JournalEntry,
-    Outcome, ResultWaiter, Status, Target, WriteOp,
+    Outcome, Peer, ResultWaiter, Status, Target, WriteOp,
 };
 
 /// What a forwarded invocation became when taken in.
@@ -65,6 +65,7 @@ impl Engine {
             id,
             record,
             workflow_run,
+            relayed,
             ..
         } = self.prepare(req, None)?;
         // Watched before it is forwarded, so its end cannot come unseen.
@@ -83,9 +84,33 @@ impl Engine {
             idle();
         }
         match self.wait_stored_with(id, finished, duplicate).await? {
-            Some(done) => Ok((id, done, duplicate)),
+            // A relayed call found by its own retry is no replay of another request.
+            Some(done) => Ok((id, done, duplicate && !relayed)),
             None => Err(EngineError::Lost("the invocation was purged".into())),
         }
+    }
+
+    /// Where a request-response call from outside is best relayed: the process that runs its
+    /// partition, when that is another one that advertised its ingress, with the id the call
+    /// gets there ([`InvokeRequest::relayed`]). Whatever becomes of the relay, the call may
+    /// go through the inbox under that id afterwards: an invocation of it is created once,
+    /// by whichever comes first (the inbox's adoption and a submission of a given id both
+    /// find one that exists). Not a workflow's run, whose duplicate is a conflict, nor a
+    /// delayed call.
+    pub(crate) fn relay_target(&self, req: &InvokeRequest) -> Option<(InvocationId, Peer)> {
+        if !self.shared_store || req.delay.is_some() || req.relayed.is_some() {
+            return None;
+        }
+        let peers = self.storage.peers()?;
+        let (_, handler) = self.resolve(&req.target).ok()?;
+        if handler.kind == crate::registry::HandlerKind::Workflow {
+            return None;
+        }
+        let id = self.id_for(req, false, self.now_ms());
+        if self.runs(&id) {
+            return None;
+        }
+        Some((id, peers.route(id.partition_key())?))
     }
 
     /// One-way through the owner: answers once the message is in its inbox.
@@ -146,7 +171,8 @@ impl Engine {
         if !self.shared_store
             || (self.runs_invocations()
                 && req.target.key.is_none()
-                && req.idempotency_key.is_none())
+                && req.idempotency_key.is_none()
+                && req.relayed.is_none())
         {
             return Ok(false);
         }

@@ -165,6 +165,10 @@ pub(crate) struct InvokeRequest {
     pub headers: Vec<(String, String)>,
     pub idempotency_key: Option<String>,
     pub delay: Option<Duration>,
+    /// The id another process of a shared store gave it when it relayed the call here
+    /// ([`Engine::relay_target`]), or when its relay failed and it went through the inbox: an
+    /// invocation of it may exist already, the relay's or its retry's.
+    pub relayed: Option<InvocationId>,
 }
 
 /// What submitting found or created.
@@ -199,12 +203,15 @@ struct Prepared {
     record: InvocationRecord,
     execution_time_ms: Option<u64>,
     workflow_run: bool,
+    /// Its id was given by a relaying process.
+    relayed: bool,
 }
 
 impl Prepared {
-    /// Its id is its key's (an idempotency key's, a workflow run's): it may exist already.
+    /// Its id is its key's (an idempotency key's, a workflow run's) or a relayed call's: it
+    /// may exist already.
     fn derived(&self) -> bool {
-        self.record.idempotency_key.is_some() || self.workflow_run
+        self.record.idempotency_key.is_some() || self.workflow_run || self.relayed
     }
 }
 
@@ -757,6 +764,7 @@ impl Engine {
             mut record,
             execution_time_ms,
             workflow_run,
+            ..
         } = prepared;
         let running = |existing: &Arc<Inflight>| Submitted {
             id,
@@ -867,6 +875,9 @@ impl Engine {
     /// The id of an invocation of `req`: the one its idempotency key or workflow key names,
     /// or a fresh one (in its object key's partition).
     fn id_for(&self, req: &InvokeRequest, workflow_run: bool, now: u64) -> InvocationId {
+        if let Some(id) = req.relayed {
+            return id;
+        }
         match (&req.idempotency_key, &req.target.key) {
             (_, Some(key)) if workflow_run => InvocationId::workflow(&req.target.service, key),
             (Some(key), _) => InvocationId::idempotent(
@@ -925,6 +936,7 @@ impl Engine {
         let workflow_run = handler.kind == HandlerKind::Workflow;
         check_idempotency_key(workflow_run, req.idempotency_key.as_deref())?;
         let id = self.id_for(&req, workflow_run, now);
+        let relayed = req.relayed.is_some();
         let mut headers = req.headers;
         crate::telemetry::trace_new(&req.target, &mut headers);
         let record = InvocationRecord {
@@ -953,6 +965,7 @@ impl Engine {
             record,
             execution_time_ms,
             workflow_run,
+            relayed,
         })
     }
 
@@ -2057,6 +2070,7 @@ mod tests {
             headers: Vec::new(),
             idempotency_key: Some("once".into()),
             delay: None,
+            relayed: None,
         }
     }
 

@@ -114,6 +114,7 @@ impl Engine {
             headers: record.headers,
             idempotency_key: Some(format!("{RESTART_KEY_PREFIX}{id}")),
             delay: None,
+            relayed: None,
         };
         // Across processes, what waits in the inbox for this key comes first: not now.
         if self.behind_inbox(&id).await? || self.request_behind_inbox(&request).await? {

@@ -5,6 +5,7 @@ mod error;
 mod invoke;
 mod lookup;
 pub(crate) mod path;
+mod relay;
 mod response;
 
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub(crate) struct IngressState {
     pub bodies: BodyLimits,
     /// Webhook endpoints by (service, handler).
     pub webhooks: Webhooks,
+    /// Calls for partitions other processes run go to them.
+    pub relay: relay::Relay,
 }
 
 /// How the ingress reads requests: how large a body may be, how long it may take to arrive,
@@ -49,11 +52,13 @@ pub(crate) fn router(
     bodies: BodyLimits,
     webhooks: Webhooks,
     token: Option<String>,
+    relay_patience: std::time::Duration,
 ) -> Router {
     let state = Arc::new(IngressState {
         engine,
         bodies,
         webhooks,
+        relay: relay::Relay::new(token.as_deref(), relay_patience),
     });
     let router = Router::new().fallback(dispatch).with_state(state);
     crate::bearer::require(router, token, "ingress", "/restate/health")
@@ -78,6 +83,8 @@ pub(crate) fn webhook_router(engine: Engine, bodies: BodyLimits, webhooks: &Webh
         engine,
         bodies,
         webhooks: verified,
+        // Verified webhooks are never relayed (their signatures are not kept to check again).
+        relay: relay::Relay::new(None, std::time::Duration::ZERO),
     });
     Router::new().fallback(dispatch_webhook).with_state(state)
 }
@@ -166,6 +173,17 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
                 slot.release();
             }
             lookup::lookup_by_body(state, &body, verb).await
+        }
+        Route::Relay => {
+            let slot = crate::listener::HeldSlot::of(req.extensions());
+            let headers = req.headers().clone();
+            let body = read_body(state, req.into_body()).await?;
+            let idle = move || {
+                if let Some(slot) = slot {
+                    slot.release();
+                }
+            };
+            Ok(relay::serve(state, &headers, body, idle).await)
         }
         Route::Awakeable { id, resolve } => {
             let body = read_body(state, req.into_body()).await?;

@@ -25,6 +25,8 @@ pub(crate) enum Route {
         id: String,
         resolve: bool,
     },
+    /// `POST /restate/relay`: a call another process of a shared store relays to this one.
+    Relay,
 }
 
 impl Route {
@@ -36,7 +38,7 @@ impl Route {
             Self::Health => &[Method::GET, Method::HEAD],
             Self::Invoke { .. } => &[Method::GET, Method::POST],
             Self::Lookup { .. } => &[Method::GET],
-            Self::LookupByBody(_) | Self::Awakeable { .. } => &[Method::POST],
+            Self::LookupByBody(_) | Self::Awakeable { .. } | Self::Relay => &[Method::POST],
         }
     }
 }
@@ -191,6 +193,7 @@ fn parse_restate(segments: &[&str], registry: &Registry) -> Result<Route, PathEr
     };
     match segments {
         ["health"] => Ok(Route::Health),
+        ["relay"] => Ok(Route::Relay),
         ["call" | "send", rest @ ..] if !rest.is_empty() => {
             parse_invoke(rest, registry, Some(segments[0] == "send"))
         }

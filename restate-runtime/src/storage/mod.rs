@@ -23,6 +23,7 @@ mod kills;
 mod log;
 mod memory;
 mod partitions;
+mod peers;
 pub(crate) mod placement;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -46,6 +47,7 @@ pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, Inbox
 pub(crate) use memory::MemoryStorage;
 pub(crate) use memory::MemoryStore;
 pub use partitions::Partitions;
+pub use peers::{Peer, Peers};
 pub use placement::Placement;
 #[cfg(feature = "postgres")]
 pub(crate) use postgres::KillSwitch;
@@ -811,6 +813,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Notifications from other processes on the same database (`None` for a store of one
     /// process, where every change happens in this one).
     fn signals(&self) -> Option<Signals> {
+        None
+    }
+    /// On a shared database: the processes of the deployment, which partition each runs and
+    /// where its ingress is reached, kept by the backend (`None` for a store of one process).
+    fn peers(&self) -> Option<Peers> {
         None
     }
     /// Copies the store as it is at one commit into the folder `dir` (created, or empty),

@@ -226,6 +226,7 @@ fn note(key: &str, delay: Option<Duration>) -> InvokeRequest {
         headers: Vec::new(),
         idempotency_key: None,
         delay,
+        relayed: None,
     }
 }
 
@@ -697,6 +698,7 @@ fn relay(handler: &str, key: &str, to: &str) -> InvokeRequest {
         headers: Vec::new(),
         idempotency_key: None,
         delay: None,
+        relayed: None,
     }
 }
 

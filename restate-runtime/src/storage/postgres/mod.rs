@@ -45,8 +45,9 @@ use tokio_postgres::{NoTls, Row};
 use super::records::{self, InvocationRecord, JournalEntry, Outcome, Target};
 use super::{
     CommitWaiter, DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, Finished, ForwardWaiter,
-    HintHead, Inbound, InboxMessage, InboxPending, OpenError, Partitions, Placement, RecordWaiter,
-    ResultWaiter, Signals, StateScope, Storage, StorageError, UnfinishedHint, WriteOp, WriterStats,
+    HintHead, Inbound, InboxMessage, InboxPending, OpenError, Partitions, Peers, Placement,
+    RecordWaiter, ResultWaiter, Signals, StateScope, Storage, StorageError, UnfinishedHint,
+    WriteOp, WriterStats,
 };
 use crate::ids::InvocationId;
 pub(crate) use kill::KillSwitch;
@@ -124,6 +125,8 @@ pub struct PostgresStorage {
     asks: Asks,
     queue: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     shared: Arc<Shared>,
+    /// Where the other processes serve (`None` for a read-only check).
+    peers: Option<Peers>,
     partitions: u32,
     secret: [u8; 32],
     max_queued_bytes: usize,
@@ -168,6 +171,7 @@ impl PostgresStorage {
             )
             .tcp_user_timeout(options.lease_ttl);
         with_session_options(&mut config, PLANS, "");
+        let peers = Peers::default();
         let shared = Arc::new(Shared {
             failure: watch::channel(None).0,
             stats: Mutex::default(),
@@ -186,6 +190,7 @@ impl PostgresStorage {
             let (partitions, patience, ttl) =
                 (options.partitions, options.owner_wait, options.lease_ttl);
             let read_only = options.read_only;
+            let peers = peers.clone();
             async move {
                 let (mut client, connection) =
                     config.connect(NoTls).await.map_err(|e| pg_error(&e))?;
@@ -239,9 +244,10 @@ impl PostgresStorage {
                     Ok(deployment) => deployment,
                     Err(e) => return Ok((client, Err(e), None)),
                 };
-                let mut leases = ownership::Leases::prepare(&client, ttl, deployment.partitions)
-                    .await
-                    .map_err(|e| pg_error(&e))?;
+                let mut leases =
+                    ownership::Leases::prepare(&client, ttl, deployment.partitions, peers)
+                        .await
+                        .map_err(|e| pg_error(&e))?;
                 // The first round before the store opens: a process that can run partitions
                 // runs them from the start. It waits only for a binary of schema 2 that holds
                 // the whole database, as long as `owner_wait` says.
@@ -291,6 +297,7 @@ impl PostgresStorage {
                 asks,
                 queue: Mutex::new(None),
                 shared,
+                peers: None,
                 partitions: deployment.partitions,
                 secret: deployment.secret,
                 max_queued_bytes: options.max_queued_bytes,
@@ -338,6 +345,7 @@ impl PostgresStorage {
             asks,
             queue: Mutex::new(Some(queue)),
             shared,
+            peers: Some(peers),
             partitions: deployment.partitions,
             secret: deployment.secret,
             max_queued_bytes: options.max_queued_bytes,
@@ -1082,6 +1090,10 @@ impl Storage for PostgresStorage {
 
     fn signals(&self) -> Option<Signals> {
         Some(self.signals.clone())
+    }
+
+    fn peers(&self) -> Option<Peers> {
+        self.peers.clone()
     }
 
     fn backup(&self, _dir: &std::path::Path) -> Result<super::BackupReport, super::BackupError> {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, Statement};
 
-use super::super::Partitions;
+use super::super::{Partitions, Peer, Peers};
 
 /// The SQLSTATE the fence raises (`restate_fence_refused`, and schema 3's
 /// `restate_fence_partitions`), its DETAIL naming the partitions.
@@ -75,6 +75,9 @@ pub(super) struct Leases {
     /// Takes in a row that found nothing free: a process below its share looks less often.
     idle_takes: u32,
     statements: Statements,
+    /// Where the processes' ingresses are: this one's URL is recorded with its membership,
+    /// and the owners of the partitions are read back at every renewal.
+    peers: Peers,
 }
 
 /// How often a process below its share looks for free partitions (released by a drained or
@@ -96,6 +99,8 @@ struct Statements {
     still_held: Statement,
     take: Statement,
     release: Statement,
+    /// Each partition's owner whose lease runs and who advertised its ingress.
+    routes: Statement,
 }
 
 /// What a lease round found that stops the store: a binary of schema 2 took the whole
@@ -108,7 +113,14 @@ impl Leases {
         client: &Client,
         ttl: Duration,
         count: u32,
+        peers: Peers,
     ) -> Result<Self, tokio_postgres::Error> {
+        // A process is known to the others by its writer's session, as its leases are.
+        let me: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
+        peers.set_me(i64::from(me));
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         const UNTIL: &str = "clock_timestamp() + $1::bigint * interval '1 millisecond'";
         const GONE: &str =
@@ -138,9 +150,10 @@ impl Leases {
                 .await?,
             member: client
                 .prepare(&format!(
-                    "INSERT INTO restate_members (pid, expires_at) \
-                     VALUES (pg_backend_pid(), {UNTIL}) \
-                     ON CONFLICT (pid) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+                    "INSERT INTO restate_members (pid, expires_at, ingress_url) \
+                     VALUES (pg_backend_pid(), {UNTIL}, $2) \
+                     ON CONFLICT (pid) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
+                     ingress_url = EXCLUDED.ingress_url"
                 ))
                 .await?,
             prune_members: client
@@ -196,6 +209,13 @@ impl Leases {
                      ORDER BY partition FOR UPDATE)",
                 )
                 .await?,
+            routes: client
+                .prepare(
+                    "SELECT r.partition, m.pid, m.ingress_url FROM restate_partitions r \
+                     JOIN restate_members m ON m.pid = r.owner_pid \
+                     WHERE r.expires_at > clock_timestamp() AND m.ingress_url IS NOT NULL",
+                )
+                .await?,
         };
         Ok(Self {
             ttl_ms,
@@ -213,6 +233,7 @@ impl Leases {
             share: 0,
             idle_takes: 0,
             statements,
+            peers,
         })
     }
 
@@ -301,7 +322,10 @@ impl Leases {
             // Between renewals: only free partitions are looked for, up to a share that counts
             // who is live now (a drained process leaves the count at its release).
             self.count_share(client).await?;
-            return self.take(client).await.map(Ok);
+            self.take(client).await?;
+            // What it took, and what the others still run, is routed at once.
+            self.read_routes(client).await?;
+            return Ok(Ok(()));
         }
         let s = &self.statements;
         let joint = match client.query_opt(&s.renew_joint, &[&self.ttl_ms]).await {
@@ -333,8 +357,9 @@ impl Leases {
         if let Err(e) = client.execute(&s.prune_members, &[]).await {
             tracing::debug!("pruning expired members failed: {}", super::pg_error(&e));
         }
+        let url = self.peers.advertised().map(|u| u.to_string());
         client
-            .execute(&s.member, &[&self.ttl_ms])
+            .execute(&s.member, &[&self.ttl_ms, &url])
             .await
             .map_err(|e| super::pg_error(&e))?;
         let (partitions, epochs) = self.held_columns(|_| true);
@@ -376,7 +401,25 @@ impl Leases {
         } else {
             self.take(client).await?;
         }
+        self.read_routes(client).await?;
         Ok(Ok(()))
+    }
+
+    /// Reads which process runs each partition, and at which URL, for relaying
+    /// ([`Peers`]). A lease taken over since shows at the next renewal: a call relayed to a
+    /// process that no longer runs the partition goes through the inbox from there.
+    async fn read_routes(&self, client: &Client) -> Result<(), String> {
+        let rows =
+            (client.query(&self.statements.routes, &[]).await).map_err(|e| super::pg_error(&e))?;
+        let routes = rows.iter().map(|row| {
+            let peer = Peer {
+                process: i64::from(row.get::<_, i32>(1)),
+                url: row.get::<_, &str>(2).into(),
+            };
+            (row.get::<_, i32>(0) as u32, peer)
+        });
+        self.peers.set_routes(self.count, routes);
+        Ok(())
     }
 
     /// This process's fair share of the partitions among the live processes.
@@ -543,8 +586,9 @@ impl Leases {
             self.handed_over = true;
             return Ok(());
         }
+        let url = self.peers.advertised().map(|u| u.to_string());
         client
-            .execute(&self.statements.member, &[&self.ttl_ms])
+            .execute(&self.statements.member, &[&self.ttl_ms, &url])
             .await
             .map_err(|e| super::pg_error(&e))?;
         self.released = false;

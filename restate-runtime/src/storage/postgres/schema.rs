@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 /// The newest migration this binary carries: the schema version it writes.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 
 /// Held while migrating, so that processes starting together apply each migration once.
 const MIGRATION_LOCK: i64 = 0x7265_7374_6174_6531; // "restate1"
