@@ -472,7 +472,7 @@ impl Metrics {
             "ingress_relays",
             "Request-response calls for a partition another process runs, relayed to that \
              process's ingress, by outcome: answered there, or inbox (the owner could not be \
-             reached, refused the relay, or did not answer within RESTATE_LEASE_TTL: the call \
+             reached, refused the relay, or lost the partition while the call waited: the call \
              went through the partition's inbox under the same invocation id)",
             self.relays.clone(),
         );

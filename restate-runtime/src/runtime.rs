@@ -922,6 +922,9 @@ impl Assembled {
                 injected: hooks.injected,
             },
         )?;
+        if let (Some(url), Some(peers)) = (&config.advertised_ingress_url, storage.peers()) {
+            peers.advertise(url);
+        }
         Ok(Runtime {
             config: self.config.clone(),
             engine,
@@ -1239,11 +1242,12 @@ impl Runtime {
         let Some(peers) = self.storage.peers() else {
             return;
         };
-        let url = match &self.config.advertised_ingress_url {
-            Some(url) => Some(url.clone()),
-            None => (listener.local_addr().ok()).and_then(crate::config::default_advertised_url),
-        };
-        match url {
+        // A configured URL was advertised as the runtime started (an ingress nested in the
+        // user's server too).
+        if self.config.advertised_ingress_url.is_some() {
+            return;
+        }
+        match (listener.local_addr().ok()).and_then(crate::config::default_advertised_url) {
             Some(url) => peers.advertise(&url),
             None => tracing::info!(
                 "the ingress binds every interface and RESTATE_ADVERTISED_INGRESS_URL is not \
@@ -1267,7 +1271,6 @@ impl Runtime {
             self.body_limits(),
             self.webhooks.clone(),
             self.config.ingress_token.clone(),
-            self.config.lease_ttl,
         )
     }
 

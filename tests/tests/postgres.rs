@@ -1412,6 +1412,8 @@ async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_m
                 .send()
                 .await
                 .unwrap();
+            // Its retry found its own invocation: no replay of an idempotent request.
+            assert!(!r.headers().contains_key("idempotency-expires"));
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
@@ -1448,4 +1450,124 @@ async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_m
         slow_lines.iter().all(|l| *l == announced),
         "the step ran with the one count: {slow_lines:?}"
     );
+}
+
+/// A relayed call whose owner is paused (SIGSTOP) past its lease goes through the inbox once
+/// its partition moves, and the process that took the partition over answers it: the call
+/// does not wait for the paused process. Its one add counts once, also after the paused
+/// process is continued.
+#[tokio::test]
+async fn a_call_relayed_to_a_paused_owner_is_answered_once_its_partition_moves() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "2s".to_owned()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "1000".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let key = a_relayed_key(&client, &first).await;
+    let slow = {
+        let (client, ingress, key) = (client.clone(), first.ingress.clone(), key.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(format!("{ingress}/Tally/{key}/slow_add"))
+                .json(&1u64)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let announced = format!("slow {key} 2");
+    poll(Duration::from_secs(30), || {
+        std::future::ready(support::lines(&steps).contains(&announced))
+    })
+    .await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &second.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let (status, body) = slow.await.unwrap();
+    // Answered while the owner is still paused.
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "2"),
+        "the relayed call's answer"
+    );
+    let [through_inbox] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
+    assert_eq!(through_inbox, 1, "it went on through the inbox");
+    signal("-CONT");
+    // The continued process commits nothing more for the partition it lost.
+    add_one(&client, &first.ingress, &key, 3).await;
+    add_one(&client, &second.ingress, &key, 4).await;
+}
+
+/// A process whose advertised URL leads to another process (here: the first's own) is found
+/// out at the first relay, which that other process refuses (it is not the process named):
+/// the call goes through the inbox, and later calls for its partitions are not relayed there
+/// again. Every call is answered with its own count.
+#[tokio::test]
+async fn a_url_that_leads_to_another_process_is_refused_and_not_relayed_to_again() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let env = [("RESTATE_DATABASE_URL", url.clone())];
+    let first = App::start_on(BIN, &dir.path().join("a"), &env, ports).await;
+    let misleading = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        (
+            "RESTATE_ADVERTISED_INGRESS_URL",
+            format!("http://127.0.0.1:{}", ports.0),
+        ),
+    ];
+    let second = App::start(BIN, &dir.path().join("b"), &misleading).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // Until the first process has read where the second serves, and tried it once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        assert!(Instant::now() < deadline, "no relay was tried within 30 s");
+        add_one(&client, &first.ingress, &format!("m{i}"), 1).await;
+        i += 1;
+        let [inbox] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
+        if inbox > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for key in 0..100 {
+        add_one(&client, &first.ingress, &format!("n{key}"), 1).await;
+    }
+    let [answered, inbox] = metrics(
+        &client,
+        &first.admin,
+        [RELAYS_ANSWERED, RELAYS_THROUGH_INBOX],
+    )
+    .await;
+    assert_eq!((answered, inbox), (0, 1), "tried once, then not again");
+    // The second process serves its own partitions as ever.
+    add_one(&client, &second.ingress, "n0", 2).await;
 }

@@ -24,7 +24,7 @@ use crate::ids::InvocationId;
 use crate::maps::FastMap;
 use crate::storage::{
     CommitWaiter, FinishedWatch, Forwarded, Inbound, InboxMessage, InvocationRecord, JournalEntry,
-    Outcome, Peer, ResultWaiter, Status, Target, WriteOp,
+    Outcome, Peer, Peers, ResultWaiter, Status, Target, WriteOp,
 };
 
 /// What a forwarded invocation became when taken in.
@@ -43,6 +43,22 @@ enum Adoption {
 /// after which a round takes no more.
 const INBOX_PAGE: usize = 1_000;
 const INBOX_PAGE_BYTES: usize = 8 << 20;
+
+/// How long an invocation a relay made keeps its result at least, and how old a relay may be
+/// when it arrives: the relay's retry through the inbox, or a relay message sent again, finds
+/// the invocation and never creates it a second time. One the retry made first has its
+/// handler's retention: the relay it stands for was cut off before its handler at the owner
+/// submitted anything (the owner's server drops a request's handler when its connection
+/// closes), or refused there.
+pub(crate) const RELAYED_RETENTION: Duration = Duration::from_secs(300);
+
+/// Where [`Engine::relay_target`] sends a call: the id it gets, the process that runs its
+/// partition, and the table that says when that changes.
+pub(crate) struct RelayTo {
+    pub id: InvocationId,
+    pub peer: Peer,
+    pub peers: Peers,
+}
 
 /// How long the inbox waits before looking again while the process is too busy to take it.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
@@ -65,7 +81,6 @@ impl Engine {
             id,
             record,
             workflow_run,
-            relayed,
             ..
         } = self.prepare(req, None)?;
         // Watched before it is forwarded, so its end cannot come unseen.
@@ -84,8 +99,7 @@ impl Engine {
             idle();
         }
         match self.wait_stored_with(id, finished, duplicate).await? {
-            // A relayed call found by its own retry is no replay of another request.
-            Some(done) => Ok((id, done, duplicate && !relayed)),
+            Some(done) => Ok((id, done, duplicate)),
             None => Err(EngineError::Lost("the invocation was purged".into())),
         }
     }
@@ -97,7 +111,7 @@ impl Engine {
     /// by whichever comes first (the inbox's adoption and a submission of a given id both
     /// find one that exists). Not a workflow's run, whose duplicate is a conflict, nor a
     /// delayed call.
-    pub(crate) fn relay_target(&self, req: &InvokeRequest) -> Option<(InvocationId, Peer)> {
+    pub(crate) fn relay_target(&self, req: &InvokeRequest) -> Option<RelayTo> {
         if !self.shared_store || req.delay.is_some() || req.relayed.is_some() {
             return None;
         }
@@ -110,7 +124,8 @@ impl Engine {
         if self.runs(&id) {
             return None;
         }
-        Some((id, peers.route(id.partition_key())?))
+        let peer = peers.route(id.partition_key())?;
+        Some(RelayTo { id, peer, peers })
     }
 
     /// One-way through the owner: answers once the message is in its inbox.

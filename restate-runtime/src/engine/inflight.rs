@@ -88,6 +88,9 @@ pub(crate) struct Inflight {
     placement: std::sync::OnceLock<Arc<Placement>>,
     /// A task is executing it (not queued, scheduled, paused or between attempts).
     pub running: AtomicBool,
+    /// Created by a call another process relayed here: its result is kept at least
+    /// [`RELAYED_RETENTION`](super::forward::RELAYED_RETENTION).
+    pub relayed: AtomicBool,
     /// It waits in its key's queue (`Lane::waiting`): a second start does not queue it again.
     pub queued: AtomicBool,
     /// Set by kill: the executing task stops at once.
@@ -173,6 +176,7 @@ impl Inflight {
             gate: Mutex::new(None),
             placement: std::sync::OnceLock::new(),
             running: AtomicBool::new(false),
+            relayed: AtomicBool::new(false),
             queued: AtomicBool::new(false),
             killed: tokio::sync::Notify::new(),
             kill_requested: AtomicBool::new(false),

@@ -40,6 +40,7 @@ pub(crate) use awakeables::AwakeableSubmission;
 pub(crate) use claims::Claim;
 pub use control::ControlError;
 pub use drain::DrainStatus;
+pub(crate) use forward::{RELAYED_RETENTION, RelayTo};
 pub(crate) use handover::UndrainError;
 pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, WaitEnd, wait_finished, wait_finished_or_idle};
@@ -764,7 +765,7 @@ impl Engine {
             mut record,
             execution_time_ms,
             workflow_run,
-            ..
+            relayed,
         } = prepared;
         let running = |existing: &Arc<Inflight>| Submitted {
             id,
@@ -854,6 +855,9 @@ impl Engine {
             // on its key that came in meanwhile and ran first keeps its place after a restart.
             record.seq = self.next_seq();
             let inflight = self.new_inflight(id, record, false, Journal::default());
+            if relayed {
+                inflight.relayed.store(true, Ordering::Relaxed);
+            }
             map.insert(id, inflight.clone());
             if derived {
                 self.claims.created(&id);
@@ -1084,6 +1088,19 @@ impl Engine {
     /// already, or suspended or paused meanwhile (a request's slot under the in-flight cap is
     /// given back then, as an attach's).
     pub(crate) async fn call_with(
+        &self,
+        req: InvokeRequest,
+        idle: impl FnOnce() + Send,
+    ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        // A relayed call without an idempotency key that finds its invocation made already
+        // found its own relay's: no replay of another request.
+        let own = req.relayed.is_some() && req.idempotency_key.is_none();
+        let (id, done, replayed) = self.call_submitted(req, idle).await?;
+        Ok((id, done, replayed && !own))
+    }
+
+    /// [`Self::call_with`], answering whether the invocation existed already.
+    async fn call_submitted(
         &self,
         req: InvokeRequest,
         idle: impl FnOnce() + Send,
@@ -1623,9 +1640,13 @@ impl Engine {
                 .min_retention
                 .get(&target.service)
                 .and_then(|handlers| handlers.get(&target.handler));
-            match floor {
+            let retention = match floor {
                 Some(floor) => retention.max(*floor),
                 None => retention,
+            };
+            match inflight.relayed.load(Ordering::Relaxed) {
+                true => retention.max(forward::RELAYED_RETENTION),
+                false => retention,
             }
         };
         let now = self.now_ms();

@@ -52,13 +52,12 @@ pub(crate) fn router(
     bodies: BodyLimits,
     webhooks: Webhooks,
     token: Option<String>,
-    relay_patience: std::time::Duration,
 ) -> Router {
     let state = Arc::new(IngressState {
         engine,
         bodies,
         webhooks,
-        relay: relay::Relay::new(token.as_deref(), relay_patience),
+        relay: relay::Relay::new(token.as_deref()),
     });
     let router = Router::new().fallback(dispatch).with_state(state);
     crate::bearer::require(router, token, "ingress", "/restate/health")
@@ -84,7 +83,7 @@ pub(crate) fn webhook_router(engine: Engine, bodies: BodyLimits, webhooks: &Webh
         bodies,
         webhooks: verified,
         // Verified webhooks are never relayed (their signatures are not kept to check again).
-        relay: relay::Relay::new(None, std::time::Duration::ZERO),
+        relay: relay::Relay::new(None),
     });
     Router::new().fallback(dispatch_webhook).with_state(state)
 }

@@ -4,34 +4,36 @@
 //! through that partition's inbox (a row written and removed, a notification, the result read
 //! back from the store), about three times the work of a call run where it arrives. Instead the
 //! receiving process relays it to the owner's ingress (`POST /restate/relay`), which runs it as
-//! its own and answers; the answer goes back to the client as it is.
+//! its own and answers; the answer goes back to the client.
 //!
 //! The relay gives the call its invocation id, so that it can always fall back to the inbox
 //! under the same id: when the owner cannot be reached, refuses the relay (it is not the
-//! process named, is draining, or lost the invocation), or does not answer within the lease's
-//! length (paused, or taken over). Whichever of the relay and the inbox comes first creates
-//! the invocation; the other finds it (law 3: one invocation per accepted call).
+//! process named, is draining, or lost the invocation), or its partition moves to another
+//! process while the call waits (a paused or cut-off owner, taken over). Whichever of the relay
+//! and the inbox comes first creates the invocation; the other finds it (law 3: one invocation
+//! per accepted call). A slow handler is waited for as long as it takes, as a local one is.
 //!
 //! A relay is authenticated by an HMAC under the deployment's secret (in the database), over
-//! the whole message, which names the process it is meant for: nothing from outside can choose
-//! an id, and a relay that reached the wrong process (a stale route) is refused, not run.
-
-use std::time::Duration;
+//! the whole message, which names the process it is meant for and when it was sent: nothing
+//! from outside can choose an id, a relay that reached the wrong process (a stale route, a
+//! loopback address advertised on another host) is refused, not run, and an old one is refused
+//! ([`RELAYED_RETENTION`]: a relayed invocation's result is kept at least that long).
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use super::{ApiError, IngressState, response};
-use crate::engine::{EngineError, InvokeRequest};
+use crate::engine::{EngineError, InvokeRequest, RELAYED_RETENTION, RelayTo};
 use crate::ids::InvocationId;
-use crate::storage::{Peer, Target};
+use crate::storage::Target;
 
 /// The path of the relay endpoint on every ingress.
 pub(crate) const RELAY_PATH: &str = "/restate/relay";
@@ -40,14 +42,26 @@ const MAC_HEADER: &str = "x-restate-relay-mac";
 /// Set on an answer of the invocation: anything else (a refusal, a listener's 429, another
 /// server) makes the relaying process go through the inbox.
 const ANSWERED_HEADER: &str = "x-restate-relay-answered";
-/// Relayed calls larger than this are refused (the ingress's body limit applied before).
+/// Relayed calls and their answers larger than this are refused (the ingress's body limit
+/// applies before).
 const MAX_RELAY_BYTES: usize = 64 << 20;
+/// Headers of the owner's answer that are its own connection's or its own CORS layer's: the
+/// relaying ingress sets its own.
+const NOT_RELAYED: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "vary",
+];
 
 /// A call as one process relays it to another.
 #[derive(Serialize, Deserialize)]
 struct RelayedCall {
     /// The process it is meant for.
     to: i64,
+    /// When it was sent (ms since the epoch, by the sender's clock).
+    sent_ms: u64,
     id: InvocationId,
     target: Target,
     #[serde(with = "serde_bytes")]
@@ -61,12 +75,10 @@ pub(crate) struct Relay {
     client: Client<HttpConnector, Full<Bytes>>,
     /// `Authorization` for the peers' ingresses (the deployment's ingress token).
     authorization: Option<HeaderValue>,
-    /// How long an answer is waited for before the call goes through the inbox too.
-    patience: Duration,
 }
 
 impl Relay {
-    pub(crate) fn new(token: Option<&str>, patience: Duration) -> Self {
+    pub(crate) fn new(token: Option<&str>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -77,72 +89,123 @@ impl Relay {
         Self {
             client,
             authorization,
-            patience,
         }
     }
 }
 
-/// Relays `req` as invocation `id` to `peer`: its answer, or `None` when the call is to go
-/// through the inbox instead (under the same id).
+/// What became of a relay.
+enum Relayed {
+    Answered(Response),
+    /// The process that answered is not the one named: its URL leads elsewhere.
+    Misrouted,
+    /// Refused, not reached, cut off, or its partition moved: the inbox takes it.
+    Failed,
+}
+
+/// Relays `req` as invocation `to.id` to `to.peer`: its answer, or `None` when the call is to
+/// go through the inbox instead (under the same id).
 pub(crate) async fn call(
     state: &IngressState,
-    peer: &Peer,
-    id: InvocationId,
+    to: &RelayTo,
     req: &InvokeRequest,
 ) -> Option<Response> {
-    let relay = &state.relay;
-    let call = RelayedCall {
-        to: peer.process,
-        id,
-        target: req.target.clone(),
-        input: req.input.to_vec(),
-        headers: req.headers.clone(),
-        idempotency_key: req.idempotency_key.clone(),
+    let RelayTo { id, peer, peers } = to;
+    // Subscribed before the relay is sent: a move read after it is seen.
+    let mut changes = peers.changes();
+    let moved = async {
+        loop {
+            if changes.changed().await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+            if peers.route(id.partition_key()).as_ref() != Some(peer) {
+                return;
+            }
+        }
     };
-    let body = postcard::to_stdvec(&call).ok()?;
-    let mac = hex::encode(state.engine.mac(&[b"relay", &body]));
-    let mut request = http::Request::post(format!("{}{RELAY_PATH}", peer.url))
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(MAC_HEADER, mac)
-        .body(Full::new(Bytes::from(body)))
-        .ok()?;
-    if let Some(authorization) = &relay.authorization {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, authorization.clone());
+    let relayed = tokio::select! {
+        relayed = send(state, to, req) => relayed,
+        () = moved => Relayed::Failed,
+    };
+    let (outcome, answer) = match relayed {
+        Relayed::Answered(answer) => ("answered", Some(answer)),
+        Relayed::Misrouted => {
+            if peers.misrouted(peer) {
+                tracing::warn!(
+                    peer = %peer.url,
+                    "a relay to the process that advertised this URL reached another process: \
+                     calls for its partitions go through their inboxes (set \
+                     RESTATE_ADVERTISED_INGRESS_URL to an address the other processes reach)"
+                );
+            }
+            ("inbox", None)
+        }
+        Relayed::Failed => ("inbox", None),
+    };
+    if answer.is_none() {
+        tracing::debug!(%id, peer = %peer.url, "relay not answered: through the inbox");
     }
-    let answer = async {
-        let answer = relay.client.request(request).await.ok()?;
-        if !answer.headers().contains_key(ANSWERED_HEADER) {
-            return None;
-        }
-        let (mut parts, body) = answer.into_parts();
-        let body = body.collect().await.ok()?.to_bytes();
-        parts.headers.remove(ANSWERED_HEADER);
-        Some(Response::from_parts(parts, Body::from(body)))
-    };
-    let answer = match tokio::time::timeout(relay.patience, answer).await {
-        Ok(Some(answer)) => Some(answer),
-        Ok(None) => {
-            tracing::debug!(%id, peer = %peer.url, "relay refused or failed: through the inbox");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%id, peer = %peer.url, "relay unanswered: through the inbox");
-            None
-        }
-    };
-    let outcome = match answer {
-        Some(_) => "answered",
-        None => "inbox",
-    };
     let label = crate::metrics::RelayLabel { outcome };
     state.engine.metrics().relays.get_or_create(&label).inc();
     answer
 }
 
+/// One relay, sent and answered.
+async fn send(state: &IngressState, to: &RelayTo, req: &InvokeRequest) -> Relayed {
+    let call = RelayedCall {
+        to: to.peer.process,
+        sent_ms: state.engine.now_ms(),
+        id: to.id,
+        target: req.target.clone(),
+        input: req.input.to_vec(),
+        headers: req.headers.clone(),
+        idempotency_key: req.idempotency_key.clone(),
+    };
+    let Ok(body) = postcard::to_stdvec(&call) else {
+        return Relayed::Failed;
+    };
+    let mac = hex::encode(state.engine.mac(&[b"relay", &body]));
+    let request = http::Request::post(format!("{}{RELAY_PATH}", to.peer.url))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(MAC_HEADER, mac)
+        .body(Full::new(Bytes::from(body)));
+    let Ok(mut request) = request else {
+        return Relayed::Failed;
+    };
+    if let Some(authorization) = &state.relay.authorization {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization.clone());
+    }
+    let Ok(answer) = state.relay.client.request(request).await else {
+        return Relayed::Failed;
+    };
+    if !answer.headers().contains_key(ANSWERED_HEADER) {
+        return match answer.status().as_u16() {
+            421 => Relayed::Misrouted,
+            _ => Relayed::Failed,
+        };
+    }
+    let (mut parts, body) = answer.into_parts();
+    let Ok(body) = Limited::new(body, MAX_RELAY_BYTES).collect().await else {
+        return Relayed::Failed;
+    };
+    parts.headers.remove(ANSWERED_HEADER);
+    for name in NOT_RELAYED {
+        parts.headers.remove(name);
+    }
+    let cors: Vec<_> = (parts.headers.keys())
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        parts.headers.remove(name);
+    }
+    Relayed::Answered(Response::from_parts(parts, Body::from(body.to_bytes())))
+}
+
 /// The owner's side: `POST /restate/relay`. A MAC that does not verify is a 401; a relay
-/// meant for another process (a stale route) a 421; neither runs anything.
+/// meant for another process (a stale route) a 421; an old one a 400; none of them runs
+/// anything.
 pub(crate) async fn serve(
     state: &IngressState,
     headers: &HeaderMap,
@@ -167,6 +230,10 @@ pub(crate) async fn serve(
     let me = engine.storage().peers().and_then(|p| p.me());
     if me != Some(call.to) {
         return ApiError::ingress(421, "this relay is meant for another process").into_response();
+    }
+    // Either way, clocks apart by minutes refuse: the sender then uses the inbox.
+    if engine.now_ms().abs_diff(call.sent_ms) > crate::clock::millis(RELAYED_RETENTION) {
+        return ApiError::ingress(400, "this relay is too old").into_response();
     }
     if engine.drain.is_draining() {
         return ApiError::ingress(503, "this process is draining").into_response();

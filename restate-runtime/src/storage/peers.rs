@@ -4,8 +4,11 @@
 //! the owner runs it as its own), instead of going through the partition's inbox (a row
 //! written and removed, a notification, the result read back from the store).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
 
 use super::partitions::partition_of;
 
@@ -26,12 +29,28 @@ use super::partitions::partition_of;
 #[derive(Debug, Clone, Default)]
 pub struct Peers(Arc<Inner>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     advertised: RwLock<Option<Arc<str>>>,
     /// This process's identity among its peers (0: not known yet).
     me: AtomicI64,
     routes: RwLock<Routes>,
+    /// Bumped at every [`Peers::set_routes`].
+    read: watch::Sender<u64>,
+    /// Peers whose advertised URL led to another process: not routed to again.
+    misrouted: Mutex<HashSet<Peer>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            advertised: RwLock::default(),
+            me: AtomicI64::default(),
+            routes: RwLock::default(),
+            read: watch::channel(0).0,
+            misrouted: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +60,7 @@ struct Routes {
 }
 
 /// Another process of the deployment: its identity and the base URL of its ingress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Peer {
     /// The process's identity (on PostgreSQL its writer's backend pid).
     pub process: i64,
@@ -84,6 +103,22 @@ impl Peers {
             count,
             by_partition,
         };
+        self.0.read.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time the table is read again (whether or not a route changed).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.0.read.subscribe()
+    }
+
+    /// `peer`'s URL led to another process (a loopback address advertised on another host,
+    /// a port taken over): it is not routed to again. Whether this is the first time.
+    pub fn misrouted(&self, peer: &Peer) -> bool {
+        self.0
+            .misrouted
+            .lock()
+            .expect("peers lock")
+            .insert(peer.clone())
     }
 
     /// The process that runs the partition of `partition_key`, if it is another one and
@@ -92,7 +127,8 @@ impl Peers {
         let routes = self.0.routes.read().expect("peers lock");
         let partition = partition_of(partition_key, routes.count)?;
         let peer = routes.by_partition.get(partition as usize)?.as_ref()?;
-        (Some(peer.process) != self.me()).then(|| peer.clone())
+        let misrouted = || self.0.misrouted.lock().expect("peers lock").contains(peer);
+        (Some(peer.process) != self.me() && !misrouted()).then(|| peer.clone())
     }
 }
 
@@ -111,8 +147,29 @@ mod tests {
         peers.set_routes(2, [(0, peer(3)), (1, peer(4))]);
         assert_eq!(peers.route(0), None, "its own");
         assert_eq!(peers.route(1), Some(peer(4)));
+        let changes = peers.changes();
         peers.set_routes(2, []);
+        assert!(changes.has_changed().unwrap(), "a new table is told");
         assert_eq!(peers.route(1), None, "replaced, not merged");
+    }
+
+    #[test]
+    fn a_misrouted_peer_is_not_routed_to_again() {
+        let peers = Peers::default();
+        let peer = Peer {
+            process: 4,
+            url: "http://127.0.0.1:1".into(),
+        };
+        peers.set_routes(1, [(0, peer.clone())]);
+        assert!(peers.misrouted(&peer), "the first time");
+        assert!(!peers.misrouted(&peer));
+        assert_eq!(peers.route(0), None);
+        let moved = Peer {
+            url: "http://10.0.0.2:8080".into(),
+            ..peer
+        };
+        peers.set_routes(1, [(0, moved.clone())]);
+        assert_eq!(peers.route(0), Some(moved), "advertised anew");
     }
 
     #[test]

@@ -1753,3 +1753,59 @@ async fn a_timer_loads_nothing_of_a_partition_still_joining() {
     }
     engine.shutdown();
 }
+
+/// A relayed call and its retry through the inbox (the relay not answered) carry one id:
+/// whichever reaches the owner first creates the invocation and the other finds it, in
+/// either order, and neither answer says it replayed another request. With a retention of
+/// zero, an invocation the relay made still keeps its result for the relay's window, so the
+/// retry finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_call_and_its_retry_through_the_inbox_make_one_invocation_in_either_order() {
+    for relay_first in [true, false] {
+        let Pair { handles, .. } = pair();
+        let (tally, _open) = Tally::new(true);
+        let mut config = test_config();
+        config.default_retention = Duration::ZERO;
+        let start = |storage: &Arc<MemoryStorage>| {
+            let storage = storage.clone() as Arc<dyn Storage>;
+            Engine::start(storage, tally.registry(), config.clone()).unwrap()
+        };
+        let (owner, other) = (start(&handles[0]), start(&handles[1]));
+        let key = key_in("Tally", 0);
+        let id = InvocationId::fresh(partition_key_of("Tally", &key), crate::clock::now_ms());
+        let mut req = note(&key, None);
+        req.relayed = Some(id);
+        // The relay runs at the owner; the retry goes through the owner's inbox.
+        let (first, second) = match relay_first {
+            true => (&owner, &other),
+            false => (&other, &owner),
+        };
+        let (first_id, first_done, first_replayed) = within(first.call(req.clone())).await.unwrap();
+        let (second_id, second_done, second_replayed) = within(second.call(req)).await.unwrap();
+        assert_eq!((first_id, second_id), (id, id));
+        assert_eq!(first_done.outcome, second_done.outcome);
+        assert_eq!(
+            first_done.outcome,
+            Outcome::Success(format!("\"{id}\"").into_bytes())
+        );
+        assert!(
+            !first_replayed && !second_replayed,
+            "relay first: {relay_first}"
+        );
+        assert_eq!(tally.runs(&id), 1, "relay first: {relay_first}");
+        let Some(Status::Completed {
+            completed_at_ms,
+            expires_at_ms,
+            ..
+        }) = handles[0].invocation(&id).unwrap().map(|r| r.status)
+        else {
+            panic!("stored as completed");
+        };
+        // Made through the inbox, it has its handler's retention (see `RELAYED_RETENTION`).
+        let window = crate::clock::millis(crate::engine::RELAYED_RETENTION);
+        let kept = expires_at_ms - completed_at_ms;
+        assert_eq!(kept >= window, relay_first, "kept {kept} ms");
+        owner.shutdown();
+        other.shutdown();
+    }
+}

@@ -324,7 +324,7 @@ impl Leases {
             self.count_share(client).await?;
             self.take(client).await?;
             // What it took, and what the others still run, is routed at once.
-            self.read_routes(client).await?;
+            self.read_routes(client).await;
             return Ok(Ok(()));
         }
         let s = &self.statements;
@@ -401,16 +401,26 @@ impl Leases {
         } else {
             self.take(client).await?;
         }
-        self.read_routes(client).await?;
+        self.read_routes(client).await;
         Ok(Ok(()))
     }
 
     /// Reads which process runs each partition, and at which URL, for relaying
     /// ([`Peers`]). A lease taken over since shows at the next renewal: a call relayed to a
     /// process that no longer runs the partition goes through the inbox from there.
-    async fn read_routes(&self, client: &Client) -> Result<(), String> {
-        let rows =
-            (client.query(&self.statements.routes, &[]).await).map_err(|e| super::pg_error(&e))?;
+    async fn read_routes(&self, client: &Client) {
+        let rows = match client.query(&self.statements.routes, &[]).await {
+            Ok(rows) => rows,
+            // Only relaying needs them: the routes read last stand (a stale one is refused by
+            // its process, and the call goes through the inbox).
+            Err(e) => {
+                tracing::warn!(
+                    "reading where the processes serve failed: {}",
+                    super::pg_error(&e)
+                );
+                return;
+            }
+        };
         let routes = rows.iter().map(|row| {
             let peer = Peer {
                 process: i64::from(row.get::<_, i32>(1)),
@@ -419,7 +429,6 @@ impl Leases {
             (row.get::<_, i32>(0) as u32, peer)
         });
         self.peers.set_routes(self.count, routes);
-        Ok(())
     }
 
     /// This process's fair share of the partitions among the live processes.
