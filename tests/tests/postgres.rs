@@ -1361,24 +1361,29 @@ async fn a_relayed_key(client: &reqwest::Client, app: &App) -> String {
     unreachable!()
 }
 
-/// A request-response call that arrives at a process whose partition the other process runs
-/// is relayed to that process's ingress and answered from there. Killed in the middle of a
-/// relayed call, the owner's work goes on through the inbox under the same invocation id: the
-/// client is answered once, with the count its one add made. A relay without the
-/// deployment's MAC runs nothing.
-#[tokio::test]
-async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_mid_call() {
-    if PostgresCluster::for_tests().is_none() {
-        return;
-    }
+/// Two processes on a fresh database (with `env` added) and a key the first relays to the
+/// second, which has added 1 to it.
+struct Relayed {
+    first: App,
+    second: App,
+    client: reqwest::Client,
+    key: String,
+    steps: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+type Answer = tokio::task::JoinHandle<(u16, String)>;
+
+/// [`Relayed`], and a slow add of its key sent to the first process: its answer (status,
+/// body), once the second announced the count it holds the key with (`slow <key> 2`, durable)
+/// in its slow step.
+async fn slow_add_relayed(env: &[(&str, String)]) -> (Relayed, Answer) {
     let url = cluster().fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let steps = dir.path().join("steps");
-    let env = [
-        ("RESTATE_DATABASE_URL", url.clone()),
-        ("STEPS_FILE", steps.display().to_string()),
-        ("STEP_MS", "3000".to_owned()),
-    ];
+    let mut env = env.to_vec();
+    env.push(("RESTATE_DATABASE_URL", url.clone()));
+    env.push(("STEPS_FILE", steps.display().to_string()));
     let first = App::start(BIN, &dir.path().join("a"), &env).await;
     let second = App::start(BIN, &dir.path().join("b"), &env).await;
     spread_over_two(&url).await;
@@ -1387,22 +1392,6 @@ async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_m
         .build()
         .unwrap();
     let key = a_relayed_key(&client, &first).await;
-    add_one(&client, &first.ingress, &key, 2).await;
-
-    // Forged relays are refused before anything is read into an invocation.
-    for mac in [None, Some("00".repeat(32))] {
-        let mut r = client
-            .post(format!("{}/restate/relay", second.ingress))
-            .body(vec![1u8; 64]);
-        if let Some(mac) = &mac {
-            r = r.header("x-restate-relay-mac", mac);
-        }
-        let r = r.send().await.unwrap();
-        assert_eq!(r.status(), 401, "MAC {mac:?}");
-    }
-
-    // A slow add relayed to the second process, which is killed once the new count is durable
-    // and while the slow step runs.
     let slow = {
         let (client, ingress, key) = (client.clone(), first.ingress.clone(), key.clone());
         tokio::spawn(async move {
@@ -1417,39 +1406,88 @@ async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_m
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    let announced = format!("slow {key} 3");
+    let announced = format!("slow {key} 2");
     poll(Duration::from_secs(30), || {
         std::future::ready(support::lines(&steps).contains(&announced))
     })
     .await;
-    let [inbox_before] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
-    second.kill();
-    let (status, body) = slow.await.unwrap();
-    assert_eq!(
-        (status, body.as_str()),
-        (200, "3"),
-        "the relayed call's answer"
-    );
-    let [inbox_after] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
-    assert_eq!(
-        inbox_after,
-        inbox_before + 1,
-        "it went on through the inbox"
-    );
-    let r = client
-        .post(format!("{}/Tally/{key}/get", first.ingress))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<u64>().await.unwrap(), 3, "one add, applied once");
-    let slow_lines: Vec<String> = support::lines(&steps)
-        .into_iter()
-        .filter(|l| l.starts_with(&format!("slow {key} ")))
-        .collect();
-    assert!(
-        slow_lines.iter().all(|l| *l == announced),
-        "the step ran with the one count: {slow_lines:?}"
-    );
+    let relayed = Relayed {
+        first,
+        second,
+        client,
+        key,
+        steps,
+        _dir: dir,
+    };
+    (relayed, slow)
+}
+
+impl Relayed {
+    /// The slow add is answered 200 with 2 after it went on through the inbox (one more
+    /// such relay at the first process than `inbox_before`), its step having run with that
+    /// one count only.
+    async fn answered_once(&self, slow: Answer, inbox_before: u64) {
+        let (status, body) = slow.await.unwrap();
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "2"),
+            "the relayed call's answer"
+        );
+        let [inbox_after] = metrics(&self.client, &self.first.admin, [RELAYS_THROUGH_INBOX]).await;
+        assert_eq!(
+            inbox_after,
+            inbox_before + 1,
+            "it went on through the inbox"
+        );
+        let key = &self.key;
+        let slow_lines: Vec<String> = support::lines(&self.steps)
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("slow {key} ")))
+            .collect();
+        assert!(
+            slow_lines.iter().all(|l| *l == format!("slow {key} 2")),
+            "the step ran with the one count: {slow_lines:?}"
+        );
+    }
+
+    /// Sends `name` (`-KILL`, `-STOP`, `-CONT`) to the second process.
+    fn signal_second(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([name, &self.second.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A request-response call that arrives at a process whose partition the other process runs
+/// is relayed to that process's ingress and answered from there. Killed in the middle of a
+/// relayed call, the owner's work goes on through the inbox under the same invocation id: the
+/// client is answered once, with the count its one add made. A relay without the
+/// deployment's MAC runs nothing.
+#[tokio::test]
+async fn a_call_relayed_to_the_owner_is_answered_once_when_the_owner_is_killed_mid_call() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let (relayed, slow) = slow_add_relayed(&[("STEP_MS", "3000".to_owned())]).await;
+    let Relayed { client, first, .. } = &relayed;
+    // Forged relays are refused before anything is read into an invocation.
+    for mac in [None, Some("00".repeat(32))] {
+        let mut r = client
+            .post(format!("{}/restate/relay", relayed.second.ingress))
+            .body(vec![1u8; 64]);
+        if let Some(mac) = &mac {
+            r = r.header("x-restate-relay-mac", mac);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401, "MAC {mac:?}");
+    }
+    let [inbox_before] = metrics(client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
+    // Killed once the new count is durable, while the slow step runs.
+    relayed.signal_second("-KILL");
+    relayed.answered_once(slow, inbox_before).await;
+    add_one(client, &first.ingress, &relayed.key, 3).await;
 }
 
 /// A relayed call whose owner is paused (SIGSTOP) past its lease goes through the inbox once
@@ -1461,61 +1499,19 @@ async fn a_call_relayed_to_a_paused_owner_is_answered_once_its_partition_moves()
     if PostgresCluster::for_tests().is_none() {
         return;
     }
-    let url = cluster().fresh_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let steps = dir.path().join("steps");
     let env = [
-        ("RESTATE_DATABASE_URL", url.clone()),
         ("RESTATE_LEASE_TTL", "2s".to_owned()),
-        ("STEPS_FILE", steps.display().to_string()),
         ("STEP_MS", "1000".to_owned()),
     ];
-    let first = App::start(BIN, &dir.path().join("a"), &env).await;
-    let second = App::start(BIN, &dir.path().join("b"), &env).await;
-    spread_over_two(&url).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let key = a_relayed_key(&client, &first).await;
-    let slow = {
-        let (client, ingress, key) = (client.clone(), first.ingress.clone(), key.clone());
-        tokio::spawn(async move {
-            let r = client
-                .post(format!("{ingress}/Tally/{key}/slow_add"))
-                .json(&1u64)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
-    let announced = format!("slow {key} 2");
-    poll(Duration::from_secs(30), || {
-        std::future::ready(support::lines(&steps).contains(&announced))
-    })
-    .await;
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &second.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
-    let (status, body) = slow.await.unwrap();
+    let (relayed, slow) = slow_add_relayed(&env).await;
+    let Relayed { client, first, .. } = &relayed;
+    relayed.signal_second("-STOP");
     // Answered while the owner is still paused.
-    assert_eq!(
-        (status, body.as_str()),
-        (200, "2"),
-        "the relayed call's answer"
-    );
-    let [through_inbox] = metrics(&client, &first.admin, [RELAYS_THROUGH_INBOX]).await;
-    assert_eq!(through_inbox, 1, "it went on through the inbox");
-    signal("-CONT");
+    relayed.answered_once(slow, 0).await;
+    relayed.signal_second("-CONT");
     // The continued process commits nothing more for the partition it lost.
-    add_one(&client, &first.ingress, &key, 3).await;
-    add_one(&client, &second.ingress, &key, 4).await;
+    add_one(client, &first.ingress, &relayed.key, 3).await;
+    add_one(client, &relayed.second.ingress, &relayed.key, 4).await;
 }
 
 /// A process whose advertised URL leads to another process (here: the first's own) is found

@@ -115,6 +115,10 @@ impl Engine {
         if !self.shared_store || req.delay.is_some() || req.relayed.is_some() {
             return None;
         }
+        // A fresh unkeyed call is made in a partition of this process, if it runs any.
+        if req.target.key.is_none() && req.idempotency_key.is_none() && self.runs_invocations() {
+            return None;
+        }
         let peers = self.storage.peers()?;
         let (_, handler) = self.resolve(&req.target).ok()?;
         if handler.kind == crate::registry::HandlerKind::Workflow {
