@@ -136,8 +136,9 @@ impl RuntimeBuilder {
     /// With a database: the `http://` URL the other processes of the deployment reach this
     /// one's ingress at (default: the bound ingress address, unless that is every interface).
     /// They relay request-response calls for the partitions this process runs to it, instead
-    /// of writing them into the partition's inbox. An ingress nested under a path in your own
-    /// server ([`Runtime::ingress_router`]) advertises that path too.
+    /// of writing them into the partition's inbox. An ingress nested in your own server
+    /// ([`Runtime::ingress_router`]) is advertised only by this URL, its path included
+    /// (`http://10.0.0.7:3000/durable`).
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

@@ -238,6 +238,30 @@ pub(crate) async fn serve(
     if engine.drain.is_draining() {
         return ApiError::ingress(503, "this process is draining").into_response();
     }
+    // Checked where it arrived too; a binary of a rolling deploy may see it otherwise.
+    let private = engine.resolve(&call.target).ok();
+    let answer = match private.is_some_and(|(_, handler)| handler.options.ingress_private) {
+        true => Ok(ApiError::ingress(400, "the invoked service is not public").into_response()),
+        false => run(engine, call, idle).await,
+    };
+    match answer {
+        Ok(mut answer) => {
+            answer
+                .headers_mut()
+                .insert(ANSWERED_HEADER, HeaderValue::from_static("1"));
+            answer
+        }
+        Err(unmarked) => unmarked,
+    }
+}
+
+/// Runs a verified relay here: its answer, or (`Err`) a refusal that means it took no effect
+/// here, left unmarked so that the relaying process tries the inbox.
+async fn run(
+    engine: &crate::engine::Engine,
+    call: RelayedCall,
+    idle: impl FnOnce() + Send,
+) -> Result<Response, Response> {
     let request = InvokeRequest {
         target: call.target,
         input: call.input.into(),
@@ -246,16 +270,11 @@ pub(crate) async fn serve(
         delay: None,
         relayed: Some(call.id),
     };
-    let mut answer = match engine.call_with(request, idle).await {
-        Ok((id, done, replayed)) => response::completed(id, &done, replayed),
-        // Not known to have taken effect here: the relaying process tries the inbox.
+    match engine.call_with(request, idle).await {
+        Ok((id, done, replayed)) => Ok(response::completed(id, &done, replayed)),
         Err(e @ (EngineError::Lost(_) | EngineError::Storage(_))) => {
-            return ApiError::from(e).into_response();
+            Err(ApiError::from(e).into_response())
         }
-        Err(e) => ApiError::from(e).into_response(),
-    };
-    answer
-        .headers_mut()
-        .insert(ANSWERED_HEADER, HeaderValue::from_static("1"));
-    answer
+        Err(e) => Ok(ApiError::from(e).into_response()),
+    }
 }
