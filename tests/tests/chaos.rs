@@ -131,14 +131,21 @@ where
     }
 }
 
+/// The body `url` answers with, or the error that came instead (for a report).
+async fn get(url: String) -> String {
+    match reqwest::get(url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// [`get`], read as JSON (`null` when it is not).
+async fn get_json(url: String) -> Value {
+    serde_json::from_str(&get(url).await).unwrap_or_default()
+}
+
 /// The admin views of `id` and of every invocation that is not completed.
 async fn stuck_report(app: &App, id: &str) -> String {
-    let get = |url: String| async move {
-        match reqwest::get(url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => e.to_string(),
-        }
-    };
     let mut report = get(format!("{}/invocations/{id}", app.admin)).await;
     // Where the process's work is: in memory by status, attempts, timers, recovery.
     let metrics = get(format!("{}/metrics", app.admin)).await;
@@ -156,8 +163,7 @@ async fn stuck_report(app: &App, id: &str) -> String {
         }
     }
     for status in ["scheduled", "running", "suspended", "paused"] {
-        let list = get(format!("{}/invocations?status={status}", app.admin)).await;
-        let list: Value = serde_json::from_str(&list).unwrap_or_default();
+        let list = get_json(format!("{}/invocations?status={status}", app.admin)).await;
         for other in list["invocations"].as_array().into_iter().flatten() {
             let other = other["id"].as_str().unwrap_or_default();
             let view = get(format!("{}/invocations/{other}", app.admin)).await;
@@ -175,11 +181,7 @@ async fn sources_report(app: &App, view: &str) -> String {
     for entry in view["journal"].as_array().into_iter().flatten() {
         if ["attach", "get_output"].contains(&entry["kind"].as_str().unwrap_or_default()) {
             let source = entry["invocationId"].as_str().unwrap_or_default();
-            let r = reqwest::get(format!("{}/invocations/{source}", app.admin)).await;
-            let text = match r {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(e) => e.to_string(),
-            };
+            let text = get(format!("{}/invocations/{source}", app.admin)).await;
             report.push_str(&format!("source {source}: {text}\n"));
         }
     }
@@ -552,13 +554,6 @@ async fn chaos(suspend_after: &str, restored_at_once: &str, database: Option<Str
 /// ten seconds), and which adds its listed invocations returned (each count from 1 to
 /// `expected` once: a missing one is a lost add, one returned twice a lost update).
 async fn tally_report(fleet: &Fleet, client: &reqwest::Client, k: u64, expected: u64) -> String {
-    let get = |url: String| async move {
-        let text = match client.get(url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => e.to_string(),
-        };
-        serde_json::from_str::<Value>(&text).unwrap_or_default()
-    };
     let start = Instant::now();
     let mut later = Value::Null;
     while start.elapsed() < Duration::from_secs(10) {
@@ -577,7 +572,7 @@ async fn tally_report(fleet: &Fleet, client: &reqwest::Client, k: u64, expected:
     }
     let mut report = format!("read again for {:?}: {later}", start.elapsed());
     let admin = &fleet.apps[0].admin;
-    let listed = get(format!(
+    let listed = get_json(format!(
         "{admin}/invocations?service=Tally&handler=add&key={k}&limit=1000"
     ))
     .await;
@@ -588,7 +583,7 @@ async fn tally_report(fleet: &Fleet, client: &reqwest::Client, k: u64, expected:
     let mut returned: HashMap<u64, Vec<Value>> = HashMap::new();
     for invocation in &listed {
         let id = invocation["id"].as_str().unwrap_or_default();
-        let view = get(format!("{admin}/invocations/{id}")).await;
+        let view = get_json(format!("{admin}/invocations/{id}")).await;
         let count = view["result"]["success"].as_u64().unwrap_or(0);
         returned.entry(count).or_default().push(view);
     }

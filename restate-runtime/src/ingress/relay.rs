@@ -45,6 +45,8 @@ const ANSWERED_HEADER: &str = "x-restate-relay-answered";
 /// Relayed calls and their answers larger than this are refused (the ingress's body limit
 /// applies before).
 const MAX_RELAY_BYTES: usize = 64 << 20;
+/// Idle connections kept open to one peer.
+const MAX_IDLE_PER_PEER: usize = 256;
 /// Headers of the owner's answer that are its own connection's or its own CORS layer's: the
 /// relaying ingress sets its own.
 const NOT_RELAYED: [&str; 5] = [
@@ -82,8 +84,11 @@ impl Relay {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        // Connections in use are as many as relays waiting, which this process's listeners
+        // bound (connections times streams); idle ones are kept up to a bound per peer.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
             .build(connector);
         let authorization = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
         Self {
@@ -179,7 +184,10 @@ async fn send(state: &IngressState, to: &RelayTo, req: &InvokeRequest) -> Relaye
     let Ok(answer) = state.relay.client.request(request).await else {
         return Relayed::Failed;
     };
-    if !answer.headers().contains_key(ANSWERED_HEADER) {
+    // The owner's listener over its cap (429) answers for the owner: the client backs off, as
+    // from a process of its own, rather than the call going around the cap through the inbox.
+    let overloaded = answer.status() == http::StatusCode::TOO_MANY_REQUESTS;
+    if !answer.headers().contains_key(ANSWERED_HEADER) && !overloaded {
         return match answer.status().as_u16() {
             421 => Relayed::Misrouted,
             _ => Relayed::Failed,
@@ -217,9 +225,8 @@ pub(crate) async fn serve(
         .get(MAC_HEADER)
         .and_then(|v| hex::decode(v.as_bytes()).ok())
         .is_some_and(|given| {
-            use subtle::ConstantTimeEq as _;
             body.len() <= MAX_RELAY_BYTES
-                && bool::from(given.ct_eq(&engine.mac(&[b"relay", &body])[..]))
+                && crate::mac::same_mac(&given, &engine.mac(&[b"relay", &body]))
         });
     if !verified {
         return ApiError::ingress(401, "a relayed call needs its deployment's MAC").into_response();

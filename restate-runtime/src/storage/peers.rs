@@ -99,6 +99,18 @@ impl Peers {
                 *slot = Some(peer);
             }
         }
+        {
+            // Only peers still routed to stay known as misrouted: the set is bounded by the
+            // live processes, not by every process that ever ran. Those are left out of the
+            // table, so that a lookup takes no lock but the table's.
+            let mut misrouted = self.0.misrouted.lock().expect("peers lock");
+            misrouted.retain(|peer| by_partition.iter().flatten().any(|p| p == peer));
+            for slot in &mut by_partition {
+                if slot.as_ref().is_some_and(|peer| misrouted.contains(peer)) {
+                    *slot = None;
+                }
+            }
+        }
         *self.0.routes.write().expect("peers lock") = Routes {
             count,
             by_partition,
@@ -114,11 +126,14 @@ impl Peers {
     /// `peer`'s URL led to another process (a loopback address advertised on another host,
     /// a port taken over): it is not routed to again. Whether this is the first time.
     pub fn misrouted(&self, peer: &Peer) -> bool {
-        self.0
-            .misrouted
-            .lock()
-            .expect("peers lock")
-            .insert(peer.clone())
+        let first = (self.0.misrouted.lock().expect("peers lock")).insert(peer.clone());
+        let mut routes = self.0.routes.write().expect("peers lock");
+        for slot in &mut routes.by_partition {
+            if slot.as_ref() == Some(peer) {
+                *slot = None;
+            }
+        }
+        first
     }
 
     /// The process that runs the partition of `partition_key`, if it is another one and
@@ -127,8 +142,7 @@ impl Peers {
         let routes = self.0.routes.read().expect("peers lock");
         let partition = partition_of(partition_key, routes.count)?;
         let peer = routes.by_partition.get(partition as usize)?.as_ref()?;
-        let misrouted = || self.0.misrouted.lock().expect("peers lock").contains(peer);
-        (Some(peer.process) != self.me() && !misrouted()).then(|| peer.clone())
+        (Some(peer.process) != self.me()).then(|| peer.clone())
     }
 }
 

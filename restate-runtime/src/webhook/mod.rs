@@ -13,10 +13,10 @@ mod endpoint;
 pub(crate) use endpoint::check_endpoints;
 pub use endpoint::{DEFAULT_KEY_RETENTION, WebhookEndpoint};
 
+use crate::mac::same_mac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use crate::mac::hmac_sha256;
 
@@ -289,12 +289,6 @@ fn json_field(body: &[u8], field: &str) -> Option<String> {
     let found = Field(field).deserialize(&mut json).ok()?;
     json.end().ok()?;
     found
-}
-
-/// Constant-time equality of a decoded signature with the expected MAC: the time taken must not
-/// tell a forger how many leading bytes were right.
-fn same_mac(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && bool::from(given.ct_eq(expected))
 }
 
 /// Refuses timestamps too far from now either way: old ones are replays, future ones would stay

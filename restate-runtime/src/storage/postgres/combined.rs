@@ -92,6 +92,20 @@ pub(super) enum Part {
     NotifyFinished,
 }
 
+// `Part::ALL` lists every part in declaration order (parameters are numbered in its order and
+// pushed in the enum's), and a shape's bits fit a `u32`: checked as the crate compiles.
+const _: () = {
+    let mut i = 0;
+    while i < Part::ALL.len() {
+        assert!(
+            Part::ALL[i] as usize == i,
+            "Part::ALL is in declaration order"
+        );
+        i += 1;
+    }
+    assert!(Part::ALL.len() <= 32, "a shape is a u32");
+};
+
 impl Part {
     pub(super) const ALL: [Part; 22] = [
         Part::Fence,

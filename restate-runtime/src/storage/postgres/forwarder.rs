@@ -60,6 +60,7 @@ pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>
             }
         }
         let answers = write_retrying(&pool, &group).await;
+        let answers = answers.map(|answers| answers.into_iter().map(Ok).collect());
         answer_each(group.into_iter().map(|outgoing| outgoing.done), answers);
     }
 }

@@ -163,13 +163,11 @@ pub(super) async fn answer<L: Lookup>(reads: Reads, group: Vec<Ask<L>>) {
         }
         Ok(rows)
     });
-    for (n, Ask { done, reading, .. }) in group.into_iter().enumerate() {
-        let answer = match &rows {
-            Ok(rows) => L::answer(&rows[n]),
-            Err(e) => Err(e.clone()),
-        };
-        let _ = done.send(answer);
-        // After the answer: its reader is woken before the read stops counting.
-        drop(reading);
-    }
+    let answers = rows.map(|rows| rows.iter().map(L::answer).collect());
+    let (callers, reading): (Vec<_>, Vec<_>) = (group.into_iter())
+        .map(|Ask { done, reading, .. }| (done, reading))
+        .unzip();
+    super::answer_each(callers, answers);
+    // After the answers: their readers are woken before the reads stop counting.
+    drop(reading);
 }

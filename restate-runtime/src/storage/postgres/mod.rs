@@ -702,16 +702,16 @@ fn wait<T: Send + 'static>(
     super::hand_worker_on(|| rx.recv().ok())
 }
 
-/// Answers each caller of a group read or written by one statement: its own answer, in the
-/// order they came, or the statement's error.
+/// Answers each caller of a group read or written by one statement: its own answer (which
+/// may be an error of its own), in the order they came, or the statement's error.
 fn answer_each<T>(
     callers: impl IntoIterator<Item = oneshot::Sender<Result<T, StorageError>>>,
-    answers: Result<Vec<T>, StorageError>,
+    answers: Result<Vec<Result<T, StorageError>>, StorageError>,
 ) {
     match answers {
         Ok(answers) => {
             for (caller, answer) in callers.into_iter().zip(answers) {
-                let _ = caller.send(Ok(answer));
+                let _ = caller.send(answer);
             }
         }
         Err(e) => {

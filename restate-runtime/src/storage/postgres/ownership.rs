@@ -99,7 +99,9 @@ struct Statements {
     still_held: Statement,
     take: Statement,
     release: Statement,
-    /// Each partition's owner whose lease runs and who advertised its ingress.
+    /// Each partition's owner that advertised its ingress, its lease current or not: a route
+    /// changes only when another process takes the partition or it is released, not when a
+    /// renewal comes late (a relay waiting on it would give up for nothing).
     routes: Statement,
 }
 
@@ -213,7 +215,7 @@ impl Leases {
                 .prepare(
                     "SELECT r.partition, m.pid, m.ingress_url FROM restate_partitions r \
                      JOIN restate_members m ON m.pid = r.owner_pid \
-                     WHERE r.expires_at > clock_timestamp() AND m.ingress_url IS NOT NULL",
+                     WHERE m.ingress_url IS NOT NULL",
                 )
                 .await?,
         };

@@ -173,8 +173,8 @@ struct Statements {
     combined: HashMap<Shape, Statement>,
 }
 
-/// Shapes kept prepared at most; more (a workload of ever new mixes, which has not been seen)
-/// start the cache again rather than grow the session without bound.
+/// Shapes kept prepared at most; a new one past it (a workload of ever new mixes, which has not
+/// been seen) takes the place of another rather than grow the session without bound.
 const MAX_SHAPES: usize = 512;
 
 impl Statements {
@@ -204,8 +204,10 @@ impl Statements {
                     let sql = combined::statement(shape);
                     let statement =
                         (client.prepare(&sql).await).map_err(|e| Refused::Failed(pg_error(&e)))?;
-                    if self.combined.len() >= MAX_SHAPES {
-                        self.combined.clear();
+                    if self.combined.len() >= MAX_SHAPES
+                        && let Some(old) = self.combined.keys().next().copied()
+                    {
+                        self.combined.remove(&old);
                     }
                     self.combined.insert(shape, statement.clone());
                     statement
