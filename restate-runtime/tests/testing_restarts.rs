@@ -507,6 +507,31 @@ async fn a_crash_at_each_crash_point_loses_nothing(store: Store) {
     assert_eq!(later.output().await.unwrap(), Some("d".to_owned()));
     assert_eq!(sorted(&effects), ["d:napped"]);
 
+    // A caller's cancellation is delivered at the call it waits on, with its callee's
+    // cancellation request; the callee has not taken it yet.
+    let (t, effects) = runtime(&store).await;
+    let caller = t
+        .handle()
+        .client::<Prims>()
+        .call_slow("k".into())
+        .send()
+        .await
+        .unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    t.crash_at("cancel.delivered", 1);
+    caller.cancel().await.unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    assert!(t.crashed(), "cancel.delivered");
+    t.restart().await;
+    t.advance(2 * HOUR).await;
+    let cancelled = caller.output().await.unwrap_err();
+    assert!(cancelled.to_string().contains("cancelled"), "{cancelled}");
+    assert!(
+        effects.lock().unwrap().is_empty(),
+        "the callee was cancelled with its caller: {:?}",
+        effects.lock().unwrap()
+    );
+
     // A handler's cancel is durable, not delivered yet.
     let (t, effects) = runtime(&store).await;
     let target = t

@@ -427,32 +427,54 @@ impl InvocationContext {
 
     /// Delivers a pending cancellation at this await point: `entry` (the operation's entry
     /// completed with the cancellation error) replaces the one at `index`, durably and once.
-    /// Calls being waited on are cancelled too.
+    /// A call being waited on is cancelled too: its request commits with the delivery, so a
+    /// crash between the two cannot leave the caller cancelled and its callee running on.
     pub(crate) fn deliver_cancel(&self, index: u32, entry: impl FnOnce() -> JournalEntry) -> bool {
+        if !self.cancel_pending() {
+            return false;
+        }
+        let entry = entry();
+        let callee = match &entry {
+            JournalEntry::Call { invocation_id, .. } => Some(*invocation_id),
+            _ => None,
+        };
+        // Asked before this invocation's lock: it takes the in-flight map's and the callee's.
+        let request = callee.map_or_else(Vec::new, |c| self.engine.cancel_request_ops(c));
         let mut state = self.inflight.state();
         if !self.cancel_deliverable(&state.record) {
+            // The attempt stopped meanwhile: the request stands on its own (the next attempt
+            // delivers the cancellation here again).
+            drop(state);
+            if !request.is_empty() {
+                drop(self.engine.storage().submit(request));
+            }
             return false;
         }
         state.record.cancel_delivered = true;
-        let entry = entry();
-        if let JournalEntry::Call { invocation_id, .. } = &entry {
-            let (engine, callee) = (self.engine.clone(), *invocation_id);
-            self.engine.tasks().spawn(async move {
-                let _ = engine.cancel_here(callee).await;
-            });
-        }
-        let ops = vec![
+        let mut ops = vec![
             WriteOp::put_invocation(self.inflight.id, &state.record),
             WriteOp::put_journal(self.inflight.id, index, &entry),
         ];
+        ops.extend(request);
         state.journal.insert(index, entry);
-        drop(self.inflight.submit_with_record(
+        let durable = self.inflight.submit_with_record(
             self.engine.storage().as_ref(),
             &mut state,
             ops,
             None,
             Vec::new(),
-        ));
+        );
+        drop(state);
+        // Another process's callee gets the request through its inbox.
+        if let Some(callee) = callee.filter(|c| !self.engine.elsewhere(c)) {
+            let engine = self.engine.clone();
+            self.engine.tasks().spawn(async move {
+                if durable.await.is_err() || engine.crash_point("cancel.delivered") {
+                    return;
+                }
+                let _ = engine.cancel_here(callee).await;
+            });
+        }
         true
     }
 

@@ -83,6 +83,7 @@ impl TestRuntime {
     /// | `resume.loaded` | a suspended (or due delayed) invocation is back in memory; not run yet |
     /// | `delayed.parked` | a delayed invocation, durable, has left memory; its timer is armed |
     /// | `cancel.recorded` | a handler's `ctx.cancel` is durable; not delivered to its target yet |
+    /// | `cancel.delivered` | a cancellation delivered to a caller waiting on a call is durable, with the callee's cancel request; not delivered to the callee yet |
     ///
     /// ```no_run
     /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
