@@ -987,6 +987,43 @@ async fn released_partitions_are_taken_over_at_once_and_their_old_owner_commits_
     next.submit(vec![set("n", b"4")]).await.unwrap();
 }
 
+/// Drained and released, a group refused because one of its partitions was taken refuses
+/// every batch in it, so every partition it wrote is frozen: a later write there (an inbox
+/// message's removal queued after the record it created) is refused too, never committed
+/// without the refused one (found from outside: sends acknowledged `202` lost at each drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_release_a_refused_group_freezes_every_partition_it_wrote() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
+    owner.submit(vec![set_in(1, b"1")]).await.unwrap();
+    owner.release_lease(true).await.unwrap();
+    // Partition 0 taken by another process, unannounced.
+    cluster()
+        .execute(
+            &url,
+            "UPDATE restate_partitions SET epoch = epoch + 1 WHERE partition = 0",
+        )
+        .unwrap();
+    let both = owner.submit(vec![set_in(0, b"2"), set_in(1, b"2")]).await;
+    assert!(both.is_err(), "{both:?}");
+    let later = owner.submit(vec![set_in(1, b"3")]).await;
+    assert!(
+        later.is_err(),
+        "a later write of a refused partition committed"
+    );
+    assert_eq!(owner.state(&scope_in(1), "n").unwrap(), Some(b"1".to_vec()));
+    assert!(owner.barrier(partition_key_in(1)).await.is_err());
+    // One the group did not write is still written.
+    owner.submit(vec![set_in(2, b"2")]).await.unwrap();
+    assert!(
+        owner.failure().borrow().is_none(),
+        "a hand-over is no failure"
+    );
+}
+
 /// Released, then held again (an undrain) before anyone took them: the leases are renewed,
 /// and a process that joins takes none of them while their owner runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

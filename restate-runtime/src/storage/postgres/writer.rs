@@ -516,7 +516,12 @@ async fn commit_once(
         }
         Err(Refused::Fenced(partitions)) if leases.released() => {
             // Drained and released: others take the partitions over, which is no failure.
+            // The whole group is refused, so every partition it wrote is frozen: a later
+            // write there (the same invocation's next one, the removal of the inbox message
+            // that took it in) must not commit without the refused one.
             leases.handed(|p| partitions.contains(&p));
+            let count = leases.count();
+            leases.freeze(kept.iter().flat_map(|(batch, _)| batch.written(count)));
             shared.publish(leases);
             for (batch, _) in kept {
                 shared.answer(batch, Err(handover_error()));
