@@ -112,6 +112,11 @@ pub struct Config {
     /// Input bytes the invocations in memory may hold before new invocations from outside are
     /// answered `429` (`RESTATE_MAX_INVOCATION_BYTES`, default 128 MiB).
     pub max_invocation_bytes: usize,
+    /// Bytes of response bodies each listener holds until their clients take them
+    /// (`RESTATE_UNSENT_RESPONSE_BYTES`, default 128 MiB): beyond it a read (`GET`) with a
+    /// body of more than 16 KiB is answered `429` with `Retry-After`; a body no client takes
+    /// for the body timeout closes its connection.
+    pub unsent_response_bytes: usize,
     /// How far ahead timers (delayed starts, suspended sleeps) are held in memory
     /// (`RESTATE_TIMER_WINDOW`, default 60s); later ones wait in the store's due-time index.
     pub timer_window: Duration,
@@ -153,6 +158,7 @@ impl Default for Config {
             commit_group_bytes: crate::storage::DEFAULT_MAX_GROUP_BYTES,
             recovery_concurrency: crate::engine::DEFAULT_RECOVERY_CONCURRENCY,
             max_invocation_bytes: 128 * 1024 * 1024,
+            unsent_response_bytes: 128 * 1024 * 1024,
             timer_window: crate::engine::DEFAULT_TIMER_WINDOW,
             app_version: None,
         }
@@ -360,6 +366,9 @@ impl Config {
         if let Some(v) = var("RESTATE_MAX_INVOCATION_BYTES") {
             self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, size)?;
         }
+        if let Some(v) = var("RESTATE_UNSENT_RESPONSE_BYTES") {
+            self.unsent_response_bytes = parse("RESTATE_UNSENT_RESPONSE_BYTES", v, size)?;
+        }
         if let Some(v) = var("RESTATE_TIMER_WINDOW") {
             self.timer_window = parse("RESTATE_TIMER_WINDOW", v, crate::duration::parse)?;
         }
@@ -431,6 +440,7 @@ impl Config {
             ("RESTATE_COMMIT_GROUP_BYTES", self.commit_group_bytes),
             ("RESTATE_RECOVERY_CONCURRENCY", self.recovery_concurrency),
             ("RESTATE_MAX_INVOCATION_BYTES", self.max_invocation_bytes),
+            ("RESTATE_UNSENT_RESPONSE_BYTES", self.unsent_response_bytes),
             ("RESTATE_PARTITIONS", self.partitions as usize),
         ] {
             if value == 0 {

@@ -472,6 +472,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Bytes of response bodies each listener holds until their clients take them (default
+    /// 128 MiB). Beyond it a read (`GET`, an attach or an output) whose body is over 16 KiB is
+    /// answered `429` with `Retry-After`, and an invocation's result is still sent. A body no
+    /// client takes for the body timeout closes its connection.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().unsent_response_bytes(256 << 20).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn unsent_response_bytes(mut self, bytes: usize) -> Self {
+        self.config.unsent_response_bytes = bytes;
+        self
+    }
+
     /// How far ahead timers (delayed starts, suspended sleeps) are held in memory (default
     /// 60 s); later ones wait in the store's due-time index and are read as they come near, so
     /// a million reminders due tomorrow take disk, not memory.
@@ -1448,6 +1464,7 @@ impl Runtime {
             http2: true,
             body_first: false,
             cors: false,
+            unsent_response_bytes: self.config.unsent_response_bytes,
         }
     }
 

@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::outgoing::{self, Asked, Budget, Sending};
 use super::{Limits, READ_BUFFER};
 use crate::engine::Engine;
 use crate::ingress::ApiError;
@@ -39,6 +40,8 @@ pub(super) struct Gate {
     /// Bytes of bodies read ahead and not yet answered ([`Limits::body_first`]): as many as
     /// the requests in flight could hold at the body limit.
     buffered: Arc<Semaphore>,
+    /// Bytes of responses not yet sent ([`outgoing`]).
+    unsent: Budget,
     rejected: Family<ReasonLabel, Counter>,
 }
 
@@ -53,6 +56,7 @@ impl Gate {
             limits,
             refused: metrics.requests_refused.get_or_create(&label).clone(),
             buffered: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            unsent: Budget::new(limits.unsent_response_bytes),
             rejected: metrics.rejected.clone(),
         })
     }
@@ -162,6 +166,11 @@ impl HeldSlot {
         extensions.get::<Self>().cloned()
     }
 
+    /// Whether it still holds its slot.
+    pub(super) fn holds(&self) -> bool {
+        self.0.lock().expect("held slot").is_some()
+    }
+
     /// Gives the slot back (once; later calls do nothing).
     pub(crate) fn release(&self) {
         drop(self.0.lock().expect("held slot").take());
@@ -221,6 +230,8 @@ pub(super) struct Admitted {
     /// What its connection is doing, on an HTTP/2 connection only: HTTP/1's own header
     /// timeout ends an idle one, so its requests are not counted.
     activity: Option<Arc<Activity>>,
+    /// The response bodies its connection is sending.
+    sending: Arc<Sending>,
 }
 
 impl Admitted {
@@ -229,17 +240,20 @@ impl Admitted {
             router,
             gate,
             activity: None,
+            sending: Arc::default(),
         }
     }
 
-    /// The service of one HTTP/2 connection, and what that connection is doing.
-    pub(super) fn watched(&self) -> (Self, Arc<Activity>) {
-        let activity = Arc::<Activity>::default();
+    /// The service of one connection, and the response bodies it sends; on an HTTP/2
+    /// connection (`watched`), also what that connection is doing.
+    pub(super) fn of_connection(&self, watched: bool) -> (Self, Arc<Sending>, Arc<Activity>) {
+        let (activity, sending) = (Arc::<Activity>::default(), Arc::<Sending>::default());
         let service = Self {
-            activity: Some(activity.clone()),
+            activity: watched.then(|| activity.clone()),
+            sending: sending.clone(),
             ..self.clone()
         };
-        (service, activity)
+        (service, sending, activity)
     }
 }
 
@@ -265,6 +279,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 response
             });
         }
+        let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        let origin = (self.gate.limits.cors)
+            .then(|| req.headers().get(header::ORIGIN).cloned())
+            .flatten();
+        let sending = self.sending.clone();
         if self.gate.limits.body_first {
             let gate = self.gate.clone();
             return Box::pin(async move {
@@ -278,18 +297,29 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                     return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
                 };
                 let (req, slot) = holding(http::Request::from_parts(parts, body), slot);
-                let response = router.call(req).await;
-                drop((slot, bytes, busy));
-                response
+                let response = router.call(req).await?;
+                let asked = Asked {
+                    read,
+                    slot: Some(slot),
+                };
+                let response = answered(&gate, &sending, response, asked, origin);
+                drop((bytes, busy));
+                Ok(response)
             });
         }
         if let Some(slot) = self.gate.try_take() {
             let (req, slot) = holding(req, slot);
             let response = router.call(req);
+            let gate = self.gate.clone();
             return Box::pin(async move {
-                let response = response.await;
-                drop((slot, busy));
-                response
+                let response = response.await?;
+                let asked = Asked {
+                    read,
+                    slot: Some(slot),
+                };
+                let response = answered(&gate, &sending, response, asked, origin);
+                drop(busy);
+                Ok(response)
             });
         }
         let gate = self.gate.clone();
@@ -301,10 +331,41 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
             };
             let (req, slot) = holding(req, slot);
-            let response = router.call(req).await;
-            drop((slot, busy));
-            response
+            let response = router.call(req).await?;
+            let asked = Asked {
+                read,
+                slot: Some(slot),
+            };
+            let response = answered(&gate, &sending, response, asked, origin);
+            drop(busy);
+            Ok(response)
         })
+    }
+}
+
+/// `response`, its body metered ([`outgoing`]), or the `429` to a read over the budget (with
+/// the CORS headers for `origin` where the router answers CORS).
+fn answered(
+    gate: &Gate,
+    sending: &Arc<Sending>,
+    response: Response,
+    asked: Asked,
+    origin: Option<HeaderValue>,
+) -> Response {
+    match outgoing::metered(response, asked, &gate.unsent, sending) {
+        Some(response) => response,
+        None => {
+            gate.refused.inc();
+            let mut headers = http::HeaderMap::new();
+            if let Some(origin) = origin {
+                headers.insert(header::ORIGIN, origin);
+            }
+            refusal(
+                "response bytes waiting for their clients",
+                &gate.limits,
+                &headers,
+            )
+        }
     }
 }
 

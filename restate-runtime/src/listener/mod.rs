@@ -6,6 +6,7 @@
 //! closed after it too), bodies within the body timeout.
 
 mod admission;
+mod outgoing;
 
 use std::convert::Infallible;
 use std::io;
@@ -48,6 +49,8 @@ pub(crate) struct Limits {
     /// busy the listener is, and a refusal over the in-flight or the connection cap carries
     /// the CORS headers, so that a browser sees the `429`.
     pub cors: bool,
+    /// Bytes of response bodies held until their clients take them (see `outgoing`).
+    pub unsent_response_bytes: usize,
 }
 
 /// Largest read buffer per connection: with many connections open, hyper's default (about
@@ -132,13 +135,16 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let timed_out = match request_started(&stream, limits.header_timeout).await {
                 Start::Http1 => {
+                    let (service, sending, _) = service.of_connection(false);
                     let idle = std::future::pending();
-                    serve_connection(&builder, stream, service, stop, idle).await
+                    let stalled = outgoing::stalled(&sending, limits.body_timeout);
+                    serve_connection(&builder, stream, service, stop, idle, stalled).await
                 }
                 Start::Http2 => {
-                    let (service, activity) = service.watched();
+                    let (service, sending, activity) = service.of_connection(true);
                     let idle = idle(&activity, limits.header_timeout);
-                    serve_connection(&builder, stream, service, stop, idle).await
+                    let stalled = outgoing::stalled(&sending, limits.body_timeout);
+                    serve_connection(&builder, stream, service, stop, idle, stalled).await
                 }
                 Start::Closed => false,
                 Start::TimedOut => true,
@@ -247,14 +253,16 @@ async fn idle(activity: &admission::Activity, period: Duration) {
     }
 }
 
-/// Serves one connection until it ends, serving stops or `idle` resolves; `true` if it ended
-/// by the header timeout.
+/// Serves one connection until it ends, serving stops or `idle` resolves (then it finishes
+/// the requests in progress), or until `stalled` does (then it is closed at once); `true` if
+/// it ended by the header timeout.
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
     mut stop: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
+    stalled: impl Future<Output = ()>,
 ) -> bool
 where
     S: hyper::service::Service<
@@ -268,15 +276,21 @@ where
 {
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
+    let served = async {
+        tokio::select! {
+            ended = connection.as_mut() => return ended.is_err_and(|e| is_header_timeout(&*e)),
+            () = stopped(&mut stop) => {}
+            () = idle => {}
+        }
+        // Stopping, or idle: finish the request in progress, accept no new one.
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.as_mut().await;
+        false
+    };
     tokio::select! {
-        ended = connection.as_mut() => return ended.is_err_and(|e| is_header_timeout(&*e)),
-        () = stopped(&mut stop) => {}
-        () = idle => {}
+        timed_out = served => timed_out,
+        () = stalled => false,
     }
-    // Stopping, or idle: finish the request in progress, accept no new one.
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
-    false
 }
 
 /// Whether a connection ended because a request head (or the next one, on an idle keep-alive

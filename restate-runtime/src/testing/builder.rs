@@ -163,6 +163,7 @@ impl TestRuntimeBuilder {
         commit_group_bytes(bytes: usize) = 1 << 20;
         recovery_concurrency(invocations: usize) = 16;
         max_invocation_bytes(bytes: usize) = 1 << 20;
+        unsent_response_bytes(bytes: usize) = 1 << 20;
         timer_window(window: Duration) = Duration::from_secs(60);
         release_heap(release: fn()) = || {};
         cache_bytes(bytes: usize) = 8 << 20;

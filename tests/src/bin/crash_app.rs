@@ -109,6 +109,12 @@ impl Waits {
         Ok(payload.len() as u64)
     }
 
+    /// Returns `payload`.
+    #[handler]
+    async fn echo(&self, _ctx: Context<'_>, payload: String) -> HandlerResult<String> {
+        Ok(payload)
+    }
+
     /// Works (not durably) for `ms` milliseconds; returns `ms`.
     #[handler]
     async fn busy(&self, _ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
