@@ -132,6 +132,13 @@ async fn a_backup_under_load_opens_consistent_and_finishes_what_it_holds_once() 
     let (status, refused) = post_backup(&server, json!({ "path": "relative/copy" })).await;
     assert_eq!(status, 400, "{refused}");
     assert!(!std::path::Path::new("relative").exists());
+    // A NUL byte, which no path holds; a body over the admin API's limit.
+    let nul = format!("{}/a\0b", folder.path().display());
+    let (status, refused) = post_backup(&server, json!({ "path": nul })).await;
+    assert_eq!(status, 400, "{refused}");
+    let long = format!("/{}", "x".repeat(4 << 20));
+    let (status, refused) = post_backup(&server, json!({ "path": long })).await;
+    assert_eq!(status, 413, "{refused}");
     // Inside the live data folder (the next backup would copy it), or named through `..`.
     for (inside, says) in [
         (

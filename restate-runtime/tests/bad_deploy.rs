@@ -160,6 +160,18 @@ async fn paused_by_a_bad_deploy_are_listed_and_restarted_or_killed_in_bulk() {
     .await;
     assert_eq!(status, 409);
 
+    // A misspelt parameter is refused by name, not read as no `from` (a restart from the
+    // start).
+    let (status, refused) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{}/restart?frm=1", old[0]),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("`frm`"), "{refused}");
+    assert_eq!(server.inspect(&old[0]).await["status"], "paused");
+
     // One restarted after its first step: the step's result is kept, its body does not run.
     let (status, refused) = admin(
         &server,

@@ -370,6 +370,10 @@ async fn the_admin_api_shows_limits_and_changes_them() {
         view["running"] == 1 && view["queued"] == 1
     })
     .await;
+    // A misspelt `key` is refused, not read as the unkeyed bucket.
+    let misspelt = admin("/limiters/Jobs%2Fper_tenant_long?kye=acme");
+    let refused = http.get(&misspelt).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
     let raised = http
         .put(&acme)
         .json(&serde_json::json!({ "limit": 2 }))

@@ -22,8 +22,8 @@ pub(super) async fn backup(
     let request = match request {
         Ok(axum::Json(request)) => request,
         Err(e) => {
-            let message = format!("expected a body like {{\"path\": \"/backups/today\"}}: {e}");
-            return ApiError::ingress(400, message).into_response();
+            return super::params::body_refused(&e, r#"{"path": "/backups/today"}"#)
+                .into_response();
         }
     };
     // A relative path would land wherever the server happens to run from.

@@ -350,12 +350,17 @@ pub(super) struct ControlQuery {
     from: Option<u32>,
 }
 
-/// `PATCH /invocations/{id}/cancel|kill|purge|resume|restart[?from=<n>]`.
+/// `PATCH /invocations/{id}/cancel|kill|purge|resume|restart[?from=<n>]`. A misspelt parameter
+/// is refused, as in the bulk form: a restart that took `?frm=1` for no `from` would start over.
 pub(super) async fn control(
     State(engine): State<Engine>,
     PathParams((id, action)): PathParams<(String, String)>,
+    uri: axum::http::Uri,
     Params(query): Params<ControlQuery>,
 ) -> Response {
+    if let Err(refused) = super::params::only_known(&uri, &["from"]) {
+        return refused.into_response();
+    }
     let (id, action) = match parse_invocation_id(&id)
         .and_then(|id| Ok((id, Action::parse(&action, query.from)?)))
     {

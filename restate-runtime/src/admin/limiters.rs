@@ -48,7 +48,10 @@ pub(super) async fn list(State(engine): State<Engine>) -> Response {
     axum::Json(json!({ "limiters": limiters })).into_response()
 }
 
+/// `?key=<key>`; any other parameter (a misspelt `key`, which would show the unkeyed bucket)
+/// is refused.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct KeyQuery {
     pub(super) key: Option<String>,
 }
@@ -80,10 +83,7 @@ pub(super) async fn set(
     let limit = match body {
         Ok(axum::Json(SetLimit { limit })) if limit > 0 => limit,
         Ok(_) => return ApiError::ingress(400, "`limit` is at least 1").into_response(),
-        Err(e) => {
-            let message = format!("expected a body like {{\"limit\": 4}}: {e}");
-            return ApiError::ingress(400, message).into_response();
-        }
+        Err(e) => return super::params::body_refused(&e, r#"{"limit": 4}"#).into_response(),
     };
     engine.concurrency_limits().set(&name, limit);
     let key = query.key.as_deref();

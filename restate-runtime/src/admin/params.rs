@@ -1,5 +1,5 @@
-//! Query strings of the admin API: a malformed one is a 400 in the API's error form, not the
-//! plain text axum answers by itself.
+//! Query strings and JSON bodies of the admin API: a malformed one is a 400 (a body over the
+//! limit a 413) in the API's error form, not the plain text axum answers by itself.
 
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::Uri;
@@ -57,4 +57,14 @@ pub(super) fn only_known(uri: &Uri, known: &[&str]) -> Result<(), ApiError> {
             ),
         )),
     }
+}
+
+/// The answer to a JSON body that could not be read: `413` for one over the body limit, `400`
+/// for the rest, with an example of what is expected.
+pub(super) fn body_refused(e: &axum::extract::rejection::JsonRejection, example: &str) -> ApiError {
+    let code = match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => 413,
+        _ => 400,
+    };
+    ApiError::ingress(code, format!("expected a body like {example}: {e}"))
 }

@@ -59,10 +59,7 @@ pub(super) async fn create(
 ) -> Response {
     let request = match request {
         Ok(axum::Json(request)) => request,
-        Err(e) => {
-            let message = format!("expected a body like {EXAMPLE}: {e}");
-            return ApiError::ingress(400, message).into_response();
-        }
+        Err(e) => return super::params::body_refused(&e, EXAMPLE).into_response(),
     };
     let mut spec = ScheduleSpec::new(request.id, request.cron)
         .timezone(request.timezone.unwrap_or_else(|| "UTC".into()))

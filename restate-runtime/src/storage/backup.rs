@@ -61,6 +61,12 @@ pub(crate) fn prepare_folder(dir: &Path, data: &Path) -> Result<(), BackupError>
     if shown.is_empty() {
         return Err(BackupError::BadPath("the backup path is empty".into()));
     }
+    if dir.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(BackupError::BadPath(format!(
+            "{}: a path holds no NUL byte",
+            shown.replace('\0', "\\0")
+        )));
+    }
     if dir
         .components()
         .any(|c| c == std::path::Component::ParentDir)
