@@ -113,9 +113,9 @@ pub struct Config {
     /// answered `429` (`RESTATE_MAX_INVOCATION_BYTES`, default 128 MiB).
     pub max_invocation_bytes: usize,
     /// Bytes of response bodies each listener holds until their clients take them
-    /// (`RESTATE_UNSENT_RESPONSE_BYTES`, default 128 MiB): beyond it a read (`GET`) with a
-    /// body of more than 16 KiB is answered `429` with `Retry-After`; a body no client takes
-    /// for the body timeout closes its connection.
+    /// (`RESTATE_UNSENT_RESPONSE_BYTES`, default 128 MiB): beyond it an attach or an output
+    /// of more than 16 KiB is answered `429` with `Retry-After` (an invocation's result is
+    /// always sent); a body no client takes for the body timeout closes its connection.
     pub unsent_response_bytes: usize,
     /// How far ahead timers (delayed starts, suspended sleeps) are held in memory
     /// (`RESTATE_TIMER_WINDOW`, default 60s); later ones wait in the store's due-time index.

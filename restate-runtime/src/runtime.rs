@@ -473,9 +473,9 @@ impl RuntimeBuilder {
     }
 
     /// Bytes of response bodies each listener holds until their clients take them (default
-    /// 128 MiB). Beyond it a read (`GET`, an attach or an output) whose body is over 16 KiB is
-    /// answered `429` with `Retry-After`, and an invocation's result is still sent. A body no
-    /// client takes for the body timeout closes its connection.
+    /// 128 MiB). Beyond it an attach or an output whose body is over 16 KiB is answered `429`
+    /// with `Retry-After` (it can be asked for again), and an invocation's result is still
+    /// sent. A body no client takes for the body timeout closes its connection.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

@@ -245,8 +245,9 @@ async fn attaches_do_not_hold_the_in_flight_cap() {
     }
 }
 
-/// Responses their clients never read hold a bounded number of bytes for a bounded time: a
-/// read over `RESTATE_UNSENT_RESPONSE_BYTES` is answered `429` with `Retry-After`, and a body
+/// Responses their clients never read hold a bounded number of bytes for a bounded time: an
+/// output over `RESTATE_UNSENT_RESPONSE_BYTES` is answered `429` with `Retry-After` (a call's
+/// result is sent all the same), and a body
 /// nobody takes for the body timeout closes its connection and gives its bytes back (found
 /// from outside: 200 such readers of a 10 MB output held 2.15 GB, for good).
 #[tokio::test]
@@ -290,6 +291,15 @@ async fn responses_nobody_reads_hold_bounded_bytes_for_a_bounded_time() {
         r.status() == 429 && r.headers().get("retry-after").is_some()
     })
     .await;
+    // An invocation's result is sent all the same: it cannot be asked for again.
+    let result = client
+        .post(format!("{}/Waits/echo", app.ingress))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), 200);
+    assert_eq!(result.json::<String>().await.unwrap(), big);
     // Nothing taken for the body timeout: their connections are closed, the bytes given back.
     poll(Duration::from_secs(20), || async {
         let r = get().await.unwrap();

@@ -407,17 +407,9 @@ impl InvocationContext {
         let mut state = self.inflight.state();
         let mut ops = extra;
         ops.push(WriteOp::put_journal(self.inflight.id, index, &entry));
-        // A partition it writes (a callee's, decided here) or is fenced on that left
-        // meanwhile: the attempt runs again, and makes it through the partition's new owner.
-        // A step that ended as its partition leaves still journals its result (`leaving`).
-        let leaving = (self.inflight.leaving.load(Ordering::SeqCst)
-            && !self.inflight.left.load(Ordering::SeqCst))
-        .then(|| self.inflight.id.partition_key());
-        let Ok(_held) = self.engine.hold_for(&ops, fenced_on, leaving) else {
+        let Ok(_held) = self.engine.hold_for(&ops, fenced_on, self.leaving_key()) else {
             drop(state);
-            self.stop(Abort::Retry(
-                "a partition it writes moved to another process".into(),
-            ));
+            self.stop(moved());
             return None;
         };
         state.journal.insert(index, entry);
@@ -441,13 +433,8 @@ impl InvocationContext {
         // Asked before this invocation's lock: it takes the in-flight map's and the callee's.
         let request = callee.map_or_else(Vec::new, |c| self.engine.cancel_request_ops(c));
         let mut state = self.inflight.state();
+        // The attempt stopped meanwhile: the next one delivers the cancellation here again.
         if !self.cancel_deliverable(&state.record) {
-            // The attempt stopped meanwhile: the request stands on its own (the next attempt
-            // delivers the cancellation here again).
-            drop(state);
-            if !request.is_empty() {
-                drop(self.engine.storage().submit(request));
-            }
             return false;
         }
         state.record.cancel_delivered = true;
@@ -456,6 +443,12 @@ impl InvocationContext {
             WriteOp::put_journal(self.inflight.id, index, &entry),
         ];
         ops.extend(request);
+        let Ok(_held) = self.engine.hold_for(&ops, None, self.leaving_key()) else {
+            state.record.cancel_delivered = false;
+            drop(state);
+            self.stop(moved());
+            return false;
+        };
         state.journal.insert(index, entry);
         let durable = self.inflight.submit_with_record(
             self.engine.storage().as_ref(),
@@ -476,6 +469,13 @@ impl InvocationContext {
             });
         }
         true
+    }
+
+    /// Its partition's key while the partition leaves this process and the attempt has not
+    /// left it yet: a step that ended as its partition leaves still journals its result.
+    fn leaving_key(&self) -> Option<u64> {
+        (self.inflight.leaving.load(Ordering::SeqCst) && !self.inflight.left.load(Ordering::SeqCst))
+            .then(|| self.inflight.id.partition_key())
     }
 
     /// A cancellation was asked for and the next await point is to deliver it.
@@ -671,6 +671,12 @@ impl Drop for ForwardGuard {
         let mut forwarding = self.0.forwarding.lock().expect("forwarding lock");
         forwarding.retain(|i| *i != self.1);
     }
+}
+
+/// Why an attempt stops when a partition it would write moved to another process: it runs
+/// again, and makes it through the partition's new owner.
+fn moved() -> Abort {
+    Abort::Retry("a partition it writes moved to another process".into())
 }
 
 /// What a handler sees where a cancellation lands.

@@ -290,8 +290,10 @@ impl Engine {
             return Vec::new();
         }
         state.record.cancel_requested = true;
-        state.persisted = true;
-        let mut ops = vec![WriteOp::put_invocation(id, &state.record)];
+        // Marked on the stored record as the writer applies it, not a copy of this one: the
+        // invocation may complete before this batch is queued, and a copy would undo that.
+        // One not stored yet is stored later from memory, with the request.
+        let mut ops = vec![WriteOp::RequestCancel { id }];
         if state.stored_suspended {
             ops.push(wake);
         }

@@ -163,7 +163,7 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
         } => invoke::invoke(state, req, service, key, handler, send).await,
         Route::Lookup { target, verb } => {
             release_to_attach(&req, verb);
-            lookup::lookup(state, target, verb).await
+            lookup::lookup(state, target, verb).await.map(rereadable)
         }
         Route::LookupByBody(verb) => {
             let slot = crate::listener::HeldSlot::of(req.extensions());
@@ -171,7 +171,9 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             if let (Some(slot), path::Verb::Attach) = (slot, verb) {
                 slot.release();
             }
-            lookup::lookup_by_body(state, &body, verb).await
+            lookup::lookup_by_body(state, &body, verb)
+                .await
+                .map(rereadable)
         }
         Route::Relay => {
             let slot = crate::listener::HeldSlot::of(req.extensions());
@@ -204,6 +206,15 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             }
         }
     }
+}
+
+/// A lookup's answer (an attach, an output) can be asked for again at no cost: over the
+/// listener's budget of unsent bytes it is refused rather than held.
+fn rereadable(mut response: Response) -> Response {
+    response
+        .extensions_mut()
+        .insert(crate::listener::Rereadable);
+    response
 }
 
 /// An attach waits for its invocation without a slot of the in-flight cap (see `HeldSlot`).

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::outgoing::{self, Asked, Budget, Sending};
+use super::outgoing::{self, Budget, Sending};
 use super::{Limits, READ_BUFFER};
 use crate::engine::Engine;
 use crate::ingress::ApiError;
@@ -279,7 +279,6 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 response
             });
         }
-        let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
         let origin = (self.gate.limits.cors)
             .then(|| req.headers().get(header::ORIGIN).cloned())
             .flatten();
@@ -298,11 +297,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
                 };
                 let (req, slot) = holding(http::Request::from_parts(parts, body), slot);
                 let response = router.call(req).await?;
-                let asked = Asked {
-                    read,
-                    slot: Some(slot),
-                };
-                let response = answered(&gate, &sending, response, asked, origin);
+                let response = answered(&gate, &sending, response, slot, origin);
                 drop((bytes, busy));
                 Ok(response)
             });
@@ -313,11 +308,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
             let gate = self.gate.clone();
             return Box::pin(async move {
                 let response = response.await?;
-                let asked = Asked {
-                    read,
-                    slot: Some(slot),
-                };
-                let response = answered(&gate, &sending, response, asked, origin);
+                let response = answered(&gate, &sending, response, slot, origin);
                 drop(busy);
                 Ok(response)
             });
@@ -332,27 +323,23 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
             };
             let (req, slot) = holding(req, slot);
             let response = router.call(req).await?;
-            let asked = Asked {
-                read,
-                slot: Some(slot),
-            };
-            let response = answered(&gate, &sending, response, asked, origin);
+            let response = answered(&gate, &sending, response, slot, origin);
             drop(busy);
             Ok(response)
         })
     }
 }
 
-/// `response`, its body metered ([`outgoing`]), or the `429` to a read over the budget (with
-/// the CORS headers for `origin` where the router answers CORS).
+/// `response`, its body metered ([`outgoing`]), or the `429` to a rereadable one over the
+/// budget (with the CORS headers for `origin` where the router answers CORS).
 fn answered(
     gate: &Gate,
     sending: &Arc<Sending>,
     response: Response,
-    asked: Asked,
+    slot: HeldSlot,
     origin: Option<HeaderValue>,
 ) -> Response {
-    match outgoing::metered(response, asked, &gate.unsent, sending) {
+    match outgoing::metered(response, Some(slot), &gate.unsent, sending) {
         Some(response) => response,
         None => {
             gate.refused.inc();

@@ -26,6 +26,7 @@ use crate::engine::Engine;
 use crate::metrics::ListenerLabel;
 
 pub(crate) use admission::{BodyError, HeldSlot, read_body_within};
+pub(crate) use outgoing::Rereadable;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]

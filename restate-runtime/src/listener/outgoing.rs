@@ -1,11 +1,11 @@
 //! Responses on their way out: what clients have not taken yet is bounded in bytes and in
 //! time. A response body larger than a chunk takes its bytes from the listener's budget until
 //! it is sent, and goes out in copies of a chunk each, so that a connection's buffers hold
-//! about a chunk of it and the rest is given back once sent. A read (`GET`, `HEAD`) that
-//! finds the budget spent is answered `429` (it loses nothing: it can be asked again); any
-//! other request, a call whose invocation has run, is answered all the same, holding its
-//! in-flight slot if it still has one. A body no client takes for the body timeout closes its
-//! connection ([`stalled`]).
+//! about a chunk of it and the rest is given back once sent. A [`Rereadable`] response (an
+//! attach, an output) that finds the budget spent is answered `429`: it loses nothing, it can
+//! be asked for again. Any other, a call whose invocation has run, is answered all the same,
+//! holding its in-flight slot if it still has one. A body no client takes for the body
+//! timeout closes its connection ([`stalled`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,28 +25,27 @@ use super::admission::HeldSlot;
 /// Bodies up to this size go out as they are; larger ones in copies of this size.
 const CHUNK: usize = 16 * 1024;
 
-/// One listener's budget of response bytes not yet sent.
-pub(super) struct Budget(Arc<Semaphore>);
+/// In a response's extensions: it can be asked for again at no cost (an attach, an output),
+/// so it is refused rather than held over the budget.
+#[derive(Clone, Copy)]
+pub(crate) struct Rereadable;
+
+/// One listener's budget of response bytes not yet sent, and its size.
+pub(super) struct Budget(Arc<Semaphore>, u32);
 
 impl Budget {
     pub(super) fn new(bytes: usize) -> Self {
-        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+        let bytes = bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        Self(Arc::new(Semaphore::new(bytes)), bytes as u32)
     }
 }
 
-/// What a request was, for what its response may do when the budget is spent.
-pub(super) struct Asked {
-    /// A `GET` or `HEAD`: asked again at no cost.
-    pub read: bool,
-    /// Its in-flight slot, if it holds one.
-    pub slot: Option<HeldSlot>,
-}
-
-/// `response`, its body metered when larger than a chunk; `None` when it is a read over the
-/// budget, to be refused.
+/// `response`, its body metered when larger than a chunk; `None` when it is [`Rereadable`]
+/// and over the budget, to be refused. `slot` is its request's in-flight slot, if it holds
+/// one.
 pub(super) fn metered(
     response: Response,
-    asked: Asked,
+    slot: Option<HeldSlot>,
     budget: &Budget,
     sending: &Arc<Sending>,
 ) -> Option<Response> {
@@ -54,12 +53,13 @@ pub(super) fn metered(
         Some(size) if size > CHUNK as u64 => size,
         _ => return Some(response),
     };
-    let bytes = u32::try_from(size).unwrap_or(u32::MAX);
+    // A body larger than the whole budget takes all of it, once it is free.
+    let bytes = u32::try_from(size).unwrap_or(u32::MAX).min(budget.1);
     let (permit, slot) = match budget.0.clone().try_acquire_many_owned(bytes) {
         Ok(permit) => (Some(permit), None),
-        Err(_) if asked.read => return None,
+        Err(_) if response.extensions().get::<Rereadable>().is_some() => return None,
         // Over the budget, answered all the same: counted by its slot until sent.
-        Err(_) => (None, asked.slot.filter(HeldSlot::holds)),
+        Err(_) => (None, slot.filter(HeldSlot::holds)),
     };
     let (parts, body) = response.into_parts();
     let body = Metered {
@@ -203,14 +203,9 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     fn response(bytes: usize) -> Response {
-        Response::new(Body::from(vec![7u8; bytes]))
-    }
-
-    fn read() -> Asked {
-        Asked {
-            read: true,
-            slot: None,
-        }
+        let mut response = Response::new(Body::from(vec![7u8; bytes]));
+        response.extensions_mut().insert(Rereadable);
+        response
     }
 
     #[tokio::test]
@@ -218,7 +213,7 @@ mod tests {
         let budget = Budget::new(1 << 20);
         let sending = Arc::<Sending>::default();
         let size = 5 * CHUNK + 3;
-        let mut body = metered(response(size), read(), &budget, &sending)
+        let mut body = metered(response(size), None, &budget, &sending)
             .expect("within the budget")
             .into_body();
         assert_eq!(budget.0.available_permits(), (1 << 20) - size);
@@ -237,25 +232,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_over_the_budget_is_refused_and_a_small_body_is_not_metered() {
+    async fn a_rereadable_body_over_the_budget_is_refused_and_a_small_one_is_not_metered() {
         let budget = Budget::new(3 * CHUNK);
         let sending = Arc::<Sending>::default();
-        let held = metered(response(2 * CHUNK), read(), &budget, &sending).unwrap();
-        assert!(metered(response(2 * CHUNK), read(), &budget, &sending).is_none());
-        let small = metered(response(CHUNK), read(), &budget, &sending).unwrap();
+        let held = metered(response(2 * CHUNK), None, &budget, &sending).unwrap();
+        assert!(metered(response(2 * CHUNK), None, &budget, &sending).is_none());
+        let small = metered(response(CHUNK), None, &budget, &sending).unwrap();
         assert_eq!(
             budget.0.available_permits(),
             CHUNK,
             "a chunk is not metered"
         );
-        // Not a read: answered over the budget.
-        let call = Asked {
-            read: false,
-            slot: None,
-        };
-        assert!(metered(response(2 * CHUNK), call, &budget, &sending).is_some());
+        // Not rereadable (an invocation's result): answered over the budget.
+        let call = Response::new(Body::from(vec![7u8; 2 * CHUNK]));
+        assert!(metered(call, None, &budget, &sending).is_some());
         drop((held, small));
         assert_eq!(budget.0.available_permits(), 3 * CHUNK);
+        // Larger than the whole budget: it takes all of it.
+        let whole = metered(response(4 * CHUNK), None, &budget, &sending);
+        assert!(whole.is_some());
+        assert_eq!(budget.0.available_permits(), 0);
     }
 
     #[tokio::test]
@@ -268,7 +264,7 @@ mod tests {
         // Nothing sent: nothing stalls.
         let idle = tokio::time::timeout(2 * timeout, stall.as_mut()).await;
         assert!(idle.is_err());
-        let mut body = metered(response(4 * CHUNK), read(), &budget, &sending)
+        let mut body = metered(response(4 * CHUNK), None, &budget, &sending)
             .unwrap()
             .into_body();
         // Taken a chunk at a time within the timeout: it moves.

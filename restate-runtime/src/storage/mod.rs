@@ -275,7 +275,7 @@ pub enum WriteOp {
         source: InvocationId,
     },
     /// Mark an unfinished invocation's stored record as cancellation requested (read, changed
-    /// and written by the writer, for an invocation not in memory).
+    /// and written by the writer; a completed one, or none, is left as it is).
     RequestCancel {
         /// The invocation to cancel.
         id: InvocationId,
