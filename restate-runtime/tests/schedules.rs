@@ -668,6 +668,32 @@ async fn a_schedule_whose_pending_tick_was_killed_is_caught_up_at_the_next_start
     );
 }
 
+/// A start sets each schedule's gauge of its next tick (found from outside: after a restart
+/// it was missing until the schedule's next tick, an hour or a day later).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_shows_each_schedules_next_tick_in_the_metrics() {
+    let t = TestRuntime::builder()
+        .admin_addr("127.0.0.1:0".parse().unwrap())
+        .build()
+        .await;
+    t.handle()
+        .schedules()
+        .create(every_minute("g", "g"))
+        .await
+        .unwrap();
+    t.restart().await;
+    let admin = t.admin_url().expect("served");
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // 2025-01-01T00:01:00Z, the first tick after the test clock's start.
+    let gauge = r#"restate_schedule_next_fire_timestamp_seconds{schedule="g"} 1735689660"#;
+    assert!(metrics.contains(gauge), "{metrics}");
+}
+
 /// Under `catch_up = "all"` a tick on time still follows `overlap = "skip"`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tick_on_time_is_skipped_under_catch_up_all_and_overlap_skip() {

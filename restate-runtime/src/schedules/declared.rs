@@ -46,18 +46,21 @@ pub(crate) async fn sync_declared(handle: &RuntimeHandle) -> Result<(), Schedule
     for spec in &specs {
         schedules.upsert(spec.clone(), ScheduleOrigin::Code).await?;
     }
-    let now = handle
+    let engine = handle
         .engine()
-        .map_err(|e| ScheduleError::Unavailable(e.to_string()))?
-        .config()
-        .clock
-        .now_ms();
+        .map_err(|e| ScheduleError::Unavailable(e.to_string()))?;
+    let now = engine.config().clock.now_ms();
     for stored in schedules.list().await? {
         let declared = specs.iter().any(|s| s.id == stored.id);
         if stored.origin == ScheduleOrigin::Code && !declared {
             tracing::info!(schedule = %stored.id, "deleting a schedule its handler no longer declares");
             schedules.remove(&stored.id).await?;
-        } else if !declared
+            continue;
+        }
+        // This process's gauge, which only a tick, a change or a pause sets otherwise.
+        let next_fire = stored.next_fire_at.map(|at| at.unix_millis());
+        super::object::show_next_fire(&engine, &stored.id, next_fire);
+        if !declared
             && !stored.paused
             && stored
                 .next_fire_at

@@ -219,12 +219,17 @@ impl Stored {
     }
 
     fn show_next_fire(&self, ctx: &InvocationContext) {
-        ctx.engine
-            .metrics()
-            .schedule_next_fire
-            .get_or_create(&ScheduleLabel::of(&self.spec.id))
-            .set(self.next_fire.map_or(0, |ms| (ms / 1000) as i64));
+        show_next_fire(&ctx.engine, &self.spec.id, self.next_fire);
     }
+}
+
+/// Sets schedule `id`'s gauge of its next tick (0: none).
+pub(crate) fn show_next_fire(engine: &crate::engine::Engine, id: &str, next_fire_ms: Option<u64>) {
+    engine
+        .metrics()
+        .schedule_next_fire
+        .get_or_create(&ScheduleLabel::of(id))
+        .set(next_fire_ms.map_or(0, |ms| (ms / 1000) as i64));
 }
 
 fn count(ctx: &InvocationContext, id: &str, outcome: &'static str) {
