@@ -1509,9 +1509,37 @@ async fn a_call_relayed_to_a_paused_owner_is_answered_once_its_partition_moves()
     // Answered while the owner is still paused.
     relayed.answered_once(slow, 0).await;
     relayed.signal_second("-CONT");
-    // The continued process commits nothing more for the partition it lost.
-    add_one(client, &first.ingress, &relayed.key, 3).await;
-    add_one(client, &relayed.second.ingress, &relayed.key, 4).await;
+    // The continued process commits nothing more for the partition it lost. It rejoins, and
+    // the partition may move back meanwhile: a call caught by that move is answered 503
+    // having done nothing, and is sent again.
+    add_one_across_moves(client, &first.ingress, &relayed.key, 3).await;
+    add_one_across_moves(client, &relayed.second.ingress, &relayed.key, 4).await;
+}
+
+/// [`add_one`], sent again while it is answered 503 because its partition moved before its
+/// invocation was stored (nothing was done); the count then proves it counted once.
+async fn add_one_across_moves(client: &reqwest::Client, ingress: &str, key: &str, expected: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client
+            .post(format!("{ingress}/Tally/{key}/add"))
+            .json(&1u64)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        if status == 503
+            && body.contains("another process runs this invocation's partition")
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(serde_json::from_str::<u64>(&body).unwrap(), expected);
+        return;
+    }
 }
 
 /// A process whose advertised URL leads to another process (here: the first's own) is found
