@@ -1327,16 +1327,27 @@ async fn permits_go_in_acceptance_order_to_invocations_forwarded_and_taken_in_la
     );
 }
 
-/// Adds 1 to `Tally/{key}` through `ingress`, asserting the count it answers.
-async fn add_one(client: &reqwest::Client, ingress: &str, key: &str, expected: u64) {
+/// Adds 1 to `Tally/{key}` through `ingress`: the answer's status and body.
+async fn send_add(client: &reqwest::Client, ingress: &str, key: &str) -> (u16, String) {
     let r = client
         .post(format!("{ingress}/Tally/{key}/add"))
         .json(&1u64)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert_eq!(r.json::<u64>().await.unwrap(), expected);
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Asserts that an add was answered 200 with the count `expected`.
+fn assert_counted(status: u16, body: &str, expected: u64) {
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<u64>(body).unwrap(), expected);
+}
+
+/// Adds 1 to `Tally/{key}` through `ingress`, asserting the count it answers.
+async fn add_one(client: &reqwest::Client, ingress: &str, key: &str, expected: u64) {
+    let (status, body) = send_add(client, ingress, key).await;
+    assert_counted(status, &body, expected);
 }
 
 const RELAYS_ANSWERED: &str = "restate_ingress_relays_total{outcome=\"answered\"}";
@@ -1521,14 +1532,7 @@ async fn a_call_relayed_to_a_paused_owner_is_answered_once_its_partition_moves()
 async fn add_one_across_moves(client: &reqwest::Client, ingress: &str, key: &str, expected: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let r = client
-            .post(format!("{ingress}/Tally/{key}/add"))
-            .json(&1u64)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap();
+        let (status, body) = send_add(client, ingress, key).await;
         if status == 503
             && body.contains("another process runs this invocation's partition")
             && std::time::Instant::now() < deadline
@@ -1536,9 +1540,7 @@ async fn add_one_across_moves(client: &reqwest::Client, ingress: &str, key: &str
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(serde_json::from_str::<u64>(&body).unwrap(), expected);
-        return;
+        return assert_counted(status, &body, expected);
     }
 }
 

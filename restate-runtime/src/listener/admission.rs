@@ -246,10 +246,14 @@ impl Admitted {
 
     /// The service of one connection, and the response bodies it sends; on an HTTP/2
     /// connection (`watched`), also what that connection is doing.
-    pub(super) fn of_connection(&self, watched: bool) -> (Self, Arc<Sending>, Arc<Activity>) {
-        let (activity, sending) = (Arc::<Activity>::default(), Arc::<Sending>::default());
+    pub(super) fn of_connection(
+        &self,
+        watched: bool,
+    ) -> (Self, Arc<Sending>, Option<Arc<Activity>>) {
+        let activity = watched.then(Arc::<Activity>::default);
+        let sending = Arc::<Sending>::default();
         let service = Self {
-            activity: watched.then(|| activity.clone()),
+            activity: activity.clone(),
             sending: sending.clone(),
             ..self.clone()
         };

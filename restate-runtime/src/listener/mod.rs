@@ -143,6 +143,7 @@ pub(crate) async fn serve(
                 }
                 Start::Http2 => {
                     let (service, sending, activity) = service.of_connection(true);
+                    let activity = activity.expect("watched");
                     let idle = idle(&activity, limits.header_timeout);
                     let stalled = outgoing::stalled(&sending, limits.body_timeout);
                     serve_connection(&builder, stream, service, stop, idle, stalled).await
