@@ -1426,6 +1426,9 @@ impl Runtime {
         tokio::spawn(async move {
             let _ = rx.wait_for(|s| *s).await;
             engine.shutdown();
+            engine
+                .interrupt_waiters("the process is shutting down")
+                .await;
         });
         let result = tokio::try_join!(
             self.server(ingress, Port::Ingress, limits, stop_rx.clone()),

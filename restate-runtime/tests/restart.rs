@@ -26,6 +26,29 @@ impl Echo {
     }
 }
 
+/// Runs of `Slow::nap`'s step, and naps past that step.
+static NAP_STEPS: AtomicU32 = AtomicU32::new(0);
+static NAPPING: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Default)]
+pub struct Slow;
+
+#[service]
+impl Slow {
+    /// A step, then a nap long enough for the test to stop the server during it.
+    #[handler]
+    async fn nap(&self, ctx: Context<'_>, v: Value) -> HandlerResult<Value> {
+        ctx.run(|| async {
+            NAP_STEPS.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        NAPPING.fetch_add(1, Ordering::SeqCst);
+        ctx.sleep(Duration::from_secs(3)).await?;
+        Ok(v)
+    }
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
@@ -115,5 +138,39 @@ async fn idempotency_keys_expire_after_retention() {
         before + 2,
         "a new invocation after expiry"
     );
+    s.stop().await;
+}
+
+/// A call whose process shuts down while the invocation runs was accepted: its client hears
+/// 503 with the invocation's id and "attach", not "lost" with a retry, and the invocation
+/// goes on after the restart, once.
+#[tokio::test]
+async fn a_call_cut_short_by_a_shutdown_names_its_invocation_to_attach_to() {
+    let s = TestServer::start().await;
+    let call = tokio::spawn(client().post(s.url("/Slow/nap")).json(&"woke").send());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while NAPPING.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the nap never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dir = s.stop().await;
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.headers().get("retry-after").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    let id = r.headers()["x-restate-id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(&id) && message.contains("attach"),
+        "{message}"
+    );
+
+    let s = TestServer::start_with(dir, |b| b).await;
+    assert_eq!(s.attach(&id).await, (200, Value::from("woke")));
+    assert_eq!(NAP_STEPS.load(Ordering::SeqCst), 1, "the step ran once");
     s.stop().await;
 }

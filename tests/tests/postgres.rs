@@ -312,6 +312,162 @@ async fn work_a_standby_acknowledged_first_keeps_its_order_and_its_answer_at_the
     }
 }
 
+/// The same request taken by both processes at the same moment (an idempotent send, a
+/// workflow's run sent or called): the process that runs its partition creates it while the
+/// other forwards it to that process's inbox. Exactly one of the two answers is the first's
+/// (`Accepted`, or the run's result where the other call gets 409), both name one invocation.
+#[tokio::test]
+async fn the_same_request_at_two_processes_at_once_is_first_at_exactly_one() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", dir.path().join("steps").display().to_string()),
+        ("STEP_MS", "1".to_owned()),
+    ];
+    let a = App::start(BIN, &dir.path().join("a"), &env).await;
+    let b = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let send = |ingress: &str, path: &str, key: Option<String>| {
+        let mut request = client.post(format!("{ingress}{path}"));
+        if let Some(key) = key {
+            // Waits/busy takes the milliseconds it is busy; a workflow's run takes nothing.
+            request = request.header("idempotency-key", key).json(&1u64);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    for round in 0..40 {
+        let (path, key) = match round % 2 {
+            0 => ("/Waits/busy/send".to_owned(), Some(format!("dup-{round}"))),
+            _ => (format!("/Approval/sent-{round}/run/send"), None),
+        };
+        let (x, y) = tokio::join!(
+            send(&a.ingress, &path, key.clone()),
+            send(&b.ingress, &path, key)
+        );
+        let mut statuses = [x["status"].as_str().unwrap(), y["status"].as_str().unwrap()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            ["Accepted", "PreviouslyAccepted"],
+            "{path}: {x} {y}"
+        );
+        assert_eq!(x["invocationId"], y["invocationId"]);
+    }
+    for round in 0..10 {
+        let run = |ingress: &str| {
+            let request = client.post(format!("{ingress}/Approval/called-{round}/run"));
+            async move {
+                let r = request.send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        // Before or after the run waits on it: the promise keeps what it is resolved with.
+        let approve = async {
+            let path = format!("/Approval/called-{round}/approve");
+            send_json(&client, &a.ingress, &path, &"ok").await;
+        };
+        let (x, y, ()) = tokio::join!(run(&a.ingress), run(&b.ingress), approve);
+        let mut answers = [x, y];
+        answers.sort();
+        assert_eq!(
+            answers[0],
+            (200, "\"approved: ok\"".to_owned()),
+            "{answers:?}"
+        );
+        assert_eq!(answers[1].0, 409, "{answers:?}");
+    }
+}
+
+/// Calls waiting at a process that shuts down (SIGTERM) were accepted all the same: each is
+/// answered 503 with its invocation's id and no `Retry-After`, whether it ran in that process
+/// or was forwarded to the other one, and each completes once, read by that id elsewhere.
+#[tokio::test]
+async fn calls_cut_short_by_a_shutdown_name_their_invocations_which_complete_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "1".to_owned()),
+        ("RESTATE_LEASE_TTL", "2s".to_owned()),
+    ];
+    let a = App::start(BIN, &dir.path().join("a"), &env).await;
+    let b = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..8).map(|i| format!("cut-{i}")).collect();
+    let calls: Vec<_> = (keys.iter())
+        .map(|key| {
+            let request = client.post(format!("{}/Approval/{key}/run", a.ingress));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    // Every run stored (forwarded, or journaled where it runs) before the shutdown.
+    poll(Duration::from_secs(30), || {
+        let stored = cluster().query(&url, "SELECT count(*)::text FROM restate_invocations");
+        std::future::ready(stored.unwrap() == vec![vec![Some(keys.len().to_string())]])
+    })
+    .await;
+    let status = tokio::task::spawn_blocking(move || a.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut ids = Vec::new();
+    for call in calls {
+        let r = call.await.unwrap().unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(
+            r.headers().get("retry-after").is_none(),
+            "{:?}",
+            r.headers()
+        );
+        let id = r.headers()["x-restate-id"].to_str().unwrap().to_owned();
+        let body = r.text().await.unwrap();
+        assert!(body.contains("attach"), "{body}");
+        ids.push(id);
+    }
+    for (key, id) in keys.iter().zip(&ids) {
+        send_json(
+            &client,
+            &b.ingress,
+            &format!("/Approval/{key}/approve"),
+            &"ok",
+        )
+        .await;
+        let attach = format!("{}/restate/invocation/{id}/attach", b.ingress);
+        let r = client.get(attach).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{key}");
+        assert_eq!(r.text().await.unwrap(), "\"approved: ok\"");
+    }
+    let lines = support::lines(&steps);
+    for key in &keys {
+        let runs = lines
+            .iter()
+            .filter(|l| **l == format!("step {key}"))
+            .count();
+        assert_eq!(runs, 1, "{key}'s step: {lines:?}");
+    }
+}
+
 /// The owner killed after what a page of its inbox caused is durable, before the page is
 /// removed: the process that takes over applies the page again, finds it done, and every
 /// forwarded add counts once.

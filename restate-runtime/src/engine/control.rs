@@ -177,7 +177,9 @@ impl Engine {
         self.complete(inflight, outcome).await;
         // An ending the store refused is no ending: the caller must not hear it was done.
         match &*inflight.subscribe().borrow() {
-            Finish::Lost(reason) => Err(ControlError::Engine(EngineError::Lost(reason.clone()))),
+            Finish::Lost(reason) | Finish::Interrupted(reason) => {
+                Err(ControlError::Engine(EngineError::Lost(reason.clone())))
+            }
             Finish::Moved => Err(ControlError::Engine(super::ownership::moved())),
             Finish::Pending | Finish::Idle | Finish::Done(_) => Ok(()),
         }

@@ -243,8 +243,12 @@ impl Engine {
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep(poll) => poll = (poll * 2).min(MAX_POLL),
+                // Durable in the store or an inbox: it goes on in whichever process runs it.
                 _ = shutdown.wait_for(|stop| *stop) => {
-                    return Err(EngineError::Lost("the process is shutting down".into()));
+                    return Err(EngineError::Unfinished {
+                        id,
+                        reason: "the process is shutting down".into(),
+                    });
                 }
             }
         }

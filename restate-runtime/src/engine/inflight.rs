@@ -35,6 +35,9 @@ pub(crate) enum Finish {
     Done(Arc<Completed>),
     /// The engine could not finish it (storage failure, shutdown): no answer can be given.
     Lost(String),
+    /// The engine stopped before it finished, with its record stored: it goes on after a
+    /// restart, so its waiters are told to attach rather than that it was lost.
+    Interrupted(String),
     /// Its partition left this process: the process that runs the partition now finishes it,
     /// if it was stored (see `Engine::wait_or_follow`).
     Moved,
@@ -45,6 +48,8 @@ pub(crate) enum Finish {
 pub(crate) enum WaitEnd {
     /// See [`Finish::Lost`].
     Lost(String),
+    /// See [`Finish::Interrupted`].
+    Interrupted(String),
     /// See [`Finish::Moved`].
     Moved,
 }
@@ -52,7 +57,7 @@ pub(crate) enum WaitEnd {
 impl From<WaitEnd> for EngineError {
     fn from(end: WaitEnd) -> Self {
         match end {
-            WaitEnd::Lost(reason) => Self::Lost(reason),
+            WaitEnd::Lost(reason) | WaitEnd::Interrupted(reason) => Self::Lost(reason),
             WaitEnd::Moved => super::ownership::moved(),
         }
     }
@@ -86,6 +91,9 @@ pub(crate) struct Inflight {
     /// sender's entry puts it (here, or behind its key's messages in the inbox, from where
     /// it is taken in again as a new copy).
     placement: std::sync::OnceLock<Arc<Placement>>,
+    /// Created from outside on a shared store, for a request whose answer says whether it
+    /// was the first: the verdict of its record's first commit against other processes.
+    acceptance: std::sync::OnceLock<Arc<crate::storage::Acceptance>>,
     /// A task is executing it (not queued, scheduled, paused or between attempts).
     pub running: AtomicBool,
     /// Created by a call another process relayed here: its result is kept at least
@@ -175,6 +183,7 @@ impl Inflight {
             version: watch::channel(0).0,
             gate: Mutex::new(None),
             placement: std::sync::OnceLock::new(),
+            acceptance: std::sync::OnceLock::new(),
             running: AtomicBool::new(false),
             relayed: AtomicBool::new(false),
             queued: AtomicBool::new(false),
@@ -298,6 +307,18 @@ impl Inflight {
         self.exclusive.then_some(&self.scope)
     }
 
+    /// Sets the verdict its first commit gives (see [`Self::accepted_second`]).
+    pub fn set_acceptance(&self, acceptance: Arc<crate::storage::Acceptance>) {
+        let _ = self.acceptance.set(acceptance);
+    }
+
+    /// Whether another process accepted the request that created it first, as its record's
+    /// first commit found (read once that commit is answered): its creator's answer is then
+    /// a duplicate's.
+    pub fn accepted_second(&self) -> bool {
+        self.acceptance.get().is_some_and(|a| a.second())
+    }
+
     pub fn state(&self) -> MutexGuard<'_, InflightState> {
         self.state.lock().expect("inflight lock")
     }
@@ -388,6 +409,7 @@ pub(crate) async fn wait_finished_or_idle(
         let now_idle = match &*rx.borrow_and_update() {
             Finish::Done(c) => return Ok(c.clone()),
             Finish::Lost(reason) => return Err(WaitEnd::Lost(reason.clone())),
+            Finish::Interrupted(reason) => return Err(WaitEnd::Interrupted(reason.clone())),
             Finish::Moved => return Err(WaitEnd::Moved),
             Finish::Pending => false,
             Finish::Idle => true,

@@ -107,6 +107,21 @@ pub enum EngineError {
     /// The invocation could not finish (storage failure or shutdown).
     #[error("invocation lost: {0}")]
     Lost(String),
+    /// The wait for an invocation that was accepted ended before its result: the process is
+    /// shutting down. It may still run (a stored invocation goes on after a restart, or in the
+    /// process that runs its partition), so its caller attaches to `id` for the result
+    /// instead of sending the request again.
+    #[error(
+        "invocation {id} did not finish here: {reason}. It was accepted and goes on (after a \
+         restart if need be): attach to it (GET /restate/invocation/{id}/attach) for its \
+         result rather than sending the request again"
+    )]
+    Unfinished {
+        /// The invocation to attach to.
+        id: InvocationId,
+        /// Why the wait ended.
+        reason: String,
+    },
     /// A request-response call of a workflow's `run` for a key that already has one.
     #[error("the workflow method was already invoked")]
     WorkflowAlreadyInvoked,
@@ -129,6 +144,42 @@ pub(crate) fn key_fits(service: &RegisteredService, keyed: bool) -> Result<(), E
         ))),
         _ => Ok(()),
     }
+}
+
+/// Tells the waiters of invocations in memory that the engine stopped before they finished:
+/// one whose record was submitted (durable after a shutdown's flush or close, or replayed from
+/// the log after a crash) goes on after a restart, so its waiters hear it is unfinished; one
+/// never stored is lost (told only with `lose_unstored`: until the engine is abandoned, its
+/// handler may still store it). One completing now is answered by its completion (its result,
+/// or its loss): told first, a caller would miss a result. Returns the ids of those.
+fn tell_unfinished(
+    inflight: &[Arc<Inflight>],
+    reason: &str,
+    lose_unstored: bool,
+) -> std::collections::HashSet<InvocationId> {
+    let mut completing = std::collections::HashSet::new();
+    for inflight in inflight {
+        if inflight.finished.load(Ordering::SeqCst) {
+            completing.insert(inflight.id);
+        } else if inflight.state().persisted {
+            inflight.finish(Finish::Interrupted(reason.to_owned()));
+        } else if lose_unstored {
+            inflight.finish(Finish::Lost(reason.to_owned()));
+        }
+    }
+    completing
+}
+
+/// Tells the waiters of an invocation not in memory (suspended, paused, or parked until its
+/// time: stored) that it did not finish here, unless it has.
+fn interrupt(finisher: &watch::Sender<Finish>, reason: &str) {
+    finisher.send_if_modified(|finish| match finish {
+        Finish::Pending | Finish::Idle => {
+            *finish = Finish::Interrupted(reason.to_owned());
+            true
+        }
+        _ => false,
+    });
 }
 
 /// What a wait on an engine stopped for good is told.
@@ -273,7 +324,10 @@ fn forwarded<'a>(prepared: Prepared) -> Created<'a> {
 /// Where new work comes from: outside (refused while the disk is nearly full) or a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    Outside,
+    /// `one_way`: a send, whose answer says whether it was the first.
+    Outside {
+        one_way: bool,
+    },
     Handler,
 }
 
@@ -695,10 +749,14 @@ impl Engine {
     /// [`Self::submit_recorded`] for work from outside any handler: a new invocation is refused while
     /// the disk is nearly full, a duplicate still gets its answer.
     /// A derived id's store read is made first, without blocking the thread ([`Self::look`]).
-    async fn submit_from_outside(&self, req: InvokeRequest) -> Result<Submitted, EngineError> {
+    async fn submit_from_outside(
+        &self,
+        req: InvokeRequest,
+        one_way: bool,
+    ) -> Result<Submitted, EngineError> {
         // Its creator makes the record durable before it answers, and a duplicate joining
         // it before then waits for that too: the claim can go now.
-        self.submit_from_outside_claimed(req)
+        self.submit_from_outside_claimed(req, one_way)
             .await
             .map(|(submitted, _claim)| submitted)
     }
@@ -709,13 +767,14 @@ impl Engine {
     async fn submit_from_outside_claimed(
         &self,
         req: InvokeRequest,
+        one_way: bool,
     ) -> Result<(Submitted, Option<Claim<'_>>), EngineError> {
         let prepared = self.prepare(req, None)?;
         let looked = match prepared.derived() {
             true => self.look(prepared.id).await?,
             false => None,
         };
-        self.submit_prepared(prepared, Origin::Outside, looked)
+        self.submit_prepared(prepared, Origin::Outside { one_way }, looked)
     }
 
     /// What the store holds for a derived id, read without blocking this thread and without
@@ -839,7 +898,7 @@ impl Engine {
             }
             // New work from outside waits for disk space and for memory; a handler's own calls
             // and sends are progress of work already accepted and commit into the reserve.
-            if origin == Origin::Outside {
+            if matches!(origin, Origin::Outside { .. }) {
                 let refused = match self.admit_input(record.input.len()) {
                     Err(e) => Some(("input_bytes", e)),
                     Ok(()) => self.admit_storage().err(),
@@ -854,9 +913,21 @@ impl Engine {
             // Its arrival is now, under the lock, not before a read of the store: a request
             // on its key that came in meanwhile and ran first keeps its place after a restart.
             record.seq = self.next_seq();
+            // A send's answer and a workflow run's say whether this request was the first:
+            // another process may have accepted the same one at this moment and forwarded it.
+            let first = match origin {
+                Origin::Outside { one_way } if self.shared_store => {
+                    workflow_run || (one_way && record.idempotency_key.is_some())
+                }
+                _ => false,
+            };
+            let acceptance = first.then(|| self.storage.first_acceptance(id)).flatten();
             let inflight = self.new_inflight(id, record, false, Journal::default());
             if relayed {
                 inflight.relayed.store(true, Ordering::Relaxed);
+            }
+            if let Some(acceptance) = acceptance {
+                inflight.set_acceptance(acceptance);
             }
             map.insert(id, inflight.clone());
             if derived {
@@ -1059,6 +1130,7 @@ impl Engine {
     async fn submit_or_route(
         &self,
         mut req: InvokeRequest,
+        one_way: bool,
     ) -> Result<Result<Submitted, InvokeRequest>, EngineError> {
         restart::refuse_reserved_key(&req)?;
         loop {
@@ -1066,7 +1138,7 @@ impl Engine {
                 return Ok(Err(req));
             }
             let again = self.shared_store.then(|| req.clone());
-            match self.submit_from_outside(req).await {
+            match self.submit_from_outside(req, one_way).await {
                 Err(e) if ownership::is_moved(&e) => {
                     req = again.expect("only a shared store's partitions move");
                 }
@@ -1105,7 +1177,7 @@ impl Engine {
         req: InvokeRequest,
         idle: impl FnOnce() + Send,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
-        let submitted = match self.submit_or_route(req).await? {
+        let submitted = match self.submit_or_route(req, false).await? {
             Ok(submitted) => submitted,
             Err(req) => return self.call_forwarded(req, idle).await,
         };
@@ -1131,10 +1203,16 @@ impl Engine {
                 new,
                 finish: rx,
             } => {
+                let created = new.then(|| inflight.clone());
                 if new {
                     self.launch(inflight, submitted.execution_time_ms);
                 }
                 let done = self.wait_or_follow(submitted.id, rx, true, idle).await?;
+                // Another process took the same run in first and forwarded it: this call
+                // is the second, whichever of the two ran it.
+                if submitted.workflow_run && created.is_some_and(|c| c.accepted_second()) {
+                    return Err(EngineError::WorkflowAlreadyInvoked);
+                }
                 Ok((submitted.id, done, !new))
             }
         }
@@ -1145,7 +1223,7 @@ impl Engine {
         &self,
         req: InvokeRequest,
     ) -> Result<(InvocationId, SendStatus, Option<u64>), EngineError> {
-        let submitted = match self.submit_or_route(req).await? {
+        let submitted = match self.submit_or_route(req, true).await? {
             Ok(submitted) => submitted,
             Err(req) => return self.send_forwarded(req).await,
         };
@@ -1187,6 +1265,11 @@ impl Engine {
             durable
         };
         durable.await?;
+        // Another process took the same request in first and forwarded it.
+        let status = match inflight.accepted_second() {
+            true => SendStatus::PreviouslyAccepted,
+            false => status,
+        };
         if submitted.execution_time_ms.is_some() {
             // Parked already, maybe: its finish channel goes unless someone attached.
             drop(inflight);
@@ -1222,6 +1305,7 @@ impl Engine {
         let waits = || idle.take().into_iter().for_each(|idle| idle());
         match wait_finished_or_idle(rx, waits).await {
             Ok(done) => Ok(done),
+            Err(WaitEnd::Interrupted(reason)) => Err(EngineError::Unfinished { id, reason }),
             Err(WaitEnd::Moved) if follow && self.shared_store => {
                 // Its new owner runs it: nothing of it runs here.
                 idle.take().into_iter().for_each(|idle| idle());
@@ -1286,11 +1370,15 @@ impl Engine {
                     false => Err(ownership::moved()),
                 };
             }
-            // `abandon` signals only the finishers it finds; this one came after it.
+            // `abandon` signals only the finishers it finds; this one came after it. Stored
+            // and not finished, it goes on after a restart.
             Some(_) if self.abandoned.load(Ordering::SeqCst) => {
                 drop(rx);
                 self.drop_finisher_if_idle(&id);
-                return Err(abandoned());
+                return Err(EngineError::Unfinished {
+                    id,
+                    reason: "the runtime has shut down".into(),
+                });
             }
             Some(_) => return self.wait_or_follow(id, rx, follow, || {}).await.map(Some),
             None => None,
@@ -1851,27 +1939,38 @@ impl Engine {
     }
 
     /// Forgets every invocation in memory, telling whoever waits on one (a call, an attach)
-    /// that it is lost here.
+    /// that it is lost here, or unfinished if it is stored.
     fn lose_in_memory(&self, reason: &str) {
         let inflight: Vec<_> = {
             let mut map = self.inflight.lock().expect("inflight map");
             self.abandoned.store(true, Ordering::SeqCst);
             map.drain().map(|(_, inflight)| inflight).collect()
         };
-        // One completing now is answered by its completion (its result, durable after a
-        // shutdown's close, or its loss): told "lost" first, a caller would miss a result.
-        let mut completing = std::collections::HashSet::new();
-        for inflight in inflight {
-            if inflight.finished.load(Ordering::SeqCst) {
-                completing.insert(inflight.id);
-            } else {
-                inflight.finish(Finish::Lost(reason.to_owned()));
-            }
-        }
+        let completing = tell_unfinished(&inflight, reason, true);
         let finishers = std::mem::take(&mut *self.finishers.lock().expect("finishers"));
         for (id, finisher) in finishers {
             if !completing.contains(&id) {
-                finisher.send_replace(Finish::Lost(reason.to_owned()));
+                interrupt(&finisher, reason);
+            }
+        }
+    }
+
+    /// As serving stops: tells whoever waits on an invocation stored here (a call, an
+    /// attach) that it did not finish and goes on after a restart, once everything submitted
+    /// is durable. The answers go out while the listeners still finish open requests, not
+    /// when the process ends (a connection closed unanswered tells the client nothing).
+    pub(crate) async fn interrupt_waiters(&self, reason: &str) {
+        if self.storage.submit(Vec::new()).await.is_err() {
+            return;
+        }
+        let inflight: Vec<_> = (self.inflight.lock().expect("inflight map").values())
+            .cloned()
+            .collect();
+        let completing = tell_unfinished(&inflight, reason, false);
+        let finishers = self.finishers.lock().expect("finishers");
+        for (id, finisher) in finishers.iter() {
+            if !completing.contains(id) {
+                interrupt(finisher, reason);
             }
         }
     }

@@ -124,7 +124,7 @@ impl Engine {
         }
         // Claimed until the copy's record and journal are queued: a second restart of the same
         // original joins the copy only then.
-        let (submitted, claim) = self.submit_from_outside_claimed(request).await?;
+        let (submitted, claim) = self.submit_from_outside_claimed(request, false).await?;
         let Submission::Running {
             inflight,
             new: true,

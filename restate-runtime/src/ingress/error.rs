@@ -34,6 +34,8 @@ pub(crate) struct ApiError {
     pub message: String,
     pub source: Source,
     pub metadata: BTreeMap<String, String>,
+    /// The invocation the error is about, when the client may attach to it (`x-restate-id`).
+    pub invocation: Option<crate::ids::InvocationId>,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
             message: message.into(),
             source: Source::Ingress,
             metadata: BTreeMap::new(),
+            invocation: None,
         }
     }
 
@@ -52,6 +55,7 @@ impl ApiError {
             message: message.into(),
             source: Source::Invocation,
             metadata: BTreeMap::new(),
+            invocation: None,
         }
     }
 
@@ -96,9 +100,19 @@ impl IntoResponse for ApiError {
             "x-restate-error-source",
             HeaderValue::from_static(self.source.as_str()),
         );
+        if let Some(id) = self.invocation {
+            headers.insert(
+                "x-restate-id",
+                super::response::header_value(&id.to_string()),
+            );
+        }
         // The ingress is unavailable or overloaded for now (disk full, storage failing, too
-        // much work in progress): ask for a retry.
-        if matches!(self.code, 429 | 503) && self.source == Source::Ingress {
+        // much work in progress): ask for a retry. Not when the request was accepted: the
+        // client attaches to its invocation instead.
+        if matches!(self.code, 429 | 503)
+            && self.source == Source::Ingress
+            && self.invocation.is_none()
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // Over a limit: the client goes away for now, as over the listeners' caps.
@@ -114,11 +128,17 @@ impl From<EngineError> for ApiError {
         if let EngineError::WorkflowAlreadyInvoked = e {
             return Self::invocation(409, e.to_string());
         }
+        if let EngineError::Unfinished { id, .. } = e {
+            return Self {
+                invocation: Some(id),
+                ..Self::ingress(503, e.to_string())
+            };
+        }
         let code = match &e {
             EngineError::UnknownService(_) | EngineError::UnknownHandler { .. } => 404,
             EngineError::BadTarget(_) => 400,
             // Not acknowledged: a client with an idempotency key may retry safely.
-            EngineError::Storage(_) | EngineError::Lost(_) => 503,
+            EngineError::Storage(_) | EngineError::Lost(_) | EngineError::Unfinished { .. } => 503,
             EngineError::WorkflowAlreadyInvoked => 409,
             EngineError::Overloaded(_) => 429,
         };

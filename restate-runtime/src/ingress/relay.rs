@@ -279,9 +279,9 @@ async fn run(
     };
     match engine.call_with(request, idle).await {
         Ok((id, done, replayed)) => Ok(response::completed(id, &done, replayed)),
-        Err(e @ (EngineError::Lost(_) | EngineError::Storage(_))) => {
-            Err(ApiError::from(e).into_response())
-        }
+        Err(
+            e @ (EngineError::Lost(_) | EngineError::Unfinished { .. } | EngineError::Storage(_)),
+        ) => Err(ApiError::from(e).into_response()),
         Err(e) => Ok(ApiError::from(e).into_response()),
     }
 }

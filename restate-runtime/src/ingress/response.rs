@@ -97,7 +97,7 @@ pub(crate) fn accepted(
 /// The header naming the invocation that ran in a superseded one's place.
 pub(crate) const SUPERSEDED_BY: &str = "x-restate-superseded-by";
 
-fn header_value(s: &str) -> HeaderValue {
+pub(crate) fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 

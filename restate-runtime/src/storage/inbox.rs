@@ -121,6 +121,44 @@ pub enum Forwarded {
     Duplicate,
 }
 
+/// Whether this process accepted a new invocation first across the deployment
+/// ([`Storage::first_acceptance`](crate::storage::Storage::first_acceptance)): decided by the
+/// commit that first stores its record, against the messages that start it in an inbox (the
+/// same request accepted by another process, which forwarded it). Undecided until then, or
+/// for good when that commit failed.
+///
+/// ```
+/// use restate_runtime::storage::Acceptance;
+/// let acceptance = Acceptance::default();
+/// assert!(!acceptance.first() && !acceptance.second());
+/// acceptance.settle(false);
+/// assert!(acceptance.second());
+/// ```
+#[derive(Debug, Default)]
+pub struct Acceptance {
+    /// 0: undecided, 1: first, 2: second.
+    verdict: std::sync::atomic::AtomicU8,
+}
+
+impl Acceptance {
+    /// Records the commit's verdict: `first` when no inbox held a message that starts it.
+    pub fn settle(&self, first: bool) {
+        let verdict = if first { 1 } else { 2 };
+        self.verdict
+            .store(verdict, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the commit found no other process had accepted it.
+    pub fn first(&self) -> bool {
+        self.verdict.load(std::sync::atomic::Ordering::SeqCst) == 1
+    }
+
+    /// Whether another process accepted it first (its answer is a duplicate's).
+    pub fn second(&self) -> bool {
+        self.verdict.load(std::sync::atomic::Ordering::SeqCst) == 2
+    }
+}
+
 /// What other processes' commits signal (a multi-process store's notifications): waiters
 /// subscribe, then read the store, then wait for a change, so no wake-up is missed.
 ///

@@ -42,7 +42,9 @@ use tokio::sync::oneshot;
 
 pub use backup::{BackupError, BackupReport};
 pub(crate) use fence::Fence;
-pub use inbox::{Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, InboxPending, Signals};
+pub use inbox::{
+    Acceptance, Finished, FinishedWatch, Forwarded, Inbound, InboxMessage, InboxPending, Signals,
+};
 #[cfg(test)]
 pub(crate) use memory::MemoryStorage;
 pub(crate) use memory::MemoryStore;
@@ -809,6 +811,15 @@ pub trait Storage: Send + Sync + 'static {
     /// reads (a request from outside, checked before it is taken in).
     fn inbox_pending_async(&self, id: &InvocationId) -> InboxPendingWaiter {
         Box::pin(std::future::ready(self.inbox_pending(id)))
+    }
+    /// On a shared database, for a new invocation whose id a request names (an idempotency
+    /// key's, a workflow run's) created here from outside: the verdict of the commit that
+    /// first stores its record, which decides it against another process that accepted the
+    /// same request and forwarded it at the same moment. `None` (the default) for a store of
+    /// one process, where every request is decided in memory.
+    fn first_acceptance(&self, id: InvocationId) -> Option<std::sync::Arc<Acceptance>> {
+        let _ = id;
+        None
     }
     /// Notifications from other processes on the same database (`None` for a store of one
     /// process, where every change happens in this one).

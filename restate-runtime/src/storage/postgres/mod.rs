@@ -18,6 +18,7 @@
 //! recovery) read only the partitions this process runs.
 //! Invocation ids are stored as their 24-byte storage keys, so `bytea` order is id order.
 
+mod acceptances;
 mod combined;
 mod fold;
 mod forwarder;
@@ -182,6 +183,7 @@ impl PostgresStorage {
             owned: watch::channel(Partitions::none(0)).0,
             held_until: watch::channel(None).0,
             life,
+            acceptances: Default::default(),
             #[cfg(test)]
             before_placing: Mutex::default(),
         });
@@ -1086,6 +1088,10 @@ impl Storage for PostgresStorage {
 
     fn inbox_pending_async(&self, id: &InvocationId) -> crate::storage::InboxPendingWaiter {
         self.ask(&self.asks.inbox, *id)
+    }
+
+    fn first_acceptance(&self, id: InvocationId) -> Option<Arc<crate::storage::Acceptance>> {
+        Some(self.shared.acceptances.register(id))
     }
 
     fn signals(&self) -> Option<Signals> {

@@ -1295,6 +1295,76 @@ async fn a_process_forwards_into_the_owners_inbox_once_per_invocation_then_takes
     assert_eq!(standby.state(&scope(), "n").unwrap(), Some(b"2".to_vec()));
 }
 
+/// The owner of a partition creating an invocation from outside and another process
+/// forwarding the same request (an idempotency key's, a workflow run's) to the owner's inbox:
+/// exactly one of the two is told it was first, whether the forward commits before the
+/// owner's first commit of the record, after it, or while it is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_and_a_forwarder_taking_the_same_request_agree_on_which_was_first() {
+    use crate::storage::{Forwarded, InboxMessage};
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
+    let url2 = url.clone();
+    let standby =
+        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(1_000, None)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(standby.owned().borrow().is_empty());
+    let record = InvocationRecord::for_test("S", None, Status::Runnable);
+    let invoke = || InboxMessage::Invoke(Box::new(record.clone()));
+    let create = |id| owner.submit(vec![WriteOp::put_new_invocation(id, &record)]);
+
+    // Forwarded first: the owner's creation is the second.
+    let id = InvocationId::random(1);
+    let acceptance = owner.first_acceptance(id).unwrap();
+    assert_eq!(standby.forward(id, invoke()).await.unwrap(), Forwarded::New);
+    create(id).await.unwrap();
+    assert!(acceptance.second());
+    // Created first: the forward is the duplicate.
+    let id = InvocationId::random(2);
+    let acceptance = owner.first_acceptance(id).unwrap();
+    create(id).await.unwrap();
+    assert!(acceptance.first());
+    assert_eq!(
+        standby.forward(id, invoke()).await.unwrap(),
+        Forwarded::Duplicate
+    );
+    // At once, in opposite orders: one first per id.
+    let ids: Vec<InvocationId> = (10..310).map(InvocationId::random).collect();
+    let acceptances: Vec<_> = (ids.iter())
+        .map(|id| owner.first_acceptance(*id).unwrap())
+        .collect();
+    let creations = futures::future::join_all(ids.iter().map(|id| create(*id)));
+    let forwards =
+        futures::future::join_all(ids.iter().rev().map(|id| standby.forward(*id, invoke())));
+    let (created, forwarded) = futures::join!(creations, forwards);
+    for (n, (acceptance, created)) in acceptances.iter().zip(created).enumerate() {
+        created.unwrap();
+        let forwarded_new = *forwarded[ids.len() - 1 - n].as_ref().unwrap() == Forwarded::New;
+        assert!(acceptance.first() || acceptance.second(), "decided");
+        assert_ne!(
+            acceptance.first(),
+            forwarded_new,
+            "exactly one first for id {n}"
+        );
+    }
+    let claims = cluster()
+        .query(
+            &url,
+            "SELECT count(*) FROM restate_inbox WHERE message = ''::bytea",
+        )
+        .unwrap();
+    assert_eq!(
+        claims,
+        [vec![Some("0".to_owned())]],
+        "no claim outlives its commit"
+    );
+}
+
 /// Two standbys forwarding the same invocations at once, in opposite orders (their groups can
 /// deadlock in the database, which rolls one back: it is written again): every forward is
 /// answered, and each invocation is new exactly once across both.

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, Statement};
 use super::super::partitions::partition_of;
 use super::super::records::{self, InvocationRecord, Status};
 use super::super::{Partitions, Placement, StorageError, WriteOp, WriterStats};
+use super::acceptances::{self, Claims};
 use super::combined::{self, Combined, Part, Shape};
 use super::fold::Fold;
 use super::kill::Life;
@@ -87,6 +88,8 @@ pub(super) struct Shared {
     pub(super) held_until: watch::Sender<Option<Duration>>,
     /// Under a test's kill switch: once it has ended, nothing more commits.
     pub(super) life: Option<Life>,
+    /// New invocations whose first commit claims their id against forwarded requests.
+    pub(super) acceptances: super::acceptances::Acceptances,
     /// Awaited before the next transaction that places sends (for tests of what happens
     /// between their queueing and their commit's read of the inbox).
     #[cfg(test)]
@@ -169,6 +172,9 @@ struct Statements {
     put_record: Statement,
     /// Whether messages wait in the inbox for the keys of a group's placements.
     inbox_check: Statement,
+    /// A group's claims of new invocations' ids, and their removal ([`super::acceptances`]).
+    claim: Statement,
+    unclaim: Statement,
     /// [`combined`] statements, by their shape.
     combined: HashMap<Shape, Statement>,
 }
@@ -185,6 +191,8 @@ impl Statements {
             read_record: client.prepare(READ_RECORD).await?,
             put_record: client.prepare(PUT_RECORD).await?,
             inbox_check: client.prepare(Inbox::SQL).await?,
+            claim: client.prepare(acceptances::CLAIM).await?,
+            unclaim: client.prepare(acceptances::UNCLAIM).await?,
             combined: HashMap::new(),
         })
     }
@@ -483,7 +491,7 @@ async fn commit_once(
     let started = Instant::now();
     // Copied (a memcpy of the group's bytes, next to a round trip to the database): a group
     // the fence refuses is committed again without the batches of the partitions taken.
-    let ops = kept
+    let ops: Vec<WriteOp> = kept
         .iter()
         .flat_map(|(b, _)| b.ops.iter().cloned())
         .collect();
@@ -497,8 +505,21 @@ async fn commit_once(
             step.await;
         }
     }
-    match committed(client, statements, leases.ttl(), fence, ops, &placements).await {
-        Ok(()) => {
+    let claims = shared.acceptances.take(&ops);
+    let done = committed(
+        client,
+        statements,
+        leases.ttl(),
+        fence,
+        ops,
+        &placements,
+        &claims,
+    )
+    .await;
+    match done {
+        Ok(claimed) => {
+            // Before the answers: a creator reads its verdict once its batch is answered.
+            acceptances::settle(&claims, &claimed);
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.commits += 1;
             stats.batches += kept.len() as u64;
@@ -551,6 +572,7 @@ async fn commit_once(
             }
             leases.freeze(spoiled.iter().copied());
             shared.publish(leases);
+            shared.acceptances.give_back(claims);
             for batch in refused {
                 shared.answer(batch, Err(refusal.clone()));
             }
@@ -631,15 +653,19 @@ async fn committed(
     fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
     placements: &[Arc<Placement>],
-) -> Result<(), Refused> {
-    patiently(patience, commit(client, statements, fence, ops, placements))
-        .await
-        .unwrap_or_else(|| {
-            Err(Refused::Failed(format!(
-                "no answer to a commit within the lease's {patience:?}, twice: another \
+    claims: &Claims,
+) -> Result<Claimed, Refused> {
+    patiently(
+        patience,
+        commit(client, statements, fence, ops, placements, claims),
+    )
+    .await
+    .unwrap_or_else(|| {
+        Err(Refused::Failed(format!(
+            "no answer to a commit within the lease's {patience:?}, twice: another \
                  process may take over"
-            )))
-        })
+        )))
+    })
 }
 
 /// `work`'s answer if it comes within `patience`, or within as long again from then on: a
@@ -666,8 +692,9 @@ async fn commit(
     fence: &BTreeMap<u32, i64>,
     ops: Vec<WriteOp>,
     placements: &[Arc<Placement>],
-) -> Result<(), Refused> {
-    let done = pipeline(client, statements, fence, ops, placements).await;
+    claims: &Claims,
+) -> Result<Claimed, Refused> {
+    let done = pipeline(client, statements, fence, ops, placements, claims).await;
     if done.is_err() {
         // Ends a transaction left open by a failure before the `COMMIT` was sent.
         let _ = client.batch_execute("ROLLBACK").await;
@@ -681,15 +708,17 @@ async fn pipeline(
     fence: &BTreeMap<u32, i64>,
     mut ops: Vec<WriteOp>,
     placements: &[Arc<Placement>],
-) -> Result<(), Refused> {
+    claims: &Claims,
+) -> Result<Claimed, Refused> {
     let mut fenced = Combined::default();
     if !fence.is_empty() {
         let (partitions, epochs): (Vec<i32>, Vec<i64>) =
             fence.iter().map(|(p, e)| (*p as i32, *e)).unzip();
         fenced.push(Part::Fence, vec![Box::new(partitions), Box::new(epochs)]);
     }
-    if placements.is_empty() {
-        return transaction(client, statements, true, fenced, fold(ops)?).await;
+    if placements.is_empty() && claims.is_empty() {
+        transaction(client, statements, true, fenced, fold(ops)?).await?;
+        return Ok(Claimed::default());
     }
     let mut begun = vec![(statements.begin.clone(), Vec::new())];
     if !fenced.is_empty() {
@@ -697,12 +726,25 @@ async fn pipeline(
     }
     // Sent after the fence, without waiting for it: the group waits one round trip.
     let begun = send(client, begun);
-    let (begun, placed) = futures::join!(begun, place(client, statements, &mut ops, placements));
+    let placed = async {
+        match placements.is_empty() {
+            true => Ok(()),
+            false => place(client, statements, &mut ops, placements).await,
+        }
+    };
+    let claim = (&statements.claim, &statements.unclaim);
+    let claimed = acceptances::claim(client, claim, claims);
+    let (begun, placed, claimed) = futures::join!(begun, placed, claimed);
     begun?;
     placed?;
+    let claimed = claimed.map_err(Refused::Failed)?;
     let folds = fold(ops)?;
-    transaction(client, statements, false, Combined::default(), folds).await
+    transaction(client, statements, false, Combined::default(), folds).await?;
+    Ok(claimed)
 }
+
+/// The ids a group claimed ([`acceptances::claim`]).
+type Claimed = std::collections::HashSet<Vec<u8>>;
 
 /// A group's operations folded: each fold ends before a cancel request for a record stored
 /// before the group (returned with it), which is applied on its own.
