@@ -177,10 +177,18 @@ fn has_generics(item: &ItemImpl) -> bool {
     !item.generics.params.is_empty() || item.generics.where_clause.is_some()
 }
 
+/// The generics as written, `where` clause included (syn prints only the `<..>` list, which
+/// is empty for a bare `where`: the error would fall back to the attribute).
+fn written_generics(generics: &syn::Generics) -> proc_macro2::TokenStream {
+    let mut tokens = generics.to_token_stream();
+    generics.where_clause.to_tokens(&mut tokens);
+    tokens
+}
+
 fn impl_is_not_generic(cx: &mut Ctxt, item: &ItemImpl) {
     if has_generics(item) {
         cx.error_spanned_by(
-            &item.generics,
+            written_generics(&item.generics),
             "generic services are not supported: the runtime registers and dispatches one concrete type per service",
         );
     }
@@ -365,7 +373,7 @@ fn is_async(cx: &mut Ctxt, sig: &Signature) {
 fn is_not_generic(cx: &mut Ctxt, sig: &Signature) {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
-            &sig.generics,
+            written_generics(&sig.generics),
             "a handler cannot be generic: the runtime dispatches to one concrete signature",
         );
     }

@@ -173,12 +173,27 @@ impl Desk {
 }
 
 async fn scrape(server: &TestServer) -> (Scrape, String) {
-    let text = reqwest::get(format!("{}/metrics", server.admin))
-        .await
-        .unwrap()
-        .text()
+    // As Prometheus asks: the body is OpenMetrics (`_total` samples under a counter's name,
+    // `# EOF`) and is said so, or its classic parser takes the counters for untyped samples.
+    let response = reqwest::Client::new()
+        .get(format!("{}/metrics", server.admin))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
         .await
         .unwrap();
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        kind.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{kind}"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     (scrape, text)
 }

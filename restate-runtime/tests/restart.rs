@@ -29,6 +29,8 @@ impl Echo {
 /// Runs of `Slow::nap`'s step, and naps past that step.
 static NAP_STEPS: AtomicU32 = AtomicU32::new(0);
 static NAPPING: AtomicU32 = AtomicU32::new(0);
+/// Calls of `Slow::stall` begun.
+static STALLING: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Default)]
 pub struct Slow;
@@ -45,6 +47,14 @@ impl Slow {
         .await?;
         NAPPING.fetch_add(1, Ordering::SeqCst);
         ctx.sleep(Duration::from_secs(3)).await?;
+        Ok(v)
+    }
+
+    /// Waits outside its context: nothing of it is stored while it does.
+    #[handler]
+    async fn stall(&self, _ctx: Context<'_>, v: Value) -> HandlerResult<Value> {
+        STALLING.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
         Ok(v)
     }
 }
@@ -172,5 +182,45 @@ async fn a_call_cut_short_by_a_shutdown_names_its_invocation_to_attach_to() {
     let s = TestServer::start_with(dir, |b| b).await;
     assert_eq!(s.attach(&id).await, (200, Value::from("woke")));
     assert_eq!(NAP_STEPS.load(Ordering::SeqCst), 1, "the step ran once");
+    s.stop().await;
+}
+
+/// A call cut short by a shutdown before anything of it was stored was not accepted: it is
+/// never answered as one to attach to (no `x-restate-id`; a retry is safe).
+#[tokio::test]
+async fn a_call_cut_short_before_anything_was_stored_is_not_named_to_attach_to() {
+    let s = TestServer::start().await;
+    let call = tokio::spawn(client().post(s.url("/Slow/stall")).json(&"x").send());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while STALLING.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stall never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dir = s.stop().await;
+    // Answered "lost" (503 with Retry-After), or not at all (the connection closed).
+    if let Ok(r) = call.await.unwrap() {
+        assert_eq!(r.status(), 503);
+        assert!(
+            r.headers().get("x-restate-id").is_none(),
+            "{:?}",
+            r.headers()
+        );
+        assert!(
+            r.headers().get("retry-after").is_some(),
+            "{:?}",
+            r.headers()
+        );
+    }
+    let s = TestServer::start_with(dir, |b| b).await;
+    let listed: Value = reqwest::get(format!("{}/invocations", s.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["invocations"], serde_json::json!([]), "{listed}");
     s.stop().await;
 }

@@ -73,6 +73,13 @@ async fn page(s: &TestServer, path: &str) -> (u16, String) {
         .send()
         .await
         .unwrap();
+    // Never inside another site's frame (clickjacking), whatever the page.
+    assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "frame-ancestors 'none'",
+        "{path}"
+    );
     (r.status().as_u16(), r.text().await.unwrap())
 }
 

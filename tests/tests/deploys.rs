@@ -17,9 +17,15 @@ use support::{App, example_bin, example_bin_with, poll};
 
 /// What the binary at `bin` exits with and prints for `check-replay --data-dir <backup>`.
 fn check_replay(bin: &str, backup: &Path) -> (i32, String) {
+    check_replay_with(bin, backup, &[])
+}
+
+/// [`check_replay`] with more arguments (`--json`).
+fn check_replay_with(bin: &str, backup: &Path, more: &[&str]) -> (i32, String) {
     let out = Command::new(bin)
         .args(["check-replay", "--data-dir"])
         .arg(backup)
+        .args(more)
         .env("RUST_LOG", "warn")
         .output()
         .expect("the check runs");
@@ -129,6 +135,21 @@ async fn a_deploy_checked_against_a_backup_keeps_every_invocation_on_its_own_ver
         );
     }
     assert!(report.contains("entry 1"), "{report}");
+    // The same as one JSON document for scripts.
+    let unpatched = example_bin_with("orders", "orders-v2-unpatched");
+    let (code, json) = check_replay_with(&unpatched, &backup, &["--json"]);
+    assert_eq!(code, 1, "{json}");
+    let json: Value = serde_json::from_str(&json).expect("one JSON document");
+    let problems = json["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 4, "{json}");
+    for id in &old {
+        let problem = problems.iter().find(|p| p["invocation_id"] == id.as_str());
+        let problem = problem.unwrap_or_else(|| panic!("{id} not named: {json}"));
+        assert_eq!(problem["version"], "orders-1", "{json}");
+        assert!(problem["index"].is_u64(), "{json}");
+        let sentence = problem["problem"].as_str().unwrap();
+        assert!(sentence.contains("entry"), "{json}");
+    }
     // With patch markers: nothing breaks.
     let (code, report) = check_replay(&example_bin_with("orders", "orders-v2"), &backup);
     assert_eq!(code, 0, "{report}");

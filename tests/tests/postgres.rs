@@ -390,6 +390,64 @@ async fn the_same_request_at_two_processes_at_once_is_first_at_exactly_one() {
     }
 }
 
+/// Admin actions sent to a process for invocations the other one runs are refused there as
+/// the owner would refuse them (a finished one 409, an unfinished one to purge 409), not
+/// acknowledged as forwarded; an action the owner takes is still forwarded.
+#[tokio::test]
+async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", dir.path().join("steps").display().to_string()),
+        ("STEP_MS", "1".to_owned()),
+    ];
+    let a = App::start(BIN, &dir.path().join("a"), &env).await;
+    let b = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let action = |id: &str, action: &str| {
+        let request = client.patch(format!("{}/invocations/{id}/{action}", a.admin));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Over enough partitions that some are the other process's.
+    let mut finished = Vec::new();
+    let mut waiting = Vec::new();
+    for i in 0..12 {
+        let id = send_busy(&client, &b.ingress, &format!("done-{i}"))
+            .await
+            .unwrap();
+        finished.push(id);
+        let run = client.post(format!("{}/Approval/w-{i}/run/send", b.ingress));
+        let r = run.send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        waiting.push(body["invocationId"].as_str().unwrap().to_owned());
+    }
+    all_complete(&b.ingress, &finished).await;
+    for id in &finished {
+        assert_eq!(action(id, "kill").await, 409, "kill {id}");
+        assert_eq!(action(id, "cancel").await, 409, "cancel {id}");
+        assert_eq!(action(id, "resume").await, 409, "resume {id}");
+    }
+    // Stored, or still in the owner's inbox: unfinished either way.
+    for id in &waiting {
+        assert_eq!(action(id, "purge").await, 409, "purge {id}");
+        assert_eq!(action(id, "cancel").await, 202, "cancel {id}");
+    }
+    for id in &waiting {
+        let attach = format!("{}/restate/invocation/{id}/attach", b.ingress);
+        let r = client.get(attach).send().await.unwrap();
+        assert_eq!(r.status(), 409, "{id} cancelled");
+    }
+}
+
 /// Calls waiting at a process that shuts down (SIGTERM) were accepted all the same: each is
 /// answered 503 with its invocation's id and no `Retry-After`, whether it ran in that process
 /// or was forwarded to the other one, and each completes once, read by that id elsewhere.

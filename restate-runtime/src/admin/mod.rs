@@ -143,18 +143,21 @@ fn is_loopback_name(host: &str) -> bool {
         .any(|allowed| name.eq_ignore_ascii_case(allowed))
 }
 
-async fn metrics(State(engine): State<Engine>) -> Response {
+async fn metrics(State(engine): State<Engine>, headers: axum::http::HeaderMap) -> Response {
     let mut snapshot = engine.metrics_snapshot();
     (snapshot.unfinished_stored, snapshot.limiters) = engine.stored_counts().await;
     let body = engine.metrics().render(&snapshot);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    // The body is OpenMetrics (`encode` writes it): named so to a scraper that asks for it
+    // (Prometheus does), whose classic parser would otherwise take the counters' `_total`
+    // samples for untyped ones; plain text to everyone else.
+    let openmetrics = (headers.get_all(axum::http::header::ACCEPT).iter())
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let kind = match openmetrics {
+        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false => "text/plain; version=0.0.4; charset=utf-8",
+    };
+    ([(axum::http::header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 #[cfg(test)]

@@ -201,6 +201,13 @@ impl RuntimeBuilder {
                 ExitCode::from(FAILED)
             }
             None => serve(self).await,
+            Some(Command::CheckReplay { .. }) if remote.admin.is_some() => {
+                eprintln!(
+                    "error: check-replay reads a store, not a running process: --admin does not \
+                     go with it (--data-dir or --database-url name the store)"
+                );
+                ExitCode::from(FAILED)
+            }
             Some(Command::CheckReplay {
                 data_dir,
                 database_url,
@@ -212,7 +219,7 @@ impl RuntimeBuilder {
                     (None, Some(url)) => self.without_env().database_url(url),
                     (None, None) => self,
                 };
-                check_replay(builder, include_completed).await
+                check_replay(builder, include_completed, remote.json).await
             }
             Some(Command::Invocations { command }) => invocations(command, &remote).await,
             Some(Command::Services) => {
@@ -238,11 +245,14 @@ async fn serve(builder: RuntimeBuilder) -> ExitCode {
     }
 }
 
-async fn check_replay(builder: RuntimeBuilder, include_completed: bool) -> ExitCode {
+async fn check_replay(builder: RuntimeBuilder, include_completed: bool, json: bool) -> ExitCode {
     let options = ReplayOptions::default().include_completed(include_completed);
     match builder.check_replay(options).await {
         Ok(report) => {
-            println!("{report}");
+            match json {
+                true => println!("{}", show::replay_report(&report)),
+                false => println!("{report}"),
+            }
             match report.is_ok() {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::from(BREAKS),

@@ -147,6 +147,35 @@ pub(super) fn services(listed: &Value) -> String {
     )
 }
 
+/// A replay check's report as one JSON document: how many were checked, and each invocation
+/// that would break with what breaks (`kind`, the entry's `index` where there is one, and the
+/// sentence the text report prints).
+pub(super) fn replay_report(report: &crate::ReplayReport) -> Value {
+    use crate::Problem;
+    let problems: Vec<Value> = (report.problems.iter())
+        .map(|p| {
+            let (kind, index) = match &p.problem {
+                Problem::Diverges { index, .. } => ("diverges", Some(*index)),
+                Problem::EndsEarly { index, .. } => ("ends_early", Some(*index)),
+                Problem::DifferentResult { .. } => ("different_result", None),
+                Problem::Fails { .. } => ("fails", None),
+                Problem::UnknownTarget { .. } => ("unknown_target", None),
+                Problem::Stuck { .. } => ("stuck", None),
+            };
+            serde_json::json!({
+                "invocation_id": p.invocation_id.to_string(),
+                "target": p.target,
+                "status": p.status,
+                "version": p.version,
+                "kind": kind,
+                "index": index,
+                "problem": p.problem.to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "checked": report.checked, "problems": problems })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,12 @@ fn already_completed(id: InvocationId, done: &str) -> ControlError {
     ))
 }
 
+fn not_completed(id: InvocationId) -> ControlError {
+    ControlError::Conflict(format!(
+        "invocation {id} is not completed yet; only completed invocations can be purged"
+    ))
+}
+
 impl Engine {
     /// The invocation in memory, or a suspended one loaded into memory (not started); the
     /// flag says whether it was in memory already. Loaded into the map, so a completion or a
@@ -191,7 +197,9 @@ impl Engine {
     /// durable, with its wake-up.
     pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
         if self.behind_inbox(&id).await? {
-            return Ok(self.forward_message(id, InboxMessage::Cancel).await?);
+            return self
+                .forward_action(id, InboxMessage::Cancel, "cancelled")
+                .await;
         }
         self.cancel_here(id).await
     }
@@ -309,7 +317,7 @@ impl Engine {
     /// Answers `Ok` only once it ended so ([`ended_killed`]).
     pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
         if self.behind_inbox(&id).await? {
-            return Ok(self.forward_message(id, InboxMessage::Kill).await?);
+            return self.forward_action(id, InboxMessage::Kill, "killed").await;
         }
         self.kill_here(id).await
     }
@@ -353,10 +361,38 @@ impl Engine {
         ended_killed(id, &ended.outcome)
     }
 
+    /// Hands an operator's action on `id` to the process that runs it, unless the store says
+    /// that process would refuse it at once: a finished invocation cannot be `done` (and an
+    /// unfinished one cannot be purged), as where it runs. Past that the owner decides (and
+    /// logs a refusal); the answer here says the action was handed over. An id the store
+    /// does not hold is handed over too: a call may run in the owner's memory before its
+    /// first durable step. Not read for one of this process's partitions (behind a message
+    /// for its key, or a send being placed by a commit here): the action follows it through
+    /// the inbox.
+    async fn forward_action(
+        &self,
+        id: InvocationId,
+        message: InboxMessage,
+        done: &str,
+    ) -> Result<(), ControlError> {
+        if self.runs(&id) || self.placing(&id) {
+            return Ok(self.forward_message(id, message).await?);
+        }
+        let finished = match self.storage.invocation_async(&id).await? {
+            Some(record) => Some(matches!(record.status, Status::Completed { .. })),
+            None => None,
+        };
+        match (message == InboxMessage::Purge, finished) {
+            (false, Some(true)) => Err(already_completed(id, done)),
+            (true, Some(false)) => Err(not_completed(id)),
+            _ => Ok(self.forward_message(id, message).await?),
+        }
+    }
+
     /// Forgets a finished invocation: result, journal and idempotency key.
     pub(crate) async fn purge(&self, id: InvocationId) -> Result<(), ControlError> {
         if self.behind_inbox(&id).await? {
-            return Ok(self.forward_message(id, InboxMessage::Purge).await?);
+            return self.forward_action(id, InboxMessage::Purge, "purged").await;
         }
         self.purge_here(id).await
     }
@@ -368,18 +404,14 @@ impl Engine {
             // key's id is created in between, only to be deleted with the old one.
             let _claim = self.claims.of(&id);
             if self.inflight(&id).is_some() {
-                return Err(ControlError::Conflict(format!(
-                    "invocation {id} is not completed yet; only completed invocations can be purged"
-                )));
+                return Err(not_completed(id));
             }
             let record = self
                 .storage
                 .invocation(&id)?
                 .ok_or(ControlError::NotFound(id))?;
             if !matches!(record.status, Status::Completed { .. }) {
-                return Err(ControlError::Conflict(format!(
-                    "invocation {id} is not completed yet; only completed invocations can be purged"
-                )));
+                return Err(not_completed(id));
             }
             self.storage.submit(self.forget_ops(id, &record.target))
         };
@@ -392,7 +424,9 @@ impl Engine {
     /// still runs it.
     pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<(), ControlError> {
         if self.behind_inbox(&id).await? {
-            return Ok(self.forward_message(id, InboxMessage::Resume).await?);
+            return self
+                .forward_action(id, InboxMessage::Resume, "resumed")
+                .await;
         }
         self.resume_invocation_here(id).await
     }

@@ -392,6 +392,11 @@ impl Inflight {
     pub fn finish(&self, finish: Finish) {
         self.finish.send_replace(finish);
     }
+
+    /// [`super::end_wait`] on its channel.
+    pub fn end_wait(&self, finish: Finish) {
+        super::end_wait(&self.finish, finish);
+    }
 }
 
 /// Waits until the invocation finishes.

@@ -146,36 +146,12 @@ pub(crate) fn key_fits(service: &RegisteredService, keyed: bool) -> Result<(), E
     }
 }
 
-/// Tells the waiters of invocations in memory that the engine stopped before they finished:
-/// one whose record was submitted (durable after a shutdown's flush or close, or replayed from
-/// the log after a crash) goes on after a restart, so its waiters hear it is unfinished; one
-/// never stored is lost (told only with `lose_unstored`: until the engine is abandoned, its
-/// handler may still store it). One completing now is answered by its completion (its result,
-/// or its loss): told first, a caller would miss a result. Returns the ids of those.
-fn tell_unfinished(
-    inflight: &[Arc<Inflight>],
-    reason: &str,
-    lose_unstored: bool,
-) -> std::collections::HashSet<InvocationId> {
-    let mut completing = std::collections::HashSet::new();
-    for inflight in inflight {
-        if inflight.finished.load(Ordering::SeqCst) {
-            completing.insert(inflight.id);
-        } else if inflight.state().persisted {
-            inflight.finish(Finish::Interrupted(reason.to_owned()));
-        } else if lose_unstored {
-            inflight.finish(Finish::Lost(reason.to_owned()));
-        }
-    }
-    completing
-}
-
-/// Tells the waiters of an invocation not in memory (suspended, paused, or parked until its
-/// time: stored) that it did not finish here, unless it has.
-fn interrupt(finisher: &watch::Sender<Finish>, reason: &str) {
-    finisher.send_if_modified(|finish| match finish {
+/// Ends the wait of whoever waits on an invocation with `finish`, unless it has ended (a
+/// result, or an earlier word that it is lost or unfinished, is not taken back).
+pub(crate) fn end_wait(finisher: &watch::Sender<Finish>, finish: Finish) {
+    finisher.send_if_modified(|now| match now {
         Finish::Pending | Finish::Idle => {
-            *finish = Finish::Interrupted(reason.to_owned());
+            *now = finish;
             true
         }
         _ => false,
@@ -1939,38 +1915,59 @@ impl Engine {
     }
 
     /// Forgets every invocation in memory, telling whoever waits on one (a call, an attach)
-    /// that it is lost here, or unfinished if it is stored.
+    /// that it is lost here, unless they were told already ([`Self::interrupt_waiters`]).
     fn lose_in_memory(&self, reason: &str) {
         let inflight: Vec<_> = {
             let mut map = self.inflight.lock().expect("inflight map");
             self.abandoned.store(true, Ordering::SeqCst);
             map.drain().map(|(_, inflight)| inflight).collect()
         };
-        let completing = tell_unfinished(&inflight, reason, true);
+        // One completing now is answered by its completion (its result, durable after a
+        // shutdown's close, or its loss): told "lost" first, a caller would miss a result.
+        let mut completing = std::collections::HashSet::new();
+        for inflight in inflight {
+            if inflight.finished.load(Ordering::SeqCst) {
+                completing.insert(inflight.id);
+            } else {
+                inflight.end_wait(Finish::Lost(reason.to_owned()));
+            }
+        }
         let finishers = std::mem::take(&mut *self.finishers.lock().expect("finishers"));
         for (id, finisher) in finishers {
             if !completing.contains(&id) {
-                interrupt(&finisher, reason);
+                end_wait(&finisher, Finish::Lost(reason.to_owned()));
             }
         }
     }
 
     /// As serving stops: tells whoever waits on an invocation stored here (a call, an
-    /// attach) that it did not finish and goes on after a restart, once everything submitted
-    /// is durable. The answers go out while the listeners still finish open requests, not
-    /// when the process ends (a connection closed unanswered tells the client nothing).
+    /// attach) that it did not finish and goes on after a restart, so that the answers go
+    /// out while the listeners still finish open requests, not when the process ends (a
+    /// connection closed unanswered tells the client nothing). An invocation in memory is
+    /// told so only once its record is durable (a barrier on its partition: a write of it
+    /// that a shared database refused fails that too); one never stored is left to the
+    /// engine's abandonment ("lost"), its handler may store it yet. One not in memory
+    /// (suspended, paused, parked until its time) left memory stored.
     pub(crate) async fn interrupt_waiters(&self, reason: &str) {
-        if self.storage.submit(Vec::new()).await.is_err() {
-            return;
-        }
-        let inflight: Vec<_> = (self.inflight.lock().expect("inflight map").values())
+        let stored: Vec<_> = (self.inflight.lock().expect("inflight map").values())
+            .filter(|f| !f.finished.load(Ordering::SeqCst) && f.state().persisted)
             .cloned()
             .collect();
-        let completing = tell_unfinished(&inflight, reason, false);
+        let durable = (stored.iter()).map(|f| f.make_durable(self.storage.as_ref()));
+        let durable = futures::future::join_all(durable).await;
+        for (inflight, durable) in stored.iter().zip(durable) {
+            if durable.is_ok() && !inflight.finished.load(Ordering::SeqCst) {
+                inflight.end_wait(Finish::Interrupted(reason.to_owned()));
+            }
+        }
+        let in_memory: std::collections::HashSet<InvocationId> =
+            (self.inflight.lock().expect("inflight map").keys())
+                .copied()
+                .collect();
         let finishers = self.finishers.lock().expect("finishers");
         for (id, finisher) in finishers.iter() {
-            if !completing.contains(id) {
-                interrupt(finisher, reason);
+            if !in_memory.contains(id) {
+                end_wait(finisher, Finish::Interrupted(reason.to_owned()));
             }
         }
     }

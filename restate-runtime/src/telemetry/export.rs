@@ -222,12 +222,12 @@ impl HttpClient for Otlp {
         let _ = url.set_username("");
         let _ = url.set_password(None);
         url.set_query(None);
+        // reqwest's errors name the whole URL, credentials and query included: not kept.
         let exchange = async move {
-            let response = client.execute(request).await?;
+            let response = client.execute(request).await.map_err(|e| e.without_url())?;
             let (status, headers) = (response.status(), response.headers().clone());
-            let mut answer = http::Response::builder()
-                .status(status)
-                .body(response.bytes().await?)?;
+            let body = response.bytes().await.map_err(|e| e.without_url())?;
+            let mut answer = http::Response::builder().status(status).body(body)?;
             *answer.headers_mut() = headers;
             Ok::<_, HttpError>(answer)
         };
@@ -256,5 +256,27 @@ fn report(url: &reqwest::Url, answer: &Result<http::Response<bytes::Bytes>, Http
                 tracing::info!(%url, "exporting spans works again");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed export's error (logged, and handed to the exporter) names neither the
+    /// collector's credentials nor its query.
+    #[tokio::test]
+    async fn a_failed_export_keeps_the_collectors_credentials_out_of_its_error() {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = unused.local_addr().unwrap().port();
+        drop(unused);
+        let request = http::Request::post(format!(
+            "http://user:s3cretpw@127.0.0.1:{port}/v1/traces?token=s3cretq"
+        ))
+        .body(bytes::Bytes::from_static(b"spans"))
+        .unwrap();
+        let failed = Otlp::new().unwrap().send_bytes(request).await;
+        let error = failed.expect_err("nothing listens there").to_string();
+        assert!(!error.contains("s3cret"), "{error}");
     }
 }

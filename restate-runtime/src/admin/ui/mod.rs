@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Extension, Form, FromRef, OriginalUri, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -86,6 +86,19 @@ pub(super) fn router(admin: AdminState, token: Option<&str>) -> Router {
             access: access.clone(),
         })
         .layer(middleware::from_fn_with_state(access, guard))
+        .layer(middleware::map_response(unframed))
+}
+
+/// No page of the UI shows inside another site's frame: a framed form posts with the UI's
+/// own origin, so a page elsewhere could make a visitor click "kill" (clickjacking).
+async fn unframed(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    response
 }
 
 /// The cookie's value: a MAC of a fixed label under the token, so the cookie does not hold
