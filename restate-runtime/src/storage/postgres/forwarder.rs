@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
 use super::{answer_each, backend, pg_error};
 use crate::ids::InvocationId;
@@ -38,12 +39,19 @@ pub(super) const INSERT: &str = "INSERT INTO restate_inbox (partition_key, id, s
      ON CONFLICT (id) WHERE starts DO NOTHING \
      RETURNING id, starts, seq, pg_notify('restate_inbox', '')::text";
 
-/// Of the messages just written that start an invocation, those whose invocation a record
-/// names by now are removed again: the statement above judged by what was committed when it
-/// began, and the owner may since have stored the invocation of an earlier message and
-/// removed that message (its unique row gone, nothing left to conflict with).
+/// Of the messages that start the group's invocations, those whose invocation a record names
+/// by now are removed again: the statement above judged by what was committed when it began,
+/// and the owner may since have stored the invocation of an earlier message and removed that
+/// message (its unique row gone, nothing left to conflict with). It names the group's ids, not
+/// the rows written, so that it is sent without waiting for the insert's answer: another
+/// process's message it removes too is one whose invocation is stored (a duplicate the owner
+/// would remove once applied).
 pub(super) const LATE_DUPLICATES: &str = "DELETE FROM restate_inbox i USING restate_invocations v \
-     WHERE i.seq = ANY($1::int8[]) AND i.starts AND v.id = i.id RETURNING i.seq";
+     WHERE i.id = ANY($1::bytea[]) AND i.starts AND v.id = i.id RETURNING i.seq";
+
+/// The transaction's ends, sent with its statements.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+const COMMIT: &str = "COMMIT";
 
 /// Writes what is queued, a group at a time, until the queue closes.
 pub(super) async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
@@ -106,51 +114,48 @@ enum Retry {
     Failed(StorageError),
 }
 
+/// One transaction, its four statements sent at once (pipelined): the database runs it to its
+/// end without waiting for this process, so no row lock it takes outlives it by a round trip
+/// (the owner's claim of an id waits on the insert's row; a process paused mid-transaction
+/// would hold it).
 async fn write(pool: &Pool, group: &[Outgoing]) -> Result<Vec<Forwarded>, Retry> {
-    let mut client = pool.get().await.map_err(|e| {
+    let client = pool.get().await.map_err(|e| {
         Retry::Failed(StorageError::Backend(format!(
             "no PostgreSQL connection: {e}"
         )))
     })?;
-    let statement = client
-        .prepare_cached(INSERT)
-        .await
-        .map_err(|e| Retry::Failed(backend(e)))?;
-    let recheck = client
-        .prepare_cached(LATE_DUPLICATES)
-        .await
-        .map_err(|e| Retry::Failed(backend(e)))?;
-    // Read committed whatever the role's default: the second statement must see what
-    // committed after the first began.
-    let transaction = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-        .start()
-        .await
-        .map_err(rolled_back)?;
+    let prepared = futures::future::try_join4(
+        client.prepare_cached(BEGIN),
+        client.prepare_cached(INSERT),
+        client.prepare_cached(LATE_DUPLICATES),
+        client.prepare_cached(COMMIT),
+    );
+    let (begin, statement, recheck, commit) =
+        prepared.await.map_err(|e| Retry::Failed(backend(e)))?;
     let partition_keys: Vec<i64> = group.iter().map(|o| o.id.partition_key() as i64).collect();
     let ids: Vec<Vec<u8>> = group.iter().map(|o| o.id.storage_key().to_vec()).collect();
     let starts: Vec<bool> = group.iter().map(|o| o.starts).collect();
     let messages: Vec<&[u8]> = group.iter().map(|o| o.encoded.as_slice()).collect();
-    let rows = transaction
-        .query(&statement, &[&partition_keys, &ids, &starts, &messages])
-        .await
-        .map_err(rolled_back)?;
-    let started: Vec<i64> = rows
-        .iter()
-        .filter(|row| row.get::<_, bool>(1))
-        .map(|row| row.get(2))
+    let starting: Vec<&Vec<u8>> = (group.iter().zip(&ids))
+        .filter(|(o, _)| o.starts)
+        .map(|(_, id)| id)
         .collect();
-    // A fresh look, in a statement of its own: what committed since the insert began.
-    let late: std::collections::HashSet<i64> = match started.is_empty() {
-        true => Default::default(),
-        false => (transaction.query(&recheck, &[&started]).await)
-            .map_err(rolled_back)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect(),
-    };
-    transaction.commit().await.map_err(rolled_back)?;
+    let insert_params: [&(dyn ToSql + Sync); 4] = [&partition_keys, &ids, &starts, &messages];
+    let recheck_params: [&(dyn ToSql + Sync); 1] = [&starting];
+    // Polled in order, each sent when first polled: they reach the server in this order.
+    let (begun, rows, late, committed) = futures::join!(
+        client.execute(&begin, &[]),
+        client.query(&statement, &insert_params),
+        client.query(&recheck, &recheck_params),
+        client.execute(&commit, &[]),
+    );
+    // A failed statement aborts the transaction: the later ones fail or, `COMMIT`, roll back.
+    begun.map_err(rolled_back)?;
+    let rows = rows.map_err(rolled_back)?;
+    let late: std::collections::HashSet<i64> = (late.map_err(rolled_back)?.iter())
+        .map(|row| row.get(0))
+        .collect();
+    committed.map_err(rolled_back)?;
     // Of the messages that start an invocation, those written: the first of each id.
     let mut written: HashMap<Vec<u8>, usize> = HashMap::new();
     for row in &rows {
