@@ -200,20 +200,19 @@ async fn a_call_cut_short_before_anything_was_stored_is_not_named_to_attach_to()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let dir = s.stop().await;
-    // Answered "lost" (503 with Retry-After), or not at all (the connection closed).
-    if let Ok(r) = call.await.unwrap() {
-        assert_eq!(r.status(), 503);
-        assert!(
-            r.headers().get("x-restate-id").is_none(),
-            "{:?}",
-            r.headers()
-        );
-        assert!(
-            r.headers().get("retry-after").is_some(),
-            "{:?}",
-            r.headers()
-        );
-    }
+    // Answered "lost", to be retried: 503 with Retry-After, and no id to attach to.
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.headers().get("x-restate-id").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "{:?}",
+        r.headers()
+    );
     let s = TestServer::start_with(dir, |b| b).await;
     let listed: Value = reqwest::get(format!("{}/invocations", s.admin))
         .await

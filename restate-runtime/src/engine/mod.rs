@@ -863,8 +863,10 @@ impl Engine {
                 return Err(ownership::moved());
             }
             // Under the lock `abandon` empties the map under: nothing taken in after it would
-            // ever be answered (a `RuntimeHandle` kept past its runtime's shutdown).
-            if self.abandoned.load(Ordering::SeqCst) {
+            // ever be answered (a `RuntimeHandle` kept past its runtime's shutdown). New work
+            // from outside is refused once the engine stops too: nothing would run it here.
+            let stopping = matches!(origin, Origin::Outside { .. }) && *self.shutdown.borrow();
+            if stopping || self.abandoned.load(Ordering::SeqCst) {
                 return Err(abandoned());
             }
             if derived && let Some(existing) = map.get(&id) {
@@ -1940,26 +1942,44 @@ impl Engine {
         }
     }
 
-    /// As serving stops: tells whoever waits on an invocation stored here (a call, an
-    /// attach) that it did not finish and goes on after a restart, so that the answers go
-    /// out while the listeners still finish open requests, not when the process ends (a
-    /// connection closed unanswered tells the client nothing). An invocation in memory is
-    /// told so only once its record is durable (a barrier on its partition: a write of it
-    /// that a shared database refused fails that too); one never stored is left to the
-    /// engine's abandonment ("lost"), its handler may store it yet. One not in memory
-    /// (suspended, paused, parked until its time) left memory stored.
+    /// As serving stops (handlers stopped): tells whoever waits on an invocation here (a
+    /// call, an attach) that it did not finish, so that the answers go out while the
+    /// listeners still finish open requests, not once they gave up waiting (a connection
+    /// closed unanswered tells the client nothing). One in memory whose record is durable
+    /// (a barrier on its partition: a write of it that a shared database refused fails that
+    /// too) goes on after a restart: "unfinished, attach". One never stored is lost (a retry
+    /// is safe), once no `ctx.run` closure of it executes (one ending now may store it, and
+    /// is then told it is unfinished). One not in memory (suspended, paused, parked until
+    /// its time) left memory stored.
     pub(crate) async fn interrupt_waiters(&self, reason: &str) {
-        let stored: Vec<_> = (self.inflight.lock().expect("inflight map").values())
-            .filter(|f| !f.finished.load(Ordering::SeqCst) && f.state().persisted)
+        let unfinished: Vec<_> = (self.inflight.lock().expect("inflight map").values())
+            .filter(|f| !f.finished.load(Ordering::SeqCst))
             .cloned()
             .collect();
-        let durable = (stored.iter()).map(|f| f.make_durable(self.storage.as_ref()));
-        let durable = futures::future::join_all(durable).await;
-        for (inflight, durable) in stored.iter().zip(durable) {
-            if durable.is_ok() && !inflight.finished.load(Ordering::SeqCst) {
-                inflight.end_wait(Finish::Interrupted(reason.to_owned()));
+        let told = unfinished.iter().map(|inflight| async move {
+            if !inflight.state().persisted {
+                // Bounded: the listeners wait this long for open requests at most.
+                let idle = inflight.closures_idle();
+                let _ = tokio::time::timeout(Duration::from_secs(4), idle).await;
             }
-        }
+            let stored = inflight.state().persisted;
+            let durable = match stored {
+                true => inflight.make_durable(self.storage.as_ref()).await.is_ok(),
+                false => false,
+            };
+            if inflight.finished.load(Ordering::SeqCst) {
+                return;
+            }
+            match (stored, durable) {
+                (true, true) => inflight.end_wait(Finish::Interrupted(reason.to_owned())),
+                (false, _) if !inflight.closures_running() => {
+                    inflight.end_wait(Finish::Lost(reason.to_owned()));
+                }
+                // Its write failed, or a closure still runs: the engine's abandonment tells.
+                _ => {}
+            }
+        });
+        futures::future::join_all(told).await;
         let in_memory: std::collections::HashSet<InvocationId> =
             (self.inflight.lock().expect("inflight map").keys())
                 .copied()
