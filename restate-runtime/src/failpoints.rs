@@ -12,6 +12,7 @@
 //! | `delayed.parked` | a delayed invocation, durable, has left memory; its timer is armed |
 //! | `cancel.recorded` | a handler's `ctx.cancel` is durable; not delivered to its target yet |
 //! | `cancel.delivered` | a cancellation delivered to a caller waiting on a call is durable, with the callee's cancel request; not delivered to the callee yet |
+//! | `kill.propagated` | a killed invocation's end is durable, with its callees' cancellation requests; the callees are not killed yet |
 //! | `log.synced` | a group is synced in the write-ahead log; not applied to the store yet |
 //! | `checkpoint.committed` | the store committed durably; the log has not restarted yet |
 //! | `restart.copied` | a restarted invocation's copy is durable; the original is not ended yet |

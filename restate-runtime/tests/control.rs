@@ -240,6 +240,51 @@ async fn kill_stops_at_once_without_compensation() {
     s.stop().await;
 }
 
+/// A killed invocation's calls are killed with it, as Restate kills an invocation's children:
+/// the callee ends killed, not cancelled (no compensation runs).
+#[tokio::test]
+async fn a_kill_kills_the_calls_its_invocation_waits_on() {
+    let s = TestServer::start().await;
+    let outer = send(&s, "outer").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let callee = loop {
+        let entry = s.inspect(&outer).await["journal"][0].clone();
+        if entry["kind"] == "call" {
+            break entry["invocationId"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no call journaled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The callee waits on its approval, its reservation made.
+    common::wait_until(Duration::from_secs(20), || async {
+        s.inspect(&callee).await["journal"][1]["kind"] == "awakeable"
+    })
+    .await;
+    assert_eq!(control(&s, &outer, "kill").await, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let r = reqwest::get(s.url(&format!("/restate/invocation/{callee}/output")))
+            .await
+            .unwrap();
+        if r.status() != 470 {
+            break (r.status().as_u16(), r.json::<Value>().await.unwrap());
+        }
+        assert!(std::time::Instant::now() < deadline, "the callee runs on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (409, Some("killed")),
+        "{body}"
+    );
+    let view = s.inspect(&callee).await;
+    let steps: Vec<&Value> = (view["journal"].as_array().unwrap().iter())
+        .filter(|e| e["kind"] == "run")
+        .collect();
+    assert_eq!(steps.len(), 1, "no compensation ran: {view}");
+    s.stop().await;
+}
+
 #[derive(Default)]
 pub struct Desk;
 

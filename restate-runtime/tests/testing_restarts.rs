@@ -532,6 +532,31 @@ async fn a_crash_at_each_crash_point_loses_nothing(store: Store) {
         effects.lock().unwrap()
     );
 
+    // A killed caller's end is durable, with its callee's cancellation request; the callee
+    // is not killed yet: after the restart it is cancelled.
+    let (t, effects) = runtime(&store).await;
+    let caller = t
+        .handle()
+        .client::<Prims>()
+        .call_slow("x".into())
+        .send()
+        .await
+        .unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    t.crash_at("kill.propagated", 1);
+    t.handle().kill(caller.invocation_id()).await.unwrap();
+    t.advance(Duration::from_secs(2)).await;
+    assert!(t.crashed(), "kill.propagated");
+    t.restart().await;
+    t.advance(2 * HOUR).await;
+    let killed = caller.output().await.unwrap_err();
+    assert!(killed.to_string().contains("killed"), "{killed}");
+    assert!(
+        effects.lock().unwrap().is_empty(),
+        "the callee ended with its caller: {:?}",
+        effects.lock().unwrap()
+    );
+
     // A handler's cancel is durable, not delivered yet.
     let (t, effects) = runtime(&store).await;
     let target = t

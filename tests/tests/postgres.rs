@@ -404,6 +404,8 @@ async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
         ("RESTATE_DATABASE_URL", url.clone()),
         ("STEPS_FILE", dir.path().join("steps").display().to_string()),
         ("STEP_MS", "1".to_owned()),
+        // The waiting runs stay in memory, not suspended: nothing to resume.
+        ("RESTATE_SUSPEND_AFTER", "1h".to_owned()),
     ];
     let a = App::start(BIN, &dir.path().join("a"), &env).await;
     let b = App::start(BIN, &dir.path().join("b"), &env).await;
@@ -439,6 +441,7 @@ async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
     // Stored, or still in the owner's inbox: unfinished either way.
     for id in &waiting {
         assert_eq!(action(id, "purge").await, 409, "purge {id}");
+        assert_eq!(action(id, "resume").await, 409, "resume {id}");
         assert_eq!(action(id, "cancel").await, 202, "cancel {id}");
     }
     for id in &waiting {

@@ -94,6 +94,10 @@ fn already_completed(id: InvocationId, done: &str) -> ControlError {
     ))
 }
 
+fn not_resumable(id: InvocationId, status: &Status) -> ControlError {
+    ControlError::Conflict(format!("invocation {id} is {}, not paused", status.name()))
+}
+
 fn not_completed(id: InvocationId) -> ControlError {
     ControlError::Conflict(format!(
         "invocation {id} is not completed yet; only completed invocations can be purged"
@@ -378,15 +382,23 @@ impl Engine {
         if self.runs(&id) || self.placing(&id) {
             return Ok(self.forward_message(id, message).await?);
         }
-        let finished = match self.storage.invocation_async(&id).await? {
-            Some(record) => Some(matches!(record.status, Status::Completed { .. })),
-            None => None,
-        };
-        match (message == InboxMessage::Purge, finished) {
-            (false, Some(true)) => Err(already_completed(id, done)),
-            (true, Some(false)) => Err(not_completed(id)),
-            _ => Ok(self.forward_message(id, message).await?),
+        if let Some(record) = self.storage.invocation_async(&id).await? {
+            let finished = matches!(record.status, Status::Completed { .. });
+            match &message {
+                InboxMessage::Purge if !finished => return Err(not_completed(id)),
+                InboxMessage::Purge => {}
+                _ if finished => return Err(already_completed(id, done)),
+                // Stored as neither suspended nor paused, it runs (or waits for its time or
+                // its key): as where it runs, nothing to resume.
+                InboxMessage::Resume
+                    if !matches!(record.status, Status::Suspended { .. } | Status::Paused) =>
+                {
+                    return Err(not_resumable(id, &record.status));
+                }
+                _ => {}
+            }
         }
+        Ok(self.forward_message(id, message).await?)
     }
 
     /// Forgets a finished invocation: result, journal and idempotency key.
@@ -445,10 +457,7 @@ impl Engine {
                 Status::Suspended { .. } | Status::Completed { .. }
             )
         {
-            return Err(ControlError::Conflict(format!(
-                "invocation {id} is {}, not paused",
-                record.status.name()
-            )));
+            return Err(not_resumable(id, &record.status));
         }
         // After waiting for the attempt that paused it, looked up again: its copy may have
         // left memory meanwhile (its partition left, its pause was refused).

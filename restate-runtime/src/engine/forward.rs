@@ -359,6 +359,7 @@ impl Engine {
     /// applied.
     async fn apply(&self, page: Vec<Inbound>) -> usize {
         let fetched = page.len();
+        let ids: Vec<InvocationId> = page.iter().map(|m| m.id).collect();
         let mut done = Vec::with_capacity(fetched);
         let mut removed = 0;
         let mut retired = Vec::new();
@@ -484,8 +485,15 @@ impl Engine {
                 Err(reason) => {
                     // Left in the inbox: applied again later (a failed commit stops the
                     // process, a refused one takes the partition away from it: either way
-                    // the next owner applies them).
-                    tracing::error!("applying the inbox failed: {reason}");
+                    // the next owner applies them). A partition that left (a drain's
+                    // hand-over, a takeover) is no failure.
+                    match ids.iter().all(|id| self.runs(id)) {
+                        true => tracing::error!("applying the inbox failed: {reason}"),
+                        false => tracing::info!(
+                            "applying the inbox stopped: partitions moved to another process, \
+                             which applies the rest ({reason})"
+                        ),
+                    }
                     return 0;
                 }
             }

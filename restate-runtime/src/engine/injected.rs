@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use super::Engine;
 
 /// The engine's crash points a test runtime can crash at.
-pub(crate) const CRASH_POINTS: [&str; 6] = [
+pub(crate) const CRASH_POINTS: [&str; 7] = [
     "suspend.committed",
     "wake.committed",
     "resume.loaded",
     "delayed.parked",
     "cancel.recorded",
     "cancel.delivered",
+    "kill.propagated",
 ];
 
 /// What an injected attempt of a `ctx.run` step does instead of running its closure.

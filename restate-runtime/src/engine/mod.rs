@@ -1739,6 +1739,10 @@ impl Engine {
             Ok(sends) => sends,
             Err(reason) => return self.lose(inflight, reason),
         };
+        let (callee_ops, callees) = match outcome == control::killed() {
+            true => self.kill_with(inflight),
+            false => (Vec::new(), Vec::new()),
+        };
         let pending = {
             let map = self.inflight.lock().expect("inflight map");
             let mut state = inflight.state();
@@ -1777,6 +1781,7 @@ impl Engine {
             let mut completions: Vec<Completion> = caller.into_iter().collect();
             let mut ops = ops;
             ops.extend(end_ops);
+            ops.extend(callee_ops);
             if !result_waiters.is_empty() {
                 ops.push(WriteOp::ClearResultWaiters {
                     source: inflight.id,
@@ -1803,6 +1808,9 @@ impl Engine {
             self.launch(send, None);
         }
         let result = pending.finish().await;
+        if result.is_ok() && !callees.is_empty() {
+            self.kill_callees(callees);
+        }
         match result {
             Ok(()) => inflight.finish(Finish::Done(Arc::new(Completed {
                 outcome,
@@ -1817,6 +1825,53 @@ impl Engine {
             .lock()
             .expect("finishers")
             .remove(&inflight.id);
+    }
+
+    /// What a killed invocation's end commits for the calls it still waits on, as Restate
+    /// kills an invocation's children with it: a kill message for a callee another process
+    /// runs, and for one here a cancellation request marked on its stored record (not in
+    /// memory: the kill that follows the end's commit, [`Self::kill_callees`], ends it, so
+    /// nothing of a cancellation runs; a crash before that kill leaves the request, and the
+    /// callee is cancelled after the restart). Returns the ops and the callees to kill here.
+    fn kill_with(&self, inflight: &Inflight) -> (Vec<WriteOp>, Vec<InvocationId>) {
+        let callees: Vec<InvocationId> = (inflight.state().journal.iter())
+            .filter_map(|(_, entry)| match entry {
+                JournalEntry::Call {
+                    invocation_id,
+                    outcome: None,
+                    ..
+                } => Some(*invocation_id),
+                _ => None,
+            })
+            .collect();
+        let mut ops = Vec::with_capacity(callees.len());
+        let mut here = Vec::with_capacity(callees.len());
+        for callee in callees {
+            if self.elsewhere(&callee) {
+                ops.push(WriteOp::forward(callee, &InboxMessage::Kill));
+            } else {
+                ops.push(WriteOp::RequestCancel { id: callee });
+                here.push(callee);
+            }
+        }
+        (ops, here)
+    }
+
+    /// Kills the callees of a killed invocation, once its end is durable ([`Self::kill_with`]).
+    fn kill_callees(&self, callees: Vec<InvocationId>) {
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            if engine.crash_point("kill.propagated") {
+                return;
+            }
+            for callee in callees {
+                // One that ended meanwhile stands (a conflict); one that moved is killed where
+                // it runs now, by the request its new owner finds.
+                if let Err(e) = engine.kill(callee).await {
+                    tracing::debug!(%callee, error = %e, "a killed invocation's callee was not killed");
+                }
+            }
+        });
     }
 
     /// Parks an invocation until it is resumed: its status and last error are made durable.

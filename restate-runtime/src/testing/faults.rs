@@ -84,6 +84,7 @@ impl TestRuntime {
     /// | `delayed.parked` | a delayed invocation, durable, has left memory; its timer is armed |
     /// | `cancel.recorded` | a handler's `ctx.cancel` is durable; not delivered to its target yet |
     /// | `cancel.delivered` | a cancellation delivered to a caller waiting on a call is durable, with the callee's cancel request; not delivered to the callee yet |
+    /// | `kill.propagated` | a killed invocation's end is durable, with its callees' cancellation requests; the callees are not killed yet |
     ///
     /// ```no_run
     /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
