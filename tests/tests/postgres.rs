@@ -312,6 +312,48 @@ async fn work_a_standby_acknowledged_first_keeps_its_order_and_its_answer_at_the
     }
 }
 
+/// Two processes of the test app on a fresh database (`more` added to their environment),
+/// once its partitions are spread over both, with a client.
+/// (`_dir` holds the steps file: bind it for as long as the processes run.)
+struct Spread {
+    a: App,
+    b: App,
+    client: reqwest::Client,
+    url: String,
+    steps: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn spread_pair(more: &[(&str, &str)]) -> Spread {
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    let mut env = vec![
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("STEPS_FILE", steps.display().to_string()),
+        ("STEP_MS", "1".to_owned()),
+    ];
+    env.extend(
+        more.iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
+    let a = App::start(BIN, &dir.path().join("a"), &env).await;
+    let b = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    Spread {
+        a,
+        b,
+        client,
+        url,
+        steps,
+        _dir: dir,
+    }
+}
+
 /// The same request taken by both processes at the same moment (an idempotent send, a
 /// workflow's run sent or called): the process that runs its partition creates it while the
 /// other forwards it to that process's inbox. Exactly one of the two answers is the first's
@@ -321,20 +363,9 @@ async fn the_same_request_at_two_processes_at_once_is_first_at_exactly_one() {
     if PostgresCluster::for_tests().is_none() {
         return;
     }
-    let url = cluster().fresh_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_DATABASE_URL", url.clone()),
-        ("STEPS_FILE", dir.path().join("steps").display().to_string()),
-        ("STEP_MS", "1".to_owned()),
-    ];
-    let a = App::start(BIN, &dir.path().join("a"), &env).await;
-    let b = App::start(BIN, &dir.path().join("b"), &env).await;
-    spread_over_two(&url).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let Spread {
+        a, b, client, _dir, ..
+    } = spread_pair(&[]).await;
     let send = |ingress: &str, path: &str, key: Option<String>| {
         let mut request = client.post(format!("{ingress}{path}"));
         if let Some(key) = key {
@@ -398,22 +429,10 @@ async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
     if PostgresCluster::for_tests().is_none() {
         return;
     }
-    let url = cluster().fresh_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_DATABASE_URL", url.clone()),
-        ("STEPS_FILE", dir.path().join("steps").display().to_string()),
-        ("STEP_MS", "1".to_owned()),
-        // The waiting runs stay in memory, not suspended: nothing to resume.
-        ("RESTATE_SUSPEND_AFTER", "1h".to_owned()),
-    ];
-    let a = App::start(BIN, &dir.path().join("a"), &env).await;
-    let b = App::start(BIN, &dir.path().join("b"), &env).await;
-    spread_over_two(&url).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    // The waiting runs stay in memory, not suspended: nothing to resume.
+    let Spread {
+        a, b, client, _dir, ..
+    } = spread_pair(&[("RESTATE_SUSPEND_AFTER", "1h")]).await;
     let action = |id: &str, action: &str| {
         let request = client.patch(format!("{}/invocations/{id}/{action}", a.admin));
         async move { request.send().await.unwrap().status().as_u16() }
@@ -459,22 +478,14 @@ async fn calls_cut_short_by_a_shutdown_name_their_invocations_which_complete_onc
     if PostgresCluster::for_tests().is_none() {
         return;
     }
-    let url = cluster().fresh_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let steps = dir.path().join("steps");
-    let env = [
-        ("RESTATE_DATABASE_URL", url.clone()),
-        ("STEPS_FILE", steps.display().to_string()),
-        ("STEP_MS", "1".to_owned()),
-        ("RESTATE_LEASE_TTL", "2s".to_owned()),
-    ];
-    let a = App::start(BIN, &dir.path().join("a"), &env).await;
-    let b = App::start(BIN, &dir.path().join("b"), &env).await;
-    spread_over_two(&url).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let Spread {
+        a,
+        b,
+        client,
+        url,
+        steps,
+        _dir,
+    } = spread_pair(&[("RESTATE_LEASE_TTL", "2s")]).await;
     let keys: Vec<String> = (0..8).map(|i| format!("cut-{i}")).collect();
     let calls: Vec<_> = (keys.iter())
         .map(|key| {

@@ -22,6 +22,16 @@ fn open(url: &str, partitions: u32) -> Result<PostgresStorage, OpenError> {
     PostgresStorage::open(url, &options)
 }
 
+/// A second store on the database at `url` (a lease of 1 s), opened off the test's thread: it
+/// waits for its first lease round.
+async fn open_beside(url: &str) -> PostgresStorage {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || PostgresStorage::open(&url, &with_lease(1_000, None)))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn scope() -> StateScope {
     StateScope {
         service: "Counter".into(),
@@ -167,12 +177,7 @@ async fn partitions_offered_back_are_released_only_once_the_engine_saw_them_go()
     let first = PostgresStorage::open(&url, &options).unwrap();
     let before = first.owned().borrow().clone();
     assert_eq!(before.len(), 4);
-    let url2 = url.clone();
-    let second =
-        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(1_000, None)))
-            .await
-            .unwrap()
-            .unwrap();
+    let second = open_beside(&url).await;
     let mut owned = first.owned();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -1148,12 +1153,7 @@ async fn a_process_forwards_into_the_owners_inbox_once_per_invocation_then_takes
     // The owner's lease round comes every 20 s: it offers nothing back during the test.
     let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
     assert!(*owner.ownership().borrow());
-    let url2 = url.clone();
-    let standby =
-        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(1_000, None)))
-            .await
-            .unwrap()
-            .unwrap();
+    let standby = open_beside(&url).await;
     assert!(
         standby.owned().borrow().is_empty(),
         "a partition run by two processes"
@@ -1307,12 +1307,7 @@ async fn an_owner_and_a_forwarder_taking_the_same_request_agree_on_which_was_fir
     }
     let url = cluster().fresh_database().unwrap();
     let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
-    let url2 = url.clone();
-    let standby =
-        tokio::task::spawn_blocking(move || PostgresStorage::open(&url2, &with_lease(1_000, None)))
-            .await
-            .unwrap()
-            .unwrap();
+    let standby = open_beside(&url).await;
     assert!(standby.owned().borrow().is_empty());
     let record = InvocationRecord::for_test("S", None, Status::Runnable);
     let invoke = || InboxMessage::Invoke(Box::new(record.clone()));
