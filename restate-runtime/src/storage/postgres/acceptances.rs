@@ -39,13 +39,21 @@ pub(super) const UNCLAIM: &str = "DELETE FROM restate_inbox \
 /// stored) is dropped as the map grows.
 #[derive(Default)]
 pub(super) struct Acceptances {
-    waiting: Mutex<FastMap<InvocationId, Weak<Acceptance>>>,
+    waiting: Mutex<Waiting>,
     /// Whether the map may hold any: a group without claims takes no lock.
     any: std::sync::atomic::AtomicBool,
 }
 
-/// Entries the map holds before it drops those whose creators went.
+/// Entries the map holds before it first drops those whose creators went.
 const PRUNE_AT: usize = 4_096;
+
+/// The registered invocations, and the size at which the next prune runs: twice what the
+/// last one kept, so that many claims alive at once cost a scan per doubling, not per claim.
+#[derive(Default)]
+struct Waiting {
+    map: FastMap<InvocationId, Weak<Acceptance>>,
+    prune_at: usize,
+}
 
 /// One group's claims.
 pub(super) type Claims = Vec<(InvocationId, Arc<Acceptance>)>;
@@ -55,10 +63,11 @@ impl Acceptances {
     pub(super) fn register(&self, id: InvocationId) -> Arc<Acceptance> {
         let acceptance = Arc::new(Acceptance::default());
         let mut waiting = self.waiting.lock().expect("acceptances lock");
-        if waiting.len() >= PRUNE_AT {
-            waiting.retain(|_, weak| weak.strong_count() > 0);
+        if waiting.map.len() >= waiting.prune_at.max(PRUNE_AT) {
+            waiting.map.retain(|_, weak| weak.strong_count() > 0);
+            waiting.prune_at = 2 * waiting.map.len();
         }
-        waiting.insert(id, Arc::downgrade(&acceptance));
+        waiting.map.insert(id, Arc::downgrade(&acceptance));
         self.any.store(true, std::sync::atomic::Ordering::SeqCst);
         acceptance
     }
@@ -73,13 +82,14 @@ impl Acceptances {
         let claims = (ops.iter())
             .filter_map(|op| match op {
                 WriteOp::PutInvocation { id, .. } => waiting
+                    .map
                     .remove(id)
                     .and_then(|weak| weak.upgrade())
                     .map(|acceptance| (*id, acceptance)),
                 _ => None,
             })
             .collect();
-        if waiting.is_empty() {
+        if waiting.map.is_empty() {
             self.any.store(false, std::sync::atomic::Ordering::SeqCst);
         }
         claims
@@ -92,7 +102,7 @@ impl Acceptances {
         }
         let mut waiting = self.waiting.lock().expect("acceptances lock");
         for (id, acceptance) in claims {
-            waiting.insert(id, Arc::downgrade(&acceptance));
+            waiting.map.insert(id, Arc::downgrade(&acceptance));
         }
         self.any.store(true, std::sync::atomic::Ordering::SeqCst);
     }
