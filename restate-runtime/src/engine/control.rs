@@ -53,8 +53,13 @@ pub(crate) fn killed() -> Outcome {
 /// A kill's answer once the invocation has ended: done only if it ended killed. One that
 /// finished its own way first (it completed, or a cancellation ended it, while the kill was
 /// on its way) was not killed, and the caller must not hear that it was.
+/// Whether `outcome` is [`killed`], read without building one (every completion asks).
+pub(crate) fn is_killed(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Failure { code: 409, message } if message == "killed")
+}
+
 fn ended_killed(id: InvocationId, outcome: &Outcome) -> Result<(), ControlError> {
-    if *outcome == killed() {
+    if is_killed(outcome) {
         return Ok(());
     }
     Err(ControlError::Conflict(format!(

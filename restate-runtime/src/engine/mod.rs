@@ -1739,7 +1739,7 @@ impl Engine {
             Ok(sends) => sends,
             Err(reason) => return self.lose(inflight, reason),
         };
-        let (callee_ops, callees) = match outcome == control::killed() {
+        let (callee_ops, callees) = match control::is_killed(&outcome) {
             true => self.kill_with(inflight),
             false => (Vec::new(), Vec::new()),
         };
