@@ -950,6 +950,66 @@ async fn a_drained_owner_releases_its_lease_and_the_standby_takes_over_at_once()
     assert!(send_busy(&client, &second.ingress, "after").await.is_some());
 }
 
+/// Two processes share the partitions and one is drained: the other takes the drained one's
+/// partitions at once, told by a notification, not at its next renewal, which with a 60 s
+/// lease comes every 20 s (the drain comes right after one). Work sent through the process
+/// left to keys of every partition then completes.
+#[tokio::test]
+async fn a_drained_process_partitions_are_taken_by_the_others_at_once() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RESTATE_DATABASE_URL", url.clone()),
+        ("RESTATE_LEASE_TTL", "60s".to_owned()),
+    ];
+    let first = App::start(BIN, &dir.path().join("a"), &env).await;
+    let second = App::start(BIN, &dir.path().join("b"), &env).await;
+    spread_over_two(&url).await;
+    // The second process's partitions: how many have a live lease, and when the first of
+    // those leases runs out (seconds since the epoch).
+    let seconds = |what: &str| {
+        let sql = format!(
+            "SELECT {what}::text FROM restate_partitions r \
+             JOIN restate_members m ON m.pid = r.owner_pid \
+             WHERE rtrim(m.ingress_url, '/') = '{}' AND r.expires_at > clock_timestamp()",
+            second.ingress
+        );
+        let rows = cluster().query(&url, &sql).unwrap();
+        rows[0][0].as_deref().unwrap_or("0").parse::<f64>().unwrap()
+    };
+    let runs_out = || seconds("extract(epoch FROM min(r.expires_at))");
+    // Wait for a renewal of them all after the take (which set their leases too): the next
+    // one is then 20 s away.
+    let taken = runs_out();
+    poll(Duration::from_secs(40), || {
+        std::future::ready(runs_out() > taken + 0.5)
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let r = client
+        .patch(format!("{}/drain", first.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    poll(Duration::from_secs(10), || {
+        std::future::ready(seconds("count(*)") == 256.0)
+    })
+    .await;
+    let mut acknowledged = Vec::new();
+    for i in 0..16 {
+        let id = send_busy(&client, &second.ingress, &format!("after-drain-{i}")).await;
+        acknowledged.push(id.expect("the process left accepts"));
+    }
+    all_complete(&second.ingress, &acknowledged).await;
+}
+
 /// A drained owner killed right after the release of its lease committed (failpoint
 /// `lease.released`), before another process took the lease: nothing acknowledged is lost.
 /// The standby takes the free lease over and runs what waited (sleeps suspended in the

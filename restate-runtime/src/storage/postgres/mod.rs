@@ -305,7 +305,14 @@ impl PostgresStorage {
                 max_queued_bytes: options.max_queued_bytes,
             });
         }
-        runtime.spawn(listen(config.clone(), inbox_tx, signals.finished.clone()));
+        // Bumped when another process released partitions: the writer looks for free ones now.
+        let (released_tx, released) = watch::channel(0);
+        runtime.spawn(listen(
+            config.clone(),
+            inbox_tx,
+            released_tx,
+            signals.finished.clone(),
+        ));
         // Forwarded messages are acknowledged once written: durable, whatever the defaults.
         let mut pooled = config;
         with_session_options(&mut pooled, "", "-c synchronous_commit=on");
@@ -334,7 +341,14 @@ impl PostgresStorage {
         let mut leases = leases.expect("opened for writing");
         shared.publish(&mut leases);
         runtime.spawn(async move {
-            let run = writer::run(client, rx, supervised.clone(), max_group_bytes, leases);
+            let run = writer::run(
+                client,
+                rx,
+                supervised.clone(),
+                max_group_bytes,
+                leases,
+                released,
+            );
             if AssertUnwindSafe(run).catch_unwind().await.is_err() {
                 supervised.poison("the PostgreSQL writer panicked".into());
             }
@@ -601,30 +615,41 @@ pub(super) fn with_session_options(
     config.options(&all);
 }
 
-/// Channels the writer notifies on: a message arrived in an inbox, an invocation finished.
+/// Channels the writer notifies on: a message arrived in an inbox, an invocation finished,
+/// partitions were released (by a drain, or offered back).
 pub(super) const INBOX_CHANNEL: &str = "restate_inbox";
 pub(super) const FINISHED_CHANNEL: &str = "restate_finished";
+pub(super) const RELEASED_CHANNEL: &str = "restate_released";
 
 /// Keeps one connection listening for other processes' notifications: an inbox message
-/// bumps `inbox`, finished invocations (their ids in the payload) wake their waiters. After a
-/// lost connection it connects again, and everyone looks again (what was notified meanwhile
-/// is read from the store).
-async fn listen(config: tokio_postgres::Config, inbox: watch::Sender<u64>, finished: Finished) {
+/// bumps `inbox`, released partitions bump `released`, finished invocations (their ids in
+/// the payload) wake their waiters. After a lost connection it connects again, and everyone
+/// looks again (what was notified meanwhile is read from the store).
+async fn listen(
+    config: tokio_postgres::Config,
+    inbox: watch::Sender<u64>,
+    released: watch::Sender<u64>,
+    finished: Finished,
+) {
     let bump = |counter: &watch::Sender<u64>| counter.send_modify(|n| *n = n.wrapping_add(1));
     let everyone = || {
         bump(&inbox);
+        bump(&released);
         finished.all();
     };
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
-                let sql = format!("LISTEN {INBOX_CHANNEL}; LISTEN {FINISHED_CHANNEL}");
+                let sql = format!(
+                    "LISTEN {INBOX_CHANNEL}; LISTEN {FINISHED_CHANNEL}; LISTEN {RELEASED_CHANNEL}"
+                );
                 let listening = client.batch_execute(&sql);
                 let messages = futures::stream::poll_fn(|cx| connection.poll_message(cx));
                 let drive = messages.for_each(|message| {
                     if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
                         match n.channel() {
                             INBOX_CHANNEL => bump(&inbox),
+                            RELEASED_CHANNEL => bump(&released),
                             _ => match finished_ids(n.payload()) {
                                 Some(ids) => finished.finished(ids),
                                 None => finished.all(),

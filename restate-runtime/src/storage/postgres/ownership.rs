@@ -8,6 +8,10 @@
 //! `FENCE` statement), so a process paused past its leases (SIGSTOP, a stall, a
 //! network partition) and then continued commits nothing for the partitions taken from it.
 //!
+//! A process that releases partitions (a drain, or what it offered back) notifies
+//! `restate_released`, and every other process runs a round at once: a drained process's
+//! partitions are taken over by the others at once, not at their next renewal.
+//!
 //! A partition is offered back in two steps, so that its new owner never runs beside
 //! leftovers of the old: it leaves the process's set first (the engine stops its
 //! invocations), and its row is released only once the engine said that it left and that what
@@ -557,6 +561,7 @@ impl Leases {
             self.frozen.remove(&p);
             self.held.remove(&p);
         }
+        tell_released(client).await;
         Ok(())
     }
 
@@ -575,6 +580,7 @@ impl Leases {
                 .await
                 .map_err(|e| super::pg_error(&e))?;
             self.released = true;
+            tell_released(client).await;
             return Ok(());
         }
         // All or nothing against a takeover of the released partitions: what another process
@@ -636,6 +642,19 @@ impl Leases {
             .filter(|(p, _)| keep(**p))
             .map(|(p, e)| (*p as i32, *e))
             .unzip()
+    }
+}
+
+/// Tells the other processes that partitions were released here, so that they count the live
+/// processes and take what is free now rather than at their next round. Only a hint: a
+/// process that misses it takes them at that round.
+async fn tell_released(client: &Client) {
+    let notify = format!("NOTIFY {}", super::RELEASED_CHANNEL);
+    if let Err(e) = client.batch_execute(&notify).await {
+        tracing::debug!(
+            "telling the others of released partitions failed: {}",
+            super::pg_error(&e)
+        );
     }
 }
 

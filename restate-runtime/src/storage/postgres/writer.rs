@@ -232,13 +232,16 @@ impl Statements {
 type Step = (Statement, Vec<Param>);
 
 /// Runs until the queue closes or a commit fails: commits groups, and runs a lease round
-/// every third of the lease's length (more often once released, to see the hand-over).
+/// every third of the lease's length (more often once released, to see the hand-over), and
+/// one at once when `released` says another process released partitions (a drain, or
+/// partitions offered back), so that they are taken over at once, not at the next round.
 pub(super) async fn run(
     client: Client,
     mut queue: mpsc::UnboundedReceiver<Message>,
     shared: Arc<Shared>,
     max_group_bytes: usize,
     mut leases: Leases,
+    mut released: watch::Receiver<u64>,
 ) {
     let mut statements = match Statements::prepare(&client).await {
         Ok(statements) => statements,
@@ -260,10 +263,18 @@ pub(super) async fn run(
                 return handed_over(queue, &shared).await;
             }
         }
-        let first = match tokio::time::timeout_at(next_round.into(), queue.recv()).await {
-            Ok(Some(first)) => first,
-            Ok(None) => return,
-            Err(_due) => continue,
+        let first = tokio::select! {
+            // First: under a steady queue the notification still gets its round.
+            biased;
+            Ok(()) = released.changed() => {
+                next_round = Instant::now();
+                continue;
+            }
+            first = tokio::time::timeout_at(next_round.into(), queue.recv()) => match first {
+                Ok(Some(first)) => first,
+                Ok(None) => return,
+                Err(_due) => continue,
+            },
         };
         let mut group = Vec::new();
         let mut control = None;
