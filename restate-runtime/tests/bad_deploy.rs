@@ -63,6 +63,21 @@ impl Jobs {
     }
 }
 
+/// A handler under a concurrency limit of one.
+#[derive(Default)]
+pub struct Limited;
+
+#[service]
+impl Limited {
+    /// Holds the permit for a moment: a second one sent at once waits for it.
+    #[handler(concurrency = 1)]
+    async fn job(&self, ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
+        ctx.run(|| async { Ok(()) }).name("step").await?;
+        ctx.sleep(Duration::from_millis(200)).await?;
+        Ok(n)
+    }
+}
+
 async fn admin(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .request(method, format!("{}{path}", server.admin))
@@ -304,4 +319,54 @@ async fn a_restarted_copy_takes_the_originals_place_on_its_key() {
         "{copy_view} {behind_view}"
     );
     drop(server.stop().await);
+}
+
+/// A copy that kept the permit of its handler's concurrency limit would run without one (the
+/// original's went back when it ended): found from outside, a restart `?from=2` ran beside the
+/// limit's holders. Such a prefix is refused; from the start, the copy waits for its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_never_keeps_a_concurrency_permit_the_original_held() {
+    let server = TestServer::start().await;
+    // The second waits for the first's permit: its gate's awakeable has the permit.
+    let first = accepted_id(server.post("/Limited/job/send", serde_json::json!(6)).await).await;
+    let id = accepted_id(server.post("/Limited/job/send", serde_json::json!(7)).await).await;
+    assert_eq!(output(&server, &first).await, serde_json::json!(6));
+    assert_eq!(output(&server, &id).await, serde_json::json!(7));
+    let journal = server.inspect(&id).await["journal"].clone();
+    assert_eq!(journal[1]["kind"], "awakeable", "{journal}");
+    assert!(journal[1]["result"].is_object(), "waited: {journal}");
+    for from in [2, 3, 4] {
+        let (status, refused) = admin(
+            &server,
+            reqwest::Method::PATCH,
+            &format!("/invocations/{id}/restart?from={from}"),
+        )
+        .await;
+        assert_eq!(status, 409, "from={from}: {refused}");
+        let message = refused["message"].as_str().unwrap();
+        assert!(
+            message.contains("`Limited/job`") && message.contains("at most 0"),
+            "from={from}: {message}"
+        );
+    }
+    let (status, listed) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        "/invocations?action=restart&service=Limited&from=2",
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed.to_string().contains("`Limited/job`"),
+        "the bulk form says why: {listed}"
+    );
+    let (status, restarted) = admin(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/invocations/{id}/restart"),
+    )
+    .await;
+    assert_eq!(status, 200, "{restarted}");
+    let copy = restarted["invocationId"].as_str().unwrap().to_owned();
+    assert_eq!(output(&server, &copy).await, serde_json::json!(7));
 }

@@ -195,6 +195,32 @@ async fn after_downtime_missed_ticks_follow_the_catch_up_policy() {
     assert_eq!((one.fired, one.skipped), (3, 9));
 }
 
+/// Under `all`, the tick that is on time as a restart catches up (due less than 15 s before)
+/// waits for the missed ones before it instead of being skipped as overlapping them (found
+/// from outside: each restart lost its last tick under `overlap = "skip"`).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_downtime_the_tick_on_time_runs_after_the_missed_ones_under_all() {
+    let t = TestRuntime::builder().build().await;
+    let schedules = t.handle().schedules();
+    for (id, overlap) in [("skip", Overlap::Skip), ("queue", Overlap::Queue)] {
+        let spec = every_minute(id, id).catch_up(CatchUp::All).overlap(overlap);
+        schedules.create(spec).await.unwrap();
+    }
+    // 00:01 fires on time; down from 00:01 to 00:11:05, so 00:11 is on time at the restart.
+    t.advance(MINUTE).await;
+    t.restart_after(Duration::from_secs(10 * 60 + 5)).await;
+    t.run_until_idle().await;
+    t.advance(MINUTE).await;
+    let all: Vec<_> = (1..=12)
+        .map(|m: u32| (format!("2025-01-01T00:{m:02}:00Z"), 1))
+        .collect();
+    for id in ["skip", "queue"] {
+        assert_eq!(ticks(&t, id), all, "{id}");
+        let view = schedules.get(id).await.unwrap().unwrap();
+        assert_eq!((view.fired, view.skipped), (12, 0), "{id}: {view:?}");
+    }
+}
+
 /// Ticks every minute from 00:01 to 00:10 for a target that takes 90 s, then paused (and
 /// run 30 minutes more).
 async fn overlapping(

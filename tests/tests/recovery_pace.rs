@@ -198,6 +198,93 @@ async fn a_restored_caller_waiting_on_a_callee_still_on_disk_lets_it_run() {
     assert_eq!(answer.json::<u64>().await.unwrap(), 2001);
 }
 
+/// Delayed sends to an object key that fell due before a SIGKILL but had not started keep
+/// their place on the key after the restart: the one that waited behind the key's holder, and
+/// the one whose first step had not committed, each run before the plain send that reached
+/// the key after it fell due (found from outside: the later send ran first, and the webhook
+/// example then skipped a reminder).
+#[tokio::test]
+async fn delayed_sends_that_fell_due_before_a_crash_keep_their_place_on_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = App::start(BIN, &data, &env(&steps, 60_000, None)).await;
+    let append = |key: &'static str, n: u64, delay: Option<&'static str>| {
+        let (client, ingress) = (client.clone(), app.ingress.clone());
+        async move {
+            let query = delay.map(|d| format!("?delay={d}")).unwrap_or_default();
+            let r = client
+                .post(format!("{ingress}/Ledger/{key}/append/send{query}"))
+                .json(&n)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let body: serde_json::Value = r.json().await.unwrap();
+            body["invocationId"].as_str().unwrap().to_owned()
+        }
+    };
+    let ran = |line: &'static str| {
+        let steps = steps.clone();
+        move || std::future::ready(lines(&steps).iter().any(|l| l == line))
+    };
+    // Key a: 0 holds the key in its minute-long step; 1 falls due behind it.
+    let a0 = append("a", 0, None).await;
+    poll(Duration::from_secs(30), ran("ledger a 0")).await;
+    let a1 = append("a", 1, Some("100ms")).await;
+    // Key b: 1 falls due and starts its minute-long step.
+    let b1 = append("b", 1, Some("100ms")).await;
+    poll(Duration::from_secs(30), ran("ledger b 1")).await;
+    // Fired: no longer scheduled, in memory behind a's holder.
+    poll(Duration::from_secs(30), || {
+        let (client, admin, id) = (client.clone(), app.admin.clone(), a1.clone());
+        async move {
+            let view: serde_json::Value = client
+                .get(format!("{admin}/invocations/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            view["status"] != "scheduled"
+        }
+    })
+    .await;
+    // Plain sends that reach both keys after the delayed ones fell due.
+    let a2 = append("a", 2, None).await;
+    let b2 = append("b", 2, None).await;
+    app.kill();
+
+    let app = App::start(BIN, &data, &env(&steps, 200, None)).await;
+    for id in [&a0, &a1, &a2, &b1, &b2] {
+        let r = client
+            .get(format!("{}/restate/invocation/{id}/attach", app.ingress))
+            .send()
+            .await
+            .expect("each completes after the restart");
+        assert_eq!(r.status(), 200, "{id}");
+    }
+    let all = lines(&steps);
+    let of = |key: &str| -> Vec<String> {
+        let prefix = format!("ledger {key} ");
+        all.iter()
+            .filter(|l| l.starts_with(&prefix))
+            .cloned()
+            .collect()
+    };
+    // Before the kill a's 0 and b's 1 had started; after it, each key in arrival order.
+    assert_eq!(
+        of("a"),
+        ["ledger a 0", "ledger a 0", "ledger a 1", "ledger a 2"]
+    );
+    assert_eq!(of("b"), ["ledger b 1", "ledger b 1", "ledger b 2"]);
+}
+
 /// A delayed exclusive invocation that had started when the process died (its state write
 /// durable, its record still `Scheduled` on disk) holds its key again after the restart,
 /// ahead of the invocations that queued behind it: run after them, its replay would act on

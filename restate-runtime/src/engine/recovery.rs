@@ -15,6 +15,11 @@
 //!   entries) holds its key first, whatever its arrival number or status: it was the key's
 //!   holder, and its replay reads the state as it recorded it. A delayed one that fired and
 //!   started is still `Scheduled` on disk; it runs at once rather than waiting for its timer.
+//! - A delayed exclusive invocation that fell due before the restart but had not started (it
+//!   waited behind the key's holder, or its first step had not committed) reached its key when
+//!   it fell due: it takes its place in the key's queue by its due time, among the others by
+//!   the time they were accepted ([`KeyArrivals`]), not behind everything restored (its timer,
+//!   firing after recovery, would have queued it last).
 //!
 //! A duplicate request, an attach, a completion or a kill meanwhile finds an invocation on disk
 //! the way it finds a suspended one.
@@ -77,6 +82,9 @@ impl Engine {
         }
         self.seq.fetch_max(highest_seq, Ordering::Relaxed);
         let mut to_restore = Vec::new();
+        // Exclusive invocations that had not started, by key: queued once the loop has put the
+        // holders in place, in the order they reached their key.
+        let mut arrivals = crate::maps::FastMap::<StateScope, KeyArrivals>::default();
         let mut restarted = Vec::new();
         let mut unserved = std::collections::BTreeMap::<String, usize>::new();
         {
@@ -119,26 +127,52 @@ impl Engine {
                     && !self.storage.journal(&id)?.is_empty();
                 if started {
                     self.hold_lane(&record.target, id);
-                    to_restore.push(id);
+                    to_restore.push((hint.seq, id));
                     continue;
                 }
-                match record.status {
+                let scope = self.exclusive_scope_of(&record.target);
+                match (record.status, scope) {
+                    // Fell due before the restart: it reached its key then. One whose
+                    // cancellation a handler recorded is left to its timer, which ends it
+                    // without running it.
+                    (Status::Scheduled { at_ms }, Some(scope))
+                        if at_ms <= now && !record.cancel_requested =>
+                    {
+                        arrivals
+                            .entry(scope)
+                            .or_default()
+                            .due
+                            .push((at_ms, hint.seq, id));
+                    }
                     // Waits on disk; its timer, in the due index, loads it when due.
-                    Status::Scheduled { .. } => {}
+                    (Status::Scheduled { .. }, _) => {}
+                    (Status::Runnable | Status::Suspended { .. }, Some(scope)) => {
+                        let accepted = (record.created_at_ms, hint.seq, id);
+                        arrivals.entry(scope).or_default().plain.push(accepted);
+                    }
                     // A paused invocation keeps its key, as before the restart (law 5).
-                    Status::Paused => {
+                    (Status::Paused, _) => {
                         self.load_into(&mut map, id, false)?;
                         self.hold_lane(&record.target, id);
                     }
-                    Status::Runnable | Status::Suspended { .. } => {
-                        if self.queue_on_key(&record.target, id) {
-                            to_restore.push(id);
-                        }
+                    // Unkeyed, or shared: restored now.
+                    (Status::Runnable | Status::Suspended { .. }, None) => {
+                        to_restore.push((hint.seq, id));
                     }
-                    Status::Completed { .. } => {}
+                    (Status::Completed { .. }, _) => {}
+                }
+            }
+            for (scope, key) in arrivals {
+                for (seq, id) in key.in_order() {
+                    if self.queue_on_key(&scope, id) {
+                        to_restore.push((seq, id));
+                    }
                 }
             }
         }
+        // Restored in arrival order.
+        to_restore.sort_unstable();
+        let to_restore: Vec<InvocationId> = to_restore.into_iter().map(|(_, id)| id).collect();
         for (target, count) in unserved {
             tracing::warn!(
                 %target,
@@ -219,11 +253,9 @@ impl Engine {
 
     /// Queues a runnable invocation of an exclusive handler behind what already holds its key
     /// (`false`: it waits on disk in the lane), or makes it the key's holder (`true`: restore
-    /// it). Unkeyed and shared ones are always restored.
-    fn queue_on_key(&self, target: &crate::storage::Target, id: InvocationId) -> bool {
-        let Some(scope) = self.exclusive_scope_of(target) else {
-            return true;
-        };
+    /// it).
+    fn queue_on_key(&self, scope: &StateScope, id: InvocationId) -> bool {
+        let scope = scope.clone();
         let mut lanes = self.lanes.lock().expect("lanes");
         let lane = lanes.entry(scope).or_default();
         if lane.running.is_some() {
@@ -305,5 +337,65 @@ impl Engine {
         }
         self.start_holder(inflight);
         true
+    }
+}
+
+/// The exclusive invocations of one key that had not started before a restart, in the order
+/// recovery found them: plain arrivals by arrival number, and delayed ones that had fallen due,
+/// each of which reached the key when it fell due (its timer queued it then, behind what the
+/// key held, ahead of what came later).
+#[derive(Debug, Default)]
+struct KeyArrivals {
+    /// (accepted at, arrival number, id), in arrival order.
+    plain: Vec<(u64, u64, InvocationId)>,
+    /// (due at, arrival number, id).
+    due: Vec<(u64, u64, InvocationId)>,
+}
+
+impl KeyArrivals {
+    /// Arrival number and id, in the order they reached the key: a delayed one ahead of a
+    /// plain one accepted after it fell due, and behind one accepted before (or in the same
+    /// millisecond: a timer fires at its time or later). Each kind keeps its own order.
+    fn in_order(mut self) -> impl Iterator<Item = (u64, InvocationId)> {
+        self.due.sort_unstable();
+        let mut due = self.due.into_iter().peekable();
+        let mut plain = self.plain.into_iter().peekable();
+        std::iter::from_fn(move || {
+            let due_first = match (due.peek(), plain.peek()) {
+                (Some(d), Some(p)) => d.0 < p.0,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let (_, seq, id) = match due_first {
+                true => due.next(),
+                false => plain.next(),
+            }?;
+            Some((seq, id))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delayed_arrivals_take_their_place_by_due_time_and_plain_ones_keep_their_order() {
+        let id = |n: u64| InvocationId::fresh(n, n);
+        let key = KeyArrivals {
+            // Plain arrivals in arrival order, one with a clock set back (keeps its place).
+            plain: vec![(100, 1, id(1)), (300, 4, id(4)), (250, 6, id(6))],
+            due: vec![(300, 5, id(5)), (200, 2, id(2)), (50, 3, id(3))],
+        };
+        let order: Vec<u64> = key.in_order().map(|(seq, _)| seq).collect();
+        // 3 fell due before 1 was accepted, 2 between 1 and 4; 5, due in the millisecond 4
+        // was accepted, comes after it (and after 6, accepted after 4 under a clock set back).
+        assert_eq!(order, vec![3, 1, 2, 4, 6, 5]);
+        let only_due = KeyArrivals {
+            plain: Vec::new(),
+            due: vec![(7, 9, id(9)), (7, 8, id(8))],
+        };
+        let order: Vec<u64> = only_due.in_order().map(|(seq, _)| seq).collect();
+        assert_eq!(order, vec![8, 9]);
     }
 }

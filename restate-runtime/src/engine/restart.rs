@@ -287,6 +287,15 @@ fn journal_prefix(
         )));
     }
     let prefix: Vec<_> = journal.into_iter().filter(|(i, _)| *i < n).collect();
+    if let Some((index, bucket)) = permit_held_at_the_cut(&prefix) {
+        return Err(ControlError::Conflict(format!(
+            "journal entries {index} and {} are a permit of concurrency limit `{bucket}` that \
+             is still held there: a copy keeping them would run without one (the original's \
+             goes back when it ends). Restart from at most {index}: the copy then waits for a \
+             permit of its own",
+            index + 1
+        )));
+    }
     for (index, entry) in &prefix {
         let waiting = matches!(
             entry,
@@ -303,6 +312,32 @@ fn journal_prefix(
         }
     }
     Ok(prefix)
+}
+
+/// The first concurrency permit `prefix` asks for and does not give back within it (a
+/// handler's own, held to its end, or a step's cut before its release): its position and
+/// bucket. A step gives its permit back by a send to the same bucket after it, so the
+/// requests and releases of each bucket pair up in order.
+fn permit_held_at_the_cut(prefix: &[(u32, JournalEntry)]) -> Option<(u32, String)> {
+    let limiter = |target: &crate::storage::Target, handler: &str| {
+        target.service == crate::concurrency::LIMITER && target.handler == handler
+    };
+    let mut held: Vec<(u32, String)> = Vec::new();
+    for (index, entry) in prefix {
+        match entry {
+            JournalEntry::Call { target, .. } if limiter(target, "acquire") => {
+                held.push((*index, target.key.clone().unwrap_or_default()));
+            }
+            JournalEntry::Send { target, .. } if limiter(target, "release") => {
+                let bucket = target.key.clone().unwrap_or_default();
+                if let Some(at) = held.iter().position(|(_, b)| *b == bucket) {
+                    held.remove(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    held.into_iter().next()
 }
 
 #[cfg(test)]
@@ -349,5 +384,63 @@ mod tests {
                 n as usize
             );
         }
+    }
+
+    #[test]
+    fn a_copy_never_keeps_a_permit_held_at_the_cut() {
+        let limiter = |handler: &str, bucket: &str| Target {
+            service: crate::concurrency::LIMITER.into(),
+            handler: handler.into(),
+            key: Some(bucket.into()),
+        };
+        let granted = || JournalEntry::Awakeable {
+            outcome: Some(Outcome::Success(b"null".to_vec())),
+        };
+        let step = || JournalEntry::Run {
+            name: "step".into(),
+            outcome: Outcome::Success(b"1".to_vec()),
+        };
+        // A handler's own permit (held to its end), then a step's (given back after it).
+        let journal = vec![
+            (
+                0,
+                JournalEntry::Call {
+                    target: limiter("acquire", "Gated/work"),
+                    invocation_id: InvocationId::random(1),
+                    outcome: Some(Outcome::Success(b"false".to_vec())),
+                },
+            ),
+            (1, granted()),
+            (
+                2,
+                JournalEntry::Call {
+                    target: limiter("acquire", "stripe"),
+                    invocation_id: InvocationId::random(1),
+                    outcome: Some(Outcome::Success(b"true".to_vec())),
+                },
+            ),
+            (3, granted()),
+            (4, step()),
+            (
+                5,
+                JournalEntry::Send {
+                    target: limiter("release", "stripe"),
+                    invocation_id: InvocationId::random(1),
+                },
+            ),
+        ];
+        assert_eq!(journal_prefix(journal.clone(), 0).unwrap().len(), 0);
+        // (3 would cut the step's gate in half, which is refused as such.)
+        for n in [2, 4, 5, 6] {
+            let error = journal_prefix(journal.clone(), n).unwrap_err();
+            assert!(error.to_string().contains("`Gated/work`"), "{n}: {error}");
+        }
+        // Without the handler's own: the step's permit is held from its request to its release.
+        let steps: Vec<_> = journal[2..].to_vec();
+        for n in [4, 5] {
+            let error = journal_prefix(steps.clone(), n).unwrap_err();
+            assert!(error.to_string().contains("`stripe`"), "{n}: {error}");
+        }
+        assert_eq!(journal_prefix(steps.clone(), 6).unwrap().len(), 4);
     }
 }

@@ -181,17 +181,21 @@ impl Stored {
         };
         self.skipped += dropped;
         let latest = due.last().copied().unwrap_or(first);
+        let missed = |t: u64| t != latest || now.saturating_sub(t) > GRACE_MS;
+        let catching_up = due.iter().any(|&t| missed(t));
         for &t in &due {
-            let missed = t != latest || now.saturating_sub(t) > GRACE_MS;
+            let missed = missed(t);
             let runs = match self.spec.catch_up {
                 super::CatchUp::All => true,
                 super::CatchUp::One => t == latest,
                 super::CatchUp::Skip => !missed,
             };
             // Under `all` every missed tick runs: one that `skip` would drop for the run
-            // before it waits for that run instead. A tick on time keeps the policy.
+            // before it waits for that run instead, and so does the tick on time after them
+            // (else every restart would drop its last tick for the catch-up's runs). A tick
+            // on time with nothing to catch up keeps the policy.
             let overlap = match (self.spec.catch_up, self.spec.overlap) {
-                (super::CatchUp::All, Overlap::Skip) if missed => Overlap::Queue,
+                (super::CatchUp::All, Overlap::Skip) if catching_up => Overlap::Queue,
                 (_, overlap) => overlap,
             };
             if runs {

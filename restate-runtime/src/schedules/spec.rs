@@ -12,8 +12,10 @@ use super::ScheduleError;
 /// What happens to ticks that fell due while nothing ran (the process was down): `skip`
 /// them, fire the latest `one` (the default), or fire `all` of them (the latest 1,000 at
 /// most), each with its own time. A tick is missed when a later one fell due too, or when it
-/// is handled more than 15 seconds late. Caught-up ticks meet the [`Overlap`] policy like any
-/// other: under `all`, give `overlap = "queue"` or `"allow"` to run each of them. Ticks that fall due while a schedule is paused are dropped.
+/// is handled more than 15 seconds late. Under `all` the missed ticks run one after another
+/// (each waits for the run before it, unless `overlap = "allow"`), and so does the tick on
+/// time after them; under `one` the latest meets the [`Overlap`] policy like any other tick.
+/// Ticks that fall due while a schedule is paused are dropped.
 /// Time advanced on a running [`TestRuntime`](crate::testing::TestRuntime) is not downtime:
 /// every tick fires at its time.
 ///
