@@ -169,10 +169,7 @@ impl Inflight {
             scope: StateScope::of(&record.target),
             exclusive,
             input_len: record.input.len(),
-            arrived_ms: match record.status {
-                crate::storage::Status::Scheduled { at_ms } => at_ms.max(record.created_at_ms),
-                _ => record.created_at_ms,
-            },
+            arrived_ms: record.arrived_ms(),
             state: Mutex::new(InflightState {
                 stored_suspended: matches!(record.status, crate::storage::Status::Suspended { .. }),
                 record,

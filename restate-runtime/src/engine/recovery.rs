@@ -131,6 +131,7 @@ impl Engine {
                     continue;
                 }
                 let scope = self.exclusive_scope_of(&record.target);
+                let arrived = record.arrived_ms();
                 match (record.status, scope) {
                     // Fell due before the restart: it reached its key then. One whose
                     // cancellation a handler recorded is left to its timer, which ends it
@@ -138,16 +139,13 @@ impl Engine {
                     (Status::Scheduled { at_ms }, Some(scope))
                         if at_ms <= now && !record.cancel_requested =>
                     {
-                        arrivals
-                            .entry(scope)
-                            .or_default()
-                            .due
-                            .push((at_ms, hint.seq, id));
+                        let due = (arrived, hint.seq, id);
+                        arrivals.entry(scope).or_default().due.push(due);
                     }
                     // Waits on disk; its timer, in the due index, loads it when due.
                     (Status::Scheduled { .. }, _) => {}
                     (Status::Runnable | Status::Suspended { .. }, Some(scope)) => {
-                        let accepted = (record.created_at_ms, hint.seq, id);
+                        let accepted = (arrived, hint.seq, id);
                         arrivals.entry(scope).or_default().plain.push(accepted);
                     }
                     // A paused invocation keeps its key, as before the restart (law 5).
@@ -353,22 +351,29 @@ struct KeyArrivals {
 }
 
 impl KeyArrivals {
-    /// Arrival number and id, in the order they reached the key: a delayed one ahead of a
-    /// plain one accepted after it fell due, and behind one accepted before (or in the same
-    /// millisecond: a timer fires at its time or later). Each kind keeps its own order.
+    /// Arrival number and id, in the order they reached the key: a delayed one ahead of the
+    /// plain ones that were all accepted after it fell due, behind any accepted before (or in
+    /// the same millisecond: a timer fires at its time or later). The plain ones keep their
+    /// arrival order even where their acceptance times do not follow it (a restarted copy
+    /// takes its original's arrival number; another process's clock, on a shared store).
     fn in_order(mut self) -> impl Iterator<Item = (u64, InvocationId)> {
         self.due.sort_unstable();
+        // The earliest acceptance from each plain one on.
+        let mut earliest: Vec<u64> = self.plain.iter().map(|(at, _, _)| *at).collect();
+        for i in (0..earliest.len().saturating_sub(1)).rev() {
+            earliest[i] = earliest[i].min(earliest[i + 1]);
+        }
         let mut due = self.due.into_iter().peekable();
-        let mut plain = self.plain.into_iter().peekable();
+        let mut plain = self.plain.into_iter().zip(earliest).peekable();
         std::iter::from_fn(move || {
             let due_first = match (due.peek(), plain.peek()) {
-                (Some(d), Some(p)) => d.0 < p.0,
+                (Some(d), Some((_, earliest))) => d.0 < *earliest,
                 (Some(_), None) => true,
                 (None, _) => false,
             };
             let (_, seq, id) = match due_first {
                 true => due.next(),
-                false => plain.next(),
+                false => plain.next().map(|(p, _)| p),
             }?;
             Some((seq, id))
         })
@@ -391,6 +396,14 @@ mod tests {
         // 3 fell due before 1 was accepted, 2 between 1 and 4; 5, due in the millisecond 4
         // was accepted, comes after it (and after 6, accepted after 4 under a clock set back).
         assert_eq!(order, vec![3, 1, 2, 4, 6, 5]);
+        // A restarted copy (its original's arrival number, accepted late) ahead of a plain one
+        // accepted before the delayed one fell due: both stay ahead of it.
+        let key = KeyArrivals {
+            plain: vec![(10_000, 1, id(1)), (3_000, 2, id(2))],
+            due: vec![(5_000, 3, id(3))],
+        };
+        let order: Vec<u64> = key.in_order().map(|(seq, _)| seq).collect();
+        assert_eq!(order, vec![1, 2, 3]);
         let only_due = KeyArrivals {
             plain: Vec::new(),
             due: vec![(7, 9, id(9)), (7, 8, id(8))],

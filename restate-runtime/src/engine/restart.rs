@@ -400,7 +400,8 @@ mod tests {
             name: "step".into(),
             outcome: Outcome::Success(b"1".to_vec()),
         };
-        // A handler's own permit (held to its end), then a step's (given back after it).
+        // A handler's own permit (held to its end), then a step's (given back after it); both
+        // waited, so their awakeables have the permits.
         let journal = vec![
             (
                 0,
@@ -416,7 +417,7 @@ mod tests {
                 JournalEntry::Call {
                     target: limiter("acquire", "stripe"),
                     invocation_id: InvocationId::random(1),
-                    outcome: Some(Outcome::Success(b"true".to_vec())),
+                    outcome: Some(Outcome::Success(b"false".to_vec())),
                 },
             ),
             (3, granted()),

@@ -202,6 +202,17 @@ pub struct InvocationRecord {
     pub version: Option<String>,
 }
 
+impl InvocationRecord {
+    /// When it reached its target (ms since the epoch): when it was submitted, or a delayed
+    /// one when it fell due.
+    pub(crate) fn arrived_ms(&self) -> u64 {
+        match self.status {
+            Status::Scheduled { at_ms } => at_ms.max(self.created_at_ms),
+            _ => self.created_at_ms,
+        }
+    }
+}
+
 /// The fields of a record before `version` was appended: postcard writes a struct as its
 /// fields in order with nothing around them, so a stored record is these fields, then the
 /// version when its binary wrote one.

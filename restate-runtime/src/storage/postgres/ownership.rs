@@ -253,19 +253,24 @@ impl Leases {
         (self.ttl() / 3).max(Duration::from_millis(1))
     }
 
-    /// How long until the next round: sooner while released (to see the hand-over) or below
-    /// the fair share (to take what is freed at once).
+    /// How long until the next round: the next renewal, a third of the lease after the last
+    /// (a round between, for a notification or a look for free partitions, does not put it
+    /// off); sooner while released (to see the hand-over) or below the fair share (to take
+    /// what is freed at once).
     pub(super) fn next_round_in(&self) -> Duration {
         let hungry = self.member() && !self.released && self.held.len() < self.share;
         let every = self.every();
         if self.released {
             return every.min(LOOK_AGAIN);
         }
+        let renewal = self
+            .renewed
+            .map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
         match hungry {
             // 0.2 s, doubled after each look that found nothing free, up to 1.6 s: a process
             // that stays below its share (the count does not divide) does not poll hard.
-            true => every.min(LOOK_AGAIN * 2u32.pow(self.idle_takes.min(3))),
-            false => every,
+            true => renewal.min(LOOK_AGAIN * 2u32.pow(self.idle_takes.min(3))),
+            false => renewal,
         }
     }
 
@@ -472,8 +477,9 @@ impl Leases {
             }
             client.query(&self.statements.take, &params).await
         };
+        // Another process moves partitions now (told of the same release, say): this one
+        // looks again soon, not as after a look that found nothing free.
         let Some(rows) = exclusively(client, false, take).await? else {
-            self.idle_takes += 1;
             return Ok(());
         };
         self.idle_takes = match rows.is_empty() {
