@@ -1,7 +1,7 @@
 //! The public edge of the webhook example: the public webhook listener serves the signed
 //! Stripe endpoint and nothing else, keys come from the signed event and not from a client's
-//! header, forged events leave nothing, slow or oversized bodies lock no signed event out, and
-//! the ingress with a token refuses requests without it.
+//! header, forged events leave nothing, slow, stalled or oversized bodies lock no signed event
+//! out, and the ingress with a token refuses requests without it.
 
 mod support;
 
@@ -94,15 +94,60 @@ async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_ou
     // A declared length over the public listener's limit: 413 before any of the body is sent.
     let mut large = support::raw_request(&public, head(100_000).as_bytes()).await;
     assert_eq!(support::status_line(&mut large).await, "HTTP/1.1 413");
-    drop(slow);
+    drop((slow, large));
+    // The trickles' bytes given back with their connections.
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move {
+            let [open] = support::metrics(&client, &admin, [OPEN]).await;
+            open <= before
+        }
+    })
+    .await;
+
+    // Senders stalling bodies one byte short of the limit until the budget of bytes read ahead
+    // is spent (the next such body is refused): a signed event of a few hundred bytes is still
+    // served (found from outside: it was 429 while four stalled bodies held the budget).
+    let mut stalled = Vec::new();
+    loop {
+        assert!(stalled.len() < 32, "the budget never ran out");
+        let mut bytes = head(65_536).into_bytes();
+        bytes.extend(std::iter::repeat_n(b' ', 65_535));
+        let mut stream = support::raw_request(&public, &bytes).await;
+        // Refused at once when the budget is spent; otherwise it waits for its last byte.
+        let mut status = [0u8; 12];
+        let read = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut status);
+        match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(read) => {
+                read.unwrap();
+                assert_eq!(String::from_utf8_lossy(&status), "HTTP/1.1 429");
+                break;
+            }
+            Err(_) => stalled.push(stream),
+        }
+    }
+    let body = event("evt_stalled", "in_stalled");
+    let r = client
+        .post(format!("{public}{path}"))
+        .header("content-type", "application/json")
+        .header(
+            "stripe-signature",
+            stripe_signature(SECRET, now_secs(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    drop(stalled);
     let routed = invocations(&client, &app.admin).await;
     assert_eq!(
         routed
             .iter()
             .filter(|i| i["service"] == "WebhookCallbackRouter")
             .count(),
-        1,
-        "only the signed event: {routed:?}"
+        2,
+        "only the signed events: {routed:?}"
     );
 }
 

@@ -105,9 +105,14 @@ impl PaymentTracker {
         event: StripeEvent,
     ) -> HandlerResult<()> {
         record_event(&ctx, &event).await?;
-        ctx.set("status", "failed");
         let failures = ctx.get::<u32>("failures").await?.unwrap_or(0) + 1;
         ctx.set("failures", failures);
+        // Stripe does not deliver events in order: a failure that arrives after the invoice
+        // was paid is an earlier attempt's, and neither unpays it nor reminds anyone.
+        if ctx.get::<String>("status").await?.as_deref() == Some("paid") {
+            return Ok(());
+        }
+        ctx.set("status", "failed");
         ctx.object::<PaymentTracker>(ctx.key())
             .remind()
             .send_after(self.reminder_delay);
@@ -134,7 +139,8 @@ impl PaymentTracker {
         ctx.set("reminders", reminders);
         // Within the e-mail provider's limit when `PAYMENT_EMAIL_RATE` sets one: a reminder
         // waiting for its slot holds only its own invoice's key (a wait of a second or more
-        // suspends), and an invoice has one reminder at a time.
+        // suspends). Its invoice's events queue behind it meanwhile: a payment that arrives
+        // then is recorded once this reminder has gone out.
         let invoice = ctx.key();
         ctx.run(|| async {
             tracing::info!(%invoice, "sending payment reminder email");
@@ -403,6 +409,27 @@ mod tests {
         t.run_until_idle().await;
         let tracker = t.handle().object::<PaymentTracker>("").status().call();
         assert_eq!(tracker.await.unwrap(), TrackerStatus::default());
+    }
+
+    /// Delivered out of order (Stripe does not promise an order): a failure that arrives after
+    /// the payment leaves the invoice paid and reminds nobody.
+    #[tokio::test]
+    async fn a_failure_delivered_after_the_payment_leaves_the_invoice_paid() {
+        let t = with_a_days_reminder().build().await;
+        let router = t.handle().client::<WebhookCallbackRouter>();
+        for (id, kind) in [
+            ("evt_2", "invoice.payment_succeeded"),
+            ("evt_1", "invoice.payment_failed"),
+        ] {
+            let event = serde_json::from_value(event(id, kind, "in_3")).unwrap();
+            router.on_stripe_event(event).call().await.unwrap();
+        }
+        t.advance(2 * DAY).await;
+        let tracker = t.handle().object::<PaymentTracker>("in_3");
+        let status = tracker.status().call().await.unwrap();
+        assert_eq!(status.status.as_deref(), Some("paid"));
+        assert_eq!((status.failures, status.reminders), (1, 0));
+        assert_eq!(status.events, ["evt_2", "evt_1"]);
     }
 
     #[tokio::test]

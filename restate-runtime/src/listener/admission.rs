@@ -27,6 +27,12 @@ use crate::engine::Engine;
 use crate::ingress::ApiError;
 use crate::metrics::{ListenerLabel, ReasonLabel};
 
+/// Bytes of each body read ahead that its connection holds without taking them from the
+/// budget ([`Gate::read_ahead`]): a small body (a signed event is a few KiB) never waits on
+/// the budget, which a few senders stalling near-limit bodies could spend; what small ones
+/// hold is bounded by the connection cap instead.
+const OWN_BYTES: usize = 16 * 1024;
+
 /// How long a request over the in-flight cap waits for a slot before it is answered `429`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
@@ -62,9 +68,9 @@ impl Gate {
     }
 
     /// Reads a body whole before its request takes a slot: a sender trickling a body holds
-    /// its connection, not a slot a signed event needs. Each frame's bytes are taken from
-    /// [`Self::buffered`] and held until the response; with the budget spent the request is
-    /// refused at once.
+    /// its connection, not a slot a signed event needs. Each frame's bytes past the first
+    /// [`OWN_BYTES`] are taken from [`Self::buffered`] and held until the response; with the
+    /// budget spent the request is refused at once.
     async fn read_ahead(&self, mut body: Body) -> Result<(Body, OwnedSemaphorePermit), Response> {
         let limits = &self.limits;
         let refuse = |e: BodyError| {
@@ -94,7 +100,8 @@ impl Gate {
             if read.len() + data.len() > limits.max_body_bytes {
                 return Err(refuse(BodyError::TooLarge));
             }
-            let bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let charged = (read.len() + data.len()).saturating_sub(OWN_BYTES.max(read.len()));
+            let bytes = u32::try_from(charged).unwrap_or(u32::MAX);
             let Ok(more) = Arc::clone(&self.buffered).try_acquire_many_owned(bytes) else {
                 self.refused.inc();
                 return Err(too_busy("request bytes"));

@@ -1771,3 +1771,34 @@ async fn a_failed_forward_writes_nothing_and_the_next_ones_go_through() {
         "the refused message is not there, the others are"
     );
 }
+
+/// A round between renewals (told of partitions another process released, or a look for free
+/// ones) does not put the next renewal off: it stays a third of the lease after the last one,
+/// so a slow database still has most of the lease to answer it in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_between_renewals_keeps_the_next_renewal_where_it_was() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    drop(open(&url, 4).unwrap());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let every = std::time::Duration::from_secs(10);
+    let mut leases =
+        super::ownership::Leases::prepare(&client, 3 * every, 4, crate::storage::Peers::default())
+            .await
+            .unwrap();
+    leases.round(&client).await.unwrap().unwrap();
+    assert!(leases.next_round_in() > every - std::time::Duration::from_secs(1));
+    let between = std::time::Duration::from_millis(500);
+    tokio::time::sleep(between).await;
+    leases.round(&client).await.unwrap().unwrap();
+    let next = leases.next_round_in();
+    assert!(
+        next <= every - between,
+        "the renewal moved to {next:?} from now"
+    );
+}
