@@ -959,15 +959,14 @@ async fn a_drained_process_partitions_are_taken_by_the_others_at_once() {
     if PostgresCluster::for_tests().is_none() {
         return;
     }
-    let url = cluster().fresh_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("RESTATE_DATABASE_URL", url.clone()),
-        ("RESTATE_LEASE_TTL", "60s".to_owned()),
-    ];
-    let first = App::start(BIN, &dir.path().join("a"), &env).await;
-    let second = App::start(BIN, &dir.path().join("b"), &env).await;
-    spread_over_two(&url).await;
+    let Spread {
+        a: first,
+        b: second,
+        client,
+        url,
+        _dir,
+        ..
+    } = spread_pair(&[("RESTATE_LEASE_TTL", "60s")]).await;
     // The second process's partitions: how many have a live lease, and when the first of
     // those leases runs out (seconds since the epoch).
     let seconds = |what: &str| {
@@ -988,10 +987,6 @@ async fn a_drained_process_partitions_are_taken_by_the_others_at_once() {
         std::future::ready(runs_out() > taken + 0.5)
     })
     .await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
     let r = client
         .patch(format!("{}/drain", first.admin))
         .send()

@@ -76,20 +76,25 @@ async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_ou
     })
     .await;
 
-    // A signed event is served meanwhile (it was 429 while the trickles held every slot).
-    let body = event("evt_slow", "in_slow");
-    let r = client
-        .post(format!("{public}{path}"))
-        .header("content-type", "application/json")
-        .header(
-            "stripe-signature",
-            stripe_signature(SECRET, now_secs(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    // A signed event, sent to the public listener: it must be served.
+    let served = |id: &'static str| {
+        let body = event(id, &id.replace("evt", "in"));
+        let request = client
+            .post(format!("{public}{path}"))
+            .header("content-type", "application/json")
+            .header(
+                "stripe-signature",
+                stripe_signature(SECRET, now_secs(), &body),
+            )
+            .body(body)
+            .send();
+        async move {
+            let r = request.await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        }
+    };
+    // Served meanwhile (it was 429 while the trickles held every slot).
+    served("evt_slow").await;
 
     // A declared length over the public listener's limit: 413 before any of the body is sent.
     let mut large = support::raw_request(&public, head(100_000).as_bytes()).await;
@@ -126,19 +131,7 @@ async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_ou
             Err(_) => stalled.push(stream),
         }
     }
-    let body = event("evt_stalled", "in_stalled");
-    let r = client
-        .post(format!("{public}{path}"))
-        .header("content-type", "application/json")
-        .header(
-            "stripe-signature",
-            stripe_signature(SECRET, now_secs(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    served("evt_stalled").await;
     drop(stalled);
     let routed = invocations(&client, &app.admin).await;
     assert_eq!(
