@@ -285,6 +285,86 @@ async fn delayed_sends_that_fell_due_before_a_crash_keep_their_place_on_the_key(
     assert_eq!(of("b"), ["ledger b 1", "ledger b 1", "ledger b 2"]);
 }
 
+/// Delayed sends to object keys that fall due while every slot for invocations woken from disk
+/// is taken (here the only one, by a delayed send in a long step) still reach their keys when
+/// due, an idle key and one busy with a plain send alike: plain sends that come after them run
+/// after them (found from outside: the plain ones ran first, once slots were scarce).
+#[tokio::test]
+async fn delayed_sends_due_while_no_slot_is_free_keep_their_place_on_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = App::start(BIN, &dir.path().join("data"), &env(&steps, 4_000, Some(1))).await;
+    let append = |key: &'static str, n: u64, query: &'static str| {
+        let (client, ingress) = (client.clone(), app.ingress.clone());
+        async move {
+            let r = client
+                .post(format!("{ingress}/Ledger/{key}/append/send{query}"))
+                .json(&n)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let body: serde_json::Value = r.json().await.unwrap();
+            body["invocationId"].as_str().unwrap().to_owned()
+        }
+    };
+    let ran = |line: &'static str| {
+        let steps = steps.clone();
+        move || std::future::ready(lines(&steps).iter().any(|l| l == line))
+    };
+    // The only slot, taken for a 4 s step; key c busy with a plain send's step.
+    let a1 = append("a", 1, "?delay=100ms").await;
+    poll(Duration::from_secs(30), ran("ledger a 1")).await;
+    let c0 = append("c", 0, "").await;
+    poll(Duration::from_secs(30), ran("ledger c 0")).await;
+    // Due with no slot free: b's, for an idle key, waits for the slot; c's is queued behind c 0.
+    let b2 = append("b", 2, "?delay=100ms").await;
+    let c1 = append("c", 1, "?delay=100ms").await;
+    const WAITING: &str = "restate_timers_waiting_for_slot";
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move { metrics(&client, &admin, [WAITING]).await == [1] }
+    })
+    .await;
+    poll(Duration::from_secs(30), || {
+        let (client, admin, id) = (client.clone(), app.admin.clone(), c1.clone());
+        async move {
+            let view: serde_json::Value = client
+                .get(format!("{admin}/invocations/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            view["status"] != "scheduled"
+        }
+    })
+    .await;
+    let b3 = append("b", 3, "").await;
+    let c2 = append("c", 2, "").await;
+    for id in [&a1, &b2, &b3, &c0, &c1, &c2] {
+        let r = client
+            .get(format!("{}/restate/invocation/{id}/attach", app.ingress))
+            .send()
+            .await
+            .expect("each completes");
+        assert_eq!(r.status(), 200, "{id}");
+    }
+    let on = |key: &str| -> Vec<String> {
+        let prefix = format!("ledger {key} ");
+        (lines(&steps).into_iter())
+            .filter(|l| l.starts_with(&prefix))
+            .collect()
+    };
+    assert_eq!(on("b"), ["ledger b 2", "ledger b 3"]);
+    assert_eq!(on("c"), ["ledger c 0", "ledger c 1", "ledger c 2"]);
+}
+
 /// A delayed exclusive invocation that had started when the process died (its state write
 /// durable, its record still `Scheduled` on disk) holds its key again after the restart,
 /// ahead of the invocations that queued behind it: run after them, its replay would act on

@@ -193,6 +193,9 @@ impl Engine {
             self.resume_at(id, Some(at_ms), Some(slot));
             return;
         }
+        if !self.shared_store && self.reach_key_now(id, at_ms) {
+            return;
+        }
         self.timers.backlog.fetch_add(1, Ordering::SeqCst);
         let queue = (id.partition_key() % FIRED_QUEUES as u64) as usize;
         {
@@ -205,6 +208,45 @@ impl Engine {
         let engine = self.clone();
         self.tasks
             .spawn(async move { engine.take_in_fired(queue).await });
+    }
+
+    /// A delayed start of an exclusive handler whose timer fired with no slot free reaches its
+    /// key now, as it would with one (found from outside: a send that came later ran first):
+    /// behind a busy key it is loaded and queued at once (one queued gives its slot up
+    /// anyway), and an idle key it holds for itself until a slot loads it. `true` when it was
+    /// loaded and queued; otherwise it waits for a slot (a sleep's wake-up, an unkeyed or
+    /// shared one too). Not on a shared store, whose reads do not belong on the timers' loop.
+    fn reach_key_now(&self, id: InvocationId, at_ms: u64) -> bool {
+        let record = match self.storage.invocation(&id) {
+            Ok(Some(record)) => record,
+            _ => return false,
+        };
+        let crate::storage::Status::Scheduled { at_ms: start } = record.status else {
+            return false;
+        };
+        // A start of its own time only, and not one a handler's cancel ends without running.
+        if start != at_ms || record.cancel_requested || !self.runs(&id) {
+            return false;
+        }
+        let Some(scope) = self.exclusive_scope_of(&record.target) else {
+            return false;
+        };
+        {
+            let map = self.inflight.lock().expect("inflight map");
+            if map.contains_key(&id) {
+                return false;
+            }
+            let mut lanes = self.lanes.lock().expect("lanes");
+            let lane = lanes.entry(scope).or_default();
+            if lane.running.is_none() {
+                // Held for it: what comes later queues behind it, and the slot's wake-up
+                // finds it the key's holder.
+                lane.running = Some(id);
+                return false;
+            }
+        }
+        self.resume_at(id, Some(at_ms), None);
+        true
     }
 
     /// Wakes the fired timers of queue `queue` one by one, in order, each once a slot is free;
