@@ -217,25 +217,28 @@ impl Engine {
     /// loaded and queued; otherwise it waits for a slot (a sleep's wake-up, an unkeyed or
     /// shared one too). Not on a shared store, whose reads do not belong on the timers' loop.
     fn reach_key_now(&self, id: InvocationId, at_ms: u64) -> bool {
-        let record = match self.storage.invocation(&id) {
-            Ok(Some(record)) => record,
-            _ => return false,
-        };
-        let crate::storage::Status::Scheduled { at_ms: start } = record.status else {
-            return false;
-        };
-        // A start of its own time only, and not one a handler's cancel ends without running.
-        if start != at_ms || record.cancel_requested || !self.runs(&id) {
-            return false;
-        }
-        let Some(scope) = self.exclusive_scope_of(&record.target) else {
-            return false;
-        };
         {
+            // Read under the map lock, as `resume_at` reads: one that a kill or cancel ends
+            // meanwhile is in the map now, or ended in the store (else a key held for an ended
+            // invocation would never be let go).
             let map = self.inflight.lock().expect("inflight map");
             if map.contains_key(&id) {
                 return false;
             }
+            let record = match self.storage.invocation(&id) {
+                Ok(Some(record)) => record,
+                _ => return false,
+            };
+            let crate::storage::Status::Scheduled { at_ms: start } = record.status else {
+                return false;
+            };
+            // A start of its own time only, and not one a handler's cancel ends unrun.
+            if start != at_ms || record.cancel_requested || !self.runs(&id) {
+                return false;
+            }
+            let Some(scope) = self.exclusive_scope_of(&record.target) else {
+                return false;
+            };
             let mut lanes = self.lanes.lock().expect("lanes");
             let lane = lanes.entry(scope).or_default();
             if lane.running.is_none() {
