@@ -198,6 +198,34 @@ async fn a_restored_caller_waiting_on_a_callee_still_on_disk_lets_it_run() {
     assert_eq!(answer.json::<u64>().await.unwrap(), 2001);
 }
 
+/// `POST /Ledger/{key}/append/send{query}` with `n`; the invocation id of the 202.
+async fn append(client: &reqwest::Client, app: &App, key: &str, n: u64, query: &str) -> String {
+    let url = format!("{}/Ledger/{key}/append/send{query}", app.ingress);
+    let r = client.post(url).json(&n).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["invocationId"].as_str().unwrap().to_owned()
+}
+
+/// Waits until `id` is no longer shown as `scheduled` (its timer fired and it left the disk).
+async fn fired(client: &reqwest::Client, app: &App, id: &str) {
+    poll(Duration::from_secs(30), || async {
+        let url = format!("{}/invocations/{id}", app.admin);
+        let view: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        view["status"] != "scheduled"
+    })
+    .await;
+}
+
+/// Waits until the steps file has `line`.
+async fn ran(steps: &std::path::Path, line: &str) {
+    let steps = steps.to_path_buf();
+    poll(Duration::from_secs(30), || {
+        std::future::ready(lines(&steps).iter().any(|l| l == line))
+    })
+    .await;
+}
+
 /// Delayed sends to an object key that fell due before a SIGKILL but had not started keep
 /// their place on the key after the restart: the one that waited behind the key's holder, and
 /// the one whose first step had not committed, each run before the plain send that reached
@@ -213,51 +241,18 @@ async fn delayed_sends_that_fell_due_before_a_crash_keep_their_place_on_the_key(
         .build()
         .unwrap();
     let app = App::start(BIN, &data, &env(&steps, 60_000, None)).await;
-    let append = |key: &'static str, n: u64, delay: Option<&'static str>| {
-        let (client, ingress) = (client.clone(), app.ingress.clone());
-        async move {
-            let query = delay.map(|d| format!("?delay={d}")).unwrap_or_default();
-            let r = client
-                .post(format!("{ingress}/Ledger/{key}/append/send{query}"))
-                .json(&n)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            let body: serde_json::Value = r.json().await.unwrap();
-            body["invocationId"].as_str().unwrap().to_owned()
-        }
-    };
-    let ran = |line: &'static str| {
-        let steps = steps.clone();
-        move || std::future::ready(lines(&steps).iter().any(|l| l == line))
-    };
     // Key a: 0 holds the key in its minute-long step; 1 falls due behind it.
-    let a0 = append("a", 0, None).await;
-    poll(Duration::from_secs(30), ran("ledger a 0")).await;
-    let a1 = append("a", 1, Some("100ms")).await;
+    let a0 = append(&client, &app, "a", 0, "").await;
+    ran(&steps, "ledger a 0").await;
+    let a1 = append(&client, &app, "a", 1, "?delay=100ms").await;
     // Key b: 1 falls due and starts its minute-long step.
-    let b1 = append("b", 1, Some("100ms")).await;
-    poll(Duration::from_secs(30), ran("ledger b 1")).await;
+    let b1 = append(&client, &app, "b", 1, "?delay=100ms").await;
+    ran(&steps, "ledger b 1").await;
     // Fired: no longer scheduled, in memory behind a's holder.
-    poll(Duration::from_secs(30), || {
-        let (client, admin, id) = (client.clone(), app.admin.clone(), a1.clone());
-        async move {
-            let view: serde_json::Value = client
-                .get(format!("{admin}/invocations/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            view["status"] != "scheduled"
-        }
-    })
-    .await;
+    fired(&client, &app, &a1).await;
     // Plain sends that reach both keys after the delayed ones fell due.
-    let a2 = append("a", 2, None).await;
-    let b2 = append("b", 2, None).await;
+    let a2 = append(&client, &app, "a", 2, "").await;
+    let b2 = append(&client, &app, "b", 2, "").await;
     app.kill();
 
     let app = App::start(BIN, &data, &env(&steps, 200, None)).await;
@@ -298,55 +293,23 @@ async fn delayed_sends_due_while_no_slot_is_free_keep_their_place_on_their_keys(
         .build()
         .unwrap();
     let app = App::start(BIN, &dir.path().join("data"), &env(&steps, 4_000, Some(1))).await;
-    let append = |key: &'static str, n: u64, query: &'static str| {
-        let (client, ingress) = (client.clone(), app.ingress.clone());
-        async move {
-            let r = client
-                .post(format!("{ingress}/Ledger/{key}/append/send{query}"))
-                .json(&n)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            let body: serde_json::Value = r.json().await.unwrap();
-            body["invocationId"].as_str().unwrap().to_owned()
-        }
-    };
-    let ran = |line: &'static str| {
-        let steps = steps.clone();
-        move || std::future::ready(lines(&steps).iter().any(|l| l == line))
-    };
     // The only slot, taken for a 4 s step; key c busy with a plain send's step.
-    let a1 = append("a", 1, "?delay=100ms").await;
-    poll(Duration::from_secs(30), ran("ledger a 1")).await;
-    let c0 = append("c", 0, "").await;
-    poll(Duration::from_secs(30), ran("ledger c 0")).await;
+    let a1 = append(&client, &app, "a", 1, "?delay=100ms").await;
+    ran(&steps, "ledger a 1").await;
+    let c0 = append(&client, &app, "c", 0, "").await;
+    ran(&steps, "ledger c 0").await;
     // Due with no slot free: b's, for an idle key, waits for the slot; c's is queued behind c 0.
-    let b2 = append("b", 2, "?delay=100ms").await;
-    let c1 = append("c", 1, "?delay=100ms").await;
+    let b2 = append(&client, &app, "b", 2, "?delay=100ms").await;
+    let c1 = append(&client, &app, "c", 1, "?delay=100ms").await;
     const WAITING: &str = "restate_timers_waiting_for_slot";
     poll(Duration::from_secs(30), || {
         let (client, admin) = (client.clone(), app.admin.clone());
         async move { metrics(&client, &admin, [WAITING]).await == [1] }
     })
     .await;
-    poll(Duration::from_secs(30), || {
-        let (client, admin, id) = (client.clone(), app.admin.clone(), c1.clone());
-        async move {
-            let view: serde_json::Value = client
-                .get(format!("{admin}/invocations/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            view["status"] != "scheduled"
-        }
-    })
-    .await;
-    let b3 = append("b", 3, "").await;
-    let c2 = append("c", 2, "").await;
+    fired(&client, &app, &c1).await;
+    let b3 = append(&client, &app, "b", 3, "").await;
+    let c2 = append(&client, &app, "c", 2, "").await;
     for id in [&a1, &b2, &b3, &c0, &c1, &c2] {
         let r = client
             .get(format!("{}/restate/invocation/{id}/attach", app.ingress))
