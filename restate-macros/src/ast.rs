@@ -15,6 +15,8 @@ pub(crate) struct Container {
     pub item: ItemImpl,
     /// The methods marked `#[handler]`, in order.
     pub handlers: Vec<HandlerAst>,
+    /// `#[handler]` attributes found on items that are no methods (taken off them).
+    pub misplaced: Vec<Attribute>,
 }
 
 /// A method marked `#[handler]`.
@@ -41,8 +43,13 @@ impl Container {
     /// Splits the handlers off the impl block.
     pub fn new(kind: ServiceKind, options: syn::Result<MetaList>, mut item: ItemImpl) -> Self {
         let mut handlers = Vec::new();
+        let mut misplaced = Vec::new();
         for impl_item in &mut item.items {
             let ImplItem::Fn(method) = impl_item else {
+                if let Some(attrs) = item_attrs(impl_item) {
+                    misplaced.extend(attrs.iter().filter(|a| is_handler_attr(a)).cloned());
+                    attrs.retain(|a| !is_handler_attr(a));
+                }
                 continue;
             };
             let Some(at) = method.attrs.iter().position(is_handler_attr) else {
@@ -65,7 +72,18 @@ impl Container {
             options,
             item,
             handlers,
+            misplaced,
         }
+    }
+}
+
+/// The attributes of an impl item that is no method, if it has any.
+fn item_attrs(item: &mut ImplItem) -> Option<&mut Vec<Attribute>> {
+    match item {
+        ImplItem::Const(c) => Some(&mut c.attrs),
+        ImplItem::Type(t) => Some(&mut t.attrs),
+        ImplItem::Macro(m) => Some(&mut m.attrs),
+        _ => None,
     }
 }
 

@@ -253,7 +253,7 @@ fn dispatch_arm(model: &ServiceModel, h: &HandlerModel) -> TokenStream {
     let (decode, arg) = match &h.client.input {
         Input::None => (quote!(), quote!()),
         Input::Json(ty) => (
-            quote_spanned!(ty.span()=> let __input = #rt::input::<#ty>().decode(&__bytes)?;),
+            quote_spanned!(ty.span()=> let __input = #rt::input::<#ty>().decode(&__bytes, __ctx)?;),
             quote!(, __input),
         ),
         Input::Raw(_) => (

@@ -55,6 +55,7 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
         options,
         item,
         handlers: asts,
+        misplaced,
     } = container;
     let mut cx = Ctxt::new();
     let options = match options {
@@ -103,12 +104,31 @@ pub(crate) fn validate(container: Container) -> Result<ServiceModel, Failure> {
         .name
         .clone()
         .unwrap_or_else(|| type_ident.unraw().to_string());
+    if wire_name == "restate" {
+        cx.error_spanned_by(
+            &item.self_ty,
+            "the name `restate` is taken by the ingress's own routes (`/restate/..`): \
+             name the service otherwise, `#[service(name = \"...\")]`",
+        );
+    }
+    for attr in &misplaced {
+        cx.error_spanned_by(
+            attr,
+            "#[handler] marks an `async fn` of this impl block: `async fn name(&self, ctx: .., ..)`",
+        );
+    }
 
     let mut handlers = Vec::new();
     let mut client_only = Vec::new();
     for ast in &asts {
         let handler_options = handler_options(&mut cx, ast);
-        match handler(&mut cx, kind, ast, merge(&options, &handler_options)) {
+        match handler(
+            &mut cx,
+            kind,
+            &item.self_ty,
+            ast,
+            merge(&options, &handler_options),
+        ) {
             Verdict::Valid(h) => handlers.push(*h),
             Verdict::ClientOnly(m) => client_only.push(m),
             Verdict::Unusable => {}
@@ -231,7 +251,13 @@ fn handler_options(cx: &mut Ctxt, ast: &HandlerAst) -> Options {
     }
 }
 
-fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options) -> Verdict {
+fn handler(
+    cx: &mut Ctxt,
+    kind: ServiceKind,
+    self_ty: &Type,
+    ast: &HandlerAst,
+    options: Options,
+) -> Verdict {
     let sig = &ast.sig;
     let errors_before = cx.len();
     if let Some(repeated) = &ast.repeated {
@@ -242,11 +268,23 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
         );
     }
     is_async(cx, sig);
+    is_safe(cx, sig);
     is_not_generic(cx, sig);
     let has_receiver = takes_shared_self(cx, sig);
     let context = context_fits_kind(cx, kind, sig, has_receiver);
     let input = at_most_one_input(cx, sig, has_receiver);
     let output = returns_result(cx, sig);
+    // No client method for types that name nothing outside the handler: its code would
+    // repeat the error in the compiler's words (for `impl Trait`, at great length).
+    let mut unnamed = false;
+    if let Input::Json(ty) | Input::Raw(ty) = &input {
+        unnamed |= names_a_type(cx, ty, "input", "decoded from the request into");
+        // A context out of place was reported as such: not also as an input.
+        unnamed |= is_context(ty);
+    }
+    if let Some(ty) = &output {
+        unnamed |= names_a_type(cx, ty, "output", "encoded for the caller from");
+    }
     // No client method either: its encoding would repeat the error in the compiler's words.
     let borrowed = match &input {
         Input::Json(ty) | Input::Raw(ty) => match &**ty {
@@ -300,15 +338,21 @@ fn handler(cx: &mut Ctxt, kind: ServiceKind, ast: &HandlerAst, options: Options)
     // A generic handler's types mean nothing outside it: no client method either.
     let generic = !sig.generics.params.is_empty();
     let (Some(output), ReturnType::Type(_, returns), false) =
-        (output, &sig.output, generic || borrowed)
+        (output, &sig.output, generic || borrowed || unnamed)
     else {
         return Verdict::Unusable;
+    };
+    // The client's methods are in the client's impl, where `Self` is the client.
+    let input = match input {
+        Input::Json(ty) => Input::Json(self_named(ty, self_ty)),
+        Input::Raw(ty) => Input::Raw(self_named(ty, self_ty)),
+        Input::None => Input::None,
     };
     let client = ClientMethod {
         ident: sig.ident.clone(),
         wire_name,
         input,
-        output,
+        output: self_named(output, self_ty),
         docs: ast.docs.clone(),
         cfgs: ast.cfgs.clone(),
     };
@@ -370,13 +414,89 @@ fn is_async(cx: &mut Ctxt, sig: &Signature) {
     }
 }
 
+fn is_safe(cx: &mut Ctxt, sig: &Signature) {
+    if let Some(unsafety) = sig.unsafety {
+        cx.error_spanned_by(
+            unsafety,
+            "a handler cannot be an `unsafe fn`: the runtime calls it as any caller would; \
+             put the unsafe code in an `unsafe` block inside it",
+        );
+    }
+}
+
 fn is_not_generic(cx: &mut Ctxt, sig: &Signature) {
+    let lifetimes_only = sig
+        .generics
+        .params
+        .iter()
+        .all(|p| matches!(p, syn::GenericParam::Lifetime(_)));
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
             written_generics(&sig.generics),
-            "a handler cannot be generic: the runtime dispatches to one concrete signature",
+            if lifetimes_only && sig.generics.where_clause.is_none() {
+                "a handler takes no lifetime parameters: write `&self` and `Context<'_>`"
+            } else {
+                "a handler cannot be generic: the runtime dispatches to one concrete signature"
+            },
         );
     }
+}
+
+/// Whether `ty` names a type (no `impl Trait` in it); reports it where it does not.
+fn names_a_type(cx: &mut Ctxt, ty: &Type, what: &str, coded: &str) -> bool {
+    fn has_impl(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+            proc_macro2::TokenTree::Group(group) => has_impl(group.stream()),
+            _ => false,
+        })
+    }
+    let unnamed = has_impl(ty.to_token_stream());
+    if unnamed {
+        cx.error_spanned_by(
+            ty,
+            format!(
+                "a handler's {what} is {coded} a type it names: write the concrete type \
+                 instead of `impl Trait`"
+            ),
+        );
+    }
+    unnamed
+}
+
+/// Whether `ty` is one of the context types.
+fn is_context(ty: &Type) -> bool {
+    last_segment(ty).is_some_and(|seg| ContextKind::ALL.into_iter().any(|c| seg.ident == c.name()))
+}
+
+/// `ty` with `Self` written as the service's type.
+fn self_named(ty: Box<Type>, self_ty: &Type) -> Box<Type> {
+    fn replace(tokens: TokenStream, self_ty: &TokenStream) -> TokenStream {
+        tokens
+            .into_iter()
+            .flat_map(|tree| match tree {
+                proc_macro2::TokenTree::Ident(ident) if ident == "Self" => {
+                    let mut spanned = TokenStream::new();
+                    for mut tree in self_ty.clone() {
+                        tree.set_span(ident.span());
+                        spanned.extend([tree]);
+                    }
+                    spanned
+                }
+                proc_macro2::TokenTree::Group(group) => {
+                    let mut inner = proc_macro2::Group::new(
+                        group.delimiter(),
+                        replace(group.stream(), self_ty),
+                    );
+                    inner.set_span(group.span());
+                    TokenStream::from(proc_macro2::TokenTree::Group(inner))
+                }
+                tree => TokenStream::from(tree),
+            })
+            .collect()
+    }
+    let replaced = replace(ty.to_token_stream(), &self_ty.to_token_stream());
+    syn::parse2(replaced).map_or(ty, Box::new)
 }
 
 /// Whether the first argument is a receiver; it must be `&self`.
@@ -421,6 +541,19 @@ fn context_fits_kind(
                 .and_then(|seg| ContextKind::ALL.into_iter().find(|c| seg.ident == c.name()));
             match found {
                 Some(c) if allowed.contains(&c) => Some((c, pat.ty.clone())),
+                None if sig
+                    .inputs
+                    .iter()
+                    .skip(usize::from(has_receiver) + 1)
+                    .any(|arg| matches!(arg, FnArg::Typed(later) if is_context(&later.ty))) =>
+                {
+                    cx.error_spanned_by(
+                        &pat.ty,
+                        "a handler's context comes right after `&self`, before its input: \
+                         `async fn name(&self, ctx: .., input: ..)`",
+                    );
+                    None
+                }
                 _ => {
                     cx.error_spanned_by(
                         &pat.ty,
@@ -453,6 +586,13 @@ fn at_most_one_input(cx: &mut Ctxt, sig: &Signature, has_receiver: bool) -> Inpu
     let input = match rest.next() {
         None => Input::None,
         Some(FnArg::Typed(pat)) => {
+            let context_before = matches!(
+                sig.inputs.iter().nth(usize::from(has_receiver)),
+                Some(FnArg::Typed(first)) if is_context(&first.ty)
+            );
+            if context_before && is_context(&pat.ty) {
+                cx.error_spanned_by(&pat.ty, "a handler takes one context");
+            }
             if last_segment(&pat.ty).is_some_and(|s| s.ident == "RawInput") {
                 Input::Raw(pat.ty.clone())
             } else {

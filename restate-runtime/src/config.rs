@@ -398,12 +398,27 @@ impl Config {
             ("RESTATE_ADMIN_TOKEN", &self.admin_token),
             ("RESTATE_INGRESS_TOKEN", &self.ingress_token),
         ] {
-            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            let refused = token.as_deref().and_then(|t| {
+                if t.trim().is_empty() {
+                    Some("an empty token would let anyone in: set a secret, or none")
+                } else if t.trim() != t || t.chars().any(char::is_control) {
+                    // Found from outside: a secret file's final newline started a process
+                    // that then refused every request, its own CLI's too.
+                    Some(
+                        "a token with spaces or a line break around it, or a control character \
+                         in it, cannot be sent in an `Authorization` header: remove them (a \
+                         secret file's final newline, say)",
+                    )
+                } else {
+                    None
+                }
+            });
+            if let Some(reason) = refused {
                 return Err(ConfigError {
                     origin: Origin::Setting,
                     name,
                     value: String::new(),
-                    reason: "an empty token would let anyone in: set a secret, or none".into(),
+                    reason: reason.into(),
                 });
             }
         }
@@ -526,6 +541,26 @@ mod tests {
         assert!(c.check().is_err(), "a blank token is no token");
         c.admin_token = Some("t".into());
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn a_token_no_request_could_carry_is_refused_at_start() {
+        for token in ["s3cret\n", " s3cret", "s3cret ", "s3\tcret", "s3\rcret"] {
+            let c = Config {
+                ingress_token: Some(token.into()),
+                ..Config::default()
+            };
+            let err = c.check().unwrap_err().to_string();
+            assert!(
+                err.contains("RESTATE_INGRESS_TOKEN") && err.contains("line break"),
+                "{token:?}: {err}"
+            );
+        }
+        let inner_space = Config {
+            admin_token: Some("s3 cret".into()),
+            ..Config::default()
+        };
+        assert!(inner_space.check().is_ok());
     }
 
     #[test]

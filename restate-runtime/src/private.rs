@@ -79,12 +79,11 @@ impl<T> InputCodec<T> {
         self.check
     }
 
-    /// Decodes a handler's input; a bad payload is a terminal 400 (the ingress checks it
-    /// first, so this only fires for calls between handlers).
-    pub fn decode(self, bytes: &[u8]) -> Result<T, HandlerError> {
-        (self.decode)(bytes).map_err(|e| {
-            TerminalError::new_with_code(400, format!("input validation error: {e}")).into()
-        })
+    /// Decodes a handler's input. The ingress checks what it accepts, so a payload that does
+    /// not decode was accepted by code of another version (a deploy changed the type: the
+    /// invocation is paused, as a bad deploy's are) or sent between handlers (a terminal 400).
+    pub fn decode(self, bytes: &[u8], ctx: &InvocationContext) -> Result<T, HandlerError> {
+        (self.decode)(bytes).map_err(|e| ctx.undecodable_input(&e))
     }
 
     /// Encodes a client's input.

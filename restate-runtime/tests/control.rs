@@ -617,6 +617,12 @@ async fn invocations_are_listed_with_filters_and_paging() {
     let all = list("service=Ops&handler=quick&status=completed").await;
     assert_eq!(all["invocations"].as_array().unwrap().len(), 5, "{all}");
     assert!(all["next"].is_null());
+    // A cursor only while more match: none after a page filled exactly.
+    let exact = list("service=Ops&handler=quick&status=completed&limit=5").await;
+    assert_eq!(exact["invocations"].as_array().unwrap().len(), 5, "{exact}");
+    assert!(exact["next"].is_null(), "{exact}");
+    let short = list("service=Ops&handler=quick&status=completed&limit=4").await;
+    assert!(short["next"].is_string(), "{short}");
     let mut seen = Vec::new();
     let mut page = list("handler=quick&limit=2").await;
     loop {

@@ -561,6 +561,13 @@ async fn the_admin_api_creates_lists_pauses_triggers_and_deletes_schedules() {
             "expected a body like",
         ),
         (
+            http.post(admin("/schedules"))
+                .body(r#"{"id": "x", "cron": "@daily", "service": "Slow", "handler": "work"}"#)
+                .header("content-type", "text/plain"),
+            415,
+            "expected a body like",
+        ),
+        (
             http.post(admin("/schedules")).json(&serde_json::json!({
                 "id": "x", "cron": "61 * * * *", "service": "Slow", "handler": "fail"
             })),

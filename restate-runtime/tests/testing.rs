@@ -769,6 +769,15 @@ async fn nothing_runs_until_the_restart(folders: Option<&std::path::Path>) {
         // Retries, timers: nothing of a dead engine starts, whatever time passes.
         t.advance(Duration::from_secs(3600)).await;
         assert_eq!(*ran.lock().unwrap(), before, "crash after commit {n}");
+        // A call now fails as over a dropped connection, as a send does, rather than wait
+        // for an attempt that a dead engine never starts (a bound on a hang, not a timing).
+        let client = t.handle().client::<Payments>();
+        let call = tokio::time::timeout(Duration::from_secs(60), client.pay("w".into()).call());
+        assert!(
+            call.await.expect("answered").is_err(),
+            "crash after commit {n}"
+        );
+        assert!(client.pay("w".into()).send().await.is_err(), "{n}");
         t.restart().await;
         t.advance(Duration::from_secs(60)).await;
         let ran = ran.lock().unwrap().clone();

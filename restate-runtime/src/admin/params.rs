@@ -59,11 +59,13 @@ pub(super) fn only_known(uri: &Uri, known: &[&str]) -> Result<(), ApiError> {
     }
 }
 
-/// The answer to a JSON body that could not be read: `413` for one over the body limit, `400`
-/// for the rest, with an example of what is expected.
+/// The answer to a JSON body that could not be read: `413` for one over the body limit, `415`
+/// for one not declared as JSON, `400` for the rest, with an example of what is expected.
 pub(super) fn body_refused(e: &axum::extract::rejection::JsonRejection, example: &str) -> ApiError {
     let code = match e.status() {
         axum::http::StatusCode::PAYLOAD_TOO_LARGE => 413,
+        // Not declared as JSON (`content-type: application/json`).
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => 415,
         _ => 400,
     };
     ApiError::ingress(code, format!("expected a body like {example}: {e}"))

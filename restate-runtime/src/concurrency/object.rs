@@ -196,9 +196,13 @@ impl Service for LimiterObject {
             always_retried(
                 async {
                     match name {
-                        "acquire" => output(acquire(ctx, input::<Acquire>().decode(&bytes)?).await),
-                        "release" => output(release(ctx, input::<String>().decode(&bytes)?).await),
-                        "resize" => output(resize(ctx, input::<u32>().decode(&bytes)?).await),
+                        "acquire" => {
+                            output(acquire(ctx, input::<Acquire>().decode(&bytes, ctx)?).await)
+                        }
+                        "release" => {
+                            output(release(ctx, input::<String>().decode(&bytes, ctx)?).await)
+                        }
+                        "resize" => output(resize(ctx, input::<u32>().decode(&bytes, ctx)?).await),
                         other => Err(unknown_handler(LIMITER, other)),
                     }
                 }

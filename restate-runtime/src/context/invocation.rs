@@ -194,6 +194,27 @@ impl InvocationContext {
             && exclusive(target)
     }
 
+    /// The error for an input the handler's type cannot decode. Accepted by another version
+    /// of the code, the invocation is paused (a deploy changed the type: a fix that reads it
+    /// resumes it, as any a bad deploy paused); otherwise it is a terminal 400.
+    pub(crate) fn undecodable_input(
+        &self,
+        e: &crate::codec::DecodeError,
+    ) -> crate::error::HandlerError {
+        let accepted_by = self.inflight.state().record.version.clone();
+        let running = &self.engine.config().app_version;
+        if accepted_by.as_ref().is_some_and(|v| v != running) {
+            self.stop(Abort::Pause(format!(
+                "{}: the input, accepted by version {}, does not decode as this version's \
+                 input type ({e}); keep the type able to read it (`#[serde(default)]`)",
+                PauseReason::NonDeterminism.marker(),
+                accepted_by.unwrap_or_default(),
+            )));
+        }
+        crate::error::TerminalError::new_with_code(400, format!("input validation error: {e}"))
+            .into()
+    }
+
     /// Records a journal mismatch and stops the attempt.
     pub(crate) fn mismatch(&self, index: u32, recorded: &JournalEntry, actual: &str) {
         self.stop(Abort::Pause(self.record_mismatch(index, recorded, actual)));

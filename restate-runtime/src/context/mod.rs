@@ -254,8 +254,9 @@ macro_rules! context_types {
             /// polls only the recorded winner, so what the loser would have created is never
             /// created and every later journal position would shift. Such a branch pauses the
             /// invocation (reason `non_determinism`) on its first run, with a message that says
-            /// so. The same holds for `futures::join!`: join operations created before it, or
-            /// use [`all`](Self::all).
+            /// so. The same holds for `futures::join!`: join operations created before it (a
+            /// `ctx.run(..)` step as `.into_future()`: it is `IntoFuture`), or use
+            /// [`all`](Self::all).
             ///
             /// ```
             /// use restate_runtime::{Either, prelude::*};

@@ -449,10 +449,14 @@ impl Service for DebouncerObject {
             always_retried(
                 async {
                     match name {
-                        "arrive" => output(arrive(ctx, input::<Arrival>().decode(&bytes)?).await),
-                        "fire" => output(fire(ctx, input::<u64>().decode(&bytes)?).await),
-                        "started" => output(started(ctx, input::<Started>().decode(&bytes)?).await),
-                        "leave" => output(leave(ctx, input::<Leave>().decode(&bytes)?).await),
+                        "arrive" => {
+                            output(arrive(ctx, input::<Arrival>().decode(&bytes, ctx)?).await)
+                        }
+                        "fire" => output(fire(ctx, input::<u64>().decode(&bytes, ctx)?).await),
+                        "started" => {
+                            output(started(ctx, input::<Started>().decode(&bytes, ctx)?).await)
+                        }
+                        "leave" => output(leave(ctx, input::<Leave>().decode(&bytes, ctx)?).await),
                         other => Err(unknown_handler(DEBOUNCER, other)),
                     }
                 }

@@ -170,6 +170,15 @@ impl Engine {
             .is_some_and(|injected| injected.pass(point))
     }
 
+    /// Why this engine takes nothing more, if so: its store failed, or a test runtime crashed
+    /// it (its store may learn of the kill only at its next write).
+    pub(crate) fn failed(&self) -> Option<String> {
+        if self.config().injected.as_ref().is_some_and(|i| i.crashed()) {
+            return Some("the test runtime crashed this engine".into());
+        }
+        self.storage.failure().borrow().clone()
+    }
+
     /// Hands a failure of the store to the configured reaction (`on_storage_failure`), unless
     /// a test runtime crashed this engine: a crash fails its store on purpose, which is no
     /// failure to react to. (The faults tell until the next engine starts, which is once this

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
 use crate::maps::FastMap;
-use crate::registry::HandlerKind;
+use crate::registry::{HandlerKind, ServiceKind};
 use crate::storage::{Placement, StateScope, Target};
 
 /// Writes made through a lane; they stay here until the lane is dropped (after they are durable).
@@ -216,8 +216,20 @@ impl Engine {
             .spawn(Box::pin(super::execute::run(self.clone(), inflight)));
     }
 
+    /// The kind of a target's handler. One this binary does not serve (a deploy renamed or
+    /// removed it) of an object it still serves counts as exclusive, an object's default: its
+    /// invocations, paused for it, keep their key as they held it (found from outside: those
+    /// queued behind one ran ahead of it, and its resume then wrote over their updates).
     fn handler_kind(&self, target: &Target) -> Option<HandlerKind> {
-        self.resolve(target).ok().map(|(_, handler)| handler.kind)
+        match self.resolve(target) {
+            Ok((_, handler)) => Some(handler.kind),
+            Err(super::EngineError::UnknownHandler { .. }) if target.key.is_some() => self
+                .registry()
+                .get(&target.service)
+                .filter(|service| service.definition.kind == ServiceKind::VirtualObject)
+                .map(|_| HandlerKind::Exclusive),
+            Err(_) => None,
+        }
     }
 
     /// Whether the target's handler holds its key alone (exclusive, or a workflow's `run`).

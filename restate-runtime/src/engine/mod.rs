@@ -1155,6 +1155,12 @@ impl Engine {
         req: InvokeRequest,
         idle: impl FnOnce() + Send,
     ) -> Result<(InvocationId, Arc<Completed>, bool), EngineError> {
+        // Over a failed store a call would wait for an attempt that never comes (a process
+        // ends; a test runtime's crashed engine starts nothing): refused, as a send is by
+        // its first write.
+        if let Some(reason) = self.failed() {
+            return Err(EngineError::Storage(StorageError::Poisoned(reason)));
+        }
         let submitted = match self.submit_or_route(req, false).await? {
             Ok(submitted) => submitted,
             Err(req) => return self.call_forwarded(req, idle).await,
@@ -1500,9 +1506,9 @@ impl Engine {
     }
 
     /// A page of invocations matching `filter`, in id order after `after`; the second value is
-    /// the cursor for the next page. In-memory state wins over the stored record, and those
-    /// only in memory (a request-response invocation before its first durable effect, law 1)
-    /// are listed in their place in the order.
+    /// the cursor for the next page, given only while more match. In-memory state wins over
+    /// the stored record, and those only in memory (a request-response invocation before its
+    /// first durable effect, law 1) are listed in their place in the order.
     pub(crate) fn list(
         &self,
         filter: impl Fn(&InvocationId, &InvocationRecord) -> bool,
@@ -1512,13 +1518,16 @@ impl Engine {
         const CHUNK: usize = 512;
         let mut unstored = self.unstored_after(after).into_iter().peekable();
         let mut out = Vec::new();
-        let mut cursor = after;
-        let mut take = |id: InvocationId, record: InvocationRecord, out: &mut Vec<Listed>| {
-            cursor = Some(id);
+        // One more match than a page holds tells that there are more (found from outside: a
+        // page filled exactly gave a cursor to an empty one): the page ends before it.
+        let take = |id: InvocationId, record: InvocationRecord, out: &mut Vec<Listed>| {
             if filter(&id, &record) {
                 out.push((id, record));
             }
-            (out.len() == limit).then_some(cursor)
+            (out.len() > limit).then(|| {
+                out.pop();
+                out.last().map(|(id, _)| *id)
+            })
         };
         let mut stored_after = after;
         loop {
@@ -2781,6 +2790,188 @@ mod tests {
             error.starts_with("not served by this binary") && error.contains("'Gone' not found"),
             "{error}"
         );
+    }
+
+    /// An object served before a deploy with an exclusive handler the deploy renamed: the
+    /// paused invocation of that handler keeps the key it held across the restart, and what
+    /// was queued behind it waits (found from outside: it ran ahead, and the paused one,
+    /// resumed by a binary that serves it again, then wrote over its update). A kill lets
+    /// what waits run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_invocation_of_a_handler_renamed_by_a_deploy_keeps_its_key() {
+        use crate::registry::Service;
+        struct Renamed;
+        impl Service for Renamed {
+            fn definition() -> crate::registry::ServiceDefinition {
+                let exclusive = |name| {
+                    crate::registry::internal_handler(
+                        name,
+                        crate::registry::HandlerKind::Exclusive,
+                        None,
+                        "()",
+                    )
+                };
+                crate::registry::ServiceDefinition {
+                    name: "Acct",
+                    kind: crate::registry::ServiceKind::VirtualObject,
+                    handlers: vec![exclusive("new_h"), exclusive("bump")],
+                }
+            }
+
+            fn invoke<'a>(
+                &'a self,
+                _handler: &'a str,
+                _ctx: &'a crate::context::InvocationContext,
+                _input: bytes::Bytes,
+            ) -> futures::future::BoxFuture<'a, Result<bytes::Bytes, crate::error::HandlerError>>
+            {
+                Box::pin(async {
+                    crate::__private::output(Ok::<_, crate::error::HandlerError>(()))
+                })
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::ids::partition_key_of("Acct", "k");
+        let (held, behind) = (InvocationId::random(key), InvocationId::random(key));
+        let mut paused = InvocationRecord::for_test("Acct", Some("k"), Status::Paused);
+        paused.target.handler = "old_h".into();
+        paused.last_error = Some("not served by this binary: old_h".into());
+        {
+            let storage = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            let mut queued = InvocationRecord::for_test("Acct", Some("k"), Status::Runnable);
+            queued.target.handler = "bump".into();
+            (queued.attempts, queued.seq) = (0, 2);
+            let ops = vec![
+                WriteOp::put_invocation(held, &paused),
+                WriteOp::put_invocation(behind, &queued),
+            ];
+            storage.submit(ops).await.unwrap();
+            storage.close();
+        }
+        let storage = Arc::new(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
+        let registry =
+            Registry::assemble(vec![(Renamed::definition(), Arc::new(Renamed) as _)]).unwrap();
+        let engine = Engine::start(storage, registry, test_config()).unwrap();
+        // Recovered: the key is the paused one's, and the one behind it has not started.
+        let scope = StateScope::of(&paused.target);
+        let holder = engine
+            .lanes
+            .lock()
+            .unwrap()
+            .get(&scope)
+            .and_then(|lane| lane.running);
+        assert_eq!(holder, Some(held));
+        let (record, _) = engine.inspect(&behind).unwrap().unwrap();
+        assert_eq!((record.status, record.attempts), (Status::Runnable, 0));
+        engine.kill(held).await.unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            let (record, _) = engine.inspect(&behind).unwrap().unwrap();
+            if matches!(record.status, Status::Completed { .. })
+                || start.elapsed() > Duration::from_secs(30)
+            {
+                break record.status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(matches!(status, Status::Completed { .. }), "{status:?}");
+        engine.shutdown();
+    }
+
+    /// An input that the handler's type no longer reads: accepted by another version of the
+    /// code (a deploy changed the type, found from outside: it ended with a terminal 400 that
+    /// no fix could resume), the invocation is paused as a bad deploy's are; accepted by this
+    /// version (only a call between handlers can be), it fails with a 400 as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_input_a_deploy_made_unreadable_pauses_its_invocation() {
+        use crate::registry::Service;
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Typed {
+            #[allow(dead_code)]
+            a: String,
+        }
+        struct Reader;
+        impl Service for Reader {
+            fn definition() -> crate::registry::ServiceDefinition {
+                crate::registry::ServiceDefinition {
+                    name: "Reader",
+                    kind: crate::registry::ServiceKind::Service,
+                    handlers: vec![crate::registry::internal_handler(
+                        "h",
+                        crate::registry::HandlerKind::Stateless,
+                        Some("Typed"),
+                        "()",
+                    )],
+                }
+            }
+
+            fn invoke<'a>(
+                &'a self,
+                _handler: &'a str,
+                ctx: &'a crate::context::InvocationContext,
+                input: bytes::Bytes,
+            ) -> futures::future::BoxFuture<'a, Result<bytes::Bytes, crate::error::HandlerError>>
+            {
+                Box::pin(async move {
+                    let _typed: Typed = crate::__private::input().decode(&input, ctx)?;
+                    crate::__private::output(Ok::<_, crate::error::HandlerError>(()))
+                })
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (old, same) = (InvocationId::random(1), InvocationId::random(2));
+        {
+            let storage = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
+            let accepted = |version: &str, seq| {
+                let mut record = InvocationRecord::for_test("Reader", None, Status::Runnable);
+                (record.input, record.attempts, record.seq) = (br#"{"a":5}"#.to_vec(), 0, seq);
+                record.version = Some(version.into());
+                record
+            };
+            let ops = vec![
+                WriteOp::put_invocation(old, &accepted("before-the-deploy", 1)),
+                WriteOp::put_invocation(same, &accepted(&test_config().app_version, 2)),
+            ];
+            storage.submit(ops).await.unwrap();
+            storage.close();
+        }
+        let storage = Arc::new(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
+        let registry =
+            Registry::assemble(vec![(Reader::definition(), Arc::new(Reader) as _)]).unwrap();
+        let engine = Engine::start(storage, registry, test_config()).unwrap();
+        let ended = |id| {
+            let engine = engine.clone();
+            async move {
+                let start = std::time::Instant::now();
+                loop {
+                    let (record, _) = engine.inspect(&id).unwrap().unwrap();
+                    if matches!(record.status, Status::Completed { .. } | Status::Paused)
+                        || start.elapsed() > Duration::from_secs(30)
+                    {
+                        break record;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let paused = ended(old).await;
+        assert_eq!(paused.status, Status::Paused);
+        assert_eq!(
+            crate::filter::PauseReason::of(&paused),
+            Some("non_determinism"),
+            "{:?}",
+            paused.last_error
+        );
+        let failed = ended(same).await;
+        let Status::Completed {
+            outcome: Outcome::Failure { code, .. },
+            ..
+        } = failed.status
+        else {
+            panic!("{:?}", failed.status);
+        };
+        assert_eq!(code, 400);
+        engine.shutdown();
     }
 
     #[tokio::test]

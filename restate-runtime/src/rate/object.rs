@@ -144,7 +144,7 @@ impl Service for RateLimiterObject {
     ) -> BoxFuture<'a, Result<Bytes, HandlerError>> {
         Box::pin(async move {
             crate::error::always_retried(match name {
-                "reserve" => match crate::__private::input::<Reserve>().decode(&bytes) {
+                "reserve" => match crate::__private::input::<Reserve>().decode(&bytes, ctx) {
                     Ok(request) => crate::__private::output(reserve(ctx, request).await),
                     Err(e) => Err(e),
                 },

@@ -581,8 +581,11 @@ async fn index_remove(ctx: &InvocationContext, id: String) -> Result<(), Handler
     Ok(())
 }
 
-fn decode<T: DeserializeOwned + Serialize + 'static>(bytes: &[u8]) -> Result<T, HandlerError> {
-    input::<T>().decode(bytes)
+fn decode<T: DeserializeOwned + Serialize + 'static>(
+    bytes: &[u8],
+    ctx: &InvocationContext,
+) -> Result<T, HandlerError> {
+    input::<T>().decode(bytes, ctx)
 }
 
 /// One internal handler's definition: reachable only from inside the process, retried
@@ -625,16 +628,16 @@ async fn dispatch_schedule(
     bytes: Bytes,
 ) -> Result<Bytes, HandlerError> {
     match name {
-        "upsert" => output(upsert(ctx, decode(&bytes)?).await),
+        "upsert" => output(upsert(ctx, decode(&bytes, ctx)?).await),
         "rearm" => output(rearm(ctx).await),
-        "tick" => output(tick(ctx, decode(&bytes)?).await),
-        "finished" => output(finished(ctx, decode(&bytes)?).await),
+        "tick" => output(tick(ctx, decode(&bytes, ctx)?).await),
+        "finished" => output(finished(ctx, decode(&bytes, ctx)?).await),
         "pause" => output(pause(ctx).await),
         "resume" => output(resume(ctx).await),
         "trigger" => output(trigger(ctx).await),
         "delete" => output(delete(ctx).await),
         "delete_unless_declared" => output(delete_unless_declared(ctx).await),
-        "run" => output(run(ctx, decode(&bytes)?).await),
+        "run" => output(run(ctx, decode(&bytes, ctx)?).await),
         other => Err(unknown_handler(SCHEDULE, other)),
     }
 }
@@ -645,8 +648,8 @@ async fn dispatch_index(
     bytes: Bytes,
 ) -> Result<Bytes, HandlerError> {
     match name {
-        "add" => output(index_add(ctx, decode(&bytes)?).await),
-        "remove" => output(index_remove(ctx, decode(&bytes)?).await),
+        "add" => output(index_add(ctx, decode(&bytes, ctx)?).await),
+        "remove" => output(index_remove(ctx, decode(&bytes, ctx)?).await),
         other => Err(unknown_handler(INDEX, other)),
     }
 }

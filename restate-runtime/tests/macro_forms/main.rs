@@ -13,5 +13,6 @@ mod object;
 mod option_input;
 mod options;
 mod raw_input;
+mod self_type;
 mod service;
 mod workflow;
