@@ -464,9 +464,19 @@ fn names_a_type(cx: &mut Ctxt, ty: &Type, what: &str, coded: &str) -> bool {
     unnamed
 }
 
-/// Whether `ty` is one of the context types.
+/// Whether `ty` is one of the context types, written as imported or by the runtime's path (a
+/// user's own type of the same name in another module is an input).
 fn is_context(ty: &Type) -> bool {
-    last_segment(ty).is_some_and(|seg| ContextKind::ALL.into_iter().any(|c| seg.ident == c.name()))
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    let segments = &path.path.segments;
+    let ours = segments.len() == 1
+        || segments
+            .first()
+            .is_some_and(|first| first.ident == "restate_runtime");
+    ours && last_segment(ty)
+        .is_some_and(|seg| ContextKind::ALL.into_iter().any(|c| seg.ident == c.name()))
 }
 
 /// `ty` with `Self` written as the service's type.

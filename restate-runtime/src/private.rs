@@ -79,9 +79,9 @@ impl<T> InputCodec<T> {
         self.check
     }
 
-    /// Decodes a handler's input. The ingress checks what it accepts, so a payload that does
-    /// not decode was accepted by code of another version (a deploy changed the type: the
-    /// invocation is paused, as a bad deploy's are) or sent between handlers (a terminal 400).
+    /// Decodes a handler's input. What was accepted was checked against the input type or
+    /// encoded from it, so a payload that does not decode means the type changed since: the
+    /// invocation is paused, as a bad deploy's are (the runtime's own handlers retry).
     pub fn decode(self, bytes: &[u8], ctx: &InvocationContext) -> Result<T, HandlerError> {
         (self.decode)(bytes).map_err(|e| ctx.undecodable_input(&e))
     }

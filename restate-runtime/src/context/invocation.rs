@@ -194,23 +194,23 @@ impl InvocationContext {
             && exclusive(target)
     }
 
-    /// The error for an input the handler's type cannot decode. Accepted by another version
-    /// of the code, the invocation is paused (a deploy changed the type: a fix that reads it
-    /// resumes it, as any a bad deploy paused); otherwise it is a terminal 400.
+    /// The error for an input the handler's type cannot decode: the invocation is paused, as
+    /// a bad deploy's are. What was accepted was checked against the input type then (the
+    /// ingress, a webhook, a schedule) or encoded by a typed client of that type, so the type
+    /// changed since (found from outside: such an invocation ended with a terminal 400 that
+    /// no fix could resume; the version it records need not differ, a field's type is not in
+    /// it). The error returned is the one a handler without a pause would give.
     pub(crate) fn undecodable_input(
         &self,
         e: &crate::codec::DecodeError,
     ) -> crate::error::HandlerError {
         let accepted_by = self.inflight.state().record.version.clone();
-        let running = &self.engine.config().app_version;
-        if accepted_by.as_ref().is_some_and(|v| v != running) {
-            self.stop(Abort::Pause(format!(
-                "{}: the input, accepted by version {}, does not decode as this version's \
-                 input type ({e}); keep the type able to read it (`#[serde(default)]`)",
-                PauseReason::NonDeterminism.marker(),
-                accepted_by.unwrap_or_default(),
-            )));
-        }
+        self.stop(Abort::Pause(format!(
+            "{}: the input, accepted by version {}, does not decode as the handler's input \
+             type now ({e}); keep the type able to read it (`#[serde(default)]`), then resume",
+            PauseReason::NonDeterminism.marker(),
+            accepted_by.as_deref().unwrap_or("unknown"),
+        )));
         crate::error::TerminalError::new_with_code(400, format!("input validation error: {e}"))
             .into()
     }

@@ -214,7 +214,7 @@ pub enum RegistryError {
     DuplicateName(String),
     /// A service takes a name the runtime keeps for its own objects.
     #[error(
-        "service name `{0}`: `restate` (the ingress's own routes) and names starting with `restate.` are the runtime's own, choose another"
+        "service name `{0}`: names starting with `restate.` are the runtime's own, choose another"
     )]
     Reserved(String),
     /// A `#[handler(cron = ..)]` names a time zone (or an expression) that cannot be used.
@@ -242,7 +242,7 @@ impl Registry {
         let mut services: FastMap<&'static str, RegisteredService> = FastMap::default();
         for (definition, instance) in bound {
             let name = definition.name;
-            if is_reserved(name) {
+            if is_internal(name) {
                 return Err(RegistryError::Reserved(name.to_owned()));
             }
             check_cron(&definition)?;
@@ -271,7 +271,7 @@ impl Registry {
             if !seen.insert(name) {
                 return Err(RegistryError::DuplicateName(name.to_owned()));
             }
-            if is_reserved(name) {
+            if is_internal(name) {
                 return Err(RegistryError::Reserved(name.to_owned()));
             }
             check_cron(&definition)?;
@@ -381,12 +381,6 @@ pub(crate) fn is_internal(name: &str) -> bool {
     name.starts_with(INTERNAL_PREFIX)
 }
 
-/// Whether a service name may not be a user's: the runtime's own, or the first segment of
-/// the ingress's own routes (`/restate/..`), where its handlers could not be reached.
-fn is_reserved(name: &str) -> bool {
-    is_internal(name) || name == "restate"
-}
-
 /// A declared schedule's time zone (the macro checked the expression) must exist here.
 fn check_cron(definition: &ServiceDefinition) -> Result<(), RegistryError> {
     for handler in &definition.handlers {
@@ -452,18 +446,6 @@ mod tests {
                 check_input: |_| Ok(()),
             }],
         })
-    }
-
-    #[test]
-    fn only_names_the_runtime_routes_or_runs_itself_are_reserved() {
-        assert!(
-            is_reserved("restate"),
-            "its handlers would be behind /restate/.."
-        );
-        assert!(is_reserved("restate.limits"));
-        for free in ["Restate", "restatement", "my.restate", "Orders"] {
-            assert!(!is_reserved(free), "{free}");
-        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod cfg_handler;
 mod cron;
+mod input_named_context;
 mod legacy_client_names;
 mod object;
 mod option_input;
