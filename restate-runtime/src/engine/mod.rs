@@ -2793,6 +2793,43 @@ mod tests {
         );
     }
 
+    /// An engine over the data folder `dir`, which holds `records` first, serving `service`
+    /// alone.
+    async fn engine_over<S: crate::registry::Service>(
+        dir: &std::path::Path,
+        service: S,
+        records: &[(InvocationId, &InvocationRecord)],
+    ) -> Engine {
+        {
+            let storage = RedbStorage::open(dir, &RedbOptions::default()).unwrap();
+            let ops = records
+                .iter()
+                .map(|(id, record)| WriteOp::put_invocation(*id, record))
+                .collect();
+            storage.submit(ops).await.unwrap();
+            storage.close();
+        }
+        let storage = Arc::new(RedbStorage::open(dir, &RedbOptions::default()).unwrap());
+        let registry = Registry::assemble(vec![(S::definition(), Arc::new(service) as _)]).unwrap();
+        Engine::start(storage, registry, test_config()).unwrap()
+    }
+
+    /// `id`'s record once `done` holds of it (or after 30 s: the caller's assertion fails).
+    async fn record_once(
+        engine: &Engine,
+        id: InvocationId,
+        done: impl Fn(&Status) -> bool,
+    ) -> InvocationRecord {
+        let start = std::time::Instant::now();
+        loop {
+            let (record, _) = engine.inspect(&id).unwrap().unwrap();
+            if done(&record.status) || start.elapsed() > Duration::from_secs(30) {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// An object served before a deploy with an exclusive handler the deploy renamed: the
     /// paused invocation of that handler keeps the key it held across the restart, and what
     /// was queued behind it waits (found from outside: it ran ahead, and the paused one,
@@ -2837,22 +2874,11 @@ mod tests {
         let mut paused = InvocationRecord::for_test("Acct", Some("k"), Status::Paused);
         paused.target.handler = "old_h".into();
         paused.last_error = Some("not served by this binary: old_h".into());
-        {
-            let storage = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
-            let mut queued = InvocationRecord::for_test("Acct", Some("k"), Status::Runnable);
-            queued.target.handler = "bump".into();
-            (queued.attempts, queued.seq) = (0, 2);
-            let ops = vec![
-                WriteOp::put_invocation(held, &paused),
-                WriteOp::put_invocation(behind, &queued),
-            ];
-            storage.submit(ops).await.unwrap();
-            storage.close();
-        }
-        let storage = Arc::new(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
-        let registry =
-            Registry::assemble(vec![(Renamed::definition(), Arc::new(Renamed) as _)]).unwrap();
-        let engine = Engine::start(storage, registry, test_config()).unwrap();
+        let mut queued = InvocationRecord::for_test("Acct", Some("k"), Status::Runnable);
+        queued.target.handler = "bump".into();
+        (queued.attempts, queued.seq) = (0, 2);
+        let records = [(held, &paused), (behind, &queued)];
+        let engine = engine_over(dir.path(), Renamed, &records).await;
         // Recovered: the key is the paused one's, and the one behind it has not started.
         let scope = StateScope::of(&paused.target);
         let holder = engine
@@ -2865,17 +2891,9 @@ mod tests {
         let (record, _) = engine.inspect(&behind).unwrap().unwrap();
         assert_eq!((record.status, record.attempts), (Status::Runnable, 0));
         engine.kill(held).await.unwrap();
-        let start = std::time::Instant::now();
-        let status = loop {
-            let (record, _) = engine.inspect(&behind).unwrap().unwrap();
-            if matches!(record.status, Status::Completed { .. })
-                || start.elapsed() > Duration::from_secs(30)
-            {
-                break record.status;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        assert!(matches!(status, Status::Completed { .. }), "{status:?}");
+        let completed = |status: &Status| matches!(status, Status::Completed { .. });
+        let status = record_once(&engine, behind, completed).await.status;
+        assert!(completed(&status), "{status:?}");
         engine.shutdown();
     }
 
@@ -2921,55 +2939,27 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let (old, same) = (InvocationId::random(1), InvocationId::random(2));
-        {
-            let storage = RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap();
-            let accepted = |version: &str, seq| {
-                let mut record = InvocationRecord::for_test("Reader", None, Status::Runnable);
-                (record.input, record.attempts, record.seq) = (br#"{"a":5}"#.to_vec(), 0, seq);
-                record.version = Some(version.into());
-                record
-            };
-            let ops = vec![
-                WriteOp::put_invocation(old, &accepted("before-the-deploy", 1)),
-                WriteOp::put_invocation(same, &accepted(&test_config().app_version, 2)),
-            ];
-            storage.submit(ops).await.unwrap();
-            storage.close();
-        }
-        let storage = Arc::new(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
-        let registry =
-            Registry::assemble(vec![(Reader::definition(), Arc::new(Reader) as _)]).unwrap();
-        let engine = Engine::start(storage, registry, test_config()).unwrap();
-        let ended = |id| {
-            let engine = engine.clone();
-            async move {
-                let start = std::time::Instant::now();
-                loop {
-                    let (record, _) = engine.inspect(&id).unwrap().unwrap();
-                    if matches!(record.status, Status::Completed { .. } | Status::Paused)
-                        || start.elapsed() > Duration::from_secs(30)
-                    {
-                        break record;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+        let accepted = |version: &str, seq| {
+            let mut record = InvocationRecord::for_test("Reader", None, Status::Runnable);
+            (record.input, record.attempts, record.seq) = (br#"{"a":5}"#.to_vec(), 0, seq);
+            record.version = Some(version.into());
+            record
         };
-        let paused = ended(old).await;
-        assert_eq!(paused.status, Status::Paused);
-        assert_eq!(
-            crate::filter::PauseReason::of(&paused),
-            Some("non_determinism"),
-            "{:?}",
-            paused.last_error
+        let (before, now) = (
+            accepted("before-the-deploy", 1),
+            accepted(&test_config().app_version, 2),
         );
-        let also = ended(same).await;
-        assert_eq!(
-            crate::filter::PauseReason::of(&also),
-            Some("non_determinism"),
-            "{:?}",
-            also.status
-        );
+        let engine = engine_over(dir.path(), Reader, &[(old, &before), (same, &now)]).await;
+        let paused = |status: &Status| *status == Status::Paused;
+        for id in [old, same] {
+            let record = record_once(&engine, id, paused).await;
+            assert_eq!(
+                crate::filter::PauseReason::of(&record),
+                Some("non_determinism"),
+                "{:?}",
+                record.status
+            );
+        }
         engine.shutdown();
     }
 
