@@ -762,7 +762,7 @@ async fn nothing_runs_until_the_restart(folders: Option<&std::path::Path>) {
         let ran = payments.ran.clone();
         let t = builder_on(folders, n).bind(payments).build().await;
         t.crash_after_commits(n);
-        let _ = t.handle().client::<Payments>().pay("z".into()).send().await;
+        let sent = t.handle().client::<Payments>().pay("z".into()).send().await;
         t.run_until_idle().await;
         assert!(t.crashed(), "crash after commit {n}");
         let before = ran.lock().unwrap().clone();
@@ -778,6 +778,10 @@ async fn nothing_runs_until_the_restart(folders: Option<&std::path::Path>) {
             "crash after commit {n}"
         );
         assert!(client.pay("w".into()).send().await.is_err(), "{n}");
+        if let Ok(sent) = sent {
+            let attach = tokio::time::timeout(Duration::from_secs(60), sent.attach());
+            assert!(attach.await.expect("answered").is_err(), "{n}");
+        }
         t.restart().await;
         t.advance(Duration::from_secs(60)).await;
         let ran = ran.lock().unwrap().clone();

@@ -1116,9 +1116,10 @@ async fn a_drained_owner_killed_right_after_its_release_loses_nothing() {
 /// An undrain that races the standby's takeover of the lease the drain released, at varied
 /// delays after the release: either the undrain renews the lease first (it answers 200, the
 /// drained process owns the database again with the same epoch, the standby stays one) or the
-/// standby takes it first (the undrain answers 409, the standby owns it with the next epoch).
-/// Never both, never neither; what each process says is what the database holds, and every
-/// acknowledged invocation completes.
+/// standby takes it first (the undrain answers 409, the standby owns it with the next epoch),
+/// or the standby took some partitions before the undrain renewed the rest (200, each holds
+/// a share). Never a partition with two owners or none; what each process says is what the
+/// database holds, and every acknowledged invocation completes.
 #[tokio::test]
 async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
     if PostgresCluster::for_tests().is_none() {
@@ -1169,17 +1170,30 @@ async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
             .await
             .unwrap();
         let epoch = || {
-            cluster()
+            let mut epochs = cluster()
                 .query(&url, "SELECT DISTINCT epoch::text FROM restate_partitions")
-                .unwrap()
+                .unwrap();
+            epochs.sort();
+            epochs
         };
+        let split = vec![vec![Some("1".to_owned())], vec![Some("2".to_owned())]];
         let owner = match r.status().as_u16() {
             200 => {
                 let status: serde_json::Value = r.json().await.unwrap();
                 assert_eq!(status["lease"], "held", "round {round}: {status}");
-                assert_eq!(epoch(), vec![vec![Some("1".to_owned())]], "round {round}");
+                // The other process may have taken some of the released partitions before
+                // the undrain renewed the rest (a take skips rows another transaction
+                // locks): each partition has one owner either way.
+                let epochs = epoch();
+                assert!(
+                    epochs == vec![vec![Some("1".to_owned())]] || epochs == split,
+                    "round {round}: {epochs:?}"
+                );
                 assert!(!lease_free(&url), "round {round}: held but free");
-                "the undrained process"
+                match epochs == split {
+                    true => "each a share",
+                    false => "the undrained process",
+                }
             }
             409 => {
                 poll(Duration::from_secs(30), || {
@@ -1197,13 +1211,19 @@ async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
             }
             other => panic!("round {round}: undrain answered {other}"),
         };
-        // Only one owner: the other process holds no lease, and keeps not holding one.
+        // One owner of the whole: the other process holds no lease, and keeps not holding
+        // one (unless each holds a share).
         let (held, other) = match owner {
             "the standby" => (&second, &first),
             _ => (&first, &second),
         };
+        let shared = owner == "each a share";
         assert_eq!(drain_status(&client, &held.admin).await["lease"], "held");
-        assert_ne!(drain_status(&client, &other.admin).await["lease"], "held");
+        if shared {
+            assert_eq!(drain_status(&client, &other.admin).await["lease"], "held");
+        } else {
+            assert_ne!(drain_status(&client, &other.admin).await["lease"], "held");
+        }
         // New work through every process that is not draining (one handed over stays so).
         let mut open = vec![&held.ingress];
         if drain_status(&client, &other.admin).await["draining"] == false {
@@ -1215,7 +1235,9 @@ async fn an_undrain_racing_the_takeover_leaves_exactly_one_owner() {
             acknowledged.push(send_busy(&client, ingress, &key).await.expect("accepted"));
         }
         all_complete(&held.ingress, &acknowledged).await;
-        assert_ne!(drain_status(&client, &other.admin).await["lease"], "held");
+        if !shared {
+            assert_ne!(drain_status(&client, &other.admin).await["lease"], "held");
+        }
         outcomes.push(owner);
         drop((first, second));
     }

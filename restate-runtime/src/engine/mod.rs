@@ -1267,6 +1267,10 @@ impl Engine {
         &self,
         id: InvocationId,
     ) -> Result<Option<Arc<Completed>>, EngineError> {
+        // As a call: nothing would finish what it waits for.
+        if let Some(reason) = self.failed() {
+            return Err(EngineError::Storage(StorageError::Poisoned(reason)));
+        }
         if self.shared_store && !self.runs(&id) {
             return self.wait_stored(id).await;
         }
