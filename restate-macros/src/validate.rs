@@ -475,8 +475,13 @@ fn is_context(ty: &Type) -> bool {
         || segments
             .first()
             .is_some_and(|first| first.ident == "restate_runtime");
-    ours && last_segment(ty)
-        .is_some_and(|seg| ContextKind::ALL.into_iter().any(|c| seg.ident == c.name()))
+    ours && context_named(ty).is_some()
+}
+
+/// The context kind whose name `ty` ends with, wherever it is from.
+fn context_named(ty: &Type) -> Option<ContextKind> {
+    let seg = last_segment(ty)?;
+    ContextKind::ALL.into_iter().find(|c| seg.ident == c.name())
 }
 
 /// `ty` with `Self` written as the service's type.
@@ -546,37 +551,33 @@ fn context_fits_kind(
         .map(|c| format!("`{}<'_>`", c.name()))
         .collect();
     match sig.inputs.iter().nth(usize::from(has_receiver)) {
-        Some(FnArg::Typed(pat)) => {
-            let found = last_segment(&pat.ty)
-                .and_then(|seg| ContextKind::ALL.into_iter().find(|c| seg.ident == c.name()));
-            match found {
-                Some(c) if allowed.contains(&c) => Some((c, pat.ty.clone())),
-                None if sig
-                    .inputs
-                    .iter()
-                    .skip(usize::from(has_receiver) + 1)
-                    .any(|arg| matches!(arg, FnArg::Typed(later) if is_context(&later.ty))) =>
-                {
-                    cx.error_spanned_by(
-                        &pat.ty,
-                        "a handler's context comes right after `&self`, before its input: \
+        Some(FnArg::Typed(pat)) => match context_named(&pat.ty) {
+            Some(c) if allowed.contains(&c) => Some((c, pat.ty.clone())),
+            None if sig
+                .inputs
+                .iter()
+                .skip(usize::from(has_receiver) + 1)
+                .any(|arg| matches!(arg, FnArg::Typed(later) if is_context(&later.ty))) =>
+            {
+                cx.error_spanned_by(
+                    &pat.ty,
+                    "a handler's context comes right after `&self`, before its input: \
                          `async fn name(&self, ctx: .., input: ..)`",
-                    );
-                    None
-                }
-                _ => {
-                    cx.error_spanned_by(
-                        &pat.ty,
-                        format!(
-                            "the second argument of a {} handler is its context: {}",
-                            kind.attribute(),
-                            allowed_names.join(" or ")
-                        ),
-                    );
-                    None
-                }
+                );
+                None
             }
-        }
+            _ => {
+                cx.error_spanned_by(
+                    &pat.ty,
+                    format!(
+                        "the second argument of a {} handler is its context: {}",
+                        kind.attribute(),
+                        allowed_names.join(" or ")
+                    ),
+                );
+                None
+            }
+        },
         _ => {
             cx.error_spanned_by(
                 &sig.ident,
