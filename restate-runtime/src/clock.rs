@@ -77,12 +77,6 @@ impl Clock {
         }
     }
 
-    /// Completes once `duration` has passed on this clock.
-    pub(crate) async fn sleep(&self, duration: Duration) {
-        self.sleep_until_ms(self.now_ms().saturating_add(millis(duration)))
-            .await;
-    }
-
     /// The moment `duration` from now, for a wait measured in time passed rather than in
     /// time of day (a suspension delay): on the wall clock a monotonic instant, which a step
     /// of the system time (NTP) does not move.
@@ -262,7 +256,7 @@ mod tests {
         let virtual_clock = Clock::Virtual(clock.clone());
         let sleeper = tokio::spawn({
             let c = virtual_clock.clone();
-            async move { c.sleep(Duration::from_millis(500)).await }
+            async move { c.sleep_until_ms(1_500).await }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while clock.next_due() != Some(1_500) {

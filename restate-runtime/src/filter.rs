@@ -4,16 +4,21 @@ use crate::storage::{InvocationRecord, JournalEntry, Status};
 
 /// The statuses an invocation is shown with (`pending`: a call or message to an object or
 /// workflow key that waits for its key, stored as running; `queued`: waiting for a concurrency
-/// limit's permit, stored as running or suspended).
-pub(crate) const STATUSES: [&str; 7] = [
+/// limit's permit, stored as running or suspended; `backing-off`: between attempts after a
+/// failed one, stored as running).
+pub(crate) const STATUSES: [&str; 8] = [
     "scheduled",
     "pending",
     "running",
+    "backing-off",
     "suspended",
     "queued",
     "paused",
     "completed",
 ];
+
+/// Between attempts: known only to the process that runs it (the wait is in memory).
+pub(crate) const BACKING_OFF: &str = "backing-off";
 
 /// The status an invocation is shown with: its record's, except `pending` for one of an
 /// object or workflow key that has not started (it waits for its key, Restate's `pending`) and
@@ -259,9 +264,12 @@ impl InvocationFilter {
                 .is_none_or(|k| record.idempotency_key.as_ref() == Some(k))
             && self.status.as_deref().is_none_or(|s| {
                 let stored = record.status.name();
-                // Running and suspended ones may be shown as pending or queued.
+                // Running and suspended ones may be shown as pending, queued or backing off.
                 if matches!(stored, "running" | "suspended")
-                    && matches!(s, "running" | "suspended" | "pending" | "queued")
+                    && matches!(
+                        s,
+                        "running" | "suspended" | "pending" | "queued" | BACKING_OFF
+                    )
                 {
                     s == shown()
                 } else {

@@ -128,6 +128,16 @@ async fn a_backup_under_load_opens_consistent_and_finishes_what_it_holds_once() 
     assert_eq!(status, 409, "{refused}");
     let (status, _) = post_backup(&server, json!({ "folder": "x" })).await;
     assert_eq!(status, 400);
+    // A field this API does not know, beside a good path: refused, not ignored.
+    let elsewhere = folder.path().join("other");
+    let (status, refused) =
+        post_backup(&server, json!({ "path": elsewhere, "compress": true })).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("compress"),
+        "{refused}"
+    );
+    assert!(!elsewhere.exists());
     // A relative path would land in the server's working directory.
     let (status, refused) = post_backup(&server, json!({ "path": "relative/copy" })).await;
     assert_eq!(status, 400, "{refused}");

@@ -393,6 +393,18 @@ async fn the_admin_api_shows_limits_and_changes_them() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // A field this API does not know: refused, and the limit stays as it was.
+    let before = get_json(&http, &admin("/limiters/warehouse")).await;
+    let misspelt = http
+        .put(admin("/limiters/warehouse"))
+        .json(&serde_json::json!({ "limit": 7, "burst": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(misspelt.status(), 400);
+    let after = get_json(&http, &admin("/limiters/warehouse")).await;
+    assert_eq!(after["limit"], before["limit"], "{after}");
+    assert_ne!(after["limit"], 7, "{after}");
     server.stop().await;
 }
 

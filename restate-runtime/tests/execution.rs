@@ -72,6 +72,12 @@ impl Exec {
         Ok(())
     }
 
+    /// Fails, then waits an hour before its next attempt (an operator's view of the wait).
+    #[handler(retry(initial_interval = "1h", max_interval = "1h"))]
+    async fn patient(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Err("the bank is closed".into())
+    }
+
     /// Pauses after its one attempt.
     #[handler(retry(max_attempts = 1))]
     async fn stuck(&self, _ctx: Context<'_>) -> HandlerResult<()> {
@@ -203,6 +209,55 @@ async fn exhausted_retries_pause_the_invocation() {
         .await
         .unwrap();
     assert_eq!(r.status(), 470);
+    s.stop().await;
+}
+
+/// Between attempts an invocation is `backing-off`, as Restate shows it, with the time of its
+/// next attempt; the filter finds it, and a kill ends it at once.
+#[tokio::test]
+async fn an_invocation_between_attempts_is_shown_backing_off_with_its_next_attempt() {
+    let s = TestServer::start().await;
+    let id = send(&s, "patient").await;
+    let view = s.wait_status(&id, "backing-off").await;
+    assert_eq!(view["attempts"], 1, "{view}");
+    assert!(
+        view["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("bank is closed"),
+        "{view}"
+    );
+    let next: jiff::Timestamp = view["next_retry_at"].as_str().unwrap().parse().unwrap();
+    let until = next.as_millisecond() - jiff::Timestamp::now().as_millisecond();
+    assert!(
+        (55 * 60_000..=60 * 60_000).contains(&until),
+        "next attempt in {until} ms: {view}"
+    );
+    let listed: Value = reqwest::get(format!("{}/invocations?status=backing-off", s.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = listed["invocations"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["next_retry_at"], view["next_retry_at"]);
+    let running: Value = reqwest::get(format!("{}/invocations?status=running", s.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!running.to_string().contains(&id), "{running}");
+    let killed = reqwest::Client::new()
+        .patch(format!("{}/invocations/{id}/kill", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(killed.status(), 200);
+    let view = s.wait_status(&id, "completed").await;
+    assert!(view["next_retry_at"].is_null(), "{view}");
     s.stop().await;
 }
 

@@ -301,6 +301,27 @@ async fn the_check_names_exactly_the_invocations_a_change_breaks_and_runs_nothin
         matches!(&problem.problem, Problem::Fails { message } if message.contains("missing field `cents`")),
         "{report}"
     );
+    assert_eq!(problem.status, "scheduled");
+
+    // The same, come due and waiting for its key: named with the status the admin API shows.
+    {
+        let store = RedbStorage::open(&backup, &RedbOptions::default()).unwrap();
+        let mut record = store.invocation(&unreadable).unwrap().unwrap();
+        record.status = Status::Runnable;
+        record.attempts = 0;
+        store
+            .submit(vec![WriteOp::put_invocation(unreadable, &record)])
+            .await
+            .unwrap();
+        store.close();
+    }
+    let report = check(&backup, ReplayOptions::default()).await;
+    let problem = report
+        .problems
+        .iter()
+        .find(|p| p.invocation_id == unreadable)
+        .expect("the unreadable input is named");
+    assert_eq!(problem.status, "pending", "{report}");
 
     // A folder without a store is an error, not an empty pass.
     let missing = restate_runtime::Runtime::builder()

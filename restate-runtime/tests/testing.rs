@@ -301,7 +301,15 @@ async fn retry_backoff_waits_on_the_virtual_clock() {
     t.advance(Duration::from_secs(69)).await;
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(output(&t, id).await, None);
+    let backing_off = |t: &TestRuntime| {
+        t.invocations(InvocationFilter::default().status("backing-off"))
+            .iter()
+            .map(|v| v.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(backing_off(&t), [id]);
     t.advance(Duration::from_secs(1)).await;
+    assert!(backing_off(&t).is_empty());
     assert_eq!(
         *seen.lock().unwrap(),
         [("charged".to_owned(), at(start, Duration::from_secs(70)))]

@@ -115,6 +115,11 @@ async fn the_pages_show_invocations_their_journal_state_and_services() {
     let (status, typo) = page(&s, "/ui?status=sleeping").await;
     assert_eq!(status, 400);
     assert!(typo.contains("unknown status"), "{typo}");
+    // A misspelt filter's name is refused too, not read as no filter.
+    let (status, typo) = page(&s, "/ui?stauts=suspended").await;
+    assert_eq!(status, 400);
+    assert!(typo.contains("unknown filter `stauts`"), "{typo}");
+    assert!(!typo.contains(&order), "nothing listed");
 
     // One invocation: the journal step by step, payloads escaped.
     let (status, detail) = page(&s, &format!("/ui/invocations/{order}")).await;

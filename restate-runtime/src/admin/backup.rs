@@ -9,7 +9,10 @@ use crate::engine::Engine;
 use crate::ingress::ApiError;
 use crate::storage::BackupError;
 
+/// A misspelt field is refused: `{"path": …, "compres": true}` must not back up as if it were
+/// not there.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct BackupRequest {
     /// An absolute path of a folder on the server's machine: created, or empty.
     path: std::path::PathBuf,

@@ -153,7 +153,8 @@ fn view_of(
                 } => (Some(rfc3339(*completed_at_ms)), Some(outcome_json(outcome))),
                 _ => (None, None),
             };
-            let mut view = summary(parsed, &record, engine.shown_status(&parsed, &record));
+            let status = engine.shown_status(&parsed, &record);
+            let mut view = summary(parsed, &record, status, engine.next_retry_at_ms(&parsed));
             view["idempotency_key"] = json!(record.idempotency_key);
             view["completed_at"] = json!(completed_at);
             view["result"] = json!(result);
@@ -165,7 +166,13 @@ fn view_of(
 }
 
 /// An invocation in a listing, shown with `status` (see [`Engine::shown_status`]).
-pub(super) fn summary(id: InvocationId, record: &InvocationRecord, status: &str) -> Value {
+/// One invocation's row; `next_retry_at` is given while it is backing off.
+pub(super) fn summary(
+    id: InvocationId,
+    record: &InvocationRecord,
+    status: &str,
+    next_retry_at_ms: Option<u64>,
+) -> Value {
     json!({
         "id": id.to_string(),
         "target": record.target.to_string(),
@@ -175,6 +182,7 @@ pub(super) fn summary(id: InvocationId, record: &InvocationRecord, status: &str)
         "status": status,
         "attempts": record.attempts,
         "last_error": record.last_error,
+        "next_retry_at": next_retry_at_ms.map(rfc3339),
         "created_at": rfc3339(record.created_at_ms),
         "modified_at": rfc3339(record.modified_at_ms),
         "version": record.version,
@@ -255,7 +263,7 @@ pub(super) async fn list(
         Ok((page, next)) => axum::Json(json!({
             "invocations": page
                 .iter()
-                .map(|(id, r)| summary(*id, r, status_of(id, r)))
+                .map(|(id, r)| summary(*id, r, status_of(id, r), engine.next_retry_at_ms(id)))
                 .collect::<Vec<_>>(),
             "next": next.map(|id| id.to_string()),
         }))

@@ -66,7 +66,9 @@ pub(super) async fn get(
     bucket_view(&engine, &name, query.key.as_deref())
 }
 
+/// `{"limit": n}`; any other field is refused, as the query's are.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct SetLimit {
     limit: u32,
 }

@@ -37,9 +37,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replay the invocations of a data folder (a backup) or of a PostgreSQL database (read
-    /// only) against this binary's handlers; exit 1 when one would break, 2 when the check
-    /// cannot run.
+    /// Replay the invocations of a data folder (a backup: opened as a start would open it, its
+    /// log recovered into its store, no invocation written) or of a PostgreSQL database
+    /// (read-only sessions) against this binary's handlers; exit 1 when one would break, 2 when
+    /// the check cannot run.
     CheckReplay {
         /// The data folder to read (default: RESTATE_DATA_DIR).
         #[arg(long, conflicts_with = "database_url")]

@@ -351,10 +351,11 @@ where
                     )));
                 }
                 tracing::warn!(step = %run.name, attempt = failures, error = %e, "run step failed; retrying");
-                ctx.engine
-                    .config()
-                    .clock
-                    .sleep(policy.delay_for(failures))
+                // Shown as Restate shows a step's retry: the invocation backing off.
+                let error = format!("run `{}` failed: {e}", run.name);
+                let clock = &ctx.engine.config().clock;
+                ctx.inflight
+                    .back_off(clock, policy.delay_for(failures), error)
                     .await;
             }
         }

@@ -210,10 +210,9 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     }
                     let delay = policy.delay_for(failures);
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
-                    inflight.state().record.last_error = Some(reason);
                     drop(running);
                     let killed = tokio::select! {
-                        _ = engine.config().clock.sleep(delay) => false,
+                        () = inflight.back_off(&engine.config().clock, delay, reason) => false,
                         _ = inflight.killed.notified() => true,
                         () = stopped(&mut shutdown, &mut departures, &inflight) => return,
                     };

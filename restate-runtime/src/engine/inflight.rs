@@ -72,6 +72,10 @@ pub(crate) struct InflightState {
     /// was submitted): completions then commit a wake-up with their entry (law 9).
     pub stored_suspended: bool,
     pub journal: Journal,
+    /// Between attempts after a failed one: when the next starts (ms since the epoch). Shown as
+    /// `backing-off` with its `next_retry_at`; kept in memory only, as the wait is (a restart
+    /// runs the next attempt at once).
+    pub retry_at_ms: Option<u64>,
 }
 
 pub(crate) struct Inflight {
@@ -172,6 +176,7 @@ impl Inflight {
             arrived_ms: record.arrived_ms(),
             state: Mutex::new(InflightState {
                 stored_suspended: matches!(record.status, crate::storage::Status::Suspended { .. }),
+                retry_at_ms: None,
                 record,
                 persisted,
                 journal,
@@ -318,6 +323,31 @@ impl Inflight {
 
     pub fn state(&self) -> MutexGuard<'_, InflightState> {
         self.state.lock().expect("inflight lock")
+    }
+
+    /// Waits `delay` on `clock` after a failure (`error`, shown as its last error), shown as
+    /// backing off meanwhile with the time of its next attempt, until the wait ends or is
+    /// dropped (a kill, a stop).
+    pub(crate) async fn back_off(
+        &self,
+        clock: &crate::clock::Clock,
+        delay: std::time::Duration,
+        error: String,
+    ) {
+        struct Shown<'a>(&'a Inflight);
+        impl Drop for Shown<'_> {
+            fn drop(&mut self) {
+                self.0.state().retry_at_ms = None;
+            }
+        }
+        let retry_at_ms = clock.now_ms().saturating_add(crate::clock::millis(delay));
+        {
+            let mut state = self.state();
+            state.record.last_error = Some(error);
+            state.retry_at_ms = Some(retry_at_ms);
+        }
+        let _shown = Shown(self);
+        clock.sleep_until_ms(retry_at_ms).await;
     }
 
     /// Submits `ops` after this invocation's record if the record is not durable yet, so the

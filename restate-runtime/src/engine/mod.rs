@@ -1491,7 +1491,7 @@ impl Engine {
     }
 
     /// The status an invocation is shown with ([`crate::filter::shown_status`]; an unfinished
-    /// one's journal is read for it).
+    /// one's journal is read for it), or `backing-off` between its attempts.
     pub(crate) fn shown_status(
         &self,
         id: &InvocationId,
@@ -1501,12 +1501,23 @@ impl Engine {
             return record.status.name();
         }
         match self.inflight(id) {
-            Some(f) => crate::filter::shown_status(record, f.state().journal.entries()),
+            Some(f) => {
+                let state = f.state();
+                match state.retry_at_ms {
+                    Some(_) => crate::filter::BACKING_OFF,
+                    None => crate::filter::shown_status(record, state.journal.entries()),
+                }
+            }
             None => match self.storage.journal(id) {
                 Ok(journal) => crate::filter::shown_status(record, &journal),
                 Err(_) => record.status.name(),
             },
         }
+    }
+
+    /// When the next attempt of an invocation between attempts starts (ms since the epoch).
+    pub(crate) fn next_retry_at_ms(&self, id: &InvocationId) -> Option<u64> {
+        self.inflight(id)?.state().retry_at_ms
     }
 
     /// A page of invocations matching `filter`, in id order after `after`; the second value is

@@ -46,7 +46,8 @@ impl Engine {
                     continue;
                 }
                 report.checked += 1;
-                let (status, version) = (record.status.name(), record.version.clone());
+                // As the admin API shows it (`pending` for one waiting for its key).
+                let (status, version) = (self.shown_status(&id, &record), record.version.clone());
                 let target = record.target.to_string();
                 if let Some(problem) = self.replay_one(id, record).await? {
                     report.problems.push(ReplayProblem {

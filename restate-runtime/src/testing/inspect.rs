@@ -25,7 +25,9 @@ pub struct InvocationView {
 impl InvocationView {
     /// The status's name, as the admin API shows it: `scheduled`, `pending` (a call or message
     /// to an object or workflow key, waiting for its key), `running`, `suspended`, `queued`
-    /// (waiting for a concurrency limit's permit), `paused` or `completed`.
+    /// (waiting for a concurrency limit's permit), `paused` or `completed`. Between attempts
+    /// the admin API says `backing-off` (and [`TestRuntime::invocations`] filters on it); this
+    /// view, made of the record and journal, says `running` then.
     ///
     /// ```no_run
     /// # async fn demo(t: restate_runtime::testing::TestRuntime, id: restate_runtime::InvocationId) {

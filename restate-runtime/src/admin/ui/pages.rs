@@ -195,6 +195,10 @@ pub(super) fn invocation(base: &str, view: &Value, done: Option<&str>) -> String
     if !last_error.is_empty() {
         row("Last error", format!("<pre>{}</pre>", esc(&last_error)));
     }
+    let next_retry = field(view, "next_retry_at");
+    if !next_retry.is_empty() {
+        row("Next attempt", esc(&next_retry));
+    }
     if let Some(result) = view.get("result").filter(|r| !r.is_null()) {
         row("Result", format!("<pre>{}</pre>", esc(&payload(result))));
     }
