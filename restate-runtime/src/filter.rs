@@ -3,7 +3,7 @@
 use crate::storage::{InvocationRecord, JournalEntry, Status};
 
 /// The statuses an invocation is shown with (`pending`: a call or message to an object or
-/// workflow key that waits for its key, stored as running; `queued`: waiting for a concurrency
+/// workflow key that waits for its key, stored as running, or as scheduled once due; `queued`: waiting for a concurrency
 /// limit's permit, stored as running or suspended; `backing-off`: between attempts after a
 /// failed one, stored as running).
 pub(crate) const STATUSES: [&str; 8] = [
@@ -264,13 +264,17 @@ impl InvocationFilter {
                 .is_none_or(|k| record.idempotency_key.as_ref() == Some(k))
             && self.status.as_deref().is_none_or(|s| {
                 let stored = record.status.name();
-                // Running and suspended ones may be shown as pending, queued or backing off.
-                if matches!(stored, "running" | "suspended")
-                    && matches!(
+                // Running and suspended ones may be shown as pending, queued or backing off,
+                // and a scheduled one that fell due behind a busy key as pending.
+                let shown_otherwise = match stored {
+                    "running" | "suspended" => matches!(
                         s,
                         "running" | "suspended" | "pending" | "queued" | BACKING_OFF
-                    )
-                {
+                    ),
+                    "scheduled" => matches!(s, "scheduled" | "pending"),
+                    _ => false,
+                };
+                if shown_otherwise {
                     s == shown()
                 } else {
                     s == stored

@@ -376,3 +376,107 @@ async fn a_started_delayed_invocation_keeps_its_key_after_a_restart() {
         .unwrap();
     assert_eq!(count, 4, "no increment lost");
 }
+
+/// Delayed sends to one object key that fall due while the key is busy wait for it on disk,
+/// in their place, not in memory (found from outside: 50,000 due together behind 500 busy keys
+/// were all loaded and queued, 330 MiB): once all have fired, a handful are in memory, the
+/// admin API shows them `pending`, and when the key frees they run in the order they fell due.
+/// Across a restart too, each started once (a timer firing again for one the restart queued
+/// counted it twice).
+#[tokio::test]
+async fn delayed_sends_due_behind_a_busy_key_wait_for_it_on_disk_in_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::new();
+    // The key's holder works 20 s: long enough for the sends to come and fall due.
+    let app = App::start(BIN, &data, &env(&steps, 20_000, None)).await;
+    let (first, count) = fill_behind_a_busy_key(&client, &app, &steps, 120, 0).await;
+    let listed: serde_json::Value = client
+        .get(format!(
+            "{}/invocations?service=Tally&status=pending&limit=1000",
+            app.admin
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["invocations"].as_array().unwrap().len(),
+        120,
+        "{listed}"
+    );
+    // The holder ends: the queued ones run one by one, in the order they fell due.
+    for (n, id) in first.iter().enumerate() {
+        assert_eq!(
+            result::<u64>(&client, &app, id, "attach").await,
+            count + 1 + n as u64
+        );
+    }
+
+    // Again, and a SIGKILL while they wait: the restart queues them in the same order.
+    let (second, count) = fill_behind_a_busy_key(&client, &app, &steps, 40, 121).await;
+    app.kill();
+    let app = App::start(BIN, &data, &env(&steps, 10, None)).await;
+    for (n, id) in second.iter().enumerate() {
+        assert_eq!(
+            result::<u64>(&client, &app, id, "attach").await,
+            count + 1 + n as u64
+        );
+    }
+    let text = client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let started = text
+        .lines()
+        .find(|l| {
+            l.starts_with("restate_handler_invocations_started_total{")
+                && l.contains("service=\"Tally\"")
+                && l.contains("handler=\"add\"")
+        })
+        .unwrap_or_else(|| panic!("no started count of Tally/add in:\n{text}"));
+    assert!(
+        started.ends_with(" 40"),
+        "each started once after the restart: {started}"
+    );
+}
+
+/// Makes key `q` busy with a slow add, then sends `n` adds delayed 50 ms behind it and waits
+/// until all have fallen due: few are in memory meanwhile. The delayed ones' ids, and the
+/// count the holder leaves (`count_before` + 1).
+async fn fill_behind_a_busy_key(
+    client: &reqwest::Client,
+    app: &App,
+    steps: &std::path::Path,
+    n: u64,
+    count_before: u64,
+) -> (Vec<String>, u64) {
+    send(client, app, "/Tally/q/slow_add", 1).await;
+    ran(steps, &format!("slow q {}", count_before + 1)).await;
+    let mut delayed = Vec::new();
+    for _ in 0..n {
+        let url = format!("{}/Tally/q/add/send?delay=50ms", app.ingress);
+        let r = client.post(url).json(&1).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        delayed.push(body["invocationId"].as_str().unwrap().to_owned());
+    }
+    poll(Duration::from_secs(60), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move { metrics(&client, &admin, ["restate_key_queue_depth"]).await == [n] }
+    })
+    .await;
+    let [in_memory] = metrics(client, &app.admin, ["restate_invocations_in_memory"]).await;
+    assert!(
+        in_memory <= 5,
+        "{in_memory} invocations in memory while {n} wait for one busy key"
+    );
+    (delayed, count_before + 1)
+}

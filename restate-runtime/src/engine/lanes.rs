@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Engine, Inflight};
 use crate::ids::InvocationId;
-use crate::maps::FastMap;
+use crate::maps::{FastMap, FastSet};
 use crate::registry::{HandlerKind, ServiceKind};
 use crate::storage::{Placement, StateScope, Target};
 
@@ -18,15 +18,35 @@ pub(crate) struct StateOverlay {
     cleared_all: bool,
 }
 
+/// One invocation waiting for its key.
+pub(crate) enum Queued {
+    /// Waiting on disk, loaded when its turn comes: one restored after a restart, or a delayed
+    /// send that fell due behind a busy key (memory is then set by what runs, not by how
+    /// many wait).
+    Stored(InvocationId),
+    /// Waiting in memory (it arrived, or something loaded it).
+    Loaded(Arc<Inflight>),
+}
+
+impl Queued {
+    fn id(&self) -> InvocationId {
+        match self {
+            Self::Stored(id) => *id,
+            Self::Loaded(inflight) => inflight.id,
+        }
+    }
+}
+
 /// The exclusive invocation running on one key, those waiting in arrival order, and the key's
 /// recent writes.
 #[derive(Default)]
 pub(crate) struct Lane {
     pub running: Option<InvocationId>,
-    /// Invocations restored after a restart that still wait on disk, in arrival order: they
-    /// run before `waiting` (which arrived later), loaded one at a time.
-    pub stored: VecDeque<InvocationId>,
-    pub waiting: VecDeque<Arc<Inflight>>,
+    /// Those waiting for the key, in arrival order.
+    queue: VecDeque<Queued>,
+    /// The ids of the queue's stored ones: a timer that fires again for one (its due time is
+    /// still on disk) finds it queued.
+    stored: FastSet<InvocationId>,
     /// Sends queued here (running or waiting) whose place their sender's commit still
     /// decides: one taken in from the inbox behind them overtakes them ([`Placement`]).
     placements: Vec<Arc<Placement>>,
@@ -77,16 +97,74 @@ async fn sweep_idle_lanes(engine: Engine) {
         }
         let mut lanes = engine.lanes.lock().expect("lanes");
         for (scope, epoch) in candidates {
-            let idle = lanes.get(&scope).is_some_and(|l| {
-                l.epoch == epoch
-                    && l.running.is_none()
-                    && l.stored.is_empty()
-                    && l.waiting.is_empty()
-            });
+            let idle = lanes
+                .get(&scope)
+                .is_some_and(|l| l.epoch == epoch && l.running.is_none() && l.queue.is_empty());
             if idle {
                 lanes.remove(&scope);
             }
         }
+    }
+}
+
+impl Lane {
+    /// Queues one waiting on disk last (`back`), or first (it goes right after the holder).
+    pub(crate) fn queue_stored(&mut self, id: InvocationId, back: bool) {
+        if self.stored.insert(id) {
+            match back {
+                true => self.queue.push_back(Queued::Stored(id)),
+                false => self.queue.push_front(Queued::Stored(id)),
+            }
+        }
+    }
+
+    /// Whether `id` waits on disk in this queue.
+    pub(crate) fn queued_stored(&self, id: &InvocationId) -> bool {
+        self.stored.contains(id)
+    }
+
+    /// The next in line, out of the queue.
+    fn pop(&mut self) -> Option<Queued> {
+        let next = self.queue.pop_front()?;
+        if let Queued::Stored(id) = &next {
+            self.stored.remove(id);
+        }
+        Some(next)
+    }
+
+    /// Takes `id` out of the queue, stored or loaded.
+    pub(crate) fn remove(&mut self, id: &InvocationId) {
+        if self.stored.remove(id) {
+            self.queue
+                .retain(|q| !matches!(q, Queued::Stored(s) if s == id));
+        }
+        self.queue.retain(|q| match q {
+            Queued::Loaded(f) if f.id == *id => {
+                f.queued.store(false, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// How many wait.
+    pub(crate) fn depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The ones waiting in memory, in order.
+    #[cfg(test)]
+    pub(crate) fn loaded(&self) -> impl Iterator<Item = &Arc<Inflight>> {
+        self.queue.iter().filter_map(|q| match q {
+            Queued::Loaded(f) => Some(f),
+            Queued::Stored(_) => None,
+        })
+    }
+
+    /// The ids of all that wait, in order.
+    #[cfg(test)]
+    pub(crate) fn queued_ids(&self) -> Vec<InvocationId> {
+        self.queue.iter().map(Queued::id).collect()
     }
 }
 
@@ -125,7 +203,7 @@ impl Engine {
                     .queued
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 inflight.release_slot();
-                lane.waiting.push_back(inflight);
+                lane.queue.push_back(Queued::Loaded(inflight));
                 return;
             }
             lane.running = Some(inflight.id);
@@ -181,7 +259,7 @@ impl Engine {
     pub(crate) fn lane_view(&self, scope: &StateScope, id: &InvocationId) -> (usize, bool) {
         let lanes = self.lanes.lock().expect("lanes");
         lanes.get(scope).map_or((0, false), |lane| {
-            let queued = lane.running == Some(*id) || lane.waiting.iter().any(|i| i.id == *id);
+            let queued = lane.running == Some(*id) || lane.loaded().any(|i| i.id == *id);
             (lane.placements.len(), queued)
         })
     }
@@ -253,7 +331,7 @@ impl Engine {
             let mut lanes = self.lanes.lock().expect("lanes");
             let lane = lanes.entry(scope).or_default();
             if let Some(first) = lane.running.replace(id) {
-                lane.stored.push_front(first);
+                lane.queue_stored(first, false);
             }
         }
     }
@@ -285,17 +363,16 @@ impl Engine {
                 if lane.running != Some(holder) {
                     return;
                 }
-                if let Some(id) = lane.stored.pop_front() {
-                    lane.running = Some(id);
-                    Next::Stored(id)
-                } else {
-                    let next = lane.waiting.pop_front();
-                    if let Some(next) = &next {
+                let next = lane.pop();
+                lane.running = next.as_ref().map(Queued::id);
+                match next {
+                    Some(Queued::Stored(id)) => Next::Stored(id),
+                    Some(Queued::Loaded(next)) => {
                         next.queued
                             .store(false, std::sync::atomic::Ordering::SeqCst);
+                        Next::Queued(next)
                     }
-                    lane.running = next.as_ref().map(|n| n.id);
-                    next.map_or(Next::Idle, Next::Queued)
+                    None => Next::Idle,
                 }
             };
             match next {
@@ -387,11 +464,10 @@ impl Engine {
         if let Some(scope) = inflight.lane()
             && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope)
         {
-            lane.waiting.retain(|w| w.id != inflight.id);
+            lane.remove(&inflight.id);
             inflight
                 .queued
                 .store(false, std::sync::atomic::Ordering::SeqCst);
-            lane.stored.retain(|id| *id != inflight.id);
         }
         if !inflight.running.load(std::sync::atomic::Ordering::SeqCst) {
             inflight.disengage();

@@ -1497,6 +1497,10 @@ impl Engine {
         id: &InvocationId,
         record: &InvocationRecord,
     ) -> &'static str {
+        if matches!(record.status, Status::Scheduled { .. }) && self.queued_on_key(id, record) {
+            // Due, and waiting on disk for its key.
+            return "pending";
+        }
         if !matches!(record.status, Status::Suspended { .. } | Status::Runnable) {
             return record.status.name();
         }
@@ -1513,6 +1517,15 @@ impl Engine {
                 Err(_) => record.status.name(),
             },
         }
+    }
+
+    /// Whether `id` waits on disk in its key's queue.
+    fn queued_on_key(&self, id: &InvocationId, record: &InvocationRecord) -> bool {
+        let Some(scope) = self.exclusive_scope_of(&record.target) else {
+            return false;
+        };
+        let lanes = self.lanes.lock().expect("lanes");
+        lanes.get(&scope).is_some_and(|lane| lane.queued_stored(id))
     }
 
     /// When the next attempt of an invocation between attempts starts (ms since the epoch).
@@ -1610,7 +1623,7 @@ impl Engine {
             let mut queued = 0;
             let mut deepest: Vec<(i64, &StateScope)> = Vec::new();
             for (scope, lane) in lanes.iter() {
-                let depth = (lane.waiting.len() + lane.stored.len()) as i64;
+                let depth = lane.depth() as i64;
                 queued += depth;
                 if depth > 0 {
                     deepest.push((depth, scope));

@@ -257,7 +257,7 @@ impl Engine {
         let mut lanes = self.lanes.lock().expect("lanes");
         let lane = lanes.entry(scope).or_default();
         if lane.running.is_some() {
-            lane.stored.push_back(id);
+            lane.queue_stored(id, true);
             return false;
         }
         lane.running = Some(id);
@@ -325,13 +325,7 @@ impl Engine {
             return false;
         };
         if let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope) {
-            lane.waiting.retain(|w| {
-                let other = w.id != id;
-                if !other {
-                    w.queued.store(false, Ordering::SeqCst);
-                }
-                other
-            });
+            lane.remove(&id);
         }
         self.start_holder(inflight);
         true

@@ -157,7 +157,7 @@ impl Engine {
                     let mut lanes = self.lanes.lock().expect("lanes");
                     match lanes.get_mut(scope) {
                         Some(lane) if lane.running == Some(id) => {
-                            lane.stored.push_front(submitted.id);
+                            lane.queue_stored(submitted.id, false);
                             true
                         }
                         _ => false,

@@ -212,10 +212,10 @@ impl Engine {
 
     /// A delayed start of an exclusive handler whose timer fired with no slot free reaches its
     /// key now, as it would with one (found from outside: a send that came later ran first):
-    /// behind a busy key it is loaded and queued at once (one queued gives its slot up
-    /// anyway), and an idle key it holds for itself until a slot loads it. `true` when it was
-    /// loaded and queued; otherwise it waits for a slot (a sleep's wake-up, an unkeyed or
-    /// shared one too). Not on a shared store, whose reads do not belong on the timers' loop.
+    /// behind a busy key it is queued at once, on disk (see `queued_on_disk`), and an idle
+    /// key it holds for itself until a slot loads it. `true` when it was queued; otherwise it
+    /// waits for a slot (a sleep's wake-up, an unkeyed or shared one too). Not on a shared
+    /// store, whose reads do not belong on the timers' loop.
     fn reach_key_now(&self, id: InvocationId, at_ms: u64) -> bool {
         {
             // Read under the map lock, as `resume_at` reads: one that a kill or cancel ends

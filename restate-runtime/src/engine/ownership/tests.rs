@@ -1181,10 +1181,10 @@ fn unfinished_report(
                     key: r.target.key.clone().unwrap_or_default(),
                 })
             {
-                let waiting: Vec<_> = lane.waiting.iter().map(|f| f.id).collect();
                 memory += &format!(
-                    " [engine {n} lane: running {:?} stored {:?} waiting {waiting:?}]",
-                    lane.running, lane.stored
+                    " [engine {n} lane: running {:?} queued {:?}]",
+                    lane.running,
+                    lane.queued_ids()
                 );
             }
         }
@@ -1431,7 +1431,7 @@ async fn a_moved_send_leaving_late_leaves_its_inbox_copy_to_its_waiters() {
     let waiting = || {
         let lanes = engine.lanes.lock().unwrap();
         lanes.get(&scope).map_or_else(Vec::new, |lane| {
-            (lane.waiting.iter())
+            (lane.loaded())
                 .map(|f| (f.id, f.moved_to_inbox()))
                 .collect::<Vec<_>>()
         })
@@ -1587,8 +1587,8 @@ async fn a_cancel_while_a_send_is_being_placed_reaches_it() {
     storage.before_next_placing(Box::pin(async move {
         let placing = || {
             let lanes = watched.lanes.lock().unwrap();
-            let waiting = lanes.get(&scope).map(|lane| lane.waiting.clone());
-            waiting.and_then(|w| w.iter().find(|f| f.placing()).map(|f| f.id))
+            let lane = lanes.get(&scope)?;
+            lane.loaded().find(|f| f.placing()).map(|f| f.id)
         };
         until("the send waits on its key", || placing().is_some()).await;
         // Answered while the send's commit waits for this step: in the window.

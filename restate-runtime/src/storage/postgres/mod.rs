@@ -1144,6 +1144,12 @@ impl Storage for PostgresStorage {
             // A standby has no writer, and nothing queued: it submits nothing.
             return;
         }
+        // Leaving for good: what is queued commits first, then the partitions are released,
+        // so that the other processes take them at once (notified), not at their next lease
+        // round once this session has ended. A refused release (a store failed, a hand-over
+        // done) changes nothing; its answer is not waited for, the close's is.
+        let (released, _) = oneshot::channel();
+        let _ = queue.send(Message::Release(true, released));
         let (ack, flushed) = std::sync::mpsc::channel();
         if queue.send(Message::Close(ack)).is_ok() {
             // Bounded: a database that stopped answering must not hold a shutdown forever.

@@ -998,6 +998,36 @@ async fn released_partitions_are_taken_over_at_once_and_their_old_owner_commits_
     next.submit(vec![set("n", b"4")]).await.unwrap();
 }
 
+/// A store closed (the process stops: SIGTERM, a runtime's shutdown) commits what is queued,
+/// then releases its partitions and leaves the live processes, as a drain does: the others
+/// take them at once, not once the lease or the membership has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_commits_what_is_queued_then_releases_its_partitions() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    let owner = PostgresStorage::open(&url, &with_lease(60_000, None)).unwrap();
+    let queued = owner.submit(vec![set("n", b"1")]);
+    owner.close();
+    queued.await.unwrap();
+    let free = cluster()
+        .query(
+            &url,
+            "SELECT bool_and(expires_at < clock_timestamp())::text, \
+             (SELECT count(*) FROM restate_members)::text FROM restate_partitions",
+        )
+        .unwrap();
+    assert_eq!(
+        free,
+        vec![vec![Some("true".to_owned()), Some("0".to_owned())]],
+        "released, and no longer a member"
+    );
+    let next = PostgresStorage::open(&url, &with_lease(60_000, Some(10_000))).unwrap();
+    assert_eq!(next.owned().borrow().len(), 4);
+    assert_eq!(next.state(&scope(), "n").unwrap(), Some(b"1".to_vec()));
+}
+
 /// Drained and released, a group refused because one of its partitions was taken refuses
 /// every batch in it, so every partition it wrote is frozen: a later write there (an inbox
 /// message's removal queued after the record it created) is refused too, never committed
