@@ -270,12 +270,12 @@ impl PostgresStorage {
             .ok_or_else(|| unreachable("the backend's thread stopped".into()))?
             .map_err(unreachable)?;
         let deployment = deployment.map_err(|e| match e {
-            schema::SchemaError::TooNew { .. } | schema::SchemaError::Malformed(_) => {
-                OpenError::Incompatible {
-                    path: place.clone(),
-                    reason: e.to_string(),
-                }
-            }
+            schema::SchemaError::TooNew { .. }
+            | schema::SchemaError::Divergent { .. }
+            | schema::SchemaError::Malformed(_) => OpenError::Incompatible {
+                path: place.clone(),
+                reason: e.to_string(),
+            },
             e => unreachable(e.to_string()),
         })?;
         let joined = leases.as_ref().is_some_and(|l| l.member());

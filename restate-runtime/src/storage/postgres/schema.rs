@@ -28,6 +28,17 @@ pub(crate) enum SchemaError {
          backup taken before the upgrade)"
     )]
     TooNew { needs: i32 },
+    #[error(
+        "the database applied migration V{version}__{applied} that differs from this binary's \
+         V{version}__{ours} (a development build's, changed after it was applied): this binary \
+         cannot run on this database; restore it from a backup taken before, or start on a \
+         new database"
+    )]
+    Divergent {
+        version: i32,
+        applied: String,
+        ours: String,
+    },
     #[error("the database's `restate_meta` row {0} is malformed")]
     Malformed(&'static str),
 }
@@ -48,6 +59,13 @@ pub(crate) async fn prepare(
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    let checked = check_history(client).await;
+    if checked.is_err() {
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        checked?;
+    }
     let migrated = embedded::migrations::runner()
         .set_abort_missing(false)
         .set_migration_table_name("restate_schema_history")
@@ -90,9 +108,51 @@ async fn check_version(client: &Client) -> Result<(), SchemaError> {
     Ok(())
 }
 
+/// Refuses a database whose applied migrations differ from this binary's of the same version
+/// (a migration is never changed once committed; the test below pins them): a start would
+/// fail in the migration runner, and a replay check must not pass what cannot start. A
+/// database with no history yet (a new one) passes.
+async fn check_history(client: &Client) -> Result<(), SchemaError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('restate_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(());
+    }
+    let applied = client
+        .query(
+            "SELECT version, name, checksum FROM restate_schema_history ORDER BY version",
+            &[],
+        )
+        .await?;
+    let runner = embedded::migrations::runner();
+    for row in applied {
+        let (version, name, checksum): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
+        let ours = runner
+            .get_migrations()
+            .iter()
+            .find(|m| i64::from(m.version()) == i64::from(version));
+        if let Some(ours) = ours
+            && (ours.name() != name || ours.checksum().to_string() != checksum)
+        {
+            return Err(SchemaError::Divergent {
+                version,
+                applied: name,
+                ours: ours.name().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The deployment's facts, read without changing anything (a replay check's open): the
 /// schema must be one this binary runs on.
 pub(crate) async fn read(client: &Client) -> Result<Deployment, SchemaError> {
+    check_history(client).await?;
     check_version(client).await?;
     let partitions = meta_int(client, "partitions").await?;
     let secret = meta(client, "secret")
@@ -119,4 +179,34 @@ async fn meta_int(client: &Client, name: &'static str) -> Result<i32, SchemaErro
         .try_into()
         .map_err(|_| SchemaError::Malformed(name))?;
     Ok(i32::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every migration as it was committed: a database that applied one refuses a binary whose
+    /// copy differs (found from outside: an early database could not be upgraded, its first
+    /// migration edited after it was applied). Change the schema with a new migration.
+    #[test]
+    fn committed_migrations_are_never_changed() {
+        const COMMITTED: [(u32, &str, u64); 5] = [
+            (1, "initial", 13986160260050167771),
+            (2, "inbox", 13552394158378006238),
+            (3, "partition_leases", 8539233296676113372),
+            (4, "fence_in_one_statement", 8678976964437845416),
+            (5, "ingress_urls", 5878136743871673087),
+        ];
+        let runner = super::embedded::migrations::runner();
+        let mut ours: Vec<(u32, &str, u64)> = runner
+            .get_migrations()
+            .iter()
+            .map(|m| (m.version() as u32, m.name(), m.checksum()))
+            .collect();
+        ours.sort_unstable();
+        assert_eq!(
+            ours[..COMMITTED.len()],
+            COMMITTED,
+            "a committed migration was changed: add a new one instead"
+        );
+        assert_eq!(ours.len() as i32, super::SCHEMA_VERSION);
+    }
 }

@@ -372,6 +372,40 @@ async fn a_schema_only_a_newer_binary_can_run_is_refused_by_name() {
     }
 }
 
+/// A database that applied a migration this binary carries in another form (a development
+/// build's, changed after it was applied) is refused by name, at a start and by a replay
+/// check's read-only open alike (found from outside: the check passed a deploy whose start
+/// then failed).
+#[tokio::test]
+async fn a_migration_applied_in_another_form_is_refused_by_name_also_by_a_check() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let url = cluster().fresh_database().unwrap();
+    drop(open(&url, 4).unwrap());
+    cluster()
+        .execute(
+            &url,
+            "UPDATE restate_schema_history SET checksum = '1' WHERE version = 1",
+        )
+        .unwrap();
+    let read_only = PostgresOptions {
+        partitions: 4,
+        read_only: true,
+        ..Default::default()
+    };
+    for opened in [open(&url, 4), PostgresStorage::open(&url, &read_only)] {
+        match opened {
+            Err(OpenError::Incompatible { reason, .. }) => {
+                assert!(reason.contains("V1__initial"), "{reason}");
+                assert!(reason.contains("cannot run on this database"), "{reason}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a database with a changed migration was opened"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_an_error_that_names_it() {
     if PostgresCluster::for_tests().is_none() {
