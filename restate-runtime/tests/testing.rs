@@ -317,6 +317,37 @@ async fn retry_backoff_waits_on_the_virtual_clock() {
     assert_eq!(output(&t, id).await, Some(4.into()));
 }
 
+/// A cancel that comes while a step waits to retry ends the step at once with the 409 (it does
+/// not run again), and the handler with it (found from outside: the step retried on to
+/// success and the cancel was lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_a_steps_retry_wait_ends_the_step_without_another_attempt() {
+    let steps = Steps::default();
+    steps.failures_left.store(3, Ordering::SeqCst);
+    let seen = steps.seen();
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let sent = t
+        .handle()
+        .object::<Steps>("c")
+        .flaky()
+        .send()
+        .await
+        .unwrap();
+    let id = sent.invocation_id();
+    // The first attempt failed; the step waits 10 s for its second.
+    t.advance(Duration::from_secs(5)).await;
+    assert_eq!(t.invocation(id).unwrap().status(), "running");
+    sent.cancel().await.unwrap();
+    t.run_until_idle().await;
+    let view = t.invocation(id).unwrap();
+    let e = view.output::<u32>().expect("completed").unwrap_err();
+    assert_eq!(e.code(), 409, "{e:?}");
+    assert_eq!(view.run_names(), ["charge"]);
+    // Not another attempt, not now and not at the retry's time.
+    t.advance(Duration::from_secs(60)).await;
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_restart_in_the_middle_of_a_sleep_loses_nothing() {
     let steps = Steps::default();

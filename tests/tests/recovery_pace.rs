@@ -480,3 +480,43 @@ async fn fill_behind_a_busy_key(
     );
     (delayed, count_before + 1)
 }
+
+/// Invocations that back off between attempts after a restart give their restore slot up:
+/// with more of them than slots (a dependency down for an hour), one restored after them
+/// still runs (found from outside: nothing else was restored until their backoff ended).
+#[tokio::test]
+async fn invocations_backing_off_after_a_restart_let_the_rest_be_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::new();
+    let app = App::start(BIN, &data, &env(&steps, 60_000, None)).await;
+    for _ in 0..3 {
+        let url = format!("{}/Steps/down/send", app.ingress);
+        assert_eq!(client.post(url).send().await.unwrap().status(), 202);
+    }
+    // Unfinished at the kill: its step takes a minute.
+    let after = send(&client, &app, "/Steps/run", 1).await;
+    ran(&steps, &format!("start {after}")).await;
+    app.kill();
+    let app = App::start(BIN, &data, &env(&steps, 10, Some(2))).await;
+    poll(Duration::from_secs(60), || async {
+        let url = format!("{}/restate/invocation/{after}/output", app.ingress);
+        client.get(url).send().await.unwrap().status() == 200
+    })
+    .await;
+    assert_eq!(result::<u32>(&client, &app, &after, "output").await, 1);
+    let listed: serde_json::Value = client
+        .get(format!("{}/invocations?status=backing-off", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["invocations"].as_array().unwrap().len(),
+        3,
+        "{listed}"
+    );
+}

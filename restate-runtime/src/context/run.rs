@@ -351,12 +351,30 @@ where
                     )));
                 }
                 tracing::warn!(step = %run.name, attempt = failures, error = %e, "run step failed; retrying");
-                // Shown as Restate shows a step's retry: the invocation backing off.
+                // Shown as Restate shows a step's retry: the invocation backing off. A cancel
+                // lands here, at the step's next attempt, or at once if it comes during the
+                // wait (found from outside: the step retried on to success, the cancel lost).
                 let error = format!("run `{}` failed: {e}", run.name);
                 let clock = &ctx.engine.config().clock;
-                ctx.inflight
-                    .back_off(clock, policy.delay_for(failures), error)
-                    .await;
+                let mut changes = ctx.inflight.changes();
+                let cancelled = async {
+                    while !ctx.cancel_pending() {
+                        if changes.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = ctx.inflight.back_off(clock, policy.delay_for(failures), error) => {}
+                    () = cancelled => {}
+                }
+                let cancelled = || JournalEntry::Run {
+                    name: run.name.clone(),
+                    outcome: super::invocation::cancelled_outcome(),
+                };
+                if ctx.deliver_cancel(index, cancelled) {
+                    return Err(TerminalError::new_with_code(409, "cancelled"));
+                }
             }
         }
     };

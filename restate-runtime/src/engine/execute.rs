@@ -211,6 +211,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     let delay = policy.delay_for(failures);
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
                     drop(running);
+                    // Between attempts it runs nothing: a slot of a bounded restore goes to the
+                    // next one on disk (found from outside: after a restart during an outage,
+                    // the ones backing off held every slot, and nothing else was restored).
+                    inflight.release_slot();
                     let killed = tokio::select! {
                         () = inflight.back_off(&engine.config().clock, delay, reason) => false,
                         _ = inflight.killed.notified() => true,

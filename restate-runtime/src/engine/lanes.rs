@@ -132,7 +132,7 @@ impl Lane {
         Some(next)
     }
 
-    /// Takes `id` out of the queue, stored or loaded.
+    /// Takes `id` out of the queue, stored or loaded (a walk of the queue).
     pub(crate) fn remove(&mut self, id: &InvocationId) {
         if self.stored.remove(id) {
             self.queue

@@ -1497,7 +1497,10 @@ impl Engine {
         id: &InvocationId,
         record: &InvocationRecord,
     ) -> &'static str {
-        if matches!(record.status, Status::Scheduled { .. }) && self.queued_on_key(id, record) {
+        if let Status::Scheduled { at_ms } = record.status
+            && at_ms <= self.now_ms()
+            && self.queued_on_key(id, record)
+        {
             // Due, and waiting on disk for its key.
             return "pending";
         }

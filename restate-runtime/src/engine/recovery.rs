@@ -324,7 +324,11 @@ impl Engine {
         let Some(inflight) = inflight.filter(|f| !f.finished.load(Ordering::SeqCst)) else {
             return false;
         };
-        if let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope) {
+        // Its copy in memory may wait in the queue too (a cancel loaded it, and it queued):
+        // it runs now, in its place. Looked for only then: a deep queue is not walked for each.
+        if inflight.queued.load(Ordering::SeqCst)
+            && let Some(lane) = self.lanes.lock().expect("lanes").get_mut(scope)
+        {
             lane.remove(&id);
         }
         self.start_holder(inflight);

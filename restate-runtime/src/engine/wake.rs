@@ -357,9 +357,6 @@ impl Engine {
         self.resume_at(id, None, None)
     }
 
-    /// [`Self::resume`] for a timer set for `timer` (ms): a delayed one is started only by
-    /// the timer of its own start time. A `slot` of the bounded wake from disk stays with the
-    /// invocation while it is in memory.
     /// A delayed start of an exclusive handler, not started and not cancelled, whose key is
     /// busy: it takes its place on the key now (after what its key held or queued, before what
     /// comes later) and waits there on disk, loaded when its turn comes (found from outside:
@@ -382,14 +379,19 @@ impl Engine {
             return false;
         };
         let mut lanes = self.lanes.lock().expect("lanes");
-        let lane = lanes.entry(scope).or_default();
-        if lane.running.is_none_or(|holder| holder == id) {
-            return false;
+        match lanes.get_mut(&scope) {
+            Some(lane) if lane.running.is_some_and(|holder| holder != id) => {
+                lane.queue_stored(id, true);
+                true
+            }
+            // An idle key (no lane, or none holding it): it loads and takes the key.
+            _ => false,
         }
-        lane.queue_stored(id, true);
-        true
     }
 
+    /// [`Self::resume`] for a timer set for `timer` (ms): a delayed one is started only by
+    /// the timer of its own start time. A `slot` of the bounded wake from disk stays with the
+    /// invocation while it is in memory.
     pub(crate) fn resume_at(
         &self,
         id: InvocationId,

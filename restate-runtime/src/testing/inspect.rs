@@ -104,14 +104,23 @@ impl TestRuntime {
     ///
     /// When the store cannot be read (it can fail only after an injected crash).
     pub fn invocation(&self, id: InvocationId) -> Option<InvocationView> {
-        let inspected = self
-            .engine()
+        let engine = self.engine();
+        let inspected = engine
             .inspect(&id)
             .unwrap_or_else(|e| panic!("cannot read invocation {id}: {e}"));
-        inspected.map(|(record, journal)| InvocationView {
-            id,
-            record,
-            journal,
+        inspected.map(|(mut record, journal)| {
+            // A delayed one that fell due behind a busy key waits for it on disk, still
+            // `Scheduled` there: as it would be in memory, it has arrived (shown `pending`).
+            if matches!(record.status, Status::Scheduled { .. })
+                && engine.shown_status(&id, &record) == "pending"
+            {
+                record.status = Status::Runnable;
+            }
+            InvocationView {
+                id,
+                record,
+                journal,
+            }
         })
     }
 

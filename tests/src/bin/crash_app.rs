@@ -49,6 +49,12 @@ impl Steps {
         }
         Ok(n)
     }
+
+    /// Fails every attempt (a dependency that is down), an hour between attempts.
+    #[handler(retry(initial_interval = "1h", max_interval = "1h"))]
+    async fn down(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Err("the bank is down".into())
+    }
 }
 
 #[derive(Default)]
