@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use support::{App, lines, metrics, poll};
+use support::{App, invocations_where, lines, metrics, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -392,22 +392,8 @@ async fn delayed_sends_due_behind_a_busy_key_wait_for_it_on_disk_in_their_order(
     // The key's holder works 20 s: long enough for the sends to come and fall due.
     let app = App::start(BIN, &data, &env(&steps, 20_000, None)).await;
     let (first, count) = fill_behind_a_busy_key(&client, &app, &steps, 120, 0).await;
-    let listed: serde_json::Value = client
-        .get(format!(
-            "{}/invocations?service=Tally&status=pending&limit=1000",
-            app.admin
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        listed["invocations"].as_array().unwrap().len(),
-        120,
-        "{listed}"
-    );
+    let pending = invocations_where(&client, &app.admin, "service=Tally&status=pending").await;
+    assert_eq!(pending.len(), 120, "{pending:?}");
     // The holder ends: the queued ones run one by one, in the order they fell due.
     for (n, id) in first.iter().enumerate() {
         assert_eq!(
@@ -506,17 +492,6 @@ async fn invocations_backing_off_after_a_restart_let_the_rest_be_restored() {
     })
     .await;
     assert_eq!(result::<u32>(&client, &app, &after, "output").await, 1);
-    let listed: serde_json::Value = client
-        .get(format!("{}/invocations?status=backing-off", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        listed["invocations"].as_array().unwrap().len(),
-        3,
-        "{listed}"
-    );
+    let backing_off = invocations_where(&client, &app.admin, "status=backing-off").await;
+    assert_eq!(backing_off.len(), 3, "{backing_off:?}");
 }

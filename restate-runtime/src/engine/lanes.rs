@@ -353,7 +353,15 @@ impl Engine {
         let Some(scope) = inflight.lane().cloned() else {
             return;
         };
-        let mut holder = inflight.id;
+        self.pass_key_on(scope, inflight.id);
+    }
+
+    /// Gives `scope`'s key, held by `holder`, to the next in its queue. One waiting on disk
+    /// is loaded with a slot of the wake from disk, as a timer's wake-up is, so that what runs
+    /// from disk queues and waits in memory for its commit stays bounded (found from outside:
+    /// after a restart, 72,935 completed invocations of 500 keys' queues waited for the
+    /// writer at once, 916 MiB); with none free the key stays its until one is.
+    fn pass_key_on(&self, scope: StateScope, mut holder: InvocationId) {
         loop {
             let next = {
                 let mut lanes = self.lanes.lock().expect("lanes");
@@ -376,9 +384,27 @@ impl Engine {
                 }
             };
             match next {
-                // One that finished on disk meanwhile (killed) passes the key on.
-                Next::Stored(id) if !self.start_stored(&scope, id) => holder = id,
-                Next::Stored(_) => return,
+                Next::Stored(id) => match self.timers.slots().try_take() {
+                    Some(slot) => {
+                        if self.start_stored(&scope, id, slot) {
+                            return;
+                        }
+                        // One that finished on disk meanwhile (killed) passes the key on.
+                        holder = id;
+                    }
+                    None => {
+                        let engine = self.clone();
+                        self.tasks.spawn(async move {
+                            let Some(slot) = engine.timers.slots().take().await else {
+                                return;
+                            };
+                            if !engine.start_stored(&scope, id, slot) {
+                                engine.pass_key_on(scope, id);
+                            }
+                        });
+                        return;
+                    }
+                },
                 Next::Queued(next) => return self.start_task(next),
                 Next::Idle => return self.drop_lane_when_durable(scope),
             }

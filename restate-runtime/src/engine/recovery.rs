@@ -302,9 +302,10 @@ impl Engine {
         }
     }
 
-    /// Runs `id`, the next invocation a key held on disk since the restart, now that the key
-    /// is free. `false`: there is nothing to run (it finished meanwhile), so the key moves on.
-    pub(super) fn start_stored(&self, scope: &StateScope, id: InvocationId) -> bool {
+    /// Runs `id`, the next invocation a key held on disk, now that the key is free; `slot` stays
+    /// with it while it is in memory. `false`: there is nothing to run (it finished meanwhile),
+    /// so the key moves on.
+    pub(super) fn start_stored(&self, scope: &StateScope, id: InvocationId, slot: Slot) -> bool {
         let inflight = {
             let mut map = self.inflight.lock().expect("inflight map");
             match map.get(&id) {
@@ -331,6 +332,7 @@ impl Engine {
         {
             lane.remove(&id);
         }
+        inflight.hold_slot(slot);
         self.start_holder(inflight);
         true
     }

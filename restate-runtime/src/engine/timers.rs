@@ -147,6 +147,11 @@ impl Timers {
         self.backlog.load(Ordering::SeqCst)
     }
 
+    /// The slots of the wake from disk.
+    pub(super) fn slots(&self) -> &super::slots::Pool {
+        &self.slots
+    }
+
     /// Timers armed in memory.
     pub(crate) fn len(&self) -> usize {
         self.window.lock().expect("timers lock").due.len()

@@ -344,8 +344,18 @@ pub async fn send_json(
 
 /// The invocations the admin API lists (up to 1,000).
 pub async fn invocations(client: &reqwest::Client, admin: &str) -> Vec<serde_json::Value> {
+    invocations_where(client, admin, "").await
+}
+
+/// The invocations the admin API lists (up to 1,000) with the filters of `query`
+/// (`status=pending&service=S`; empty for all).
+pub async fn invocations_where(
+    client: &reqwest::Client,
+    admin: &str,
+    query: &str,
+) -> Vec<serde_json::Value> {
     let v: serde_json::Value = client
-        .get(format!("{admin}/invocations?limit=1000"))
+        .get(format!("{admin}/invocations?limit=1000&{query}"))
         .send()
         .await
         .unwrap()
