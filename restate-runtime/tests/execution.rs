@@ -233,23 +233,22 @@ async fn an_invocation_between_attempts_is_shown_backing_off_with_its_next_attem
         (55 * 60_000..=60 * 60_000).contains(&until),
         "next attempt in {until} ms: {view}"
     );
-    let listed: Value = reqwest::get(format!("{}/invocations?status=backing-off", s.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rows = listed["invocations"].as_array().unwrap();
-    assert_eq!(rows.len(), 1, "{listed}");
+    let listed = |status: &'static str| {
+        let url = format!("{}/invocations?status={status}", s.admin);
+        async move {
+            let page: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            page["invocations"].as_array().unwrap().clone()
+        }
+    };
+    let rows = listed("backing-off").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["id"], id.as_str());
     assert_eq!(rows[0]["next_retry_at"], view["next_retry_at"]);
-    let running: Value = reqwest::get(format!("{}/invocations?status=running", s.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(!running.to_string().contains(&id), "{running}");
+    let running = listed("running").await;
+    assert!(
+        !running.iter().any(|r| r["id"] == id.as_str()),
+        "{running:?}"
+    );
     let killed = reqwest::Client::new()
         .patch(format!("{}/invocations/{id}/kill", s.admin))
         .send()

@@ -495,3 +495,37 @@ async fn invocations_backing_off_after_a_restart_let_the_rest_be_restored() {
     let backing_off = invocations_where(&client, &app.admin, "status=backing-off").await;
     assert_eq!(backing_off.len(), 3, "{backing_off:?}");
 }
+
+/// An invocation next in a key's queue on disk is loaded with a slot of the wake from disk, as
+/// a timer's wake-up is: with the only slot taken by a delayed send in a long step, the key's
+/// next one waits for it even once the key is free (what bounds the completions that wait in
+/// memory for their commit when thousands of queued ones run).
+#[tokio::test]
+async fn the_next_on_a_keys_disk_queue_waits_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let client = reqwest::Client::new();
+    let app = App::start(BIN, &dir.path().join("data"), &env(&steps, 8_000, Some(1))).await;
+    // Key q busy (a plain send, no slot), a delayed add due behind it: queued on disk.
+    let holder = send(&client, &app, "/Tally/q/slow_add", 1).await;
+    ran(&steps, "slow q 1").await;
+    let queued = {
+        let url = format!("{}/Tally/q/add/send?delay=10ms", app.ingress);
+        let r = client.post(url).json(&1).send().await.unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["invocationId"].as_str().unwrap().to_owned()
+    };
+    poll(Duration::from_secs(30), || {
+        let (client, admin) = (client.clone(), app.admin.clone());
+        async move { metrics(&client, &admin, ["restate_key_queue_depth"]).await == [1] }
+    })
+    .await;
+    // The only slot: a delayed send's 8 s step, started after the holder's.
+    let slot_holder = append(&client, &app, "x", 1, "?delay=10ms").await;
+    ran(&steps, "ledger x 1").await;
+    assert_eq!(result::<u64>(&client, &app, &holder, "attach").await, 1);
+    assert_eq!(result::<u64>(&client, &app, &queued, "attach").await, 2);
+    // The slot's holder finished first: the queued one waited for its slot.
+    let url = format!("{}/restate/invocation/{slot_holder}/output", app.ingress);
+    assert_eq!(client.get(url).send().await.unwrap().status(), 200);
+}
