@@ -249,6 +249,23 @@ async fn an_invocation_between_attempts_is_shown_backing_off_with_its_next_attem
         !running.iter().any(|r| r["id"] == id.as_str()),
         "{running:?}"
     );
+    // A resume starts the next attempt now, as in Restate (it fails, and backs off again).
+    let resumed = reqwest::Client::new()
+        .patch(format!("{}/invocations/{id}/resume", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let start = std::time::Instant::now();
+    let view = loop {
+        let view = s.inspect(&id).await;
+        if view["attempts"] == 2 && view["status"] == "backing-off" {
+            break view;
+        }
+        assert!(start.elapsed().as_secs() < 30, "no second attempt: {view}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_ne!(view["next_retry_at"], rows[0]["next_retry_at"], "{view}");
     let killed = reqwest::Client::new()
         .patch(format!("{}/invocations/{id}/kill", s.admin))
         .send()

@@ -472,6 +472,11 @@ impl Engine {
                 break (inflight, in_memory);
             }
         };
+        // Backing off: its next attempt starts now, as Restate's resume does (nothing to store:
+        // the wait is in memory).
+        if in_memory && inflight.retry_now() {
+            return Ok(());
+        }
         let waiter = {
             let mut state = inflight.state();
             let resumable = match state.record.status {

@@ -107,6 +107,8 @@ pub(crate) struct Inflight {
     pub queued: AtomicBool,
     /// Set by kill: the executing task stops at once.
     pub killed: tokio::sync::Notify,
+    /// Set by an operator's resume while it backs off: the next attempt starts now.
+    retry_now: tokio::sync::Notify,
     /// A kill was requested: a suspension or pause committing meanwhile must not leave the
     /// invocation where the kill cannot reach it.
     pub kill_requested: AtomicBool,
@@ -190,6 +192,7 @@ impl Inflight {
             relayed: AtomicBool::new(false),
             queued: AtomicBool::new(false),
             killed: tokio::sync::Notify::new(),
+            retry_now: tokio::sync::Notify::new(),
             kill_requested: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             left: AtomicBool::new(false),
@@ -347,7 +350,23 @@ impl Inflight {
             state.retry_at_ms = Some(retry_at_ms);
         }
         let _shown = Shown(self);
-        clock.sleep_until_ms(retry_at_ms).await;
+        tokio::select! {
+            () = clock.sleep_until_ms(retry_at_ms) => {}
+            () = self.retry_now.notified() => {}
+        }
+    }
+
+    /// Ends its wait between attempts, if it is in one (an operator's resume, as in Restate):
+    /// `false` when it is not backing off.
+    pub(crate) fn retry_now(&self) -> bool {
+        let state = self.state();
+        if state.retry_at_ms.is_none() {
+            return false;
+        }
+        // Under its state's lock, which the wait's end takes too: no stored permit cuts a
+        // later wait short.
+        self.retry_now.notify_waiters();
+        true
     }
 
     /// Submits `ops` after this invocation's record if the record is not durable yet, so the
