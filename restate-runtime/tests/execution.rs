@@ -250,28 +250,15 @@ async fn an_invocation_between_attempts_is_shown_backing_off_with_its_next_attem
         "{running:?}"
     );
     // A resume starts the next attempt now, as in Restate (it fails, and backs off again).
-    let resumed = reqwest::Client::new()
-        .patch(format!("{}/invocations/{id}/resume", s.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resumed.status(), 200);
-    let start = std::time::Instant::now();
-    let view = loop {
+    assert_eq!(s.act(&id, "resume").await, 200);
+    common::wait_until(std::time::Duration::from_secs(30), || async {
         let view = s.inspect(&id).await;
-        if view["attempts"] == 2 && view["status"] == "backing-off" {
-            break view;
-        }
-        assert!(start.elapsed().as_secs() < 30, "no second attempt: {view}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        view["attempts"] == 2 && view["status"] == "backing-off"
+    })
+    .await;
+    let view = s.inspect(&id).await;
     assert_ne!(view["next_retry_at"], rows[0]["next_retry_at"], "{view}");
-    let killed = reqwest::Client::new()
-        .patch(format!("{}/invocations/{id}/kill", s.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(killed.status(), 200);
+    assert_eq!(s.act(&id, "kill").await, 200);
     let view = s.wait_status(&id, "completed").await;
     assert!(view["next_retry_at"].is_null(), "{view}");
     s.stop().await;

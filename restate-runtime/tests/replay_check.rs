@@ -131,6 +131,26 @@ async fn check(dir: &std::path::Path, options: ReplayOptions) -> restate_runtime
     }
 }
 
+/// Writes `record` as `id`'s into the store in `dir` (closed again).
+async fn store_record(dir: &std::path::Path, id: InvocationId, record: &InvocationRecord) {
+    let store = RedbStorage::open(dir, &RedbOptions::default()).unwrap();
+    store
+        .submit(vec![WriteOp::put_invocation(id, record)])
+        .await
+        .unwrap();
+    store.close();
+}
+
+/// The problem `report` names for `id`.
+fn problem_of(
+    report: &restate_runtime::ReplayReport,
+    id: InvocationId,
+) -> &restate_runtime::ReplayProblem {
+    (report.problems.iter())
+        .find(|p| p.invocation_id == id)
+        .unwrap_or_else(|| panic!("{id} is named: {report}"))
+}
+
 fn journal_lengths(dir: &std::path::Path) -> Vec<(InvocationId, usize)> {
     let store = RedbStorage::open(dir, &RedbOptions::default()).unwrap();
     let all = store
@@ -272,31 +292,25 @@ async fn the_check_names_exactly_the_invocations_a_change_breaks_and_runs_nothin
     // A delayed send not started yet, whose input the new code cannot read, is named too: it
     // would fail at its first attempt.
     let unreadable: InvocationId = "inv_1gdJBtdVEcM942bjcDmb1c1khoaJe11Hbq".parse().unwrap();
-    {
+    let mut record = {
         let store = RedbStorage::open(&backup, &RedbOptions::default()).unwrap();
-        let mut record = store.invocations(None, 1).unwrap().remove(0).1;
-        record.target = Target {
-            service: "Orders".into(),
-            handler: "priced".into(),
-            key: Some("p".into()),
-        };
-        record.input = br#"{"amount": 5}"#.to_vec();
-        record.status = Status::Scheduled {
-            at_ms: u64::MAX / 2,
-        };
-        store
-            .submit(vec![WriteOp::put_invocation(unreadable, &record)])
-            .await
-            .unwrap();
+        let record = store.invocations(None, 1).unwrap().remove(0).1;
         store.close();
-    }
+        record
+    };
+    record.target = Target {
+        service: "Orders".into(),
+        handler: "priced".into(),
+        key: Some("p".into()),
+    };
+    record.input = br#"{"amount": 5}"#.to_vec();
+    record.status = Status::Scheduled {
+        at_ms: u64::MAX / 2,
+    };
+    store_record(&backup, unreadable, &record).await;
     let report = check(&backup, ReplayOptions::default()).await;
     assert_eq!(report.problems.len(), 2, "{report}");
-    let problem = report
-        .problems
-        .iter()
-        .find(|p| p.invocation_id == unreadable)
-        .expect("the unreadable input is named");
+    let problem = problem_of(&report, unreadable);
     assert!(
         matches!(&problem.problem, Problem::Fails { message } if message.contains("missing field `cents`")),
         "{report}"
@@ -304,23 +318,11 @@ async fn the_check_names_exactly_the_invocations_a_change_breaks_and_runs_nothin
     assert_eq!(problem.status, "scheduled");
 
     // The same, come due and waiting for its key: named with the status the admin API shows.
-    {
-        let store = RedbStorage::open(&backup, &RedbOptions::default()).unwrap();
-        let mut record = store.invocation(&unreadable).unwrap().unwrap();
-        record.status = Status::Runnable;
-        record.attempts = 0;
-        store
-            .submit(vec![WriteOp::put_invocation(unreadable, &record)])
-            .await
-            .unwrap();
-        store.close();
-    }
+    record.status = Status::Runnable;
+    record.attempts = 0;
+    store_record(&backup, unreadable, &record).await;
     let report = check(&backup, ReplayOptions::default()).await;
-    let problem = report
-        .problems
-        .iter()
-        .find(|p| p.invocation_id == unreadable)
-        .expect("the unreadable input is named");
+    let problem = problem_of(&report, unreadable);
     assert_eq!(problem.status, "pending", "{report}");
 
     // A folder without a store is an error, not an empty pass.

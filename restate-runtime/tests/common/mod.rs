@@ -122,6 +122,17 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `PATCH /invocations/{id}/{action}` on the admin API: its status.
+    pub async fn act(&self, id: &str, action: &str) -> u16 {
+        reqwest::Client::new()
+            .patch(format!("{}/invocations/{id}/{action}", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// The admin API's view of an invocation.
     pub async fn inspect(&self, id: &str) -> serde_json::Value {
         reqwest::get(format!("{}/invocations/{id}", self.admin))
