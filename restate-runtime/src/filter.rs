@@ -17,7 +17,7 @@ pub(crate) const STATUSES: [&str; 8] = [
     "completed",
 ];
 
-/// Between attempts: known only to the process that runs it (the wait is in memory).
+/// Between attempts after a failed one (its record says until when).
 pub(crate) const BACKING_OFF: &str = "backing-off";
 
 /// The status an invocation is shown with: its record's, except `pending` for one of an

@@ -16,6 +16,7 @@ static RUN_BODIES: AtomicU32 = AtomicU32::new(0);
 static RUN_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
 static ALWAYS: AtomicU32 = AtomicU32::new(0);
 static DRIFT: AtomicU32 = AtomicU32::new(0);
+static DOOMED: AtomicU32 = AtomicU32::new(0);
 static COMPENSATIONS: AtomicU32 = AtomicU32::new(0);
 static CALLEE_RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static CALLER_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
@@ -56,9 +57,11 @@ impl Exec {
         Ok(v)
     }
 
+    /// Fails each attempt with its number.
     #[handler(retry(max_attempts = 2, on_max_attempts = "kill"))]
     async fn doomed(&self, _ctx: Context<'_>) -> HandlerResult<()> {
-        Err("never works either".into())
+        let attempt = DOOMED.fetch_add(1, Ordering::SeqCst) + 1;
+        Err(format!("never works either ({attempt})").into())
     }
 
     #[handler(retry(max_attempts = 2))]
@@ -300,16 +303,20 @@ async fn a_call_to_a_paused_invocation_does_not_hold_the_in_flight_cap() {
     s.stop().await;
 }
 
+/// Killed after its last attempt, with that attempt's error as its last error (it was the
+/// one before).
 #[tokio::test]
 async fn exhausted_retries_kill_when_the_policy_says_so() {
     let s = TestServer::start().await;
-    let (status, body) = call(&s, "/Exec/doomed", None).await;
-    assert_eq!(status, 409, "{body}");
-    let message = body["message"].as_str().unwrap();
+    let id = send(&s, "doomed").await;
+    let view = s.wait_status(&id, "completed").await;
+    assert_eq!(view["result"]["failure"]["code"], 409, "{view}");
+    let message = view["result"]["failure"]["message"].as_str().unwrap();
     assert!(
         message.starts_with("killed after 2 attempts") && message.contains("never works either"),
-        "{body}"
+        "{view}"
     );
+    assert_eq!(view["last_error"], "never works either (2)", "{view}");
     s.stop().await;
 }
 

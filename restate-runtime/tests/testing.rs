@@ -19,6 +19,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 pub struct Steps {
     seen: Arc<Mutex<Vec<(String, u64)>>>,
     failures_left: Arc<AtomicU32>,
+    refusals: Arc<AtomicU32>,
 }
 
 impl Steps {
@@ -80,6 +81,17 @@ impl Steps {
         drop(seen);
         self.note_once(&ctx, "charged".into()).await?;
         Ok(attempts.load(Ordering::SeqCst))
+    }
+
+    /// Fails its first attempt (attempts counted in `refusals`), an hour before the next,
+    /// which sleeps an hour.
+    #[handler(retry(initial_interval = "1h", max_interval = "1h"))]
+    async fn refused(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        if self.refusals.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("the card is refused".into());
+        }
+        ctx.sleep(HOUR).await?;
+        Ok(())
     }
 
     /// Real work outside the engine, inside `ctx.run`: 50 ms of a real timer.
@@ -346,6 +358,43 @@ async fn a_cancel_during_a_steps_retry_wait_ends_the_step_without_another_attemp
     // Not another attempt, not now and not at the retry's time.
     t.advance(Duration::from_secs(60)).await;
     assert!(seen.lock().unwrap().is_empty());
+}
+
+/// An invocation between attempts stays there across a restart (the hour's wait is not cut
+/// short), and a cancel that comes meanwhile starts its next attempt at once, which takes the
+/// cancellation at its first await (found from outside: the cancel waited out the hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_an_invocations_retry_wait_ends_it_without_the_wait() {
+    let steps = Steps::default();
+    let refusals = steps.refusals.clone();
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let sent = t
+        .handle()
+        .object::<Steps>("r")
+        .refused()
+        .send()
+        .await
+        .unwrap();
+    let id = sent.invocation_id();
+    let backing_off = |t: &TestRuntime| {
+        let filter = InvocationFilter::default().status("backing-off");
+        t.invocations(filter)
+            .iter()
+            .map(|v| v.id)
+            .collect::<Vec<_>>()
+    };
+    t.run_until_idle().await;
+    assert_eq!(backing_off(&t), [id]);
+    t.restart().await;
+    t.run_until_idle().await;
+    assert_eq!(backing_off(&t), [id]);
+    assert_eq!(refusals.load(Ordering::SeqCst), 1);
+    sent.cancel().await.unwrap();
+    t.run_until_idle().await;
+    let view = t.invocation(id).unwrap();
+    let e = view.output::<()>().expect("completed").unwrap_err();
+    assert_eq!(e.code(), 409, "{e:?}");
+    assert_eq!(refusals.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

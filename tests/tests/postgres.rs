@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use restate_runtime::testing::PostgresCluster;
-use support::{App, free_port, metrics, poll, send_busy, send_busy_until_refused, send_json};
+use support::{
+    App, free_port, invocations_where, metrics, poll, send_busy, send_busy_until_refused, send_json,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crash_app");
 
@@ -468,6 +470,53 @@ async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
         let r = client.get(attach).send().await.unwrap();
         assert_eq!(r.status(), 409, "{id} cancelled");
     }
+}
+
+/// Invocations backing off between attempts are shown so by every process (their records say
+/// until when), and a resume through a process that does not run them starts their next
+/// attempt where they run (found from outside: only the owner showed them backing off, and
+/// the other refused the resume with 409 "is running, not paused").
+#[tokio::test]
+async fn invocations_backing_off_are_shown_and_resumed_through_either_process() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let Spread {
+        a, b, client, _dir, ..
+    } = spread_pair(&[]).await;
+    // Sent through b: created in b's partitions (an unkeyed send is not forwarded).
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let r = client.post(format!("{}/Steps/down/send", b.ingress));
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        ids.push(body["invocationId"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    let attempts_at = |admin: String, attempts: u64| {
+        let (client, ids) = (client.clone(), ids.clone());
+        async move {
+            let listed = invocations_where(&client, &admin, "status=backing-off").await;
+            let mut shown: Vec<String> = (listed.iter())
+                .filter(|v| v["attempts"] == attempts && v["next_retry_at"].is_string())
+                .map(|v| v["id"].as_str().unwrap().to_owned())
+                .collect();
+            shown.sort();
+            shown == ids
+        }
+    };
+    poll(Duration::from_secs(60), || async {
+        attempts_at(a.admin.clone(), 1).await && attempts_at(b.admin.clone(), 1).await
+    })
+    .await;
+    for id in &ids {
+        let resume = client.patch(format!("{}/invocations/{id}/resume", a.admin));
+        let status = resume.send().await.unwrap().status();
+        assert!(status.is_success(), "resume {id} through a: {status}");
+    }
+    // Each ran its next attempt at once, and backs off again after it.
+    poll(Duration::from_secs(60), || attempts_at(a.admin.clone(), 2)).await;
 }
 
 /// Calls waiting at a process that shuts down (SIGTERM) were accepted all the same: each is

@@ -154,7 +154,12 @@ fn view_of(
                 _ => (None, None),
             };
             let status = engine.shown_status(&parsed, &record);
-            let mut view = summary(parsed, &record, status, engine.next_retry_at_ms(&parsed));
+            let mut view = summary(
+                parsed,
+                &record,
+                status,
+                engine.next_retry_at_ms(&parsed, &record),
+            );
             view["idempotency_key"] = json!(record.idempotency_key);
             view["completed_at"] = json!(completed_at);
             view["result"] = json!(result);
@@ -263,7 +268,7 @@ pub(super) async fn list(
         Ok((page, next)) => axum::Json(json!({
             "invocations": page
                 .iter()
-                .map(|(id, r)| summary(*id, r, status_of(id, r), engine.next_retry_at_ms(id)))
+                .map(|(id, r)| summary(*id, r, status_of(id, r), engine.next_retry_at_ms(id, r)))
                 .collect::<Vec<_>>(),
             "next": next.map(|id| id.to_string()),
         }))

@@ -76,6 +76,7 @@ pub(super) fn invocation(view: &Value) -> String {
         ("target", "target"),
         ("status", "status"),
         ("attempts", "attempts"),
+        ("next attempt", "next_retry_at"),
         ("version", "version"),
         ("created", "created_at"),
         ("modified", "modified_at"),
@@ -198,6 +199,23 @@ mod tests {
         assert_eq!(
             invocations(&json!({"invocations": []})),
             "no invocation matches\n"
+        );
+    }
+
+    #[test]
+    fn an_invocation_backing_off_shows_when_its_next_attempt_starts() {
+        let view = json!({"id": "inv_a", "status": "backing-off", "attempts": 2,
+            "next_retry_at": "2026-12-07T16:00:00Z", "last_error": "down", "journal": []});
+        let shown = invocation(&view);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "id              inv_a",
+                "status          backing-off",
+                "attempts        2",
+                "next attempt    2026-12-07T16:00:00Z",
+            ]
         );
     }
 }

@@ -354,8 +354,12 @@ where
                 // Shown as Restate shows a step's retry: the invocation backing off. A cancel
                 // lands here, at the step's next attempt, or at once if it comes during the
                 // wait (found from outside: the step retried on to success, the cancel lost).
-                let error = format!("run `{}` failed: {e}", run.name);
+                ctx.inflight.state().record.last_error =
+                    Some(format!("run `{}` failed: {e}", run.name));
                 let clock = &ctx.engine.config().clock;
+                let retry_at_ms = clock
+                    .now_ms()
+                    .saturating_add(crate::clock::millis(policy.delay_for(failures)));
                 let mut changes = ctx.inflight.changes();
                 let cancelled = async {
                     while !ctx.cancel_pending() {
@@ -365,7 +369,7 @@ where
                     }
                 };
                 tokio::select! {
-                    () = ctx.inflight.back_off(clock, policy.delay_for(failures), error) => {}
+                    () = ctx.inflight.back_off(clock, retry_at_ms) => {}
                     () = cancelled => {}
                 }
                 let cancelled = || JournalEntry::Run {

@@ -393,10 +393,12 @@ impl Engine {
                 InboxMessage::Purge if !finished => return Err(not_completed(id)),
                 InboxMessage::Purge => {}
                 _ if finished => return Err(already_completed(id, done)),
-                // Stored as neither suspended nor paused, it runs (or waits for its time or
-                // its key): as where it runs, nothing to resume.
+                // Stored as neither suspended nor paused nor between attempts, it runs (or
+                // waits for its time or its key): as where it runs, nothing to resume (found
+                // from outside: one backing off was refused here, and resumed by its owner).
                 InboxMessage::Resume
-                    if !matches!(record.status, Status::Suspended { .. } | Status::Paused) =>
+                    if !matches!(record.status, Status::Suspended { .. } | Status::Paused)
+                        && super::stored_retry_at_ms(&record, self.now_ms()).is_none() =>
                 {
                     return Err(not_resumable(id, &record.status));
                 }
@@ -472,8 +474,8 @@ impl Engine {
                 break (inflight, in_memory);
             }
         };
-        // Backing off: its next attempt starts now, as Restate's resume does (nothing to store:
-        // the wait is in memory).
+        // Backing off: its next attempt starts now, as Restate's resume does. Its record keeps
+        // the wait it stored; a restart during that attempt waits at most the policy's delay.
         if in_memory && inflight.retry_now() {
             return Ok(());
         }

@@ -105,9 +105,41 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         let mut shutdown = engine.shutdown_signal();
         let mut departures = engine.departures.subscribe();
         let policy = options.retry_policy;
-        // Failures of this run of the task; the retry policy counts these.
-        let mut failures = 0u32;
+        // Failures since it started afresh, which the retry policy counts, and when the next
+        // attempt is due: carried over from its record, where a failure left them before the
+        // process stopped (found from outside: a restart counted from nought and ran the next
+        // attempt at once, so a process restarted often never reached `max_attempts`). A
+        // suspension or pause writes the record without them: its resume counts afresh.
+        // The wait is capped by what the policy now gives (a deploy that shortened it, a
+        // clock set back, another process's clock ahead).
+        let stored = inflight.state().record.retry;
+        let mut failures = stored.map_or(0, |retry| retry.failures);
+        let mut retry_at_ms = stored.map(|retry| {
+            let capped = engine
+                .now_ms()
+                .saturating_add(crate::clock::millis(policy.delay_for(failures)));
+            retry.next_at_ms.min(capped)
+        });
         loop {
+            // Only a wait still to come: one stored earlier in this run that is past (it was
+            // mid-attempt at the crash) keeps its restore slot.
+            if let Some(at) = retry_at_ms.take().filter(|at| *at > engine.now_ms()) {
+                // Between attempts it runs nothing: a slot of a bounded restore goes to the
+                // next one on disk (found from outside: after a restart during an outage,
+                // the ones backing off held every slot, and nothing else was restored).
+                inflight.release_slot();
+                let killed = tokio::select! {
+                    () = inflight.back_off(&engine.config().clock, at) => false,
+                    // The next attempt starts now and takes it at its first await (found from
+                    // outside: a cancel waited out the whole delay, an hour for some).
+                    () = inflight.cancel_requested() => false,
+                    _ = inflight.killed.notified() => true,
+                    () = stopped(&mut shutdown, &mut departures, &inflight) => return,
+                };
+                if killed {
+                    return complete(&engine, &inflight, super::control::killed()).await;
+                }
+            }
             let running = tokio::select! {
                 biased;
                 () = stopped_now(&engine, &inflight) => return,
@@ -210,19 +242,15 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     }
                     let delay = policy.delay_for(failures);
                     tracing::warn!(attempt = failures, ?delay, %reason, "invocation attempt failed; retrying");
-                    drop(running);
-                    // Between attempts it runs nothing: a slot of a bounded restore goes to the
-                    // next one on disk (found from outside: after a restart during an outage,
-                    // the ones backing off held every slot, and nothing else was restored).
-                    inflight.release_slot();
-                    let killed = tokio::select! {
-                        () = inflight.back_off(&engine.config().clock, delay, reason) => false,
-                        _ = inflight.killed.notified() => true,
-                        () = stopped(&mut shutdown, &mut departures, &inflight) => return,
-                    };
-                    if killed {
-                        return complete(&engine, &inflight, super::control::killed()).await;
+                    let at = engine.now_ms().saturating_add(crate::clock::millis(delay));
+                    // Durable before the attempt counts as ended: a drain that then says
+                    // ready, and the stop after it, keep the count and the wait.
+                    if let Some(written) = engine.record_failure(&inflight, reason, failures, at) {
+                        // Refused: its partition left, and the task stops at its departure.
+                        let _ = written.await;
                     }
+                    drop(running);
+                    retry_at_ms = Some(at);
                 }
                 Attempt::Retry(reason) => {
                     let attempts = failures + 1;
@@ -235,6 +263,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                             pause(&engine, &inflight, reason).await
                         }
                         OnMaxAttempts::Kill => {
+                            // Its last error is this attempt's, as a pause's is.
+                            inflight.state().record.last_error = Some(reason.clone());
                             let message = format!("killed after {attempts} attempts: {reason}");
                             let outcome = Outcome::Failure { code: 409, message };
                             complete(&engine, &inflight, outcome).await

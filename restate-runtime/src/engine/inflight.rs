@@ -73,8 +73,8 @@ pub(crate) struct InflightState {
     pub stored_suspended: bool,
     pub journal: Journal,
     /// Between attempts after a failed one: when the next starts (ms since the epoch). Shown as
-    /// `backing-off` with its `next_retry_at`; kept in memory only, as the wait is (a restart
-    /// runs the next attempt at once).
+    /// `backing-off` with its `next_retry_at` while the wait lasts (the record's `retry` says
+    /// the same to whoever reads it from the store).
     pub retry_at_ms: Option<u64>,
 }
 
@@ -328,31 +328,37 @@ impl Inflight {
         self.state.lock().expect("inflight lock")
     }
 
-    /// Waits `delay` on `clock` after a failure (`error`, shown as its last error), shown as
-    /// backing off meanwhile with the time of its next attempt, until the wait ends or is
-    /// dropped (a kill, a stop).
-    pub(crate) async fn back_off(
-        &self,
-        clock: &crate::clock::Clock,
-        delay: std::time::Duration,
-        error: String,
-    ) {
+    /// Waits on `clock` until `retry_at_ms`, the time of its next attempt after a failure,
+    /// shown as backing off meanwhile, until the wait ends or is dropped (a kill, a stop) or an
+    /// operator's resume ends it.
+    pub(crate) async fn back_off(&self, clock: &crate::clock::Clock, retry_at_ms: u64) {
         struct Shown<'a>(&'a Inflight);
         impl Drop for Shown<'_> {
             fn drop(&mut self) {
                 self.0.state().retry_at_ms = None;
             }
         }
-        let retry_at_ms = clock.now_ms().saturating_add(crate::clock::millis(delay));
-        {
-            let mut state = self.state();
-            state.record.last_error = Some(error);
-            state.retry_at_ms = Some(retry_at_ms);
-        }
+        self.state().retry_at_ms = Some(retry_at_ms);
         let _shown = Shown(self);
         tokio::select! {
             () = clock.sleep_until_ms(retry_at_ms) => {}
             () = self.retry_now.notified() => {}
+        }
+    }
+
+    /// Resolves once a cancellation was requested and not yet delivered to its handler.
+    pub(crate) async fn cancel_requested(&self) {
+        let mut changes = self.changes();
+        loop {
+            {
+                let state = self.state();
+                if state.record.cancel_requested && !state.record.cancel_delivered {
+                    return;
+                }
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 

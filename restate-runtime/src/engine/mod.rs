@@ -1012,6 +1012,7 @@ impl Engine {
             cancel_requested: false,
             cancel_delivered: false,
             version: Some(self.config.app_version.clone()),
+            retry: None,
         };
         Ok(Prepared {
             id,
@@ -1515,6 +1516,11 @@ impl Engine {
                     None => crate::filter::shown_status(record, state.journal.entries()),
                 }
             }
+            // Stored between attempts (after a restart, before it is loaded; or by another
+            // process on a shared database).
+            None if stored_retry_at_ms(record, self.now_ms()).is_some() => {
+                crate::filter::BACKING_OFF
+            }
             None => match self.storage.journal(id) {
                 Ok(journal) => crate::filter::shown_status(record, &journal),
                 Err(_) => record.status.name(),
@@ -1532,8 +1538,15 @@ impl Engine {
     }
 
     /// When the next attempt of an invocation between attempts starts (ms since the epoch).
-    pub(crate) fn next_retry_at_ms(&self, id: &InvocationId) -> Option<u64> {
-        self.inflight(id)?.state().retry_at_ms
+    pub(crate) fn next_retry_at_ms(
+        &self,
+        id: &InvocationId,
+        record: &InvocationRecord,
+    ) -> Option<u64> {
+        match self.inflight(id) {
+            Some(inflight) => inflight.state().retry_at_ms,
+            None => stored_retry_at_ms(record, self.now_ms()),
+        }
     }
 
     /// A page of invocations matching `filter`, in id order after `after`; the second value is
@@ -1801,6 +1814,7 @@ impl Engine {
                 expires_at_ms,
             };
             state.record.modified_at_ms = now;
+            state.record.retry = None;
             let put = if state.persisted {
                 WriteOp::put_invocation
             } else {
@@ -1926,6 +1940,7 @@ impl Engine {
             let mut state = inflight.state();
             state.record.status = Status::Paused;
             state.record.last_error = Some(reason);
+            state.record.retry = None;
             state.record.modified_at_ms = self.now_ms();
             state.persisted = true;
             self.storage
@@ -1940,6 +1955,31 @@ impl Engine {
         if inflight.kill_requested.load(Ordering::SeqCst) {
             Box::pin(self.complete(inflight, control::killed())).await;
         }
+    }
+
+    /// Records a failed attempt that is retried at `next_at_ms`: its error, the attempts and
+    /// where its retries stand go into its record, written if it is stored, else with the
+    /// record when it is (its first durable effect, or a send's acknowledgement that raced
+    /// the attempt). A suspension, pause or end writes the record without them: a resume
+    /// counts afresh.
+    pub(crate) fn record_failure(
+        &self,
+        inflight: &Inflight,
+        error: String,
+        failures: u32,
+        next_at_ms: u64,
+    ) -> Option<crate::storage::CommitWaiter> {
+        let mut state = inflight.state();
+        state.record.last_error = Some(error);
+        state.record.retry = Some(crate::storage::Retry {
+            failures,
+            next_at_ms,
+        });
+        state.record.modified_at_ms = self.now_ms();
+        state.persisted.then(|| {
+            self.storage
+                .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)])
+        })
     }
 
     /// Forgets an invocation created for a caller's journal entry that was never written (the
@@ -2161,6 +2201,15 @@ fn completion(record: InvocationRecord) -> Option<Arc<Completed>> {
 fn scheduled_at(status: &Status) -> Option<u64> {
     match status {
         Status::Scheduled { at_ms } => Some(*at_ms),
+        _ => None,
+    }
+}
+
+/// When the next attempt of a stored invocation between attempts is due, if it still waits
+/// for it at `now_ms`.
+pub(super) fn stored_retry_at_ms(record: &InvocationRecord, now_ms: u64) -> Option<u64> {
+    match (&record.status, record.retry) {
+        (Status::Runnable, Some(retry)) if retry.next_at_ms > now_ms => Some(retry.next_at_ms),
         _ => None,
     }
 }
@@ -2859,6 +2908,106 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// A stored invocation between attempts goes on where its record says its retries stand:
+    /// shown backing off until the stored time (also when read from the store alone, as
+    /// another process on a shared database reads it), and paused once its policy's count is
+    /// reached, counting the failures before the restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_goes_on_with_the_retries_its_record_stored() {
+        use crate::registry::Service;
+        struct Failing;
+        impl Service for Failing {
+            fn definition() -> crate::registry::ServiceDefinition {
+                let mut handler = crate::registry::internal_handler(
+                    "h",
+                    crate::registry::HandlerKind::Stateless,
+                    None,
+                    "()",
+                );
+                handler.options.retry_policy = crate::RetryPolicy {
+                    max_attempts: Some(3),
+                    initial_interval: Duration::from_secs(3600),
+                    max_interval: Duration::from_secs(3600),
+                    ..crate::RetryPolicy::default()
+                };
+                crate::registry::ServiceDefinition {
+                    name: "Failing",
+                    kind: crate::registry::ServiceKind::Service,
+                    handlers: vec![handler],
+                }
+            }
+
+            fn invoke<'a>(
+                &'a self,
+                _handler: &'a str,
+                _ctx: &'a crate::context::InvocationContext,
+                _input: bytes::Bytes,
+            ) -> futures::future::BoxFuture<'a, Result<bytes::Bytes, crate::error::HandlerError>>
+            {
+                Box::pin(async { Err("the bank is down".into()) })
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (waiting, due, far) = (
+            InvocationId::random(1),
+            InvocationId::random(2),
+            InvocationId::random(4),
+        );
+        let later = now_ms() + 1_800_000;
+        let failed = |failures, next_at_ms| {
+            let mut record = InvocationRecord::for_test("Failing", None, Status::Runnable);
+            record.attempts = failures;
+            record.retry = Some(crate::storage::Retry {
+                failures,
+                next_at_ms,
+            });
+            record
+        };
+        let (waiting_record, due_record) = (failed(1, later), failed(2, 1));
+        // Stored by a clock ten days ahead, or a policy a deploy since shortened.
+        let far_record = failed(1, now_ms() + 10 * 24 * 3_600_000);
+        let records = [
+            (waiting, &waiting_record),
+            (due, &due_record),
+            (far, &far_record),
+        ];
+        let engine = engine_over(dir.path(), Failing, &records).await;
+        // Its third attempt, the last its policy allows, fails: paused.
+        let record = record_once(&engine, due, |s| *s == Status::Paused).await;
+        assert_eq!(record.status, Status::Paused);
+        assert_eq!(record.attempts, 3);
+        let error = record.last_error.unwrap();
+        assert!(error.contains("after 3 attempts"), "{error}");
+        // The other waits for its time; from memory and from its record alone alike.
+        let (record, _) = engine.inspect(&waiting).unwrap().unwrap();
+        assert_eq!(record.attempts, 1);
+        assert_eq!(engine.shown_status(&waiting, &record), "backing-off");
+        assert_eq!(engine.next_retry_at_ms(&waiting, &record), Some(later));
+        let elsewhere = InvocationId::random(3);
+        assert_eq!(
+            engine.shown_status(&elsewhere, &waiting_record),
+            "backing-off"
+        );
+        let stored = engine.next_retry_at_ms(&elsewhere, &waiting_record);
+        assert_eq!(stored, Some(later));
+        // The wait is capped by the policy's delay, an hour (shown once its task waits).
+        let start = std::time::Instant::now();
+        let capped = loop {
+            let (record, _) = engine.inspect(&far).unwrap().unwrap();
+            match engine.next_retry_at_ms(&far, &record) {
+                Some(at) => break at,
+                None if start.elapsed() < Duration::from_secs(30) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                None => panic!("not backing off"),
+            }
+        };
+        assert!(capped <= now_ms() + 3_600_000, "{capped}");
+        // Once the time passed, a record read alone is shown as what it is.
+        assert_eq!(engine.shown_status(&elsewhere, &due_record), "running");
+        assert_eq!(engine.next_retry_at_ms(&elsewhere, &due_record), None);
     }
 
     /// An object served before a deploy with an exclusive handler the deploy renamed: the

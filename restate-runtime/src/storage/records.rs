@@ -200,6 +200,26 @@ pub struct InvocationRecord {
     /// The application version that accepted it (`RESTATE_APP_VERSION`); `None` for one
     /// stored by a binary that did not record versions.
     pub version: Option<String>,
+    /// Its failed attempts since it last started afresh and when the next is due, stored
+    /// with each failure: a restart goes on counting and waits out the rest of the delay.
+    /// `None` for one stored by a binary that did not record them.
+    pub retry: Option<Retry>,
+}
+
+/// Where an invocation's retries stand after a failed attempt.
+///
+/// ```
+/// use restate_runtime::storage::Retry;
+/// let retry = Retry { failures: 2, next_at_ms: 1_700_000_000_000 };
+/// assert_eq!(retry.failures, 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Failed attempts since it started afresh (its first attempt, or a resume after it
+    /// suspended or was paused): what its retry policy counts.
+    pub failures: u32,
+    /// When the next attempt is due (ms since the epoch).
+    pub next_at_ms: u64,
 }
 
 impl InvocationRecord {
@@ -249,12 +269,14 @@ impl<'de> Deserialize<'de> for InvocationRecord {
                 let r: RecordBeforeVersion = seq
                     .next_element()?
                     .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
-                // A record written before versions ends here: reading on finds no more bytes.
+                // A record written before versions ends here, one written before retries
+                // after the version: reading on finds no more bytes.
                 let version = seq
                     .next_element::<Option<String>>()
                     .ok()
                     .flatten()
                     .flatten();
+                let retry = seq.next_element::<Option<Retry>>().ok().flatten().flatten();
                 Ok(InvocationRecord {
                     target: r.target,
                     input: r.input,
@@ -270,10 +292,11 @@ impl<'de> Deserialize<'de> for InvocationRecord {
                     cancel_requested: r.cancel_requested,
                     cancel_delivered: r.cancel_delivered,
                     version,
+                    retry,
                 })
             }
         }
-        deserializer.deserialize_tuple(2, Fields)
+        deserializer.deserialize_tuple(3, Fields)
     }
 }
 
@@ -301,6 +324,7 @@ impl InvocationRecord {
             cancel_requested: false,
             cancel_delivered: false,
             version: None,
+            retry: None,
         }
     }
 }
@@ -828,6 +852,7 @@ mod tests {
             cancel_requested: false,
             cancel_delivered: false,
             version: None,
+            retry: None,
         };
         let napping = UnfinishedHint::of(&record(
             Status::Suspended {
@@ -868,19 +893,29 @@ mod tests {
     }
 
     #[test]
-    fn a_record_from_before_versions_reads_without_one_and_older_binaries_read_new_ones() {
+    fn records_from_before_versions_or_retries_read_without_them_and_older_binaries_read_new_ones()
+    {
         let mut record = InvocationRecord::for_test("S", Some("k"), Status::Runnable);
         record.caller = Some((InvocationId::random(0), 3));
-        // What binaries before versions wrote: the same fields, without the version's byte
-        // (`None`) after them.
+        // What binaries before retries wrote: the same fields, without the retry's byte
+        // (`None`) after them; before versions, without the version's byte either.
         let mut old = encode(&record);
+        assert_eq!(old.pop(), Some(0));
+        assert_eq!(decode::<InvocationRecord>(&old).unwrap(), record);
         assert_eq!(old.pop(), Some(0));
         assert_eq!(decode::<InvocationRecord>(&old).unwrap(), record);
 
         record.version = Some("1.4.0+9c1e07a2".into());
+        let mut before_retries = encode(&record);
+        before_retries.pop();
+        assert_eq!(decode::<InvocationRecord>(&before_retries).unwrap(), record);
+        record.retry = Some(Retry {
+            failures: 3,
+            next_at_ms: 1_700_000_000_000,
+        });
         let new = encode(&record);
         assert_eq!(decode::<InvocationRecord>(&new).unwrap(), record);
-        // An older binary decodes the fields it knows and ignores the version after them.
+        // An older binary decodes the fields it knows and ignores the ones after them.
         let older: RecordBeforeVersion = postcard::from_bytes(&new[1..]).unwrap();
         assert_eq!(older.seq, record.seq);
         assert_eq!(older.caller, record.caller);

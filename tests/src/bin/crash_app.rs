@@ -55,6 +55,18 @@ impl Steps {
     async fn down(&self, _ctx: Context<'_>) -> HandlerResult<()> {
         Err("the bank is down".into())
     }
+
+    /// Fails every attempt, each logged as `refused <id> <ms since the epoch>`: three
+    /// attempts four seconds apart, then paused.
+    #[handler(retry(max_attempts = 3, initial_interval = "4s", max_interval = "4s"))]
+    async fn refused(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(std::io::Error::other)?
+            .as_millis();
+        append(&format!("refused {} {at}", ctx.invocation_id()))?;
+        Err("the card is refused".into())
+    }
 }
 
 #[derive(Default)]

@@ -328,7 +328,7 @@ async fn list(
                     .iter()
                     .map(|(id, r)| {
                         let status = state.engine.shown_status(id, r);
-                        invocations::summary(*id, r, status, state.engine.next_retry_at_ms(id))
+                        invocations::summary(*id, r, status, state.engine.next_retry_at_ms(id, r))
                     })
                     .collect();
                 listing.next = next.map(|id| id.to_string());
