@@ -316,7 +316,7 @@ impl<T: DeserializeOwned + Send + 'static> InvocationHandle<T, RuntimeHandle> {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(&self) -> Result<(), ControlError> {
-        self.runtime()?.cancel(self.id).await
+        self.runtime()?.cancel(self.id).await.map(|_| ())
     }
 
     /// The runtime it was sent through, unless that has shut down since.

@@ -1888,12 +1888,14 @@ impl RuntimeHandle {
         &self,
         invocation: impl Into<InvocationId>,
     ) -> Result<(), crate::engine::ControlError> {
-        self.engine()?.cancel(invocation.into()).await
+        self.engine()?.cancel(invocation.into()).await.map(|_| ())
     }
 
     /// Stops an invocation at once; it completes with a 409 "killed" error. `Ok` only once it
     /// ended so: one that completed first (the kill came too late) is a
-    /// [`ControlError::Conflict`](crate::ControlError::Conflict), its result standing.
+    /// [`ControlError::Conflict`](crate::ControlError::Conflict), its result standing. On a
+    /// shared database, the kill of one another process runs is handed to that process, and
+    /// `Ok` says it was handed over (the admin API answers `202` then).
     ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;
@@ -1918,7 +1920,7 @@ impl RuntimeHandle {
         &self,
         invocation: impl Into<InvocationId>,
     ) -> Result<(), crate::engine::ControlError> {
-        self.engine()?.kill(invocation.into()).await
+        self.engine()?.kill(invocation.into()).await.map(|_| ())
     }
 
     /// Resolves an awakeable from outside any handler (a route of your own, say) and returns

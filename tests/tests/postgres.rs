@@ -470,6 +470,43 @@ async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
         let r = client.get(attach).send().await.unwrap();
         assert_eq!(r.status(), 409, "{id} cancelled");
     }
+    // A kill of one the other process runs is handed over: accepted (202), not done (found
+    // from outside: it answered 200, and the invocation could then complete its own way).
+    let mut kills = Vec::new();
+    for i in 0..12 {
+        let run = client.post(format!("{}/Approval/k-{i}/run/send", b.ingress));
+        let r = run.send().await.unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        let id = body["invocationId"].as_str().unwrap().to_owned();
+        kills.push((action(&id, "kill").await, id));
+    }
+    assert!(
+        kills.iter().all(|(status, _)| [200, 202].contains(status)),
+        "{kills:?}"
+    );
+    assert!(kills.iter().any(|(status, _)| *status == 202), "{kills:?}");
+    for (_, id) in &kills {
+        let attach = format!("{}/restate/invocation/{id}/attach", b.ingress);
+        let r = client.get(attach).send().await.unwrap();
+        assert_eq!(r.status(), 409, "{id} killed");
+    }
+    // Purged, an id is unknown everywhere: purging it again is a 404 wherever it arrives
+    // (found from outside: a process that does not run it answered 200).
+    for id in &finished {
+        let purge = client.patch(format!("{}/invocations/{id}/purge", b.admin));
+        assert!(
+            purge.send().await.unwrap().status().is_success(),
+            "purge {id}"
+        );
+    }
+    for id in &finished {
+        poll(Duration::from_secs(30), || async {
+            let view = client.get(format!("{}/invocations/{id}", a.admin));
+            view.send().await.unwrap().status() == 404
+        })
+        .await;
+        assert_eq!(action(id, "purge").await, 404, "purge {id} again");
+    }
 }
 
 /// Invocations backing off between attempts are shown so by every process (their records say

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::params::{Params, PathParams};
 use crate::clock::rfc3339;
-use crate::engine::{ControlError, Engine};
+use crate::engine::{Acted, ControlError, Engine};
 use crate::filter::{InvocationFilter, PauseReason};
 use crate::ids::InvocationId;
 use crate::ingress::{ApiError, parse_invocation_id};
@@ -295,6 +295,19 @@ pub(super) fn control_failure(e: ControlError) -> (StatusCode, String) {
     (status_of(e.code), e.message)
 }
 
+/// What an action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// Carried out here.
+    Done,
+    /// Handed to the process that runs the invocation, which decides: accepted (`202`), not
+    /// done (found from outside: a kill handed over answered `200`, and the invocation then
+    /// completed its own way).
+    HandedOver,
+    /// Restarted as this new invocation.
+    Restarted(InvocationId),
+}
+
 /// What `PATCH /invocations/{id}/{action}` and the bulk form do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
@@ -336,7 +349,7 @@ impl Action {
         self,
         engine: &Engine,
         id: InvocationId,
-    ) -> Result<Option<InvocationId>, ControlError> {
+    ) -> Result<Applied, ControlError> {
         // The runtime's own (schedule ticks, limiter steps) keep counts that a kill or a
         // restart from outside would break: schedules and limits have their own endpoints.
         if let Some((record, _)) = engine.inspect(&id)?
@@ -347,13 +360,20 @@ impl Action {
                 record.target
             )));
         }
-        match self {
-            Self::Cancel => engine.cancel(id).await.map(|()| None),
-            Self::Kill => engine.kill(id).await.map(|()| None),
-            Self::Purge => engine.purge(id).await.map(|()| None),
-            Self::Resume => engine.resume_invocation(id).await.map(|()| None),
-            Self::Restart { from } => engine.restart_as_new(id, from).await.map(Some),
-        }
+        let acted = match self {
+            Self::Cancel => engine.cancel(id).await?,
+            Self::Kill => engine.kill(id).await?,
+            Self::Purge => engine.purge(id).await?,
+            Self::Resume => engine.resume_invocation(id).await?,
+            Self::Restart { from } => {
+                let new = engine.restart_as_new(id, from).await?;
+                return Ok(Applied::Restarted(new));
+            }
+        };
+        Ok(match acted {
+            Acted::Here => Applied::Done,
+            Acted::HandedOver => Applied::HandedOver,
+        })
     }
 }
 
@@ -381,12 +401,15 @@ pub(super) async fn control(
         Err(e) => return e.into_response(),
     };
     match action.apply(&engine, id).await {
-        Ok(Some(new)) => axum::Json(json!({ "invocationId": new.to_string() })).into_response(),
+        Ok(Applied::Restarted(new)) => {
+            axum::Json(json!({ "invocationId": new.to_string() })).into_response()
+        }
         // Cancellation is delivered at the handler's next await point: accepted, not done.
-        Ok(None) if action == Action::Cancel => {
+        Ok(Applied::HandedOver) | Ok(Applied::Done) if action == Action::Cancel => {
             (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
         }
-        Ok(None) => axum::Json(json!({})).into_response(),
+        Ok(Applied::HandedOver) => (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response(),
+        Ok(Applied::Done) => axum::Json(json!({})).into_response(),
         Err(e) => control_error(e),
     }
 }
@@ -468,9 +491,13 @@ pub(super) async fn bulk(
     let mut failed = Vec::new();
     for (_, id) in ids {
         match action.apply(&engine, id).await {
-            Ok(new) => done.push(json!({
+            Ok(applied) => done.push(json!({
                 "id": id.to_string(),
-                "invocationId": new.map(|n| n.to_string()),
+                "invocationId": match applied {
+                    Applied::Restarted(new) => Some(new.to_string()),
+                    Applied::Done | Applied::HandedOver => None,
+                },
+                "handedOver": applied == Applied::HandedOver,
             })),
             Err(e) => failed.push(json!({ "id": id.to_string(), "error": e.to_string() })),
         }

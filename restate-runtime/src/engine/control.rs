@@ -42,6 +42,20 @@ impl From<crate::storage::StorageError> for ControlError {
     }
 }
 
+/// A refusal that passes: the same action asked again shortly is decided.
+fn ask_again(message: String) -> ControlError {
+    ControlError::Engine(EngineError::Overloaded(message))
+}
+
+/// Where an operator's action was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acted {
+    /// Here, and done as its answer says (a kill ended it killed).
+    Here,
+    /// Handed to the process that runs the invocation, which decides: accepted, not done.
+    HandedOver,
+}
+
 /// The result of a killed invocation.
 pub(crate) fn killed() -> Outcome {
     Outcome::Failure {
@@ -123,15 +137,17 @@ impl Engine {
         if let Some(f) = map.get(&id) {
             // A send whose sender's commit is placing it, here or behind its key's messages
             // in the inbox: which copy runs is known within a commit.
+            // Answered as a passing refusal (429 with Retry-After), not a conflict a client
+            // takes as final (found from outside: a cancel during a partition's move got 409).
             if f.placing() {
-                return Err(ControlError::Conflict(format!(
+                return Err(ask_again(format!(
                     "{id} is being placed on its key by its sender's commit: ask again"
                 )));
             }
             return Ok((f.clone(), true));
         }
         if !self.may_load(&id) {
-            return Err(ControlError::Conflict(format!(
+            return Err(ask_again(format!(
                 "another process runs {id}'s partition now: ask again"
             )));
         }
@@ -189,7 +205,7 @@ impl Engine {
         if inflight.placed_by_commit() && inflight.take_gate().is_some() {
             self.count_placed_start(inflight);
         }
-        self.complete(inflight, outcome).await;
+        self.complete_claimed(inflight, outcome).await;
         // An ending the store refused is no ending: the caller must not hear it was done.
         match &*inflight.subscribe().borrow() {
             Finish::Lost(reason) | Finish::Interrupted(reason) => {
@@ -204,13 +220,13 @@ impl Engine {
     /// gets a 409 terminal error at its next await point (suspended and paused ones are resumed
     /// for that), and the calls it waits on are cancelled too. Answers once the request is
     /// durable, with its wake-up.
-    pub(crate) async fn cancel(&self, id: InvocationId) -> Result<(), ControlError> {
+    pub(crate) async fn cancel(&self, id: InvocationId) -> Result<Acted, ControlError> {
         if self.behind_inbox(&id).await? {
             return self
                 .forward_action(id, InboxMessage::Cancel, "cancelled")
                 .await;
         }
-        self.cancel_here(id).await
+        self.cancel_here(id).await.map(|()| Acted::Here)
     }
 
     /// [`Self::cancel`] applied in this process.
@@ -324,11 +340,11 @@ impl Engine {
 
     /// Stops the invocation now: it completes with a 409 "killed" error, no compensation runs.
     /// Answers `Ok` only once it ended so ([`ended_killed`]).
-    pub(crate) async fn kill(&self, id: InvocationId) -> Result<(), ControlError> {
+    pub(crate) async fn kill(&self, id: InvocationId) -> Result<Acted, ControlError> {
         if self.behind_inbox(&id).await? {
             return self.forward_action(id, InboxMessage::Kill, "killed").await;
         }
-        self.kill_here(id).await
+        self.kill_here(id).await.map(|()| Acted::Here)
     }
 
     /// [`Self::kill`] applied in this process.
@@ -383,11 +399,18 @@ impl Engine {
         id: InvocationId,
         message: InboxMessage,
         done: &str,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Acted, ControlError> {
         if self.runs(&id) || self.placing(&id) {
-            return Ok(self.forward_message(id, message).await?);
+            self.forward_message(id, message).await?;
+            return Ok(Acted::HandedOver);
         }
-        if let Some(record) = self.storage.invocation_async(&id).await? {
+        let stored = self.storage.invocation_async(&id).await?;
+        if stored.is_none() && matches!(message, InboxMessage::Purge) {
+            // Only a finished invocation is purged, and every finished one is stored (found
+            // from outside: an id nobody knew was answered as purged).
+            return Err(ControlError::NotFound(id));
+        }
+        if let Some(record) = stored {
             let finished = matches!(record.status, Status::Completed { .. });
             match &message {
                 InboxMessage::Purge if !finished => return Err(not_completed(id)),
@@ -405,15 +428,16 @@ impl Engine {
                 _ => {}
             }
         }
-        Ok(self.forward_message(id, message).await?)
+        self.forward_message(id, message).await?;
+        Ok(Acted::HandedOver)
     }
 
     /// Forgets a finished invocation: result, journal and idempotency key.
-    pub(crate) async fn purge(&self, id: InvocationId) -> Result<(), ControlError> {
+    pub(crate) async fn purge(&self, id: InvocationId) -> Result<Acted, ControlError> {
         if self.behind_inbox(&id).await? {
             return self.forward_action(id, InboxMessage::Purge, "purged").await;
         }
-        self.purge_here(id).await
+        self.purge_here(id).await.map(|()| Acted::Here)
     }
 
     /// [`Self::purge`] applied in this process.
@@ -441,13 +465,13 @@ impl Engine {
     /// Runs a paused invocation again (its retry count starts over), or wakes a suspended one.
     /// Answers once the invocation is durably runnable, so a crash right after the answer
     /// still runs it.
-    pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<(), ControlError> {
+    pub(crate) async fn resume_invocation(&self, id: InvocationId) -> Result<Acted, ControlError> {
         if self.behind_inbox(&id).await? {
             return self
                 .forward_action(id, InboxMessage::Resume, "resumed")
                 .await;
         }
-        self.resume_invocation_here(id).await
+        self.resume_invocation_here(id).await.map(|()| Acted::Here)
     }
 
     /// [`Self::resume_invocation`] applied in this process.

@@ -368,5 +368,7 @@ impl Drop for RunningGuard {
 /// Completes `inflight` as killed in a task of its own (a boxed future: completing wakes
 /// waiters, which may start tasks like the one whose guard calls this).
 fn end_killed(engine: Engine, inflight: Arc<Inflight>) -> futures::future::BoxFuture<'static, ()> {
-    Box::pin(async move { engine.complete(&inflight, super::control::killed()).await })
+    Box::pin(async move {
+        (engine.complete_claimed(&inflight, super::control::killed())).await;
+    })
 }

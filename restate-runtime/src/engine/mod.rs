@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 pub(crate) use awakeables::AwakeableSubmission;
 pub(crate) use claims::Claim;
+pub(crate) use control::Acted;
 pub use control::ControlError;
 pub use drain::DrainStatus;
 pub(crate) use forward::{RELAYED_RETENTION, RelayTo};
@@ -1706,6 +1707,16 @@ impl Engine {
         {
             map.remove(&inflight.id);
         }
+    }
+
+    /// [`Self::complete`] for one no task runs, claimed by marking it running (a kill, a
+    /// cancel of one not started): the claim is given back once it ended (found from
+    /// outside: one whose partition left while its end committed stayed "running" among the
+    /// departed, whose tasks a partition's release waits for, so this process never released
+    /// nor took a partition again).
+    pub(crate) async fn complete_claimed(&self, inflight: &Arc<Inflight>, outcome: Outcome) {
+        self.complete(inflight, outcome).await;
+        inflight.running.store(false, Ordering::SeqCst);
     }
 
     /// Ends an invocation: result, caller's journal entry and expiry commit together.

@@ -231,7 +231,7 @@ impl Engine {
 /// Kills the original of a copy; one that finished meanwhile is left as it is.
 async fn end_original(engine: &Engine, id: InvocationId) -> Result<(), ControlError> {
     match engine.kill(id).await {
-        Ok(()) | Err(ControlError::Conflict(_)) => Ok(()),
+        Ok(_) | Err(ControlError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),
     }
 }

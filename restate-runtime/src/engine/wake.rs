@@ -513,6 +513,6 @@ pub(super) fn end_cancelled(
 ) -> futures::future::BoxFuture<'static, ()> {
     Box::pin(async move {
         let outcome = crate::context::invocation::cancelled_outcome();
-        engine.complete(&inflight, outcome).await
+        engine.complete_claimed(&inflight, outcome).await
     })
 }

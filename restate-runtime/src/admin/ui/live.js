@@ -1,14 +1,17 @@
 // Live pages: every few seconds, while the tab is visible and no field has the focus, the
 // page is fetched again and its live part replaced (same origin, same cookie): the results,
-// not a form someone may be filling in.
+// not a form someone may be filling in. One fetch at a time: a page slow to build is not
+// asked for again before it came.
 (function () {
   var main = document.getElementById("main");
   var every = main && Number(main.dataset.live);
   if (!every) return;
+  var fetching = false;
   setInterval(function () {
-    if (document.visibilityState !== "visible") return;
+    if (fetching || document.visibilityState !== "visible") return;
     var focused = document.activeElement;
     if (focused && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) return;
+    fetching = true;
     fetch(location.href, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
@@ -22,6 +25,7 @@
           main.innerHTML = fresh.getElementById("main").innerHTML;
         }
       })
-      .catch(function () {});
+      .catch(function () {})
+      .then(function () { fetching = false; });
   }, every);
 })();

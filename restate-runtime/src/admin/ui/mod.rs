@@ -419,19 +419,27 @@ async fn act(
         Err(e) => return refusal(&base, StatusCode::BAD_REQUEST, "Refused", &e.message),
     };
     match parsed.1.apply(&state.engine, parsed.0).await {
-        Ok(Some(new)) => Redirect::to(&format!(
+        Ok(invocations::Applied::Restarted(new)) => Redirect::to(&format!(
             "{base}/invocations/{new}?done={}",
             component(&format!(
                 "Restarted as {new}; {id} keeps its result if it had finished, else it was killed."
             ))
         ))
         .into_response(),
-        Ok(None) => Redirect::to(&format!(
-            "{base}/invocations/{}?done={}",
-            component(&id),
-            component(&format!("{action}: done."))
-        ))
-        .into_response(),
+        Ok(applied) => {
+            let said = match applied {
+                invocations::Applied::HandedOver => {
+                    "handed to the process that runs it, which carries it out"
+                }
+                _ => "done",
+            };
+            Redirect::to(&format!(
+                "{base}/invocations/{}?done={}",
+                component(&id),
+                component(&format!("{action}: {said}."))
+            ))
+            .into_response()
+        }
         Err(e) => {
             let (status, message) = invocations::control_failure(e);
             refusal(&base, status, "Not done", &message)

@@ -193,7 +193,9 @@ pub(super) fn invocation(base: &str, view: &Value, done: Option<&str>) -> String
     }
     let last_error = field(view, "last_error");
     if !last_error.is_empty() {
-        row("Last error", format!("<pre>{}</pre>", esc(&last_error)));
+        // Cut as payloads are: a handler's error may echo what a client sent.
+        let shown = payload(&Value::String(last_error));
+        row("Last error", format!("<pre>{}</pre>", esc(&shown)));
     }
     let next_retry = field(view, "next_retry_at");
     if !next_retry.is_empty() {

@@ -1831,3 +1831,34 @@ async fn a_relayed_call_and_its_retry_through_the_inbox_make_one_invocation_in_e
         other.shutdown();
     }
 }
+
+/// A kill of an invocation no task runs (queued behind its key's holder) gives back the claim
+/// it took to end it. Among the invocations that leave with a partition, one still marked
+/// running is waited for as a task that never stops, and the store never hears that this
+/// process let any partition go (found from outside: a process on PostgreSQL never took a
+/// partition again after it lost some while a kill committed). A partition leaving after
+/// the kill is let go once its holder's task stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_of_an_invocation_no_task_runs_gives_its_claim_back() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = MemoryStore::default();
+    let storage = Arc::new(store.open(PARTITIONS));
+    let (tally, _open) = Tally::new(false);
+    let engine = start(&storage, &tally);
+    let key = key_in("Tally", 1);
+    let holder = send(&engine, &key, None).await;
+    until("the holder started", || tally.runs(&holder) == 1).await;
+    let queued = send(&engine, &key, None).await;
+    let copy = engine.inflight(&queued).expect("queued in memory");
+    engine.kill(queued).await.unwrap();
+    assert!(completed(&storage, &queued));
+    assert!(!copy.running.load(SeqCst), "the kill's claim was kept");
+    let rest = Partitions::all(PARTITIONS).without(&Partitions::of(PARTITIONS, [1]));
+    let (before, _) = storage.left_on(&rest, 0);
+    storage.set_owned(rest.clone());
+    until("the store heard the partition was let go", || {
+        storage.left_on(&rest, before).1
+    })
+    .await;
+    engine.shutdown();
+}
