@@ -478,7 +478,16 @@ async fn admin_actions_on_another_process_invocations_are_refused_as_there() {
         let r = run.send().await.unwrap();
         let body: serde_json::Value = r.json().await.unwrap();
         let id = body["invocationId"].as_str().unwrap().to_owned();
-        kills.push((action(&id, "kill").await, id));
+        let kill = client.patch(format!("{}/invocations/{id}/kill", a.admin));
+        let r = kill.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body["handedOver"] == true,
+            status == 202,
+            "{id}: {status} {body}"
+        );
+        kills.push((status, id));
     }
     assert!(
         kills.iter().all(|(status, _)| [200, 202].contains(status)),

@@ -408,7 +408,11 @@ pub(super) async fn control(
         Ok(Applied::HandedOver) | Ok(Applied::Done) if action == Action::Cancel => {
             (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
         }
-        Ok(Applied::HandedOver) => (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response(),
+        Ok(Applied::HandedOver) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "handedOver": true })),
+        )
+            .into_response(),
         Ok(Applied::Done) => axum::Json(json!({})).into_response(),
         Err(e) => control_error(e),
     }

@@ -119,6 +119,9 @@ pub(super) fn action(done: &Value) -> String {
     let (action, id) = (text(done, "action"), text(done, "invocationId"));
     match done["answer"]["invocationId"].as_str() {
         Some(new) => format!("{action}: {id} (new invocation {new})\n"),
+        None if done["answer"]["handedOver"] == true => {
+            format!("{action}: handed to the process that runs {id}, which carries it out\n")
+        }
         None if action == "cancel" => format!("cancel: requested for {id}\n"),
         None => format!("{action}: done for {id}\n"),
     }
@@ -199,6 +202,18 @@ mod tests {
         assert_eq!(
             invocations(&json!({"invocations": []})),
             "no invocation matches\n"
+        );
+    }
+
+    /// An action another process carries out is not reported done (found by review: the
+    /// admin API's 202 printed "kill: done").
+    #[test]
+    fn an_action_handed_over_says_so() {
+        let answer = |answer| json!({"action": "kill", "invocationId": "inv_a", "answer": answer});
+        assert_eq!(action(&answer(json!({}))), "kill: done for inv_a\n");
+        assert_eq!(
+            action(&answer(json!({"handedOver": true}))),
+            "kill: handed to the process that runs inv_a, which carries it out\n"
         );
     }
 

@@ -758,6 +758,9 @@ async fn control(
         Err(_) if !engine.runs(&id) || engine.partition_leaving(&id) || engine.placing(&id) => {
             Ok(Applied::Later)
         }
+        // Refused for a moment (it was being placed, its partition moving): asked again
+        // later, not a failure of the whole page.
+        Err(super::ControlError::Engine(super::EngineError::Overloaded(_))) => Ok(Applied::Later),
         Err(super::ControlError::Engine(e)) => Err(e.to_string()),
         Err(e) => {
             tracing::warn!("a forwarded control request failed: {e}");

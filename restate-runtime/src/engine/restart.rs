@@ -228,10 +228,14 @@ impl Engine {
     }
 }
 
-/// Kills the original of a copy; one that finished meanwhile is left as it is.
+/// Kills the original of a copy; one that finished meanwhile is left as it is, as is one whose
+/// partition moved meanwhile (the same restart asked of its new owner gives the same copy and
+/// ends it).
 async fn end_original(engine: &Engine, id: InvocationId) -> Result<(), ControlError> {
     match engine.kill(id).await {
-        Ok(_) | Err(ControlError::Conflict(_)) => Ok(()),
+        Ok(_)
+        | Err(ControlError::Conflict(_))
+        | Err(ControlError::Engine(super::EngineError::Overloaded(_))) => Ok(()),
         Err(e) => Err(e),
     }
 }

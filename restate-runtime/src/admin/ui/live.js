@@ -12,7 +12,10 @@
     var focused = document.activeElement;
     if (focused && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) return;
     fetching = true;
-    fetch(location.href, { credentials: "same-origin" })
+    // A fetch that never settles would stop the refresh: given up after a minute.
+    var abort = new AbortController();
+    var giveUp = setTimeout(function () { abort.abort(); }, 60000);
+    fetch(location.href, { credentials: "same-origin", signal: abort.signal })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html) return;
@@ -26,6 +29,6 @@
         }
       })
       .catch(function () {})
-      .then(function () { fetching = false; });
+      .then(function () { clearTimeout(giveUp); fetching = false; });
   }, every);
 })();

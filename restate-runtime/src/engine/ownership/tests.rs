@@ -1836,8 +1836,9 @@ async fn a_relayed_call_and_its_retry_through_the_inbox_make_one_invocation_in_e
 /// it took to end it. Among the invocations that leave with a partition, one still marked
 /// running is waited for as a task that never stops, and the store never hears that this
 /// process let any partition go (found from outside: a process on PostgreSQL never took a
-/// partition again after it lost some while a kill committed). A partition leaving after
-/// the kill is let go once its holder's task stopped.
+/// partition again after it lost some while a kill committed). The claim is what is checked
+/// (the leave during the kill's commit is not forced here); a partition leaving after the
+/// kill is let go once its holder's task stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_of_an_invocation_no_task_runs_gives_its_claim_back() {
     use std::sync::atomic::Ordering::SeqCst;
