@@ -565,6 +565,46 @@ async fn invocations_backing_off_are_shown_and_resumed_through_either_process() 
     poll(Duration::from_secs(60), || attempts_at(a.admin.clone(), 2)).await;
 }
 
+/// Sends accepted by one process for partitions a paused process runs wait in the inbox: each
+/// is shown there by id, `pending` in the inbox, not 404 (found from outside: acknowledged 202,
+/// then unknown to the admin API while its output answered "not ready").
+#[tokio::test]
+async fn a_send_waiting_in_the_inbox_is_shown_pending_there() {
+    if PostgresCluster::for_tests().is_none() {
+        return;
+    }
+    let Spread {
+        a, b, client, _dir, ..
+    } = spread_pair(&[]).await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &b.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Over enough keys that some are the paused process's: those go to its inbox.
+    let mut views = Vec::new();
+    for i in 0..12 {
+        let send = client.post(format!("{}/Tally/inbox-{i}/add/send", a.ingress));
+        let r = send.json(&1).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        let id = body["invocationId"].as_str().unwrap().to_owned();
+        let view = client.get(format!("{}/invocations/{id}", a.admin));
+        let r = view.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{id}");
+        views.push(r.json::<serde_json::Value>().await.unwrap());
+    }
+    signal("-CONT");
+    let in_inbox: Vec<_> = views.iter().filter(|v| v["inbox"] == true).collect();
+    assert!(!in_inbox.is_empty(), "{views:?}");
+    for view in in_inbox {
+        assert_eq!(view["status"], "pending", "{view}");
+    }
+}
+
 /// Calls waiting at a process that shuts down (SIGTERM) were accepted all the same: each is
 /// answered 503 with its invocation's id and no `Retry-After`, whether it ran in that process
 /// or was forwarded to the other one, and each completes once, read by that id elsewhere.

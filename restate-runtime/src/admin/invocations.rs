@@ -166,6 +166,14 @@ fn view_of(
             view["journal"] = journal.iter().map(|(i, e)| entry_json(*i, e)).collect();
             Some(view)
         }
+        // Accepted, still in its partition's inbox: its record is not written yet (found from
+        // outside: one acknowledged 202 was 404 here while its owner was paused).
+        None if engine.waits_in_inbox(&parsed)? => Some(json!({
+            "id": parsed.to_string(),
+            "status": "pending",
+            "inbox": true,
+            "journal": [],
+        })),
         None => None,
     })
 }

@@ -60,11 +60,12 @@ impl Attempt {
 }
 
 pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
-    let (target, input) = {
+    let (target, input, stored_retry) = {
         let state = inflight.state();
         (
             state.record.target.clone(),
             Bytes::from(state.record.input.clone()),
+            state.record.retry,
         )
     };
     let invocation = Arc::new(logs::Invocation {
@@ -112,9 +113,8 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
         // suspension or pause writes the record without them: its resume counts afresh.
         // The wait is capped by what the policy now gives (a deploy that shortened it, a
         // clock set back, another process's clock ahead).
-        let stored = inflight.state().record.retry;
-        let mut failures = stored.map_or(0, |retry| retry.failures);
-        let mut retry_at_ms = stored.map(|retry| {
+        let mut failures = stored_retry.map_or(0, |retry| retry.failures);
+        let mut retry_at_ms = stored_retry.map(|retry| {
             let capped = engine
                 .now_ms()
                 .saturating_add(crate::clock::millis(policy.delay_for(failures)));

@@ -1468,7 +1468,7 @@ impl Engine {
         if !self.shared_store {
             return Ok(OutputState::NotFound);
         }
-        if self.storage.inbox_pending(id)?.starts {
+        if self.waits_in_inbox(id)? {
             return Ok(OutputState::NotReady);
         }
         // Applied between the two reads? Its owner stores the record before it deletes the
@@ -1477,6 +1477,12 @@ impl Engine {
             .storage
             .invocation(id)?
             .map_or(OutputState::NotFound, of))
+    }
+
+    /// Whether `id` is not stored yet, but a message that creates it waits in its partition's
+    /// inbox (another process accepted it; the one that runs the partition has not applied it).
+    pub(crate) fn waits_in_inbox(&self, id: &InvocationId) -> Result<bool, EngineError> {
+        Ok(self.shared_store && self.storage.inbox_pending(id)?.starts)
     }
 
     /// The record and journal of an invocation, in memory or stored.

@@ -184,7 +184,21 @@ impl Engine {
         let mut ops = Vec::new();
         let mut completions = Vec::new();
         for source in sources {
-            let record = self.storage.invocation(&source)?;
+            let mut record = self.storage.invocation(&source)?;
+            if record.is_none() && self.shared_store {
+                // Accepted and waiting in its partition's inbox (taken over with it, not
+                // applied yet): not unknown, it runs once applied (found from outside: a call
+                // whose callee waited there was failed with a 404 at the takeover).
+                if self.storage.inbox_pending(&source)?.starts {
+                    self.result_sources
+                        .lock()
+                        .expect("result sources")
+                        .insert(source);
+                    continue;
+                }
+                // Applied between the two reads: its record is stored before its message leaves.
+                record = self.storage.invocation(&source)?;
+            }
             let outcome = match &record {
                 Some(r) => match &r.status {
                     Status::Completed { outcome, .. } => outcome.clone(),

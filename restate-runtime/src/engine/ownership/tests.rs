@@ -1863,3 +1863,67 @@ async fn a_kill_of_an_invocation_no_task_runs_gives_its_claim_back() {
     .await;
     engine.shutdown();
 }
+
+/// A call's result waiter whose callee still waits in its partition's inbox when the
+/// partitions are taken over is not failed with a 404 by recovery: the callee runs once its
+/// message is applied, and its result completes the caller's entry (found from outside: a
+/// reminder's rate-limit call ended with "not found" right after another process took its
+/// partitions over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_waiter_whose_source_waits_in_the_inbox_is_not_failed_at_recovery() {
+    use crate::storage::JournalEntry;
+    use crate::storage::records::InvocationRecord;
+    let store = MemoryStore::default();
+    let storage = Arc::new(store.open_shared(PARTITIONS));
+    hand(&storage, &Partitions::all(PARTITIONS));
+    let key = "k";
+    let callee = InvocationId::random(partition_key_of("Tally", key));
+    let caller = InvocationId::random(partition_key_of("Relay", "r"));
+    let suspended = Status::Suspended { wake_at_ms: None };
+    let mut record = InvocationRecord::for_test("Relay", Some("r"), suspended);
+    record.target.handler = "call".into();
+    record.input = serde_json::to_vec(key).unwrap();
+    let entry = JournalEntry::Call {
+        target: Target {
+            service: "Tally".into(),
+            handler: "note".into(),
+            key: Some(key.into()),
+        },
+        invocation_id: callee,
+        outcome: None,
+    };
+    let crate::storage::InboxMessage::Invoke(mut message) = note_message(key) else {
+        unreachable!()
+    };
+    message.caller = Some((caller, 0));
+    storage
+        .submit(vec![
+            WriteOp::put_invocation(caller, &record),
+            WriteOp::put_journal(caller, 0, &entry),
+            WriteOp::AddResultWaiter {
+                source: callee,
+                waiter: caller,
+                index: 0,
+                call: true,
+            },
+            WriteOp::forward(callee, &crate::storage::InboxMessage::Invoke(message)),
+        ])
+        .await
+        .unwrap();
+    let (tally, _open) = Tally::new(true);
+    let engine = start(&storage, &tally);
+    until("the caller completed", || completed(&storage, &caller)).await;
+    let ended = storage.invocation(&caller).unwrap().unwrap();
+    let Status::Completed {
+        outcome: Outcome::Success(bytes),
+        ..
+    } = ended.status
+    else {
+        panic!("the call failed: {:?}", ended.status);
+    };
+    // `Relay/call` returns what `note` returned: the callee's id.
+    let returned: String = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(returned, callee.to_string());
+    assert_eq!(tally.runs(&callee), 1);
+    engine.shutdown();
+}
