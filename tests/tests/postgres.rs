@@ -576,14 +576,7 @@ async fn a_send_waiting_in_the_inbox_is_shown_pending_there() {
     let Spread {
         a, b, client, _dir, ..
     } = spread_pair(&[]).await;
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &b.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    b.signal("-STOP");
     // Over enough keys that some are the paused process's: those go to its inbox.
     let mut views = Vec::new();
     for i in 0..12 {
@@ -597,7 +590,7 @@ async fn a_send_waiting_in_the_inbox_is_shown_pending_there() {
         assert_eq!(r.status(), 200, "{id}");
         views.push(r.json::<serde_json::Value>().await.unwrap());
     }
-    signal("-CONT");
+    b.signal("-CONT");
     let in_inbox: Vec<_> = views.iter().filter(|v| v["inbox"] == true).collect();
     assert!(!in_inbox.is_empty(), "{views:?}");
     for view in in_inbox {
@@ -802,14 +795,7 @@ async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_cont
         async move { reqwest::get(url).await.is_ok_and(|r| r.status() != 404) }
     })
     .await;
-    let signal = |name: &str, pid: u32| {
-        let status = std::process::Command::new("kill")
-            .args([name, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP", first.pid());
+    first.signal("-STOP");
     // Sent to the paused process: it waits in its socket.
     let paused = {
         let (client, ingress) = (client.clone(), first.ingress.clone());
@@ -826,7 +812,7 @@ async fn a_paused_process_is_taken_over_drops_what_it_lost_and_rejoins_once_cont
     .await;
     all_complete(&second.ingress, &acknowledged).await;
 
-    signal("-CONT", first.pid());
+    first.signal("-CONT");
     let answered = in_flight.await.unwrap();
     println!("the call in flight was answered {answered:?}");
     assert_ne!(
@@ -1632,17 +1618,10 @@ async fn a_forwarded_arrival_taken_in_late_is_not_the_latest_of_its_burst() {
     spread_over_two(&url).await;
     let client = reqwest::Client::new();
     let keys: Vec<String> = (0..12).map(|k| format!("late-{k}")).collect();
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &second.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     // The second process paused (well within its lease) while the first arrival of each key
     // waits in its inbox (about half of them: those of its partitions) and the second
     // arrival is taken in by the first process.
-    signal("-STOP");
+    second.signal("-STOP");
     for n in [1, 2] {
         for key in &keys {
             let mut request = client
@@ -1657,7 +1636,7 @@ async fn a_forwarded_arrival_taken_in_late_is_not_the_latest_of_its_burst() {
         // The second arrivals accepted in later milliseconds than every first one.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    signal("-CONT");
+    second.signal("-CONT");
     let settled = || {
         support::lines(&steps)
             .into_iter()
@@ -1732,14 +1711,7 @@ async fn permits_go_in_acceptance_order_to_invocations_forwarded_and_taken_in_la
         )
     })
     .await;
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &second.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    second.signal("-STOP");
     // Earlier: about half wait in the paused process's inbox (their keys' partitions).
     for n in 100..108 {
         ids.push(work(n, Some(format!("early-{n}"))).await);
@@ -1749,7 +1721,7 @@ async fn permits_go_in_acceptance_order_to_invocations_forwarded_and_taken_in_la
     for n in 200..204 {
         ids.push(work(n, None).await);
     }
-    signal("-CONT");
+    second.signal("-CONT");
     all_complete(&first.ingress, &ids).await;
     let started: Vec<u32> = support::lines(&steps)
         .iter()
@@ -1903,11 +1875,7 @@ impl Relayed {
 
     /// Sends `name` (`-KILL`, `-STOP`, `-CONT`) to the second process.
     fn signal_second(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([name, &self.second.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.second.signal(name);
     }
 }
 

@@ -227,6 +227,15 @@ impl App {
         kib * 1024
     }
 
+    /// Sends it a signal by name (`-STOP`, `-CONT`, `-KILL`), as `kill` does.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {}", self.pid());
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         self.child.kill().expect("kill");
