@@ -581,6 +581,19 @@ async fn injected_step_failures_retry_panic_or_end_the_invocation() {
         "two injected failures, then the real run"
     );
     assert_eq!(view.run_names(), ["charge", "email"]);
+    assert!(t.unused_run_faults().is_empty());
+
+    // A name no step has injects nothing: its faults wait, and are listed.
+    t.fail_run("chrage", 2, RunFault::Retryable);
+    let untouched = client
+        .pay("typo".into())
+        .send()
+        .await
+        .unwrap()
+        .invocation_id();
+    t.run_until_idle().await;
+    assert_eq!(t.invocation(untouched).unwrap().record.attempts, 1);
+    assert_eq!(t.unused_run_faults(), [("chrage".to_owned(), 2)]);
 
     t.fail_run("charge", 1, RunFault::Panic);
     let panicked = client.pay("b".into()).send().await.unwrap().invocation_id();
@@ -603,7 +616,15 @@ async fn injected_step_failures_retry_panic_or_end_the_invocation() {
     // The injected attempts never ran their closures; the real ones ran once each.
     assert_eq!(
         *ran.lock().unwrap(),
-        ["a:charge", "a:email", "b:charge", "b:email", "c:charge"]
+        [
+            "a:charge",
+            "a:email",
+            "typo:charge",
+            "typo:email",
+            "b:charge",
+            "b:email",
+            "c:charge"
+        ]
     );
 }
 

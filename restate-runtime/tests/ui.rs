@@ -73,14 +73,41 @@ async fn page(s: &TestServer, path: &str) -> (u16, String) {
         .send()
         .await
         .unwrap();
-    // Never inside another site's frame (clickjacking), whatever the page.
+    // Never inside another site's frame (clickjacking), whatever the page; nothing runs,
+    // loads or is styled but the page's own script and style sheet, named by their hashes.
     assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
-    assert_eq!(
-        r.headers()["content-security-policy"],
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+    let policy = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+    for directive in [
         "frame-ancestors 'none'",
-        "{path}"
-    );
-    (r.status().as_u16(), r.text().await.unwrap())
+        "default-src 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(policy.contains(directive), "{path}: {policy}");
+    }
+    let inline = |open: &str, close: &str| {
+        let start = body.find(open).map(|at| at + open.len());
+        let text = start.and_then(|at| body[at..].find(close).map(|end| &body[at..at + end]));
+        text.unwrap_or_else(|| panic!("{path}: no {open} in the page"))
+            .to_owned()
+    };
+    for (directive, text) in [
+        ("script-src", inline("<script>", "</script>")),
+        ("style-src", inline("<style>", "</style>")),
+    ] {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&text));
+        assert!(
+            policy.contains(&format!("{directive} 'sha256-{hash}'")),
+            "{path}: {policy}"
+        );
+    }
+    (status, body)
 }
 
 #[tokio::test]

@@ -145,6 +145,19 @@ async fn awakeable_resolved_over_http_after_suspension_and_restart() {
         .unwrap();
     assert_eq!(r.status(), 404, "{forged}");
     assert_eq!(s.inspect(&inv).await["status"], "suspended");
+    // A value said to be JSON that is not is refused and completes nothing (it was accepted,
+    // and the handler failed for good decoding it).
+    let r = client
+        .post(s.url(&format!("/restate/a/{awk}/resolve")))
+        .header("content-type", "application/json")
+        .body("{bad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let message = r.json::<Value>().await.unwrap()["message"].to_string();
+    assert!(message.contains("JSON"), "{message}");
+    assert_eq!(s.inspect(&inv).await["status"], "suspended");
     let r = client
         .post(s.url(&format!("/restate/a/{awk}/resolve")))
         .json(&"yes")

@@ -23,8 +23,18 @@ function check(ok, message) {
   if (!ok) throw new Error(message);
 }
 
+// What the pages' content security policy refused: the UI's own script and style must
+// never be among it (the live refresh would stop without a word).
+const refused = [];
+function watch(page) {
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+  });
+  return page;
+}
+
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = watch(await browser.newPage({ viewport: { width: 1280, height: 800 } }));
   await page.goto(`${admin}/ui`);
   await page.fill('input[name="key"]', key);
   await page.click('form.filters button[type="submit"]');
@@ -55,7 +65,7 @@ try {
   check(/cancel/i.test(result), `the result says it was cancelled: ${result}`);
   await page.screenshot({ path: `${out}/cancelled.png`, fullPage: true });
 
-  const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+  const phone = watch(await browser.newPage({ viewport: { width: 390, height: 844 } }));
   for (const path of ["/ui", "/ui/services", new URL(page.url()).pathname]) {
     await phone.goto(`${admin}${path}`);
     const width = await phone.evaluate(() => document.documentElement.scrollWidth);
@@ -63,6 +73,7 @@ try {
   }
   await phone.goto(`${admin}/ui`);
   await phone.screenshot({ path: `${out}/phone.png`, fullPage: true });
+  check(refused.length === 0, `the content security policy refused: ${refused.join(" | ")}`);
   console.log("ui: every check passed");
 } catch (e) {
   console.error(`ui: ${e.message}`);

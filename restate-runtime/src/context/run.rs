@@ -346,8 +346,9 @@ where
                 };
                 if !policy.allows_another(failures) {
                     break Err(TerminalError::new(format!(
-                        "run `{}` failed after {failures} attempts: {e}",
-                        run.name
+                        "run `{}` failed after {}: {e}",
+                        run.name,
+                        crate::registry::attempts_made(failures)
                     )));
                 }
                 tracing::warn!(step = %run.name, attempt = failures, error = %e, "run step failed; retrying");

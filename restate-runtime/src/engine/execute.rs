@@ -257,15 +257,19 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     return match options.on_max_attempts {
                         OnMaxAttempts::Pause => {
                             let reason = format!(
-                                "{} after {attempts} attempts: {reason}",
-                                PauseReason::RetriesExhausted.marker()
+                                "{} after {}: {reason}",
+                                PauseReason::RetriesExhausted.marker(),
+                                crate::registry::attempts_made(attempts)
                             );
                             pause(&engine, &inflight, reason).await
                         }
                         OnMaxAttempts::Kill => {
                             // Its last error is this attempt's, as a pause's is.
                             inflight.state().record.last_error = Some(reason.clone());
-                            let message = format!("killed after {attempts} attempts: {reason}");
+                            let message = format!(
+                                "killed after {}: {reason}",
+                                crate::registry::attempts_made(attempts)
+                            );
                             let outcome = Outcome::Failure { code: 409, message };
                             complete(&engine, &inflight, outcome).await
                         }

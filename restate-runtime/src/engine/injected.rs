@@ -145,6 +145,17 @@ impl InjectedFaults {
             .extend(std::iter::repeat_n(fault, times));
     }
 
+    /// The faults queued that no attempt has taken, by step name, in name order.
+    pub(crate) fn unused_runs(&self) -> Vec<(String, usize)> {
+        let runs = self.runs.lock().expect("faults lock");
+        let mut unused: Vec<_> = (runs.iter())
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(step, queue)| (step.clone(), queue.len()))
+            .collect();
+        unused.sort();
+        unused
+    }
+
     /// The fault for this attempt of `step`, if one is queued (it is used up).
     pub(crate) fn take(&self, step: &str) -> Option<RunFault> {
         let mut runs = self.runs.lock().expect("faults lock");

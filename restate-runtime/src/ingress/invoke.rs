@@ -240,7 +240,7 @@ fn checked_idempotency_key(key: String) -> Result<String, ApiError> {
     Ok(key)
 }
 
-fn is_json(content_type: &str) -> bool {
+pub(super) fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
         || essence.to_ascii_lowercase().ends_with("+json")

@@ -187,7 +187,21 @@ async fn route(state: &IngressState, req: Request) -> Result<Response, ApiError>
             Ok(relay::serve(state, &headers, body, idle).await)
         }
         Route::Awakeable { id, resolve } => {
+            let json = (req.headers().get(axum::http::header::CONTENT_TYPE))
+                .and_then(|ct| ct.to_str().ok())
+                .is_some_and(invoke::is_json);
             let body = read_body(state, req.into_body()).await?;
+            // A value said to be JSON that is not completes nothing: the handler would only
+            // fail to decode it, for good (found from outside: a typo ended the invocation).
+            let blank = body.iter().all(u8::is_ascii_whitespace);
+            if resolve
+                && json
+                && !blank
+                && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            {
+                let message = format!("cannot decode the body as JSON: {e}");
+                return Err(ApiError::ingress(400, message));
+            }
             let outcome = if resolve {
                 Outcome::Success(body.to_vec())
             } else {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+pub(crate) use options::attempts_made;
 pub use options::{HandlerOptions, OnMaxAttempts, RetryPolicy};
 
 use crate::context::InvocationContext;

@@ -156,6 +156,14 @@ impl RetryPolicy {
     }
 }
 
+/// "1 attempt", "3 attempts": how errors say how many attempts were made.
+pub(crate) fn attempts_made(attempts: u32) -> String {
+    match attempts {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    }
+}
+
 /// Options of one handler (service-level values are the defaults).
 ///
 /// ```

@@ -1016,9 +1016,17 @@ mod tests {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_micros(100));
         }
-        let before = store.writer_stats().commits;
-        let names = store.state_keys(&marked).unwrap();
-        let waited = store.writer_stats().commits - before;
+        // The fewest commits of five reads: one read may lose its core to the writer for
+        // several commits on a busy machine (it did, under other tests' load), a read that
+        // waits for the catch-up waits in each.
+        let (names, waited) = (0..5)
+            .map(|_| {
+                let before = store.writer_stats().commits;
+                let names = store.state_keys(&marked).unwrap();
+                (names, store.writer_stats().commits - before)
+            })
+            .min_by_key(|(_, waited)| *waited)
+            .expect("five reads");
         let still_loaded = !producer.is_finished();
         stop.store(true, Ordering::SeqCst);
         let sent = producer.await.unwrap();

@@ -28,10 +28,30 @@ impl TestRuntime {
     /// let id = t.handle().client::<Payments>().pay().send().await.unwrap().invocation_id();
     /// t.advance(std::time::Duration::from_secs(60)).await; // the retries' backoff
     /// assert_eq!(t.invocation(id).unwrap().status(), "completed");
+    /// assert!(t.unused_run_faults().is_empty(), "every injected failure happened");
     /// # }
     /// ```
+    ///
+    /// Step names are known only as steps run: a name no step has (a typo) injects nothing,
+    /// and its faults wait; [`TestRuntime::unused_run_faults`] lists them.
     pub fn fail_run(&self, step: &str, times: usize, fault: RunFault) {
         self.injected.add(step, times, fault);
+    }
+
+    /// The faults [`TestRuntime::fail_run`] queued that no attempt has taken yet: (step name,
+    /// how many), by name. A test asserts it empty to know its failures happened: a misspelt
+    /// step name, or a step that never ran, leaves its faults here.
+    ///
+    /// ```no_run
+    /// # async fn demo(t: restate_runtime::testing::TestRuntime) {
+    /// use restate_runtime::testing::RunFault;
+    /// t.fail_run("chrage", 2, RunFault::Retryable); // no step has that name
+    /// t.run_until_idle().await;
+    /// assert_eq!(t.unused_run_faults(), [("chrage".to_owned(), 2)]);
+    /// # }
+    /// ```
+    pub fn unused_run_faults(&self) -> Vec<(String, usize)> {
+        self.injected.unused_runs()
     }
 
     /// Crashes the runtime right after the `n`-th commit from now (1: the next) is durable, as

@@ -281,6 +281,12 @@ impl TestRuntime {
     /// clock jumps straight to it. A test that awaits a day-long workflow's result then returns
     /// at once.
     ///
+    /// A handler that keeps failing is retried through its whole policy in no time, then
+    /// paused (70 attempts by default, as in production), and a `call()` or `attach()` of it
+    /// waits for a resume that never comes: test such a handler with `send()`, then
+    /// [`TestRuntime::run_until_idle`] and the status of [`TestRuntime::invocation`]
+    /// (`"paused"`).
+    ///
     /// ```no_run
     /// # use restate_runtime::prelude::*;
     /// # #[derive(Default)]

@@ -126,8 +126,9 @@ pub(super) fn page(base: &str, title: &str, section: Section, live: bool, body: 
     )
 }
 
-const STYLE: &str = include_str!("style.css");
-const LIVE: &str = include_str!("live.js");
+/// The UI's one style sheet and one script, inline in every page.
+pub(super) const STYLE: &str = include_str!("style.css");
+pub(super) const LIVE: &str = include_str!("live.js");
 
 #[cfg(test)]
 mod tests {

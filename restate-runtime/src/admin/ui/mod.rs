@@ -90,13 +90,32 @@ pub(super) fn router(admin: AdminState, token: Option<&str>) -> Router {
 }
 
 /// No page of the UI shows inside another site's frame: a framed form posts with the UI's
-/// own origin, so a page elsewhere could make a visitor click "kill" (clickjacking).
+/// own origin, so a page elsewhere could make a visitor click "kill" (clickjacking). Nor
+/// does a page run, load or send anything but its own script and style (named by their
+/// hashes), its own fetches and its own forms: markup that got past the escaping of stored
+/// data could do nothing. Nothing is sniffed as another type than it is served as.
 async fn unframed(mut response: Response) -> Response {
+    static POLICY: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = |text: &str| {
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text))
+        };
+        let policy = format!(
+            "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; \
+             img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+             frame-ancestors 'none'",
+            hash(html::LIVE),
+            hash(html::STYLE)
+        );
+        HeaderValue::from_str(&policy).expect("a policy of ASCII")
+    });
     let headers = response.headers_mut();
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, POLICY.clone());
     headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }
