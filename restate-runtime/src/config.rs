@@ -109,6 +109,11 @@ pub struct Config {
     /// (`RESTATE_RECOVERY_CONCURRENCY`, default 256); the rest are restored as those finish or
     /// suspend.
     pub recovery_concurrency: usize,
+    /// Attempts of one invocation in a row that the process may end during (a crash, the OOM
+    /// killer, a machine lost, a takeover) before it is paused instead of run again
+    /// (`RESTATE_MAX_INTERRUPTED_ATTEMPTS`, default 20; 0: never paused for it). An attempt
+    /// whose journal got further than the one before it starts the count afresh.
+    pub max_interrupted_attempts: u32,
     /// Input bytes the invocations in memory may hold before new invocations from outside are
     /// answered `429` (`RESTATE_MAX_INVOCATION_BYTES`, default 128 MiB).
     pub max_invocation_bytes: usize,
@@ -157,6 +162,7 @@ impl Default for Config {
             writer_queue_bytes: crate::storage::DEFAULT_MAX_QUEUED_BYTES,
             commit_group_bytes: crate::storage::DEFAULT_MAX_GROUP_BYTES,
             recovery_concurrency: crate::engine::DEFAULT_RECOVERY_CONCURRENCY,
+            max_interrupted_attempts: crate::engine::DEFAULT_MAX_INTERRUPTED_ATTEMPTS,
             max_invocation_bytes: 128 * 1024 * 1024,
             unsent_response_bytes: 128 * 1024 * 1024,
             timer_window: crate::engine::DEFAULT_TIMER_WINDOW,
@@ -362,6 +368,11 @@ impl Config {
         }
         if let Some(v) = var("RESTATE_RECOVERY_CONCURRENCY") {
             self.recovery_concurrency = parse("RESTATE_RECOVERY_CONCURRENCY", v, size)?;
+        }
+        if let Some(v) = var("RESTATE_MAX_INTERRUPTED_ATTEMPTS") {
+            self.max_interrupted_attempts = parse("RESTATE_MAX_INTERRUPTED_ATTEMPTS", v, |s| {
+                s.parse::<u32>().map_err(|e| e.to_string())
+            })?;
         }
         if let Some(v) = var("RESTATE_MAX_INVOCATION_BYTES") {
             self.max_invocation_bytes = parse("RESTATE_MAX_INVOCATION_BYTES", v, size)?;
@@ -589,6 +600,10 @@ mod tests {
         c.apply(|n| (n == "RESTATE_PURGE_INTERVAL").then(|| "250ms".into()))
             .unwrap();
         assert_eq!(c.purge_interval, Duration::from_millis(250));
+        assert_eq!(c.max_interrupted_attempts, 20);
+        c.apply(|n| (n == "RESTATE_MAX_INTERRUPTED_ATTEMPTS").then(|| "0".into()))
+            .unwrap();
+        assert_eq!(c.max_interrupted_attempts, 0);
         let zero = Config::default()
             .apply(|n| (n == "RESTATE_PURGE_INTERVAL").then(|| "0".into()))
             .unwrap_err();

@@ -54,13 +54,16 @@ pub(crate) enum PauseReason {
     RetriesExhausted,
     /// This binary does not serve its service or handler.
     UnknownTarget,
+    /// Its process ended during as many of its attempts in a row as allowed.
+    Interrupted,
 }
 
 impl PauseReason {
-    const ALL: [Self; 3] = [
+    const ALL: [Self; 4] = [
         Self::NonDeterminism,
         Self::RetriesExhausted,
         Self::UnknownTarget,
+        Self::Interrupted,
     ];
 
     /// The name the admin API shows and filters by.
@@ -69,6 +72,7 @@ impl PauseReason {
             Self::NonDeterminism => "non_determinism",
             Self::RetriesExhausted => "retries_exhausted",
             Self::UnknownTarget => "unknown_target",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -78,6 +82,7 @@ impl PauseReason {
             Self::NonDeterminism => "non-determinism",
             Self::RetriesExhausted => "retries exhausted",
             Self::UnknownTarget => "not served by this binary",
+            Self::Interrupted => "interrupted",
         }
     }
 

@@ -456,6 +456,25 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Attempts of one invocation in a row that the process may end during before the
+    /// invocation is paused instead of run again (default 20; 0: never). A handler that takes
+    /// its process down (an abort, a stack overflow, the OOM killer) would otherwise take down
+    /// every restart with it; paused, it waits for a fix and a resume (or a kill) from the
+    /// admin API. Each attempt that a restart or a takeover begins is counted in its record
+    /// before it runs, and an attempt that ends (in success, a failure, a suspension) clears the
+    /// count, as does one whose journal got further than the attempt before it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use restate_runtime::Runtime;
+    /// let runtime = Runtime::builder().max_interrupted_attempts(5).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_interrupted_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_interrupted_attempts = attempts;
+        self
+    }
+
     /// Input bytes the invocations in memory may hold (default 128 MiB) before new invocations
     /// from outside are answered `429` with `Retry-After`: under a sustained overload the
     /// accepted work that runs behind then stops growing memory. A handler's own calls and
@@ -743,6 +762,7 @@ impl RuntimeBuilder {
                 release_heap: assembled.release_heap,
                 on_storage_failure: assembled.on_storage_failure,
                 recovery_concurrency: config.recovery_concurrency,
+                max_interrupted_attempts: config.max_interrupted_attempts,
                 max_invocation_bytes: config.max_invocation_bytes,
                 timer_window: config.timer_window,
                 app_version: String::new(),
@@ -923,6 +943,7 @@ impl Assembled {
                 release_heap: self.release_heap,
                 on_storage_failure: self.on_storage_failure,
                 recovery_concurrency: config.recovery_concurrency,
+                max_interrupted_attempts: config.max_interrupted_attempts,
                 max_invocation_bytes: config.max_invocation_bytes,
                 timer_window: config.timer_window,
                 app_version: config

@@ -80,7 +80,8 @@ enum InvocationsCommand {
         status: Option<String>,
         #[arg(long)]
         version: Option<String>,
-        /// Why a paused one is paused: non_determinism, retries_exhausted, unknown_target.
+        /// Why a paused one is paused: non_determinism, retries_exhausted, unknown_target,
+        /// interrupted.
         #[arg(long)]
         reason: Option<String>,
         /// At most this many (1 to 1000, default 100).

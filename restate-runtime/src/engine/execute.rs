@@ -157,6 +157,15 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 // Killed while a drain held it back.
                 return complete(&engine, &inflight, super::control::killed()).await;
             };
+            match engine.count_interrupted(&inflight).await {
+                super::interrupted::Counted::Run => {}
+                super::interrupted::Counted::Pause(reason) => {
+                    drop(running);
+                    return pause(&engine, &inflight, reason).await;
+                }
+                // The task stops at the departure or the store's failure that refused it.
+                super::interrupted::Counted::Refused => return,
+            }
             let span = {
                 let mut state = inflight.state();
                 state.record.attempts += 1;

@@ -76,6 +76,10 @@ pub(crate) struct InflightState {
     /// `backing-off` with its `next_retry_at` while the wait lasts (the record's `retry` says
     /// the same to whoever reads it from the store).
     pub retry_at_ms: Option<u64>,
+    /// Restored from the store by a restart or a takeover, its first attempt here not yet
+    /// begun: the status its stored record has. That attempt is counted in the record before
+    /// it runs ([`super::interrupted`]).
+    pub restored: Option<crate::storage::Status>,
 }
 
 pub(crate) struct Inflight {
@@ -179,6 +183,7 @@ impl Inflight {
             state: Mutex::new(InflightState {
                 stored_suspended: matches!(record.status, crate::storage::Status::Suspended { .. }),
                 retry_at_ms: None,
+                restored: None,
                 record,
                 persisted,
                 journal,

@@ -12,6 +12,7 @@ mod forward;
 mod handover;
 mod inflight;
 mod injected;
+mod interrupted;
 mod journal;
 mod lanes;
 mod memory;
@@ -47,6 +48,7 @@ pub use inflight::Completed;
 pub(crate) use inflight::{Finish, Inflight, WaitEnd, wait_finished, wait_finished_or_idle};
 pub(crate) use injected::InjectedFaults;
 pub use injected::RunFault;
+pub(crate) use interrupted::DEFAULT_MAX_INTERRUPTED_ATTEMPTS;
 pub(crate) use journal::Journal;
 pub(crate) use memory::release_free_heap;
 pub(crate) use recovery::DEFAULT_RECOVERY_CONCURRENCY;
@@ -325,6 +327,8 @@ pub(crate) struct EngineConfig {
     /// Invocations brought back from disk that may be in memory at once: restored after a
     /// restart, or woken by their timers.
     pub recovery_concurrency: usize,
+    /// Attempts in a row the process may end during before an invocation is paused (0: never).
+    pub max_interrupted_attempts: u32,
     /// Input bytes of the invocations in memory above which new work from outside is refused.
     pub max_invocation_bytes: usize,
     /// How far ahead timers are held in memory; later ones wait in the store's due index.
@@ -1014,6 +1018,7 @@ impl Engine {
             cancel_delivered: false,
             version: Some(self.config.app_version.clone()),
             retry: None,
+            interrupted: None,
         };
         Ok(Prepared {
             id,
@@ -1832,6 +1837,7 @@ impl Engine {
             };
             state.record.modified_at_ms = now;
             state.record.retry = None;
+            state.record.interrupted = None;
             let put = if state.persisted {
                 WriteOp::put_invocation
             } else {
@@ -1958,6 +1964,7 @@ impl Engine {
             state.record.status = Status::Paused;
             state.record.last_error = Some(reason);
             state.record.retry = None;
+            state.record.interrupted = None;
             state.record.modified_at_ms = self.now_ms();
             state.persisted = true;
             self.storage
@@ -1992,6 +1999,7 @@ impl Engine {
             failures,
             next_at_ms,
         });
+        state.record.interrupted = None;
         state.record.modified_at_ms = self.now_ms();
         state.persisted.then(|| {
             self.storage
@@ -2334,6 +2342,7 @@ mod tests {
             release_heap: || {},
             on_storage_failure: |reason| panic!("storage failed: {reason}"),
             recovery_concurrency: 4,
+            max_interrupted_attempts: DEFAULT_MAX_INTERRUPTED_ATTEMPTS,
             max_invocation_bytes: usize::MAX,
             timer_window: DEFAULT_TIMER_WINDOW,
             app_version: "test".into(),

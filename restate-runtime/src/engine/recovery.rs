@@ -150,7 +150,7 @@ impl Engine {
                     }
                     // A paused invocation keeps its key, as before the restart (law 5).
                     (Status::Paused, _) => {
-                        self.load_into(&mut map, id, false)?;
+                        self.load_into(&mut map, id, false, false)?;
                         self.hold_lane(&record.target, id);
                     }
                     // Unkeyed, or shared: restored now.
@@ -213,12 +213,15 @@ impl Engine {
     }
 
     /// Loads an invocation from the store into the map (as runnable when `run`), unless it is
-    /// there already or finished.
+    /// there already or finished. `restoring`: one that may have been running when its process
+    /// ended, whose first attempt here is counted ([`super::interrupted`]); not the next of a
+    /// key's queue on disk, which had not started.
     fn load_into(
         &self,
         map: &mut crate::maps::FastMap<InvocationId, Arc<Inflight>>,
         id: InvocationId,
         run: bool,
+        restoring: bool,
     ) -> Result<Option<Arc<Inflight>>, EngineError> {
         // Checked under the map lock, as partitions leave: another process runs it now.
         if map.contains_key(&id) || !self.may_load(&id) {
@@ -241,6 +244,9 @@ impl Engine {
         {
             let mut state = inflight.state();
             state.stored_suspended = suspended;
+            if restoring {
+                state.restored = Some(state.record.status.clone());
+            }
             if runnable {
                 state.record.status = Status::Runnable;
             }
@@ -288,7 +294,7 @@ impl Engine {
     fn restore(&self, id: InvocationId, slot: Slot) {
         let loaded = {
             let mut map = self.inflight.lock().expect("inflight map");
-            let loaded = self.load_into(&mut map, id, true);
+            let loaded = self.load_into(&mut map, id, true, true);
             // Held before the map lock goes: nothing runs it before the slot is its own.
             if let Ok(Some(inflight)) = &loaded {
                 inflight.hold_slot(slot);
@@ -312,7 +318,7 @@ impl Engine {
                 // A cancel loaded it, and it queued behind the key's holder: it runs now, in
                 // its place.
                 Some(inflight) => Some(inflight.clone()),
-                None => match self.load_into(&mut map, id, true) {
+                None => match self.load_into(&mut map, id, true, false) {
                     Ok(loaded) => loaded,
                     Err(e) => {
                         tracing::error!(invocation = %id, error = %e, "cannot restore");

@@ -57,6 +57,7 @@ impl Engine {
             let mut state = inflight.state();
             state.record.status = Status::Suspended { wake_at_ms };
             state.record.retry = None;
+            state.record.interrupted = None;
             state.record.modified_at_ms = now;
             state.persisted = true;
             let mut ops = vec![WriteOp::put_invocation(inflight.id, &state.record)];

@@ -57,7 +57,8 @@ pub(crate) use postgres::KillSwitch;
 pub use postgres::{PostgresOptions, PostgresStorage};
 pub(crate) use read_only::ReadOnly;
 pub use records::{
-    HintHead, InvocationRecord, JournalEntry, Outcome, Retry, Status, Target, UnfinishedHint,
+    HintHead, Interrupted, InvocationRecord, JournalEntry, Outcome, Retry, Status, Target,
+    UnfinishedHint,
 };
 pub(crate) use redb_store::{
     DEFAULT_MAX_GROUP_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MIN_FREE_BYTES, holds_store,

@@ -204,6 +204,28 @@ pub struct InvocationRecord {
     /// with each failure: a restart goes on counting and waits out the rest of the delay.
     /// `None` for one stored by a binary that did not record them.
     pub retry: Option<Retry>,
+    /// Attempts begun after a restart or a takeover that have not ended since, stored before
+    /// each such attempt runs: the next restart counts them as ended by the process (a crash,
+    /// a kill, the machine) and pauses the invocation past
+    /// [`Config::max_interrupted_attempts`](crate::Config). `None` once an attempt ends (or for a
+    /// record of a binary that did not count them).
+    pub interrupted: Option<Interrupted>,
+}
+
+/// Attempts of an invocation that its process may have ended during, and where its journal
+/// stood when the last of them began: one that got further since was not stuck.
+///
+/// ```
+/// use restate_runtime::storage::Interrupted;
+/// let interrupted = Interrupted { attempts: 2, journal_len: 5 };
+/// assert_eq!(interrupted.attempts, 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interrupted {
+    /// Attempts begun in a row, each by a process that found the one before it unended.
+    pub attempts: u32,
+    /// Journal entries the last of them began with.
+    pub journal_len: u32,
 }
 
 /// Where an invocation's retries stand after a failed attempt.
@@ -270,13 +292,19 @@ impl<'de> Deserialize<'de> for InvocationRecord {
                     .next_element()?
                     .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
                 // A record written before versions ends here, one written before retries
-                // after the version: reading on finds no more bytes.
+                // after the version, one before interrupted attempts after the retry:
+                // reading on finds no more bytes.
                 let version = seq
                     .next_element::<Option<String>>()
                     .ok()
                     .flatten()
                     .flatten();
                 let retry = seq.next_element::<Option<Retry>>().ok().flatten().flatten();
+                let interrupted = seq
+                    .next_element::<Option<Interrupted>>()
+                    .ok()
+                    .flatten()
+                    .flatten();
                 Ok(InvocationRecord {
                     target: r.target,
                     input: r.input,
@@ -293,10 +321,11 @@ impl<'de> Deserialize<'de> for InvocationRecord {
                     cancel_delivered: r.cancel_delivered,
                     version,
                     retry,
+                    interrupted,
                 })
             }
         }
-        deserializer.deserialize_tuple(3, Fields)
+        deserializer.deserialize_tuple(4, Fields)
     }
 }
 
@@ -325,6 +354,7 @@ impl InvocationRecord {
             cancel_delivered: false,
             version: None,
             retry: None,
+            interrupted: None,
         }
     }
 }
@@ -853,6 +883,7 @@ mod tests {
             cancel_delivered: false,
             version: None,
             retry: None,
+            interrupted: None,
         };
         let napping = UnfinishedHint::of(&record(
             Status::Suspended {
@@ -913,11 +944,26 @@ mod tests {
             failures: 3,
             next_at_ms: 1_700_000_000_000,
         });
+        let before_interrupted = encode(&record);
+        record.interrupted = Some(Interrupted {
+            attempts: 2,
+            journal_len: 7,
+        });
         let new = encode(&record);
+        assert_eq!(
+            decode::<InvocationRecord>(&new[..before_interrupted.len() - 1]).unwrap(),
+            InvocationRecord {
+                interrupted: None,
+                ..record.clone()
+            }
+        );
         assert_eq!(decode::<InvocationRecord>(&new).unwrap(), record);
         // An older binary decodes the fields it knows and ignores the ones after them.
         let older: RecordBeforeVersion = postcard::from_bytes(&new[1..]).unwrap();
         assert_eq!(older.seq, record.seq);
         assert_eq!(older.caller, record.caller);
+        let with_retries: (RecordBeforeVersion, Option<String>, Option<Retry>) =
+            postcard::from_bytes(&new[1..]).unwrap();
+        assert_eq!(with_retries.2, record.retry);
     }
 }

@@ -53,9 +53,12 @@ macro_rules! forward {
 impl TestRuntimeBuilder {
     pub(super) fn new() -> Self {
         Self {
+            // Crashes are what a test runtime simulates: none pauses an invocation for
+            // having been interrupted too often, unless a test asks.
             runtime: Runtime::builder()
                 .without_env()
-                .on_storage_failure(warn_storage_failure),
+                .on_storage_failure(warn_storage_failure)
+                .max_interrupted_attempts(0),
             start_at: TestRuntime::default_start(),
             serve_ingress: false,
             ingress_addr: None,
@@ -162,6 +165,7 @@ impl TestRuntimeBuilder {
         writer_queue_bytes(bytes: usize) = 1 << 20;
         commit_group_bytes(bytes: usize) = 1 << 20;
         recovery_concurrency(invocations: usize) = 16;
+        max_interrupted_attempts(attempts: u32) = 3;
         max_invocation_bytes(bytes: usize) = 1 << 20;
         unsent_response_bytes(bytes: usize) = 1 << 20;
         timer_window(window: Duration) = Duration::from_secs(60);

@@ -1,6 +1,6 @@
 //! A small app for crash tests: `Steps/run` journals `n` slow steps, each appending a line to
 //! the file named by `STEPS_FILE`, so a test can kill the process mid-invocation and count
-//! what ran. `Waits` and `Approval` wait (a sleep, a call, a promise) so that tests can race
+//! what ran; `Steps/crash` and `Steps/stumble` take the process down themselves. `Waits` and `Approval` wait (a sleep, a call, a promise) so that tests can race
 //! wake-ups against suspensions and kill the process after a resume.
 
 use std::io::Write;
@@ -66,6 +66,40 @@ impl Steps {
             .as_millis();
         append(&format!("refused {} {at}", ctx.invocation_id()))?;
         Err("the card is refused".into())
+    }
+
+    /// Takes the process down in every attempt, as a handler that overflows its stack or
+    /// aborts does (at once, without core files), each attempt logged as `crash <id>`: after
+    /// a first step, so that the invocation is durable by then.
+    #[handler]
+    async fn crash(&self, ctx: Context<'_>) -> HandlerResult<()> {
+        ctx.run(|| async { Ok(()) }).name("before").await?;
+        append(&format!("crash {}", ctx.invocation_id()))?;
+        std::process::exit(134)
+    }
+
+    /// Journals `n` steps, taking the process down right after each step that ran in this
+    /// process: each attempt gets one step further than the one before.
+    #[handler]
+    async fn stumble(&self, ctx: Context<'_>, n: u32) -> HandlerResult<u32> {
+        for i in 0..n {
+            let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = ran.clone();
+            ctx.run(move || {
+                let flag = flag.clone();
+                async move {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .name(format!("step-{i}"))
+            .await?;
+            if ran.load(std::sync::atomic::Ordering::SeqCst) {
+                append(&format!("stumble {} {i}", ctx.invocation_id()))?;
+                std::process::exit(134);
+            }
+        }
+        Ok(n)
     }
 }
 
