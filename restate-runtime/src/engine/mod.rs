@@ -1830,14 +1830,12 @@ impl Engine {
             });
             let start = scheduled_at(&state.record.status);
             self.timers.disarm(inflight.id, sleeps.chain(start));
-            state.record.status = Status::Completed {
+            let completed = Status::Completed {
                 outcome: outcome.clone(),
                 completed_at_ms: now,
                 expires_at_ms,
             };
-            state.record.modified_at_ms = now;
-            state.record.retry = None;
-            state.record.interrupted = None;
+            state.record.end_attempt(completed, now);
             let put = if state.persisted {
                 WriteOp::put_invocation
             } else {
@@ -1961,11 +1959,8 @@ impl Engine {
         }
         let waiter = {
             let mut state = inflight.state();
-            state.record.status = Status::Paused;
+            state.record.end_attempt(Status::Paused, self.now_ms());
             state.record.last_error = Some(reason);
-            state.record.retry = None;
-            state.record.interrupted = None;
-            state.record.modified_at_ms = self.now_ms();
             state.persisted = true;
             self.storage
                 .submit(vec![WriteOp::put_invocation(inflight.id, &state.record)])

@@ -55,10 +55,9 @@ impl Engine {
                 return false;
             }
             let mut state = inflight.state();
-            state.record.status = Status::Suspended { wake_at_ms };
-            state.record.retry = None;
-            state.record.interrupted = None;
-            state.record.modified_at_ms = now;
+            state
+                .record
+                .end_attempt(Status::Suspended { wake_at_ms }, now);
             state.persisted = true;
             let mut ops = vec![WriteOp::put_invocation(inflight.id, &state.record)];
             // Wake-up rows are only written while the stored record may say suspended: an

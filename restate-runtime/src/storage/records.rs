@@ -245,6 +245,16 @@ pub struct Retry {
 }
 
 impl InvocationRecord {
+    /// Its attempt has ended in `status` at `now_ms` (completed, paused, suspended): what the
+    /// attempts kept in the record for a restart (the retries' count and wait, the attempts
+    /// its process ended during) goes, so a resume counts afresh.
+    pub(crate) fn end_attempt(&mut self, status: Status, now_ms: u64) {
+        self.status = status;
+        self.modified_at_ms = now_ms;
+        self.retry = None;
+        self.interrupted = None;
+    }
+
     /// When it reached its target (ms since the epoch): when it was submitted, or a delayed
     /// one when it fell due.
     pub(crate) fn arrived_ms(&self) -> u64 {
