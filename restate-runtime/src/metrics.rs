@@ -173,6 +173,8 @@ pub(crate) struct Metrics {
     pub connections_refused: Family<ListenerLabel, Counter>,
     /// Requests being served, by listener.
     pub requests_in_flight: Family<ListenerLabel, Gauge>,
+    /// Request bodies still arriving, read before their requests take a slot, by listener.
+    pub bodies_arriving: Family<ListenerLabel, Gauge>,
     /// Requests over the in-flight cap, answered `429`, by listener.
     pub requests_refused: Family<ListenerLabel, Counter>,
     /// Connections closed because no request head arrived within the header timeout.
@@ -238,6 +240,7 @@ impl Default for Metrics {
             connections_open: Family::default(),
             connections_refused: Family::default(),
             requests_in_flight: Family::default(),
+            bodies_arriving: Family::default(),
             requests_refused: Family::default(),
             header_timeouts: Family::default(),
             rejected: Family::default(),
@@ -435,6 +438,12 @@ impl Metrics {
             "requests_in_flight",
             "Requests being served, by listener (capped by RESTATE_MAX_IN_FLIGHT)",
             self.requests_in_flight.clone(),
+        );
+        registry.register(
+            "request_bodies_arriving",
+            "Request bodies still arriving, read before their requests take a slot in flight, \
+             by listener (each holds a connection until it is read or RESTATE_BODY_TIMEOUT)",
+            self.bodies_arriving.clone(),
         );
         registry.register(
             "requests_refused",

@@ -197,7 +197,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Largest accepted request body (default 10 MiB).
+    /// Largest accepted request body (default 10 MiB). Bodies are read whole before their
+    /// requests take one of the requests in flight, so a slow sender holds a connection, not
+    /// a slot; what each listener holds of them is at most the cap on requests in flight
+    /// times this, and at most 64 MiB unless one body may be larger (`429` past it).
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -213,9 +216,9 @@ impl RuntimeBuilder {
 
     /// Largest body the public webhook listener reads (default 1 MiB, never above
     /// [`max_body_bytes`](Self::max_body_bytes)). Its bodies are read before the signature
-    /// can be checked, and before they take one of the requests in flight, so a slow sender
-    /// holds no slot a signed event needs; this and the cap on requests in flight bound the
-    /// memory they take.
+    /// can be checked, and, as on every listener, before they take one of the requests in
+    /// flight, so a slow sender holds no slot a signed event needs; this and the cap on
+    /// requests in flight bound the memory they take.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -331,9 +334,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Requests each listener serves at once (default 128): more are answered `429` with
-    /// `Retry-After` (after their body is read and dropped). Times the body limit, this
-    /// bounds the memory request bodies take.
+    /// Requests each listener serves at once (default 128): more wait up to a second, then
+    /// are answered `429` with `Retry-After`. A request takes its slot once its body is
+    /// read; times the body limit (at most 64 MiB), this bounds the memory request bodies
+    /// take.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -1248,16 +1252,31 @@ impl Runtime {
                     "ingress",
                     crate::listener::Limits {
                         cors: true,
+                        token: self
+                            .config
+                            .ingress_token
+                            .as_deref()
+                            .map(crate::bearer::digest),
                         ..limits
                     },
                 )
             }
-            Port::Admin if loopback => (
-                crate::admin::loopback_host_only(self.admin_router()),
-                "admin",
-                limits,
-            ),
-            Port::Admin => (self.admin_router(), "admin", limits),
+            Port::Admin => {
+                let router = self.admin_router();
+                let limits = crate::listener::Limits {
+                    token: self
+                        .config
+                        .admin_token
+                        .as_deref()
+                        .map(crate::bearer::digest),
+                    ..limits
+                };
+                if loopback {
+                    (crate::admin::loopback_host_only(router), "admin", limits)
+                } else {
+                    (router, "admin", limits)
+                }
+            }
             Port::Webhooks => (
                 self.webhook_router(),
                 "webhooks",
@@ -1266,7 +1285,6 @@ impl Runtime {
                     max_body_bytes: limits
                         .max_body_bytes
                         .min(self.config.webhook_max_body_bytes),
-                    body_first: true,
                     ..limits
                 },
             ),
@@ -1486,7 +1504,7 @@ impl Runtime {
             body_timeout: self.config.body_timeout,
             max_body_bytes: self.config.max_body_bytes,
             http2: true,
-            body_first: false,
+            token: None,
             cors: false,
             unsent_response_bytes: self.config.unsent_response_bytes,
         }

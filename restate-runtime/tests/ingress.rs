@@ -50,6 +50,13 @@ impl Greeter {
         Err(TerminalError::new_with_code(code, format!("boom {code}")))
     }
 
+    /// Works (not durably) for `ms` milliseconds, holding its request's slot.
+    #[handler]
+    async fn linger(&self, _ctx: Context<'_>, ms: u64) -> HandlerResult<u64> {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+
     #[handler(ingress_private)]
     async fn hidden(&self, _ctx: Context<'_>) -> HandlerResult<()> {
         Ok(())
@@ -589,14 +596,13 @@ async fn over_the_in_flight_cap_preflights_are_answered_and_refusals_carry_cors(
     let one = |b: restate_runtime::RuntimeBuilder| b.max_in_flight(1);
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), one).await;
     let origin = "http://app.example";
-    // A request whose body is still arriving holds the one slot.
-    let mut held = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = "POST /Greeter/greet HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{";
-    tokio::io::AsyncWriteExt::write_all(&mut held, head.as_bytes())
-        .await
-        .unwrap();
+    // A call of a handler that works for a while holds the one slot.
+    let held = tokio::spawn(
+        client()
+            .post(format!("{}/Greeter/linger", s.base))
+            .json(&3000)
+            .send(),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let refused = loop {
         let r = client()
@@ -641,7 +647,7 @@ async fn over_the_in_flight_cap_preflights_are_answered_and_refusals_carry_cors(
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    drop(held);
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
     s.stop().await;
 }
 

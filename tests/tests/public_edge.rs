@@ -304,6 +304,14 @@ async fn the_ingress_with_a_token_refuses_requests_without_it() {
     assert_eq!(longer.status(), 401);
     let right = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(right.status(), 200);
+    // A stranger's body is not read (nor waited for, nor held in memory): 401 at once,
+    // though only one byte of it came.
+    let head = "POST /PaymentTracker/in_tok/status HTTP/1.1\r\nHost: x\r\n\
+                content-type: application/json\r\ncontent-length: 100000\r\n\r\n{";
+    let mut stranger = support::raw_request(&app.ingress, head.as_bytes()).await;
+    // Well before the body timeout (30 s), after which a body read would end.
+    let answer = tokio::time::timeout(Duration::from_secs(15), support::status_line(&mut stranger));
+    assert_eq!(answer.await.expect("answered at once"), "HTTP/1.1 401");
     // Probes need no token.
     let health = client
         .get(format!("{}/restate/health", app.ingress))

@@ -1,7 +1,8 @@
 //! Admission: the in-flight cap in front of a listener's router, and the answer to what is over
 //! a cap. A refused request's body is read and dropped (up to the body limit, within the body
-//! timeout) before the `429`, so the client sees the answer instead of a reset. On the public
-//! listener a body is read before its request takes a slot, its bytes counted against a budget.
+//! timeout) before the `429`, so the client sees the answer instead of a reset. A body is read
+//! before its request takes a slot, its bytes counted against a budget: a client trickling a
+//! body, or opening HTTP/2 streams that send no body, holds a connection, not a slot.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,11 +28,18 @@ use crate::engine::Engine;
 use crate::ingress::ApiError;
 use crate::metrics::{ListenerLabel, ReasonLabel};
 
-/// Bytes of each body read ahead that its connection holds without taking them from the
-/// budget ([`Gate::read_ahead`]): a small body (a signed event is a few KiB) never waits on
-/// the budget, which a few senders stalling near-limit bodies could spend; what small ones
-/// hold is bounded by the connection cap instead.
+/// Bytes of each HTTP/1 body read ahead that its connection holds without taking them from
+/// the budget ([`Gate::read_ahead`]): a small body (a signed event, most calls' input) never
+/// waits on the budget, which a few senders stalling near-limit bodies could spend; what
+/// small ones hold is bounded by the connection cap instead (one request at a time on an
+/// HTTP/1 connection; an HTTP/2 connection has many, so its bodies are charged whole).
 const OWN_BYTES: usize = 16 * 1024;
+
+/// The most bytes of bodies read ahead that a listener holds at once, unless one body may be
+/// larger: the in-flight cap times the body limit (1.25 GiB by default on the ingress) is
+/// what admitted requests could hold, not what a listener should buffer for clients that may
+/// never finish their bodies.
+const MAX_READ_AHEAD: usize = 64 * 1024 * 1024;
 
 /// How long a request over the in-flight cap waits for a slot before it is answered `429`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
@@ -40,11 +48,14 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 /// for the cap and the metric, and waiters are woken only when some wait.
 pub(super) struct Gate {
     in_flight: Gauge,
+    /// Bodies being read ahead that did not come with their heads.
+    arriving: Gauge,
     freed: Notify,
     limits: Limits,
     refused: Counter,
-    /// Bytes of bodies read ahead and not yet answered ([`Limits::body_first`]): as many as
-    /// the requests in flight could hold at the body limit.
+    /// Bytes of bodies read ahead and not yet given back with their slots: as many as the
+    /// requests in flight could hold at the body limit, at most [`MAX_READ_AHEAD`] unless
+    /// one body may be larger.
     buffered: Arc<Semaphore>,
     /// Bytes of responses not yet sent ([`outgoing`]).
     unsent: Budget,
@@ -55,9 +66,12 @@ impl Gate {
     pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Arc<Self> {
         let label = ListenerLabel { listener: name };
         let metrics = &engine.metrics();
-        let budget = limits.max_in_flight.saturating_mul(limits.max_body_bytes);
+        let budget = (limits.max_in_flight.saturating_mul(limits.max_body_bytes))
+            .min(MAX_READ_AHEAD)
+            .max(limits.max_body_bytes);
         Arc::new(Self {
             in_flight: metrics.requests_in_flight.get_or_create(&label).clone(),
+            arriving: metrics.bodies_arriving.get_or_create(&label).clone(),
             freed: Notify::new(),
             limits,
             refused: metrics.requests_refused.get_or_create(&label).clone(),
@@ -68,10 +82,20 @@ impl Gate {
     }
 
     /// Reads a body whole before its request takes a slot: a sender trickling a body holds
-    /// its connection, not a slot a signed event needs. Each frame's bytes past the first
-    /// [`OWN_BYTES`] are taken from [`Self::buffered`] and held until the response; with the
-    /// budget spent the request is refused at once.
-    async fn read_ahead(&self, mut body: Body) -> Result<(Body, OwnedSemaphorePermit), Response> {
+    /// its connection, not a slot that other requests need. Each frame's bytes past the first
+    /// [`OWN_BYTES`] (all of them on HTTP/2) are taken from [`Self::buffered`] and held with
+    /// the request's slot; with the budget spent the request is refused at once. A body that
+    /// has arrived (most do, with their head) is taken as it is, with no timer armed.
+    async fn read_ahead(
+        &self,
+        mut body: Body,
+        http2: bool,
+    ) -> Result<(Body, Option<OwnedSemaphorePermit>), Response> {
+        use futures::FutureExt as _;
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return Ok((body, None));
+        }
         let limits = &self.limits;
         let refuse = |e: BodyError| {
             let reason = ReasonLabel { reason: e.reason() };
@@ -82,48 +106,86 @@ impl Gate {
         if declared_over(&body, limits.max_body_bytes) {
             return Err(refuse(BodyError::TooLarge));
         }
+        let own = if http2 { 0 } else { OWN_BYTES };
         let deadline = tokio::time::Instant::now() + limits.body_timeout;
-        let mut held = Arc::clone(&self.buffered)
-            .try_acquire_many_owned(0)
-            .expect("the budget is never closed");
-        let mut read = bytes::BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut read = Gathered::default();
+        let mut arriving = None;
         loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(refuse(BodyError::TimedOut)),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(refuse(BodyError::Unreadable(e.to_string()))),
-                Ok(Some(Ok(frame))) => frame,
+            let frame = match body.frame().now_or_never() {
+                Some(frame) => frame,
+                None => match tokio::time::timeout_at(deadline, async {
+                    arriving.get_or_insert_with(|| Arriving::new(&self.arriving));
+                    body.frame().await
+                })
+                .await
+                {
+                    Ok(frame) => frame,
+                    Err(_) => return Err(refuse(BodyError::TimedOut)),
+                },
             };
-            let Ok(data) = frame.into_data() else {
-                continue;
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(refuse(BodyError::Unreadable(e.to_string()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
             };
-            if read.len() + data.len() > limits.max_body_bytes {
+            let len = read.len();
+            if len + data.len() > limits.max_body_bytes {
                 return Err(refuse(BodyError::TooLarge));
             }
-            let charged = (read.len() + data.len()).saturating_sub(OWN_BYTES.max(read.len()));
-            let bytes = u32::try_from(charged).unwrap_or(u32::MAX);
-            let Ok(more) = Arc::clone(&self.buffered).try_acquire_many_owned(bytes) else {
-                self.refused.inc();
-                return Err(too_busy("request bytes"));
-            };
-            held.merge(more);
-            read.extend_from_slice(&data);
+            let charged = (len + data.len()).saturating_sub(own.max(len));
+            if charged > 0 {
+                let bytes = u32::try_from(charged).unwrap_or(u32::MAX);
+                let Ok(more) = Arc::clone(&self.buffered).try_acquire_many_owned(bytes) else {
+                    self.refused.inc();
+                    return Err(too_busy("request bytes"));
+                };
+                match &mut held {
+                    Some(held) => held.merge(more),
+                    None => held = Some(more),
+                }
+            }
+            read.push(data);
         }
-        Ok((Body::from(read.freeze()), held))
+        Ok((Body::from(read.into_bytes()), held))
+    }
+
+    /// Whether a request's body is read ahead: not where the listener wants a token that the
+    /// request does not carry (the router refuses it at once, and a stranger's body is not
+    /// worth reading).
+    fn reads_ahead<B>(&self, req: &http::Request<B>) -> bool {
+        self.limits.token.is_none_or(|expected| {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::bearer::bearer_token)
+                .unwrap_or("");
+            crate::bearer::matches(&expected, given)
+        })
     }
 
     /// Takes a slot if one is free.
     fn try_take(self: &Arc<Self>) -> Option<Slot> {
         if self.in_flight.inc() < self.limits.max_in_flight as i64 {
-            return Some(Slot(self.clone()));
+            return Some(Slot {
+                gate: self.clone(),
+                bytes: None,
+            });
         }
         self.in_flight.dec();
         None
     }
 
-    /// A slot within [`ADMISSION_WAIT`]: a burst waits a moment (its body still unread, so
-    /// it costs no memory) before it is refused.
+    /// A slot within [`ADMISSION_WAIT`]: a burst waits a moment (its bodies' bytes counted in
+    /// the budget) before it is refused.
     async fn wait(self: &Arc<Self>) -> Option<Slot> {
+        if let Some(slot) = self.try_take() {
+            return Some(slot);
+        }
         let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
         loop {
             let freed = self.freed.notified();
@@ -137,19 +199,77 @@ impl Gate {
     }
 }
 
-/// The `429` to a request over a cap of `what`, whose headers are `request`: with the CORS
-/// headers where the router answers CORS, so that a browser sees it.
-fn refusal(what: &str, limits: &Limits, request: &http::HeaderMap) -> Response {
-    let mut response = too_busy(what);
+/// The `429` to a request over a cap of `what`, from `origin` (see [`with_cors`]).
+fn refusal(what: &str, limits: &Limits, origin: Option<HeaderValue>) -> Response {
+    with_cors(too_busy(what), limits, origin)
+}
+
+/// `response` to a request from `origin`, with the CORS headers where the router answers
+/// CORS: the gate answers some requests before the router sees them, and a browser must see
+/// those answers too.
+fn with_cors(mut response: Response, limits: &Limits, origin: Option<HeaderValue>) -> Response {
     if limits.cors {
-        let origin = request.get(header::ORIGIN).cloned();
         crate::ingress::cors::add_headers(response.headers_mut(), origin);
     }
     response
 }
 
-/// One admitted request, counted until dropped (also when hyper drops the request).
-struct Slot(Arc<Gate>);
+/// A body's bytes as they arrive: one frame's as they are (no copy for a body that came in
+/// one), more gathered in one buffer.
+#[derive(Default)]
+struct Gathered {
+    first: bytes::Bytes,
+    more: Option<bytes::BytesMut>,
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        self.more
+            .as_ref()
+            .map_or(self.first.len(), bytes::BytesMut::len)
+    }
+
+    fn push(&mut self, data: bytes::Bytes) {
+        match &mut self.more {
+            Some(more) => more.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut more = bytes::BytesMut::with_capacity(self.first.len() + data.len());
+                more.extend_from_slice(&self.first);
+                more.extend_from_slice(&data);
+                self.first = bytes::Bytes::new();
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> bytes::Bytes {
+        self.more.map_or(self.first, bytes::BytesMut::freeze)
+    }
+}
+
+/// A body still arriving, counted in its listener's gauge until dropped.
+struct Arriving(Gauge);
+
+impl Arriving {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One admitted request, counted until dropped (also when hyper drops the request), with the
+/// bytes of its body read ahead.
+struct Slot {
+    gate: Arc<Gate>,
+    bytes: Option<OwnedSemaphorePermit>,
+}
 
 /// A request's slot under the in-flight cap, in its extensions: an attach, which only waits,
 /// gives it back first ([`HeldSlot::release`]), so that attaches never keep out the requests
@@ -193,8 +313,8 @@ fn holding(mut req: http::Request<Body>, slot: Slot) -> (http::Request<Body>, He
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
-        self.0.freed.notify_one();
+        self.gate.in_flight.dec();
+        self.gate.freed.notify_one();
     }
 }
 
@@ -294,44 +414,26 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
             .then(|| req.headers().get(header::ORIGIN).cloned())
             .flatten();
         let sending = self.sending.clone();
-        if self.gate.limits.body_first {
-            let gate = self.gate.clone();
-            return Box::pin(async move {
-                let (parts, body) = req.into_parts();
-                let (body, bytes) = match gate.read_ahead(body).await {
-                    Ok(read) => read,
-                    Err(refused) => return Ok(refused),
-                };
-                let Some(slot) = gate.wait().await else {
-                    gate.refused.inc();
-                    return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
-                };
-                let (req, slot) = holding(http::Request::from_parts(parts, body), slot);
-                let response = router.call(req).await?;
-                let response = answered(&gate, &sending, response, slot, origin);
-                drop((bytes, busy));
-                Ok(response)
-            });
-        }
-        if let Some(slot) = self.gate.try_take() {
-            let (req, slot) = holding(req, slot);
-            let response = router.call(req);
-            let gate = self.gate.clone();
-            return Box::pin(async move {
-                let response = response.await?;
-                let response = answered(&gate, &sending, response, slot, origin);
-                drop(busy);
-                Ok(response)
-            });
-        }
         let gate = self.gate.clone();
+        // A request the router's token check refuses is answered at once, its body unread.
+        let read_ahead = gate.reads_ahead(&req).then_some(self.activity.is_some());
         Box::pin(async move {
-            let Some(slot) = gate.wait().await else {
-                gate.refused.inc();
-                let (parts, body) = req.into_parts();
-                drain(body, &gate.limits).await;
-                return Ok(refusal("requests in flight", &gate.limits, &parts.headers));
+            let (req, bytes) = match read_ahead {
+                Some(http2) => {
+                    let (parts, body) = req.into_parts();
+                    match gate.read_ahead(body, http2).await {
+                        Ok((body, bytes)) => (http::Request::from_parts(parts, body), bytes),
+                        Err(refused) => return Ok(with_cors(refused, &gate.limits, origin)),
+                    }
+                }
+                None => (req, None),
             };
+            let Some(mut slot) = gate.wait().await else {
+                gate.refused.inc();
+                drain(req.into_body(), &gate.limits).await;
+                return Ok(refusal("requests in flight", &gate.limits, origin));
+            };
+            slot.bytes = bytes;
             let (req, slot) = holding(req, slot);
             let response = router.call(req).await?;
             let response = answered(&gate, &sending, response, slot, origin);
@@ -354,14 +456,10 @@ fn answered(
         Some(response) => response,
         None => {
             gate.refused.inc();
-            let mut headers = http::HeaderMap::new();
-            if let Some(origin) = origin {
-                headers.insert(header::ORIGIN, origin);
-            }
             refusal(
                 "response bytes waiting for their clients",
                 &gate.limits,
-                &headers,
+                origin,
             )
         }
     }
@@ -431,7 +529,8 @@ impl Refusal {
                 move |req: http::Request<hyper::body::Incoming>| async move {
                     let (parts, body) = req.into_parts();
                     drain(Body::new(body), &limits).await;
-                    Ok::<_, Infallible>(refusal("connections", &limits, &parts.headers))
+                    let origin = parts.headers.get(header::ORIGIN).cloned();
+                    Ok::<_, Infallible>(refusal("connections", &limits, origin))
                 },
             );
             let connection = this.builder.serve_connection(TokioIo::new(stream), service);

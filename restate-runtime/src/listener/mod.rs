@@ -3,7 +3,8 @@
 //! the cap and a request over the in-flight cap are still answered (`429`, `Retry-After`,
 //! `Connection: close`, after their body is read and dropped), never reset or left hanging;
 //! request heads must arrive within the header timeout (an idle keep-alive connection is
-//! closed after it too), bodies within the body timeout.
+//! closed after it too), bodies within the body timeout, read whole before their requests
+//! take a slot in flight.
 
 mod admission;
 mod outgoing;
@@ -43,9 +44,9 @@ pub(crate) struct Limits {
     pub max_body_bytes: usize,
     /// Whether HTTP/2 is spoken (not on the public listener: webhook senders use HTTP/1.1).
     pub http2: bool,
-    /// Whether a body is read whole before its request takes a slot in flight (the public
-    /// listener): a slow sender then holds a connection, not a slot.
-    pub body_first: bool,
+    /// The digest of the token the router requires (`bearer::digest`): a request without it
+    /// is passed to the router, which refuses it, with its body unread.
+    pub token: Option<[u8; 32]>,
     /// Whether the router answers CORS (the ingress): preflights are then answered however
     /// busy the listener is, and a refusal over the in-flight or the connection cap carries
     /// the CORS headers, so that a browser sees the `429`.
