@@ -97,6 +97,7 @@ pub struct RuntimeBuilder {
     on_storage_failure: fn(&str),
     rate_limits: HashMap<String, crate::RateLimit>,
     concurrency_limits: HashMap<String, u32>,
+    unbound: crate::registry::Unbound,
 }
 
 impl RuntimeBuilder {
@@ -601,6 +602,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves service types without `Default` that were not bound with a stand-in whose calls
+    /// fail (a test runtime), instead of refusing to build.
+    pub(crate) fn standing_in_for_unbound(mut self) -> Self {
+        self.unbound = crate::registry::Unbound::StoodIn;
+        self
+    }
+
     /// Limits the token bucket `name` to `limit`: what `ctx.run(..).rate_limit(name)` steps
     /// and `#[handler(rate(name = ..))]` handlers wait on (over a limit the attribute gives).
     /// A name never configured (here or in an attribute) lets everything through, so a limit
@@ -793,7 +801,7 @@ impl RuntimeBuilder {
         }
         config.check()?;
         let bound = self.bound.into_iter().map(|(_, d, s)| (d, s)).collect();
-        let registry = Registry::assemble(bound)?;
+        let registry = Registry::assemble(bound, self.unbound)?;
         crate::webhook::check_endpoints(&self.webhooks, &registry).map_err(BuildError::Webhook)?;
         for ((service, handler), endpoint) in &self.webhooks {
             if !endpoint.is_verified() {
@@ -1022,6 +1030,7 @@ impl Runtime {
             on_storage_failure: crate::engine::exit_on_storage_failure,
             rate_limits: HashMap::new(),
             concurrency_limits: HashMap::new(),
+            unbound: crate::registry::Unbound::default(),
         }
     }
 
@@ -1252,11 +1261,10 @@ impl Runtime {
                     "ingress",
                     crate::listener::Limits {
                         cors: true,
-                        token: self
-                            .config
-                            .ingress_token
-                            .as_deref()
-                            .map(crate::bearer::digest),
+                        token: crate::listener::Guard::of(
+                            self.config.ingress_token.as_deref(),
+                            &[],
+                        ),
                         ..limits
                     },
                 )
@@ -1264,11 +1272,10 @@ impl Runtime {
             Port::Admin => {
                 let router = self.admin_router();
                 let limits = crate::listener::Limits {
-                    token: self
-                        .config
-                        .admin_token
-                        .as_deref()
-                        .map(crate::bearer::digest),
+                    token: crate::listener::Guard::of(
+                        self.config.admin_token.as_deref(),
+                        crate::admin::OPEN_ROUTES,
+                    ),
                     ..limits
                 };
                 if loopback {

@@ -113,23 +113,32 @@ async fn slow_or_oversized_bodies_on_the_public_listener_lock_no_signed_event_ou
     // Senders stalling bodies one byte short of the limit until the budget of bytes read ahead
     // is spent (the next such body is refused): a signed event of a few hundred bytes is still
     // served (found from outside: it was 429 while four stalled bodies held the budget).
+    const REFUSED: &str = "restate_requests_refused_total{listener=\"webhooks\"}";
     let mut stalled = Vec::new();
     loop {
         assert!(stalled.len() < 32, "the budget never ran out");
+        let [refused_before] = support::metrics(&client, &app.admin, [REFUSED]).await;
         let mut bytes = head(65_536).into_bytes();
         bytes.extend(std::iter::repeat_n(b' ', 65_535));
         let mut stream = support::raw_request(&public, &bytes).await;
-        // Refused at once when the budget is spent; otherwise it waits for its last byte.
-        let mut status = [0u8; 12];
-        let read = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut status);
-        match tokio::time::timeout(Duration::from_secs(2), read).await {
-            Ok(read) => {
-                read.unwrap();
-                assert_eq!(String::from_utf8_lossy(&status), "HTTP/1.1 429");
-                break;
+        // Refused as its bytes come when the budget is spent (then read to its end, so that
+        // the client sees the answer); otherwise it waits for its last byte.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let refused = loop {
+            let [refused] = support::metrics(&client, &app.admin, [REFUSED]).await;
+            if refused > refused_before || std::time::Instant::now() > deadline {
+                break refused > refused_before;
             }
-            Err(_) => stalled.push(stream),
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if refused {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, b" ")
+                .await
+                .unwrap();
+            assert_eq!(support::status_line(&mut stream).await, "HTTP/1.1 429");
+            break;
         }
+        stalled.push(stream);
     }
     served("evt_stalled").await;
     drop(stalled);

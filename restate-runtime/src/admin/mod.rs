@@ -105,6 +105,11 @@ pub(crate) fn router(
         )
 }
 
+/// Routes (as `route_path` gives them) that read a body from a client without the admin
+/// token: the UI's sign-in form. The listener reads their bodies ahead as it does those of
+/// requests with the token.
+pub(crate) const OPEN_ROUTES: &[&str] = &["ui/login"];
+
 /// For an admin listener on loopback: refuses requests whose `Host` is not a loopback name
 /// (`localhost`, `127.0.0.1`, `[::1]`, any port), so a web page whose domain was rebound to
 /// 127.0.0.1 cannot drive the admin API from a browser on this machine.

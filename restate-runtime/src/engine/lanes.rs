@@ -533,7 +533,7 @@ mod tests {
     async fn a_candidate_of_a_dropped_lane_does_not_drop_the_keys_next_lane() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Arc::new(RedbStorage::open(dir.path(), &RedbOptions::default()).unwrap());
-        let registry = Registry::assemble(Vec::new()).unwrap();
+        let registry = Registry::assemble(Vec::new(), Default::default()).unwrap();
         let engine = Engine::start(storage, registry, test_config()).unwrap();
         let record = InvocationRecord::for_test("Tally", Some("k"), Status::Runnable);
         let id = InvocationId::random(4);

@@ -2322,7 +2322,7 @@ mod tests {
 
     fn engine(dir: &std::path::Path) -> Engine {
         let storage = Arc::new(RedbStorage::open(dir, &RedbOptions::default()).unwrap());
-        let registry = Registry::assemble(Vec::new()).unwrap();
+        let registry = Registry::assemble(Vec::new(), Default::default()).unwrap();
         Engine::start(storage, registry, test_config()).unwrap()
     }
 
@@ -2730,7 +2730,7 @@ mod tests {
         let all = Partitions::all(4);
         storage.set_owned(all.clone());
         storage.fence();
-        let registry = Registry::assemble(Vec::new()).unwrap();
+        let registry = Registry::assemble(Vec::new(), Default::default()).unwrap();
         let engine = Engine::start(storage.clone(), registry, test_config()).unwrap();
         let waiting = store_of_a_gone_service(&engine).await;
         journal_open_awakeable(&engine, waiting).await;
@@ -2786,7 +2786,7 @@ mod tests {
         let ours = all.without(&theirs);
         here.set_owned(ours.clone());
         here.fence();
-        let registry = Registry::assemble(Vec::new()).unwrap();
+        let registry = Registry::assemble(Vec::new(), Default::default()).unwrap();
         let here = Arc::new(here);
         let engine = Engine::start(here.clone(), registry, test_config()).unwrap();
         let awakeable = engine.awakeable_id(waiting, 0);
@@ -2911,7 +2911,11 @@ mod tests {
             storage.close();
         }
         let storage = Arc::new(RedbStorage::open(dir, &RedbOptions::default()).unwrap());
-        let registry = Registry::assemble(vec![(S::definition(), Arc::new(service) as _)]).unwrap();
+        let registry = Registry::assemble(
+            vec![(S::definition(), Arc::new(service) as _)],
+            Default::default(),
+        )
+        .unwrap();
         Engine::start(storage, registry, test_config()).unwrap()
     }
 

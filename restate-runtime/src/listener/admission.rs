@@ -1,8 +1,7 @@
 //! Admission: the in-flight cap in front of a listener's router, and the answer to what is over
 //! a cap. A refused request's body is read and dropped (up to the body limit, within the body
 //! timeout) before the `429`, so the client sees the answer instead of a reset. A body is read
-//! before its request takes a slot, its bytes counted against a budget: a client trickling a
-//! body, or opening HTTP/2 streams that send no body, holds a connection, not a slot.
+//! before its request takes a slot ([`incoming`](super::incoming)).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,24 +21,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::incoming::{Charge, OWN_BYTES, ReadAhead, Refused};
 use super::outgoing::{self, Budget, Sending};
 use super::{Limits, READ_BUFFER};
 use crate::engine::Engine;
 use crate::ingress::ApiError;
 use crate::metrics::{ListenerLabel, ReasonLabel};
-
-/// Bytes of each HTTP/1 body read ahead that its connection holds without taking them from
-/// the budget ([`Gate::read_ahead`]): a small body (a signed event, most calls' input) never
-/// waits on the budget, which a few senders stalling near-limit bodies could spend; what
-/// small ones hold is bounded by the connection cap instead (one request at a time on an
-/// HTTP/1 connection; an HTTP/2 connection has many, so its bodies are charged whole).
-const OWN_BYTES: usize = 16 * 1024;
-
-/// The most bytes of bodies read ahead that a listener holds at once, unless one body may be
-/// larger: the in-flight cap times the body limit (1.25 GiB by default on the ingress) is
-/// what admitted requests could hold, not what a listener should buffer for clients that may
-/// never finish their bodies.
-const MAX_READ_AHEAD: usize = 64 * 1024 * 1024;
 
 /// How long a request over the in-flight cap waits for a slot before it is answered `429`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
@@ -48,15 +35,11 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 /// for the cap and the metric, and waiters are woken only when some wait.
 pub(super) struct Gate {
     in_flight: Gauge,
-    /// Bodies being read ahead that did not come with their heads.
-    arriving: Gauge,
     freed: Notify,
     limits: Limits,
     refused: Counter,
-    /// Bytes of bodies read ahead and not yet given back with their slots: as many as the
-    /// requests in flight could hold at the body limit, at most [`MAX_READ_AHEAD`] unless
-    /// one body may be larger.
-    buffered: Arc<Semaphore>,
+    /// Bodies read before their requests take a slot.
+    incoming: ReadAhead,
     /// Bytes of responses not yet sent ([`outgoing`]).
     unsent: Budget,
     rejected: Family<ReasonLabel, Counter>,
@@ -66,106 +49,65 @@ impl Gate {
     pub(super) fn new(name: &'static str, limits: Limits, engine: Engine) -> Arc<Self> {
         let label = ListenerLabel { listener: name };
         let metrics = &engine.metrics();
-        let budget = (limits.max_in_flight.saturating_mul(limits.max_body_bytes))
-            .min(MAX_READ_AHEAD)
-            .max(limits.max_body_bytes);
         Arc::new(Self {
             in_flight: metrics.requests_in_flight.get_or_create(&label).clone(),
-            arriving: metrics.bodies_arriving.get_or_create(&label).clone(),
             freed: Notify::new(),
             limits,
             refused: metrics.requests_refused.get_or_create(&label).clone(),
-            buffered: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            incoming: ReadAhead::new(
+                limits.max_in_flight,
+                limits.max_body_bytes,
+                limits.body_timeout,
+                metrics.bodies_arriving.get_or_create(&label).clone(),
+            ),
             unsent: Budget::new(limits.unsent_response_bytes),
             rejected: metrics.rejected.clone(),
         })
     }
 
-    /// Reads a body whole before its request takes a slot: a sender trickling a body holds
-    /// its connection, not a slot that other requests need. Each frame's bytes past the first
-    /// [`OWN_BYTES`] (all of them on HTTP/2) are taken from [`Self::buffered`] and held with
-    /// the request's slot; with the budget spent the request is refused at once. A body that
-    /// has arrived (most do, with their head) is taken as it is, with no timer armed.
+    /// `body` read ahead, charged to `own` (its connection's allowance) and the budget, or
+    /// the answer that refuses it.
     async fn read_ahead(
         &self,
-        mut body: Body,
-        http2: bool,
-    ) -> Result<(Body, Option<OwnedSemaphorePermit>), Response> {
-        use futures::FutureExt as _;
-        use hyper::body::Body as _;
-        if body.is_end_stream() {
-            return Ok((body, None));
-        }
-        let limits = &self.limits;
-        let refuse = |e: BodyError| {
-            let reason = ReasonLabel { reason: e.reason() };
-            self.rejected.get_or_create(&reason).inc();
-            e.api_error(limits.max_body_bytes, limits.body_timeout)
-                .into_response()
-        };
-        if declared_over(&body, limits.max_body_bytes) {
-            return Err(refuse(BodyError::TooLarge));
-        }
-        let own = if http2 { 0 } else { OWN_BYTES };
-        let deadline = tokio::time::Instant::now() + limits.body_timeout;
-        let mut held: Option<OwnedSemaphorePermit> = None;
-        let mut read = Gathered::default();
-        let mut arriving = None;
-        loop {
-            let frame = match body.frame().now_or_never() {
-                Some(frame) => frame,
-                None => match tokio::time::timeout_at(deadline, async {
-                    arriving.get_or_insert_with(|| Arriving::new(&self.arriving));
-                    body.frame().await
-                })
-                .await
-                {
-                    Ok(frame) => frame,
-                    Err(_) => return Err(refuse(BodyError::TimedOut)),
-                },
-            };
-            let data = match frame {
-                None => break,
-                Some(Err(e)) => return Err(refuse(BodyError::Unreadable(e.to_string()))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-            };
-            let len = read.len();
-            if len + data.len() > limits.max_body_bytes {
-                return Err(refuse(BodyError::TooLarge));
+        body: Body,
+        own: &Arc<Semaphore>,
+    ) -> Result<(Body, Charge), Response> {
+        match self.incoming.read(body, own).await {
+            Ok(read) => Ok(read),
+            Err(Refused::Body(e)) => {
+                let reason = ReasonLabel { reason: e.reason() };
+                self.rejected.get_or_create(&reason).inc();
+                let limits = &self.limits;
+                Err(e
+                    .api_error(limits.max_body_bytes, limits.body_timeout)
+                    .into_response())
             }
-            let charged = (len + data.len()).saturating_sub(own.max(len));
-            if charged > 0 {
-                let bytes = u32::try_from(charged).unwrap_or(u32::MAX);
-                let Ok(more) = Arc::clone(&self.buffered).try_acquire_many_owned(bytes) else {
-                    self.refused.inc();
-                    return Err(too_busy("request bytes"));
-                };
-                match &mut held {
-                    Some(held) => held.merge(more),
-                    None => held = Some(more),
-                }
+            Err(Refused::Budget(rest)) => {
+                self.refused.inc();
+                // Read to its end, so that the client sees the answer, not a reset.
+                drain(rest, &self.limits).await;
+                Err(too_busy("request bytes"))
             }
-            read.push(data);
         }
-        Ok((Body::from(read.into_bytes()), held))
     }
 
-    /// Whether a request's body is read ahead: not where the listener wants a token that the
-    /// request does not carry (the router refuses it at once, and a stranger's body is not
-    /// worth reading).
+    /// Whether a request's body is read ahead: not where the router refuses it at once for
+    /// want of the listener's token (a stranger's body is not worth reading, nor waiting
+    /// for), unless its route reads bodies without one.
     fn reads_ahead<B>(&self, req: &http::Request<B>) -> bool {
-        self.limits.token.is_none_or(|expected| {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::bearer::bearer_token)
-                .unwrap_or("");
-            crate::bearer::matches(&expected, given)
-        })
+        let Some(guard) = &self.limits.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::bearer::bearer_token)
+            .unwrap_or("");
+        crate::bearer::matches(&guard.digest, given)
+            || guard
+                .open
+                .contains(&crate::ingress::path::route_path(req.uri().path()))
     }
 
     /// Takes a slot if one is free.
@@ -173,7 +115,7 @@ impl Gate {
         if self.in_flight.inc() < self.limits.max_in_flight as i64 {
             return Some(Slot {
                 gate: self.clone(),
-                bytes: None,
+                _charge: Charge::default(),
             });
         }
         self.in_flight.dec();
@@ -214,61 +156,11 @@ fn with_cors(mut response: Response, limits: &Limits, origin: Option<HeaderValue
     response
 }
 
-/// A body's bytes as they arrive: one frame's as they are (no copy for a body that came in
-/// one), more gathered in one buffer.
-#[derive(Default)]
-struct Gathered {
-    first: bytes::Bytes,
-    more: Option<bytes::BytesMut>,
-}
-
-impl Gathered {
-    fn len(&self) -> usize {
-        self.more
-            .as_ref()
-            .map_or(self.first.len(), bytes::BytesMut::len)
-    }
-
-    fn push(&mut self, data: bytes::Bytes) {
-        match &mut self.more {
-            Some(more) => more.extend_from_slice(&data),
-            None if self.first.is_empty() => self.first = data,
-            None => {
-                let mut more = bytes::BytesMut::with_capacity(self.first.len() + data.len());
-                more.extend_from_slice(&self.first);
-                more.extend_from_slice(&data);
-                self.first = bytes::Bytes::new();
-                self.more = Some(more);
-            }
-        }
-    }
-
-    fn into_bytes(self) -> bytes::Bytes {
-        self.more.map_or(self.first, bytes::BytesMut::freeze)
-    }
-}
-
-/// A body still arriving, counted in its listener's gauge until dropped.
-struct Arriving(Gauge);
-
-impl Arriving {
-    fn new(gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for Arriving {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// One admitted request, counted until dropped (also when hyper drops the request), with the
-/// bytes of its body read ahead.
+/// One admitted request, counted until dropped (also when hyper drops the request), holding
+/// the bytes its body was charged.
 struct Slot {
     gate: Arc<Gate>,
-    bytes: Option<OwnedSemaphorePermit>,
+    _charge: Charge,
 }
 
 /// A request's slot under the in-flight cap, in its extensions: an attach, which only waits,
@@ -359,6 +251,8 @@ pub(super) struct Admitted {
     activity: Option<Arc<Activity>>,
     /// The response bodies its connection is sending.
     sending: Arc<Sending>,
+    /// Its connection's allowance of body bytes read ahead ([`OWN_BYTES`]).
+    own: Arc<Semaphore>,
 }
 
 impl Admitted {
@@ -368,6 +262,7 @@ impl Admitted {
             gate,
             activity: None,
             sending: Arc::default(),
+            own: Arc::new(Semaphore::new(OWN_BYTES)),
         }
     }
 
@@ -382,6 +277,7 @@ impl Admitted {
         let service = Self {
             activity: activity.clone(),
             sending: sending.clone(),
+            own: Arc::new(Semaphore::new(OWN_BYTES)),
             ..self.clone()
         };
         (service, sending, activity)
@@ -416,24 +312,24 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         let sending = self.sending.clone();
         let gate = self.gate.clone();
         // A request the router's token check refuses is answered at once, its body unread.
-        let read_ahead = gate.reads_ahead(&req).then_some(self.activity.is_some());
+        let own = gate.reads_ahead(&req).then(|| self.own.clone());
         Box::pin(async move {
-            let (req, bytes) = match read_ahead {
-                Some(http2) => {
+            let (req, charge) = match own {
+                Some(own) => {
                     let (parts, body) = req.into_parts();
-                    match gate.read_ahead(body, http2).await {
-                        Ok((body, bytes)) => (http::Request::from_parts(parts, body), bytes),
+                    match gate.read_ahead(body, &own).await {
+                        Ok((body, charge)) => (http::Request::from_parts(parts, body), charge),
                         Err(refused) => return Ok(with_cors(refused, &gate.limits, origin)),
                     }
                 }
-                None => (req, None),
+                None => (req, Charge::default()),
             };
             let Some(mut slot) = gate.wait().await else {
                 gate.refused.inc();
                 drain(req.into_body(), &gate.limits).await;
                 return Ok(refusal("requests in flight", &gate.limits, origin));
             };
-            slot.bytes = bytes;
+            slot._charge = charge;
             let (req, slot) = holding(req, slot);
             let response = router.call(req).await?;
             let response = answered(&gate, &sending, response, slot, origin);
@@ -563,75 +459,4 @@ fn too_busy(what: &str) -> Response {
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
-}
-
-/// A body read whole within `timeout` and up to `limit` bytes.
-pub(crate) async fn read_body_within(
-    body: Body,
-    limit: usize,
-    timeout: Duration,
-) -> Result<bytes::Bytes, BodyError> {
-    use futures::FutureExt as _;
-    if declared_over(&body, limit) {
-        return Err(BodyError::TooLarge);
-    }
-    let read = axum::body::to_bytes(body, limit);
-    tokio::pin!(read);
-    // A small body usually arrived with its head and is read at once: no timer to arm.
-    let read = match read.as_mut().now_or_never() {
-        Some(read) => read,
-        None => tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| BodyError::TimedOut)?,
-    };
-    read.map_err(|e| {
-        let inner = e.into_inner();
-        if inner.is::<http_body_util::LengthLimitError>() {
-            BodyError::TooLarge
-        } else {
-            BodyError::Unreadable(inner.to_string())
-        }
-    })
-}
-
-/// Whether the body's declared length is over `limit`: refused before any of it is read (nor
-/// a `100 Continue` sent for it).
-fn declared_over(body: &Body, limit: usize) -> bool {
-    hyper::body::Body::size_hint(body).lower() > limit as u64
-}
-
-/// Why a body could not be read.
-#[derive(Debug)]
-pub(crate) enum BodyError {
-    TimedOut,
-    TooLarge,
-    Unreadable(String),
-}
-
-impl BodyError {
-    /// Its label in the `requests_rejected` metric.
-    pub(crate) fn reason(&self) -> &'static str {
-        match self {
-            BodyError::TimedOut => "body_timeout",
-            BodyError::TooLarge => "body_too_large",
-            BodyError::Unreadable(_) => "body_unreadable",
-        }
-    }
-
-    /// The answer: more than `limit` bytes is a `413`, slower than `timeout` a `408`.
-    pub(crate) fn api_error(self, limit: usize, timeout: Duration) -> ApiError {
-        match self {
-            BodyError::TooLarge => ApiError::ingress(
-                413,
-                format!("request body exceeds the limit of {limit} bytes"),
-            ),
-            BodyError::TimedOut => ApiError::ingress(
-                408,
-                format!("request body did not arrive within {timeout:?}"),
-            ),
-            BodyError::Unreadable(reason) => {
-                ApiError::ingress(400, format!("cannot read request body: {reason}"))
-            }
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //! take a slot in flight.
 
 mod admission;
+mod incoming;
 mod outgoing;
 
 use std::convert::Infallible;
@@ -26,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use crate::engine::Engine;
 use crate::metrics::ListenerLabel;
 
-pub(crate) use admission::{BodyError, HeldSlot, read_body_within};
+pub(crate) use admission::HeldSlot;
+pub(crate) use incoming::{BodyError, read_body_within};
 pub(crate) use outgoing::Rereadable;
 
 /// Limits of one listener.
@@ -44,15 +46,35 @@ pub(crate) struct Limits {
     pub max_body_bytes: usize,
     /// Whether HTTP/2 is spoken (not on the public listener: webhook senders use HTTP/1.1).
     pub http2: bool,
-    /// The digest of the token the router requires (`bearer::digest`): a request without it
-    /// is passed to the router, which refuses it, with its body unread.
-    pub token: Option<[u8; 32]>,
+    /// The token the router requires: a request without it is passed to the router, which
+    /// refuses it, with its body unread.
+    pub token: Option<Guard>,
     /// Whether the router answers CORS (the ingress): preflights are then answered however
     /// busy the listener is, and a refusal over the in-flight or the connection cap carries
     /// the CORS headers, so that a browser sees the `429`.
     pub cors: bool,
     /// Bytes of response bodies held until their clients take them (see `outgoing`).
     pub unsent_response_bytes: usize,
+}
+
+/// The token a listener's router requires, and the routes that read bodies without it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard {
+    /// The token's digest (`bearer::digest`).
+    pub digest: [u8; 32],
+    /// Routes, as `route_path` gives them, whose bodies are read without the token (the
+    /// UI's sign-in form).
+    pub open: &'static [&'static str],
+}
+
+impl Guard {
+    /// The guard of `token`, if there is one, with its `open` routes.
+    pub(crate) fn of(token: Option<&str>, open: &'static [&'static str]) -> Option<Self> {
+        token.map(|token| Self {
+            digest: crate::bearer::digest(token),
+            open,
+        })
+    }
 }
 
 /// Largest read buffer per connection: with many connections open, hyper's default (about

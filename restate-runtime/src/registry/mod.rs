@@ -2,6 +2,7 @@
 //! plus values bound explicitly on the builder.
 
 mod options;
+mod stand_in;
 
 use std::sync::Arc;
 
@@ -235,10 +236,23 @@ pub enum RegistryError {
     Unbound(String),
 }
 
+/// What becomes of a registered service type with no `Default` that was not bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Unbound {
+    /// The build is refused ([`RegistryError::Unbound`]): a runtime must serve everything
+    /// its binary declares.
+    #[default]
+    Refused,
+    /// Its calls fail, saying how to bind it (a test runtime: see `stand_in`).
+    StoodIn,
+}
+
 impl Registry {
-    /// Collects every link-time registration, with explicitly bound values taking precedence.
+    /// Collects every link-time registration, with explicitly bound values taking precedence,
+    /// and `unbound` saying what becomes of types without `Default` that were not bound.
     pub(crate) fn assemble(
         bound: Vec<(ServiceDefinition, DynService)>,
+        unbound: Unbound,
     ) -> Result<Self, RegistryError> {
         let mut services: FastMap<&'static str, RegisteredService> = FastMap::default();
         for (definition, instance) in bound {
@@ -280,8 +294,11 @@ impl Registry {
             if services.contains_key(name) {
                 continue;
             }
-            let instance = (registration.default_instance)()
-                .ok_or_else(|| RegistryError::Unbound(name.to_owned()))?;
+            let instance = match ((registration.default_instance)(), unbound) {
+                (Some(instance), _) => instance,
+                (None, Unbound::StoodIn) => Arc::new(stand_in::StandIn(name)),
+                (None, Unbound::Refused) => return Err(RegistryError::Unbound(name.to_owned())),
+            };
             services.insert(
                 name,
                 RegisteredService {

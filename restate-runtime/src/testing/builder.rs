@@ -58,7 +58,8 @@ impl TestRuntimeBuilder {
             runtime: Runtime::builder()
                 .without_env()
                 .on_storage_failure(warn_storage_failure)
-                .max_interrupted_attempts(0),
+                .max_interrupted_attempts(0)
+                .standing_in_for_unbound(),
             start_at: TestRuntime::default_start(),
             serve_ingress: false,
             ingress_addr: None,
@@ -105,7 +106,10 @@ impl TestRuntimeBuilder {
     }
 
     /// Serves `service` with this value instead of its `Default`, as
-    /// [`RuntimeBuilder::bind`](crate::RuntimeBuilder::bind): give handlers test doubles.
+    /// [`RuntimeBuilder::bind`](crate::RuntimeBuilder::bind): give handlers test doubles. A
+    /// service type without `Default` that a test does not bind does not stop the test
+    /// runtime (a `Runtime` refuses to build): its calls fail with an error that says to
+    /// bind it.
     ///
     /// ```no_run
     /// use restate_runtime::prelude::*;

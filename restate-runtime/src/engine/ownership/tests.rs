@@ -57,11 +57,11 @@ impl Tally {
     }
 
     fn registry(&self) -> Registry {
-        Registry::assemble(vec![
+        let bound = vec![
             (Tally::definition(), Arc::new(self.clone()) as _),
             (Relay::definition(), Arc::new(Relay) as _),
-        ])
-        .unwrap()
+        ];
+        Registry::assemble(bound, Default::default()).unwrap()
     }
 }
 

@@ -1,0 +1,421 @@
+//! Request bodies on their way in. Each is read whole before its request takes a slot in
+//! flight, so a client trickling a body, or an HTTP/2 stream that sends none, holds a
+//! connection, not a slot. What is read is charged to its connection's own allowance
+//! ([`OWN_BYTES`]), then to the listener's budget, and given back with the request's slot:
+//! once answered, or once a call only waits (its input stored, and bounded from then on by
+//! `RESTATE_MAX_INVOCATION_BYTES`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::ingress::ApiError;
+
+/// Bytes of bodies being read that each connection holds without taking them from the
+/// listener's budget: a small body (a signed event, most calls' input) never waits on the
+/// budget, which senders stalling near-limit bodies could spend; what these hold is bounded
+/// by the connection cap instead. Shared by the streams of an HTTP/2 connection.
+pub(super) const OWN_BYTES: usize = 8 * 1024;
+
+/// The most bytes of bodies being read that a listener holds at once beyond its
+/// connections' own, unless one body may be larger: the in-flight cap times the body limit
+/// (1.25 GiB by default on the ingress) is not what a listener should buffer for clients
+/// that may never finish their bodies.
+const MAX_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Frames smaller than this are copied out of the connection's read buffer: kept as they
+/// are, one byte would hold the whole buffer it came in.
+const COPIED_BELOW: usize = 4 * 1024;
+
+/// One listener's reading ahead: its budget, its body limit and timeout, and the gauge of
+/// the bodies still arriving.
+pub(super) struct ReadAhead {
+    budget: Arc<Semaphore>,
+    max_bytes: usize,
+    timeout: Duration,
+    arriving: Gauge,
+}
+
+/// Why a body read ahead is refused.
+pub(super) enum Refused {
+    Body(BodyError),
+    /// The budget is spent: the rest of the body is left to drain.
+    Budget(Body),
+}
+
+impl ReadAhead {
+    /// Reading ahead bodies of at most `max_bytes` within `timeout`, with a budget of the
+    /// bodies `in_flight` requests could hold, at most [`MAX_BUDGET`] unless one body may be
+    /// larger.
+    pub(super) fn new(
+        in_flight: usize,
+        max_bytes: usize,
+        timeout: Duration,
+        arriving: Gauge,
+    ) -> Self {
+        let budget = in_flight
+            .saturating_mul(max_bytes)
+            .min(MAX_BUDGET)
+            .max(max_bytes)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            budget: Arc::new(Semaphore::new(budget)),
+            max_bytes,
+            timeout,
+            arriving,
+        }
+    }
+
+    /// Reads `body` whole, charging its bytes to `own` (its connection's allowance), then to
+    /// the budget; with the budget spent it is refused with what is left of it. A
+    /// body that has arrived (most do, with their head) is taken as it is, with no timer.
+    pub(super) async fn read(
+        &self,
+        mut body: Body,
+        own: &Arc<Semaphore>,
+    ) -> Result<(Body, Charge), Refused> {
+        use futures::FutureExt as _;
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return Ok((body, Charge::default()));
+        }
+        if declared_over(&body, self.max_bytes) {
+            return Err(Refused::Body(BodyError::TooLarge));
+        }
+        let mut charge = Charge::default();
+        let mut read = Gathered::default();
+        // Armed once a frame is not there yet, and kept until the body is read.
+        let mut waiting: Option<(Pin<Box<tokio::time::Sleep>>, Arriving)> = None;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let frame = match body.frame().now_or_never() {
+                Some(frame) => frame,
+                None => {
+                    let (timer, _) = waiting.get_or_insert_with(|| {
+                        let timer = Box::pin(tokio::time::sleep_until(deadline));
+                        (timer, Arriving::new(&self.arriving))
+                    });
+                    tokio::select! {
+                        frame = body.frame() => frame,
+                        () = timer.as_mut() => return Err(Refused::Body(BodyError::TimedOut)),
+                    }
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(Refused::Body(BodyError::Unreadable(e.to_string()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+            };
+            if read.len() + data.len() > self.max_bytes {
+                return Err(Refused::Body(BodyError::TooLarge));
+            }
+            if !charge.take(data.len(), own, &self.budget) {
+                return Err(Refused::Budget(body));
+            }
+            read.push(data);
+        }
+        Ok((Body::from(read.into_bytes()), charge))
+    }
+}
+
+/// The bytes a body read ahead holds, from its connection's allowance and from the budget,
+/// until dropped.
+#[derive(Default)]
+pub(super) struct Charge {
+    own: Option<OwnedSemaphorePermit>,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Charge {
+    /// Takes `bytes` more, from `own` as far as it goes, the rest from `budget`; `false`
+    /// when the budget has not enough.
+    fn take(&mut self, bytes: usize, own: &Arc<Semaphore>, budget: &Arc<Semaphore>) -> bool {
+        let from_own = bytes.min(own.available_permits());
+        let mut rest = bytes;
+        if from_own > 0
+            && let Ok(permit) = own.clone().try_acquire_many_owned(from_own as u32)
+        {
+            merge(&mut self.own, permit);
+            rest -= from_own;
+        }
+        if rest == 0 {
+            return true;
+        }
+        let Ok(permit) = budget
+            .clone()
+            .try_acquire_many_owned(u32::try_from(rest).unwrap_or(u32::MAX))
+        else {
+            return false;
+        };
+        merge(&mut self.budget, permit);
+        true
+    }
+}
+
+fn merge(held: &mut Option<OwnedSemaphorePermit>, more: OwnedSemaphorePermit) {
+    match held {
+        Some(held) => held.merge(more),
+        None => *held = Some(more),
+    }
+}
+
+/// A body's frames as they arrive, joined once whole (a buffer grown as they came would hold
+/// up to twice the body); small ones are copied out of their connection's read buffer.
+#[derive(Default)]
+struct Gathered {
+    frames: Vec<Bytes>,
+    len: usize,
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if data.len() < COPIED_BELOW {
+            self.frames.push(Bytes::copy_from_slice(&data));
+        } else {
+            self.frames.push(data);
+        }
+    }
+
+    fn into_bytes(mut self) -> Bytes {
+        if self.frames.len() <= 1 {
+            return self.frames.pop().unwrap_or_default();
+        }
+        let mut whole = BytesMut::with_capacity(self.len);
+        for frame in self.frames {
+            whole.extend_from_slice(&frame);
+        }
+        whole.freeze()
+    }
+}
+
+/// A body still arriving, counted in its listener's gauge until dropped.
+struct Arriving(Gauge);
+
+impl Arriving {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A body read whole within `timeout` and up to `limit` bytes.
+pub(crate) async fn read_body_within(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    use futures::FutureExt as _;
+    if declared_over(&body, limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let read = axum::body::to_bytes(body, limit);
+    tokio::pin!(read);
+    // A small body usually arrived with its head and is read at once: no timer to arm.
+    let read = match read.as_mut().now_or_never() {
+        Some(read) => read,
+        None => tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| BodyError::TimedOut)?,
+    };
+    read.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            BodyError::TooLarge
+        } else {
+            BodyError::Unreadable(inner.to_string())
+        }
+    })
+}
+
+/// Whether the body's declared length is over `limit`: refused before any of it is read (nor
+/// a `100 Continue` sent for it).
+fn declared_over(body: &Body, limit: usize) -> bool {
+    hyper::body::Body::size_hint(body).lower() > limit as u64
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    TimedOut,
+    TooLarge,
+    Unreadable(String),
+}
+
+impl BodyError {
+    /// Its label in the `requests_rejected` metric.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            BodyError::TimedOut => "body_timeout",
+            BodyError::TooLarge => "body_too_large",
+            BodyError::Unreadable(_) => "body_unreadable",
+        }
+    }
+
+    /// The answer: more than `limit` bytes is a `413`, slower than `timeout` a `408`.
+    pub(crate) fn api_error(self, limit: usize, timeout: Duration) -> ApiError {
+        match self {
+            BodyError::TooLarge => ApiError::ingress(
+                413,
+                format!("request body exceeds the limit of {limit} bytes"),
+            ),
+            BodyError::TimedOut => ApiError::ingress(
+                408,
+                format!("request body did not arrive within {timeout:?}"),
+            ),
+            BodyError::Unreadable(reason) => {
+                ApiError::ingress(400, format!("cannot read request body: {reason}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use bytes::Bytes;
+    use prometheus_client::metrics::gauge::Gauge;
+    use tokio::sync::Semaphore;
+
+    use super::{BodyError, OWN_BYTES, ReadAhead, Refused};
+
+    const KIB: usize = 1024;
+
+    /// A body that comes in `chunks` of `size` bytes, numbered so that order shows.
+    fn body_of(chunks: usize, size: usize) -> (Body, Vec<u8>) {
+        let frames: Vec<Bytes> = (0..chunks)
+            .map(|i| Bytes::from(vec![i as u8; size]))
+            .collect();
+        let whole = frames.concat();
+        let stream = futures::stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
+        (Body::from_stream(stream), whole)
+    }
+
+    fn reading(in_flight: usize, max_bytes: usize) -> (ReadAhead, Gauge) {
+        let arriving = Gauge::default();
+        let read = ReadAhead::new(
+            in_flight,
+            max_bytes,
+            Duration::from_secs(5),
+            arriving.clone(),
+        );
+        (read, arriving)
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_its_bytes_until_its_charge_is_dropped() {
+        let (read, _) = reading(2, 64 * KIB);
+        let budget = read.budget.available_permits();
+        assert_eq!(budget, 128 * KIB);
+        let own = Arc::new(Semaphore::new(OWN_BYTES));
+        // 40 KiB in frames of 10 (small ones too: 1 byte, then 3).
+        let (body, whole) = body_of(4, 10 * KIB);
+        let (body, charge) = read.read(body, &own).await.ok().unwrap();
+        assert_eq!(own.available_permits(), 0, "the connection's own first");
+        assert_eq!(
+            read.budget.available_permits(),
+            budget - (40 * KIB - OWN_BYTES)
+        );
+        let taken = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(taken, whole, "in order, whole");
+        assert_eq!(
+            read.budget.available_permits(),
+            budget - (40 * KIB - OWN_BYTES),
+            "held"
+        );
+        drop(charge);
+        assert_eq!(
+            own.available_permits(),
+            OWN_BYTES,
+            "given back with the charge"
+        );
+        assert_eq!(read.budget.available_permits(), budget);
+        for (chunks, size) in [(1, 1), (3, 1), (1, 100 * KIB / 2)] {
+            let (body, whole) = body_of(chunks, size);
+            let (body, _) = read.read(body, &own).await.ok().unwrap();
+            assert_eq!(axum::body::to_bytes(body, usize::MAX).await.unwrap(), whole);
+        }
+        assert_eq!(read.budget.available_permits(), budget, "nothing kept");
+    }
+
+    #[tokio::test]
+    async fn streams_of_one_connection_share_its_allowance_and_a_spent_budget_refuses() {
+        let (read, _) = reading(1, 64 * KIB);
+        let own = Arc::new(Semaphore::new(OWN_BYTES));
+        // Two streams of one connection: the first takes the connection's allowance, the
+        // second is charged to the budget whole.
+        let (first, _) = body_of(2, 10 * KIB);
+        let first = read.read(first, &own).await.ok().unwrap().1;
+        let (second, _) = body_of(2, 10 * KIB);
+        let second = read.read(second, &own).await.ok().unwrap().1;
+        assert_eq!(own.available_permits(), 0);
+        let left = 64 * KIB - (40 * KIB - OWN_BYTES);
+        assert_eq!(read.budget.available_permits(), left);
+        // 63 KiB on another connection: more beyond its own than the budget has left.
+        let other = Arc::new(Semaphore::new(OWN_BYTES));
+        let (third, _) = body_of(7, 9 * KIB);
+        assert!(matches!(
+            read.read(third, &other).await,
+            Err(Refused::Budget(_))
+        ));
+        assert_eq!(
+            other.available_permits(),
+            OWN_BYTES,
+            "a refusal keeps nothing"
+        );
+        assert_eq!(read.budget.available_permits(), left);
+        drop((first, second));
+        assert_eq!(
+            read.budget.available_permits(),
+            64 * KIB,
+            "dropped unread: given back"
+        );
+        assert_eq!(own.available_permits(), OWN_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_or_too_slow_is_refused_and_counted_while_it_arrives() {
+        let (read, arriving) = reading(4, 16 * KIB);
+        let own = Arc::new(Semaphore::new(OWN_BYTES));
+        let (large, _) = body_of(3, 8 * KIB);
+        assert!(matches!(
+            read.read(large, &own).await,
+            Err(Refused::Body(BodyError::TooLarge))
+        ));
+        let slow = ReadAhead::new(4, 16 * KIB, Duration::from_millis(50), arriving.clone());
+        let never = Body::from_stream(futures::stream::pending::<Result<Bytes, Infallible>>());
+        let reading = slow.read(never, &own);
+        tokio::pin!(reading);
+        assert!(futures::FutureExt::now_or_never(reading.as_mut()).is_none());
+        assert_eq!(arriving.get(), 1, "counted while it arrives");
+        assert!(matches!(
+            reading.await,
+            Err(Refused::Body(BodyError::TimedOut))
+        ));
+        assert_eq!(arriving.get(), 0);
+        assert_eq!(own.available_permits(), OWN_BYTES);
+    }
+}
