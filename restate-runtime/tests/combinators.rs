@@ -77,6 +77,22 @@ impl Combine {
         })
     }
 
+    /// A race of operations of two output types, mapped into one.
+    #[handler]
+    async fn mapped(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
+        let (mut futures, gate) = Self::awakeables(&ctx, &tag, 1).await?;
+        let text = futures.pop().expect("one");
+        let number = ctx.client::<Combine>().slow(60_000).call();
+        let (winner, value) = ctx
+            .race([
+                number.map(|n| n.map(|n| format!("number {n}"))),
+                text.map(|t| t.map(|t| format!("text {t}"))),
+            ])
+            .await;
+        gate.await?;
+        Ok(format!("{winner}:{}", value?))
+    }
+
     #[handler]
     async fn unordered(&self, ctx: Context<'_>, tag: String) -> HandlerResult<String> {
         let (futures, gate) = Self::awakeables(&ctx, &tag, 3).await?;
@@ -239,6 +255,19 @@ async fn race_replays_the_winner_after_a_restart() {
     let s = restart(s).await;
     resolve(&s, &a[3], "go").await;
     assert_eq!(s.attach(&id).await, (200, json!("1:second")));
+    assert_eq!(decisions(&s, &id, 1).await, [1], "decided once");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mapped_operations_of_two_types_race_and_replay_the_winner() {
+    let s = TestServer::start().await;
+    let (id, a) = start(&s, "mapped").await;
+    resolve(&s, &a[0], "first").await;
+    assert_eq!(decisions(&s, &id, 1).await, [1]);
+    let s = restart(s).await;
+    resolve(&s, &a[1], "go").await;
+    assert_eq!(s.attach(&id).await, (200, json!("1:text first")));
     assert_eq!(decisions(&s, &id, 1).await, [1], "decided once");
     s.stop().await;
 }

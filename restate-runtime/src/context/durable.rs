@@ -59,6 +59,47 @@ impl<'a, T> DurableFuture<'a, T> {
     }
 }
 
+impl<'a, T: Send + 'a> DurableFuture<'a, T> {
+    /// The same operation, its output passed through `f` once it completes: operations of
+    /// different output types then go into one combinator. `f` runs on every replay too, so it
+    /// must be a plain function of the output: no context operations, no side effects.
+    ///
+    /// ```
+    /// use restate_runtime::prelude::*;
+    /// # #[derive(Default)]
+    /// # pub struct Quotes;
+    /// enum Reply {
+    ///     Price(u64),
+    ///     Rejected(String),
+    /// }
+    /// #[service]
+    /// impl Quotes {
+    ///     # #[handler]
+    ///     # async fn fetch(&self, _ctx: Context<'_>) -> HandlerResult<u64> { Ok(42) }
+    ///     #[handler]
+    ///     async fn price(&self, ctx: Context<'_>) -> HandlerResult<u64> {
+    ///         let (_id, rejected) = ctx.awakeable::<String>();
+    ///         let fetched = ctx.client::<Quotes>().fetch().call();
+    ///         // A price or a rejection, whichever comes first (the same on every replay).
+    ///         let (_, reply) = ctx
+    ///             .race([
+    ///                 fetched.map(|r| r.map(Reply::Price)),
+    ///                 rejected.map(|r| r.map(Reply::Rejected)),
+    ///             ])
+    ///             .await;
+    ///         match reply? {
+    ///             Reply::Price(price) => Ok(price),
+    ///             Reply::Rejected(why) => Err(TerminalError::new(why).into()),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'a) -> DurableFuture<'a, U> {
+        let ctx = self.ctx;
+        DurableFuture::new(ctx, async move { f(self.await) })
+    }
+}
+
 impl<'a, T: Send + 'a> DurableFuture<'a, Result<T, TerminalError>> {
     /// Bounds the wait by a durable timer: the result if it comes within `timeout`, otherwise a
     /// [`TerminalError`] with code 408. Which of the two came first is journaled, so a replay
