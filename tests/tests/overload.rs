@@ -297,6 +297,11 @@ async fn strangers_trickling_the_sign_in_form_hold_no_admin_slot() {
     })
     .await;
     assert_eq!(operator("/services").await.unwrap().status(), 200);
+    // A stranger gets no share of the budget of bodies read ahead, only its connection's own
+    // few KiB: a larger sign-in form is refused before any of it is read.
+    let large = head.replace("Content-Length: 1000", "Content-Length: 100000");
+    let mut large = support::raw_request(&app.admin, large.as_bytes()).await;
+    assert_eq!(support::status_line(&mut large).await, "HTTP/1.1 413");
     drop(trickles);
 }
 

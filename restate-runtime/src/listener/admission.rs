@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::incoming::{Charge, OWN_BYTES, ReadAhead, Refused};
+use super::incoming::{Charge, OWN_BYTES, ReadAhead, Refused, Sender};
 use super::outgoing::{self, Budget, Sending};
 use super::{Limits, READ_BUFFER};
 use crate::engine::Engine;
@@ -65,22 +65,21 @@ impl Gate {
         })
     }
 
-    /// `body` read ahead, charged to `own` (its connection's allowance) and the budget, or
-    /// the answer that refuses it.
+    /// `body` from `whom` read ahead, charged to `own` (its connection's allowance) and the
+    /// budget, or the answer that refuses it.
     async fn read_ahead(
         &self,
         body: Body,
         own: &Arc<Semaphore>,
+        whom: Sender,
     ) -> Result<(Body, Charge), Response> {
-        match self.incoming.read(body, own).await {
+        match self.incoming.read(body, own, whom).await {
             Ok(read) => Ok(read),
             Err(Refused::Body(e)) => {
                 let reason = ReasonLabel { reason: e.reason() };
                 self.rejected.get_or_create(&reason).inc();
-                let limits = &self.limits;
-                Err(e
-                    .api_error(limits.max_body_bytes, limits.body_timeout)
-                    .into_response())
+                let (limit, timeout) = (self.incoming.limit(whom), self.limits.body_timeout);
+                Err(e.api_error(limit, timeout).into_response())
             }
             Err(Refused::Budget(rest)) => {
                 self.refused.inc();
@@ -91,12 +90,12 @@ impl Gate {
         }
     }
 
-    /// Whether a request's body is read ahead: not where the router refuses it at once for
-    /// want of the listener's token (a stranger's body is not worth reading, nor waiting
-    /// for), unless its route reads bodies without one.
-    fn reads_ahead<B>(&self, req: &http::Request<B>) -> bool {
+    /// Who sends a request's body, if it is read ahead: not where the router refuses it at
+    /// once for want of the listener's token (a stranger's body is not worth reading, nor
+    /// waiting for), unless its route reads bodies without one.
+    fn reads_ahead<B>(&self, req: &http::Request<B>) -> Option<Sender> {
         let Some(guard) = &self.limits.token else {
-            return true;
+            return Some(Sender::Known);
         };
         let given = req
             .headers()
@@ -104,10 +103,12 @@ impl Gate {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::bearer::bearer_token)
             .unwrap_or("");
-        crate::bearer::matches(&guard.digest, given)
-            || guard
-                .open
-                .contains(&crate::ingress::path::route_path(req.uri().path()))
+        if crate::bearer::matches(&guard.digest, given) {
+            Some(Sender::Known)
+        } else {
+            let route = crate::ingress::path::route_path(req.uri().path());
+            guard.open.contains(&route).then_some(Sender::Stranger)
+        }
     }
 
     /// Takes a slot if one is free.
@@ -312,12 +313,12 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         let sending = self.sending.clone();
         let gate = self.gate.clone();
         // A request the router's token check refuses is answered at once, its body unread.
-        let own = gate.reads_ahead(&req).then(|| self.own.clone());
+        let read_ahead = gate.reads_ahead(&req).map(|whom| (self.own.clone(), whom));
         Box::pin(async move {
-            let (req, charge) = match own {
-                Some(own) => {
+            let (req, charge) = match read_ahead {
+                Some((own, whom)) => {
                     let (parts, body) = req.into_parts();
-                    match gate.read_ahead(body, &own).await {
+                    match gate.read_ahead(body, &own, whom).await {
                         Ok((body, charge)) => (http::Request::from_parts(parts, body), charge),
                         Err(refused) => return Ok(with_cors(refused, &gate.limits, origin)),
                     }

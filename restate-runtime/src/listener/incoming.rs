@@ -29,6 +29,10 @@ pub(super) const OWN_BYTES: usize = 8 * 1024;
 /// that may never finish their bodies.
 const MAX_BUDGET: usize = 64 * 1024 * 1024;
 
+/// Bytes read between two charges: charging each frame would cost more than reading it when
+/// frames are tiny.
+const CHARGED_BY: usize = 1024;
+
 /// Frames smaller than this are copied out of the connection's read buffer: kept as they
 /// are, one byte would hold the whole buffer it came in.
 const COPIED_BELOW: usize = 4 * 1024;
@@ -40,6 +44,14 @@ pub(super) struct ReadAhead {
     max_bytes: usize,
     timeout: Duration,
     arriving: Gauge,
+}
+
+/// Who sends a body: a stranger (a request without the listener's token, to a route that
+/// reads bodies without one) gets no share of the budget, only its connection's own bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sender {
+    Known,
+    Stranger,
 }
 
 /// Why a body read ahead is refused.
@@ -72,23 +84,39 @@ impl ReadAhead {
         }
     }
 
+    /// The most a body from `whom` may hold.
+    pub(super) fn limit(&self, whom: Sender) -> usize {
+        match whom {
+            Sender::Known => self.max_bytes,
+            Sender::Stranger => self.max_bytes.min(OWN_BYTES),
+        }
+    }
+
     /// Reads `body` whole, charging its bytes to `own` (its connection's allowance), then to
-    /// the budget; with the budget spent it is refused with what is left of it. A
-    /// body that has arrived (most do, with their head) is taken as it is, with no timer.
+    /// the budget (never a stranger's); with the budget spent it is refused with what is left
+    /// of it. A body that has arrived (most do, with their head) is taken as it is, with no
+    /// timer. Charges are taken a kibibyte at a time, not per frame.
     pub(super) async fn read(
         &self,
         mut body: Body,
         own: &Arc<Semaphore>,
+        whom: Sender,
     ) -> Result<(Body, Charge), Refused> {
         use futures::FutureExt as _;
         use hyper::body::Body as _;
         if body.is_end_stream() {
             return Ok((body, Charge::default()));
         }
-        if declared_over(&body, self.max_bytes) {
+        let limit = self.limit(whom);
+        if declared_over(&body, limit) {
             return Err(Refused::Body(BodyError::TooLarge));
         }
+        let budget = match whom {
+            Sender::Known => Some(&self.budget),
+            Sender::Stranger => None,
+        };
         let mut charge = Charge::default();
+        let mut uncharged = 0;
         let mut read = Gathered::default();
         // Armed once a frame is not there yet, and kept until the body is read.
         let mut waiting: Option<(Pin<Box<tokio::time::Sleep>>, Arriving)> = None;
@@ -108,20 +136,25 @@ impl ReadAhead {
                 }
             };
             let data = match frame {
-                None => break,
+                None if charge.take(uncharged, own, budget) => break,
+                None => return Err(Refused::Budget(body)),
                 Some(Err(e)) => return Err(Refused::Body(BodyError::Unreadable(e.to_string()))),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
                     Err(_) => continue,
                 },
             };
-            if read.len() + data.len() > self.max_bytes {
+            if read.len() + data.len() > limit {
                 return Err(Refused::Body(BodyError::TooLarge));
             }
-            if !charge.take(data.len(), own, &self.budget) {
-                return Err(Refused::Budget(body));
-            }
+            uncharged += data.len();
             read.push(data);
+            if uncharged >= CHARGED_BY {
+                if !charge.take(uncharged, own, budget) {
+                    return Err(Refused::Budget(body));
+                }
+                uncharged = 0;
+            }
         }
         Ok((Body::from(read.into_bytes()), charge))
     }
@@ -137,8 +170,13 @@ pub(super) struct Charge {
 
 impl Charge {
     /// Takes `bytes` more, from `own` as far as it goes, the rest from `budget`; `false`
-    /// when the budget has not enough.
-    fn take(&mut self, bytes: usize, own: &Arc<Semaphore>, budget: &Arc<Semaphore>) -> bool {
+    /// when the budget (if any) has not enough.
+    fn take(
+        &mut self,
+        bytes: usize,
+        own: &Arc<Semaphore>,
+        budget: Option<&Arc<Semaphore>>,
+    ) -> bool {
         let from_own = bytes.min(own.available_permits());
         let mut rest = bytes;
         if from_own > 0
@@ -150,6 +188,9 @@ impl Charge {
         if rest == 0 {
             return true;
         }
+        let Some(budget) = budget else {
+            return false;
+        };
         let Ok(permit) = budget
             .clone()
             .try_acquire_many_owned(u32::try_from(rest).unwrap_or(u32::MAX))
@@ -169,10 +210,13 @@ fn merge(held: &mut Option<OwnedSemaphorePermit>, more: OwnedSemaphorePermit) {
 }
 
 /// A body's frames as they arrive, joined once whole (a buffer grown as they came would hold
-/// up to twice the body); small ones are copied out of their connection's read buffer.
+/// up to twice the body). Small frames are appended to one buffer of their own: kept apart,
+/// each would cost far more than its bytes (a body sent in one-byte chunks, found from
+/// outside, took 60 times its size), and pin the connection's read buffer it came in.
 #[derive(Default)]
 struct Gathered {
     frames: Vec<Bytes>,
+    small: BytesMut,
     len: usize,
 }
 
@@ -184,13 +228,19 @@ impl Gathered {
     fn push(&mut self, data: Bytes) {
         self.len += data.len();
         if data.len() < COPIED_BELOW {
-            self.frames.push(Bytes::copy_from_slice(&data));
-        } else {
-            self.frames.push(data);
+            self.small.extend_from_slice(&data);
+            return;
         }
+        if !self.small.is_empty() {
+            self.frames.push(self.small.split().freeze());
+        }
+        self.frames.push(data);
     }
 
     fn into_bytes(mut self) -> Bytes {
+        if !self.small.is_empty() {
+            self.frames.push(self.small.freeze());
+        }
         if self.frames.len() <= 1 {
             return self.frames.pop().unwrap_or_default();
         }
@@ -300,7 +350,7 @@ mod tests {
     use prometheus_client::metrics::gauge::Gauge;
     use tokio::sync::Semaphore;
 
-    use super::{BodyError, OWN_BYTES, ReadAhead, Refused};
+    use super::{BodyError, COPIED_BELOW, Gathered, OWN_BYTES, ReadAhead, Refused, Sender};
 
     const KIB: usize = 1024;
 
@@ -333,7 +383,7 @@ mod tests {
         let own = Arc::new(Semaphore::new(OWN_BYTES));
         // 40 KiB in frames of 10 (small ones too: 1 byte, then 3).
         let (body, whole) = body_of(4, 10 * KIB);
-        let (body, charge) = read.read(body, &own).await.ok().unwrap();
+        let (body, charge) = read.read(body, &own, Sender::Known).await.ok().unwrap();
         assert_eq!(own.available_permits(), 0, "the connection's own first");
         assert_eq!(
             read.budget.available_permits(),
@@ -355,7 +405,7 @@ mod tests {
         assert_eq!(read.budget.available_permits(), budget);
         for (chunks, size) in [(1, 1), (3, 1), (1, 100 * KIB / 2)] {
             let (body, whole) = body_of(chunks, size);
-            let (body, _) = read.read(body, &own).await.ok().unwrap();
+            let (body, _) = read.read(body, &own, Sender::Known).await.ok().unwrap();
             assert_eq!(axum::body::to_bytes(body, usize::MAX).await.unwrap(), whole);
         }
         assert_eq!(read.budget.available_permits(), budget, "nothing kept");
@@ -368,9 +418,9 @@ mod tests {
         // Two streams of one connection: the first takes the connection's allowance, the
         // second is charged to the budget whole.
         let (first, _) = body_of(2, 10 * KIB);
-        let first = read.read(first, &own).await.ok().unwrap().1;
+        let first = read.read(first, &own, Sender::Known).await.ok().unwrap().1;
         let (second, _) = body_of(2, 10 * KIB);
-        let second = read.read(second, &own).await.ok().unwrap().1;
+        let second = read.read(second, &own, Sender::Known).await.ok().unwrap().1;
         assert_eq!(own.available_permits(), 0);
         let left = 64 * KIB - (40 * KIB - OWN_BYTES);
         assert_eq!(read.budget.available_permits(), left);
@@ -378,7 +428,7 @@ mod tests {
         let other = Arc::new(Semaphore::new(OWN_BYTES));
         let (third, _) = body_of(7, 9 * KIB);
         assert!(matches!(
-            read.read(third, &other).await,
+            read.read(third, &other, Sender::Known).await,
             Err(Refused::Budget(_))
         ));
         assert_eq!(
@@ -402,12 +452,12 @@ mod tests {
         let own = Arc::new(Semaphore::new(OWN_BYTES));
         let (large, _) = body_of(3, 8 * KIB);
         assert!(matches!(
-            read.read(large, &own).await,
+            read.read(large, &own, Sender::Known).await,
             Err(Refused::Body(BodyError::TooLarge))
         ));
         let slow = ReadAhead::new(4, 16 * KIB, Duration::from_millis(50), arriving.clone());
         let never = Body::from_stream(futures::stream::pending::<Result<Bytes, Infallible>>());
-        let reading = slow.read(never, &own);
+        let reading = slow.read(never, &own, Sender::Known);
         tokio::pin!(reading);
         assert!(futures::FutureExt::now_or_never(reading.as_mut()).is_none());
         assert_eq!(arriving.get(), 1, "counted while it arrives");
@@ -416,6 +466,56 @@ mod tests {
             Err(Refused::Body(BodyError::TimedOut))
         ));
         assert_eq!(arriving.get(), 0);
+        assert_eq!(own.available_permits(), OWN_BYTES);
+    }
+
+    #[test]
+    fn tiny_frames_are_gathered_into_one_buffer_and_joined_exactly() {
+        let mut gathered = Gathered::default();
+        let mut whole = Vec::new();
+        for i in 0..10_000u32 {
+            let byte = (i % 251) as u8;
+            gathered.push(Bytes::from(vec![byte]));
+            whole.push(byte);
+        }
+        // One large frame between small ones keeps its place.
+        let large = Bytes::from(vec![7u8; COPIED_BELOW]);
+        gathered.push(large.clone());
+        whole.extend_from_slice(&large);
+        gathered.push(Bytes::from_static(b"end"));
+        whole.extend_from_slice(b"end");
+        // Ten thousand one-byte frames are one buffer, not ten thousand allocations.
+        assert_eq!(gathered.frames.len(), 2);
+        assert!(gathered.frames[0].len() == 10_000 && gathered.small.len() == 3);
+        assert_eq!(gathered.into_bytes(), whole);
+    }
+
+    #[tokio::test]
+    async fn a_strangers_body_gets_its_connections_own_bytes_and_no_budget() {
+        let (read, _) = reading(4, 64 * KIB);
+        let own = Arc::new(Semaphore::new(OWN_BYTES));
+        let (small, whole) = body_of(2, 2 * KIB);
+        let (body, charge) = read.read(small, &own, Sender::Stranger).await.ok().unwrap();
+        assert_eq!(axum::body::to_bytes(body, usize::MAX).await.unwrap(), whole);
+        assert_eq!(
+            read.budget.available_permits(),
+            256 * KIB,
+            "no budget taken"
+        );
+        // A second stream of the connection, past what is left of its own: refused.
+        let (more, _) = body_of(2, OWN_BYTES / 2);
+        assert!(matches!(
+            read.read(more, &own, Sender::Stranger).await,
+            Err(Refused::Budget(_))
+        ));
+        drop(charge);
+        // Over the connection's own bytes in all: too large for a stranger.
+        let (large, _) = body_of(3, OWN_BYTES / 2);
+        assert!(matches!(
+            read.read(large, &own, Sender::Stranger).await,
+            Err(Refused::Body(BodyError::TooLarge))
+        ));
+        assert_eq!(read.limit(Sender::Stranger), OWN_BYTES);
         assert_eq!(own.available_permits(), OWN_BYTES);
     }
 }
