@@ -600,7 +600,7 @@ async fn over_the_in_flight_cap_preflights_are_answered_and_refusals_carry_cors(
     let held = tokio::spawn(
         client()
             .post(format!("{}/Greeter/linger", s.base))
-            .json(&3000)
+            .json(&8000)
             .send(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -156,7 +156,7 @@ async fn requests_over_the_in_flight_cap_get_429_with_retry_after() {
             .send()
     };
     // Two calls of a handler that works for a while hold both slots.
-    let held: Vec<_> = (0..2).map(|_| tokio::spawn(busy(3000))).collect();
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(busy(8000))).collect();
     poll(Duration::from_secs(10), || async {
         listener_metric(&app, "restate_requests_in_flight", "ingress").await == 2
     })
