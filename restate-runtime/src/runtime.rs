@@ -200,8 +200,9 @@ impl RuntimeBuilder {
 
     /// Largest accepted request body (default 10 MiB). Bodies are read whole before their
     /// requests take one of the requests in flight, so a slow sender holds a connection, not
-    /// a slot; what each listener holds of them is at most the cap on requests in flight
-    /// times this, and at most 64 MiB unless one body may be larger (`429` past it).
+    /// a slot; what each listener holds of them is 8 KiB per connection, and beyond that at
+    /// most the cap on requests in flight times this, at most 64 MiB unless one body may be
+    /// larger (`429` past it).
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -337,8 +338,8 @@ impl RuntimeBuilder {
 
     /// Requests each listener serves at once (default 128): more wait up to a second, then
     /// are answered `429` with `Retry-After`. A request takes its slot once its body is
-    /// read; times the body limit (at most 64 MiB), this bounds the memory request bodies
-    /// take.
+    /// read; times the body limit (at most 64 MiB, plus 8 KiB per connection), this bounds
+    /// the memory request bodies take.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {

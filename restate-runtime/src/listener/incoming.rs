@@ -209,10 +209,11 @@ fn merge(held: &mut Option<OwnedSemaphorePermit>, more: OwnedSemaphorePermit) {
     }
 }
 
-/// A body's frames as they arrive, joined once whole (a buffer grown as they came would hold
-/// up to twice the body). Small frames are appended to one buffer of their own: kept apart,
-/// each would cost far more than its bytes (a body sent in one-byte chunks, found from
-/// outside, took 60 times its size), and pin the connection's read buffer it came in.
+/// A body's frames as they arrive: large ones kept as they came and joined once whole,
+/// small ones appended to one buffer of their own (which grows by doubling, so holds up to
+/// twice their bytes). Kept apart, each small frame would cost far more than its bytes (a body
+/// sent in one-byte chunks, found from outside, took 60 times its size) and pin the
+/// connection's read buffer it came in.
 #[derive(Default)]
 struct Gathered {
     frames: Vec<Bytes>,

@@ -46,8 +46,9 @@ pub(crate) struct Limits {
     pub max_body_bytes: usize,
     /// Whether HTTP/2 is spoken (not on the public listener: webhook senders use HTTP/1.1).
     pub http2: bool,
-    /// The token the router requires: a request without it is passed to the router, which
-    /// refuses it, with its body unread.
+    /// The token the router requires: a request without it is passed to the router with its
+    /// body unread, which refuses it (or, on the admin UI, takes its session cookie: a signed-in
+    /// operator's UI requests are not read ahead), but for the [`Guard::open`] routes.
     pub token: Option<Guard>,
     /// Whether the router answers CORS (the ingress): preflights are then answered however
     /// busy the listener is, and a refusal over the in-flight or the connection cap carries
