@@ -52,9 +52,19 @@ pub(crate) fn matches(expected: &[u8; 32], given: &str) -> bool {
     !given.is_empty() && bool::from(digest(given).ct_eq(expected))
 }
 
+/// Whether `headers` carry the token whose digest is `expected` in an `Authorization: Bearer`
+/// header.
+pub(crate) fn carries(headers: &axum::http::HeaderMap, expected: &[u8; 32]) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .is_some_and(|given| matches(expected, given))
+}
+
 /// The token of an `Authorization` value of the Bearer scheme, whose name is case-insensitive
 /// (RFC 9110).
-pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -65,13 +75,7 @@ async fn check(State(expected): State<Arc<Expected>>, req: Request, next: Next) 
     if route_path(req.uri().path()) == route_path(expected.exempt) {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .unwrap_or("");
-    if matches(&expected.digest, given) {
+    if carries(req.headers(), &expected.digest) {
         next.run(req).await
     } else {
         let mut refusal = ApiError::ingress(

@@ -81,10 +81,10 @@ impl Gate {
                 let (limit, timeout) = (self.incoming.limit(whom), self.limits.body_timeout);
                 Err(e.api_error(limit, timeout).into_response())
             }
-            Err(Refused::Budget(rest)) => {
+            Err(Refused::Budget(rest, deadline)) => {
                 self.refused.inc();
                 // Read to its end, so that the client sees the answer, not a reset.
-                drain(rest, &self.limits).await;
+                drain_until(rest, self.limits.max_body_bytes, deadline).await;
                 Err(too_busy("request bytes"))
             }
         }
@@ -97,13 +97,7 @@ impl Gate {
         let Some(guard) = &self.limits.token else {
             return Some(Sender::Known);
         };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::bearer::bearer_token)
-            .unwrap_or("");
-        if crate::bearer::matches(&guard.digest, given) {
+        if crate::bearer::carries(req.headers(), &guard.digest) {
             Some(Sender::Known)
         } else {
             let route = crate::ingress::path::route_path(req.uri().path());
@@ -438,10 +432,15 @@ impl Refusal {
 }
 
 /// Reads and drops a body, up to the body limit and within the body timeout.
-async fn drain(mut body: Body, limits: &Limits) {
+async fn drain(body: Body, limits: &Limits) {
     let deadline = tokio::time::Instant::now() + limits.body_timeout;
+    drain_until(body, limits.max_body_bytes, deadline).await;
+}
+
+/// Reads and drops a body, up to `limit` bytes and until `deadline`.
+async fn drain_until(mut body: Body, limit: usize, deadline: tokio::time::Instant) {
     let mut read = 0usize;
-    while read <= limits.max_body_bytes {
+    while read <= limit {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
             _ => return,

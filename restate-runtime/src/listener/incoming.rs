@@ -57,8 +57,9 @@ pub(super) enum Sender {
 /// Why a body read ahead is refused.
 pub(super) enum Refused {
     Body(BodyError),
-    /// The budget is spent: the rest of the body is left to drain.
-    Budget(Body),
+    /// The budget is spent: the rest of the body is left to drain, until the body's own
+    /// deadline.
+    Budget(Body, tokio::time::Instant),
 }
 
 impl ReadAhead {
@@ -137,7 +138,7 @@ impl ReadAhead {
             };
             let data = match frame {
                 None if charge.take(uncharged, own, budget) => break,
-                None => return Err(Refused::Budget(body)),
+                None => return Err(Refused::Budget(body, deadline)),
                 Some(Err(e)) => return Err(Refused::Body(BodyError::Unreadable(e.to_string()))),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
@@ -151,7 +152,7 @@ impl ReadAhead {
             read.push(data);
             if uncharged >= CHARGED_BY {
                 if !charge.take(uncharged, own, budget) {
-                    return Err(Refused::Budget(body));
+                    return Err(Refused::Budget(body, deadline));
                 }
                 uncharged = 0;
             }
@@ -177,13 +178,19 @@ impl Charge {
         own: &Arc<Semaphore>,
         budget: Option<&Arc<Semaphore>>,
     ) -> bool {
-        let from_own = bytes.min(own.available_permits());
         let mut rest = bytes;
-        if from_own > 0
-            && let Ok(permit) = own.clone().try_acquire_many_owned(from_own as u32)
-        {
-            merge(&mut self.own, permit);
-            rest -= from_own;
+        // Another stream of the connection may take some between the look and the take:
+        // look again, so that what is left of the allowance is used before the budget.
+        loop {
+            let from_own = rest.min(own.available_permits());
+            if from_own == 0 {
+                break;
+            }
+            if let Ok(permit) = own.clone().try_acquire_many_owned(from_own as u32) {
+                merge(&mut self.own, permit);
+                rest -= from_own;
+                break;
+            }
         }
         if rest == 0 {
             return true;
@@ -430,7 +437,7 @@ mod tests {
         let (third, _) = body_of(7, 9 * KIB);
         assert!(matches!(
             read.read(third, &other, Sender::Known).await,
-            Err(Refused::Budget(_))
+            Err(Refused::Budget(..))
         ));
         assert_eq!(
             other.available_permits(),
@@ -507,7 +514,7 @@ mod tests {
         let (more, _) = body_of(2, OWN_BYTES / 2);
         assert!(matches!(
             read.read(more, &own, Sender::Stranger).await,
-            Err(Refused::Budget(_))
+            Err(Refused::Budget(..))
         ));
         drop(charge);
         // Over the connection's own bytes in all: too large for a stranger.

@@ -177,11 +177,7 @@ impl Access {
         let Some(digest) = &self.token else {
             return false;
         };
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::bearer::bearer_token)
-            .is_some_and(|given| crate::bearer::matches(digest, given))
+        crate::bearer::carries(headers, digest)
     }
 
     /// The session cookie (any of the request's cookies of that name).
