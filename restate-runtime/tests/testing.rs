@@ -20,6 +20,7 @@ pub struct Steps {
     seen: Arc<Mutex<Vec<(String, u64)>>>,
     failures_left: Arc<AtomicU32>,
     refusals: Arc<AtomicU32>,
+    bookings: Arc<AtomicU32>,
 }
 
 impl Steps {
@@ -92,6 +93,32 @@ impl Steps {
         }
         ctx.sleep(HOUR).await?;
         Ok(())
+    }
+
+    /// Fails every attempt before its first await (attempts counted in `refusals`), an hour
+    /// apart.
+    #[handler(retry(initial_interval = "1h", max_interval = "1h"))]
+    async fn declined(&self, _ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        self.refusals.fetch_add(1, Ordering::SeqCst);
+        Err("the card is declined".into())
+    }
+
+    /// Books (a journaled step), then fails its first two attempts before its next await
+    /// (attempts counted in `bookings`), an hour apart; once past, it sleeps an hour, and
+    /// undoes the booking if cancelled meanwhile.
+    #[handler(retry(initial_interval = "1h", max_interval = "1h"))]
+    async fn booked(&self, ctx: ObjectContext<'_>) -> HandlerResult<String> {
+        ctx.run(|| async { Ok(()) }).name("book").await?;
+        if self.bookings.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err("the card is declined".into());
+        }
+        match ctx.sleep(HOUR).await {
+            Err(e) if e.code() == 409 => {
+                ctx.run(|| async { Ok(()) }).name("unbook").await?;
+                Ok("unbooked".into())
+            }
+            other => other.map(|()| "booked".into()).map_err(Into::into),
+        }
     }
 
     /// Real work outside the engine, inside `ctx.run`: 50 ms of a real timer.
@@ -360,6 +387,12 @@ async fn a_cancel_during_a_steps_retry_wait_ends_the_step_without_another_attemp
     assert!(seen.lock().unwrap().is_empty());
 }
 
+/// The invocations backing off between attempts.
+fn backing_off(t: &TestRuntime) -> Vec<InvocationId> {
+    let filter = InvocationFilter::default().status("backing-off");
+    t.invocations(filter).iter().map(|v| v.id).collect()
+}
+
 /// An invocation between attempts stays there across a restart (the hour's wait is not cut
 /// short), and a cancel that comes meanwhile starts its next attempt at once, which takes the
 /// cancellation at its first await (found from outside: the cancel waited out the hour).
@@ -376,13 +409,6 @@ async fn a_cancel_during_an_invocations_retry_wait_ends_it_without_the_wait() {
         .await
         .unwrap();
     let id = sent.invocation_id();
-    let backing_off = |t: &TestRuntime| {
-        let filter = InvocationFilter::default().status("backing-off");
-        t.invocations(filter)
-            .iter()
-            .map(|v| v.id)
-            .collect::<Vec<_>>()
-    };
     t.run_until_idle().await;
     assert_eq!(backing_off(&t), [id]);
     t.restart().await;
@@ -395,6 +421,47 @@ async fn a_cancel_during_an_invocations_retry_wait_ends_it_without_the_wait() {
     let e = view.output::<()>().expect("completed").unwrap_err();
     assert_eq!(e.code(), 409, "{e:?}");
     assert_eq!(refusals.load(Ordering::SeqCst), 2);
+}
+
+/// A cancel of one backing off is taken at its next attempt's first await, where its handler
+/// can compensate, however many attempts fail before one gets there: the cancel ends one wait
+/// between attempts, not each (found from outside: the attempts left ran back to back, and it
+/// was paused with its retries spent). One with nothing journaled, whose attempt fails before
+/// any await, ends with the `409` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_of_one_backing_off_reaches_its_handler_through_failed_attempts() {
+    let steps = Steps::default();
+    let (declines, bookings) = (steps.refusals.clone(), steps.bookings.clone());
+    let t = TestRuntime::builder().bind(steps).build().await;
+    let client = t.handle();
+    let declined = client.object::<Steps>("d").declined().send().await.unwrap();
+    let booked = client.object::<Steps>("b").booked().send().await.unwrap();
+    let (declined_id, booked_id) = (declined.invocation_id(), booked.invocation_id());
+    t.run_until_idle().await;
+    let (mut both, mut shown) = ([declined_id, booked_id], backing_off(&t));
+    both.sort();
+    shown.sort();
+    assert_eq!(shown, both);
+    declined.cancel().await.unwrap();
+    booked.cancel().await.unwrap();
+    t.run_until_idle().await;
+    let view = t.invocation(declined_id).unwrap();
+    let e = view.output::<()>().expect("completed").unwrap_err();
+    assert_eq!((e.code(), e.message()), (409, "cancelled"));
+    assert_eq!(
+        declines.load(Ordering::SeqCst),
+        2,
+        "one attempt after the cancel"
+    );
+    // The wait the cancel cut short was the first; the second attempt failed too, and its
+    // wait is the policy's.
+    assert_eq!(bookings.load(Ordering::SeqCst), 2);
+    assert_eq!(backing_off(&t), [booked_id]);
+    t.advance(HOUR).await;
+    t.run_until_idle().await;
+    let view = t.invocation(booked_id).unwrap();
+    assert_eq!(view.output::<String>(), Some(Ok("unbooked".to_owned())));
+    assert_eq!(bookings.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

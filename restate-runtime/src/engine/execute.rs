@@ -120,6 +120,9 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 .saturating_add(crate::clock::millis(policy.delay_for(failures)));
             retry.next_at_ms.min(capped)
         });
+        // A cancel ends one wait between attempts, the next attempt then taking it at its
+        // first await; an attempt that fails before one waits out the next delay as any.
+        let mut wait_cut_by_cancel = false;
         loop {
             // Only a wait still to come: one stored earlier in this run that is past (it was
             // mid-attempt at the crash) keeps its restore slot.
@@ -132,7 +135,10 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                     () = inflight.back_off(&engine.config().clock, at) => false,
                     // The next attempt starts now and takes it at its first await (found from
                     // outside: a cancel waited out the whole delay, an hour for some).
-                    () = inflight.cancel_requested() => false,
+                    () = inflight.cancel_requested(), if !wait_cut_by_cancel => {
+                        wait_cut_by_cancel = true;
+                        false
+                    }
                     _ = inflight.killed.notified() => true,
                     () = stopped(&mut shutdown, &mut departures, &inflight) => return,
                 };
@@ -237,6 +243,19 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 Attempt::Success(output) => {
                     let outcome = ctx.ending(Outcome::Success(output.to_vec()));
                     return complete(&engine, &inflight, outcome).await;
+                }
+                // A cancel asked for and not yet taken, of one with nothing journaled (nothing
+                // to compensate, no call to cancel with it): it ends here as its first await
+                // would have ended it (found from outside: an attempt that fails before any
+                // await ran again and again, each wait ended by the cancel, then was paused
+                // with its retries spent). One with a journal retries, and takes the
+                // cancellation at its next await, where its handler can compensate.
+                Attempt::Retry(reason)
+                    if ctx.cancel_pending() && inflight.state().journal.is_empty() =>
+                {
+                    tracing::info!(%reason, "invocation cancelled: its attempt failed before any await");
+                    let cancelled = crate::context::invocation::cancelled_outcome();
+                    return complete(&engine, &inflight, ctx.ending(cancelled)).await;
                 }
                 Attempt::Terminal(error) => {
                     tracing::info!(code = error.code(), message = %error.message(), "invocation failed terminally");

@@ -351,15 +351,18 @@ impl Inflight {
         }
     }
 
+    /// Whether a cancellation was requested and not yet delivered to its handler.
+    pub(crate) fn cancel_undelivered(&self) -> bool {
+        let state = self.state();
+        state.record.cancel_requested && !state.record.cancel_delivered
+    }
+
     /// Resolves once a cancellation was requested and not yet delivered to its handler.
     pub(crate) async fn cancel_requested(&self) {
         let mut changes = self.changes();
         loop {
-            {
-                let state = self.state();
-                if state.record.cancel_requested && !state.record.cancel_delivered {
-                    return;
-                }
+            if self.cancel_undelivered() {
+                return;
             }
             if changes.changed().await.is_err() {
                 return std::future::pending().await;
