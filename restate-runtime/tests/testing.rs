@@ -121,6 +121,14 @@ impl Steps {
         }
     }
 
+    /// Books (a journaled step), then fails every attempt before its next await: three,
+    /// an hour apart.
+    #[handler(retry(initial_interval = "1h", max_interval = "1h", max_attempts = 3))]
+    async fn overbooked(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        ctx.run(|| async { Ok(()) }).name("book").await?;
+        Err("no room left".into())
+    }
+
     /// Real work outside the engine, inside `ctx.run`: 50 ms of a real timer.
     #[handler]
     async fn slow_io(&self, ctx: ObjectContext<'_>) -> HandlerResult<String> {
@@ -427,7 +435,8 @@ async fn a_cancel_during_an_invocations_retry_wait_ends_it_without_the_wait() {
 /// can compensate, however many attempts fail before one gets there: the cancel ends one wait
 /// between attempts, not each (found from outside: the attempts left ran back to back, and it
 /// was paused with its retries spent). One with nothing journaled, whose attempt fails before
-/// any await, ends with the `409` there.
+/// any await, ends with the `409` there; one whose attempts never reach an await ends with it
+/// once its retries are spent, not paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_of_one_backing_off_reaches_its_handler_through_failed_attempts() {
     let steps = Steps::default();
@@ -436,14 +445,24 @@ async fn a_cancel_of_one_backing_off_reaches_its_handler_through_failed_attempts
     let client = t.handle();
     let declined = client.object::<Steps>("d").declined().send().await.unwrap();
     let booked = client.object::<Steps>("b").booked().send().await.unwrap();
+    let overbooked = client
+        .object::<Steps>("o")
+        .overbooked()
+        .send()
+        .await
+        .unwrap();
     let (declined_id, booked_id) = (declined.invocation_id(), booked.invocation_id());
+    let overbooked_id = overbooked.invocation_id();
     t.run_until_idle().await;
-    let (mut both, mut shown) = ([declined_id, booked_id], backing_off(&t));
-    both.sort();
-    shown.sort();
-    assert_eq!(shown, both);
+    let sorted = |mut ids: Vec<InvocationId>| {
+        ids.sort();
+        ids
+    };
+    let all = sorted(vec![declined_id, booked_id, overbooked_id]);
+    assert_eq!(sorted(backing_off(&t)), all);
     declined.cancel().await.unwrap();
     booked.cancel().await.unwrap();
+    overbooked.cancel().await.unwrap();
     t.run_until_idle().await;
     let view = t.invocation(declined_id).unwrap();
     let e = view.output::<()>().expect("completed").unwrap_err();
@@ -456,12 +475,18 @@ async fn a_cancel_of_one_backing_off_reaches_its_handler_through_failed_attempts
     // The wait the cancel cut short was the first; the second attempt failed too, and its
     // wait is the policy's.
     assert_eq!(bookings.load(Ordering::SeqCst), 2);
-    assert_eq!(backing_off(&t), [booked_id]);
+    assert_eq!(
+        sorted(backing_off(&t)),
+        sorted(vec![booked_id, overbooked_id])
+    );
     t.advance(HOUR).await;
     t.run_until_idle().await;
     let view = t.invocation(booked_id).unwrap();
     assert_eq!(view.output::<String>(), Some(Ok("unbooked".to_owned())));
     assert_eq!(bookings.load(Ordering::SeqCst), 3);
+    let view = t.invocation(overbooked_id).unwrap();
+    let e = view.output::<()>().expect("ended, not paused").unwrap_err();
+    assert_eq!((e.code(), e.message()), (409, "cancelled"));
 }
 
 #[tokio::test]

@@ -249,9 +249,12 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                 // would have ended it (found from outside: an attempt that fails before any
                 // await ran again and again, each wait ended by the cancel, then was paused
                 // with its retries spent). One with a journal retries, and takes the
-                // cancellation at its next await, where its handler can compensate.
+                // cancellation at its next await, where its handler can compensate; if none
+                // gets there before its retries are spent, the cancel ends it, not a pause.
                 Attempt::Retry(reason)
-                    if ctx.cancel_pending() && inflight.state().journal.is_empty() =>
+                    if ctx.cancel_pending()
+                        && (inflight.state().journal.is_empty()
+                            || !policy.allows_another(failures + 1)) =>
                 {
                     tracing::info!(%reason, "invocation cancelled: its attempt failed before any await");
                     let cancelled = crate::context::invocation::cancelled_outcome();
