@@ -256,7 +256,9 @@ pub(crate) async fn run(engine: Engine, inflight: Arc<Inflight>) {
                         && (inflight.state().journal.is_empty()
                             || !policy.allows_another(failures + 1)) =>
                 {
-                    tracing::info!(%reason, "invocation cancelled: its attempt failed before any await");
+                    tracing::info!(%reason, "invocation cancelled: its attempt failed with the cancellation not yet taken");
+                    // Its last error is this attempt's, as a kill's after its attempts is.
+                    inflight.state().record.last_error = Some(reason);
                     let cancelled = crate::context::invocation::cancelled_outcome();
                     return complete(&engine, &inflight, ctx.ending(cancelled)).await;
                 }

@@ -92,12 +92,15 @@ impl Gate {
 
     /// Who sends a request's body, if it is read ahead: not where the router refuses it at
     /// once for want of the listener's token (a stranger's body is not worth reading, nor
-    /// waiting for), unless its route reads bodies without one.
-    fn reads_ahead<B>(&self, req: &http::Request<B>) -> Option<Sender> {
+    /// waiting for), unless its route reads bodies without one. A request found to carry the
+    /// token is marked so ([`crate::bearer::Verified`]): the router does not check it again.
+    fn reads_ahead<B>(&self, req: &mut http::Request<B>) -> Option<Sender> {
         let Some(guard) = &self.limits.token else {
             return Some(Sender::Known);
         };
         if crate::bearer::carries(req.headers(), &guard.digest) {
+            req.extensions_mut()
+                .insert(crate::bearer::Verified(guard.digest));
             Some(Sender::Known)
         } else {
             let route = crate::ingress::path::route_path(req.uri().path());
@@ -286,7 +289,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         use tower_service::Service as _;
-        let req = req.map(Body::new);
+        let mut req = req.map(Body::new);
         let mut router = self.router.clone();
         let busy = self.activity.as_ref().map(Activity::enter);
         // Probes are answered however busy the listener is, and so are preflights where the
@@ -307,7 +310,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         let sending = self.sending.clone();
         let gate = self.gate.clone();
         // A request the router's token check refuses is answered at once, its body unread.
-        let read_ahead = gate.reads_ahead(&req).map(|whom| (self.own.clone(), whom));
+        let read_ahead = gate
+            .reads_ahead(&mut req)
+            .map(|whom| (self.own.clone(), whom));
         Box::pin(async move {
             let (req, charge) = match read_ahead {
                 Some((own, whom)) => {
